@@ -1,0 +1,50 @@
+"""One error hierarchy for Notify.
+
+Every failure Notify raises on purpose is a ``NotifyError``. Entry points (CLI, Lambda handlers,
+the gateway) map the subclasses to exit codes or HTTP statuses in one place each, so the domain never
+needs to know how it is being served.
+"""
+
+from __future__ import annotations
+
+
+class NotifyError(Exception):
+    """Base class of every error Notify raises deliberately."""
+
+    http_status: int = 500
+
+
+class ConfigurationError(NotifyError):
+    """Settings are missing or contradict each other (caught at start-up, never mid-request)."""
+
+    http_status = 500
+
+
+class ValidationError(NotifyError):
+    """Input from outside (a file, an event, a request) does not satisfy its contract."""
+
+    http_status = 400
+
+
+class NotFoundError(NotifyError):
+    """The entity asked for does not exist."""
+
+    http_status = 404
+
+
+class ConditionFailedError(NotifyError):
+    """A conditional write lost: the item was already claimed, or changed under us."""
+
+    http_status = 409
+
+
+class PayloadTooLargeError(ValidationError):
+    """A request body or batch is over its documented limit."""
+
+    http_status = 413
+
+
+class BackendError(NotifyError):
+    """A backing service (SQLite, DynamoDB, Kafka, S3) failed in a way a retry may fix."""
+
+    http_status = 503

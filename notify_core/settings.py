@@ -1,0 +1,74 @@
+"""Settings: one switch (``local`` | ``aws``) and what each environment needs.
+
+Nothing reads the environment at import time. Each entry point (Dagster definitions, a Lambda cold
+start, the CLI) calls :func:`load_settings` once and passes the result down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from notify_core.errors import ConfigurationError
+
+Environment = Literal["local", "aws"]
+
+
+class NotifySettings(BaseSettings):
+    """Typed settings, read from ``NOTIFY_*`` environment variables (or passed explicitly)."""
+
+    model_config = SettingsConfigDict(env_prefix="NOTIFY_", extra="forbid", frozen=True)
+
+    env: Environment = "local"
+    data_dir: Path = Field(default=Path(".notify"), description="Embedded default: store, log, lake, artefacts.")
+    landing_dir: Path | None = Field(default=None, description="Batch landing folder; default <data_dir>/landing.")
+    source_data: Path = Field(
+        default=Path("../shared/data/online_retail/online_retail.parquet"),
+        description="The Online Retail file the demo loads.",
+    )
+    seed: int = 7
+
+    # aws environment
+    aws_region: str = "eu-west-1"
+    dynamodb_endpoint_url: str | None = None
+    table_prefix: str = "notify_"
+    s3_bucket: str | None = None
+    s3_prefix: str = "notify/"
+
+    @model_validator(mode="after")
+    def _check_aws(self) -> NotifySettings:
+        if self.env == "aws" and not self.s3_bucket:
+            raise ConfigurationError("NOTIFY_ENV=aws needs NOTIFY_S3_BUCKET (landing files, lake, artefacts)")
+        return self
+
+    @property
+    def landing(self) -> Path:
+        return self.landing_dir if self.landing_dir is not None else self.data_dir / "landing"
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "store.sqlite"
+
+    @property
+    def lake_root(self) -> str:
+        """Root of the columnar lake: a local folder, or an S3 prefix in aws."""
+        if self.env == "aws":
+            return f"s3://{self.s3_bucket}/{self.s3_prefix.rstrip('/')}/lake"
+        return str(self.data_dir / "lake")
+
+    @property
+    def quarantine_root(self) -> Path:
+        return self.data_dir / "quarantine"
+
+
+def load_settings(**overrides: Any) -> NotifySettings:
+    """Read settings from the environment, with explicit overrides winning. Call once per entry point."""
+    try:
+        return NotifySettings(**overrides)
+    except ConfigurationError:
+        raise
+    except Exception as exc:  # pydantic's ValidationError: re-raise as ours, with the message
+        raise ConfigurationError(f"invalid Notify settings: {exc}") from exc

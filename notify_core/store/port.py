@@ -1,0 +1,132 @@
+"""The Store port: a small key-value table API shaped like DynamoDB.
+
+Every table has a string partition key ``pk`` and a string sort key ``sk``; items are flat dicts of
+JSON-like values (str, int, float, bool, None, list, dict) plus ``bytes`` for vectors. The access patterns
+are the ones DynamoDB serves well, so both adapters stay thin and nothing depends on SQL joins:
+
+* ``get`` / ``batch_get`` by full key,
+* ``query`` one partition by sort-key prefix or range, in order, with a limit,
+* ``batch_put`` (idempotent overwrite), ``put`` and ``update`` with a condition, ``delete``,
+* TTL: an item whose numeric ``ttl`` attribute (epoch seconds) is in the past is treated as absent
+  by every read and by ``not_exists`` conditions, whether or not the backend has swept it yet
+  (DynamoDB deletes expired items lazily, up to days later).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+Item = dict[str, Any]
+Key = tuple[str, str]
+
+TTL_ATTRIBUTE = "ttl"
+KEY_ATTRIBUTES = ("pk", "sk")
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """A write condition both backends can evaluate atomically.
+
+    ``not_exists``: no live item has this key (an expired item counts as absent).
+    ``equals``: the live item exists and each named attribute equals the given value.
+    """
+
+    not_exists: bool = False
+    equals: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.not_exists and self.equals:
+            raise ValueError("a Condition is either not_exists or equals, not both")
+
+    @classmethod
+    def absent(cls) -> Condition:
+        return cls(not_exists=True)
+
+    @classmethod
+    def matches(cls, **attributes: Any) -> Condition:
+        return cls(equals=dict(attributes))
+
+    def holds_for(self, current: Item | None) -> bool:
+        """Reference semantics (used by the SQLite adapter and documented for DynamoDB's)."""
+        if self.not_exists:
+            return current is None
+        if current is None:
+            return False
+        return all(current.get(name) == value for name, value in self.equals.items())
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRange:
+    """Sort-key selection for :meth:`Table.query`: a prefix, or an inclusive ``[start, end]`` range."""
+
+    prefix: str | None = None
+    start: str | None = None
+    end: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.prefix is not None and (self.start is not None or self.end is not None):
+            raise ValueError("KeyRange takes a prefix or a start/end range, not both")
+
+
+def is_expired(item: Mapping[str, Any], *, now: float | None = None) -> bool:
+    ttl = item.get(TTL_ATTRIBUTE)
+    if ttl is None:
+        return False
+    return float(ttl) <= (time.time() if now is None else now)
+
+
+@runtime_checkable
+class Table(Protocol):
+    """One table of the Store. Implementations must be safe to share between threads."""
+
+    name: str
+
+    def get(self, pk: str, sk: str, *, consistent: bool = False) -> Item | None: ...
+
+    def batch_get(self, keys: Sequence[Key], *, consistent: bool = False) -> list[Item]:
+        """Live items for the keys that exist, in no particular order."""
+        ...
+
+    def query(
+        self,
+        pk: str,
+        *,
+        key_range: KeyRange | None = None,
+        limit: int | None = None,
+        descending: bool = False,
+        consistent: bool = False,
+    ) -> list[Item]: ...
+
+    def batch_put(self, items: Iterable[Item]) -> int:
+        """Overwrite items (unconditionally, idempotently); returns the number written."""
+        ...
+
+    def put(self, item: Item, *, condition: Condition | None = None) -> None:
+        """Write one item; raises ``ConditionFailedError`` if ``condition`` does not hold."""
+        ...
+
+    def update(
+        self, pk: str, sk: str, *, set: Mapping[str, Any], condition: Condition | None = None
+    ) -> Item:
+        """Set attributes of an item (creating it if absent and no condition forbids); returns the new item."""
+        ...
+
+    def delete(self, pk: str, sk: str, *, condition: Condition | None = None) -> None: ...
+
+    def scan(self, *, segment_size: int = 1000) -> Iterator[Item]:
+        """Every live item. For maintenance and tests only: analytics read the lake, not the Store."""
+        ...
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A set of tables on one backend."""
+
+    def table(self, name: str) -> Table:
+        """The named table, created on first use if the backend allows it."""
+        ...
+
+    def close(self) -> None: ...

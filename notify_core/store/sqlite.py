@@ -1,0 +1,246 @@
+"""SQLite adapter of the Store port: the embedded default.
+
+One SQLite file in WAL mode; one ``WITHOUT ROWID`` table per Notify table keyed by ``(pk, sk)``, the item
+kept as one JSON document, and the TTL copied into its own column so expiry is a cheap filter.
+Conditional writes run inside ``BEGIN IMMEDIATE`` so the check and the write are atomic across threads
+and processes (the delivery worker and the consumer rely on that to claim work exactly once).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from notify_core.errors import BackendError, ConditionFailedError, ValidationError
+from notify_core.store.codec import decode_item, encode_item
+from notify_core.store.port import TTL_ATTRIBUTE, Condition, Item, Key, KeyRange
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_BATCH = 500  # rows per transaction / per IN (...) lookup
+
+
+def _check_key(pk: Any, sk: Any) -> None:
+    if not isinstance(pk, str) or not isinstance(sk, str) or not pk or not sk:
+        raise ValidationError(f"Store keys must be non-empty strings, got pk={pk!r} sk={sk!r}")
+
+
+def _ttl_of(item: Mapping[str, Any]) -> float | None:
+    ttl = item.get(TTL_ATTRIBUTE)
+    return None if ttl is None else float(ttl)
+
+
+class SqliteStore:
+    """A Store in one SQLite file. Safe to share between threads (one connection per thread)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._tables: dict[str, SqliteTable] = {}
+        self._lock = threading.RLock()
+        self._connections: list[sqlite3.Connection] = []
+
+    def connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=60000")
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def table(self, name: str) -> SqliteTable:
+        if not _NAME.match(name):
+            raise ValidationError(f"invalid table name {name!r}")
+        with self._lock:
+            table = self._tables.get(name)
+            if table is None:
+                self.connection().execute(
+                    f'CREATE TABLE IF NOT EXISTS "{name}" (pk TEXT NOT NULL, sk TEXT NOT NULL, '
+                    "ttl REAL, body TEXT NOT NULL, PRIMARY KEY (pk, sk)) WITHOUT ROWID"
+                )
+                table = self._tables[name] = SqliteTable(self, name)
+        return table
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+
+class SqliteTable:
+    """One table; see :class:`notify_core.store.port.Table` for the contract."""
+
+    def __init__(self, store: SqliteStore, name: str) -> None:
+        self.store = store
+        self.name = name
+        self._q = f'"{name}"'
+
+    # reads -------------------------------------------------------------------------------------
+    def get(self, pk: str, sk: str, *, consistent: bool = False) -> Item | None:
+        row = self.store.connection().execute(
+            f"SELECT body FROM {self._q} WHERE pk=? AND sk=? AND (ttl IS NULL OR ttl > ?)", (pk, sk, time.time())
+        ).fetchone()
+        return None if row is None else decode_item(row[0])
+
+    def batch_get(self, keys: Sequence[Key], *, consistent: bool = False) -> list[Item]:
+        conn = self.store.connection()
+        now = time.time()
+        found: list[Item] = []
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), _BATCH):
+            chunk = unique[start : start + _BATCH]
+            marks = ",".join("(?,?)" for _ in chunk)
+            params: list[Any] = [part for key in chunk for part in key]
+            rows = conn.execute(
+                f"SELECT body FROM {self._q} WHERE (pk, sk) IN (VALUES {marks}) AND (ttl IS NULL OR ttl > ?)",
+                (*params, now),
+            ).fetchall()
+            found.extend(decode_item(row[0]) for row in rows)
+        return found
+
+    def query(
+        self,
+        pk: str,
+        *,
+        key_range: KeyRange | None = None,
+        limit: int | None = None,
+        descending: bool = False,
+        consistent: bool = False,
+    ) -> list[Item]:
+        sql = f"SELECT body FROM {self._q} WHERE pk=? AND (ttl IS NULL OR ttl > ?)"
+        params: list[Any] = [pk, time.time()]
+        if key_range is not None:
+            if key_range.prefix is not None:
+                # Half-open range [prefix, prefix + U+10FFFF): the same ordering DynamoDB's begins_with sees.
+                sql += " AND sk >= ? AND sk < ?"
+                params += [key_range.prefix, key_range.prefix + "\U0010ffff"]
+            if key_range.start is not None:
+                sql += " AND sk >= ?"
+                params.append(key_range.start)
+            if key_range.end is not None:
+                sql += " AND sk <= ?"
+                params.append(key_range.end)
+        sql += " ORDER BY sk DESC" if descending else " ORDER BY sk"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        return [decode_item(row[0]) for row in self.store.connection().execute(sql, params).fetchall()]
+
+    def scan(self, *, segment_size: int = 1000) -> Iterator[Item]:
+        conn = self.store.connection()
+        last: tuple[str, str] = ("", "")
+        while True:
+            rows = conn.execute(
+                f"SELECT pk, sk, body FROM {self._q} WHERE (pk, sk) > (?, ?) AND (ttl IS NULL OR ttl > ?) "
+                "ORDER BY pk, sk LIMIT ?",
+                (*last, time.time(), segment_size),
+            ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield decode_item(row[2])
+            last = (rows[-1][0], rows[-1][1])
+
+    # writes ------------------------------------------------------------------------------------
+    def batch_put(self, items: Iterable[Item]) -> int:
+        conn = self.store.connection()
+        written = 0
+        batch: list[tuple[str, str, float | None, str]] = []
+
+        def flush() -> None:
+            nonlocal written
+            if not batch:
+                return
+            try:
+                conn.execute("BEGIN")
+                conn.executemany(
+                    f"INSERT INTO {self._q} (pk, sk, ttl, body) VALUES (?,?,?,?) "
+                    "ON CONFLICT(pk, sk) DO UPDATE SET ttl=excluded.ttl, body=excluded.body",
+                    batch,
+                )
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                conn.execute("ROLLBACK") if conn.in_transaction else None
+                raise BackendError(f"SQLite batch write to {self.name} failed: {exc}") from exc
+            written += len(batch)
+            batch.clear()
+
+        for item in items:
+            _check_key(item.get("pk"), item.get("sk"))
+            batch.append((item["pk"], item["sk"], _ttl_of(item), encode_item(item)))
+            if len(batch) >= _BATCH:
+                flush()
+        flush()
+        return written
+
+    def _current(self, conn: sqlite3.Connection, pk: str, sk: str) -> Item | None:
+        row = conn.execute(
+            f"SELECT body FROM {self._q} WHERE pk=? AND sk=? AND (ttl IS NULL OR ttl > ?)", (pk, sk, time.time())
+        ).fetchone()
+        return None if row is None else decode_item(row[0])
+
+    def _atomically(self, pk: str, sk: str, condition: Condition | None, change: Any) -> Any:
+        conn = self.store.connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise BackendError(f"SQLite could not start a write on {self.name}: {exc}") from exc
+        try:
+            current = self._current(conn, pk, sk)
+            if condition is not None and not condition.holds_for(current):
+                raise ConditionFailedError(f"condition failed on {self.name} {pk}/{sk}")
+            result = change(conn, current)
+            conn.execute("COMMIT")
+            return result
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def put(self, item: Item, *, condition: Condition | None = None) -> None:
+        _check_key(item.get("pk"), item.get("sk"))
+        body = encode_item(item)
+
+        def write(conn: sqlite3.Connection, current: Item | None) -> None:
+            conn.execute(
+                f"INSERT OR REPLACE INTO {self._q} (pk, sk, ttl, body) VALUES (?,?,?,?)",
+                (item["pk"], item["sk"], _ttl_of(item), body),
+            )
+
+        if condition is None:
+            self.batch_put([item])
+        else:
+            self._atomically(item["pk"], item["sk"], condition, write)
+
+    def update(self, pk: str, sk: str, *, set: Mapping[str, Any], condition: Condition | None = None) -> Item:
+        _check_key(pk, sk)
+        if "pk" in set or "sk" in set:
+            raise ValidationError("update cannot change an item's key")
+
+        def write(conn: sqlite3.Connection, current: Item | None) -> Item:
+            new = dict(current) if current is not None else {"pk": pk, "sk": sk}
+            new.update(set)
+            conn.execute(
+                f"INSERT OR REPLACE INTO {self._q} (pk, sk, ttl, body) VALUES (?,?,?,?)",
+                (pk, sk, _ttl_of(new), encode_item(new)),
+            )
+            return new
+
+        result: Item = self._atomically(pk, sk, condition, write)
+        return result
+
+    def delete(self, pk: str, sk: str, *, condition: Condition | None = None) -> None:
+        def write(conn: sqlite3.Connection, current: Item | None) -> None:
+            conn.execute(f"DELETE FROM {self._q} WHERE pk=? AND sk=?", (pk, sk))
+
+        self._atomically(pk, sk, condition, write)

