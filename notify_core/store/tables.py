@@ -1,0 +1,43 @@
+"""Every Store table Notify uses, with its key shape: the access patterns, written down once.
+
+| table            | pk                      | sk                                   | read as                          |
+|------------------|-------------------------|--------------------------------------|----------------------------------|
+| users            | user_id                 | "profile"                            | get / batch get                  |
+| products         | product_id              | "product"                            | get / batch get                  |
+| campaigns        | campaign_id             | "campaign"                           | get / batch get                  |
+| purchases        | user_id                 | "<ts ISO>#<order_id>#<product_id>"   | a user's history by time range   |
+| user_product     | user_id                 | product_id                           | a user's row of the matrix       |
+| user_features    | user_id                 | "features"                           | get                              |
+| product_features | product_id              | "features"                           | get                              |
+| events           | event_id                | "event"                              | idempotency of captured events   |
+| user_events      | user_id                 | "<ts ISO>#<event_id>"                | a user's clicks/opens by time    |
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+USERS = "users"
+PRODUCTS = "products"
+CAMPAIGNS = "campaigns"
+PURCHASES = "purchases"
+USER_PRODUCT = "user_product"
+USER_FEATURES = "user_features"
+PRODUCT_FEATURES = "product_features"
+EVENTS = "events"
+USER_EVENTS = "user_events"
+
+PROFILE_SK = "profile"
+PRODUCT_SK = "product"
+CAMPAIGN_SK = "campaign"
+FEATURES_SK = "features"
+EVENT_SK = "event"
+
+
+def time_sk(ts: datetime) -> str:
+    """Sort-key prefix for time-ordered items: ISO seconds, lexicographic order = time order (UTC)."""
+    return ts.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def purchase_sk(ts: datetime, order_id: str, product_id: str) -> str:
+    return f"{time_sk(ts)}#{order_id}#{product_id}"
