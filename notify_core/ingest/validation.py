@@ -1,0 +1,200 @@
+"""Data checks at the edge, with great-expectations: every bad row is quarantined with its reasons.
+
+A landing file arrives as text (CSV) or typed Parquet. :func:`prepare` casts it to the dataset's
+schema without failing (a value that does not parse becomes null and a ``<column>__parsed`` flag
+records it), then one great-expectations suite per dataset runs over the prepared frame with
+``result_format=COMPLETE`` so each failing expectation names the rows it failed on. A row that fails
+any expectation is bad, with one reason per failed expectation; every other row is good and lands.
+"""
+
+from __future__ import annotations
+
+import logging
+import zoneinfo
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import polars as pl
+
+from notify_core.errors import ValidationError
+from notify_core.schemas import KEYS, SCHEMAS
+
+log = logging.getLogger(__name__)
+
+PARSED_SUFFIX = "__parsed"
+PRESENT_SUFFIX = "__present"
+ROW_COLUMN = "_row"
+LIST_SEPARATOR = "|"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One rule: a great-expectations expectation and the reason a failing row is given."""
+
+    reason: str
+    kind: str  # expectation class name in great_expectations.expectations
+    kwargs: tuple[tuple[str, Any], ...]
+
+    def build(self) -> Any:
+        import great_expectations as gx
+
+        return getattr(gx.expectations, self.kind)(**dict(self.kwargs), meta={"reason": self.reason})
+
+
+def _check(reason: str, kind: str, **kwargs: Any) -> Check:
+    return Check(reason=reason, kind=kind, kwargs=tuple(kwargs.items()))
+
+
+def _required(*columns: str) -> list[Check]:
+    return [_check(f"missing {c}", "ExpectColumnValuesToBeInSet", column=f"{c}{PRESENT_SUFFIX}", value_set=[True])
+            for c in columns]
+
+
+@cache
+def _timezones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def checks_for(dataset: str) -> list[Check]:
+    """The suite of a dataset: required ids, parseable values, then domain ranges."""
+    parsed = [
+        _check(f"unparseable {name}", "ExpectColumnValuesToBeInSet", column=f"{name}{PARSED_SUFFIX}",
+               value_set=[True])
+        for name, dtype in SCHEMAS[dataset].items()
+        if dtype != pl.String
+    ]
+    if dataset == "users":
+        domain = _required("user_id", "timezone") + [
+            _check("unknown timezone", "ExpectColumnValuesToBeInSet", column="timezone", value_set=sorted(_timezones())),
+            _check("daily_cap outside 0..5", "ExpectColumnValuesToBeBetween", column="daily_cap", min_value=0,
+                   max_value=5),
+            _check("quiet_start_hour outside 0..23", "ExpectColumnValuesToBeBetween", column="quiet_start_hour",
+                   min_value=0, max_value=23),
+            _check("quiet_end_hour outside 0..23", "ExpectColumnValuesToBeBetween", column="quiet_end_hour",
+                   min_value=0, max_value=23),
+        ]
+    elif dataset == "products":
+        domain = _required("product_id", "description") + [
+            _check("negative unit_price", "ExpectColumnValuesToBeBetween", column="unit_price", min_value=0),
+        ]
+    elif dataset == "campaigns":
+        domain = _required("campaign_id", "name", "text", "start_date", "end_date") + [
+            _check("priority outside 1..5", "ExpectColumnValuesToBeBetween", column="priority", min_value=1,
+                   max_value=5),
+            _check("unknown status", "ExpectColumnValuesToBeInSet", column="status", value_set=["active", "paused"]),
+            _check("end_date before start_date", "ExpectColumnPairValuesAToBeGreaterThanB", column_A="end_date",
+                   column_B="start_date", or_equal=True, ignore_row_if="either_value_is_missing"),
+            _check("negative cooldown_hours", "ExpectColumnValuesToBeBetween", column="cooldown_hours", min_value=0),
+        ]
+    elif dataset == "purchases":
+        domain = _required("order_id", "product_id", "ts", "quantity", "unit_price") + [
+            _check("unit_price must be > 0", "ExpectColumnValuesToBeBetween", column="unit_price", min_value=0,
+                   strict_min=True),
+            _check("quantity must not be 0", "ExpectColumnValuesToNotBeInSet", column="quantity", value_set=[0]),
+        ]
+    else:
+        raise ValidationError(f"unknown dataset {dataset!r}")
+    return domain + parsed
+
+
+def _parse(column: pl.Expr, dtype: Any) -> pl.Expr:
+    text = column.cast(pl.String).str.strip_chars()
+    text = pl.when(text == "").then(None).otherwise(text)
+    if dtype == pl.Boolean:
+        lowered = text.str.to_lowercase()
+        return pl.when(lowered.is_in(["true", "1", "yes"])).then(True).when(lowered.is_in(["false", "0", "no"])) \
+            .then(False).otherwise(None)
+    if dtype == pl.Date:
+        return text.str.to_date(strict=False)
+    if isinstance(dtype, pl.Datetime):
+        # ISO 8601 with or without an offset; naive times are taken as UTC.
+        text = text.str.replace(r"Z$", "+00:00")
+        with_offset = text.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%z", strict=False, time_zone="UTC")
+        naive = text.str.replace("T", " ").str.to_datetime("%Y-%m-%d %H:%M:%S%.f", strict=False) \
+            .dt.replace_time_zone("UTC")
+        return pl.coalesce(with_offset, naive).cast(dtype)
+    if isinstance(dtype, pl.List):
+        return pl.when(text.is_null()).then(pl.lit([], dtype=dtype)).otherwise(
+            text.str.split(LIST_SEPARATOR).list.eval(pl.element().str.strip_chars()).list.filter(
+                pl.element() != ""))
+    return text.cast(dtype, strict=False)
+
+
+def prepare(dataset: str, raw: pl.DataFrame) -> pl.DataFrame:
+    """Cast a landing frame to the dataset's schema without failing; record what did not parse."""
+    schema = SCHEMAS[dataset]
+    missing = [c for c in KEYS[dataset] if c not in raw.columns]
+    if missing:
+        raise ValidationError(f"{dataset} file lacks key columns {missing}; columns present: {raw.columns}")
+    exprs: list[pl.Expr] = [pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(ROW_COLUMN)]
+    for name, dtype in schema.items():
+        if name not in raw.columns:
+            default = pl.lit([], dtype=dtype) if isinstance(dtype, pl.List) else pl.lit(
+                False if dtype == pl.Boolean else None, dtype=dtype)
+            exprs.append(default.alias(name))
+            exprs.append(pl.lit(True).alias(f"{name}{PARSED_SUFFIX}"))
+            exprs.append(pl.lit(False).alias(f"{name}{PRESENT_SUFFIX}"))
+            continue
+        raw_present = pl.col(name).is_not_null()
+        if raw.schema[name] == pl.String:
+            raw_present = raw_present & (pl.col(name).str.strip_chars() != "")
+        exprs.append(raw_present.alias(f"{name}{PRESENT_SUFFIX}"))
+        source = raw.schema[name]
+        if source == dtype or (isinstance(dtype, pl.Datetime) and isinstance(source, pl.Datetime)):
+            value = pl.col(name).cast(dtype)
+            exprs += [value.alias(name), pl.lit(True).alias(f"{name}{PARSED_SUFFIX}")]
+            continue
+        value = _parse(pl.col(name), dtype)
+        exprs += [value.alias(name), (~raw_present | value.is_not_null()).alias(f"{name}{PARSED_SUFFIX}")]
+    return raw.select(exprs)
+
+
+@dataclass(frozen=True, slots=True)
+class Validated:
+    good: pl.DataFrame  # schema columns only
+    bad: pl.DataFrame  # _row, key columns, reason
+
+
+def validate(dataset: str, prepared: pl.DataFrame) -> Validated:
+    """Run the dataset's great-expectations suite; split rows into good and bad-with-reasons."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    checks = checks_for(dataset)
+    columns = sorted({v for c in checks for k, v in c.kwargs if k in ("column", "column_A", "column_B")})
+    frame = prepared.select(columns).to_pandas(use_pyarrow_extension_array=False)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    batch = (
+        context.data_sources.add_pandas(f"landing_{dataset}")
+        .add_dataframe_asset(dataset)
+        .add_batch_definition_whole_dataframe("whole")
+        .get_batch(batch_parameters={"dataframe": frame})
+    )
+    suite = gx.ExpectationSuite(name=f"{dataset}_landing")
+    for check in checks:
+        suite.add_expectation(check.build())
+    outcome = batch.validate(suite, result_format={"result_format": "COMPLETE"})
+
+    failed: dict[int, list[str]] = {}
+    for result in outcome.results:
+        if result.success:
+            continue
+        reason = str((result.expectation_config.meta or {}).get("reason", result.expectation_config.type))
+        indices = result.result.get("unexpected_index_list") or []
+        if not indices and result.exception_info and result.exception_info.get("raised_exception"):
+            raise ValidationError(f"{dataset}: check {reason!r} could not run: {result.exception_info}")
+        for index in indices:
+            row = int(index["index"] if isinstance(index, dict) else index)
+            failed.setdefault(row, []).append(reason)
+
+    bad_rows = sorted(failed)
+    bad_mask = pl.Series("bad", [False] * prepared.height)
+    if bad_rows:
+        bad_mask = bad_mask.scatter(bad_rows, True)
+    keys = list(KEYS[dataset])
+    bad = prepared.filter(bad_mask).select(ROW_COLUMN, *keys).with_columns(
+        pl.Series("reason", ["; ".join(failed[i]) for i in bad_rows], dtype=pl.String))
+    good = prepared.filter(~bad_mask).select(list(SCHEMAS[dataset]))
+    return Validated(good=good, bad=bad)
