@@ -21,6 +21,11 @@ from datetime import datetime
 
 import polars as pl
 
+from notify_core.lake import Lake
+from notify_core.repositories import WriteCounts, save_frame, to_items
+from notify_core.store import tables
+from notify_core.store.port import Store
+
 
 @dataclass(frozen=True, slots=True)
 class Features:
@@ -32,6 +37,11 @@ class Features:
 
 def _amount() -> pl.Expr:
     return pl.col("quantity") * pl.col("unit_price")
+
+
+def _ratio(numerator: pl.Expr, denominator: pl.Expr, *, digits: int = 4) -> pl.Expr:
+    """numerator / denominator, 0 where the denominator is 0 or missing (no inf/NaN reaches the Store)."""
+    return pl.when(denominator.fill_null(0) != 0).then((numerator / denominator).round(digits)).otherwise(0.0)
 
 
 def user_product_matrix(purchases: pl.DataFrame) -> pl.DataFrame:
@@ -54,18 +64,17 @@ def product_features(purchases: pl.DataFrame, products: pl.DataFrame) -> pl.Data
     stats = purchases.group_by("product_id").agg(
         _amount().sum().round(2).alias("revenue"),
         pl.col("quantity").sum().alias("units_sold"),
-        (_amount().filter(sales).sum() / pl.col("quantity").filter(sales).sum()).round(4).alias("avg_price"),
+        _ratio(_amount().filter(sales).sum(), pl.col("quantity").filter(sales).sum()).alias("avg_price"),
         pl.col("order_id").filter(sales).n_unique().cast(pl.Int64).alias("order_count"),
         pl.col("user_id").filter(sales).drop_nulls().n_unique().cast(pl.Int64).alias("buyer_count"),
         pl.col("ts").filter(sales).max().dt.date().alias("last_sold_date"),
-        (-pl.col("quantity").filter(~sales).sum() / pl.col("quantity").filter(sales).sum()).fill_nan(0.0)
-        .round(4).alias("return_rate"),
+        _ratio(-pl.col("quantity").filter(~sales).sum(), pl.col("quantity").filter(sales).sum()).alias("return_rate"),
     )
     return (
         products.select("product_id", "category")
         .join(stats, on="product_id", how="left")
         .with_columns(
-            pl.col("revenue", "units_sold", "order_count", "buyer_count", "return_rate").fill_null(0),
+            pl.col("revenue", "units_sold", "order_count", "buyer_count", "avg_price", "return_rate").fill_null(0),
         )
         .sort("product_id")
     )
@@ -117,10 +126,8 @@ def user_features(
         .join(orders_by_hour, on="user_id", how="left")
         .join(users.select("user_id", "signup_date"), on="user_id", how="left")
         .with_columns(
-            pl.when(pl.col("order_count") > 0).then((pl.col("_gross") / pl.col("order_count")).round(2))
-            .otherwise(0.0).alias("avg_order_value"),
-            pl.when(pl.col("_sold") > 0).then((pl.col("_returned") / pl.col("_sold")).round(4))
-            .otherwise(0.0).alias("return_rate"),
+            _ratio(pl.col("_gross"), pl.col("order_count"), digits=2).alias("avg_order_value"),
+            _ratio(pl.col("_returned"), pl.col("_sold")).alias("return_rate"),
             (pl.lit(as_of) - pl.col("last_purchase_ts")).dt.total_days().alias("recency_days"),
             (pl.lit(as_of_date) - pl.col("signup_date")).dt.total_days().alias("days_since_signup"),
             pl.col("preferred_hours").fill_null([]),
@@ -143,3 +150,31 @@ def compute_features(
         products=product_features(purchases, products),
         matrix=user_product_matrix(purchases),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureTableReport:
+    rows: int
+    lake_rewritten: bool
+    store: WriteCounts
+
+
+def refresh_features(lake: Lake, store: Store, *, as_of: datetime | None = None) -> tuple[Features, dict[str, FeatureTableReport]]:
+    """Recompute the feature tables from the lake, save them to the lake and their changed rows to the Store."""
+    features = compute_features(lake.read("purchases"), lake.read("products"), lake.read("users"), as_of=as_of)
+    reports: dict[str, FeatureTableReport] = {}
+    for name, frame in ((tables.USER_FEATURES, features.users), (tables.PRODUCT_FEATURES, features.products),
+                        (tables.USER_PRODUCT, features.matrix)):
+        rewritten = lake.write_table(name, frame)
+        counts = save_frame(store, name, frame) if rewritten or not _store_has(store, name, frame) else WriteCounts(
+            unchanged=frame.height)
+        reports[name] = FeatureTableReport(rows=frame.height, lake_rewritten=rewritten, store=counts)
+    return features, reports
+
+
+def _store_has(store: Store, name: str, frame: pl.DataFrame) -> bool:
+    """Cheap guard for an unchanged lake table: is its first row in the Store? (else compare everything)."""
+    if frame.is_empty():
+        return True
+    first = next(iter(to_items(name, frame.head(1))))
+    return store.table(name).get(first["pk"], first["sk"]) is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+import math
 from datetime import date, datetime
 from typing import Any
 
@@ -41,7 +42,7 @@ def _plain(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, date):
         return value.isoformat()
-    if isinstance(value, float) and value != value:  # NaN has no JSON/DynamoDB form
+    if isinstance(value, float) and not math.isfinite(value):  # NaN/inf have no JSON/DynamoDB form
         return None
     if isinstance(value, list):
         return [_plain(v) for v in value]

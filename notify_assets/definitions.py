@@ -1,0 +1,42 @@
+"""The Definitions: assets, checks, jobs, sensors and the environment's resources, merged in one place."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from notify_assets.features import FEATURES_GROUP, feature_tables
+from notify_assets.ingestion import INGESTION_ASSETS, INGESTION_CHECKS, INGESTION_GROUP, online_retail_landing
+from notify_core.settings import NotifySettings, load_settings
+from notify_resources import resources_for
+from notify_sensors import landing_sensor
+from notify_sensors.landing import INGEST_JOB
+
+ASSETS = [online_retail_landing, *INGESTION_ASSETS, feature_tables]
+CHECKS = [*INGESTION_CHECKS]
+
+# The end-to-end job, stage by stage (the CLI runs these in order and reports each).
+STAGES: tuple[tuple[str, dg.AssetSelection], ...] = (
+    ("sources", dg.AssetSelection.groups("sources")),
+    ("ingestion", dg.AssetSelection.groups(INGESTION_GROUP)),
+    ("features", dg.AssetSelection.groups(FEATURES_GROUP)),
+)
+MAIN_JOB = "notify_main"
+
+
+def build_definitions(settings: NotifySettings) -> dg.Definitions:
+    executor = dg.in_process_executor if settings.env == "local" else dg.multiprocess_executor
+    jobs = [
+        dg.define_asset_job(MAIN_JOB, selection=dg.AssetSelection.all(), description="Everything, end to end."),
+        dg.define_asset_job(INGEST_JOB, selection=dg.AssetSelection.groups(INGESTION_GROUP)),
+        *(dg.define_asset_job(f"stage_{name}", selection=selection) for name, selection in STAGES),
+    ]
+    return dg.Definitions(
+        assets=ASSETS, asset_checks=CHECKS, jobs=jobs, sensors=[landing_sensor],
+        resources=resources_for(settings), executor=executor,
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """Entry point for `dagster dev` / code servers: settings are read here, once, not at import."""
+    return build_definitions(load_settings())

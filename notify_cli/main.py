@@ -1,0 +1,177 @@
+"""The ``notify`` command: one subcommand per job, progress while it works, a summary at the end.
+
+Jobs run through Dagster in-process (the same assets `dagster dev` shows), on the instance in
+``DAGSTER_HOME`` when set (``make demo`` sets it, so the runs appear in ``make dev``'s UI).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from notify_core.errors import NotifyError
+from notify_core.observability import configure_logging
+from notify_core.settings import NotifySettings, load_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Notify: personalised notifications.")
+console = Console()
+
+
+# Dagster's console logger prints every engine event; the CLI shows progress itself (JSON logs go to a file).
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@dataclass
+class StageOutcome:
+    name: str
+    success: bool
+    seconds: float
+    materialized: dict[str, dict[str, Any]] = field(default_factory=dict)
+    checks: dict[str, bool] = field(default_factory=dict)
+    error: str | None = None
+
+
+def _settings(data_dir: Path | None) -> NotifySettings:
+    overrides: dict[str, Any] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    settings = load_settings(**overrides)
+    log_dir = settings.data_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    configure_logging(stream=(log_dir / "notify.jsonl").open("a", encoding="utf-8"))
+    return settings
+
+
+def _instance() -> Any:
+    from dagster import DagsterInstance
+
+    return DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+
+
+def run_stages(settings: NotifySettings, stage_names: list[str]) -> list[StageOutcome]:
+    """Run the named stages of the main job in order; stop at the first failure."""
+    import dagster as dg
+
+    from notify_assets.definitions import build_definitions
+
+    defs = build_definitions(settings)
+    instance = _instance()
+    outcomes: list[StageOutcome] = []
+    with console.status("starting") as status:
+        for index, name in enumerate(stage_names, start=1):
+            status.update(f"[bold]stage {index}/{len(stage_names)}: {name}[/bold]")
+            started = time.perf_counter()
+            job = defs.resolve_job_def(f"stage_{name}")
+            result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET)
+            outcome = StageOutcome(name=name, success=result.success, seconds=time.perf_counter() - started)
+            for event in result.get_asset_materialization_events():
+                mat = event.step_materialization_data.materialization
+                if mat.asset_key is not None:
+                    outcome.materialized[mat.asset_key.to_user_string()] = {
+                        k: v.value for k, v in mat.metadata.items() if not isinstance(v, dg.MarkdownMetadataValue)}
+            for event in result.get_asset_check_evaluations():
+                outcome.checks[f"{event.asset_key.to_user_string()}:{event.check_name}"] = event.passed
+            if not result.success:
+                failures = [e for e in result.all_events if e.is_failure]
+                outcome.error = failures[0].message if failures else "failed"
+            outcomes.append(outcome)
+            mark = "[green]ok[/green]" if outcome.success else "[red]FAILED[/red]"
+            console.print(f"stage {index}/{len(stage_names)} {name}: {mark} in {outcome.seconds:.1f} s")
+            if not outcome.success:
+                console.print(f"[red]{outcome.error}[/red]")
+                break
+    return outcomes
+
+
+def print_summary(outcomes: list[StageOutcome]) -> None:
+    table = Table(title="Notify run summary", show_lines=False)
+    for column in ("asset", "rows", "new", "changed", "unchanged", "bad", "store written"):
+        table.add_column(column, justify="right" if column != "asset" else "left")
+    for outcome in outcomes:
+        for asset, meta in outcome.materialized.items():
+            rows = meta.get("rows", meta.get("rows_valid", meta.get("source_rows", "")))
+            new = meta.get("lake_inserted", meta.get("embedded", ""))
+            changed = meta.get("lake_updated", "")
+            unchanged = meta.get("lake_unchanged", meta.get("store_unchanged", meta.get("skipped", "")))
+            written = (int(meta.get("store_inserted", 0)) + int(meta.get("store_updated", 0))
+                       if "store_inserted" in meta else "")
+            table.add_row(asset, str(rows), str(new), str(changed), str(unchanged), str(meta.get("rows_bad", "")),
+                          str(written))
+    console.print(table)
+    failed_checks = [name for o in outcomes for name, passed in o.checks.items() if not passed]
+    total_checks = sum(len(o.checks) for o in outcomes)
+    console.print(f"asset checks: {total_checks - len(failed_checks)}/{total_checks} passed"
+                  + (f" (failed: {', '.join(failed_checks)})" if failed_checks else ""))
+    written = sum(int(m.get("store_inserted", 0)) + int(m.get("store_updated", 0))
+                  for o in outcomes for m in o.materialized.values())
+    console.print(f"rows written or changed in the Store this run: [bold]{written}[/bold]")
+
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (default NOTIFY_DATA_DIR or .notify).")]
+
+
+def _run(stages: list[str], data_dir: Path | None) -> None:
+    from notify_assets.definitions import STAGES
+
+    known = [name for name, _ in STAGES]
+    unknown = [s for s in stages if s not in known]
+    if unknown:
+        raise typer.BadParameter(f"unknown stage(s) {unknown}; stages are {known}")
+    try:
+        settings = _settings(data_dir)
+        console.print(f"Notify [bold]{settings.env}[/bold] environment, data in {settings.data_dir.resolve()}")
+        outcomes = run_stages(settings, stages)
+    except NotifyError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    print_summary(outcomes)
+    if not all(o.success for o in outcomes) or len(outcomes) < len(stages):
+        raise typer.Exit(1)
+
+
+@app.command()
+def run(
+    data_dir: DataDir = None,
+    stage: Annotated[list[str] | None, typer.Option(help="Run only these stages (repeatable).")] = None,
+) -> None:
+    """Run the main job end to end: source -> ingestion -> features (and every later stage)."""
+    from notify_assets.definitions import STAGES
+
+    _run(stage or [name for name, _ in STAGES], data_dir)
+
+
+@app.command()
+def ingest(data_dir: DataDir = None) -> None:
+    """Ingest the landing folder (users, products, campaigns, purchases): validated and idempotent."""
+    _run(["ingestion"], data_dir)
+
+
+@app.command()
+def features(data_dir: DataDir = None) -> None:
+    """Recompute user features, product features and the user-product matrix from the lake."""
+    _run(["features"], data_dir)
+
+
+def _register_optional_commands() -> None:
+    """Commands owned by other modules (streaming), added when present."""
+    try:
+        from notify_cli import stream_commands
+    except ImportError:
+        return
+    for name in ("consume", "serve"):
+        command = getattr(stream_commands, name, None)
+        if command is not None:
+            app.command(name=name)(command)
+
+
+_register_optional_commands()
+
+if __name__ == "__main__":
+    app()
