@@ -1,0 +1,102 @@
+"""Batch ingestion end to end on the SQLite store: idempotency, in-place updates, bad rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from notify_core.ingest.batch import ingest_dataset
+from notify_core.lake import Lake
+from notify_core.repositories import get_entity, purchases_of
+from notify_core.sources.demo import prepare_demo_landing
+from notify_core.store import tables
+from notify_core.store.sqlite import SqliteStore
+from tests.retail_fixture import HEART, write_retail
+
+
+@pytest.fixture
+def env(tmp_path: Path):
+    source = write_retail(tmp_path / "source" / "retail.parquet")
+    landing = tmp_path / "landing"
+    prepare_demo_landing(source=source, landing=landing, seed=1)
+    store = SqliteStore(tmp_path / "store.sqlite")
+    yield {"landing": landing, "lake": Lake(tmp_path / "lake"), "store": store, "quarantine": tmp_path / "q"}
+    store.close()
+
+
+def _ingest(env, dataset: str):
+    return ingest_dataset(dataset, landing=env["landing"], lake=env["lake"], store=env["store"],
+                          quarantine=env["quarantine"])
+
+
+def test_second_run_writes_nothing(env) -> None:
+    first = {d: _ingest(env, d) for d in ("users", "products", "campaigns", "purchases")}
+    assert first["purchases"].lake_inserted == 7  # 10 source rows - postage - write-off - 1 merged line
+    assert first["purchases"].store.inserted == 6  # the guest order stays in the lake only
+    assert first["users"].store.inserted == 2
+    second = {d: _ingest(env, d) for d in ("users", "products", "campaigns", "purchases")}
+    for report in second.values():
+        assert report.rows_changed == 0
+        assert report.store.written == 0
+        assert report.lake_unchanged == report.rows_valid
+
+
+def test_changed_row_updates_in_place(env) -> None:
+    _ingest(env, "purchases")
+    path = env["landing"] / "purchases" / "online_retail.parquet"
+    frame = pl.read_parquet(path)
+    frame = frame.with_columns(
+        pl.when(pl.col("order_id") == "1002").then(pl.lit(13, pl.Int64)).otherwise(pl.col("quantity")).alias("quantity"))
+    frame.write_parquet(path)
+    report = _ingest(env, "purchases")
+    assert (report.lake_inserted, report.lake_updated, report.store.updated, report.store.inserted) == (0, 1, 1, 0)
+    lines = [i for i in purchases_of(env["store"], "100") if i["order_id"] == "1002"]
+    assert [i["quantity"] for i in lines] == [13]
+
+
+def test_moved_purchase_has_its_old_store_key_removed(env) -> None:
+    _ingest(env, "purchases")
+    path = env["landing"] / "purchases" / "online_retail.parquet"
+    frame = pl.read_parquet(path)
+    moved = frame.with_columns(
+        pl.when(pl.col("order_id") == "1002").then(pl.col("ts").dt.offset_by("1h")).otherwise(pl.col("ts")).alias("ts"))
+    moved.write_parquet(path)
+    report = _ingest(env, "purchases")
+    assert report.store.deleted == 1
+    lines = [i for i in purchases_of(env["store"], "100") if i["order_id"] == "1002"]
+    assert len(lines) == 1 and lines[0]["ts"].startswith("2011-02-10T15:30")
+
+
+def test_bad_rows_are_reported_and_quarantined_while_good_rows_land(env) -> None:
+    bad_csv = env["landing"] / "purchases" / "late_batch.csv"
+    bad_csv.write_text(
+        "order_id,user_id,product_id,quantity,unit_price,ts,country\n"
+        "2001,100,85123A,1,2.55,2011-04-01 10:00:00,United Kingdom\n"
+        ",100,85123A,1,2.55,2011-04-01 10:00:00,United Kingdom\n"
+        "2003,100,85123A,1,-4.00,2011-04-01 10:00:00,United Kingdom\n"
+        "2004,100,85123A,1,2.55,31/04/2011 10h,United Kingdom\n"
+        "2005,200,,2,1.00,2011-04-02 10:00:00,France\n"
+    )
+    report = _ingest(env, "purchases")
+    reasons = {(b.file, b.row): b.reason for b in report.bad_rows}
+    assert reasons == {
+        ("late_batch.csv", 2): "missing order_id",
+        ("late_batch.csv", 3): "unit_price must be > 0",
+        ("late_batch.csv", 4): "unparseable ts",
+        ("late_batch.csv", 5): "missing product_id",
+    }
+    assert report.lake_inserted == 7 + 1  # the fixture's rows plus the one good CSV row
+    assert any(i["order_id"] == "2001" for i in purchases_of(env["store"], "100"))
+    quarantined = pl.concat([pl.read_parquet(p) for p in (env["quarantine"] / "purchases").glob("*.parquet")])
+    assert sorted(quarantined["_row"].to_list()) == [2, 3, 4, 5]
+    assert "unit_price must be > 0" in quarantined["reason"].to_list()
+
+
+def test_unreadable_file_is_reported_and_other_files_still_land(env) -> None:
+    (env["landing"] / "products" / "broken.parquet").write_bytes(b"not parquet at all")
+    report = _ingest(env, "products")
+    assert "broken.parquet" in report.file_errors
+    assert report.lake_inserted == 3
+    assert get_entity(env["store"], tables.PRODUCTS, HEART)["category"] == "candles & lighting"

@@ -1,0 +1,84 @@
+"""Bad rows are quarantined with a reason each; good rows of the same batch land."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from notify_core.errors import ValidationError
+from notify_core.ingest.validation import prepare, validate
+
+
+def _purchases(**overrides: list) -> pl.DataFrame:
+    base = {
+        "order_id": ["o1", "o2", "o3"],
+        "product_id": ["p1", "p2", "p3"],
+        "user_id": ["u1", "u2", None],
+        "quantity": ["1", "2", "3"],
+        "unit_price": ["1.50", "2.00", "3.00"],
+        "ts": ["2011-01-01 10:00:00", "2011-01-02T10:00:00Z", "2011-01-03T10:00:00+01:00"],
+    }
+    base.update(overrides)
+    return pl.DataFrame(base)
+
+
+def _reasons(frame: pl.DataFrame, dataset: str = "purchases") -> dict[int, str]:
+    checked = validate(dataset, prepare(dataset, frame))
+    return {r["_row"]: r["reason"] for r in checked.bad.iter_rows(named=True)}
+
+
+def test_clean_batch_has_no_bad_rows_and_parses_every_time_format() -> None:
+    checked = validate("purchases", prepare("purchases", _purchases()))
+    assert checked.bad.is_empty()
+    assert checked.good.height == 3
+    assert [t.hour for t in checked.good["ts"]] == [10, 10, 9]  # +01:00 -> 09:00 UTC
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "reason"),
+    [
+        ("order_id", None, "missing order_id"),
+        ("product_id", "", "missing product_id"),
+        ("unit_price", "-2.5", "unit_price must be > 0"),
+        ("unit_price", "abc", "unparseable unit_price"),
+        ("ts", "2011-13-45 10:00:00", "unparseable ts"),
+        ("ts", "yesterday", "unparseable ts"),
+        ("quantity", "0", "quantity must not be 0"),
+    ],
+)
+def test_each_bad_value_gets_its_reason_and_the_other_rows_land(column: str, value: object, reason: str) -> None:
+    values = _purchases()[column].to_list()
+    values[1] = value
+    frame = _purchases(**{column: values})
+    assert _reasons(frame) == {2: reason}
+    assert validate("purchases", prepare("purchases", frame)).good["order_id"].to_list() == (
+        ["o1", "o3"] if column != "order_id" else ["o1", "o3"])
+
+
+def test_a_row_with_several_problems_lists_them_all() -> None:
+    frame = _purchases(order_id=["o1", None, "o3"], unit_price=["1", "-1", "3"])
+    assert _reasons(frame) == {2: "missing order_id; unit_price must be > 0"}
+
+
+def test_users_checks_domain_values() -> None:
+    users = pl.DataFrame({
+        "user_id": ["a", "b", "c", "d"],
+        "timezone": ["Europe/London", "Mars/Olympus", "UTC", "UTC"],
+        "daily_cap": ["3", "2", "9", "1"],
+        "signup_date": ["2011-01-01", "2011-01-01", "2011-01-01", "01/02/2011"],
+    })
+    assert _reasons(users, "users") == {2: "unknown timezone", 3: "daily_cap outside 0..5", 4: "unparseable signup_date"}
+
+
+def test_campaign_dates_must_be_ordered() -> None:
+    campaigns = pl.DataFrame({
+        "campaign_id": ["c1", "c2"], "name": ["n", "n"], "text": ["t", "t"], "priority": ["3", "3"],
+        "status": ["active", "active"], "start_date": ["2024-01-01", "2024-05-01"],
+        "end_date": ["2024-02-01", "2024-04-01"],
+    })
+    assert _reasons(campaigns, "campaigns") == {2: "end_date before start_date"}
+
+
+def test_a_file_without_key_columns_is_rejected_whole() -> None:
+    with pytest.raises(ValidationError, match="lacks key columns"):
+        prepare("purchases", pl.DataFrame({"order_id": ["o1"]}))
