@@ -41,3 +41,9 @@ def time_sk(ts: datetime) -> str:
 
 def purchase_sk(ts: datetime, order_id: str, product_id: str) -> str:
     return f"{time_sk(ts)}#{order_id}#{product_id}"
+
+# Embeddings (issue 3): one vector per entity, pk "<entity_type>#<id>" (product, order, user, campaign),
+# sk "vector"; attributes vector (float32 bytes), dim, model, content_hash, updated_at. Read by key,
+# strongly consistent, for serving. | embeddings | "<entity_type>#<id>" | "vector" | get / batch get |
+EMBEDDINGS = "embeddings"
+VECTOR_SK = "vector"

@@ -1,0 +1,86 @@
+"""Shared pytest fixtures. Each concern keeps its own clearly delimited section; server logic lives in
+``tests/servers.py`` so the fixtures stay declarative."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+try:  # `tests` is importable as a package when the repo root is on sys.path (python -m pytest) ...
+    from tests import servers
+except ImportError:  # ... otherwise pytest's rootdir-less conftest import puts tests/ itself on sys.path
+    import servers  # type: ignore[no-redef]
+
+
+# ==================================================================================================
+# DynamoDB Local (Store contract tests)
+# One real DynamoDB Local JVM per test session (~1-2 s to start). Tests isolate themselves with a unique
+# table prefix instead of restarting it. A missing java or jar FAILS the requesting tests, never skips
+# them: CI must not go green with the contract suite silently left out.
+# ==================================================================================================
+@pytest.fixture(scope="session")
+def dynamodb_endpoint() -> Iterator[str]:
+    """Endpoint URL (http://127.0.0.1:<port>) of a DynamoDB Local started for this session."""
+    problem = ""
+    try:
+        server = servers.DynamoDBLocal.start()
+    except servers.ServerUnavailable as exc:
+        problem = str(exc)
+    if problem:  # failed outside the except block, so the report is one clear message, not a chained trace
+        pytest.fail(f"DynamoDB Local is required for these tests and could not start: {problem}", pytrace=False)
+    try:
+        yield server.endpoint
+    finally:
+        server.stop()
+
+
+# ==================================================================================================
+# end of DynamoDB Local section
+# ==================================================================================================
+
+
+# ==================================================================================================
+# Streams: the embedded log and a real Kafka-protocol broker (Stream contract, capture, consumer tests)
+# The broker is librdkafka's mock cluster in its own process (tests/kafka_broker.py, ~0.1 s to start),
+# one per test so topics and consumer groups never leak between tests.
+# ==================================================================================================
+STREAM_TOPICS = (("purchase_history", 4), ("notify_clickstream", 4), ("purchase_history.dlq", 1),
+                 ("notify_clickstream.dlq", 1))
+
+
+@pytest.fixture
+def kafka_bootstrap() -> Iterator[str]:
+    """host:port of a fresh Kafka-protocol broker with Notify's topics created."""
+    try:
+        from tests.kafka_broker import start_broker
+    except ImportError:  # pragma: no cover - see the servers import above
+        from kafka_broker import start_broker  # type: ignore[no-redef]
+    broker = start_broker(STREAM_TOPICS)
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(params=["local", "kafka"])
+def stream_backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A Stream of each adapter: the embedded log in a temp dir, and Kafka on a fresh broker."""
+    if request.param == "local":
+        from notify_core.stream.local_log import LocalLog
+
+        log = LocalLog(tmp_path_factory.mktemp("log") / "log.sqlite", poll_interval=0.002)
+        yield log
+        log.close()
+    else:
+        from notify_core.stream.kafka import KafkaStream
+
+        bootstrap = request.getfixturevalue("kafka_bootstrap")
+        stream = KafkaStream(bootstrap_servers=bootstrap)
+        yield stream
+        stream.close()
+
+
+# ==================================================================================================
+# end of Streams section
+# ==================================================================================================
