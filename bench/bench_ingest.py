@@ -65,7 +65,8 @@ def main() -> None:
         for dataset in DATASETS:
             n, s = med(f"{phase}_{dataset}_rows"), med(f"{phase}_{dataset}_s")
             rows.append([f"{label}: {dataset}", int(n), s, n / s])
-        rows.append([f"{label}: all", int(med(f"{phase}_rows")), med(f"{phase}_s"), med(f"{phase}_rows") / med(f"{phase}_s")])
+        n, s = med(f"{phase}_rows"), med(f"{phase}_s")
+        rows.append([f"{label}: all", int(n), s, n / s])
     rows += [
         ["features: compute (polars)", int(runs[0]["first_purchases_rows"]), med("features_compute_s"), ""],
         ["features: refresh, first (compute + lake + Store)", "", med("features_refresh_first_s"), ""],

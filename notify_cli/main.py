@@ -114,7 +114,8 @@ def print_summary(outcomes: list[StageOutcome]) -> None:
     console.print(f"rows written or changed in the Store this run: [bold]{written}[/bold]")
 
 
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (default NOTIFY_DATA_DIR or .notify).")]
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Data directory (default NOTIFY_DATA_DIR or .notify).")]
 
 
 def _run(stages: list[str], data_dir: Path | None) -> None:

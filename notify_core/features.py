@@ -159,7 +159,9 @@ class FeatureTableReport:
     store: WriteCounts
 
 
-def refresh_features(lake: Lake, store: Store, *, as_of: datetime | None = None) -> tuple[Features, dict[str, FeatureTableReport]]:
+def refresh_features(
+    lake: Lake, store: Store, *, as_of: datetime | None = None
+) -> tuple[Features, dict[str, FeatureTableReport]]:
     """Recompute the feature tables from the lake, save them to the lake and their changed rows to the Store."""
     features = compute_features(lake.read("purchases"), lake.read("products"), lake.read("users"), as_of=as_of)
     reports: dict[str, FeatureTableReport] = {}

@@ -7,9 +7,9 @@ compare them the same way.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-import math
 from datetime import date, datetime
 from typing import Any
 

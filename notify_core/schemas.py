@@ -7,8 +7,11 @@ lake stores them as Parquet, features and embeddings read them with polars.
 from __future__ import annotations
 
 import polars as pl
+from polars._typing import PolarsDataType
 
-USERS = {
+Schema = dict[str, PolarsDataType]
+
+USERS: Schema = {
     "user_id": pl.String,
     "country": pl.String,
     "timezone": pl.String,  # IANA name, e.g. "Europe/London"
@@ -20,14 +23,14 @@ USERS = {
     "opted_out_categories": pl.List(pl.String),
 }
 
-PRODUCTS = {
+PRODUCTS: Schema = {
     "product_id": pl.String,
     "description": pl.String,
     "category": pl.String,
     "unit_price": pl.Float64,
 }
 
-CAMPAIGNS = {
+CAMPAIGNS: Schema = {
     "campaign_id": pl.String,
     "name": pl.String,
     "text": pl.String,  # what the campaign says; embedded for recommendation
@@ -44,7 +47,7 @@ CAMPAIGNS = {
     "status": pl.String,  # "active" | "paused"
 }
 
-PURCHASES = {
+PURCHASES: Schema = {
     "order_id": pl.String,
     "user_id": pl.String,  # null for guest orders: they count for product features only
     "product_id": pl.String,
@@ -62,7 +65,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "purchases": ("order_id", "product_id"),  # the loader merges repeated lines of one order
 }
 
-SCHEMAS: dict[str, dict[str, pl.DataType | type[pl.DataType]]] = {
+SCHEMAS: dict[str, Schema] = {
     "users": USERS,
     "products": PRODUCTS,
     "campaigns": CAMPAIGNS,

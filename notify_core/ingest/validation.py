@@ -66,7 +66,8 @@ def checks_for(dataset: str) -> list[Check]:
     ]
     if dataset == "users":
         domain = _required("user_id", "timezone") + [
-            _check("unknown timezone", "ExpectColumnValuesToBeInSet", column="timezone", value_set=sorted(_timezones())),
+            _check("unknown timezone", "ExpectColumnValuesToBeInSet", column="timezone",
+                   value_set=sorted(_timezones())),
             _check("daily_cap outside 0..5", "ExpectColumnValuesToBeBetween", column="daily_cap", min_value=0,
                    max_value=5),
             _check("quiet_start_hour outside 0..23", "ExpectColumnValuesToBeBetween", column="quiet_start_hour",
@@ -181,7 +182,8 @@ def validate(dataset: str, prepared: pl.DataFrame) -> Validated:
     for result in outcome.results:
         if result.success:
             continue
-        reason = str((result.expectation_config.meta or {}).get("reason", result.expectation_config.type))
+        config = result.expectation_config
+        reason = str((config.meta or {}).get("reason", config.type)) if config is not None else "failed check"
         indices = result.result.get("unexpected_index_list") or []
         if not indices and result.exception_info and result.exception_info.get("raised_exception"):
             raise ValidationError(f"{dataset}: check {reason!r} could not run: {result.exception_info}")

@@ -48,7 +48,8 @@ def test_changed_row_updates_in_place(env) -> None:
     path = env["landing"] / "purchases" / "online_retail.parquet"
     frame = pl.read_parquet(path)
     frame = frame.with_columns(
-        pl.when(pl.col("order_id") == "1002").then(pl.lit(13, pl.Int64)).otherwise(pl.col("quantity")).alias("quantity"))
+        pl.when(pl.col("order_id") == "1002").then(pl.lit(13, pl.Int64)).otherwise(pl.col("quantity"))
+        .alias("quantity"))
     frame.write_parquet(path)
     report = _ingest(env, "purchases")
     assert (report.lake_inserted, report.lake_updated, report.store.updated, report.store.inserted) == (0, 1, 1, 0)

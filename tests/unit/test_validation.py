@@ -67,7 +67,8 @@ def test_users_checks_domain_values() -> None:
         "daily_cap": ["3", "2", "9", "1"],
         "signup_date": ["2011-01-01", "2011-01-01", "2011-01-01", "01/02/2011"],
     })
-    assert _reasons(users, "users") == {2: "unknown timezone", 3: "daily_cap outside 0..5", 4: "unparseable signup_date"}
+    assert _reasons(users, "users") == {
+        2: "unknown timezone", 3: "daily_cap outside 0..5", 4: "unparseable signup_date"}
 
 
 def test_campaign_dates_must_be_ordered() -> None:
