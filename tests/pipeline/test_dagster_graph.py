@@ -83,3 +83,18 @@ def test_landing_sensor_requests_a_run_only_when_files_change(settings) -> None:
     with dg.build_sensor_context(cursor=first.cursor, resources={"notify": notify}) as context:
         changed = landing_sensor(context)
     assert len(changed.run_requests) == 1 and changed.cursor != first.cursor
+
+
+def test_workspace_yaml_loads_with_the_dagster_cli(tmp_path) -> None:
+    """What `dagster dev -w workspace.yaml` loads: the real loader path, not just the Python object."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    dagster = Path(sys.executable).with_name("dagster")
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "NOTIFY_DATA_DIR": str(tmp_path / "data")}
+    done = subprocess.run([str(dagster), "definitions", "validate", "-w", "workspace.yaml"], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "All code locations passed validation" in done.stdout + done.stderr

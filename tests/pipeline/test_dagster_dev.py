@@ -1,0 +1,58 @@
+"""`dagster dev -w workspace.yaml` starts, loads the Definitions and serves the asset graph (GraphQL)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+QUERY = "{ assetNodes { assetKey { path } groupName dependencyKeys { path } } }"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_dagster_dev_shows_the_asset_graph(tmp_path: Path) -> None:
+    port = _free_port()
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "NOTIFY_DATA_DIR": str(tmp_path / "data")}
+    dagster = Path(sys.executable).with_name("dagster")
+    proc = subprocess.Popen(
+        [str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        nodes = None
+        while time.monotonic() < deadline and nodes is None:
+            time.sleep(1)
+            assert proc.poll() is None, "dagster dev exited early"
+            try:
+                reply = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": QUERY}, timeout=5)
+                body = reply.json()
+                if reply.status_code == 200 and body.get("data", {}).get("assetNodes"):
+                    nodes = body["data"]["assetNodes"]
+            except (httpx.HTTPError, ValueError):
+                continue
+        assert nodes is not None, "dagster dev did not serve the asset graph within 90 s"
+        graph = {"/".join(n["assetKey"]["path"]): {"/".join(d["path"]) for d in n["dependencyKeys"]} for n in nodes}
+        assert {"online_retail_landing", "users", "products", "campaigns", "purchases", "user_features",
+                "product_features", "user_product"} <= set(graph)
+        assert graph["purchases"] == {"online_retail_landing"}
+        assert {"users", "products", "purchases"} <= graph["user_features"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
