@@ -13,7 +13,7 @@ setup: $(STAMP)
 
 ## Run Notify's main job end to end on the embedded default with the Online Retail data.
 demo: $(STAMP)
-	$(VENV)/bin/notify run
+	DAGSTER_HOME=$(CURDIR) $(VENV)/bin/notify run
 
 ## The whole test suite (starts DynamoDB Local and a Kafka-protocol broker itself).
 test: $(STAMP)

@@ -27,7 +27,17 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from notify_core.errors import BackendError, ConditionFailedError, ValidationError
-from notify_core.store.port import KEY_ATTRIBUTES, TTL_ATTRIBUTE, Condition, Item, Key, KeyRange, is_expired
+from notify_core.store.port import (
+    KEY_ATTRIBUTES,
+    TTL_ATTRIBUTE,
+    Condition,
+    Item,
+    Key,
+    KeyRange,
+    check_key,
+    check_pk,
+    is_expired,
+)
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")  # same table names as the SQLite adapter accepts
 _PREFIX = re.compile(r"^[A-Za-z0-9_.\-]*$")  # DynamoDB's table-name alphabet
@@ -39,17 +49,6 @@ _BACKOFF_CAP_S = 2.0
 _TABLE_ACTIVE_TIMEOUT_S = 300.0
 
 AttributeValue = dict[str, Any]
-
-
-def _check_key(pk: Any, sk: Any) -> None:
-    """Reject what DynamoDB would reject anyway, but with the port's error and before any round trip."""
-    if not isinstance(pk, str) or not isinstance(sk, str) or not pk or not sk:
-        raise ValidationError(f"Store keys must be non-empty strings, got pk={pk!r} sk={sk!r}")
-
-
-def _check_pk(pk: Any) -> None:
-    if not isinstance(pk, str) or not pk:
-        raise ValidationError(f"Store partition keys must be non-empty strings, got pk={pk!r}")
 
 
 # value mapping ------------------------------------------------------------------------------------
@@ -332,7 +331,7 @@ class DynamoTable:
 
     # reads -------------------------------------------------------------------------------------
     def get(self, pk: str, sk: str, *, consistent: bool = False) -> Item | None:
-        _check_key(pk, sk)
+        check_key(pk, sk)
         response = self._call("get_item", TableName=self.full_name, Key=_key(pk, sk), ConsistentRead=consistent)
         raw = response.get("Item")
         if raw is None:
@@ -342,7 +341,7 @@ class DynamoTable:
 
     def batch_get(self, keys: Sequence[Key], *, consistent: bool = False) -> list[Item]:
         for pk, sk in keys:
-            _check_key(pk, sk)
+            check_key(pk, sk)
         unique = list(dict.fromkeys((pk, sk) for pk, sk in keys))  # BatchGetItem rejects duplicate keys
         found: list[Item] = []
         for start in range(0, len(unique), _GET_CHUNK):
@@ -375,7 +374,7 @@ class DynamoTable:
         descending: bool = False,
         consistent: bool = False,
     ) -> list[Item]:
-        _check_pk(pk)
+        check_pk(pk)
         if limit is not None:
             if limit < 0:
                 raise ValidationError(f"query limit must be >= 0, got {limit}")
@@ -452,7 +451,7 @@ class DynamoTable:
         chunk: dict[Key, dict[str, AttributeValue]] = {}
         for item in items:
             pk, sk = item.get("pk"), item.get("sk")
-            _check_key(pk, sk)
+            check_key(pk, sk)
             key = (str(pk), str(sk))
             if key not in chunk and len(chunk) >= _PUT_CHUNK:
                 self._write_chunk(list(chunk.values()))
@@ -479,7 +478,7 @@ class DynamoTable:
                 _backoff(round_)
 
     def put(self, item: Item, *, condition: Condition | None = None) -> None:
-        _check_key(item.get("pk"), item.get("sk"))
+        check_key(item.get("pk"), item.get("sk"))
         expr = _Expression()
         extra: dict[str, Any] = {}
         if condition is not None:
@@ -494,7 +493,7 @@ class DynamoTable:
         ``{pk, sk, **set}``, written by a conditional PutItem; without a condition we update only a live
         or missing item and fall back to replacing an expired one, retrying if we race another writer.
         """
-        _check_key(pk, sk)
+        check_key(pk, sk)
         if any(name in KEY_ATTRIBUTES for name in set):
             raise ValidationError("update cannot change an item's key")
         fresh: Item = {"pk": pk, "sk": sk, **set}
@@ -530,7 +529,7 @@ class DynamoTable:
         raise BackendError(f"update of {self.full_name} {pk}/{sk} kept racing other writers; giving up")
 
     def delete(self, pk: str, sk: str, *, condition: Condition | None = None) -> None:
-        _check_key(pk, sk)
+        check_key(pk, sk)
         expr = _Expression()
         extra: dict[str, Any] = {}
         if condition is not None:

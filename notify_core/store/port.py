@@ -19,6 +19,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from notify_core.errors import ValidationError
+
 Item = dict[str, Any]
 Key = tuple[str, str]
 
@@ -69,6 +71,17 @@ class KeyRange:
     def __post_init__(self) -> None:
         if self.prefix is not None and (self.start is not None or self.end is not None):
             raise ValueError("KeyRange takes a prefix or a start/end range, not both")
+
+
+def check_key(pk: Any, sk: Any) -> None:
+    """Reject keys no backend accepts, with the port's error and before any I/O (both adapters call this)."""
+    if not isinstance(pk, str) or not isinstance(sk, str) or not pk or not sk:
+        raise ValidationError(f"Store keys must be non-empty strings, got pk={pk!r} sk={sk!r}")
+
+
+def check_pk(pk: Any) -> None:
+    if not isinstance(pk, str) or not pk:
+        raise ValidationError(f"Store partition keys must be non-empty strings, got pk={pk!r}")
 
 
 def is_expired(item: Mapping[str, Any], *, now: float | None = None) -> bool:

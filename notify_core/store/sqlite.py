@@ -18,20 +18,10 @@ from typing import Any
 
 from notify_core.errors import BackendError, ConditionFailedError, ValidationError
 from notify_core.store.codec import decode_item, encode_item
-from notify_core.store.port import TTL_ATTRIBUTE, Condition, Item, Key, KeyRange
+from notify_core.store.port import TTL_ATTRIBUTE, Condition, Item, Key, KeyRange, check_key, check_pk
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _BATCH = 500  # rows per transaction / per IN (...) lookup
-
-
-def _check_key(pk: Any, sk: Any) -> None:
-    if not isinstance(pk, str) or not isinstance(sk, str) or not pk or not sk:
-        raise ValidationError(f"Store keys must be non-empty strings, got pk={pk!r} sk={sk!r}")
-
-
-def _check_pk(pk: Any) -> None:
-    if not isinstance(pk, str) or not pk:
-        raise ValidationError(f"Store partition keys must be non-empty strings, got pk={pk!r}")
 
 
 def _encode(item: Item) -> str:
@@ -119,7 +109,7 @@ class SqliteTable:
 
     # reads -------------------------------------------------------------------------------------
     def get(self, pk: str, sk: str, *, consistent: bool = False) -> Item | None:
-        _check_key(pk, sk)
+        check_key(pk, sk)
         row = self.store.connection().execute(
             f"SELECT body FROM {self._q} WHERE pk=? AND sk=? AND (ttl IS NULL OR ttl > ?)", (pk, sk, time.time())
         ).fetchone()
@@ -127,7 +117,7 @@ class SqliteTable:
 
     def batch_get(self, keys: Sequence[Key], *, consistent: bool = False) -> list[Item]:
         for pk, sk in keys:
-            _check_key(pk, sk)
+            check_key(pk, sk)
         conn = self.store.connection()
         now = time.time()
         found: list[Item] = []
@@ -155,7 +145,7 @@ class SqliteTable:
         descending: bool = False,
         consistent: bool = False,
     ) -> list[Item]:
-        _check_pk(pk)
+        check_pk(pk)
         if limit is not None and limit < 0:
             raise ValidationError(f"query limit must be >= 0, got {limit}")
         sql = f"SELECT body FROM {self._q} WHERE pk=? AND (ttl IS NULL OR ttl > ?)"
@@ -221,7 +211,7 @@ class SqliteTable:
             batch.clear()
 
         for item in items:
-            _check_key(item.get("pk"), item.get("sk"))
+            check_key(item.get("pk"), item.get("sk"))
             batch.append((item["pk"], item["sk"], _ttl_of(item), _encode(item)))
             if len(batch) >= _BATCH:
                 flush()
@@ -252,7 +242,7 @@ class SqliteTable:
             raise
 
     def put(self, item: Item, *, condition: Condition | None = None) -> None:
-        _check_key(item.get("pk"), item.get("sk"))
+        check_key(item.get("pk"), item.get("sk"))
         body = _encode(item)
 
         def write(conn: sqlite3.Connection, current: Item | None) -> None:
@@ -267,7 +257,7 @@ class SqliteTable:
             self._atomically(item["pk"], item["sk"], condition, write)
 
     def update(self, pk: str, sk: str, *, set: Mapping[str, Any], condition: Condition | None = None) -> Item:
-        _check_key(pk, sk)
+        check_key(pk, sk)
         if "pk" in set or "sk" in set:
             raise ValidationError("update cannot change an item's key")
 
@@ -284,7 +274,7 @@ class SqliteTable:
         return result
 
     def delete(self, pk: str, sk: str, *, condition: Condition | None = None) -> None:
-        _check_key(pk, sk)
+        check_key(pk, sk)
 
         def write(conn: sqlite3.Connection, current: Item | None) -> None:
             conn.execute(f"DELETE FROM {self._q} WHERE pk=? AND sk=?", (pk, sk))
