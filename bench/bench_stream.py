@@ -1,0 +1,316 @@
+"""Streaming ingestion benchmark: stream -> Store throughput and persistence latency, capture over HTTP.
+
+For the embedded log and for Kafka (a real Kafka-protocol broker, librdkafka's mock cluster in its own
+process): a producer process offers events at ``--rate`` for ``--seconds``; the consumer (in this
+process, the real ``EventConsumer`` writing to a fresh SQLite Store) persists them; per event we take
+produce time (the record timestamp) -> the moment its batch was written to the Store. Then the capture
+endpoint: ``notify serve`` in a subprocess, client threads POSTing batches of 100 events.
+
+    .venv/bin/python -m bench.bench_stream                 # 60 s per backend (the reported run)
+    .venv/bin/python -m bench.bench_stream --seconds 10    # quick
+
+Prints a table and writes ``bench/results/stream.json``. Medians over ``--repeats`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "stream.json"
+
+PRODUCER = r"""
+import sys, time, uuid
+backend, target, rate, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+from notify_core.stream.port import Message
+if backend == "kafka":
+    from notify_core.stream.kafka import KafkaStream
+    stream = KafkaStream(bootstrap_servers=target)
+else:
+    from notify_core.stream.local_log import LocalLog
+    stream = LocalLog(target)
+run = uuid.uuid4().hex[:8]
+batch_size = max(50, min(1000, int(rate / 100)))  # ~10 ms of events per batch
+start = time.monotonic(); sent = 0
+while True:
+    elapsed = time.monotonic() - start
+    if elapsed >= seconds:
+        break
+    due = int(rate * elapsed) + batch_size
+    if sent >= due:
+        time.sleep(0.002)
+        continue
+    batch = []
+    for i in range(sent, sent + batch_size):
+        user = f"u{i % 100003}"
+        ts = f"2024-03-01T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}Z"
+        if i % 10 == 0:
+            v = ('{"event_id":"%s-%d","type":"order","user_id":"%s","ts":"%s","order_id":"%s-o%d","items":'
+                 '[{"product_id":"p%d","quantity":1,"unit_price":2.5}]}' % (run, i, user, ts, run, i, i % 4000))
+            batch.append(Message("purchase_history", user.encode(), v.encode()))
+        else:
+            v = '{"event_id":"%s-%d","type":"click","user_id":"%s","ts":"%s","campaign_id":"c%d"}' % (
+                run, i, user, ts, i % 300)
+            batch.append(Message("notify_clickstream", user.encode(), v.encode()))
+    stream.produce_batch(batch)
+    sent += batch_size
+stream.close()
+print(sent, flush=True)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _percentiles(values: np.ndarray) -> dict[str, float]:
+    if values.size == 0:
+        return {"p50_ms": float("nan"), "p99_ms": float("nan"), "p999_ms": float("nan"), "max_ms": float("nan")}
+    p50, p99, p999 = np.percentile(values, [50, 99, 99.9])
+    return {"p50_ms": float(p50), "p99_ms": float(p99), "p999_ms": float(p999), "max_ms": float(values.max())}
+
+
+def stream_run(backend: str, *, rate: float, seconds: float, drain: float) -> dict[str, Any]:
+    """One run: offer ``rate`` events/s for ``seconds``; persist with the real consumer; measure."""
+    from notify_core.events.consumer import EventConsumer, tune_sqlite_for_ingest
+    from notify_core.store.sqlite import SqliteStore
+
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench-stream-{backend}-"))
+    broker = None
+    try:
+        if backend == "kafka":
+            from notify_core.stream.kafka import KafkaStream
+            from tests.kafka_broker import start_broker
+
+            broker = start_broker([("purchase_history", 4), ("notify_clickstream", 4),
+                                   ("purchase_history.dlq", 1), ("notify_clickstream.dlq", 1)])
+            target = broker.bootstrap
+            stream: Any = KafkaStream(bootstrap_servers=target)
+        else:
+            from notify_core.stream.local_log import LocalLog
+
+            target = str(workdir / "log.sqlite")
+            stream = LocalLog(target)
+        store = SqliteStore(workdir / "store.sqlite")
+        tune_sqlite_for_ingest(store)
+        latencies: list[np.ndarray] = []
+        persisted_at: list[tuple[float, int]] = []
+
+        def on_persisted(records: Any, at: float) -> None:
+            ts = np.fromiter((r.timestamp_ms for r in records), dtype=np.int64, count=len(records))
+            latencies.append(at * 1000 - ts)
+            persisted_at.append((at, len(records)))
+
+        consumer = EventConsumer(stream=stream, store=store, landing=workdir / "landing", max_batch=5000,
+                                 poll_timeout=0.05, on_persisted=on_persisted)
+        stop = threading.Event()
+        thread = threading.Thread(target=consumer.run, kwargs={"stop": stop}, daemon=True)
+        # warm the consumer up (group join on Kafka) before the clock starts
+        thread.start()
+        time.sleep(3.0 if backend == "kafka" else 0.5)
+        started = time.time()
+        producer = subprocess.Popen([sys.executable, "-c", PRODUCER, backend, target, str(rate), str(seconds)],
+                                    cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        while producer.poll() is None:
+            time.sleep(1.0)
+        produced = int((producer.stdout.read() if producer.stdout else "0").strip() or 0)
+        produce_end = time.time()
+        deadline = time.monotonic() + drain
+        while consumer.totals.records < produced and time.monotonic() < deadline:
+            time.sleep(0.2)
+        stop.set()
+        thread.join(60)
+        lag_end = consumer.lag()
+        consumer.close()
+        stream.close()
+        store.close()
+        values = np.concatenate(latencies) if latencies else np.zeros(0)
+        window = sum(n for at, n in persisted_at if at <= produce_end)
+        total = int(values.size)
+        last = max((at for at, _ in persisted_at), default=started)
+        return {
+            "backend": backend,
+            "offered_rate": rate,
+            "seconds": seconds,
+            "produced": produced,
+            "persisted": total,
+            "persisted_within_window": window,
+            "events_per_s": round(total / max(last - started, 1e-9)),
+            "window_events_per_s": round(window / max(produce_end - started, 1e-9)),
+            "unpersisted_after_drain": produced - total,
+            "lag_after": lag_end,
+            "within_2s": float((values <= 2000).mean()) if total else 0.0,
+            "within_5s": float((values <= 5000).mean()) if total else 0.0,
+            **_percentiles(values),
+        }
+    finally:
+        if broker is not None:
+            broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def capture_run(backend: str, *, seconds: float, clients: int) -> dict[str, Any]:
+    """``notify serve`` in a subprocess; ``clients`` threads POST batches of 100 events for ``seconds``."""
+    import httpx
+
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench-capture-{backend}-"))
+    broker = None
+    server = None
+    try:
+        extra: list[str] = []
+        if backend == "kafka":
+            from tests.kafka_broker import start_broker
+
+            broker = start_broker([("purchase_history", 4), ("notify_clickstream", 4)])
+            extra = ["--kafka", broker.bootstrap]
+        port = _free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "notify_cli.stream_commands", "serve", "--data-dir", str(workdir),
+             "--port", str(port), *extra],
+            cwd=ROOT, stderr=subprocess.DEVNULL, env={**os.environ, "NOTIFY_ENV": "local"},
+        )
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        latencies: list[float] = []
+        accepted = [0]
+        errors = [0]
+        lock = threading.Lock()
+        stop_at = time.monotonic() + seconds
+
+        def client(cid: int) -> None:
+            with httpx.Client(base_url=base, timeout=30) as http:
+                n = 0
+                while time.monotonic() < stop_at:
+                    events = [{"type": "click", "user_id": f"u{cid}-{n}-{j % 50}", "ts": "2024-03-01T10:00:00Z",
+                               "campaign_id": f"c{j}", "event_id": f"{cid}-{n}-{j}"} for j in range(100)]
+                    t0 = time.perf_counter()
+                    r = http.post("/v1/events", json={"events": events})
+                    dt = time.perf_counter() - t0
+                    with lock:
+                        latencies.append(dt * 1000)
+                        if r.status_code == 202:
+                            accepted[0] += r.json()["accepted"]
+                        else:
+                            errors[0] += 1
+                    n += 1
+
+        started = time.monotonic()
+        threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.monotonic() - started
+        values = np.array(latencies)
+        return {
+            "backend": backend,
+            "clients": clients,
+            "batch": 100,
+            "seconds": round(elapsed, 1),
+            "requests": int(values.size),
+            "errors": errors[0],
+            "events_per_s": round(accepted[0] / elapsed),
+            "request_p50_ms": float(np.percentile(values, 50)) if values.size else float("nan"),
+            "request_p99_ms": float(np.percentile(values, 99)) if values.size else float("nan"),
+        }
+    finally:
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        if broker is not None:
+            broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    out = dict(runs[0])
+    for key, value in runs[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = statistics.median(r[key] for r in runs)
+    out["repeats"] = len(runs)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", default="local,kafka")
+    parser.add_argument("--rates", default="50000", help="offered events/s, comma-separated")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--drain", type=float, default=30.0, help="seconds to let the consumer catch up")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--capture-seconds", type=float, default=15.0)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--skip-capture", action="store_true")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    backends = [b for b in args.backends.split(",") if b]
+    rates = [float(r) for r in args.rates.split(",") if r]
+
+    stream_results = []
+    for backend in backends:
+        for rate in rates:
+            runs = [stream_run(backend, rate=rate, seconds=args.seconds, drain=args.drain) for _ in range(args.repeats)]
+            stream_results.append(_median(runs))
+            r = stream_results[-1]
+            print(f"stream {backend:6s} offered {rate:>8.0f}/s: {r['events_per_s']:>7} ev/s "
+                  f"p50 {r['p50_ms']:.0f} ms p99 {r['p99_ms']:.0f} ms p99.9 {r['p999_ms']:.0f} ms "
+                  f"unpersisted {r['unpersisted_after_drain']}", flush=True)
+    capture_results = []
+    if not args.skip_capture:
+        for backend in backends:
+            runs = [capture_run(backend, seconds=args.capture_seconds, clients=args.clients)
+                    for _ in range(args.repeats)]
+            capture_results.append(_median(runs))
+
+    print()
+    print(f"{'stream -> Store':<16}{'offered/s':>10}{'events/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}"
+          f"{'<=2 s':>8}{'<=5 s':>8}{'left':>8}")
+    for r in stream_results:
+        print(f"{r['backend']:<16}{r['offered_rate']:>10.0f}{r['events_per_s']:>10}{r['p50_ms']:>9.0f}"
+              f"{r['p99_ms']:>9.0f}{r['p999_ms']:>10.0f}{r['within_2s']:>8.1%}{r['within_5s']:>8.1%}"
+              f"{r['unpersisted_after_drain']:>8}")
+    if capture_results:
+        print(f"\n{'capture (HTTP)':<16}{'clients':>10}{'events/s':>10}{'req p50':>9}{'req p99':>9}{'errors':>8}")
+        for r in capture_results:
+            print(f"{r['backend']:<16}{r['clients']:>10}{r['events_per_s']:>10}{r['request_p50_ms']:>9.1f}"
+                  f"{r['request_p99_ms']:>9.1f}{r['errors']:>8}")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps({
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "stream": stream_results,
+        "capture": capture_results,
+    }, indent=2))
+    print(f"\nsaved {args.output.relative_to(ROOT) if args.output.is_relative_to(ROOT) else args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    raise SystemExit(main())

@@ -1,0 +1,183 @@
+"""The local HTTP gateway (``notify serve``): API Gateway's job on one machine.
+
+Each HTTP request becomes an API Gateway HTTP API v2 event and goes to the *same* Lambda handler that
+runs in AWS, so the app, the tests and the benchmarks exercise the real handlers over HTTP.
+Starlette on uvicorn: the event loop takes connections; the (synchronous) handlers run in its thread
+pool, so a slow request never blocks the others. To serve a new function, add one line to
+:data:`ROUTES` (handlers are imported lazily, by dotted name).
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from lambdas.http import ApiEvent, Handler
+
+MAX_BODY_BYTES = 6 * 1024 * 1024  # Lambda's synchronous payload limit: bigger bodies never reach a handler
+_TEXT_TYPES = ("application/json", "text/", "application/x-www-form-urlencoded")
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayRoute:
+    method: str
+    path: str  # starlette template: /v1/users/{user_id}/recommendations
+    handler: str  # "module:function"
+
+
+ROUTES: list[GatewayRoute] = [
+    GatewayRoute("POST", "/v1/events", "lambdas.capture_events:handler"),
+    GatewayRoute("GET", "/v1/users/{user_id}/recommendations", "lambdas.get_recommended_campaigns:handler"),
+    GatewayRoute("POST", "/v1/campaigns", "lambdas.upsert_campaign:handler"),
+]
+
+
+def _load(dotted: str) -> Handler:
+    module, _, name = dotted.partition(":")
+    handler: Handler = getattr(importlib.import_module(module), name)
+    return handler
+
+
+class _Context:
+    """The bits of a LambdaContext handlers may read."""
+
+    def __init__(self, function_name: str, request_id: str) -> None:
+        self.function_name = function_name
+        self.aws_request_id = request_id
+        self.memory_limit_in_mb = 1024
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it passes ``limit`` (a 10 MB upload is cut off, not buffered)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def to_api_event(request: Request, route: GatewayRoute, body: bytes) -> dict[str, Any]:
+    """An API Gateway HTTP API (payload format 2.0) event for this request."""
+    now = time.time()
+    rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+    headers: dict[str, str] = {}
+    for name, value in request.headers.items():
+        headers[name] = f"{headers[name]},{value}" if name in headers else value
+    content_type = headers.get("content-type", "application/json")
+    text = not body or content_type.startswith(_TEXT_TYPES)
+    if text:
+        try:
+            body_text, b64 = body.decode(), False
+        except UnicodeDecodeError:
+            body_text, b64 = base64.b64encode(body).decode(), True
+    else:
+        body_text, b64 = base64.b64encode(body).decode(), True
+    query: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        query[name] = f"{query[name]},{value}" if name in query else value
+    client = request.client
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": f"{route.method} {route.path}",
+        "rawPath": request.url.path,
+        "rawQueryString": request.url.query,
+        "headers": headers,
+        "requestContext": {
+            "accountId": "local",
+            "apiId": "local",
+            "domainName": request.url.hostname or "localhost",
+            "http": {
+                "method": request.method,
+                "path": request.url.path,
+                "protocol": f"HTTP/{request.scope.get('http_version', '1.1')}",
+                "sourceIp": client.host if client else "127.0.0.1",
+                "userAgent": headers.get("user-agent", ""),
+            },
+            "requestId": rid,
+            "routeKey": f"{route.method} {route.path}",
+            "stage": "$default",
+            "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+            "timeEpoch": int(now * 1000),
+        },
+        "isBase64Encoded": b64,
+    }
+    if body:
+        event["body"] = body_text
+    if query:
+        event["queryStringParameters"] = query
+    if request.path_params:
+        event["pathParameters"] = {k: str(v) for k, v in request.path_params.items()}
+    return event
+
+
+def to_response(reply: Any) -> Response:
+    """A Lambda proxy reply (dict with statusCode/headers/body) as an HTTP response."""
+    if not isinstance(reply, dict) or "statusCode" not in reply:
+        return JSONResponse(reply)
+    body = reply.get("body") or ""
+    content = base64.b64decode(body) if reply.get("isBase64Encoded") else str(body).encode()
+    headers = {str(k): str(v) for k, v in (reply.get("headers") or {}).items()}
+    return Response(content, status_code=int(reply["statusCode"]), headers=headers)
+
+
+def _endpoint(route: GatewayRoute, max_body: int) -> Any:
+    handler: list[Handler] = []
+
+    async def endpoint(request: Request) -> Response:
+        if not handler:
+            handler.append(_load(route.handler))
+        body = await _read_body(request, max_body)
+        if body is None:
+            return JSONResponse(
+                {"error": {"type": "PayloadTooLargeError", "message": f"request body over {max_body} bytes"}},
+                status_code=413,
+            )
+        event: ApiEvent = to_api_event(request, route, body)
+        context = _Context(route.handler, event["requestContext"]["requestId"])
+        reply = await run_in_threadpool(handler[0], event, context)
+        return to_response(reply)
+
+    return endpoint
+
+
+def build_app(routes: Sequence[GatewayRoute] | None = None, *, max_body: int = MAX_BODY_BYTES) -> Starlette:
+    table = ROUTES if routes is None else routes
+
+    async def health(_request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def metrics(_request: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    starlette_routes = [Route(r.path, _endpoint(r, max_body), methods=[r.method]) for r in table]
+    starlette_routes += [Route("/healthz", health, methods=["GET"]), Route("/metrics", metrics, methods=["GET"])]
+    return Starlette(routes=starlette_routes)
+
+
+def serve(*, host: str = "127.0.0.1", port: int = 8080, log_level: str = "warning") -> None:
+    """Run the gateway in this process until SIGINT/SIGTERM (uvicorn handles both gracefully)."""
+    import uvicorn
+
+    uvicorn.run(build_app(), host=host, port=port, log_level=log_level, access_log=False)

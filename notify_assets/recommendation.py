@@ -1,0 +1,55 @@
+"""The campaign ANN index asset and its recall check (issue 5).
+
+Thin: :func:`notify_core.recommend.build.build_campaign_index` builds a new immutable version from the
+campaign embeddings, measures recall@10 against exact search on sampled user vectors and writes the
+version folder. The recall check is blocking: a version under 0.99 is never published, so serving
+keeps the last good index. Publishing (moving ``CURRENT``) is the sensor's job, or the asset's own in
+the one-machine default (``RecommendResource.publish_on_build``).
+"""
+
+# No `from __future__ import annotations` here: Dagster reads the context annotations at decoration time.
+
+import dagster as dg
+
+from notify_assets.embeddings import campaign_embeddings
+from notify_core.recommend.artefacts import build_artefact_store
+from notify_core.recommend.build import build_campaign_index
+from notify_core.recommend.index import IndexOptions, publish
+from notify_resources.resources import NotifyResource, RecommendResource
+
+RECOMMENDATION_GROUP = "recommendation"
+RECALL_CHECK = "recall_at_10"
+
+
+@dg.asset(
+    group_name=RECOMMENDATION_GROUP, deps=[campaign_embeddings],
+    check_specs=[dg.AssetCheckSpec(RECALL_CHECK, asset="campaign_index", blocking=True,
+                                   description="ANN top-10 vs exact numpy top-10 on sampled user vectors: "
+                                               "recall@10 >= 0.99, or the version is never published.")],
+    description="usearch HNSW (cosine, f16, M16) over the campaign embeddings, saved as a versioned artefact "
+                "(<data_dir>/artefacts/campaign_index/<version>/, S3 in aws).",
+)
+def campaign_index(
+    context: dg.AssetExecutionContext, notify: NotifyResource, recommend: RecommendResource
+) -> dg.MaterializeResult:
+    artefacts = build_artefact_store(notify.settings)
+    options = IndexOptions(dtype=recommend.dtype, connectivity=recommend.connectivity,
+                           expansion_add=recommend.expansion_add, expansion_search=recommend.expansion_search)
+    build = build_campaign_index(notify.lake, artefacts, options=options, recall_sample=recommend.recall_sample,
+                                 min_recall=recommend.min_recall, seed=notify.seed)
+    published = False
+    if build.passed and recommend.publish_on_build:
+        publish(artefacts, build.saved.version)
+        published = True
+    context.log.info(f"campaign index {build.saved.version}: {build.saved.manifest.size} campaigns, "
+                     f"recall@10 {build.recall_at_10:.4f}, published={published}")
+    return dg.MaterializeResult(
+        metadata={**build.metadata(), "published": published},
+        check_results=[dg.AssetCheckResult(
+            check_name=RECALL_CHECK, passed=build.passed,
+            metadata={"recall_at_10": round(build.recall_at_10, 4), "queries": build.recall_queries,
+                      "min_recall": recommend.min_recall})],
+    )
+
+
+RECOMMENDATION_ASSETS = [campaign_index]

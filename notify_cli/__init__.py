@@ -1,0 +1,1 @@
+"""The `notify` command-line interface."""

@@ -1,0 +1,105 @@
+"""``notify consume`` and ``notify serve``: the streaming ingestion processes.
+
+Plain functions with typer annotations, registered on the main ``notify`` app by ``notify_cli.main``
+(``app.command()(consume)``); ``python -m notify_cli.stream_commands`` runs them stand-alone too (tests
+and benchmarks start consumer subprocesses that way).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from notify_core.settings import NotifySettings, load_settings
+from notify_core.stream import open_stream
+from notify_core.stream.port import Stream
+
+DataDir = Annotated[Path | None, typer.Option(help="Data directory (default: NOTIFY_DATA_DIR or .notify).")]
+Kafka = Annotated[
+    str | None, typer.Option(help="Kafka bootstrap servers; default: NOTIFY_KAFKA_BOOTSTRAP, else the embedded log.")
+]
+
+
+def _open(data_dir: Path | None, kafka: str | None) -> tuple[NotifySettings, Stream]:
+    overrides: dict[str, Any] = {"data_dir": data_dir} if data_dir is not None else {}
+    if kafka:
+        overrides |= {"stream_backend": "kafka", "kafka_bootstrap": kafka}
+    settings = load_settings(**overrides)
+    return settings, open_stream(settings)
+
+
+def consume(
+    data_dir: DataDir = None,
+    kafka: Kafka = None,
+    group: Annotated[str, typer.Option(help="Consumer group.")] = "notify-event-consumer",
+    max_batch: Annotated[int, typer.Option(help="Records per batch at most.")] = 5000,
+    idle_exit: Annotated[float | None, typer.Option(help="Exit after this many idle seconds.")] = None,
+    max_records: Annotated[int | None, typer.Option(help="Exit after about this many records.")] = None,
+    from_beginning: Annotated[bool, typer.Option(help="Replay the topics from offset 0.")] = False,
+    metrics_port: Annotated[int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")] = 0,
+) -> None:
+    """Read purchase_history and notify_clickstream in batches and persist them to the Store.
+
+    Offsets are committed after each batch is written; SIGTERM/SIGINT finish the batch in hand, commit and
+    exit. Prints the totals as JSON on exit.
+    """
+    from notify_core.events.consumer import EventConsumer, totals_dict, tune_sqlite_for_ingest
+    from notify_core.observability import configure_logging
+    from notify_core.store.factory import build_store
+
+    configure_logging()
+    settings, stream = _open(data_dir, kafka)
+    store = build_store(settings)
+    tune_sqlite_for_ingest(store)
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    consumer = EventConsumer(
+        stream=stream, store=store, landing=settings.landing / "purchases", group=group, max_batch=max_batch
+    )
+    try:
+        if from_beginning:
+            consumer.seek_to_beginning()
+        totals = consumer.run(stop=stop, idle_exit=idle_exit, max_records=max_records)
+        lag = consumer.lag()
+    finally:
+        consumer.close()
+        stream.close()
+        store.close()
+    typer.echo(json.dumps({**totals_dict(totals), "lag": lag}))
+
+
+def serve(
+    data_dir: DataDir = None,
+    kafka: Kafka = None,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8080,
+) -> None:
+    """Serve the Lambda handlers over HTTP (API Gateway v2 events), e.g. POST /v1/events."""
+    from lambdas import capture_events
+    from lambdas.gateway import serve as run_gateway
+    from notify_core.observability import configure_logging
+
+    configure_logging(level="WARNING")
+    _settings, stream = _open(data_dir, kafka)
+    capture_events.use_stream(stream)
+    try:
+        run_gateway(host=host, port=port)
+    finally:
+        stream.close()
+
+
+if __name__ == "__main__":
+    _app = typer.Typer(add_completion=False, no_args_is_help=True)
+    _app.command()(consume)
+    _app.command()(serve)
+    _app()

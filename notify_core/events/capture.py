@@ -1,0 +1,63 @@
+"""Capture: validate a request body, route each good event to its topic keyed by user, produce durably.
+
+The reply lists every event of the request with its fate. Good events are produced in one
+``produce_batch`` (one transaction on the local log, one wait for acks on Kafka) before the reply, so a
+202 means "durably in the stream". If the stream fails, the whole call raises ``BackendError`` (503) and
+the client retries the same body: event ids make the retry harmless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from notify_core.events.models import encode_event, parse_batch, topic_for
+from notify_core.stream.port import Message, Stream
+
+
+@dataclass(frozen=True, slots=True)
+class EventResult:
+    index: int
+    event_id: str | None
+    status: str  # "accepted" | "rejected"
+    topic: str | None = None
+    reason: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"index": self.index, "event_id": self.event_id, "status": self.status}
+        if self.topic is not None:
+            out["topic"] = self.topic
+        if self.reason is not None:
+            out["reason"] = self.reason
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureResult:
+    results: list[EventResult]
+    accepted: int
+    rejected: int
+
+    @property
+    def status_code(self) -> int:
+        """202 when anything was accepted; 400 when every event was rejected."""
+        return 202 if self.accepted else 400
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "rejected": self.rejected, "results": [r.as_dict() for r in self.results]}
+
+
+def capture_events(raw: bytes | str, *, stream: Stream) -> CaptureResult:
+    """Validate, route and produce; raises ``ValidationError``/``PayloadTooLargeError``/``BackendError``."""
+    parsed = parse_batch(raw)
+    messages: list[Message] = []
+    results: list[EventResult] = []
+    for item in parsed.accepted:
+        event = item.event
+        topic = topic_for(event)
+        messages.append(Message(topic, event.user_id.encode(), encode_event(event)))
+        results.append(EventResult(item.index, event.event_id, "accepted", topic=topic))
+    results.extend(EventResult(r.index, r.event_id, "rejected", reason=r.reason) for r in parsed.rejected)
+    results.sort(key=lambda r: r.index)
+    stream.produce_batch(messages)
+    return CaptureResult(results, accepted=len(messages), rejected=len(parsed.rejected))

@@ -1,0 +1,249 @@
+"""Captured events: one pydantic model per type, a discriminated union on ``type``, and batch parsing.
+
+The models are the contract between the app, the stream and the consumer: capture validates with them,
+the stream carries their canonical JSON, the consumer validates again (a topic may have other writers).
+
+Every event has an ``event_id``: the client's, or a stable hash of the canonical payload, so a client
+that retries a request without ids still produces the same ids and the Store writes each event once.
+Because the hash covers the whole payload (``ts`` included, which is why ``ts`` is required), two genuinely
+different events never share an id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from notify_core.errors import PayloadTooLargeError, ValidationError
+
+MAX_BODY_BYTES = 1024 * 1024  # one capture request
+MAX_BATCH_EVENTS = 500
+MAX_ORDER_LINES = 500
+MAX_PROPERTIES = 32
+
+PURCHASE_HISTORY = "purchase_history"
+CLICKSTREAM = "notify_clickstream"
+TOPICS = (PURCHASE_HISTORY, CLICKSTREAM)
+
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@/+=-]+$")]
+ShortText = Annotated[str, Field(max_length=1024)]
+Url = Annotated[str, Field(min_length=1, max_length=2048)]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    event_id: Id | None = None
+    user_id: Id
+    ts: datetime
+    properties: dict[Annotated[str, Field(max_length=64)], ShortText | int | float | bool] = Field(
+        default_factory=dict, max_length=MAX_PROPERTIES
+    )
+
+    @field_validator("ts")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        """Naive timestamps are UTC; aware ones are converted, so equal instants hash equally."""
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    @property
+    def id(self) -> str:
+        """The event id (always set on events that came out of :func:`parse_event`)."""
+        return self.event_id if self.event_id is not None else stable_event_id(self)
+
+
+class OrderLine(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    product_id: Id
+    quantity: int = Field(ge=-1_000_000, le=1_000_000)  # negative on returns
+    unit_price: float = Field(ge=0)
+
+    @field_validator("quantity")
+    @classmethod
+    def _non_zero(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("quantity must not be 0")
+        return value
+
+    @field_validator("unit_price")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("unit_price must be finite")
+        return value
+
+
+class Order(_Event):
+    type: Literal["order"]
+    order_id: Id
+    items: list[OrderLine] = Field(min_length=1, max_length=MAX_ORDER_LINES)
+    country: ShortText | None = None
+
+
+class Click(_Event):
+    type: Literal["click"]
+    campaign_id: Id | None = None
+    product_id: Id | None = None
+    notification_id: Id | None = None
+    url: Url | None = None
+
+
+class CampaignView(_Event):
+    type: Literal["campaign_view"]
+    campaign_id: Id
+
+
+class NotificationOpen(_Event):
+    type: Literal["notification_open"]
+    notification_id: Id
+    campaign_id: Id | None = None
+
+
+class NotificationClick(_Event):
+    type: Literal["notification_click"]
+    notification_id: Id
+    campaign_id: Id | None = None
+    url: Url | None = None
+
+
+Event = Annotated[
+    Order | Click | CampaignView | NotificationOpen | NotificationClick,
+    Field(discriminator="type"),
+]
+EVENT_TYPES = ("order", "click", "campaign_view", "notification_open", "notification_click")
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def stable_event_id(event: _Event) -> str:
+    """``ev_`` + 32 hex of SHA-256 over the canonical JSON of the payload without its id."""
+    payload = event.model_dump(mode="json", exclude={"event_id"})
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "ev_" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def topic_for(event: _Event) -> str:
+    """Orders go to the purchase history; everything users do with campaigns goes to the clickstream."""
+    return PURCHASE_HISTORY if isinstance(event, Order) else CLICKSTREAM
+
+
+def dlq_topic(topic: str) -> str:
+    return f"{topic}.dlq"
+
+
+def encode_event(event: _Event) -> bytes:
+    """The stream value: the event's canonical JSON (with its id)."""
+    return event.model_dump_json(exclude_none=True).encode()
+
+
+def _with_id(event: Event) -> Event:
+    if event.event_id is not None:
+        return event
+    return event.model_copy(update={"event_id": stable_event_id(event)})
+
+
+def explain(exc: PydanticValidationError) -> str:
+    """One readable line per validation error, the first few only."""
+    parts: list[str] = []
+    for error in exc.errors()[:3]:
+        kind = error["type"]
+        ctx = error.get("ctx") or {}
+        if kind == "union_tag_invalid":
+            parts.append(f"unknown event type {ctx.get('tag')!r} (expected one of: {', '.join(EVENT_TYPES)})")
+        elif kind == "union_tag_not_found":
+            parts.append("missing event type (field 'type')")
+        else:
+            loc = [str(p) for p in error["loc"]]
+            if loc and loc[0] in EVENT_TYPES:
+                loc = loc[1:]  # drop the union tag pydantic puts first
+            where = ".".join(loc) or "event"
+            parts.append(f"{where}: {error['msg']}")
+    more = len(exc.errors()) - len(parts)
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+def parse_event(data: Any) -> Event:
+    """Validate one decoded event (a dict); raises ``ValidationError`` with a readable reason."""
+    if not isinstance(data, dict):
+        raise ValidationError("an event must be a JSON object")
+    try:
+        return _with_id(EVENT_ADAPTER.validate_python(data))
+    except PydanticValidationError as exc:
+        raise ValidationError(explain(exc)) from None
+
+
+def decode_event(value: bytes) -> Event:
+    """Validate a stream value (JSON bytes); raises ``ValidationError`` (poison message) on any defect."""
+    try:
+        return _with_id(EVENT_ADAPTER.validate_json(value))
+    except PydanticValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise ValidationError(f"undecodable message: {exc.errors()[0]['msg']}") from None
+        raise ValidationError(explain(exc)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    index: int
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    index: int
+    event_id: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedBatch:
+    accepted: list[Accepted]
+    rejected: list[Rejected]
+    single: bool  # the body was one event, not a batch
+
+
+def parse_batch(raw: bytes | str) -> ParsedBatch:
+    """Parse a capture body: one event object, ``{"events": [...]}``, or a bare JSON array.
+
+    Whole-request defects raise (``PayloadTooLargeError`` over :data:`MAX_BODY_BYTES` or
+    :data:`MAX_BATCH_EVENTS`, ``ValidationError`` for malformed JSON or a wrong shape); a bad event in a
+    good batch is rejected alone with its reason and never costs the others their place.
+    """
+    size = len(raw)
+    if size > MAX_BODY_BYTES:
+        raise PayloadTooLargeError(f"request body is {size} bytes; the limit is {MAX_BODY_BYTES}")
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"malformed JSON: {exc}") from None
+    single = False
+    if isinstance(doc, dict) and "events" in doc and "type" not in doc:
+        items = doc["events"]
+        if set(doc) - {"events"}:
+            raise ValidationError("a batch object takes only the field 'events'")
+    elif isinstance(doc, dict):
+        items, single = [doc], True
+    else:
+        items = doc
+    if not isinstance(items, list):
+        raise ValidationError('body must be an event object, {"events": [...]}, or a JSON array of events')
+    if not items:
+        raise ValidationError("the batch is empty")
+    if len(items) > MAX_BATCH_EVENTS:
+        raise PayloadTooLargeError(f"the batch has {len(items)} events; the limit is {MAX_BATCH_EVENTS}")
+    accepted: list[Accepted] = []
+    rejected: list[Rejected] = []
+    for index, item in enumerate(items):
+        try:
+            accepted.append(Accepted(index, parse_event(item)))
+        except ValidationError as exc:
+            event_id = item.get("event_id") if isinstance(item, dict) else None
+            rejected.append(Rejected(index, event_id if isinstance(event_id, str) else None, str(exc)))
+    return ParsedBatch(accepted, rejected, single)

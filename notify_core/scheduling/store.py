@@ -1,0 +1,257 @@
+"""Plans in the Store: what is due in a minute is one query per shard; re-planning is idempotent.
+
+Two tables (key shapes in :mod:`notify_core.store.tables`):
+
+* ``schedules`` pk ``"<due minute UTC>#<shard>"``, sk ``"<user_id>#<notification_id>"``: the delivery
+  worker queries the N shard partitions of the current minute and claims each item with a conditional
+  update ``status: pending -> claimed``. A hot minute spreads over N partitions (N = ``shards``).
+* ``plans`` pk ``user_id``, sk ``"<plan_day>#<notification_id>"``: a user's plan, for re-planning,
+  cancellation and the history (cap, cooldowns, fatigue) of the next plan.
+
+Both items carry notification_id, user_id, campaign_id, plan_day, slot, send_at (ISO UTC), due_minute,
+shard, expected_value, status and a ``ttl`` a few days after send_at.
+
+Re-planning a user's day (:func:`write_plans`) compares the new plan with the stored one, by notification
+id, and never touches a claimed or sent notification:
+
+* new id -> written (plans first, then schedules: a crash in between leaves a plan item without its
+  schedule item, which the next run re-creates; never a schedule item the plan does not know);
+* same id, same minute and values -> nothing written (so a second run of the same inputs writes 0);
+* same id, another minute (capacity moved it) -> the old schedule item is cancelled with
+  ``Condition.matches(status="pending")`` and the new one written; if the old one was claimed meanwhile,
+  the move is abandoned (it is being sent);
+* an old pending id the new plan does not have -> cancelled, conditionally, in schedules then plans;
+* an old cancelled id the new plan has again -> revived (it was never sent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import polars as pl
+
+from notify_core.errors import ConditionFailedError
+from notify_core.scheduling.ids import DEFAULT_SHARDS, user_hashes
+from notify_core.scheduling.models import HISTORY, INTERACTIONS
+from notify_core.store import tables
+from notify_core.store.port import Condition, Item, KeyRange, Store
+
+PENDING = "pending"
+CLAIMED = "claimed"
+SENT = "sent"
+CANCELLED = "cancelled"
+DELIVERED_STATES = (CLAIMED, SENT)
+TTL_DAYS = 3
+ISO = "%Y-%m-%dT%H:%M:%SZ"
+_COMPARED = ("campaign_id", "slot", "send_at", "expected_value", "shard")
+
+
+@dataclass(frozen=True, slots=True)
+class WriteSummary:
+    users: int = 0
+    inserted: int = 0
+    unchanged: int = 0
+    updated: int = 0  # same id and minute, new values (e.g. expected value)
+    moved: int = 0  # same id, another minute
+    revived: int = 0
+    cancelled: int = 0
+    kept_delivered: int = 0  # claimed/sent items left alone
+    repaired: int = 0  # schedule items re-created for plan items that had lost theirs
+    conflicts: int = 0  # conditional writes lost to the delivery worker
+
+    @property
+    def written(self) -> int:
+        return self.inserted + self.updated + self.moved + self.revived + self.cancelled + self.repaired
+
+    def as_dict(self) -> dict[str, int]:
+        return {**asdict(self), "written": self.written}
+
+
+def plan_items(plan: pl.DataFrame, *, shards: int = DEFAULT_SHARDS) -> list[Item]:
+    """The ``plans`` items of a plan frame (models.PLAN); schedule items derive from them."""
+    if plan.is_empty():
+        return []
+    shard = (user_hashes(plan["user_id"].to_list()) % shards).astype(int).tolist()
+    send = plan["send_at"].dt.strftime(ISO).to_list()
+    minute = plan["send_at"].dt.strftime("%Y-%m-%dT%H:%M").to_list()
+    ttl = (plan["send_at"].dt.epoch("s") + TTL_DAYS * 86400).to_list()
+    items: list[Item] = []
+    for k, (uid, cid, nid, day, slot, ev) in enumerate(plan.select(
+            "user_id", "campaign_id", "notification_id", "plan_day", "slot", "expected_value").iter_rows()):
+        items.append({
+            "pk": uid, "sk": tables.plan_sk(day, nid), "notification_id": nid, "user_id": uid, "campaign_id": cid,
+            "plan_day": day, "slot": int(slot), "send_at": send[k], "due_minute": minute[k], "shard": shard[k],
+            "expected_value": round(float(ev), 6), "status": PENDING, "ttl": int(ttl[k]),
+        })
+    return items
+
+
+def schedule_item(plan_item: Item) -> Item:
+    return {**plan_item, "pk": tables.schedule_pk(plan_item["due_minute"], int(plan_item["shard"])),
+            "sk": tables.schedule_sk(plan_item["user_id"], plan_item["notification_id"])}
+
+
+def _schedule_key(item: Item) -> tuple[str, str]:
+    return (tables.schedule_pk(item["due_minute"], int(item["shard"])),
+            tables.schedule_sk(item["user_id"], item["notification_id"]))
+
+
+def day_items(store: Store, user_ids: Sequence[str], plan_day: str) -> dict[str, list[Item]]:
+    """Each user's stored plan items for ``plan_day`` (one partition query per user)."""
+    table = store.table(tables.PLANS)
+    prefix = KeyRange(prefix=f"{plan_day}#")
+    return {u: table.query(u, key_range=prefix, consistent=True) for u in user_ids}
+
+
+def write_plans(
+    store: Store, plan: pl.DataFrame, *, user_ids: Sequence[str], plan_day: str, shards: int = DEFAULT_SHARDS,
+    existing: dict[str, list[Item]] | None = None,
+) -> WriteSummary:
+    """Make the Store hold ``plan`` for ``user_ids``' ``plan_day`` (see the module docstring).
+
+    ``user_ids`` are every user that was planned, including those whose new plan is empty (their
+    pending notifications are cancelled). ``existing`` (from :func:`day_items` / :func:`load_state`)
+    saves the per-user queries when the caller already made them.
+    """
+    plans = store.table(tables.PLANS)
+    schedules = store.table(tables.SCHEDULES)
+    old_by_user = existing if existing is not None else day_items(store, user_ids, plan_day)
+    new_by_user: dict[str, list[Item]] = {}
+    for item in plan_items(plan, shards=shards):
+        new_by_user.setdefault(item["user_id"], []).append(item)
+
+    counts = dict.fromkeys(("inserted", "unchanged", "updated", "moved", "revived", "cancelled", "kept_delivered",
+                            "repaired", "conflicts"), 0)
+    fresh: list[Item] = []
+    verify: list[Item] = []
+
+    def cancel(old: Item) -> None:
+        try:
+            schedules.update(*_schedule_key(old), set={"status": CANCELLED},
+                             condition=Condition.matches(status=PENDING))
+        except ConditionFailedError:  # claimed by delivery meanwhile, or its schedule item is gone
+            if schedules.get(*_schedule_key(old), consistent=True) is not None:
+                counts["conflicts"] += 1
+                return
+        try:
+            plans.update(old["pk"], old["sk"], set={"status": CANCELLED}, condition=Condition.matches(status=PENDING))
+            counts["cancelled"] += 1
+        except ConditionFailedError:
+            counts["conflicts"] += 1
+
+    for uid in user_ids:
+        olds = {i["notification_id"]: i for i in old_by_user.get(uid, [])}
+        news = {i["notification_id"]: i for i in new_by_user.get(uid, [])}
+        for nid, old in olds.items():
+            if old.get("status") in DELIVERED_STATES:
+                counts["kept_delivered"] += 1
+            elif old.get("status") == PENDING and nid not in news:
+                cancel(old)
+        for nid, new in news.items():
+            if nid not in olds:
+                fresh.append(new)
+                continue
+            old = olds[nid]
+            status = old.get("status")
+            if status in DELIVERED_STATES:
+                continue
+            same = all(old.get(k) == new.get(k) for k in _COMPARED)
+            if status == PENDING and same:
+                counts["unchanged"] += 1
+                verify.append(new)
+                continue
+            try:
+                if status == CANCELLED:
+                    plans.update(old["pk"], old["sk"], set=_attrs(new),
+                                 condition=Condition.matches(status=CANCELLED))
+                    schedules.put(schedule_item(new))
+                    counts["revived"] += 1
+                elif _schedule_key(old) == _schedule_key(new):
+                    schedules.update(*_schedule_key(new), set=_attrs(new), condition=Condition.matches(status=PENDING))
+                    plans.update(old["pk"], old["sk"], set=_attrs(new), condition=Condition.matches(status=PENDING))
+                    counts["updated"] += 1
+                else:
+                    schedules.update(*_schedule_key(old), set={"status": CANCELLED},
+                                     condition=Condition.matches(status=PENDING))
+                    plans.update(old["pk"], old["sk"], set=_attrs(new), condition=Condition.matches(status=PENDING))
+                    schedules.put(schedule_item(new))
+                    counts["moved"] += 1
+            except ConditionFailedError:
+                counts["conflicts"] += 1
+
+    if fresh:  # absent when we read the user's plan: nothing can have claimed them, a blind batch write is safe
+        counts["inserted"] += plans.batch_put(fresh)
+        schedules.batch_put(schedule_item(i) for i in fresh)
+    if verify:  # plan items whose schedule item a crash may have lost: re-create only the missing ones
+        found = {(i["pk"], i["sk"]) for i in schedules.batch_get([_schedule_key(i) for i in verify])}
+        missing = [schedule_item(i) for i in verify if _schedule_key(i) not in found]
+        if missing:
+            counts["repaired"] += schedules.batch_put(missing)
+    return WriteSummary(users=len(user_ids), **counts)
+
+
+def _attrs(item: Item) -> Item:
+    return {k: v for k, v in item.items() if k not in ("pk", "sk")}
+
+
+def due(store: Store, minute: datetime, *, shards: int = DEFAULT_SHARDS, status: str | None = PENDING) -> list[Item]:
+    """Schedule items due in the UTC minute of ``minute``: one query per shard partition."""
+    table = store.table(tables.SCHEDULES)
+    key = tables.due_minute(minute.astimezone(UTC))
+    items = [i for s in range(shards) for i in table.query(tables.schedule_pk(key, s), consistent=True)]
+    return items if status is None else [i for i in items if i.get("status") == status]
+
+
+def _parse(ts: str) -> datetime:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True, slots=True)
+class UserState:
+    """What the Store knows that the planner needs, for a batch of users."""
+
+    history: pl.DataFrame  # models.HISTORY: claimed/sent notifications of the lookback window
+    interactions: pl.DataFrame  # models.INTERACTIONS (+ notification_id)
+    day_items: dict[str, list[Item]]  # the plan day's stored items, for write_plans(existing=...)
+
+
+def load_state(
+    store: Store, user_ids: Sequence[str], *, plan_day: date, lookback_days: int = 7, interaction_days: int = 90,
+    with_interactions: bool = True,
+) -> UserState:
+    """History and interactions of ``user_ids`` from ``plans`` and ``user_events`` (partition queries only).
+
+    A notification counts as interacted with when the clickstream holds a notification_open/click with
+    its id (or the item carries ``interacted: true``, for a delivery path that records it).
+    """
+    day = plan_day.isoformat()
+    first = (plan_day - timedelta(days=lookback_days)).isoformat()
+    plans = store.table(tables.PLANS)
+    events = store.table(tables.USER_EVENTS)
+    since = datetime.combine(plan_day - timedelta(days=interaction_days), datetime.min.time(), tzinfo=UTC)
+    rows: list[dict[str, Any]] = []
+    inter: list[dict[str, Any]] = []
+    today: dict[str, list[Item]] = {}
+    for uid in user_ids:
+        items = plans.query(uid, key_range=KeyRange(start=first, end=f"{day}#\uffff"), consistent=True)
+        today[uid] = [i for i in items if i.get("plan_day") == day]
+        opened: set[str] = set()
+        if with_interactions:
+            for ev in events.query(uid, key_range=KeyRange(start=tables.time_sk(since))):
+                if ev.get("type") and ev.get("ts"):
+                    inter.append({"user_id": uid, "ts": _parse(str(ev["ts"])), "type": ev["type"],
+                                  "notification_id": ev.get("notification_id")})
+                    if ev.get("notification_id"):
+                        opened.add(str(ev["notification_id"]))
+        for item in items:
+            if item.get("status") in DELIVERED_STATES:
+                rows.append({"user_id": uid, "campaign_id": item["campaign_id"],
+                             "sent_at": _parse(str(item.get("sent_at") or item["send_at"])),
+                             "interacted": bool(item.get("interacted")) or item["notification_id"] in opened})
+    history = pl.DataFrame(rows, schema=HISTORY) if rows else pl.DataFrame(schema=HISTORY)
+    schema = {**INTERACTIONS, "notification_id": pl.String}
+    interactions = pl.DataFrame(inter, schema=schema) if inter else pl.DataFrame(schema=schema)
+    return UserState(history=history, interactions=interactions, day_items=today)

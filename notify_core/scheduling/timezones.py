@@ -1,0 +1,116 @@
+"""A user's local day as UTC blocks, one table per distinct time zone (so conversion is vectorised).
+
+The planner never converts per user. For each distinct IANA zone it walks that zone's local calendar
+day in 15-minute UTC steps with :mod:`zoneinfo` (every real-world offset change falls on a quarter hour)
+and cuts it into *blocks*: maximal runs inside one local clock hour. A normal day has 24 blocks; a
+spring-forward day 23 (the skipped hour has no block, so nothing can be planned in it); a fall-back day
+25 (the repeated hour appears twice, as two blocks with the same local hour). Users then gather their
+zone's row. Quiet hours and affinity are per local hour, so they are exact per block.
+
+Times are integer minutes relative to ``base``: 00:00 UTC of the day before the plan day, which keeps
+every local day on Earth (UTC-12 .. UTC+14) inside ``[0, 4 * 1440)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+import numpy as np
+import numpy.typing as npt
+
+STEP_MINUTES = 15
+MAX_BLOCKS = 26  # 25 on a fall-back day, plus room for a half-hour shift (Australia/Lord_Howe)
+SPAN_MINUTES = 4 * 1440
+
+I32 = npt.NDArray[np.int32]
+
+
+@lru_cache(maxsize=1)
+def known_zones() -> frozenset[str]:
+    return frozenset(available_timezones()) | {"UTC"}
+
+
+def is_known_zone(name: str | None) -> bool:
+    if not name or name not in known_zones():
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def base_of(plan_day: date) -> datetime:
+    """Minute 0 of a plan: 00:00 UTC on the day before ``plan_day``."""
+    return datetime.combine(plan_day - timedelta(days=1), time(0), tzinfo=UTC)
+
+
+def to_minutes(ts: datetime, base: datetime) -> int:
+    return int((ts - base).total_seconds() // 60)
+
+
+@dataclass(frozen=True, slots=True)
+class DayBlocks:
+    """Per zone (rows, in ``zones`` order) the blocks of its local ``plan_day`` (columns, in time order).
+
+    ``start``: first minute (relative to ``base``); ``length``: minutes in the block (0 = padding);
+    ``hour``: the local clock hour (-1 = padding); ``day_start``/``day_end``: the local day's bounds.
+    """
+
+    zones: tuple[str, ...]
+    base: datetime
+    start: I32
+    length: I32
+    hour: npt.NDArray[np.int8]
+    day_start: I32
+    day_end: I32
+
+
+def _zone_blocks(zone: str, plan_day: date, base: datetime) -> list[tuple[int, int, int]]:
+    tz = ZoneInfo(zone)
+    # A wall-clock midnight that does not exist (zones with DST at 00:00) resolves, with fold=0, to the
+    # instant the day really starts; next local midnight likewise.
+    first = datetime.combine(plan_day, time(0), tzinfo=tz).astimezone(UTC)
+    last = datetime.combine(plan_day + timedelta(days=1), time(0), tzinfo=tz).astimezone(UTC)
+    blocks: list[tuple[int, int, int]] = []  # (start minute, length, local hour)
+    t = first
+    step = timedelta(minutes=STEP_MINUTES)
+    while t < last:
+        local = t.astimezone(tz)
+        minute = to_minutes(t, base)
+        if blocks and local.minute != 0 and blocks[-1][2] == local.hour:
+            start, length, hour = blocks[-1]
+            blocks[-1] = (start, length + STEP_MINUTES, hour)
+        else:
+            blocks.append((minute, STEP_MINUTES, local.hour))
+        t += step
+    return blocks
+
+
+@lru_cache(maxsize=4096)
+def _zone_blocks_cached(zone: str, plan_day: date) -> tuple[tuple[int, int, int], ...]:
+    return tuple(_zone_blocks(zone, plan_day, base_of(plan_day)))
+
+
+def day_blocks(zones: list[str], plan_day: date) -> DayBlocks:
+    """Block tables for the given (known) zones; see :class:`DayBlocks`."""
+    n = len(zones)
+    start = np.zeros((n, MAX_BLOCKS), dtype=np.int32)
+    length = np.zeros((n, MAX_BLOCKS), dtype=np.int32)
+    hour = np.full((n, MAX_BLOCKS), -1, dtype=np.int8)
+    day_start = np.zeros(n, dtype=np.int32)
+    day_end = np.zeros(n, dtype=np.int32)
+    for row, zone in enumerate(zones):
+        blocks = _zone_blocks_cached(zone, plan_day)
+        if len(blocks) > MAX_BLOCKS:  # pragma: no cover - no zone has a day this broken
+            raise ValueError(f"{zone} has {len(blocks)} hour blocks on {plan_day}")
+        for col, (s, ln, h) in enumerate(blocks):
+            start[row, col], length[row, col], hour[row, col] = s, ln, h
+        day_start[row] = blocks[0][0]
+        day_end[row] = blocks[-1][0] + blocks[-1][1]
+        # padding blocks start after the day so "start >= x" filters never pick them by accident
+        start[row, len(blocks):] = day_end[row] + 10 * 1440
+    return DayBlocks(tuple(zones), base_of(plan_day), start, length, hour, day_start, day_end)

@@ -1,0 +1,221 @@
+"""The embedded durable log: the Stream port's default adapter, in one SQLite file.
+
+Why SQLite and not hand-written segment files: the log must survive ``kill -9`` at any instant and be
+shared by several processes (the gateway appends while ``notify consume`` reads). SQLite in WAL mode
+gives exactly that without code of our own: a batch append is one atomic transaction (a torn tail is
+discarded by the WAL's checksums on the next open, never half-visible), writers from any process are
+serialised by its file lock, readers never block the writer, and committed group positions live in the
+same file, so "records + where each group is" is always consistent. Segment files would need their own
+cross-process locking, tail recovery, offset index and checkpoint file; that is the code we avoid.
+
+Layout: one table per topic (``offset INTEGER PRIMARY KEY``, the produce time, key and value; appends go
+to the end of the B-tree, the cheap case) and a ``positions`` table (group, topic) -> next offset.
+Each topic is one partition (partition 0): a total order, which on one machine costs nothing, and one
+active consumer per group, which is what the embedded default runs. ``synchronous=NORMAL`` survives a
+process crash (the durability this log promises, like Kafka's acks without fsync); pass ``fsync=True``
+for ``synchronous=FULL`` if it must also survive power loss.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from notify_core.errors import BackendError, ValidationError
+from notify_core.stream.port import Message, Record, next_positions
+
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+
+
+class LocalLog:
+    """A Stream in one SQLite file. Thread-safe; any number of processes may open the same file."""
+
+    def __init__(self, path: Path | str, *, fsync: bool = False, poll_interval: float = 0.005) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fsync = fsync
+        self._poll_interval = poll_interval
+        self._local = threading.local()
+        self._write_lock = threading.Lock()  # one writer per process at a time: no busy-waiting threads
+        self._tables: dict[str, str] = {}
+        self._tables_lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        conn = self._conn()
+        conn.execute("CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, id INTEGER NOT NULL UNIQUE)")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS positions (grp TEXT NOT NULL, topic TEXT NOT NULL, "
+            "position INTEGER NOT NULL, PRIMARY KEY (grp, topic)) WITHOUT ROWID"
+        )
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=60000")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
+            self._local.conn = conn
+            with self._tables_lock:
+                self._connections.append(conn)
+        return conn
+
+    def _table(self, topic: str, *, create: bool = True) -> str | None:
+        table = self._tables.get(topic)
+        if table is not None:
+            return table
+        if not _TOPIC.match(topic):
+            raise ValidationError(f"invalid topic name {topic!r}")
+        conn = self._conn()
+        row = conn.execute("SELECT id FROM topics WHERE name=?", (topic,)).fetchone()
+        if row is None:
+            if not create:
+                return None
+            with self._write_lock:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    row = conn.execute("SELECT id FROM topics WHERE name=?", (topic,)).fetchone()
+                    if row is None:
+                        (next_id,) = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM topics").fetchone()
+                        conn.execute("INSERT INTO topics (name, id) VALUES (?, ?)", (topic, next_id))
+                        conn.execute(
+                            f"CREATE TABLE log_{next_id} (offset INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, "
+                            "key BLOB, value BLOB NOT NULL)"
+                        )
+                        row = (next_id,)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        table = f"log_{int(row[0])}"
+        with self._tables_lock:
+            self._tables[topic] = table
+        return table
+
+    # producing ---------------------------------------------------------------------------------
+    def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self.produce_batch([Message(topic, key, value)])
+
+    def produce_batch(self, messages: Sequence[Message]) -> None:
+        if not messages:
+            return
+        by_topic: dict[str, list[Message]] = {}
+        for message in messages:
+            by_topic.setdefault(message.topic, []).append(message)
+        tables = {topic: self._table(topic) for topic in by_topic}
+        conn = self._conn()
+        with self._write_lock:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    now_ms = int(time.time() * 1000)
+                    for topic, batch in by_topic.items():
+                        table = tables[topic]
+                        (last,) = conn.execute(f"SELECT COALESCE(MAX(offset), -1) FROM {table}").fetchone()
+                        conn.executemany(
+                            f"INSERT INTO {table} (offset, ts_ms, key, value) VALUES (?, ?, ?, ?)",
+                            [(last + 1 + i, now_ms, m.key, m.value) for i, m in enumerate(batch)],
+                        )
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise BackendError(f"local log append failed: {exc}") from exc
+
+    # reading -----------------------------------------------------------------------------------
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        table = self._table(topic, create=False)
+        if table is None:
+            return {0: 0}
+        (last,) = self._conn().execute(f"SELECT COALESCE(MAX(offset), -1) FROM {table}").fetchone()
+        return {0: int(last) + 1}
+
+    def committed(self, group: str, topic: str) -> int:
+        row = self._conn().execute("SELECT position FROM positions WHERE grp=? AND topic=?", (group, topic)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def consumer(self, *, group: str, topics: Sequence[str]) -> LocalLogConsumer:
+        return LocalLogConsumer(self, group=group, topics=topics)
+
+    def close(self) -> None:
+        with self._tables_lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+
+class LocalLogConsumer:
+    """A group member over the local log: its position per topic starts at the group's committed one."""
+
+    def __init__(self, log: LocalLog, *, group: str, topics: Sequence[str]) -> None:
+        if not topics:
+            raise ValidationError("a consumer needs at least one topic")
+        self._log = log
+        self.group = group
+        self.topics = list(dict.fromkeys(topics))
+        self._tables = {topic: log._table(topic) for topic in self.topics}
+        self._positions = {topic: log.committed(group, topic) for topic in self.topics}
+        self._turn = 0
+
+    def poll_batch(self, *, max_records: int = 1000, timeout: float = 1.0) -> list[Record]:
+        deadline = time.monotonic() + max(timeout, 0.0)
+        conn = self._log._conn()
+        while True:
+            records: list[Record] = []
+            # Rotate the topic read first so a busy topic cannot starve the other.
+            order = self.topics[self._turn :] + self.topics[: self._turn]
+            self._turn = (self._turn + 1) % len(self.topics)
+            for topic in order:
+                room = max_records - len(records)
+                if room <= 0:
+                    break
+                rows = conn.execute(
+                    f"SELECT offset, ts_ms, key, value FROM {self._tables[topic]} WHERE offset >= ? "
+                    "ORDER BY offset LIMIT ?",
+                    (self._positions[topic], room),
+                ).fetchall()
+                if rows:
+                    records.extend(Record(topic, 0, off, key, value, ts) for off, ts, key, value in rows)
+                    self._positions[topic] = rows[-1][0] + 1
+            if records or time.monotonic() >= deadline:
+                return records
+            time.sleep(self._log._poll_interval)
+
+    def commit(self, records: Sequence[Record]) -> None:
+        positions = next_positions(records)
+        if not positions:
+            return
+        conn = self._log._conn()
+        try:
+            with self._log._write_lock:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.executemany(
+                        "INSERT INTO positions (grp, topic, position) VALUES (?, ?, ?) "
+                        "ON CONFLICT(grp, topic) DO UPDATE SET position=excluded.position",
+                        [(self.group, topic, pos) for (topic, _partition), pos in positions.items()],
+                    )
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise BackendError(f"local log commit failed: {exc}") from exc
+
+    def lag(self) -> int:
+        return sum(
+            max(self._log.end_offsets(topic)[0] - self._log.committed(self.group, topic), 0) for topic in self.topics
+        )
+
+    def seek_to_beginning(self) -> None:
+        self._positions = dict.fromkeys(self.topics, 0)
+
+    def close(self) -> None:
+        """Nothing to release: positions live in the log file, connections belong to the log."""

@@ -1,0 +1,100 @@
+"""The Stream port: append-only, keyed, partitioned topics with consumer groups (Kafka's model).
+
+Two adapters implement it: :mod:`notify_core.stream.local_log` (the embedded default, a durable log in
+one SQLite file) and :mod:`notify_core.stream.kafka` (confluent-kafka). One contract suite,
+``tests/stream/test_contract.py``, runs against both, so code written against this port (capture, the
+consumer) never knows which one it is talking to.
+
+Semantics every adapter keeps:
+
+* ``produce_batch`` returns only once every message is durably accepted (the local log committed it,
+  Kafka acknowledged it with acks=all); otherwise it raises ``BackendError`` and the caller may retry
+  (event ids make retries harmless).
+* Records with the same key land in the same partition, in produce order.
+* A consumer's committed position is the offset of the *next* record to read, per partition; a new
+  consumer of the group resumes from it (from offset 0 when the group never committed). Commit only
+  after the records' effects are durable: that is what makes a crash replay, never skip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message to produce. ``key`` picks the partition (same key, same partition, same order)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A consumed record; ``timestamp_ms`` is when it was produced (epoch milliseconds)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int
+
+
+def next_positions(records: Sequence[Record]) -> dict[tuple[str, int], int]:
+    """The positions to commit after ``records``: last offset + 1 per (topic, partition)."""
+    positions: dict[tuple[str, int], int] = {}
+    for record in records:
+        tp = (record.topic, record.partition)
+        if record.offset + 1 > positions.get(tp, -1):
+            positions[tp] = record.offset + 1
+    return positions
+
+
+@runtime_checkable
+class StreamConsumer(Protocol):
+    """One member of a consumer group, subscribed to some topics. Not thread-safe: one loop owns it."""
+
+    def poll_batch(self, *, max_records: int = 1000, timeout: float = 1.0) -> list[Record]:
+        """Up to ``max_records`` records after the current position; waits at most ``timeout`` s for the first."""
+        ...
+
+    def commit(self, records: Sequence[Record]) -> None:
+        """Durably commit the position after ``records`` (synchronously; raises ``BackendError``)."""
+        ...
+
+    def lag(self) -> int:
+        """Records produced to the subscribed topics and not yet committed by this group."""
+        ...
+
+    def seek_to_beginning(self) -> None:
+        """Read the subscribed topics again from offset 0 (committed positions move only on commit)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Stream(Protocol):
+    """A connection to one stream backend, shared by producers in a process (thread-safe)."""
+
+    def produce_batch(self, messages: Sequence[Message]) -> None:
+        """Append every message durably before returning; raises ``BackendError`` if any failed."""
+        ...
+
+    def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """One message, durably (``produce_batch`` of one)."""
+        ...
+
+    def consumer(self, *, group: str, topics: Sequence[str]) -> StreamConsumer:
+        """A new member of ``group`` reading ``topics``."""
+        ...
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        """Per partition, the offset the next produced record will get (for lag and tests)."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,150 @@
+"""The capture Lambda handler with real API Gateway v2 events, and the same handler over HTTP."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from lambdas import capture_events
+from notify_core.events import CLICKSTREAM, PURCHASE_HISTORY, decode_event
+from notify_core.stream.local_log import LocalLog
+from notify_core.stream.port import Record
+from tests.events.helpers import api_event, click, order
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Iterator[LocalLog]:
+    stream = LocalLog(tmp_path / "log.sqlite")
+    capture_events.use_stream(stream)
+    yield stream
+    capture_events.use_stream(None)
+    stream.close()
+
+
+def records(log: LocalLog, *topics: str) -> list[Record]:
+    consumer = log.consumer(group=f"check-{time.monotonic_ns()}", topics=list(topics))
+    return consumer.poll_batch(max_records=100_000, timeout=0)
+
+
+def reply(response: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    return response["statusCode"], json.loads(response["body"])
+
+
+def test_a_mixed_batch_is_accepted_per_event_and_routed_by_type(log: LocalLog) -> None:
+    body = {"events": [click(1), order(2), {"type": "bogus", "user_id": "u"}, click(3, event_id="mine")]}
+    status, payload = reply(capture_events.handler(api_event(body), None))
+    assert status == 202
+    assert payload["accepted"] == 3 and payload["rejected"] == 1
+    assert [r["status"] for r in payload["results"]] == ["accepted", "accepted", "rejected", "accepted"]
+    assert payload["results"][2]["reason"].startswith("unknown event type 'bogus'")
+    assert payload["results"][3]["event_id"] == "mine"
+    assert payload["results"][1]["topic"] == PURCHASE_HISTORY
+    clicks, orders = records(log, CLICKSTREAM), records(log, PURCHASE_HISTORY)
+    assert len(clicks) == 2 and len(orders) == 1
+    assert {r.key for r in clicks} == {b"u1", b"u3"}  # keyed by user
+    assert decode_event(orders[0].value).event_id == payload["results"][1]["event_id"]
+
+
+def test_base64_bodies_are_decoded(log: LocalLog) -> None:
+    status, payload = reply(capture_events.handler(api_event(click(), base64_body=True), None))
+    assert status == 202 and payload["accepted"] == 1
+
+
+def test_a_client_retry_produces_the_same_ids(log: LocalLog) -> None:
+    first = reply(capture_events.handler(api_event([click(1), order(1)]), None))[1]
+    second = reply(capture_events.handler(api_event([click(1), order(1)]), None))[1]
+    assert [r["event_id"] for r in first["results"]] == [r["event_id"] for r in second["results"]]
+
+
+@pytest.mark.parametrize(
+    ("event", "status", "error"),
+    [
+        (api_event('{"type": "click", "user_id"', raw=True), 400, "malformed JSON"),
+        (api_event({"type": "unknown", "user_id": "u", "ts": "2024-01-01T00:00:00Z"}), 400, None),
+        (api_event({"type": "click", "ts": "2024-01-01T00:00:00Z"}), 400, None),
+        (api_event("x" * (10 * 1024 * 1024), raw=True), 413, "limit"),
+        (api_event([click(i) for i in range(501)]), 413, "501 events"),
+        (api_event("not base64!", raw=True, base64_body=False) | {"isBase64Encoded": True}, 400, "base64"),
+    ],
+)
+def test_bad_requests_get_a_clear_4xx(log: LocalLog, event: dict[str, Any], status: int, error: str | None) -> None:
+    got, payload = reply(capture_events.handler(event, None))
+    assert got == status
+    if error is not None:
+        assert error in payload["error"]["message"]
+        assert payload["error"]["request_id"] == event["requestContext"]["requestId"]
+    else:  # a single bad event: rejected with its reason, as part of the per-event results
+        assert payload["accepted"] == 0 and payload["results"][0]["reason"]
+    assert records(log, CLICKSTREAM, PURCHASE_HISTORY) == []
+
+
+def test_a_stream_failure_is_a_503_and_nothing_is_half_accepted(tmp_path: Path) -> None:
+    class Broken(LocalLog):
+        def produce_batch(self, messages: Any) -> None:
+            from notify_core.errors import BackendError
+
+            raise BackendError("stream down")
+
+    capture_events.use_stream(Broken(tmp_path / "log.sqlite"))
+    try:
+        status, payload = reply(capture_events.handler(api_event([click(1)]), None))
+    finally:
+        capture_events.use_stream(None)
+    assert status == 503 and payload["error"]["type"] == "BackendError"
+
+
+# --- over HTTP: the local gateway ------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def gateway(log: LocalLog) -> Iterator[str]:
+    import uvicorn
+
+    from lambdas.gateway import build_app
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(build_app(), host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_gateway_serves_the_handler_to_concurrent_clients(gateway: str, log: LocalLog) -> None:
+    def send(i: int) -> int:
+        body = {"events": [click(i * 100 + j) for j in range(100)]}
+        return httpx.post(f"{gateway}/v1/events", json=body, timeout=30).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(send, range(40))) == {202}
+    assert len(records(log, CLICKSTREAM)) == 4000
+
+
+def test_gateway_cuts_off_a_10_mb_body_and_rejects_bad_json(gateway: str, log: LocalLog) -> None:
+    big = httpx.post(f"{gateway}/v1/events", content=b"x" * (10 * 1024 * 1024), timeout=30)
+    assert big.status_code == 413
+    bad = httpx.post(f"{gateway}/v1/events", content=b"{nope", headers={"content-type": "application/json"})
+    assert bad.status_code == 400 and "malformed JSON" in bad.json()["error"]["message"]
+    binary = httpx.post(f"{gateway}/v1/events", content=base64.b64decode("AAEC"),
+                        headers={"content-type": "application/octet-stream"})
+    assert binary.status_code == 400
+    assert httpx.get(f"{gateway}/v1/events").status_code == 405
+    assert httpx.get(f"{gateway}/healthz").json() == {"status": "ok"}

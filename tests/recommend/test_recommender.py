@@ -1,0 +1,135 @@
+"""Unit tests of candidate generation, each eligibility filter, the blended score and the fallback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from notify_core.errors import NotFoundError, ValidationError
+from notify_core.recommend.index import campaign_key, campaign_keys
+from notify_core.recommend.recommender import Recommender, ScoreWeights, sent_item
+from notify_core.store import tables
+from tests.recommend.conftest import World
+
+NOW = datetime.now(UTC)
+
+
+def ids(world: World, user: str = "u1", **kwargs: object) -> list[str]:
+    return [r.campaign_id for r in world.recommender.recommend(user, **kwargs).items]  # type: ignore[arg-type]
+
+
+def test_the_nearest_campaign_ranks_first_with_scores_in_order(world: World) -> None:
+    result = world.recommender.recommend("u1")
+    assert result.strategy == "personalised" and result.index_version == world.versions[-1]
+    assert len(result.items) == 10
+    assert result.items[0].campaign_id == "c000"
+    scores = [r.score for r in result.items]
+    assert scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"status": "paused"}, "inactive"),
+        ({"end_date": (NOW - timedelta(days=1)).date()}, "out_of_dates"),
+        ({"start_date": (NOW + timedelta(days=1)).date()}, "out_of_dates"),
+        ({"target_countries": ["France"]}, "not_targeted"),
+        ({"category": "toys"}, "opted_out"),
+    ],
+    ids=["inactive", "expired", "not-started", "not-targeted", "opted-out"],
+)
+def test_each_filter_removes_the_top_campaign(world: World, changes: dict[str, object], reason: str) -> None:
+    assert ids(world)[0] == "c000"
+    world.update_campaign("c000", **changes)
+    result = world.recommender.recommend("u1")
+    assert "c000" not in [r.campaign_id for r in result.items]
+    assert result.filtered.get(reason, 0) >= 1
+
+
+def test_targeting_keeps_campaigns_for_the_users_country(world: World) -> None:
+    world.update_campaign("c000", target_countries=["United Kingdom", "France"])
+    assert ids(world)[0] == "c000"
+
+
+def test_already_sent_within_cooldown_is_filtered_and_after_it_is_back(world: World) -> None:
+    sends = world.store.table(tables.SENDS)
+    sends.put(sent_item("u1", "c000", NOW - timedelta(hours=1)))
+    result = world.recommender.recommend("u1", now=NOW)
+    assert "c000" not in [r.campaign_id for r in result.items] and result.filtered["recently_sent"] == 1
+    # the campaign's cooldown is 72 h: a send 100 h ago no longer blocks it
+    world.store.table(tables.SENDS).delete("u1", tables.send_sk(NOW - timedelta(hours=1), "c000"))
+    sends.put(sent_item("u1", "c000", NOW - timedelta(hours=100)))
+    assert ids(world)[0] == "c000"
+
+
+def test_repeat_purchase_candidates_are_added_and_boosted(world: World) -> None:
+    # u1 bought p001 (promoted by c001) 5 times; c001's text is far from u1's vector (cosine ~0.14)
+    narrow = Recommender(store=world.store, holder=world.holder, candidates=3)  # ANN yields just 3 candidates
+    items = narrow.recommend("u1", limit=20).items
+    c001 = next(r for r in items if r.campaign_id == "c001")  # a candidate only through the matrix row
+    assert "repeat_purchase" in c001.reasons and "similar" not in c001.reasons
+    assert c001.affinity == pytest.approx(1.0)
+    assert c001.score == pytest.approx(c001.similarity + 0.6 + 0.05 * (2 - 1) / 4)
+
+    def rank(weights: ScoreWeights) -> int:
+        ranked = Recommender(store=world.store, holder=world.holder, weights=weights).recommend("u1", limit=60)
+        return [r.campaign_id for r in ranked.items].index("c001")
+
+    assert rank(ScoreWeights()) < rank(ScoreWeights(affinity=0.0))
+
+
+def test_priority_breaks_near_ties(world: World) -> None:
+    w = ScoreWeights(similarity=0.0, affinity=0.0, priority=1.0)
+    items = Recommender(store=world.store, holder=world.holder, weights=w).recommend("u1").items
+    priorities = [int(world.campaigns.filter(world.campaigns["campaign_id"] == r.campaign_id)["priority"][0])
+                  for r in items]
+    assert priorities == sorted(priorities, reverse=True)
+
+
+def test_users_without_a_vector_get_popular_campaigns_of_their_country_first(world: World) -> None:
+    result = world.recommender.recommend("u_new")
+    assert result.strategy == "fallback"
+    assert [r.campaign_id for r in result.items] == ["c010", "c020", "c011", "c021"][:len(result.items)] \
+        or [r.campaign_id for r in result.items][0] == "c010"
+    assert all("popular" in r.reasons for r in result.items)
+
+
+def test_fallback_still_applies_filters(world: World) -> None:
+    world.update_campaign("c010", status="paused")
+    assert "c010" not in ids(world, "u_new")
+
+
+def test_unknown_user_and_bad_limit(world: World) -> None:
+    with pytest.raises(NotFoundError):
+        world.recommender.recommend("nobody")
+    for limit in (0, 101):
+        with pytest.raises(ValidationError):
+            world.recommender.recommend("u1", limit=limit)
+    assert len(ids(world, limit=3)) == 3
+
+
+def test_keys_are_stable_across_processes_and_order() -> None:
+    code = "from notify_core.recommend.index import campaign_key; print(campaign_key('restock-85123a'))"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert int(other) == campaign_key("restock-85123a")
+    forward = campaign_keys(["a", "b", "c"]).tolist()
+    assert campaign_keys(["c", "b", "a"]).tolist() == forward[::-1]
+
+
+@given(st.lists(st.text(min_size=1, max_size=30), min_size=1, max_size=50, unique=True))
+def test_keys_fit_63_bits_and_do_not_collide(values: list[str]) -> None:
+    keys = [campaign_key(v) for v in values]
+    assert all(0 <= k < 2**63 for k in keys)
+    assert len(set(keys)) == len(keys)
+
+
+def test_dates_are_inclusive(world: World) -> None:
+    today = NOW.date()
+    world.update_campaign("c000", start_date=today, end_date=today)
+    assert ids(world)[0] == "c000"
+    assert date.today() is not None

@@ -1,0 +1,116 @@
+"""Index versions, publishing, the holder's hot swap (under concurrent reads) and the live overlay."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from notify_core.errors import NotFoundError
+from notify_core.recommend.index import CURRENT, PREFIX, current_version, publish
+from notify_core.recommend.serving import IndexHolder, OverlayEntry
+from tests.recommend.conftest import World
+
+
+def test_a_build_does_not_move_current_and_publish_does(world: World) -> None:
+    first = world.versions[-1]
+    second = world.build_version(publish_it=False)
+    assert current_version(world.artefacts) == first
+    assert publish(world.artefacts, second) is True
+    assert publish(world.artefacts, second) is False  # idempotent
+    assert current_version(world.artefacts) == second
+
+
+def test_an_unfinished_build_cannot_be_published(world: World) -> None:
+    (world.root / "artefacts" / PREFIX / "20990101T000000000000Z-dead").mkdir(parents=True)
+    with pytest.raises(NotFoundError):
+        publish(world.artefacts, "20990101T000000000000Z-dead")
+
+
+def test_swap_under_concurrent_reads_drops_no_request(world: World) -> None:
+    holder = IndexHolder(world.artefacts, refresh_seconds=0.0)
+    old = holder.snapshot().version
+    # the new version holds the same campaigns under a different order: results must stay valid throughout
+    shuffled = world.campaigns.sample(fraction=1.0, shuffle=True, seed=1)
+    order = [int(c[1:]) for c in shuffled["campaign_id"].to_list()]
+    errors: list[BaseException] = []
+    seen: set[str | None] = set()
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                snap = holder.snapshot()
+                top = snap.search(world.vectors[0], 5)
+                assert top[0][0] == "c000", top
+                seen.add(snap.version)
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.1)
+    new = world.build_version(shuffled, world.vectors[order])
+    deadline = time.monotonic() + 5
+    while holder.snapshot().version != new and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:1]
+    assert holder.snapshot().version == new and {old, new} <= seen and holder.swaps >= 2
+
+
+def test_a_version_that_fails_to_load_keeps_the_last_good_index(world: World) -> None:
+    holder = IndexHolder(world.artefacts, refresh_seconds=0.0)
+    good = holder.snapshot().version
+    bad = world.build_version(publish_it=False)
+    (world.root / "artefacts" / PREFIX / bad / "index.usearch").write_bytes(b"not an index")
+    publish(world.artefacts, bad)
+    snap = holder.snapshot()
+    assert snap.version == good and snap.search(world.vectors[0], 1)[0][0] == "c000"
+    assert holder.last_error is not None and bad in holder.failed_versions
+    fixed = world.build_version()  # the next good build is picked up
+    assert holder.snapshot().version == fixed
+
+
+def test_a_corrupt_pointer_target_is_ignored(world: World) -> None:
+    holder = IndexHolder(world.artefacts, refresh_seconds=0.0)
+    good = holder.snapshot().version
+    world.artefacts.write_bytes(CURRENT, b"no-such-version\n")
+    assert holder.snapshot().version == good
+
+
+def test_overlay_adds_and_replaces_campaigns_live_and_across_processes(world: World) -> None:
+    holder = world.holder
+    vector = world.vectors[0] + 0.01 * np.ones_like(world.vectors[0])
+    entry = OverlayEntry(campaign_id="new-1", content_hash="x", updated_at="2099-01-01T00:00:00+00:00",
+                         campaign={"campaign_id": "new-1", "product_ids": ["p999"]}, vector=vector)
+    snap = holder.upsert([entry])
+    assert [c for c, _ in snap.search(world.vectors[0], 3)][:2] == ["c000", "new-1"] or \
+        "new-1" in [c for c, _ in snap.search(world.vectors[0], 3)]
+    assert snap.campaigns_promoting(["p999"]) == {"new-1"}
+    # an edit of a campaign the graph holds shadows its graph vector: returned once, with the new vector
+    moved = OverlayEntry(campaign_id="c000", content_hash="y", updated_at="2099-01-01T00:00:00+00:00",
+                         campaign={"campaign_id": "c000"}, vector=world.vectors[5])
+    snap = holder.upsert([moved])
+    found = snap.search(world.vectors[5], 60)
+    assert [c for c, _ in found].count("c000") == 1 and found[0][0] in {"c000", "c005"}
+    # another process sees the persisted overlay on its next refresh
+    other = IndexHolder(world.artefacts, refresh_seconds=0.0)
+    assert other.snapshot().overlay.ids == {"new-1", "c000"}
+
+
+def test_overlay_entries_a_newer_build_holds_stop_mattering(world: World) -> None:
+    from notify_core.embeddings.delta import text_hashes
+    from notify_core.embeddings.texts import campaign_texts
+
+    content = text_hashes(campaign_texts(world.campaigns.head(1)), id_column="campaign_id",
+                          model_id=world.embedder.model_id)["content_hash"][0]
+    world.holder.upsert([OverlayEntry(campaign_id="c000", content_hash=content, updated_at="2000-01-01T00:00:00",
+                                      campaign={"campaign_id": "c000"}, vector=world.vectors[0])])
+    assert len(world.holder.snapshot().overlay) == 0  # the current build (newer) holds the same content
