@@ -7,6 +7,7 @@ Jobs run through Dagster in-process (the same assets `dagster dev` shows), on th
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,12 @@ from notify_core.settings import NotifySettings, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Notify: personalised notifications.")
 console = Console()
+
+
+def _use_console() -> None:
+    """A fixed, wide console when output is not a terminal, so logs and CI see whole asset names."""
+    global console
+    console = Console() if sys.stdout.isatty() else Console(width=160)
 
 
 # Dagster's console logger prints every engine event; the CLI shows progress itself (JSON logs go to a file).
@@ -153,6 +160,7 @@ def _run(stages: list[str], data_dir: Path | None) -> None:
     unknown = [s for s in stages if s not in known]
     if unknown:
         raise typer.BadParameter(f"unknown stage(s) {unknown}; stages are {known}")
+    _use_console()
     try:
         settings = _settings(data_dir)
         console.print(f"Notify [bold]{settings.env}[/bold] environment, data in {settings.data_dir.resolve()}")
