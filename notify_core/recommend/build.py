@@ -22,6 +22,7 @@ from notify_core.errors import NotFoundError
 from notify_core.lake import Lake
 from notify_core.recommend.artefacts import ArtefactStore
 from notify_core.recommend.index import (
+    INFO_SCHEMA,
     IndexOptions,
     Manifest,
     SavedIndex,
@@ -72,7 +73,7 @@ def build_campaign_index(
     state = state.sort("id")
     ids = state["id"].to_list()
     vectors = normalise_rows(vectors_of(state))
-    campaigns = lake.read("campaigns").select("campaign_id", "product_ids")
+    campaigns = lake.read("campaigns").select("campaign_id", "product_ids", *INFO_SCHEMA)
     side = (pl.DataFrame({"campaign_id": ids, "content_hash": state["content_hash"].to_list()})
             .join(campaigns, on="campaign_id", how="left", maintain_order="left"))
     popular = popularity(campaigns.filter(pl.col("campaign_id").is_in(ids)), lake.scan("purchases"))

@@ -176,6 +176,11 @@ class SavedIndex:
 
 KEYS_SCHEMA: dict[str, Any] = {"key": pl.UInt64, "campaign_id": pl.String, "content_hash": pl.String,
                                "product_ids": pl.List(pl.String)}
+# What eligibility needs of a campaign, shipped with the version so serving never reads campaign rows per
+# request (at 200k campaigns a random user's ~150 candidates mostly miss any cache: 3-40 ms of Store reads).
+INFO_SCHEMA: dict[str, Any] = {"status": pl.String, "start_date": pl.Date, "end_date": pl.Date,
+                               "target_countries": pl.List(pl.String), "category": pl.String,
+                               "cooldown_hours": pl.Int32, "priority": pl.Int32}
 POPULAR_SCHEMA: dict[str, Any] = {"segment": pl.String, "rank": pl.Int32, "campaign_id": pl.String,
                                   "score": pl.Float64}
 
@@ -185,14 +190,16 @@ def save_version(
 ) -> SavedIndex:
     """Write one immutable version folder (index, side tables, manifest last). Never moves CURRENT.
 
-    ``campaigns``: campaign_id, content_hash, product_ids in the index's order. The manifest goes last,
-    so a folder without one is an unfinished build that nothing will publish or load.
+    ``campaigns``: campaign_id, content_hash, product_ids in the index's order, plus the eligibility
+    columns of ``INFO_SCHEMA`` where known. The manifest goes last, so a folder without one is an
+    unfinished build that nothing will publish or load.
     """
     folder = f"{PREFIX}/{manifest.version}"
+    info = [c for c in INFO_SCHEMA if c in campaigns.columns]
     keys = campaigns.select(
         pl.Series("key", campaign_keys(campaigns["campaign_id"].to_list()), dtype=pl.UInt64),
-        "campaign_id", "content_hash", "product_ids",
-    ).cast(KEYS_SCHEMA)  # type: ignore[arg-type]
+        "campaign_id", "content_hash", "product_ids", *info,
+    ).cast({**KEYS_SCHEMA, **{c: INFO_SCHEMA[c] for c in info}})  # type: ignore[dict-item]
     with tempfile.TemporaryDirectory(prefix="notify-index-") as tmp:
         path = Path(tmp) / INDEX_FILE
         index.save(str(path))
@@ -252,6 +259,8 @@ class LoadedIndex:
     key_to_row: dict[int, int]
     product_campaigns: dict[str, tuple[str, ...]]
     popular: dict[str, tuple[tuple[str, float], ...]]
+    campaign_rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # eligibility columns by id
+    parsed: dict[str, Any] = field(default_factory=dict, compare=False)  # the recommender's parse cache
 
 
 def load_version(artefacts: ArtefactStore, version: str, *, view: bool = True,
@@ -288,6 +297,8 @@ def load_version(artefacts: ArtefactStore, version: str, *, view: bool = True,
         key_to_row={int(k): i for i, k in enumerate(keys.tolist())},
         product_campaigns={p: tuple(c) for p, c in product_campaigns.items()},
         popular={s: tuple(v) for s, v in popular.items()},
+        campaign_rows=({str(r["campaign_id"]): r for r in keys_frame.drop("key", "content_hash").iter_rows(named=True)}
+                       if "status" in keys_frame.columns else {}),
     )
     return loaded
 

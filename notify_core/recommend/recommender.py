@@ -32,7 +32,7 @@ from typing import Any, Literal
 import numpy as np
 
 from notify_core.errors import NotFoundError, ValidationError
-from notify_core.recommend.index import GLOBAL_SEGMENT
+from notify_core.recommend.index import GLOBAL_SEGMENT, LoadedIndex
 from notify_core.recommend.serving import IndexHolder, ServingSnapshot
 from notify_core.store import tables
 from notify_core.store.port import Item, KeyRange, Store
@@ -162,6 +162,14 @@ class CampaignCatalog:
             self._cache.pop(campaign_id, None)
 
 
+def _info_of(base: LoadedIndex, campaign_id: str) -> CampaignInfo:
+    """A version's campaign row parsed once per version (the parse is most of a cold lookup's cost)."""
+    info = base.parsed.get(campaign_id)
+    if not isinstance(info, CampaignInfo):
+        info = base.parsed[campaign_id] = CampaignInfo.from_item(base.campaign_rows[campaign_id])
+    return info
+
+
 @dataclass(frozen=True, slots=True)
 class UserContext:
     user_id: str
@@ -242,9 +250,15 @@ class Recommender:
         return min(1.0, math.log1p(best) / math.log1p(self.weights.affinity_saturation))
 
     def _infos(self, snapshot: ServingSnapshot, ids: Iterable[str]) -> dict[str, CampaignInfo]:
+        """Overlay rows first (live edits), then the version's own campaign rows, then the Store (for
+        campaigns the version does not know, e.g. before the first build)."""
         wanted = list(dict.fromkeys(ids))
         overlay = snapshot.overlay.campaigns
         infos = {c: CampaignInfo.from_item(overlay[c]) for c in wanted if c in overlay}
+        rows = snapshot.base.campaign_rows if snapshot.base is not None else {}
+        for cid in wanted:
+            if cid not in infos and cid in rows:
+                infos[cid] = _info_of(snapshot.base, cid)  # type: ignore[arg-type]  # rows => base
         infos.update(self.catalog.get_many(c for c in wanted if c not in infos))
         return infos
 

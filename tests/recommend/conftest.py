@@ -80,9 +80,12 @@ class World:
         persist(self.store, USER, frame)
 
     def update_campaign(self, campaign_id: str, **changes: Any) -> None:
+        """A batch edit, as the pipeline applies it: Store row, then a new index version published."""
         row = self.campaigns.filter(pl.col("campaign_id") == campaign_id).to_dicts()[0] | changes
         save_frame(self.store, tables.CAMPAIGNS, pl.DataFrame([row], schema=CAMPAIGNS))
-        self.recommender.catalog.invalidate(campaign_id)
+        self.campaigns = self.campaigns.update(pl.DataFrame([row], schema=CAMPAIGNS), on="campaign_id")
+        self.build_version()
+        self.holder.refresh(force=True)
 
     def build_version(self, campaigns: pl.DataFrame | None = None, vectors: np.ndarray[Any, Any] | None = None,
                       *, publish_it: bool = True) -> str:
@@ -97,7 +100,7 @@ class World:
                             expansion_search=options.expansion_search, model=self.embedder.model_id,
                             built_at=datetime.now(UTC).isoformat(timespec="microseconds"), build_seconds=0.0,
                             recall_at_10=1.0, recall_queries=1, recall_passed=True)
-        side = campaigns.select("campaign_id", "product_ids").with_columns(hashes["content_hash"])
+        side = campaigns.with_columns(hashes["content_hash"])
         save_version(self.artefacts, index, campaigns=side, popular=popular_frame(), manifest=manifest)
         self.versions.append(version)
         if publish_it:

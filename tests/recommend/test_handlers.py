@@ -113,9 +113,9 @@ def test_one_json_log_line_per_request_with_latency(installed: World, caplog: py
     recs.handler(rec_event("nobody"), None)
     lines = [r for r in caplog.records if r.name == "lambdas.get_recommended_campaigns"]
     assert len(lines) == 2
-    assert [getattr(r, "status") for r in lines] == [200, 404]
-    assert all(isinstance(getattr(r, "latency_ms"), float) for r in lines)
-    assert getattr(lines[0], "count") == 10 and getattr(lines[0], "user_id") == "u1"
+    assert [r.__dict__["status"] for r in lines] == [200, 404]
+    assert all(isinstance(r.__dict__["latency_ms"], float) for r in lines)
+    assert lines[0].__dict__["count"] == 10 and lines[0].__dict__["user_id"] == "u1"
 
 
 def test_upsert_handler_validates(installed: World) -> None:
