@@ -281,8 +281,8 @@ def main() -> None:
         per_core = results["planning"]["users_per_core_s"]
         fleet = f"10M users in 60 s need {10_000_000 / per_core / 60:.1f} cores of planning"
         rows.append(["users per core-second (planning)", per_core, "", fleet])
-    report("schedule", "Scheduling benchmark (2 shared cores; noisy)", ["measure", "seconds / value", "target", "notes"],
-           rows, {"results": results, "quick": args.quick})
+    report("schedule", "Scheduling benchmark (2 shared cores; noisy)",
+           ["measure", "seconds / value", "target", "notes"], rows, {"results": results, "quick": args.quick})
 
 
 if __name__ == "__main__":

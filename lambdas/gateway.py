@@ -38,8 +38,11 @@ class GatewayRoute:
 
 ROUTES: list[GatewayRoute] = [
     GatewayRoute("POST", "/v1/events", "lambdas.capture_events:handler"),
+    GatewayRoute("POST", "/v1/schedules", "lambdas.generate_schedule:handler"),
     GatewayRoute("GET", "/v1/users/{user_id}/recommendations", "lambdas.get_recommended_campaigns:handler"),
     GatewayRoute("POST", "/v1/campaigns", "lambdas.upsert_campaign:handler"),
+    GatewayRoute("GET", "/t/{notification_id}", "lambdas.track:click"),
+    GatewayRoute("GET", "/o/{notification_id}", "lambdas.track:open_pixel"),
 ]
 
 

@@ -13,6 +13,7 @@ with :func:`use_recommender`. One JSON log line per request carries the latency.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -38,7 +39,9 @@ def _build() -> Recommender:
     from notify_core.store.factory import build_store
 
     settings = load_settings()
-    holder = IndexHolder(build_artefact_store(settings))
+    # Search-time ef override for the serving process (cold start only); default: the build's manifest.
+    ef = os.environ.get("NOTIFY_RECOMMEND_EF")
+    holder = IndexHolder(build_artefact_store(settings), expansion_search=int(ef) if ef else None)
     return Recommender(store=build_store(settings), holder=holder)
 
 

@@ -206,6 +206,11 @@ def _register_optional_commands() -> None:
         command = getattr(stream_commands, name, None)
         if command is not None:
             app.command(name=name)(command)
+    try:
+        from notify_cli import delivery_commands
+    except ImportError:
+        return
+    app.command(name="worker")(delivery_commands.worker)
 
 
 _register_optional_commands()

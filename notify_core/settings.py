@@ -44,6 +44,35 @@ class NotifySettings(BaseSettings):
     s3_bucket: str | None = None
     s3_prefix: str = "notify/"
 
+    # delivery (issue 7): the channel, its endpoint and secrets, and where tracking links point
+    delivery_channel: Literal["outbox", "webhook", "sns"] | None = None  # default: outbox (local), sns (aws)
+    outbox_path: Path | None = None  # default <data_dir>/outbox/notifications.jsonl
+    webhook_url: str | None = None
+    webhook_secret: str | None = Field(default=None, repr=False)
+    webhook_timeout_s: float = 2.0
+    sns_topic_arn: str | None = None
+    public_base_url: str = "http://127.0.0.1:8080"  # tracking links: <public_base_url>/t/<notification_id>
+    delivery_concurrency: int = Field(default=16, ge=1, le=256)
+    delivery_lease_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_delivery(self) -> NotifySettings:
+        if self.channel == "webhook" and not (self.webhook_url and self.webhook_secret):
+            raise ConfigurationError("the webhook channel needs NOTIFY_WEBHOOK_URL and NOTIFY_WEBHOOK_SECRET")
+        if self.channel == "sns" and not self.sns_topic_arn:
+            raise ConfigurationError("the sns channel needs NOTIFY_SNS_TOPIC_ARN")
+        return self
+
+    @property
+    def channel(self) -> Literal["outbox", "webhook", "sns"]:
+        if self.delivery_channel is not None:
+            return self.delivery_channel
+        return "sns" if self.env == "aws" else "outbox"
+
+    @property
+    def outbox(self) -> Path:
+        return self.outbox_path if self.outbox_path is not None else self.data_dir / "outbox" / "notifications.jsonl"
+
     @model_validator(mode="after")
     def _check_aws(self) -> NotifySettings:
         if self.env == "aws" and not self.s3_bucket:

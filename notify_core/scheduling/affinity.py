@@ -6,6 +6,9 @@ shrinkage toward the population histogram ``prior``::
 
     p_u(h) = (counts_u(h) + k * prior(h)) / (n_u + k)
 
+Before shrinking, each user's counts are smoothed with a circular kernel over neighbouring hours
+(:data:`KERNEL`, +-2 h): someone who clicks at 20:05 is likely around at 19:55 and 21:00 too, and the
+planner's minimum gap often rules out the exact neighbour hour. The kernel keeps ``n_u``.
 ``k`` (``PlanOptions.affinity_strength``) is the weight of the prior in pseudo-events: a user with no
 history gets exactly the population pattern; with ``n_u >> k`` their own. The planner uses the *lift*
 ``24 * p_u(h)`` (mean 1 over the day), so affinity scales the expected value without changing its units.
@@ -22,6 +25,7 @@ import polars as pl
 from notify_core.scheduling.models import AFFINITY_TYPES
 
 HOURS = 24
+KERNEL = np.array([0.1, 0.2, 0.4, 0.2, 0.1], dtype=np.float32)  # hours -2..+2, sums to 1
 F32 = npt.NDArray[np.float32]
 
 
@@ -55,6 +59,15 @@ def hour_counts(
     return counts
 
 
+def smooth(counts: F32) -> F32:
+    """Circular convolution of each row with :data:`KERNEL` (row sums unchanged)."""
+    half = KERNEL.size // 2
+    out = np.zeros_like(counts)
+    for shift, weight in zip(range(-half, half + 1), KERNEL, strict=True):
+        out += weight * np.roll(counts, shift, axis=1)
+    return out
+
+
 def population_prior(counts: F32, *, smoothing: float = 1.0) -> F32:
     """Everyone's hour distribution (sums to 1); ``smoothing`` events per hour keep empty hours non-zero."""
     total = counts.sum(axis=0, dtype=np.float64) + smoothing
@@ -64,6 +77,7 @@ def population_prior(counts: F32, *, smoothing: float = 1.0) -> F32:
 
 def shrunk_lift(counts: F32, prior: F32, *, strength: float) -> F32:
     """``24 * (counts + k * prior) / (n + k)`` per user: a lift around 1, population-shaped when n is small."""
+    counts = smooth(counts)
     n = counts.sum(axis=1, keepdims=True)
     p = (counts + np.float32(strength) * prior[None, :]) / (n + np.float32(strength))
     lift: F32 = (HOURS * p).astype(np.float32)

@@ -222,7 +222,8 @@ def _greedy(rows: I64, mx: _Matrices, campaign_open: B, gap: int) -> _Picks:
         score = np.where(mask, aff[idx], -np.inf)
         b = score.argmax(axis=1)
         best = score[np.arange(idx.size), b]
-        ev = mx.cand_base[rows[idx], r] * best - pen[idx]
+        with np.errstate(invalid="ignore"):  # a relevance that rounds to 0 times -inf (no block) is NaN
+            ev = mx.cand_base[rows[idx], r] * best - pen[idx]
         ok = np.isfinite(best) & (ev > 0)
         idx, b, ev = idx[ok], b[ok], ev[ok].astype(np.float32)
         if idx.size == 0:

@@ -80,3 +80,30 @@ def schedule_sk(user_id: str, notification_id: str) -> str:
 
 def plan_sk(plan_day: str, notification_id: str) -> str:
     return f"{plan_day}#{notification_id}"
+
+# Delivery (issue 7). | dedupe | notification_id | "dedupe" | the 24 h idempotency window (TTL) |
+# | deliveries | notification_id | "attempt#<n>" | one row per attempt (outcome, times, latency) |
+# | retries | "<due minute UTC>#<shard>" | "<due epoch ms, 13 digits>#<notification_id>" | retries due by now:
+# one bounded range query per shard | dead_letters | "<day UTC>" | "<ts ISO>#<notification_id>" | a day's
+# dead letters | delivery_cursor | "minute" | "<due minute>" | minutes fully delivered (skipped on restart) |
+# | notification_interactions | notification_id | "open" / "click" | first open/click (unique CTR) |
+# | campaign_stats | campaign_id | "<day UTC>" | sent / opened / clicked counters |
+# | user_fatigue | user_id | "fatigue" | consecutive notifications without interaction |
+DEDUPE = "dedupe"
+DEDUPE_SK = "dedupe"
+DELIVERIES = "deliveries"
+RETRIES = "retries"
+DEAD_LETTERS = "dead_letters"
+DELIVERY_CURSOR = "delivery_cursor"
+NOTIFICATION_INTERACTIONS = "notification_interactions"
+CAMPAIGN_STATS = "campaign_stats"
+USER_FATIGUE = "user_fatigue"
+FATIGUE_SK = "fatigue"
+
+
+def attempt_sk(attempt: int) -> str:
+    return f"attempt#{attempt}"
+
+
+def retry_sk(due_ms: int, notification_id: str) -> str:
+    return f"{due_ms:013d}#{notification_id}"

@@ -1,0 +1,71 @@
+"""Lambda ``deliver_notifications``: an EventBridge rule invokes it every minute; it delivers what is due.
+
+Thin: parse the event, run :class:`notify_core.delivery.DeliveryWorker` until nothing is due (bounded by
+the invocation's remaining time, less a safety margin), shape the reply. It lingers for work due within
+the invocation (``linger_s``, e.g. the +1 s and +5 s retries) so retries need not wait for the next
+minute's invocation. Settings, Store and channel are built once per cold start, never at import.
+
+Events: an EventBridge scheduled event (``"detail-type": "Scheduled Event"``) or a direct invocation
+``{"linger_s": 20, "max_seconds": 50}`` (both optional).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from notify_core.delivery.worker import DeliveryWorker, build_worker
+
+MARGIN_S = 3.0  # leave this much of the invocation for flushing and the reply
+DEFAULT_LINGER_S = 25.0
+
+_worker: DeliveryWorker | None = None
+_lock = threading.Lock()
+
+
+def _get_worker() -> DeliveryWorker:
+    global _worker
+    if _worker is None:
+        with _lock:
+            if _worker is None:
+                from notify_core.observability import configure_logging
+                from notify_core.settings import load_settings
+                from notify_core.store.factory import build_store
+
+                settings = load_settings()
+                configure_logging()
+                _worker = build_worker(settings, build_store(settings))
+    return _worker
+
+
+def use_worker(worker: DeliveryWorker | None) -> None:
+    """Install the worker this handler runs (tests); None: build it from settings on next use."""
+    global _worker
+    with _lock:
+        _worker = worker
+
+
+def _remaining_s(context: Any) -> float:
+    getter = getattr(context, "get_remaining_time_in_millis", None)
+    return getter() / 1000.0 if callable(getter) else 60.0
+
+
+def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
+    event = event or {}
+    scheduled = event.get("detail-type") == "Scheduled Event" or event.get("source") == "aws.events"
+    worker = _get_worker()
+    budget = max(0.0, _remaining_s(context) - MARGIN_S)
+    if "max_seconds" in event:
+        budget = min(budget, float(event["max_seconds"]))
+    linger = min(float(event.get("linger_s", DEFAULT_LINGER_S)), budget)
+    started = time.perf_counter()
+    now = worker.clock.now()
+    summary = worker.run_until_idle(deadline=now + budget, linger_until=now + linger)
+    return {
+        "trigger": "schedule" if scheduled else "direct",
+        "scheduled_time": event.get("time"),
+        "seconds": round(time.perf_counter() - started, 3),
+        **summary.as_dict(),
+        "next_due_at": summary.next_due_at,
+    }

@@ -1,0 +1,83 @@
+"""``notify worker``: the delivery loop as a long-running process (the local stand-in for the EventBridge
+rule that invokes ``deliver_notifications`` every minute).
+
+It runs the same worker as the Lambda, continuously: a pass whenever something is due (items are
+prefetched before their minute starts and sent at their ``send_at``; retries at +1/+5/+20 s), otherwise
+it sleeps at most ``poll_s`` (250 ms). SIGTERM/SIGINT finish the pass in hand and exit; ``kill -9`` loses
+nothing (claims carry a lease another worker takes over). Registered on the main app by
+``notify_cli.main``; ``python -m notify_cli.delivery_commands`` runs it stand-alone (the crash test does).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+DataDir = Annotated[Path | None, typer.Option(help="Data directory (default: NOTIFY_DATA_DIR or .notify).")]
+
+
+def worker(
+    data_dir: DataDir = None,
+    channel: Annotated[str | None, typer.Option(help="outbox | webhook | sns (default from settings).")] = None,
+    webhook_url: Annotated[str | None, typer.Option(help="Webhook endpoint (channel webhook).")] = None,
+    outbox: Annotated[Path | None, typer.Option(help="Outbox JSONL file (channel outbox).")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Sending threads.")] = None,
+    lease_s: Annotated[float | None, typer.Option(help="Claim lease in seconds.")] = None,
+    idle_exit: Annotated[float | None, typer.Option(help="Exit after this many seconds with nothing due.")] = None,
+    max_seconds: Annotated[float | None, typer.Option(help="Exit after this many seconds.")] = None,
+    metrics_port: Annotated[int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")] = 0,
+) -> None:
+    """Deliver due notifications continuously; prints the totals as JSON on exit."""
+    from notify_core.delivery.worker import build_worker
+    from notify_core.observability import configure_logging
+    from notify_core.settings import load_settings
+    from notify_core.store.factory import build_store
+
+    overrides: dict[str, Any] = {}
+    for name, value in (("data_dir", data_dir), ("delivery_channel", channel), ("webhook_url", webhook_url),
+                        ("outbox_path", outbox), ("delivery_concurrency", concurrency), ("delivery_lease_s", lease_s)):
+        if value is not None:
+            overrides[name] = value
+    settings = load_settings(**overrides)
+    log_dir = settings.data_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    configure_logging(stream=(log_dir / "delivery.jsonl").open("a", encoding="utf-8"))
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1")
+    store = build_store(settings)
+    delivery = build_worker(settings, store)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    started = time.monotonic()
+    last_work = [started]
+
+    def on_pass(step: Any) -> None:
+        now = time.monotonic()
+        if step.attempts or step.duplicates:
+            last_work[0] = now
+        if (idle_exit is not None and now - last_work[0] >= idle_exit) or (
+                max_seconds is not None and now - started >= max_seconds):
+            stop.set()
+
+    try:
+        delivery.run_forever(stop, on_pass=on_pass)
+    finally:
+        delivery.close()
+        delivery.channel.close()
+        store.close()
+    typer.echo(json.dumps(delivery.totals.as_dict()))
+
+
+if __name__ == "__main__":
+    _app = typer.Typer(add_completion=False)
+    _app.command()(worker)
+    _app()

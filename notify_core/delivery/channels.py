@@ -1,0 +1,317 @@
+"""Channels: one port (``send(message, *, idempotency_key) -> SendResult``) and three adapters.
+
+* :class:`OutboxChannel` (the default): one JSON line per message appended to a local file and flushed,
+  so the demo and the crash test can read exactly what was "sent" (and count duplicates by key).
+* :class:`WebhookChannel`: an HTTP POST of the message as JSON, signed with HMAC-SHA256
+  (``X-Notify-Signature``, over ``"<timestamp>.<body>"`` so a captured request cannot be replayed later),
+  with an ``Idempotency-Key`` header the receiver uses to drop the rare duplicate at-least-once implies.
+  5xx, 408, 429, timeouts and connection errors are retryable; other 4xx are permanent.
+* :class:`SnsChannel`: AWS SNS via boto3 for the aws environment (FIFO topics deduplicate on the key).
+
+The webhook adapter talks HTTP/1.1 with the standard library's ``http.client`` over one keep-alive
+connection per sending thread. httpx (pooled, sync) was measured first on this 2-core machine at about
+1,500 requests/s to a loopback sink against 4,000-6,000/s for ``http.client``; the delivery target is
+2,000/s including the Store writes, so the cheaper client wins. Nothing else in Notify depends on which.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import http.client
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+from notify_core.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from notify_core.settings import NotifySettings
+
+SIGNATURE_HEADER = "X-Notify-Signature"
+TIMESTAMP_HEADER = "X-Notify-Timestamp"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """What a channel sends: the rendered text plus the ids and links the receiver may need."""
+
+    notification_id: str
+    user_id: str
+    campaign_id: str
+    title: str
+    body: str
+    link: str  # the tracking link; the campaign's own URL is only reached through it
+    open_pixel: str
+    send_at: str  # scheduled time, ISO UTC
+    attempt: int = 1
+
+    def payload(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.payload(), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class Outcome(enum.StrEnum):
+    DELIVERED = "delivered"
+    RETRYABLE = "retryable"  # worth another attempt later (5xx, timeout, throttling)
+    PERMANENT = "permanent"  # will fail again the same way (4xx, bad address): dead-letter now
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    outcome: Outcome
+    status: int | None = None  # HTTP status where there is one
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.DELIVERED
+
+
+@runtime_checkable
+class Channel(Protocol):
+    """Sends one message. Must be safe to call from several threads at once and must not raise for
+    delivery failures: those are results (retryable or permanent), so the worker decides what happens."""
+
+    name: str
+
+    def send(self, message: Message, *, idempotency_key: str) -> SendResult: ...
+
+    def close(self) -> None: ...
+
+
+# ------------------------------------------------------------------------------------------------
+class OutboxChannel:
+    """Append-only JSONL file: one line per send, flushed before ``send`` returns (the embedded default).
+
+    ``fsync=True`` also syncs the file, for a power-loss-proof outbox; a process crash (kill -9) loses
+    nothing that was flushed either way, because the data is in the kernel's page cache.
+    """
+
+    name = "outbox"
+
+    def __init__(self, path: Path | str, *, fsync: bool = False) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("ab")
+        self._lock = threading.Lock()
+        self._fsync = fsync
+
+    def send(self, message: Message, *, idempotency_key: str) -> SendResult:
+        line = json.dumps({"idempotency_key": idempotency_key, "sent_at": time.time(), **message.payload()},
+                          separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        try:
+            with self._lock:
+                self._file.write(line)
+                self._file.flush()
+                if self._fsync:
+                    import os
+
+                    os.fsync(self._file.fileno())
+        except OSError as exc:  # a full disk may clear; report it as retryable
+            return SendResult(Outcome.RETRYABLE, detail=f"outbox write failed: {exc}")
+        return SendResult(Outcome.DELIVERED)
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
+def read_outbox(path: Path | str) -> list[dict[str, Any]]:
+    """Every complete line of an outbox (a torn last line from a killed writer is skipped)."""
+    rows: list[dict[str, Any]] = []
+    p = Path(path)
+    if not p.exists():
+        return rows
+    with p.open("rb") as handle:
+        for line in handle:
+            if not line.endswith(b"\n"):
+                continue
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------
+def sign(secret: str, body: bytes, timestamp: str) -> str:
+    """``sha256=<hex>``: HMAC-SHA256 with ``secret`` over ``"<timestamp>.<body>"``."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def verify_signature(
+    secret: str, body: bytes, *, timestamp: str, signature: str, tolerance_s: float = 300.0, now: float | None = None,
+) -> bool:
+    """What a receiver runs: constant-time compare, and reject timestamps outside ``tolerance_s``."""
+    try:
+        age = abs((time.time() if now is None else now) - float(timestamp))
+    except ValueError:
+        return False
+    return age <= tolerance_s and hmac.compare_digest(sign(secret, body, timestamp), signature)
+
+
+_RETRYABLE_STATUS = frozenset({408, 425, 429})
+
+
+def classify_status(status: int) -> Outcome:
+    if 200 <= status < 300:
+        return Outcome.DELIVERED
+    if status >= 500 or status in _RETRYABLE_STATUS:
+        return Outcome.RETRYABLE
+    return Outcome.PERMANENT
+
+
+class WebhookChannel:
+    """Signed HTTP POSTs over one keep-alive connection per sending thread (see the module docstring)."""
+
+    name = "webhook"
+
+    def __init__(self, url: str, *, secret: str, timeout_s: float = 2.0, user_agent: str = "notify-delivery/1") -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigurationError(f"webhook URL must be http(s)://host[:port]/path, got {url!r}")
+        if not secret:
+            raise ConfigurationError("the webhook channel needs a signing secret")
+        self.url = url
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port or (443 if self._https else 80)
+        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._secret = secret
+        self._timeout = timeout_s
+        self._agent = user_agent
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[http.client.HTTPConnection] = []
+
+    def _connection(self, *, fresh: bool = False) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is not None and fresh:
+            conn.close()
+            conn = None
+        if conn is None:
+            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            conn = cls(self._host, self._port, timeout=self._timeout)
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def send(self, message: Message, *, idempotency_key: str) -> SendResult:
+        body = message.to_json()
+        ts = f"{time.time():.3f}"
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": self._agent,
+            IDEMPOTENCY_HEADER: idempotency_key,
+            TIMESTAMP_HEADER: ts,
+            SIGNATURE_HEADER: sign(self._secret, body, ts),
+        }
+        reused = getattr(self._local, "conn", None) is not None
+        for fresh in (False, True):
+            conn = self._connection(fresh=fresh)
+            try:
+                conn.request("POST", self._path, body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                if response.getheader("connection", "").lower() == "close":
+                    conn.close()
+                outcome = classify_status(response.status)
+                return SendResult(outcome, status=response.status,
+                                  detail="" if outcome is Outcome.DELIVERED else f"HTTP {response.status}")
+            except TimeoutError as exc:
+                conn.close()
+                return SendResult(Outcome.RETRYABLE, detail=f"timeout: {exc}")
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                conn.close()
+                # A kept-alive connection the server closed while idle: try once on a new one (the
+                # Idempotency-Key covers the case where the first request did arrive).
+                if reused and not fresh:
+                    continue
+                return SendResult(Outcome.RETRYABLE, detail=f"connection error: {exc}")
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                return SendResult(Outcome.RETRYABLE, detail=f"connection error: {exc}")
+        return SendResult(Outcome.RETRYABLE, detail="connection error")  # pragma: no cover - loop returns
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+
+# ------------------------------------------------------------------------------------------------
+_SNS_RETRYABLE = frozenset({"Throttling", "ThrottlingException", "ThrottledException", "InternalError",
+                            "InternalFailure", "ServiceUnavailable", "KMSThrottlingException"})
+
+
+class SnsChannel:
+    """AWS SNS (the aws environment). FIFO topics get the key as ``MessageDeduplicationId``."""
+
+    name = "sns"
+
+    def __init__(self, topic_arn: str, *, region: str, client: Any = None) -> None:
+        if client is None:
+            import boto3
+
+            client = boto3.client("sns", region_name=region)
+        self._client = client
+        self.topic_arn = topic_arn
+        self._fifo = topic_arn.endswith(".fifo")
+
+    def send(self, message: Message, *, idempotency_key: str) -> SendResult:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        params: dict[str, Any] = {
+            "TopicArn": self.topic_arn,
+            "Message": message.to_json().decode(),
+            "Subject": message.title[:100] or "Notify",
+            "MessageAttributes": {
+                "idempotency_key": {"DataType": "String", "StringValue": idempotency_key},
+                "user_id": {"DataType": "String", "StringValue": message.user_id},
+                "campaign_id": {"DataType": "String", "StringValue": message.campaign_id},
+            },
+        }
+        if self._fifo:
+            params["MessageDeduplicationId"] = idempotency_key
+            params["MessageGroupId"] = message.user_id
+        try:
+            self._client.publish(**params)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+            retry = code in _SNS_RETRYABLE or status >= 500
+            return SendResult(Outcome.RETRYABLE if retry else Outcome.PERMANENT, status=status or None,
+                              detail=f"SNS {code}")
+        except BotoCoreError as exc:  # endpoint unreachable, read timeout
+            return SendResult(Outcome.RETRYABLE, detail=f"SNS {type(exc).__name__}")
+        return SendResult(Outcome.DELIVERED, status=200)
+
+    def close(self) -> None:
+        return None
+
+
+def build_channel(settings: NotifySettings) -> Channel:
+    """The channel the settings name (see ``NotifySettings.channel``)."""
+    if settings.channel == "webhook":
+        if not (settings.webhook_url and settings.webhook_secret):
+            raise ConfigurationError("the webhook channel needs a URL and a secret")
+        return WebhookChannel(settings.webhook_url, secret=settings.webhook_secret,
+                              timeout_s=settings.webhook_timeout_s)
+    if settings.channel == "sns":
+        if not settings.sns_topic_arn:
+            raise ConfigurationError("the sns channel needs a topic ARN")
+        return SnsChannel(settings.sns_topic_arn, region=settings.aws_region)
+    return OutboxChannel(settings.outbox)

@@ -1,0 +1,161 @@
+"""The closed loop: what deliveries, opens and clicks change for the next plan and the next embedding.
+
+* **Campaign CTR** (``campaign_stats`` pk campaign_id, sk day): ``sent`` is added by the worker after
+  each pass, ``opened``/``clicked`` by the tracking endpoints the *first* time a notification is opened or
+  clicked (a marker in ``notification_interactions`` with ``Condition.absent()``, so reloads and replays
+  count once: unique CTR). Counters use optimistic concurrency (``version``), since the Store has no
+  atomic add.
+* **Planner inputs**: the planner reads a user's history (``plans`` items with status sent and
+  ``sent_at``, which the worker writes) and interactions (``user_events``, where the consumer writes the
+  notification_open / notification_click events the tracking endpoints produce) through
+  :func:`notify_core.scheduling.store.load_state`; :func:`planner_inputs` is that call, named for the
+  delivery side. Affinity shifts toward the hours users click; fatigue (ignored notifications in a row)
+  resets on an open or click.
+* **Fatigue state** (``user_fatigue``): :func:`refresh_fatigue` stores each user's current streak of
+  ignored notifications and the cap reduction / penalty the planner will apply, for dashboards and the
+  recommender.
+* **Embeddings hook**: :func:`interaction_inputs` turns clicks and opens into the ``Interactions`` and
+  per-user digests :func:`notify_core.embeddings.pipeline.refresh_user_embeddings` accepts (the vector of
+  the campaign interacted with, weighted by event type).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import polars as pl
+
+from notify_core.errors import ConditionFailedError
+from notify_core.store import tables
+from notify_core.store.port import Condition, KeyRange, Store
+
+if TYPE_CHECKING:
+    from notify_core.embeddings.combine import Interactions
+    from notify_core.scheduling.store import UserState
+
+Counter = Literal["sent", "opened", "clicked"]
+INTERACTION_WEIGHTS: dict[str, float] = {"notification_click": 1.0, "click": 1.0, "campaign_view": 0.5,
+                                         "notification_open": 0.25}
+
+
+def add_campaign_counts(store: Store, counts: Mapping[tuple[str, str], int], *, field: Counter = "sent") -> None:
+    """Add ``counts[(campaign_id, day)]`` to ``field`` of each ``campaign_stats`` row (optimistic retries)."""
+    table = store.table(tables.CAMPAIGN_STATS)
+    for (campaign_id, day), n in counts.items():
+        if n <= 0 or not campaign_id or not day:
+            continue
+        for _ in range(20):
+            current = table.get(campaign_id, day, consistent=True)
+            row: dict[str, Any]
+            if current is None:
+                row = {"pk": campaign_id, "sk": day, "campaign_id": campaign_id, "day": day, "sent": 0, "opened": 0,
+                       "clicked": 0, "version": 1, field: n}
+                condition = Condition.absent()
+            else:
+                version = int(current.get("version", 0))
+                row = {**current, field: int(current.get(field) or 0) + n, "version": version + 1}
+                condition = Condition.matches(version=current.get("version", 0))
+            sent = max(int(row.get("sent") or 0), 1)
+            row["open_rate"] = round(int(row.get("opened") or 0) / sent, 6)
+            row["ctr"] = round(int(row.get("clicked") or 0) / sent, 6)
+            try:
+                table.put(row, condition=condition)
+                break
+            except ConditionFailedError:
+                continue
+
+
+def record_interaction(
+    store: Store, *, notification_id: str, campaign_id: str, kind: Literal["open", "click"], day: str, ts: str,
+) -> bool:
+    """Count the first open/click of a notification in its campaign's stats; False when seen before."""
+    marker = {"pk": notification_id, "sk": kind, "campaign_id": campaign_id, "ts": ts}
+    try:
+        store.table(tables.NOTIFICATION_INTERACTIONS).put(marker, condition=Condition.absent())
+    except ConditionFailedError:
+        return False
+    add_campaign_counts(store, {(campaign_id, day): 1}, field="opened" if kind == "open" else "clicked")
+    return True
+
+
+def campaign_stats(store: Store, campaign_id: str, *, since_day: str | None = None) -> list[dict[str, Any]]:
+    """A campaign's daily rows (sent, opened, clicked, open_rate, ctr), oldest first."""
+    key_range = KeyRange(start=since_day) if since_day else None
+    return store.table(tables.CAMPAIGN_STATS).query(campaign_id, key_range=key_range)
+
+
+def planner_inputs(store: Store, user_ids: Sequence[str], *, plan_day: date) -> UserState:
+    """History (sent notifications, interacted or not) and interactions for the planner, from the Store."""
+    from notify_core.scheduling.store import load_state
+
+    return load_state(store, user_ids, plan_day=plan_day)
+
+
+def refresh_fatigue(store: Store, user_ids: Sequence[str], *, now: datetime) -> pl.DataFrame:
+    """Compute and store each user's fatigue state (``user_fatigue``); returns the frame written."""
+    from notify_core.scheduling.fatigue import fatigue_of
+    from notify_core.scheduling.models import FatigueOptions
+
+    state = planner_inputs(store, user_ids, plan_day=now.astimezone(UTC).date() + timedelta(days=1))
+    users = pl.DataFrame({"user_id": list(user_ids)}, schema={"user_id": pl.String})
+    fat = fatigue_of(users, state.history, state.interactions, as_of=now, options=FatigueOptions())
+    frame = users.with_columns(pl.Series("ignored_streak", fat.ignored), pl.Series("cap_reduction", fat.cap_reduction),
+                               pl.Series("penalty", fat.penalty))
+    stamp = now.astimezone(UTC).isoformat()
+    store.table(tables.USER_FATIGUE).batch_put(
+        {"pk": r["user_id"], "sk": tables.FATIGUE_SK, "user_id": r["user_id"],
+         "ignored_streak": int(r["ignored_streak"]),
+         "cap_reduction": int(r["cap_reduction"]), "penalty": round(float(r["penalty"]), 6), "updated_at": stamp}
+        for r in frame.iter_rows(named=True))
+    return frame
+
+
+def interaction_inputs(
+    store: Store, user_ids: Sequence[str], *, since: datetime | None = None, dim: int | None = None,
+) -> tuple[Interactions, pl.DataFrame]:
+    """Clicks/opens/views of campaigns as embedding inputs: (Interactions, digests).
+
+    Each interaction with a campaign contributes that campaign's stored vector (``embeddings``
+    ``campaign#<id>``) at the event's time with :data:`INTERACTION_WEIGHTS`; events whose campaign has no
+    vector are skipped. ``digests`` (``user_id``, ``digest``) hash each user's contributing event ids, so
+    ``refresh_user_embeddings`` re-embeds exactly the users whose interactions changed.
+    """
+    from notify_core.embeddings.combine import Interactions
+
+    events_table = store.table(tables.USER_EVENTS)
+    start = KeyRange(start=tables.time_sk(since)) if since is not None else None
+    rows: list[dict[str, Any]] = []
+    for uid in user_ids:
+        for ev in events_table.query(uid, key_range=start):
+            kind = str(ev.get("type") or "")
+            if kind in INTERACTION_WEIGHTS and ev.get("campaign_id") and ev.get("ts"):
+                rows.append({"user_id": uid, "ts": datetime.fromisoformat(str(ev["ts"]).replace("Z", "+00:00")),
+                             "weight": INTERACTION_WEIGHTS[kind], "campaign_id": str(ev["campaign_id"]),
+                             "event_id": str(ev.get("event_id") or ev["sk"])})
+    campaign_ids = sorted({r["campaign_id"] for r in rows})
+    vectors: dict[str, np.ndarray[Any, np.dtype[np.float32]]] = {}
+    if campaign_ids:
+        found = store.table(tables.EMBEDDINGS).batch_get([(f"campaign#{c}", tables.VECTOR_SK) for c in campaign_ids])
+        for item in found:
+            raw = item.get("vector")
+            if isinstance(raw, bytes | bytearray):
+                vectors[str(item["pk"]).split("#", 1)[1]] = np.frombuffer(raw, dtype=np.float32)
+    kept = [r for r in rows if r["campaign_id"] in vectors]
+    width = dim if dim is not None else (len(next(iter(vectors.values()))) if vectors else 0)
+    events = pl.DataFrame(
+        [{k: r[k] for k in ("user_id", "ts", "weight")} for r in kept],
+        schema={"user_id": pl.String, "ts": pl.Datetime("us", "UTC"), "weight": pl.Float64})
+    matrix = (np.vstack([vectors[r["campaign_id"]] for r in kept]).astype(np.float32) if kept
+              else np.zeros((0, width), dtype=np.float32))
+    by_user: dict[str, list[str]] = {}
+    for r in kept:
+        by_user.setdefault(r["user_id"], []).append(r["event_id"])
+    digests = pl.DataFrame(
+        [{"user_id": u, "digest": hashlib.blake2b("|".join(sorted(ids)).encode(), digest_size=12).hexdigest()}
+         for u, ids in sorted(by_user.items())],
+        schema={"user_id": pl.String, "digest": pl.String})
+    return Interactions(events, matrix), digests

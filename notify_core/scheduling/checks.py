@@ -1,0 +1,39 @@
+"""Independent re-checks of a plan (what the Dagster asset checks report): recomputed from the plan's
+rows with polars and zoneinfo, not with the planner's own block tables, so a planner bug shows up here."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from notify_core.scheduling.models import MAX_PER_DAY
+
+
+def plan_violations(plan: pl.DataFrame, users: pl.DataFrame, *, capacity: int, sent_today: pl.DataFrame | None = None,
+                    ) -> dict[str, int]:
+    """Counts of rows breaking each rule: ``over_cap`` (users), ``quiet_hours``, ``outside_day``,
+    ``not_minute_aligned``, ``over_capacity`` (minutes within this plan alone)."""
+    if plan.is_empty():
+        return {"over_cap": 0, "quiet_hours": 0, "outside_day": 0, "not_minute_aligned": 0, "over_capacity": 0}
+    joined = plan.join(users.select("user_id", "timezone", "daily_cap", "quiet_start_hour", "quiet_end_hour"),
+                       on="user_id", how="left")
+    parts = []
+    for (zone,), part in joined.partition_by("timezone", as_dict=True).items():
+        local = pl.col("send_at").dt.convert_time_zone(str(zone or "UTC"))
+        parts.append(part.with_columns(local.dt.hour().alias("_h"), local.dt.date().alias("_d")))
+    rows = pl.concat(parts)
+    qs, qe, h = pl.col("quiet_start_hour"), pl.col("quiet_end_hour"), pl.col("_h")
+    quiet = (qs.is_not_null() & qe.is_not_null() & (qs != qe)
+             & pl.when(qs < qe).then((h >= qs) & (h < qe)).otherwise((h >= qs) | (h < qe)))
+    counts = rows.group_by("user_id").agg(pl.len().alias("n"), pl.col("daily_cap").first())
+    if sent_today is not None and not sent_today.is_empty():
+        counts = counts.join(sent_today, on="user_id", how="left").with_columns(
+            pl.col("n") + pl.col("sent").fill_null(0))
+    cap = pl.min_horizontal(pl.col("daily_cap").fill_null(MAX_PER_DAY), pl.lit(MAX_PER_DAY))
+    return {
+        "over_cap": counts.filter(pl.col("n") > cap).height,
+        "quiet_hours": rows.filter(quiet.fill_null(False)).height,
+        "outside_day": rows.filter(pl.col("_d") != pl.col("plan_day").str.to_date()).height,
+        "not_minute_aligned": plan.filter((pl.col("send_at").dt.second() != 0)
+                                          | (pl.col("send_at").dt.microsecond() != 0)).height,
+        "over_capacity": plan.group_by("send_at").len().filter(pl.col("len") > capacity).height,
+    }

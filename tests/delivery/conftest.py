@@ -1,0 +1,84 @@
+"""Fixtures for the delivery tests: a fresh SQLite Store, a loopback webhook sink process, scripted channels."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from notify_core.delivery.channels import Message, Outcome, SendResult
+from notify_core.delivery.sink import read_receipts
+from notify_core.store.sqlite import SqliteStore
+
+SECRET = "test-secret"
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "store.sqlite")
+    yield s
+    s.close()
+
+
+@dataclass
+class SinkProcess:
+    url: str
+    out: Path
+    proc: subprocess.Popen[str]
+
+    def stop(self) -> list[dict[str, Any]]:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        return read_receipts(self.out)
+
+
+def start_sink(tmp_path: Path, *args: str, name: str = "receipts.jsonl") -> SinkProcess:
+    """The loopback webhook sink (notify_core.delivery.sink) in its own process; returns once it listens."""
+    out = tmp_path / name
+    proc = subprocess.Popen([sys.executable, "-m", "notify_core.delivery.sink", "--out", str(out), *args],
+                            stdout=subprocess.PIPE, text=True, cwd=REPO)
+    assert proc.stdout is not None
+    port = json.loads(proc.stdout.readline())["port"]
+    return SinkProcess(f"http://127.0.0.1:{port}/hook", out, proc)
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[SinkProcess]:
+    s = start_sink(tmp_path, "--secret", SECRET)
+    yield s
+    s.stop()
+
+
+class ScriptedChannel:
+    """A channel whose answers are scripted per notification id (default: delivered); records every call."""
+
+    name = "scripted"
+
+    def __init__(self, script: dict[str, list[Outcome]] | None = None) -> None:
+        self.script = script or {}
+        self.calls: list[tuple[str, int, str]] = []  # (notification_id, attempt, idempotency key)
+        self._lock = threading.Lock()
+
+    def send(self, message: Message, *, idempotency_key: str) -> SendResult:
+        with self._lock:
+            self.calls.append((message.notification_id, message.attempt, idempotency_key))
+            plan = self.script.get(message.notification_id)
+            outcome = plan.pop(0) if plan else Outcome.DELIVERED
+        return SendResult(outcome, status=200 if outcome is Outcome.DELIVERED else 503, detail=outcome.value)
+
+    def close(self) -> None:
+        return None
+
+
+def minute_start(ts: float) -> datetime:
+    return datetime.fromtimestamp(int(ts // 60 * 60), UTC)

@@ -1,0 +1,102 @@
+"""Channels: outbox lines, webhook signature + Idempotency-Key on a real loopback sink, error classes, SNS."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from notify_core.delivery.channels import (
+    Message,
+    OutboxChannel,
+    Outcome,
+    SnsChannel,
+    WebhookChannel,
+    classify_status,
+    read_outbox,
+    sign,
+    verify_signature,
+)
+from tests.delivery.conftest import SECRET, SinkProcess, start_sink
+
+MSG = Message(notification_id="n1", user_id="u1", campaign_id="c1", title="T", body="hello http://x/t/n1",
+              link="http://x/t/n1", open_pixel="http://x/o/n1", send_at="2026-01-01T10:00:00Z")
+
+
+def test_outbox_appends_one_flushed_line_per_send_and_skips_a_torn_tail(tmp_path: Path) -> None:
+    channel = OutboxChannel(tmp_path / "out.jsonl")
+    assert channel.send(MSG, idempotency_key="n1").ok
+    assert channel.send(MSG, idempotency_key="n1").ok
+    with (tmp_path / "out.jsonl").open("ab") as handle:
+        handle.write(b'{"idempotency_key": "torn')  # what a kill -9 mid-write leaves
+    rows = read_outbox(tmp_path / "out.jsonl")
+    channel.close()
+    assert [r["idempotency_key"] for r in rows] == ["n1", "n1"]
+    assert rows[0]["body"] == MSG.body and rows[0]["link"] == MSG.link
+
+
+def test_webhook_signs_the_body_and_sends_the_idempotency_key(sink: SinkProcess) -> None:
+    channel = WebhookChannel(sink.url, secret=SECRET, timeout_s=2.0)
+    results = [channel.send(MSG, idempotency_key=f"key-{i}") for i in range(5)]
+    channel.close()
+    receipts = sink.stop()
+    assert all(r.ok and r.status == 200 for r in results)
+    assert [r["key"] for r in receipts] == [f"key-{i}" for i in range(5)]
+    assert all(r["sig"] == 1 for r in receipts)  # the sink verified every HMAC signature
+
+
+def test_webhook_with_a_wrong_secret_is_rejected_by_the_receiver(sink: SinkProcess) -> None:
+    channel = WebhookChannel(sink.url, secret="not-the-secret")
+    result = channel.send(MSG, idempotency_key="k")
+    channel.close()
+    assert result.outcome is Outcome.PERMANENT and result.status == 401
+
+
+def test_signature_verification_rejects_tampering_and_stale_timestamps() -> None:
+    body = MSG.to_json()
+    ts = f"{time.time():.3f}"
+    good = sign(SECRET, body, ts)
+    assert verify_signature(SECRET, body, timestamp=ts, signature=good)
+    assert not verify_signature(SECRET, body + b" ", timestamp=ts, signature=good)
+    assert not verify_signature("other", body, timestamp=ts, signature=good)
+    old = f"{time.time() - 3600:.3f}"
+    assert not verify_signature(SECRET, body, timestamp=old, signature=sign(SECRET, body, old))
+
+
+@pytest.mark.parametrize(("status", "outcome"), [(200, Outcome.DELIVERED), (204, Outcome.DELIVERED),
+                                                 (500, Outcome.RETRYABLE), (503, Outcome.RETRYABLE),
+                                                 (429, Outcome.RETRYABLE), (408, Outcome.RETRYABLE),
+                                                 (400, Outcome.PERMANENT), (404, Outcome.PERMANENT),
+                                                 (410, Outcome.PERMANENT), (301, Outcome.PERMANENT)])
+def test_status_classes(status: int, outcome: Outcome) -> None:
+    assert classify_status(status) is outcome
+
+
+def test_webhook_5xx_is_retryable_4xx_permanent_timeout_and_refused_retryable(tmp_path: Path) -> None:
+    failing = start_sink(tmp_path, "--fail-rate", "1", name="a.jsonl")
+    rejecting = start_sink(tmp_path, "--permanent-rate", "1", name="b.jsonl")
+    slow = start_sink(tmp_path, "--delay", "1.0", name="c.jsonl")
+    try:
+        assert WebhookChannel(failing.url, secret=SECRET).send(MSG, idempotency_key="k").outcome is Outcome.RETRYABLE
+        assert WebhookChannel(rejecting.url, secret=SECRET).send(MSG, idempotency_key="k").outcome is Outcome.PERMANENT
+        timed = WebhookChannel(slow.url, secret=SECRET, timeout_s=0.2).send(MSG, idempotency_key="k")
+        assert timed.outcome is Outcome.RETRYABLE and "timeout" in timed.detail
+    finally:
+        for s in (failing, rejecting, slow):
+            s.stop()
+    port = int(failing.url.split(":")[2].split("/")[0])
+    refused = WebhookChannel(f"http://127.0.0.1:{port}/hook", secret=SECRET, timeout_s=0.5).send(MSG, idempotency_key="k")
+    assert refused.outcome is Outcome.RETRYABLE
+
+
+@mock_aws
+def test_sns_channel_publishes_with_the_key_as_deduplication_id() -> None:
+    client = boto3.client("sns", region_name="eu-west-1")
+    arn = client.create_topic(Name="notify.fifo", Attributes={"FifoTopic": "true"})["TopicArn"]
+    channel = SnsChannel(arn, region="eu-west-1", client=client)
+    assert channel.send(MSG, idempotency_key="n1").ok
+    missing = SnsChannel(arn.replace("notify.fifo", "missing.fifo"), region="eu-west-1", client=client)
+    assert missing.send(MSG, idempotency_key="n1").outcome is Outcome.PERMANENT

@@ -1,0 +1,52 @@
+"""Fixtures and frame builders for the scheduling tests (small, explicit inputs)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import UTC, date, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import polars as pl
+import pytest
+
+from notify_core.scheduling.models import CAMPAIGNS, CANDIDATES, HISTORY, INTERACTIONS, USERS
+from notify_core.store.sqlite import SqliteStore
+
+
+def users(rows: Sequence[tuple[str, str, int | None, int | None, int | None]]) -> pl.DataFrame:
+    """(user_id, timezone, daily_cap, quiet_start_hour, quiet_end_hour) rows."""
+    return pl.DataFrame([dict(zip(USERS, r, strict=True)) for r in rows], schema=USERS)
+
+
+def campaigns(rows: Sequence[tuple[str, int, int, int | None]]) -> pl.DataFrame:
+    """(campaign_id, priority, cooldown_hours, daily_budget) rows."""
+    return pl.DataFrame([dict(zip(CAMPAIGNS, r, strict=True)) for r in rows], schema=CAMPAIGNS)
+
+
+def candidates(rows: Sequence[tuple[str, str, float]]) -> pl.DataFrame:
+    return pl.DataFrame([dict(zip(CANDIDATES, r, strict=True)) for r in rows], schema=CANDIDATES)
+
+
+def history(rows: Sequence[tuple[str, str, datetime, bool]]) -> pl.DataFrame:
+    return pl.DataFrame([dict(zip(HISTORY, r, strict=True)) for r in rows], schema=HISTORY)
+
+
+def interactions(rows: Sequence[tuple[str, datetime, str]]) -> pl.DataFrame:
+    return pl.DataFrame([dict(zip(INTERACTIONS, r, strict=True)) for r in rows], schema=INTERACTIONS)
+
+
+def local(ts: datetime, zone: str) -> datetime:
+    return ts.astimezone(ZoneInfo(zone))
+
+
+def at(day: date, hour: int, minute: int = 0, zone: str = "UTC") -> datetime:
+    """A local wall-clock time as an aware UTC datetime."""
+    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=ZoneInfo(zone)).astimezone(UTC)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "store.sqlite")
+    yield s
+    s.close()

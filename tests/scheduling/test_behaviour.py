@@ -1,0 +1,119 @@
+"""The planner's behaviour on named users: evening clickers, fatigue, budgets, quiet hours across DST."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import polars as pl
+
+from notify_core.scheduling import PlanOptions, plan_users
+from tests.scheduling.conftest import at, campaigns, candidates, history, interactions, local, users
+
+DAY = date(2026, 11, 24)
+CAMPS = campaigns([(f"c{j}", 3, 24, None) for j in range(6)])
+
+
+def _cands(uid: str) -> pl.DataFrame:
+    return candidates([(uid, f"c{j}", 0.9 - 0.1 * j) for j in range(6)])
+
+
+def test_user_who_clicks_at_20_gets_evening_slots() -> None:
+    zone = "America/New_York"
+    us = users([("eve", zone, 2, 23, 7), ("new", zone, 2, 23, 7)])
+    clicks = [("eve", at(DAY - timedelta(days=d), 20, 10 + d, zone), "notification_click") for d in range(1, 15)]
+    clicks += [("eve", at(DAY - timedelta(days=d), 20, 40, zone), "click") for d in range(1, 15)]
+    # everyone else engages through the day, most at 09:00: the population prior alone says "morning"
+    clicks += [(f"m{i}", at(DAY - timedelta(days=1 + i % 20), 8 + i % 14, 0, zone), "click") for i in range(280)]
+    clicks += [(f"m{i}", at(DAY - timedelta(days=1 + i % 20), 9, 0, zone), "click") for i in range(40)]
+    us_all = pl.concat([us, users([(f"m{i}", zone, 3, 23, 7) for i in range(280)])])
+    cands = pl.concat([_cands("eve"), _cands("new")])
+    plan = plan_users(cands, us_all, CAMPS, plan_day=DAY, interactions=interactions(clicks)).frame
+    eve = plan.filter(pl.col("user_id") == "eve")
+    hours = sorted(local(t, zone).hour for t in eve["send_at"])
+    assert eve.height == 2
+    assert hours == [18, 20], hours  # evening (the 60-minute gap rules out the 19:00 and 21:00 blocks)
+    top = eve.sort("expected_value", descending=True).row(0, named=True)
+    assert top["campaign_id"] == "c0" and local(top["send_at"], zone).hour == 20
+    # a user without history follows the population: mornings
+    new = plan.filter(pl.col("user_id") == "new").sort("expected_value", descending=True)
+    assert local(new["send_at"][0], zone).hour == 9
+
+
+def test_user_who_ignored_their_last_notifications_gets_fewer() -> None:
+    zone = "Europe/London"
+    us = users([("tired", zone, 5, 22, 8), ("fresh", zone, 5, 22, 8)])
+    sends = [(u, f"c{j}", at(DAY - timedelta(days=1 + j // 3), 10 + 3 * (j % 3), 0, zone), False)
+             for u in ("tired",) for j in range(6)]
+    sends += [("fresh", f"c{j}", at(DAY - timedelta(days=1 + j // 3), 10 + 3 * (j % 3), 0, zone), True)
+              for j in range(6)]
+    cands = pl.concat([_cands("tired"), _cands("fresh")]).with_columns(pl.col("campaign_id").str.replace("c", "x"))
+    camps = campaigns([(f"x{j}", 3, 24, None) for j in range(6)])
+    result = plan_users(cands, us, camps, plan_day=DAY, history=history(sends))
+    counts = dict(result.frame.group_by("user_id").len().iter_rows())
+    assert counts["fresh"] == 5
+    assert counts["tired"] < counts["fresh"]
+    assert counts["tired"] == 5 - 6 // 2  # 6 ignored in a row: cap lowered by 3
+    # and the penalty lowers every expected value of the tired user
+    ev = dict(result.frame.filter(pl.col("campaign_id") == "x0").select("user_id", "expected_value").iter_rows())
+    assert ev["tired"] < ev["fresh"]
+    assert result.stats.fatigued_users == 1
+
+
+def test_an_open_resets_fatigue() -> None:
+    zone = "Europe/London"
+    us = users([("u", zone, 5, 22, 8)])
+    sends = [("u", f"c{j}", at(DAY - timedelta(days=2), 9 + 2 * j, 0, zone), False) for j in range(4)]
+    opened = interactions([("u", at(DAY - timedelta(days=1), 12, 0, zone), "notification_open")])
+    tired = plan_users(_cands("u"), us, CAMPS, plan_day=DAY, history=history(sends)).frame.height
+    reset = plan_users(_cands("u"), us, CAMPS, plan_day=DAY, history=history(sends), interactions=opened).frame.height
+    assert tired == 3 and reset == 5
+
+
+def test_already_sent_today_counts_against_the_cap_and_blocks_repeats() -> None:
+    zone = "Asia/Kolkata"
+    us = users([("u", zone, 4, 22, 8)])
+    sent = history([("u", "c0", at(DAY, 9, 0, zone), True), ("u", "c1", at(DAY, 11, 0, zone), True)])
+    plan = plan_users(_cands("u"), us, CAMPS, plan_day=DAY, history=sent, now=at(DAY, 12, 0, zone)).frame
+    assert plan.height == 2
+    assert not set(plan["campaign_id"]) & {"c0", "c1"}
+    assert all(local(t, zone).hour >= 12 for t in plan["send_at"])
+
+
+def test_campaign_budget_keeps_the_highest_expected_values_and_replans_the_rest() -> None:
+    us = users([(f"u{i}", "UTC", 1, None, None) for i in range(5)])
+    camps = campaigns([("hot", 5, 0, 2), ("other", 3, 0, None)])
+    cands = candidates([(f"u{i}", "hot", 0.5 + 0.1 * i) for i in range(5)]
+                       + [(f"u{i}", "other", 0.2) for i in range(5)])
+    result = plan_users(cands, us, camps, plan_day=DAY)
+    got = dict(result.frame.select("user_id", "campaign_id").iter_rows())
+    assert sorted(u for u, c in got.items() if c == "hot") == ["u3", "u4"]  # the two highest EV
+    assert all(got[u] == "other" for u in ("u0", "u1", "u2"))  # replaced, not dropped
+    assert result.stats.budget_replanned_users == 3
+
+
+def test_budget_shared_across_chunks_never_exceeded() -> None:
+    from notify_core.scheduling import ChunkInput, plan_chunks
+
+    camps = campaigns([("hot", 5, 0, 5)])
+    chunks = [ChunkInput(users=users([(f"u{k}{i}", "UTC", 1, None, None) for i in range(4)]),
+                         candidates=candidates([(f"u{k}{i}", "hot", 0.5) for i in range(4)])) for k in range(3)]
+    plans = list(plan_chunks(chunks, camps, plan_day=DAY, total_users=12))
+    assert sum(p.stats.notifications for p in plans) == 5
+    assert [p.stats.notifications for p in plans][0] == 2  # ceil(5 * 4/12): a share, not all of it
+
+
+def test_quiet_hours_across_spring_forward_london() -> None:
+    day = date(2026, 3, 29)  # 01:00 GMT -> 02:00 BST
+    us = users([("u", "Europe/London", 5, 8, 1)])  # quiet 08:00-01:00: only 01:00-08:00 allowed (01:xx skipped)
+    plan = plan_users(_cands("u"), us, CAMPS, plan_day=day, options=PlanOptions(min_gap_minutes=60)).frame
+    hours = sorted(local(t, "Europe/London").hour for t in plan["send_at"])
+    assert hours and all(2 <= h < 8 for h in hours)  # 01:xx local does not exist that day
+    assert len(hours) == 3  # 02-08 is 6 hours: with whole-hour gaps, 3 fit
+
+
+def test_fall_back_new_york_has_25_hours() -> None:
+    day = date(2026, 11, 1)
+    us = users([("u", "America/New_York", 5, 3, 1)])  # quiet 03:00-01:00: only 01:00-03:00 local allowed
+    plan = plan_users(_cands("u"), us, CAMPS, plan_day=day, options=PlanOptions(min_gap_minutes=0)).frame
+    hours = sorted(local(t, "America/New_York").hour for t in plan["send_at"])
+    assert hours == [1, 1, 2]  # 01:00 EDT, 01:00 EST (the repeated hour is its own block), 02:00 EST

@@ -1,0 +1,145 @@
+"""The asset (materialised on a small lake fixture), the stage job the CLI runs, the re-plan sensor, and the
+generate_schedule Lambda with real event shapes."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+
+from notify_core.embeddings.store import CAMPAIGN, USER, persist, save_state, vector_series
+from notify_core.lake import Lake
+from notify_core.repositories import save_frame
+from notify_core.schemas import CAMPAIGNS, USERS
+from notify_core.settings import NotifySettings
+from notify_core.store import tables
+from notify_core.store.sqlite import SqliteStore
+
+DAY = date(2026, 11, 24)
+DIM = 8
+
+
+def _seed(data_dir: Path) -> None:
+    """Users, campaigns and their vectors in the lake and the Store, as the upstream assets leave them."""
+    rng = np.random.default_rng(3)
+    lake = Lake(data_dir / "lake")
+    zones = ["Europe/London", "America/New_York", "Asia/Kolkata", "Australia/Sydney"]
+    users = pl.DataFrame({
+        "user_id": [f"u{i}" for i in range(12)], "country": ["GB"] * 12, "timezone": [zones[i % 4] for i in range(12)],
+        "signup_date": [date(2011, 1, 1)] * 12, "daily_cap": [i % 6 for i in range(12)],
+        "quiet_start_hour": [22] * 12, "quiet_end_hour": [8] * 12, "channels": [["push"]] * 12,
+        "opted_out_categories": [["toys"] if i == 1 else [] for i in range(12)],
+    }, schema=USERS)
+    camps = pl.DataFrame({
+        "campaign_id": [f"c{j}" for j in range(6)], "name": ["n"] * 6, "text": ["t"] * 6,
+        "category": ["toys", "home", "home", "garden", "garden", "home"], "product_ids": [[]] * 6,
+        "priority": [1, 2, 3, 4, 5, 3], "start_date": [date(2026, 1, 1)] * 6, "end_date": [date(2026, 12, 31)] * 6,
+        "target_countries": [[]] * 6, "cooldown_hours": [24] * 6, "daily_budget": [None, None, 3, None, None, None],
+        "url": ["u"] * 6, "template": ["t"] * 6, "status": ["active"] * 5 + ["paused"],
+    }, schema=CAMPAIGNS)
+    lake.merge("users", users)
+    lake.merge("campaigns", camps)
+    store = SqliteStore(data_dir / "store.sqlite")
+    save_frame(store, tables.USERS, users)
+    save_frame(store, tables.CAMPAIGNS, camps)
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    for kind, ids in ((USER, users["user_id"].to_list()), (CAMPAIGN, camps["campaign_id"].to_list())):
+        vectors = rng.normal(size=(len(ids), DIM)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        state = pl.DataFrame({"id": ids, "content_hash": ids, "model": ["test"] * len(ids),
+                              "updated_at": [now] * len(ids)}).with_columns(vector_series(vectors))
+        save_state(lake, kind, state)
+        persist(store, kind, state)
+    store.close()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    _seed(tmp_path)
+    return tmp_path
+
+
+def _stored(data_dir: Path) -> list[dict]:
+    store = SqliteStore(data_dir / "store.sqlite")
+    try:
+        return list(store.table(tables.PLANS).scan())
+    finally:
+        store.close()
+
+
+def test_asset_materialises_and_replans_idempotently(data_dir: Path) -> None:
+    from notify_assets.scheduling import notification_plan
+    from notify_resources.resources import NotifyResource
+
+    resources = {"notify": NotifyResource(data_dir=str(data_dir))}
+    instance = dg.DagsterInstance.ephemeral()
+    first = dg.materialize([notification_plan], partition_key=DAY.isoformat(), resources=resources, instance=instance)
+    assert first.success
+    meta = first.get_asset_materialization_events()[0].step_materialization_data.materialization.metadata
+    planned = meta["notifications_planned"].value
+    assert planned > 0 and meta["capacity_violations"].value == 0 and meta["candidate_source"].value
+    assert all(e.passed for e in first.get_asset_check_evaluations())
+    items = _stored(data_dir)
+    assert len(items) == planned
+    assert not any(i["campaign_id"] == "c5" for i in items)  # paused
+    assert not any(i["user_id"] == "u1" and i["campaign_id"] == "c0" for i in items)  # opted out of toys
+    assert sum(1 for i in items if i["campaign_id"] == "c2") <= 3  # budget
+    second = dg.materialize([notification_plan], partition_key=DAY.isoformat(), resources=resources, instance=instance)
+    meta2 = second.get_asset_materialization_events()[0].step_materialization_data.materialization.metadata
+    assert meta2["store_inserted"].value == 0 and meta2["unchanged"].value == planned and meta2["cancelled"].value == 0
+
+
+def test_cli_stage_job_plans_today(data_dir: Path) -> None:
+    from notify_assets.definitions import STAGES, build_definitions
+
+    assert [n for n, _ in STAGES][-1] == "scheduling"
+    defs = build_definitions(NotifySettings(data_dir=data_dir))
+    result = defs.resolve_job_def("stage_scheduling").execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    assert result.dagster_run.tags["dagster/partition"] == datetime.now(UTC).date().isoformat()
+
+
+def test_replan_sensor_requests_todays_partition(tmp_path: Path) -> None:
+    from notify_assets.definitions import build_definitions
+    from notify_sensors.replan import replan_on_user_embeddings
+
+    defs = build_definitions(NotifySettings(data_dir=tmp_path))
+    repo = defs.get_repository_def()
+    instance = dg.DagsterInstance.ephemeral()
+    instance.report_runless_asset_event(dg.AssetMaterialization("user_embeddings"))
+    result = replan_on_user_embeddings.evaluate_tick(
+        dg.build_sensor_context(instance=instance, cursor=None, repository_def=repo))
+    requests = result.run_requests or []
+    assert len(requests) == 1
+    assert requests[0].partition_key == datetime.now(UTC).date().isoformat()
+    assert requests[0].run_key.startswith("replan-user_embeddings-")
+    again = replan_on_user_embeddings.evaluate_tick(
+        dg.build_sensor_context(instance=instance, cursor=result.cursor, repository_def=repo))
+    assert not again.run_requests  # nothing new since
+
+
+def test_lambda_direct_and_http(data_dir: Path) -> None:
+    from lambdas import generate_schedule
+
+    store = SqliteStore(data_dir / "store.sqlite")
+    generate_schedule.use_store(store)
+    try:
+        reply = generate_schedule.handler({"user_ids": ["u2", "u3", "nobody"], "plan_day": DAY.isoformat()}, None)
+        assert reply["statusCode"] == 200 and reply["users_planned"] == 2 and reply["notifications_planned"] > 0
+        event = {"version": "2.0", "routeKey": "POST /v1/schedules", "requestContext": {"requestId": "r1"},
+                 "body": json.dumps({"user_ids": ["u2", "u3"], "plan_day": DAY.isoformat()})}
+        http = generate_schedule.handler(event, None)
+        body = json.loads(http["body"])
+        assert http["statusCode"] == 200 and body["store_inserted"] == 0 and body["unchanged"] > 0
+        for bad in ({"user_ids": []}, {"user_ids": ["a"], "plan_day": "24/11/2026"}, [1, 2]):
+            assert generate_schedule.handler(bad, None)["statusCode"] == 400
+        bad_http = generate_schedule.handler({**event, "body": "{not json"}, None)
+        assert bad_http["statusCode"] == 400
+    finally:
+        generate_schedule.use_store(None)
+        store.close()
