@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from notify_assets.delivery import DELIVERY_ASSETS, DELIVERY_CHECKS, DELIVERY_GROUP
 from notify_assets.embeddings import CAMPAIGN_EMBEDDINGS_GROUP, EMBEDDING_ASSETS, EMBEDDING_JOBS, EMBEDDINGS_GROUP
 from notify_assets.features import FEATURES_GROUP, feature_tables
 from notify_assets.ingestion import INGESTION_ASSETS, INGESTION_CHECKS, INGESTION_GROUP, online_retail_landing
@@ -21,8 +22,8 @@ from notify_sensors import REPLAN_SENSORS, campaign_index_publisher, landing_sen
 from notify_sensors.landing import INGEST_JOB
 
 ASSETS = [online_retail_landing, *INGESTION_ASSETS, feature_tables, *EMBEDDING_ASSETS, *RECOMMENDATION_ASSETS,
-          *SCHEDULING_ASSETS]
-CHECKS = [*INGESTION_CHECKS]
+          *SCHEDULING_ASSETS, *DELIVERY_ASSETS]
+CHECKS = [*INGESTION_CHECKS, *DELIVERY_CHECKS]
 
 # The end-to-end job, stage by stage (the CLI runs these in order and reports each).
 STAGES: tuple[tuple[str, dg.AssetSelection], ...] = (
@@ -33,6 +34,7 @@ STAGES: tuple[tuple[str, dg.AssetSelection], ...] = (
     ("campaign_embeddings", dg.AssetSelection.groups(CAMPAIGN_EMBEDDINGS_GROUP)),
     ("recommendation", dg.AssetSelection.groups(RECOMMENDATION_GROUP)),
     ("scheduling", dg.AssetSelection.groups(SCHEDULING_GROUP)),
+    ("delivery", dg.AssetSelection.groups(DELIVERY_GROUP)),
 )
 # Which earlier stages each stage needs. The CLI skips a stage only when one of these failed (or was
 # skipped), so a campaign failure does not stop the user chain and the reverse. A stage missing here
@@ -46,6 +48,7 @@ STAGE_UPSTREAM: dict[str, tuple[str, ...]] = {
     "recommendation": ("campaign_embeddings",),  # the index needs campaign vectors, not the user chain
     # the plan needs both vector sets; without a published index it uses the documented cosine fallback
     "scheduling": ("embeddings", "campaign_embeddings"),
+    "delivery": ("scheduling",),  # delivers what the plan holds (the demo fast-forwards the next hour)
 }
 
 
