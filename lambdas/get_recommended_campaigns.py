@@ -13,7 +13,6 @@ with :func:`use_recommender`. One JSON log line per request carries the latency.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Mapping
@@ -39,9 +38,7 @@ def _build() -> Recommender:
     from notify_core.store.factory import build_store
 
     settings = load_settings()
-    # Search-time ef override for the serving process (cold start only); default: the build's manifest.
-    ef = os.environ.get("NOTIFY_RECOMMEND_EF")
-    holder = IndexHolder(build_artefact_store(settings), expansion_search=int(ef) if ef else None)
+    holder = IndexHolder(build_artefact_store(settings), expansion_search=settings.recommend_ef)
     return Recommender(store=build_store(settings), holder=holder)
 
 

@@ -8,6 +8,7 @@ and benchmarks start consumer subprocesses that way).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 from pathlib import Path
@@ -83,13 +84,19 @@ def serve(
     kafka: Kafka = None,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8080,
+    log_level: Annotated[str, typer.Option(help="JSON log level (INFO logs one line per request).")] = "WARNING",
 ) -> None:
     """Serve the Lambda handlers over HTTP (API Gateway v2 events), e.g. POST /v1/events."""
     from lambdas import capture_events
     from lambdas.gateway import serve as run_gateway
     from notify_core.observability import configure_logging
 
-    configure_logging(level="WARNING")
+    configure_logging(level=log_level.upper())
+    # Handlers read their settings at cold start from the environment, as on Lambda: hand them ours.
+    if data_dir is not None:
+        os.environ["NOTIFY_DATA_DIR"] = str(data_dir)
+    if kafka:
+        os.environ.update({"NOTIFY_STREAM_BACKEND": "kafka", "NOTIFY_KAFKA_BOOTSTRAP": kafka})
     _settings, stream = _open(data_dir, kafka)
     capture_events.use_stream(stream)
     try:

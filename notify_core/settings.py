@@ -37,6 +37,9 @@ class NotifySettings(BaseSettings):
     stream_log_path: Path | None = None  # default <data_dir>/stream/log.sqlite
     stream_fsync: bool = False
 
+    # serving
+    recommend_ef: int | None = None  # HNSW search ef of serving processes; default: the build's manifest
+
     # aws environment
     aws_region: str = "eu-west-1"
     dynamodb_endpoint_url: str | None = None
