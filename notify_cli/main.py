@@ -198,6 +198,12 @@ def features(data_dir: DataDir = None) -> None:
 
 def _register_optional_commands() -> None:
     """Commands owned by other modules (streaming), added when present."""
+    try:  # offline relevance evaluation (issue 8); first, so the early returns below cannot skip it
+        from notify_cli import evaluate_commands
+
+        app.command(name="evaluate")(evaluate_commands.evaluate)
+    except ImportError:
+        pass
     try:
         from notify_cli import stream_commands
     except ImportError:

@@ -20,7 +20,7 @@ from notify_core.delivery.channels import (
     sign,
     verify_signature,
 )
-from notify_core.delivery.clock import Clock, ManualClock, SystemClock
+from notify_core.delivery.clock import Clock, ManualClock, OffsetClock, SystemClock
 from notify_core.delivery.worker import RETRY_DELAYS_S, DeliveryWorker, PassSummary, WorkerOptions, build_worker
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "Clock",
     "DeliveryWorker",
     "ManualClock",
+    "OffsetClock",
     "Message",
     "OutboxChannel",
     "Outcome",

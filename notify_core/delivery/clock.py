@@ -47,3 +47,18 @@ class ManualClock:
     def set(self, when: float) -> None:
         with self._lock:
             self._now = float(when)
+
+
+class OffsetClock:
+    """System time shifted by ``offset_s``: the demo's fast-forward (deliver what is due in the next N
+    minutes now) and the benchmark's "the minute starts in 5 s" without waiting for a real boundary."""
+
+    def __init__(self, offset_s: float) -> None:
+        self.offset_s = float(offset_s)
+
+    def now(self) -> float:
+        return time.time() + self.offset_s
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import signal
@@ -91,10 +92,8 @@ class Sink:
             loop.add_signal_handler(sig, stop.set)
         async with server:
             while not stop.is_set():
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self.flush_s)
-                except TimeoutError:
-                    pass
                 self.flush()
         self.flush()
 

@@ -15,7 +15,8 @@ ISO = "%Y-%m-%dT%H:%M:%SZ"
 
 def seed_campaigns(store: Store, campaign_ids: Sequence[str], *, base_url: str = "https://shop.example.com") -> None:
     store.table(tables.CAMPAIGNS).batch_put(
-        {"pk": cid, "sk": tables.CAMPAIGN_SK, "campaign_id": cid, "name": f"Campaign {cid}", "url": f"{base_url}/c/{cid}",
+        {"pk": cid, "sk": tables.CAMPAIGN_SK, "campaign_id": cid, "name": f"Campaign {cid}",
+         "url": f"{base_url}/c/{cid}",
          "template": "{first_name}, something new for you: {url}", "status": "active", "priority": 3,
          "cooldown_hours": 24, "daily_budget": None}
         for cid in campaign_ids)

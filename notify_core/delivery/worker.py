@@ -33,6 +33,7 @@ How one notification goes through (the schedule item in ``schedules`` is the sou
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
 import math
 import os
@@ -232,6 +233,7 @@ class DeliveryWorker:
             on_campaign_counts = add_campaign_counts
         self._on_counts = on_campaign_counts
         self._last_full_retry_scan = ""
+        self._retry_hints: list[float] = []  # due times of retries this worker scheduled (a heap)
         self.totals = PassSummary()
 
     # ------------------------------------------------------------------------------------------
@@ -420,6 +422,10 @@ class DeliveryWorker:
     def _next_due(self, now: float) -> float | None:
         candidates: list[float] = [now + self.options.poll_s]
         with self._lock:
+            while self._retry_hints and self._retry_hints[0] <= now:  # due ones were taken by this pass
+                heapq.heappop(self._retry_hints)
+            if self._retry_hints:
+                candidates.append(self._retry_hints[0])
             for m in self._minutes.values():
                 if m.queue:
                     candidates.append(m.queue[0].due_at)
@@ -516,6 +522,8 @@ class DeliveryWorker:
                      "attempt": attempt, "due_at": due, "ttl": int(due + 7 * 86400)}
             with self._write_lock:  # the index first: a crash after it leaves a harmless stale entry
                 self._retries.batch_put([entry])
+            with self._lock:
+                heapq.heappush(self._retry_hints, due)
             fields = {**common, "status": RETRY_SCHEDULED, "next_attempt_at": due, "last_error": result.detail}
             outcome = "retried"
         else:
@@ -632,7 +640,8 @@ def projections(final: Mapping[str, Any], outcome: str) -> Iterator[tuple[str, I
     ttl = int(time.time() + LOG_TTL_S)
     yield tables.DELIVERIES, {
         "pk": nid, "sk": tables.attempt_sk(attempt), "notification_id": nid, "user_id": uid, "campaign_id": cid,
-        "attempt": attempt, "outcome": "sent" if outcome == "delivered" else outcome,
+        "attempt": attempt,
+        "outcome": {"delivered": SENT, "retried": RETRY_SCHEDULED}.get(outcome, outcome),
         "scheduled_at": final.get("send_at"), "attempted_at": outcome_at, "delivered_at": final.get("delivered_at"),
         "latency_s": final.get("latency_s"), "status_code": final.get("status_code"), "detail": final.get("detail"),
         "channel": final.get("channel"), "worker": final.get("worker"), "plan_day": final.get("plan_day"),
@@ -663,3 +672,20 @@ def build_worker(
     opts = options or WorkerOptions(concurrency=settings.delivery_concurrency, lease_s=settings.delivery_lease_s)
     return DeliveryWorker(store, channel or build_channel(settings), public_base_url=settings.public_base_url,
                           clock=clock, options=opts)
+
+
+def execution_report(
+    store: Store, *, start: float, end: float, now: float, shards: int = DEFAULT_SHARDS,
+) -> dict[str, int]:
+    """Statuses of the schedule items due in ``[start, end]``; ``stuck`` = claimed with an expired lease
+    (a claim without an outcome: what the "delivery execution" check fails on)."""
+    table = store.table(tables.SCHEDULES)
+    counts: dict[str, int] = {"stuck": 0}
+    for m in range(int(start // 60 * 60), int(end) + 1, 60):
+        for shard in range(shards):
+            for it in table.query(tables.schedule_pk(minute_key(m), shard)):
+                status = str(it.get("status"))
+                counts[status] = counts.get(status, 0) + 1
+                if status == CLAIMED and float(it.get("lease_until") or 0) <= now:
+                    counts["stuck"] += 1
+    return counts

@@ -88,7 +88,8 @@ def test_webhook_5xx_is_retryable_4xx_permanent_timeout_and_refused_retryable(tm
         for s in (failing, rejecting, slow):
             s.stop()
     port = int(failing.url.split(":")[2].split("/")[0])
-    refused = WebhookChannel(f"http://127.0.0.1:{port}/hook", secret=SECRET, timeout_s=0.5).send(MSG, idempotency_key="k")
+    closed = WebhookChannel(f"http://127.0.0.1:{port}/hook", secret=SECRET, timeout_s=0.5)
+    refused = closed.send(MSG, idempotency_key="k")
     assert refused.outcome is Outcome.RETRYABLE
 
 
