@@ -59,6 +59,8 @@ def stage_job(name: str, selection: dg.AssetSelection) -> dg.UnresolvedAssetJobD
         return dg.define_asset_job(f"stage_{name}", selection=selection, partitions_def=PLAN_PARTITIONS,
                                    tags={"dagster/partition": today_partition()})
     return dg.define_asset_job(f"stage_{name}", selection=selection)
+
+
 MAIN_JOB = "notify_main"
 
 

@@ -84,7 +84,7 @@ def run_stages(settings: NotifySettings, stage_names: list[str]) -> list[StageOu
 
     defs = build_definitions(settings)
     instance = _instance()
-    upstream = stage_upstream([n for n, _ in definitions.STAGES], getattr(definitions, "STAGE_UPSTREAM", {}))
+    upstream = stage_upstream([n for n, _ in definitions.STAGES], definitions.STAGE_UPSTREAM)
     failed: set[str] = set()
     outcomes: list[StageOutcome] = []
     with console.status("starting") as status:
@@ -196,30 +196,17 @@ def features(data_dir: DataDir = None) -> None:
     _run(["features"], data_dir)
 
 
-def _register_optional_commands() -> None:
-    """Commands owned by other modules (streaming), added when present."""
-    try:  # offline relevance evaluation (issue 8); first, so the early returns below cannot skip it
-        from notify_cli import evaluate_commands
+def _register_commands() -> None:
+    """The jobs whose commands live in their own modules (streaming, delivery, evaluation)."""
+    from notify_cli import delivery_commands, evaluate_commands, stream_commands
 
-        app.command(name="evaluate")(evaluate_commands.evaluate)
-    except ImportError:
-        pass
-    try:
-        from notify_cli import stream_commands
-    except ImportError:
-        return
-    for name in ("consume", "serve"):
-        command = getattr(stream_commands, name, None)
-        if command is not None:
-            app.command(name=name)(command)
-    try:
-        from notify_cli import delivery_commands
-    except ImportError:
-        return
+    app.command(name="consume")(stream_commands.consume)
+    app.command(name="serve")(stream_commands.serve)
     app.command(name="worker")(delivery_commands.worker)
+    app.command(name="evaluate")(evaluate_commands.evaluate)
 
 
-_register_optional_commands()
+_register_commands()
 
 if __name__ == "__main__":
     app()
