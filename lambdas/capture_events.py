@@ -7,39 +7,28 @@ install their own stream with :func:`use_stream`.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
+from lambdas.coldstart import ColdStart
 from lambdas.http import ApiEvent, ApiResponse, api_handler, body_bytes, json_response, request_id
 from notify_core.events.capture import capture_events
 from notify_core.events.models import MAX_BODY_BYTES
 from notify_core.stream.port import Stream
 
-_stream: Stream | None = None
-_lock = threading.Lock()
+
+def _build_stream() -> Stream:
+    from notify_core.settings import load_settings
+    from notify_core.stream import open_stream
+
+    return open_stream(load_settings())
 
 
-def _get_stream() -> Stream:
-    global _stream
-    if _stream is None:
-        with _lock:
-            if _stream is None:
-                from notify_core.settings import load_settings
-                from notify_core.stream import open_stream
-
-                _stream = open_stream(load_settings())
-    return _stream
-
-
-def use_stream(stream: Stream | None) -> None:
-    """Install the stream this handler produces to (None: build it from settings on next use)."""
-    global _stream
-    with _lock:
-        _stream = stream
+_stream = ColdStart(_build_stream)
+use_stream = _stream.use  # install the stream this handler produces to (None: from settings on next use)
 
 
 @api_handler
 def handler(event: ApiEvent, context: Any) -> ApiResponse:
     raw = body_bytes(event, limit=MAX_BODY_BYTES)
-    result = capture_events(raw, stream=_get_stream())
+    result = capture_events(raw, stream=_stream.get())
     return json_response(result.status_code, result.as_dict(), headers={"x-request-id": request_id(event)})

@@ -11,39 +11,27 @@ Events: an EventBridge scheduled event (``"detail-type": "Scheduled Event"``) or
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
+from lambdas.coldstart import ColdStart
 from notify_core.delivery.worker import DeliveryWorker, build_worker
 
 MARGIN_S = 3.0  # leave this much of the invocation for flushing and the reply
 DEFAULT_LINGER_S = 25.0
 
-_worker: DeliveryWorker | None = None
-_lock = threading.Lock()
+def _build_worker() -> DeliveryWorker:
+    from notify_core.observability import configure_logging
+    from notify_core.settings import load_settings
+    from notify_core.store.factory import build_store
+
+    settings = load_settings()
+    configure_logging()
+    return build_worker(settings, build_store(settings))
 
 
-def _get_worker() -> DeliveryWorker:
-    global _worker
-    if _worker is None:
-        with _lock:
-            if _worker is None:
-                from notify_core.observability import configure_logging
-                from notify_core.settings import load_settings
-                from notify_core.store.factory import build_store
-
-                settings = load_settings()
-                configure_logging()
-                _worker = build_worker(settings, build_store(settings))
-    return _worker
-
-
-def use_worker(worker: DeliveryWorker | None) -> None:
-    """Install the worker this handler runs (tests); None: build it from settings on next use."""
-    global _worker
-    with _lock:
-        _worker = worker
+_worker = ColdStart(_build_worker)
+use_worker = _worker.use  # install the worker this handler runs (tests); None: from settings on next use
 
 
 def _remaining_s(context: Any) -> float:
@@ -54,7 +42,7 @@ def _remaining_s(context: Any) -> float:
 def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
     event = event or {}
     scheduled = event.get("detail-type") == "Scheduled Event" or event.get("source") == "aws.events"
-    worker = _get_worker()
+    worker = _worker.get()
     budget = max(0.0, _remaining_s(context) - MARGIN_S)
     if "max_seconds" in event:
         budget = min(budget, float(event["max_seconds"]))

@@ -9,10 +9,11 @@ once per cold start, on the first request; tests install their own Store with :f
 from __future__ import annotations
 
 import json
-import threading
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+from lambdas.coldstart import ColdStart
 from lambdas.http import ApiEvent, ApiResponse, api_handler, body_bytes, json_response, request_id
 from notify_core.errors import PayloadTooLargeError, ValidationError
 from notify_core.store.port import Store
@@ -20,35 +21,32 @@ from notify_core.store.port import Store
 MAX_USERS = 5_000  # per invocation: ~1 s of planning plus the Store writes, well inside a Lambda timeout
 MAX_BODY_BYTES = 1024 * 1024
 
-_store: Store | None = None
-_artefacts: Any = None
-_lock = threading.Lock()
+@dataclass(frozen=True, slots=True)
+class _Deps:
+    store: Store
+    artefacts: Any  # the recommender's artefacts, or None: the planner's cosine fallback serves
 
 
-def _get_store() -> Store:
-    global _store, _artefacts
-    if _store is None:
-        with _lock:
-            if _store is None:
-                from notify_core.settings import load_settings
-                from notify_core.store.factory import build_store
+def _build() -> _Deps:
+    from notify_core.settings import load_settings
+    from notify_core.store.factory import build_store
 
-                settings = load_settings()
-                _store = build_store(settings)
-                try:
-                    from notify_core.recommend.artefacts import build_artefact_store
+    settings = load_settings()
+    try:
+        from notify_core.recommend.artefacts import build_artefact_store
 
-                    _artefacts = build_artefact_store(settings)
-                except Exception:  # no recommender: the planner's cosine fallback serves
-                    _artefacts = None
-    return _store
+        artefacts = build_artefact_store(settings)
+    except Exception:  # no recommender: the planner's cosine fallback serves
+        artefacts = None
+    return _Deps(build_store(settings), artefacts)
+
+
+_deps = ColdStart(_build)
 
 
 def use_store(store: Store | None, *, artefacts: Any = None) -> None:
     """Install the Store (and optionally recommender artefacts) this handler uses; None: from settings."""
-    global _store, _artefacts
-    with _lock:
-        _store, _artefacts = store, artefacts
+    _deps.use(None if store is None else _Deps(store, artefacts))
 
 
 def parse_request(payload: Any) -> tuple[list[str], date]:
@@ -71,8 +69,9 @@ def _plan(payload: Any) -> dict[str, Any]:
     from notify_core.scheduling.service import effective_now, plan_for_users
 
     user_ids, plan_day = parse_request(payload)
-    store = _get_store()
-    run = plan_for_users(store, user_ids, plan_day=plan_day, now=effective_now(plan_day), artefacts=_artefacts)
+    deps = _deps.get()
+    run = plan_for_users(deps.store, user_ids, plan_day=plan_day, now=effective_now(plan_day),
+                         artefacts=deps.artefacts)
     meta = run.metadata()
     return {"plan_day": run.plan_day, "requested": len(user_ids), **{k: meta[k] for k in (
         "users_planned", "notifications_planned", "store_inserted", "cancelled", "unchanged", "kept_delivered",

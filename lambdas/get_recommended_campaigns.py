@@ -13,11 +13,11 @@ with :func:`use_recommender`. One JSON log line per request carries the latency.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Mapping
 from typing import Any
 
+from lambdas.coldstart import ColdStart
 from lambdas.http import ApiEvent, error_response, json_response, request_id
 from notify_core.errors import NotifyError, ValidationError
 from notify_core.recommend.recommender import MAX_LIMIT, Recommender
@@ -26,10 +26,6 @@ log = logging.getLogger("lambdas.get_recommended_campaigns")
 
 DEFAULT_LIMIT = 10
 MAX_USER_ID = 128
-
-_recommender: Recommender | None = None
-_lock = threading.Lock()
-
 
 def _build() -> Recommender:
     from notify_core.recommend.artefacts import build_artefact_store
@@ -42,20 +38,9 @@ def _build() -> Recommender:
     return Recommender(store=build_store(settings), holder=holder)
 
 
-def get_recommender() -> Recommender:
-    global _recommender
-    if _recommender is None:
-        with _lock:
-            if _recommender is None:
-                _recommender = _build()
-    return _recommender
-
-
-def use_recommender(recommender: Recommender | None) -> None:
-    """Install the recommender this handler uses (None: build it from settings on next use)."""
-    global _recommender
-    with _lock:
-        _recommender = recommender
+_recommender = ColdStart(_build)
+get_recommender = _recommender.get
+use_recommender = _recommender.use  # install the recommender (tests); None: from settings on next use
 
 
 def _is_api_event(event: Any) -> bool:

@@ -9,42 +9,39 @@ the local gateway may install their own with :func:`use`.
 from __future__ import annotations
 
 import base64
-import threading
+from dataclasses import dataclass
 from typing import Any
 
+from lambdas.coldstart import ColdStart
 from lambdas.http import ApiEvent, ApiResponse, api_handler
 from notify_core.delivery.tracking import PIXEL_GIF, track
 from notify_core.errors import ValidationError
 from notify_core.store.port import Store
 from notify_core.stream.port import Stream
 
-_store: Store | None = None
-_stream: Stream | None = None
-_fallback_url: str | None = None
-_lock = threading.Lock()
+
+@dataclass(frozen=True, slots=True)
+class _Deps:
+    store: Store
+    stream: Stream
+    fallback_url: str | None  # where a click goes when its campaign has no URL
 
 
-def _deps() -> tuple[Store, Stream]:
-    global _store, _stream, _fallback_url
-    if _store is None or _stream is None:
-        with _lock:
-            if _store is None or _stream is None:
-                from notify_core.settings import load_settings
-                from notify_core.store.factory import build_store
-                from notify_core.stream import open_stream
+def _build() -> _Deps:
+    from notify_core.settings import load_settings
+    from notify_core.store.factory import build_store
+    from notify_core.stream import open_stream
 
-                settings = load_settings()
-                _store = _store or build_store(settings)
-                _stream = _stream or open_stream(settings)
-                _fallback_url = settings.public_base_url
-    return _store, _stream
+    settings = load_settings()
+    return _Deps(build_store(settings), open_stream(settings), settings.public_base_url)
+
+
+_deps = ColdStart(_build)
 
 
 def use(*, store: Store | None, stream: Stream | None) -> None:
     """Install the Store and Stream these handlers use (None: build from settings on next use)."""
-    global _store, _stream
-    with _lock:
-        _store, _stream = store, stream
+    _deps.use(None if store is None or stream is None else _Deps(store, stream, None))
 
 
 def _notification_id(event: ApiEvent) -> str:
@@ -57,15 +54,16 @@ def _notification_id(event: ApiEvent) -> str:
 
 @api_handler
 def click(event: ApiEvent, context: Any) -> ApiResponse:
-    store, stream = _deps()
-    result = track(store, stream, notification_id=_notification_id(event), kind="click", fallback_url=_fallback_url)
+    deps = _deps.get()
+    result = track(deps.store, deps.stream, notification_id=_notification_id(event), kind="click",
+                   fallback_url=deps.fallback_url)
     return {"statusCode": 302, "headers": {"location": result.redirect_url or "/", "cache-control": "no-store"},
             "body": "", "isBase64Encoded": False}
 
 
 @api_handler
 def open_pixel(event: ApiEvent, context: Any) -> ApiResponse:
-    store, stream = _deps()
-    track(store, stream, notification_id=_notification_id(event), kind="open")
+    deps = _deps.get()
+    track(deps.store, deps.stream, notification_id=_notification_id(event), kind="open")
     return {"statusCode": 200, "headers": {"content-type": "image/gif", "cache-control": "no-store"},
             "body": base64.b64encode(PIXEL_GIF).decode(), "isBase64Encoded": True}

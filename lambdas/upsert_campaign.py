@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from lambdas.coldstart import ColdStart
 from lambdas.http import ApiEvent, ApiResponse, api_handler, body_bytes, json_response, request_id
 from notify_core.embeddings.embedder import Embedder
 from notify_core.errors import ValidationError
@@ -34,10 +34,6 @@ class UpsertState:
     lake: Lake | None
 
 
-_state: UpsertState | None = None
-_lock = threading.Lock()
-
-
 def _build() -> UpsertState:
     from lambdas.get_recommended_campaigns import get_recommender
     from notify_core.embeddings.embedder import SentenceTransformerEmbedder
@@ -50,19 +46,9 @@ def _build() -> UpsertState:
                        lake=Lake(settings.lake_root))
 
 
-def get_state() -> UpsertState:
-    global _state
-    if _state is None:
-        with _lock:
-            if _state is None:
-                _state = _build()
-    return _state
-
-
-def use_state(state: UpsertState | None) -> None:
-    global _state
-    with _lock:
-        _state = state
+_state = ColdStart(_build)
+get_state = _state.get
+use_state = _state.use
 
 
 @api_handler

@@ -4,7 +4,9 @@ What the ``campaign_index`` asset runs. It reads the campaign embeddings the emb
 (``embeddings_campaign``), the campaigns (what each promotes) and recent purchases (popularity for the
 fallback), builds the HNSW graph, measures recall@10 against exact numpy search on a deterministic
 sample of *user* vectors (the queries serving actually runs), writes the version folder, and records
-the recall in its manifest. It never moves ``CURRENT``: publishing is the caller's decision, and a
+the recall in its manifest, plus each product's top co-purchase neighbours (``scoring.item_similarity`` on
+the lake's user x product purchases, ``copurchase.parquet``: serving's co-purchase term and candidates).
+It never moves ``CURRENT``: publishing is the caller's decision, and a
 version whose recall is below ``min_recall`` is never publishable.
 """
 
@@ -16,12 +18,15 @@ from datetime import UTC, datetime
 
 import numpy as np
 import polars as pl
+from scipy import sparse
 
 from notify_core.embeddings.store import CAMPAIGN, USER, read_lake_table, state_table, vectors_of
 from notify_core.errors import NotFoundError
 from notify_core.lake import Lake
+from notify_core.recommend import scoring
 from notify_core.recommend.artefacts import ArtefactStore
 from notify_core.recommend.index import (
+    COPURCHASE_SCHEMA,
     INFO_SCHEMA,
     IndexOptions,
     Manifest,
@@ -61,6 +66,31 @@ def sample_rows(vectors: Vectors, *, sample: int, seed: int) -> Vectors:
     return vectors[rows]
 
 
+def copurchase_neighbours(purchases: pl.LazyFrame | pl.DataFrame, *,
+                          neighbours: int = scoring.COPURCHASE_NEIGHBOURS) -> pl.DataFrame:
+    """``COPURCHASE_SCHEMA`` rows: each product's top ``neighbours`` by item-item cosine of who bought what
+    (:func:`scoring.item_similarity` on the distinct buyers x products of non-return lines)."""
+    lazy = purchases.lazy() if isinstance(purchases, pl.DataFrame) else purchases
+    pairs = (lazy.filter(pl.col("user_id").is_not_null() & ~pl.col("is_return"))
+             .select("user_id", "product_id").unique().collect())
+    if pairs.is_empty():
+        return pl.DataFrame(schema=COPURCHASE_SCHEMA)
+    users = pairs["user_id"].unique().sort().to_list()
+    products = pairs["product_id"].unique().sort().to_list()
+    u = {x: i for i, x in enumerate(users)}
+    p = {x: i for i, x in enumerate(products)}
+    matrix = sparse.csr_matrix(
+        (np.ones(pairs.height),
+         ([u[x] for x in pairs["user_id"].to_list()], [p[x] for x in pairs["product_id"].to_list()])),
+        shape=(len(users), len(products)))
+    sim = scoring.item_similarity(matrix, neighbours=neighbours).tocoo()
+    frame = pl.DataFrame({"product_id": np.asarray(products, dtype=object)[sim.row].tolist(),
+                          "neighbour": np.asarray(products, dtype=object)[sim.col].tolist(),
+                          "similarity": sim.data.astype(np.float64)}, schema=COPURCHASE_SCHEMA)
+    return (frame.filter(pl.col("similarity") > 0)
+            .sort(["product_id", "similarity", "neighbour"], descending=[False, True, False]))
+
+
 def build_campaign_index(
     lake: Lake, artefacts: ArtefactStore, *, options: IndexOptions | None = None, recall_sample: int = 500,
     min_recall: float = 0.99, seed: int = 7,
@@ -77,6 +107,7 @@ def build_campaign_index(
     side = (pl.DataFrame({"campaign_id": ids, "content_hash": state["content_hash"].to_list()})
             .join(campaigns, on="campaign_id", how="left", maintain_order="left"))
     popular = popularity(campaigns.filter(pl.col("campaign_id").is_in(ids)), lake.scan("purchases"))
+    copurchase = copurchase_neighbours(lake.scan("purchases"))
 
     started = time.perf_counter()
     index = build_hnsw(ids, vectors, options=options)
@@ -95,8 +126,9 @@ def build_campaign_index(
         expansion_search=options.expansion_search, model=",".join(models),
         built_at=datetime.now(UTC).isoformat(timespec="microseconds"), build_seconds=round(build_seconds, 3),
         recall_at_10=round(recall, 6), recall_queries=len(queries), recall_passed=passed,
-        extra={"min_recall": min_recall},
+        extra={"min_recall": min_recall, "copurchase_pairs": copurchase.height},
     )
-    saved = save_version(artefacts, index, campaigns=side, popular=popular, manifest=manifest)
+    saved = save_version(artefacts, index, campaigns=side, popular=popular, manifest=manifest,
+                         copurchase=copurchase)
     return IndexBuild(saved=saved, recall_at_10=recall, recall_queries=len(queries), passed=passed,
                       build_seconds=build_seconds)

@@ -5,6 +5,7 @@ Layout under the artefact store (files under ``<data_dir>/artefacts`` by default
     campaign_index/<version>/index.usearch    the HNSW graph + vectors (f16 by default)
     campaign_index/<version>/keys.parquet     key (u64) -> campaign_id, content_hash, product_ids
     campaign_index/<version>/popular.parquet  segment ("*" or a country) -> ranked campaign ids
+    campaign_index/<version>/copurchase.parquet product -> its co-purchase neighbours (optional)
     campaign_index/<version>/manifest.json    size, dim, dtype, graph options, model, recall@10, built_at
     campaign_index/CURRENT                    the version serving uses (one line, written atomically)
     campaign_index/overlay.parquet            campaigns upserted since the last build (see serving)
@@ -42,6 +43,7 @@ OVERLAY = f"{PREFIX}/overlay.parquet"
 INDEX_FILE = "index.usearch"
 KEYS_FILE = "keys.parquet"
 POPULAR_FILE = "popular.parquet"
+COPURCHASE_FILE = "copurchase.parquet"
 MANIFEST_FILE = "manifest.json"
 GLOBAL_SEGMENT = "*"
 KEY_MASK = (1 << 63) - 1
@@ -183,15 +185,20 @@ INFO_SCHEMA: dict[str, Any] = {"status": pl.String, "start_date": pl.Date, "end_
                                "cooldown_hours": pl.Int32, "priority": pl.Int32}
 POPULAR_SCHEMA: dict[str, Any] = {"segment": pl.String, "rank": pl.Int32, "campaign_id": pl.String,
                                   "score": pl.Float64}
+# scoring.item_similarity's top neighbours per product (long format, best first per product). Versions
+# written before it existed have no file and load with an empty map (no co-purchase term).
+COPURCHASE_SCHEMA: dict[str, Any] = {"product_id": pl.String, "neighbour": pl.String, "similarity": pl.Float64}
 
 
 def save_version(
     artefacts: ArtefactStore, index: Index, *, campaigns: pl.DataFrame, popular: pl.DataFrame, manifest: Manifest,
+    copurchase: pl.DataFrame | None = None,
 ) -> SavedIndex:
     """Write one immutable version folder (index, side tables, manifest last). Never moves CURRENT.
 
     ``campaigns``: campaign_id, content_hash, product_ids in the index's order, plus the eligibility
-    columns of ``INFO_SCHEMA`` where known. The manifest goes last, so a folder without one is an
+    columns of ``INFO_SCHEMA`` where known. ``copurchase``: ``COPURCHASE_SCHEMA`` rows (none: no file).
+    The manifest goes last, so a folder without one is an
     unfinished build that nothing will publish or load.
     """
     folder = f"{PREFIX}/{manifest.version}"
@@ -207,6 +214,9 @@ def save_version(
         artefacts.upload(f"{folder}/{INDEX_FILE}", path)
     artefacts.write_bytes(f"{folder}/{KEYS_FILE}", _parquet_bytes(keys))
     artefacts.write_bytes(f"{folder}/{POPULAR_FILE}", _parquet_bytes(popular.cast(POPULAR_SCHEMA)))  # type: ignore[arg-type]
+    if copurchase is not None:
+        artefacts.write_bytes(f"{folder}/{COPURCHASE_FILE}",
+                              _parquet_bytes(copurchase.select(list(COPURCHASE_SCHEMA)).cast(COPURCHASE_SCHEMA)))  # type: ignore[arg-type]
     artefacts.write_bytes(f"{folder}/{MANIFEST_FILE}", manifest.to_json())
     return SavedIndex(version=manifest.version, manifest=manifest, size_bytes=size)
 
@@ -261,6 +271,7 @@ class LoadedIndex:
     popular: dict[str, tuple[tuple[str, float], ...]]
     campaign_rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # eligibility columns by id
     parsed: dict[str, Any] = field(default_factory=dict, compare=False)  # the recommender's parse cache
+    copurchase: dict[str, tuple[tuple[str, float], ...]] = field(default_factory=dict)  # product -> neighbours
 
 
 def load_version(artefacts: ArtefactStore, version: str, *, view: bool = True,
@@ -291,6 +302,12 @@ def load_version(artefacts: ArtefactStore, version: str, *, view: bool = True,
             "segment", "campaign_id", "score").iter_rows():
         popular.setdefault(segment, []).append((cid, float(score)))
     keys = keys_frame["key"].to_numpy().astype(np.uint64)
+    copurchase: dict[str, list[tuple[str, float]]] = {}
+    copurchase_data = artefacts.read_bytes(f"{PREFIX}/{version}/{COPURCHASE_FILE}")
+    if copurchase_data is not None:
+        for pid, other, sim in pl.read_parquet(io.BytesIO(copurchase_data)).select(
+                list(COPURCHASE_SCHEMA)).iter_rows():
+            copurchase.setdefault(pid, []).append((other, float(sim)))
     loaded = LoadedIndex(
         version=version, manifest=manifest, index=index, keys=keys, campaign_ids=campaign_ids,
         content_hashes=tuple(keys_frame["content_hash"].to_list()),
@@ -299,6 +316,7 @@ def load_version(artefacts: ArtefactStore, version: str, *, view: bool = True,
         popular={s: tuple(v) for s, v in popular.items()},
         campaign_rows=({str(r["campaign_id"]): r for r in keys_frame.drop("key", "content_hash").iter_rows(named=True)}
                        if "status" in keys_frame.columns else {}),
+        copurchase={p: tuple(n) for p, n in copurchase.items()},
     )
     return loaded
 

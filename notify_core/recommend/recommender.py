@@ -5,23 +5,30 @@ Candidates are the union of
   campaigns whose text is close to what the user buys (discovery), and
 * campaigns promoting a product the user already bought (their row of the user-product matrix in the
   Store). RELEVANCE.md: repeat buying dominates this retailer (~89 % re-buy within 60 days), and a
-  text vector alone barely beats popularity, so these must be candidates whatever their cosine.
+  text vector alone barely beats popularity, so these must be candidates whatever their cosine;
+* the user's top ``scoring.COPURCHASE_CANDIDATES`` (20) co-purchase campaigns: products bought by the
+  same people as what the user buys (the neighbour map each index version ships, ``copurchase.parquet``),
+  the discovery signal text vectors lack.
 
 Filters (each counted in the result so a surprising empty list can be explained): status not active,
 outside [start_date, end_date], targeted at other countries, in a category the user opted out of,
 already sent to the user within the campaign's cooldown (Store table ``sends``).
 
-Score = ``similarity_weight`` * cosine + ``affinity_weight`` * repeat-purchase affinity
-        + ``priority_weight`` * (priority - 1) / 4,
-where affinity = min(1, log1p(orders) / log1p(``affinity_saturation``)) for the promoted product the
-user ordered most. Users without a vector (new, or not embedded yet) get the campaigns most bought in
-their country (then overall) in the last 90 days, precomputed at index build, plus the same affinity
-term; so do users whose personalised list comes out shorter than ``limit``.
+Score = :func:`notify_core.recommend.scoring.blend`: ``similarity`` * cosine + ``affinity`` * repeat
+affinity + ``priority`` * (priority - 1) / 4 + ``copurchase`` * co-purchase affinity, where repeat
+affinity = min(1, log1p(orders) / log1p(``affinity_saturation``)) for the promoted product the user
+ordered most, and co-purchase affinity = the campaign's best promoted product's neighbour score (sum over
+the user's products of log1p(orders) x similarity) / the user's best campaign's. These are the same
+functions and weights the offline evaluation measures (``notify evaluate``, row "notify: selected
+(serving)"); a version without a neighbour map scores co-purchase 0.
+
+Users without a vector (new, or not embedded yet) get the campaigns most bought in their country (then
+overall) in the last 90 days, precomputed at index build, plus the same affinity term; so do users whose
+personalised list comes out shorter than ``limit``.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -32,6 +39,7 @@ from typing import Any, Literal
 import numpy as np
 
 from notify_core.errors import NotFoundError, ValidationError
+from notify_core.recommend import scoring
 from notify_core.recommend.index import GLOBAL_SEGMENT, LoadedIndex
 from notify_core.recommend.serving import IndexHolder, ServingSnapshot
 from notify_core.store import tables
@@ -44,15 +52,22 @@ Strategy = Literal["personalised", "fallback"]
 
 @dataclass(frozen=True, slots=True)
 class ScoreWeights:
-    """Blend weights. Defaults: similarity 1.0, affinity 0.6, priority 0.05, affinity saturating at 5
-    orders; popularity (fallback only) 0.5. Affinity is weighted high because repeat buying is the
+    """Blend weights; the defaults are :data:`scoring.EVALUATED_WEIGHTS`, selected by the offline
+    evaluation (similarity 1.0, affinity 2.0, priority 0.05, co-purchase 0.2, affinity saturating at 5
+    orders); popularity (fallback only) 0.5. Affinity is weighted high because repeat buying is the
     strongest signal measured on this data; priority only breaks near-ties."""
 
-    similarity: float = 1.0
-    affinity: float = 0.6
-    priority: float = 0.05
+    similarity: float = scoring.EVALUATED_WEIGHTS.similarity
+    affinity: float = scoring.EVALUATED_WEIGHTS.affinity
+    priority: float = scoring.EVALUATED_WEIGHTS.priority
     popularity: float = 0.5
-    affinity_saturation: float = 5.0
+    affinity_saturation: float = scoring.EVALUATED_WEIGHTS.affinity_saturation
+    copurchase: float = scoring.EVALUATED_WEIGHTS.copurchase
+
+    def blend(self) -> scoring.BlendWeights:
+        """The weights :func:`scoring.blend` takes (everything but the fallback's popularity)."""
+        return scoring.BlendWeights(similarity=self.similarity, affinity=self.affinity, priority=self.priority,
+                                    copurchase=self.copurchase, affinity_saturation=self.affinity_saturation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,11 +112,12 @@ class Recommendation:
     similarity: float
     affinity: float
     reasons: tuple[str, ...]
+    copurchase: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {"campaign_id": self.campaign_id, "score": round(self.score, 6),
                 "similarity": round(self.similarity, 6), "affinity": round(self.affinity, 6),
-                "reasons": list(self.reasons)}
+                "copurchase": round(self.copurchase, 6), "reasons": list(self.reasons)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,9 +261,24 @@ class Recommender:
 
     def _affinity(self, info: CampaignInfo, user: UserContext) -> float:
         best = max((user.orders_by_product.get(p, 0) for p in info.product_ids), default=0)
-        if best <= 0:
-            return 0.0
-        return min(1.0, math.log1p(best) / math.log1p(self.weights.affinity_saturation))
+        return float(scoring.repeat_affinity(best, saturation=self.weights.affinity_saturation))
+
+    @staticmethod
+    def copurchase_scores(snapshot: ServingSnapshot, user: UserContext) -> dict[str, float]:
+        """The user's co-purchase affinity per campaign in (0, 1] (``scoring.copurchase_campaigns`` over
+        the version's neighbour map, campaigns of the version and the overlay); {} without a map."""
+        neighbours = snapshot.base.copurchase if snapshot.base is not None else {}
+        if not neighbours or not user.orders_by_product:
+            return {}
+        base_map = snapshot.base.product_campaigns if snapshot.base is not None else {}
+        overlay_map = snapshot.overlay.product_campaigns
+
+        def campaigns_of(pid: str) -> tuple[str, ...]:
+            extra = overlay_map.get(pid, ())
+            return (*base_map.get(pid, ()), *extra) if extra else base_map.get(pid, ())
+
+        return scoring.copurchase_campaigns(scoring.copurchase_products(user.orders_by_product, neighbours),
+                                            campaigns_of)
 
     def _infos(self, snapshot: ServingSnapshot, ids: Iterable[str]) -> dict[str, CampaignInfo]:
         """Overlay rows first (live edits), then the version's own campaign rows, then the Store (for
@@ -270,12 +301,15 @@ class Recommender:
         snapshot = self.holder.snapshot()
         user = self.user_context(user_id, now=now, dim=snapshot.dim)
         w = self.weights
+        blend_weights = w.blend()
 
         similar: dict[str, float] = {}
         if user.vector is not None:
             similar = dict(snapshot.search(user.vector, self.candidates))
         from_ann = frozenset(similar)
         repeat = snapshot.campaigns_promoting(user.orders_by_product)
+        co = self.copurchase_scores(snapshot, user) if w.copurchase else {}
+        from_co = frozenset(scoring.top_campaigns(co))
         popular: dict[str, float] = {}
         filtered: dict[str, int] = {}
         scored: list[Recommendation] = []
@@ -297,15 +331,16 @@ class Recommender:
                     continue
                 sim = similar.get(cid, 0.0)
                 aff = self._affinity(info, user)
+                cop = co.get(cid, 0.0)
                 pop = popular.get(cid, 0.0)
-                value = (w.similarity * sim + w.affinity * aff + w.priority * (info.priority - 1) / 4
-                         + w.popularity * pop)
+                value = scoring.blend(similarity=sim, affinity=aff, priority=info.priority, weights=blend_weights,
+                                      copurchase=cop) + w.popularity * pop
                 reasons = tuple(r for r, on in (("similar", cid in from_ann), ("repeat_purchase", aff > 0),
-                                                ("popular", pop > 0)) if on)
+                                                ("copurchase", cop > 0), ("popular", pop > 0)) if on)
                 scored.append(Recommendation(campaign_id=cid, score=value, similarity=sim, affinity=aff,
-                                             reasons=reasons or ("priority",)))
+                                             reasons=reasons or ("priority",), copurchase=cop))
 
-        score([*similar, *sorted(repeat)])
+        score([*similar, *sorted(repeat), *sorted(from_co)])
         if len(scored) < limit:  # no vector, or too few eligible: fill from what is popular where they live
             popular = self._popular(snapshot, user.country)
             score(popular)

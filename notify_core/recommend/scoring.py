@@ -11,12 +11,23 @@ Score = similarity * cosine + affinity * repeat affinity + priority * (priority 
   most (0 when none): repeat buying is the strongest signal on this retailer (RELEVANCE.md);
 * co-purchase affinity in [0, 1]: how strongly the campaign's products are bought together with what the
   user bought (item-item cosine on the user x product matrix, the user's own best campaign = 1). It is
-  the discovery signal text vectors lack. ``copurchase = 0`` is the scoring serving used before the
-  offline evaluation (issue 8); :data:`EVALUATED_WEIGHTS` are the weights the evaluation selected.
+  the discovery signal text vectors lack.
+
+:data:`EVALUATED_WEIGHTS` (the :class:`BlendWeights` defaults) are the weights the offline evaluation
+selected on its time split (bench/results/evaluation.md) and what serving's ``ScoreWeights`` default to;
+:data:`REPEAT_WEIGHTS` is the scoring serving used before the evaluation (no co-purchase term), kept as
+an ablation row.
+
+Co-purchase is computed twice with the same arithmetic: as users x campaigns matrices here
+(:func:`copurchase_affinity`, the evaluation) and per request from the neighbour map each index version
+ships (:func:`copurchase_products`, :func:`copurchase_campaigns`, :func:`top_campaigns`, serving); both
+start from :func:`item_similarity`, and tests/evaluation checks they agree user by user.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -30,17 +41,20 @@ Num = TypeVar("Num", float, F64)
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BlendWeights:
-    """Blend weights; the defaults are serving's ``ScoreWeights`` (no co-purchase term)."""
+    """Blend weights; the defaults are the evaluated ones (serving's ``ScoreWeights`` defaults too)."""
 
     similarity: float = 1.0
-    affinity: float = 0.6
+    affinity: float = 2.0
     priority: float = 0.05
-    copurchase: float = 0.0
+    copurchase: float = 0.2
     affinity_saturation: float = 5.0
 
 
-SERVING_WEIGHTS = BlendWeights()
-EVALUATED_WEIGHTS = BlendWeights(similarity=1.0, affinity=0.6, priority=0.05, copurchase=0.6)
+EVALUATED_WEIGHTS = BlendWeights()
+SERVING_WEIGHTS = EVALUATED_WEIGHTS  # what serving computes: the evaluated weights
+REPEAT_WEIGHTS = BlendWeights(affinity=0.6, copurchase=0.0)  # serving before the evaluation (ablation row)
+COPURCHASE_CANDIDATES = 20  # co-purchase's best campaigns per user, added to the candidate union
+COPURCHASE_NEIGHBOURS = 100  # item-kNN: neighbours kept per product
 
 
 def repeat_affinity(best_orders: Any, *, saturation: float = 5.0) -> Any:
@@ -56,7 +70,7 @@ def priority_term(priority: Any) -> Any:
     return float(value) if value.ndim == 0 else value
 
 
-def blend(*, similarity: Any, affinity: Any, priority: Any, weights: BlendWeights = SERVING_WEIGHTS,
+def blend(*, similarity: Any, affinity: Any, priority: Any, weights: BlendWeights = EVALUATED_WEIGHTS,
           copurchase: Any = 0.0) -> Any:
     """The blended score (module docstring); ``priority`` is the raw 1..5 priority."""
     value = (weights.similarity * np.asarray(similarity, dtype=np.float64)
@@ -81,23 +95,82 @@ def campaign_max(product_values: F64, incidence: sparse.csr_matrix | sparse.csc_
     return out
 
 
-def item_similarity(user_product: sparse.csr_matrix, *, neighbours: int = 100) -> sparse.csr_matrix:
+def item_similarity(user_product: sparse.csr_matrix, *, neighbours: int = COPURCHASE_NEIGHBOURS,
+                    chunk: int = 1024) -> sparse.csr_matrix:
     """products x products cosine of the binary user x product matrix, diagonal 0, top ``neighbours`` per row.
 
     Binary (bought or not) so a wholesale buyer's 50 orders of one thing do not dominate who-buys-what;
-    pruning to the nearest neighbours keeps the signal to real co-purchase, not to everything popular.
+    pruning to the nearest neighbours keeps the signal to real co-purchase, not to everything popular
+    (ties with the K-th value are kept). Computed ``chunk`` products at a time, so memory is
+    chunk x products, not products squared.
     """
     binary = sparse.csr_matrix(user_product, dtype=np.float64, copy=True)
     binary.data[:] = 1.0
     norms = np.sqrt(np.asarray(binary.sum(axis=0)).ravel())
     inv = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0)
-    scaled = binary @ sparse.diags(inv)
-    sim = np.asarray((scaled.T @ scaled).todense(), dtype=np.float64)
-    np.fill_diagonal(sim, 0.0)
-    if 0 < neighbours < sim.shape[1]:
-        cut = np.partition(sim, -neighbours, axis=1)[:, -neighbours][:, None]
-        sim = np.where(sim >= cut, sim, 0.0)
-    return sparse.csr_matrix(sim)
+    scaled = sparse.csc_matrix(binary @ sparse.diags(inv))
+    n = scaled.shape[1]
+    blocks = []
+    for start in range(0, n, max(1, chunk)):
+        stop = min(n, start + max(1, chunk))
+        sim = np.asarray((scaled[:, start:stop].T @ scaled).todense(), dtype=np.float64)
+        sim[np.arange(stop - start), np.arange(start, stop)] = 0.0
+        if 0 < neighbours < n:
+            cut = np.partition(sim, -neighbours, axis=1)[:, -neighbours][:, None]
+            sim = np.where(sim >= cut, sim, 0.0)
+        blocks.append(sparse.csr_matrix(sim))
+    return sparse.csr_matrix(sparse.vstack(blocks, format="csr")) if blocks else sparse.csr_matrix((n, n))
+
+
+Neighbours = Mapping[str, Sequence[tuple[str, float]]]
+
+
+def neighbour_map(item_sim: sparse.csr_matrix, product_ids: Sequence[str]) -> dict[str, tuple[tuple[str, float], ...]]:
+    """``item_similarity``'s rows as product -> ((neighbour, similarity), ...), best first (ties: id)."""
+    sim = sparse.csr_matrix(item_sim)
+    out: dict[str, tuple[tuple[str, float], ...]] = {}
+    for row, pid in enumerate(product_ids):
+        cols = sim.indices[sim.indptr[row]:sim.indptr[row + 1]]
+        vals = sim.data[sim.indptr[row]:sim.indptr[row + 1]]
+        pairs = sorted(((product_ids[c], float(v)) for c, v in zip(cols, vals, strict=True) if v > 0),
+                       key=lambda p: (-p[1], p[0]))
+        if pairs:
+            out[pid] = tuple(pairs)
+    return out
+
+
+def copurchase_products(orders_by_product: Mapping[str, int], neighbours: Neighbours) -> dict[str, float]:
+    """Serving's product scores: sum over the user's products of log1p(orders) x neighbour similarity
+    (one user's row of ``profile @ item_similarity`` in :func:`copurchase_affinity`)."""
+    out: dict[str, float] = {}
+    for pid, orders in orders_by_product.items():
+        if orders <= 0:
+            continue
+        weight = math.log1p(orders)
+        for other, sim in neighbours.get(pid, ()):
+            out[other] = out.get(other, 0.0) + weight * sim
+    return out
+
+
+def copurchase_campaigns(product_scores: Mapping[str, float],
+                         campaigns_of: Callable[[str], Iterable[str]]) -> dict[str, float]:
+    """Serving's co-purchase affinity in [0, 1]: a campaign's best promoted product / the user's best campaign
+    (one user's row of :func:`copurchase_affinity`; campaigns scoring 0 are left out)."""
+    best: dict[str, float] = {}
+    for pid, value in product_scores.items():
+        if value <= 0:
+            continue
+        for cid in campaigns_of(pid):
+            if value > best.get(cid, 0.0):
+                best[cid] = value
+    top = max(best.values(), default=0.0)
+    return {cid: value / top for cid, value in best.items()} if top > 0 else {}
+
+
+def top_campaigns(scores: Mapping[str, float], k: int = COPURCHASE_CANDIDATES) -> list[str]:
+    """The ``k`` best campaigns by score (ties: campaign id), scores > 0 only: serving's co-purchase
+    candidates (the evaluation's ``_top_mask`` over campaigns sorted by id)."""
+    return [cid for cid, value in sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k] if value > 0]
 
 
 def copurchase_affinity(user_rows: sparse.csr_matrix, item_sim: sparse.csr_matrix,

@@ -1,7 +1,7 @@
 """Fixtures of the recommendation tests: a small, fully known world (no model, no real data).
 
 60 campaigns (``c000``..``c059``) over 6 topics, embedded with the deterministic HashingEmbedder (32-dim,
-so the update path embeds new campaigns in the same space); users ``u1`` (UK, buys p001 five times,
+so the update path embeds new campaigns in the same space); users ``u1`` (UK, bought p001 once,
 opted out of "toys"), ``u2`` (France) and ``u_new`` (no vector). Popularity: UK -> c010, c011; overall
 -> c020, c021. The index is built, saved and published through the real code.
 """
@@ -88,7 +88,7 @@ class World:
         self.holder.refresh(force=True)
 
     def build_version(self, campaigns: pl.DataFrame | None = None, vectors: np.ndarray[Any, Any] | None = None,
-                      *, publish_it: bool = True) -> str:
+                      *, publish_it: bool = True, copurchase: pl.DataFrame | None = None) -> str:
         campaigns = self.campaigns if campaigns is None else campaigns
         vectors = self.vectors if vectors is None else vectors
         hashes = text_hashes(campaign_texts(campaigns), id_column="campaign_id", model_id=self.embedder.model_id)
@@ -101,7 +101,8 @@ class World:
                             built_at=datetime.now(UTC).isoformat(timespec="microseconds"), build_seconds=0.0,
                             recall_at_10=1.0, recall_queries=1, recall_passed=True)
         side = campaigns.with_columns(hashes["content_hash"])
-        save_version(self.artefacts, index, campaigns=side, popular=popular_frame(), manifest=manifest)
+        save_version(self.artefacts, index, campaigns=side, popular=popular_frame(), manifest=manifest,
+                     copurchase=copurchase)
         self.versions.append(version)
         if publish_it:
             publish(self.artefacts, version)
@@ -131,7 +132,7 @@ def make_world(root: Path) -> World:
     ])
     store.table(tables.USERS).batch_put(users.to_dicts())
     store.table(tables.USER_PRODUCT).batch_put([
-        {"pk": "u1", "sk": "p001", "user_id": "u1", "product_id": "p001", "order_count": 5},
+        {"pk": "u1", "sk": "p001", "user_id": "u1", "product_id": "p001", "order_count": 1},
         {"pk": "u2", "sk": "p002", "user_id": "u2", "product_id": "p002", "order_count": 1},
     ])
     holder = IndexHolder(artefacts, refresh_seconds=0.0)

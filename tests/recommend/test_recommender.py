@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
 
+import polars as pl
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from notify_core.errors import NotFoundError, ValidationError
-from notify_core.recommend.index import campaign_key, campaign_keys
+from notify_core.recommend import scoring
+from notify_core.recommend.index import COPURCHASE_SCHEMA, campaign_key, campaign_keys, load_version
 from notify_core.recommend.recommender import Recommender, ScoreWeights, sent_item
 from notify_core.store import tables
 from tests.recommend.conftest import World
@@ -68,19 +71,49 @@ def test_already_sent_within_cooldown_is_filtered_and_after_it_is_back(world: Wo
 
 
 def test_repeat_purchase_candidates_are_added_and_boosted(world: World) -> None:
-    # u1 bought p001 (promoted by c001) 5 times; c001's text is far from u1's vector (cosine ~0.14)
+    # u1 bought p001 (promoted by c001) once; c001's text is far from u1's vector (cosine ~0.14)
     narrow = Recommender(store=world.store, holder=world.holder, candidates=3)  # ANN yields just 3 candidates
     items = narrow.recommend("u1", limit=20).items
     c001 = next(r for r in items if r.campaign_id == "c001")  # a candidate only through the matrix row
     assert "repeat_purchase" in c001.reasons and "similar" not in c001.reasons
-    assert c001.affinity == pytest.approx(1.0)
-    assert c001.score == pytest.approx(c001.similarity + 0.6 + 0.05 * (2 - 1) / 4)
+    w = ScoreWeights()
+    assert c001.affinity == pytest.approx(math.log1p(1) / math.log1p(w.affinity_saturation))
+    assert c001.score == pytest.approx(w.similarity * c001.similarity + w.affinity * c001.affinity
+                                       + w.priority * (2 - 1) / 4)
 
     def rank(weights: ScoreWeights) -> int:
         ranked = Recommender(store=world.store, holder=world.holder, weights=weights).recommend("u1", limit=60)
         return [r.campaign_id for r in ranked.items].index("c001")
 
     assert rank(ScoreWeights()) < rank(ScoreWeights(affinity=0.0))
+
+
+def test_copurchase_candidates_are_added_and_scored(world: World) -> None:
+    # buyers of p001 (u1's product) also buy p050 and, less, p052; c050/c052 promote them, far from u1's text
+    neighbours = pl.DataFrame({"product_id": ["p001", "p001"], "neighbour": ["p050", "p052"],
+                               "similarity": [0.8, 0.4]}, schema=COPURCHASE_SCHEMA)
+    version = world.build_version(copurchase=neighbours)
+    world.holder.refresh(force=True)
+    assert world.holder.snapshot().version == version
+    narrow = Recommender(store=world.store, holder=world.holder, candidates=3)  # ANN yields just 3 candidates
+    items = {r.campaign_id: r for r in narrow.recommend("u1", limit=20).items}
+    c050, c052 = items["c050"], items["c052"]  # candidates only through the co-purchase map
+    assert "copurchase" in c050.reasons and "similar" not in c050.reasons and "repeat_purchase" not in c050.reasons
+    assert c050.copurchase == pytest.approx(1.0) and c052.copurchase == pytest.approx(0.5)  # / the user's best
+    w = ScoreWeights()
+    assert c050.score == pytest.approx(scoring.blend(similarity=c050.similarity, affinity=0.0, priority=1,
+                                                     copurchase=1.0, weights=w.blend()))
+    assert c050.score == pytest.approx(c050.similarity + w.copurchase * 1.0 + w.priority * (1 - 1) / 4)
+    off = Recommender(store=world.store, holder=world.holder, candidates=3, weights=ScoreWeights(copurchase=0.0))
+    assert "c050" not in {r.campaign_id for r in off.recommend("u1", limit=20).items}
+    assert world.recommender.recommend("u1").as_dict()["recommendations"][0]["copurchase"] >= 0.0
+
+
+def test_a_version_without_a_neighbour_map_loads_with_no_copurchase(world: World) -> None:
+    loaded = load_version(world.artefacts, world.versions[-1])  # the world's versions ship no copurchase file
+    assert loaded.copurchase == {}
+    assert all(r.copurchase == 0.0 and "copurchase" not in r.reasons
+               for r in world.recommender.recommend("u1", limit=20).items)
 
 
 def test_priority_breaks_near_ties(world: World) -> None:

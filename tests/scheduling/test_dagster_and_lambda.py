@@ -97,7 +97,7 @@ def test_asset_materialises_and_replans_idempotently(data_dir: Path) -> None:
 def test_cli_stage_job_plans_today(data_dir: Path) -> None:
     from notify_assets.definitions import STAGES, build_definitions
 
-    assert [n for n, _ in STAGES][-1] == "scheduling"
+    assert "scheduling" in [n for n, _ in STAGES]
     defs = build_definitions(NotifySettings(data_dir=data_dir))
     result = defs.resolve_job_def("stage_scheduling").execute_in_process(instance=dg.DagsterInstance.ephemeral())
     assert result.success

@@ -1,0 +1,81 @@
+"""The shared pure scoring agrees with serving's formula, scalar or vectorised."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import sparse
+
+from notify_core.recommend import scoring
+from notify_core.recommend.recommender import ScoreWeights
+
+
+@pytest.mark.parametrize("orders", [0, 1, 2, 4, 5, 9, 50])
+def test_repeat_affinity_is_servings(orders: int) -> None:
+    expected = 0.0 if orders <= 0 else min(1.0, math.log1p(orders) / math.log1p(ScoreWeights().affinity_saturation))
+    assert scoring.repeat_affinity(orders) == pytest.approx(expected)
+
+
+def test_blend_scalar_equals_serving_formula_and_vectorises() -> None:
+    w = ScoreWeights()
+    expected = w.similarity * 0.42 + w.affinity * 0.7 + w.priority * (4 - 1) / 4
+    assert scoring.blend(similarity=0.42, affinity=0.7, priority=4) == pytest.approx(expected)
+    assert scoring.blend(similarity=0.42, affinity=0.7, priority=4, copurchase=0.5) \
+        == pytest.approx(expected + w.copurchase * 0.5)
+    sims = np.array([[0.42, 0.1], [0.0, -0.2]])
+    out = scoring.blend(similarity=sims, affinity=np.array([[0.7, 0.0], [1.0, 0.0]]), priority=np.array([[4, 1]]))
+    assert out.shape == (2, 2)
+    assert out[0, 0] == pytest.approx(expected)
+    assert out[1, 1] == pytest.approx(-0.2)
+    # serving's defaults ARE the evaluated weights (what "notify: selected (serving)" measures)
+    assert w.blend() == scoring.EVALUATED_WEIGHTS == scoring.SERVING_WEIGHTS
+    assert scoring.REPEAT_WEIGHTS.copurchase == 0.0
+
+
+def test_campaign_max_and_copurchase() -> None:
+    # 3 users x 3 products; campaigns: c0 promotes p0+p1, c1 promotes p2, c2 promotes nothing
+    incidence = sparse.csr_matrix(np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0]], dtype=float))
+    values = np.array([[1.0, 3.0, 2.0]])
+    assert scoring.campaign_max(values, incidence).tolist() == [[3.0, 2.0, 0.0]]
+    bought = sparse.csr_matrix(np.array([[1, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=float))
+    sim = scoring.item_similarity(bought, neighbours=2)
+    assert sim.diagonal().tolist() == [0.0, 0.0, 0.0]
+    assert sim[0, 1] == pytest.approx(1.0) and sim[0, 2] == 0.0
+    co = scoring.copurchase_affinity(sparse.csr_matrix(np.array([[1, 0, 0]], dtype=float)), sim, incidence)
+    assert co.tolist() == [[1.0, 0.0, 0.0]]  # p0's buyers also buy p1 (campaign c0), never p2
+
+
+def test_chunked_item_similarity_equals_one_block() -> None:
+    rng = np.random.default_rng(0)
+    bought = sparse.csr_matrix((rng.random((200, 300)) < 0.05).astype(float))
+    whole = scoring.item_similarity(bought, neighbours=10, chunk=10_000)
+    assert abs(scoring.item_similarity(bought, neighbours=10, chunk=37) - whole).max() == 0.0
+
+
+def test_servings_per_user_copurchase_equals_the_evaluations_matrices() -> None:
+    """The per-request functions serving calls (neighbour map, dicts) give the evaluation's matrix values:
+    same candidates (top 20), same affinity, user by user."""
+    rng = np.random.default_rng(1)
+    users, products, campaigns = 60, 80, 40
+    orders = sparse.csr_matrix(np.where(rng.random((users, products)) < 0.08, rng.integers(1, 6, (users, products)), 0)
+                               .astype(float))
+    incidence = sparse.csr_matrix((rng.random((products, campaigns)) < 0.04).astype(float))
+    pids = [f"p{i:03d}" for i in range(products)]
+    cids = [f"c{i:03d}" for i in range(campaigns)]
+    sim = scoring.item_similarity(orders, neighbours=15)
+    matrix = scoring.copurchase_affinity(orders, sim, incidence)
+    neighbours = scoring.neighbour_map(sim, pids)
+    promoting: dict[str, list[str]] = {}
+    for p, c in zip(*incidence.nonzero(), strict=True):
+        promoting.setdefault(pids[p], []).append(cids[c])
+    for u in range(users):
+        row = orders.getrow(u)
+        mine = {pids[p]: int(v) for p, v in zip(row.indices, row.data, strict=True)}
+        served = scoring.copurchase_campaigns(scoring.copurchase_products(mine, neighbours),
+                                              lambda pid: promoting.get(pid, ()))
+        assert np.allclose([served.get(c, 0.0) for c in cids], matrix[u])
+        top = np.argsort(-matrix[u], kind="stable")[:scoring.COPURCHASE_CANDIDATES]
+        expected = {cids[i] for i in top if matrix[u, i] > 0}
+        assert set(scoring.top_campaigns(served)) == expected
