@@ -63,6 +63,7 @@ def handler(event: ApiEvent, context: Any) -> ApiResponse:
     state = get_state()
     result = upsert_campaign(payload, store=state.store, embedder=state.embedder, holder=state.holder,
                              lake=state.lake)
-    log.info("upsert_campaign", extra={"request_id": rid, **result.as_dict(),
+    # Nested, not spread: a field named like a LogRecord attribute ("created") would make logging raise.
+    log.info("upsert_campaign", extra={"request_id": rid, "campaign": result.as_dict(),
                                        "latency_ms": round((time.perf_counter() - started) * 1000, 3)})
     return json_response(201 if result.created else 200, result.as_dict(), headers={"x-request-id": rid})

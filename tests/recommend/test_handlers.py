@@ -202,3 +202,15 @@ def test_another_serving_process_sees_an_upsert_within_its_refresh_tick(installe
         assert time.perf_counter() - started < 60
         time.sleep(0.05)
     assert time.perf_counter() - started < 5
+
+
+def test_upsert_logs_its_result_as_one_json_line(installed: World, caplog: pytest.LogCaptureFixture) -> None:
+    """At INFO (as `notify serve --log-level INFO` and Lambda run it) the request log line must not clash
+    with LogRecord's own attributes (the result has a ``created`` field)."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="lambdas.upsert_campaign"):
+        reply = upserts.handler(api_event("/v1/campaigns", method="POST", body=json.dumps(NEW_CAMPAIGN)), None)
+    assert reply["statusCode"] == 201
+    record = next(r for r in caplog.records if r.getMessage() == "upsert_campaign")
+    assert record.campaign["created"] is True  # type: ignore[attr-defined]
