@@ -55,7 +55,7 @@ from notify_core.delivery.clock import Clock, SystemClock
 from notify_core.delivery.render import render
 from notify_core.errors import ConditionFailedError, NotifyError
 from notify_core.store import tables
-from notify_core.store.port import Condition, Item, KeyRange, Store
+from notify_core.store.port import Condition, Item, KeyRange, Store, Update
 
 if TYPE_CHECKING:
     from notify_core.settings import NotifySettings
@@ -161,6 +161,16 @@ class _Work:
     retry_key: tuple[str, str] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    """A due item this worker holds: the claimed schedule item, its claim token and attempt number."""
+
+    work: _Work
+    item: Item
+    token: str
+    attempt: int
+
+
 @dataclass(slots=True)
 class _Minute:
     key: str
@@ -248,7 +258,8 @@ class DeliveryWorker:
         if len(work) < self.options.max_batch:
             work += self._due_retries(now, self.options.max_batch - len(work))
         if work:
-            for result, lateness, reclaimed in self._pool.map(self._deliver, work):
+            claims = self._claim_batch(work, summary)
+            for result, lateness, reclaimed in self._pool.map(self._deliver, claims):
                 self._count(summary, result, lateness, reclaimed)
         self.flush()
         summary.next_due_at = self._next_due(self.clock.now())
@@ -436,48 +447,90 @@ class DeliveryWorker:
         return min(candidates)
 
     # -- one notification ------------------------------------------------------------------------
-    def _deliver(self, work: _Work) -> tuple[Result, float | None, bool]:
+    def _claim_batch(self, work: list[_Work], summary: PassSummary) -> list[_Claim]:
+        """Claim a pass's due items and take their dedupe records in two batched writes.
+
+        Batching is safe here and only here: a crash after a claim but before the send loses nothing
+        (the lease expires and the item is re-claimed, never sent twice). Outcomes, written after the
+        send, stay one per item, so a crash can repeat at most the sends in flight.
+        """
+        now = self.clock.now()
+        updates: list[Update] = []
+        attempts: list[int] = []
+        tokens: list[str] = []
+        for w in work:
+            if w.kind == "new":
+                condition, attempt = Condition.matches(status=PENDING), 1
+            elif w.kind == "reclaim":
+                condition = Condition.matches(status=CLAIMED, claim_token=w.item.get("claim_token"))
+                attempt = int(w.item.get("attempt") or 1)
+            else:
+                failed = int(w.item.get("attempt") or 1)
+                condition, attempt = Condition.matches(status=RETRY_SCHEDULED, attempt=failed), failed + 1
+            token = uuid.uuid4().hex
+            claim = {"status": CLAIMED, "claim_token": token, "claimed_at": now,
+                     "lease_until": now + self.options.lease_s, "attempt": attempt, "worker": self.worker_id}
+            updates.append(Update(w.pk, w.sk, claim, condition))
+            attempts.append(attempt)
+            tokens.append(token)
         try:
-            return self._deliver_one(work)
+            with self._write_lock:
+                items = self._schedules.update_many(updates)
+                for w in work:
+                    if w.retry_key is not None:
+                        self._retries.delete(*w.retry_key)
+        except NotifyError:
+            # Nothing was claimed (SQLite) or some were: their leases expire and a later pass re-claims them.
+            log.exception("claiming a batch failed; its items stay due", extra={"items": len(work)})
+            summary.lost_claims += len(work)
+            return []
+        summary.lost_claims += sum(1 for i in items if i is None)
+        claimed = [_Claim(w, i, t, a) for w, i, t, a in zip(work, items, tokens, attempts, strict=True)
+                   if i is not None]
+        return self._drop_duplicates(claimed, now, summary)
+
+    def _drop_duplicates(self, claimed: list[_Claim], now: float, summary: PassSummary) -> list[_Claim]:
+        """Take the 24-hour dedupe record of every claimed notification in one batched write; a second
+        schedule item with the same notification id within 24 h is finished as ``duplicate``, unsent."""
+        records = []
+        for c in claimed:
+            item = c.item
+            records.append(Update(str(item["notification_id"]), tables.DEDUPE_SK, {
+                "schedule_pk": item["pk"], "schedule_sk": item["sk"], "user_id": item["user_id"],
+                "campaign_id": item["campaign_id"], "send_at": item.get("send_at"), "plan_day": item.get("plan_day"),
+                "claimed_at": now, "ttl": int(now + DEDUPE_WINDOW_S)}, Condition.absent()))
+        with self._write_lock:
+            taken = self._dedupe.update_many(records)
+        keep: list[_Claim] = []
+        for c, record in zip(claimed, taken, strict=True):
+            if record is not None or self._owns_dedupe(c.item):
+                keep.append(c)
+                continue
+            self._finish(c.item, c.token, {"status": DUPLICATE, "outcome_at": iso(now)})
+            log.info("delivery suppressed: duplicate within 24 h", extra=_log_fields(c.item, c.attempt, "duplicate"))
+            DELIVERIES.labels("duplicate", self.channel.name).inc()
+            self._count(summary, "duplicate", None, c.work.kind == "reclaim")
+        return keep
+
+    def _owns_dedupe(self, item: Item) -> bool:
+        """The record exists: ours (re-claimed after a crash) or expired-and-gone, else another item's."""
+        current = self._dedupe.get(str(item["notification_id"]), tables.DEDUPE_SK, consistent=True)
+        owner = None if current is None else (current.get("schedule_pk"), current.get("schedule_sk"))
+        return owner is None or owner == (item["pk"], item["sk"])
+
+    def _deliver(self, claim: _Claim) -> tuple[Result, float | None, bool]:
+        try:
+            return self._send(claim)
         except NotifyError:
             # A Store failure mid-flight: the claim's lease expires and another pass re-claims it.
             log.exception("delivery step failed; the lease will expire and the item be retried",
-                          extra={"schedule_pk": work.pk, "schedule_sk": work.sk})
+                          extra={"schedule_pk": claim.work.pk, "schedule_sk": claim.work.sk})
             return "lost_claim", None, False
 
-    def _deliver_one(self, work: _Work) -> tuple[Result, float | None, bool]:
-        now = self.clock.now()
-        token = uuid.uuid4().hex
-        if work.kind == "new":
-            condition = Condition.matches(status=PENDING)
-            attempt = 1
-        elif work.kind == "reclaim":
-            condition = Condition.matches(status=CLAIMED, claim_token=work.item.get("claim_token"))
-            attempt = int(work.item.get("attempt") or 1)
-        else:
-            failed = int(work.item.get("attempt") or 1)
-            condition = Condition.matches(status=RETRY_SCHEDULED, attempt=failed)
-            attempt = failed + 1
-        claim = {"status": CLAIMED, "claim_token": token, "claimed_at": now, "lease_until": now + self.options.lease_s,
-                 "attempt": attempt, "worker": self.worker_id}
-        try:
-            with self._write_lock:
-                item = self._schedules.update(work.pk, work.sk, set=claim, condition=condition)
-        except ConditionFailedError:
-            item = None
-        if work.retry_key is not None:
-            with self._write_lock:
-                self._retries.delete(*work.retry_key)
-        if item is None:
-            return "lost_claim", None, False
-        if not self._dedupe_ok(item, now):
-            self._finish(item, token, {"status": DUPLICATE, "outcome_at": iso(now)})
-            log.info("delivery suppressed: duplicate within 24 h", extra=_log_fields(item, attempt, "duplicate"))
-            DELIVERIES.labels("duplicate", self.channel.name).inc()
-            return "duplicate", None, False
-
+    def _send(self, claim: _Claim) -> tuple[Result, float | None, bool]:
+        item = claim.item
         message = render(item, campaign=self._campaign(str(item["campaign_id"])), user=self._user(str(item["user_id"])),
-                         public_base_url=self.public_base_url, attempt=attempt)
+                         public_base_url=self.public_base_url, attempt=claim.attempt)
         started = time.perf_counter()
         try:
             result = self.channel.send(message, idempotency_key=str(item["notification_id"]))
@@ -485,21 +538,7 @@ class DeliveryWorker:
             result = SendResult(Outcome.RETRYABLE, detail=f"{type(exc).__name__}: {exc}")
         SEND_SECONDS.labels(self.channel.name).observe(time.perf_counter() - started)
         done = self.clock.now()
-        return self._record(item, token, attempt, result, done, reclaimed=work.kind == "reclaim")
-
-    def _dedupe_ok(self, item: Item, now: float) -> bool:
-        nid = str(item["notification_id"])
-        record = {"pk": nid, "sk": tables.DEDUPE_SK, "schedule_pk": item["pk"], "schedule_sk": item["sk"],
-                  "user_id": item["user_id"], "campaign_id": item["campaign_id"], "send_at": item.get("send_at"),
-                  "plan_day": item.get("plan_day"), "claimed_at": now, "ttl": int(now + DEDUPE_WINDOW_S)}
-        try:
-            with self._write_lock:
-                self._dedupe.put(record, condition=Condition.absent())
-            return True
-        except ConditionFailedError:
-            current = self._dedupe.get(nid, tables.DEDUPE_SK, consistent=True)
-            owner = None if current is None else (current.get("schedule_pk"), current.get("schedule_sk"))
-            return owner is None or owner == (item["pk"], item["sk"])
+        return self._record(item, claim.token, claim.attempt, result, done, reclaimed=claim.work.kind == "reclaim")
 
     def _record(
         self, item: Item, token: str, attempt: int, result: SendResult, now: float, *, reclaimed: bool,

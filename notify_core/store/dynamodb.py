@@ -34,6 +34,7 @@ from notify_core.store.port import (
     Item,
     Key,
     KeyRange,
+    Update,
     check_key,
     check_pk,
     is_expired,
@@ -527,6 +528,17 @@ class DynamoTable:
             except ConditionFailedError:
                 continue
         raise BackendError(f"update of {self.full_name} {pk}/{sk} kept racing other writers; giving up")
+
+    def update_many(self, updates: Sequence[Update]) -> list[Item | None]:
+        """Item by item: DynamoDB has no batch conditional update, and a transaction would fail the whole
+        batch on one lost condition (callers want the winners applied)."""
+        results: list[Item | None] = []
+        for u in updates:
+            try:
+                results.append(self.update(u.pk, u.sk, set=u.set, condition=u.condition))
+            except ConditionFailedError:
+                results.append(None)
+        return results
 
     def delete(self, pk: str, sk: str, *, condition: Condition | None = None) -> None:
         check_key(pk, sk)

@@ -73,6 +73,16 @@ class KeyRange:
             raise ValueError("KeyRange takes a prefix or a start/end range, not both")
 
 
+@dataclass(frozen=True, slots=True)
+class Update:
+    """One conditional update of a batch (see :meth:`Table.update_many`)."""
+
+    pk: str
+    sk: str
+    set: Mapping[str, Any]
+    condition: Condition | None = None
+
+
 def check_key(pk: Any, sk: Any) -> None:
     """Reject keys no backend accepts, with the port's error and before any I/O (both adapters call this)."""
     if not isinstance(pk, str) or not isinstance(sk, str) or not pk or not sk:
@@ -125,6 +135,15 @@ class Table(Protocol):
         self, pk: str, sk: str, *, set: Mapping[str, Any], condition: Condition | None = None
     ) -> Item:
         """Set attributes of an item (creating it if absent and no condition forbids); returns the new item."""
+        ...
+
+    def update_many(self, updates: Sequence[Update]) -> list[Item | None]:
+        """Apply each update whose condition holds; the new item per update, or None where it did not.
+
+        Each update is atomic on its own, like :meth:`update`; the batch is not a transaction (a failed
+        condition does not undo the others). It exists for throughput: SQLite applies the whole batch in
+        one write transaction (one commit instead of one per item), DynamoDB item by item.
+        """
         ...
 
     def delete(self, pk: str, sk: str, *, condition: Condition | None = None) -> None: ...

@@ -18,7 +18,7 @@ from typing import Any
 
 from notify_core.errors import BackendError, ConditionFailedError, ValidationError
 from notify_core.store.codec import decode_item, encode_item
-from notify_core.store.port import TTL_ATTRIBUTE, Condition, Item, Key, KeyRange, check_key, check_pk
+from notify_core.store.port import TTL_ATTRIBUTE, Condition, Item, Key, KeyRange, Update, check_key, check_pk
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _BATCH = 500  # rows per transaction / per IN (...) lookup
@@ -260,16 +260,46 @@ class SqliteTable:
             raise ValidationError("update cannot change an item's key")
 
         def write(conn: sqlite3.Connection, current: Item | None) -> Item:
-            new = dict(current) if current is not None else {"pk": pk, "sk": sk}
-            new.update(set)
-            conn.execute(
-                f"INSERT OR REPLACE INTO {self._q} (pk, sk, ttl, body) VALUES (?,?,?,?)",
-                (pk, sk, _ttl_of(new), _encode(new)),
-            )
-            return new
+            return self._write_update(conn, pk, sk, current, set)
 
         result: Item = self._atomically(pk, sk, condition, write)
         return result
+
+    def _write_update(self, conn: sqlite3.Connection, pk: str, sk: str, current: Item | None,
+                      changes: Mapping[str, Any]) -> Item:
+        new = dict(current) if current is not None else {"pk": pk, "sk": sk}
+        new.update(changes)
+        conn.execute(
+            f"INSERT OR REPLACE INTO {self._q} (pk, sk, ttl, body) VALUES (?,?,?,?)",
+            (pk, sk, _ttl_of(new), _encode(new)),
+        )
+        return new
+
+    def update_many(self, updates: Sequence[Update]) -> list[Item | None]:
+        for u in updates:
+            check_key(u.pk, u.sk)
+            if "pk" in u.set or "sk" in u.set:
+                raise ValidationError("update cannot change an item's key")
+        if not updates:
+            return []
+        conn = self.store.connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise BackendError(f"SQLite could not start a write on {self.name}: {exc}") from exc
+        try:
+            results: list[Item | None] = []
+            for u in updates:
+                current = self._current(conn, u.pk, u.sk)
+                if u.condition is not None and not u.condition.holds_for(current):
+                    results.append(None)
+                    continue
+                results.append(self._write_update(conn, u.pk, u.sk, current, u.set))
+            conn.execute("COMMIT")
+            return results
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     def delete(self, pk: str, sk: str, *, condition: Condition | None = None) -> None:
         check_key(pk, sk)

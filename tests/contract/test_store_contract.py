@@ -23,7 +23,7 @@ import pytest
 
 from notify_core.errors import ConditionFailedError, ValidationError
 from notify_core.store.dynamodb import DynamoStore
-from notify_core.store.port import Condition, Item, KeyRange, Store, Table
+from notify_core.store.port import Condition, Item, KeyRange, Store, Table, Update
 from notify_core.store.sqlite import SqliteStore
 
 REGION = "us-east-1"
@@ -317,6 +317,46 @@ def test_update_creates_missing_item(table: Table) -> None:
     with pytest.raises(ConditionFailedError):
         table.update("u", "claim", set={"owner": "b"}, condition=Condition.absent())
     assert table.get("u", "claim") == {"pk": "u", "sk": "claim", "owner": "a"}
+
+
+def test_update_many_applies_each_update_whose_condition_holds(table: Table) -> None:
+    table.batch_put([{"pk": "job", "sk": str(i), "state": "queued"} for i in range(4)])
+    table.put({"pk": "job", "sk": "old", "state": "queued", "ttl": _past()})  # expired: absent
+    results = table.update_many([
+        Update("job", "0", {"state": "claimed", "by": "w1"}, Condition.matches(state="queued")),
+        Update("job", "1", {"state": "claimed"}, Condition.matches(state="sent")),  # loses
+        Update("job", "2", {"state": "claimed"}),  # unconditional
+        Update("job", "9", {"state": "new"}, Condition.absent()),  # creates
+        Update("job", "3", {"state": "x"}, Condition.absent()),  # exists: loses
+        Update("job", "old", {"state": "fresh"}, Condition.absent()),  # expired counts as absent
+        Update("job", "0", {"state": "again"}, Condition.matches(state="queued")),  # sees the first update
+    ])
+    assert results == [
+        {"pk": "job", "sk": "0", "state": "claimed", "by": "w1"}, None,
+        {"pk": "job", "sk": "2", "state": "claimed"}, {"pk": "job", "sk": "9", "state": "new"}, None,
+        {"pk": "job", "sk": "old", "state": "fresh"}, None,
+    ]
+    assert table.get("job", "1") == {"pk": "job", "sk": "1", "state": "queued"}
+    assert table.get("job", "3") == {"pk": "job", "sk": "3", "state": "queued"}
+    assert table.get("job", "0")["state"] == "claimed"
+    assert table.update_many([]) == []
+    with pytest.raises(ValidationError):
+        table.update_many([Update("", "1", {"state": "x"})])
+
+
+def test_update_many_claims_are_exclusive_across_threads(table: Table) -> None:
+    """Racing batches of claims on the same keys: each key is won exactly once."""
+    keys = [str(i) for i in range(60)]
+    table.batch_put([{"pk": "race", "sk": k, "state": "pending"} for k in keys])
+
+    def claim(worker: int) -> int:
+        won = table.update_many([Update("race", k, {"state": "claimed", "by": worker},
+                                        Condition.matches(state="pending")) for k in keys])
+        return sum(1 for r in won if r is not None)
+
+    with ThreadPoolExecutor(4) as pool:
+        wins = list(pool.map(claim, range(4)))
+    assert sum(wins) == len(keys)
 
 
 def test_update_cannot_change_the_key(table: Table) -> None:
