@@ -223,10 +223,8 @@ class DeliveryWorker:
         self._campaigns = store.table(tables.CAMPAIGNS)
         # SQLite serialises writers anyway; queueing them on a lock here keeps 16 threads out of
         # SQLite's busy handler, which sleeps 1-100 ms per collision and wrecked throughput.
-        from notify_core.store.sqlite import SqliteStore
-
         self._write_lock: contextlib.AbstractContextManager[Any] = (
-            threading.Lock() if isinstance(store, SqliteStore) else contextlib.nullcontext())
+            threading.Lock() if store.single_writer else contextlib.nullcontext())
         self._pool = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="deliver")
         self._maintenance = ThreadPoolExecutor(1, thread_name_prefix="deliver-scan")
         self._lock = threading.Lock()

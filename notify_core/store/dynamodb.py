@@ -195,6 +195,8 @@ def _backoff(round_: int) -> None:
 class DynamoStore:
     """A Store on DynamoDB (or DynamoDB Local when ``endpoint_url`` points at one). Thread-safe."""
 
+    single_writer = False
+
     def __init__(
         self,
         *,

@@ -157,6 +157,10 @@ class Table(Protocol):
 class Store(Protocol):
     """A set of tables on one backend."""
 
+    # True where the backend admits one writer at a time (SQLite): callers with many writer threads
+    # queue them on a lock of their own rather than in the backend's busy handler.
+    single_writer: bool
+
     def table(self, name: str) -> Table:
         """The named table, created on first use if the backend allows it."""
         ...

@@ -58,6 +58,8 @@ def _ttl_of(item: Mapping[str, Any]) -> float | None:
 class SqliteStore:
     """A Store in one SQLite file. Safe to share between threads (one connection per thread)."""
 
+    single_writer = True
+
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
