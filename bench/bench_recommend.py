@@ -92,9 +92,9 @@ def ensure_index(data: ScaleData, artefacts: LocalArtefactStore, options: IndexO
                     for r, c in enumerate(rng.choice(len(ids), 200, replace=False))]
     side = pl.DataFrame({"campaign_id": ids, "content_hash": ["-"] * len(ids),
                          "product_ids": [[f"P{int(data.campaign_cluster[i])}-{i % 5}"] for i in range(len(ids))]})
-    side = side.join(pl.DataFrame(campaign_items(data, 0, len(ids))).select(
-        "campaign_id", *[c for c in INFO_SCHEMA if c != "product_ids"]), on="campaign_id", how="left",
-        maintain_order="left")
+    info = pl.DataFrame(campaign_items(data, 0, len(ids))).select("campaign_id", *INFO_SCHEMA).with_columns(
+        pl.col("start_date", "end_date").str.to_date())
+    side = side.join(info, on="campaign_id", how="left", maintain_order="left")
     manifest = Manifest(version=new_version([tag]), size=len(ids), dim=data.spec.dim, dtype=options.dtype,
                         connectivity=options.connectivity, expansion_add=options.expansion_add,
                         expansion_search=options.expansion_search, model="synthetic",
