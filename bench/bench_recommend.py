@@ -54,6 +54,13 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
+def product_of(campaign_row: int) -> str:
+    """The product a synthetic campaign promotes: each product is promoted by at most 3 campaigns, as in a
+    real catalogue (a product promoted by thousands of campaigns would make every buyer's repeat-purchase
+    candidate set, and the request, thousands of campaigns long)."""
+    return f"P{campaign_row // 3}"
+
+
 def campaign_items(data: ScaleData, start: int, stop: int) -> list[dict[str, Any]]:
     rng = np.random.default_rng([data.spec.seed, 9, start])
     u = rng.random((stop - start, 4))
@@ -64,7 +71,7 @@ def campaign_items(data: ScaleData, start: int, stop: int) -> list[dict[str, Any
         r = u[offset]
         items.append({
             "pk": cid, "sk": tables.CAMPAIGN_SK, "campaign_id": cid, "name": f"campaign {row}",
-            "category": CATEGORIES[cluster % len(CATEGORIES)], "product_ids": [f"P{cluster}-{row % 5}"],
+            "category": CATEGORIES[cluster % len(CATEGORIES)], "product_ids": [product_of(row)],
             "priority": 1 + int(r[0] * 5), "status": "paused" if r[1] < 0.02 else "active",
             "start_date": "2020-01-01", "end_date": "2011-06-30" if r[2] < 0.02 else "2099-12-31",
             "target_countries": [COUNTRIES[int(r[3] * 100) % 3]] if r[3] < 0.05 else [],
@@ -75,7 +82,7 @@ def campaign_items(data: ScaleData, start: int, stop: int) -> list[dict[str, Any
 
 def ensure_index(data: ScaleData, artefacts: LocalArtefactStore, options: IndexOptions) -> tuple[str, float, bool]:
     """The cached version for this data set and options, or a fresh build (returns version, build s, cached)."""
-    tag = f"{data.spec.name}-{options.dtype}-M{options.connectivity}-efa{options.expansion_add}-info"
+    tag = f"{data.spec.name}-{options.dtype}-M{options.connectivity}-efa{options.expansion_add}-info2"
     version = current_version(artefacts)
     manifest = read_manifest(artefacts, version) if version else None
     if manifest is not None and manifest.extra.get("tag") == tag:
@@ -91,7 +98,7 @@ def ensure_index(data: ScaleData, artefacts: LocalArtefactStore, options: IndexO
                     for seg in (*COUNTRIES, "*")
                     for r, c in enumerate(rng.choice(len(ids), 200, replace=False))]
     side = pl.DataFrame({"campaign_id": ids, "content_hash": ["-"] * len(ids),
-                         "product_ids": [[f"P{int(data.campaign_cluster[i])}-{i % 5}"] for i in range(len(ids))]})
+                         "product_ids": [[product_of(i)] for i in range(len(ids))]})
     info = pl.DataFrame(campaign_items(data, 0, len(ids))).select("campaign_id", *INFO_SCHEMA).with_columns(
         pl.col("start_date", "end_date").str.to_date())
     side = side.join(info, on="campaign_id", how="left", maintain_order="left")
@@ -106,7 +113,7 @@ def ensure_index(data: ScaleData, artefacts: LocalArtefactStore, options: IndexO
 
 
 def ensure_store(data: ScaleData, data_dir: Path, users: list[int]) -> float:
-    marker = data_dir / f"populated-{data.spec.name}-{len(users)}"
+    marker = data_dir / f"populated-v2-{data.spec.name}-{len(users)}"
     if marker.exists():
         return 0.0
     started = time.perf_counter()
@@ -114,6 +121,10 @@ def ensure_store(data: ScaleData, data_dir: Path, users: list[int]) -> float:
     for start in range(0, data.spec.campaigns, 5000):
         store.table(tables.CAMPAIGNS).batch_put(campaign_items(data, start, min(start + 5000, data.spec.campaigns)))
     rng = np.random.default_rng([data.spec.seed, 11])
+    order = np.argsort(data.campaign_cluster, kind="stable")
+    bounds = np.searchsorted(data.campaign_cluster[order], np.arange(data.spec.clusters + 1))
+    by_cluster = [order[bounds[c]:bounds[c + 1]] if bounds[c + 1] > bounds[c] else order[:1]
+                  for c in range(data.spec.clusters)]
     for start in range(0, len(users), 2000):
         chunk = users[start : start + 2000]
         profiles, vectors, matrix = [], [], []
@@ -126,8 +137,10 @@ def ensure_store(data: ScaleData, data_dir: Path, users: list[int]) -> float:
             vectors.append({"pk": f"user#{uid}", "sk": tables.VECTOR_SK, "entity_type": "user", "id": uid,
                             "vector": np.asarray(data.users[row], dtype="<f4").tobytes(), "dim": data.spec.dim,
                             "model": "synthetic", "content_hash": "-", "updated_at": "2024-01-01T00:00:00"})
-            for j in rng.choice(5, size=2, replace=False).tolist():
-                matrix.append({"pk": uid, "sk": f"P{cluster}-{j}", "user_id": uid, "product_id": f"P{cluster}-{j}",
+            # the user bought 2 products that campaigns of their own taste cluster promote
+            for campaign_row in rng.choice(by_cluster[cluster], size=2).tolist():
+                product = product_of(int(campaign_row))
+                matrix.append({"pk": uid, "sk": product, "user_id": uid, "product_id": product,
                                "order_count": int(rng.integers(1, 8))})
         store.table(tables.USERS).batch_put(profiles)
         store.table(tables.EMBEDDINGS).batch_put(vectors)
