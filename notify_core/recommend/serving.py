@@ -41,6 +41,7 @@ from notify_core.recommend.index import (
     campaign_keys,
     current_version,
     load_version,
+    search,
 )
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ class ServingSnapshot:
         base = self.base
         if base is not None and base.index.size:
             shadowed = len(self.overlay.ids)
-            matches = base.index.search(query, min(k + shadowed, base.index.size))
+            matches = search(base.index, query, min(k + shadowed, base.index.size))
             ids = base.campaign_ids
             for key, distance in zip(matches.keys.tolist(), matches.distances.tolist(), strict=True):
                 row = base.key_to_row.get(int(key))
