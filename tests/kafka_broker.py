@@ -27,6 +27,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.servers import stop_process
+
 
 def _librdkafka() -> ctypes.CDLL:
     import confluent_kafka
@@ -90,13 +92,7 @@ class Broker:
     process: subprocess.Popen[bytes]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def start_broker(topics: Sequence[tuple[str, int]] = (), *, timeout: float = 20.0) -> Broker:

@@ -136,13 +136,7 @@ class DynamoDBLocal:
 
     def stop(self) -> None:
         """Terminate the JVM (SIGTERM, then SIGKILL after 5 s) and remove its log."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process)
         self._log.close()
         self.log_path.unlink(missing_ok=True)
 
@@ -155,3 +149,37 @@ def dynamodb_local(*, timeout: float = 10.0) -> Iterator[str]:
         yield server.endpoint
     finally:
         server.stop()
+
+
+def stop_process(process: subprocess.Popen[bytes], *, grace_s: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace_s``: every server a test starts is stopped the same way."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=grace_s)
+
+
+@contextlib.contextmanager
+def local_gateway(*, timeout: float = 15.0) -> Iterator[str]:
+    """The real local gateway (``lambdas.gateway``) on a free loopback port, in a thread; yields its URL."""
+    import threading
+
+    import uvicorn
+
+    from lambdas.gateway import build_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(build_app(), host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +18,7 @@ from notify_core.events import CLICKSTREAM, PURCHASE_HISTORY, decode_event
 from notify_core.stream.local_log import LocalLog
 from notify_core.stream.port import Record
 from tests.events.helpers import api_event, click, order
+from tests.servers import local_gateway
 
 
 @pytest.fixture
@@ -104,28 +103,12 @@ def test_a_stream_failure_is_a_503_and_nothing_is_half_accepted(tmp_path: Path) 
 
 
 # --- over HTTP: the local gateway ------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
 def gateway(log: LocalLog) -> Iterator[str]:
-    import uvicorn
-
-    from lambdas.gateway import build_app
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(), host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with local_gateway() as url:
+        yield url
 
 
 def test_gateway_serves_the_handler_to_concurrent_clients(gateway: str, log: LocalLog) -> None:

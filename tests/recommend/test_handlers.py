@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +14,7 @@ from lambdas import get_recommended_campaigns as recs
 from lambdas import upsert_campaign as upserts
 from notify_core.embeddings.embedder import HashingEmbedder
 from tests.recommend.conftest import DIM, World
+from tests.servers import local_gateway
 
 
 def api_event(path: str, *, method: str = "GET", path_params: dict[str, str] | None = None,
@@ -149,29 +148,12 @@ def test_a_created_campaign_is_in_the_top_10_at_once_without_a_rebuild(installed
     assert "garden-lanterns-flash" not in top
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture
 def gateway(installed: World) -> Iterator[str]:
-    import uvicorn
-
-    from lambdas.gateway import build_app
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(), host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(5)
+    with local_gateway() as url:
+        yield url
 
 
 def test_through_the_gateway_over_http(gateway: str, installed: World) -> None:
