@@ -35,6 +35,15 @@ def _use_console() -> None:
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
+# Per-stage figures worth a line under the table (metadata keys of the assets, shown when present).
+HIGHLIGHTS: dict[str, tuple[str, ...]] = {
+    "campaign_index": ("version", "recall_at_10", "recall_passed"),
+    "notification_plan": ("plan_day", "users_with_notifications", "notifications_planned", "candidate_source",
+                          "peak_minute_load", "capacity_violations"),
+    "delivery_run": ("delivered", "retried", "dead_lettered", "duplicates", "lateness_p50_s", "lateness_p99_s"),
+}
+
+
 @dataclass
 class StageOutcome:
     name: str
@@ -140,6 +149,10 @@ def print_summary(outcomes: list[StageOutcome]) -> None:
         if not outcome.success:
             console.print(f"stage {outcome.name}: [red]{'skipped' if outcome.skipped else 'FAILED'}[/red]"
                           f" ({outcome.error})")
+    for asset, keys in HIGHLIGHTS.items():
+        meta = next((o.materialized[asset] for o in outcomes if asset in o.materialized), None)
+        if meta is not None:
+            console.print(f"{asset}: " + ", ".join(f"{k.replace('_', ' ')} {meta[k]}" for k in keys if k in meta))
     failed_checks = [name for o in outcomes for name, passed in o.checks.items() if not passed]
     total_checks = sum(len(o.checks) for o in outcomes)
     console.print(f"asset checks: {total_checks - len(failed_checks)}/{total_checks} passed"
