@@ -16,7 +16,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from notify_core.errors import BackendError, ConditionFailedError, ValidationError
+from notify_core.errors import ConditionFailedError, ValidationError
+from notify_core.sqlite_tx import write_transaction
 from notify_core.store.codec import decode_item, encode_item
 from notify_core.store.port import TTL_ATTRIBUTE, Condition, Item, Key, KeyRange, Update, check_key, check_pk
 
@@ -204,18 +205,12 @@ class SqliteTable:
             return 0
         rows.sort(key=lambda row: (row[0], row[1]))  # key order touches each B-tree page once
         conn = self.store.connection()
-        try:
-            conn.execute("BEGIN")
+        with write_transaction(conn, what=f"SQLite batch write to {self.name}", immediate=False):
             conn.executemany(
                 f"INSERT INTO {self._q} (pk, sk, ttl, body) VALUES (?,?,?,?) "
                 "ON CONFLICT(pk, sk) DO UPDATE SET ttl=excluded.ttl, body=excluded.body",
                 rows,
             )
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise BackendError(f"SQLite batch write to {self.name} failed: {exc}") from exc
         return len(rows)
 
     def _current(self, conn: sqlite3.Connection, pk: str, sk: str) -> Item | None:
@@ -226,20 +221,11 @@ class SqliteTable:
 
     def _atomically(self, pk: str, sk: str, condition: Condition | None, change: Any) -> Any:
         conn = self.store.connection()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise BackendError(f"SQLite could not start a write on {self.name}: {exc}") from exc
-        try:
+        with write_transaction(conn, what=f"SQLite write to {self.name}"):
             current = self._current(conn, pk, sk)
             if condition is not None and not condition.holds_for(current):
                 raise ConditionFailedError(f"condition failed on {self.name} {pk}/{sk}")
-            result = change(conn, current)
-            conn.execute("COMMIT")
-            return result
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            return change(conn, current)
 
     def put(self, item: Item, *, condition: Condition | None = None) -> None:
         check_key(item.get("pk"), item.get("sk"))
@@ -285,23 +271,15 @@ class SqliteTable:
         if not updates:
             return []
         conn = self.store.connection()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise BackendError(f"SQLite could not start a write on {self.name}: {exc}") from exc
-        try:
-            results: list[Item | None] = []
+        results: list[Item | None] = []
+        with write_transaction(conn, what=f"SQLite batch update of {self.name}"):
             for u in updates:
                 current = self._current(conn, u.pk, u.sk)
                 if u.condition is not None and not u.condition.holds_for(current):
                     results.append(None)
                     continue
                 results.append(self._write_update(conn, u.pk, u.sk, current, u.set))
-            conn.execute("COMMIT")
-            return results
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        return results
 
     def delete(self, pk: str, sk: str, *, condition: Condition | None = None) -> None:
         check_key(pk, sk)

@@ -25,7 +25,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from notify_core.errors import BackendError, ValidationError
+from notify_core.errors import ValidationError
+from notify_core.sqlite_tx import write_transaction
 from notify_core.stream.port import Message, Record, next_positions
 
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
@@ -74,22 +75,16 @@ class LocalLog:
         if row is None:
             if not create:
                 return None
-            with self._write_lock:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    row = conn.execute("SELECT id FROM topics WHERE name=?", (topic,)).fetchone()
-                    if row is None:
-                        (next_id,) = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM topics").fetchone()
-                        conn.execute("INSERT INTO topics (name, id) VALUES (?, ?)", (topic, next_id))
-                        conn.execute(
-                            f"CREATE TABLE log_{next_id} (offset INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, "
-                            "key BLOB, value BLOB NOT NULL)"
-                        )
-                        row = (next_id,)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
+            with self._write_lock, write_transaction(conn, what=f"creating topic {topic}"):
+                row = conn.execute("SELECT id FROM topics WHERE name=?", (topic,)).fetchone()
+                if row is None:
+                    (next_id,) = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM topics").fetchone()
+                    conn.execute("INSERT INTO topics (name, id) VALUES (?, ?)", (topic, next_id))
+                    conn.execute(
+                        f"CREATE TABLE log_{next_id} (offset INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, "
+                        "key BLOB, value BLOB NOT NULL)"
+                    )
+                    row = (next_id,)
         table = f"log_{int(row[0])}"
         with self._tables_lock:
             self._tables[topic] = table
@@ -107,25 +102,15 @@ class LocalLog:
             by_topic.setdefault(message.topic, []).append(message)
         tables = {topic: self._table(topic) for topic in by_topic}
         conn = self._conn()
-        with self._write_lock:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    now_ms = int(time.time() * 1000)
-                    for topic, batch in by_topic.items():
-                        table = tables[topic]
-                        (last,) = conn.execute(f"SELECT COALESCE(MAX(offset), -1) FROM {table}").fetchone()
-                        conn.executemany(
-                            f"INSERT INTO {table} (offset, ts_ms, key, value) VALUES (?, ?, ?, ?)",
-                            [(last + 1 + i, now_ms, m.key, m.value) for i, m in enumerate(batch)],
-                        )
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise BackendError(f"local log append failed: {exc}") from exc
+        with self._write_lock, write_transaction(conn, what="local log append"):
+            now_ms = int(time.time() * 1000)
+            for topic, batch in by_topic.items():
+                table = tables[topic]
+                (last,) = conn.execute(f"SELECT COALESCE(MAX(offset), -1) FROM {table}").fetchone()
+                conn.executemany(
+                    f"INSERT INTO {table} (offset, ts_ms, key, value) VALUES (?, ?, ?, ?)",
+                    [(last + 1 + i, now_ms, m.key, m.value) for i, m in enumerate(batch)],
+                )
 
     # reading -----------------------------------------------------------------------------------
     def end_offsets(self, topic: str) -> dict[int, int]:
@@ -192,22 +177,12 @@ class LocalLogConsumer:
         if not positions:
             return
         conn = self._log._conn()
-        try:
-            with self._log._write_lock:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    conn.executemany(
-                        "INSERT INTO positions (grp, topic, position) VALUES (?, ?, ?) "
-                        "ON CONFLICT(grp, topic) DO UPDATE SET position=excluded.position",
-                        [(self.group, topic, pos) for (topic, _partition), pos in positions.items()],
-                    )
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-        except sqlite3.Error as exc:
-            raise BackendError(f"local log commit failed: {exc}") from exc
+        with self._log._write_lock, write_transaction(conn, what="local log commit"):
+            conn.executemany(
+                "INSERT INTO positions (grp, topic, position) VALUES (?, ?, ?) "
+                "ON CONFLICT(grp, topic) DO UPDATE SET position=excluded.position",
+                [(self.group, topic, pos) for (topic, _partition), pos in positions.items()],
+            )
 
     def lag(self) -> int:
         return sum(
