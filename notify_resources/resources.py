@@ -35,16 +35,9 @@ class NotifyResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     @property
     def settings(self) -> NotifySettings:
-        return NotifySettings(
-            env=self.env,  # type: ignore[arg-type]
-            data_dir=Path(self.data_dir),
-            source_data=Path(self.source_data),
-            seed=self.seed,
-            aws_region=self.aws_region,
-            dynamodb_endpoint_url=self.dynamodb_endpoint_url,
-            table_prefix=self.table_prefix,
-            s3_bucket=self.s3_bucket,
-        )
+        """The resource's fields are NotifySettings fields of the same names; the rest come from the
+        environment, as at any entry point."""
+        return NotifySettings(**{name: getattr(self, name) for name in type(self).model_fields})
 
     @property
     def store(self) -> Store:
@@ -112,16 +105,10 @@ class RecommendResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 def resources_for(settings: NotifySettings) -> dict[str, Any]:
     """The single mapping from the environment to the resources every asset, check and sensor uses."""
     return {
-        "notify": NotifyResource(
-            env=settings.env,
-            data_dir=str(settings.data_dir),
-            source_data=str(settings.source_data),
-            seed=settings.seed,
-            aws_region=settings.aws_region,
-            dynamodb_endpoint_url=settings.dynamodb_endpoint_url,
-            table_prefix=settings.table_prefix,
-            s3_bucket=settings.s3_bucket,
-        ),
+        "notify": NotifyResource(**{
+            name: str(value) if isinstance(value, Path) else value
+            for name in NotifyResource.model_fields if (value := getattr(settings, name)) is not None
+        }),
         "embedder": EmbedderResource(),
         "recommend": RecommendResource(publish_on_build=settings.env == "local"),
     }
