@@ -34,7 +34,7 @@ def _build() -> Recommender:
     from notify_core.store.factory import build_store
 
     settings = load_settings()
-    holder = IndexHolder(build_artefact_store(settings), expansion_search=settings.recommend_ef)
+    holder = IndexHolder(build_artefact_store(settings), search_effort=settings.recommend_effort)
     return Recommender(store=build_store(settings), holder=holder)
 
 

@@ -26,15 +26,17 @@ RECALL_CHECK = "recall_at_10"
     check_specs=[dg.AssetCheckSpec(RECALL_CHECK, asset="campaign_index", blocking=True,
                                    description="ANN top-10 vs exact numpy top-10 on sampled user vectors: "
                                                "recall@10 >= 0.99, or the version is never published.")],
-    description="usearch HNSW (cosine, f16, M16) over the campaign embeddings, saved as a versioned artefact "
-                "(<data_dir>/artefacts/campaign_index/<version>/, S3 in aws).",
+    description="ANN index (cosine; faiss IVF with fp16 vectors by default, usearch HNSW as an option) over the "
+                "campaign embeddings, its search effort tuned to recall@10 >= 0.99 on sampled users, saved as "
+                "a versioned artefact (<data_dir>/artefacts/campaign_index/<version>/, S3 in aws).",
 )
 def campaign_index(
     context: dg.AssetExecutionContext, notify: NotifyResource, recommend: RecommendResource
 ) -> dg.MaterializeResult:
     artefacts = build_artefact_store(notify.settings)
-    options = IndexOptions(dtype=recommend.dtype, connectivity=recommend.connectivity,
-                           expansion_add=recommend.expansion_add, expansion_search=recommend.expansion_search)
+    options = IndexOptions(kind=recommend.kind, dtype=recommend.dtype, search_effort=recommend.search_effort,
+                           lists=recommend.lists, connectivity=recommend.connectivity,
+                           expansion_add=recommend.expansion_add)
     build = build_campaign_index(notify.lake, artefacts, options=options, recall_sample=recommend.recall_sample,
                                  min_recall=recommend.min_recall, seed=notify.seed)
     published = False

@@ -37,7 +37,7 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 # Per-stage figures worth a line under the table (metadata keys of the assets, shown when present).
 HIGHLIGHTS: dict[str, tuple[str, ...]] = {
-    "campaign_index": ("version", "recall_at_10", "recall_passed"),
+    "campaign_index": ("version", "kind", "search_effort", "recall_at_10", "recall_passed"),
     "notification_plan": ("plan_day", "users_with_notifications", "notifications_planned", "candidate_source",
                           "peak_minute_load", "capacity_violations"),
     "delivery_run": ("delivered", "retried", "dead_lettered", "duplicates", "lateness_p50_s", "lateness_p99_s"),

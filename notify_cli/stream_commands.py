@@ -85,6 +85,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8080,
     log_level: Annotated[str, typer.Option(help="JSON log level (INFO logs one line per request).")] = "WARNING",
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (one per core for throughput).")] = 1,
 ) -> None:
     """Serve the Lambda handlers over HTTP (API Gateway v2 events), e.g. POST /v1/events."""
     from lambdas import capture_events
@@ -97,6 +98,9 @@ def serve(
         os.environ["NOTIFY_DATA_DIR"] = str(data_dir)
     if kafka:
         os.environ.update({"NOTIFY_STREAM_BACKEND": "kafka", "NOTIFY_KAFKA_BOOTSTRAP": kafka})
+    if workers > 1:  # each worker process opens its own stream client at its first capture request
+        run_gateway(host=host, port=port, workers=workers)
+        return
     _settings, stream = _open(data_dir, kafka)
     capture_events.use_stream(stream)
     try:

@@ -38,7 +38,7 @@ class NotifySettings(BaseSettings):
     stream_fsync: bool = False
 
     # serving
-    recommend_ef: int | None = None  # HNSW search ef of serving processes; default: the build's manifest
+    recommend_effort: int | None = None  # ANN search effort (ivf lists probed / hnsw ef); default: the manifest's
 
     # aws environment
     aws_region: str = "eu-west-1"

@@ -93,10 +93,12 @@ class RecommendResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     ``campaign_index_publisher`` sensor publishes. The sensor is idempotent, so both on is harmless.
     """
 
+    kind: str = "ivf"  # "ivf" (faiss) or "hnsw" (usearch): notify_core.recommend.ann says why ivf
     dtype: str = "f16"
-    connectivity: int = 16
-    expansion_add: int = 128
-    expansion_search: int = 128
+    search_effort: int | None = None  # None: the build picks the cheapest reaching min_recall
+    lists: int | None = None  # ivf; None: ~2 sqrt(campaigns)
+    connectivity: int = 16  # hnsw
+    expansion_add: int = 128  # hnsw
     recall_sample: int = 500
     min_recall: float = 0.99
     publish_on_build: bool = True

@@ -1,11 +1,11 @@
 """The ArtefactStore port: where built artefacts (ANN index versions, overlays) live.
 
 A tiny port on purpose: the index code writes and reads named blobs and asks for a *local file* to
-memory-map. ``LocalArtefactStore`` (the embedded default) is a folder under the data directory;
+open. ``LocalArtefactStore`` (the embedded default) is a folder under the data directory;
 ``S3ArtefactStore`` (aws) keeps the blobs in S3 and materialises them into a local cache folder,
-because ``usearch.Index.restore(view=True)`` maps a file, never a stream.
+because faiss reads and usearch memory-maps a file, never a stream.
 
-Names are ``/``-separated relative paths (``campaign_index/<version>/index.usearch``). Every write is
+Names are ``/``-separated relative paths (``campaign_index/<version>/index.faiss``). Every write is
 atomic from a reader's point of view: a local write goes to a temporary file renamed into place, and
 an S3 PUT is atomic by nature, so a reader never sees half a pointer or half an index.
 """

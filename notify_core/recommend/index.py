@@ -1,17 +1,18 @@
-"""The campaign ANN index: a usearch HNSW (cosine) index saved as an immutable, versioned artefact.
+"""The campaign ANN index (cosine, :mod:`notify_core.recommend.ann`) as an immutable, versioned artefact.
 
 Layout under the artefact store (files under ``<data_dir>/artefacts`` by default, S3 in aws)::
 
-    campaign_index/<version>/index.usearch    the HNSW graph + vectors (f16 by default)
-    campaign_index/<version>/keys.parquet     key (u64) -> campaign_id, content_hash, product_ids
+    campaign_index/<version>/index.faiss      the IVF lists + fp16 vectors (or index.usearch: HNSW)
+    campaign_index/<version>/keys.parquet     row -> key (u64), campaign_id, content_hash, product_ids,
+                                              and the eligibility columns (status, dates, targeting...)
     campaign_index/<version>/popular.parquet  segment ("*" or a country) -> ranked campaign ids
     campaign_index/<version>/copurchase.parquet product -> its co-purchase neighbours (optional)
-    campaign_index/<version>/manifest.json    size, dim, dtype, graph options, model, recall@10, built_at
+    campaign_index/<version>/manifest.json    size, dim, kind, dtype, search effort, model, recall@10
     campaign_index/CURRENT                    the version serving uses (one line, written atomically)
     campaign_index/overlay.parquet            campaigns upserted since the last build (see serving)
 
-Keys are a 63-bit hash of the campaign id, never a row counter: the same campaign has the same key
-in every build, so a key in a log, an overlay or an older version always means the same campaign.
+Serving works in row numbers of keys.parquet. Keys are a 63-bit hash of the campaign id, never a row
+counter: the same campaign has the same key in every build (usearch stores them; faiss stores rows).
 Versions sort by time (``YYYYmmddTHHMMSSffffffZ-<content digest>``), so "newest" is a string compare.
 A build never touches ``CURRENT``; publishing is a separate, explicit step (the sensor, or the asset
 in the one-machine default), which is what lets a failed or low-recall build leave serving alone.
@@ -24,7 +25,7 @@ import io
 import json
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,15 +33,26 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import polars as pl
-from usearch.index import Index
 
 from notify_core.errors import NotFoundError, ValidationError
+from notify_core.recommend.ann import (
+    DEFAULT_EFFORT,
+    EFFORT_LADDER,
+    KINDS,
+    AnnIndex,
+    HnswIndex,
+    IvfIndex,
+    Kind,
+    Vectors,
+    unit_rows,
+)
 from notify_core.recommend.artefacts import ArtefactStore
+from notify_core.recommend.catalogue import CampaignTable
 
 PREFIX = "campaign_index"
 CURRENT = f"{PREFIX}/CURRENT"
 OVERLAY = f"{PREFIX}/overlay.parquet"
-INDEX_FILE = "index.usearch"
+INDEX_FILES: dict[str, str] = {"ivf": "index.faiss", "hnsw": "index.usearch"}
 KEYS_FILE = "keys.parquet"
 POPULAR_FILE = "popular.parquet"
 COPURCHASE_FILE = "copurchase.parquet"
@@ -48,7 +60,6 @@ MANIFEST_FILE = "manifest.json"
 GLOBAL_SEGMENT = "*"
 KEY_MASK = (1 << 63) - 1
 
-Vectors = npt.NDArray[np.float32]
 
 
 def campaign_key(campaign_id: str) -> int:
@@ -61,16 +72,20 @@ def campaign_keys(campaign_ids: Sequence[str]) -> npt.NDArray[np.uint64]:
     return np.fromiter((campaign_key(c) for c in campaign_ids), dtype=np.uint64, count=len(campaign_ids))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class IndexOptions:
-    """HNSW settings. Defaults are PLATFORM.md's measured sweet spot: f16, M=16, ef_add=128, ef=128
-    (recall@10 ~0.997 at 200k x 384, p50 ~0.5 ms on 2 cores); raise ``expansion_search`` for bigger
-    graphs, where recall at a fixed ef drops."""
+    """How a version is built. ``kind``: "ivf" (faiss, the default) or "hnsw" (usearch); see
+    :mod:`notify_core.recommend.ann` for why. ``search_effort`` (lists probed / expansion_search): None lets
+    the build pick the cheapest setting of ``ann.EFFORT_LADDER`` that reaches the recall target on sampled
+    user vectors, and records it in the manifest. ``lists`` (ivf): None = ~2 sqrt(n).
+    ``connectivity``/``expansion_add``: hnsw graph settings."""
 
+    kind: Kind = "ivf"
     dtype: str = "f16"
+    search_effort: int | None = None
+    lists: int | None = None
     connectivity: int = 16
     expansion_add: int = 128
-    expansion_search: int = 128
     threads: int = 0  # 0 = all cores, for the build only
 
 
@@ -80,12 +95,12 @@ class Manifest:
     size: int
     dim: int
     dtype: str
-    connectivity: int
-    expansion_add: int
-    expansion_search: int
     model: str
     built_at: str
     build_seconds: float
+    kind: Kind = "ivf"
+    search_effort: int = DEFAULT_EFFORT["ivf"]
+    params: dict[str, Any] = field(default_factory=dict)
     recall_at_10: float | None = None
     recall_queries: int = 0
     recall_passed: bool | None = None
@@ -96,27 +111,26 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: bytes) -> Manifest:
-        return cls(**json.loads(data))
+        """Reads this format and the first one (usearch only: connectivity/expansion_* at the top level),
+        so versions already on disk or S3 stay loadable and publishable after an upgrade."""
+        raw = json.loads(data)
+        if "kind" not in raw and "connectivity" in raw:
+            raw["kind"] = "hnsw"
+            raw["params"] = {"connectivity": raw.pop("connectivity"), "expansion_add": raw.pop("expansion_add", None)}
+            raw["search_effort"] = raw.pop("expansion_search", DEFAULT_EFFORT["hnsw"])
+        known = {f.name for f in fields(cls)}
+        unknown = {k: raw.pop(k) for k in list(raw) if k not in known}
+        if unknown:  # written by a newer Notify: keep what we do not understand instead of failing
+            raw["extra"] = {**raw.get("extra", {}), "unknown": unknown}
+        return cls(**raw)
 
 
 def normalise_rows(vectors: npt.NDArray[Any]) -> Vectors:
-    array = np.ascontiguousarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(array, axis=1, keepdims=True)
-    return np.ascontiguousarray(array / np.where(norms > 0, norms, 1.0), dtype=np.float32)
+    return unit_rows(vectors) if len(vectors) else np.ascontiguousarray(vectors, dtype=np.float32)
 
 
-def new_index(dim: int, options: IndexOptions) -> Index:
-    return Index(ndim=dim, metric="cos", dtype=options.dtype, connectivity=options.connectivity,
-                 expansion_add=options.expansion_add, expansion_search=options.expansion_search)
-
-
-def set_expansion_search(index: Index, ef: int) -> None:
-    """Search-time ef (usearch exposes it as a settable property its type stubs call read-only)."""
-    index.expansion_search = ef  # type: ignore[misc]
-
-
-def build_hnsw(campaign_ids: Sequence[str], vectors: Vectors, *, options: IndexOptions | None = None) -> Index:
-    """An in-memory HNSW index over unit vectors, keyed by :func:`campaign_key`."""
+def build_index(campaign_ids: Sequence[str], vectors: Vectors, *, options: IndexOptions | None = None) -> AnnIndex:
+    """An ANN index over the campaigns' unit vectors, rows in ``campaign_ids`` order."""
     options = options or IndexOptions()
     if len(campaign_ids) != len(vectors):
         raise ValidationError(f"{len(campaign_ids)} ids for {len(vectors)} vectors")
@@ -125,9 +139,16 @@ def build_hnsw(campaign_ids: Sequence[str], vectors: Vectors, *, options: IndexO
     keys = campaign_keys(campaign_ids)
     if len(np.unique(keys)) != len(keys):  # 63-bit collision: vanishingly rare, but never silent
         raise ValidationError("campaign key collision; rename one of the campaigns")
-    index = new_index(vectors.shape[1] if vectors.ndim == 2 else 0, options)
-    if len(keys):
-        index.add(keys, normalise_rows(vectors), threads=options.threads)
+    data = normalise_rows(vectors)
+    index: AnnIndex
+    if options.kind == "ivf":
+        index = IvfIndex.build(data, dtype=options.dtype, lists=options.lists, threads=options.threads)
+    elif options.kind == "hnsw":
+        index = HnswIndex.build(data, keys=keys, dtype=options.dtype, connectivity=options.connectivity,
+                                expansion_add=options.expansion_add, threads=options.threads)
+    else:
+        raise ValidationError(f"unknown index kind {options.kind!r}; expected one of {KINDS}")
+    index.set_effort(options.search_effort or DEFAULT_EFFORT[options.kind])
     return index
 
 
@@ -140,43 +161,65 @@ def exact_top_k(base: Vectors, queries: Vectors, k: int) -> npt.NDArray[np.int64
     return np.take_along_axis(part, order, axis=1).astype(np.int64)
 
 
-# Below this many campaigns a brute-force scan (~0.1 ms for 2k x 384) beats the graph and is exact; HNSW
-# pays off at scale. (A tiny graph searched with random-looking queries also misses a few percent.)
-EXACT_BELOW = 20_000
-
-
-def search(index: Index, queries: Vectors, k: int) -> Any:
-    """Top-k matches: exhaustive for small indexes, the HNSW graph above ``EXACT_BELOW``."""
-    return index.search(queries, k, exact=index.size <= EXACT_BELOW)
-
-
 TIE_TOLERANCE = 1e-3  # f16 vectors cannot order cosines closer than this (~1e-3 resolution near 1.0)
 
 
-def recall_at_k(index: Index, base_ids: Sequence[str], base: Vectors, queries: Vectors, *, k: int = 10,
-                chunk: int = 256, tie_tolerance: float = TIE_TOLERANCE) -> float:
+@dataclass(frozen=True, slots=True)
+class RecallReference:
+    """Exact answers for a query sample, computed once and reused for every effort the build tries."""
+
+    queries: Vectors
+    top: npt.NDArray[np.int64]  # queries x k exact rows, best first
+    kth: npt.NDArray[np.float32]  # the exact k-th best cosine per query
+    base: Vectors
+
+    @classmethod
+    def of(cls, base: Vectors, queries: Vectors, *, k: int = 10, chunk: int = 256) -> RecallReference:
+        q = normalise_rows(queries)
+        k = min(k, len(base))
+        tops = [exact_top_k(base, q[s : s + chunk], k) for s in range(0, len(q), chunk)]
+        top = np.concatenate(tops) if tops else np.zeros((0, k), dtype=np.int64)
+        kth = np.einsum("nd,nd->n", base[top[:, -1]], q) if len(q) else np.zeros(0, dtype=np.float32)
+        return cls(queries=q, top=top, kth=kth.astype(np.float32), base=base)
+
+
+def recall_at_k(index: AnnIndex, reference: RecallReference, *, tie_tolerance: float = TIE_TOLERANCE) -> float:
     """Mean share of the ANN top-k that belongs in the exact top-k (1.0 for an empty query set).
 
     A returned campaign whose exact cosine is within ``tie_tolerance`` of the exact k-th best counts:
     it is a tie the index's f16 storage cannot break, not a miss (catalogues hold near-identical
     campaigns; without this a 60-campaign index "misses" by picking one twin over another).
     """
-    if len(queries) == 0 or len(base) == 0:
+    q, top = reference.queries, reference.top
+    if len(q) == 0 or len(reference.base) == 0:
         return 1.0
-    k = min(k, len(base))
-    keys = campaign_keys(base_ids)
-    row_of = {int(key): row for row, key in enumerate(keys.tolist())}
+    k = top.shape[1]
+    found = index.search(q, k, threads=0).rows
     hits = 0
-    for start in range(0, len(queries), chunk):
-        q = normalise_rows(queries[start : start + chunk])
-        exact = exact_top_k(base, q, k)
-        found = search(index, q, k).keys.reshape(len(q), -1)
-        for i in range(len(q)):
-            kth = float(base[exact[i, -1]] @ q[i])
-            rows = [row_of[int(key)] for key in found[i].tolist() if int(key) in row_of]
-            truth = set(exact[i].tolist())
-            hits += min(k, sum(1 for r in rows if r in truth or float(base[r] @ q[i]) >= kth - tie_tolerance))
-    return hits / (len(queries) * k)
+    for i in range(len(q)):
+        rows = found[i][found[i] >= 0]
+        truth = set(top[i].tolist())
+        close = reference.base[rows] @ q[i] >= reference.kth[i] - tie_tolerance
+        hits += min(k, sum(1 for r, ok in zip(rows.tolist(), close.tolist(), strict=True) if r in truth or ok))
+    return float(hits / (len(q) * k))
+
+
+def tune_effort(index: AnnIndex, reference: RecallReference, *, target: float,
+                efforts: Sequence[int] | None = None) -> tuple[int, float]:
+    """The cheapest effort reaching ``target`` recall@k, and its recall (the last tried if none does).
+
+    Exhaustive indexes have nothing to tune: their default effort, recall measured once.
+    """
+    ladder = list(efforts or EFFORT_LADDER[index.kind])
+    if index.exact:
+        ladder = ladder[:1] if efforts else [DEFAULT_EFFORT[index.kind]]
+    effort, recall = ladder[0], 0.0
+    for effort in ladder:
+        index.set_effort(effort)
+        recall = recall_at_k(index, reference)
+        if recall >= target:
+            break
+    return effort, recall
 
 
 def new_version(digest_of: Sequence[str] = ()) -> str:
@@ -213,7 +256,7 @@ COPURCHASE_SCHEMA: dict[str, Any] = {"product_id": pl.String, "neighbour": pl.St
 
 
 def save_version(
-    artefacts: ArtefactStore, index: Index, *, campaigns: pl.DataFrame, popular: pl.DataFrame, manifest: Manifest,
+    artefacts: ArtefactStore, index: AnnIndex, *, campaigns: pl.DataFrame, popular: pl.DataFrame, manifest: Manifest,
     copurchase: pl.DataFrame | None = None,
 ) -> SavedIndex:
     """Write one immutable version folder (index, side tables, manifest last). Never moves CURRENT.
@@ -230,10 +273,10 @@ def save_version(
         "campaign_id", "content_hash", "product_ids", *info,
     ).cast({**KEYS_SCHEMA, **{c: INFO_SCHEMA[c] for c in info}})  # type: ignore[dict-item]
     with tempfile.TemporaryDirectory(prefix="notify-index-") as tmp:
-        path = Path(tmp) / INDEX_FILE
-        index.save(str(path))
+        path = Path(tmp) / INDEX_FILES[index.kind]
+        index.save(path)
         size = path.stat().st_size
-        artefacts.upload(f"{folder}/{INDEX_FILE}", path)
+        artefacts.upload(f"{folder}/{INDEX_FILES[index.kind]}", path)
     artefacts.write_bytes(f"{folder}/{KEYS_FILE}", _parquet_bytes(keys))
     artefacts.write_bytes(f"{folder}/{POPULAR_FILE}", _parquet_bytes(popular.cast(POPULAR_SCHEMA)))  # type: ignore[arg-type]
     if copurchase is not None:
@@ -278,69 +321,63 @@ def publishable_versions(artefacts: ArtefactStore) -> list[str]:
     return out
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, eq=False)
 class LoadedIndex:
-    """One version, opened for serving: the memory-mapped graph and its side tables."""
+    """One version, opened for serving: the ANN index and its side tables, by row."""
 
     version: str
     manifest: Manifest
-    index: Index
-    keys: npt.NDArray[np.uint64]
+    index: AnnIndex
     campaign_ids: tuple[str, ...]
     content_hashes: tuple[str, ...]
-    key_to_row: dict[int, int]
-    product_campaigns: dict[str, tuple[str, ...]]
+    table: CampaignTable
     popular: dict[str, tuple[tuple[str, float], ...]]
-    campaign_rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # eligibility columns by id
-    parsed: dict[str, Any] = field(default_factory=dict, compare=False)  # the recommender's parse cache
     copurchase: dict[str, tuple[tuple[str, float], ...]] = field(default_factory=dict)  # product -> neighbours
 
 
+def open_index(path: Path, manifest: Manifest, *, keys: npt.NDArray[np.uint64], view: bool = True) -> AnnIndex:
+    """The version's index file: usearch memory-maps it (``view``, opens in ~20 ms); faiss reads it
+    (~0.1 s at 200k; its mapped IVF searches 4-5x slower)."""
+    if manifest.kind == "ivf":
+        return IvfIndex.load(path)
+    if manifest.kind == "hnsw":
+        return HnswIndex.load(path, keys=keys, view=view)
+    raise ValidationError(f"version {manifest.version}: unknown index kind {manifest.kind!r}")
+
+
 def load_version(artefacts: ArtefactStore, version: str, *, view: bool = True,
-                 expansion_search: int | None = None) -> LoadedIndex:
-    """Open a version: ``Index.restore(view=True)`` maps the file (~20 ms, pages load on demand)."""
+                 search_effort: int | None = None) -> LoadedIndex:
+    """Open a version for serving; ``search_effort`` overrides the one the build tuned (the manifest's)."""
     manifest = read_manifest(artefacts, version)
     if manifest is None:
         raise NotFoundError(f"index version {version} has no manifest")
-    path = artefacts.local_file(f"{PREFIX}/{version}/{INDEX_FILE}")
-    index = Index.restore(str(path), view=view)
-    if index is None:
-        raise NotFoundError(f"index file of version {version} could not be opened")
-    set_expansion_search(index, expansion_search or manifest.expansion_search)
     keys_data = artefacts.read_bytes(f"{PREFIX}/{version}/{KEYS_FILE}")
     popular_data = artefacts.read_bytes(f"{PREFIX}/{version}/{POPULAR_FILE}")
     if keys_data is None or popular_data is None:
         raise NotFoundError(f"index version {version} is missing its side tables")
     keys_frame = pl.read_parquet(io.BytesIO(keys_data))
+    path = artefacts.local_file(f"{PREFIX}/{version}/{INDEX_FILES.get(manifest.kind, 'index')}")
+    index = open_index(path, manifest, keys=keys_frame["key"].to_numpy().astype(np.uint64), view=view)
     if keys_frame.height != index.size:
         raise ValidationError(f"version {version}: {keys_frame.height} keys for {index.size} vectors")
-    campaign_ids = tuple(keys_frame["campaign_id"].to_list())
-    product_campaigns: dict[str, list[str]] = {}
-    for cid, pids in zip(campaign_ids, keys_frame["product_ids"].to_list(), strict=True):
-        for pid in pids or ():
-            product_campaigns.setdefault(pid, []).append(cid)
+    index.set_effort(search_effort or manifest.search_effort)
     popular: dict[str, list[tuple[str, float]]] = {}
     for segment, cid, score in pl.read_parquet(io.BytesIO(popular_data)).sort("segment", "rank").select(
             "segment", "campaign_id", "score").iter_rows():
         popular.setdefault(segment, []).append((cid, float(score)))
-    keys = keys_frame["key"].to_numpy().astype(np.uint64)
     copurchase: dict[str, list[tuple[str, float]]] = {}
     copurchase_data = artefacts.read_bytes(f"{PREFIX}/{version}/{COPURCHASE_FILE}")
     if copurchase_data is not None:
         for pid, other, sim in pl.read_parquet(io.BytesIO(copurchase_data)).select(
                 list(COPURCHASE_SCHEMA)).iter_rows():
             copurchase.setdefault(pid, []).append((other, float(sim)))
-    loaded = LoadedIndex(
-        version=version, manifest=manifest, index=index, keys=keys, campaign_ids=campaign_ids,
+    return LoadedIndex(
+        version=version, manifest=manifest, index=index, campaign_ids=tuple(keys_frame["campaign_id"].to_list()),
         content_hashes=tuple(keys_frame["content_hash"].to_list()),
-        key_to_row={int(k): i for i, k in enumerate(keys.tolist())},
-        product_campaigns={p: tuple(c) for p, c in product_campaigns.items()},
+        table=CampaignTable.from_frame(keys_frame.drop("key", "content_hash")),
         popular={s: tuple(v) for s, v in popular.items()},
-        campaign_rows=({str(r["campaign_id"]): r for r in keys_frame.drop("key", "content_hash").iter_rows(named=True)}
-                       if "status" in keys_frame.columns else {}),
         copurchase={p: tuple(n) for p, n in copurchase.items()},
     )
-    return loaded
 
 
 def popularity(

@@ -29,18 +29,20 @@ personalised list comes out shorter than ``limit``.
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from notify_core.errors import NotFoundError, ValidationError
 from notify_core.recommend import scoring
-from notify_core.recommend.index import GLOBAL_SEGMENT, LoadedIndex
+from notify_core.recommend.ann import Matches
+from notify_core.recommend.catalogue import REASONS, CampaignTable, Rows, epoch_day
+from notify_core.recommend.index import GLOBAL_SEGMENT
 from notify_core.recommend.serving import IndexHolder, ServingSnapshot
 from notify_core.store import tables
 from notify_core.store.port import Item, KeyRange, Store
@@ -68,41 +70,6 @@ class ScoreWeights:
         """The weights :func:`scoring.blend` takes (everything but the fallback's popularity)."""
         return scoring.BlendWeights(similarity=self.similarity, affinity=self.affinity, priority=self.priority,
                                     copurchase=self.copurchase, affinity_saturation=self.affinity_saturation)
-
-
-@dataclass(frozen=True, slots=True)
-class CampaignInfo:
-    """What eligibility and scoring need of a campaign (parsed once, cached)."""
-
-    campaign_id: str
-    status: str
-    start_date: date | None
-    end_date: date | None
-    target_countries: frozenset[str]
-    category: str | None
-    cooldown_hours: int
-    priority: int
-    product_ids: tuple[str, ...]
-
-    @classmethod
-    def from_item(cls, item: Mapping[str, Any]) -> CampaignInfo:
-        return cls(
-            campaign_id=str(item["campaign_id"]), status=str(item.get("status") or "active"),
-            start_date=_as_date(item.get("start_date")), end_date=_as_date(item.get("end_date")),
-            target_countries=frozenset(item.get("target_countries") or ()), category=item.get("category"),
-            cooldown_hours=int(item.get("cooldown_hours") or 0), priority=int(item.get("priority") or 1),
-            product_ids=tuple(str(p) for p in item.get("product_ids") or ()),
-        )
-
-
-def _as_date(value: Any) -> date | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    return date.fromisoformat(str(value)[:10])
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,57 +102,6 @@ class Recommendations:
                 "recommendations": [r.as_dict() for r in self.items]}
 
 
-class CampaignCatalog:
-    """Campaign rows from the Store, cached per process for ``ttl_seconds`` (0: read every time).
-
-    The cache keeps the hot path off the Store (a request looks at ~150 campaigns); the TTL bounds how
-    stale a status/date change made by batch ingestion can be. Changes made through the update path
-    are live at once anyway: the overlay carries their rows and wins over this cache.
-    """
-
-    def __init__(self, store: Store, *, ttl_seconds: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self._store = store
-        self._ttl = ttl_seconds
-        self._clock = clock
-        self._cache: dict[str, tuple[float, CampaignInfo | None]] = {}
-        self._lock = threading.Lock()
-
-    def get_many(self, campaign_ids: Iterable[str]) -> dict[str, CampaignInfo]:
-        now = self._clock()
-        out: dict[str, CampaignInfo] = {}
-        missing: list[str] = []
-        for cid in campaign_ids:
-            hit = self._cache.get(cid)
-            if hit is not None and hit[0] > now:
-                if hit[1] is not None:
-                    out[cid] = hit[1]
-            else:
-                missing.append(cid)
-        if missing:
-            items = self._store.table(tables.CAMPAIGNS).batch_get([(c, tables.CAMPAIGN_SK) for c in missing])
-            found = {str(i["campaign_id"]): CampaignInfo.from_item(i) for i in items}
-            expires = now + self._ttl
-            with self._lock:
-                for cid in missing:
-                    info = found.get(cid)
-                    self._cache[cid] = (expires, info)
-                    if info is not None:
-                        out[cid] = info
-        return out
-
-    def invalidate(self, campaign_id: str) -> None:
-        with self._lock:
-            self._cache.pop(campaign_id, None)
-
-
-def _info_of(base: LoadedIndex, campaign_id: str) -> CampaignInfo:
-    """A version's campaign row parsed once per version (the parse is most of a cold lookup's cost)."""
-    info = base.parsed.get(campaign_id)
-    if not isinstance(info, CampaignInfo):
-        info = base.parsed[campaign_id] = CampaignInfo.from_item(base.campaign_rows[campaign_id])
-    return info
-
-
 @dataclass(frozen=True, slots=True)
 class UserContext:
     user_id: str
@@ -201,156 +117,254 @@ def _parse_ts(value: str) -> datetime:
     return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
 
+def ineligible_codes(table: CampaignTable, rows: Rows, user: UserContext, *, now: datetime) -> npt.NDArray[np.int8]:
+    """Per candidate row: 0 when it may go to this user now, else 1 + the index in ``REASONS`` of the first
+    filter it fails (inactive, out of dates, targeted elsewhere, opted-out category, sent within cooldown)."""
+    today = epoch_day(now.date())
+    recent = np.zeros(len(rows), dtype=bool)
+    for cid, ts in user.last_sent.items():
+        row = table.row_of.get(cid)
+        if row is None:
+            continue
+        at = int(np.searchsorted(rows, row))
+        if at < len(rows) and rows[at] == row and now - ts < timedelta(hours=float(table.cooldown_hours[row])):
+            recent[at] = True
+    opted = table.category_codes(user.opted_out)
+    conditions = [
+        ~table.active[rows],
+        (table.start[rows] > today) | (table.end[rows] < today),
+        ~table.allowed_in(user.country)[rows],
+        np.isin(table.category[rows], opted) if len(opted) else np.zeros(len(rows), dtype=bool),
+        recent,
+    ]
+    return np.select(conditions, np.arange(1, len(REASONS) + 1, dtype=np.int8), 0).astype(np.int8)
+
+
+@dataclass(slots=True)
+class _Scored:
+    """Candidate rows (sorted, unique) with their terms, accumulated over the personalised and fallback passes."""
+
+    rows: list[Rows] = field(default_factory=list)
+    score: list[npt.NDArray[np.float64]] = field(default_factory=list)
+    similarity: list[npt.NDArray[np.float64]] = field(default_factory=list)
+    affinity: list[npt.NDArray[np.float64]] = field(default_factory=list)
+    copurchase: list[npt.NDArray[np.float64]] = field(default_factory=list)
+    popularity: list[npt.NDArray[np.float64]] = field(default_factory=list)
+    filtered: dict[str, int] = field(default_factory=dict)
+    seen: int = 0
+    eligible: int = 0
+
+    def concat(self, name: str) -> npt.NDArray[Any]:
+        parts = getattr(self, name)
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+
 class Recommender:
-    """Top-N campaigns for one user, from the Store (user, matrix row, sends) and the served index."""
+    """Top-N campaigns for one user, from the Store (user, matrix row, sends) and the served index.
+
+    Works in row numbers of the snapshot's :class:`CampaignTable` from the ANN answer to the top-N, with
+    every filter and score term as an array operation over the candidates (module doc for what they are).
+    """
 
     def __init__(
         self, *, store: Store, holder: IndexHolder, weights: ScoreWeights | None = None, candidates: int = 150,
-        catalog_ttl_seconds: float = 30.0, max_cooldown_hours: int = 24 * 14,
+        max_cooldown_hours: int = 24 * 14,
     ) -> None:
         self.store = store
         self.holder = holder
         self.weights = weights or ScoreWeights()
         self.candidates = candidates
-        self.catalog = CampaignCatalog(store, ttl_seconds=catalog_ttl_seconds)
         self.max_cooldown_hours = max_cooldown_hours
 
     # -- inputs ------------------------------------------------------------------------------------
+    def user_contexts(self, user_ids: Sequence[str], *, now: datetime, dim: int | None) -> dict[str, UserContext]:
+        """Contexts of the known users among ``user_ids`` (profiles and vectors in one batch read each)."""
+        wanted = list(dict.fromkeys(user_ids))
+        profiles = {str(p["pk"]): p for p in self.store.table(tables.USERS).batch_get(
+            [(u, tables.PROFILE_SK) for u in wanted])}
+        vectors = {str(v["pk"])[len(USER_VECTOR_PREFIX):]: v for v in self.store.table(tables.EMBEDDINGS).batch_get(
+            [(f"{USER_VECTOR_PREFIX}{u}", tables.VECTOR_SK) for u in wanted if u in profiles])}
+        since = tables.time_sk(now - timedelta(hours=self.max_cooldown_hours))
+        out: dict[str, UserContext] = {}
+        for user_id in wanted:
+            profile = profiles.get(user_id)
+            if profile is None:
+                continue
+            vector = None
+            item = vectors.get(user_id)
+            if item is not None:
+                candidate = np.frombuffer(bytes(item["vector"]), dtype="<f4").astype(np.float32)
+                norm = float(np.linalg.norm(candidate))
+                if norm > 0 and (dim is None or candidate.shape[0] == dim):  # another model's vector: unusable
+                    vector = candidate / norm
+            orders = {str(r["sk"]): int(r.get("order_count") or 0)
+                      for r in self.store.table(tables.USER_PRODUCT).query(user_id)}
+            sent: dict[str, datetime] = {}
+            for r in self.store.table(tables.SENDS).query(user_id, key_range=KeyRange(start=since)):
+                cid = str(r.get("campaign_id") or str(r["sk"]).split("#", 1)[-1])
+                ts = _parse_ts(str(r.get("ts") or str(r["sk"]).split("#", 1)[0]))
+                if cid not in sent or ts > sent[cid]:
+                    sent[cid] = ts
+            out[user_id] = UserContext(user_id=user_id, country=profile.get("country"),
+                                       opted_out=frozenset(profile.get("opted_out_categories") or ()),
+                                       vector=vector, orders_by_product=orders, last_sent=sent)
+        return out
+
     def user_context(self, user_id: str, *, now: datetime, dim: int | None) -> UserContext:
-        profile = self.store.table(tables.USERS).get(user_id, tables.PROFILE_SK)
-        if profile is None:
+        found = self.user_contexts([user_id], now=now, dim=dim).get(user_id)
+        if found is None:
             raise NotFoundError(f"unknown user {user_id!r}")
-        vector = None
-        item = self.store.table(tables.EMBEDDINGS).get(f"{USER_VECTOR_PREFIX}{user_id}", tables.VECTOR_SK)
-        if item is not None:
-            candidate = np.frombuffer(bytes(item["vector"]), dtype="<f4").astype(np.float32)
-            norm = float(np.linalg.norm(candidate))
-            if norm > 0 and (dim is None or candidate.shape[0] == dim):  # a vector of another model: unusable
-                vector = candidate / norm
-        orders = {str(r["sk"]): int(r.get("order_count") or 0)
-                  for r in self.store.table(tables.USER_PRODUCT).query(user_id)}
-        since = now - timedelta(hours=self.max_cooldown_hours)
-        sent: dict[str, datetime] = {}
-        for r in self.store.table(tables.SENDS).query(user_id, key_range=KeyRange(start=tables.time_sk(since))):
-            cid = str(r.get("campaign_id") or str(r["sk"]).split("#", 1)[-1])
-            ts = _parse_ts(str(r.get("ts") or str(r["sk"]).split("#", 1)[0]))
-            if cid not in sent or ts > sent[cid]:
-                sent[cid] = ts
-        return UserContext(user_id=user_id, country=profile.get("country"),
-                           opted_out=frozenset(profile.get("opted_out_categories") or ()), vector=vector,
-                           orders_by_product=orders, last_sent=sent)
+        return found
 
-    # -- filters -----------------------------------------------------------------------------------
-    @staticmethod
-    def ineligible(info: CampaignInfo, user: UserContext, *, now: datetime) -> str | None:
-        """Why a campaign may not go to this user now (a filter name), or None when it may."""
-        today = now.date()
-        if info.status != "active":
-            return "inactive"
-        if (info.start_date is not None and today < info.start_date) or (
-                info.end_date is not None and today > info.end_date):
-            return "out_of_dates"
-        if info.target_countries and user.country not in info.target_countries:
-            return "not_targeted"
-        if info.category is not None and info.category in user.opted_out:
-            return "opted_out"
-        last = user.last_sent.get(info.campaign_id)
-        if last is not None and now - last < timedelta(hours=info.cooldown_hours):
-            return "recently_sent"
-        return None
-
-    def _affinity(self, info: CampaignInfo, user: UserContext) -> float:
-        best = max((user.orders_by_product.get(p, 0) for p in info.product_ids), default=0)
-        return float(scoring.repeat_affinity(best, saturation=self.weights.affinity_saturation))
-
-    @staticmethod
-    def copurchase_scores(snapshot: ServingSnapshot, user: UserContext) -> dict[str, float]:
-        """The user's co-purchase affinity per campaign in (0, 1] (``scoring.copurchase_campaigns`` over
-        the version's neighbour map, campaigns of the version and the overlay); {} without a map."""
-        neighbours = snapshot.base.copurchase if snapshot.base is not None else {}
-        if not neighbours or not user.orders_by_product:
-            return {}
-        base_map = snapshot.base.product_campaigns if snapshot.base is not None else {}
-        overlay_map = snapshot.overlay.product_campaigns
-
-        def campaigns_of(pid: str) -> tuple[str, ...]:
-            extra = overlay_map.get(pid, ())
-            return (*base_map.get(pid, ()), *extra) if extra else base_map.get(pid, ())
-
-        return scoring.copurchase_campaigns(scoring.copurchase_products(user.orders_by_product, neighbours),
-                                            campaigns_of)
-
-    def _infos(self, snapshot: ServingSnapshot, ids: Iterable[str]) -> dict[str, CampaignInfo]:
-        """Overlay rows first (live edits), then the version's own campaign rows, then the Store (for
-        campaigns the version does not know, e.g. before the first build)."""
-        wanted = list(dict.fromkeys(ids))
-        overlay = snapshot.overlay.campaigns
-        infos = {c: CampaignInfo.from_item(overlay[c]) for c in wanted if c in overlay}
-        rows = snapshot.base.campaign_rows if snapshot.base is not None else {}
-        for cid in wanted:
-            if cid not in infos and cid in rows:
-                infos[cid] = _info_of(snapshot.base, cid)  # type: ignore[arg-type]  # rows => base
-        infos.update(self.catalog.get_many(c for c in wanted if c not in infos))
-        return infos
-
-    # -- the request -------------------------------------------------------------------------------
+    # -- requests ----------------------------------------------------------------------------------
     def recommend(self, user_id: str, *, limit: int = 10, now: datetime | None = None) -> Recommendations:
-        if not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-            raise ValidationError(f"limit must be an integer in 1..{MAX_LIMIT}")
+        _check_limit(limit)
         now = now or datetime.now(UTC)
         snapshot = self.holder.snapshot()
         user = self.user_context(user_id, now=now, dim=snapshot.dim)
-        w = self.weights
-        blend_weights = w.blend()
+        found = snapshot.search_rows(user.vector, self.candidates) if user.vector is not None else None
+        return self._rank(snapshot, user, found, 0, limit=limit, now=now)
 
-        similar: dict[str, float] = {}
-        if user.vector is not None:
-            similar = dict(snapshot.search(user.vector, self.candidates))
-        from_ann = frozenset(similar)
-        repeat = snapshot.campaigns_promoting(user.orders_by_product)
-        co = self.copurchase_scores(snapshot, user) if w.copurchase else {}
-        from_co = frozenset(scoring.top_campaigns(co))
-        popular: dict[str, float] = {}
-        filtered: dict[str, int] = {}
-        scored: list[Recommendation] = []
-        seen: set[str] = set()
+    def recommend_many(self, user_ids: Sequence[str], *, limit: int = 10, now: datetime | None = None,
+                       threads: int = 0) -> list[Recommendations]:
+        """Batch callers (scheduling, benchmarks): one batched ANN search over all users with a vector
+        (``threads``: 0 = all cores), then each user's ranking. Unknown users are skipped."""
+        _check_limit(limit)
+        now = now or datetime.now(UTC)
+        snapshot = self.holder.snapshot()
+        contexts = self.user_contexts(user_ids, now=now, dim=snapshot.dim)
+        users = [contexts[u] for u in dict.fromkeys(user_ids) if u in contexts]
+        with_vector = [u for u in users if u.vector is not None]
+        found = None
+        position: dict[str, int] = {}
+        if with_vector:
+            queries = np.stack([u.vector for u in with_vector if u.vector is not None])
+            found = snapshot.search_rows(queries, self.candidates, threads=threads or (os.cpu_count() or 1))
+            position = {u.user_id: i for i, u in enumerate(with_vector)}
+        return [self._rank(snapshot, u, found if u.user_id in position else None, position.get(u.user_id, 0),
+                           limit=limit, now=now) for u in users]
 
-        def score(ids: Iterable[str]) -> None:
-            todo = [c for c in dict.fromkeys(ids) if c not in seen]
-            seen.update(todo)
-            infos = self._infos(snapshot, todo)
-            if user.vector is not None:
-                missing = [c for c in todo if c not in similar and c in infos]
-                if missing:
-                    similar.update(snapshot.similarities(missing, user.vector))
-            for cid in todo:
-                info = infos.get(cid)
-                reason = "unknown_campaign" if info is None else self.ineligible(info, user, now=now)
-                if reason is not None or info is None:
-                    filtered[reason or "unknown_campaign"] = filtered.get(reason or "unknown_campaign", 0) + 1
-                    continue
-                sim = similar.get(cid, 0.0)
-                aff = self._affinity(info, user)
-                cop = co.get(cid, 0.0)
-                pop = popular.get(cid, 0.0)
-                value = scoring.blend(similarity=sim, affinity=aff, priority=info.priority, weights=blend_weights,
-                                      copurchase=cop) + w.popularity * pop
-                reasons = tuple(r for r, on in (("similar", cid in from_ann), ("repeat_purchase", aff > 0),
-                                                ("copurchase", cop > 0), ("popular", pop > 0)) if on)
-                scored.append(Recommendation(campaign_id=cid, score=value, similarity=sim, affinity=aff,
-                                             reasons=reasons or ("priority",), copurchase=cop))
-
-        score([*similar, *sorted(repeat), *sorted(from_co)])
-        if len(scored) < limit:  # no vector, or too few eligible: fill from what is popular where they live
-            popular = self._popular(snapshot, user.country)
-            score(popular)
-        scored.sort(key=lambda r: (-r.score, r.campaign_id))
+    # -- ranking -----------------------------------------------------------------------------------
+    def _rank(self, snapshot: ServingSnapshot, user: UserContext, found: Matches | None, at: int, *, limit: int,
+              now: datetime) -> Recommendations:
+        table = snapshot.table
+        ann_rows = np.zeros(0, dtype=np.int64)
+        ann_sims = np.zeros(0, dtype=np.float32)
+        if found is not None:
+            keep = found.rows[at] >= 0
+            ann_rows, ann_sims = found.rows[at][keep], found.similarities[at][keep]
+        promoted = snapshot.promoting(user.orders_by_product)
+        repeat_rows = np.concatenate(list(promoted.values())) if promoted else np.zeros(0, dtype=np.int64)
+        repeat_orders = np.concatenate([np.full(len(r), user.orders_by_product[p], dtype=np.float64)
+                                        for p, r in promoted.items()]) if promoted else np.zeros(0)
+        co_rows, co_values = self.copurchase_rows(snapshot, user) if self.weights.copurchase else (
+            np.zeros(0, dtype=np.int64), np.zeros(0))
+        top_co = co_rows[np.lexsort((table.id_rank[co_rows], -co_values))[:scoring.COPURCHASE_CANDIDATES]] \
+            if len(co_rows) else co_rows
+        out = _Scored()
+        rows = np.unique(np.concatenate([ann_rows, repeat_rows, top_co]))
+        self._score(out, snapshot, user, rows, now=now, ann=(ann_rows, ann_sims),
+                    repeat=(repeat_rows, repeat_orders), co=(co_rows, co_values))
+        if out.eligible < limit:  # no vector, or too few eligible: fill from what is popular where they live
+            pop_ids, pop_values = self._popular(snapshot, user.country)
+            pop_rows = table.rows_of(pop_ids)
+            known = (pop_rows >= 0) & ~np.isin(pop_rows, rows)
+            pop_rows, pop_values = pop_rows[known], pop_values[known]
+            order = np.argsort(pop_rows, kind="stable")
+            pop_rows, pop_values = pop_rows[order], pop_values[order]
+            self._score(out, snapshot, user, pop_rows, now=now, ann=(ann_rows, ann_sims),
+                        repeat=(repeat_rows, repeat_orders), co=(co_rows, co_values),
+                        popularity=pop_values)
+        items = self._top(out, table, ann_rows, limit=limit)
         strategy: Strategy = "personalised" if user.vector is not None else "fallback"
-        return Recommendations(user_id=user_id, items=tuple(scored[:limit]), strategy=strategy,
-                               index_version=snapshot.version, candidates=len(seen), filtered=filtered)
+        return Recommendations(user_id=user.user_id, items=items, strategy=strategy, index_version=snapshot.version,
+                               candidates=out.seen, filtered=out.filtered)
+
+    def _score(self, out: _Scored, snapshot: ServingSnapshot, user: UserContext, rows: Rows, *, now: datetime,
+               ann: tuple[Rows, npt.NDArray[np.float32]], repeat: tuple[Rows, npt.NDArray[np.float64]],
+               co: tuple[Rows, npt.NDArray[np.float64]], popularity: npt.NDArray[np.float64] | None = None) -> None:
+        """Filter and score sorted unique ``rows``; append the eligible ones to ``out``."""
+        out.seen += len(rows)
+        if not len(rows):
+            return
+        table = snapshot.table
+        codes = ineligible_codes(table, rows, user, now=now)
+        for code, count in enumerate(np.bincount(codes, minlength=len(REASONS) + 1).tolist()):
+            if code and count:
+                out.filtered[REASONS[code - 1]] = out.filtered.get(REASONS[code - 1], 0) + count
+        ok = codes == 0
+        rows = rows[ok]
+        if not len(rows):
+            return
+        similarity = _lookup(rows, *ann, default=np.nan)
+        missing = np.isnan(similarity)
+        if missing.any():
+            similarity[missing] = (snapshot.vectors(rows[missing]) @ user.vector) if user.vector is not None else 0.0
+        best_orders = np.zeros(len(rows))
+        repeat_rows, repeat_orders = repeat
+        if len(repeat_rows):
+            at = np.searchsorted(rows, repeat_rows)
+            hit = (at < len(rows)) & (rows[np.minimum(at, len(rows) - 1)] == repeat_rows)
+            np.maximum.at(best_orders, at[hit], repeat_orders[hit])
+        w = self.weights
+        affinity = np.asarray(scoring.repeat_affinity(best_orders, saturation=w.affinity_saturation))
+        copurchase = _lookup(rows, *co, default=0.0)
+        pop = popularity[ok] if popularity is not None else np.zeros(len(rows))
+        score = np.asarray(scoring.blend(similarity=similarity, affinity=affinity, priority=table.priority[rows],
+                                         weights=w.blend(), copurchase=copurchase)) + w.popularity * pop
+        out.rows.append(rows)
+        out.score.append(score)
+        out.similarity.append(similarity)
+        out.affinity.append(affinity)
+        out.copurchase.append(copurchase)
+        out.popularity.append(pop)
+        out.eligible += len(rows)
 
     @staticmethod
-    def _popular(snapshot: ServingSnapshot, country: str | None) -> dict[str, float]:
+    def _top(out: _Scored, table: CampaignTable, ann_rows: Rows, *, limit: int) -> tuple[Recommendation, ...]:
+        """The best ``limit`` by score, equal scores by campaign id."""
+        rows = out.concat("rows").astype(np.int64)
+        if not len(rows):
+            return ()
+        score = out.concat("score")
+        best = np.lexsort((table.id_rank[rows], -score))[:limit]
+        similarity, affinity = out.concat("similarity"), out.concat("affinity")
+        copurchase, popularity = out.concat("copurchase"), out.concat("popularity")
+        from_ann = np.isin(rows[best], ann_rows)
+        items = []
+        for j, i in enumerate(best.tolist()):
+            reasons = tuple(r for r, on in (("similar", bool(from_ann[j])), ("repeat_purchase", affinity[i] > 0),
+                                            ("copurchase", copurchase[i] > 0), ("popular", popularity[i] > 0)) if on)
+            items.append(Recommendation(campaign_id=table.ids[int(rows[i])], score=float(score[i]),
+                                        similarity=float(similarity[i]), affinity=float(affinity[i]),
+                                        reasons=reasons or ("priority",), copurchase=float(copurchase[i])))
+        return tuple(items)
+
+    @staticmethod
+    def copurchase_rows(snapshot: ServingSnapshot, user: UserContext) -> tuple[Rows, npt.NDArray[np.float64]]:
+        """The user's co-purchase affinity in (0, 1] per campaign row, rows sorted (``scoring``'s functions
+        over the version's neighbour map); empty without a map or purchases."""
+        neighbours = snapshot.base.copurchase if snapshot.base is not None else {}
+        if not neighbours or not user.orders_by_product:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        products = scoring.copurchase_products(user.orders_by_product, neighbours)
+        promoted = snapshot.promoting(products)
+        by_row = scoring.copurchase_campaigns(products, lambda pid: promoted[pid].tolist() if pid in promoted else ())
+        if not by_row:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        rows = np.fromiter(by_row, dtype=np.int64, count=len(by_row))
+        values = np.fromiter(by_row.values(), dtype=np.float64, count=len(by_row))
+        order = np.argsort(rows)
+        return rows[order], values[order]
+
+    def copurchase_scores(self, snapshot: ServingSnapshot, user: UserContext) -> dict[str, float]:
+        """:meth:`copurchase_rows` by campaign id."""
+        rows, values = self.copurchase_rows(snapshot, user)
+        ids = snapshot.table.ids
+        return {ids[r]: float(v) for r, v in zip(rows.tolist(), values.tolist(), strict=True)}
+
+    @staticmethod
+    def _popular(snapshot: ServingSnapshot, country: str | None) -> tuple[list[str], npt.NDArray[np.float64]]:
         """Popularity in [0, 1]: share of the segment's top score, the user's country at full weight,
         the overall list at half, so local favourites come first and the overall list fills the rest."""
         out: dict[str, float] = {}
@@ -362,19 +376,30 @@ class Recommender:
             top = ranked[0][1] or 1.0
             for cid, score in ranked:
                 out.setdefault(cid, weight * score / top)
-        return out
+        return list(out), np.fromiter(out.values(), dtype=np.float64, count=len(out))
+
+
+def _check_limit(limit: int) -> None:
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
+        raise ValidationError(f"limit must be an integer in 1..{MAX_LIMIT}")
+
+
+def _lookup(rows: Rows, keys: Rows, values: npt.NDArray[Any], *, default: float) -> npt.NDArray[np.float64]:
+    """``values`` of ``keys`` at ``rows`` (both sorted or not; keys unique), ``default`` where absent."""
+    out = np.full(len(rows), default, dtype=np.float64)
+    if len(keys):
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        at = np.clip(np.searchsorted(sorted_keys, rows), 0, len(sorted_keys) - 1)
+        hit = sorted_keys[at] == rows
+        out[hit] = np.asarray(values, dtype=np.float64)[order[at[hit]]]
+    return out
 
 
 def recommend_many(recommender: Recommender, user_ids: Sequence[str], *, limit: int = 10,
                    now: datetime | None = None) -> list[Recommendations]:
-    """Convenience for batch callers (scheduling): one call per user, unknown users skipped."""
-    out = []
-    for user_id in user_ids:
-        try:
-            out.append(recommender.recommend(user_id, limit=limit, now=now))
-        except NotFoundError:
-            continue
-    return out
+    """Batch callers (scheduling): :meth:`Recommender.recommend_many`, unknown users skipped."""
+    return recommender.recommend_many(user_ids, limit=limit, now=now)
 
 
 def sent_item(user_id: str, campaign_id: str, ts: datetime, **extra: Any) -> Item:

@@ -37,6 +37,7 @@ from scipy import sparse
 
 F64 = npt.NDArray[np.float64]
 Num = TypeVar("Num", float, F64)
+CampaignRef = TypeVar("CampaignRef", str, int)  # a campaign id, or serving's row number of it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -153,10 +154,10 @@ def copurchase_products(orders_by_product: Mapping[str, int], neighbours: Neighb
 
 
 def copurchase_campaigns(product_scores: Mapping[str, float],
-                         campaigns_of: Callable[[str], Iterable[str]]) -> dict[str, float]:
+                         campaigns_of: Callable[[str], Iterable[CampaignRef]]) -> dict[CampaignRef, float]:
     """Serving's co-purchase affinity in [0, 1]: a campaign's best promoted product / the user's best campaign
     (one user's row of :func:`copurchase_affinity`; campaigns scoring 0 are left out)."""
-    best: dict[str, float] = {}
+    best: dict[CampaignRef, float] = {}
     for pid, value in product_scores.items():
         if value <= 0:
             continue

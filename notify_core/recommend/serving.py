@@ -4,13 +4,13 @@
 request and keep that (immutable) snapshot for the whole request; a swap replaces the holder's single
 reference, so in-flight requests finish on the old version while new ones see the new one, and no lock
 is taken on the read path. Every ``refresh_seconds`` at most, one request thread (never all of them)
-checks the ``CURRENT`` pointer and the overlay file; a new version is opened with
-``Index.restore(view=True)`` (memory-mapped, ~20 ms) *before* the swap, so a version that fails to
-load is logged and skipped and the last good index keeps serving.
+checks the ``CURRENT`` pointer and the overlay file; a new version is opened (~0.1 s for 200k campaigns)
+*before* the swap, so a version that fails to load is logged and skipped and the last good index keeps
+serving.
 
 The overlay makes campaign creates/edits live without a rebuild: campaigns upserted since the last
-build are kept beside the graph (vectors + their campaign rows) and searched exactly (numpy; it is
-small). Overlay ids shadow the same ids in the graph, so an edited campaign is never returned twice or
+build are kept beside the index (vectors + their campaign rows) and searched exactly (numpy; it is
+small). Overlay ids shadow the same ids in the index, so an edited campaign is never returned twice or
 with its old vector. The overlay is persisted (``campaign_index/overlay.parquet``) so every serving
 process picks it up on its refresh tick; an entry stops mattering once a build newer than it contains
 the same content (the graph then has the same vector).
@@ -32,17 +32,10 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from notify_core.recommend.ann import Matches, Vectors, unit_rows
 from notify_core.recommend.artefacts import ArtefactStore
-from notify_core.recommend.index import (
-    CURRENT,
-    OVERLAY,
-    LoadedIndex,
-    Vectors,
-    campaign_keys,
-    current_version,
-    load_version,
-    search,
-)
+from notify_core.recommend.catalogue import CampaignTable
+from notify_core.recommend.index import CURRENT, OVERLAY, LoadedIndex, current_version, load_version
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +64,7 @@ class Overlay:
     matrix: Vectors = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
     ids: frozenset[str] = frozenset()
     campaigns: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    product_campaigns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    table: CampaignTable = field(default_factory=CampaignTable.empty)
 
     @classmethod
     def of(cls, entries: Iterable[OverlayEntry]) -> Overlay:
@@ -82,16 +75,10 @@ class Overlay:
         kept = tuple(sorted(latest.values(), key=lambda e: e.campaign_id))
         if not kept:
             return cls()
-        matrix = np.stack([e.vector for e in kept]).astype(np.float32)
-        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-        matrix = np.ascontiguousarray(matrix / np.where(norms > 0, norms, 1.0), dtype=np.float32)
-        products: dict[str, list[str]] = {}
-        for e in kept:
-            for pid in e.campaign.get("product_ids") or ():
-                products.setdefault(str(pid), []).append(e.campaign_id)
+        matrix = unit_rows(np.stack([e.vector for e in kept]))
         return cls(entries=kept, matrix=matrix, ids=frozenset(latest),
                    campaigns={e.campaign_id: e.campaign for e in kept},
-                   product_campaigns={p: tuple(c) for p, c in products.items()})
+                   table=CampaignTable.from_rows([{**e.campaign, "campaign_id": e.campaign_id} for e in kept]))
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -132,12 +119,24 @@ def effective_overlay(entries: Iterable[OverlayEntry], base: LoadedIndex | None)
                       if not (hashes.get(e.campaign_id) == e.content_hash and e.updated_at <= built_at))
 
 
-@dataclass(frozen=True, slots=True)
 class ServingSnapshot:
-    """What one request sees: a graph version (or none yet) plus the overlay, never changing under it."""
+    """What one request sees: a version (or none yet) plus the overlay, never changing under it.
 
-    base: LoadedIndex | None
-    overlay: Overlay
+    Rows: the version's campaigns are rows ``0..n-1`` (the index's own), the overlay's come after them, in
+    one :class:`CampaignTable`. A version row whose campaign the overlay replaced is *shadowed*: never a
+    candidate, so an edited campaign is never returned twice or with its old vector or row.
+    """
+
+    def __init__(self, base: LoadedIndex | None, overlay: Overlay) -> None:
+        self.base = base
+        self.overlay = overlay
+        base_table = base.table if base is not None else CampaignTable.empty()
+        self.offset = len(base_table)
+        self.table = base_table.concat(overlay.table)
+        self.shadowed = np.zeros(len(self.table), dtype=bool)
+        if base is not None and overlay.ids:
+            rows = base.table.rows_of(sorted(overlay.ids))
+            self.shadowed[rows[rows >= 0]] = True
 
     @property
     def version(self) -> str | None:
@@ -149,58 +148,71 @@ class ServingSnapshot:
             return self.base.manifest.dim
         return int(self.overlay.matrix.shape[1]) if len(self.overlay) else None
 
-    def search(self, vector: Vectors, k: int) -> list[tuple[str, float]]:
-        """Top-k (campaign_id, cosine similarity), best first: ANN over the graph + exact over the overlay."""
-        query = np.asarray(vector, dtype=np.float32)
-        found: dict[str, float] = {}
+    def search_rows(self, queries: Vectors, k: int, *, threads: int = 1) -> Matches:
+        """Top-k rows and cosines per query, best first (-1 pads): the ANN over the version, exact over
+        the overlay, shadowed rows dropped."""
+        q = unit_rows(queries)
+        parts_rows: list[npt.NDArray[np.int64]] = []
+        parts_sims: list[npt.NDArray[np.float32]] = []
         base = self.base
         if base is not None and base.index.size:
-            shadowed = len(self.overlay.ids)
-            matches = search(base.index, query, min(k + shadowed, base.index.size))
-            ids = base.campaign_ids
-            for key, distance in zip(matches.keys.tolist(), matches.distances.tolist(), strict=True):
-                row = base.key_to_row.get(int(key))
-                if row is None:
-                    continue
-                cid = ids[row]
-                if cid not in self.overlay.ids:
-                    found[cid] = 1.0 - float(distance)
+            found = base.index.search(q, min(k + len(self.overlay.ids), base.index.size), threads=threads)
+            rows, sims = found.rows, found.similarities
+            drop = (rows < 0) | self.shadowed[np.maximum(rows, 0)]
+            parts_rows.append(np.where(drop, -1, rows))
+            parts_sims.append(np.where(drop, -np.inf, sims).astype(np.float32))
         if len(self.overlay):
-            sims = self.overlay.matrix @ query
-            top = np.argsort(-sims)[:k]
-            for row in top.tolist():
-                found[self.overlay.entries[row].campaign_id] = float(sims[row])
-        return sorted(found.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+            sims = q @ self.overlay.matrix.T
+            parts_rows.append(np.broadcast_to(np.arange(len(self.overlay)) + self.offset, sims.shape).astype(np.int64))
+            parts_sims.append(sims.astype(np.float32))
+        if not parts_rows:
+            return Matches(np.full((len(q), k), -1, dtype=np.int64), np.full((len(q), k), -np.inf, dtype=np.float32))
+        rows = np.concatenate(parts_rows, axis=1)
+        sims = np.concatenate(parts_sims, axis=1)
+        # best first; equal cosines by campaign row (stable), padding last
+        order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        rows = np.take_along_axis(rows, order, axis=1)
+        sims = np.take_along_axis(sims, order, axis=1)
+        if rows.shape[1] < k:
+            pad = k - rows.shape[1]
+            rows = np.pad(rows, ((0, 0), (0, pad)), constant_values=-1)
+            sims = np.pad(sims, ((0, 0), (0, pad)), constant_values=-np.inf)
+        return Matches(np.where(np.isfinite(sims), rows, -1), sims)
 
-    def similarities(self, campaign_ids: Sequence[str], vector: Vectors) -> dict[str, float]:
-        """Exact cosine for named campaigns (those the ANN did not return, e.g. repeat-purchase candidates)."""
-        out: dict[str, float] = {}
-        query = np.asarray(vector, dtype=np.float32)
-        rest: list[str] = []
-        for cid in campaign_ids:
-            if cid in self.overlay.ids:
-                row = next(i for i, e in enumerate(self.overlay.entries) if e.campaign_id == cid)
-                out[cid] = float(self.overlay.matrix[row] @ query)
-            else:
-                rest.append(cid)
-        if rest and self.base is not None and self.base.index.size:
-            got: Any = self.base.index.get(campaign_keys(rest), dtype="f32")
-            rows = got if isinstance(got, tuple) else list(got) if got is not None else [None] * len(rest)
-            for cid, stored in zip(rest, rows, strict=True):
-                if stored is None:
-                    continue
-                v = np.asarray(stored, dtype=np.float32)
-                norm = float(np.linalg.norm(v))
-                out[cid] = float(v @ query) / norm if norm > 0 else 0.0
+    def search(self, vector: Vectors, k: int) -> list[tuple[str, float]]:
+        """Top-k (campaign_id, cosine similarity), best first."""
+        found = self.search_rows(vector, k)
+        ids = self.table.ids
+        return [(ids[r], float(s)) for r, s in zip(found.rows[0].tolist(), found.similarities[0].tolist(),
+                                                     strict=True) if r >= 0]
+
+    def vectors(self, rows: npt.NDArray[np.int64]) -> Vectors:
+        """Stored unit vectors of rows (version rows from the index, overlay rows from the overlay)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        dim = self.dim or 0
+        out = np.zeros((len(rows), dim), dtype=np.float32)
+        in_base = rows < self.offset
+        if in_base.any() and self.base is not None:
+            out[in_base] = self.base.index.vectors(rows[in_base])
+        if (~in_base).any():
+            out[~in_base] = self.overlay.matrix[rows[~in_base] - self.offset]
+        return out
+
+    def promoting(self, product_ids: Iterable[str]) -> dict[str, npt.NDArray[np.int64]]:
+        """product -> rows of the (unshadowed) campaigns promoting it, for the products that have any."""
+        out: dict[str, npt.NDArray[np.int64]] = {}
+        products = self.table.products
+        for pid in product_ids:
+            rows = products.get(pid)
+            if rows is not None:
+                rows = rows[~self.shadowed[rows]]
+                if len(rows):
+                    out[pid] = rows
         return out
 
     def campaigns_promoting(self, product_ids: Iterable[str]) -> set[str]:
-        found: set[str] = set()
-        base_map = self.base.product_campaigns if self.base is not None else {}
-        for pid in product_ids:
-            found.update(base_map.get(pid, ()))
-            found.update(self.overlay.product_campaigns.get(pid, ()))
-        return found
+        ids = self.table.ids
+        return {ids[r] for rows in self.promoting(product_ids).values() for r in rows.tolist()}
 
     def popular(self, segment: str) -> tuple[tuple[str, float], ...]:
         return self.base.popular.get(segment, ()) if self.base is not None else ()
@@ -217,28 +229,37 @@ class IndexHolder:
     """
 
     def __init__(
-        self, artefacts: ArtefactStore, *, refresh_seconds: float = 2.0, expansion_search: int | None = None,
+        self, artefacts: ArtefactStore, *, refresh_seconds: float = 2.0, search_effort: int | None = None,
         clock: Callable[[], float] = time.monotonic, loader: Loader | None = None,
     ) -> None:
         self.artefacts = artefacts
         self.refresh_seconds = refresh_seconds
-        self.expansion_search = expansion_search
+        self.search_effort = search_effort
         self._clock = clock
-        self._loader: Loader = loader or (lambda a, v: load_version(a, v, expansion_search=expansion_search))
+        self._loader: Loader = loader or (lambda a, v: load_version(a, v, search_effort=search_effort))
         self._snapshot = ServingSnapshot(base=None, overlay=Overlay())
         self._overlay_entries: list[OverlayEntry] = []
         self._pointer_stamp: str | None = None
         self._overlay_stamp: str | None = None
         self._next_check = 0.0
         self._refresh_lock = threading.Lock()
+        self._polled = threading.Event()  # set once the first poll has finished (loaded or not)
         self._write_lock = threading.Lock()
         self.last_error: str | None = None
         self.failed_versions: set[str] = set()
         self.swaps = 0
 
     def snapshot(self) -> ServingSnapshot:
-        """The snapshot to use for one request (refreshing first when a poll is due)."""
-        if self._clock() >= self._next_check:
+        """The snapshot to use for one request (refreshing first when a poll is due).
+
+        Until the first poll has finished, callers wait for it: concurrent first requests of a cold
+        process must not be answered from the empty snapshot while one of them loads the index.
+        """
+        if not self._polled.is_set():
+            with self._refresh_lock:
+                if not self._polled.is_set():
+                    self._poll(force=False)
+        elif self._clock() >= self._next_check:
             self.refresh()
         return self._snapshot
 
@@ -249,6 +270,13 @@ class IndexHolder:
         """
         if not self._refresh_lock.acquire(blocking=force):
             return False
+        try:
+            return self._poll(force=force)
+        finally:
+            self._refresh_lock.release()
+
+    def _poll(self, *, force: bool) -> bool:
+        """One poll (the caller holds the refresh lock)."""
         try:
             self._next_check = self._clock() + self.refresh_seconds
             base = self._snapshot.base
@@ -281,7 +309,7 @@ class IndexHolder:
                 self._swap(base)
             return changed
         finally:
-            self._refresh_lock.release()
+            self._polled.set()
 
     def _swap(self, base: LoadedIndex | None) -> None:
         previous = self._snapshot.version

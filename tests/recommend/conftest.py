@@ -23,7 +23,7 @@ from notify_core.embeddings.embedder import HashingEmbedder
 from notify_core.embeddings.store import CAMPAIGN, USER, persist, state_schema, vector_series
 from notify_core.embeddings.texts import campaign_texts
 from notify_core.recommend.artefacts import LocalArtefactStore
-from notify_core.recommend.index import IndexOptions, Manifest, build_hnsw, new_version, publish, save_version
+from notify_core.recommend.index import IndexOptions, Manifest, build_index, new_version, publish, save_version
 from notify_core.recommend.recommender import Recommender
 from notify_core.recommend.serving import IndexHolder
 from notify_core.repositories import save_frame
@@ -93,11 +93,10 @@ class World:
         vectors = self.vectors if vectors is None else vectors
         hashes = text_hashes(campaign_texts(campaigns), id_column="campaign_id", model_id=self.embedder.model_id)
         options = IndexOptions()
-        index = build_hnsw(campaigns["campaign_id"].to_list(), vectors, options=options)
+        index = build_index(campaigns["campaign_id"].to_list(), vectors, options=options)
         version = new_version([str(len(self.versions))])
-        manifest = Manifest(version=version, size=len(campaigns), dim=DIM, dtype=options.dtype,
-                            connectivity=options.connectivity, expansion_add=options.expansion_add,
-                            expansion_search=options.expansion_search, model=self.embedder.model_id,
+        manifest = Manifest(version=version, size=len(campaigns), dim=DIM, kind=options.kind, dtype=options.dtype,
+                            params=index.params, model=self.embedder.model_id,
                             built_at=datetime.now(UTC).isoformat(timespec="microseconds"), build_seconds=0.0,
                             recall_at_10=1.0, recall_queries=1, recall_passed=True)
         side = campaigns.with_columns(hashes["content_hash"])
@@ -137,8 +136,7 @@ def make_world(root: Path) -> World:
     ])
     holder = IndexHolder(artefacts, refresh_seconds=0.0)
     world = World(root=root, store=store, artefacts=artefacts, embedder=embedder, campaigns=campaigns,
-                  vectors=vectors, holder=holder, recommender=Recommender(store=store, holder=holder,
-                                                                         catalog_ttl_seconds=0.0))
+                  vectors=vectors, holder=holder, recommender=Recommender(store=store, holder=holder))
     world.set_user_vector("u1", world.vectors[0])  # u1 looks exactly like c000 (garden lanterns)
     world.set_user_vector("u2", world.vectors[1])
     world.build_version()

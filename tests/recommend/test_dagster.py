@@ -75,7 +75,24 @@ def test_materialise_builds_a_version_with_passing_recall_and_publishes(data_dir
     assert version == meta["version"].value
     loaded = load_version(artefacts, version)
     assert loaded.index.size == 60 and loaded.popular["*"][0][0] in {"c000", "c001", "c002"}
-    assert loaded.product_campaigns["p001"] == ("c001",)
+    assert [loaded.table.ids[r] for r in loaded.table.products["p001"]] == ["c001"]
+
+
+def test_an_unchanged_rerun_reuses_the_version_and_a_changed_campaign_builds_a_new_one(data_dir: Path) -> None:
+    def version_of(result: dg.ExecuteInProcessResult) -> tuple[str, bool]:
+        meta = result.asset_materializations_for_node("campaign_index")[0].metadata
+        return str(meta["version"].value), bool(meta["reused"].value)
+
+    first, reused = version_of(_materialize(data_dir))
+    assert not reused
+    again = _materialize(data_dir)
+    assert version_of(again) == (first, True) and again.get_asset_check_evaluations()[0].passed
+    lake = Lake(NotifySettings(data_dir=data_dir).lake_root)
+    lake.merge("campaigns", campaign_rows().filter(pl.col("campaign_id") == "c005").with_columns(
+        pl.lit("paused").alias("status")))
+    changed, reused = version_of(_materialize(data_dir))
+    assert changed != first and not reused
+    assert load_version(LocalArtefactStore(data_dir / "artefacts"), changed).table.active.sum() == 59
 
 
 def test_a_failed_recall_check_is_never_published_and_serving_keeps_the_last_good(data_dir: Path) -> None:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,7 +18,7 @@ from lambdas import get_recommended_campaigns as recs
 from lambdas import upsert_campaign as upserts
 from notify_core.embeddings.embedder import HashingEmbedder
 from tests.recommend.conftest import DIM, World
-from tests.servers import local_gateway
+from tests.servers import free_port, local_gateway, stop_process
 
 
 def api_event(path: str, *, method: str = "GET", path_params: dict[str, str] | None = None,
@@ -167,6 +171,36 @@ def test_through_the_gateway_over_http(gateway: str, installed: World) -> None:
         assert created.status_code == 201
         top = [i["campaign_id"] for i in client.get("/v1/users/u1/recommendations").json()["recommendations"]]
         assert "via-http" in top and time.perf_counter() - started < 60
+
+
+def test_notify_serve_with_two_worker_processes(installed: World) -> None:
+    """`notify serve --workers 2`: two processes on one port, each cold-starting the handlers from the
+    environment; concurrent requests all answer, with the same ranking as in-process."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "notify_cli.stream_commands", "serve", "--data-dir",
+                               str(installed.root), "--port", str(port), "--workers", "2"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stderr
+                time.sleep(0.2)
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+        assert len(children) >= 2  # uvicorn's supervisor + its worker processes
+        expected = [r.campaign_id for r in installed.recommender.recommend("u1").items]
+        with ThreadPoolExecutor(8) as pool:
+            replies = list(pool.map(lambda _: httpx.get(f"{base}/v1/users/u1/recommendations", timeout=30),
+                                    range(40)))
+        assert {r.status_code for r in replies} == {200}
+        got = [[i["campaign_id"] for i in r.json()["recommendations"]] for r in replies]
+        assert all(g == expected for g in got), (got[0], expected, replies[0].json())
+    finally:
+        stop_process(server)
 
 
 def test_another_serving_process_sees_an_upsert_within_its_refresh_tick(installed: World) -> None:

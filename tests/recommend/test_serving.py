@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from notify_core.errors import NotFoundError
-from notify_core.recommend.index import CURRENT, PREFIX, current_version, publish
+from notify_core.recommend.index import CURRENT, INDEX_FILES, PREFIX, current_version, publish
 from notify_core.recommend.serving import IndexHolder, OverlayEntry
 from tests.recommend.conftest import World
 
@@ -65,11 +65,30 @@ def test_swap_under_concurrent_reads_drops_no_request(world: World) -> None:
     assert holder.snapshot().version == new and {old, new} <= seen and holder.swaps >= 2
 
 
+def test_concurrent_first_requests_of_a_cold_process_wait_for_the_first_load(world: World) -> None:
+    """The first poll loads the index (~0.1 s at 200k campaigns); requests arriving meanwhile must get
+    that index, not the empty snapshot (they used to, and answered with nothing)."""
+    from notify_core.recommend.index import load_version
+
+    def slow_loader(artefacts, version):  # type: ignore[no-untyped-def]
+        time.sleep(0.3)
+        return load_version(artefacts, version)
+
+    holder = IndexHolder(world.artefacts, refresh_seconds=60.0, loader=slow_loader)
+    versions: list[str | None] = []
+    threads = [threading.Thread(target=lambda: versions.append(holder.snapshot().version)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert versions == [world.versions[-1]] * 4
+
+
 def test_a_version_that_fails_to_load_keeps_the_last_good_index(world: World) -> None:
     holder = IndexHolder(world.artefacts, refresh_seconds=0.0)
     good = holder.snapshot().version
     bad = world.build_version(publish_it=False)
-    (world.root / "artefacts" / PREFIX / bad / "index.usearch").write_bytes(b"not an index")
+    (world.root / "artefacts" / PREFIX / bad / INDEX_FILES["ivf"]).write_bytes(b"not an index")
     publish(world.artefacts, bad)
     snap = holder.snapshot()
     assert snap.version == good and snap.search(world.vectors[0], 1)[0][0] == "c000"
