@@ -157,6 +157,8 @@ class ServingSnapshot:
         base = self.base
         if base is not None and base.index.size:
             found = base.index.search(q, min(k + len(self.overlay.ids), base.index.size), threads=threads)
+            if not len(self.overlay):  # nothing shadowed, nothing to merge: the index's answer as is
+                return found
             rows, sims = found.rows, found.similarities
             drop = (rows < 0) | self.shadowed[np.maximum(rows, 0)]
             parts_rows.append(np.where(drop, -1, rows))
