@@ -47,6 +47,7 @@ from notify_core.recommend.index import (
 )
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
+from tests.servers import wait_healthy
 
 
 def pct(values: list[float], q: float) -> float:
@@ -250,22 +251,6 @@ async def closed_loop(port: int, user_ids: list[str], *, clients: int, seconds: 
     return {"rps": done / (time.perf_counter() - started), "errors": errors}
 
 
-def wait_healthy(server: subprocess.Popen[bytes], port: int) -> None:
-    import httpx
-
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline or server.poll() is not None:
-            problem = server.stderr.read().decode() if server.stderr else ""
-            raise SystemExit(f"notify serve did not start: {problem}")
-        time.sleep(0.2)
-
-
 def ann_sweep(loaded: Any, queries: np.ndarray[Any, Any], truth_rows: np.ndarray[Any, Any],
               efforts: list[int]) -> dict[int, dict[str, float]]:
     """One query at a time, as serving searches: p50/p99 and recall@10 (exact set overlap) per effort."""
@@ -389,7 +374,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
     server = subprocess.Popen([str(notify), "serve", "--port", str(port), "--workers", str(args.workers)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        wait_healthy(server, port)
+        wait_healthy(server, f"http://127.0.0.1:{port}")
         asyncio.run(closed_loop(port, user_ids, clients=8, seconds=5))  # warm-up (cold starts, caches)
         result = asyncio.run(open_loop(port, user_ids, rate=args.rate, seconds=args.http_seconds,
                                        max_conns=args.clients))

@@ -163,6 +163,25 @@ def stop_process(process: subprocess.Popen[bytes], *, grace_s: float = 5.0) -> N
 
 
 @contextlib.contextmanager
+def wait_healthy(process: subprocess.Popen[bytes], base_url: str, *, timeout: float = 60.0) -> None:
+    """Until ``GET <base_url>/healthz`` answers 200 (``notify serve`` started as a subprocess); a process
+    that exits or a timeout raises ServerUnavailable with its stderr."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            problem = process.stderr.read().decode(errors="replace") if process.stderr and process.poll() is not None \
+                else ""
+            raise ServerUnavailable(f"{base_url} did not become healthy: {problem[-2000:]}")
+        time.sleep(0.2)
+
+
 def local_gateway(*, timeout: float = 15.0) -> Iterator[str]:
     """The real local gateway (``lambdas.gateway``) on a free loopback port, in a thread; yields its URL."""
     import threading

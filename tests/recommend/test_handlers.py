@@ -18,7 +18,7 @@ from lambdas import get_recommended_campaigns as recs
 from lambdas import upsert_campaign as upserts
 from notify_core.embeddings.embedder import HashingEmbedder
 from tests.recommend.conftest import DIM, World
-from tests.servers import free_port, local_gateway, stop_process
+from tests.servers import free_port, local_gateway, stop_process, wait_healthy
 
 
 def api_event(path: str, *, method: str = "GET", path_params: dict[str, str] | None = None,
@@ -182,14 +182,7 @@ def test_notify_serve_with_two_worker_processes(installed: World) -> None:
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                assert server.poll() is None and time.monotonic() < deadline, server.stderr
-                time.sleep(0.2)
+        wait_healthy(server, base)
         children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
         assert len(children) >= 2  # uvicorn's supervisor + its worker processes
         expected = [r.campaign_id for r in installed.recommender.recommend("u1").items]
