@@ -162,7 +162,6 @@ def stop_process(process: subprocess.Popen[bytes], *, grace_s: float = 5.0) -> N
             process.wait(timeout=grace_s)
 
 
-@contextlib.contextmanager
 def wait_healthy(process: subprocess.Popen[bytes], base_url: str, *, timeout: float = 60.0) -> None:
     """Until ``GET <base_url>/healthz`` answers 200 (``notify serve`` started as a subprocess); a process
     that exits or a timeout raises ServerUnavailable with its stderr."""
@@ -182,6 +181,7 @@ def wait_healthy(process: subprocess.Popen[bytes], base_url: str, *, timeout: fl
         time.sleep(0.2)
 
 
+@contextlib.contextmanager
 def local_gateway(*, timeout: float = 15.0) -> Iterator[str]:
     """The real local gateway (``lambdas.gateway``) on a free loopback port, in a thread; yields its URL."""
     import threading
