@@ -210,13 +210,14 @@ def features(data_dir: DataDir = None) -> None:
 
 
 def _register_commands() -> None:
-    """The jobs whose commands live in their own modules (streaming, delivery, evaluation)."""
-    from notify_cli import delivery_commands, evaluate_commands, stream_commands
+    """The jobs whose commands live in their own modules (streaming, delivery, evaluation, templates)."""
+    from notify_cli import delivery_commands, deploy_templates, evaluate_commands, stream_commands
 
     app.command(name="consume")(stream_commands.consume)
     app.command(name="serve")(stream_commands.serve)
     app.command(name="worker")(delivery_commands.worker)
     app.command(name="evaluate")(evaluate_commands.evaluate)
+    app.command(name="templates")(deploy_templates.templates)
 
 
 _register_commands()
