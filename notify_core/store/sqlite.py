@@ -8,6 +8,7 @@ and processes (the delivery worker and the consumer rely on that to claim work e
 
 from __future__ import annotations
 
+import operator
 import re
 import sqlite3
 import threading
@@ -23,6 +24,7 @@ from notify_core.store.port import TTL_ATTRIBUTE, Condition, Item, Key, KeyRange
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _BATCH = 500  # rows per transaction / per IN (...) lookup
+_KEY_ORDER = operator.itemgetter(0, 1)  # (pk, sk) of a row tuple
 
 
 def _encode(item: Item) -> str:
@@ -203,7 +205,7 @@ class SqliteTable:
             rows.append((item["pk"], item["sk"], _ttl_of(item), _encode(item)))
         if not rows:
             return 0
-        rows.sort(key=lambda row: (row[0], row[1]))  # key order touches each B-tree page once
+        rows.sort(key=_KEY_ORDER)  # key order touches each B-tree page once
         conn = self.store.connection()
         with write_transaction(conn, what=f"SQLite batch write to {self.name}", immediate=False):
             conn.executemany(

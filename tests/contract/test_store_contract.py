@@ -547,6 +547,17 @@ def test_unstorable_values_are_rejected(table: Table, value: object) -> None:
     assert table.get("v", "1") is None and table.get("v", "3") == {"pk": "v", "sk": "3"}
 
 
+def test_null_values_and_null_text_round_trip_and_do_not_hide_a_nan(table: Table) -> None:
+    """The SQLite codec skips its NaN check when the JSON has no ``null``: these items must still work."""
+    items = [{"pk": "n", "sk": "1", "note": None, "text": "null", "price": 1.5},
+             {"pk": "n", "sk": "2", "list": [None, 2.5], "nested": {"a": None}}]
+    table.batch_put(items)
+    assert sorted(table.query("n"), key=lambda i: i["sk"]) == items
+    with pytest.raises(ValidationError):
+        table.batch_put([{"pk": "n", "sk": "3", "note": None, "price": float("nan")}])
+    assert table.get("n", "3") is None
+
+
 def test_missing_key_attribute_is_rejected(table: Table) -> None:
     with pytest.raises(ValidationError):
         table.put({"pk": "only-pk"})

@@ -108,6 +108,22 @@ def test_poison_messages_go_to_the_dead_letter_topic_with_a_reason(stream_backen
     store.close()
 
 
+def test_one_poison_record_amid_good_ones_is_the_only_dead_letter(stream_backend: Stream, tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "store.sqlite")
+    good = [Message(CLICKSTREAM, b"u1", json.dumps(click(i)).encode()) for i in range(40)]
+    poison = Message(CLICKSTREAM, b"u1", json.dumps(click(99, user_id="")).encode())  # missing user id
+    stream_backend.produce_batch([*good[:20], poison, *good[20:]])
+    consumer = consume(stream_backend, store, tmp_path / "landing", 41)
+    assert consumer.totals.dead_lettered == 1 and consumer.totals.persisted == 40
+    dlq = stream_backend.consumer(group="dlq-reader", topics=[dlq_topic(CLICKSTREAM)])
+    (letter,) = [json.loads(r.value) for r in drain(dlq, 1, timeout=5)]
+    dlq.close()
+    assert letter["reason"].startswith("user_id:") and json.loads(letter["value"])["ts"] == click(99)["ts"]
+    assert len(snapshot(store)[tables.USER_EVENTS]) == 40
+    consumer.close()
+    store.close()
+
+
 def test_purchase_history_and_clickstream_are_the_topics(stream_backend: Stream, tmp_path: Path) -> None:
     capture_events(json.dumps([click(1), order(1)]), stream=stream_backend)
     assert sum(stream_backend.end_offsets(CLICKSTREAM).values()) == 1

@@ -133,6 +133,21 @@ def test_poll_on_an_empty_topic_returns_within_its_timeout(stream_backend: Strea
     consumer.close()
 
 
+def test_poll_returns_what_is_there_without_waiting_for_a_full_batch(stream_backend: Stream) -> None:
+    """``timeout`` bounds the wait for the first record only: a poll never sits on records it has."""
+    name = topic()
+    produce(stream_backend, name, 3)
+    consumer = stream_backend.consumer(group="g", topics=[name])
+    assert len(drain(consumer, 1)) == 1  # joined, and the others are fetched by now or soon
+    got: list[Record] = []
+    started = time.monotonic()
+    while len(got) < 2 and time.monotonic() - started < 10:
+        got += consumer.poll_batch(max_records=1000, timeout=5.0)
+    consumer.close()
+    assert len(got) == 2
+    assert time.monotonic() - started < 2.5  # not the 5 s timeout
+
+
 def test_records_produced_by_another_process_are_consumed(stream_backend: Stream, tmp_path: Path) -> None:
     """The gateway produces in one process, the consumer reads in another."""
     name = topic()
