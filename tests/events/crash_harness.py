@@ -2,7 +2,7 @@
 
 Used by the crash tests (small in the default suite, 1M events under ``-m slow``). Events carry ids
 ``e<i>``; every 10th is an order of two lines, the rest are clicks, so the expected rows are known:
-``events`` = N, ``user_events`` = clicks, ``purchases`` = 2 x orders.
+``events`` (order ledger) + ``user_events`` = N distinct ids, ``purchases`` = 2 x orders.
 """
 
 from __future__ import annotations
@@ -139,8 +139,11 @@ def _count(data_dir: Path, report: CrashReport) -> None:
     report.expected_purchase_rows = 2 * orders
     report.expected_user_event_rows = report.events - orders
     with sqlite3.connect(data_dir / "store.sqlite") as conn:
-        report.events_rows = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
-        ids = {row[0] for row in conn.execute("SELECT pk FROM events")}
+        # an event is persisted as its user_events row (key <ts>#<event_id>) or, an order, its ledger row
+        keys = [row[0] for row in conn.execute("SELECT pk FROM events")]
+        keys += [row[0].split("#", 1)[1] for row in conn.execute("SELECT sk FROM user_events")]
+        report.events_rows = len(keys)
+        ids = set(keys)
         report.distinct_event_ids = len(ids)
         expected = {f"e{i}" for i in range(report.events)}
         report.missing = len(expected - ids)

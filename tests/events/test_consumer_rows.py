@@ -28,9 +28,12 @@ REQUIRED = {"click": {}, "campaign_view": {"campaign_id": "c1"}, "notification_o
 
 
 def _model_dump_row(event: Any, event_id: str) -> dict[str, Any]:
-    """The row as the consumer first built it, with ``model_dump``: the reference the fast path must match."""
+    """The row as the consumer first built it, with ``model_dump``: the reference the fast path must match
+    (properties now ride on the row: clicks have no ledger row to hold them)."""
     row = {"pk": event.user_id, "sk": f"{tables.time_sk(event.ts)}#{event_id}", "event_id": event_id}
     row.update(event.model_dump(mode="json", exclude={"event_id", "user_id", "properties"}, exclude_none=True))
+    if event.properties:
+        row["properties"] = dict(event.properties)
     return row
 
 
