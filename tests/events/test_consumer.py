@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -157,4 +158,40 @@ def test_sigterm_finishes_the_batch_commits_and_exits(tmp_path: Path, signal_nam
     assert json.loads(out.strip().splitlines()[-1])["persisted"] == 100
     logged = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert any(line.get("message") == "consumer stopped" for line in logged)
+    log.close()
+
+
+def test_the_pipelined_loop_commits_a_batch_only_after_its_write(tmp_path: Path) -> None:
+    """run() writes batch N on a writer thread while it polls and decodes N+1: while a write is held up,
+    its offsets stay uncommitted (a crash would replay it), and they are committed once it lands."""
+    from notify_core.stream.local_log import LocalLog
+
+    log = LocalLog(tmp_path / "log.sqlite", poll_interval=0.002)
+    store = SqliteStore(tmp_path / "store.sqlite")
+    gate = threading.Event()
+    writers: set[str] = set()
+    consumer = EventConsumer(stream=log, store=store, landing=None, max_batch=10, poll_timeout=0.05)
+    table = consumer._user_events
+    original = table.batch_put
+
+    def held_batch_put(items: Any) -> int:
+        writers.add(threading.current_thread().name)
+        assert gate.wait(10)
+        return original(items)
+
+    table.batch_put = held_batch_put  # type: ignore[method-assign]
+    capture_events(json.dumps([click(i) for i in range(30)]), stream=log)
+    stop = threading.Event()
+    runner = threading.Thread(target=consumer.run, kwargs={"stop": stop, "idle_exit": 2.0})
+    runner.start()
+    time.sleep(0.5)  # batch 1 is held in its write; batch 2 is polled and decoded meanwhile
+    assert log.committed("notify-event-consumer", CLICKSTREAM) == 0
+    assert not snapshot(store)[tables.USER_EVENTS]
+    gate.set()
+    runner.join(20)
+    assert log.committed("notify-event-consumer", CLICKSTREAM) == 30 and consumer.totals.persisted == 30
+    assert len(snapshot(store)[tables.USER_EVENTS]) == 30
+    assert writers and all(name.startswith("notify-consumer-writer") for name in writers)
+    consumer.close()
+    store.close()
     log.close()
