@@ -113,10 +113,12 @@ def ensure_index(data: ScaleData, artefacts: LocalArtefactStore, options: IndexO
 
 
 def ensure_store(data: ScaleData, data_dir: Path, users: list[int]) -> float:
-    marker = data_dir / f"populated-v2-{data.spec.name}-{len(users)}"
+    marker = data_dir / f"populated-v3-{data.spec.name}-{len(users)}"  # v3: the Store's rowid layout
     if marker.exists():
         return 0.0
     started = time.perf_counter()
+    for stale in data_dir.glob("store.sqlite*"):
+        stale.unlink()
     store = SqliteStore(data_dir / "store.sqlite")
     for start in range(0, data.spec.campaigns, 5000):
         store.table(tables.CAMPAIGNS).batch_put(campaign_items(data, start, min(start + 5000, data.spec.campaigns)))

@@ -122,7 +122,7 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float) -> di
             latencies.append(at * 1000 - ts)
             persisted_at.append((at, len(records)))
 
-        consumer = EventConsumer(stream=stream, store=store, landing=workdir / "landing", max_batch=5000,
+        consumer = EventConsumer(stream=stream, store=store, landing=workdir / "landing", max_batch=10_000,
                                  poll_timeout=0.05, on_persisted=on_persisted)
         stop = threading.Event()
         thread = threading.Thread(target=consumer.run, kwargs={"stop": stop}, daemon=True)

@@ -38,7 +38,7 @@ def consume(
     data_dir: DataDir = None,
     kafka: Kafka = None,
     group: Annotated[str, typer.Option(help="Consumer group.")] = "notify-event-consumer",
-    max_batch: Annotated[int, typer.Option(help="Records per batch at most.")] = 5000,
+    max_batch: Annotated[int, typer.Option(help="Records per batch at most.")] = 10_000,
     idle_exit: Annotated[float | None, typer.Option(help="Exit after this many idle seconds.")] = None,
     max_records: Annotated[int | None, typer.Option(help="Exit after about this many records.")] = None,
     from_beginning: Annotated[bool, typer.Option(help="Replay the topics from offset 0.")] = False,
