@@ -9,7 +9,7 @@
 | user_product     | user_id                 | product_id                           | a user's row of the matrix       |
 | user_features    | user_id                 | "features"                           | get                              |
 | product_features | product_id              | "features"                           | get                              |
-| events           | event_id                | "event"                              | idempotency of captured events   |
+| events           | event_id                | "event"                              | ledger: an order fully persisted |
 | user_events      | user_id                 | "<ts ISO>#<event_id>"                | a user's clicks/opens by time    |
 """
 
