@@ -126,6 +126,10 @@ class SqliteTable:
         self.store = store
         self.name = name
         self._q = f'"{name}"'
+        # One row, written in place when its key exists (not INSERT OR REPLACE, which deletes the row and
+        # inserts a new one: a new rowid and two index updates for every status change of an item).
+        self._upsert = (f"INSERT INTO {self._q} (pk, sk, ttl, body) VALUES (?,?,?,?) "
+                        "ON CONFLICT(pk, sk) DO UPDATE SET ttl=excluded.ttl, body=excluded.body")
 
     # reads -------------------------------------------------------------------------------------
     def get(self, pk: str, sk: str, *, consistent: bool = False) -> Item | None:
@@ -257,10 +261,7 @@ class SqliteTable:
         body = _encode(item)
 
         def write(conn: sqlite3.Connection, current: Item | None) -> None:
-            conn.execute(
-                f"INSERT OR REPLACE INTO {self._q} (pk, sk, ttl, body) VALUES (?,?,?,?)",
-                (item["pk"], item["sk"], _ttl_of(item), body),
-            )
+            conn.execute(self._upsert, (item["pk"], item["sk"], _ttl_of(item), body))
 
         if condition is None:
             self.batch_put([item])
@@ -282,10 +283,7 @@ class SqliteTable:
                       changes: Mapping[str, Any]) -> Item:
         new = dict(current) if current is not None else {"pk": pk, "sk": sk}
         new.update(changes)
-        conn.execute(
-            f"INSERT OR REPLACE INTO {self._q} (pk, sk, ttl, body) VALUES (?,?,?,?)",
-            (pk, sk, _ttl_of(new), _encode(new)),
-        )
+        conn.execute(self._upsert, (pk, sk, _ttl_of(new), _encode(new)))
         return new
 
     def update_many(self, updates: Sequence[Update]) -> list[Item | None]:
