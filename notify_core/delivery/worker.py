@@ -53,7 +53,7 @@ from prometheus_client import Counter, Histogram
 from notify_core.delivery.channels import Channel, Outcome, SendResult
 from notify_core.delivery.clock import Clock, SystemClock
 from notify_core.delivery.render import render
-from notify_core.errors import ConditionFailedError, NotifyError
+from notify_core.errors import NotifyError
 from notify_core.store import tables
 from notify_core.store.port import Condition, Item, KeyRange, Store, Update
 
@@ -195,6 +195,16 @@ def minute_key(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M")
 
 
+@dataclass(eq=False)
+class _Finish:
+    """One sender's outcome waiting to be group-committed (see ``DeliveryWorker._finish``)."""
+
+    update: Update
+    done: threading.Event = field(default_factory=threading.Event)
+    lost: bool = False
+    error: NotifyError | None = None
+
+
 class DeliveryWorker:
     """Delivers due notifications from a Store through a Channel (see the module docstring).
 
@@ -235,6 +245,8 @@ class DeliveryWorker:
         self._projections: list[tuple[str, Item]] = []
         self._campaign_counts: dict[tuple[str, str], int] = {}
         self._proj_lock = threading.Lock()
+        self._finishes: list[_Finish] = []  # outcomes waiting for the next group commit
+        self._finish_lock = threading.Lock()
         if on_campaign_counts is None:
             from notify_core.delivery.feedback import add_campaign_counts
 
@@ -578,14 +590,40 @@ class DeliveryWorker:
         return outcome, (lateness if result.ok else None), reclaimed
 
     def _finish(self, item: Item, token: str, fields: Mapping[str, Any]) -> None:
-        try:
-            with self._write_lock:
-                self._schedules.update(item["pk"], item["sk"], set=dict(fields),
-                                       condition=Condition.matches(claim_token=token))
-        except ConditionFailedError:
+        """Record an outcome under the claim token, group-committed with the other senders' outcomes.
+
+        Between a send and this write, a ``kill -9`` means a resend after the lease (a duplicate at the
+        channel, which dedupes on the Idempotency-Key). Committing each outcome alone made 16 senders
+        queue for one single-row transaction each, and the queue is that window: whoever gets the
+        write lock commits every outcome waiting, in one transaction, and the others just wait for it.
+        """
+        entry = _Finish(Update(item["pk"], item["sk"], dict(fields), Condition.matches(claim_token=token)))
+        with self._finish_lock:
+            self._finishes.append(entry)
+        with self._write_lock:
+            with self._finish_lock:
+                batch, self._finishes = self._finishes, []
+            if batch:
+                self._commit_finishes(batch)
+        entry.done.wait()
+        if entry.error is not None:
+            raise entry.error
+        if entry.lost:
             # Our lease expired and another worker re-claimed it: its outcome will stand.
             log.warning("lease lost before the outcome was recorded",
                         extra={"notification_id": item.get("notification_id"), "worker": self.worker_id})
+
+    def _commit_finishes(self, batch: list[_Finish]) -> None:
+        try:
+            results = self._schedules.update_many([f.update for f in batch])
+            for finish, result in zip(batch, results, strict=True):
+                finish.lost = result is None
+        except NotifyError as exc:
+            for finish in batch:
+                finish.error = exc
+        finally:
+            for finish in batch:
+                finish.done.set()
 
     # -- derived rows ------------------------------------------------------------------------------
     def _project(self, final: Item, outcome: str) -> None:
