@@ -36,6 +36,7 @@ from notify_core.store.port import TTL_ATTRIBUTE, Condition, Item, Key, KeyRange
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _BATCH = 500  # rows per transaction / per IN (...) lookup
 _KEY_ORDER = operator.itemgetter(0, 1)  # (pk, sk) of a row tuple
+_JSON_CHUNK = 20_000  # rows per json_each statement of a batch_put (all in the batch's one transaction)
 
 
 def _encode(item: Item) -> str:
@@ -228,18 +229,19 @@ class SqliteTable:
         if not rows:
             return 0
         rows.sort(key=_KEY_ORDER)  # key order touches each B-tree page once
-        try:
-            payload = orjson.dumps(rows)
+        try:  # one JSON array per chunk: a 1M-row batch would pass SQLite's 1 GB limit on one value
+            payloads = [orjson.dumps(rows[i : i + _JSON_CHUNK]) for i in range(0, len(rows), _JSON_CHUNK)]
         except TypeError as exc:  # e.g. a key with a lone surrogate: not storable anywhere
             raise ValidationError(f"cannot store a batch for {self.name}: {exc}") from exc
         conn = self.store.connection()
         with write_transaction(conn, what=f"SQLite batch write to {self.name}", immediate=False):
-            conn.execute(
-                f"INSERT INTO {self._q} (pk, sk, ttl, body) "
-                "SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each(?) WHERE true "
-                "ON CONFLICT(pk, sk) DO UPDATE SET ttl=excluded.ttl, body=excluded.body",
-                (payload,),
-            )
+            for payload in payloads:
+                conn.execute(
+                    f"INSERT INTO {self._q} (pk, sk, ttl, body) "
+                    "SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each(?) WHERE true "
+                    "ON CONFLICT(pk, sk) DO UPDATE SET ttl=excluded.ttl, body=excluded.body",
+                    (payload,),
+                )
         return len(rows)
 
     def _current(self, conn: sqlite3.Connection, pk: str, sk: str) -> Item | None:

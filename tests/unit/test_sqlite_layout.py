@@ -39,3 +39,19 @@ def test_a_file_with_the_clustered_layout_keeps_working(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "store.sqlite")
     _exercise(store)
     store.close()
+
+
+def test_a_batch_bigger_than_one_json_statement_lands_whole(tmp_path: Path) -> None:
+    """batch_put sends rows as JSON arrays of at most _JSON_CHUNK rows (SQLite caps one value at 1 GB; a
+    1M-user plan write passed it), all in the batch's one transaction; a repeated key: the later item wins."""
+    from notify_core.store import sqlite as sqlite_store
+
+    store = SqliteStore(tmp_path / "store.sqlite")
+    table = store.table("plans")
+    n = 2 * sqlite_store._JSON_CHUNK + 5
+    items = [{"pk": f"u{i % 1000:04d}", "sk": f"{i:08d}", "n": i} for i in range(n)]
+    items.append({"pk": "u0000", "sk": "00000000", "n": -1})  # sorts into the first chunk, written last
+    assert table.batch_put(items) == n + 1
+    assert len(list(table.scan())) == n
+    assert table.get("u0000", "00000000") == {"pk": "u0000", "sk": "00000000", "n": -1}
+    store.close()
