@@ -36,7 +36,7 @@ from notify_core.store.port import (
     KeyRange,
     Update,
     check_key,
-    check_pk,
+    check_query,
     is_expired,
 )
 
@@ -377,12 +377,9 @@ class DynamoTable:
         descending: bool = False,
         consistent: bool = False,
     ) -> list[Item]:
-        check_pk(pk)
-        if limit is not None:
-            if limit < 0:
-                raise ValidationError(f"query limit must be >= 0, got {limit}")
-            if limit == 0:
-                return []  # DynamoDB rejects Limit=0
+        check_query(pk, limit)
+        if limit == 0:
+            return []  # DynamoDB rejects Limit=0
         expr = _Expression()
         key_condition = f"{expr.name('pk')} = {expr.value(pk)}"
         if key_range is not None:

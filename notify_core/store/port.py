@@ -94,6 +94,13 @@ def check_pk(pk: Any) -> None:
         raise ValidationError(f"Store partition keys must be non-empty strings, got pk={pk!r}")
 
 
+def check_query(pk: Any, limit: int | None) -> None:
+    """A query's partition key and limit, checked the same way by every adapter before any I/O."""
+    check_pk(pk)
+    if limit is not None and limit < 0:
+        raise ValidationError(f"query limit must be >= 0, got {limit}")
+
+
 def is_expired(item: Mapping[str, Any], *, now: float | None = None) -> bool:
     ttl = item.get(TTL_ATTRIBUTE)
     if ttl is None:

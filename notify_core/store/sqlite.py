@@ -31,7 +31,7 @@ import orjson
 from notify_core.errors import ConditionFailedError, ValidationError
 from notify_core.sqlite_tx import write_transaction
 from notify_core.store.codec import decode_item, encode_item
-from notify_core.store.port import TTL_ATTRIBUTE, Condition, Item, Key, KeyRange, Update, check_key, check_pk
+from notify_core.store.port import TTL_ATTRIBUTE, Condition, Item, Key, KeyRange, Update, check_key, check_query
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _BATCH = 500  # rows per transaction / per IN (...) lookup
@@ -170,9 +170,7 @@ class SqliteTable:
         descending: bool = False,
         consistent: bool = False,
     ) -> list[Item]:
-        check_pk(pk)
-        if limit is not None and limit < 0:
-            raise ValidationError(f"query limit must be >= 0, got {limit}")
+        check_query(pk, limit)
         sql = f"SELECT body FROM {self._q} WHERE pk=? AND (ttl IS NULL OR ttl > ?)"
         params: list[Any] = [pk, time.time()]
         if key_range is not None:
