@@ -369,12 +369,6 @@ class Recommender:
         order = np.argsort(rows)
         return rows[order], values[order]
 
-    def copurchase_scores(self, snapshot: ServingSnapshot, user: UserContext) -> dict[str, float]:
-        """:meth:`copurchase_rows` by campaign id."""
-        rows, values = self.copurchase_rows(snapshot, user)
-        ids = snapshot.table.ids
-        return {ids[r]: float(v) for r, v in zip(rows.tolist(), values.tolist(), strict=True)}
-
     @staticmethod
     def _popular(snapshot: ServingSnapshot, country: str | None) -> tuple[list[str], npt.NDArray[np.float64]]:
         """Popularity in [0, 1]: share of the segment's top score, the user's country at full weight,

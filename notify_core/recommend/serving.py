@@ -63,7 +63,6 @@ class Overlay:
     entries: tuple[OverlayEntry, ...] = ()
     matrix: Vectors = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
     ids: frozenset[str] = frozenset()
-    campaigns: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     table: CampaignTable = field(default_factory=CampaignTable.empty)
 
     @classmethod
@@ -77,7 +76,6 @@ class Overlay:
             return cls()
         matrix = unit_rows(np.stack([e.vector for e in kept]))
         return cls(entries=kept, matrix=matrix, ids=frozenset(latest),
-                   campaigns={e.campaign_id: e.campaign for e in kept},
                    table=CampaignTable.from_rows([{**e.campaign, "campaign_id": e.campaign_id} for e in kept]))
 
     def __len__(self) -> int:
@@ -211,10 +209,6 @@ class ServingSnapshot:
                 if len(rows):
                     out[pid] = rows
         return out
-
-    def campaigns_promoting(self, product_ids: Iterable[str]) -> set[str]:
-        ids = self.table.ids
-        return {ids[r] for rows in self.promoting(product_ids).values() for r in rows.tolist()}
 
     def popular(self, segment: str) -> tuple[tuple[str, float], ...]:
         return self.base.popular.get(segment, ()) if self.base is not None else ()

@@ -112,7 +112,7 @@ def test_overlay_adds_and_replaces_campaigns_live_and_across_processes(world: Wo
     snap = holder.upsert([entry])
     assert [c for c, _ in snap.search(world.vectors[0], 3)][:2] == ["c000", "new-1"] or \
         "new-1" in [c for c, _ in snap.search(world.vectors[0], 3)]
-    assert snap.campaigns_promoting(["p999"]) == {"new-1"}
+    assert [snap.table.ids[r] for r in snap.promoting(["p999"])["p999"]] == ["new-1"]
     # an edit of a campaign the graph holds shadows its graph vector: returned once, with the new vector
     moved = OverlayEntry(campaign_id="c000", content_hash="y", updated_at="2099-01-01T00:00:00+00:00",
                          campaign={"campaign_id": "c000"}, vector=world.vectors[5])
