@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -47,7 +46,7 @@ from notify_core.recommend.index import (
 )
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
-from tests.servers import wait_healthy
+from tests.servers import free_port, wait_healthy
 
 
 def pct(values: list[float], q: float) -> float:
@@ -150,13 +149,6 @@ def ensure_store(data: ScaleData, data_dir: Path, users: list[int]) -> float:
     store.close()
     marker.write_text("ok")
     return time.perf_counter() - started
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Connection:

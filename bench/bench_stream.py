@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -72,12 +71,6 @@ while True:
 stream.close()
 print(sent, flush=True)
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _percentiles(values: np.ndarray) -> dict[str, float]:
@@ -174,6 +167,8 @@ def capture_run(backend: str, *, seconds: float, clients: int) -> dict[str, Any]
     """``notify serve`` in a subprocess; ``clients`` threads POST batches of 100 events for ``seconds``."""
     import httpx
 
+    from tests.servers import free_port, wait_healthy
+
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-capture-{backend}-"))
     broker = None
     server = None
@@ -184,20 +179,14 @@ def capture_run(backend: str, *, seconds: float, clients: int) -> dict[str, Any]
 
             broker = start_broker([("purchase_history", 4), ("notify_clickstream", 4)])
             extra = ["--kafka", broker.bootstrap]
-        port = _free_port()
+        port = free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "notify_cli.stream_commands", "serve", "--data-dir", str(workdir),
              "--port", str(port), *extra],
             cwd=ROOT, stderr=subprocess.DEVNULL, env={**os.environ, "NOTIFY_ENV": "local"},
         )
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_healthy(server, base, timeout=30)
         latencies: list[float] = []
         accepted = [0]
         errors = [0]
