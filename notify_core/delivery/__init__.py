@@ -20,7 +20,7 @@ from notify_core.delivery.channels import (
     sign,
     verify_signature,
 )
-from notify_core.delivery.clock import Clock, ManualClock, OffsetClock, SystemClock
+from notify_core.clock import Clock, ManualClock, OffsetClock, SystemClock
 from notify_core.delivery.worker import RETRY_DELAYS_S, DeliveryWorker, PassSummary, WorkerOptions, build_worker
 
 __all__ = [
