@@ -36,6 +36,7 @@ RESULTS = ROOT / "bench" / "results" / "stream.json"
 PRODUCER = r"""
 import sys, time, uuid
 backend, target, rate, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+from notify_core.clock import SYSTEM_CLOCK
 from notify_core.stream.port import Message
 if backend == "kafka":
     from notify_core.stream.kafka import KafkaStream
@@ -116,7 +117,7 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float) -> di
             persisted_at.append((at, len(records)))
 
         consumer = EventConsumer(stream=stream, store=store, landing=workdir / "landing", max_batch=10_000,
-                                 poll_timeout=0.05, on_persisted=on_persisted)
+                                 poll_timeout=0.05, on_persisted=on_persisted, clock=SYSTEM_CLOCK)
         stop = threading.Event()
         thread = threading.Thread(target=consumer.run, kwargs={"stop": stop}, daemon=True)
         # warm the consumer up (group join on Kafka) before the clock starts

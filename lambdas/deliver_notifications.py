@@ -27,7 +27,7 @@ def _build_worker() -> DeliveryWorker:
 
     settings = load_settings()
     configure_logging()
-    return build_worker(settings, build_store(settings))
+    return build_worker(settings, build_store(settings), clock=settings.clock())
 
 
 _worker = ColdStart(_build_worker)

@@ -14,6 +14,7 @@ from typing import Any
 
 from lambdas.coldstart import ColdStart
 from lambdas.http import ApiEvent, ApiResponse, api_handler
+from notify_core.clock import SYSTEM_CLOCK, Clock, utcnow
 from notify_core.delivery.tracking import PIXEL_GIF, track
 from notify_core.errors import ValidationError
 from notify_core.store.port import Store
@@ -25,6 +26,7 @@ class _Deps:
     store: Store
     stream: Stream
     fallback_url: str | None  # where a click goes when its campaign has no URL
+    clock: Clock
 
 
 def _build() -> _Deps:
@@ -33,15 +35,15 @@ def _build() -> _Deps:
     from notify_core.stream import open_stream
 
     settings = load_settings()
-    return _Deps(build_store(settings), open_stream(settings), settings.public_base_url)
+    return _Deps(build_store(settings), open_stream(settings), settings.public_base_url, settings.clock())
 
 
 _deps = ColdStart(_build)
 
 
-def use(*, store: Store | None, stream: Stream | None) -> None:
-    """Install the Store and Stream these handlers use (None: build from settings on next use)."""
-    _deps.use(None if store is None or stream is None else _Deps(store, stream, None))
+def use(*, store: Store | None, stream: Stream | None, clock: Clock = SYSTEM_CLOCK) -> None:
+    """Install the Store, Stream (and clock) these handlers use (None: build from settings on next use)."""
+    _deps.use(None if store is None or stream is None else _Deps(store, stream, None, clock))
 
 
 def _notification_id(event: ApiEvent) -> str:
@@ -56,7 +58,7 @@ def _notification_id(event: ApiEvent) -> str:
 def click(event: ApiEvent, context: Any) -> ApiResponse:
     deps = _deps.get()
     result = track(deps.store, deps.stream, notification_id=_notification_id(event), kind="click",
-                   fallback_url=deps.fallback_url)
+                   fallback_url=deps.fallback_url, now=utcnow(deps.clock))
     return {"statusCode": 302, "headers": {"location": result.redirect_url or "/", "cache-control": "no-store"},
             "body": "", "isBase64Encoded": False}
 
@@ -64,6 +66,7 @@ def click(event: ApiEvent, context: Any) -> ApiResponse:
 @api_handler
 def open_pixel(event: ApiEvent, context: Any) -> ApiResponse:
     deps = _deps.get()
-    track(deps.store, deps.stream, notification_id=_notification_id(event), kind="open")
+    track(deps.store, deps.stream, notification_id=_notification_id(event), kind="open",
+          now=utcnow(deps.clock))
     return {"statusCode": 200, "headers": {"content-type": "image/gif", "cache-control": "no-store"},
             "body": base64.b64encode(PIXEL_GIF).decode(), "isBase64Encoded": True}

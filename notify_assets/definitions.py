@@ -16,6 +16,7 @@ from notify_assets.scheduling import (
     SCHEDULING_JOBS,
     today_partition,
 )
+from notify_core.clock import Clock
 from notify_core.settings import NotifySettings, load_settings
 from notify_resources import resources_for
 from notify_sensors import REPLAN_SENSORS, campaign_index_publisher, landing_sensor
@@ -52,12 +53,12 @@ STAGE_UPSTREAM: dict[str, tuple[str, ...]] = {
 }
 
 
-def stage_job(name: str, selection: dg.AssetSelection) -> dg.UnresolvedAssetJobDefinition:
+def stage_job(name: str, selection: dg.AssetSelection, *, clock: Clock) -> dg.UnresolvedAssetJobDefinition:
     """A stage's job. The scheduling stage plans today's partition (UTC; the day the definitions were
     built), since the CLI runs stage jobs without a partition key."""
     if name == "scheduling":
         return dg.define_asset_job(f"stage_{name}", selection=selection, partitions_def=PLAN_PARTITIONS,
-                                   tags={"dagster/partition": today_partition()})
+                                   tags={"dagster/partition": today_partition(clock)})
     return dg.define_asset_job(f"stage_{name}", selection=selection)
 
 
@@ -69,7 +70,7 @@ def build_definitions(settings: NotifySettings) -> dg.Definitions:
     jobs = [
         dg.define_asset_job(MAIN_JOB, selection=dg.AssetSelection.all(), description="Everything, end to end."),
         dg.define_asset_job(INGEST_JOB, selection=dg.AssetSelection.groups(INGESTION_GROUP)),
-        *(stage_job(name, selection) for name, selection in STAGES),
+        *(stage_job(name, selection, clock=settings.clock()) for name, selection in STAGES),
         *EMBEDDING_JOBS, *SCHEDULING_JOBS,
     ]
     return dg.Definitions(

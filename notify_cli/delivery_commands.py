@@ -53,7 +53,7 @@ def worker(
 
         start_http_server(metrics_port, addr="127.0.0.1")
     store = build_store(settings)
-    delivery = build_worker(settings, store)
+    delivery = build_worker(settings, store, clock=settings.clock())
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

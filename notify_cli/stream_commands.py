@@ -66,7 +66,8 @@ def consume(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     consumer = EventConsumer(
-        stream=stream, store=store, landing=settings.landing / "purchases", group=group, max_batch=max_batch
+        stream=stream, store=store, landing=settings.landing / "purchases", group=group, max_batch=max_batch,
+        clock=settings.clock(),
     )
     try:
         if from_beginning:

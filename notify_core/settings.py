@@ -6,12 +6,14 @@ start, the CLI) calls :func:`load_settings` once and passes the result down.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from notify_core.clock import Clock, starting_at
 from notify_core.errors import ConfigurationError
 
 Environment = Literal["local", "aws"]
@@ -30,6 +32,9 @@ class NotifySettings(BaseSettings):
         description="The Online Retail file the demo loads.",
     )
     seed: int = 7
+    clock_start: datetime | None = Field(
+        default=None, description="Start this process's clock at this time (tests, replays); unset: the system clock.",
+    )
 
     # event stream: the embedded log by default (env=local), Kafka for env=aws or when chosen
     stream_backend: Literal["local", "kafka"] | None = None
@@ -65,6 +70,10 @@ class NotifySettings(BaseSettings):
         if self.channel == "sns" and not self.sns_topic_arn:
             raise ConfigurationError("the sns channel needs NOTIFY_SNS_TOPIC_ARN")
         return self
+
+    def clock(self) -> Clock:
+        """The clock every entry point hands the domain: the system clock unless ``clock_start`` pins it."""
+        return starting_at(self.clock_start)
 
     @property
     def channel(self) -> Literal["outbox", "webhook", "sns"]:

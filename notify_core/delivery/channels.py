@@ -22,12 +22,12 @@ import hmac
 import http.client
 import json
 import threading
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
+from notify_core.clock import Clock
 from notify_core.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -98,15 +98,16 @@ class OutboxChannel:
 
     name = "outbox"
 
-    def __init__(self, path: Path | str, *, fsync: bool = False) -> None:
+    def __init__(self, path: Path | str, *, clock: Clock, fsync: bool = False) -> None:
         self.path = Path(path)
+        self._clock = clock
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("ab")
         self._lock = threading.Lock()
         self._fsync = fsync
 
     def send(self, message: Message, *, idempotency_key: str) -> SendResult:
-        line = json.dumps({"idempotency_key": idempotency_key, "sent_at": time.time(), **message.payload()},
+        line = json.dumps({"idempotency_key": idempotency_key, "sent_at": self._clock.now(), **message.payload()},
                           separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
         try:
             with self._lock:
@@ -150,11 +151,12 @@ def sign(secret: str, body: bytes, timestamp: str) -> str:
 
 
 def verify_signature(
-    secret: str, body: bytes, *, timestamp: str, signature: str, tolerance_s: float = 300.0, now: float | None = None,
+    secret: str, body: bytes, *, timestamp: str, signature: str, now: float, tolerance_s: float = 300.0,
 ) -> bool:
-    """What a receiver runs: constant-time compare, and reject timestamps outside ``tolerance_s``."""
+    """What a receiver runs: constant-time compare, and reject timestamps outside ``tolerance_s`` of ``now``
+    (the receiver's clock, epoch seconds)."""
     try:
-        age = abs((time.time() if now is None else now) - float(timestamp))
+        age = abs(now - float(timestamp))
     except ValueError:
         return False
     return age <= tolerance_s and hmac.compare_digest(sign(secret, body, timestamp), signature)
@@ -176,7 +178,8 @@ class WebhookChannel:
 
     name = "webhook"
 
-    def __init__(self, url: str, *, secret: str, timeout_s: float = 2.0, user_agent: str = "notify-delivery/1") -> None:
+    def __init__(self, url: str, *, secret: str, clock: Clock, timeout_s: float = 2.0,
+                 user_agent: str = "notify-delivery/1") -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigurationError(f"webhook URL must be http(s)://host[:port]/path, got {url!r}")
@@ -188,6 +191,7 @@ class WebhookChannel:
         self._port = parts.port or (443 if self._https else 80)
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._secret = secret
+        self._clock = clock
         self._timeout = timeout_s
         self._agent = user_agent
         self._local = threading.local()
@@ -209,7 +213,7 @@ class WebhookChannel:
 
     def send(self, message: Message, *, idempotency_key: str) -> SendResult:
         body = message.to_json()
-        ts = f"{time.time():.3f}"
+        ts = f"{self._clock.now():.3f}"
         headers = {
             "Content-Type": "application/json",
             "User-Agent": self._agent,
@@ -303,15 +307,15 @@ class SnsChannel:
         return None
 
 
-def build_channel(settings: NotifySettings) -> Channel:
-    """The channel the settings name (see ``NotifySettings.channel``)."""
+def build_channel(settings: NotifySettings, *, clock: Clock) -> Channel:
+    """The channel the settings name (see ``NotifySettings.channel``), stamping with ``clock``."""
     if settings.channel == "webhook":
         if not (settings.webhook_url and settings.webhook_secret):
             raise ConfigurationError("the webhook channel needs a URL and a secret")
-        return WebhookChannel(settings.webhook_url, secret=settings.webhook_secret,
+        return WebhookChannel(settings.webhook_url, secret=settings.webhook_secret, clock=clock,
                               timeout_s=settings.webhook_timeout_s)
     if settings.channel == "sns":
         if not settings.sns_topic_arn:
             raise ConfigurationError("the sns channel needs a topic ARN")
         return SnsChannel(settings.sns_topic_arn, region=settings.aws_region)
-    return OutboxChannel(settings.outbox)
+    return OutboxChannel(settings.outbox, clock=clock)

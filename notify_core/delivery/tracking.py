@@ -43,7 +43,8 @@ class TrackResult:
     redirect_url: str | None  # clicks only
 
 
-def lookup(store: Store, notification_id: str) -> NotificationRef:
+def lookup(store: Store, notification_id: str, *, now: datetime) -> NotificationRef:
+    """The notification behind a tracking id; ``now`` dates a record that carries no day of its own."""
     if not notification_id or len(notification_id) > _MAX_ID or not notification_id.isascii():
         raise ValidationError("invalid notification id")
     record = store.table(tables.DEDUPE).get(notification_id, tables.DEDUPE_SK)
@@ -53,17 +54,17 @@ def lookup(store: Store, notification_id: str) -> NotificationRef:
     if record is None:
         raise NotFoundError(f"unknown notification {notification_id}")
     claimed = record.get("delivered_at") or record.get("send_at") or ""
-    day = str(claimed)[:10] if claimed else datetime.now(UTC).date().isoformat()
+    day = str(claimed)[:10] if claimed else now.astimezone(UTC).date().isoformat()
     return NotificationRef(notification_id, str(record["user_id"]), str(record["campaign_id"]), day)
 
 
 def track(
-    store: Store, stream: Stream, *, notification_id: str, kind: Literal["open", "click"], now: datetime | None = None,
+    store: Store, stream: Stream, *, notification_id: str, kind: Literal["open", "click"], now: datetime,
     fallback_url: str | None = None,
 ) -> TrackResult:
-    """Record one open or click (see the module docstring). Unknown ids raise ``NotFoundError``."""
-    ref = lookup(store, notification_id)
-    when = (now or datetime.now(UTC)).astimezone(UTC)
+    """Record one open or click at ``now`` (see the module docstring). Unknown ids raise ``NotFoundError``."""
+    ref = lookup(store, notification_id, now=now)
+    when = now.astimezone(UTC)
     ts = when.isoformat(timespec="milliseconds")
     url: str | None = None
     if kind == "click":

@@ -50,8 +50,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from prometheus_client import Counter, Histogram
 
+from notify_core.clock import Clock
 from notify_core.delivery.channels import Channel, Outcome, SendResult
-from notify_core.clock import Clock, SystemClock
 from notify_core.delivery.render import render
 from notify_core.errors import NotifyError
 from notify_core.store import tables
@@ -214,13 +214,13 @@ class DeliveryWorker:
     """
 
     def __init__(
-        self, store: Store, channel: Channel, *, public_base_url: str, clock: Clock | None = None,
+        self, store: Store, channel: Channel, *, public_base_url: str, clock: Clock,
         options: WorkerOptions | None = None,
         on_campaign_counts: Callable[[Store, Mapping[tuple[str, str], int]], None] | None = None,
     ) -> None:
         self.store = store
         self.channel = channel
-        self.clock: Clock = clock or SystemClock()
+        self.clock: Clock = clock
         self.options = options or WorkerOptions()
         self.public_base_url = public_base_url
         self.worker_id = self.options.worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -627,7 +627,7 @@ class DeliveryWorker:
 
     # -- derived rows ------------------------------------------------------------------------------
     def _project(self, final: Item, outcome: str) -> None:
-        rows = projections(final, outcome)
+        rows = projections(final, outcome, now=self.clock.now())
         with self._proj_lock:
             self._projections.extend(rows)
             if outcome == "delivered":
@@ -705,14 +705,15 @@ def _log_fields(item: Mapping[str, Any], attempt: int, outcome: str) -> dict[str
             "scheduled_at": item.get("send_at")}
 
 
-def projections(final: Mapping[str, Any], outcome: str) -> Iterator[tuple[str, Item]]:
-    """The derived rows of one attempt's outcome: (table, item) pairs (see the module docstring)."""
+def projections(final: Mapping[str, Any], outcome: str, *, now: float) -> Iterator[tuple[str, Item]]:
+    """The derived rows of one attempt's outcome: (table, item) pairs (see the module docstring); ``now``
+    (the worker's clock) starts their retention."""
     nid = str(final["notification_id"])
     uid = str(final["user_id"])
     cid = str(final["campaign_id"])
     attempt = int(final.get("attempt") or 1)
     outcome_at = str(final.get("outcome_at") or final.get("delivered_at") or "")
-    ttl = int(time.time() + LOG_TTL_S)
+    ttl = int(now + LOG_TTL_S)
     yield tables.DELIVERIES, {
         "pk": nid, "sk": tables.attempt_sk(attempt), "notification_id": nid, "user_id": uid, "campaign_id": cid,
         "attempt": attempt,
@@ -738,15 +739,15 @@ def projections(final: Mapping[str, Any], outcome: str) -> Iterator[tuple[str, I
 
 
 def build_worker(
-    settings: NotifySettings, store: Store, *, channel: Channel | None = None, clock: Clock | None = None,
+    settings: NotifySettings, store: Store, *, clock: Clock, channel: Channel | None = None,
     options: WorkerOptions | None = None,
 ) -> DeliveryWorker:
     """A worker wired from settings: the settings' channel, concurrency, lease and public base URL."""
     from notify_core.delivery.channels import build_channel
 
     opts = options or WorkerOptions(concurrency=settings.delivery_concurrency, lease_s=settings.delivery_lease_s)
-    return DeliveryWorker(store, channel or build_channel(settings), public_base_url=settings.public_base_url,
-                          clock=clock, options=opts)
+    return DeliveryWorker(store, channel or build_channel(settings, clock=clock),
+                          public_base_url=settings.public_base_url, clock=clock, options=opts)
 
 
 def execution_report(

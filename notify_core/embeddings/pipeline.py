@@ -109,7 +109,7 @@ def _finish(
 
 def _refresh_texts(
     entity_type: str, texts: pl.DataFrame, *, id_column: str, lake: Lake, store: Store, embedder: Embedder,
-    batch_size: int, progress: Progress | None, now: datetime | None,
+    batch_size: int, progress: Progress | None, now: datetime,
 ) -> EmbeddingRun:
     current = text_hashes(texts, id_column=id_column, model_id=embedder.model_id)
     stored = emb_store.load_state(lake, entity_type, dim=embedder.dim)
@@ -117,7 +117,7 @@ def _refresh_texts(
     todo = current.filter(_is_in(delta.to_embed)).sort("id")
     vectors = embedder.embed(todo["text"].to_list(), batch_size=batch_size, progress=progress)
     fresh = _new_rows(todo.select("id", "content_hash"), vectors, model=embedder.model_id,
-                      now=now or emb_store.now_utc(), entity_type=entity_type)
+                      now=now, entity_type=entity_type)
     state = pl.concat([stored.filter(_is_in(delta.unchanged)), fresh])
     return _finish(entity_type, lake=lake, store=store, state=state, delta=delta, dim=embedder.dim,
                    model=embedder.model_id, expected_ids=current["id"].to_list(), previous_ids=stored["id"].to_list(),
@@ -125,8 +125,8 @@ def _refresh_texts(
 
 
 def refresh_product_embeddings(
-    lake: Lake, store: Store, embedder: Embedder, *, batch_size: int = 64, progress: Progress | None = None,
-    now: datetime | None = None,
+    lake: Lake, store: Store, embedder: Embedder, *, now: datetime, batch_size: int = 64,
+    progress: Progress | None = None,
 ) -> EmbeddingRun:
     """Embed the products whose text (description, category, price band) or model changed."""
     return _refresh_texts(PRODUCT, product_texts(lake.read("products")), id_column="product_id", lake=lake,
@@ -134,8 +134,8 @@ def refresh_product_embeddings(
 
 
 def refresh_campaign_embeddings(
-    lake: Lake, store: Store, embedder: Embedder, *, batch_size: int = 64, progress: Progress | None = None,
-    now: datetime | None = None,
+    lake: Lake, store: Store, embedder: Embedder, *, now: datetime, batch_size: int = 64,
+    progress: Progress | None = None,
 ) -> EmbeddingRun:
     """Embed the campaigns whose text (name, message, category, targeting) or model changed."""
     return _refresh_texts(CAMPAIGN, campaign_texts(lake.read("campaigns")), id_column="campaign_id", lake=lake,
@@ -153,7 +153,7 @@ def _dim_of(lake: Lake) -> int:
     return dtype.size if isinstance(dtype, pl.Array) else 0
 
 
-def refresh_order_embeddings(lake: Lake, store: Store, *, now: datetime | None = None) -> EmbeddingRun:
+def refresh_order_embeddings(lake: Lake, store: Store, *, now: datetime) -> EmbeddingRun:
     """Combine product vectors into one vector per order, re-reading only partitions that can have changed."""
     dim = _dim_of(lake)
     products = emb_store.load_state(lake, PRODUCT, dim=dim)
@@ -197,7 +197,7 @@ def refresh_order_embeddings(lake: Lake, store: Store, *, now: datetime | None =
     else:
         todo, vectors = current.head(0), np.zeros((0, dim), dtype=np.float32)
     fresh = _new_rows(todo.select("id", "content_hash", "user_id", "ts", "partition", "product_ids"), vectors,
-                      model=_model_of(products), now=now or emb_store.now_utc(), entity_type=ORDER)
+                      model=_model_of(products), now=now, entity_type=ORDER)
     state = pl.concat([stored.filter(~_is_in(set(delta.to_embed) | set(delta.removed))), fresh])
     details = {"partitions_read": len(to_read), "partitions_total": len(fingerprints),
                "products_changed": len(changed_products)}
@@ -225,7 +225,7 @@ def _embeddable_orders(lake: Lake, products: pl.DataFrame) -> list[str]:
 def refresh_user_embeddings(
     lake: Lake, store: Store, *, half_life_days: float = DEFAULT_HALF_LIFE_DAYS,
     interactions: Interactions | None = None, interaction_digests: pl.DataFrame | None = None,
-    now: datetime | None = None,
+    now: datetime,
 ) -> EmbeddingRun:
     """Recompute the users whose orders (or interactions) changed, from the order embeddings alone.
 
@@ -247,7 +247,7 @@ def refresh_user_embeddings(
     combined = user_vectors(mine.select("user_id", "ts"), emb_store.vectors_of(mine), half_life_days=half_life_days,
                             interactions=theirs)
     base = current.filter(_is_in(combined.ids)).sort("id")
-    fresh = _new_rows(base, combined.vectors, model=_model_of(orders), now=now or emb_store.now_utc(),
+    fresh = _new_rows(base, combined.vectors, model=_model_of(orders), now=now,
                       entity_type=USER)
     state = pl.concat([stored.filter(_is_in(delta.unchanged)), fresh])
     return _finish(USER, lake=lake, store=store, state=state, delta=delta, dim=dim, model=_model_of(orders),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -148,6 +148,3 @@ def load_embeddings(
                                                      updated_at=str(item["updated_at"]))
     return found
 
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)

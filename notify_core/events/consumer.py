@@ -44,6 +44,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import BaseModel
 
+from notify_core.clock import Clock
 from notify_core.errors import BackendError, ValidationError
 from notify_core.events.models import TOPICS, Event, Order, decode_event, dlq_topic, json_time, topic_for
 from notify_core.observability import BatchHistogram
@@ -193,7 +194,7 @@ def write_landing_file(rows: Sequence[Item], folder: Path) -> Path:
     return path
 
 
-def dead_letter(record: Record, reason: str) -> Message:
+def dead_letter(record: Record, reason: str, *, now: float) -> Message:
     try:
         text: dict[str, str] = {"value": record.value.decode()}
     except UnicodeDecodeError:
@@ -204,7 +205,7 @@ def dead_letter(record: Record, reason: str) -> Message:
         "partition": record.partition,
         "offset": record.offset,
         "timestamp_ms": record.timestamp_ms,
-        "failed_at": round(time.time(), 3),
+        "failed_at": round(now, 3),
         **text,
     }
     return Message(dlq_topic(record.topic), record.key, json.dumps(body).encode())
@@ -219,6 +220,7 @@ class EventConsumer:
         stream: Stream,
         store: Store,
         landing: Path | None,
+        clock: Clock,
         group: str = DEFAULT_GROUP,
         topics: Sequence[str] = TOPICS,
         max_batch: int = 10_000,  # at 50k events/s: ~0.2 s of events; per-batch costs (landing file, commit) amortised
@@ -234,6 +236,7 @@ class EventConsumer:
         self.poll_timeout = poll_timeout
         self.lag_interval = lag_interval
         self.on_persisted = on_persisted
+        self.clock = clock  # dead-letter stamps and persist latency (against the records' produce time)
         self._events = store.table(tables.EVENTS)
         self._user_events = store.table(tables.USER_EVENTS)
         self._purchases = store.table(tables.PURCHASES)
@@ -254,7 +257,7 @@ class EventConsumer:
                 if record.topic not in (expected,) and record.topic in TOPICS:
                     raise ValidationError(f"a {event.type} event does not belong on {record.topic}")
             except ValidationError as exc:
-                poison.append(dead_letter(record, str(exc)))
+                poison.append(dead_letter(record, str(exc), now=self.clock.now()))
                 continue
             event_id = event.id
             if event_id in batch:
@@ -306,7 +309,7 @@ class EventConsumer:
 
     def _committed(self, records: Sequence[Record], out: BatchOutcome, started: float) -> None:
         """After a batch's rows are written: commit its offsets, then count and log it."""
-        persisted_at = time.time()
+        persisted_at = self.clock.now()
         if self.on_persisted is not None:
             self.on_persisted(records, persisted_at)
         self._consumer.commit(records)

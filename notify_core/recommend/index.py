@@ -222,10 +222,11 @@ def tune_effort(index: AnnIndex, reference: RecallReference, *, target: float,
     return effort, recall
 
 
-def new_version(digest_of: Sequence[str] = ()) -> str:
-    now = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+def new_version(digest_of: Sequence[str] = (), *, now: datetime) -> str:
+    """A version name that sorts by build time (``now``, the caller's clock) and names its inputs."""
+    stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     digest = hashlib.blake2b("\x1f".join(digest_of).encode(), digest_size=4).hexdigest()
-    return f"{now}-{digest}"
+    return f"{stamp}-{digest}"
 
 
 def _parquet_bytes(frame: pl.DataFrame) -> bytes:

@@ -15,7 +15,8 @@ def build_store(settings: NotifySettings) -> Store:
             region=settings.aws_region,
             endpoint_url=settings.dynamodb_endpoint_url,
             table_prefix=settings.table_prefix,
+            clock=settings.clock(),
         )
     from notify_core.store.sqlite import SqliteStore
 
-    return SqliteStore(settings.sqlite_path)
+    return SqliteStore(settings.sqlite_path, clock=settings.clock())

@@ -21,13 +21,13 @@ import operator
 import re
 import sqlite3
 import threading
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from notify_core.clock import SYSTEM_CLOCK, Clock
 from notify_core.errors import ConditionFailedError, ValidationError
 from notify_core.sqlite_tx import write_transaction
 from notify_core.store.codec import decode_item, encode_item
@@ -75,8 +75,10 @@ class SqliteStore:
 
     single_writer = True
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        """``clock`` judges TTL expiry (DynamoDB judges it by its own clock; tests pick theirs)."""
         self.path = Path(path)
+        self.clock = clock
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._tables: dict[str, SqliteTable] = {}
@@ -136,7 +138,8 @@ class SqliteTable:
     def get(self, pk: str, sk: str, *, consistent: bool = False) -> Item | None:
         check_key(pk, sk)
         row = self.store.connection().execute(
-            f"SELECT body FROM {self._q} WHERE pk=? AND sk=? AND (ttl IS NULL OR ttl > ?)", (pk, sk, time.time())
+            f"SELECT body FROM {self._q} WHERE pk=? AND sk=? AND (ttl IS NULL OR ttl > ?)",
+            (pk, sk, self.store.clock.now()),
         ).fetchone()
         return None if row is None else decode_item(row[0])
 
@@ -144,7 +147,7 @@ class SqliteTable:
         for pk, sk in keys:
             check_key(pk, sk)
         conn = self.store.connection()
-        now = time.time()
+        now = self.store.clock.now()
         found: list[Item] = []
         unique = list(dict.fromkeys(keys))
         for start in range(0, len(unique), _BATCH):
@@ -172,7 +175,7 @@ class SqliteTable:
     ) -> list[Item]:
         check_query(pk, limit)
         sql = f"SELECT body FROM {self._q} WHERE pk=? AND (ttl IS NULL OR ttl > ?)"
-        params: list[Any] = [pk, time.time()]
+        params: list[Any] = [pk, self.store.clock.now()]
         if key_range is not None:
             if key_range.prefix is not None:
                 # Half-open range [prefix, successor): the same ordering DynamoDB's begins_with sees.
@@ -201,7 +204,7 @@ class SqliteTable:
             rows = conn.execute(
                 f"SELECT pk, sk, body FROM {self._q} WHERE (pk, sk) > (?, ?) AND (ttl IS NULL OR ttl > ?) "
                 "ORDER BY pk, sk LIMIT ?",
-                (*last, time.time(), segment_size),
+                (*last, self.store.clock.now(), segment_size),
             ).fetchall()
             if not rows:
                 return
@@ -244,7 +247,8 @@ class SqliteTable:
 
     def _current(self, conn: sqlite3.Connection, pk: str, sk: str) -> Item | None:
         row = conn.execute(
-            f"SELECT body FROM {self._q} WHERE pk=? AND sk=? AND (ttl IS NULL OR ttl > ?)", (pk, sk, time.time())
+            f"SELECT body FROM {self._q} WHERE pk=? AND sk=? AND (ttl IS NULL OR ttl > ?)",
+            (pk, sk, self.store.clock.now()),
         ).fetchone()
         return None if row is None else decode_item(row[0])
 

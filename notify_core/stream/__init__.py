@@ -30,4 +30,4 @@ def open_stream(settings: NotifySettings) -> Stream:
         return KafkaStream(bootstrap_servers=settings.kafka_bootstrap)
     from notify_core.stream.local_log import LocalLog
 
-    return LocalLog(settings.local_log_path, fsync=settings.stream_fsync)
+    return LocalLog(settings.local_log_path, fsync=settings.stream_fsync, clock=settings.clock())

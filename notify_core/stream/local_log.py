@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from notify_core.clock import SYSTEM_CLOCK, Clock
 from notify_core.errors import ValidationError
 from notify_core.sqlite_tx import write_transaction
 from notify_core.stream.port import Message, Record, next_positions
@@ -35,7 +36,10 @@ _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 class LocalLog:
     """A Stream in one SQLite file. Thread-safe; any number of processes may open the same file."""
 
-    def __init__(self, path: Path | str, *, fsync: bool = False, poll_interval: float = 0.005) -> None:
+    def __init__(self, path: Path | str, *, fsync: bool = False, poll_interval: float = 0.005,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
+        """``clock`` stamps records with their produce time, as a broker's clock would."""
+        self.clock = clock
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fsync = fsync
@@ -103,7 +107,7 @@ class LocalLog:
         tables = {topic: self._table(topic) for topic in by_topic}
         conn = self._conn()
         with self._write_lock, write_transaction(conn, what="local log append"):
-            now_ms = int(time.time() * 1000)
+            now_ms = int(self.clock.now() * 1000)
             for topic, batch in by_topic.items():
                 table = tables[topic]
                 (last,) = conn.execute(f"SELECT COALESCE(MAX(offset), -1) FROM {table}").fetchone()
