@@ -21,7 +21,6 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -103,9 +102,10 @@ def ensure_index(data: ScaleData, artefacts: LocalArtefactStore, options: IndexO
     info = pl.DataFrame(campaign_items(data, 0, len(ids))).select("campaign_id", *INFO_SCHEMA).with_columns(
         pl.col("start_date", "end_date").str.to_date())
     side = side.join(info, on="campaign_id", how="left", maintain_order="left")
-    manifest = Manifest(version=new_version([tag], now=utcnow(SYSTEM_CLOCK)), size=len(ids), dim=data.spec.dim, kind=options.kind,
+    built = utcnow(SYSTEM_CLOCK)
+    manifest = Manifest(version=new_version([tag], now=built), size=len(ids), dim=data.spec.dim, kind=options.kind,
                         dtype=options.dtype, search_effort=options.search_effort or DEFAULT_EFFORT[options.kind],
-                        params=index.params, model="synthetic", built_at=datetime.now(UTC).isoformat(),
+                        params=index.params, model="synthetic", built_at=built.isoformat(),
                         build_seconds=round(seconds, 2), recall_passed=True, extra={"tag": tag})
     save_version(artefacts, index, campaigns=side, popular=pl.DataFrame(popular_rows), manifest=manifest)
     publish(artefacts, manifest.version)

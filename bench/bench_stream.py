@@ -36,7 +36,6 @@ RESULTS = ROOT / "bench" / "results" / "stream.json"
 PRODUCER = r"""
 import sys, time, uuid
 backend, target, rate, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
-from notify_core.clock import SYSTEM_CLOCK
 from notify_core.stream.port import Message
 if backend == "kafka":
     from notify_core.stream.kafka import KafkaStream
@@ -83,6 +82,7 @@ def _percentiles(values: np.ndarray) -> dict[str, float]:
 
 def stream_run(backend: str, *, rate: float, seconds: float, drain: float) -> dict[str, Any]:
     """One run: offer ``rate`` events/s for ``seconds``; persist with the real consumer; measure."""
+    from notify_core.clock import SYSTEM_CLOCK
     from notify_core.events.consumer import EventConsumer, tune_gc_for_ingest, tune_sqlite_for_ingest
     from notify_core.store.sqlite import SqliteStore
 
