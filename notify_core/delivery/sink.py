@@ -19,10 +19,11 @@ import json
 import random
 import signal
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from notify_core.clock import SYSTEM_CLOCK, Clock
+from notify_core.clock import Clock, starting_at
 from notify_core.delivery.channels import verify_signature
 
 
@@ -117,9 +118,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--secret", default=None)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--clock-start", type=datetime.fromisoformat, default=None,
+                        help="start the sink's clock here (signature timestamps are checked against it)")
     args = parser.parse_args(argv)
     sink = Sink(out=args.out, fail_rate=args.fail_rate, permanent_rate=args.permanent_rate, secret=args.secret,
-                seed=args.seed, delay_s=args.delay, clock=SYSTEM_CLOCK)
+                seed=args.seed, delay_s=args.delay, clock=starting_at(args.clock_start))
     try:
         import uvloop  # optional: faster, when installed
 

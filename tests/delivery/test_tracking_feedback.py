@@ -40,24 +40,25 @@ def log(tmp_path: Path) -> Iterator[LocalLog]:
     stream.close()
 
 
-def _consume(store: SqliteStore, log: LocalLog, tmp_path: Path) -> int:
-    consumer = EventConsumer(stream=log, store=store, landing=tmp_path / "landing", group="t", max_batch=100)
+def _consume(store: SqliteStore, log: LocalLog, tmp_path: Path, clock: ManualClock) -> int:
+    consumer = EventConsumer(stream=log, store=store, landing=tmp_path / "landing", group="t", max_batch=100,
+                             clock=clock)
     out = consumer.run_once()
     consumer.close()
     return 0 if out is None else out.persisted
 
 
 def test_click_redirects_to_the_campaign_and_open_returns_a_pixel(store: SqliteStore, log: LocalLog,
-                                                                  tmp_path: Path) -> None:
-    clock = ManualClock()
+                                                                  tmp_path: Path, clock: ManualClock) -> None:
     [item] = seed_due(store, n=1, start=minute_start(clock.now()))
     DeliveryWorker(store, ScriptedChannel(), public_base_url="http://t", clock=clock,
                    options=WorkerOptions(concurrency=1)).run_until_idle()
-    track.use(store=store, stream=log)
+    track.use(store=store, stream=log, clock=clock)
     try:
         client = TestClient(build_app())
         nid = item["notification_id"]
         first = client.get(f"/t/{nid}", follow_redirects=False)
+        clock.advance(1.5)  # a second click a moment later (at the same instant it would be the same event)
         again = client.get(f"/t/{nid}", follow_redirects=False)
         pixel = client.get(f"/o/{nid}")
         missing = client.get("/t/not-a-notification", follow_redirects=False)
@@ -67,7 +68,7 @@ def test_click_redirects_to_the_campaign_and_open_returns_a_pixel(store: SqliteS
     assert again.status_code == 302
     assert pixel.status_code == 200 and pixel.content == PIXEL_GIF and pixel.headers["content-type"] == "image/gif"
     assert missing.status_code == 404
-    assert _consume(store, log, tmp_path) == 3  # two clicks and one open reached notify_clickstream -> user_events
+    assert _consume(store, log, tmp_path, clock) == 3  # two clicks and one open: notify_clickstream -> user_events
     types = sorted(e["type"] for e in store.table(tables.USER_EVENTS).query(item["user_id"]))
     assert types == ["notification_click", "notification_click", "notification_open"]
     day = datetime.fromtimestamp(clock.now(), UTC).date().isoformat()
@@ -91,8 +92,8 @@ def _serve(app: object) -> tuple[uvicorn.Server, threading.Thread, int]:
 
 
 def test_end_to_end_a_click_moves_affinity_and_the_next_plan(store: SqliteStore, log: LocalLog,
-                                                             tmp_path: Path) -> None:
-    today = datetime.now(UTC).date()
+                                                             tmp_path: Path, clock: ManualClock) -> None:
+    today = datetime.fromtimestamp(clock.now(), UTC).date()
     tomorrow = today + timedelta(days=1)
     seed_campaigns(store, ["c1", "c2"])
     store.table(tables.USERS).put({"pk": "alice", "sk": tables.PROFILE_SK, "user_id": "alice", "first_name": "Alice"})
@@ -113,15 +114,17 @@ def test_end_to_end_a_click_moves_affinity_and_the_next_plan(store: SqliteStore,
     first = plan(today)
     write_plans(store, first, user_ids=["alice"], plan_day=today.isoformat())
     send_at = first["send_at"][0].timestamp()
-    clock = ManualClock(start=send_at)
+    clock.set(send_at)
     summary = DeliveryWorker(store, ScriptedChannel(), public_base_url="http://t", clock=clock,
                              options=WorkerOptions(concurrency=1)).run_until_idle()
     assert summary.delivered == 1
     nid = first["notification_id"][0]
     before = plan(tomorrow)
 
-    # the click, over HTTP through the local gateway, then one consumer batch
-    track.use(store=store, stream=log)
+    # the click, ten minutes after the send, over HTTP through the local gateway, then one consumer batch
+    clock.advance(600)
+    clicked_at = datetime.fromtimestamp(clock.now(), UTC)
+    track.use(store=store, stream=log, clock=clock)
     server, thread, port = _serve(build_app())
     try:
         reply = httpx.get(f"http://127.0.0.1:{port}/t/{nid}", follow_redirects=False)
@@ -129,9 +132,8 @@ def test_end_to_end_a_click_moves_affinity_and_the_next_plan(store: SqliteStore,
         server.should_exit = True
         thread.join(timeout=10)
         track.use(store=None, stream=None)
-    clicked_at = datetime.now(UTC)
     assert reply.status_code == 302
-    assert _consume(store, log, tmp_path) == 1
+    assert _consume(store, log, tmp_path, clock) == 1
 
     state = planner_inputs(store, ["alice"], plan_day=tomorrow)
     assert state.history["interacted"].to_list() == [True]  # the sent notification now counts as answered
