@@ -11,6 +11,7 @@ from typing import Any
 import polars as pl
 import pytest
 
+from notify_core.clock import SYSTEM_CLOCK
 from notify_core.events import CLICKSTREAM, PURCHASE_HISTORY, capture_events, dlq_topic
 from notify_core.events.consumer import EventConsumer
 from notify_core.schemas import PURCHASES
@@ -27,7 +28,8 @@ def snapshot(store: SqliteStore) -> dict[str, list[dict[str, Any]]]:
 
 def consume(stream: Stream, store: SqliteStore, landing: Path, n: int, *, replay: bool = False,
             group: str = "notify") -> EventConsumer:
-    consumer = EventConsumer(stream=stream, store=store, landing=landing, group=group, poll_timeout=0.2)
+    consumer = EventConsumer(stream=stream, store=store, landing=landing, group=group, poll_timeout=0.2,
+                             clock=SYSTEM_CLOCK)  # persist latency is measured against the broker's real stamps
     if replay:
         consumer.seek_to_beginning()
     consumer.run(stop=threading.Event(), max_records=n, idle_exit=15)
@@ -170,7 +172,8 @@ def test_the_pipelined_loop_commits_a_batch_only_after_its_write(tmp_path: Path)
     store = SqliteStore(tmp_path / "store.sqlite")
     gate = threading.Event()
     writers: set[str] = set()
-    consumer = EventConsumer(stream=log, store=store, landing=None, max_batch=10, poll_timeout=0.05)
+    consumer = EventConsumer(stream=log, store=store, landing=None, max_batch=10, poll_timeout=0.05,
+                             clock=SYSTEM_CLOCK)
     table = consumer._user_events
     original = table.batch_put
 

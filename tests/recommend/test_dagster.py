@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +129,6 @@ def test_definitions_load_with_the_recommendation_stage(tmp_path: Path) -> None:
     defs = build_definitions(NotifySettings(data_dir=tmp_path))
     assert [n for n, _ in STAGES].index("recommendation") > [n for n, _ in STAGES].index("campaign_embeddings")
     assert STAGE_UPSTREAM["recommendation"] == ("campaign_embeddings",)
-    assert defs.resolve_job_def("stage_recommendation") is not None
-    assert defs.resolve_sensor_def("campaign_index_publisher") is not None
-    assert date.today() is not None
+    stage = defs.resolve_job_def("stage_recommendation")  # raises when the job is missing
+    assert dg.AssetKey("campaign_index") in stage.asset_layer.executable_asset_keys
+    assert defs.resolve_sensor_def("campaign_index_publisher").name == "campaign_index_publisher"
