@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 STAMP := $(VENV)/.setup-stamp
 
-.PHONY: setup demo test test-slow bench dev lint typecheck
+.PHONY: setup demo test test-slow test-timeshift bench dev lint typecheck
 
 $(STAMP): pyproject.toml package.json scripts/setup.sh
 	./scripts/setup.sh
@@ -22,6 +22,15 @@ test: $(STAMP)
 ## Scale and soak tests, excluded from `make test`.
 test-slow: $(STAMP)
 	$(VENV)/bin/python -m pytest -m slow
+
+## The suite with the process clock moved (libfaketime): no test may depend on today's date. A European DST
+## day, a leap-year edge and a new year just after midnight UTC by default; TIMESHIFT_DATES picks others.
+TIMESHIFT_DATES ?= 2027-03-28 12:00:00|2029-02-28 23:30:00|2031-01-01 00:30:00
+test-timeshift: $(STAMP)
+	@dates='$(TIMESHIFT_DATES)'; IFS='|'; for when in $$dates; do \
+	  echo "== the suite at $$when (faketime)"; \
+	  FAKETIME_DONT_FAKE_MONOTONIC=1 faketime "$$when" $(VENV)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) || exit 1; \
+	done
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench

