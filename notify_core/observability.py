@@ -103,9 +103,8 @@ class Invocations:
 
     def done(self, *, function: str, status: int, seconds: float, cold_start: bool) -> None:
         log = logging.getLogger("lambdas.invocation")
-        level = logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.DEBUG
-        if cold_start and level < logging.INFO:
-            level = logging.INFO
+        # Failures already have their "request failed" line; this one is for latency and cold starts.
+        level = logging.INFO if cold_start else logging.DEBUG
         if log.isEnabledFor(level):
             log.log(level, "invocation", extra={"function": function, "status": status,
                                                 "duration_ms": round(seconds * 1000, 3), "cold_start": cold_start})
