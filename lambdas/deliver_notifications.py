@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from lambdas.coldstart import ColdStart
+from lambdas.http import flush_metrics
 from notify_core.delivery.worker import DeliveryWorker, build_worker
 
 MARGIN_S = 3.0  # leave this much of the invocation for flushing and the reply
@@ -50,6 +51,7 @@ def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
     started = time.perf_counter()
     now = worker.clock.now()
     summary = worker.run_until_idle(deadline=now + budget, linger_until=now + linger)
+    flush_metrics()  # on Lambda: the delivery outcomes as EMF, for the notification-failure alarm
     return {
         "trigger": "schedule" if scheduled else "direct",
         "scheduled_time": event.get("time"),

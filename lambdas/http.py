@@ -108,6 +108,11 @@ def _build_invocations() -> Invocations:
 _invocations = ColdStart(_build_invocations)
 
 
+def flush_metrics() -> None:
+    """For handlers outside :func:`api_handler` (the scheduled delivery run): send the SLO counters' EMF."""
+    _invocations.get().flush_counters()
+
+
 def _status(reply: Any) -> int:
     return int(reply.get("statusCode") or 200) if isinstance(reply, dict) else 200
 

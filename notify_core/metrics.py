@@ -44,6 +44,10 @@ PLAN_GENERATIONS = Counter("notify_plan_generations", "Plan generation runs by o
 PLANNED_USERS = Counter("notify_planned_users", "Users planned by successful plan generation runs")
 PLANNED_NOTIFICATIONS = Counter("notify_planned_notifications", "Notifications planned by successful runs")
 
+# The counters the SLO alarms read on CloudWatch, sent as EMF by Lambda handlers (by ``outcome``).
+EMF_COUNTERS = ("notify_deliveries_total", "notify_plan_generations_total", "notify_consumer_records_total",
+                "notify_capture_events_total")
+
 P = ParamSpec("P")
 R = TypeVar("R")
 

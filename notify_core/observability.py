@@ -90,6 +90,7 @@ class Invocations:
         self._emit = emit
         self._namespace = namespace
         self._warm: set[str] = set()
+        self._flushed: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
 
     def cold_start(self, function: str) -> bool:
@@ -111,12 +112,40 @@ class Invocations:
         if self._emit is not None:
             from notify_core.metrics import emf_line
 
+            self.flush_counters()
             self._emit(emf_line(
                 namespace=self._namespace, dimensions={"function": function},
                 metrics={"Invocations": (1, "Count"), "Errors": (1 if status >= 500 else 0, "Count"),
                          "Duration": (round(seconds * 1000, 3), "Milliseconds")},
                 properties={"request_id": _REQUEST_ID.get(), "cold_start": cold_start, "status": status},
             ))
+
+
+    def flush_counters(self) -> None:
+        """On Lambda: what the SLO counters gained since the last flush, as EMF lines (one per outcome).
+
+        The alarms of :mod:`notify_core.slo` read these (``notify_deliveries_total`` by ``outcome``...); a
+        Lambda has no Prometheus scrape, so its counters reach CloudWatch this way.
+        """
+        if self._emit is None:
+            return
+        from prometheus_client import REGISTRY
+
+        from notify_core.metrics import EMF_COUNTERS, emf_line
+
+        totals: dict[tuple[str, str], float] = {}
+        for family in REGISTRY.restricted_registry(list(EMF_COUNTERS)).collect():
+            for sample in family.samples:
+                if sample.name in EMF_COUNTERS:
+                    key = (sample.name, str(sample.labels.get("outcome", "")))
+                    totals[key] = totals.get(key, 0.0) + sample.value
+        with self._lock:
+            deltas = {k: v - self._flushed.get(k, 0.0) for k, v in totals.items()}
+            self._flushed.update(totals)
+        for (name, outcome), delta in sorted(deltas.items()):
+            if delta > 0:
+                self._emit(emf_line(namespace=self._namespace, dimensions={"outcome": outcome},
+                                    metrics={name: (delta, "Count")}))
 
 
 class BatchHistogram(Histogram):

@@ -161,3 +161,21 @@ def test_capture_in_process_counts_accepted_and_rejected(tmp_path: Path) -> None
         capture_events.use_stream(None)
         log.close()
     assert reply["statusCode"] == 202 and accepted() == before + 1
+
+
+def test_on_lambda_the_slo_counters_reach_cloudwatch_as_emf_deltas() -> None:
+    from notify_core.delivery.worker import DELIVERIES
+
+    lines: list[str] = []
+    invocations = Invocations(emit=lines.append)
+    invocations.flush_counters()  # the baseline: whatever earlier tests counted in this process
+    lines.clear()
+    DELIVERIES.labels("dead_lettered", "outbox").inc(2)
+    DELIVERIES.labels("dead_lettered", "webhook").inc(1)
+    invocations.flush_counters()
+    [record] = [json.loads(x) for x in lines]
+    assert record["outcome"] == "dead_lettered" and record["notify_deliveries_total"] == 3
+    assert record["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["outcome"]]
+    lines.clear()
+    invocations.flush_counters()
+    assert lines == []  # nothing new, nothing sent
