@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from notify_core.reports.plots import bars, img, new_figure
+from notify_core.reports.plots import bars, hbars, img, new_figure
 
 
 def evaluation_figures_html(report: Any) -> str:
@@ -28,11 +28,10 @@ def evaluation_figures_html(report: Any) -> str:
                                     fmt="svg")]
     if report.gains:
         labels = [f"{g['from']} → {g['to']}" for g in report.gains]
-        fig = new_figure(width=8, height=3.0)
+        fig = new_figure(width=8, height=1.2 + 0.6 * len(labels))
         ax = fig.add_subplot()
-        bars(ax, labels, {"HR@10": [g["hr10"] for g in report.gains], "NDCG@10": [g["ndcg10"] for g in report.gains]},
-             ylabel="change")
-        ax.axhline(0, color="#444", linewidth=0.8)
+        hbars(ax, labels, {"HR@10": [g["hr10"] for g in report.gains], "NDCG@10": [g["ndcg10"] for g in report.gains]},
+              xlabel="change")
         ax.set_title("What each ablation step adds")
         parts.append(img(fig, alt="HR@10 and NDCG@10 change per ablation step", fmt="svg"))
     return "".join(parts)

@@ -206,14 +206,16 @@ def operations_html(report: OperationsReport, *, figure_uri: str | None = None) 
 
     uri = figure_uri or data_uri(operations_figure(report), fmt="svg")
 
-    def cell(value: Any) -> str:
+    def cell(key: str, value: Any) -> str:
         if value is None:
             return "n/a"
+        if key.endswith("rate") or key == "ctr":
+            return f"{value:.2%}"
         if isinstance(value, float):
             return f"{value:.4g}"
         return html.escape(str(value))
 
-    rows = "".join(f"<tr><th>{html.escape(k.replace('_', ' '))}</th><td>{cell(v)}</td></tr>"
+    rows = "".join(f"<tr><th>{html.escape(k.replace('_', ' ').replace('ctr', 'CTR'))}</th><td>{cell(k, v)}</td></tr>"
                    for k, v in report.summary().items())
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in report.notes)
     return ("<!doctype html><html><head><meta charset='utf-8'>"

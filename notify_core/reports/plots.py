@@ -43,5 +43,23 @@ def bars(ax: Any, labels: Sequence[str], series: dict[str, Sequence[float]], *, 
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)
+    ax.margins(y=0.1)
+    if len(series) > 1:  # beside the plot, never over a bar
+        ax.legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+
+
+def hbars(ax: Any, labels: Sequence[str], series: dict[str, Sequence[float]], *, xlabel: str) -> None:
+    """Grouped horizontal bars: for long labels (``a → b``), read left to right, first label on top."""
+    n = max(len(series), 1)
+    height = 0.8 / n
+    for i, (name, values) in enumerate(series.items()):
+        ys = [y + (i - (n - 1) / 2) * height for y in range(len(labels))]
+        ax.barh(ys, list(values), height=height, label=name, color=PALETTE[i % len(PALETTE)])
+    ax.set_yticks(range(len(labels)), list(labels))
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.axvline(0, color="#444", linewidth=0.8)
+    ax.grid(axis="x", alpha=0.3)
+    ax.spines[["top", "right"]].set_visible(False)
     if len(series) > 1:
-        ax.legend(frameon=False, fontsize="small")
+        ax.legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
