@@ -99,3 +99,65 @@ def test_a_corrupt_header_blob_reads_as_no_headers(blob: bytes) -> None:
     from notify_core.stream.port import decode_headers
 
     assert decode_headers(blob) == ()
+
+
+def test_a_tracking_click_carries_its_request_id_to_the_stored_click_event(tmp_path: Path) -> None:
+    """GET /t/<notification id> with a request id: the notification_click event it records reaches the
+    Store's ``user_events`` with that id beside the notification id (which joins the delivery log)."""
+    from lambdas import track
+    from tests.observability.test_reports import delivered_day
+
+    store, _base, sent = delivered_day(tmp_path)
+    log = LocalLog(tmp_path / "log.sqlite")
+    track.use(store=store, stream=log)
+    try:
+        with local_gateway() as base:
+            reply = httpx.get(f"{base}/t/{sent[0]}", headers={"x-request-id": "click-77"}, timeout=30)
+    finally:
+        track.use(store=None, stream=None)
+    assert reply.status_code == 302
+    consumer = EventConsumer(stream=log, store=store, landing=None, poll_timeout=0.1)
+    assert consumer.run_once() is not None
+    consumer.close()
+    [delivery] = store.table(tables.DELIVERIES).query(sent[0])
+    [row] = [r for r in store.table(tables.USER_EVENTS).query(str(delivery["user_id"]))
+             if r["type"] == "notification_click"]
+    assert row["request_id"] == "click-77" and row["notification_id"] == sent[0]
+    log.close()
+    store.close()
+
+
+def test_the_delivery_log_names_the_invocation_that_made_each_attempt(tmp_path: Path) -> None:
+    """The deliver_notifications Lambda binds its request id (the Dagster asset its run id): every
+    ``deliveries`` row of that run carries it, on the worker's sending threads too."""
+    from datetime import UTC, datetime, timedelta
+
+    from lambdas import deliver_notifications
+    from notify_core.clock import ManualClock
+    from notify_core.delivery.synthetic import seed_due
+    from notify_core.delivery.worker import DeliveryWorker, WorkerOptions
+    from tests.delivery.conftest import ScriptedChannel
+
+    store = SqliteStore(tmp_path / "store.sqlite")
+    start = datetime.fromtimestamp((int(datetime.now(UTC).timestamp()) // 60 + 60) * 60, UTC)
+    items = seed_due(store, n=12, start=start)
+    clock = ManualClock(start + timedelta(seconds=5))
+    worker = DeliveryWorker(store, ScriptedChannel(), public_base_url="http://t.example", clock=clock,
+                            options=WorkerOptions(concurrency=4, prefetch_s=0.0))
+    deliver_notifications.use_worker(worker)
+
+    class Context:
+        aws_request_id = "lambda-req-9"
+
+        def get_remaining_time_in_millis(self) -> int:
+            return 20_000
+
+    try:
+        reply = deliver_notifications.handler({"linger_s": 0, "max_seconds": 10}, Context())
+    finally:
+        deliver_notifications.use_worker(None)
+        worker.close()
+    assert reply["delivered"] == 12
+    rows = [r for i in items for r in store.table(tables.DELIVERIES).query(str(i["notification_id"]))]
+    assert len(rows) == 12 and {r["request_id"] for r in rows} == {"lambda-req-9"}
+    store.close()
