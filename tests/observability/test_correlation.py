@@ -161,3 +161,21 @@ def test_the_delivery_log_names_the_invocation_that_made_each_attempt(tmp_path: 
     rows = [r for i in items for r in store.table(tables.DELIVERIES).query(str(i["notification_id"]))]
     assert len(rows) == 12 and {r["request_id"] for r in rows} == {"lambda-req-9"}
     store.close()
+
+
+def test_record_headers_round_trip_on_both_adapters(stream_backend: Stream) -> None:
+    """Headers are part of the Stream contract now: what a message carries, its record carries (several,
+    repeated names, non-ASCII text), and a message without headers reads back with none."""
+    key = b"hdr-user"
+    headers = ((REQUEST_ID_HEADER, b"r-1"), ("x-trace", "é-1".encode()), (REQUEST_ID_HEADER, b"r-2"))
+    stream_backend.produce_batch([Message(CLICKSTREAM, key, b"{}", headers), Message(CLICKSTREAM, key, b"{}")])
+    consumer = stream_backend.consumer(group="hdr-check", topics=[CLICKSTREAM])
+    got = []
+    for _ in range(50):
+        got += consumer.poll_batch(max_records=10, timeout=0.5)
+        if len(got) >= 2:
+            break
+    consumer.close()
+    assert [r.headers for r in got] == [headers, ()]
+    assert got[0].header(REQUEST_ID_HEADER) == "r-2" and got[0].header("x-trace") == "é-1"
+    assert got[1].header(REQUEST_ID_HEADER) is None
