@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import importlib
 import itertools
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ from notify_core.metrics import observe_request
 _RUN = uuid.uuid4().hex[:12]  # request ids: unique per process start + a counter (uuid4 costs ~20 us)
 _REQUESTS = itertools.count(1)
 MAX_BODY_BYTES = 6 * 1024 * 1024  # Lambda's synchronous payload limit: bigger bodies never reach a handler
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _TEXT_TYPES = ("application/json", "text/", "application/x-www-form-urlencoded")
 
 
@@ -93,7 +95,9 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
 def to_api_event(request: Request, route: GatewayRoute, body: bytes) -> dict[str, Any]:
     """An API Gateway HTTP API (payload format 2.0) event for this request."""
     now = time.time()
-    rid = request.headers.get("x-request-id") or f"{_RUN}-{next(_REQUESTS):x}"
+    client_rid = request.headers.get("x-request-id")
+    # A client's id is kept only if it is short and plain: it lands in every log line and Store row.
+    rid = client_rid if client_rid and _CLIENT_REQUEST_ID.match(client_rid) else f"{_RUN}-{next(_REQUESTS):x}"
     headers: dict[str, str] = {}
     for name, value in request.headers.items():
         headers[name] = f"{headers[name]},{value}" if name in headers else value

@@ -33,15 +33,19 @@ def test_one_request_id_from_post_v1_events_to_the_store_rows(stream_backend: St
             reply = httpx.post(f"{base}/v1/events", json=[click(1), order(2)],
                                headers={"x-request-id": "corr-0001"}, timeout=30)
             other = httpx.post(f"{base}/v1/events", json=[click(4)], timeout=30)  # the gateway's own id
+            odd = [httpx.post(f"{base}/v1/events", json=[click(5)], headers={"x-request-id": bad}, timeout=30)
+                   for bad in ("x" * 129, "a b", "<script>")]
     finally:
         capture_events.use_stream(None)
     assert reply.status_code == 202 and reply.headers["x-request-id"] == "corr-0001"
     assert other.status_code == 202
     generated = other.headers["x-request-id"]
     assert generated and generated != "corr-0001"
+    replaced = [r.headers["x-request-id"] for r in odd]  # long or odd client ids are replaced, not stored
+    assert all(r.status_code == 202 for r in odd) and all(x.startswith(generated.split("-")[0]) for x in replaced)
 
     consumer = EventConsumer(stream=stream_backend, store=store, landing=tmp_path / "landing", poll_timeout=0.2)
-    consumer.run(stop=threading.Event(), max_records=3, idle_exit=15)
+    consumer.run(stop=threading.Event(), max_records=6, idle_exit=15)
     consumer.close()
 
     clicks = store.table(tables.USER_EVENTS).query("u1")
