@@ -27,6 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from notify_core.events.consumer import DEFAULT_GROUP
+
 LOG_RETENTION_DAYS = 30  # spec §8: logs kept 30 days (CloudWatch log groups; the deliveries log's TTL)
 EMF_NAMESPACE = "Notify"
 
@@ -96,7 +98,7 @@ OBJECTIVES: tuple[Objective, ...] = (
         expr="max(notify_consumer_lag_seconds)", op=">", threshold=10, for_="5m", unit="seconds",
         cloudwatch=(
             _metric("lag", "AWS/Kafka", "EstimatedMaxTimeLag",
-                    {"Cluster Name": {"Ref": "KafkaClusterName"}, "Consumer Group": "notify-event-consumer"},
+                    {"Cluster Name": {"Ref": "KafkaClusterName"}, "Consumer Group": DEFAULT_GROUP},
                     stat="Maximum", period=60),
             _math("lag", "consumer lag (seconds)"),
         ),

@@ -27,12 +27,14 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from notify_core.events.consumer import DEFAULT_GROUP
+from notify_core.events.models import TOPICS
+from notify_core.scheduling.ids import DEFAULT_SHARDS
 from notify_core.store import tables
 from notify_core.store.port import Store
 from notify_core.stream.port import Stream
 
 LATENESS_EDGES_S = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)  # the last bucket is "300 s and more"
-DEFAULT_SHARDS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +124,8 @@ def stream_lag(
 
 
 def daily_operations(
-    store: Store, *, day: date, now: datetime, stream: Stream | None = None, group: str = "notify-event-consumer",
-    topics: Sequence[str] = ("purchase_history", "notify_clickstream"), shards: int = DEFAULT_SHARDS,
+    store: Store, *, day: date, now: datetime, stream: Stream | None = None, group: str = DEFAULT_GROUP,
+    topics: Sequence[str] = TOPICS, shards: int = DEFAULT_SHARDS,
 ) -> OperationsReport:
     """The report of UTC ``day`` (see the module docstring); ``now`` is when it is computed (for lag)."""
     schedules = store.table(tables.SCHEDULES)
