@@ -15,7 +15,9 @@ import time
 from typing import Any
 
 from lambdas.coldstart import ColdStart
+from lambdas.http import flush_metrics
 from notify_core.delivery.worker import DeliveryWorker, build_worker
+from notify_core.observability import request_context
 
 MARGIN_S = 3.0  # leave this much of the invocation for flushing and the reply
 DEFAULT_LINGER_S = 25.0
@@ -49,7 +51,9 @@ def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
     linger = min(float(event.get("linger_s", DEFAULT_LINGER_S)), budget)
     started = time.perf_counter()
     now = worker.clock.now()
-    summary = worker.run_until_idle(deadline=now + budget, linger_until=now + linger)
+    with request_context(getattr(context, "aws_request_id", None)):  # on each delivery log row
+        summary = worker.run_until_idle(deadline=now + budget, linger_until=now + linger)
+    flush_metrics()  # on Lambda: the delivery outcomes as EMF, for the notification-failure alarm
     return {
         "trigger": "schedule" if scheduled else "direct",
         "scheduled_time": event.get("time"),

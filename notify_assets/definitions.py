@@ -8,6 +8,7 @@ from notify_assets.delivery import DELIVERY_ASSETS, DELIVERY_CHECKS, DELIVERY_GR
 from notify_assets.embeddings import CAMPAIGN_EMBEDDINGS_GROUP, EMBEDDING_ASSETS, EMBEDDING_JOBS, EMBEDDINGS_GROUP
 from notify_assets.features import FEATURES_GROUP, feature_tables
 from notify_assets.ingestion import INGESTION_ASSETS, INGESTION_CHECKS, INGESTION_GROUP, online_retail_landing
+from notify_assets.operations import OPERATIONS_ASSETS
 from notify_assets.recommendation import RECOMMENDATION_ASSETS, RECOMMENDATION_GROUP
 from notify_assets.scheduling import (
     PLAN_PARTITIONS,
@@ -23,7 +24,7 @@ from notify_sensors import REPLAN_SENSORS, campaign_index_publisher, landing_sen
 from notify_sensors.landing import INGEST_JOB
 
 ASSETS = [online_retail_landing, *INGESTION_ASSETS, feature_tables, *EMBEDDING_ASSETS, *RECOMMENDATION_ASSETS,
-          *SCHEDULING_ASSETS, *DELIVERY_ASSETS]
+          *SCHEDULING_ASSETS, *DELIVERY_ASSETS, *OPERATIONS_ASSETS]
 CHECKS = [*INGESTION_CHECKS, *DELIVERY_CHECKS]
 
 # The end-to-end job, stage by stage (the CLI runs these in order and reports each).

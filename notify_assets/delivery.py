@@ -12,6 +12,7 @@ import dagster as dg
 
 from notify_core.delivery import OffsetClock, WorkerOptions, build_worker
 from notify_core.delivery.worker import execution_report
+from notify_core.observability import request_context
 from notify_resources.resources import NotifyResource
 
 DELIVERY_GROUP = "delivery"
@@ -36,7 +37,8 @@ def delivery_run(context: dg.AssetExecutionContext, config: DeliveryConfig,
     started = time.perf_counter()
     try:
         now = worker.clock.now()
-        summary = worker.run_until_idle(deadline=now + 600, linger_until=now + config.linger_s)
+        with request_context(context.run_id):  # the delivery log rows name the Dagster run that sent them
+            summary = worker.run_until_idle(deadline=now + 600, linger_until=now + config.linger_s)
     finally:
         worker.close()
         worker.channel.close()

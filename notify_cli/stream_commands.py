@@ -95,6 +95,7 @@ def serve(
     from notify_core.observability import configure_logging
 
     configure_logging(level=log_level.upper())
+    os.environ.setdefault("NOTIFY_LOG_LEVEL", log_level.upper())  # for --workers processes (build_worker_app)
     # Handlers read their settings at cold start from the environment, as on Lambda: hand them ours.
     if data_dir is not None:
         os.environ["NOTIFY_DATA_DIR"] = str(data_dir)

@@ -25,3 +25,10 @@ if ! command -v faketime >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
   apt-get install -y -q faketime >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q faketime >/dev/null; }
 fi
 echo "setup: ok ($(.venv/bin/python --version), $(ls node_modules | wc -l) npm packages)"
+# promtool (checks and unit-tests deploy/prometheus/*.yml) from Debian's prometheus package, unpacked into
+# .tools/ so no Prometheus server is installed or started (PLATFORM.md).
+if ! command -v promtool >/dev/null && [ ! -x .tools/prometheus/usr/bin/promtool ]; then
+  ( tmp=$(mktemp -d) && cd "$tmp" && apt-get download prometheus >/dev/null 2>&1 \
+    && mkdir -p "$OLDPWD/.tools/prometheus" && dpkg-deb -x prometheus_*.deb "$OLDPWD/.tools/prometheus"; rm -rf "$tmp" ) \
+    || echo "setup: promtool not installed (apt-get download prometheus failed); its tests will be skipped"
+fi

@@ -54,6 +54,8 @@ from notify_core.clock import Clock
 from notify_core.delivery.channels import Channel, Outcome, SendResult
 from notify_core.delivery.render import render
 from notify_core.errors import NotifyError
+from notify_core.observability import current_request_id
+from notify_core.slo import LOG_RETENTION_DAYS
 from notify_core.store import tables
 from notify_core.store.port import Condition, Item, KeyRange, Store, Update
 
@@ -73,7 +75,7 @@ TERMINAL = frozenset({SENT, DEAD_LETTERED, DUPLICATE, CANCELLED})
 
 RETRY_DELAYS_S: tuple[float, ...] = (1.0, 5.0, 20.0)  # requirement 4.1: 1 s -> 5 s -> 20 s, then dead letter
 DEDUPE_WINDOW_S = 24 * 3600
-LOG_TTL_S = 30 * 24 * 3600
+LOG_TTL_S = LOG_RETENTION_DAYS * 24 * 3600  # spec §8's log retention, owned by the SLO table
 DEFAULT_SHARDS = 16
 _PLAN_KEYS = ("notification_id", "user_id", "campaign_id", "plan_day", "slot", "send_at", "due_minute", "shard",
               "expected_value", "ttl")
@@ -238,6 +240,7 @@ class DeliveryWorker:
         self._pool = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="deliver")
         self._maintenance = ThreadPoolExecutor(1, thread_name_prefix="deliver-scan")
         self._lock = threading.Lock()
+        self._request_id: str | None = None
         self._minutes: dict[str, _Minute] = {}
         self._scans: list[Future[None]] = []
         self._wake = threading.Event()
@@ -260,6 +263,7 @@ class DeliveryWorker:
     def run_pass(self, *, wait_for_scans: bool = True) -> PassSummary:
         """Deliver what is due now (at most ``max_batch`` items); returns counts and the next due time."""
         summary = PassSummary()
+        self._request_id = current_request_id()  # the invocation's id (Lambda request, Dagster run), if any
         now = self.clock.now()
         self._plan_scans(now, summary)
         if wait_for_scans:
@@ -557,6 +561,8 @@ class DeliveryWorker:
         lateness = now - send_at
         common = {"attempt": attempt, "outcome_at": iso(now), "channel": self.channel.name,
                   "status_code": result.status, "detail": result.detail}
+        if self._request_id:  # the delivery log row says which invocation made the attempt
+            common["request_id"] = self._request_id
         outcome: Result
         if result.ok:
             fields = {**common, "status": SENT, "delivered_at": iso(now), "delivered_ts": now,
@@ -586,6 +592,8 @@ class DeliveryWorker:
             extra = _log_fields(item, attempt, outcome)
             extra.update(delivered_at=iso(now), lateness_s=round(lateness, 4), status_code=result.status,
                          detail=result.detail, channel=self.channel.name, worker=self.worker_id)
+            if self._request_id:
+                extra["request_id"] = self._request_id
             log.info("delivery attempt", extra=extra)
         return outcome, (lateness if result.ok else None), reclaimed
 
@@ -714,7 +722,7 @@ def projections(final: Mapping[str, Any], outcome: str, *, now: float) -> Iterat
     attempt = int(final.get("attempt") or 1)
     outcome_at = str(final.get("outcome_at") or final.get("delivered_at") or "")
     ttl = int(now + LOG_TTL_S)
-    yield tables.DELIVERIES, {
+    delivery: Item = {
         "pk": nid, "sk": tables.attempt_sk(attempt), "notification_id": nid, "user_id": uid, "campaign_id": cid,
         "attempt": attempt,
         "outcome": {"delivered": SENT, "retried": RETRY_SCHEDULED}.get(outcome, outcome),
@@ -723,6 +731,9 @@ def projections(final: Mapping[str, Any], outcome: str, *, now: float) -> Iterat
         "channel": final.get("channel"), "worker": final.get("worker"), "plan_day": final.get("plan_day"),
         "schedule_pk": final.get("pk"), "schedule_sk": final.get("sk"), "ttl": ttl,
     }
+    if final.get("request_id"):
+        delivery["request_id"] = final["request_id"]
+    yield tables.DELIVERIES, delivery
     if outcome == "delivered":
         when = datetime.fromisoformat(str(final["delivered_at"]).replace("Z", "+00:00"))
         yield tables.SENDS, {"pk": uid, "sk": tables.send_sk(when, cid), "campaign_id": cid,

@@ -19,6 +19,10 @@ millions of rows every row costs a random page write, and that, not Python, caps
 3. the ``events`` ledger rows of the orders;
 4. dead letters, then the commit.
 
+Every row an event writes also carries the ``request_id`` of the capture request that produced it (from
+the record's ``x-request-id`` header, when it has one): the correlation id from the HTTP edge to the Store.
+It travels with the record, so a replay writes the same value again.
+
 So ``kill -9`` anywhere loses nothing (the commit comes last) and duplicates nothing (a replay rewrites
 the same keys with the same content). Replaying a topic from offset 0 adds no rows and changes none.
 """
@@ -47,10 +51,11 @@ from pydantic import BaseModel
 from notify_core.clock import Clock
 from notify_core.errors import BackendError, ValidationError
 from notify_core.events.models import TOPICS, Event, Order, decode_event, dlq_topic, json_time, topic_for
+from notify_core.metrics import CONSUMER_LAG_SECONDS
 from notify_core.observability import BatchHistogram
 from notify_core.store import tables
 from notify_core.store.port import Item, Store
-from notify_core.stream.port import Message, Record, Stream
+from notify_core.stream.port import REQUEST_ID_HEADER, Message, Record, Stream
 
 log = logging.getLogger(__name__)
 
@@ -266,11 +271,21 @@ class EventConsumer:
                 batch[event_id] = (event, record)
         prepared = PreparedBatch(records=records, outcome=out, poison=poison)
         for event_id, (event, record) in batch.items():
+            rid = record.header(REQUEST_ID_HEADER) if record.headers else None
             if isinstance(event, Order):
-                prepared.purchases.extend(purchase_rows(event, event_id=event_id))
-                prepared.ledger.append(event_row(event, event_id=event_id, topic=record.topic))
+                lines = purchase_rows(event, event_id=event_id)
+                ledger = event_row(event, event_id=event_id, topic=record.topic)
+                if rid:  # the correlation id of the capture request, on every row the event wrote
+                    for row in lines:
+                        row["request_id"] = rid
+                    ledger["request_id"] = rid
+                prepared.purchases.extend(lines)
+                prepared.ledger.append(ledger)
             else:
-                prepared.user_events.append(user_event_row(event, event_id=event_id))
+                row = user_event_row(event, event_id=event_id)
+                if rid:
+                    row["request_id"] = rid
+                prepared.user_events.append(row)
         out.persisted = len(batch)
         out.dead_lettered = len(poison)
         out.purchase_rows = len(prepared.purchases)
@@ -316,6 +331,7 @@ class EventConsumer:
         now_ms = int(persisted_at * 1000)
         produced = collections.Counter(record.timestamp_ms for record in records)
         PERSIST_LATENCY.observe_counts((max(now_ms - ts, 0) / 1000, n) for ts, n in produced.items())
+        CONSUMER_LAG_SECONDS.set(max(now_ms - min(produced), 0) / 1000)
         RECORDS.labels("persisted").inc(out.persisted)
         RECORDS.labels("duplicate").inc(out.duplicates)
         RECORDS.labels("dead_lettered").inc(out.dead_lettered)
@@ -358,7 +374,10 @@ class EventConsumer:
         if force or now - self._last_lag_at >= self.lag_interval:
             self._last_lag_at = now
             try:
-                LAG.set(self._consumer.lag())
+                lag = self._consumer.lag()
+                LAG.set(lag)
+                if lag == 0:  # caught up: nothing is waiting, however old the last batch was
+                    CONSUMER_LAG_SECONDS.set(0)
             except BackendError as exc:
                 log.warning("lag query failed", extra={"error": str(exc)})
 

@@ -17,6 +17,7 @@ from typing import Any
 import polars as pl
 
 from notify_core.clock import ManualClock
+from notify_core.metrics import counted_plan_generation
 from notify_core.scheduling.candidates import candidates_from_lake, eligible_campaigns
 from notify_core.scheduling.checks import plan_violations
 from notify_core.scheduling.ids import DEFAULT_SHARDS
@@ -112,6 +113,7 @@ def candidates_from_recommender(store: Store, artefacts: Any, user_ids: Sequence
     return pl.DataFrame(rows, schema=CANDIDATES) if rows else pl.DataFrame(schema=CANDIDATES)
 
 
+@counted_plan_generation
 def plan_and_store(
     store: Store, *, users: pl.DataFrame, campaigns: pl.DataFrame, candidates: pl.DataFrame, plan_day: date,
     now: datetime | None = None, options: PlanOptions | None = None, shards: int = DEFAULT_SHARDS,

@@ -101,7 +101,11 @@ class KafkaStream:
             for message in messages:
                 while True:
                     try:
-                        producer.produce(message.topic, message.value, message.key, on_delivery=delivery)
+                        if message.headers:
+                            producer.produce(message.topic, message.value, message.key, on_delivery=delivery,
+                                             headers=list(message.headers))
+                        else:
+                            producer.produce(message.topic, message.value, message.key, on_delivery=delivery)
                         break
                     except BufferError:  # local queue full: let librdkafka drain it, then retry
                         producer.poll(0.05)
@@ -198,7 +202,9 @@ class KafkaStreamConsumer:
             topic, partition, offset = m.topic(), m.partition(), m.offset()
             if topic is None or partition is None or offset is None:
                 continue
-            records.append(Record(topic, partition, offset, m.key(), m.value() or b"", m.timestamp()[1]))
+            raw_headers: Any = m.headers()  # a list of (name, bytes | None) pairs, or None
+            headers = tuple((str(k), bytes(v or b"")) for k, v in raw_headers) if raw_headers else ()
+            records.append(Record(topic, partition, offset, m.key(), m.value() or b"", m.timestamp()[1], headers))
         return records
 
     def commit(self, records: Sequence[Record]) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 from notify_core.clock import SYSTEM_CLOCK, Clock
 from notify_core.errors import ValidationError
 from notify_core.sqlite_tx import write_transaction
-from notify_core.stream.port import Message, Record, next_positions
+from notify_core.stream.port import Message, Record, decode_headers, encode_headers, next_positions
 
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 
@@ -86,13 +86,22 @@ class LocalLog:
                     conn.execute("INSERT INTO topics (name, id) VALUES (?, ?)", (topic, next_id))
                     conn.execute(
                         f"CREATE TABLE log_{next_id} (offset INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, "
-                        "key BLOB, value BLOB NOT NULL)"
+                        "key BLOB, value BLOB NOT NULL, headers BLOB)"
                     )
                     row = (next_id,)
         table = f"log_{int(row[0])}"
+        self._add_headers_column(conn, table)
         with self._tables_lock:
             self._tables[topic] = table
         return table
+
+    def _add_headers_column(self, conn: sqlite3.Connection, table: str) -> None:
+        """Logs written before record headers existed get the (nullable) column once, on first open."""
+        if any(col[1] == "headers" for col in conn.execute(f"PRAGMA table_info({table})")):
+            return
+        with self._write_lock, write_transaction(conn, what=f"adding headers to {table}"):
+            if not any(col[1] == "headers" for col in conn.execute(f"PRAGMA table_info({table})")):
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN headers BLOB")
 
     # producing ---------------------------------------------------------------------------------
     def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
@@ -112,8 +121,8 @@ class LocalLog:
                 table = tables[topic]
                 (last,) = conn.execute(f"SELECT COALESCE(MAX(offset), -1) FROM {table}").fetchone()
                 conn.executemany(
-                    f"INSERT INTO {table} (offset, ts_ms, key, value) VALUES (?, ?, ?, ?)",
-                    [(last + 1 + i, now_ms, m.key, m.value) for i, m in enumerate(batch)],
+                    f"INSERT INTO {table} (offset, ts_ms, key, value, headers) VALUES (?, ?, ?, ?, ?)",
+                    [(last + 1 + i, now_ms, m.key, m.value, encode_headers(m.headers)) for i, m in enumerate(batch)],
                 )
 
     # reading -----------------------------------------------------------------------------------
@@ -165,12 +174,13 @@ class LocalLogConsumer:
                 if room <= 0:
                     break
                 rows = conn.execute(
-                    f"SELECT offset, ts_ms, key, value FROM {self._tables[topic]} WHERE offset >= ? "
+                    f"SELECT offset, ts_ms, key, value, headers FROM {self._tables[topic]} WHERE offset >= ? "
                     "ORDER BY offset LIMIT ?",
                     (self._positions[topic], room),
                 ).fetchall()
                 if rows:
-                    records.extend(Record(topic, 0, off, key, value, ts) for off, ts, key, value in rows)
+                    records.extend(Record(topic, 0, off, key, value, ts, decode_headers(hdr) if hdr else ())
+                                   for off, ts, key, value, hdr in rows)
                     self._positions[topic] = rows[-1][0] + 1
             if records or time.monotonic() >= deadline:
                 return records

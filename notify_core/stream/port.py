@@ -18,6 +18,8 @@ Semantics every adapter keeps:
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -25,11 +27,17 @@ from typing import Protocol, runtime_checkable
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """A message to produce. ``key`` picks the partition (same key, same partition, same order)."""
+    """A message to produce. ``key`` picks the partition (same key, same partition, same order).
+
+    ``headers`` travel with the record to every consumer (Kafka record headers; a column of the local log):
+    metadata about the message, not part of it, such as the ``x-request-id`` of the HTTP request that
+    produced it (:data:`REQUEST_ID_HEADER`).
+    """
 
     topic: str
     key: bytes | None
     value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +50,42 @@ class Record:
     key: bytes | None
     value: bytes
     timestamp_ms: int
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    def header(self, name: str) -> str | None:
+        """The last value of header ``name`` as text, or None."""
+        found: str | None = None
+        for key, value in self.headers:
+            if key == name:
+                found = value.decode("utf-8", "replace")
+        return found
+
+
+REQUEST_ID_HEADER = "x-request-id"  # the correlation id of the request that produced a record
+
+
+@functools.lru_cache(maxsize=4096)
+def encode_headers(headers: tuple[tuple[str, bytes], ...]) -> bytes | None:
+    """Headers as one blob for stores without a native header list (the local log): JSON of [name, text].
+
+    Cached: the messages of one capture request share one headers tuple, and JSON per message would
+    cost ~8 us of a ~13 us append.
+    """
+    if not headers:
+        return None
+    return json.dumps([[k, v.decode("utf-8", "replace")] for k, v in headers], separators=(",", ":")).encode()
+
+
+@functools.lru_cache(maxsize=4096)
+def decode_headers(blob: bytes | None) -> tuple[tuple[str, bytes], ...]:
+    """The inverse of :func:`encode_headers`; a blob that is not a header list reads as no headers."""
+    if not blob:
+        return ()
+    try:
+        pairs = json.loads(blob)
+        return tuple((str(k), str(v).encode()) for k, v in pairs)
+    except (ValueError, TypeError):
+        return ()
 
 
 def next_positions(records: Sequence[Record]) -> dict[tuple[str, int], int]:
