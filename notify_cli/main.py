@@ -218,6 +218,9 @@ def _register_commands() -> None:
     app.command(name="worker")(delivery_commands.worker)
     app.command(name="evaluate")(evaluate_commands.evaluate)
     app.command(name="templates")(deploy_templates.templates)
+    from notify_cli import capacity_commands
+
+    app.command(name="capacity")(capacity_commands.capacity)
 
 
 _register_commands()

@@ -13,7 +13,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from notify_core.embeddings.embedder import Embedder, HashingEmbedder, SentenceTransformerEmbedder
-from notify_core.lake import Lake
+from notify_core.lake import Lake, lake_for
 from notify_core.settings import NotifySettings
 from notify_core.store.factory import build_store
 from notify_core.store.port import Store
@@ -30,6 +30,9 @@ class NotifyResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     dynamodb_endpoint_url: str | None = None
     table_prefix: str = "notify_"
     s3_bucket: str | None = None
+    s3_prefix: str = "notify/"
+    s3_endpoint_url: str | None = None
+    sns_endpoint_url: str | None = None
 
     _store: Store | None = PrivateAttr(default=None)
 
@@ -47,7 +50,7 @@ class NotifyResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     @property
     def lake(self) -> Lake:
-        return Lake(self.settings.lake_root)
+        return lake_for(self.settings)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._store is not None:
