@@ -48,7 +48,7 @@ class Lake:
         self._local = not self.root.startswith("s3://")
         self.storage_options = storage_options  # polars/object_store keys (endpoint, region) for s3:// roots
 
-    def _s3(self) -> tuple[Any, str]:
+    def s3_filesystem(self) -> tuple[Any, str]:
         """A pyarrow S3 filesystem honouring the endpoint option, and the root's path inside it."""
         from pyarrow import fs
 
@@ -67,7 +67,7 @@ class Lake:
             return Path(path).exists()
         from pyarrow import fs
 
-        s3, root = self._s3()
+        s3, root = self.s3_filesystem()
         info = s3.get_file_info(root + path.removeprefix(self.root))
         return bool(info.type == fs.FileType.File)
 
@@ -79,7 +79,7 @@ class Lake:
         if not self._local:
             from pyarrow import fs
 
-            s3, root = self._s3()
+            s3, root = self.s3_filesystem()
             infos = s3.get_file_info(fs.FileSelector(f"{root}/{dataset}", allow_not_found=True))
             return sorted(i.base_name for i in infos if i.type == fs.FileType.Directory)
         base = Path(self.root, dataset)
