@@ -14,8 +14,10 @@ They are rendered, not hand-written: the tables come from :data:`notify_core.sto
 the HTTP routes from :data:`lambdas.gateway.ROUTES`, the settings from ``NotifySettings``, so adding a
 table or a route cannot leave a template behind. ``notify templates --check`` (run by the tests) fails
 when the committed files differ from what the code renders; ``cfn-lint`` checks the CloudFormation.
-One image (``deploy/Dockerfile``) serves all of them: Lambda runs it with a handler as its command,
-Kubernetes with ``notify consume`` or Dagster's code server.
+Two images: ``deploy/Dockerfile`` (the AWS Lambda base image; each function's command is its handler)
+and ``deploy/app.Dockerfile`` (plain Python; Dagster's code server, the run pods and ``notify consume``).
+The Kubernetes pods reach AWS through IRSA service accounts (``deploy/k8s/service-accounts.yaml``),
+whose roles the CloudFormation stack creates; no AWS keys in a Secret.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CFN_PATH = ROOT / "deploy" / "aws" / "notify.cfn.yaml"
 HELM_PATH = ROOT / "deploy" / "k8s" / "dagster-values.yaml"
 CONSUMER_PATH = ROOT / "deploy" / "k8s" / "consumer.yaml"
+SERVICE_ACCOUNTS_PATH = ROOT / "deploy" / "k8s" / "service-accounts.yaml"
 SCHEDULED: tuple[tuple[str, str, str], ...] = (  # (name, handler, schedule)
     ("deliver_notifications", "lambdas.deliver_notifications.handler", "rate(1 minute)"),
 )
@@ -340,7 +343,7 @@ def dagster_values() -> dict[str, Any]:
             "enabled": True,
             "deployments": [{
                 "name": "notify",
-                "image": {"repository": "notify", "tag": "latest", "pullPolicy": "IfNotPresent"},
+                "image": {"repository": APP_IMAGE_NAME, "tag": "latest", "pullPolicy": "IfNotPresent"},
                 "dagsterApiGrpcArgs": ["--module-name", "notify_assets.definitions"],
                 "port": 3030,
                 "envConfigMaps": [{"name": "notify-settings"}],
@@ -348,7 +351,15 @@ def dagster_values() -> dict[str, Any]:
                 "env": env,
                 "resources": {"requests": {"cpu": "500m", "memory": "2Gi"}, "limits": {"memory": "8Gi"}},
             }],
+            # IRSA: the pods assume the DagsterPodRole of the CloudFormation stack (no AWS keys anywhere)
+            "serviceAccount": {"create": False, "name": SERVICE_ACCOUNTS["dagster"]},
         },
+        "serviceAccount": {"create": False, "name": SERVICE_ACCOUNTS["dagster"]},
+        # instance storage on PostgreSQL (RDS); psycopg2 because SQLAlchemy 2.1 would pick psycopg 3
+        "postgresql": {"enabled": False, "postgresqlHost": "notify-dagster.example.internal",
+                       "postgresqlUsername": "dagster", "postgresqlDatabase": "dagster",
+                       "postgresqlScheme": "postgresql+psycopg2", "service": {"port": 5432}},
+        "generatePostgresqlPasswordSecret": False,
         "runLauncher": {"type": "K8sRunLauncher", "config": {"k8sRunLauncher": {
             "envConfigMaps": [{"name": "notify-settings"}], "envSecrets": [{"name": "notify-secrets"}],
             "runK8sConfig": {"containerConfig": {"resources": {"requests": {"cpu": "1", "memory": "4Gi"}}}},
@@ -368,9 +379,10 @@ def consumer_manifest() -> dict[str, Any]:
             "template": {
                 "metadata": {"labels": {"app": "notify-consumer"}},
                 "spec": {
+                    "serviceAccountName": SERVICE_ACCOUNTS["consumer"],  # IRSA: ConsumerPodRole
                     "terminationGracePeriodSeconds": 60,  # SIGTERM: finish and commit the batch in hand
                     "containers": [{
-                        "name": "consumer", "image": "notify:latest",
+                        "name": "consumer", "image": f"{APP_IMAGE_NAME}:latest",
                         "command": ["notify", "consume", "--metrics-port", "9100"],
                         "env": [{"name": "NOTIFY_ENV", "value": "aws"},
                                 {"name": "NOTIFY_STREAM_BACKEND", "value": "kafka"}],
@@ -392,10 +404,20 @@ class _NoAliases(yaml.SafeDumper):
         return True
 
 
+def service_accounts() -> list[dict[str, Any]]:
+    """The pods' service accounts, annotated with their IRSA role (the stack's ``*PodRoleArn`` outputs:
+    replace ``<account-id>``, or ``kubectl annotate`` with the output after deploying the stack)."""
+    return [{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {
+        "name": account, "namespace": K8S_NAMESPACE, "annotations": {
+            "eks.amazonaws.com/role-arn": f"arn:aws:iam::<account-id>:role/<stack-name>-{account}"}}}
+        for account in SERVICE_ACCOUNTS.values()]
+
+
 def rendered() -> dict[Path, str]:
     dump = lambda data: HEADER + yaml.dump(data, Dumper=_NoAliases, sort_keys=False, width=110)  # noqa: E731
     return {CFN_PATH: dump(cloudformation()), HELM_PATH: dump(dagster_values()),
-            CONSUMER_PATH: dump(consumer_manifest())}
+            CONSUMER_PATH: dump(consumer_manifest()),
+            SERVICE_ACCOUNTS_PATH: HEADER + yaml.dump_all(service_accounts(), Dumper=_NoAliases, sort_keys=False)}
 
 
 def templates(
