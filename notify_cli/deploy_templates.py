@@ -90,7 +90,8 @@ def _data_statements(*, table_ids: list[str], actions: tuple[str, ...], s3_read:
         statements.append({"Effect": "Allow", "Action": list(actions), "Resource": _table_arns(table_ids)})
     if s3_read or s3_write:
         object_actions = ["s3:GetObject"] + (["s3:PutObject", "s3:DeleteObject"] if s3_write else [])
-        statements += [{"Effect": "Allow", "Action": "s3:ListBucket", "Resource": {"Fn::GetAtt": ["DataBucket", "Arn"]}},
+        bucket = {"Fn::GetAtt": ["DataBucket", "Arn"]}
+        statements += [{"Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket},
                        {"Effect": "Allow", "Action": object_actions, "Resource": {"Fn::Sub": "${DataBucket.Arn}/*"}}]
     if sns:
         statements.append({"Effect": "Allow", "Action": "sns:Publish", "Resource": {"Ref": "NotificationsTopic"}})
@@ -107,8 +108,8 @@ def _encryption_and_storage(resources: dict[str, Any]) -> None:
         "Type": "AWS::KMS::Key", "DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain",
         "Properties": {"Description": "Notify data at rest: DynamoDB tables, the S3 bucket, the SNS topic",
                        "EnableKeyRotation": True, "KeyPolicy": {"Version": "2012-10-17", "Statement": [
-                           {"Sid": "AccountAdministersThroughIam", "Effect": "Allow", "Principal": {"AWS": account_root},
-                            "Action": "kms:*", "Resource": "*"}]}},
+                           {"Sid": "AccountAdministersThroughIam", "Effect": "Allow",
+                            "Principal": {"AWS": account_root}, "Action": "kms:*", "Resource": "*"}]}},
     }
     resources["DataKeyAlias"] = {"Type": "AWS::KMS::Alias", "Properties": {
         "AliasName": {"Fn::Sub": "alias/${AWS::StackName}-data"}, "TargetKeyId": {"Ref": "DataKey"}}}
