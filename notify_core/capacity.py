@@ -283,7 +283,8 @@ def estimate(scale: Scale, *, measured: Measured, assumptions: Assumptions, pric
                        f"concurrency {delivery_concurrency}, {delivery_gb_s / 1e6:,.2f}M GB-s",
              rec_lambda_usd + delivery_lambda_usd, BUDGETS_MONTHLY["Lambda"]),
         Line("DynamoDB", f"{dynamo_mode}: {(wru_events + wru_notes) / 1e9:,.1f}B WRU + "
-                         f"{(rru_recs + rru_notes) / 1e9:,.2f}B RRU/month (on-demand ${ondemand_usd:,.0f}); provisioned {wcu:,} WCU + {rcu:,} RCU "
+                         f"{(rru_recs + rru_notes) / 1e9:,.2f}B RRU/month (on-demand ${ondemand_usd:,.0f}); "
+                         f"provisioned {wcu:,} WCU + {rcu:,} RCU "
                          f"(peak +30 %: ${provisioned_usd:,.0f}); {storage_gb:,.0f} GB",
              dynamo_usd, BUDGETS_MONTHLY["DynamoDB"]),
         Line("Kafka", f"MSK {brokers} x kafka.m5.large, {partitions} partitions per topic, "
