@@ -267,7 +267,7 @@ class SeaweedS3:
                     "-s3.port.lance=0", f"-master.port={port + 2}", f"-master.port.grpc={port + 12}",
                     f"-volume.port={port + 3}", f"-volume.port.grpc={port + 13}", f"-filer.port={port + 4}",
                     f"-filer.port.grpc={port + 14}", "-master.telemetry=false", "-master.volumeSizeLimitMB=64",
-                    "-volume.max=8", "-volume.preStopSeconds=0"]
+                    "-volume.max=300", "-volume.preStopSeconds=0"]
             process = subprocess.Popen(args, cwd=directory, stdin=subprocess.DEVNULL, stdout=log,
                                        stderr=subprocess.STDOUT)
             server = cls(endpoint=f"http://127.0.0.1:{port}", process=process, directory=directory,

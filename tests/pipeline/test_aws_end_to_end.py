@@ -134,6 +134,8 @@ def _compare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: int | None, 
     keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3.endpoint,  # type: ignore[attr-defined]
                                            region_name="us-east-1").list_objects_v2(Bucket=bucket)["Contents"]]
     assert any(k.startswith("notify/lake/purchases/") for k in keys)
+    assert {f"notify/landing/{d}/" for d in ("users", "products", "campaigns", "purchases")} <= \
+        {k.rsplit("/", 1)[0] + "/" for k in keys}  # landing files under the prefix, not only on local disk
     assert any(k.startswith("notify/artefacts/campaign_index/") for k in keys)
     for name in ("NOTIFY_ENV", "NOTIFY_S3_BUCKET", "NOTIFY_DYNAMODB_ENDPOINT_URL", "NOTIFY_KAFKA_BOOTSTRAP"):
         monkeypatch.delenv(name)
