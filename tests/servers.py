@@ -83,7 +83,7 @@ class DynamoDBLocal:
     _log: IO[bytes] = field(repr=False)
 
     @classmethod
-    def start(cls, *, timeout: float = 10.0, attempts: int = 3) -> DynamoDBLocal:
+    def start(cls, *, timeout: float = 30.0, attempts: int = 3) -> DynamoDBLocal:
         """Start the server and wait until it answers ``ListTables``.
 
         Retried a few times because the free port can be taken between probing and the JVM binding it.

@@ -26,7 +26,7 @@ from notify_core.settings import NotifySettings, load_settings
 from notify_core.store import tables
 
 SOURCE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "online_retail" / "online_retail.parquet"
-CI_ROWS = 4_000
+CI_ROWS = 2_000
 
 
 @dataclass
@@ -153,11 +153,23 @@ def _assert_same(aws: RunResult, embedded: RunResult) -> None:
     assert written > 0
 
 
+def _stage_seconds(output: str) -> dict[str, float]:
+    return {m.group(1): float(m.group(2)) for m in re.finditer(r"stage \d+/\d+ (\w+): ok in ([\d.]+) s", output)}
+
+
+def _print_stages(aws: RunResult, embedded: RunResult) -> None:
+    """The README table's rows: seconds per stage in each environment (shown with ``-s``)."""
+    a, e = _stage_seconds(aws.output), _stage_seconds(embedded.output)
+    for stage in a:
+        print(f"| {stage} | {a[stage]:.1f} | {e.get(stage, 0.0):.1f} |")
+
+
 def test_aws_main_job_on_real_servers_matches_embedded(tmp_path, monkeypatch, s3_server, dynamodb_endpoint,
                                                         kafka_bootstrap) -> None:
     aws, embedded = _compare(tmp_path, monkeypatch, CI_ROWS, s3=s3_server, dynamodb=dynamodb_endpoint,
                              kafka=kafka_bootstrap)
     _assert_same(aws, embedded)
+    _print_stages(aws, embedded)
     print(f"\nCI sample {CI_ROWS} rows: aws {aws.seconds:.1f} s, embedded {embedded.seconds:.1f} s; "
           f"items {sum(aws.items.values())}; {aws.items}")
 
@@ -167,5 +179,6 @@ def test_aws_main_job_full_export(tmp_path, monkeypatch, s3_server, dynamodb_end
     aws, embedded = _compare(tmp_path, monkeypatch, None, s3=s3_server, dynamodb=dynamodb_endpoint,
                              kafka=kafka_bootstrap)
     _assert_same(aws, embedded)
+    _print_stages(aws, embedded)
     print(f"\nfull export: aws {aws.seconds:.1f} s, embedded {embedded.seconds:.1f} s; "
           f"items {sum(aws.items.values())}; {aws.items}")

@@ -167,3 +167,17 @@ def test_api_is_throttled_and_pods_use_irsa_roles() -> None:
     assert consumer["spec"]["template"]["spec"]["serviceAccountName"] == deploy_templates.SERVICE_ACCOUNTS["consumer"]
     env_from = consumer["spec"]["template"]["spec"]["containers"][0]["envFrom"]
     assert not any("secretRef" in e and "aws" in e["secretRef"]["name"] for e in env_from)
+
+
+def test_cloudformation_passes_sam_validate_lint() -> None:
+    """`sam validate --lint` (aws-sam-cli, in its own tools venv made by `make setup`) works offline."""
+    import os
+
+    sam = deploy_templates.ROOT / ".venv-tools" / "bin" / "sam"
+    assert sam.exists(), "aws-sam-cli missing: run `make setup`"
+    env = {**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "eu-west-1",
+           "AWS_ACCESS_KEY_ID": "unused", "AWS_SECRET_ACCESS_KEY": "unused"}
+    check = subprocess.run([str(sam), "validate", "--lint", "-t", str(deploy_templates.CFN_PATH)],
+                           capture_output=True, text=True, timeout=600, env=env)
+    assert check.returncode == 0 and "is a valid SAM Template" in check.stdout + check.stderr, \
+        check.stdout + check.stderr
