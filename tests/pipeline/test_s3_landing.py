@@ -108,3 +108,32 @@ def test_boto3_only_in_adapters() -> None:
     users = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if "import boto3" in p.read_text())
     assert users == ["delivery/channels.py", "landing.py", "recommend/artefacts.py", "store/dynamodb.py"]
     assert boto3  # the test module itself talks to the server directly
+
+
+def test_lake_exists_on_a_fresh_bucket_only_once_written(aws_settings) -> None:
+    """The bug on main: Lake.exists() said True for any unpartitioned S3 dataset (NoSuchKey later)."""
+    lake = lake_for(aws_settings("lake"))
+    assert not lake.exists("campaigns") and not lake.exists("purchases")
+    assert lake.scan("campaigns").collect().is_empty()  # empty, with its schema, instead of NoSuchKey
+    lake.merge("purchases", _purchases([("o1", "u1", "p1", 2, 3.5, "2011-01-10T09:00:00+00:00")]).with_columns(
+        pl.col("ts").str.to_datetime(time_zone="UTC")))
+    assert lake.exists("purchases") and lake.partitions("purchases") == ["month=2011-01"]
+    assert not lake.exists("campaigns")
+    assert lake.write_table("features", pl.DataFrame({"a": [1]})) is True
+    assert lake.write_table("features", pl.DataFrame({"a": [1]})) is False  # unchanged content: not rewritten
+
+
+def test_every_endpoint_setting_reaches_its_client(tmp_path) -> None:
+    from notify_core.delivery.channels import build_channel
+    from notify_core.recommend.artefacts import build_artefact_store
+
+    settings = NotifySettings(env="aws", data_dir=tmp_path, s3_bucket="b", aws_region="us-east-1",
+                              s3_endpoint_url="http://127.0.0.1:1", sns_endpoint_url="http://127.0.0.1:2",
+                              sns_topic_arn="arn:aws:sns:us-east-1:000000000000:t",
+                              dynamodb_endpoint_url="http://127.0.0.1:3", public_base_url="https://n.example.com")
+    assert build_artefact_store(settings)._s3.meta.endpoint_url == "http://127.0.0.1:1"  # type: ignore[attr-defined]
+    assert build_channel(settings)._client.meta.endpoint_url == "http://127.0.0.1:2"  # type: ignore[attr-defined]
+    assert s3_client(settings).meta.endpoint_url == "http://127.0.0.1:1"
+    assert lake_for(settings).storage_options == {"aws_endpoint_url": "http://127.0.0.1:1", "aws_region": "us-east-1",
+                                                  "aws_allow_http": "true", "aws_virtual_hosted_style_request": "false"}
+    assert NotifySettings(env="local").s3_storage_options is None
