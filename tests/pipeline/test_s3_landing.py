@@ -137,3 +137,42 @@ def test_every_endpoint_setting_reaches_its_client(tmp_path) -> None:
     assert lake_for(settings).storage_options == {"aws_endpoint_url": "http://127.0.0.1:1", "aws_region": "us-east-1",
                                                   "aws_allow_http": "true", "aws_virtual_hosted_style_request": "false"}
     assert NotifySettings(env="local").s3_storage_options is None
+
+
+def test_notify_consume_in_aws_puts_order_files_under_the_prefix_for_ingestion(
+        aws_settings, kafka_bootstrap, dynamodb_endpoint, monkeypatch) -> None:
+    """The consumer pod's order files reach batch ingestion on another machine through S3."""
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from notify_cli.main import app
+    from notify_core.events import capture_events
+    from notify_core.stream.kafka import KafkaStream
+    from tests.events.helpers import order
+
+    pod, batch = aws_settings("consumer-pod"), aws_settings("dagster-run")
+    stream = KafkaStream(bootstrap_servers=kafka_bootstrap)
+    try:
+        capture_events(_json.dumps([order(i) for i in range(20)]), stream=stream)
+    finally:
+        stream.close()
+    for name, value in {"NOTIFY_ENV": "aws", "NOTIFY_S3_BUCKET": pod.s3_bucket, "NOTIFY_AWS_REGION": "us-east-1",
+                        "NOTIFY_S3_ENDPOINT_URL": pod.s3_endpoint_url, "NOTIFY_KAFKA_BOOTSTRAP": kafka_bootstrap,
+                        "NOTIFY_DYNAMODB_ENDPOINT_URL": dynamodb_endpoint, "NOTIFY_DELIVERY_CHANNEL": "outbox",
+                        "NOTIFY_TABLE_PREFIX": f"consume{uuid.uuid4().hex[:6]}_"}.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(app, ["consume", "--data-dir", str(pod.data_dir), "--idle-exit", "5",
+                                      "--max-records", "20"])
+    assert result.exit_code == 0, result.output
+
+    reader = build_landing_area(batch)
+    fetched = reader.pull()
+    assert fetched and all(name.startswith("purchases/") for name in fetched)
+    store = SqliteStore(batch.data_dir / "store.sqlite")
+    try:
+        report = ingest_dataset("purchases", landing=reader.landing, lake=lake_for(batch), store=store,
+                                quarantine=reader.quarantine)
+    finally:
+        store.close()
+    assert report.rows_valid == 40 and not report.bad_rows  # 20 orders x 2 lines each
