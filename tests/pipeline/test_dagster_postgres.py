@@ -44,6 +44,43 @@ def _dagster_home(tmp_path, server: EmbeddedPostgres):
     return home
 
 
+def _run_daemon_until(home, data, done, *, timeout: float) -> None:
+    """`dagster-daemon run` over the repo's code location until ``done()``; then its process group is
+    stopped (SIGTERM, then SIGKILL): the daemon, its code server and any run it launched."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    workspace = home / "workspace.yaml"
+    workspace.write_text(yaml.safe_dump({"load_from": [{"python_module": {
+        "module_name": "notify_assets.definitions", "working_directory": str(root)}}]}))
+    env = {**os.environ, "DAGSTER_HOME": str(home), "NOTIFY_DATA_DIR": str(data)}
+    daemon = subprocess.Popen([str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(workspace)],
+                              cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not done():
+            assert daemon.poll() is None, "dagster-daemon exited"
+            assert time.monotonic() < deadline, "the daemon's sensor did not act in time"
+            time.sleep(1)
+    finally:
+        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
+            try:
+                os.killpg(daemon.pid, sig)  # the group this test started, by its leader's PID
+            except ProcessLookupError:
+                break
+            try:
+                daemon.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+
+
 def test_main_job_sensor_and_schedule_ticks_on_postgres_storage(tmp_path, monkeypatch, postgres) -> None:
     from dagster_postgres import PostgresRunStorage
 
@@ -90,6 +127,11 @@ def test_main_job_sensor_and_schedule_ticks_on_postgres_storage(tmp_path, monkey
         [request] = nightly.evaluate_tick(context).run_requests or []
     run = job.execute_in_process(instance=instance, tags=request.tags, run_config=request.run_config)
     assert run.success
+
+    # the same sensor under a real dagster-daemon on this instance publishes an unpublished build
+    (settings.data_dir / "artefacts" / CURRENT).unlink()
+    _run_daemon_until(home, data, lambda: current_version(artefacts) == served, timeout=240)
+    assert current_version(artefacts) == served
 
     # crash-restart the server: every committed run is still there
     before = instance.get_runs_count()
