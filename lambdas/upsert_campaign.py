@@ -18,7 +18,7 @@ from lambdas.http import ApiEvent, ApiResponse, api_handler, body_bytes, json_re
 from notify_core.clock import Clock, utcnow
 from notify_core.embeddings.embedder import Embedder
 from notify_core.errors import ValidationError
-from notify_core.lake import Lake
+from notify_core.lake import Lake, lake_for
 from notify_core.recommend.serving import IndexHolder
 from notify_core.recommend.updates import upsert_campaign
 from notify_core.store.port import Store
@@ -45,7 +45,7 @@ def _build() -> UpsertState:
 
     settings = load_settings()
     return UpsertState(store=recommender.store, embedder=SentenceTransformerEmbedder(), holder=recommender.holder,
-                       lake=Lake(settings.lake_root), clock=recommender.clock)
+                       lake=lake_for(settings), clock=recommender.clock)
 
 
 _state = ColdStart(_build)

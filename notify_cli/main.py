@@ -121,6 +121,8 @@ def run_stages(settings: NotifySettings, stage_names: list[str]) -> list[StageOu
             if not result.success:
                 failures = [e for e in result.all_events if e.is_failure]
                 outcome.error = failures[0].message if failures else "failed"
+            if outcome.success and name == "recommendation" and settings.env != "local":
+                _publish_index(settings)
             outcomes.append(outcome)
             mark = "[green]ok[/green]" if outcome.success else "[red]FAILED[/red]"
             console.print(f"stage {index}/{len(stage_names)} {name}: {mark} in {outcome.seconds:.1f} s")
@@ -128,6 +130,17 @@ def run_stages(settings: NotifySettings, stage_names: list[str]) -> list[StageOu
                 failed.add(name)
                 console.print(f"[red]{outcome.error}[/red]")
     return outcomes
+
+
+def _publish_index(settings: NotifySettings) -> None:
+    """In aws the asset does not publish (the daemon's sensor does); ``notify run`` has no daemon, so it
+    applies the sensor's rule itself, right after the build (idempotent: the sensor then finds it done)."""
+    from notify_core.recommend.artefacts import build_artefact_store
+    from notify_core.recommend.index import publish_newest
+
+    newest, current = publish_newest(build_artefact_store(settings))
+    if newest is not None:
+        console.print(f"published campaign index {newest} (was {current})")
 
 
 def print_summary(outcomes: list[StageOutcome]) -> None:
@@ -218,6 +231,9 @@ def _register_commands() -> None:
     app.command(name="worker")(delivery_commands.worker)
     app.command(name="evaluate")(evaluate_commands.evaluate)
     app.command(name="templates")(deploy_templates.templates)
+    from notify_cli import capacity_commands
+
+    app.command(name="capacity")(capacity_commands.capacity)
 
 
 _register_commands()

@@ -8,6 +8,7 @@ and benchmarks start consumer subprocesses that way).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import threading
@@ -16,6 +17,8 @@ from typing import Annotated, Any
 
 import typer
 
+from notify_core.errors import NotifyError
+from notify_core.landing import LandingArea, build_landing_area
 from notify_core.settings import NotifySettings, load_settings
 from notify_core.stream import open_stream
 from notify_core.stream.port import Stream
@@ -69,16 +72,31 @@ def consume(
         stream=stream, store=store, landing=settings.landing / "purchases", group=group, max_batch=max_batch,
         clock=settings.clock(),
     )
+    area = build_landing_area(settings)  # aws: order files go to the S3 prefix, where ingestion finds them
+    pusher = threading.Thread(target=_push_landing, args=(area, stop), daemon=True)
+    pusher.start()
     try:
         if from_beginning:
             consumer.seek_to_beginning()
         totals = consumer.run(stop=stop, idle_exit=idle_exit, max_records=max_records)
         lag = consumer.lag()
     finally:
+        stop.set()
+        pusher.join(30)
         consumer.close()
         stream.close()
         store.close()
+        area.push()  # whatever the last batches wrote
     typer.echo(json.dumps({**totals_dict(totals), "lag": lag}))
+
+
+def _push_landing(area: LandingArea, stop: threading.Event, every_s: float = 10.0) -> None:
+    """Publish the consumer's order files every ``every_s`` (a no-op for the local landing folder)."""
+    while not stop.wait(every_s):
+        try:
+            area.push()
+        except NotifyError as exc:  # S3 unreachable: retried next round; the files stay on local disk
+            logging.getLogger(__name__).warning("landing push failed", extra={"error": str(exc)})
 
 
 def serve(

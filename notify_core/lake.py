@@ -13,10 +13,12 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
 from notify_core.schemas import KEYS, SCHEMAS
+from notify_core.settings import NotifySettings
 
 PARTITION_COLUMN = "_partition"
 
@@ -41,9 +43,33 @@ def partition_expr(dataset: str) -> pl.Expr | None:
 
 
 class Lake:
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, storage_options: dict[str, str] | None = None) -> None:
         self.root = str(root)
         self._local = not self.root.startswith("s3://")
+        self.storage_options = storage_options  # polars/object_store keys (endpoint, region) for s3:// roots
+
+    def s3_filesystem(self) -> tuple[Any, str]:
+        """A pyarrow S3 filesystem honouring the endpoint option, and the root's path inside it."""
+        from pyarrow import fs
+
+        bucket_path = self.root.removeprefix("s3://")
+        options = self.storage_options or {}
+        if "aws_endpoint_url" not in options:
+            s3, path = fs.FileSystem.from_uri(self.root)
+            return s3, path
+        endpoint = options["aws_endpoint_url"]
+        scheme, _, host = endpoint.partition("://")
+        return fs.S3FileSystem(endpoint_override=host, scheme=scheme, region=options.get("aws_region"),
+                               force_virtual_addressing=False), bucket_path
+
+    def _file_exists(self, path: str) -> bool:
+        if self._local:
+            return Path(path).exists()
+        from pyarrow import fs
+
+        s3, root = self.s3_filesystem()
+        info = s3.get_file_info(root + path.removeprefix(self.root))
+        return bool(info.type == fs.FileType.File)
 
     def _path(self, dataset: str, partition: str | None = None) -> str:
         parts = [self.root, dataset] + ([partition] if partition else []) + ["data.parquet"]
@@ -53,8 +79,8 @@ class Lake:
         if not self._local:
             from pyarrow import fs
 
-            s3, path = fs.FileSystem.from_uri(f"{self.root}/{dataset}")
-            infos = s3.get_file_info(fs.FileSelector(path, allow_not_found=True))
+            s3, root = self.s3_filesystem()
+            infos = s3.get_file_info(fs.FileSelector(f"{root}/{dataset}", allow_not_found=True))
             return sorted(i.base_name for i in infos if i.type == fs.FileType.Directory)
         base = Path(self.root, dataset)
         return sorted(p.name for p in base.iterdir() if p.is_dir() and (p / "data.parquet").exists()) \
@@ -63,7 +89,7 @@ class Lake:
     def exists(self, dataset: str) -> bool:
         if partition_expr(dataset) is not None:
             return bool(self.partitions(dataset))
-        return Path(self._path(dataset)).exists() if self._local else True
+        return self._file_exists(self._path(dataset))
 
     def scan(self, dataset: str) -> pl.LazyFrame:
         """A lazy view of the whole dataset (empty, with its schema, if nothing was written yet)."""
@@ -71,17 +97,18 @@ class Lake:
         if not self.exists(dataset):
             return pl.LazyFrame(schema=schema)
         if partition_expr(dataset) is not None:
-            return pl.scan_parquet(f"{self.root}/{dataset}/*/data.parquet", hive_partitioning=False)
-        return pl.scan_parquet(self._path(dataset))
+            return pl.scan_parquet(f"{self.root}/{dataset}/*/data.parquet", hive_partitioning=False,
+                                   storage_options=self.storage_options)
+        return pl.scan_parquet(self._path(dataset), storage_options=self.storage_options)
 
     def read(self, dataset: str, *, partition: str | None = None) -> pl.DataFrame:
         if partition is not None:
-            return pl.read_parquet(self._path(dataset, partition))
+            return pl.read_parquet(self._path(dataset, partition), storage_options=self.storage_options)
         return self.scan(dataset).collect()
 
     def _write(self, frame: pl.DataFrame, path: str) -> None:
         if not self._local:
-            frame.write_parquet(path)
+            frame.write_parquet(path, compression="zstd", statistics=True, storage_options=self.storage_options)
             return
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -128,12 +155,17 @@ class Lake:
     def write_table(self, name: str, frame: pl.DataFrame) -> bool:
         """Write a derived table (features, matrix) whole; returns False when its content is unchanged."""
         path = self._path(name)
-        if self._local and Path(path).exists():
-            old = pl.read_parquet(path)
+        if self._file_exists(path):
+            old = pl.read_parquet(path, storage_options=self.storage_options)
             if old.schema == frame.schema and old.equals(frame):
                 return False
         self._write(frame, path)
         return True
 
     def read_table(self, name: str) -> pl.DataFrame:
-        return pl.read_parquet(self._path(name))
+        return pl.read_parquet(self._path(name), storage_options=self.storage_options)
+
+
+def lake_for(settings: NotifySettings) -> Lake:
+    """The lake of an environment: a folder locally, the S3 prefix (and its endpoint) in aws."""
+    return Lake(settings.lake_root, storage_options=settings.s3_storage_options if settings.env == "aws" else None)

@@ -51,6 +51,9 @@ class NotifySettings(BaseSettings):
     table_prefix: str = "notify_"
     s3_bucket: str | None = None
     s3_prefix: str = "notify/"
+    # endpoints (issue 15): None = the AWS default; set to reach DynamoDB Local, SeaweedFS/MinIO, a local SNS
+    s3_endpoint_url: str | None = None
+    sns_endpoint_url: str | None = None
 
     # delivery (issue 7): the channel, its endpoint and secrets, and where tracking links point
     delivery_channel: Literal["outbox", "webhook", "sns"] | None = None  # default: outbox (local), sns (aws)
@@ -119,6 +122,22 @@ class NotifySettings(BaseSettings):
     @property
     def quarantine_root(self) -> Path:
         return self.data_dir / "quarantine"
+
+    @property
+    def s3_root(self) -> str | None:
+        """``s3://<bucket>/<prefix>`` in aws (landing, quarantine, lake and artefacts live under it)."""
+        if self.env != "aws":
+            return None
+        return f"s3://{self.s3_bucket}/{self.s3_prefix.rstrip('/')}"
+
+    @property
+    def s3_storage_options(self) -> dict[str, str] | None:
+        """Object-store options for polars/pyarrow when an S3 endpoint is set (None: the SDK defaults)."""
+        if self.s3_endpoint_url is None:
+            return None
+        return {"aws_endpoint_url": self.s3_endpoint_url, "aws_region": self.aws_region,
+                "aws_allow_http": str(self.s3_endpoint_url.startswith("http://")).lower(),
+                "aws_virtual_hosted_style_request": "false"}
 
 
 def load_settings(**overrides: Any) -> NotifySettings:

@@ -15,7 +15,7 @@ from pydantic import PrivateAttr
 
 from notify_core.clock import Clock, utcnow
 from notify_core.embeddings.embedder import Embedder, HashingEmbedder, SentenceTransformerEmbedder
-from notify_core.lake import Lake
+from notify_core.lake import Lake, lake_for
 from notify_core.settings import NotifySettings
 from notify_core.store.factory import build_store
 from notify_core.store.port import Store
@@ -32,6 +32,9 @@ class NotifyResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     dynamodb_endpoint_url: str | None = None
     table_prefix: str = "notify_"
     s3_bucket: str | None = None
+    s3_prefix: str = "notify/"
+    s3_endpoint_url: str | None = None
+    sns_endpoint_url: str | None = None
     clock_start: str | None = None  # ISO time: pin the run's clock (tests, replays); None = the system clock
 
     _store: Store | None = PrivateAttr(default=None)
@@ -57,7 +60,7 @@ class NotifyResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     @property
     def lake(self) -> Lake:
-        return Lake(self.settings.lake_root)
+        return lake_for(self.settings)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._store is not None:

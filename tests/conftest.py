@@ -84,3 +84,28 @@ def stream_backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
 # ==================================================================================================
 # end of Streams section
 # ==================================================================================================
+
+
+# ==================================================================================================
+# S3: a real SeaweedFS server (the aws end-to-end test, issue 15). One per session (~8 s until the
+# first PUT succeeds); tests isolate themselves with a bucket of their own. Missing `weed` FAILS.
+# ==================================================================================================
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[object]:
+    """A running :class:`tests.servers.SeaweedS3` (``.endpoint``, ``.create_bucket(name)``)."""
+    problem = ""
+    try:
+        server = servers.SeaweedS3.start()
+    except servers.ServerUnavailable as exc:
+        problem = str(exc)
+    if problem:
+        pytest.fail(f"SeaweedFS is required for these tests and could not start: {problem}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# ==================================================================================================
+# end of S3 section
+# ==================================================================================================

@@ -266,11 +266,11 @@ class SnsChannel:
 
     name = "sns"
 
-    def __init__(self, topic_arn: str, *, region: str, client: Any = None) -> None:
+    def __init__(self, topic_arn: str, *, region: str, client: Any = None, endpoint_url: str | None = None) -> None:
         if client is None:
             import boto3
 
-            client = boto3.client("sns", region_name=region)
+            client = boto3.client("sns", region_name=region, endpoint_url=endpoint_url)
         self._client = client
         self.topic_arn = topic_arn
         self._fifo = topic_arn.endswith(".fifo")
@@ -317,5 +317,5 @@ def build_channel(settings: NotifySettings, *, clock: Clock) -> Channel:
     if settings.channel == "sns":
         if not settings.sns_topic_arn:
             raise ConfigurationError("the sns channel needs a topic ARN")
-        return SnsChannel(settings.sns_topic_arn, region=settings.aws_region)
+        return SnsChannel(settings.sns_topic_arn, region=settings.aws_region, endpoint_url=settings.sns_endpoint_url)
     return OutboxChannel(settings.outbox, clock=clock)

@@ -107,14 +107,14 @@ class S3ArtefactStore:
     """
 
     def __init__(self, *, bucket: str, prefix: str, cache_dir: Path, region: str | None = None,
-                 client: Any = None) -> None:
+                 client: Any = None, endpoint_url: str | None = None) -> None:
         self.bucket = bucket
         self.prefix = prefix.rstrip("/") + "/artefacts/"
         self.cache_dir = Path(cache_dir)
         if client is None:
             import boto3  # only where S3 is used
 
-            client = boto3.client("s3", region_name=region)
+            client = boto3.client("s3", region_name=region, endpoint_url=endpoint_url)
         self._s3 = client
 
     def _key(self, name: str) -> str:
@@ -176,5 +176,6 @@ def build_artefact_store(settings: NotifySettings) -> ArtefactStore:
         if not settings.s3_bucket:
             raise ConfigurationError("the aws environment needs NOTIFY_S3_BUCKET for artefacts")
         return S3ArtefactStore(bucket=settings.s3_bucket, prefix=settings.s3_prefix,
-                               cache_dir=settings.data_dir / "artefact-cache", region=settings.aws_region)
+                               cache_dir=settings.data_dir / "artefact-cache", region=settings.aws_region,
+                               endpoint_url=settings.s3_endpoint_url)
     return LocalArtefactStore(settings.data_dir / "artefacts")

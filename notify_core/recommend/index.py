@@ -322,6 +322,20 @@ def publishable_versions(artefacts: ArtefactStore) -> list[str]:
     return out
 
 
+def publish_newest(artefacts: ArtefactStore) -> tuple[str | None, str | None]:
+    """Point CURRENT at the newest build that passed its recall check, if newer than what is served.
+
+    The one publishing rule, shared by the ``campaign_index_publisher`` sensor (under dagster-daemon)
+    and ``notify run`` in aws (no daemon there). Returns ``(published or None, previously current)``.
+    """
+    versions = publishable_versions(artefacts)
+    current = current_version(artefacts)
+    if not versions or (current is not None and current >= versions[-1]):
+        return None, current
+    publish(artefacts, versions[-1])
+    return versions[-1], current
+
+
 @dataclass(frozen=True, eq=False)
 class LoadedIndex:
     """One version, opened for serving: the ANN index and its side tables, by row."""

@@ -213,3 +213,38 @@ def test_a_crash_between_outcome_and_derived_rows_is_repaired_when_the_minute_cl
     assert store.table(tables.DELIVERIES).get(items[0]["notification_id"], "attempt#1")["outcome"] == "sent"
     assert store.table(tables.DELIVERY_CURSOR).get("minute", tables.due_minute(minute_start(clock.now())
                                                                                  - timedelta(minutes=2)))
+
+
+class _LambdaContext:
+    def get_remaining_time_in_millis(self) -> int:
+        return 60_000
+
+
+def test_lambda_handler_returns_at_once_when_nothing_is_due(store: SqliteStore) -> None:
+    """Issue 15: an idle minute is one short invocation, not 25 s of billed waiting for later work."""
+    clock = ManualClock()
+    seed_due(store, n=5, start=minute_start(clock.now()) + timedelta(minutes=1, seconds=20))  # due next minute
+    worker = DeliveryWorker(store, ScriptedChannel(), public_base_url="http://t", clock=clock, options=OPTS)
+    deliver_notifications.use_worker(worker)
+    before = clock.now()
+    try:
+        reply = deliver_notifications.handler({"detail-type": "Scheduled Event"}, _LambdaContext())
+    finally:
+        deliver_notifications.use_worker(None)
+        worker.close()
+    assert reply["delivered"] == 0 and clock.now() == before  # never slept on the clock
+    assert reply["next_due_at"] is not None
+
+
+def test_lambda_handler_lingers_only_for_its_own_retries(store: SqliteStore) -> None:
+    clock = ManualClock()
+    items = seed_due(store, n=3, start=minute_start(clock.now()))
+    channel = ScriptedChannel({items[0]["notification_id"]: [Outcome.RETRYABLE]})
+    worker = DeliveryWorker(store, channel, public_base_url="http://t", clock=clock, options=OPTS)
+    deliver_notifications.use_worker(worker)
+    try:
+        reply = deliver_notifications.handler({"detail-type": "Scheduled Event"}, _LambdaContext())
+    finally:
+        deliver_notifications.use_worker(None)
+        worker.close()
+    assert reply["retried"] == 1 and reply["delivered"] == 3  # the +1 s retry went out in this invocation

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from lambdas import capture_events
+from notify_core.clock import SYSTEM_CLOCK
 from notify_core.events import CLICKSTREAM, PURCHASE_HISTORY
 from notify_core.events.consumer import EventConsumer
 from notify_core.store import tables
@@ -44,7 +45,8 @@ def test_one_request_id_from_post_v1_events_to_the_store_rows(stream_backend: St
     replaced = [r.headers["x-request-id"] for r in odd]  # long or odd client ids are replaced, not stored
     assert all(r.status_code == 202 for r in odd) and all(x.startswith(generated.split("-")[0]) for x in replaced)
 
-    consumer = EventConsumer(stream=stream_backend, store=store, landing=tmp_path / "landing", poll_timeout=0.2)
+    consumer = EventConsumer(stream=stream_backend, store=store, landing=tmp_path / "landing", poll_timeout=0.2,
+                             clock=SYSTEM_CLOCK)
     consumer.run(stop=threading.Event(), max_records=6, idle_exit=15)
     consumer.close()
 
@@ -63,7 +65,7 @@ def test_records_without_headers_write_rows_without_a_request_id(tmp_path: Path)
     log = LocalLog(tmp_path / "log.sqlite")
     store = SqliteStore(tmp_path / "store.sqlite")
     log.produce(CLICKSTREAM, b"u1", json.dumps(click(1)).encode())
-    consumer = EventConsumer(stream=log, store=store, landing=None, poll_timeout=0.1)
+    consumer = EventConsumer(stream=log, store=store, landing=None, poll_timeout=0.1, clock=SYSTEM_CLOCK)
     assert consumer.run_once() is not None
     assert "request_id" not in store.table(tables.USER_EVENTS).query("u1")[0]
     consumer.close()
@@ -120,7 +122,7 @@ def test_a_tracking_click_carries_its_request_id_to_the_stored_click_event(tmp_p
     finally:
         track.use(store=None, stream=None)
     assert reply.status_code == 302
-    consumer = EventConsumer(stream=log, store=store, landing=None, poll_timeout=0.1)
+    consumer = EventConsumer(stream=log, store=store, landing=None, poll_timeout=0.1, clock=SYSTEM_CLOCK)
     assert consumer.run_once() is not None
     consumer.close()
     [delivery] = store.table(tables.DELIVERIES).query(sent[0])
