@@ -21,8 +21,9 @@ from datetime import datetime
 
 import polars as pl
 
-from notify_core.lake import Lake
-from notify_core.repositories import WriteCounts, save_frame, to_items
+from notify_core.convergence import PartitionSource, converge
+from notify_core.lake import WHOLE, Lake
+from notify_core.repositories import ITEM_KEYS, WriteCounts
 from notify_core.store import tables
 from notify_core.store.port import Store
 
@@ -162,21 +163,21 @@ class FeatureTableReport:
 def refresh_features(
     lake: Lake, store: Store, *, as_of: datetime | None = None
 ) -> tuple[Features, dict[str, FeatureTableReport]]:
-    """Recompute the feature tables from the lake, save them to the lake and their changed rows to the Store."""
+    """Recompute the feature tables from the lake; converge the Store to them first, then save them to the lake.
+
+    The Store is brought in step through the convergence ledger (a table whose digest the ledger already
+    holds costs no Store read), rows that left a table are deleted, and only then is the lake copy
+    replaced: an interrupted run leaves the old lake table, so the next run sees the same change again.
+    """
     features = compute_features(lake.read("purchases"), lake.read("products"), lake.read("users"), as_of=as_of)
     reports: dict[str, FeatureTableReport] = {}
     for name, frame in ((tables.USER_FEATURES, features.users), (tables.PRODUCT_FEATURES, features.products),
                         (tables.USER_PRODUCT, features.matrix)):
+        previous = lake.read_table(name) if lake.has_table(name) else frame.head(0)
+        key = ITEM_KEYS[name]
+        kept = {key(r) for r in frame.iter_rows(named=True)}
+        stale = [k for r in previous.iter_rows(named=True) if (k := key(r)) not in kept and k[0] is not None]
+        counts = converge(store, name, [PartitionSource(WHOLE, frame)], stale=stale)
         rewritten = lake.write_table(name, frame)
-        counts = save_frame(store, name, frame) if rewritten or not _store_has(store, name, frame) else WriteCounts(
-            unchanged=frame.height)
         reports[name] = FeatureTableReport(rows=frame.height, lake_rewritten=rewritten, store=counts)
     return features, reports
-
-
-def _store_has(store: Store, name: str, frame: pl.DataFrame) -> bool:
-    """Cheap guard for an unchanged lake table: is its first row in the Store? (else compare everything)."""
-    if frame.is_empty():
-        return True
-    first = next(iter(to_items(name, frame.head(1))))
-    return store.table(name).get(first["pk"], first["sk"]) is not None
