@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from notify_core.clock import Clock, SystemClock, utcnow
 from notify_core.events.models import encode_event, parse_batch, topic_for
 from notify_core.stream.port import Message, Stream
 
@@ -47,9 +48,12 @@ class CaptureResult:
         return {"accepted": self.accepted, "rejected": self.rejected, "results": [r.as_dict() for r in self.results]}
 
 
-def capture_events(raw: bytes | str, *, stream: Stream) -> CaptureResult:
-    """Validate, route and produce; raises ``ValidationError``/``PayloadTooLargeError``/``BackendError``."""
-    parsed = parse_batch(raw)
+def capture_events(raw: bytes | str, *, stream: Stream, clock: Clock | None = None) -> CaptureResult:
+    """Validate, route and produce; raises ``ValidationError``/``PayloadTooLargeError``/``BackendError``.
+
+    ``clock`` dates the sane window of event times (no more than a day ahead of it).
+    """
+    parsed = parse_batch(raw, now=utcnow(clock or SystemClock()))
     messages: list[Message] = []
     results: list[EventResult] = []
     for item in parsed.accepted:
