@@ -164,6 +164,8 @@ class Lake:
     def write_table(self, name: str, frame: pl.DataFrame) -> bool:
         """Write a derived table (features, matrix) whole; returns False when its content is unchanged."""
         path = self._path(name)
+        if self._local:
+            sweep_temporaries(Path(path).parent)  # one writer per derived table: leftovers are a killed run's
         if self._local and Path(path).exists():
             old = pl.read_parquet(path)
             if old.schema == frame.schema and old.equals(frame):
