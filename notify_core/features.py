@@ -25,7 +25,7 @@ from notify_core.convergence import PartitionSource, converge
 from notify_core.lake import WHOLE, Lake
 from notify_core.repositories import ITEM_KEYS, WriteCounts
 from notify_core.store import tables
-from notify_core.store.port import Store
+from notify_core.store.port import Key, Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,10 +174,23 @@ def refresh_features(
     for name, frame in ((tables.USER_FEATURES, features.users), (tables.PRODUCT_FEATURES, features.products),
                         (tables.USER_PRODUCT, features.matrix)):
         previous = lake.read_table(name) if lake.has_table(name) else frame.head(0)
-        key = ITEM_KEYS[name]
-        kept = {key(r) for r in frame.iter_rows(named=True)}
-        stale = [k for r in previous.iter_rows(named=True) if (k := key(r)) not in kept and k[0] is not None]
-        counts = converge(store, name, [PartitionSource(WHOLE, frame)], stale=stale)
-        rewritten = lake.write_table(name, frame)
+        same = previous.height == frame.height and previous.schema == frame.schema and previous.equals(frame)
+        counts = converge(store, name, [PartitionSource(WHOLE, frame)],
+                          stale=[] if same else _stale_keys(name, previous, frame))
+        rewritten = False if same else lake.write_table(name, frame)
         reports[name] = FeatureTableReport(rows=frame.height, lake_rewritten=rewritten, store=counts)
     return features, reports
+
+
+_KEY_COLUMNS = {tables.USER_FEATURES: ["user_id"], tables.PRODUCT_FEATURES: ["product_id"],
+                tables.USER_PRODUCT: ["user_id", "product_id"]}
+
+
+def _stale_keys(name: str, previous: pl.DataFrame, frame: pl.DataFrame) -> list[Key]:
+    """Store keys of rows the previous lake table had and the new one lacks (a columnar anti-join)."""
+    if previous.is_empty():
+        return []
+    columns = _KEY_COLUMNS[name]
+    gone = previous.join(frame.select(columns), on=columns, how="anti", nulls_equal=True)
+    key = ITEM_KEYS[name]
+    return [k for r in gone.iter_rows(named=True) if (k := key(r))[0] is not None]

@@ -235,3 +235,31 @@ def test_features_converge_after_an_interrupted_store_write(tmp_path: Path, samp
     refresh_features(lake2, store)
     store.close()
     assert _digests(tmp_path / "features.sqlite", names) == _digests(reference, names)
+
+
+def test_a_feature_row_that_left_the_lake_table_leaves_the_store(tmp_path: Path, sample: dict[str, object]) -> None:
+    """A purchase moved to another user: the old user-product row goes from the Store too, not only the lake."""
+    import polars as pl
+
+    source = sample["source"]
+    assert isinstance(source, Path)
+    prepare_demo_landing(source=source, landing=tmp_path / "landing", seed=1)
+    _ingest_in_process(tmp_path)
+    lake, store = Lake(tmp_path / "lake"), SqliteStore(tmp_path / "store.sqlite")
+    try:
+        refresh_features(lake, store)
+        matrix = lake.read_table(tables.USER_PRODUCT)
+        lonely = matrix.filter(pl.col("orders") == 1).row(0, named=True) if "orders" in matrix.columns \
+            else matrix.row(0, named=True)
+        line = lake.read("purchases").filter((pl.col("user_id") == lonely["user_id"])
+                                             & (pl.col("product_id") == lonely["product_id"]))
+        lake.merge("purchases", line.with_columns(pl.lit("another-user").alias("user_id")))
+        refresh_features(lake, store)
+        matrix_after = lake.read_table(tables.USER_PRODUCT)
+        gone = matrix_after.filter((pl.col("user_id") == lonely["user_id"])
+                                   & (pl.col("product_id") == lonely["product_id"])).is_empty()
+        held = store.table(tables.USER_PRODUCT).get(lonely["user_id"], lonely["product_id"])
+        assert gone == (held is None)
+        assert table_digest(store, tables.USER_PRODUCT)[0] == matrix_after.height
+    finally:
+        store.close()
