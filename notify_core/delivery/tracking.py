@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
+from notify_core.clock import ManualClock
 from notify_core.delivery.feedback import record_interaction
 from notify_core.errors import NotFoundError, ValidationError
 from notify_core.events.capture import capture_events
@@ -74,7 +75,7 @@ def track(
                                 "notification_id": ref.notification_id, "campaign_id": ref.campaign_id}
     if url:
         event["url"] = url
-    result = capture_events(json.dumps(event), stream=stream)
+    result = capture_events(json.dumps(event), stream=stream, clock=ManualClock(when))  # the event's own "now"
     if not result.accepted:
         raise ValidationError(result.results[0].reason or "event rejected")
     first = record_interaction(store, notification_id=ref.notification_id, campaign_id=ref.campaign_id, kind=kind,

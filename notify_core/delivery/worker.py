@@ -14,6 +14,10 @@ How one notification goes through (the schedule item in ``schedules`` is the sou
    A claim whose lease expired (the worker died between claim and outcome) is re-claimed with
    ``Condition.matches(status="claimed", claim_token=<old>)``: that is the at-least-once path, and the only
    source of duplicates; the channel's ``Idempotency-Key`` (the notification id) lets receivers drop them.
+   A worker that loops (``run_forever``) also writes a heartbeat every ``heartbeat_s`` (``delivery_cursor``
+   pk ``"worker"``, sk its id, ``alive_until``); a claim whose worker's heartbeat is older than
+   ``liveness_s`` is re-claimed at once, lease or not, so a ``kill -9`` costs seconds, not the lease. A
+   worker that lost claims to another one re-scans that minute every ``heartbeat_s`` until it is done.
 3. **Dedupe.** ``dedupe`` put with ``Condition.absent()``, key = notification id, TTL 24 h, naming the
    schedule item that owns it. A second schedule item with the same id within 24 h (a re-plan that
    re-created it) is marked ``duplicate`` and not sent; the owner re-claiming after a crash passes.
@@ -77,6 +81,7 @@ RETRY_DELAYS_S: tuple[float, ...] = (1.0, 5.0, 20.0)  # requirement 4.1: 1 s -> 
 DEDUPE_WINDOW_S = 24 * 3600
 LOG_TTL_S = LOG_RETENTION_DAYS * 24 * 3600  # spec §8's log retention, owned by the SLO table
 DEFAULT_SHARDS = 16
+HEARTBEAT_PK = "worker"  # delivery_cursor partition of the workers' heartbeats (sk = worker id)
 _PLAN_KEYS = ("notification_id", "user_id", "campaign_id", "plan_day", "slot", "send_at", "due_minute", "shard",
               "expected_value", "ttl")
 
@@ -104,6 +109,8 @@ class WorkerOptions:
     retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S
     orphan_grace_s: float = 60.0  # a retry_scheduled item this overdue without an index entry is retried
     worker_id: str | None = None
+    heartbeat_s: float = 1.0  # how often a looping worker says it is alive (0: never; claims then wait the lease)
+    liveness_s: float = 4.0  # a heartbeat older than this: the worker is dead and its claims are re-claimed now
 
     @property
     def max_attempts(self) -> int:
@@ -257,6 +264,8 @@ class DeliveryWorker:
         self._on_counts = on_campaign_counts
         self._last_full_retry_scan = ""
         self._retry_hints: list[float] = []  # due times of retries this worker scheduled (a heap)
+        self._heartbeat_stop = threading.Event()
+        self._heartbeat_thread: threading.Thread | None = None
         self.totals = PassSummary()
 
     # ------------------------------------------------------------------------------------------
@@ -304,6 +313,7 @@ class DeliveryWorker:
 
     def run_forever(self, stop: threading.Event, *, on_pass: Callable[[PassSummary], None] | None = None) -> None:
         """The ``notify worker`` loop: a pass whenever something is due, else sleep (<= ``poll_s``)."""
+        self.start_heartbeat()
         while not stop.is_set():
             step = self.run_pass(wait_for_scans=False)
             if on_pass is not None:
@@ -322,6 +332,40 @@ class DeliveryWorker:
         self.flush()
         self._pool.shutdown(wait=True)
         self._maintenance.shutdown(wait=True)
+        if self._heartbeat_thread is not None:
+            self._heartbeat_stop.set()
+            self._heartbeat_thread.join()
+            self._beat(alive_for=0.0)  # gone: nothing of ours is in flight any more
+
+    # -- liveness ----------------------------------------------------------------------------------
+    def start_heartbeat(self) -> None:
+        """Say "alive" now and every ``heartbeat_s`` from a thread of its own (a long pass cannot starve it)."""
+        if self.options.heartbeat_s <= 0 or self._heartbeat_thread is not None:
+            return
+        self._beat(alive_for=self.options.liveness_s)
+
+        def loop() -> None:
+            while not self._heartbeat_stop.wait(self.options.heartbeat_s):
+                try:
+                    self._beat(alive_for=self.options.liveness_s)
+                except NotifyError:
+                    log.warning("heartbeat write failed", extra={"worker": self.worker_id})
+
+        self._heartbeat_thread = threading.Thread(target=loop, name="deliver-heartbeat", daemon=True)
+        self._heartbeat_thread.start()
+
+    def _beat(self, *, alive_for: float) -> None:
+        now = self.clock.now()
+        with self._write_lock:
+            self._cursor.batch_put([{"pk": HEARTBEAT_PK, "sk": self.worker_id, "alive_until": now + alive_for,
+                                     "ttl": int(now + 86400)}])
+
+    def _dead_workers(self, workers: set[str], now: float) -> set[str]:
+        """Workers among ``workers`` whose last heartbeat has run out (no heartbeat at all: not known dead)."""
+        if not workers:
+            return set()
+        rows = self._cursor.batch_get([(HEARTBEAT_PK, w) for w in sorted(workers)], consistent=True)
+        return {str(r["sk"]) for r in rows if float(r.get("alive_until") or 0) <= now}
 
     # -- finding work ------------------------------------------------------------------------------
     def _plan_scans(self, now: float, summary: PassSummary) -> None:
@@ -366,6 +410,7 @@ class DeliveryWorker:
             open_items = 0
             recheck = math.inf
             finished: list[Item] = []
+            held: list[Item] = []  # claimed by another worker, lease still running
             for it in items:
                 status = it.get("status")
                 if status == PENDING:
@@ -374,6 +419,8 @@ class DeliveryWorker:
                     lease = float(it.get("lease_until") or 0)
                     if lease <= now:
                         work.append(_Work(it["pk"], it["sk"], "reclaim", lease, it))
+                    elif self.options.heartbeat_s > 0 and it.get("worker") != self.worker_id:
+                        held.append(it)
                     else:
                         open_items += 1
                         recheck = min(recheck, lease)
@@ -386,6 +433,13 @@ class DeliveryWorker:
                         recheck = min(recheck, due)
                 elif status in (SENT, DEAD_LETTERED):
                     finished.append(it)
+            dead = self._dead_workers({str(it.get("worker")) for it in held}, now)
+            for it in held:
+                if str(it.get("worker")) in dead:  # its worker stopped beating: take it over now
+                    work.append(_Work(it["pk"], it["sk"], "reclaim", now, it))
+                else:  # look again within a heartbeat: that worker may die with it
+                    open_items += 1
+                    recheck = min(recheck, float(it.get("lease_until") or 0), now + self.options.heartbeat_s)
             passed = now >= minute.start + 60
             repaired = self._repair(finished) if passed and finished else 0
             work.sort(key=lambda w: w.due_at)
@@ -499,9 +553,21 @@ class DeliveryWorker:
             summary.lost_claims += len(work)
             return []
         summary.lost_claims += sum(1 for i in items if i is None)
+        self._recheck_soon({w.pk.rsplit("#", 1)[0] for w, i in zip(work, items, strict=True) if i is None}, now)
         claimed = [_Claim(w, i, t, a) for w, i, t, a in zip(work, items, tokens, attempts, strict=True)
                    if i is not None]
         return self._drop_duplicates(claimed, now, summary)
+
+    def _recheck_soon(self, minute_keys: set[str], now: float) -> None:
+        """Minutes where another worker won claims: re-scan them within a heartbeat, to take over its
+        claims if it dies (a scan that saw them all pending would otherwise wait for the minute's end)."""
+        if not minute_keys or self.options.heartbeat_s <= 0:
+            return
+        with self._lock:
+            for key in minute_keys:
+                minute = self._minutes.get(key)
+                if minute is not None and not minute.done:
+                    minute.recheck_at = min(minute.recheck_at, now + self.options.heartbeat_s)
 
     def _drop_duplicates(self, claimed: list[_Claim], now: float, summary: PassSummary) -> list[_Claim]:
         """Take the 24-hour dedupe record of every claimed notification in one batched write; a second

@@ -93,6 +93,7 @@ def _finish(
         if not delta.is_empty:
             emb_store.persist(store, entity_type, state.filter(_is_in(delta.to_embed)), removed=delta.removed)
             emb_store.save_state(lake, entity_type, state)
+            emb_store.record_state(store, entity_type, state)
         written = set(delta.to_embed)
         others = state.filter(~_is_in(written)).sort("content_hash").head(ROUND_TRIP_SAMPLE)["id"].to_list()
         sample = sorted(written | set(others))
@@ -113,6 +114,7 @@ def _refresh_texts(
 ) -> EmbeddingRun:
     current = text_hashes(texts, id_column=id_column, model_id=embedder.model_id)
     stored = emb_store.load_state(lake, entity_type, dim=embedder.dim)
+    emb_store.converge_state(store, entity_type, stored)
     delta = diff(current, stored)
     todo = current.filter(_is_in(delta.to_embed)).sort("id")
     vectors = embedder.embed(todo["text"].to_list(), batch_size=batch_size, progress=progress)
@@ -158,6 +160,7 @@ def refresh_order_embeddings(lake: Lake, store: Store, *, now: datetime) -> Embe
     dim = _dim_of(lake)
     products = emb_store.load_state(lake, PRODUCT, dim=dim)
     stored = emb_store.load_state(lake, ORDER, dim=dim)
+    emb_store.converge_state(store, ORDER, stored)
 
     seen = emb_store.read_lake_table(lake, ORDER_INPUT_PRODUCTS)
     if seen is None:
@@ -236,6 +239,7 @@ def refresh_user_embeddings(
     dim = _dim_of(lake)
     orders = emb_store.load_state(lake, ORDER, dim=dim)
     stored = emb_store.load_state(lake, USER, dim=dim)
+    emb_store.converge_state(store, USER, stored)
     current = user_hashes(orders, interaction_digests=interaction_digests)
     delta = diff(current, stored)
     mine = orders.filter(pl.col("user_id").is_in(pl.Series(delta.to_embed, dtype=pl.String)))

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from notify_core.clock import Clock, utcnow
 from notify_core.events.models import encode_event, parse_batch, topic_for
 from notify_core.metrics import observe_capture
 from notify_core.observability import current_request_id
@@ -52,9 +53,12 @@ class CaptureResult:
         return {"accepted": self.accepted, "rejected": self.rejected, "results": [r.as_dict() for r in self.results]}
 
 
-def capture_events(raw: bytes | str, *, stream: Stream) -> CaptureResult:
-    """Validate, route and produce; raises ``ValidationError``/``PayloadTooLargeError``/``BackendError``."""
-    parsed = parse_batch(raw)
+def capture_events(raw: bytes | str, *, stream: Stream, clock: Clock) -> CaptureResult:
+    """Validate, route and produce; raises ``ValidationError``/``PayloadTooLargeError``/``BackendError``.
+
+    ``clock`` dates the sane window of event times (no more than a day ahead of it).
+    """
+    parsed = parse_batch(raw, now=utcnow(clock))
     messages: list[Message] = []
     results: list[EventResult] = []
     rid = current_request_id()  # the HTTP edge's request id travels in each record's headers to the Store row

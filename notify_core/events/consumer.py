@@ -36,18 +36,18 @@ import gc
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import BaseModel
 
+from notify_core.atomic import atomic_write
 from notify_core.clock import Clock
 from notify_core.errors import BackendError, ValidationError
 from notify_core.events.models import TOPICS, Event, Order, decode_event, dlq_topic, json_time, topic_for
@@ -69,6 +69,7 @@ PERSIST_LATENCY = BatchHistogram(
 BATCH_SECONDS = Histogram("notify_consumer_batch_seconds", "Time to process and commit one batch")
 
 DEFAULT_GROUP = "notify-event-consumer"
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -193,9 +194,7 @@ def write_landing_file(rows: Sequence[Item], folder: Path) -> Path:
         }
     ).with_columns(pl.col("ts").str.to_datetime(time_unit="us", time_zone="UTC"))
     frame = frame.cast(PURCHASES)  # type: ignore[arg-type]
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    frame.write_parquet(tmp)
-    os.replace(tmp, path)
+    atomic_write(path, frame.write_parquet)
     return path
 
 
@@ -263,6 +262,9 @@ class EventConsumer:
                     raise ValidationError(f"a {event.type} event does not belong on {record.topic}")
             except ValidationError as exc:
                 poison.append(dead_letter(record, str(exc), now=self.clock.now()))
+                continue
+            except (ValueError, OverflowError, RecursionError) as exc:  # a defect the models did not name
+                poison.append(dead_letter(record, f"undecodable message: {type(exc).__name__}: {exc}"))
                 continue
             event_id = event.id
             if event_id in batch:
@@ -350,14 +352,46 @@ class EventConsumer:
         )
 
     def _write_with_retry(self, prepared: PreparedBatch) -> BatchOutcome:
+        """Write a batch; a backend error is retried, a data error never stops the consumer.
+
+        The Store refusing a row (``ValidationError``: a value it cannot hold that slipped past the
+        models) is a property of one record, not of the batch: the records are then written one by
+        one and each refused one is dead-lettered with the Store's reason, so the batch commits.
+        """
+        try:
+            return self._retrying(lambda: self.write(prepared))
+        except ValidationError as exc:
+            log.warning("the Store refused a row; writing the batch record by record", extra={"error": str(exc)})
+            return self._isolate(prepared)
+
+    def _retrying(self, action: Callable[[], _T]) -> _T:
         delay = 0.1
         while True:
             try:
-                return self.write(prepared)
+                return action()
             except BackendError as exc:  # the Store or the DLQ is down: retry the same batch, never skip it
                 log.warning("batch failed, retrying", extra={"error": str(exc), "retry_in_s": delay})
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def _isolate(self, prepared: PreparedBatch) -> BatchOutcome:
+        poison = list(prepared.poison)
+        refused = 0
+        for record in prepared.records:
+            single = self.prepare([record])
+            if single.poison:  # already among the batch's dead letters
+                continue
+            try:
+                self._retrying(functools.partial(self.write, single))
+            except ValidationError as exc:
+                poison.append(dead_letter(record, f"the Store cannot hold it: {exc}"))
+                refused += 1
+        if poison:
+            self._retrying(lambda: self.stream.produce_batch(poison))
+        out = prepared.outcome
+        out.persisted -= min(refused, out.persisted)
+        out.dead_lettered += refused
+        return out
 
     def _accumulate(self, out: BatchOutcome) -> None:
         t = self.totals

@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from notify_core.atomic import atomic_write
 from notify_core.errors import BackendError, ConfigurationError
 from notify_core.settings import NotifySettings
 
@@ -58,11 +59,7 @@ class LocalArtefactStore:
         return self.root / name
 
     def write_bytes(self, name: str, data: bytes) -> None:
-        target = self._path(name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        atomic_write(self._path(name), lambda tmp: tmp.write_bytes(data))
 
     def read_bytes(self, name: str) -> bytes | None:
         try:
@@ -74,10 +71,7 @@ class LocalArtefactStore:
         target = self._path(name)
         if local.resolve() == target.resolve():
             return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        tmp.write_bytes(local.read_bytes())
-        os.replace(tmp, target)
+        atomic_write(target, lambda tmp: tmp.write_bytes(local.read_bytes()))
 
     def local_file(self, name: str) -> Path:
         path = self._path(name)

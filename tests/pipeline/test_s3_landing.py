@@ -149,12 +149,12 @@ def test_notify_consume_in_aws_puts_order_files_under_the_prefix_for_ingestion(
     from notify_cli.main import app
     from notify_core.events import capture_events
     from notify_core.stream.kafka import KafkaStream
-    from tests.events.helpers import order
+    from tests.events.helpers import events_clock, order
 
     pod, batch = aws_settings("consumer-pod"), aws_settings("dagster-run")
     stream = KafkaStream(bootstrap_servers=kafka_bootstrap)
     try:
-        capture_events(_json.dumps([order(i) for i in range(20)]), stream=stream)
+        capture_events(_json.dumps([order(i) for i in range(20)]), stream=stream, clock=events_clock())
     finally:
         stream.close()
     for name, value in {"NOTIFY_ENV": "aws", "NOTIFY_S3_BUCKET": pod.s3_bucket, "NOTIFY_AWS_REGION": "us-east-1",
