@@ -5,6 +5,8 @@
 
 import dagster as dg
 
+from notify_core.clock import SYSTEM_CLOCK
+
 from notify_core.ingest.batch import DATASETS, IngestReport, ingest_dataset
 from notify_core.sources.demo import prepare_demo_landing
 from notify_resources import NotifyResource
@@ -44,7 +46,8 @@ def _ingestion_asset(dataset: str) -> dg.AssetsDefinition:
     def _asset(context: dg.AssetExecutionContext, notify: NotifyResource) -> dg.MaterializeResult:
         settings = notify.settings
         report = ingest_dataset(dataset, landing=settings.landing, lake=notify.lake, store=notify.store,
-                                quarantine=settings.quarantine_root, on_file=lambda f: context.log.info(f"reading {f}"))
+                                quarantine=settings.quarantine_root, on_file=lambda f: context.log.info(f"reading {f}"),
+                                clock=SYSTEM_CLOCK)
         for name, error in report.file_errors.items():
             context.log.warning(f"{name} rejected: {error}")
         metadata: dict[str, object] = dict(report.as_metadata())

@@ -111,6 +111,11 @@ class NotifySettings(BaseSettings):
     def quarantine_root(self) -> Path:
         return self.data_dir / "quarantine"
 
+    @property
+    def secrets_dir(self) -> Path:
+        """Key files (tracking, webhook, the local master key): 0600 files in a 0700 folder."""
+        return self.data_dir / "secrets"
+
 
 def load_settings(**overrides: Any) -> NotifySettings:
     """Read settings from the environment, with explicit overrides winning. Call once per entry point."""

@@ -3,8 +3,10 @@
 * :class:`OutboxChannel` (the default): one JSON line per message appended to a local file and flushed,
   so the demo and the crash test can read exactly what was "sent" (and count duplicates by key).
 * :class:`WebhookChannel`: an HTTP POST of the message as JSON, signed with HMAC-SHA256
-  (``X-Notify-Signature``, over ``"<timestamp>.<body>"`` so a captured request cannot be replayed later),
-  with an ``Idempotency-Key`` header the receiver uses to drop the rare duplicate at-least-once implies.
+  (``X-Notify-Signature``, over ``"<timestamp>.<body>"`` so a captured request cannot be replayed later;
+  one ``sha256=<hex>;kid=<id>`` entry per signing key, several during a key rotation's overlap; receivers
+  run :func:`notify_core.delivery.webhook_verify.verify`), with an ``Idempotency-Key`` header the receiver
+  uses to drop the rare duplicate at-least-once implies.
   5xx, 408, 429, timeouts and connection errors are retryable; other 4xx are permanent.
 * :class:`SnsChannel`: AWS SNS via boto3 for the aws environment (FIFO topics deduplicate on the key).
 
@@ -23,11 +25,13 @@ import http.client
 import json
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
+from notify_core.delivery.webhook_verify import parse_signature_header, signature_header
 from notify_core.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -152,12 +156,19 @@ def sign(secret: str, body: bytes, timestamp: str) -> str:
 def verify_signature(
     secret: str, body: bytes, *, timestamp: str, signature: str, tolerance_s: float = 300.0, now: float | None = None,
 ) -> bool:
-    """What a receiver runs: constant-time compare, and reject timestamps outside ``tolerance_s``."""
+    """One secret against every ``sha256=`` entry of a header (constant-time compare), timestamps outside
+    ``tolerance_s`` rejected. Receivers holding key ids use ``webhook_verify.verify`` instead."""
     try:
         age = abs((time.time() if now is None else now) - float(timestamp))
     except ValueError:
         return False
-    return age <= tolerance_s and hmac.compare_digest(sign(secret, body, timestamp), signature)
+    if not age <= tolerance_s:
+        return False
+    expected = sign(secret, body, timestamp)[len("sha256="):]
+    return any(hmac.compare_digest(expected, digest) for _kid, digest in parse_signature_header(signature))
+
+
+SigningKeys = Callable[[], Sequence[tuple[str, bytes | str]]]
 
 
 _RETRYABLE_STATUS = frozenset({408, 425, 429})
@@ -176,18 +187,24 @@ class WebhookChannel:
 
     name = "webhook"
 
-    def __init__(self, url: str, *, secret: str, timeout_s: float = 2.0, user_agent: str = "notify-delivery/1") -> None:
+    def __init__(
+        self, url: str, *, secret: str | None = None, keys: SigningKeys | None = None, timeout_s: float = 2.0,
+        user_agent: str = "notify-delivery/1",
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigurationError(f"webhook URL must be http(s)://host[:port]/path, got {url!r}")
-        if not secret:
+        if not secret and keys is None:
             raise ConfigurationError("the webhook channel needs a signing secret")
+        single: list[tuple[str, bytes | str]] = [("default", secret)] if secret else []
+        # ``keys`` is asked per send (a KeyRingFile re-reads itself after a rotation); ``secret`` alone is
+        # one key with id "default".
+        self._keys: SigningKeys = keys if keys is not None else (lambda: single)
         self.url = url
         self._https = parts.scheme == "https"
         self._host = parts.hostname
         self._port = parts.port or (443 if self._https else 80)
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self._secret = secret
         self._timeout = timeout_s
         self._agent = user_agent
         self._local = threading.local()
@@ -215,7 +232,7 @@ class WebhookChannel:
             "User-Agent": self._agent,
             IDEMPOTENCY_HEADER: idempotency_key,
             TIMESTAMP_HEADER: ts,
-            SIGNATURE_HEADER: sign(self._secret, body, ts),
+            SIGNATURE_HEADER: signature_header(list(self._keys()), body, ts),
         }
         reused = getattr(self._local, "conn", None) is not None
         for fresh in (False, True):
@@ -308,10 +325,30 @@ def build_channel(settings: NotifySettings) -> Channel:
     if settings.channel == "webhook":
         if not (settings.webhook_url and settings.webhook_secret):
             raise ConfigurationError("the webhook channel needs a URL and a secret")
-        return WebhookChannel(settings.webhook_url, secret=settings.webhook_secret,
+        return WebhookChannel(settings.webhook_url, keys=webhook_keys(settings),
                               timeout_s=settings.webhook_timeout_s)
     if settings.channel == "sns":
         if not settings.sns_topic_arn:
             raise ConfigurationError("the sns channel needs a topic ARN")
         return SnsChannel(settings.sns_topic_arn, region=settings.aws_region)
     return OutboxChannel(settings.outbox)
+
+
+WEBHOOK_PURPOSE = "webhook"
+
+
+def webhook_keys(settings: NotifySettings) -> SigningKeys:
+    """The webhook signing keys: the ``webhook`` ring under the data directory (active key first, then
+    keys in their rotation overlap), plus ``NOTIFY_WEBHOOK_SECRET`` as key id ``default`` for receivers
+    configured before rotation existed."""
+    from notify_core.clock import SYSTEM_CLOCK, utcnow
+    from notify_core.security.keyring import KeyRingFile
+
+    ring = KeyRingFile(settings.secrets_dir, WEBHOOK_PURPOSE, clock=SYSTEM_CLOCK)
+    legacy: list[tuple[str, bytes | str]] = [("default", settings.webhook_secret)] if settings.webhook_secret else []
+
+    def keys() -> list[tuple[str, bytes | str]]:
+        current = ring.current().signing_keys(now=utcnow(SYSTEM_CLOCK))
+        return [(k.kid, k.secret) for k in current] + legacy
+
+    return keys
