@@ -6,7 +6,6 @@
 import dagster as dg
 
 from notify_core.clock import SYSTEM_CLOCK
-
 from notify_core.ingest.batch import DATASETS, IngestReport, ingest_dataset
 from notify_core.sources.demo import prepare_demo_landing
 from notify_resources import NotifyResource

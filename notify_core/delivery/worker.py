@@ -50,12 +50,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from prometheus_client import Counter, Histogram
 
-from notify_core.delivery.channels import Channel, Outcome, SendResult
 from notify_core.clock import SYSTEM_CLOCK, Clock, SystemClock, utcnow
+from notify_core.delivery.channels import Channel, Outcome, SendResult
 from notify_core.delivery.render import render
 from notify_core.delivery.tracking import TRACKING_PURPOSE, TrackingLinks
-from notify_core.security.keyring import KeyRing, ephemeral_keyring, load_keyring
 from notify_core.errors import NotifyError
+from notify_core.security.keyring import KeyRing, ephemeral_keyring, load_keyring
 from notify_core.store import tables
 from notify_core.store.port import Condition, Item, KeyRange, Store, Update
 
