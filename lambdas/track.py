@@ -3,8 +3,9 @@
 The path segment is a signed token (``<notification_id>.<kid>.<mac>``): a forged or altered one is a 404.
 A click records a ``notification_click`` event on ``notify_clickstream`` (the first one only; repeats are
 counted on the notification's marker) and answers 302 to the campaign's stored URL; an open records
-``notification_open`` and answers a 1x1 GIF. Both go through :func:`notify_core.delivery.tracking.track`. Store and stream are built once per cold start; tests and
-the local gateway may install their own with :func:`use`.
+``notification_open`` and answers a 1x1 GIF. Both go through :func:`notify_core.delivery.tracking.track`.
+Store, stream and tracking keys are built once per cold start; tests and the local gateway may install their
+own with :func:`use`.
 """
 
 from __future__ import annotations

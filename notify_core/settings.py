@@ -58,6 +58,21 @@ class NotifySettings(BaseSettings):
     delivery_concurrency: int = Field(default=16, ge=1, le=256)
     delivery_lease_s: float = Field(default=30.0, gt=0)
 
+    # security (issue 14): personal fields sealed at rest (on by default; turning it off is this visible
+    # flag), the master key (KMS key id in aws, else the 0600 file under <data_dir>/secrets), TLS for
+    # `notify serve`, TLS/SASL for Kafka
+    encrypt_personal_fields: bool = True
+    kms_key_id: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = None
+    kafka_ssl_ca_location: Path | None = None
+    kafka_ssl_certificate_location: Path | None = None
+    kafka_ssl_key_location: Path | None = None
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = Field(default=None, repr=False)
+
     @model_validator(mode="after")
     def _check_delivery(self) -> NotifySettings:
         if self.channel == "webhook" and not (self.webhook_url and self.webhook_secret):

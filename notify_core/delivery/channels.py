@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import http.client
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,8 +34,10 @@ from urllib.parse import urlsplit
 
 from notify_core.delivery.webhook_verify import parse_signature_header, signature_header
 from notify_core.errors import ConfigurationError
+from notify_core.security.files import FILE_MODE, private_dir
 
 if TYPE_CHECKING:
+    from notify_core.security.crypto import FieldSealer
     from notify_core.settings import NotifySettings
 
 SIGNATURE_HEADER = "X-Notify-Signature"
@@ -98,27 +101,32 @@ class OutboxChannel:
 
     ``fsync=True`` also syncs the file, for a power-loss-proof outbox; a process crash (kill -9) loses
     nothing that was flushed either way, because the data is in the kernel's page cache.
+    With a ``sealer`` the message body (it carries the user's name) is sealed at rest (purpose ``outbox``);
+    :func:`read_outbox` with the same sealer opens it. The file is 0600 in a 0700 folder.
     """
 
     name = "outbox"
 
-    def __init__(self, path: Path | str, *, fsync: bool = False) -> None:
+    def __init__(self, path: Path | str, *, fsync: bool = False, sealer: FieldSealer | None = None) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("ab")
+        private_dir(self.path.parent)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        self._file = os.fdopen(fd, "ab")
         self._lock = threading.Lock()
         self._fsync = fsync
+        self._sealer = sealer
 
     def send(self, message: Message, *, idempotency_key: str) -> SendResult:
-        line = json.dumps({"idempotency_key": idempotency_key, "sent_at": time.time(), **message.payload()},
+        payload = message.payload()
+        if self._sealer is not None:
+            payload = self._sealer.seal_row("outbox", payload)
+        line = json.dumps({"idempotency_key": idempotency_key, "sent_at": time.time(), **payload},
                           separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
         try:
             with self._lock:
                 self._file.write(line)
                 self._file.flush()
                 if self._fsync:
-                    import os
-
                     os.fsync(self._file.fileno())
         except OSError as exc:  # a full disk may clear; report it as retryable
             return SendResult(Outcome.RETRYABLE, detail=f"outbox write failed: {exc}")
@@ -129,8 +137,9 @@ class OutboxChannel:
             self._file.close()
 
 
-def read_outbox(path: Path | str) -> list[dict[str, Any]]:
-    """Every complete line of an outbox (a torn last line from a killed writer is skipped)."""
+def read_outbox(path: Path | str, *, sealer: FieldSealer | None = None) -> list[dict[str, Any]]:
+    """Every complete line of an outbox (a torn last line from a killed writer is skipped); with
+    ``sealer``, sealed bodies opened."""
     rows: list[dict[str, Any]] = []
     p = Path(path)
     if not p.exists():
@@ -140,9 +149,10 @@ def read_outbox(path: Path | str) -> list[dict[str, Any]]:
             if not line.endswith(b"\n"):
                 continue
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except ValueError:
                 continue
+            rows.append(sealer.open_row("outbox", row) if sealer is not None else row)
     return rows
 
 
@@ -331,7 +341,12 @@ def build_channel(settings: NotifySettings) -> Channel:
         if not settings.sns_topic_arn:
             raise ConfigurationError("the sns channel needs a topic ARN")
         return SnsChannel(settings.sns_topic_arn, region=settings.aws_region)
-    return OutboxChannel(settings.outbox)
+    sealer = None
+    if settings.encrypt_personal_fields:
+        from notify_core.security.crypto import build_sealer
+
+        sealer = build_sealer(settings.secrets_dir, kms_key_id=settings.kms_key_id, region=settings.aws_region)
+    return OutboxChannel(settings.outbox, sealer=sealer)
 
 
 WEBHOOK_PURPOSE = "webhook"
