@@ -106,8 +106,9 @@ def test_serve_needs_both_tls_files(tmp_path: Path) -> None:
 
 def test_kafka_security_settings_map_to_librdkafka_config(tmp_path: Path) -> None:
     assert kafka_security_config(load_settings(data_dir=tmp_path)) == {}
-    sasl = load_settings(data_dir=tmp_path, kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="SCRAM-SHA-512",
-                         kafka_sasl_username="notify", kafka_sasl_password="pw", kafka_ssl_ca_location=tmp_path / "ca.pem")
+    sasl = load_settings(data_dir=tmp_path, kafka_security_protocol="SASL_SSL",
+                         kafka_sasl_mechanism="SCRAM-SHA-512", kafka_sasl_username="notify", kafka_sasl_password="pw",
+                         kafka_ssl_ca_location=tmp_path / "ca.pem")
     assert kafka_security_config(sasl) == {
         "security.protocol": "sasl_ssl", "ssl.endpoint.identification.algorithm": "https",
         "ssl.ca.location": str(tmp_path / "ca.pem"), "sasl.mechanisms": "SCRAM-SHA-512", "sasl.username": "notify",
@@ -115,8 +116,8 @@ def test_kafka_security_settings_map_to_librdkafka_config(tmp_path: Path) -> Non
     mtls = load_settings(data_dir=tmp_path, kafka_security_protocol="SSL", kafka_ssl_ca_location=tmp_path / "ca",
                          kafka_ssl_certificate_location=tmp_path / "c", kafka_ssl_key_location=tmp_path / "k")
     assert kafka_security_config(mtls) == {
-        "security.protocol": "ssl", "ssl.endpoint.identification.algorithm": "https", "ssl.ca.location": str(tmp_path / "ca"),
-        "ssl.certificate.location": str(tmp_path / "c"), "ssl.key.location": str(tmp_path / "k")}
+        "security.protocol": "ssl", "ssl.endpoint.identification.algorithm": "https",
+        "ssl.ca.location": str(tmp_path / "ca"), "ssl.certificate.location": str(tmp_path / "c"), "ssl.key.location": str(tmp_path / "k")}
     implied = load_settings(data_dir=tmp_path, kafka_sasl_mechanism="PLAIN", kafka_sasl_username="u",
                             kafka_sasl_password="p")
     assert kafka_security_config(implied)["security.protocol"] == "sasl_ssl"  # SASL never silently in plaintext
