@@ -117,7 +117,8 @@ def test_kafka_security_settings_map_to_librdkafka_config(tmp_path: Path) -> Non
                          kafka_ssl_certificate_location=tmp_path / "c", kafka_ssl_key_location=tmp_path / "k")
     assert kafka_security_config(mtls) == {
         "security.protocol": "ssl", "ssl.endpoint.identification.algorithm": "https",
-        "ssl.ca.location": str(tmp_path / "ca"), "ssl.certificate.location": str(tmp_path / "c"), "ssl.key.location": str(tmp_path / "k")}
+        "ssl.ca.location": str(tmp_path / "ca"), "ssl.certificate.location": str(tmp_path / "c"),
+        "ssl.key.location": str(tmp_path / "k")}
     implied = load_settings(data_dir=tmp_path, kafka_sasl_mechanism="PLAIN", kafka_sasl_username="u",
                             kafka_sasl_password="p")
     assert kafka_security_config(implied)["security.protocol"] == "sasl_ssl"  # SASL never silently in plaintext
