@@ -18,6 +18,7 @@ and processes (the delivery worker and the consumer rely on that to claim work e
 from __future__ import annotations
 
 import operator
+import os
 import re
 import sqlite3
 import threading
@@ -77,7 +78,9 @@ class SqliteStore:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Created 0600 whatever the umask (SQLite gives its -wal/-shm files the database file's mode).
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         self._local = threading.local()
         self._tables: dict[str, SqliteTable] = {}
         self._lock = threading.RLock()

@@ -119,3 +119,42 @@ def test_track_counts_once_and_redirects_only_to_the_campaign_url(tmp_path: Path
     finally:
         log.close()
         store.close()
+
+
+class _DownStream:
+    """A stream whose broker is down: every produce fails like a real backend failure."""
+
+    def produce_batch(self, messages: object) -> None:
+        from notify_core.errors import BackendError
+
+        raise BackendError("broker down")
+
+    def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self.produce_batch([])
+
+
+def test_a_click_the_stream_could_not_take_is_not_counted_and_the_next_click_is_the_first(tmp_path: Path) -> None:
+    from notify_core.delivery.feedback import campaign_stats
+    from notify_core.errors import BackendError
+
+    store = SqliteStore(tmp_path / "store.sqlite")
+    log = LocalLog(tmp_path / "log.sqlite")
+    try:
+        clock = ManualClock(NOW)
+        keys = ephemeral_keyring("tracking", now=NOW)
+        [item] = seed_due(store, n=1, start=NOW)
+        nid = str(item["notification_id"])
+        store.table(tables.DEDUPE).put({"pk": nid, "sk": tables.DEDUPE_SK, "user_id": item["user_id"],
+                                        "campaign_id": item["campaign_id"], "delivered_at": NOW.isoformat()})
+        token = sign_token(keys, nid, kind="click")
+        with pytest.raises(BackendError):
+            track(store, _DownStream(), token=token, kind="click", keys=keys, clock=clock)  # type: ignore[arg-type]
+        assert store.table(tables.NOTIFICATION_INTERACTIONS).get(nid, "click") is None  # claim released
+        assert campaign_stats(store, str(item["campaign_id"])) == []  # nothing counted
+        again = track(store, log, token=token, kind="click", keys=keys, clock=clock)
+        assert again.first and again.event_id is not None
+        [row] = campaign_stats(store, str(item["campaign_id"]))
+        assert row["clicked"] == 1
+    finally:
+        log.close()
+        store.close()
