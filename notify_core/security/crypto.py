@@ -22,6 +22,7 @@ before encryption keeps working and is sealed row by row as rows are rewritten.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import os
 import secrets
@@ -246,10 +247,11 @@ class FieldSealer:
     def seal(self, value: str, *, purpose: str, field: str) -> str:
         if value.startswith(SEALED_PREFIX):
             return value
-        kid = self._active_kid(purpose)
-        nonce = secrets.token_bytes(NONCE_BYTES)
-        blob = self._key(kid).encrypt(nonce, value.encode(), f"{purpose}|{field}".encode())
-        return f"{SEALED_PREFIX}{kid}:{_b64(nonce + blob)}"
+        kid = self._active.get(purpose) or self._active_kid(purpose)
+        aead = self._aead.get(kid) or self._key(kid)
+        nonce = os.urandom(NONCE_BYTES)  # 96 random bits per value: GCM's nonce, never reused in practice
+        blob = aead.encrypt(nonce, value.encode(), f"{purpose}|{field}".encode())
+        return f"{SEALED_PREFIX}{kid}:{binascii.b2a_base64(nonce + blob, newline=False).decode()}"
 
     def open(self, value: str, *, purpose: str, field: str) -> str:
         if not value.startswith(SEALED_PREFIX):
