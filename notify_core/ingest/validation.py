@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 PARSED_SUFFIX = "__parsed"
 PRESENT_SUFFIX = "__present"
+SAFE_SUFFIX = "__safe"
 ROW_COLUMN = "_row"
 LIST_SEPARATOR = "|"
 
@@ -141,6 +142,10 @@ def checks_for(dataset: str, *, now: datetime | None = None) -> list[Check]:
             _check("end_date before start_date", "ExpectColumnPairValuesAToBeGreaterThanB", column_A="end_date",
                    column_B="start_date", or_equal=True, ignore_row_if="either_value_is_missing"),
             _check("negative cooldown_hours", "ExpectColumnValuesToBeBetween", column="cooldown_hours", min_value=0),
+            _check("unsafe template (see notify_core.delivery.templates)", "ExpectColumnValuesToBeInSet",
+                   column=f"template{SAFE_SUFFIX}", value_set=[True]),
+            _check("unsafe url (https only, no credentials or javascript:/data:)", "ExpectColumnValuesToBeInSet",
+                   column=f"url{SAFE_SUFFIX}", value_set=[True]),
         ]
     elif dataset == "purchases":
         domain = _required("order_id", "product_id", "ts", "quantity", "unit_price") + [
@@ -208,7 +213,32 @@ def prepare(dataset: str, raw: pl.DataFrame) -> pl.DataFrame:
         if dtype.is_float():  # "inf", "nan", "1e999" parse as floats but are not usable amounts
             value = pl.when(value.is_finite()).then(value).otherwise(None)
         exprs += [value.alias(name), (~raw_present | value.is_not_null()).alias(f"{name}{PARSED_SUFFIX}")]
-    return raw.select(exprs)
+    prepared = raw.select(exprs)
+    if dataset == "campaigns":  # the same content rules as the campaign upsert (template, redirect URL)
+        prepared = prepared.with_columns(
+            pl.col("template").map_elements(_template_ok, return_dtype=pl.Boolean).alias(f"template{SAFE_SUFFIX}"),
+            pl.col("url").map_elements(_url_ok, return_dtype=pl.Boolean).alias(f"url{SAFE_SUFFIX}"))
+    return prepared
+
+
+def _template_ok(template: str) -> bool:
+    from notify_core.delivery.templates import validate_template
+
+    try:
+        validate_template(template)
+    except ValidationError:
+        return False
+    return True
+
+
+def _url_ok(url: str) -> bool:
+    from notify_core.delivery.campaign_checks import check_redirect_url
+
+    try:
+        check_redirect_url(url)
+    except ValidationError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)

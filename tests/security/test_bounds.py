@@ -78,3 +78,23 @@ def test_features_never_see_infinite_or_year_9999_values() -> None:
         for column in columns:
             assert frame[column].is_finite().all(), column
     assert poisoned.users.equals(clean.users)
+
+
+def test_batch_campaigns_get_the_upsert_content_checks(tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    (landing / "campaigns").mkdir(parents=True)
+    (landing / "campaigns" / "c.csv").write_text(
+        "campaign_id,name,text,start_date,end_date,url,template\n"
+        "ok,n,t,2031-01-01,2031-02-01,https://shop.example.com/c/ok,{first_name}: {url}\n"
+        "amp,n,t,2031-01-01,2031-02-01,https://shop.example.com/c/a,{first_name:x>50000000}\n"
+        "js,n,t,2031-01-01,2031-02-01,javascript:alert(1),{url}\n"
+        "none,n,t,2031-01-01,2031-02-01,,\n")
+    store = SqliteStore(tmp_path / "store.sqlite")
+    try:
+        report = ingest_dataset("campaigns", landing=landing, lake=Lake(tmp_path / "lake"), store=store,
+                                quarantine=tmp_path / "quarantine", clock=ManualClock(NOW))
+    finally:
+        store.close()
+    reasons = {row.key["campaign_id"]: row.reason for row in report.bad_rows}
+    assert set(reasons) == {"amp", "js"} and report.rows_valid == 2
+    assert reasons["amp"].startswith("unsafe template") and reasons["js"].startswith("unsafe url")
