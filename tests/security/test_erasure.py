@@ -139,3 +139,31 @@ def test_erase_user_leaves_nothing_anywhere(tmp_path: Path) -> None:
     finally:
         log.close()
         store.close()
+
+
+def test_erasure_on_dynamodb_covers_every_table_under_the_prefix(dynamodb_endpoint: str) -> None:
+    """The DynamoDB adapter lists its tables (a table the code never opened in this process included)."""
+    import uuid
+
+    import boto3
+
+    from notify_core.erasure import erase_from_store
+    from notify_core.store.dynamodb import DynamoStore
+
+    prefix = f"erase{uuid.uuid4().hex[:8]}_"
+    session = boto3.Session(aws_access_key_id="local", aws_secret_access_key="local", region_name="eu-west-1")
+    writer = DynamoStore(region="eu-west-1", endpoint_url=dynamodb_endpoint, table_prefix=prefix, session=session)
+    writer.table(tables.USERS).put({"pk": VICTIM, "sk": tables.PROFILE_SK, "user_id": VICTIM})
+    writer.table(tables.DEDUPE).put({"pk": "n1", "sk": tables.DEDUPE_SK, "user_id": VICTIM})
+    writer.table(tables.EMBEDDINGS).put({"pk": f"user#{VICTIM}", "sk": tables.VECTOR_SK})
+    writer.table(tables.USERS).put({"pk": OTHER, "sk": tables.PROFILE_SK, "user_id": OTHER})
+    writer.close()
+    store = DynamoStore(region="eu-west-1", endpoint_url=dynamodb_endpoint, table_prefix=prefix,
+                        session=session)  # a fresh view: it has opened no table yet
+    try:
+        assert set(store.table_names()) == {tables.USERS, tables.DEDUPE, tables.EMBEDDINGS}
+        assert erase_from_store(store, VICTIM) == {tables.USERS: 1, tables.DEDUPE: 1, tables.EMBEDDINGS: 1}
+        left = [i for name in store.table_names() for i in store.table(name).scan()]
+        assert [i["pk"] for i in left] == [OTHER]
+    finally:
+        store.close()
