@@ -242,7 +242,10 @@ def build_worker_app() -> Starlette:
     return build_app()
 
 
-def serve(*, host: str = "127.0.0.1", port: int = 8080, log_level: str = "warning", workers: int = 1) -> None:
+def serve(
+    *, host: str = "127.0.0.1", port: int = 8080, log_level: str = "warning", workers: int = 1,
+    tls_cert: str | None = None, tls_key: str | None = None,
+) -> None:
     """Run the gateway until SIGINT/SIGTERM (uvicorn handles both gracefully).
 
     ``workers`` > 1 runs that many processes on one socket, as Lambda runs concurrent invocations in
@@ -252,8 +255,14 @@ def serve(*, host: str = "127.0.0.1", port: int = 8080, log_level: str = "warnin
     """
     import uvicorn
 
+    # HTTPS with TLS 1.2 as the minimum when a certificate is given (notify_core.security.tls).
+    tls: dict[str, Any] = {}
+    if tls_cert and tls_key:
+        from notify_core.security.tls import tls12_context_factory
+
+        tls = {"ssl_certfile": tls_cert, "ssl_keyfile": tls_key, "ssl_context_factory": tls12_context_factory}
     if workers > 1:
         uvicorn.run("lambdas.gateway:build_worker_app", factory=True, host=host, port=port, log_level=log_level,
-                    access_log=False, workers=workers)
+                    access_log=False, workers=workers, **tls)
     else:
-        uvicorn.run(build_app(), host=host, port=port, log_level=log_level, access_log=False)
+        uvicorn.run(build_app(), host=host, port=port, log_level=log_level, access_log=False, **tls)

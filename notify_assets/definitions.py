@@ -84,4 +84,7 @@ def build_definitions(settings: NotifySettings) -> dg.Definitions:
 @dg.definitions
 def defs() -> dg.Definitions:
     """Entry point for `dagster dev` / code servers: settings are read here, once, not at import."""
+    from notify_core.security.files import use_private_umask
+
+    use_private_umask()  # the lake, landing, artefacts and Store files the runs write are 0600 / 0700
     return build_definitions(load_settings())

@@ -48,7 +48,8 @@ def _ingestion_asset(dataset: str) -> dg.AssetsDefinition:
         area = build_landing_area(settings)
         area.pull()  # aws: files dropped under the S3 prefix (consumer pods, other jobs) reach this run
         report = ingest_dataset(dataset, landing=area.landing, lake=notify.lake, store=notify.store,
-                                quarantine=area.quarantine, on_file=lambda f: context.log.info(f"reading {f}"))
+                                quarantine=area.quarantine, on_file=lambda f: context.log.info(f"reading {f}"),
+                                clock=notify.clock())
         area.push(quarantine=True)
         for name, error in report.file_errors.items():
             context.log.warning(f"{name} rejected: {error}")

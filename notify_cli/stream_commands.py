@@ -19,6 +19,7 @@ import typer
 
 from notify_core.errors import NotifyError
 from notify_core.landing import LandingArea, build_landing_area
+from notify_core.security.files import use_private_umask
 from notify_core.settings import NotifySettings, load_settings
 from notify_core.stream import open_stream
 from notify_core.stream.port import Stream
@@ -34,6 +35,7 @@ def _open(data_dir: Path | None, kafka: str | None) -> tuple[NotifySettings, Str
     if kafka:
         overrides |= {"stream_backend": "kafka", "kafka_bootstrap": kafka}
     settings = load_settings(**overrides)
+    use_private_umask()  # the stream log and what the handlers create are 0600 / 0700
     return settings, open_stream(settings)
 
 
@@ -106,8 +108,15 @@ def serve(
     port: Annotated[int, typer.Option(help="Port.")] = 8080,
     log_level: Annotated[str, typer.Option(help="JSON log level (INFO logs one line per request).")] = "WARNING",
     workers: Annotated[int, typer.Option(min=1, help="Worker processes (one per core for throughput).")] = 1,
+    tls_cert: Annotated[Path | None,
+                        typer.Option("--tls-cert", help="PEM certificate: serve HTTPS (TLS 1.2+).")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key of --tls-cert.")] = None,
 ) -> None:
     """Serve the Lambda handlers over HTTP (API Gateway v2 events), e.g. POST /v1/events."""
+    from notify_core.security.tls import check_tls_files
+
+    tls = check_tls_files(tls_cert, tls_key)
+    tls_args = {"tls_cert": str(tls[0]), "tls_key": str(tls[1])} if tls else {}
     from lambdas import capture_events
     from lambdas.gateway import serve as run_gateway
     from notify_core.observability import configure_logging
@@ -120,12 +129,12 @@ def serve(
     if kafka:
         os.environ.update({"NOTIFY_STREAM_BACKEND": "kafka", "NOTIFY_KAFKA_BOOTSTRAP": kafka})
     if workers > 1:  # each worker process opens its own stream client at its first capture request
-        run_gateway(host=host, port=port, workers=workers)
+        run_gateway(host=host, port=port, workers=workers, **tls_args)
         return
     _settings, stream = _open(data_dir, kafka)
     capture_events.use_stream(stream)
     try:
-        run_gateway(host=host, port=port)
+        run_gateway(host=host, port=port, **tls_args)
     finally:
         stream.close()
 

@@ -21,6 +21,7 @@ from datetime import datetime
 
 import polars as pl
 
+from notify_core.bounds import purchases_in_bounds
 from notify_core.convergence import PartitionSource, converge
 from notify_core.lake import WHOLE, Lake
 from notify_core.repositories import ITEM_KEYS, WriteCounts
@@ -141,7 +142,12 @@ def user_features(
 def compute_features(
     purchases: pl.DataFrame, products: pl.DataFrame, users: pl.DataFrame, *, as_of: datetime | None = None
 ) -> Features:
-    """All three feature tables from lake frames. ``as_of`` defaults to the newest purchase."""
+    """All three feature tables from lake frames. ``as_of`` defaults to the newest purchase.
+
+    Purchases outside :mod:`notify_core.bounds` (an infinite price, a year-9999 date: rows that reached the
+    lake before ingestion checked bounds) are left out first, so no such value reaches a feature or the
+    as-of time."""
+    purchases = purchases_in_bounds(purchases)
     if as_of is None:
         newest = purchases["ts"].max() if purchases.height else None
         as_of = newest if isinstance(newest, datetime) else datetime(1970, 1, 1)

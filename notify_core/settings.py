@@ -66,6 +66,21 @@ class NotifySettings(BaseSettings):
     delivery_concurrency: int = Field(default=16, ge=1, le=256)
     delivery_lease_s: float = Field(default=30.0, gt=0)
 
+    # security (issue 14): personal fields sealed at rest (on by default; turning it off is this visible
+    # flag), the master key (KMS key id in aws, else the 0600 file under <data_dir>/secrets), TLS for
+    # `notify serve`, TLS/SASL for Kafka
+    encrypt_personal_fields: bool = True
+    kms_key_id: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = None
+    kafka_ssl_ca_location: Path | None = None
+    kafka_ssl_certificate_location: Path | None = None
+    kafka_ssl_key_location: Path | None = None
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = Field(default=None, repr=False)
+
     @model_validator(mode="after")
     def _check_delivery(self) -> NotifySettings:
         if self.channel == "webhook" and not (self.webhook_url and self.webhook_secret):
@@ -138,6 +153,11 @@ class NotifySettings(BaseSettings):
         return {"aws_endpoint_url": self.s3_endpoint_url, "aws_region": self.aws_region,
                 "aws_allow_http": str(self.s3_endpoint_url.startswith("http://")).lower(),
                 "aws_virtual_hosted_style_request": "false"}
+
+    @property
+    def secrets_dir(self) -> Path:
+        """Key files (tracking, webhook, the local master key): 0600 files in a 0700 folder."""
+        return self.data_dir / "secrets"
 
 
 def load_settings(**overrides: Any) -> NotifySettings:

@@ -54,11 +54,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from prometheus_client import Counter, Histogram
 
-from notify_core.clock import Clock
+from notify_core.clock import Clock, utcnow
 from notify_core.delivery.channels import Channel, Outcome, SendResult
 from notify_core.delivery.render import render
+from notify_core.delivery.tracking import TRACKING_PURPOSE, TrackingLinks
 from notify_core.errors import NotifyError
 from notify_core.observability import current_request_id
+from notify_core.security.keyring import KeyRing, ephemeral_keyring, load_keyring
 from notify_core.slo import LOG_RETENTION_DAYS
 from notify_core.store import tables
 from notify_core.store.port import Condition, Item, KeyRange, Store, Update
@@ -226,12 +228,17 @@ class DeliveryWorker:
         self, store: Store, channel: Channel, *, public_base_url: str, clock: Clock,
         options: WorkerOptions | None = None,
         on_campaign_counts: Callable[[Store, Mapping[tuple[str, str], int]], None] | None = None,
+        tracking_keys: KeyRing | None = None,
     ) -> None:
         self.store = store
         self.channel = channel
         self.clock: Clock = clock
         self.options = options or WorkerOptions()
         self.public_base_url = public_base_url
+        # Links are signed with the data directory's tracking ring (build_worker passes it); without one a
+        # throwaway key signs them, and those links will not verify anywhere: fine for tests, not for serving.
+        self.links = TrackingLinks(public_base_url, tracking_keys or ephemeral_keyring(
+            TRACKING_PURPOSE, now=utcnow(self.clock)))
         self.worker_id = self.options.worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._schedules = store.table(tables.SCHEDULES)
         self._dedupe = store.table(tables.DEDUPE)
@@ -610,7 +617,7 @@ class DeliveryWorker:
     def _send(self, claim: _Claim) -> tuple[Result, float | None, bool]:
         item = claim.item
         message = render(item, campaign=self._campaign(str(item["campaign_id"])), user=self._user(str(item["user_id"])),
-                         public_base_url=self.public_base_url, attempt=claim.attempt)
+                         links=self.links, attempt=claim.attempt)
         started = time.perf_counter()
         try:
             result = self.channel.send(message, idempotency_key=str(item["notification_id"]))
@@ -823,8 +830,9 @@ def build_worker(
     from notify_core.delivery.channels import build_channel
 
     opts = options or WorkerOptions(concurrency=settings.delivery_concurrency, lease_s=settings.delivery_lease_s)
+    keys = load_keyring(settings.secrets_dir, TRACKING_PURPOSE, clock=clock)
     return DeliveryWorker(store, channel or build_channel(settings, clock=clock),
-                          public_base_url=settings.public_base_url, clock=clock, options=opts)
+                          public_base_url=settings.public_base_url, clock=clock, options=opts, tracking_keys=keys)
 
 
 def execution_report(

@@ -21,6 +21,7 @@ from typing import Any
 import polars as pl
 
 from notify_core.atomic import atomic_write
+from notify_core.clock import Clock, utcnow
 from notify_core.convergence import PartitionSource, converge, frame_digest
 from notify_core.errors import ValidationError
 from notify_core.ingest.validation import ROW_COLUMN, prepare, validate
@@ -108,12 +109,16 @@ def ingest_dataset(
     quarantine: Path,
     on_file: Callable[[str], None] | None = None,
     full_store_sync: bool = False,
+    clock: Clock | None = None,
 ) -> IngestReport:
     """Ingest every landing file of one dataset. Returns the report; raises only for unusable set-up.
 
     Every run converges the Store to the lake (see :mod:`notify_core.convergence`), repairing only the
     partitions whose ledger digest differs; ``full_store_sync`` compares every row of every partition.
+    ``clock`` bounds dates from above (``notify_core.bounds.MAX_FUTURE_SKEW`` ahead of it); entry points
+    pass ``SYSTEM_CLOCK``; without one only the static ``MAX_DATE`` applies.
     """
+    now = utcnow(clock) if clock is not None else None
     if dataset not in DATASETS:
         raise ValidationError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
     report = IngestReport(dataset=dataset)
@@ -124,7 +129,7 @@ def ingest_dataset(
             on_file(path.name)
         try:
             raw = read_landing_file(path)
-            checked = validate(dataset, prepare(dataset, raw))
+            checked = validate(dataset, prepare(dataset, raw), now=now)
         except ValidationError as exc:
             report.file_errors[path.name] = str(exc)
             log.warning("landing file rejected", extra={"dataset": dataset, "file": path.name, "error": str(exc)})

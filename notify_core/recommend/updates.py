@@ -20,6 +20,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from notify_core.delivery.campaign_checks import check_campaign
 from notify_core.embeddings.delta import text_hashes
 from notify_core.embeddings.embedder import Embedder
 from notify_core.embeddings.store import CAMPAIGN, load_embeddings, persist, state_schema, vector_series
@@ -66,6 +67,13 @@ class CampaignIn(BaseModel):
         if end < start:
             raise ValidationError(f"invalid campaign: end_date {end} is before start_date {start}")
         return self.model_copy(update={"start_date": start, "end_date": end})
+    @model_validator(mode="after")
+    def _content(self) -> CampaignIn:
+        try:  # template rendered in the restricted formatter; the tracking redirect's target
+            check_campaign(template=self.template, url=self.url)
+        except ValidationError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
 
 def parse_campaign(payload: Any) -> CampaignIn:

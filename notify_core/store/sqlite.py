@@ -18,6 +18,7 @@ and processes (the delivery worker and the consumer rely on that to claim work e
 from __future__ import annotations
 
 import operator
+import os
 import re
 import sqlite3
 import threading
@@ -79,7 +80,9 @@ class SqliteStore:
         """``clock`` judges TTL expiry (DynamoDB judges it by its own clock; tests pick theirs)."""
         self.path = Path(path)
         self.clock = clock
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Created 0600 whatever the umask (SQLite gives its -wal/-shm files the database file's mode).
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         self._local = threading.local()
         self._tables: dict[str, SqliteTable] = {}
         self._lock = threading.RLock()
@@ -113,6 +116,36 @@ class SqliteStore:
                 conn.execute(f'CREATE UNIQUE INDEX IF NOT EXISTS "{name}__key" ON "{name}" (pk, sk)')
                 table = self._tables[name] = SqliteTable(self, name)
         return table
+
+    # maintenance hooks (right to erasure: notify_core/erasure.py) -----------------------------------
+    def table_names(self) -> list[str]:
+        """Every table in the file, including ones this process has not opened."""
+        rows = self.connection().execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name").fetchall()
+        return [str(r[0]) for r in rows]
+
+    def sweep_expired(self) -> int:
+        """Physically delete items whose TTL has passed (reads already treat them as absent)."""
+        conn = self.connection()
+        removed = 0
+        for name in self.table_names():
+            removed += conn.execute(f'DELETE FROM "{name}" WHERE ttl IS NOT NULL AND ttl <= ?',
+                                   (self.clock.now(),)).rowcount
+        return removed
+
+    def secure_delete(self) -> None:
+        """Zero deleted content from now on in this thread's connection (``PRAGMA secure_delete``)."""
+        self.connection().execute("PRAGMA secure_delete=ON")
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the database file and truncate it, so deleted rows leave no copy there."""
+        self.connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def vacuum(self) -> None:
+        """Rebuild the file: no freed page or stale index divider keeps a deleted key (slow on big stores)."""
+        conn = self.connection()
+        conn.execute("VACUUM")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         with self._lock:

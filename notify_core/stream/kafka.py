@@ -69,10 +69,13 @@ class KafkaStream:
         producer_config: Mapping[str, Any] | None = None,
         consumer_config: Mapping[str, Any] | None = None,
         delivery_timeout: float = 30.0,
+        security_config: Mapping[str, str] | None = None,
     ) -> None:
         from confluent_kafka import Producer
 
         self.bootstrap_servers = bootstrap_servers
+        # TLS / SASL (notify_core.security.tls.kafka_security_config): every client this stream makes.
+        self._security = dict(security_config or {})
         self._client_id = client_id
         self._consumer_config = {**CONSUMER_DEFAULTS, **(consumer_config or {})}
         self._delivery_timeout = delivery_timeout
@@ -83,6 +86,7 @@ class KafkaStream:
                 "message.timeout.ms": int(delivery_timeout * 1000),
                 **PRODUCER_DEFAULTS,
                 **(producer_config or {}),
+                **self._security,
             }
         )
         self._admin_consumer: Any = None
@@ -128,6 +132,7 @@ class KafkaStream:
             "client.id": self._client_id,
             "group.id": group,
             **self._consumer_config,
+            **self._security,
         }
         return KafkaStreamConsumer(config, topics)
 
@@ -137,7 +142,8 @@ class KafkaStream:
         with self._admin_lock:
             if self._admin_consumer is None:
                 self._admin_consumer = Consumer(
-                    {"bootstrap.servers": self.bootstrap_servers, "group.id": f"{self._client_id}-offsets"}
+                    {"bootstrap.servers": self.bootstrap_servers, "group.id": f"{self._client_id}-offsets",
+                     **self._security}
                 )
             consumer = self._admin_consumer
             try:

@@ -140,6 +140,18 @@ class LocalLog:
     def consumer(self, *, group: str, topics: Sequence[str]) -> LocalLogConsumer:
         return LocalLogConsumer(self, group=group, topics=topics)
 
+    def erase_key(self, key: bytes) -> int:
+        """Delete every message with this key from every topic, zeroing the freed pages (right to
+        erasure: a user's events are keyed by user id). Offsets of other messages do not move."""
+        conn = self._conn()
+        removed = 0
+        conn.execute("PRAGMA secure_delete=ON")
+        with self._write_lock, write_transaction(conn, what="erasing a key"):
+            for (topic_id,) in conn.execute("SELECT id FROM topics").fetchall():
+                removed += conn.execute(f"DELETE FROM log_{int(topic_id)} WHERE key=?", (key,)).rowcount
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return removed
+
     def close(self) -> None:
         with self._tables_lock:
             for conn in self._connections:
