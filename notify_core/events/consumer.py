@@ -264,7 +264,8 @@ class EventConsumer:
                 poison.append(dead_letter(record, str(exc), now=self.clock.now()))
                 continue
             except (ValueError, OverflowError, RecursionError) as exc:  # a defect the models did not name
-                poison.append(dead_letter(record, f"undecodable message: {type(exc).__name__}: {exc}"))
+                poison.append(dead_letter(record, f"undecodable message: {type(exc).__name__}: {exc}",
+                                          now=self.clock.now()))
                 continue
             event_id = event.id
             if event_id in batch:
@@ -384,7 +385,7 @@ class EventConsumer:
             try:
                 self._retrying(functools.partial(self.write, single))
             except ValidationError as exc:
-                poison.append(dead_letter(record, f"the Store cannot hold it: {exc}"))
+                poison.append(dead_letter(record, f"the Store cannot hold it: {exc}", now=self.clock.now()))
                 refused += 1
         if poison:
             self._retrying(lambda: self.stream.produce_batch(poison))

@@ -3,6 +3,7 @@ on the next run, although the lake says nothing needs embedding."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from notify_core.convergence import table_digest
@@ -19,8 +20,9 @@ from notify_core.store.sqlite import SqliteStore
 
 def _refresh_all(lake: Lake, store: SqliteStore) -> list[int]:
     embedder = HashingEmbedder()
-    runs = [refresh_product_embeddings(lake, store, embedder), refresh_order_embeddings(lake, store),
-            refresh_user_embeddings(lake, store)]
+    now = datetime(2026, 11, 24, 12, tzinfo=UTC)  # the test's own now (vector timestamps)
+    runs = [refresh_product_embeddings(lake, store, embedder, now=now), refresh_order_embeddings(lake, store, now=now),
+            refresh_user_embeddings(lake, store, now=now)]
     return [r.embedded for r in runs]
 
 

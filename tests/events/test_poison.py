@@ -27,7 +27,7 @@ from notify_core.store.sqlite import SqliteStore
 from notify_core.stream import open_stream
 from notify_core.stream.local_log import LocalLog
 from notify_core.stream.port import Message
-from tests.events.helpers import api_event, click, order
+from tests.events.helpers import api_event, click, events_clock, order
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2031, 5, 6, 12, 0, tzinfo=UTC)  # the injected clock of the window tests
@@ -120,7 +120,8 @@ def test_an_int_beyond_64_bits_already_in_the_log_is_dead_lettered_and_the_consu
                           Message(CLICKSTREAM, b"u5", json.dumps(poison).encode()),
                           Message(CLICKSTREAM, b"u2", json.dumps(click(2)).encode())])
     store = SqliteStore(tmp_path / "store.sqlite")
-    consumer = EventConsumer(stream=stream, store=store, landing=tmp_path / "landing", poll_timeout=0.1)
+    consumer = EventConsumer(stream=stream, store=store, landing=tmp_path / "landing", poll_timeout=0.1,
+                             clock=events_clock())
     totals = consumer.run(stop=threading.Event(), idle_exit=1.0)
     assert (totals.persisted, totals.dead_lettered) == (2, 1)
     assert consumer.lag() == 0  # committed past the poison
@@ -165,7 +166,8 @@ def test_a_row_the_store_refuses_is_dead_lettered_alone_and_the_batch_commits(tm
     stream = LocalLog(tmp_path / "log.sqlite")
     stream.produce_batch([Message(CLICKSTREAM, b"k", json.dumps(click(i)).encode()) for i in range(20)])
     store = _Refusing(SqliteStore(tmp_path / "store.sqlite"))
-    consumer = EventConsumer(stream=stream, store=store, landing=None, poll_timeout=0.1)  # type: ignore[arg-type]
+    consumer = EventConsumer(stream=stream, store=store, landing=None, poll_timeout=0.1,  # type: ignore[arg-type]
+                             clock=events_clock())
     totals = consumer.run(stop=threading.Event(), idle_exit=1.0)
     refused = sum(1 for i in range(20) if i % 13 == 7)
     assert (totals.persisted, totals.dead_lettered) == (20 - refused, refused)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import stat
+from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3
 import pytest
 from moto import mock_aws
 
+from notify_core.clock import ManualClock
 from notify_core.delivery.channels import Message, OutboxChannel, read_outbox
 from notify_core.security.crypto import (
     SEALED_PREFIX,
@@ -123,7 +125,7 @@ def test_the_kms_master_key_wraps_with_the_purpose_as_context(tmp_path: Path) ->
 def test_the_outbox_seals_message_bodies(tmp_path: Path) -> None:
     sealer = build_sealer(tmp_path / "secrets")
     out = tmp_path / "outbox" / "n.jsonl"
-    channel = OutboxChannel(out, sealer=sealer)
+    channel = OutboxChannel(out, sealer=sealer, clock=ManualClock(datetime(2031, 1, 1, 10, tzinfo=UTC)))
     msg = Message(notification_id="n1", user_id="u1", campaign_id="c1", title="Spring", body="Ada, new in: l",
                   link="l", open_pixel="p", send_at="2031-01-01T10:00:00Z")
     assert channel.send(msg, idempotency_key="n1").ok

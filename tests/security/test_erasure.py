@@ -95,15 +95,16 @@ def test_erase_user_leaves_nothing_anywhere(tmp_path: Path) -> None:
         order = {"type": "order", "user_id": VICTIM, "ts": now.isoformat(), "order_id": "o9",
                  "items": [{"product_id": "p1", "quantity": 1, "unit_price": 2.5}]}
         click = {"type": "click", "user_id": VICTIM, "ts": now.isoformat(), "product_id": "p1"}
-        assert capture_events(json.dumps([order, click]), stream=log).accepted == 2
-        consumer = EventConsumer(stream=log, store=store, landing=settings.landing, group="g", max_batch=100)
+        assert capture_events(json.dumps([order, click]), stream=log, clock=ManualClock(now)).accepted == 2
+        consumer = EventConsumer(stream=log, store=store, landing=settings.landing, group="g", max_batch=100,
+                                 clock=ManualClock(now))
         consumer.run_once()
         consumer.close()
         # delivery: both users get a notification through the sealed outbox; the victim clicks it
         clock = ManualClock(now)
         [item, _] = seed_due(store, n=2, start=now, user_prefix="victim-", with_plans=True)
         keys = ephemeral_keyring("tracking", now=now)
-        channel = OutboxChannel(settings.outbox, sealer=build_sealer(settings.secrets_dir))
+        channel = OutboxChannel(settings.outbox, sealer=build_sealer(settings.secrets_dir), clock=clock)
         DeliveryWorker(store, channel, public_base_url="http://t", clock=clock, tracking_keys=keys,
                        options=WorkerOptions(concurrency=1)).run_until_idle()
         channel.close()

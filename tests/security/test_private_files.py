@@ -39,7 +39,7 @@ def test_what_notify_writes_is_private(tmp_path: Path, private_umask: None) -> N
         ingest_dataset("users", landing=settings.landing, lake=Lake(settings.lake_root), store=store,
                        quarantine=settings.quarantine_root)
         store.table(tables.USERS).put({"pk": "u1", "sk": tables.PROFILE_SK, "email": "a@example.org"})
-        channel = build_channel(settings)
+        channel = build_channel(settings, clock=settings.clock())
         channel.send(Message("n", "u1", "c", "t", "body", "l", "p", "s"), idempotency_key="n")
         channel.close()
         (settings.data_dir / "artefacts" / "campaign_index" / "v1").mkdir(parents=True)
