@@ -218,6 +218,10 @@ def _register_commands() -> None:
     app.command(name="worker")(delivery_commands.worker)
     app.command(name="evaluate")(evaluate_commands.evaluate)
     app.command(name="templates")(deploy_templates.templates)
+    from notify_cli import backup_commands
+
+    app.command(name="backup")(backup_commands.backup)
+    app.command(name="restore")(backup_commands.restore)
 
 
 _register_commands()
