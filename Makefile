@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 STAMP := $(VENV)/.setup-stamp
 
-.PHONY: setup demo test test-slow bench dev lint typecheck
+.PHONY: setup demo test test-slow test-faults bench dev lint typecheck
 
 $(STAMP): pyproject.toml package.json scripts/setup.sh
 	./scripts/setup.sh
@@ -22,6 +22,10 @@ test: $(STAMP)
 ## Scale and soak tests, excluded from `make test`.
 test-slow: $(STAMP)
 	$(VENV)/bin/python -m pytest -m slow
+
+## The fault-injection suite, short and long versions (kill -9 loops, servers killed mid-run), with its table.
+test-faults: $(STAMP)
+	$(VENV)/bin/python -m pytest -m faults -s tests/faults tests/backup/test_dr_drill.py
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench

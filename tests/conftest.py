@@ -84,3 +84,11 @@ def stream_backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
 # ==================================================================================================
 # end of Streams section
 # ==================================================================================================
+
+
+# --- fault injection: the table of injections tried and invariants held (tests/faults) -----------------
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.faults.record import RESULTS, render
+
+    if RESULTS:
+        terminalreporter.write_line(render())

@@ -428,7 +428,9 @@ class EventConsumer:
             while not stop.is_set() and (max_records is None or submitted < max_records):
                 records = self._consumer.poll_batch(max_records=self.max_batch, timeout=self.poll_timeout)
                 prepared = self.prepare(records) if records else None
-                self._finish_in_flight([])
+                if self._in_flight is not None:
+                    self._finish_in_flight([])
+                    idle_since = time.monotonic()  # a write that was slow (a Store outage) is not idleness
                 if prepared is None:
                     self._refresh_lag(force=False)
                     if idle_exit is not None and time.monotonic() - idle_since >= idle_exit:

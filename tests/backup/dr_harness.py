@@ -181,14 +181,14 @@ def _outbox_keys(path: Path) -> list[str]:
 
 
 def run_drill(
-    root: Path, *, retained: bool, seed_store: Path | None = None, rate: float = 500.0, run_s: float = 8.0,
+    root: Path, *, retained: bool, seed_dir: Path | None = None, rate: float = 500.0, run_s: float = 8.0,
     after_s: float = 4.0, notifications: int = 300, catch_up_s: float = 120.0,
 ) -> DrillReport:
     data, backup, outbox = root / "data", root / "backup", root / "outbox.jsonl"
     log_path = (root / "stream" / "log.sqlite") if retained else (data / "stream" / "log.sqlite")
-    data.mkdir(parents=True)
-    if seed_store is not None:
-        shutil.copyfile(seed_store, data / "store.sqlite")
+    if seed_dir is not None:  # e.g. the demo's data directory: Store, lake, landing, artefacts
+        shutil.copytree(seed_dir, data, ignore=shutil.ignore_patterns("stream", "dagster", "*.lock"))
+    data.mkdir(parents=True, exist_ok=True)
     store = SqliteStore(data / "store.sqlite")
     # notifications due from now on, one every ~0.25 s, so the worker delivers before and after the disaster
     seed_due(store, n=notifications, start=datetime.fromtimestamp(int(time.time()) + 2, UTC),
