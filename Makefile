@@ -25,7 +25,7 @@ test-slow: $(STAMP)
 
 ## The fault-injection suite, short and long versions (kill -9 loops, servers killed mid-run), with its table.
 test-faults: $(STAMP)
-	$(VENV)/bin/python -m pytest -m faults -s tests/faults tests/backup/test_dr_drill.py
+	$(VENV)/bin/python -m pytest -m faults tests/faults tests/backup/test_dr_drill.py
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench

@@ -78,8 +78,9 @@ def serve(topics: Sequence[tuple[str, int]], *, brokers: int = 1) -> None:
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     # Fault injection (tests/faults): SIGUSR1 takes every broker down (connections closed, requests
     # refused), SIGUSR2 brings them back, the topics and committed offsets intact, as a restarted broker.
-    signal.signal(signal.SIGUSR1, lambda *_: [lib.rd_kafka_mock_broker_set_down(cluster, b + 1) for b in range(brokers)])
-    signal.signal(signal.SIGUSR2, lambda *_: [lib.rd_kafka_mock_broker_set_up(cluster, b + 1) for b in range(brokers)])
+    ids = range(1, brokers + 1)
+    signal.signal(signal.SIGUSR1, lambda *_: [lib.rd_kafka_mock_broker_set_down(cluster, b) for b in ids])
+    signal.signal(signal.SIGUSR2, lambda *_: [lib.rd_kafka_mock_broker_set_up(cluster, b) for b in ids])
 
     def watch_stdin() -> None:
         with contextlib.suppress(Exception):

@@ -64,6 +64,17 @@ def render_config(databases: Mapping[Path, Mapping[str, Any]]) -> str:
     )
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when ``notify backup`` dies, even by ``kill -9`` (Linux
+    ``PR_SET_PDEATHSIG``), so no orphan keeps writing beside a database that is being restored."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 class Litestream:
     """One Litestream configuration (written to ``config_path``, 0600) and the commands over it."""
 
@@ -82,6 +93,7 @@ class Litestream:
         return subprocess.Popen(
             [self.binary, "replicate", "-config", str(self.config_path)],
             stdout=out, stderr=subprocess.STDOUT, env=litestream_environment(), start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
 
     @staticmethod

@@ -78,7 +78,8 @@ def _worker_loop(tmp_path: Path, *, n: int, kills: int, seed: int, max_duplicate
     clean = run_crash_test(tmp_path / "clean", n=n, kills=0, seed=seed, timeout_s=1200)
     repaired = _close_minutes(tmp_path / "faulty")
     _close_minutes(tmp_path / "clean")
-    got, expected = _delivery_state(tmp_path / "faulty" / "store.sqlite"), _delivery_state(tmp_path / "clean" / "store.sqlite")
+    got = _delivery_state(tmp_path / "faulty" / "store.sqlite")
+    expected = _delivery_state(tmp_path / "clean" / "store.sqlite")
     same = got == expected
     entry = record(
         f"worker kill -9 loop ({n:,} notifications)", injected=f"{kills} x SIGKILL of notify worker",
