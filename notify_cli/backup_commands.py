@@ -46,6 +46,9 @@ def backup(
     configure_logging()
     try:
         service = _service(data_dir, target)
+    except NotifyError as exc:
+        raise _fail(exc) from None
+    try:
         if once:
             report = service.once()
         else:
@@ -55,6 +58,8 @@ def backup(
             report = service.run(stop=stop, interval=interval)
     except NotifyError as exc:
         raise _fail(exc) from None
+    finally:
+        service.close()
     typer.echo(json.dumps({"target": service.plan.target.describe(), "files": report.files,
                            "uploaded": report.uploaded}))
 
@@ -77,9 +82,15 @@ def restore(
             raise _fail(ValueError(f"--at {at!r} is not an ISO 8601 time")) from None
         when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
     try:
-        report = _service(data_dir, target).restore(at=when, force=force)
+        service = _service(data_dir, target)
     except NotifyError as exc:
         raise _fail(exc) from None
+    try:
+        report = service.restore(at=when, force=force)
+    except NotifyError as exc:
+        raise _fail(exc) from None
+    finally:
+        service.close()
     typer.echo(json.dumps(describe(report)))
 
 

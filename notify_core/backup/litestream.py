@@ -13,6 +13,7 @@ with "unable to add custom RootCAs".
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -69,10 +70,8 @@ def _die_with_parent() -> None:
     ``PR_SET_PDEATHSIG``), so no orphan keeps writing beside a database that is being restored."""
     import ctypes
 
-    try:
+    with contextlib.suppress(OSError):  # not Linux: no such guard, nothing else changes
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 class Litestream:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sqlite3
 import tempfile
 import threading
@@ -74,12 +75,18 @@ class BackupService:
     def __init__(self, plan: BackupPlan, *, clock: Clock, work_dir: Path | None = None) -> None:
         self.plan = plan
         self.clock = clock
+        self._own_work_dir = work_dir is None
         self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="notify-backup-"))
         self.litestream = Litestream(
             config_path=self.work_dir / "litestream.yml",
             databases={path: plan.target.litestream_replica(name) for name, path in plan.databases.items()},
         )
         self.files = FileBackup(plan.target.blobs(), root=plan.data_dir, folders=plan.folders, clock=clock)
+
+    def close(self) -> None:
+        """Remove the private folder of the Litestream config and log (when this service made it)."""
+        if self._own_work_dir:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def _ensure_databases(self) -> None:
         """Litestream replicates a file that exists: create an empty WAL database where none is yet."""
