@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 STAMP := $(VENV)/.setup-stamp
 
-.PHONY: setup demo test test-slow test-timeshift bench dev lint typecheck
+.PHONY: setup demo test test-slow test-timeshift test-faults bench dev lint typecheck
 
 $(STAMP): pyproject.toml package.json scripts/setup.sh
 	./scripts/setup.sh
@@ -33,6 +33,9 @@ test-timeshift: $(STAMP)
 	  PYTHONPATH=tests/timeshift$${PYTHONPATH:+:$$PYTHONPATH} FAKETIME_DONT_FAKE_MONOTONIC=1 faketime "$$when" \
 	    $(VENV)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) || exit 1; \
 	done
+## The fault-injection suite, short and long versions (kill -9 loops, servers killed mid-run), with its table.
+test-faults: $(STAMP)
+	$(VENV)/bin/python -m pytest -m faults tests/faults tests/backup/test_dr_drill.py
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench

@@ -240,6 +240,10 @@ def _register_commands() -> None:
 
     app.add_typer(security_commands.secrets_app, name="secrets")
     app.add_typer(security_commands.users_app, name="users")
+    from notify_cli import backup_commands
+
+    app.command(name="backup")(backup_commands.backup)
+    app.command(name="restore")(backup_commands.restore)
 
 
 _register_commands()

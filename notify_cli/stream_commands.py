@@ -48,6 +48,9 @@ def consume(
     max_records: Annotated[int | None, typer.Option(help="Exit after about this many records.")] = None,
     from_beginning: Annotated[bool, typer.Option(help="Replay the topics from offset 0.")] = False,
     metrics_port: Annotated[int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")] = 0,
+    standby: Annotated[
+        bool, typer.Option(help="Embedded log: if another process consumes the group, wait and take over.")
+    ] = False,
 ) -> None:
     """Read purchase_history and notify_clickstream in batches and persist them to the Store.
 
@@ -70,10 +73,25 @@ def consume(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    consumer = EventConsumer(
-        stream=stream, store=store, landing=settings.landing / "purchases", group=group, max_batch=max_batch,
-        clock=settings.clock(),
-    )
+    from notify_core.stream.local_log import GroupBusyError
+
+    while True:
+        try:
+            consumer = EventConsumer(
+                stream=stream, store=store, landing=settings.landing / "purchases", group=group, max_batch=max_batch,
+                clock=settings.clock(),
+            )
+            break
+        except GroupBusyError as exc:
+            if not standby:
+                stream.close()
+                store.close()
+                typer.echo(f"notify consume: {exc}", err=True)
+                raise typer.Exit(3) from None
+            if stop.wait(0.5):
+                stream.close()
+                store.close()
+                return
     area = build_landing_area(settings)  # aws: order files go to the S3 prefix, where ingestion finds them
     pusher = threading.Thread(target=_push_landing, args=(area, stop), daemon=True)
     pusher.start()

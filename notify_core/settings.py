@@ -65,6 +65,8 @@ class NotifySettings(BaseSettings):
     public_base_url: str = "http://127.0.0.1:8080"  # tracking links: <public_base_url>/t/<notification_id>
     delivery_concurrency: int = Field(default=16, ge=1, le=256)
     delivery_lease_s: float = Field(default=30.0, gt=0)
+    # backups (issue 13): a folder or s3://bucket/prefix[?endpoint=...] for `notify backup` / `notify restore`
+    backup_url: str | None = None
 
     # security (issue 14): personal fields sealed at rest (on by default; turning it off is this visible
     # flag), the master key (KMS key id in aws, else the 0600 file under <data_dir>/secrets), TLS for

@@ -109,3 +109,11 @@ def s3_server() -> Iterator[object]:
 # ==================================================================================================
 # end of S3 section
 # ==================================================================================================
+
+
+# --- fault injection: the table of injections tried and invariants held (tests/faults) -----------------
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.faults.record import RESULTS, render
+
+    if RESULTS:
+        terminalreporter.write_line(render())

@@ -17,7 +17,9 @@ millions of rows every row costs a random page write, and that, not Python, caps
 1. derived rows: ``purchases`` lines for orders, ``user_events`` rows for clicks/views/opens;
 2. the Parquet landing file of the order lines (named by a content hash, written atomically);
 3. the ``events`` ledger rows of the orders;
-4. dead letters, then the commit.
+4. dead letters;
+5. the group's position per partition, in the Store (``stream_positions`` pk group, sk
+   ``<topic>#<partition>``), then the commit to the stream.
 
 Every row an event writes also carries the ``request_id`` of the capture request that produced it (from
 the record's ``x-request-id`` header, when it has one): the correlation id from the HTTP edge to the Store.
@@ -25,6 +27,16 @@ It travels with the record, so a replay writes the same value again.
 
 So ``kill -9`` anywhere loses nothing (the commit comes last) and duplicates nothing (a replay rewrites
 the same keys with the same content). Replaying a topic from offset 0 adds no rows and changes none.
+
+Why the position lives in the Store too: the Store is what backups restore. A Store restored to an
+earlier point has a position just as old (it is written after the rows it covers, so any point in time
+that holds the position holds the rows), and a member given a partition starts where the *Store* says,
+so the records the restore took away are read again from the retained stream: restore + replay loses
+no acknowledged event. A Store with no position for a partition (new, or wiped) reads it from offset 0.
+
+Membership changes: when the stream takes partitions away (a Kafka rebalance), ``on_revoke`` finishes
+the batch being written and commits it before they move; records of a revoked partition that were
+already polled are still written (idempotently) and their commit dropped, so the new owner replays them.
 """
 
 from __future__ import annotations
@@ -55,7 +67,7 @@ from notify_core.metrics import CONSUMER_LAG_SECONDS
 from notify_core.observability import BatchHistogram
 from notify_core.store import tables
 from notify_core.store.port import Item, Store
-from notify_core.stream.port import REQUEST_ID_HEADER, Message, Record, Stream
+from notify_core.stream.port import REQUEST_ID_HEADER, Message, Record, Stream, next_positions
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +256,11 @@ class EventConsumer:
         self._events = store.table(tables.EVENTS)
         self._user_events = store.table(tables.USER_EVENTS)
         self._purchases = store.table(tables.PURCHASES)
-        self._consumer = stream.consumer(group=group, topics=topics)
+        self._positions = store.table(tables.STREAM_POSITIONS)
+        self._in_flight: tuple[Future[BatchOutcome], Sequence[Record], float] | None = None
+        self._consumer = stream.consumer(
+            group=group, topics=topics, start_at=self.stored_positions, on_revoke=self._finish_in_flight
+        )
         self._last_lag_at = 0.0
         self.totals = BatchOutcome()
 
@@ -308,7 +324,30 @@ class EventConsumer:
             self._events.batch_put(prepared.ledger)
         if prepared.poison:
             self.stream.produce_batch(prepared.poison)
+        positions = next_positions(prepared.records)
+        if positions:
+            self._positions.batch_put(
+                {"pk": self.group, "sk": tables.stream_position_sk(topic, partition), "position": position}
+                for (topic, partition), position in positions.items()
+            )
         return out
+
+    def stored_positions(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """Where the Store says this group is, for ``partitions`` (the stream's ``start_at`` hook)."""
+        keys = [(self.group, tables.stream_position_sk(topic, partition)) for topic, partition in partitions]
+        by_sk = {item["sk"]: int(item["position"]) for item in self._positions.batch_get(keys, consistent=True)}
+        return {
+            (topic, partition): by_sk[sk]
+            for (topic, partition), (_pk, sk) in zip(partitions, keys, strict=True)
+            if sk in by_sk
+        }
+
+    def _finish_in_flight(self, _partitions: Sequence[tuple[str, int]]) -> None:
+        """Partitions are about to move: finish and commit the batch being written (the on_revoke hook)."""
+        if self._in_flight is not None:
+            future, done, started = self._in_flight
+            self._in_flight = None
+            self._committed(done, future.result(), started)
 
     def process(self, records: Sequence[Record]) -> BatchOutcome:
         """Persist a batch (no commit). Idempotent: running it twice leaves the same rows, byte for byte."""
@@ -442,25 +481,22 @@ class EventConsumer:
         log.info("consumer started", extra={"group": self.group})
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="notify-consumer-writer",
                                 initializer=tune_sqlite_for_ingest, initargs=(self.store,)) as writer:
-            in_flight: tuple[Future[BatchOutcome], Sequence[Record], float] | None = None
+            self._in_flight = None
             while not stop.is_set() and (max_records is None or submitted < max_records):
                 records = self._consumer.poll_batch(max_records=self.max_batch, timeout=self.poll_timeout)
                 prepared = self.prepare(records) if records else None
-                if in_flight is not None:
-                    future, done, started = in_flight
-                    self._committed(done, future.result(), started)
-                    in_flight = None
+                if self._in_flight is not None:
+                    self._finish_in_flight([])
+                    idle_since = time.monotonic()  # a write that was slow (a Store outage) is not idleness
                 if prepared is None:
                     self._refresh_lag(force=False)
                     if idle_exit is not None and time.monotonic() - idle_since >= idle_exit:
                         break
                     continue
                 idle_since = time.monotonic()
-                in_flight = (writer.submit(self._write_with_retry, prepared), records, time.monotonic())
+                self._in_flight = (writer.submit(self._write_with_retry, prepared), records, time.monotonic())
                 submitted += len(records)
-            if in_flight is not None:
-                future, done, started = in_flight
-                self._committed(done, future.result(), started)
+            self._finish_in_flight([])
         self._refresh_lag(force=True)
         log.info("consumer stopped", extra={"totals": vars(self.totals) | {"landing_file": None}})
         return self.totals

@@ -11,13 +11,21 @@ cross-process locking, tail recovery, offset index and checkpoint file; that is 
 Layout: one table per topic (``offset INTEGER PRIMARY KEY``, the produce time, key and value; appends go
 to the end of the B-tree, the cheap case) and a ``positions`` table (group, topic) -> next offset.
 Each topic is one partition (partition 0): a total order, which on one machine costs nothing, and one
-active consumer per group, which is what the embedded default runs. ``synchronous=NORMAL`` survives a
+active consumer per group, which is what the embedded default runs. "One" is enforced, not assumed: a
+member holds an exclusive lock on ``<log>.<group hash>.lock`` (``flock``, released by the kernel when the
+process dies, even by ``kill -9``), so a second ``notify consume`` of the same group refuses with a
+clear message (``notify consume --standby`` waits instead, and takes over when the first one stops or dies).
+Two members never both process a record. ``synchronous=NORMAL`` survives a
 process crash (the durability this log promises, like Kafka's acks without fsync); pass ``fsync=True``
 for ``synchronous=FULL`` if it must also survive power loss.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import os
 import re
 import sqlite3
 import threading
@@ -26,9 +34,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from notify_core.clock import SYSTEM_CLOCK, Clock
-from notify_core.errors import ValidationError
+from notify_core.errors import ConditionFailedError, ValidationError
 from notify_core.sqlite_tx import write_transaction
-from notify_core.stream.port import Message, Record, decode_headers, encode_headers, next_positions
+from notify_core.stream.port import (
+    Message,
+    OnRevoke,
+    Record,
+    StartAt,
+    decode_headers,
+    encode_headers,
+    next_positions,
+)
 
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 
@@ -137,8 +153,20 @@ class LocalLog:
         row = self._conn().execute("SELECT position FROM positions WHERE grp=? AND topic=?", (group, topic)).fetchone()
         return 0 if row is None else int(row[0])
 
-    def consumer(self, *, group: str, topics: Sequence[str]) -> LocalLogConsumer:
-        return LocalLogConsumer(self, group=group, topics=topics)
+    def consumer(
+        self,
+        *,
+        group: str,
+        topics: Sequence[str],
+        start_at: StartAt | None = None,
+        on_revoke: OnRevoke | None = None,
+    ) -> LocalLogConsumer:
+        """The group's one member; ``on_revoke`` is never called (nothing is ever taken from it)."""
+        return LocalLogConsumer(self, group=group, topics=topics, start_at=start_at)
+
+    def group_lock_path(self, group: str) -> Path:
+        digest = hashlib.blake2b(group.encode(), digest_size=8).hexdigest()
+        return self.path.with_name(f"{self.path.name}.{digest}.lock")
 
     def erase_key(self, key: bytes) -> int:
         """Delete every message with this key from every topic, zeroing the freed pages (right to
@@ -160,17 +188,61 @@ class LocalLog:
         self._local = threading.local()
 
 
-class LocalLogConsumer:
-    """A group member over the local log: its position per topic starts at the group's committed one."""
+class GroupBusyError(ConditionFailedError):
+    """Another process already consumes this group on this log."""
 
-    def __init__(self, log: LocalLog, *, group: str, topics: Sequence[str]) -> None:
+
+def _lock_group(path: Path, *, group: str) -> int:
+    """Take the group's exclusive lock; the descriptor holds it until closed (or the process dies)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = b""
+        with contextlib.suppress(OSError):
+            holder = os.pread(fd, 64, 0)
+        os.close(fd)
+        pid = holder.decode(errors="replace").strip() or "?"
+        raise GroupBusyError(
+            f"consumer group {group!r} is already being consumed from this log by process {pid}; the "
+            "embedded log serves one member per group (stop that one, or start this one with --standby "
+            "to take over when it stops; use Kafka for a group of several members)"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+class LocalLogConsumer:
+    """The group's one member over the local log (an exclusive lock; see the module doc).
+
+    Its position per topic starts where ``start_at`` says (the application's record, clamped to the end
+    of the log: a log restored from an older backup than the Store's has fewer records), else at the
+    group's committed position when there is no ``start_at``, else at 0.
+    """
+
+    def __init__(
+        self,
+        log: LocalLog,
+        *,
+        group: str,
+        topics: Sequence[str],
+        start_at: StartAt | None = None,
+    ) -> None:
         if not topics:
             raise ValidationError("a consumer needs at least one topic")
         self._log = log
         self.group = group
         self.topics = list(dict.fromkeys(topics))
         self._tables = {topic: log._table(topic) for topic in self.topics}
-        self._positions = {topic: log.committed(group, topic) for topic in self.topics}
+        self._lock_fd: int | None = _lock_group(log.group_lock_path(group), group=group)
+        if start_at is None:
+            self._positions = {topic: log.committed(group, topic) for topic in self.topics}
+        else:
+            starts = start_at([(topic, 0) for topic in self.topics])
+            self._positions = {
+                topic: min(starts.get((topic, 0), 0), log.end_offsets(topic)[0]) for topic in self.topics
+            }
         self._turn = 0
 
     def poll_batch(self, *, max_records: int = 1000, timeout: float = 1.0) -> list[Record]:
@@ -219,4 +291,11 @@ class LocalLogConsumer:
         self._positions = dict.fromkeys(self.topics, 0)
 
     def close(self) -> None:
-        """Nothing to release: positions live in the log file, connections belong to the log."""
+        """Release the group's lock (positions live in the log file, connections belong to the log)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()

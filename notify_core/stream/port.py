@@ -14,13 +14,20 @@ Semantics every adapter keeps:
 * A consumer's committed position is the offset of the *next* record to read, per partition; a new
   consumer of the group resumes from it (from offset 0 when the group never committed). Commit only
   after the records' effects are durable: that is what makes a crash replay, never skip.
+* Membership changes are normal. ``start_at`` (optional) is asked, whenever partitions are given to a
+  member, where to start reading them: the application's own record of what it persisted (the event
+  consumer keeps it in the Store, so a restored Store replays what it lost). ``on_revoke`` (optional) is
+  called on the polling thread before partitions are taken away, so the member finishes and commits the
+  work in hand. A commit that a rebalance makes impossible is kept and retried, or dropped for
+  partitions the member no longer owns (their new owner replays from the last committed position);
+  it never raises.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -98,6 +105,13 @@ def next_positions(records: Sequence[Record]) -> dict[tuple[str, int], int]:
     return positions
 
 
+TopicPartition = tuple[str, int]
+StartAt = Callable[[Sequence[TopicPartition]], Mapping[TopicPartition, int]]
+"""Given partitions just assigned: the offset to start each at (partitions left out start at 0)."""
+OnRevoke = Callable[[Sequence[TopicPartition]], None]
+"""Called before partitions are taken from this member: finish and commit what is in hand."""
+
+
 @runtime_checkable
 class StreamConsumer(Protocol):
     """One member of a consumer group, subscribed to some topics. Not thread-safe: one loop owns it."""
@@ -133,8 +147,15 @@ class Stream(Protocol):
         """One message, durably (``produce_batch`` of one)."""
         ...
 
-    def consumer(self, *, group: str, topics: Sequence[str]) -> StreamConsumer:
-        """A new member of ``group`` reading ``topics``."""
+    def consumer(
+        self,
+        *,
+        group: str,
+        topics: Sequence[str],
+        start_at: StartAt | None = None,
+        on_revoke: OnRevoke | None = None,
+    ) -> StreamConsumer:
+        """A new member of ``group`` reading ``topics`` (see the module doc for the two hooks)."""
         ...
 
     def end_offsets(self, topic: str) -> dict[int, int]:

@@ -132,7 +132,7 @@ def test_every_endpoint_setting_reaches_its_client(tmp_path) -> None:
                               sns_topic_arn="arn:aws:sns:us-east-1:000000000000:t",
                               dynamodb_endpoint_url="http://127.0.0.1:3", public_base_url="https://n.example.com")
     assert build_artefact_store(settings)._s3.meta.endpoint_url == "http://127.0.0.1:1"  # type: ignore[attr-defined]
-    assert build_channel(settings)._client.meta.endpoint_url == "http://127.0.0.1:2"  # type: ignore[attr-defined]
+    assert build_channel(settings, clock=settings.clock())._client.meta.endpoint_url == "http://127.0.0.1:2"  # type: ignore[attr-defined]
     assert s3_client(settings).meta.endpoint_url == "http://127.0.0.1:1"
     assert lake_for(settings).storage_options == {"aws_endpoint_url": "http://127.0.0.1:1", "aws_region": "us-east-1",
                                                   "aws_allow_http": "true", "aws_virtual_hosted_style_request": "false"}
