@@ -106,7 +106,8 @@ def _close_minutes(data_dir: Path) -> int:
         before = sum(1 for _ in store.table(tables.SENDS).scan())
         late = OffsetClock(120)
         worker = DeliveryWorker(store, OutboxChannel(data_dir / "late-outbox.jsonl", clock=late),
-                                public_base_url="http://x", clock=late, options=WorkerOptions(concurrency=1, lookback_minutes=5))
+                                public_base_url="http://x", clock=late,
+                                options=WorkerOptions(concurrency=1, lookback_minutes=5))
         worker.run_pass()
         worker.flush()
         return sum(1 for _ in store.table(tables.SENDS).scan()) - before
