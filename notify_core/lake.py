@@ -202,12 +202,7 @@ class Lake:
 
     def has_table(self, name: str) -> bool:
         """Whether a derived table was written."""
-        if self._local:
-            return Path(self._path(name)).exists()
-        from pyarrow import fs
-
-        s3, path = fs.FileSystem.from_uri(self._path(name))
-        return bool(s3.get_file_info(path).type == fs.FileType.File)
+        return self._file_exists(self._path(name))
 
     def read_table(self, name: str) -> pl.DataFrame:
         return pl.read_parquet(self._path(name), storage_options=self.storage_options)
