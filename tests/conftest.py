@@ -111,6 +111,18 @@ def s3_server() -> Iterator[object]:
 # ==================================================================================================
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that talks to the Kafka-protocol broker carries the ``kafka`` marker (directly, or through
+    ``stream_backend``'s kafka parameter), so a run can select or leave them out (``-m "not kafka"``): the
+    timeshift runs do, since librdkafka's timers do not survive libfaketime."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        uses_broker = "kafka_bootstrap" in getattr(item, "fixturenames", ()) or (
+            callspec is not None and callspec.params.get("stream_backend") == "kafka")
+        if uses_broker:
+            item.add_marker(pytest.mark.kafka)
+
+
 # --- fault injection: the table of injections tried and invariants held (tests/faults) -----------------
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     from tests.faults.record import RESULTS, render

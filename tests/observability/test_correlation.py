@@ -110,15 +110,21 @@ def test_a_corrupt_header_blob_reads_as_no_headers(blob: bytes) -> None:
 def test_a_tracking_click_carries_its_request_id_to_the_stored_click_event(tmp_path: Path) -> None:
     """GET /t/<notification id> with a request id: the notification_click event it records reaches the
     Store's ``user_events`` with that id beside the notification id (which joins the delivery log)."""
+    from datetime import UTC, datetime
+
     from lambdas import track
+    from notify_core.delivery.tracking import sign_token
+    from notify_core.security.keyring import ephemeral_keyring
     from tests.observability.test_reports import delivered_day
 
     store, _base, sent = delivered_day(tmp_path)
     log = LocalLog(tmp_path / "log.sqlite")
-    track.use(store=store, stream=log)
+    keys = ephemeral_keyring("tracking", now=datetime.now(UTC))
+    track.use(store=store, stream=log, keys=keys)  # the click is recorded at the system clock's time
     try:
         with local_gateway() as base:
-            reply = httpx.get(f"{base}/t/{sent[0]}", headers={"x-request-id": "click-77"}, timeout=30)
+            token = sign_token(keys, sent[0], kind="click")
+            reply = httpx.get(f"{base}/t/{token}", headers={"x-request-id": "click-77"}, timeout=30)
     finally:
         track.use(store=None, stream=None)
     assert reply.status_code == 302
