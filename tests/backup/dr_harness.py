@@ -212,7 +212,7 @@ def run_drill(
         report.deliveries_before = len(_outbox_keys(outbox))
         disaster = time.monotonic()
         services.kill_all()  # the machine's disk is gone: nothing gets to finish or flush
-        shutil.rmtree(data)
+        _remove_tree(data)
         report.backup_bytes = sum(p.stat().st_size for p in backup.rglob("*") if p.is_file())
 
         started = time.monotonic()
@@ -276,3 +276,13 @@ def _wait_delivery(outbox: Path, count: int, *, timeout: float) -> float:
             return time.monotonic()
         time.sleep(0.1)
     raise RuntimeError(f"the worker delivered nothing within {timeout} s of the restore")
+
+
+def _remove_tree(path: Path) -> None:
+    """``rm -rf``, tolerant of files that vanish meanwhile (a replicator still closing its temp files)."""
+    for _ in range(100):
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"could not remove {path}")
