@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from notify_core import s3_objects
 from notify_core.backup.target import write_private
 from notify_core.errors import BackendError
 
@@ -30,26 +31,13 @@ class S3Blobs:
         return self.prefix + name
 
     def put_bytes(self, name: str, data: bytes) -> None:
-        try:
-            self._s3.put_object(Bucket=self.bucket, Key=self._key(name), Body=data)
-        except Exception as exc:
-            raise BackendError(f"S3 put {name} failed: {exc}") from exc
+        s3_objects.put_bytes(self._s3, self.bucket, self._key(name), data)
 
     def get_bytes(self, name: str) -> bytes | None:
-        try:
-            reply = self._s3.get_object(Bucket=self.bucket, Key=self._key(name))
-        except self._s3.exceptions.NoSuchKey:
-            return None
-        except Exception as exc:
-            raise BackendError(f"S3 get {name} failed: {exc}") from exc
-        body: bytes = reply["Body"].read()
-        return body
+        return s3_objects.get_bytes(self._s3, self.bucket, self._key(name))
 
     def put_file(self, name: str, source: Path) -> None:
-        try:
-            self._s3.upload_file(str(source), self.bucket, self._key(name))
-        except Exception as exc:
-            raise BackendError(f"S3 upload {name} failed: {exc}") from exc
+        s3_objects.upload_file(self._s3, self.bucket, self._key(name), source)
 
     def get_file(self, name: str, dest: Path) -> None:
         data = self.get_bytes(name)

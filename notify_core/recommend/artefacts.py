@@ -17,8 +17,9 @@ import uuid
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from notify_core import s3_objects
 from notify_core.atomic import atomic_write
-from notify_core.errors import BackendError, ConfigurationError
+from notify_core.errors import ConfigurationError
 from notify_core.settings import NotifySettings
 
 
@@ -115,26 +116,13 @@ class S3ArtefactStore:
         return self.prefix + name
 
     def write_bytes(self, name: str, data: bytes) -> None:
-        try:
-            self._s3.put_object(Bucket=self.bucket, Key=self._key(name), Body=data)
-        except Exception as exc:  # botocore errors: retryable from the caller's point of view
-            raise BackendError(f"S3 put {name} failed: {exc}") from exc
+        s3_objects.put_bytes(self._s3, self.bucket, self._key(name), data)
 
     def read_bytes(self, name: str) -> bytes | None:
-        try:
-            reply = self._s3.get_object(Bucket=self.bucket, Key=self._key(name))
-        except self._s3.exceptions.NoSuchKey:
-            return None
-        except Exception as exc:
-            raise BackendError(f"S3 get {name} failed: {exc}") from exc
-        body: bytes = reply["Body"].read()
-        return body
+        return s3_objects.get_bytes(self._s3, self.bucket, self._key(name))
 
     def upload(self, name: str, local: Path) -> None:
-        try:
-            self._s3.upload_file(str(local), self.bucket, self._key(name))
-        except Exception as exc:
-            raise BackendError(f"S3 upload {name} failed: {exc}") from exc
+        s3_objects.upload_file(self._s3, self.bucket, self._key(name), local)
 
     def local_file(self, name: str) -> Path:
         path = self.cache_dir / name
