@@ -59,7 +59,9 @@ from notify_core.delivery.channels import Channel, Outcome, SendResult
 from notify_core.delivery.render import render
 from notify_core.delivery.tracking import TRACKING_PURPOSE, TrackingLinks
 from notify_core.errors import NotifyError
+from notify_core.lifecycle import CLAIMED, DEAD_LETTERED, DUPLICATE, PENDING, RETRY_SCHEDULED, SENT, check_move
 from notify_core.observability import current_request_id
+from notify_core.scheduling.ids import DEFAULT_SHARDS
 from notify_core.security.keyring import KeyRing, ephemeral_keyring, load_keyring
 from notify_core.slo import LOG_RETENTION_DAYS
 from notify_core.store import tables
@@ -70,19 +72,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PENDING = "pending"
-CLAIMED = "claimed"
-SENT = "sent"
-RETRY_SCHEDULED = "retry_scheduled"
-DEAD_LETTERED = "dead_lettered"
-DUPLICATE = "duplicate"
-CANCELLED = "cancelled"
-TERMINAL = frozenset({SENT, DEAD_LETTERED, DUPLICATE, CANCELLED})
 
 RETRY_DELAYS_S: tuple[float, ...] = (1.0, 5.0, 20.0)  # requirement 4.1: 1 s -> 5 s -> 20 s, then dead letter
 DEDUPE_WINDOW_S = 24 * 3600
 LOG_TTL_S = LOG_RETENTION_DAYS * 24 * 3600  # spec §8's log retention, owned by the SLO table
-DEFAULT_SHARDS = 16
 HEARTBEAT_PK = "worker"  # delivery_cursor partition of the workers' heartbeats (sk = worker id)
 _PLAN_KEYS = ("notification_id", "user_id", "campaign_id", "plan_day", "slot", "send_at", "due_minute", "shard",
               "expected_value", "ttl")
@@ -678,6 +671,8 @@ class DeliveryWorker:
         queue for one single-row transaction each, and the queue is that window: whoever gets the
         write lock commits every outcome waiting, in one transaction, and the others just wait for it.
         """
+        if "status" in fields:
+            check_move(CLAIMED, fields["status"])  # every outcome ends a claim
         entry = _Finish(Update(item["pk"], item["sk"], dict(fields), Condition.matches(claim_token=token)))
         with self._finish_lock:
             self._finishes.append(entry)
