@@ -51,6 +51,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from notify_core.campaigns import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY
 from notify_core.errors import ValidationError
 from notify_core.scheduling import affinity as aff_mod
 from notify_core.scheduling.fatigue import fatigue_of
@@ -466,7 +467,7 @@ def plan_users(
                      .join(opted, on=["user_id", "category"], how="anti").select(list(CANDIDATES)))
     camp_index = campaigns.select(
         "campaign_id", pl.int_range(pl.len(), dtype=pl.Int32).alias("_c"),
-        pl.col("priority").fill_null(3).clip(1, 5).replace_strict(
+        pl.col("priority").fill_null(DEFAULT_PRIORITY).clip(MIN_PRIORITY, MAX_PRIORITY).replace_strict(
             [1, 2, 3, 4, 5], list(opts.priority_weights), return_dtype=pl.Float32).alias("_w"))
     lz = (cands.lazy()
          .filter(pl.col("relevance").is_finite() & (pl.col("relevance") > 0))
