@@ -221,7 +221,8 @@ class LinearRanker:
 # What serving ranks with: the coefficients `notify evaluate --cutoffs ...` fitted on the most recent window
 # of the shipped data (labels up to its held-out cut-off; fitted_before says which), copied here by hand
 # like any release artefact. Refit and copy when the data changes.
-SERVING_RANKER = LinearRanker(coefficients=(1.0, 1.0, 2.0, 1.0, 1.0, 0.1), intercept=0.0, fitted_before="")
+SERVING_RANKER = LinearRanker(coefficients=(1.745012, 0.540939, 1.631382, 1.410042, 2.514295, -0.005184),
+                              intercept=-6.081301, fitted_before="2011-10-01")
 
 
 def ranker_features(*, best_orders: Any, days_since: Any, copurchase: Any, similarity: Any, popularity: Any,
