@@ -188,6 +188,7 @@ class Recommender:
         self.holder = holder
         self.weights = weights or ScoreWeights()
         self.ranker = (scoring.SERVING_RANKER if weights is None else None) if ranker == "default" else ranker
+        self._popular_cache: tuple[CampaignTable, tuple[Rows, npt.NDArray[np.float64]]] | None = None
         self.candidates = candidates
         self.max_cooldown_hours = max_cooldown_hours
 
@@ -377,16 +378,22 @@ class Recommender:
                                         reasons=reasons or ("priority",), copurchase=float(copurchase[i])))
         return tuple(items)
 
-    @staticmethod
-    def _popular_rows(snapshot: ServingSnapshot) -> tuple[Rows, npt.NDArray[np.float64]]:
-        """The overall popular list as (rows, :func:`scoring.popularity_share`), most popular first."""
+    def _popular_rows(self, snapshot: ServingSnapshot) -> tuple[Rows, npt.NDArray[np.float64]]:
+        """The overall popular list as (rows, :func:`scoring.popularity_share`), most popular first; computed
+        once per snapshot table (a new version or overlay is a new table)."""
+        cached = self._popular_cache
+        if cached is not None and cached[0] is snapshot.table:
+            return cached[1]
         ranked = snapshot.popular(GLOBAL_SEGMENT)
         if not ranked:
-            return np.zeros(0, dtype=np.int64), np.zeros(0)
-        rows = snapshot.table.rows_of([cid for cid, _ in ranked])
-        buyers = np.fromiter((score for _, score in ranked), dtype=np.float64, count=len(ranked))
-        known = rows >= 0
-        return rows[known], np.asarray(scoring.popularity_share(buyers[known], float(buyers.max())))
+            out: tuple[Rows, npt.NDArray[np.float64]] = (np.zeros(0, dtype=np.int64), np.zeros(0))
+        else:
+            rows = snapshot.table.rows_of([cid for cid, _ in ranked])
+            buyers = np.fromiter((score for _, score in ranked), dtype=np.float64, count=len(ranked))
+            known = rows >= 0
+            out = (rows[known], np.asarray(scoring.popularity_share(buyers[known], float(buyers.max()))))
+        self._popular_cache = (snapshot.table, out)
+        return out
 
     @staticmethod
     def copurchase_rows(snapshot: ServingSnapshot, user: UserContext) -> tuple[Rows, npt.NDArray[np.float64]]:
