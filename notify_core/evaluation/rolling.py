@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
@@ -74,15 +76,17 @@ def evaluate_rolling(
         key = _cache_key(digest, cutoff=cutoff, horizon_days=horizon_days, seed=seed, sample_users=sample_users,
                          model=embedder.model_id)
         path = cache_dir / f"report-{key}.pickle" if cache_dir is not None else None
-        if path is not None and path.exists():
-            report: Report = pickle.loads(path.read_bytes())  # noqa: S301 - our own cache, keyed by content
+        if path is not None and _trusted(path):
+            report: Report = pickle.loads(path.read_bytes())  # noqa: S301 - our own 0600 file, keyed by content
         else:
             report = evaluate(source, embedder=embedder, cutoff=cutoff, horizon_days=horizon_days, seed=seed,
                               sample_users=sample_users, cache_dir=cache_dir, tables=tables, progress=progress)
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 tmp = path.with_suffix(".tmp")
-                tmp.write_bytes(pickle.dumps(report))
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(pickle.dumps(report))
                 tmp.replace(path)
         if on_report is not None:
             on_report(report)
@@ -134,6 +138,15 @@ def _checks(reports: Sequence[Report], held: Report | None,
             out.append({"cutoff": "average", "claim": f"new HR@10 - {peer}: 95 % interval above 0",
                         "notify": i["diff"], "peer": f"[{i['low']:+.4f}, {i['high']:+.4f}]", "holds": i["low"] > 0})
     return out
+
+
+def _trusted(path: Path) -> bool:
+    """A cached report is unpickled only if this user wrote it and nobody else can (0600-style, same owner)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return False
+    return info.st_uid == os.getuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
 def _data_digest(raw: Any) -> str:

@@ -37,7 +37,11 @@ def test_rolling_report_cache_and_plots(retail_source: Path, tmp_path: Path) -> 
     again = evaluate_rolling(retail_source, embedder=HashingEmbedder(), cutoffs=CUTOFFS, held_out=HELD_OUT,
                              sample_users=60, cache_dir=tmp_path / "cache")  # every cut-off from the cache
     assert again.as_dict(timings=False) == report.as_dict(timings=False)
-    assert len(list((tmp_path / "cache").glob("report-*.pickle"))) == 3
+    cached = list((tmp_path / "cache").glob("report-*.pickle"))
+    assert len(cached) == 3 and all(p.stat().st_mode & 0o777 == 0o600 for p in cached)
+    cached[0].chmod(0o666)  # a file someone else could have written is never unpickled: recomputed instead
+    assert evaluate_rolling(retail_source, embedder=HashingEmbedder(), cutoffs=CUTOFFS[:1], held_out=None,
+                            sample_users=60, cache_dir=tmp_path / "cache").reports[0].settings["sample_users"] == 60
 
     paths = write_rolling_reports(report, tmp_path / "out")
     page = paths[1].read_text()
