@@ -38,6 +38,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from notify_core.clock import Clock, utcnow
 from notify_core.errors import NotFoundError, ValidationError
 from notify_core.recommend import scoring
 from notify_core.recommend.ann import Matches
@@ -179,12 +180,15 @@ class Recommender:
     """
 
     def __init__(
-        self, *, store: Store, holder: IndexHolder, weights: ScoreWeights | None = None, candidates: int = 150,
-        max_cooldown_hours: int = 24 * 14, ranker: scoring.LinearRanker | None | Literal["default"] = "default",
+        self, *, store: Store, holder: IndexHolder, clock: Clock, weights: ScoreWeights | None = None,
+        candidates: int = 150, max_cooldown_hours: int = 24 * 14,
+        ranker: scoring.LinearRanker | None | Literal["default"] = "default",
     ) -> None:
-        """``ranker``: the learned ranker (issue 17) scores the candidates; "default" means
+        """``clock`` answers "now" for requests that do not say (cooldowns, campaign dates, recency).
+        ``ranker``: the learned ranker (issue 17) scores the candidates; "default" means
         :data:`scoring.SERVING_RANKER` unless explicit blend ``weights`` are given (then the blend scores)."""
         self.store = store
+        self.clock = clock
         self.holder = holder
         self.weights = weights or ScoreWeights()
         self.ranker = (scoring.SERVING_RANKER if weights is None else None) if ranker == "default" else ranker
@@ -238,7 +242,7 @@ class Recommender:
     # -- requests ----------------------------------------------------------------------------------
     def recommend(self, user_id: str, *, limit: int = 10, now: datetime | None = None) -> Recommendations:
         _check_limit(limit)
-        now = now or datetime.now(UTC)
+        now = now or utcnow(self.clock)
         snapshot = self.holder.snapshot()
         user = self.user_context(user_id, now=now, dim=snapshot.dim)
         found = snapshot.search_rows(user.vector, self.candidates) if user.vector is not None else None
@@ -249,7 +253,7 @@ class Recommender:
         """Batch callers (scheduling, benchmarks): one batched ANN search over all users with a vector
         (``threads``: 0 = all cores), then each user's ranking. Unknown users are skipped."""
         _check_limit(limit)
-        now = now or datetime.now(UTC)
+        now = now or utcnow(self.clock)
         snapshot = self.holder.snapshot()
         contexts = self.user_contexts(user_ids, now=now, dim=snapshot.dim)
         users = [contexts[u] for u in dict.fromkeys(user_ids) if u in contexts]

@@ -17,7 +17,7 @@ import pytest
 from lambdas import get_recommended_campaigns as recs
 from lambdas import upsert_campaign as upserts
 from notify_core.embeddings.embedder import HashingEmbedder
-from tests.recommend.conftest import DIM, World
+from tests.recommend.conftest import DIM, NOW, World
 from tests.servers import free_port, local_gateway, stop_process, wait_healthy
 
 
@@ -55,7 +55,7 @@ def rec_event(user_id: str, **query: str) -> dict[str, Any]:
 def installed(world: World) -> Iterator[World]:
     recs.use_recommender(world.recommender)
     upserts.use_state(upserts.UpsertState(store=world.store, embedder=world.embedder, holder=world.holder,
-                                          lake=None))
+                                          lake=None, clock=world.clock))
     yield world
     recs.use_recommender(None)
     upserts.use_state(None)
@@ -185,9 +185,7 @@ def test_notify_serve_with_two_worker_processes(installed: World) -> None:
         wait_healthy(server, base)
         children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
         assert len(children) >= 2  # uvicorn's supervisor + its worker processes
-        from notify_core.recommend.recommender import Recommender
-
-        served = Recommender(store=installed.store, holder=installed.holder)  # serving's default: the learned ranker
+        served = installed.recommender_with()  # serving's default: the learned ranker
         expected = [r.campaign_id for r in served.recommend("u1").items]
         with ThreadPoolExecutor(8) as pool:
             replies = list(pool.map(lambda _: httpx.get(f"{base}/v1/users/u1/recommendations", timeout=30),
@@ -205,11 +203,12 @@ def test_another_serving_process_sees_an_upsert_within_its_refresh_tick(installe
     from notify_core.recommend.serving import IndexHolder
     from notify_core.recommend.updates import upsert_campaign
 
-    other = Recommender(store=installed.store, holder=IndexHolder(installed.artefacts, refresh_seconds=0.2))
+    other = Recommender(store=installed.store, holder=IndexHolder(installed.artefacts, refresh_seconds=0.2),
+                        clock=installed.clock)
     assert "other-proc" not in [r.campaign_id for r in other.recommend("u1").items]
     started = time.perf_counter()
     upsert_campaign(NEW_CAMPAIGN | {"campaign_id": "other-proc"}, store=installed.store,
-                    embedder=HashingEmbedder(dim=DIM), holder=installed.holder)
+                    embedder=HashingEmbedder(dim=DIM), holder=installed.holder, now=NOW)
     while "other-proc" not in [r.campaign_id for r in other.recommend("u1").items]:
         assert time.perf_counter() - started < 60
         time.sleep(0.05)
