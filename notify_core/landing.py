@@ -19,7 +19,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
-from notify_core.errors import BackendError
+from notify_core import s3_objects
+from notify_core.s3_objects import S3Bucket
 from notify_core.settings import NotifySettings
 
 log = logging.getLogger(__name__)
@@ -75,25 +76,15 @@ class LocalLandingArea:
 class S3LandingArea:
     """aws: the area is ``landing/`` and ``quarantine/`` under the S3 prefix, mirrored into local folders."""
 
-    def __init__(self, *, bucket: str, prefix: str, landing: Path, quarantine: Path, client: Any) -> None:
+    def __init__(self, *, bucket: S3Bucket, landing: Path, quarantine: Path) -> None:
         self.bucket = bucket
-        self.prefix = prefix.rstrip("/") + "/"
         self.landing, self.quarantine = landing, quarantine
-        self._s3 = client
 
     def _objects(self, folder: str) -> dict[str, str]:
-        """``{relative name: ETag}`` of every landing/quarantine object (paginated)."""
-        found: dict[str, str] = {}
-        base = f"{self.prefix}{folder}/"
-        try:
-            for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base):
-                for obj in page.get("Contents", []):
-                    name = obj["Key"][len(base):]
-                    if name.endswith(SUFFIXES) and not name.rsplit("/", 1)[-1].startswith("."):
-                        found[name] = str(obj["ETag"])
-        except Exception as exc:  # botocore errors: the caller's run fails and retries
-            raise BackendError(f"S3 list s3://{self.bucket}/{base} failed: {exc}") from exc
-        return found
+        """``{relative name: ETag}`` of every landing/quarantine object."""
+        base = f"{folder}/"
+        return {name[len(base):]: etag for name, etag in self.bucket.objects(base)
+                if name.endswith(SUFFIXES) and not name.rsplit("/", 1)[-1].startswith(".")}
 
     def _etags(self, root: Path) -> dict[str, str]:
         try:
@@ -116,19 +107,12 @@ class S3LandingArea:
             target = self.landing / name
             if known.get(name) == etag and target.exists():
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-            try:
-                self._s3.download_file(self.bucket, f"{self.prefix}landing/{name}", str(tmp))
-            except Exception as exc:
-                tmp.unlink(missing_ok=True)
-                raise BackendError(f"S3 download landing/{name} failed: {exc}") from exc
-            os.replace(tmp, target)
+            self.bucket.download(f"landing/{name}", target)
             known[name] = etag
             fetched.append(name)
         self._save_etags(self.landing, known)
         if fetched:
-            log.info("landing files pulled", extra={"files": len(fetched), "bucket": self.bucket})
+            log.info("landing files pulled", extra={"files": len(fetched), "bucket": self.bucket.bucket})
         return fetched
 
     def push(self, *, quarantine: bool = False) -> list[str]:
@@ -141,10 +125,7 @@ class S3LandingArea:
             stamp = f"local:{path.stat().st_size}:{path.stat().st_mtime_ns}"
             if name in remote and known.get(name) in (remote[name], stamp):
                 continue  # already there: fetched from S3, or pushed since it last changed
-            try:
-                self._s3.upload_file(str(path), self.bucket, f"{self.prefix}{folder}/{name}")
-            except Exception as exc:
-                raise BackendError(f"S3 upload {folder}/{name} failed: {exc}") from exc
+            self.bucket.upload(f"{folder}/{name}", path)
             known[name] = stamp
             pushed.append(name)
         self._save_etags(root, known)
@@ -159,16 +140,13 @@ class S3LandingArea:
 
 def s3_client(settings: NotifySettings) -> Any:
     """A boto3 S3 client for the settings' region and endpoint (path-style for a custom endpoint)."""
-    import boto3  # only where S3 is used
-    from botocore.config import Config
-
-    config = Config(s3={"addressing_style": "path"}) if settings.s3_endpoint_url else None
-    return boto3.client("s3", region_name=settings.aws_region, endpoint_url=settings.s3_endpoint_url, config=config)
+    return s3_objects.s3_client(region=settings.aws_region, endpoint_url=settings.s3_endpoint_url)
 
 
 def build_landing_area(settings: NotifySettings) -> LandingArea:
     """The one place that maps ``env`` to a landing area (folders locally, the S3 prefix in aws)."""
     if settings.env == "aws" and settings.s3_bucket:
-        return S3LandingArea(bucket=settings.s3_bucket, prefix=settings.s3_prefix, landing=settings.landing,
-                             quarantine=settings.quarantine_root, client=s3_client(settings))
+        bucket = S3Bucket(bucket=settings.s3_bucket, prefix=settings.s3_prefix.rstrip("/") + "/",
+                          client=s3_client(settings))
+        return S3LandingArea(bucket=bucket, landing=settings.landing, quarantine=settings.quarantine_root)
     return LocalLandingArea(landing=settings.landing, quarantine=settings.quarantine_root)

@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol
 from urllib.parse import parse_qs, urlparse
 
 from notify_core.errors import ConfigurationError
+from notify_core.s3_objects import S3Bucket
 
 
 class BlobStore(Protocol):
@@ -101,7 +102,8 @@ class BackupTarget:
         from notify_core.backup.s3 import S3Blobs
 
         assert self.bucket is not None
-        return S3Blobs(bucket=self.bucket, prefix=self.prefix, endpoint=self.endpoint, region=self.region)
+        prefix = f"{self.prefix.strip('/')}/" if self.prefix.strip("/") else ""
+        return S3Blobs(S3Bucket(bucket=self.bucket, prefix=prefix, endpoint_url=self.endpoint, region=self.region))
 
 
 class FolderBlobs:

@@ -8,7 +8,8 @@
   run :func:`notify_core.delivery.webhook_verify.verify`), with an ``Idempotency-Key`` header the receiver
   uses to drop the rare duplicate at-least-once implies.
   5xx, 408, 429, timeouts and connection errors are retryable; other 4xx are permanent.
-* :class:`SnsChannel`: AWS SNS via boto3 for the aws environment (FIFO topics deduplicate on the key).
+* :class:`notify_core.delivery.sns.SnsChannel`: AWS SNS for the aws environment (FIFO topics deduplicate on
+  the key), in its own module so that boto3 stays in the adapter.
 
 The webhook adapter talks HTTP/1.1 with the standard library's ``http.client`` over one keep-alive
 connection per sending thread. httpx (pooled, sync) was measured first on this 2-core machine at about
@@ -34,6 +35,7 @@ from urllib.parse import urlsplit
 from notify_core.clock import Clock
 from notify_core.delivery.webhook_verify import parse_signature_header, signature_header
 from notify_core.errors import ConfigurationError
+from notify_core.per_thread import PerThread
 from notify_core.security.files import FILE_MODE, private_dir
 
 if TYPE_CHECKING:
@@ -220,22 +222,11 @@ class WebhookChannel:
         self._clock = clock
         self._timeout = timeout_s
         self._agent = user_agent
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._connections: list[http.client.HTTPConnection] = []
+        self._connections = PerThread(self._connect, close=http.client.HTTPConnection.close)
 
-    def _connection(self, *, fresh: bool = False) -> http.client.HTTPConnection:
-        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
-        if conn is not None and fresh:
-            conn.close()
-            conn = None
-        if conn is None:
-            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            conn = cls(self._host, self._port, timeout=self._timeout)
-            self._local.conn = conn
-            with self._lock:
-                self._connections.append(conn)
-        return conn
+    def _connect(self) -> http.client.HTTPConnection:
+        cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+        return cls(self._host, self._port, timeout=self._timeout)
 
     def send(self, message: Message, *, idempotency_key: str) -> SendResult:
         body = message.to_json()
@@ -247,9 +238,9 @@ class WebhookChannel:
             TIMESTAMP_HEADER: ts,
             SIGNATURE_HEADER: signature_header(list(self._keys()), body, ts),
         }
-        reused = getattr(self._local, "conn", None) is not None
+        reused = self._connections.current() is not None
         for fresh in (False, True):
-            conn = self._connection(fresh=fresh)
+            conn = self._connections.renew() if fresh else self._connections.get()
             try:
                 conn.request("POST", self._path, body=body, headers=headers)
                 response = conn.getresponse()
@@ -275,62 +266,7 @@ class WebhookChannel:
         return SendResult(Outcome.RETRYABLE, detail="connection error")  # pragma: no cover - loop returns
 
     def close(self) -> None:
-        with self._lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-        self._local = threading.local()
-
-
-# ------------------------------------------------------------------------------------------------
-_SNS_RETRYABLE = frozenset({"Throttling", "ThrottlingException", "ThrottledException", "InternalError",
-                            "InternalFailure", "ServiceUnavailable", "KMSThrottlingException"})
-
-
-class SnsChannel:
-    """AWS SNS (the aws environment). FIFO topics get the key as ``MessageDeduplicationId``."""
-
-    name = "sns"
-
-    def __init__(self, topic_arn: str, *, region: str, client: Any = None, endpoint_url: str | None = None) -> None:
-        if client is None:
-            import boto3
-
-            client = boto3.client("sns", region_name=region, endpoint_url=endpoint_url)
-        self._client = client
-        self.topic_arn = topic_arn
-        self._fifo = topic_arn.endswith(".fifo")
-
-    def send(self, message: Message, *, idempotency_key: str) -> SendResult:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        params: dict[str, Any] = {
-            "TopicArn": self.topic_arn,
-            "Message": message.to_json().decode(),
-            "Subject": message.title[:100] or "Notify",
-            "MessageAttributes": {
-                "idempotency_key": {"DataType": "String", "StringValue": idempotency_key},
-                "user_id": {"DataType": "String", "StringValue": message.user_id},
-                "campaign_id": {"DataType": "String", "StringValue": message.campaign_id},
-            },
-        }
-        if self._fifo:
-            params["MessageDeduplicationId"] = idempotency_key
-            params["MessageGroupId"] = message.user_id
-        try:
-            self._client.publish(**params)
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-            retry = code in _SNS_RETRYABLE or status >= 500
-            return SendResult(Outcome.RETRYABLE if retry else Outcome.PERMANENT, status=status or None,
-                              detail=f"SNS {code}")
-        except BotoCoreError as exc:  # endpoint unreachable, read timeout
-            return SendResult(Outcome.RETRYABLE, detail=f"SNS {type(exc).__name__}")
-        return SendResult(Outcome.DELIVERED, status=200)
-
-    def close(self) -> None:
-        return None
+        self._connections.close_all()
 
 
 def build_channel(settings: NotifySettings, *, clock: Clock) -> Channel:
@@ -343,6 +279,8 @@ def build_channel(settings: NotifySettings, *, clock: Clock) -> Channel:
     if settings.channel == "sns":
         if not settings.sns_topic_arn:
             raise ConfigurationError("the sns channel needs a topic ARN")
+        from notify_core.delivery.sns import SnsChannel  # boto3 only where SNS is used
+
         return SnsChannel(settings.sns_topic_arn, region=settings.aws_region, endpoint_url=settings.sns_endpoint_url)
     sealer = None
     if settings.encrypt_personal_fields:

@@ -12,14 +12,12 @@ an S3 PUT is atomic by nature, so a reader never sees half a pointer or half an 
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-from notify_core import s3_objects
 from notify_core.atomic import atomic_write
-from notify_core.errors import ConfigurationError
+from notify_core.errors import BackendError, ConfigurationError
+from notify_core.s3_objects import S3Bucket
 from notify_core.settings import NotifySettings
 
 
@@ -101,55 +99,33 @@ class S3ArtefactStore:
     small ``CURRENT`` pointer and the overlay are re-read, by ETag.
     """
 
-    def __init__(self, *, bucket: str, prefix: str, cache_dir: Path, region: str | None = None,
-                 client: Any = None, endpoint_url: str | None = None) -> None:
+    def __init__(self, *, bucket: S3Bucket, cache_dir: Path) -> None:
         self.bucket = bucket
-        self.prefix = prefix.rstrip("/") + "/artefacts/"
         self.cache_dir = Path(cache_dir)
-        if client is None:
-            import boto3  # only where S3 is used
-
-            client = boto3.client("s3", region_name=region, endpoint_url=endpoint_url)
-        self._s3 = client
-
-    def _key(self, name: str) -> str:
-        return self.prefix + name
 
     def write_bytes(self, name: str, data: bytes) -> None:
-        s3_objects.put_bytes(self._s3, self.bucket, self._key(name), data)
+        self.bucket.put_bytes(name, data)
 
     def read_bytes(self, name: str) -> bytes | None:
-        return s3_objects.get_bytes(self._s3, self.bucket, self._key(name))
+        return self.bucket.get_bytes(name)
 
     def upload(self, name: str, local: Path) -> None:
-        s3_objects.upload_file(self._s3, self.bucket, self._key(name), local)
+        self.bucket.upload(name, local)
 
     def local_file(self, name: str) -> Path:
         path = self.cache_dir / name
-        if path.exists():
-            return path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            self._s3.download_file(self.bucket, self._key(name), str(tmp))
-        except Exception as exc:
-            tmp.unlink(missing_ok=True)
-            raise FileNotFoundError(f"s3://{self.bucket}/{self._key(name)}: {exc}") from exc
-        os.replace(tmp, path)
+        if not path.exists():
+            try:
+                self.bucket.download(name, path)
+            except BackendError as exc:
+                raise FileNotFoundError(str(exc)) from exc
         return path
 
     def stamp(self, name: str) -> str | None:
-        try:
-            head = self._s3.head_object(Bucket=self.bucket, Key=self._key(name))
-        except Exception:
-            return None
-        return str(head.get("ETag"))
+        return self.bucket.etag(name)
 
     def list_dirs(self, prefix: str) -> list[str]:
-        reply = self._s3.list_objects_v2(Bucket=self.bucket, Prefix=self._key(prefix.rstrip("/") + "/"),
-                                         Delimiter="/")
-        names = [p["Prefix"].rstrip("/").rsplit("/", 1)[-1] for p in reply.get("CommonPrefixes", [])]
-        return sorted(names)
+        return self.bucket.folders(prefix)
 
 
 def build_artefact_store(settings: NotifySettings) -> ArtefactStore:
@@ -157,7 +133,7 @@ def build_artefact_store(settings: NotifySettings) -> ArtefactStore:
     if settings.env == "aws":
         if not settings.s3_bucket:
             raise ConfigurationError("the aws environment needs NOTIFY_S3_BUCKET for artefacts")
-        return S3ArtefactStore(bucket=settings.s3_bucket, prefix=settings.s3_prefix,
-                               cache_dir=settings.data_dir / "artefact-cache", region=settings.aws_region,
-                               endpoint_url=settings.s3_endpoint_url)
+        bucket = S3Bucket(bucket=settings.s3_bucket, prefix=settings.s3_prefix.rstrip("/") + "/artefacts/",
+                          region=settings.aws_region, endpoint_url=settings.s3_endpoint_url)
+        return S3ArtefactStore(bucket=bucket, cache_dir=settings.data_dir / "artefact-cache")
     return LocalArtefactStore(settings.data_dir / "artefacts")

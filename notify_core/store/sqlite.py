@@ -30,6 +30,7 @@ import orjson
 
 from notify_core.clock import SYSTEM_CLOCK, Clock
 from notify_core.errors import ConditionFailedError, ValidationError
+from notify_core.per_thread import PerThread
 from notify_core.sqlite_tx import write_transaction
 from notify_core.store.codec import decode_item, encode_item
 from notify_core.store.port import TTL_ATTRIBUTE, Condition, Item, Key, KeyRange, Update, check_key, check_query
@@ -83,26 +84,24 @@ class SqliteStore:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         # Created 0600 whatever the umask (SQLite gives its -wal/-shm files the database file's mode).
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        self._local = threading.local()
         self._tables: dict[str, SqliteTable] = {}
         self._lock = threading.RLock()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections = PerThread(self._connect, close=sqlite3.Connection.close)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=60000")
+        # Random keys (event ids, hashes) write to random B-tree pages: a 64 MiB page cache and a
+        # checkpoint every ~40 MB of WAL (instead of 4 MB) keep them in memory between commits.
+        conn.execute("PRAGMA cache_size=-65536")
+        conn.execute("PRAGMA wal_autocheckpoint=10000")
+        return conn
 
     def connection(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=60000")
-            # Random keys (event ids, hashes) write to random B-tree pages: a 64 MiB page cache and a
-            # checkpoint every ~40 MB of WAL (instead of 4 MB) keep them in memory between commits.
-            conn.execute("PRAGMA cache_size=-65536")
-            conn.execute("PRAGMA wal_autocheckpoint=10000")
-            self._local.conn = conn
-            with self._lock:
-                self._connections.append(conn)
-        return conn
+        """This thread's connection (one per thread: sqlite3 connections are not shared)."""
+        return self._connections.get()
 
     def table(self, name: str) -> SqliteTable:
         if not _NAME.match(name):
@@ -148,11 +147,7 @@ class SqliteStore:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
-        with self._lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-        self._local = threading.local()
+        self._connections.close_all()
 
 
 class SqliteTable:

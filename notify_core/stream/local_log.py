@@ -35,6 +35,7 @@ from pathlib import Path
 
 from notify_core.clock import SYSTEM_CLOCK, Clock
 from notify_core.errors import ConditionFailedError, ValidationError
+from notify_core.per_thread import PerThread
 from notify_core.sqlite_tx import write_transaction
 from notify_core.stream.port import (
     Message,
@@ -60,11 +61,10 @@ class LocalLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fsync = fsync
         self._poll_interval = poll_interval
-        self._local = threading.local()
         self._write_lock = threading.Lock()  # one writer per process at a time: no busy-waiting threads
         self._tables: dict[str, str] = {}
         self._tables_lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections = PerThread(self._connect, close=sqlite3.Connection.close)
         conn = self._conn()
         conn.execute("CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, id INTEGER NOT NULL UNIQUE)")
         conn.execute(
@@ -72,17 +72,15 @@ class LocalLog:
             "position INTEGER NOT NULL, PRIMARY KEY (grp, topic)) WITHOUT ROWID"
         )
 
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout=60000")
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
-            self._local.conn = conn
-            with self._tables_lock:
-                self._connections.append(conn)
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=60000")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
         return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        return self._connections.get()
 
     def _table(self, topic: str, *, create: bool = True) -> str | None:
         table = self._tables.get(topic)
@@ -181,11 +179,7 @@ class LocalLog:
         return removed
 
     def close(self) -> None:
-        with self._tables_lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-        self._local = threading.local()
+        self._connections.close_all()
 
 
 class GroupBusyError(ConditionFailedError):

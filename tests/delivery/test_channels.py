@@ -13,13 +13,13 @@ from notify_core.delivery.channels import (
     Message,
     OutboxChannel,
     Outcome,
-    SnsChannel,
     WebhookChannel,
     classify_status,
     read_outbox,
     sign,
     verify_signature,
 )
+from notify_core.delivery.sns import SnsChannel
 from tests.delivery.conftest import NOW, SECRET, SinkProcess, start_sink
 
 MSG = Message(notification_id="n1", user_id="u1", campaign_id="c1", title="T", body="hello http://x/t/n1",

@@ -14,6 +14,7 @@ import pytest
 from notify_core.ingest.batch import ingest_dataset
 from notify_core.lake import lake_for
 from notify_core.landing import S3LandingArea, build_landing_area, s3_client
+from notify_core.s3_objects import S3Bucket
 from notify_core.settings import NotifySettings
 from notify_core.store.sqlite import SqliteStore
 
@@ -84,8 +85,8 @@ def test_an_interrupted_download_leaves_no_partial_file_and_the_next_pull_fetche
             Path(filename).write_bytes(b"user_")
             raise ConnectionResetError("killed mid-download")
 
-    broken = S3LandingArea(bucket=settings.s3_bucket, prefix=settings.s3_prefix, landing=settings.landing,
-                           quarantine=settings.quarantine_root, client=Dying())
+    bucket = S3Bucket(bucket=settings.s3_bucket, prefix=settings.s3_prefix.rstrip("/") + "/", client=Dying())
+    broken = S3LandingArea(bucket=bucket, landing=settings.landing, quarantine=settings.quarantine_root)
     with pytest.raises(Exception, match="killed mid-download"):
         broken.pull()
     assert not list(settings.landing.rglob("*.csv")) and not list(settings.landing.rglob("*.tmp"))
@@ -106,8 +107,8 @@ def test_boto3_only_in_adapters() -> None:
     """The domain reaches S3 only through adapters beside their ports (artefacts, landing, lake via polars)."""
     root = Path(__file__).resolve().parents[2] / "notify_core"
     users = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if "import boto3" in p.read_text())
-    assert users == ["backup/s3.py", "delivery/channels.py", "landing.py", "recommend/artefacts.py",
-                     "security/crypto.py", "store/dynamodb.py"]  # S3 backups, SNS, landing, artefacts, KMS, Store
+    assert users == ["delivery/sns.py", "s3_objects.py", "security/crypto.py",
+                     "store/dynamodb.py"]  # SNS, S3 (landing, artefacts, backups), KMS, Store
     assert boto3  # the test module itself talks to the server directly
 
 
@@ -132,7 +133,7 @@ def test_every_endpoint_setting_reaches_its_client(tmp_path) -> None:
                               s3_endpoint_url="http://127.0.0.1:1", sns_endpoint_url="http://127.0.0.1:2",
                               sns_topic_arn="arn:aws:sns:us-east-1:000000000000:t",
                               dynamodb_endpoint_url="http://127.0.0.1:3", public_base_url="https://n.example.com")
-    assert build_artefact_store(settings)._s3.meta.endpoint_url == "http://127.0.0.1:1"  # type: ignore[attr-defined]
+    assert build_artefact_store(settings).bucket.client.meta.endpoint_url == "http://127.0.0.1:1"  # type: ignore[attr-defined]
     assert build_channel(settings, clock=settings.clock())._client.meta.endpoint_url == "http://127.0.0.1:2"  # type: ignore[attr-defined]
     assert s3_client(settings).meta.endpoint_url == "http://127.0.0.1:1"
     assert lake_for(settings).storage_options == {"aws_endpoint_url": "http://127.0.0.1:1", "aws_region": "us-east-1",
