@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import date, timedelta
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +25,7 @@ from scipy import sparse
 from notify_core.embeddings.combine import order_vectors, user_vectors
 from notify_core.embeddings.embedder import Embedder, Progress, Vectors
 from notify_core.embeddings.texts import campaign_texts, product_texts
+from notify_core.errors import ValidationError
 from notify_core.evaluation.split import Split, local_midnight_utc
 from notify_core.recommend import scoring
 
@@ -32,6 +33,8 @@ F64 = npt.NDArray[np.float64]
 NEG = -np.inf
 SERVING_CANDIDATES = 150  # Recommender(candidates=150): the ANN's top-K before the repeat-purchase union
 POPULAR_DAYS = 90
+RANKER_COPURCHASE = scoring.RANKER_COPURCHASE
+RANKER_POPULAR = scoring.RANKER_POPULAR
 
 
 @dataclass
@@ -42,6 +45,7 @@ class Signals:
     embedder: Embedder
     progress: Progress | None = None
     _cache: dict[str, F64] = field(default_factory=dict)
+    _sparse: dict[str, sparse.csr_matrix] = field(default_factory=dict)
 
     def _memo(self, name: str, compute: Callable[[], F64]) -> F64:
         if name not in self._cache:
@@ -71,22 +75,76 @@ class Signals:
 
     def popularity(self) -> F64:
         """Distinct buyers of any promoted product in the last 90 days of train, per campaign (1 x campaigns)."""
+        return self._memo("popularity", lambda: self._buyers(POPULAR_DAYS, 0))
+
+    def _buyers(self, days: int, skip_days: int) -> F64:
+        """Distinct buyers of any promoted product between ``days`` and ``skip_days`` days before the cut-off."""
+        s = self.split
+        since = local_midnight_utc(s.cutoff - timedelta(days=days))
+        until = local_midnight_utc(s.cutoff - timedelta(days=skip_days))
+        recent = (s.train.purchases.filter((pl.col("ts") >= since) & (pl.col("ts") < until) & ~pl.col("is_return")
+                                           & pl.col("user_id").is_not_null())
+                  .select("user_id", "product_id").unique())
+        users = sorted(recent["user_id"].unique().to_list())
+        u = {x: i for i, x in enumerate(users)}
+        p = {x: i for i, x in enumerate(s.products)}
+        pairs = [(u[a], p[b]) for a, b in recent.iter_rows() if b in p]
+        rows = np.array([r for r, _ in pairs], dtype=np.int64)
+        cols = np.array([c for _, c in pairs], dtype=np.int64)
+        bought = sparse.csr_matrix((np.ones(len(pairs)), (rows, cols)), shape=(len(users), len(s.products)))
+        reached = (bought @ s.incidence) > 0
+        return np.asarray(reached.sum(axis=0), dtype=np.float64).reshape(1, -1)
+
+    def popularity_share(self) -> F64:
+        """log1p(recent buyers) / log1p(the most popular campaign's): popularity in [0, 1] (1 x campaigns)."""
+        def compute() -> F64:
+            pop = self.popularity()
+            return np.asarray(scoring.popularity_share(pop, float(pop.max()) if pop.size else 0.0))
+        return self._memo("popularity_share", compute)
+
+    def bm25_similarity(self) -> sparse.csr_matrix:
+        if "bm25_similarity" not in self._sparse:
+            self._sparse["bm25_similarity"] = scoring.bm25_similarity(self.split.train_matrix)
+        return self._sparse["bm25_similarity"]
+
+    def bm25_products(self) -> F64:
+        """users x products: implicit's BM25 item-kNN (K=100, distinct orders) scores of the evaluated users."""
+        return self._memo("bm25_products", lambda: scoring.bm25_scores(self.split.user_train_matrix(),
+                                                                        self.bm25_similarity()))
+
+    def bm25_copurchase(self) -> F64:
+        """users x campaigns in [0, 1]: :func:`scoring.copurchase_affinity` over the BM25 neighbours (the
+        arithmetic serving applies to the neighbour map the index ships)."""
+        return self._memo("bm25_copurchase", lambda: scoring.copurchase_affinity(
+            self.split.user_train_matrix(), self.bm25_similarity(), self.split.incidence))
+
+    def bm25(self) -> F64:
+        """users x campaigns: BM25 item-kNN score of the campaign's best product."""
+        return self._memo("bm25", lambda: scoring.campaign_max(self.bm25_products(), self.split.incidence))
+
+    def days_since(self) -> F64:
+        """users x campaigns: days from the user's last order of a promoted product to the cut-off (inf: never)."""
         def compute() -> F64:
             s = self.split
-            since = local_midnight_utc(s.cutoff - timedelta(days=POPULAR_DAYS))
-            recent = (s.train.purchases.filter((pl.col("ts") >= since) & ~pl.col("is_return")
-                                               & pl.col("user_id").is_not_null())
-                      .select("user_id", "product_id").unique())
-            users = sorted(recent["user_id"].unique().to_list())
-            u = {x: i for i, x in enumerate(users)}
+            cut = local_midnight_utc(s.cutoff)
+            last = (s.train.purchases.filter(~pl.col("is_return") & pl.col("user_id").is_in(s.users))
+                    .group_by("user_id", "product_id").agg(pl.col("ts").max()))
+            u = {x: i for i, x in enumerate(s.users)}
             p = {x: i for i, x in enumerate(s.products)}
-            pairs = [(u[a], p[b]) for a, b in recent.iter_rows() if b in p]
-            rows = np.array([r for r, _ in pairs], dtype=np.int64)
-            cols = np.array([c for _, c in pairs], dtype=np.int64)
-            bought = sparse.csr_matrix((np.ones(len(pairs)), (rows, cols)), shape=(len(users), len(s.products)))
-            reached = (bought @ s.incidence) > 0
-            return np.asarray(reached.sum(axis=0), dtype=np.float64).reshape(1, -1)
-        return self._memo("popularity", compute)
+            negative_days = np.full((len(s.users), len(s.products)), -1e9)
+            for user, product, ts in last.iter_rows():
+                if product in p:
+                    negative_days[u[user], p[product]] = -(cut - ts).total_seconds() / 86400.0
+            best = scoring.campaign_max(negative_days, s.incidence)  # most recent = least negative
+            return np.where(best > -1e8, -best, np.inf)
+        return self._memo("days_since", compute)
+
+    def ranker_features(self) -> F64:
+        """users x campaigns x :data:`scoring.RANKER_FEATURES`, through the function serving calls."""
+        return self._memo("ranker_features", lambda: scoring.ranker_features(
+            best_orders=self.best_orders(), days_since=self.days_since(),
+            copurchase=self.bm25_copurchase(), similarity=self.cosine(), popularity=self.popularity_share(),
+            priority=self.split.priority[None, :].astype(np.float64)))
 
 
 def notify_vectors(split: Split, embedder: Embedder, *, progress: Progress | None = None) -> tuple[Vectors, Vectors]:
@@ -185,6 +243,38 @@ def notify_scores(signals: Signals, *, weights: scoring.BlendWeights = scoring.S
     return _mask(split, np.where(keep, score, NEG))
 
 
+def repeat_buy_scores(signals: Signals) -> F64:
+    """The user's most-ordered products' campaigns first (by distinct orders), then by 90-day popularity."""
+    return _mask(signals.split, signals.best_orders() + 0.999 * signals.popularity_share())
+
+
+def bm25_peer_scores(signals: Signals, *, fill: bool = False) -> F64:
+    """implicit's BM25 item-kNN (K=100, distinct orders), a campaign = its best product; with ``fill``,
+    zero and tied scores are ordered by 90-day popularity."""
+    scores = signals.bm25()
+    if fill:
+        scores = scores + 1e-9 * signals.popularity_share()
+    return _mask(signals.split, scores)
+
+
+def ranker_candidates(signals: Signals) -> npt.NDArray[np.bool_]:
+    """The learned ranker's candidates: serving's union (ANN top-150, bought) plus the BM25 top
+    ``RANKER_COPURCHASE`` and the ``RANKER_POPULAR`` most popular campaigns."""
+    keep = candidates(signals)
+    keep |= _top_mask(signals.bm25_copurchase(), RANKER_COPURCHASE)
+    keep |= _top_mask(np.broadcast_to(signals.popularity(), keep.shape), RANKER_POPULAR)
+    return keep
+
+
+def ranker_scores(signals: Signals, ranker: scoring.LinearRanker) -> F64:
+    """Notify's learned ranker: :func:`scoring.ranker_score` over the candidates (serving's function)."""
+    if ranker.fitted_before and date.fromisoformat(ranker.fitted_before) > signals.split.cutoff:
+        raise ValidationError(f"a ranker fitted on data up to {ranker.fitted_before} cannot score the window "
+                              f"starting {signals.split.cutoff}")
+    score = scoring.ranker_score(ranker, signals.ranker_features())
+    return _mask(signals.split, np.where(ranker_candidates(signals), score, NEG))
+
+
 @dataclass(frozen=True, slots=True)
 class Method:
     """A row of the report: a name, what it is (one line), and how it scores."""
@@ -195,18 +285,28 @@ class Method:
     kind: str = "baseline"  # baseline | notify | ablation
 
 
-def default_methods() -> list[Method]:
-    """The report's rows, in order: baselines, then Notify's ablation ladder, then the selected scoring
-    (what serving computes: ``ScoreWeights()`` = :data:`scoring.EVALUATED_WEIGHTS`, co-purchase candidates)."""
+NOTIFY = "notify: learned ranker (serving)"
+PEERS = ("repeat-buy", "item-kNN BM25", "item-kNN BM25 + popularity fill", "implicit ALS")
+
+
+def default_methods(ranker: scoring.LinearRanker | None = None) -> list[Method]:
+    """The report's rows, in order: baselines and the strongest simple peers, Notify's ablation ladder,
+    then (with a ``ranker`` fitted before the scored window) Notify's learned ranker."""
     repeat = scoring.REPEAT_WEIGHTS
     evaluated = scoring.EVALUATED_WEIGHTS
     with_copurchase = replace(repeat, copurchase=evaluated.copurchase)
     k = scoring.COPURCHASE_CANDIDATES
-    return [
+    methods = [
         Method("random", "uniform random ranking (seeded)", random_scores),
         Method("most popular", f"distinct buyers of promoted products, last {POPULAR_DAYS} days of train",
                popular_scores),
         Method("implicit ALS", "64 factors, log1p(orders), alpha 40; campaign = its best product", als_scores),
+        Method("repeat-buy", "the user's most-ordered products' campaigns (distinct orders), then popularity",
+               repeat_buy_scores),
+        Method("item-kNN BM25", f"implicit BM25Recommender, K={scoring.BM25_NEIGHBOURS}, distinct orders; "
+               "campaign = its best product", bm25_peer_scores),
+        Method("item-kNN BM25 + popularity fill", "the same, zero and tied scores ordered by 90-day popularity",
+               lambda s: bm25_peer_scores(s, fill=True)),
         Method("notify: content only", "cosine(user vector, campaign vector)", content_scores, "ablation"),
         Method("notify: + repeat affinity",
                f"candidate union (ANN top-{SERVING_CANDIDATES} + campaigns of bought products); "
@@ -216,8 +316,14 @@ def default_methods() -> list[Method]:
                f"+ {evaluated.copurchase:g} co-purchase (item-kNN cosine, K={scoring.COPURCHASE_NEIGHBOURS}), "
                f"co-purchase top-{k} added to candidates",
                lambda s: notify_scores(s, weights=with_copurchase, copurchase_candidates=k), "ablation"),
-        Method("notify: selected (serving)",
+        Method("notify: hand-tuned blend",
                f"{evaluated.similarity:g} cos + {evaluated.affinity:g} repeat + {evaluated.copurchase:g} co-purchase"
-               f" + {evaluated.priority:g} priority (scoring.EVALUATED_WEIGHTS = ScoreWeights() defaults)",
-               lambda s: notify_scores(s, weights=evaluated, copurchase_candidates=k), "notify"),
+               f" + {evaluated.priority:g} priority (scoring.EVALUATED_WEIGHTS, tuned on one split before issue 17)",
+               lambda s: notify_scores(s, weights=evaluated, copurchase_candidates=k), "ablation"),
     ]
+    if ranker is not None:
+        weights = ", ".join(f"{n} {c:+.3g}" for n, c in zip(scoring.RANKER_FEATURES, ranker.coefficients,
+                                                              strict=True))
+        methods.append(Method(NOTIFY, f"logistic ranker fitted on data before {ranker.fitted_before} only: "
+                                      f"{weights}", lambda s: ranker_scores(s, ranker), "notify"))
+    return methods

@@ -38,6 +38,11 @@ def _hits(ranked: I64, truth: Bool2D) -> Bool2D:
     return np.take_along_axis(truth, safe, axis=1) & (ranked >= 0)
 
 
+def user_hits(ranked: I64, truth: Bool2D, k: int) -> Bool2D:
+    """Per row: a relevant column among the first k ranked columns (what :func:`hit_rate` averages)."""
+    return np.asarray(_hits(ranked[:, :k], truth).any(axis=1), dtype=np.bool_)
+
+
 def hit_rate(ranked: I64, truth: Bool2D, k: int) -> float:
     """Share of rows with a relevant column among their first k ranked columns."""
     if ranked.shape[0] == 0:

@@ -11,21 +11,28 @@ from __future__ import annotations
 import html
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+import polars as pl
 
 from notify_core.embeddings.embedder import Embedder, Progress
+from notify_core.evaluation.bootstrap import paired_bootstrap
 from notify_core.evaluation.methods import Method, Signals, default_methods
-from notify_core.evaluation.metrics import coverage, hit_rate, ndcg, top_k
+from notify_core.evaluation.metrics import coverage, hit_rate, ndcg, top_k, user_hits
+from notify_core.evaluation.nested import fit_ranker
 from notify_core.evaluation.replay import DEFAULT_WINDOW_DAYS, replay
-from notify_core.evaluation.split import DEFAULT_CUTOFF, DEFAULT_HORIZON_DAYS, load_tables, make_split
+from notify_core.evaluation.split import DEFAULT_CUTOFF, DEFAULT_HORIZON_DAYS, load_tables, make_split, raw_before
+from notify_core.sources.online_retail import SourceTables
 
 KS = (5, 10)
+CURVE_K = 20
+METRICS = ("hr10", "new_hr10")  # the per-user hits kept for the paired bootstrap
 COLUMNS = ("method", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "coverage@10", "new HR@10", "new NDCG@10",
            "would-have-converted", "converted in horizon", "seconds")
 
@@ -48,6 +55,7 @@ class MethodResult:
     converted_horizon: float
     notifications: int
     seconds: float
+    hr_curve: tuple[float, ...] = ()  # HR@1..HR@CURVE_K (issue 17: the report's HR@k curves)
 
     def cells(self) -> list[str]:
         return [self.method, *(f"{v:.3f}" for v in (self.hr5, self.hr10, self.ndcg5, self.ndcg10, self.coverage10,
@@ -62,6 +70,11 @@ class Report:
     results: list[MethodResult]
     gains: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    # issue 17, additive: each method's paired-bootstrap difference to Notify (``bootstrap.paired_bootstrap``)
+    intervals: list[dict[str, Any]] = field(default_factory=list)
+    # per method, per metric in METRICS: per-user hits (not serialised; what the intervals resample)
+    hits: dict[str, dict[str, npt.NDArray[np.bool_]]] = field(default_factory=dict)
+    ranker: dict[str, Any] = field(default_factory=dict)
 
     def row(self, method: str) -> MethodResult:
         return next(r for r in self.results if r.method == method)
@@ -72,31 +85,54 @@ class Report:
         if not timings:
             for r in results:
                 r.pop("seconds")
-        out: dict[str, Any] = {"settings": self.settings, "results": results, "gains": self.gains}
+        out: dict[str, Any] = {"settings": self.settings, "results": results, "gains": self.gains,
+                               "intervals": self.intervals, "ranker": self.ranker}
         if timings:
             out["seconds"] = round(self.seconds, 2)
         return out
 
 
-def _measure(method: Method, signals: Signals, *, window_days: int) -> MethodResult:
+def _measure(method: Method, signals: Signals, *, window_days: int) -> tuple[MethodResult, dict[str, Any]]:
     split = signals.split
     started = time.perf_counter()
     scores = method.score(signals)
     valid = split.truth.any(axis=1)
-    ranked = top_k(scores, max(KS))
+    ranked = top_k(scores, max(max(KS), CURVE_K))
     new_truth = split.truth & ~split.bought_before
     new_valid = new_truth.any(axis=1)
     new_ranked = top_k(np.where(split.bought_before, -np.inf, scores)[new_valid], 10)
     played = replay(split, scores, window_days=window_days)
-    return MethodResult(
+    hits = {"hr10": user_hits(ranked[valid], split.truth[valid], 10),
+            "new_hr10": user_hits(new_ranked, new_truth[new_valid], 10)}
+    result = MethodResult(
         method=method.name, kind=method.kind, description=method.description,
         hr5=hit_rate(ranked[valid], split.truth[valid], 5), hr10=hit_rate(ranked[valid], split.truth[valid], 10),
         ndcg5=ndcg(ranked[valid], split.truth[valid], 5), ndcg10=ndcg(ranked[valid], split.truth[valid], 10),
-        coverage10=coverage(ranked, len(split.campaign_ids)),
+        coverage10=coverage(ranked[:, :10], len(split.campaign_ids)),
         new_hr10=hit_rate(new_ranked, new_truth[new_valid], 10), new_ndcg10=ndcg(new_ranked, new_truth[new_valid], 10),
         converted=played.rate, converted_horizon=played.rate_horizon, notifications=played.sent,
         seconds=time.perf_counter() - started,
+        hr_curve=tuple(round(hit_rate(ranked[valid], split.truth[valid], k), 4) for k in range(1, CURVE_K + 1)),
     )
+    return result, hits
+
+
+def intervals_to_notify(hits: Sequence[dict[str, dict[str, Any]]], *, notify: str,
+                        seed: int = 0) -> list[dict[str, Any]]:
+    """Every other method's paired-bootstrap difference to ``notify`` on HR@10 and new-items HR@10,
+    averaged over the cut-offs whose per-user hits are given (one mapping method -> hits per cut-off)."""
+    if not hits or any(notify not in h for h in hits):
+        return []
+    out = []
+    for method in hits[0]:
+        if method == notify:
+            continue
+        row: dict[str, Any] = {"method": method}
+        for metric in METRICS:
+            row[metric] = paired_bootstrap([h[notify][metric] for h in hits], [h[method][metric] for h in hits],
+                                           seed=seed)
+        out.append(row)
+    return out
 
 
 def _gains(results: Sequence[MethodResult]) -> list[dict[str, Any]]:
@@ -112,15 +148,28 @@ def evaluate(
     horizon_days: int = DEFAULT_HORIZON_DAYS, seed: int = 0, sample_users: int | None = None,
     window_days: int = DEFAULT_WINDOW_DAYS, methods: Sequence[Method] | None = None,
     progress: Progress | None = None, on_result: Callable[[MethodResult], None] | None = None,
+    cache_dir: Path | None = None, columns: Mapping[str, str] | None = None,
+    tables: tuple[pl.DataFrame, SourceTables] | None = None,
 ) -> Report:
-    """Run every method on one split of ``source`` and measure them; deterministic for a given seed."""
+    """Run every method on one split of ``source`` and measure them; deterministic for a given seed.
+
+    Notify's ranker is fitted by :func:`nested.fit_ranker` on the rows before ``cutoff`` only (nested
+    temporal validation), then scored on the window after it. ``tables``: an already loaded
+    (raw, mapping) pair, so a rolling evaluation reads the export once.
+    """
     started = time.perf_counter()
-    raw, full = load_tables(source)
+    raw, full = tables if tables is not None else load_tables(source, columns=columns)
     split = make_split(raw, full, cutoff=cutoff, horizon_days=horizon_days, seed=seed, sample_users=sample_users)
+    ranker = None
+    if methods is None:
+        ranker = fit_ranker(raw_before(raw, cutoff), scoring_start=cutoff, embedder=embedder,
+                            horizon_days=horizon_days, seed=seed, sample_users=sample_users, cache_dir=cache_dir,
+                            progress=progress)
     signals = Signals(split, embedder, progress=progress)
     results = []
-    for method in methods if methods is not None else default_methods():
-        result = _measure(method, signals, window_days=window_days)
+    hits: dict[str, dict[str, Any]] = {}
+    for method in methods if methods is not None else default_methods(ranker):
+        result, hits[method.name] = _measure(method, signals, window_days=window_days)
         results.append(result)
         if on_result is not None:
             on_result(result)
@@ -135,7 +184,18 @@ def evaluate(
         "mean_converting_campaigns_per_user": round(float(split.truth[valid].sum(axis=1).mean()), 3)
         if valid.any() else 0.0,
     }
-    return Report(settings=settings, results=results, gains=_gains(results), seconds=time.perf_counter() - started)
+    notify = next((r.method for r in results if r.kind == "notify"), None)
+    intervals = intervals_to_notify([hits], notify=notify, seed=seed) if notify else []
+    return Report(settings=settings, results=results, gains=_gains(results), seconds=time.perf_counter() - started,
+                  intervals=intervals, hits=hits, ranker=ranker.as_dict() if ranker is not None else {})
+
+
+def interval_lines(intervals: Sequence[dict[str, Any]]) -> list[str]:
+    """Markdown table rows of :func:`intervals_to_notify`."""
+    def cell(v: dict[str, float]) -> str:
+        return f"{v['diff']:+.3f} [{v['low']:+.3f}, {v['high']:+.3f}]"
+    return ["| method | Notify - method, HR@10 [95 %] | Notify - method, new HR@10 [95 %] |", "|---|---|---|",
+            *(f"| {i['method']} | {cell(i['hr10'])} | {cell(i['new_hr10'])} |" for i in intervals)]
 
 
 def to_markdown(report: Report) -> str:
@@ -156,6 +216,8 @@ def to_markdown(report: Report) -> str:
         "| from | to | HR@10 | NDCG@10 | new HR@10 | would-have-converted |", "|---|---|---|---|---|---|",
         *(f"| {g['from']} | {g['to']} | {g['hr10']:+.3f} | {g['ndcg10']:+.3f} | {g['new_hr10']:+.3f} | "
           f"{g['converted']:+.3f} |" for g in report.gains), "",
+        "## Paired bootstrap: Notify minus each method (95 % interval, users resampled)", "",
+        *interval_lines(report.intervals), "",
         "## Methods", "", *(f"- **{r.method}**: {r.description}" for r in report.results), "",
         f"Run time {report.seconds:.1f} s.", "",
     ]
@@ -187,6 +249,8 @@ def write_reports(report: Report, output_dir: Path) -> list[Path]:
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = [output_dir / "report.md", output_dir / "report.html", output_dir / "report.json"]
     paths[0].write_text(to_markdown(report))
-    paths[1].write_text(to_html(report))
+    from notify_core.evaluation.plots import report_plots_html  # matplotlib only when a report is written
+
+    paths[1].write_text(to_html(report).replace("</body>", f"<h2>Plots</h2>{report_plots_html(report)}</body>"))
     paths[2].write_text(json.dumps(report.as_dict(), indent=2))
     return paths

@@ -12,6 +12,7 @@ the campaigns promoting a product the user already bought in train (discovery, a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -24,7 +25,13 @@ from scipy import sparse
 
 from notify_core.errors import ValidationError
 from notify_core.features import user_product_matrix
-from notify_core.sources.online_retail import SOURCE_TIMEZONE, SourceTables, map_online_retail, read_source
+from notify_core.sources.online_retail import (
+    SOURCE_TIMEZONE,
+    SourceTables,
+    map_online_retail,
+    normalise_columns,
+    read_source,
+)
 from notify_core.sources.synthetic import enrich_users, generate_campaigns
 
 DEFAULT_CUTOFF = date(2011, 9, 1)
@@ -76,15 +83,17 @@ def local_midnight_utc(day: date) -> datetime:
     return datetime.combine(day, datetime.min.time(), tzinfo=ZoneInfo(SOURCE_TIMEZONE)).astimezone(UTC)
 
 
-def load_tables(source: Path | str) -> tuple[pl.DataFrame, SourceTables]:
-    """The raw export (for the train cut) and its full mapping (for the test window)."""
-    raw = read_source(source)
+def load_tables(source: Path | str, *, columns: Mapping[str, str] | None = None) -> tuple[pl.DataFrame, SourceTables]:
+    """The raw export (for the train cut) and its full mapping (for the test window), through the one loader
+    ingestion uses (:func:`read_source`; ``columns`` maps another retailer's names)."""
+    raw = read_source(source, columns=columns)
     return raw, map_online_retail(raw)
 
 
-def _raw_before(raw: pl.DataFrame, cutoff: date) -> pl.DataFrame:
-    stamp = pl.col("InvoiceDate").cast(pl.String).str.to_datetime("%Y-%m-%d %H:%M:%S", strict=False)
-    return raw.filter(stamp < datetime.combine(cutoff, datetime.min.time()))
+def raw_before(raw: pl.DataFrame, cutoff: date) -> pl.DataFrame:
+    """The export's rows strictly before local midnight of ``cutoff``: everything a model may learn from."""
+    raw = normalise_columns(raw)
+    return raw.filter(pl.col("InvoiceDate") < datetime.combine(cutoff, datetime.min.time()))
 
 
 def _index(ids: list[str], name: str) -> pl.DataFrame:
@@ -109,7 +118,7 @@ def make_split(
     """Cut ``raw`` at ``cutoff`` and build everything the methods and metrics need (see :class:`Split`)."""
     if horizon_days < 1:
         raise ValidationError("horizon_days must be >= 1")
-    train = map_online_retail(_raw_before(raw, cutoff))
+    train = map_online_retail(raw_before(raw, cutoff))
     if train.purchases.is_empty():
         raise ValidationError(f"no purchases before the cut-off {cutoff}")
     start, end = local_midnight_utc(cutoff), local_midnight_utc(cutoff + timedelta(days=horizon_days))

@@ -96,12 +96,13 @@ def sample_rows(vectors: Vectors, *, sample: int, seed: int) -> Vectors:
 
 
 def copurchase_neighbours(purchases: pl.LazyFrame | pl.DataFrame, *,
-                          neighbours: int = scoring.COPURCHASE_NEIGHBOURS) -> pl.DataFrame:
-    """``COPURCHASE_SCHEMA`` rows: each product's top ``neighbours`` by item-item cosine of who bought what
-    (:func:`scoring.item_similarity` on the distinct buyers x products of non-return lines)."""
+                          neighbours: int = scoring.BM25_NEIGHBOURS) -> pl.DataFrame:
+    """``COPURCHASE_SCHEMA`` rows: each product's top ``neighbours`` by BM25 item-kNN over who ordered what
+    (:func:`scoring.bm25_similarity` on the buyers x products matrix of distinct non-return orders: the
+    signal the learned ranker was fitted on, the same function the evaluation calls)."""
     lazy = purchases.lazy() if isinstance(purchases, pl.DataFrame) else purchases
     pairs = (lazy.filter(pl.col("user_id").is_not_null() & ~pl.col("is_return"))
-             .select("user_id", "product_id").unique().collect())
+             .group_by("user_id", "product_id").agg(pl.col("order_id").n_unique().alias("orders")).collect())
     if pairs.is_empty():
         return pl.DataFrame(schema=COPURCHASE_SCHEMA)
     users = pairs["user_id"].unique().sort().to_list()
@@ -109,10 +110,10 @@ def copurchase_neighbours(purchases: pl.LazyFrame | pl.DataFrame, *,
     u = {x: i for i, x in enumerate(users)}
     p = {x: i for i, x in enumerate(products)}
     matrix = sparse.csr_matrix(
-        (np.ones(pairs.height),
+        (pairs["orders"].to_numpy().astype(np.float64),
          ([u[x] for x in pairs["user_id"].to_list()], [p[x] for x in pairs["product_id"].to_list()])),
         shape=(len(users), len(products)))
-    sim = scoring.item_similarity(matrix, neighbours=neighbours).tocoo()
+    sim = scoring.bm25_similarity(matrix, neighbours=neighbours).tocoo()
     frame = pl.DataFrame({"product_id": np.asarray(products, dtype=object)[sim.row].tolist(),
                           "neighbour": np.asarray(products, dtype=object)[sim.col].tolist(),
                           "similarity": sim.data.astype(np.float64)}, schema=COPURCHASE_SCHEMA)

@@ -111,6 +111,7 @@ class UserContext:
     vector: np.ndarray[Any, np.dtype[np.float32]] | None
     orders_by_product: Mapping[str, int]
     last_sent: Mapping[str, datetime]
+    last_ordered: Mapping[str, datetime] = field(default_factory=dict)  # product -> last order (the ranker's recency)
 
 
 def _parse_ts(value: str) -> datetime:
@@ -181,12 +182,17 @@ class Recommender:
     def __init__(
         self, *, store: Store, holder: IndexHolder, clock: Clock, weights: ScoreWeights | None = None,
         candidates: int = 150, max_cooldown_hours: int = 24 * 14,
+        ranker: scoring.LinearRanker | None | Literal["default"] = "default",
     ) -> None:
-        """``clock`` answers "now" for requests that do not say (cooldowns, campaign dates, recency)."""
+        """``clock`` answers "now" for requests that do not say (cooldowns, campaign dates, recency).
+        ``ranker``: the learned ranker (issue 17) scores the candidates; "default" means
+        :data:`scoring.SERVING_RANKER` unless explicit blend ``weights`` are given (then the blend scores)."""
         self.store = store
         self.clock = clock
         self.holder = holder
         self.weights = weights or ScoreWeights()
+        self.ranker = (scoring.SERVING_RANKER if weights is None else None) if ranker == "default" else ranker
+        self._popular_cache: tuple[CampaignTable, tuple[Rows, npt.NDArray[np.float64]]] | None = None
         self.candidates = candidates
         self.max_cooldown_hours = max_cooldown_hours
 
@@ -211,8 +217,10 @@ class Recommender:
                 norm = float(np.linalg.norm(candidate))
                 if norm > 0 and (dim is None or candidate.shape[0] == dim):  # another model's vector: unusable
                     vector = candidate / norm
-            orders = {str(r["sk"]): int(r.get("order_count") or 0)
-                      for r in self.store.table(tables.USER_PRODUCT).query(user_id)}
+            matrix_rows = self.store.table(tables.USER_PRODUCT).query(user_id)
+            orders = {str(r["sk"]): int(r.get("order_count") or 0) for r in matrix_rows}
+            last_ordered = {str(r["sk"]): _as_datetime(r["last_purchase_ts"]) for r in matrix_rows
+                            if r.get("last_purchase_ts")}
             sent: dict[str, datetime] = {}
             for r in self.store.table(tables.SENDS).query(user_id, key_range=KeyRange(start=since)):
                 cid = str(r.get("campaign_id") or str(r["sk"]).split("#", 1)[-1])
@@ -221,7 +229,8 @@ class Recommender:
                     sent[cid] = ts
             out[user_id] = UserContext(user_id=user_id, country=profile.get("country"),
                                        opted_out=frozenset(profile.get("opted_out_categories") or ()),
-                                       vector=vector, orders_by_product=orders, last_sent=sent)
+                                       vector=vector, orders_by_product=orders, last_sent=sent,
+                                       last_ordered=last_ordered)
         return out
 
     def user_context(self, user_id: str, *, now: datetime, dim: int | None) -> UserContext:
@@ -271,14 +280,18 @@ class Recommender:
         repeat_rows = np.concatenate(list(promoted.values())) if promoted else np.zeros(0, dtype=np.int64)
         repeat_orders = np.concatenate([np.full(len(r), user.orders_by_product[p], dtype=np.float64)
                                         for p, r in promoted.items()]) if promoted else np.zeros(0)
-        co_rows, co_values = self.copurchase_rows(snapshot, user) if self.weights.copurchase else (
+        repeat_products = [p for p, r in promoted.items() for _ in range(len(r))]
+        co_rows, co_values = self.copurchase_rows(snapshot, user) if self.weights.copurchase or self.ranker else (
             np.zeros(0, dtype=np.int64), np.zeros(0))
-        top_co = co_rows[np.lexsort((table.id_rank[co_rows], -co_values))[:scoring.COPURCHASE_CANDIDATES]] \
-            if len(co_rows) else co_rows
+        co_k = scoring.RANKER_COPURCHASE if self.ranker is not None else scoring.COPURCHASE_CANDIDATES
+        top_co = co_rows[np.lexsort((table.id_rank[co_rows], -co_values))[:co_k]] if len(co_rows) else co_rows
+        popular_rows = self._popular_rows(snapshot) if self.ranker is not None else None
+        extra = popular_rows[0][:scoring.RANKER_POPULAR] if popular_rows is not None else np.zeros(0, dtype=np.int64)
         out = _Scored()
-        rows = np.unique(np.concatenate([ann_rows, repeat_rows, top_co]))
+        rows = np.unique(np.concatenate([ann_rows, repeat_rows, top_co, extra]))
         self._score(out, snapshot, user, rows, now=now, ann=(ann_rows, ann_sims),
-                    repeat=(repeat_rows, repeat_orders), co=(co_rows, co_values))
+                    repeat=(repeat_rows, repeat_orders), co=(co_rows, co_values), popular=popular_rows,
+                    repeat_products=repeat_products)
         if out.eligible < limit:  # no vector, or too few eligible: fill from what is popular where they live
             pop_ids, pop_values = self._popular(snapshot, user.country)
             pop_rows = table.rows_of(pop_ids)
@@ -288,7 +301,7 @@ class Recommender:
             pop_rows, pop_values = pop_rows[order], pop_values[order]
             self._score(out, snapshot, user, pop_rows, now=now, ann=(ann_rows, ann_sims),
                         repeat=(repeat_rows, repeat_orders), co=(co_rows, co_values),
-                        popularity=pop_values)
+                        popularity=pop_values, popular=popular_rows, repeat_products=repeat_products)
         items = self._top(out, table, limit=limit)
         strategy: Strategy = "personalised" if user.vector is not None else "fallback"
         return Recommendations(user_id=user.user_id, items=items, strategy=strategy, index_version=snapshot.version,
@@ -296,7 +309,9 @@ class Recommender:
 
     def _score(self, out: _Scored, snapshot: ServingSnapshot, user: UserContext, rows: Rows, *, now: datetime,
                ann: tuple[Rows, npt.NDArray[np.float32]], repeat: tuple[Rows, npt.NDArray[np.float64]],
-               co: tuple[Rows, npt.NDArray[np.float64]], popularity: npt.NDArray[np.float64] | None = None) -> None:
+               co: tuple[Rows, npt.NDArray[np.float64]], popularity: npt.NDArray[np.float64] | None = None,
+               popular: tuple[Rows, npt.NDArray[np.float64]] | None = None,
+               repeat_products: Sequence[str] = ()) -> None:
         """Filter and score sorted unique ``rows``; append the eligible ones to ``out``."""
         out.seen += len(rows)
         if not len(rows):
@@ -324,8 +339,20 @@ class Recommender:
         affinity = np.asarray(scoring.repeat_affinity(best_orders, saturation=w.affinity_saturation))
         copurchase = _lookup(rows, *co, default=0.0)
         pop = popularity[ok] if popularity is not None else np.zeros(len(rows))
-        score = np.asarray(scoring.blend(similarity=similarity, affinity=affinity, priority=table.priority[rows],
-                                         weights=w.blend(), copurchase=copurchase)) + w.popularity * pop
+        if self.ranker is not None:  # the learned ranker: the same functions the evaluation scores with
+            days = np.full(len(rows), np.inf)
+            if len(repeat_rows) and user.last_ordered:
+                at = np.searchsorted(rows, repeat_rows)
+                hit = (at < len(rows)) & (rows[np.minimum(at, len(rows) - 1)] == repeat_rows)
+                np.minimum.at(days, at[hit], _days_since(user, repeat_products, now)[hit])
+            features = scoring.ranker_features(
+                best_orders=best_orders, days_since=days, copurchase=copurchase, similarity=similarity,
+                popularity=_lookup(rows, *popular, default=0.0) if popular is not None else 0.0,
+                priority=table.priority[rows])
+            score = np.asarray(scoring.ranker_score(self.ranker, features))
+        else:
+            score = np.asarray(scoring.blend(similarity=similarity, affinity=affinity, priority=table.priority[rows],
+                                             weights=w.blend(), copurchase=copurchase)) + w.popularity * pop
         out.rows.append(rows)
         out.score.append(score)
         out.similarity.append(similarity)
@@ -354,6 +381,23 @@ class Recommender:
                                         similarity=float(similarity[i]), affinity=float(affinity[i]),
                                         reasons=reasons or ("priority",), copurchase=float(copurchase[i])))
         return tuple(items)
+
+    def _popular_rows(self, snapshot: ServingSnapshot) -> tuple[Rows, npt.NDArray[np.float64]]:
+        """The overall popular list as (rows, :func:`scoring.popularity_share`), most popular first; computed
+        once per snapshot table (a new version or overlay is a new table)."""
+        cached = self._popular_cache
+        if cached is not None and cached[0] is snapshot.table:
+            return cached[1]
+        ranked = snapshot.popular(GLOBAL_SEGMENT)
+        if not ranked:
+            out: tuple[Rows, npt.NDArray[np.float64]] = (np.zeros(0, dtype=np.int64), np.zeros(0))
+        else:
+            rows = snapshot.table.rows_of([cid for cid, _ in ranked])
+            buyers = np.fromiter((score for _, score in ranked), dtype=np.float64, count=len(ranked))
+            known = rows >= 0
+            out = (rows[known], np.asarray(scoring.popularity_share(buyers[known], float(buyers.max()))))
+        self._popular_cache = (snapshot.table, out)
+        return out
 
     @staticmethod
     def copurchase_rows(snapshot: ServingSnapshot, user: UserContext) -> tuple[Rows, npt.NDArray[np.float64]]:
@@ -391,6 +435,17 @@ class Recommender:
 def _check_limit(limit: int) -> None:
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
         raise ValidationError(f"limit must be an integer in 1..{MAX_LIMIT}")
+
+
+def _as_datetime(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else _parse_ts(str(value))
+
+
+def _days_since(user: UserContext, products: Sequence[str], now: datetime) -> npt.NDArray[np.float64]:
+    """Days from the user's last order of each product to ``now`` (inf when unknown): the ranker's recency."""
+    last = user.last_ordered
+    return np.fromiter(((now - last[p]).total_seconds() / 86400.0 if p in last else np.inf for p in products),
+                       dtype=np.float64, count=len(products))
 
 
 def _lookup(rows: Rows, keys: Rows, values: npt.NDArray[Any], *, default: float) -> npt.NDArray[np.float64]:

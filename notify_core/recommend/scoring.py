@@ -187,3 +187,121 @@ def copurchase_affinity(user_rows: sparse.csr_matrix, item_sim: sparse.csr_matri
     per_campaign = campaign_max(products, incidence)
     top = per_campaign.max(axis=1, keepdims=True)
     return np.where(top > 0, per_campaign / np.where(top > 0, top, 1.0), 0.0)
+
+
+# -- the learned ranker (issue 17) ---------------------------------------------------------------------
+# A logistic model over signals serving computes per candidate in microseconds; the evaluation scores
+# users x campaigns matrices with the same :func:`ranker_features` and :func:`ranker_score`. The feature
+# set and the model family were fixed before any scored window was looked at (README "nested temporal
+# validation"); only the coefficients are learned, each time on a window that ends where scoring starts.
+RANKER_FEATURES = ("frequency", "recency", "copurchase", "similarity", "popularity", "priority")
+RECENCY_DAYS = 30.0  # recency = exp(-days since the last order of a promoted product / 30)
+BM25_NEIGHBOURS = 100  # implicit's BM25Recommender(K=100): the co-purchase peer and the ranker's signal
+RANKER_COPURCHASE = 50  # the ranker's candidates: co-purchase's best campaigns per user ...
+RANKER_POPULAR = 50  # ... and the most popular campaigns overall, beside the ANN top-K and bought ones
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinearRanker:
+    """score = intercept + sum(coefficient * feature), features in :data:`RANKER_FEATURES` order.
+
+    ``fitted_before`` records the first day of data the fit could NOT see (its labels end there): the
+    evaluation refuses a ranker fitted on or after the window it scores.
+    """
+
+    coefficients: tuple[float, ...]
+    intercept: float = 0.0
+    fitted_before: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"features": list(RANKER_FEATURES), "coefficients": list(self.coefficients),
+                "intercept": self.intercept, "fitted_before": self.fitted_before}
+
+
+# What serving ranks with: the coefficients `notify evaluate --cutoffs ...` fitted on the most recent window
+# of the shipped data (labels up to its held-out cut-off; fitted_before says which), copied here by hand
+# like any release artefact. Refit and copy when the data changes.
+SERVING_RANKER = LinearRanker(coefficients=(1.745012, 0.540939, 1.631382, 1.410042, 2.514295, -0.005184),
+                              intercept=-6.081301, fitted_before="2011-10-01")
+
+
+def ranker_features(*, best_orders: Any, days_since: Any, copurchase: Any, similarity: Any, popularity: Any,
+                    priority: Any) -> F64:
+    """The features (last axis, :data:`RANKER_FEATURES` order) of any shape of candidates.
+
+    ``best_orders``: distinct orders of the campaign's most-ordered product by the user; ``days_since``:
+    days since the user last ordered one of its products (inf when never); ``copurchase`` in [0, 1]
+    (:func:`copurchase_affinity` over the BM25 item-kNN neighbours: serving's :func:`copurchase_campaigns`
+    over the neighbour map the index ships); ``similarity``: cosine of user and campaign vectors;
+    ``popularity`` in [0, 1] (:func:`popularity_share`); ``priority`` raw 1..5.
+    """
+    orders = np.maximum(np.asarray(best_orders, dtype=np.float64), 0.0)
+    days = np.asarray(days_since, dtype=np.float64)
+    recency = np.where(np.isfinite(days), np.exp(-np.maximum(days, 0.0) / RECENCY_DAYS), 0.0)
+    parts = np.broadcast_arrays(np.log1p(orders), recency, np.asarray(copurchase, dtype=np.float64),
+                                np.asarray(similarity, dtype=np.float64), np.asarray(popularity, dtype=np.float64),
+                                np.asarray(priority_term(priority), dtype=np.float64))
+    return np.stack(parts, axis=-1)
+
+
+def ranker_score(ranker: LinearRanker, features: F64) -> F64:
+    """The ranker's score of every candidate (``features``' last axis is :data:`RANKER_FEATURES`)."""
+    return np.asarray(features @ np.asarray(ranker.coefficients, dtype=np.float64) + ranker.intercept)
+
+
+def fit_logistic(features: F64, labels: npt.NDArray[np.bool_], *, l2: float = 1.0,
+                 sample_weight: F64 | None = None) -> tuple[F64, float]:
+    """L2-regularised logistic regression by Newton's method (few features, so exact and deterministic).
+
+    Returns (coefficients, intercept) in the raw feature space. No scikit-learn: 7 features need a
+    7x7 solve per step, and the result must be bit-stable across runs.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    z = np.hstack([(x - mean) / scale, np.ones((len(y), 1))])
+    beta = np.zeros(z.shape[1])
+    penalty = np.full(z.shape[1], l2 / max(1.0, w.sum()))
+    penalty[-1] = 0.0
+    for _ in range(50):
+        p = 1.0 / (1.0 + np.exp(-np.clip(z @ beta, -30, 30)))
+        gradient = z.T @ (w * (p - y)) / w.sum() + penalty * beta
+        hessian = (z * (w * p * (1 - p))[:, None]).T @ z / w.sum() + np.diag(penalty) + 1e-9 * np.eye(z.shape[1])
+        step = np.linalg.solve(hessian, gradient)
+        beta -= step
+        if float(np.abs(step).max()) < 1e-8:
+            break
+    coefficients = beta[:-1] / scale
+    return coefficients, float(beta[-1] - coefficients @ mean)
+
+
+def bm25_similarity(user_product: sparse.csr_matrix, *, neighbours: int = BM25_NEIGHBOURS) -> sparse.csr_matrix:
+    """products x products BM25 item-kNN similarity: implicit's ``BM25Recommender(K=neighbours)`` fitted on
+    the users x products matrix of distinct orders (the co-purchase peer of the evaluation and the
+    ranker's co-purchase signal); single-threaded so it is deterministic."""
+    from implicit.nearest_neighbours import BM25Recommender
+
+    model = BM25Recommender(K=neighbours, num_threads=1)
+    model.fit(sparse.csr_matrix(user_product, dtype=np.float64), show_progress=False)
+    return sparse.csr_matrix(model.similarity, dtype=np.float64)
+
+
+def bm25_scores(user_rows: sparse.csr_matrix, item_sim: sparse.csr_matrix) -> F64:
+    """users x products: the user's distinct orders times the BM25 similarity (implicit's ``recommend``
+    score, bought products included)."""
+    return np.asarray((sparse.csr_matrix(user_rows, dtype=np.float64) @ item_sim).todense(), dtype=np.float64)
+
+
+def popularity_share(buyers: Any, top: float) -> Any:
+    """log1p(recent distinct buyers) / log1p(the most popular campaign's): popularity in [0, 1]."""
+    value = np.log1p(np.maximum(np.asarray(buyers, dtype=np.float64), 0.0)) / math.log1p(top) if top > 0 else \
+        np.zeros_like(np.asarray(buyers, dtype=np.float64))
+    return float(value) if np.ndim(value) == 0 else value
+
+
+def per_user_share(values: F64) -> F64:
+    """Each row divided by its max (0 where the max is 0): a user-relative strength in [0, 1]."""
+    top = values.max(axis=1, keepdims=True) if values.size else np.zeros((values.shape[0], 1))
+    return np.where(top > 0, values / np.where(top > 0, top, 1.0), 0.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,10 +35,12 @@ def write_if_changed(frame: pl.DataFrame, path: Path) -> bool:
     return True
 
 
-def prepare_demo_landing(*, source: Path, landing: Path, seed: int) -> LandingResult:
-    """Map the export, generate what it lacks, and drop one file per dataset in the landing folder."""
+def prepare_demo_landing(*, source: Path, landing: Path, seed: int,
+                         columns: Mapping[str, str] | None = None) -> LandingResult:
+    """Map the export, generate what it lacks, and drop one file per dataset in the landing folder
+    (the same loader as ``notify evaluate``; ``columns`` maps another retailer's column names)."""
     sweep_temporaries(landing)  # what a killed earlier preparation left behind
-    tables = map_online_retail(read_source(source))
+    tables = map_online_retail(read_source(source, columns=columns))
     frames = {
         "users": enrich_users(tables.users, seed=seed),
         "products": tables.products,

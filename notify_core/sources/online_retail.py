@@ -1,5 +1,12 @@
 """Map the UCI Online Retail export to Notify's inputs (users, products, purchases).
 
+One loader for ingestion (``sources.demo``) and the offline evaluation (``evaluation.split``): both call
+:func:`read_source` then :func:`map_online_retail`. It reads both UCI releases (Online Retail: InvoiceNo,
+UnitPrice, CustomerID; Online Retail II: Invoice, Price, Customer ID), CSV or Parquet, with ``InvoiceDate``
+as text (ISO or the Excel export's ``12/1/2010 8:26``) or as a Parquet timestamp (naive = shop-local;
+zoned = converted to shop time), and any other retailer's export through a column mapping
+(canonical name -> their column). A missing column is an error naming it, never a silently empty table.
+
 The mapping, row by row (documented in the README too):
 
 * ``InvoiceNo`` -> ``order_id``; an invoice starting with "C" is a cancellation: its lines are kept
@@ -18,6 +25,7 @@ The mapping, row by row (documented in the README too):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +39,12 @@ SOURCE_COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceD
                   "Country")
 SOURCE_TIMEZONE = "Europe/London"
 NON_PRODUCT_PREFIXES = ("ADJUST", "TEST", "GIFT_")
+# Other names of the canonical columns: the UCI Online Retail II release (2009-2011).
+COLUMN_ALIASES: dict[str, tuple[str, ...]] = {"InvoiceNo": ("Invoice",), "UnitPrice": ("Price",),
+                                              "CustomerID": ("Customer ID",)}
+# Text forms of InvoiceDate seen in the exports, tried in order (ISO, ISO with fractions, the UCI Excel export).
+TIMESTAMP_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%.f",
+                     "%Y-%m-%d %H:%M", "%m/%d/%Y %H:%M", "%m/%d/%Y %H:%M:%S", "%d/%m/%Y %H:%M")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,27 +58,69 @@ class SourceTables:
     rows_read: int = 0
 
 
-def read_source(path: Path | str) -> pl.DataFrame:
-    """Read the export (Parquet, CSV or Excel-converted CSV) and check it has the expected columns."""
+def read_source(path: Path | str, *, columns: Mapping[str, str] | None = None) -> pl.DataFrame:
+    """Read the export (Parquet or CSV), in canonical columns (:func:`normalise_columns`)."""
     path = Path(path)
     if not path.exists():
         raise ValidationError(f"Online Retail file not found: {path}")
     frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path, infer_schema=False)
-    missing = [name for name in SOURCE_COLUMNS if name not in frame.columns]
+    return normalise_columns(frame, columns=columns, origin=str(path))
+
+
+def normalise_columns(frame: pl.DataFrame, *, columns: Mapping[str, str] | None = None,
+                      origin: str = "the export") -> pl.DataFrame:
+    """``frame`` with the canonical :data:`SOURCE_COLUMNS` and ``InvoiceDate`` as a naive shop-local Datetime.
+
+    ``columns`` maps a canonical name to the export's column (another retailer's names); otherwise a
+    canonical name, then its :data:`COLUMN_ALIASES`, is looked up. Idempotent, so the mapping can take
+    frames straight from tests or from :func:`read_source`.
+    """
+    mapping = dict(columns or {})
+    unknown = sorted(set(mapping) - set(SOURCE_COLUMNS))
+    if unknown:
+        raise ValidationError(f"column mapping names unknown columns {unknown}; the columns are {list(SOURCE_COLUMNS)}")
+    chosen: dict[str, str] = {}
+    missing: list[str] = []
+    for name in SOURCE_COLUMNS:
+        options = (mapping[name],) if name in mapping else (name, *COLUMN_ALIASES.get(name, ()))
+        found = next((o for o in options if o in frame.columns), None)
+        if found is None:
+            missing.append(name if name not in mapping else f"{name} (mapped to {mapping[name]!r})")
+        else:
+            chosen[name] = found
     if missing:
-        raise ValidationError(f"{path} lacks the Online Retail columns {missing}")
-    return frame
+        raise ValidationError(f"{origin} lacks the Online Retail columns {missing} (found {frame.columns}; "
+                              "Online Retail II names and a column mapping are accepted)")
+    out = frame.select(pl.col(chosen[name]).alias(name) for name in SOURCE_COLUMNS)
+    return out.with_columns(local_timestamps(out["InvoiceDate"]).alias("InvoiceDate"))
+
+
+def local_timestamps(values: pl.Series) -> pl.Series:
+    """``InvoiceDate`` as a naive Datetime in shop time, whatever it came as (text in any of
+    :data:`TIMESTAMP_FORMATS`, a date, a naive or zoned timestamp); unparseable values become null and the
+    mapping counts them as "unparseable row"."""
+    dtype = values.dtype
+    if isinstance(dtype, pl.Datetime):
+        if dtype.time_zone is not None:
+            values = values.dt.convert_time_zone(SOURCE_TIMEZONE).dt.replace_time_zone(None)
+        return values.cast(pl.Datetime("us"))
+    if dtype == pl.Date:
+        return values.cast(pl.Datetime("us"))
+    text = values.cast(pl.String).str.strip_chars()
+    parsed = pl.select(pl.coalesce(*(text.str.to_datetime(f, strict=False, time_unit="us")
+                                     for f in TIMESTAMP_FORMATS))).to_series()
+    return parsed.alias(values.name)
 
 
 def map_online_retail(raw: pl.DataFrame) -> SourceTables:
     """Apply the mapping above. Pure: same input, same output."""
+    raw = normalise_columns(raw)
     frame = raw.select(
         pl.col("InvoiceNo").cast(pl.String).str.strip_chars().alias("order_id"),
         pl.col("StockCode").cast(pl.String).str.strip_chars().str.to_uppercase().alias("product_id"),
         pl.col("Description").cast(pl.String).str.strip_chars().alias("description"),
         pl.col("Quantity").cast(pl.Int64, strict=False).alias("quantity"),
-        pl.col("InvoiceDate").cast(pl.String).str.to_datetime("%Y-%m-%d %H:%M:%S", strict=False)
-        .dt.replace_time_zone(SOURCE_TIMEZONE, ambiguous="earliest", non_existent="null")
+        pl.col("InvoiceDate").dt.replace_time_zone(SOURCE_TIMEZONE, ambiguous="earliest", non_existent="null")
         .dt.convert_time_zone("UTC").alias("ts"),
         pl.col("UnitPrice").cast(pl.Float64, strict=False).alias("unit_price"),
         pl.col("CustomerID").cast(pl.Float64, strict=False).cast(pl.Int64, strict=False).cast(pl.String)

@@ -12,8 +12,9 @@ from notify_cli.main import app
 from notify_core.evaluation import Report
 from tests.evaluation.conftest import SAMPLE
 
-METHODS = ["random", "most popular", "implicit ALS", "notify: content only",
-           "notify: + repeat affinity", "notify: + co-purchase", "notify: selected (serving)"]
+METHODS = ["random", "most popular", "implicit ALS", "repeat-buy", "item-kNN BM25", "item-kNN BM25 + popularity fill",
+           "notify: content only", "notify: + repeat affinity", "notify: + co-purchase", "notify: hand-tuned blend",
+           "notify: learned ranker (serving)"]
 RATES = ("hr5", "hr10", "ndcg5", "ndcg10", "coverage10", "new_hr10", "new_ndcg10", "converted", "converted_horizon")
 
 
@@ -24,7 +25,20 @@ def test_every_method_has_a_row_with_rates_in_range(sample_report: Report) -> No
             assert 0.0 <= getattr(row, name) <= 1.0, (row.method, name)
         assert row.hr5 <= row.hr10 and row.notifications > 0
     assert sample_report.settings["users_active_both_sides"] == SAMPLE
-    assert len(sample_report.gains) == 3
+    assert len(sample_report.gains) == 4
+    assert sample_report.row("notify: learned ranker (serving)").kind == "notify"
+    assert len(sample_report.row("random").hr_curve) == 20
+
+
+def test_every_method_has_a_paired_interval_to_notify(sample_report: Report) -> None:
+    others = [m for m in METHODS if m != "notify: learned ranker (serving)"]
+    assert [i["method"] for i in sample_report.intervals] == others
+    for row in sample_report.intervals:
+        for metric in ("hr10", "new_hr10"):
+            i = row[metric]
+            assert i["low"] <= i["diff"] <= i["high"], row
+    random = next(i for i in sample_report.intervals if i["method"] == "random")
+    assert random["hr10"]["low"] > 0  # the learned ranker is far ahead of random even on 200 users
 
 
 def test_the_signals_order_as_measured_on_the_full_data(sample_report: Report) -> None:
@@ -52,7 +66,8 @@ def test_cli_writes_the_three_reports_and_is_deterministic(
     assert written == json.loads(json.dumps(sample_report.as_dict(timings=False)))
     markdown = (out / "report.md").read_text()
     assert all(f"| {m} |" in markdown for m in METHODS)
-    assert "<table>" in (out / "report.html").read_text()
+    page = (out / "report.html").read_text()
+    assert "<table>" in page and page.count("data:image/png;base64,") == 3  # HR@k curves + two interval bars
 
 
 def test_another_seed_changes_the_sample(sample_report: Report, retail_source: Path) -> None:

@@ -147,8 +147,8 @@ def make_world(root: Path) -> World:
     ])
     holder = IndexHolder(artefacts, refresh_seconds=0.0)
     world = World(root=root, store=store, artefacts=artefacts, embedder=embedder, campaigns=campaigns,
-                  vectors=vectors, holder=holder, recommender=Recommender(store=store, holder=holder, clock=clock),
-                  clock=clock)
+                  vectors=vectors, holder=holder,
+                  recommender=Recommender(store=store, holder=holder, clock=clock, ranker=None), clock=clock)
     world.set_user_vector("u1", world.vectors[0])  # u1 looks exactly like c000 (garden lanterns)
     world.set_user_vector("u2", world.vectors[1])
     world.build_version()

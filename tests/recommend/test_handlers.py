@@ -185,7 +185,8 @@ def test_notify_serve_with_two_worker_processes(installed: World) -> None:
         wait_healthy(server, base)
         children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
         assert len(children) >= 2  # uvicorn's supervisor + its worker processes
-        expected = [r.campaign_id for r in installed.recommender.recommend("u1").items]
+        served = installed.recommender_with()  # serving's default: the learned ranker
+        expected = [r.campaign_id for r in served.recommend("u1").items]
         with ThreadPoolExecutor(8) as pool:
             replies = list(pool.map(lambda _: httpx.get(f"{base}/v1/users/u1/recommendations", timeout=30),
                                     range(40)))

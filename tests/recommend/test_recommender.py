@@ -70,7 +70,7 @@ def test_already_sent_within_cooldown_is_filtered_and_after_it_is_back(world: Wo
 
 def test_repeat_purchase_candidates_are_added_and_boosted(world: World) -> None:
     # u1 bought p001 (promoted by c001) once; c001's text is far from u1's vector (cosine ~0.14)
-    narrow = world.recommender_with(candidates=3)  # ANN yields just 3 candidates
+    narrow = world.recommender_with(candidates=3, ranker=None)  # ANN yields just 3 candidates
     items = narrow.recommend("u1", limit=20).items
     c001 = next(r for r in items if r.campaign_id == "c001")  # a candidate only through the matrix row
     assert "repeat_purchase" in c001.reasons and "similar" not in c001.reasons
@@ -93,7 +93,7 @@ def test_copurchase_candidates_are_added_and_scored(world: World) -> None:
     version = world.build_version(copurchase=neighbours)
     world.holder.refresh(force=True)
     assert world.holder.snapshot().version == version
-    narrow = world.recommender_with(candidates=3)  # ANN yields just 3 candidates
+    narrow = world.recommender_with(candidates=3, ranker=None)  # ANN yields just 3 candidates
     items = {r.campaign_id: r for r in narrow.recommend("u1", limit=20).items}
     c050, c052 = items["c050"], items["c052"]  # candidates only through the co-purchase map
     assert "copurchase" in c050.reasons and "similar" not in c050.reasons and "repeat_purchase" not in c050.reasons
@@ -188,3 +188,36 @@ def test_campaign_rows_are_served_from_the_index_version_not_the_store(world: Wo
     after = world.recommender.recommend("u1")
     assert [r.campaign_id for r in after.items] == [r.campaign_id for r in before.items]
     assert after.filtered == before.filtered
+
+
+def test_the_learned_ranker_scores_with_the_evaluations_functions(world: World) -> None:
+    """Serving's ranker path = scoring.ranker_features + ranker_score, the functions the evaluation calls:
+    recency from the matrix row's last order, popularity share of the overall list, popular candidates."""
+    world.store.table(tables.USER_PRODUCT).put({"pk": "u1", "sk": "p001", "user_id": "u1", "product_id": "p001",
+                                                "order_count": 3,
+                                                "last_purchase_ts": (NOW - timedelta(days=15)).isoformat()})
+    ranker = scoring.LinearRanker(coefficients=(1.0, 2.0, 1.5, 1.0, 3.0, 0.1), intercept=-1.0)
+    served = world.recommender_with(candidates=3, ranker=ranker)
+    items = {r.campaign_id: r for r in served.recommend("u1", limit=60, now=NOW).items}
+    c001 = items["c001"]  # promotes p001: bought 3 times, last 15 days ago
+    expected = scoring.ranker_score(ranker, scoring.ranker_features(
+        best_orders=3, days_since=15.0, copurchase=0.0, similarity=c001.similarity, popularity=0.0, priority=2))
+    assert c001.score == pytest.approx(float(expected))
+    c020 = items["c020"]  # the overall list's top: a candidate through popularity alone
+    share = scoring.popularity_share(30.0, 30.0)
+    assert share == pytest.approx(1.0)
+    priority = int(world.campaigns.filter(pl.col("campaign_id") == "c020")["priority"][0])
+    assert c020.score == pytest.approx(float(scoring.ranker_score(ranker, scoring.ranker_features(
+        best_orders=0, days_since=float("inf"), copurchase=0.0, similarity=c020.similarity, popularity=share,
+        priority=priority))))
+    older = world.recommender_with(candidates=3, ranker=ranker)
+    world.store.table(tables.USER_PRODUCT).put({"pk": "u1", "sk": "p001", "user_id": "u1", "product_id": "p001",
+                                                "order_count": 3,
+                                                "last_purchase_ts": (NOW - timedelta(days=90)).isoformat()})
+    stale = next(r for r in older.recommend("u1", limit=60, now=NOW).items if r.campaign_id == "c001")
+    assert stale.score < c001.score  # recency decays with the last order's age
+
+
+def test_serving_ranks_with_the_shipped_ranker_by_default(world: World) -> None:
+    assert world.recommender_with().ranker == scoring.SERVING_RANKER
+    assert world.recommender_with(weights=ScoreWeights()).ranker is None
