@@ -36,6 +36,7 @@ import polars as pl
 
 from notify_core.campaigns import ELIGIBILITY_COLUMNS
 from notify_core.campaigns import schema as campaign_schema
+from notify_core.campaigns.table import CampaignTable
 from notify_core.errors import NotFoundError, ValidationError
 from notify_core.recommend.ann import (
     DEFAULT_EFFORT,
@@ -49,7 +50,6 @@ from notify_core.recommend.ann import (
     unit_rows,
 )
 from notify_core.recommend.artefacts import ArtefactStore
-from notify_core.recommend.catalogue import CampaignTable
 
 PREFIX = "campaign_index"
 CURRENT = f"{PREFIX}/CURRENT"

@@ -16,6 +16,8 @@ from typing import Any
 
 import polars as pl
 
+from notify_core.campaigns import ELIGIBILITY_COLUMNS
+from notify_core.campaigns import schema as campaign_schema
 from notify_core.clock import ManualClock
 from notify_core.metrics import counted_plan_generation
 from notify_core.scheduling.candidates import candidates_from_lake, eligible_campaigns
@@ -24,6 +26,7 @@ from notify_core.scheduling.ids import DEFAULT_SHARDS
 from notify_core.scheduling.models import CAMPAIGNS, CANDIDATES, USERS, PlanOptions
 from notify_core.scheduling.planner import ChunkInput, Ledger, PlanStats, plan_chunks
 from notify_core.scheduling.store import WriteSummary, load_state, write_plans
+from notify_core.schemas import SCHEMAS
 from notify_core.store import tables
 from notify_core.store.port import Store
 
@@ -62,9 +65,17 @@ def effective_now(plan_day: date, *, now: datetime) -> datetime | None:
     return now if now.astimezone(UTC).date() >= plan_day else None
 
 
+# What eligibility needs of a user beyond the planner's columns (campaigns.eligibility).
+_USER_EXTRAS = ("country", "opted_out_categories")
+
+
+def _user_schema(*names: str) -> dict[str, Any]:
+    return {name: SCHEMAS["users"][name] for name in names}
+
+
 def users_from_lake(lake: Any) -> pl.DataFrame:
     frame: pl.DataFrame = lake.read("users")
-    extra = [c for c in ("opted_out_categories",) if c in frame.columns]
+    extra = [c for c in _USER_EXTRAS if c in frame.columns]
     return frame.select(*USERS, *extra)
 
 
@@ -75,21 +86,21 @@ def campaigns_from_lake(lake: Any) -> pl.DataFrame:
 
 def users_from_store(store: Store, user_ids: Sequence[str]) -> pl.DataFrame:
     items = store.table(tables.USERS).batch_get([(u, tables.PROFILE_SK) for u in dict.fromkeys(user_ids)])
-    rows = [{k: i.get(k) for k in (*USERS, "opted_out_categories")} for i in items]
-    schema = {**USERS, "opted_out_categories": pl.List(pl.String)}
+    schema = {**USERS, **_user_schema(*_USER_EXTRAS)}
+    rows = [{k: i.get(k) for k in schema} for i in items]
     return pl.DataFrame(rows, schema=schema) if rows else pl.DataFrame(schema=schema)
 
 
 def campaigns_from_store(store: Store) -> pl.DataFrame:
     """Every campaign (a small table: the scan is the documented exception)."""
+    schema = {**CAMPAIGNS, **campaign_schema(*ELIGIBILITY_COLUMNS)}
     rows = []
     for item in store.table(tables.CAMPAIGNS).scan():
-        row = {k: item.get(k) for k in (*CAMPAIGNS, "category", "status", "start_date", "end_date")}
+        row = {k: item.get(k) for k in schema}
         for key in ("start_date", "end_date"):
             value = row[key]
             row[key] = date.fromisoformat(value) if isinstance(value, str) else value
         rows.append(row)
-    schema = {**CAMPAIGNS, "category": pl.String, "status": pl.String, "start_date": pl.Date, "end_date": pl.Date}
     return pl.DataFrame(rows, schema=schema) if rows else pl.DataFrame(schema=schema)
 
 

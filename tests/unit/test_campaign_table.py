@@ -7,7 +7,7 @@ from datetime import date
 import numpy as np
 
 from notify_core.campaigns import DEFAULT_PRIORITY
-from notify_core.recommend.catalogue import OPEN_END, OPEN_START, CampaignTable, epoch_day
+from notify_core.campaigns.table import OPEN_END, OPEN_START, CampaignTable, epoch_day
 
 
 def table() -> CampaignTable:

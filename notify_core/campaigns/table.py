@@ -7,7 +7,7 @@ operations over the candidates' row numbers cost a few microseconds in all. So e
 the recommender works in row numbers from the ANN answer to the final top-N.
 
 Missing values mean what they meant on the campaign row: no status = active, no dates = open-ended, no
-target countries = everyone, no priority = 1, no cooldown = 0 hours.
+target countries = everyone, no priority = ``DEFAULT_PRIORITY``, no cooldown = 0 hours.
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ EPOCH = date(1970, 1, 1)
 OPEN_START = np.iinfo(np.int32).min
 OPEN_END = np.iinfo(np.int32).max
 
-# Why a candidate was filtered, in the order the filters apply (the first that fails is reported).
-REASONS = ("inactive", "out_of_dates", "not_targeted", "opted_out", "recently_sent")
 TABLE_COLUMNS: dict[str, Any] = campaign_schema("campaign_id", "product_ids", *ELIGIBILITY_COLUMNS)
 
 
