@@ -83,7 +83,7 @@ def _percentiles(values: np.ndarray) -> dict[str, float]:
 def stream_run(backend: str, *, rate: float, seconds: float, drain: float) -> dict[str, Any]:
     """One run: offer ``rate`` events/s for ``seconds``; persist with the real consumer; measure."""
     from notify_core.clock import SYSTEM_CLOCK
-    from notify_core.events.consumer import EventConsumer, tune_gc_for_ingest, tune_sqlite_for_ingest
+    from notify_core.events.consumer import EventConsumer, tune_gc_for_ingest
     from notify_core.store.sqlite import SqliteStore
 
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-stream-{backend}-"))
@@ -106,7 +106,7 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float) -> di
             target = str(workdir / "log.sqlite")
             stream = LocalLog(target)
         store = SqliteStore(workdir / "store.sqlite")
-        tune_sqlite_for_ingest(store)
+        store.tune_for_bulk_writes()
         tune_gc_for_ingest()  # as `notify consume` does
         latencies: list[np.ndarray] = []
         persisted_at: list[tuple[float, int]] = []

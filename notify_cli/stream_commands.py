@@ -57,14 +57,14 @@ def consume(
     Offsets are committed after each batch is written; SIGTERM/SIGINT finish the batch in hand, commit and
     exit. Prints the totals as JSON on exit.
     """
-    from notify_core.events.consumer import EventConsumer, totals_dict, tune_gc_for_ingest, tune_sqlite_for_ingest
+    from notify_core.events.consumer import EventConsumer, totals_dict, tune_gc_for_ingest
     from notify_core.observability import configure_logging
     from notify_core.store.factory import build_store
 
     configure_logging()
     settings, stream = _open(data_dir, kafka)
     store = build_store(settings)
-    tune_sqlite_for_ingest(store)
+    store.tune_for_bulk_writes()
     tune_gc_for_ingest()
     if metrics_port:
         from prometheus_client import start_http_server
