@@ -48,3 +48,25 @@ class BackendError(NotifyError):
     """A backing service (SQLite, DynamoDB, Kafka, S3) failed in a way a retry may fix."""
 
     http_status = 503
+
+
+class UnauthorizedError(NotifyError):
+    """No credential, or one that is unknown, expired or revoked (the caller must present a valid key)."""
+
+    http_status = 401
+
+
+class ForbiddenError(NotifyError):
+    """A valid credential without the scope the action needs."""
+
+    http_status = 403
+
+
+class RateLimitedError(NotifyError):
+    """A caller over its request rate; ``retry_after_s`` says when a retry will be admitted."""
+
+    http_status = 429
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

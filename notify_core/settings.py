@@ -58,6 +58,15 @@ class NotifySettings(BaseSettings):
     delivery_concurrency: int = Field(default=16, ge=1, le=256)
     delivery_lease_s: float = Field(default=30.0, gt=0)
 
+    # security (issue 14): campaign URL allowlist (empty: any https host), API keys
+    campaign_url_domains: tuple[str, ...] = ()
+    api_key_pepper: str | None = Field(default=None, repr=False)  # aws: from a secret; local: a 0600 file
+
+    @property
+    def secrets_dir(self) -> Path:
+        """Local secrets (API key pepper, the first admin key): a 0700 folder of 0600 files."""
+        return self.data_dir / "secrets"
+
     @model_validator(mode="after")
     def _check_delivery(self) -> NotifySettings:
         if self.channel == "webhook" and not (self.webhook_url and self.webhook_secret):

@@ -84,3 +84,14 @@ def stream_backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
 # ==================================================================================================
 # end of Streams section
 # ==================================================================================================
+
+
+# ==================================================================================================
+# API keys: every handler checks one; tests send the session's admin key (tests/auth.py)
+# ==================================================================================================
+@pytest.fixture(autouse=True)
+def api_key() -> str:
+    from tests import auth
+
+    auth.reinstall()
+    return auth.token()

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from notify_core.embeddings.delta import text_hashes
@@ -27,10 +27,14 @@ from notify_core.embeddings.texts import campaign_texts
 from notify_core.errors import ValidationError
 from notify_core.lake import Lake
 from notify_core.recommend.serving import IndexHolder, OverlayEntry
+from notify_core.security.urls import validate_campaign_url
 from notify_core.repositories import save_frame
 from notify_core.schemas import CAMPAIGNS
 from notify_core.store import tables
 from notify_core.store.port import Store
+
+
+MAX_DAILY_BUDGET = 1_000_000_000  # sends per day: far above any real budget, far below int64's edge
 
 
 class CampaignIn(BaseModel):
@@ -48,10 +52,18 @@ class CampaignIn(BaseModel):
     end_date: date = Field(default_factory=lambda: datetime.now(UTC).date() + timedelta(days=365))
     target_countries: list[str] = Field(default_factory=list)
     cooldown_hours: int = Field(default=72, ge=0, le=24 * 365)
-    daily_budget: int = Field(default=1000, ge=0)
+    daily_budget: int = Field(default=1000, ge=0, le=MAX_DAILY_BUDGET)
     url: str = ""
     template: str = ""
     status: Literal["active", "paused"] = "active"
+
+    @field_validator("url")
+    @classmethod
+    def _safe_url(cls, url: str) -> str:
+        try:
+            return validate_campaign_url(url)
+        except ValidationError as exc:
+            raise ValueError(str(exc)) from None
 
     @model_validator(mode="after")
     def _dates(self) -> CampaignIn:
@@ -88,11 +100,15 @@ class UpsertResult:
 
 def upsert_campaign(
     payload: Any, *, store: Store, embedder: Embedder, holder: IndexHolder, lake: Lake | None = None,
-    now: datetime | None = None,
+    now: datetime | None = None, allowed_url_domains: tuple[str, ...] = (),
 ) -> UpsertResult:
-    """Create or replace one campaign and make it recommendable without a rebuild (see the module doc)."""
+    """Create or replace one campaign and make it recommendable without a rebuild (see the module doc).
+
+    ``allowed_url_domains`` (settings ``campaign_url_domains``): when set, the campaign URL's host must be
+    one of them or under one (the https / no-credentials checks apply always)."""
     started = time.perf_counter()
     campaign = parse_campaign(payload)
+    validate_campaign_url(campaign.url, allowed_domains=allowed_url_domains)
     now = now or datetime.now(UTC)
     frame = pl.DataFrame([campaign.model_dump()], schema=CAMPAIGNS)
     hashed = text_hashes(campaign_texts(frame), id_column="campaign_id", model_id=embedder.model_id)

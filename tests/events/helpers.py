@@ -6,6 +6,8 @@ import base64
 import json
 from typing import Any
 
+from tests import auth
+
 
 def click(i: int = 0, **extra: Any) -> dict[str, Any]:
     return {"type": "click", "user_id": f"u{i % 13}", "ts": f"2024-03-01T10:{i // 60 % 60:02d}:{i % 60:02d}Z",
@@ -33,7 +35,8 @@ def api_event(body: Any, *, method: str = "POST", path: str = "/v1/events", base
         "rawPath": path,
         "rawQueryString": "",
         "cookies": [],
-        "headers": {"content-type": "application/json", "host": "api.example.com", "user-agent": "pytest"},
+        "headers": {"content-type": "application/json", "host": "api.example.com", "user-agent": "pytest",
+                    **auth.headers()},
         "requestContext": {
             "accountId": "123456789012",
             "apiId": "api-id",

@@ -1,0 +1,299 @@
+"""The handler edge: every HTTP handler's routing, validation, authentication and errors, in one place.
+
+Built on AWS Lambda Powertools' event-handler resolvers with ``enable_validation=True``: request and
+response models are pydantic, path and query parameters are typed, and the OpenAPI document is
+generated from the same declarations (:func:`openapi_document`). Each handler module declares its routes
+on its own :class:`Edge` and exports ``handler = edge.handler``; that one function answers
+
+* API Gateway HTTP API events (payload 2.0, ``"version": "2.0"``) through ``APIGatewayHttpResolver``,
+* API Gateway REST API ``aws-proxy`` events (payload 1.0) through ``APIGatewayRestResolver`` (always a
+  proxy reply: a bare dict would make a REST API answer 502),
+* direct invocations (no ``requestContext``) through the module's ``direct`` function, if it has one.
+
+Before a route runs, :meth:`Edge.handler` checks the API key (``Authorization: Bearer nk_...`` or
+``X-API-Key``) against the route's scope with :meth:`notify_core.security.keys.KeyRing.authorize`: 401
+without a valid key, 403 without the scope, 429 with ``Retry-After`` over the key's rate. Routes with
+``scope=None`` (the signed tracking links) are public.
+
+Every error is one JSON shape, ``{"error": {"type", "message", "request_id"}}``, built by
+:func:`error_reply` from a ``NotifyError`` subclass (its ``http_status``) or from Powertools' validation
+error (400). Nothing else becomes anything but a logged 500 without internals.
+
+Resolvers keep the current event on themselves, so each thread gets its own pair (the local gateway runs
+handlers on a thread pool); the request's id, caller and source travel in a context variable
+(:func:`current`).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError as RouteNotFound
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+
+from pydantic import BaseModel
+
+from lambdas import runtime
+from notify_core.errors import NotifyError, PayloadTooLargeError, RateLimitedError
+from notify_core.security.keys import ApiKey, bearer_token
+
+log = logging.getLogger("lambdas.edge")
+
+SECURITY_SCHEME = "apiKey"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """What a route may want to know about its caller (for the audit trail and logs)."""
+
+    request_id: str
+    key: ApiKey | None
+    source: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def actor(self) -> str:
+        return self.key.key_id if self.key is not None else "anonymous"
+
+
+class ErrorBody(BaseModel):
+    type: str
+    message: str
+    request_id: str
+
+
+class ErrorOut(BaseModel):
+    """Every error reply."""
+
+    error: ErrorBody
+
+
+_ERRORS = {400: "Bad request", 401: "No valid API key", 403: "The key lacks the scope",
+           404: "Not found", 413: "Body too large", 429: "Over the key's rate (see Retry-After)"}
+
+_current: contextvars.ContextVar[RequestInfo] = contextvars.ContextVar("notify_request")
+
+
+def current() -> RequestInfo:
+    """The request being handled (inside a route function)."""
+    return _current.get()
+
+
+def json_reply(status: int, payload: Any, *, rid: str, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A proxy reply both payload versions accept (statusCode / headers / body)."""
+    return {"statusCode": status,
+            "headers": {"content-type": "application/json", "x-request-id": rid, **(headers or {})},
+            "body": json.dumps(payload, separators=(",", ":"), default=str), "isBase64Encoded": False}
+
+
+def error_payload(kind: str, message: str, rid: str) -> dict[str, Any]:
+    return {"error": {"type": kind, "message": message, "request_id": rid}}
+
+
+def _error_headers(exc: Exception) -> dict[str, str]:
+    return {"retry-after": str(exc.retry_after_s)} if isinstance(exc, RateLimitedError) else {}
+
+
+def error_reply(exc: Exception, *, rid: str) -> dict[str, Any]:
+    """The one error shape, for any exception: NotifyError -> its status, the rest -> a logged 500."""
+    if isinstance(exc, NotifyError):
+        status, kind, message = exc.http_status, type(exc).__name__, str(exc)
+    else:
+        log.error("unhandled error", exc_info=exc, extra={"request_id": rid})
+        status, kind, message = 500, "InternalError", "internal error"
+    if status < 500:
+        log.info("request refused", extra={"request_id": rid, "status": status, "error": message})
+    return json_reply(status, error_payload(kind, message, rid), rid=rid, headers=_error_headers(exc))
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:10]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",)) or "request"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return "invalid request: " + "; ".join(parts)
+
+
+def _powertools_error(exc: Exception) -> Response:
+    rid = current().request_id if _current.get(None) is not None else uuid.uuid4().hex
+    if isinstance(exc, RequestValidationError):
+        status, kind, message = 400, "ValidationError", _validation_message(exc)
+    elif isinstance(exc, RecursionError):
+        status, kind, message = 400, "ValidationError", "request body is nested too deeply"
+    elif isinstance(exc, RouteNotFound):
+        status, kind, message = 404, "NotFoundError", "no such route"
+    else:
+        reply = error_reply(exc, rid=rid)
+        return Response(status_code=reply["statusCode"], content_type="application/json", body=reply["body"],
+                        headers={k: v for k, v in reply["headers"].items() if k != "content-type"})
+    return Response(status_code=status, content_type="application/json",
+                    body=json.dumps(error_payload(kind, message, rid)))
+
+
+def _template_regex(path: str) -> re.Pattern[str]:
+    return re.compile("^" + re.sub(r"<(\w+)>", r"(?P<\1>[^/]+)", path) + "/?$")
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    method: str
+    path: str  # Powertools syntax: /v1/users/<user_id>/recommendations
+    scope: str | None  # None: public
+    func: Callable[..., Any]
+    status_code: int
+    summary: str
+    max_body: int | None
+    regex: re.Pattern[str]
+    response_model: Any = None  # documented in OpenAPI (the reply itself is built by the route)
+
+    @property
+    def template(self) -> str:
+        """The API Gateway / Starlette syntax of :attr:`path`: /v1/users/{user_id}/recommendations."""
+        return re.sub(r"<(\w+)>", r"{\1}", self.path)
+
+
+class Edge:
+    """One handler module's HTTP API: routes with scopes, and :meth:`handler` for every event shape."""
+
+    def __init__(self, name: str, *, direct: Callable[[Any, Any], Any] | None = None) -> None:
+        self.name = name
+        self.direct = direct
+        self.routes: list[RouteSpec] = []
+        self._local = threading.local()
+
+    def route(self, method: str, path: str, *, scope: str | None, summary: str, status_code: int = 200,
+              max_body: int | None = None, response_model: Any = None,
+              ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def register(func: Callable[..., Any]) -> Callable[..., Any]:
+            self.routes.append(RouteSpec(method=method.upper(), path=path, scope=scope, func=func,
+                                         status_code=status_code, summary=summary, max_body=max_body,
+                                         regex=_template_regex(path), response_model=response_model))
+            self._local = threading.local()  # resolvers built before this route are stale
+            return func
+
+        return register
+
+    def register_on(self, app: ApiGatewayResolver) -> None:
+        """Declare this module's routes (and the one error shape) on a Powertools resolver."""
+        for spec in self.routes:
+            responses: dict[int, Any] = {code: {"description": text, "content": {"application/json": {
+                "model": ErrorOut}}} for code, text in _ERRORS.items() if spec.scope or code not in (401, 403, 429)}
+            if spec.response_model is not None:
+                responses[spec.status_code] = {"description": "OK", "content": {"application/json": {
+                    "model": spec.response_model}}}
+            app.route(spec.path, spec.method, summary=spec.summary, status_code=spec.status_code,
+                      responses=responses or None,
+                      operation_id=f"{self.name}_{spec.func.__name__}",
+                      security=[{SECURITY_SCHEME: [spec.scope]}] if spec.scope else None,
+                      tags=[self.name])(spec.func)
+        app.exception_handler([RequestValidationError, RecursionError, RouteNotFound, Exception])(
+            _powertools_error)
+
+    def _resolver(self, v2: bool) -> ApiGatewayResolver:
+        attr = "http" if v2 else "rest"
+        app: ApiGatewayResolver | None = getattr(self._local, attr, None)
+        if app is None:
+            app = APIGatewayHttpResolver(enable_validation=True) if v2 else \
+                APIGatewayRestResolver(enable_validation=True)
+            self.register_on(app)
+            setattr(self._local, attr, app)
+        return app
+
+    def current_event(self) -> Any:
+        """The Powertools event object of the request this thread is handling (raw body access)."""
+        app = getattr(self._local, "http", None) if getattr(self._local, "v2", True) else \
+            getattr(self._local, "rest", None)
+        if app is None:
+            raise RuntimeError("no request in progress")
+        return app.current_event
+
+    def _match(self, method: str, path: str) -> RouteSpec | None:
+        for spec in self.routes:
+            if spec.method == method and spec.regex.match(path):
+                return spec
+        return None
+
+    def handler(self, event: Any, context: Any) -> Any:
+        """The Lambda entry point (see the module doc for the event shapes it answers)."""
+        if not isinstance(event, Mapping) or not isinstance(event.get("requestContext"), Mapping):
+            if self.direct is None:
+                return json_reply(400, error_payload("ValidationError", "not an API Gateway event", "direct"),
+                                  rid="direct")
+            return self.direct(event, context)
+        ctx = event["requestContext"]
+        v2 = event.get("version") == "2.0"
+        rid = str(ctx.get("requestId") or uuid.uuid4().hex)
+        if v2:
+            http = ctx.get("http") or {}
+            method, path, source = str(http.get("method", "")), str(event.get("rawPath", "")), \
+                str(http.get("sourceIp", ""))
+        else:
+            ident = ctx.get("identity") or {}
+            method, path = str(event.get("httpMethod", "")), str(event.get("path", ""))
+            source = str(ident.get("sourceIp", "")) if isinstance(ident, Mapping) else ""
+        headers = event.get("headers") or {}
+        try:
+            spec = self._match(method.upper(), path)
+            key = None
+            if spec is not None and spec.scope is not None:
+                gate = runtime.auth()
+                if gate.keyring is not None:
+                    key = gate.keyring.authorize(bearer_token(headers), spec.scope)
+            if spec is not None and spec.max_body is not None:
+                body = event.get("body") or ""
+                size = len(body) * 3 // 4 if event.get("isBase64Encoded") else len(body.encode())
+                if size > spec.max_body:
+                    raise PayloadTooLargeError(f"request body is {size} bytes; the limit is {spec.max_body}")
+        except Exception as exc:
+            return error_reply(exc, rid=rid)
+        self._local.v2 = v2
+        token = _current.set(RequestInfo(request_id=rid, key=key, source=source, headers=headers))
+        try:
+            reply: dict[str, Any] = self._resolver(v2).resolve(dict(event), context)
+        finally:
+            _current.reset(token)
+        # One spelling of header names on both payload versions (lower case, as HTTP/2 sends them).
+        if reply.get("headers"):
+            reply["headers"] = {k.lower(): v for k, v in reply["headers"].items()}
+            reply["headers"]["x-request-id"] = rid
+        elif "multiValueHeaders" in reply:
+            reply["multiValueHeaders"] = {k.lower(): v for k, v in reply["multiValueHeaders"].items()}
+            reply["multiValueHeaders"]["x-request-id"] = [rid]
+        else:
+            reply["headers"] = {"x-request-id": rid}
+        return reply
+
+
+def all_edges() -> list[Edge]:
+    """Every HTTP handler module's edge (the OpenAPI document and the audit coverage test read these)."""
+    from lambdas import capture_events, generate_schedule, get_recommended_campaigns, track, upsert_campaign
+
+    return [capture_events.edge, get_recommended_campaigns.edge, upsert_campaign.edge, generate_schedule.edge,
+            track.edge]
+
+
+def openapi_document(*, title: str = "Notify API", version: str = "1") -> dict[str, Any]:
+    """OpenAPI 3.1, generated from the routes' pydantic models and typed parameters."""
+    from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
+
+    app = APIGatewayHttpResolver(enable_validation=True)
+    for edge in all_edges():
+        edge.register_on(app)
+    schema = app.get_openapi_json_schema(
+        title=title, version=version,
+        description="Every route but the tracking links needs an API key with the route's scope: "
+                    "`X-API-Key: nk_...` (or `Authorization: Bearer nk_...`). Errors are "
+                    '`{"error": {"type", "message", "request_id"}}`.',
+        security_schemes={SECURITY_SCHEME: APIKey(name="X-API-Key", in_=APIKeyIn.header)})
+    document: dict[str, Any] = json.loads(schema)
+    return document
