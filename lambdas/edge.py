@@ -40,7 +40,6 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, APIGatew
 from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError as RouteNotFound
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-
 from pydantic import BaseModel
 
 from lambdas import runtime
@@ -155,6 +154,7 @@ class RouteSpec:
     max_body: int | None
     regex: re.Pattern[str]
     response_model: Any = None  # documented in OpenAPI (the reply itself is built by the route)
+    validate: bool = True  # False: a binary reply Powertools' response validation cannot serialise
 
     @property
     def template(self) -> str:
@@ -172,12 +172,12 @@ class Edge:
         self._local = threading.local()
 
     def route(self, method: str, path: str, *, scope: str | None, summary: str, status_code: int = 200,
-              max_body: int | None = None, response_model: Any = None,
+              max_body: int | None = None, response_model: Any = None, validate: bool = True,
               ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
             self.routes.append(RouteSpec(method=method.upper(), path=path, scope=scope, func=func,
                                          status_code=status_code, summary=summary, max_body=max_body,
-                                         regex=_template_regex(path), response_model=response_model))
+                                         regex=_template_regex(path), response_model=response_model, validate=validate))
             self._local = threading.local()  # resolvers built before this route are stale
             return func
 
@@ -192,7 +192,7 @@ class Edge:
                 responses[spec.status_code] = {"description": "OK", "content": {"application/json": {
                     "model": spec.response_model}}}
             app.route(spec.path, spec.method, summary=spec.summary, status_code=spec.status_code,
-                      responses=responses or None,
+                      responses=responses or None, enable_validation=spec.validate,
                       operation_id=f"{self.name}_{spec.func.__name__}",
                       security=[{SECURITY_SCHEME: [spec.scope]}] if spec.scope else None,
                       tags=[self.name])(spec.func)
@@ -260,6 +260,8 @@ class Edge:
         token = _current.set(RequestInfo(request_id=rid, key=key, source=source, headers=headers))
         try:
             reply: dict[str, Any] = self._resolver(v2).resolve(dict(event), context)
+        except Exception as exc:  # a malformed event Powertools cannot read: still our 500 shape
+            return error_reply(exc, rid=rid)
         finally:
             _current.reset(token)
         # One spelling of header names on both payload versions (lower case, as HTTP/2 sends them).

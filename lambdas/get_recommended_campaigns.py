@@ -115,7 +115,7 @@ edge = Edge("recommendations", direct=_direct)
 def recommendations(
     user_id: Annotated[str, Path(min_length=1, max_length=MAX_USER_ID)],
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-) -> Response[Any]:
+) -> Any:  # a Response: serialised by the route, not validated again
     payload = _recommend(user_id, limit, rid=current().request_id, api=True)
     # Serialised here, not by Powertools' response validation: the reply is ours, and this path is hot.
     return Response(200, "application/json", _dumps(payload))

@@ -8,14 +8,15 @@ the local gateway may install their own with :func:`use`.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from typing import Any
 
+from aws_lambda_powertools.event_handler import Response
+
+from lambdas import runtime
 from lambdas.coldstart import ColdStart
-from lambdas.http import ApiEvent, ApiResponse, api_handler
+from lambdas.edge import Edge
 from notify_core.delivery.tracking import PIXEL_GIF, track
-from notify_core.errors import ValidationError
 from notify_core.store.port import Store
 from notify_core.stream.port import Stream
 
@@ -28,12 +29,10 @@ class _Deps:
 
 
 def _build() -> _Deps:
-    from notify_core.settings import load_settings
-    from notify_core.store.factory import build_store
     from notify_core.stream import open_stream
 
-    settings = load_settings()
-    return _Deps(build_store(settings), open_stream(settings), settings.public_base_url)
+    rt = runtime.get()
+    return _Deps(rt.store(), open_stream(rt.settings), rt.settings.public_base_url)
 
 
 _deps = ColdStart(_build)
@@ -44,26 +43,25 @@ def use(*, store: Store | None, stream: Stream | None) -> None:
     _deps.use(None if store is None or stream is None else _Deps(store, stream, None))
 
 
-def _notification_id(event: ApiEvent) -> str:
-    params = event.get("pathParameters") or {}
-    nid = params.get("notification_id") if isinstance(params, dict) else None
-    if not nid:
-        raise ValidationError("missing notification id")
-    return str(nid)
+edge = Edge("tracking")
 
 
-@api_handler
-def click(event: ApiEvent, context: Any) -> ApiResponse:
+@edge.route("GET", "/t/<notification_id>", scope=None, summary="Tracking link: record a click, redirect")
+def click_route(notification_id: str) -> Any:  # a Response: serialised by the route, not validated again
     deps = _deps.get()
-    result = track(deps.store, deps.stream, notification_id=_notification_id(event), kind="click",
+    result = track(deps.store, deps.stream, notification_id=notification_id, kind="click",
                    fallback_url=deps.fallback_url)
-    return {"statusCode": 302, "headers": {"location": result.redirect_url or "/", "cache-control": "no-store"},
-            "body": "", "isBase64Encoded": False}
+    return Response(302, "text/plain", "", headers={"location": result.redirect_url or "/",
+                                                    "cache-control": "no-store"})
 
 
-@api_handler
-def open_pixel(event: ApiEvent, context: Any) -> ApiResponse:
+@edge.route("GET", "/o/<notification_id>", scope=None, summary="Open pixel: record an open, a 1x1 GIF",
+            validate=False)
+def open_route(notification_id: str) -> Any:  # a Response: serialised by the route, not validated again
     deps = _deps.get()
-    track(deps.store, deps.stream, notification_id=_notification_id(event), kind="open")
-    return {"statusCode": 200, "headers": {"content-type": "image/gif", "cache-control": "no-store"},
-            "body": base64.b64encode(PIXEL_GIF).decode(), "isBase64Encoded": True}
+    track(deps.store, deps.stream, notification_id=notification_id, kind="open")
+    return Response(200, "image/gif", PIXEL_GIF, headers={"cache-control": "no-store"})
+
+
+handler = edge.handler
+click = open_pixel = handler  # the two Lambda functions of the template: one edge serves both routes

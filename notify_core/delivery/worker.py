@@ -50,8 +50,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from prometheus_client import Counter, Histogram
 
-from notify_core.delivery.channels import Channel, Outcome, SendResult
 from notify_core.clock import Clock, SystemClock
+from notify_core.delivery.channels import Channel, Outcome, SendResult
 from notify_core.delivery.render import render
 from notify_core.errors import NotifyError
 from notify_core.store import tables

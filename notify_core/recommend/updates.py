@@ -27,12 +27,11 @@ from notify_core.embeddings.texts import campaign_texts
 from notify_core.errors import ValidationError
 from notify_core.lake import Lake
 from notify_core.recommend.serving import IndexHolder, OverlayEntry
-from notify_core.security.urls import validate_campaign_url
 from notify_core.repositories import save_frame
 from notify_core.schemas import CAMPAIGNS
+from notify_core.security.urls import validate_campaign_url
 from notify_core.store import tables
 from notify_core.store.port import Store
-
 
 MAX_DAILY_BUDGET = 1_000_000_000  # sends per day: far above any real budget, far below int64's edge
 

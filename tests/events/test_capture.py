@@ -17,8 +17,8 @@ from lambdas import capture_events
 from notify_core.events import CLICKSTREAM, PURCHASE_HISTORY, decode_event
 from notify_core.stream.local_log import LocalLog
 from notify_core.stream.port import Record
-from tests.events.helpers import api_event, click, order
 from tests import auth
+from tests.events.helpers import api_event, click, order
 from tests.servers import local_gateway
 
 
