@@ -135,8 +135,8 @@ def test_lambda_direct_and_http(data_dir: Path) -> None:
 
         event = {"version": "2.0", "routeKey": "POST /v1/schedules", "rawPath": "/v1/schedules",
                  "headers": {"content-type": "application/json", **auth.headers()},
-                 "requestContext": {"requestId": "r1", "stage": "$default", "http": {"method": "POST", "path": "/v1/schedules",
-                                                                "sourceIp": "203.0.113.9"}},
+                 "requestContext": {"requestId": "r1", "stage": "$default",
+                                    "http": {"method": "POST", "path": "/v1/schedules", "sourceIp": "203.0.113.9"}},
                  "body": json.dumps({"user_ids": ["u2", "u3"], "plan_day": DAY.isoformat()})}
         http = generate_schedule.handler(event, None)
         body = json.loads(http["body"])
