@@ -8,11 +8,17 @@ Routes marked ``inline`` are CPU-bound and never wait (recommendations: ~0.5 ms 
 reads): they run on the loop itself, which saves the thread hop (~0.2 ms and a GIL hand-off per
 request), and ``--workers`` gives them the other cores. To serve a new function, add one line to
 :data:`ROUTES` (handlers are imported lazily, by dotted name).
+
+The gateway itself answers JSON in the handlers' error shape for unknown paths (404) and methods (405),
+serves the OpenAPI document generated from the handlers' models at ``/openapi.json`` and a
+self-contained docs page at ``/docs`` (no CDN: it renders the document in the page). API keys are checked
+by the handlers (:mod:`lambdas.edge`), exactly as on Lambda, not here.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import importlib
 import itertools
 import time
@@ -177,8 +183,50 @@ def _endpoint(route: GatewayRoute, max_body: int) -> Any:
     return endpoint
 
 
+def _gateway_error(status: int, kind: str, message: str) -> JSONResponse:
+    rid = f"{_RUN}-{next(_REQUESTS):x}"
+    return JSONResponse({"error": {"type": kind, "message": message, "request_id": rid}}, status_code=status,
+                        headers={"x-request-id": rid})
+
+
+async def _not_found(request: Request, _exc: Exception) -> Response:
+    return _gateway_error(404, "NotFoundError", f"no route {request.url.path}")
+
+
+async def _not_allowed(request: Request, _exc: Exception) -> Response:
+    return _gateway_error(405, "MethodNotAllowedError", f"{request.method} is not allowed on {request.url.path}")
+
+
+DOCS_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Notify API</title>
+<style>body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}
+code,pre{background:#f4f4f4;padding:.1rem .3rem}h2{margin-top:2rem}.m{font-weight:bold;width:4rem;display:inline-block}
+</style></head><body><h1>Notify API</h1><p>The machine-readable document: <a href="/openapi.json">/openapi.json</a>
+(OpenAPI 3.1, generated from the handlers' models).</p><div id="ops">loading...</div><script>
+fetch('/openapi.json').then(r=>r.json()).then(doc=>{const out=[`<p>${doc.info.description||''}</p>`];
+for(const [path,item] of Object.entries(doc.paths)){for(const [method,op] of Object.entries(item)){
+const scope=(op.security||[]).map(s=>Object.values(s).flat().join(',')).join(' ')||'public';
+const params=(op.parameters||[]).map(p=>`<code>${p.in}:${p.name}</code>`).join(' ');
+out.push(`<h2><span class="m">${method.toUpperCase()}</span><code>${path}</code></h2><p>${op.summary||''}
+ &mdash; scope: <code>${scope}</code></p><p>${params}</p>
+<p>responses: ${Object.keys(op.responses||{}).join(', ')}</p>`)}}
+document.getElementById('ops').innerHTML=out.join('');});</script></body></html>"""
+
+
 def build_app(routes: Sequence[GatewayRoute] | None = None, *, max_body: int = MAX_BODY_BYTES) -> Starlette:
     table = ROUTES if routes is None else routes
+    document: list[bytes] = []
+
+    async def openapi(_request: Request) -> Response:
+        if not document:  # generated once per process, on first ask (imports every handler module)
+            import json
+
+            from lambdas.edge import openapi_document
+
+            document.append(json.dumps(openapi_document()).encode())
+        return Response(document[0], media_type="application/json")
+
+    async def docs(_request: Request) -> Response:
+        return Response(DOCS_PAGE, media_type="text/html")
 
     async def health(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -189,22 +237,61 @@ def build_app(routes: Sequence[GatewayRoute] | None = None, *, max_body: int = M
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     starlette_routes = [Route(r.path, _endpoint(r, max_body), methods=[r.method]) for r in table]
-    starlette_routes += [Route("/healthz", health, methods=["GET"]), Route("/metrics", metrics, methods=["GET"])]
-    return Starlette(routes=starlette_routes)
+    starlette_routes += [Route("/healthz", health, methods=["GET"]), Route("/metrics", metrics, methods=["GET"]),
+                         Route("/openapi.json", openapi, methods=["GET"]), Route("/docs", docs, methods=["GET"])]
+    return Starlette(routes=starlette_routes, exception_handlers={404: _not_found, 405: _not_allowed})
 
 
 def serve(*, host: str = "127.0.0.1", port: int = 8080, log_level: str = "warning", workers: int = 1) -> None:
     """Run the gateway until SIGINT/SIGTERM (uvicorn handles both gracefully).
 
     ``workers`` > 1 runs that many processes on one socket, as Lambda runs concurrent invocations in
-    separate environments: the handlers are CPU-bound Python, so one process serves one core. Each worker
-    cold-starts its own handlers from the environment and holds its own copy of the index (~160 MB at
-    200k campaigns).
+    separate environments: the handlers are CPU-bound Python, so one process serves one core. The workers
+    are forked from this process after :func:`lambdas.runtime.configure`, so they inherit the settings the
+    CLI built (nothing passes through the environment); each cold-starts its own Store, stream and index
+    (~160 MB at 200k campaigns) on its first request.
     """
     import uvicorn
 
-    if workers > 1:
-        uvicorn.run("lambdas.gateway:build_app", factory=True, host=host, port=port, log_level=log_level,
-                    access_log=False, workers=workers)
-    else:
+    if workers <= 1:
         uvicorn.run(build_app(), host=host, port=port, log_level=log_level, access_log=False)
+        return
+    _serve_forked(host=host, port=port, log_level=log_level, workers=workers)
+
+
+def _serve_forked(*, host: str, port: int, log_level: str, workers: int) -> None:
+    import os
+    import signal
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    children: list[int] = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # a worker: its own event loop and handlers on the shared socket
+            code = 0
+            try:
+                config = uvicorn.Config(build_app(), log_level=log_level, access_log=False)
+                uvicorn.Server(config).run(sockets=[sock])
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        children.append(pid)
+    sock.close()
+
+    def forward(signum: int, _frame: Any) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for child in children:
+        os.waitpid(child, 0)

@@ -22,7 +22,8 @@ def install(folder: Path) -> str:
     """A KeyRing under ``folder`` with one admin key, installed for every handler; returns the token."""
     store = SqliteStore(folder / "keys.sqlite")
     keyring = KeyRing(store, pepper=load_or_create_pepper(folder / "secrets" / "pepper"), clock=SYSTEM_CLOCK)
-    _key, token = keyring.create(name="tests", scopes=[ADMIN], rate_per_minute=10_000_000)
+    _key, token = keyring.create(name="tests", scopes=[ADMIN], rate_per_minute=10_000_000, actor="tests",
+                                 source="pytest")
     runtime.use_auth(keyring)
     _token[:] = [token]
     _keyring[:] = [keyring]

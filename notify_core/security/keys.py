@@ -39,6 +39,7 @@ from notify_core.errors import (
     UnauthorizedError,
     ValidationError,
 )
+from notify_core.security import audit
 from notify_core.store import tables
 from notify_core.store.port import Condition, Store
 
@@ -167,6 +168,7 @@ class KeyRing:
     """Create, list, rotate, revoke and check API keys kept in the Store's ``api_keys`` table."""
 
     def __init__(self, store: Store, *, pepper: bytes, clock: Clock) -> None:
+        self.store = store
         self._table = store.table(tables.API_KEYS)
         self._pepper = pepper
         self.clock = clock
@@ -187,15 +189,23 @@ class KeyRing:
         self._table.put(item, condition=Condition.absent())
         return key, f"nk_{key_id}_{secret}"
 
-    def create(self, *, name: str, scopes: Iterable[str], ttl_days: float = DEFAULT_TTL_DAYS,
-               rate_per_minute: int = DEFAULT_RATE_PER_MINUTE) -> tuple[ApiKey, str]:
-        """A new key: its record and the token (shown to the caller once, stored nowhere)."""
+    def _audit(self, action: str, key: ApiKey, *, actor: str, source: str, request_id: str | None,
+               before: ApiKey | None = None) -> None:
+        audit.record(self.store, clock=self.clock, action=action, actor=actor, source=source, request_id=request_id,
+                     target=key.key_id, before=before.as_dict() if before else None, after=key.as_dict())
+
+    def create(self, *, name: str, scopes: Iterable[str], actor: str, source: str, request_id: str | None = None,
+               ttl_days: float = DEFAULT_TTL_DAYS, rate_per_minute: int = DEFAULT_RATE_PER_MINUTE,
+               ) -> tuple[ApiKey, str]:
+        """A new key: its record and the token (shown to the caller once, stored nowhere). Audited."""
         if not 0 < ttl_days <= 3650:
             raise ValidationError("ttl_days must be in (0, 3650]")
         if not 1 <= rate_per_minute <= 10_000_000:
             raise ValidationError("rate_per_minute must be in 1..10000000")
-        return self._issue(name=name, scopes=check_scopes(scopes), ttl_days=ttl_days,
-                           rate_per_minute=rate_per_minute)
+        key, token = self._issue(name=name, scopes=check_scopes(scopes), ttl_days=ttl_days,
+                                 rate_per_minute=rate_per_minute)
+        self._audit("key.create", key, actor=actor, source=source, request_id=request_id)
+        return key, token
 
     def get(self, key_id: str) -> ApiKey:
         item = self._table.get(key_id, tables.API_KEY_SK, consistent=True)
@@ -206,8 +216,8 @@ class KeyRing:
     def list(self) -> list[ApiKey]:
         return sorted((_key_from_item(i) for i in self._table.scan()), key=lambda k: (k.created_at, k.key_id))
 
-    def rotate(self, key_id: str, *, overlap_s: float = DEFAULT_OVERLAP_S,
-               ttl_days: float = DEFAULT_TTL_DAYS) -> tuple[ApiKey, str]:
+    def rotate(self, key_id: str, *, actor: str, source: str, request_id: str | None = None,
+               overlap_s: float = DEFAULT_OVERLAP_S, ttl_days: float = DEFAULT_TTL_DAYS) -> tuple[ApiKey, str]:
         """A successor with the same scopes; the old key keeps working for ``overlap_s`` more at most."""
         old = self.get(key_id)
         now = self.clock.now()
@@ -218,13 +228,16 @@ class KeyRing:
         self._table.update(key_id, tables.API_KEY_SK, set={"expires_at": min(old.expires_at, now + overlap_s),
                                                            "rotated_to": new.key_id})
         self._cache.pop(key_id, None)
+        self._audit("key.rotate", new, actor=actor, source=source, request_id=request_id, before=old)
         return new, token
 
-    def revoke(self, key_id: str) -> ApiKey:
-        self.get(key_id)
+    def revoke(self, key_id: str, *, actor: str, source: str, request_id: str | None = None) -> ApiKey:
+        before = self.get(key_id)
         self._table.update(key_id, tables.API_KEY_SK, set={"revoked_at": self.clock.now()})
         self._cache.pop(key_id, None)
-        return self.get(key_id)
+        after = self.get(key_id)
+        self._audit("key.revoke", after, actor=actor, source=source, request_id=request_id, before=before)
+        return after
 
     def _row(self, key_id: str) -> dict[str, Any] | None:
         now = self.clock.now()
@@ -269,3 +282,18 @@ def bearer_token(headers: Any) -> str | None:
         return auth[7:].strip()
     api_key = headers.get("x-api-key") or headers.get("X-API-Key")
     return api_key.strip() if isinstance(api_key, str) else None
+
+
+def bootstrap_admin_key(keyring: KeyRing, path: Path) -> Path | None:
+    """First local run: when the Store holds no key at all, create an admin key into ``path`` (0600).
+
+    Returns the path written, or None when keys already exist (the file is never rewritten). The key
+    itself is never logged: only where it is.
+    """
+    if any(True for _ in keyring._table.scan(segment_size=1)):
+        return None
+    if path.exists():
+        raise ConfigurationError(f"{path} exists but the Store holds no API key: move it away to make a new one")
+    _key, token = keyring.create(name="local-admin", scopes=[ADMIN], actor="bootstrap", source="notify serve")
+    write_secret_file(path, token)
+    return path

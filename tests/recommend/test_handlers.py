@@ -186,11 +186,15 @@ def test_notify_serve_with_two_worker_processes(installed: World) -> None:
         base = f"http://127.0.0.1:{port}"
         wait_healthy(server, base)
         children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
-        assert len(children) >= 2  # uvicorn's supervisor + its worker processes
+        assert len(children) >= 2  # the forked worker processes
+        key_file = installed.root / "secrets" / "admin.key"  # the first start wrote an admin key (0600)
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        key = key_file.read_text().strip()
+        assert httpx.get(f"{base}/v1/users/u1/recommendations", timeout=30).status_code == 401
         expected = [r.campaign_id for r in installed.recommender.recommend("u1").items]
         with ThreadPoolExecutor(8) as pool:
-            replies = list(pool.map(lambda _: httpx.get(f"{base}/v1/users/u1/recommendations", timeout=30),
-                                    range(40)))
+            replies = list(pool.map(lambda _: httpx.get(f"{base}/v1/users/u1/recommendations", timeout=30,
+                                                        headers={"x-api-key": key}), range(40)))
         assert {r.status_code for r in replies} == {200}
         got = [[i["campaign_id"] for i in r.json()["recommendations"]] for r in replies]
         assert all(g == expected for g in got), (got[0], expected, replies[0].json())
