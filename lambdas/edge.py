@@ -26,6 +26,7 @@ handlers on a thread pool); the request's id, caller and source travel in a cont
 
 from __future__ import annotations
 
+import binascii
 import contextvars
 import json
 import logging
@@ -39,16 +40,20 @@ from typing import Any
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError as RouteNotFound
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 from pydantic import BaseModel
 
 from lambdas import runtime
-from notify_core.errors import NotifyError, PayloadTooLargeError, RateLimitedError
+from notify_core.errors import NotifyError, PayloadTooLargeError, RateLimitedError, UnsupportedMediaTypeError
 from notify_core.security.keys import ApiKey, bearer_token
 
 log = logging.getLogger("lambdas.edge")
 
 SECURITY_SCHEME = "apiKey"
+_FORM_TYPES = ("multipart/", "application/x-www-form-urlencoded")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +83,7 @@ class ErrorOut(BaseModel):
 
 
 _ERRORS = {400: "Bad request", 401: "No valid API key", 403: "The key lacks the scope",
-           404: "Not found", 413: "Body too large", 429: "Over the key's rate (see Retry-After)"}
+           404: "Not found", 413: "Body too large", 415: "Body not JSON", 429: "Over the key's rate (see Retry-After)"}
 
 _current: contextvars.ContextVar[RequestInfo] = contextvars.ContextVar("notify_request")
 
@@ -127,6 +132,10 @@ def _powertools_error(exc: Exception) -> Response:
     rid = current().request_id if _current.get(None) is not None else uuid.uuid4().hex
     if isinstance(exc, RequestValidationError):
         status, kind, message = 400, "ValidationError", _validation_message(exc)
+    elif isinstance(exc, RequestUnsupportedContentType):
+        status, kind, message = 415, "UnsupportedMediaTypeError", "the request body must be application/json"
+    elif isinstance(exc, (UnicodeDecodeError, binascii.Error)):
+        status, kind, message = 400, "ValidationError", "request body is not valid UTF-8 / base64"
     elif isinstance(exc, RecursionError):
         status, kind, message = 400, "ValidationError", "request body is nested too deeply"
     elif isinstance(exc, RouteNotFound):
@@ -196,7 +205,8 @@ class Edge:
                       operation_id=f"{self.name}_{spec.func.__name__}",
                       security=[{SECURITY_SCHEME: [spec.scope]}] if spec.scope else None,
                       tags=[self.name])(spec.func)
-        app.exception_handler([RequestValidationError, RecursionError, RouteNotFound, Exception])(
+        app.exception_handler([RequestValidationError, RequestUnsupportedContentType, RecursionError, RouteNotFound,
+                               UnicodeDecodeError, binascii.Error, Exception])(
             _powertools_error)
 
     def _resolver(self, v2: bool) -> ApiGatewayResolver:
@@ -249,6 +259,10 @@ class Edge:
                 gate = runtime.auth()
                 if gate.keyring is not None:
                     key = gate.keyring.authorize(bearer_token(headers), spec.scope)
+            if spec is not None and spec.method != "GET":
+                kind = str(headers.get("content-type") or headers.get("Content-Type") or "").lower()
+                if kind.startswith(_FORM_TYPES):  # routes read JSON; Powertools would try to parse these
+                    raise UnsupportedMediaTypeError(f"the request body must be application/json, not {kind[:60]}")
             if spec is not None and spec.max_body is not None:
                 body = event.get("body") or ""
                 size = len(body) * 3 // 4 if event.get("isBase64Encoded") else len(body.encode())

@@ -70,3 +70,9 @@ class RateLimitedError(NotifyError):
     def __init__(self, message: str, *, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class UnsupportedMediaTypeError(ValidationError):
+    """A request body in a content type the route does not read (it reads JSON)."""
+
+    http_status = 415
