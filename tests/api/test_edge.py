@@ -96,3 +96,25 @@ def test_a_body_over_the_route_limit_is_413_before_parsing(served: Served) -> No
     reply = served.client.post("/v1/campaigns", content=b'{"a":"' + b"x" * 70_000 + b'"}',
                                headers={"x-api-key": served.key("admin"), "content-type": "application/json"})
     assert reply.status_code == 413 and reply.json()["error"]["type"] == "PayloadTooLargeError"
+
+
+def test_the_lambda_authorizer_makes_the_same_decision(served: Served) -> None:
+    from lambdas import authorizer
+
+    reader, writer = served.key("recommendations:read"), served.key("events:write")
+
+    def v2(method: str, path: str, token: str | None) -> dict[str, Any]:
+        return {"version": "2.0", "rawPath": path, "headers": {"x-api-key": token} if token else {},
+                "requestContext": {"http": {"method": method, "path": path}}}
+
+    assert authorizer.handler(v2("GET", "/v1/users/u1/recommendations", reader), None)["isAuthorized"] is True
+    assert authorizer.handler(v2("GET", "/v1/users/u1/recommendations", writer), None)["isAuthorized"] is False
+    assert authorizer.handler(v2("GET", "/v1/users/u1/recommendations", None), None)["isAuthorized"] is False
+    assert authorizer.handler(v2("GET", "/t/abc", None), None)["isAuthorized"] is True
+    allowed = authorizer.handler(v2("POST", "/v1/events", writer), None)
+    assert allowed["context"]["key_id"] == writer.split("_")[1]
+    arn = "arn:aws:execute-api:eu-west-1:123456789012:api/prod/POST/v1/events"
+    rest = authorizer.handler({"type": "TOKEN", "authorizationToken": f"Bearer {writer}", "methodArn": arn}, None)
+    assert rest["policyDocument"]["Statement"][0]["Effect"] == "Allow"
+    rest = authorizer.handler({"type": "TOKEN", "authorizationToken": f"Bearer {reader}", "methodArn": arn}, None)
+    assert rest["policyDocument"]["Statement"][0]["Effect"] == "Deny"
