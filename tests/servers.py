@@ -202,3 +202,8 @@ def local_gateway(*, timeout: float = 15.0) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def serve_admin_key(data_dir: Path) -> str:
+    """The admin API key `notify serve` wrote on its first start under ``data_dir`` (read after healthy)."""
+    return (Path(data_dir) / "secrets" / "admin.key").read_text().strip()

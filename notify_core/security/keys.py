@@ -52,7 +52,7 @@ SCOPES: tuple[str, ...] = (EVENTS_WRITE, RECOMMENDATIONS_READ, CAMPAIGNS_WRITE, 
 
 DEFAULT_TTL_DAYS = 90
 DEFAULT_OVERLAP_S = 24 * 3600.0
-DEFAULT_RATE_PER_MINUTE = 6000  # 100/s sustained per key, bursts up to a minute's worth
+DEFAULT_RATE_PER_MINUTE = 60_000  # 1,000/s sustained per key (per serving process), bursts up to a minute
 PEPPER_BYTES = 32
 _TOKEN = re.compile(r"^nk_([0-9a-f]{12})_([A-Za-z0-9_\-]{43})$")
 _CACHE_S = 1.0  # a key row read from the Store is reused this long (revocation elsewhere: live within 1 s)
