@@ -1,34 +1,18 @@
-"""Helpers shared by the API Gateway (HTTP API, payload v2) handlers.
-
-The one place NotifyError subclasses become HTTP statuses (each class carries ``http_status``), the one
-place request bodies are decoded (base64 included), and the one shape of JSON replies, so every handler
-answers errors the same way.
-"""
+"""Types of the Lambda proxy integration and the one place raw request bodies are decoded (base64
+included, size-checked). Errors and replies are shaped by :mod:`lambdas.edge`, in one place."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import functools
-import json
-import logging
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from notify_core.errors import NotifyError, PayloadTooLargeError, ValidationError
-
-log = logging.getLogger(__name__)
+from notify_core.errors import PayloadTooLargeError, ValidationError
 
 ApiEvent = Mapping[str, Any]
 ApiResponse = dict[str, Any]
 Handler = Callable[[ApiEvent, Any], ApiResponse]
-
-
-def request_id(event: ApiEvent) -> str:
-    context = event.get("requestContext") or {}
-    rid = context.get("requestId") if isinstance(context, Mapping) else None
-    return str(rid) if rid else uuid.uuid4().hex
 
 
 def body_bytes(event: ApiEvent, *, limit: int | None = None) -> bytes:
@@ -50,44 +34,3 @@ def body_bytes(event: ApiEvent, *, limit: int | None = None) -> bytes:
     if limit is not None and len(raw) > limit:
         raise PayloadTooLargeError(f"request body is {len(raw)} bytes; the limit is {limit}")
     return raw
-
-
-def json_response(status: int, payload: Any, *, headers: Mapping[str, str] | None = None) -> ApiResponse:
-    return {
-        "statusCode": status,
-        "headers": {"content-type": "application/json", **(headers or {})},
-        "body": json.dumps(payload, separators=(",", ":"), default=str),
-        "isBase64Encoded": False,
-    }
-
-
-def error_response(exc: NotifyError, *, rid: str) -> ApiResponse:
-    """Every deliberate error, one shape: ``{"error": {"type", "message", "request_id"}}``."""
-    return json_response(
-        exc.http_status,
-        {"error": {"type": type(exc).__name__, "message": str(exc), "request_id": rid}},
-        headers={"x-request-id": rid},
-    )
-
-
-def api_handler(func: Handler) -> Handler:
-    """Wrap a handler: NotifyError -> its status, anything else -> a logged 500 without internals."""
-
-    @functools.wraps(func)
-    def wrapper(event: ApiEvent, context: Any) -> ApiResponse:
-        rid = request_id(event)
-        try:
-            return func(event, context)
-        except NotifyError as exc:
-            level = logging.WARNING if exc.http_status < 500 else logging.ERROR
-            log.log(level, "request failed", extra={"request_id": rid, "status": exc.http_status, "error": str(exc)})
-            return error_response(exc, rid=rid)
-        except Exception:
-            log.exception("unhandled error", extra={"request_id": rid})
-            return json_response(
-                500,
-                {"error": {"type": "InternalError", "message": "internal error", "request_id": rid}},
-                headers={"x-request-id": rid},
-            )
-
-    return wrapper
