@@ -46,3 +46,25 @@ def test_keys_and_audit_chain_on_dynamodb(dynamo: DynamoStore) -> None:
     assert [e.action for e in audit.entries(dynamo)] == ["key.create", "key.rotate", "key.revoke"]
     dynamo.table(tables.AUDIT_LOG).delete(audit.LOG_PK, "000000000002")
     assert not audit.verify(dynamo).ok
+
+
+def test_keys_and_audit_chain_on_moto() -> None:
+    """The same walk on moto (a quick unit check of the value mapping; the test above is the real one)."""
+    from moto import mock_aws
+
+    with mock_aws():
+        session = boto3.Session(aws_access_key_id="x", aws_secret_access_key="x", region_name="eu-west-1")
+        store = DynamoStore(region="eu-west-1", table_prefix="moto_", session=session)
+        try:
+            clock = ManualClock(1_900_000_000)
+            ring = KeyRing(store, pepper=b"p" * 32, clock=clock)
+            key, token = ring.create(name="app", scopes=["events:write"], actor="t", source="t")
+            assert ring.authorize(token, "events:write").expires_at == key.expires_at
+            ring.revoke(key.key_id, actor="t", source="t")
+            with pytest.raises(UnauthorizedError):
+                ring.authenticate(token)
+            audit.record(store, clock=clock, action="campaign.update", actor="k", source="ip",
+                         before={"daily_budget": 1.5, "ids": ["a"]}, after={"daily_budget": 2, "x": None})
+            assert audit.verify(store).ok and audit.verify(store).entries == 3
+        finally:
+            store.close()
