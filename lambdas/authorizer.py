@@ -3,7 +3,7 @@
 For an HTTP API (payload 2.0, "simple responses") it answers ``{"isAuthorized": bool, "context": {...}}``;
 for a REST API (``TOKEN`` / ``REQUEST`` authorizer) an IAM policy for the method ARN. It calls
 :meth:`notify_core.security.keys.KeyRing.authorize` with the scope the route needs (from the handler
-modules' own route table, :func:`lambdas.edge.all_edges`, so the two cannot drift), without the rate
+one route table, :data:`lambdas.routes.ROUTES`, from which the handler edges take their scopes too), without the rate
 limit: API Gateway throttles in front, and the handler edge (which checks the key again, defence in
 depth) applies the per-key limit. A refusal never says why (API Gateway answers 401/403 itself).
 """
@@ -15,19 +15,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from lambdas import runtime
-from lambdas.edge import RouteSpec, all_edges
+from lambdas.routes import route_for
 from notify_core.errors import NotifyError
 from notify_core.security.keys import bearer_token
 
 log = logging.getLogger("lambdas.authorizer")
-
-
-def _route(method: str, path: str) -> RouteSpec | None:
-    for edge in all_edges():
-        for spec in edge.routes:
-            if spec.method == method and spec.regex.match(path):
-                return spec
-    return None
 
 
 def _request(event: Mapping[str, Any]) -> tuple[str, str, Any]:
@@ -46,7 +38,7 @@ def _request(event: Mapping[str, Any]) -> tuple[str, str, Any]:
 def decide(event: Mapping[str, Any]) -> tuple[bool, dict[str, str]]:
     """(allowed, context for the integration): one key check, the scope of the route asked for."""
     method, path, headers = _request(event)
-    spec = _route(method.upper(), path)
+    spec = route_for(method, path)
     if spec is None:
         return False, {}
     if spec.scope is None:

@@ -18,7 +18,6 @@ from lambdas.edge import Edge
 from lambdas.http import body_bytes
 from notify_core.events.capture import capture_events
 from notify_core.events.models import MAX_BODY_BYTES
-from notify_core.security.keys import EVENTS_WRITE
 from notify_core.stream.port import Stream
 
 
@@ -34,11 +33,11 @@ use_stream = _stream.use  # install the stream this handler produces to (None: f
 edge = Edge("events")
 
 
-@edge.route("POST", "/v1/events", scope=EVENTS_WRITE, summary="Capture purchase and click events",
+@edge.route("POST", "/v1/events", summary="Capture purchase and click events",
             status_code=202, max_body=MAX_BODY_BYTES)
 def events() -> Any:  # a Response: serialised by the route, not validated again
     raw = body_bytes(edge_event().raw_event, limit=MAX_BODY_BYTES)
-    result = capture_events(raw, stream=_stream.get())
+    result = capture_events(raw, stream=_stream.get(), clock=runtime.get().clock)
     import orjson
 
     return Response(result.status_code, "application/json", orjson.dumps(result.as_dict()).decode())

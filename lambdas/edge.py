@@ -47,7 +47,9 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 from pydantic import BaseModel
 
 from lambdas import runtime
-from notify_core.errors import NotifyError, PayloadTooLargeError, RateLimitedError, UnsupportedMediaTypeError
+from lambdas.http import error_payload, error_reply, json_reply, observed
+from lambdas.routes import declared
+from notify_core.errors import PayloadTooLargeError, UnsupportedMediaTypeError
 from notify_core.security.keys import ApiKey, bearer_token
 
 log = logging.getLogger("lambdas.edge")
@@ -91,33 +93,6 @@ _current: contextvars.ContextVar[RequestInfo] = contextvars.ContextVar("notify_r
 def current() -> RequestInfo:
     """The request being handled (inside a route function)."""
     return _current.get()
-
-
-def json_reply(status: int, payload: Any, *, rid: str, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """A proxy reply both payload versions accept (statusCode / headers / body)."""
-    return {"statusCode": status,
-            "headers": {"content-type": "application/json", "x-request-id": rid, **(headers or {})},
-            "body": json.dumps(payload, separators=(",", ":"), default=str), "isBase64Encoded": False}
-
-
-def error_payload(kind: str, message: str, rid: str) -> dict[str, Any]:
-    return {"error": {"type": kind, "message": message, "request_id": rid}}
-
-
-def _error_headers(exc: Exception) -> dict[str, str]:
-    return {"retry-after": str(exc.retry_after_s)} if isinstance(exc, RateLimitedError) else {}
-
-
-def error_reply(exc: Exception, *, rid: str) -> dict[str, Any]:
-    """The one error shape, for any exception: NotifyError -> its status, the rest -> a logged 500."""
-    if isinstance(exc, NotifyError):
-        status, kind, message = exc.http_status, type(exc).__name__, str(exc)
-    else:
-        log.error("unhandled error", exc_info=exc, extra={"request_id": rid})
-        status, kind, message = 500, "InternalError", "internal error"
-    if status < 500:
-        log.info("request refused", extra={"request_id": rid, "status": status, "error": message})
-    return json_reply(status, error_payload(kind, message, rid), rid=rid, headers=_error_headers(exc))
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -180,9 +155,12 @@ class Edge:
         self.routes: list[RouteSpec] = []
         self._local = threading.local()
 
-    def route(self, method: str, path: str, *, scope: str | None, summary: str, status_code: int = 200,
+    def route(self, method: str, path: str, *, summary: str, status_code: int = 200,
               max_body: int | None = None, response_model: Any = None, validate: bool = True,
               ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Declare a route of :data:`lambdas.routes.ROUTES` (its scope comes from there: one owner)."""
+        scope = declared(method, re.sub(r"<(\w+)>", r"{\1}", path)).scope
+
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
             self.routes.append(RouteSpec(method=method.upper(), path=path, scope=scope, func=func,
                                          status_code=status_code, summary=summary, max_body=max_body,
@@ -234,7 +212,17 @@ class Edge:
         return None
 
     def handler(self, event: Any, context: Any) -> Any:
-        """The Lambda entry point (see the module doc for the event shapes it answers)."""
+        """The Lambda entry point (see the module doc for the event shapes it answers), observed: the
+        request id on every log line and produced record (:func:`notify_core.observability.request_context`),
+        the cold start, and on Lambda one EMF line per invocation (:func:`lambdas.http.observed`)."""
+        ctx = event.get("requestContext") if isinstance(event, Mapping) else None
+        rid = str(ctx.get("requestId") or uuid.uuid4().hex) if isinstance(ctx, Mapping) else uuid.uuid4().hex
+        function = str(getattr(context, "function_name", None) or f"lambdas.{self.name}")
+        with observed(function, rid) as call:
+            call.reply = self._handle(event, context, rid)
+        return call.reply
+
+    def _handle(self, event: Any, context: Any, rid: str) -> Any:
         if not isinstance(event, Mapping) or not isinstance(event.get("requestContext"), Mapping):
             if self.direct is None:
                 return json_reply(400, error_payload("ValidationError", "not an API Gateway event", "direct"),
@@ -242,7 +230,6 @@ class Edge:
             return self.direct(event, context)
         ctx = event["requestContext"]
         v2 = event.get("version") == "2.0"
-        rid = str(ctx.get("requestId") or uuid.uuid4().hex)
         if v2:
             http = ctx.get("http") or {}
             method, path, source = str(http.get("method", "")), str(event.get("rawPath", "")), \
@@ -288,28 +275,3 @@ class Edge:
         else:
             reply["headers"] = {"x-request-id": rid}
         return reply
-
-
-def all_edges() -> list[Edge]:
-    """Every HTTP handler module's edge (the OpenAPI document and the audit coverage test read these)."""
-    from lambdas import capture_events, generate_schedule, get_recommended_campaigns, track, upsert_campaign
-
-    return [capture_events.edge, get_recommended_campaigns.edge, upsert_campaign.edge, generate_schedule.edge,
-            track.edge]
-
-
-def openapi_document(*, title: str = "Notify API", version: str = "1") -> dict[str, Any]:
-    """OpenAPI 3.1, generated from the routes' pydantic models and typed parameters."""
-    from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
-
-    app = APIGatewayHttpResolver(enable_validation=True)
-    for edge in all_edges():
-        edge.register_on(app)
-    schema = app.get_openapi_json_schema(
-        title=title, version=version,
-        description="Every route but the tracking links needs an API key with the route's scope: "
-                    "`X-API-Key: nk_...` (or `Authorization: Bearer nk_...`). Errors are "
-                    '`{"error": {"type", "message", "request_id"}}`.',
-        security_schemes={SECURITY_SCHEME: APIKey(name="X-API-Key", in_=APIKeyIn.header)})
-    document: dict[str, Any] = json.loads(schema)
-    return document

@@ -25,9 +25,9 @@ from pydantic import ValidationError as PydanticValidationError
 from lambdas import runtime
 from lambdas.coldstart import ColdStart
 from lambdas.edge import Edge, current
+from lambdas.index import build_holder
 from notify_core.errors import NotifyError, ValidationError
 from notify_core.recommend.recommender import MAX_LIMIT, Recommender
-from notify_core.security.keys import RECOMMENDATIONS_READ
 
 log = logging.getLogger("lambdas.get_recommended_campaigns")
 
@@ -37,7 +37,7 @@ MAX_USER_ID = 128
 
 def _build() -> Recommender:
     rt = runtime.get()
-    return Recommender(store=rt.store(), holder=rt.holder())
+    return Recommender(store=rt.store(), holder=rt.holder(build_holder), clock=rt.clock)
 
 
 _recommender = ColdStart(_build)
@@ -127,7 +127,7 @@ def _limit(raw: str | None) -> int:
 
 # The hot path: Powertools routes it and documents its parameters, but its per-request validation
 # middleware (~2x the cost of routing) is replaced by the one TypeAdapter check of ``limit`` above.
-@edge.route("GET", "/v1/users/<user_id>/recommendations", scope=RECOMMENDATIONS_READ,
+@edge.route("GET", "/v1/users/<user_id>/recommendations",
             summary="Top campaigns for a user", response_model=RecommendationsOut, validate=False)
 def recommendations(
     user_id: Annotated[str, Path(min_length=1, max_length=MAX_USER_ID)],

@@ -11,6 +11,7 @@ Tests install parts with :func:`configure` (``store=``, ``holder=``, ``keyring=`
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,16 +43,15 @@ class Runtime:
         store: Store = self._store
         return store
 
-    def holder(self) -> IndexHolder:
-        """The live index (shared by recommendations and campaign upserts: an upsert is live at once)."""
+    def holder(self, build: Callable[[NotifySettings], IndexHolder]) -> IndexHolder:
+        """The live index, built by ``build`` on first use and shared by every handler of the process
+        (recommendations and campaign upserts: an upsert is live at once). The builder comes from the
+        handler module (:func:`lambdas.index.build_holder`), so the functions that never serve the index
+        do not reach the artefact store (their IAM roles are derived from what they import)."""
         if self._holder is None:
             with self._lock:
                 if self._holder is None:
-                    from notify_core.recommend.artefacts import build_artefact_store
-                    from notify_core.recommend.serving import IndexHolder
-
-                    self._holder = IndexHolder(build_artefact_store(self.settings),
-                                               search_effort=self.settings.recommend_effort)
+                    self._holder = build(self.settings)
         holder: IndexHolder = self._holder
         return holder
 
@@ -59,7 +59,8 @@ class Runtime:
 def _build() -> Runtime:
     from notify_core.settings import load_settings
 
-    return Runtime(settings=load_settings())
+    settings = load_settings()
+    return Runtime(settings=settings, clock=settings.clock())
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +96,11 @@ auth = _auth.get
 
 
 def configure(settings: NotifySettings | None, *, store: Store | None = None, holder: IndexHolder | None = None,
-              clock: Clock = SYSTEM_CLOCK) -> None:
-    """Install this process's settings (and optionally a Store / index holder); None: from the environment."""
-    _runtime.use(None if settings is None else Runtime(settings=settings, clock=clock, _store=store, _holder=holder))
+              clock: Clock | None = None) -> None:
+    """Install this process's settings (and optionally a Store / index holder / clock; the clock defaults to
+    the settings' own, ``NOTIFY_CLOCK_START`` included); None: from the environment."""
+    _runtime.use(None if settings is None else Runtime(settings=settings, clock=clock or settings.clock(),
+                                                       _store=store, _holder=holder))
 
 
 def use_auth(keyring: KeyRing | None, *, insecure: bool = False) -> None:

@@ -8,6 +8,7 @@ from notify_assets.delivery import DELIVERY_ASSETS, DELIVERY_CHECKS, DELIVERY_GR
 from notify_assets.embeddings import CAMPAIGN_EMBEDDINGS_GROUP, EMBEDDING_ASSETS, EMBEDDING_JOBS, EMBEDDINGS_GROUP
 from notify_assets.features import FEATURES_GROUP, feature_tables
 from notify_assets.ingestion import INGESTION_ASSETS, INGESTION_CHECKS, INGESTION_GROUP, online_retail_landing
+from notify_assets.operations import OPERATIONS_ASSETS
 from notify_assets.recommendation import RECOMMENDATION_ASSETS, RECOMMENDATION_GROUP
 from notify_assets.scheduling import (
     PLAN_PARTITIONS,
@@ -16,13 +17,14 @@ from notify_assets.scheduling import (
     SCHEDULING_JOBS,
     today_partition,
 )
+from notify_core.clock import Clock
 from notify_core.settings import NotifySettings, load_settings
 from notify_resources import resources_for
 from notify_sensors import REPLAN_SENSORS, campaign_index_publisher, landing_sensor
 from notify_sensors.landing import INGEST_JOB
 
 ASSETS = [online_retail_landing, *INGESTION_ASSETS, feature_tables, *EMBEDDING_ASSETS, *RECOMMENDATION_ASSETS,
-          *SCHEDULING_ASSETS, *DELIVERY_ASSETS]
+          *SCHEDULING_ASSETS, *DELIVERY_ASSETS, *OPERATIONS_ASSETS]
 CHECKS = [*INGESTION_CHECKS, *DELIVERY_CHECKS]
 
 # The end-to-end job, stage by stage (the CLI runs these in order and reports each).
@@ -52,12 +54,12 @@ STAGE_UPSTREAM: dict[str, tuple[str, ...]] = {
 }
 
 
-def stage_job(name: str, selection: dg.AssetSelection) -> dg.UnresolvedAssetJobDefinition:
+def stage_job(name: str, selection: dg.AssetSelection, *, clock: Clock) -> dg.UnresolvedAssetJobDefinition:
     """A stage's job. The scheduling stage plans today's partition (UTC; the day the definitions were
     built), since the CLI runs stage jobs without a partition key."""
     if name == "scheduling":
         return dg.define_asset_job(f"stage_{name}", selection=selection, partitions_def=PLAN_PARTITIONS,
-                                   tags={"dagster/partition": today_partition()})
+                                   tags={"dagster/partition": today_partition(clock)})
     return dg.define_asset_job(f"stage_{name}", selection=selection)
 
 
@@ -69,7 +71,7 @@ def build_definitions(settings: NotifySettings) -> dg.Definitions:
     jobs = [
         dg.define_asset_job(MAIN_JOB, selection=dg.AssetSelection.all(), description="Everything, end to end."),
         dg.define_asset_job(INGEST_JOB, selection=dg.AssetSelection.groups(INGESTION_GROUP)),
-        *(stage_job(name, selection) for name, selection in STAGES),
+        *(stage_job(name, selection, clock=settings.clock()) for name, selection in STAGES),
         *EMBEDDING_JOBS, *SCHEDULING_JOBS,
     ]
     return dg.Definitions(
@@ -82,4 +84,7 @@ def build_definitions(settings: NotifySettings) -> dg.Definitions:
 @dg.definitions
 def defs() -> dg.Definitions:
     """Entry point for `dagster dev` / code servers: settings are read here, once, not at import."""
+    from notify_core.security.files import use_private_umask
+
+    use_private_umask()  # the lake, landing, artefacts and Store files the runs write are 0600 / 0700
     return build_definitions(load_settings())

@@ -73,7 +73,7 @@ def product_embeddings(
     context: dg.AssetExecutionContext, notify: NotifyResource, embedder: EmbedderResource
 ) -> dg.MaterializeResult:
     run = refresh_product_embeddings(notify.lake, notify.store, embedder.embedder, batch_size=embedder.batch_size,
-                                     progress=_progress(context, "products"))
+                                     progress=_progress(context, "products"), now=notify.now())
     return _result(context, run)
 
 
@@ -83,7 +83,7 @@ def product_embeddings(
                 "purchase partitions that changed or hold an order of a changed product.",
 )
 def purchase_embeddings(context: dg.AssetExecutionContext, notify: NotifyResource) -> dg.MaterializeResult:
-    return _result(context, refresh_order_embeddings(notify.lake, notify.store))
+    return _result(context, refresh_order_embeddings(notify.lake, notify.store, now=notify.now()))
 
 
 @dg.asset(
@@ -92,7 +92,7 @@ def purchase_embeddings(context: dg.AssetExecutionContext, notify: NotifyResourc
                 "orders changed are recomputed. Clickstream interactions fold in through the core hook.",
 )
 def user_embeddings(context: dg.AssetExecutionContext, notify: NotifyResource) -> dg.MaterializeResult:
-    return _result(context, refresh_user_embeddings(notify.lake, notify.store))
+    return _result(context, refresh_user_embeddings(notify.lake, notify.store, now=notify.now()))
 
 
 @dg.asset(
@@ -103,7 +103,7 @@ def campaign_embeddings(
     context: dg.AssetExecutionContext, notify: NotifyResource, embedder: EmbedderResource
 ) -> dg.MaterializeResult:
     run = refresh_campaign_embeddings(notify.lake, notify.store, embedder.embedder, batch_size=embedder.batch_size,
-                                      progress=_progress(context, "campaigns"))
+                                      progress=_progress(context, "campaigns"), now=notify.now())
     return _result(context, run)
 
 

@@ -6,6 +6,7 @@
 import dagster as dg
 
 from notify_core.ingest.batch import DATASETS, IngestReport, ingest_dataset
+from notify_core.landing import build_landing_area
 from notify_core.sources.demo import prepare_demo_landing
 from notify_resources import NotifyResource
 
@@ -16,6 +17,7 @@ INGESTION_GROUP = "ingestion"
 def online_retail_landing(context: dg.AssetExecutionContext, notify: NotifyResource) -> dg.MaterializeResult:
     settings = notify.settings
     result = prepare_demo_landing(source=settings.source_data, landing=settings.landing, seed=settings.seed)
+    build_landing_area(settings).push()  # aws: the files land under the S3 prefix, like any other drop
     context.log.info(f"landing files written: {result.files_written or 'none (unchanged)'}")
     return dg.MaterializeResult(metadata={
         "source_rows": result.rows_read,
@@ -43,8 +45,12 @@ def _ingestion_asset(dataset: str) -> dg.AssetsDefinition:
     )
     def _asset(context: dg.AssetExecutionContext, notify: NotifyResource) -> dg.MaterializeResult:
         settings = notify.settings
-        report = ingest_dataset(dataset, landing=settings.landing, lake=notify.lake, store=notify.store,
-                                quarantine=settings.quarantine_root, on_file=lambda f: context.log.info(f"reading {f}"))
+        area = build_landing_area(settings)
+        area.pull()  # aws: files dropped under the S3 prefix (consumer pods, other jobs) reach this run
+        report = ingest_dataset(dataset, landing=area.landing, lake=notify.lake, store=notify.store,
+                                quarantine=area.quarantine, on_file=lambda f: context.log.info(f"reading {f}"),
+                                clock=notify.clock())
+        area.push(quarantine=True)
         for name, error in report.file_errors.items():
             context.log.warning(f"{name} rejected: {error}")
         metadata: dict[str, object] = dict(report.as_metadata())

@@ -9,13 +9,14 @@ superseded pending ones are cancelled, claimed/sent ones are never touched.
 
 # No `from __future__ import annotations` here: Dagster reads the context annotations at decoration time.
 
-from datetime import UTC, date, datetime
+from datetime import date
 
 import dagster as dg
 
 from notify_assets.embeddings import campaign_embeddings, user_embeddings
+from notify_core.clock import Clock, today, utcnow
 from notify_core.scheduling.models import PlanOptions
-from notify_core.scheduling.service import effective_now, plan_from_lake
+from notify_core.scheduling.service import plan_from_lake
 from notify_resources.resources import NotifyResource
 
 SCHEDULING_GROUP = "scheduling"
@@ -35,8 +36,9 @@ class PlanConfig(dg.Config):
     candidates_per_user: int = 20
 
 
-def today_partition() -> str:
-    return datetime.now(UTC).date().isoformat()
+def today_partition(clock: Clock) -> str:
+    """Today's plan partition (UTC day) by the entry point's clock."""
+    return today(clock).isoformat()
 
 
 @dg.asset(
@@ -50,7 +52,8 @@ def notification_plan(
     context: dg.AssetExecutionContext, config: PlanConfig, notify: NotifyResource
 ) -> dg.MaterializeResult:
     # Runs that select every asset without a partition (notify_main, tests materialising ASSETS) plan today.
-    plan_day = date.fromisoformat(context.partition_key if context.has_partition_key else today_partition())
+    clock = notify.clock()
+    plan_day = date.fromisoformat(context.partition_key if context.has_partition_key else today_partition(clock))
     options = PlanOptions(minute_capacity=config.minute_capacity, min_gap_minutes=config.min_gap_minutes)
     artefacts = None
     try:
@@ -59,7 +62,7 @@ def notification_plan(
         artefacts = build_artefact_store(notify.settings)
     except Exception as exc:  # the recommender is optional for the plan; the fallback is documented
         context.log.warning(f"no recommender artefacts ({exc}); using the cosine fallback")
-    run = plan_from_lake(notify.store, notify.lake, plan_day=plan_day, now=effective_now(plan_day),
+    run = plan_from_lake(notify.store, notify.lake, plan_day=plan_day, now=utcnow(clock),
                          options=options, artefacts=artefacts, k=config.candidates_per_user)
     v = run.violations
     context.log.info(f"plan {run.plan_day}: {run.stats.notifications} notifications for {run.stats.users} users "

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from notify_core.errors import NotifyError
 from notify_core.observability import configure_logging
+from notify_core.security.files import use_private_umask
 from notify_core.settings import NotifySettings, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Notify: personalised notifications.")
@@ -60,6 +61,7 @@ def _settings(data_dir: Path | None) -> NotifySettings:
     if data_dir is not None:
         overrides["data_dir"] = data_dir
     settings = load_settings(**overrides)
+    use_private_umask()  # everything this run writes under the data directory is 0600 / 0700
     log_dir = settings.data_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(stream=(log_dir / "notify.jsonl").open("a", encoding="utf-8"))
@@ -121,6 +123,8 @@ def run_stages(settings: NotifySettings, stage_names: list[str]) -> list[StageOu
             if not result.success:
                 failures = [e for e in result.all_events if e.is_failure]
                 outcome.error = failures[0].message if failures else "failed"
+            if outcome.success and name == "recommendation" and settings.env != "local":
+                _publish_index(settings)
             outcomes.append(outcome)
             mark = "[green]ok[/green]" if outcome.success else "[red]FAILED[/red]"
             console.print(f"stage {index}/{len(stage_names)} {name}: {mark} in {outcome.seconds:.1f} s")
@@ -128,6 +132,17 @@ def run_stages(settings: NotifySettings, stage_names: list[str]) -> list[StageOu
                 failed.add(name)
                 console.print(f"[red]{outcome.error}[/red]")
     return outcomes
+
+
+def _publish_index(settings: NotifySettings) -> None:
+    """In aws the asset does not publish (the daemon's sensor does); ``notify run`` has no daemon, so it
+    applies the sensor's rule itself, right after the build (idempotent: the sensor then finds it done)."""
+    from notify_core.recommend.artefacts import build_artefact_store
+    from notify_core.recommend.index import publish_newest
+
+    newest, current = publish_newest(build_artefact_store(settings))
+    if newest is not None:
+        console.print(f"published campaign index {newest} (was {current})")
 
 
 def print_summary(outcomes: list[StageOutcome]) -> None:
@@ -234,6 +249,17 @@ def _register_commands() -> None:
     app.command(name="worker")(delivery_commands.worker)
     app.command(name="evaluate")(evaluate_commands.evaluate)
     app.command(name="templates")(deploy_templates.templates)
+    from notify_cli import capacity_commands
+
+    app.command(name="capacity")(capacity_commands.capacity)
+    from notify_cli import security_commands
+
+    app.add_typer(security_commands.secrets_app, name="secrets")
+    app.add_typer(security_commands.users_app, name="users")
+    from notify_cli import backup_commands
+
+    app.command(name="backup")(backup_commands.backup)
+    app.command(name="restore")(backup_commands.restore)
     from notify_cli import security_commands
 
     app.add_typer(security_commands.keys_app, name="keys")

@@ -1,30 +1,40 @@
-"""``notify keys create|list|rotate|revoke`` and ``notify audit verify|show``.
+"""``notify keys create|list|rotate|revoke``, ``notify audit verify|show``, ``notify secrets ...`` (key
+rotation) and ``notify users delete ID`` (right to erasure).
 
-Thin glue over :mod:`notify_core.security`: every key change is audited by the KeyRing itself, with the
-actor ``cli:<user>`` and source ``cli``. A new key's token is printed once (or written to a new 0600
-file with ``--out``) and stored nowhere.
+Thin glue over :mod:`notify_core.security` and :mod:`notify_core.erasure`: read settings, call the
+domain, print a JSON summary. Every API key change is audited by the KeyRing itself, and every erasure
+and secret rotation here writes its audit entry, with the actor ``cli:<user>`` and source ``cli``. A new
+API key's token is printed once (or written to a new 0600 file with ``--out``) and stored nowhere; other
+secrets are never printed, except by ``notify secrets show-webhook`` on purpose (a receiver needs the key
+it verifies with).
 """
 
 from __future__ import annotations
 
 import getpass
 import json
+from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from notify_core.clock import SYSTEM_CLOCK
+from notify_core.clock import SYSTEM_CLOCK, utcnow
 from notify_core.errors import NotifyError
 from notify_core.security import audit
 from notify_core.security.keys import DEFAULT_OVERLAP_S, DEFAULT_TTL_DAYS, SCOPES, KeyRing, write_secret_file
 from notify_core.settings import NotifySettings, load_settings
 from notify_core.store.port import Store
 
-DataDir = Annotated[Path | None, typer.Option(help="Data directory (default: NOTIFY_DATA_DIR or .notify).")]
+DataDir = Annotated[Path | None,
+                    typer.Option("--data-dir", help="Data directory (default NOTIFY_DATA_DIR or .notify).")]
 
 keys_app = typer.Typer(add_completion=False, no_args_is_help=True, help="API keys: create, list, rotate, revoke.")
 audit_app = typer.Typer(add_completion=False, no_args_is_help=True, help="The audit trail: verify, show.")
+secrets_app = typer.Typer(no_args_is_help=True,
+                          help="Rotate and inspect Notify's keys (0600 files under the data dir).")
+users_app = typer.Typer(no_args_is_help=True, help="User data: right to erasure.")
 
 
 def cli_actor() -> str:
@@ -35,6 +45,9 @@ def cli_actor() -> str:
 
 
 def _settings(data_dir: Path | None) -> NotifySettings:
+    from notify_core.security.files import use_private_umask
+
+    use_private_umask()
     return load_settings(**({"data_dir": data_dir} if data_dir is not None else {}))
 
 
@@ -75,7 +88,7 @@ def create(
 ) -> None:
     """Create a key; the key is printed once (keep it: only its keyed hash is stored)."""
     try:
-        extra = {"rate_per_minute": rate_per_minute} if rate_per_minute is not None else {}
+        extra: dict[str, Any] = {"rate_per_minute": rate_per_minute} if rate_per_minute is not None else {}
         key, token = _keyring(data_dir).create(name=name, scopes=scope, ttl_days=ttl_days, actor=cli_actor(),
                                                source="cli", **extra)
     except NotifyError as exc:
@@ -135,3 +148,103 @@ def show(limit: Annotated[int, typer.Option(help="The last N entries.")] = 50, d
     rows = list(audit.entries(_store(_settings(data_dir))))
     for entry in rows[-limit:]:
         typer.echo(json.dumps(entry.as_dict(), default=str))
+
+
+@secrets_app.command("rotate")
+def rotate_secrets(
+    data_dir: DataDir = None,
+    purpose: Annotated[str, typer.Option(help="all | master (re-wrap data keys) | tracking | webhook.")] = "all",
+    overlap_days: Annotated[float, typer.Option(min=0, help="How long replaced HMAC keys still verify.")] = 30.0,
+    new_data_keys: Annotated[bool, typer.Option(help="Also start new data keys for new writes.")] = False,
+) -> None:
+    """Rotate keys: a new master version re-wraps every data key; tracking/webhook get a new active key."""
+    from notify_core.security.crypto import build_sealer
+    from notify_core.security.keyring import rotate_keyring
+
+    if purpose not in ("all", "master", "tracking", "webhook"):
+        raise typer.BadParameter("purpose is all, master, tracking or webhook")
+    settings = _settings(data_dir)
+    out: dict[str, Any] = {}
+    if purpose in ("all", "master"):
+        report = build_sealer(settings.secrets_dir, kms_key_id=settings.kms_key_id,
+                              region=settings.aws_region).rotate(new_data_keys=new_data_keys)
+        out["master"] = {"version": report.master_version, "rewrapped_data_keys": report.rewrapped,
+                         "new_data_keys": report.new_data_keys, "retired": report.retired_master_versions}
+    for name in ("tracking", "webhook"):
+        if purpose in ("all", name):
+            ring = rotate_keyring(settings.secrets_dir, name, clock=SYSTEM_CLOCK,
+                                  overlap=timedelta(days=overlap_days))
+            out[name] = {"active": ring.active_kid, "verifying": [k.kid for k in ring.keys]}
+    store = _store(settings)
+    try:  # the summary holds key ids and counts, never a secret
+        audit.record(store, clock=SYSTEM_CLOCK, action="secrets.rotate", actor=cli_actor(), source="cli",
+                     target=purpose, after=out)
+    finally:
+        store.close()
+    typer.echo(json.dumps(out))
+
+
+@secrets_app.command("list")
+def list_secrets(data_dir: DataDir = None) -> None:
+    """Key ids and expiries (never the secrets)."""
+    from notify_core.security.keyring import load_keyring
+
+    settings = _settings(data_dir)
+    now = utcnow(SYSTEM_CLOCK)
+    out = {}
+    for name in ("tracking", "webhook"):
+        ring = load_keyring(settings.secrets_dir, name, clock=SYSTEM_CLOCK)
+        out[name] = [{"kid": k.kid, "active": k.kid == ring.active_kid, "expires_at": k.expires_at,
+                      "valid": k.valid_at(now)} for k in ring.keys]
+    typer.echo(json.dumps(out))
+
+
+@secrets_app.command("show-webhook")
+def show_webhook(data_dir: DataDir = None) -> None:
+    """Print the webhook keys a receiver verifies with (kid -> hex secret). Handle the output as a secret."""
+    from notify_core.security.keyring import load_keyring
+
+    settings = _settings(data_dir)
+    ring = load_keyring(settings.secrets_dir, "webhook", clock=SYSTEM_CLOCK)
+    keys = ring.signing_keys(now=utcnow(SYSTEM_CLOCK))
+    store = _store(settings)
+    try:  # a secret leaves the data dir: who took it is on record (the key ids, never the secrets)
+        audit.record(store, clock=SYSTEM_CLOCK, action="secrets.show", actor=cli_actor(), source="cli",
+                     target="webhook", detail={"kids": [k.kid for k in keys]})
+    finally:
+        store.close()
+    typer.echo(json.dumps({k.kid: k.secret.hex() for k in keys}))
+
+
+@users_app.command("delete")
+def delete_user(
+    user_id: Annotated[str, typer.Argument(help="The user to erase.")],
+    data_dir: DataDir = None,
+    compact: Annotated[bool, typer.Option(help="Rebuild the SQLite file afterwards (no deleted key left).")] = True,
+) -> None:
+    """Erase a user from every Store table, the lake, landing/quarantine files, vectors, outbox, logs, stream log."""
+    from notify_core.erasure import erase_user
+    from notify_core.observability import configure_logging
+    from notify_core.store.factory import build_store
+    from notify_core.stream import open_stream
+
+    settings = _settings(data_dir)
+    configure_logging(level="WARNING")
+    store = build_store(settings)
+    stream = open_stream(settings)
+    try:
+        roots = [settings.data_dir]
+        if settings.landing_dir is not None:
+            roots.append(settings.landing_dir)
+        actor = cli_actor()
+
+        def audited(action: str, detail: Mapping[str, Any]) -> None:
+            audit.record(store, clock=SYSTEM_CLOCK, action=action, actor=actor, source="cli", target=user_id,
+                         detail={"rows_removed": detail.get("rows_removed")})
+
+        report = erase_user(user_id, store=store, file_roots=roots, stream_log=stream, audit=audited, actor=actor,
+                            compact=compact)
+    finally:
+        stream.close()
+        store.close()
+    typer.echo(json.dumps(report.as_dict()))

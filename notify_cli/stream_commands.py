@@ -16,6 +16,9 @@ from typing import Annotated, Any
 
 import typer
 
+from notify_core.errors import NotifyError
+from notify_core.landing import LandingArea, build_landing_area
+from notify_core.security.files import use_private_umask
 from notify_core.settings import NotifySettings, load_settings
 from notify_core.stream import open_stream
 from notify_core.stream.port import Stream
@@ -33,6 +36,7 @@ def _open(data_dir: Path | None, kafka: str | None) -> tuple[NotifySettings, Str
     if kafka:
         overrides |= {"stream_backend": "kafka", "kafka_bootstrap": kafka}
     settings = load_settings(**overrides)
+    use_private_umask()  # the stream log and what the handlers create are 0600 / 0700
     return settings, open_stream(settings)
 
 
@@ -45,6 +49,9 @@ def consume(
     max_records: Annotated[int | None, typer.Option(help="Exit after about this many records.")] = None,
     from_beginning: Annotated[bool, typer.Option(help="Replay the topics from offset 0.")] = False,
     metrics_port: Annotated[int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")] = 0,
+    standby: Annotated[
+        bool, typer.Option(help="Embedded log: if another process consumes the group, wait and take over.")
+    ] = False,
 ) -> None:
     """Read purchase_history and notify_clickstream in batches and persist them to the Store.
 
@@ -67,19 +74,50 @@ def consume(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    consumer = EventConsumer(
-        stream=stream, store=store, landing=settings.landing / "purchases", group=group, max_batch=max_batch
-    )
+    from notify_core.stream.local_log import GroupBusyError
+
+    while True:
+        try:
+            consumer = EventConsumer(
+                stream=stream, store=store, landing=settings.landing / "purchases", group=group, max_batch=max_batch,
+                clock=settings.clock(),
+            )
+            break
+        except GroupBusyError as exc:
+            if not standby:
+                stream.close()
+                store.close()
+                typer.echo(f"notify consume: {exc}", err=True)
+                raise typer.Exit(3) from None
+            if stop.wait(0.5):
+                stream.close()
+                store.close()
+                return
+    area = build_landing_area(settings)  # aws: order files go to the S3 prefix, where ingestion finds them
+    pusher = threading.Thread(target=_push_landing, args=(area, stop), daemon=True)
+    pusher.start()
     try:
         if from_beginning:
             consumer.seek_to_beginning()
         totals = consumer.run(stop=stop, idle_exit=idle_exit, max_records=max_records)
         lag = consumer.lag()
     finally:
+        stop.set()
+        pusher.join(30)
         consumer.close()
         stream.close()
         store.close()
+        area.push()  # whatever the last batches wrote
     typer.echo(json.dumps({**totals_dict(totals), "lag": lag}))
+
+
+def _push_landing(area: LandingArea, stop: threading.Event, every_s: float = 10.0) -> None:
+    """Publish the consumer's order files every ``every_s`` (a no-op for the local landing folder)."""
+    while not stop.wait(every_s):
+        try:
+            area.push()
+        except NotifyError as exc:  # S3 unreachable: retried next round; the files stay on local disk
+            logging.getLogger(__name__).warning("landing push failed", extra={"error": str(exc)})
 
 
 def serve(
@@ -92,12 +130,20 @@ def serve(
     insecure_no_auth: Annotated[bool, typer.Option(
         "--insecure-no-auth", help="Serve WITHOUT API keys (anyone may call every route). Local experiments only.",
     )] = False,
+    tls_cert: Annotated[Path | None,
+                        typer.Option("--tls-cert", help="PEM certificate: serve HTTPS (TLS 1.2+).")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key of --tls-cert.")] = None,
 ) -> None:
     """Serve the Lambda handlers over HTTP (API Gateway v2 events), e.g. POST /v1/events.
 
     Every route but the tracking links needs an API key. On the first start (no key in the Store) an admin
     key is written to ``<data_dir>/secrets/admin.key`` (0600); the log says where, never the key.
+    With ``--tls-cert``/``--tls-key`` it serves HTTPS (TLS 1.2+).
     """
+    from notify_core.security.tls import check_tls_files
+
+    tls = check_tls_files(tls_cert, tls_key)
+    tls_args: dict[str, Any] = {"tls_cert": str(tls[0]), "tls_key": str(tls[1])} if tls else {}
     from lambdas import capture_events, runtime
     from lambdas.gateway import serve as run_gateway
     from notify_core.observability import configure_logging
@@ -110,11 +156,11 @@ def serve(
     if workers > 1:  # each forked worker builds its own Store, stream and key check on its first request
         stream.close()
         runtime.use_auth(None, insecure=insecure_no_auth)
-        run_gateway(host=host, port=port, workers=workers)
+        run_gateway(host=host, port=port, workers=workers, **tls_args)
         return
     capture_events.use_stream(stream)
     try:
-        run_gateway(host=host, port=port)
+        run_gateway(host=host, port=port, **tls_args)
     finally:
         stream.close()
 

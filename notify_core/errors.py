@@ -76,3 +76,8 @@ class UnsupportedMediaTypeError(ValidationError):
     """A request body in a content type the route does not read (it reads JSON)."""
 
     http_status = 415
+
+
+class InvalidTokenError(NotFoundError):
+    """A signed token (tracking link) that does not verify: answered exactly like an unknown link (404),
+    so a forger learns nothing about which ids exist or which part of the token was wrong."""

@@ -111,11 +111,27 @@ def record(store: Store, *, clock: Clock, action: str, actor: str, source: str, 
             table.put(_to_item(entry), condition=Condition.absent())
         except ConditionFailedError:
             continue
-        table.put({"pk": HEAD_PK, "sk": HEAD_PK, "seq": entry.seq, "hash": entry.hash})
+        _advance_head(table, entry, attempts=attempts)
         log.info("audit", extra={"audit_action": action, "actor": actor, "target": target, "seq": entry.seq,
                                  "request_id": request_id})
         return entry
     raise ConditionFailedError(f"audit append lost the race {attempts} times")
+
+
+def _advance_head(table: Any, entry: AuditEntry, *, attempts: int) -> None:
+    """Move the head to ``entry`` unless a later entry's writer already moved it further: a conditional
+    put on the head's current seq, so a slow writer can never move the head back."""
+    for _ in range(attempts):
+        head = table.get(HEAD_PK, HEAD_PK, consistent=True)
+        if head is not None and int(head["seq"]) >= entry.seq:
+            return
+        condition = Condition.absent() if head is None else Condition.matches(seq=head["seq"])
+        try:
+            table.put({"pk": HEAD_PK, "sk": HEAD_PK, "seq": entry.seq, "hash": entry.hash}, condition=condition)
+            return
+        except ConditionFailedError:
+            continue
+    raise ConditionFailedError(f"audit head update lost the race {attempts} times")
 
 
 def entries(store: Store, *, page: int = 1000) -> Iterator[AuditEntry]:

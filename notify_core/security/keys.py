@@ -40,15 +40,16 @@ from notify_core.errors import (
     ValidationError,
 )
 from notify_core.security import audit
+from notify_core.security.scopes import (  # noqa: F401  (re-exported: callers name scopes from here too)
+    ADMIN,
+    CAMPAIGNS_WRITE,
+    EVENTS_WRITE,
+    RECOMMENDATIONS_READ,
+    SCHEDULES_WRITE,
+    SCOPES,
+)
 from notify_core.store import tables
 from notify_core.store.port import Condition, Store
-
-EVENTS_WRITE = "events:write"
-RECOMMENDATIONS_READ = "recommendations:read"
-CAMPAIGNS_WRITE = "campaigns:write"
-SCHEDULES_WRITE = "schedules:write"
-ADMIN = "admin"  # every scope
-SCOPES: tuple[str, ...] = (EVENTS_WRITE, RECOMMENDATIONS_READ, CAMPAIGNS_WRITE, SCHEDULES_WRITE, ADMIN)
 
 DEFAULT_TTL_DAYS = 90
 DEFAULT_OVERLAP_S = 24 * 3600.0

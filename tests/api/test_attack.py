@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from lambdas.edge import openapi_document
+from lambdas.openapi import openapi_document
 from notify_core.security.keys import (
     CAMPAIGNS_WRITE,
     EVENTS_WRITE,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from lambdas.edge import openapi_document
+from lambdas.openapi import openapi_document
 from notify_core.clock import ManualClock
 from notify_core.security import audit
 from notify_core.store import tables
@@ -28,6 +28,9 @@ CLI_COMMANDS = {
     "keys list": "read-only", "audit verify": "read-only", "audit show": "read-only",
     "consume": "data plane: persists the app's events", "worker": "data plane: delivers planned notifications",
     "evaluate": "read-only on the data (writes a report file)", "templates": "renders files from the code",
+    "capacity": "read-only (prints a cost model)", "secrets list": "read-only (key ids, never secrets)",
+    "secrets rotate": "audited", "secrets show-webhook": "audited", "users delete": "audited",
+    "backup": "audited", "restore": "audited",
 }
 
 
@@ -189,6 +192,26 @@ def test_every_audited_cli_command_writes_an_entry(tmp_path: Path, monkeypatch: 
     assert all(e.actor.startswith("cli:") and e.source == "cli" for e in audit.entries(store))
     listed = runner.invoke(main.app, ["keys", "list", *data])
     assert listed.exit_code == 0 and "hash" not in listed.stdout and count() == 6
+
+    # secrets, erasure, backup and restore (issue 14 item 7: user deletion, backup / restore)
+    for command in (["secrets", "rotate", "--purpose", "tracking"], ["secrets", "show-webhook"],
+                    ["users", "delete", "u-gone"], ["backup", "--once", "--to", str(tmp_path / "bk")]):
+        before = count()
+        done = runner.invoke(main.app, [*command, *data])
+        assert done.exit_code == 0, (command, done.output)
+        assert count() == before + 1, command
+    new_actions = [e.action for e in audit.entries(store)][6:]
+    assert new_actions == ["secrets.rotate", "secrets.show", "user.delete", "backup.run"]
+    erased = [e for e in audit.entries(store) if e.action == "user.delete"][0]
+    assert erased.target == "u-gone" and erased.detail == {"rows_removed": 0}
+    head_before = audit.verify(store).head_hash
+    store.close()
+    restored = runner.invoke(main.app, ["restore", "--from", str(tmp_path / "bk"), "--force", *data])
+    assert restored.exit_code == 0, restored.output
+    store = _store(tmp_path)
+    last = list(audit.entries(store))[-1]
+    assert last.action == "backup.restore" and last.detail["replaced_audit_head"]["head_hash"] == head_before
+    assert audit.verify(store).ok
 
     # serve: the first start writes an admin key (0600) and an audit entry; the insecure flag is loud
     for insecure in (False, True):

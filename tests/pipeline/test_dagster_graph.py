@@ -39,7 +39,8 @@ def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
 def test_definitions_load() -> None:
     defs = build_definitions(load_settings(data_dir=Path("/tmp/notify-defs-test")))
     dg.Definitions.validate_loadable(defs)
-    assert defs.resolve_job_def(MAIN_JOB) is not None
+    main = defs.resolve_job_def(MAIN_JOB)  # raises when the job is missing
+    assert set(main.asset_layer.executable_asset_keys) == {spec.key for spec in defs.resolve_all_asset_specs()}
 
 
 def test_graph_materialises_features_that_match_hand_computation(settings) -> None:

@@ -4,7 +4,7 @@ generate_schedule Lambda with real event shapes."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from notify_core.clock import ManualClock
 from notify_core.embeddings.store import CAMPAIGN, USER, persist, save_state, vector_series
 from notify_core.lake import Lake
 from notify_core.repositories import save_frame
@@ -20,8 +21,15 @@ from notify_core.settings import NotifySettings
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
 
-DAY = date(2026, 11, 24)
+# The tests' own "now": midday before the planned day, so the whole day lies ahead. Every date below is
+# built from it, and the Store, the asset, the sensor and the Lambda all read this clock, not the calendar.
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+DAY = (NOW + timedelta(days=1)).date()
 DIM = 8
+
+
+def _clock() -> ManualClock:
+    return ManualClock(NOW)
 
 
 def _seed(data_dir: Path) -> None:
@@ -38,7 +46,8 @@ def _seed(data_dir: Path) -> None:
     camps = pl.DataFrame({
         "campaign_id": [f"c{j}" for j in range(6)], "name": ["n"] * 6, "text": ["t"] * 6,
         "category": ["toys", "home", "home", "garden", "garden", "home"], "product_ids": [[]] * 6,
-        "priority": [1, 2, 3, 4, 5, 3], "start_date": [date(2026, 1, 1)] * 6, "end_date": [date(2026, 12, 31)] * 6,
+        "priority": [1, 2, 3, 4, 5, 3], "start_date": [DAY - timedelta(days=30)] * 6,
+        "end_date": [DAY + timedelta(days=30)] * 6,
         "target_countries": [[]] * 6, "cooldown_hours": [24] * 6, "daily_budget": [None, None, 3, None, None, None],
         "url": ["u"] * 6, "template": ["t"] * 6, "status": ["active"] * 5 + ["paused"],
     }, schema=CAMPAIGNS)
@@ -47,7 +56,7 @@ def _seed(data_dir: Path) -> None:
     store = SqliteStore(data_dir / "store.sqlite")
     save_frame(store, tables.USERS, users)
     save_frame(store, tables.CAMPAIGNS, camps)
-    now = datetime(2026, 11, 1, tzinfo=UTC)
+    now = NOW - timedelta(days=22)
     for kind, ids in ((USER, users["user_id"].to_list()), (CAMPAIGN, camps["campaign_id"].to_list())):
         vectors = rng.normal(size=(len(ids), DIM)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -65,7 +74,7 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 def _stored(data_dir: Path) -> list[dict]:
-    store = SqliteStore(data_dir / "store.sqlite")
+    store = SqliteStore(data_dir / "store.sqlite", clock=_clock())
     try:
         return list(store.table(tables.PLANS).scan())
     finally:
@@ -76,7 +85,7 @@ def test_asset_materialises_and_replans_idempotently(data_dir: Path) -> None:
     from notify_assets.scheduling import notification_plan
     from notify_resources.resources import NotifyResource
 
-    resources = {"notify": NotifyResource(data_dir=str(data_dir))}
+    resources = {"notify": NotifyResource(data_dir=str(data_dir), clock_start=NOW.isoformat())}
     instance = dg.DagsterInstance.ephemeral()
     first = dg.materialize([notification_plan], partition_key=DAY.isoformat(), resources=resources, instance=instance)
     assert first.success
@@ -98,36 +107,39 @@ def test_cli_stage_job_plans_today(data_dir: Path) -> None:
     from notify_assets.definitions import STAGES, build_definitions
 
     assert "scheduling" in [n for n, _ in STAGES]
-    defs = build_definitions(NotifySettings(data_dir=data_dir))
+    defs = build_definitions(NotifySettings(data_dir=data_dir, clock_start=NOW))
     result = defs.resolve_job_def("stage_scheduling").execute_in_process(instance=dg.DagsterInstance.ephemeral())
     assert result.success
-    assert result.dagster_run.tags["dagster/partition"] == datetime.now(UTC).date().isoformat()
+    assert result.dagster_run.tags["dagster/partition"] == NOW.date().isoformat()
 
 
 def test_replan_sensor_requests_todays_partition(tmp_path: Path) -> None:
     from notify_assets.definitions import build_definitions
+    from notify_resources.resources import NotifyResource
     from notify_sensors.replan import replan_on_user_embeddings
 
-    defs = build_definitions(NotifySettings(data_dir=tmp_path))
+    defs = build_definitions(NotifySettings(data_dir=tmp_path, clock_start=NOW))
     repo = defs.get_repository_def()
+    resources = {"notify": NotifyResource(data_dir=str(tmp_path), clock_start=NOW.isoformat())}
     instance = dg.DagsterInstance.ephemeral()
     instance.report_runless_asset_event(dg.AssetMaterialization("user_embeddings"))
-    result = replan_on_user_embeddings.evaluate_tick(
-        dg.build_sensor_context(instance=instance, cursor=None, repository_def=repo))
+    with dg.build_sensor_context(instance=instance, cursor=None, repository_def=repo, resources=resources) as ctx:
+        result = replan_on_user_embeddings.evaluate_tick(ctx)
     requests = result.run_requests or []
     assert len(requests) == 1
-    assert requests[0].partition_key == datetime.now(UTC).date().isoformat()
+    assert requests[0].partition_key == NOW.date().isoformat()
     assert requests[0].run_key.startswith("replan-user_embeddings-")
-    again = replan_on_user_embeddings.evaluate_tick(
-        dg.build_sensor_context(instance=instance, cursor=result.cursor, repository_def=repo))
+    with dg.build_sensor_context(instance=instance, cursor=result.cursor, repository_def=repo,
+                                 resources=resources) as ctx:
+        again = replan_on_user_embeddings.evaluate_tick(ctx)
     assert not again.run_requests  # nothing new since
 
 
 def test_lambda_direct_and_http(data_dir: Path) -> None:
     from lambdas import generate_schedule
 
-    store = SqliteStore(data_dir / "store.sqlite")
-    generate_schedule.use_store(store)
+    store = SqliteStore(data_dir / "store.sqlite", clock=_clock())
+    generate_schedule.use_store(store, clock=_clock())
     try:
         reply = generate_schedule.handler({"user_ids": ["u2", "u3", "nobody"], "plan_day": DAY.isoformat()}, None)
         assert reply["statusCode"] == 200 and reply["users_planned"] == 2 and reply["notifications_planned"] > 0
