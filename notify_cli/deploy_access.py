@@ -64,10 +64,25 @@ def _source(module: str) -> ast.Module | None:
     return ast.parse(path.read_text(encoding="utf-8"))
 
 
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node of ``tree`` except what sits under ``if TYPE_CHECKING:`` (type-only imports never run)."""
+    out: list[ast.AST] = []
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        out.append(node)
+        if isinstance(node, ast.If) and ((isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING") or (
+                isinstance(node.test, ast.Attribute) and node.test.attr == "TYPE_CHECKING")):
+            todo.extend(node.orelse)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+    return out
+
+
 def _imports(tree: ast.Module, module: str) -> set[str]:
     out: set[str] = set()
     package = module if _is_package(module) else module.rpartition(".")[0]
-    for node in ast.walk(tree):
+    for node in _runtime_nodes(tree):
         if isinstance(node, ast.Import):
             out |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -113,7 +128,7 @@ def derive_access(module: str) -> Access:
     for name in modules:
         tree = _source(name)
         assert tree is not None
-        for node in ast.walk(tree):
+        for node in _runtime_nodes(tree):
             if isinstance(node, ast.Attribute) and node.attr in constants and isinstance(node.value, ast.Name):
                 used.add(constants[node.attr])
             elif isinstance(node, ast.ImportFrom) and node.module == "notify_core.store.tables":

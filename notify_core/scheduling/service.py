@@ -225,3 +225,17 @@ def plan_for_users(
     return plan_and_store(store, users=users, campaigns=campaigns, candidates=cands, plan_day=plan_day,
                           now=effective_now(plan_day, now=now), options=options, shards=shards,
                           candidate_source=source)
+
+
+PLAN_WINDOW_DAYS = 366  # a plan day more than a year from today is a mistake (or the calendar's edge: 500s)
+
+
+def check_plan_day(plan_day: date, *, today: date) -> date:
+    """``plan_day`` if within :data:`PLAN_WINDOW_DAYS` of ``today``, else ValidationError (a 400, not the
+    OverflowError that 0001-01-01 or 9999-12-31 would raise deep in the planner)."""
+    from notify_core.errors import ValidationError
+
+    if abs((plan_day - today).days) > PLAN_WINDOW_DAYS:
+        low, high = today - timedelta(days=PLAN_WINDOW_DAYS), today + timedelta(days=PLAN_WINDOW_DAYS)
+        raise ValidationError(f"plan_day must be within {low.isoformat()}..{high.isoformat()}")
+    return plan_day

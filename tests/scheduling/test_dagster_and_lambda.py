@@ -143,7 +143,12 @@ def test_lambda_direct_and_http(data_dir: Path) -> None:
     try:
         reply = generate_schedule.handler({"user_ids": ["u2", "u3", "nobody"], "plan_day": DAY.isoformat()}, None)
         assert reply["statusCode"] == 200 and reply["users_planned"] == 2 and reply["notifications_planned"] > 0
-        event = {"version": "2.0", "routeKey": "POST /v1/schedules", "requestContext": {"requestId": "r1"},
+        from tests import auth
+
+        event = {"version": "2.0", "routeKey": "POST /v1/schedules", "rawPath": "/v1/schedules",
+                 "headers": {"content-type": "application/json", **auth.headers()},
+                 "requestContext": {"requestId": "r1", "stage": "$default",
+                                    "http": {"method": "POST", "path": "/v1/schedules", "sourceIp": "203.0.113.9"}},
                  "body": json.dumps({"user_ids": ["u2", "u3"], "plan_day": DAY.isoformat()})}
         http = generate_schedule.handler(event, None)
         body = json.loads(http["body"])
