@@ -22,6 +22,7 @@ from lambdas.coldstart import ColdStart
 from lambdas.edge import Edge, current
 from notify_core.clock import SYSTEM_CLOCK, Clock, today, utcnow
 from notify_core.errors import NotifyError, ValidationError
+from notify_core.recommend.artefacts import ArtefactStore, build_artefact_store
 from notify_core.security import audit
 from notify_core.store.port import Store
 
@@ -32,25 +33,20 @@ MAX_BODY_BYTES = 1024 * 1024
 @dataclass(frozen=True, slots=True)
 class _Deps:
     store: Store
-    artefacts: Any  # the recommender's artefacts, or None: the planner's cosine fallback serves
+    artefacts: ArtefactStore | None  # None: the planner's cosine fallback serves
     clock: Clock
 
 
 def _build() -> _Deps:
     rt = runtime.get()
-    try:
-        from notify_core.recommend.artefacts import build_artefact_store
-
-        artefacts = build_artefact_store(rt.settings)
-    except Exception:  # no recommender: the planner's cosine fallback serves
-        artefacts = None
-    return _Deps(rt.store(), artefacts, rt.clock)
+    # Where published indexes live; with none published yet the planner uses its cosine fallback.
+    return _Deps(rt.store(), build_artefact_store(rt.settings), rt.clock)
 
 
 _deps = ColdStart(_build)
 
 
-def use_store(store: Store | None, *, artefacts: Any = None, clock: Clock = SYSTEM_CLOCK) -> None:
+def use_store(store: Store | None, *, artefacts: ArtefactStore | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
     """Install the Store (and optionally recommender artefacts and a clock) this handler uses; None: from
     settings."""
     _deps.use(None if store is None else _Deps(store, artefacts, clock))

@@ -15,6 +15,7 @@ import dagster as dg
 
 from notify_assets.embeddings import campaign_embeddings, user_embeddings
 from notify_core.clock import Clock, today, utcnow
+from notify_core.recommend.artefacts import build_artefact_store
 from notify_core.scheduling.models import PlanOptions
 from notify_core.scheduling.service import plan_from_lake
 from notify_resources.resources import NotifyResource
@@ -55,15 +56,8 @@ def notification_plan(
     clock = notify.clock()
     plan_day = date.fromisoformat(context.partition_key if context.has_partition_key else today_partition(clock))
     options = PlanOptions(minute_capacity=config.minute_capacity, min_gap_minutes=config.min_gap_minutes)
-    artefacts = None
-    try:
-        from notify_core.recommend.artefacts import build_artefact_store
-
-        artefacts = build_artefact_store(notify.settings)
-    except Exception as exc:  # the recommender is optional for the plan; the fallback is documented
-        context.log.warning(f"no recommender artefacts ({exc}); using the cosine fallback")
-    run = plan_from_lake(notify.store, notify.lake, plan_day=plan_day, now=utcnow(clock),
-                         options=options, artefacts=artefacts, k=config.candidates_per_user)
+    run = plan_from_lake(notify.store, notify.lake, plan_day=plan_day, now=utcnow(clock), options=options,
+                         artefacts=build_artefact_store(notify.settings), k=config.candidates_per_user)
     v = run.violations
     context.log.info(f"plan {run.plan_day}: {run.stats.notifications} notifications for {run.stats.users} users "
                      f"({run.writes.inserted} new, {run.writes.cancelled} cancelled, {run.writes.unchanged} unchanged; "

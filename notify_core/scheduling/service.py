@@ -9,7 +9,7 @@ written before the next is computed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -19,7 +19,9 @@ import polars as pl
 from notify_core.campaigns import ELIGIBILITY_COLUMNS
 from notify_core.campaigns import schema as campaign_schema
 from notify_core.clock import ManualClock
+from notify_core.lake import Lake
 from notify_core.metrics import counted_plan_generation
+from notify_core.recommend.artefacts import ArtefactStore
 from notify_core.scheduling.candidates import candidates_from_lake, eligible_campaigns
 from notify_core.scheduling.checks import plan_violations
 from notify_core.scheduling.ids import DEFAULT_SHARDS
@@ -73,13 +75,13 @@ def _user_schema(*names: str) -> dict[str, Any]:
     return {name: SCHEMAS["users"][name] for name in names}
 
 
-def users_from_lake(lake: Any) -> pl.DataFrame:
+def users_from_lake(lake: Lake) -> pl.DataFrame:
     frame: pl.DataFrame = lake.read("users")
     extra = [c for c in _USER_EXTRAS if c in frame.columns]
     return frame.select(*USERS, *extra)
 
 
-def campaigns_from_lake(lake: Any) -> pl.DataFrame:
+def campaigns_from_lake(lake: Lake) -> pl.DataFrame:
     frame: pl.DataFrame = lake.read("campaigns")
     return frame
 
@@ -104,24 +106,57 @@ def campaigns_from_store(store: Store) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=schema) if rows else pl.DataFrame(schema=schema)
 
 
-def candidates_from_recommender(store: Store, artefacts: Any, user_ids: Sequence[str], *, k: int,
-                                now: datetime) -> pl.DataFrame | None:
-    """The recommender's top-k per user (its blended score as relevance), or None when it cannot serve
-    (no published index, or its API is not there): the caller then uses the cosine fallback."""
-    try:
+CosineFallback = Callable[[list[str], list[str], int], pl.DataFrame]
+
+
+def candidates_for(
+    store: Store, user_ids: Sequence[str], campaign_ids: Sequence[str], *, artefacts: ArtefactStore | None,
+    fallback: CosineFallback, k: int, now: datetime,
+) -> tuple[pl.DataFrame, str]:
+    """The one way the planner gets candidates, and where they came from.
+
+    The recommender's top ``k`` per user when an index is published; only when none is (a fresh install,
+    or no artefact store) the documented cosine fallback over ``campaign_ids``. Errors of a published
+    recommender surface: a broken index must fail the plan, not quietly turn it into a worse one.
+    """
+    if artefacts is not None:
         from notify_core.recommend.recommender import Recommender, recommend_many
         from notify_core.recommend.serving import IndexHolder
 
         holder = IndexHolder(artefacts)
-        if getattr(holder.snapshot(), "base", None) is None:
-            return None
-        recommender = Recommender(store=store, holder=holder, clock=ManualClock(now))  # time stands at ``now``
-        rows = [{"user_id": r.user_id, "campaign_id": item.campaign_id, "relevance": float(item.score)}
-                for r in recommend_many(recommender, user_ids, limit=k, now=now) for item in r.items]
-    except Exception as exc:  # the recommender is optional here; say why it was not used
-        log.warning("recommender unavailable for scheduling, using the cosine fallback: %s", exc)
-        return None
-    return pl.DataFrame(rows, schema=CANDIDATES) if rows else pl.DataFrame(schema=CANDIDATES)
+        if holder.snapshot().base is not None:
+            recommender = Recommender(store=store, holder=holder, clock=ManualClock(now))  # time stands at ``now``
+            rows = [{"user_id": r.user_id, "campaign_id": item.campaign_id, "relevance": float(item.score)}
+                    for r in recommend_many(recommender, list(user_ids), limit=k, now=now) for item in r.items]
+            frame = pl.DataFrame(rows, schema=CANDIDATES) if rows else pl.DataFrame(schema=CANDIDATES)
+            return frame, "recommender"
+        log.info("no published index: planning from the cosine fallback")
+    return fallback(list(user_ids), list(campaign_ids), k), "cosine_fallback"
+
+
+def lake_cosine(lake: Lake) -> CosineFallback:
+    """The fallback over the lake's user and campaign embeddings (the daily batch)."""
+    return lambda user_ids, campaign_ids, k: candidates_from_lake(lake, campaign_ids, k=k)
+
+
+def store_cosine(store: Store) -> CosineFallback:
+    """The fallback over the embeddings in the Store (the serverless path)."""
+
+    def cosine(user_ids: list[str], campaign_ids: list[str], k: int) -> pl.DataFrame:
+        import numpy as np
+
+        from notify_core.embeddings.store import CAMPAIGN, USER, load_embeddings
+        from notify_core.scheduling.candidates import cosine_candidates
+
+        uvec = load_embeddings(store, USER, user_ids)
+        cvec = load_embeddings(store, CAMPAIGN, campaign_ids)
+        have_u = [u for u in user_ids if u in uvec]
+        have_c = [c for c in campaign_ids if c in cvec]
+        return cosine_candidates(
+            have_u, np.stack([uvec[u].vector for u in have_u]) if have_u else np.zeros((0, 1), np.float32),
+            have_c, np.stack([cvec[c].vector for c in have_c]) if have_c else np.zeros((0, 1), np.float32), k=k)
+
+    return cosine
 
 
 @counted_plan_generation
@@ -174,54 +209,36 @@ def _minutes(m: int) -> timedelta:
 
 
 def plan_from_lake(
-    store: Store, lake: Any, *, plan_day: date, now: datetime, options: PlanOptions | None = None,
-    artefacts: Any = None, k: int = 20, shards: int = DEFAULT_SHARDS,
+    store: Store, lake: Lake, *, plan_day: date, now: datetime, options: PlanOptions | None = None,
+    artefacts: ArtefactStore | None = None, k: int = 20, shards: int = DEFAULT_SHARDS,
 ) -> PlanRun:
-    """The daily batch: every user in the lake, candidates from the recommender or the cosine fallback.
+    """The daily batch: every user in the lake (:func:`candidates_for` chooses the candidates).
 
     ``now`` is the caller's clock: planning today places nothing before it (:func:`effective_now`)."""
-    users = users_from_lake(lake)
-    campaigns = eligible_campaigns(campaigns_from_lake(lake), plan_day)
-    cands = None
-    source = "cosine_fallback"
-    if artefacts is not None:
-        cands = candidates_from_recommender(store, artefacts, users["user_id"].to_list(), k=k, now=now)
-        source = "recommender" if cands is not None else source
-    if cands is None:
-        cands = candidates_from_lake(lake, campaigns["campaign_id"].to_list(), k=k)
-    return plan_and_store(store, users=users, campaigns=campaigns, candidates=cands, plan_day=plan_day,
-                          now=effective_now(plan_day, now=now), options=options, shards=shards,
-                          candidate_source=source)
+    return _plan(store, users=users_from_lake(lake), campaigns=campaigns_from_lake(lake), plan_day=plan_day,
+                 now=now, options=options, artefacts=artefacts, fallback=lake_cosine(lake), k=k, shards=shards)
 
 
 def plan_for_users(
     store: Store, user_ids: Sequence[str], *, plan_day: date, now: datetime,
-    options: PlanOptions | None = None, artefacts: Any = None, k: int = 20, shards: int = DEFAULT_SHARDS,
+    options: PlanOptions | None = None, artefacts: ArtefactStore | None = None, k: int = 20,
+    shards: int = DEFAULT_SHARDS,
 ) -> PlanRun:
     """The serverless path (Lambda ``generate_schedule``): a batch of users, everything from the Store.
 
     ``now`` is the caller's clock, as for :func:`plan_from_lake`."""
-    from notify_core.embeddings.store import CAMPAIGN, USER, load_embeddings
-    from notify_core.scheduling.candidates import cosine_candidates
+    return _plan(store, users=users_from_store(store, user_ids), campaigns=campaigns_from_store(store),
+                 plan_day=plan_day, now=now, options=options, artefacts=artefacts, fallback=store_cosine(store), k=k,
+                 shards=shards)
 
-    users = users_from_store(store, user_ids)
-    campaigns = eligible_campaigns(campaigns_from_store(store), plan_day)
-    ids = users["user_id"].to_list()
-    cands = None
-    source = "cosine_fallback"
-    if artefacts is not None:
-        cands = candidates_from_recommender(store, artefacts, ids, k=k, now=now)
-        source = "recommender" if cands is not None else source
-    if cands is None:
-        import numpy as np
 
-        uvec = load_embeddings(store, USER, ids)
-        cvec = load_embeddings(store, CAMPAIGN, campaigns["campaign_id"].to_list())
-        have_u = [u for u in ids if u in uvec]
-        have_c = [c for c in campaigns["campaign_id"].to_list() if c in cvec]
-        cands = cosine_candidates(
-            have_u, np.stack([uvec[u].vector for u in have_u]) if have_u else np.zeros((0, 1), np.float32),
-            have_c, np.stack([cvec[c].vector for c in have_c]) if have_c else np.zeros((0, 1), np.float32), k=k)
+def _plan(
+    store: Store, *, users: pl.DataFrame, campaigns: pl.DataFrame, plan_day: date, now: datetime,
+    options: PlanOptions | None, artefacts: ArtefactStore | None, fallback: CosineFallback, k: int, shards: int,
+) -> PlanRun:
+    campaigns = eligible_campaigns(campaigns, plan_day)
+    cands, source = candidates_for(store, users["user_id"].to_list(), campaigns["campaign_id"].to_list(),
+                                   artefacts=artefacts, fallback=fallback, k=k, now=now)
     return plan_and_store(store, users=users, campaigns=campaigns, candidates=cands, plan_day=plan_day,
                           now=effective_now(plan_day, now=now), options=options, shards=shards,
                           candidate_source=source)
