@@ -103,7 +103,7 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
-def _powertools_error(exc: Exception) -> Response:
+def _powertools_error(exc: Exception) -> Response[Any]:
     rid = current().request_id if _current.get(None) is not None else uuid.uuid4().hex
     if isinstance(exc, RequestValidationError):
         status, kind, message = 400, "ValidationError", _validation_message(exc)

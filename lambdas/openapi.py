@@ -35,6 +35,6 @@ def openapi_document(*, title: str = "Notify API", version: str = "1") -> dict[s
         description="Every route but the tracking links needs an API key with the route's scope: "
                     "`X-API-Key: nk_...` (or `Authorization: Bearer nk_...`). Errors are "
                     '`{"error": {"type", "message", "request_id"}}`.',
-        security_schemes={SECURITY_SCHEME: APIKey(name="X-API-Key", in_=APIKeyIn.header)})
+        security_schemes={SECURITY_SCHEME: APIKey.model_validate({"name": "X-API-Key", "in": APIKeyIn.header})})
     document: dict[str, Any] = json.loads(schema)
     return document
