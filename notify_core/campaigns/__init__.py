@@ -9,13 +9,16 @@ an Int32 in one copy of the column list and an Int64 in another.
 
 from __future__ import annotations
 
+from typing import Final
+
+from notify_core.catalog.categories import OTHER
 from notify_core.schemas import CAMPAIGNS, Schema
 
-ACTIVE = "active"
-PAUSED = "paused"
+ACTIVE: Final = "active"
+PAUSED: Final = "paused"
 STATUSES = (ACTIVE, PAUSED)
 
-DEFAULT_CATEGORY = "other"
+DEFAULT_CATEGORY = OTHER  # the catalogue's "no category"
 DEFAULT_PRIORITY = 3  # 1 (low) .. 5 (high); a campaign without one is ordinary, not the least important
 MIN_PRIORITY, MAX_PRIORITY = 1, 5
 DEFAULT_COOLDOWN_HOURS = 72
