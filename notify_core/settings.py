@@ -6,6 +6,7 @@ start, the CLI) calls :func:`load_settings` once and passes the result down.
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,6 +58,9 @@ class NotifySettings(BaseSettings):
     public_base_url: str = "http://127.0.0.1:8080"  # tracking links: <public_base_url>/t/<notification_id>
     delivery_concurrency: int = Field(default=16, ge=1, le=256)
     delivery_lease_s: float = Field(default=30.0, gt=0)
+    plan_start_date: date | None = Field(
+        default=None, description="First day of the plan's Dagster partitions; default: the deployment's first day "
+                                  "(recorded under <data_dir>/deployed_on on the first definitions load).")
 
     @model_validator(mode="after")
     def _check_delivery(self) -> NotifySettings:

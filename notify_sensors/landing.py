@@ -1,4 +1,8 @@
-"""Watch the landing folder: a new or changed batch file starts an ingestion run (which is idempotent)."""
+"""Watch the landing folder: a new or changed batch file starts an ingestion run (which is idempotent).
+
+Checked every few seconds (a stat of each file, no reads), ON by default. What the ingestion changed
+flows on by automation conditions (features, embeddings, index, plan); what it did not change stops here.
+"""
 
 # No `from __future__ import annotations` here: Dagster reads the context annotations at decoration time.
 
@@ -11,6 +15,7 @@ from notify_core.ingest.batch import DATASETS, landing_files
 from notify_resources import NotifyResource
 
 INGEST_JOB = "ingest"
+LANDING_INTERVAL_S = 5
 
 
 def landing_fingerprint(notify: NotifyResource) -> str:
@@ -23,7 +28,8 @@ def landing_fingerprint(notify: NotifyResource) -> str:
     return digest.hexdigest()[:16]
 
 
-@dg.sensor(job_name=INGEST_JOB, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(job_name=INGEST_JOB, minimum_interval_seconds=LANDING_INTERVAL_S,
+           default_status=dg.DefaultSensorStatus.RUNNING)
 def landing_sensor(context: dg.SensorEvaluationContext, notify: NotifyResource) -> dg.SensorResult:
     fingerprint = landing_fingerprint(notify)
     if fingerprint == context.cursor:

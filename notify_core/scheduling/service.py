@@ -9,7 +9,7 @@ written before the next is computed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -115,8 +115,11 @@ def plan_and_store(
     store: Store, *, users: pl.DataFrame, campaigns: pl.DataFrame, candidates: pl.DataFrame, plan_day: date,
     now: datetime | None = None, options: PlanOptions | None = None, shards: int = DEFAULT_SHARDS,
     chunk_users: int = CHUNK_USERS, candidate_source: str = "given",
+    progress: Callable[[int, int], None] | None = None,
 ) -> PlanRun:
-    """Plan ``users`` in chunks (history and interactions from the Store) and write each chunk's plan."""
+    """Plan ``users`` in chunks (history and interactions from the Store) and write each chunk's plan.
+
+    ``progress(users_done, users_total)`` is called after each chunk is written (for a live display)."""
     day = plan_day.isoformat()
     campaigns = eligible_campaigns(campaigns, plan_day)
     candidates = candidates.filter(pl.col("campaign_id").is_in(campaigns["campaign_id"].implode()))
@@ -146,6 +149,8 @@ def plan_and_store(
                               existing=states.pop(k).day_items)
         stats = stats + plan.stats
         writes = WriteSummary(**{f: getattr(writes, f) + getattr(summary, f) for f in WriteSummary.__slots__})
+        if progress is not None:
+            progress(min((k + 1) * chunk_users, users.height), users.height)
     busiest = ledger.loads.argsort()[-3:][::-1]
     loads = {(ledger.base + _minutes(int(m))).strftime("%Y-%m-%dT%H:%M"): int(ledger.loads[m])
              for m in busiest if ledger.loads[m] > 0}
@@ -162,6 +167,7 @@ def _minutes(m: int) -> timedelta:
 def plan_from_lake(
     store: Store, lake: Any, *, plan_day: date, now: datetime | None = None, options: PlanOptions | None = None,
     artefacts: Any = None, k: int = 20, shards: int = DEFAULT_SHARDS,
+    progress: Callable[[int, int], None] | None = None,
 ) -> PlanRun:
     """The daily batch: every user in the lake, candidates from the recommender or the cosine fallback."""
     users = users_from_lake(lake)
@@ -175,7 +181,7 @@ def plan_from_lake(
     if cands is None:
         cands = candidates_from_lake(lake, campaigns["campaign_id"].to_list(), k=k)
     return plan_and_store(store, users=users, campaigns=campaigns, candidates=cands, plan_day=plan_day, now=now,
-                          options=options, shards=shards, candidate_source=source)
+                          options=options, shards=shards, candidate_source=source, progress=progress)
 
 
 def plan_for_users(
