@@ -18,6 +18,7 @@ from notify_core.ingest.batch import DATASETS, IngestReport, ingest_dataset
 from notify_core.repositories import save_frame
 from notify_core.sources.demo import prepare_demo_landing
 from notify_resources import NotifyResource
+from notify_sensors.landing import FINGERPRINT_KEY, dataset_fingerprint
 
 INGESTION_GROUP = "ingestion"
 PURCHASE_MONTHS = "purchase_months"
@@ -57,12 +58,13 @@ def _ingestion_asset(dataset: str) -> dg.AssetsDefinition:
     )
     def _asset(context: dg.AssetExecutionContext, notify: NotifyResource) -> dg.MaterializeResult:
         settings = notify.settings
+        fingerprint = dataset_fingerprint(settings.landing, dataset)  # before reading: a later batch re-triggers
         report = ingest_dataset(dataset, landing=settings.landing, lake=notify.lake, store=notify.store,
                                 quarantine=settings.quarantine_root,
                                 on_file=lambda f: context.log.info(f"progress {dataset}: reading {f}"))
         for name, error in report.file_errors.items():
             context.log.warning(f"{name} rejected: {error}")
-        metadata: dict[str, object] = dict(report.as_metadata())
+        metadata: dict[str, object] = {**report.as_metadata(), FINGERPRINT_KEY: fingerprint}
         if report.bad_rows:
             metadata["bad_rows"] = dg.MetadataValue.md(_bad_rows_table(report))
         changed = report.rows_changed > 0 or report.store.inserted + report.store.updated + report.store.deleted > 0
