@@ -79,8 +79,9 @@ def deployment_date(settings: NotifySettings, *, clock: Clock = SYSTEM_CLOCK) ->
 
 
 def plan_partitions(start: date) -> dg.DailyPartitionsDefinition:
-    """Daily plan partitions from ``start`` up to tomorrow (UTC): tomorrow is planned ahead of time."""
-    return dg.DailyPartitionsDefinition(start_date=start.isoformat(), end_offset=1)
+    """Daily plan partitions from ``start`` up to tomorrow (UTC): tomorrow is planned ahead of time.
+    (A daily definition ends at the last complete day; ``end_offset=2`` adds today and tomorrow.)"""
+    return dg.DailyPartitionsDefinition(start_date=start.isoformat(), end_offset=2)
 
 
 def automation_sensor() -> dg.AutomationConditionSensorDefinition:

@@ -69,8 +69,9 @@ def root_cause(error: Any) -> Any:
 def explain(error: Any, settings: NotifySettings) -> str:
     """One line: the root cause's type and first message line, and a hint where one is known."""
     cause = root_cause(error)
-    message = (cause.message or "").strip().splitlines()
-    text = f"{cause.cls_name}: {message[0] if message else ''}".strip().rstrip(":")
+    lines = (cause.message or "").strip().splitlines()
+    first = lines[0].strip() if lines else ""
+    text = first if first.startswith(f"{cause.cls_name}") else f"{cause.cls_name}: {first}".strip().rstrip(":")
     hint = ""
     source = str(settings.source_data)
     if cause.cls_name in ("FileNotFoundError", "ComputeError") and (source in text or "No such file" in text
