@@ -23,6 +23,8 @@ INGEST_JOB = "ingest"
 LANDING_INTERVAL_S = 5
 FINGERPRINT_KEY = "landing_fingerprint"  # materialisation metadata of each ingestion asset
 NO_FILES = "none"
+_UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+               dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 
 
 def dataset_fingerprint(landing: Path, dataset: str) -> str:
@@ -48,6 +50,9 @@ def ingested_fingerprint(instance: dg.DagsterInstance, dataset: str) -> str:
 @dg.sensor(job_name=INGEST_JOB, minimum_interval_seconds=LANDING_INTERVAL_S,
            default_status=dg.DefaultSensorStatus.RUNNING)
 def landing_sensor(context: dg.SensorEvaluationContext, notify: NotifyResource) -> dg.SensorResult:
+    busy = context.instance.get_runs_count(dg.RunsFilter(job_name=INGEST_JOB, statuses=_UNFINISHED))
+    if busy:  # it records its fingerprints as each dataset lands; judge what changed after it ends
+        return dg.SensorResult(skip_reason="an ingestion run is queued or in progress")
     landing = notify.settings.landing
     changed = {dataset: fingerprint for dataset in DATASETS
                if (fingerprint := dataset_fingerprint(landing, dataset)) != ingested_fingerprint(context.instance,
