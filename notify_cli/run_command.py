@@ -71,14 +71,15 @@ def explain(error: Any, settings: NotifySettings) -> str:
     cause = root_cause(error)
     lines = (cause.message or "").strip().splitlines()
     first = lines[0].strip() if lines else ""
-    text = first if first.startswith(f"{cause.cls_name}") else f"{cause.cls_name}: {first}".strip().rstrip(":")
+    prefix = f"{cause.cls_name}: "
+    reason = first.rsplit(prefix, 1)[-1] if prefix in first else first  # drop "pkg.module.Error: " prefixes
+    text = f"{cause.cls_name}: {reason}".strip().rstrip(":")
     hint = ""
-    source = str(settings.source_data)
-    if cause.cls_name in ("FileNotFoundError", "ComputeError") and (source in text or "No such file" in text
-                                                                   or "not found" in text.lower()):
-        if not Path(source).exists():
-            hint = (f"the source data {source} does not exist (relative to {Path.cwd()}); "
-                    "set NOTIFY_SOURCE_DATA to the Online Retail parquet file")
+    source = settings.source_data
+    missing = "not found" in text.lower() or "no such file" in text.lower()
+    if missing and not Path(source).exists() and (str(source) in text or source.name in text):
+        where = "" if Path(source).is_absolute() else f", relative to {Path.cwd()}"
+        hint = f"set NOTIFY_SOURCE_DATA to the Online Retail parquet file ({source} does not exist{where})"
     elif cause.cls_name == "ConfigurationError":
         hint = "check the NOTIFY_* environment variables"
     elif cause.cls_name in ("ModuleNotFoundError", "ImportError"):
@@ -130,7 +131,7 @@ class Printer:
             line = explain(error, self.settings)
             outcome.failures[step] = line
             log.error("step failed", extra={"run_id": outcome.run_id, "step": step, "trace": error.to_string()})
-            self.console.print(f"[red]FAILED[/red] {step}: {line}")
+            self.console.print(f"[red]FAILED[/red] {step}: {line}", soft_wrap=True)
         elif kind == DagsterEventType.STEP_SKIPPED:
             outcome.skipped.append(step)
             self.console.print(f"[yellow]skipped[/yellow] {step} (a step it needs failed or produced nothing)")
@@ -190,6 +191,10 @@ def run_main(settings: NotifySettings, *, console: Console, job_name: str | None
         outcome.failures["run"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         return outcome
     outcome.success = bool(result and result[0].success)
+    if not outcome.success:  # Dagster does not start what needs a failed step; name what was left out
+        done = set(outcome.assets) | set(outcome.failures) | set(outcome.skipped)
+        outcome.skipped += sorted(k.to_user_string() for k in job.asset_layer.executable_asset_keys
+                                  if k.to_user_string() not in done)
     return outcome
 
 
@@ -275,7 +280,7 @@ def print_summary(console: Console, outcome: RunOutcome) -> None:
     console.print(f"asset checks: {len(outcome.checks) - len(failed_checks)}/{len(outcome.checks)} passed"
                   + (f" (failed: {', '.join(failed_checks)})" if failed_checks else ""))
     for step, line in outcome.failures.items():
-        console.print(f"[red]{step} failed:[/red] {line}")
+        console.print(f"[red]{step} failed:[/red] {line}", soft_wrap=True)
     if outcome.skipped:
         console.print(f"[yellow]not run[/yellow] (downstream of a failure): {', '.join(outcome.skipped)}")
     written = sum(int(a.metadata.get("store_inserted", 0)) + int(a.metadata.get("store_updated", 0))

@@ -124,11 +124,10 @@ def test_the_sensor_publishes_the_newest_passing_build(data_dir: Path) -> None:
 
 
 def test_definitions_load_with_the_recommendation_stage(tmp_path: Path) -> None:
-    from notify_assets.definitions import STAGE_UPSTREAM, STAGES, build_definitions
+    from notify_assets.definitions import build_definitions
 
     defs = build_definitions(NotifySettings(data_dir=tmp_path))
-    assert [n for n, _ in STAGES].index("recommendation") > [n for n, _ in STAGES].index("campaign_embeddings")
-    assert STAGE_UPSTREAM["recommendation"] == ("campaign_embeddings",)
-    assert defs.resolve_job_def("stage_recommendation") is not None
-    assert defs.resolve_sensor_def("campaign_index_publisher") is not None
+    graph = defs.resolve_asset_graph()
+    assert graph.get(dg.AssetKey("campaign_index")).parent_keys == {dg.AssetKey("campaign_embeddings")}
+    assert dg.AssetKey("campaign_index") in graph.get(dg.AssetKey("notification_plan")).parent_keys
     assert date.today() is not None

@@ -16,7 +16,6 @@ from notify_core.embeddings.store import CAMPAIGN, USER, persist, save_state, ve
 from notify_core.lake import Lake
 from notify_core.repositories import save_frame
 from notify_core.schemas import CAMPAIGNS, USERS
-from notify_core.settings import NotifySettings
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
 
@@ -73,8 +72,11 @@ def _stored(data_dir: Path) -> list[dict]:
 
 
 def test_asset_materialises_and_replans_idempotently(data_dir: Path) -> None:
-    from notify_assets.scheduling import notification_plan
+    from notify_assets.automation import plan_partitions
+    from notify_assets.scheduling import build_plan_asset
     from notify_resources.resources import NotifyResource
+
+    notification_plan = build_plan_asset(plan_partitions(DAY))
 
     resources = {"notify": NotifyResource(data_dir=str(data_dir))}
     instance = dg.DagsterInstance.ephemeral()
@@ -92,35 +94,6 @@ def test_asset_materialises_and_replans_idempotently(data_dir: Path) -> None:
     second = dg.materialize([notification_plan], partition_key=DAY.isoformat(), resources=resources, instance=instance)
     meta2 = second.get_asset_materialization_events()[0].step_materialization_data.materialization.metadata
     assert meta2["store_inserted"].value == 0 and meta2["unchanged"].value == planned and meta2["cancelled"].value == 0
-
-
-def test_cli_stage_job_plans_today(data_dir: Path) -> None:
-    from notify_assets.definitions import STAGES, build_definitions
-
-    assert "scheduling" in [n for n, _ in STAGES]
-    defs = build_definitions(NotifySettings(data_dir=data_dir))
-    result = defs.resolve_job_def("stage_scheduling").execute_in_process(instance=dg.DagsterInstance.ephemeral())
-    assert result.success
-    assert result.dagster_run.tags["dagster/partition"] == datetime.now(UTC).date().isoformat()
-
-
-def test_replan_sensor_requests_todays_partition(tmp_path: Path) -> None:
-    from notify_assets.definitions import build_definitions
-    from notify_sensors.replan import replan_on_user_embeddings
-
-    defs = build_definitions(NotifySettings(data_dir=tmp_path))
-    repo = defs.get_repository_def()
-    instance = dg.DagsterInstance.ephemeral()
-    instance.report_runless_asset_event(dg.AssetMaterialization("user_embeddings"))
-    result = replan_on_user_embeddings.evaluate_tick(
-        dg.build_sensor_context(instance=instance, cursor=None, repository_def=repo))
-    requests = result.run_requests or []
-    assert len(requests) == 1
-    assert requests[0].partition_key == datetime.now(UTC).date().isoformat()
-    assert requests[0].run_key.startswith("replan-user_embeddings-")
-    again = replan_on_user_embeddings.evaluate_tick(
-        dg.build_sensor_context(instance=instance, cursor=result.cursor, repository_def=repo))
-    assert not again.run_requests  # nothing new since
 
 
 def test_lambda_direct_and_http(data_dir: Path) -> None:
