@@ -98,3 +98,30 @@ def test_at_midnight_utc_the_day_after_tomorrow_is_planned_ahead(up_to_date) -> 
     assert tick(datetime.combine(day, time(23, 59), UTC)) == {}
     after = tick(datetime.combine(day + timedelta(days=1), time(0, 1), UTC))
     assert after == {"notification_plan": {(day + timedelta(days=2)).isoformat()}}
+
+
+def test_freshness_checks_read_the_event_log(tmp_path: Path) -> None:
+    """"Today's plan exists" and "the index is not older than its campaigns", as the UI shows them."""
+    from notify_assets.automation import plan_partitions
+    from notify_assets.recommendation import index_not_older_than_campaigns
+    from notify_assets.scheduling import build_plan_asset, plan_exists_check
+
+    day = today(SYSTEM_CLOCK)
+    plan_check = plan_exists_check(build_plan_asset(plan_partitions(day - timedelta(days=3))))
+    with dg.instance_for_test() as instance:
+        def run(check: dg.AssetChecksDefinition) -> dg.AssetCheckResult:
+            return check(dg.build_asset_check_context(instance=instance))  # type: ignore[no-any-return]
+
+        assert not run(plan_check).passed
+        _landed(instance, "notification_plan", "v1", day.isoformat())
+        result = run(plan_check)
+        assert result.passed and result.metadata["missing"].value == (day + timedelta(days=1)).isoformat()
+
+        assert not run(index_not_older_than_campaigns).passed  # never built
+        _landed(instance, "campaign_embeddings", "v1")
+        _landed(instance, "campaign_index", "v1")
+        assert run(index_not_older_than_campaigns).passed
+        _landed(instance, "campaign_embeddings", "v1")  # re-materialised, unchanged: still fresh
+        assert run(index_not_older_than_campaigns).passed
+        _landed(instance, "campaign_embeddings", "v2")  # campaigns changed after the index was built
+        assert not run(index_not_older_than_campaigns).passed

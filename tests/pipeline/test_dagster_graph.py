@@ -114,8 +114,11 @@ def test_asset_graph_partitions_and_automation(settings, tmp_path) -> None:
         assert graph.get(dg.AssetKey(key)).automation_condition == DELTA, key
     for key in ("users", "products", "campaigns", "purchases", "online_retail_landing", "delivery_run"):
         assert graph.get(dg.AssetKey(key)).automation_condition is None, key  # the landing sensor / the worker
-    assert {"daily_cap", "quiet_hours", "minute_capacity"} <= {
-        k.name for k in graph.get(dg.AssetKey("notification_plan")).check_keys}
+    for check in ("daily_cap", "quiet_hours", "minute_capacity"):  # the UI shows each result's partition
+        node = graph.get(dg.AssetCheckKey(dg.AssetKey("notification_plan"), check))
+        assert node.partitions_def == plan.partitions_def, check
+    freshness = {k.name for k in graph.asset_check_keys}
+    assert {"todays_plan_exists", "not_older_than_its_campaigns"} <= freshness
     sensors = {s.name: s for s in defs.sensors}
     assert sensors[AUTOMATION_SENSOR].default_status == dg.DefaultSensorStatus.RUNNING
     assert sensors["landing_sensor"].default_status == dg.DefaultSensorStatus.RUNNING
