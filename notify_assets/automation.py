@@ -2,11 +2,12 @@
 
 One place for the rules the daemon follows, so each asset module only says which rule applies:
 
-- ``DELTA``: run when an upstream asset materialised since the last tick (or is requested in the same
-  tick), never while an upstream is missing or in progress, never twice at once. Upstream assets that
-  found nothing new do not materialise (see ``notify_assets.ingestion``), so a step with no changed
-  input is skipped, and a daemon started on an up-to-date instance launches nothing (Dagster's
-  ``since_last_handled`` resets on the first evaluation).
+- ``DELTA``: run when an upstream asset's *data version* changed since the last tick (or the upstream is
+  requested in the same tick, so a chain runs as one run), never while an upstream is missing or in
+  progress, never twice at once. Every asset records a data version that stays the same when its run
+  changed nothing (:func:`data_version`), so a re-ingest with no new rows stops the chain there, and a
+  daemon started on an up-to-date instance launches nothing (``since_last_handled`` resets on the
+  first evaluation).
 - ``PLAN``: the same for the daily plan, restricted to today's and tomorrow's partitions, and a new
   partition (tomorrow, at 00:00 UTC) is planned as soon as it exists: planning day D at the start of
   D-1 UTC is ahead of every time zone (UTC+14's local day D starts at D-1 10:00 UTC). Upstream
