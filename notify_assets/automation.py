@@ -90,7 +90,7 @@ def automation_sensor() -> dg.AutomationConditionSensorDefinition:
     It emits runs (one per plan partition), not backfills: a backfill waits for the backfill daemon's next
     pass, which added ~40 s to the landing-to-plan latency."""
     return dg.AutomationConditionSensorDefinition(
-        AUTOMATION_SENSOR, target=dg.AssetSelection.all(include_sources=False),
+        AUTOMATION_SENSOR, target=dg.AssetSelection.all(),
         default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=AUTOMATION_INTERVAL_S,
         emit_backfills=False,  # today's and tomorrow's plan as two runs now, not a backfill the next daemon picks up
         description="Evaluates every asset's automation condition (ingested data -> features, embeddings, "

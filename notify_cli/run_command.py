@@ -15,6 +15,7 @@ import os
 import threading
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,12 @@ def run_main(settings: NotifySettings, *, console: Console, job_name: str | None
              partition: str | None = None) -> RunOutcome:
     """Launch one run of ``job_name`` (default the main job, planning ``partition``, default today) and
     print its progress from the run's event stream until it ends."""
+    import dagster as dg
+
+    # Dagster's Beta/Preview notices for APIs we chose (partitioned checks, backfill policy) are not news
+    # to the person running the demo; they stay visible in `dagster dev` and the tests.
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     from notify_assets.definitions import MAIN_JOB, build_definitions
     from notify_assets.scheduling import today_partition
 
