@@ -54,7 +54,7 @@ def run_once(n: int, spread_s: float, *, concurrency: int) -> dict[str, Any]:
         port = json.loads(sink.stdout.readline())["port"]
         offset = (minute - LEAD_S) - time.time()  # "now" is LEAD_S before the minute starts
         clock = OffsetClock(offset)
-        worker = DeliveryWorker(store, WebhookChannel(f"http://127.0.0.1:{port}/hook", secret=SECRET),
+        worker = DeliveryWorker(store, WebhookChannel(f"http://127.0.0.1:{port}/hook", secret=SECRET, clock=clock),
                                 public_base_url="http://127.0.0.1:8080", clock=clock,
                                 options=WorkerOptions(concurrency=concurrency, lookback_minutes=2))
         stop = threading.Event()

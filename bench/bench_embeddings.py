@@ -17,6 +17,7 @@ from typing import Any
 import polars as pl
 
 from bench.common import median, report, timed
+from notify_core.clock import SYSTEM_CLOCK, utcnow
 from notify_core.embeddings.embedder import SentenceTransformerEmbedder
 from notify_core.embeddings.pipeline import (
     EmbeddingRun,
@@ -35,10 +36,10 @@ from notify_core.store.sqlite import SqliteStore
 
 def _refresh_all(lake: Lake, store: SqliteStore, embedder: SentenceTransformerEmbedder) -> dict[str, EmbeddingRun]:
     return {
-        "product": refresh_product_embeddings(lake, store, embedder),
-        "order": refresh_order_embeddings(lake, store),
-        "user": refresh_user_embeddings(lake, store),
-        "campaign": refresh_campaign_embeddings(lake, store, embedder),
+        "product": refresh_product_embeddings(lake, store, embedder, now=utcnow(SYSTEM_CLOCK)),
+        "order": refresh_order_embeddings(lake, store, now=utcnow(SYSTEM_CLOCK)),
+        "user": refresh_user_embeddings(lake, store, now=utcnow(SYSTEM_CLOCK)),
+        "campaign": refresh_campaign_embeddings(lake, store, embedder, now=utcnow(SYSTEM_CLOCK)),
     }
 
 

@@ -21,7 +21,6 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ import polars as pl
 
 from bench.common import report
 from bench.scale_data import CATEGORIES, COUNTRIES, DEFAULT_CACHE, ScaleData, ScaleSpec, generate
+from notify_core.clock import SYSTEM_CLOCK, utcnow
 from notify_core.recommend.ann import DEFAULT_EFFORT
 from notify_core.recommend.artefacts import LocalArtefactStore
 from notify_core.recommend.index import (
@@ -102,9 +102,10 @@ def ensure_index(data: ScaleData, artefacts: LocalArtefactStore, options: IndexO
     info = pl.DataFrame(campaign_items(data, 0, len(ids))).select("campaign_id", *INFO_SCHEMA).with_columns(
         pl.col("start_date", "end_date").str.to_date())
     side = side.join(info, on="campaign_id", how="left", maintain_order="left")
-    manifest = Manifest(version=new_version([tag]), size=len(ids), dim=data.spec.dim, kind=options.kind,
+    built = utcnow(SYSTEM_CLOCK)
+    manifest = Manifest(version=new_version([tag], now=built), size=len(ids), dim=data.spec.dim, kind=options.kind,
                         dtype=options.dtype, search_effort=options.search_effort or DEFAULT_EFFORT[options.kind],
-                        params=index.params, model="synthetic", built_at=datetime.now(UTC).isoformat(),
+                        params=index.params, model="synthetic", built_at=built.isoformat(),
                         build_seconds=round(seconds, 2), recall_passed=True, extra={"tag": tag})
     save_version(artefacts, index, campaigns=side, popular=pl.DataFrame(popular_rows), manifest=manifest)
     publish(artefacts, manifest.version)
@@ -335,7 +336,8 @@ def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
     from notify_core.recommend.serving import IndexHolder
 
     store = SqliteStore(data_dir / "store.sqlite")
-    recommender = Recommender(store=store, holder=IndexHolder(artefacts["ivf"], search_effort=serving_effort))
+    recommender = Recommender(store=store, holder=IndexHolder(artefacts["ivf"], search_effort=serving_effort),
+                              clock=SYSTEM_CLOCK)
     handler_module.use_recommender(recommender)
     user_ids = [data.user_id(int(r)) for r in users]
     for uid in user_ids[:2000]:  # warm-up: the mapped pages, the Store's page cache

@@ -82,6 +82,7 @@ def _percentiles(values: np.ndarray) -> dict[str, float]:
 
 def stream_run(backend: str, *, rate: float, seconds: float, drain: float) -> dict[str, Any]:
     """One run: offer ``rate`` events/s for ``seconds``; persist with the real consumer; measure."""
+    from notify_core.clock import SYSTEM_CLOCK
     from notify_core.events.consumer import EventConsumer, tune_gc_for_ingest, tune_sqlite_for_ingest
     from notify_core.store.sqlite import SqliteStore
 
@@ -116,7 +117,7 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float) -> di
             persisted_at.append((at, len(records)))
 
         consumer = EventConsumer(stream=stream, store=store, landing=workdir / "landing", max_batch=10_000,
-                                 poll_timeout=0.05, on_persisted=on_persisted)
+                                 poll_timeout=0.05, on_persisted=on_persisted, clock=SYSTEM_CLOCK)
         stop = threading.Event()
         thread = threading.Thread(target=consumer.run, kwargs={"stop": stop}, daemon=True)
         # warm the consumer up (group join on Kafka) before the clock starts

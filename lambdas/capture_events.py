@@ -11,6 +11,7 @@ from typing import Any
 
 from lambdas.coldstart import ColdStart
 from lambdas.http import ApiEvent, ApiResponse, api_handler, body_bytes, json_response, request_id
+from notify_core.clock import SYSTEM_CLOCK
 from notify_core.events.capture import capture_events
 from notify_core.events.models import MAX_BODY_BYTES
 from notify_core.stream.port import Stream
@@ -30,5 +31,5 @@ use_stream = _stream.use  # install the stream this handler produces to (None: f
 @api_handler
 def handler(event: ApiEvent, context: Any) -> ApiResponse:
     raw = body_bytes(event, limit=MAX_BODY_BYTES)
-    result = capture_events(raw, stream=_stream.get())
+    result = capture_events(raw, stream=_stream.get(), clock=SYSTEM_CLOCK)
     return json_response(result.status_code, result.as_dict(), headers={"x-request-id": request_id(event)})

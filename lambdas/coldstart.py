@@ -11,6 +11,8 @@ import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from notify_core.security.files import use_private_umask
+
 T = TypeVar("T")
 
 
@@ -27,6 +29,8 @@ class ColdStart(Generic[T]):
         if value is None:
             with self._lock:
                 if self._value is None:
+                    # what the cold start creates (Store file, stream log, key files) is private
+                    use_private_umask()
                     self._value = self._build()
                 value = self._value
         return value

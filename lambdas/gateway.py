@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import importlib
 import itertools
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -23,15 +24,19 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lambdas.http import ApiEvent, Handler
+from notify_core.metrics import observe_request
 
 _RUN = uuid.uuid4().hex[:12]  # request ids: unique per process start + a counter (uuid4 costs ~20 us)
 _REQUESTS = itertools.count(1)
 MAX_BODY_BYTES = 6 * 1024 * 1024  # Lambda's synchronous payload limit: bigger bodies never reach a handler
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _TEXT_TYPES = ("application/json", "text/", "application/x-www-form-urlencoded")
 
 
@@ -90,7 +95,9 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
 def to_api_event(request: Request, route: GatewayRoute, body: bytes) -> dict[str, Any]:
     """An API Gateway HTTP API (payload format 2.0) event for this request."""
     now = time.time()
-    rid = request.headers.get("x-request-id") or f"{_RUN}-{next(_REQUESTS):x}"
+    client_rid = request.headers.get("x-request-id")
+    # A client's id is kept only if it is short and plain: it lands in every log line and Store row.
+    rid = client_rid if client_rid and _CLIENT_REQUEST_ID.match(client_rid) else f"{_RUN}-{next(_REQUESTS):x}"
     headers: dict[str, str] = {}
     for name, value in request.headers.items():
         headers[name] = f"{headers[name]},{value}" if name in headers else value
@@ -177,6 +184,37 @@ def _endpoint(route: GatewayRoute, max_body: int) -> Any:
     return endpoint
 
 
+class RequestMetrics:
+    """ASGI middleware: every HTTP request counted and timed by its route *template* (bounded labels).
+
+    Starlette's router records the matched route in ``scope["route"]`` (also for a 405, a partial match);
+    a path no route matches is labelled ``unmatched``, so a scan of random URLs adds one series, not one each.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500  # an exception before the response started is what the client sees as a 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            observe_request(route=str(getattr(route, "path", "unmatched")), method=str(scope.get("method", "")),
+                            status=status, seconds=time.perf_counter() - started)
+
+
 def build_app(routes: Sequence[GatewayRoute] | None = None, *, max_body: int = MAX_BODY_BYTES) -> Starlette:
     table = ROUTES if routes is None else routes
 
@@ -190,10 +228,24 @@ def build_app(routes: Sequence[GatewayRoute] | None = None, *, max_body: int = M
 
     starlette_routes = [Route(r.path, _endpoint(r, max_body), methods=[r.method]) for r in table]
     starlette_routes += [Route("/healthz", health, methods=["GET"]), Route("/metrics", metrics, methods=["GET"])]
-    return Starlette(routes=starlette_routes)
+    return Starlette(routes=starlette_routes, middleware=[Middleware(RequestMetrics)])
 
 
-def serve(*, host: str = "127.0.0.1", port: int = 8080, log_level: str = "warning", workers: int = 1) -> None:
+def build_worker_app() -> Starlette:
+    """The app of one ``--workers`` process: JSON logging first (a spawned worker has none of the parent's)."""
+    import os
+
+    from notify_core.observability import configure_logging, logging_configured
+
+    if not logging_configured():
+        configure_logging(level=os.environ.get("NOTIFY_LOG_LEVEL", "WARNING").upper())
+    return build_app()
+
+
+def serve(
+    *, host: str = "127.0.0.1", port: int = 8080, log_level: str = "warning", workers: int = 1,
+    tls_cert: str | None = None, tls_key: str | None = None,
+) -> None:
     """Run the gateway until SIGINT/SIGTERM (uvicorn handles both gracefully).
 
     ``workers`` > 1 runs that many processes on one socket, as Lambda runs concurrent invocations in
@@ -203,8 +255,14 @@ def serve(*, host: str = "127.0.0.1", port: int = 8080, log_level: str = "warnin
     """
     import uvicorn
 
+    # HTTPS with TLS 1.2 as the minimum when a certificate is given (notify_core.security.tls).
+    tls: dict[str, Any] = {}
+    if tls_cert and tls_key:
+        from notify_core.security.tls import tls12_context_factory
+
+        tls = {"ssl_certfile": tls_cert, "ssl_keyfile": tls_key, "ssl_context_factory": tls12_context_factory}
     if workers > 1:
-        uvicorn.run("lambdas.gateway:build_app", factory=True, host=host, port=port, log_level=log_level,
-                    access_log=False, workers=workers)
+        uvicorn.run("lambdas.gateway:build_worker_app", factory=True, host=host, port=port, log_level=log_level,
+                    access_log=False, workers=workers, **tls)
     else:
-        uvicorn.run(build_app(), host=host, port=port, log_level=log_level, access_log=False)
+        uvicorn.run(build_app(), host=host, port=port, log_level=log_level, access_log=False, **tls)

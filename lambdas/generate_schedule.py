@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
 from lambdas.coldstart import ColdStart
 from lambdas.http import ApiEvent, ApiResponse, api_handler, body_bytes, json_response, request_id
+from notify_core.clock import SYSTEM_CLOCK, Clock, today, utcnow
 from notify_core.errors import PayloadTooLargeError, ValidationError
 from notify_core.store.port import Store
 
@@ -25,6 +26,7 @@ MAX_BODY_BYTES = 1024 * 1024
 class _Deps:
     store: Store
     artefacts: Any  # the recommender's artefacts, or None: the planner's cosine fallback serves
+    clock: Clock
 
 
 def _build() -> _Deps:
@@ -38,18 +40,19 @@ def _build() -> _Deps:
         artefacts = build_artefact_store(settings)
     except Exception:  # no recommender: the planner's cosine fallback serves
         artefacts = None
-    return _Deps(build_store(settings), artefacts)
+    return _Deps(build_store(settings), artefacts, settings.clock())
 
 
 _deps = ColdStart(_build)
 
 
-def use_store(store: Store | None, *, artefacts: Any = None) -> None:
-    """Install the Store (and optionally recommender artefacts) this handler uses; None: from settings."""
-    _deps.use(None if store is None else _Deps(store, artefacts))
+def use_store(store: Store | None, *, artefacts: Any = None, clock: Clock = SYSTEM_CLOCK) -> None:
+    """Install the Store (and optionally recommender artefacts and a clock) this handler uses; None: from
+    settings."""
+    _deps.use(None if store is None else _Deps(store, artefacts, clock))
 
 
-def parse_request(payload: Any) -> tuple[list[str], date]:
+def parse_request(payload: Any, *, clock: Clock) -> tuple[list[str], date]:
     if not isinstance(payload, dict):
         raise ValidationError("body must be a JSON object with user_ids and plan_day")
     user_ids = payload.get("user_ids")
@@ -57,7 +60,7 @@ def parse_request(payload: Any) -> tuple[list[str], date]:
         raise ValidationError("user_ids must be a non-empty list of non-empty strings")
     if len(user_ids) > MAX_USERS:
         raise PayloadTooLargeError(f"{len(user_ids)} user_ids; at most {MAX_USERS} per request")
-    raw_day = payload.get("plan_day") or datetime.now(UTC).date().isoformat()
+    raw_day = payload.get("plan_day") or today(clock).isoformat()
     try:
         plan_day = date.fromisoformat(str(raw_day))
     except ValueError:
@@ -66,11 +69,11 @@ def parse_request(payload: Any) -> tuple[list[str], date]:
 
 
 def _plan(payload: Any) -> dict[str, Any]:
-    from notify_core.scheduling.service import effective_now, plan_for_users
+    from notify_core.scheduling.service import plan_for_users
 
-    user_ids, plan_day = parse_request(payload)
     deps = _deps.get()
-    run = plan_for_users(deps.store, user_ids, plan_day=plan_day, now=effective_now(plan_day),
+    user_ids, plan_day = parse_request(payload, clock=deps.clock)
+    run = plan_for_users(deps.store, user_ids, plan_day=plan_day, now=utcnow(deps.clock),
                          artefacts=deps.artefacts)
     meta = run.metadata()
     return {"plan_day": run.plan_day, "requested": len(user_ids), **{k: meta[k] for k in (

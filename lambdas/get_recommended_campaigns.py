@@ -35,7 +35,7 @@ def _build() -> Recommender:
 
     settings = load_settings()
     holder = IndexHolder(build_artefact_store(settings), search_effort=settings.recommend_effort)
-    return Recommender(store=build_store(settings), holder=holder)
+    return Recommender(store=build_store(settings), holder=holder, clock=settings.clock())
 
 
 _recommender = ColdStart(_build)

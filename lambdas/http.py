@@ -12,11 +12,15 @@ import binascii
 import functools
 import json
 import logging
+import sys
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from lambdas.coldstart import ColdStart
 from notify_core.errors import NotifyError, PayloadTooLargeError, ValidationError
+from notify_core.observability import Invocations, request_context
 
 log = logging.getLogger(__name__)
 
@@ -76,18 +80,55 @@ def api_handler(func: Handler) -> Handler:
     @functools.wraps(func)
     def wrapper(event: ApiEvent, context: Any) -> ApiResponse:
         rid = request_id(event)
-        try:
-            return func(event, context)
-        except NotifyError as exc:
-            level = logging.WARNING if exc.http_status < 500 else logging.ERROR
-            log.log(level, "request failed", extra={"request_id": rid, "status": exc.http_status, "error": str(exc)})
-            return error_response(exc, rid=rid)
-        except Exception:
-            log.exception("unhandled error", extra={"request_id": rid})
-            return json_response(
-                500,
-                {"error": {"type": "InternalError", "message": "internal error", "request_id": rid}},
-                headers={"x-request-id": rid},
-            )
+        invocations = _invocations.get()
+        function = str(getattr(context, "function_name", None) or f"{func.__module__}:{func.__name__}")
+        cold = invocations.cold_start(function)
+        started = time.perf_counter()
+        with request_context(rid):
+            reply = _guarded(func, event, context, rid)
+            invocations.done(function=function, status=_status(reply),
+                             seconds=time.perf_counter() - started, cold_start=cold)
+        return reply
 
     return wrapper
+
+
+def _build_invocations() -> Invocations:
+    """At the first invocation. On Lambda (no entry point of ours ran): JSON logging and EMF lines."""
+    import os
+
+    from notify_core.observability import configure_logging, logging_configured
+
+    on_lambda = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
+    if on_lambda and not logging_configured():
+        configure_logging(level=os.environ.get("NOTIFY_LOG_LEVEL", "INFO").upper(), stream=sys.stdout)
+    return Invocations(emit=print if on_lambda else None)
+
+
+_invocations = ColdStart(_build_invocations)
+
+
+def flush_metrics() -> None:
+    """For handlers outside :func:`api_handler` (the scheduled delivery run): send the SLO counters' EMF."""
+    _invocations.get().flush_counters()
+
+
+def _status(reply: Any) -> int:
+    return int(reply.get("statusCode") or 200) if isinstance(reply, dict) else 200
+
+
+def _guarded(func: Handler, event: ApiEvent, context: Any, rid: str) -> ApiResponse:
+    try:
+        return func(event, context)
+    except NotifyError as exc:
+        level = logging.WARNING if exc.http_status < 500 else logging.ERROR
+        log.log(level, "request failed", extra={"request_id": rid, "status": exc.http_status,
+                                                "error_type": type(exc).__name__, "error": str(exc)})
+        return error_response(exc, rid=rid)
+    except Exception:
+        log.exception("unhandled error", extra={"request_id": rid})
+        return json_response(
+            500,
+            {"error": {"type": "InternalError", "message": "internal error", "request_id": rid}},
+            headers={"x-request-id": rid},
+        )

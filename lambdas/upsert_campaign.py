@@ -15,9 +15,10 @@ from typing import Any
 
 from lambdas.coldstart import ColdStart
 from lambdas.http import ApiEvent, ApiResponse, api_handler, body_bytes, json_response, request_id
+from notify_core.clock import Clock, utcnow
 from notify_core.embeddings.embedder import Embedder
 from notify_core.errors import ValidationError
-from notify_core.lake import Lake
+from notify_core.lake import Lake, lake_for
 from notify_core.recommend.serving import IndexHolder
 from notify_core.recommend.updates import upsert_campaign
 from notify_core.store.port import Store
@@ -32,6 +33,7 @@ class UpsertState:
     embedder: Embedder
     holder: IndexHolder
     lake: Lake | None
+    clock: Clock
 
 
 def _build() -> UpsertState:
@@ -43,7 +45,7 @@ def _build() -> UpsertState:
 
     settings = load_settings()
     return UpsertState(store=recommender.store, embedder=SentenceTransformerEmbedder(), holder=recommender.holder,
-                       lake=Lake(settings.lake_root))
+                       lake=lake_for(settings), clock=recommender.clock)
 
 
 _state = ColdStart(_build)
@@ -62,7 +64,7 @@ def handler(event: ApiEvent, context: Any) -> ApiResponse:
         raise ValidationError("body is not valid JSON") from None
     state = get_state()
     result = upsert_campaign(payload, store=state.store, embedder=state.embedder, holder=state.holder,
-                             lake=state.lake)
+                             lake=state.lake, now=utcnow(state.clock))
     # Nested, not spread: a field named like a LogRecord attribute ("created") would make logging raise.
     log.info("upsert_campaign", extra={"request_id": rid, "campaign": result.as_dict(),
                                        "latency_ms": round((time.perf_counter() - started) * 1000, 3)})

@@ -79,10 +79,21 @@ def deployment_date(settings: NotifySettings, *, clock: Clock = SYSTEM_CLOCK) ->
     return day
 
 
-def plan_partitions(start: date) -> dg.DailyPartitionsDefinition:
-    """Daily plan partitions from ``start`` up to tomorrow (UTC): tomorrow is planned ahead of time.
-    (A daily definition ends at the last complete day; ``end_offset=2`` adds today and tomorrow.)"""
-    return dg.DailyPartitionsDefinition(start_date=start.isoformat(), end_offset=2)
+def plan_partitions(start: date, *, clock: Clock = SYSTEM_CLOCK) -> dg.DailyPartitionsDefinition:
+    """Daily plan partitions from ``start`` up to tomorrow (UTC) by ``clock``: tomorrow is planned ahead.
+
+    With the system clock the window moves with Dagster's own time (``end_offset=2`` adds today and
+    tomorrow to the last complete day), so a long-running daemon sees a new partition every midnight.
+    With an injected clock (``NOTIFY_CLOCK_START``: tests, replays) Dagster's wall time is not the
+    clock's, so the window is pinned to the clock's day when the definitions load: ``end_date`` (exclusive)
+    stops it at the clock's tomorrow, and the offset reaches that far when the clock is ahead of the
+    calendar."""
+    if clock is SYSTEM_CLOCK:
+        return dg.DailyPartitionsDefinition(start_date=start.isoformat(), end_offset=2)
+    day = today(clock)
+    ahead = max(0, (day - today(SYSTEM_CLOCK)).days)  # Dagster counts partitions by the wall clock
+    return dg.DailyPartitionsDefinition(start_date=min(start, day).isoformat(), end_offset=2 + ahead,
+                                        end_date=(day + timedelta(days=2)).isoformat())
 
 
 def automation_sensor() -> dg.AutomationConditionSensorDefinition:

@@ -20,6 +20,7 @@ from notify_assets.ingestion import (
     PURCHASE_MONTHS,
     online_retail_landing,
 )
+from notify_assets.operations import OPERATIONS_ASSETS
 from notify_assets.recommendation import RECOMMENDATION_ASSETS, RECOMMENDATION_CHECKS
 from notify_assets.scheduling import build_plan_asset, plan_exists_check, replan_job
 from notify_core.settings import NotifySettings, load_settings
@@ -35,9 +36,10 @@ _NOT_IN_RUNS = dg.AssetSelection.assets(PURCHASE_MONTHS)
 
 def assets_for(settings: NotifySettings) -> tuple[list[dg.AssetsDefinition], dg.AssetsDefinition]:
     """Every asset, and the plan among them (its partitions start at this deployment's first day)."""
-    plan = build_plan_asset(plan_partitions(deployment_date(settings)))
+    clock = settings.clock()  # NOTIFY_CLOCK_START pins the plan's days; unset, they follow Dagster's time
+    plan = build_plan_asset(plan_partitions(deployment_date(settings, clock=clock), clock=clock))
     return [online_retail_landing, *INGESTION_ASSETS, feature_tables, *EMBEDDING_ASSETS, *RECOMMENDATION_ASSETS,
-            plan, *DELIVERY_ASSETS], plan
+            plan, *DELIVERY_ASSETS, *OPERATIONS_ASSETS], plan
 
 
 def checks_for(plan: dg.AssetsDefinition) -> list[dg.AssetChecksDefinition]:
@@ -67,4 +69,7 @@ def build_definitions(settings: NotifySettings) -> dg.Definitions:
 @dg.definitions
 def defs() -> dg.Definitions:
     """Entry point for `dagster dev` / code servers: settings are read here, once, not at import."""
+    from notify_core.security.files import use_private_umask
+
+    use_private_umask()  # the lake, landing, artefacts and Store files the runs write are 0600 / 0700
     return build_definitions(load_settings())

@@ -13,6 +13,7 @@ import dagster as dg
 from notify_assets.automation import pool_for
 from notify_core.delivery import OffsetClock, WorkerOptions, build_worker
 from notify_core.delivery.worker import execution_report
+from notify_core.observability import request_context
 from notify_resources.resources import NotifyResource
 
 DELIVERY_GROUP = "delivery"
@@ -30,13 +31,15 @@ def delivery_run(context: dg.AssetExecutionContext, config: DeliveryConfig,
                  notify: NotifyResource) -> dg.MaterializeResult:
     settings = notify.settings
     offset = config.fast_forward_minutes * 60.0
-    worker = build_worker(settings, notify.store, clock=OffsetClock(offset), options=WorkerOptions(
+    clock = OffsetClock(offset, base=notify.clock())
+    worker = build_worker(settings, notify.store, clock=clock, options=WorkerOptions(
         concurrency=settings.delivery_concurrency, lease_s=settings.delivery_lease_s,
         lookback_minutes=config.lookback_minutes + config.fast_forward_minutes, prefetch_s=0.0))
     started = time.perf_counter()
     try:
         now = worker.clock.now()
-        summary = worker.run_until_idle(deadline=now + 600, linger_until=now + config.linger_s)
+        with request_context(context.run_id):  # the delivery log rows name the Dagster run that sent them
+            summary = worker.run_until_idle(deadline=now + 600, linger_until=now + config.linger_s)
     finally:
         worker.close()
         worker.channel.close()
@@ -58,9 +61,10 @@ def delivery_run(context: dg.AssetExecutionContext, config: DeliveryConfig,
 def delivery_execution(context: dg.AssetCheckExecutionContext, notify: NotifyResource) -> dg.AssetCheckResult:
     event = context.instance.get_latest_materialization_event(dg.AssetKey("delivery_run"))
     meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
-    end = float(meta["window_end"].value) if "window_end" in meta else time.time()
+    now = notify.clock().now()
+    end = float(meta["window_end"].value) if "window_end" in meta else now
     start = float(meta["window_start"].value) if "window_start" in meta else end - 900
-    counts = execution_report(notify.store, start=start, end=end, now=time.time() + 3600)  # any claim left = stuck
+    counts = execution_report(notify.store, start=start, end=end, now=now + 3600)  # any claim left = stuck
     return dg.AssetCheckResult(passed=counts.get("claimed", 0) == 0, metadata={k: int(v) for k, v in counts.items()})
 
 

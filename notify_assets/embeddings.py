@@ -91,7 +91,7 @@ def product_embeddings(
     context: dg.AssetExecutionContext, notify: NotifyResource, embedder: EmbedderResource
 ) -> dg.MaterializeResult:
     run = refresh_product_embeddings(notify.lake, notify.store, embedder.embedder, batch_size=embedder.batch_size,
-                                     progress=_progress(context, "products"))
+                                     progress=_progress(context, "products"), now=notify.now())
     return _result(context, run)
 
 
@@ -102,7 +102,7 @@ def product_embeddings(
                 "purchase partitions that changed or hold an order of a changed product.",
 )
 def purchase_embeddings(context: dg.AssetExecutionContext, notify: NotifyResource) -> dg.MaterializeResult:
-    run = refresh_order_embeddings(notify.lake, notify.store)
+    run = refresh_order_embeddings(notify.lake, notify.store, now=notify.now())
     context.log.info(f"progress purchase_embeddings: {run.details.get('partitions_read', 0)} of "
                      f"{run.details.get('partitions_total', 0)} purchase months read, {run.embedded} orders embedded")
     return _result(context, run, _per_partition(notify, emb_store.ORDER))
@@ -115,7 +115,7 @@ def purchase_embeddings(context: dg.AssetExecutionContext, notify: NotifyResourc
                 "orders changed are recomputed. Clickstream interactions fold in through the core hook.",
 )
 def user_embeddings(context: dg.AssetExecutionContext, notify: NotifyResource) -> dg.MaterializeResult:
-    return _result(context, refresh_user_embeddings(notify.lake, notify.store))
+    return _result(context, refresh_user_embeddings(notify.lake, notify.store, now=notify.now()))
 
 
 @dg.asset(
@@ -127,7 +127,7 @@ def campaign_embeddings(
     context: dg.AssetExecutionContext, notify: NotifyResource, embedder: EmbedderResource
 ) -> dg.MaterializeResult:
     run = refresh_campaign_embeddings(notify.lake, notify.store, embedder.embedder, batch_size=embedder.batch_size,
-                                      progress=_progress(context, "campaigns"))
+                                      progress=_progress(context, "campaigns"), now=notify.now())
     return _result(context, run)
 
 

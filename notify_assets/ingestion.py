@@ -15,6 +15,7 @@ import polars as pl
 
 from notify_assets.automation import data_version, pool_for
 from notify_core.ingest.batch import DATASETS, IngestReport, ingest_dataset
+from notify_core.landing import build_landing_area
 from notify_core.repositories import save_frame
 from notify_core.sources.demo import prepare_demo_landing
 from notify_resources import NotifyResource
@@ -30,6 +31,7 @@ LAKE_MONTH_PREFIX = "month="  # notify_core.lake.partition_expr names purchases 
 def online_retail_landing(context: dg.AssetExecutionContext, notify: NotifyResource) -> dg.MaterializeResult:
     settings = notify.settings
     result = prepare_demo_landing(source=settings.source_data, landing=settings.landing, seed=settings.seed)
+    build_landing_area(settings).push()  # aws: the files land under the S3 prefix, like any other drop
     context.log.info(f"landing files written: {result.files_written or 'none (unchanged)'}")
     return dg.MaterializeResult(metadata={
         "source_rows": result.rows_read,
@@ -58,10 +60,14 @@ def _ingestion_asset(dataset: str) -> dg.AssetsDefinition:
     )
     def _asset(context: dg.AssetExecutionContext, notify: NotifyResource) -> dg.MaterializeResult:
         settings = notify.settings
-        fingerprint = dataset_fingerprint(settings.landing, dataset)  # before reading: a later batch re-triggers
-        report = ingest_dataset(dataset, landing=settings.landing, lake=notify.lake, store=notify.store,
-                                quarantine=settings.quarantine_root,
-                                on_file=lambda f: context.log.info(f"progress {dataset}: reading {f}"))
+        area = build_landing_area(settings)
+        fingerprint = dataset_fingerprint(area, dataset)  # before reading: a later batch re-triggers
+        area.pull()  # aws: files dropped under the S3 prefix (consumer pods, other jobs) reach this run
+        report = ingest_dataset(dataset, landing=area.landing, lake=notify.lake, store=notify.store,
+                                quarantine=area.quarantine,
+                                on_file=lambda f: context.log.info(f"progress {dataset}: reading {f}"),
+                                clock=notify.clock())
+        area.push(quarantine=True)
         for name, error in report.file_errors.items():
             context.log.warning(f"{name} rejected: {error}")
         metadata: dict[str, object] = {**report.as_metadata(), FINGERPRINT_KEY: fingerprint}

@@ -41,7 +41,8 @@ def campaign_index(
                            lists=recommend.lists, connectivity=recommend.connectivity,
                            expansion_add=recommend.expansion_add)
     build = build_campaign_index(notify.lake, artefacts, options=options, recall_sample=recommend.recall_sample,
-                                 min_recall=recommend.min_recall, seed=notify.seed)
+                                 min_recall=recommend.min_recall, seed=notify.seed,
+                                 now=notify.now())
     published = False
     if build.passed and recommend.publish_on_build:
         publish(artefacts, build.saved.version)

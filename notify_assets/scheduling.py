@@ -19,9 +19,9 @@ import dagster as dg
 
 from notify_assets.automation import PLAN, pool_for
 from notify_assets.embeddings import campaign_embeddings, user_embeddings
-from notify_core.clock import SYSTEM_CLOCK, today
+from notify_core.clock import Clock, today, utcnow
 from notify_core.scheduling.models import PlanOptions
-from notify_core.scheduling.service import effective_now, plan_from_lake
+from notify_core.scheduling.service import plan_from_lake
 from notify_resources.resources import NotifyResource
 
 SCHEDULING_GROUP = "scheduling"
@@ -42,9 +42,9 @@ class PlanConfig(dg.Config):
     candidates_per_user: int = 20
 
 
-def today_partition() -> str:
-    """Today's plan partition (UTC), the one ``notify run`` plans."""
-    return today(SYSTEM_CLOCK).isoformat()
+def today_partition(clock: Clock) -> str:
+    """Today's plan partition (UTC day) by the entry point's clock, the one ``notify run`` plans."""
+    return today(clock).isoformat()
 
 
 def build_plan_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
@@ -69,7 +69,8 @@ def build_plan_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefin
 
 def _plan(context: dg.AssetExecutionContext, config: PlanConfig, notify: NotifyResource) -> dg.MaterializeResult:
     # Runs that select every asset without a partition (tests materialising every asset) plan today.
-    plan_day = date.fromisoformat(context.partition_key if context.has_partition_key else today_partition())
+    clock = notify.clock()
+    plan_day = date.fromisoformat(context.partition_key if context.has_partition_key else today_partition(clock))
     context.log.info(f"progress {PLAN_ASSET}: planning {plan_day} (each user's local day)")
     options = PlanOptions(minute_capacity=config.minute_capacity, min_gap_minutes=config.min_gap_minutes)
     artefacts = None
@@ -79,7 +80,7 @@ def _plan(context: dg.AssetExecutionContext, config: PlanConfig, notify: NotifyR
         artefacts = build_artefact_store(notify.settings)
     except Exception as exc:  # the recommender is optional for the plan; the fallback is documented
         context.log.warning(f"no recommender artefacts ({exc}); using the cosine fallback")
-    run = plan_from_lake(notify.store, notify.lake, plan_day=plan_day, now=effective_now(plan_day),
+    run = plan_from_lake(notify.store, notify.lake, plan_day=plan_day, now=utcnow(clock),
                          options=options, artefacts=artefacts, k=config.candidates_per_user,
                          progress=lambda done, total: context.log.info(
                              f"progress {PLAN_ASSET}: {done:,}/{total:,} users planned"))
@@ -114,8 +115,8 @@ def plan_exists_check(plan: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
         description="Freshness: today's plan exists, and tomorrow's (planned ahead for every time zone) after "
                     "00:30 UTC. Evaluated with every plan run and daily at 00:30 UTC.",
     )
-    def todays_plan_exists(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        day = today(SYSTEM_CLOCK)
+    def todays_plan_exists(context: dg.AssetCheckExecutionContext, notify: NotifyResource) -> dg.AssetCheckResult:
+        day = today(notify.clock())
         wanted = [day.isoformat(), (day + timedelta(days=1)).isoformat()]
         done = context.instance.get_materialized_partitions(plan.key)
         missing = [d for d in wanted if d not in done]

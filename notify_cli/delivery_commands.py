@@ -45,6 +45,9 @@ def worker(
         if value is not None:
             overrides[name] = value
     settings = load_settings(**overrides)
+    from notify_core.security.files import use_private_umask
+
+    use_private_umask()
     log_dir = settings.data_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(stream=(log_dir / "delivery.jsonl").open("a", encoding="utf-8"))
@@ -53,7 +56,7 @@ def worker(
 
         start_http_server(metrics_port, addr="127.0.0.1")
     store = build_store(settings)
-    delivery = build_worker(settings, store)
+    delivery = build_worker(settings, store, clock=settings.clock())
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

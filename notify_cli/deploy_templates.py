@@ -14,8 +14,10 @@ They are rendered, not hand-written: the tables come from :data:`notify_core.sto
 the HTTP routes from :data:`lambdas.gateway.ROUTES`, the settings from ``NotifySettings``, so adding a
 table or a route cannot leave a template behind. ``notify templates --check`` (run by the tests) fails
 when the committed files differ from what the code renders; ``cfn-lint`` checks the CloudFormation.
-One image (``deploy/Dockerfile``) serves all of them: Lambda runs it with a handler as its command,
-Kubernetes with ``notify consume`` or Dagster's code server.
+Two images: ``deploy/Dockerfile`` (the AWS Lambda base image; each function's command is its handler)
+and ``deploy/app.Dockerfile`` (plain Python; Dagster's code server, the run pods and ``notify consume``).
+The Kubernetes pods reach AWS through IRSA service accounts (``deploy/k8s/service-accounts.yaml``),
+whose roles the CloudFormation stack creates; no AWS keys in a Secret.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CFN_PATH = ROOT / "deploy" / "aws" / "notify.cfn.yaml"
 HELM_PATH = ROOT / "deploy" / "k8s" / "dagster-values.yaml"
 CONSUMER_PATH = ROOT / "deploy" / "k8s" / "consumer.yaml"
+SERVICE_ACCOUNTS_PATH = ROOT / "deploy" / "k8s" / "service-accounts.yaml"
 SCHEDULED: tuple[tuple[str, str, str], ...] = (  # (name, handler, schedule)
     ("deliver_notifications", "lambdas.deliver_notifications.handler", "rate(1 minute)"),
 )
@@ -48,9 +51,21 @@ def _function_name(handler: str) -> str:
     return base if function == "handler" else base + _camel(function)
 
 
+# Tables replicated to a second region (global tables): what a regional outage must not lose or stall.
+GLOBAL_TABLES: tuple[str, ...] = ("campaigns", "schedules")
+LOG_RETENTION_DAYS = 30
+LAMBDA_DATA_DIR = "/tmp/notify"  # the only writable path in Lambda: the artefact cache, outbox and logs go here
+K8S_NAMESPACE = "notify"
+SERVICE_ACCOUNTS = {"dagster": "notify-dagster", "consumer": "notify-consumer"}  # IRSA: one role each
+LAMBDA_IMAGE = "deploy/Dockerfile"  # the Lambda image (AWS base image, handler as the command)
+APP_IMAGE = "deploy/app.Dockerfile"  # the Dagster code server / run pods / consumer image
+APP_IMAGE_NAME = "notify-app"
+
+
 def _aws_environment() -> dict[str, Any]:
     return {
         "NOTIFY_ENV": "aws",
+        "NOTIFY_DATA_DIR": LAMBDA_DATA_DIR,
         "NOTIFY_AWS_REGION": {"Ref": "AWS::Region"},
         "NOTIFY_TABLE_PREFIX": {"Ref": "TablePrefix"},
         "NOTIFY_S3_BUCKET": {"Ref": "DataBucket"},
@@ -58,78 +73,199 @@ def _aws_environment() -> dict[str, Any]:
         "NOTIFY_KAFKA_BOOTSTRAP": {"Ref": "KafkaBootstrap"},
         "NOTIFY_DELIVERY_CHANNEL": "sns",
         "NOTIFY_SNS_TOPIC_ARN": {"Ref": "NotificationsTopic"},
+        "NOTIFY_PUBLIC_BASE_URL": {"Fn::If": ["HasPublicBaseUrl", {"Ref": "PublicBaseUrl"}, {
+            "Fn::Sub": "https://${HttpApi}.execute-api.${AWS::Region}.amazonaws.com"}]},
     }
+
+
+def _table_arns(logical_ids: list[str]) -> list[Any]:
+    return [{"Fn::GetAtt": [t, "Arn"]} for t in logical_ids]
+
+
+def _data_statements(*, table_ids: list[str], actions: tuple[str, ...], s3_read: bool, s3_write: bool,
+                     sns: bool) -> list[dict[str, Any]]:
+    """IAM statements for one principal: its tables and actions, the bucket, the topic and the key."""
+    statements: list[dict[str, Any]] = []
+    if table_ids:
+        statements.append({"Effect": "Allow", "Action": list(actions), "Resource": _table_arns(table_ids)})
+    if s3_read or s3_write:
+        object_actions = ["s3:GetObject"] + (["s3:PutObject", "s3:DeleteObject"] if s3_write else [])
+        bucket = {"Fn::GetAtt": ["DataBucket", "Arn"]}
+        statements += [{"Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket},
+                       {"Effect": "Allow", "Action": object_actions, "Resource": {"Fn::Sub": "${DataBucket.Arn}/*"}}]
+    if sns:
+        statements.append({"Effect": "Allow", "Action": "sns:Publish", "Resource": {"Ref": "NotificationsTopic"}})
+    if table_ids or s3_read or s3_write or sns:  # every store is encrypted with the data key
+        statements.append({"Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                           "Resource": {"Fn::GetAtt": ["DataKey", "Arn"]}})
+    return statements
+
+
+def _encryption_and_storage(resources: dict[str, Any]) -> None:
+    """The customer-managed key, the bucket (versioned, replicated, KMS, private, TLS-only), the topic."""
+    account_root = {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
+    resources["DataKey"] = {
+        "Type": "AWS::KMS::Key", "DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain",
+        "Properties": {"Description": "Notify data at rest: DynamoDB tables, the S3 bucket, the SNS topic",
+                       "EnableKeyRotation": True, "KeyPolicy": {"Version": "2012-10-17", "Statement": [
+                           {"Sid": "AccountAdministersThroughIam", "Effect": "Allow",
+                            "Principal": {"AWS": account_root}, "Action": "kms:*", "Resource": "*"}]}},
+    }
+    resources["DataKeyAlias"] = {"Type": "AWS::KMS::Alias", "Properties": {
+        "AliasName": {"Fn::Sub": "alias/${AWS::StackName}-data"}, "TargetKeyId": {"Ref": "DataKey"}}}
+    resources["DataBucket"] = {
+        "Type": "AWS::S3::Bucket", "DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain",
+        "Properties": {
+            "BucketEncryption": {"ServerSideEncryptionConfiguration": [{
+                "ServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms",
+                                                  "KMSMasterKeyID": {"Fn::GetAtt": ["DataKey", "Arn"]}},
+                "BucketKeyEnabled": True}]},
+            "PublicAccessBlockConfiguration": {"BlockPublicAcls": True, "BlockPublicPolicy": True,
+                                               "IgnorePublicAcls": True, "RestrictPublicBuckets": True},
+            "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+            "VersioningConfiguration": {"Status": "Enabled"},
+            "ReplicationConfiguration": {"Role": {"Fn::GetAtt": ["ReplicationRole", "Arn"]}, "Rules": [{
+                "Id": "replicate-everything", "Status": "Enabled", "Priority": 1, "Filter": {"Prefix": ""},
+                "DeleteMarkerReplication": {"Status": "Enabled"},
+                "SourceSelectionCriteria": {"SseKmsEncryptedObjects": {"Status": "Enabled"}},
+                "Destination": {"Bucket": {"Ref": "ReplicaBucketArn"},
+                                "EncryptionConfiguration": {"ReplicaKmsKeyID": {"Ref": "ReplicaKmsKeyArn"}}}}]},
+        },
+    }
+    resources["DataBucketPolicy"] = {"Type": "AWS::S3::BucketPolicy", "Properties": {
+        "Bucket": {"Ref": "DataBucket"}, "PolicyDocument": {"Version": "2012-10-17", "Statement": [{
+            "Sid": "TlsOnly", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+            "Resource": [{"Fn::GetAtt": ["DataBucket", "Arn"]}, {"Fn::Sub": "${DataBucket.Arn}/*"}],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}}}
+    resources["ReplicationRole"] = {"Type": "AWS::IAM::Role", "Properties": {
+        "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"Service": "s3.amazonaws.com"}, "Action": "sts:AssumeRole"}]},
+        "Policies": [{"PolicyName": "replicate", "PolicyDocument": {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["s3:GetReplicationConfiguration", "s3:ListBucket"],
+             "Resource": {"Fn::Sub": "arn:${AWS::Partition}:s3:::${AWS::StackName}-*"}},
+            {"Effect": "Allow", "Action": ["s3:GetObjectVersionForReplication", "s3:GetObjectVersionAcl",
+                                           "s3:GetObjectVersionTagging"],
+             "Resource": {"Fn::Sub": "arn:${AWS::Partition}:s3:::${AWS::StackName}-*/*"}},
+            {"Effect": "Allow", "Action": ["s3:ReplicateObject", "s3:ReplicateDelete", "s3:ReplicateTags"],
+             "Resource": {"Fn::Sub": "${ReplicaBucketArn}/*"}},
+            {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": {"Fn::GetAtt": ["DataKey", "Arn"]}},
+            {"Effect": "Allow", "Action": "kms:Encrypt", "Resource": {"Ref": "ReplicaKmsKeyArn"}},
+        ]}}]}}
+    resources["NotificationsTopic"] = {"Type": "AWS::SNS::Topic", "Properties": {
+        "TopicName": {"Fn::Sub": "${TablePrefix}notifications"}, "KmsMasterKeyId": {"Ref": "DataKey"}}}
+
+
+def _tables(resources: dict[str, Any]) -> dict[str, str]:
+    """One DynamoDB table per Store table (KMS, point-in-time recovery, TTL); GLOBAL_TABLES replicated."""
+    from notify_core.store.tables import ALL_TABLES
+
+    keys = {"AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"},
+                                     {"AttributeName": "sk", "AttributeType": "S"}],
+            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}]}
+    pitr = {"PointInTimeRecoveryEnabled": True}
+    ids: dict[str, str] = {}
+    for table in ALL_TABLES:
+        logical = f"Table{_camel(table)}"
+        ids[table] = logical
+        common = {"TableName": {"Fn::Sub": f"${{TablePrefix}}{table}"}, "BillingMode": "PAY_PER_REQUEST", **keys,
+                  "TimeToLiveSpecification": {"AttributeName": "ttl", "Enabled": True}}
+        if table in GLOBAL_TABLES:
+            properties = {**common, "StreamSpecification": {"StreamViewType": "NEW_AND_OLD_IMAGES"},
+                          "SSESpecification": {"SSEEnabled": True, "SSEType": "KMS"},
+                          "Replicas": [
+                              {"Region": {"Ref": "AWS::Region"}, "PointInTimeRecoverySpecification": pitr,
+                               "SSESpecification": {"KMSMasterKeyId": {"Fn::GetAtt": ["DataKey", "Arn"]}}},
+                              {"Region": {"Ref": "ReplicaRegion"}, "PointInTimeRecoverySpecification": pitr,
+                               "SSESpecification": {"KMSMasterKeyId": {"Ref": "ReplicaKmsKeyArn"}}}]}
+            kind = "AWS::DynamoDB::GlobalTable"
+        else:
+            properties = {**common, "PointInTimeRecoverySpecification": pitr,
+                          "SSESpecification": {"SSEEnabled": True, "SSEType": "KMS",
+                                               "KMSMasterKeyId": {"Ref": "DataKey"}}}
+            kind = "AWS::DynamoDB::Table"
+        resources[logical] = {"Type": kind, "DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain",
+                              "Properties": properties}
+    return ids
+
+
+def _pod_roles(resources: dict[str, Any], table_ids: dict[str, str]) -> None:
+    """IRSA: one IAM role per Kubernetes service account, trusted only by that account through the
+    cluster's OIDC provider (no AWS keys in a Secret). Dagster runs every stage: all tables, the bucket,
+    the topic. The consumer writes what ``notify_core.events.consumer`` reaches, and landing files."""
+    from notify_cli.deploy_access import DYNAMODB_READ, DYNAMODB_WRITE, derive_access
+
+    consumer = derive_access("notify_core.events.consumer")
+    grants = {
+        "dagster": _data_statements(table_ids=list(table_ids.values()), actions=DYNAMODB_READ + DYNAMODB_WRITE,
+                                    s3_read=True, s3_write=True, sns=True),
+        "consumer": _data_statements(table_ids=[table_ids[t] for t in sorted(consumer.tables)],
+                                     actions=consumer.dynamodb_actions, s3_read=True, s3_write=True, sns=False),
+    }
+    for role, account in SERVICE_ACCOUNTS.items():
+        trust = ('{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Federated": '
+                 '"arn:${AWS::Partition}:iam::${AWS::AccountId}:oidc-provider/${EksOidcIssuer}"}, '
+                 '"Action": "sts:AssumeRoleWithWebIdentity", "Condition": {"StringEquals": {'
+                 f'"${{EksOidcIssuer}}:sub": "system:serviceaccount:{K8S_NAMESPACE}:{account}", '
+                 '"${EksOidcIssuer}:aud": "sts.amazonaws.com"}}}]}')
+        resources[f"{_camel(role)}PodRole"] = {"Type": "AWS::IAM::Role", "Properties": {
+            "RoleName": {"Fn::Sub": f"${{AWS::StackName}}-{account}"},
+            "AssumeRolePolicyDocument": {"Fn::Sub": trust},
+            "Policies": [{"PolicyName": "notify-data", "PolicyDocument": {
+                "Version": "2012-10-17", "Statement": grants[role]}}]}}
 
 
 def cloudformation() -> dict[str, Any]:
     """The AWS template as a dict (see the module doc)."""
     from lambdas.gateway import ROUTES
-    from notify_core.store.tables import ALL_TABLES
+    from notify_cli.deploy_access import derive_access
 
-    resources: dict[str, Any] = {
-        "DataBucket": {"Type": "AWS::S3::Bucket", "DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain",
-                       "Properties": {"BucketEncryption": {"ServerSideEncryptionConfiguration": [
-                           {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]},
-                           "PublicAccessBlockConfiguration": {
-                               "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True,
-                               "RestrictPublicBuckets": True}}},
-        "NotificationsTopic": {"Type": "AWS::SNS::Topic", "Properties": {"TopicName": {
-            "Fn::Sub": "${TablePrefix}notifications"}}},
-    }
-    table_ids = []
-    for table in ALL_TABLES:
-        logical = f"Table{_camel(table)}"
-        table_ids.append(logical)
-        resources[logical] = {
-            "Type": "AWS::DynamoDB::Table", "DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain",
-            "Properties": {
-                "TableName": {"Fn::Sub": f"${{TablePrefix}}{table}"},
-                "BillingMode": "PAY_PER_REQUEST",
-                "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"},
-                                         {"AttributeName": "sk", "AttributeType": "S"}],
-                "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"},
-                              {"AttributeName": "sk", "KeyType": "RANGE"}],
-                "TimeToLiveSpecification": {"AttributeName": "ttl", "Enabled": True},
-                "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
-            },
-        }
-    resources["FunctionRole"] = {
-        "Type": "AWS::IAM::Role",
-        "Properties": {
-            "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
-                "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]},
-            "ManagedPolicyArns": ["arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"],
-            "Policies": [{"PolicyName": "notify-data", "PolicyDocument": {"Version": "2012-10-17", "Statement": [
-                # what notify_core/store/dynamodb.py calls; the tables exist (created here), DescribeTable finds them
-                {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query",
-                                               "dynamodb:Scan", "dynamodb:PutItem", "dynamodb:UpdateItem",
-                                               "dynamodb:DeleteItem", "dynamodb:BatchWriteItem",
-                                               "dynamodb:DescribeTable"],
-                 "Resource": [{"Fn::GetAtt": [t, "Arn"]} for t in table_ids]},
-                {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"],
-                 "Resource": [{"Fn::GetAtt": ["DataBucket", "Arn"]},
-                              {"Fn::Sub": "${DataBucket.Arn}/*"}]},
-                {"Effect": "Allow", "Action": "sns:Publish", "Resource": {"Ref": "NotificationsTopic"}},
-            ]}}],
-        },
-    }
+    resources: dict[str, Any] = {}
+    _encryption_and_storage(resources)
+    table_ids = _tables(resources)
+    _pod_roles(resources, table_ids)
     resources["HttpApi"] = {"Type": "AWS::ApiGatewayV2::Api",
                             "Properties": {"Name": {"Fn::Sub": "${AWS::StackName}-api"}, "ProtocolType": "HTTP"}}
+    # HTTP APIs answer HTTPS only (TLS 1.2) on their execute-api endpoint; throttled per stage.
     resources["HttpApiStage"] = {"Type": "AWS::ApiGatewayV2::Stage",
                                  "Properties": {"ApiId": {"Ref": "HttpApi"}, "StageName": "$default",
-                                                "AutoDeploy": True}}
+                                                "AutoDeploy": True, "DefaultRouteSettings": {
+                                                    "ThrottlingRateLimit": {"Ref": "ApiThrottleRate"},
+                                                    "ThrottlingBurstLimit": {"Ref": "ApiThrottleBurst"}}}}
 
     def function(logical: str, handler: str, *, timeout: int, memory: int) -> None:
-        resources[logical] = {
-            "Type": "AWS::Lambda::Function",
-            "Properties": {
-                "PackageType": "Image", "Code": {"ImageUri": {"Ref": "ImageUri"}},
-                "ImageConfig": {"Command": [handler]},
-                "Role": {"Fn::GetAtt": ["FunctionRole", "Arn"]},
-                "Timeout": timeout, "MemorySize": memory, "Architectures": ["x86_64"],
-                "Environment": {"Variables": _aws_environment()},
-            },
+        """One function with its own role, derived from the code its handler module reaches."""
+        access = derive_access(handler.rpartition(".")[0])
+        role = f"{logical}Role"
+        resources[role] = {"Type": "AWS::IAM::Role", "Properties": {
+            "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]},
+            "ManagedPolicyArns": [
+                "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole" if access.kafka
+                else "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"],
+        }}
+        statements = _data_statements(table_ids=[table_ids[t] for t in sorted(access.tables)],
+                                      actions=access.dynamodb_actions, s3_read=access.s3_read,
+                                      s3_write=access.s3_write, sns=access.sns)
+        if statements:
+            resources[role]["Properties"]["Policies"] = [{"PolicyName": "notify-data", "PolicyDocument": {
+                "Version": "2012-10-17", "Statement": statements}}]
+        properties: dict[str, Any] = {
+            "PackageType": "Image", "Code": {"ImageUri": {"Ref": "ImageUri"}},
+            "ImageConfig": {"Command": [handler]},
+            "Role": {"Fn::GetAtt": [role, "Arn"]},
+            "Timeout": timeout, "MemorySize": memory, "Architectures": ["x86_64"],
+            "EphemeralStorage": {"Size": 2048},  # /tmp: the index cache
+            "Environment": {"Variables": _aws_environment()},
+            "LoggingConfig": {"LogGroup": {"Ref": f"{logical}Logs"}},
         }
+        if access.kafka:  # MSK is reachable only inside the VPC
+            properties["VpcConfig"] = {"SubnetIds": {"Ref": "SubnetIds"},
+                                       "SecurityGroupIds": {"Ref": "SecurityGroupIds"}}
+        resources[logical] = {"Type": "AWS::Lambda::Function", "Properties": properties}
+        resources[f"{logical}Logs"] = {"Type": "AWS::Logs::LogGroup", "DeletionPolicy": "Delete",
+                                       "UpdateReplacePolicy": "Delete", "Properties": {
+                                           "LogGroupName": {"Fn::Sub": f"/aws/lambda/${{AWS::StackName}}-{logical}"},
+                                           "RetentionInDays": LOG_RETENTION_DAYS}}
 
     for route in ROUTES:
         name = _function_name(route.handler)
@@ -171,15 +307,32 @@ def cloudformation() -> dict[str, Any]:
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "Notify: the serverless recommend/deliver path (Lambda + API Gateway HTTP API + "
-                       "EventBridge), its DynamoDB tables and its S3 bucket.",
+                       "EventBridge), its DynamoDB tables, its S3 bucket and the Kubernetes pods' IAM roles.",
         "Parameters": {
-            "ImageUri": {"Type": "String", "Description": "ECR image built from deploy/Dockerfile"},
+            "ImageUri": {"Type": "String", "Description": f"ECR image built from {LAMBDA_IMAGE}"},
             "TablePrefix": {"Type": "String", "Default": "notify_", "AllowedPattern": "^[A-Za-z0-9_.-]*$"},
             "KafkaBootstrap": {"Type": "String", "Description": "Kafka (MSK) bootstrap servers, host:port,..."},
+            "SubnetIds": {"Type": "List<AWS::EC2::Subnet::Id>",
+                          "Description": "Private subnets that reach MSK (with DynamoDB/S3 gateway endpoints)"},
+            "SecurityGroupIds": {"Type": "List<AWS::EC2::SecurityGroup::Id>",
+                                 "Description": "Security groups allowed into the MSK brokers"},
+            "PublicBaseUrl": {"Type": "String", "Default": "",
+                              "Description": "Base URL of tracking links (a custom domain); empty: the API's URL"},
+            "ReplicaRegion": {"Type": "String", "Default": "eu-central-1",
+                              "Description": "Second region of the global tables"},
+            "ReplicaKmsKeyArn": {"Type": "String", "Description": "KMS key in the replica region (tables, bucket)"},
+            "ReplicaBucketArn": {"Type": "String", "Description": "Versioned bucket in the replica region"},
+            "EksOidcIssuer": {"Type": "String", "Description": "EKS OIDC issuer without https:// "
+                                                               "(oidc.eks.<region>.amazonaws.com/id/<id>)"},
+            "ApiThrottleRate": {"Type": "Number", "Default": 3000, "Description": "Steady requests/s per stage"},
+            "ApiThrottleBurst": {"Type": "Number", "Default": 5000, "Description": "Burst requests per stage"},
         },
+        "Conditions": {"HasPublicBaseUrl": {"Fn::Not": [{"Fn::Equals": [{"Ref": "PublicBaseUrl"}, ""]}]}},
         "Resources": resources,
         "Outputs": {"ApiUrl": {"Value": {"Fn::Sub": "https://${HttpApi}.execute-api.${AWS::Region}.amazonaws.com"}},
-                    "DataBucket": {"Value": {"Ref": "DataBucket"}}},
+                    "DataBucket": {"Value": {"Ref": "DataBucket"}},
+                    **{f"{_camel(role)}PodRoleArn": {"Value": {"Fn::GetAtt": [f"{_camel(role)}PodRole", "Arn"]}}
+                       for role in SERVICE_ACCOUNTS}},
     }
 
 
@@ -191,7 +344,7 @@ def dagster_values() -> dict[str, Any]:
             "enabled": True,
             "deployments": [{
                 "name": "notify",
-                "image": {"repository": "notify", "tag": "latest", "pullPolicy": "IfNotPresent"},
+                "image": {"repository": APP_IMAGE_NAME, "tag": "latest", "pullPolicy": "IfNotPresent"},
                 "dagsterApiGrpcArgs": ["--module-name", "notify_assets.definitions"],
                 "port": 3030,
                 "envConfigMaps": [{"name": "notify-settings"}],
@@ -199,7 +352,15 @@ def dagster_values() -> dict[str, Any]:
                 "env": env,
                 "resources": {"requests": {"cpu": "500m", "memory": "2Gi"}, "limits": {"memory": "8Gi"}},
             }],
+            # IRSA: the pods assume the DagsterPodRole of the CloudFormation stack (no AWS keys anywhere)
+            "serviceAccount": {"create": False, "name": SERVICE_ACCOUNTS["dagster"]},
         },
+        "serviceAccount": {"create": False, "name": SERVICE_ACCOUNTS["dagster"]},
+        # instance storage on PostgreSQL (RDS); psycopg2 because SQLAlchemy 2.1 would pick psycopg 3
+        "postgresql": {"enabled": False, "postgresqlHost": "notify-dagster.example.internal",
+                       "postgresqlUsername": "dagster", "postgresqlDatabase": "dagster",
+                       "postgresqlScheme": "postgresql+psycopg2", "service": {"port": 5432}},
+        "generatePostgresqlPasswordSecret": False,
         "runLauncher": {"type": "K8sRunLauncher", "config": {"k8sRunLauncher": {
             "envConfigMaps": [{"name": "notify-settings"}], "envSecrets": [{"name": "notify-secrets"}],
             "runK8sConfig": {"containerConfig": {"resources": {"requests": {"cpu": "1", "memory": "4Gi"}}}},
@@ -219,9 +380,10 @@ def consumer_manifest() -> dict[str, Any]:
             "template": {
                 "metadata": {"labels": {"app": "notify-consumer"}},
                 "spec": {
+                    "serviceAccountName": SERVICE_ACCOUNTS["consumer"],  # IRSA: ConsumerPodRole
                     "terminationGracePeriodSeconds": 60,  # SIGTERM: finish and commit the batch in hand
                     "containers": [{
-                        "name": "consumer", "image": "notify:latest",
+                        "name": "consumer", "image": f"{APP_IMAGE_NAME}:latest",
                         "command": ["notify", "consume", "--metrics-port", "9100"],
                         "env": [{"name": "NOTIFY_ENV", "value": "aws"},
                                 {"name": "NOTIFY_STREAM_BACKEND", "value": "kafka"}],
@@ -236,10 +398,27 @@ def consumer_manifest() -> dict[str, Any]:
     }
 
 
+class _NoAliases(yaml.SafeDumper):
+    """CloudFormation rejects YAML aliases: shared sub-dicts are written out in full each time."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def service_accounts() -> list[dict[str, Any]]:
+    """The pods' service accounts, annotated with their IRSA role (the stack's ``*PodRoleArn`` outputs:
+    replace ``<account-id>``, or ``kubectl annotate`` with the output after deploying the stack)."""
+    return [{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {
+        "name": account, "namespace": K8S_NAMESPACE, "annotations": {
+            "eks.amazonaws.com/role-arn": f"arn:aws:iam::<account-id>:role/<stack-name>-{account}"}}}
+        for account in SERVICE_ACCOUNTS.values()]
+
+
 def rendered() -> dict[Path, str]:
-    dump = lambda data: HEADER + yaml.safe_dump(data, sort_keys=False, width=110)  # noqa: E731
+    dump = lambda data: HEADER + yaml.dump(data, Dumper=_NoAliases, sort_keys=False, width=110)  # noqa: E731
     return {CFN_PATH: dump(cloudformation()), HELM_PATH: dump(dagster_values()),
-            CONSUMER_PATH: dump(consumer_manifest())}
+            CONSUMER_PATH: dump(consumer_manifest()),
+            SERVICE_ACCOUNTS_PATH: HEADER + yaml.dump_all(service_accounts(), Dumper=_NoAliases, sort_keys=False)}
 
 
 def templates(

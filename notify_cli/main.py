@@ -16,6 +16,7 @@ from rich.console import Console
 
 from notify_core.errors import NotifyError
 from notify_core.observability import configure_logging
+from notify_core.security.files import use_private_umask
 from notify_core.settings import NotifySettings, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Notify: personalised notifications.")
@@ -33,6 +34,7 @@ def _settings(data_dir: Path | None) -> NotifySettings:
     if data_dir is not None:
         overrides["data_dir"] = data_dir
     settings = load_settings(**overrides)
+    use_private_umask()  # everything this run writes under the data directory is 0600 / 0700
     log_dir = settings.data_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(stream=(log_dir / "notify.jsonl").open("a", encoding="utf-8"))
@@ -93,6 +95,17 @@ def _register_commands() -> None:
     app.command(name="worker")(delivery_commands.worker)
     app.command(name="evaluate")(evaluate_commands.evaluate)
     app.command(name="templates")(deploy_templates.templates)
+    from notify_cli import capacity_commands
+
+    app.command(name="capacity")(capacity_commands.capacity)
+    from notify_cli import security_commands
+
+    app.add_typer(security_commands.secrets_app, name="secrets")
+    app.add_typer(security_commands.users_app, name="users")
+    from notify_cli import backup_commands
+
+    app.command(name="backup")(backup_commands.backup)
+    app.command(name="restore")(backup_commands.restore)
 
 
 _register_commands()

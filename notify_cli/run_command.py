@@ -32,6 +32,7 @@ PROGRESS_PREFIX = "progress "
 # run itself, and the full trace goes to the log file.
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 POLL_S = 0.3
+INDEX_ASSET = "campaign_index"
 
 
 @dataclass
@@ -124,6 +125,8 @@ class Printer:
             outcome.assets[name] = AssetOutcome(seconds=seconds, metadata=meta)
             took = f" in {seconds:.1f} s" if seconds is not None else ""
             self.console.print(f"[green]done[/green] {name}{took}: {_one_line(name, meta)}")
+            if name == INDEX_ASSET and meta.get("published"):
+                self.console.print(f"  published campaign index {meta.get('version')}")
         elif kind == DagsterEventType.ASSET_CHECK_EVALUATION:
             data = event.event_specific_data
             outcome.checks[f"{data.asset_key.to_user_string()}:{data.check_name}"] = data.passed
@@ -155,7 +158,12 @@ def run_main(settings: NotifySettings, *, console: Console, job_name: str | None
     defs = build_definitions(settings)
     job = defs.resolve_job_def(job_name)
     if partition is None and job.partitions_def is not None:
-        partition = today_partition()
+        partition = today_partition(settings.clock())
+    run_config: dict[str, Any] = dict(QUIET)
+    if INDEX_ASSET in {k.to_user_string() for k in job.asset_layer.executable_asset_keys}:
+        # In aws the daemon's sensor publishes a passing index build; `notify run` has no daemon, so its
+        # run publishes the build itself, before the plan reads it (the sensor then finds it done).
+        run_config["resources"] = {"recommend": {"config": {"publish_on_build": True}}}
     instance = _instance()
     run_id = str(uuid.uuid4())  # Dagster's run ids are UUID4 strings
     outcome = RunOutcome(run_id=run_id, success=False, seconds=0.0, partition=partition)
@@ -165,7 +173,7 @@ def run_main(settings: NotifySettings, *, console: Console, job_name: str | None
     def execute() -> None:
         try:
             result.append(job.execute_in_process(instance=instance, run_id=run_id, partition_key=partition,
-                                                 raise_on_error=False, run_config=QUIET))
+                                                 raise_on_error=False, run_config=run_config))
         except BaseException as exc:  # reported below, with its trace in the log file
             crashed.append(exc)
 

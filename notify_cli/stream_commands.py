@@ -8,6 +8,7 @@ and benchmarks start consumer subprocesses that way).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import threading
@@ -16,6 +17,9 @@ from typing import Annotated, Any
 
 import typer
 
+from notify_core.errors import NotifyError
+from notify_core.landing import LandingArea, build_landing_area
+from notify_core.security.files import use_private_umask
 from notify_core.settings import NotifySettings, load_settings
 from notify_core.stream import open_stream
 from notify_core.stream.port import Stream
@@ -31,6 +35,7 @@ def _open(data_dir: Path | None, kafka: str | None) -> tuple[NotifySettings, Str
     if kafka:
         overrides |= {"stream_backend": "kafka", "kafka_bootstrap": kafka}
     settings = load_settings(**overrides)
+    use_private_umask()  # the stream log and what the handlers create are 0600 / 0700
     return settings, open_stream(settings)
 
 
@@ -43,6 +48,9 @@ def consume(
     max_records: Annotated[int | None, typer.Option(help="Exit after about this many records.")] = None,
     from_beginning: Annotated[bool, typer.Option(help="Replay the topics from offset 0.")] = False,
     metrics_port: Annotated[int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")] = 0,
+    standby: Annotated[
+        bool, typer.Option(help="Embedded log: if another process consumes the group, wait and take over.")
+    ] = False,
 ) -> None:
     """Read purchase_history and notify_clickstream in batches and persist them to the Store.
 
@@ -65,19 +73,50 @@ def consume(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    consumer = EventConsumer(
-        stream=stream, store=store, landing=settings.landing / "purchases", group=group, max_batch=max_batch
-    )
+    from notify_core.stream.local_log import GroupBusyError
+
+    while True:
+        try:
+            consumer = EventConsumer(
+                stream=stream, store=store, landing=settings.landing / "purchases", group=group, max_batch=max_batch,
+                clock=settings.clock(),
+            )
+            break
+        except GroupBusyError as exc:
+            if not standby:
+                stream.close()
+                store.close()
+                typer.echo(f"notify consume: {exc}", err=True)
+                raise typer.Exit(3) from None
+            if stop.wait(0.5):
+                stream.close()
+                store.close()
+                return
+    area = build_landing_area(settings)  # aws: order files go to the S3 prefix, where ingestion finds them
+    pusher = threading.Thread(target=_push_landing, args=(area, stop), daemon=True)
+    pusher.start()
     try:
         if from_beginning:
             consumer.seek_to_beginning()
         totals = consumer.run(stop=stop, idle_exit=idle_exit, max_records=max_records)
         lag = consumer.lag()
     finally:
+        stop.set()
+        pusher.join(30)
         consumer.close()
         stream.close()
         store.close()
+        area.push()  # whatever the last batches wrote
     typer.echo(json.dumps({**totals_dict(totals), "lag": lag}))
+
+
+def _push_landing(area: LandingArea, stop: threading.Event, every_s: float = 10.0) -> None:
+    """Publish the consumer's order files every ``every_s`` (a no-op for the local landing folder)."""
+    while not stop.wait(every_s):
+        try:
+            area.push()
+        except NotifyError as exc:  # S3 unreachable: retried next round; the files stay on local disk
+            logging.getLogger(__name__).warning("landing push failed", extra={"error": str(exc)})
 
 
 def serve(
@@ -87,25 +126,33 @@ def serve(
     port: Annotated[int, typer.Option(help="Port.")] = 8080,
     log_level: Annotated[str, typer.Option(help="JSON log level (INFO logs one line per request).")] = "WARNING",
     workers: Annotated[int, typer.Option(min=1, help="Worker processes (one per core for throughput).")] = 1,
+    tls_cert: Annotated[Path | None,
+                        typer.Option("--tls-cert", help="PEM certificate: serve HTTPS (TLS 1.2+).")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key of --tls-cert.")] = None,
 ) -> None:
     """Serve the Lambda handlers over HTTP (API Gateway v2 events), e.g. POST /v1/events."""
+    from notify_core.security.tls import check_tls_files
+
+    tls = check_tls_files(tls_cert, tls_key)
+    tls_args = {"tls_cert": str(tls[0]), "tls_key": str(tls[1])} if tls else {}
     from lambdas import capture_events
     from lambdas.gateway import serve as run_gateway
     from notify_core.observability import configure_logging
 
     configure_logging(level=log_level.upper())
+    os.environ.setdefault("NOTIFY_LOG_LEVEL", log_level.upper())  # for --workers processes (build_worker_app)
     # Handlers read their settings at cold start from the environment, as on Lambda: hand them ours.
     if data_dir is not None:
         os.environ["NOTIFY_DATA_DIR"] = str(data_dir)
     if kafka:
         os.environ.update({"NOTIFY_STREAM_BACKEND": "kafka", "NOTIFY_KAFKA_BOOTSTRAP": kafka})
     if workers > 1:  # each worker process opens its own stream client at its first capture request
-        run_gateway(host=host, port=port, workers=workers)
+        run_gateway(host=host, port=port, workers=workers, **tls_args)
         return
     _settings, stream = _open(data_dir, kafka)
     capture_events.use_stream(stream)
     try:
-        run_gateway(host=host, port=port)
+        run_gateway(host=host, port=port, **tls_args)
     finally:
         stream.close()
 

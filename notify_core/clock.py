@@ -77,6 +77,24 @@ class ManualClock:
             self._now = when.timestamp() if isinstance(when, datetime) else float(when)
 
 
+_ANCHORS: dict[float, float] = {}
+_ANCHORS_LOCK = threading.Lock()
+
+
+def starting_at(when: datetime | None) -> Clock:
+    """The system clock, or (``when`` given) a clock that reads ``when`` the first time this process asks
+    for it and then moves with real time: what ``NOTIFY_CLOCK_START`` gives tests, replays and demos.
+
+    The offset is fixed once per process and instant, so every stage of one run (the Store's TTL checks,
+    the planner, the worker) agrees on the time, and sleeps, leases and retries behave as in production."""
+    if when is None:
+        return SYSTEM_CLOCK
+    key = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    with _ANCHORS_LOCK:
+        offset = _ANCHORS.setdefault(key, key - time.time())
+    return OffsetClock(offset)
+
+
 class OffsetClock:
     """Another clock shifted by ``offset_s``: the demo's fast-forward (deliver what is due in the next N
     minutes now) and the benchmark's "the minute starts in 5 s" without waiting for a real boundary."""

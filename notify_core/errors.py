@@ -48,3 +48,8 @@ class BackendError(NotifyError):
     """A backing service (SQLite, DynamoDB, Kafka, S3) failed in a way a retry may fix."""
 
     http_status = 503
+
+
+class InvalidTokenError(NotFoundError):
+    """A signed token (tracking link) that does not verify: answered exactly like an unknown link (404),
+    so a forger learns nothing about which ids exist or which part of the token was wrong."""

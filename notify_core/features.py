@@ -21,10 +21,12 @@ from datetime import datetime
 
 import polars as pl
 
-from notify_core.lake import Lake
-from notify_core.repositories import WriteCounts, save_frame, to_items
+from notify_core.bounds import purchases_in_bounds
+from notify_core.convergence import PartitionSource, converge
+from notify_core.lake import WHOLE, Lake
+from notify_core.repositories import ITEM_KEYS, WriteCounts
 from notify_core.store import tables
-from notify_core.store.port import Store
+from notify_core.store.port import Key, Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +142,12 @@ def user_features(
 def compute_features(
     purchases: pl.DataFrame, products: pl.DataFrame, users: pl.DataFrame, *, as_of: datetime | None = None
 ) -> Features:
-    """All three feature tables from lake frames. ``as_of`` defaults to the newest purchase."""
+    """All three feature tables from lake frames. ``as_of`` defaults to the newest purchase.
+
+    Purchases outside :mod:`notify_core.bounds` (an infinite price, a year-9999 date: rows that reached the
+    lake before ingestion checked bounds) are left out first, so no such value reaches a feature or the
+    as-of time."""
+    purchases = purchases_in_bounds(purchases)
     if as_of is None:
         newest = purchases["ts"].max() if purchases.height else None
         as_of = newest if isinstance(newest, datetime) else datetime(1970, 1, 1)
@@ -162,21 +169,34 @@ class FeatureTableReport:
 def refresh_features(
     lake: Lake, store: Store, *, as_of: datetime | None = None
 ) -> tuple[Features, dict[str, FeatureTableReport]]:
-    """Recompute the feature tables from the lake, save them to the lake and their changed rows to the Store."""
+    """Recompute the feature tables from the lake; converge the Store to them first, then save them to the lake.
+
+    The Store is brought in step through the convergence ledger (a table whose digest the ledger already
+    holds costs no Store read), rows that left a table are deleted, and only then is the lake copy
+    replaced: an interrupted run leaves the old lake table, so the next run sees the same change again.
+    """
     features = compute_features(lake.read("purchases"), lake.read("products"), lake.read("users"), as_of=as_of)
     reports: dict[str, FeatureTableReport] = {}
     for name, frame in ((tables.USER_FEATURES, features.users), (tables.PRODUCT_FEATURES, features.products),
                         (tables.USER_PRODUCT, features.matrix)):
-        rewritten = lake.write_table(name, frame)
-        counts = save_frame(store, name, frame) if rewritten or not _store_has(store, name, frame) else WriteCounts(
-            unchanged=frame.height)
+        previous = lake.read_table(name) if lake.has_table(name) else frame.head(0)
+        same = previous.height == frame.height and previous.schema == frame.schema and previous.equals(frame)
+        counts = converge(store, name, [PartitionSource(WHOLE, frame)],
+                          stale=[] if same else _stale_keys(name, previous, frame))
+        rewritten = False if same else lake.write_table(name, frame)
         reports[name] = FeatureTableReport(rows=frame.height, lake_rewritten=rewritten, store=counts)
     return features, reports
 
 
-def _store_has(store: Store, name: str, frame: pl.DataFrame) -> bool:
-    """Cheap guard for an unchanged lake table: is its first row in the Store? (else compare everything)."""
-    if frame.is_empty():
-        return True
-    first = next(iter(to_items(name, frame.head(1))))
-    return store.table(name).get(first["pk"], first["sk"]) is not None
+_KEY_COLUMNS = {tables.USER_FEATURES: ["user_id"], tables.PRODUCT_FEATURES: ["product_id"],
+                tables.USER_PRODUCT: ["user_id", "product_id"]}
+
+
+def _stale_keys(name: str, previous: pl.DataFrame, frame: pl.DataFrame) -> list[Key]:
+    """Store keys of rows the previous lake table had and the new one lacks (a columnar anti-join)."""
+    if previous.is_empty():
+        return []
+    columns = _KEY_COLUMNS[name]
+    gone = previous.join(frame.select(columns), on=columns, how="anti", nulls_equal=True)
+    key = ITEM_KEYS[name]
+    return [k for r in gone.iter_rows(named=True) if (k := key(r))[0] is not None]

@@ -10,14 +10,39 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import Histogram
 
+from notify_core.clock import SYSTEM_CLOCK, Clock
+
 _STANDARD = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "taskName"}
+
+
+# The correlation id of the request being served (the HTTP edge's request id). Set by the handler edge
+# with :func:`request_context`; read by every JSON log line and by capture, which copies it into the
+# records' headers so the consumer can write it into the Store rows.
+_REQUEST_ID: ContextVar[str | None] = ContextVar("notify_request_id", default=None)
+
+
+def current_request_id() -> str | None:
+    return _REQUEST_ID.get()
+
+
+@contextmanager
+def request_context(request_id: str | None) -> Iterator[None]:
+    """Within the block, log lines and produced records carry ``request_id`` (threads: per context)."""
+    token = _REQUEST_ID.set(request_id)
+    try:
+        yield
+    finally:
+        _REQUEST_ID.reset(token)
 
 
 class JsonFormatter(logging.Formatter):
@@ -28,6 +53,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        rid = _REQUEST_ID.get()
+        if rid is not None:
+            payload["request_id"] = rid
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 payload[key] = value
@@ -45,6 +73,87 @@ def configure_logging(*, level: str = "INFO", stream: Any = None) -> None:
         logger.handlers = [handler]
         logger.setLevel(level)
         logger.propagate = False
+
+
+def logging_configured() -> bool:
+    """Whether :func:`configure_logging` (or anything else) gave Notify's loggers a handler already."""
+    return bool(logging.getLogger("lambdas").handlers)
+
+
+class Invocations:
+    """Per-process facts of a handler's invocations: the cold start, and EMF metrics on Lambda.
+
+    The first invocation of a function in a process is its cold start (``cold_start: true`` on its log line); on Lambda
+    (``emit`` given: a print to stdout) each invocation also writes one Embedded Metric Format line:
+    ``Invocations``, ``Errors`` (a 5xx) and ``Duration`` per function, in the ``Notify`` namespace.
+    """
+
+    def __init__(self, *, emit: Callable[[str], None] | None = None, namespace: str = "Notify",
+                 clock: Clock = SYSTEM_CLOCK) -> None:
+        """``clock`` stamps EMF records (CloudWatch files them under that time)."""
+        self._emit = emit
+        self._clock = clock
+        self._namespace = namespace
+        self._warm: set[str] = set()
+        self._flushed: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def cold_start(self, function: str) -> bool:
+        """True exactly once per function and process: for its first invocation."""
+        if function in self._warm:
+            return False
+        with self._lock:
+            cold = function not in self._warm
+            self._warm.add(function)
+        return cold
+
+    def done(self, *, function: str, status: int, seconds: float, cold_start: bool) -> None:
+        log = logging.getLogger("lambdas.invocation")
+        # Failures already have their "request failed" line; this one is for latency and cold starts.
+        level = logging.INFO if cold_start else logging.DEBUG
+        if log.isEnabledFor(level):
+            log.log(level, "invocation", extra={"function": function, "status": status,
+                                                "duration_ms": round(seconds * 1000, 3), "cold_start": cold_start})
+        if self._emit is not None:
+            from notify_core.metrics import emf_line
+
+            self.flush_counters()
+            self._emit(emf_line(
+                namespace=self._namespace, dimensions={"function": function}, timestamp_ms=self._now_ms(),
+                metrics={"Invocations": (1, "Count"), "Errors": (1 if status >= 500 else 0, "Count"),
+                         "Duration": (round(seconds * 1000, 3), "Milliseconds")},
+                properties={"request_id": _REQUEST_ID.get(), "cold_start": cold_start, "status": status},
+            ))
+
+
+    def flush_counters(self) -> None:
+        """On Lambda: what the SLO counters gained since the last flush, as EMF lines (one per outcome).
+
+        The alarms of :mod:`notify_core.slo` read these (``notify_deliveries_total`` by ``outcome``...); a
+        Lambda has no Prometheus scrape, so its counters reach CloudWatch this way.
+        """
+        if self._emit is None:
+            return
+        from prometheus_client import REGISTRY
+
+        from notify_core.metrics import EMF_COUNTERS, emf_line
+
+        totals: dict[tuple[str, str], float] = {}
+        for family in REGISTRY.restricted_registry(list(EMF_COUNTERS)).collect():
+            for sample in family.samples:
+                if sample.name in EMF_COUNTERS:
+                    key = (sample.name, str(sample.labels.get("outcome", "")))
+                    totals[key] = totals.get(key, 0.0) + sample.value
+        with self._lock:
+            deltas = {k: v - self._flushed.get(k, 0.0) for k, v in totals.items()}
+            self._flushed.update(totals)
+        for (name, outcome), delta in sorted(deltas.items()):
+            if delta > 0:
+                self._emit(emf_line(namespace=self._namespace, dimensions={"outcome": outcome},
+                                    metrics={name: (delta, "Count")}, timestamp_ms=self._now_ms()))
+
+    def _now_ms(self) -> int:
+        return int(self._clock.now() * 1000)
 
 
 class BatchHistogram(Histogram):

@@ -6,13 +6,14 @@ start, the CLI) calls :func:`load_settings` once and passes the result down.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from notify_core.clock import Clock, starting_at
 from notify_core.errors import ConfigurationError
 
 Environment = Literal["local", "aws"]
@@ -31,6 +32,9 @@ class NotifySettings(BaseSettings):
         description="The Online Retail file the demo loads.",
     )
     seed: int = 7
+    clock_start: datetime | None = Field(
+        default=None, description="Start this process's clock at this time (tests, replays); unset: the system clock.",
+    )
 
     # event stream: the embedded log by default (env=local), Kafka for env=aws or when chosen
     stream_backend: Literal["local", "kafka"] | None = None
@@ -47,6 +51,9 @@ class NotifySettings(BaseSettings):
     table_prefix: str = "notify_"
     s3_bucket: str | None = None
     s3_prefix: str = "notify/"
+    # endpoints (issue 15): None = the AWS default; set to reach DynamoDB Local, SeaweedFS/MinIO, a local SNS
+    s3_endpoint_url: str | None = None
+    sns_endpoint_url: str | None = None
 
     # delivery (issue 7): the channel, its endpoint and secrets, and where tracking links point
     delivery_channel: Literal["outbox", "webhook", "sns"] | None = None  # default: outbox (local), sns (aws)
@@ -58,6 +65,23 @@ class NotifySettings(BaseSettings):
     public_base_url: str = "http://127.0.0.1:8080"  # tracking links: <public_base_url>/t/<notification_id>
     delivery_concurrency: int = Field(default=16, ge=1, le=256)
     delivery_lease_s: float = Field(default=30.0, gt=0)
+    # backups (issue 13): a folder or s3://bucket/prefix[?endpoint=...] for `notify backup` / `notify restore`
+    backup_url: str | None = None
+
+    # security (issue 14): personal fields sealed at rest (on by default; turning it off is this visible
+    # flag), the master key (KMS key id in aws, else the 0600 file under <data_dir>/secrets), TLS for
+    # `notify serve`, TLS/SASL for Kafka
+    encrypt_personal_fields: bool = True
+    kms_key_id: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = None
+    kafka_ssl_ca_location: Path | None = None
+    kafka_ssl_certificate_location: Path | None = None
+    kafka_ssl_key_location: Path | None = None
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = Field(default=None, repr=False)
     plan_start_date: date | None = Field(
         default=None, description="First day of the plan's Dagster partitions; default: the deployment's first day "
                                   "(recorded under <data_dir>/deployed_on on the first definitions load).")
@@ -69,6 +93,10 @@ class NotifySettings(BaseSettings):
         if self.channel == "sns" and not self.sns_topic_arn:
             raise ConfigurationError("the sns channel needs NOTIFY_SNS_TOPIC_ARN")
         return self
+
+    def clock(self) -> Clock:
+        """The clock every entry point hands the domain: the system clock unless ``clock_start`` pins it."""
+        return starting_at(self.clock_start)
 
     @property
     def channel(self) -> Literal["outbox", "webhook", "sns"]:
@@ -114,6 +142,27 @@ class NotifySettings(BaseSettings):
     @property
     def quarantine_root(self) -> Path:
         return self.data_dir / "quarantine"
+
+    @property
+    def s3_root(self) -> str | None:
+        """``s3://<bucket>/<prefix>`` in aws (landing, quarantine, lake and artefacts live under it)."""
+        if self.env != "aws":
+            return None
+        return f"s3://{self.s3_bucket}/{self.s3_prefix.rstrip('/')}"
+
+    @property
+    def s3_storage_options(self) -> dict[str, str] | None:
+        """Object-store options for polars/pyarrow when an S3 endpoint is set (None: the SDK defaults)."""
+        if self.s3_endpoint_url is None:
+            return None
+        return {"aws_endpoint_url": self.s3_endpoint_url, "aws_region": self.aws_region,
+                "aws_allow_http": str(self.s3_endpoint_url.startswith("http://")).lower(),
+                "aws_virtual_hosted_style_request": "false"}
+
+    @property
+    def secrets_dir(self) -> Path:
+        """Key files (tracking, webhook, the local master key): 0600 files in a 0700 folder."""
+        return self.data_dir / "secrets"
 
 
 def load_settings(**overrides: Any) -> NotifySettings:

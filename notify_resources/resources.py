@@ -6,14 +6,16 @@ backend; which backend it builds is decided by ``env`` in one place, :func:`reso
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from pydantic import PrivateAttr
 
+from notify_core.clock import Clock, utcnow
 from notify_core.embeddings.embedder import Embedder, HashingEmbedder, SentenceTransformerEmbedder
-from notify_core.lake import Lake
+from notify_core.lake import Lake, lake_for
 from notify_core.settings import NotifySettings
 from notify_core.store.factory import build_store
 from notify_core.store.port import Store
@@ -30,6 +32,10 @@ class NotifyResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     dynamodb_endpoint_url: str | None = None
     table_prefix: str = "notify_"
     s3_bucket: str | None = None
+    s3_prefix: str = "notify/"
+    s3_endpoint_url: str | None = None
+    sns_endpoint_url: str | None = None
+    clock_start: str | None = None  # ISO time: pin the run's clock (tests, replays); None = the system clock
 
     _store: Store | None = PrivateAttr(default=None)
 
@@ -39,6 +45,13 @@ class NotifyResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         environment, as at any entry point."""
         return NotifySettings(**{name: getattr(self, name) for name in type(self).model_fields})
 
+    def clock(self) -> Clock:
+        """The run's clock: the system clock unless ``clock_start`` pins it (tests, replays)."""
+        return self.settings.clock()
+
+    def now(self) -> datetime:
+        return utcnow(self.clock())
+
     @property
     def store(self) -> Store:
         if self._store is None:
@@ -47,7 +60,7 @@ class NotifyResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     @property
     def lake(self) -> Lake:
-        return Lake(self.settings.lake_root)
+        return lake_for(self.settings)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._store is not None:
@@ -108,7 +121,7 @@ def resources_for(settings: NotifySettings) -> dict[str, Any]:
     """The single mapping from the environment to the resources every asset, check and sensor uses."""
     return {
         "notify": NotifyResource(**{
-            name: str(value) if isinstance(value, Path) else value
+            name: value.isoformat() if isinstance(value, datetime) else str(value) if isinstance(value, Path) else value
             for name in NotifyResource.model_fields if (value := getattr(settings, name)) is not None
         }),
         "embedder": EmbedderResource(),

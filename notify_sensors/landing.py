@@ -12,31 +12,24 @@ one change from starting two runs. What the ingestion changed flows on by automa
 
 
 import hashlib
-from pathlib import Path
 
 import dagster as dg
 
-from notify_core.ingest.batch import DATASETS, landing_files
+from notify_core.ingest.batch import DATASETS
+from notify_core.landing import NO_FILES, LandingArea, build_landing_area
 from notify_resources import NotifyResource
 
 INGEST_JOB = "ingest"
 LANDING_INTERVAL_S = 5
 FINGERPRINT_KEY = "landing_fingerprint"  # materialisation metadata of each ingestion asset
-NO_FILES = "none"
 _UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 
 
-def dataset_fingerprint(landing: Path, dataset: str) -> str:
-    """A digest of one dataset's landing files (name, size, mtime): changes whenever a batch lands."""
-    files = landing_files(landing, dataset)
-    if not files:
-        return NO_FILES
-    digest = hashlib.sha256()
-    for path in files:
-        stat = path.stat()
-        digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:16]
+def dataset_fingerprint(area: LandingArea, dataset: str) -> str:
+    """A digest of one dataset's landing files (name, size, mtime; in aws the S3 ETags): changes whenever
+    a batch lands; ``NO_FILES`` when it has none."""
+    return area.fingerprint(dataset=dataset)
 
 
 def ingested_fingerprint(instance: dg.DagsterInstance, dataset: str) -> str:
@@ -53,10 +46,10 @@ def landing_sensor(context: dg.SensorEvaluationContext, notify: NotifyResource) 
     busy = context.instance.get_runs_count(dg.RunsFilter(job_name=INGEST_JOB, statuses=_UNFINISHED))
     if busy:  # it records its fingerprints as each dataset lands; judge what changed after it ends
         return dg.SensorResult(skip_reason="an ingestion run is queued or in progress")
-    landing = notify.settings.landing
+    area = build_landing_area(notify.settings)  # aws: the S3 prefix is the landing area
     changed = {dataset: fingerprint for dataset in DATASETS
-               if (fingerprint := dataset_fingerprint(landing, dataset)) != ingested_fingerprint(context.instance,
-                                                                                               dataset)}
+               if (fingerprint := dataset_fingerprint(area, dataset)) != ingested_fingerprint(context.instance,
+                                                                                            dataset)}
     if not changed:
         return dg.SensorResult(skip_reason="every landing dataset is ingested as it is")
     key = "-".join(f"{d}:{f}" for d, f in sorted(changed.items()))

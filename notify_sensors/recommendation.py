@@ -12,7 +12,7 @@ never does, so serving keeps the last good index.
 import dagster as dg
 
 from notify_core.recommend.artefacts import build_artefact_store
-from notify_core.recommend.index import current_version, publish, publishable_versions
+from notify_core.recommend.index import publish_newest
 from notify_resources import NotifyResource
 
 PUBLISHER_SENSOR = "campaign_index_publisher"
@@ -22,13 +22,10 @@ PUBLISHER_SENSOR = "campaign_index_publisher"
            description="Moves campaign_index/CURRENT to the newest build that passed its recall check.")
 def campaign_index_publisher(context: dg.SensorEvaluationContext, notify: NotifyResource) -> dg.SensorResult:
     artefacts = build_artefact_store(notify.settings)
-    versions = publishable_versions(artefacts)
-    if not versions:
+    newest, current = publish_newest(artefacts)
+    if newest is None and current is None:
         return dg.SensorResult(skip_reason="no finished campaign index build passed its recall check yet")
-    newest = versions[-1]
-    current = current_version(artefacts)
-    if current is not None and current >= newest:
+    if newest is None:
         return dg.SensorResult(skip_reason=f"serving {current}; nothing newer to publish", cursor=current)
-    publish(artefacts, newest)
     context.log.info(f"published campaign index {newest} (was {current})")
     return dg.SensorResult(skip_reason=f"published {newest} (was {current})", cursor=newest)

@@ -84,3 +84,48 @@ def stream_backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
 # ==================================================================================================
 # end of Streams section
 # ==================================================================================================
+
+
+# ==================================================================================================
+# S3: a real SeaweedFS server (the aws end-to-end test, issue 15). One per session (~8 s until the
+# first PUT succeeds); tests isolate themselves with a bucket of their own. Missing `weed` FAILS.
+# ==================================================================================================
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[object]:
+    """A running :class:`tests.servers.SeaweedS3` (``.endpoint``, ``.create_bucket(name)``)."""
+    problem = ""
+    try:
+        server = servers.SeaweedS3.start()
+    except servers.ServerUnavailable as exc:
+        problem = str(exc)
+    if problem:
+        pytest.fail(f"SeaweedFS is required for these tests and could not start: {problem}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# ==================================================================================================
+# end of S3 section
+# ==================================================================================================
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that talks to the Kafka-protocol broker carries the ``kafka`` marker (directly, or through
+    ``stream_backend``'s kafka parameter), so a run can select or leave them out (``-m "not kafka"``): the
+    timeshift runs do, since librdkafka's timers do not survive libfaketime."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        uses_broker = "kafka_bootstrap" in getattr(item, "fixturenames", ()) or (
+            callspec is not None and callspec.params.get("stream_backend") == "kafka")
+        if uses_broker:
+            item.add_marker(pytest.mark.kafka)
+
+
+# --- fault injection: the table of injections tried and invariants held (tests/faults) -----------------
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.faults.record import RESULTS, render
+
+    if RESULTS:
+        terminalreporter.write_line(render())

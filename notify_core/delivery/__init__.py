@@ -7,6 +7,7 @@ templates and adds tracking links; ``tracking`` resolves a tracking link to its 
 No Dagster and no Lambda imports here.
 """
 
+from notify_core.clock import Clock, ManualClock, OffsetClock, SystemClock
 from notify_core.delivery.channels import (
     Channel,
     Message,
@@ -20,7 +21,6 @@ from notify_core.delivery.channels import (
     sign,
     verify_signature,
 )
-from notify_core.clock import Clock, ManualClock, OffsetClock, SystemClock
 from notify_core.delivery.worker import RETRY_DELAYS_S, DeliveryWorker, PassSummary, WorkerOptions, build_worker
 
 __all__ = [

@@ -3,8 +3,10 @@
 * :class:`OutboxChannel` (the default): one JSON line per message appended to a local file and flushed,
   so the demo and the crash test can read exactly what was "sent" (and count duplicates by key).
 * :class:`WebhookChannel`: an HTTP POST of the message as JSON, signed with HMAC-SHA256
-  (``X-Notify-Signature``, over ``"<timestamp>.<body>"`` so a captured request cannot be replayed later),
-  with an ``Idempotency-Key`` header the receiver uses to drop the rare duplicate at-least-once implies.
+  (``X-Notify-Signature``, over ``"<timestamp>.<body>"`` so a captured request cannot be replayed later;
+  one ``sha256=<hex>;kid=<id>`` entry per signing key, several during a key rotation's overlap; receivers
+  run :func:`notify_core.delivery.webhook_verify.verify`), with an ``Idempotency-Key`` header the receiver
+  uses to drop the rare duplicate at-least-once implies.
   5xx, 408, 429, timeouts and connection errors are retryable; other 4xx are permanent.
 * :class:`SnsChannel`: AWS SNS via boto3 for the aws environment (FIFO topics deduplicate on the key).
 
@@ -21,16 +23,21 @@ import hashlib
 import hmac
 import http.client
 import json
+import os
 import threading
-import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
+from notify_core.clock import Clock
+from notify_core.delivery.webhook_verify import parse_signature_header, signature_header
 from notify_core.errors import ConfigurationError
+from notify_core.security.files import FILE_MODE, private_dir
 
 if TYPE_CHECKING:
+    from notify_core.security.crypto import FieldSealer
     from notify_core.settings import NotifySettings
 
 SIGNATURE_HEADER = "X-Notify-Signature"
@@ -94,27 +101,34 @@ class OutboxChannel:
 
     ``fsync=True`` also syncs the file, for a power-loss-proof outbox; a process crash (kill -9) loses
     nothing that was flushed either way, because the data is in the kernel's page cache.
+    With a ``sealer`` the message body (it carries the user's name) is sealed at rest (purpose ``outbox``);
+    :func:`read_outbox` with the same sealer opens it. The file is 0600 in a 0700 folder.
     """
 
     name = "outbox"
 
-    def __init__(self, path: Path | str, *, fsync: bool = False) -> None:
+    def __init__(self, path: Path | str, *, clock: Clock, fsync: bool = False,
+                 sealer: FieldSealer | None = None) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("ab")
+        self._clock = clock
+        private_dir(self.path.parent)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        self._file = os.fdopen(fd, "ab")
         self._lock = threading.Lock()
         self._fsync = fsync
+        self._sealer = sealer
 
     def send(self, message: Message, *, idempotency_key: str) -> SendResult:
-        line = json.dumps({"idempotency_key": idempotency_key, "sent_at": time.time(), **message.payload()},
+        payload = message.payload()
+        if self._sealer is not None:
+            payload = self._sealer.seal_row("outbox", payload)
+        line = json.dumps({"idempotency_key": idempotency_key, "sent_at": self._clock.now(), **payload},
                           separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
         try:
             with self._lock:
                 self._file.write(line)
                 self._file.flush()
                 if self._fsync:
-                    import os
-
                     os.fsync(self._file.fileno())
         except OSError as exc:  # a full disk may clear; report it as retryable
             return SendResult(Outcome.RETRYABLE, detail=f"outbox write failed: {exc}")
@@ -125,8 +139,9 @@ class OutboxChannel:
             self._file.close()
 
 
-def read_outbox(path: Path | str) -> list[dict[str, Any]]:
-    """Every complete line of an outbox (a torn last line from a killed writer is skipped)."""
+def read_outbox(path: Path | str, *, sealer: FieldSealer | None = None) -> list[dict[str, Any]]:
+    """Every complete line of an outbox (a torn last line from a killed writer is skipped); with
+    ``sealer``, sealed bodies opened."""
     rows: list[dict[str, Any]] = []
     p = Path(path)
     if not p.exists():
@@ -136,9 +151,10 @@ def read_outbox(path: Path | str) -> list[dict[str, Any]]:
             if not line.endswith(b"\n"):
                 continue
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except ValueError:
                 continue
+            rows.append(sealer.open_row("outbox", row) if sealer is not None else row)
     return rows
 
 
@@ -150,14 +166,21 @@ def sign(secret: str, body: bytes, timestamp: str) -> str:
 
 
 def verify_signature(
-    secret: str, body: bytes, *, timestamp: str, signature: str, tolerance_s: float = 300.0, now: float | None = None,
+    secret: str, body: bytes, *, timestamp: str, signature: str, now: float, tolerance_s: float = 300.0,
 ) -> bool:
-    """What a receiver runs: constant-time compare, and reject timestamps outside ``tolerance_s``."""
+    """One secret against every ``sha256=`` entry of a header (constant-time compare), timestamps outside
+    ``tolerance_s`` rejected. Receivers holding key ids use ``webhook_verify.verify`` instead."""
     try:
-        age = abs((time.time() if now is None else now) - float(timestamp))
+        age = abs(now - float(timestamp))
     except ValueError:
         return False
-    return age <= tolerance_s and hmac.compare_digest(sign(secret, body, timestamp), signature)
+    if not age <= tolerance_s:
+        return False
+    expected = sign(secret, body, timestamp)[len("sha256="):]
+    return any(hmac.compare_digest(expected, digest) for _kid, digest in parse_signature_header(signature))
+
+
+SigningKeys = Callable[[], Sequence[tuple[str, bytes | str]]]
 
 
 _RETRYABLE_STATUS = frozenset({408, 425, 429})
@@ -176,18 +199,25 @@ class WebhookChannel:
 
     name = "webhook"
 
-    def __init__(self, url: str, *, secret: str, timeout_s: float = 2.0, user_agent: str = "notify-delivery/1") -> None:
+    def __init__(
+        self, url: str, *, clock: Clock, secret: str | None = None, keys: SigningKeys | None = None,
+        timeout_s: float = 2.0, user_agent: str = "notify-delivery/1",
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigurationError(f"webhook URL must be http(s)://host[:port]/path, got {url!r}")
-        if not secret:
+        if not secret and keys is None:
             raise ConfigurationError("the webhook channel needs a signing secret")
+        single: list[tuple[str, bytes | str]] = [("default", secret)] if secret else []
+        # ``keys`` is asked per send (a KeyRingFile re-reads itself after a rotation); ``secret`` alone is
+        # one key with id "default".
+        self._keys: SigningKeys = keys if keys is not None else (lambda: single)
         self.url = url
         self._https = parts.scheme == "https"
         self._host = parts.hostname
         self._port = parts.port or (443 if self._https else 80)
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self._secret = secret
+        self._clock = clock
         self._timeout = timeout_s
         self._agent = user_agent
         self._local = threading.local()
@@ -209,13 +239,13 @@ class WebhookChannel:
 
     def send(self, message: Message, *, idempotency_key: str) -> SendResult:
         body = message.to_json()
-        ts = f"{time.time():.3f}"
+        ts = f"{self._clock.now():.3f}"
         headers = {
             "Content-Type": "application/json",
             "User-Agent": self._agent,
             IDEMPOTENCY_HEADER: idempotency_key,
             TIMESTAMP_HEADER: ts,
-            SIGNATURE_HEADER: sign(self._secret, body, ts),
+            SIGNATURE_HEADER: signature_header(list(self._keys()), body, ts),
         }
         reused = getattr(self._local, "conn", None) is not None
         for fresh in (False, True):
@@ -262,11 +292,11 @@ class SnsChannel:
 
     name = "sns"
 
-    def __init__(self, topic_arn: str, *, region: str, client: Any = None) -> None:
+    def __init__(self, topic_arn: str, *, region: str, client: Any = None, endpoint_url: str | None = None) -> None:
         if client is None:
             import boto3
 
-            client = boto3.client("sns", region_name=region)
+            client = boto3.client("sns", region_name=region, endpoint_url=endpoint_url)
         self._client = client
         self.topic_arn = topic_arn
         self._fifo = topic_arn.endswith(".fifo")
@@ -303,15 +333,40 @@ class SnsChannel:
         return None
 
 
-def build_channel(settings: NotifySettings) -> Channel:
-    """The channel the settings name (see ``NotifySettings.channel``)."""
+def build_channel(settings: NotifySettings, *, clock: Clock) -> Channel:
+    """The channel the settings name (see ``NotifySettings.channel``), stamping with ``clock``."""
     if settings.channel == "webhook":
         if not (settings.webhook_url and settings.webhook_secret):
             raise ConfigurationError("the webhook channel needs a URL and a secret")
-        return WebhookChannel(settings.webhook_url, secret=settings.webhook_secret,
+        return WebhookChannel(settings.webhook_url, keys=webhook_keys(settings, clock=clock), clock=clock,
                               timeout_s=settings.webhook_timeout_s)
     if settings.channel == "sns":
         if not settings.sns_topic_arn:
             raise ConfigurationError("the sns channel needs a topic ARN")
-        return SnsChannel(settings.sns_topic_arn, region=settings.aws_region)
-    return OutboxChannel(settings.outbox)
+        return SnsChannel(settings.sns_topic_arn, region=settings.aws_region, endpoint_url=settings.sns_endpoint_url)
+    sealer = None
+    if settings.encrypt_personal_fields:
+        from notify_core.security.crypto import build_sealer
+
+        sealer = build_sealer(settings.secrets_dir, kms_key_id=settings.kms_key_id, region=settings.aws_region)
+    return OutboxChannel(settings.outbox, clock=clock, sealer=sealer)
+
+
+WEBHOOK_PURPOSE = "webhook"
+
+
+def webhook_keys(settings: NotifySettings, *, clock: Clock) -> SigningKeys:
+    """The webhook signing keys: the ``webhook`` ring under the data directory (active key first, then
+    keys in their rotation overlap), plus ``NOTIFY_WEBHOOK_SECRET`` as key id ``default`` for receivers
+    configured before rotation existed."""
+    from notify_core.clock import utcnow
+    from notify_core.security.keyring import KeyRingFile
+
+    ring = KeyRingFile(settings.secrets_dir, WEBHOOK_PURPOSE, clock=clock)
+    legacy: list[tuple[str, bytes | str]] = [("default", settings.webhook_secret)] if settings.webhook_secret else []
+
+    def keys() -> list[tuple[str, bytes | str]]:
+        current = ring.current().signing_keys(now=utcnow(clock))
+        return [(k.kid, k.secret) for k in current] + legacy
+
+    return keys

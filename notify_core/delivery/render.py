@@ -1,51 +1,35 @@
 """Rendering: a campaign's template plus the user's context -> the message a channel sends.
 
-Templates are ``str.format`` style (``"{first_name}, new in: {url}"``). ``{url}`` is always the
-*tracking* link ``<public_base_url>/t/<notification_id>``: the campaign's own URL is reached through the
-redirect, which is how clicks come back as events. A template that names an unknown field renders that
-field empty instead of failing the send (a typo in a campaign must not dead-letter its audience).
+Templates are ``str.format`` style (``"{first_name}, new in: {url}"``), rendered by the restricted
+formatter in :mod:`notify_core.delivery.templates` (plain names only, bounded format specs, capped size).
+``{url}`` is always the *signed tracking* link ``<public_base_url>/t/<token>``: the campaign's own URL is
+reached through the redirect, which is how clicks come back as events. A template that names an unknown
+field renders that field empty instead of failing the send (a typo in a campaign must not dead-letter
+its audience).
 """
 
 from __future__ import annotations
 
-import string
 from collections.abc import Mapping
 from typing import Any
 
 from notify_core.delivery.channels import Message
-
-
-class _Context(dict[str, Any]):
-    def __missing__(self, key: str) -> str:
-        return ""
-
-
-_FORMATTER = string.Formatter()
-
-
-def tracking_link(public_base_url: str, notification_id: str) -> str:
-    return f"{public_base_url.rstrip('/')}/t/{notification_id}"
-
-
-def open_pixel(public_base_url: str, notification_id: str) -> str:
-    return f"{public_base_url.rstrip('/')}/o/{notification_id}"
+from notify_core.delivery.templates import DEFAULT_TEMPLATE, render_template
+from notify_core.delivery.tracking import TrackingLinks
 
 
 def fill(template: str, context: Mapping[str, Any]) -> str:
-    """``template`` with ``context``; unknown fields empty, a malformed template returned as text."""
-    try:
-        return _FORMATTER.vformat(template, (), _Context(context))
-    except (ValueError, IndexError, AttributeError, KeyError):
-        return template
+    """``template`` with ``context`` (see :func:`notify_core.delivery.templates.render_template`)."""
+    return render_template(template, context)
 
 
 def render(
     item: Mapping[str, Any], *, campaign: Mapping[str, Any] | None, user: Mapping[str, Any] | None,
-    public_base_url: str, attempt: int = 1,
+    links: TrackingLinks, attempt: int = 1,
 ) -> Message:
     """The message for a schedule item (needs notification_id, user_id, campaign_id, send_at)."""
     nid = str(item["notification_id"])
-    link = tracking_link(public_base_url, nid)
+    link = links.click(nid)
     camp = dict(campaign or {})
     usr = dict(user or {})
     context: dict[str, Any] = {
@@ -57,12 +41,12 @@ def render(
         "url": link,
         "link": link,
     }
-    template = camp.get("template") or camp.get("text") or "{campaign_name}: {url}"
+    template = camp.get("template") or camp.get("text") or DEFAULT_TEMPLATE
     body = fill(str(template), context)
     if link not in body:  # every message carries its tracking link, whatever the template says
         body = f"{body} {link}".strip()
     return Message(
         notification_id=nid, user_id=str(item["user_id"]), campaign_id=str(item["campaign_id"]),
-        title=str(camp.get("name") or item["campaign_id"]), body=body, link=link,
-        open_pixel=open_pixel(public_base_url, nid), send_at=str(item.get("send_at", "")), attempt=attempt,
+        title=str(camp.get("name") or item["campaign_id"])[:200], body=body, link=link,
+        open_pixel=links.open(nid), send_at=str(item.get("send_at", "")), attempt=attempt,
     )

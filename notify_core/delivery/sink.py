@@ -19,17 +19,19 @@ import json
 import random
 import signal
 import sys
-import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from notify_core.clock import Clock, starting_at
 from notify_core.delivery.channels import verify_signature
 
 
 class Sink:
     def __init__(self, *, out: Path, fail_rate: float = 0.0, permanent_rate: float = 0.0, secret: str | None = None,
-                 seed: int = 7, delay_s: float = 0.0, flush_s: float = 0.5) -> None:
+                 clock: Clock, seed: int = 7, delay_s: float = 0.0, flush_s: float = 0.5) -> None:
         self.out = out
+        self.clock = clock
         self.fail_rate = fail_rate
         self.permanent_rate = permanent_rate
         self.secret = secret
@@ -59,7 +61,7 @@ class Sink:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                received = time.time()
+                received = self.clock.now()
                 headers: dict[str, str] = {}
                 for line in head.split(b"\r\n")[1:]:
                     name, _, value = line.partition(b":")
@@ -70,7 +72,8 @@ class Sink:
                 sig_ok = 1
                 if self.secret is not None:
                     sig_ok = int(verify_signature(self.secret, body, timestamp=headers.get("x-notify-timestamp", ""),
-                                                  signature=headers.get("x-notify-signature", "")))
+                                                  signature=headers.get("x-notify-signature", ""),
+                                                  now=received))
                 status = self.decide() if sig_ok else 401
                 if self.delay_s:
                     await asyncio.sleep(self.delay_s)
@@ -115,9 +118,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--secret", default=None)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--clock-start", type=datetime.fromisoformat, default=None,
+                        help="start the sink's clock here (signature timestamps are checked against it)")
     args = parser.parse_args(argv)
     sink = Sink(out=args.out, fail_rate=args.fail_rate, permanent_rate=args.permanent_rate, secret=args.secret,
-                seed=args.seed, delay_s=args.delay)
+                seed=args.seed, delay_s=args.delay, clock=starting_at(args.clock_start))
     try:
         import uvloop  # optional: faster, when installed
 

@@ -1,30 +1,88 @@
-"""Tracking links: ``GET /t/<notification_id>`` (click) and ``GET /o/<notification_id>`` (open pixel).
+"""Tracking links: ``GET /t/<token>`` (click) and ``GET /o/<token>`` (open pixel), signed so they cannot be forged.
 
-Each records a ``notification_click`` / ``notification_open`` event through the capture path (validated,
-routed to ``notify_clickstream``, produced durably: the consumer writes it to ``user_events``, where the
-planner's affinity and fatigue read it), counts the first click/open in the campaign's stats, and for a
-click answers with the campaign's URL to redirect to. The notification is looked up by id in its 24 h
-``dedupe`` record, else in its ``deliveries`` log rows (30 days), so links keep working after a day.
+Notification ids are a public hash of (user, campaign, day, slot), so an id alone proves nothing: anyone
+could rebuild them and fake clicks. A link therefore carries ``<notification_id>.<kid>.<mac>``, where
+``mac`` is HMAC-SHA256 under the tracking key ``kid`` (a :class:`~notify_core.security.keyring.KeyRing`
+in ``<data_dir>/secrets/tracking.keys.json``) over the link kind and the id, cut to 128 bits. A rotated
+key keeps verifying for its overlap, so links already sent keep working. Anything that does not verify
+(unknown key id, altered id or mac, wrong kind) is :class:`~notify_core.errors.InvalidTokenError`, a 404
+like an unknown id.
+
+A verified click or open is counted once per notification: the first one claims a marker in
+``notification_interactions`` (``Condition.absent()``), records the ``notification_click`` /
+``notification_open`` event through the capture path (validated, routed to ``notify_clickstream``; the
+consumer writes it to ``user_events``, where the planner's affinity and fatigue read it) and counts in the
+campaign's stats. A repeat only adds to the marker's ``repeats`` counter: no second event, no second count.
+The redirect goes only to the URL stored on the campaign (no URL on the request is ever followed).
+The notification is looked up in its 24 h ``dedupe`` record, else its ``deliveries`` rows (30 days).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from notify_core.delivery.feedback import record_interaction
-from notify_core.errors import NotFoundError, ValidationError
+from notify_core.clock import Clock, utcnow
+from notify_core.delivery.feedback import add_campaign_counts
+from notify_core.errors import ConditionFailedError, InvalidTokenError, NotFoundError, ValidationError
 from notify_core.events.capture import capture_events
+from notify_core.security.keyring import KeyRing
 from notify_core.store import tables
-from notify_core.store.port import Store
+from notify_core.store.port import Condition, Store
 from notify_core.stream.port import Stream
 
 # The classic 1x1 transparent GIF.
 PIXEL_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+TRACKING_PURPOSE = "tracking"
 _MAX_ID = 128
+_MAC_BYTES = 16
+Kind = Literal["open", "click"]
+
+
+def _mac(secret: bytes, kind: Kind, notification_id: str) -> str:
+    digest = hmac.new(secret, f"{kind}\x1f{notification_id}".encode(), hashlib.sha256).digest()[:_MAC_BYTES]
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def sign_token(keys: KeyRing, notification_id: str, *, kind: Kind) -> str:
+    """``<notification_id>.<kid>.<mac>`` under the ring's active key."""
+    key = keys.active
+    return f"{notification_id}.{key.kid}.{_mac(key.secret, kind, notification_id)}"
+
+
+def verify_token(keys: KeyRing, token: str, *, kind: Kind, now: datetime) -> str:
+    """The notification id a token was signed for; :class:`InvalidTokenError` when it does not verify."""
+    if not token or len(token) > _MAX_ID + 64 or not token.isascii():
+        raise InvalidTokenError("invalid tracking link")
+    parts = token.split(".")
+    if len(parts) != 3 or not all(parts):
+        raise InvalidTokenError("invalid tracking link")
+    notification_id, kid, mac = parts
+    key = keys.verifying(kid, now=now)
+    if key is None or len(notification_id) > _MAX_ID:
+        raise InvalidTokenError("invalid tracking link")
+    if not hmac.compare_digest(_mac(key.secret, kind, notification_id), mac):
+        raise InvalidTokenError("invalid tracking link")
+    return notification_id
+
+
+@dataclass(frozen=True, slots=True)
+class TrackingLinks:
+    """Builds a message's signed links: ``<public_base_url>/t/<token>`` and ``/o/<token>``."""
+
+    public_base_url: str
+    keys: KeyRing
+
+    def click(self, notification_id: str) -> str:
+        return f"{self.public_base_url.rstrip('/')}/t/{sign_token(self.keys, notification_id, kind='click')}"
+
+    def open(self, notification_id: str) -> str:
+        return f"{self.public_base_url.rstrip('/')}/o/{sign_token(self.keys, notification_id, kind='open')}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,12 +96,13 @@ class NotificationRef:
 @dataclass(frozen=True, slots=True)
 class TrackResult:
     ref: NotificationRef
-    event_id: str | None
+    event_id: str | None  # None for a repeat: it produced no event
     first: bool  # the first open/click of this notification
     redirect_url: str | None  # clicks only
 
 
-def lookup(store: Store, notification_id: str) -> NotificationRef:
+def lookup(store: Store, notification_id: str, *, now: datetime) -> NotificationRef:
+    """The notification behind a tracking id; ``now`` dates a record that carries no day of its own."""
     if not notification_id or len(notification_id) > _MAX_ID or not notification_id.isascii():
         raise ValidationError("invalid notification id")
     record = store.table(tables.DEDUPE).get(notification_id, tables.DEDUPE_SK)
@@ -53,29 +112,58 @@ def lookup(store: Store, notification_id: str) -> NotificationRef:
     if record is None:
         raise NotFoundError(f"unknown notification {notification_id}")
     claimed = record.get("delivered_at") or record.get("send_at") or ""
-    day = str(claimed)[:10] if claimed else datetime.now(UTC).date().isoformat()
+    day = str(claimed)[:10] if claimed else now.astimezone(UTC).date().isoformat()
     return NotificationRef(notification_id, str(record["user_id"]), str(record["campaign_id"]), day)
 
 
+def _claim_first(store: Store, ref: NotificationRef, kind: Kind, ts: str) -> bool:
+    """Claim the notification's first ``kind``; a repeat adds one to the marker's ``repeats`` instead."""
+    table = store.table(tables.NOTIFICATION_INTERACTIONS)
+    marker = {"pk": ref.notification_id, "sk": kind, "campaign_id": ref.campaign_id, "ts": ts, "repeats": 0}
+    try:
+        table.put(marker, condition=Condition.absent())
+        return True
+    except ConditionFailedError:
+        pass
+    for _ in range(20):  # optimistic: the Store has no atomic add
+        current = table.get(ref.notification_id, kind, consistent=True)
+        if current is None:
+            return False
+        repeats = int(current.get("repeats") or 0)
+        try:
+            table.update(ref.notification_id, kind, set={"repeats": repeats + 1, "last_ts": ts},
+                         condition=Condition.matches(repeats=current.get("repeats")))
+            return False
+        except ConditionFailedError:
+            continue
+    return False
+
+
 def track(
-    store: Store, stream: Stream, *, notification_id: str, kind: Literal["open", "click"], now: datetime | None = None,
-    fallback_url: str | None = None,
+    store: Store, stream: Stream, *, token: str, kind: Kind, keys: KeyRing, clock: Clock,
 ) -> TrackResult:
-    """Record one open or click (see the module docstring). Unknown ids raise ``NotFoundError``."""
-    ref = lookup(store, notification_id)
-    when = (now or datetime.now(UTC)).astimezone(UTC)
-    ts = when.isoformat(timespec="milliseconds")
+    """Verify a link's token and record one open or click at the clock's time (see the module docstring)."""
+    when = utcnow(clock)
+    notification_id = verify_token(keys, token, kind=kind, now=when)
+    ref = lookup(store, notification_id, now=when)
+    ts = when.astimezone(UTC).isoformat(timespec="milliseconds")
     url: str | None = None
     if kind == "click":
         campaign = store.table(tables.CAMPAIGNS).get(ref.campaign_id, tables.CAMPAIGN_SK)
-        url = str((campaign or {}).get("url") or fallback_url or "") or None
+        url = str((campaign or {}).get("url") or "") or None
+    if not _claim_first(store, ref, kind, ts):
+        return TrackResult(ref, None, False, url)
     event: dict[str, object] = {"type": f"notification_{kind}", "user_id": ref.user_id, "ts": ts,
                                 "notification_id": ref.notification_id, "campaign_id": ref.campaign_id}
     if url:
         event["url"] = url
-    result = capture_events(json.dumps(event), stream=stream)
-    if not result.accepted:
-        raise ValidationError(result.results[0].reason or "event rejected")
-    first = record_interaction(store, notification_id=ref.notification_id, campaign_id=ref.campaign_id, kind=kind,
-                               day=ref.day, ts=ts)
-    return TrackResult(ref, result.results[0].event_id, first, url)
+    try:
+        result = capture_events(json.dumps(event), stream=stream, clock=clock)
+        if not result.accepted:
+            raise ValidationError(result.results[0].reason or "event rejected")
+    except BaseException:
+        # Not recorded: release the claim, so the user's next click is the first one again.
+        store.table(tables.NOTIFICATION_INTERACTIONS).delete(ref.notification_id, kind)
+        raise
+    add_campaign_counts(store, {(ref.campaign_id, ref.day): 1}, field="opened" if kind == "open" else "clicked")
+    return TrackResult(ref, result.results[0].event_id, True, url)

@@ -14,6 +14,10 @@ How one notification goes through (the schedule item in ``schedules`` is the sou
    A claim whose lease expired (the worker died between claim and outcome) is re-claimed with
    ``Condition.matches(status="claimed", claim_token=<old>)``: that is the at-least-once path, and the only
    source of duplicates; the channel's ``Idempotency-Key`` (the notification id) lets receivers drop them.
+   A worker that loops (``run_forever``) also writes a heartbeat every ``heartbeat_s`` (``delivery_cursor``
+   pk ``"worker"``, sk its id, ``alive_until``); a claim whose worker's heartbeat is older than
+   ``liveness_s`` is re-claimed at once, lease or not, so a ``kill -9`` costs seconds, not the lease. A
+   worker that lost claims to another one re-scans that minute every ``heartbeat_s`` until it is done.
 3. **Dedupe.** ``dedupe`` put with ``Condition.absent()``, key = notification id, TTL 24 h, naming the
    schedule item that owns it. A second schedule item with the same id within 24 h (a re-plan that
    re-created it) is marked ``duplicate`` and not sent; the owner re-claiming after a crash passes.
@@ -50,10 +54,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from prometheus_client import Counter, Histogram
 
+from notify_core.clock import Clock, utcnow
 from notify_core.delivery.channels import Channel, Outcome, SendResult
-from notify_core.clock import Clock, SystemClock
 from notify_core.delivery.render import render
+from notify_core.delivery.tracking import TRACKING_PURPOSE, TrackingLinks
 from notify_core.errors import NotifyError
+from notify_core.observability import current_request_id
+from notify_core.security.keyring import KeyRing, ephemeral_keyring, load_keyring
+from notify_core.slo import LOG_RETENTION_DAYS
 from notify_core.store import tables
 from notify_core.store.port import Condition, Item, KeyRange, Store, Update
 
@@ -73,8 +81,9 @@ TERMINAL = frozenset({SENT, DEAD_LETTERED, DUPLICATE, CANCELLED})
 
 RETRY_DELAYS_S: tuple[float, ...] = (1.0, 5.0, 20.0)  # requirement 4.1: 1 s -> 5 s -> 20 s, then dead letter
 DEDUPE_WINDOW_S = 24 * 3600
-LOG_TTL_S = 30 * 24 * 3600
+LOG_TTL_S = LOG_RETENTION_DAYS * 24 * 3600  # spec §8's log retention, owned by the SLO table
 DEFAULT_SHARDS = 16
+HEARTBEAT_PK = "worker"  # delivery_cursor partition of the workers' heartbeats (sk = worker id)
 _PLAN_KEYS = ("notification_id", "user_id", "campaign_id", "plan_day", "slot", "send_at", "due_minute", "shard",
               "expected_value", "ttl")
 
@@ -102,6 +111,8 @@ class WorkerOptions:
     retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S
     orphan_grace_s: float = 60.0  # a retry_scheduled item this overdue without an index entry is retried
     worker_id: str | None = None
+    heartbeat_s: float = 1.0  # how often a looping worker says it is alive (0: never; claims then wait the lease)
+    liveness_s: float = 4.0  # a heartbeat older than this: the worker is dead and its claims are re-claimed now
 
     @property
     def max_attempts(self) -> int:
@@ -214,15 +225,20 @@ class DeliveryWorker:
     """
 
     def __init__(
-        self, store: Store, channel: Channel, *, public_base_url: str, clock: Clock | None = None,
+        self, store: Store, channel: Channel, *, public_base_url: str, clock: Clock,
         options: WorkerOptions | None = None,
         on_campaign_counts: Callable[[Store, Mapping[tuple[str, str], int]], None] | None = None,
+        tracking_keys: KeyRing | None = None,
     ) -> None:
         self.store = store
         self.channel = channel
-        self.clock: Clock = clock or SystemClock()
+        self.clock: Clock = clock
         self.options = options or WorkerOptions()
         self.public_base_url = public_base_url
+        # Links are signed with the data directory's tracking ring (build_worker passes it); without one a
+        # throwaway key signs them, and those links will not verify anywhere: fine for tests, not for serving.
+        self.links = TrackingLinks(public_base_url, tracking_keys or ephemeral_keyring(
+            TRACKING_PURPOSE, now=utcnow(self.clock)))
         self.worker_id = self.options.worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._schedules = store.table(tables.SCHEDULES)
         self._dedupe = store.table(tables.DEDUPE)
@@ -238,6 +254,7 @@ class DeliveryWorker:
         self._pool = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="deliver")
         self._maintenance = ThreadPoolExecutor(1, thread_name_prefix="deliver-scan")
         self._lock = threading.Lock()
+        self._request_id: str | None = None
         self._minutes: dict[str, _Minute] = {}
         self._scans: list[Future[None]] = []
         self._wake = threading.Event()
@@ -254,12 +271,15 @@ class DeliveryWorker:
         self._on_counts = on_campaign_counts
         self._last_full_retry_scan = ""
         self._retry_hints: list[float] = []  # due times of retries this worker scheduled (a heap)
+        self._heartbeat_stop = threading.Event()
+        self._heartbeat_thread: threading.Thread | None = None
         self.totals = PassSummary()
 
     # ------------------------------------------------------------------------------------------
     def run_pass(self, *, wait_for_scans: bool = True) -> PassSummary:
         """Deliver what is due now (at most ``max_batch`` items); returns counts and the next due time."""
         summary = PassSummary()
+        self._request_id = current_request_id()  # the invocation's id (Lambda request, Dagster run), if any
         now = self.clock.now()
         self._plan_scans(now, summary)
         if wait_for_scans:
@@ -300,6 +320,7 @@ class DeliveryWorker:
 
     def run_forever(self, stop: threading.Event, *, on_pass: Callable[[PassSummary], None] | None = None) -> None:
         """The ``notify worker`` loop: a pass whenever something is due, else sleep (<= ``poll_s``)."""
+        self.start_heartbeat()
         while not stop.is_set():
             step = self.run_pass(wait_for_scans=False)
             if on_pass is not None:
@@ -318,6 +339,40 @@ class DeliveryWorker:
         self.flush()
         self._pool.shutdown(wait=True)
         self._maintenance.shutdown(wait=True)
+        if self._heartbeat_thread is not None:
+            self._heartbeat_stop.set()
+            self._heartbeat_thread.join()
+            self._beat(alive_for=0.0)  # gone: nothing of ours is in flight any more
+
+    # -- liveness ----------------------------------------------------------------------------------
+    def start_heartbeat(self) -> None:
+        """Say "alive" now and every ``heartbeat_s`` from a thread of its own (a long pass cannot starve it)."""
+        if self.options.heartbeat_s <= 0 or self._heartbeat_thread is not None:
+            return
+        self._beat(alive_for=self.options.liveness_s)
+
+        def loop() -> None:
+            while not self._heartbeat_stop.wait(self.options.heartbeat_s):
+                try:
+                    self._beat(alive_for=self.options.liveness_s)
+                except NotifyError:
+                    log.warning("heartbeat write failed", extra={"worker": self.worker_id})
+
+        self._heartbeat_thread = threading.Thread(target=loop, name="deliver-heartbeat", daemon=True)
+        self._heartbeat_thread.start()
+
+    def _beat(self, *, alive_for: float) -> None:
+        now = self.clock.now()
+        with self._write_lock:
+            self._cursor.batch_put([{"pk": HEARTBEAT_PK, "sk": self.worker_id, "alive_until": now + alive_for,
+                                     "ttl": int(now + 86400)}])
+
+    def _dead_workers(self, workers: set[str], now: float) -> set[str]:
+        """Workers among ``workers`` whose last heartbeat has run out (no heartbeat at all: not known dead)."""
+        if not workers:
+            return set()
+        rows = self._cursor.batch_get([(HEARTBEAT_PK, w) for w in sorted(workers)], consistent=True)
+        return {str(r["sk"]) for r in rows if float(r.get("alive_until") or 0) <= now}
 
     # -- finding work ------------------------------------------------------------------------------
     def _plan_scans(self, now: float, summary: PassSummary) -> None:
@@ -362,6 +417,7 @@ class DeliveryWorker:
             open_items = 0
             recheck = math.inf
             finished: list[Item] = []
+            held: list[Item] = []  # claimed by another worker, lease still running
             for it in items:
                 status = it.get("status")
                 if status == PENDING:
@@ -370,6 +426,8 @@ class DeliveryWorker:
                     lease = float(it.get("lease_until") or 0)
                     if lease <= now:
                         work.append(_Work(it["pk"], it["sk"], "reclaim", lease, it))
+                    elif self.options.heartbeat_s > 0 and it.get("worker") != self.worker_id:
+                        held.append(it)
                     else:
                         open_items += 1
                         recheck = min(recheck, lease)
@@ -382,6 +440,13 @@ class DeliveryWorker:
                         recheck = min(recheck, due)
                 elif status in (SENT, DEAD_LETTERED):
                     finished.append(it)
+            dead = self._dead_workers({str(it.get("worker")) for it in held}, now)
+            for it in held:
+                if str(it.get("worker")) in dead:  # its worker stopped beating: take it over now
+                    work.append(_Work(it["pk"], it["sk"], "reclaim", now, it))
+                else:  # look again within a heartbeat: that worker may die with it
+                    open_items += 1
+                    recheck = min(recheck, float(it.get("lease_until") or 0), now + self.options.heartbeat_s)
             passed = now >= minute.start + 60
             repaired = self._repair(finished) if passed and finished else 0
             work.sort(key=lambda w: w.due_at)
@@ -495,9 +560,21 @@ class DeliveryWorker:
             summary.lost_claims += len(work)
             return []
         summary.lost_claims += sum(1 for i in items if i is None)
+        self._recheck_soon({w.pk.rsplit("#", 1)[0] for w, i in zip(work, items, strict=True) if i is None}, now)
         claimed = [_Claim(w, i, t, a) for w, i, t, a in zip(work, items, tokens, attempts, strict=True)
                    if i is not None]
         return self._drop_duplicates(claimed, now, summary)
+
+    def _recheck_soon(self, minute_keys: set[str], now: float) -> None:
+        """Minutes where another worker won claims: re-scan them within a heartbeat, to take over its
+        claims if it dies (a scan that saw them all pending would otherwise wait for the minute's end)."""
+        if not minute_keys or self.options.heartbeat_s <= 0:
+            return
+        with self._lock:
+            for key in minute_keys:
+                minute = self._minutes.get(key)
+                if minute is not None and not minute.done:
+                    minute.recheck_at = min(minute.recheck_at, now + self.options.heartbeat_s)
 
     def _drop_duplicates(self, claimed: list[_Claim], now: float, summary: PassSummary) -> list[_Claim]:
         """Take the 24-hour dedupe record of every claimed notification in one batched write; a second
@@ -540,7 +617,7 @@ class DeliveryWorker:
     def _send(self, claim: _Claim) -> tuple[Result, float | None, bool]:
         item = claim.item
         message = render(item, campaign=self._campaign(str(item["campaign_id"])), user=self._user(str(item["user_id"])),
-                         public_base_url=self.public_base_url, attempt=claim.attempt)
+                         links=self.links, attempt=claim.attempt)
         started = time.perf_counter()
         try:
             result = self.channel.send(message, idempotency_key=str(item["notification_id"]))
@@ -557,6 +634,8 @@ class DeliveryWorker:
         lateness = now - send_at
         common = {"attempt": attempt, "outcome_at": iso(now), "channel": self.channel.name,
                   "status_code": result.status, "detail": result.detail}
+        if self._request_id:  # the delivery log row says which invocation made the attempt
+            common["request_id"] = self._request_id
         outcome: Result
         if result.ok:
             fields = {**common, "status": SENT, "delivered_at": iso(now), "delivered_ts": now,
@@ -586,6 +665,8 @@ class DeliveryWorker:
             extra = _log_fields(item, attempt, outcome)
             extra.update(delivered_at=iso(now), lateness_s=round(lateness, 4), status_code=result.status,
                          detail=result.detail, channel=self.channel.name, worker=self.worker_id)
+            if self._request_id:
+                extra["request_id"] = self._request_id
             log.info("delivery attempt", extra=extra)
         return outcome, (lateness if result.ok else None), reclaimed
 
@@ -627,7 +708,7 @@ class DeliveryWorker:
 
     # -- derived rows ------------------------------------------------------------------------------
     def _project(self, final: Item, outcome: str) -> None:
-        rows = projections(final, outcome)
+        rows = projections(final, outcome, now=self.clock.now())
         with self._proj_lock:
             self._projections.extend(rows)
             if outcome == "delivered":
@@ -705,15 +786,16 @@ def _log_fields(item: Mapping[str, Any], attempt: int, outcome: str) -> dict[str
             "scheduled_at": item.get("send_at")}
 
 
-def projections(final: Mapping[str, Any], outcome: str) -> Iterator[tuple[str, Item]]:
-    """The derived rows of one attempt's outcome: (table, item) pairs (see the module docstring)."""
+def projections(final: Mapping[str, Any], outcome: str, *, now: float) -> Iterator[tuple[str, Item]]:
+    """The derived rows of one attempt's outcome: (table, item) pairs (see the module docstring); ``now``
+    (the worker's clock) starts their retention."""
     nid = str(final["notification_id"])
     uid = str(final["user_id"])
     cid = str(final["campaign_id"])
     attempt = int(final.get("attempt") or 1)
     outcome_at = str(final.get("outcome_at") or final.get("delivered_at") or "")
-    ttl = int(time.time() + LOG_TTL_S)
-    yield tables.DELIVERIES, {
+    ttl = int(now + LOG_TTL_S)
+    delivery: Item = {
         "pk": nid, "sk": tables.attempt_sk(attempt), "notification_id": nid, "user_id": uid, "campaign_id": cid,
         "attempt": attempt,
         "outcome": {"delivered": SENT, "retried": RETRY_SCHEDULED}.get(outcome, outcome),
@@ -722,6 +804,9 @@ def projections(final: Mapping[str, Any], outcome: str) -> Iterator[tuple[str, I
         "channel": final.get("channel"), "worker": final.get("worker"), "plan_day": final.get("plan_day"),
         "schedule_pk": final.get("pk"), "schedule_sk": final.get("sk"), "ttl": ttl,
     }
+    if final.get("request_id"):
+        delivery["request_id"] = final["request_id"]
+    yield tables.DELIVERIES, delivery
     if outcome == "delivered":
         when = datetime.fromisoformat(str(final["delivered_at"]).replace("Z", "+00:00"))
         yield tables.SENDS, {"pk": uid, "sk": tables.send_sk(when, cid), "campaign_id": cid,
@@ -738,15 +823,16 @@ def projections(final: Mapping[str, Any], outcome: str) -> Iterator[tuple[str, I
 
 
 def build_worker(
-    settings: NotifySettings, store: Store, *, channel: Channel | None = None, clock: Clock | None = None,
+    settings: NotifySettings, store: Store, *, clock: Clock, channel: Channel | None = None,
     options: WorkerOptions | None = None,
 ) -> DeliveryWorker:
     """A worker wired from settings: the settings' channel, concurrency, lease and public base URL."""
     from notify_core.delivery.channels import build_channel
 
     opts = options or WorkerOptions(concurrency=settings.delivery_concurrency, lease_s=settings.delivery_lease_s)
-    return DeliveryWorker(store, channel or build_channel(settings), public_base_url=settings.public_base_url,
-                          clock=clock, options=opts)
+    keys = load_keyring(settings.secrets_dir, TRACKING_PURPOSE, clock=clock)
+    return DeliveryWorker(store, channel or build_channel(settings, clock=clock),
+                          public_base_url=settings.public_base_url, clock=clock, options=opts, tracking_keys=keys)
 
 
 def execution_report(

@@ -21,10 +21,8 @@ def partition_fingerprints(lake: Lake, dataset: str) -> dict[str, str]:
     if not names:
         return {}
     if lake.root.startswith("s3://"):
-        from pyarrow import fs
-
-        s3, base = fs.FileSystem.from_uri(f"{lake.root}/{dataset}")
-        infos = s3.get_file_info([f"{base}/{name}/{DATA_FILE}" for name in names])
+        s3, root = lake.s3_filesystem()  # honours the endpoint setting (SeaweedFS, MinIO)
+        infos = s3.get_file_info([f"{root}/{dataset}/{name}/{DATA_FILE}" for name in names])
         return {name: f"{info.size}:{info.mtime_ns}" for name, info in zip(names, infos, strict=True)}
     result: dict[str, str] = {}
     for name in names:

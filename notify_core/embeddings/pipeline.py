@@ -93,6 +93,7 @@ def _finish(
         if not delta.is_empty:
             emb_store.persist(store, entity_type, state.filter(_is_in(delta.to_embed)), removed=delta.removed)
             emb_store.save_state(lake, entity_type, state)
+            emb_store.record_state(store, entity_type, state)
         written = set(delta.to_embed)
         others = state.filter(~_is_in(written)).sort("content_hash").head(ROUND_TRIP_SAMPLE)["id"].to_list()
         sample = sorted(written | set(others))
@@ -109,15 +110,16 @@ def _finish(
 
 def _refresh_texts(
     entity_type: str, texts: pl.DataFrame, *, id_column: str, lake: Lake, store: Store, embedder: Embedder,
-    batch_size: int, progress: Progress | None, now: datetime | None,
+    batch_size: int, progress: Progress | None, now: datetime,
 ) -> EmbeddingRun:
     current = text_hashes(texts, id_column=id_column, model_id=embedder.model_id)
     stored = emb_store.load_state(lake, entity_type, dim=embedder.dim)
+    emb_store.converge_state(store, entity_type, stored)
     delta = diff(current, stored)
     todo = current.filter(_is_in(delta.to_embed)).sort("id")
     vectors = embedder.embed(todo["text"].to_list(), batch_size=batch_size, progress=progress)
     fresh = _new_rows(todo.select("id", "content_hash"), vectors, model=embedder.model_id,
-                      now=now or emb_store.now_utc(), entity_type=entity_type)
+                      now=now, entity_type=entity_type)
     state = pl.concat([stored.filter(_is_in(delta.unchanged)), fresh])
     return _finish(entity_type, lake=lake, store=store, state=state, delta=delta, dim=embedder.dim,
                    model=embedder.model_id, expected_ids=current["id"].to_list(), previous_ids=stored["id"].to_list(),
@@ -125,8 +127,8 @@ def _refresh_texts(
 
 
 def refresh_product_embeddings(
-    lake: Lake, store: Store, embedder: Embedder, *, batch_size: int = 64, progress: Progress | None = None,
-    now: datetime | None = None,
+    lake: Lake, store: Store, embedder: Embedder, *, now: datetime, batch_size: int = 64,
+    progress: Progress | None = None,
 ) -> EmbeddingRun:
     """Embed the products whose text (description, category, price band) or model changed."""
     return _refresh_texts(PRODUCT, product_texts(lake.read("products")), id_column="product_id", lake=lake,
@@ -134,8 +136,8 @@ def refresh_product_embeddings(
 
 
 def refresh_campaign_embeddings(
-    lake: Lake, store: Store, embedder: Embedder, *, batch_size: int = 64, progress: Progress | None = None,
-    now: datetime | None = None,
+    lake: Lake, store: Store, embedder: Embedder, *, now: datetime, batch_size: int = 64,
+    progress: Progress | None = None,
 ) -> EmbeddingRun:
     """Embed the campaigns whose text (name, message, category, targeting) or model changed."""
     return _refresh_texts(CAMPAIGN, campaign_texts(lake.read("campaigns")), id_column="campaign_id", lake=lake,
@@ -153,11 +155,12 @@ def _dim_of(lake: Lake) -> int:
     return dtype.size if isinstance(dtype, pl.Array) else 0
 
 
-def refresh_order_embeddings(lake: Lake, store: Store, *, now: datetime | None = None) -> EmbeddingRun:
+def refresh_order_embeddings(lake: Lake, store: Store, *, now: datetime) -> EmbeddingRun:
     """Combine product vectors into one vector per order, re-reading only partitions that can have changed."""
     dim = _dim_of(lake)
     products = emb_store.load_state(lake, PRODUCT, dim=dim)
     stored = emb_store.load_state(lake, ORDER, dim=dim)
+    emb_store.converge_state(store, ORDER, stored)
 
     seen = emb_store.read_lake_table(lake, ORDER_INPUT_PRODUCTS)
     if seen is None:
@@ -197,7 +200,7 @@ def refresh_order_embeddings(lake: Lake, store: Store, *, now: datetime | None =
     else:
         todo, vectors = current.head(0), np.zeros((0, dim), dtype=np.float32)
     fresh = _new_rows(todo.select("id", "content_hash", "user_id", "ts", "partition", "product_ids"), vectors,
-                      model=_model_of(products), now=now or emb_store.now_utc(), entity_type=ORDER)
+                      model=_model_of(products), now=now, entity_type=ORDER)
     state = pl.concat([stored.filter(~_is_in(set(delta.to_embed) | set(delta.removed))), fresh])
     details = {"partitions_read": len(to_read), "partitions_total": len(fingerprints),
                "products_changed": len(changed_products)}
@@ -225,7 +228,7 @@ def _embeddable_orders(lake: Lake, products: pl.DataFrame) -> list[str]:
 def refresh_user_embeddings(
     lake: Lake, store: Store, *, half_life_days: float = DEFAULT_HALF_LIFE_DAYS,
     interactions: Interactions | None = None, interaction_digests: pl.DataFrame | None = None,
-    now: datetime | None = None,
+    now: datetime,
 ) -> EmbeddingRun:
     """Recompute the users whose orders (or interactions) changed, from the order embeddings alone.
 
@@ -236,6 +239,7 @@ def refresh_user_embeddings(
     dim = _dim_of(lake)
     orders = emb_store.load_state(lake, ORDER, dim=dim)
     stored = emb_store.load_state(lake, USER, dim=dim)
+    emb_store.converge_state(store, USER, stored)
     current = user_hashes(orders, interaction_digests=interaction_digests)
     delta = diff(current, stored)
     mine = orders.filter(pl.col("user_id").is_in(pl.Series(delta.to_embed, dtype=pl.String)))
@@ -247,7 +251,7 @@ def refresh_user_embeddings(
     combined = user_vectors(mine.select("user_id", "ts"), emb_store.vectors_of(mine), half_life_days=half_life_days,
                             interactions=theirs)
     base = current.filter(_is_in(combined.ids)).sort("id")
-    fresh = _new_rows(base, combined.vectors, model=_model_of(orders), now=now or emb_store.now_utc(),
+    fresh = _new_rows(base, combined.vectors, model=_model_of(orders), now=now,
                       entity_type=USER)
     state = pl.concat([stored.filter(_is_in(delta.unchanged)), fresh])
     return _finish(USER, lake=lake, store=store, state=state, delta=delta, dim=dim, model=_model_of(orders),

@@ -8,21 +8,24 @@ request sees. The model id travels with every vector: a reader can refuse a vect
 The lake keeps one Parquet table per entity type (``embeddings_<type>``: id, content_hash, model,
 updated_at, vector, plus per-type columns). Deltas diff against these tables, never by scanning the
 Store. Both copies are written by the same run, Store first: a crash between the two only makes the
-next run redo (idempotently) what it already wrote.
+next run redo (idempotently) what it already wrote. A Store that lost vectors the lake says it holds
+(wiped, restored, a failed write the lake never saw) is repaired by :func:`converge_state` at the start
+of each run, through the convergence ledger: free when the ledger's digest matches the lake state.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import polars as pl
 
+from notify_core.convergence import Ledger, frame_digest
 from notify_core.embeddings.embedder import Vectors
-from notify_core.lake import Lake
+from notify_core.lake import WHOLE, Lake
 from notify_core.store import tables
 from notify_core.store.port import Item, Store
 
@@ -120,6 +123,40 @@ def persist(store: Store, entity_type: str, rows: pl.DataFrame, *, removed: Sequ
     return written
 
 
+def _ledger(store: Store, entity_type: str) -> Ledger:
+    return Ledger(store, f"{EMBEDDINGS_TABLE}#{entity_type}")
+
+
+def state_digest(state: pl.DataFrame) -> str:
+    """What the Store must hold for a state: one vector per id, of this content hash and model."""
+    return frame_digest(state.select("id", "content_hash", "model"))
+
+
+def record_state(store: Store, entity_type: str, state: pl.DataFrame) -> None:
+    """Note in the ledger that the Store holds every vector of ``state`` (call after persisting it)."""
+    _ledger(store, entity_type).record(WHOLE, state_digest(state), rows=state.height)
+
+
+def converge_state(store: Store, entity_type: str, state: pl.DataFrame) -> int:
+    """Re-write the vectors of ``state`` the Store lacks or holds in another version; returns how many.
+
+    Reads nothing but the ledger entry when it matches the state's digest (the usual case).
+    """
+    digest = state_digest(state)
+    if _ledger(store, entity_type).recorded().get(WHOLE) == digest:
+        return 0
+    found = load_embeddings(store, entity_type, state["id"].to_list())
+    held = pl.DataFrame({"id": list(found), "_hash": [e.content_hash for e in found.values()],
+                         "_model": [e.model for e in found.values()]}, schema={"id": pl.String, "_hash": pl.String,
+                                                                                "_model": pl.String})
+    missing = state.join(held, on="id", how="left").filter(
+        pl.col("_hash").is_null() | (pl.col("_hash") != pl.col("content_hash")) | (pl.col("_model") != pl.col("model"))
+    ).drop("_hash", "_model")
+    written = persist(store, entity_type, missing) if missing.height else 0
+    _ledger(store, entity_type).record(WHOLE, digest, rows=state.height)
+    return written
+
+
 @dataclass(frozen=True, slots=True)
 class StoredEmbedding:
     vector: Vectors
@@ -148,6 +185,3 @@ def load_embeddings(
                                                      updated_at=str(item["updated_at"]))
     return found
 
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)

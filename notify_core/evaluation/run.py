@@ -163,6 +163,8 @@ def to_markdown(report: Report) -> str:
 
 
 def to_html(report: Report) -> str:
+    from notify_core.reports.evaluation import evaluation_figures_html
+
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r.cells()) + "</tr>" for r in report.results)
     settings = "".join(f"<li>{html.escape(k)}: {html.escape(str(v))}</li>" for k, v in report.settings.items())
@@ -176,6 +178,7 @@ def to_html(report: Report) -> str:
             f"<h1>Offline relevance evaluation</h1><ul>{settings}</ul><table><tr>{head}</tr>{rows}</table>"
             "<h2>Ablation gains</h2><table><tr><th>from</th><th>to</th><th>HR@10</th><th>NDCG@10</th>"
             f"<th>new HR@10</th><th>would-have-converted</th></tr>{gains}</table>"
+            f"{evaluation_figures_html(report)}"
             f"<p>Run time {report.seconds:.1f} s.</p></body></html>")
 
 

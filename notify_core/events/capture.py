@@ -8,11 +8,17 @@ the client retries the same body: event ids make the retry harmless.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
+from notify_core.clock import Clock, utcnow
 from notify_core.events.models import encode_event, parse_batch, topic_for
-from notify_core.stream.port import Message, Stream
+from notify_core.metrics import observe_capture
+from notify_core.observability import current_request_id
+from notify_core.stream.port import REQUEST_ID_HEADER, Message, Stream
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,17 +53,26 @@ class CaptureResult:
         return {"accepted": self.accepted, "rejected": self.rejected, "results": [r.as_dict() for r in self.results]}
 
 
-def capture_events(raw: bytes | str, *, stream: Stream) -> CaptureResult:
-    """Validate, route and produce; raises ``ValidationError``/``PayloadTooLargeError``/``BackendError``."""
-    parsed = parse_batch(raw)
+def capture_events(raw: bytes | str, *, stream: Stream, clock: Clock) -> CaptureResult:
+    """Validate, route and produce; raises ``ValidationError``/``PayloadTooLargeError``/``BackendError``.
+
+    ``clock`` dates the sane window of event times (no more than a day ahead of it).
+    """
+    parsed = parse_batch(raw, now=utcnow(clock))
     messages: list[Message] = []
     results: list[EventResult] = []
+    rid = current_request_id()  # the HTTP edge's request id travels in each record's headers to the Store row
+    headers: tuple[tuple[str, bytes], ...] = ((REQUEST_ID_HEADER, rid.encode()),) if rid else ()
     for item in parsed.accepted:
         event = item.event
         topic = topic_for(event)
-        messages.append(Message(topic, event.user_id.encode(), encode_event(event)))
+        messages.append(Message(topic, event.user_id.encode(), encode_event(event), headers))
         results.append(EventResult(item.index, event.event_id, "accepted", topic=topic))
     results.extend(EventResult(r.index, r.event_id, "rejected", reason=r.reason) for r in parsed.rejected)
     results.sort(key=lambda r: r.index)
     stream.produce_batch(messages)
+    observe_capture(accepted=len(messages), rejected=len(parsed.rejected))
+    if log.isEnabledFor(logging.INFO):
+        log.info("events captured", extra={"accepted": len(messages), "rejected": len(parsed.rejected),
+                                           "topics": sorted({m.topic for m in messages})})
     return CaptureResult(results, accepted=len(messages), rejected=len(parsed.rejected))

@@ -17,10 +17,26 @@ millions of rows every row costs a random page write, and that, not Python, caps
 1. derived rows: ``purchases`` lines for orders, ``user_events`` rows for clicks/views/opens;
 2. the Parquet landing file of the order lines (named by a content hash, written atomically);
 3. the ``events`` ledger rows of the orders;
-4. dead letters, then the commit.
+4. dead letters;
+5. the group's position per partition, in the Store (``stream_positions`` pk group, sk
+   ``<topic>#<partition>``), then the commit to the stream.
+
+Every row an event writes also carries the ``request_id`` of the capture request that produced it (from
+the record's ``x-request-id`` header, when it has one): the correlation id from the HTTP edge to the Store.
+It travels with the record, so a replay writes the same value again.
 
 So ``kill -9`` anywhere loses nothing (the commit comes last) and duplicates nothing (a replay rewrites
 the same keys with the same content). Replaying a topic from offset 0 adds no rows and changes none.
+
+Why the position lives in the Store too: the Store is what backups restore. A Store restored to an
+earlier point has a position just as old (it is written after the rows it covers, so any point in time
+that holds the position holds the rows), and a member given a partition starts where the *Store* says,
+so the records the restore took away are read again from the retained stream: restore + replay loses
+no acknowledged event. A Store with no position for a partition (new, or wiped) reads it from offset 0.
+
+Membership changes: when the stream takes partitions away (a Kafka rebalance), ``on_revoke`` finishes
+the batch being written and commits it before they move; records of a revoked partition that were
+already polled are still written (idempotently) and their commit dropped, so the new owner replays them.
 """
 
 from __future__ import annotations
@@ -32,24 +48,26 @@ import gc
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import BaseModel
 
+from notify_core.atomic import atomic_write
+from notify_core.clock import Clock
 from notify_core.errors import BackendError, ValidationError
 from notify_core.events.models import TOPICS, Event, Order, decode_event, dlq_topic, json_time, topic_for
+from notify_core.metrics import CONSUMER_LAG_SECONDS
 from notify_core.observability import BatchHistogram
 from notify_core.store import tables
 from notify_core.store.port import Item, Store
-from notify_core.stream.port import Message, Record, Stream
+from notify_core.stream.port import REQUEST_ID_HEADER, Message, Record, Stream, next_positions
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +81,7 @@ PERSIST_LATENCY = BatchHistogram(
 BATCH_SECONDS = Histogram("notify_consumer_batch_seconds", "Time to process and commit one batch")
 
 DEFAULT_GROUP = "notify-event-consumer"
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -187,13 +206,11 @@ def write_landing_file(rows: Sequence[Item], folder: Path) -> Path:
         }
     ).with_columns(pl.col("ts").str.to_datetime(time_unit="us", time_zone="UTC"))
     frame = frame.cast(PURCHASES)  # type: ignore[arg-type]
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    frame.write_parquet(tmp)
-    os.replace(tmp, path)
+    atomic_write(path, frame.write_parquet)
     return path
 
 
-def dead_letter(record: Record, reason: str) -> Message:
+def dead_letter(record: Record, reason: str, *, now: float) -> Message:
     try:
         text: dict[str, str] = {"value": record.value.decode()}
     except UnicodeDecodeError:
@@ -204,7 +221,7 @@ def dead_letter(record: Record, reason: str) -> Message:
         "partition": record.partition,
         "offset": record.offset,
         "timestamp_ms": record.timestamp_ms,
-        "failed_at": round(time.time(), 3),
+        "failed_at": round(now, 3),
         **text,
     }
     return Message(dlq_topic(record.topic), record.key, json.dumps(body).encode())
@@ -219,6 +236,7 @@ class EventConsumer:
         stream: Stream,
         store: Store,
         landing: Path | None,
+        clock: Clock,
         group: str = DEFAULT_GROUP,
         topics: Sequence[str] = TOPICS,
         max_batch: int = 10_000,  # at 50k events/s: ~0.2 s of events; per-batch costs (landing file, commit) amortised
@@ -234,10 +252,15 @@ class EventConsumer:
         self.poll_timeout = poll_timeout
         self.lag_interval = lag_interval
         self.on_persisted = on_persisted
+        self.clock = clock  # dead-letter stamps and persist latency (against the records' produce time)
         self._events = store.table(tables.EVENTS)
         self._user_events = store.table(tables.USER_EVENTS)
         self._purchases = store.table(tables.PURCHASES)
-        self._consumer = stream.consumer(group=group, topics=topics)
+        self._positions = store.table(tables.STREAM_POSITIONS)
+        self._in_flight: tuple[Future[BatchOutcome], Sequence[Record], float] | None = None
+        self._consumer = stream.consumer(
+            group=group, topics=topics, start_at=self.stored_positions, on_revoke=self._finish_in_flight
+        )
         self._last_lag_at = 0.0
         self.totals = BatchOutcome()
 
@@ -254,7 +277,11 @@ class EventConsumer:
                 if record.topic not in (expected,) and record.topic in TOPICS:
                     raise ValidationError(f"a {event.type} event does not belong on {record.topic}")
             except ValidationError as exc:
-                poison.append(dead_letter(record, str(exc)))
+                poison.append(dead_letter(record, str(exc), now=self.clock.now()))
+                continue
+            except (ValueError, OverflowError, RecursionError) as exc:  # a defect the models did not name
+                poison.append(dead_letter(record, f"undecodable message: {type(exc).__name__}: {exc}",
+                                          now=self.clock.now()))
                 continue
             event_id = event.id
             if event_id in batch:
@@ -263,11 +290,21 @@ class EventConsumer:
                 batch[event_id] = (event, record)
         prepared = PreparedBatch(records=records, outcome=out, poison=poison)
         for event_id, (event, record) in batch.items():
+            rid = record.header(REQUEST_ID_HEADER) if record.headers else None
             if isinstance(event, Order):
-                prepared.purchases.extend(purchase_rows(event, event_id=event_id))
-                prepared.ledger.append(event_row(event, event_id=event_id, topic=record.topic))
+                lines = purchase_rows(event, event_id=event_id)
+                ledger = event_row(event, event_id=event_id, topic=record.topic)
+                if rid:  # the correlation id of the capture request, on every row the event wrote
+                    for row in lines:
+                        row["request_id"] = rid
+                    ledger["request_id"] = rid
+                prepared.purchases.extend(lines)
+                prepared.ledger.append(ledger)
             else:
-                prepared.user_events.append(user_event_row(event, event_id=event_id))
+                row = user_event_row(event, event_id=event_id)
+                if rid:
+                    row["request_id"] = rid
+                prepared.user_events.append(row)
         out.persisted = len(batch)
         out.dead_lettered = len(poison)
         out.purchase_rows = len(prepared.purchases)
@@ -287,7 +324,30 @@ class EventConsumer:
             self._events.batch_put(prepared.ledger)
         if prepared.poison:
             self.stream.produce_batch(prepared.poison)
+        positions = next_positions(prepared.records)
+        if positions:
+            self._positions.batch_put(
+                {"pk": self.group, "sk": tables.stream_position_sk(topic, partition), "position": position}
+                for (topic, partition), position in positions.items()
+            )
         return out
+
+    def stored_positions(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """Where the Store says this group is, for ``partitions`` (the stream's ``start_at`` hook)."""
+        keys = [(self.group, tables.stream_position_sk(topic, partition)) for topic, partition in partitions]
+        by_sk = {item["sk"]: int(item["position"]) for item in self._positions.batch_get(keys, consistent=True)}
+        return {
+            (topic, partition): by_sk[sk]
+            for (topic, partition), (_pk, sk) in zip(partitions, keys, strict=True)
+            if sk in by_sk
+        }
+
+    def _finish_in_flight(self, _partitions: Sequence[tuple[str, int]]) -> None:
+        """Partitions are about to move: finish and commit the batch being written (the on_revoke hook)."""
+        if self._in_flight is not None:
+            future, done, started = self._in_flight
+            self._in_flight = None
+            self._committed(done, future.result(), started)
 
     def process(self, records: Sequence[Record]) -> BatchOutcome:
         """Persist a batch (no commit). Idempotent: running it twice leaves the same rows, byte for byte."""
@@ -306,13 +366,14 @@ class EventConsumer:
 
     def _committed(self, records: Sequence[Record], out: BatchOutcome, started: float) -> None:
         """After a batch's rows are written: commit its offsets, then count and log it."""
-        persisted_at = time.time()
+        persisted_at = self.clock.now()
         if self.on_persisted is not None:
             self.on_persisted(records, persisted_at)
         self._consumer.commit(records)
         now_ms = int(persisted_at * 1000)
         produced = collections.Counter(record.timestamp_ms for record in records)
         PERSIST_LATENCY.observe_counts((max(now_ms - ts, 0) / 1000, n) for ts, n in produced.items())
+        CONSUMER_LAG_SECONDS.set(max(now_ms - min(produced), 0) / 1000)
         RECORDS.labels("persisted").inc(out.persisted)
         RECORDS.labels("duplicate").inc(out.duplicates)
         RECORDS.labels("dead_lettered").inc(out.dead_lettered)
@@ -331,14 +392,46 @@ class EventConsumer:
         )
 
     def _write_with_retry(self, prepared: PreparedBatch) -> BatchOutcome:
+        """Write a batch; a backend error is retried, a data error never stops the consumer.
+
+        The Store refusing a row (``ValidationError``: a value it cannot hold that slipped past the
+        models) is a property of one record, not of the batch: the records are then written one by
+        one and each refused one is dead-lettered with the Store's reason, so the batch commits.
+        """
+        try:
+            return self._retrying(lambda: self.write(prepared))
+        except ValidationError as exc:
+            log.warning("the Store refused a row; writing the batch record by record", extra={"error": str(exc)})
+            return self._isolate(prepared)
+
+    def _retrying(self, action: Callable[[], _T]) -> _T:
         delay = 0.1
         while True:
             try:
-                return self.write(prepared)
+                return action()
             except BackendError as exc:  # the Store or the DLQ is down: retry the same batch, never skip it
                 log.warning("batch failed, retrying", extra={"error": str(exc), "retry_in_s": delay})
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def _isolate(self, prepared: PreparedBatch) -> BatchOutcome:
+        poison = list(prepared.poison)
+        refused = 0
+        for record in prepared.records:
+            single = self.prepare([record])
+            if single.poison:  # already among the batch's dead letters
+                continue
+            try:
+                self._retrying(functools.partial(self.write, single))
+            except ValidationError as exc:
+                poison.append(dead_letter(record, f"the Store cannot hold it: {exc}", now=self.clock.now()))
+                refused += 1
+        if poison:
+            self._retrying(lambda: self.stream.produce_batch(poison))
+        out = prepared.outcome
+        out.persisted -= min(refused, out.persisted)
+        out.dead_lettered += refused
+        return out
 
     def _accumulate(self, out: BatchOutcome) -> None:
         t = self.totals
@@ -355,7 +448,10 @@ class EventConsumer:
         if force or now - self._last_lag_at >= self.lag_interval:
             self._last_lag_at = now
             try:
-                LAG.set(self._consumer.lag())
+                lag = self._consumer.lag()
+                LAG.set(lag)
+                if lag == 0:  # caught up: nothing is waiting, however old the last batch was
+                    CONSUMER_LAG_SECONDS.set(0)
             except BackendError as exc:
                 log.warning("lag query failed", extra={"error": str(exc)})
 
@@ -385,25 +481,22 @@ class EventConsumer:
         log.info("consumer started", extra={"group": self.group})
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="notify-consumer-writer",
                                 initializer=tune_sqlite_for_ingest, initargs=(self.store,)) as writer:
-            in_flight: tuple[Future[BatchOutcome], Sequence[Record], float] | None = None
+            self._in_flight = None
             while not stop.is_set() and (max_records is None or submitted < max_records):
                 records = self._consumer.poll_batch(max_records=self.max_batch, timeout=self.poll_timeout)
                 prepared = self.prepare(records) if records else None
-                if in_flight is not None:
-                    future, done, started = in_flight
-                    self._committed(done, future.result(), started)
-                    in_flight = None
+                if self._in_flight is not None:
+                    self._finish_in_flight([])
+                    idle_since = time.monotonic()  # a write that was slow (a Store outage) is not idleness
                 if prepared is None:
                     self._refresh_lag(force=False)
                     if idle_exit is not None and time.monotonic() - idle_since >= idle_exit:
                         break
                     continue
                 idle_since = time.monotonic()
-                in_flight = (writer.submit(self._write_with_retry, prepared), records, time.monotonic())
+                self._in_flight = (writer.submit(self._write_with_retry, prepared), records, time.monotonic())
                 submitted += len(records)
-            if in_flight is not None:
-                future, done, started = in_flight
-                self._committed(done, future.result(), started)
+            self._finish_in_flight([])
         self._refresh_lag(force=True)
         log.info("consumer stopped", extra={"totals": vars(self.totals) | {"landing_file": None}})
         return self.totals

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from notify_core import bounds
 from notify_core.errors import PayloadTooLargeError, ValidationError
 
 MAX_BODY_BYTES = 1024 * 1024  # one capture request
@@ -49,9 +50,31 @@ class _Event(BaseModel):
 
     @field_validator("ts")
     @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        """Naive timestamps are UTC; aware ones are converted, so equal instants hash equally."""
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    def _utc(cls, value: datetime, info: ValidationInfo) -> datetime:
+        """Naive timestamps are UTC; aware ones are converted, so equal instants hash equally.
+
+        Then the sane window of :mod:`notify_core.bounds`: the lower edge always, the upper edge when the
+        caller passed its clock's time as ``context={"now": ...}`` (capture does; a replay need not).
+        """
+        try:
+            value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00+01:00, 9999-12-31T23:59-01:00: no UTC form
+            raise ValueError(f"time {value.isoformat()} has no UTC representation") from None
+        now = info.context.get("now") if isinstance(info.context, dict) else None
+        reason = bounds.time_reason(value, now=now)
+        if reason is not None:
+            raise ValueError(reason)
+        return value
+
+    @field_validator("properties")
+    @classmethod
+    def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Every number must fit the Store (int64, finite) and sane bounds."""
+        for name, item in value.items():
+            reason = bounds.scalar_reason(item)
+            if reason is not None:
+                raise ValueError(f"{name}: {reason}")
+        return value
 
     @property
     def id(self) -> str:
@@ -63,8 +86,8 @@ class OrderLine(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     product_id: Id
-    quantity: int = Field(ge=-1_000_000, le=1_000_000)  # negative on returns
-    unit_price: float = Field(ge=0)
+    quantity: int = Field(ge=-bounds.MAX_QUANTITY, le=bounds.MAX_QUANTITY)  # negative on returns
+    unit_price: float = Field(ge=0, le=bounds.MAX_UNIT_PRICE)
 
     @field_validator("quantity")
     @classmethod
@@ -79,6 +102,13 @@ class OrderLine(BaseModel):
         if not math.isfinite(value):
             raise ValueError("unit_price must be finite")
         return value
+
+    @model_validator(mode="after")
+    def _amount(self) -> OrderLine:
+        reason = bounds.line_reason(self.quantity, self.unit_price)
+        if reason is not None:
+            raise ValueError(reason)
+        return self
 
 
 class Order(_Event):
@@ -174,12 +204,15 @@ def explain(exc: PydanticValidationError) -> str:
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
 
-def parse_event(data: Any) -> Event:
-    """Validate one decoded event (a dict); raises ``ValidationError`` with a readable reason."""
+def parse_event(data: Any, *, now: datetime | None = None) -> Event:
+    """Validate one decoded event (a dict); raises ``ValidationError`` with a readable reason.
+
+    ``now`` (the receiver's clock) enables the upper edge of the time window (see :mod:`notify_core.bounds`).
+    """
     if not isinstance(data, dict):
         raise ValidationError("an event must be a JSON object")
     try:
-        return _with_id(EVENT_ADAPTER.validate_python(data))
+        return _with_id(EVENT_ADAPTER.validate_python(data, context={"now": now}))
     except PydanticValidationError as exc:
         raise ValidationError(explain(exc)) from None
 
@@ -214,12 +247,13 @@ class ParsedBatch:
     single: bool  # the body was one event, not a batch
 
 
-def parse_batch(raw: bytes | str) -> ParsedBatch:
+def parse_batch(raw: bytes | str, *, now: datetime | None = None) -> ParsedBatch:
     """Parse a capture body: one event object, ``{"events": [...]}``, or a bare JSON array.
 
     Whole-request defects raise (``PayloadTooLargeError`` over :data:`MAX_BODY_BYTES` or
     :data:`MAX_BATCH_EVENTS`, ``ValidationError`` for malformed JSON or a wrong shape); a bad event in a
-    good batch is rejected alone with its reason and never costs the others their place.
+    good batch is rejected alone with its reason and never costs the others their place. A repeated
+    event id within the batch is rejected too ("duplicate in batch"): the first one is the one produced.
     """
     size = len(raw)
     if size > MAX_BODY_BYTES:
@@ -228,6 +262,8 @@ def parse_batch(raw: bytes | str) -> ParsedBatch:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValidationError(f"malformed JSON: {exc}") from None
+    except RecursionError:  # events are flat; thousands of nested brackets are an attack or a bug
+        raise ValidationError("malformed JSON: nested too deeply") from None
     single = False
     if isinstance(doc, dict) and "events" in doc and "type" not in doc:
         items = doc["events"]
@@ -245,10 +281,18 @@ def parse_batch(raw: bytes | str) -> ParsedBatch:
         raise PayloadTooLargeError(f"the batch has {len(items)} events; the limit is {MAX_BATCH_EVENTS}")
     accepted: list[Accepted] = []
     rejected: list[Rejected] = []
+    first_at: dict[str, int] = {}
     for index, item in enumerate(items):
         try:
-            accepted.append(Accepted(index, parse_event(item)))
+            event = parse_event(item, now=now)
+            event_id = event.id
+            if event_id in first_at:
+                rejected.append(Rejected(index, event_id, f"duplicate in batch: event_id {event_id!r} is also "
+                                                          f"event {first_at[event_id]} of this request"))
+                continue
+            first_at[event_id] = index
+            accepted.append(Accepted(index, event))
         except ValidationError as exc:
-            event_id = item.get("event_id") if isinstance(item, dict) else None
-            rejected.append(Rejected(index, event_id if isinstance(event_id, str) else None, str(exc)))
+            given = item.get("event_id") if isinstance(item, dict) else None
+            rejected.append(Rejected(index, given if isinstance(given, str) else None, str(exc)))
     return ParsedBatch(accepted, rejected, single)

@@ -1,8 +1,10 @@
-"""Batch ingestion: landing files -> validated rows -> lake (merged by key) -> Store (changed rows only).
+"""Batch ingestion: landing files -> validated rows -> Store (changed rows) -> lake (merged by key).
 
-Idempotent end to end: the lake merge and the Store write both compare before writing, so ingesting
-the same files again reports 0 rows written; a changed row replaces its old version in place (and a
-purchase whose time or user changed has its old Store key removed). Bad rows never block good ones:
+Idempotent and convergent end to end: the Store is written before the lake records rows as landed, a
+per-partition ledger repairs whatever the Store lacks (an interrupted run, a full disk, a restore), and
+both compare before writing, so ingesting the same files again reports 0 rows written; a changed row
+replaces its old version in place (and a purchase whose time or user changed has its old Store key
+removed). Bad rows never block good ones:
 each file is validated on its own, bad rows go to the quarantine folder with their reasons and into
 the report, and a file that cannot be read at all is reported as a whole.
 """
@@ -18,12 +20,15 @@ from typing import Any
 
 import polars as pl
 
+from notify_core.atomic import atomic_write
+from notify_core.clock import Clock, utcnow
+from notify_core.convergence import PartitionSource, converge, frame_digest
 from notify_core.errors import ValidationError
 from notify_core.ingest.validation import ROW_COLUMN, prepare, validate
-from notify_core.lake import Lake
-from notify_core.repositories import ITEM_KEYS, WriteCounts, delete_keys, save_frame
+from notify_core.lake import Lake, MergePlan
+from notify_core.repositories import ITEM_KEYS, WriteCounts
 from notify_core.schemas import KEYS, SCHEMAS
-from notify_core.store.port import Store
+from notify_core.store.port import Key, Store
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +96,8 @@ def _quarantine(folder: Path, dataset: str, source: Path, bad: pl.DataFrame, raw
     target = folder / dataset
     target.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
-    rows.cast({c: pl.String for c in rows.columns if c not in (ROW_COLUMN,)}).write_parquet(
-        target / f"{source.stem}.{digest}.parquet")
+    text = rows.cast({c: pl.String for c in rows.columns if c not in (ROW_COLUMN,)})
+    atomic_write(target / f"{source.stem}.{digest}.parquet", text.write_parquet)
 
 
 def ingest_dataset(
@@ -104,11 +109,16 @@ def ingest_dataset(
     quarantine: Path,
     on_file: Callable[[str], None] | None = None,
     full_store_sync: bool = False,
+    clock: Clock | None = None,
 ) -> IngestReport:
     """Ingest every landing file of one dataset. Returns the report; raises only for unusable set-up.
 
-    Even when no landing row changed, ``full_store_sync`` still brings the Store in step with the lake.
+    Every run converges the Store to the lake (see :mod:`notify_core.convergence`), repairing only the
+    partitions whose ledger digest differs; ``full_store_sync`` compares every row of every partition.
+    ``clock`` bounds dates from above (``notify_core.bounds.MAX_FUTURE_SKEW`` ahead of it); entry points
+    pass ``SYSTEM_CLOCK``; without one only the static ``MAX_DATE`` applies.
     """
+    now = utcnow(clock) if clock is not None else None
     if dataset not in DATASETS:
         raise ValidationError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
     report = IngestReport(dataset=dataset)
@@ -119,7 +129,7 @@ def ingest_dataset(
             on_file(path.name)
         try:
             raw = read_landing_file(path)
-            checked = validate(dataset, prepare(dataset, raw))
+            checked = validate(dataset, prepare(dataset, raw), now=now)
         except ValidationError as exc:
             report.file_errors[path.name] = str(exc)
             log.warning("landing file rejected", extra={"dataset": dataset, "file": path.name, "error": str(exc)})
@@ -132,22 +142,38 @@ def ingest_dataset(
             keys = list(KEYS[dataset])
             for row in checked.bad.iter_rows(named=True):
                 report.bad_rows.append(BadRow(path.name, row[ROW_COLUMN], {k: row[k] for k in keys}, row["reason"]))
-    if not good_parts:
-        return report
+    columns = list(SCHEMAS[dataset])
+    incoming = pl.concat(good_parts, how="vertical_relaxed") if good_parts else pl.DataFrame(schema=SCHEMAS[dataset])
+    plan = lake.plan_merge(dataset, incoming)
+    report.lake_inserted, report.lake_updated, report.lake_unchanged = plan.inserted, plan.updated, plan.unchanged
 
-    merged = lake.merge(dataset, pl.concat(good_parts, how="vertical_relaxed"))
-    report.lake_inserted, report.lake_updated, report.lake_unchanged = merged.inserted, merged.updated, merged.unchanged
-    report.partitions_written = merged.partitions_written
-
-    # Only rows the lake saw change go to the Store (compared again there, so a retried run writes
-    # nothing twice). ``full_store_sync`` compares every row instead: it repairs a wiped or partial Store.
-    rows = lake.read(dataset).select(list(SCHEMAS[dataset])) if full_store_sync else merged.changed
-    report.store = save_frame(store, dataset, rows)
-    if dataset == "purchases" and not merged.previous.is_empty():
-        key = ITEM_KEYS[dataset]
-        new_keys = {key(r) for r in merged.changed.iter_rows(named=True) if r["user_id"] is not None}
-        stale = [k for r in merged.previous.iter_rows(named=True)
-                 if r["user_id"] is not None and (k := key(r)) not in new_keys]
-        report.store = report.store + WriteCounts(deleted=delete_keys(store, dataset, stale))
+    # The Store first, the lake last: until the lake records the rows as landed, every run sees them as
+    # changed again. The ledger (notify_core.convergence) then repairs whatever the Store lacks, per
+    # partition, even when nothing landed: an interrupted run, a full disk, a wiped or restored Store.
+    report.store = converge(store, dataset, _partition_sources(plan, columns), stale=_stale_keys(dataset, plan),
+                            force=full_store_sync)
+    report.partitions_written = lake.commit(plan)
     log.info("ingested", extra={"dataset": dataset, **report.as_metadata()})
     return report
+
+
+def _partition_sources(plan: MergePlan, columns: list[str]) -> list[PartitionSource]:
+    """Every partition of the dataset after the merge, with its delta and its digest before the merge."""
+    after = plan.partitions(plan.merged.select(columns))
+    before = plan.partitions(plan.current.select(columns)) if plan.touched or plan.changed.height else {}
+    changed = plan.partitions(plan.changed.select(columns)) if plan.changed.height else {}
+    empty = plan.merged.head(0).select(columns)
+    moved = set(changed) | set(plan.touched)
+    return [PartitionSource(name, rows, delta=changed.get(name, empty),
+                            base_digest=frame_digest(before.get(name, empty)) if name in moved else None)
+            for name, rows in sorted(after.items())]
+
+
+def _stale_keys(dataset: str, plan: MergePlan) -> list[Key]:
+    """Store keys of updated rows whose key moved (a purchase whose time or user changed)."""
+    if dataset != "purchases" or plan.previous.is_empty():
+        return []
+    key = ITEM_KEYS[dataset]
+    new_keys = {key(r) for r in plan.changed.iter_rows(named=True) if r["user_id"] is not None}
+    return [k for r in plan.previous.iter_rows(named=True)
+            if r["user_id"] is not None and (k := key(r)) not in new_keys]

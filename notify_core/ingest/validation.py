@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 import zoneinfo
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from typing import Any
 
 import polars as pl
 
+from notify_core import bounds
 from notify_core.errors import ValidationError
 from notify_core.schemas import KEYS, SCHEMAS
 
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 
 PARSED_SUFFIX = "__parsed"
 PRESENT_SUFFIX = "__present"
+SAFE_SUFFIX = "__safe"
 ROW_COLUMN = "_row"
 LIST_SEPARATOR = "|"
 
@@ -56,8 +59,60 @@ def _timezones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
 
 
-def checks_for(dataset: str) -> list[Check]:
-    """The suite of a dataset: required ids, parseable values, then domain ranges."""
+def _bounded(column: str, *, low: Any = None, high: Any = None, low_name: str = "", high_name: str = "") -> list[Check]:
+    """One check per side of a :mod:`notify_core.bounds` bound; the reason names the bound it broke."""
+    out: list[Check] = []
+    if low is not None:
+        out.append(_check(f"{column} before {low_name}", "ExpectColumnValuesToBeBetween", column=column,
+                          min_value=low))
+    if high is not None:
+        out.append(_check(f"{column} above {high_name}", "ExpectColumnValuesToBeBetween", column=column,
+                          max_value=high))
+    return out
+
+
+def _bound_checks(dataset: str, now: datetime | None) -> list[Check]:
+    """Dates, amounts and counts inside :mod:`notify_core.bounds` (see there for why these numbers)."""
+    latest = bounds.latest_allowed(now)
+    latest_label = bounds.latest_allowed_label(now)
+    # great-expectations compares pandas values: aware UTC datetimes for ``ts`` (a UTC column), naive
+    # datetimes for date columns (pandas holds them as naive datetime64).
+    latest_naive = latest.replace(tzinfo=None)
+    earliest_naive = bounds.MIN_TIMESTAMP.replace(tzinfo=None)
+    if dataset == "purchases":
+        return [
+            *_bounded("ts", low=bounds.MIN_TIMESTAMP, high=latest, low_name=f"MIN_DATE ({bounds.MIN_DATE})",
+                      high_name=latest_label),
+            *_bounded("unit_price", high=bounds.MAX_UNIT_PRICE,
+                      high_name=f"MAX_UNIT_PRICE ({bounds.MAX_UNIT_PRICE:g})"),
+            *_bounded("quantity", low=-bounds.MAX_QUANTITY, high=bounds.MAX_QUANTITY,
+                      low_name=f"-MAX_QUANTITY ({-bounds.MAX_QUANTITY})",
+                      high_name=f"MAX_QUANTITY ({bounds.MAX_QUANTITY})"),
+        ]
+    if dataset == "products":
+        return _bounded("unit_price", high=bounds.MAX_UNIT_PRICE,
+                        high_name=f"MAX_UNIT_PRICE ({bounds.MAX_UNIT_PRICE:g})")
+    if dataset == "users":
+        return _bounded("signup_date", low=earliest_naive, high=latest_naive,
+                        low_name=f"MIN_DATE ({bounds.MIN_DATE})", high_name=latest_label)
+    if dataset == "campaigns":
+        static_max = bounds.MAX_TIMESTAMP.replace(tzinfo=None)
+        max_label = f"MAX_DATE ({bounds.MAX_DATE})"
+        min_label = f"MIN_DATE ({bounds.MIN_DATE})"
+        return [
+            *_bounded("start_date", low=earliest_naive, high=static_max, low_name=min_label, high_name=max_label),
+            *_bounded("end_date", low=earliest_naive, high=static_max, low_name=min_label, high_name=max_label),
+            *_bounded("cooldown_hours", high=bounds.MAX_COOLDOWN_HOURS,
+                      high_name=f"MAX_COOLDOWN_HOURS ({bounds.MAX_COOLDOWN_HOURS})"),
+            *_bounded("daily_budget", low=0, high=bounds.MAX_DAILY_BUDGET, low_name="0",
+                      high_name=f"MAX_DAILY_BUDGET ({bounds.MAX_DAILY_BUDGET})"),
+        ]
+    return []
+
+
+def checks_for(dataset: str, *, now: datetime | None = None) -> list[Check]:
+    """The suite of a dataset: required ids, parseable values, domain ranges, then the bounds (dates
+    relative to ``now`` when given: at most ``MAX_FUTURE_SKEW`` ahead)."""
     parsed = [
         _check(f"unparseable {name}", "ExpectColumnValuesToBeInSet", column=f"{name}{PARSED_SUFFIX}",
                value_set=[True])
@@ -87,6 +142,10 @@ def checks_for(dataset: str) -> list[Check]:
             _check("end_date before start_date", "ExpectColumnPairValuesAToBeGreaterThanB", column_A="end_date",
                    column_B="start_date", or_equal=True, ignore_row_if="either_value_is_missing"),
             _check("negative cooldown_hours", "ExpectColumnValuesToBeBetween", column="cooldown_hours", min_value=0),
+            _check("unsafe template (see notify_core.delivery.templates)", "ExpectColumnValuesToBeInSet",
+                   column=f"template{SAFE_SUFFIX}", value_set=[True]),
+            _check("unsafe url (https only, no credentials or javascript:/data:)", "ExpectColumnValuesToBeInSet",
+                   column=f"url{SAFE_SUFFIX}", value_set=[True]),
         ]
     elif dataset == "purchases":
         domain = _required("order_id", "product_id", "ts", "quantity", "unit_price") + [
@@ -96,7 +155,7 @@ def checks_for(dataset: str) -> list[Check]:
         ]
     else:
         raise ValidationError(f"unknown dataset {dataset!r}")
-    return domain + parsed
+    return domain + parsed + _bound_checks(dataset, now)
 
 
 def _parse(column: pl.Expr, dtype: Any) -> pl.Expr:
@@ -144,11 +203,42 @@ def prepare(dataset: str, raw: pl.DataFrame) -> pl.DataFrame:
         source = raw.schema[name]
         if source == dtype or (isinstance(dtype, pl.Datetime) and isinstance(source, pl.Datetime)):
             value = pl.col(name).cast(dtype)
-            exprs += [value.alias(name), pl.lit(True).alias(f"{name}{PARSED_SUFFIX}")]
+            parsed = pl.lit(True)
+            if dtype.is_float():  # inf / nan in a typed file: not a number Notify can use
+                parsed = value.is_null() | value.is_finite()
+                value = pl.when(value.is_finite()).then(value).otherwise(None)
+            exprs += [value.alias(name), parsed.alias(f"{name}{PARSED_SUFFIX}")]
             continue
         value = _parse(pl.col(name), dtype)
+        if dtype.is_float():  # "inf", "nan", "1e999" parse as floats but are not usable amounts
+            value = pl.when(value.is_finite()).then(value).otherwise(None)
         exprs += [value.alias(name), (~raw_present | value.is_not_null()).alias(f"{name}{PARSED_SUFFIX}")]
-    return raw.select(exprs)
+    prepared = raw.select(exprs)
+    if dataset == "campaigns":  # the same content rules as the campaign upsert (template, redirect URL)
+        prepared = prepared.with_columns(
+            pl.col("template").map_elements(_template_ok, return_dtype=pl.Boolean).alias(f"template{SAFE_SUFFIX}"),
+            pl.col("url").map_elements(_url_ok, return_dtype=pl.Boolean).alias(f"url{SAFE_SUFFIX}"))
+    return prepared
+
+
+def _template_ok(template: str) -> bool:
+    from notify_core.delivery.templates import validate_template
+
+    try:
+        validate_template(template)
+    except ValidationError:
+        return False
+    return True
+
+
+def _url_ok(url: str) -> bool:
+    from notify_core.delivery.campaign_checks import check_redirect_url
+
+    try:
+        check_redirect_url(url)
+    except ValidationError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,12 +247,15 @@ class Validated:
     bad: pl.DataFrame  # _row, key columns, reason
 
 
-def validate(dataset: str, prepared: pl.DataFrame) -> Validated:
-    """Run the dataset's great-expectations suite; split rows into good and bad-with-reasons."""
+def validate(dataset: str, prepared: pl.DataFrame, *, now: datetime | None = None) -> Validated:
+    """Run the dataset's great-expectations suite; split rows into good and bad-with-reasons.
+
+    ``now`` (the ingesting clock) bounds dates from above at ``now + MAX_FUTURE_SKEW``; without it the
+    static ``MAX_DATE`` applies."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    checks = checks_for(dataset)
+    checks = checks_for(dataset, now=now)
     columns = sorted({v for c in checks for k, v in c.kwargs if k in ("column", "column_A", "column_B")})
     frame = prepared.select(columns).to_pandas(use_pyarrow_extension_array=False)
     context = gx.get_context(mode="ephemeral")

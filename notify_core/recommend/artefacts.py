@@ -17,7 +17,9 @@ import uuid
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from notify_core.errors import BackendError, ConfigurationError
+from notify_core import s3_objects
+from notify_core.atomic import atomic_write
+from notify_core.errors import ConfigurationError
 from notify_core.settings import NotifySettings
 
 
@@ -58,11 +60,7 @@ class LocalArtefactStore:
         return self.root / name
 
     def write_bytes(self, name: str, data: bytes) -> None:
-        target = self._path(name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        atomic_write(self._path(name), lambda tmp: tmp.write_bytes(data))
 
     def read_bytes(self, name: str) -> bytes | None:
         try:
@@ -74,10 +72,7 @@ class LocalArtefactStore:
         target = self._path(name)
         if local.resolve() == target.resolve():
             return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        tmp.write_bytes(local.read_bytes())
-        os.replace(tmp, target)
+        atomic_write(target, lambda tmp: tmp.write_bytes(local.read_bytes()))
 
     def local_file(self, name: str) -> Path:
         path = self._path(name)
@@ -107,40 +102,27 @@ class S3ArtefactStore:
     """
 
     def __init__(self, *, bucket: str, prefix: str, cache_dir: Path, region: str | None = None,
-                 client: Any = None) -> None:
+                 client: Any = None, endpoint_url: str | None = None) -> None:
         self.bucket = bucket
         self.prefix = prefix.rstrip("/") + "/artefacts/"
         self.cache_dir = Path(cache_dir)
         if client is None:
             import boto3  # only where S3 is used
 
-            client = boto3.client("s3", region_name=region)
+            client = boto3.client("s3", region_name=region, endpoint_url=endpoint_url)
         self._s3 = client
 
     def _key(self, name: str) -> str:
         return self.prefix + name
 
     def write_bytes(self, name: str, data: bytes) -> None:
-        try:
-            self._s3.put_object(Bucket=self.bucket, Key=self._key(name), Body=data)
-        except Exception as exc:  # botocore errors: retryable from the caller's point of view
-            raise BackendError(f"S3 put {name} failed: {exc}") from exc
+        s3_objects.put_bytes(self._s3, self.bucket, self._key(name), data)
 
     def read_bytes(self, name: str) -> bytes | None:
-        try:
-            reply = self._s3.get_object(Bucket=self.bucket, Key=self._key(name))
-        except self._s3.exceptions.NoSuchKey:
-            return None
-        except Exception as exc:
-            raise BackendError(f"S3 get {name} failed: {exc}") from exc
-        body: bytes = reply["Body"].read()
-        return body
+        return s3_objects.get_bytes(self._s3, self.bucket, self._key(name))
 
     def upload(self, name: str, local: Path) -> None:
-        try:
-            self._s3.upload_file(str(local), self.bucket, self._key(name))
-        except Exception as exc:
-            raise BackendError(f"S3 upload {name} failed: {exc}") from exc
+        s3_objects.upload_file(self._s3, self.bucket, self._key(name), local)
 
     def local_file(self, name: str) -> Path:
         path = self.cache_dir / name
@@ -176,5 +158,6 @@ def build_artefact_store(settings: NotifySettings) -> ArtefactStore:
         if not settings.s3_bucket:
             raise ConfigurationError("the aws environment needs NOTIFY_S3_BUCKET for artefacts")
         return S3ArtefactStore(bucket=settings.s3_bucket, prefix=settings.s3_prefix,
-                               cache_dir=settings.data_dir / "artefact-cache", region=settings.aws_region)
+                               cache_dir=settings.data_dir / "artefact-cache", region=settings.aws_region,
+                               endpoint_url=settings.s3_endpoint_url)
     return LocalArtefactStore(settings.data_dir / "artefacts")

@@ -121,13 +121,14 @@ def copurchase_neighbours(purchases: pl.LazyFrame | pl.DataFrame, *,
 
 
 def build_campaign_index(
-    lake: Lake, artefacts: ArtefactStore, *, options: IndexOptions | None = None, recall_sample: int = 500,
-    min_recall: float = 0.99, seed: int = 7, reuse: bool = True,
+    lake: Lake, artefacts: ArtefactStore, *, now: datetime, options: IndexOptions | None = None,
+    recall_sample: int = 500, min_recall: float = 0.99, seed: int = 7, reuse: bool = True,
 ) -> IndexBuild:
     """Build, evaluate and save a version from the lake's campaign embeddings (see the module doc).
 
-    ``reuse``: when the published version was built from identical inputs (:func:`inputs_digest`),
-    return it instead of building the same index again (a re-run of an unchanged pipeline).
+    ``now`` (the caller's clock) names and stamps the version. ``reuse``: when the published version was
+    built from identical inputs (:func:`inputs_digest`), return it instead of building the same index
+    again (a re-run of an unchanged pipeline).
     """
     options = options or IndexOptions()
     state = read_lake_table(lake, state_table(CAMPAIGN))
@@ -161,10 +162,10 @@ def build_campaign_index(
     effort, recall = tune_effort(index, reference, target=min_recall, efforts=efforts)
     passed = recall >= min_recall
     manifest = Manifest(
-        version=new_version(state["content_hash"].to_list()), size=len(ids), dim=int(vectors.shape[1]),
+        version=new_version(state["content_hash"].to_list(), now=now), size=len(ids), dim=int(vectors.shape[1]),
         kind=options.kind, dtype=options.dtype, search_effort=effort, params=index.params,
         model=",".join(models),
-        built_at=datetime.now(UTC).isoformat(timespec="microseconds"), build_seconds=round(build_seconds, 3),
+        built_at=now.astimezone(UTC).isoformat(timespec="microseconds"), build_seconds=round(build_seconds, 3),
         recall_at_10=round(recall, 6), recall_queries=len(queries), recall_passed=passed,
         extra={"min_recall": min_recall, "copurchase_pairs": copurchase.height, "inputs_digest": digest},
     )

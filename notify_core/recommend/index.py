@@ -222,10 +222,11 @@ def tune_effort(index: AnnIndex, reference: RecallReference, *, target: float,
     return effort, recall
 
 
-def new_version(digest_of: Sequence[str] = ()) -> str:
-    now = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+def new_version(digest_of: Sequence[str] = (), *, now: datetime) -> str:
+    """A version name that sorts by build time (``now``, the caller's clock) and names its inputs."""
+    stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     digest = hashlib.blake2b("\x1f".join(digest_of).encode(), digest_size=4).hexdigest()
-    return f"{now}-{digest}"
+    return f"{stamp}-{digest}"
 
 
 def _parquet_bytes(frame: pl.DataFrame) -> bytes:
@@ -319,6 +320,20 @@ def publishable_versions(artefacts: ArtefactStore) -> list[str]:
         if manifest is not None and manifest.recall_passed:
             out.append(version)
     return out
+
+
+def publish_newest(artefacts: ArtefactStore) -> tuple[str | None, str | None]:
+    """Point CURRENT at the newest build that passed its recall check, if newer than what is served.
+
+    The one publishing rule, shared by the ``campaign_index_publisher`` sensor (under dagster-daemon)
+    and ``notify run`` in aws (no daemon there). Returns ``(published or None, previously current)``.
+    """
+    versions = publishable_versions(artefacts)
+    current = current_version(artefacts)
+    if not versions or (current is not None and current >= versions[-1]):
+        return None, current
+    publish(artefacts, versions[-1])
+    return versions[-1], current
 
 
 @dataclass(frozen=True, eq=False)

@@ -38,6 +38,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from notify_core.clock import Clock, utcnow
 from notify_core.errors import NotFoundError, ValidationError
 from notify_core.recommend import scoring
 from notify_core.recommend.ann import Matches
@@ -178,10 +179,12 @@ class Recommender:
     """
 
     def __init__(
-        self, *, store: Store, holder: IndexHolder, weights: ScoreWeights | None = None, candidates: int = 150,
-        max_cooldown_hours: int = 24 * 14,
+        self, *, store: Store, holder: IndexHolder, clock: Clock, weights: ScoreWeights | None = None,
+        candidates: int = 150, max_cooldown_hours: int = 24 * 14,
     ) -> None:
+        """``clock`` answers "now" for requests that do not say (cooldowns, campaign dates, recency)."""
         self.store = store
+        self.clock = clock
         self.holder = holder
         self.weights = weights or ScoreWeights()
         self.candidates = candidates
@@ -230,7 +233,7 @@ class Recommender:
     # -- requests ----------------------------------------------------------------------------------
     def recommend(self, user_id: str, *, limit: int = 10, now: datetime | None = None) -> Recommendations:
         _check_limit(limit)
-        now = now or datetime.now(UTC)
+        now = now or utcnow(self.clock)
         snapshot = self.holder.snapshot()
         user = self.user_context(user_id, now=now, dim=snapshot.dim)
         found = snapshot.search_rows(user.vector, self.candidates) if user.vector is not None else None
@@ -241,7 +244,7 @@ class Recommender:
         """Batch callers (scheduling, benchmarks): one batched ANN search over all users with a vector
         (``threads``: 0 = all cores), then each user's ranking. Unknown users are skipped."""
         _check_limit(limit)
-        now = now or datetime.now(UTC)
+        now = now or utcnow(self.clock)
         snapshot = self.holder.snapshot()
         contexts = self.user_contexts(user_ids, now=now, dim=snapshot.dim)
         users = [contexts[u] for u in dict.fromkeys(user_ids) if u in contexts]

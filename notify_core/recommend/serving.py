@@ -25,7 +25,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -330,10 +329,6 @@ class IndexHolder:
             self._overlay_stamp = self.artefacts.stamp(OVERLAY)
             self._swap(self._snapshot.base)
             return self._snapshot
-
-
-def utc_now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def as_vector(values: npt.ArrayLike) -> Vectors:

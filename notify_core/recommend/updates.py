@@ -20,6 +20,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from notify_core.delivery.campaign_checks import check_campaign
 from notify_core.embeddings.delta import text_hashes
 from notify_core.embeddings.embedder import Embedder
 from notify_core.embeddings.store import CAMPAIGN, load_embeddings, persist, state_schema, vector_series
@@ -44,8 +45,8 @@ class CampaignIn(BaseModel):
     category: str = "other"
     product_ids: list[str] = Field(default_factory=list, max_length=1000)
     priority: int = Field(default=3, ge=1, le=5)
-    start_date: date = Field(default_factory=lambda: datetime.now(UTC).date())
-    end_date: date = Field(default_factory=lambda: datetime.now(UTC).date() + timedelta(days=365))
+    start_date: date | None = None  # None: the day of the upsert (:meth:`dated`)
+    end_date: date | None = None  # None: a year after the start
     target_countries: list[str] = Field(default_factory=list)
     cooldown_hours: int = Field(default=72, ge=0, le=24 * 365)
     daily_budget: int = Field(default=1000, ge=0)
@@ -55,8 +56,23 @@ class CampaignIn(BaseModel):
 
     @model_validator(mode="after")
     def _dates(self) -> CampaignIn:
-        if self.end_date < self.start_date:
+        if self.start_date is not None and self.end_date is not None and self.end_date < self.start_date:
             raise ValueError("end_date is before start_date")
+        return self
+
+    def dated(self, today: date) -> CampaignIn:
+        """Open dates resolved against the caller's day: a start of ``today``, an end a year after the start."""
+        start = self.start_date or today
+        end = self.end_date or start + timedelta(days=365)
+        if end < start:
+            raise ValidationError(f"invalid campaign: end_date {end} is before start_date {start}")
+        return self.model_copy(update={"start_date": start, "end_date": end})
+    @model_validator(mode="after")
+    def _content(self) -> CampaignIn:
+        try:  # template rendered in the restricted formatter; the tracking redirect's target
+            check_campaign(template=self.template, url=self.url)
+        except ValidationError as exc:
+            raise ValueError(str(exc)) from None
         return self
 
 
@@ -87,13 +103,12 @@ class UpsertResult:
 
 
 def upsert_campaign(
-    payload: Any, *, store: Store, embedder: Embedder, holder: IndexHolder, lake: Lake | None = None,
-    now: datetime | None = None,
+    payload: Any, *, store: Store, embedder: Embedder, holder: IndexHolder, now: datetime, lake: Lake | None = None,
 ) -> UpsertResult:
-    """Create or replace one campaign and make it recommendable without a rebuild (see the module doc)."""
+    """Create or replace one campaign and make it recommendable without a rebuild (see the module doc).
+    ``now`` (the caller's clock) stamps the vector and resolves open dates."""
     started = time.perf_counter()
-    campaign = parse_campaign(payload)
-    now = now or datetime.now(UTC)
+    campaign = parse_campaign(payload).dated(now.astimezone(UTC).date())
     frame = pl.DataFrame([campaign.model_dump()], schema=CAMPAIGNS)
     hashed = text_hashes(campaign_texts(frame), id_column="campaign_id", model_id=embedder.model_id)
     content_hash = str(hashed["content_hash"][0])

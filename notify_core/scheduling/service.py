@@ -16,6 +16,8 @@ from typing import Any
 
 import polars as pl
 
+from notify_core.clock import ManualClock
+from notify_core.metrics import counted_plan_generation
 from notify_core.scheduling.candidates import candidates_from_lake, eligible_campaigns
 from notify_core.scheduling.checks import plan_violations
 from notify_core.scheduling.ids import DEFAULT_SHARDS
@@ -54,10 +56,10 @@ class PlanRun:
         }
 
 
-def effective_now(plan_day: date, now: datetime | None = None) -> datetime | None:
-    """Planning today: nothing before now. Another day: the whole local day."""
-    current = now or datetime.now(UTC)
-    return current if current.date() == plan_day else None
+def effective_now(plan_day: date, *, now: datetime) -> datetime | None:
+    """Planning today (or a day some zones are still living): nothing before now. A future day: the whole
+    local day (None)."""
+    return now if now.astimezone(UTC).date() >= plan_day else None
 
 
 def users_from_lake(lake: Any) -> pl.DataFrame:
@@ -102,7 +104,7 @@ def candidates_from_recommender(store: Store, artefacts: Any, user_ids: Sequence
         holder = IndexHolder(artefacts)
         if getattr(holder.snapshot(), "base", None) is None:
             return None
-        recommender = Recommender(store=store, holder=holder)
+        recommender = Recommender(store=store, holder=holder, clock=ManualClock(now))  # time stands at ``now``
         rows = [{"user_id": r.user_id, "campaign_id": item.campaign_id, "relevance": float(item.score)}
                 for r in recommend_many(recommender, user_ids, limit=k, now=now) for item in r.items]
     except Exception as exc:  # the recommender is optional here; say why it was not used
@@ -111,6 +113,7 @@ def candidates_from_recommender(store: Store, artefacts: Any, user_ids: Sequence
     return pl.DataFrame(rows, schema=CANDIDATES) if rows else pl.DataFrame(schema=CANDIDATES)
 
 
+@counted_plan_generation
 def plan_and_store(
     store: Store, *, users: pl.DataFrame, campaigns: pl.DataFrame, candidates: pl.DataFrame, plan_day: date,
     now: datetime | None = None, options: PlanOptions | None = None, shards: int = DEFAULT_SHARDS,
@@ -165,30 +168,34 @@ def _minutes(m: int) -> timedelta:
 
 
 def plan_from_lake(
-    store: Store, lake: Any, *, plan_day: date, now: datetime | None = None, options: PlanOptions | None = None,
+    store: Store, lake: Any, *, plan_day: date, now: datetime, options: PlanOptions | None = None,
     artefacts: Any = None, k: int = 20, shards: int = DEFAULT_SHARDS,
     progress: Callable[[int, int], None] | None = None,
 ) -> PlanRun:
-    """The daily batch: every user in the lake, candidates from the recommender or the cosine fallback."""
+    """The daily batch: every user in the lake, candidates from the recommender or the cosine fallback.
+
+    ``now`` is the caller's clock: planning today places nothing before it (:func:`effective_now`)."""
     users = users_from_lake(lake)
     campaigns = eligible_campaigns(campaigns_from_lake(lake), plan_day)
     cands = None
     source = "cosine_fallback"
     if artefacts is not None:
-        cands = candidates_from_recommender(store, artefacts, users["user_id"].to_list(), k=k,
-                                            now=now or datetime.now(UTC))
+        cands = candidates_from_recommender(store, artefacts, users["user_id"].to_list(), k=k, now=now)
         source = "recommender" if cands is not None else source
     if cands is None:
         cands = candidates_from_lake(lake, campaigns["campaign_id"].to_list(), k=k)
-    return plan_and_store(store, users=users, campaigns=campaigns, candidates=cands, plan_day=plan_day, now=now,
-                          options=options, shards=shards, candidate_source=source, progress=progress)
+    return plan_and_store(store, users=users, campaigns=campaigns, candidates=cands, plan_day=plan_day,
+                          now=effective_now(plan_day, now=now), options=options, shards=shards,
+                          candidate_source=source, progress=progress)
 
 
 def plan_for_users(
-    store: Store, user_ids: Sequence[str], *, plan_day: date, now: datetime | None = None,
+    store: Store, user_ids: Sequence[str], *, plan_day: date, now: datetime,
     options: PlanOptions | None = None, artefacts: Any = None, k: int = 20, shards: int = DEFAULT_SHARDS,
 ) -> PlanRun:
-    """The serverless path (Lambda ``generate_schedule``): a batch of users, everything from the Store."""
+    """The serverless path (Lambda ``generate_schedule``): a batch of users, everything from the Store.
+
+    ``now`` is the caller's clock, as for :func:`plan_from_lake`."""
     from notify_core.embeddings.store import CAMPAIGN, USER, load_embeddings
     from notify_core.scheduling.candidates import cosine_candidates
 
@@ -198,7 +205,7 @@ def plan_for_users(
     cands = None
     source = "cosine_fallback"
     if artefacts is not None:
-        cands = candidates_from_recommender(store, artefacts, ids, k=k, now=now or datetime.now(UTC))
+        cands = candidates_from_recommender(store, artefacts, ids, k=k, now=now)
         source = "recommender" if cands is not None else source
     if cands is None:
         import numpy as np
@@ -210,5 +217,6 @@ def plan_for_users(
         cands = cosine_candidates(
             have_u, np.stack([uvec[u].vector for u in have_u]) if have_u else np.zeros((0, 1), np.float32),
             have_c, np.stack([cvec[c].vector for c in have_c]) if have_c else np.zeros((0, 1), np.float32), k=k)
-    return plan_and_store(store, users=users, campaigns=campaigns, candidates=cands, plan_day=plan_day, now=now,
-                          options=options, shards=shards, candidate_source=source)
+    return plan_and_store(store, users=users, campaigns=campaigns, candidates=cands, plan_day=plan_day,
+                          now=effective_now(plan_day, now=now), options=options, shards=shards,
+                          candidate_source=source)

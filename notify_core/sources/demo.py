@@ -7,6 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
+from notify_core.atomic import atomic_write, sweep_temporaries
 from notify_core.sources.online_retail import map_online_retail, read_source
 from notify_core.sources.synthetic import enrich_users, generate_campaigns
 
@@ -29,15 +30,13 @@ def write_if_changed(frame: pl.DataFrame, path: Path) -> bool:
                 return False
         except Exception:  # an unreadable file is replaced
             pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.write_parquet(tmp)
-    tmp.replace(path)
+    atomic_write(path, frame.write_parquet)
     return True
 
 
 def prepare_demo_landing(*, source: Path, landing: Path, seed: int) -> LandingResult:
     """Map the export, generate what it lacks, and drop one file per dataset in the landing folder."""
+    sweep_temporaries(landing)  # what a killed earlier preparation left behind
     tables = map_online_retail(read_source(source))
     frames = {
         "users": enrich_users(tables.users, seed=seed),

@@ -26,6 +26,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from notify_core.clock import SYSTEM_CLOCK, Clock
 from notify_core.errors import BackendError, ConditionFailedError, ValidationError
 from notify_core.store.port import (
     KEY_ATTRIBUTES,
@@ -205,10 +206,12 @@ class DynamoStore:
         table_prefix: str = "notify_",
         create_tables: bool = True,
         session: boto3.Session | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if not _PREFIX.match(table_prefix):
             raise ValidationError(f"invalid DynamoDB table prefix {table_prefix!r}")
         self.region = region
+        self.clock = clock  # hides expired-but-unswept items, as DynamoDB's own TTL would
         self.endpoint_url = endpoint_url
         self.table_prefix = table_prefix
         self.create_tables = create_tables
@@ -275,6 +278,17 @@ class DynamoStore:
                 table = self._tables[name] = DynamoTable(self, name, full_name)
         return table
 
+    def table_names(self) -> list[str]:
+        """Every Notify table under this prefix (right to erasure scans them all)."""
+        names: list[str] = []
+        params: dict[str, Any] = {}
+        while True:
+            page = self.call("list_tables", "*", **params)
+            names += [n[len(self.table_prefix):] for n in page.get("TableNames", []) if n.startswith(self.table_prefix)]
+            if not page.get("LastEvaluatedTableName"):
+                return sorted(names)
+            params["ExclusiveStartTableName"] = page["LastEvaluatedTableName"]
+
     def _ensure_table(self, full_name: str) -> None:
         """Create the table if missing (racing creators are fine), wait for ACTIVE, then switch TTL on."""
         try:
@@ -340,7 +354,7 @@ class DynamoTable:
         if raw is None:
             return None
         item = deserialize_item(raw)
-        return None if is_expired(item) else item
+        return None if is_expired(item, now=self.store.clock.now()) else item
 
     def batch_get(self, keys: Sequence[Key], *, consistent: bool = False) -> list[Item]:
         for pk, sk in keys:
@@ -365,7 +379,7 @@ class DynamoTable:
                             f"{_MAX_RETRY_ROUNDS} retries (throttled?)"
                         )
                     _backoff(round_)
-        now = time.time()
+        now = self.store.clock.now()
         return [item for item in found if not is_expired(item, now=now)]
 
     def query(
@@ -421,7 +435,7 @@ class DynamoTable:
     ) -> Iterator[Item]:
         """Follow ``LastEvaluatedKey`` page by page. Expired items are filtered server-side (saves transfer;
         ``Limit`` counts items *before* the filter, so we keep paging) and again client-side at yield time."""
-        now = time.time()
+        now = self.store.clock.now()
         params = dict(params)
         params["FilterExpression"] = f"NOT ({expr.expired(now)})"
         params["ExpressionAttributeNames"] = expr.names
@@ -482,7 +496,7 @@ class DynamoTable:
         expr = _Expression()
         extra: dict[str, Any] = {}
         if condition is not None:
-            extra["ConditionExpression"] = expr.condition(condition, time.time())
+            extra["ConditionExpression"] = expr.condition(condition, self.store.clock.now())
         self._call("put_item", **expr.params(TableName=self.full_name, Item=serialize_item(item), **extra))
 
     def update(self, pk: str, sk: str, *, set: Mapping[str, Any], condition: Condition | None = None) -> Item:
@@ -501,7 +515,7 @@ class DynamoTable:
             self.put(fresh, condition=condition)
             return deserialize_item(serialize_item(fresh))
         for _ in range(_MAX_RETRY_ROUNDS):
-            now = time.time()
+            now = self.store.clock.now()
             expr = _Expression()
             if condition is not None:
                 condition_expression = expr.condition(condition, now)
@@ -544,5 +558,5 @@ class DynamoTable:
         expr = _Expression()
         extra: dict[str, Any] = {}
         if condition is not None:
-            extra["ConditionExpression"] = expr.condition(condition, time.time())
+            extra["ConditionExpression"] = expr.condition(condition, self.store.clock.now())
         self._call("delete_item", **expr.params(TableName=self.full_name, Key=_key(pk, sk), **extra))

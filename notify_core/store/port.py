@@ -14,7 +14,6 @@ are the ones DynamoDB serves well, so both adapters stay thin and nothing depend
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -101,11 +100,12 @@ def check_query(pk: Any, limit: int | None) -> None:
         raise ValidationError(f"query limit must be >= 0, got {limit}")
 
 
-def is_expired(item: Mapping[str, Any], *, now: float | None = None) -> bool:
+def is_expired(item: Mapping[str, Any], *, now: float) -> bool:
+    """``now`` is the adapter's clock (epoch seconds): TTL expiry is judged where the Store is, not here."""
     ttl = item.get(TTL_ATTRIBUTE)
     if ttl is None:
         return False
-    return float(ttl) <= (time.time() if now is None else now)
+    return float(ttl) <= now
 
 
 @runtime_checkable

@@ -18,16 +18,17 @@ and processes (the delivery worker and the consumer rely on that to claim work e
 from __future__ import annotations
 
 import operator
+import os
 import re
 import sqlite3
 import threading
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from notify_core.clock import SYSTEM_CLOCK, Clock
 from notify_core.errors import ConditionFailedError, ValidationError
 from notify_core.sqlite_tx import write_transaction
 from notify_core.store.codec import decode_item, encode_item
@@ -75,9 +76,13 @@ class SqliteStore:
 
     single_writer = True
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        """``clock`` judges TTL expiry (DynamoDB judges it by its own clock; tests pick theirs)."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.clock = clock
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Created 0600 whatever the umask (SQLite gives its -wal/-shm files the database file's mode).
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         self._local = threading.local()
         self._tables: dict[str, SqliteTable] = {}
         self._lock = threading.RLock()
@@ -112,6 +117,36 @@ class SqliteStore:
                 table = self._tables[name] = SqliteTable(self, name)
         return table
 
+    # maintenance hooks (right to erasure: notify_core/erasure.py) -----------------------------------
+    def table_names(self) -> list[str]:
+        """Every table in the file, including ones this process has not opened."""
+        rows = self.connection().execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name").fetchall()
+        return [str(r[0]) for r in rows]
+
+    def sweep_expired(self) -> int:
+        """Physically delete items whose TTL has passed (reads already treat them as absent)."""
+        conn = self.connection()
+        removed = 0
+        for name in self.table_names():
+            removed += conn.execute(f'DELETE FROM "{name}" WHERE ttl IS NOT NULL AND ttl <= ?',
+                                   (self.clock.now(),)).rowcount
+        return removed
+
+    def secure_delete(self) -> None:
+        """Zero deleted content from now on in this thread's connection (``PRAGMA secure_delete``)."""
+        self.connection().execute("PRAGMA secure_delete=ON")
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the database file and truncate it, so deleted rows leave no copy there."""
+        self.connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def vacuum(self) -> None:
+        """Rebuild the file: no freed page or stale index divider keeps a deleted key (slow on big stores)."""
+        conn = self.connection()
+        conn.execute("VACUUM")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def close(self) -> None:
         with self._lock:
             for conn in self._connections:
@@ -136,7 +171,8 @@ class SqliteTable:
     def get(self, pk: str, sk: str, *, consistent: bool = False) -> Item | None:
         check_key(pk, sk)
         row = self.store.connection().execute(
-            f"SELECT body FROM {self._q} WHERE pk=? AND sk=? AND (ttl IS NULL OR ttl > ?)", (pk, sk, time.time())
+            f"SELECT body FROM {self._q} WHERE pk=? AND sk=? AND (ttl IS NULL OR ttl > ?)",
+            (pk, sk, self.store.clock.now()),
         ).fetchone()
         return None if row is None else decode_item(row[0])
 
@@ -144,7 +180,7 @@ class SqliteTable:
         for pk, sk in keys:
             check_key(pk, sk)
         conn = self.store.connection()
-        now = time.time()
+        now = self.store.clock.now()
         found: list[Item] = []
         unique = list(dict.fromkeys(keys))
         for start in range(0, len(unique), _BATCH):
@@ -172,7 +208,7 @@ class SqliteTable:
     ) -> list[Item]:
         check_query(pk, limit)
         sql = f"SELECT body FROM {self._q} WHERE pk=? AND (ttl IS NULL OR ttl > ?)"
-        params: list[Any] = [pk, time.time()]
+        params: list[Any] = [pk, self.store.clock.now()]
         if key_range is not None:
             if key_range.prefix is not None:
                 # Half-open range [prefix, successor): the same ordering DynamoDB's begins_with sees.
@@ -201,7 +237,7 @@ class SqliteTable:
             rows = conn.execute(
                 f"SELECT pk, sk, body FROM {self._q} WHERE (pk, sk) > (?, ?) AND (ttl IS NULL OR ttl > ?) "
                 "ORDER BY pk, sk LIMIT ?",
-                (*last, time.time(), segment_size),
+                (*last, self.store.clock.now(), segment_size),
             ).fetchall()
             if not rows:
                 return
@@ -244,7 +280,8 @@ class SqliteTable:
 
     def _current(self, conn: sqlite3.Connection, pk: str, sk: str) -> Item | None:
         row = conn.execute(
-            f"SELECT body FROM {self._q} WHERE pk=? AND sk=? AND (ttl IS NULL OR ttl > ?)", (pk, sk, time.time())
+            f"SELECT body FROM {self._q} WHERE pk=? AND sk=? AND (ttl IS NULL OR ttl > ?)",
+            (pk, sk, self.store.clock.now()),
         ).fetchone()
         return None if row is None else decode_item(row[0])
 

@@ -112,10 +112,23 @@ def attempt_sk(attempt: int) -> str:
 def retry_sk(due_ms: int, notification_id: str) -> str:
     return f"{due_ms:013d}#{notification_id}"
 
+# Convergence (issue 13). | sync_ledger | "<table or dataset>" | "<lake partition>" | the digest of the source rows
+# the Store is known to hold for that partition, written only after they all are; a missing or different digest
+# means "compare and repair this partition" (an interrupted run, a full disk, a wiped or restored Store).
+SYNC_LEDGER = "sync_ledger"
+# Stream positions (issue 13): where the event consumer's group is, per partition, kept in the Store so
+# that it travels with the Store's backups (a restored Store replays what it lost from the stream).
+# | stream_positions | group | "<topic>#<partition>" | get / batch get; a group's positions |
+STREAM_POSITIONS = "stream_positions"
+
+
+def stream_position_sk(topic: str, partition: int) -> str:
+    return f"{topic}#{partition}"
+
 # Every table above: what the deployable templates create (notify_cli/deploy_templates.py renders one
 # DynamoDB table each; a test fails if a table constant is missing here).
 ALL_TABLES: tuple[str, ...] = (
     USERS, PRODUCTS, CAMPAIGNS, PURCHASES, USER_PRODUCT, USER_FEATURES, PRODUCT_FEATURES, EVENTS, USER_EVENTS,
     EMBEDDINGS, SENDS, SCHEDULES, PLANS, DEDUPE, DELIVERIES, RETRIES, DEAD_LETTERS, DELIVERY_CURSOR,
-    NOTIFICATION_INTERACTIONS, CAMPAIGN_STATS, USER_FATIGUE,
+    NOTIFICATION_INTERACTIONS, CAMPAIGN_STATS, USER_FATIGUE, SYNC_LEDGER, STREAM_POSITIONS,
 )

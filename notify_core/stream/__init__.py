@@ -25,9 +25,10 @@ def open_stream(settings: NotifySettings) -> Stream:
     if settings.stream == "kafka":
         if not settings.kafka_bootstrap:
             raise ConfigurationError("the Kafka stream needs NOTIFY_KAFKA_BOOTSTRAP (host:port,...)")
+        from notify_core.security.tls import kafka_security_config
         from notify_core.stream.kafka import KafkaStream
 
-        return KafkaStream(bootstrap_servers=settings.kafka_bootstrap)
+        return KafkaStream(bootstrap_servers=settings.kafka_bootstrap, security_config=kafka_security_config(settings))
     from notify_core.stream.local_log import LocalLog
 
-    return LocalLog(settings.local_log_path, fsync=settings.stream_fsync)
+    return LocalLog(settings.local_log_path, fsync=settings.stream_fsync, clock=settings.clock())

@@ -13,13 +13,16 @@ confluent-kafka is imported inside the constructors only: ``import notify_core``
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from notify_core.errors import BackendError
-from notify_core.stream.port import Message, Record, next_positions
+from notify_core.stream.port import Message, OnRevoke, Record, StartAt, next_positions
+
+log = logging.getLogger(__name__)
 
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "enable.idempotence": True,
@@ -32,6 +35,9 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "enable.auto.offset.store": False,
     "auto.offset.reset": "earliest",
     "session.timeout.ms": 6000,
+    # Cooperative rebalancing: a member joining, leaving or dying moves only its share of the partitions;
+    # the others keep consuming (and committing) through the rebalance instead of all stopping at once.
+    "partition.assignment.strategy": "cooperative-sticky",
     # How long a broker may hold a fetch that found nothing new. Kafka answers early when data arrives;
     # librdkafka's mock broker (tests, benchmark) always holds it this long once the consumer has caught
     # up, which put ~35 ms on the median event at 15k events/s with 50. An idle consumer pays ~100 empty
@@ -69,10 +75,13 @@ class KafkaStream:
         producer_config: Mapping[str, Any] | None = None,
         consumer_config: Mapping[str, Any] | None = None,
         delivery_timeout: float = 30.0,
+        security_config: Mapping[str, str] | None = None,
     ) -> None:
         from confluent_kafka import Producer
 
         self.bootstrap_servers = bootstrap_servers
+        # TLS / SASL (notify_core.security.tls.kafka_security_config): every client this stream makes.
+        self._security = dict(security_config or {})
         self._client_id = client_id
         self._consumer_config = {**CONSUMER_DEFAULTS, **(consumer_config or {})}
         self._delivery_timeout = delivery_timeout
@@ -83,6 +92,7 @@ class KafkaStream:
                 "message.timeout.ms": int(delivery_timeout * 1000),
                 **PRODUCER_DEFAULTS,
                 **(producer_config or {}),
+                **self._security,
             }
         )
         self._admin_consumer: Any = None
@@ -101,7 +111,11 @@ class KafkaStream:
             for message in messages:
                 while True:
                     try:
-                        producer.produce(message.topic, message.value, message.key, on_delivery=delivery)
+                        if message.headers:
+                            producer.produce(message.topic, message.value, message.key, on_delivery=delivery,
+                                             headers=list(message.headers))
+                        else:
+                            producer.produce(message.topic, message.value, message.key, on_delivery=delivery)
                         break
                     except BufferError:  # local queue full: let librdkafka drain it, then retry
                         producer.poll(0.05)
@@ -118,14 +132,22 @@ class KafkaStream:
         if delivery.error is not None:
             raise BackendError(f"Kafka delivery failed: {delivery.error}")
 
-    def consumer(self, *, group: str, topics: Sequence[str]) -> KafkaStreamConsumer:
+    def consumer(
+        self,
+        *,
+        group: str,
+        topics: Sequence[str],
+        start_at: StartAt | None = None,
+        on_revoke: OnRevoke | None = None,
+    ) -> KafkaStreamConsumer:
         config = {
             "bootstrap.servers": self.bootstrap_servers,
             "client.id": self._client_id,
             "group.id": group,
             **self._consumer_config,
+            **self._security,
         }
-        return KafkaStreamConsumer(config, topics)
+        return KafkaStreamConsumer(config, topics, start_at=start_at, on_revoke=on_revoke)
 
     def end_offsets(self, topic: str) -> dict[int, int]:
         from confluent_kafka import Consumer, TopicPartition
@@ -133,7 +155,8 @@ class KafkaStream:
         with self._admin_lock:
             if self._admin_consumer is None:
                 self._admin_consumer = Consumer(
-                    {"bootstrap.servers": self.bootstrap_servers, "group.id": f"{self._client_id}-offsets"}
+                    {"bootstrap.servers": self.bootstrap_servers, "group.id": f"{self._client_id}-offsets",
+                     **self._security}
                 )
             consumer = self._admin_consumer
             try:
@@ -151,27 +174,126 @@ class KafkaStream:
                 self._admin_consumer = None
 
 
-class KafkaStreamConsumer:
-    """A consumer-group member with explicit, synchronous commits."""
+# Commit errors a membership change causes: the commit is kept and retried with the next one (or on
+# revoke), and dropped for partitions this member no longer owns; never a reason to stop consuming.
+_REBALANCE_ERRORS = frozenset(
+    {
+        "REBALANCE_IN_PROGRESS",
+        "ILLEGAL_GENERATION",
+        "UNKNOWN_MEMBER_ID",
+        "FENCED_INSTANCE_ID",
+        "NOT_COORDINATOR",
+        "COORDINATOR_NOT_AVAILABLE",
+        "COORDINATOR_LOAD_IN_PROGRESS",
+        "REQUEST_TIMED_OUT",
+        "_ASSIGNMENT_LOST",
+        "_STATE",
+        "_WAIT_COORD",
+        "_TIMED_OUT",
+        "_TRANSPORT",
+        "_NO_OFFSET",
+    }
+)
 
-    def __init__(self, config: Mapping[str, Any], topics: Sequence[str]) -> None:
+
+def _error_name(exc: BaseException) -> str:
+    """The librdkafka error name of a KafkaException (``""`` for anything else)."""
+    args = getattr(exc, "args", ())
+    error = args[0] if args else None
+    name = getattr(error, "name", None)
+    return name() if callable(name) else ""
+
+
+class KafkaStreamConsumer:
+    """A consumer-group member with explicit commits that survive membership changes.
+
+    Cooperative rebalancing (``cooperative-sticky``): a member joining or leaving moves only the
+    partitions that must move; the others keep being consumed through the rebalance. Commits are
+    positions (next offset per partition) kept in ``_pending`` until the broker takes them: a commit
+    refused because a rebalance is in progress stays pending and goes with the next commit, or with the
+    revoke of its partition; positions of partitions this member lost are dropped (the new owner
+    replays from the last committed position, and the consumer's writes are idempotent).
+    """
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        topics: Sequence[str],
+        *,
+        start_at: StartAt | None = None,
+        on_revoke: OnRevoke | None = None,
+    ) -> None:
         from confluent_kafka import Consumer
 
         self.topics = list(dict.fromkeys(topics))
         self._consumer = Consumer(dict(config))
+        # the Python client does not expose the protocol in use; the configured strategy decides it
+        self._cooperative = "cooperative" in str(config.get("partition.assignment.strategy", ""))
+        self._start_at = start_at
+        self._app_on_revoke = on_revoke
         self._rewind = False
         self._rewound: set[tuple[str, int]] = set()
-        self._consumer.subscribe(self.topics, on_assign=self._on_assign)
+        self._pending: dict[tuple[str, int], int] = {}
+        self._owned: set[tuple[str, int]] = set()
+        self._flushed_at = 0.0
+        self._closing = False
+        self.rebalances = 0
+        self.dropped_commits = 0
+        self._consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                 on_lost=self._on_lost)
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         from confluent_kafka import OFFSET_BEGINNING
 
-        if self._rewind:
-            for tp in partitions:
-                if (tp.topic, tp.partition) not in self._rewound:
-                    tp.offset = OFFSET_BEGINNING
-                    self._rewound.add((tp.topic, tp.partition))
-        consumer.assign(partitions)
+        self.rebalances += 1
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        starts = dict(self._start_at(keys)) if self._start_at is not None and keys else {}
+        for tp, key in zip(partitions, keys, strict=True):
+            if self._rewind and key not in self._rewound:
+                tp.offset = OFFSET_BEGINNING
+                self._rewound.add(key)
+            elif self._start_at is not None:
+                tp.offset = starts.get(key, OFFSET_BEGINNING)
+        self._owned.update(keys)
+        if self._cooperative:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
+        # The Store's position may be ahead of the group's (a member died between its Store write and its
+        # commit): commit it, or the group's lag would count records that are persisted.
+        for key, start in starts.items():
+            if start > self._pending.get(key, -1):
+                self._pending[key] = start
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        self.rebalances += 1
+        try:
+            if self._app_on_revoke is not None and keys and not self._closing:
+                self._app_on_revoke(keys)  # finishes the batch in hand and commits it (still ours here)
+            self._flush(only=set(keys))
+        except Exception as exc:  # never out of a callback: the partitions move anyway, their owner replays
+            log.warning("commit on revoke failed", extra={"error": str(exc), "partitions": len(keys)})
+        self._release(consumer, partitions, keys)
+
+    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        """Partitions taken without a revoke (session timed out): nothing can be committed for them."""
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        self.rebalances += 1
+        self._release(consumer, partitions, keys)
+
+    def _release(self, consumer: Any, partitions: list[Any], keys: list[tuple[str, int]]) -> None:
+        for key in keys:
+            if self._pending.pop(key, None) is not None:
+                self.dropped_commits += 1
+            self._owned.discard(key)
+        try:
+            if self._cooperative:
+                consumer.incremental_unassign(partitions)
+            else:
+                consumer.unassign()
+        except Exception as exc:  # the handle is closing: nothing left to unassign
+            log.debug("unassign skipped", extra={"error": str(exc)})
 
     def poll_batch(self, *, max_records: int = 1000, timeout: float = 1.0) -> list[Record]:
         """Wait up to ``timeout`` for the first message only, then take what is already fetched.
@@ -186,6 +308,8 @@ class KafkaStreamConsumer:
                 if first is not None:
                     rest = self._consumer.consume(num_messages=max_records - 1, timeout=0) if max_records > 1 else []
                     messages = [first, *rest]
+        except BackendError:
+            raise
         except Exception as exc:
             raise BackendError(f"Kafka consume failed: {exc}") from exc
         records: list[Record] = []
@@ -198,21 +322,47 @@ class KafkaStreamConsumer:
             topic, partition, offset = m.topic(), m.partition(), m.offset()
             if topic is None or partition is None or offset is None:
                 continue
-            records.append(Record(topic, partition, offset, m.key(), m.value() or b"", m.timestamp()[1]))
+            raw_headers: Any = m.headers()  # a list of (name, bytes | None) pairs, or None
+            headers = tuple((str(k), bytes(v or b"")) for k, v in raw_headers) if raw_headers else ()
+            records.append(Record(topic, partition, offset, m.key(), m.value() or b"", m.timestamp()[1], headers))
+        if self._pending and not records and time.monotonic() - self._flushed_at >= 1.0:
+            self._flush(only=None)  # positions a rebalance deferred, on a partition that went quiet since
         return records
 
     def commit(self, records: Sequence[Record]) -> None:
+        """Commit the positions after ``records`` (with any still pending); see the class doc."""
+        for key, position in next_positions(records).items():
+            if position > self._pending.get(key, -1):
+                self._pending[key] = position
+        self._flush(only=None)
+
+    def _flush(self, *, only: set[tuple[str, int]] | None) -> None:
         from confluent_kafka import TopicPartition
 
-        positions = next_positions(records)
-        if not positions:
+        try:
+            owned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+        except Exception as exc:  # e.g. the handle is being destroyed
+            raise BackendError(f"Kafka assignment unavailable: {exc}") from exc
+        for key in [k for k in self._pending if k not in owned]:
+            del self._pending[key]  # no longer ours: committing would overwrite the new owner's position
+            self.dropped_commits += 1
+        batch = {k: v for k, v in self._pending.items() if only is None or k in only}
+        if not batch:
             return
+        self._flushed_at = time.monotonic()
         try:
             self._consumer.commit(
-                offsets=[TopicPartition(t, p, pos) for (t, p), pos in positions.items()], asynchronous=False
+                offsets=[TopicPartition(t, p, pos) for (t, p), pos in batch.items()], asynchronous=False
             )
         except Exception as exc:
-            raise BackendError(f"Kafka commit failed: {exc}") from exc
+            name = _error_name(exc)
+            if name not in _REBALANCE_ERRORS:
+                raise BackendError(f"Kafka commit failed: {exc}") from exc
+            log.warning("Kafka commit deferred by a group change", extra={"error": name, "partitions": len(batch)})
+            return
+        for key, position in batch.items():
+            if self._pending.get(key) == position:
+                del self._pending[key]
 
     def lag(self) -> int:
         from confluent_kafka import TopicPartition
@@ -238,7 +388,14 @@ class KafkaStreamConsumer:
         assigned = self._consumer.assignment()
         if assigned:
             self._rewound.update((tp.topic, tp.partition) for tp in assigned)
-            self._consumer.assign([TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING) for tp in assigned])
+            for tp in assigned:
+                self._consumer.seek(TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
 
     def close(self) -> None:
+        """Commit what is pending (best effort), then leave the group: its partitions move at once."""
+        try:
+            self._flush(only=None)
+        except BackendError as exc:
+            log.warning("Kafka commit on close failed", extra={"error": str(exc)})
+        self._closing = True
         self._consumer.close()

@@ -11,13 +11,21 @@ cross-process locking, tail recovery, offset index and checkpoint file; that is 
 Layout: one table per topic (``offset INTEGER PRIMARY KEY``, the produce time, key and value; appends go
 to the end of the B-tree, the cheap case) and a ``positions`` table (group, topic) -> next offset.
 Each topic is one partition (partition 0): a total order, which on one machine costs nothing, and one
-active consumer per group, which is what the embedded default runs. ``synchronous=NORMAL`` survives a
+active consumer per group, which is what the embedded default runs. "One" is enforced, not assumed: a
+member holds an exclusive lock on ``<log>.<group hash>.lock`` (``flock``, released by the kernel when the
+process dies, even by ``kill -9``), so a second ``notify consume`` of the same group refuses with a
+clear message (``notify consume --standby`` waits instead, and takes over when the first one stops or dies).
+Two members never both process a record. ``synchronous=NORMAL`` survives a
 process crash (the durability this log promises, like Kafka's acks without fsync); pass ``fsync=True``
 for ``synchronous=FULL`` if it must also survive power loss.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import os
 import re
 import sqlite3
 import threading
@@ -25,9 +33,18 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from notify_core.errors import ValidationError
+from notify_core.clock import SYSTEM_CLOCK, Clock
+from notify_core.errors import ConditionFailedError, ValidationError
 from notify_core.sqlite_tx import write_transaction
-from notify_core.stream.port import Message, Record, next_positions
+from notify_core.stream.port import (
+    Message,
+    OnRevoke,
+    Record,
+    StartAt,
+    decode_headers,
+    encode_headers,
+    next_positions,
+)
 
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 
@@ -35,7 +52,10 @@ _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 class LocalLog:
     """A Stream in one SQLite file. Thread-safe; any number of processes may open the same file."""
 
-    def __init__(self, path: Path | str, *, fsync: bool = False, poll_interval: float = 0.005) -> None:
+    def __init__(self, path: Path | str, *, fsync: bool = False, poll_interval: float = 0.005,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
+        """``clock`` stamps records with their produce time, as a broker's clock would."""
+        self.clock = clock
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fsync = fsync
@@ -82,13 +102,22 @@ class LocalLog:
                     conn.execute("INSERT INTO topics (name, id) VALUES (?, ?)", (topic, next_id))
                     conn.execute(
                         f"CREATE TABLE log_{next_id} (offset INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, "
-                        "key BLOB, value BLOB NOT NULL)"
+                        "key BLOB, value BLOB NOT NULL, headers BLOB)"
                     )
                     row = (next_id,)
         table = f"log_{int(row[0])}"
+        self._add_headers_column(conn, table)
         with self._tables_lock:
             self._tables[topic] = table
         return table
+
+    def _add_headers_column(self, conn: sqlite3.Connection, table: str) -> None:
+        """Logs written before record headers existed get the (nullable) column once, on first open."""
+        if any(col[1] == "headers" for col in conn.execute(f"PRAGMA table_info({table})")):
+            return
+        with self._write_lock, write_transaction(conn, what=f"adding headers to {table}"):
+            if not any(col[1] == "headers" for col in conn.execute(f"PRAGMA table_info({table})")):
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN headers BLOB")
 
     # producing ---------------------------------------------------------------------------------
     def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
@@ -103,13 +132,13 @@ class LocalLog:
         tables = {topic: self._table(topic) for topic in by_topic}
         conn = self._conn()
         with self._write_lock, write_transaction(conn, what="local log append"):
-            now_ms = int(time.time() * 1000)
+            now_ms = int(self.clock.now() * 1000)
             for topic, batch in by_topic.items():
                 table = tables[topic]
                 (last,) = conn.execute(f"SELECT COALESCE(MAX(offset), -1) FROM {table}").fetchone()
                 conn.executemany(
-                    f"INSERT INTO {table} (offset, ts_ms, key, value) VALUES (?, ?, ?, ?)",
-                    [(last + 1 + i, now_ms, m.key, m.value) for i, m in enumerate(batch)],
+                    f"INSERT INTO {table} (offset, ts_ms, key, value, headers) VALUES (?, ?, ?, ?, ?)",
+                    [(last + 1 + i, now_ms, m.key, m.value, encode_headers(m.headers)) for i, m in enumerate(batch)],
                 )
 
     # reading -----------------------------------------------------------------------------------
@@ -124,8 +153,32 @@ class LocalLog:
         row = self._conn().execute("SELECT position FROM positions WHERE grp=? AND topic=?", (group, topic)).fetchone()
         return 0 if row is None else int(row[0])
 
-    def consumer(self, *, group: str, topics: Sequence[str]) -> LocalLogConsumer:
-        return LocalLogConsumer(self, group=group, topics=topics)
+    def consumer(
+        self,
+        *,
+        group: str,
+        topics: Sequence[str],
+        start_at: StartAt | None = None,
+        on_revoke: OnRevoke | None = None,
+    ) -> LocalLogConsumer:
+        """The group's one member; ``on_revoke`` is never called (nothing is ever taken from it)."""
+        return LocalLogConsumer(self, group=group, topics=topics, start_at=start_at)
+
+    def group_lock_path(self, group: str) -> Path:
+        digest = hashlib.blake2b(group.encode(), digest_size=8).hexdigest()
+        return self.path.with_name(f"{self.path.name}.{digest}.lock")
+
+    def erase_key(self, key: bytes) -> int:
+        """Delete every message with this key from every topic, zeroing the freed pages (right to
+        erasure: a user's events are keyed by user id). Offsets of other messages do not move."""
+        conn = self._conn()
+        removed = 0
+        conn.execute("PRAGMA secure_delete=ON")
+        with self._write_lock, write_transaction(conn, what="erasing a key"):
+            for (topic_id,) in conn.execute("SELECT id FROM topics").fetchall():
+                removed += conn.execute(f"DELETE FROM log_{int(topic_id)} WHERE key=?", (key,)).rowcount
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return removed
 
     def close(self) -> None:
         with self._tables_lock:
@@ -135,17 +188,65 @@ class LocalLog:
         self._local = threading.local()
 
 
-class LocalLogConsumer:
-    """A group member over the local log: its position per topic starts at the group's committed one."""
+class GroupBusyError(ConditionFailedError):
+    """Another process already consumes this group on this log."""
 
-    def __init__(self, log: LocalLog, *, group: str, topics: Sequence[str]) -> None:
+
+def _lock_group(path: Path, *, group: str) -> int:
+    """Take the group's exclusive lock; the descriptor holds it until closed (or the process dies)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = b""
+        with contextlib.suppress(OSError):
+            holder = os.pread(fd, 64, 0)
+        os.close(fd)
+        pid = holder.decode(errors="replace").strip() or "?"
+        raise GroupBusyError(
+            f"consumer group {group!r} is already being consumed from this log by process {pid}; the "
+            "embedded log serves one member per group (stop that one, or start this one with --standby "
+            "to take over when it stops; use Kafka for a group of several members)"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+class LocalLogConsumer:
+    """The group's one member over the local log (an exclusive lock; see the module doc).
+
+    Its position per topic starts where ``start_at`` says (the application's record, clamped to the end
+    of the log: a log restored from an older backup than the Store's has fewer records), else at the
+    group's committed position when there is no ``start_at``, else at 0.
+    """
+
+    def __init__(
+        self,
+        log: LocalLog,
+        *,
+        group: str,
+        topics: Sequence[str],
+        start_at: StartAt | None = None,
+    ) -> None:
         if not topics:
             raise ValidationError("a consumer needs at least one topic")
         self._log = log
         self.group = group
         self.topics = list(dict.fromkeys(topics))
         self._tables = {topic: log._table(topic) for topic in self.topics}
-        self._positions = {topic: log.committed(group, topic) for topic in self.topics}
+        self._lock_fd: int | None = _lock_group(log.group_lock_path(group), group=group)
+        if start_at is None:
+            self._positions = {topic: log.committed(group, topic) for topic in self.topics}
+        else:
+            starts = start_at([(topic, 0) for topic in self.topics])
+            self._positions = {
+                topic: min(starts.get((topic, 0), 0), log.end_offsets(topic)[0]) for topic in self.topics
+            }
+            # The application's record was ahead of the log's commit (a kill between the two): the log
+            # catches up, so what it reports as lag is what this member will really read.
+            ahead = {(topic, 0): pos for topic, pos in self._positions.items() if pos > log.committed(group, topic)}
+            self._commit_positions(ahead)
         self._turn = 0
 
     def poll_batch(self, *, max_records: int = 1000, timeout: float = 1.0) -> list[Record]:
@@ -161,19 +262,22 @@ class LocalLogConsumer:
                 if room <= 0:
                     break
                 rows = conn.execute(
-                    f"SELECT offset, ts_ms, key, value FROM {self._tables[topic]} WHERE offset >= ? "
+                    f"SELECT offset, ts_ms, key, value, headers FROM {self._tables[topic]} WHERE offset >= ? "
                     "ORDER BY offset LIMIT ?",
                     (self._positions[topic], room),
                 ).fetchall()
                 if rows:
-                    records.extend(Record(topic, 0, off, key, value, ts) for off, ts, key, value in rows)
+                    records.extend(Record(topic, 0, off, key, value, ts, decode_headers(hdr) if hdr else ())
+                                   for off, ts, key, value, hdr in rows)
                     self._positions[topic] = rows[-1][0] + 1
             if records or time.monotonic() >= deadline:
                 return records
             time.sleep(self._log._poll_interval)
 
     def commit(self, records: Sequence[Record]) -> None:
-        positions = next_positions(records)
+        self._commit_positions(next_positions(records))
+
+    def _commit_positions(self, positions: dict[tuple[str, int], int]) -> None:
         if not positions:
             return
         conn = self._log._conn()
@@ -193,4 +297,11 @@ class LocalLogConsumer:
         self._positions = dict.fromkeys(self.topics, 0)
 
     def close(self) -> None:
-        """Nothing to release: positions live in the log file, connections belong to the log."""
+        """Release the group's lock (positions live in the log file, connections belong to the log)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()

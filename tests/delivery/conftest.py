@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from notify_core.clock import ManualClock
 from notify_core.delivery.channels import Message, Outcome, SendResult
 from notify_core.delivery.sink import read_receipts
 from notify_core.store.sqlite import SqliteStore
@@ -22,9 +23,19 @@ SECRET = "test-secret"
 REPO = Path(__file__).resolve().parents[2]
 
 
+# The delivery tests' own "now" (the start of a minute): workers, channels, the Store's TTLs and the sink
+# all read it, so nothing depends on the calendar.
+NOW = datetime(2026, 11, 24, 10, 5, tzinfo=UTC)
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "store.sqlite")
+def clock() -> ManualClock:
+    return ManualClock(NOW)
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: ManualClock) -> Iterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "store.sqlite", clock=clock)
     yield s
     s.close()
 
@@ -45,7 +56,8 @@ class SinkProcess:
 def start_sink(tmp_path: Path, *args: str, name: str = "receipts.jsonl") -> SinkProcess:
     """The loopback webhook sink (notify_core.delivery.sink) in its own process; returns once it listens."""
     out = tmp_path / name
-    proc = subprocess.Popen([sys.executable, "-m", "notify_core.delivery.sink", "--out", str(out), *args],
+    proc = subprocess.Popen([sys.executable, "-m", "notify_core.delivery.sink", "--out", str(out),
+                             "--clock-start", NOW.isoformat(), *args],
                             stdout=subprocess.PIPE, text=True, cwd=REPO)
     assert proc.stdout is not None
     port = json.loads(proc.stdout.readline())["port"]

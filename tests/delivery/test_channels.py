@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import boto3
 import pytest
 from moto import mock_aws
 
+from notify_core.clock import ManualClock
 from notify_core.delivery.channels import (
     Message,
     OutboxChannel,
@@ -20,14 +20,14 @@ from notify_core.delivery.channels import (
     sign,
     verify_signature,
 )
-from tests.delivery.conftest import SECRET, SinkProcess, start_sink
+from tests.delivery.conftest import NOW, SECRET, SinkProcess, start_sink
 
 MSG = Message(notification_id="n1", user_id="u1", campaign_id="c1", title="T", body="hello http://x/t/n1",
-              link="http://x/t/n1", open_pixel="http://x/o/n1", send_at="2026-01-01T10:00:00Z")
+              link="http://x/t/n1", open_pixel="http://x/o/n1", send_at=NOW.strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
-def test_outbox_appends_one_flushed_line_per_send_and_skips_a_torn_tail(tmp_path: Path) -> None:
-    channel = OutboxChannel(tmp_path / "out.jsonl")
+def test_outbox_appends_one_flushed_line_per_send_and_skips_a_torn_tail(tmp_path: Path, clock: ManualClock) -> None:
+    channel = OutboxChannel(tmp_path / "out.jsonl", clock=clock)
     assert channel.send(MSG, idempotency_key="n1").ok
     assert channel.send(MSG, idempotency_key="n1").ok
     with (tmp_path / "out.jsonl").open("ab") as handle:
@@ -35,11 +35,11 @@ def test_outbox_appends_one_flushed_line_per_send_and_skips_a_torn_tail(tmp_path
     rows = read_outbox(tmp_path / "out.jsonl")
     channel.close()
     assert [r["idempotency_key"] for r in rows] == ["n1", "n1"]
-    assert rows[0]["body"] == MSG.body and rows[0]["link"] == MSG.link
+    assert rows[0]["body"] == MSG.body and rows[0]["link"] == MSG.link and rows[0]["sent_at"] == clock.now()
 
 
-def test_webhook_signs_the_body_and_sends_the_idempotency_key(sink: SinkProcess) -> None:
-    channel = WebhookChannel(sink.url, secret=SECRET, timeout_s=2.0)
+def test_webhook_signs_the_body_and_sends_the_idempotency_key(sink: SinkProcess, clock: ManualClock) -> None:
+    channel = WebhookChannel(sink.url, secret=SECRET, clock=clock, timeout_s=2.0)
     results = [channel.send(MSG, idempotency_key=f"key-{i}") for i in range(5)]
     channel.close()
     receipts = sink.stop()
@@ -48,8 +48,8 @@ def test_webhook_signs_the_body_and_sends_the_idempotency_key(sink: SinkProcess)
     assert all(r["sig"] == 1 for r in receipts)  # the sink verified every HMAC signature
 
 
-def test_webhook_with_a_wrong_secret_is_rejected_by_the_receiver(sink: SinkProcess) -> None:
-    channel = WebhookChannel(sink.url, secret="not-the-secret")
+def test_webhook_with_a_wrong_secret_is_rejected_by_the_receiver(sink: SinkProcess, clock: ManualClock) -> None:
+    channel = WebhookChannel(sink.url, secret="not-the-secret", clock=clock)
     result = channel.send(MSG, idempotency_key="k")
     channel.close()
     assert result.outcome is Outcome.PERMANENT and result.status == 401
@@ -57,13 +57,14 @@ def test_webhook_with_a_wrong_secret_is_rejected_by_the_receiver(sink: SinkProce
 
 def test_signature_verification_rejects_tampering_and_stale_timestamps() -> None:
     body = MSG.to_json()
-    ts = f"{time.time():.3f}"
+    now = NOW.timestamp()
+    ts = f"{now:.3f}"
     good = sign(SECRET, body, ts)
-    assert verify_signature(SECRET, body, timestamp=ts, signature=good)
-    assert not verify_signature(SECRET, body + b" ", timestamp=ts, signature=good)
-    assert not verify_signature("other", body, timestamp=ts, signature=good)
-    old = f"{time.time() - 3600:.3f}"
-    assert not verify_signature(SECRET, body, timestamp=old, signature=sign(SECRET, body, old))
+    assert verify_signature(SECRET, body, timestamp=ts, signature=good, now=now + 10)
+    assert not verify_signature(SECRET, body + b" ", timestamp=ts, signature=good, now=now)
+    assert not verify_signature("other", body, timestamp=ts, signature=good, now=now)
+    old = f"{now - 3600:.3f}"
+    assert not verify_signature(SECRET, body, timestamp=old, signature=sign(SECRET, body, old), now=now)
 
 
 @pytest.mark.parametrize(("status", "outcome"), [(200, Outcome.DELIVERED), (204, Outcome.DELIVERED),
@@ -75,20 +76,23 @@ def test_status_classes(status: int, outcome: Outcome) -> None:
     assert classify_status(status) is outcome
 
 
-def test_webhook_5xx_is_retryable_4xx_permanent_timeout_and_refused_retryable(tmp_path: Path) -> None:
+def test_webhook_5xx_is_retryable_4xx_permanent_timeout_and_refused_retryable(tmp_path: Path,
+                                                                             clock: ManualClock) -> None:
     failing = start_sink(tmp_path, "--fail-rate", "1", name="a.jsonl")
     rejecting = start_sink(tmp_path, "--permanent-rate", "1", name="b.jsonl")
     slow = start_sink(tmp_path, "--delay", "1.0", name="c.jsonl")
     try:
-        assert WebhookChannel(failing.url, secret=SECRET).send(MSG, idempotency_key="k").outcome is Outcome.RETRYABLE
-        assert WebhookChannel(rejecting.url, secret=SECRET).send(MSG, idempotency_key="k").outcome is Outcome.PERMANENT
-        timed = WebhookChannel(slow.url, secret=SECRET, timeout_s=0.2).send(MSG, idempotency_key="k")
+        failed = WebhookChannel(failing.url, secret=SECRET, clock=clock).send(MSG, idempotency_key="k")
+        assert failed.outcome is Outcome.RETRYABLE
+        rejected = WebhookChannel(rejecting.url, secret=SECRET, clock=clock).send(MSG, idempotency_key="k")
+        assert rejected.outcome is Outcome.PERMANENT
+        timed = WebhookChannel(slow.url, secret=SECRET, clock=clock, timeout_s=0.2).send(MSG, idempotency_key="k")
         assert timed.outcome is Outcome.RETRYABLE and "timeout" in timed.detail
     finally:
         for s in (failing, rejecting, slow):
             s.stop()
     port = int(failing.url.split(":")[2].split("/")[0])
-    closed = WebhookChannel(f"http://127.0.0.1:{port}/hook", secret=SECRET, timeout_s=0.5)
+    closed = WebhookChannel(f"http://127.0.0.1:{port}/hook", secret=SECRET, clock=clock, timeout_s=0.5)
     refused = closed.send(MSG, idempotency_key="k")
     assert refused.outcome is Outcome.RETRYABLE
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.delivery.crash_harness import run_crash_test
+from tests.delivery.crash_harness import run_crash_test, run_two_worker_takeover
 
 
 def _check(report_dict: dict[str, object], n: int) -> None:
@@ -28,3 +28,15 @@ def test_crash_100k_five_kills(tmp_path: Path) -> None:
     report = run_crash_test(tmp_path, n=100_000, kills=5, seed=7, timeout_s=1200)
     _check(asdict(report), 100_000)
     assert report.duplicate_rate < 0.0001
+
+
+def test_two_workers_kill_one_survivor_takes_over_within_seconds(tmp_path: Path) -> None:
+    """5,000 due at once, two `notify worker` processes, kill -9 of one mid-run, the lease 30 s: the
+    survivor re-claims the dead worker's claims on its missing heartbeat, not after the lease."""
+    report = run_two_worker_takeover(tmp_path, n=5000, kill_at=0.3, lease_s=30.0, timeout_s=240)
+    print(f"\ntakeover: {asdict(report)}")
+    assert report.lost == 0 and report.delivered == 5000
+    assert report.store_statuses == {"sent": 5000} and report.stuck == 0
+    assert report.held_by_dead > 0  # the kill did leave claims behind
+    assert report.kill_to_all_sent_s < 20  # before: the 30 s lease, and the minute's end (issue 13: 485 stuck)
+    assert report.duplicates <= 20  # only the victim's sends in flight at the kill

@@ -2,27 +2,28 @@
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
 
 from notify_assets.delivery import delivery_execution, delivery_run
+from notify_core.clock import ManualClock
 from notify_core.delivery import read_outbox
 from notify_core.delivery.synthetic import seed_due
 from notify_core.store.sqlite import SqliteStore
 from notify_resources.resources import NotifyResource
+from tests.delivery.conftest import NOW
 
 
 def test_delivery_run_fast_forwards_the_next_minutes_into_the_outbox_and_the_check_passes(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "store.sqlite")
-    soon = datetime.fromtimestamp((int(time.time()) // 60 + 10) * 60, UTC)  # due in ~10 minutes
+    store = SqliteStore(tmp_path / "store.sqlite", clock=ManualClock(NOW))
+    soon = NOW + timedelta(minutes=10)  # due in 10 minutes of the run's clock
     seed_due(store, n=30, start=soon)
     store.close()
     notify_asset = dg.AssetSpec("notification_plan")
     result = dg.materialize([notify_asset, delivery_run, delivery_execution],
-                            resources={"notify": NotifyResource(data_dir=str(tmp_path))},
+                            resources={"notify": NotifyResource(data_dir=str(tmp_path), clock_start=NOW.isoformat())},
                             selection=[delivery_run.key], run_config={"ops": {"delivery_run": {"config": {
                                 "fast_forward_minutes": 15}}}})
     assert result.success

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,8 +24,7 @@ def _statuses(store: SqliteStore) -> Counter[str]:
     return Counter(str(i["status"]) for i in store.table(tables.SCHEDULES).scan())
 
 
-def test_due_items_are_delivered_once_with_their_derived_rows(store: SqliteStore) -> None:
-    clock = ManualClock()
+def test_due_items_are_delivered_once_with_their_derived_rows(store: SqliteStore, clock: ManualClock) -> None:
     items = seed_due(store, n=200, start=minute_start(clock.now()), with_plans=True)
     channel = ScriptedChannel()
     worker = DeliveryWorker(store, channel, public_base_url="http://t", clock=clock, options=OPTS)
@@ -47,8 +45,8 @@ def test_due_items_are_delivered_once_with_their_derived_rows(store: SqliteStore
     assert DeliveryWorker(store, channel, public_base_url="http://t", clock=clock, options=OPTS).run_pass().claimed == 0
 
 
-def test_future_items_wait_for_their_send_time(store: SqliteStore) -> None:
-    clock = ManualClock(start=float(int(time.time() // 60 * 60)))  # the start of a minute
+def test_future_items_wait_for_their_send_time(store: SqliteStore, clock: ManualClock) -> None:
+    assert clock.now() % 60 == 0  # the start of a minute
     seed_due(store, n=10, start=minute_start(clock.now()), spread_s=50)  # one every 5 s
     channel = ScriptedChannel()
     worker = DeliveryWorker(store, channel, public_base_url="http://t", clock=clock, options=OPTS)
@@ -60,12 +58,13 @@ def test_future_items_wait_for_their_send_time(store: SqliteStore) -> None:
     assert summary.delivered == 7 and max(summary.lateness) < 1e-6  # sent exactly on time (injected clock)
 
 
-def test_two_workers_racing_send_each_notification_once(tmp_path: Path) -> None:
+def test_two_workers_racing_send_each_notification_once(tmp_path: Path, clock: ManualClock) -> None:
     path = tmp_path / "store.sqlite"
-    setup = SqliteStore(path)
-    items = seed_due(setup, n=1500, start=minute_start(time.time()))
+    setup = SqliteStore(path, clock=clock)
+    items = seed_due(setup, n=1500, start=minute_start(clock.now()))
     outs = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
-    workers = [DeliveryWorker(SqliteStore(path), OutboxChannel(out), public_base_url="http://t",
+    workers = [DeliveryWorker(SqliteStore(path, clock=clock), OutboxChannel(out, clock=clock),
+                              public_base_url="http://t", clock=clock,
                               options=WorkerOptions(concurrency=4, lookback_minutes=3)) for out in outs]
     threads = [threading.Thread(target=w.run_until_idle) for w in workers]
     for t in threads:
@@ -81,8 +80,7 @@ def test_two_workers_racing_send_each_notification_once(tmp_path: Path) -> None:
     assert _statuses(setup) == {"sent": 1500}
 
 
-def test_retries_after_1_5_20_seconds_then_a_dead_letter(store: SqliteStore) -> None:
-    clock = ManualClock()
+def test_retries_after_1_5_20_seconds_then_a_dead_letter(store: SqliteStore, clock: ManualClock) -> None:
     [item] = seed_due(store, n=1, start=minute_start(clock.now()))
     nid = item["notification_id"]
     channel = ScriptedChannel({nid: [Outcome.RETRYABLE] * 4})
@@ -108,8 +106,7 @@ def test_retries_after_1_5_20_seconds_then_a_dead_letter(store: SqliteStore) -> 
     assert list(store.table(tables.RETRIES).scan()) == []  # the retry index is consumed
 
 
-def test_a_retry_that_succeeds_and_a_permanent_failure(store: SqliteStore) -> None:
-    clock = ManualClock()
+def test_a_retry_that_succeeds_and_a_permanent_failure(store: SqliteStore, clock: ManualClock) -> None:
     a, b = seed_due(store, n=2, start=minute_start(clock.now()))
     channel = ScriptedChannel({a["notification_id"]: [Outcome.RETRYABLE], b["notification_id"]: [Outcome.PERMANENT]})
     worker = DeliveryWorker(store, channel, public_base_url="http://t", clock=clock, options=OPTS)
@@ -120,13 +117,13 @@ def test_a_retry_that_succeeds_and_a_permanent_failure(store: SqliteStore) -> No
     assert store.table(tables.SCHEDULES).get(b["pk"], b["sk"])["status"] == "dead_lettered"  # 4xx: no retries
 
 
-def test_five_percent_failing_sink_everything_ends_delivered_or_dead_lettered(tmp_path: Path,
-                                                                              store: SqliteStore) -> None:
+def test_five_percent_failing_sink_everything_ends_delivered_or_dead_lettered(
+        tmp_path: Path, store: SqliteStore, clock: ManualClock) -> None:
     n = 3000
-    clock = ManualClock()
     seed_due(store, n=n, start=minute_start(clock.now()))
     sink = start_sink(tmp_path, "--fail-rate", "0.05", "--secret", SECRET, "--seed", "11")
-    worker = DeliveryWorker(store, WebhookChannel(sink.url, secret=SECRET), public_base_url="http://t", clock=clock,
+    worker = DeliveryWorker(store, WebhookChannel(sink.url, secret=SECRET, clock=clock), public_base_url="http://t",
+                            clock=clock,
                             options=WorkerOptions(concurrency=8, lookback_minutes=3))
     summary = worker.run_until_idle(linger_until=clock.now() + 60)
     worker.close()
@@ -144,10 +141,11 @@ def test_five_percent_failing_sink_everything_ends_delivered_or_dead_lettered(tm
     assert len(delivered_keys) == statuses["sent"] and max(delivered_keys.values()) == 1
 
 
-def test_dedupe_window_suppresses_a_second_item_with_the_same_id_for_24_hours(store: SqliteStore) -> None:
-    now = time.time()
+def test_dedupe_window_suppresses_a_second_item_with_the_same_id_for_24_hours(store: SqliteStore,
+                                                                               clock: ManualClock) -> None:
+    now = clock.now()
     for age_h, expect_sent in ((23, False), (25, True)):
-        clock = ManualClock(start=now - age_h * 3600)
+        clock.set(now - age_h * 3600)
         [item] = seed_due(store, n=1, start=minute_start(clock.now()), user_prefix=f"d{age_h}-")
         channel = ScriptedChannel()
         DeliveryWorker(store, channel, public_base_url="http://t", clock=clock, options=OPTS).run_until_idle()
@@ -161,8 +159,7 @@ def test_dedupe_window_suppresses_a_second_item_with_the_same_id_for_24_hours(st
         assert len(channel.calls) == (2 if expect_sent else 1)
 
 
-def test_an_expired_lease_is_reclaimed_and_an_active_one_is_not(store: SqliteStore) -> None:
-    clock = ManualClock()
+def test_an_expired_lease_is_reclaimed_and_an_active_one_is_not(store: SqliteStore, clock: ManualClock) -> None:
     a, b = seed_due(store, n=2, start=minute_start(clock.now()))
     table = store.table(tables.SCHEDULES)
     # a worker died after claiming both: one lease expired, one still running
@@ -179,13 +176,14 @@ def test_an_expired_lease_is_reclaimed_and_an_active_one_is_not(store: SqliteSto
     assert (second.delivered, second.reclaimed) == (1, 1) and _statuses(store) == {"sent": 2}
 
 
-def test_lambda_handler_runs_one_pass_for_an_eventbridge_scheduled_event(store: SqliteStore) -> None:
-    clock = ManualClock()
+def test_lambda_handler_runs_one_pass_for_an_eventbridge_scheduled_event(
+        store: SqliteStore, clock: ManualClock) -> None:
     seed_due(store, n=50, start=minute_start(clock.now()))
+    SCHEDULED = minute_start(clock.now()).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: N806  # EventBridge's "time"
     worker = DeliveryWorker(store, ScriptedChannel(), public_base_url="http://t", clock=clock, options=OPTS)
     deliver_notifications.use_worker(worker)
     event = {"version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa", "detail-type": "Scheduled Event",
-             "source": "aws.events", "account": "123456789012", "time": "2026-11-24T10:05:00Z", "region": "eu-west-1",
+             "source": "aws.events", "account": "123456789012", "time": SCHEDULED, "region": "eu-west-1",
              "resources": ["arn:aws:events:eu-west-1:123456789012:rule/notify-deliver-every-minute"], "detail": {}}
 
     class Context:
@@ -198,11 +196,11 @@ def test_lambda_handler_runs_one_pass_for_an_eventbridge_scheduled_event(store: 
         deliver_notifications.use_worker(None)
         worker.close()
     assert reply["trigger"] == "schedule" and reply["delivered"] == 50 and reply["dead_lettered"] == 0
-    assert reply["lateness_p99_s"] is not None and reply["scheduled_time"] == "2026-11-24T10:05:00Z"
+    assert reply["lateness_p99_s"] is not None and reply["scheduled_time"] == SCHEDULED
 
 
-def test_a_crash_between_outcome_and_derived_rows_is_repaired_when_the_minute_closes(store: SqliteStore) -> None:
-    clock = ManualClock()
+def test_a_crash_between_outcome_and_derived_rows_is_repaired_when_the_minute_closes(
+        store: SqliteStore, clock: ManualClock) -> None:
     items = seed_due(store, n=20, start=minute_start(clock.now()) - timedelta(minutes=2))
     worker = DeliveryWorker(store, ScriptedChannel(), public_base_url="http://t", clock=clock, options=OPTS)
     worker.flush = lambda: None  # type: ignore[method-assign]  # "crash": derived rows never written
@@ -215,3 +213,38 @@ def test_a_crash_between_outcome_and_derived_rows_is_repaired_when_the_minute_cl
     assert store.table(tables.DELIVERIES).get(items[0]["notification_id"], "attempt#1")["outcome"] == "sent"
     assert store.table(tables.DELIVERY_CURSOR).get("minute", tables.due_minute(minute_start(clock.now())
                                                                                  - timedelta(minutes=2)))
+
+
+class _LambdaContext:
+    def get_remaining_time_in_millis(self) -> int:
+        return 60_000
+
+
+def test_lambda_handler_returns_at_once_when_nothing_is_due(store: SqliteStore) -> None:
+    """Issue 15: an idle minute is one short invocation, not 25 s of billed waiting for later work."""
+    clock = ManualClock()
+    seed_due(store, n=5, start=minute_start(clock.now()) + timedelta(minutes=1, seconds=20))  # due next minute
+    worker = DeliveryWorker(store, ScriptedChannel(), public_base_url="http://t", clock=clock, options=OPTS)
+    deliver_notifications.use_worker(worker)
+    before = clock.now()
+    try:
+        reply = deliver_notifications.handler({"detail-type": "Scheduled Event"}, _LambdaContext())
+    finally:
+        deliver_notifications.use_worker(None)
+        worker.close()
+    assert reply["delivered"] == 0 and clock.now() == before  # never slept on the clock
+    assert reply["next_due_at"] is not None
+
+
+def test_lambda_handler_lingers_only_for_its_own_retries(store: SqliteStore) -> None:
+    clock = ManualClock()
+    items = seed_due(store, n=3, start=minute_start(clock.now()))
+    channel = ScriptedChannel({items[0]["notification_id"]: [Outcome.RETRYABLE]})
+    worker = DeliveryWorker(store, channel, public_base_url="http://t", clock=clock, options=OPTS)
+    deliver_notifications.use_worker(worker)
+    try:
+        reply = deliver_notifications.handler({"detail-type": "Scheduled Event"}, _LambdaContext())
+    finally:
+        deliver_notifications.use_worker(None)
+        worker.close()
+    assert reply["retried"] == 1 and reply["delivered"] == 3  # the +1 s retry went out in this invocation

@@ -22,10 +22,14 @@ GROUP = "notify-event-consumer"
 
 PRODUCER = r"""
 import sys, time
-from notify_core.stream.local_log import LocalLog
 from notify_core.stream.port import Message
 path, total, rate = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-log = LocalLog(path)
+if path.startswith("kafka:"):  # a Kafka bootstrap address instead of a local log file
+    from notify_core.stream.kafka import KafkaStream
+    log = KafkaStream(bootstrap_servers=path[len("kafka:"):])
+else:
+    from notify_core.stream.local_log import LocalLog
+    log = LocalLog(path)
 start = time.monotonic()
 for lo in range(0, total, 500):
     batch = []
@@ -46,6 +50,7 @@ for lo in range(0, total, 500):
         ahead = (lo + 500) / rate - (time.monotonic() - start)
         if ahead > 0:
             time.sleep(ahead)
+log.close()
 """
 
 

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, datetime
 from typing import Any
+
+from notify_core.clock import ManualClock
+
+# The event tests' own "now": the day after the events below happened (the capture edge rejects events
+# from the future, judged by this clock, never by the calendar).
+EVENTS_NOW = datetime(2024, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def events_clock() -> ManualClock:
+    return ManualClock(EVENTS_NOW)
 
 
 def click(i: int = 0, **extra: Any) -> dict[str, Any]:

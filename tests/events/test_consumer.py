@@ -11,13 +11,14 @@ from typing import Any
 import polars as pl
 import pytest
 
+from notify_core.clock import SYSTEM_CLOCK
 from notify_core.events import CLICKSTREAM, PURCHASE_HISTORY, capture_events, dlq_topic
 from notify_core.events.consumer import EventConsumer
 from notify_core.schemas import PURCHASES
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
 from notify_core.stream.port import Message, Stream
-from tests.events.helpers import click, order
+from tests.events.helpers import click, events_clock, order
 from tests.stream.test_contract import drain
 
 
@@ -27,7 +28,8 @@ def snapshot(store: SqliteStore) -> dict[str, list[dict[str, Any]]]:
 
 def consume(stream: Stream, store: SqliteStore, landing: Path, n: int, *, replay: bool = False,
             group: str = "notify") -> EventConsumer:
-    consumer = EventConsumer(stream=stream, store=store, landing=landing, group=group, poll_timeout=0.2)
+    consumer = EventConsumer(stream=stream, store=store, landing=landing, group=group, poll_timeout=0.2,
+                             clock=SYSTEM_CLOCK)  # persist latency is measured against the broker's real stamps
     if replay:
         consumer.seek_to_beginning()
     consumer.run(stop=threading.Event(), max_records=n, idle_exit=15)
@@ -37,7 +39,7 @@ def consume(stream: Stream, store: SqliteStore, landing: Path, n: int, *, replay
 def test_events_become_rows_landing_files_and_commits(stream_backend: Stream, tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "store.sqlite")
     body = json.dumps([click(i) for i in range(30)] + [order(i) for i in range(10)])
-    assert capture_events(body, stream=stream_backend).accepted == 40
+    assert capture_events(body, stream=stream_backend, clock=events_clock()).accepted == 40
     consumer = consume(stream_backend, store, tmp_path / "landing", 40)
     assert consumer.totals.persisted == 40 and consumer.lag() == 0
     rows = snapshot(store)
@@ -58,7 +60,8 @@ def test_events_become_rows_landing_files_and_commits(stream_backend: Stream, tm
 
 def test_replaying_the_whole_topic_from_offset_0_writes_no_new_rows(stream_backend: Stream, tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "store.sqlite")
-    capture_events(json.dumps([click(i) for i in range(200)] + [order(i) for i in range(50)]), stream=stream_backend)
+    capture_events(json.dumps([click(i) for i in range(200)] + [order(i) for i in range(50)]), stream=stream_backend,
+                   clock=events_clock())
     consume(stream_backend, store, tmp_path / "landing", 250).close()
     before = snapshot(store)
     # the same group from offset 0, and a brand-new group (also starts at 0): both read all 250 again
@@ -73,8 +76,8 @@ def test_replaying_the_whole_topic_from_offset_0_writes_no_new_rows(stream_backe
 
 def test_the_same_event_twice_in_the_stream_is_one_row(stream_backend: Stream, tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "store.sqlite")
-    capture_events(json.dumps([click(1), order(1)]), stream=stream_backend)
-    capture_events(json.dumps([click(1), order(1)]), stream=stream_backend)  # a client retry
+    capture_events(json.dumps([click(1), order(1)]), stream=stream_backend, clock=events_clock())
+    capture_events(json.dumps([click(1), order(1)]), stream=stream_backend, clock=events_clock())  # a client retry
     consume(stream_backend, store, None, 4).close()  # type: ignore[arg-type]
     counts = {name: len(rows) for name, rows in snapshot(store).items()}
     assert counts == {tables.EVENTS: 1, tables.USER_EVENTS: 1, tables.PURCHASES: 2}  # ledger: the order only
@@ -126,7 +129,7 @@ def test_one_poison_record_amid_good_ones_is_the_only_dead_letter(stream_backend
 
 
 def test_purchase_history_and_clickstream_are_the_topics(stream_backend: Stream, tmp_path: Path) -> None:
-    capture_events(json.dumps([click(1), order(1)]), stream=stream_backend)
+    capture_events(json.dumps([click(1), order(1)]), stream=stream_backend, clock=events_clock())
     assert sum(stream_backend.end_offsets(CLICKSTREAM).values()) == 1
     assert sum(stream_backend.end_offsets(PURCHASE_HISTORY).values()) == 1
 
@@ -143,7 +146,7 @@ def test_sigterm_finishes_the_batch_commits_and_exits(tmp_path: Path, signal_nam
 
     root = Path(__file__).resolve().parents[2]
     log = LocalLog(tmp_path / "stream" / "log.sqlite")
-    capture_events(json.dumps([click(i) for i in range(100)]), stream=log)
+    capture_events(json.dumps([click(i) for i in range(100)]), stream=log, clock=events_clock())
     proc = subprocess.Popen(
         [sys.executable, "-m", "notify_cli.stream_commands", "consume", "--data-dir", str(tmp_path)],
         cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -170,7 +173,8 @@ def test_the_pipelined_loop_commits_a_batch_only_after_its_write(tmp_path: Path)
     store = SqliteStore(tmp_path / "store.sqlite")
     gate = threading.Event()
     writers: set[str] = set()
-    consumer = EventConsumer(stream=log, store=store, landing=None, max_batch=10, poll_timeout=0.05)
+    consumer = EventConsumer(stream=log, store=store, landing=None, max_batch=10, poll_timeout=0.05,
+                             clock=SYSTEM_CLOCK)
     table = consumer._user_events
     original = table.batch_put
 
@@ -180,7 +184,7 @@ def test_the_pipelined_loop_commits_a_batch_only_after_its_write(tmp_path: Path)
         return original(items)
 
     table.batch_put = held_batch_put  # type: ignore[method-assign]
-    capture_events(json.dumps([click(i) for i in range(30)]), stream=log)
+    capture_events(json.dumps([click(i) for i in range(30)]), stream=log, clock=events_clock())
     stop = threading.Event()
     runner = threading.Thread(target=consumer.run, kwargs={"stop": stop, "idle_exit": 2.0})
     runner.start()

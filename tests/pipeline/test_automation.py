@@ -10,8 +10,10 @@ import dagster as dg
 import pytest
 
 from notify_assets.definitions import build_definitions
-from notify_core.clock import SYSTEM_CLOCK, today
 from notify_core.settings import load_settings
+
+# The tests' own "now" (the daemon's evaluation time): the plan's partitions and "today" follow it.
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 UPSTREAM = ("online_retail_landing", "users", "products", "campaigns", "purchases")
 CHAIN = ("user_features", "product_features", "user_product", "product_embeddings", "purchase_embeddings",
@@ -26,7 +28,7 @@ class Tick:
 
     def __call__(self, at: datetime | None = None) -> dict[str, set[str | None]]:
         result = dg.evaluate_automation_conditions(defs=self.defs, instance=self.instance, cursor=self.cursor,
-                                                   evaluation_time=at)
+                                                   evaluation_time=at or NOW)
         self.cursor = result.cursor
         keys = [dg.AssetKey(k) for k in (*UPSTREAM, *CHAIN, "notification_plan")]
         return {k.to_user_string(): result.get_requested_partitions(k) for k in keys if result.get_num_requested(k)}
@@ -40,8 +42,8 @@ def _landed(instance: dg.DagsterInstance, asset: str, version: str, partition: s
 @pytest.fixture
 def up_to_date(tmp_path: Path):
     defs = build_definitions(load_settings(data_dir=tmp_path / "data",
-                                           plan_start_date=today(SYSTEM_CLOCK) - timedelta(days=3)))
-    day = today(SYSTEM_CLOCK)
+                                           plan_start_date=NOW.date() - timedelta(days=3)))
+    day = NOW.date()
     with dg.instance_for_test() as instance:
         for asset in (*UPSTREAM, *CHAIN):
             _landed(instance, asset, "v1")
@@ -105,12 +107,20 @@ def test_freshness_checks_read_the_event_log(tmp_path: Path) -> None:
     from notify_assets.automation import plan_partitions
     from notify_assets.recommendation import index_not_older_than_campaigns
     from notify_assets.scheduling import build_plan_asset, plan_exists_check
+    from notify_core.clock import ManualClock
+    from notify_resources.resources import NotifyResource
 
-    day = today(SYSTEM_CLOCK)
-    plan_check = plan_exists_check(build_plan_asset(plan_partitions(day - timedelta(days=3))))
+    now = NOW  # the check's "today" is the resource's clock
+    day = now.date()
+    plan_check = plan_exists_check(build_plan_asset(plan_partitions(day - timedelta(days=3),
+                                                                    clock=ManualClock(now))))
+    notify = NotifyResource(data_dir=str(tmp_path), clock_start=now.isoformat())
     with dg.instance_for_test() as instance:
         def run(check: dg.AssetChecksDefinition) -> dg.AssetCheckResult:
-            return check(dg.build_asset_check_context(instance=instance))  # type: ignore[no-any-return]
+            context = dg.build_asset_check_context(instance=instance)
+            if check is plan_check:
+                return check(context, notify=notify)  # type: ignore[no-any-return]
+            return check(context)  # type: ignore[no-any-return]
 
         assert not run(plan_check).passed
         _landed(instance, "notification_plan", "v1", day.isoformat())

@@ -31,7 +31,7 @@ def _materialize(settings, instance):
     assets, plan = assets_for(settings)
     return dg.materialize([*assets, *checks_for(plan)], resources=defs.resources, instance=instance,
                           selection=dg.AssetSelection.all() - dg.AssetSelection.assets(PURCHASE_MONTHS),
-                          partition_key=today_partition(), raise_on_error=True)
+                          partition_key=today_partition(settings.clock()), raise_on_error=True)
 
 
 def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
@@ -45,6 +45,10 @@ def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
 def test_definitions_load() -> None:
     defs = build_definitions(load_settings(data_dir=Path("/tmp/notify-defs-test")))
     dg.Definitions.validate_loadable(defs)
+    main = defs.resolve_job_def(MAIN_JOB)  # raises when the job is missing
+    # every asset but the monthly purchase partitions (a run cannot mix them with the daily plan)
+    assert set(main.asset_layer.executable_asset_keys) == {
+        spec.key for spec in defs.resolve_all_asset_specs()} - {dg.AssetKey("purchase_months")}
 
 
 def test_graph_materialises_features_that_match_hand_computation(settings) -> None:

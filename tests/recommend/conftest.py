@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from notify_core.clock import ManualClock
 from notify_core.embeddings.delta import text_hashes
 from notify_core.embeddings.embedder import HashingEmbedder
 from notify_core.embeddings.store import CAMPAIGN, USER, persist, state_schema, vector_series
@@ -33,6 +34,8 @@ from notify_core.store.sqlite import SqliteStore
 
 DIM = 32
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
+# The recommendation tests' own "now" (requests, cooldowns, campaign dates, version stamps): never the calendar's.
+NOW = datetime(2024, 6, 3, 12, 0, tzinfo=UTC)
 TOPICS = ("garden lanterns", "kitchen mugs", "christmas lights", "toy cars", "party bags", "vintage clocks")
 CATEGORIES = ("home decor", "kitchen", "christmas", "toys", "party", "home decor")
 
@@ -67,7 +70,12 @@ class World:
     vectors: np.ndarray[Any, Any]
     holder: IndexHolder
     recommender: Recommender
+    clock: ManualClock
     versions: list[str] = field(default_factory=list)
+
+    def recommender_with(self, **options: Any) -> Recommender:
+        """Another recommender over the same Store, index and clock (other weights, candidate counts)."""
+        return Recommender(store=self.store, holder=self.holder, clock=self.clock, **options)
 
     def user_vector(self, text: str) -> np.ndarray[Any, Any]:
         return self.embedder.embed([text])[0]
@@ -94,10 +102,12 @@ class World:
         hashes = text_hashes(campaign_texts(campaigns), id_column="campaign_id", model_id=self.embedder.model_id)
         options = IndexOptions()
         index = build_index(campaigns["campaign_id"].to_list(), vectors, options=options)
-        version = new_version([str(len(self.versions))])
+        self.clock.advance(1.0)  # versions sort by build time
+        built = datetime.fromtimestamp(self.clock.now(), UTC)
+        version = new_version([str(len(self.versions))], now=built)
         manifest = Manifest(version=version, size=len(campaigns), dim=DIM, kind=options.kind, dtype=options.dtype,
                             params=index.params, model=self.embedder.model_id,
-                            built_at=datetime.now(UTC).isoformat(timespec="microseconds"), build_seconds=0.0,
+                            built_at=built.isoformat(timespec="microseconds"), build_seconds=0.0,
                             recall_at_10=1.0, recall_queries=1, recall_passed=True)
         side = campaigns.with_columns(hashes["content_hash"])
         save_version(self.artefacts, index, campaigns=side, popular=popular_frame(), manifest=manifest,
@@ -109,7 +119,8 @@ class World:
 
 
 def make_world(root: Path) -> World:
-    store = SqliteStore(root / "store.sqlite")
+    clock = ManualClock(NOW)
+    store = SqliteStore(root / "store.sqlite", clock=clock)
     artefacts = LocalArtefactStore(root / "artefacts")
     embedder = HashingEmbedder(dim=DIM)
     campaigns = campaign_rows()
@@ -136,7 +147,8 @@ def make_world(root: Path) -> World:
     ])
     holder = IndexHolder(artefacts, refresh_seconds=0.0)
     world = World(root=root, store=store, artefacts=artefacts, embedder=embedder, campaigns=campaigns,
-                  vectors=vectors, holder=holder, recommender=Recommender(store=store, holder=holder))
+                  vectors=vectors, holder=holder, recommender=Recommender(store=store, holder=holder, clock=clock),
+                  clock=clock)
     world.set_user_vector("u1", world.vectors[0])  # u1 looks exactly like c000 (garden lanterns)
     world.set_user_vector("u2", world.vectors[1])
     world.build_version()

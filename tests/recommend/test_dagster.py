@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -130,4 +130,4 @@ def test_definitions_load_with_the_recommendation_stage(tmp_path: Path) -> None:
     graph = defs.resolve_asset_graph()
     assert graph.get(dg.AssetKey("campaign_index")).parent_keys == {dg.AssetKey("campaign_embeddings")}
     assert dg.AssetKey("campaign_index") in graph.get(dg.AssetKey("notification_plan")).parent_keys
-    assert date.today() is not None
+    assert defs.resolve_sensor_def("campaign_index_publisher").name == "campaign_index_publisher"

@@ -17,7 +17,7 @@ import pytest
 from lambdas import get_recommended_campaigns as recs
 from lambdas import upsert_campaign as upserts
 from notify_core.embeddings.embedder import HashingEmbedder
-from tests.recommend.conftest import DIM, World
+from tests.recommend.conftest import DIM, NOW, World
 from tests.servers import free_port, local_gateway, stop_process, wait_healthy
 
 
@@ -55,7 +55,7 @@ def rec_event(user_id: str, **query: str) -> dict[str, Any]:
 def installed(world: World) -> Iterator[World]:
     recs.use_recommender(world.recommender)
     upserts.use_state(upserts.UpsertState(store=world.store, embedder=world.embedder, holder=world.holder,
-                                          lake=None))
+                                          lake=None, clock=world.clock))
     yield world
     recs.use_recommender(None)
     upserts.use_state(None)
@@ -202,11 +202,12 @@ def test_another_serving_process_sees_an_upsert_within_its_refresh_tick(installe
     from notify_core.recommend.serving import IndexHolder
     from notify_core.recommend.updates import upsert_campaign
 
-    other = Recommender(store=installed.store, holder=IndexHolder(installed.artefacts, refresh_seconds=0.2))
+    other = Recommender(store=installed.store, holder=IndexHolder(installed.artefacts, refresh_seconds=0.2),
+                        clock=installed.clock)
     assert "other-proc" not in [r.campaign_id for r in other.recommend("u1").items]
     started = time.perf_counter()
     upsert_campaign(NEW_CAMPAIGN | {"campaign_id": "other-proc"}, store=installed.store,
-                    embedder=HashingEmbedder(dim=DIM), holder=installed.holder)
+                    embedder=HashingEmbedder(dim=DIM), holder=installed.holder, now=NOW)
     while "other-proc" not in [r.campaign_id for r in other.recommend("u1").items]:
         assert time.perf_counter() - started < 60
         time.sleep(0.05)

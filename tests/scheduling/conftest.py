@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import polars as pl
 import pytest
 
+from notify_core.clock import ManualClock
 from notify_core.scheduling.models import CAMPAIGNS, CANDIDATES, HISTORY, INTERACTIONS, USERS
 from notify_core.store.sqlite import SqliteStore
 
@@ -45,8 +46,14 @@ def at(day: date, hour: int, minute: int = 0, zone: str = "UTC") -> datetime:
     return datetime(day.year, day.month, day.day, hour, minute, tzinfo=ZoneInfo(zone)).astimezone(UTC)
 
 
+# The Store tests' own "now" and the day they plan: the day after, so every slot lies ahead. The Store
+# judges TTLs by this clock, so the tests hold on any calendar date.
+STORE_NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+STORE_DAY = (STORE_NOW + timedelta(days=1)).date()
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "store.sqlite")
+    s = SqliteStore(tmp_path / "store.sqlite", clock=ManualClock(STORE_NOW))
     yield s
     s.close()

@@ -4,7 +4,7 @@ generate_schedule Lambda with real event shapes."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -12,15 +12,24 @@ import numpy as np
 import polars as pl
 import pytest
 
+from notify_core.clock import ManualClock
 from notify_core.embeddings.store import CAMPAIGN, USER, persist, save_state, vector_series
 from notify_core.lake import Lake
 from notify_core.repositories import save_frame
 from notify_core.schemas import CAMPAIGNS, USERS
+from notify_core.settings import NotifySettings
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
 
-DAY = date(2026, 11, 24)
+# The tests' own "now": midday before the planned day, so the whole day lies ahead. Every date below is
+# built from it, and the Store, the asset, the sensor and the Lambda all read this clock, not the calendar.
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+DAY = (NOW + timedelta(days=1)).date()
 DIM = 8
+
+
+def _clock() -> ManualClock:
+    return ManualClock(NOW)
 
 
 def _seed(data_dir: Path) -> None:
@@ -37,7 +46,8 @@ def _seed(data_dir: Path) -> None:
     camps = pl.DataFrame({
         "campaign_id": [f"c{j}" for j in range(6)], "name": ["n"] * 6, "text": ["t"] * 6,
         "category": ["toys", "home", "home", "garden", "garden", "home"], "product_ids": [[]] * 6,
-        "priority": [1, 2, 3, 4, 5, 3], "start_date": [date(2026, 1, 1)] * 6, "end_date": [date(2026, 12, 31)] * 6,
+        "priority": [1, 2, 3, 4, 5, 3], "start_date": [DAY - timedelta(days=30)] * 6,
+        "end_date": [DAY + timedelta(days=30)] * 6,
         "target_countries": [[]] * 6, "cooldown_hours": [24] * 6, "daily_budget": [None, None, 3, None, None, None],
         "url": ["u"] * 6, "template": ["t"] * 6, "status": ["active"] * 5 + ["paused"],
     }, schema=CAMPAIGNS)
@@ -46,7 +56,7 @@ def _seed(data_dir: Path) -> None:
     store = SqliteStore(data_dir / "store.sqlite")
     save_frame(store, tables.USERS, users)
     save_frame(store, tables.CAMPAIGNS, camps)
-    now = datetime(2026, 11, 1, tzinfo=UTC)
+    now = NOW - timedelta(days=22)
     for kind, ids in ((USER, users["user_id"].to_list()), (CAMPAIGN, camps["campaign_id"].to_list())):
         vectors = rng.normal(size=(len(ids), DIM)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -64,7 +74,7 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 def _stored(data_dir: Path) -> list[dict]:
-    store = SqliteStore(data_dir / "store.sqlite")
+    store = SqliteStore(data_dir / "store.sqlite", clock=_clock())
     try:
         return list(store.table(tables.PLANS).scan())
     finally:
@@ -78,7 +88,7 @@ def test_asset_materialises_and_replans_idempotently(data_dir: Path) -> None:
 
     notification_plan = build_plan_asset(plan_partitions(DAY))
 
-    resources = {"notify": NotifyResource(data_dir=str(data_dir))}
+    resources = {"notify": NotifyResource(data_dir=str(data_dir), clock_start=NOW.isoformat())}
     instance = dg.DagsterInstance.ephemeral()
     first = dg.materialize([notification_plan], partition_key=DAY.isoformat(), resources=resources, instance=instance)
     assert first.success
@@ -96,11 +106,25 @@ def test_asset_materialises_and_replans_idempotently(data_dir: Path) -> None:
     assert meta2["store_inserted"].value == 0 and meta2["unchanged"].value == planned and meta2["cancelled"].value == 0
 
 
+def test_plan_partitions_and_notify_run_follow_the_injected_clock(data_dir: Path) -> None:
+    """NOTIFY_CLOCK_START, not the calendar, decides today's partition and the plan's last one (tomorrow)."""
+    from notify_assets.definitions import MAIN_JOB, build_definitions
+    from notify_assets.scheduling import PLAN_ASSET, today_partition
+
+    settings = NotifySettings(data_dir=data_dir, clock_start=NOW)
+    assert today_partition(settings.clock()) == NOW.date().isoformat()
+    defs = build_definitions(settings)
+    keys = defs.resolve_assets_def(PLAN_ASSET).partitions_def.get_partition_keys()
+    assert keys[0] == NOW.date().isoformat()  # the deployment's first day, by the clock
+    assert keys[-1] == DAY.isoformat()  # tomorrow, planned ahead
+    assert defs.resolve_job_def(MAIN_JOB).partitions_def.get_partition_keys() == keys
+
+
 def test_lambda_direct_and_http(data_dir: Path) -> None:
     from lambdas import generate_schedule
 
-    store = SqliteStore(data_dir / "store.sqlite")
-    generate_schedule.use_store(store)
+    store = SqliteStore(data_dir / "store.sqlite", clock=_clock())
+    generate_schedule.use_store(store, clock=_clock())
     try:
         reply = generate_schedule.handler({"user_ids": ["u2", "u3", "nobody"], "plan_day": DAY.isoformat()}, None)
         assert reply["statusCode"] == 200 and reply["users_planned"] == 2 and reply["notifications_planned"] > 0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
-
 import polars as pl
 import pytest
 
@@ -13,9 +11,9 @@ from notify_core.scheduling.store import due, load_state, write_plans
 from notify_core.store import tables
 from notify_core.store.port import Condition
 from notify_core.store.sqlite import SqliteStore
-from tests.scheduling.conftest import at, campaigns, candidates, users
+from tests.scheduling.conftest import STORE_DAY, at, campaigns, candidates, users
 
-DAY = date(2026, 11, 24)
+DAY = STORE_DAY
 USERS = users([("a", "Europe/London", 3, 22, 8), ("b", "America/New_York", 2, 23, 7)])
 CAMPS = campaigns([(f"c{j}", 3, 24, None) for j in range(5)])
 
@@ -117,4 +115,4 @@ def test_due_minute_spreads_over_shards() -> None:
     from notify_core.scheduling.ids import shard_of
 
     assert len({shard_of(f"user-{i}") for i in range(200)}) == 16
-    assert tables.schedule_pk(tables.due_minute(at(DAY, 10, 5)), 3) == "2026-11-24T10:05#03"
+    assert tables.schedule_pk(tables.due_minute(at(DAY, 10, 5)), 3) == f"{DAY.isoformat()}T10:05#03"

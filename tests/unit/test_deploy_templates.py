@@ -22,6 +22,9 @@ def test_committed_templates_are_what_the_code_renders() -> None:
     assert result.exit_code == 0, result.output
 
 
+TABLE_TYPES = ("AWS::DynamoDB::Table", "AWS::DynamoDB::GlobalTable")
+
+
 def test_every_table_constant_is_deployed() -> None:
     """ALL_TABLES is what the templates create: a new table constant must be listed there."""
     constants = {value for name, value in vars(tables).items()
@@ -29,10 +32,10 @@ def test_every_table_constant_is_deployed() -> None:
     assert constants == set(tables.ALL_TABLES)
     resources = deploy_templates.cloudformation()["Resources"]
     deployed = {r["Properties"]["TableName"]["Fn::Sub"].removeprefix("${TablePrefix}")
-                for r in resources.values() if r["Type"] == "AWS::DynamoDB::Table"}
+                for r in resources.values() if r["Type"] in TABLE_TYPES}
     assert deployed == set(tables.ALL_TABLES)
     assert all(r["Properties"]["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
-               for r in resources.values() if r["Type"] == "AWS::DynamoDB::Table")
+               for r in resources.values() if r["Type"] in TABLE_TYPES)
 
 
 def test_every_gateway_route_is_an_api_route_to_an_importable_handler() -> None:
@@ -62,3 +65,119 @@ def test_kubernetes_files_name_the_code_location_and_the_consumer() -> None:
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
     consumer = yaml.safe_load(deploy_templates.CONSUMER_PATH.read_text())
     assert consumer["spec"]["template"]["spec"]["containers"][0]["command"][:2] == ["notify", "consume"]
+
+
+# -- issue 15 and the template items of the security/backup issues -------------------------------------
+def _resources() -> dict:
+    return deploy_templates.cloudformation()["Resources"]
+
+
+def test_every_table_has_point_in_time_recovery_and_kms_and_campaigns_schedules_are_global() -> None:
+    for logical, r in _resources().items():
+        props = r.get("Properties", {})
+        if r["Type"] == "AWS::DynamoDB::Table":
+            assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}, logical
+            assert props["SSESpecification"]["SSEType"] == "KMS", logical
+        elif r["Type"] == "AWS::DynamoDB::GlobalTable":
+            assert props["SSESpecification"]["SSEType"] == "KMS", logical
+            regions = [replica["Region"] for replica in props["Replicas"]]
+            assert regions == [{"Ref": "AWS::Region"}, {"Ref": "ReplicaRegion"}], logical
+            assert all(replica["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"]
+                       for replica in props["Replicas"])
+    global_names = {r["Properties"]["TableName"]["Fn::Sub"].removeprefix("${TablePrefix}")
+                    for r in _resources().values() if r["Type"] == "AWS::DynamoDB::GlobalTable"}
+    assert global_names == {tables.CAMPAIGNS, tables.SCHEDULES}
+
+
+def test_bucket_is_versioned_replicated_kms_private_and_tls_only_and_topic_is_encrypted() -> None:
+    resources = _resources()
+    bucket = resources["DataBucket"]["Properties"]
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert bucket["ReplicationConfiguration"]["Rules"][0]["Status"] == "Enabled"
+    sse = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+    assert sse["SSEAlgorithm"] == "aws:kms"
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    [deny] = resources["DataBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert resources["NotificationsTopic"]["Properties"]["KmsMasterKeyId"] == {"Ref": "DataKey"}
+
+
+def test_each_function_has_its_own_role_limited_to_the_tables_its_code_reaches() -> None:
+    from notify_cli.deploy_access import derive_access
+
+    resources = _resources()
+    functions = {k: r for k, r in resources.items() if r["Type"] == "AWS::Lambda::Function"}
+    roles = [f["Properties"]["Role"]["Fn::GetAtt"][0] for f in functions.values()]
+    assert len(set(roles)) == len(functions)  # one role per function
+    table_of = {logical: r["Properties"]["TableName"]["Fn::Sub"].removeprefix("${TablePrefix}")
+                for logical, r in resources.items() if r["Type"].startswith("AWS::DynamoDB::")}
+    for logical, function in functions.items():
+        module = function["Properties"]["ImageConfig"]["Command"][0].rpartition(".")[0]
+        access = derive_access(module)
+        role = resources[function["Properties"]["Role"]["Fn::GetAtt"][0]]["Properties"]
+        statements = [s for p in role.get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
+        granted = {table_of[arn["Fn::GetAtt"][0]] for s in statements if str(s["Action"]).count("dynamodb:")
+                   for arn in s["Resource"]}
+        assert granted == set(access.tables), logical
+        assert not any(s["Action"] == "*" or s.get("Resource") == "*" for s in statements), logical
+        assert ("VpcConfig" in function["Properties"]) == access.kafka, logical
+        env = function["Properties"]["Environment"]["Variables"]
+        assert env["NOTIFY_DATA_DIR"].startswith("/tmp/") and "NOTIFY_PUBLIC_BASE_URL" in env
+        logs = resources[function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]]
+        assert logs["Properties"]["RetentionInDays"] == 30
+    # the code really narrows: capture has no table, recommendations never touch delivery state
+    capture = derive_access("lambdas.capture_events")
+    assert not capture.tables and capture.kafka
+    assert tables.DELIVERIES not in derive_access("lambdas.get_recommended_campaigns").tables
+
+
+def test_the_derivation_sees_tables_named_by_lazy_imports(tmp_path, monkeypatch) -> None:
+    """A handler naming a table through a function-level import is seen (no drift by lazy import)."""
+    from notify_cli import deploy_access
+
+    package = tmp_path / "lambdas_probe"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "h.py").write_text("def handler(event, context):\n"
+                                  "    from notify_core.store.tables import DEAD_LETTERS\n"
+                                  "    store.table(DEAD_LETTERS).put({})\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(deploy_access, "ROOT", tmp_path)
+    monkeypatch.setattr(deploy_access, "PACKAGES", ("lambdas_probe", "notify_core"))
+    deploy_access._source.cache_clear()
+    try:
+        access = deploy_access.derive_access("lambdas_probe.h")
+    finally:
+        deploy_access._source.cache_clear()
+    assert access.tables == {tables.DEAD_LETTERS} and access.store_writes
+
+
+def test_api_is_throttled_and_pods_use_irsa_roles() -> None:
+    resources = _resources()
+    route = resources["HttpApiStage"]["Properties"]["DefaultRouteSettings"]
+    assert {"ThrottlingRateLimit", "ThrottlingBurstLimit"} <= set(route)
+    for account in deploy_templates.SERVICE_ACCOUNTS.values():
+        trust = next(r for r in resources.values() if r["Type"] == "AWS::IAM::Role"
+                     and account in str(r["Properties"].get("RoleName", "")))["Properties"]["AssumeRolePolicyDocument"]
+        assert f"system:serviceaccount:{deploy_templates.K8S_NAMESPACE}:{account}" in trust["Fn::Sub"]
+    accounts = list(yaml.safe_load_all(deploy_templates.SERVICE_ACCOUNTS_PATH.read_text()))
+    assert {a["metadata"]["name"] for a in accounts} == set(deploy_templates.SERVICE_ACCOUNTS.values())
+    assert all("eks.amazonaws.com/role-arn" in a["metadata"]["annotations"] for a in accounts)
+    consumer = yaml.safe_load(deploy_templates.CONSUMER_PATH.read_text())
+    assert consumer["spec"]["template"]["spec"]["serviceAccountName"] == deploy_templates.SERVICE_ACCOUNTS["consumer"]
+    env_from = consumer["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+    assert not any("secretRef" in e and "aws" in e["secretRef"]["name"] for e in env_from)
+
+
+def test_cloudformation_passes_sam_validate_lint() -> None:
+    """`sam validate --lint` (aws-sam-cli, in its own tools venv made by `make setup`) works offline."""
+    import os
+
+    sam = deploy_templates.ROOT / ".venv-tools" / "bin" / "sam"
+    assert sam.exists(), "aws-sam-cli missing: run `make setup`"
+    env = {**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "eu-west-1",
+           "AWS_ACCESS_KEY_ID": "unused", "AWS_SECRET_ACCESS_KEY": "unused"}
+    check = subprocess.run([str(sam), "validate", "--lint", "-t", str(deploy_templates.CFN_PATH)],
+                           capture_output=True, text=True, timeout=600, env=env)
+    assert check.returncode == 0 and "is a valid SAM Template" in check.stdout + check.stderr, \
+        check.stdout + check.stderr

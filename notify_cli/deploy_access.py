@@ -1,0 +1,133 @@
+"""What each Lambda function may touch, derived from its code, so its IAM role cannot drift from it.
+
+For a handler module, :func:`derive_access` follows its imports (module-level and lazy, within
+``notify_core`` and ``lambdas``) and reads the reachable source:
+
+* the Store tables it names (``tables.PLANS``, ``from notify_core.store.tables import SENDS``);
+* whether it can write the Store (calls of ``put``/``batch_put``/``update_many``/``delete``/``save_frame``/
+  ``upsert_changed``, or a two-argument-or-more ``update(pk, sk, ...)``) or only read it;
+* S3: read when it reaches the artefact store or the lake, write when it calls ``write_bytes``/``upload``/
+  ``merge``/``write_table``;
+* SNS when it reaches the delivery channels; Kafka (so the function needs the VPC) when it reaches the
+  stream adapters.
+
+It over-approximates (a reachable function may never run for that handler), never under-approximates
+what the source can name, so a role is the least the code could need without a test harness per handler.
+``notify templates`` renders one role per function from it, and ``--check`` fails when code and roles
+diverge.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("notify_core", "lambdas")
+STORE_WRITES = frozenset({"put", "batch_put", "update_many", "delete", "save_frame", "upsert_changed", "delete_keys"})
+S3_WRITES = frozenset({"write_bytes", "upload", "merge", "write_table"})
+# the adapters implement the writes (their calls are not uses): skipped when looking for write calls
+ADAPTERS = ("notify_core.store.", "notify_core.recommend.artefacts", "notify_core.stream.")
+DYNAMODB_READ = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:DescribeTable")
+DYNAMODB_WRITE = ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem")
+
+
+@dataclass(frozen=True)
+class Access:
+    tables: frozenset[str]
+    store_writes: bool
+    s3_read: bool
+    s3_write: bool
+    sns: bool
+    kafka: bool
+    modules: frozenset[str] = field(default=frozenset(), compare=False)
+
+    @property
+    def dynamodb_actions(self) -> tuple[str, ...]:
+        return DYNAMODB_READ + (DYNAMODB_WRITE if self.store_writes else ())
+
+
+@cache
+def _source(module: str) -> ast.Module | None:
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    path = Path(spec.origin)
+    if ROOT not in path.parents:
+        return None
+    return ast.parse(path.read_text(encoding="utf-8"))
+
+
+def _imports(tree: ast.Module, module: str) -> set[str]:
+    out: set[str] = set()
+    package = module if _is_package(module) else module.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                prefix = ".".join(parts[: len(parts) - node.level + 1])
+                base = f"{prefix}.{base}" if base else prefix
+            out.add(base)
+            out |= {f"{base}.{alias.name}" for alias in node.names}
+    return {name for name in out if name.split(".")[0] in PACKAGES}
+
+
+def _is_package(module: str) -> bool:
+    spec = importlib.util.find_spec(module)
+    return bool(spec and spec.submodule_search_locations)
+
+
+def reachable(module: str) -> frozenset[str]:
+    """Every notify_core/lambdas module ``module`` can import, directly, transitively or lazily."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        tree = _source(name)
+        if tree is None:
+            continue
+        seen.add(name)
+        todo.extend(_imports(tree, name) - seen)
+    return frozenset(seen)
+
+
+def derive_access(module: str) -> Access:
+    from notify_core.store import tables
+
+    constants = {name: value for name, value in vars(tables).items()
+                 if name.isupper() and isinstance(value, str) and value in tables.ALL_TABLES}
+    modules = reachable(module)
+    used: set[str] = set()
+    store_writes = s3_write = False
+    for name in modules:
+        tree = _source(name)
+        assert tree is not None
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in constants and isinstance(node.value, ast.Name):
+                used.add(constants[node.attr])
+            elif isinstance(node, ast.ImportFrom) and node.module == "notify_core.store.tables":
+                used |= {constants[a.name] for a in node.names if a.name in constants}
+            elif isinstance(node, ast.Call) and not name.startswith(ADAPTERS):
+                called = node.func.attr if isinstance(node.func, ast.Attribute) else \
+                    node.func.id if isinstance(node.func, ast.Name) else ""
+                if called in STORE_WRITES or (called == "update" and len(node.args) >= 2):
+                    store_writes = True
+                if called in S3_WRITES:
+                    s3_write = True
+    reaches = lambda prefix: any(m == prefix or m.startswith(prefix + ".") for m in modules)  # noqa: E731
+    s3_read = reaches("notify_core.recommend.artefacts") or reaches("notify_core.lake")
+    return Access(tables=frozenset(used), store_writes=store_writes and bool(used), s3_read=s3_read,
+                  s3_write=s3_write and s3_read, sns=reaches("notify_core.delivery.channels"),
+                  kafka=reaches("notify_core.stream.kafka") or reaches("notify_core.stream.factory"),
+                  modules=modules)

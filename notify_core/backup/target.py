@@ -1,0 +1,164 @@
+"""Where backups go: a folder or an S3-compatible bucket, named by one URL.
+
+``/backups/notify`` or ``file:///backups/notify`` is a folder; ``s3://bucket/prefix`` a bucket, with
+``?endpoint=http://host:port`` for an S3-compatible server (SeaweedFS, MinIO) and ``&region=...``.
+Credentials never appear in the URL: Litestream and boto3 both read ``AWS_ACCESS_KEY_ID`` /
+``AWS_SECRET_ACCESS_KEY`` from the environment.
+
+The layout under the target: ``store/`` and ``stream/`` are Litestream replicas (one per SQLite file),
+``files/`` holds the lake, landing and artefact files (see :mod:`notify_core.backup.files`).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+from urllib.parse import parse_qs, urlparse
+
+from notify_core.errors import ConfigurationError
+
+
+class BlobStore(Protocol):
+    """Named immutable blobs (``/``-separated names) with atomic writes."""
+
+    def put_bytes(self, name: str, data: bytes) -> None: ...
+
+    def get_bytes(self, name: str) -> bytes | None:
+        """The blob, or None when absent."""
+        ...
+
+    def put_file(self, name: str, source: Path) -> None: ...
+
+    def get_file(self, name: str, dest: Path) -> None:
+        """Write the blob to ``dest`` (atomically: a temporary file renamed into place)."""
+        ...
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Names under ``prefix`` (recursively), in no particular order."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class BackupTarget:
+    """A parsed backup URL (see the module doc)."""
+
+    kind: Literal["file", "s3"]
+    path: Path | None = None
+    bucket: str | None = None
+    prefix: str = ""
+    endpoint: str | None = None
+    region: str = "us-east-1"
+
+    @classmethod
+    def parse(cls, url: str) -> BackupTarget:
+        if not url:
+            raise ConfigurationError("a backup target is needed: a folder or s3://bucket/prefix (NOTIFY_BACKUP_URL)")
+        parsed = urlparse(url)
+        if parsed.scheme in ("", "file"):
+            path = Path(parsed.path if parsed.scheme == "file" else url).expanduser()
+            return cls(kind="file", path=path.resolve())
+        if parsed.scheme == "s3":
+            if not parsed.netloc:
+                raise ConfigurationError(f"backup URL {url!r} names no bucket")
+            query = parse_qs(parsed.query)
+            return cls(
+                kind="s3",
+                bucket=parsed.netloc,
+                prefix=parsed.path.strip("/"),
+                endpoint=query.get("endpoint", [None])[0],
+                region=query.get("region", ["us-east-1"])[0],
+            )
+        raise ConfigurationError(f"unsupported backup URL {url!r}: use a folder or s3://bucket/prefix")
+
+    def describe(self) -> str:
+        if self.kind == "file":
+            return str(self.path)
+        return f"s3://{self.bucket}/{self.prefix}" + (f" at {self.endpoint}" if self.endpoint else "")
+
+    def litestream_replica(self, name: str) -> dict[str, Any]:
+        """The Litestream replica section for the database called ``name`` (``store``, ``stream``)."""
+        if self.kind == "file":
+            assert self.path is not None
+            return {"type": "file", "path": str(self.path / name)}
+        replica: dict[str, Any] = {
+            "type": "s3",
+            "bucket": self.bucket,
+            "path": f"{self.prefix}/{name}".strip("/"),
+            "region": self.region,
+        }
+        if self.endpoint:
+            replica |= {"endpoint": self.endpoint, "force-path-style": True}
+        return replica
+
+    def blobs(self) -> BlobStore:
+        if self.kind == "file":
+            assert self.path is not None
+            return FolderBlobs(self.path)
+        from notify_core.backup.s3 import S3Blobs
+
+        assert self.bucket is not None
+        return S3Blobs(bucket=self.bucket, prefix=self.prefix, endpoint=self.endpoint, region=self.region)
+
+
+class FolderBlobs:
+    """Blobs as files under a folder (0700 folders, 0600 files: backups hold personal data)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, name: str) -> Path:
+        return self.root / name
+
+    def _write(self, name: str, data: bytes) -> None:
+        target = self._path(name)
+        _private_dirs(target.parent)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+
+    def put_bytes(self, name: str, data: bytes) -> None:
+        self._write(name, data)
+
+    def get_bytes(self, name: str) -> bytes | None:
+        try:
+            return self._path(name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def put_file(self, name: str, source: Path) -> None:
+        self._write(name, source.read_bytes())
+
+    def get_file(self, name: str, dest: Path) -> None:
+        data = self._path(name).read_bytes()
+        write_private(dest, data)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        base = self._path(prefix)
+        if not base.is_dir():
+            return
+        for path in base.rglob("*"):
+            if path.is_file() and not path.name.startswith("."):
+                yield path.relative_to(self.root).as_posix()
+
+
+def _private_dirs(path: Path) -> None:
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def write_private(dest: Path, data: bytes) -> None:
+    """Write ``dest`` atomically with mode 0600 (its folders 0700 when created)."""
+    _private_dirs(dest.parent)
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, dest)

@@ -1,0 +1,133 @@
+"""Sane bounds for the values Notify accepts, named once: capture, the consumer and batch checks share them.
+
+Why bounds at all: what the edge accepts must be something the Store can hold and the models can
+use. An integer beyond int64 makes SQLite (and DynamoDB's number type, 38 digits, differently) refuse
+the row long after the client got its 202; NaN and Infinity have no JSON or DynamoDB form; a
+timestamp at the calendar's edge overflows when converted to UTC; a quantity of 10^12 or a time in 1970
+or next year is a client bug that would skew features and plans. Each check returns a reason (a
+string) or None, so callers choose between a 400, a dead letter or a quarantined row.
+
+Batch ingestion has its own set below (dates, amounts and counts of landing rows):
+
+
+A single poisoned row used to move everything downstream: an order dated 9999-12-31 became the lake's
+"newest purchase", the as-of time of every feature, and put every user's ``recency_days`` near three
+million; a price of 1e308 made spend and revenue infinite. These bounds are enforced twice:
+
+* at batch ingestion (:mod:`notify_core.ingest.validation`): a row outside a bound is quarantined with a
+  reason that names the bound (``"ts after MAX_FUTURE_SKEW (now + 1 day)"``), and a non-finite number
+  (``inf``, ``nan``) does not parse;
+* in feature engineering (:func:`purchases_in_bounds`), as defence in depth for rows that reached the
+  lake before these checks existed: features never see an infinite amount or a year-9999 date.
+
+Why these numbers: Online Retail's dearest line is 38,970 and its largest quantity 80,995; a shop whose
+real orders pass 1,000,000 per unit or per line changes the constant, visibly. Dates start at
+:data:`MIN_DATE` (older is a typo or an epoch default) and may run at most :data:`MAX_FUTURE_SKEW` ahead of
+the ingesting clock (clock skew between shops and Notify), and never past :data:`MAX_DATE`.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import polars as pl
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+"""Events before this are rejected (clients sending epoch 0 or a year-1 default)."""
+MAX_CLOCK_SKEW = timedelta(days=1)
+"""How far ahead of the receiver's clock an event time may be (clock skew, time zones gone wrong)."""
+
+MAX_QUANTITY = 1_000_000  # units of one order line, either sign (returns are negative)
+MAX_UNIT_PRICE = 1_000_000.0  # currency units per unit
+MAX_LINE_AMOUNT = 100_000_000.0  # |quantity| * unit_price of one line
+MAX_PROPERTY_NUMBER = 1e15  # a float property beyond this is noise or a unit error (and loses cents)
+
+def int_reason(value: int) -> str | None:
+    if INT64_MIN <= value <= INT64_MAX:
+        return None
+    return f"integer {_short(value)} is outside the 64-bit range [-2^63, 2^63-1]"
+
+
+def float_reason(value: float, *, limit: float = MAX_PROPERTY_NUMBER) -> str | None:
+    if not math.isfinite(value):
+        return f"{value} is not a finite number (NaN and Infinity cannot be stored)"
+    if abs(value) > limit:
+        return f"{value:g} is outside [-{limit:g}, {limit:g}]"
+    return None
+
+
+def scalar_reason(value: Any) -> str | None:
+    """A property value: bools are fine, ints must fit int64, floats must be finite and bounded."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return int_reason(value)
+    if isinstance(value, float):
+        return float_reason(value)
+    return None
+
+
+def time_reason(ts: datetime, *, now: datetime | None) -> str | None:
+    """An event time: not before :data:`EARLIEST_EVENT_TIME`, not more than :data:`MAX_CLOCK_SKEW` after ``now``."""
+    if ts < EARLIEST_EVENT_TIME:
+        return f"time {ts.isoformat()} is before {EARLIEST_EVENT_TIME.date().isoformat()}"
+    if now is not None and ts > now + MAX_CLOCK_SKEW:
+        return f"time {ts.isoformat()} is more than {MAX_CLOCK_SKEW} ahead of now ({now.isoformat()})"
+    return None
+
+
+def line_reason(quantity: int, unit_price: float) -> str | None:
+    """One order line: quantity and price within bounds, and so is their product."""
+    if abs(quantity) > MAX_QUANTITY:
+        return f"quantity {_short(quantity)} is outside [-{MAX_QUANTITY}, {MAX_QUANTITY}]"
+    if not math.isfinite(unit_price) or not 0 <= unit_price <= MAX_UNIT_PRICE:
+        return f"unit_price {unit_price} is outside [0, {MAX_UNIT_PRICE:g}]"
+    if abs(quantity) * unit_price > MAX_LINE_AMOUNT:
+        return f"line amount {abs(quantity) * unit_price:g} is above {MAX_LINE_AMOUNT:g}"
+    return None
+
+
+def _short(value: int) -> str:
+    text = str(value)
+    return text if len(text) <= 24 else f"{text[:10]}...({len(text)} digits)"
+
+
+# batch ingestion and features ------------------------------------------------------------------
+MIN_DATE = date(1990, 1, 1)
+MAX_DATE = date(2100, 1, 1)  # the static ceiling when no clock is at hand (features)
+MIN_TIMESTAMP = datetime(MIN_DATE.year, MIN_DATE.month, MIN_DATE.day, tzinfo=UTC)
+MAX_TIMESTAMP = datetime(MAX_DATE.year, MAX_DATE.month, MAX_DATE.day, tzinfo=UTC)
+MAX_FUTURE_SKEW = MAX_CLOCK_SKEW  # purchases and sign-ups at most this far ahead of "now", as events
+MAX_COOLDOWN_HOURS = 24 * 366
+MAX_DAILY_BUDGET = 1_000_000_000  # sends per campaign and day
+MAX_PRIORITY = 5
+MAX_DAILY_CAP = 5
+
+
+def latest_allowed(now: datetime | None) -> datetime:
+    """The newest timestamp accepted: ``now + MAX_FUTURE_SKEW``, never past :data:`MAX_TIMESTAMP`."""
+    if now is None:
+        return MAX_TIMESTAMP
+    return min(now.astimezone(UTC) + MAX_FUTURE_SKEW, MAX_TIMESTAMP)
+
+
+def latest_allowed_label(now: datetime | None) -> str:
+    return "MAX_FUTURE_SKEW (now + 1 day)" if now is not None else f"MAX_DATE ({MAX_DATE.isoformat()})"
+
+
+def purchases_in_bounds(purchases: pl.DataFrame) -> pl.DataFrame:
+    """Only purchase rows inside every bound (finite, in range, dated between MIN_DATE and MAX_DATE)."""
+    if purchases.is_empty():
+        return purchases
+    price = pl.col("unit_price")
+    quantity = pl.col("quantity")
+    ts = pl.col("ts")
+    keep = (price.is_finite() & (price > 0) & (price <= MAX_UNIT_PRICE)
+            & (quantity.abs() <= MAX_QUANTITY)
+            & (ts >= pl.lit(MIN_TIMESTAMP)) & (ts < pl.lit(MAX_TIMESTAMP)))
+    return purchases.filter(keep.fill_null(False))

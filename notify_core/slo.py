@@ -1,0 +1,194 @@
+"""The spec's §8 service levels as ONE table, and the alerts derived from it for both platforms.
+
+Each :class:`Objective` names the spec's target once; :func:`prometheus_rules` (checked in as
+``deploy/prometheus/notify-rules.yml``, tested with ``promtool test rules``) and :func:`cloudwatch_resources`
+(alarms for the CloudFormation template) are both computed from :data:`OBJECTIVES`, so a changed target
+changes every alert. The metrics they read are those of :mod:`notify_core.metrics` (and the consumer's and
+delivery worker's own counters); on AWS, the Lambda service's own metrics, the EMF metrics the handlers
+write (namespace :data:`EMF_NAMESPACE`) and MSK's consumer-lag metric.
+
+What each §8 line means here:
+
+* *Pipeline success >= 99.9 %*: of the events the stream consumer handled, the share persisted to the
+  Store (the rest went to a dead-letter topic).
+* *Lambda errors <= 0.1 %*: 5xx answers of the handlers (gateway: per-route counter; AWS: Lambda
+  ``Errors`` / ``Invocations``).
+* *Consumer lag <= 10 s*: ``notify_consumer_lag_seconds`` (AWS: MSK ``EstimatedMaxTimeLag``).
+* *Notification failures <= 0.3 %*: dead-lettered deliveries among finished ones (delivered + dead-lettered).
+* *Schedule generation success 99.95 %*: plan generation runs that completed.
+* *Logs kept 30 days*: :data:`LOG_RETENTION_DAYS`, the retention of the Lambda log groups and the TTL of the
+  delivery log rows.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from notify_core.events.consumer import DEFAULT_GROUP
+
+LOG_RETENTION_DAYS = 30  # spec §8: logs kept 30 days (CloudWatch log groups; the deliveries log's TTL)
+EMF_NAMESPACE = "Notify"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Objective:
+    """One service level: a PromQL value compared with ``threshold``, breached when ``value <op> threshold``.
+
+    ``expr`` may use ``{window}`` for the rate window. ``cloudwatch`` is the same objective as CloudWatch
+    metric queries (``Metrics`` of an ``AWS::CloudWatch::Alarm``) whose ``ReturnData`` one is the value.
+    """
+
+    key: str
+    alert: str
+    spec: str  # the spec's words, shown in the alert's description
+    expr: str
+    op: Literal["<", ">"]
+    threshold: float
+    window: str = "5m"
+    for_: str = "10m"
+    severity: str = "page"
+    unit: Literal["ratio", "seconds"] = "ratio"
+    cloudwatch: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
+    cloudwatch_period_s: int = 300
+
+    def promql(self) -> str:
+        return f"({self.expr.format(window=self.window)}) {self.op} {self.threshold:g}"
+
+
+def _metric(id_: str, namespace: str, name: str, dimensions: Mapping[str, Any], *, stat: str = "Sum",
+            period: int = 300) -> dict[str, Any]:
+    return {"Id": id_, "ReturnData": False, "MetricStat": {
+        "Metric": {"Namespace": namespace, "MetricName": name,
+                   "Dimensions": [{"Name": k, "Value": v} for k, v in dimensions.items()]},
+        "Period": period, "Stat": stat}}
+
+
+def _math(expression: str, label: str) -> dict[str, Any]:
+    return {"Id": "value", "Expression": expression, "Label": label, "ReturnData": True}
+
+
+OBJECTIVES: tuple[Objective, ...] = (
+    Objective(
+        key="pipeline_success", alert="NotifyPipelineSuccessBelowSLO", spec="Pipeline success rate >= 99.9 %",
+        expr='sum(rate(notify_consumer_records_total{{outcome="persisted"}}[{window}]))'
+             ' / sum(rate(notify_consumer_records_total{{outcome=~"persisted|dead_lettered"}}[{window}]))',
+        op="<", threshold=0.999,
+        cloudwatch=(
+            _metric("ok", EMF_NAMESPACE, "notify_consumer_records_total", {"outcome": "persisted"}),
+            _metric("bad", EMF_NAMESPACE, "notify_consumer_records_total", {"outcome": "dead_lettered"}),
+            _math("ok / (ok + bad)", "pipeline success ratio"),
+        ),
+    ),
+    Objective(
+        key="lambda_errors", alert="NotifyHandlerErrorsAboveSLO", spec="Lambda error rate <= 0.1 %",
+        expr='sum(rate(notify_http_requests_total{{status=~"5.."}}[{window}]))'
+             ' / sum(rate(notify_http_requests_total[{window}]))',
+        op=">", threshold=0.001,
+        cloudwatch=(
+            _metric("errors", "AWS/Lambda", "Errors", {}),
+            _metric("invocations", "AWS/Lambda", "Invocations", {}),
+            _math("errors / invocations", "Lambda error ratio (all functions)"),
+        ),
+    ),
+    Objective(
+        key="consumer_lag", alert="NotifyConsumerLagAboveSLO", spec="Kafka consumer lag <= 10 seconds",
+        expr="max(notify_consumer_lag_seconds)", op=">", threshold=10, for_="5m", unit="seconds",
+        cloudwatch=(
+            _metric("lag", "AWS/Kafka", "EstimatedMaxTimeLag",
+                    {"Cluster Name": {"Ref": "KafkaClusterName"}, "Consumer Group": DEFAULT_GROUP},
+                    stat="Maximum", period=60),
+            _math("lag", "consumer lag (seconds)"),
+        ),
+        cloudwatch_period_s=60,
+    ),
+    Objective(
+        key="notification_failures", alert="NotifyNotificationFailuresAboveSLO",
+        spec="Notification failure rate <= 0.3 %",
+        expr='sum(rate(notify_deliveries_total{{outcome="dead_lettered"}}[{window}]))'
+             ' / sum(rate(notify_deliveries_total{{outcome=~"delivered|dead_lettered"}}[{window}]))',
+        op=">", threshold=0.003, window="15m",
+        cloudwatch=(
+            _metric("bad", EMF_NAMESPACE, "notify_deliveries_total", {"outcome": "dead_lettered"}),
+            _metric("ok", EMF_NAMESPACE, "notify_deliveries_total", {"outcome": "delivered"}),
+            _math("bad / (ok + bad)", "notification failure ratio"),
+        ),
+    ),
+    Objective(
+        key="schedule_generation", alert="NotifyScheduleGenerationBelowSLO",
+        spec="Schedule generation success >= 99.95 %",
+        expr='sum(increase(notify_plan_generations_total{{outcome="success"}}[{window}]))'
+             ' / sum(increase(notify_plan_generations_total[{window}]))',
+        op="<", threshold=0.9995, window="1d", for_="0m", severity="ticket",
+        cloudwatch=(
+            _metric("ok", EMF_NAMESPACE, "notify_plan_generations_total", {"outcome": "success"}, period=86400),
+            _metric("bad", EMF_NAMESPACE, "notify_plan_generations_total", {"outcome": "failure"}, period=86400),
+            _math("ok / (ok + bad)", "schedule generation success ratio"),
+        ),
+        cloudwatch_period_s=86400,
+    ),
+)
+
+
+def objective(key: str) -> Objective:
+    return next(o for o in OBJECTIVES if o.key == key)
+
+
+def prometheus_rules(objectives: Sequence[Objective] = OBJECTIVES) -> dict[str, Any]:
+    """A Prometheus rule file (as data): one alert per objective, plus a recording rule of its value."""
+    rules: list[dict[str, Any]] = []
+    for o in objectives:
+        record = f"notify:slo_{o.key}:{'ratio' if o.unit == 'ratio' else 'seconds'}"
+        rules.append({"record": record, "expr": o.expr.format(window=o.window)})
+        value = "{{ $value | humanizePercentage }}" if o.unit == "ratio" else "{{ $value | humanizeDuration }}"
+        rules.append({
+            "alert": o.alert,
+            "expr": f"{record} {o.op} {o.threshold:g}",
+            "for": o.for_,
+            "labels": {"severity": o.severity, "slo": o.key},
+            "annotations": {"summary": f"{o.spec}: now {value}",
+                            "description": f"SLO {o.key} breached over {o.window} (spec §8: {o.spec})."},
+        })
+    return {"groups": [{"name": "notify-slo", "rules": rules}]}
+
+
+def _logical(name: str) -> str:
+    return "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]+", name) if part)
+
+
+def cloudwatch_resources(
+    *, function_logical_ids: Sequence[str] = (), alarm_topic: Any = None,
+    objectives: Sequence[Objective] = OBJECTIVES,
+) -> dict[str, Any]:
+    """CloudFormation resources: an alarm per objective and a 30-day log group per Lambda function.
+
+    ``function_logical_ids``: the template's ``AWS::Lambda::Function`` resources (their log groups are
+    declared here so the retention is the template's, not Lambda's default of forever). ``alarm_topic``:
+    what the alarms notify (e.g. ``{"Ref": "AlarmTopic"}``); None: alarms without actions. The consumer-lag
+    alarm reads MSK's metric and needs a ``KafkaClusterName`` parameter in the template.
+    """
+    resources: dict[str, Any] = {}
+    for o in objectives:
+        props: dict[str, Any] = {
+            "AlarmName": {"Fn::Sub": f"${{AWS::StackName}}-{o.alert}"},
+            "AlarmDescription": f"Notify SLO {o.key}: {o.spec}",
+            "ComparisonOperator": "LessThanThreshold" if o.op == "<" else "GreaterThanThreshold",
+            "Threshold": o.threshold,
+            "EvaluationPeriods": 1 if o.cloudwatch_period_s >= 3600 else 2,
+            "DatapointsToAlarm": 1 if o.cloudwatch_period_s >= 3600 else 2,
+            "TreatMissingData": "notBreaching",
+            "Metrics": [dict(m) for m in o.cloudwatch],
+        }
+        if alarm_topic is not None:
+            props["AlarmActions"] = [alarm_topic]
+            props["OKActions"] = [alarm_topic]
+        resources[f"Slo{_logical(o.key)}Alarm"] = {"Type": "AWS::CloudWatch::Alarm", "Properties": props}
+    for logical in function_logical_ids:
+        resources[f"{logical}LogGroup"] = {
+            "Type": "AWS::Logs::LogGroup", "DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain",
+            "Properties": {"LogGroupName": {"Fn::Sub": f"/aws/lambda/${{{logical}}}"},
+                           "RetentionInDays": LOG_RETENTION_DAYS},
+        }
+    return resources

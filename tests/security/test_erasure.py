@@ -1,0 +1,170 @@
+"""Right to erasure: after ``erase_user`` nothing with the user's id remains in any Store table, lake file,
+landing/quarantine file, vector, the outbox, the logs or the stream log (every table and file scanned)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from notify_core.clock import ManualClock
+from notify_core.delivery import DeliveryWorker, WorkerOptions
+from notify_core.delivery.channels import OutboxChannel
+from notify_core.delivery.synthetic import seed_due
+from notify_core.delivery.tracking import sign_token, track
+from notify_core.erasure import belongs_to, erase_user
+from notify_core.events.capture import capture_events
+from notify_core.events.consumer import EventConsumer
+from notify_core.features import refresh_features
+from notify_core.ingest.batch import ingest_dataset
+from notify_core.lake import Lake
+from notify_core.security.crypto import build_sealer
+from notify_core.security.keyring import ephemeral_keyring
+from notify_core.settings import load_settings
+from notify_core.store import tables
+from notify_core.store.factory import build_store
+from notify_core.stream.local_log import LocalLog
+
+VICTIM, OTHER = "victim-0000000", "victim-0000001"
+
+
+def _landing(root: Path) -> None:
+    (root / "users").mkdir(parents=True)
+    (root / "products").mkdir()
+    (root / "purchases").mkdir()
+    (root / "users" / "u.csv").write_text(
+        "user_id,country,timezone,signup_date,daily_cap\n"
+        f"{VICTIM},GB,Europe/London,2010-05-01,3\n{OTHER},FR,Europe/Paris,2010-06-01,2\n")
+    (root / "products" / "p.csv").write_text("product_id,description,category,unit_price\np1,RED MUG,kitchen,2.5\n")
+    (root / "purchases" / "o.csv").write_text(
+        "order_id,user_id,product_id,quantity,unit_price,ts,country,is_return\n"
+        f"o1,{VICTIM},p1,2,2.5,2011-01-10T09:00:00,GB,false\n"
+        f"o2,{OTHER},p1,1,2.5,2011-02-10T09:00:00,FR,false\n"
+        f"o3,{VICTIM},p1,1,1e308,2011-03-10T09:00:00,GB,false\n")  # quarantined: keeps the victim's id there
+
+
+def _string_cells(frame: pl.DataFrame) -> list[str]:
+    cells: list[str] = []
+    for name, dtype in frame.schema.items():
+        if dtype == pl.String:
+            cells += [v for v in frame[name].to_list() if v is not None]
+        elif isinstance(dtype, pl.List):
+            cells += [str(v) for v in frame[name].to_list()]
+    return cells
+
+
+def _remaining(data_dir: Path, store: Any, user_id: str) -> list[str]:
+    found: list[str] = []
+    for name in store.table_names():
+        for item in store.table(name).scan():
+            if belongs_to(item, user_id) or user_id in json.dumps(item, default=str):
+                found.append(f"store {name}: {item.get('pk')}/{item.get('sk')}")
+    for path in sorted(p for p in data_dir.rglob("*") if p.is_file()):
+        if path.suffix == ".parquet":
+            if any(user_id in cell for cell in _string_cells(pl.read_parquet(path))):
+                found.append(f"parquet {path}")
+        elif user_id.encode() in path.read_bytes():
+            found.append(f"file {path}")
+    return found
+
+
+def test_erase_user_leaves_nothing_anywhere(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    settings = load_settings(data_dir=data)
+    store = build_store(settings)
+    log = LocalLog(settings.local_log_path)
+    lake = Lake(settings.lake_root)
+    try:
+        # batch: users, products, purchases -> lake, Store, quarantine; features
+        _landing(settings.landing)
+        for dataset in ("users", "products", "purchases"):
+            ingest_dataset(dataset, landing=settings.landing, lake=lake, store=store,
+                           quarantine=settings.quarantine_root)
+        refresh_features(lake, store)
+        # vectors: the Store's embeddings table and the lake's user vector table
+        store.table(tables.EMBEDDINGS).batch_put(
+            {"pk": f"user#{u}", "sk": tables.VECTOR_SK, "vector": np.ones(4, np.float32).tobytes(), "dim": 4}
+            for u in (VICTIM, OTHER))
+        lake.write_table("embeddings_user", pl.DataFrame({"id": [VICTIM, OTHER], "content_hash": ["a", "b"]}))
+        # events: an order and a click through capture -> stream -> consumer (user_events, ledger, landing)
+        now = datetime.now(UTC).replace(microsecond=0)
+        order = {"type": "order", "user_id": VICTIM, "ts": now.isoformat(), "order_id": "o9",
+                 "items": [{"product_id": "p1", "quantity": 1, "unit_price": 2.5}]}
+        click = {"type": "click", "user_id": VICTIM, "ts": now.isoformat(), "product_id": "p1"}
+        assert capture_events(json.dumps([order, click]), stream=log, clock=ManualClock(now)).accepted == 2
+        consumer = EventConsumer(stream=log, store=store, landing=settings.landing, group="g", max_batch=100,
+                                 clock=ManualClock(now))
+        consumer.run_once()
+        consumer.close()
+        # delivery: both users get a notification through the sealed outbox; the victim clicks it
+        clock = ManualClock(now)
+        [item, _] = seed_due(store, n=2, start=now, user_prefix="victim-", with_plans=True)
+        keys = ephemeral_keyring("tracking", now=now)
+        channel = OutboxChannel(settings.outbox, sealer=build_sealer(settings.secrets_dir), clock=clock)
+        DeliveryWorker(store, channel, public_base_url="http://t", clock=clock, tracking_keys=keys,
+                       options=WorkerOptions(concurrency=1)).run_until_idle()
+        channel.close()
+        track(store, log, token=sign_token(keys, item["notification_id"], kind="click"), kind="click", keys=keys,
+              clock=clock)
+        (data / "logs").mkdir(exist_ok=True)
+        (data / "logs" / "notify.jsonl").write_text(
+            "".join(json.dumps({"msg": "request", "user_id": u}) + "\n" for u in (VICTIM, OTHER)))
+
+        before = _remaining(data, store, VICTIM)
+        assert len(before) > 15, before  # the user really is everywhere first
+        kinds = " ".join(before)
+        for where in ("store users", "store purchases", "store user_events", "store embeddings", "store schedules",
+                      "store plans", "store deliveries", "store dedupe", "lake/users", "lake/purchases",
+                      "embeddings_user", "quarantine", "landing", "outbox", "logs", "stream"):
+            assert where in kinds, where
+
+        audit: list[tuple[str, dict[str, Any]]] = []
+        report = erase_user(VICTIM, store=store, file_roots=[data], stream_log=log,
+                            audit=lambda action, entry: audit.append((action, dict(entry))))
+        assert _remaining(data, store, VICTIM) == []
+        assert report.total > 0 and report.stream_messages == 3  # order, click, notification_click
+        assert audit == [("user.delete", {"actor": "cli", "user_id": VICTIM, "rows_removed": report.total})]
+        # the other user is untouched, and a second run finds nothing
+        assert _remaining(data, store, OTHER) != []
+        assert store.table(tables.USERS).get(OTHER, tables.PROFILE_SK) is not None
+        assert erase_user(VICTIM, store=store, file_roots=[data], stream_log=log).total == 0
+        # re-ingesting the landing folder does not bring the victim back
+        for dataset in ("users", "purchases"):
+            ingest_dataset(dataset, landing=settings.landing, lake=lake, store=store,
+                           quarantine=settings.quarantine_root, full_store_sync=True)
+        assert _remaining(data, store, VICTIM) == []
+    finally:
+        log.close()
+        store.close()
+
+
+def test_erasure_on_dynamodb_covers_every_table_under_the_prefix(dynamodb_endpoint: str) -> None:
+    """The DynamoDB adapter lists its tables (a table the code never opened in this process included)."""
+    import uuid
+
+    import boto3
+
+    from notify_core.erasure import erase_from_store
+    from notify_core.store.dynamodb import DynamoStore
+
+    prefix = f"erase{uuid.uuid4().hex[:8]}_"
+    session = boto3.Session(aws_access_key_id="local", aws_secret_access_key="local", region_name="eu-west-1")
+    writer = DynamoStore(region="eu-west-1", endpoint_url=dynamodb_endpoint, table_prefix=prefix, session=session)
+    writer.table(tables.USERS).put({"pk": VICTIM, "sk": tables.PROFILE_SK, "user_id": VICTIM})
+    writer.table(tables.DEDUPE).put({"pk": "n1", "sk": tables.DEDUPE_SK, "user_id": VICTIM})
+    writer.table(tables.EMBEDDINGS).put({"pk": f"user#{VICTIM}", "sk": tables.VECTOR_SK})
+    writer.table(tables.USERS).put({"pk": OTHER, "sk": tables.PROFILE_SK, "user_id": OTHER})
+    writer.close()
+    store = DynamoStore(region="eu-west-1", endpoint_url=dynamodb_endpoint, table_prefix=prefix,
+                        session=session)  # a fresh view: it has opened no table yet
+    try:
+        assert set(store.table_names()) == {tables.USERS, tables.DEDUPE, tables.EMBEDDINGS}
+        assert erase_from_store(store, VICTIM) == {tables.USERS: 1, tables.DEDUPE: 1, tables.EMBEDDINGS: 1}
+        left = [i for name in store.table_names() for i in store.table(name).scan()]
+        assert [i["pk"] for i in left] == [OTHER]
+    finally:
+        store.close()

@@ -1,0 +1,122 @@
+"""Webhook signatures with rotation: several ``sha256=`` entries during an overlap, a replay window, and
+the receiver's ``verify`` run against what the real channel sends over HTTP."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from notify_core.clock import ManualClock
+from notify_core.delivery.channels import Message, WebhookChannel, verify_signature
+from notify_core.delivery.webhook_verify import (
+    ReplayGuard,
+    WebhookVerificationError,
+    parse_signature_header,
+    signature_header,
+    verify,
+)
+from notify_core.security.keyring import load_keyring, rotate_keyring
+
+MSG = Message(notification_id="n1", user_id="u1", campaign_id="c1", title="T", body="hi", link="l", open_pixel="p",
+              send_at="2031-01-01T10:00:00Z")
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    seen: list[tuple[dict[str, str], bytes]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).seen.append(({k: v for k, v in self.headers.items()}, body))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
+    _Receiver.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", _Receiver.seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_rotation_overlap_signs_with_both_keys_and_each_receiver_verifies(
+        tmp_path: Path, receiver: tuple[str, list[tuple[dict[str, str], bytes]]]) -> None:
+    url, seen = receiver
+    clock = ManualClock(datetime(2026, 11, 24, 10, 5, tzinfo=UTC))  # the test's own now, sender and receiver
+    old = load_keyring(tmp_path, "webhook", clock=clock)
+    new = rotate_keyring(tmp_path, "webhook", clock=clock, overlap=timedelta(days=1))
+    now = datetime.fromtimestamp(clock.now(), UTC)
+    channel = WebhookChannel(url, keys=lambda: [(k.kid, k.secret) for k in new.signing_keys(now=now)], clock=clock)
+    try:
+        assert channel.send(MSG, idempotency_key="n1").ok
+    finally:
+        channel.close()
+    [(headers, body)] = seen
+    entries = parse_signature_header(headers["X-Notify-Signature"])
+    assert [kid for kid, _ in entries] == [new.active_kid, old.active_kid]  # new first, old during the overlap
+    ts = headers["X-Notify-Timestamp"]
+    # a receiver still on the old key, and one already on the new key, both verify
+    assert verify(body, timestamp=ts, signature=headers["X-Notify-Signature"],
+                  secrets={old.active_kid: old.active.secret}, now=clock.now()) == old.active_kid
+    assert verify(body, timestamp=ts, signature=headers["X-Notify-Signature"],
+                  secrets={new.active_kid: new.active.secret}, now=clock.now()) == new.active_kid
+    assert json.loads(body)["notification_id"] == "n1" and headers["Idempotency-Key"] == "n1"
+
+
+def test_verify_rejects_tampering_unknown_keys_stale_timestamps_and_replays() -> None:
+    secrets = {"k1": b"s" * 32, "k0": b"o" * 32}
+    body = b'{"a":1}'
+    ts = "1900000000.000"
+    header = signature_header([("k1", secrets["k1"]), ("k0", secrets["k0"])], body, ts)
+    now = 1900000000.0
+    assert verify(body, timestamp=ts, signature=header, secrets=secrets, now=now) == "k1"
+    cases = {
+        "tampered body": dict(body=b'{"a":2}', timestamp=ts, signature=header, secrets=secrets, now=now),
+        "unknown key ids": dict(body=body, timestamp=ts, signature=header, secrets={"k9": b"s" * 32}, now=now),
+        "wrong secret for the id": dict(body=body, timestamp=ts, signature=header, secrets={"k1": b"x" * 32}, now=now),
+        "too old": dict(body=body, timestamp=ts, signature=header, secrets=secrets, now=now + 301),
+        "from the future": dict(body=body, timestamp=ts, signature=header, secrets=secrets, now=now - 301),
+        "bad timestamp": dict(body=body, timestamp="nan", signature=header, secrets=secrets, now=now),
+        "moved timestamp": dict(body=body, timestamp="1900000001.000", signature=header, secrets=secrets, now=now),
+        "no signature": dict(body=body, timestamp=ts, signature="", secrets=secrets, now=now),
+    }
+    for name, kwargs in cases.items():
+        with pytest.raises(WebhookVerificationError):
+            verify(**kwargs)  # type: ignore[arg-type]
+            pytest.fail(name)
+    guard = ReplayGuard()
+    assert verify(body, timestamp=ts, signature=header, secrets=secrets, now=now, guard=guard) == "k1"
+    with pytest.raises(WebhookVerificationError, match="replayed"):
+        verify(body, timestamp=ts, signature=header, secrets=secrets, now=now + 10, guard=guard)
+
+
+def test_the_legacy_single_secret_check_accepts_any_entry() -> None:
+    body, ts = b"x", "1900000000"
+    header = signature_header([("new", "n"), ("default", "legacy")], body, ts)
+    assert verify_signature("legacy", body, timestamp=ts, signature=header, now=1900000000.0)
+    assert not verify_signature("other", body, timestamp=ts, signature=header, now=1900000000.0)
+
+
+def test_the_receiver_module_needs_only_the_standard_library() -> None:
+    import ast
+
+    import notify_core.delivery.webhook_verify as module
+
+    tree = ast.parse(Path(module.__file__).read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {str(node.module).split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported <= {"__future__", "hashlib", "hmac", "threading", "time", "collections"}
