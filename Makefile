@@ -48,7 +48,7 @@ bench: $(STAMP)
 
 ## The Dagster UI on http://127.0.0.1:3000 over the same instance `make demo` writes to.
 dev: $(STAMP)
-	DAGSTER_HOME=$(CURDIR) $(VENV)/bin/dagster dev -h 127.0.0.1 -w workspace.yaml
+	./scripts/dagster_dev.sh -h 127.0.0.1 -w workspace.yaml
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

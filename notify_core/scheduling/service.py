@@ -164,8 +164,11 @@ def plan_and_store(
     store: Store, *, users: pl.DataFrame, campaigns: pl.DataFrame, candidates: pl.DataFrame, plan_day: date,
     now: datetime | None = None, options: PlanOptions | None = None, shards: int = DEFAULT_SHARDS,
     chunk_users: int = CHUNK_USERS, candidate_source: str = "given",
+    progress: Callable[[int, int], None] | None = None,
 ) -> PlanRun:
-    """Plan ``users`` in chunks (history and interactions from the Store) and write each chunk's plan."""
+    """Plan ``users`` in chunks (history and interactions from the Store) and write each chunk's plan.
+
+    ``progress(users_done, users_total)`` is called after each chunk is written (for a live display)."""
     day = plan_day.isoformat()
     campaigns = eligible_campaigns(campaigns, plan_day)
     candidates = candidates.filter(pl.col("campaign_id").is_in(campaigns["campaign_id"].implode()))
@@ -195,6 +198,8 @@ def plan_and_store(
                               existing=states.pop(k).day_items)
         stats = stats + plan.stats
         writes = WriteSummary(**{f: getattr(writes, f) + getattr(summary, f) for f in WriteSummary.__slots__})
+        if progress is not None:
+            progress(min((k + 1) * chunk_users, users.height), users.height)
     busiest = ledger.loads.argsort()[-3:][::-1]
     loads = {(ledger.base + _minutes(int(m))).strftime("%Y-%m-%dT%H:%M"): int(ledger.loads[m])
              for m in busiest if ledger.loads[m] > 0}
@@ -211,12 +216,14 @@ def _minutes(m: int) -> timedelta:
 def plan_from_lake(
     store: Store, lake: Lake, *, plan_day: date, now: datetime, options: PlanOptions | None = None,
     artefacts: ArtefactStore | None = None, k: int = 20, shards: int = DEFAULT_SHARDS,
+    progress: Callable[[int, int], None] | None = None,
 ) -> PlanRun:
     """The daily batch: every user in the lake (:func:`candidates_for` chooses the candidates).
 
     ``now`` is the caller's clock: planning today places nothing before it (:func:`effective_now`)."""
     return _plan(store, users=users_from_lake(lake), campaigns=campaigns_from_lake(lake), plan_day=plan_day,
-                 now=now, options=options, artefacts=artefacts, fallback=lake_cosine(lake), k=k, shards=shards)
+                 now=now, options=options, artefacts=artefacts, fallback=lake_cosine(lake), k=k, shards=shards,
+                 progress=progress)
 
 
 def plan_for_users(
@@ -235,13 +242,14 @@ def plan_for_users(
 def _plan(
     store: Store, *, users: pl.DataFrame, campaigns: pl.DataFrame, plan_day: date, now: datetime,
     options: PlanOptions | None, artefacts: ArtefactStore | None, fallback: CosineFallback, k: int, shards: int,
+    progress: Callable[[int, int], None] | None = None,
 ) -> PlanRun:
     campaigns = eligible_campaigns(campaigns, plan_day)
     cands, source = candidates_for(store, users["user_id"].to_list(), campaigns["campaign_id"].to_list(),
                                    artefacts=artefacts, fallback=fallback, k=k, now=now)
     return plan_and_store(store, users=users, campaigns=campaigns, candidates=cands, plan_day=plan_day,
                           now=effective_now(plan_day, now=now), options=options, shards=shards,
-                          candidate_source=source)
+                          candidate_source=source, progress=progress)
 
 
 PLAN_WINDOW_DAYS = 366  # a plan day more than a year from today is a mistake (or the calendar's edge: 500s)
