@@ -40,8 +40,9 @@ BUCKET = "notify-backups"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def seaweed() -> Iterator[SeaweedS3]:
+    """One server for the module (it starts in 10-40 s here); each test backs up under its own prefix."""
     server = SeaweedS3.start(timeout=120)
     try:
         server.create_bucket(BUCKET)
@@ -101,7 +102,8 @@ def _drill(tmp_path: Path, server: SeaweedS3, *, events: int, during: Callable[[
     replay; returns what the invariants need."""
     data = tmp_path / "data"
     _seed(data)
-    url = f"s3://{BUCKET}/notify/prod?endpoint={server.endpoint}"
+    prefix = f"notify/{tmp_path.name}"
+    url = f"s3://{BUCKET}/{prefix}?endpoint={server.endpoint}"
     settings = load_settings(data_dir=data)
     log = LocalLog(settings.local_log_path)  # inside the data directory: lost with it, restored from its replica
     backup = subprocess.Popen([sys.executable, "-m", "notify_cli.backup_commands", "backup", "--data-dir", str(data),
@@ -136,7 +138,7 @@ def _drill(tmp_path: Path, server: SeaweedS3, *, events: int, during: Callable[[
         backup.wait()
     assert backup.returncode == -9, (tmp_path / "backup.err").read_text()[-3000:]
     keys = [obj["Key"] for page in _s3_client(server.endpoint).get_paginator(  # type: ignore[attr-defined]
-        "list_objects_v2").paginate(Bucket=BUCKET, Prefix="notify/prod/") for obj in page.get("Contents", [])]
+        "list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"{prefix}/") for obj in page.get("Contents", [])]
     shutil.rmtree(data)
 
     started = time.monotonic()
