@@ -40,9 +40,9 @@ BUCKET = "notify-backups"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
 
 
-@pytest.fixture(scope="module")
-def seaweed() -> Iterator[SeaweedS3]:
-    """One server for the module (it starts in 10-40 s here); each test backs up under its own prefix."""
+@pytest.fixture
+def own_seaweed() -> Iterator[SeaweedS3]:
+    """A server of the fault test's own: it is killed and restarted, so not the session's ``s3_server``."""
     server = SeaweedS3.start(timeout=120)
     try:
         server.create_bucket(BUCKET)
@@ -95,15 +95,15 @@ def _event_ids(store: SqliteStore) -> set[str]:
     return ids | {row["pk"] for row in store.table(tables.EVENTS).scan()}
 
 
-def _drill(tmp_path: Path, server: SeaweedS3, *, events: int, during: Callable[[], threading.Thread] | None = None,
-           settle_s: float = 4.0) -> dict[str, object]:
+def _drill(tmp_path: Path, server: SeaweedS3, *, bucket: str = BUCKET, events: int,
+           during: Callable[[], threading.Thread] | None = None, settle_s: float = 4.0) -> dict[str, object]:
     """Seed, back up to the bucket while events are produced and consumed (``during`` runs mid-way and
     may hand back a thread, joined before the end), lose the data directory, restore from the bucket,
     replay; returns what the invariants need."""
     data = tmp_path / "data"
     _seed(data)
     prefix = f"notify/{tmp_path.name}"
-    url = f"s3://{BUCKET}/{prefix}?endpoint={server.endpoint}"
+    url = f"s3://{bucket}/{prefix}?endpoint={server.endpoint}"
     settings = load_settings(data_dir=data)
     log = LocalLog(settings.local_log_path)  # inside the data directory: lost with it, restored from its replica
     backup = subprocess.Popen([sys.executable, "-m", "notify_cli.backup_commands", "backup", "--data-dir", str(data),
@@ -138,7 +138,7 @@ def _drill(tmp_path: Path, server: SeaweedS3, *, events: int, during: Callable[[
         backup.wait()
     assert backup.returncode == -9, (tmp_path / "backup.err").read_text()[-3000:]
     keys = [obj["Key"] for page in _s3_client(server.endpoint).get_paginator(  # type: ignore[attr-defined]
-        "list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"{prefix}/") for obj in page.get("Contents", [])]
+        "list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/") for obj in page.get("Contents", [])]
     shutil.rmtree(data)
 
     started = time.monotonic()
@@ -165,8 +165,9 @@ def _prefixes(keys: list[str]) -> set[str]:
     return {"/".join(key.split("/")[2:4]) if key.split("/")[2] == "files" else key.split("/")[2] for key in keys}
 
 
-def test_backup_to_seaweedfs_and_restore_from_it(tmp_path: Path, seaweed: SeaweedS3) -> None:
-    got = _drill(tmp_path, seaweed, events=20_000)
+def test_backup_to_seaweedfs_and_restore_from_it(tmp_path: Path, s3_server: SeaweedS3) -> None:
+    s3_server.create_bucket("notify-backup-restore")  # the session's server; a bucket of this test's own
+    got = _drill(tmp_path, s3_server, bucket="notify-backup-restore", events=20_000)
     assert not (tmp_path / "notify").exists()  # nothing went to a folder named like the prefix
     assert {"store", "stream", "files/blobs", "files/manifests"} <= _prefixes(got["keys"])  # type: ignore[arg-type]
     assert got["report"]["databases"] == {"store": "restored", "stream": "restored"}  # type: ignore[index]
@@ -179,16 +180,16 @@ def test_backup_to_seaweedfs_and_restore_from_it(tmp_path: Path, seaweed: Seawee
 
 @pytest.mark.faults
 def test_backup_to_seaweedfs_survives_the_bucket_server_killed_and_restarted(tmp_path: Path,
-                                                                             seaweed: SeaweedS3) -> None:
+                                                                             own_seaweed: SeaweedS3) -> None:
     """SIGKILL of SeaweedFS while ``notify backup`` replicates and the Store is written, back 3 s later on
     the same data folder: the restored Store still equals the original and no acknowledged event is lost."""
     def outage() -> threading.Thread:
-        seaweed.kill()  # the second half of the events is written while the bucket is down
-        back = threading.Thread(target=seaweed.restart, kwargs={"down_s": 3})
+        own_seaweed.kill()  # the second half of the events is written while the bucket is down
+        back = threading.Thread(target=own_seaweed.restart, kwargs={"down_s": 3})
         back.start()
         return back
 
-    got = _drill(tmp_path, seaweed, events=20_000, during=outage, settle_s=8.0)
+    got = _drill(tmp_path, own_seaweed, events=20_000, during=outage, settle_s=8.0)
     same = got["restored"] == got["original"]
     entry = record(
         "SeaweedFS killed and restarted mid-backup", injected="SIGKILL of the S3 server, back 3 s later",
