@@ -41,7 +41,7 @@ test-timeshift: $(STAMP)
 	done
 ## The fault-injection suite, short and long versions (kill -9 loops, servers killed mid-run), with its table.
 test-faults: $(STAMP)
-	$(VENV)/bin/python -m pytest -m faults tests/faults tests/backup/test_dr_drill.py
+	$(VENV)/bin/python -m pytest -m faults tests/faults tests/backup/test_dr_drill.py tests/backup/test_backup_s3.py
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench
