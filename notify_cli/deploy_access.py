@@ -30,7 +30,7 @@ PACKAGES = ("notify_core", "lambdas")
 STORE_WRITES = frozenset({"put", "batch_put", "update_many", "delete", "save_frame", "upsert_changed", "delete_keys"})
 S3_WRITES = frozenset({"write_bytes", "upload", "merge", "write_table"})
 # the adapters implement the writes (their calls are not uses): skipped when looking for write calls
-ADAPTERS = ("notify_core.store.", "notify_core.recommend.artefacts", "notify_core.stream.")
+ADAPTERS = ("notify_core.store.", "notify_core.recommend.artefacts", "notify_core.stream.", "notify_core.s3_objects")
 DYNAMODB_READ = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:DescribeTable")
 DYNAMODB_WRITE = ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem")
 
@@ -140,9 +140,12 @@ def derive_access(module: str) -> Access:
                     store_writes = True
                 if called in S3_WRITES:
                     s3_write = True
-    reaches = lambda prefix: any(m == prefix or m.startswith(prefix + ".") for m in modules)  # noqa: E731
+
+    def reaches(prefix: str) -> bool:
+        return any(m == prefix or m.startswith(prefix + ".") for m in modules)
+
     s3_read = reaches("notify_core.recommend.artefacts") or reaches("notify_core.lake")
     return Access(tables=frozenset(used), store_writes=store_writes and bool(used), s3_read=s3_read,
-                  s3_write=s3_write and s3_read, sns=reaches("notify_core.delivery.channels"),
+                  s3_write=s3_write and s3_read, sns=reaches("notify_core.delivery.sns"),
                   kafka=reaches("notify_core.stream.kafka") or reaches("notify_core.stream.factory"),
                   modules=modules)

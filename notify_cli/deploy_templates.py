@@ -11,7 +11,7 @@ Beyond one machine Notify runs as
   ``deploy/k8s/consumer.yaml``: the ``notify consume`` Deployment reading Kafka.
 
 They are rendered, not hand-written: the tables come from :data:`notify_core.store.tables.ALL_TABLES`,
-the HTTP routes from :data:`lambdas.gateway.ROUTES`, the settings from ``NotifySettings``, so adding a
+the HTTP routes from :data:`lambdas.routes.ROUTES`, the settings from ``NotifySettings``, so adding a
 table or a route cannot leave a template behind. ``notify templates --check`` (run by the tests) fails
 when the committed files differ from what the code renders; ``cfn-lint`` checks the CloudFormation.
 Two images: ``deploy/Dockerfile`` (the AWS Lambda base image; each function's command is its handler)
@@ -216,7 +216,7 @@ def _pod_roles(resources: dict[str, Any], table_ids: dict[str, str]) -> None:
 
 def cloudformation() -> dict[str, Any]:
     """The AWS template as a dict (see the module doc)."""
-    from lambdas.gateway import ROUTES
+    from lambdas.routes import ROUTES
     from notify_cli.deploy_access import derive_access
 
     resources: dict[str, Any] = {}
@@ -415,7 +415,9 @@ def service_accounts() -> list[dict[str, Any]]:
 
 
 def rendered() -> dict[Path, str]:
-    dump = lambda data: HEADER + yaml.dump(data, Dumper=_NoAliases, sort_keys=False, width=110)  # noqa: E731
+    def dump(data: Any) -> str:
+        return HEADER + yaml.dump(data, Dumper=_NoAliases, sort_keys=False, width=110)
+
     return {CFN_PATH: dump(cloudformation()), HELM_PATH: dump(dagster_values()),
             CONSUMER_PATH: dump(consumer_manifest()),
             SERVICE_ACCOUNTS_PATH: HEADER + yaml.dump_all(service_accounts(), Dumper=_NoAliases, sort_keys=False)}
