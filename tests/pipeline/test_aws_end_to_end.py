@@ -159,8 +159,10 @@ def _compare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: int | None, 
 # What one delivery pass wrote: the pass delivers what is due up to its own "now" + the demo's fast-forward,
 # and its "now" is the wall time that run reached the delivery step (the aws run gets there later), so a
 # notification planned in the minute between the two edges is sent in one run and not yet in the other.
+# What the one delivery pass writes depends on the wall time the run took (which minutes it reached and closed,
+# its heartbeats): compared loosely below, not row for row.
 DELIVERY_TABLES = {tables.SENDS, tables.DEDUPE, tables.DELIVERIES, tables.CAMPAIGN_STATS, tables.USER_FATIGUE,
-                   tables.NOTIFICATION_INTERACTIONS}
+                   tables.NOTIFICATION_INTERACTIONS, tables.DELIVERY_CURSOR}
 
 
 def _assert_same(aws: RunResult, embedded: RunResult) -> None:
