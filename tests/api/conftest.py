@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from lambdas import capture_events, generate_schedule, runtime, track, upsert_campaign
+from lambdas import capture_events, erase_user, generate_schedule, runtime, track, upsert_campaign
 from lambdas import get_recommended_campaigns as recs
 from lambdas.gateway import build_app
 from notify_core.clock import ManualClock
@@ -51,6 +51,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
     generate_schedule.use_store(world.store, clock=clock)
     capture_events.use_stream(log)
     track.use(store=world.store, stream=log, keys=tracking, clock=clock)
+    erase_user.use(store=world.store, stream=log, roots=(tmp_path / "world",), clock=clock)
     runtime.use_auth(keyring)
     with TestClient(build_app(), raise_server_exceptions=False) as client:
         yield Served(world=world, client=client, keyring=keyring, clock=clock, log=log, tracking=tracking)
@@ -59,5 +60,6 @@ def served(tmp_path: Path) -> Iterator[Served]:
     generate_schedule.use_store(None)
     capture_events.use_stream(None)
     track.use(store=None, stream=None)
+    erase_user.use(store=None)
     log.close()
     world.store.close()

@@ -15,6 +15,7 @@ from lambdas.openapi import openapi_document
 from notify_core.delivery.synthetic import seed_due
 from notify_core.delivery.tracking import sign_token
 from notify_core.security.keys import (
+    ADMIN,
     CAMPAIGNS_WRITE,
     EVENTS_WRITE,
     RECOMMENDATIONS_READ,
@@ -42,6 +43,7 @@ def _requests(served: Served) -> dict[tuple[str, str], dict[str, Any]]:
                                     "ok": {200, 201}},
         ("POST", "/v1/schedules"): {"path": "/v1/schedules", "json": {"user_ids": ["u1"], "plan_day": today},
                                     "scope": SCHEDULES_WRITE, "ok": {200}},
+        ("DELETE", "/v1/users/{user_id}"): {"path": "/v1/users/u-erased", "scope": ADMIN, "ok": {200}},
         # public: a forged link is 404 whatever the key; a signed link of a sent notification works
         ("GET", "/t/{notification_id}"): {"path": f"/t/{forged}", "scope": None, "ok": {404},
                                           "valid_path": f"/t/{sign_token(served.tracking, nid, kind='click')}",
