@@ -97,7 +97,7 @@ def main() -> None:
         from notify_core.recommend.serving import IndexHolder
 
         # the serving holder (refresh every 2 s), not the test world's (which re-reads on every call)
-        recs.use_recommender(Recommender(store=world.store, holder=IndexHolder(world.artefacts)))
+        recs.use_recommender(Recommender(store=world.store, holder=IndexHolder(world.artefacts), clock=world.clock))
         token, keyring, runtime = install_auth(world.store)
         event = v2_event("u1", token)
         for _ in range(500):

@@ -2,7 +2,7 @@
 
 For an HTTP API (payload 2.0, "simple responses") it answers ``{"isAuthorized": bool, "context": {...}}``;
 for a REST API (``TOKEN`` / ``REQUEST`` authorizer) an IAM policy for the method ARN. It calls
-:meth:`notify_core.security.keys.KeyRing.authorize` with the scope the route needs (from the handler
+:meth:`notify_core.security.keycheck.KeyCheck.authorize` with the scope the route needs (from the handler
 one route table, :data:`lambdas.routes.ROUTES`, from which the handler edges take their scopes too), without the rate
 limit: API Gateway throttles in front, and the handler edge (which checks the key again, defence in
 depth) applies the per-key limit. A refusal never says why (API Gateway answers 401/403 itself).
@@ -17,7 +17,7 @@ from typing import Any
 from lambdas import runtime
 from lambdas.routes import route_for
 from notify_core.errors import NotifyError
-from notify_core.security.keys import bearer_token
+from notify_core.security.keycheck import bearer_token
 
 log = logging.getLogger("lambdas.authorizer")
 

@@ -11,7 +11,7 @@ on its own :class:`Edge` and exports ``handler = edge.handler``; that one functi
 * direct invocations (no ``requestContext``) through the module's ``direct`` function, if it has one.
 
 Before a route runs, :meth:`Edge.handler` checks the API key (``Authorization: Bearer nk_...`` or
-``X-API-Key``) against the route's scope with :meth:`notify_core.security.keys.KeyRing.authorize`: 401
+``X-API-Key``) against the route's scope with :meth:`notify_core.security.keycheck.KeyCheck.authorize`: 401
 without a valid key, 403 without the scope, 429 with ``Retry-After`` over the key's rate. Routes with
 ``scope=None`` (the signed tracking links) are public.
 
@@ -50,7 +50,7 @@ from lambdas import runtime
 from lambdas.http import error_payload, error_reply, json_reply, observed
 from lambdas.routes import declared
 from notify_core.errors import PayloadTooLargeError, UnsupportedMediaTypeError
-from notify_core.security.keys import ApiKey, bearer_token
+from notify_core.security.keycheck import ApiKey, bearer_token
 
 log = logging.getLogger("lambdas.edge")
 

@@ -17,10 +17,17 @@ from lambdas.edge import SECURITY_SCHEME, Edge
 
 def all_edges() -> list[Edge]:
     """Every HTTP handler module's edge (the OpenAPI document and the audit coverage test read these)."""
-    from lambdas import capture_events, generate_schedule, get_recommended_campaigns, track, upsert_campaign
+    from lambdas import (
+        capture_events,
+        erase_user,
+        generate_schedule,
+        get_recommended_campaigns,
+        track,
+        upsert_campaign,
+    )
 
     return [capture_events.edge, get_recommended_campaigns.edge, upsert_campaign.edge, generate_schedule.edge,
-            track.edge]
+            erase_user.edge, track.edge]
 
 
 def openapi_document(*, title: str = "Notify API", version: str = "1") -> dict[str, Any]:

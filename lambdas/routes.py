@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from notify_core.security.scopes import CAMPAIGNS_WRITE, EVENTS_WRITE, RECOMMENDATIONS_READ, SCHEDULES_WRITE
+from notify_core.security.scopes import ADMIN, CAMPAIGNS_WRITE, EVENTS_WRITE, RECOMMENDATIONS_READ, SCHEDULES_WRITE
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,7 @@ ROUTES: list[GatewayRoute] = [
     GatewayRoute("GET", "/v1/users/{user_id}/recommendations", "lambdas.get_recommended_campaigns:handler",
                  inline=True, scope=RECOMMENDATIONS_READ),
     GatewayRoute("POST", "/v1/campaigns", "lambdas.upsert_campaign:handler", scope=CAMPAIGNS_WRITE),
+    GatewayRoute("DELETE", "/v1/users/{user_id}", "lambdas.erase_user:handler", scope=ADMIN),
     GatewayRoute("GET", "/t/{notification_id}", "lambdas.track:click"),
     GatewayRoute("GET", "/o/{notification_id}", "lambdas.track:open_pixel"),
 ]

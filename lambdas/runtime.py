@@ -20,7 +20,7 @@ from notify_core.clock import SYSTEM_CLOCK, Clock
 
 if TYPE_CHECKING:
     from notify_core.recommend.serving import IndexHolder
-    from notify_core.security.keys import KeyRing
+    from notify_core.security.keycheck import KeyCheck
     from notify_core.settings import NotifySettings
     from notify_core.store.port import Store
 
@@ -67,26 +67,21 @@ def _build() -> Runtime:
 class Auth:
     """The key check of this process; ``keyring`` None only under the explicit ``--insecure-no-auth``."""
 
-    keyring: KeyRing | None
+    keyring: KeyCheck | None
 
 
-def build_keyring(settings: NotifySettings, store: Store, *, clock: Clock = SYSTEM_CLOCK) -> KeyRing:
-    """The KeyRing over the Store, peppered from settings (aws: a secret) or the local 0600 pepper file."""
-    from notify_core.errors import ConfigurationError
-    from notify_core.security.keys import KeyRing, load_or_create_pepper
+def build_key_check(settings: NotifySettings, store: Store, *, clock: Clock) -> KeyCheck:
+    """The read-only key check over the Store, peppered from settings (aws: a secret) or the local 0600
+    pepper file. Handlers never create or change keys (``notify keys`` does, with the audited KeyRing)."""
+    from notify_core.security.keycheck import KeyCheck, resolve_pepper
 
-    if settings.api_key_pepper:
-        pepper = settings.api_key_pepper.encode()
-    elif settings.env == "aws":
-        raise ConfigurationError("NOTIFY_ENV=aws needs NOTIFY_API_KEY_PEPPER (from a secret) for API keys")
-    else:
-        pepper = load_or_create_pepper(settings.secrets_dir / "api_key_pepper")
-    return KeyRing(store, pepper=pepper, clock=clock)
+    pepper = resolve_pepper(configured=settings.api_key_pepper, env=settings.env, secrets_dir=settings.secrets_dir)
+    return KeyCheck(store, pepper=pepper, clock=clock)
 
 
 def _build_auth() -> Auth:
     rt = get()
-    return Auth(build_keyring(rt.settings, rt.store(), clock=rt.clock))
+    return Auth(build_key_check(rt.settings, rt.store(), clock=rt.clock))
 
 
 _runtime = ColdStart(_build)
@@ -103,7 +98,7 @@ def configure(settings: NotifySettings | None, *, store: Store | None = None, ho
                                                        _store=store, _holder=holder))
 
 
-def use_auth(keyring: KeyRing | None, *, insecure: bool = False) -> None:
+def use_auth(keyring: KeyCheck | None, *, insecure: bool = False) -> None:
     """Install the key check (tests, ``notify serve``). ``insecure=True`` with no keyring turns checks off."""
     if keyring is None and not insecure:
         _auth.use(None)  # build from settings on next use

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
-from notify_core.clock import SYSTEM_CLOCK, utcnow
+from notify_core.clock import SYSTEM_CLOCK, Clock, utcnow
 from notify_core.errors import NotifyError
 from notify_core.security import audit
 from notify_core.security.keys import DEFAULT_OVERLAP_S, DEFAULT_TTL_DAYS, KeyRing, write_secret_file
@@ -58,9 +58,16 @@ def _store(settings: NotifySettings) -> Store:
     return build_store(settings)
 
 
-def _keyring(data_dir: Path | None) -> KeyRing:
-    from lambdas.runtime import build_keyring
+def build_keyring(settings: NotifySettings, store: Store, *, clock: Clock) -> KeyRing:
+    """The audited KeyRing over the Store, with the deployment's pepper (the handlers' key check uses the
+    same: ``lambdas.runtime.build_key_check``)."""
+    from notify_core.security.keycheck import resolve_pepper
 
+    pepper = resolve_pepper(configured=settings.api_key_pepper, env=settings.env, secrets_dir=settings.secrets_dir)
+    return KeyRing(store, pepper=pepper, clock=clock)
+
+
+def _keyring(data_dir: Path | None) -> KeyRing:
     settings = _settings(data_dir)
     return build_keyring(settings, _store(settings), clock=SYSTEM_CLOCK)
 

@@ -171,7 +171,7 @@ def _secure(settings: NotifySettings, *, insecure: bool) -> None:
     import sys
 
     from lambdas import runtime
-    from lambdas.runtime import build_keyring
+    from notify_cli.security_commands import build_keyring
     from notify_core.clock import SYSTEM_CLOCK
     from notify_core.security import audit
     from notify_core.security.keys import bootstrap_admin_key
@@ -187,7 +187,8 @@ def _secure(settings: NotifySettings, *, insecure: bool) -> None:
             log.warning("serving WITHOUT authentication (--insecure-no-auth)")
             runtime.use_auth(None, insecure=True)
         else:
-            written = bootstrap_admin_key(build_keyring(settings, store), settings.secrets_dir / "admin.key")
+            keyring = build_keyring(settings, store, clock=settings.clock())
+            written = bootstrap_admin_key(keyring, settings.secrets_dir / "admin.key")
             if written is not None:
                 log.warning("first run: an admin API key was written", extra={"path": str(written)})
                 print(f"first run: an admin API key was written to {written} (mode 0600); send it as "

@@ -8,14 +8,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
-from lambdas import capture_events, generate_schedule, runtime, track, upsert_campaign
+from lambdas import capture_events, erase_user, generate_schedule, runtime, track, upsert_campaign
 from lambdas import get_recommended_campaigns as recs
 from lambdas.gateway import build_app
 from notify_core.clock import ManualClock
+from notify_core.security.keyring import ephemeral_keyring
 from notify_core.security.keys import KeyRing, load_or_create_pepper
 from notify_core.stream.local_log import LocalLog
 from tests.recommend.conftest import World, make_world
@@ -28,6 +30,7 @@ class Served:
     keyring: KeyRing
     clock: ManualClock
     log: LocalLog
+    tracking: Any  # the tracking links' signing keys (notify_core.security.keyring)
 
     def key(self, *scopes: str, name: str = "test", **options: object) -> str:
         _key, token = self.keyring.create(name=name, scopes=scopes, actor="tests", source="pytest",
@@ -38,7 +41,8 @@ class Served:
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
     world = make_world(tmp_path / "world")
-    clock = ManualClock(datetime.now(UTC))
+    clock = ManualClock(world.clock.now())  # the world's fixed "now", never the calendar's
+    tracking = ephemeral_keyring("tracking", now=datetime.fromtimestamp(clock.now(), UTC))
     keyring = KeyRing(world.store, pepper=load_or_create_pepper(tmp_path / "secrets" / "pepper"), clock=clock)
     log = LocalLog(tmp_path / "log.sqlite")
     recs.use_recommender(world.recommender)
@@ -46,14 +50,16 @@ def served(tmp_path: Path) -> Iterator[Served]:
                                                           holder=world.holder, lake=None, clock=clock))
     generate_schedule.use_store(world.store, clock=clock)
     capture_events.use_stream(log)
-    track.use(store=world.store, stream=log)
+    track.use(store=world.store, stream=log, keys=tracking, clock=clock)
+    erase_user.use(store=world.store, stream=log, roots=(tmp_path / "world",), clock=clock)
     runtime.use_auth(keyring)
     with TestClient(build_app(), raise_server_exceptions=False) as client:
-        yield Served(world=world, client=client, keyring=keyring, clock=clock, log=log)
+        yield Served(world=world, client=client, keyring=keyring, clock=clock, log=log, tracking=tracking)
     recs.use_recommender(None)
     upsert_campaign.use_state(None)
     generate_schedule.use_store(None)
     capture_events.use_stream(None)
     track.use(store=None, stream=None)
+    erase_user.use(store=None)
     log.close()
     world.store.close()

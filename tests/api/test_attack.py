@@ -12,12 +12,16 @@ from typing import Any
 import pytest
 
 from lambdas.openapi import openapi_document
+from notify_core.delivery.synthetic import seed_due
+from notify_core.delivery.tracking import sign_token
 from notify_core.security.keys import (
+    ADMIN,
     CAMPAIGNS_WRITE,
     EVENTS_WRITE,
     RECOMMENDATIONS_READ,
     SCHEDULES_WRITE,
 )
+from notify_core.store import tables
 from tests.api.conftest import Served
 from tests.events.helpers import click
 
@@ -28,6 +32,8 @@ CAMPAIGN = {"campaign_id": "attack-test", "name": "lanterns", "text": "garden la
 def _requests(served: Served) -> dict[tuple[str, str], dict[str, Any]]:
     """Per OpenAPI operation: a well-formed request, its scope (None: public) and the status a valid key gets."""
     today = datetime.fromtimestamp(served.clock.now(), UTC).date().isoformat()
+    nid = _sent_notification(served)
+    forged = f"{nid}.{served.tracking.active_kid}.{'A' * 22}"  # a real id and key id, a guessed mac
     return {
         ("GET", "/v1/users/{user_id}/recommendations"): {
             "path": "/v1/users/u1/recommendations", "scope": RECOMMENDATIONS_READ, "ok": {200}},
@@ -37,9 +43,25 @@ def _requests(served: Served) -> dict[tuple[str, str], dict[str, Any]]:
                                     "ok": {200, 201}},
         ("POST", "/v1/schedules"): {"path": "/v1/schedules", "json": {"user_ids": ["u1"], "plan_day": today},
                                     "scope": SCHEDULES_WRITE, "ok": {200}},
-        ("GET", "/t/{notification_id}"): {"path": "/t/unknown-id", "scope": None, "ok": {404}},
-        ("GET", "/o/{notification_id}"): {"path": "/o/unknown-id", "scope": None, "ok": {404}},
+        ("DELETE", "/v1/users/{user_id}"): {"path": "/v1/users/u-erased", "scope": ADMIN, "ok": {200}},
+        # public: a forged link is 404 whatever the key; a signed link of a sent notification works
+        ("GET", "/t/{notification_id}"): {"path": f"/t/{forged}", "scope": None, "ok": {404},
+                                          "valid_path": f"/t/{sign_token(served.tracking, nid, kind='click')}",
+                                          "valid_ok": {302}},
+        ("GET", "/o/{notification_id}"): {"path": f"/o/{forged}", "scope": None, "ok": {404},
+                                          "valid_path": f"/o/{sign_token(served.tracking, nid, kind='open')}",
+                                          "valid_ok": {200}},
     }
+
+
+def _sent_notification(served: Served) -> str:
+    """A notification that was delivered (its tracking links are live)."""
+    now = datetime.fromtimestamp(served.clock.now(), UTC)
+    [item] = seed_due(served.world.store, n=1, start=now)
+    nid = str(item["notification_id"])
+    served.world.store.table(tables.DEDUPE).put({"pk": nid, "sk": tables.DEDUPE_SK, "user_id": item["user_id"],
+                                                 "campaign_id": item["campaign_id"], "delivered_at": now.isoformat()})
+    return nid
 
 
 def _other_scope(scope: str | None) -> str:
@@ -75,8 +97,11 @@ def test_every_route_times_every_credential_gives_the_expected_status(served: Se
         for variant, tokens in variants.items():
             token = tokens[op]
             headers = {"x-api-key": token} if token else {}
-            reply = served.client.request(op[0], spec["path"], json=spec.get("json"), headers=headers)
-            want = spec["ok"] if spec["scope"] is None or variant == "valid" else expected[variant]
+            path, want = spec["path"], spec["ok"] if spec["scope"] is None or variant == "valid" else expected[variant]
+            if spec["scope"] is None and variant == "valid":
+                path, want = spec["valid_path"], spec["valid_ok"]
+            reply = served.client.request(op[0], path, json=spec.get("json"), headers=headers,
+                                          follow_redirects=False)
             cells.append(str(reply.status_code))
             if reply.status_code not in want:
                 failures.append((op, variant, reply.status_code, reply.text[:200]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -165,7 +166,21 @@ def test_every_cli_command_is_classified() -> None:
     assert _commands() == set(CLI_COMMANDS)
 
 
-def test_every_audited_cli_command_writes_an_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def own_logging() -> Iterator[None]:
+    """CLI commands configure Notify's loggers onto CliRunner's stream (closed afterwards): put them back."""
+    import logging
+
+    names = ("notify_core", "lambdas", "notify_cli")
+    saved = [(lg.handlers[:], lg.level, lg.propagate) for lg in map(logging.getLogger, names)]
+    yield
+    for lg, (handlers, level, propagate) in zip(map(logging.getLogger, names), saved, strict=True):
+        lg.handlers, lg.propagate = handlers, propagate
+        lg.setLevel(level)
+
+
+def test_every_audited_cli_command_writes_an_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   own_logging: None) -> None:
     from types import SimpleNamespace
 
     from notify_cli import main, run_command

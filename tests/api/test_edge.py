@@ -45,6 +45,7 @@ DEEP = "[" * 100_000 + "]" * 100_000
 
 
 @pytest.mark.parametrize(("method", "path", "body"), [
+    ("POST", "/v1/events", DEEP),
     ("POST", "/v1/campaigns", DEEP),
     ("POST", "/v1/schedules", DEEP),
     ("POST", "/v1/campaigns", '{"campaign_id":"c","name":"n","text":"t","x":' + "[" * 50_000 + "]" * 50_000 + "}"),
@@ -63,6 +64,10 @@ def test_the_former_500s_are_4xx(served: Served) -> None:
     for budget in (2**63, 2**64, 10**30):
         reply = served.client.post("/v1/campaigns", json=campaign | {"daily_budget": budget}, headers=headers)
         assert reply.status_code == 400 and "daily_budget" in reply.json()["error"]["message"]
+    for ts in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):  # the calendar's edges
+        event = {"type": "click", "user_id": "u1", "campaign_id": "c1", "ts": ts}
+        reply = served.client.post("/v1/events", json=[event], headers=headers)
+        assert reply.status_code < 500 and reply.json()["results"][0]["status"] == "rejected", reply.text
     today = datetime.fromtimestamp(served.clock.now(), UTC).date()
     for day in ("0001-01-01", "9999-12-31", (today + timedelta(days=400)).isoformat()):
         reply = served.client.post("/v1/schedules", json={"user_ids": ["u1"], "plan_day": day}, headers=headers)

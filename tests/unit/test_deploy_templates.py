@@ -128,7 +128,8 @@ def test_each_function_has_its_own_role_limited_to_the_tables_its_code_reaches()
     # the code really narrows: capture reaches only the API key check, recommendations never touch delivery
     # state
     capture = derive_access("lambdas.capture_events")
-    assert capture.tables <= {tables.API_KEYS, tables.AUDIT_LOG} and capture.kafka and not capture.s3_read
+    assert capture.tables == {tables.API_KEYS} and not capture.store_writes and capture.kafka
+    assert not capture.s3_read
     assert tables.DELIVERIES not in derive_access("lambdas.get_recommended_campaigns").tables
 
 
