@@ -51,6 +51,12 @@ DELTA = (
 ).with_label("delta")
 
 AUTOMATION_SENSOR = "default_automation_condition_sensor"
+# Re-plans limited to the users affected: ``user_embeddings`` names the users it changed (metadata
+# ``changed_users``) when they are at most this many; an automated re-plan of a day already planned,
+# after only user vectors changed, then plans just them (``notify_assets.scheduling.affected_users``).
+CHANGED_USERS = "changed_users"
+AUTOMATED_RUN_TAG = "dagster/from_automation_condition"  # what the automation sensor tags its runs with
+REPLAN_USERS_MAX = 1000
 AUTOMATION_INTERVAL_S = 5
 
 

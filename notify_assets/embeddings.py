@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import dagster as dg
 
-from notify_assets.automation import DELTA, data_version, pool_for
+from notify_assets.automation import CHANGED_USERS, DELTA, REPLAN_USERS_MAX, data_version, pool_for
 from notify_core.embeddings import store as emb_store
 from notify_core.embeddings.checks import CHECK_NAMES
 from notify_core.embeddings.pipeline import (
@@ -66,13 +66,14 @@ def _per_partition(notify: NotifyResource, entity_type: str) -> dict[str, int]:
     return {str(p): int(n) for p, n in counts.iter_rows()}
 
 
-def _result(context: dg.AssetExecutionContext, run: EmbeddingRun,
-            per_partition: dict[str, int] | None = None) -> dg.MaterializeResult:
+def _result(context: dg.AssetExecutionContext, run: EmbeddingRun, per_partition: dict[str, int] | None = None,
+            extra: dict[str, object] | None = None) -> dg.MaterializeResult:
     context.log.info(f"{run.entity_type}: {run.embedded} embedded, {run.skipped} skipped, {run.removed} removed"
                      + ("" if run.persisted else " (NOT persisted: checks failed)"))
     metadata = dict(run.metadata())
     if per_partition:
         metadata["vectors_per_partition"] = dg.MetadataValue.json(per_partition)
+    metadata.update(extra or {})
     changed = run.persisted and (run.embedded > 0 or run.removed > 0)
     return dg.MaterializeResult(
         metadata=metadata,
@@ -115,7 +116,9 @@ def purchase_embeddings(context: dg.AssetExecutionContext, notify: NotifyResourc
                 "orders changed are recomputed. Clickstream interactions fold in through the core hook.",
 )
 def user_embeddings(context: dg.AssetExecutionContext, notify: NotifyResource) -> dg.MaterializeResult:
-    return _result(context, refresh_user_embeddings(notify.lake, notify.store, now=notify.now()))
+    run = refresh_user_embeddings(notify.lake, notify.store, now=notify.now())
+    small = len(run.changed_ids) <= REPLAN_USERS_MAX  # a small delta: a re-plan can be limited to these users
+    return _result(context, run, extra={CHANGED_USERS: dg.MetadataValue.json(list(run.changed_ids))} if small else None)
 
 
 @dg.asset(

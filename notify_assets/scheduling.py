@@ -13,11 +13,12 @@ soon as its partition exists and re-plans today and tomorrow when embeddings or 
 
 # No `from __future__ import annotations` here: Dagster reads the context annotations at decoration time.
 
+from collections.abc import Sequence
 from datetime import date, timedelta
 
 import dagster as dg
 
-from notify_assets.automation import PLAN, pool_for
+from notify_assets.automation import AUTOMATED_RUN_TAG, CHANGED_USERS, PLAN, REPLAN_USERS_MAX, pool_for
 from notify_assets.embeddings import campaign_embeddings, user_embeddings
 from notify_core.clock import Clock, today, utcnow
 from notify_core.recommend.artefacts import build_artefact_store
@@ -68,14 +69,61 @@ def build_plan_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefin
     return notification_plan
 
 
+def _data_version(records: "Sequence[dg.EventLogRecord]") -> str | None:
+    mat = records[0].asset_materialization if records else None
+    return mat.tags.get("dagster/data_version") if mat is not None else None
+
+
+def _changed_since(instance: dg.DagsterInstance, key: dg.AssetKey, storage_id: int) -> bool:
+    """Whether ``key`` got a new data version after event ``storage_id`` (a re-materialisation that
+    changed nothing keeps its version)."""
+    after = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, after_storage_id=storage_id),
+                                            limit=1).records
+    if not after:
+        return False
+    before = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, before_storage_id=storage_id),
+                                             limit=1).records
+    return not before or _data_version(after) != _data_version(before)
+
+
+def affected_users(instance: dg.DagsterInstance, plan_key: dg.AssetKey, partition: str) -> list[str] | None:
+    """The users a re-plan of ``partition`` must look at again, or None for every user.
+
+    Limited only where it is cheap and safe: the day was planned before; since then the campaign side
+    did not change (campaign vectors and index keep their data versions: a campaign change re-plans
+    everyone); and every user-vector update since named the users it changed (``changed_users``, at
+    most ``REPLAN_USERS_MAX``). The other users' plans are then exactly what a full re-plan would keep."""
+    previous = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=plan_key, asset_partitions=[partition]), limit=1).records
+    if not previous:
+        return None
+    since = previous[0].storage_id
+    if any(_changed_since(instance, dg.AssetKey(key), since) for key in ("campaign_embeddings", "campaign_index")):
+        return None
+    users: set[str] = set()
+    for record in instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=user_embeddings.key, after_storage_id=since), limit=100).records:
+        mat = record.asset_materialization
+        named = mat.metadata.get(CHANGED_USERS) if mat is not None else None
+        if named is None:  # a large delta (or an older run): plan everyone
+            return None
+        users.update(str(u) for u in named.value)  # type: ignore[union-attr]
+    return sorted(users) if 0 < len(users) <= REPLAN_USERS_MAX else None
+
+
 def _plan(context: dg.AssetExecutionContext, config: PlanConfig, notify: NotifyResource) -> dg.MaterializeResult:
     # Runs that select every asset without a partition (tests materialising every asset) plan today.
     clock = notify.clock()
     plan_day = date.fromisoformat(context.partition_key if context.has_partition_key else today_partition(clock))
     context.log.info(f"progress {PLAN_ASSET}: planning {plan_day} (each user's local day)")
     options = PlanOptions(minute_capacity=config.minute_capacity, min_gap_minutes=config.min_gap_minutes)
+    only = None
+    if context.has_partition_key and context.run.tags.get(AUTOMATED_RUN_TAG) == "true":
+        only = affected_users(context.instance, context.asset_key, context.partition_key)
+        if only is not None:
+            context.log.info(f"progress {PLAN_ASSET}: re-planning the {len(only):,} users whose vectors changed")
     run = plan_from_lake(notify.store, notify.lake, plan_day=plan_day, now=utcnow(clock), options=options,
-                         artefacts=build_artefact_store(notify.settings), k=config.candidates_per_user,
+                         artefacts=build_artefact_store(notify.settings), k=config.candidates_per_user, user_ids=only,
                          progress=lambda done, total: context.log.info(
                              f"progress {PLAN_ASSET}: {done:,}/{total:,} users planned"))
     v = run.violations
@@ -83,7 +131,8 @@ def _plan(context: dg.AssetExecutionContext, config: PlanConfig, notify: NotifyR
                      f"({run.writes.inserted} new, {run.writes.cancelled} cancelled, {run.writes.unchanged} unchanged; "
                      f"candidates: {run.candidate_source})")
     return dg.MaterializeResult(
-        metadata={**run.metadata(), "busiest_minutes": dg.MetadataValue.json(run.minute_loads)},
+        metadata={**run.metadata(), "busiest_minutes": dg.MetadataValue.json(run.minute_loads),
+                  "users_replanned": "all" if only is None else len(only)},
         check_results=[
             dg.AssetCheckResult(check_name="daily_cap", passed=v.get("over_cap", 0) == 0,
                                 metadata={"users_over_cap": v.get("over_cap", 0)}),

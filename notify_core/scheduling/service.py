@@ -9,7 +9,7 @@ written before the next is computed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -20,6 +20,7 @@ from notify_core.campaigns import ELIGIBILITY_COLUMNS
 from notify_core.campaigns import schema as campaign_schema
 from notify_core.clock import ManualClock
 from notify_core.lake import Lake
+from notify_core.lifecycle import CANCELLED
 from notify_core.metrics import counted_plan_generation
 from notify_core.recommend.artefacts import ArtefactStore
 from notify_core.scheduling.candidates import candidates_from_lake, eligible_campaigns
@@ -27,7 +28,8 @@ from notify_core.scheduling.checks import plan_violations
 from notify_core.scheduling.ids import DEFAULT_SHARDS
 from notify_core.scheduling.models import CAMPAIGNS, CANDIDATES, USERS, PlanOptions
 from notify_core.scheduling.planner import ChunkInput, Ledger, PlanStats, plan_chunks
-from notify_core.scheduling.store import WriteSummary, load_state, write_plans
+from notify_core.scheduling.store import WriteSummary, day_items, load_state, write_plans
+from notify_core.scheduling.timezones import SPAN_MINUTES, to_minutes
 from notify_core.schemas import SCHEMAS
 from notify_core.store import tables
 from notify_core.store.port import Store
@@ -164,7 +166,7 @@ def plan_and_store(
     store: Store, *, users: pl.DataFrame, campaigns: pl.DataFrame, candidates: pl.DataFrame, plan_day: date,
     now: datetime | None = None, options: PlanOptions | None = None, shards: int = DEFAULT_SHARDS,
     chunk_users: int = CHUNK_USERS, candidate_source: str = "given",
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None, ledger: Ledger | None = None,
 ) -> PlanRun:
     """Plan ``users`` in chunks (history and interactions from the Store) and write each chunk's plan.
 
@@ -173,7 +175,7 @@ def plan_and_store(
     campaigns = eligible_campaigns(campaigns, plan_day)
     candidates = candidates.filter(pl.col("campaign_id").is_in(campaigns["campaign_id"].implode()))
     users = users.unique("user_id", keep="first").sort("user_id")
-    ledger = Ledger(plan_day)
+    ledger = ledger or Ledger(plan_day)
     states: dict[int, Any] = {}
 
     def chunks() -> Any:
@@ -216,14 +218,24 @@ def _minutes(m: int) -> timedelta:
 def plan_from_lake(
     store: Store, lake: Lake, *, plan_day: date, now: datetime, options: PlanOptions | None = None,
     artefacts: ArtefactStore | None = None, k: int = 20, shards: int = DEFAULT_SHARDS,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None, user_ids: Collection[str] | None = None,
 ) -> PlanRun:
     """The daily batch: every user in the lake (:func:`candidates_for` chooses the candidates).
 
-    ``now`` is the caller's clock: planning today places nothing before it (:func:`effective_now`)."""
-    return _plan(store, users=users_from_lake(lake), campaigns=campaigns_from_lake(lake), plan_day=plan_day,
+    ``now`` is the caller's clock: planning today places nothing before it (:func:`effective_now`).
+    ``user_ids`` re-plans only those users (the ones whose vectors changed since the day was planned);
+    the others' plans stay as they are and count against the minute capacity and the campaign budgets
+    (:func:`ledger_of_others`)."""
+    users = users_from_lake(lake)
+    ledger = None
+    if user_ids is not None:
+        chosen = pl.col("user_id").is_in(pl.Series(sorted(user_ids), dtype=pl.String))
+        ledger = ledger_of_others(store, users.filter(~chosen)["user_id"].to_list(), plan_day=plan_day,
+                                  campaigns=eligible_campaigns(campaigns_from_lake(lake), plan_day))
+        users = users.filter(chosen)
+    return _plan(store, users=users, campaigns=campaigns_from_lake(lake), plan_day=plan_day,
                  now=now, options=options, artefacts=artefacts, fallback=lake_cosine(lake), k=k, shards=shards,
-                 progress=progress)
+                 progress=progress, ledger=ledger)
 
 
 def plan_for_users(
@@ -242,14 +254,34 @@ def plan_for_users(
 def _plan(
     store: Store, *, users: pl.DataFrame, campaigns: pl.DataFrame, plan_day: date, now: datetime,
     options: PlanOptions | None, artefacts: ArtefactStore | None, fallback: CosineFallback, k: int, shards: int,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None, ledger: Ledger | None = None,
 ) -> PlanRun:
     campaigns = eligible_campaigns(campaigns, plan_day)
     cands, source = candidates_for(store, users["user_id"].to_list(), campaigns["campaign_id"].to_list(),
                                    artefacts=artefacts, fallback=fallback, k=k, now=now)
     return plan_and_store(store, users=users, campaigns=campaigns, candidates=cands, plan_day=plan_day,
                           now=effective_now(plan_day, now=now), options=options, shards=shards,
-                          candidate_source=source, progress=progress)
+                          candidate_source=source, progress=progress, ledger=ledger)
+
+
+def ledger_of_others(store: Store, user_ids: Sequence[str], *, plan_day: date, campaigns: pl.DataFrame) -> Ledger:
+    """The day's shared ledger as the stored plans of ``user_ids`` leave it (their minute loads, the
+    campaign budgets they use), so re-planning only some users keeps the capacity and budget rules of a
+    full re-plan. One partition read per user: less than a full re-plan reads (:func:`load_state`)."""
+    ledger = Ledger(plan_day)
+    used: dict[str, int] = {}
+    for items in day_items(store, user_ids, plan_day.isoformat()).values():
+        for item in items:
+            if item.get("status") == CANCELLED:
+                continue
+            minute = to_minutes(datetime.fromisoformat(str(item["send_at"]).replace("Z", "+00:00")), ledger.base)
+            if 0 <= minute < SPAN_MINUTES:
+                ledger.loads[minute] += 1
+            used[str(item["campaign_id"])] = used.get(str(item["campaign_id"]), 0) + 1
+    for cid, budget in campaigns.select("campaign_id", "daily_budget").iter_rows():
+        if budget is not None:
+            ledger.budget_left[cid] = max(int(budget) - used.get(cid, 0), 0)
+    return ledger
 
 
 PLAN_WINDOW_DAYS = 366  # a plan day more than a year from today is a mistake (or the calendar's edge: 500s)

@@ -135,3 +135,46 @@ def test_freshness_checks_read_the_event_log(tmp_path: Path) -> None:
         assert run(index_not_older_than_campaigns).passed
         _landed(instance, "campaign_embeddings", "v2")  # campaigns changed after the index was built
         assert not run(index_not_older_than_campaigns).passed
+
+
+def test_orders_from_the_stream_reach_the_chain(tmp_path: Path) -> None:
+    """``notify consume`` writes each batch's order lines as a landing file; the landing sensor asks for a
+    purchases ingestion of it; the ingestion records a new data version, which the chain above follows."""
+    import json
+    import threading
+
+    from notify_core.events import capture_events
+    from notify_core.events.consumer import EventConsumer
+    from notify_core.store.sqlite import SqliteStore
+    from notify_core.stream.local_log import LocalLog
+    from notify_resources import resources_for
+    from notify_sensors.landing import INGEST_JOB, landing_sensor
+    from tests.events.helpers import events_clock, order
+
+    settings = load_settings(data_dir=tmp_path / "data")
+    defs = build_definitions(settings)
+    log = LocalLog(tmp_path / "stream.sqlite")
+    store = SqliteStore(tmp_path / "events.sqlite")
+    try:
+        assert capture_events(json.dumps([order(i) for i in range(6)]), stream=log, clock=events_clock()).accepted == 6
+        consumer = EventConsumer(stream=log, store=store, landing=settings.landing / "purchases", poll_timeout=0.1,
+                                 clock=events_clock())
+        consumer.run(stop=threading.Event(), max_records=6, idle_exit=5)
+        consumer.close()
+    finally:
+        store.close()
+        log.close()
+    assert list((settings.landing / "purchases").glob("stream-*.parquet"))
+    with dg.instance_for_test() as instance:
+        with dg.build_sensor_context(instance=instance, resources=resources_for(settings)) as context:
+            tick = landing_sensor(context)
+        [request] = tick.run_requests
+        assert request.asset_selection == [dg.AssetKey("purchases")]  # only the dataset that landed
+        result = defs.resolve_job_def(INGEST_JOB).execute_in_process(
+            instance=instance, asset_selection=request.asset_selection, tags=request.tags)
+        assert result.success
+        [mat] = [e.step_materialization_data.materialization for e in result.get_asset_materialization_events()
+                 if e.asset_key == dg.AssetKey("purchases")]
+        assert mat.metadata["lake_inserted"].value == 12 and mat.tags["dagster/data_version"]
+        with dg.build_sensor_context(instance=instance, resources=resources_for(settings)) as context:
+            assert not landing_sensor(context).run_requests  # ingested as it is: nothing more to do

@@ -106,6 +106,46 @@ def test_asset_materialises_and_replans_idempotently(data_dir: Path) -> None:
     assert meta2["store_inserted"].value == 0 and meta2["unchanged"].value == planned and meta2["cancelled"].value == 0
 
 
+def test_an_automated_replan_after_user_vectors_changed_plans_only_those_users(data_dir: Path) -> None:
+    """user_embeddings names the users it changed; the automation's re-plan of a day already planned plans
+    just them, with the others' minute loads and budget use counted; a campaign change re-plans everyone."""
+    from notify_assets.automation import AUTOMATED_RUN_TAG, CHANGED_USERS, plan_partitions
+    from notify_assets.scheduling import build_plan_asset
+    from notify_resources.resources import NotifyResource
+
+    plan = build_plan_asset(plan_partitions(DAY))
+    resources = {"notify": NotifyResource(data_dir=str(data_dir), clock_start=NOW.isoformat())}
+    instance = dg.DagsterInstance.ephemeral()
+    automated = {AUTOMATED_RUN_TAG: "true"}
+
+    def replan(**tags: str) -> dict:
+        result = dg.materialize([plan], partition_key=DAY.isoformat(), resources=resources, instance=instance,
+                                tags=tags)
+        assert result.success
+        return {k: v.value for k, v in
+                result.get_asset_materialization_events()[0].step_materialization_data.materialization.metadata.items()}
+
+    assert replan(**automated)["users_replanned"] == "all"  # the day was never planned
+    before = {(i["pk"], i["sk"]): i["send_at"] for i in _stored(data_dir) if i["pk"] != "u3"}
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        "user_embeddings", metadata={CHANGED_USERS: dg.MetadataValue.json(["u3"])}))
+    assert replan()["users_replanned"] == "all"  # by hand (notify run, the UI): the whole day
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        "user_embeddings", metadata={CHANGED_USERS: dg.MetadataValue.json(["u3"])}))
+    meta = replan(**automated)
+    assert meta["users_replanned"] == 1 and meta["users_planned"] == 1
+    items = _stored(data_dir)
+    assert {(i["pk"], i["sk"]): i["send_at"] for i in items if i["pk"] != "u3"} == before  # the others untouched
+    live = [i for i in items if i.get("status") != "cancelled"]
+    assert sum(1 for i in live if i["campaign_id"] == "c2") <= 3  # the budget counts the others' use
+
+    instance.report_runless_asset_event(dg.AssetMaterialization("campaign_embeddings",
+                                                                tags={"dagster/data_version": "v2"}))
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        "user_embeddings", metadata={CHANGED_USERS: dg.MetadataValue.json(["u3"])}))
+    assert replan(**automated)["users_replanned"] == "all"  # the campaigns changed: everyone
+
+
 def test_plan_partitions_and_notify_run_follow_the_injected_clock(data_dir: Path) -> None:
     """NOTIFY_CLOCK_START, not the calendar, decides today's partition and the plan's last one (tomorrow)."""
     from notify_assets.definitions import MAIN_JOB, build_definitions
