@@ -120,7 +120,7 @@ def previous_data_version(instance: dg.DagsterInstance, key: dg.AssetKey, partit
         dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1).records
     if not records or records[0].asset_materialization is None:
         return None
-    return records[0].asset_materialization.tags.get("dagster/data_version")
+    return (records[0].asset_materialization.tags or {}).get("dagster/data_version")
 
 
 def data_version(context: dg.AssetExecutionContext, key: str, *, changed: bool) -> dg.DataVersion:

@@ -7,6 +7,7 @@ where the Dagster UI shows it.
 """
 
 from datetime import date, timedelta
+from typing import Any
 
 import dagster as dg
 
@@ -27,7 +28,7 @@ class OperationsConfig(dg.Config):
           description="The day's operations: sends, opens, clicks, CTR, opt-outs, lateness, consumer lag, "
                       "plan sizes; an HTML report under reports/ and the figure in this asset's metadata.")
 def operations_report(context: dg.AssetExecutionContext, config: OperationsConfig,
-                      notify: NotifyResource) -> dg.MaterializeResult:
+                      notify: NotifyResource) -> dg.MaterializeResult[None]:
     now = utcnow(SYSTEM_CLOCK)
     day = date.fromisoformat(config.day) if config.day else now.date() - timedelta(days=config.days_ago)
     settings = notify.settings
@@ -44,7 +45,7 @@ def operations_report(context: dg.AssetExecutionContext, config: OperationsConfi
     figure = operations_figure(report)
     path = write_operations_report(report, settings.data_dir / "reports", figure_uri=data_uri(figure, fmt="svg"))
     context.log.info(f"operations report {report.day}: {report.summary()}")
-    metadata: dict[str, object] = {k: v for k, v in report.summary().items() if v is not None}
+    metadata: dict[str, Any] = {k: v for k, v in report.summary().items() if v is not None}
     metadata["plot"] = dg.MetadataValue.md(f"![operations {report.day}]({data_uri(figure, fmt='png')})")
     metadata["report"] = dg.MetadataValue.path(str(path))
     metadata["day"] = report.day

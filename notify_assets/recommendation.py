@@ -15,7 +15,7 @@ from notify_assets.automation import DELTA, data_version, pool_for
 from notify_assets.embeddings import campaign_embeddings
 from notify_core.recommend.artefacts import build_artefact_store
 from notify_core.recommend.build import build_campaign_index
-from notify_core.recommend.index import IndexOptions, publish
+from notify_core.recommend.index import IndexOptions, index_kind, publish
 from notify_resources.resources import NotifyResource, RecommendResource
 
 RECOMMENDATION_GROUP = "recommendation"
@@ -35,11 +35,11 @@ FRESHNESS_CHECK = "not_older_than_its_campaigns"
 )
 def campaign_index(
     context: dg.AssetExecutionContext, notify: NotifyResource, recommend: RecommendResource
-) -> dg.MaterializeResult:
+) -> dg.MaterializeResult[None]:
     artefacts = build_artefact_store(notify.settings)
-    options = IndexOptions(kind=recommend.kind, dtype=recommend.dtype, search_effort=recommend.search_effort,
-                           lists=recommend.lists, connectivity=recommend.connectivity,
-                           expansion_add=recommend.expansion_add)
+    options = IndexOptions(kind=index_kind(recommend.kind), dtype=recommend.dtype,
+                           search_effort=recommend.search_effort, lists=recommend.lists,
+                           connectivity=recommend.connectivity, expansion_add=recommend.expansion_add)
     build = build_campaign_index(notify.lake, artefacts, options=options, recall_sample=recommend.recall_sample,
                                  min_recall=recommend.min_recall, seed=notify.seed,
                                  now=notify.now())
@@ -50,7 +50,7 @@ def campaign_index(
     context.log.info(f"campaign index {build.saved.version}: {build.saved.manifest.size} campaigns, "
                      f"recall@10 {build.recall_at_10:.4f}, published={published}")
     return dg.MaterializeResult(
-        metadata={**build.metadata(), "published": published},
+        metadata={**build.metadata(), "published": dg.MetadataValue.bool(published)},
         data_version=data_version(context, "campaign_index", changed=build.passed and not build.reused),
         check_results=[dg.AssetCheckResult(
             check_name=RECALL_CHECK, passed=build.passed,
@@ -66,7 +66,7 @@ def _changed_since(instance: dg.DagsterInstance, key: dg.AssetKey) -> float | No
         return None
     def version(record: dg.EventLogRecord) -> str | None:
         mat = record.asset_materialization
-        return mat.tags.get("dagster/data_version") if mat is not None else None
+        return (mat.tags or {}).get("dagster/data_version") if mat is not None else None
     current = version(records[0])
     since = records[0].timestamp
     for record in records[1:]:

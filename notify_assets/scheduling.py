@@ -63,7 +63,7 @@ def build_plan_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefin
     )
     def notification_plan(
         context: dg.AssetExecutionContext, config: PlanConfig, notify: NotifyResource
-    ) -> dg.MaterializeResult:
+    ) -> dg.MaterializeResult[None]:
         return _plan(context, config, notify)
 
     return notification_plan
@@ -71,7 +71,7 @@ def build_plan_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefin
 
 def _data_version(records: "Sequence[dg.EventLogRecord]") -> str | None:
     mat = records[0].asset_materialization if records else None
-    return mat.tags.get("dagster/data_version") if mat is not None else None
+    return (mat.tags or {}).get("dagster/data_version") if mat is not None else None
 
 
 def _changed_since(instance: dg.DagsterInstance, key: dg.AssetKey, storage_id: int) -> bool:
@@ -111,7 +111,7 @@ def affected_users(instance: dg.DagsterInstance, plan_key: dg.AssetKey, partitio
     return sorted(users) if 0 < len(users) <= REPLAN_USERS_MAX else None
 
 
-def _plan(context: dg.AssetExecutionContext, config: PlanConfig, notify: NotifyResource) -> dg.MaterializeResult:
+def _plan(context: dg.AssetExecutionContext, config: PlanConfig, notify: NotifyResource) -> dg.MaterializeResult[None]:
     # Runs that select every asset without a partition (tests materialising every asset) plan today.
     clock = notify.clock()
     plan_day = date.fromisoformat(context.partition_key if context.has_partition_key else today_partition(clock))
@@ -154,7 +154,8 @@ def plan_exists_check(plan: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
 
     @dg.asset_check(
         asset=plan, name=FRESHNESS_CHECK, blocking=False,
-        automation_condition=dg.AutomationCondition.cron_tick_passed("30 0 * * *").since_last_handled(),
+        # dagster 1.13's stubs type since_last_handled for asset-or-check conditions only
+        automation_condition=dg.AutomationCondition.cron_tick_passed("30 0 * * *").since_last_handled(),  # type: ignore[misc]
         description="Freshness: today's plan exists, and tomorrow's (planned ahead for every time zone) after "
                     "00:30 UTC. Evaluated with every plan run and daily at 00:30 UTC.",
     )

@@ -23,7 +23,8 @@ import typer
 from notify_core.clock import SYSTEM_CLOCK, Clock, utcnow
 from notify_core.errors import NotifyError
 from notify_core.security import audit
-from notify_core.security.keys import DEFAULT_OVERLAP_S, DEFAULT_TTL_DAYS, KeyRing, write_secret_file
+from notify_core.security.keycheck import DEFAULT_OVERLAP_S, DEFAULT_TTL_DAYS
+from notify_core.security.keys import KeyRing, write_secret_file
 from notify_core.security.scopes import SCOPES
 from notify_core.settings import NotifySettings, load_settings
 from notify_core.store.port import Store

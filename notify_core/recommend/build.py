@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -57,7 +58,7 @@ class IndexBuild:
     build_seconds: float
     reused: bool = False  # the current version was built from identical inputs: nothing was rebuilt
 
-    def metadata(self) -> dict[str, object]:
+    def metadata(self) -> dict[str, Any]:
         """Materialisation metadata ("rows" = campaigns indexed, what the CLI summary shows)."""
         m = self.saved.manifest
         return {"rows": m.size, "version": m.version, "recall_at_10": round(self.recall_at_10, 4),

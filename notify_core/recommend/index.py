@@ -131,6 +131,14 @@ def normalise_rows(vectors: npt.NDArray[Any]) -> Vectors:
     return unit_rows(vectors) if len(vectors) else np.ascontiguousarray(vectors, dtype=np.float32)
 
 
+def index_kind(value: str) -> Kind:
+    """``value`` as an index kind (settings and resource config are plain strings); ValidationError if unknown."""
+    for kind in KINDS:
+        if value == kind:
+            return kind
+    raise ValidationError(f"unknown index kind {value!r}; expected one of {KINDS}")
+
+
 def build_index(campaign_ids: Sequence[str], vectors: Vectors, *, options: IndexOptions | None = None) -> AnnIndex:
     """An ANN index over the campaigns' unit vectors, rows in ``campaign_ids`` order."""
     options = options or IndexOptions()
