@@ -28,7 +28,7 @@ class DeliveryConfig(dg.Config):
 @dg.asset(group_name=DELIVERY_GROUP, deps=[dg.AssetKey("notification_plan")], pool=pool_for("delivery_run"),
           description="One delivery pass: claim, render, send (channel from settings), record outcomes.")
 def delivery_run(context: dg.AssetExecutionContext, config: DeliveryConfig,
-                 notify: NotifyResource) -> dg.MaterializeResult[None]:
+                 notify: NotifyResource) -> dg.MaterializeResult:
     settings = notify.settings
     offset = config.fast_forward_minutes * 60.0
     clock = OffsetClock(offset, base=notify.clock())

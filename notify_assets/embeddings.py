@@ -67,7 +67,7 @@ def _per_partition(notify: NotifyResource, entity_type: str) -> dict[str, int]:
 
 
 def _result(context: dg.AssetExecutionContext, run: EmbeddingRun, per_partition: dict[str, int] | None = None,
-            extra: dict[str, object] | None = None) -> dg.MaterializeResult[None]:
+            extra: dict[str, object] | None = None) -> dg.MaterializeResult:
     context.log.info(f"{run.entity_type}: {run.embedded} embedded, {run.skipped} skipped, {run.removed} removed"
                      + ("" if run.persisted else " (NOT persisted: checks failed)"))
     metadata = dict(run.metadata())
@@ -90,7 +90,7 @@ def _result(context: dg.AssetExecutionContext, run: EmbeddingRun, per_partition:
 )
 def product_embeddings(
     context: dg.AssetExecutionContext, notify: NotifyResource, embedder: EmbedderResource
-) -> dg.MaterializeResult[None]:
+) -> dg.MaterializeResult:
     run = refresh_product_embeddings(notify.lake, notify.store, embedder.embedder, batch_size=embedder.batch_size,
                                      progress=_progress(context, "products"), now=notify.now())
     return _result(context, run)
@@ -102,7 +102,7 @@ def product_embeddings(
     description="One vector per order: log1p(quantity)-weighted product vectors, returns excluded; reads only "
                 "purchase partitions that changed or hold an order of a changed product.",
 )
-def purchase_embeddings(context: dg.AssetExecutionContext, notify: NotifyResource) -> dg.MaterializeResult[None]:
+def purchase_embeddings(context: dg.AssetExecutionContext, notify: NotifyResource) -> dg.MaterializeResult:
     run = refresh_order_embeddings(notify.lake, notify.store, now=notify.now())
     context.log.info(f"progress purchase_embeddings: {run.details.get('partitions_read', 0)} of "
                      f"{run.details.get('partitions_total', 0)} purchase months read, {run.embedded} orders embedded")
@@ -115,7 +115,7 @@ def purchase_embeddings(context: dg.AssetExecutionContext, notify: NotifyResourc
     description="One vector per buyer: recency-weighted (90-day half-life) order vectors; only users whose "
                 "orders changed are recomputed. Clickstream interactions fold in through the core hook.",
 )
-def user_embeddings(context: dg.AssetExecutionContext, notify: NotifyResource) -> dg.MaterializeResult[None]:
+def user_embeddings(context: dg.AssetExecutionContext, notify: NotifyResource) -> dg.MaterializeResult:
     run = refresh_user_embeddings(notify.lake, notify.store, now=notify.now())
     small = len(run.changed_ids) <= REPLAN_USERS_MAX  # a small delta: a re-plan can be limited to these users
     return _result(context, run, extra={CHANGED_USERS: dg.MetadataValue.json(list(run.changed_ids))} if small else None)
@@ -128,7 +128,7 @@ def user_embeddings(context: dg.AssetExecutionContext, notify: NotifyResource) -
 )
 def campaign_embeddings(
     context: dg.AssetExecutionContext, notify: NotifyResource, embedder: EmbedderResource
-) -> dg.MaterializeResult[None]:
+) -> dg.MaterializeResult:
     run = refresh_campaign_embeddings(notify.lake, notify.store, embedder.embedder, batch_size=embedder.batch_size,
                                       progress=_progress(context, "campaigns"), now=notify.now())
     return _result(context, run)

@@ -28,7 +28,7 @@ LAKE_MONTH_PREFIX = "month="  # notify_core.lake.partition_expr names purchases 
 
 
 @dg.asset(group_name="sources", description="The UCI Online Retail export mapped to landing files (demo source).")
-def online_retail_landing(context: dg.AssetExecutionContext, notify: NotifyResource) -> dg.MaterializeResult[None]:
+def online_retail_landing(context: dg.AssetExecutionContext, notify: NotifyResource) -> dg.MaterializeResult:
     settings = notify.settings
     result = prepare_demo_landing(source=settings.source_data, landing=settings.landing, seed=settings.seed)
     build_landing_area(settings).push()  # aws: the files land under the S3 prefix, like any other drop
@@ -58,7 +58,7 @@ def _ingestion_asset(dataset: str) -> dg.AssetsDefinition:
         retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
         pool=pool_for(dataset),
     )
-    def _asset(context: dg.AssetExecutionContext, notify: NotifyResource) -> dg.MaterializeResult[None]:
+    def _asset(context: dg.AssetExecutionContext, notify: NotifyResource) -> dg.MaterializeResult:
         settings = notify.settings
         area = build_landing_area(settings)
         fingerprint = dataset_fingerprint(area, dataset)  # before reading: a later batch re-triggers
@@ -96,7 +96,7 @@ def _months(lake_partitions: tuple[str, ...]) -> list[str]:
                 "records the months it rewrote; backfilling months here re-syncs them from the lake to the "
                 "Store (repairs a wiped or partial Store month by month) and reports their counts.",
 )
-def purchase_months(context: dg.AssetExecutionContext, notify: NotifyResource) -> dg.MaterializeResult[None]:
+def purchase_months(context: dg.AssetExecutionContext, notify: NotifyResource) -> dg.MaterializeResult:
     lake = notify.lake
     present = set(lake.partitions("purchases"))
     rows = orders = buyers = written = 0

@@ -28,7 +28,7 @@ class OperationsConfig(dg.Config):
           description="The day's operations: sends, opens, clicks, CTR, opt-outs, lateness, consumer lag, "
                       "plan sizes; an HTML report under reports/ and the figure in this asset's metadata.")
 def operations_report(context: dg.AssetExecutionContext, config: OperationsConfig,
-                      notify: NotifyResource) -> dg.MaterializeResult[None]:
+                      notify: NotifyResource) -> dg.MaterializeResult:
     now = utcnow(SYSTEM_CLOCK)
     day = date.fromisoformat(config.day) if config.day else now.date() - timedelta(days=config.days_ago)
     settings = notify.settings

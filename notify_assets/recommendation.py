@@ -35,7 +35,7 @@ FRESHNESS_CHECK = "not_older_than_its_campaigns"
 )
 def campaign_index(
     context: dg.AssetExecutionContext, notify: NotifyResource, recommend: RecommendResource
-) -> dg.MaterializeResult[None]:
+) -> dg.MaterializeResult:
     artefacts = build_artefact_store(notify.settings)
     options = IndexOptions(kind=index_kind(recommend.kind), dtype=recommend.dtype,
                            search_effort=recommend.search_effort, lists=recommend.lists,

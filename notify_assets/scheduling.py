@@ -63,7 +63,7 @@ def build_plan_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefin
     )
     def notification_plan(
         context: dg.AssetExecutionContext, config: PlanConfig, notify: NotifyResource
-    ) -> dg.MaterializeResult[None]:
+    ) -> dg.MaterializeResult:
         return _plan(context, config, notify)
 
     return notification_plan
@@ -111,7 +111,7 @@ def affected_users(instance: dg.DagsterInstance, plan_key: dg.AssetKey, partitio
     return sorted(users) if 0 < len(users) <= REPLAN_USERS_MAX else None
 
 
-def _plan(context: dg.AssetExecutionContext, config: PlanConfig, notify: NotifyResource) -> dg.MaterializeResult[None]:
+def _plan(context: dg.AssetExecutionContext, config: PlanConfig, notify: NotifyResource) -> dg.MaterializeResult:
     # Runs that select every asset without a partition (tests materialising every asset) plan today.
     clock = notify.clock()
     plan_day = date.fromisoformat(context.partition_key if context.has_partition_key else today_partition(clock))
