@@ -59,6 +59,7 @@ from notify_core.delivery.tracking import TRACKING_PURPOSE, TrackingLinks
 from notify_core.errors import NotifyError
 from notify_core.lifecycle import CLAIMED
 from notify_core.observability import current_request_id
+from notify_core.preferences import suppression_reason
 from notify_core.scheduling.ids import DEFAULT_SHARDS
 from notify_core.security.keyring import KeyRing, ephemeral_keyring, load_keyring
 from notify_core.store import tables
@@ -150,7 +151,7 @@ class DeliveryWorker:
             now = self.clock.now()
             if deadline is not None and now >= deadline:
                 break
-            if step.attempts or step.duplicates or step.lost_claims:
+            if step.attempts or step.duplicates or step.lost_claims or step.suppressed:
                 continue
             nxt = step.next_due_at
             limit = linger_until if linger_until is not None else now
@@ -169,7 +170,7 @@ class DeliveryWorker:
             step = self.run_pass(wait_for_scans=False)
             if on_pass is not None:
                 on_pass(step)
-            if step.attempts or step.duplicates or step.lost_claims:
+            if step.attempts or step.duplicates or step.lost_claims or step.suppressed:
                 continue
             now = self.clock.now()
             nxt = step.next_due_at if step.next_due_at is not None else now + self.options.poll_s
@@ -202,8 +203,13 @@ class DeliveryWorker:
 
     def _send(self, claim: _Claim) -> tuple[Result, float | None, bool]:
         item = claim.item
-        message = render(item, campaign=self._campaign(str(item["campaign_id"])), user=self._user(str(item["user_id"])),
-                         links=self.links, attempt=claim.attempt)
+        campaign, user = self._campaign(str(item["campaign_id"])), self._user(str(item["user_id"]))
+        # The profile is read per send: an opt-out since the plan was made stops this notification now.
+        reason = suppression_reason(user, campaign)
+        if reason is not None:
+            return self.outcomes.suppress(item, claim.token, claim.attempt, reason, self.clock.now(),
+                                          reclaimed=claim.work.kind == "reclaim", request_id=self._request_id)
+        message = render(item, campaign=campaign, user=user, links=self.links, attempt=claim.attempt)
         started = time.perf_counter()
         try:
             result = self.channel.send(message, idempotency_key=str(item["notification_id"]))

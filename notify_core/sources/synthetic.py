@@ -39,6 +39,7 @@ import polars as pl
 from scipy import sparse
 
 from notify_core.catalog.categories import CATEGORIES, OTHER
+from notify_core.delivery.templates import DEFAULT_TEMPLATE
 from notify_core.schemas import CAMPAIGNS, USERS
 
 COUNTRY_TIMEZONES: dict[str, str] = {
@@ -121,7 +122,7 @@ def generate_campaigns(products: pl.DataFrame, purchases: pl.DataFrame, *, seed:
             "target_countries": ["United Kingdom"] if u[2] < 0.08 else ["France", "Germany"] if u[2] < 0.1 else [],
             "cooldown_hours": (24, 48, 72, 168)[int(u[3] * 4)],
             "daily_budget": (500, 2_000, 10_000)[int(u[4] * 3)],
-            "url": f"https://shop.example.com/c/{cid}", "template": f"{{first_name}}, {name.lower()}: {{url}}",
+            "url": f"https://shop.example.com/c/{cid}", "template": DEFAULT_TEMPLATE,
             "status": "paused" if kind != "category" and u[4] > 0.98 else "active",
         })
 

@@ -13,10 +13,13 @@ import pytest
 
 from lambdas.openapi import openapi_document
 from notify_core.security.keys import (
+    CAMPAIGNS_READ,
     CAMPAIGNS_WRITE,
     EVENTS_WRITE,
     RECOMMENDATIONS_READ,
     SCHEDULES_WRITE,
+    USERS_READ,
+    USERS_WRITE,
 )
 from tests.api.conftest import Served
 from tests.events.helpers import click
@@ -28,6 +31,7 @@ CAMPAIGN = {"campaign_id": "attack-test", "name": "lanterns", "text": "garden la
 def _requests(served: Served) -> dict[tuple[str, str], dict[str, Any]]:
     """Per OpenAPI operation: a well-formed request, its scope (None: public) and the status a valid key gets."""
     today = datetime.fromtimestamp(served.clock.now(), UTC).date().isoformat()
+    unsubscribe = served.unsubscribe_token("n-attack")
     return {
         ("GET", "/v1/users/{user_id}/recommendations"): {
             "path": "/v1/users/u1/recommendations", "scope": RECOMMENDATIONS_READ, "ok": {200}},
@@ -39,6 +43,22 @@ def _requests(served: Served) -> dict[tuple[str, str], dict[str, Any]]:
                                     "scope": SCHEDULES_WRITE, "ok": {200}},
         ("GET", "/t/{notification_id}"): {"path": "/t/unknown-id", "scope": None, "ok": {404}},
         ("GET", "/o/{notification_id}"): {"path": "/o/unknown-id", "scope": None, "ok": {404}},
+        ("GET", "/v1/users/{user_id}/preferences"): {"path": "/v1/users/u2/preferences", "scope": USERS_READ,
+                                                     "ok": {200}},
+        ("PUT", "/v1/users/{user_id}/preferences"): {
+            "path": "/v1/users/u2/preferences", "scope": USERS_WRITE, "ok": {200},
+            "json": {"channels": ["push"], "opted_out_categories": ["toys"], "quiet_start_hour": 22,
+                     "quiet_end_hour": 7, "daily_cap": 3, "timezone": "Europe/Paris"}},
+        ("GET", "/v1/users/{user_id}/notifications"): {"path": "/v1/users/u2/notifications", "scope": USERS_READ,
+                                                       "ok": {200}},
+        ("GET", "/v1/campaigns/{campaign_id}/stats"): {"path": "/v1/campaigns/c001/stats", "scope": CAMPAIGNS_READ,
+                                                       "ok": {200}},
+        ("POST", "/v1/campaigns/{campaign_id}/preview"): {"path": "/v1/campaigns/c001/preview",
+                                                          "json": {"user_id": "u2"}, "scope": CAMPAIGNS_READ,
+                                                          "ok": {200}},
+        # A real signed link: public routes answer the same whatever the key (POST is idempotent).
+        ("GET", "/u/{token}"): {"path": f"/u/{unsubscribe}", "scope": None, "ok": {200}},
+        ("POST", "/u/{token}"): {"path": f"/u/{unsubscribe}", "scope": None, "ok": {200}},
     }
 
 
