@@ -197,7 +197,8 @@ def test_campaign_stats_per_day(served: Served, flow: Flow) -> None:
         (rows[cid],) = reply.json()["days"]
         assert rows[cid]["day"] == flow.day and rows[cid]["planned"] == 1 and rows[cid]["sent"] == 1
     assert rows[flow.failed]["failures"] == 1 and rows[flow.failed]["delivered"] == 0
-    assert rows[flow.clicked]["clicks"] == 1 and rows[flow.clicked]["ctr"] == 1.0 and rows[flow.clicked]["delivered"] == 1
+    clicked = rows[flow.clicked]
+    assert clicked["clicks"] == 1 and clicked["ctr"] == 1.0 and clicked["delivered"] == 1
     assert rows[flow.opted]["opt_outs"] == 1 and rows[flow.opted]["clicks"] == 0
     assert served.client.get("/v1/campaigns/nope/stats", headers=read).status_code == 404
     assert served.client.get(f"/v1/campaigns/{flow.failed}/stats?since=2026-02-02&until=2026-02-01",
