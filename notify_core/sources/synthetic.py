@@ -105,6 +105,10 @@ def generate_campaigns(products: pl.DataFrame, purchases: pl.DataFrame, *, seed:
     campaign with the product most often in the same orders.
     """
     sales = purchases.filter(~pl.col("is_return"))
+    # Catalogue descriptions carry runs of spaces and trailing blanks ("RED  HARMONICA IN BOX "): tidy them
+    # once, so every name and text built from them reads well.
+    products = products.with_columns(
+        pl.col("description").str.replace_all(r"\s+", " ").str.strip_chars().alias("description"))
     buyers = (
         sales.group_by("product_id")
         .agg(pl.col("order_id").n_unique().alias("orders"), pl.col("user_id").drop_nulls().n_unique().alias("buyers"))
