@@ -233,7 +233,8 @@ class Outcomes:
                 add_campaign_counts(self.store, others["suppressed"], field="suppressed")
 
     def repair(self, finished: list[Item]) -> int:
-        """Re-create derived rows a crash lost (the schedule item says sent/dead-lettered, no deliveries row)."""
+        """Re-create derived rows a crash lost (the schedule item says sent/dead-lettered/suppressed, no
+        deliveries row)."""
         keys = [(str(i["notification_id"]), tables.attempt_sk(int(i.get("attempt") or 1))) for i in finished]
         have = {(r["pk"], r["sk"]) for r in self._deliveries.batch_get(keys)}
         missing = [i for i, k in zip(finished, keys, strict=True) if k not in have]
