@@ -139,6 +139,7 @@ class RouteSpec:
     regex: re.Pattern[str]
     response_model: Any = None  # documented in OpenAPI (the reply itself is built by the route)
     validate: bool = True  # False: a binary reply Powertools' response validation cannot serialise
+    forms: bool = False  # True: a form body is accepted (and never read): RFC 8058 one-click unsubscribe POSTs
 
     @property
     def template(self) -> str:
@@ -157,14 +158,15 @@ class Edge:
 
     def route(self, method: str, path: str, *, summary: str, status_code: int = 200,
               max_body: int | None = None, response_model: Any = None, validate: bool = True,
-              ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+              forms: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Declare a route of :data:`lambdas.routes.ROUTES` (its scope comes from there: one owner)."""
         scope = declared(method, re.sub(r"<(\w+)>", r"{\1}", path)).scope
 
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
             self.routes.append(RouteSpec(method=method.upper(), path=path, scope=scope, func=func,
                                          status_code=status_code, summary=summary, max_body=max_body,
-                                         regex=_template_regex(path), response_model=response_model, validate=validate))
+                                         regex=_template_regex(path), response_model=response_model, validate=validate,
+                                         forms=forms))
             self._local = threading.local()  # resolvers built before this route are stale
             return func
 
@@ -246,7 +248,7 @@ class Edge:
                 gate = runtime.auth()
                 if gate.keyring is not None:
                     key = gate.keyring.authorize(bearer_token(headers), spec.scope)
-            if spec is not None and spec.method != "GET":
+            if spec is not None and spec.method != "GET" and not spec.forms:
                 kind = str(headers.get("content-type") or headers.get("Content-Type") or "").lower()
                 if kind.startswith(_FORM_TYPES):  # routes read JSON; Powertools would try to parse these
                     raise UnsupportedMediaTypeError(f"the request body must be application/json, not {kind[:60]}")

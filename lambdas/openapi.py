@@ -18,16 +18,19 @@ from lambdas.edge import SECURITY_SCHEME, Edge
 def all_edges() -> list[Edge]:
     """Every HTTP handler module's edge (the OpenAPI document and the audit coverage test read these)."""
     from lambdas import (
+        campaign_insights,
         capture_events,
         erase_user,
         generate_schedule,
         get_recommended_campaigns,
         track,
+        unsubscribe,
         upsert_campaign,
+        user_preferences,
     )
 
     return [capture_events.edge, get_recommended_campaigns.edge, upsert_campaign.edge, generate_schedule.edge,
-            erase_user.edge, track.edge]
+            erase_user.edge, track.edge, user_preferences.edge, campaign_insights.edge, unsubscribe.edge]
 
 
 def openapi_document(*, title: str = "Notify API", version: str = "1") -> dict[str, Any]:
@@ -39,7 +42,7 @@ def openapi_document(*, title: str = "Notify API", version: str = "1") -> dict[s
         edge.register_on(app)
     schema = app.get_openapi_json_schema(
         title=title, version=version,
-        description="Every route but the tracking links needs an API key with the route's scope: "
+        description="Every route but the tracking and unsubscribe links needs an API key with the route's scope: "
                     "`X-API-Key: nk_...` (or `Authorization: Bearer nk_...`). Errors are "
                     '`{"error": {"type", "message", "request_id"}}`.',
         security_schemes={SECURITY_SCHEME: APIKey.model_validate({"name": "X-API-Key", "in": APIKeyIn.header})})

@@ -13,7 +13,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from notify_core.security.scopes import ADMIN, CAMPAIGNS_WRITE, EVENTS_WRITE, RECOMMENDATIONS_READ, SCHEDULES_WRITE
+from notify_core.security.scopes import (
+    ADMIN,
+    CAMPAIGNS_READ,
+    CAMPAIGNS_WRITE,
+    EVENTS_WRITE,
+    RECOMMENDATIONS_READ,
+    SCHEDULES_WRITE,
+    USERS_READ,
+    USERS_WRITE,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +53,16 @@ ROUTES: list[GatewayRoute] = [
     GatewayRoute("DELETE", "/v1/users/{user_id}", "lambdas.erase_user:handler", scope=ADMIN),
     GatewayRoute("GET", "/t/{notification_id}", "lambdas.track:click"),
     GatewayRoute("GET", "/o/{notification_id}", "lambdas.track:open_pixel"),
+    # Issue 19: preferences, history, campaign analytics and previews, the one-click unsubscribe link.
+    GatewayRoute("GET", "/v1/users/{user_id}/preferences", "lambdas.user_preferences:handler", scope=USERS_READ),
+    GatewayRoute("PUT", "/v1/users/{user_id}/preferences", "lambdas.user_preferences:handler", scope=USERS_WRITE),
+    GatewayRoute("GET", "/v1/users/{user_id}/notifications", "lambdas.user_preferences:handler", scope=USERS_READ),
+    GatewayRoute("GET", "/v1/campaigns/{campaign_id}/stats", "lambdas.campaign_insights:handler",
+                 scope=CAMPAIGNS_READ),
+    GatewayRoute("POST", "/v1/campaigns/{campaign_id}/preview", "lambdas.campaign_insights:handler",
+                 scope=CAMPAIGNS_READ),
+    GatewayRoute("GET", "/u/{token}", "lambdas.unsubscribe:handler"),
+    GatewayRoute("POST", "/u/{token}", "lambdas.unsubscribe:handler"),
 ]
 
 

@@ -11,6 +11,7 @@ place those statuses and moves are written down, so the two sides cannot drift a
        |                  |  \\--retry--> retry_scheduled --claim--> claimed
        |                  |  \\--gave up--> dead_lettered
        |                  |  \\--already sent (idempotency key)--> duplicate
+       |                  |  \\--the user opted out since it was planned--> suppressed
        |                  \\--lease expired, another worker claims--> claimed
        \\--re-plan drops it--> cancelled --re-plan brings it back--> pending
 
@@ -34,20 +35,23 @@ class Status(StrEnum):
     DEAD_LETTERED = "dead_lettered"
     DUPLICATE = "duplicate"
     CANCELLED = "cancelled"
+    SUPPRESSED = "suppressed"  # claimed, then not sent: the user's preferences say no (notify_core.preferences)
 
 
 PENDING, CLAIMED, SENT = Status.PENDING, Status.CLAIMED, Status.SENT
 RETRY_SCHEDULED, DEAD_LETTERED = Status.RETRY_SCHEDULED, Status.DEAD_LETTERED
 DUPLICATE, CANCELLED = Status.DUPLICATE, Status.CANCELLED
+SUPPRESSED = Status.SUPPRESSED
 
 TRANSITIONS: Mapping[Status, frozenset[Status]] = {
     PENDING: frozenset({CLAIMED, CANCELLED}),
     CANCELLED: frozenset({PENDING}),
-    CLAIMED: frozenset({CLAIMED, SENT, RETRY_SCHEDULED, DEAD_LETTERED, DUPLICATE}),
+    CLAIMED: frozenset({CLAIMED, SENT, RETRY_SCHEDULED, DEAD_LETTERED, DUPLICATE, SUPPRESSED}),
     RETRY_SCHEDULED: frozenset({CLAIMED}),
     SENT: frozenset(),
     DEAD_LETTERED: frozenset(),
     DUPLICATE: frozenset(),
+    SUPPRESSED: frozenset(),
 }
 TERMINAL = frozenset(s for s, nexts in TRANSITIONS.items() if not nexts) | {CANCELLED}
 PLANNER_OWNED = frozenset({PENDING, CANCELLED})

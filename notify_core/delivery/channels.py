@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 SIGNATURE_HEADER = "X-Notify-Signature"
 TIMESTAMP_HEADER = "X-Notify-Timestamp"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+LIST_UNSUBSCRIBE_HEADER = "List-Unsubscribe"
+LIST_UNSUBSCRIBE_POST_HEADER = "List-Unsubscribe-Post"
+LIST_UNSUBSCRIBE_POST_VALUE = "List-Unsubscribe=One-Click"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,7 @@ class Message:
     open_pixel: str
     send_at: str  # scheduled time, ISO UTC
     attempt: int = 1
+    unsubscribe: str = ""  # the signed one-click unsubscribe link (List-Unsubscribe on the webhook)
 
     def payload(self) -> dict[str, Any]:
         return asdict(self)
@@ -238,6 +242,9 @@ class WebhookChannel:
             TIMESTAMP_HEADER: ts,
             SIGNATURE_HEADER: signature_header(list(self._keys()), body, ts),
         }
+        if message.unsubscribe:  # RFC 8058 one-click unsubscribe, as a mail relay would forward it
+            headers[LIST_UNSUBSCRIBE_HEADER] = f"<{message.unsubscribe}>"
+            headers[LIST_UNSUBSCRIBE_POST_HEADER] = LIST_UNSUBSCRIBE_POST_VALUE
         reused = self._connections.current() is not None
         for fresh in (False, True):
             conn = self._connections.renew() if fresh else self._connections.get()

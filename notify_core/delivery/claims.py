@@ -19,7 +19,7 @@ from notify_core.clock import Clock
 from notify_core.delivery.outcomes import DELIVERIES, Outcomes, _log_fields, _send_ts, iso, log, minute_key
 from notify_core.delivery.summary import Kind, PassSummary, WorkerOptions
 from notify_core.errors import NotifyError
-from notify_core.lifecycle import CLAIMED, DEAD_LETTERED, DUPLICATE, PENDING, RETRY_SCHEDULED, SENT
+from notify_core.lifecycle import CLAIMED, DEAD_LETTERED, DUPLICATE, PENDING, RETRY_SCHEDULED, SENT, SUPPRESSED
 from notify_core.store import tables
 from notify_core.store.port import Condition, Item, KeyRange, Store, Update
 
@@ -187,7 +187,7 @@ class Claims:
                     else:
                         open_items += 1
                         recheck = min(recheck, due)
-                elif status in (SENT, DEAD_LETTERED):
+                elif status in (SENT, DEAD_LETTERED, SUPPRESSED):
                     finished.append(it)
             dead = self._dead_workers({str(it.get("worker")) for it in held}, now)
             for it in held:

@@ -37,27 +37,31 @@ if TYPE_CHECKING:
     from notify_core.embeddings.combine import Interactions
     from notify_core.scheduling.store import UserState
 
-Counter = Literal["sent", "opened", "clicked"]
+# sent: delivered (accepted by the channel); failed: dead-lettered; suppressed: not sent, the user's preferences
+# said no at send time; opted_out: unsubscribe links used; planned: the net notifications planned for the day.
+Counter = Literal["sent", "opened", "clicked", "failed", "suppressed", "opted_out", "planned"]
 INTERACTION_WEIGHTS: dict[str, float] = {"notification_click": 1.0, "click": 1.0, "campaign_view": 0.5,
                                          "notification_open": 0.25}
 
 
 def add_campaign_counts(store: Store, counts: Mapping[tuple[str, str], int], *, field: Counter = "sent") -> None:
-    """Add ``counts[(campaign_id, day)]`` to ``field`` of each ``campaign_stats`` row (optimistic retries)."""
+    """Add ``counts[(campaign_id, day)]`` to ``field`` of each ``campaign_stats`` row (optimistic retries).
+
+    A negative count (``planned``: a re-plan cancelled notifications) subtracts, never below 0."""
     table = store.table(tables.CAMPAIGN_STATS)
     for (campaign_id, day), n in counts.items():
-        if n <= 0 or not campaign_id or not day:
+        if n == 0 or not campaign_id or not day:
             continue
         for _ in range(20):
             current = table.get(campaign_id, day, consistent=True)
             row: dict[str, Any]
             if current is None:
                 row = {"pk": campaign_id, "sk": day, "campaign_id": campaign_id, "day": day, "sent": 0, "opened": 0,
-                       "clicked": 0, "version": 1, field: n}
+                       "clicked": 0, "version": 1, field: max(0, n)}
                 condition = Condition.absent()
             else:
                 version = int(current.get("version", 0))
-                row = {**current, field: int(current.get(field) or 0) + n, "version": version + 1}
+                row = {**current, field: max(0, int(current.get(field) or 0) + n), "version": version + 1}
                 condition = Condition.matches(version=current.get("version", 0))
             sent = max(int(row.get("sent") or 0), 1)
             row["open_rate"] = round(int(row.get("opened") or 0) / sent, 6)

@@ -23,7 +23,7 @@ from notify_core.clock import Clock
 from notify_core.delivery.channels import Outcome, SendResult
 from notify_core.delivery.summary import Result, WorkerOptions
 from notify_core.errors import NotifyError
-from notify_core.lifecycle import CLAIMED, DEAD_LETTERED, RETRY_SCHEDULED, SENT, check_move
+from notify_core.lifecycle import CLAIMED, DEAD_LETTERED, RETRY_SCHEDULED, SENT, SUPPRESSED, check_move
 from notify_core.slo import LOG_RETENTION_DAYS
 from notify_core.store import tables
 from notify_core.store.port import Condition, Item, Store, Update
@@ -83,6 +83,8 @@ class Outcomes:
         self.retry_hints: list[float] = []  # due times of retries this worker scheduled (a heap)
         self._projections: list[tuple[str, Item]] = []
         self._campaign_counts: dict[tuple[str, str], int] = {}
+        # dead letters and suppressions per (campaign, day), for the campaign statistics
+        self._other_counts: dict[str, dict[tuple[str, str], int]] = {"failed": {}, "suppressed": {}}
         self._proj_lock = threading.Lock()
         self._finishes: list[_Finish] = []  # outcomes waiting for the next group commit
         self._finish_lock = threading.Lock()
@@ -140,6 +142,23 @@ class Outcomes:
             log.info("delivery attempt", extra=extra)
         return outcome, (lateness if result.ok else None), reclaimed
 
+    def suppress(
+        self, item: Item, token: str, attempt: int, reason: str, now: float, *, reclaimed: bool,
+        request_id: str | None,
+    ) -> tuple[Result, float | None, bool]:
+        """Finish a claimed notification unsent because the user's preferences say no (see
+        :func:`notify_core.preferences.suppression_reason`); it keeps a deliveries row saying why."""
+        fields: dict[str, Any] = {"attempt": attempt, "outcome_at": iso(now), "channel": self.channel_name,
+                                  "status": SUPPRESSED, "suppressed_reason": reason, "detail": reason}
+        if request_id:
+            fields["request_id"] = request_id
+        self.finish(item, token, fields)
+        self.project({**item, **fields}, "suppressed")
+        DELIVERIES.labels("suppressed", self.channel_name).inc()
+        log.info("delivery suppressed: the user's preferences", extra={
+            **_log_fields(item, attempt, "suppressed"), "reason": reason, "worker": self.worker_id})
+        return "suppressed", None, reclaimed
+
     def finish(self, item: Item, token: str, fields: Mapping[str, Any]) -> None:
         """Record an outcome under the claim token, group-committed with the other senders' outcomes.
 
@@ -186,12 +205,17 @@ class Outcomes:
             if outcome == "delivered":
                 key = (str(final["campaign_id"]), str(final.get("delivered_at", ""))[:10])
                 self._campaign_counts[key] = self._campaign_counts.get(key, 0) + 1
+            elif outcome in ("dead_lettered", "suppressed"):
+                other = self._other_counts["failed" if outcome == "dead_lettered" else "suppressed"]
+                key = (str(final["campaign_id"]), str(final.get("outcome_at", ""))[:10])
+                other[key] = other.get(key, 0) + 1
 
     def flush(self) -> None:
         """Write the batched derived rows (one batch per table)."""
         with self._proj_lock:
             rows, self._projections = self._projections, []
             counts, self._campaign_counts = self._campaign_counts, {}
+            others, self._other_counts = self._other_counts, {"failed": {}, "suppressed": {}}
         by_table: dict[str, list[Item]] = {}
         for table, row in rows:
             by_table.setdefault(table, []).append(row)
@@ -201,14 +225,22 @@ class Outcomes:
         if counts and self._on_counts is not None:
             with self._write_lock:
                 self._on_counts(self.store, counts)
+        if self._on_counts is not None and any(others.values()):
+            from notify_core.delivery.feedback import add_campaign_counts
+
+            with self._write_lock:
+                add_campaign_counts(self.store, others["failed"], field="failed")
+                add_campaign_counts(self.store, others["suppressed"], field="suppressed")
 
     def repair(self, finished: list[Item]) -> int:
-        """Re-create derived rows a crash lost (the schedule item says sent/dead-lettered, no deliveries row)."""
+        """Re-create derived rows a crash lost (the schedule item says sent/dead-lettered/suppressed, no
+        deliveries row)."""
         keys = [(str(i["notification_id"]), tables.attempt_sk(int(i.get("attempt") or 1))) for i in finished]
         have = {(r["pk"], r["sk"]) for r in self._deliveries.batch_get(keys)}
         missing = [i for i, k in zip(finished, keys, strict=True) if k not in have]
         for item in missing:
-            self.project(item, "delivered" if item.get("status") == SENT else "dead_lettered")
+            outcomes: dict[str, str] = {SENT: "delivered", SUPPRESSED: "suppressed"}
+            self.project(item, outcomes.get(str(item.get("status")), "dead_lettered"))
         if missing:
             self.flush()
         return len(missing)

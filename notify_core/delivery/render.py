@@ -10,6 +10,7 @@ its audience).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,30 +24,66 @@ def fill(template: str, context: Mapping[str, Any]) -> str:
     return render_template(template, context)
 
 
+_SPACES = re.compile(r"\s+")
+_BLANKS = re.compile(r"[ \t]{2,}")  # in the rendered body: a template's own line breaks stay
+
+
+def _tidy(value: Any) -> Any:
+    """Text as a reader should see it: runs of whitespace (catalogue descriptions have double spaces) as one."""
+    return _SPACES.sub(" ", value).strip() if isinstance(value, str) else value
+
+
+def _headline(name: str) -> str:
+    return name if not name or name[-1] in ".!?" else f"{name}."
+
+
 def render(
     item: Mapping[str, Any], *, campaign: Mapping[str, Any] | None, user: Mapping[str, Any] | None,
     links: TrackingLinks, attempt: int = 1,
 ) -> Message:
-    """The message for a schedule item (needs notification_id, user_id, campaign_id, send_at)."""
+    """The message for a schedule item (needs notification_id, user_id, campaign_id, send_at).
+
+    The campaign's ``template`` (or :data:`DEFAULT_TEMPLATE`, never the campaign's raw text, which is not a
+    template) is filled from the user's profile and the campaign's fields, whitespace-normalised, plus
+    ``greeting`` ("Hi Anna," or "Hi,") and ``campaign_headline`` (the name as a sentence). Every message
+    carries its signed tracking link and its signed one-click unsubscribe link.
+    """
     nid = str(item["notification_id"])
     link = links.click(nid)
     camp = dict(campaign or {})
     usr = dict(user or {})
+    first_name = _tidy(usr.get("first_name") or "")
+    name = _tidy(str(camp.get("name") or ""))
     context: dict[str, Any] = {
-        **{k: v for k, v in usr.items() if isinstance(v, str | int | float)},
-        **{f"campaign_{k}": v for k, v in camp.items() if isinstance(v, str | int | float)},
-        "first_name": usr.get("first_name") or "there",
+        **{k: _tidy(v) for k, v in usr.items() if isinstance(v, str | int | float)},
+        **{f"campaign_{k}": _tidy(v) for k, v in camp.items() if isinstance(v, str | int | float)},
+        "first_name": first_name or "there",
+        "greeting": f"Hi {first_name}," if first_name else "Hi,",
+        "campaign_headline": _headline(name),
         "user_id": item["user_id"],
         "campaign_id": item["campaign_id"],
         "url": link,
         "link": link,
     }
-    template = camp.get("template") or camp.get("text") or DEFAULT_TEMPLATE
-    body = fill(str(template), context)
+    template = camp.get("template") or DEFAULT_TEMPLATE
+    body = _BLANKS.sub(" ", fill(str(template), context)).strip()
     if link not in body:  # every message carries its tracking link, whatever the template says
         body = f"{body} {link}".strip()
     return Message(
         notification_id=nid, user_id=str(item["user_id"]), campaign_id=str(item["campaign_id"]),
-        title=str(camp.get("name") or item["campaign_id"])[:200], body=body, link=link,
+        title=(name or str(item["campaign_id"]))[:200], body=body, link=link,
         open_pixel=links.open(nid), send_at=str(item.get("send_at", "")), attempt=attempt,
+        unsubscribe=links.unsubscribe(nid),
     )
+
+
+def preview(
+    item: Mapping[str, Any], *, campaign: Mapping[str, Any], user: Mapping[str, Any], links: TrackingLinks,
+) -> tuple[Message, str | None]:
+    """What :func:`render` would send for ``item`` and whether the send-time check would stop it (its reason).
+
+    Nothing is written or sent: the preview's notification id is not a real one, so its links lead nowhere.
+    """
+    from notify_core.preferences import suppression_reason
+
+    return render(item, campaign=campaign, user=user, links=links), suppression_reason(user, campaign)

@@ -11,7 +11,7 @@ from notify_core.scheduling.ids import DEFAULT_SHARDS
 RETRY_DELAYS_S: tuple[float, ...] = (1.0, 5.0, 20.0)  # requirement 4.1: 1 s -> 5 s -> 20 s, then dead letter
 
 Kind = Literal["new", "reclaim", "retry"]
-Result = Literal["delivered", "retried", "dead_lettered", "duplicate", "lost_claim"]
+Result = Literal["delivered", "retried", "dead_lettered", "duplicate", "lost_claim", "suppressed"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,6 +45,7 @@ class PassSummary:
     duplicates: int = 0  # suppressed by the 24 h dedupe window
     lost_claims: int = 0  # another worker had it first
     reclaimed: int = 0  # expired leases taken over
+    suppressed: int = 0  # claimed but not sent: the user opted out since it was planned
     minutes_done: int = 0
     repaired: int = 0  # derived rows re-created at minute close
     lateness: list[float] = field(default_factory=list)
@@ -52,7 +53,7 @@ class PassSummary:
 
     def add(self, other: PassSummary) -> None:
         for name in ("claimed", "delivered", "retried", "dead_lettered", "duplicates", "lost_claims", "reclaimed",
-                     "minutes_done", "repaired"):
+                     "minutes_done", "repaired", "suppressed"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.lateness.extend(other.lateness)
 
@@ -75,6 +76,8 @@ class PassSummary:
             self.retried += 1
         elif result == "dead_lettered":
             self.dead_lettered += 1
+        elif result == "suppressed":
+            self.suppressed += 1
         else:
             self.duplicates += 1
 
@@ -83,7 +86,8 @@ class PassSummary:
         return {
             "claimed": self.claimed, "delivered": self.delivered, "retried": self.retried,
             "dead_lettered": self.dead_lettered, "duplicates": self.duplicates, "lost_claims": self.lost_claims,
-            "reclaimed": self.reclaimed, "minutes_done": self.minutes_done, "repaired": self.repaired,
+            "reclaimed": self.reclaimed, "suppressed": self.suppressed, "minutes_done": self.minutes_done,
+            "repaired": self.repaired,
             "lateness_p50_s": percentile(lat, 50), "lateness_p99_s": percentile(lat, 99),
             "lateness_max_s": lat[-1] if lat else None,
         }

@@ -28,7 +28,10 @@ from notify_core.errors import ValidationError
 MAX_TEMPLATE_CHARS = 2_000
 MAX_RENDERED_CHARS = 4_096
 MAX_WIDTH = 64
-DEFAULT_TEMPLATE = "{campaign_name}: {url}"
+# What a campaign without a template of its own says: "Hi Anna, Bestseller: Red Harmonica In Box. Everyone is
+# buying the red harmonica in box. A toys favourite, from 1.25. https://.../t/...". The fields are built by
+# notify_core.delivery.render (greeting, a headline ending in a full stop, whitespace-normalised text).
+DEFAULT_TEMPLATE = "{greeting} {campaign_headline} {campaign_text} {url}"
 
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _SPEC = re.compile(r"^(?P<align>[<>^])?(?P<width>\d{1,3})?(?:\.(?P<precision>\d{1,3}))?(?P<type>[sdf%])?$")

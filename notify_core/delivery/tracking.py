@@ -1,5 +1,8 @@
 """Tracking links: ``GET /t/<token>`` (click) and ``GET /o/<token>`` (open pixel), signed so they cannot be forged.
 
+The unsubscribe link of every message (``/u/<token>``, :mod:`notify_core.preferences`) is signed the same
+way under its own link kind, so a click token cannot be replayed as an unsubscribe and vice versa.
+
 Notification ids are a public hash of (user, campaign, day, slot), so an id alone proves nothing: anyone
 could rebuild them and fake clicks. A link therefore carries ``<notification_id>.<kid>.<mac>``, where
 ``mac`` is HMAC-SHA256 under the tracking key ``kid`` (a :class:`~notify_core.security.keyring.KeyRing`
@@ -41,7 +44,7 @@ PIXEL_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAA
 TRACKING_PURPOSE = "tracking"
 _MAX_ID = 128
 _MAC_BYTES = 16
-Kind = Literal["open", "click"]
+Kind = Literal["open", "click", "unsubscribe"]
 
 
 def _mac(secret: bytes, kind: Kind, notification_id: str) -> str:
@@ -84,6 +87,10 @@ class TrackingLinks:
     def open(self, notification_id: str) -> str:
         return f"{self.public_base_url.rstrip('/')}/o/{sign_token(self.keys, notification_id, kind='open')}"
 
+    def unsubscribe(self, notification_id: str) -> str:
+        """The one-click unsubscribe link (``GET`` shows a confirmation page, ``POST`` opts out: RFC 8058)."""
+        return f"{self.public_base_url.rstrip('/')}/u/{sign_token(self.keys, notification_id, kind='unsubscribe')}"
+
 
 @dataclass(frozen=True, slots=True)
 class NotificationRef:
@@ -116,7 +123,7 @@ def lookup(store: Store, notification_id: str, *, now: datetime) -> Notification
     return NotificationRef(notification_id, str(record["user_id"]), str(record["campaign_id"]), day)
 
 
-def _claim_first(store: Store, ref: NotificationRef, kind: Kind, ts: str) -> bool:
+def _claim_first(store: Store, ref: NotificationRef, kind: Literal["open", "click"], ts: str) -> bool:
     """Claim the notification's first ``kind``; a repeat adds one to the marker's ``repeats`` instead."""
     table = store.table(tables.NOTIFICATION_INTERACTIONS)
     marker = {"pk": ref.notification_id, "sk": kind, "campaign_id": ref.campaign_id, "ts": ts, "repeats": 0}
@@ -140,7 +147,7 @@ def _claim_first(store: Store, ref: NotificationRef, kind: Kind, ts: str) -> boo
 
 
 def track(
-    store: Store, stream: Stream, *, token: str, kind: Kind, keys: KeyRing, clock: Clock,
+    store: Store, stream: Stream, *, token: str, kind: Literal["open", "click"], keys: KeyRing, clock: Clock,
 ) -> TrackResult:
     """Verify a link's token and record one open or click at the clock's time (see the module docstring)."""
     when = utcnow(clock)

@@ -22,7 +22,10 @@ How one notification goes through (the schedule item in ``schedules`` is the sou
    schedule item that owns it. A second schedule item with the same id within 24 h (a re-plan that
    re-created it) is marked ``duplicate`` and not sent; the owner re-claiming after a crash passes.
 4. **Send** through the channel with the notification id as Idempotency-Key; render from the campaign's
-   template and the user's profile (campaigns cached per worker).
+   template and the user's profile (campaigns cached per worker). The profile is read per send and
+   checked first (:func:`notify_core.preferences.suppression_reason`): a user who opted out of everything,
+   of every channel or of the campaign's category since the plan was made gets nothing, and the item
+   finishes as ``suppressed`` (with its reason, a deliveries row and a campaign count).
 5. **Outcome,** written at once with ``Condition.matches(claim_token=<ours>)``: ``sent`` (delivered_at,
    latency from send_at); or ``retry_scheduled`` at +1 s, +5 s, +20 s after the failed attempt (an index
    entry in ``retries``, pk due minute#shard, sk due epoch-ms, written *before* the status so a crash
@@ -59,6 +62,7 @@ from notify_core.delivery.tracking import TRACKING_PURPOSE, TrackingLinks
 from notify_core.errors import NotifyError
 from notify_core.lifecycle import CLAIMED
 from notify_core.observability import current_request_id
+from notify_core.preferences import suppression_reason
 from notify_core.scheduling.ids import DEFAULT_SHARDS
 from notify_core.security.keyring import KeyRing, ephemeral_keyring, load_keyring
 from notify_core.store import tables
@@ -150,7 +154,7 @@ class DeliveryWorker:
             now = self.clock.now()
             if deadline is not None and now >= deadline:
                 break
-            if step.attempts or step.duplicates or step.lost_claims:
+            if step.attempts or step.duplicates or step.lost_claims or step.suppressed:
                 continue
             nxt = step.next_due_at
             limit = linger_until if linger_until is not None else now
@@ -169,7 +173,7 @@ class DeliveryWorker:
             step = self.run_pass(wait_for_scans=False)
             if on_pass is not None:
                 on_pass(step)
-            if step.attempts or step.duplicates or step.lost_claims:
+            if step.attempts or step.duplicates or step.lost_claims or step.suppressed:
                 continue
             now = self.clock.now()
             nxt = step.next_due_at if step.next_due_at is not None else now + self.options.poll_s
@@ -202,8 +206,13 @@ class DeliveryWorker:
 
     def _send(self, claim: _Claim) -> tuple[Result, float | None, bool]:
         item = claim.item
-        message = render(item, campaign=self._campaign(str(item["campaign_id"])), user=self._user(str(item["user_id"])),
-                         links=self.links, attempt=claim.attempt)
+        campaign, user = self._campaign(str(item["campaign_id"])), self._user(str(item["user_id"]))
+        # The profile is read per send: an opt-out since the plan was made stops this notification now.
+        reason = suppression_reason(user, campaign)
+        if reason is not None:
+            return self.outcomes.suppress(item, claim.token, claim.attempt, reason, self.clock.now(),
+                                          reclaimed=claim.work.kind == "reclaim", request_id=self._request_id)
+        message = render(item, campaign=campaign, user=user, links=self.links, attempt=claim.attempt)
         started = time.perf_counter()
         try:
             result = self.channel.send(message, idempotency_key=str(item["notification_id"]))

@@ -5,7 +5,9 @@ an open, from the clickstream, or a history row marked ``interacted``) and not i
 current streak of silence. Each ``ignores_per_cap_step`` ignored notifications lower the day's cap by
 one (at most ``max_cap_reduction``) and each adds ``penalty_per_ignore`` to the penalty subtracted from
 every candidate's expected value (at most ``max_penalty``), so a fatigued user gets fewer and only
-strong candidates. One engagement resets the streak.
+strong candidates. One engagement resets the streak. An ``opt_out`` event (an unsubscribe link used) in
+the lookback window sets both to their maximum: the user still gets what their preferences allow, but
+only their single best notification and only when it is strong.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from notify_core.scheduling.models import ENGAGEMENT_TYPES, FatigueOptions
+from notify_core.scheduling.models import ENGAGEMENT_TYPES, OPT_OUT_TYPE, FatigueOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,4 +61,17 @@ def fatigue_of(
         ignored[streak["_u"].to_numpy()] = streak["n"].to_numpy().astype(np.int32)
     reduction = np.minimum(ignored // max(options.ignores_per_cap_step, 1), options.max_cap_reduction).astype(np.int32)
     penalty = np.minimum(ignored * options.penalty_per_ignore, options.max_penalty).astype(np.float32)
+    if n and not interactions.is_empty():
+        since = as_of - timedelta(hours=options.lookback_hours)
+        opted = (
+            interactions.lazy().filter((pl.col("type") == OPT_OUT_TYPE) & (pl.col("ts") >= since)
+                                       & (pl.col("ts") < as_of))
+            .select("user_id").unique()
+            .join(users.lazy().select("user_id").with_row_index("_u"), on="user_id", how="inner")
+            .collect()
+        )
+        if opted.height:
+            at = opted["_u"].to_numpy()
+            reduction[at] = options.max_cap_reduction
+            penalty[at] = options.max_penalty
     return Fatigue(ignored=ignored, cap_reduction=reduction, penalty=penalty)

@@ -51,6 +51,9 @@ PLAN: Schema = {
 # hour histogram but not as an answer to a notification.
 AFFINITY_TYPES = ("click", "campaign_view", "notification_open", "notification_click")
 ENGAGEMENT_TYPES = ("click", "notification_open", "notification_click")
+# A user who used a message's unsubscribe link (notify_core.preferences) in the fatigue window is treated as
+# fully fatigued: the strongest signal that notifications are unwelcome, whatever else they still allow.
+OPT_OUT_TYPE = "opt_out"
 
 MAX_PER_DAY = 5  # the platform's hard ceiling (the requirement's "max 5 notifications/day")
 

@@ -123,6 +123,11 @@ def write_plans(
                             "repaired", "conflicts"), 0)
     fresh: list[Item] = []
     verify: list[Item] = []
+    planned: dict[tuple[str, str], int] = {}  # net change of each campaign's planned count (its daily stats)
+
+    def plan_count(item: Item, n: int) -> None:
+        key = (str(item.get("campaign_id") or ""), plan_day)
+        planned[key] = planned.get(key, 0) + n
 
     def cancel(old: Item) -> None:
         try:
@@ -135,6 +140,7 @@ def write_plans(
         try:
             plans.update(old["pk"], old["sk"], set={"status": CANCELLED}, condition=Condition.matches(status=PENDING))
             counts["cancelled"] += 1
+            plan_count(old, -1)
         except ConditionFailedError:
             counts["conflicts"] += 1
 
@@ -165,6 +171,7 @@ def write_plans(
                                  condition=Condition.matches(status=CANCELLED))
                     schedules.put(schedule_item(new))
                     counts["revived"] += 1
+                    plan_count(new, 1)
                 elif _schedule_key(old) == _schedule_key(new):
                     schedules.update(*_schedule_key(new), set=_attrs(new), condition=Condition.matches(status=PENDING))
                     plans.update(old["pk"], old["sk"], set=_attrs(new), condition=Condition.matches(status=PENDING))
@@ -181,11 +188,17 @@ def write_plans(
     if fresh:  # absent when we read the user's plan: nothing can have claimed them, a blind batch write is safe
         counts["inserted"] += plans.batch_put(fresh)
         schedules.batch_put(schedule_item(i) for i in fresh)
+        for item in fresh:
+            plan_count(item, 1)
     if verify:  # plan items whose schedule item a crash may have lost: re-create only the missing ones
         found = {(i["pk"], i["sk"]) for i in schedules.batch_get([_schedule_key(i) for i in verify])}
         missing = [schedule_item(i) for i in verify if _schedule_key(i) not in found]
         if missing:
             counts["repaired"] += schedules.batch_put(missing)
+    if planned:
+        from notify_core.delivery.feedback import add_campaign_counts
+
+        add_campaign_counts(store, planned, field="planned")
     return WriteSummary(users=len(user_ids), **counts)
 
 

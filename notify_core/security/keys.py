@@ -38,11 +38,14 @@ from notify_core.security.keycheck import (  # noqa: F401  (re-exported: the key
 )
 from notify_core.security.scopes import (  # noqa: F401  (re-exported: callers name scopes from here too)
     ADMIN,
+    CAMPAIGNS_READ,
     CAMPAIGNS_WRITE,
     EVENTS_WRITE,
     RECOMMENDATIONS_READ,
     SCHEDULES_WRITE,
     SCOPES,
+    USERS_READ,
+    USERS_WRITE,
 )
 from notify_core.store import tables
 from notify_core.store.port import Condition

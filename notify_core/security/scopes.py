@@ -9,3 +9,8 @@ CAMPAIGNS_WRITE = "campaigns:write"
 SCHEDULES_WRITE = "schedules:write"
 ADMIN = "admin"  # every scope
 SCOPES: tuple[str, ...] = (EVENTS_WRITE, RECOMMENDATIONS_READ, CAMPAIGNS_WRITE, SCHEDULES_WRITE, ADMIN)
+# Issue 19: a user's preferences and history; a campaign's statistics and previews.
+USERS_READ = "users:read"
+USERS_WRITE = "users:write"
+CAMPAIGNS_READ = "campaigns:read"
+SCOPES = (*SCOPES, USERS_READ, USERS_WRITE, CAMPAIGNS_READ)

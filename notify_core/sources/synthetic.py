@@ -39,6 +39,7 @@ import polars as pl
 from scipy import sparse
 
 from notify_core.catalog.categories import CATEGORIES, OTHER
+from notify_core.delivery.templates import DEFAULT_TEMPLATE
 from notify_core.schemas import CAMPAIGNS, USERS
 
 COUNTRY_TIMEZONES: dict[str, str] = {
@@ -104,6 +105,10 @@ def generate_campaigns(products: pl.DataFrame, purchases: pl.DataFrame, *, seed:
     campaign with the product most often in the same orders.
     """
     sales = purchases.filter(~pl.col("is_return"))
+    # Catalogue descriptions carry runs of spaces and trailing blanks ("RED  HARMONICA IN BOX "): tidy them
+    # once, so every name and text built from them reads well.
+    products = products.with_columns(
+        pl.col("description").str.replace_all(r"\s+", " ").str.strip_chars().alias("description"))
     buyers = (
         sales.group_by("product_id")
         .agg(pl.col("order_id").n_unique().alias("orders"), pl.col("user_id").drop_nulls().n_unique().alias("buyers"))
@@ -121,7 +126,7 @@ def generate_campaigns(products: pl.DataFrame, purchases: pl.DataFrame, *, seed:
             "target_countries": ["United Kingdom"] if u[2] < 0.08 else ["France", "Germany"] if u[2] < 0.1 else [],
             "cooldown_hours": (24, 48, 72, 168)[int(u[3] * 4)],
             "daily_budget": (500, 2_000, 10_000)[int(u[4] * 3)],
-            "url": f"https://shop.example.com/c/{cid}", "template": f"{{first_name}}, {name.lower()}: {{url}}",
+            "url": f"https://shop.example.com/c/{cid}", "template": DEFAULT_TEMPLATE,
             "status": "paused" if kind != "category" and u[4] > 0.98 else "active",
         })
 

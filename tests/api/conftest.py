@@ -8,17 +8,29 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
-from lambdas import capture_events, erase_user, generate_schedule, runtime, track, upsert_campaign
+from lambdas import (
+    campaign_insights,
+    capture_events,
+    erase_user,
+    generate_schedule,
+    runtime,
+    track,
+    unsubscribe,
+    upsert_campaign,
+    user_preferences,
+)
 from lambdas import get_recommended_campaigns as recs
 from lambdas.gateway import build_app
 from notify_core.clock import ManualClock
+from notify_core.delivery.tracking import sign_token
+from notify_core.security.keyring import KeyRing as SigningRing
 from notify_core.security.keyring import ephemeral_keyring
 from notify_core.security.keys import KeyRing, load_or_create_pepper
+from notify_core.store import tables
 from notify_core.stream.local_log import LocalLog
 from tests.recommend.conftest import World, make_world
 
@@ -30,7 +42,18 @@ class Served:
     keyring: KeyRing
     clock: ManualClock
     log: LocalLog
-    tracking: Any  # the tracking links' signing keys (notify_core.security.keyring)
+    tracking: SigningRing  # the tracking (and unsubscribe) links' signing keys
+
+    @property
+    def tracking_keys(self) -> SigningRing:
+        return self.tracking
+
+    def unsubscribe_token(self, notification_id: str, *, user_id: str = "u2", campaign_id: str = "c001") -> str:
+        """A signed unsubscribe token for a notification the Store knows (its 24 h dedupe record)."""
+        self.world.store.table(tables.DEDUPE).put({
+            "pk": notification_id, "sk": tables.DEDUPE_SK, "user_id": user_id, "campaign_id": campaign_id,
+            "send_at": datetime.fromtimestamp(self.clock.now(), UTC).isoformat()})
+        return sign_token(self.tracking, notification_id, kind="unsubscribe")
 
     def key(self, *scopes: str, name: str = "test", **options: object) -> str:
         _key, token = self.keyring.create(name=name, scopes=scopes, actor="tests", source="pytest",
@@ -52,6 +75,9 @@ def served(tmp_path: Path) -> Iterator[Served]:
     capture_events.use_stream(log)
     track.use(store=world.store, stream=log, keys=tracking, clock=clock)
     erase_user.use(store=world.store, stream=log, roots=(tmp_path / "world",), clock=clock)
+    user_preferences.use_store(world.store, clock=clock)
+    campaign_insights.use_store(world.store, clock=clock)
+    unsubscribe.use(store=world.store, keys=tracking, clock=clock)
     runtime.use_auth(keyring)
     with TestClient(build_app(), raise_server_exceptions=False) as client:
         yield Served(world=world, client=client, keyring=keyring, clock=clock, log=log, tracking=tracking)
@@ -61,5 +87,8 @@ def served(tmp_path: Path) -> Iterator[Served]:
     capture_events.use_stream(None)
     track.use(store=None, stream=None)
     erase_user.use(store=None)
+    user_preferences.use_store(None)
+    campaign_insights.use_store(None)
+    unsubscribe.use(store=None)
     log.close()
     world.store.close()

@@ -16,10 +16,13 @@ from notify_core.delivery.synthetic import seed_due
 from notify_core.delivery.tracking import sign_token
 from notify_core.security.keys import (
     ADMIN,
+    CAMPAIGNS_READ,
     CAMPAIGNS_WRITE,
     EVENTS_WRITE,
     RECOMMENDATIONS_READ,
     SCHEDULES_WRITE,
+    USERS_READ,
+    USERS_WRITE,
 )
 from notify_core.store import tables
 from tests.api.conftest import Served
@@ -34,6 +37,7 @@ def _requests(served: Served) -> dict[tuple[str, str], dict[str, Any]]:
     today = datetime.fromtimestamp(served.clock.now(), UTC).date().isoformat()
     nid = _sent_notification(served)
     forged = f"{nid}.{served.tracking.active_kid}.{'A' * 22}"  # a real id and key id, a guessed mac
+    unsubscribe = served.unsubscribe_token("n-attack")
     return {
         ("GET", "/v1/users/{user_id}/recommendations"): {
             "path": "/v1/users/u1/recommendations", "scope": RECOMMENDATIONS_READ, "ok": {200}},
@@ -51,6 +55,22 @@ def _requests(served: Served) -> dict[tuple[str, str], dict[str, Any]]:
         ("GET", "/o/{notification_id}"): {"path": f"/o/{forged}", "scope": None, "ok": {404},
                                           "valid_path": f"/o/{sign_token(served.tracking, nid, kind='open')}",
                                           "valid_ok": {200}},
+        ("GET", "/v1/users/{user_id}/preferences"): {"path": "/v1/users/u2/preferences", "scope": USERS_READ,
+                                                     "ok": {200}},
+        ("PUT", "/v1/users/{user_id}/preferences"): {
+            "path": "/v1/users/u2/preferences", "scope": USERS_WRITE, "ok": {200},
+            "json": {"channels": ["push"], "opted_out_categories": ["toys"], "quiet_start_hour": 22,
+                     "quiet_end_hour": 7, "daily_cap": 3, "timezone": "Europe/Paris"}},
+        ("GET", "/v1/users/{user_id}/notifications"): {"path": "/v1/users/u2/notifications", "scope": USERS_READ,
+                                                       "ok": {200}},
+        ("GET", "/v1/campaigns/{campaign_id}/stats"): {"path": "/v1/campaigns/c001/stats", "scope": CAMPAIGNS_READ,
+                                                       "ok": {200}},
+        ("POST", "/v1/campaigns/{campaign_id}/preview"): {"path": "/v1/campaigns/c001/preview",
+                                                          "json": {"user_id": "u2"}, "scope": CAMPAIGNS_READ,
+                                                          "ok": {200}},
+        # A real signed link: public routes answer the same whatever the key (POST is idempotent).
+        ("GET", "/u/{token}"): {"path": f"/u/{unsubscribe}", "scope": None, "ok": {200}},
+        ("POST", "/u/{token}"): {"path": f"/u/{unsubscribe}", "scope": None, "ok": {200}},
     }
 
 

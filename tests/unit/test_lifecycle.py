@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2] / "notify_core"
     ("cancelled", "pending", True), ("cancelled", "claimed", False),
     ("claimed", "sent", True), ("claimed", "retry_scheduled", True), ("claimed", "dead_lettered", True),
     ("claimed", "duplicate", True), ("claimed", "claimed", True), ("claimed", "cancelled", False),
+    ("claimed", "suppressed", True), ("suppressed", "claimed", False), ("pending", "suppressed", False),
     ("claimed", "pending", False), ("retry_scheduled", "claimed", True), ("retry_scheduled", "sent", False),
     ("sent", "claimed", False), ("sent", "cancelled", False), ("dead_lettered", "claimed", False),
     ("duplicate", "sent", False), ("nonsense", "sent", False), ("pending", "nonsense", False),
@@ -33,7 +34,8 @@ def test_moves(old: str, new: str, allowed: bool) -> None:
 
 
 def test_terminal_statuses_go_nowhere_and_the_planner_owns_only_unclaimed_items() -> None:
-    assert {Status.SENT, Status.DEAD_LETTERED, Status.DUPLICATE, Status.CANCELLED} == lifecycle.TERMINAL
+    assert {Status.SENT, Status.DEAD_LETTERED, Status.DUPLICATE, Status.CANCELLED, Status.SUPPRESSED} == \
+        lifecycle.TERMINAL
     assert all(not lifecycle.TRANSITIONS[s] for s in lifecycle.TERMINAL - {Status.CANCELLED})
     assert lifecycle.PLANNER_OWNED.isdisjoint(lifecycle.DELIVERED_STATES)
     assert set(lifecycle.TRANSITIONS) == set(Status)
