@@ -5,6 +5,8 @@
 In-process ``Recommender.recommend`` on the recommendation benchmark's quick data and index (IVF, the
 serving probe), alternating the two recommenders request by request so machine load hits both alike.
 Writes bench/results/ranker_ab.json. ``blend`` = ``ranker=None`` (main's scoring before this branch).
+``--copurchase 100`` (default) ships a synthetic co-purchase map (100 neighbours a product, each user
+bought 2 products), so both paths pay for the co-purchase sums; ``--copurchase 0``: no map.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--probe", type=int, default=8)
     parser.add_argument("--populate", type=int, default=5000)
+    parser.add_argument("--copurchase", type=int, default=100,
+                        help="ship a synthetic co-purchase map, this many neighbours a product (0: none)")
     args = parser.parse_args()
     spec = ScaleSpec(users=100_000, campaigns=20_000)
     data = generate(spec, cache=DEFAULT_CACHE)
@@ -38,8 +42,9 @@ def main() -> None:
     rng = np.random.default_rng(spec.seed + 1)
     users = sorted(rng.choice(spec.users, size=min(args.populate, spec.users), replace=False).tolist())
     ensure_store(data, data_dir, users)
-    artefacts = LocalArtefactStore(data_dir / "artefacts")
-    ensure_index(data, artefacts, IndexOptions(kind="ivf"))
+    artefacts = LocalArtefactStore(data_dir / ("artefacts" if not args.copurchase else
+                                               f"artefacts-copurchase{args.copurchase}"))
+    ensure_index(data, artefacts, IndexOptions(kind="ivf"), copurchase_neighbours=args.copurchase)
     store = SqliteStore(data_dir / "store.sqlite")
     holder = IndexHolder(artefacts, search_effort=args.probe)
     methods = {"learned ranker (serving)": Recommender(store=store, holder=holder, clock=SYSTEM_CLOCK),
@@ -59,7 +64,7 @@ def main() -> None:
                              for m, v in latency.items()]
     report("ranker_ab", "learned ranker vs blend, same requests interleaved",
            ["path (in-process Recommender.recommend)", "p50 ms", "p95 ms", "p99 ms", "n", "target"], rows,
-           extra={"spec": spec.name, "probe": args.probe})
+           extra={"spec": spec.name, "probe": args.probe, "copurchase_neighbours": args.copurchase})
     store.close()
 
 

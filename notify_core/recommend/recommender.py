@@ -30,7 +30,6 @@ personalised list comes out shorter than ``limit``.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -411,7 +410,9 @@ class Recommender:
         empty = (np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0))
         if not neighbours or not user.orders_by_product:
             return empty
-        products, raw = scoring.copurchase_product_scores(user.orders_by_product, _neighbour_matrix(neighbours))
+        matrix = snapshot.base.copurchase_matrix if snapshot.base is not None else None
+        products, raw = scoring.copurchase_product_scores(user.orders_by_product,
+                                                          matrix if matrix is not None else neighbours)
         promoted = snapshot.promoting(products)
 
         def campaigns_of(pid: str) -> list[int]:
@@ -441,25 +442,6 @@ class Recommender:
             for cid, score in ranked:
                 out.setdefault(cid, weight * score / top)
         return list(out), np.fromiter(out.values(), dtype=np.float64, count=len(out))
-
-
-_NEIGHBOUR_MATRICES: dict[int, tuple[object, scoring.NeighbourMatrix]] = {}
-_NEIGHBOUR_LOCK = threading.Lock()
-
-
-def _neighbour_matrix(neighbours: scoring.Neighbours) -> scoring.NeighbourMatrix:
-    """The version's neighbour map as a :class:`scoring.NeighbourMatrix`, built once per map (the last two
-    maps are kept: the serving version and the one replacing it)."""
-    key = id(neighbours)
-    found = _NEIGHBOUR_MATRICES.get(key)
-    if found is not None and found[0] is neighbours:
-        return found[1]
-    built = scoring.NeighbourMatrix.of(neighbours)
-    with _NEIGHBOUR_LOCK:
-        while len(_NEIGHBOUR_MATRICES) >= 2:
-            _NEIGHBOUR_MATRICES.pop(next(iter(_NEIGHBOUR_MATRICES)))
-        _NEIGHBOUR_MATRICES[key] = (neighbours, built)
-    return built
 
 
 def _check_limit(limit: int) -> None:

@@ -114,6 +114,8 @@ def test_the_ranker_scores_copurchase_with_the_raw_bm25_strength(world: World) -
                                "similarity": [0.8, 0.4]}, schema=COPURCHASE_SCHEMA)
     world.build_version(copurchase=neighbours)
     world.holder.refresh(force=True)
+    base = world.holder.snapshot().base
+    assert base is not None and base.copurchase_matrix is not None  # built with the version, not per request
     world.store.table(tables.USER_PRODUCT).put({"pk": "u1", "sk": "p001", "user_id": "u1", "product_id": "p001",
                                                 "order_count": 3})
     ranker = scoring.LinearRanker(coefficients=(0.0,) * 11 + (2.0, 5.0), intercept=0.0)  # bm25 terms only
@@ -126,7 +128,7 @@ def test_the_ranker_scores_copurchase_with_the_raw_bm25_strength(world: World) -
 
 def test_a_version_without_a_neighbour_map_loads_with_no_copurchase(world: World) -> None:
     loaded = load_version(world.artefacts, world.versions[-1])  # the world's versions ship no copurchase file
-    assert loaded.copurchase == {}
+    assert loaded.copurchase == {} and loaded.copurchase_matrix is None
     assert all(r.copurchase == 0.0 and "copurchase" not in r.reasons
                for r in world.recommender.recommend("u1", limit=20).items)
 
