@@ -41,14 +41,14 @@ test-timeshift: $(STAMP)
 	done
 ## The fault-injection suite, short and long versions (kill -9 loops, servers killed mid-run), with its table.
 test-faults: $(STAMP)
-	$(VENV)/bin/python -m pytest -m faults tests/faults tests/backup/test_dr_drill.py
+	$(VENV)/bin/python -m pytest -m faults tests/faults tests/backup/test_dr_drill.py tests/backup/test_backup_s3.py
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench
 
 ## The Dagster UI on http://127.0.0.1:3000 over the same instance `make demo` writes to.
 dev: $(STAMP)
-	DAGSTER_HOME=$(CURDIR) $(VENV)/bin/dagster dev -h 127.0.0.1 -w workspace.yaml
+	./scripts/dagster_dev.sh -h 127.0.0.1 -w workspace.yaml
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -46,7 +46,7 @@ from notify_core.recommend.index import (
 )
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
-from tests.servers import free_port, wait_healthy
+from tests.servers import free_port, serve_admin_key, wait_healthy
 
 
 def pct(values: list[float], q: float) -> float:
@@ -182,6 +182,8 @@ class Connection:
     2 cores, and httpx spends ~0.5 ms of CPU a request (as much as the server), which would measure the
     client. This costs ~50 us. GET only, Content-Length bodies only (what the gateway sends)."""
 
+    api_key = ""  # set once `notify serve` has written its admin key (sent as X-API-Key)
+
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
 
@@ -191,7 +193,7 @@ class Connection:
         return cls(reader, writer)
 
     async def get(self, path: str) -> tuple[int, bytes]:
-        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {self.api_key}\r\n\r\n".encode())
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
         length = 0
@@ -396,6 +398,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_healthy(server, f"http://127.0.0.1:{port}")
+        Connection.api_key = serve_admin_key(data_dir)
         asyncio.run(closed_loop(port, user_ids, clients=8, seconds=5))  # warm-up (cold starts, caches)
         result = asyncio.run(open_loop(port, user_ids, rate=args.rate, seconds=args.http_seconds,
                                        max_conns=args.clients))

@@ -83,7 +83,7 @@ def _percentiles(values: np.ndarray) -> dict[str, float]:
 def stream_run(backend: str, *, rate: float, seconds: float, drain: float) -> dict[str, Any]:
     """One run: offer ``rate`` events/s for ``seconds``; persist with the real consumer; measure."""
     from notify_core.clock import SYSTEM_CLOCK
-    from notify_core.events.consumer import EventConsumer, tune_gc_for_ingest, tune_sqlite_for_ingest
+    from notify_core.events.consumer import EventConsumer, tune_gc_for_ingest
     from notify_core.store.sqlite import SqliteStore
 
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-stream-{backend}-"))
@@ -106,7 +106,7 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float) -> di
             target = str(workdir / "log.sqlite")
             stream = LocalLog(target)
         store = SqliteStore(workdir / "store.sqlite")
-        tune_sqlite_for_ingest(store)
+        store.tune_for_bulk_writes()
         tune_gc_for_ingest()  # as `notify consume` does
         latencies: list[np.ndarray] = []
         persisted_at: list[tuple[float, int]] = []
@@ -168,7 +168,7 @@ def capture_run(backend: str, *, seconds: float, clients: int) -> dict[str, Any]
     """``notify serve`` in a subprocess; ``clients`` threads POST batches of 100 events for ``seconds``."""
     import httpx
 
-    from tests.servers import free_port, wait_healthy
+    from tests.servers import free_port, serve_admin_key, wait_healthy
 
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-capture-{backend}-"))
     broker = None
@@ -188,6 +188,7 @@ def capture_run(backend: str, *, seconds: float, clients: int) -> dict[str, Any]
         )
         base = f"http://127.0.0.1:{port}"
         wait_healthy(server, base, timeout=30)
+        key = serve_admin_key(workdir)  # the admin key `notify serve` wrote on its first start
         latencies: list[float] = []
         accepted = [0]
         errors = [0]
@@ -195,7 +196,7 @@ def capture_run(backend: str, *, seconds: float, clients: int) -> dict[str, Any]
         stop_at = time.monotonic() + seconds
 
         def client(cid: int) -> None:
-            with httpx.Client(base_url=base, timeout=30) as http:
+            with httpx.Client(base_url=base, timeout=30, headers={"x-api-key": key}) as http:
                 n = 0
                 while time.monotonic() < stop_at:
                     events = [{"type": "click", "user_id": f"u{cid}-{n}-{j % 50}", "ts": "2024-03-01T10:00:00Z",

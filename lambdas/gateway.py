@@ -8,18 +8,23 @@ Routes marked ``inline`` are CPU-bound and never wait (recommendations: ~0.5 ms 
 reads): they run on the loop itself, which saves the thread hop (~0.2 ms and a GIL hand-off per
 request), and ``--workers`` gives them the other cores. To serve a new function, add one line to
 :data:`ROUTES` (handlers are imported lazily, by dotted name).
+
+The gateway itself answers JSON in the handlers' error shape for unknown paths (404) and methods (405),
+serves the OpenAPI document generated from the handlers' models at ``/openapi.json`` and a
+self-contained docs page at ``/docs`` (no CDN: it renders the document in the page). API keys are checked
+by the handlers (:mod:`lambdas.edge`), exactly as on Lambda, not here.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import importlib
 import itertools
 import re
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -31,6 +36,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lambdas.http import ApiEvent, Handler
+from lambdas.routes import ROUTES, GatewayRoute
 from notify_core.metrics import observe_request
 
 _RUN = uuid.uuid4().hex[:12]  # request ids: unique per process start + a counter (uuid4 costs ~20 us)
@@ -38,25 +44,6 @@ _REQUESTS = itertools.count(1)
 MAX_BODY_BYTES = 6 * 1024 * 1024  # Lambda's synchronous payload limit: bigger bodies never reach a handler
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _TEXT_TYPES = ("application/json", "text/", "application/x-www-form-urlencoded")
-
-
-@dataclass(frozen=True, slots=True)
-class GatewayRoute:
-    method: str
-    path: str  # starlette template: /v1/users/{user_id}/recommendations
-    handler: str  # "module:function"
-    inline: bool = False  # run on the event loop: only for handlers that never wait on I/O
-
-
-ROUTES: list[GatewayRoute] = [
-    GatewayRoute("POST", "/v1/events", "lambdas.capture_events:handler"),
-    GatewayRoute("POST", "/v1/schedules", "lambdas.generate_schedule:handler"),
-    GatewayRoute("GET", "/v1/users/{user_id}/recommendations", "lambdas.get_recommended_campaigns:handler",
-                 inline=True),
-    GatewayRoute("POST", "/v1/campaigns", "lambdas.upsert_campaign:handler"),
-    GatewayRoute("GET", "/t/{notification_id}", "lambdas.track:click"),
-    GatewayRoute("GET", "/o/{notification_id}", "lambdas.track:open_pixel"),
-]
 
 
 def _load(dotted: str) -> Handler:
@@ -184,6 +171,35 @@ def _endpoint(route: GatewayRoute, max_body: int) -> Any:
     return endpoint
 
 
+def _gateway_error(status: int, kind: str, message: str) -> JSONResponse:
+    rid = f"{_RUN}-{next(_REQUESTS):x}"
+    return JSONResponse({"error": {"type": kind, "message": message, "request_id": rid}}, status_code=status,
+                        headers={"x-request-id": rid})
+
+
+async def _not_found(request: Request, _exc: Exception) -> Response:
+    return _gateway_error(404, "NotFoundError", f"no route {request.url.path}")
+
+
+async def _not_allowed(request: Request, _exc: Exception) -> Response:
+    return _gateway_error(405, "MethodNotAllowedError", f"{request.method} is not allowed on {request.url.path}")
+
+
+DOCS_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Notify API</title>
+<style>body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}
+code,pre{background:#f4f4f4;padding:.1rem .3rem}h2{margin-top:2rem}.m{font-weight:bold;width:4rem;display:inline-block}
+</style></head><body><h1>Notify API</h1><p>The machine-readable document: <a href="/openapi.json">/openapi.json</a>
+(OpenAPI 3.1, generated from the handlers' models).</p><div id="ops">loading...</div><script>
+fetch('/openapi.json').then(r=>r.json()).then(doc=>{const out=[`<p>${doc.info.description||''}</p>`];
+for(const [path,item] of Object.entries(doc.paths)){for(const [method,op] of Object.entries(item)){
+const scope=(op.security||[]).map(s=>Object.values(s).flat().join(',')).join(' ')||'public';
+const params=(op.parameters||[]).map(p=>`<code>${p.in}:${p.name}</code>`).join(' ');
+out.push(`<h2><span class="m">${method.toUpperCase()}</span><code>${path}</code></h2><p>${op.summary||''}
+ &mdash; scope: <code>${scope}</code></p><p>${params}</p>
+<p>responses: ${Object.keys(op.responses||{}).join(', ')}</p>`)}}
+document.getElementById('ops').innerHTML=out.join('');});</script></body></html>"""
+
+
 class RequestMetrics:
     """ASGI middleware: every HTTP request counted and timed by its route *template* (bounded labels).
 
@@ -217,6 +233,19 @@ class RequestMetrics:
 
 def build_app(routes: Sequence[GatewayRoute] | None = None, *, max_body: int = MAX_BODY_BYTES) -> Starlette:
     table = ROUTES if routes is None else routes
+    document: list[bytes] = []
+
+    async def openapi(_request: Request) -> Response:
+        if not document:  # generated once per process, on first ask (imports every handler module)
+            import json
+
+            from lambdas.openapi import openapi_document
+
+            document.append(json.dumps(openapi_document()).encode())
+        return Response(document[0], media_type="application/json")
+
+    async def docs(_request: Request) -> Response:
+        return Response(DOCS_PAGE, media_type="text/html")
 
     async def health(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -227,8 +256,10 @@ def build_app(routes: Sequence[GatewayRoute] | None = None, *, max_body: int = M
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     starlette_routes = [Route(r.path, _endpoint(r, max_body), methods=[r.method]) for r in table]
-    starlette_routes += [Route("/healthz", health, methods=["GET"]), Route("/metrics", metrics, methods=["GET"])]
-    return Starlette(routes=starlette_routes, middleware=[Middleware(RequestMetrics)])
+    starlette_routes += [Route("/healthz", health, methods=["GET"]), Route("/metrics", metrics, methods=["GET"]),
+                         Route("/openapi.json", openapi, methods=["GET"]), Route("/docs", docs, methods=["GET"])]
+    return Starlette(routes=starlette_routes, middleware=[Middleware(RequestMetrics)],
+                     exception_handlers={404: _not_found, 405: _not_allowed})
 
 
 def build_worker_app() -> Starlette:
@@ -249,9 +280,10 @@ def serve(
     """Run the gateway until SIGINT/SIGTERM (uvicorn handles both gracefully).
 
     ``workers`` > 1 runs that many processes on one socket, as Lambda runs concurrent invocations in
-    separate environments: the handlers are CPU-bound Python, so one process serves one core. Each worker
-    cold-starts its own handlers from the environment and holds its own copy of the index (~160 MB at
-    200k campaigns).
+    separate environments: the handlers are CPU-bound Python, so one process serves one core. The workers
+    are forked from this process after :func:`lambdas.runtime.configure`, so they inherit the settings the
+    CLI built (nothing passes through the environment); each cold-starts its own Store, stream and index
+    (~160 MB at 200k campaigns) on its first request.
     """
     import uvicorn
 
@@ -261,8 +293,45 @@ def serve(
         from notify_core.security.tls import tls12_context_factory
 
         tls = {"ssl_certfile": tls_cert, "ssl_keyfile": tls_key, "ssl_context_factory": tls12_context_factory}
-    if workers > 1:
-        uvicorn.run("lambdas.gateway:build_worker_app", factory=True, host=host, port=port, log_level=log_level,
-                    access_log=False, workers=workers, **tls)
-    else:
+    if workers <= 1:
         uvicorn.run(build_app(), host=host, port=port, log_level=log_level, access_log=False, **tls)
+        return
+    _serve_forked(host=host, port=port, log_level=log_level, workers=workers, tls=tls)
+
+
+def _serve_forked(*, host: str, port: int, log_level: str, workers: int, tls: dict[str, Any]) -> None:
+    import os
+    import signal
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    children: list[int] = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # a worker: its own event loop and handlers on the shared socket
+            code = 0
+            try:
+                config = uvicorn.Config(build_app(), log_level=log_level, access_log=False, **tls)
+                uvicorn.Server(config).run(sockets=[sock])
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        children.append(pid)
+    sock.close()
+
+    def forward(signum: int, _frame: Any) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for child in children:
+        os.waitpid(child, 0)

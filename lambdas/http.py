@@ -1,9 +1,8 @@
-"""Helpers shared by the API Gateway (HTTP API, payload v2) handlers.
-
-The one place NotifyError subclasses become HTTP statuses (each class carries ``http_status``), the one
-place request bodies are decoded (base64 included), and the one shape of JSON replies, so every handler
-answers errors the same way.
-"""
+"""Types of the Lambda proxy integration, the one place raw request bodies are decoded (base64 included,
+size-checked), the one error shape (:func:`error_reply`: ``{"error": {"type", "message", "request_id"}}``
+from a ``NotifyError``'s ``http_status``, anything else a logged 500 without internals), and what every
+invocation records about itself (cold start, EMF on Lambda, the request id on every log line).
+Routing, validation and API keys are :mod:`lambdas.edge`'s."""
 
 from __future__ import annotations
 
@@ -15,14 +14,15 @@ import logging
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from lambdas.coldstart import ColdStart
-from notify_core.errors import NotifyError, PayloadTooLargeError, ValidationError
+from notify_core.errors import NotifyError, PayloadTooLargeError, RateLimitedError, ValidationError
 from notify_core.observability import Invocations, request_context
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("lambdas.edge")  # the edge's refusals and 500s: one logger, one shape
 
 ApiEvent = Mapping[str, Any]
 ApiResponse = dict[str, Any]
@@ -56,38 +56,70 @@ def body_bytes(event: ApiEvent, *, limit: int | None = None) -> bytes:
     return raw
 
 
-def json_response(status: int, payload: Any, *, headers: Mapping[str, str] | None = None) -> ApiResponse:
-    return {
-        "statusCode": status,
-        "headers": {"content-type": "application/json", **(headers or {})},
-        "body": json.dumps(payload, separators=(",", ":"), default=str),
-        "isBase64Encoded": False,
-    }
+def json_reply(status: int, payload: Any, *, rid: str, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A proxy reply both payload versions accept (statusCode / headers / body)."""
+    return {"statusCode": status,
+            "headers": {"content-type": "application/json", "x-request-id": rid, **(headers or {})},
+            "body": json.dumps(payload, separators=(",", ":"), default=str), "isBase64Encoded": False}
 
 
-def error_response(exc: NotifyError, *, rid: str) -> ApiResponse:
-    """Every deliberate error, one shape: ``{"error": {"type", "message", "request_id"}}``."""
-    return json_response(
-        exc.http_status,
-        {"error": {"type": type(exc).__name__, "message": str(exc), "request_id": rid}},
-        headers={"x-request-id": rid},
-    )
+def error_payload(kind: str, message: str, rid: str) -> dict[str, Any]:
+    return {"error": {"type": kind, "message": message, "request_id": rid}}
+
+
+def _error_headers(exc: Exception) -> dict[str, str]:
+    return {"retry-after": str(exc.retry_after_s)} if isinstance(exc, RateLimitedError) else {}
+
+
+def error_reply(exc: Exception, *, rid: str) -> dict[str, Any]:
+    """The one error shape, for any exception: NotifyError -> its status, the rest -> a logged 500."""
+    if isinstance(exc, NotifyError):
+        status, kind, message = exc.http_status, type(exc).__name__, str(exc)
+    else:
+        log.error("unhandled error", exc_info=exc, extra={"request_id": rid})
+        status, kind, message = 500, "InternalError", "internal error"
+    if status < 500:  # one line per refusal (a 500 has its traceback above)
+        log.warning("request failed", extra={"request_id": rid, "status": status, "error_type": kind,
+                                             "error": message})
+    return json_reply(status, error_payload(kind, message, rid), rid=rid, headers=_error_headers(exc))
+
+
+class Invocation:
+    """The reply of the invocation being observed (:func:`observed` reads its status at the end)."""
+
+    reply: Any = None
+
+
+@contextmanager
+def observed(function: str, rid: str) -> Iterator[Invocation]:
+    """Around one invocation: the request id on every log line and produced record, the cold start, and
+    (on Lambda) one EMF line with invocations, errors and duration."""
+    invocations = _invocations.get()
+    cold = invocations.cold_start(function)
+    started = time.perf_counter()
+    call = Invocation()
+    with request_context(rid):
+        try:
+            yield call
+        finally:
+            invocations.done(function=function, status=_status(call.reply),
+                             seconds=time.perf_counter() - started, cold_start=cold)
 
 
 def api_handler(func: Handler) -> Handler:
-    """Wrap a handler: NotifyError -> its status, anything else -> a logged 500 without internals."""
+    """For a handler outside an :class:`lambdas.edge.Edge`: observed like the edge's routes, and any
+    exception answered in the edge's one error shape (NotifyError -> its status, the rest a logged 500)."""
 
     @functools.wraps(func)
     def wrapper(event: ApiEvent, context: Any) -> ApiResponse:
         rid = request_id(event)
-        invocations = _invocations.get()
         function = str(getattr(context, "function_name", None) or f"{func.__module__}:{func.__name__}")
-        cold = invocations.cold_start(function)
-        started = time.perf_counter()
-        with request_context(rid):
-            reply = _guarded(func, event, context, rid)
-            invocations.done(function=function, status=_status(reply),
-                             seconds=time.perf_counter() - started, cold_start=cold)
+        with observed(function, rid) as call:
+            try:
+                call.reply = func(event, context)
+            except Exception as exc:
+                call.reply = error_reply(exc, rid=rid)
+        reply: ApiResponse = call.reply
         return reply
 
     return wrapper
@@ -115,20 +147,3 @@ def flush_metrics() -> None:
 
 def _status(reply: Any) -> int:
     return int(reply.get("statusCode") or 200) if isinstance(reply, dict) else 200
-
-
-def _guarded(func: Handler, event: ApiEvent, context: Any, rid: str) -> ApiResponse:
-    try:
-        return func(event, context)
-    except NotifyError as exc:
-        level = logging.WARNING if exc.http_status < 500 else logging.ERROR
-        log.log(level, "request failed", extra={"request_id": rid, "status": exc.http_status,
-                                                "error_type": type(exc).__name__, "error": str(exc)})
-        return error_response(exc, rid=rid)
-    except Exception:
-        log.exception("unhandled error", extra={"request_id": rid})
-        return json_response(
-            500,
-            {"error": {"type": "InternalError", "message": "internal error", "request_id": rid}},
-            headers={"x-request-id": rid},
-        )

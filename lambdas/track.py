@@ -10,15 +10,16 @@ own with :func:`use`.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from typing import Any
 
+from aws_lambda_powertools.event_handler import Response
+
+from lambdas import runtime
 from lambdas.coldstart import ColdStart
-from lambdas.http import ApiEvent, ApiResponse, api_handler
+from lambdas.edge import Edge
 from notify_core.clock import SYSTEM_CLOCK, Clock
 from notify_core.delivery.tracking import PIXEL_GIF, TRACKING_PURPOSE, track
-from notify_core.errors import ValidationError
 from notify_core.security.keyring import KeyRing, load_keyring
 from notify_core.store.port import Store
 from notify_core.stream.port import Stream
@@ -34,14 +35,11 @@ class _Deps:
 
 
 def _build() -> _Deps:
-    from notify_core.settings import load_settings
-    from notify_core.store.factory import build_store
     from notify_core.stream import open_stream
 
-    settings = load_settings()
-    clock = settings.clock()
-    keys = load_keyring(settings.secrets_dir, TRACKING_PURPOSE, clock=clock)
-    return _Deps(build_store(settings), open_stream(settings), keys, settings.public_base_url, clock)
+    rt = runtime.get()
+    keys = load_keyring(rt.settings.secrets_dir, TRACKING_PURPOSE, clock=rt.clock)
+    return _Deps(rt.store(), open_stream(rt.settings), keys, rt.settings.public_base_url, rt.clock)
 
 
 _deps = ColdStart(_build)
@@ -54,28 +52,25 @@ def use(*, store: Store | None, stream: Stream | None, keys: KeyRing | None = No
     _deps.use(None if store is None or stream is None or keys is None else _Deps(store, stream, keys, None, clock))
 
 
-def _notification_id(event: ApiEvent) -> str:
-    params = event.get("pathParameters") or {}
-    nid = params.get("notification_id") if isinstance(params, dict) else None
-    if not nid:
-        raise ValidationError("missing notification id")
-    return str(nid)
+edge = Edge("tracking")
 
 
-@api_handler
-def click(event: ApiEvent, context: Any) -> ApiResponse:
+@edge.route("GET", "/t/<notification_id>", summary="Tracking link: record a click, redirect")
+def click_route(notification_id: str) -> Any:  # a Response: serialised by the route, not validated again
     deps = _deps.get()
-    result = track(deps.store, deps.stream, token=_notification_id(event), kind="click", keys=deps.keys,
-                   clock=deps.clock)
+    result = track(deps.store, deps.stream, token=notification_id, kind="click", keys=deps.keys, clock=deps.clock)
     # Only the campaign's stored URL (validated at upsert); without one, the service's own base URL.
     location = result.redirect_url or deps.fallback_url or "/"
-    return {"statusCode": 302, "headers": {"location": location, "cache-control": "no-store"},
-            "body": "", "isBase64Encoded": False}
+    return Response(302, "text/plain", "", headers={"location": location, "cache-control": "no-store"})
 
 
-@api_handler
-def open_pixel(event: ApiEvent, context: Any) -> ApiResponse:
+@edge.route("GET", "/o/<notification_id>", summary="Open pixel: record an open, a 1x1 GIF",
+            validate=False)
+def open_route(notification_id: str) -> Any:  # a Response: serialised by the route, not validated again
     deps = _deps.get()
-    track(deps.store, deps.stream, token=_notification_id(event), kind="open", keys=deps.keys, clock=deps.clock)
-    return {"statusCode": 200, "headers": {"content-type": "image/gif", "cache-control": "no-store"},
-            "body": base64.b64encode(PIXEL_GIF).decode(), "isBase64Encoded": True}
+    track(deps.store, deps.stream, token=notification_id, kind="open", keys=deps.keys, clock=deps.clock)
+    return Response(200, "image/gif", PIXEL_GIF, headers={"cache-control": "no-store"})
+
+
+handler = edge.handler
+click = open_pixel = handler  # the two Lambda functions of the template: one edge serves both routes

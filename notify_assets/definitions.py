@@ -1,82 +1,67 @@
-"""The Definitions: assets, checks, jobs, sensors and the environment's resources, merged in one place."""
+"""The Definitions: assets, checks, jobs, sensors and the environment's resources, merged in one place.
+
+The asset graph is the only description of what depends on what: the daemon follows it through the
+automation conditions (``notify_assets.automation``), ``notify run`` launches one run of ``MAIN_JOB``
+over it, and a failed step skips only the steps downstream of it (Dagster's own rule).
+"""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from notify_assets.delivery import DELIVERY_ASSETS, DELIVERY_CHECKS, DELIVERY_GROUP
-from notify_assets.embeddings import CAMPAIGN_EMBEDDINGS_GROUP, EMBEDDING_ASSETS, EMBEDDING_JOBS, EMBEDDINGS_GROUP
+from notify_assets.automation import automation_sensor, deployment_date, plan_partitions
+from notify_assets.delivery import DELIVERY_ASSETS, DELIVERY_CHECKS
+from notify_assets.embeddings import EMBEDDING_ASSETS, EMBEDDING_JOBS
 from notify_assets.features import FEATURES_GROUP, feature_tables
-from notify_assets.ingestion import INGESTION_ASSETS, INGESTION_CHECKS, INGESTION_GROUP, online_retail_landing
-from notify_assets.operations import OPERATIONS_ASSETS
-from notify_assets.recommendation import RECOMMENDATION_ASSETS, RECOMMENDATION_GROUP
-from notify_assets.scheduling import (
-    PLAN_PARTITIONS,
-    SCHEDULING_ASSETS,
-    SCHEDULING_GROUP,
-    SCHEDULING_JOBS,
-    today_partition,
+from notify_assets.ingestion import (
+    INGESTION_ASSETS,
+    INGESTION_CHECKS,
+    INGESTION_GROUP,
+    PURCHASE_MONTHS,
+    online_retail_landing,
 )
-from notify_core.clock import Clock
+from notify_assets.operations import OPERATIONS_ASSETS
+from notify_assets.recommendation import RECOMMENDATION_ASSETS, RECOMMENDATION_CHECKS
+from notify_assets.scheduling import build_plan_asset, plan_exists_check, replan_job
 from notify_core.settings import NotifySettings, load_settings
 from notify_resources import resources_for
-from notify_sensors import REPLAN_SENSORS, campaign_index_publisher, landing_sensor
+from notify_sensors import campaign_index_publisher, landing_sensor
 from notify_sensors.landing import INGEST_JOB
 
-ASSETS = [online_retail_landing, *INGESTION_ASSETS, feature_tables, *EMBEDDING_ASSETS, *RECOMMENDATION_ASSETS,
-          *SCHEDULING_ASSETS, *DELIVERY_ASSETS, *OPERATIONS_ASSETS]
-CHECKS = [*INGESTION_CHECKS, *DELIVERY_CHECKS]
-
-# The end-to-end job, stage by stage (the CLI runs these in order and reports each).
-STAGES: tuple[tuple[str, dg.AssetSelection], ...] = (
-    ("sources", dg.AssetSelection.groups("sources")),
-    ("ingestion", dg.AssetSelection.groups(INGESTION_GROUP)),
-    ("features", dg.AssetSelection.groups(FEATURES_GROUP)),
-    ("embeddings", dg.AssetSelection.groups(EMBEDDINGS_GROUP)),
-    ("campaign_embeddings", dg.AssetSelection.groups(CAMPAIGN_EMBEDDINGS_GROUP)),
-    ("recommendation", dg.AssetSelection.groups(RECOMMENDATION_GROUP)),
-    ("scheduling", dg.AssetSelection.groups(SCHEDULING_GROUP)),
-    ("delivery", dg.AssetSelection.groups(DELIVERY_GROUP)),
-)
-# Which earlier stages each stage needs. The CLI skips a stage only when one of these failed (or was
-# skipped), so a campaign failure does not stop the user chain and the reverse. A stage missing here
-# is taken to need every stage before it.
-STAGE_UPSTREAM: dict[str, tuple[str, ...]] = {
-    "sources": (),
-    "ingestion": ("sources",),
-    "features": ("ingestion",),
-    "embeddings": ("ingestion",),
-    "campaign_embeddings": ("ingestion",),
-    "recommendation": ("campaign_embeddings",),  # the index needs campaign vectors, not the user chain
-    # the plan needs both vector sets; without a published index it uses the documented cosine fallback
-    "scheduling": ("embeddings", "campaign_embeddings"),
-    "delivery": ("scheduling",),  # delivers what the plan holds (the demo fast-forwards the next hour)
-}
-
-
-def stage_job(name: str, selection: dg.AssetSelection, *, clock: Clock) -> dg.UnresolvedAssetJobDefinition:
-    """A stage's job. The scheduling stage plans today's partition (UTC; the day the definitions were
-    built), since the CLI runs stage jobs without a partition key."""
-    if name == "scheduling":
-        return dg.define_asset_job(f"stage_{name}", selection=selection, partitions_def=PLAN_PARTITIONS,
-                                   tags={"dagster/partition": today_partition(clock)})
-    return dg.define_asset_job(f"stage_{name}", selection=selection)
-
-
 MAIN_JOB = "notify_main"
+FEATURES_JOB = "features_job"
+# Monthly partitions cannot share a run with the daily plan; months are backfilled on their own.
+_NOT_IN_RUNS = dg.AssetSelection.assets(PURCHASE_MONTHS)
+
+
+def assets_for(settings: NotifySettings) -> tuple[list[dg.AssetsDefinition], dg.AssetsDefinition]:
+    """Every asset, and the plan among them (its partitions start at this deployment's first day)."""
+    clock = settings.clock()  # NOTIFY_CLOCK_START pins the plan's days; unset, they follow Dagster's time
+    plan = build_plan_asset(plan_partitions(deployment_date(settings, clock=clock), clock=clock))
+    return [online_retail_landing, *INGESTION_ASSETS, feature_tables, *EMBEDDING_ASSETS, *RECOMMENDATION_ASSETS,
+            plan, *DELIVERY_ASSETS, *OPERATIONS_ASSETS], plan
+
+
+def checks_for(plan: dg.AssetsDefinition) -> list[dg.AssetChecksDefinition]:
+    return [*INGESTION_CHECKS, *RECOMMENDATION_CHECKS, plan_exists_check(plan), *DELIVERY_CHECKS]
 
 
 def build_definitions(settings: NotifySettings) -> dg.Definitions:
     executor = dg.in_process_executor if settings.env == "local" else dg.multiprocess_executor
+    assets, plan = assets_for(settings)
     jobs = [
-        dg.define_asset_job(MAIN_JOB, selection=dg.AssetSelection.all(), description="Everything, end to end."),
-        dg.define_asset_job(INGEST_JOB, selection=dg.AssetSelection.groups(INGESTION_GROUP)),
-        *(stage_job(name, selection, clock=settings.clock()) for name, selection in STAGES),
-        *EMBEDDING_JOBS, *SCHEDULING_JOBS,
+        dg.define_asset_job(MAIN_JOB, selection=dg.AssetSelection.all() - _NOT_IN_RUNS,
+                            partitions_def=plan.partitions_def,
+                            description="Everything, end to end, planning one day (the partition; notify run: today)."),
+        dg.define_asset_job(INGEST_JOB, selection=dg.AssetSelection.groups(INGESTION_GROUP) - _NOT_IN_RUNS,
+                            description="Ingest the landing folder (the landing sensor's job)."),
+        dg.define_asset_job(FEATURES_JOB, selection=dg.AssetSelection.groups(FEATURES_GROUP),
+                            description="Recompute the feature tables from the lake."),
+        *EMBEDDING_JOBS, replan_job(plan),
     ]
     return dg.Definitions(
-        assets=ASSETS, asset_checks=CHECKS, jobs=jobs, sensors=[landing_sensor, campaign_index_publisher,
-                                                                 *REPLAN_SENSORS],
+        assets=assets, asset_checks=checks_for(plan), jobs=jobs,
+        sensors=[landing_sensor, campaign_index_publisher, automation_sensor()],
         resources=resources_for(settings), executor=executor,
     )
 

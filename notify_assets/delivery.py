@@ -10,6 +10,7 @@ import time
 
 import dagster as dg
 
+from notify_assets.automation import pool_for
 from notify_core.delivery import OffsetClock, WorkerOptions, build_worker
 from notify_core.delivery.worker import execution_report
 from notify_core.observability import request_context
@@ -24,7 +25,7 @@ class DeliveryConfig(dg.Config):
     linger_s: float = 0.0  # wait (real time) for retries due within this many seconds
 
 
-@dg.asset(group_name=DELIVERY_GROUP, deps=[dg.AssetKey("notification_plan")],
+@dg.asset(group_name=DELIVERY_GROUP, deps=[dg.AssetKey("notification_plan")], pool=pool_for("delivery_run"),
           description="One delivery pass: claim, render, send (channel from settings), record outcomes.")
 def delivery_run(context: dg.AssetExecutionContext, config: DeliveryConfig,
                  notify: NotifyResource) -> dg.MaterializeResult:

@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import dagster as dg
 
+from notify_assets.automation import CHANGED_USERS, DELTA, REPLAN_USERS_MAX, data_version, pool_for
+from notify_core.embeddings import store as emb_store
 from notify_core.embeddings.checks import CHECK_NAMES
 from notify_core.embeddings.pipeline import (
     EmbeddingRun,
@@ -44,22 +46,38 @@ def _checks(asset: str) -> list[dg.AssetCheckSpec]:
 
 
 def _progress(context: dg.AssetExecutionContext, what: str) -> Callable[[int, int], None]:
-    """Log about every 10 % of a long embedding run (and its end)."""
+    """Log about every 10 % of a long embedding run (and its end); ``notify run`` shows these lines."""
     state = {"next": 0.0}
 
     def report(done: int, total: int) -> None:
         if done >= total or done / total >= state["next"]:
-            context.log.info(f"embedding {what}: {done}/{total}")
+            context.log.info(f"progress {context.asset_key.to_user_string()}: {done}/{total} {what} embedded")
             state["next"] = done / total + 0.1
 
     return report
 
 
-def _result(context: dg.AssetExecutionContext, run: EmbeddingRun) -> dg.MaterializeResult:
+def _per_partition(notify: NotifyResource, entity_type: str) -> dict[str, int]:
+    """Vectors per lake partition (orders: per purchase month), from the persisted embedding state."""
+    state = emb_store.read_lake_table(notify.lake, emb_store.state_table(entity_type))
+    if state is None or "partition" not in state.columns:
+        return {}
+    counts = state.group_by("partition").len().sort("partition")
+    return {str(p): int(n) for p, n in counts.iter_rows()}
+
+
+def _result(context: dg.AssetExecutionContext, run: EmbeddingRun, per_partition: dict[str, int] | None = None,
+            extra: dict[str, object] | None = None) -> dg.MaterializeResult:
     context.log.info(f"{run.entity_type}: {run.embedded} embedded, {run.skipped} skipped, {run.removed} removed"
                      + ("" if run.persisted else " (NOT persisted: checks failed)"))
+    metadata = dict(run.metadata())
+    if per_partition:
+        metadata["vectors_per_partition"] = dg.MetadataValue.json(per_partition)
+    metadata.update(extra or {})
+    changed = run.persisted and (run.embedded > 0 or run.removed > 0)
     return dg.MaterializeResult(
-        metadata=run.metadata(),
+        metadata=metadata,
+        data_version=data_version(context, context.asset_key.to_user_string(), changed=changed),
         check_results=[dg.AssetCheckResult(check_name=c.name, passed=c.passed, metadata=c.metadata)
                        for c in run.checks],
     )
@@ -67,6 +85,7 @@ def _result(context: dg.AssetExecutionContext, run: EmbeddingRun) -> dg.Material
 
 @dg.asset(
     group_name=EMBEDDINGS_GROUP, deps=["products"], check_specs=_checks("product_embeddings"),
+    automation_condition=DELTA, pool=pool_for("product_embeddings"),
     description="One vector per product (description, category, price band); only changed texts are embedded.",
 )
 def product_embeddings(
@@ -79,24 +98,32 @@ def product_embeddings(
 
 @dg.asset(
     group_name=EMBEDDINGS_GROUP, deps=[product_embeddings, "purchases"], check_specs=_checks("purchase_embeddings"),
+    automation_condition=DELTA, pool=pool_for("purchase_embeddings"),
     description="One vector per order: log1p(quantity)-weighted product vectors, returns excluded; reads only "
                 "purchase partitions that changed or hold an order of a changed product.",
 )
 def purchase_embeddings(context: dg.AssetExecutionContext, notify: NotifyResource) -> dg.MaterializeResult:
-    return _result(context, refresh_order_embeddings(notify.lake, notify.store, now=notify.now()))
+    run = refresh_order_embeddings(notify.lake, notify.store, now=notify.now())
+    context.log.info(f"progress purchase_embeddings: {run.details.get('partitions_read', 0)} of "
+                     f"{run.details.get('partitions_total', 0)} purchase months read, {run.embedded} orders embedded")
+    return _result(context, run, _per_partition(notify, emb_store.ORDER))
 
 
 @dg.asset(
     group_name=EMBEDDINGS_GROUP, deps=[purchase_embeddings], check_specs=_checks("user_embeddings"),
+    automation_condition=DELTA, pool=pool_for("user_embeddings"),
     description="One vector per buyer: recency-weighted (90-day half-life) order vectors; only users whose "
                 "orders changed are recomputed. Clickstream interactions fold in through the core hook.",
 )
 def user_embeddings(context: dg.AssetExecutionContext, notify: NotifyResource) -> dg.MaterializeResult:
-    return _result(context, refresh_user_embeddings(notify.lake, notify.store, now=notify.now()))
+    run = refresh_user_embeddings(notify.lake, notify.store, now=notify.now())
+    small = len(run.changed_ids) <= REPLAN_USERS_MAX  # a small delta: a re-plan can be limited to these users
+    return _result(context, run, extra={CHANGED_USERS: dg.MetadataValue.json(list(run.changed_ids))} if small else None)
 
 
 @dg.asset(
     group_name=CAMPAIGN_EMBEDDINGS_GROUP, deps=["campaigns"], check_specs=_checks("campaign_embeddings"),
+    automation_condition=DELTA, pool=pool_for("campaign_embeddings"),
     description="One vector per campaign (name, message, category, targeting); independent of the user chain.",
 )
 def campaign_embeddings(

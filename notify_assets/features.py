@@ -6,6 +6,7 @@
 import dagster as dg
 import polars as pl
 
+from notify_assets.automation import DELTA, data_version, pool_for
 from notify_core.features import refresh_features
 from notify_core.store import tables
 from notify_resources import NotifyResource
@@ -22,16 +23,18 @@ _DESCRIPTIONS = {
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(name, group_name=FEATURES_GROUP, deps=["users", "products", "purchases"],
-                     description=_DESCRIPTIONS[name], automation_condition=dg.AutomationCondition.eager())
+                     description=_DESCRIPTIONS[name], automation_condition=DELTA)
         for name in FEATURE_TABLES
     ],
     check_specs=[dg.AssetCheckSpec("one_row_per_buyer", asset=tables.USER_FEATURES, blocking=True)],
+    pool=pool_for("features"),
 )
 def feature_tables(context: dg.AssetExecutionContext, notify: NotifyResource):  # type: ignore[no-untyped-def]
     features, reports = refresh_features(notify.lake, notify.store)
     for name in FEATURE_TABLES:
         report = reports[name]
-        yield dg.MaterializeResult(asset_key=name, metadata={
+        changed = report.lake_rewritten or report.store.inserted + report.store.updated > 0
+        yield dg.MaterializeResult(asset_key=name, data_version=data_version(context, name, changed=changed), metadata={
             "rows": report.rows, "as_of": features.as_of.isoformat(), "lake_rewritten": report.lake_rewritten,
             "store_inserted": report.store.inserted, "store_updated": report.store.updated,
             "store_unchanged": report.store.unchanged,

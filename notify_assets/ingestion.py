@@ -1,16 +1,30 @@
-"""Ingestion assets: the demo source, then one asset per landing dataset (validated, idempotent)."""
+"""Ingestion assets: the demo source, then one asset per landing dataset (validated, idempotent).
+
+The landing sensor (``notify_sensors.landing``) starts the ingest job when a batch lands. Each dataset
+keeps its data version when its ingest changed nothing, so only what changed flows on downstream. The
+lake keeps purchases in monthly partitions; Dagster sees them as ``purchase_months`` (monthly): each
+purchases ingest records the months it rewrote, and a month backfilled from the UI re-syncs that
+month's lake partition to the Store and reports its counts.
+"""
 
 # No `from __future__ import annotations` here: Dagster reads the context annotations at decoration time.
 
 
 import dagster as dg
+import polars as pl
 
+from notify_assets.automation import data_version, pool_for
 from notify_core.ingest.batch import DATASETS, IngestReport, ingest_dataset
 from notify_core.landing import build_landing_area
+from notify_core.repositories import save_frame
 from notify_core.sources.demo import prepare_demo_landing
 from notify_resources import NotifyResource
+from notify_sensors.landing import FINGERPRINT_KEY, dataset_fingerprint
 
 INGESTION_GROUP = "ingestion"
+PURCHASE_MONTHS = "purchase_months"
+MONTH_PARTITIONS = dg.MonthlyPartitionsDefinition(start_date="2009-12", fmt="%Y-%m", end_offset=1)
+LAKE_MONTH_PREFIX = "month="  # notify_core.lake.partition_expr names purchases partitions month=YYYY-MM
 
 
 @dg.asset(group_name="sources", description="The UCI Online Retail export mapped to landing files (demo source).")
@@ -42,26 +56,68 @@ def _ingestion_asset(dataset: str) -> dg.AssetsDefinition:
         deps=[online_retail_landing],
         description=f"{dataset} from the landing folder: validated, merged into the lake, changed rows to the Store.",
         retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
+        pool=pool_for(dataset),
     )
     def _asset(context: dg.AssetExecutionContext, notify: NotifyResource) -> dg.MaterializeResult:
         settings = notify.settings
         area = build_landing_area(settings)
+        fingerprint = dataset_fingerprint(area, dataset)  # before reading: a later batch re-triggers
         area.pull()  # aws: files dropped under the S3 prefix (consumer pods, other jobs) reach this run
         report = ingest_dataset(dataset, landing=area.landing, lake=notify.lake, store=notify.store,
-                                quarantine=area.quarantine, on_file=lambda f: context.log.info(f"reading {f}"),
+                                quarantine=area.quarantine,
+                                on_file=lambda f: context.log.info(f"progress {dataset}: reading {f}"),
                                 clock=notify.clock())
         area.push(quarantine=True)
         for name, error in report.file_errors.items():
             context.log.warning(f"{name} rejected: {error}")
-        metadata: dict[str, object] = dict(report.as_metadata())
+        metadata: dict[str, object] = {**report.as_metadata(), FINGERPRINT_KEY: fingerprint}
         if report.bad_rows:
             metadata["bad_rows"] = dg.MetadataValue.md(_bad_rows_table(report))
-        return dg.MaterializeResult(metadata=metadata)  # type: ignore[arg-type]
+        changed = report.rows_changed > 0 or report.store.inserted + report.store.updated + report.store.deleted > 0
+        for month in _months(report.partitions_written):
+            context.log_event(dg.AssetMaterialization(PURCHASE_MONTHS, partition=month,
+                                                      description=f"rewritten by {dataset} ingestion"))
+        return dg.MaterializeResult(metadata=metadata,  # type: ignore[arg-type]
+                                    data_version=data_version(context, dataset, changed=changed))
 
     return _asset
 
 
-INGESTION_ASSETS = [_ingestion_asset(name) for name in DATASETS]
+def _months(lake_partitions: tuple[str, ...]) -> list[str]:
+    """Lake partition names (month=YYYY-MM) as ``MONTH_PARTITIONS`` keys, the ones the definition holds."""
+    valid = set(MONTH_PARTITIONS.get_partition_keys())
+    return [p.removeprefix(LAKE_MONTH_PREFIX) for p in lake_partitions if p.removeprefix(LAKE_MONTH_PREFIX) in valid]
+
+
+@dg.asset(
+    name=PURCHASE_MONTHS, group_name=INGESTION_GROUP, partitions_def=MONTH_PARTITIONS, deps=["purchases"],
+    backfill_policy=dg.BackfillPolicy.single_run(), pool=pool_for(PURCHASE_MONTHS),
+    description="The purchases lake partitions (one per month), as Dagster sees them: purchases ingestion "
+                "records the months it rewrote; backfilling months here re-syncs them from the lake to the "
+                "Store (repairs a wiped or partial Store month by month) and reports their counts.",
+)
+def purchase_months(context: dg.AssetExecutionContext, notify: NotifyResource) -> dg.MaterializeResult:
+    lake = notify.lake
+    present = set(lake.partitions("purchases"))
+    rows = orders = buyers = written = 0
+    for month in context.partition_keys:
+        name = f"{LAKE_MONTH_PREFIX}{month}"
+        if name not in present:
+            context.log.info(f"progress {PURCHASE_MONTHS}: {month} has no purchases")
+            continue
+        frame = lake.read("purchases", partition=name)
+        counts = save_frame(notify.store, "purchases", frame)
+        rows += frame.height
+        orders += frame["order_id"].n_unique()
+        buyers += frame.filter(pl.col("user_id").is_not_null())["user_id"].n_unique()
+        written += counts.inserted + counts.updated
+        context.log.info(f"progress {PURCHASE_MONTHS}: {month}: {frame.height} lines, "
+                         f"{counts.inserted + counts.updated} written to the Store")
+    return dg.MaterializeResult(metadata={"rows": rows, "orders": orders, "buyers": buyers, "store_written": written,
+                                          "months": len(context.partition_keys)})
+
+
+INGESTION_ASSETS = [*(_ingestion_asset(name) for name in DATASETS), purchase_months]
 
 
 def _quarantine_check(dataset: str) -> dg.AssetChecksDefinition:

@@ -11,6 +11,7 @@ the one-machine default (``RecommendResource.publish_on_build``).
 
 import dagster as dg
 
+from notify_assets.automation import DELTA, data_version, pool_for
 from notify_assets.embeddings import campaign_embeddings
 from notify_core.recommend.artefacts import build_artefact_store
 from notify_core.recommend.build import build_campaign_index
@@ -19,10 +20,12 @@ from notify_resources.resources import NotifyResource, RecommendResource
 
 RECOMMENDATION_GROUP = "recommendation"
 RECALL_CHECK = "recall_at_10"
+FRESHNESS_CHECK = "not_older_than_its_campaigns"
 
 
 @dg.asset(
-    group_name=RECOMMENDATION_GROUP, deps=[campaign_embeddings],
+    group_name=RECOMMENDATION_GROUP, deps=[campaign_embeddings], automation_condition=DELTA,
+    pool=pool_for("campaign_index"),
     check_specs=[dg.AssetCheckSpec(RECALL_CHECK, asset="campaign_index", blocking=True,
                                    description="ANN top-10 vs exact numpy top-10 on sampled user vectors: "
                                                "recall@10 >= 0.99, or the version is never published.")],
@@ -48,6 +51,7 @@ def campaign_index(
                      f"recall@10 {build.recall_at_10:.4f}, published={published}")
     return dg.MaterializeResult(
         metadata={**build.metadata(), "published": published},
+        data_version=data_version(context, "campaign_index", changed=build.passed and not build.reused),
         check_results=[dg.AssetCheckResult(
             check_name=RECALL_CHECK, passed=build.passed,
             metadata={"recall_at_10": round(build.recall_at_10, 4), "queries": build.recall_queries,
@@ -55,4 +59,39 @@ def campaign_index(
     )
 
 
+def _changed_since(instance: dg.DagsterInstance, key: dg.AssetKey) -> float | None:
+    """When ``key``'s current data version first appeared (its latest change), or None if never materialised."""
+    records = instance.fetch_materializations(key, limit=100).records
+    if not records:
+        return None
+    def version(record: dg.EventLogRecord) -> str | None:
+        mat = record.asset_materialization
+        return mat.tags.get("dagster/data_version") if mat is not None else None
+    current = version(records[0])
+    since = records[0].timestamp
+    for record in records[1:]:
+        if version(record) != current:
+            break
+        since = record.timestamp
+    return since
+
+
+@dg.asset_check(
+    asset=campaign_index, name=FRESHNESS_CHECK, additional_deps=[campaign_embeddings], blocking=False,
+    automation_condition=dg.AutomationCondition.any_deps_updated().since_last_handled(),
+    description="Freshness: the latest campaign index was built after the campaign vectors last changed "
+                "(a campaign change that never reached the index fails this).",
+)
+def index_not_older_than_campaigns(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    index = context.instance.fetch_materializations(dg.AssetKey("campaign_index"), limit=1).records
+    campaigns_changed = _changed_since(context.instance, campaign_embeddings.key)
+    built = index[0].timestamp if index else None
+    passed = built is not None and (campaigns_changed is None or built >= campaigns_changed)
+    return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN, metadata={
+        "index_built_at": dg.MetadataValue.timestamp(built) if built else "never",
+        "campaigns_changed_at": dg.MetadataValue.timestamp(campaigns_changed) if campaigns_changed else "never",
+    })
+
+
 RECOMMENDATION_ASSETS = [campaign_index]
+RECOMMENDATION_CHECKS = [index_not_older_than_campaigns]

@@ -28,6 +28,40 @@ def _service(data_dir: Path | None, target: str | None) -> Any:
     return BackupService(plan, clock=SYSTEM_CLOCK)
 
 
+def _audited(data_dir: Path | None, *, action: str, target: str, detail: dict[str, Any]) -> None:
+    """One audit entry in the data directory's Store (backups and restores are administrative actions)."""
+    from notify_cli.security_commands import cli_actor
+    from notify_core.clock import SYSTEM_CLOCK
+    from notify_core.security import audit
+    from notify_core.settings import load_settings
+    from notify_core.store.factory import build_store
+
+    store = build_store(load_settings(**({"data_dir": data_dir} if data_dir is not None else {})))
+    try:
+        audit.record(store, clock=SYSTEM_CLOCK, action=action, actor=cli_actor(), source="cli", target=target,
+                     detail=detail)
+    finally:
+        store.close()
+
+
+def _audit_head(data_dir: Path | None) -> dict[str, Any] | None:
+    """The audit chain's head before a restore replaces the Store (None: no Store yet): the restored chain
+    is an older one, and its restore entry says which head it replaced."""
+    from notify_core.security import audit
+    from notify_core.settings import load_settings
+    from notify_core.store.factory import build_store
+
+    settings = load_settings(**({"data_dir": data_dir} if data_dir is not None else {}))
+    if settings.env != "aws" and not settings.sqlite_path.exists():
+        return None
+    store = build_store(settings)
+    try:
+        report = audit.verify(store)
+        return {"head_seq": report.head_seq, "head_hash": report.head_hash, "ok": report.ok}
+    finally:
+        store.close()
+
+
 def _fail(exc: Exception) -> typer.Exit:
     typer.echo(f"error: {exc}", err=True)
     return typer.Exit(2)
@@ -48,6 +82,8 @@ def backup(
         service = _service(data_dir, target)
     except NotifyError as exc:
         raise _fail(exc) from None
+    _audited(data_dir, action="backup.run" if once else "backup.start", target=service.plan.target.describe(),
+             detail={"once": once})
     try:
         if once:
             report = service.once()
@@ -85,12 +121,15 @@ def restore(
         service = _service(data_dir, target)
     except NotifyError as exc:
         raise _fail(exc) from None
+    replaced = _audit_head(data_dir)
     try:
         report = service.restore(at=when, force=force)
     except NotifyError as exc:
         raise _fail(exc) from None
     finally:
         service.close()
+    _audited(data_dir, action="backup.restore", target=service.plan.target.describe(),
+             detail={"at": when.isoformat() if when else None, "force": force, "replaced_audit_head": replaced})
     typer.echo(json.dumps(describe(report)))
 
 

@@ -30,7 +30,7 @@ PACKAGES = ("notify_core", "lambdas")
 STORE_WRITES = frozenset({"put", "batch_put", "update_many", "delete", "save_frame", "upsert_changed", "delete_keys"})
 S3_WRITES = frozenset({"write_bytes", "upload", "merge", "write_table"})
 # the adapters implement the writes (their calls are not uses): skipped when looking for write calls
-ADAPTERS = ("notify_core.store.", "notify_core.recommend.artefacts", "notify_core.stream.")
+ADAPTERS = ("notify_core.store.", "notify_core.recommend.artefacts", "notify_core.stream.", "notify_core.s3_objects")
 DYNAMODB_READ = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:DescribeTable")
 DYNAMODB_WRITE = ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem")
 
@@ -64,10 +64,25 @@ def _source(module: str) -> ast.Module | None:
     return ast.parse(path.read_text(encoding="utf-8"))
 
 
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node of ``tree`` except what sits under ``if TYPE_CHECKING:`` (type-only imports never run)."""
+    out: list[ast.AST] = []
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        out.append(node)
+        if isinstance(node, ast.If) and ((isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING") or (
+                isinstance(node.test, ast.Attribute) and node.test.attr == "TYPE_CHECKING")):
+            todo.extend(node.orelse)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+    return out
+
+
 def _imports(tree: ast.Module, module: str) -> set[str]:
     out: set[str] = set()
     package = module if _is_package(module) else module.rpartition(".")[0]
-    for node in ast.walk(tree):
+    for node in _runtime_nodes(tree):
         if isinstance(node, ast.Import):
             out |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -113,7 +128,7 @@ def derive_access(module: str) -> Access:
     for name in modules:
         tree = _source(name)
         assert tree is not None
-        for node in ast.walk(tree):
+        for node in _runtime_nodes(tree):
             if isinstance(node, ast.Attribute) and node.attr in constants and isinstance(node.value, ast.Name):
                 used.add(constants[node.attr])
             elif isinstance(node, ast.ImportFrom) and node.module == "notify_core.store.tables":
@@ -125,9 +140,12 @@ def derive_access(module: str) -> Access:
                     store_writes = True
                 if called in S3_WRITES:
                     s3_write = True
-    reaches = lambda prefix: any(m == prefix or m.startswith(prefix + ".") for m in modules)  # noqa: E731
+
+    def reaches(prefix: str) -> bool:
+        return any(m == prefix or m.startswith(prefix + ".") for m in modules)
+
     s3_read = reaches("notify_core.recommend.artefacts") or reaches("notify_core.lake")
     return Access(tables=frozenset(used), store_writes=store_writes and bool(used), s3_read=s3_read,
-                  s3_write=s3_write and s3_read, sns=reaches("notify_core.delivery.channels"),
+                  s3_write=s3_write and s3_read, sns=reaches("notify_core.delivery.sns"),
                   kafka=reaches("notify_core.stream.kafka") or reaches("notify_core.stream.factory"),
                   modules=modules)

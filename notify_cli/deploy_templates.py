@@ -11,8 +11,11 @@ Beyond one machine Notify runs as
   ``deploy/k8s/consumer.yaml``: the ``notify consume`` Deployment reading Kafka.
 
 They are rendered, not hand-written: the tables come from :data:`notify_core.store.tables.ALL_TABLES`,
-the HTTP routes from :data:`lambdas.gateway.ROUTES`, the settings from ``NotifySettings``, so adding a
-table or a route cannot leave a template behind. ``notify templates --check`` (run by the tests) fails
+the HTTP routes from the OpenAPI document (checked against :data:`lambdas.routes.ROUTES`, which names each
+route's handler and scope), the settings from ``NotifySettings``, so adding a table or a route cannot leave
+a template behind. Routes with a scope go through the Lambda authorizer (``lambdas/authorizer.py``); the
+§8 SLOs become CloudWatch alarms (:mod:`notify_core.slo`) and every function logs to a 30-day log group.
+``notify templates --check`` (run by the tests) fails
 when the committed files differ from what the code renders; ``cfn-lint`` checks the CloudFormation.
 Two images: ``deploy/Dockerfile`` (the AWS Lambda base image; each function's command is its handler)
 and ``deploy/app.Dockerfile`` (plain Python; Dagster's code server, the run pods and ``notify consume``).
@@ -216,7 +219,6 @@ def _pod_roles(resources: dict[str, Any], table_ids: dict[str, str]) -> None:
 
 def cloudformation() -> dict[str, Any]:
     """The AWS template as a dict (see the module doc)."""
-    from lambdas.gateway import ROUTES
     from notify_cli.deploy_access import derive_access
 
     resources: dict[str, Any] = {}
@@ -255,7 +257,9 @@ def cloudformation() -> dict[str, Any]:
             "Role": {"Fn::GetAtt": [role, "Arn"]},
             "Timeout": timeout, "MemorySize": memory, "Architectures": ["x86_64"],
             "EphemeralStorage": {"Size": 2048},  # /tmp: the index cache
-            "Environment": {"Variables": _aws_environment()},
+            "Environment": {"Variables": {**_aws_environment(), **(
+                {"NOTIFY_API_KEY_PEPPER": API_KEY_PEPPER_REF} if "notify_core.security.keycheck" in access.modules
+                else {})}},
             "LoggingConfig": {"LogGroup": {"Ref": f"{logical}Logs"}},
         }
         if access.kafka:  # MSK is reachable only inside the VPC
@@ -267,7 +271,8 @@ def cloudformation() -> dict[str, Any]:
                                            "LogGroupName": {"Fn::Sub": f"/aws/lambda/${{AWS::StackName}}-{logical}"},
                                            "RetentionInDays": LOG_RETENTION_DAYS}}
 
-    for route in ROUTES:
+    _api_key_check(resources, function)
+    for route in api_routes():
         name = _function_name(route.handler)
         logical = f"{name}Function"
         if logical not in resources:
@@ -281,7 +286,10 @@ def cloudformation() -> dict[str, Any]:
         resources[f"Route{route_id}"] = {
             "Type": "AWS::ApiGatewayV2::Route",
             "Properties": {"ApiId": {"Ref": "HttpApi"}, "RouteKey": f"{route.method} {route.path}",
-                           "Target": {"Fn::Sub": f"integrations/${{Integration{route_id}}}"}},
+                           "Target": {"Fn::Sub": f"integrations/${{Integration{route_id}}}"},
+                           # a route with a scope is checked at the gateway (and again by the handler edge)
+                           **({"AuthorizationType": "CUSTOM", "AuthorizerId": {"Ref": "ApiKeyAuthorizer"}}
+                              if route.scope else {"AuthorizationType": "NONE"})},
         }
         resources[f"Permission{route_id}"] = {
             "Type": "AWS::Lambda::Permission",
@@ -304,6 +312,7 @@ def cloudformation() -> dict[str, Any]:
                            "Principal": "events.amazonaws.com",
                            "SourceArn": {"Fn::GetAtt": [f"{_camel(name)}Schedule", "Arn"]}},
         }
+    _alarms(resources)
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "Notify: the serverless recommend/deliver path (Lambda + API Gateway HTTP API + "
@@ -326,14 +335,98 @@ def cloudformation() -> dict[str, Any]:
                                                                "(oidc.eks.<region>.amazonaws.com/id/<id>)"},
             "ApiThrottleRate": {"Type": "Number", "Default": 3000, "Description": "Steady requests/s per stage"},
             "ApiThrottleBurst": {"Type": "Number", "Default": 5000, "Description": "Burst requests per stage"},
+            **EDGE_PARAMETERS,
         },
-        "Conditions": {"HasPublicBaseUrl": {"Fn::Not": [{"Fn::Equals": [{"Ref": "PublicBaseUrl"}, ""]}]}},
+        "Conditions": {"HasPublicBaseUrl": {"Fn::Not": [{"Fn::Equals": [{"Ref": "PublicBaseUrl"}, ""]}]},
+                       **EDGE_CONDITIONS},
         "Resources": resources,
         "Outputs": {"ApiUrl": {"Value": {"Fn::Sub": "https://${HttpApi}.execute-api.${AWS::Region}.amazonaws.com"}},
                     "DataBucket": {"Value": {"Ref": "DataBucket"}},
                     **{f"{_camel(role)}PodRoleArn": {"Value": {"Fn::GetAtt": [f"{_camel(role)}PodRole", "Arn"]}}
                        for role in SERVICE_ACCOUNTS}},
     }
+
+
+# --- the API edge in aws (issues 14 and 18): routes from the OpenAPI document, the key authorizer, the pepper
+# secret, and the §8 SLO alarms -------------------------------------------------------------------------
+API_KEY_PEPPER_REF = {"Fn::Sub": "{{resolve:secretsmanager:${ApiKeyPepper}:SecretString}}"}
+AUTHORIZER_HANDLER = "lambdas.authorizer.handler"
+EDGE_PARAMETERS: dict[str, Any] = {
+    "AuthorizerCacheSeconds": {
+        "Type": "Number", "Default": 0, "MinValue": 0, "MaxValue": 3600,
+        "Description": "Cache the key authorizer's answers (per X-API-Key and route). 0: every request is "
+                       "checked, revocation is immediate at the gateway and Authorization: Bearer works too; "
+                       "> 0: clients must send X-API-Key (the cache key), and the handlers still re-check"},
+    "KafkaClusterName": {"Type": "String", "Description": "MSK cluster name (the consumer-lag alarm's metric)"},
+    "AlarmEmail": {"Type": "String", "Default": "", "Description": "Who the SLO alarms email (empty: none)"},
+}
+EDGE_CONDITIONS: dict[str, Any] = {
+    "CachesAuthorizer": {"Fn::Not": [{"Fn::Equals": [{"Ref": "AuthorizerCacheSeconds"}, 0]}]},
+    "HasAlarmEmail": {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]},
+}
+
+
+def api_routes() -> list[Any]:
+    """The API's routes as the OpenAPI document declares them (generated from the handlers' models), each
+    with its handler and scope from :data:`lambdas.routes.ROUTES`; a route in one and not the other fails
+    the rendering, so template, document and gateway cannot drift apart."""
+    from lambdas.openapi import openapi_document
+    from lambdas.routes import ROUTES, declared
+
+    document = openapi_document()
+    routes = [declared(method, path) for path, item in document["paths"].items() for method in item]
+    missing = sorted({r.key for r in ROUTES} - {r.key for r in routes})
+    if missing:
+        raise RuntimeError(f"routes of lambdas.routes missing from the OpenAPI document: {missing}")
+    return routes
+
+
+def _api_key_check(resources: dict[str, Any], function: Any) -> None:
+    """The pepper secret and the Lambda authorizer (``lambdas/authorizer.py``, the handler edge's key check)
+    in front of every route that has a scope."""
+    resources["ApiKeyPepper"] = {
+        "Type": "AWS::SecretsManager::Secret", "DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain",
+        "Properties": {"Description": "Notify API key pepper: HMAC key of the stored key hashes",
+                       "KmsKeyId": {"Ref": "DataKey"},
+                       "GenerateSecretString": {"PasswordLength": 64, "ExcludePunctuation": True}}}
+    function("AuthorizerFunction", AUTHORIZER_HANDLER, timeout=10, memory=512)
+    resources["ApiKeyAuthorizer"] = {
+        "Type": "AWS::ApiGatewayV2::Authorizer",
+        "Properties": {
+            "ApiId": {"Ref": "HttpApi"}, "Name": "notify-api-keys", "AuthorizerType": "REQUEST",
+            "AuthorizerPayloadFormatVersion": "2.0", "EnableSimpleResponses": True,
+            "AuthorizerUri": {"Fn::Sub": "arn:${AWS::Partition}:apigateway:${AWS::Region}:lambda:path/2015-03-31/"
+                                         "functions/${AuthorizerFunction.Arn}/invocations"},
+            "AuthorizerResultTtlInSeconds": {"Ref": "AuthorizerCacheSeconds"},
+            # Identity sources are needed only to key a cache: the route is part of it (scopes differ per route)
+            "IdentitySource": {"Fn::If": ["CachesAuthorizer", ["$request.header.x-api-key", "$context.routeKey"],
+                                          {"Ref": "AWS::NoValue"}]},
+        },
+    }
+    resources["AuthorizerPermission"] = {
+        "Type": "AWS::Lambda::Permission",
+        "Properties": {"Action": "lambda:InvokeFunction", "FunctionName": {"Ref": "AuthorizerFunction"},
+                       "Principal": "apigateway.amazonaws.com",
+                       "SourceArn": {"Fn::Sub": "arn:${AWS::Partition}:execute-api:${AWS::Region}:"
+                                                "${AWS::AccountId}:${HttpApi}/authorizers/${ApiKeyAuthorizer}"}},
+    }
+
+
+def _alarms(resources: dict[str, Any]) -> None:
+    """The §8 SLOs as CloudWatch alarms (:func:`notify_core.slo.cloudwatch_resources`, the same table as the
+    Prometheus rules) on an encrypted topic CloudWatch may publish to. The functions' 30-day log groups are
+    declared with the functions above."""
+    from notify_core.slo import cloudwatch_resources
+
+    resources["AlarmTopic"] = {"Type": "AWS::SNS::Topic", "Properties": {
+        "TopicName": {"Fn::Sub": "${AWS::StackName}-slo-alarms"}, "KmsMasterKeyId": {"Ref": "DataKey"},
+        "Subscription": {"Fn::If": ["HasAlarmEmail", [{"Protocol": "email", "Endpoint": {"Ref": "AlarmEmail"}}],
+                                    {"Ref": "AWS::NoValue"}]}}}
+    resources["DataKey"]["Properties"]["KeyPolicy"]["Statement"].append({
+        "Sid": "CloudWatchAlarmsPublishToTheEncryptedTopic", "Effect": "Allow",
+        "Principal": {"Service": "cloudwatch.amazonaws.com"}, "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+        "Resource": "*"})
+    resources.update(cloudwatch_resources(alarm_topic={"Ref": "AlarmTopic"}))
 
 
 def dagster_values() -> dict[str, Any]:
@@ -415,7 +508,9 @@ def service_accounts() -> list[dict[str, Any]]:
 
 
 def rendered() -> dict[Path, str]:
-    dump = lambda data: HEADER + yaml.dump(data, Dumper=_NoAliases, sort_keys=False, width=110)  # noqa: E731
+    def dump(data: Any) -> str:
+        return HEADER + yaml.dump(data, Dumper=_NoAliases, sort_keys=False, width=110)
+
     return {CFN_PATH: dump(cloudformation()), HELM_PATH: dump(dagster_values()),
             CONSUMER_PATH: dump(consumer_manifest()),
             SERVICE_ACCOUNTS_PATH: HEADER + yaml.dump_all(service_accounts(), Dumper=_NoAliases, sort_keys=False)}

@@ -1,28 +1,48 @@
-"""``notify secrets ...`` (key rotation) and ``notify users delete ID`` (right to erasure).
+"""``notify keys create|list|rotate|revoke``, ``notify audit verify|show``, ``notify secrets ...`` (key
+rotation) and ``notify users delete ID`` (right to erasure).
 
 Thin glue over :mod:`notify_core.security` and :mod:`notify_core.erasure`: read settings, call the
-domain, print a JSON summary. Secrets themselves are never printed, except by ``notify secrets show
-webhook`` on purpose (a receiver needs the key it verifies with).
+domain, print a JSON summary. Every API key change is audited by the KeyRing itself, and every erasure
+and secret rotation here writes its audit entry, with the actor ``cli:<user>`` and source ``cli``. A new
+API key's token is printed once (or written to a new 0600 file with ``--out``) and stored nowhere; other
+secrets are never printed, except by ``notify secrets show-webhook`` on purpose (a receiver needs the key
+it verifies with).
 """
 
 from __future__ import annotations
 
+import getpass
 import json
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from notify_core.clock import SYSTEM_CLOCK, utcnow
+from notify_core.clock import SYSTEM_CLOCK, Clock, utcnow
+from notify_core.errors import NotifyError
+from notify_core.security import audit
+from notify_core.security.keys import DEFAULT_OVERLAP_S, DEFAULT_TTL_DAYS, KeyRing, write_secret_file
+from notify_core.security.scopes import SCOPES
 from notify_core.settings import NotifySettings, load_settings
+from notify_core.store.port import Store
 
+DataDir = Annotated[Path | None,
+                    typer.Option("--data-dir", help="Data directory (default NOTIFY_DATA_DIR or .notify).")]
+
+keys_app = typer.Typer(add_completion=False, no_args_is_help=True, help="API keys: create, list, rotate, revoke.")
+audit_app = typer.Typer(add_completion=False, no_args_is_help=True, help="The audit trail: verify, show.")
 secrets_app = typer.Typer(no_args_is_help=True,
                           help="Rotate and inspect Notify's keys (0600 files under the data dir).")
 users_app = typer.Typer(no_args_is_help=True, help="User data: right to erasure.")
 
-DataDir = Annotated[Path | None,
-                    typer.Option("--data-dir", help="Data directory (default NOTIFY_DATA_DIR or .notify).")]
+
+def cli_actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no user name (a container without /etc/passwd entry)
+        return "cli:unknown"
 
 
 def _settings(data_dir: Path | None) -> NotifySettings:
@@ -32,8 +52,114 @@ def _settings(data_dir: Path | None) -> NotifySettings:
     return load_settings(**({"data_dir": data_dir} if data_dir is not None else {}))
 
 
-@secrets_app.command("rotate")
+def _store(settings: NotifySettings) -> Store:
+    from notify_core.store.factory import build_store
+
+    return build_store(settings)
+
+
+def build_keyring(settings: NotifySettings, store: Store, *, clock: Clock) -> KeyRing:
+    """The audited KeyRing over the Store, with the deployment's pepper (the handlers' key check uses the
+    same: ``lambdas.runtime.build_key_check``)."""
+    from notify_core.security.keycheck import resolve_pepper
+
+    pepper = resolve_pepper(configured=settings.api_key_pepper, env=settings.env, secrets_dir=settings.secrets_dir)
+    return KeyRing(store, pepper=pepper, clock=clock)
+
+
+def _keyring(data_dir: Path | None) -> KeyRing:
+    settings = _settings(data_dir)
+    return build_keyring(settings, _store(settings), clock=SYSTEM_CLOCK)
+
+
+def _fail(exc: NotifyError) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(2)
+
+
+def _emit_token(token: str, out: Path | None) -> None:
+    if out is None:
+        typer.echo(token)
+    else:
+        write_secret_file(out, token)
+        typer.echo(f"key written to {out} (mode 0600)", err=True)
+
+
+@keys_app.command("create")
+def create(
+    name: Annotated[str, typer.Option(help="What the key is for (shown by `list`).")],
+    scope: Annotated[list[str], typer.Option(help=f"Scope (repeatable): {', '.join(SCOPES)}.")],
+    ttl_days: Annotated[float, typer.Option(help="Days until it expires.")] = DEFAULT_TTL_DAYS,
+    rate_per_minute: Annotated[int | None, typer.Option(help="Requests per minute for this key.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the key to this new 0600 file instead of stdout.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Create a key; the key is printed once (keep it: only its keyed hash is stored)."""
+    try:
+        extra: dict[str, Any] = {"rate_per_minute": rate_per_minute} if rate_per_minute is not None else {}
+        key, token = _keyring(data_dir).create(name=name, scopes=scope, ttl_days=ttl_days, actor=cli_actor(),
+                                               source="cli", **extra)
+    except NotifyError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"created {key.key_id} scopes={','.join(key.scopes)} expires_at={key.expires_at:.0f}", err=True)
+    _emit_token(token, out)
+
+
+@keys_app.command("list")
+def list_keys(data_dir: DataDir = None) -> None:
+    """Every key's record (never a secret) and its state, as JSON lines."""
+    ring = _keyring(data_dir)
+    now = ring.clock.now()
+    for key in ring.list():
+        typer.echo(json.dumps({**key.as_dict(), "state": key.state(now)}))
+
+
+@keys_app.command("rotate")
 def rotate(
+    key_id: Annotated[str, typer.Argument(help="The key to replace.")],
+    overlap_hours: Annotated[float, typer.Option(help="Hours the old key keeps working.")] = DEFAULT_OVERLAP_S / 3600,
+    out: Annotated[Path | None, typer.Option(help="Write the new key to this new 0600 file.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Issue a successor with the same scopes; the old key works for the overlap, then expires."""
+    try:
+        key, token = _keyring(data_dir).rotate(key_id, overlap_s=overlap_hours * 3600, actor=cli_actor(),
+                                               source="cli")
+    except NotifyError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"rotated {key_id} -> {key.key_id}", err=True)
+    _emit_token(token, out)
+
+
+@keys_app.command("revoke")
+def revoke(key_id: Annotated[str, typer.Argument(help="The key to end now.")], data_dir: DataDir = None) -> None:
+    """End a key at once."""
+    try:
+        key = _keyring(data_dir).revoke(key_id, actor=cli_actor(), source="cli")
+    except NotifyError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"revoked {key.key_id}")
+
+
+@audit_app.command("verify")
+def verify(data_dir: DataDir = None) -> None:
+    """Recompute the hash chain: exit 1 on any edited or deleted entry. Prints the head hash to keep."""
+    report = audit.verify(_store(_settings(data_dir)))
+    typer.echo(json.dumps(report.as_dict()))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("show")
+def show(limit: Annotated[int, typer.Option(help="The last N entries.")] = 50, data_dir: DataDir = None) -> None:
+    """The last entries, as JSON lines."""
+    rows = list(audit.entries(_store(_settings(data_dir))))
+    for entry in rows[-limit:]:
+        typer.echo(json.dumps(entry.as_dict(), default=str))
+
+
+@secrets_app.command("rotate")
+def rotate_secrets(
     data_dir: DataDir = None,
     purpose: Annotated[str, typer.Option(help="all | master (re-wrap data keys) | tracking | webhook.")] = "all",
     overlap_days: Annotated[float, typer.Option(min=0, help="How long replaced HMAC keys still verify.")] = 30.0,
@@ -57,11 +183,17 @@ def rotate(
             ring = rotate_keyring(settings.secrets_dir, name, clock=SYSTEM_CLOCK,
                                   overlap=timedelta(days=overlap_days))
             out[name] = {"active": ring.active_kid, "verifying": [k.kid for k in ring.keys]}
+    store = _store(settings)
+    try:  # the summary holds key ids and counts, never a secret
+        audit.record(store, clock=SYSTEM_CLOCK, action="secrets.rotate", actor=cli_actor(), source="cli",
+                     target=purpose, after=out)
+    finally:
+        store.close()
     typer.echo(json.dumps(out))
 
 
 @secrets_app.command("list")
-def list_keys(data_dir: DataDir = None) -> None:
+def list_secrets(data_dir: DataDir = None) -> None:
     """Key ids and expiries (never the secrets)."""
     from notify_core.security.keyring import load_keyring
 
@@ -82,7 +214,14 @@ def show_webhook(data_dir: DataDir = None) -> None:
 
     settings = _settings(data_dir)
     ring = load_keyring(settings.secrets_dir, "webhook", clock=SYSTEM_CLOCK)
-    typer.echo(json.dumps({k.kid: k.secret.hex() for k in ring.signing_keys(now=utcnow(SYSTEM_CLOCK))}))
+    keys = ring.signing_keys(now=utcnow(SYSTEM_CLOCK))
+    store = _store(settings)
+    try:  # a secret leaves the data dir: who took it is on record (the key ids, never the secrets)
+        audit.record(store, clock=SYSTEM_CLOCK, action="secrets.show", actor=cli_actor(), source="cli",
+                     target="webhook", detail={"kids": [k.kid for k in keys]})
+    finally:
+        store.close()
+    typer.echo(json.dumps({k.kid: k.secret.hex() for k in keys}))
 
 
 @users_app.command("delete")
@@ -105,8 +244,13 @@ def delete_user(
         roots = [settings.data_dir]
         if settings.landing_dir is not None:
             roots.append(settings.landing_dir)
-        # AUDIT HOOK: pass the audit log's `record` here once it exists (issue 14, audit log).
-        report = erase_user(user_id, store=store, file_roots=roots, stream_log=stream, audit=None, actor="cli",
+        actor = cli_actor()
+
+        def audited(action: str, detail: Mapping[str, Any]) -> None:
+            audit.record(store, clock=SYSTEM_CLOCK, action=action, actor=actor, source="cli", target=user_id,
+                         detail={"rows_removed": detail.get("rows_removed")})
+
+        report = erase_user(user_id, store=store, file_roots=roots, stream_log=stream, audit=audited, actor=actor,
                             compact=compact)
     finally:
         stream.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import threading
 from pathlib import Path
@@ -23,6 +22,8 @@ from notify_core.security.files import use_private_umask
 from notify_core.settings import NotifySettings, load_settings
 from notify_core.stream import open_stream
 from notify_core.stream.port import Stream
+
+log = logging.getLogger("notify_cli.serve")
 
 DataDir = Annotated[Path | None, typer.Option(help="Data directory (default: NOTIFY_DATA_DIR or .notify).")]
 Kafka = Annotated[
@@ -57,14 +58,14 @@ def consume(
     Offsets are committed after each batch is written; SIGTERM/SIGINT finish the batch in hand, commit and
     exit. Prints the totals as JSON on exit.
     """
-    from notify_core.events.consumer import EventConsumer, totals_dict, tune_gc_for_ingest, tune_sqlite_for_ingest
+    from notify_core.events.consumer import EventConsumer, totals_dict, tune_gc_for_ingest
     from notify_core.observability import configure_logging
     from notify_core.store.factory import build_store
 
     configure_logging()
     settings, stream = _open(data_dir, kafka)
     store = build_store(settings)
-    tune_sqlite_for_ingest(store)
+    store.tune_for_bulk_writes()
     tune_gc_for_ingest()
     if metrics_port:
         from prometheus_client import start_http_server
@@ -126,35 +127,80 @@ def serve(
     port: Annotated[int, typer.Option(help="Port.")] = 8080,
     log_level: Annotated[str, typer.Option(help="JSON log level (INFO logs one line per request).")] = "WARNING",
     workers: Annotated[int, typer.Option(min=1, help="Worker processes (one per core for throughput).")] = 1,
+    insecure_no_auth: Annotated[bool, typer.Option(
+        "--insecure-no-auth", help="Serve WITHOUT API keys (anyone may call every route). Local experiments only.",
+    )] = False,
     tls_cert: Annotated[Path | None,
                         typer.Option("--tls-cert", help="PEM certificate: serve HTTPS (TLS 1.2+).")] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key of --tls-cert.")] = None,
 ) -> None:
-    """Serve the Lambda handlers over HTTP (API Gateway v2 events), e.g. POST /v1/events."""
+    """Serve the Lambda handlers over HTTP (API Gateway v2 events), e.g. POST /v1/events.
+
+    Every route but the tracking links needs an API key. On the first start (no key in the Store) an admin
+    key is written to ``<data_dir>/secrets/admin.key`` (0600); the log says where, never the key.
+    With ``--tls-cert``/``--tls-key`` it serves HTTPS (TLS 1.2+).
+    """
     from notify_core.security.tls import check_tls_files
 
     tls = check_tls_files(tls_cert, tls_key)
-    tls_args = {"tls_cert": str(tls[0]), "tls_key": str(tls[1])} if tls else {}
-    from lambdas import capture_events
+    tls_args: dict[str, Any] = {"tls_cert": str(tls[0]), "tls_key": str(tls[1])} if tls else {}
+    from lambdas import capture_events, runtime
     from lambdas.gateway import serve as run_gateway
     from notify_core.observability import configure_logging
 
     configure_logging(level=log_level.upper())
-    os.environ.setdefault("NOTIFY_LOG_LEVEL", log_level.upper())  # for --workers processes (build_worker_app)
-    # Handlers read their settings at cold start from the environment, as on Lambda: hand them ours.
-    if data_dir is not None:
-        os.environ["NOTIFY_DATA_DIR"] = str(data_dir)
-    if kafka:
-        os.environ.update({"NOTIFY_STREAM_BACKEND": "kafka", "NOTIFY_KAFKA_BOOTSTRAP": kafka})
-    if workers > 1:  # each worker process opens its own stream client at its first capture request
+    settings, stream = _open(data_dir, kafka)
+    _secure(settings, insecure=insecure_no_auth)
+    # Handlers get our settings handed over (runtime.configure), not through os.environ.
+    runtime.configure(settings)
+    if workers > 1:  # each forked worker builds its own Store, stream and key check on its first request
+        stream.close()
+        runtime.use_auth(None, insecure=insecure_no_auth)
         run_gateway(host=host, port=port, workers=workers, **tls_args)
         return
-    _settings, stream = _open(data_dir, kafka)
     capture_events.use_stream(stream)
     try:
         run_gateway(host=host, port=port, **tls_args)
     finally:
         stream.close()
+
+
+def _secure(settings: NotifySettings, *, insecure: bool) -> None:
+    """The first admin key (or the loud insecure mode), and an audit entry for how this server runs."""
+    import getpass
+    import sys
+
+    from lambdas import runtime
+    from notify_cli.security_commands import build_keyring
+    from notify_core.clock import SYSTEM_CLOCK
+    from notify_core.security import audit
+    from notify_core.security.keys import bootstrap_admin_key
+    from notify_core.store.factory import build_store
+
+    store = build_store(settings)
+    try:
+        if insecure:
+            banner = "!" * 78
+            print(f"{banner}\n!!  notify serve --insecure-no-auth: NO API KEYS CHECKED. Anyone who can reach "
+                  f"{settings.public_base_url}\n!!  can read and change campaigns, schedules and events. "
+                  f"Never use this outside a local experiment.\n{banner}", file=sys.stderr, flush=True)
+            log.warning("serving WITHOUT authentication (--insecure-no-auth)")
+            runtime.use_auth(None, insecure=True)
+        else:
+            keyring = build_keyring(settings, store, clock=settings.clock())
+            written = bootstrap_admin_key(keyring, settings.secrets_dir / "admin.key")
+            if written is not None:
+                log.warning("first run: an admin API key was written", extra={"path": str(written)})
+                print(f"first run: an admin API key was written to {written} (mode 0600); send it as "
+                      "X-API-Key", file=sys.stderr, flush=True)
+        try:
+            user = getpass.getuser()
+        except Exception:
+            user = "unknown"
+        audit.record(store, clock=SYSTEM_CLOCK, action="settings.serve", actor=f"cli:{user}", source="cli",
+                     detail={"auth": "DISABLED" if insecure else "api-keys", "env": settings.env})
+    finally:
+        store.close()
 
 
 if __name__ == "__main__":

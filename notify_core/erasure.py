@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 AuditHook = Callable[[str, Mapping[str, Any]], None]
 _ID_COLUMNS = ("user_id",)
 _VECTOR_TABLE = "embeddings_user"  # rows keyed by ``id`` = the user id
+# Never touched by an erasure: the audit chain is append-only (a user id "log" would otherwise match its
+# partition key and wipe it; its entries hold ids, never personal fields) and API keys are not user data.
+_KEPT_TABLES = frozenset({"audit_log", "api_keys"})
 
 
 @dataclass
@@ -88,7 +91,7 @@ def erase_from_store(store: Store, user_id: str, *, compact: bool = True) -> dic
             fn()
     deleted: dict[str, int] = {}
     notifications: set[str] = set()
-    names = _table_names(store)
+    names = [name for name in _table_names(store) if name not in _KEPT_TABLES]
     for name in names:
         table = store.table(name)
         doomed = [(str(i["pk"]), str(i["sk"]), i) for i in table.scan() if belongs_to(i, user_id)]

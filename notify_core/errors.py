@@ -50,6 +50,34 @@ class BackendError(NotifyError):
     http_status = 503
 
 
+class UnauthorizedError(NotifyError):
+    """No credential, or one that is unknown, expired or revoked (the caller must present a valid key)."""
+
+    http_status = 401
+
+
+class ForbiddenError(NotifyError):
+    """A valid credential without the scope the action needs."""
+
+    http_status = 403
+
+
+class RateLimitedError(NotifyError):
+    """A caller over its request rate; ``retry_after_s`` says when a retry will be admitted."""
+
+    http_status = 429
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class UnsupportedMediaTypeError(ValidationError):
+    """A request body in a content type the route does not read (it reads JSON)."""
+
+    http_status = 415
+
+
 class InvalidTokenError(NotFoundError):
     """A signed token (tracking link) that does not verify: answered exactly like an unknown link (404),
     so a forger learns nothing about which ids exist or which part of the token was wrong."""

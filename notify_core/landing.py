@@ -26,6 +26,7 @@ from notify_core.settings import NotifySettings
 log = logging.getLogger(__name__)
 ETAGS_FILE = ".s3-etags.json"
 SUFFIXES = (".csv", ".parquet")
+NO_FILES = "none"  # the fingerprint of a dataset with no landing files (and of one never ingested)
 
 
 class LandingArea(Protocol):
@@ -42,8 +43,11 @@ class LandingArea(Protocol):
         """Publish the files written locally (landing, or quarantine) where they really live."""
         ...
 
-    def fingerprint(self) -> str:
-        """Changes whenever a landing file is added or changed (what the landing sensor watches)."""
+    def fingerprint(self, *, dataset: str | None = None) -> str:
+        """Changes whenever a landing file is added or changed (what the landing sensor watches).
+
+        With ``dataset``, only that dataset's files count (``NO_FILES`` when it has none), so the
+        sensor ingests only the datasets that changed."""
         ...
 
 
@@ -65,9 +69,12 @@ class LocalLandingArea:
     def push(self, *, quarantine: bool = False) -> list[str]:
         return []
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, *, dataset: str | None = None) -> str:
+        files = _local_files(self.landing / dataset if dataset else self.landing)
+        if dataset and not files:
+            return NO_FILES
         digest = hashlib.sha256()
-        for path in _local_files(self.landing):
+        for path in files:
             stat = path.stat()
             digest.update(f"{path.relative_to(self.landing)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
         return digest.hexdigest()[:16]
@@ -131,9 +138,13 @@ class S3LandingArea:
         self._save_etags(root, known)
         return pushed
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, *, dataset: str | None = None) -> str:
+        objects = {name: etag for name, etag in self._objects("landing").items()
+                   if dataset is None or name.startswith(f"{dataset}/")}
+        if dataset and not objects:
+            return NO_FILES
         digest = hashlib.sha256()
-        for name, etag in sorted(self._objects("landing").items()):
+        for name, etag in sorted(objects.items()):
             digest.update(f"{name}:{etag}\n".encode())
         return digest.hexdigest()[:16]
 

@@ -6,7 +6,7 @@ start, the CLI) calls :func:`load_settings` once and passes the result down.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -82,6 +82,13 @@ class NotifySettings(BaseSettings):
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: str | None = Field(default=None, repr=False)
+    plan_start_date: date | None = Field(
+        default=None, description="First day of the plan's Dagster partitions; default: the deployment's first day "
+                                  "(recorded under <data_dir>/deployed_on on the first definitions load).")
+
+    # security (issue 14): campaign URL allowlist (empty: any https host), API keys
+    campaign_url_domains: tuple[str, ...] = ()
+    api_key_pepper: str | None = Field(default=None, repr=False)  # aws: from a secret; local: a 0600 file
 
     @model_validator(mode="after")
     def _check_delivery(self) -> NotifySettings:
@@ -158,7 +165,8 @@ class NotifySettings(BaseSettings):
 
     @property
     def secrets_dir(self) -> Path:
-        """Key files (tracking, webhook, the local master key): 0600 files in a 0700 folder."""
+        """Key files (tracking, webhook, the local master key, the API key pepper, the first admin key):
+        0600 files in a 0700 folder."""
         return self.data_dir / "secrets"
 
 

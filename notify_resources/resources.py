@@ -119,11 +119,12 @@ class RecommendResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
 def resources_for(settings: NotifySettings) -> dict[str, Any]:
     """The single mapping from the environment to the resources every asset, check and sensor uses."""
+    fields: dict[str, Any] = {
+        name: value.isoformat() if isinstance(value, datetime) else str(value) if isinstance(value, Path) else value
+        for name in NotifyResource.model_fields if (value := getattr(settings, name)) is not None
+    }
     return {
-        "notify": NotifyResource(**{
-            name: value.isoformat() if isinstance(value, datetime) else str(value) if isinstance(value, Path) else value
-            for name in NotifyResource.model_fields if (value := getattr(settings, name)) is not None
-        }),
+        "notify": NotifyResource(**fields),
         "embedder": EmbedderResource(),
         "recommend": RecommendResource(publish_on_build=settings.env == "local"),
     }

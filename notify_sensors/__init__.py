@@ -1,8 +1,7 @@
-"""Sensors and schedules."""
+"""Sensors: the landing folder (starts ingestion) and the index publisher. The rest of the chain, up to
+the plan, runs on automation conditions (``notify_assets.automation``)."""
 
 from notify_sensors.landing import landing_sensor
 from notify_sensors.recommendation import campaign_index_publisher
-from notify_sensors.replan import REPLAN_SENSORS, replan_on_campaign_embeddings, replan_on_user_embeddings
 
-__all__ = ["REPLAN_SENSORS", "campaign_index_publisher", "landing_sensor", "replan_on_campaign_embeddings",
-           "replan_on_user_embeddings"]
+__all__ = ["campaign_index_publisher", "landing_sensor"]

@@ -87,6 +87,17 @@ def stream_backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
 
 
 # ==================================================================================================
+# API keys: every handler checks one; tests send the session's admin key (tests/auth.py)
+# ==================================================================================================
+@pytest.fixture(autouse=True)
+def api_key() -> str:
+    from tests import auth
+
+    auth.reinstall()
+    return auth.token()
+
+
+# ==================================================================================================
 # S3: a real SeaweedFS server (the aws end-to-end test, issue 15). One per session (~8 s until the
 # first PUT succeeds); tests isolate themselves with a bucket of their own. Missing `weed` FAILS.
 # ==================================================================================================

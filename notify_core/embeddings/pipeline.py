@@ -51,6 +51,8 @@ class EmbeddingRun:
     model: str
     checks: list[CheckOutcome]
     details: dict[str, Any] = field(default_factory=dict)
+    # the ids re-embedded or removed and persisted: who a downstream re-plan needs to look at again
+    changed_ids: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -105,7 +107,8 @@ def _finish(
         checks.append(CheckOutcome(STORE_ROUND_TRIP, False, {"not_persisted": "vectors failed their checks"}))
     return EmbeddingRun(entity_type=entity_type, rows=len(ids), embedded=len(delta.to_embed), inserted=inserted,
                         skipped=skipped, removed=len(delta.removed), persisted=persisted, model=model,
-                        checks=checks, details=details)
+                        checks=checks, details=details,
+                        changed_ids=tuple(sorted({*delta.to_embed, *delta.removed})) if persisted else ())
 
 
 def _refresh_texts(

@@ -23,6 +23,8 @@ import numpy.typing as npt
 import polars as pl
 from scipy import sparse
 
+from notify_core.campaigns.eligibility import ineligible_codes
+from notify_core.campaigns.table import CampaignTable
 from notify_core.errors import ValidationError
 from notify_core.features import user_product_matrix
 from notify_core.sources.online_retail import (
@@ -165,22 +167,16 @@ def make_split(
 
 
 def eligibility(campaigns: pl.DataFrame, users: pl.DataFrame, *, day: date) -> Bool2D:
-    """Serving's filters (``Recommender.ineligible``) as a users x campaigns mask for one day.
+    """Serving's filters (:func:`notify_core.campaigns.eligibility.ineligible_codes`, the one rule) as a
+    users x campaigns mask for one day.
 
     No send history exists offline, so the cooldown filter never fires here; the replay applies cooldowns
     through the planner.
     """
-    active = (campaigns["status"] == "active").to_numpy()
-    starts, ends = campaigns["start_date"].to_list(), campaigns["end_date"].to_list()
-    in_dates = np.array([(s is None or s <= day) and (e is None or day <= e) for s, e in zip(starts, ends,
-                                                                                           strict=True)])
-    base = active & in_dates
-    targets = [frozenset(t or ()) for t in campaigns["target_countries"].to_list()]
-    categories = campaigns["category"].to_list()
+    table = CampaignTable.from_frame(campaigns)
+    rows = np.arange(len(table), dtype=np.int64)
     out = np.zeros((users.height, campaigns.height), dtype=bool)
     for row, (country, opted) in enumerate(zip(users["country"].to_list(), users["opted_out_categories"].to_list(),
                                                strict=True)):
-        out_of = frozenset(opted or ())
-        out[row] = base & np.array([(not t or country in t) and (c is None or c not in out_of)
-                                    for t, c in zip(targets, categories, strict=True)])
+        out[row] = ineligible_codes(table, rows, day=day, countries=country, opted_out=frozenset(opted or ())) == 0
     return out

@@ -480,7 +480,7 @@ class EventConsumer:
         submitted = 0
         log.info("consumer started", extra={"group": self.group})
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="notify-consumer-writer",
-                                initializer=tune_sqlite_for_ingest, initargs=(self.store,)) as writer:
+                                initializer=self.store.tune_for_bulk_writes) as writer:
             self._in_flight = None
             while not stop.is_set() and (max_records is None or submitted < max_records):
                 records = self._consumer.poll_batch(max_records=self.max_batch, timeout=self.poll_timeout)
@@ -523,20 +523,3 @@ def tune_gc_for_ingest() -> None:
     gc.set_threshold(20_000, gen1, gen2)
 
 
-def tune_sqlite_for_ingest(store: Store) -> None:
-    """Give the calling thread's SQLite connection a bigger page cache and rarer WAL checkpoints.
-
-    Event ids and user ids are random, so the ``events`` and ``user_events`` B-trees are written at
-    random pages: past a few hundred thousand rows nearly every row dirties a page of its own, and the
-    commits and checkpoints (two fsyncs each) of those pages, not Python, cap ingest. With SQLite's 2 MB
-    default cache and a checkpoint every 4 MB of WAL, ingest halves. A checkpoint every ~400 MB of WAL
-    instead of ~80 MB writes a page dirtied by several batches once and fsyncs a fifth as often: random
-    upserts into a 2.7M-row table went from ~29 to ~23 us/row here, for checkpoint pauses of up to ~0.5 s
-    (the WAL file, ~400 MB, is reused after each). No-op for other stores.
-    """
-    connection = getattr(store, "connection", None)
-    if connection is None:
-        return
-    conn = connection()
-    conn.execute("PRAGMA cache_size=-262144")  # 256 MiB
-    conn.execute("PRAGMA wal_autocheckpoint=100000")  # pages (~400 MB of WAL)

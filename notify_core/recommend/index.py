@@ -34,6 +34,9 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from notify_core.campaigns import ELIGIBILITY_COLUMNS
+from notify_core.campaigns import schema as campaign_schema
+from notify_core.campaigns.table import CampaignTable
 from notify_core.errors import NotFoundError, ValidationError
 from notify_core.recommend.ann import (
     DEFAULT_EFFORT,
@@ -47,7 +50,6 @@ from notify_core.recommend.ann import (
     unit_rows,
 )
 from notify_core.recommend.artefacts import ArtefactStore
-from notify_core.recommend.catalogue import CampaignTable
 from notify_core.recommend.scoring import NeighbourMatrix
 
 PREFIX = "campaign_index"
@@ -247,9 +249,7 @@ KEYS_SCHEMA: dict[str, Any] = {"key": pl.UInt64, "campaign_id": pl.String, "cont
                                "product_ids": pl.List(pl.String)}
 # What eligibility needs of a campaign, shipped with the version so serving never reads campaign rows per
 # request (at 200k campaigns a random user's ~150 candidates mostly miss any cache: 3-40 ms of Store reads).
-INFO_SCHEMA: dict[str, Any] = {"status": pl.String, "start_date": pl.Date, "end_date": pl.Date,
-                               "target_countries": pl.List(pl.String), "category": pl.String,
-                               "cooldown_hours": pl.Int32, "priority": pl.Int32}
+INFO_SCHEMA: dict[str, Any] = campaign_schema(*ELIGIBILITY_COLUMNS)
 POPULAR_SCHEMA: dict[str, Any] = {"segment": pl.String, "rank": pl.Int32, "campaign_id": pl.String,
                                   "score": pl.Float64}
 # scoring.item_similarity's top neighbours per product (long format, best first per product). Versions

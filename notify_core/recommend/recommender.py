@@ -38,11 +38,13 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from notify_core.campaigns import eligibility
+from notify_core.campaigns.eligibility import REASONS
+from notify_core.campaigns.table import CampaignTable, Rows
 from notify_core.clock import Clock, utcnow
 from notify_core.errors import NotFoundError, ValidationError
 from notify_core.recommend import scoring
 from notify_core.recommend.ann import Matches
-from notify_core.recommend.catalogue import REASONS, CampaignTable, Rows, epoch_day
 from notify_core.recommend.index import GLOBAL_SEGMENT
 from notify_core.recommend.serving import IndexHolder, ServingSnapshot
 from notify_core.store import tables
@@ -121,8 +123,8 @@ def _parse_ts(value: str) -> datetime:
 
 def ineligible_codes(table: CampaignTable, rows: Rows, user: UserContext, *, now: datetime) -> npt.NDArray[np.int8]:
     """Per candidate row: 0 when it may go to this user now, else 1 + the index in ``REASONS`` of the first
-    filter it fails (inactive, out of dates, targeted elsewhere, opted-out category, sent within cooldown)."""
-    today = epoch_day(now.date())
+    filter it fails (:func:`notify_core.campaigns.eligibility.ineligible_codes`, with this user's
+    cooldowns from their send history)."""
     recent = np.zeros(len(rows), dtype=bool)
     for cid, ts in user.last_sent.items():
         row = table.row_of.get(cid)
@@ -131,25 +133,8 @@ def ineligible_codes(table: CampaignTable, rows: Rows, user: UserContext, *, now
         at = int(np.searchsorted(rows, row))
         if at < len(rows) and rows[at] == row and now - ts < timedelta(hours=float(table.cooldown_hours[row])):
             recent[at] = True
-    conditions = (  # in REASONS order
-        ~table.active[rows],
-        (table.start[rows] > today) | (table.end[rows] < today),
-        ~table.allowed_in(user.country)[rows],
-        _in_codes(table.category[rows], table.category_codes(user.opted_out)),
-        recent,
-    )
-    codes = np.zeros(len(rows), dtype=np.int8)
-    for code in range(len(conditions), 0, -1):  # last reason first, so the first failing filter wins
-        codes[conditions[code - 1]] = code
-    return codes
-
-
-def _in_codes(values: npt.NDArray[np.int32], codes: npt.NDArray[np.int32]) -> npt.NDArray[np.bool_]:
-    """values in codes, for the 0-3 codes a user opts out of (np.isin costs ~20 us even then)."""
-    out = np.zeros(len(values), dtype=bool)
-    for code in codes.tolist():
-        out |= values == code
-    return out
+    return eligibility.ineligible_codes(table, rows, day=now.date(), countries=user.country,
+                                        opted_out=user.opted_out, recent=recent)
 
 
 @dataclass(slots=True)

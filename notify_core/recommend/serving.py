@@ -31,9 +31,9 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from notify_core.campaigns.table import CampaignTable
 from notify_core.recommend.ann import Matches, Vectors, unit_rows
 from notify_core.recommend.artefacts import ArtefactStore
-from notify_core.recommend.catalogue import CampaignTable
 from notify_core.recommend.index import CURRENT, OVERLAY, LoadedIndex, current_version, load_version
 
 log = logging.getLogger(__name__)

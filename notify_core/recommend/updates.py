@@ -20,7 +20,17 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from notify_core.delivery.campaign_checks import check_campaign
+from notify_core.campaigns import (
+    ACTIVE,
+    DEFAULT_CATEGORY,
+    DEFAULT_COOLDOWN_HOURS,
+    DEFAULT_DAILY_BUDGET,
+    DEFAULT_DURATION_DAYS,
+    DEFAULT_PRIORITY,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+)
+from notify_core.delivery.campaign_checks import check_campaign, check_redirect_url
 from notify_core.embeddings.delta import text_hashes
 from notify_core.embeddings.embedder import Embedder
 from notify_core.embeddings.store import CAMPAIGN, load_embeddings, persist, state_schema, vector_series
@@ -33,6 +43,8 @@ from notify_core.schemas import CAMPAIGNS
 from notify_core.store import tables
 from notify_core.store.port import Store
 
+MAX_DAILY_BUDGET = 1_000_000_000  # sends per day: far above any real budget, inside the column's Int32
+
 
 class CampaignIn(BaseModel):
     """A campaign as the API accepts it (the CAMPAIGNS schema, with defaults for the optional parts)."""
@@ -42,17 +54,17 @@ class CampaignIn(BaseModel):
     campaign_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
     name: str = Field(min_length=1, max_length=200)
     text: str = Field(min_length=1, max_length=2000)
-    category: str = "other"
+    category: str = DEFAULT_CATEGORY
     product_ids: list[str] = Field(default_factory=list, max_length=1000)
-    priority: int = Field(default=3, ge=1, le=5)
+    priority: int = Field(default=DEFAULT_PRIORITY, ge=MIN_PRIORITY, le=MAX_PRIORITY)
     start_date: date | None = None  # None: the day of the upsert (:meth:`dated`)
     end_date: date | None = None  # None: a year after the start
     target_countries: list[str] = Field(default_factory=list)
-    cooldown_hours: int = Field(default=72, ge=0, le=24 * 365)
-    daily_budget: int = Field(default=1000, ge=0)
+    cooldown_hours: int = Field(default=DEFAULT_COOLDOWN_HOURS, ge=0, le=24 * 365)
+    daily_budget: int = Field(default=DEFAULT_DAILY_BUDGET, ge=0, le=MAX_DAILY_BUDGET)
     url: str = ""
     template: str = ""
-    status: Literal["active", "paused"] = "active"
+    status: Literal["active", "paused"] = ACTIVE
 
     @model_validator(mode="after")
     def _dates(self) -> CampaignIn:
@@ -63,10 +75,11 @@ class CampaignIn(BaseModel):
     def dated(self, today: date) -> CampaignIn:
         """Open dates resolved against the caller's day: a start of ``today``, an end a year after the start."""
         start = self.start_date or today
-        end = self.end_date or start + timedelta(days=365)
+        end = self.end_date or start + timedelta(days=DEFAULT_DURATION_DAYS)
         if end < start:
             raise ValidationError(f"invalid campaign: end_date {end} is before start_date {start}")
         return self.model_copy(update={"start_date": start, "end_date": end})
+
     @model_validator(mode="after")
     def _content(self) -> CampaignIn:
         try:  # template rendered in the restricted formatter; the tracking redirect's target
@@ -104,11 +117,16 @@ class UpsertResult:
 
 def upsert_campaign(
     payload: Any, *, store: Store, embedder: Embedder, holder: IndexHolder, now: datetime, lake: Lake | None = None,
+    allowed_url_domains: tuple[str, ...] = (),
 ) -> UpsertResult:
     """Create or replace one campaign and make it recommendable without a rebuild (see the module doc).
-    ``now`` (the caller's clock) stamps the vector and resolves open dates."""
+    ``now`` (the caller's clock) stamps the vector and resolves open dates. ``allowed_url_domains``
+    (settings ``campaign_url_domains``): when set, the campaign URL's host must be one of them or under one
+    (the https / no-credentials checks apply always)."""
     started = time.perf_counter()
     campaign = parse_campaign(payload).dated(now.astimezone(UTC).date())
+    if allowed_url_domains and campaign.url:
+        check_redirect_url(campaign.url, allowed_domains=allowed_url_domains)
     frame = pl.DataFrame([campaign.model_dump()], schema=CAMPAIGNS)
     hashed = text_hashes(campaign_texts(frame), id_column="campaign_id", model_id=embedder.model_id)
     content_hash = str(hashed["content_hash"][0])

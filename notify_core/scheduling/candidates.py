@@ -16,6 +16,8 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from notify_core.campaigns.eligibility import PerPair, available_on, ineligible_codes
+from notify_core.campaigns.table import CampaignTable
 from notify_core.lake import Lake
 from notify_core.scheduling.models import CANDIDATES
 
@@ -23,15 +25,49 @@ F32 = npt.NDArray[np.float32]
 
 
 def eligible_campaigns(campaigns: pl.DataFrame, plan_day: date) -> pl.DataFrame:
-    """Campaigns that may be sent on ``plan_day``: active and inside their date range (nulls = open)."""
-    frame = campaigns
-    if "status" in frame.columns:
-        frame = frame.filter(pl.col("status").fill_null("active") == "active")
-    if "start_date" in frame.columns:
-        frame = frame.filter(pl.col("start_date").is_null() | (pl.col("start_date") <= plan_day))
-    if "end_date" in frame.columns:
-        frame = frame.filter(pl.col("end_date").is_null() | (pl.col("end_date") >= plan_day))
-    return frame
+    """Campaigns that may be sent to someone on ``plan_day`` (active and inside their dates; nulls = open):
+    the user-independent half of :func:`notify_core.campaigns.eligibility.ineligible_codes`."""
+    if campaigns.is_empty():
+        return campaigns
+    return campaigns.filter(pl.Series(available_on(CampaignTable.from_frame(campaigns), plan_day)))
+
+
+_SEP = "\x1f"
+
+
+def drop_ineligible(candidates: pl.DataFrame, *, users: pl.DataFrame, campaigns: pl.DataFrame,
+                    day: date) -> pl.DataFrame:
+    """The candidate pairs whose campaign may go to their user on ``day``, by the one eligibility rule
+    (status, dates, country targeting, opted-out categories), in the candidates' order.
+
+    ``users`` may carry ``country`` and ``opted_out_categories``; without a country a user gets only
+    untargeted campaigns. Pairs whose campaign is not in ``campaigns`` are dropped.
+    """
+    if candidates.is_empty():
+        return candidates
+    table = CampaignTable.from_frame(campaigns)
+    rows = pl.DataFrame({"campaign_id": list(table.ids), "_row": np.arange(len(table), dtype=np.int64)},
+                        schema={"campaign_id": pl.String, "_row": pl.Int64})
+    country = pl.col("country").cast(pl.String) if "country" in users.columns else pl.lit(None, dtype=pl.String)
+    opted = (pl.col("opted_out_categories").list.drop_nulls().list.unique().list.sort().list.join(_SEP)
+             if "opted_out_categories" in users.columns else pl.lit(None, dtype=pl.String))
+    profile = users.select("user_id", country.fill_null("").alias("_country"), opted.fill_null("").alias("_opted"))
+    pairs = (candidates.with_row_index("_i").join(rows, on="campaign_id", how="inner")
+             .join(profile.unique("user_id", keep="first"), on="user_id", how="left")
+             .with_columns(pl.col("_country", "_opted").fill_null("")).sort("_i"))
+    country_values = sorted(set(pairs["_country"].unique().to_list()))
+    opted_values = sorted(set(pairs["_opted"].unique().to_list()))
+    codes = ineligible_codes(
+        table, pairs["_row"].to_numpy(), day=day,
+        countries=PerPair(_codes(pairs["_country"], country_values), [c or None for c in country_values]),
+        opted_out=PerPair(_codes(pairs["_opted"], opted_values),
+                          [frozenset(o.split(_SEP)) if o else frozenset() for o in opted_values]),
+    )
+    return pairs.filter(pl.Series(codes == 0)).select(candidates.columns)
+
+
+def _codes(values: pl.Series, vocabulary: list[str]) -> npt.NDArray[np.int64]:
+    return values.cast(pl.Enum(vocabulary)).to_physical().to_numpy().astype(np.int64)
 
 
 def cosine_candidates(

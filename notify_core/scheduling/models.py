@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 import polars as pl
 from polars._typing import PolarsDataType
 
+from notify_core.campaigns import PLANNING_COLUMNS
+from notify_core.campaigns import schema as campaign_schema
+
 Schema = dict[str, PolarsDataType]
 UTC_TS = pl.Datetime("us", "UTC")
 
@@ -34,9 +37,7 @@ USERS: Schema = {
     "user_id": pl.String, "timezone": pl.String, "daily_cap": pl.Int32,
     "quiet_start_hour": pl.Int32, "quiet_end_hour": pl.Int32,
 }
-CAMPAIGNS: Schema = {
-    "campaign_id": pl.String, "priority": pl.Int32, "cooldown_hours": pl.Int32, "daily_budget": pl.Int64,
-}
+CAMPAIGNS: Schema = campaign_schema(*PLANNING_COLUMNS)
 HISTORY: Schema = {"user_id": pl.String, "campaign_id": pl.String, "sent_at": UTC_TS, "interacted": pl.Boolean}
 INTERACTIONS: Schema = {"user_id": pl.String, "ts": UTC_TS, "type": pl.String}
 PLAN: Schema = {

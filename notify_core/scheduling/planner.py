@@ -51,8 +51,10 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from notify_core.campaigns import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY
 from notify_core.errors import ValidationError
 from notify_core.scheduling import affinity as aff_mod
+from notify_core.scheduling.candidates import drop_ineligible
 from notify_core.scheduling.fatigue import fatigue_of
 from notify_core.scheduling.ids import notification_ids, user_hashes
 from notify_core.scheduling.models import (
@@ -457,16 +459,11 @@ def plan_users(
     del lift
 
     # candidates -> dense (users, rank) matrices, best base score first
-    cands = conform(candidates, CANDIDATES, name="candidates").select(list(CANDIDATES))
-    if "opted_out_categories" in users.columns and "category" in campaigns.columns:
-        opted = users.select("user_id", pl.col("opted_out_categories").alias("category")).explode("category")
-        opted = opted.filter(pl.col("category").is_not_null())
-        if opted.height:
-            cands = (cands.join(campaigns.select("campaign_id", "category"), on="campaign_id", how="left")
-                     .join(opted, on=["user_id", "category"], how="anti").select(list(CANDIDATES)))
+    cands = drop_ineligible(conform(candidates, CANDIDATES, name="candidates").select(list(CANDIDATES)),
+                            users=users, campaigns=campaigns, day=plan_day)
     camp_index = campaigns.select(
         "campaign_id", pl.int_range(pl.len(), dtype=pl.Int32).alias("_c"),
-        pl.col("priority").fill_null(3).clip(1, 5).replace_strict(
+        pl.col("priority").fill_null(DEFAULT_PRIORITY).clip(MIN_PRIORITY, MAX_PRIORITY).replace_strict(
             [1, 2, 3, 4, 5], list(opts.priority_weights), return_dtype=pl.Float32).alias("_w"))
     lz = (cands.lazy()
          .filter(pl.col("relevance").is_finite() & (pl.col("relevance") > 0))

@@ -9,21 +9,28 @@ written before the next is computed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import polars as pl
 
+from notify_core.campaigns import ELIGIBILITY_COLUMNS
+from notify_core.campaigns import schema as campaign_schema
 from notify_core.clock import ManualClock
+from notify_core.lake import Lake
+from notify_core.lifecycle import CANCELLED
 from notify_core.metrics import counted_plan_generation
+from notify_core.recommend.artefacts import ArtefactStore
 from notify_core.scheduling.candidates import candidates_from_lake, eligible_campaigns
 from notify_core.scheduling.checks import plan_violations
 from notify_core.scheduling.ids import DEFAULT_SHARDS
 from notify_core.scheduling.models import CAMPAIGNS, CANDIDATES, USERS, PlanOptions
 from notify_core.scheduling.planner import ChunkInput, Ledger, PlanStats, plan_chunks
-from notify_core.scheduling.store import WriteSummary, load_state, write_plans
+from notify_core.scheduling.store import WriteSummary, day_items, load_state, write_plans
+from notify_core.scheduling.timezones import SPAN_MINUTES, to_minutes
+from notify_core.schemas import SCHEMAS
 from notify_core.store import tables
 from notify_core.store.port import Store
 
@@ -62,55 +69,96 @@ def effective_now(plan_day: date, *, now: datetime) -> datetime | None:
     return now if now.astimezone(UTC).date() >= plan_day else None
 
 
-def users_from_lake(lake: Any) -> pl.DataFrame:
+# What eligibility needs of a user beyond the planner's columns (campaigns.eligibility).
+_USER_EXTRAS = ("country", "opted_out_categories")
+
+
+def _user_schema(*names: str) -> dict[str, Any]:
+    return {name: SCHEMAS["users"][name] for name in names}
+
+
+def users_from_lake(lake: Lake) -> pl.DataFrame:
     frame: pl.DataFrame = lake.read("users")
-    extra = [c for c in ("opted_out_categories",) if c in frame.columns]
+    extra = [c for c in _USER_EXTRAS if c in frame.columns]
     return frame.select(*USERS, *extra)
 
 
-def campaigns_from_lake(lake: Any) -> pl.DataFrame:
+def campaigns_from_lake(lake: Lake) -> pl.DataFrame:
     frame: pl.DataFrame = lake.read("campaigns")
     return frame
 
 
 def users_from_store(store: Store, user_ids: Sequence[str]) -> pl.DataFrame:
     items = store.table(tables.USERS).batch_get([(u, tables.PROFILE_SK) for u in dict.fromkeys(user_ids)])
-    rows = [{k: i.get(k) for k in (*USERS, "opted_out_categories")} for i in items]
-    schema = {**USERS, "opted_out_categories": pl.List(pl.String)}
+    schema = {**USERS, **_user_schema(*_USER_EXTRAS)}
+    rows = [{k: i.get(k) for k in schema} for i in items]
     return pl.DataFrame(rows, schema=schema) if rows else pl.DataFrame(schema=schema)
 
 
 def campaigns_from_store(store: Store) -> pl.DataFrame:
     """Every campaign (a small table: the scan is the documented exception)."""
+    schema = {**CAMPAIGNS, **campaign_schema(*ELIGIBILITY_COLUMNS)}
     rows = []
     for item in store.table(tables.CAMPAIGNS).scan():
-        row = {k: item.get(k) for k in (*CAMPAIGNS, "category", "status", "start_date", "end_date")}
+        row = {k: item.get(k) for k in schema}
         for key in ("start_date", "end_date"):
             value = row[key]
             row[key] = date.fromisoformat(value) if isinstance(value, str) else value
         rows.append(row)
-    schema = {**CAMPAIGNS, "category": pl.String, "status": pl.String, "start_date": pl.Date, "end_date": pl.Date}
     return pl.DataFrame(rows, schema=schema) if rows else pl.DataFrame(schema=schema)
 
 
-def candidates_from_recommender(store: Store, artefacts: Any, user_ids: Sequence[str], *, k: int,
-                                now: datetime) -> pl.DataFrame | None:
-    """The recommender's top-k per user (its blended score as relevance), or None when it cannot serve
-    (no published index, or its API is not there): the caller then uses the cosine fallback."""
-    try:
+CosineFallback = Callable[[list[str], list[str], int], pl.DataFrame]
+
+
+def candidates_for(
+    store: Store, user_ids: Sequence[str], campaign_ids: Sequence[str], *, artefacts: ArtefactStore | None,
+    fallback: CosineFallback, k: int, now: datetime,
+) -> tuple[pl.DataFrame, str]:
+    """The one way the planner gets candidates, and where they came from.
+
+    The recommender's top ``k`` per user when an index is published; only when none is (a fresh install,
+    or no artefact store) the documented cosine fallback over ``campaign_ids``. Errors of a published
+    recommender surface: a broken index must fail the plan, not quietly turn it into a worse one.
+    """
+    if artefacts is not None:
         from notify_core.recommend.recommender import Recommender, recommend_many
         from notify_core.recommend.serving import IndexHolder
 
         holder = IndexHolder(artefacts)
-        if getattr(holder.snapshot(), "base", None) is None:
-            return None
-        recommender = Recommender(store=store, holder=holder, clock=ManualClock(now))  # time stands at ``now``
-        rows = [{"user_id": r.user_id, "campaign_id": item.campaign_id, "relevance": float(item.score)}
-                for r in recommend_many(recommender, user_ids, limit=k, now=now) for item in r.items]
-    except Exception as exc:  # the recommender is optional here; say why it was not used
-        log.warning("recommender unavailable for scheduling, using the cosine fallback: %s", exc)
-        return None
-    return pl.DataFrame(rows, schema=CANDIDATES) if rows else pl.DataFrame(schema=CANDIDATES)
+        if holder.snapshot().base is not None:
+            recommender = Recommender(store=store, holder=holder, clock=ManualClock(now))  # time stands at ``now``
+            rows = [{"user_id": r.user_id, "campaign_id": item.campaign_id, "relevance": float(item.score)}
+                    for r in recommend_many(recommender, list(user_ids), limit=k, now=now) for item in r.items]
+            frame = pl.DataFrame(rows, schema=CANDIDATES) if rows else pl.DataFrame(schema=CANDIDATES)
+            return frame, "recommender"
+        log.info("no published index: planning from the cosine fallback")
+    return fallback(list(user_ids), list(campaign_ids), k), "cosine_fallback"
+
+
+def lake_cosine(lake: Lake) -> CosineFallback:
+    """The fallback over the lake's user and campaign embeddings (the daily batch)."""
+    return lambda user_ids, campaign_ids, k: candidates_from_lake(lake, campaign_ids, k=k)
+
+
+def store_cosine(store: Store) -> CosineFallback:
+    """The fallback over the embeddings in the Store (the serverless path)."""
+
+    def cosine(user_ids: list[str], campaign_ids: list[str], k: int) -> pl.DataFrame:
+        import numpy as np
+
+        from notify_core.embeddings.store import CAMPAIGN, USER, load_embeddings
+        from notify_core.scheduling.candidates import cosine_candidates
+
+        uvec = load_embeddings(store, USER, user_ids)
+        cvec = load_embeddings(store, CAMPAIGN, campaign_ids)
+        have_u = [u for u in user_ids if u in uvec]
+        have_c = [c for c in campaign_ids if c in cvec]
+        return cosine_candidates(
+            have_u, np.stack([uvec[u].vector for u in have_u]) if have_u else np.zeros((0, 1), np.float32),
+            have_c, np.stack([cvec[c].vector for c in have_c]) if have_c else np.zeros((0, 1), np.float32), k=k)
+
+    return cosine
 
 
 @counted_plan_generation
@@ -118,13 +166,16 @@ def plan_and_store(
     store: Store, *, users: pl.DataFrame, campaigns: pl.DataFrame, candidates: pl.DataFrame, plan_day: date,
     now: datetime | None = None, options: PlanOptions | None = None, shards: int = DEFAULT_SHARDS,
     chunk_users: int = CHUNK_USERS, candidate_source: str = "given",
+    progress: Callable[[int, int], None] | None = None, ledger: Ledger | None = None,
 ) -> PlanRun:
-    """Plan ``users`` in chunks (history and interactions from the Store) and write each chunk's plan."""
+    """Plan ``users`` in chunks (history and interactions from the Store) and write each chunk's plan.
+
+    ``progress(users_done, users_total)`` is called after each chunk is written (for a live display)."""
     day = plan_day.isoformat()
     campaigns = eligible_campaigns(campaigns, plan_day)
     candidates = candidates.filter(pl.col("campaign_id").is_in(campaigns["campaign_id"].implode()))
     users = users.unique("user_id", keep="first").sort("user_id")
-    ledger = Ledger(plan_day)
+    ledger = ledger or Ledger(plan_day)
     states: dict[int, Any] = {}
 
     def chunks() -> Any:
@@ -149,6 +200,8 @@ def plan_and_store(
                               existing=states.pop(k).day_items)
         stats = stats + plan.stats
         writes = WriteSummary(**{f: getattr(writes, f) + getattr(summary, f) for f in WriteSummary.__slots__})
+        if progress is not None:
+            progress(min((k + 1) * chunk_users, users.height), users.height)
     busiest = ledger.loads.argsort()[-3:][::-1]
     loads = {(ledger.base + _minutes(int(m))).strftime("%Y-%m-%dT%H:%M"): int(ledger.loads[m])
              for m in busiest if ledger.loads[m] > 0}
@@ -163,54 +216,83 @@ def _minutes(m: int) -> timedelta:
 
 
 def plan_from_lake(
-    store: Store, lake: Any, *, plan_day: date, now: datetime, options: PlanOptions | None = None,
-    artefacts: Any = None, k: int = 20, shards: int = DEFAULT_SHARDS,
+    store: Store, lake: Lake, *, plan_day: date, now: datetime, options: PlanOptions | None = None,
+    artefacts: ArtefactStore | None = None, k: int = 20, shards: int = DEFAULT_SHARDS,
+    progress: Callable[[int, int], None] | None = None, user_ids: Collection[str] | None = None,
 ) -> PlanRun:
-    """The daily batch: every user in the lake, candidates from the recommender or the cosine fallback.
+    """The daily batch: every user in the lake (:func:`candidates_for` chooses the candidates).
 
-    ``now`` is the caller's clock: planning today places nothing before it (:func:`effective_now`)."""
+    ``now`` is the caller's clock: planning today places nothing before it (:func:`effective_now`).
+    ``user_ids`` re-plans only those users (the ones whose vectors changed since the day was planned);
+    the others' plans stay as they are and count against the minute capacity and the campaign budgets
+    (:func:`ledger_of_others`)."""
     users = users_from_lake(lake)
-    campaigns = eligible_campaigns(campaigns_from_lake(lake), plan_day)
-    cands = None
-    source = "cosine_fallback"
-    if artefacts is not None:
-        cands = candidates_from_recommender(store, artefacts, users["user_id"].to_list(), k=k, now=now)
-        source = "recommender" if cands is not None else source
-    if cands is None:
-        cands = candidates_from_lake(lake, campaigns["campaign_id"].to_list(), k=k)
-    return plan_and_store(store, users=users, campaigns=campaigns, candidates=cands, plan_day=plan_day,
-                          now=effective_now(plan_day, now=now), options=options, shards=shards,
-                          candidate_source=source)
+    ledger = None
+    if user_ids is not None:
+        chosen = pl.col("user_id").is_in(pl.Series(sorted(user_ids), dtype=pl.String))
+        ledger = ledger_of_others(store, users.filter(~chosen)["user_id"].to_list(), plan_day=plan_day,
+                                  campaigns=eligible_campaigns(campaigns_from_lake(lake), plan_day))
+        users = users.filter(chosen)
+    return _plan(store, users=users, campaigns=campaigns_from_lake(lake), plan_day=plan_day,
+                 now=now, options=options, artefacts=artefacts, fallback=lake_cosine(lake), k=k, shards=shards,
+                 progress=progress, ledger=ledger)
 
 
 def plan_for_users(
     store: Store, user_ids: Sequence[str], *, plan_day: date, now: datetime,
-    options: PlanOptions | None = None, artefacts: Any = None, k: int = 20, shards: int = DEFAULT_SHARDS,
+    options: PlanOptions | None = None, artefacts: ArtefactStore | None = None, k: int = 20,
+    shards: int = DEFAULT_SHARDS,
 ) -> PlanRun:
     """The serverless path (Lambda ``generate_schedule``): a batch of users, everything from the Store.
 
     ``now`` is the caller's clock, as for :func:`plan_from_lake`."""
-    from notify_core.embeddings.store import CAMPAIGN, USER, load_embeddings
-    from notify_core.scheduling.candidates import cosine_candidates
+    return _plan(store, users=users_from_store(store, user_ids), campaigns=campaigns_from_store(store),
+                 plan_day=plan_day, now=now, options=options, artefacts=artefacts, fallback=store_cosine(store), k=k,
+                 shards=shards)
 
-    users = users_from_store(store, user_ids)
-    campaigns = eligible_campaigns(campaigns_from_store(store), plan_day)
-    ids = users["user_id"].to_list()
-    cands = None
-    source = "cosine_fallback"
-    if artefacts is not None:
-        cands = candidates_from_recommender(store, artefacts, ids, k=k, now=now)
-        source = "recommender" if cands is not None else source
-    if cands is None:
-        import numpy as np
 
-        uvec = load_embeddings(store, USER, ids)
-        cvec = load_embeddings(store, CAMPAIGN, campaigns["campaign_id"].to_list())
-        have_u = [u for u in ids if u in uvec]
-        have_c = [c for c in campaigns["campaign_id"].to_list() if c in cvec]
-        cands = cosine_candidates(
-            have_u, np.stack([uvec[u].vector for u in have_u]) if have_u else np.zeros((0, 1), np.float32),
-            have_c, np.stack([cvec[c].vector for c in have_c]) if have_c else np.zeros((0, 1), np.float32), k=k)
+def _plan(
+    store: Store, *, users: pl.DataFrame, campaigns: pl.DataFrame, plan_day: date, now: datetime,
+    options: PlanOptions | None, artefacts: ArtefactStore | None, fallback: CosineFallback, k: int, shards: int,
+    progress: Callable[[int, int], None] | None = None, ledger: Ledger | None = None,
+) -> PlanRun:
+    campaigns = eligible_campaigns(campaigns, plan_day)
+    cands, source = candidates_for(store, users["user_id"].to_list(), campaigns["campaign_id"].to_list(),
+                                   artefacts=artefacts, fallback=fallback, k=k, now=now)
     return plan_and_store(store, users=users, campaigns=campaigns, candidates=cands, plan_day=plan_day,
                           now=effective_now(plan_day, now=now), options=options, shards=shards,
-                          candidate_source=source)
+                          candidate_source=source, progress=progress, ledger=ledger)
+
+
+def ledger_of_others(store: Store, user_ids: Sequence[str], *, plan_day: date, campaigns: pl.DataFrame) -> Ledger:
+    """The day's shared ledger as the stored plans of ``user_ids`` leave it (their minute loads, the
+    campaign budgets they use), so re-planning only some users keeps the capacity and budget rules of a
+    full re-plan. One partition read per user: less than a full re-plan reads (:func:`load_state`)."""
+    ledger = Ledger(plan_day)
+    used: dict[str, int] = {}
+    for items in day_items(store, user_ids, plan_day.isoformat()).values():
+        for item in items:
+            if item.get("status") == CANCELLED:
+                continue
+            minute = to_minutes(datetime.fromisoformat(str(item["send_at"]).replace("Z", "+00:00")), ledger.base)
+            if 0 <= minute < SPAN_MINUTES:
+                ledger.loads[minute] += 1
+            used[str(item["campaign_id"])] = used.get(str(item["campaign_id"]), 0) + 1
+    for cid, budget in campaigns.select("campaign_id", "daily_budget").iter_rows():
+        if budget is not None:
+            ledger.budget_left[cid] = max(int(budget) - used.get(cid, 0), 0)
+    return ledger
+
+
+PLAN_WINDOW_DAYS = 366  # a plan day more than a year from today is a mistake (or the calendar's edge: 500s)
+
+
+def check_plan_day(plan_day: date, *, today: date) -> date:
+    """``plan_day`` if within :data:`PLAN_WINDOW_DAYS` of ``today``, else ValidationError (a 400, not the
+    OverflowError that 0001-01-01 or 9999-12-31 would raise deep in the planner)."""
+    from notify_core.errors import ValidationError
+
+    if abs((plan_day - today).days) > PLAN_WINDOW_DAYS:
+        low, high = today - timedelta(days=PLAN_WINDOW_DAYS), today + timedelta(days=PLAN_WINDOW_DAYS)
+        raise ValidationError(f"plan_day must be within {low.isoformat()}..{high.isoformat()}")
+    return plan_day

@@ -34,16 +34,12 @@ from typing import Any
 import polars as pl
 
 from notify_core.errors import ConditionFailedError
+from notify_core.lifecycle import CANCELLED, DELIVERED_STATES, PENDING
 from notify_core.scheduling.ids import DEFAULT_SHARDS, user_hashes
 from notify_core.scheduling.models import HISTORY, INTERACTIONS
 from notify_core.store import tables
 from notify_core.store.port import Condition, Item, KeyRange, Store
 
-PENDING = "pending"
-CLAIMED = "claimed"
-SENT = "sent"
-CANCELLED = "cancelled"
-DELIVERED_STATES = (CLAIMED, SENT)
 TTL_DAYS = 3
 ISO = "%Y-%m-%dT%H:%M:%SZ"
 _COMPARED = ("campaign_id", "slot", "send_at", "expected_value", "shard")

@@ -1,5 +1,7 @@
 """Security building blocks shared by the domain (issue 14).
 
+* :mod:`~notify_core.security.keys`: API keys with scopes, expiry, rotation and per-key rate limits.
+* :mod:`~notify_core.security.audit`: the append-only, hash-chained audit trail.
 * :mod:`~notify_core.security.files`: private files and folders (0600 / 0700) and the process umask.
 * :mod:`~notify_core.security.keyring`: rotating HMAC keys with key ids in a 0600 secret file
   (tracking tokens, webhook signatures).

@@ -198,6 +198,9 @@ class DynamoStore:
 
     single_writer = False
 
+    def tune_for_bulk_writes(self) -> None:
+        """Nothing to tune: DynamoDB's write speed is the table's capacity."""
+
     def __init__(
         self,
         *,

@@ -172,4 +172,9 @@ class Store(Protocol):
         """The named table, created on first use if the backend allows it."""
         ...
 
+    def tune_for_bulk_writes(self) -> None:
+        """A hint from a thread about to write many rows (the stream consumer's writer, ingestion): an
+        adapter that can trade memory for write speed on this thread's connection does; others do nothing."""
+        ...
+
     def close(self) -> None: ...

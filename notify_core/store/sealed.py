@@ -82,6 +82,9 @@ class SealedStore:
             self._tables[name] = table
         return table
 
+    def tune_for_bulk_writes(self) -> None:
+        self.inner.tune_for_bulk_writes()
+
     def close(self) -> None:
         self.inner.close()
 

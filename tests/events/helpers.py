@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from notify_core.clock import ManualClock
+from tests import auth
 
 # The event tests' own "now": the day after the events below happened (the capture edge rejects events
 # from the future, judged by this clock, never by the calendar).
@@ -44,7 +45,8 @@ def api_event(body: Any, *, method: str = "POST", path: str = "/v1/events", base
         "rawPath": path,
         "rawQueryString": "",
         "cookies": [],
-        "headers": {"content-type": "application/json", "host": "api.example.com", "user-agent": "pytest"},
+        "headers": {"content-type": "application/json", "host": "api.example.com", "user-agent": "pytest",
+                    **auth.headers()},
         "requestContext": {
             "accountId": "123456789012",
             "apiId": "api-id",

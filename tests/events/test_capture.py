@@ -17,6 +17,7 @@ from lambdas import capture_events
 from notify_core.events import CLICKSTREAM, PURCHASE_HISTORY, decode_event
 from notify_core.stream.local_log import LocalLog
 from notify_core.stream.port import Record
+from tests import auth
 from tests.events.helpers import api_event, click, order
 from tests.servers import local_gateway
 
@@ -114,7 +115,7 @@ def gateway(log: LocalLog) -> Iterator[str]:
 def test_gateway_serves_the_handler_to_concurrent_clients(gateway: str, log: LocalLog) -> None:
     def send(i: int) -> int:
         body = {"events": [click(i * 100 + j) for j in range(100)]}
-        return httpx.post(f"{gateway}/v1/events", json=body, timeout=30).status_code
+        return httpx.post(f"{gateway}/v1/events", json=body, timeout=30, headers=auth.headers()).status_code
 
     with ThreadPoolExecutor(8) as pool:
         assert set(pool.map(send, range(40))) == {202}
@@ -122,12 +123,14 @@ def test_gateway_serves_the_handler_to_concurrent_clients(gateway: str, log: Loc
 
 
 def test_gateway_cuts_off_a_10_mb_body_and_rejects_bad_json(gateway: str, log: LocalLog) -> None:
-    big = httpx.post(f"{gateway}/v1/events", content=b"x" * (10 * 1024 * 1024), timeout=30)
+    big = httpx.post(f"{gateway}/v1/events", content=b"x" * (10 * 1024 * 1024), timeout=30,
+                     headers=auth.headers())
     assert big.status_code == 413
-    bad = httpx.post(f"{gateway}/v1/events", content=b"{nope", headers={"content-type": "application/json"})
+    bad = httpx.post(f"{gateway}/v1/events", content=b"{nope",
+                     headers={"content-type": "application/json", **auth.headers()})
     assert bad.status_code == 400 and "malformed JSON" in bad.json()["error"]["message"]
     binary = httpx.post(f"{gateway}/v1/events", content=base64.b64decode("AAEC"),
-                        headers={"content-type": "application/octet-stream"})
+                        headers={"content-type": "application/octet-stream", **auth.headers()})
     assert binary.status_code == 400
     assert httpx.get(f"{gateway}/v1/events").status_code == 405
     assert httpx.get(f"{gateway}/healthz").json() == {"status": "ok"}

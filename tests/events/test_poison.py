@@ -141,6 +141,9 @@ class _Refusing:
     def __init__(self, inner: Store) -> None:
         self.inner, self.single_writer = inner, inner.single_writer
 
+    def tune_for_bulk_writes(self) -> None:
+        self.inner.tune_for_bulk_writes()
+
     def table(self, name: str) -> Table:
         table = self.inner.table(name)
         if name != tables.USER_EVENTS:

@@ -1,7 +1,9 @@
 """Invariants the fault tests check: the Store equal to a clean run's, per table, by digest.
 
 Event tables (``events``, ``user_events``, ``purchases``, ``stream_positions``) are compared item by
-item, every attribute. Delivery tables carry times and claim tokens that differ between any two runs,
+item, every attribute, numbers compared by value: the port promises that a stored ``1.0`` reads back
+as something equal to it, and DynamoDB gives ``1`` where SQLite gives ``1.0`` (so a DynamoDB Store can be
+compared with a clean SQLite run). Delivery tables carry times and claim tokens that differ between any two runs,
 crash or not, so they are compared by key and final status/outcome only: what was delivered, not when.
 """
 
@@ -18,6 +20,17 @@ FULL = (tables.EVENTS, tables.USER_EVENTS, tables.PURCHASES, tables.STREAM_POSIT
 STABLE_FIELDS = ("status", "outcome", "notification_id", "campaign_id", "user_id")
 
 
+def _canonical(value: Any) -> Any:
+    """``value`` with integral floats as ints, in lists and maps too (see the module doc)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return value
+
+
 def table_digests(store: Store, names: tuple[str, ...] = tables.ALL_TABLES) -> dict[str, str]:
     """sha256 per non-empty table over its items sorted by key (see the module doc for what counts)."""
     out: dict[str, str] = {}
@@ -25,9 +38,9 @@ def table_digests(store: Store, names: tuple[str, ...] = tables.ALL_TABLES) -> d
         rows: list[Any] = []
         for item in store.table(name).scan():
             if name in FULL:
-                rows.append(item)
+                rows.append(_canonical(item))
             else:
-                rows.append({k: item.get(k) for k in ("pk", "sk", *STABLE_FIELDS) if k in item})
+                rows.append({k: _canonical(item.get(k)) for k in ("pk", "sk", *STABLE_FIELDS) if k in item})
         if rows:
             rows.sort(key=lambda r: (r["pk"], r["sk"]))
             out[name] = hashlib.sha256(json.dumps(rows, sort_keys=True, default=repr).encode()).hexdigest()[:16]

@@ -192,7 +192,7 @@ def _start_dynamodb(port: int, db_path: Path, log: Path) -> subprocess.Popen[byt
         [java, f"-Djava.library.path={home / 'DynamoDBLocal_lib'}", "-jar", str(home / "DynamoDBLocal.jar"),
          "-dbPath", str(db_path), "-sharedDb", "-disableTelemetry", "-port", str(port)],
         cwd=home, stdin=subprocess.DEVNULL, stdout=log.open("ab"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # a JVM start under load (4 engineers on 2 cores) can take a minute
     while time.monotonic() < deadline and proc.poll() is None:
         if _dynamodb_answers(f"http://127.0.0.1:{port}"):
             return proc
@@ -201,17 +201,25 @@ def _start_dynamodb(port: int, db_path: Path, log: Path) -> subprocess.Popen[byt
     raise RuntimeError(f"DynamoDB Local did not start: {log.read_text()[-2000:]}")
 
 
+_STALL_S = 90.0  # no commit for this long after the restart: the consumer is stuck, not slow
+
+
 @pytest.mark.dynamodb
 @pytest.mark.slow
-@pytest.mark.xfail(reason="after DynamoDB Local (-dbPath) is SIGKILLed and restarted, the consumer stops "
-                   "making progress on some tables; not yet diagnosed (issue 13)", strict=False)
 def test_dynamodb_local_killed_and_restarted_mid_run(tmp_path: Path) -> None:
     """DynamoDB Local (on disk) is killed with SIGKILL while the consumer writes to it and restarted
     3 s later on the same port: the consumer retries the batch in hand and carries on; the DynamoDB
-    Store ends equal, table by table, to a clean SQLite run over the same stream."""
+    Store ends equal, table by table, to a clean SQLite run over the same stream.
+
+    Why this was xfail (diagnosed in notes/f13.md): DynamoDB Local with ``-dbPath`` commits every item
+    to its SQLite file with an fsync, ~50-90 items/s on this shared disk (in memory: thousands), so the
+    12,000 events (~15,600 items) needed 3-4 minutes and the test's fixed 180 s wait ran out while the
+    consumer was still writing at that pace, before and after the restart alike. No row was lost and no
+    table stopped. The wait is now "until caught up, unless nothing was committed for ``_STALL_S``" and
+    the stream is smaller, so the test measures being stuck, not the disk."""
     from notify_core.store.dynamodb import DynamoStore
 
-    events = 12_000
+    events = 4_000
     log_path = tmp_path / "stream" / "log.sqlite"
     log_path.parent.mkdir()
     db_dir = tmp_path / "ddb"
@@ -246,13 +254,16 @@ def test_dynamodb_local_killed_and_restarted_mid_run(tmp_path: Path) -> None:
         server.wait()
         time.sleep(3)
         server = _start_dynamodb(port, db_dir, tmp_path / "ddb.log")
+        restarted_at = time.monotonic()
         assert producer.wait(timeout=120) == 0
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and thread.is_alive():
-            done = sum(log.end_offsets(t)[0] - log.committed("notify-event-consumer", t)
-                       for t in (PURCHASE_HISTORY, CLICKSTREAM))
-            if done == 0:
+        committed, progress_at, caught_up_s = -1, time.monotonic(), None
+        while time.monotonic() - progress_at < _STALL_S and thread.is_alive():
+            now_committed = sum(log.committed("notify-event-consumer", t) for t in (PURCHASE_HISTORY, CLICKSTREAM))
+            if now_committed >= events:
+                caught_up_s = round(time.monotonic() - restarted_at, 1)
                 break
+            if now_committed > committed:
+                committed, progress_at = now_committed, time.monotonic()
             time.sleep(0.5)
         survived = thread.is_alive()
     finally:
@@ -275,8 +286,9 @@ def test_dynamodb_local_killed_and_restarted_mid_run(tmp_path: Path) -> None:
     entry = record(
         "DynamoDB Local killed and restarted", injected="SIGKILL of the Store server, back 3 s later",
         invariants={"consumer never exited": survived and not failure,
+                    f"consumer caught up (never {_STALL_S:.0f} s without a commit)": caught_up_s is not None,
                     "no acknowledged event lost": counts["events_rows"] + counts["user_events_rows"] == events,
                     "Store equals a clean run (per-table digest)": got == expected},
-        events=events, **counts,
+        events=events, caught_up_after_restart_s=caught_up_s, **counts,
     )
     assert entry.held, (failure, totals, counts, ends, got, expected)

@@ -22,6 +22,7 @@ from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
 from notify_core.stream.local_log import LocalLog
 from notify_core.stream.port import REQUEST_ID_HEADER, Message, Stream
+from tests import auth
 from tests.events.helpers import click, order
 from tests.servers import local_gateway
 
@@ -32,9 +33,11 @@ def test_one_request_id_from_post_v1_events_to_the_store_rows(stream_backend: St
     try:
         with local_gateway() as base:
             reply = httpx.post(f"{base}/v1/events", json=[click(1), order(2)],
-                               headers={"x-request-id": "corr-0001"}, timeout=30)
-            other = httpx.post(f"{base}/v1/events", json=[click(4)], timeout=30)  # the gateway's own id
-            odd = [httpx.post(f"{base}/v1/events", json=[click(5)], headers={"x-request-id": bad}, timeout=30)
+                               headers={"x-request-id": "corr-0001", **auth.headers()}, timeout=30)
+            other = httpx.post(f"{base}/v1/events", json=[click(4)], timeout=30,
+                               headers=auth.headers())  # the gateway's own id
+            odd = [httpx.post(f"{base}/v1/events", json=[click(5)], headers={"x-request-id": bad, **auth.headers()},
+                              timeout=30)
                    for bad in ("x" * 129, "a b", "<script>")]
     finally:
         capture_events.use_stream(None)

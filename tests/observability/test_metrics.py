@@ -24,7 +24,7 @@ from notify_core.errors import ValidationError
 from notify_core.metrics import emf_line
 from notify_core.observability import Invocations, JsonFormatter, request_context
 from tests.events.helpers import api_event, click
-from tests.servers import free_port, stop_process, wait_healthy
+from tests.servers import free_port, serve_admin_key, stop_process, wait_healthy
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -40,7 +40,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def served(tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
     port = free_port()
     log_file = tmp_path / "serve.log"
     with log_file.open("wb") as err:
@@ -50,15 +50,15 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         try:
             base = f"http://127.0.0.1:{port}"
             wait_healthy(server, base)
-            yield base, log_file
+            yield base, log_file, serve_admin_key(tmp_path / "data")
         finally:
             stop_process(server)
 
 
-def test_a_load_run_shows_per_route_histograms_with_the_right_counts(served: tuple[str, Path]) -> None:
-    base, log_file = served
+def test_a_load_run_shows_per_route_histograms_with_the_right_counts(served: tuple[str, Path, str]) -> None:
+    base, log_file, key = served
     good, bad, tracked, stray = 120, 15, 20, 7
-    with httpx.Client(base_url=base, timeout=30) as client, ThreadPoolExecutor(8) as pool:
+    with httpx.Client(base_url=base, timeout=30, headers={"x-api-key": key}) as client, ThreadPoolExecutor(8) as pool:
         posts = list(pool.map(lambda i: client.post("/v1/events", json=[click(i), click(i + 1)]), range(good)))
         rejects = list(pool.map(lambda i: client.post("/v1/events", json=[{"type": "bogus"}]), range(bad)))
         clicks = list(pool.map(lambda i: client.get(f"/t/unknown-{i}"), range(tracked)))  # 20 distinct raw paths

@@ -24,7 +24,28 @@ def test_notify_run_twice(tmp_path, monkeypatch) -> None:
     assert "rows written or changed in the Store this run: 0" in second.output
 
 
-def test_unknown_stage_is_a_usage_error(tmp_path) -> None:
-    result = CliRunner().invoke(app, ["run", "--data-dir", str(tmp_path), "--stage", "nope"])
-    assert result.exit_code == 2
-    assert "unknown stage" in result.output
+def test_a_failed_run_is_one_line_with_the_reason_and_a_hint(tmp_path, monkeypatch) -> None:
+    """Run from a folder where the default source path does not exist: one line says so and names the
+    setting; the trace is in the log file, not on the terminal."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("NOTIFY_SOURCE_DATA", str(tmp_path / "nowhere" / "online_retail.parquet"))
+    result = CliRunner().invoke(app, ["run", "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 1, result.output
+    failed = [line for line in result.output.splitlines() if line.startswith("FAILED online_retail_landing")]
+    assert len(failed) == 1 and "hint:" in failed[0] and "NOTIFY_SOURCE_DATA" in failed[0], result.output
+    assert "Traceback" not in result.output
+    assert "not run (downstream of a failure): " in result.output and "notification_plan" in result.output
+    log = (tmp_path / "data" / "logs" / "notify.jsonl").read_text()
+    assert "Traceback" in log or "trace" in log
+
+
+def test_summary_numbers_have_units_and_the_fast_forward_is_explained() -> None:
+    from notify_cli.run_command import AssetOutcome, RunOutcome, highlights
+
+    outcome = RunOutcome(run_id="r", success=True, seconds=1.0, partition="2026-01-02", assets={
+        "delivery_run": AssetOutcome(seconds=1.0, metadata={
+            "delivered": 1234, "retried": 0, "dead_lettered": 0, "duplicates": 0, "channel": "outbox",
+            "lateness_p50_s": 1837.3884391784668, "lateness_p99_s": 3540.2, "fast_forward_minutes": 60})})
+    text = "\n".join(highlights(outcome))
+    assert "1,234 delivered" in text and "lateness p50 30.6 min, p99 59.0 min" in text
+    assert "fast-forwards the worker's clock 60 min" in text and "1837.38" not in text

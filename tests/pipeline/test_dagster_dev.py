@@ -1,4 +1,5 @@
-"""`dagster dev -w workspace.yaml` starts, loads the Definitions and serves the asset graph (GraphQL)."""
+"""`make dev` (scripts/dagster_dev.sh -> `dagster dev -w workspace.yaml`) starts, loads the Definitions,
+serves the asset graph (GraphQL), leaves nothing in the repo root and stops on SIGTERM."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 QUERY = "{ assetNodes { assetKey { path } groupName dependencyKeys { path } } }"
@@ -26,9 +27,9 @@ def test_dagster_dev_shows_the_asset_graph(tmp_path: Path) -> None:
     port = _free_port()
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "NOTIFY_DATA_DIR": str(tmp_path / "data")}
-    dagster = Path(sys.executable).with_name("dagster")
+    before = {p.name for p in REPO.iterdir()}
     proc = subprocess.Popen(
-        [str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
+        [str(REPO / "scripts" / "dagster_dev.sh"), "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
@@ -50,9 +51,12 @@ def test_dagster_dev_shows_the_asset_graph(tmp_path: Path) -> None:
                 "product_features", "user_product"} <= set(graph)
         assert graph["purchases"] == {"online_retail_landing"}
         assert {"users", "products", "purchases"} <= graph["user_features"]
+        proc.send_signal(signal.SIGTERM)  # the script only, as a supervisor would
+        proc.wait(timeout=40)
+        with pytest.raises(httpx.HTTPError):
+            httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": QUERY}, timeout=5)
+        assert not {"logs", ".logs_queue"} & ({p.name for p in REPO.iterdir()} - before)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
+        if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)

@@ -17,6 +17,7 @@ import pytest
 from lambdas import get_recommended_campaigns as recs
 from lambdas import upsert_campaign as upserts
 from notify_core.embeddings.embedder import HashingEmbedder
+from tests import auth
 from tests.recommend.conftest import DIM, NOW, World
 from tests.servers import free_port, local_gateway, stop_process, wait_healthy
 
@@ -28,7 +29,8 @@ def api_event(path: str, *, method: str = "GET", path_params: dict[str, str] | N
     event: dict[str, Any] = {
         "version": "2.0", "routeKey": f"{method} {route}", "rawPath": path,
         "rawQueryString": "&".join(f"{k}={v}" for k, v in (query or {}).items()),
-        "headers": {"accept": "application/json", "content-type": "application/json", "host": "api.example.com"},
+        "headers": {"accept": "application/json", "content-type": "application/json", "host": "api.example.com",
+                    **auth.headers()},
         "requestContext": {
             "accountId": "123456789012", "apiId": "abc123", "domainName": "api.example.com",
             "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "203.0.113.1",
@@ -92,8 +94,8 @@ def test_direct_invocation(installed: World) -> None:
         (rec_event("u1", limit="0"), 400),
         (rec_event("u1", limit="1000"), 400),
         (rec_event("u1", limit="-1"), 400),
-        (api_event("/v1/users//recommendations", path_params={}), 400),
-        (api_event("/v1/users/x/recommendations", path_params={"user_id": "x" * 500}), 400),
+        (api_event("/v1/users//recommendations", path_params={}), 404),  # no such route
+        (rec_event("x" * 500), 400),
     ],
     ids=["unknown-user", "limit-not-int", "limit-zero", "limit-too-big", "limit-negative", "no-user", "huge-id"],
 )
@@ -161,7 +163,7 @@ def gateway(installed: World) -> Iterator[str]:
 
 
 def test_through_the_gateway_over_http(gateway: str, installed: World) -> None:
-    with httpx.Client(base_url=gateway, timeout=10) as client:
+    with httpx.Client(base_url=gateway, timeout=10, headers=auth.headers()) as client:
         ok = client.get("/v1/users/u1/recommendations", params={"limit": 10})
         assert ok.status_code == 200 and ok.json()["recommendations"][0]["campaign_id"] == "c000"
         assert client.get("/v1/users/nobody/recommendations").status_code == 404
@@ -184,12 +186,16 @@ def test_notify_serve_with_two_worker_processes(installed: World) -> None:
         base = f"http://127.0.0.1:{port}"
         wait_healthy(server, base)
         children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
-        assert len(children) >= 2  # uvicorn's supervisor + its worker processes
+        assert len(children) >= 2  # the forked worker processes
+        key_file = installed.root / "secrets" / "admin.key"  # the first start wrote an admin key (0600)
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        key = key_file.read_text().strip()
+        assert httpx.get(f"{base}/v1/users/u1/recommendations", timeout=30).status_code == 401
         served = installed.recommender_with()  # serving's default: the learned ranker
         expected = [r.campaign_id for r in served.recommend("u1").items]
         with ThreadPoolExecutor(8) as pool:
-            replies = list(pool.map(lambda _: httpx.get(f"{base}/v1/users/u1/recommendations", timeout=30),
-                                    range(40)))
+            replies = list(pool.map(lambda _: httpx.get(f"{base}/v1/users/u1/recommendations", timeout=30,
+                                                        headers={"x-api-key": key}), range(40)))
         assert {r.status_code for r in replies} == {200}
         got = [[i["campaign_id"] for i in r.json()["recommendations"]] for r in replies]
         assert all(g == expected for g in got), (got[0], expected, replies[0].json())

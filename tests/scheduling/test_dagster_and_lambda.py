@@ -82,8 +82,11 @@ def _stored(data_dir: Path) -> list[dict]:
 
 
 def test_asset_materialises_and_replans_idempotently(data_dir: Path) -> None:
-    from notify_assets.scheduling import notification_plan
+    from notify_assets.automation import plan_partitions
+    from notify_assets.scheduling import build_plan_asset
     from notify_resources.resources import NotifyResource
+
+    notification_plan = build_plan_asset(plan_partitions(DAY))
 
     resources = {"notify": NotifyResource(data_dir=str(data_dir), clock_start=NOW.isoformat())}
     instance = dg.DagsterInstance.ephemeral()
@@ -103,36 +106,58 @@ def test_asset_materialises_and_replans_idempotently(data_dir: Path) -> None:
     assert meta2["store_inserted"].value == 0 and meta2["unchanged"].value == planned and meta2["cancelled"].value == 0
 
 
-def test_cli_stage_job_plans_today(data_dir: Path) -> None:
-    from notify_assets.definitions import STAGES, build_definitions
-
-    assert "scheduling" in [n for n, _ in STAGES]
-    defs = build_definitions(NotifySettings(data_dir=data_dir, clock_start=NOW))
-    result = defs.resolve_job_def("stage_scheduling").execute_in_process(instance=dg.DagsterInstance.ephemeral())
-    assert result.success
-    assert result.dagster_run.tags["dagster/partition"] == NOW.date().isoformat()
-
-
-def test_replan_sensor_requests_todays_partition(tmp_path: Path) -> None:
-    from notify_assets.definitions import build_definitions
+def test_an_automated_replan_after_user_vectors_changed_plans_only_those_users(data_dir: Path) -> None:
+    """user_embeddings names the users it changed; the automation's re-plan of a day already planned plans
+    just them, with the others' minute loads and budget use counted; a campaign change re-plans everyone."""
+    from notify_assets.automation import AUTOMATED_RUN_TAG, CHANGED_USERS, plan_partitions
+    from notify_assets.scheduling import build_plan_asset
     from notify_resources.resources import NotifyResource
-    from notify_sensors.replan import replan_on_user_embeddings
 
-    defs = build_definitions(NotifySettings(data_dir=tmp_path, clock_start=NOW))
-    repo = defs.get_repository_def()
-    resources = {"notify": NotifyResource(data_dir=str(tmp_path), clock_start=NOW.isoformat())}
+    plan = build_plan_asset(plan_partitions(DAY))
+    resources = {"notify": NotifyResource(data_dir=str(data_dir), clock_start=NOW.isoformat())}
     instance = dg.DagsterInstance.ephemeral()
-    instance.report_runless_asset_event(dg.AssetMaterialization("user_embeddings"))
-    with dg.build_sensor_context(instance=instance, cursor=None, repository_def=repo, resources=resources) as ctx:
-        result = replan_on_user_embeddings.evaluate_tick(ctx)
-    requests = result.run_requests or []
-    assert len(requests) == 1
-    assert requests[0].partition_key == NOW.date().isoformat()
-    assert requests[0].run_key.startswith("replan-user_embeddings-")
-    with dg.build_sensor_context(instance=instance, cursor=result.cursor, repository_def=repo,
-                                 resources=resources) as ctx:
-        again = replan_on_user_embeddings.evaluate_tick(ctx)
-    assert not again.run_requests  # nothing new since
+    automated = {AUTOMATED_RUN_TAG: "true"}
+
+    def replan(**tags: str) -> dict:
+        result = dg.materialize([plan], partition_key=DAY.isoformat(), resources=resources, instance=instance,
+                                tags=tags)
+        assert result.success
+        return {k: v.value for k, v in
+                result.get_asset_materialization_events()[0].step_materialization_data.materialization.metadata.items()}
+
+    assert replan(**automated)["users_replanned"] == "all"  # the day was never planned
+    before = {(i["pk"], i["sk"]): i["send_at"] for i in _stored(data_dir) if i["pk"] != "u3"}
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        "user_embeddings", metadata={CHANGED_USERS: dg.MetadataValue.json(["u3"])}))
+    assert replan()["users_replanned"] == "all"  # by hand (notify run, the UI): the whole day
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        "user_embeddings", metadata={CHANGED_USERS: dg.MetadataValue.json(["u3"])}))
+    meta = replan(**automated)
+    assert meta["users_replanned"] == 1 and meta["users_planned"] == 1
+    items = _stored(data_dir)
+    assert {(i["pk"], i["sk"]): i["send_at"] for i in items if i["pk"] != "u3"} == before  # the others untouched
+    live = [i for i in items if i.get("status") != "cancelled"]
+    assert sum(1 for i in live if i["campaign_id"] == "c2") <= 3  # the budget counts the others' use
+
+    instance.report_runless_asset_event(dg.AssetMaterialization("campaign_embeddings",
+                                                                tags={"dagster/data_version": "v2"}))
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        "user_embeddings", metadata={CHANGED_USERS: dg.MetadataValue.json(["u3"])}))
+    assert replan(**automated)["users_replanned"] == "all"  # the campaigns changed: everyone
+
+
+def test_plan_partitions_and_notify_run_follow_the_injected_clock(data_dir: Path) -> None:
+    """NOTIFY_CLOCK_START, not the calendar, decides today's partition and the plan's last one (tomorrow)."""
+    from notify_assets.definitions import MAIN_JOB, build_definitions
+    from notify_assets.scheduling import PLAN_ASSET, today_partition
+
+    settings = NotifySettings(data_dir=data_dir, clock_start=NOW)
+    assert today_partition(settings.clock()) == NOW.date().isoformat()
+    defs = build_definitions(settings)
+    keys = defs.resolve_assets_def(PLAN_ASSET).partitions_def.get_partition_keys()
+    assert keys[0] == NOW.date().isoformat()  # the deployment's first day, by the clock
+    assert keys[-1] == DAY.isoformat()  # tomorrow, planned ahead
+    assert defs.resolve_job_def(MAIN_JOB).partitions_def.get_partition_keys() == keys
 
 
 def test_lambda_direct_and_http(data_dir: Path) -> None:
@@ -143,7 +168,12 @@ def test_lambda_direct_and_http(data_dir: Path) -> None:
     try:
         reply = generate_schedule.handler({"user_ids": ["u2", "u3", "nobody"], "plan_day": DAY.isoformat()}, None)
         assert reply["statusCode"] == 200 and reply["users_planned"] == 2 and reply["notifications_planned"] > 0
-        event = {"version": "2.0", "routeKey": "POST /v1/schedules", "requestContext": {"requestId": "r1"},
+        from tests import auth
+
+        event = {"version": "2.0", "routeKey": "POST /v1/schedules", "rawPath": "/v1/schedules",
+                 "headers": {"content-type": "application/json", **auth.headers()},
+                 "requestContext": {"requestId": "r1", "stage": "$default",
+                                    "http": {"method": "POST", "path": "/v1/schedules", "sourceIp": "203.0.113.9"}},
                  "body": json.dumps({"user_ids": ["u2", "u3"], "plan_day": DAY.isoformat()})}
         http = generate_schedule.handler(event, None)
         body = json.loads(http["body"])

@@ -125,9 +125,11 @@ def test_each_function_has_its_own_role_limited_to_the_tables_its_code_reaches()
         assert env["NOTIFY_DATA_DIR"].startswith("/tmp/") and "NOTIFY_PUBLIC_BASE_URL" in env
         logs = resources[function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]]
         assert logs["Properties"]["RetentionInDays"] == 30
-    # the code really narrows: capture has no table, recommendations never touch delivery state
+    # the code really narrows: capture reaches only the API key check, recommendations never touch delivery
+    # state
     capture = derive_access("lambdas.capture_events")
-    assert not capture.tables and capture.kafka
+    assert capture.tables == {tables.API_KEYS} and not capture.store_writes and capture.kafka
+    assert not capture.s3_read
     assert tables.DELIVERIES not in derive_access("lambdas.get_recommended_campaigns").tables
 
 

@@ -6,7 +6,8 @@ from datetime import date
 
 import numpy as np
 
-from notify_core.recommend.catalogue import OPEN_END, OPEN_START, CampaignTable, epoch_day
+from notify_core.campaigns import DEFAULT_PRIORITY
+from notify_core.campaigns.table import OPEN_END, OPEN_START, CampaignTable, epoch_day
 
 
 def table() -> CampaignTable:
@@ -15,7 +16,7 @@ def table() -> CampaignTable:
          "end_date": date(2024, 12, 31), "target_countries": ["France"], "category": "toys",
          "cooldown_hours": 72, "priority": 5},
         {"campaign_id": "a", "product_ids": ["p2"], "status": "paused", "category": "garden"},
-        {"campaign_id": "c"},  # nothing but an id: active, open dates, everyone, priority 1, no cooldown
+        {"campaign_id": "c"},  # nothing but an id: active, open dates, everyone, the default priority, no cooldown
     ])
 
 
@@ -25,7 +26,9 @@ def test_missing_values_take_the_campaign_rows_defaults() -> None:
     assert t.active.tolist() == [True, False, True]
     assert t.start.tolist() == [epoch_day(date(2024, 1, 1)), OPEN_START, OPEN_START]
     assert t.end.tolist() == [epoch_day(date(2024, 12, 31)), OPEN_END, OPEN_END]
-    assert t.priority.tolist() == [5, 1, 1] and t.cooldown_hours.tolist() == [72.0, 0.0, 0.0]
+    # issue 20: a missing priority is DEFAULT_PRIORITY (3) in serving as in planning, no longer 1
+    assert t.priority.tolist() == [5, DEFAULT_PRIORITY, DEFAULT_PRIORITY] == [5, 3, 3]
+    assert t.cooldown_hours.tolist() == [72.0, 0.0, 0.0]
     assert t.category.tolist() == [t.categories["toys"], t.categories["garden"], -1]
 
 

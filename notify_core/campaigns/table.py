@@ -7,7 +7,7 @@ operations over the candidates' row numbers cost a few microseconds in all. So e
 the recommender works in row numbers from the ANN answer to the final top-N.
 
 Missing values mean what they meant on the campaign row: no status = active, no dates = open-ended, no
-target countries = everyone, no priority = 1, no cooldown = 0 hours.
+target countries = everyone, no priority = ``DEFAULT_PRIORITY``, no cooldown = 0 hours.
 """
 
 from __future__ import annotations
@@ -22,19 +22,16 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from notify_core.campaigns import ACTIVE, DEFAULT_PRIORITY, ELIGIBILITY_COLUMNS
+from notify_core.campaigns import schema as campaign_schema
+
 Rows = npt.NDArray[np.int64]
 Mask = npt.NDArray[np.bool_]
 EPOCH = date(1970, 1, 1)
 OPEN_START = np.iinfo(np.int32).min
 OPEN_END = np.iinfo(np.int32).max
 
-# Why a candidate was filtered, in the order the filters apply (the first that fails is reported).
-REASONS = ("inactive", "out_of_dates", "not_targeted", "opted_out", "recently_sent")
-TABLE_COLUMNS: dict[str, Any] = {
-    "campaign_id": pl.String, "product_ids": pl.List(pl.String), "status": pl.String, "start_date": pl.Date,
-    "end_date": pl.Date, "target_countries": pl.List(pl.String), "category": pl.String,
-    "cooldown_hours": pl.Int32, "priority": pl.Int32,
-}
+TABLE_COLUMNS: dict[str, Any] = campaign_schema("campaign_id", "product_ids", *ELIGIBILITY_COLUMNS)
 
 
 def epoch_day(day: date) -> int:
@@ -92,7 +89,7 @@ class CampaignTable:
                            pl.col("end_date").cast(pl.Int32).fill_null(OPEN_END))
         return cls(
             ids=ids,
-            active=(full["status"].fill_null("active") == "active").to_numpy().astype(bool),
+            active=(full["status"].fill_null(ACTIVE) == ACTIVE).to_numpy().astype(bool),
             start=days["start_date"].to_numpy().astype(np.int32),
             end=days["end_date"].to_numpy().astype(np.int32),
             category=full["category"].replace_strict(categories, default=-1, return_dtype=pl.Int32)
@@ -101,7 +98,7 @@ class CampaignTable:
             targeted=(full["target_countries"].list.len().fill_null(0) > 0).to_numpy().astype(bool),
             targets=targets,
             cooldown_hours=full["cooldown_hours"].fill_null(0).to_numpy().astype(np.float64),
-            priority=full["priority"].fill_null(1).to_numpy().astype(np.int32),
+            priority=full["priority"].fill_null(DEFAULT_PRIORITY).to_numpy().astype(np.int32),
             products=products,
             row_of={cid: row for row, cid in enumerate(ids)},
         )

@@ -1,0 +1,82 @@
+"""Lambda ``erase_user``: ``DELETE /v1/users/{user_id}`` (scope ``admin``), the right to erasure over HTTP.
+
+The same erasure as ``notify users delete ID`` (:func:`notify_core.erasure.erase_user`): every Store table
+(the audit trail and API keys excepted), the files under the data directory and the landing folder, and
+the embedded stream log's messages keyed by the user (Kafka records age out with the topic's retention).
+Written to the audit trail as ``user.delete`` with the caller's key id, source and request id. Runs
+without compacting the SQLite file (a serving process should not rebuild it under load: deletes are
+``secure_delete`` and the WAL is checkpointed; ``notify users delete`` compacts). Idempotent: a second
+call removes 0 rows and is audited again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler.openapi.params import Path as PathParam
+from pydantic import BaseModel
+
+from lambdas import runtime
+from lambdas.coldstart import ColdStart
+from lambdas.edge import Edge, current
+from notify_core.clock import Clock
+from notify_core.erasure import erase_user
+from notify_core.security import audit
+from notify_core.store.port import Store
+
+MAX_USER_ID = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _Deps:
+    store: Store
+    stream: Any  # the embedded log (erase_key) or a Kafka client (none: records age out)
+    roots: tuple[Path, ...]
+    clock: Clock
+
+
+def _build() -> _Deps:
+    from notify_core.stream import open_stream
+
+    rt = runtime.get()
+    return _Deps(rt.store(), open_stream(rt.settings), (rt.settings.data_dir, rt.settings.landing), rt.clock)
+
+
+_deps = ColdStart(_build)
+
+
+def use(*, store: Store | None, stream: Any = None, roots: tuple[Path, ...] = (), clock: Clock | None = None) -> None:
+    """Install the Store, stream, file roots and clock (tests); ``store=None``: from settings on next use."""
+    _deps.use(None if store is None or clock is None else _Deps(store, stream, roots, clock))
+
+
+class ErasedOut(BaseModel):
+    user_id: str
+    store_rows: dict[str, int]
+    file_rows: dict[str, int]
+    stream_messages: int
+    total: int
+
+
+edge = Edge("users")
+
+
+@edge.route("DELETE", "/v1/users/<user_id>", summary="Erase a user from every table, file and the stream log",
+            response_model=ErasedOut)
+def erase(user_id: Annotated[str, PathParam(min_length=1, max_length=MAX_USER_ID)]) -> ErasedOut:
+    info = current()
+    deps = _deps.get()
+
+    def audited(action: str, detail: Mapping[str, Any]) -> None:
+        audit.record(deps.store, clock=deps.clock, action=action, actor=info.actor, source=info.source,
+                     request_id=info.request_id, target=user_id, detail={"rows_removed": detail.get("rows_removed")})
+
+    report = erase_user(user_id, store=deps.store, file_roots=deps.roots, stream_log=deps.stream, audit=audited,
+                        actor=info.actor, compact=False)
+    return ErasedOut(**report.as_dict())
+
+
+handler = edge.handler

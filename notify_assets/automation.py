@@ -1,0 +1,133 @@
+"""How the graph runs itself: automation conditions, concurrency pools and the plan's partitions.
+
+One place for the rules the daemon follows, so each asset module only says which rule applies:
+
+- ``DELTA``: run when an upstream asset's *data version* changed since the last tick (or the upstream is
+  requested in the same tick, so a chain runs as one run), never while an upstream is missing or in
+  progress, never twice at once. Every asset records a data version that stays the same when its run
+  changed nothing (:func:`data_version`), so a re-ingest with no new rows stops the chain there, and a
+  daemon started on an up-to-date instance launches nothing (``since_last_handled`` resets on the
+  first evaluation).
+- ``PLAN``: the same for the daily plan, restricted to today's and tomorrow's partitions, and a new
+  partition (tomorrow, at 00:00 UTC) is planned as soon as it exists: planning day D at the start of
+  D-1 UTC is ahead of every time zone (UTC+14's local day D starts at D-1 10:00 UTC). Upstream
+  requests in the same tick do not count (they run in another run; the plan waits for them to land).
+- ``pool_for``: every asset has its own concurrency pool; ``dagster.yaml`` limits each pool to one
+  slot, so at most one step of an asset (hence one run per asset partition) executes at a time.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+
+from notify_core.clock import SYSTEM_CLOCK, Clock, today
+from notify_core.settings import NotifySettings
+
+_DEPS_CHANGED = dg.AutomationCondition.any_deps_match(
+    (dg.AutomationCondition.data_version_changed() & ~dg.AutomationCondition.executed_with_root_target())
+    | dg.AutomationCondition.will_be_requested()
+).with_label("any_deps_changed")
+_DEPS_LANDED = dg.AutomationCondition.any_deps_match(
+    dg.AutomationCondition.data_version_changed() & ~dg.AutomationCondition.executed_with_root_target()
+).with_label("any_deps_changed_and_landed")
+
+PLAN = (
+    dg.AutomationCondition.in_latest_time_window(timedelta(days=2))
+    & (dg.AutomationCondition.newly_missing() | _DEPS_LANDED).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.any_deps_match(dg.AutomationCondition.will_be_requested())
+    & ~dg.AutomationCondition.in_progress()
+).with_label("plan_today_and_tomorrow")
+
+DELTA = (
+    (dg.AutomationCondition.newly_missing() | _DEPS_CHANGED).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("delta")
+
+AUTOMATION_SENSOR = "default_automation_condition_sensor"
+# Re-plans limited to the users affected: ``user_embeddings`` names the users it changed (metadata
+# ``changed_users``) when they are at most this many; an automated re-plan of a day already planned,
+# after only user vectors changed, then plans just them (``notify_assets.scheduling.affected_users``).
+CHANGED_USERS = "changed_users"
+AUTOMATED_RUN_TAG = "dagster/from_automation_condition"  # what the automation sensor tags its runs with
+REPLAN_USERS_MAX = 1000
+AUTOMATION_INTERVAL_S = 5
+
+
+def pool_for(asset: str) -> str:
+    """The concurrency pool of one asset (``dagster.yaml``: ``concurrency.pools.default_limit: 1``)."""
+    return f"notify_{asset}"
+
+
+DEPLOYED_ON = "deployed_on"
+
+
+def deployment_date(settings: NotifySettings, *, clock: Clock = SYSTEM_CLOCK) -> date:
+    """The first plan partition: ``NOTIFY_PLAN_START_DATE`` when set, else the day this data directory
+    first loaded the definitions (written once to ``<data_dir>/deployed_on``, kept afterwards), so the
+    UI does not show months of "missing" plans from before the deployment existed."""
+    if settings.plan_start_date is not None:
+        return settings.plan_start_date
+    marker = Path(settings.data_dir) / DEPLOYED_ON
+    if marker.exists():
+        return date.fromisoformat(marker.read_text(encoding="utf-8").strip())
+    day = today(clock)
+    marker.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = marker.with_name(f".{DEPLOYED_ON}.tmp")
+    tmp.write_text(day.isoformat(), encoding="utf-8")
+    tmp.replace(marker)
+    return day
+
+
+def plan_partitions(start: date, *, clock: Clock = SYSTEM_CLOCK) -> dg.DailyPartitionsDefinition:
+    """Daily plan partitions from ``start`` up to tomorrow (UTC) by ``clock``: tomorrow is planned ahead.
+
+    With the system clock the window moves with Dagster's own time (``end_offset=2`` adds today and
+    tomorrow to the last complete day), so a long-running daemon sees a new partition every midnight.
+    With an injected clock (``NOTIFY_CLOCK_START``: tests, replays) Dagster's wall time is not the
+    clock's, so the window is pinned to the clock's day when the definitions load: ``end_date`` (exclusive)
+    stops it at the clock's tomorrow, and the offset reaches that far when the clock is ahead of the
+    calendar."""
+    if clock is SYSTEM_CLOCK:
+        return dg.DailyPartitionsDefinition(start_date=start.isoformat(), end_offset=2)
+    day = today(clock)
+    ahead = max(0, (day - today(SYSTEM_CLOCK)).days)  # Dagster counts partitions by the wall clock
+    return dg.DailyPartitionsDefinition(start_date=min(start, day).isoformat(), end_offset=2 + ahead,
+                                        end_date=(day + timedelta(days=2)).isoformat())
+
+
+def automation_sensor() -> dg.AutomationConditionSensorDefinition:
+    """Dagster's default automation sensor, declared so it is RUNNING by default (Dagster's own is stopped).
+    It emits runs (one per plan partition), not backfills: a backfill waits for the backfill daemon's next
+    pass, which added ~40 s to the landing-to-plan latency."""
+    return dg.AutomationConditionSensorDefinition(
+        AUTOMATION_SENSOR, target=dg.AssetSelection.all(),
+        default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=AUTOMATION_INTERVAL_S,
+        emit_backfills=False,  # today's and tomorrow's plan as two runs now, not a backfill the next daemon picks up
+        description="Evaluates every asset's automation condition (ingested data -> features, embeddings, "
+                    "index, plan).")
+
+
+def previous_data_version(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None = None) -> str | None:
+    """The data version of ``key``'s latest materialisation (of ``partition``), if any."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1).records
+    if not records or records[0].asset_materialization is None:
+        return None
+    return records[0].asset_materialization.tags.get("dagster/data_version")
+
+
+def data_version(context: dg.AssetExecutionContext, key: str, *, changed: bool) -> dg.DataVersion:
+    """A new data version when the asset's content changed, else the previous one, so downstream
+    conditions (``data_version_changed``) skip a step whose inputs were re-checked but not changed."""
+    if not changed:
+        previous = previous_data_version(context.instance, dg.AssetKey(key))
+        if previous is not None:
+            return dg.DataVersion(previous)
+    return dg.DataVersion(f"{context.run_id[:8]}-{key}")

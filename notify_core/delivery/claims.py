@@ -1,0 +1,354 @@
+"""Finding and claiming due notifications: minute scans, the retry index, leases, heartbeats, dedupe.
+
+This is steps 1-3 of :mod:`notify_core.delivery.worker`'s docstring; the sending and the recording of
+outcomes live in the worker and in :mod:`notify_core.delivery.outcomes`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import uuid
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from notify_core.clock import Clock
+from notify_core.delivery.outcomes import DELIVERIES, Outcomes, _log_fields, _send_ts, iso, log, minute_key
+from notify_core.delivery.summary import Kind, PassSummary, WorkerOptions
+from notify_core.errors import NotifyError
+from notify_core.lifecycle import CLAIMED, DEAD_LETTERED, DUPLICATE, PENDING, RETRY_SCHEDULED, SENT
+from notify_core.store import tables
+from notify_core.store.port import Condition, Item, KeyRange, Store, Update
+
+DEDUPE_WINDOW_S = 24 * 3600
+HEARTBEAT_PK = "worker"  # delivery_cursor partition of the workers' heartbeats (sk = worker id)
+
+
+@dataclass(slots=True)
+class _Work:
+    pk: str
+    sk: str
+    kind: Kind
+    due_at: float
+    item: Item  # the schedule item as scanned (new/reclaim) or the retries index entry (retry)
+    retry_key: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    """A due item this worker holds: the claimed schedule item, its claim token and attempt number."""
+
+    work: _Work
+    item: Item
+    token: str
+    attempt: int
+
+
+@dataclass(slots=True)
+class _Minute:
+    key: str
+    start: float
+    queue: deque[_Work] = field(default_factory=deque)
+    loaded: bool = False
+    done: bool = False
+    recheck_at: float = 0.0
+    scanning: bool = False
+
+
+class Claims:
+    """The finding-and-claiming side of one worker (thread-safe; scans run on their own thread)."""
+
+    def __init__(
+        self, store: Store, *, clock: Clock, options: WorkerOptions, worker_id: str, channel_name: str,
+        write_lock: contextlib.AbstractContextManager[Any], outcomes: Outcomes, totals: PassSummary,
+    ) -> None:
+        self.clock = clock
+        self.options = options
+        self.worker_id = worker_id
+        self.channel_name = channel_name
+        self.outcomes = outcomes
+        self.totals = totals
+        self._write_lock = write_lock
+        self._schedules = store.table(tables.SCHEDULES)
+        self._dedupe = store.table(tables.DEDUPE)
+        self._retries = store.table(tables.RETRIES)
+        self._cursor = store.table(tables.DELIVERY_CURSOR)
+        self._maintenance = ThreadPoolExecutor(1, thread_name_prefix="deliver-scan")
+        self._lock = threading.Lock()
+        self._minutes: dict[str, _Minute] = {}
+        self._scans: list[Future[None]] = []
+        self.wake = threading.Event()
+        self._last_full_retry_scan = ""
+        self._heartbeat_stop = threading.Event()
+        self._heartbeat_thread: threading.Thread | None = None
+
+    def close(self) -> None:
+        self.wait_scans()
+        self._maintenance.shutdown(wait=True)
+        if self._heartbeat_thread is not None:
+            self._heartbeat_stop.set()
+            self._heartbeat_thread.join()
+            self._beat(alive_for=0.0)  # gone: nothing of ours is in flight any more
+
+    # -- liveness ----------------------------------------------------------------------------------
+    def start_heartbeat(self) -> None:
+        """Say "alive" now and every ``heartbeat_s`` from a thread of its own (a long pass cannot starve it)."""
+        if self.options.heartbeat_s <= 0 or self._heartbeat_thread is not None:
+            return
+        self._beat(alive_for=self.options.liveness_s)
+
+        def loop() -> None:
+            while not self._heartbeat_stop.wait(self.options.heartbeat_s):
+                try:
+                    self._beat(alive_for=self.options.liveness_s)
+                except NotifyError:
+                    log.warning("heartbeat write failed", extra={"worker": self.worker_id})
+
+        self._heartbeat_thread = threading.Thread(target=loop, name="deliver-heartbeat", daemon=True)
+        self._heartbeat_thread.start()
+
+    def _beat(self, *, alive_for: float) -> None:
+        now = self.clock.now()
+        with self._write_lock:
+            self._cursor.batch_put([{"pk": HEARTBEAT_PK, "sk": self.worker_id, "alive_until": now + alive_for,
+                                     "ttl": int(now + 86400)}])
+
+    def _dead_workers(self, workers: set[str], now: float) -> set[str]:
+        """Workers among ``workers`` whose last heartbeat has run out (no heartbeat at all: not known dead)."""
+        if not workers:
+            return set()
+        rows = self._cursor.batch_get([(HEARTBEAT_PK, w) for w in sorted(workers)], consistent=True)
+        return {str(r["sk"]) for r in rows if float(r.get("alive_until") or 0) <= now}
+
+    # -- finding work ------------------------------------------------------------------------------
+    def plan_scans(self, now: float, summary: PassSummary) -> None:
+        first = math.floor(now / 60 - self.options.lookback_minutes) * 60
+        last = math.floor((now + self.options.prefetch_s) / 60) * 60
+        starts = list(range(int(first), int(last) + 1, 60))
+        with self._lock:
+            new = [s for s in starts if minute_key(s) not in self._minutes]
+        if new:
+            keys = [minute_key(s) for s in new]
+            done = {i["sk"] for i in self._cursor.batch_get([("minute", k) for k in keys])}
+            with self._lock:
+                for start, key in zip(new, keys, strict=True):
+                    self._minutes[key] = _Minute(key, float(start), done=key in done)
+        with self._lock:
+            for key in [k for k, m in self._minutes.items() if m.start < first and (m.done or not m.queue)]:
+                del self._minutes[key]
+            for m in self._minutes.values():
+                if m.done or m.scanning:
+                    continue
+                if not m.loaded or (not m.queue and now >= m.recheck_at):
+                    m.scanning = True
+                    self._scans.append(self._maintenance.submit(self._scan, m))
+
+    def wait_scans(self) -> None:
+        while True:
+            with self._lock:
+                pending = [f for f in self._scans if not f.done()]
+                self._scans = pending
+            if not pending:
+                return
+            for fut in pending:
+                fut.result()
+
+    def _scan(self, minute: _Minute) -> None:
+        """Query the minute's shard partitions; queue what needs delivering; close the minute when all done."""
+        try:
+            items = [i for s in range(self.options.shards)
+                     for i in self._schedules.query(tables.schedule_pk(minute.key, s), consistent=True)]
+            now = self.clock.now()
+            work: list[_Work] = []
+            open_items = 0
+            recheck = math.inf
+            finished: list[Item] = []
+            held: list[Item] = []  # claimed by another worker, lease still running
+            for it in items:
+                status = it.get("status")
+                if status == PENDING:
+                    work.append(_Work(it["pk"], it["sk"], "new", _send_ts(it), it))
+                elif status == CLAIMED:
+                    lease = float(it.get("lease_until") or 0)
+                    if lease <= now:
+                        work.append(_Work(it["pk"], it["sk"], "reclaim", lease, it))
+                    elif self.options.heartbeat_s > 0 and it.get("worker") != self.worker_id:
+                        held.append(it)
+                    else:
+                        open_items += 1
+                        recheck = min(recheck, lease)
+                elif status == RETRY_SCHEDULED:
+                    due = float(it.get("next_attempt_at") or 0) + self.options.orphan_grace_s
+                    if due <= now:
+                        work.append(_Work(it["pk"], it["sk"], "retry", due, it))
+                    else:
+                        open_items += 1
+                        recheck = min(recheck, due)
+                elif status in (SENT, DEAD_LETTERED):
+                    finished.append(it)
+            dead = self._dead_workers({str(it.get("worker")) for it in held}, now)
+            for it in held:
+                if str(it.get("worker")) in dead:  # its worker stopped beating: take it over now
+                    work.append(_Work(it["pk"], it["sk"], "reclaim", now, it))
+                else:  # look again within a heartbeat: that worker may die with it
+                    open_items += 1
+                    recheck = min(recheck, float(it.get("lease_until") or 0), now + self.options.heartbeat_s)
+            passed = now >= minute.start + 60
+            repaired = self.outcomes.repair(finished) if passed and finished else 0
+            work.sort(key=lambda w: w.due_at)
+            mark_done = passed and not work and not open_items
+            if mark_done:
+                with self._write_lock:
+                    self._cursor.batch_put([{"pk": "minute", "sk": minute.key, "closed_at": iso(now),
+                                             "items": len(items), "ttl": int(now + 7 * 86400)}])
+            with self._lock:
+                minute.queue.extend(work)
+                minute.loaded = True
+                minute.done = mark_done
+                # open claims: look again when the first lease expires; a current minute: once it has passed
+                # (late additions by a re-plan); a passed one with queued work: as soon as the queue drains.
+                minute.recheck_at = recheck if open_items else (now if passed else minute.start + 60)
+                self.totals.repaired += repaired
+                self.totals.minutes_done += int(mark_done)
+        finally:
+            minute.scanning = False
+            self.wake.set()
+
+    def take_due(self, now: float, limit: int) -> list[_Work]:
+        out: list[_Work] = []
+        with self._lock:
+            for key in sorted(self._minutes):
+                queue = self._minutes[key].queue
+                while queue and len(out) < limit and queue[0].due_at <= now:
+                    out.append(queue.popleft())
+                if len(out) >= limit:
+                    break
+        return out
+
+    def due_retries(self, now: float, limit: int) -> list[_Work]:
+        """Retry index entries due by ``now``: a bounded sort-key range per shard partition.
+
+        Every pass looks at the last 3 minutes; once per minute, the whole lookback."""
+        if limit <= 0:
+            return []
+        current = minute_key(now)
+        span = 3
+        if current != self._last_full_retry_scan:
+            span = self.options.lookback_minutes + 1
+            self._last_full_retry_scan = current
+        end = tables.retry_sk(int(now * 1000), "~")
+        out: list[_Work] = []
+        base = math.floor(now / 60) * 60
+        for back in range(span):
+            mkey = minute_key(base - back * 60)
+            for shard in range(self.options.shards):
+                entries = self._retries.query(tables.schedule_pk(mkey, shard), key_range=KeyRange(end=end),
+                                              limit=limit - len(out))
+                for e in entries:
+                    out.append(_Work(e["schedule_pk"], e["schedule_sk"], "retry", float(e["due_at"]), e,
+                                     retry_key=(e["pk"], e["sk"])))
+                if len(out) >= limit:
+                    return out
+        return out
+
+    def next_due(self, now: float) -> float | None:
+        candidates: list[float] = [now + self.options.poll_s]
+        retry = self.outcomes.next_retry(now)
+        if retry is not None:
+            candidates.append(retry)
+        with self._lock:
+            for m in self._minutes.values():
+                if m.queue:
+                    candidates.append(m.queue[0].due_at)
+                elif not m.done and m.loaded and now < m.start + 60:
+                    candidates.append(m.start + 60)
+            nxt_minute = (math.floor((now + self.options.prefetch_s) / 60) + 1) * 60 - self.options.prefetch_s
+        candidates.append(nxt_minute)
+        return min(candidates)
+
+    # -- one notification ------------------------------------------------------------------------
+    def claim_batch(self, work: list[_Work], summary: PassSummary) -> list[_Claim]:
+        """Claim a pass's due items and take their dedupe records in two batched writes.
+
+        Batching is safe here and only here: a crash after a claim but before the send loses nothing
+        (the lease expires and the item is re-claimed, never sent twice). Outcomes, written after the
+        send, stay one per item, so a crash can repeat at most the sends in flight.
+        """
+        now = self.clock.now()
+        updates: list[Update] = []
+        attempts: list[int] = []
+        tokens: list[str] = []
+        for w in work:
+            if w.kind == "new":
+                condition, attempt = Condition.matches(status=PENDING), 1
+            elif w.kind == "reclaim":
+                condition = Condition.matches(status=CLAIMED, claim_token=w.item.get("claim_token"))
+                attempt = int(w.item.get("attempt") or 1)
+            else:
+                failed = int(w.item.get("attempt") or 1)
+                condition, attempt = Condition.matches(status=RETRY_SCHEDULED, attempt=failed), failed + 1
+            token = uuid.uuid4().hex
+            claim = {"status": CLAIMED, "claim_token": token, "claimed_at": now,
+                     "lease_until": now + self.options.lease_s, "attempt": attempt, "worker": self.worker_id}
+            updates.append(Update(w.pk, w.sk, claim, condition))
+            attempts.append(attempt)
+            tokens.append(token)
+        try:
+            with self._write_lock:
+                items = self._schedules.update_many(updates)
+                for w in work:
+                    if w.retry_key is not None:
+                        self._retries.delete(*w.retry_key)
+        except NotifyError:
+            # Nothing was claimed (SQLite) or some were: their leases expire and a later pass re-claims them.
+            log.exception("claiming a batch failed; its items stay due", extra={"items": len(work)})
+            summary.lost_claims += len(work)
+            return []
+        summary.lost_claims += sum(1 for i in items if i is None)
+        self._recheck_soon({w.pk.rsplit("#", 1)[0] for w, i in zip(work, items, strict=True) if i is None}, now)
+        claimed = [_Claim(w, i, t, a) for w, i, t, a in zip(work, items, tokens, attempts, strict=True)
+                   if i is not None]
+        return self._drop_duplicates(claimed, now, summary)
+
+    def _recheck_soon(self, minute_keys: set[str], now: float) -> None:
+        """Minutes where another worker won claims: re-scan them within a heartbeat, to take over its
+        claims if it dies (a scan that saw them all pending would otherwise wait for the minute's end)."""
+        if not minute_keys or self.options.heartbeat_s <= 0:
+            return
+        with self._lock:
+            for key in minute_keys:
+                minute = self._minutes.get(key)
+                if minute is not None and not minute.done:
+                    minute.recheck_at = min(minute.recheck_at, now + self.options.heartbeat_s)
+
+    def _drop_duplicates(self, claimed: list[_Claim], now: float, summary: PassSummary) -> list[_Claim]:
+        """Take the 24-hour dedupe record of every claimed notification in one batched write; a second
+        schedule item with the same notification id within 24 h is finished as ``duplicate``, unsent."""
+        records = []
+        for c in claimed:
+            item = c.item
+            records.append(Update(str(item["notification_id"]), tables.DEDUPE_SK, {
+                "schedule_pk": item["pk"], "schedule_sk": item["sk"], "user_id": item["user_id"],
+                "campaign_id": item["campaign_id"], "send_at": item.get("send_at"), "plan_day": item.get("plan_day"),
+                "claimed_at": now, "ttl": int(now + DEDUPE_WINDOW_S)}, Condition.absent()))
+        with self._write_lock:
+            taken = self._dedupe.update_many(records)
+        keep: list[_Claim] = []
+        for c, record in zip(claimed, taken, strict=True):
+            if record is not None or self._owns_dedupe(c.item):
+                keep.append(c)
+                continue
+            self.outcomes.finish(c.item, c.token, {"status": DUPLICATE, "outcome_at": iso(now)})
+            log.info("delivery suppressed: duplicate within 24 h", extra=_log_fields(c.item, c.attempt, "duplicate"))
+            DELIVERIES.labels("duplicate", self.channel_name).inc()
+            summary.count("duplicate", None, c.work.kind == "reclaim")
+        return keep
+
+    def _owns_dedupe(self, item: Item) -> bool:
+        """The record exists: ours (re-claimed after a crash) or expired-and-gone, else another item's."""
+        current = self._dedupe.get(str(item["notification_id"]), tables.DEDUPE_SK, consistent=True)
+        owner = None if current is None else (current.get("schedule_pk"), current.get("schedule_sk"))
+        return owner is None or owner == (item["pk"], item["sk"])

@@ -1,0 +1,263 @@
+"""Recording what happened to a claimed notification: its outcome on the schedule item, the retry index
+entry, and the derived rows (deliveries, sends, the plan's status, dead letters, campaign counts).
+
+Split from the claiming side (:mod:`notify_core.delivery.claims`) because the two have different
+write disciplines: claims are batched before sending, outcomes are group-committed after it (see
+:meth:`Outcomes.finish`) and derived rows are batched per pass and re-created at minute close.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+
+from notify_core.clock import Clock
+from notify_core.delivery.channels import Outcome, SendResult
+from notify_core.delivery.summary import Result, WorkerOptions
+from notify_core.errors import NotifyError
+from notify_core.lifecycle import CLAIMED, DEAD_LETTERED, RETRY_SCHEDULED, SENT, check_move
+from notify_core.slo import LOG_RETENTION_DAYS
+from notify_core.store import tables
+from notify_core.store.port import Condition, Item, Store, Update
+
+log = logging.getLogger("notify_core.delivery.worker")  # one logger name for the whole delivery loop
+
+LOG_TTL_S = LOG_RETENTION_DAYS * 24 * 3600  # spec §8's log retention, owned by the SLO table
+_PLAN_KEYS = ("notification_id", "user_id", "campaign_id", "plan_day", "slot", "send_at", "due_minute", "shard",
+              "expected_value", "ttl")
+
+DELIVERIES = Counter("notify_deliveries_total", "Delivery attempts by outcome", ["outcome", "channel"])
+LATENESS = Histogram("notify_delivery_lateness_seconds", "Delivered time minus scheduled time",
+                     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0))
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_ts(value: Any) -> float:
+    """ISO (``Z`` or offset) -> epoch seconds."""
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+
+
+def minute_key(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M")
+
+
+@dataclass(eq=False)
+class _Finish:
+    """One sender's outcome waiting to be group-committed (see :meth:`Outcomes.finish`)."""
+
+    update: Update
+    done: threading.Event = field(default_factory=threading.Event)
+    lost: bool = False
+    error: NotifyError | None = None
+
+
+class Outcomes:
+    """The recording side of one worker: outcomes, retries and derived rows (thread-safe)."""
+
+    def __init__(
+        self, store: Store, *, clock: Clock, options: WorkerOptions, channel_name: str, worker_id: str,
+        write_lock: contextlib.AbstractContextManager[Any],
+        on_campaign_counts: Callable[[Store, Mapping[tuple[str, str], int]], None] | None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.options = options
+        self.channel_name = channel_name
+        self.worker_id = worker_id
+        self._write_lock = write_lock
+        self._schedules = store.table(tables.SCHEDULES)
+        self._retries = store.table(tables.RETRIES)
+        self._deliveries = store.table(tables.DELIVERIES)
+        self._lock = threading.Lock()
+        self.retry_hints: list[float] = []  # due times of retries this worker scheduled (a heap)
+        self._projections: list[tuple[str, Item]] = []
+        self._campaign_counts: dict[tuple[str, str], int] = {}
+        self._proj_lock = threading.Lock()
+        self._finishes: list[_Finish] = []  # outcomes waiting for the next group commit
+        self._finish_lock = threading.Lock()
+        self._on_counts = on_campaign_counts
+
+    def next_retry(self, now: float) -> float | None:
+        """The earliest retry this worker scheduled that is still ahead of ``now``."""
+        with self._lock:
+            while self.retry_hints and self.retry_hints[0] <= now:  # due ones were taken by this pass
+                heapq.heappop(self.retry_hints)
+            return self.retry_hints[0] if self.retry_hints else None
+
+    def record(
+        self, item: Item, token: str, attempt: int, result: SendResult, now: float, *, reclaimed: bool,
+        request_id: str | None,
+    ) -> tuple[Result, float | None, bool]:
+        """Write one attempt's outcome (sent, a retry, or a dead letter) and queue its derived rows."""
+        send_at = _send_ts(item)
+        lateness = now - send_at
+        common = {"attempt": attempt, "outcome_at": iso(now), "channel": self.channel_name,
+                  "status_code": result.status, "detail": result.detail}
+        if request_id:  # the delivery log row says which invocation made the attempt
+            common["request_id"] = request_id
+        outcome: Result
+        if result.ok:
+            fields = {**common, "status": SENT, "delivered_at": iso(now), "delivered_ts": now,
+                      "latency_s": round(lateness, 4)}
+            outcome = "delivered"
+            LATENESS.observe(max(0.0, lateness))
+        elif result.outcome is Outcome.RETRYABLE and attempt < self.options.max_attempts:
+            due = now + self.options.retry_delays_s[attempt - 1]
+            shard = int(item.get("shard") or 0)
+            entry = {"pk": tables.schedule_pk(minute_key(due), shard), "sk": tables.retry_sk(int(due * 1000),
+                     str(item["notification_id"])), "schedule_pk": item["pk"], "schedule_sk": item["sk"],
+                     "attempt": attempt, "due_at": due, "ttl": int(due + 7 * 86400)}
+            with self._write_lock:  # the index first: a crash after it leaves a harmless stale entry
+                self._retries.batch_put([entry])
+            with self._lock:
+                heapq.heappush(self.retry_hints, due)
+            fields = {**common, "status": RETRY_SCHEDULED, "next_attempt_at": due, "last_error": result.detail}
+            outcome = "retried"
+        else:
+            fields = {**common, "status": DEAD_LETTERED, "last_error": result.detail, "dead_lettered_at": iso(now)}
+            outcome = "dead_lettered"
+        final = {**item, **fields}
+        self.finish(item, token, fields)
+        self.project(final, outcome)
+        DELIVERIES.labels(outcome, self.channel_name).inc()
+        if log.isEnabledFor(logging.INFO):
+            extra = _log_fields(item, attempt, outcome)
+            extra.update(delivered_at=iso(now), lateness_s=round(lateness, 4), status_code=result.status,
+                         detail=result.detail, channel=self.channel_name, worker=self.worker_id)
+            if request_id:
+                extra["request_id"] = request_id
+            log.info("delivery attempt", extra=extra)
+        return outcome, (lateness if result.ok else None), reclaimed
+
+    def finish(self, item: Item, token: str, fields: Mapping[str, Any]) -> None:
+        """Record an outcome under the claim token, group-committed with the other senders' outcomes.
+
+        Between a send and this write, a ``kill -9`` means a resend after the lease (a duplicate at the
+        channel, which dedupes on the Idempotency-Key). Committing each outcome alone made 16 senders
+        queue for one single-row transaction each, and the queue is that window: whoever gets the
+        write lock commits every outcome waiting, in one transaction, and the others just wait for it.
+        """
+        if "status" in fields:
+            check_move(CLAIMED, fields["status"])  # every outcome ends a claim
+        entry = _Finish(Update(item["pk"], item["sk"], dict(fields), Condition.matches(claim_token=token)))
+        with self._finish_lock:
+            self._finishes.append(entry)
+        with self._write_lock:
+            with self._finish_lock:
+                batch, self._finishes = self._finishes, []
+            if batch:
+                self._commit_finishes(batch)
+        entry.done.wait()
+        if entry.error is not None:
+            raise entry.error
+        if entry.lost:
+            # Our lease expired and another worker re-claimed it: its outcome will stand.
+            log.warning("lease lost before the outcome was recorded",
+                        extra={"notification_id": item.get("notification_id"), "worker": self.worker_id})
+
+    def _commit_finishes(self, batch: list[_Finish]) -> None:
+        try:
+            results = self._schedules.update_many([f.update for f in batch])
+            for finish, result in zip(batch, results, strict=True):
+                finish.lost = result is None
+        except NotifyError as exc:
+            for finish in batch:
+                finish.error = exc
+        finally:
+            for finish in batch:
+                finish.done.set()
+
+    # -- derived rows ------------------------------------------------------------------------------
+    def project(self, final: Item, outcome: str) -> None:
+        rows = projections(final, outcome, now=self.clock.now())
+        with self._proj_lock:
+            self._projections.extend(rows)
+            if outcome == "delivered":
+                key = (str(final["campaign_id"]), str(final.get("delivered_at", ""))[:10])
+                self._campaign_counts[key] = self._campaign_counts.get(key, 0) + 1
+
+    def flush(self) -> None:
+        """Write the batched derived rows (one batch per table)."""
+        with self._proj_lock:
+            rows, self._projections = self._projections, []
+            counts, self._campaign_counts = self._campaign_counts, {}
+        by_table: dict[str, list[Item]] = {}
+        for table, row in rows:
+            by_table.setdefault(table, []).append(row)
+        with self._write_lock:
+            for table, items in by_table.items():
+                self.store.table(table).batch_put(items)
+        if counts and self._on_counts is not None:
+            with self._write_lock:
+                self._on_counts(self.store, counts)
+
+    def repair(self, finished: list[Item]) -> int:
+        """Re-create derived rows a crash lost (the schedule item says sent/dead-lettered, no deliveries row)."""
+        keys = [(str(i["notification_id"]), tables.attempt_sk(int(i.get("attempt") or 1))) for i in finished]
+        have = {(r["pk"], r["sk"]) for r in self._deliveries.batch_get(keys)}
+        missing = [i for i, k in zip(finished, keys, strict=True) if k not in have]
+        for item in missing:
+            self.project(item, "delivered" if item.get("status") == SENT else "dead_lettered")
+        if missing:
+            self.flush()
+        return len(missing)
+
+
+def _send_ts(item: Mapping[str, Any]) -> float:
+    value = item.get("send_at")
+    if not value:
+        return 0.0
+    return parse_ts(value)
+
+
+def _log_fields(item: Mapping[str, Any], attempt: int, outcome: str) -> dict[str, Any]:
+    return {"notification_id": item.get("notification_id"), "user_id": item.get("user_id"),
+            "campaign_id": item.get("campaign_id"), "attempt": attempt, "outcome": outcome,
+            "scheduled_at": item.get("send_at")}
+
+
+def projections(final: Mapping[str, Any], outcome: str, *, now: float) -> Iterator[tuple[str, Item]]:
+    """The derived rows of one attempt's outcome: (table, item) pairs (see the module docstring); ``now``
+    (the worker's clock) starts their retention."""
+    nid = str(final["notification_id"])
+    uid = str(final["user_id"])
+    cid = str(final["campaign_id"])
+    attempt = int(final.get("attempt") or 1)
+    outcome_at = str(final.get("outcome_at") or final.get("delivered_at") or "")
+    ttl = int(now + LOG_TTL_S)
+    delivery: Item = {
+        "pk": nid, "sk": tables.attempt_sk(attempt), "notification_id": nid, "user_id": uid, "campaign_id": cid,
+        "attempt": attempt,
+        "outcome": {"delivered": SENT, "retried": RETRY_SCHEDULED}.get(outcome, outcome),
+        "scheduled_at": final.get("send_at"), "attempted_at": outcome_at, "delivered_at": final.get("delivered_at"),
+        "latency_s": final.get("latency_s"), "status_code": final.get("status_code"), "detail": final.get("detail"),
+        "channel": final.get("channel"), "worker": final.get("worker"), "plan_day": final.get("plan_day"),
+        "schedule_pk": final.get("pk"), "schedule_sk": final.get("sk"), "ttl": ttl,
+    }
+    if final.get("request_id"):
+        delivery["request_id"] = final["request_id"]
+    yield tables.DELIVERIES, delivery
+    if outcome == "delivered":
+        when = datetime.fromisoformat(str(final["delivered_at"]).replace("Z", "+00:00"))
+        yield tables.SENDS, {"pk": uid, "sk": tables.send_sk(when, cid), "campaign_id": cid,
+                             "ts": str(final["delivered_at"]), "notification_id": nid, "ttl": ttl}
+        if final.get("plan_day"):
+            plan = {k: final[k] for k in _PLAN_KEYS if k in final}
+            yield tables.PLANS, {**plan, "pk": uid, "sk": tables.plan_sk(str(final["plan_day"]), nid), "status": SENT,
+                                 "sent_at": str(final["delivered_at"])}
+    elif outcome == "dead_lettered":
+        day = outcome_at[:10] or "unknown"
+        yield tables.DEAD_LETTERS, {"pk": day, "sk": f"{outcome_at}#{nid}", "notification_id": nid, "user_id": uid,
+                                    "campaign_id": cid, "attempts": attempt, "last_error": final.get("last_error"),
+                                    "schedule_pk": final.get("pk"), "schedule_sk": final.get("sk"), "ttl": ttl}

@@ -1,0 +1,98 @@
+"""The API edge in the rendered CloudFormation: routes from the OpenAPI document, the key authorizer in
+front of every scoped route, the pepper from a secret, least privilege for the key check, SLO alarms."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from lambdas import routes as route_table
+from lambdas.openapi import openapi_document
+from notify_cli import deploy_templates
+from notify_core import slo
+from notify_core.store import tables
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return deploy_templates.cloudformation()
+
+
+def _of_type(template: dict[str, Any], kind: str) -> dict[str, Any]:
+    return {k: r for k, r in template["Resources"].items() if r["Type"] == kind}
+
+
+def test_the_api_routes_are_the_openapi_documents(template: dict[str, Any]) -> None:
+    documented = {f"{m.upper()} {p}" for p, item in openapi_document()["paths"].items() for m in item}
+    rendered = {r["Properties"]["RouteKey"] for r in _of_type(template, "AWS::ApiGatewayV2::Route").values()}
+    assert rendered == documented == {r.key for r in route_table.ROUTES}
+
+
+def test_a_route_missing_from_the_document_fails_the_rendering(monkeypatch: pytest.MonkeyPatch) -> None:
+    extra = route_table.GatewayRoute("DELETE", "/v1/campaigns/{campaign_id}", "lambdas.upsert_campaign:handler",
+                                     scope="campaigns:write")
+    monkeypatch.setattr(route_table, "ROUTES", [*route_table.ROUTES, extra])
+    with pytest.raises(RuntimeError, match="DELETE /v1/campaigns"):
+        deploy_templates.cloudformation()
+
+
+def test_every_scoped_route_goes_through_the_key_authorizer(template: dict[str, Any]) -> None:
+    scopes = {r.key: r.scope for r in route_table.ROUTES}
+    for route in _of_type(template, "AWS::ApiGatewayV2::Route").values():
+        props = route["Properties"]
+        if scopes[props["RouteKey"]]:
+            assert props["AuthorizationType"] == "CUSTOM" and props["AuthorizerId"] == {"Ref": "ApiKeyAuthorizer"}
+        else:  # the signed tracking links are public
+            assert props["AuthorizationType"] == "NONE" and "AuthorizerId" not in props
+    [authorizer] = _of_type(template, "AWS::ApiGatewayV2::Authorizer").values()
+    props = authorizer["Properties"]
+    assert props["AuthorizerType"] == "REQUEST" and props["EnableSimpleResponses"] is True
+    assert props["AuthorizerPayloadFormatVersion"] == "2.0"
+    assert "${AuthorizerFunction.Arn}" in props["AuthorizerUri"]["Fn::Sub"]
+    # cached only when asked for, and then keyed by the key *and* the route (scopes differ per route)
+    assert props["IdentitySource"]["Fn::If"][1] == ["$request.header.x-api-key", "$context.routeKey"]
+    function = template["Resources"]["AuthorizerFunction"]["Properties"]
+    assert function["ImageConfig"]["Command"] == ["lambdas.authorizer.handler"]
+    stage = template["Resources"]["HttpApiStage"]["Properties"]["DefaultRouteSettings"]
+    assert stage["ThrottlingRateLimit"] == {"Ref": "ApiThrottleRate"}  # API Gateway throttling in front
+
+
+def test_the_key_check_is_read_only_on_the_key_table_alone(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    table_of = {logical: r["Properties"]["TableName"]["Fn::Sub"].removeprefix("${TablePrefix}")
+                for logical, r in resources.items() if r["Type"] == "AWS::DynamoDB::Table"}
+    for function in ("AuthorizerFunction", "CaptureEventsFunction"):
+        role = resources[resources[function]["Properties"]["Role"]["Fn::GetAtt"][0]]["Properties"]
+        statements = [s for p in role.get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
+        dynamo = [s for s in statements if str(s["Action"]).count("dynamodb:")]
+        assert [table_of[a["Fn::GetAtt"][0]] for s in dynamo for a in s["Resource"]] == [tables.API_KEYS]
+        assert not any(a.startswith(("dynamodb:Put", "dynamodb:Update", "dynamodb:Delete", "dynamodb:BatchWrite"))
+                       for s in dynamo for a in s["Action"]), function
+
+
+def test_the_pepper_comes_from_a_secret_to_every_function_that_checks_keys(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    secret = resources["ApiKeyPepper"]["Properties"]
+    assert secret["KmsKeyId"] == {"Ref": "DataKey"} and secret["GenerateSecretString"]["PasswordLength"] >= 32
+    checking = {k for k, f in _of_type(template, "AWS::Lambda::Function").items()
+                if "NOTIFY_API_KEY_PEPPER" in f["Properties"]["Environment"]["Variables"]}
+    handlers = {f"{deploy_templates._function_name(r.handler)}Function" for r in route_table.ROUTES}
+    assert checking == handlers | {"AuthorizerFunction"}  # not the scheduled delivery run
+    for name in checking:
+        value = resources[name]["Properties"]["Environment"]["Variables"]["NOTIFY_API_KEY_PEPPER"]
+        assert value == {"Fn::Sub": "{{resolve:secretsmanager:${ApiKeyPepper}:SecretString}}"}
+
+
+def test_the_slo_alarms_and_log_retention_are_in_the_template(template: dict[str, Any]) -> None:
+    alarms = _of_type(template, "AWS::CloudWatch::Alarm")
+    assert len(alarms) == len(slo.OBJECTIVES)
+    assert all(a["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}] for a in alarms.values())
+    topic = template["Resources"]["AlarmTopic"]["Properties"]
+    assert topic["KmsMasterKeyId"] == {"Ref": "DataKey"}
+    key_policy = template["Resources"]["DataKey"]["Properties"]["KeyPolicy"]["Statement"]
+    assert any(s["Principal"] == {"Service": "cloudwatch.amazonaws.com"} for s in key_policy)
+    assert "KafkaClusterName" in template["Parameters"]
+    for name, function in _of_type(template, "AWS::Lambda::Function").items():
+        group = template["Resources"][function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]]
+        assert group["Properties"]["RetentionInDays"] == slo.LOG_RETENTION_DAYS == 30, name

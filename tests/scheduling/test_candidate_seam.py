@@ -1,0 +1,62 @@
+"""Issue 20: one way for the planner to get candidates. The cosine fallback serves only when no index is
+published; an artefact store that fails is an error of the plan, not a silent switch to the fallback."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from notify_core.errors import BackendError
+from notify_core.recommend.artefacts import LocalArtefactStore
+from notify_core.scheduling.service import candidates_for
+from notify_core.store.sqlite import SqliteStore
+
+NOW = datetime(2031, 5, 14, 9, 0, tzinfo=UTC)
+
+
+class _Unreachable(LocalArtefactStore):
+    """An artefact store whose backend is down (S3 unreachable): every read fails."""
+
+    def stamp(self, name: str) -> str | None:
+        raise BackendError("S3 get campaign_index/CURRENT failed: connection refused")
+
+
+def _fallback(calls: list[tuple[list[str], list[str], int]]):
+    def fallback(user_ids: list[str], campaign_ids: list[str], k: int) -> pl.DataFrame:
+        calls.append((user_ids, campaign_ids, k))
+        return pl.DataFrame({"user_id": user_ids, "campaign_id": campaign_ids[:1] * len(user_ids),
+                             "relevance": [0.5] * len(user_ids)})
+    return fallback
+
+
+def test_without_a_published_index_the_cosine_fallback_serves(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.sqlite")
+    calls: list[tuple[list[str], list[str], int]] = []
+    for artefacts in (None, LocalArtefactStore(tmp_path / "artefacts")):  # none configured; none published
+        frame, source = candidates_for(store, ["u1", "u2"], ["c1", "c2"], artefacts=artefacts,
+                                       fallback=_fallback(calls), k=7, now=NOW)
+        assert source == "cosine_fallback" and frame["user_id"].to_list() == ["u1", "u2"]
+    assert calls == [(["u1", "u2"], ["c1", "c2"], 7)] * 2
+    store.close()
+
+
+def test_a_failing_artefact_store_fails_the_plan_instead_of_degrading_it(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.sqlite")
+    calls: list[tuple[list[str], list[str], int]] = []
+    with pytest.raises(BackendError, match="connection refused"):
+        candidates_for(store, ["u1"], ["c1"], artefacts=_Unreachable(tmp_path / "a"), fallback=_fallback(calls),
+                       k=5, now=NOW)
+    assert calls == []  # before issue 20: a warning, and the fallback's plan
+    store.close()
+
+
+def test_plan_for_users_surfaces_it_too(tmp_path: Path) -> None:
+    from notify_core.scheduling.service import plan_for_users
+
+    store = SqliteStore(tmp_path / "s.sqlite")
+    with pytest.raises(BackendError):
+        plan_for_users(store, ["u1"], plan_day=date(2031, 5, 14), now=NOW, artefacts=_Unreachable(tmp_path / "a"))
+    store.close()
