@@ -79,10 +79,12 @@ def campaign_items(data: ScaleData, start: int, stop: int) -> list[dict[str, Any
     return items
 
 
-def ensure_index(data: ScaleData, artefacts: LocalArtefactStore, options: IndexOptions) -> tuple[str, float, bool]:
-    """The cached version for this data set and options, or a fresh build (returns version, build s, cached)."""
+def ensure_index(data: ScaleData, artefacts: LocalArtefactStore, options: IndexOptions,
+                 copurchase_neighbours: int = 0) -> tuple[str, float, bool]:
+    """The cached version for this data set and options, or a fresh build (returns version, build s, cached).
+    ``copurchase_neighbours``: ship a synthetic co-purchase map with that many neighbours a product."""
     tag = (f"{data.spec.name}-{options.kind}-{options.dtype}-lists{options.lists}-M{options.connectivity}"
-           f"-efa{options.expansion_add}-v3")
+           f"-efa{options.expansion_add}-v3" + (f"-co{copurchase_neighbours}" if copurchase_neighbours else ""))
     version = current_version(artefacts)
     manifest = read_manifest(artefacts, version) if version else None
     if manifest is not None and manifest.extra.get("tag") == tag:
@@ -107,9 +109,32 @@ def ensure_index(data: ScaleData, artefacts: LocalArtefactStore, options: IndexO
                         dtype=options.dtype, search_effort=options.search_effort or DEFAULT_EFFORT[options.kind],
                         params=index.params, model="synthetic", built_at=built.isoformat(),
                         build_seconds=round(seconds, 2), recall_passed=True, extra={"tag": tag})
-    save_version(artefacts, index, campaigns=side, popular=pl.DataFrame(popular_rows), manifest=manifest)
+    copurchase = synthetic_copurchase(data, copurchase_neighbours) if copurchase_neighbours else None
+    save_version(artefacts, index, campaigns=side, popular=pl.DataFrame(popular_rows), manifest=manifest,
+                 copurchase=copurchase)
     publish(artefacts, manifest.version)
     return manifest.version, seconds, False
+
+
+def synthetic_copurchase(data: ScaleData, neighbours: int) -> pl.DataFrame:
+    """Each product's ``neighbours`` co-purchased products, drawn from its campaign's taste cluster (the
+    serving cost of the co-purchase path: its sums and the ranker's BM25 strength)."""
+    from notify_core.recommend.index import COPURCHASE_SCHEMA
+
+    rng = np.random.default_rng([data.spec.seed, 13])
+    products = data.spec.campaigns // 3
+    cluster = data.campaign_cluster[np.arange(products) * 3]
+    order = np.argsort(cluster, kind="stable")
+    bounds = np.searchsorted(cluster[order], np.arange(data.spec.clusters + 1))
+    rows: dict[str, list[Any]] = {"product_id": [], "neighbour": [], "similarity": []}
+    for p in range(products):
+        c = int(cluster[p])
+        pool = order[bounds[c]:bounds[c + 1]]
+        picked = rng.choice(pool, size=min(neighbours, len(pool)), replace=False)
+        rows["product_id"] += [f"P{p}"] * len(picked)
+        rows["neighbour"] += [f"P{int(q)}" for q in picked]
+        rows["similarity"] += rng.random(len(picked)).tolist()
+    return pl.DataFrame(rows, schema=COPURCHASE_SCHEMA)
 
 
 def ensure_store(data: ScaleData, data_dir: Path, users: list[int]) -> float:

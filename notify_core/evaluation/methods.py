@@ -144,7 +144,7 @@ class Signals:
         return self._memo("ranker_features", lambda: scoring.ranker_features(
             best_orders=self.best_orders(), days_since=self.days_since(),
             copurchase=self.bm25_copurchase(), similarity=self.cosine(), popularity=self.popularity_share(),
-            priority=self.split.priority[None, :].astype(np.float64)))
+            priority=self.split.priority[None, :].astype(np.float64), bm25=self.bm25()))
 
 
 def notify_vectors(split: Split, embedder: Embedder, *, progress: Progress | None = None) -> tuple[Vectors, Vectors]:

@@ -6,9 +6,10 @@ the scored window's start and refuses any row on or after it; inside, it cuts it
 the labels and the fitted coefficients are all computed from data the scored window never contains.
 :func:`notify_core.evaluation.methods.ranker_scores` refuses a ranker fitted after the window it scores.
 
-What was chosen once, before any scored window was looked at (README): the feature set
-(:data:`scoring.RANKER_FEATURES`), the model family (L2 logistic regression, ``l2 = 1``), the candidate
-set and the negative sampling below. Only the coefficients are learned, per scored window.
+What was chosen before any rolling or held-out window was scored with it (README): the feature set
+(:data:`scoring.RANKER_FEATURES`, second design, chosen on the development windows of
+``rolling.DEVELOPMENT_CUTOFFS``), the model family (L2 logistic regression, ``l2 = 1``), the candidate set
+and the negative sampling below. Only the coefficients are learned, per scored window.
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ from notify_core.recommend.ann import (
     unit_rows,
 )
 from notify_core.recommend.artefacts import ArtefactStore
+from notify_core.recommend.scoring import NeighbourMatrix
 
 PREFIX = "campaign_index"
 CURRENT = f"{PREFIX}/CURRENT"
@@ -356,6 +357,8 @@ class LoadedIndex:
     table: CampaignTable
     popular: dict[str, tuple[tuple[str, float], ...]]
     copurchase: dict[str, tuple[tuple[str, float], ...]] = field(default_factory=dict)  # product -> neighbours
+    # the same map as a sparse matrix, built with the version (not on the first request that needs it)
+    copurchase_matrix: NeighbourMatrix | None = None
 
 
 def open_index(path: Path, manifest: Manifest, *, keys: npt.NDArray[np.uint64], view: bool = True) -> AnnIndex:
@@ -400,6 +403,7 @@ def load_version(artefacts: ArtefactStore, version: str, *, view: bool = True,
         table=CampaignTable.from_frame(keys_frame.drop("key", "content_hash")),
         popular={s: tuple(v) for s, v in popular.items()},
         copurchase={p: tuple(n) for p, n in copurchase.items()},
+        copurchase_matrix=NeighbourMatrix.of(copurchase) if copurchase else None,
     )
 
 

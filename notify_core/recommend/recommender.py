@@ -266,8 +266,8 @@ class Recommender:
         repeat_orders = np.concatenate([np.full(len(r), user.orders_by_product[p], dtype=np.float64)
                                         for p, r in promoted.items()]) if promoted else np.zeros(0)
         repeat_products = [p for p, r in promoted.items() for _ in range(len(r))]
-        co_rows, co_values = self.copurchase_rows(snapshot, user) if self.weights.copurchase or self.ranker else (
-            np.zeros(0, dtype=np.int64), np.zeros(0))
+        co_rows, co_values, co_raw = self.copurchase_rows(snapshot, user) if self.weights.copurchase or self.ranker \
+            else (np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0))
         co_k = scoring.RANKER_COPURCHASE if self.ranker is not None else scoring.COPURCHASE_CANDIDATES
         top_co = co_rows[np.lexsort((table.id_rank[co_rows], -co_values))[:co_k]] if len(co_rows) else co_rows
         popular_rows = self._popular_rows(snapshot) if self.ranker is not None else None
@@ -276,7 +276,7 @@ class Recommender:
         rows = np.unique(np.concatenate([ann_rows, repeat_rows, top_co, extra]))
         self._score(out, snapshot, user, rows, now=now, ann=(ann_rows, ann_sims),
                     repeat=(repeat_rows, repeat_orders), co=(co_rows, co_values), popular=popular_rows,
-                    repeat_products=repeat_products)
+                    repeat_products=repeat_products, bm25=(co_rows, co_raw))
         if out.eligible < limit:  # no vector, or too few eligible: fill from what is popular where they live
             pop_ids, pop_values = self._popular(snapshot, user.country)
             pop_rows = table.rows_of(pop_ids)
@@ -286,7 +286,8 @@ class Recommender:
             pop_rows, pop_values = pop_rows[order], pop_values[order]
             self._score(out, snapshot, user, pop_rows, now=now, ann=(ann_rows, ann_sims),
                         repeat=(repeat_rows, repeat_orders), co=(co_rows, co_values),
-                        popularity=pop_values, popular=popular_rows, repeat_products=repeat_products)
+                        popularity=pop_values, popular=popular_rows, repeat_products=repeat_products,
+                        bm25=(co_rows, co_raw))
         items = self._top(out, table, limit=limit)
         strategy: Strategy = "personalised" if user.vector is not None else "fallback"
         return Recommendations(user_id=user.user_id, items=items, strategy=strategy, index_version=snapshot.version,
@@ -296,7 +297,7 @@ class Recommender:
                ann: tuple[Rows, npt.NDArray[np.float32]], repeat: tuple[Rows, npt.NDArray[np.float64]],
                co: tuple[Rows, npt.NDArray[np.float64]], popularity: npt.NDArray[np.float64] | None = None,
                popular: tuple[Rows, npt.NDArray[np.float64]] | None = None,
-               repeat_products: Sequence[str] = ()) -> None:
+               repeat_products: Sequence[str] = (), bm25: tuple[Rows, npt.NDArray[np.float64]] | None = None) -> None:
         """Filter and score sorted unique ``rows``; append the eligible ones to ``out``."""
         out.seen += len(rows)
         if not len(rows):
@@ -333,7 +334,7 @@ class Recommender:
             features = scoring.ranker_features(
                 best_orders=best_orders, days_since=days, copurchase=copurchase, similarity=similarity,
                 popularity=_lookup(rows, *popular, default=0.0) if popular is not None else 0.0,
-                priority=table.priority[rows])
+                priority=table.priority[rows], bm25=_lookup(rows, *bm25, default=0.0) if bm25 is not None else 0.0)
             score = np.asarray(scoring.ranker_score(self.ranker, features))
         else:
             score = np.asarray(scoring.blend(similarity=similarity, affinity=affinity, priority=table.priority[rows],
@@ -385,21 +386,32 @@ class Recommender:
         return out
 
     @staticmethod
-    def copurchase_rows(snapshot: ServingSnapshot, user: UserContext) -> tuple[Rows, npt.NDArray[np.float64]]:
+    def copurchase_rows(snapshot: ServingSnapshot,
+                        user: UserContext) -> tuple[Rows, npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """The user's co-purchase affinity in (0, 1] per campaign row, rows sorted (``scoring``'s functions
-        over the version's neighbour map); empty without a map or purchases."""
+        over the version's neighbour map), and the same rows' raw BM25 score (the ranker's ``bm25``);
+        empty without a map or purchases."""
         neighbours = snapshot.base.copurchase if snapshot.base is not None else {}
+        empty = (np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0))
         if not neighbours or not user.orders_by_product:
-            return np.zeros(0, dtype=np.int64), np.zeros(0)
-        products = scoring.copurchase_products(user.orders_by_product, neighbours)
+            return empty
+        matrix = snapshot.base.copurchase_matrix if snapshot.base is not None else None
+        products, raw = scoring.copurchase_product_scores(user.orders_by_product,
+                                                          matrix if matrix is not None else neighbours)
         promoted = snapshot.promoting(products)
-        by_row = scoring.copurchase_campaigns(products, lambda pid: promoted[pid].tolist() if pid in promoted else ())
+
+        def campaigns_of(pid: str) -> list[int]:
+            return promoted[pid].tolist() if pid in promoted else []
+
+        by_row = scoring.copurchase_campaigns(products, campaigns_of)
         if not by_row:
-            return np.zeros(0, dtype=np.int64), np.zeros(0)
+            return empty
+        raw_by_row = scoring.campaign_best(raw, campaigns_of)
         rows = np.fromiter(by_row, dtype=np.int64, count=len(by_row))
         values = np.fromiter(by_row.values(), dtype=np.float64, count=len(by_row))
+        raws = np.fromiter((raw_by_row.get(r, 0.0) for r in by_row), dtype=np.float64, count=len(by_row))
         order = np.argsort(rows)
-        return rows[order], values[order]
+        return rows[order], values[order], raws[order]
 
     @staticmethod
     def _popular(snapshot: ServingSnapshot, country: str | None) -> tuple[list[str], npt.NDArray[np.float64]]:

@@ -35,6 +35,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import sparse
 
+from notify_core.errors import ValidationError
+
 F64 = npt.NDArray[np.float64]
 Num = TypeVar("Num", float, F64)
 CampaignRef = TypeVar("CampaignRef", str, int)  # a campaign id, or serving's row number of it
@@ -143,20 +145,66 @@ def neighbour_map(item_sim: sparse.csr_matrix, product_ids: Sequence[str]) -> di
 def copurchase_products(orders_by_product: Mapping[str, int], neighbours: Neighbours) -> dict[str, float]:
     """Serving's product scores: sum over the user's products of log1p(orders) x neighbour similarity
     (one user's row of ``profile @ item_similarity`` in :func:`copurchase_affinity`)."""
-    out: dict[str, float] = {}
-    for pid, orders in orders_by_product.items():
-        if orders <= 0:
-            continue
-        weight = math.log1p(orders)
-        for other, sim in neighbours.get(pid, ()):
-            out[other] = out.get(other, 0.0) + weight * sim
-    return out
+    return copurchase_product_scores(orders_by_product, neighbours)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class NeighbourMatrix:
+    """A neighbour map as a products x products CSR matrix, built once per index version, so serving's
+    co-purchase sums are one sparse product instead of a Python loop over every neighbour of every
+    product the user bought (a heavy buyer has hundreds)."""
+
+    ids: npt.NDArray[np.object_]
+    index: dict[str, int]
+    matrix: sparse.csr_matrix
+
+    @classmethod
+    def of(cls, neighbours: Neighbours) -> NeighbourMatrix:
+        ids = sorted({p for p in neighbours} | {o for pairs in neighbours.values() for o, _ in pairs})
+        index = {p: i for i, p in enumerate(ids)}
+        rows, cols, vals = [], [], []
+        for pid, pairs in neighbours.items():
+            for other, sim in pairs:
+                rows.append(index[pid])
+                cols.append(index[other])
+                vals.append(sim)
+        matrix = sparse.csr_matrix((np.asarray(vals, dtype=np.float64), (rows, cols)), shape=(len(ids), len(ids)))
+        return cls(ids=np.asarray(ids, dtype=object), index=index, matrix=matrix)
+
+
+def copurchase_product_scores(orders_by_product: Mapping[str, int],
+                              neighbours: Neighbours | NeighbourMatrix) -> tuple[dict[str, float], dict[str, float]]:
+    """Two product scores from the user's neighbours: log1p(orders) x similarity (the
+    :func:`copurchase_affinity` profile) and distinct orders x similarity (implicit's BM25 ``recommend``
+    score, :func:`bm25_scores`: the ranker's ``bm25`` feature). Bought products score too, as in both.
+    Pass a :class:`NeighbourMatrix` (serving builds one per version) to skip building it per call."""
+    table = neighbours if isinstance(neighbours, NeighbourMatrix) else NeighbourMatrix.of(neighbours)
+    known = [(table.index[p], orders) for p, orders in orders_by_product.items() if orders > 0 and p in table.index]
+    if not known:
+        return {}, {}
+    rows = np.fromiter((r for r, _ in known), dtype=np.int64, count=len(known))
+    orders = np.fromiter((o for _, o in known), dtype=np.float64, count=len(known))
+    block = table.matrix[rows]
+    out: list[dict[str, float]] = []
+    for weight in (np.log1p(orders), orders):
+        summed = sparse.csr_matrix(weight[None, :]) @ block
+        keep = summed.data != 0
+        out.append(dict(zip(table.ids[summed.indices[keep]].tolist(), summed.data[keep].tolist(), strict=True)))
+    return out[0], out[1]
 
 
 def copurchase_campaigns(product_scores: Mapping[str, float],
                          campaigns_of: Callable[[str], Iterable[CampaignRef]]) -> dict[CampaignRef, float]:
     """Serving's co-purchase affinity in [0, 1]: a campaign's best promoted product / the user's best campaign
     (one user's row of :func:`copurchase_affinity`; campaigns scoring 0 are left out)."""
+    best = campaign_best(product_scores, campaigns_of)
+    top = max(best.values(), default=0.0)
+    return {cid: value / top for cid, value in best.items()} if top > 0 else {}
+
+
+def campaign_best(product_scores: Mapping[str, float],
+                  campaigns_of: Callable[[str], Iterable[CampaignRef]]) -> dict[CampaignRef, float]:
+    """Per campaign, its best promoted product's score (> 0 only): one user's row of :func:`campaign_max`."""
     best: dict[CampaignRef, float] = {}
     for pid, value in product_scores.items():
         if value <= 0:
@@ -164,8 +212,7 @@ def copurchase_campaigns(product_scores: Mapping[str, float],
         for cid in campaigns_of(pid):
             if value > best.get(cid, 0.0):
                 best[cid] = value
-    top = max(best.values(), default=0.0)
-    return {cid: value / top for cid, value in best.items()} if top > 0 else {}
+    return best
 
 
 def top_campaigns(scores: Mapping[str, float], k: int = COPURCHASE_CANDIDATES) -> list[str]:
@@ -194,7 +241,14 @@ def copurchase_affinity(user_rows: sparse.csr_matrix, item_sim: sparse.csr_matri
 # users x campaigns matrices with the same :func:`ranker_features` and :func:`ranker_score`. The feature
 # set and the model family were fixed before any scored window was looked at (README "nested temporal
 # validation"); only the coefficients are learned, each time on a window that ends where scoring starts.
-RANKER_FEATURES = ("frequency", "recency", "copurchase", "similarity", "popularity", "priority")
+# The "repeat_x_*" features are the bought (repeat) candidates' own slopes: a campaign promoting something
+# the user ordered and a new one are different questions (would they reorder it / would they try it), so
+# the model is segmented by that flag; ``bm25`` is the co-purchase strength before the per-user scaling.
+# This set (the second design) was chosen on the development windows only (scored from 2011-04-01 and
+# 2011-05-01, both ending before the first rolling cut-off): bench/ranker_design.py, notes/h17reco.md.
+RANKER_FEATURES = ("frequency", "recency", "copurchase", "similarity", "popularity", "priority", "repeat",
+                   "repeat_x_copurchase", "repeat_x_similarity", "repeat_x_popularity", "repeat_x_priority",
+                   "bm25", "repeat_x_bm25")
 RECENCY_DAYS = 30.0  # recency = exp(-days since the last order of a promoted product / 30)
 BM25_NEIGHBOURS = 100  # implicit's BM25Recommender(K=100): the co-purchase peer and the ranker's signal
 RANKER_COPURCHASE = 50  # the ranker's candidates: co-purchase's best campaigns per user ...
@@ -213,6 +267,11 @@ class LinearRanker:
     intercept: float = 0.0
     fitted_before: str = ""
 
+    def __post_init__(self) -> None:
+        if len(self.coefficients) != len(RANKER_FEATURES):  # a ranker fitted on another feature set
+            raise ValidationError(f"the ranker has {len(self.coefficients)} coefficients, the features are "
+                                  f"{len(RANKER_FEATURES)}: {', '.join(RANKER_FEATURES)}")
+
     def as_dict(self) -> dict[str, Any]:
         return {"features": list(RANKER_FEATURES), "coefficients": list(self.coefficients),
                 "intercept": self.intercept, "fitted_before": self.fitted_before}
@@ -221,27 +280,34 @@ class LinearRanker:
 # What serving ranks with: the coefficients `notify evaluate --cutoffs ...` fitted on the most recent window
 # of the shipped data (labels up to its held-out cut-off; fitted_before says which), copied here by hand
 # like any release artefact. Refit and copy when the data changes.
-SERVING_RANKER = LinearRanker(coefficients=(1.745012, 0.540939, 1.631382, 1.410042, 2.514295, -0.005184),
-                              intercept=-6.081301, fitted_before="2011-10-01")
+SERVING_RANKER = LinearRanker(
+    coefficients=(1.138945, 0.526907, 2.68666, 1.689692, 2.084309, 0.001495, -0.525677, -2.091194, 0.500512,
+                  0.666813, -0.011053, 0.127216, 0.148035),
+    intercept=-7.229188, fitted_before="2011-10-01")
 
 
 def ranker_features(*, best_orders: Any, days_since: Any, copurchase: Any, similarity: Any, popularity: Any,
-                    priority: Any) -> F64:
+                    priority: Any, bm25: Any) -> F64:
     """The features (last axis, :data:`RANKER_FEATURES` order) of any shape of candidates.
 
     ``best_orders``: distinct orders of the campaign's most-ordered product by the user; ``days_since``:
     days since the user last ordered one of its products (inf when never); ``copurchase`` in [0, 1]
     (:func:`copurchase_affinity` over the BM25 item-kNN neighbours: serving's :func:`copurchase_campaigns`
     over the neighbour map the index ships); ``similarity``: cosine of user and campaign vectors;
-    ``popularity`` in [0, 1] (:func:`popularity_share`); ``priority`` raw 1..5.
+    ``popularity`` in [0, 1] (:func:`popularity_share`); ``priority`` raw 1..5; ``bm25``: the campaign's
+    best product's BM25 item-kNN score, distinct orders x similarity (:func:`bm25_scores`, serving's second
+    :func:`copurchase_product_scores`), taken as log1p.
     """
     orders = np.maximum(np.asarray(best_orders, dtype=np.float64), 0.0)
     days = np.asarray(days_since, dtype=np.float64)
     recency = np.where(np.isfinite(days), np.exp(-np.maximum(days, 0.0) / RECENCY_DAYS), 0.0)
-    parts = np.broadcast_arrays(np.log1p(orders), recency, np.asarray(copurchase, dtype=np.float64),
-                                np.asarray(similarity, dtype=np.float64), np.asarray(popularity, dtype=np.float64),
-                                np.asarray(priority_term(priority), dtype=np.float64))
-    return np.stack(parts, axis=-1)
+    base = np.broadcast_arrays(np.log1p(orders), recency, np.asarray(copurchase, dtype=np.float64),
+                               np.asarray(similarity, dtype=np.float64), np.asarray(popularity, dtype=np.float64),
+                               np.asarray(priority_term(priority), dtype=np.float64),
+                               np.log1p(np.maximum(np.asarray(bm25, dtype=np.float64), 0.0)))
+    repeat = (base[0] > 0).astype(np.float64)
+    strength = base[6]
+    return np.stack([*base[:6], repeat, *(repeat * b for b in base[2:6]), strength, repeat * strength], axis=-1)
 
 
 def ranker_score(ranker: LinearRanker, features: F64) -> F64:

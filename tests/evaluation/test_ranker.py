@@ -11,18 +11,24 @@ from notify_core.recommend import scoring
 
 def test_features_are_computed_the_same_for_one_candidate_or_a_matrix() -> None:
     one = scoring.ranker_features(best_orders=3, days_since=30.0, copurchase=0.5, similarity=0.2, popularity=0.7,
-                                  priority=5)
+                                  priority=5, bm25=2.0)
     assert one.shape == (len(scoring.RANKER_FEATURES),)
-    assert one.tolist() == pytest.approx([np.log1p(3), np.exp(-1), 0.5, 0.2, 0.7, 1.0])
+    base = [np.log1p(3), np.exp(-1), 0.5, 0.2, 0.7, 1.0]
+    # a bought campaign: the repeat flag and its own slopes (repeat_x_*) carry the same values again
+    assert one.tolist() == pytest.approx([*base, 1.0, *base[2:], np.log1p(2.0), np.log1p(2.0)])
+    new = scoring.ranker_features(best_orders=0, days_since=np.inf, copurchase=0.5, similarity=0.2, popularity=0.7,
+                                  priority=5, bm25=2.0)
+    assert new.tolist() == pytest.approx([0.0, 0.0, *base[2:], 0.0, 0.0, 0.0, 0.0, 0.0, np.log1p(2.0), 0.0])
     never = scoring.ranker_features(best_orders=0, days_since=np.inf, copurchase=0, similarity=0, popularity=0,
-                                    priority=1)
+                                    priority=1, bm25=0.0)
     assert never.tolist() == [0.0] * len(scoring.RANKER_FEATURES)
     matrix = scoring.ranker_features(best_orders=np.array([[3.0, 0.0]]), days_since=np.array([[30.0, np.inf]]),
                                      copurchase=np.array([[0.5, 0.0]]), similarity=np.array([[0.2, 0.0]]),
-                                     popularity=np.array([[0.7, 0.0]]), priority=np.array([[5, 1]]))
+                                     popularity=np.array([[0.7, 0.0]]), priority=np.array([[5, 1]]),
+                                     bm25=np.array([[2.0, 0.0]]))
     assert matrix.shape == (1, 2, len(scoring.RANKER_FEATURES))
     assert matrix[0, 0].tolist() == one.tolist() and matrix[0, 1].tolist() == never.tolist()
-    ranker = scoring.LinearRanker(coefficients=tuple(range(1, 7)), intercept=0.5)
+    ranker = scoring.LinearRanker(coefficients=tuple(range(1, len(scoring.RANKER_FEATURES) + 1)), intercept=0.5)
     assert scoring.ranker_score(ranker, matrix)[0, 0] == pytest.approx(scoring.ranker_score(ranker, one))
 
 

@@ -79,3 +79,7 @@ def test_servings_per_user_copurchase_equals_the_evaluations_matrices() -> None:
         top = np.argsort(-matrix[u], kind="stable")[:scoring.COPURCHASE_CANDIDATES]
         expected = {cids[i] for i in top if matrix[u, i] > 0}
         assert set(scoring.top_campaigns(served)) == expected
+        raw = scoring.campaign_best(scoring.copurchase_product_scores(mine, neighbours)[1],
+                                    lambda pid: promoting.get(pid, ()))
+        bm25 = scoring.campaign_max(scoring.bm25_scores(row, sim), incidence)[0]  # the evaluation's Signals.bm25
+        assert np.allclose([raw.get(c, 0.0) for c in cids], bm25)

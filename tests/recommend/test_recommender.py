@@ -107,9 +107,28 @@ def test_copurchase_candidates_are_added_and_scored(world: World) -> None:
     assert world.recommender.recommend("u1").as_dict()["recommendations"][0]["copurchase"] >= 0.0
 
 
+def test_the_ranker_scores_copurchase_with_the_raw_bm25_strength(world: World) -> None:
+    """The ranker's ``bm25`` feature: distinct orders x neighbour similarity, before the per-user scaling
+    (implicit's BM25 ``recommend`` score, as the evaluation's ``Signals.bm25``)."""
+    neighbours = pl.DataFrame({"product_id": ["p001", "p001"], "neighbour": ["p050", "p052"],
+                               "similarity": [0.8, 0.4]}, schema=COPURCHASE_SCHEMA)
+    world.build_version(copurchase=neighbours)
+    world.holder.refresh(force=True)
+    base = world.holder.snapshot().base
+    assert base is not None and base.copurchase_matrix is not None  # built with the version, not per request
+    world.store.table(tables.USER_PRODUCT).put({"pk": "u1", "sk": "p001", "user_id": "u1", "product_id": "p001",
+                                                "order_count": 3})
+    ranker = scoring.LinearRanker(coefficients=(0.0,) * 11 + (2.0, 5.0), intercept=0.0)  # bm25 terms only
+    items = {r.campaign_id: r for r in world.recommender_with(candidates=3, ranker=ranker)
+             .recommend("u1", limit=60, now=NOW).items}
+    assert items["c050"].score == pytest.approx(2.0 * math.log1p(3 * 0.8))  # a new item: no repeat_x_bm25
+    assert items["c052"].score == pytest.approx(2.0 * math.log1p(3 * 0.4))
+    assert items["c050"].copurchase == pytest.approx(1.0) and items["c052"].copurchase == pytest.approx(0.5)
+
+
 def test_a_version_without_a_neighbour_map_loads_with_no_copurchase(world: World) -> None:
     loaded = load_version(world.artefacts, world.versions[-1])  # the world's versions ship no copurchase file
-    assert loaded.copurchase == {}
+    assert loaded.copurchase == {} and loaded.copurchase_matrix is None
     assert all(r.copurchase == 0.0 and "copurchase" not in r.reasons
                for r in world.recommender.recommend("u1", limit=20).items)
 
@@ -196,12 +215,14 @@ def test_the_learned_ranker_scores_with_the_evaluations_functions(world: World) 
     world.store.table(tables.USER_PRODUCT).put({"pk": "u1", "sk": "p001", "user_id": "u1", "product_id": "p001",
                                                 "order_count": 3,
                                                 "last_purchase_ts": (NOW - timedelta(days=15)).isoformat()})
-    ranker = scoring.LinearRanker(coefficients=(1.0, 2.0, 1.5, 1.0, 3.0, 0.1), intercept=-1.0)
+    ranker = scoring.LinearRanker(coefficients=(1.0, 2.0, 1.5, 1.0, 3.0, 0.1, 0.4, -0.5, 0.3, -1.0, 0.2, 0.7, -0.2),
+                                  intercept=-1.0)
     served = world.recommender_with(candidates=3, ranker=ranker)
     items = {r.campaign_id: r for r in served.recommend("u1", limit=60, now=NOW).items}
     c001 = items["c001"]  # promotes p001: bought 3 times, last 15 days ago
     expected = scoring.ranker_score(ranker, scoring.ranker_features(
-        best_orders=3, days_since=15.0, copurchase=0.0, similarity=c001.similarity, popularity=0.0, priority=2))
+        best_orders=3, days_since=15.0, copurchase=0.0, similarity=c001.similarity, popularity=0.0, priority=2,
+        bm25=0.0))
     assert c001.score == pytest.approx(float(expected))
     c020 = items["c020"]  # the overall list's top: a candidate through popularity alone
     share = scoring.popularity_share(30.0, 30.0)
@@ -209,7 +230,7 @@ def test_the_learned_ranker_scores_with_the_evaluations_functions(world: World) 
     priority = int(world.campaigns.filter(pl.col("campaign_id") == "c020")["priority"][0])
     assert c020.score == pytest.approx(float(scoring.ranker_score(ranker, scoring.ranker_features(
         best_orders=0, days_since=float("inf"), copurchase=0.0, similarity=c020.similarity, popularity=share,
-        priority=priority))))
+        priority=priority, bm25=0.0))))
     older = world.recommender_with(candidates=3, ranker=ranker)
     world.store.table(tables.USER_PRODUCT).put({"pk": "u1", "sk": "p001", "user_id": "u1", "product_id": "p001",
                                                 "order_count": 3,

@@ -1,0 +1,201 @@
+"""Ranker design experiments (issue 17, phase 2): dump per-window features, then compare model variants.
+
+Design choices are made on the DEVELOPMENT window only (scored from 2011-05-01, window ends 2011-06-30,
+before the first rolling cut-off 2011-07-01); the fit for a scored window at C uses labels [C-60d, C) and
+features before C-60d, exactly as :func:`notify_core.evaluation.nested.fit_ranker`.
+
+    .venv/bin/python -m bench.ranker_design dump 2011-05-01        # features of the fit and scored splits
+    .venv/bin/python -m bench.ranker_design compare 2011-05-01     # every variant, fitted before, scored at
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from notify_core.embeddings.embedder import SentenceTransformerEmbedder
+from notify_core.evaluation import CachedEmbedder
+from notify_core.evaluation.methods import Signals, als_scores, ranker_candidates
+from notify_core.evaluation.split import load_tables, make_split, raw_before
+from notify_core.sources.online_retail import map_online_retail
+
+SOURCE = Path("../shared/data/online_retail/online_retail.parquet")
+CACHE = Path(".notify/evaluation-cache")
+OUT = Path(".notify/ranker-design")
+
+
+def dump_split(signals: Signals, path: Path) -> None:
+    s = signals.split
+    feats = signals.ranker_features()
+    als = als_scores(signals)
+    np.savez_compressed(
+        path, features=feats.astype(np.float32), candidates=ranker_candidates(signals), truth=s.truth,
+        eligible=s.eligible, bought=s.bought_before, bm25=signals.bm25().astype(np.float32),
+        als=np.where(np.isfinite(als), als, 0).astype(np.float32), popularity=signals.popularity().astype(np.float32))
+
+
+def dump(cutoff: date) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    embedder = CachedEmbedder(SentenceTransformerEmbedder(), CACHE)
+    raw, full = load_tables(SOURCE)
+    t = time.perf_counter()
+    scored = make_split(raw, full, cutoff=cutoff)
+    dump_split(Signals(scored, embedder), OUT / f"scored-{cutoff}.npz")
+    print("scored", cutoff, round(time.perf_counter() - t, 1), "s", flush=True)
+    history = raw_before(raw, cutoff)
+    fit = make_split(history, map_online_retail(history), cutoff=cutoff - timedelta(days=60))
+    dump_split(Signals(fit, embedder), OUT / f"fit-{cutoff}.npz")
+    print("fit", cutoff, round(time.perf_counter() - t, 1), "s", flush=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "dump":
+        for day in sys.argv[2:]:
+            dump(date.fromisoformat(day))
+
+
+# -- compare -------------------------------------------------------------------------------------------
+
+def load(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def metrics(d: dict[str, np.ndarray], scores: np.ndarray) -> tuple[float, float]:
+    """(HR@10, new-items HR@10) as run.py computes them (ineligible never ranked)."""
+    scores = np.where(d["eligible"], scores, -np.inf)
+    truth, bought = d["truth"], d["bought"]
+    valid = truth.any(axis=1)
+
+    def hr(s: np.ndarray, t: np.ndarray) -> float:
+        top = np.argsort(-s, axis=1, kind="stable")[:, :10]
+        ok = np.isfinite(np.take_along_axis(s, top, axis=1))
+        return float((np.take_along_axis(t, top, axis=1) & ok).any(axis=1).mean())
+
+    new_truth = truth & ~bought
+    new_valid = new_truth.any(axis=1)
+    return hr(scores[valid], truth[valid]), hr(np.where(bought, -np.inf, scores)[new_valid], new_truth[new_valid])
+
+
+def design(d: dict[str, np.ndarray], variant: str) -> np.ndarray:
+    """users x campaigns x features of a variant."""
+    f = d["features"].astype(np.float64)
+    bought = (f[..., 0] > 0)[..., None].astype(np.float64)
+    if variant == "base":
+        return f
+    if variant == "base+share":
+        top = f[..., 0].max(axis=1, keepdims=True)
+        share = np.where(top > 0, f[..., 0] / np.where(top > 0, top, 1.0), 0.0)[..., None]
+        return np.concatenate([f, share], axis=-1)
+    if variant == "base+bought":
+        return np.concatenate([f, bought], axis=-1)
+    seg = np.concatenate([f, bought, bought * f[..., 2:]], axis=-1)
+    if variant == "segmented":
+        return seg
+    bm25 = np.log1p(np.maximum(d["bm25"], 0))[..., None]
+    if variant == "segmented+bm25":
+        return np.concatenate([seg, bm25, bought * bm25], axis=-1)
+    als = d["als"][..., None].astype(np.float64)
+    if variant == "segmented+bm25+als":
+        return np.concatenate([seg, bm25, bought * bm25, als, bought * als], axis=-1)
+    raise ValueError(variant)
+
+
+def training_rows(d: dict[str, np.ndarray], x: np.ndarray, seed: int = 0):
+    usable = d["candidates"] & d["eligible"]
+    labels = d["truth"]
+    rng = np.random.default_rng(seed)
+    pos, neg = usable & labels, usable & ~labels
+    rate = min(1.0, 20 * max(1, int(pos.sum())) / max(1, int(neg.sum())))
+    keep = pos | (neg & (rng.random(labels.shape) < rate))
+    return x[keep], labels[keep], np.where(labels[keep], 1.0, 1.0 / rate), keep
+
+
+def top_mask(values: np.ndarray, k: int) -> np.ndarray:
+    top = np.argsort(-values, axis=1, kind="stable")[:, :k]
+    mask = np.zeros(values.shape, dtype=bool)
+    np.put_along_axis(mask, top, True, axis=1)
+    return mask & (values > 0)
+
+
+def with_candidates(d: dict[str, np.ndarray], spec: str) -> dict[str, np.ndarray]:
+    """Candidate sets rebuilt from the features: ann/co-purchase/popular top-k, plus bought."""
+    if spec == "serving":
+        return d
+    f = d["features"].astype(np.float64)
+    if spec == "all":
+        return {**d, "candidates": np.ones(f.shape[:2], dtype=bool)}
+    ann, co, pop = (int(x) for x in spec.split("/"))
+    keep = (f[..., 0] > 0) | top_mask(f[..., 3] + 2.0, ann) | top_mask(f[..., 2], co)
+    keep |= top_mask(f[..., 4], pop)
+    return {**d, "candidates": keep}
+
+
+def fit_predict(fit: dict[str, np.ndarray], scored: dict[str, np.ndarray], variant: str, model: str) -> np.ndarray:
+    from notify_core.recommend import scoring
+
+    xf, xs = design(fit, variant), design(scored, variant)
+    x, y, w, keep = training_rows(fit, xf)
+    if model == "logistic":
+        coef, icpt = scoring.fit_logistic(x, y, sample_weight=w)
+        score = xs @ coef + icpt
+    else:
+        import lightgbm as lgb
+
+        params = {"n_estimators": 200, "learning_rate": 0.05, "num_leaves": 15, "min_child_samples": 50,
+                  "subsample": 1.0, "colsample_bytree": 1.0, "random_state": 0, "n_jobs": 2, "verbose": -1,
+                  "deterministic": True, "force_row_wise": True}
+        if model == "lgb-binary":
+            booster = lgb.LGBMClassifier(**params).fit(x, y, sample_weight=w)
+            score = booster.predict_proba(xs.reshape(-1, xs.shape[-1]))[:, 1].reshape(xs.shape[:2])
+        else:  # lambdarank, one query per user, candidates only (all rows of users with a positive)
+            usable = fit["candidates"] & fit["eligible"]
+            users = np.flatnonzero((usable & fit["truth"]).any(axis=1))
+            rows = [np.flatnonzero(usable[u]) for u in users]
+            xq = np.concatenate([xf[u, r] for u, r in zip(users, rows, strict=True)])
+            yq = np.concatenate([fit["truth"][u, r] for u, r in zip(users, rows, strict=True)]).astype(int)
+            ranker = lgb.LGBMRanker(objective="lambdarank", lambdarank_truncation_level=20,
+                                    eval_at=[10], **params)
+            ranker.fit(xq, yq, group=[len(r) for r in rows])
+            score = ranker.predict(xs.reshape(-1, xs.shape[-1])).reshape(xs.shape[:2])
+    return np.where(scored["candidates"], score, -np.inf)
+
+
+def compare(cutoff: date) -> None:
+    fit, scored = load(OUT / f"fit-{cutoff}.npz"), load(OUT / f"scored-{cutoff}.npz")
+    f = scored["features"].astype(np.float64)
+    pop = scored["features"][..., 4].astype(np.float64)
+    peers = {"repeat-buy": np.expm1(f[..., 0]) + 0.999 * pop, "bm25": scored["bm25"].astype(np.float64),
+             "bm25+fill": scored["bm25"] + 1e-9 * pop, "als": scored["als"].astype(np.float64)}
+    for name, s in peers.items():
+        print(f"{cutoff} {name:32s} HR@10 {metrics(scored, s)[0]:.4f} new {metrics(scored, s)[1]:.4f}", flush=True)
+    # candidate recall: share of users with a hit whose hits are all outside the candidate set
+    valid = scored["truth"].any(axis=1)
+    reach = (scored["truth"] & scored["candidates"] & scored["eligible"]).any(axis=1)
+    new_t = scored["truth"] & ~scored["bought"]
+    new_reach = (new_t & scored["candidates"] & scored["eligible"]).any(axis=1)
+    print(f"{cutoff} candidate recall (users with a hit reachable): {reach[valid].mean():.4f}; new items: "
+          f"{new_reach[new_t.any(axis=1)].mean():.4f}; mean candidates {scored['candidates'].sum(1).mean():.0f}")
+    for spec in sys.argv[3:]:
+        variant, model, cands = spec.split(":")
+        if True:
+            t = time.perf_counter()
+            f2, s2 = with_candidates(fit, cands), with_candidates(scored, cands)
+            if variant == "base":
+                valid = s2["truth"].any(axis=1)
+                reach = (s2["truth"] & s2["candidates"] & s2["eligible"]).any(axis=1)[valid].mean()
+                nt = s2["truth"] & ~s2["bought"]
+                nreach = (nt & s2["candidates"] & s2["eligible"]).any(axis=1)[nt.any(axis=1)].mean()
+                print(f"   {cands}: recall {reach:.4f} new {nreach:.4f} n {s2['candidates'].sum(1).mean():.0f}")
+            hr, new = metrics(scored, fit_predict(f2, s2, variant, model))
+            variant = spec
+            print(f"{cutoff} {variant + ' ' + model:32s} HR@10 {hr:.4f} new {new:.4f} "
+                  f"({time.perf_counter() - t:.0f} s)", flush=True)
+
+
+if __name__ == "__main__" and sys.argv[1] == "compare":
+    compare(date.fromisoformat(sys.argv[2]))
