@@ -143,6 +143,7 @@ def _idle_launches(up_to_date: tuple[dict[str, str], Path], seconds: float) -> t
 
 
 @pytest.mark.slow  # 4-6 min on a loaded machine; tests/pipeline/test_automation.py is the quick variant
+@pytest.mark.timeout(1200)  # the fixture's notify run, 40 s idle, then up to 480 s for the plan
 def test_daemon_on_an_up_to_date_instance_launches_nothing_then_plans_a_landed_user(up_to_date) -> None:
     env, tmp = up_to_date
     launched, daemon = _idle_launches(up_to_date, seconds=40)
@@ -156,7 +157,7 @@ def test_daemon_on_an_up_to_date_instance_launches_nothing_then_plans_a_landed_u
             planned = instance.get_materialized_partitions(dg.AssetKey("notification_plan"))
         assert NOW.date().isoformat() in planned  # notify run planned the clock's today, not the calendar's
         rows: list[dict] = []
-        while time.monotonic() - started < 480 and not rows:
+        while time.monotonic() - started < 420 and not rows:
             assert daemon.process.poll() is None, daemon.log.read_text()[-3000:]
             time.sleep(2)
             rows = _plan_rows(data_dir, NEW_USER)
