@@ -58,5 +58,11 @@ def test_dagster_dev_shows_the_asset_graph(tmp_path: Path) -> None:
         assert not {"logs", ".logs_queue"} & ({p.name for p in REPO.iterdir()} - before)
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+            # dagster dev runs in a process group of its own (the script's `set -m`): killing the script's
+            # group would orphan it. SIGTERM makes the script stop that group; SIGKILL only as a last resort.
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
