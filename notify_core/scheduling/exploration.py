@@ -1,0 +1,140 @@
+"""Exploration: a Thompson-sampling bandit over campaigns, so new or uncertain campaigns get a bounded share.
+
+Without it a campaign reaches users only through embedding similarity: a new campaign that the
+recommender scores a little lower than the incumbents never gets a slot, so its click-through rate is
+never learnt. The model, per (user, campaign) candidate:
+
+* **Prior.** CTR ~ Beta(s m, s (1 - m)) with mean ``m = relevance x ctr_at_relevance_1`` (the relevance
+  says how likely a click is before any data) and strength ``s = prior_strength`` pseudo-deliveries.
+* **Posterior.** The campaign's own delivered / clicked counts (``campaign_stats``, which the worker and
+  the tracking endpoints keep: :mod:`notify_core.delivery.feedback`) update it: Beta(s m + clicks,
+  s (1 - m) + delivered - clicks).
+* **Expected value.** The planner's base score becomes ``posterior mean / ctr_at_relevance_1 x priority
+  weight``: with no deliveries this is exactly ``relevance x weight`` (today's score); a campaign that
+  is clicked more than its relevance promised moves up, one that is ignored moves down.
+* **Exploration slots.** A user explores on a plan day when ``u < share x cap`` (``u`` a blake2b hash of
+  user and day, ``cap`` their effective cap), so the expected number of exploring users is ``share x``
+  the slot budget; a hard bound trims the explorers (largest ``u`` first) to ``floor(share x sum of
+  caps)``. An exploring user draws one CTR sample per candidate from the posterior (a numpy Generator
+  seeded by user and day) and the best draw takes the user's first rank: one slot, the Thompson pick.
+  Uncertain campaigns (few deliveries, wide posterior) win draws more often than their mean would.
+
+Everything is a function of (user, plan day, candidates, counts): re-planning the same inputs gives
+the same plan (:func:`notify_core.scheduling.store.write_plans` then writes nothing), in any chunking.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from notify_core.scheduling.models import CAMPAIGN_COUNTS, ExplorationOptions, conform
+from notify_core.store.port import Store
+
+_EPS = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class Rescored:
+    """The candidates with ``_base`` from the posterior (and the Thompson pick first), and who explores."""
+
+    candidates: pl.DataFrame
+    explorers: npt.NDArray[np.bool_]  # (users,) in the planner's user order
+
+
+def _unit(key: str) -> float:
+    """A stable uniform in [0, 1) from a string (blake2b)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") / 2.0**64
+
+
+def _seed(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
+
+
+def is_active(options: ExplorationOptions, counts: pl.DataFrame | None) -> bool:
+    """Whether the bandit changes anything: a share to spend, or counts to learn from."""
+    return options.share > 0 or (counts is not None and not counts.is_empty())
+
+
+def rescore(
+    candidates: pl.DataFrame, *, user_ids: Sequence[str], campaign_ids: Sequence[str], caps: npt.NDArray[np.int32],
+    counts: pl.DataFrame | None, plan_day: date, options: ExplorationOptions,
+) -> Rescored:
+    """New ``_base`` for the planner's candidate rows (columns ``_u``, ``_c``, ``relevance``, ``_w``).
+
+    ``user_ids``/``campaign_ids`` name the ``_u``/``_c`` indices; ``caps`` are the users' effective caps;
+    ``counts`` follows :data:`CAMPAIGN_COUNTS`.
+    """
+    n = len(user_ids)
+    explorers = np.zeros(n, dtype=bool)
+    if candidates.is_empty():
+        return Rescored(candidates, explorers)
+    k = float(options.ctr_at_relevance_1)
+    s = float(options.prior_strength)
+    delivered = np.zeros(len(campaign_ids), dtype=np.float64)
+    clicked = np.zeros(len(campaign_ids), dtype=np.float64)
+    if counts is not None and not counts.is_empty():
+        position = {cid: i for i, cid in enumerate(campaign_ids)}
+        for cid, d, c in conform(counts, CAMPAIGN_COUNTS, name="campaign counts").select(
+                "campaign_id", "delivered", "clicked").iter_rows():
+            i = position.get(cid)
+            if i is not None:
+                d = max(int(d or 0), 0)
+                delivered[i] += d
+                clicked[i] += min(max(int(c or 0), 0), d)
+    frame = candidates.sort("_u", "_c")
+    cu = frame["_u"].to_numpy().astype(np.int64)
+    cc = frame["_c"].to_numpy().astype(np.int64)
+    weight = frame["_w"].to_numpy().astype(np.float64)
+    mean_prior = np.clip(frame["relevance"].to_numpy().astype(np.float64) * k, _EPS, 1 - _EPS)
+    alpha = s * mean_prior + clicked[cc]
+    beta = s * (1 - mean_prior) + (delivered[cc] - clicked[cc])
+    base = (alpha / (alpha + beta)) / k * weight
+
+    if options.share > 0:
+        day = plan_day.isoformat()
+        has = np.zeros(n, dtype=bool)
+        has[cu] = True
+        cap = np.where(has, np.maximum(caps.astype(np.float64), 0), 0.0)
+        u = np.array([_unit(f"explore\x1f{uid}\x1f{day}") for uid in user_ids], dtype=np.float64)
+        explorers = (u < options.share * cap) & (cap > 0)
+        bound = int(np.floor(options.share * cap.sum()))
+        if int(explorers.sum()) > bound:  # the hard bound: keep the explorers with the smallest draws
+            chosen = np.flatnonzero(explorers)
+            keep = chosen[np.argsort(u[chosen], kind="stable")[:bound]]
+            explorers = np.zeros(n, dtype=bool)
+            explorers[keep] = True
+        starts = np.searchsorted(cu, np.arange(n + 1))
+        for user in np.flatnonzero(explorers).tolist():
+            lo, hi = int(starts[user]), int(starts[user + 1])
+            rng = np.random.default_rng(_seed(f"thompson\x1f{user_ids[user]}\x1f{day}"))
+            draws = rng.beta(alpha[lo:hi], beta[lo:hi])
+            pick = lo + int(np.argmax(draws))
+            top = float(base[lo:hi].max())
+            sampled = float(draws[pick - lo]) / k * float(weight[pick])
+            base[pick] = max(sampled, top * (1 + 1e-6) + 1e-9)  # the Thompson pick takes the first rank
+    out = frame.with_columns(pl.Series("_base", base.astype(np.float32)))
+    return Rescored(out, explorers)
+
+
+def campaign_counts(store: Store, campaign_ids: Sequence[str], *, plan_day: date, days: int = 30) -> pl.DataFrame:
+    """Delivered and clicked per campaign over the ``days`` before ``plan_day`` (``campaign_stats`` rows).
+
+    ``sent`` is what the worker delivered (it counts successful sends), ``clicked`` the unique clicks."""
+    from notify_core.delivery.feedback import campaign_stats
+
+    since = (plan_day - timedelta(days=days)).isoformat()
+    end = plan_day.isoformat()
+    rows = []
+    for cid in campaign_ids:
+        stats = [r for r in campaign_stats(store, cid, since_day=since) if str(r.get("day") or r["sk"]) < end]
+        if stats:
+            rows.append({"campaign_id": cid, "delivered": sum(int(r.get("sent") or 0) for r in stats),
+                         "clicked": sum(int(r.get("clicked") or 0) for r in stats)})
+    return pl.DataFrame(rows, schema=CAMPAIGN_COUNTS) if rows else pl.DataFrame(schema=CAMPAIGN_COUNTS)
