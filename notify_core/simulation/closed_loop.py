@@ -70,6 +70,7 @@ from notify_core.stream.local_log import LocalLog
 
 POLICIES = ("notify", "cap_and_drop", "random")
 ZONE = SOURCE_TIMEZONE  # the shop's customers are planned in the shop's zone
+SHARDS = 1  # one schedules partition per minute: a simulated day is small, and 16 would scan 16x the minutes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,7 +85,7 @@ class SimOptions:
     start_day: date = date(2026, 1, 5)  # a Monday; the simulation's own calendar (ManualClock)
     ctr_max: float = 0.35  # click probability for pref 1 at the user's most active hour, unfatigued
     fatigue_per_notification: float = 0.35
-    opt_out_base: float = 0.003
+    opt_out_base: float = 0.0005
     noise: float = 0.05
     exploration_share: float = 0.1
     worker_concurrency: int = 4
@@ -257,8 +258,8 @@ def run_policy(world: World, policy: str, *, workdir: Path, options: SimOptions,
     keys = ephemeral_keyring(TRACKING_PURPOSE, now=start)
     channel = _Recording(OutboxChannel(folder / "outbox" / "outbox.jsonl", clock=clock))
     worker = DeliveryWorker(store, channel, public_base_url="https://sim.invalid", clock=clock, tracking_keys=keys,
-                            options=WorkerOptions(concurrency=options.worker_concurrency, lookback_minutes=90,
-                                                  heartbeat_s=0, prefetch_s=0))
+                            options=WorkerOptions(concurrency=options.worker_concurrency, lookback_minutes=61,
+                                                  heartbeat_s=0, prefetch_s=0, shards=SHARDS))
     consumer = EventConsumer(stream=log, store=store, landing=None, clock=click_clock, group="sim", max_batch=5000)
     rng = np.random.default_rng([options.seed, POLICIES.index(policy)])
     ids = world.user_ids
@@ -290,7 +291,8 @@ def run_policy(world: World, policy: str, *, workdir: Path, options: SimOptions,
             # before any minute of its day has been scanned, and the last step stops at 23:59 local.
             clock.set(day_start - timedelta(seconds=30))
             cands = _candidates(world, policy, active, day)
-            run = plan_and_store(store, users=users, campaigns=camps, candidates=cands, plan_day=day, options=plan_opts)
+            run = plan_and_store(store, users=users, campaigns=camps, candidates=cands, plan_day=day, options=plan_opts,
+                                 shards=SHARDS)
             row.planned = run.stats.notifications
             step = day_start
             while step < day_end - timedelta(minutes=1):  # deliver hour by hour through the local day
