@@ -42,7 +42,7 @@ def simulate(
             report = run(source, workdir=workdir or Path(tmp), options=options, policies=policy or POLICIES,
                          progress=lambda line: console.print(line, highlight=False))
     except (NotifyError, OSError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from exc
     write_report(report, output)
     console.print(markdown_table(report), highlight=False)

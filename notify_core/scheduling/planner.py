@@ -14,8 +14,10 @@ What the planner guarantees (the property tests check each one):
    least ``min_gap_minutes`` apart; a campaign is never placed before ``last send + cooldown_hours``
    and never twice in one plan day.
 4. **Greedy by expected value.** Per user, candidates are taken in descending *base score*
-   (relevance x priority weight, ties by campaign id). Each takes the free block with the highest send-time
-   affinity (earliest on ties) and is kept iff its expected value there,
+   (relevance x priority weight, ties by campaign id; with exploration on, the relevance becomes the
+   bandit's posterior CTR on the relevance scale and one explored candidate may lead: :mod:`.exploration`).
+   Each takes the free block with the highest send-time affinity (earliest on ties) and is kept iff its
+   expected value there,
    ``base x affinity - fatigue penalty``, is > 0 and the cap is not reached. So a higher-scored candidate
    is never displaced by a lower-scored one except when it had no feasible block (windows, gaps, its
    cooldown) or its campaign's budget ran out; and among kept notifications without a cooldown, the

@@ -249,7 +249,10 @@ def run_policy(world: World, policy: str, *, workdir: Path, options: SimOptions,
         raise ValidationError(f"unknown policy {policy!r}; one of {POLICIES}")
     started = time.perf_counter()
     folder = workdir / policy
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and any(folder.iterdir()):
+        # an earlier (or killed) run's Store would leak its history into this one's plans
+        raise ValidationError(f"{folder} holds an earlier simulation; give an empty --workdir")
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     start = datetime.combine(options.start_day, datetime.min.time(), tzinfo=UTC) - timedelta(hours=2)
     clock = ManualClock(start)
     click_clock = ManualClock(start)  # stamps the tracking events at each click's own time

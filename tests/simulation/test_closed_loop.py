@@ -55,6 +55,9 @@ def test_a_short_loop_on_a_generated_export(tmp_path: Path) -> None:
     assert [d.day for d in result.days] == ["2026-01-05", "2026-01-06"]
     assert result.days[0].delivered > 0 and sum(d.clicks for d in result.days) > 0
     _check_loop(tmp_path / "sim", "notify", result)
+    # a second run into the same folder (e.g. after a killed one) is refused, never mixed with the old Store
+    with pytest.raises(ValidationError, match="earlier simulation"):
+        run_policy(world, "notify", workdir=tmp_path / "sim", options=options)
 
 
 def test_bad_input_is_refused(tmp_path: Path) -> None:
@@ -82,3 +85,33 @@ def test_three_policies_on_the_real_purchases(tmp_path: Path) -> None:
     # the personalised policy beats random on CTR under the model (its relevance tracks the preferences)
     assert totals["notify"]["ctr"] > totals["random"]["ctr"]
     assert "| notify |" in markdown_table(report)
+
+
+def test_a_killed_run_is_never_mixed_into_the_next(tmp_path: Path) -> None:
+    """kill -9 mid-way: the folder it leaves is refused (exit 2); a fresh folder runs to the end."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    source = generated_retail(tmp_path / "retail.parquet", invoices=1500)
+    args = [sys.executable, "-m", "notify_cli.main", "simulate", "--source", str(source), "--users", "15",
+            "--campaigns", "6", "--policy", "notify"]
+    work = tmp_path / "work"
+    proc = subprocess.Popen([*args, "--days", "30", "--workdir", str(work), "--output", str(tmp_path / "a.json")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (work / "notify" / "outbox" / "outbox.jsonl").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL and not (tmp_path / "a.json").exists()
+    again = subprocess.run([*args, "--days", "1", "--workdir", str(work), "--output", str(tmp_path / "b.json")],
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "earlier simulation" in again.stdout and not (tmp_path / "b.json").exists()
+    fresh = subprocess.run([*args, "--days", "1", "--workdir", str(tmp_path / "fresh"),
+                            "--output", str(tmp_path / "c.json")], capture_output=True, text=True, timeout=300)
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    assert (tmp_path / "c.json").exists()
