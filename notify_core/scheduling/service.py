@@ -59,6 +59,7 @@ class PlanRun:
             "capacity_shifted": self.stats.capacity_shifted, "capacity_dropped": self.stats.capacity_dropped,
             "budget_dropped": self.stats.budget_dropped, "fatigued_users": self.stats.fatigued_users,
             "unknown_timezones": self.stats.unknown_timezones, "plan_seconds": round(self.stats.seconds, 3),
+            "exploration_slots": self.stats.exploration_slots,
         }
 
 
