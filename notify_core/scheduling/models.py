@@ -85,26 +85,24 @@ class FatigueOptions:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExplorationOptions:
-    """The bandit over campaigns (see :mod:`.exploration`): Beta priors from relevance, posteriors from counts.
+    """The bandit over campaigns (see :mod:`.exploration`): relevance x a per-campaign CTR lift, learnt from counts.
 
     ``share`` is the exploration budget: at most this share of the users' slot budget (the sum of their
     effective caps) goes to Thompson draws; 0 (the default) plans exactly as without exploration.
-    ``prior_strength`` is the prior's weight in pseudo-deliveries: a campaign's own counts outweigh the
-    relevance-based prior once it has been delivered more often than this. ``ctr_at_relevance_1`` maps a
-    relevance to a prior click-through rate (mean = relevance x this), so counts and relevance share a scale.
+    ``prior_strength`` is the weight, in pseudo-deliveries at the platform's average CTR, of the prior on
+    each campaign's CTR: a campaign's own counts outweigh it once it has been delivered more often than this.
     """
 
     share: float = 0.0
-    prior_strength: float = 50.0
-    ctr_at_relevance_1: float = 0.2
+    prior_strength: float = 200.0
 
     def __post_init__(self) -> None:
         from notify_core.errors import ValidationError
 
         if not 0.0 <= self.share <= 0.5:
             raise ValidationError(f"exploration share must be 0..0.5, got {self.share}")
-        if self.prior_strength <= 0 or not 0.0 < self.ctr_at_relevance_1 <= 1.0:
-            raise ValidationError("exploration prior_strength must be > 0 and ctr_at_relevance_1 in (0, 1]")
+        if self.prior_strength <= 0:
+            raise ValidationError("exploration prior_strength must be > 0")
 
 
 # Per-campaign delivery and click counts (over a recent window) for the exploration posterior.

@@ -24,7 +24,7 @@ def _world(cap: int = 3) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     u = users([(uid, "UTC", cap, None, None) for uid in ids])
     c = campaigns([(cid, 3, 0, None) for cid in OLD + NEW])
     rows = [(uid, cid, 0.8 - 0.01 * k) for uid in ids for k, cid in enumerate(OLD)]
-    rows += [(uid, cid, 0.5 - 0.01 * k) for uid in ids for k, cid in enumerate(NEW)]
+    rows += [(uid, cid, 0.6 - 0.01 * k) for uid in ids for k, cid in enumerate(NEW)]
     return u, c, candidates(rows)
 
 
@@ -84,20 +84,23 @@ def test_bad_counts_are_clipped_not_fatal() -> None:
         ExplorationOptions(share=0.9)
     with pytest.raises(ValidationError):
         ExplorationOptions(prior_strength=0)
+    # an empty counts frame or one whose campaigns are all unknown changes nothing
+    same = plan_users(cands, u, c, plan_day=STORE_DAY, options=_opts(0.0), campaign_counts=_counts([("x", 9, 1)]))
+    assert same.frame.equals(plan_users(cands, u, c, plan_day=STORE_DAY).frame)
 
 
 def test_plan_and_store_reads_the_counts_and_replans_idempotently(store: SqliteStore) -> None:
     u, c, cands = _world(cap=2)
     u, cands = u.head(200), cands.filter(pl.col("user_id").is_in(u.head(200)["user_id"].implode()))
     yesterday = (STORE_NOW.date()).isoformat()
-    add_campaign_counts(store, {("new0", yesterday): 1000})
-    add_campaign_counts(store, {("new0", yesterday): 400}, field="clicked")
+    add_campaign_counts(store, {("new0", yesterday): 1000, ("old0", yesterday): 1000})
+    add_campaign_counts(store, {("new0", yesterday): 400, ("old0", yesterday): 20}, field="clicked")
     counts = campaign_counts(store, OLD + NEW, plan_day=STORE_DAY)
-    assert counts.rows() == [("new0", 1000, 400)]
+    assert sorted(counts.rows()) == [("new0", 1000, 400), ("old0", 1000, 20)]
     opts = _opts(0.1)
     first = plan_and_store(store, users=u, campaigns=c, candidates=cands, plan_day=STORE_DAY, options=opts)
     assert first.writes.inserted == first.stats.notifications > 0
-    # new0's 40 % CTR beats the incumbents' prior (0.8 x 0.2 = 16 %): it now leads every user's plan
+    # new0 clicks 40 % against a 21 % platform average: its lift (1.75) puts it above the incumbents
     items = store.table("plans").query("u0000")
     assert "new0" in {i["campaign_id"] for i in items}
     second = plan_and_store(store, users=u, campaigns=c, candidates=cands, plan_day=STORE_DAY, options=opts)
