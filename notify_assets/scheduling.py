@@ -22,7 +22,7 @@ from notify_assets.automation import AUTOMATED_RUN_TAG, CHANGED_USERS, PLAN, REP
 from notify_assets.embeddings import campaign_embeddings, user_embeddings
 from notify_core.clock import Clock, today, utcnow
 from notify_core.recommend.artefacts import build_artefact_store
-from notify_core.scheduling.models import PlanOptions
+from notify_core.scheduling.models import ExplorationOptions, PlanOptions
 from notify_core.scheduling.service import plan_from_lake
 from notify_resources.resources import NotifyResource
 
@@ -116,7 +116,8 @@ def _plan(context: dg.AssetExecutionContext, config: PlanConfig, notify: NotifyR
     clock = notify.clock()
     plan_day = date.fromisoformat(context.partition_key if context.has_partition_key else today_partition(clock))
     context.log.info(f"progress {PLAN_ASSET}: planning {plan_day} (each user's local day)")
-    options = PlanOptions(minute_capacity=config.minute_capacity, min_gap_minutes=config.min_gap_minutes)
+    options = PlanOptions(minute_capacity=config.minute_capacity, min_gap_minutes=config.min_gap_minutes,
+                          exploration=ExplorationOptions(share=notify.settings.exploration_share))
     only = None
     if context.has_partition_key and context.run.tags.get(AUTOMATED_RUN_TAG) == "true":
         only = affected_users(context.instance, context.asset_key, context.partition_key)

@@ -126,6 +126,9 @@ def _register_commands() -> None:
 
     app.add_typer(security_commands.keys_app, name="keys")
     app.add_typer(security_commands.audit_app, name="audit")
+    from notify_cli import simulate_commands
+
+    app.command(name="simulate")(simulate_commands.simulate)
 
 
 _register_commands()

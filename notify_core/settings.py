@@ -90,6 +90,11 @@ class NotifySettings(BaseSettings):
     campaign_url_domains: tuple[str, ...] = ()
     api_key_pepper: str | None = Field(default=None, repr=False)  # aws: from a secret; local: a 0600 file
 
+    # issue 19: the exploration budget, the share of slots the campaign bandit may spend (0: off; 0.1 = 10 %)
+    exploration_share: float = Field(default=0.0, ge=0.0, le=0.5,
+                                     description="Share of the users' notification slots given to Thompson draws "
+                                                 "over campaigns (notify_core.scheduling.exploration); 0 = off.")
+
     @model_validator(mode="after")
     def _check_delivery(self) -> NotifySettings:
         if self.channel == "webhook" and not (self.webhook_url and self.webhook_secret):

@@ -87,6 +87,32 @@ class FatigueOptions:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ExplorationOptions:
+    """The bandit over campaigns (see :mod:`.exploration`): relevance x a per-campaign CTR lift, learnt from counts.
+
+    ``share`` is the exploration budget: at most this share of the users' slot budget (the sum of their
+    effective caps) goes to Thompson draws; 0 (the default) plans exactly as without exploration.
+    ``prior_strength`` is the weight, in pseudo-deliveries at the platform's average CTR, of the prior on
+    each campaign's CTR: a campaign's own counts outweigh it once it has been delivered more often than this.
+    """
+
+    share: float = 0.0
+    prior_strength: float = 200.0
+
+    def __post_init__(self) -> None:
+        from notify_core.errors import ValidationError
+
+        if not 0.0 <= self.share <= 0.5:
+            raise ValidationError(f"exploration share must be 0..0.5, got {self.share}")
+        if self.prior_strength <= 0:
+            raise ValidationError("exploration prior_strength must be > 0")
+
+
+# Per-campaign delivery and click counts (over a recent window) for the exploration posterior.
+CAMPAIGN_COUNTS: Schema = {"campaign_id": pl.String, "delivered": pl.Int64, "clicked": pl.Int64}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PlanOptions:
     """Planner knobs. Defaults are the product's rules; tests and benchmarks override by keyword."""
 
@@ -100,6 +126,7 @@ class PlanOptions:
     priority_weights: tuple[float, float, float, float, float] = (0.5, 0.625, 0.75, 0.875, 1.0)
     budget_rounds: int = 6  # re-plan rounds for users who lost a notification to a campaign budget
     fatigue: FatigueOptions = field(default_factory=FatigueOptions)
+    exploration: ExplorationOptions = field(default_factory=ExplorationOptions)
 
     def __post_init__(self) -> None:
         from notify_core.errors import ValidationError

@@ -14,8 +14,10 @@ What the planner guarantees (the property tests check each one):
    least ``min_gap_minutes`` apart; a campaign is never placed before ``last send + cooldown_hours``
    and never twice in one plan day.
 4. **Greedy by expected value.** Per user, candidates are taken in descending *base score*
-   (relevance x priority weight, ties by campaign id). Each takes the free block with the highest send-time
-   affinity (earliest on ties) and is kept iff its expected value there,
+   (relevance x priority weight, ties by campaign id; with exploration on, the relevance becomes the
+   bandit's posterior CTR on the relevance scale and one explored candidate may lead: :mod:`.exploration`).
+   Each takes the free block with the highest send-time affinity (earliest on ties) and is kept iff its
+   expected value there,
    ``base x affinity - fatigue penalty``, is > 0 and the cap is not reached. So a higher-scored candidate
    is never displaced by a lower-scored one except when it had no feasible block (windows, gaps, its
    cooldown) or its campaign's budget ran out; and among kept notifications without a cooldown, the
@@ -54,6 +56,7 @@ import polars as pl
 from notify_core.campaigns import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY
 from notify_core.errors import ValidationError
 from notify_core.scheduling import affinity as aff_mod
+from notify_core.scheduling import exploration as explore
 from notify_core.scheduling.candidates import drop_ineligible
 from notify_core.scheduling.fatigue import fatigue_of
 from notify_core.scheduling.ids import notification_ids, user_hashes
@@ -110,6 +113,7 @@ class PlanStats:
     unknown_timezones: int = 0
     fatigued_users: int = 0
     seconds: float = 0.0
+    exploration_slots: int = 0  # notifications that are a Thompson draw (see .exploration)
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -380,13 +384,16 @@ def plan_users(
     prior: F32 | None = None,
     ledger: Ledger | None = None,
     budget_share: float | None = None,
+    campaign_counts: pl.DataFrame | None = None,
 ) -> Plan:
     """Plan ``users``' local ``plan_day``; see the module docstring for what the plan guarantees.
 
     ``now``: nothing is placed before it (re-planning during the day); None plans the whole day.
     ``prior``: the population hour distribution (24 floats summing to 1); None = computed from
     ``interactions``. Pass one prior to every chunk of a chunked run. ``ledger``/``budget_share``: see
-    :func:`plan_chunks`.
+    :func:`plan_chunks`. ``campaign_counts`` (models.CAMPAIGN_COUNTS): delivered/clicked per campaign, for
+    the exploration posterior (:mod:`.exploration`; with ``options.exploration.share`` 0 and no counts the
+    plan is exactly the relevance-based one).
     """
     started = time.perf_counter()
     opts = options or PlanOptions()
@@ -475,6 +482,13 @@ def plan_users(
              .filter(~pl.col("today").fill_null(False)))
     else:
         lz = lz.with_columns(pl.lit(None, dtype=pl.Int64).alias("cd"))
+    explorers = np.zeros(n, dtype=bool)
+    if explore.is_active(opts.exploration, campaign_counts):  # the expected value from the bandit's posterior
+        scored = explore.rescore(
+            lz.select("_u", "_c", "_w", "_base", "relevance", "cd").collect(), user_ids=users["user_id"].to_list(),
+            campaign_ids=campaigns["campaign_id"].to_list(), caps=cap_eff, counts=campaign_counts,
+            plan_day=plan_day, options=opts.exploration)
+        lz, explorers = scored.candidates.lazy(), scored.explorers
     c = (lz.select("_u", "_c", "_base", "relevance", "cd")
          .sort(["_u", "_base", "_c"], descending=[False, True, False])
          .with_columns(pl.int_range(pl.len()).over("_u").alias("_r"))
@@ -537,6 +551,7 @@ def plan_users(
         capacity_violations=int((ledger.loads[touched] > opts.minute_capacity).sum()),
         unknown_timezones=unknown, fatigued_users=int((fat.ignored > 0).sum()),
         seconds=time.perf_counter() - started,
+        exploration_slots=int((explorers[picks.user] & (picks.rank == 0)).sum()),
     )
     return Plan(frame=frame, stats=stats)
 
@@ -571,6 +586,7 @@ def plan_chunks(
     options: PlanOptions | None = None,
     prior: F32 | None = None,
     ledger: Ledger | None = None,
+    campaign_counts: pl.DataFrame | None = None,
 ) -> Iterator[Plan]:
     """Plan users chunk by chunk (memory bounded by the chunk), sharing one ledger.
 
@@ -585,7 +601,7 @@ def plan_chunks(
         share = min(1.0, chunk.users.height / left) if left > 0 else 1.0
         yield plan_users(chunk.candidates, chunk.users, campaigns, plan_day=plan_day, history=chunk.history,
                          interactions=chunk.interactions, now=now, options=options, prior=prior, ledger=ledger,
-                         budget_share=share)
+                         budget_share=share, campaign_counts=campaign_counts)
         left -= chunk.users.height
 
 

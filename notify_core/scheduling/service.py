@@ -25,6 +25,7 @@ from notify_core.metrics import counted_plan_generation
 from notify_core.recommend.artefacts import ArtefactStore
 from notify_core.scheduling.candidates import candidates_from_lake, eligible_campaigns
 from notify_core.scheduling.checks import plan_violations
+from notify_core.scheduling.exploration import campaign_counts
 from notify_core.scheduling.ids import DEFAULT_SHARDS
 from notify_core.scheduling.models import CAMPAIGNS, CANDIDATES, USERS, PlanOptions
 from notify_core.scheduling.planner import ChunkInput, Ledger, PlanStats, plan_chunks
@@ -60,6 +61,7 @@ class PlanRun:
             "capacity_shifted": self.stats.capacity_shifted, "capacity_dropped": self.stats.capacity_dropped,
             "budget_dropped": self.stats.budget_dropped, "fatigued_users": self.stats.fatigued_users,
             "unknown_timezones": self.stats.unknown_timezones, "plan_seconds": round(self.stats.seconds, 3),
+            "exploration_slots": self.stats.exploration_slots,
         }
 
 
@@ -190,8 +192,10 @@ def plan_and_store(
     writes = WriteSummary()
     opts = options or PlanOptions()
     violations: dict[str, int] = {}
+    counts = (campaign_counts(store, campaigns["campaign_id"].to_list(), plan_day=plan_day)
+              if opts.exploration.share > 0 else None)  # the bandit's posterior (.exploration)
     for k, plan in enumerate(plan_chunks(chunks(), campaigns, plan_day=plan_day, total_users=users.height,
-                                         now=now, options=options, ledger=ledger)):
+                                         now=now, options=options, ledger=ledger, campaign_counts=counts)):
         part = users.slice(k * chunk_users, chunk_users)
         ids = part["user_id"].to_list()
         found = plan_violations(plan.frame, part, capacity=opts.minute_capacity)
