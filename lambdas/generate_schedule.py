@@ -35,12 +35,13 @@ class _Deps:
     store: Store
     artefacts: ArtefactStore | None  # None: the planner's cosine fallback serves
     clock: Clock
+    exploration_share: float = 0.0  # NOTIFY_EXPLORATION_SHARE: the bandit's share of slots, as the daily plan
 
 
 def _build() -> _Deps:
     rt = runtime.get()
     # Where published indexes live; with none published yet the planner uses its cosine fallback.
-    return _Deps(rt.store(), build_artefact_store(rt.settings), rt.clock)
+    return _Deps(rt.store(), build_artefact_store(rt.settings), rt.clock, rt.settings.exploration_share)
 
 
 _deps = ColdStart(_build)
@@ -77,12 +78,14 @@ class ScheduleOut(BaseModel):
 
 
 def _plan(request: ScheduleIn) -> dict[str, Any]:
+    from notify_core.scheduling.models import ExplorationOptions, PlanOptions
     from notify_core.scheduling.service import check_plan_day, plan_for_users
 
     deps = _deps.get()
     plan_day = check_plan_day(request.plan_day or today(deps.clock), today=today(deps.clock))
     user_ids = list(dict.fromkeys(request.user_ids))
-    run = plan_for_users(deps.store, user_ids, plan_day=plan_day, now=utcnow(deps.clock),
+    options = PlanOptions(exploration=ExplorationOptions(share=deps.exploration_share))
+    run = plan_for_users(deps.store, user_ids, plan_day=plan_day, now=utcnow(deps.clock), options=options,
                          artefacts=deps.artefacts)
     meta = run.metadata()
     return {"plan_day": str(run.plan_day), "requested": len(user_ids), **{k: meta[k] for k in (
