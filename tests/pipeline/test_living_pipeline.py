@@ -25,6 +25,7 @@ import pytest
 import yaml
 from rich.console import Console
 
+from notify_core.clock import ManualClock
 from notify_core.settings import load_settings
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
@@ -106,7 +107,7 @@ def _span(record: object, origin: float) -> str:
 
 
 def _plan_rows(data_dir: Path, user_id: str) -> list[dict]:
-    store = SqliteStore(data_dir / "store.sqlite")
+    store = SqliteStore(data_dir / "store.sqlite", clock=ManualClock(NOW))  # plan TTLs judged by the runs' clock
     try:
         return [i for i in store.table(tables.PLANS).scan() if i.get("user_id") == user_id]
     finally:
