@@ -26,6 +26,7 @@ import pytest
 
 from notify_core.clock import SYSTEM_CLOCK
 from notify_core.events.consumer import EventConsumer
+from notify_core.security import audit
 from notify_core.settings import load_settings
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
@@ -129,7 +130,7 @@ def _drill(tmp_path: Path, server: SeaweedS3, *, bucket: str = BUCKET, events: i
             outage.join(180)
             assert not outage.is_alive()
         time.sleep(settle_s)  # Litestream ships the WAL every 200 ms, file snapshots every 1 s: let both catch up
-        original = table_digests(store, tables.ALL_TABLES)
+        original = table_digests(store, RESTORED_AS_IS)
         original_files = _files(data)
     finally:
         store.close()
@@ -149,7 +150,9 @@ def _drill(tmp_path: Path, server: SeaweedS3, *, bucket: str = BUCKET, events: i
     store = SqliteStore(settings.sqlite_path)
     log = LocalLog(settings.local_log_path)
     try:
-        restored = table_digests(store, tables.ALL_TABLES)
+        restored = table_digests(store, RESTORED_AS_IS)
+        chain = audit.verify(store)
+        last_action = list(audit.entries(store))[-1].action if chain.entries else None
         _consume(log, store)  # replay whatever the restored Store's positions say it has not seen
         persisted = _event_ids(store)
     finally:
@@ -158,7 +161,13 @@ def _drill(tmp_path: Path, server: SeaweedS3, *, bucket: str = BUCKET, events: i
     return {"report": report, "keys": keys, "original": original, "restored": restored,
             "files_equal": _files(data) == original_files, "files": len(original_files),
             "lost": len(acknowledged - persisted), "acknowledged": len(acknowledged), "restore_s": restore_s,
-            "mode": oct(settings.sqlite_path.stat().st_mode & 0o777)}
+            "mode": oct(settings.sqlite_path.stat().st_mode & 0o777),
+            "audit": {"ok": chain.ok, "last_action": last_action}}
+
+
+# The restore appends its own audit entry (naming the head it replaced): the audit trail is checked by its
+# chain and that entry, every other table by digest.
+RESTORED_AS_IS = tuple(t for t in tables.ALL_TABLES if t != tables.AUDIT_LOG)
 
 
 def _prefixes(keys: list[str]) -> set[str]:
@@ -176,6 +185,7 @@ def test_backup_to_seaweedfs_and_restore_from_it(tmp_path: Path, s3_server: Seaw
     assert got["files_equal"] and got["files"] == 4
     assert got["lost"] == 0
     assert got["mode"] == "0o600"
+    assert got["audit"] == {"ok": True, "last_action": "backup.restore"}
 
 
 @pytest.mark.faults
@@ -195,7 +205,9 @@ def test_backup_to_seaweedfs_survives_the_bucket_server_killed_and_restarted(tmp
         "SeaweedFS killed and restarted mid-backup", injected="SIGKILL of the S3 server, back 3 s later",
         invariants={"Store restored from S3 equals the original (per-table digest)": same,
                     "lake and artefacts restored byte for byte": bool(got["files_equal"]),
-                    "no acknowledged event lost": got["lost"] == 0},
+                    "no acknowledged event lost": got["lost"] == 0,
+                    "the audit chain verifies, the restore recorded": got["audit"] == {
+                        "ok": True, "last_action": "backup.restore"}},
         events=got["acknowledged"], lost=got["lost"], restore_s=got["restore_s"],
     )
     assert entry.held, {k: v for k, v in got.items() if k != "keys"}
