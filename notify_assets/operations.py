@@ -11,7 +11,6 @@ from typing import Any
 
 import dagster as dg
 
-from notify_core.clock import SYSTEM_CLOCK, utcnow
 from notify_core.reports.operations import daily_operations, operations_figure, write_operations_report
 from notify_core.reports.plots import data_uri
 from notify_resources.resources import NotifyResource
@@ -29,7 +28,7 @@ class OperationsConfig(dg.Config):
                       "plan sizes; an HTML report under reports/ and the figure in this asset's metadata.")
 def operations_report(context: dg.AssetExecutionContext, config: OperationsConfig,
                       notify: NotifyResource) -> dg.MaterializeResult:
-    now = utcnow(SYSTEM_CLOCK)
+    now = notify.now()  # the resource's clock (NOTIFY_CLOCK_START in demos and tests), as every other asset
     day = date.fromisoformat(config.day) if config.day else now.date() - timedelta(days=config.days_ago)
     settings = notify.settings
     stream = None
