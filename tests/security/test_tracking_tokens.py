@@ -8,6 +8,7 @@ import random
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ from notify_core.delivery.synthetic import seed_due
 from notify_core.delivery.tracking import sign_token, track, verify_token
 from notify_core.errors import InvalidTokenError, NotFoundError
 from notify_core.scheduling.ids import notification_id
-from notify_core.security.keyring import ephemeral_keyring, load_keyring, rotate_keyring
+from notify_core.security.keyring import KeyRing, ephemeral_keyring, load_keyring, rotate_keyring
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
 from notify_core.stream.local_log import LocalLog
@@ -96,17 +97,22 @@ def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
         load_keyring(tmp_path, "tracking", clock=clock)
 
 
+def _sent_click(store: SqliteStore) -> tuple[KeyRing, dict[str, Any], str, str]:
+    """One notification that went out (its 24 h dedupe record) and the signed click token of its link."""
+    keys = ephemeral_keyring("tracking", now=NOW)
+    [item] = seed_due(store, n=1, start=NOW)
+    nid = str(item["notification_id"])
+    store.table(tables.DEDUPE).put({"pk": nid, "sk": tables.DEDUPE_SK, "user_id": item["user_id"],
+                                    "campaign_id": item["campaign_id"], "delivered_at": NOW.isoformat()})
+    return keys, item, nid, sign_token(keys, nid, kind="click")
+
+
 def test_track_counts_once_and_redirects_only_to_the_campaign_url(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "store.sqlite")
     log = LocalLog(tmp_path / "log.sqlite")
     try:
         clock = ManualClock(NOW)
-        keys = ephemeral_keyring("tracking", now=NOW)
-        [item] = seed_due(store, n=1, start=NOW)
-        nid = str(item["notification_id"])
-        store.table(tables.DEDUPE).put({"pk": nid, "sk": tables.DEDUPE_SK, "user_id": item["user_id"],
-                                        "campaign_id": item["campaign_id"], "delivered_at": NOW.isoformat()})
-        token = sign_token(keys, nid, kind="click")
+        keys, item, nid, token = _sent_click(store)
         results = [track(store, log, token=token, kind="click", keys=keys, clock=clock) for _ in range(5)]
         assert [r.first for r in results] == [True, False, False, False, False]
         assert sum(r.event_id is not None for r in results) == 1
@@ -141,12 +147,7 @@ def test_a_click_the_stream_could_not_take_is_not_counted_and_the_next_click_is_
     log = LocalLog(tmp_path / "log.sqlite")
     try:
         clock = ManualClock(NOW)
-        keys = ephemeral_keyring("tracking", now=NOW)
-        [item] = seed_due(store, n=1, start=NOW)
-        nid = str(item["notification_id"])
-        store.table(tables.DEDUPE).put({"pk": nid, "sk": tables.DEDUPE_SK, "user_id": item["user_id"],
-                                        "campaign_id": item["campaign_id"], "delivered_at": NOW.isoformat()})
-        token = sign_token(keys, nid, kind="click")
+        keys, item, nid, token = _sent_click(store)
         with pytest.raises(BackendError):
             track(store, _DownStream(), token=token, kind="click", keys=keys, clock=clock)  # type: ignore[arg-type]
         assert store.table(tables.NOTIFICATION_INTERACTIONS).get(nid, "click") is None  # claim released
