@@ -23,7 +23,7 @@ from lambdas import runtime
 from lambdas.coldstart import ColdStart
 from lambdas.edge import Edge, current
 from notify_core.clock import SYSTEM_CLOCK, Clock, utcnow
-from notify_core.history import MAX_LIMIT, user_history
+from notify_core.history import MAX_LIMIT, Entry, user_history
 from notify_core.preferences import Preferences, get_preferences, put_preferences
 from notify_core.security import audit
 from notify_core.store.port import Store
@@ -55,20 +55,9 @@ class PreferencesOut(Preferences):
     user_id: str
 
 
-class HistoryEntryOut(BaseModel):
-    notification_id: str
-    campaign_id: str
-    plan_day: str
-    send_at: str | None
-    status: str
-    events: dict[str, str | None]
-    attempts: int
-    detail: str | None
-
-
 class HistoryOut(BaseModel):
     user_id: str
-    items: list[HistoryEntryOut]
+    items: list[Entry]  # the domain's dataclass: its fields are listed once, in notify_core.history
     next_cursor: str | None
 
 
@@ -102,7 +91,7 @@ def notifications(
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
 ) -> HistoryOut:
     page = user_history(_deps.get().store, user_id, limit=limit, cursor=cursor)
-    return HistoryOut(user_id=user_id, items=[HistoryEntryOut(**e.as_dict()) for e in page.items],
+    return HistoryOut(user_id=user_id, items=page.items,
                       next_cursor=page.next_cursor)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
@@ -107,12 +107,10 @@ class UpsertResult:
     content_hash: str
     index_version: str | None
     overlay_size: int
-    seconds: float
+    took_ms: float
 
     def as_dict(self) -> dict[str, Any]:
-        return {"campaign_id": self.campaign_id, "created": self.created, "embedded": self.embedded,
-                "content_hash": self.content_hash, "index_version": self.index_version,
-                "overlay_size": self.overlay_size, "took_ms": round(self.seconds * 1000, 2)}
+        return asdict(self)
 
 
 def upsert_campaign(
@@ -154,4 +152,5 @@ def upsert_campaign(
                                            vector=np.asarray(vector, dtype=np.float32))])
     return UpsertResult(campaign_id=campaign.campaign_id, created=existing is None, embedded=embedded,
                         content_hash=content_hash, index_version=snapshot.version,
-                        overlay_size=len(snapshot.overlay), seconds=time.perf_counter() - started)
+                        overlay_size=len(snapshot.overlay),
+                        took_ms=round((time.perf_counter() - started) * 1000, 2))

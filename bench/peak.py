@@ -1,0 +1,107 @@
+"""The spec's whole peak in one sitting (``make bench-peak``): each path's benchmark in turn, then one table.
+
+Absolute figures on 2 shared cores move with the load, so a README table stitched from runs on different
+days says little. This runs the four peak paths (recommendations, stream, delivery, scheduling) one after
+another, nothing else started by us in between, records the load average before and after each, and gathers
+what each benchmark measured *beside* its figure (``limits`` in its JSON: the raw operation the path is built
+on, measured in the same run) into ``bench/results/peak.{json,md}``.
+
+    .venv/bin/python -m bench.peak              # the full sitting (~25 min)
+    .venv/bin/python -m bench.peak --quick      # each benchmark's --quick mode
+    .venv/bin/python -m bench.peak --only stream,delivery
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.common import RESULTS, load_average
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step:
+    """One benchmark of the sitting: how to run it (full and quick) and the result files it writes."""
+
+    name: str
+    args: tuple[str, ...]
+    quick_args: tuple[str, ...]
+    results: tuple[str, ...]
+
+
+STEPS = (
+    Step(name="recommend", args=("bench.bench_recommend",), quick_args=("bench.bench_recommend", "--quick"),
+         results=("recommend",)),
+    Step(name="stream", args=("bench.bench_stream",), quick_args=("bench.bench_stream", "--quick"),
+         results=("stream",)),
+    Step(name="delivery", args=("bench.bench_delivery",), quick_args=("bench.bench_delivery", "--quick"),
+         results=("delivery",)),
+    Step(name="schedule", args=("bench.bench_schedule",), quick_args=("bench.bench_schedule", "--quick"),
+         results=("schedule",)),
+)
+
+
+def run_step(step: Step, *, quick: bool) -> dict[str, Any]:
+    """Run one benchmark as its own process (a fresh interpreter, as a user would) and read its limits back."""
+    before = load_average()
+    started = time.perf_counter()
+    args = step.quick_args if quick else step.args
+    completed = subprocess.run([sys.executable, "-m", *args], check=False)
+    seconds = time.perf_counter() - started
+    limits: list[dict[str, Any]] = []
+    for name in step.results:
+        path = RESULTS / f"{name}.json"
+        if path.exists():
+            limits.extend(json.loads(path.read_text()).get("limits") or [])
+    return {"name": step.name, "command": " ".join(["python -m", *args]), "exit_code": completed.returncode,
+            "seconds": round(seconds, 1), "loadavg_before": before, "loadavg_after": load_average(),
+            "limits": limits}
+
+
+def markdown(sitting: dict[str, Any]) -> str:
+    """The README's table: one row per measured path, its limit beside it, the ratio, the target, the load."""
+    lines = [f"Sitting of {sitting['when']} ({'quick' if sitting['quick'] else 'full'}), "
+             f"{sitting['seconds']:.0f} s in all.", "",
+             "| path | figure | limit measured beside it | ratio | spec target | met | load before / after |",
+             "|---|---|---|---|---|---|---|"]
+    for step in sitting["steps"]:
+        load = f"{step['loadavg_before'][0]:.1f} / {step['loadavg_after'][0]:.1f}"
+        if step["exit_code"] != 0:
+            lines.append(f"| {step['name']} | failed (exit {step['exit_code']}) | | | | | {load} |")
+        for item in step["limits"]:
+            unit = item["unit"]
+            lines.append(f"| {item['path']} | {item['figure']:,.2f} {unit} | {item['limit']:,.2f} {unit} | "
+                         f"{item['ratio']:.3f} | {item['target']:,} {unit} | {'yes' if item['met'] else '**no**'} | "
+                         f"{load} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="each benchmark's --quick mode")
+    parser.add_argument("--only", default="", help="comma-separated step names: " + ",".join(s.name for s in STEPS))
+    args = parser.parse_args()
+    wanted = {name for name in args.only.split(",") if name}
+    started = time.perf_counter()
+    when = datetime.now(UTC).isoformat(timespec="seconds")
+    steps = [run_step(step, quick=args.quick) for step in STEPS if not wanted or step.name in wanted]
+    sitting = {"when": when, "quick": args.quick, "seconds": time.perf_counter() - started, "steps": steps}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    suffix = "_quick" if args.quick else ""
+    (RESULTS / f"peak{suffix}.json").write_text(json.dumps(sitting, indent=2))
+    text = markdown(sitting)
+    (RESULTS / f"peak{suffix}.md").write_text(text)
+    print(text)
+    if any(step["exit_code"] != 0 for step in steps):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
