@@ -139,10 +139,15 @@ class Signals:
             return np.where(best > -1e8, -best, np.inf)
         return self._memo("days_since", compute)
 
+    def campaign_orders(self) -> F64:
+        """users x campaigns: the user's distinct orders summed over the campaign's promoted products."""
+        return self._memo("campaign_orders", lambda: scoring.campaign_orders(self.split.user_train_matrix(),
+                                                                             self.split.incidence))
+
     def ranker_features(self) -> F64:
         """users x campaigns x :data:`scoring.RANKER_FEATURES`, through the function serving calls."""
         return self._memo("ranker_features", lambda: scoring.ranker_features(
-            best_orders=self.best_orders(), days_since=self.days_since(),
+            campaign_orders=self.campaign_orders(), days_since=self.days_since(),
             copurchase=self.bm25_copurchase(), similarity=self.cosine(), popularity=self.popularity_share(),
             priority=self.split.priority[None, :].astype(np.float64), bm25=self.bm25()))
 

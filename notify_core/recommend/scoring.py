@@ -286,11 +286,15 @@ SERVING_RANKER = LinearRanker(
     intercept=-7.229188, fitted_before="2011-10-01")
 
 
-def ranker_features(*, best_orders: Any, days_since: Any, copurchase: Any, similarity: Any, popularity: Any,
+def ranker_features(*, campaign_orders: Any, days_since: Any, copurchase: Any, similarity: Any, popularity: Any,
                     priority: Any, bm25: Any) -> F64:
     """The features (last axis, :data:`RANKER_FEATURES` order) of any shape of candidates.
 
-    ``best_orders``: distinct orders of the campaign's most-ordered product by the user; ``days_since``:
+    ``campaign_orders``: the user's distinct orders summed over the campaign's promoted products
+    (:func:`campaign_orders`; serving adds them up the same way). It was the most-ordered product's
+    orders until the third design: a campaign is hit when the user buys ANY of its products, so two
+    products ordered twice each say more than one ordered three times, and the max threw that away
+    (per-user failure analysis on the development windows, notes/p17basket.md); ``days_since``:
     days since the user last ordered one of its products (inf when never); ``copurchase`` in [0, 1]
     (:func:`copurchase_affinity` over the BM25 item-kNN neighbours: serving's :func:`copurchase_campaigns`
     over the neighbour map the index ships); ``similarity``: cosine of user and campaign vectors;
@@ -298,7 +302,7 @@ def ranker_features(*, best_orders: Any, days_since: Any, copurchase: Any, simil
     best product's BM25 item-kNN score, distinct orders x similarity (:func:`bm25_scores`, serving's second
     :func:`copurchase_product_scores`), taken as log1p.
     """
-    orders = np.maximum(np.asarray(best_orders, dtype=np.float64), 0.0)
+    orders = np.maximum(np.asarray(campaign_orders, dtype=np.float64), 0.0)
     days = np.asarray(days_since, dtype=np.float64)
     recency = np.where(np.isfinite(days), np.exp(-np.maximum(days, 0.0) / RECENCY_DAYS), 0.0)
     base = np.broadcast_arrays(np.log1p(orders), recency, np.asarray(copurchase, dtype=np.float64),
@@ -308,6 +312,18 @@ def ranker_features(*, best_orders: Any, days_since: Any, copurchase: Any, simil
     repeat = (base[0] > 0).astype(np.float64)
     strength = base[6]
     return np.stack([*base[:6], repeat, *(repeat * b for b in base[2:6]), strength, repeat * strength], axis=-1)
+
+
+def campaign_orders(user_orders: sparse.csr_matrix, incidence: sparse.csr_matrix | sparse.csc_matrix) -> F64:
+    """users x campaigns: the user's distinct orders summed over each campaign's promoted products (the
+    ranker's ``frequency``; serving sums the user's ``user_product`` rows per campaign the same way).
+
+    ``user_orders`` is users x products (distinct orders), ``incidence`` products x campaigns (nonzero where
+    the campaign promotes the product, counted once whatever its value).
+    """
+    promotes = sparse.csr_matrix(incidence, dtype=np.float64, copy=True)
+    promotes.data[:] = 1.0
+    return np.asarray((sparse.csr_matrix(user_orders, dtype=np.float64) @ promotes).todense(), dtype=np.float64)
 
 
 def ranker_score(ranker: LinearRanker, features: F64) -> F64:
