@@ -290,3 +290,41 @@ def third(cutoff: date) -> None:
 if __name__ == "__main__" and sys.argv[1] in ("extras", "third"):
     for day in sys.argv[2:]:
         (extras if sys.argv[1] == "extras" else third)(date.fromisoformat(day))
+
+
+def failures(cutoff: date) -> None:
+    """Per-user failure analysis: the users repeat-buy hits and the second design misses, and what took
+    the hit's place in the top 10 (a bought campaign or a new one, and with which features)."""
+    fit, scored = load(OUT / f"fit-{cutoff}.npz"), load(OUT / f"scored-{cutoff}.npz")
+    f = scored["features"].astype(np.float64)
+    truth, bought, valid = scored["truth"], scored["bought"], scored["truth"].any(axis=1)
+    repeat = np.where(scored["eligible"], np.expm1(f[..., 0]) + 0.999 * f[..., 4], -np.inf)
+    notify = np.where(scored["eligible"], fit_predict(fit, scored, "segmented+bm25", "logistic"), -np.inf)
+    top_r = np.argsort(-repeat, axis=1, kind="stable")[:, :10]
+    top_n = np.argsort(-notify, axis=1, kind="stable")[:, :10]
+    hit_r = np.take_along_axis(truth, top_r, axis=1).any(axis=1)
+    hit_n = np.take_along_axis(truth, top_n, axis=1).any(axis=1)
+    lost, won = valid & hit_r & ~hit_n, valid & hit_n & ~hit_r
+    print(f"{cutoff}: {valid.sum()} users; repeat-buy only {lost.sum()}, second design only {won.sum()}; bought "
+          f"campaigns a user: median {np.median(bought.sum(axis=1)[valid]):.0f}, >= 10 for "
+          f"{(bought.sum(axis=1) >= 10)[valid].mean():.1%}")
+    print(f"  bought share of the top 10: repeat-buy {np.take_along_axis(bought, top_r, axis=1)[valid].mean():.3f}, "
+          f"second design {np.take_along_axis(bought, top_n, axis=1)[valid].mean():.3f}, in the lost users "
+          f"{np.take_along_axis(bought, top_n, axis=1)[lost].mean():.3f}")
+    ranks, hits = [], []
+    for u in np.flatnonzero(lost):
+        order = np.argsort(-notify[u], kind="stable")
+        first = next(c for c in top_r[u] if truth[u, c])
+        ranks.append(int(np.flatnonzero(order == first)[0]) + 1)
+        hits.append(f[u, first])
+    shown = f[np.repeat(np.flatnonzero(lost), 10), top_n[lost].ravel()]
+    print(f"  repeat-buy's hit in the second design's ranking: median rank {np.median(ranks):.0f}")
+    names = ("log1p orders (best product)", "recency", "co-purchase", "similarity", "popularity", "priority")
+    for i, name in enumerate(names):
+        lost_mean = np.mean([h[i] for h in hits])
+        print(f"  {name:28s} displaced hit {lost_mean:.3f}   what was shown {shown[:, i].mean():.3f}")
+
+
+if __name__ == "__main__" and sys.argv[1] == "failures":
+    for day in sys.argv[2:]:
+        failures(date.fromisoformat(day))
