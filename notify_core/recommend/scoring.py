@@ -246,6 +246,8 @@ def copurchase_affinity(user_rows: sparse.csr_matrix, item_sim: sparse.csr_matri
 # the model is segmented by that flag; ``bm25`` is the co-purchase strength before the per-user scaling.
 # This set (the second design) was chosen on the development windows only (scored from 2011-04-01 and
 # 2011-05-01, both ending before the first rolling cut-off): bench/ranker_design.py, notes/h17reco.md.
+# The third design (same windows; notes/p17basket.md) keeps the set and computes ``frequency`` from the
+# user's orders summed over the campaign's products instead of the best product's (campaign_orders).
 RANKER_FEATURES = ("frequency", "recency", "copurchase", "similarity", "popularity", "priority", "repeat",
                    "repeat_x_copurchase", "repeat_x_similarity", "repeat_x_popularity", "repeat_x_priority",
                    "bm25", "repeat_x_bm25")
@@ -281,9 +283,9 @@ class LinearRanker:
 # of the shipped data (labels up to its held-out cut-off; fitted_before says which), copied here by hand
 # like any release artefact. Refit and copy when the data changes.
 SERVING_RANKER = LinearRanker(
-    coefficients=(1.138945, 0.526907, 2.68666, 1.689692, 2.084309, 0.001495, -0.525677, -2.091194, 0.500512,
-                  0.666813, -0.011053, 0.127216, 0.148035),
-    intercept=-7.229188, fitted_before="2011-10-01")
+    coefficients=(1.080857, 0.531493, 2.686847, 1.688938, 2.083787, 0.001474, -0.331685, -2.192692, 0.659987,
+                  0.508154, -0.017897, 0.127193, 0.137506),
+    intercept=-7.228301, fitted_before="2011-10-01")  # third design: frequency from summed campaign orders
 
 
 def ranker_features(*, campaign_orders: Any, days_since: Any, copurchase: Any, similarity: Any, popularity: Any,
