@@ -253,6 +253,13 @@ def repeat_buy_scores(signals: Signals) -> F64:
     return _mask(signals.split, signals.best_orders() + 0.999 * signals.popularity_share())
 
 
+def repeat_buy_summed_scores(signals: Signals) -> F64:
+    """Repeat-buy by the user's distinct orders summed over the campaign's products (the third design's
+    frequency, :func:`scoring.campaign_orders`), then by 90-day popularity: a stronger simple peer than the
+    issue's most-ordered-product repeat-buy, reported beside it (notes/p17basket.md)."""
+    return _mask(signals.split, signals.campaign_orders() + 0.999 * signals.popularity_share())
+
+
 def bm25_peer_scores(signals: Signals, *, fill: bool = False) -> F64:
     """implicit's BM25 item-kNN (K=100, distinct orders), a campaign = its best product; with ``fill``,
     zero and tied scores are ordered by 90-day popularity."""
@@ -291,7 +298,8 @@ class Method:
 
 
 NOTIFY = "notify: learned ranker (serving)"
-PEERS = ("repeat-buy", "item-kNN BM25", "item-kNN BM25 + popularity fill", "implicit ALS")
+REPEAT_SUMMED = "repeat-buy, summed orders"
+PEERS = ("repeat-buy", REPEAT_SUMMED, "item-kNN BM25", "item-kNN BM25 + popularity fill", "implicit ALS")
 
 
 def default_methods(ranker: scoring.LinearRanker | None = None) -> list[Method]:
@@ -308,6 +316,8 @@ def default_methods(ranker: scoring.LinearRanker | None = None) -> list[Method]:
         Method("implicit ALS", "64 factors, log1p(orders), alpha 40; campaign = its best product", als_scores),
         Method("repeat-buy", "the user's most-ordered products' campaigns (distinct orders), then popularity",
                repeat_buy_scores),
+        Method(REPEAT_SUMMED, "the user's campaigns by distinct orders summed over their products, then popularity",
+               repeat_buy_summed_scores),
         Method("item-kNN BM25", f"implicit BM25Recommender, K={scoring.BM25_NEIGHBOURS}, distinct orders; "
                "campaign = its best product", bm25_peer_scores),
         Method("item-kNN BM25 + popularity fill", "the same, zero and tied scores ordered by 90-day popularity",
