@@ -199,3 +199,132 @@ def compare(cutoff: date) -> None:
 
 if __name__ == "__main__" and sys.argv[1] == "compare":
     compare(date.fromisoformat(sys.argv[2]))
+
+
+# -- third design (notes/p17basket.md): campaign-level aggregation and basket vectors ------------------
+# Extra per-window arrays beside the dumps (computed from the same splits, no vectors needed), then the
+# variants, fitted before and scored at each development window exactly as ``compare`` does:
+#     .venv/bin/python -m bench.ranker_design extras 2011-04-01 2011-05-01
+#     .venv/bin/python -m bench.ranker_design third 2011-04-01 2011-05-01
+
+def basket_cosine(split: object, *, dim: int = 64) -> np.ndarray:
+    """users x campaigns cosine of behaviour vectors: item vectors = truncated SVD (``dim``) of the PPMI of
+    products bought by the same customers; user = log1p(orders)-weighted sum; campaign = sum of its
+    products' vectors (item2vec-like, deterministic: fixed start vector)."""
+    from scipy import sparse
+    from scipy.sparse.linalg import svds
+
+    binary = sparse.csr_matrix(split.train_matrix, dtype=np.float64, copy=True)  # type: ignore[attr-defined]
+    binary.data[:] = 1.0
+    co = sparse.csr_matrix(binary.T @ binary)
+    co.setdiag(0)
+    co.eliminate_zeros()
+    total, rows = co.sum(), np.asarray(co.sum(axis=1)).ravel()
+    coo = co.tocoo()
+    pmi = np.log(coo.data * total / (rows[coo.row] * rows[coo.col]))
+    keep = pmi > 0
+    ppmi = sparse.csr_matrix((pmi[keep], (coo.row[keep], coo.col[keep])), shape=co.shape)
+    u, s, _ = svds(ppmi, k=dim, v0=np.ones(ppmi.shape[0]))
+    items = u * np.sqrt(s)
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    items = unit(items)
+    profile = sparse.csr_matrix(split.user_train_matrix(), dtype=np.float64, copy=True)  # type: ignore[attr-defined]
+    profile.data = np.log1p(profile.data)
+    campaigns = unit(np.asarray(sparse.csc_matrix(split.incidence, dtype=np.float64).T @ items))  # type: ignore[attr-defined]
+    return unit(np.asarray(profile @ items)) @ campaigns.T
+
+
+def extras(cutoff: date) -> None:
+    from notify_core.recommend import scoring
+
+    raw, full = load_tables(SOURCE)
+    history = raw_before(raw, cutoff)
+    splits = {"scored": make_split(raw, full, cutoff=cutoff),
+              "fit": make_split(history, map_online_retail(history), cutoff=cutoff - timedelta(days=60))}
+    for name, split in splits.items():
+        np.savez_compressed(OUT / f"extra-{name}-{cutoff}.npz",
+                            total=scoring.campaign_orders(split.user_train_matrix(), split.incidence),
+                            basket=basket_cosine(split).astype(np.float32))
+        print("extras", name, cutoff, flush=True)
+
+
+def third_design(d: dict[str, np.ndarray], e: dict[str, np.ndarray], variant: str) -> np.ndarray:
+    """The second design's features; ``sum``: frequency from the campaign's summed orders (adopted);
+    ``+basket``: the basket cosine and its repeat slope; ``blend``: similarity = (text + basket) / 2."""
+    f = d["features"].astype(np.float64).copy()
+    if "sum" in variant:
+        f[..., 0] = np.log1p(e["total"])
+    basket = e["basket"].astype(np.float64)
+    if "blend" in variant:
+        f[..., 3] = 0.5 * f[..., 3] + 0.5 * basket
+    bought = (f[..., 0] > 0)[..., None].astype(np.float64)
+    bm25 = np.log1p(np.maximum(d["bm25"], 0))[..., None]
+    parts = [f, bought, bought * f[..., 2:], bm25, bought * bm25]
+    if "+basket" in variant:
+        parts += [basket[..., None], bought * basket[..., None]]
+    return np.concatenate(parts, axis=-1)
+
+
+def third(cutoff: date) -> None:
+    from notify_core.recommend import scoring
+
+    fit, scored = load(OUT / f"fit-{cutoff}.npz"), load(OUT / f"scored-{cutoff}.npz")
+    ef, es = load(OUT / f"extra-fit-{cutoff}.npz"), load(OUT / f"extra-scored-{cutoff}.npz")
+    pop = scored["features"][..., 4].astype(np.float64)
+    peers = {"repeat-buy (max)": np.expm1(scored["features"][..., 0].astype(np.float64)) + 0.999 * pop,
+             "repeat-buy by summed orders": es["total"] + 0.999 * pop, "basket cosine alone": es["basket"]}
+    for name, s in peers.items():
+        hr, new = metrics(scored, s.astype(np.float64))
+        print(f"{cutoff} {name:36s} HR@10 {hr:.4f} new {new:.4f}", flush=True)
+    for variant in ("second", "sum", "sum+basket", "sum blend"):
+        x, y, w, _ = training_rows(fit, third_design(fit, ef, variant))
+        coef, icpt = scoring.fit_logistic(x, y, sample_weight=w)
+        s = np.where(scored["candidates"], third_design(scored, es, variant) @ coef + icpt, -np.inf)
+        hr, new = metrics(scored, s)
+        print(f"{cutoff} {variant:36s} HR@10 {hr:.4f} new {new:.4f}", flush=True)
+
+
+if __name__ == "__main__" and sys.argv[1] in ("extras", "third"):
+    for day in sys.argv[2:]:
+        (extras if sys.argv[1] == "extras" else third)(date.fromisoformat(day))
+
+
+def failures(cutoff: date) -> None:
+    """Per-user failure analysis: the users repeat-buy hits and the second design misses, and what took
+    the hit's place in the top 10 (a bought campaign or a new one, and with which features)."""
+    fit, scored = load(OUT / f"fit-{cutoff}.npz"), load(OUT / f"scored-{cutoff}.npz")
+    f = scored["features"].astype(np.float64)
+    truth, bought, valid = scored["truth"], scored["bought"], scored["truth"].any(axis=1)
+    repeat = np.where(scored["eligible"], np.expm1(f[..., 0]) + 0.999 * f[..., 4], -np.inf)
+    notify = np.where(scored["eligible"], fit_predict(fit, scored, "segmented+bm25", "logistic"), -np.inf)
+    top_r = np.argsort(-repeat, axis=1, kind="stable")[:, :10]
+    top_n = np.argsort(-notify, axis=1, kind="stable")[:, :10]
+    hit_r = np.take_along_axis(truth, top_r, axis=1).any(axis=1)
+    hit_n = np.take_along_axis(truth, top_n, axis=1).any(axis=1)
+    lost, won = valid & hit_r & ~hit_n, valid & hit_n & ~hit_r
+    print(f"{cutoff}: {valid.sum()} users; repeat-buy only {lost.sum()}, second design only {won.sum()}; bought "
+          f"campaigns a user: median {np.median(bought.sum(axis=1)[valid]):.0f}, >= 10 for "
+          f"{(bought.sum(axis=1) >= 10)[valid].mean():.1%}")
+    print(f"  bought share of the top 10: repeat-buy {np.take_along_axis(bought, top_r, axis=1)[valid].mean():.3f}, "
+          f"second design {np.take_along_axis(bought, top_n, axis=1)[valid].mean():.3f}, in the lost users "
+          f"{np.take_along_axis(bought, top_n, axis=1)[lost].mean():.3f}")
+    ranks, hits = [], []
+    for u in np.flatnonzero(lost):
+        order = np.argsort(-notify[u], kind="stable")
+        first = next(c for c in top_r[u] if truth[u, c])
+        ranks.append(int(np.flatnonzero(order == first)[0]) + 1)
+        hits.append(f[u, first])
+    shown = f[np.repeat(np.flatnonzero(lost), 10), top_n[lost].ravel()]
+    print(f"  repeat-buy's hit in the second design's ranking: median rank {np.median(ranks):.0f}")
+    names = ("log1p orders (best product)", "recency", "co-purchase", "similarity", "popularity", "priority")
+    for i, name in enumerate(names):
+        lost_mean = np.mean([h[i] for h in hits])
+        print(f"  {name:28s} displaced hit {lost_mean:.3f}   what was shown {shown[:, i].mean():.3f}")
+
+
+if __name__ == "__main__" and sys.argv[1] == "failures":
+    for day in sys.argv[2:]:
+        failures(date.fromisoformat(day))

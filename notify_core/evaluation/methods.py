@@ -139,10 +139,15 @@ class Signals:
             return np.where(best > -1e8, -best, np.inf)
         return self._memo("days_since", compute)
 
+    def campaign_orders(self) -> F64:
+        """users x campaigns: the user's distinct orders summed over the campaign's promoted products."""
+        return self._memo("campaign_orders", lambda: scoring.campaign_orders(self.split.user_train_matrix(),
+                                                                             self.split.incidence))
+
     def ranker_features(self) -> F64:
         """users x campaigns x :data:`scoring.RANKER_FEATURES`, through the function serving calls."""
         return self._memo("ranker_features", lambda: scoring.ranker_features(
-            best_orders=self.best_orders(), days_since=self.days_since(),
+            campaign_orders=self.campaign_orders(), days_since=self.days_since(),
             copurchase=self.bm25_copurchase(), similarity=self.cosine(), popularity=self.popularity_share(),
             priority=self.split.priority[None, :].astype(np.float64), bm25=self.bm25()))
 
@@ -248,6 +253,13 @@ def repeat_buy_scores(signals: Signals) -> F64:
     return _mask(signals.split, signals.best_orders() + 0.999 * signals.popularity_share())
 
 
+def repeat_buy_summed_scores(signals: Signals) -> F64:
+    """Repeat-buy by the user's distinct orders summed over the campaign's products (the third design's
+    frequency, :func:`scoring.campaign_orders`), then by 90-day popularity: a stronger simple peer than the
+    issue's most-ordered-product repeat-buy, reported beside it (notes/p17basket.md)."""
+    return _mask(signals.split, signals.campaign_orders() + 0.999 * signals.popularity_share())
+
+
 def bm25_peer_scores(signals: Signals, *, fill: bool = False) -> F64:
     """implicit's BM25 item-kNN (K=100, distinct orders), a campaign = its best product; with ``fill``,
     zero and tied scores are ordered by 90-day popularity."""
@@ -286,7 +298,8 @@ class Method:
 
 
 NOTIFY = "notify: learned ranker (serving)"
-PEERS = ("repeat-buy", "item-kNN BM25", "item-kNN BM25 + popularity fill", "implicit ALS")
+REPEAT_SUMMED = "repeat-buy, summed orders"
+PEERS = ("repeat-buy", REPEAT_SUMMED, "item-kNN BM25", "item-kNN BM25 + popularity fill", "implicit ALS")
 
 
 def default_methods(ranker: scoring.LinearRanker | None = None) -> list[Method]:
@@ -303,6 +316,8 @@ def default_methods(ranker: scoring.LinearRanker | None = None) -> list[Method]:
         Method("implicit ALS", "64 factors, log1p(orders), alpha 40; campaign = its best product", als_scores),
         Method("repeat-buy", "the user's most-ordered products' campaigns (distinct orders), then popularity",
                repeat_buy_scores),
+        Method(REPEAT_SUMMED, "the user's campaigns by distinct orders summed over their products, then popularity",
+               repeat_buy_summed_scores),
         Method("item-kNN BM25", f"implicit BM25Recommender, K={scoring.BM25_NEIGHBOURS}, distinct orders; "
                "campaign = its best product", bm25_peer_scores),
         Method("item-kNN BM25 + popularity fill", "the same, zero and tied scores ordered by 90-day popularity",

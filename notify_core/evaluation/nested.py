@@ -96,6 +96,9 @@ def _cache_key(history: pl.DataFrame, **settings: object) -> str:
     digest = hashlib.blake2b(digest_size=12)
     digest.update(json.dumps({k: str(v) for k, v in sorted(settings.items())}).encode())
     digest.update(json.dumps(list(scoring.RANKER_FEATURES)).encode())
+    # the features' arithmetic, not only their names: a fit cached before a change of what a feature
+    # means (the third design's summed campaign orders) must not be reused
+    digest.update(Path(scoring.__file__).read_bytes())
     digest.update(str(history.height).encode())
     digest.update(str(int(history.hash_rows(seed=0).sum())).encode())
     return digest.hexdigest()

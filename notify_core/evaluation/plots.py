@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from notify_core.evaluation.rolling import RollingReport
     from notify_core.evaluation.run import Report
 
-PEERS_SHOWN = ("repeat-buy", "item-kNN BM25", "item-kNN BM25 + popularity fill", "implicit ALS", "most popular")
+PEERS_SHOWN = ("repeat-buy", "repeat-buy, summed orders", "item-kNN BM25",
+               "item-kNN BM25 + popularity fill", "implicit ALS", "most popular")
 
 
 def _png(figure: Any) -> str:

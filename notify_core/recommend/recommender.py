@@ -332,7 +332,8 @@ class Recommender:
                 hit = (at < len(rows)) & (rows[np.minimum(at, len(rows) - 1)] == repeat_rows)
                 np.minimum.at(days, at[hit], _days_since(user, repeat_products, now)[hit])
             features = scoring.ranker_features(
-                best_orders=best_orders, days_since=days, copurchase=copurchase, similarity=similarity,
+                campaign_orders=_campaign_orders(rows, repeat_rows, repeat_orders), days_since=days,
+                copurchase=copurchase, similarity=similarity,
                 popularity=_lookup(rows, *popular, default=0.0) if popular is not None else 0.0,
                 priority=table.priority[rows], bm25=_lookup(rows, *bm25, default=0.0) if bm25 is not None else 0.0)
             score = np.asarray(scoring.ranker_score(self.ranker, features))
@@ -436,6 +437,18 @@ def _check_limit(limit: int) -> None:
 
 def _as_datetime(value: Any) -> datetime:
     return value if isinstance(value, datetime) else _parse_ts(str(value))
+
+
+def _campaign_orders(rows: Rows, repeat_rows: Rows, repeat_orders: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Per candidate row, the user's distinct orders summed over the campaign's promoted products
+    (``repeat_rows``/``repeat_orders``: one entry per bought product and campaign promoting it): the
+    ranker's ``frequency``, as :func:`scoring.campaign_orders` computes it for the evaluation."""
+    total = np.zeros(len(rows))
+    if len(repeat_rows) and len(rows):
+        at = np.searchsorted(rows, repeat_rows)
+        hit = (at < len(rows)) & (rows[np.minimum(at, len(rows) - 1)] == repeat_rows)
+        np.add.at(total, at[hit], repeat_orders[hit])
+    return total
 
 
 def _days_since(user: UserContext, products: Sequence[str], now: datetime) -> npt.NDArray[np.float64]:

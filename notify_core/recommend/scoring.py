@@ -246,6 +246,8 @@ def copurchase_affinity(user_rows: sparse.csr_matrix, item_sim: sparse.csr_matri
 # the model is segmented by that flag; ``bm25`` is the co-purchase strength before the per-user scaling.
 # This set (the second design) was chosen on the development windows only (scored from 2011-04-01 and
 # 2011-05-01, both ending before the first rolling cut-off): bench/ranker_design.py, notes/h17reco.md.
+# The third design (same windows; notes/p17basket.md) keeps the set and computes ``frequency`` from the
+# user's orders summed over the campaign's products instead of the best product's (campaign_orders).
 RANKER_FEATURES = ("frequency", "recency", "copurchase", "similarity", "popularity", "priority", "repeat",
                    "repeat_x_copurchase", "repeat_x_similarity", "repeat_x_popularity", "repeat_x_priority",
                    "bm25", "repeat_x_bm25")
@@ -281,16 +283,20 @@ class LinearRanker:
 # of the shipped data (labels up to its held-out cut-off; fitted_before says which), copied here by hand
 # like any release artefact. Refit and copy when the data changes.
 SERVING_RANKER = LinearRanker(
-    coefficients=(1.138945, 0.526907, 2.68666, 1.689692, 2.084309, 0.001495, -0.525677, -2.091194, 0.500512,
-                  0.666813, -0.011053, 0.127216, 0.148035),
-    intercept=-7.229188, fitted_before="2011-10-01")
+    coefficients=(1.080857, 0.531493, 2.686847, 1.688938, 2.083787, 0.001474, -0.331685, -2.192692, 0.659987,
+                  0.508154, -0.017897, 0.127193, 0.137506),
+    intercept=-7.228301, fitted_before="2011-10-01")  # third design: frequency from summed campaign orders
 
 
-def ranker_features(*, best_orders: Any, days_since: Any, copurchase: Any, similarity: Any, popularity: Any,
+def ranker_features(*, campaign_orders: Any, days_since: Any, copurchase: Any, similarity: Any, popularity: Any,
                     priority: Any, bm25: Any) -> F64:
     """The features (last axis, :data:`RANKER_FEATURES` order) of any shape of candidates.
 
-    ``best_orders``: distinct orders of the campaign's most-ordered product by the user; ``days_since``:
+    ``campaign_orders``: the user's distinct orders summed over the campaign's promoted products
+    (:func:`campaign_orders`; serving adds them up the same way). It was the most-ordered product's
+    orders until the third design: a campaign is hit when the user buys ANY of its products, so two
+    products ordered twice each say more than one ordered three times, and the max threw that away
+    (per-user failure analysis on the development windows, notes/p17basket.md); ``days_since``:
     days since the user last ordered one of its products (inf when never); ``copurchase`` in [0, 1]
     (:func:`copurchase_affinity` over the BM25 item-kNN neighbours: serving's :func:`copurchase_campaigns`
     over the neighbour map the index ships); ``similarity``: cosine of user and campaign vectors;
@@ -298,7 +304,7 @@ def ranker_features(*, best_orders: Any, days_since: Any, copurchase: Any, simil
     best product's BM25 item-kNN score, distinct orders x similarity (:func:`bm25_scores`, serving's second
     :func:`copurchase_product_scores`), taken as log1p.
     """
-    orders = np.maximum(np.asarray(best_orders, dtype=np.float64), 0.0)
+    orders = np.maximum(np.asarray(campaign_orders, dtype=np.float64), 0.0)
     days = np.asarray(days_since, dtype=np.float64)
     recency = np.where(np.isfinite(days), np.exp(-np.maximum(days, 0.0) / RECENCY_DAYS), 0.0)
     base = np.broadcast_arrays(np.log1p(orders), recency, np.asarray(copurchase, dtype=np.float64),
@@ -308,6 +314,18 @@ def ranker_features(*, best_orders: Any, days_since: Any, copurchase: Any, simil
     repeat = (base[0] > 0).astype(np.float64)
     strength = base[6]
     return np.stack([*base[:6], repeat, *(repeat * b for b in base[2:6]), strength, repeat * strength], axis=-1)
+
+
+def campaign_orders(user_orders: sparse.csr_matrix, incidence: sparse.csr_matrix | sparse.csc_matrix) -> F64:
+    """users x campaigns: the user's distinct orders summed over each campaign's promoted products (the
+    ranker's ``frequency``; serving sums the user's ``user_product`` rows per campaign the same way).
+
+    ``user_orders`` is users x products (distinct orders), ``incidence`` products x campaigns (nonzero where
+    the campaign promotes the product, counted once whatever its value).
+    """
+    promotes = sparse.csr_matrix(incidence, dtype=np.float64, copy=True)
+    promotes.data[:] = 1.0
+    return np.asarray((sparse.csr_matrix(user_orders, dtype=np.float64) @ promotes).todense(), dtype=np.float64)
 
 
 def ranker_score(ranker: LinearRanker, features: F64) -> F64:

@@ -12,7 +12,8 @@ from notify_cli.main import app
 from notify_core.evaluation import Report
 from tests.evaluation.conftest import SAMPLE
 
-METHODS = ["random", "most popular", "implicit ALS", "repeat-buy", "item-kNN BM25", "item-kNN BM25 + popularity fill",
+METHODS = ["random", "most popular", "implicit ALS", "repeat-buy", "repeat-buy, summed orders",
+           "item-kNN BM25", "item-kNN BM25 + popularity fill",
            "notify: content only", "notify: + repeat affinity", "notify: + co-purchase", "notify: hand-tuned blend",
            "notify: learned ranker (serving)"]
 RATES = ("hr5", "hr10", "ndcg5", "ndcg10", "coverage10", "new_hr10", "new_ndcg10", "converted", "converted_horizon")

@@ -78,3 +78,18 @@ def test_fits_are_cached_by_content(tables, tmp_path) -> None:
     again = fit_ranker(history, scoring_start=date(2011, 5, 1), embedder=HashingEmbedder(), sample_users=40,
                        cache_dir=tmp_path)
     assert again == first
+
+
+def test_a_cached_fit_is_not_reused_after_the_features_arithmetic_changes(tables, tmp_path, monkeypatch) -> None:
+    """The fit cache is keyed by scoring.py's code, not only the feature names: the third design changed
+    what ``frequency`` means under the same name, and a stale fit must be refitted, not reused."""
+    from notify_core.evaluation import nested
+
+    history = raw_before(tables[0], date(2011, 5, 1))
+    settings = {"scoring_start": date(2011, 5, 1), "horizon_days": 60, "seed": 0, "sample_users": 40, "model": "m"}
+    key = nested._cache_key(history, **settings)
+    assert nested._cache_key(history, **settings) == key
+    changed = tmp_path / "scoring.py"
+    changed.write_bytes(Path(scoring.__file__).read_bytes() + b"\n# what a feature means changed\n")
+    monkeypatch.setattr(scoring, "__file__", str(changed))
+    assert nested._cache_key(history, **settings) != key

@@ -221,7 +221,7 @@ def test_the_learned_ranker_scores_with_the_evaluations_functions(world: World) 
     items = {r.campaign_id: r for r in served.recommend("u1", limit=60, now=NOW).items}
     c001 = items["c001"]  # promotes p001: bought 3 times, last 15 days ago
     expected = scoring.ranker_score(ranker, scoring.ranker_features(
-        best_orders=3, days_since=15.0, copurchase=0.0, similarity=c001.similarity, popularity=0.0, priority=2,
+        campaign_orders=3, days_since=15.0, copurchase=0.0, similarity=c001.similarity, popularity=0.0, priority=2,
         bm25=0.0))
     assert c001.score == pytest.approx(float(expected))
     c020 = items["c020"]  # the overall list's top: a candidate through popularity alone
@@ -229,7 +229,7 @@ def test_the_learned_ranker_scores_with_the_evaluations_functions(world: World) 
     assert share == pytest.approx(1.0)
     priority = int(world.campaigns.filter(pl.col("campaign_id") == "c020")["priority"][0])
     assert c020.score == pytest.approx(float(scoring.ranker_score(ranker, scoring.ranker_features(
-        best_orders=0, days_since=float("inf"), copurchase=0.0, similarity=c020.similarity, popularity=share,
+        campaign_orders=0, days_since=float("inf"), copurchase=0.0, similarity=c020.similarity, popularity=share,
         priority=priority, bm25=0.0))))
     older = world.recommender_with(candidates=3, ranker=ranker)
     world.store.table(tables.USER_PRODUCT).put({"pk": "u1", "sk": "p001", "user_id": "u1", "product_id": "p001",
