@@ -343,6 +343,8 @@ class EventConsumer:
         prepared = PreparedBatch(records=records, outcome=out, poison=poison)
         seen: set[str] = set()
         purchases, user_events, ledger = prepared.purchases, prepared.user_events, prepared.ledger
+        last_headers: tuple[tuple[str, bytes], ...] | None = None
+        last_rid: str | None = None
         for record in records:
             headers = record.headers
             rows = None
@@ -378,7 +380,13 @@ class EventConsumer:
                 continue
             seen.add(event_id)
             lines, ledger_row = rows
-            rid = record.header(REQUEST_ID_HEADER) if headers else None
+            if not headers:
+                rid = None
+            elif headers is last_headers:  # the records of one capture request share one headers tuple
+                rid = last_rid
+            else:
+                rid = last_rid = record.header(REQUEST_ID_HEADER)
+                last_headers = headers
             if rid:  # the correlation id of the capture request, on every row the event wrote
                 for row in lines:
                     row["request_id"] = rid

@@ -100,6 +100,8 @@ MALFORMED = {
                         "user_id"),
     "month 13": (json.dumps({**_canonical_click(), "ts": "2024-13-01T10:00:00Z"}).encode(), "ts"),
     "ts before 2000": (json.dumps({**_canonical_click(), "ts": "1999-01-01T10:00:00Z"}).encode(), "2000"),
+    "properties null": (json.dumps({**_canonical_click(), "properties": None}).encode(), "properties"),
+    "properties a list": (json.dumps({**_canonical_click(), "properties": []}).encode(), "properties"),
     "nested property": (json.dumps({**_canonical_click(), "properties": {"a": {"b": 1}}}).encode(), "properties"),
     "property beyond 64 bits": (json.dumps({**_canonical_click(), "properties": {"n": 2**64}}).encode(), "64-bit"),
     "order line with an extra field": (
