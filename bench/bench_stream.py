@@ -167,6 +167,7 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float) -> di
             "offered_rate": rate,
             "seconds": seconds,
             "produced": produced,
+            "produced_per_s": round(produced / seconds),  # what the producer really offered on this box
             "persisted": total,
             "persisted_within_window": window,
             "events_per_s": round(total / max(last - started, 1e-9)),
@@ -375,19 +376,18 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_drain:
         drain = drain_run(drain_events)
         drain["loadavg"] = load_average()
-        limits.append(against_limit(path=f"consumer alone, draining {drain_events:,} events (limit: raw SQLite "
-                                    "executemany of the same rows)", figure=drain["consumer_events_per_s"],
-                                    limit=drain["executemany_events_per_s"], unit="events/s", target=100_000))
-        limits.append(against_limit(path="consumer alone vs one json_each statement per batch (batch_put's form)",
-                                    figure=drain["consumer_events_per_s"], limit=drain["json_each_events_per_s"],
-                                    unit="events/s", target=100_000))
+        limits.append(against_limit(path=f"consumer alone, {drain_events:,} events / raw executemany",
+                                    figure=drain["consumer_events_per_s"], limit=drain["executemany_events_per_s"],
+                                    unit="ev/s", target=100_000))
+        limits.append(against_limit(path="consumer alone / raw json_each", figure=drain["consumer_events_per_s"],
+                                    limit=drain["json_each_events_per_s"], unit="ev/s", target=100_000))
         report(f"stream_drain{suffix}", "stream consumer alone vs raw SQLite on the same rows",
                ["what", "events", "rows", "seconds", "events/s"],
-               [["EventConsumer.run (poll, decode, rows, batch_put, landing, commit)", drain_events, drain["rows"],
+               [["EventConsumer.run (the real loop)", drain_events, drain["rows"],
                  round(drain["consumer_s"], 2), round(drain["consumer_events_per_s"])],
-                ["raw SQLite executemany, same rows, same batches", drain_events, drain["rows"],
+                ["raw executemany, same rows", drain_events, drain["rows"],
                  round(drain["executemany_s"], 2), round(drain["executemany_events_per_s"])],
-                ["raw SQLite json_each, same rows, same batches", drain_events, drain["rows"],
+                ["raw json_each, same rows", drain_events, drain["rows"],
                  round(drain["json_each_s"], 2), round(drain["json_each_events_per_s"])]],
                {"drain": drain, "limits": limits[:2],
                 "ratio_target": "consumer within 2x of raw executemany (ratio >= 0.5)"})
@@ -402,13 +402,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stream {backend:6s} offered {rate:>8.0f}/s: {r['events_per_s']:>7} ev/s "
                   f"p50 {r['p50_ms']:.0f} ms p99 {r['p99_ms']:.0f} ms p99.9 {r['p999_ms']:.0f} ms "
                   f"unpersisted {r['unpersisted_after_drain']} (load {r['loadavg'][0]:.2f})", flush=True)
-            path = f"{backend} log, {rate:,.0f}/s offered with the producer on the box"
-            limits.append(against_limit(path=f"{path}: persisted within the window (limit: offered)",
-                                        figure=r["window_events_per_s"], limit=rate, unit="events/s",
-                                        target=rate))
-            limits.append(against_limit(path=f"{path}: p99 (limit: p50)", figure=r["p99_ms"],
+            # The limit of a sustained run: what the consumer alone drains in this sitting (the producer
+            # shares the box, so the ratio shows what running beside it costs), else what was offered.
+            alone = drain["consumer_events_per_s"] if drain is not None else rate
+            limits.append(against_limit(path=f"{backend} {rate / 1000:.0f}k/s offered: persisted / consumer alone",
+                                        figure=r["window_events_per_s"], limit=alone, unit="ev/s", target=rate))
+            limits.append(against_limit(path=f"{backend} {rate / 1000:.0f}k/s: p99 / p50", figure=r["p99_ms"],
                                         limit=r["p50_ms"], unit="ms", target=2000, higher_is_better=False))
-            limits.append(against_limit(path=f"{path}: share within 5 s (of all)", figure=r["within_5s"],
+            limits.append(against_limit(path=f"{backend} {rate / 1000:.0f}k/s: share within 5 s", figure=r["within_5s"],
                                         limit=1.0, unit="", target=0.999))
     capture_results = []
     if not skip_capture:
@@ -419,10 +420,11 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     if stream_results:
-        print(f"{'stream -> Store':<16}{'offered/s':>10}{'events/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}"
+        print(f"{'stream -> Store':<16}{'offered/s':>10}{'produced/s':>11}{'events/s':>10}"
+              f"{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}"
               f"{'<=2 s':>8}{'<=5 s':>8}{'left':>8}{'load':>7}")
     for r in stream_results:
-        print(f"{r['backend']:<16}{r['offered_rate']:>10.0f}{r['events_per_s']:>10}{r['p50_ms']:>9.0f}"
+        print(f"{r['backend']:<16}{r['offered_rate']:>10.0f}{r['produced_per_s']:>11}{r['events_per_s']:>10}{r['p50_ms']:>9.0f}"
               f"{r['p99_ms']:>9.0f}{r['p999_ms']:>10.0f}{r['within_2s']:>8.1%}{r['within_5s']:>8.1%}"
               f"{r['unpersisted_after_drain']:>8}{r['loadavg'][0]:>7.2f}")
     if capture_results:
