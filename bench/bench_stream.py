@@ -6,18 +6,20 @@ process, the real ``EventConsumer`` writing to a fresh SQLite Store) persists th
 produce time (the record timestamp) -> the moment its batch was written to the Store. Then the capture
 endpoint: ``notify serve`` in a subprocess, client threads POSTing batches of 100 events.
 
-    .venv/bin/python -m bench.bench_stream                 # 60 s per backend (the reported run)
-    .venv/bin/python -m bench.bench_stream --seconds 10    # quick
+First the consumer alone: 1M events already in the embedded log drained by the real consumer, beside the
+limit measured in the same run: raw SQLite ``executemany`` of the very rows it wrote (issue 21).
 
-Prints a table and writes ``bench/results/stream.json``. Medians over ``--repeats`` runs.
+    .venv/bin/python -m bench.bench_stream            # 1M drain + 49k/s for 60 s on both backends + capture
+    .venv/bin/python -m bench.bench_stream --quick    # 200k drain + 20 s on the embedded log (~1.5 min)
+
+Prints tables and writes ``bench/results/stream.json`` (``stream_drain.json`` for the drain; ``_quick``
+names for --quick), every figure with its limit, ratio, target and the load average.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -31,12 +33,11 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / "stream.json"
 
 PRODUCER = r"""
 import sys, time, uuid
 backend, target, rate, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
-from notify_core.stream.port import Message
+from bench.bench_stream import event_messages
 if backend == "kafka":
     from notify_core.stream.kafka import KafkaStream
     stream = KafkaStream(bootstrap_servers=target)
@@ -54,23 +55,41 @@ while True:
     if sent >= due:
         time.sleep(0.002)
         continue
-    batch = []
-    for i in range(sent, sent + batch_size):
-        user = f"u{i % 100003}"
-        ts = f"2024-03-01T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}Z"
-        if i % 10 == 0:
-            v = ('{"event_id":"%s-%d","type":"order","user_id":"%s","ts":"%s","order_id":"%s-o%d","items":'
-                 '[{"product_id":"p%d","quantity":1,"unit_price":2.5}]}' % (run, i, user, ts, run, i, i % 4000))
-            batch.append(Message("purchase_history", user.encode(), v.encode()))
-        else:
-            v = '{"event_id":"%s-%d","type":"click","user_id":"%s","ts":"%s","campaign_id":"c%d"}' % (
-                run, i, user, ts, i % 300)
-            batch.append(Message("notify_clickstream", user.encode(), v.encode()))
-    stream.produce_batch(batch)
+    stream.produce_batch(event_messages(sent, batch_size, run=run))
     sent += batch_size
 stream.close()
 print(sent, flush=True)
 """
+
+
+def event_messages(start: int, count: int, *, run: str) -> list[Any]:
+    """Events ``start..start+count`` as capture produces them: 1 in 10 an order, the rest clicks.
+
+    The canonical JSON :func:`~notify_core.events.models.encode_event` writes, with the headers capture
+    adds (the request id of a 100-event request, and the validated mark), so the consumer takes the path
+    it takes in production.
+    """
+    import orjson
+
+    from notify_core.events.models import VALIDATED_HEADERS
+    from notify_core.stream.port import REQUEST_ID_HEADER, Message
+
+    out = []
+    headers: tuple[tuple[str, bytes], ...] = ()
+    for i in range(start, start + count):
+        if i % 100 == 0 or not headers:
+            headers = ((REQUEST_ID_HEADER, f"req-{run}-{i // 100}".encode()), *VALIDATED_HEADERS)
+        user = f"u{i % 100003}"
+        ts = f"2024-03-01T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}Z"
+        head = {"event_id": f"{run}-{i}", "user_id": user, "ts": ts, "properties": {}}
+        if i % 10 == 0:
+            order = {**head, "type": "order", "order_id": f"{run}-o{i}",
+                     "items": [{"product_id": f"p{i % 4000}", "quantity": 1, "unit_price": 2.5}]}
+            out.append(Message("purchase_history", user.encode(), orjson.dumps(order), headers))
+        else:
+            click = {**head, "type": "click", "campaign_id": f"c{i % 300}"}
+            out.append(Message("notify_clickstream", user.encode(), orjson.dumps(click), headers))
+    return out
 
 
 def _percentiles(values: np.ndarray) -> dict[str, float]:
@@ -148,6 +167,7 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float) -> di
             "offered_rate": rate,
             "seconds": seconds,
             "produced": produced,
+            "produced_per_s": round(produced / seconds),  # what the producer really offered on this box
             "persisted": total,
             "persisted_within_window": window,
             "events_per_s": round(total / max(last - started, 1e-9)),
@@ -161,6 +181,78 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float) -> di
     finally:
         if broker is not None:
             broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def drain_run(events: int) -> dict[str, Any]:
+    """The consumer alone: ``events`` already in the embedded log, drained by the real ``EventConsumer``
+    into a fresh SQLite Store; then the limit: the same rows written by raw SQLite ``executemany`` (and by
+    one ``json_each`` statement per chunk, the form ``batch_put`` uses) into a fresh file of the same schema
+    and tuning, in chunks of one consumer batch, one transaction each. Same process, same sitting."""
+    import orjson
+
+    from notify_core.clock import SYSTEM_CLOCK
+    from notify_core.events.consumer import EventConsumer, tune_gc_for_ingest
+    from notify_core.store import tables
+    from notify_core.store.sqlite import SqliteStore
+    from notify_core.stream.local_log import LocalLog
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-stream-drain-"))
+    try:
+        log = LocalLog(workdir / "log.sqlite")
+        chunk = 10_000
+        for start in range(0, events, chunk):
+            log.produce_batch(event_messages(start, min(chunk, events - start), run="drain"))
+        store = SqliteStore(workdir / "store.sqlite")
+        store.tune_for_bulk_writes()
+        tune_gc_for_ingest()  # as `notify consume` does
+        consumer = EventConsumer(stream=log, store=store, landing=workdir / "landing", clock=SYSTEM_CLOCK,
+                                 max_batch=chunk, poll_timeout=0.05)
+        started = time.perf_counter()
+        out = consumer.run(stop=threading.Event(), max_records=events)
+        consumer_s = time.perf_counter() - started
+        consumer.close()
+        log.close()
+        names = (tables.USER_EVENTS, tables.PURCHASES, tables.EVENTS)
+        conn = store.connection()
+        rows = {name: conn.execute(f"SELECT pk, sk, ttl, body FROM {name} ORDER BY rowid").fetchall() for name in names}
+        store.close()
+        limits = {}
+        for kind in ("executemany", "json_each"):
+            raw = SqliteStore(workdir / f"raw-{kind}.sqlite")
+            raw.tune_for_bulk_writes()
+            for name in names:
+                raw.table(name)
+            rconn = raw.connection()
+            started = time.perf_counter()
+            for name in names:
+                upsert = f"INSERT INTO {name} (pk, sk, ttl, body) "
+                conflict = " ON CONFLICT(pk, sk) DO UPDATE SET ttl=excluded.ttl, body=excluded.body"
+                share = max(1, len(rows[name]) * chunk // max(events, 1))  # this table's rows of one batch
+                for i in range(0, len(rows[name]), share):
+                    part = sorted(rows[name][i : i + share])
+                    rconn.execute("BEGIN")
+                    if kind == "executemany":
+                        rconn.executemany(upsert + "VALUES (?, ?, ?, ?)" + conflict, part)
+                    else:
+                        rconn.execute(upsert + "SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each(?) "
+                                      "WHERE true" + conflict, (orjson.dumps(part),))
+                    rconn.execute("COMMIT")
+            limits[kind] = time.perf_counter() - started
+            raw.close()
+        n_rows = sum(len(r) for r in rows.values())
+        return {
+            "events": events,
+            "rows": n_rows,
+            "persisted": out.persisted,
+            "consumer_s": consumer_s,
+            "consumer_events_per_s": events / consumer_s,
+            "executemany_s": limits["executemany"],
+            "executemany_events_per_s": events / limits["executemany"],
+            "json_each_s": limits["json_each"],
+            "json_each_events_per_s": events / limits["json_each"],
+        }
+    finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -253,56 +345,105 @@ def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.common import against_limit, load_average, report
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backends", default="local,kafka")
-    parser.add_argument("--rates", default="50000", help="offered events/s, comma-separated")
-    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--quick", action="store_true",
+                        help="200k-event drain, 20 s sustained on the embedded log only, no capture (~1.5 min)")
+    parser.add_argument("--drain-events", type=int, default=None, help="consumer-alone drain size (1,000,000)")
+    parser.add_argument("--skip-drain", action="store_true")
+    parser.add_argument("--backends", default=None, help="local,kafka (--quick: local)")
+    parser.add_argument("--rates", default="49000", help="offered events/s, comma-separated (the spec's peak)")
+    parser.add_argument("--seconds", type=float, default=None, help="sustained run length (60; --quick 20)")
     parser.add_argument("--drain", type=float, default=30.0, help="seconds to let the consumer catch up")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--capture-seconds", type=float, default=15.0)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--skip-capture", action="store_true")
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
-    backends = [b for b in args.backends.split(",") if b]
+    quick = args.quick
+    drain_events = args.drain_events or (200_000 if quick else 1_000_000)
+    seconds = args.seconds or (20.0 if quick else 60.0)
+    backends = [b for b in (args.backends or ("local" if quick else "local,kafka")).split(",") if b]
     rates = [float(r) for r in args.rates.split(",") if r]
+    skip_capture = args.skip_capture or quick
+    suffix = "_quick" if quick else ""
+    output = args.output or ROOT / "bench" / "results" / f"stream{suffix}.json"
+
+    limits: list[dict[str, Any]] = []
+    drain: dict[str, Any] | None = None
+    if not args.skip_drain:
+        drain = drain_run(drain_events)
+        drain["loadavg"] = load_average()
+        limits.append(against_limit(path=f"consumer alone, {drain_events:,} events / raw executemany",
+                                    figure=drain["consumer_events_per_s"], limit=drain["executemany_events_per_s"],
+                                    unit="ev/s", target=100_000))
+        limits.append(against_limit(path="consumer alone / raw json_each", figure=drain["consumer_events_per_s"],
+                                    limit=drain["json_each_events_per_s"], unit="ev/s", target=100_000))
+        report(f"stream_drain{suffix}", "stream consumer alone vs raw SQLite on the same rows",
+               ["what", "events", "rows", "seconds", "events/s"],
+               [["EventConsumer.run (the real loop)", drain_events, drain["rows"],
+                 round(drain["consumer_s"], 2), round(drain["consumer_events_per_s"])],
+                ["raw executemany, same rows", drain_events, drain["rows"],
+                 round(drain["executemany_s"], 2), round(drain["executemany_events_per_s"])],
+                ["raw json_each, same rows", drain_events, drain["rows"],
+                 round(drain["json_each_s"], 2), round(drain["json_each_events_per_s"])]],
+               {"drain": drain, "limits": limits[:2],
+                "ratio_target": "consumer within 2x of raw executemany (ratio >= 0.5)"})
 
     stream_results = []
     for backend in backends:
         for rate in rates:
-            runs = [stream_run(backend, rate=rate, seconds=args.seconds, drain=args.drain) for _ in range(args.repeats)]
+            runs = [stream_run(backend, rate=rate, seconds=seconds, drain=args.drain) for _ in range(args.repeats)]
             stream_results.append(_median(runs))
             r = stream_results[-1]
+            r["loadavg"] = load_average()
             print(f"stream {backend:6s} offered {rate:>8.0f}/s: {r['events_per_s']:>7} ev/s "
                   f"p50 {r['p50_ms']:.0f} ms p99 {r['p99_ms']:.0f} ms p99.9 {r['p999_ms']:.0f} ms "
-                  f"unpersisted {r['unpersisted_after_drain']}", flush=True)
+                  f"unpersisted {r['unpersisted_after_drain']} (load {r['loadavg'][0]:.2f})", flush=True)
+            # The limit of a sustained run: what the consumer alone drains in this sitting (the producer
+            # shares the box, so the ratio shows what running beside it costs), else what was offered.
+            alone = drain["consumer_events_per_s"] if drain is not None else rate
+            limits.append(against_limit(path=f"{backend} {rate / 1000:.0f}k/s offered: persisted / consumer alone",
+                                        figure=r["window_events_per_s"], limit=alone, unit="ev/s", target=rate))
+            limits.append(against_limit(path=f"{backend} {rate / 1000:.0f}k/s: p99 / p50", figure=r["p99_ms"],
+                                        limit=r["p50_ms"], unit="ms", target=2000, higher_is_better=False))
+            limits.append(against_limit(path=f"{backend} {rate / 1000:.0f}k/s: share within 5 s", figure=r["within_5s"],
+                                        limit=1.0, unit="", target=0.999))
     capture_results = []
-    if not args.skip_capture:
+    if not skip_capture:
         for backend in backends:
             runs = [capture_run(backend, seconds=args.capture_seconds, clients=args.clients)
                     for _ in range(args.repeats)]
             capture_results.append(_median(runs))
 
     print()
-    print(f"{'stream -> Store':<16}{'offered/s':>10}{'events/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}"
-          f"{'<=2 s':>8}{'<=5 s':>8}{'left':>8}")
+    if stream_results:
+        print(f"{'stream -> Store':<16}{'offered/s':>10}{'produced/s':>11}{'events/s':>10}"
+              f"{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}"
+              f"{'<=2 s':>8}{'<=5 s':>8}{'left':>8}{'load':>7}")
     for r in stream_results:
-        print(f"{r['backend']:<16}{r['offered_rate']:>10.0f}{r['events_per_s']:>10}{r['p50_ms']:>9.0f}"
+        print(f"{r['backend']:<16}{r['offered_rate']:>10.0f}{r['produced_per_s']:>11}{r['events_per_s']:>10}{r['p50_ms']:>9.0f}"
               f"{r['p99_ms']:>9.0f}{r['p999_ms']:>10.0f}{r['within_2s']:>8.1%}{r['within_5s']:>8.1%}"
-              f"{r['unpersisted_after_drain']:>8}")
+              f"{r['unpersisted_after_drain']:>8}{r['loadavg'][0]:>7.2f}")
     if capture_results:
         print(f"\n{'capture (HTTP)':<16}{'clients':>10}{'events/s':>10}{'req p50':>9}{'req p99':>9}{'errors':>8}")
         for r in capture_results:
             print(f"{r['backend']:<16}{r['clients']:>10}{r['events_per_s']:>10}{r['request_p50_ms']:>9.1f}"
                   f"{r['request_p99_ms']:>9.1f}{r['errors']:>8}")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "args": {k: str(v) for k, v in vars(args).items()},
-        "stream": stream_results,
-        "capture": capture_results,
-    }, indent=2))
-    print(f"\nsaved {args.output.relative_to(ROOT) if args.output.is_relative_to(ROOT) else args.output}")
+    if drain is not None:
+        print(f"\nconsumer alone {drain['consumer_events_per_s']:,.0f} ev/s; raw executemany "
+              f"{drain['executemany_events_per_s']:,.0f} ev/s (ratio "
+              f"{drain['consumer_events_per_s'] / drain['executemany_events_per_s']:.2f}, target >= 0.5)")
+    report(f"stream{suffix}", "stream: figures against their limits",
+           ["path", "figure", "limit", "ratio", "target", "met"],
+           [[x["path"], round(x["figure"], 3), round(x["limit"], 3), round(x["ratio"], 3), x["target"],
+             "met" if x["met"] else "NOT met"] for x in limits],
+           {"args": {k: str(v) for k, v in vars(args).items()}, "drain": drain, "stream": stream_results,
+            "capture": capture_results, "limits": limits})
+    if args.output is not None and output != ROOT / "bench" / "results" / f"stream{suffix}.json":
+        shutil.copy(ROOT / "bench" / "results" / f"stream{suffix}.json", output)
     return 0
 
 

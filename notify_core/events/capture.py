@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from notify_core.clock import Clock, utcnow
-from notify_core.events.models import encode_event, parse_batch, topic_for
+from notify_core.events.models import VALIDATED_HEADERS, encode_event, parse_batch, topic_for
 from notify_core.metrics import observe_capture
 from notify_core.observability import current_request_id
 from notify_core.stream.port import REQUEST_ID_HEADER, Message, Stream
@@ -62,7 +62,9 @@ def capture_events(raw: bytes | str, *, stream: Stream, clock: Clock) -> Capture
     messages: list[Message] = []
     results: list[EventResult] = []
     rid = current_request_id()  # the HTTP edge's request id travels in each record's headers to the Store row
+    # ... and the mark that these models validated each event, so the consumer may skip decoding it again
     headers: tuple[tuple[str, bytes], ...] = ((REQUEST_ID_HEADER, rid.encode()),) if rid else ()
+    headers += VALIDATED_HEADERS
     for item in parsed.accepted:
         event = item.event
         topic = topic_for(event)

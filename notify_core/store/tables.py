@@ -44,7 +44,12 @@ def time_sk(ts: datetime) -> str:
 
 
 def purchase_sk(ts: datetime, order_id: str, product_id: str) -> str:
-    return f"{time_sk(ts)}#{order_id}#{product_id}"
+    return purchase_sk_at(time_sk(ts), order_id, product_id)
+
+
+def purchase_sk_at(time_key: str, order_id: str, product_id: str) -> str:
+    """:func:`purchase_sk` from the line's :func:`time_sk` already in hand (the consumer's trusted path)."""
+    return f"{time_key}#{order_id}#{product_id}"
 
 # Embeddings (issue 3): one vector per entity, pk "<entity_type>#<id>" (product, order, user, campaign),
 # sk "vector"; attributes vector (float32 bytes), dim, model, content_hash, updated_at. Read by key,

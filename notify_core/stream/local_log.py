@@ -261,8 +261,12 @@ class LocalLogConsumer:
                     (self._positions[topic], room),
                 ).fetchall()
                 if rows:
-                    records.extend(Record(topic, 0, off, key, value, ts, decode_headers(hdr) if hdr else ())
-                                   for off, ts, key, value, hdr in rows)
+                    headers: dict[bytes | None, tuple[tuple[str, bytes], ...]] = {None: ()}
+                    for off, ts, key, value, hdr in rows:  # a batch's records share a few header blobs
+                        decoded = headers.get(hdr)
+                        if decoded is None:
+                            decoded = headers[hdr] = decode_headers(hdr)
+                        records.append(Record(topic, 0, off, key, value, ts, decoded))
                     self._positions[topic] = rows[-1][0] + 1
             if records or time.monotonic() >= deadline:
                 return records

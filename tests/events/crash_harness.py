@@ -2,7 +2,8 @@
 
 Used by the crash tests (small in the default suite, 1M events under ``-m slow``). Events carry ids
 ``e<i>``; every 10th is an order of two lines, the rest are clicks, so the expected rows are known:
-``events`` (order ledger) + ``user_events`` = N distinct ids, ``purchases`` = 2 x orders.
+``events`` (order ledger) + ``user_events`` = N distinct ids, ``purchases`` = 2 x orders. Every other
+batch of 500 carries capture's validated mark, so kills land on both the trusted and the models' path.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ GROUP = "notify-event-consumer"
 
 PRODUCER = r"""
 import sys, time
+from notify_core.events.models import VALIDATED_HEADERS
 from notify_core.stream.port import Message
 path, total, rate = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 if path.startswith("kafka:"):  # a Kafka bootstrap address instead of a local log file
@@ -33,6 +35,7 @@ else:
 start = time.monotonic()
 for lo in range(0, total, 500):
     batch = []
+    marked = VALIDATED_HEADERS if lo // 500 % 2 else ()  # every other batch takes the trusted path
     for i in range(lo, min(lo + 500, total)):
         user = f"u{i % 997}"
         ts = f"2024-03-{1 + i // 86400 % 28:02d}T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}Z"
@@ -40,11 +43,11 @@ for lo in range(0, total, 500):
             value = ('{"event_id":"e%d","type":"order","user_id":"%s","ts":"%s","order_id":"o%d","items":'
                      '[{"product_id":"p1","quantity":1,"unit_price":2.5},{"product_id":"p%d","quantity":2,'
                      '"unit_price":1.0}]}' % (i, user, ts, i, i % 7 + 2))
-            batch.append(Message("purchase_history", user.encode(), value.encode()))
+            batch.append(Message("purchase_history", user.encode(), value.encode(), marked))
         else:
             value = '{"event_id":"e%d","type":"click","user_id":"%s","ts":"%s","campaign_id":"c%d"}' % (
                 i, user, ts, i % 50)
-            batch.append(Message("notify_clickstream", user.encode(), value.encode()))
+            batch.append(Message("notify_clickstream", user.encode(), value.encode(), marked))
     log.produce_batch(batch)
     if rate > 0:
         ahead = (lo + 500) / rate - (time.monotonic() - start)
