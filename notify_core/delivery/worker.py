@@ -139,6 +139,7 @@ class DeliveryWorker:
             claimed = self.claims.claim_batch(work, summary)
             for result, lateness, reclaimed in self._pool.map(self._deliver, claimed):
                 summary.count(result, lateness, reclaimed)
+        self.outcomes.writer.drain()  # a pass's outcomes are committed before it reports them
         self.flush()
         summary.next_due_at = self.claims.next_due(self.clock.now())
         self.totals.add(summary)
@@ -191,9 +192,10 @@ class DeliveryWorker:
 
     def close(self) -> None:
         self.claims.wait_scans()
-        self.outcomes.flush()
         self._pool.shutdown(wait=True)
+        self.outcomes.flush()
         self.claims.close()
+        self.outcomes.close()
 
     def _deliver(self, claim: _Claim) -> tuple[Result, float | None, bool]:
         try:
