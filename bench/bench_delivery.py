@@ -90,12 +90,14 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--shapes", default="spread,burst", help="comma-separated: spread, burst")
     args = parser.parse_args()
     n = args.n or (10_000 if args.quick else 100_000)
     spread = 60.0 * min(1.0, n / 100_000)
     rows: list[list[Any]] = []
     raw: dict[str, list[dict[str, Any]]] = {}
-    for shape, spread_s in (("spread", spread), ("burst", 0.0)):
+    shapes = [s for s in (("spread", spread), ("burst", 0.0)) if s[0] in args.shapes.split(",")]
+    for shape, spread_s in shapes:
         runs = [run_once(n, spread_s, concurrency=args.concurrency) for _ in range(args.repeats)]
         raw[shape] = runs
 
