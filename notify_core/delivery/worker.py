@@ -22,9 +22,10 @@ How one notification goes through (the schedule item in ``schedules`` is the sou
    schedule item that owns it. A second schedule item with the same id within 24 h (a re-plan that
    re-created it) is marked ``duplicate`` and not sent; the owner re-claiming after a crash passes.
 4. **Send** through the channel with the notification id as Idempotency-Key; render from the campaign's
-   template and the user's profile (campaigns cached per worker). The profile is read right after the claim
-   (one batch read per pass) and checked first (:func:`notify_core.preferences.suppression_reason`): a user who opted out of everything,
-   of every channel or of the campaign's category since the plan was made gets nothing, and the item
+   template and the user's profile (campaigns cached per worker). The profile is read right after the
+   claim (one batch read per pass) and checked first (:func:`notify_core.preferences.suppression_reason`):
+   a user who opted out of everything, of every channel or of the campaign's category since the plan was
+   made gets nothing, and the item
    finishes as ``suppressed`` (with its reason, a deliveries row and a campaign count).
 5. **Outcome,** written at once with ``Condition.matches(claim_token=<ours>)``: ``sent`` (delivered_at,
    latency from send_at); or ``retry_scheduled`` at +1 s, +5 s, +20 s after the failed attempt (an index
