@@ -14,10 +14,12 @@ What this changes for at-least-once, and why it is still safe:
 * A ``kill -9`` between a send and its commit leaves the schedule item ``claimed`` under our token; the
   lease (or the dead heartbeat) lets a worker re-claim it and send it again with the same notification id
   as Idempotency-Key. So an uncommitted outcome costs a duplicate at the channel (which dedupes), never a
-  lost notification. The window is bounded: at most ``max_pending`` (the worker passes its number of
-  senders) outcomes are ever sent-but-uncommitted, as many as when every sender waited for its commit;
-  a sender waits only when the writer is that far behind. Letting senders run a whole pass ahead
-  (1,000 sends) turned two kills into 58 duplicates where the crash test allows 10.
+  lost notification. The window is bounded: a sender :meth:`~OutcomeWriter.reserve`\ s a slot *before*
+  it sends and the slot is freed when that outcome commits, so at most ``max_pending`` messages are ever
+  sent-or-sending without a committed outcome (the worker allows its number of senders plus a quarter:
+  a sender goes on to its next message while the previous outcome commits, and a ``kill -9`` exposes
+  barely more than when every sender waited for its own commit). Letting senders run a whole pass
+  ahead (1,000 sends) turned two kills into 58 duplicates where the crash test allows 10.
 * Every update stays conditional on our claim token: a lease another worker took over in the meantime
   is not overwritten (the writer logs "lease lost" for it, as the sender did).
 * A Store error fails the whole batch (nothing written); the items stay ``claimed`` and are re-sent after
@@ -45,36 +47,61 @@ class OutcomeWriter:
     """
 
     def __init__(self, table: Table, *, write_lock: contextlib.AbstractContextManager[Any], worker_id: str,
-                 max_pending: int = 16, max_batch: int = 2000) -> None:
+                 max_pending: int = 20, max_batch: int = 2000) -> None:
         self._table = table
         self._write_lock = write_lock
         self._worker_id = worker_id
         self._max_pending = max(1, max_pending)
         self._max_batch = max_batch
         self._cond = threading.Condition()
-        self._queue: list[Update] = []
+        self._queue: list[tuple[Update, bool]] = []  # (update, holds a reserved slot)
         self._submitted = 0  # sequence numbers: how many updates were queued / are finished
         self._finished = 0
+        self._held = 0  # reserved slots: sends in flight plus their outcomes not yet committed
+        self._local = threading.local()  # whether this thread holds a slot its submit has not used yet
         self._closing = False
         self._thread: threading.Thread | None = None
         self.committed = 0
         self.lost = 0  # the condition failed: another worker re-claimed the item first
         self.failed = 0  # a Store error: the items stay claimed and are re-sent after their lease
-        self.waits = 0  # submits that found max_pending outcomes uncommitted and waited (the writer lagged)
+        self.waits = 0  # reserves that found max_pending slots held and waited (the writer lagged)
+
+    def reserve(self) -> None:
+        """Take a slot before sending (waits while ``max_pending`` are held): the bound on what a crash
+        can make this worker send twice. The thread's next :meth:`submit` carries the slot to the commit;
+        :meth:`release_unused` gives it back when no outcome was submitted."""
+        with self._cond:
+            self._ensure_thread()
+            if self._held >= self._max_pending:
+                self.waits += 1
+                while self._held >= self._max_pending:
+                    self._cond.wait(0.5)
+            self._held += 1
+        self._local.slot = True
+
+    def release_unused(self) -> None:
+        """Free this thread's reserved slot if its submit did not take it (the send raised, say)."""
+        if getattr(self._local, "slot", False):
+            self._local.slot = False
+            with self._cond:
+                self._held -= 1
+                self._cond.notify_all()
 
     def submit(self, update: Update) -> None:
+        """Queue a conditional update for the next group commit; returns at once."""
+        reserved = getattr(self._local, "slot", False)
+        self._local.slot = False
         with self._cond:
-            if self._thread is None or not self._thread.is_alive():
-                self._closing = False
-                self._thread = threading.Thread(target=self._run, name="deliver-commit", daemon=True)
-                self._thread.start()
-            if self._submitted - self._finished >= self._max_pending:
-                self.waits += 1
-                while self._submitted - self._finished >= self._max_pending and self._thread.is_alive():
-                    self._cond.wait(0.5)
-            self._queue.append(update)
+            self._ensure_thread()
+            self._queue.append((update, reserved))
             self._submitted += 1
             self._cond.notify_all()
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._closing = False
+            self._thread = threading.Thread(target=self._run, name="deliver-commit", daemon=True)
+            self._thread.start()
 
     def drain(self) -> None:
         """Return once every update submitted before this call is committed (or failed)."""
@@ -103,9 +130,10 @@ class OutcomeWriter:
                     return
                 batch = self._queue[: self._max_batch]
                 del self._queue[: self._max_batch]
-            self._commit(batch)
+            self._commit([update for update, _reserved in batch])
             with self._cond:
                 self._finished += len(batch)
+                self._held -= sum(1 for _update, reserved in batch if reserved)
                 self._cond.notify_all()
 
     def _commit(self, batch: list[Update]) -> None:

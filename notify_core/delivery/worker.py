@@ -202,6 +202,7 @@ class DeliveryWorker:
         self.outcomes.close()
 
     def _deliver(self, claim: _Claim, *, profiles: Mapping[str, Item]) -> tuple[Result, float | None, bool]:
+        self.outcomes.writer.reserve()  # bounds the sends a crash could repeat (notify_core.delivery.commit)
         try:
             return self._send(claim, profiles=profiles)
         except NotifyError:
@@ -209,6 +210,8 @@ class DeliveryWorker:
             log.exception("delivery step failed; the lease will expire and the item be retried",
                           extra={"schedule_pk": claim.work.pk, "schedule_sk": claim.work.sk})
             return "lost_claim", None, False
+        finally:
+            self.outcomes.writer.release_unused()
 
     def _send(self, claim: _Claim, *, profiles: Mapping[str, Item]) -> tuple[Result, float | None, bool]:
         item = claim.item
