@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from notify_core.errors import NotifyError
@@ -54,7 +55,7 @@ class OutcomeWriter:
         self._max_pending = max(1, max_pending)
         self._max_batch = max_batch
         self._cond = threading.Condition()
-        self._queue: list[tuple[Update, bool]] = []  # (update, holds a reserved slot)
+        self._queue: list[tuple[Update, bool, Callable[[], None] | None]] = []  # (update, slot, then)
         self._submitted = 0  # sequence numbers: how many updates were queued / are finished
         self._finished = 0
         self._held = 0  # reserved slots: sends in flight plus their outcomes not yet committed
@@ -87,13 +88,15 @@ class OutcomeWriter:
                 self._held -= 1
                 self._cond.notify_all()
 
-    def submit(self, update: Update) -> None:
-        """Queue a conditional update for the next group commit; returns at once."""
+    def submit(self, update: Update, *, then: Callable[[], None] | None = None) -> None:
+        """Queue a conditional update for the next group commit; returns at once. ``then`` runs (on the
+        writer thread) once the update is committed and its condition held: what must only exist for a
+        recorded outcome (its derived rows) hangs there."""
         reserved = getattr(self._local, "slot", False)
         self._local.slot = False
         with self._cond:
             self._ensure_thread()
-            self._queue.append((update, reserved))
+            self._queue.append((update, reserved, then))
             self._submitted += 1
             self._cond.notify_all()
 
@@ -130,13 +133,14 @@ class OutcomeWriter:
                     return
                 batch = self._queue[: self._max_batch]
                 del self._queue[: self._max_batch]
-            self._commit([update for update, _reserved in batch])
+            self._commit(batch)
             with self._cond:
                 self._finished += len(batch)
-                self._held -= sum(1 for _update, reserved in batch if reserved)
+                self._held -= sum(1 for _update, reserved, _then in batch if reserved)
                 self._cond.notify_all()
 
-    def _commit(self, batch: list[Update]) -> None:
+    def _commit(self, entries: list[tuple[Update, bool, Callable[[], None] | None]]) -> None:
+        batch = [update for update, _reserved, _then in entries]
         try:
             with self._write_lock:
                 results = self._table.update_many(batch)
@@ -149,7 +153,12 @@ class OutcomeWriter:
             self.failed += len(batch)
             log.exception("outcome writer error", extra={"items": len(batch), "worker": self._worker_id})
             return
-        for update, result in zip(batch, results, strict=True):
+        for (update, _reserved, then), result in zip(entries, results, strict=True):
+            if result is not None and then is not None:
+                try:
+                    then()
+                except Exception:  # a derived row's bug must not strand the other outcomes
+                    log.exception("after-commit step failed", extra={"schedule_pk": update.pk})
             if result is None:
                 self.lost += 1
                 # Our lease expired and another worker re-claimed it: its outcome will stand.

@@ -120,8 +120,8 @@ class Outcomes:
             fields = {**common, "status": DEAD_LETTERED, "last_error": result.detail, "dead_lettered_at": iso(now)}
             outcome = "dead_lettered"
         final = {**item, **fields}
-        self.finish(item, token, fields)
-        self.project(final, outcome)
+        # derived rows only for an outcome that was recorded (committed under our claim token)
+        self.finish(item, token, fields, then=lambda: self.project(final, outcome))
         DELIVERIES.labels(outcome, self.channel_name).inc()
         if log.isEnabledFor(logging.INFO):
             extra = _log_fields(item, attempt, outcome)
@@ -142,24 +142,28 @@ class Outcomes:
                                   "status": SUPPRESSED, "suppressed_reason": reason, "detail": reason}
         if request_id:
             fields["request_id"] = request_id
-        self.finish(item, token, fields)
-        self.project({**item, **fields}, "suppressed")
+        final = {**item, **fields}
+        self.finish(item, token, fields, then=lambda: self.project(final, "suppressed"))
         DELIVERIES.labels("suppressed", self.channel_name).inc()
         log.info("delivery suppressed: the user's preferences", extra={
             **_log_fields(item, attempt, "suppressed"), "reason": reason, "worker": self.worker_id})
         return "suppressed", None, reclaimed
 
-    def finish(self, item: Item, token: str, fields: Mapping[str, Any]) -> None:
+    def finish(self, item: Item, token: str, fields: Mapping[str, Any], *,
+               then: Callable[[], None] | None = None) -> None:
         """Queue an outcome under the claim token for the group commit (see :mod:`notify_core.delivery.commit`).
 
-        It returns at once: the sender goes on sending while the writer thread commits. The outcome counts
+        It returns at once: the sender goes on sending while the writer thread commits. ``then`` (the
+        derived rows) runs only once the outcome is committed under our token: an outcome a failed commit
+        or a lost lease did not record gets none, so its re-send cannot count twice. The outcome counts
         as recorded only after :meth:`flush` (which drains the writer); a ``kill -9`` before that leaves the
         item claimed, and it is re-sent after the lease with the same Idempotency-Key (a duplicate the
         channel drops, never a loss).
         """
         if "status" in fields:
             check_move(CLAIMED, fields["status"])  # every outcome ends a claim
-        self.writer.submit(Update(item["pk"], item["sk"], dict(fields), Condition.matches(claim_token=token)))
+        self.writer.submit(Update(item["pk"], item["sk"], dict(fields), Condition.matches(claim_token=token)),
+                           then=then)
 
     def close(self) -> None:
         """Commit what is queued and stop the writer thread."""
