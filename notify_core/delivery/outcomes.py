@@ -77,7 +77,7 @@ class Outcomes:
         self._proj_lock = threading.Lock()
         # outcomes are group-committed by a thread of their own, so a sender never waits on a commit
         self.writer = OutcomeWriter(self._schedules, write_lock=write_lock, worker_id=worker_id,
-                                    max_pending=options.concurrency + max(1, options.concurrency // 4))
+                                    max_pending=options.concurrency)
         self._on_counts = on_campaign_counts
 
     def next_retry(self, now: float) -> float | None:

@@ -86,11 +86,11 @@ def test_senders_are_held_to_max_pending_unrecorded_sends_while_the_writer_is_bl
     runner.start()
     try:
         for _ in range(100):  # let the senders run as far as they can
-            if len(channel.calls) >= 10:
+            if len(channel.calls) >= 8:
                 break
             threading.Event().wait(0.02)
         threading.Event().wait(0.3)
-        assert len(channel.calls) == 8 + 2  # concurrency + a quarter, then every sender waits
+        assert len(channel.calls) == 8  # one per sender, then every sender waits for the commit
     finally:
         release.set()
     runner.join(30)
