@@ -13,6 +13,7 @@ import heapq
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,8 +21,8 @@ from prometheus_client import Counter, Histogram
 
 from notify_core.clock import Clock
 from notify_core.delivery.channels import Outcome, SendResult
-from notify_core.delivery.commit import OutcomeWriter
 from notify_core.delivery.summary import Result, WorkerOptions
+from notify_core.errors import NotifyError
 from notify_core.lifecycle import CLAIMED, DEAD_LETTERED, RETRY_SCHEDULED, SENT, SUPPRESSED, check_move
 from notify_core.slo import LOG_RETENTION_DAYS
 from notify_core.store import tables
@@ -51,6 +52,16 @@ def minute_key(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M")
 
 
+@dataclass(eq=False)
+class _Finish:
+    """One sender's outcome waiting to be group-committed (see :meth:`Outcomes.finish`)."""
+
+    update: Update
+    done: threading.Event = field(default_factory=threading.Event)
+    lost: bool = False
+    error: NotifyError | None = None
+
+
 class Outcomes:
     """The recording side of one worker: outcomes, retries and derived rows (thread-safe)."""
 
@@ -75,9 +86,8 @@ class Outcomes:
         # dead letters and suppressions per (campaign, day), for the campaign statistics
         self._other_counts: dict[str, dict[tuple[str, str], int]] = {"failed": {}, "suppressed": {}}
         self._proj_lock = threading.Lock()
-        # outcomes are group-committed by a thread of their own, so a sender never waits on a commit
-        self.writer = OutcomeWriter(self._schedules, write_lock=write_lock, worker_id=worker_id,
-                                    max_pending=options.concurrency)
+        self._finishes: list[_Finish] = []  # outcomes waiting for the next group commit
+        self._finish_lock = threading.Lock()
         self._on_counts = on_campaign_counts
 
     def next_retry(self, now: float) -> float | None:
@@ -120,8 +130,8 @@ class Outcomes:
             fields = {**common, "status": DEAD_LETTERED, "last_error": result.detail, "dead_lettered_at": iso(now)}
             outcome = "dead_lettered"
         final = {**item, **fields}
-        # derived rows only for an outcome that was recorded (committed under our claim token)
-        self.finish(item, token, fields, then=lambda: self.project(final, outcome))
+        self.finish(item, token, fields)
+        self.project(final, outcome)
         DELIVERIES.labels(outcome, self.channel_name).inc()
         if log.isEnabledFor(logging.INFO):
             extra = _log_fields(item, attempt, outcome)
@@ -142,32 +152,50 @@ class Outcomes:
                                   "status": SUPPRESSED, "suppressed_reason": reason, "detail": reason}
         if request_id:
             fields["request_id"] = request_id
-        final = {**item, **fields}
-        self.finish(item, token, fields, then=lambda: self.project(final, "suppressed"))
+        self.finish(item, token, fields)
+        self.project({**item, **fields}, "suppressed")
         DELIVERIES.labels("suppressed", self.channel_name).inc()
         log.info("delivery suppressed: the user's preferences", extra={
             **_log_fields(item, attempt, "suppressed"), "reason": reason, "worker": self.worker_id})
         return "suppressed", None, reclaimed
 
-    def finish(self, item: Item, token: str, fields: Mapping[str, Any], *,
-               then: Callable[[], None] | None = None) -> None:
-        """Queue an outcome under the claim token for the group commit (see :mod:`notify_core.delivery.commit`).
+    def finish(self, item: Item, token: str, fields: Mapping[str, Any]) -> None:
+        """Record an outcome under the claim token, group-committed with the other senders' outcomes.
 
-        It returns at once: the sender goes on sending while the writer thread commits. ``then`` (the
-        derived rows) runs only once the outcome is committed under our token: an outcome a failed commit
-        or a lost lease did not record gets none, so its re-send cannot count twice. The outcome counts
-        as recorded only after :meth:`flush` (which drains the writer); a ``kill -9`` before that leaves the
-        item claimed, and it is re-sent after the lease with the same Idempotency-Key (a duplicate the
-        channel drops, never a loss).
+        Between a send and this write, a ``kill -9`` means a resend after the lease (a duplicate at the
+        channel, which dedupes on the Idempotency-Key). Committing each outcome alone made 16 senders
+        queue for one single-row transaction each, and the queue is that window: whoever gets the
+        write lock commits every outcome waiting, in one transaction, and the others just wait for it.
         """
         if "status" in fields:
             check_move(CLAIMED, fields["status"])  # every outcome ends a claim
-        self.writer.submit(Update(item["pk"], item["sk"], dict(fields), Condition.matches(claim_token=token)),
-                           then=then)
+        entry = _Finish(Update(item["pk"], item["sk"], dict(fields), Condition.matches(claim_token=token)))
+        with self._finish_lock:
+            self._finishes.append(entry)
+        with self._write_lock:
+            with self._finish_lock:
+                batch, self._finishes = self._finishes, []
+            if batch:
+                self._commit_finishes(batch)
+        entry.done.wait()
+        if entry.error is not None:
+            raise entry.error
+        if entry.lost:
+            # Our lease expired and another worker re-claimed it: its outcome will stand.
+            log.warning("lease lost before the outcome was recorded",
+                        extra={"notification_id": item.get("notification_id"), "worker": self.worker_id})
 
-    def close(self) -> None:
-        """Commit what is queued and stop the writer thread."""
-        self.writer.close()
+    def _commit_finishes(self, batch: list[_Finish]) -> None:
+        try:
+            results = self._schedules.update_many([f.update for f in batch])
+            for finish, result in zip(batch, results, strict=True):
+                finish.lost = result is None
+        except NotifyError as exc:
+            for finish in batch:
+                finish.error = exc
+        finally:
+            for finish in batch:
+                finish.done.set()
 
     # -- derived rows ------------------------------------------------------------------------------
     def project(self, final: Item, outcome: str) -> None:
@@ -183,11 +211,7 @@ class Outcomes:
                 other[key] = other.get(key, 0) + 1
 
     def flush(self) -> None:
-        """Wait for the queued outcomes' commit, then write the batched derived rows (one batch per table).
-
-        The order matters: a derived row (a campaign count above all) must never exist for an outcome a
-        crash could still undo; rows a crash loses after the commit are re-created at minute close."""
-        self.writer.drain()
+        """Write the batched derived rows (one batch per table)."""
         with self._proj_lock:
             rows, self._projections = self._projections, []
             counts, self._campaign_counts = self._campaign_counts, {}

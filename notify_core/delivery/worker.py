@@ -143,7 +143,6 @@ class DeliveryWorker:
             for result, lateness, reclaimed in self._pool.map(functools.partial(self._deliver, profiles=profiles),
                                                               claimed):
                 summary.count(result, lateness, reclaimed)
-        self.outcomes.writer.drain()  # a pass's outcomes are committed before it reports them
         self.flush()
         summary.next_due_at = self.claims.next_due(self.clock.now())
         self.totals.add(summary)
@@ -196,13 +195,11 @@ class DeliveryWorker:
 
     def close(self) -> None:
         self.claims.wait_scans()
-        self._pool.shutdown(wait=True)
         self.outcomes.flush()
+        self._pool.shutdown(wait=True)
         self.claims.close()
-        self.outcomes.close()
 
     def _deliver(self, claim: _Claim, *, profiles: Mapping[str, Item]) -> tuple[Result, float | None, bool]:
-        self.outcomes.writer.reserve()  # bounds the sends a crash could repeat (notify_core.delivery.commit)
         try:
             return self._send(claim, profiles=profiles)
         except NotifyError:
@@ -210,8 +207,6 @@ class DeliveryWorker:
             log.exception("delivery step failed; the lease will expire and the item be retried",
                           extra={"schedule_pk": claim.work.pk, "schedule_sk": claim.work.sk})
             return "lost_claim", None, False
-        finally:
-            self.outcomes.writer.release_unused()
 
     def _send(self, claim: _Claim, *, profiles: Mapping[str, Item]) -> tuple[Result, float | None, bool]:
         item = claim.item
