@@ -344,6 +344,22 @@ def test_update_many_applies_each_update_whose_condition_holds(table: Table) -> 
         table.update_many([Update("", "1", {"state": "x"})])
 
 
+def test_update_many_keeps_values_ttl_and_order_over_a_large_batch(table: Table) -> None:
+    """A batch of hundreds (SQLite reads and writes it in one statement each): bytes and nested values
+    survive, the ttl follows the item, and repeated keys see the batch's own earlier updates in order."""
+    n = 600
+    table.batch_put([{"pk": "big", "sk": f"{i:05d}", "n": i, "blob": b"\x00\xff", "nested": {"a": [1, 2]}}
+                     for i in range(n)])
+    updates = [Update("big", f"{i:05d}", {"n": i + 1, "ttl": _future()}, Condition.matches(n=i)) for i in range(n)]
+    updates += [Update("big", "00007", {"n": 100}, Condition.matches(n=8)),  # sees the first update
+                Update("big", "00007", {"n": 200}, Condition.matches(n=8))]  # no longer holds
+    results = table.update_many(updates)
+    assert sum(1 for r in results if r is not None) == n + 1 and results[-1] is None
+    item = table.get("big", "00007")
+    assert item is not None and item["n"] == 100 and item["blob"] == b"\x00\xff" and item["nested"] == {"a": [1, 2]}
+    assert table.get("big", "00599")["n"] == 600
+
+
 def test_update_many_claims_are_exclusive_across_threads(table: Table) -> None:
     """Racing batches of claims on the same keys: each key is won exactly once."""
     keys = [str(i) for i in range(60)]

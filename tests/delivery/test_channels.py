@@ -105,3 +105,13 @@ def test_sns_channel_publishes_with_the_key_as_deduplication_id() -> None:
     assert channel.send(MSG, idempotency_key="n1").ok
     missing = SnsChannel(arn.replace("notify.fifo", "missing.fifo"), region="eu-west-1", client=client)
     assert missing.send(MSG, idempotency_key="n1").outcome is Outcome.PERMANENT
+
+
+def test_a_header_value_with_a_line_break_is_permanent_and_never_sent(sink: SinkProcess, clock: ManualClock) -> None:
+    """A CR/LF in a header value would split the request (header injection): refused before any byte goes."""
+    channel = WebhookChannel(sink.url, secret=SECRET, clock=clock)
+    bad = Message(**{**MSG.payload(), "unsubscribe": "http://x/u\r\nX-Evil: 1"})
+    results = [channel.send(MSG, idempotency_key="k\r\nX-Evil: 1"), channel.send(bad, idempotency_key="k2")]
+    channel.close()
+    assert [r.outcome for r in results] == [Outcome.PERMANENT, Outcome.PERMANENT]
+    assert sink.stop() == []
