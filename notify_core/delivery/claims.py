@@ -146,6 +146,13 @@ class Claims:
                     m.scanning = True
                     self._scans.append(self._maintenance.submit(self._scan, m))
 
+    @property
+    def scanning(self) -> bool:
+        """A minute scan is still running: a pass that found nothing may only mean it has not been found yet
+        (a worker deciding it is idle must not count that time; a 100k-item minute takes seconds to scan)."""
+        with self._lock:
+            return any(not f.done() for f in self._scans)
+
     def wait_scans(self) -> None:
         while True:
             with self._lock:

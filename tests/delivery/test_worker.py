@@ -248,3 +248,25 @@ def test_lambda_handler_lingers_only_for_its_own_retries(store: SqliteStore) -> 
         deliver_notifications.use_worker(None)
         worker.close()
     assert reply["retried"] == 1 and reply["delivered"] == 3  # the +1 s retry went out in this invocation
+
+
+def test_a_worker_knows_a_minute_scan_is_still_running(store: SqliteStore, clock: ManualClock) -> None:
+    """``notify worker --idle-exit`` must not count a pass as idle while a scan is still looking: a restarted
+    worker quit with 81,788 items pending because its scan of a 100k-item minute outlasted the idle timer."""
+    seed_due(store, n=20, start=minute_start(clock.now()))
+    worker = DeliveryWorker(store, ScriptedChannel(), public_base_url="http://t", clock=clock, options=OPTS)
+    release = threading.Event()
+    real_scan = worker.claims._scan
+
+    def slow_scan(minute: object) -> None:
+        release.wait(10)
+        real_scan(minute)  # type: ignore[arg-type]
+
+    worker.claims._scan = slow_scan  # type: ignore[method-assign]
+    first = worker.run_pass(wait_for_scans=False)
+    assert first.attempts == 0 and worker.claims.scanning  # nothing sent yet, but not idle
+    release.set()
+    worker.claims.wait_scans()
+    assert not worker.claims.scanning
+    assert worker.run_until_idle().delivered == 20
+    worker.close()
