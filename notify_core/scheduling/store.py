@@ -226,7 +226,8 @@ def write_plans(
     # Absent when we read the users' plans: nothing can have claimed them, a blind batch write is safe.
     # All plans items before any schedules item (see the module docstring).
     if not bulk.is_empty():
-        bulk = bulk.unique(["user_id", "notification_id"], keep="last", maintain_order=True)
+        if bulk["notification_id"].n_unique() < bulk.height:  # ids are content hashes: only a repeated row
+            bulk = bulk.unique(["user_id", "notification_id"], keep="last", maintain_order=True)
         counts["inserted"] += plans.batch_put_frame(bulk)
     if fresh:
         counts["inserted"] += plans.batch_put(fresh)

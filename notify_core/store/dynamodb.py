@@ -40,6 +40,7 @@ from notify_core.store.port import (
     check_key,
     check_query,
     is_expired,
+    last_of_each_key,
 )
 
 if TYPE_CHECKING:
@@ -486,7 +487,7 @@ class DynamoTable:
     def batch_put_frame(self, frame: pl.DataFrame) -> int:
         """:meth:`batch_put` of a frame's rows: BatchWriteItem needs one typed map per item anyway, so the
         rows become items here (checked as the port says) and go through the same 25-item chunks."""
-        return self.batch_put(check_frame(frame).iter_rows(named=True))
+        return self.batch_put(last_of_each_key(check_frame(frame)).iter_rows(named=True))
 
     def query_many(self, pks: Sequence[str], *, key_range: KeyRange | None = None,
                    consistent: bool = False) -> dict[str, list[Item]]:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from notify_core.security.crypto import PERSONAL_FIELDS, FieldSealer
-from notify_core.store.port import Condition, Item, Key, KeyRange, Store, Table, Update, check_frame
+from notify_core.store.port import Condition, Item, Key, KeyRange, Store, Table, Update, check_frame, last_of_each_key
 
 if TYPE_CHECKING:
     import polars as pl
@@ -52,7 +52,7 @@ class SealedTable:
 
     def batch_put_frame(self, frame: pl.DataFrame) -> int:
         """Sealing works on items, so the rows become items first (the sealed tables are small)."""
-        return self.inner.batch_put(self._in(i) for i in check_frame(frame).iter_rows(named=True))
+        return self.inner.batch_put(self._in(i) for i in last_of_each_key(check_frame(frame)).iter_rows(named=True))
 
     def query_many(self, pks: Sequence[str], *, key_range: KeyRange | None = None,
                    consistent: bool = False) -> dict[str, list[Item]]:
