@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from bench.common import against_limit, median, report
+from bench.common import RESULTS, against_limit, median, report
 from notify_core.scheduling import ChunkInput, Ledger, PlanOptions, plan_chunks, plan_users
 from notify_core.scheduling.affinity import population_prior
 from notify_core.scheduling.models import CAMPAIGNS, CANDIDATES, HISTORY, INTERACTIONS, USERS
@@ -259,8 +259,23 @@ def bench_end_to_end(n: int, workdir: Path, *, chunk_users: int, pipeline: bool 
     store = SqliteStore(workdir / "store.sqlite")
     cpu0 = cpu_s()
     t0 = time.perf_counter()
+    marks: list[dict[str, float]] = []
+
+    def progress(done: int, total: int) -> None:
+        """A line and a JSON file per written chunk: a long run that is stopped still leaves its figures."""
+        import json
+        import os
+
+        mark = {"users_written": done, "elapsed_s": time.perf_counter() - t0 - gen_s, "cpu_s": cpu_s() - cpu0,
+                "peak_rss_mb": rss_mb(), "load1": os.getloadavg()[0]}
+        marks.append(mark)
+        print(f"  {done:>11,} / {total:,} users written, {mark['elapsed_s']:7.1f} s, "
+              f"RSS {mark['peak_rss_mb']:,.0f} MB, load {mark['load1']:.1f}", flush=True)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / f"schedule_progress_{n}.json").write_text(json.dumps(marks, indent=1))
+
     run = plan_and_store(store, users=users, campaigns=campaigns_frame(), candidates=candidates, plan_day=PLAN_DAY,
-                         options=options(n), chunk_users=chunk_users, pipeline=pipeline)
+                         options=options(n), chunk_users=chunk_users, pipeline=pipeline, progress=progress)
     wall = time.perf_counter() - t0
     cpu = cpu_s() - cpu0
     store.close()
@@ -271,7 +286,7 @@ def bench_end_to_end(n: int, workdir: Path, *, chunk_users: int, pipeline: bool 
             "phases_s": phases,
             "store_s": phases["state"] + phases["write"], "notifications": run.stats.notifications,
             "rows_written": 2 * run.writes.inserted, "writes": run.writes.as_dict(), "cpu_s": cpu,
-            "violations": run.violations, "peak_rss_mb": rss_mb(), "store_mb": _size_mb(workdir)}
+            "violations": run.violations, "peak_rss_mb": rss_mb(), "store_mb": _size_mb(workdir), "progress": marks}
 
 
 def _size_mb(folder: Path) -> float:
