@@ -1,19 +1,22 @@
-"""Scheduling benchmark: the planner at 1M and 10M users, and 1M end to end (ANN candidates + plan + Store).
+"""Scheduling benchmark: the planner at 1M users, and 10M users end to end (ANN candidates + Store state +
+plan + Store writes) through the real path, service.plan_and_store, with its limits measured beside it.
 
-    .venv/bin/python -m bench.bench_schedule            # 1M planning (x3), 10M chunked, 1M end to end
-    .venv/bin/python -m bench.bench_schedule --quick    # 100k planning, 1M chunked, 100k end to end
+    .venv/bin/python -m bench.bench_schedule              # 1M planning (x3) + 10M end to end (~20-40 min here)
+    .venv/bin/python -m bench.bench_schedule --only e2e   # the 10M end to end and its limits only
+    .venv/bin/python -m bench.bench_schedule --quick      # 100k planning, 300k end to end (a few minutes)
+    options: --users N, --chunk N (users per chunk, 500k), --no-pipeline, --only chunked (planner-only 10M)
 
 Synthetic, seeded data: users in a realistic time-zone mix (half-hour and 45-minute offsets, both
 hemispheres' DST), caps 1..5, quiet hours mostly 22-08; 1,000 campaigns with priorities, cooldowns and
 a few budgets; 20 candidates per user; ~2 engagement events per user (evening-heavy) for affinity and
 0.3 sends per user yesterday (cooldowns, fatigue). The plan day is 2027-03-28, an EU DST change.
 
-End to end: user and campaign vectors (384-d, clustered) -> the campaign ANN index
-(notify_core.recommend.index.build_index, the recommender's builder) -> top-20 per user by batch
-search -> plan -> SQLite Store (plans + schedules tables, through scheduling.store.write_plans, the
-same code the asset and Lambda use). The recommender's repeat-purchase signal is not in it (its batch
-API did not exist yet). The machine has 2 cores shared with other work: timings are medians of
-repeats where repeated, and noisy.
+End to end: campaign vectors (384-d, clustered) -> the campaign ANN index (notify_core.recommend.index.
+build_index, the recommender's builder) -> per chunk of users: top-20 by batch search (a CandidateSource),
+load_state, plan, write_plans (bulk frames into a SQLite Store, pipelined with the next chunk). Vector
+generation is timed apart and not counted. Limits beside it, on one chunk in the same run: raw SQLite
+executemany of the same rows, numpy top-5 on the same candidate matrix, exact matmul top-20 on the same
+vectors. The machine has 2 cores shared with other work: read figures beside the load and the ratios.
 """
 
 from __future__ import annotations
