@@ -9,7 +9,9 @@ written before the next is computed.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -47,6 +49,7 @@ class PlanRun:
     writes: WriteSummary
     minute_loads: dict[str, int] = field(default_factory=dict)  # busiest minutes, for reporting
     violations: dict[str, int] = field(default_factory=dict)  # checks.plan_violations, summed over chunks
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase: candidates, state, plan, write
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -111,6 +114,9 @@ def campaigns_from_store(store: Store) -> pl.DataFrame:
 
 
 CosineFallback = Callable[[list[str], list[str], int], pl.DataFrame]
+# Candidates (models.CANDIDATES) of the given users, asked chunk by chunk so a 10M-user day never holds
+# every user's candidates at once (the recommender's batch ANN search per chunk, say).
+CandidateSource = Callable[[list[str]], pl.DataFrame]
 
 
 def candidates_for(
@@ -165,27 +171,45 @@ def store_cosine(store: Store) -> CosineFallback:
 
 @counted_plan_generation
 def plan_and_store(
-    store: Store, *, users: pl.DataFrame, campaigns: pl.DataFrame, candidates: pl.DataFrame, plan_day: date,
+    store: Store, *, users: pl.DataFrame, campaigns: pl.DataFrame, candidates: pl.DataFrame | CandidateSource,
+    plan_day: date,
     now: datetime | None = None, options: PlanOptions | None = None, shards: int = DEFAULT_SHARDS,
     chunk_users: int = CHUNK_USERS, candidate_source: str = "given",
-    progress: Callable[[int, int], None] | None = None, ledger: Ledger | None = None,
+    progress: Callable[[int, int], None] | None = None, ledger: Ledger | None = None, pipeline: bool = True,
 ) -> PlanRun:
     """Plan ``users`` in chunks (history and interactions from the Store) and write each chunk's plan.
 
-    ``progress(users_done, users_total)`` is called after each chunk is written (for a live display)."""
+    ``pipeline`` (with more than one chunk): write chunk n on a writer thread while chunk n+1's state,
+    candidates and plan are computed (at most one chunk in flight, so memory stays two chunks). The
+    chunks' users are disjoint, so chunk n+1 reads nothing chunk n writes; the ledger is only touched by
+    planning, in this thread. Measured at 300k users in 100k chunks: 34 s against 57 s sequential.
+
+    ``progress(users_done, users_total)`` is called after each chunk is written (for a live display).
+    ``candidates``: a frame of every user's, or a :data:`CandidateSource` asked for each chunk's users."""
     day = plan_day.isoformat()
     campaigns = eligible_campaigns(campaigns, plan_day)
-    candidates = candidates.filter(pl.col("campaign_id").is_in(campaigns["campaign_id"].implode()))
+    eligible = pl.col("campaign_id").is_in(campaigns["campaign_id"].implode())
+    if isinstance(candidates, pl.DataFrame):
+        candidates = candidates.filter(eligible)
     users = users.unique("user_id", keep="first").sort("user_id")
     ledger = ledger or Ledger(plan_day)
+    store.tune_for_bulk_writes()  # every chunk writes its plan in bulk from this thread
     states: dict[int, Any] = {}
+    seconds = dict.fromkeys(("candidates", "state", "plan", "write"), 0.0)
 
     def chunks() -> Any:
         for k, lo in enumerate(range(0, users.height, chunk_users)):
             part = users.slice(lo, chunk_users)
             ids = part["user_id"].to_list()
+            started = time.perf_counter()
             state = states[k] = load_state(store, ids, plan_day=plan_day)
-            mine = candidates.filter(pl.col("user_id").is_in(part["user_id"].implode()))
+            seconds["state"] += time.perf_counter() - started
+            started = time.perf_counter()
+            if isinstance(candidates, pl.DataFrame):
+                mine = candidates.filter(pl.col("user_id").is_in(part["user_id"].implode()))
+            else:
+                mine = candidates(ids).filter(eligible)
+            seconds["candidates"] += time.perf_counter() - started
             yield ChunkInput(users=part, candidates=mine, history=state.history, interactions=state.interactions)
 
     stats = PlanStats()
@@ -194,25 +218,50 @@ def plan_and_store(
     violations: dict[str, int] = {}
     counts = (campaign_counts(store, campaigns["campaign_id"].to_list(), plan_day=plan_day)
               if opts.exploration.share > 0 else None)  # the bandit's posterior (.exploration)
-    for k, plan in enumerate(plan_chunks(chunks(), campaigns, plan_day=plan_day, total_users=users.height,
-                                         now=now, options=options, ledger=ledger, campaign_counts=counts)):
-        part = users.slice(k * chunk_users, chunk_users)
-        ids = part["user_id"].to_list()
-        found = plan_violations(plan.frame, part, capacity=opts.minute_capacity)
-        violations = {name: violations.get(name, 0) + v for name, v in found.items()}
-        summary = write_plans(store, plan.frame, user_ids=ids, plan_day=day, shards=shards,
-                              existing=states.pop(k).day_items)
-        stats = stats + plan.stats
+    def write(frame: pl.DataFrame, ids: list[str], existing: dict[str, list[Any]]) -> WriteSummary:
+        if pipeline:
+            store.tune_for_bulk_writes()  # the writer thread's own connection
+        started = time.perf_counter()
+        summary = write_plans(store, frame, user_ids=ids, plan_day=day, shards=shards, existing=existing)
+        seconds["write"] += time.perf_counter() - started
+        return summary
+
+    def written(k: int, summary: WriteSummary) -> None:
+        nonlocal writes
         writes = WriteSummary(**{f: getattr(writes, f) + getattr(summary, f) for f in WriteSummary.__slots__})
         if progress is not None:
             progress(min((k + 1) * chunk_users, users.height), users.height)
+
+    pipeline = pipeline and users.height > chunk_users  # one chunk: nothing to overlap
+    writer = ThreadPoolExecutor(1, thread_name_prefix="plan-writer") if pipeline else None
+    in_flight: tuple[int, Future[WriteSummary]] | None = None
+    try:
+        for k, plan in enumerate(plan_chunks(chunks(), campaigns, plan_day=plan_day, total_users=users.height,
+                                             now=now, options=options, ledger=ledger, campaign_counts=counts)):
+            part = users.slice(k * chunk_users, chunk_users)
+            ids = part["user_id"].to_list()
+            seconds["plan"] += plan.stats.seconds
+            found = plan_violations(plan.frame, part, capacity=opts.minute_capacity)
+            violations = {name: violations.get(name, 0) + v for name, v in found.items()}
+            stats = stats + plan.stats
+            if writer is None:
+                written(k, write(plan.frame, ids, states.pop(k).day_items))
+                continue
+            if in_flight is not None:  # one chunk in flight: wait for it before handing over the next
+                written(in_flight[0], in_flight[1].result())
+            in_flight = (k, writer.submit(write, plan.frame, ids, states.pop(k).day_items))
+        if in_flight is not None:
+            written(in_flight[0], in_flight[1].result())
+    finally:
+        if writer is not None:
+            writer.shutdown(wait=True)
     busiest = ledger.loads.argsort()[-3:][::-1]
     loads = {(ledger.base + _minutes(int(m))).strftime("%Y-%m-%dT%H:%M"): int(ledger.loads[m])
              for m in busiest if ledger.loads[m] > 0}
     stats = replace(stats, peak_minute_load=ledger.peak(), capacity_violations=ledger.violations(opts.minute_capacity))
     violations["over_capacity"] = stats.capacity_violations  # across chunks, from the shared ledger
     return PlanRun(plan_day=day, candidate_source=candidate_source, stats=stats, writes=writes, minute_loads=loads,
-                   violations=violations)
+                   violations=violations, seconds=seconds)
 
 
 def _minutes(m: int) -> timedelta:

@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from notify_core.errors import ConditionFailedError
@@ -66,23 +68,52 @@ class WriteSummary:
         return {**asdict(self), "written": self.written}
 
 
+def round6(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """``round(v, 6)`` of every value, exactly as Python rounds (so a stored expected value is the same
+    whichever path wrote it): numpy's multiply-and-round, with the values whose scaled fraction is near
+    a half (or too large for the product to be exact) rounded by Python instead."""
+    scaled = values * 1e6
+    out: npt.NDArray[np.float64] = np.round(scaled) / 1e6
+    near = np.flatnonzero((np.abs(scaled - np.floor(scaled) - 0.5) < 1e-3) | (np.abs(values) >= 1e9))
+    if near.size:
+        out[near] = [round(float(v), 6) for v in values[near]]
+    return out
+
+
+def plan_item_frame(plan: pl.DataFrame, *, shards: int = DEFAULT_SHARDS) -> pl.DataFrame:
+    """The ``plans`` items of a plan frame (models.PLAN), one row each, columns in item order: the one
+    definition of their shape (:func:`plan_items` is its rows; :func:`schedule_frame` derives from it)."""
+    users = plan["user_id"].unique()
+    shard = pl.DataFrame({"user_id": users, "shard": (user_hashes(users.to_list()) % np.uint64(shards))
+                          .astype(np.int64)}, schema={"user_id": pl.String, "shard": pl.Int64})
+    ev = round6(plan["expected_value"].cast(pl.Float64).to_numpy())
+    return plan.with_columns(pl.Series("_ev", ev, dtype=pl.Float64)).join(
+        shard, on="user_id", how="left", maintain_order="left").select(
+        pl.col("user_id").alias("pk"),
+        pl.format("{}#{}", "plan_day", "notification_id").alias("sk"),
+        "notification_id", "user_id", "campaign_id", "plan_day",
+        pl.col("slot").cast(pl.Int64),
+        pl.col("send_at").dt.strftime(ISO).alias("send_at"),
+        pl.col("send_at").dt.strftime("%Y-%m-%dT%H:%M").alias("due_minute"),
+        "shard",
+        pl.col("_ev").alias("expected_value"),
+        pl.lit(PENDING, dtype=pl.String).alias("status"),
+        (pl.col("send_at").dt.epoch("s") + TTL_DAYS * 86400).cast(pl.Int64).alias("ttl"),
+    )
+
+
+def schedule_frame(items: pl.DataFrame) -> pl.DataFrame:
+    """The ``schedules`` rows of :func:`plan_item_frame` rows (the keys :func:`schedule_item` gives)."""
+    return items.with_columns(
+        pl.format("{}#{}", "due_minute", pl.col("shard").cast(pl.String).str.zfill(2)).alias("pk"),
+        pl.format("{}#{}", "user_id", "notification_id").alias("sk"))
+
+
 def plan_items(plan: pl.DataFrame, *, shards: int = DEFAULT_SHARDS) -> list[Item]:
     """The ``plans`` items of a plan frame (models.PLAN); schedule items derive from them."""
     if plan.is_empty():
         return []
-    shard = (user_hashes(plan["user_id"].to_list()) % shards).astype(int).tolist()
-    send = plan["send_at"].dt.strftime(ISO).to_list()
-    minute = plan["send_at"].dt.strftime("%Y-%m-%dT%H:%M").to_list()
-    ttl = (plan["send_at"].dt.epoch("s") + TTL_DAYS * 86400).to_list()
-    items: list[Item] = []
-    for k, (uid, cid, nid, day, slot, ev) in enumerate(plan.select(
-            "user_id", "campaign_id", "notification_id", "plan_day", "slot", "expected_value").iter_rows()):
-        items.append({
-            "pk": uid, "sk": tables.plan_sk(day, nid), "notification_id": nid, "user_id": uid, "campaign_id": cid,
-            "plan_day": day, "slot": int(slot), "send_at": send[k], "due_minute": minute[k], "shard": shard[k],
-            "expected_value": round(float(ev), 6), "status": PENDING, "ttl": int(ttl[k]),
-        })
-    return items
+    return plan_item_frame(plan, shards=shards).to_dicts()
 
 
 def schedule_item(plan_item: Item) -> Item:
@@ -96,10 +127,8 @@ def _schedule_key(item: Item) -> tuple[str, str]:
 
 
 def day_items(store: Store, user_ids: Sequence[str], plan_day: str) -> dict[str, list[Item]]:
-    """Each user's stored plan items for ``plan_day`` (one partition query per user)."""
-    table = store.table(tables.PLANS)
-    prefix = KeyRange(prefix=f"{plan_day}#")
-    return {u: table.query(u, key_range=prefix, consistent=True) for u in user_ids}
+    """Each user's stored plan items for ``plan_day`` (Table.query_many: many partitions per statement)."""
+    return store.table(tables.PLANS).query_many(user_ids, key_range=KeyRange(prefix=f"{plan_day}#"), consistent=True)
 
 
 def write_plans(
@@ -115,9 +144,18 @@ def write_plans(
     plans = store.table(tables.PLANS)
     schedules = store.table(tables.SCHEDULES)
     old_by_user = existing if existing is not None else day_items(store, user_ids, plan_day)
+    # Users with nothing stored for the day (a fresh day: all of them) only get new items, written as
+    # frames in bulk (no dict per item); the others go through the per-item comparison below.
+    compared = [u for u in user_ids if old_by_user.get(u)]
+    frame = (plan_item_frame(plan, shards=shards).filter(pl.col("user_id").is_in(pl.Series(user_ids, dtype=pl.String)))
+             if not plan.is_empty() else pl.DataFrame())
+    bulk = frame
     new_by_user: dict[str, list[Item]] = {}
-    for item in plan_items(plan, shards=shards):
-        new_by_user.setdefault(item["user_id"], []).append(item)
+    if compared and not frame.is_empty():
+        mine = pl.col("user_id").is_in(pl.Series(compared, dtype=pl.String))
+        bulk = frame.filter(~mine)
+        for item in frame.filter(mine).to_dicts():
+            new_by_user.setdefault(item["user_id"], []).append(item)
 
     counts = dict.fromkeys(("inserted", "unchanged", "updated", "moved", "revived", "cancelled", "kept_delivered",
                             "repaired", "conflicts"), 0)
@@ -144,7 +182,7 @@ def write_plans(
         except ConditionFailedError:
             counts["conflicts"] += 1
 
-    for uid in user_ids:
+    for uid in compared:
         olds = {i["notification_id"]: i for i in old_by_user.get(uid, [])}
         news = {i["notification_id"]: i for i in new_by_user.get(uid, [])}
         for nid, old in olds.items():
@@ -185,8 +223,19 @@ def write_plans(
             except ConditionFailedError:
                 counts["conflicts"] += 1
 
-    if fresh:  # absent when we read the user's plan: nothing can have claimed them, a blind batch write is safe
+    # Absent when we read the users' plans: nothing can have claimed them, a blind batch write is safe.
+    # All plans items before any schedules item (see the module docstring).
+    if not bulk.is_empty():
+        if bulk["notification_id"].n_unique() < bulk.height:  # ids are content hashes: only a repeated row
+            bulk = bulk.unique(["user_id", "notification_id"], keep="last", maintain_order=True)
+        counts["inserted"] += plans.batch_put_frame(bulk)
+    if fresh:
         counts["inserted"] += plans.batch_put(fresh)
+    if not bulk.is_empty():
+        schedules.batch_put_frame(schedule_frame(bulk))
+        for cid, n in bulk.group_by("campaign_id", maintain_order=True).len().iter_rows():
+            plan_count({"campaign_id": cid}, n)
+    if fresh:
         schedules.batch_put(schedule_item(i) for i in fresh)
         for item in fresh:
             plan_count(item, 1)
@@ -244,12 +293,14 @@ def load_state(
     rows: list[dict[str, Any]] = []
     inter: list[dict[str, Any]] = []
     today: dict[str, list[Item]] = {}
+    stored = plans.query_many(user_ids, key_range=KeyRange(start=first, end=f"{day}#\uffff"), consistent=True)
+    clicks = events.query_many(user_ids, key_range=KeyRange(start=tables.time_sk(since))) if with_interactions else {}
     for uid in user_ids:
-        items = plans.query(uid, key_range=KeyRange(start=first, end=f"{day}#\uffff"), consistent=True)
+        items = stored.get(uid, [])
         today[uid] = [i for i in items if i.get("plan_day") == day]
         opened: set[str] = set()
         if with_interactions:
-            for ev in events.query(uid, key_range=KeyRange(start=tables.time_sk(since))):
+            for ev in clicks.get(uid, []):
                 if ev.get("type") and ev.get("ts"):
                     inter.append({"user_id": uid, "ts": _parse(str(ev["ts"])), "type": ev["type"],
                                   "notification_id": ev.get("notification_id")})

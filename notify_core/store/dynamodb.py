@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
@@ -36,10 +36,15 @@ from notify_core.store.port import (
     Key,
     KeyRange,
     Update,
+    check_frame,
     check_key,
     check_query,
     is_expired,
+    last_of_each_key,
 )
+
+if TYPE_CHECKING:
+    import polars as pl
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")  # same table names as the SQLite adapter accepts
 _PREFIX = re.compile(r"^[A-Za-z0-9_.\-]*$")  # DynamoDB's table-name alphabet
@@ -478,6 +483,16 @@ class DynamoTable:
         if chunk:
             self._write_chunk(list(chunk.values()))
         return written
+
+    def batch_put_frame(self, frame: pl.DataFrame) -> int:
+        """:meth:`batch_put` of a frame's rows: BatchWriteItem needs one typed map per item anyway, so the
+        rows become items here (checked as the port says) and go through the same 25-item chunks."""
+        return self.batch_put(last_of_each_key(check_frame(frame)).iter_rows(named=True))
+
+    def query_many(self, pks: Sequence[str], *, key_range: KeyRange | None = None,
+                   consistent: bool = False) -> dict[str, list[Item]]:
+        """One Query per partition: DynamoDB has no multi-partition query (BatchGetItem needs full keys)."""
+        return {pk: self.query(pk, key_range=key_range, consistent=consistent) for pk in dict.fromkeys(pks)}
 
     def _write_chunk(self, items: list[dict[str, AttributeValue]]) -> None:
         pending: list[dict[str, Any]] = [{"PutRequest": {"Item": item}} for item in items]

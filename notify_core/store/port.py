@@ -16,9 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from notify_core.errors import ValidationError
+
+if TYPE_CHECKING:
+    import polars as pl
 
 Item = dict[str, Any]
 Key = tuple[str, str]
@@ -88,6 +91,38 @@ def check_key(pk: Any, sk: Any) -> None:
         raise ValidationError(f"Store keys must be non-empty strings, got pk={pk!r} sk={sk!r}")
 
 
+def check_frame(frame: pl.DataFrame) -> pl.DataFrame:
+    """The rows of a :meth:`Table.batch_put_frame`, checked as :func:`check_key` and the codec check items
+    (:func:`last_of_each_key` then keeps the last row of a repeated key, as :meth:`Table.batch_put` does)."""
+    import polars as pl
+
+    for key in ("pk", "sk"):
+        if key not in frame.columns or frame.schema[key] != pl.String:
+            raise ValidationError(f"a frame of items needs a string column {key!r}")
+    bad = frame.filter(pl.col("pk").is_null() | pl.col("sk").is_null() | (pl.col("pk") == "") | (pl.col("sk") == ""))
+    if bad.height:
+        row = bad.row(0, named=True)
+        raise ValidationError(f"Store keys must be non-empty strings, got pk={row['pk']!r} sk={row['sk']!r}")
+    floats = [name for name, dtype in frame.schema.items() if dtype.is_float()]
+    if floats and frame.select(pl.any_horizontal(~pl.col(*floats).is_finite()).any()).item():
+        raise ValidationError("Out of range float values are not JSON compliant")
+    allowed = (pl.String, pl.Boolean, pl.Null)
+    for name, dtype in frame.schema.items():
+        if not (dtype in allowed or dtype.is_integer() or dtype.is_float()):
+            raise ValidationError(f"a Store item cannot hold {dtype} (column {name!r})")
+    return frame
+
+
+def last_of_each_key(frame: pl.DataFrame) -> pl.DataFrame:
+    """The rows of a checked frame in key order, the last row of a repeated key kept (last wins):
+    a stable sort and a look at the next row, cheaper than a hash ``unique`` on millions of keys."""
+    import polars as pl
+
+    frame = frame.sort("pk", "sk", maintain_order=True)
+    last = (pl.col("pk") != pl.col("pk").shift(-1)) | (pl.col("sk") != pl.col("sk").shift(-1))
+    return frame.filter(last.fill_null(True))
+
+
 def check_pk(pk: Any) -> None:
     if not isinstance(pk, str) or not pk:
         raise ValidationError(f"Store partition keys must be non-empty strings, got pk={pk!r}")
@@ -132,6 +167,24 @@ class Table(Protocol):
 
     def batch_put(self, items: Iterable[Item]) -> int:
         """Overwrite items (unconditionally, idempotently); returns the number written."""
+        ...
+
+    def batch_put_frame(self, frame: pl.DataFrame) -> int:
+        """:meth:`batch_put` for many flat items at once: one row per item, columns ``pk``, ``sk`` and the
+        attributes (str, int, float, bool; a null is an attribute holding None, as in an item dict).
+
+        Why a frame: a plan of millions of notifications is built column by column, and turning it into one
+        dict per item first costs more than the write. An adapter that can encode rows without those dicts
+        (SQLite: polars writes the JSON) does; others convert. Same contract as :meth:`batch_put`
+        (last wins for a repeated key, non-finite floats and empty keys rejected before any write).
+        """
+        ...
+
+    def query_many(self, pks: Sequence[str], *, key_range: KeyRange | None = None,
+                   consistent: bool = False) -> dict[str, list[Item]]:
+        """:meth:`query` for many partitions: every pk of ``pks`` maps to its items in sk order (an empty
+        list when it has none). SQLite answers thousands of partitions per statement; DynamoDB one query each.
+        """
         ...
 
     def put(self, item: Item, *, condition: Condition | None = None) -> None:

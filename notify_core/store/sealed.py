@@ -11,10 +11,13 @@ A condition on a personal field cannot match (each seal uses a fresh nonce): no 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from notify_core.security.crypto import PERSONAL_FIELDS, FieldSealer
-from notify_core.store.port import Condition, Item, Key, KeyRange, Store, Table, Update
+from notify_core.store.port import Condition, Item, Key, KeyRange, Store, Table, Update, check_frame, last_of_each_key
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 class SealedTable:
@@ -46,6 +49,15 @@ class SealedTable:
 
     def batch_put(self, items: Iterable[Item]) -> int:
         return self.inner.batch_put(self._in(i) for i in items)
+
+    def batch_put_frame(self, frame: pl.DataFrame) -> int:
+        """Sealing works on items, so the rows become items first (the sealed tables are small)."""
+        return self.inner.batch_put(self._in(i) for i in last_of_each_key(check_frame(frame)).iter_rows(named=True))
+
+    def query_many(self, pks: Sequence[str], *, key_range: KeyRange | None = None,
+                   consistent: bool = False) -> dict[str, list[Item]]:
+        found = self.inner.query_many(pks, key_range=key_range, consistent=consistent)
+        return {pk: [self._out(i) for i in items] for pk, items in found.items()}
 
     def put(self, item: Item, *, condition: Condition | None = None) -> None:
         self.inner.put(self._in(item), condition=condition)

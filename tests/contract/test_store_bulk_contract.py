@@ -1,0 +1,59 @@
+"""The port's bulk methods (issue 21) on both adapters: batch_put_frame writes what batch_put writes,
+query_many answers what query answers per partition."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from notify_core.errors import ValidationError
+from notify_core.store.port import KeyRange, Table
+from tests.contract import test_store_contract as contract
+
+store = contract.store  # the adapters' fixtures: SQLite and DynamoDB Local
+table = contract.table
+_future = contract._future
+
+
+def test_batch_put_frame_reads_back_as_batch_put_items(table: Table) -> None:
+    ttl = int(_future())
+    frame = pl.DataFrame({
+        "pk": ["u1", "u1", "u2", "u1"], "sk": ["a", "b", "a", "a"], "n": [1, 2, 3, 4],
+        "x": [0.1, 2.5e-6, None, 1.0], "s": ["é\"q", "", None, "z"], "ok": [True, False, None, True],
+        "ttl": [ttl] * 4,
+    })
+    assert table.batch_put_frame(frame) == 3  # ("u1", "a") twice: the last row wins
+    got = {(i["pk"], i["sk"]): i for i in table.query_many(["u1", "u2"]).get("u1", [])}
+    assert got[("u1", "a")] == {"pk": "u1", "sk": "a", "n": 4, "x": 1.0, "s": "z", "ok": True, "ttl": ttl}
+    assert got[("u1", "b")]["x"] == 2.5e-6 and got[("u1", "b")]["s"] == ""
+    assert table.get("u2", "a") == {"pk": "u2", "sk": "a", "n": 3, "x": None, "s": None, "ok": None,
+                                    "ttl": ttl}
+    assert table.batch_put_frame(frame.clear()) == 0
+
+
+@pytest.mark.parametrize("bad", [
+    pl.DataFrame({"pk": ["u1"], "sk": [""]}),
+    pl.DataFrame({"pk": [None], "sk": ["a"]}, schema={"pk": pl.String, "sk": pl.String}),
+    pl.DataFrame({"pk": ["u1"], "sk": ["a"], "x": [float("nan")]}),
+    pl.DataFrame({"pk": ["u1"], "sk": ["a"], "x": [float("inf")]}),
+    pl.DataFrame({"pk": [1], "sk": ["a"]}),
+    pl.DataFrame({"pk": ["u1"], "sk": ["a"], "when": [pl.date(2026, 1, 1)]}).with_columns(pl.lit(None).alias("z")),
+])
+def test_batch_put_frame_rejects_what_no_backend_stores(table: Table, bad: pl.DataFrame) -> None:
+    with pytest.raises(ValidationError):
+        table.batch_put_frame(bad)
+    assert table.get("u1", "a") is None  # nothing written
+
+
+def test_query_many_is_query_per_partition(table: Table) -> None:
+    table.batch_put([{"pk": f"p{i}", "sk": f"2026-01-0{d}#{k}", "v": i * 10 + d}
+                     for i in range(5) for d in (1, 2, 3) for k in ("x", "y")])
+    pks = ["p3", "p0", "missing", "p3", "p4"]
+    for key_range in (None, KeyRange(prefix="2026-01-02#"), KeyRange(start="2026-01-02", end="2026-01-03#\uffff")):
+        many = table.query_many(pks, key_range=key_range, consistent=True)
+        assert list(many) == ["p3", "p0", "missing", "p4"]
+        for pk in many:
+            assert many[pk] == table.query(pk, key_range=key_range, consistent=True)
+    assert table.query_many([]) == {}
+    with pytest.raises(ValidationError):
+        table.query_many(["p1", ""])
