@@ -396,6 +396,9 @@ class Recommender:
         if not neighbours or not user.orders_by_product:
             return empty
         matrix = snapshot.base.copurchase_matrix if snapshot.base is not None else None
+        promotion = snapshot.promotion()
+        if matrix is not None and promotion is not None:  # the vectorised path (the same arithmetic)
+            return scoring.copurchase_campaign_rows(user.orders_by_product, matrix, promotion)
         products, raw = scoring.copurchase_product_scores(user.orders_by_product,
                                                           matrix if matrix is not None else neighbours)
         promoted = snapshot.promoting(products)

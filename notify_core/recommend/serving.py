@@ -35,6 +35,7 @@ from notify_core.campaigns.table import CampaignTable
 from notify_core.recommend.ann import Matches, Vectors, unit_rows
 from notify_core.recommend.artefacts import ArtefactStore
 from notify_core.recommend.index import CURRENT, OVERLAY, LoadedIndex, current_version, load_version
+from notify_core.recommend.scoring import PromotionMatrix
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ class ServingSnapshot:
         if base is not None and overlay.ids:
             rows = base.table.rows_of(sorted(overlay.ids))
             self.shadowed[rows[rows >= 0]] = True
+        self._promotion: PromotionMatrix | None = None
 
     @property
     def version(self) -> str | None:
@@ -208,6 +210,23 @@ class ServingSnapshot:
                 if len(rows):
                     out[pid] = rows
         return out
+
+    def promotion(self) -> PromotionMatrix | None:
+        """The version's co-purchase products x this snapshot's unshadowed campaign rows (None without a
+        neighbour map), built on first use and kept with the snapshot: a new version or overlay is a new
+        snapshot, so it can never describe another table. Two threads racing here build the same value."""
+        matrix = self.base.copurchase_matrix if self.base is not None else None
+        if matrix is None:
+            return None
+        if self._promotion is None:
+            products, shadowed = self.table.products, self.shadowed
+
+            def rows_promoting(pid: str) -> npt.NDArray[np.int64] | None:
+                rows = products.get(pid)
+                return rows[~shadowed[rows]] if rows is not None else None
+
+            self._promotion = PromotionMatrix.of(matrix, rows_promoting)
+        return self._promotion
 
     def popular(self, segment: str) -> tuple[tuple[str, float], ...]:
         return self.base.popular.get(segment, ()) if self.base is not None else ()
