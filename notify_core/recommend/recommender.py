@@ -261,11 +261,11 @@ class Recommender:
         if found is not None:
             keep = found.rows[at] >= 0
             ann_rows, ann_sims = found.rows[at][keep], found.similarities[at][keep]
-        promoted = snapshot.promoting(user.orders_by_product)
-        repeat_rows = np.concatenate(list(promoted.values())) if promoted else np.zeros(0, dtype=np.int64)
-        repeat_orders = np.concatenate([np.full(len(r), user.orders_by_product[p], dtype=np.float64)
-                                        for p, r in promoted.items()]) if promoted else np.zeros(0)
-        repeat_products = [p for p, r in promoted.items() for _ in range(len(r))]
+        bought, repeat_rows, per_product = snapshot.promoted_rows(user.orders_by_product)
+        repeat_orders = np.repeat(np.fromiter((user.orders_by_product[p] for p in bought), dtype=np.float64,
+                                              count=len(bought)), per_product)
+        repeat_days = np.repeat(_days_since(user, bought, now), per_product) if self.ranker is not None \
+            else np.zeros(0)
         co_rows, co_values, co_raw = self.copurchase_rows(snapshot, user) if self.weights.copurchase or self.ranker \
             else (np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0))
         co_k = scoring.RANKER_COPURCHASE if self.ranker is not None else scoring.COPURCHASE_CANDIDATES
@@ -276,7 +276,7 @@ class Recommender:
         rows = np.unique(np.concatenate([ann_rows, repeat_rows, top_co, extra]))
         self._score(out, snapshot, user, rows, now=now, ann=(ann_rows, ann_sims),
                     repeat=(repeat_rows, repeat_orders), co=(co_rows, co_values), popular=popular_rows,
-                    repeat_products=repeat_products, bm25=(co_rows, co_raw))
+                    repeat_days=repeat_days, bm25=(co_rows, co_raw))
         if out.eligible < limit:  # no vector, or too few eligible: fill from what is popular where they live
             pop_ids, pop_values = self._popular(snapshot, user.country)
             pop_rows = table.rows_of(pop_ids)
@@ -286,7 +286,7 @@ class Recommender:
             pop_rows, pop_values = pop_rows[order], pop_values[order]
             self._score(out, snapshot, user, pop_rows, now=now, ann=(ann_rows, ann_sims),
                         repeat=(repeat_rows, repeat_orders), co=(co_rows, co_values),
-                        popularity=pop_values, popular=popular_rows, repeat_products=repeat_products,
+                        popularity=pop_values, popular=popular_rows, repeat_days=repeat_days,
                         bm25=(co_rows, co_raw))
         items = self._top(out, table, limit=limit)
         strategy: Strategy = "personalised" if user.vector is not None else "fallback"
@@ -297,7 +297,8 @@ class Recommender:
                ann: tuple[Rows, npt.NDArray[np.float32]], repeat: tuple[Rows, npt.NDArray[np.float64]],
                co: tuple[Rows, npt.NDArray[np.float64]], popularity: npt.NDArray[np.float64] | None = None,
                popular: tuple[Rows, npt.NDArray[np.float64]] | None = None,
-               repeat_products: Sequence[str] = (), bm25: tuple[Rows, npt.NDArray[np.float64]] | None = None) -> None:
+               repeat_days: npt.NDArray[np.float64] | None = None,
+               bm25: tuple[Rows, npt.NDArray[np.float64]] | None = None) -> None:
         """Filter and score sorted unique ``rows``; append the eligible ones to ``out``."""
         out.seen += len(rows)
         if not len(rows):
@@ -327,10 +328,10 @@ class Recommender:
         pop = popularity[ok] if popularity is not None else np.zeros(len(rows))
         if self.ranker is not None:  # the learned ranker: the same functions the evaluation scores with
             days = np.full(len(rows), np.inf)
-            if len(repeat_rows) and user.last_ordered:
+            if len(repeat_rows) and user.last_ordered and repeat_days is not None:
                 at = np.searchsorted(rows, repeat_rows)
                 hit = (at < len(rows)) & (rows[np.minimum(at, len(rows) - 1)] == repeat_rows)
-                np.minimum.at(days, at[hit], _days_since(user, repeat_products, now)[hit])
+                np.minimum.at(days, at[hit], np.asarray(repeat_days)[hit])
             features = scoring.ranker_features(
                 best_orders=best_orders, days_since=days, copurchase=copurchase, similarity=similarity,
                 popularity=_lookup(rows, *popular, default=0.0) if popular is not None else 0.0,

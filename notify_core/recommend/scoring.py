@@ -194,12 +194,21 @@ def _product_score_columns(orders_by_product: Mapping[str, int],
         return []
     rows = np.fromiter((r for r, _ in known), dtype=np.int64, count=len(known))
     orders = np.fromiter((o for _, o in known), dtype=np.float64, count=len(known))
-    block = table.matrix[rows]
+    # weight @ matrix[rows] without scipy's per-call object overhead (~1 ms here): the rows' entries in
+    # the user's order, each weight x similarity summed per column in that order (np.bincount adds
+    # sequentially from 0, as scipy's sparse product does), so the sums are bit-identical to it.
+    indptr, indices, data = table.matrix.indptr, table.matrix.indices, table.matrix.data
+    starts, lengths = indptr[rows], indptr[rows + 1] - indptr[rows]
+    total = int(lengths.sum())
+    offsets = np.cumsum(lengths) - lengths
+    at = np.repeat(starts - offsets, lengths) + np.arange(total)
+    columns, sims = indices[at], data[at]
+    size = len(table.ids)
     out = []
     for weight in (np.log1p(orders), orders):
-        summed = sparse.csr_matrix(weight[None, :]) @ block
-        keep = summed.data != 0
-        out.append((summed.indices[keep], np.asarray(summed.data[keep], dtype=np.float64)))
+        summed = np.bincount(columns, weights=np.repeat(weight, lengths) * sims, minlength=size)
+        nonzero = np.flatnonzero(summed)
+        out.append((nonzero.astype(np.int32), np.asarray(summed[nonzero], dtype=np.float64)))
     return out
 
 

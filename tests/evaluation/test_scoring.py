@@ -106,6 +106,13 @@ def test_the_vectorised_copurchase_rows_equal_the_reference_functions_exactly() 
         mine = {pids[p]: int(v) for p, v in zip(row.indices, row.data, strict=True)}
         mine["unknown-product"] = 3  # bought, but absent from the map: no score, as in the reference
         products_scores, raw_scores = scoring.copurchase_product_scores(mine, table)
+        known = [p for p in mine if p in table.index]
+        block = table.matrix[[table.index[p] for p in known]]
+        weights = np.asarray([mine[p] for p in known], dtype=np.float64)
+        for weight, got in ((np.log1p(weights), products_scores), (weights, raw_scores)):
+            summed = sparse.csr_matrix(weight[None, :]) @ block  # scipy's sparse product: the reference sums
+            expected_sums = {table.ids[c]: v for c, v in zip(summed.indices, summed.data, strict=True) if v != 0}
+            assert got == expected_sums  # bit-identical, not approx
         expected = scoring.copurchase_campaigns(products_scores, lambda pid: promoting.get(pid, np.zeros(0)).tolist())
         raw = scoring.campaign_best(raw_scores, lambda pid: promoting.get(pid, np.zeros(0)).tolist())
         rows, values, raws = scoring.copurchase_campaign_rows(mine, table, promotion)
