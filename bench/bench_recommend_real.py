@@ -121,6 +121,26 @@ def in_process(data_dir: Path, users: list[str], *, repeat: int) -> dict[str, fl
             "event_p50": pct(event, 50), "event_p99": pct(event, 99), "event_mean": float(np.mean(event))}
 
 
+def translation_us(key: str, user_id: str, *, repeat: int = 3000) -> float:
+    """Mean microseconds of the gateway's HTTP request -> API Gateway event translation
+    (:func:`lambdas.gateway.to_api_event`) on the request this benchmark sends."""
+    from starlette.requests import Request
+
+    from lambdas.gateway import to_api_event
+    from lambdas.routes import ROUTES
+
+    route = next(r for r in ROUTES if r.path.endswith("/recommendations"))
+    path = path_of(user_id)
+    scope = {"type": "http", "http_version": "1.1", "method": "GET", "path": path, "raw_path": path.encode(),
+             "query_string": b"", "scheme": "http", "server": ("127.0.0.1", 8080), "client": ("127.0.0.1", 5000),
+             "root_path": "", "path_params": {"user_id": user_id},
+             "headers": [(b"host", b"127.0.0.1"), (b"x-api-key", key.encode())]}
+    started = time.perf_counter()
+    for _ in range(repeat):
+        to_api_event(Request(scope), route, b"")
+    return (time.perf_counter() - started) / repeat * 1e6
+
+
 def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DIR)
@@ -159,6 +179,8 @@ def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
             server.kill()
     open_ms = [x * 1000 for x in opened["latencies"]]
     inproc = in_process(data_dir, shuffled, repeat=1 if args.quick else 2)
+    inproc["translation_us"] = translation_us(serve_admin_key(data_dir), shuffled[0])
+    inproc["edge_us"] = (inproc["event_mean"] - inproc["direct_mean"]) * 1000
 
     load = os.getloadavg()
     rows: list[list[Any]] = [
@@ -166,6 +188,9 @@ def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
          inproc["direct_p99"], f"{1000 / inproc['direct_mean']:,.0f}/s on 1 core", ""],
         ["handler in-process, API event through the edge (auth on)", inproc["event_p50"], inproc["event_p99"],
          f"{1000 / inproc['event_mean']:,.0f}/s on 1 core", ""],
+        ["gateway translation (HTTP request -> API Gateway event), mean", inproc["translation_us"] / 1000, "",
+         f"edge (auth, Powertools) adds {inproc['edge_us'] / 1000:.3f} ms a request",
+         "<= the handler's cost"],
         [f"trivial route /healthz, closed loop, {args.clients} conns, {args.workers} workers", trivial["p50"],
          trivial["p99"], f"{trivial['rps']:,.0f}/s ({trivial['errors']} errors)", "the limit"],
         [f"recommendations over HTTP, closed loop, {args.clients} conns, {args.workers} workers", closed["p50"],
@@ -176,6 +201,9 @@ def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
          f"p99 <= {TARGET_P99_MS:.0f} ms"],
     ]
     limits = [
+        against_limit(path="gateway translation + edge per request vs the handler (ms)",
+                      figure=(inproc["translation_us"] + inproc["edge_us"]) / 1000, limit=inproc["direct_mean"],
+                      unit="ms", target=inproc["direct_mean"], higher_is_better=False),
         against_limit(path="recommendations over HTTP, real demo data (closed loop)", figure=closed["rps"],
                       limit=trivial["rps"], unit="req/s", target=TARGET_RPS),
         against_limit(path=f"recommendations p99 over HTTP, open loop at {rate:,.0f}/s", figure=pct(open_ms, 99),
