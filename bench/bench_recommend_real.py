@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.bench_recommend import Connection, open_loop, path_of, pct
+from bench.bench_recommend import Connection, path_of, pct
 from bench.common import against_limit, report
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
@@ -92,6 +92,45 @@ async def closed_loop(port: int, paths: list[str], *, clients: int, seconds: flo
     return {"rps": len(latencies) / elapsed, "errors": errors, "p50": pct(ms, 50), "p99": pct(ms, 99)}
 
 
+async def open_loop(port: int, paths: list[str], *, rate: float, seconds: float, max_conns: int) -> dict[str, Any]:
+    """Requests scheduled at ``rate``; latency from each one's *scheduled* time (a stall shows as latency,
+    not as a slower send rate). Failures are counted by status (or exception name)."""
+    total = int(rate * seconds)
+    latencies: list[float] = []
+    failures: dict[str, int] = {}
+    pool: asyncio.Queue[Connection] = asyncio.Queue()
+    for _ in range(max_conns):
+        pool.put_nowait(await Connection.open(port))
+
+    async def one(i: int, scheduled: float) -> None:
+        conn = await pool.get()
+        try:
+            status, _ = await conn.get(paths[i % len(paths)])
+            if status == 200:
+                latencies.append(time.perf_counter() - scheduled)
+            else:
+                failures[str(status)] = failures.get(str(status), 0) + 1
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
+            conn = await Connection.open(port)
+        pool.put_nowait(conn)
+
+    start = time.perf_counter() + 0.05
+    tasks = []
+    for i in range(total):
+        scheduled = start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i, scheduled)))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - start
+    while not pool.empty():
+        pool.get_nowait().close()
+    return {"latencies": latencies, "errors": sum(failures.values()), "failures": failures, "sent": total,
+            "achieved_rps": len(latencies) / elapsed}
+
+
 def in_process(data_dir: Path, users: list[str], *, repeat: int) -> dict[str, float]:
     """The handler as `notify serve` runs it, without HTTP: direct, and an API event through the edge."""
     os.environ["NOTIFY_DATA_DIR"] = str(data_dir)
@@ -148,7 +187,8 @@ def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--rate", type=float, default=TARGET_RPS, help="open-loop rate (req/s)")
+    parser.add_argument("--rate", type=float, default=TARGET_RPS,
+                        help="open-loop rate (req/s); 80 %% of the closed loop's when that is lower")
     args = parser.parse_args()
     seconds = 5.0 if args.quick else args.seconds
     data_dir = args.data_dir.resolve()
@@ -169,7 +209,9 @@ def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
         asyncio.run(closed_loop(port, rec_paths, clients=args.clients, seconds=3))  # warm-up: cold starts
         trivial = asyncio.run(closed_loop(port, ["/healthz"], clients=args.clients, seconds=seconds))
         closed = asyncio.run(closed_loop(port, rec_paths, clients=args.clients, seconds=seconds))
-        rate = min(args.rate, max(100.0, closed["rps"] * 0.8)) if args.rate <= 0 else args.rate
+        # At the target when the server can sustain it; else at 80 % of what it sustained (an open loop far
+        # past capacity only measures the queue it builds), and the target is reported not met.
+        rate = args.rate if closed["rps"] >= args.rate else max(50.0, round(closed["rps"] * 0.8))
         opened = asyncio.run(open_loop(port, rec_paths, rate=rate, seconds=seconds, max_conns=64))
     finally:
         server.send_signal(signal.SIGTERM)
@@ -197,7 +239,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
          closed["p99"], f"{closed['rps']:,.0f}/s ({closed['errors']} errors)",
          f">= {TARGET_RPS:,.0f}/s, p99 <= {TARGET_P99_MS:.0f} ms"],
         [f"recommendations over HTTP, open loop at {rate:,.0f}/s", pct(open_ms, 50), pct(open_ms, 99),
-         f"{opened['achieved_rps']:,.0f}/s sent, {opened['errors']} errors",
+         f"{opened['achieved_rps']:,.0f}/s answered, failures {opened['failures'] or 'none'}",
          f"p99 <= {TARGET_P99_MS:.0f} ms"],
     ]
     limits = [
@@ -207,7 +249,8 @@ def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
         against_limit(path="recommendations over HTTP, real demo data (closed loop)", figure=closed["rps"],
                       limit=trivial["rps"], unit="req/s", target=TARGET_RPS),
         against_limit(path=f"recommendations p99 over HTTP, open loop at {rate:,.0f}/s", figure=pct(open_ms, 99),
-                      limit=trivial["p99"], unit="ms", target=TARGET_P99_MS, higher_is_better=False),
+                      limit=trivial["p99"], unit="ms", target=TARGET_P99_MS, higher_is_better=False)
+        | ({"met": False} if rate < TARGET_RPS else {}),
     ]
     extra = {"data": "real demo data (online_retail)", "users": len(users), "workers": args.workers,
              "clients": args.clients, "seconds": seconds, "distribution": "every user once per pass, shuffled",
