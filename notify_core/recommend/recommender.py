@@ -442,7 +442,7 @@ class _Timestamps(Mapping[str, datetime]):
     """product -> last order time, parsed on first read: a heavy buyer has hundreds of rows and the
     ranker reads the few whose products campaigns promote (parsing them all was ~10 % of a request)."""
 
-    __slots__ = ("_raw", "_parsed")
+    __slots__ = ("_parsed", "_raw")
 
     def __init__(self, raw: dict[str, Any]) -> None:
         self._raw = raw
@@ -456,6 +456,11 @@ class _Timestamps(Mapping[str, datetime]):
 
     def __contains__(self, key: object) -> bool:
         return key in self._raw
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        """product -> the stored value (ISO text or datetime), unparsed."""
+        return self._raw
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._raw)
@@ -479,6 +484,10 @@ def _as_datetime(value: Any) -> datetime:
 def _days_since(user: UserContext, products: Sequence[str], now: datetime) -> npt.NDArray[np.float64]:
     """Days from the user's last order of each product to ``now`` (inf when unknown): the ranker's recency."""
     last = user.last_ordered
+    if isinstance(last, _Timestamps):  # the raw values, parsed here once each (no Mapping calls a product)
+        raw = last.raw
+        return np.fromiter(((now - _as_datetime(raw[p])).total_seconds() / 86400.0 if p in raw else np.inf
+                            for p in products), dtype=np.float64, count=len(products))
     return np.fromiter(((now - last[p]).total_seconds() / 86400.0 if p in last else np.inf for p in products),
                        dtype=np.float64, count=len(products))
 
