@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from bench.common import report
+from bench.common import against_limit, report
 from bench.scale_data import CATEGORIES, COUNTRIES, DEFAULT_CACHE, ScaleData, ScaleSpec, generate
 from notify_core.clock import SYSTEM_CLOCK, utcnow
 from notify_core.recommend.ann import DEFAULT_EFFORT
@@ -250,7 +250,11 @@ async def open_loop(port: int, user_ids: list[str], *, rate: float, seconds: flo
     return {"latencies": latencies, "errors": errors, "sent": total, "achieved_rps": total / elapsed}
 
 
-async def closed_loop(port: int, user_ids: list[str], *, clients: int, seconds: float) -> dict[str, Any]:
+async def closed_loop(port: int, user_ids: list[str], *, clients: int, seconds: float,
+                      path_for: Any = None) -> dict[str, Any]:
+    """``clients`` keep-alive connections back to back; ``path_for(user_id)`` (default: the
+    recommendations path) picks each request's path: ``lambda _: "/healthz"`` measures the trivial route."""
+    path_for = path_for or path_of
     done = 0
     errors = 0
     stop_at = time.perf_counter() + seconds
@@ -260,7 +264,7 @@ async def closed_loop(port: int, user_ids: list[str], *, clients: int, seconds: 
         conn = await Connection.open(port)
         i = k
         while time.perf_counter() < stop_at:
-            status, _ = await conn.get(path_of(user_ids[i % len(user_ids)]))
+            status, _ = await conn.get(path_for(user_ids[i % len(user_ids)]))
             if status == 200:
                 done += 1
             else:
@@ -408,6 +412,9 @@ def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
                      f"{result['sent']} sent, {result['errors']} errors, {result['achieved_rps']:.0f} req/s",
                      "p95 <= 20 ms, p99 <= 40 ms"])
         closed = asyncio.run(closed_loop(port, user_ids, clients=args.clients, seconds=10))
+        # the limit, same server, same connections: the trivial route on the same Starlette + uvicorn stack
+        trivial = asyncio.run(closed_loop(port, user_ids, clients=args.clients, seconds=10,
+                                          path_for=lambda _: "/healthz"))
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -417,6 +424,8 @@ def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
     rows.append(["max recommendations/s: batched (recommend_many, all cores)", "", "", "",
                  f"{batch_rps:,.0f}/s ({len(batched):,} users)", ">= 3,000/s"])
     rows.append(["max recommendations/s: handler loop, 1 thread", "", "", "", f"{inproc_rps:,.0f}/s", ""])
+    rows.append([f"the limit: trivial route /healthz, closed loop, {args.clients} clients, {args.workers} workers",
+                 "", "", "", f"{trivial['rps']:,.0f}/s ({trivial['errors']} errors)", ""])
     rows.append([f"max recommendations/s: HTTP closed loop, {args.clients} clients, {args.workers} workers",
                  "", "", "", f"{closed['rps']:,.0f}/s ({closed['errors']} errors)", ""])
     extra.update({"exact_p50_ms": pct(exact_lat, 50), "handler_p50_ms": pct(h_lat, 50),
@@ -424,7 +433,9 @@ def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
                   "http_p50_ms": pct(http_lat, 50), "http_p95_ms": pct(http_lat, 95), "http_p99_ms": pct(http_lat, 99),
                   "http_errors": result["errors"], "http_achieved_rps": result["achieved_rps"],
                   "inprocess_rps": inproc_rps, "batched_rps": batch_rps, "http_closed_loop_rps": closed["rps"],
-                  "workers": args.workers,
+                  "workers": args.workers, "trivial_route_rps": trivial["rps"],
+                  "limits": [against_limit(path="recommendations over HTTP, synthetic data (closed loop)",
+                                           figure=closed["rps"], limit=trivial["rps"], unit="req/s", target=2500.0)],
                   "note": "2 shared cores; the load generator runs on the same machine as the server"})
     title = (f"Recommendation at {spec.users:,} users x {spec.campaigns:,} campaigns ({spec.dim}-dim), "
              f"serving: IVF probing {serving_effort} lists")

@@ -7,7 +7,6 @@ orjson rather than the standard library: encoding items is the consumer's hottes
 from __future__ import annotations
 
 import base64
-import json
 import math
 from typing import Any
 
@@ -63,9 +62,19 @@ def encode_item(item: Item) -> str:
 
 
 def decode_item(text: str) -> Item:
-    # The standard decoder: it restores tagged bytes through object_hook, which orjson has no hook for.
+    # orjson has no object_hook: tagged bytes are restored by a walk that applies _hook bottom-up, as
+    # json.loads(object_hook=_hook) would (the standard decoder costs ~0.2 ms on a 384-dim vector item).
+    result: Item = orjson.loads(text)
     if _BYTES_TAG not in text:
-        result: Item = orjson.loads(text)
         return result
-    tagged: Item = json.loads(text, object_hook=_hook)
+    tagged: Item = _untag(result)
     return tagged
+
+
+def _untag(value: Any) -> Any:
+    kind = type(value)
+    if kind is dict:
+        return _hook({k: _untag(v) for k, v in value.items()})
+    if kind is list:
+        return [_untag(v) for v in value]
+    return value

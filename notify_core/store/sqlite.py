@@ -228,10 +228,13 @@ class SqliteTable:
     def batch_get(self, keys: Sequence[Key], *, consistent: bool = False) -> list[Item]:
         for pk, sk in keys:
             check_key(pk, sk)
+        unique = list(dict.fromkeys(keys))
+        if len(unique) == 1:  # one key (a request's profile or vector): the plain lookup, no VALUES join
+            item = self.get(*unique[0], consistent=consistent)
+            return [] if item is None else [item]
         conn = self.store.connection()
         now = self.store.clock.now()
         found: list[Item] = []
-        unique = list(dict.fromkeys(keys))
         for start in range(0, len(unique), _BATCH):
             chunk = unique[start : start + _BATCH]
             marks = ",".join("(?,?)" for _ in chunk)

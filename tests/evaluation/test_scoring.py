@@ -83,3 +83,40 @@ def test_servings_per_user_copurchase_equals_the_evaluations_matrices() -> None:
                                     lambda pid: promoting.get(pid, ()))
         bm25 = scoring.campaign_max(scoring.bm25_scores(row, sim), incidence)[0]  # the evaluation's Signals.bm25
         assert np.allclose([raw.get(c, 0.0) for c in cids], bm25)
+
+
+def test_the_vectorised_copurchase_rows_equal_the_reference_functions_exactly() -> None:
+    """Serving's array path (:func:`scoring.copurchase_campaign_rows` over a :class:`PromotionMatrix`) gives
+    bit-identical affinities and raw BM25 bests to :func:`copurchase_campaigns` / :func:`campaign_best`,
+    shadowed (excluded) rows and products no campaign promotes included: ranking cannot move."""
+    rng = np.random.default_rng(7)
+    users, products, campaigns = 80, 120, 70
+    orders = sparse.csr_matrix(np.where(rng.random((users, products)) < 0.1, rng.integers(1, 9, (users, products)), 0)
+                               .astype(float))
+    pids = [f"p{i:03d}" for i in range(products)]
+    neighbours = scoring.neighbour_map(scoring.item_similarity(orders, neighbours=20), pids)
+    table = scoring.NeighbourMatrix.of(neighbours)
+    incidence = rng.random((products, campaigns)) < 0.03
+    excluded = {5, 17, 33}  # e.g. shadowed by the overlay: never a candidate
+    promoting = {pids[p]: np.asarray([c for c in np.flatnonzero(incidence[p]) if c not in excluded], dtype=np.int64)
+                 for p in range(products)}
+    promotion = scoring.PromotionMatrix.of(table, lambda pid: promoting.get(pid))
+    for u in range(users):
+        row = orders.getrow(u)
+        mine = {pids[p]: int(v) for p, v in zip(row.indices, row.data, strict=True)}
+        mine["unknown-product"] = 3  # bought, but absent from the map: no score, as in the reference
+        products_scores, raw_scores = scoring.copurchase_product_scores(mine, table)
+        known = [p for p in mine if p in table.index]
+        block = table.matrix[[table.index[p] for p in known]]
+        weights = np.asarray([mine[p] for p in known], dtype=np.float64)
+        for weight, got in ((np.log1p(weights), products_scores), (weights, raw_scores)):
+            summed = sparse.csr_matrix(weight[None, :]) @ block  # scipy's sparse product: the reference sums
+            expected_sums = {table.ids[c]: v for c, v in zip(summed.indices, summed.data, strict=True) if v != 0}
+            assert got == expected_sums  # bit-identical, not approx
+        expected = scoring.copurchase_campaigns(products_scores, lambda pid: promoting.get(pid, np.zeros(0)).tolist())
+        raw = scoring.campaign_best(raw_scores, lambda pid: promoting.get(pid, np.zeros(0)).tolist())
+        rows, values, raws = scoring.copurchase_campaign_rows(mine, table, promotion)
+        assert rows.tolist() == sorted(expected)
+        assert values.tolist() == [expected[r] for r in sorted(expected)]  # exact, not approx
+        assert raws.tolist() == [raw.get(r, 0.0) for r in sorted(expected)]
+    assert scoring.copurchase_campaign_rows({}, table, promotion)[0].size == 0

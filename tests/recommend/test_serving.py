@@ -133,3 +133,25 @@ def test_overlay_entries_a_newer_build_holds_stop_mattering(world: World) -> Non
     world.holder.upsert([OverlayEntry(campaign_id="c000", content_hash=content, updated_at="2000-01-01T00:00:00",
                                       campaign={"campaign_id": "c000"}, vector=world.vectors[0])])
     assert len(world.holder.snapshot().overlay) == 0  # the current build (newer) holds the same content
+
+
+def test_promoted_rows_are_promoting_as_arrays_with_shadowed_rows_left_out(world: World) -> None:
+    """The per-snapshot spans serving reads repeat candidates from give exactly :meth:`promoting`'s rows,
+    in the products' order, for a snapshot whose overlay adds a campaign and shadows an edited one."""
+    holder = world.holder
+    base = holder.snapshot()
+    products = list(base.table.products)[:6]
+    added = OverlayEntry(campaign_id="new-2", content_hash="x", updated_at="2099-01-01T00:00:00+00:00",
+                         campaign={"campaign_id": "new-2", "product_ids": [products[0], "p-new"]},
+                         vector=world.vectors[1])
+    edited_id = base.table.ids[int(base.table.products[products[1]][0])]
+    edited = OverlayEntry(campaign_id=edited_id, content_hash="y", updated_at="2099-01-01T00:00:00+00:00",
+                          campaign={"campaign_id": edited_id, "product_ids": ["p-other"]}, vector=world.vectors[2])
+    for snap in (base, holder.upsert([added, edited])):
+        wanted = [*reversed(products), "p-new", "unknown"]
+        expected = snap.promoting(wanted)
+        bought, rows, lengths = snap.promoted_rows(wanted)
+        assert bought == list(expected)
+        assert lengths.tolist() == [len(r) for r in expected.values()]
+        assert rows.tolist() == [int(r) for r in np.concatenate(list(expected.values()))]
+    assert "p-new" in bought and not snap.shadowed[rows].any()

@@ -1,0 +1,301 @@
+"""Recommendations over HTTP on the REAL demo data, beside the trivial route on the same stack.
+
+    .venv/bin/python -m bench.bench_recommend_real            # ~2 min once the demo store exists
+    .venv/bin/python -m bench.bench_recommend_real --quick    # ~1 min: shorter HTTP phases
+
+The data is the store ``make demo`` / ``notify run`` builds from ../shared/data/online_retail (~4,362 users,
+1,662 campaigns): a real user's request has repeat affinity, co-purchase and 160-290 candidates, ~10x the
+synthetic benchmark's work. ``--data-dir`` (default ``.notify/bench/demo``) is built with ``notify run`` on
+first use (a few minutes) and reused after.
+
+Every user is asked for, each once per pass, in a shuffled order (no hot few): the cold path. Nothing is
+cached per user in serving, so every request is a miss. One run reports, with the load average:
+
+* the handler in-process (direct invocation and the API Gateway event through the edge: auth on);
+* over HTTP (``notify serve --workers N``, auth ON: every request carries an API key): closed loop with
+  ``--clients`` connections (req/s, p50/p99), then open loop at ``--rate`` (p99 from the scheduled time);
+* the LIMIT, measured in the same run on the same server: the trivial route ``/healthz`` on the same
+  Starlette + uvicorn stack, closed loop, same connections; and the ratio recommendations/trivial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.bench_recommend import Connection, path_of, pct
+from bench.common import against_limit, report
+from notify_core.store import tables
+from notify_core.store.sqlite import SqliteStore
+from tests.servers import free_port, serve_admin_key, wait_healthy
+
+DEFAULT_DIR = Path(".notify/bench/demo")
+TARGET_RPS = 2500.0
+TARGET_P99_MS = 20.0
+
+
+def ensure_demo(data_dir: Path) -> None:
+    """The demo store and index under ``data_dir`` (``notify run`` once if missing)."""
+    if (data_dir / "store.sqlite").exists() and any((data_dir / "artefacts").glob("**/CURRENT")):
+        return
+    print(f"building the demo store in {data_dir} with `notify run` (a few minutes) ...", flush=True)
+    notify = Path(sys.executable).with_name("notify")
+    env = {**os.environ, "DAGSTER_HOME": str(Path.cwd())}
+    subprocess.run([str(notify), "run", "--data-dir", str(data_dir)], check=True, env=env)
+
+
+def demo_users(data_dir: Path) -> list[str]:
+    store = SqliteStore(data_dir / "store.sqlite")
+    try:
+        users = sorted({str(item["pk"]) for item in store.table(tables.USERS).scan()
+                        if str(item.get("sk")) == tables.PROFILE_SK})
+    finally:
+        store.close()
+    return users
+
+
+async def closed_loop(port: int, paths: list[str], *, clients: int, seconds: float,
+                      auth: bool = True) -> dict[str, Any]:
+    """``clients`` keep-alive connections, each sending its next request when the last answered; every
+    latency kept (p50/p99 of a saturated server)."""
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def worker(k: int) -> None:
+        nonlocal errors
+        conn = await Connection.open(port)
+        i = k
+        while time.perf_counter() < stop_at:
+            t = time.perf_counter()
+            status, _ = await conn.get(paths[i % len(paths)])
+            if status == 200:
+                latencies.append(time.perf_counter() - t)
+            else:
+                errors += 1
+            i += clients
+        conn.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(k) for k in range(clients)))
+    elapsed = time.perf_counter() - started
+    ms = [x * 1000 for x in latencies]
+    return {"rps": len(latencies) / elapsed, "errors": errors, "p50": pct(ms, 50), "p99": pct(ms, 99)}
+
+
+async def open_loop(port: int, paths: list[str], *, rate: float, seconds: float, max_conns: int) -> dict[str, Any]:
+    """Requests scheduled at ``rate``; latency from each one's *scheduled* time (a stall shows as latency,
+    not as a slower send rate). Failures are counted by status (or exception name)."""
+    total = int(rate * seconds)
+    latencies: list[float] = []
+    failures: dict[str, int] = {}
+    pool: asyncio.Queue[Connection] = asyncio.Queue()
+    for _ in range(max_conns):
+        pool.put_nowait(await Connection.open(port))
+
+    async def one(i: int, scheduled: float) -> None:
+        conn = await pool.get()
+        try:
+            status, _ = await conn.get(paths[i % len(paths)])
+            if status == 200:
+                latencies.append(time.perf_counter() - scheduled)
+            else:
+                failures[str(status)] = failures.get(str(status), 0) + 1
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
+            conn = await Connection.open(port)
+        pool.put_nowait(conn)
+
+    start = time.perf_counter() + 0.05
+    tasks = []
+    for i in range(total):
+        scheduled = start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i, scheduled)))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - start
+    while not pool.empty():
+        pool.get_nowait().close()
+    return {"latencies": latencies, "errors": sum(failures.values()), "failures": failures, "sent": total,
+            "achieved_rps": len(latencies) / elapsed}
+
+
+def in_process(data_dir: Path, users: list[str], *, repeat: int) -> dict[str, float]:
+    """The handler as `notify serve` runs it, without HTTP: direct, and an API event through the edge."""
+    os.environ["NOTIFY_DATA_DIR"] = str(data_dir)
+    from lambdas import get_recommended_campaigns as module
+    from lambdas.gateway import _Context
+
+    key = serve_admin_key(data_dir)
+    direct, event = [], []
+    for uid in users[:200]:  # warm-up: cold start, mapped pages, the Store's page cache
+        module.handler({"user_id": uid}, None)
+    for _ in range(repeat):
+        for uid in users:
+            t = time.perf_counter()
+            module.handler({"user_id": uid}, None)
+            direct.append((time.perf_counter() - t) * 1000)
+    for uid in users:
+        ev = {"version": "2.0", "routeKey": "GET /v1/users/{user_id}/recommendations", "rawPath": path_of(uid),
+              "rawQueryString": "", "headers": {"x-api-key": key, "host": "127.0.0.1"},
+              "requestContext": {"http": {"method": "GET", "path": path_of(uid), "sourceIp": "127.0.0.1"},
+                                 "requestId": f"bench-{uid}", "stage": "$default"},
+              "pathParameters": {"user_id": uid}, "isBase64Encoded": False}
+        t = time.perf_counter()
+        reply = module.handler(ev, _Context("bench", f"bench-{uid}"))
+        event.append((time.perf_counter() - t) * 1000)
+        assert reply["statusCode"] in (200, 404), reply
+    return {"direct_p50": pct(direct, 50), "direct_p99": pct(direct, 99), "direct_mean": float(np.mean(direct)),
+            "event_p50": pct(event, 50), "event_p99": pct(event, 99), "event_mean": float(np.mean(event))}
+
+
+def translation_us(key: str, user_id: str, *, repeat: int = 3000) -> float:
+    """Mean microseconds of the gateway's HTTP request -> API Gateway event translation
+    (:func:`lambdas.gateway.to_api_event`) on the request this benchmark sends."""
+    from starlette.requests import Request
+
+    from lambdas.gateway import to_api_event
+    from lambdas.routes import ROUTES
+
+    route = next(r for r in ROUTES if r.path.endswith("/recommendations"))
+    path = path_of(user_id)
+    scope = {"type": "http", "http_version": "1.1", "method": "GET", "path": path, "raw_path": path.encode(),
+             "query_string": b"", "scheme": "http", "server": ("127.0.0.1", 8080), "client": ("127.0.0.1", 5000),
+             "root_path": "", "path_params": {"user_id": user_id},
+             "headers": [(b"host", b"127.0.0.1"), (b"x-api-key", key.encode())]}
+    started = time.perf_counter()
+    for _ in range(repeat):
+        to_api_event(Request(scope), route, b"")
+    return (time.perf_counter() - started) / repeat * 1e6
+
+
+def edge_overhead_us(key: str, *, repeat: int = 3000) -> tuple[float, float]:
+    """Mean microseconds of one request through the edge (API event: auth, Powertools routing, reply) and
+    of the same request invoked directly, both with a stub recommender that answers at once: the edge's
+    own cost, measured interleaved so the machine's load hits both alike."""
+    from lambdas import get_recommended_campaigns as module
+    from lambdas.gateway import _Context
+    from notify_core.recommend.recommender import Recommendations
+
+    class Stub:
+        def recommend(self, user_id: str, *, limit: int = 10) -> Recommendations:
+            return Recommendations(user_id=user_id, items=(), strategy="fallback", index_version=None, candidates=0)
+
+    module.use_recommender(Stub())  # type: ignore[arg-type]
+    try:
+        ev = {"version": "2.0", "routeKey": "GET /v1/users/{user_id}/recommendations", "rawPath": path_of("u1"),
+              "rawQueryString": "", "headers": {"x-api-key": key, "host": "127.0.0.1"},
+              "requestContext": {"http": {"method": "GET", "path": path_of("u1"), "sourceIp": "127.0.0.1"},
+                                 "requestId": "bench", "stage": "$default"},
+              "pathParameters": {"user_id": "u1"}, "isBase64Encoded": False}
+        edge, direct = 0.0, 0.0
+        for _ in range(repeat):
+            t = time.perf_counter()
+            module.handler(ev, _Context("bench", "bench"))
+            edge += time.perf_counter() - t
+            t = time.perf_counter()
+            module.handler({"user_id": "u1"}, None)
+            direct += time.perf_counter() - t
+    finally:
+        module.use_recommender(None)
+    return edge / repeat * 1e6, direct / repeat * 1e6
+
+
+def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DIR)
+    parser.add_argument("--quick", action="store_true", help="shorter HTTP phases")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--rate", type=float, default=TARGET_RPS,
+                        help="open-loop rate (req/s); 80 %% of the closed loop's when that is lower")
+    args = parser.parse_args()
+    seconds = 5.0 if args.quick else args.seconds
+    data_dir = args.data_dir.resolve()
+    ensure_demo(data_dir)
+    users = demo_users(data_dir)
+    order = np.random.default_rng(21).permutation(len(users))
+    shuffled = [users[i] for i in order]
+    rec_paths = [path_of(u) for u in shuffled]
+
+    port = free_port()
+    env = {**os.environ, "NOTIFY_DATA_DIR": str(data_dir)}
+    notify = Path(sys.executable).with_name("notify")
+    server = subprocess.Popen([str(notify), "serve", "--port", str(port), "--workers", str(args.workers)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_healthy(server, f"http://127.0.0.1:{port}")
+        Connection.api_key = serve_admin_key(data_dir)
+        asyncio.run(closed_loop(port, rec_paths, clients=args.clients, seconds=3))  # warm-up: cold starts
+        trivial = asyncio.run(closed_loop(port, ["/healthz"], clients=args.clients, seconds=seconds))
+        closed = asyncio.run(closed_loop(port, rec_paths, clients=args.clients, seconds=seconds))
+        # At the target when the server can sustain it; else at 80 % of what it sustained (an open loop far
+        # past capacity only measures the queue it builds), and the target is reported not met.
+        rate = args.rate if closed["rps"] >= args.rate else max(50.0, round(closed["rps"] * 0.8))
+        opened = asyncio.run(open_loop(port, rec_paths, rate=rate, seconds=seconds, max_conns=64))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    open_ms = [x * 1000 for x in opened["latencies"]]
+    inproc = in_process(data_dir, shuffled, repeat=1 if args.quick else 2)
+    inproc["translation_us"] = translation_us(serve_admin_key(data_dir), shuffled[0])
+    edge_us, stub_us = edge_overhead_us(serve_admin_key(data_dir))
+    inproc["edge_us"] = edge_us - stub_us
+
+    load = os.getloadavg()
+    rows: list[list[Any]] = [
+        [f"handler in-process, direct ({len(users):,} users, each once a pass)", inproc["direct_p50"],
+         inproc["direct_p99"], f"{1000 / inproc['direct_mean']:,.0f}/s on 1 core", ""],
+        ["handler in-process, API event through the edge (auth on)", inproc["event_p50"], inproc["event_p99"],
+         f"{1000 / inproc['event_mean']:,.0f}/s on 1 core", ""],
+        ["gateway translation (HTTP request -> API Gateway event), mean", inproc["translation_us"] / 1000, "",
+         f"edge (auth, Powertools) adds {inproc['edge_us'] / 1000:.3f} ms a request",
+         "<= the handler's cost"],
+        [f"trivial route /healthz, closed loop, {args.clients} conns, {args.workers} workers", trivial["p50"],
+         trivial["p99"], f"{trivial['rps']:,.0f}/s ({trivial['errors']} errors)", "the limit"],
+        [f"recommendations over HTTP, closed loop, {args.clients} conns, {args.workers} workers", closed["p50"],
+         closed["p99"], f"{closed['rps']:,.0f}/s ({closed['errors']} errors)",
+         f">= {TARGET_RPS:,.0f}/s, p99 <= {TARGET_P99_MS:.0f} ms"],
+        [f"recommendations over HTTP, open loop at {rate:,.0f}/s", pct(open_ms, 50), pct(open_ms, 99),
+         f"{opened['achieved_rps']:,.0f}/s answered, failures {opened['failures'] or 'none'}",
+         f"p99 <= {TARGET_P99_MS:.0f} ms"],
+    ]
+    limits = [
+        against_limit(path="gateway translation + edge per request vs the handler (ms)",
+                      figure=(inproc["translation_us"] + inproc["edge_us"]) / 1000, limit=inproc["direct_mean"],
+                      unit="ms", target=inproc["direct_mean"], higher_is_better=False),
+        against_limit(path="recommendations over HTTP, real demo data (closed loop)", figure=closed["rps"],
+                      limit=trivial["rps"], unit="req/s", target=TARGET_RPS),
+        against_limit(path=f"recommendations p99 over HTTP, open loop at {rate:,.0f}/s", figure=pct(open_ms, 99),
+                      limit=trivial["p99"], unit="ms", target=TARGET_P99_MS, higher_is_better=False)
+        | ({"met": False} if rate < TARGET_RPS else {}),
+    ]
+    extra = {"data": "real demo data (online_retail)", "users": len(users), "workers": args.workers,
+             "clients": args.clients, "seconds": seconds, "distribution": "every user once per pass, shuffled",
+             "per_user_cache": "none: every request computes (the cold path)", "auth": "on (X-API-Key)",
+             "trivial": trivial, "closed": closed, "open": {k: v for k, v in opened.items() if k != "latencies"},
+             "open_p50_ms": pct(open_ms, 50), "open_p99_ms": pct(open_ms, 99), "in_process": inproc,
+             "load_at_end": load, "limits": limits,
+             "note": "2 shared cores; the load generator runs on the same machine as the server"}
+    report("recommend_real_quick" if args.quick else "recommend_real",
+           f"Recommendations on the real demo data ({len(users):,} users)",
+           ["measure", "p50 ms", "p99 ms", "detail", "target"], rows, extra)
+
+
+if __name__ == "__main__":
+    main()
