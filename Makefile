@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 STAMP := $(VENV)/.setup-stamp
 
-.PHONY: setup demo test test-slow test-timeshift test-faults bench dev lint typecheck
+.PHONY: setup demo test test-slow test-timeshift test-faults bench bench-peak dev lint typecheck
 
 $(STAMP): pyproject.toml package.json scripts/setup.sh
 	./scripts/setup.sh
@@ -45,6 +45,9 @@ test-faults: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench
+
+bench-peak: $(STAMP)  ## the four peak paths in one sitting, one table (bench/results/peak.md)
+	$(VENV)/bin/python -m bench.peak
 
 ## The Dagster UI on http://127.0.0.1:3000 over the same instance `make demo` writes to.
 dev: $(STAMP)

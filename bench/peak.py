@@ -6,7 +6,7 @@ another, nothing else started by us in between, records the load average before 
 what each benchmark measured *beside* its figure (``limits`` in its JSON: the raw operation the path is built
 on, measured in the same run) into ``bench/results/peak.{json,md}``.
 
-    .venv/bin/python -m bench.peak              # the full sitting (~25 min)
+    .venv/bin/python -m bench.peak              # the full sitting (~45 min: 10M scheduling alone ~20)
     .venv/bin/python -m bench.peak --quick      # each benchmark's --quick mode
     .venv/bin/python -m bench.peak --only stream,delivery
 """
@@ -20,7 +20,6 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, load_average
@@ -37,14 +36,16 @@ class Step:
 
 
 STEPS = (
-    Step(name="recommend", args=("bench.bench_recommend",), quick_args=("bench.bench_recommend", "--quick"),
-         results=("recommend",)),
+    Step(name="recommend-real", args=("bench.bench_recommend_real",),
+         quick_args=("bench.bench_recommend_real", "--quick"), results=("recommend_real",)),
+    Step(name="recommend-synthetic", args=("bench.bench_recommend", "--quick"),
+         quick_args=("bench.bench_recommend", "--quick"), results=("recommend_quick",)),
     Step(name="stream", args=("bench.bench_stream",), quick_args=("bench.bench_stream", "--quick"),
          results=("stream",)),
     Step(name="delivery", args=("bench.bench_delivery",), quick_args=("bench.bench_delivery", "--quick"),
          results=("delivery",)),
-    Step(name="schedule", args=("bench.bench_schedule",), quick_args=("bench.bench_schedule", "--quick"),
-         results=("schedule",)),
+    Step(name="schedule", args=("bench.bench_schedule", "--only", "e2e"),
+         quick_args=("bench.bench_schedule", "--quick"), results=("schedule",)),
 )
 
 
@@ -57,7 +58,7 @@ def run_step(step: Step, *, quick: bool) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     limits: list[dict[str, Any]] = []
     for name in step.results:
-        path = RESULTS / f"{name}.json"
+        path = RESULTS / f"{name}{'_quick' if quick and not name.endswith('_quick') else ''}.json"
         if path.exists():
             limits.extend(json.loads(path.read_text()).get("limits") or [])
     return {"name": step.name, "command": " ".join(["python -m", *args]), "exit_code": completed.returncode,
