@@ -148,6 +148,11 @@ def measured_from_results(results: Mapping[str, Mapping[str, Any]]) -> Measured:
         values["deliveries_per_core_s"] = rate / cores(doc)
         sources["deliveries_per_core_s"] = f"delivery.json spread {rate:.0f}/s on {cores(doc)} cores"
     if doc := results.get("schedule"):
+        # The planning run's row when it ran; else the end-to-end run's planner rate (one thread: per core).
+        planner = (doc.get("results") or {}).get("limits_beside", {}).get("planner_users_per_s")
+        if planner:
+            values["plan_users_per_core_s"] = float(planner)
+            sources["plan_users_per_core_s"] = "schedule.json planner users/s on one thread (end to end run)"
         for row in doc.get("rows", []):
             if str(row[0]).startswith("users per core-second"):
                 values["plan_users_per_core_s"] = float(row[1])
