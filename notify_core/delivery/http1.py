@@ -16,9 +16,11 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+import time
 
 MAX_HEAD = 64 * 1024  # a response head larger than this is not a webhook receiver's answer
 MAX_BODY = 1024 * 1024  # the body is read (to keep the connection usable) but never kept past this
+RESPONSE_TIMEOUTS = 3  # a whole response may take this many read timeouts, however it is trickled
 
 
 class ProtocolError(Exception):
@@ -40,6 +42,7 @@ class Http1Connection:
         self.tls = tls
         self._sock: socket.socket | None = None
         self._buf = bytearray()
+        self._deadline = 0.0
 
     @property
     def is_open(self) -> bool:
@@ -63,9 +66,11 @@ class Http1Connection:
         """Send a complete request (``head`` ends with the blank line) and read the whole response;
         returns its status. Raises ``TimeoutError``, :class:`Disconnected`, ``OSError`` or
         :class:`ProtocolError`; after any of them the connection is closed."""
+        self._deadline = time.monotonic() + self.timeout_s * RESPONSE_TIMEOUTS
         try:
             if self._sock is None:
                 self._sock = self._open()
+            self._sock.settimeout(self.timeout_s)
             self._sock.sendall(head + body)
             while True:
                 status, headers, version = self._read_head()
@@ -83,7 +88,13 @@ class Http1Connection:
 
     # -- reading ---------------------------------------------------------------------------------
     def _recv(self) -> bytes:
+        """One read, bounded by the time left to the whole response: a receiver that trickles a byte a
+        second must not hold a sender thread for ever (each read alone would stay under the timeout)."""
         assert self._sock is not None
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the response took longer than its deadline")
+        self._sock.settimeout(min(left, self.timeout_s))
         return self._sock.recv(65536)
 
     def _read_head(self) -> tuple[int, dict[bytes, bytes], bytes]:
@@ -116,7 +127,10 @@ class Http1Connection:
         return int(parts[1]), headers, parts[0]
 
     def _take(self, n: int) -> None:
-        """Consume exactly ``n`` body bytes."""
+        """Consume exactly ``n`` body bytes (at most :data:`MAX_BODY`: a receiver announcing more is refused
+        before a byte of it is buffered, so a hostile endpoint cannot make the worker hold gigabytes)."""
+        if n > MAX_BODY:
+            raise ProtocolError(f"response body of {n} bytes is over the {MAX_BODY}-byte limit")
         while len(self._buf) < n:
             chunk = self._recv()
             if not chunk:
@@ -142,6 +156,7 @@ class Http1Connection:
         if status in (204, 304):
             return
         if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+            total = 0
             while True:
                 size_text = self._line().split(b";", 1)[0].strip()
                 try:
@@ -152,7 +167,8 @@ class Http1Connection:
                     while self._line():  # trailers, then the blank line
                         pass
                     return
-                self._take(size)
+                total += size
+                self._take(size if total <= MAX_BODY else MAX_BODY + 1)  # the whole body, not each chunk
                 if self._line():
                     raise ProtocolError("chunk not followed by CRLF")
         length = headers.get(b"content-length")

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 
-from notify_core.delivery.http1 import Disconnected, Http1Connection, ProtocolError
+from notify_core.delivery.http1 import MAX_BODY, RESPONSE_TIMEOUTS, Disconnected, Http1Connection, ProtocolError
 
 HEAD = b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n"
 
@@ -93,3 +95,42 @@ def test_a_receiver_that_never_answers_times_out() -> None:
         assert not conn.is_open
     finally:
         server.close()
+
+
+def test_a_hostile_receiver_cannot_make_the_sender_buffer_or_wait_without_bound() -> None:
+    """A receiver announcing a huge body is refused before it is buffered; chunks count as one body; a
+    receiver trickling its answer is cut at the response deadline, not one read timeout per byte."""
+    too_big = MAX_BODY + 1
+    for answer in (f"HTTP/1.1 200 OK\r\nContent-Length: {too_big}\r\n\r\n".encode(),
+                   b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   + f"{MAX_BODY:x}\r\n".encode() + b"a" * MAX_BODY + b"\r\n10\r\n" + b"b" * 16 + b"\r\n0\r\n\r\n"):
+        with canned(answer, close_after=True) as (port, _seen):
+            conn = Http1Connection("127.0.0.1", port, timeout_s=2.0)
+            with pytest.raises(ProtocolError, match="limit"):
+                conn.request(HEAD, b"{}")
+            assert not conn.is_open
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\n")
+            while not stop.wait(0.05):  # one header byte every 50 ms: each read well under the timeout
+                with contextlib.suppress(OSError):
+                    conn.sendall(b"X")
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        conn = Http1Connection("127.0.0.1", server.getsockname()[1], timeout_s=0.2)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            conn.request(HEAD, b"{}")
+        assert time.monotonic() - started < 0.2 * RESPONSE_TIMEOUTS + 1.0
+        assert not conn.is_open
+    finally:
+        stop.set()
+        server.close()
+        thread.join(timeout=5)

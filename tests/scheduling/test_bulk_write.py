@@ -143,7 +143,8 @@ def test_kill_9_mid_run_then_rerun_ends_as_a_clean_run(tmp_path: Path) -> None:
     path = tmp_path / "killed.sqlite"
     root = Path(__file__).resolve().parents[2]
     child = subprocess.Popen([sys.executable, "-c", _CHILD, str(path)], cwd=root, stdout=subprocess.PIPE, text=True,
-                             env={**os.environ, "PYTHONPATH": str(root)})
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(  # keep the caller's (faketime's sleep)
+                                     filter(None, [str(root), os.environ.get("PYTHONPATH")]))})
     try:
         assert child.stdout is not None
         for _ in range(3):  # a few chunks written, more in flight
