@@ -66,6 +66,13 @@ def run_step(step: Step, *, quick: bool) -> dict[str, Any]:
             "limits": limits}
 
 
+def _number(value: float) -> str:
+    """Whole numbers with thousands separators, others to two decimals (a target of 1,358.05, not 1358.0547...)."""
+    if float(value).is_integer() or abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3f}" if abs(value) < 1 else f"{value:,.2f}"
+
+
 def markdown(sitting: dict[str, Any]) -> str:
     """The README's table: one row per measured path, its limit beside it, the ratio, the target, the load."""
     lines = [f"Sitting of {sitting['when']} ({'quick' if sitting['quick'] else 'full'}), "
@@ -78,9 +85,9 @@ def markdown(sitting: dict[str, Any]) -> str:
             lines.append(f"| {step['name']} | failed (exit {step['exit_code']}) | | | | | {load} |")
         for item in step["limits"]:
             unit = item["unit"]
-            lines.append(f"| {item['path']} | {item['figure']:,.2f} {unit} | {item['limit']:,.2f} {unit} | "
-                         f"{item['ratio']:.3f} | {item['target']:,} {unit} | {'yes' if item['met'] else '**no**'} | "
-                         f"{load} |")
+            lines.append(f"| {item['path']} | {_number(item['figure'])} {unit} | {_number(item['limit'])} {unit} | "
+                         f"{item['ratio']:.3f} | {_number(item['target'])} {unit} | "
+                         f"{'yes' if item['met'] else '**no**'} | {load} |")
     return "\n".join(lines) + "\n"
 
 
