@@ -211,27 +211,26 @@ def path_of(user_id: str) -> str:
     return f"/v1/users/{user_id}/recommendations"
 
 
-async def open_loop(port: int, user_ids: list[str], *, rate: float, seconds: float, max_conns: int) -> dict[str, Any]:
-    """Requests scheduled at a fixed rate; latency from each request's *scheduled* time, so a stalled
-    server shows up as latency, not as a slower send rate (no coordinated omission)."""
+async def open_loop(port: int, paths: list[str], *, rate: float, seconds: float, max_conns: int) -> dict[str, Any]:
+    """Requests scheduled at ``rate``; latency from each one's *scheduled* time (a stall shows as latency,
+    not as a slower send rate). Failures are counted by status (or exception name)."""
     total = int(rate * seconds)
     latencies: list[float] = []
-    errors = 0
+    failures: dict[str, int] = {}
     pool: asyncio.Queue[Connection] = asyncio.Queue()
     for _ in range(max_conns):
         pool.put_nowait(await Connection.open(port))
 
     async def one(i: int, scheduled: float) -> None:
-        nonlocal errors
         conn = await pool.get()
         try:
-            status, _ = await conn.get(path_of(user_ids[i % len(user_ids)]))
+            status, _ = await conn.get(paths[i % len(paths)])
             if status == 200:
                 latencies.append(time.perf_counter() - scheduled)
             else:
-                errors += 1
-        except (OSError, asyncio.IncompleteReadError):
-            errors += 1
+                failures[str(status)] = failures.get(str(status), 0) + 1
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
             conn = await Connection.open(port)
         pool.put_nowait(conn)
 
@@ -247,7 +246,8 @@ async def open_loop(port: int, user_ids: list[str], *, rate: float, seconds: flo
     elapsed = time.perf_counter() - start
     while not pool.empty():
         pool.get_nowait().close()
-    return {"latencies": latencies, "errors": errors, "sent": total, "achieved_rps": total / elapsed}
+    return {"latencies": latencies, "errors": sum(failures.values()), "failures": failures, "sent": total,
+            "achieved_rps": len(latencies) / elapsed}
 
 
 async def closed_loop(port: int, user_ids: list[str], *, clients: int, seconds: float,
@@ -404,7 +404,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
         wait_healthy(server, f"http://127.0.0.1:{port}")
         Connection.api_key = serve_admin_key(data_dir)
         asyncio.run(closed_loop(port, user_ids, clients=8, seconds=5))  # warm-up (cold starts, caches)
-        result = asyncio.run(open_loop(port, user_ids, rate=args.rate, seconds=args.http_seconds,
+        result = asyncio.run(open_loop(port, [path_of(u) for u in user_ids], rate=args.rate, seconds=args.http_seconds,
                                        max_conns=args.clients))
         http_lat = [x * 1000 for x in result["latencies"]]
         rows.append([f"HTTP at {args.rate:.0f} req/s, open loop, <= {args.clients} connections, "

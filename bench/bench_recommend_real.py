@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.bench_recommend import Connection, path_of, pct
+from bench.bench_recommend import Connection, open_loop, path_of, pct
 from bench.common import against_limit, report
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
@@ -90,45 +90,6 @@ async def closed_loop(port: int, paths: list[str], *, clients: int, seconds: flo
     elapsed = time.perf_counter() - started
     ms = [x * 1000 for x in latencies]
     return {"rps": len(latencies) / elapsed, "errors": errors, "p50": pct(ms, 50), "p99": pct(ms, 99)}
-
-
-async def open_loop(port: int, paths: list[str], *, rate: float, seconds: float, max_conns: int) -> dict[str, Any]:
-    """Requests scheduled at ``rate``; latency from each one's *scheduled* time (a stall shows as latency,
-    not as a slower send rate). Failures are counted by status (or exception name)."""
-    total = int(rate * seconds)
-    latencies: list[float] = []
-    failures: dict[str, int] = {}
-    pool: asyncio.Queue[Connection] = asyncio.Queue()
-    for _ in range(max_conns):
-        pool.put_nowait(await Connection.open(port))
-
-    async def one(i: int, scheduled: float) -> None:
-        conn = await pool.get()
-        try:
-            status, _ = await conn.get(paths[i % len(paths)])
-            if status == 200:
-                latencies.append(time.perf_counter() - scheduled)
-            else:
-                failures[str(status)] = failures.get(str(status), 0) + 1
-        except (OSError, asyncio.IncompleteReadError) as exc:
-            failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
-            conn = await Connection.open(port)
-        pool.put_nowait(conn)
-
-    start = time.perf_counter() + 0.05
-    tasks = []
-    for i in range(total):
-        scheduled = start + i / rate
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(i, scheduled)))
-    await asyncio.gather(*tasks)
-    elapsed = time.perf_counter() - start
-    while not pool.empty():
-        pool.get_nowait().close()
-    return {"latencies": latencies, "errors": sum(failures.values()), "failures": failures, "sent": total,
-            "achieved_rps": len(latencies) / elapsed}
 
 
 def in_process(data_dir: Path, users: list[str], *, repeat: int) -> dict[str, float]:
