@@ -247,6 +247,8 @@ _LINE_FIELDS = frozenset(OrderLine.model_fields)
 _CANONICAL_TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{6})?Z")  # pydantic's UTC form
 _EARLIEST_TS = json_time(bounds.EARLIEST_EVENT_TIME)  # the lower bound, in that form
 _NO_PROPERTIES: dict[str, Any] = {}
+_LONGEST_TEXT = 2048  # the models' longest string field (Url); ids are shorter and their own rule checks them
+_LONGEST_PROPERTY = 1024  # ShortText
 
 
 _SHAPES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
@@ -280,8 +282,8 @@ def decode_trusted(value: bytes) -> dict[str, Any] | None:
     if not (allowed.issuperset(doc) and doc.keys() >= required):
         return None
     for name, item in doc.items():
-        if type(item) is not str and name not in _STRUCTURED:
-            return None
+        if name not in _STRUCTURED and (type(item) is not str or len(item) > _LONGEST_TEXT):
+            return None  # sizes are cheap to check and bound what reaches the Store's keys and rows
     ts = doc["ts"]
     if not _CANONICAL_TS.fullmatch(ts) or ts < _EARLIEST_TS:  # canonical strings compare as their instants
         return None
@@ -290,7 +292,7 @@ def decode_trusted(value: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     properties = doc.get("properties", _NO_PROPERTIES)
-    if type(properties) is not dict or (properties and not _scalars(properties)):
+    if type(properties) is not dict or len(properties) > MAX_PROPERTIES or (properties and not _scalars(properties)):
         return None
     if "items" in doc and not _lines(doc["items"]):
         return None
@@ -300,7 +302,7 @@ def decode_trusted(value: bytes) -> dict[str, Any] | None:
 def _scalars(properties: dict[str, Any]) -> bool:
     for item in properties.values():
         kind = type(item)
-        if kind is str or kind is bool:
+        if kind is bool or (kind is str and len(item) <= _LONGEST_PROPERTY):
             continue
         if (kind is not int and kind is not float) or bounds.scalar_reason(item) is not None:
             return False
@@ -308,7 +310,7 @@ def _scalars(properties: dict[str, Any]) -> bool:
 
 
 def _lines(lines: Any) -> bool:
-    if type(lines) is not list or not lines:
+    if type(lines) is not list or not lines or len(lines) > MAX_ORDER_LINES:
         return False
     for line in lines:
         if (type(line) is not dict or line.keys() != _LINE_FIELDS or type(line["product_id"]) is not str

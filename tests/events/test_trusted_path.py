@@ -107,6 +107,12 @@ MALFORMED = {
     "order line with an extra field": (
         json.dumps(order(1, event_id="o-1", items=[{"product_id": "p", "quantity": 1, "unit_price": 1.0,
                                                      "x": 1}])).encode(), "items"),
+    "user_id over the models' longest field": (json.dumps({**_canonical_click(), "user_id": "u" * 3000}).encode(),
+                                                "user_id"),
+    "property text over 1,024 characters": (
+        json.dumps({**_canonical_click(), "properties": {"a": "x" * 1025}}).encode(), "properties"),
+    "more than 32 properties": (
+        json.dumps({**_canonical_click(), "properties": {f"p{i}": i for i in range(33)}}).encode(), "properties"),
     "order line quantity a string": (
         json.dumps(order(1, event_id="o-1", items=[{"product_id": "p", "quantity": "1",
                                                      "unit_price": 1.0}])).encode(), None),
