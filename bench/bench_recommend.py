@@ -250,23 +250,22 @@ async def open_loop(port: int, paths: list[str], *, rate: float, seconds: float,
             "achieved_rps": len(latencies) / elapsed}
 
 
-async def closed_loop(port: int, user_ids: list[str], *, clients: int, seconds: float,
-                      path_for: Any = None) -> dict[str, Any]:
-    """``clients`` keep-alive connections back to back; ``path_for(user_id)`` (default: the
-    recommendations path) picks each request's path: ``lambda _: "/healthz"`` measures the trivial route."""
-    path_for = path_for or path_of
-    done = 0
+async def closed_loop(port: int, paths: list[str], *, clients: int, seconds: float) -> dict[str, Any]:
+    """``clients`` keep-alive connections, each sending its next request when the last answered; every
+    latency kept (p50/p99 of a saturated server)."""
+    latencies: list[float] = []
     errors = 0
     stop_at = time.perf_counter() + seconds
 
     async def worker(k: int) -> None:
-        nonlocal done, errors
+        nonlocal errors
         conn = await Connection.open(port)
         i = k
         while time.perf_counter() < stop_at:
-            status, _ = await conn.get(path_for(user_ids[i % len(user_ids)]))
+            t = time.perf_counter()
+            status, _ = await conn.get(paths[i % len(paths)])
             if status == 200:
-                done += 1
+                latencies.append(time.perf_counter() - t)
             else:
                 errors += 1
             i += clients
@@ -274,7 +273,9 @@ async def closed_loop(port: int, user_ids: list[str], *, clients: int, seconds: 
 
     started = time.perf_counter()
     await asyncio.gather(*(worker(k) for k in range(clients)))
-    return {"rps": done / (time.perf_counter() - started), "errors": errors}
+    elapsed = time.perf_counter() - started
+    ms = [x * 1000 for x in latencies]
+    return {"rps": len(latencies) / elapsed, "errors": errors, "p50": pct(ms, 50), "p99": pct(ms, 99)}
 
 
 def ann_sweep(loaded: Any, queries: np.ndarray[Any, Any], truth_rows: np.ndarray[Any, Any],
@@ -403,18 +404,18 @@ def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
     try:
         wait_healthy(server, f"http://127.0.0.1:{port}")
         Connection.api_key = serve_admin_key(data_dir)
-        asyncio.run(closed_loop(port, user_ids, clients=8, seconds=5))  # warm-up (cold starts, caches)
-        result = asyncio.run(open_loop(port, [path_of(u) for u in user_ids], rate=args.rate, seconds=args.http_seconds,
+        paths = [path_of(u) for u in user_ids]
+        asyncio.run(closed_loop(port, paths, clients=8, seconds=5))  # warm-up (cold starts, caches)
+        result = asyncio.run(open_loop(port, paths, rate=args.rate, seconds=args.http_seconds,
                                        max_conns=args.clients))
         http_lat = [x * 1000 for x in result["latencies"]]
         rows.append([f"HTTP at {args.rate:.0f} req/s, open loop, <= {args.clients} connections, "
                      f"{args.workers} workers", pct(http_lat, 50), pct(http_lat, 95), pct(http_lat, 99),
                      f"{result['sent']} sent, {result['errors']} errors, {result['achieved_rps']:.0f} req/s",
                      "p95 <= 20 ms, p99 <= 40 ms"])
-        closed = asyncio.run(closed_loop(port, user_ids, clients=args.clients, seconds=10))
+        closed = asyncio.run(closed_loop(port, paths, clients=args.clients, seconds=10))
         # the limit, same server, same connections: the trivial route on the same Starlette + uvicorn stack
-        trivial = asyncio.run(closed_loop(port, user_ids, clients=args.clients, seconds=10,
-                                          path_for=lambda _: "/healthz"))
+        trivial = asyncio.run(closed_loop(port, ["/healthz"], clients=args.clients, seconds=10))
     finally:
         server.send_signal(signal.SIGTERM)
         try:

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.bench_recommend import Connection, open_loop, path_of, pct
+from bench.bench_recommend import Connection, closed_loop, open_loop, path_of, pct
 from bench.common import against_limit, report
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
@@ -61,35 +61,6 @@ def demo_users(data_dir: Path) -> list[str]:
     finally:
         store.close()
     return users
-
-
-async def closed_loop(port: int, paths: list[str], *, clients: int, seconds: float,
-                      auth: bool = True) -> dict[str, Any]:
-    """``clients`` keep-alive connections, each sending its next request when the last answered; every
-    latency kept (p50/p99 of a saturated server)."""
-    latencies: list[float] = []
-    errors = 0
-    stop_at = time.perf_counter() + seconds
-
-    async def worker(k: int) -> None:
-        nonlocal errors
-        conn = await Connection.open(port)
-        i = k
-        while time.perf_counter() < stop_at:
-            t = time.perf_counter()
-            status, _ = await conn.get(paths[i % len(paths)])
-            if status == 200:
-                latencies.append(time.perf_counter() - t)
-            else:
-                errors += 1
-            i += clients
-        conn.close()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(k) for k in range(clients)))
-    elapsed = time.perf_counter() - started
-    ms = [x * 1000 for x in latencies]
-    return {"rps": len(latencies) / elapsed, "errors": errors, "p50": pct(ms, 50), "p99": pct(ms, 99)}
 
 
 def in_process(data_dir: Path, users: list[str], *, repeat: int) -> dict[str, float]:
