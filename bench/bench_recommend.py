@@ -21,6 +21,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +213,27 @@ def path_of(user_id: str) -> str:
     return f"/v1/users/{user_id}/recommendations"
 
 
+@contextmanager
+def serving(data_dir: Path, *, workers: int, env: Mapping[str, str] | None = None) -> Iterator[int]:
+    """``notify serve --workers N`` on the data directory as a subprocess, healthy and keyed (the admin key set
+    on :class:`Connection`); yields its port and stops it (SIGTERM, then kill) however the block ends."""
+    port = free_port()
+    notify = Path(sys.executable).with_name("notify")
+    server = subprocess.Popen([str(notify), "serve", "--port", str(port), "--workers", str(workers)],
+                              env={**os.environ, "NOTIFY_DATA_DIR": str(data_dir), **(env or {})},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_healthy(server, f"http://127.0.0.1:{port}")
+        Connection.api_key = serve_admin_key(data_dir)
+        yield port
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
 async def open_loop(port: int, paths: list[str], *, rate: float, seconds: float, max_conns: int) -> dict[str, Any]:
     """Requests scheduled at ``rate``; latency from each one's *scheduled* time (a stall shows as latency,
     not as a slower send rate). Failures are counted by status (or exception name)."""
@@ -396,14 +419,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
     store.close()
 
     # 3. over HTTP: `notify serve` as a subprocess --------------------------------------------------
-    port = free_port()
-    env = {**os.environ, "NOTIFY_DATA_DIR": str(data_dir), "NOTIFY_RECOMMEND_EFFORT": str(serving_effort)}
-    notify = Path(sys.executable).with_name("notify")
-    server = subprocess.Popen([str(notify), "serve", "--port", str(port), "--workers", str(args.workers)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_healthy(server, f"http://127.0.0.1:{port}")
-        Connection.api_key = serve_admin_key(data_dir)
+    with serving(data_dir, workers=args.workers, env={"NOTIFY_RECOMMEND_EFFORT": str(serving_effort)}) as port:
         paths = [path_of(u) for u in user_ids]
         asyncio.run(closed_loop(port, paths, clients=8, seconds=5))  # warm-up (cold starts, caches)
         result = asyncio.run(open_loop(port, paths, rate=args.rate, seconds=args.http_seconds,
@@ -416,12 +432,6 @@ def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
         closed = asyncio.run(closed_loop(port, paths, clients=args.clients, seconds=10))
         # the limit, same server, same connections: the trivial route on the same Starlette + uvicorn stack
         trivial = asyncio.run(closed_loop(port, ["/healthz"], clients=args.clients, seconds=10))
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
     rows.append(["max recommendations/s: batched (recommend_many, all cores)", "", "", "",
                  f"{batch_rps:,.0f}/s ({len(batched):,} users)", ">= 3,000/s"])
     rows.append(["max recommendations/s: handler loop, 1 thread", "", "", "", f"{inproc_rps:,.0f}/s", ""])

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -32,11 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from bench.bench_recommend import Connection, closed_loop, open_loop, path_of, pct
+from bench.bench_recommend import closed_loop, open_loop, path_of, pct, serving
 from bench.common import against_limit, report
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
-from tests.servers import free_port, serve_admin_key, wait_healthy
+from tests.servers import serve_admin_key
 
 DEFAULT_DIR = Path(".notify/bench/demo")
 TARGET_RPS = 2500.0
@@ -162,14 +161,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
     shuffled = [users[i] for i in order]
     rec_paths = [path_of(u) for u in shuffled]
 
-    port = free_port()
-    env = {**os.environ, "NOTIFY_DATA_DIR": str(data_dir)}
-    notify = Path(sys.executable).with_name("notify")
-    server = subprocess.Popen([str(notify), "serve", "--port", str(port), "--workers", str(args.workers)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_healthy(server, f"http://127.0.0.1:{port}")
-        Connection.api_key = serve_admin_key(data_dir)
+    with serving(data_dir, workers=args.workers) as port:
         asyncio.run(closed_loop(port, rec_paths, clients=args.clients, seconds=3))  # warm-up: cold starts
         trivial = asyncio.run(closed_loop(port, ["/healthz"], clients=args.clients, seconds=seconds))
         closed = asyncio.run(closed_loop(port, rec_paths, clients=args.clients, seconds=seconds))
@@ -177,12 +169,6 @@ def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
         # past capacity only measures the queue it builds), and the target is reported not met.
         rate = args.rate if closed["rps"] >= args.rate else max(50.0, round(closed["rps"] * 0.8))
         opened = asyncio.run(open_loop(port, rec_paths, rate=rate, seconds=seconds, max_conns=64))
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
     open_ms = [x * 1000 for x in opened["latencies"]]
     inproc = in_process(data_dir, shuffled, repeat=1 if args.quick else 2)
     inproc["translation_us"] = translation_us(serve_admin_key(data_dir), shuffled[0])
