@@ -328,3 +328,88 @@ def failures(cutoff: date) -> None:
 if __name__ == "__main__" and sys.argv[1] == "failures":
     for day in sys.argv[2:]:
         failures(date.fromisoformat(day))
+
+
+# -- fourth design (notes/q17.md): why the learned blend ranks below pure summed repeat-buy ---------------
+# On the development windows only (the dumps and extras above):
+#     .venv/bin/python -m bench.ranker_design fourth 2011-04-01 2011-05-01
+
+def pairwise_rows(d: dict[str, np.ndarray], x: np.ndarray, *, per_positive: int = 20,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Within-user pairs: each positive candidate against up to ``per_positive`` of the SAME user's negative
+    candidates (seeded), as feature differences, both orientations (label 1 for positive - negative)."""
+    usable = d["candidates"] & d["eligible"]
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for u in np.flatnonzero((usable & d["truth"]).any(axis=1)):
+        pos = np.flatnonzero(usable[u] & d["truth"][u])
+        neg = np.flatnonzero(usable[u] & ~d["truth"][u])
+        if not len(neg):
+            continue
+        for p in pos:
+            pick = rng.choice(neg, size=min(per_positive, len(neg)), replace=False)
+            diffs.append(x[u, p] - x[u, pick])
+    diff = np.concatenate(diffs)
+    return np.concatenate([diff, -diff]), np.concatenate([np.ones(len(diff), bool), np.zeros(len(diff), bool)])
+
+
+def fourth(cutoff: date) -> None:
+    from notify_core.recommend import scoring
+
+    fit, scored = load(OUT / f"fit-{cutoff}.npz"), load(OUT / f"scored-{cutoff}.npz")
+    ef, es = load(OUT / f"extra-fit-{cutoff}.npz"), load(OUT / f"extra-scored-{cutoff}.npz")
+    pop = scored["features"][..., 4].astype(np.float64)
+    summed = es["total"] + 0.999 * pop
+    hr, new = metrics(scored, summed)
+    print(f"{cutoff} {'repeat-buy, summed orders':36s} HR@10 {hr:.4f} new {new:.4f}", flush=True)
+    xf, xs = third_design(fit, ef, "sum"), third_design(scored, es, "sum")
+    x, y, w, _ = training_rows(fit, xf)
+    coef, icpt = scoring.fit_logistic(x, y, sample_weight=w)
+    third_s = np.where(scored["candidates"], xs @ coef + icpt, -np.inf)
+    print(f"{cutoff} {'third (pointwise logistic)':36s} HR@10 {metrics(scored, third_s)[0]:.4f} "
+          f"new {metrics(scored, third_s)[1]:.4f}", flush=True)
+    xp, yp = pairwise_rows(fit, xf)
+    pcoef, _ = scoring.fit_logistic(xp, yp)
+    pair_s = np.where(scored["candidates"], xs @ pcoef, -np.inf)
+    print(f"{cutoff} {'pairwise logistic (within user)':36s} HR@10 {metrics(scored, pair_s)[0]:.4f} "
+          f"new {metrics(scored, pair_s)[1]:.4f}", flush=True)
+    print("   pointwise coef", np.round(coef, 3), "\n   pairwise coef ", np.round(pcoef, 3))
+    failures_against(scored, es, summed, third_s, "third")
+    failures_against(scored, es, summed, pair_s, "pairwise")
+
+
+def failures_against(scored: dict[str, np.ndarray], es: dict[str, np.ndarray], peer: np.ndarray,
+                     mine: np.ndarray, label: str) -> None:
+    """Users the summed repeat-buy peer hits and ``mine`` misses: what took the hit's place in the top 10."""
+    f = scored["features"].astype(np.float64)
+    truth, bought, valid = scored["truth"], scored["bought"], scored["truth"].any(axis=1)
+    peer = np.where(scored["eligible"], peer, -np.inf)
+    mine = np.where(scored["eligible"], mine, -np.inf)
+    top_r = np.argsort(-peer, axis=1, kind="stable")[:, :10]
+    top_n = np.argsort(-mine, axis=1, kind="stable")[:, :10]
+    hit_r = np.take_along_axis(truth, top_r, axis=1).any(axis=1)
+    hit_n = np.take_along_axis(truth, top_n, axis=1).any(axis=1)
+    lost, won = valid & hit_r & ~hit_n, valid & hit_n & ~hit_r
+    print(f"  [{label}] {valid.sum()} users; summed peer only {lost.sum()}, {label} only {won.sum()}; bought share "
+          f"of top 10: peer {np.take_along_axis(bought, top_r, axis=1)[valid].mean():.3f}, {label} "
+          f"{np.take_along_axis(bought, top_n, axis=1)[valid].mean():.3f}, lost users "
+          f"{np.take_along_axis(bought, top_n, axis=1)[lost].mean():.3f}")
+    total = es["total"]
+    hits, ranks = [], []
+    for u in np.flatnonzero(lost):
+        order = np.argsort(-mine[u], kind="stable")
+        first = next(c for c in top_r[u] if truth[u, c])
+        ranks.append(int(np.flatnonzero(order == first)[0]) + 1)
+        hits.append(np.r_[np.log1p(total[u, first]), f[u, first, 1:]])
+    lu = np.repeat(np.flatnonzero(lost), 10)
+    shown = np.c_[np.log1p(total[lu, top_n[lost].ravel()]), f[lu, top_n[lost].ravel(), 1:]]
+    print(f"  [{label}] the peer's lost hit: median rank {np.median(ranks) if ranks else 0:.0f}")
+    names = ("log1p summed orders", "recency", "co-purchase", "similarity", "popularity", "priority")
+    for i, name in enumerate(names):
+        lost_mean = np.mean([h[i] for h in hits])
+        print(f"  [{label}] {name:22s} displaced hit {lost_mean:.3f}   shown {shown[:, i].mean():.3f}")
+
+
+if __name__ == "__main__" and sys.argv[1] == "fourth":
+    for day in sys.argv[2:]:
+        fourth(date.fromisoformat(day))

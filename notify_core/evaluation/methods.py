@@ -28,6 +28,7 @@ from notify_core.embeddings.texts import campaign_texts, product_texts
 from notify_core.errors import ValidationError
 from notify_core.evaluation.split import Split, local_midnight_utc
 from notify_core.recommend import scoring
+from notify_core.recommend.distinct import distinct_products_scores
 
 F64 = npt.NDArray[np.float64]
 NEG = -np.inf
@@ -46,6 +47,7 @@ class Signals:
     progress: Progress | None = None
     _cache: dict[str, F64] = field(default_factory=dict)
     _sparse: dict[str, sparse.csr_matrix] = field(default_factory=dict)
+    _lists: dict[str, list[frozenset[int]]] = field(default_factory=dict)
 
     def _memo(self, name: str, compute: Callable[[], F64]) -> F64:
         if name not in self._cache:
@@ -143,6 +145,14 @@ class Signals:
         """users x campaigns: the user's distinct orders summed over the campaign's promoted products."""
         return self._memo("campaign_orders", lambda: scoring.campaign_orders(self.split.user_train_matrix(),
                                                                              self.split.incidence))
+
+    def products_of(self) -> list[frozenset[int]]:
+        """Per campaign column, the product columns it promotes (for :func:`distinct_products_scores`)."""
+        if "products_of" not in self._lists:
+            inc = sparse.csc_matrix(self.split.incidence)
+            self._lists["products_of"] = [frozenset(inc.indices[inc.indptr[c]:inc.indptr[c + 1]].tolist())
+                                          for c in range(inc.shape[1])]
+        return self._lists["products_of"]
 
     def ranker_features(self) -> F64:
         """users x campaigns x :data:`scoring.RANKER_FEATURES`, through the function serving calls."""
@@ -295,10 +305,23 @@ class Method:
     description: str
     score: Callable[[Signals], F64]
     kind: str = "baseline"  # baseline | notify | ablation
+    # how a list is built from the scores, applied after the caller's masks (the new-items variant masks
+    # bought campaigns first): None = by score alone; :func:`distinct_lists` = serving's fourth design
+    lists: Callable[[Signals, F64], F64] | None = None
+
+
+LIST_PLACES = 20  # places a distinct-products list is built for (the report's HR@k curve and replay go to 20)
+
+
+def distinct_lists(signals: Signals, scores: F64) -> F64:
+    """Serving's list construction (fourth design): a campaign whose products are all promoted higher up
+    moves below the list (:func:`notify_core.recommend.distinct.distinct_products_order`)."""
+    return distinct_products_scores(scores, signals.products_of(), limit=LIST_PLACES)
 
 
 NOTIFY = "notify: learned ranker (serving)"
 REPEAT_SUMMED = "repeat-buy, summed orders"
+DISTINCT = ", distinct products"  # a peer with serving's list construction (fourth design), for a fair match
 PEERS = ("repeat-buy", REPEAT_SUMMED, "item-kNN BM25", "item-kNN BM25 + popularity fill", "implicit ALS")
 
 
@@ -322,6 +345,11 @@ def default_methods(ranker: scoring.LinearRanker | None = None) -> list[Method]:
                "campaign = its best product", bm25_peer_scores),
         Method("item-kNN BM25 + popularity fill", "the same, zero and tied scores ordered by 90-day popularity",
                lambda s: bm25_peer_scores(s, fill=True)),
+        Method(REPEAT_SUMMED + DISTINCT, "the same, lists built like serving's (a campaign whose products are all "
+               "promoted higher up moves below the list)", repeat_buy_summed_scores, lists=distinct_lists),
+        Method("item-kNN BM25 + popularity fill" + DISTINCT, "BM25 + fill, lists built like serving's",
+               lambda s: bm25_peer_scores(s, fill=True), lists=distinct_lists),
+        Method("implicit ALS" + DISTINCT, "ALS, lists built like serving's", als_scores, lists=distinct_lists),
         Method("notify: content only", "cosine(user vector, campaign vector)", content_scores, "ablation"),
         Method("notify: + repeat affinity",
                f"candidate union (ANN top-{SERVING_CANDIDATES} + campaigns of bought products); "
@@ -339,6 +367,10 @@ def default_methods(ranker: scoring.LinearRanker | None = None) -> list[Method]:
     if ranker is not None:
         weights = ", ".join(f"{n} {c:+.3g}" for n, c in zip(scoring.RANKER_FEATURES, ranker.coefficients,
                                                               strict=True))
+        methods.append(Method("notify: learned ranker, scores only (third design)",
+                              "the ranker's score order, no list construction", lambda s: ranker_scores(s, ranker),
+                              "ablation"))
         methods.append(Method(NOTIFY, f"logistic ranker fitted on data before {ranker.fitted_before} only: "
-                                      f"{weights}", lambda s: ranker_scores(s, ranker), "notify"))
+                                      f"{weights}; lists with distinct products (fourth design)",
+                              lambda s: ranker_scores(s, ranker), "notify", lists=distinct_lists))
     return methods

@@ -39,6 +39,10 @@ DEVELOPMENT_CUTOFFS = (date(2011, 4, 1), date(2011, 5, 1))
 REPEAT_PEER = "repeat-buy"
 REPEAT_PEERS = (REPEAT_PEER, "repeat-buy, summed orders")  # the issue's peer, and the stronger one (phase 3)
 NEW_ITEM_PEERS = ("item-kNN BM25", "item-kNN BM25 + popularity fill", "implicit ALS")
+# the fourth design builds serving's lists with distinct products; the same list construction on the
+# strongest peers (not the issue's definitions: reported beside them, checked the same way)
+DISTINCT_REPEAT_PEERS = ("repeat-buy, summed orders, distinct products",)
+DISTINCT_NEW_ITEM_PEERS = ("item-kNN BM25 + popularity fill, distinct products", "implicit ALS, distinct products")
 # the modules whose code decides a cut-off's numbers (rendering modules are left out of the cache key)
 SCORED_BY = ("split", "methods", "metrics", "nested", "replay", "bootstrap", "cache")
 AVERAGED = ("hr5", "hr10", "ndcg10", "new_hr10", "new_ndcg10", "coverage10", "converted")
@@ -132,17 +136,41 @@ def _checks(reports: Sequence[Report], held: Report | None,
         out.append({"cutoff": label, "claim": f"new HR@10 >= best of BM25 / BM25+fill / ALS ({best.method})",
                     "notify": round(notify.new_hr10, 4), "peer": round(best.new_hr10, 4),
                     "holds": notify.new_hr10 >= best.new_hr10})
+        out.extend(_distinct_checks(label, report, notify))
     by_method = {i["method"]: i for i in intervals}
     for peer in REPEAT_PEERS:
         if peer in by_method:
             i = by_method[peer]["hr10"]
             out.append({"cutoff": "average", "claim": f"HR@10 - {peer}: 95 % interval above 0", "notify": i["diff"],
                         "peer": f"[{i['low']:+.4f}, {i['high']:+.4f}]", "holds": i["low"] > 0})
-    for peer in NEW_ITEM_PEERS:
+    for peer in DISTINCT_REPEAT_PEERS:
+        if peer in by_method:
+            i = by_method[peer]["hr10"]
+            out.append({"cutoff": "average", "claim": f"HR@10 - {peer}: 95 % interval above 0", "notify": i["diff"],
+                        "peer": f"[{i['low']:+.4f}, {i['high']:+.4f}]", "holds": i["low"] > 0})
+    for peer in (*NEW_ITEM_PEERS, *DISTINCT_NEW_ITEM_PEERS):
         if peer in by_method:
             i = by_method[peer]["new_hr10"]
             out.append({"cutoff": "average", "claim": f"new HR@10 - {peer}: 95 % interval above 0",
                         "notify": i["diff"], "peer": f"[{i['low']:+.4f}, {i['high']:+.4f}]", "holds": i["low"] > 0})
+    return out
+
+
+def _distinct_checks(label: str, report: Report, notify: Any) -> list[dict[str, Any]]:
+    """The per-cut-off claims against the peers with serving's list construction (when the report has them)."""
+    out: list[dict[str, Any]] = []
+    methods = {r.method for r in report.results}
+    for peer in DISTINCT_REPEAT_PEERS:
+        if peer in methods:
+            row = report.row(peer)
+            out.append({"cutoff": label, "claim": f"HR@10 >= {peer}", "notify": round(notify.hr10, 4),
+                        "peer": round(row.hr10, 4), "holds": notify.hr10 >= row.hr10})
+    present = [report.row(p) for p in DISTINCT_NEW_ITEM_PEERS if p in methods]
+    if present:
+        best = max(present, key=lambda r: r.new_hr10)
+        out.append({"cutoff": label, "claim": f"new HR@10 >= best distinct-products peer ({best.method})",
+                    "notify": round(notify.new_hr10, 4), "peer": round(best.new_hr10, 4),
+                    "holds": notify.new_hr10 >= best.new_hr10})
     return out
 
 
@@ -165,7 +193,8 @@ def _cache_key(digest: str, **settings: object) -> str:
     h.update(digest.encode())
     h.update(json.dumps({k: str(v) for k, v in sorted(settings.items())}).encode())
     here = Path(__file__).resolve().parent
-    for code in [*(here / f"{name}.py" for name in SCORED_BY), here.parent / "recommend" / "scoring.py"]:
+    for code in [*(here / f"{name}.py" for name in SCORED_BY), here.parent / "recommend" / "scoring.py",
+                 here.parent / "recommend" / "distinct.py"]:
         h.update(code.read_bytes())
     return h.hexdigest()
 

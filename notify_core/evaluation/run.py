@@ -95,12 +95,14 @@ class Report:
 def _measure(method: Method, signals: Signals, *, window_days: int) -> tuple[MethodResult, dict[str, Any]]:
     split = signals.split
     started = time.perf_counter()
-    scores = method.score(signals)
+    raw_scores = method.score(signals)
+    lists = method.lists or (lambda _signals, values: values)
+    scores = lists(signals, raw_scores)
     valid = split.truth.any(axis=1)
     ranked = top_k(scores, max(max(KS), CURVE_K))
     new_truth = split.truth & ~split.bought_before
     new_valid = new_truth.any(axis=1)
-    new_ranked = top_k(np.where(split.bought_before, -np.inf, scores)[new_valid], 10)
+    new_ranked = top_k(lists(signals, np.where(split.bought_before, -np.inf, raw_scores))[new_valid], 10)
     played = replay(split, scores, window_days=window_days)
     hits = {"hr10": user_hits(ranked[valid], split.truth[valid], 10),
             "new_hr10": user_hits(new_ranked, new_truth[new_valid], 10)}

@@ -30,7 +30,8 @@ personalised list comes out shorter than ``limit``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import weakref
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -45,6 +46,7 @@ from notify_core.clock import Clock, utcnow
 from notify_core.errors import NotFoundError, ValidationError
 from notify_core.recommend import scoring
 from notify_core.recommend.ann import Matches
+from notify_core.recommend.distinct import distinct_products_order
 from notify_core.recommend.index import GLOBAL_SEGMENT
 from notify_core.recommend.serving import IndexHolder, ServingSnapshot
 from notify_core.store import tables
@@ -288,7 +290,7 @@ class Recommender:
                         repeat=(repeat_rows, repeat_orders), co=(co_rows, co_values),
                         popularity=pop_values, popular=popular_rows, repeat_days=repeat_days,
                         bm25=(co_rows, co_raw))
-        items = self._top(out, table, limit=limit)
+        items = self._top(out, table, limit=limit, distinct=self.ranker is not None)
         strategy: Strategy = "personalised" if user.vector is not None else "fallback"
         return Recommendations(user_id=user.user_id, items=items, strategy=strategy, index_version=snapshot.version,
                                candidates=out.seen, filtered=out.filtered)
@@ -351,18 +353,26 @@ class Recommender:
         out.eligible += len(rows)
 
     @staticmethod
-    def _top(out: _Scored, table: CampaignTable, *, limit: int) -> tuple[Recommendation, ...]:
-        """The best ``limit`` by score, equal scores by campaign id."""
+    def _top(out: _Scored, table: CampaignTable, *, limit: int, distinct: bool = False) -> tuple[Recommendation, ...]:
+        """The best ``limit`` by score, equal scores by campaign id; with ``distinct`` (the learned ranker's
+        lists, fourth design) a campaign whose products are all promoted higher up moves below the list
+        (:func:`distinct.distinct_products_order`, the evaluation's rule)."""
         rows = out.concat("rows").astype(np.int64)
         if not len(rows):
             return ()
         score = out.concat("score")
-        best = np.lexsort((table.id_rank[rows], -score))[:limit]
+        order = np.lexsort((table.id_rank[rows], -score))
+        if distinct:
+            products = _row_products(table)
+            best = distinct_products_order(order.tolist(), lambda i: products.get(int(rows[i]), _NO_PRODUCTS),
+                                           limit=limit)
+        else:
+            best = order[:limit].tolist()
         similarity, affinity = out.concat("similarity"), out.concat("affinity")
         copurchase, popularity = out.concat("copurchase"), out.concat("popularity")
         from_ann = out.concat("from_ann")
         items = []
-        for i in best.tolist():
+        for i in best:
             reasons = tuple(r for r, on in (("similar", bool(from_ann[i])), ("repeat_purchase", affinity[i] > 0),
                                             ("copurchase", copurchase[i] > 0), ("popular", popularity[i] > 0)) if on)
             items.append(Recommendation(campaign_id=table.ids[int(rows[i])], score=float(score[i]),
@@ -480,6 +490,23 @@ def _sorted_unique(values: Rows) -> Rows:
 
 def _as_datetime(value: Any) -> datetime:
     return value if isinstance(value, datetime) else _parse_ts(str(value))
+
+
+_NO_PRODUCTS: frozenset[Hashable] = frozenset()
+_ROW_PRODUCTS: weakref.WeakKeyDictionary[CampaignTable, dict[int, frozenset[Hashable]]] = weakref.WeakKeyDictionary()
+
+
+def _row_products(table: CampaignTable) -> dict[int, frozenset[Hashable]]:
+    """Campaign row -> the products it promotes (the inverse of ``table.products``), built once per table."""
+    found = _ROW_PRODUCTS.get(table)
+    if found is None:
+        sets: dict[int, set[Hashable]] = {}
+        for pid, promoting in table.products.items():
+            for row in promoting.tolist():
+                sets.setdefault(int(row), set()).add(pid)
+        found = {row: frozenset(products) for row, products in sets.items()}
+        _ROW_PRODUCTS[table] = found
+    return found
 
 
 def _campaign_orders(rows: Rows, repeat_rows: Rows, repeat_orders: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

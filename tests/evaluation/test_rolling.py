@@ -33,7 +33,8 @@ def test_rolling_report_cache_and_plots(retail_source: Path, tmp_path: Path) -> 
             "implicit ALS"} <= peers
     # two HR@10 rows (repeat-buy, summed repeat-buy) and one new-items row per cut-off (2 + held out), then
     # 2 + 3 averaged interval claims
-    assert len(report.checks) == 3 * 3 + 5
+    # (fourth design) plus one distinct-products HR@10 row and one new-items row per cut-off, and 1 + 2 averaged
+    assert len(report.checks) == 3 * 5 + 8
     assert all(isinstance(c["holds"], bool) for c in report.checks)
 
     again = evaluate_rolling(retail_source, embedder=HashingEmbedder(), cutoffs=CUTOFFS, held_out=HELD_OUT,
