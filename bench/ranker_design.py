@@ -332,7 +332,9 @@ if __name__ == "__main__" and sys.argv[1] == "failures":
 
 # -- fourth design (notes/q17.md): why the learned blend ranks below pure summed repeat-buy ---------------
 # On the development windows only (the dumps and extras above):
-#     .venv/bin/python -m bench.ranker_design fourth 2011-04-01 2011-05-01
+#     .venv/bin/python -m bench.ranker_design fourth 2011-04-01 2011-05-01      # failures vs summed repeat-buy
+#     .venv/bin/python -m bench.ranker_design incidence 2011-04-01 2011-05-01   # campaigns' products per window
+#     .venv/bin/python -m bench.ranker_design distinct 2011-04-01 2011-05-01    # lists with distinct products
 
 def pairwise_rows(d: dict[str, np.ndarray], x: np.ndarray, *, per_positive: int = 20,
                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -413,3 +415,48 @@ def failures_against(scored: dict[str, np.ndarray], es: dict[str, np.ndarray], p
 if __name__ == "__main__" and sys.argv[1] == "fourth":
     for day in sys.argv[2:]:
         fourth(date.fromisoformat(day))
+
+
+def incidence(cutoff: date) -> None:
+    """The scored split's products x campaigns incidence beside the dumps (same split, same column order)."""
+    from scipy import sparse
+
+    raw, full = load_tables(SOURCE)
+    split = make_split(raw, full, cutoff=cutoff)
+    sparse.save_npz(OUT / f"incidence-scored-{cutoff}.npz", sparse.csr_matrix(split.incidence))
+    print("incidence", cutoff, split.incidence.shape, flush=True)
+
+
+def distinct(cutoff: date) -> None:
+    """Every peer and the third design, lists by score alone and with distinct products (the fourth design's
+    list construction, notify_core/recommend/distinct.py), fitted before and scored at a development window."""
+    from scipy import sparse
+
+    from notify_core.recommend import scoring
+    from notify_core.recommend.distinct import distinct_products_scores
+
+    fit, scored = load(OUT / f"fit-{cutoff}.npz"), load(OUT / f"scored-{cutoff}.npz")
+    ef, es = load(OUT / f"extra-fit-{cutoff}.npz"), load(OUT / f"extra-scored-{cutoff}.npz")
+    inc = sparse.csc_matrix(sparse.load_npz(OUT / f"incidence-scored-{cutoff}.npz"))
+    products = [frozenset(inc.indices[inc.indptr[c]:inc.indptr[c + 1]].tolist()) for c in range(inc.shape[1])]
+    pop = scored["features"][..., 4].astype(np.float64)
+    xf, xs = third_design(fit, ef, "sum"), third_design(scored, es, "sum")
+    x, y, w, _ = training_rows(fit, xf)
+    coef, icpt = scoring.fit_logistic(x, y, sample_weight=w)
+    methods = {"repeat-buy": np.expm1(scored["features"][..., 0].astype(np.float64)) + 0.999 * pop,
+               "repeat-buy, summed orders": es["total"] + 0.999 * pop,
+               "BM25 + fill": scored["bm25"].astype(np.float64) + 1e-9 * pop, "ALS": scored["als"].astype(np.float64),
+               "third design": np.where(scored["candidates"], xs @ coef + icpt, -np.inf)}
+    for name, raw_scores in methods.items():
+        hr, new = metrics(scored, raw_scores)
+        shown = np.where(scored["eligible"], raw_scores, -np.inf)
+        hr_d = metrics(scored, distinct_products_scores(shown, products, limit=10))[0]
+        new_d = metrics(scored, distinct_products_scores(np.where(scored["bought"], -np.inf, shown), products,
+                                                         limit=10))[1]
+        print(f"{cutoff} {name:28s} HR@10 {hr:.4f} new {new:.4f} | distinct products: HR@10 {hr_d:.4f} "
+              f"new {new_d:.4f}", flush=True)
+
+
+if __name__ == "__main__" and sys.argv[1] in ("incidence", "distinct"):
+    for day in sys.argv[2:]:
+        (incidence if sys.argv[1] == "incidence" else distinct)(date.fromisoformat(day))
