@@ -9,7 +9,9 @@ the labels and the fitted coefficients are all computed from data the scored win
 What was chosen before any rolling or held-out window was scored with it (README): the feature set
 (:data:`scoring.RANKER_FEATURES`, second design, chosen on the development windows of
 ``rolling.DEVELOPMENT_CUTOFFS``), the model family (L2 logistic regression, ``l2 = 1``), the candidate set
-and the negative sampling below. Only the coefficients are learned, per scored window.
+and the negative sampling below. Only the coefficients are learned, per scored window. The fourth design
+changes how a list is built from the scores (distinct products, :mod:`notify_core.recommend.distinct`),
+not the fit: chosen on the same development windows, no parameter.
 """
 
 from __future__ import annotations
