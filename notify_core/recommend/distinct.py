@@ -8,7 +8,7 @@ first is not bought, the second cannot be either. :func:`distinct_products_order
 campaign whose promoted products are all promoted by campaigns already above it in the list below the
 list, and lets the next one up. The rule has no weight or threshold to tune, and for a fixed score order
 it can only raise HR@k: the moved campaign's hit implies a hit above it, and its place goes to one that
-may add a new one. It was chosen on the development windows only (notes/q17.md).
+may add a new one. It was chosen on the development windows only (docs/recommendation-quality.md, Phase 4).
 
 Serving (:meth:`notify_core.recommend.recommender.Recommender._top`) walks its candidates in score order
 through :func:`distinct_products_order`; the evaluation applies :func:`distinct_products_scores` to a
