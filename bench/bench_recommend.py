@@ -213,6 +213,9 @@ def path_of(user_id: str) -> str:
     return f"/v1/users/{user_id}/recommendations"
 
 
+SERVER_PIDS: dict[int, int] = {}  # port -> the `notify serve` process of :func:`serving` (its workers are its children)
+
+
 @contextmanager
 def serving(data_dir: Path, *, workers: int, env: Mapping[str, str] | None = None) -> Iterator[int]:
     """``notify serve --workers N`` on the data directory as a subprocess, healthy and keyed (the admin key set
@@ -225,8 +228,10 @@ def serving(data_dir: Path, *, workers: int, env: Mapping[str, str] | None = Non
     try:
         wait_healthy(server, f"http://127.0.0.1:{port}")
         Connection.api_key = serve_admin_key(data_dir)
+        SERVER_PIDS[port] = server.pid
         yield port
     finally:
+        SERVER_PIDS.pop(port, None)
         server.send_signal(signal.SIGTERM)
         try:
             server.wait(15)
