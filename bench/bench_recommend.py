@@ -213,6 +213,9 @@ def path_of(user_id: str) -> str:
     return f"/v1/users/{user_id}/recommendations"
 
 
+SERVER_PIDS: dict[int, int] = {}  # port -> the `notify serve` process of :func:`serving` (its workers are its children)
+
+
 @contextmanager
 def serving(data_dir: Path, *, workers: int, env: Mapping[str, str] | None = None) -> Iterator[int]:
     """``notify serve --workers N`` on the data directory as a subprocess, healthy and keyed (the admin key set
@@ -225,8 +228,10 @@ def serving(data_dir: Path, *, workers: int, env: Mapping[str, str] | None = Non
     try:
         wait_healthy(server, f"http://127.0.0.1:{port}")
         Connection.api_key = serve_admin_key(data_dir)
+        SERVER_PIDS[port] = server.pid
         yield port
     finally:
+        SERVER_PIDS.pop(port, None)
         server.send_signal(signal.SIGTERM)
         try:
             server.wait(15)
@@ -429,22 +434,35 @@ def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
                      f"{args.workers} workers", pct(http_lat, 50), pct(http_lat, 95), pct(http_lat, 99),
                      f"{result['sent']} sent, {result['errors']} errors, {result['achieved_rps']:.0f} req/s",
                      "p95 <= 20 ms, p99 <= 40 ms"])
-        closed = asyncio.run(closed_loop(port, paths, clients=args.clients, seconds=10))
-        # the limit, same server, same connections: the trivial route on the same Starlette + uvicorn stack
-        trivial = asyncio.run(closed_loop(port, ["/healthz"], clients=args.clients, seconds=10))
+        # the limit, same server, same connections, same generator: the trivial route on the same stack.
+        # wrk (C) when installed: the Python generator shares the 2 cores with the workers.
+        from bench import wrk
+
+        if wrk.available():
+            key, pid = serve_admin_key(data_dir), SERVER_PIDS[port]
+            closed = wrk.closed_loop(port, paths, api_key=key, connections=args.clients, seconds=10, server_pid=pid)
+            trivial = wrk.closed_loop(port, ["/healthz"], api_key=key, connections=args.clients, seconds=10,
+                                      server_pid=pid)
+        else:
+            closed = asyncio.run(closed_loop(port, paths, clients=args.clients, seconds=10)) | {"generator": "python"}
+            trivial = asyncio.run(closed_loop(port, ["/healthz"], clients=args.clients, seconds=10)) \
+                | {"generator": "python"}
     rows.append(["max recommendations/s: batched (recommend_many, all cores)", "", "", "",
                  f"{batch_rps:,.0f}/s ({len(batched):,} users)", ">= 3,000/s"])
     rows.append(["max recommendations/s: handler loop, 1 thread", "", "", "", f"{inproc_rps:,.0f}/s", ""])
-    rows.append([f"the limit: trivial route /healthz, closed loop, {args.clients} clients, {args.workers} workers",
-                 "", "", "", f"{trivial['rps']:,.0f}/s ({trivial['errors']} errors)", ""])
-    rows.append([f"max recommendations/s: HTTP closed loop, {args.clients} clients, {args.workers} workers",
-                 "", "", "", f"{closed['rps']:,.0f}/s ({closed['errors']} errors)", ""])
+    rows.append([f"the limit: trivial route /healthz, closed loop ({trivial['generator']}), {args.clients} clients, "
+                 f"{args.workers} workers", trivial["p50"], "", trivial["p99"],
+                 f"{trivial['rps']:,.0f}/s ({trivial['errors']} errors)", ""])
+    rows.append([f"max recommendations/s: HTTP closed loop ({closed['generator']}), {args.clients} clients, "
+                 f"{args.workers} workers", closed["p50"], "", closed["p99"],
+                 f"{closed['rps']:,.0f}/s ({closed['errors']} errors)", ""])
     extra.update({"exact_p50_ms": pct(exact_lat, 50), "handler_p50_ms": pct(h_lat, 50),
                   "handler_p95_ms": pct(h_lat, 95), "handler_p99_ms": pct(h_lat, 99),
                   "http_p50_ms": pct(http_lat, 50), "http_p95_ms": pct(http_lat, 95), "http_p99_ms": pct(http_lat, 99),
                   "http_errors": result["errors"], "http_achieved_rps": result["achieved_rps"],
                   "inprocess_rps": inproc_rps, "batched_rps": batch_rps, "http_closed_loop_rps": closed["rps"],
-                  "workers": args.workers, "trivial_route_rps": trivial["rps"],
+                  "workers": args.workers, "trivial_route_rps": trivial["rps"], "closed": closed, "trivial": trivial,
+                  "generator": closed["generator"],
                   "limits": [against_limit(path="recommendations over HTTP, synthetic data (closed loop)",
                                            figure=closed["rps"], limit=trivial["rps"], unit="req/s", target=2500.0)],
                   "note": "2 shared cores; the load generator runs on the same machine as the server"})

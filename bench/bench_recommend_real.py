@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.bench_recommend import closed_loop, open_loop, path_of, pct, serving
+from bench import wrk
+from bench.bench_recommend import SERVER_PIDS, closed_loop, open_loop, path_of, pct, serving
 from bench.common import against_limit, report
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
@@ -143,6 +144,30 @@ def edge_overhead_us(key: str, *, repeat: int = 3000) -> tuple[float, float]:
     return edge / repeat * 1e6, direct / repeat * 1e6
 
 
+def python_closed_loop(port: int, paths: list[str], *, clients: int, seconds: float,
+                       server_pid: int) -> dict[str, Any]:
+    """The Python closed loop (this process is the generator), with the same CPU split as :func:`wrk.closed_loop`."""
+    servers = [server_pid, *wrk.children(server_pid)]
+    before_server, before_all, before_self = wrk.cpu_seconds(servers), wrk.machine_cpu_seconds(), time.process_time()
+    started = time.perf_counter()
+    result = asyncio.run(closed_loop(port, paths, clients=clients, seconds=seconds))
+    wall = time.perf_counter() - started
+    server_cpu, gen_cpu = wrk.cpu_seconds(servers) - before_server, time.process_time() - before_self
+    all_cpu = wrk.machine_cpu_seconds() - before_all
+    return {**result, "generator": "python", "cpu_cores": {
+        "server_workers": server_cpu / wall, "generator": gen_cpu / wall,
+        "everything_else": max(0.0, all_cpu - server_cpu - gen_cpu) / wall, "wall_s": wall,
+        "server_cpu_ms_per_request": server_cpu * 1000 / max(1.0, result["rps"] * wall)}}
+
+
+def cpu_text(result: dict[str, Any]) -> str:
+    cores = result.get("cpu_cores")
+    if not cores:
+        return ""
+    return (f"cores: server {cores['server_workers']:.2f}, generator {cores['generator']:.2f}, "
+            f"others {cores['everything_else']:.2f}; server CPU {cores['server_cpu_ms_per_request']:.3f} ms/req")
+
+
 def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DIR)
@@ -152,7 +177,10 @@ def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--rate", type=float, default=TARGET_RPS,
                         help="open-loop rate (req/s); 80 %% of the closed loop's when that is lower")
+    parser.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto",
+                        help="closed-loop load generator: wrk (C) when installed (auto), else the Python one")
     args = parser.parse_args()
+    use_wrk = args.generator == "wrk" or (args.generator == "auto" and wrk.available())
     seconds = 5.0 if args.quick else args.seconds
     data_dir = args.data_dir.resolve()
     ensure_demo(data_dir)
@@ -163,8 +191,18 @@ def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
 
     with serving(data_dir, workers=args.workers) as port:
         asyncio.run(closed_loop(port, rec_paths, clients=args.clients, seconds=3))  # warm-up: cold starts
-        trivial = asyncio.run(closed_loop(port, ["/healthz"], clients=args.clients, seconds=seconds))
-        closed = asyncio.run(closed_loop(port, rec_paths, clients=args.clients, seconds=seconds))
+        if use_wrk:  # the LIMIT and the figure from the same generator; the Python one's figure beside them
+            key, pid = serve_admin_key(data_dir), SERVER_PIDS[port]
+            trivial = wrk.closed_loop(port, ["/healthz"], api_key=key, connections=args.clients, seconds=seconds,
+                                      server_pid=pid)
+            closed = wrk.closed_loop(port, rec_paths, api_key=key, connections=args.clients, seconds=seconds,
+                                     server_pid=pid)
+            closed_py = python_closed_loop(port, rec_paths, clients=args.clients, seconds=seconds, server_pid=pid)
+        else:
+            trivial = python_closed_loop(port, ["/healthz"], clients=args.clients, seconds=seconds,
+                                         server_pid=SERVER_PIDS[port])
+            closed = closed_py = python_closed_loop(port, rec_paths, clients=args.clients, seconds=seconds,
+                                                    server_pid=SERVER_PIDS[port])
         # At the target when the server can sustain it; else at 80 % of what it sustained (an open loop far
         # past capacity only measures the queue it builds), and the target is reported not met.
         rate = args.rate if closed["rps"] >= args.rate else max(50.0, round(closed["rps"] * 0.8))
@@ -184,12 +222,19 @@ def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
         ["gateway translation (HTTP request -> API Gateway event), mean", inproc["translation_us"] / 1000, "",
          f"edge (auth, Powertools) adds {inproc['edge_us'] / 1000:.3f} ms a request",
          "<= the handler's cost"],
-        [f"trivial route /healthz, closed loop, {args.clients} conns, {args.workers} workers", trivial["p50"],
-         trivial["p99"], f"{trivial['rps']:,.0f}/s ({trivial['errors']} errors)", "the limit"],
-        [f"recommendations over HTTP, closed loop, {args.clients} conns, {args.workers} workers", closed["p50"],
-         closed["p99"], f"{closed['rps']:,.0f}/s ({closed['errors']} errors)",
+        [f"trivial route /healthz, closed loop ({trivial['generator']}), {args.clients} conns, "
+         f"{args.workers} workers", trivial["p50"], trivial["p99"],
+         f"{trivial['rps']:,.0f}/s ({trivial['errors']} errors); {cpu_text(trivial)}", "the limit"],
+        [f"recommendations over HTTP, closed loop ({closed['generator']}), {args.clients} conns, "
+         f"{args.workers} workers", closed["p50"], closed["p99"],
+         f"{closed['rps']:,.0f}/s ({closed['errors']} errors); {cpu_text(closed)}",
          f">= {TARGET_RPS:,.0f}/s, p99 <= {TARGET_P99_MS:.0f} ms"],
-        [f"recommendations over HTTP, open loop at {rate:,.0f}/s", pct(open_ms, 50), pct(open_ms, 99),
+        *([[f"recommendations over HTTP, closed loop (python generator, for comparison), {args.clients} conns",
+            closed_py["p50"], closed_py["p99"],
+            f"{closed_py['rps']:,.0f}/s ({closed_py['errors']} errors); {cpu_text(closed_py)}", ""]]
+          if closed_py is not closed else []),
+        [f"recommendations over HTTP, open loop (python generator) at {rate:,.0f}/s", pct(open_ms, 50),
+         pct(open_ms, 99),
          f"{opened['achieved_rps']:,.0f}/s answered, failures {opened['failures'] or 'none'}",
          f"p99 <= {TARGET_P99_MS:.0f} ms"],
     ]
@@ -206,7 +251,8 @@ def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
     extra = {"data": "real demo data (online_retail)", "users": len(users), "workers": args.workers,
              "clients": args.clients, "seconds": seconds, "distribution": "every user once per pass, shuffled",
              "per_user_cache": "none: every request computes (the cold path)", "auth": "on (X-API-Key)",
-             "trivial": trivial, "closed": closed, "open": {k: v for k, v in opened.items() if k != "latencies"},
+             "generator": closed["generator"], "trivial": trivial, "closed": closed, "closed_python": closed_py,
+             "open": {k: v for k, v in opened.items() if k != "latencies"},
              "open_p50_ms": pct(open_ms, 50), "open_p99_ms": pct(open_ms, 99), "in_process": inproc,
              "load_at_end": load, "limits": limits,
              "note": "2 shared cores; the load generator runs on the same machine as the server"}

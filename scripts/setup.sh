@@ -37,3 +37,8 @@ if ! command -v promtool >/dev/null && [ ! -x .tools/prometheus/usr/bin/promtool
     && mkdir -p "$OLDPWD/.tools/prometheus" && dpkg-deb -x prometheus_*.deb "$OLDPWD/.tools/prometheus"; rm -rf "$tmp" ) \
     || echo "setup: promtool not installed (apt-get download prometheus failed); its tests will be skipped"
 fi
+# wrk (C HTTP load generator) for the recommendation benchmarks: the Python generator shares the 2 cores.
+if ! command -v wrk >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  apt-get install -y -q wrk >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; } \
+    || echo "setup: wrk not installed; bench_recommend_real falls back to its Python load generator"
+fi

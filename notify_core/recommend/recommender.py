@@ -326,7 +326,7 @@ class Recommender:
             np.maximum.at(best_orders, at[hit], repeat_orders[hit])
         w = self.weights
         affinity = np.asarray(scoring.repeat_affinity(best_orders, saturation=w.affinity_saturation))
-        copurchase = _lookup(rows, *co, default=0.0)
+        copurchase = _lookup_sorted(rows, *co, default=0.0)  # copurchase_rows: rows ascending
         pop = popularity[ok] if popularity is not None else np.zeros(len(rows))
         if self.ranker is not None:  # the learned ranker: the same functions the evaluation scores with
             days = np.full(len(rows), np.inf)
@@ -338,7 +338,8 @@ class Recommender:
                 campaign_orders=_campaign_orders(rows, repeat_rows, repeat_orders), days_since=days,
                 copurchase=copurchase, similarity=similarity,
                 popularity=_lookup(rows, *popular, default=0.0) if popular is not None else 0.0,
-                priority=table.priority[rows], bm25=_lookup(rows, *bm25, default=0.0) if bm25 is not None else 0.0)
+                priority=table.priority[rows],
+                bm25=_lookup_sorted(rows, *bm25, default=0.0) if bm25 is not None else 0.0)
             score = np.asarray(scoring.ranker_score(self.ranker, features))
         else:
             score = np.asarray(scoring.blend(similarity=similarity, affinity=affinity, priority=table.priority[rows],
@@ -553,9 +554,20 @@ def _lookup(rows: Rows, keys: Rows, values: npt.NDArray[Any], *, default: float)
     if len(keys):
         order = np.argsort(keys, kind="stable")
         sorted_keys = keys[order]
-        at = np.clip(np.searchsorted(sorted_keys, rows), 0, len(sorted_keys) - 1)
+        at = np.minimum(np.searchsorted(sorted_keys, rows), len(sorted_keys) - 1)
         hit = sorted_keys[at] == rows
         out[hit] = np.asarray(values, dtype=np.float64)[order[at[hit]]]
+    return out
+
+
+def _lookup_sorted(rows: Rows, keys: Rows, values: npt.NDArray[Any], *, default: float) -> npt.NDArray[np.float64]:
+    """:func:`_lookup` for ``keys`` already ascending and unique (the co-purchase rows): no sort, no gather
+    through an order (each numpy call is ~2-5 us; a request makes two of these lookups a pass)."""
+    out = np.full(len(rows), default, dtype=np.float64)
+    if len(keys):
+        at = np.minimum(np.searchsorted(keys, rows), len(keys) - 1)
+        hit = keys[at] == rows
+        out[hit] = np.asarray(values, dtype=np.float64)[at[hit]]
     return out
 
 
