@@ -58,7 +58,7 @@ from notify_core.clock import Clock, utcnow
 from notify_core.delivery.channels import Channel, Outcome, SendResult
 from notify_core.delivery.claims import Claims, _Claim
 from notify_core.delivery.outcomes import DELIVERIES, LOG_TTL_S, Outcomes, log, minute_key, parse_ts, projections
-from notify_core.delivery.render import render
+from notify_core.delivery.render import campaign_context, render
 from notify_core.delivery.summary import RETRY_DELAYS_S, PassSummary, Result, WorkerOptions, percentile
 from notify_core.delivery.tracking import TRACKING_PURPOSE, TrackingLinks
 from notify_core.errors import NotifyError
@@ -113,7 +113,7 @@ class DeliveryWorker:
             threading.Lock() if store.single_writer else contextlib.nullcontext())
         self._pool = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="deliver")
         self._request_id: str | None = None
-        self._campaign_cache: dict[str, tuple[float, Item | None]] = {}
+        self._campaign_cache: dict[str, tuple[float, Item | None, dict[str, Any]]] = {}
         if on_campaign_counts is None:
             from notify_core.delivery.feedback import add_campaign_counts
 
@@ -254,14 +254,15 @@ class DeliveryWorker:
 
     def _send(self, claim: _Claim, *, profiles: Mapping[str, Item]) -> tuple[Result, float | None, bool]:
         item = claim.item
-        campaign, user = self._campaign(str(item["campaign_id"])), profiles.get(str(item["user_id"]))
+        (campaign, campaign_fields), user = self._campaign(str(item["campaign_id"])), profiles.get(str(item["user_id"]))
         # The profile is read once per pass, right after the claim (one batch read for the pass's users,
         # not one query per send): an opt-out since the plan was made stops this notification now.
         reason = suppression_reason(user, campaign)
         if reason is not None:
             return self.outcomes.suppress(item, claim.token, claim.attempt, reason, self.clock.now(),
                                           reclaimed=claim.work.kind == "reclaim", request_id=self._request_id)
-        message = render(item, campaign=campaign, user=user, links=self.links, attempt=claim.attempt)
+        message = render(item, campaign=campaign, user=user, links=self.links, attempt=claim.attempt,
+                         campaign_fields=campaign_fields)
         started = time.perf_counter()
         try:
             result = self.channel.send(message, idempotency_key=str(item["notification_id"]))
@@ -273,14 +274,16 @@ class DeliveryWorker:
                                     reclaimed=claim.work.kind == "reclaim", request_id=self._request_id)
 
     # -- context -------------------------------------------------------------------------------------
-    def _campaign(self, campaign_id: str) -> Item | None:
+    def _campaign(self, campaign_id: str) -> tuple[Item | None, dict[str, Any]]:
+        """The campaign item (cached 60 s) and its template fields (computed once per cached item)."""
         now = time.monotonic()
         cached = self._campaign_cache.get(campaign_id)
         if cached is not None and cached[0] > now:
-            return cached[1]
+            return cached[1], cached[2]
         item = self._campaigns.get(campaign_id, tables.CAMPAIGN_SK)
-        self._campaign_cache[campaign_id] = (now + 60.0, item)
-        return item
+        fields = campaign_context(item)
+        self._campaign_cache[campaign_id] = (now + 60.0, item, fields)
+        return item, fields
 
     def _profiles(self, claimed: list[_Claim]) -> dict[str, Item]:
         """The current profiles of the claimed items' users, in one batched read (absent users: missing)."""
