@@ -34,6 +34,8 @@ LOG_TTL_S = LOG_RETENTION_DAYS * 24 * 3600  # spec §8's log retention, owned by
 _PLAN_KEYS = ("notification_id", "user_id", "campaign_id", "plan_day", "slot", "send_at", "due_minute", "shard",
               "expected_value", "ttl")
 
+_FLUSH_CHUNK = 200  # derived rows per write transaction in :meth:`Outcomes.flush`
+
 DELIVERIES = Counter("notify_deliveries_total", "Delivery attempts by outcome", ["outcome", "channel"])
 LATENESS = Histogram("notify_delivery_lateness_seconds", "Delivered time minus scheduled time",
                      buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0))
@@ -220,9 +222,12 @@ class Outcomes:
         by_table: dict[str, list[Item]] = {}
         for table, row in rows:
             by_table.setdefault(table, []).append(row)
-        with self._write_lock:
-            for table, items in by_table.items():
-                self.store.table(table).batch_put(items)
+        for table, items in by_table.items():
+            for start in range(0, len(items), _FLUSH_CHUNK):
+                # the write lock per chunk: the senders' outcome commits get in between (the pipelined loop
+                # flushes while they send, and a 1,000-row batch held them all for its whole write)
+                with self._write_lock:
+                    self.store.table(table).batch_put(items[start : start + _FLUSH_CHUNK])
         if counts and self._on_counts is not None:
             with self._write_lock:
                 self._on_counts(self.store, counts)
