@@ -1,17 +1,22 @@
 """The pipelined ``run_forever`` loop (the ``notify worker`` path): the next batch is claimed while the
 senders work through the current one; every item is still sent once with its derived rows, and stopping
-finishes the batch in hand (nothing stays claimed)."""
+finishes the batch in hand (nothing stays claimed); the derived rows it flushes while sending are written
+so that a crash between them is repaired."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections import Counter
+from datetime import timedelta
+
+import pytest
 
 from notify_core.delivery import DeliveryWorker, ManualClock, WorkerOptions
 from notify_core.delivery.channels import Message, SendResult
 from notify_core.delivery.summary import PassSummary
 from notify_core.delivery.synthetic import seed_due
+from notify_core.errors import BackendError
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
 from tests.delivery.conftest import ScriptedChannel, minute_start
@@ -106,3 +111,32 @@ def test_stopping_finishes_the_batch_in_hand_and_leaves_nothing_claimed(
     _run(again, until=statuses["pending"])
     assert _statuses(store) == {"sent": n}
     assert len(channel.calls) == len({c[2] for c in channel.calls}) == n
+
+
+def test_a_failure_between_derived_tables_is_repaired_when_the_minute_closes(
+    store: SqliteStore, clock: ManualClock, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The flush writes an outcome's deliveries row last: a crash after its sends row but before its plans
+    row leaves no deliveries row, which is what the minute-close repair looks for, so all three come back
+    (written first, the deliveries row would hide the missing plans row from the repair for good)."""
+    items = seed_due(store, n=30, start=minute_start(clock.now()) - timedelta(minutes=2), with_plans=True)
+    plans = store.table(tables.PLANS)
+
+    def crash(rows: list[dict[str, object]]) -> None:
+        raise BackendError("killed between the derived tables")
+
+    worker = DeliveryWorker(store, ScriptedChannel(), public_base_url="http://t", clock=clock, options=OPTS)
+    monkeypatch.setattr(plans, "batch_put", crash)
+    with pytest.raises(BackendError):
+        worker.run_pass()
+    monkeypatch.undo()
+    assert _statuses(store) == {"sent": 30}
+    assert all(store.table(tables.DELIVERIES).get(i["notification_id"], "attempt#1") is None for i in items)
+    fresh = DeliveryWorker(store, ScriptedChannel(), public_base_url="http://t", clock=clock, options=OPTS)
+    fresh.run_until_idle()
+    fresh.close()
+    assert fresh.totals.repaired == 30
+    for i in items:
+        assert store.table(tables.DELIVERIES).get(i["notification_id"], "attempt#1")["outcome"] == "sent"
+        assert len(store.table(tables.SENDS).query(i["user_id"])) == 1
+        assert plans.get(i["user_id"], tables.plan_sk(i["plan_day"], i["notification_id"]))["status"] == "sent"
