@@ -60,9 +60,7 @@ class _Finish:
     """One sender's outcome waiting to be group-committed (see :meth:`Outcomes.finish`)."""
 
     update: Update
-    done: threading.Event = field(default_factory=threading.Event)  # committed, or: you lead now (``lead``)
-    committed: bool = False
-    lead: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
     lost: bool = False
     error: NotifyError | None = None
 
@@ -93,7 +91,6 @@ class Outcomes:
         self._proj_lock = threading.Lock()
         self._finishes: list[_Finish] = []  # outcomes waiting for the next group commit
         self._finish_lock = threading.Lock()
-        self._committing = False  # a sender is leading the next group commit (see :meth:`_lead_commit`)
         self._on_counts = on_campaign_counts
 
     def next_retry(self, now: float) -> float | None:
@@ -170,60 +167,26 @@ class Outcomes:
 
         Between a send and this write, a ``kill -9`` means a resend after the lease (a duplicate at the
         channel, which dedupes on the Idempotency-Key). Committing each outcome alone made 16 senders
-        queue for one single-row transaction each, and the queue is that window: one sender at a time
-        leads, committing every outcome waiting in one transaction, and the others wait for it.
+        queue for one single-row transaction each, and the queue is that window: whoever gets the
+        write lock commits every outcome waiting, in one transaction, and the others just wait for it.
         """
         if "status" in fields:
             check_move(CLAIMED, fields["status"])  # every outcome ends a claim
         entry = _Finish(Update(item["pk"], item["sk"], dict(fields), Condition.matches(claim_token=token)))
-        if not self.store.single_writer:  # DynamoDB: no write lock to queue on; commit what is waiting now
+        with self._finish_lock:
+            self._finishes.append(entry)
+        with self._write_lock:
             with self._finish_lock:
-                self._finishes.append(entry)
                 batch, self._finishes = self._finishes, []
             if batch:
                 self._commit_finishes(batch)
-        else:
-            with self._finish_lock:
-                self._finishes.append(entry)
-                entry.lead = not self._committing
-                self._committing = True
-        while not entry.committed:
-            if entry.lead:
-                self._lead_commit()
-            else:
-                entry.done.wait()
-                entry.done.clear()
+        entry.done.wait()
         if entry.error is not None:
             raise entry.error
         if entry.lost:
             # Our lease expired and another worker re-claimed it: its outcome will stand.
             log.warning("lease lost before the outcome was recorded",
                         extra={"notification_id": item.get("notification_id"), "worker": self.worker_id})
-
-    def _lead_commit(self) -> None:
-        """The leader commits every outcome queued (its own among them) in one transaction, then hands the
-        lead to the oldest outcome queued meanwhile, or drops it when none is.
-
-        One sender at a time waits for the write lock, not all of them: with every sender queueing on the
-        lock, each commit was followed by a convoy of lock hand-offs that found nothing left to commit
-        (a fifth of the worker's samples). Each sender still returns only once its own outcome is
-        committed, so the crash window (and the duplicate count after a ``kill -9``) is unchanged."""
-        batch: list[_Finish] = []
-        try:
-            with self._write_lock:
-                with self._finish_lock:
-                    batch, self._finishes = self._finishes, []
-                self._commit_finishes(batch)
-        finally:
-            with self._finish_lock:
-                if self._finishes:
-                    nxt = self._finishes[0]
-                    nxt.lead = True
-                    nxt.done.set()
-                else:
-                    self._committing = False
-                for finish in batch:
-                    finish.lead = False
 
     def _commit_finishes(self, batch: list[_Finish]) -> None:
         try:
@@ -235,7 +198,6 @@ class Outcomes:
                 finish.error = exc
         finally:
             for finish in batch:
-                finish.committed = True
                 finish.done.set()
 
     # -- derived rows ------------------------------------------------------------------------------
