@@ -65,7 +65,7 @@ def worker(
 
     def on_pass(step: Any) -> None:
         now = time.monotonic()
-        if step.attempts or step.duplicates or delivery.claims.scanning:
+        if step.attempts or step.duplicates or step.in_flight or delivery.claims.scanning:
             last_work[0] = now  # idle means nothing sent *and* nothing still being looked for
         if (idle_exit is not None and now - last_work[0] >= idle_exit) or (
                 max_seconds is not None and now - started >= max_seconds):

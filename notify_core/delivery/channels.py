@@ -30,10 +30,12 @@ import re
 import ssl
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
+
+import orjson
 
 from notify_core.clock import Clock
 from notify_core.delivery.http1 import Disconnected, Http1Connection, ProtocolError
@@ -70,10 +72,16 @@ class Message:
     unsubscribe: str = ""  # the signed one-click unsubscribe link (List-Unsubscribe on the webhook)
 
     def payload(self) -> dict[str, Any]:
-        return asdict(self)
+        # every field is a scalar: a plain dict, not dataclasses.asdict's recursive deep copy (once per send)
+        return {name: getattr(self, name) for name in _MESSAGE_FIELDS}
 
     def to_json(self) -> bytes:
-        return json.dumps(self.payload(), separators=(",", ":"), ensure_ascii=False).encode()
+        """Compact UTF-8 JSON (orjson: the same bytes as ``json.dumps(separators=(",", ":"),
+        ensure_ascii=False)`` for these str/int fields, in a tenth of the time)."""
+        return orjson.dumps(self.payload())
+
+
+_MESSAGE_FIELDS = tuple(f.name for f in fields(Message))
 
 
 class Outcome(enum.StrEnum):

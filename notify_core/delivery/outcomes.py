@@ -34,18 +34,21 @@ LOG_TTL_S = LOG_RETENTION_DAYS * 24 * 3600  # spec §8's log retention, owned by
 _PLAN_KEYS = ("notification_id", "user_id", "campaign_id", "plan_day", "slot", "send_at", "due_minute", "shard",
               "expected_value", "ttl")
 
+_FLUSH_CHUNK = 100  # outcomes whose derived rows are written under one hold of the write lock (flush)
+
 DELIVERIES = Counter("notify_deliveries_total", "Delivery attempts by outcome", ["outcome", "channel"])
 LATENESS = Histogram("notify_delivery_lateness_seconds", "Delivered time minus scheduled time",
                      buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0))
 
 
 def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """``%Y-%m-%dT%H:%M:%S.%fZ`` (isoformat is ~30 % cheaper than strftime; several per delivery)."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")[:-6] + "Z"  # drop "+00:00"
 
 
 def parse_ts(value: Any) -> float:
-    """ISO (``Z`` or offset) -> epoch seconds."""
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    """ISO (``Z`` or offset) -> epoch seconds (Python >= 3.11 reads the ``Z`` itself)."""
+    return datetime.fromisoformat(str(value)).timestamp()
 
 
 def minute_key(ts: float) -> str:
@@ -81,7 +84,7 @@ class Outcomes:
         self._deliveries = store.table(tables.DELIVERIES)
         self._lock = threading.Lock()
         self.retry_hints: list[float] = []  # due times of retries this worker scheduled (a heap)
-        self._projections: list[tuple[str, Item]] = []
+        self._projections: list[list[tuple[str, Item]]] = []  # per outcome, its derived rows
         self._campaign_counts: dict[tuple[str, str], int] = {}
         # dead letters and suppressions per (campaign, day), for the campaign statistics
         self._other_counts: dict[str, dict[tuple[str, str], int]] = {"failed": {}, "suppressed": {}}
@@ -201,7 +204,7 @@ class Outcomes:
     def project(self, final: Item, outcome: str) -> None:
         rows = projections(final, outcome, now=self.clock.now())
         with self._proj_lock:
-            self._projections.extend(rows)
+            self._projections.append(list(rows))
             if outcome == "delivered":
                 key = (str(final["campaign_id"]), str(final.get("delivered_at", ""))[:10])
                 self._campaign_counts[key] = self._campaign_counts.get(key, 0) + 1
@@ -211,17 +214,24 @@ class Outcomes:
                 other[key] = other.get(key, 0) + 1
 
     def flush(self) -> None:
-        """Write the batched derived rows (one batch per table)."""
+        """Write the batched derived rows: per chunk of outcomes one batch per table, deliveries last."""
         with self._proj_lock:
             rows, self._projections = self._projections, []
             counts, self._campaign_counts = self._campaign_counts, {}
             others, self._other_counts = self._other_counts, {"failed": {}, "suppressed": {}}
-        by_table: dict[str, list[Item]] = {}
-        for table, row in rows:
-            by_table.setdefault(table, []).append(row)
-        with self._write_lock:
-            for table, items in by_table.items():
-                self.store.table(table).batch_put(items)
+        for start in range(0, len(rows), _FLUSH_CHUNK):
+            by_table: dict[str, list[Item]] = {}
+            for outcome_rows in rows[start : start + _FLUSH_CHUNK]:
+                for table, row in outcome_rows:
+                    by_table.setdefault(table, []).append(row)
+            # The deliveries rows last: an outcome's deliveries row is what the minute-close repair looks
+            # for, so it must never exist without the outcome's other rows (sends, plans, dead letters);
+            # a kill between these writes leaves the deliveries row missing and the repair re-creates all.
+            # The write lock per chunk of outcomes: the senders' outcome commits get in between (the
+            # pipelined loop flushes while they send, and 1,000 outcomes' rows held them all).
+            with self._write_lock:
+                for table in sorted(by_table, key=lambda t: t == tables.DELIVERIES):
+                    self.store.table(table).batch_put(by_table[table])
         if counts and self._on_counts is not None:
             with self._write_lock:
                 self._on_counts(self.store, counts)

@@ -33,20 +33,29 @@ def _tidy(value: Any) -> Any:
     return _SPACES.sub(" ", value).strip() if isinstance(value, str) else value
 
 
+def campaign_context(campaign: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The campaign's ``campaign_<field>`` template fields, whitespace-normalised (see :func:`render`).
+
+    The worker sends thousands of messages of one campaign from one cached item and computes this once
+    per cached item (tidying the campaign's fields for every message was a tenth of rendering)."""
+    return {f"campaign_{k}": _tidy(v) for k, v in (campaign or {}).items() if isinstance(v, str | int | float)}
+
+
 def _headline(name: str) -> str:
     return name if not name or name[-1] in ".!?" else f"{name}."
 
 
 def render(
     item: Mapping[str, Any], *, campaign: Mapping[str, Any] | None, user: Mapping[str, Any] | None,
-    links: TrackingLinks, attempt: int = 1,
+    links: TrackingLinks, attempt: int = 1, campaign_fields: Mapping[str, Any] | None = None,
 ) -> Message:
     """The message for a schedule item (needs notification_id, user_id, campaign_id, send_at).
 
     The campaign's ``template`` (or :data:`DEFAULT_TEMPLATE`, never the campaign's raw text, which is not a
     template) is filled from the user's profile and the campaign's fields, whitespace-normalised, plus
     ``greeting`` ("Hi Anna," or "Hi,") and ``campaign_headline`` (the name as a sentence). Every message
-    carries its signed tracking link and its signed one-click unsubscribe link.
+    carries its signed tracking link and its signed one-click unsubscribe link. ``campaign_fields``:
+    :func:`campaign_context` of this ``campaign``, when the caller keeps it with its cached campaign.
     """
     nid = str(item["notification_id"])
     link = links.click(nid)
@@ -56,7 +65,7 @@ def render(
     name = _tidy(str(camp.get("name") or ""))
     context: dict[str, Any] = {
         **{k: _tidy(v) for k, v in usr.items() if isinstance(v, str | int | float)},
-        **{f"campaign_{k}": _tidy(v) for k, v in camp.items() if isinstance(v, str | int | float)},
+        **(campaign_context(campaign) if campaign_fields is None else campaign_fields),
         "first_name": first_name or "there",
         "greeting": f"Hi {first_name}," if first_name else "Hi,",
         "campaign_headline": _headline(name),

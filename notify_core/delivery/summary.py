@@ -50,6 +50,7 @@ class PassSummary:
     repaired: int = 0  # derived rows re-created at minute close
     lateness: list[float] = field(default_factory=list)
     next_due_at: float | None = None
+    in_flight: int = 0  # handed to the senders and not finished at the end of this step (pipelined loop)
 
     def add(self, other: PassSummary) -> None:
         for name in ("claimed", "delivered", "retried", "dead_lettered", "duplicates", "lost_claims", "reclaimed",

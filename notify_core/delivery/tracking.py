@@ -48,7 +48,8 @@ Kind = Literal["open", "click", "unsubscribe"]
 
 
 def _mac(secret: bytes, kind: Kind, notification_id: str) -> str:
-    digest = hmac.new(secret, f"{kind}\x1f{notification_id}".encode(), hashlib.sha256).digest()[:_MAC_BYTES]
+    # hmac.digest: the one-shot C path (3 links per delivery; the HMAC object API costs ~3x as much)
+    digest = hmac.digest(secret, f"{kind}\x1f{notification_id}".encode(), hashlib.sha256)[:_MAC_BYTES]
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 

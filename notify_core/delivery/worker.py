@@ -49,7 +49,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Histogram
@@ -58,7 +58,7 @@ from notify_core.clock import Clock, utcnow
 from notify_core.delivery.channels import Channel, Outcome, SendResult
 from notify_core.delivery.claims import Claims, _Claim
 from notify_core.delivery.outcomes import DELIVERIES, LOG_TTL_S, Outcomes, log, minute_key, parse_ts, projections
-from notify_core.delivery.render import render
+from notify_core.delivery.render import campaign_context, render
 from notify_core.delivery.summary import RETRY_DELAYS_S, PassSummary, Result, WorkerOptions, percentile
 from notify_core.delivery.tracking import TRACKING_PURPOSE, TrackingLinks
 from notify_core.errors import NotifyError
@@ -113,7 +113,7 @@ class DeliveryWorker:
             threading.Lock() if store.single_writer else contextlib.nullcontext())
         self._pool = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="deliver")
         self._request_id: str | None = None
-        self._campaign_cache: dict[str, tuple[float, Item | None]] = {}
+        self._campaign_cache: dict[str, tuple[float, Item | None, dict[str, Any]]] = {}
         if on_campaign_counts is None:
             from notify_core.delivery.feedback import add_campaign_counts
 
@@ -171,20 +171,64 @@ class DeliveryWorker:
         return total
 
     def run_forever(self, stop: threading.Event, *, on_pass: Callable[[PassSummary], None] | None = None) -> None:
-        """The ``notify worker`` loop: a pass whenever something is due, else sleep (<= ``poll_s``)."""
+        """The ``notify worker`` loop: a pipelined pass whenever something is due, else sleep (<= ``poll_s``).
+
+        Pipelined: while the senders work through one batch, this thread claims the next batch (and reads
+        its profiles) and writes the derived rows of the sends finished so far; the next batch is queued
+        behind the current one, so the senders never wait for a claim or a flush. At most two batches are
+        handed out at a time (<= 2 x ``max_batch`` claimed ahead of their send). A claim is not a send, so
+        a ``kill -9`` with a batch claimed ahead costs no duplicate: those items are re-claimed once the
+        heartbeat stops, and each outcome is still committed on its sender's own path before the sender
+        takes the next item (the duplicate window is unchanged).
+        """
         self.claims.start_heartbeat()
-        while not stop.is_set():
-            step = self.run_pass(wait_for_scans=False)
-            if on_pass is not None:
-                on_pass(step)
-            if step.attempts or step.duplicates or step.lost_claims or step.suppressed:
-                continue
-            now = self.clock.now()
-            nxt = step.next_due_at if step.next_due_at is not None else now + self.options.poll_s
-            delay = min(max(0.0, nxt - now), self.options.poll_s)
-            if delay > 0:
-                self.claims.wake.wait(delay)
-                self.claims.wake.clear()
+        in_flight: _Batch | None = None  # the batch the senders are working on, collected next step
+        try:
+            while not stop.is_set():
+                step, submitted = self._pipelined_step()
+                if in_flight is not None:
+                    in_flight.collect(step)
+                in_flight = submitted
+                step.in_flight = len(submitted.futures) if submitted is not None else 0
+                step.next_due_at = self.claims.next_due(self.clock.now())
+                self.totals.add(step)
+                if on_pass is not None:
+                    on_pass(step)
+                if step.in_flight or step.attempts or step.duplicates or step.lost_claims or step.suppressed:
+                    continue
+                now = self.clock.now()
+                nxt = step.next_due_at if step.next_due_at is not None else now + self.options.poll_s
+                delay = min(max(0.0, nxt - now), self.options.poll_s)
+                if delay > 0:
+                    self.claims.wake.wait(delay)
+                    self.claims.wake.clear()
+        finally:
+            if in_flight is not None:  # stopping: finish what was handed out (SIGTERM ends the batch in hand)
+                tail = PassSummary()
+                in_flight.collect(tail)
+                self.totals.add(tail)
+                if on_pass is not None:
+                    on_pass(tail)
+            self.flush()
+
+    def _pipelined_step(self) -> tuple[PassSummary, _Batch | None]:
+        """Claim what is due now and hand it to the senders without waiting for it; then write the
+        derived rows of the sends finished so far (both run while the previous batch is being sent)."""
+        step = PassSummary()
+        self._request_id = current_request_id()
+        now = self.clock.now()
+        self.claims.plan_scans(now, step)
+        work = self.claims.take_due(now, self.options.max_batch)
+        if len(work) < self.options.max_batch:
+            work += self.claims.due_retries(now, self.options.max_batch - len(work))
+        submitted: _Batch | None = None
+        if work:
+            claimed = self.claims.claim_batch(work, step)
+            if claimed:
+                deliver = functools.partial(self._deliver, profiles=self._profiles(claimed))
+                submitted = _Batch([self._pool.submit(deliver, c) for c in claimed])
+        self.flush()
+        return step, submitted
 
     def start_heartbeat(self) -> None:
         self.claims.start_heartbeat()
@@ -210,14 +254,15 @@ class DeliveryWorker:
 
     def _send(self, claim: _Claim, *, profiles: Mapping[str, Item]) -> tuple[Result, float | None, bool]:
         item = claim.item
-        campaign, user = self._campaign(str(item["campaign_id"])), profiles.get(str(item["user_id"]))
+        (campaign, campaign_fields), user = self._campaign(str(item["campaign_id"])), profiles.get(str(item["user_id"]))
         # The profile is read once per pass, right after the claim (one batch read for the pass's users,
         # not one query per send): an opt-out since the plan was made stops this notification now.
         reason = suppression_reason(user, campaign)
         if reason is not None:
             return self.outcomes.suppress(item, claim.token, claim.attempt, reason, self.clock.now(),
                                           reclaimed=claim.work.kind == "reclaim", request_id=self._request_id)
-        message = render(item, campaign=campaign, user=user, links=self.links, attempt=claim.attempt)
+        message = render(item, campaign=campaign, user=user, links=self.links, attempt=claim.attempt,
+                         campaign_fields=campaign_fields)
         started = time.perf_counter()
         try:
             result = self.channel.send(message, idempotency_key=str(item["notification_id"]))
@@ -229,19 +274,32 @@ class DeliveryWorker:
                                     reclaimed=claim.work.kind == "reclaim", request_id=self._request_id)
 
     # -- context -------------------------------------------------------------------------------------
-    def _campaign(self, campaign_id: str) -> Item | None:
+    def _campaign(self, campaign_id: str) -> tuple[Item | None, dict[str, Any]]:
+        """The campaign item (cached 60 s) and its template fields (computed once per cached item)."""
         now = time.monotonic()
         cached = self._campaign_cache.get(campaign_id)
         if cached is not None and cached[0] > now:
-            return cached[1]
+            return cached[1], cached[2]
         item = self._campaigns.get(campaign_id, tables.CAMPAIGN_SK)
-        self._campaign_cache[campaign_id] = (now + 60.0, item)
-        return item
+        fields = campaign_context(item)
+        self._campaign_cache[campaign_id] = (now + 60.0, item, fields)
+        return item, fields
 
     def _profiles(self, claimed: list[_Claim]) -> dict[str, Item]:
         """The current profiles of the claimed items' users, in one batched read (absent users: missing)."""
         keys = list(dict.fromkeys((str(c.item["user_id"]), tables.PROFILE_SK) for c in claimed))
         return {str(u["pk"]): u for u in self._users.batch_get(keys)} if keys else {}
+
+
+class _Batch:
+    """One batch handed to the senders by the pipelined loop: its futures, collected into a summary."""
+
+    def __init__(self, futures: list[Future[tuple[Result, float | None, bool]]]) -> None:
+        self.futures = futures
+
+    def collect(self, summary: PassSummary) -> None:
+        for fut in self.futures:
+            summary.count(*fut.result())
 
 
 def build_worker(
