@@ -410,7 +410,8 @@ def main() -> None:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         ph, ov = e["phases_s"], e["overlap"]
-        rows.append([f"end to end {n_e2e:,} users ({e['chunk_users']:,}-user chunks)", e["end_to_end_s"], "<= 420 s",
+        rows.append([f"end to end {n_e2e:,} users ({e['chunk_users']:,}-user chunks)", e["end_to_end_s"],
+                     f"<= {420 * n_e2e / 10_000_000:.0f} s",
                      f"ANN {ph['candidates']:.1f} s + state read {ph['state']:.1f} s + plan {ph['plan']:.1f} s + "
                      f"write {ph['write']:.1f} s (+checks); overlap {ov['overlap_ratio']:.2f} (writer CPU "
                      f"{ov['thread_cpu_s'].get('write', 0):.1f} s of its {ph['write']:.1f} s wall; main thread "
@@ -418,20 +419,26 @@ def main() -> None:
                      f"{e['peak_rss_mb']:,.0f} MB; store {e['store_mb']:,.0f} MB; "
                      f"(+{e['generate_vectors_s']:.0f} s generating vectors, not counted)"])
         # Each phase against the raw operation it is built on, measured in this run on one chunk.
-        limits.append(against_limit(path=f"Store writes, {n_e2e:,} users (rows/s; target: writes alone within 420 s)",
+        # Targets are the spec's 10M in 420 s, scaled to this run's users (a 1M run gets 42 s).
+        budget_s = 420 * n_e2e / 10_000_000
+        limits.append(against_limit(path=f"Store writes, {n_e2e:,} users (rows/s; target: writes alone within "
+                                         f"{budget_s:.0f} s = 420 s x N/10M)",
                                     figure=e["rows_written"] / max(ph["write"], 1e-9),
                                     limit=lim["raw_executemany_rows_per_s"], unit="rows/s",
-                                    target=e["rows_written"] / 420))
-        limits.append(against_limit(path="planner, one chunk, vs numpy top-5 on its candidate matrix (alone in 420 s)",
+                                    target=e["rows_written"] / budget_s))
+        limits.append(against_limit(path="planner, one chunk, vs numpy top-5 on its candidate matrix "
+                                         "(target: 10M alone in 420 s)",
                                     figure=lim["planner_users_per_s"], limit=lim["numpy_top5_users_per_s"],
-                                    unit="users/s", target=n_e2e / 420))
-        limits.append(against_limit(path="ANN candidates vs exact numpy matmul top-20 (users/s; alone in 420 s)",
+                                    unit="users/s", target=10_000_000 / 420))
+        limits.append(against_limit(path="ANN candidates vs exact numpy matmul top-20 "
+                                         "(users/s; target: 10M alone in 420 s)",
                                     figure=n_e2e / max(ph["candidates"], 1e-9), limit=lim["ann_matmul_users_per_s"],
-                                    unit="users/s", target=n_e2e / 420))
+                                    unit="users/s", target=10_000_000 / 420))
         floor = (n_e2e / lim["ann_matmul_users_per_s"] + n_e2e / lim["numpy_top5_users_per_s"]
                  + e["rows_written"] / lim["raw_executemany_rows_per_s"])
-        limits.append(against_limit(path=f"end to end {n_e2e:,} users (s; limit = sum of the three raw operations)",
-                                    figure=e["end_to_end_s"], limit=floor, unit="s", target=420,
+        limits.append(against_limit(path=f"end to end {n_e2e:,} users (s; limit = sum of the three raw operations; "
+                                         f"target 420 s x N/10M)",
+                                    figure=e["end_to_end_s"], limit=floor, unit="s", target=budget_s,
                                     higher_is_better=False))
     fleet = ""
     if "planning" in results:
