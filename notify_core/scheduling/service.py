@@ -33,7 +33,7 @@ from notify_core.scheduling.exploration import campaign_counts
 from notify_core.scheduling.ids import DEFAULT_SHARDS
 from notify_core.scheduling.models import CAMPAIGNS, CANDIDATES, USERS, PlanOptions
 from notify_core.scheduling.planner import ChunkInput, Ledger, PlanStats, plan_chunks
-from notify_core.scheduling.store import WriteSummary, day_items, load_state, write_plans
+from notify_core.scheduling.store import WriteSummary, day_items, load_state, plan_item_frame, write_plans
 from notify_core.scheduling.timezones import SPAN_MINUTES, to_minutes
 from notify_core.schemas import SCHEMAS
 from notify_core.store import tables
@@ -250,11 +250,13 @@ def plan_and_store(
     violations: dict[str, int] = {}
     counts = (campaign_counts(store, campaigns["campaign_id"].to_list(), plan_day=plan_day)
               if opts.exploration.share > 0 else None)  # the bandit's posterior (.exploration)
-    def write(frame: pl.DataFrame, ids: list[str], existing: dict[str, list[Any]]) -> WriteSummary:
+    def write(frame: pl.DataFrame, ids: list[str], existing: dict[str, list[Any]],
+              items: pl.DataFrame | None = None) -> WriteSummary:
         if pipeline:
             store.tune_for_bulk_writes()  # the writer thread's own connection
         started, thread_cpu = time.perf_counter(), time.thread_time()
-        summary = write_plans(store, frame, user_ids=ids, plan_day=day, shards=shards, existing=existing)
+        summary = write_plans(store, frame, user_ids=ids, plan_day=day, shards=shards, existing=existing,
+                              items=items)
         seconds["write"] += time.perf_counter() - started
         cpu["write"] += time.thread_time() - thread_cpu
         return summary
@@ -281,9 +283,11 @@ def plan_and_store(
                 if writer is None:
                     written(k, write(plan.frame, ids, states.pop(k).day_items))
                     continue
+                # The items' shape (shards: a blake2 per user) is built here, beside the busy writer.
+                items = plan_item_frame(plan.frame, shards=shards) if not plan.frame.is_empty() else None
                 if in_flight is not None:  # one chunk in flight: wait for it before handing over the next
                     written(in_flight[0], in_flight[1].result())
-                in_flight = (k, writer.submit(write, plan.frame, ids, states.pop(k).day_items))
+                in_flight = (k, writer.submit(write, plan.frame, ids, states.pop(k).day_items, items))
             if in_flight is not None:
                 written(in_flight[0], in_flight[1].result())
         finally:
