@@ -3,7 +3,7 @@ plan + Store writes) through the real path, service.plan_and_store, with its lim
 
     .venv/bin/python -m bench.bench_schedule              # 1M planning (x3) + 10M end to end (~20-40 min here)
     .venv/bin/python -m bench.bench_schedule --only e2e   # the 10M end to end and its limits only
-    .venv/bin/python -m bench.bench_schedule --quick      # 100k planning, 300k end to end (a few minutes)
+    .venv/bin/python -m bench.bench_schedule --quick      # 100k planning, 300k end to end in 100k chunks (~2 min)
     options: --users N, --chunk N (users per chunk, 500k), --no-pipeline, --only chunked (planner-only 10M)
 
 Synthetic, seeded data: users in a realistic time-zone mix (half-hour and 45-minute offsets, both
@@ -375,13 +375,15 @@ def main() -> None:
     parser.add_argument("--only", choices=["planning", "chunked", "e2e"], default=None,
                         help="one part (the default runs planning and end to end; chunked only when named)")
     parser.add_argument("--users", type=int, default=None, help="end-to-end users (default 10M, 300k with --quick)")
-    parser.add_argument("--chunk", type=int, default=500_000, help="users per planned-and-written chunk")
+    parser.add_argument("--chunk", type=int, default=None,
+                        help="users per planned-and-written chunk (500k; 100k with --quick, so it is pipelined)")
     parser.add_argument("--no-pipeline", action="store_true", help="write each chunk before planning the next")
     parser.add_argument("--tag", default="", help="suffix of the results file (an A/B's side)")
     parser.add_argument("--switch-interval", type=float, default=None,
                         help="plan_and_store's GIL hand-over interval in s (A/B; 0 keeps Python's 5 ms; "
                              "default: service.PIPELINE_SWITCH_INTERVAL_S)")
     args = parser.parse_args()
+    args.chunk = args.chunk or (100_000 if args.quick else 500_000)
     n_plan, n_big = (100_000, 1_000_000) if args.quick else (1_000_000, 10_000_000)
     n_e2e = args.users or (300_000 if args.quick else 10_000_000)
     results: dict[str, Any] = {}
