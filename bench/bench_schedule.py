@@ -3,7 +3,7 @@ plan + Store writes) through the real path, service.plan_and_store, with its lim
 
     .venv/bin/python -m bench.bench_schedule              # 1M planning (x3) + 10M end to end (~20-40 min here)
     .venv/bin/python -m bench.bench_schedule --only e2e   # the 10M end to end and its limits only
-    .venv/bin/python -m bench.bench_schedule --quick      # 100k planning, 300k end to end (a few minutes)
+    .venv/bin/python -m bench.bench_schedule --quick      # 100k planning, 300k end to end in 100k chunks (~2 min)
     options: --users N, --chunk N (users per chunk, 500k), --no-pipeline, --only chunked (planner-only 10M)
 
 Synthetic, seeded data: users in a realistic time-zone mix (half-hour and 45-minute offsets, both
@@ -25,6 +25,7 @@ import argparse
 import gc
 import resource
 import shutil
+import sys
 import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -221,13 +222,14 @@ def _user_vectors(lo: int, hi: int, centres: np.ndarray, pool: np.ndarray) -> np
         np.float32(0.3) * pool[rng.integers(0, len(pool), hi - lo)]
 
 
-def bench_end_to_end(n: int, workdir: Path, *, chunk_users: int, pipeline: bool = False) -> dict[str, Any]:
+def bench_end_to_end(n: int, workdir: Path, *, chunk_users: int, pipeline: bool = False,
+                     switch_interval: float | None = None) -> dict[str, Any]:
     """``n`` users through the real path: service.plan_and_store (the asset's and the Lambda's), with the
     candidates of each chunk from one batch ANN search of the campaign index (build_index, the
     recommender's builder), the Store state read per chunk (load_state) and each chunk's plan written
     (write_plans: bulk frames on a fresh day) into a SQLite Store, before the next chunk is planned."""
     from notify_core.recommend.index import build_index
-    from notify_core.scheduling.service import plan_and_store
+    from notify_core.scheduling.service import PIPELINE_SWITCH_INTERVAL_S, plan_and_store
     from notify_core.store.sqlite import SqliteStore
 
     camp_vecs, centres, pool = _vectors(5)
@@ -277,14 +279,27 @@ def bench_end_to_end(n: int, workdir: Path, *, chunk_users: int, pipeline: bool 
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / f"schedule_progress_{n}.json").write_text(json.dumps(marks, indent=1))
 
+    handover: dict[str, Any] = {} if switch_interval is None else {"switch_interval_s": switch_interval or None}
     run = plan_and_store(store, users=users, campaigns=campaigns_frame(), candidates=candidates, plan_day=PLAN_DAY,
-                         options=options(n), chunk_users=chunk_users, pipeline=pipeline, progress=progress)
+                         options=options(n), chunk_users=chunk_users, pipeline=pipeline, progress=progress, **handover)
     wall = time.perf_counter() - t0
     cpu = cpu_s() - cpu0
     store.close()
     phases = {k: round(v, 3) for k, v in run.seconds.items()}
     phases["candidates"] = round(phases["candidates"] - gen_s, 3)  # the synthetic vectors are not the path's
-    return {"users": n, "chunk_users": chunk_users, "pipeline": pipeline, "index_build_s": index_s,
+    busy = sum(phases.values())
+    thread_cpu = {k: round(v, 3) for k, v in run.cpu_seconds.items()}
+    overlap = {  # how far planning (main thread) and writing (writer thread) ran at the same time
+        "phases_sum_s": round(busy, 3),
+        "overlap_ratio": round(busy / max(wall - gen_s, 1e-9), 3),  # 1.0: none; 2.0: both threads busy throughout
+        "thread_cpu_s": thread_cpu,
+        "writer_cpu_share": round(thread_cpu.get("write", 0.0) / max(phases["write"], 1e-9), 3),
+        "writer_wait_s": round(phases["write"] - thread_cpu.get("write", 0.0), 3),  # GIL or disk
+        "process_cores": round(cpu / max(wall, 1e-9), 3),
+        "switch_interval_s": (PIPELINE_SWITCH_INTERVAL_S if switch_interval is None else switch_interval or 0.005)
+        if pipeline else sys.getswitchinterval(),
+    }
+    return {"users": n, "chunk_users": chunk_users, "pipeline": pipeline, "index_build_s": index_s, "overlap": overlap,
             "end_to_end_s": wall - gen_s, "wall_s": wall, "generate_vectors_s": gen_s, "ann_s": ann_s,
             "phases_s": phases,
             "store_s": phases["state"] + phases["write"], "notifications": run.stats.notifications,
@@ -360,9 +375,15 @@ def main() -> None:
     parser.add_argument("--only", choices=["planning", "chunked", "e2e"], default=None,
                         help="one part (the default runs planning and end to end; chunked only when named)")
     parser.add_argument("--users", type=int, default=None, help="end-to-end users (default 10M, 300k with --quick)")
-    parser.add_argument("--chunk", type=int, default=500_000, help="users per planned-and-written chunk")
+    parser.add_argument("--chunk", type=int, default=None,
+                        help="users per planned-and-written chunk (500k; 100k with --quick, so it is pipelined)")
     parser.add_argument("--no-pipeline", action="store_true", help="write each chunk before planning the next")
+    parser.add_argument("--tag", default="", help="suffix of the results file (an A/B's side)")
+    parser.add_argument("--switch-interval", type=float, default=None,
+                        help="plan_and_store's GIL hand-over interval in s (A/B; 0 keeps Python's 5 ms; "
+                             "default: service.PIPELINE_SWITCH_INTERVAL_S)")
     args = parser.parse_args()
+    args.chunk = args.chunk or (100_000 if args.quick else 500_000)
     n_plan, n_big = (100_000, 1_000_000) if args.quick else (1_000_000, 10_000_000)
     n_e2e = args.users or (300_000 if args.quick else 10_000_000)
     results: dict[str, Any] = {}
@@ -383,33 +404,43 @@ def main() -> None:
         workdir = Path(tempfile.mkdtemp(prefix="bench_schedule_"))
         try:
             e = results["end_to_end"] = bench_end_to_end(n_e2e, workdir, chunk_users=min(args.chunk, n_e2e),
-                                                          pipeline=not args.no_pipeline)
+                                                          pipeline=not args.no_pipeline,
+                                                          switch_interval=args.switch_interval)
             shutil.rmtree(workdir, ignore_errors=True)
             workdir.mkdir()
             lim = results["limits_beside"] = limits_beside(min(args.chunk, n_e2e), workdir)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        ph = e["phases_s"]
-        rows.append([f"end to end {n_e2e:,} users ({e['chunk_users']:,}-user chunks)", e["end_to_end_s"], "<= 420 s",
+        ph, ov = e["phases_s"], e["overlap"]
+        rows.append([f"end to end {n_e2e:,} users ({e['chunk_users']:,}-user chunks)", e["end_to_end_s"],
+                     f"<= {420 * n_e2e / 10_000_000:.0f} s",
                      f"ANN {ph['candidates']:.1f} s + state read {ph['state']:.1f} s + plan {ph['plan']:.1f} s + "
-                     f"write {ph['write']:.1f} s (+checks); {e['rows_written']:,} rows; peak RSS "
+                     f"write {ph['write']:.1f} s (+checks); overlap {ov['overlap_ratio']:.2f} (writer CPU "
+                     f"{ov['thread_cpu_s'].get('write', 0):.1f} s of its {ph['write']:.1f} s wall; main thread "
+                     f"CPU {ov['thread_cpu_s'].get('main', 0):.1f} s); {e['rows_written']:,} rows; peak RSS "
                      f"{e['peak_rss_mb']:,.0f} MB; store {e['store_mb']:,.0f} MB; "
                      f"(+{e['generate_vectors_s']:.0f} s generating vectors, not counted)"])
         # Each phase against the raw operation it is built on, measured in this run on one chunk.
-        limits.append(against_limit(path=f"Store writes, {n_e2e:,} users (rows/s; target: writes alone within 420 s)",
+        # Targets are the spec's 10M in 420 s, scaled to this run's users (a 1M run gets 42 s).
+        budget_s = 420 * n_e2e / 10_000_000
+        limits.append(against_limit(path=f"Store writes, {n_e2e:,} users (rows/s; target: writes alone within "
+                                         f"{budget_s:.0f} s = 420 s x N/10M)",
                                     figure=e["rows_written"] / max(ph["write"], 1e-9),
                                     limit=lim["raw_executemany_rows_per_s"], unit="rows/s",
-                                    target=e["rows_written"] / 420))
-        limits.append(against_limit(path="planner, one chunk, vs numpy top-5 on its candidate matrix (alone in 420 s)",
+                                    target=e["rows_written"] / budget_s))
+        limits.append(against_limit(path="planner, one chunk, vs numpy top-5 on its candidate matrix "
+                                         "(target: 10M alone in 420 s)",
                                     figure=lim["planner_users_per_s"], limit=lim["numpy_top5_users_per_s"],
-                                    unit="users/s", target=n_e2e / 420))
-        limits.append(against_limit(path="ANN candidates vs exact numpy matmul top-20 (users/s; alone in 420 s)",
+                                    unit="users/s", target=10_000_000 / 420))
+        limits.append(against_limit(path="ANN candidates vs exact numpy matmul top-20 "
+                                         "(users/s; target: 10M alone in 420 s)",
                                     figure=n_e2e / max(ph["candidates"], 1e-9), limit=lim["ann_matmul_users_per_s"],
-                                    unit="users/s", target=n_e2e / 420))
+                                    unit="users/s", target=10_000_000 / 420))
         floor = (n_e2e / lim["ann_matmul_users_per_s"] + n_e2e / lim["numpy_top5_users_per_s"]
                  + e["rows_written"] / lim["raw_executemany_rows_per_s"])
-        limits.append(against_limit(path=f"end to end {n_e2e:,} users (s; limit = sum of the three raw operations)",
-                                    figure=e["end_to_end_s"], limit=floor, unit="s", target=420,
+        limits.append(against_limit(path=f"end to end {n_e2e:,} users (s; limit = sum of the three raw operations; "
+                                         f"target 420 s x N/10M)",
+                                    figure=e["end_to_end_s"], limit=floor, unit="s", target=budget_s,
                                     higher_is_better=False))
     fleet = ""
     if "planning" in results:
@@ -417,6 +448,10 @@ def main() -> None:
         fleet = f"10M users in 60 s need {10_000_000 / per_core / 60:.1f} cores of planning"
         rows.append(["users per core-second (planning)", per_core, "", fleet])
     name = "schedule_quick" if args.quick else "schedule"
+    if args.users:  # a development size never overwrites the default run's file
+        name += f"_{n_e2e // 1000}k"
+    if args.tag:
+        name += f"_{args.tag}"
     report(name, "Scheduling benchmark (2 shared cores; noisy)",
            ["measure", "seconds / value", "target", "notes"], rows,
            {"results": results, "quick": args.quick, "limits": limits})

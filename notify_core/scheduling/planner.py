@@ -59,7 +59,7 @@ from notify_core.scheduling import affinity as aff_mod
 from notify_core.scheduling import exploration as explore
 from notify_core.scheduling.candidates import drop_ineligible
 from notify_core.scheduling.fatigue import fatigue_of
-from notify_core.scheduling.ids import notification_ids, user_hashes
+from notify_core.scheduling.ids import notification_ids_of, user_hashes
 from notify_core.scheduling.models import (
     CAMPAIGNS,
     CANDIDATES,
@@ -565,7 +565,7 @@ def _plan_frame(users: pl.DataFrame, campaigns: pl.DataFrame, picks: _Picks, min
     base_us = int(base.timestamp()) * 1_000_000
     send_at = pl.Series("send_at", minute * 60_000_000 + base_us).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
     slots = picks.block.astype(np.int32)
-    nids = notification_ids(user_ids.to_list(), campaign_ids.to_list(), day, slots.tolist())
+    nids = notification_ids_of(user_ids, campaign_ids, day, pl.Series(slots))
     frame = pl.DataFrame({
         "user_id": user_ids, "campaign_id": campaign_ids, "notification_id": nids,
         "plan_day": pl.Series([day] * picks.user.size, dtype=pl.String), "slot": slots, "send_at": send_at,

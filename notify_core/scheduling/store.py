@@ -133,13 +133,15 @@ def day_items(store: Store, user_ids: Sequence[str], plan_day: str) -> dict[str,
 
 def write_plans(
     store: Store, plan: pl.DataFrame, *, user_ids: Sequence[str], plan_day: str, shards: int = DEFAULT_SHARDS,
-    existing: dict[str, list[Item]] | None = None,
+    existing: dict[str, list[Item]] | None = None, items: pl.DataFrame | None = None,
 ) -> WriteSummary:
     """Make the Store hold ``plan`` for ``user_ids``' ``plan_day`` (see the module docstring).
 
     ``user_ids`` are every user that was planned, including those whose new plan is empty (their
     pending notifications are cancelled). ``existing`` (from :func:`day_items` / :func:`load_state`)
-    saves the per-user queries when the caller already made them.
+    saves the per-user queries when the caller already made them. ``items``: ``plan_item_frame(plan,
+    shards=shards)`` when the caller made it (the pipelined plan makes it on the planning thread, so the
+    writer thread, the run's critical path, does not).
     """
     plans = store.table(tables.PLANS)
     schedules = store.table(tables.SCHEDULES)
@@ -147,8 +149,10 @@ def write_plans(
     # Users with nothing stored for the day (a fresh day: all of them) only get new items, written as
     # frames in bulk (no dict per item); the others go through the per-item comparison below.
     compared = [u for u in user_ids if old_by_user.get(u)]
-    frame = (plan_item_frame(plan, shards=shards).filter(pl.col("user_id").is_in(pl.Series(user_ids, dtype=pl.String)))
-             if not plan.is_empty() else pl.DataFrame())
+    if items is None and not plan.is_empty():
+        items = plan_item_frame(plan, shards=shards)
+    frame = (items.filter(pl.col("user_id").is_in(pl.Series(user_ids, dtype=pl.String)))
+             if items is not None and not plan.is_empty() else pl.DataFrame())
     bulk = frame
     new_by_user: dict[str, list[Item]] = {}
     if compared and not frame.is_empty():

@@ -329,17 +329,22 @@ class SqliteTable:
         """
         import polars as pl
 
-        frame = last_of_each_key(check_frame(frame))
+        frame = check_frame(frame)
         if frame.is_empty():
             return 0
         ttl = (pl.col(TTL_ATTRIBUTE).cast(pl.Float64) if TTL_ATTRIBUTE in frame.columns
                else pl.lit(None, dtype=pl.Float64))
-        rows = frame.select("pk", "sk", ttl.alias("_ttl"), pl.struct(frame.columns).struct.json_encode().alias("_b"))
+        # Encode first, then sort the four columns: the JSON encoder reads the frame in its own order
+        # (sorting first scatters every column it reads); 250k users' schedules rows: 1.4 against 2.6 CPU-s.
+        rows = last_of_each_key(frame.select("pk", "sk", ttl.alias("_ttl"),
+                                             pl.struct(frame.columns).struct.json_encode().alias("_b")))
         conn = self.store.connection()
         with write_transaction(conn, what=f"SQLite batch write to {self.name}", immediate=False):
             for start in range(0, rows.height, _FRAME_SLICE):
-                conn.executemany(self._upsert, rows.slice(start, _FRAME_SLICE).rows())
-        return frame.height
+                part = rows.slice(start, _FRAME_SLICE)
+                # Column lists zipped: ~half the CPU of DataFrame.rows() (which builds each tuple in polars)
+                conn.executemany(self._upsert, zip(*(part[c].to_list() for c in part.columns), strict=True))
+        return rows.height
 
     def query_many(self, pks: Sequence[str], *, key_range: KeyRange | None = None,
                    consistent: bool = False) -> dict[str, list[Item]]:
