@@ -194,7 +194,7 @@ def _cache_key(digest: str, **settings: object) -> str:
     h.update(json.dumps({k: str(v) for k, v in sorted(settings.items())}).encode())
     here = Path(__file__).resolve().parent
     for code in [*(here / f"{name}.py" for name in SCORED_BY), here.parent / "recommend" / "scoring.py",
-                 here.parent / "recommend" / "distinct.py"]:
+                 here.parent / "recommend" / "distinct.py", here.parent / "recommend" / "repeat_order.py"]:
         h.update(code.read_bytes())
     return h.hexdigest()
 
