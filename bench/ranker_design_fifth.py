@@ -26,11 +26,12 @@ import numpy as np
 from scipy import sparse
 
 from bench.ranker_design import OUT, load, third_design, training_rows
+from notify_core.evaluation.rolling import DEVELOPMENT_CUTOFFS, ROLLING_CUTOFFS
 from notify_core.recommend import scoring
 from notify_core.recommend.distinct import distinct_products_scores
 from notify_core.recommend.repeat_order import repeats_in_frequency_order
 
-FIRST_ROLLING_CUTOFF = date(2011, 7, 1)
+FIRST_ROLLING_CUTOFF = ROLLING_CUTOFFS[0]
 HORIZON_DAYS = 60
 RESULTS = Path("bench/results/ranker_design_fifth.json")
 Window = dict[str, np.ndarray]
@@ -109,6 +110,8 @@ def variants(fit: Window, scored: Window, ef: Window, es: Window) -> dict[str, n
 
 def window(cutoff: date) -> dict[str, np.ndarray]:
     check_development(cutoff)
+    if cutoff not in DEVELOPMENT_CUTOFFS:
+        raise SystemExit(f"{cutoff} is not in rolling.DEVELOPMENT_CUTOFFS (the windows reports say were used)")
     fit, scored = load(OUT / f"fit-{cutoff}.npz"), load(OUT / f"scored-{cutoff}.npz")
     ef, es = load(OUT / f"extra-fit-{cutoff}.npz"), load(OUT / f"extra-scored-{cutoff}.npz")
     inc = sparse.csc_matrix(sparse.load_npz(OUT / f"incidence-scored-{cutoff}.npz"))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from notify_core.evaluation.rolling import DEVELOPMENT_CUTOFFS, HELD_OUT_CUTOFF, ROLLING_CUTOFFS
 from notify_core.recommend.repeat_order import repeats_in_frequency_order
 
 
@@ -48,3 +51,11 @@ def test_property_scores_are_a_permutation_within_bought_and_monotone(pairs: lis
         for j in bought:
             if orders[i] > orders[j]:
                 assert out[i] >= out[j]  # more summed orders never ranks below fewer
+
+
+def test_every_development_window_ends_by_the_first_rolling_cut_off() -> None:
+    """Nothing at or after the first rolling cut-off may inform a design choice: the development windows the
+    reports name (60 days from each development cut-off) all end by it, and none is a scored cut-off."""
+    assert len(DEVELOPMENT_CUTOFFS) == 5
+    for cutoff in DEVELOPMENT_CUTOFFS:
+        assert cutoff + timedelta(days=60) <= ROLLING_CUTOFFS[0] < HELD_OUT_CUTOFF
