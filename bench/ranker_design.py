@@ -330,7 +330,7 @@ if __name__ == "__main__" and sys.argv[1] == "failures":
         failures(date.fromisoformat(day))
 
 
-# -- fourth design (docs/recommendation-quality.md, Phase 4): why the learned blend ranks below pure summed repeat-buy ---------------
+# -- fourth design (docs/recommendation-quality.md, Phase 4): why the learned blend ranks below summed repeat-buy ----
 # On the development windows only (the dumps and extras above):
 #     .venv/bin/python -m bench.ranker_design fourth 2011-04-01 2011-05-01      # failures vs summed repeat-buy
 #     .venv/bin/python -m bench.ranker_design incidence 2011-04-01 2011-05-01   # campaigns' products per window

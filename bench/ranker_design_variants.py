@@ -1,5 +1,6 @@
-"""Fourth-round ranker variants tried on the development windows only (issue 17, docs/recommendation-quality.md Phase 4), none adopted:
-the repeat candidates' own slopes restricted, and the user-relative frequency. Reads the dumps and extras
+"""Fourth-round ranker variants tried on the development windows only (issue 17,
+docs/recommendation-quality.md Phase 4), none adopted: the repeat candidates' own slopes restricted, and the
+user-relative frequency. Reads the dumps and extras
 ``bench.ranker_design`` writes; fitted before and scored at each window exactly as ``ranker_design third``.
 
     .venv/bin/python -m bench.ranker_design_variants 2011-04-01 2011-05-01

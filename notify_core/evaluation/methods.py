@@ -29,6 +29,7 @@ from notify_core.errors import ValidationError
 from notify_core.evaluation.split import Split, local_midnight_utc
 from notify_core.recommend import scoring
 from notify_core.recommend.distinct import distinct_products_scores
+from notify_core.recommend.repeat_order import repeats_in_frequency_order
 
 F64 = npt.NDArray[np.float64]
 NEG = -np.inf
@@ -297,6 +298,12 @@ def ranker_scores(signals: Signals, ranker: scoring.LinearRanker) -> F64:
     return _mask(signals.split, np.where(ranker_candidates(signals), score, NEG))
 
 
+def ranker_scores_repeats_ordered(signals: Signals, ranker: scoring.LinearRanker) -> F64:
+    """Serving's fifth design: :func:`ranker_scores`, then the bought campaigns' places refilled in
+    summed-orders order (:func:`notify_core.recommend.repeat_order.repeats_in_frequency_order`)."""
+    return repeats_in_frequency_order(ranker_scores(signals, ranker), signals.campaign_orders())
+
+
 @dataclass(frozen=True, slots=True)
 class Method:
     """A row of the report: a name, what it is (one line), and how it scores."""
@@ -370,7 +377,11 @@ def default_methods(ranker: scoring.LinearRanker | None = None) -> list[Method]:
         methods.append(Method("notify: learned ranker, scores only (third design)",
                               "the ranker's score order, no list construction", lambda s: ranker_scores(s, ranker),
                               "ablation"))
+        methods.append(Method("notify: learned ranker, distinct products (fourth design)",
+                              "the ranker's score order, lists with distinct products",
+                              lambda s: ranker_scores(s, ranker), "ablation", lists=distinct_lists))
         methods.append(Method(NOTIFY, f"logistic ranker fitted on data before {ranker.fitted_before} only: "
-                                      f"{weights}; lists with distinct products (fourth design)",
-                              lambda s: ranker_scores(s, ranker), "notify", lists=distinct_lists))
+                                      f"{weights}; bought campaigns' places in summed-orders order, lists with "
+                                      "distinct products (fifth design)",
+                              lambda s: ranker_scores_repeats_ordered(s, ranker), "notify", lists=distinct_lists))
     return methods

@@ -33,9 +33,10 @@ from notify_core.evaluation.split import load_tables
 
 ROLLING_CUTOFFS = (date(2011, 7, 1), date(2011, 8, 1), date(2011, 9, 1))
 HELD_OUT_CUTOFF = date(2011, 10, 1)  # the most recent cut-off with a full 60-day window in the shipped data
-# the only windows the ranker's design was looked at on (bench/results/ranker_design_dev.md): scored from
-# these days, 60-day windows, all ending before the first rolling cut-off
-DEVELOPMENT_CUTOFFS = (date(2011, 4, 1), date(2011, 5, 1))
+# the only windows the ranker's design was looked at on (bench/results/ranker_design_dev.md; the fifth design
+# added 2011-03-01/03-15/04-15, bench/results/ranker_design_fifth.json): scored from these days, 60-day
+# windows, all ending by the first rolling cut-off (tests/evaluation/test_repeat_order.py checks it)
+DEVELOPMENT_CUTOFFS = (date(2011, 3, 1), date(2011, 3, 15), date(2011, 4, 1), date(2011, 4, 15), date(2011, 5, 1))
 REPEAT_PEER = "repeat-buy"
 REPEAT_PEERS = (REPEAT_PEER, "repeat-buy, summed orders")  # the peer, and the stronger one (phase 3)
 NEW_ITEM_PEERS = ("item-kNN BM25", "item-kNN BM25 + popularity fill", "implicit ALS")
@@ -194,7 +195,7 @@ def _cache_key(digest: str, **settings: object) -> str:
     h.update(json.dumps({k: str(v) for k, v in sorted(settings.items())}).encode())
     here = Path(__file__).resolve().parent
     for code in [*(here / f"{name}.py" for name in SCORED_BY), here.parent / "recommend" / "scoring.py",
-                 here.parent / "recommend" / "distinct.py"]:
+                 here.parent / "recommend" / "distinct.py", here.parent / "recommend" / "repeat_order.py"]:
         h.update(code.read_bytes())
     return h.hexdigest()
 
@@ -205,7 +206,7 @@ def rolling_markdown(report: RollingReport) -> str:
     lines = ["# Rolling-origin offline evaluation", "",
              f"Source `{s['source']}`; cut-offs {', '.join(s['cutoffs'])} (60-day windows), held out "
              f"{s['held_out']}; each cut-off scored by a ranker fitted only on the rows before it; design choices "
-             f"made on the windows from {' and '.join(s['development_cutoffs'])} only; embedder `{s['embedder']}`.", "",
+             f"made on the windows from {', '.join(s['development_cutoffs'])} only; embedder `{s['embedder']}`.", "",
              "## Per cut-off (HR@10 / new-items HR@10)", ""]
     reports = [*report.reports, *([report.held_out] if report.held_out else [])]
     heads = [r.settings["cutoff"] + (" (held out)" if r is report.held_out else "") for r in reports]

@@ -48,6 +48,7 @@ from notify_core.recommend import scoring
 from notify_core.recommend.ann import Matches
 from notify_core.recommend.distinct import distinct_products_order
 from notify_core.recommend.index import GLOBAL_SEGMENT
+from notify_core.recommend.repeat_order import repeats_in_frequency_order
 from notify_core.recommend.serving import IndexHolder, ServingSnapshot
 from notify_core.store import tables
 from notify_core.store.port import Item, KeyRange, Store
@@ -334,13 +335,15 @@ class Recommender:
                 at = np.searchsorted(rows, repeat_rows)
                 hit = (at < len(rows)) & (rows[np.minimum(at, len(rows) - 1)] == repeat_rows)
                 np.minimum.at(days, at[hit], np.asarray(repeat_days)[hit])
+            orders = _campaign_orders(rows, repeat_rows, repeat_orders)
             features = scoring.ranker_features(
-                campaign_orders=_campaign_orders(rows, repeat_rows, repeat_orders), days_since=days,
+                campaign_orders=orders, days_since=days,
                 copurchase=copurchase, similarity=similarity,
                 popularity=_lookup(rows, *popular, default=0.0) if popular is not None else 0.0,
                 priority=table.priority[rows],
                 bm25=_lookup_sorted(rows, *bm25, default=0.0) if bm25 is not None else 0.0)
-            score = np.asarray(scoring.ranker_score(self.ranker, features))
+            # fifth design: the bought campaigns' places in summed-orders order (the evaluation's function)
+            score = repeats_in_frequency_order(np.asarray(scoring.ranker_score(self.ranker, features)), orders)
         else:
             score = np.asarray(scoring.blend(similarity=similarity, affinity=affinity, priority=table.priority[rows],
                                              weights=w.blend(), copurchase=copurchase)) + w.popularity * pop

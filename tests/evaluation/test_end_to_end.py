@@ -17,7 +17,8 @@ METHODS = ["random", "most popular", "implicit ALS", "repeat-buy", "repeat-buy, 
            "repeat-buy, summed orders, distinct products", "item-kNN BM25 + popularity fill, distinct products",
            "implicit ALS, distinct products",
            "notify: content only", "notify: + repeat affinity", "notify: + co-purchase", "notify: hand-tuned blend",
-           "notify: learned ranker, scores only (third design)", "notify: learned ranker (serving)"]
+           "notify: learned ranker, scores only (third design)",
+           "notify: learned ranker, distinct products (fourth design)", "notify: learned ranker (serving)"]
 RATES = ("hr5", "hr10", "ndcg5", "ndcg10", "coverage10", "new_hr10", "new_ndcg10", "converted", "converted_horizon")
 
 
@@ -28,7 +29,7 @@ def test_every_method_has_a_row_with_rates_in_range(sample_report: Report) -> No
             assert 0.0 <= getattr(row, name) <= 1.0, (row.method, name)
         assert row.hr5 <= row.hr10 and row.notifications > 0
     assert sample_report.settings["users_active_both_sides"] == SAMPLE
-    assert len(sample_report.gains) == 5
+    assert len(sample_report.gains) == 6  # the ablation ladder, now with the fourth design as a step
     assert sample_report.row("notify: learned ranker (serving)").kind == "notify"
     assert len(sample_report.row("random").hr_curve) == 20
 
