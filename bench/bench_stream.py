@@ -184,7 +184,7 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float) -> di
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def drain_run(events: int) -> dict[str, Any]:
+def drain_run(events: int, *, decode_process: bool = True) -> dict[str, Any]:
     """The consumer alone: ``events`` already in the embedded log, drained by the real ``EventConsumer``
     into a fresh SQLite Store; then the limit: the same rows written by raw SQLite ``executemany`` (and by
     one ``json_each`` statement per chunk, the form ``batch_put`` uses) into a fresh file of the same schema
@@ -207,7 +207,7 @@ def drain_run(events: int) -> dict[str, Any]:
         store.tune_for_bulk_writes()
         tune_gc_for_ingest()  # as `notify consume` does
         consumer = EventConsumer(stream=log, store=store, landing=workdir / "landing", clock=SYSTEM_CLOCK,
-                                 max_batch=chunk, poll_timeout=0.05)
+                                 max_batch=chunk, poll_timeout=0.05, decode_process=decode_process)
         started = time.perf_counter()
         out = consumer.run(stop=threading.Event(), max_records=events)
         consumer_s = time.perf_counter() - started
