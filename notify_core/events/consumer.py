@@ -434,6 +434,9 @@ class EventConsumer:
         self._positions = store.table(tables.STREAM_POSITIONS)
         self._encoders = self._row_encoders() if decode_process else None
         self.decoder: DecodeProcess | None = None
+        if self._encoders is not None:  # started now: its ~1 s of imports overlap the stream's setup
+            self.decoder = DecodeProcess()
+            self.decoder.start()
         self._in_flight: tuple[Future[BatchOutcome], Sequence[Record], float] | None = None
         self._consumer = stream.consumer(
             group=group, topics=topics, start_at=self.stored_positions, on_revoke=self._finish_in_flight
@@ -669,7 +672,6 @@ class EventConsumer:
         log.info("consumer started", extra={"group": self.group, "decode_process": self._encoders is not None})
         if self._encoders is not None and self.decoder is None:
             self.decoder = DecodeProcess()
-            self.decoder.start()
         # Batches polled and being decoded, oldest first. With a decoding process one batch decodes
         # there while the previous one is written and the next one polled; without, a batch is
         # prepared here and handed to the writer at once (depth 0).
@@ -708,15 +710,18 @@ class EventConsumer:
                     if idle_exit is not None and time.monotonic() - idle_since >= idle_exit:
                         break
         finally:
-            if self.decoder is not None:
-                self.decoder.close()
-                self.decoder = None
+            for pending, _batch in decoding:  # polled, never written (an error above): nothing to commit
+                if isinstance(pending, Future):
+                    pending.cancel()
         self._refresh_lag(force=True)
         log.info("consumer stopped", extra={"totals": vars(self.totals) | {"landing_file": None}})
         return self.totals
 
     def close(self) -> None:
         self._consumer.close()
+        if self.decoder is not None:
+            self.decoder.close()
+            self.decoder = None
 
 
 def totals_dict(out: BatchOutcome) -> dict[str, Any]:

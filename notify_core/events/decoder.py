@@ -68,6 +68,7 @@ class DecodeProcess:
 
     def __init__(self) -> None:
         self._pool: ProcessPoolExecutor | None = None
+        self._started: Future[int] | None = None
         self.restarts = 0
         self._failures_in_a_row = 0
 
@@ -88,14 +89,16 @@ class DecodeProcess:
                 max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker, initargs=(os.getpid(),),
             )
-            self._pool.submit(_ready)
+            self._started = self._pool.submit(_ready)
 
     @property
     def pid(self) -> int | None:
-        """The worker's process id (for tests and logs), starting it if need be."""
-        self.start()
-        assert self._pool is not None
-        return int(self._pool.submit(_ready).result())
+        """The worker's process id once it is up (for tests and logs); None before, or once it is lost.
+        Only reads: safe from another thread."""
+        started = self._started
+        if started is None or not started.done() or started.cancelled() or started.exception() is not None:
+            return None
+        return started.result()
 
     def submit(self, fn: Callable[..., _T], *args: Any) -> Future[_T]:
         """Run ``fn(*args)`` in the process; a broken process is replaced once before giving up."""
@@ -126,5 +129,6 @@ class DecodeProcess:
 
     def _shutdown(self, *, wait: bool) -> None:
         pool, self._pool = self._pool, None
+        self._started = None
         if pool is not None:
             pool.shutdown(wait=wait, cancel_futures=True)
