@@ -151,7 +151,7 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float, produ
 
         consumer = EventConsumer(stream=stream, store=store, landing=workdir / "landing", max_batch=10_000,
                                  poll_timeout=0.05, on_persisted=on_persisted, clock=SYSTEM_CLOCK,
-                                 decode_process=decode_process)  # as `notify consume` runs it
+                                 decode_process=decode_process)  # `notify consume --decode-process`
         stop = threading.Event()
         thread = threading.Thread(target=consumer.run, kwargs={"stop": stop}, daemon=True)
         # warm the consumer up (group join on Kafka) before the clock starts

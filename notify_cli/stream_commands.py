@@ -53,8 +53,9 @@ def consume(
         bool, typer.Option(help="Embedded log: if another process consumes the group, wait and take over.")
     ] = False,
     decode_process: Annotated[
-        bool, typer.Option(help="Decode batches in a second process (SQLite Store; uses a second core).")
-    ] = True,
+        bool, typer.Option(help="Decode batches in a second process (SQLite Store): faster with a core to "
+                                "spare, slower on a box whose cores are busy.")
+    ] = False,
 ) -> None:
     """Read purchase_history and notify_clickstream in batches and persist them to the Store.
 

@@ -434,13 +434,13 @@ class EventConsumer:
         self._positions = store.table(tables.STREAM_POSITIONS)
         self._encoders = self._row_encoders() if decode_process else None
         self.decoder: DecodeProcess | None = None
-        if self._encoders is not None:  # started now: its ~1 s of imports overlap the stream's setup
-            self.decoder = DecodeProcess()
-            self.decoder.start()
         self._in_flight: tuple[Future[BatchOutcome], Sequence[Record], float] | None = None
         self._consumer = stream.consumer(
             group=group, topics=topics, start_at=self.stored_positions, on_revoke=self._finish_in_flight
         )
+        if self._encoders is not None:  # only once the group is ours (a refused or standby member spawns none)
+            self.decoder = DecodeProcess()
+            self.decoder.start()  # now: its ~1 s of imports overlaps what the caller does before run()
         self._last_lag_at = 0.0
         self.totals = BatchOutcome()
 
@@ -666,6 +666,11 @@ class EventConsumer:
         at millions of rows cost as much as all the Python. The stream consumer stays on this thread, and
         batch N is committed, here, only after its write finished and before N+1 is handed over: commits
         stay in order and after their writes, so a ``kill -9`` still replays and never skips.
+
+        With a decoding process (``decode_process``, :mod:`~notify_core.events.decoder`) it is three
+        stages: this thread polls batch N+2 and hands it over, the process decodes and encodes N+1, the
+        writer writes N. Batches leave the process in the order they went in, and a batch is handed to
+        the writer only after the previous one committed, so the order and the commit rule are the same.
         """
         idle_since = time.monotonic()
         submitted = 0

@@ -29,6 +29,7 @@ from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
 from notify_core.stream.local_log import LocalLog
 from notify_core.stream.port import REQUEST_ID_HEADER, Message
+from tests.events import crash_harness
 from tests.events.helpers import click, events_clock, order
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,7 +163,8 @@ def _alive(pid: int) -> bool:
 def test_kill_9_of_the_consumer_leaves_no_decoding_process_behind(tmp_path: Path) -> None:
     _fill(tmp_path / "stream" / "log.sqlite", 2000)
     consumer = subprocess.Popen(
-        [sys.executable, "-m", "notify_cli.stream_commands", "consume", "--data-dir", str(tmp_path)],
+        [sys.executable, "-m", "notify_cli.stream_commands", "consume", "--data-dir", str(tmp_path),
+         "--decode-process"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "NOTIFY_ENV": "local"},
     )
     try:
@@ -183,3 +185,12 @@ def test_kill_9_of_the_consumer_leaves_no_decoding_process_behind(tmp_path: Path
         if consumer.poll() is None:
             consumer.kill()
             consumer.wait()
+
+
+def test_two_kill_9s_of_notify_consume_with_the_decoding_process_lose_and_duplicate_nothing(tmp_path: Path) -> None:
+    """The crash harness of tests/events/test_crash.py, with ``notify consume --decode-process``: kill -9
+    lands while batches are in the decoding process, in the writer, or between write and commit."""
+    report = crash_harness.run(tmp_path, events=20_000, kills=2, seed=7, rate=5_000, kill_window=(1.5, 3.0),
+                               consume_args=("--decode-process",))
+    print("\ncrash test (decoding process):", report.line())
+    assert report.ok, report.line()
