@@ -35,8 +35,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 
 PRODUCER = r"""
-import sys, time, uuid
+import sys, threading, time, uuid
 backend, target, rate, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+threads = int(sys.argv[5]) if len(sys.argv) > 5 else 1
 from bench.bench_stream import event_messages
 if backend == "kafka":
     from notify_core.stream.kafka import KafkaStream
@@ -46,19 +47,31 @@ else:
     stream = LocalLog(target)
 run = uuid.uuid4().hex[:8]
 batch_size = max(50, min(1000, int(rate / 100)))  # ~10 ms of events per batch
-start = time.monotonic(); sent = 0
-while True:
-    elapsed = time.monotonic() - start
-    if elapsed >= seconds:
-        break
-    due = int(rate * elapsed) + batch_size
-    if sent >= due:
-        time.sleep(0.002)
-        continue
-    stream.produce_batch(event_messages(sent, batch_size, run=run))
-    sent += batch_size
+# Several producing threads, as several capture requests at once: produce_batch returns only once the
+# batch is acknowledged (Kafka: linger + acks=all, ~10 ms), so ONE thread offers at most a batch per
+# round trip (the 38.8k/s of a 49k/s run); N threads keep N batches in flight.
+lock = threading.Lock(); state = {"sent": 0}; start = time.monotonic()
+def produce():
+    while True:
+        with lock:
+            elapsed = time.monotonic() - start
+            if elapsed >= seconds:
+                return
+            due = int(rate * elapsed) + batch_size
+            lo = state["sent"] if state["sent"] < due else None
+            if lo is not None:
+                state["sent"] += batch_size
+        if lo is None:
+            time.sleep(0.002)
+            continue
+        stream.produce_batch(event_messages(lo, batch_size, run=run))
+workers = [threading.Thread(target=produce) for _ in range(threads)]
+for w in workers:
+    w.start()
+for w in workers:
+    w.join()
 stream.close()
-print(sent, flush=True)
+print(state["sent"], flush=True)
 """
 
 
@@ -99,7 +112,8 @@ def _percentiles(values: np.ndarray) -> dict[str, float]:
     return {"p50_ms": float(p50), "p99_ms": float(p99), "p999_ms": float(p999), "max_ms": float(values.max())}
 
 
-def stream_run(backend: str, *, rate: float, seconds: float, drain: float) -> dict[str, Any]:
+def stream_run(backend: str, *, rate: float, seconds: float, drain: float, producer_threads: int = 4,
+               decode_process: bool = True) -> dict[str, Any]:
     """One run: offer ``rate`` events/s for ``seconds``; persist with the real consumer; measure."""
     from notify_core.clock import SYSTEM_CLOCK
     from notify_core.events.consumer import EventConsumer, tune_gc_for_ingest
@@ -136,14 +150,16 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float) -> di
             persisted_at.append((at, len(records)))
 
         consumer = EventConsumer(stream=stream, store=store, landing=workdir / "landing", max_batch=10_000,
-                                 poll_timeout=0.05, on_persisted=on_persisted, clock=SYSTEM_CLOCK)
+                                 poll_timeout=0.05, on_persisted=on_persisted, clock=SYSTEM_CLOCK,
+                                 decode_process=decode_process)  # `notify consume --decode-process`
         stop = threading.Event()
         thread = threading.Thread(target=consumer.run, kwargs={"stop": stop}, daemon=True)
         # warm the consumer up (group join on Kafka) before the clock starts
         thread.start()
         time.sleep(3.0 if backend == "kafka" else 0.5)
         started = time.time()
-        producer = subprocess.Popen([sys.executable, "-c", PRODUCER, backend, target, str(rate), str(seconds)],
+        producer = subprocess.Popen([sys.executable, "-c", PRODUCER, backend, target, str(rate), str(seconds),
+                                     str(producer_threads)],
                                     cwd=ROOT, stdout=subprocess.PIPE, text=True)
         while producer.poll() is None:
             time.sleep(1.0)
@@ -168,6 +184,8 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float) -> di
             "seconds": seconds,
             "produced": produced,
             "produced_per_s": round(produced / seconds),  # what the producer really offered on this box
+            "producer_threads": producer_threads,
+            "decode_process": decode_process,
             "persisted": total,
             "persisted_within_window": window,
             "events_per_s": round(total / max(last - started, 1e-9)),
@@ -184,7 +202,18 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float) -> di
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def drain_run(events: int) -> dict[str, Any]:
+def _process_cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc); 0 for None or where unreadable."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def drain_run(events: int, *, decode_process: bool = True) -> dict[str, Any]:
     """The consumer alone: ``events`` already in the embedded log, drained by the real ``EventConsumer``
     into a fresh SQLite Store; then the limit: the same rows written by raw SQLite ``executemany`` (and by
     one ``json_each`` statement per chunk, the form ``batch_put`` uses) into a fresh file of the same schema
@@ -207,10 +236,19 @@ def drain_run(events: int) -> dict[str, Any]:
         store.tune_for_bulk_writes()
         tune_gc_for_ingest()  # as `notify consume` does
         consumer = EventConsumer(stream=log, store=store, landing=workdir / "landing", clock=SYSTEM_CLOCK,
-                                 max_batch=chunk, poll_timeout=0.05)
+                                 max_batch=chunk, poll_timeout=0.05, decode_process=decode_process)
+        worker = None
+        if consumer.decoder is not None:  # a one-off ~1 s of imports at start, outside the timed drain
+            up_by = time.monotonic() + 60
+            while (worker := consumer.decoder.pid) is None and time.monotonic() < up_by:
+                time.sleep(0.02)
+        worker_cpu = _process_cpu_s(worker)
+        cpu = time.process_time()
         started = time.perf_counter()
         out = consumer.run(stop=threading.Event(), max_records=events)
         consumer_s = time.perf_counter() - started
+        cpu = time.process_time() - cpu  # this process: poll, hand-over, SQLite writes, commits
+        worker_cpu = _process_cpu_s(worker) - worker_cpu  # the decoding process (0 without one)
         consumer.close()
         log.close()
         names = (tables.USER_EVENTS, tables.PURCHASES, tables.EVENTS)
@@ -243,10 +281,15 @@ def drain_run(events: int) -> dict[str, Any]:
         n_rows = sum(len(r) for r in rows.values())
         return {
             "events": events,
+            "decode_process": decode_process,
             "rows": n_rows,
             "persisted": out.persisted,
             "consumer_s": consumer_s,
             "consumer_events_per_s": events / consumer_s,
+            # CPU per event, per process: what a quiet 2-core box turns into wall time (the larger of the
+            # two when they run on separate cores), much less noisy on a shared box than the wall clock
+            "consumer_cpu_us_per_event": cpu / events * 1e6,
+            "decoder_cpu_us_per_event": worker_cpu / events * 1e6,
             "executemany_s": limits["executemany"],
             "executemany_events_per_s": events / limits["executemany"],
             "json_each_s": limits["json_each"],
@@ -361,6 +404,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--skip-capture", action="store_true")
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--producer-threads", type=int, default=4,
+                        help="producing threads (concurrent capture requests; one Kafka batch in flight each)")
+    parser.add_argument("--no-decode-process", action="store_true",
+                        help="the consumer decodes in its own process (A/B against `notify consume`'s default)")
     args = parser.parse_args(argv)
     quick = args.quick
     drain_events = args.drain_events or (200_000 if quick else 1_000_000)
@@ -374,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     limits: list[dict[str, Any]] = []
     drain: dict[str, Any] | None = None
     if not args.skip_drain:
-        drain = drain_run(drain_events)
+        drain = drain_run(drain_events, decode_process=not args.no_decode_process)
         drain["loadavg"] = load_average()
         limits.append(against_limit(path=f"consumer alone, {drain_events:,} events / raw executemany",
                                     figure=drain["consumer_events_per_s"], limit=drain["executemany_events_per_s"],
@@ -383,8 +430,8 @@ def main(argv: list[str] | None = None) -> int:
                                     limit=drain["json_each_events_per_s"], unit="ev/s", target=100_000))
         report(f"stream_drain{suffix}", "stream consumer alone vs raw SQLite on the same rows",
                ["what", "events", "rows", "seconds", "events/s"],
-               [["EventConsumer.run (the real loop)", drain_events, drain["rows"],
-                 round(drain["consumer_s"], 2), round(drain["consumer_events_per_s"])],
+               [["EventConsumer.run (the real loop)" + (", decoding process" if drain["decode_process"] else ""),
+                 drain_events, drain["rows"], round(drain["consumer_s"], 2), round(drain["consumer_events_per_s"])],
                 ["raw executemany, same rows", drain_events, drain["rows"],
                  round(drain["executemany_s"], 2), round(drain["executemany_events_per_s"])],
                 ["raw json_each, same rows", drain_events, drain["rows"],
@@ -395,7 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     stream_results = []
     for backend in backends:
         for rate in rates:
-            runs = [stream_run(backend, rate=rate, seconds=seconds, drain=args.drain) for _ in range(args.repeats)]
+            runs = [stream_run(backend, rate=rate, seconds=seconds, drain=args.drain,
+                               producer_threads=args.producer_threads, decode_process=not args.no_decode_process)
+                    for _ in range(args.repeats)]
             stream_results.append(_median(runs))
             r = stream_results[-1]
             r["loadavg"] = load_average()
@@ -433,7 +482,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r['backend']:<16}{r['clients']:>10}{r['events_per_s']:>10}{r['request_p50_ms']:>9.1f}"
                   f"{r['request_p99_ms']:>9.1f}{r['errors']:>8}")
     if drain is not None:
-        print(f"\nconsumer alone {drain['consumer_events_per_s']:,.0f} ev/s; raw executemany "
+        print(f"\nconsumer alone CPU per event: consuming process {drain['consumer_cpu_us_per_event']:.2f} us, "
+              f"decoding process {drain['decoder_cpu_us_per_event']:.2f} us")
+        print(f"consumer alone {drain['consumer_events_per_s']:,.0f} ev/s; raw executemany "
               f"{drain['executemany_events_per_s']:,.0f} ev/s (ratio "
               f"{drain['consumer_events_per_s'] / drain['executemany_events_per_s']:.2f}, target >= 0.5)")
     report(f"stream{suffix}", "stream: figures against their limits",

@@ -52,6 +52,10 @@ def consume(
     standby: Annotated[
         bool, typer.Option(help="Embedded log: if another process consumes the group, wait and take over.")
     ] = False,
+    decode_process: Annotated[
+        bool, typer.Option(help="Decode batches in a second process (SQLite Store): faster with a core to "
+                                "spare, slower on a box whose cores are busy.")
+    ] = False,
 ) -> None:
     """Read purchase_history and notify_clickstream in batches and persist them to the Store.
 
@@ -80,7 +84,7 @@ def consume(
         try:
             consumer = EventConsumer(
                 stream=stream, store=store, landing=settings.landing / "purchases", group=group, max_batch=max_batch,
-                clock=settings.clock(),
+                clock=settings.clock(), decode_process=decode_process,
             )
             break
         except GroupBusyError as exc:

@@ -62,6 +62,7 @@ from pydantic import BaseModel
 from notify_core.atomic import atomic_write
 from notify_core.clock import Clock
 from notify_core.errors import BackendError, ValidationError
+from notify_core.events.decoder import DecodeProcess
 from notify_core.events.models import (
     CLICKSTREAM,
     EVENT_MODELS,
@@ -81,6 +82,9 @@ from notify_core.observability import BatchHistogram
 from notify_core.store import tables
 from notify_core.store.port import Item, Store
 from notify_core.stream.port import REQUEST_ID_HEADER, Message, Record, Stream, next_positions
+
+RecordTuple = tuple[str, int, int, bytes | None, bytes, int, tuple[tuple[str, bytes], ...]]
+"""A :class:`Record`'s fields as a plain tuple, in its order."""
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +124,10 @@ class PreparedBatch:
     user_events: list[Item] = field(default_factory=list)
     ledger: list[Item] = field(default_factory=list)  # one ``events`` row per order
     poison: list[Message] = field(default_factory=list)
+    # Built by the decoding process: (purchases, user_events, ledger) rows in the Store adapter's
+    # ready-made form (``put_encoded``); ``user_events`` and ``ledger`` are then left empty and
+    # ``purchases`` kept for the landing file. None: write the item lists.
+    encoded: tuple[Any, Any, Any] | None = None
 
 
 def purchase_rows(event: Order, *, event_id: str) -> list[Item]:
@@ -243,6 +251,105 @@ def trusted_rows(doc: dict[str, Any], *, topic: str) -> tuple[list[Item], Item |
     return [row], None
 
 
+def prepare_records(records: Sequence[RecordTuple], *, now: Callable[[], float]) -> PreparedBatch:
+    """Decode, validate and build the rows of a batch: pure Python, no I/O (see :meth:`EventConsumer.run`);
+    ``now`` stamps dead letters.
+
+    A record capture marked as validated (:data:`~notify_core.events.models.VALIDATED_HEADERS`) whose
+    JSON has the canonical shape takes the fast path (:func:`trusted_rows`); every other record, and
+    any marked one that does not look right, is decoded by the models, which accept it or give the
+    reason it is dead-lettered with. ``records``: :class:`Record` or its plain tuples (what the decoding
+    process is sent: a plain tuple pickles in C, a named tuple through a Python call each).
+    """
+    out = BatchOutcome(records=len(records))
+    poison: list[Message] = []
+    prepared = PreparedBatch(records=(), outcome=out, poison=poison)  # the caller attaches its Records
+    seen: set[str] = set()
+    purchases, user_events, ledger = prepared.purchases, prepared.user_events, prepared.ledger
+    last_headers: tuple[tuple[str, bytes], ...] | None = None
+    last_rid: str | None = None
+    for record in records:
+        topic, _partition, _offset, _key, value, _ts, headers = record
+        rows = None
+        if headers and VALIDATED_HEADERS[0] in headers:
+            doc = decode_trusted(value)
+            if doc is not None:
+                rows = trusted_rows(doc, topic=topic)
+                event_id: str = doc["event_id"]
+        if rows is None:
+            try:
+                event = decode_event(value)
+                expected = topic_for(event)
+                if topic not in (expected,) and topic in TOPICS:
+                    raise ValidationError(f"a {event.type} event does not belong on {topic}")
+            except ValidationError as exc:
+                poison.append(dead_letter(Record._make(record), str(exc), now=now()))
+                continue
+            except (ValueError, OverflowError, RecursionError) as exc:  # a defect the models did not name
+                poison.append(dead_letter(Record._make(record), f"undecodable message: {type(exc).__name__}: {exc}",
+                                          now=now()))
+                continue
+            event_id = event.id
+            if event_id in seen:
+                out.duplicates += 1
+                continue
+            if isinstance(event, Order):
+                rows = (purchase_rows(event, event_id=event_id),
+                        event_row(event, event_id=event_id, topic=topic))
+            else:
+                rows = ([user_event_row(event, event_id=event_id)], None)
+        elif event_id in seen:
+            out.duplicates += 1
+            continue
+        seen.add(event_id)
+        lines, ledger_row = rows
+        if not headers:
+            rid = None
+        elif headers is last_headers:  # the records of one capture request share one headers tuple
+            rid = last_rid
+        else:
+            rid = last_rid = Record._make(record).header(REQUEST_ID_HEADER)
+            last_headers = headers
+        if rid:  # the correlation id of the capture request, on every row the event wrote
+            for row in lines:
+                row["request_id"] = rid
+            if ledger_row is not None:
+                ledger_row["request_id"] = rid
+        if ledger_row is None:
+            user_events.extend(lines)
+        else:
+            purchases.extend(lines)
+            ledger.append(ledger_row)
+    out.persisted = len(seen)
+    out.dead_lettered = len(poison)
+    out.purchase_rows = len(purchases)
+    out.user_event_rows = len(user_events)
+    return prepared
+
+
+def prepare_encoded(records: Sequence[RecordTuple], now: float,
+                    encoders: tuple[tuple[Callable[..., Any], str], ...]) -> PreparedBatch:
+    """:func:`prepare_records` plus the Store adapter's row encoding, in the decoding process
+    (:mod:`notify_core.events.decoder`). ``encoders``: (``row_encoder``, table name) of the
+    purchases, user_events and events tables. The records are not sent back (the consumer has them).
+
+    A row the adapter cannot encode (``ValidationError``) leaves the batch unencoded: the writer's
+    ``batch_put`` then meets the same error and isolates the refused record, as without the process.
+    """
+    prepared = prepare_records(records, now=lambda: now)
+    try:
+        prepared.encoded = tuple(
+            encode(rows, table=name)
+            for (encode, name), rows in zip(encoders, (prepared.purchases, prepared.user_events, prepared.ledger),
+                                            strict=True)
+        )
+    except ValidationError:
+        return prepared
+    prepared.user_events = []
+    prepared.ledger = []
+    return prepared
+
+
 def write_landing_file(rows: Sequence[Item], folder: Path) -> Path:
     """New order lines as Parquet (PURCHASES schema), named by a hash of their content."""
     import polars as pl
@@ -308,7 +415,10 @@ class EventConsumer:
         poll_timeout: float = 0.2,
         lag_interval: float = 2.0,
         on_persisted: Callable[[Sequence[Record], float], None] | None = None,
+        decode_process: bool = False,
     ) -> None:
+        """``decode_process``: decode and encode batches in a second process (:mod:`~notify_core.events.decoder`)
+        when the Store can take ready-made rows (SQLite); ignored otherwise. ``notify consume`` turns it on."""
         self.stream = stream
         self.store = store
         self.landing = landing
@@ -322,97 +432,43 @@ class EventConsumer:
         self._user_events = store.table(tables.USER_EVENTS)
         self._purchases = store.table(tables.PURCHASES)
         self._positions = store.table(tables.STREAM_POSITIONS)
+        self._encoders = self._row_encoders() if decode_process else None
+        self.decoder: DecodeProcess | None = None
         self._in_flight: tuple[Future[BatchOutcome], Sequence[Record], float] | None = None
         self._consumer = stream.consumer(
             group=group, topics=topics, start_at=self.stored_positions, on_revoke=self._finish_in_flight
         )
+        if self._encoders is not None:  # only once the group is ours (a refused or standby member spawns none)
+            self.decoder = DecodeProcess()
+            self.decoder.start()  # now: its ~1 s of imports overlaps what the caller does before run()
         self._last_lag_at = 0.0
         self.totals = BatchOutcome()
 
     # one batch ---------------------------------------------------------------------------------
     def prepare(self, records: Sequence[Record]) -> PreparedBatch:
-        """Decode, validate and build the rows of a batch: pure Python, no I/O (see :meth:`run`).
-
-        A record capture marked as validated (:data:`~notify_core.events.models.VALIDATED_HEADERS`) whose
-        JSON has the canonical shape takes the fast path (:func:`trusted_rows`); every other record, and
-        any marked one that does not look right, is decoded by the models, which accept it or give the
-        reason it is dead-lettered with.
-        """
-        out = BatchOutcome(records=len(records))
-        poison: list[Message] = []
-        prepared = PreparedBatch(records=records, outcome=out, poison=poison)
-        seen: set[str] = set()
-        purchases, user_events, ledger = prepared.purchases, prepared.user_events, prepared.ledger
-        last_headers: tuple[tuple[str, bytes], ...] | None = None
-        last_rid: str | None = None
-        for record in records:
-            headers = record.headers
-            rows = None
-            if headers and VALIDATED_HEADERS[0] in headers:
-                doc = decode_trusted(record.value)
-                if doc is not None:
-                    rows = trusted_rows(doc, topic=record.topic)
-                    event_id: str = doc["event_id"]
-            if rows is None:
-                try:
-                    event = decode_event(record.value)
-                    expected = topic_for(event)
-                    if record.topic not in (expected,) and record.topic in TOPICS:
-                        raise ValidationError(f"a {event.type} event does not belong on {record.topic}")
-                except ValidationError as exc:
-                    poison.append(dead_letter(record, str(exc), now=self.clock.now()))
-                    continue
-                except (ValueError, OverflowError, RecursionError) as exc:  # a defect the models did not name
-                    poison.append(dead_letter(record, f"undecodable message: {type(exc).__name__}: {exc}",
-                                              now=self.clock.now()))
-                    continue
-                event_id = event.id
-                if event_id in seen:
-                    out.duplicates += 1
-                    continue
-                if isinstance(event, Order):
-                    rows = (purchase_rows(event, event_id=event_id),
-                            event_row(event, event_id=event_id, topic=record.topic))
-                else:
-                    rows = ([user_event_row(event, event_id=event_id)], None)
-            elif event_id in seen:
-                out.duplicates += 1
-                continue
-            seen.add(event_id)
-            lines, ledger_row = rows
-            if not headers:
-                rid = None
-            elif headers is last_headers:  # the records of one capture request share one headers tuple
-                rid = last_rid
-            else:
-                rid = last_rid = record.header(REQUEST_ID_HEADER)
-                last_headers = headers
-            if rid:  # the correlation id of the capture request, on every row the event wrote
-                for row in lines:
-                    row["request_id"] = rid
-                if ledger_row is not None:
-                    ledger_row["request_id"] = rid
-            if ledger_row is None:
-                user_events.extend(lines)
-            else:
-                purchases.extend(lines)
-                ledger.append(ledger_row)
-        out.persisted = len(seen)
-        out.dead_lettered = len(poison)
-        out.purchase_rows = len(purchases)
-        out.user_event_rows = len(user_events)
+        """Decode, validate and build the rows of a batch: pure Python, no I/O (:func:`prepare_records`)."""
+        prepared = prepare_records(records, now=self.clock.now)
+        prepared.records = records
         return prepared
 
     def write(self, prepared: PreparedBatch) -> BatchOutcome:
         """Persist a prepared batch (no commit), in the order of the module doc. Idempotent."""
         out = prepared.outcome
-        if prepared.purchases:
-            self._purchases.batch_put(prepared.purchases)
-        if prepared.user_events:
-            self._user_events.batch_put(prepared.user_events)
+        encoded = prepared.encoded
+        if encoded is not None:  # rows the decoding process made ready (prepare_encoded)
+            purchases, user_events, _ledger = self._encoded_tables()
+            purchases.put_encoded(encoded[0])
+            user_events.put_encoded(encoded[1])
+        else:
+            if prepared.purchases:
+                self._purchases.batch_put(prepared.purchases)
+            if prepared.user_events:
+                self._user_events.batch_put(prepared.user_events)
         if prepared.purchases and self.landing is not None:
             out.landing_file = write_landing_file(prepared.purchases, self.landing)
-        if prepared.ledger:
+        if encoded is not None:
+            self._encoded_tables()[2].put_encoded(encoded[2])
+        elif prepared.ledger:
             self._events.batch_put(prepared.ledger)
         if prepared.poison:
             self.stream.produce_batch(prepared.poison)
@@ -423,6 +479,49 @@ class EventConsumer:
                 for (topic, partition), position in positions.items()
             )
         return out
+
+
+    # the decoding process ----------------------------------------------------------------------
+    def _row_encoders(self) -> tuple[tuple[Callable[..., Any], str], ...] | None:
+        """(row_encoder, table name) per written table, when the Store's tables take ready-made rows."""
+        found = []
+        for table, name in ((self._purchases, tables.PURCHASES), (self._user_events, tables.USER_EVENTS),
+                            (self._events, tables.EVENTS)):
+            encoder = getattr(table, "row_encoder", None)
+            if encoder is None or not callable(getattr(table, "put_encoded", None)):
+                return None
+            found.append((encoder, name))
+        return tuple(found)
+
+    def _encoded_tables(self) -> tuple[Any, Any, Any]:
+        return self._purchases, self._user_events, self._events
+
+    def _submit_decode(self, records: Sequence[Record]) -> Future[PreparedBatch] | PreparedBatch:
+        """Hand a batch to the decoding process (or decode it here when there is none)."""
+        if self.decoder is None or self._encoders is None or not self.decoder.usable:
+            return self.prepare(records)
+        try:
+            return self.decoder.submit(prepare_encoded, list(map(tuple, records)), self.clock.now(), self._encoders)
+        except Exception as exc:  # the process cannot be started: decode here, never skip a batch
+            log.warning("decoding process unavailable; decoding in the consumer", extra={"error": str(exc)})
+            return self.prepare(records)
+
+    def _decoded(self, pending: Future[PreparedBatch] | PreparedBatch, records: Sequence[Record]) -> PreparedBatch:
+        """The prepared batch of :meth:`_submit_decode`; a lost process is replaced and the batch
+        decoded here instead (same rows: the same code)."""
+        if isinstance(pending, PreparedBatch):
+            return pending
+        try:
+            prepared = pending.result()
+        except Exception as exc:  # BrokenProcessPool (kill -9, OOM), or anything the process raised
+            log.warning("decoding process failed; decoding the batch in the consumer", extra={"error": repr(exc)})
+            if self.decoder is not None:
+                self.decoder.restart()
+            return self.prepare(records)
+        if self.decoder is not None:
+            self.decoder.succeeded()
+        prepared.records = records
+        return prepared
 
     def stored_positions(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """Where the Store says this group is, for ``partitions`` (the stream's ``start_at`` hook)."""
@@ -567,34 +666,67 @@ class EventConsumer:
         at millions of rows cost as much as all the Python. The stream consumer stays on this thread, and
         batch N is committed, here, only after its write finished and before N+1 is handed over: commits
         stay in order and after their writes, so a ``kill -9`` still replays and never skips.
+
+        With a decoding process (``decode_process``, :mod:`~notify_core.events.decoder`) it is three
+        stages: this thread polls batch N+2 and hands it over, the process decodes and encodes N+1, the
+        writer writes N. Batches leave the process in the order they went in, and a batch is handed to
+        the writer only after the previous one committed, so the order and the commit rule are the same.
         """
         idle_since = time.monotonic()
         submitted = 0
-        log.info("consumer started", extra={"group": self.group})
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="notify-consumer-writer",
-                                initializer=self.store.tune_for_bulk_writes) as writer:
-            self._in_flight = None
-            while not stop.is_set() and (max_records is None or submitted < max_records):
-                records = self._consumer.poll_batch(max_records=self.max_batch, timeout=self.poll_timeout)
-                prepared = self.prepare(records) if records else None
-                if self._in_flight is not None:
-                    self._finish_in_flight([])
-                    idle_since = time.monotonic()  # a write that was slow (a Store outage) is not idleness
-                if prepared is None:
+        log.info("consumer started", extra={"group": self.group, "decode_process": self._encoders is not None})
+        if self._encoders is not None and self.decoder is None:
+            self.decoder = DecodeProcess()
+        # Batches polled and being decoded, oldest first. With a decoding process one batch decodes
+        # there while the previous one is written and the next one polled; without, a batch is
+        # prepared here and handed to the writer at once (depth 0).
+        depth = 1 if self.decoder is not None else 0
+        decoding: collections.deque[tuple[Future[PreparedBatch] | PreparedBatch, Sequence[Record]]] = (
+            collections.deque())
+        try:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="notify-consumer-writer",
+                                    initializer=self.store.tune_for_bulk_writes) as writer:
+                self._in_flight = None
+                while True:
+                    polling = not stop.is_set() and (max_records is None or submitted < max_records)
+                    records = (self._consumer.poll_batch(max_records=self.max_batch, timeout=self.poll_timeout)
+                               if polling else [])
+                    if records:
+                        decoding.append((self._submit_decode(records), records))
+                        submitted += len(records)
+                        idle_since = time.monotonic()
+                    if decoding and (len(decoding) > depth or not records):
+                        pending, batch = decoding.popleft()
+                        prepared = self._decoded(pending, batch)
+                        if self._in_flight is not None:
+                            self._finish_in_flight([])  # batch N-1 committed before batch N is handed over
+                        self._in_flight = (writer.submit(self._write_with_retry, prepared), batch, time.monotonic())
+                        idle_since = time.monotonic()
+                        continue
+                    if records:
+                        continue
+                    if self._in_flight is not None:
+                        self._finish_in_flight([])
+                        idle_since = time.monotonic()  # a write that was slow (a Store outage) is not idleness
+                        continue
+                    if not polling:
+                        break
                     self._refresh_lag(force=False)
                     if idle_exit is not None and time.monotonic() - idle_since >= idle_exit:
                         break
-                    continue
-                idle_since = time.monotonic()
-                self._in_flight = (writer.submit(self._write_with_retry, prepared), records, time.monotonic())
-                submitted += len(records)
-            self._finish_in_flight([])
+        finally:
+            for pending, _batch in decoding:  # polled, never written (an error above): nothing to commit
+                if isinstance(pending, Future):
+                    pending.cancel()
         self._refresh_lag(force=True)
         log.info("consumer stopped", extra={"totals": vars(self.totals) | {"landing_file": None}})
         return self.totals
 
     def close(self) -> None:
         self._consumer.close()
+        if self.decoder is not None:
+            self.decoder.close()
+            self.decoder = None
 
 
 def totals_dict(out: BatchOutcome) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
@@ -109,6 +109,32 @@ def _range_sql(key_range: KeyRange | None, column: str) -> tuple[str, list[Any]]
 def _ttl_of(item: Mapping[str, Any]) -> float | None:
     ttl = item.get(TTL_ATTRIBUTE)
     return None if ttl is None else float(ttl)
+
+
+class EncodedRows(NamedTuple):
+    """A :meth:`SqliteTable.batch_put`'s rows, checked, in key order and encoded as the JSON arrays its
+    statement reads: plain bytes, so a decoding process can build them and hand them over for the cost
+    of a copy (pickling a dict per row would cost what building it did)."""
+
+    payloads: tuple[bytes, ...]
+    size: int  # rows
+
+
+def encode_rows(items: Iterable[Item], *, table: str) -> EncodedRows:
+    """The one encoding of batch_put rows: keys checked, ``(pk, sk, ttl, body)`` per item in key order
+    (key order touches each B-tree page once), ``_JSON_CHUNK`` rows per JSON array (a 1M-row batch
+    would pass SQLite's 1 GB limit on one value). Raises ``ValidationError`` for an item no backend can
+    store. Pure: no connection, no I/O."""
+    rows = []
+    for item in items:
+        check_key(item.get("pk"), item.get("sk"))
+        rows.append((item["pk"], item["sk"], _ttl_of(item), _encode(item)))
+    rows.sort(key=_KEY_ORDER)
+    try:
+        payloads = tuple(orjson.dumps(rows[i : i + _JSON_CHUNK]) for i in range(0, len(rows), _JSON_CHUNK))
+    except TypeError as exc:  # e.g. a key with a lone surrogate: not storable anywhere
+        raise ValidationError(f"cannot store a batch for {table}: {exc}") from exc
+    return EncodedRows(payloads, len(rows))
 
 
 class SqliteStore:
@@ -294,29 +320,30 @@ class SqliteTable:
         sqlite3 module releases the GIL only inside each statement step, so a step per row hands the
         GIL back and forth thousands of times a batch, and another thread (the consumer decoding the
         next batch) can never run beside the B-tree work. One step per batch lets it, and binds no
-        parameters row by row.
+        parameters row by row. Encoding (:func:`encode_rows`) and writing (:meth:`put_encoded`) are
+        two steps so that the encoding can run elsewhere (the consumer's decoding process).
         """
-        rows = []
-        for item in items:
-            check_key(item.get("pk"), item.get("sk"))
-            rows.append((item["pk"], item["sk"], _ttl_of(item), _encode(item)))
-        if not rows:
+        return self.put_encoded(encode_rows(items, table=self.name))
+
+    row_encoder = staticmethod(encode_rows)
+    """Items -> what :meth:`put_encoded` takes (a module function, so it pickles by name): the consumer
+    hands it to its decoding process."""
+
+    def put_encoded(self, rows: EncodedRows) -> int:
+        """:meth:`batch_put` of rows :func:`encode_rows` made (possibly in another process): ONE
+        transaction, one ``json_each`` statement per payload."""
+        if not rows.size:
             return 0
-        rows.sort(key=_KEY_ORDER)  # key order touches each B-tree page once
-        try:  # one JSON array per chunk: a 1M-row batch would pass SQLite's 1 GB limit on one value
-            payloads = [orjson.dumps(rows[i : i + _JSON_CHUNK]) for i in range(0, len(rows), _JSON_CHUNK)]
-        except TypeError as exc:  # e.g. a key with a lone surrogate: not storable anywhere
-            raise ValidationError(f"cannot store a batch for {self.name}: {exc}") from exc
         conn = self.store.connection()
         with write_transaction(conn, what=f"SQLite batch write to {self.name}", immediate=False):
-            for payload in payloads:
+            for payload in rows.payloads:
                 conn.execute(
                     f"INSERT INTO {self._q} (pk, sk, ttl, body) "
                     "SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each(?) WHERE true "
                     "ON CONFLICT(pk, sk) DO UPDATE SET ttl=excluded.ttl, body=excluded.body",
                     (payload,),
                 )
-        return len(rows)
+        return rows.size
 
     def batch_put_frame(self, frame: pl.DataFrame) -> int:
         """:meth:`batch_put` of a frame's rows (see the port), in key order and ONE transaction.

@@ -108,7 +108,8 @@ def _consumer(data_dir: Path, *extra: str) -> subprocess.Popen[bytes]:
 
 
 def run(
-    data_dir: Path, *, events: int, kills: int, seed: int, rate: float, kill_window: tuple[float, float]
+    data_dir: Path, *, events: int, kills: int, seed: int, rate: float, kill_window: tuple[float, float],
+    consume_args: tuple[str, ...] = (),
 ) -> CrashReport:
     """Produce ``events`` (paced at ``rate``/s, 0 = flat out) while killing consumers ``kills`` times."""
     started = time.monotonic()
@@ -119,14 +120,14 @@ def run(
     producer = subprocess.Popen([sys.executable, "-c", PRODUCER, str(log_path), str(events), str(rate)], cwd=ROOT)
     try:
         for _ in range(kills):
-            consumer = _consumer(data_dir)
+            consumer = _consumer(data_dir, *consume_args)
             time.sleep(rng.uniform(*kill_window))
             consumer.kill()  # SIGKILL: no batch finishing, no commit, no cleanup
             consumer.wait()
             report.kill_points.append(_committed(log_path))
         if producer.wait(timeout=1800) != 0:
             raise RuntimeError("producer failed")
-        final = _consumer(data_dir, "--idle-exit", "3")
+        final = _consumer(data_dir, "--idle-exit", "3", *consume_args)
         if final.wait(timeout=1800) != 0:
             raise RuntimeError("final consumer failed")
     finally:

@@ -1,0 +1,134 @@
+"""The event consumer's decoding process: decode + row building + row encoding beside the writer.
+
+Why a process and not a thread: decoding a batch (orjson, the shape checks, a dict per row) and encoding
+its rows for SQLite are pure Python, ~6 us an event, and a thread doing them holds the same GIL the
+polling loop and the writer's Python need: on two cores the consumer ran at ~94k events/s where raw
+SQLite on the same rows takes ~200k. A second process has its own GIL, so that work runs on the other
+core while this process polls, hands over and writes. What crosses the boundary is cheap on purpose:
+the polled records in (tuples of bytes), and out a :class:`~notify_core.events.consumer.PreparedBatch`
+whose rows are already the Store adapter's ready-made statement payloads (bytes; see
+``SqliteTable.put_encoded``), not a pickled dict per row.
+
+What the process never does: touch the Store or the stream. The consuming process keeps the single
+SQLite connection, the poll, the writes and the commits, in the same order as without it, so the
+commit-after-write rule (and every crash guarantee that follows from it) is untouched: the process
+only turns bytes into bytes. If it dies (``kill -9``, out of memory) the consumer notices on the
+batch's future, starts a fresh one and decodes that batch itself meanwhile: a batch is never skipped.
+If the consumer dies, the process notices its parent is gone within ``_ORPHAN_CHECK_S`` and exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+
+_ORPHAN_CHECK_S = 0.5
+_T = TypeVar("_T")
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while True:
+        time.sleep(_ORPHAN_CHECK_S)
+        if os.getppid() != parent_pid:  # the consumer died (kill -9): nothing will ever read our results
+            os._exit(0)
+
+
+def _init_worker(parent_pid: int) -> None:
+    """In the decoding process, once: Ctrl-C is the consumer's to handle (it finishes and commits the
+    batch in hand, which needs this process's results), an orphan exits, imports and GC tuning up front."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="notify-decoder-watch").start()
+    from notify_core.events.consumer import tune_gc_for_ingest
+
+    tune_gc_for_ingest()
+
+
+def _ready() -> int:
+    return os.getpid()
+
+
+class DecodeProcess:
+    """One spawned worker process running module-level functions on picklable arguments, in order.
+
+    ``spawn``, not ``fork``: the consumer has threads (the writer, the landing pusher, metrics) and a
+    fork copies their locks in whatever state they are in.
+    """
+
+    GIVE_UP_AFTER = 3  # failures in a row with no batch decoded between them
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+        self._started: Future[int] | None = None
+        self.restarts = 0
+        self._failures_in_a_row = 0
+
+    @property
+    def usable(self) -> bool:
+        """False once the process failed :attr:`GIVE_UP_AFTER` times in a row: it cannot run here (e.g.
+        a main script without the ``if __name__ == "__main__"`` guard that ``spawn`` needs); the
+        consumer then decodes in its own process, as it would without one."""
+        return self._failures_in_a_row < self.GIVE_UP_AFTER
+
+    def succeeded(self) -> None:
+        self._failures_in_a_row = 0
+
+    def start(self) -> None:
+        """Start the process now (it imports the decoder, ~1 s) rather than on the first batch."""
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker, initargs=(os.getpid(),),
+            )
+            self._started = self._pool.submit(_ready)
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's process id once it is up (for tests and logs); None before, or once it is lost.
+        Only reads: safe from another thread."""
+        started = self._started
+        if started is None or not started.done() or started.cancelled() or started.exception() is not None:
+            return None
+        return started.result()
+
+    def submit(self, fn: Callable[..., _T], *args: Any) -> Future[_T]:
+        """Run ``fn(*args)`` in the process; a broken process is replaced once before giving up."""
+        for attempt in (1, 2):
+            self.start()
+            assert self._pool is not None
+            try:
+                return self._pool.submit(fn, *args)
+            except (BrokenProcessPool, RuntimeError):
+                if attempt == 2:
+                    raise
+                self.restart()
+        raise AssertionError("unreachable")
+
+    def restart(self) -> None:
+        """Drop a dead (or wedged) process; the next :meth:`submit` starts a fresh one."""
+        self.restarts += 1
+        self._failures_in_a_row += 1
+        if self.usable:
+            log.warning("decoding process lost; starting a new one", extra={"restarts": self.restarts})
+        else:
+            log.error("decoding process keeps failing; decoding in the consumer from now on",
+                      extra={"restarts": self.restarts})
+        self._shutdown(wait=False)
+
+    def close(self) -> None:
+        self._shutdown(wait=True)
+
+    def _shutdown(self, *, wait: bool) -> None:
+        pool, self._pool = self._pool, None
+        self._started = None
+        if pool is not None:
+            pool.shutdown(wait=wait, cancel_futures=True)
