@@ -204,7 +204,15 @@ def _product_score_dense(orders_by_product: Mapping[str, int], table: NeighbourM
     log1p(orders) x similarity, row 1 orders x similarity; None when the user bought nothing the map
     knows): the one place their arithmetic lives. Serving gathers campaigns' products straight from it
     (no non-zero scan and scatter back: ~70 us a request on the real data)."""
-    index = table.index
+    matrix = table.matrix
+    return _weighted_column_sums(orders_by_product, table.index, matrix.indptr, matrix.indices, matrix.data,
+                                 size=len(table.ids))
+
+
+def _weighted_column_sums(orders_by_product: Mapping[str, int], index: Mapping[str, int],
+                          indptr: npt.NDArray[Any], indices: npt.NDArray[Any], data: F64, *, size: int) -> F64 | None:
+    """:func:`_product_score_dense` over CSR arrays (the neighbour matrix, or :class:`PromotionMatrix`'s
+    copy of it restricted to promoted columns: the same entries of those columns in the same order)."""
     known = [(index[p], orders) for p, orders in orders_by_product.items() if orders > 0 and p in index]
     if not known:
         return None
@@ -213,13 +221,11 @@ def _product_score_dense(orders_by_product: Mapping[str, int], table: NeighbourM
     # weight @ matrix[rows] without scipy's per-call object overhead (~1 ms here): the rows' entries in
     # the user's order, each weight x similarity summed per column in that order (np.bincount adds
     # sequentially from 0, as scipy's sparse product does), so the sums are bit-identical to it.
-    indptr, indices, data = table.matrix.indptr, table.matrix.indices, table.matrix.data
     starts, lengths = indptr[rows], indptr[rows + 1] - indptr[rows]
     total = int(lengths.sum())
     offsets = np.cumsum(lengths) - lengths
     at = np.repeat(starts - offsets, lengths) + np.arange(total)
     columns, sims = indices[at], data[at]
-    size = len(table.ids)
     out = np.empty((2, size))
     for i, weight in enumerate((np.log1p(orders), orders)):
         out[i] = np.bincount(columns, weights=np.repeat(weight, lengths) * sims, minlength=size)
@@ -236,6 +242,12 @@ class PromotionMatrix:
     rows: npt.NDArray[np.int64]  # campaign rows promoting at least one mapped product, ascending
     starts: npt.NDArray[np.int64]  # rows[i]'s products are columns[starts[i]:starts[i + 1]]
     columns: npt.NDArray[np.int64]
+    # The neighbour matrix restricted to the promoted columns, renumbered 0..len(promoted)-1 (``compact``
+    # is ``columns`` renumbered): a user's sums then skip every neighbour no campaign promotes (~60 % of
+    # the real data's entries) and the dense row is that much shorter. Same entries in the same order
+    # for the kept columns, so the same sums bit for bit. None: use the full matrix (``columns``).
+    restricted: tuple[npt.NDArray[Any], npt.NDArray[Any], F64, int] | None = None
+    compact: npt.NDArray[np.int64] | None = None
 
     @classmethod
     def of(cls, neighbours: NeighbourMatrix,
@@ -255,7 +267,17 @@ class PromotionMatrix:
         order = np.lexsort((cols, rows))
         rows, cols = rows[order], cols[order]
         unique, first = np.unique(rows, return_index=True)
-        return cls(rows=unique, starts=np.append(first, len(rows)).astype(np.int64), columns=cols)
+        promoted, compact = np.unique(cols, return_inverse=True)
+        remap = np.full(len(neighbours.ids), -1, dtype=np.int64)
+        remap[promoted] = np.arange(len(promoted))
+        full = neighbours.matrix
+        mapped = remap[full.indices]
+        keep = mapped >= 0
+        kept_before = np.concatenate(([0], np.cumsum(keep)))  # kept entries before each entry of the full matrix
+        restricted = (kept_before[full.indptr].astype(np.int64), mapped[keep],
+                      np.asarray(full.data[keep], dtype=np.float64), len(promoted))
+        return cls(rows=unique, starts=np.append(first, len(rows)).astype(np.int64), columns=cols,
+                   restricted=restricted, compact=compact.astype(np.int64))
 
 
 def copurchase_campaign_rows(orders_by_product: Mapping[str, int], neighbours: NeighbourMatrix,
@@ -265,10 +287,17 @@ def copurchase_campaign_rows(orders_by_product: Mapping[str, int], neighbours: N
     their raw BM25 best (:func:`campaign_best` of the second :func:`copurchase_product_scores`, 0 where
     none). The same arithmetic as those functions (the same sums, the same max and division), vectorised."""
     empty = (np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0))
-    dense = _product_score_dense(orders_by_product, neighbours)
-    if dense is None or not len(promotion.rows):
+    if not len(promotion.rows):
         return empty
-    best = np.maximum.reduceat(dense[:, promotion.columns], promotion.starts[:-1], axis=1)
+    if promotion.restricted is not None and promotion.compact is not None:
+        indptr, indices, data, size = promotion.restricted
+        dense = _weighted_column_sums(orders_by_product, neighbours.index, indptr, indices, data, size=size)
+        columns = promotion.compact
+    else:
+        dense, columns = _product_score_dense(orders_by_product, neighbours), promotion.columns
+    if dense is None:
+        return empty
+    best = np.maximum.reduceat(dense[:, columns], promotion.starts[:-1], axis=1)
     keep = best[0] > 0
     if not keep.any():
         return empty
