@@ -337,7 +337,8 @@ class Recommender:
             np.maximum.at(best_orders, at, hit_orders)
         w = self.weights
         affinity = np.asarray(scoring.repeat_affinity(best_orders, saturation=w.affinity_saturation))
-        copurchase = _lookup_sorted(rows, *co, default=0.0)  # copurchase_rows: rows ascending
+        co_at, co_hit = _positions_sorted(rows, co[0])  # copurchase_rows: rows ascending; bm25 has the same rows
+        copurchase = _take_at(len(rows), co_at, co_hit, co[1], default=0.0)
         pop = popularity[ok] if popularity is not None else np.zeros(len(rows))
         if self.ranker is not None:  # the learned ranker: the same functions the evaluation scores with
             days = np.full(len(rows), np.inf)
@@ -348,7 +349,8 @@ class Recommender:
                 copurchase=copurchase, similarity=similarity,
                 popularity=_lookup_sorted(rows, *popular, default=0.0) if popular is not None else 0.0,
                 priority=table.priority[rows],
-                bm25=_lookup_sorted(rows, *bm25, default=0.0) if bm25 is not None else 0.0)
+                bm25=(_take_at(len(rows), co_at, co_hit, bm25[1], default=0.0) if bm25 is not None and bm25[0] is co[0]
+                      else _lookup_sorted(rows, *bm25, default=0.0) if bm25 is not None else 0.0))
             score = np.asarray(scoring.ranker_score(self.ranker, features))
         else:
             score = np.asarray(scoring.blend(similarity=similarity, affinity=affinity, priority=table.priority[rows],
@@ -605,15 +607,28 @@ def _lookup(rows: Rows, keys: Rows, values: npt.NDArray[Any], *, default: float)
     return out
 
 
+def _positions_sorted(rows: Rows, keys: Rows) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
+    """Where each of ``rows`` is in the ascending unique ``keys``, and whether it is there: one search
+    shared by the lookups of several value columns over the same keys (co-purchase and BM25)."""
+    if not len(keys):
+        return np.zeros(0, dtype=np.intp), np.zeros(len(rows), dtype=bool)
+    at = np.minimum(np.searchsorted(keys, rows), len(keys) - 1)
+    return at, keys[at] == rows
+
+
+def _take_at(size: int, at: npt.NDArray[np.intp], hit: npt.NDArray[np.bool_], values: npt.NDArray[Any], *,
+             default: float) -> npt.NDArray[np.float64]:
+    """:func:`_lookup_sorted` from :func:`_positions_sorted`'s answer."""
+    out = np.full(size, default, dtype=np.float64)
+    if len(at):
+        out[hit] = np.asarray(values, dtype=np.float64)[at[hit]]
+    return out
+
+
 def _lookup_sorted(rows: Rows, keys: Rows, values: npt.NDArray[Any], *, default: float) -> npt.NDArray[np.float64]:
     """:func:`_lookup` for ``keys`` already ascending and unique (the co-purchase rows): no sort, no gather
     through an order (each numpy call is ~2-5 us; a request makes two of these lookups a pass)."""
-    out = np.full(len(rows), default, dtype=np.float64)
-    if len(keys):
-        at = np.minimum(np.searchsorted(keys, rows), len(keys) - 1)
-        hit = keys[at] == rows
-        out[hit] = np.asarray(values, dtype=np.float64)[at[hit]]
-    return out
+    return _take_at(len(rows), *_positions_sorted(rows, keys), values, default=default)
 
 
 def recommend_many(recommender: Recommender, user_ids: Sequence[str], *, limit: int = 10,

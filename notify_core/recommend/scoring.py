@@ -213,7 +213,8 @@ def _weighted_column_sums(orders_by_product: Mapping[str, int], index: Mapping[s
                           indptr: npt.NDArray[Any], indices: npt.NDArray[Any], data: F64, *, size: int) -> F64 | None:
     """:func:`_product_score_dense` over CSR arrays (the neighbour matrix, or :class:`PromotionMatrix`'s
     copy of it restricted to promoted columns: the same entries of those columns in the same order)."""
-    known = [(index[p], orders) for p, orders in orders_by_product.items() if orders > 0 and p in index]
+    get = index.get  # one dict lookup a product (a heavy buyer has hundreds)
+    known = [(row, orders) for p, orders in orders_by_product.items() if orders > 0 and (row := get(p)) is not None]
     if not known:
         return None
     rows = np.fromiter((r for r, _ in known), dtype=np.int64, count=len(known))
