@@ -345,7 +345,7 @@ class Recommender:
             if len(at) and user.last_ordered and repeat_days is not None:
                 np.minimum.at(days, at, np.asarray(repeat_days)[hit])
             features = scoring.ranker_features(
-                campaign_orders=_summed_at(len(rows), at, hit_orders), days_since=days,
+                campaign_orders=_summed_at(len(rows), at, hit_orders), days_since=days,  # = _campaign_orders
                 copurchase=copurchase, similarity=similarity,
                 popularity=_lookup_sorted(rows, *popular, default=0.0) if popular is not None else 0.0,
                 priority=table.priority[rows],
@@ -563,14 +563,20 @@ def _repeat_positions(rows: Rows, repeat_rows: Rows) -> tuple[npt.NDArray[np.int
 
 
 def _summed_at(size: int, at: npt.NDArray[np.intp], values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """``values`` summed per candidate position (from :func:`_repeat_positions`): with the user's orders of
-    each bought product and campaign promoting it, the user's distinct orders summed over the campaign's
-    promoted products, the ranker's ``frequency`` as :func:`scoring.campaign_orders` computes it for the
-    evaluation. ``np.bincount`` adds in input order from 0, as ``np.add.at`` did, so the sums are
-    bit-identical."""
+    """``values`` summed per candidate position (from :func:`_repeat_positions`). ``np.bincount`` adds in
+    input order from 0, as ``np.add.at`` did, so the sums are bit-identical."""
     if not len(at):
         return np.zeros(size)
     return np.asarray(np.bincount(at, weights=values, minlength=size), dtype=np.float64)
+
+
+def _campaign_orders(rows: Rows, repeat_rows: Rows, repeat_orders: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Per candidate row, the user's distinct orders summed over the campaign's promoted products
+    (``repeat_rows``/``repeat_orders``: one entry per bought product and campaign promoting it): the
+    ranker's ``frequency``, as :func:`scoring.campaign_orders` computes it for the evaluation. ``_score``
+    does the same from the positions it shares with the other repeat terms."""
+    at, hit = _repeat_positions(rows, repeat_rows)
+    return _summed_at(len(rows), at, repeat_orders[hit])
 
 
 def _days_since(user: UserContext, products: Sequence[str], now: datetime) -> npt.NDArray[np.float64]:
