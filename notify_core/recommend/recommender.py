@@ -157,6 +157,8 @@ class _Scored:
 
     def concat(self, name: str) -> npt.NDArray[Any]:
         parts = getattr(self, name)
+        if len(parts) == 1:  # one pass (most requests): the array itself, no copy
+            return parts[0]  # type: ignore[no-any-return]
         return np.concatenate(parts) if parts else np.zeros(0)
 
 
@@ -181,6 +183,7 @@ class Recommender:
         self.weights = weights or ScoreWeights()
         self.ranker = (scoring.SERVING_RANKER if weights is None else None) if ranker == "default" else ranker
         self._popular_cache: tuple[CampaignTable, tuple[Rows, npt.NDArray[np.float64]]] | None = None
+        self._popular_by_row_cache: tuple[CampaignTable, tuple[Rows, npt.NDArray[np.float64]]] | None = None
         self.candidates = candidates
         self.max_cooldown_hours = max_cooldown_hours
 
@@ -206,9 +209,15 @@ class Recommender:
                 if norm > 0 and (dim is None or candidate.shape[0] == dim):  # another model's vector: unusable
                     vector = candidate / norm
             matrix_rows = self.store.table(tables.USER_PRODUCT).query(user_id)
-            orders = {str(r["sk"]): int(r.get("order_count") or 0) for r in matrix_rows}
-            last_ordered = _Timestamps({str(r["sk"]): r["last_purchase_ts"] for r in matrix_rows
-                                        if r.get("last_purchase_ts")})
+            orders: dict[str, int] = {}
+            stamps: dict[str, Any] = {}
+            for r in matrix_rows:  # one walk of the user's product rows for both maps
+                product = str(r["sk"])
+                orders[product] = int(r.get("order_count") or 0)
+                stamp = r.get("last_purchase_ts")
+                if stamp:
+                    stamps[product] = stamp
+            last_ordered = _Timestamps(stamps)
             sent: dict[str, datetime] = {}
             for r in self.store.table(tables.SENDS).query(user_id, key_range=KeyRange(start=since)):
                 cid = str(r.get("campaign_id") or str(r["sk"]).split("#", 1)[-1])
@@ -277,8 +286,9 @@ class Recommender:
         extra = popular_rows[0][:scoring.RANKER_POPULAR] if popular_rows is not None else np.zeros(0, dtype=np.int64)
         out = _Scored()
         rows = _sorted_unique(np.concatenate([ann_rows, repeat_rows, top_co, extra]).astype(np.int64, copy=False))
+        popular_by_row = self._popular_by_row(snapshot) if popular_rows is not None else None
         self._score(out, snapshot, user, rows, now=now, ann=(ann_rows, ann_sims),
-                    repeat=(repeat_rows, repeat_orders), co=(co_rows, co_values), popular=popular_rows,
+                    repeat=(repeat_rows, repeat_orders), co=(co_rows, co_values), popular=popular_by_row,
                     repeat_days=repeat_days, bm25=(co_rows, co_raw))
         if out.eligible < limit:  # no vector, or too few eligible: fill from what is popular where they live
             pop_ids, pop_values = self._popular(snapshot, user.country)
@@ -289,7 +299,7 @@ class Recommender:
             pop_rows, pop_values = pop_rows[order], pop_values[order]
             self._score(out, snapshot, user, pop_rows, now=now, ann=(ann_rows, ann_sims),
                         repeat=(repeat_rows, repeat_orders), co=(co_rows, co_values),
-                        popularity=pop_values, popular=popular_rows, repeat_days=repeat_days,
+                        popularity=pop_values, popular=popular_by_row, repeat_days=repeat_days,
                         bm25=(co_rows, co_raw))
         items = self._top(out, table, limit=limit, distinct=self.ranker is not None)
         strategy: Strategy = "personalised" if user.vector is not None else "fallback"
@@ -302,7 +312,8 @@ class Recommender:
                popular: tuple[Rows, npt.NDArray[np.float64]] | None = None,
                repeat_days: npt.NDArray[np.float64] | None = None,
                bm25: tuple[Rows, npt.NDArray[np.float64]] | None = None) -> None:
-        """Filter and score sorted unique ``rows``; append the eligible ones to ``out``."""
+        """Filter and score sorted unique ``rows``; append the eligible ones to ``out``. ``popular``: the
+        overall popular list by ascending row (:meth:`_popular_by_row`)."""
         out.seen += len(rows)
         if not len(rows):
             return
@@ -321,27 +332,27 @@ class Recommender:
             similarity[missing] = (snapshot.vectors(rows[missing]) @ user.vector) if user.vector is not None else 0.0
         best_orders = np.zeros(len(rows))
         repeat_rows, repeat_orders = repeat
-        if len(repeat_rows):
-            at = np.searchsorted(rows, repeat_rows)
-            hit = (at < len(rows)) & (rows[np.minimum(at, len(rows) - 1)] == repeat_rows)
-            np.maximum.at(best_orders, at[hit], repeat_orders[hit])
+        at, hit = _repeat_positions(rows, repeat_rows)  # once a pass: max orders, recency, summed orders
+        hit_orders = repeat_orders[hit]
+        if len(at):
+            np.maximum.at(best_orders, at, hit_orders)
         w = self.weights
         affinity = np.asarray(scoring.repeat_affinity(best_orders, saturation=w.affinity_saturation))
-        copurchase = _lookup_sorted(rows, *co, default=0.0)  # copurchase_rows: rows ascending
+        co_at, co_hit = _positions_sorted(rows, co[0])  # copurchase_rows: rows ascending; bm25 has the same rows
+        copurchase = _take_at(len(rows), co_at, co_hit, co[1], default=0.0)
         pop = popularity[ok] if popularity is not None else np.zeros(len(rows))
         if self.ranker is not None:  # the learned ranker: the same functions the evaluation scores with
             days = np.full(len(rows), np.inf)
-            if len(repeat_rows) and user.last_ordered and repeat_days is not None:
-                at = np.searchsorted(rows, repeat_rows)
-                hit = (at < len(rows)) & (rows[np.minimum(at, len(rows) - 1)] == repeat_rows)
-                np.minimum.at(days, at[hit], np.asarray(repeat_days)[hit])
-            orders = _campaign_orders(rows, repeat_rows, repeat_orders)
+            if len(at) and user.last_ordered and repeat_days is not None:
+                np.minimum.at(days, at, np.asarray(repeat_days)[hit])
+            orders = _summed_at(len(rows), at, hit_orders)  # = _campaign_orders
             features = scoring.ranker_features(
                 campaign_orders=orders, days_since=days,
                 copurchase=copurchase, similarity=similarity,
-                popularity=_lookup(rows, *popular, default=0.0) if popular is not None else 0.0,
+                popularity=_lookup_sorted(rows, *popular, default=0.0) if popular is not None else 0.0,
                 priority=table.priority[rows],
-                bm25=_lookup_sorted(rows, *bm25, default=0.0) if bm25 is not None else 0.0)
+                bm25=(_take_at(len(rows), co_at, co_hit, bm25[1], default=0.0) if bm25 is not None and bm25[0] is co[0]
+                      else _lookup_sorted(rows, *bm25, default=0.0) if bm25 is not None else 0.0))
             # fifth design: the bought campaigns' places in summed-orders order (the evaluation's function)
             score = repeats_in_frequency_order(np.asarray(scoring.ranker_score(self.ranker, features)), orders)
         else:
@@ -371,16 +382,19 @@ class Recommender:
             best = distinct_products_order(order.tolist(), lambda i: products.of(int(rows[i])), limit=limit)
         else:
             best = order[:limit].tolist()
-        similarity, affinity = out.concat("similarity"), out.concat("affinity")
-        copurchase, popularity = out.concat("copurchase"), out.concat("popularity")
-        from_ann = out.concat("from_ann")
+        # the chosen few gathered once and made Python values by .tolist() (one call per column, not
+        # four numpy scalar conversions and comparisons per item)
+        chosen = np.asarray(best, dtype=np.intp)
+        ids = table.ids
         items = []
-        for i in best:
-            reasons = tuple(r for r, on in (("similar", bool(from_ann[i])), ("repeat_purchase", affinity[i] > 0),
-                                            ("copurchase", copurchase[i] > 0), ("popular", popularity[i] > 0)) if on)
-            items.append(Recommendation(campaign_id=table.ids[int(rows[i])], score=float(score[i]),
-                                        similarity=float(similarity[i]), affinity=float(affinity[i]),
-                                        reasons=reasons or ("priority",), copurchase=float(copurchase[i])))
+        for row, sc, sim, aff, co, pop, ann in zip(
+                rows[chosen].tolist(), score[chosen].tolist(), out.concat("similarity")[chosen].tolist(),
+                out.concat("affinity")[chosen].tolist(), out.concat("copurchase")[chosen].tolist(),
+                out.concat("popularity")[chosen].tolist(), out.concat("from_ann")[chosen].tolist(), strict=True):
+            reasons = tuple(r for r, on in (("similar", ann), ("repeat_purchase", aff > 0),
+                                            ("copurchase", co > 0), ("popular", pop > 0)) if on)
+            items.append(Recommendation(campaign_id=ids[row], score=sc, similarity=sim, affinity=aff,
+                                        reasons=reasons or ("priority",), copurchase=co))
         return tuple(items)
 
     def _popular_rows(self, snapshot: ServingSnapshot) -> tuple[Rows, npt.NDArray[np.float64]]:
@@ -398,6 +412,19 @@ class Recommender:
             known = rows >= 0
             out = (rows[known], np.asarray(scoring.popularity_share(buyers[known], float(buyers.max()))))
         self._popular_cache = (snapshot.table, out)
+        return out
+
+    def _popular_by_row(self, snapshot: ServingSnapshot) -> tuple[Rows, npt.NDArray[np.float64]]:
+        """:meth:`_popular_rows` sorted by row (stable: a repeated row keeps its first value, as
+        :func:`_lookup` would pick), once per snapshot table: the ranker's popularity lookup is then
+        :func:`_lookup_sorted`, no argsort of the whole list a request."""
+        cached = self._popular_by_row_cache
+        if cached is not None and cached[0] is snapshot.table:
+            return cached[1]
+        rows, values = self._popular_rows(snapshot)
+        order = np.argsort(rows, kind="stable")
+        out = (rows[order], np.asarray(values, dtype=np.float64)[order])
+        self._popular_by_row_cache = (snapshot.table, out)
         return out
 
     @staticmethod
@@ -528,16 +555,31 @@ def _row_products(table: CampaignTable) -> _RowProducts:
     return found
 
 
+def _repeat_positions(rows: Rows, repeat_rows: Rows) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
+    """Where each of ``repeat_rows`` sits in the sorted ``rows`` (positions of the found ones, in
+    ``repeat_rows``' order) and which were found: one search a pass, shared by the three repeat terms."""
+    if not len(repeat_rows) or not len(rows):
+        return np.zeros(0, dtype=np.intp), np.zeros(len(repeat_rows), dtype=bool)
+    at = np.searchsorted(rows, repeat_rows)
+    hit = (at < len(rows)) & (rows[np.minimum(at, len(rows) - 1)] == repeat_rows)
+    return at[hit], hit
+
+
+def _summed_at(size: int, at: npt.NDArray[np.intp], values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """``values`` summed per candidate position (from :func:`_repeat_positions`). ``np.bincount`` adds in
+    input order from 0, as ``np.add.at`` did, so the sums are bit-identical."""
+    if not len(at):
+        return np.zeros(size)
+    return np.asarray(np.bincount(at, weights=values, minlength=size), dtype=np.float64)
+
+
 def _campaign_orders(rows: Rows, repeat_rows: Rows, repeat_orders: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Per candidate row, the user's distinct orders summed over the campaign's promoted products
     (``repeat_rows``/``repeat_orders``: one entry per bought product and campaign promoting it): the
-    ranker's ``frequency``, as :func:`scoring.campaign_orders` computes it for the evaluation."""
-    total = np.zeros(len(rows))
-    if len(repeat_rows) and len(rows):
-        at = np.searchsorted(rows, repeat_rows)
-        hit = (at < len(rows)) & (rows[np.minimum(at, len(rows) - 1)] == repeat_rows)
-        np.add.at(total, at[hit], repeat_orders[hit])
-    return total
+    ranker's ``frequency``, as :func:`scoring.campaign_orders` computes it for the evaluation. ``_score``
+    does the same from the positions it shares with the other repeat terms."""
+    at, hit = _repeat_positions(rows, repeat_rows)
+    return _summed_at(len(rows), at, repeat_orders[hit])
 
 
 def _days_since(user: UserContext, products: Sequence[str], now: datetime) -> npt.NDArray[np.float64]:
@@ -545,8 +587,19 @@ def _days_since(user: UserContext, products: Sequence[str], now: datetime) -> np
     last = user.last_ordered
     if isinstance(last, _Timestamps):  # the raw values, parsed here once each (no Mapping calls a product)
         raw = last.raw
-        return np.fromiter(((now - _as_datetime(raw[p])).total_seconds() / 86400.0 if p in raw else np.inf
-                            for p in products), dtype=np.float64, count=len(products))
+        parse = datetime.fromisoformat
+        days: list[float] = []
+        for p in products:  # _as_datetime inlined: ~50 products a request, three calls each saved
+            if p not in raw:
+                days.append(np.inf)
+                continue
+            value = raw[p]
+            if not isinstance(value, datetime):
+                value = parse(str(value))
+                if value.tzinfo is None:
+                    value = value.replace(tzinfo=UTC)
+            days.append((now - value).total_seconds() / 86400.0)
+        return np.array(days, dtype=np.float64)
     return np.fromiter(((now - last[p]).total_seconds() / 86400.0 if p in last else np.inf for p in products),
                        dtype=np.float64, count=len(products))
 
@@ -563,15 +616,28 @@ def _lookup(rows: Rows, keys: Rows, values: npt.NDArray[Any], *, default: float)
     return out
 
 
+def _positions_sorted(rows: Rows, keys: Rows) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
+    """Where each of ``rows`` is in the ascending unique ``keys``, and whether it is there: one search
+    shared by the lookups of several value columns over the same keys (co-purchase and BM25)."""
+    if not len(keys):
+        return np.zeros(0, dtype=np.intp), np.zeros(len(rows), dtype=bool)
+    at = np.minimum(np.searchsorted(keys, rows), len(keys) - 1)
+    return at, keys[at] == rows
+
+
+def _take_at(size: int, at: npt.NDArray[np.intp], hit: npt.NDArray[np.bool_], values: npt.NDArray[Any], *,
+             default: float) -> npt.NDArray[np.float64]:
+    """:func:`_lookup_sorted` from :func:`_positions_sorted`'s answer."""
+    out = np.full(size, default, dtype=np.float64)
+    if len(at):
+        out[hit] = np.asarray(values, dtype=np.float64)[at[hit]]
+    return out
+
+
 def _lookup_sorted(rows: Rows, keys: Rows, values: npt.NDArray[Any], *, default: float) -> npt.NDArray[np.float64]:
     """:func:`_lookup` for ``keys`` already ascending and unique (the co-purchase rows): no sort, no gather
     through an order (each numpy call is ~2-5 us; a request makes two of these lookups a pass)."""
-    out = np.full(len(rows), default, dtype=np.float64)
-    if len(keys):
-        at = np.minimum(np.searchsorted(keys, rows), len(keys) - 1)
-        hit = keys[at] == rows
-        out[hit] = np.asarray(values, dtype=np.float64)[at[hit]]
-    return out
+    return _take_at(len(rows), *_positions_sorted(rows, keys), values, default=default)
 
 
 def recommend_many(recommender: Recommender, user_ids: Sequence[str], *, limit: int = 10,

@@ -230,7 +230,8 @@ class ServingSnapshot:
                     at += len(rows)
             self._spans = (spans, np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64))
         spans, flat = self._spans
-        found = [(pid, spans[pid]) for pid in product_ids if pid in spans]
+        get = spans.get  # one dict lookup a product
+        found = [(pid, span) for pid in product_ids if (span := get(pid)) is not None]
         if not found:
             return [], np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         starts = np.fromiter((span[0] for _, span in found), dtype=np.int64, count=len(found))

@@ -120,3 +120,32 @@ def test_the_vectorised_copurchase_rows_equal_the_reference_functions_exactly() 
         assert values.tolist() == [expected[r] for r in sorted(expected)]  # exact, not approx
         assert raws.tolist() == [raw.get(r, 0.0) for r in sorted(expected)]
     assert scoring.copurchase_campaign_rows({}, table, promotion)[0].size == 0
+
+
+def test_the_promoted_columns_copy_of_the_neighbour_matrix_gives_the_full_matrix_answer_bit_for_bit() -> None:
+    """:class:`PromotionMatrix` keeps the neighbour matrix restricted to promoted columns (serving's
+    co-purchase sums skip what no campaign promotes): the rows, affinities and raw bests are exactly those
+    of the full matrix, for users whose neighbours are all unpromoted, and with products without any
+    neighbour (empty CSR rows, the last one included)."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(11)
+    products, campaigns = 60, 25
+    pids = [f"p{i:02d}" for i in range(products)]
+    neighbours = {pids[p]: [(pids[o], float(rng.random())) for o in rng.choice(products, 6, replace=False) if o != p]
+                  for p in range(products - 5)}  # the last products: no neighbours of their own
+    table = scoring.NeighbourMatrix.of(neighbours)
+    promoting = {pids[p]: np.asarray(sorted(rng.choice(campaigns, 2, replace=False)), dtype=np.int64)
+                 for p in range(0, products, 3)}  # a third of the products promoted
+    promotion = scoring.PromotionMatrix.of(table, lambda pid: promoting.get(pid))
+    assert promotion.restricted is not None and promotion.restricted[3] < len(table.ids)
+    full = replace(promotion, restricted=None, compact=None)
+    answered = 0
+    for _ in range(200):
+        mine = {pids[p]: int(rng.integers(0, 6)) for p in rng.choice(products, int(rng.integers(1, 8)), replace=False)}
+        got = scoring.copurchase_campaign_rows(mine, table, promotion)
+        expected = scoring.copurchase_campaign_rows(mine, table, full)
+        for a, b in zip(got, expected, strict=True):
+            assert a.tolist() == b.tolist()  # exact, not approx
+        answered += bool(len(got[0]))
+    assert answered > 50

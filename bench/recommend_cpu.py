@@ -1,0 +1,149 @@
+"""The recommendations handler's CPU per request, in process, and a dump of every real user's answer.
+
+Why in process: on the shared box req/s moves 2x with the others' load; CPU time of the handler per
+request (``time.process_time`` over a pass of every demo user through the API edge, the path `notify serve`'s
+workers run, median of several passes) moves far less, so a same-sitting A/B of two code trees is readable.
+
+    .venv/bin/python -m bench.recommend_cpu --data-dir DIR                  # CPU ms/request, 5 passes (~1 min)
+    .venv/bin/python -m bench.recommend_cpu --data-dir DIR --quick          # 2 passes
+    .venv/bin/python -m bench.recommend_cpu --data-dir DIR --profile OUT    # + a cProfile of one pass
+    .venv/bin/python -m bench.recommend_cpu --data-dir DIR --dump OUT --now 2026-11-30T12:00:00+00:00
+
+``--dump`` writes every user's reply JSON (as the API sends it) and the unrounded floats of each item
+(``repr``), one line a user: `cmp` two dumps (main's code tree vs a branch, run with that tree as the
+working directory so its ``notify_core`` is imported first) to prove the answers byte-identical.
+``--now`` pins the clock (cooldowns, campaign dates, recency), so a dump never depends on the calendar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import statistics
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.bench_recommend import path_of
+from bench.bench_recommend_real import DEFAULT_DIR, demo_users
+from bench.common import against_limit, report
+from notify_core.clock import ManualClock
+
+TARGET_CPU_MS = 0.8  # 2,500 req/s on 2 cores, the HTTP stack's ~0.07 ms included (docs/peak-performance.md)
+
+
+def _setup(data_dir: Path, now: datetime) -> Any:
+    """The handler module with a Recommender on the demo store, the clock pinned at ``now``."""
+    os.environ["NOTIFY_DATA_DIR"] = str(data_dir)
+    from lambdas import get_recommended_campaigns as module
+    from lambdas import runtime
+    from lambdas.index import build_holder
+    from notify_core.recommend.recommender import Recommender
+
+    rt = runtime.get()
+    module.use_recommender(Recommender(store=rt.store(), holder=rt.holder(build_holder), clock=ManualClock(now)))
+    return module
+
+
+def _event(key: str, uid: str) -> dict[str, Any]:
+    return {"version": "2.0", "routeKey": "GET /v1/users/{user_id}/recommendations", "rawPath": path_of(uid),
+            "rawQueryString": "", "headers": {"x-api-key": key, "host": "127.0.0.1"},
+            "requestContext": {"http": {"method": "GET", "path": path_of(uid), "sourceIp": "127.0.0.1"},
+                               "requestId": f"bench-{uid}", "stage": "$default"},
+            "pathParameters": {"user_id": uid}, "isBase64Encoded": False}
+
+
+def cpu_passes(module: Any, key: str, users: list[str], *, passes: int) -> list[float]:
+    """CPU ms per request of each pass over ``users`` through the API edge (auth, routing, reply)."""
+    from lambdas.gateway import _Context
+
+    events = [(_event(key, uid), _Context("bench", f"bench-{uid}")) for uid in users]
+    for ev, ctx in events[:200]:  # warm-up: mapped pages, the Store's page cache, lazy caches
+        module.handler(ev, ctx)
+    out = []
+    for _ in range(passes):
+        started = time.process_time()
+        for ev, ctx in events:
+            module.handler(ev, ctx)
+        out.append((time.process_time() - started) / len(events) * 1000)
+    return out
+
+
+def edge_floor(module: Any, key: str, users: list[str], *, passes: int) -> list[float]:
+    """The limit beside the figure: CPU ms per request of the same events through the same edge with a
+    recommender that answers at once (auth, routing, reply, log line: the floor of this handler)."""
+    from notify_core.recommend.recommender import Recommendations
+
+    class Stub:
+        def recommend(self, user_id: str, *, limit: int = 10) -> Recommendations:
+            return Recommendations(user_id=user_id, items=(), strategy="fallback", index_version=None, candidates=0)
+
+    real = module.get_recommender()
+    module.use_recommender(Stub())
+    try:
+        return cpu_passes(module, key, users, passes=passes)
+    finally:
+        module.use_recommender(real)
+
+
+def dump(module: Any, users: list[str], path: Path) -> None:
+    """One line a user: the reply JSON, then the items' unrounded floats."""
+    rec = module.get_recommender()
+    with path.open("wb") as fh:
+        for uid in users:
+            fh.write(orjson.dumps(module.handler({"user_id": uid}, None), option=orjson.OPT_SORT_KEYS))
+            result = rec.recommend(uid, limit=10)
+            fh.write(b" " + repr([(r.campaign_id, r.score, r.similarity, r.affinity, r.copurchase)
+                                  for r in result.items]).encode() + b"\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DIR)
+    parser.add_argument("--now", default="2026-11-30T12:00:00+00:00", help="the pinned clock (ISO, aware)")
+    parser.add_argument("--passes", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="2 passes")
+    parser.add_argument("--dump", type=Path, help="write every user's answer here instead of timing")
+    parser.add_argument("--profile", type=Path, help="also write a cProfile of one pass (pstats) here")
+    args = parser.parse_args()
+    data_dir = args.data_dir.resolve()
+    users = demo_users(data_dir)
+    module = _setup(data_dir, datetime.fromisoformat(args.now))
+    if args.dump:
+        dump(module, users, args.dump)
+        print(f"dumped {len(users)} users to {args.dump}")
+        return
+    from tests.servers import serve_admin_key
+
+    key = serve_admin_key(data_dir)
+    count = 2 if args.quick else args.passes
+    passes = cpu_passes(module, key, users, passes=count)
+    floor = edge_floor(module, key, users, passes=count)
+    load = os.getloadavg()[0]
+    figures = {"users": len(users), "cpu_ms_per_request_passes": [round(p, 4) for p in passes],
+               "cpu_ms_per_request_median": round(statistics.median(passes), 4), "load": round(load, 2),
+               "edge_floor_ms_passes": [round(p, 4) for p in floor]}
+    print(json.dumps(figures))
+    median, floor_median = statistics.median(passes), statistics.median(floor)
+    report("recommend_cpu_quick" if args.quick else "recommend_cpu", "Recommendations handler: CPU per request",
+           ["what", "CPU ms / request (median)", "passes"],
+           [["handler, real users (API edge)", median, count], ["same edge, stub recommender", floor_median, count]],
+           {**figures, "limits": [against_limit(path="recs handler CPU / request", figure=median, limit=floor_median,
+                                                unit="ms", target=TARGET_CPU_MS, higher_is_better=False)]})
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        cpu_passes(module, key, users, passes=1)
+        profiler.disable()
+        profiler.dump_stats(str(args.profile))
+        pstats.Stats(str(args.profile)).sort_stats("cumulative").print_stats(40)
+
+
+if __name__ == "__main__":
+    main()
