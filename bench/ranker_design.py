@@ -292,6 +292,16 @@ if __name__ == "__main__" and sys.argv[1] in ("extras", "third"):
         (extras if sys.argv[1] == "extras" else third)(date.fromisoformat(day))
 
 
+def head_to_head(truth: np.ndarray, valid: np.ndarray, peer: np.ndarray,
+                 mine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Both methods' top 10, and the users only the peer hits (``lost``) and only ``mine`` hits (``won``)."""
+    top_r = np.argsort(-peer, axis=1, kind="stable")[:, :10]
+    top_n = np.argsort(-mine, axis=1, kind="stable")[:, :10]
+    hit_r = np.take_along_axis(truth, top_r, axis=1).any(axis=1)
+    hit_n = np.take_along_axis(truth, top_n, axis=1).any(axis=1)
+    return top_r, top_n, valid & hit_r & ~hit_n, valid & hit_n & ~hit_r
+
+
 def failures(cutoff: date) -> None:
     """Per-user failure analysis: the users repeat-buy hits and the second design misses, and what took
     the hit's place in the top 10 (a bought campaign or a new one, and with which features)."""
@@ -300,29 +310,35 @@ def failures(cutoff: date) -> None:
     truth, bought, valid = scored["truth"], scored["bought"], scored["truth"].any(axis=1)
     repeat = np.where(scored["eligible"], np.expm1(f[..., 0]) + 0.999 * f[..., 4], -np.inf)
     notify = np.where(scored["eligible"], fit_predict(fit, scored, "segmented+bm25", "logistic"), -np.inf)
-    top_r = np.argsort(-repeat, axis=1, kind="stable")[:, :10]
-    top_n = np.argsort(-notify, axis=1, kind="stable")[:, :10]
-    hit_r = np.take_along_axis(truth, top_r, axis=1).any(axis=1)
-    hit_n = np.take_along_axis(truth, top_n, axis=1).any(axis=1)
-    lost, won = valid & hit_r & ~hit_n, valid & hit_n & ~hit_r
+    top_r, top_n, lost, won = head_to_head(truth, valid, repeat, notify)
     print(f"{cutoff}: {valid.sum()} users; repeat-buy only {lost.sum()}, second design only {won.sum()}; bought "
           f"campaigns a user: median {np.median(bought.sum(axis=1)[valid]):.0f}, >= 10 for "
           f"{(bought.sum(axis=1) >= 10)[valid].mean():.1%}")
     print(f"  bought share of the top 10: repeat-buy {np.take_along_axis(bought, top_r, axis=1)[valid].mean():.3f}, "
           f"second design {np.take_along_axis(bought, top_n, axis=1)[valid].mean():.3f}, in the lost users "
           f"{np.take_along_axis(bought, top_n, axis=1)[lost].mean():.3f}")
+    print(f"  repeat-buy's hit in the second design's ranking: median rank "
+          f"{displaced(lost, notify, top_r, top_n, truth, f, names=FAILURE_FEATURES, label=''):.0f}")
+
+
+FAILURE_FEATURES = ("log1p orders (best product)", "recency", "co-purchase", "similarity", "popularity", "priority")
+
+
+def displaced(lost: np.ndarray, mine: np.ndarray, top_r: np.ndarray, top_n: np.ndarray, truth: np.ndarray,
+              features: np.ndarray, *, names: tuple[str, ...], label: str) -> float:
+    """For the users a peer hits and ``mine`` misses: print each feature's mean on the peer's first hit
+    (the one ``mine`` displaced) and on what ``mine`` showed instead; return the hit's median rank in ``mine``."""
     ranks, hits = [], []
     for u in np.flatnonzero(lost):
-        order = np.argsort(-notify[u], kind="stable")
+        order = np.argsort(-mine[u], kind="stable")
         first = next(c for c in top_r[u] if truth[u, c])
         ranks.append(int(np.flatnonzero(order == first)[0]) + 1)
-        hits.append(f[u, first])
-    shown = f[np.repeat(np.flatnonzero(lost), 10), top_n[lost].ravel()]
-    print(f"  repeat-buy's hit in the second design's ranking: median rank {np.median(ranks):.0f}")
-    names = ("log1p orders (best product)", "recency", "co-purchase", "similarity", "popularity", "priority")
+        hits.append(features[u, first])
+    shown = features[np.repeat(np.flatnonzero(lost), 10), top_n[lost].ravel()]
     for i, name in enumerate(names):
         lost_mean = np.mean([h[i] for h in hits])
-        print(f"  {name:28s} displaced hit {lost_mean:.3f}   what was shown {shown[:, i].mean():.3f}")
+        print(f"  {label}{name:28s} displaced hit {lost_mean:.3f}   what was shown {shown[:, i].mean():.3f}")
+    return float(np.median(ranks)) if ranks else 0.0
 
 
 if __name__ == "__main__" and sys.argv[1] == "failures":
@@ -387,29 +403,15 @@ def failures_against(scored: dict[str, np.ndarray], es: dict[str, np.ndarray], p
     truth, bought, valid = scored["truth"], scored["bought"], scored["truth"].any(axis=1)
     peer = np.where(scored["eligible"], peer, -np.inf)
     mine = np.where(scored["eligible"], mine, -np.inf)
-    top_r = np.argsort(-peer, axis=1, kind="stable")[:, :10]
-    top_n = np.argsort(-mine, axis=1, kind="stable")[:, :10]
-    hit_r = np.take_along_axis(truth, top_r, axis=1).any(axis=1)
-    hit_n = np.take_along_axis(truth, top_n, axis=1).any(axis=1)
-    lost, won = valid & hit_r & ~hit_n, valid & hit_n & ~hit_r
+    top_r, top_n, lost, won = head_to_head(truth, valid, peer, mine)
     print(f"  [{label}] {valid.sum()} users; summed peer only {lost.sum()}, {label} only {won.sum()}; bought share "
           f"of top 10: peer {np.take_along_axis(bought, top_r, axis=1)[valid].mean():.3f}, {label} "
           f"{np.take_along_axis(bought, top_n, axis=1)[valid].mean():.3f}, lost users "
           f"{np.take_along_axis(bought, top_n, axis=1)[lost].mean():.3f}")
-    total = es["total"]
-    hits, ranks = [], []
-    for u in np.flatnonzero(lost):
-        order = np.argsort(-mine[u], kind="stable")
-        first = next(c for c in top_r[u] if truth[u, c])
-        ranks.append(int(np.flatnonzero(order == first)[0]) + 1)
-        hits.append(np.r_[np.log1p(total[u, first]), f[u, first, 1:]])
-    lu = np.repeat(np.flatnonzero(lost), 10)
-    shown = np.c_[np.log1p(total[lu, top_n[lost].ravel()]), f[lu, top_n[lost].ravel(), 1:]]
-    print(f"  [{label}] the peer's lost hit: median rank {np.median(ranks) if ranks else 0:.0f}")
+    features = np.concatenate([np.log1p(es["total"])[..., None], f[..., 1:]], axis=-1)
     names = ("log1p summed orders", "recency", "co-purchase", "similarity", "popularity", "priority")
-    for i, name in enumerate(names):
-        lost_mean = np.mean([h[i] for h in hits])
-        print(f"  [{label}] {name:22s} displaced hit {lost_mean:.3f}   shown {shown[:, i].mean():.3f}")
+    rank = displaced(lost, mine, top_r, top_n, truth, features, names=names, label=f"[{label}] ")
+    print(f"  [{label}] the peer's lost hit: median rank {rank:.0f}")
 
 
 if __name__ == "__main__" and sys.argv[1] == "fourth":
