@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -119,6 +121,39 @@ def s3_server() -> Iterator[object]:
 
 # ==================================================================================================
 # end of S3 section
+# ==================================================================================================
+
+
+# ==================================================================================================
+# Signal hygiene: a test must not leave the pytest process ignoring a signal. An ignored signal is
+# inherited by every process a later test starts (a shell cannot even trap it), so one leak broke
+# dagster dev's stop test only inside the full suite (SigIgn 0x80004007). This names the leaking test.
+# ==================================================================================================
+def _ignored_signals() -> set[int]:
+    """Signals 1-31 this process ignores, from the kernel's own view (catches C libraries too)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:  # not Linux: nothing to compare
+        return set()
+    mask = next((int(line.split()[1], 16) for line in status.splitlines() if line.startswith("SigIgn:")), 0)
+    return {signum for signum in range(1, 32) if mask & (1 << (signum - 1))}
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_ignored_signals() -> Iterator[None]:
+    before = _ignored_signals()
+    yield
+    leaked = _ignored_signals() - before
+    for signum in leaked:  # restore first, so one leak does not fail every later test too
+        signal.signal(signum, signal.SIG_DFL)
+    if leaked:
+        names = ", ".join(sorted(signal.Signals(signum).name for signum in leaked))
+        pytest.fail(f"this test left the test process ignoring {names}; every later child inherits that",
+                    pytrace=False)
+
+
+# ==================================================================================================
+# end of signal hygiene section
 # ==================================================================================================
 
 

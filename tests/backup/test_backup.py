@@ -92,6 +92,17 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
                           capture_output=True, timeout=120, env={**os.environ, "NOTIFY_ENV": "local", **(env or {})})
 
 
+def _replicated_ltx(target: Path, *, after: set[Path], timeout: float = 60.0) -> set[Path]:
+    """The Store's level-0 LTX files in the replica once one beyond ``after`` has been shipped."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        shipped = set((target / "store" / "ltx" / "0").glob("*.ltx"))
+        if shipped - after:
+            return shipped
+        time.sleep(0.1)
+    raise AssertionError(f"Litestream shipped nothing new to {target} in {timeout} s")
+
+
 def test_continuous_backup_survives_losing_the_data_directory_and_restores_as_of_a_time(tmp_path: Path) -> None:
     data, target = tmp_path / "data", tmp_path / "backup"
     store = SqliteStore(data / "store.sqlite")
@@ -103,12 +114,15 @@ def test_continuous_backup_survives_losing_the_data_directory_and_restores_as_of
                              "--to", str(target), "--interval", "0.5"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env={**os.environ, "NOTIFY_ENV": "local"})
     try:
-        time.sleep(3)
+        # Wait for what is measured, not for a guess: under load the first replication took over 3 s.
+        first = _replicated_ltx(target, after=set())
+        time.sleep(1)  # `middle` strictly after the replicated first transaction, before the b rows
         middle = datetime.now(UTC)
-        time.sleep(2)
+        time.sleep(1)
         for k in range(20):  # single-row commits while replication runs
             users.put({"pk": f"b{k}", "sk": tables.PROFILE_SK})
-        time.sleep(2)
+        _replicated_ltx(target, after=first)
+        time.sleep(1)  # the last of the 20 commits may ship one sync interval (200 ms) after the first
     finally:
         proc.kill()  # the machine is gone: no final sync
         proc.wait()
