@@ -161,10 +161,22 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float, produ
         producer = subprocess.Popen([sys.executable, "-c", PRODUCER, backend, target, str(rate), str(seconds),
                                      str(producer_threads)],
                                     cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        # CPU of every process of the run while the producer offers (who burns the 2 cores: the producer,
+        # the mock broker, the consumer, its decoding process): sampled from /proc, the last sample kept.
+        pids = {"producer": producer.pid, "broker": broker.process.pid if broker is not None else None,
+                "decoder": consumer.decoder.pid if consumer.decoder is not None else None}
+        cpu_start = {name: _process_cpu_s(pid) for name, pid in pids.items()}
+        cpu_last = dict(cpu_start)
+        consumer_cpu = time.process_time()
         while producer.poll() is None:
-            time.sleep(1.0)
-        produced = int((producer.stdout.read() if producer.stdout else "0").strip() or 0)
+            cpu_last.update({name: v for name, pid in pids.items() if (v := _process_cpu_s(pid)) > 0})
+            time.sleep(0.5)
         produce_end = time.time()
+        consumer_cpu = time.process_time() - consumer_cpu
+        produced = int((producer.stdout.read() if producer.stdout else "0").strip() or 0)
+        window_s = max(produce_end - started, 1e-9)
+        cpu_share = {name: round((cpu_last[name] - cpu_start[name]) / window_s, 3) for name in pids}
+        cpu_share["consumer"] = round(consumer_cpu / window_s, 3)  # this process: poll, hand-over, writes
         deadline = time.monotonic() + drain
         while consumer.totals.records < produced and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -192,6 +204,8 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float, produ
             "window_events_per_s": round(window / max(produce_end - started, 1e-9)),
             "unpersisted_after_drain": produced - total,
             "lag_after": lag_end,
+            # cores each process used while the producer offered (1.0 = one whole core), of 2 on this box
+            "cpu_cores": cpu_share,
             "within_2s": float((values <= 2000).mean()) if total else 0.0,
             "within_5s": float((values <= 5000).mean()) if total else 0.0,
             **_percentiles(values),
@@ -200,6 +214,76 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float, produ
         if broker is not None:
             broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def kafka_floor(*, seconds: float, producer_threads: int = 4) -> dict[str, Any]:
+    """The mock broker's own floors, measured in the same run as the Kafka figure (a test double's limits,
+    not the product's): the benchmark's producer unthrottled for ``seconds`` (what this box can offer
+    into the broker at all), then a bare confluent consumer (the adapter's settings, ``consume(10000)``,
+    no Python per message) draining what it wrote, then ``KafkaStreamConsumer.poll_batch`` (the adapter's
+    poll, a ``Record`` per message) draining it again in a second group. CPU of each process beside."""
+    from confluent_kafka import Consumer
+
+    from notify_core.events.models import TOPICS
+    from notify_core.stream.kafka import CONSUMER_DEFAULTS, KafkaStream
+    from tests.kafka_broker import start_broker
+
+    broker = start_broker([("purchase_history", 8), ("notify_clickstream", 8)])
+    try:
+        broker_cpu = _process_cpu_s(broker.process.pid)
+        started = time.perf_counter()
+        producer = subprocess.Popen([sys.executable, "-c", PRODUCER, "kafka", broker.bootstrap, "1e9", str(seconds),
+                                     str(producer_threads)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        producer_cpu = 0.0
+        while producer.poll() is None:
+            producer_cpu = _process_cpu_s(producer.pid) or producer_cpu
+            time.sleep(0.2)
+        produce_s = time.perf_counter() - started
+        produced = int((producer.stdout.read() if producer.stdout else "0").strip() or 0)
+        broker_produce_cpu = _process_cpu_s(broker.process.pid) - broker_cpu
+
+        def drain(group: str, adapter: bool) -> dict[str, Any]:
+            config = {"bootstrap.servers": broker.bootstrap, "group.id": group, **CONSUMER_DEFAULTS}
+            stream = KafkaStream(bootstrap_servers=broker.bootstrap) if adapter else None
+            consumer: Any = (stream.consumer(group=group, topics=TOPICS) if stream is not None
+                             else Consumer(config))
+            if stream is None:
+                consumer.subscribe(list(TOPICS))
+            count, first, last = 0, None, time.perf_counter()
+            b_cpu, cpu = _process_cpu_s(broker.process.pid), time.process_time()
+            give_up = time.monotonic() + 120
+            while count < produced and time.monotonic() < give_up:
+                if first is not None and time.perf_counter() - last > 3.0:
+                    break  # what retention dropped will not come
+                batch = (consumer.poll_batch(max_records=10_000, timeout=0.5) if stream is not None
+                         else consumer.consume(num_messages=10_000, timeout=0.5))
+                if batch:
+                    if first is None:  # from the first message: the group join is not the broker's speed
+                        first, cpu = time.perf_counter(), time.process_time()
+                        b_cpu = _process_cpu_s(broker.process.pid)
+                    count += len(batch)
+                    last = time.perf_counter()
+            cpu = time.process_time() - cpu
+            b_cpu = _process_cpu_s(broker.process.pid) - b_cpu
+            consumer.close()
+            if stream is not None:
+                stream.close()
+            span = max(last - (first or last), 1e-9)
+            return {"events": count, "events_per_s": round(count / span), "cpu_us_per_event": cpu / max(count, 1) * 1e6,
+                    "broker_cpu_us_per_event": b_cpu / max(count, 1) * 1e6}
+
+        bare = drain("floor-bare", adapter=False)
+        adapter = drain("floor-adapter", adapter=True)
+        return {
+            "produced": produced,
+            "producer_events_per_s": round(produced / produce_s),
+            "producer_cpu_us_per_event": producer_cpu / max(produced, 1) * 1e6,
+            "broker_cpu_us_per_produced_event": broker_produce_cpu / max(produced, 1) * 1e6,
+            "bare_consumer": bare,
+            "adapter_poll": adapter,
+        }
+    finally:
+        broker.stop()
 
 
 def _process_cpu_s(pid: int | None) -> float:
@@ -450,7 +534,8 @@ def main(argv: list[str] | None = None) -> int:
             r["loadavg"] = load_average()
             print(f"stream {backend:6s} offered {rate:>8.0f}/s: {r['events_per_s']:>7} ev/s "
                   f"p50 {r['p50_ms']:.0f} ms p99 {r['p99_ms']:.0f} ms p99.9 {r['p999_ms']:.0f} ms "
-                  f"unpersisted {r['unpersisted_after_drain']} (load {r['loadavg'][0]:.2f})", flush=True)
+                  f"unpersisted {r['unpersisted_after_drain']} (load {r['loadavg'][0]:.2f}); cores used: "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_cores"].items()), flush=True)
             # The limit of a sustained run: what the consumer alone drains in this sitting (the producer
             # shares the box, so the ratio shows what running beside it costs), else what was offered.
             alone = drain["consumer_events_per_s"] if drain is not None else rate
