@@ -169,6 +169,9 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float, produ
         cpu_last = dict(cpu_start)
         consumer_cpu = time.process_time()
         while producer.poll() is None:
+            if pids["decoder"] is None and consumer.decoder is not None and consumer.decoder.pid is not None:
+                pids["decoder"] = consumer.decoder.pid  # up after its imports (started CPU counted from here)
+                cpu_start["decoder"] = cpu_last["decoder"] = _process_cpu_s(pids["decoder"])
             cpu_last.update({name: v for name, pid in pids.items() if (v := _process_cpu_s(pid)) > 0})
             time.sleep(0.5)
         produce_end = time.time()
@@ -205,7 +208,12 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float, produ
             "unpersisted_after_drain": produced - total,
             "lag_after": lag_end,
             # cores each process used while the producer offered (1.0 = one whole core), of 2 on this box
+            "batches": len(persisted_at),
+            "mean_batch": round(total / max(len(persisted_at), 1)),
             "cpu_cores": cpu_share,
+            # the consuming process's CPU per event it persisted while the producer offered (us)
+            "consumer_cpu_us_per_event": round(consumer_cpu / max(window, 1) * 1e6, 2),
+            "decoder_cpu_us_per_event": round(cpu_share["decoder"] * window_s / max(window, 1) * 1e6, 2),
             "within_2s": float((values <= 2000).mean()) if total else 0.0,
             "within_5s": float((values <= 5000).mean()) if total else 0.0,
             **_percentiles(values),
@@ -490,6 +498,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--producer-threads", type=int, default=4,
                         help="producing threads (concurrent capture requests; one Kafka batch in flight each)")
+    parser.add_argument("--tag", default="", help="results file suffix (stream[_quick]_TAG.json), e.g. an A/B")
+    parser.add_argument("--skip-kafka-floor", action="store_true",
+                        help="leave out the mock broker's floors (bare producer / bare consumer) of a Kafka run")
     parser.add_argument("--no-decode-process", action="store_true",
                         help="the consumer decodes in its own process (A/B against `notify consume`'s default)")
     args = parser.parse_args(argv)
@@ -499,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     backends = [b for b in (args.backends or ("local" if quick else "local,kafka")).split(",") if b]
     rates = [float(r) for r in args.rates.split(",") if r]
     skip_capture = args.skip_capture or quick
-    suffix = "_quick" if quick else ""
+    suffix = ("_quick" if quick else "") + (f"_{args.tag}" if args.tag else "")
     output = args.output or ROOT / "bench" / "results" / f"stream{suffix}.json"
 
     limits: list[dict[str, Any]] = []
@@ -523,6 +534,16 @@ def main(argv: list[str] | None = None) -> int:
                {"drain": drain, "limits": limits[:2],
                 "ratio_target": "consumer within 2x of raw executemany (ratio >= 0.5)"})
 
+    floor: dict[str, Any] | None = None
+    if "kafka" in backends and not args.skip_kafka_floor:
+        # the mock broker's own floors (a test double's limits), same run: see kafka_floor
+        floor = kafka_floor(seconds=4.0, producer_threads=args.producer_threads)
+        floor["loadavg"] = load_average()
+        print(f"kafka floors: bench producer unthrottled {floor['producer_events_per_s']:,}/s "
+              f"({floor['producer_cpu_us_per_event']:.2f} us CPU/event); bare confluent consumer "
+              f"{floor['bare_consumer']['events_per_s']:,} ev/s ({floor['bare_consumer']['cpu_us_per_event']:.2f} us); "
+              f"adapter poll_batch {floor['adapter_poll']['events_per_s']:,} ev/s "
+              f"({floor['adapter_poll']['cpu_us_per_event']:.2f} us) (load {floor['loadavg'][0]:.2f})", flush=True)
     stream_results = []
     for backend in backends:
         for rate in rates:
@@ -534,13 +555,22 @@ def main(argv: list[str] | None = None) -> int:
             r["loadavg"] = load_average()
             print(f"stream {backend:6s} offered {rate:>8.0f}/s: {r['events_per_s']:>7} ev/s "
                   f"p50 {r['p50_ms']:.0f} ms p99 {r['p99_ms']:.0f} ms p99.9 {r['p999_ms']:.0f} ms "
-                  f"unpersisted {r['unpersisted_after_drain']} (load {r['loadavg'][0]:.2f}); cores used: "
+                  f"unpersisted {r['unpersisted_after_drain']} mean batch {r['mean_batch']} "
+                  f"(load {r['loadavg'][0]:.2f}); cores used: "
                   + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_cores"].items()), flush=True)
             # The limit of a sustained run: what the consumer alone drains in this sitting (the producer
             # shares the box, so the ratio shows what running beside it costs), else what was offered.
             alone = drain["consumer_events_per_s"] if drain is not None else rate
             limits.append(against_limit(path=f"{backend} {rate / 1000:.0f}k/s offered: persisted / consumer alone",
                                         figure=r["window_events_per_s"], limit=alone, unit="ev/s", target=rate))
+            if backend == "kafka" and floor is not None:
+                limits.append(against_limit(
+                    path=f"kafka {rate / 1000:.0f}k/s offered: persisted / bare confluent consumer (mock broker floor)",
+                    figure=r["window_events_per_s"], limit=floor["bare_consumer"]["events_per_s"], unit="ev/s",
+                    target=rate))
+                limits.append(against_limit(
+                    path="kafka: bench producer unthrottled (what the box offers into the mock broker)",
+                    figure=r["produced_per_s"], limit=floor["producer_events_per_s"], unit="ev/s", target=rate))
             limits.append(against_limit(path=f"{backend} {rate / 1000:.0f}k/s: p99 / p50", figure=r["p99_ms"],
                                         limit=r["p50_ms"], unit="ms", target=2000, higher_is_better=False))
             limits.append(against_limit(path=f"{backend} {rate / 1000:.0f}k/s: share within 5 s", figure=r["within_5s"],
@@ -576,7 +606,8 @@ def main(argv: list[str] | None = None) -> int:
            ["path", "figure", "limit", "ratio", "target", "met"],
            [[x["path"], round(x["figure"], 3), round(x["limit"], 3), round(x["ratio"], 3), x["target"],
              "met" if x["met"] else "NOT met"] for x in limits],
-           {"args": {k: str(v) for k, v in vars(args).items()}, "drain": drain, "stream": stream_results,
+           {"args": {k: str(v) for k, v in vars(args).items()}, "drain": drain, "kafka_floor": floor,
+            "stream": stream_results,
             "capture": capture_results, "limits": limits})
     if args.output is not None and output != ROOT / "bench" / "results" / f"stream{suffix}.json":
         shutil.copy(ROOT / "bench" / "results" / f"stream{suffix}.json", output)
