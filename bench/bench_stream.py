@@ -161,10 +161,25 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float, produ
         producer = subprocess.Popen([sys.executable, "-c", PRODUCER, backend, target, str(rate), str(seconds),
                                      str(producer_threads)],
                                     cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        # CPU of every process of the run while the producer offers (who burns the 2 cores: the producer,
+        # the mock broker, the consumer, its decoding process): sampled from /proc, the last sample kept.
+        pids = {"producer": producer.pid, "broker": broker.process.pid if broker is not None else None,
+                "decoder": consumer.decoder.pid if consumer.decoder is not None else None}
+        cpu_start = {name: _process_cpu_s(pid) for name, pid in pids.items()}
+        cpu_last = dict(cpu_start)
+        consumer_cpu = time.process_time()
         while producer.poll() is None:
-            time.sleep(1.0)
-        produced = int((producer.stdout.read() if producer.stdout else "0").strip() or 0)
+            if pids["decoder"] is None and consumer.decoder is not None and consumer.decoder.pid is not None:
+                pids["decoder"] = consumer.decoder.pid  # up after its imports (started CPU counted from here)
+                cpu_start["decoder"] = cpu_last["decoder"] = _process_cpu_s(pids["decoder"])
+            cpu_last.update({name: v for name, pid in pids.items() if (v := _process_cpu_s(pid)) > 0})
+            time.sleep(0.5)
         produce_end = time.time()
+        consumer_cpu = time.process_time() - consumer_cpu
+        produced = int((producer.stdout.read() if producer.stdout else "0").strip() or 0)
+        window_s = max(produce_end - started, 1e-9)
+        cpu_share = {name: round((cpu_last[name] - cpu_start[name]) / window_s, 3) for name in pids}
+        cpu_share["consumer"] = round(consumer_cpu / window_s, 3)  # this process: poll, hand-over, writes
         deadline = time.monotonic() + drain
         while consumer.totals.records < produced and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -192,6 +207,13 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float, produ
             "window_events_per_s": round(window / max(produce_end - started, 1e-9)),
             "unpersisted_after_drain": produced - total,
             "lag_after": lag_end,
+            # cores each process used while the producer offered (1.0 = one whole core), of 2 on this box
+            "batches": len(persisted_at),
+            "mean_batch": round(total / max(len(persisted_at), 1)),
+            "cpu_cores": cpu_share,
+            # the consuming process's CPU per event it persisted while the producer offered (us)
+            "consumer_cpu_us_per_event": round(consumer_cpu / max(window, 1) * 1e6, 2),
+            "decoder_cpu_us_per_event": round(cpu_share["decoder"] * window_s / max(window, 1) * 1e6, 2),
             "within_2s": float((values <= 2000).mean()) if total else 0.0,
             "within_5s": float((values <= 5000).mean()) if total else 0.0,
             **_percentiles(values),
@@ -200,6 +222,76 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float, produ
         if broker is not None:
             broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def kafka_floor(*, seconds: float, producer_threads: int = 4) -> dict[str, Any]:
+    """The mock broker's own floors, measured in the same run as the Kafka figure (a test double's limits,
+    not the product's): the benchmark's producer unthrottled for ``seconds`` (what this box can offer
+    into the broker at all), then a bare confluent consumer (the adapter's settings, ``consume(10000)``,
+    no Python per message) draining what it wrote, then ``KafkaStreamConsumer.poll_batch`` (the adapter's
+    poll, a ``Record`` per message) draining it again in a second group. CPU of each process beside."""
+    from confluent_kafka import Consumer
+
+    from notify_core.events.models import TOPICS
+    from notify_core.stream.kafka import CONSUMER_DEFAULTS, KafkaStream
+    from tests.kafka_broker import start_broker
+
+    broker = start_broker([("purchase_history", 8), ("notify_clickstream", 8)])
+    try:
+        broker_cpu = _process_cpu_s(broker.process.pid)
+        started = time.perf_counter()
+        producer = subprocess.Popen([sys.executable, "-c", PRODUCER, "kafka", broker.bootstrap, "1e9", str(seconds),
+                                     str(producer_threads)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        producer_cpu = 0.0
+        while producer.poll() is None:
+            producer_cpu = _process_cpu_s(producer.pid) or producer_cpu
+            time.sleep(0.2)
+        produce_s = time.perf_counter() - started
+        produced = int((producer.stdout.read() if producer.stdout else "0").strip() or 0)
+        broker_produce_cpu = _process_cpu_s(broker.process.pid) - broker_cpu
+
+        def drain(group: str, adapter: bool) -> dict[str, Any]:
+            config = {"bootstrap.servers": broker.bootstrap, "group.id": group, **CONSUMER_DEFAULTS}
+            stream = KafkaStream(bootstrap_servers=broker.bootstrap) if adapter else None
+            consumer: Any = (stream.consumer(group=group, topics=TOPICS) if stream is not None
+                             else Consumer(config))
+            if stream is None:
+                consumer.subscribe(list(TOPICS))
+            count, first, last = 0, None, time.perf_counter()
+            b_cpu, cpu = _process_cpu_s(broker.process.pid), time.process_time()
+            give_up = time.monotonic() + 120
+            while count < produced and time.monotonic() < give_up:
+                if first is not None and time.perf_counter() - last > 3.0:
+                    break  # what retention dropped will not come
+                batch = (consumer.poll_batch(max_records=10_000, timeout=0.5) if stream is not None
+                         else consumer.consume(num_messages=10_000, timeout=0.5))
+                if batch:
+                    if first is None:  # from the first message: the group join is not the broker's speed
+                        first, cpu = time.perf_counter(), time.process_time()
+                        b_cpu = _process_cpu_s(broker.process.pid)
+                    count += len(batch)
+                    last = time.perf_counter()
+            cpu = time.process_time() - cpu
+            b_cpu = _process_cpu_s(broker.process.pid) - b_cpu
+            consumer.close()
+            if stream is not None:
+                stream.close()
+            span = max(last - (first or last), 1e-9)
+            return {"events": count, "events_per_s": round(count / span), "cpu_us_per_event": cpu / max(count, 1) * 1e6,
+                    "broker_cpu_us_per_event": b_cpu / max(count, 1) * 1e6}
+
+        bare = drain("floor-bare", adapter=False)
+        adapter = drain("floor-adapter", adapter=True)
+        return {
+            "produced": produced,
+            "producer_events_per_s": round(produced / produce_s),
+            "producer_cpu_us_per_event": producer_cpu / max(produced, 1) * 1e6,
+            "broker_cpu_us_per_produced_event": broker_produce_cpu / max(produced, 1) * 1e6,
+            "bare_consumer": bare,
+            "adapter_poll": adapter,
+        }
+    finally:
+        broker.stop()
 
 
 def _process_cpu_s(pid: int | None) -> float:
@@ -406,6 +498,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--producer-threads", type=int, default=4,
                         help="producing threads (concurrent capture requests; one Kafka batch in flight each)")
+    parser.add_argument("--tag", default="", help="results file suffix (stream[_quick]_TAG.json), e.g. an A/B")
+    parser.add_argument("--skip-kafka-floor", action="store_true",
+                        help="leave out the mock broker's floors (bare producer / bare consumer) of a Kafka run")
     parser.add_argument("--no-decode-process", action="store_true",
                         help="the consumer decodes in its own process (A/B against `notify consume`'s default)")
     args = parser.parse_args(argv)
@@ -415,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     backends = [b for b in (args.backends or ("local" if quick else "local,kafka")).split(",") if b]
     rates = [float(r) for r in args.rates.split(",") if r]
     skip_capture = args.skip_capture or quick
-    suffix = "_quick" if quick else ""
+    suffix = ("_quick" if quick else "") + (f"_{args.tag}" if args.tag else "")
     output = args.output or ROOT / "bench" / "results" / f"stream{suffix}.json"
 
     limits: list[dict[str, Any]] = []
@@ -439,6 +534,16 @@ def main(argv: list[str] | None = None) -> int:
                {"drain": drain, "limits": limits[:2],
                 "ratio_target": "consumer within 2x of raw executemany (ratio >= 0.5)"})
 
+    floor: dict[str, Any] | None = None
+    if "kafka" in backends and not args.skip_kafka_floor:
+        # the mock broker's own floors (a test double's limits), same run: see kafka_floor
+        floor = kafka_floor(seconds=4.0, producer_threads=args.producer_threads)
+        floor["loadavg"] = load_average()
+        print(f"kafka floors: bench producer unthrottled {floor['producer_events_per_s']:,}/s "
+              f"({floor['producer_cpu_us_per_event']:.2f} us CPU/event); bare confluent consumer "
+              f"{floor['bare_consumer']['events_per_s']:,} ev/s ({floor['bare_consumer']['cpu_us_per_event']:.2f} us); "
+              f"adapter poll_batch {floor['adapter_poll']['events_per_s']:,} ev/s "
+              f"({floor['adapter_poll']['cpu_us_per_event']:.2f} us) (load {floor['loadavg'][0]:.2f})", flush=True)
     stream_results = []
     for backend in backends:
         for rate in rates:
@@ -450,12 +555,22 @@ def main(argv: list[str] | None = None) -> int:
             r["loadavg"] = load_average()
             print(f"stream {backend:6s} offered {rate:>8.0f}/s: {r['events_per_s']:>7} ev/s "
                   f"p50 {r['p50_ms']:.0f} ms p99 {r['p99_ms']:.0f} ms p99.9 {r['p999_ms']:.0f} ms "
-                  f"unpersisted {r['unpersisted_after_drain']} (load {r['loadavg'][0]:.2f})", flush=True)
+                  f"unpersisted {r['unpersisted_after_drain']} mean batch {r['mean_batch']} "
+                  f"(load {r['loadavg'][0]:.2f}); cores used: "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_cores"].items()), flush=True)
             # The limit of a sustained run: what the consumer alone drains in this sitting (the producer
             # shares the box, so the ratio shows what running beside it costs), else what was offered.
             alone = drain["consumer_events_per_s"] if drain is not None else rate
             limits.append(against_limit(path=f"{backend} {rate / 1000:.0f}k/s offered: persisted / consumer alone",
                                         figure=r["window_events_per_s"], limit=alone, unit="ev/s", target=rate))
+            if backend == "kafka" and floor is not None:
+                limits.append(against_limit(
+                    path=f"kafka {rate / 1000:.0f}k/s offered: persisted / bare confluent consumer (mock broker floor)",
+                    figure=r["window_events_per_s"], limit=floor["bare_consumer"]["events_per_s"], unit="ev/s",
+                    target=rate))
+                limits.append(against_limit(
+                    path="kafka: bench producer unthrottled (what the box offers into the mock broker)",
+                    figure=r["produced_per_s"], limit=floor["producer_events_per_s"], unit="ev/s", target=rate))
             limits.append(against_limit(path=f"{backend} {rate / 1000:.0f}k/s: p99 / p50", figure=r["p99_ms"],
                                         limit=r["p50_ms"], unit="ms", target=2000, higher_is_better=False))
             limits.append(against_limit(path=f"{backend} {rate / 1000:.0f}k/s: share within 5 s", figure=r["within_5s"],
@@ -491,7 +606,8 @@ def main(argv: list[str] | None = None) -> int:
            ["path", "figure", "limit", "ratio", "target", "met"],
            [[x["path"], round(x["figure"], 3), round(x["limit"], 3), round(x["ratio"], 3), x["target"],
              "met" if x["met"] else "NOT met"] for x in limits],
-           {"args": {k: str(v) for k, v in vars(args).items()}, "drain": drain, "stream": stream_results,
+           {"args": {k: str(v) for k, v in vars(args).items()}, "drain": drain, "kafka_floor": floor,
+            "stream": stream_results,
             "capture": capture_results, "limits": limits})
     if args.output is not None and output != ROOT / "bench" / "results" / f"stream{suffix}.json":
         shutil.copy(ROOT / "bench" / "results" / f"stream{suffix}.json", output)

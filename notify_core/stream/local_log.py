@@ -262,11 +262,12 @@ class LocalLogConsumer:
                 ).fetchall()
                 if rows:
                     headers: dict[bytes | None, tuple[tuple[str, bytes], ...]] = {None: ()}
-                    for off, ts, key, value, hdr in rows:  # a batch's records share a few header blobs
-                        decoded = headers.get(hdr)
+                    append, new = records.append, tuple.__new__  # a Record from its fields in order: no
+                    for off, ts, key, value, hdr in rows:  # keyword __new__ per record (see kafka._records)
+                        decoded = headers.get(hdr)  # a batch's records share a few header blobs
                         if decoded is None:
                             decoded = headers[hdr] = decode_headers(hdr)
-                        records.append(Record(topic, 0, off, key, value, ts, decoded))
+                        append(new(Record, (topic, 0, off, key, value, ts, decoded)))
                     self._positions[topic] = rows[-1][0] + 1
             if records or time.monotonic() >= deadline:
                 return records

@@ -206,3 +206,24 @@ def test_local_log_survives_kill_9_of_a_producer(tmp_path: Path) -> None:
     log.produce("t", b"k", b"after")
     assert log.end_offsets("t")[0] == end + 1
     log.close()
+
+
+def test_each_record_keeps_its_own_headers_through_runs_of_equal_ones(stream_backend: Stream) -> None:
+    """Consecutive records often share headers (one capture request's id and mark); adapters may reuse a
+    converted run (Kafka does), so a change of headers, their absence and an empty value must still land
+    on exactly the records that carried them."""
+    name = topic()
+    runs: list[tuple[tuple[str, bytes], ...]] = [
+        (("x-request-id", b"req-1"), ("x-notify-validated", b"1")),
+        (("x-request-id", b"req-2"), ("x-notify-validated", b"1")),
+        (),
+        (("x-request-id", b"req-2"), ("x-notify-validated", b"1")),
+        (("x-request-id", b"req-3"), ("x-empty", b"")),
+    ]
+    sent = [Message(name, b"one-key", f"v{r}-{i}".encode(), headers) for r, headers in enumerate(runs)
+            for i in range(40)]
+    stream_backend.produce_batch(sent)
+    consumer = stream_backend.consumer(group="g", topics=[name])
+    got = drain(consumer, len(sent))
+    consumer.close()
+    assert [(r.value, r.headers) for r in got] == [(m.value, tuple(m.headers)) for m in sent]
