@@ -305,9 +305,7 @@ class Claims:
             tokens.append(token)
         try:
             with self._write_lock:
-                # Only the claim's attributes are written, inside the stored item (set_many); the claimed
-                # item comes back whole for rendering.
-                items = self._schedules.set_many(updates, returning=True)
+                items = self._schedules.update_many(updates)
                 for w in work:
                     if w.retry_key is not None:
                         self._retries.delete(*w.retry_key)

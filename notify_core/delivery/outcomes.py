@@ -190,9 +190,7 @@ class Outcomes:
 
     def _commit_finishes(self, batch: list[_Finish]) -> None:
         try:
-            # The outcome's attributes set inside the stored items under their claim tokens (set_many):
-            # no decode, merge or re-encode of the items in Python while the other senders wait.
-            results = self._schedules.set_many([f.update for f in batch])
+            results = self._schedules.update_many([f.update for f in batch])
             for finish, result in zip(batch, results, strict=True):
                 finish.lost = result is None
         except NotifyError as exc:

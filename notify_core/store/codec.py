@@ -61,19 +61,6 @@ def encode_item(item: Item) -> str:
     return data.decode()
 
 
-def encode_values(values: list[Any]) -> bytes:
-    """A list of item values as compact JSON, encoded exactly as :func:`encode_item` encodes them
-    (bytes tagged, NaN/inf refused): what an adapter splices into stored items in SQL."""
-    try:
-        data = orjson.dumps(values, default=_default)
-    except orjson.JSONEncodeError as exc:
-        _check_finite(values)
-        raise ValueError(str(exc)) from exc
-    if b"null" in data:
-        _check_finite(values)
-    return data
-
-
 def decode_item(text: str) -> Item:
     # orjson has no object_hook: tagged bytes are restored by a walk that applies _hook bottom-up, as
     # json.loads(object_hook=_hook) would (the standard decoder costs ~0.2 ms on a 384-dim vector item).

@@ -39,7 +39,6 @@ from notify_core.store.port import (
     check_frame,
     check_key,
     check_query,
-    check_set_many,
     is_expired,
     last_of_each_key,
 )
@@ -570,31 +569,6 @@ class DynamoTable:
                 results.append(self.update(u.pk, u.sk, set=u.set, condition=u.condition))
             except ConditionFailedError:
                 results.append(None)
-        return results
-
-    def set_many(self, updates: Sequence[Update], *, returning: bool = False) -> list[Item | None]:
-        """Item by item (as :meth:`update_many`): one UpdateItem with SET, conditioned on a live item
-        and the update's condition, returning nothing unless ``returning``. Every request is built (its
-        values serialised and checked) before the first is sent, so a bad value writes nothing."""
-        check_set_many(updates)
-        now = self.store.clock.now()
-        requests: list[dict[str, Any]] = []
-        for u in updates:
-            expr = _Expression()
-            extra: dict[str, Any] = {"ConditionExpression": expr.condition(u.condition or Condition(), now)}
-            if u.set:
-                extra["UpdateExpression"] = "SET " + ", ".join(
-                    f"{expr.name(name)} = {expr.value(value)}" for name, value in u.set.items())
-            requests.append(expr.params(TableName=self.full_name, Key=_key(u.pk, u.sk),
-                                        ReturnValues="ALL_NEW" if returning else "NONE", **extra))
-        results: list[Item | None] = []
-        for u, request in zip(updates, requests, strict=True):
-            try:
-                response = self._call("update_item", **request)
-            except ConditionFailedError:
-                results.append(None)
-                continue
-            results.append(deserialize_item(response["Attributes"]) if returning else {"pk": u.pk, "sk": u.sk})
         return results
 
     def delete(self, pk: str, sk: str, *, condition: Condition | None = None) -> None:

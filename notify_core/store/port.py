@@ -123,32 +123,6 @@ def last_of_each_key(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.filter(last.fill_null(True))
 
 
-_SCALAR_TYPES = (str, int, float, bool, type(None))
-
-
-def check_set_many(updates: Sequence[Update]) -> None:
-    """The updates of a :meth:`Table.set_many`, checked the same way by every adapter before any I/O:
-    keys as :func:`check_key`, no key attribute set, no ``not_exists`` condition (set_many never creates),
-    attribute names a JSON path can quote, condition values scalars (compared as the backend compares
-    them, where a missing attribute equals None as in :meth:`Condition.holds_for`)."""
-    for u in updates:
-        check_key(u.pk, u.sk)
-        if "pk" in u.set or "sk" in u.set:
-            raise ValidationError("update cannot change an item's key")
-        condition = u.condition
-        if condition is not None and condition.not_exists:
-            raise ValidationError("set_many only changes existing items; update_many creates")
-        names = list(u.set) + (list(condition.equals) if condition is not None else [])
-        for name in names:
-            if not isinstance(name, str) or not name or '"' in name or "\\" in name:
-                raise ValidationError(f"set_many cannot address attribute {name!r}")
-        if condition is not None:
-            for name, value in condition.equals.items():
-                if not isinstance(value, _SCALAR_TYPES):
-                    raise ValidationError(f"set_many conditions compare scalars, not {type(value).__name__} "
-                                          f"(attribute {name!r})")
-
-
 def check_pk(pk: Any) -> None:
     if not isinstance(pk, str) or not pk:
         raise ValidationError(f"Store partition keys must be non-empty strings, got pk={pk!r}")
@@ -229,19 +203,6 @@ class Table(Protocol):
         Each update is atomic on its own, like :meth:`update`; the batch is not a transaction (a failed
         condition does not undo the others). It exists for throughput: SQLite applies the whole batch in
         one write transaction (one commit instead of one per item), DynamoDB item by item.
-        """
-        ...
-
-    def set_many(self, updates: Sequence[Update], *, returning: bool = False) -> list[Item | None]:
-        """Set attributes of existing live items, each where its condition holds (no condition: the item
-        exists); per update, None where it did not apply, else the new item (``returning=True``) or just
-        its key ``{"pk", "sk"}``. Never creates an item (a ``not_exists`` condition is refused: use
-        :meth:`update_many`); condition values are scalars; a batch's updates apply in order.
-
-        Why beside :meth:`update_many`: the delivery worker's claims and outcomes change three to ten
-        attributes of a ~1 KB item. SQLite sets them inside the stored JSON in SQL (``json_set``, one
-        statement per batch, the GIL released throughout) instead of decoding, merging and re-encoding
-        every item in Python; DynamoDB sends UpdateItem with ``ReturnValues=NONE`` unless asked.
         """
         ...
 

@@ -69,11 +69,6 @@ class SealedTable:
         sealed = [Update(u.pk, u.sk, self._in(dict(u.set)), u.condition) for u in updates]
         return [None if i is None else self._out(i) for i in self.inner.update_many(sealed)]
 
-    def set_many(self, updates: Sequence[Update], *, returning: bool = False) -> list[Item | None]:
-        sealed = [Update(u.pk, u.sk, self._in(dict(u.set)), u.condition) for u in updates]
-        found = self.inner.set_many(sealed, returning=returning)
-        return [None if i is None else self._out(i) if returning else i for i in found]
-
     def delete(self, pk: str, sk: str, *, condition: Condition | None = None) -> None:
         self.inner.delete(pk, sk, condition=condition)
 

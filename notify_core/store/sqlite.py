@@ -32,7 +32,7 @@ from notify_core.clock import SYSTEM_CLOCK, Clock
 from notify_core.errors import ConditionFailedError, ValidationError
 from notify_core.per_thread import PerThread
 from notify_core.sqlite_tx import write_transaction
-from notify_core.store.codec import decode_item, encode_item, encode_values
+from notify_core.store.codec import decode_item, encode_item
 
 if TYPE_CHECKING:
     import polars as pl
@@ -48,7 +48,6 @@ from notify_core.store.port import (
     check_key,
     check_pk,
     check_query,
-    check_set_many,
     last_of_each_key,
 )
 
@@ -496,72 +495,6 @@ class SqliteTable:
                     (orjson.dumps(rows[start : start + _JSON_CHUNK]),),
                 )
         return results
-
-    def set_many(self, updates: Sequence[Update], *, returning: bool = False) -> list[Item | None]:
-        """See the port: the attributes are set inside the stored JSON by SQLite (``json_set``), the
-        conditions checked in the same statement, one ``UPDATE ... FROM json_each`` per batch (per shape
-        of attribute names), in one write transaction; only ``returning`` decodes items in Python."""
-        check_set_many(updates)
-        if not updates:
-            return []
-        conn = self.store.connection()
-        with write_transaction(conn, what=f"SQLite batch set of {self.name}"):
-            return self._set_many_sql(conn, updates, returning)
-
-    def _set_many_sql(self, conn: sqlite3.Connection, updates: Sequence[Update],
-                      returning: bool) -> list[Item | None]:
-        results: list[Item | None] = [None] * len(updates)
-        # Runs of distinct keys (one UPDATE applies one source row per target row); a repeated key starts
-        # a new run, so a later update sees the earlier one, in the batch's order.
-        runs: list[list[int]] = [[]]
-        seen: set[tuple[str, str]] = set()
-        for index, u in enumerate(updates):
-            if (u.pk, u.sk) in seen:
-                runs.append([])
-                seen = set()
-            seen.add((u.pk, u.sk))
-            runs[-1].append(index)
-        now = self.store.clock.now()
-        for run in runs:
-            shapes: dict[tuple[tuple[str, ...], tuple[str, ...]], list[int]] = {}
-            for index in run:
-                u = updates[index]
-                names = tuple(u.condition.equals) if u.condition is not None else ()
-                shapes.setdefault((tuple(u.set), names), []).append(index)
-            for (set_names, cond_names), indexes in shapes.items():
-                sql = self._set_sql(set_names, cond_names, returning)
-                set_paths = [f'$."{n}"' for n in set_names]
-                cond_paths = [f'$."{n}"' for n in cond_names]
-                for start in range(0, len(indexes), _JSON_CHUNK):
-                    chunk = indexes[start : start + _JSON_CHUNK]
-                    rows = []
-                    for index in chunk:
-                        u = updates[index]
-                        cond = list(u.condition.equals.values()) if u.condition is not None else []
-                        rows.append([u.pk, u.sk, list(u.set.values()), cond])
-                    try:
-                        payload = encode_values(rows)
-                    except (TypeError, ValueError) as exc:
-                        raise ValidationError(f"cannot store a value in {self.name}: {exc}") from exc
-                    where = {(updates[i].pk, updates[i].sk): i for i in chunk}
-                    for row in conn.execute(sql, (*set_paths, payload, now, *cond_paths)).fetchall():
-                        index = where[(row[0], row[1])]
-                        results[index] = decode_item(row[2]) if returning else {"pk": row[0], "sk": row[1]}
-        return results
-
-    def _set_sql(self, set_names: tuple[str, ...], cond_names: tuple[str, ...], returning: bool) -> str:
-        """One UPDATE for a shape of attribute names: ``j.value`` is ``[pk, sk, [set values], [condition
-        values]]``; ``->`` hands json_set each value as JSON (not as a quoted string); ``->>`` compares
-        a condition as SQL values (1 = 1.0, a missing attribute IS NULL = None, '1' is not 1)."""
-        pairs = "".join(f", ?, j.value -> '$[2][{i}]'" for i in range(len(set_names)))
-        body = f"json_set(t.body{pairs})" if set_names else "t.body"
-        ttl = (f", ttl = j.value ->> '$[2][{set_names.index(TTL_ATTRIBUTE)}]'"
-               if TTL_ATTRIBUTE in set_names else "")
-        conds = "".join(f" AND (t.body ->> ?) IS (j.value ->> '$[3][{i}]')" for i in range(len(cond_names)))
-        back = "body" if returning else "NULL"  # RETURNING names the target's columns unqualified
-        return (f"UPDATE {self._q} AS t SET body = {body}{ttl} FROM json_each(?) AS j "
-                "WHERE t.pk = j.value ->> 0 AND t.sk = j.value ->> 1 AND (t.ttl IS NULL OR t.ttl > ?)"
-                f"{conds} RETURNING pk, sk, {back}")
 
     def delete(self, pk: str, sk: str, *, condition: Condition | None = None) -> None:
         check_key(pk, sk)

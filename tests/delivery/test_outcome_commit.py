@@ -29,11 +29,11 @@ class _FailingOutcomes:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def set_many(self, updates: Sequence[Update], *, returning: bool = False) -> list[Item | None]:
+    def update_many(self, updates: Sequence[Update]) -> list[Item | None]:
         if self.fail > 0 and any("outcome_at" in u.set for u in updates):
             self.fail -= 1
             raise BackendError("disk full (injected)")
-        result: list[Item | None] = self.inner.set_many(updates, returning=returning)
+        result: list[Item | None] = self.inner.update_many(updates)
         return result
 
 
