@@ -55,12 +55,21 @@ def minute_key(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M")
 
 
+def _held_lock() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
+
+
 @dataclass(eq=False)
 class _Finish:
     """One sender's outcome waiting to be group-committed (see :meth:`Outcomes.finish`)."""
 
     update: Update
-    done: threading.Event = field(default_factory=threading.Event)
+    # Held until the commit that carries this outcome has ended; the committer releases it, the sender
+    # acquires it. A bare lock, not an Event (~0.3 against ~8 us a delivery: an Event is a Condition
+    # and a lock built in Python).
+    done: threading.Lock = field(default_factory=_held_lock)
     lost: bool = False
     error: NotifyError | None = None
 
@@ -180,7 +189,7 @@ class Outcomes:
                 batch, self._finishes = self._finishes, []
             if batch:
                 self._commit_finishes(batch)
-        entry.done.wait()
+        entry.done.acquire()  # released by whichever sender committed this outcome (maybe this one)
         if entry.error is not None:
             raise entry.error
         if entry.lost:
@@ -198,7 +207,7 @@ class Outcomes:
                 finish.error = exc
         finally:
             for finish in batch:
-                finish.done.set()
+                finish.done.release()
 
     # -- derived rows ------------------------------------------------------------------------------
     def project(self, final: Item, outcome: str) -> None:

@@ -23,6 +23,7 @@ The notification is looked up in its 24 h ``dedupe`` record, else its ``deliveri
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -47,10 +48,20 @@ _MAC_BYTES = 16
 Kind = Literal["open", "click", "unsubscribe"]
 
 
+@functools.lru_cache(maxsize=64)
+def _keyed(secret: bytes) -> hmac.HMAC:
+    """An HMAC-SHA256 already keyed with ``secret``, copied for each MAC (a few keys live at a time)."""
+    return hmac.new(secret, digestmod=hashlib.sha256)
+
+
 def _mac(secret: bytes, kind: Kind, notification_id: str) -> str:
-    # hmac.digest: the one-shot C path (3 links per delivery; the HMAC object API costs ~3x as much)
-    digest = hmac.digest(secret, f"{kind}\x1f{notification_id}".encode(), hashlib.sha256)[:_MAC_BYTES]
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    # A copy of a keyed HMAC, not hmac.digest: the one-shot releases the GIL around every call, and in
+    # the delivery worker (3 links a message, 16 sender threads) each release was a wait to get it back
+    # (~26 us a MAC in the worker's sender profile against ~2.5 us for copy + update + digest, which keep
+    # the GIL for messages this short). Same bytes.
+    mac = _keyed(secret).copy()
+    mac.update(f"{kind}\x1f{notification_id}".encode())
+    return base64.urlsafe_b64encode(mac.digest()[:_MAC_BYTES]).rstrip(b"=").decode()
 
 
 def sign_token(keys: KeyRing, notification_id: str, *, kind: Kind) -> str:

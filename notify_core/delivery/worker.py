@@ -48,8 +48,9 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Histogram
@@ -189,7 +190,7 @@ class DeliveryWorker:
                 if in_flight is not None:
                     in_flight.collect(step)
                 in_flight = submitted
-                step.in_flight = len(submitted.futures) if submitted is not None else 0
+                step.in_flight = submitted.size if submitted is not None else 0
                 step.next_due_at = self.claims.next_due(self.clock.now())
                 self.totals.add(step)
                 if on_pass is not None:
@@ -226,7 +227,7 @@ class DeliveryWorker:
             claimed = self.claims.claim_batch(work, step)
             if claimed:
                 deliver = functools.partial(self._deliver, profiles=self._profiles(claimed))
-                submitted = _Batch([self._pool.submit(deliver, c) for c in claimed])
+                submitted = _Batch(self._pool, deliver, claimed, senders=self.options.concurrency)
         self.flush()
         return step, submitted
 
@@ -292,14 +293,42 @@ class DeliveryWorker:
 
 
 class _Batch:
-    """One batch handed to the senders by the pipelined loop: its futures, collected into a summary."""
+    """One batch handed to the senders by the pipelined loop, collected into a summary.
 
-    def __init__(self, futures: list[Future[tuple[Result, float | None, bool]]]) -> None:
-        self.futures = futures
+    Its claims wait in one queue that one pool task per sender drains, not one task per claim: a Future
+    and an executor work item per delivery cost ~8 us of CPU (measured here), for nothing a claim needs.
+    Tasks of the next batch queue behind this batch's in the pool, so it is sent after this one, as before.
+    A task that meets an exception goes on with the rest of the batch; :meth:`collect` raises it after
+    counting what was delivered (a claim it left unrecorded is re-claimed when its lease runs out).
+    """
+
+    def __init__(self, pool: ThreadPoolExecutor, deliver: Callable[[_Claim], tuple[Result, float | None, bool]],
+                 claims: list[_Claim], *, senders: int) -> None:
+        self.size = len(claims)
+        self._todo = deque(claims)
+        self._results: list[tuple[Result, float | None, bool]] = []  # list.append is atomic under the GIL
+        self._errors: list[BaseException] = []
+        self._tasks = [pool.submit(self._drain, deliver) for _ in range(max(1, min(senders, self.size)))]
+
+    def _drain(self, deliver: Callable[[_Claim], tuple[Result, float | None, bool]]) -> None:
+        todo, results = self._todo, self._results
+        while True:
+            try:
+                claim = todo.popleft()
+            except IndexError:
+                return
+            try:
+                results.append(deliver(claim))
+            except Exception as exc:  # noqa: BLE001 - raised again by collect, after the rest of the batch
+                self._errors.append(exc)
 
     def collect(self, summary: PassSummary) -> None:
-        for fut in self.futures:
-            summary.count(*fut.result())
+        for task in self._tasks:
+            task.result()
+        for result in self._results:
+            summary.count(*result)
+        if self._errors:
+            raise self._errors[0]
 
 
 def build_worker(

@@ -55,6 +55,7 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _BATCH = 500  # rows per transaction / per IN (...) lookup
 _KEY_ORDER = operator.itemgetter(0, 1)  # (pk, sk) of a row tuple
 _JSON_CHUNK = 20_000  # rows per json_each statement of a batch_put (all in the batch's one transaction)
+_SMALL_UPDATE_BATCH = 4  # update_many of at most this many: statement by statement (see _update_many_small)
 _FRAME_SLICE = 50_000  # rows per executemany of a batch_put_frame (all in its one transaction)
 
 
@@ -450,7 +451,25 @@ class SqliteTable:
             return []
         conn = self.store.connection()
         with write_transaction(conn, what=f"SQLite batch update of {self.name}"):
+            if len(updates) <= _SMALL_UPDATE_BATCH:
+                return self._update_many_small(conn, updates)
             return self._update_many_bulk(conn, updates)
+
+    def _update_many_small(self, conn: sqlite3.Connection, updates: Sequence[Update]) -> list[Item | None]:
+        """``update_many`` of a few updates inside its transaction: a keyed read and an upsert each.
+
+        The delivery worker's outcome group commits are mostly one to four updates (16 senders rarely
+        finish together): for those, the bulk path's two ``json_each`` statements cost more than they save
+        (one outcome: 60 -> 41 us of CPU, four: 42 -> 32 us each, measured here). An update reads the
+        batch's earlier writes, as in the bulk path."""
+        results: list[Item | None] = []
+        for u in updates:
+            current = self._current(conn, u.pk, u.sk)
+            if u.condition is not None and not u.condition.holds_for(current):
+                results.append(None)
+                continue
+            results.append(self._write_update(conn, u.pk, u.sk, current, u.set))
+        return results
 
     def _update_many_bulk(self, conn: sqlite3.Connection, updates: Sequence[Update]) -> list[Item | None]:
         """``update_many`` inside its transaction, in two statements whatever the batch size.

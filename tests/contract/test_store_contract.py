@@ -579,3 +579,32 @@ def test_missing_key_attribute_is_rejected(table: Table) -> None:
         table.put({"pk": "only-pk"})
     with pytest.raises(ValidationError):
         table.batch_put([{"sk": "only-sk"}])
+
+
+def test_update_many_small_batches_match_one_large_batch(store: Store) -> None:
+    """Batches of one to four (SQLite writes them statement by statement, larger ones in bulk) give the
+    same results and items as the same updates in one batch: conditions, creation, expiry, repeated keys."""
+    seed = [{"pk": "s", "sk": str(i), "state": "queued", "blob": b"\x01", "nested": {"a": [i]}} for i in range(5)]
+    seed.append({"pk": "s", "sk": "old", "state": "queued", "ttl": _past()})  # expired: absent
+    updates = [
+        Update("s", "0", {"state": "claimed", "by": "w1", "ttl": _future()}, Condition.matches(state="queued")),
+        Update("s", "1", {"state": "claimed"}, Condition.matches(state="sent")),  # loses
+        Update("s", "2", {"state": "claimed", "detail": None}),  # unconditional
+        Update("s", "9", {"state": "new"}, Condition.absent()),  # creates
+        Update("s", "3", {"state": "x"}, Condition.absent()),  # exists: loses
+        Update("s", "old", {"state": "fresh"}, Condition.absent()),  # expired counts as absent
+        Update("s", "0", {"state": "again"}, Condition.matches(state="claimed")),  # sees the first update
+        Update("s", "0", {"state": "twice"}, Condition.matches(state="claimed")),  # no longer holds
+    ]
+    whole, pieces = store.table("whole"), store.table("pieces")
+    whole.batch_put(seed)
+    pieces.batch_put(seed)
+    expected = whole.update_many(updates)
+    got: list[Item | None] = []
+    for size, start in ((1, 0), (2, 1), (4, 3), (1, 7)):
+        got += pieces.update_many(updates[start : start + size])
+    assert got == expected
+    assert expected[1] is None and expected[4] is None and expected[-1] is None and expected[6] is not None
+    ordered = sorted(whole.scan(), key=lambda i: i["sk"])
+    assert sorted(pieces.scan(), key=lambda i: i["sk"]) == ordered
+    assert [i["sk"] for i in ordered] == ["0", "1", "2", "3", "4", "9", "old"]
