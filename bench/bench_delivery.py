@@ -25,6 +25,8 @@ Every figure is printed beside the raw operations it is built on, measured in th
   writes (claim, dedupe record, outcome), batched as the worker batches them.
 
 One command: ``python -m bench.bench_delivery`` (~6 min on a quiet machine); ``--quick`` (~1 min).
+``--processes N`` runs N worker processes on the one Store (``notify worker`` started N times, as an operator
+scales it out; claims keep them from sending one notification twice); results as ``delivery_pN[_quick].json``.
 """
 
 from __future__ import annotations
@@ -59,7 +61,37 @@ LEAD_S = 6.0
 SECRET = "bench-secret"
 
 
-def run_once(n: int, spread_s: float, *, concurrency: int) -> dict[str, Any]:
+def _extra_worker(store_path: str, url: str, offset: float, minute: int, n: int, budget: float, concurrency: int,
+                  done: Any, cpu: Any) -> None:
+    """One more ``notify worker`` process on the same Store (what an operator gets by starting it twice): the
+    same loop, its own GIL and SQLite connection; claims keep the two from sending one notification twice."""
+    store = SqliteStore(Path(store_path))
+    clock = OffsetClock(offset)
+    worker = DeliveryWorker(store, WebhookChannel(url, secret=SECRET, clock=clock),
+                            public_base_url="http://127.0.0.1:8080", clock=clock,
+                            options=WorkerOptions(concurrency=concurrency, lookback_minutes=2))
+    stop = threading.Event()
+    counted = 0
+
+    def watch(_step: Any) -> None:
+        nonlocal counted
+        total = worker.totals.delivered + worker.totals.dead_lettered
+        with done.get_lock():
+            done.value += total - counted
+            finished = done.value >= n
+        counted = total
+        if finished or clock.now() - minute > budget:
+            stop.set()
+
+    cpu0 = time.process_time()
+    worker.run_forever(stop, on_pass=watch)
+    worker.close()
+    store.close()
+    with cpu.get_lock():
+        cpu.value += time.process_time() - cpu0
+
+
+def run_once(n: int, spread_s: float, *, concurrency: int, processes: int = 1) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         store = SqliteStore(root / "store.sqlite")
@@ -78,15 +110,33 @@ def run_once(n: int, spread_s: float, *, concurrency: int) -> dict[str, Any]:
                                 options=WorkerOptions(concurrency=concurrency, lookback_minutes=2))
         stop = threading.Event()
         budget = LEAD_S + spread_s + 240
+        spawn = multiprocessing.get_context("spawn")
+        done, extra_cpu = spawn.Value("q", 0), spawn.Value("d", 0.0)
+        extras = [spawn.Process(target=_extra_worker, args=(str(root / "store.sqlite"), f"http://127.0.0.1:{port}/hook",
+                                                             offset, minute, n, budget, concurrency, done, extra_cpu))
+                  for _ in range(processes - 1)]
+        for proc in extras:
+            proc.start()
+        counted = 0
 
         def watch(_step: Any) -> None:
-            if worker.totals.delivered + worker.totals.dead_lettered >= n or clock.now() - minute > budget:
+            nonlocal counted
+            total = worker.totals.delivered + worker.totals.dead_lettered
+            with done.get_lock():
+                done.value += total - counted
+                finished = done.value >= n
+            counted = total
+            if finished or clock.now() - minute > budget:
                 stop.set()
 
         cpu0, children0 = time.process_time(), _children_cpu()
         worker.run_forever(stop, on_pass=watch)
         worker.close()
-        worker_cpu = time.process_time() - cpu0  # every thread of this process: the worker's whole CPU
+        for proc in extras:
+            proc.join()
+        children0 = _children_cpu()  # the extra workers are waited-for children now: not the sink's CPU
+        # every thread of every worker process: the workers' whole CPU (the extra processes report their own)
+        worker_cpu = time.process_time() - cpu0 + extra_cpu.value
         sink.terminate()
         sink.wait()
         sink_cpu = _children_cpu() - children0
@@ -227,6 +277,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--shapes", default="spread,burst", help="comma-separated: spread, burst")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="worker processes on the one Store (`notify worker` started N times); 1 = one process")
     args = parser.parse_args()
     n = args.n or (10_000 if args.quick else 100_000)
     spread = 60.0 * min(1.0, n / 100_000)
@@ -234,7 +286,8 @@ def main() -> None:
     raw: dict[str, list[dict[str, Any]]] = {}
     shapes = [s for s in (("spread", spread), ("burst", 0.0)) if s[0] in args.shapes.split(",")]
     for shape, spread_s in shapes:
-        runs = [run_once(n, spread_s, concurrency=args.concurrency) for _ in range(args.repeats)]
+        runs = [run_once(n, spread_s, concurrency=args.concurrency, processes=args.processes)
+                for _ in range(args.repeats)]
         raw[shape] = runs
 
         def med(key: str, runs: list[dict[str, Any]] = runs) -> float:
@@ -254,30 +307,32 @@ def main() -> None:
     rows.append(["limit: raw SQLite conditional updates, 1/tx", "", "", "", "", "", "", "", "", round(sql_1), ""])
     rows.append(["limit: raw SQLite conditional updates, 100/tx", "", "", "", "", "", "", "", "", round(sql_100), ""])
     by_shape = {r[0]: r for r in rows}
+    who = f" ({args.processes} worker processes; floors of one)" if args.processes > 1 else ""
     limits: list[dict[str, Any]] = []
     if "burst" in by_shape:
         burst = float(by_shape["burst"][9])
         limits += [
-            against_limit(path="burst: deliveries/s vs the webhook sender floor", figure=burst,
+            against_limit(path=f"burst{who}: deliveries/s vs the webhook sender floor", figure=burst,
                           limit=floor["per_s"], unit="/s", target=5000),
-            against_limit(path="burst: deliveries/s vs the receiver floor", figure=burst, limit=receiver,
+            against_limit(path=f"burst{who}: deliveries/s vs the receiver floor", figure=burst, limit=receiver,
                           unit="/s", target=5000),
-            against_limit(path="burst: conditional writes/s (3 per delivery) vs raw SQLite 100/tx",
+            against_limit(path=f"burst{who}: conditional writes/s (3 per delivery) vs raw SQLite 100/tx",
                           figure=3 * burst, limit=sql_100, unit="/s", target=15000),
             # the load-independent figure: 5,000/s on the one core a GIL-bound process gets is 0.2 ms each
-            against_limit(path="burst: worker CPU ms per delivery vs the sender floor's CPU ms per send",
+            against_limit(path=f"burst{who}: worker CPU ms per delivery vs the sender floor's CPU ms per send",
                           figure=float(by_shape["burst"][10]), limit=floor["cpu_ms_per_send"], unit="ms",
                           target=0.2, higher_is_better=False),
         ]
     if "spread" in by_shape:
-        limits.append(against_limit(path="spread: p99 lateness vs one send's p99 at the sender floor",
+        limits.append(against_limit(path=f"spread{who}: p99 lateness vs one send's p99 at the sender floor",
                                     figure=float(by_shape["spread"][5]), limit=floor["p99_send_s"], unit="s",
                                     target=1.0, higher_is_better=False))
-    report("delivery_quick" if args.quick else "delivery",
+    name = "delivery" + (f"_p{args.processes}" if args.processes > 1 else "") + ("_quick" if args.quick else "")
+    report(name,
            f"Delivery to a loopback webhook sink (medians of {args.repeats}; shared 2-core machine, noisy)",
            ["shape", "due", "delivered", "duplicates", "p50 late s", "p99 late s", "max late s", "<=5 s", "<=10 s",
             "deliveries/s", "worker CPU ms/delivery"], rows,
-           {"runs": raw, "concurrency": args.concurrency, "limits": limits,
+           {"runs": raw, "concurrency": args.concurrency, "processes": args.processes, "limits": limits,
             "floors": {"sender_per_s": floor["per_s"], "sender_p99_send_s": floor["p99_send_s"],
                        "sender_cpu_ms_per_send": floor["cpu_ms_per_send"],
                        "receiver_per_s": receiver, "sqlite_updates_1_per_tx": sql_1,

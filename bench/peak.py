@@ -44,6 +44,10 @@ STEPS = (
          results=("stream",)),
     Step(name="delivery", args=("bench.bench_delivery",), quick_args=("bench.bench_delivery", "--quick"),
          results=("delivery",)),
+    # the same burst with `notify worker` started twice on the one Store: a second process, its own GIL
+    Step(name="delivery-2-processes", args=("bench.bench_delivery", "--shapes", "burst", "--processes", "2"),
+         quick_args=("bench.bench_delivery", "--quick", "--shapes", "burst", "--processes", "2"),
+         results=("delivery_p2",)),
     Step(name="schedule", args=("bench.bench_schedule", "--only", "e2e"),
          quick_args=("bench.bench_schedule", "--quick"), results=("schedule",)),
 )
