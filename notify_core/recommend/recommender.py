@@ -326,7 +326,7 @@ class Recommender:
         rows = rows[ok]
         if not len(rows):
             return
-        similarity = _lookup(rows, *ann, default=np.nan)
+        similarity = _scatter_lookup(rows, *ann, default=np.nan)
         missing = np.isnan(similarity)  # not in the ANN answer
         if missing.any():
             similarity[missing] = (snapshot.vectors(rows[missing]) @ user.vector) if user.vector is not None else 0.0
@@ -613,6 +613,18 @@ def _lookup(rows: Rows, keys: Rows, values: npt.NDArray[Any], *, default: float)
         at = np.minimum(np.searchsorted(sorted_keys, rows), len(sorted_keys) - 1)
         hit = sorted_keys[at] == rows
         out[hit] = np.asarray(values, dtype=np.float64)[order[at[hit]]]
+    return out
+
+
+def _scatter_lookup(rows: Rows, keys: Rows, values: npt.NDArray[Any], *, default: float) -> npt.NDArray[np.float64]:
+    """:func:`_lookup` for ascending unique ``rows`` and unsorted ``keys`` (the ANN answer, best first):
+    each key searched in ``rows`` and its value scattered there, no argsort of the keys. The keys are
+    scattered last to first so a repeated key keeps its first value, as :func:`_lookup`'s stable sort does."""
+    out = np.full(len(rows), default, dtype=np.float64)
+    if len(keys) and len(rows):
+        at = np.searchsorted(rows, keys)
+        hit = rows[np.minimum(at, len(rows) - 1)] == keys
+        out[at[hit][::-1]] = np.asarray(values, dtype=np.float64)[hit][::-1]
     return out
 
 

@@ -298,12 +298,15 @@ def copurchase_campaign_rows(orders_by_product: Mapping[str, int], neighbours: N
         dense, columns = _product_score_dense(orders_by_product, neighbours), promotion.columns
     if dense is None:
         return empty
-    best = np.maximum.reduceat(dense[:, columns], promotion.starts[:-1], axis=1)
-    keep = best[0] > 0
+    # each of the two sums' rows gathered and reduced on its own: a 1-D contiguous reduceat is ~3x faster
+    # than one over axis 1 of the 2 x pairs gather (the same maxima: max is exact)
+    starts = promotion.starts[:-1]
+    best_affinity = np.maximum.reduceat(dense[0][columns], starts)
+    keep = best_affinity > 0
     if not keep.any():
         return empty
-    affinity = best[0][keep]
-    raw = best[1][keep]
+    affinity = best_affinity[keep]
+    raw = np.maximum.reduceat(dense[1][columns], starts)[keep]
     return promotion.rows[keep], affinity / affinity.max(), np.where(raw > 0, raw, 0.0)
 
 
@@ -421,13 +424,23 @@ def ranker_features(*, campaign_orders: Any, days_since: Any, copurchase: Any, s
     orders = np.maximum(np.asarray(campaign_orders, dtype=np.float64), 0.0)
     days = np.asarray(days_since, dtype=np.float64)
     recency = np.where(np.isfinite(days), np.exp(-np.maximum(days, 0.0) / RECENCY_DAYS), 0.0)
-    base = np.broadcast_arrays(np.log1p(orders), recency, np.asarray(copurchase, dtype=np.float64),
-                               np.asarray(similarity, dtype=np.float64), np.asarray(popularity, dtype=np.float64),
-                               np.asarray(priority_term(priority), dtype=np.float64),
-                               np.log1p(np.maximum(np.asarray(bm25, dtype=np.float64), 0.0)))
-    repeat = (base[0] > 0).astype(np.float64)
-    strength = base[6]
-    return np.stack([*base[:6], repeat, *(repeat * b for b in base[2:6]), strength, repeat * strength], axis=-1)
+    base = (np.log1p(orders), recency, np.asarray(copurchase, dtype=np.float64),
+            np.asarray(similarity, dtype=np.float64), np.asarray(popularity, dtype=np.float64),
+            np.asarray(priority_term(priority), dtype=np.float64),
+            np.log1p(np.maximum(np.asarray(bm25, dtype=np.float64), 0.0)))
+    # the columns written into one C-ordered array (what np.stack(axis=-1) of the broadcast columns made,
+    # value for value, so the ranker's matrix product sees the same bits): no broadcast views, no 13
+    # expand_dims + concatenate (~40 % of this function's time a serving request)
+    out = np.empty((*np.broadcast_shapes(*(b.shape for b in base)), len(RANKER_FEATURES)))
+    for i, column in enumerate(base[:6]):
+        out[..., i] = column
+    repeat = out[..., 0] > 0
+    out[..., 6] = repeat
+    for i in range(2, 6):
+        out[..., 5 + i] = out[..., 6] * out[..., i]
+    out[..., 11] = base[6]
+    out[..., 12] = out[..., 6] * out[..., 11]
+    return out
 
 
 def campaign_orders(user_orders: sparse.csr_matrix, incidence: sparse.csr_matrix | sparse.csc_matrix) -> F64:
