@@ -49,7 +49,7 @@ from notify_core.recommend.ann import Matches
 from notify_core.recommend.distinct import distinct_products_order
 from notify_core.recommend.index import GLOBAL_SEGMENT
 from notify_core.recommend.repeat_order import repeats_in_frequency_order
-from notify_core.recommend.serving import IndexHolder, ServingSnapshot
+from notify_core.recommend.serving import IndexHolder, ServingSnapshot, UserProducts
 from notify_core.store import tables
 from notify_core.store.port import Item, KeyRange, Store
 
@@ -273,13 +273,13 @@ class Recommender:
         if found is not None:
             keep = found.rows[at] >= 0
             ann_rows, ann_sims = found.rows[at][keep], found.similarities[at][keep]
-        bought, repeat_rows, per_product = snapshot.promoted_rows(user.orders_by_product)
-        repeat_orders = np.repeat(np.fromiter((user.orders_by_product[p] for p in bought), dtype=np.float64,
-                                              count=len(bought)), per_product)
+        products = snapshot.user_products(user.orders_by_product)  # coded once for every per-product step
+        bought, repeat_rows, per_product, bought_orders = products.promoted_rows()
+        repeat_orders = np.repeat(bought_orders, per_product)
         repeat_days = np.repeat(_days_since(user, bought, now), per_product) if self.ranker is not None \
             else np.zeros(0)
-        co_rows, co_values, co_raw = self.copurchase_rows(snapshot, user) if self.weights.copurchase or self.ranker \
-            else (np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0))
+        co_rows, co_values, co_raw = self.copurchase_rows(snapshot, user, coded=products) \
+            if self.weights.copurchase or self.ranker else (np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0))
         co_k = scoring.RANKER_COPURCHASE if self.ranker is not None else scoring.COPURCHASE_CANDIDATES
         top_co = co_rows[np.lexsort((table.id_rank[co_rows], -co_values))[:co_k]] if len(co_rows) else co_rows
         popular_rows = self._popular_rows(snapshot) if self.ranker is not None else None
@@ -428,11 +428,12 @@ class Recommender:
         return out
 
     @staticmethod
-    def copurchase_rows(snapshot: ServingSnapshot,
-                        user: UserContext) -> tuple[Rows, npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    def copurchase_rows(snapshot: ServingSnapshot, user: UserContext, *, coded: UserProducts | None = None,
+                        ) -> tuple[Rows, npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """The user's co-purchase affinity in (0, 1] per campaign row, rows sorted (``scoring``'s functions
         over the version's neighbour map), and the same rows' raw BM25 score (the ranker's ``bm25``);
-        empty without a map or purchases."""
+        empty without a map or purchases. ``coded``: the user's products already coded
+        (:meth:`ServingSnapshot.user_products`), so they are not walked again."""
         neighbours = snapshot.base.copurchase if snapshot.base is not None else {}
         empty = (np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0))
         if not neighbours or not user.orders_by_product:
@@ -440,7 +441,9 @@ class Recommender:
         matrix = snapshot.base.copurchase_matrix if snapshot.base is not None else None
         promotion = snapshot.promotion()
         if matrix is not None and promotion is not None:  # the vectorised path (the same arithmetic)
-            return scoring.copurchase_campaign_rows(user.orders_by_product, matrix, promotion)
+            return scoring.copurchase_campaign_rows(
+                user.orders_by_product, matrix, promotion,
+                ordered=coded.neighbour_rows() if coded is not None else None)
         products, raw = scoring.copurchase_product_scores(user.orders_by_product,
                                                           matrix if matrix is not None else neighbours)
         promoted = snapshot.promoting(products)

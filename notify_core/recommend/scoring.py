@@ -219,6 +219,15 @@ def _weighted_column_sums(orders_by_product: Mapping[str, int], index: Mapping[s
         return None
     rows = np.fromiter((r for r, _ in known), dtype=np.int64, count=len(known))
     orders = np.fromiter((o for _, o in known), dtype=np.float64, count=len(known))
+    return _weighted_row_sums(rows, orders, indptr, indices, data, size=size)
+
+
+def _weighted_row_sums(rows: npt.NDArray[np.int64], orders: F64, indptr: npt.NDArray[Any], indices: npt.NDArray[Any],
+                       data: F64, *, size: int) -> F64 | None:
+    """:func:`_weighted_column_sums` from the ordered products' matrix ``rows`` and their ``orders`` (> 0), in
+    the user's product order (serving codes the products once a request: ``UserProducts.neighbour_rows``)."""
+    if not len(rows):
+        return None
     # weight @ matrix[rows] without scipy's per-call object overhead (~1 ms here): the rows' entries in
     # the user's order, each weight x similarity summed per column in that order (np.bincount adds
     # sequentially from 0, as scipy's sparse product does), so the sums are bit-identical to it.
@@ -282,17 +291,22 @@ class PromotionMatrix:
 
 
 def copurchase_campaign_rows(orders_by_product: Mapping[str, int], neighbours: NeighbourMatrix,
-                             promotion: PromotionMatrix) -> tuple[npt.NDArray[np.int64], F64, F64]:
+                             promotion: PromotionMatrix, *,
+                             ordered: tuple[npt.NDArray[np.int64], F64] | None = None,
+                             ) -> tuple[npt.NDArray[np.int64], F64, F64]:
     """Serving's co-purchase per campaign row, as arrays: the rows (ascending) whose best promoted product
     scores > 0, their affinity in (0, 1] (:func:`copurchase_campaigns` of :func:`copurchase_products`) and
     their raw BM25 best (:func:`campaign_best` of the second :func:`copurchase_product_scores`, 0 where
-    none). The same arithmetic as those functions (the same sums, the same max and division), vectorised."""
+    none). The same arithmetic as those functions (the same sums, the same max and division), vectorised.
+    ``ordered``: the user's ordered products already as (neighbour-matrix rows, orders) in their order
+    (serving's ``UserProducts.neighbour_rows``), so ``orders_by_product`` is not walked again."""
     empty = (np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0))
     if not len(promotion.rows):
         return empty
     if promotion.restricted is not None and promotion.compact is not None:
         indptr, indices, data, size = promotion.restricted
-        dense = _weighted_column_sums(orders_by_product, neighbours.index, indptr, indices, data, size=size)
+        dense = (_weighted_row_sums(*ordered, indptr, indices, data, size=size) if ordered is not None else
+                 _weighted_column_sums(orders_by_product, neighbours.index, indptr, indices, data, size=size))
         columns = promotion.compact
     else:
         dense, columns = _product_score_dense(orders_by_product, neighbours), promotion.columns
