@@ -281,7 +281,7 @@ class Recommender:
         co_rows, co_values, co_raw = self.copurchase_rows(snapshot, user, coded=products) \
             if self.weights.copurchase or self.ranker else (np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0))
         co_k = scoring.RANKER_COPURCHASE if self.ranker is not None else scoring.COPURCHASE_CANDIDATES
-        top_co = co_rows[np.lexsort((table.id_rank[co_rows], -co_values))[:co_k]] if len(co_rows) else co_rows
+        top_co = _best_rows(co_rows, co_values, table.id_rank, co_k)
         popular_rows = self._popular_rows(snapshot) if self.ranker is not None else None
         extra = popular_rows[0][:scoring.RANKER_POPULAR] if popular_rows is not None else np.zeros(0, dtype=np.int64)
         out = _Scored()
@@ -511,6 +511,20 @@ class _Timestamps(Mapping[str, datetime]):
 
     def __len__(self) -> int:
         return len(self._raw)
+
+
+def _best_rows(rows: Rows, values: npt.NDArray[np.float64], rank: npt.NDArray[Any], k: int) -> Rows:
+    """The ``k`` of ``rows`` with the highest ``values``, equal values by ``rank`` (the campaign id order):
+    the rows of ``rows[np.lexsort((rank[rows], -values))[:k]]``, in that order. Only the rows tied with or
+    above the k-th best value are sorted (``np.partition`` finds it): a heavy buyer has ~1,000 co-purchase
+    campaigns and the ranking takes the best 100 (sorting all of them was ~6 % of a ranking)."""
+    if len(rows) <= k:
+        return rows[np.lexsort((rank[rows], -values))]
+    if k <= 0:
+        return rows[:0]
+    negated = -values
+    near = np.flatnonzero(negated <= np.partition(negated, k - 1)[k - 1])  # every row tied with or above the k-th
+    return rows[near[np.lexsort((rank[rows[near]], negated[near]))[:k]]]
 
 
 def _sorted_unique(values: Rows) -> Rows:

@@ -35,3 +35,19 @@ def test_scatter_lookup_equals_lookup_for_unsorted_keys(keys: list[int], rows: s
     expected = _lookup(wanted, unsorted, values, default=float("nan"))
     got = _scatter_lookup(wanted, unsorted, values, default=float("nan"))
     np.testing.assert_array_equal(got, expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(n=st.integers(0, 300), k=st.integers(0, 120), distinct=st.integers(1, 40), seed=st.integers(0, 2**32 - 1))
+def test_best_rows_equal_the_full_lexsort_with_ties(n: int, k: int, distinct: int, seed: int) -> None:
+    """The co-purchase candidates: the best ``k`` rows by value then campaign-id rank, found by sorting only
+    the rows tied with or above the k-th best value, are exactly the full lexsort's first ``k``, in order
+    (few distinct values make many ties at the boundary)."""
+    from notify_core.recommend.recommender import _best_rows
+
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(1000, size=n, replace=False)).astype(np.int64)
+    values = rng.integers(1, distinct + 1, size=n) / distinct
+    rank = rng.permutation(1000).astype(np.int64)
+    expected = rows[np.lexsort((rank[rows], -values))[:k]]
+    assert _best_rows(rows, values, rank, k).tolist() == expected.tolist()
