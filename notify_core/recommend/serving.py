@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -239,8 +240,10 @@ class ServingSnapshot:
         """Stored unit vectors of rows (version rows from the index, overlay rows from the overlay)."""
         rows = np.asarray(rows, dtype=np.int64)
         dim = self.dim or 0
-        out = np.zeros((len(rows), dim), dtype=np.float32)
         in_base = rows < self.offset
+        if self.base is not None and len(rows) and in_base.all():  # no overlay row: the index's answer as is
+            return np.asarray(self.base.index.vectors(rows), dtype=np.float32)  # (no second copy)
+        out = np.zeros((len(rows), dim), dtype=np.float32)
         if in_base.any() and self.base is not None:
             out[in_base] = self.base.index.vectors(rows[in_base])
         if (~in_base).any():
@@ -319,11 +322,11 @@ class ServingSnapshot:
         neighbour rows (``scoring.copurchase_campaign_rows``) read arrays instead of walking the
         products again (a heavy buyer has hundreds; each walk was ~5 % of a request)."""
         codes = self.product_codes()
-        get, none = codes.code.get, codes.none
         products = list(orders_by_product)
         return UserProducts(
-            products=products, codes=codes,
-            code=np.fromiter((get(p, none) for p in products), dtype=np.int64, count=len(products)),
+            products=products, codes=codes,  # map over dict.get: no generator frame a product
+            code=np.fromiter(map(codes.code.get, products, repeat(codes.none, len(products))), dtype=np.int64,
+                             count=len(products)),
             orders=np.fromiter(orders_by_product.values(), dtype=np.float64, count=len(products)))
 
     def promotion(self) -> PromotionMatrix | None:

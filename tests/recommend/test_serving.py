@@ -186,3 +186,20 @@ def test_user_products_coded_once_give_promoted_rows_and_neighbour_rows_exactly(
         walked = [(index[p], float(o)) for p, o in orders.items() if o > 0 and p in index]
         assert neighbour.tolist() == [r for r, _ in walked] and neighbour_orders.tolist() == [o for _, o in walked]
     assert snap.user_products({}).promoted_rows()[0] == []
+
+
+def test_snapshot_vectors_of_version_rows_are_the_index_answer_and_overlay_rows_still_merge(world: World) -> None:
+    """:meth:`ServingSnapshot.vectors` returns the index's answer as is when every row is a version row (no
+    second copy), and still merges overlay rows from the overlay when some are not."""
+    base = world.holder.snapshot()
+    rows = np.array([3, 0, 3, len(base.table) - 1], dtype=np.int64)
+    assert base.base is not None
+    assert base.vectors(rows).tobytes() == np.asarray(base.base.index.vectors(rows), dtype=np.float32).tobytes()
+    added = OverlayEntry(campaign_id="new-4", content_hash="x", updated_at="2099-01-01T00:00:00+00:00",
+                         campaign={"campaign_id": "new-4"}, vector=world.vectors[4])
+    snap = world.holder.upsert([added])
+    mixed = np.array([1, snap.offset, 2], dtype=np.int64)
+    got = snap.vectors(mixed)
+    assert got[[0, 2]].tobytes() == np.asarray(snap.base.index.vectors(mixed[[0, 2]])).tobytes()  # type: ignore[union-attr]
+    assert got[1].tobytes() == snap.overlay.matrix[0].tobytes()
+    assert snap.vectors(np.zeros(0, dtype=np.int64)).shape == (0, snap.dim)
