@@ -217,7 +217,7 @@ class IvfIndex:
         by its stored vector, and ``reconstruct_batch`` cost ~20 us a request where a gather costs ~2.
         The same floats, so the same cosines bit for bit. Re-made if the index grew (``ntotal`` changed:
         ``add`` may move the storage); a serving index never grows."""
-        if self._ivf:
+        if self._ivf or not hasattr(self._index, "get_xb"):  # only a flat index stores its floats as they are
             return None
         total = int(self._index.ntotal)
         cached = self._flat_view
