@@ -149,3 +149,61 @@ def test_the_promoted_columns_copy_of_the_neighbour_matrix_gives_the_full_matrix
             assert a.tolist() == b.tolist()  # exact, not approx
         answered += bool(len(got[0]))
     assert answered > 50
+
+
+def test_copurchase_rows_from_pre_coded_products_equal_the_mapping_walk_exactly() -> None:
+    """Serving codes a user's products once a request and hands :func:`scoring.copurchase_campaign_rows` the
+    (neighbour rows, orders) pairs (``ordered=``) instead of the mapping: the same rows, affinities and
+    raw bests bit for bit, with unknown products, zero orders and an empty answer among the cases."""
+    rng = np.random.default_rng(13)
+    products, campaigns = 50, 20
+    pids = [f"p{i:02d}" for i in range(products)]
+    neighbours = {pids[p]: [(pids[o], float(rng.random())) for o in rng.choice(products, 5, replace=False) if o != p]
+                  for p in range(products - 4)}
+    table = scoring.NeighbourMatrix.of(neighbours)
+    promoting = {pids[p]: np.asarray(sorted(rng.choice(campaigns, 2, replace=False)), dtype=np.int64)
+                 for p in range(0, products, 2)}
+    promotion = scoring.PromotionMatrix.of(table, lambda pid: promoting.get(pid))
+    for case in range(150):
+        mine = {pids[p]: int(rng.integers(0, 5)) for p in rng.choice(products, int(rng.integers(0, 9)), replace=False)}
+        if case % 3 == 0:
+            mine["not-in-the-map"] = 2
+        known = [(table.index[p], float(o)) for p, o in mine.items() if o > 0 and p in table.index]
+        ordered = (np.asarray([r for r, _ in known], dtype=np.int64), np.asarray([o for _, o in known]))
+        got = scoring.copurchase_campaign_rows(mine, table, promotion, ordered=ordered)
+        expected = scoring.copurchase_campaign_rows(mine, table, promotion)
+        for a, b in zip(got, expected, strict=True):
+            assert a.tolist() == b.tolist()  # exact, not approx
+
+
+def test_ranker_features_are_the_stacked_broadcast_columns_bit_for_bit() -> None:
+    """:func:`scoring.ranker_features` writes its columns into one array: the same values, shape and
+    C order as stacking the broadcast columns (its former construction), for 1-D, 2-D and scalar inputs,
+    so the ranker's matrix product sees the same bits."""
+
+    def stacked(**kw: object) -> np.ndarray:
+        orders = np.maximum(np.asarray(kw["campaign_orders"], dtype=np.float64), 0.0)
+        days = np.asarray(kw["days_since"], dtype=np.float64)
+        recency = np.where(np.isfinite(days), np.exp(-np.maximum(days, 0.0) / scoring.RECENCY_DAYS), 0.0)
+        base = np.broadcast_arrays(np.log1p(orders), recency, np.asarray(kw["copurchase"], dtype=np.float64),
+                                   np.asarray(kw["similarity"], dtype=np.float64),
+                                   np.asarray(kw["popularity"], dtype=np.float64),
+                                   np.asarray(scoring.priority_term(kw["priority"]), dtype=np.float64),
+                                   np.log1p(np.maximum(np.asarray(kw["bm25"], dtype=np.float64), 0.0)))
+        repeat = (base[0] > 0).astype(np.float64)
+        return np.stack([*base[:6], repeat, *(repeat * b for b in base[2:6]), base[6], repeat * base[6]], axis=-1)
+
+    rng = np.random.default_rng(3)
+    n = 40
+    one_d = dict(campaign_orders=rng.integers(0, 4, n).astype(float), days_since=np.where(rng.random(n) < 0.3, np.inf,
+                 rng.random(n) * 90), copurchase=rng.random(n), similarity=rng.normal(size=n),
+                 popularity=0.0, priority=rng.integers(1, 6, n), bm25=rng.normal(size=n))
+    two_d = {k: (np.reshape(v, (5, 8)) if isinstance(v, np.ndarray) else v) for k, v in one_d.items()}
+    scalars = dict(campaign_orders=3, days_since=30.0, copurchase=0.5, similarity=-0.0, popularity=0.7, priority=2,
+                   bm25=1.5)
+    for kw in (one_d, two_d, scalars):
+        got, expected = scoring.ranker_features(**kw), stacked(**kw)  # type: ignore[arg-type]
+        assert got.shape == expected.shape and got.flags.c_contiguous
+        assert got.tobytes() == expected.tobytes()
+        ranker = scoring.SERVING_RANKER
+        assert scoring.ranker_score(ranker, got).tobytes() == scoring.ranker_score(ranker, expected).tobytes()

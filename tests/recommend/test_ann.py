@@ -118,3 +118,21 @@ def test_manifests_of_the_first_format_still_load() -> None:
     assert manifest.kind == "hnsw" and manifest.search_effort == 256
     assert manifest.params == {"connectivity": 16, "expansion_add": 128}
     assert manifest.extra["unknown"] == {"future_field": 1} and manifest.recall_passed is True
+
+
+def test_the_exact_index_gives_its_stored_vectors_bit_for_bit_by_a_read_only_view() -> None:
+    """The exact (flat) index answers ``vectors`` from a zero-copy view of its storage: the same floats
+    as faiss's own ``reconstruct_batch``, read-only, and still right after the index grows."""
+    rng = np.random.default_rng(5)
+    index = IvfIndex.build(rng.normal(size=(50, 16)).astype(np.float32))
+    assert index.exact
+    rows = np.array([0, 7, 7, 49, 3], dtype=np.int64)
+    expected = np.asarray(index._index.reconstruct_batch(rows), dtype=np.float32)
+    got = index.vectors(rows)
+    assert got.tobytes() == expected.tobytes()
+    view = index._flat_vectors()
+    assert view is not None and not view.flags.writeable
+    index._index.add(unit_rows(rng.normal(size=(30, 16)).astype(np.float32)))  # storage may move
+    rows = np.array([1, 60, 79], dtype=np.int64)
+    assert index.vectors(rows).tobytes() == np.asarray(index._index.reconstruct_batch(rows)).tobytes()
+    assert index.vectors(np.zeros(0, dtype=np.int64)).shape == (0, 16)

@@ -155,3 +155,51 @@ def test_promoted_rows_are_promoting_as_arrays_with_shadowed_rows_left_out(world
         assert lengths.tolist() == [len(r) for r in expected.values()]
         assert rows.tolist() == [int(r) for r in np.concatenate(list(expected.values()))]
     assert "p-new" in bought and not snap.shadowed[rows].any()
+
+
+def test_user_products_coded_once_give_promoted_rows_and_neighbour_rows_exactly(world: World) -> None:
+    """A request codes the user's products once (:meth:`ServingSnapshot.user_products`); the promoted rows
+    read from the codes are :meth:`promoted_rows`' answer (products, rows, lengths, in order) plus each kept
+    product's orders, on the base snapshot and on one whose overlay adds and shadows campaigns; products
+    the snapshot does not know get the sentinel code and nothing else."""
+    holder = world.holder
+    base = holder.snapshot()
+    products = list(base.table.products)[:6]
+    added = OverlayEntry(campaign_id="new-3", content_hash="x", updated_at="2099-01-01T00:00:00+00:00",
+                         campaign={"campaign_id": "new-3", "product_ids": [products[0], "p-new"]},
+                         vector=world.vectors[1])
+    edited_id = base.table.ids[int(base.table.products[products[1]][0])]
+    edited = OverlayEntry(campaign_id=edited_id, content_hash="y", updated_at="2099-01-01T00:00:00+00:00",
+                          campaign={"campaign_id": edited_id, "product_ids": ["p-other"]}, vector=world.vectors[2])
+    for snap in (base, holder.upsert([added, edited])):
+        orders = {p: i + 1 for i, p in enumerate([*reversed(products), "p-new", "unknown"])}
+        coded = snap.user_products(orders)
+        bought, rows, lengths, bought_orders = coded.promoted_rows()
+        expected = snap.promoted_rows(orders)
+        assert bought == expected[0]
+        assert rows.tolist() == expected[1].tolist() and lengths.tolist() == expected[2].tolist()
+        assert bought_orders.tolist() == [float(orders[p]) for p in bought]
+        assert coded.code[list(orders).index("unknown")] == coded.codes.none
+        matrix = snap.base.copurchase_matrix if snap.base is not None else None
+        index = matrix.index if matrix is not None else {}
+        neighbour, neighbour_orders = coded.neighbour_rows()
+        walked = [(index[p], float(o)) for p, o in orders.items() if o > 0 and p in index]
+        assert neighbour.tolist() == [r for r, _ in walked] and neighbour_orders.tolist() == [o for _, o in walked]
+    assert snap.user_products({}).promoted_rows()[0] == []
+
+
+def test_snapshot_vectors_of_version_rows_are_the_index_answer_and_overlay_rows_still_merge(world: World) -> None:
+    """:meth:`ServingSnapshot.vectors` returns the index's answer as is when every row is a version row (no
+    second copy), and still merges overlay rows from the overlay when some are not."""
+    base = world.holder.snapshot()
+    rows = np.array([3, 0, 3, len(base.table) - 1], dtype=np.int64)
+    assert base.base is not None
+    assert base.vectors(rows).tobytes() == np.asarray(base.base.index.vectors(rows), dtype=np.float32).tobytes()
+    added = OverlayEntry(campaign_id="new-4", content_hash="x", updated_at="2099-01-01T00:00:00+00:00",
+                         campaign={"campaign_id": "new-4"}, vector=world.vectors[4])
+    snap = world.holder.upsert([added])
+    mixed = np.array([1, snap.offset, 2], dtype=np.int64)
+    got = snap.vectors(mixed)
+    assert got[[0, 2]].tobytes() == np.asarray(snap.base.index.vectors(mixed[[0, 2]])).tobytes()  # type: ignore[union-attr]
+    assert got[1].tobytes() == snap.overlay.matrix[0].tobytes()
+    assert snap.vectors(np.zeros(0, dtype=np.int64)).shape == (0, snap.dim)
