@@ -126,8 +126,9 @@ def s3_server() -> Iterator[object]:
 
 # ==================================================================================================
 # Signal hygiene: a test must not leave the pytest process ignoring a signal. An ignored signal is
-# inherited by every process a later test starts (a shell cannot even trap it), so one leak broke
-# dagster dev's stop test only inside the full suite (SigIgn 0x80004007). This names the leaking test.
+# inherited by every process a later test starts (a shell cannot even trap it): dagster dev's stop test
+# failed that way in suites started with `nohup ... &` (the launcher's ignores, not a test's). This guard
+# names any test that would do the same from inside the suite.
 # ==================================================================================================
 def _ignored_signals() -> set[int]:
     """Signals 1-31 this process ignores, from the kernel's own view (catches C libraries too)."""

@@ -38,9 +38,11 @@ def _diagnose(pid: int) -> str:
 
 
 def _default_signals() -> None:
-    """Start the script as a shell or supervisor would, with TERM/INT/HUP/QUIT at their defaults: inside the
-    full suite this process had them ignored (SigIgn 0x80004007, measured), a shell cannot trap a signal
-    ignored on entry, so the script never saw SIGTERM. Which earlier test leaves them ignored: not found yet."""
+    """Start the script as a shell or supervisor would, with TERM/INT/HUP/QUIT at their defaults. A suite
+    started in the background inherits some of them ignored (``nohup`` ignores HUP, a non-interactive shell's
+    ``&`` job INT and QUIT: SigIgn 0x181001007 measured for ``(nohup .ci/run &)``), a shell cannot trap a
+    signal ignored on entry, and the script then never saw SIGTERM. No test changes them (the signal guard
+    in conftest.py checks every test)."""
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(signum, signal.SIG_DFL)
 
