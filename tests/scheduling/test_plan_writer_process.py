@@ -129,6 +129,7 @@ def test_kill_9_of_the_writer_process_fails_the_run_without_hanging(tmp_path: Pa
     with pytest.raises(PlanWriterLost):
         plan_and_store(store, users=us, campaigns=CAMPS, candidates=source, plan_day=DAY, chunk_users=40)
     assert killed and time.monotonic() - started < 120
+    assert _handover_folders(os.getpid()) == []  # the chunk it never read is not left in shared memory
     plans = _whole_chunks(store)
     assert plans
     rerun = plan_and_store(store, users=us, campaigns=CAMPS, candidates=cands, plan_day=DAY, chunk_users=40)
@@ -155,6 +156,13 @@ _RUN = textwrap.dedent("""
                    chunk_users=40, progress=slow)
     print("done", flush=True)
 """)
+
+
+def _handover_folders(pid: int) -> list[Path]:
+    import tempfile
+
+    return [f for base in (Path("/dev/shm"), Path(tempfile.gettempdir()))
+            for f in base.glob(f"notify-plan-writer-{pid}-*")]
 
 
 def _gone(pid: int, within_s: float) -> bool:
@@ -192,8 +200,10 @@ def test_kill_9_of_the_run_takes_the_writer_process_with_it(tmp_path: Path) -> N
     assert all(_gone(pid, 10) for pid in writers)
     store = _store(path)
     plans = _whole_chunks(store)
+    assert _handover_folders(child.pid)  # kill -9 skipped its clean-up
     us, cands = _users(400), _candidates(400)
     rerun = plan_and_store(store, users=us, campaigns=CAMPS, candidates=cands, plan_day=DAY, chunk_users=40)
+    assert _handover_folders(child.pid) == []  # the killed run's hand-over folder was swept by the next run
     clean = _store(tmp_path / "clean.sqlite")
     first = plan_and_store(clean, users=us, campaigns=CAMPS, candidates=cands, plan_day=DAY, chunk_users=40)
     assert rerun.writes.inserted == first.writes.inserted - len(plans) > 0
