@@ -12,7 +12,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
@@ -35,6 +35,7 @@ from notify_core.scheduling.models import CAMPAIGNS, CANDIDATES, USERS, PlanOpti
 from notify_core.scheduling.planner import ChunkInput, Ledger, PlanStats, plan_chunks
 from notify_core.scheduling.store import WriteSummary, day_items, load_state, plan_item_frame, write_plans
 from notify_core.scheduling.timezones import SPAN_MINUTES, to_minutes
+from notify_core.scheduling.writer import PlanWriterProcess, opener_for
 from notify_core.schemas import SCHEMAS
 from notify_core.store import tables
 from notify_core.store.port import Store
@@ -77,6 +78,10 @@ class PlanRun:
     # Beside ``seconds`` it shows how far the pipeline's two threads overlap and how long the writer waited
     # (for the GIL or the disk): write wall minus write CPU.
     cpu_seconds: dict[str, float] = field(default_factory=dict)
+    # Where the chunks were written: "process" (:mod:`.writer`; ``cpu_seconds["write"]`` is then that
+    # process's CPU), "thread", or "inline" (one chunk, or pipeline off); and the writer process's peak RSS.
+    writer: str = "inline"
+    writer_peak_rss_mb: float = 0.0
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -203,7 +208,7 @@ def plan_and_store(
     now: datetime | None = None, options: PlanOptions | None = None, shards: int = DEFAULT_SHARDS,
     chunk_users: int = CHUNK_USERS, candidate_source: str = "given",
     progress: Callable[[int, int], None] | None = None, ledger: Ledger | None = None, pipeline: bool = True,
-    switch_interval_s: float | None = PIPELINE_SWITCH_INTERVAL_S,
+    switch_interval_s: float | None = PIPELINE_SWITCH_INTERVAL_S, writer_process: bool = True,
 ) -> PlanRun:
     """Plan ``users`` in chunks (history and interactions from the Store) and write each chunk's plan.
 
@@ -212,7 +217,10 @@ def plan_and_store(
     chunks' users are disjoint, so chunk n+1 reads nothing chunk n writes; the ledger is only touched by
     planning, in this thread. Measured at 300k users in 100k chunks: 34 s against 57 s sequential.
 
-    ``switch_interval_s``: the GIL hand-over interval while pipelined (:data:`PIPELINE_SWITCH_INTERVAL_S`;
+    ``writer_process`` (pipelined, and a Store the process can reopen: :func:`.writer.opener_for`): the
+    chunks are written by :class:`.writer.PlanWriterProcess`, its own GIL and SQLite connection, on the
+    other core; else by a thread. Same writes, same order, one chunk in flight either way.
+    ``switch_interval_s``: the GIL hand-over interval while a writer thread runs (:data:`PIPELINE_SWITCH_INTERVAL_S`;
     ``None`` keeps the interpreter's), so the writer's per-row GIL take-backs do not wait 5 ms each.
     ``progress(users_done, users_total)`` is called after each chunk is written (for a live display).
     ``candidates``: a frame of every user's, or a :data:`CandidateSource` asked for each chunk's users."""
@@ -268,9 +276,37 @@ def plan_and_store(
             progress(min((k + 1) * chunk_users, users.height), users.height)
 
     pipeline = pipeline and users.height > chunk_users  # one chunk: nothing to overlap
-    writer = ThreadPoolExecutor(1, thread_name_prefix="plan-writer") if pipeline else None
-    in_flight: tuple[int, Future[WriteSummary]] | None = None
-    with gil_handover(switch_interval_s if pipeline else None):
+    opener = opener_for(store) if pipeline and writer_process else None
+    process = PlanWriterProcess(opener[0], clock=opener[1]) if opener is not None else None
+    writer = ThreadPoolExecutor(1, thread_name_prefix="plan-writer") if pipeline and process is None else None
+    in_flight: tuple[int, Callable[[], WriteSummary]] | None = None
+    process_rss = 0.0
+
+    def hand_over(frame: pl.DataFrame, ids: list[str], existing: dict[str, list[Any]],
+                  items: pl.DataFrame | None) -> Callable[[], WriteSummary]:
+        """Start one chunk's write; the returned call waits for it (and raises its error)."""
+        nonlocal process, writer
+        if process is not None and not process.started():  # could not spawn here: keep the writer thread
+            process.close()
+            process, writer = None, ThreadPoolExecutor(1, thread_name_prefix="plan-writer")
+        if process is None:
+            assert writer is not None
+            return writer.submit(write, frame, ids, existing, items).result
+        future = process.submit(plan=frame, user_ids=ids, plan_day=day, shards=shards,
+                                existing=existing, items=items)
+
+        def wait() -> WriteSummary:
+            nonlocal process_rss
+            assert process is not None
+            done = process.result(future)
+            seconds["write"] += done.wall_s
+            cpu["write"] += done.cpu_s
+            process_rss = max(process_rss, done.peak_rss_mb)
+            return done.summary
+
+        return wait
+
+    with gil_handover(switch_interval_s if writer is not None else None):
         try:
             for k, plan in enumerate(plan_chunks(chunks(), campaigns, plan_day=plan_day, total_users=users.height,
                                                  now=now, options=options, ledger=ledger, campaign_counts=counts)):
@@ -280,19 +316,21 @@ def plan_and_store(
                 found = plan_violations(plan.frame, part, capacity=opts.minute_capacity)
                 violations = {name: violations.get(name, 0) + v for name, v in found.items()}
                 stats = stats + plan.stats
-                if writer is None:
+                if not pipeline:
                     written(k, write(plan.frame, ids, states.pop(k).day_items))
                     continue
                 # The items' shape (shards: a blake2 per user) is built here, beside the busy writer.
                 items = plan_item_frame(plan.frame, shards=shards) if not plan.frame.is_empty() else None
                 if in_flight is not None:  # one chunk in flight: wait for it before handing over the next
-                    written(in_flight[0], in_flight[1].result())
-                in_flight = (k, writer.submit(write, plan.frame, ids, states.pop(k).day_items, items))
+                    written(in_flight[0], in_flight[1]())
+                in_flight = (k, hand_over(plan.frame, ids, states.pop(k).day_items, items))
             if in_flight is not None:
-                written(in_flight[0], in_flight[1].result())
+                written(in_flight[0], in_flight[1]())
         finally:
             if writer is not None:
                 writer.shutdown(wait=True)
+            if process is not None:
+                process.close()
     cpu["main"] = time.thread_time() - main_cpu - (0.0 if pipeline else cpu["write"])
     busiest = ledger.loads.argsort()[-3:][::-1]
     loads = {(ledger.base + _minutes(int(m))).strftime("%Y-%m-%dT%H:%M"): int(ledger.loads[m])
@@ -300,7 +338,9 @@ def plan_and_store(
     stats = replace(stats, peak_minute_load=ledger.peak(), capacity_violations=ledger.violations(opts.minute_capacity))
     violations["over_capacity"] = stats.capacity_violations  # across chunks, from the shared ledger
     return PlanRun(plan_day=day, candidate_source=candidate_source, stats=stats, writes=writes, minute_loads=loads,
-                   violations=violations, seconds=seconds, cpu_seconds=cpu)
+                   violations=violations, seconds=seconds, cpu_seconds=cpu,
+                   writer="process" if process is not None else "thread" if writer is not None else "inline",
+                   writer_peak_rss_mb=process_rss)
 
 
 def _minutes(m: int) -> timedelta:

@@ -141,7 +141,8 @@ def write_plans(
     pending notifications are cancelled). ``existing`` (from :func:`day_items` / :func:`load_state`)
     saves the per-user queries when the caller already made them. ``items``: ``plan_item_frame(plan,
     shards=shards)`` when the caller made it (the pipelined plan makes it on the planning thread, so the
-    writer thread, the run's critical path, does not).
+    writer, the run's critical path, does not); ``plan`` is then only read when ``items`` is None (the
+    writer process is sent an empty plan beside the items).
     """
     plans = store.table(tables.PLANS)
     schedules = store.table(tables.SCHEDULES)
@@ -152,7 +153,7 @@ def write_plans(
     if items is None and not plan.is_empty():
         items = plan_item_frame(plan, shards=shards)
     frame = (items.filter(pl.col("user_id").is_in(pl.Series(user_ids, dtype=pl.String)))
-             if items is not None and not plan.is_empty() else pl.DataFrame())
+             if items is not None and not items.is_empty() else pl.DataFrame())
     bulk = frame
     new_by_user: dict[str, list[Item]] = {}
     if compared and not frame.is_empty():

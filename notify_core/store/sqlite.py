@@ -17,6 +17,7 @@ and processes (the delivery worker and the consumer rely on that to claim work e
 
 from __future__ import annotations
 
+import functools
 import operator
 import os
 import re
@@ -226,6 +227,11 @@ class SqliteStore:
         conn = self.connection()
         conn.execute("PRAGMA cache_size=-262144")  # 256 MiB
         conn.execute("PRAGMA wal_autocheckpoint=100000")  # pages (~400 MB of WAL)
+
+    def reopener(self) -> functools.partial[SqliteStore]:
+        """A picklable ``opener(clock=...)`` of this same file in another process (the plan writer
+        process, :mod:`notify_core.scheduling.writer`): its own connection, the same file and pragmas."""
+        return functools.partial(SqliteStore, self.path)
 
     def close(self) -> None:
         self._connections.close_all()

@@ -48,7 +48,9 @@ def test_a_pipelined_run_uses_the_short_interval_then_restores_it(tmp_path: Path
         return cands.filter(pl.col("user_id").is_in(ids))
 
     before = sys.getswitchinterval()
-    run = plan_and_store(store, users=us, campaigns=CAMPS, candidates=source, plan_day=DAY, chunk_users=40)
+    run = plan_and_store(store, users=us, campaigns=CAMPS, candidates=source, plan_day=DAY, chunk_users=40,
+                         writer_process=False)  # the writer thread: the one that shares the GIL
+    assert run.writer == "thread"
     assert seen == [pytest.approx(PIPELINE_SWITCH_INTERVAL_S)] * 3
     assert sys.getswitchinterval() == before
     assert set(run.cpu_seconds) == {"main", "write"}
@@ -59,6 +61,12 @@ def test_a_pipelined_run_uses_the_short_interval_then_restores_it(tmp_path: Path
     plan_and_store(SqliteStore(tmp_path / "seq.sqlite", clock=ManualClock(STORE_NOW)), users=us, campaigns=CAMPS,
                    candidates=source, plan_day=DAY, chunk_users=40, pipeline=False)
     assert seen == [before] * 3
+    # the writer process has its own GIL: nothing to hand over in this one, the interval is left alone
+    seen.clear()
+    run = plan_and_store(SqliteStore(tmp_path / "proc.sqlite", clock=ManualClock(STORE_NOW)), users=us,
+                         campaigns=CAMPS, candidates=source, plan_day=DAY, chunk_users=40)
+    assert run.writer == "process" and seen == [before] * 3
+    assert run.cpu_seconds["write"] > 0 and run.writer_peak_rss_mb > 0
     store.close()
 
 
