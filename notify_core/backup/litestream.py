@@ -13,7 +13,6 @@ with "unable to add custom RootCAs".
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from notify_core.errors import BackendError, ConfigurationError
+from notify_core.orphans import set_parent_death_signal
 
 SYNC_INTERVAL = "200ms"  # how often the WAL is shipped: the replication lag, so the RPO without the stream
 MONITOR_INTERVAL = "100ms"
@@ -66,12 +66,9 @@ def render_config(databases: Mapping[Path, Mapping[str, Any]]) -> str:
 
 
 def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when ``notify backup`` dies, even by ``kill -9`` (Linux
-    ``PR_SET_PDEATHSIG``), so no orphan keeps writing beside a database that is being restored."""
-    import ctypes
-
-    with contextlib.suppress(OSError):  # not Linux: no such guard, nothing else changes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    """In the child before exec: SIGTERM when ``notify backup`` dies, even by ``kill -9``, so no orphan
+    keeps writing beside a database that is being restored."""
+    set_parent_death_signal(signal.SIGTERM)
 
 
 class Litestream:

@@ -14,7 +14,7 @@ SQLite connection, the poll, the writes and the commits, in the same order as wi
 commit-after-write rule (and every crash guarantee that follows from it) is untouched: the process
 only turns bytes into bytes. If it dies (``kill -9``, out of memory) the consumer notices on the
 batch's future, starts a fresh one and decodes that batch itself meanwhile: a batch is never skipped.
-If the consumer dies, the process notices its parent is gone within ``_ORPHAN_CHECK_S`` and exits.
+If the consumer dies, the process notices its parent is gone within ``notify_core.orphans.ORPHAN_CHECK_S`` and exits.
 """
 
 from __future__ import annotations
@@ -23,31 +23,23 @@ import logging
 import multiprocessing
 import os
 import signal
-import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
+from notify_core.orphans import exit_when_orphaned
+
 log = logging.getLogger(__name__)
 
-_ORPHAN_CHECK_S = 0.5
 _T = TypeVar("_T")
-
-
-def _watch_parent(parent_pid: int) -> None:
-    while True:
-        time.sleep(_ORPHAN_CHECK_S)
-        if os.getppid() != parent_pid:  # the consumer died (kill -9): nothing will ever read our results
-            os._exit(0)
 
 
 def _init_worker(parent_pid: int) -> None:
     """In the decoding process, once: Ctrl-C is the consumer's to handle (it finishes and commits the
     batch in hand, which needs this process's results), an orphan exits, imports and GC tuning up front."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="notify-decoder-watch").start()
+    exit_when_orphaned(parent_pid, code=0)  # the consumer died (kill -9): nothing will ever read our results
     from notify_core.events.consumer import tune_gc_for_ingest
 
     tune_gc_for_ingest()

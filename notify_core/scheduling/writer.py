@@ -27,16 +27,12 @@ judges TTL expiry of the few items re-read for repairs, whose TTLs are days away
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import multiprocessing
 import os
 import shutil
 import signal
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -49,12 +45,12 @@ import polars as pl
 
 from notify_core.clock import Clock, ManualClock
 from notify_core.errors import BackendError
+from notify_core.orphans import exit_when_orphaned, set_parent_death_signal
 from notify_core.scheduling.store import WriteSummary, write_plans
 from notify_core.store.port import Item, Store
 
 log = logging.getLogger(__name__)
 
-_ORPHAN_CHECK_S = 0.5
 # Opens the same Store in another process, given the clock to use there (SqliteStore.reopener()).
 StoreOpener = Callable[..., Store]
 
@@ -78,26 +74,11 @@ _STORE: Store | None = None
 _CLOCK: ManualClock | None = None
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent_pid:  # the parent died before the guard was set
-        os._exit(1)
-
-    def watch() -> None:  # the guard where prctl is missing; harmless beside it
-        while True:
-            time.sleep(_ORPHAN_CHECK_S)
-            if os.getppid() != parent_pid:
-                os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="plan-writer-watch").start()
-
-
 def _init(parent_pid: int, opener: StoreOpener) -> None:
     """Once, in the process: die with the parent, Ctrl-C is the parent's, open the Store for bulk writes."""
     global _STORE, _CLOCK
-    _die_with_parent(parent_pid)
+    set_parent_death_signal(signal.SIGKILL)
+    exit_when_orphaned(parent_pid, code=1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _CLOCK = ManualClock(0.0)
     _STORE = opener(clock=_CLOCK)
