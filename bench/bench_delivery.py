@@ -61,11 +61,10 @@ LEAD_S = 6.0
 SECRET = "bench-secret"
 
 
-def _extra_worker(store_path: str, url: str, offset: float, minute: int, n: int, budget: float, concurrency: int,
-                  done: Any, cpu: Any) -> None:
-    """One more ``notify worker`` process on the same Store (what an operator gets by starting it twice): the
-    same loop, its own GIL and SQLite connection; claims keep the two from sending one notification twice."""
-    store = SqliteStore(Path(store_path))
+def _deliver(store: SqliteStore, *, url: str, offset: float, minute: int, n: int, budget: float, concurrency: int,
+             done: Any) -> float:
+    """The ``notify worker`` loop on ``store`` until every process together has delivered ``n`` (``done`` is
+    their shared count) or the budget is spent; returns this process's CPU seconds (all its threads)."""
     clock = OffsetClock(offset)
     worker = DeliveryWorker(store, WebhookChannel(url, secret=SECRET, clock=clock),
                             public_base_url="http://127.0.0.1:8080", clock=clock,
@@ -86,9 +85,17 @@ def _extra_worker(store_path: str, url: str, offset: float, minute: int, n: int,
     cpu0 = time.process_time()
     worker.run_forever(stop, on_pass=watch)
     worker.close()
+    return time.process_time() - cpu0
+
+
+def _extra_worker(store_path: str, cpu: Any, **deliver: Any) -> None:
+    """One more ``notify worker`` process on the same Store (what an operator gets by starting it twice): the
+    same loop, its own GIL and SQLite connection; claims keep the two from sending one notification twice."""
+    store = SqliteStore(Path(store_path))
+    used = _deliver(store, **deliver)
     store.close()
     with cpu.get_lock():
-        cpu.value += time.process_time() - cpu0
+        cpu.value += used
 
 
 def run_once(n: int, spread_s: float, *, concurrency: int, processes: int = 1) -> dict[str, Any]:
@@ -104,39 +111,20 @@ def run_once(n: int, spread_s: float, *, concurrency: int, processes: int = 1) -
         assert sink.stdout is not None
         port = json.loads(sink.stdout.readline())["port"]
         offset = (minute - LEAD_S) - time.time()  # "now" is LEAD_S before the minute starts
-        clock = OffsetClock(offset)
-        worker = DeliveryWorker(store, WebhookChannel(f"http://127.0.0.1:{port}/hook", secret=SECRET, clock=clock),
-                                public_base_url="http://127.0.0.1:8080", clock=clock,
-                                options=WorkerOptions(concurrency=concurrency, lookback_minutes=2))
-        stop = threading.Event()
-        budget = LEAD_S + spread_s + 240
         spawn = multiprocessing.get_context("spawn")
         done, extra_cpu = spawn.Value("q", 0), spawn.Value("d", 0.0)
-        extras = [spawn.Process(target=_extra_worker, args=(str(root / "store.sqlite"), f"http://127.0.0.1:{port}/hook",
-                                                             offset, minute, n, budget, concurrency, done, extra_cpu))
+        deliver = {"url": f"http://127.0.0.1:{port}/hook", "offset": offset, "minute": minute, "n": n,
+                   "budget": LEAD_S + spread_s + 240, "concurrency": concurrency, "done": done}
+        extras = [spawn.Process(target=_extra_worker, args=(str(root / "store.sqlite"), extra_cpu), kwargs=deliver)
                   for _ in range(processes - 1)]
         for proc in extras:
             proc.start()
-        counted = 0
-
-        def watch(_step: Any) -> None:
-            nonlocal counted
-            total = worker.totals.delivered + worker.totals.dead_lettered
-            with done.get_lock():
-                done.value += total - counted
-                finished = done.value >= n
-            counted = total
-            if finished or clock.now() - minute > budget:
-                stop.set()
-
-        cpu0, children0 = time.process_time(), _children_cpu()
-        worker.run_forever(stop, on_pass=watch)
-        worker.close()
+        own_cpu = _deliver(store, **deliver)
         for proc in extras:
             proc.join()
         children0 = _children_cpu()  # the extra workers are waited-for children now: not the sink's CPU
         # every thread of every worker process: the workers' whole CPU (the extra processes report their own)
-        worker_cpu = time.process_time() - cpu0 + extra_cpu.value
+        worker_cpu = own_cpu + extra_cpu.value
         sink.terminate()
         sink.wait()
         sink_cpu = _children_cpu() - children0
