@@ -10,7 +10,7 @@ import pytest
 
 from notify_core.errors import NotFoundError
 from notify_core.recommend.index import CURRENT, INDEX_FILES, PREFIX, current_version, publish
-from notify_core.recommend.serving import IndexHolder, OverlayEntry
+from notify_core.recommend.serving import IndexHolder, OverlayEntry, ServingSnapshot
 from tests.recommend.conftest import World
 
 
@@ -135,19 +135,25 @@ def test_overlay_entries_a_newer_build_holds_stop_mattering(world: World) -> Non
     assert len(world.holder.snapshot().overlay) == 0  # the current build (newer) holds the same content
 
 
-def test_promoted_rows_are_promoting_as_arrays_with_shadowed_rows_left_out(world: World) -> None:
-    """The per-snapshot spans serving reads repeat candidates from give exactly :meth:`promoting`'s rows,
-    in the products' order, for a snapshot whose overlay adds a campaign and shadows an edited one."""
+def _base_and_overlaid(world: World, products: list[str], *, added_id: str) -> tuple[ServingSnapshot, ServingSnapshot]:
+    """The base snapshot, and one whose overlay adds ``added_id`` (promoting ``products[0]`` and a product
+    the base does not know) and edits the campaign of ``products[1]`` away from it (shadowing it)."""
     holder = world.holder
     base = holder.snapshot()
-    products = list(base.table.products)[:6]
-    added = OverlayEntry(campaign_id="new-2", content_hash="x", updated_at="2099-01-01T00:00:00+00:00",
-                         campaign={"campaign_id": "new-2", "product_ids": [products[0], "p-new"]},
+    added = OverlayEntry(campaign_id=added_id, content_hash="x", updated_at="2099-01-01T00:00:00+00:00",
+                         campaign={"campaign_id": added_id, "product_ids": [products[0], "p-new"]},
                          vector=world.vectors[1])
     edited_id = base.table.ids[int(base.table.products[products[1]][0])]
     edited = OverlayEntry(campaign_id=edited_id, content_hash="y", updated_at="2099-01-01T00:00:00+00:00",
                           campaign={"campaign_id": edited_id, "product_ids": ["p-other"]}, vector=world.vectors[2])
-    for snap in (base, holder.upsert([added, edited])):
+    return base, holder.upsert([added, edited])
+
+
+def test_promoted_rows_are_promoting_as_arrays_with_shadowed_rows_left_out(world: World) -> None:
+    """The per-snapshot spans serving reads repeat candidates from give exactly :meth:`promoting`'s rows,
+    in the products' order, for a snapshot whose overlay adds a campaign and shadows an edited one."""
+    products = list(world.holder.snapshot().table.products)[:6]
+    for snap in _base_and_overlaid(world, products, added_id="new-2"):
         wanted = [*reversed(products), "p-new", "unknown"]
         expected = snap.promoting(wanted)
         bought, rows, lengths = snap.promoted_rows(wanted)
@@ -162,16 +168,8 @@ def test_user_products_coded_once_give_promoted_rows_and_neighbour_rows_exactly(
     read from the codes are :meth:`promoted_rows`' answer (products, rows, lengths, in order) plus each kept
     product's orders, on the base snapshot and on one whose overlay adds and shadows campaigns; products
     the snapshot does not know get the sentinel code and nothing else."""
-    holder = world.holder
-    base = holder.snapshot()
-    products = list(base.table.products)[:6]
-    added = OverlayEntry(campaign_id="new-3", content_hash="x", updated_at="2099-01-01T00:00:00+00:00",
-                         campaign={"campaign_id": "new-3", "product_ids": [products[0], "p-new"]},
-                         vector=world.vectors[1])
-    edited_id = base.table.ids[int(base.table.products[products[1]][0])]
-    edited = OverlayEntry(campaign_id=edited_id, content_hash="y", updated_at="2099-01-01T00:00:00+00:00",
-                          campaign={"campaign_id": edited_id, "product_ids": ["p-other"]}, vector=world.vectors[2])
-    for snap in (base, holder.upsert([added, edited])):
+    products = list(world.holder.snapshot().table.products)[:6]
+    for snap in _base_and_overlaid(world, products, added_id="new-3"):
         orders = {p: i + 1 for i, p in enumerate([*reversed(products), "p-new", "unknown"])}
         coded = snap.user_products(orders)
         bought, rows, lengths, bought_orders = coded.promoted_rows()
