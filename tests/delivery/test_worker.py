@@ -76,7 +76,7 @@ def test_two_workers_racing_send_each_notification_once(tmp_path: Path, clock: M
     keys = [r["idempotency_key"] for out in outs for r in read_outbox(out)]
     assert len(keys) == len(set(keys)) == 1500
     assert set(keys) == {i["notification_id"] for i in items}
-    assert all(w.totals.delivered > 0 for w in workers) or sum(w.totals.lost_claims for w in workers) >= 0
+    assert sum(w.totals.delivered for w in workers) == 1500  # each send counted by exactly one worker
     assert _statuses(setup) == {"sent": 1500}
 
 
