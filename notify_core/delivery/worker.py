@@ -56,7 +56,8 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import Histogram
 
 from notify_core.clock import Clock, utcnow
-from notify_core.delivery.channels import Channel, Outcome, SendResult
+from notify_core.delivery.async_senders import AsyncBatch, AsyncSenders
+from notify_core.delivery.channels import Channel, Message, Outcome, SendResult
 from notify_core.delivery.claims import Claims, _Claim
 from notify_core.delivery.outcomes import DELIVERIES, LOG_TTL_S, Outcomes, log, minute_key, parse_ts, projections
 from notify_core.delivery.render import campaign_context, render
@@ -119,6 +120,7 @@ class DeliveryWorker:
             from notify_core.delivery.feedback import add_campaign_counts
 
             on_campaign_counts = add_campaign_counts
+        self._async: AsyncSenders | None = None
         self.totals = PassSummary()
         self.outcomes = Outcomes(store, clock=clock, options=self.options, channel_name=channel.name,
                                  worker_id=self.worker_id, write_lock=write_lock, on_campaign_counts=on_campaign_counts)
@@ -183,7 +185,7 @@ class DeliveryWorker:
         takes the next item (the duplicate window is unchanged).
         """
         self.claims.start_heartbeat()
-        in_flight: _Batch | None = None  # the batch the senders are working on, collected next step
+        in_flight: _Batch | AsyncBatch | None = None  # the batch the senders are working on, collected next step
         try:
             while not stop.is_set():
                 step, submitted = self._pipelined_step()
@@ -212,7 +214,7 @@ class DeliveryWorker:
                     on_pass(tail)
             self.flush()
 
-    def _pipelined_step(self) -> tuple[PassSummary, _Batch | None]:
+    def _pipelined_step(self) -> tuple[PassSummary, _Batch | AsyncBatch | None]:
         """Claim what is due now and hand it to the senders without waiting for it; then write the
         derived rows of the sends finished so far (both run while the previous batch is being sent)."""
         step = PassSummary()
@@ -222,12 +224,16 @@ class DeliveryWorker:
         work = self.claims.take_due(now, self.options.max_batch)
         if len(work) < self.options.max_batch:
             work += self.claims.due_retries(now, self.options.max_batch - len(work))
-        submitted: _Batch | None = None
+        submitted: _Batch | AsyncBatch | None = None
         if work:
             claimed = self.claims.claim_batch(work, step)
             if claimed:
-                deliver = functools.partial(self._deliver, profiles=self._profiles(claimed))
-                submitted = _Batch(self._pool, deliver, claimed, senders=self.options.concurrency)
+                senders = self._async_senders()
+                if senders is not None:
+                    submitted = senders.submit(claimed, self._profiles(claimed))
+                else:
+                    deliver = functools.partial(self._deliver, profiles=self._profiles(claimed))
+                    submitted = _Batch(self._pool, deliver, claimed, senders=self.options.concurrency)
         self.flush()
         return step, submitted
 
@@ -240,9 +246,35 @@ class DeliveryWorker:
 
     def close(self) -> None:
         self.claims.wait_scans()
+        if self._async is not None:
+            self._async.close()
         self.outcomes.flush()
         self._pool.shutdown(wait=True)
         self.claims.close()
+
+    def _async_senders(self) -> AsyncSenders | None:
+        """The event-loop senders, started on first use, where the channel and the options allow them."""
+        if self._async is None and self.options.async_senders:
+            new_sender = getattr(self.channel, "async_sender", None)
+            if new_sender is None:
+                return None
+            channel_name = self.channel.name
+            self._async = AsyncSenders(
+                outcomes=self.outcomes, concurrency=self.options.concurrency, new_sender=new_sender,
+                prepare=self._prepare, now=self.clock.now, request_id=lambda: self._request_id,
+                on_send_time=SEND_SECONDS.labels(channel_name).observe)
+        return self._async
+
+    def _prepare(self, claim: _Claim, profiles: Mapping[str, Item]) -> Message | tuple[dict[str, Any], str]:
+        """The message to send, or (the outcome fields, the reason) of a suppression (as :meth:`_send`)."""
+        item = claim.item
+        (campaign, campaign_fields), user = self._campaign(str(item["campaign_id"])), profiles.get(str(item["user_id"]))
+        reason = suppression_reason(user, campaign)
+        if reason is not None:
+            return self.outcomes.suppress_fields(claim.attempt, reason, self.clock.now(),
+                                                 request_id=self._request_id), reason
+        return render(item, campaign=campaign, user=user, links=self.links, attempt=claim.attempt,
+                      campaign_fields=campaign_fields)
 
     def _deliver(self, claim: _Claim, *, profiles: Mapping[str, Item]) -> tuple[Result, float | None, bool]:
         try:
