@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from notify_core.delivery.channels import Message, Outcome, SendResult
 from notify_core.delivery.outcomes import Outcomes, _Finish
 from notify_core.delivery.summary import PassSummary, Result
-from notify_core.errors import NotifyError
+from notify_core.errors import BackendError, NotifyError
 from notify_core.store.port import Item
 
 if TYPE_CHECKING:
@@ -215,12 +215,16 @@ class AsyncSenders:
             try:
                 if retries:
                     self._outcomes.write_retries(retries)
+                self._outcomes.commit([entry for entry, _, _ in batch])
             except NotifyError as exc:
                 for entry, _, _ in batch:
                     entry.error = exc
-            else:
-                self._outcomes.commit([entry for entry, _, _ in batch])
-            self._loop.call_soon_threadsafe(_resolve, [done for _, _, done in batch])
+            except Exception as exc:  # noqa: BLE001 - a bug here must not leave every sender waiting for ever
+                log.exception("outcome commit failed")
+                for entry, _, _ in batch:
+                    entry.error = BackendError(f"outcome commit failed: {type(exc).__name__}: {exc}")
+            finally:
+                self._loop.call_soon_threadsafe(_resolve, [done for _, _, done in batch])
 
 
 def _resolve(futures: list[asyncio.Future[None]]) -> None:

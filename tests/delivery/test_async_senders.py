@@ -98,11 +98,13 @@ def test_an_opt_out_is_suppressed_unsent_on_the_async_path(store: SqliteStore, c
     assert row["outcome"] == "suppressed" and row["detail"] == "unsubscribed"
 
 
+@pytest.mark.parametrize("error", [BackendError, RuntimeError])
 def test_a_failed_outcome_commit_leaves_the_claim_and_the_resend_keeps_its_key(
-    store: SqliteStore, clock: ManualClock, monkeypatch: pytest.MonkeyPatch,
+    store: SqliteStore, clock: ManualClock, monkeypatch: pytest.MonkeyPatch, error: type[Exception],
 ) -> None:
-    """The committer's write fails once: those outcomes are lost claims (no status, no derived rows), every
-    other item is recorded; after the lease the same notifications are sent again with the same key."""
+    """The committer's write fails once (a Store error, or a bug): those outcomes are lost claims (no status,
+    no derived rows; no sender waits for ever), every other item is recorded; after the lease the same
+    notifications are sent again with the same key."""
     items = seed_due(store, n=60, start=minute_start(clock.now()))
     schedules = store.table(tables.SCHEDULES)
     real = schedules.update_many
@@ -111,7 +113,7 @@ def test_a_failed_outcome_commit_leaves_the_claim_and_the_resend_keeps_its_key(
     def flaky(updates: list[object]) -> list[object]:
         if not failed and all("outcome_at" in u.set for u in updates):  # type: ignore[attr-defined]
             failed.append(len(updates))
-            raise BackendError("disk I/O error during the outcome commit")
+            raise error("disk I/O error during the outcome commit")
         return real(updates)  # type: ignore[arg-type]
 
     monkeypatch.setattr(schedules, "update_many", flaky)
