@@ -87,7 +87,9 @@ class DeliveryWorker:
 
     ``run_pass`` is one bounded step (the Lambda calls it until the due work is done); ``run_forever``
     loops it, sleeping until the next due time (at most ``poll_s``). Threads: ``concurrency`` senders and
-    one maintenance thread for minute scans. What it does is split three ways: :class:`Claims` finds and
+    one maintenance thread for minute scans; ``run_forever`` with a channel that offers ``async_sender()``
+    (the webhook) sends from ``concurrency`` coroutines on one event loop instead, with one outcome
+    committer thread (:mod:`notify_core.delivery.async_senders`). What it does is split three ways: :class:`Claims` finds and
     claims work, this class renders and sends, :class:`Outcomes` records what happened.
     """
 
