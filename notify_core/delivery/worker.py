@@ -89,8 +89,8 @@ class DeliveryWorker:
     loops it, sleeping until the next due time (at most ``poll_s``). Threads: ``concurrency`` senders and
     one maintenance thread for minute scans; ``run_forever`` with a channel that offers ``async_sender()``
     (the webhook) sends from ``concurrency`` coroutines on one event loop instead, with one outcome
-    committer thread (:mod:`notify_core.delivery.async_senders`). What it does is split three ways: :class:`Claims` finds and
-    claims work, this class renders and sends, :class:`Outcomes` records what happened.
+    committer thread (:mod:`notify_core.delivery.async_senders`). What it does is split three ways:
+    :class:`Claims` finds and claims work, this class renders and sends, :class:`Outcomes` records what happened.
     """
 
     def __init__(
@@ -372,7 +372,8 @@ def build_worker(
     """A worker wired from settings: the settings' channel, concurrency, lease and public base URL."""
     from notify_core.delivery.channels import build_channel
 
-    opts = options or WorkerOptions(concurrency=settings.delivery_concurrency, lease_s=settings.delivery_lease_s)
+    opts = options or WorkerOptions(concurrency=settings.delivery_concurrency, lease_s=settings.delivery_lease_s,
+                                    async_senders=settings.delivery_async_senders)
     keys = load_keyring(settings.secrets_dir, TRACKING_PURPOSE, clock=clock)
     return DeliveryWorker(store, channel or build_channel(settings, clock=clock),
                           public_base_url=settings.public_base_url, clock=clock, options=opts, tracking_keys=keys)

@@ -199,6 +199,9 @@ if __name__ == "__main__":
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--channel", choices=("outbox", "webhook"), default="outbox")
+    parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        print(json.dumps(asdict(run_crash_test(Path(tmp), n=args.n, kills=args.kills, seed=args.seed)), indent=2))
+        print(json.dumps(asdict(run_crash_test(Path(tmp), n=args.n, kills=args.kills, seed=args.seed,
+                                               channel=args.channel, concurrency=args.concurrency)), indent=2))
