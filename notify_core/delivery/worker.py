@@ -250,6 +250,7 @@ class DeliveryWorker:
         self.claims.wait_scans()
         if self._async is not None:
             self._async.close()
+            self._async = None  # a later run_forever starts a fresh event loop
         self.outcomes.flush()
         self._pool.shutdown(wait=True)
         self.claims.close()

@@ -52,13 +52,16 @@ def test_every_receiver_answer_ends_in_the_store_as_the_thread_senders_record_it
     items = seed_due(store, n=n, start=minute_start(clock.now()), with_plans=True)
     sink = start_sink(tmp_path, "--secret", SECRET, "--fail-rate", "0.1", "--permanent-rate", "0.05")
     channel = WebhookChannel(sink.url, secret=SECRET, clock=clock, timeout_s=5.0)
+    made: list[object] = []
+    new_sender = channel.async_sender
+    channel.async_sender = lambda: made.append(1) or new_sender()  # type: ignore[method-assign]
     worker = DeliveryWorker(store, channel, public_base_url="http://t", clock=clock, options=OPTS)
     try:
         _loop(worker, done=n)
     finally:
         channel.close()
         receipts = sink.stop()
-    assert worker._async is not None  # the async path did the sending
+    assert len(made) == OPTS.concurrency  # the async path did the sending: one sender per coroutine
     assert all(r["sig"] == 1 for r in receipts)
     answer = {r["key"]: r["status"] for r in receipts}
     assert len(receipts) == len(answer) == n  # each key once
