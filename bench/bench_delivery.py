@@ -164,12 +164,16 @@ def _stop_sink(sink: subprocess.Popen[str]) -> None:
     sink.wait()
 
 
+_FLOOR_MESSAGE = Message(
+    notification_id="n" * 32, user_id="u0000001", campaign_id="c001", title="Campaign c001",
+    body="User 0001, something new for you: http://127.0.0.1:8080/t/c?x=" + "y" * 120,
+    link="http://127.0.0.1:8080/t/c?x=" + "y" * 120, open_pixel="http://127.0.0.1:8080/t/o?x=y",
+    send_at="2026-01-01T00:00:00Z", unsubscribe="http://127.0.0.1:8080/u?x=" + "y" * 100)
+
+
 def sender_floor(n: int, *, concurrency: int) -> dict[str, float]:
     """``WebhookChannel.send`` of one pre-rendered message, ``concurrency`` threads, no Store: sends/s."""
-    message = Message(notification_id="n" * 32, user_id="u0000001", campaign_id="c001", title="Campaign c001",
-                      body="User 0001, something new for you: http://127.0.0.1:8080/t/c?x=" + "y" * 120,
-                      link="http://127.0.0.1:8080/t/c?x=" + "y" * 120, open_pixel="http://127.0.0.1:8080/t/o?x=y",
-                      send_at="2026-01-01T00:00:00Z", unsubscribe="http://127.0.0.1:8080/u?x=" + "y" * 100)
+    message = _FLOOR_MESSAGE
     with tempfile.TemporaryDirectory() as tmp:
         sink, port = _start_sink(Path(tmp) / "floor.jsonl")
         channel = WebhookChannel(f"http://127.0.0.1:{port}/hook", secret=SECRET, clock=SYSTEM_CLOCK)
@@ -187,6 +191,48 @@ def sender_floor(n: int, *, concurrency: int) -> dict[str, float]:
             list(pool.map(one, range(n)))
             elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu0
         channel.close()
+        _stop_sink(sink)
+    latencies.sort()
+    return {"per_s": n / elapsed, "p99_send_s": percentile(latencies, 99) or 0.0, "cpu_ms_per_send": 1000 * cpu / n}
+
+
+def async_sender_floor(n: int, *, concurrency: int) -> dict[str, float]:
+    """What the ``notify worker`` loop sends with now: ``concurrency`` coroutines on one event loop, each
+    with its own :class:`AsyncWebhookSender`, the same pre-rendered message, no Store: sends/s and CPU."""
+    import asyncio
+
+    from notify_core.delivery.async_senders import _new_loop
+
+    message = _FLOOR_MESSAGE
+    with tempfile.TemporaryDirectory() as tmp:
+        sink, port = _start_sink(Path(tmp) / "afloor.jsonl")
+        channel = WebhookChannel(f"http://127.0.0.1:{port}/hook", secret=SECRET, clock=SYSTEM_CLOCK)
+        latencies: list[float] = []
+
+        async def run(count: int) -> None:
+            todo = iter(range(count))
+
+            async def one_sender() -> None:
+                sender = channel.async_sender()
+                try:
+                    for i in todo:
+                        started = time.perf_counter()
+                        await sender.send(message, idempotency_key=f"k{i}")
+                        latencies.append(time.perf_counter() - started)
+                finally:
+                    sender.close()
+
+            await asyncio.gather(*(one_sender() for _ in range(concurrency)))
+
+        loop = _new_loop()
+        try:
+            loop.run_until_complete(run(min(200, n)))  # warm-up (its connections are closed after it)
+            latencies.clear()
+            began, cpu0 = time.perf_counter(), time.process_time()
+            loop.run_until_complete(run(n))
+            elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu0
+        finally:
+            loop.close()
         _stop_sink(sink)
     latencies.sort()
     return {"per_s": n / elapsed, "p99_send_s": percentile(latencies, 99) or 0.0, "cpu_ms_per_send": 1000 * cpu / n}
@@ -285,11 +331,15 @@ def main() -> None:
                      round(med("p99_s"), 3), round(med("max_s"), 3), f"{med('within_5s'):.2%}",
                      f"{med('within_10s'):.2%}", round(med("per_s")), round(med("worker_cpu_ms_per_delivery"), 3)])
     floor = sender_floor(10_000 if args.quick else 30_000, concurrency=args.concurrency)
+    afloor = async_sender_floor(10_000 if args.quick else 30_000, concurrency=args.concurrency)
     receiver = receiver_floor(20_000 if args.quick else 60_000)
     sql_1 = sqlite_floor(5_000 if args.quick else 20_000, per_tx=1)
     sql_100 = sqlite_floor(20_000 if args.quick else 100_000, per_tx=100)
     rows.append(["limit: webhook sender floor (no Store)", n, "", "", "", round(floor["p99_send_s"], 4), "", "", "",
                  round(floor["per_s"]), round(floor["cpu_ms_per_send"], 3)])
+    rows.append(["limit: async webhook sender floor (one event loop, no Store)", n, "", "", "",
+                 round(afloor["p99_send_s"], 4), "", "", "", round(afloor["per_s"]),
+                 round(afloor["cpu_ms_per_send"], 3)])
     rows.append(["limit: receiver floor (sink alone, raw sockets)", "", "", "", "", "", "", "", "", round(receiver),
                  ""])
     rows.append(["limit: raw SQLite conditional updates, 1/tx", "", "", "", "", "", "", "", "", round(sql_1), ""])
@@ -302,6 +352,12 @@ def main() -> None:
         limits += [
             against_limit(path=f"burst{who}: deliveries/s vs the webhook sender floor", figure=burst,
                           limit=floor["per_s"], unit="/s", target=5000),
+            # the notify worker loop sends from its event loop (async_senders.py): this is its raw operation
+            against_limit(path=f"burst{who}: deliveries/s vs the async webhook sender floor (one event loop)",
+                          figure=burst, limit=afloor["per_s"], unit="/s", target=5000),
+            against_limit(path=f"burst{who}: worker CPU ms per delivery vs the async sender floor's CPU ms per send",
+                          figure=float(by_shape["burst"][10]), limit=afloor["cpu_ms_per_send"], unit="ms",
+                          target=0.2, higher_is_better=False),
             against_limit(path=f"burst{who}: deliveries/s vs the receiver floor", figure=burst, limit=receiver,
                           unit="/s", target=5000),
             against_limit(path=f"burst{who}: conditional writes/s (3 per delivery) vs raw SQLite 100/tx",
@@ -323,6 +379,8 @@ def main() -> None:
            {"runs": raw, "concurrency": args.concurrency, "processes": args.processes, "limits": limits,
             "floors": {"sender_per_s": floor["per_s"], "sender_p99_send_s": floor["p99_send_s"],
                        "sender_cpu_ms_per_send": floor["cpu_ms_per_send"],
+                       "async_sender_per_s": afloor["per_s"], "async_sender_p99_send_s": afloor["p99_send_s"],
+                       "async_sender_cpu_ms_per_send": afloor["cpu_ms_per_send"],
                        "receiver_per_s": receiver, "sqlite_updates_1_per_tx": sql_1,
                        "sqlite_updates_100_per_tx": sql_100},
             "targets": {"p99_s": 1.0, "requirement_p99_s": 5.0, "within_10s": 0.995, "per_s": 5000}})

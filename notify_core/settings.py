@@ -94,6 +94,8 @@ class NotifySettings(BaseSettings):
     exploration_share: float = Field(default=0.0, ge=0.0, le=0.5,
                                      description="Share of the users' notification slots given to Thompson draws "
                                                  "over campaigns (notify_core.scheduling.exploration); 0 = off.")
+    # issue 21: `notify worker` sends webhooks from coroutines on one event loop (False: the sender threads)
+    delivery_async_senders: bool = True
 
     @model_validator(mode="after")
     def _check_delivery(self) -> NotifySettings:

@@ -253,7 +253,9 @@ class WebhookChannel:
         return Http1Connection(self._host, self._port, timeout_s=self._timeout,
                                tls=ssl.create_default_context() if self._https else None)
 
-    def send(self, message: Message, *, idempotency_key: str) -> SendResult:
+    def _request(self, message: Message, idempotency_key: str) -> bytes | SendResult:
+        """The whole signed request (head and body in one buffer), or the permanent failure of a message
+        whose header values would split it; shared by :meth:`send` and :class:`AsyncWebhookSender`."""
         body = message.to_json()
         ts = f"{self._clock.now():.3f}"
         lines = [self._head_start, f"{IDEMPOTENCY_HEADER}: {idempotency_key}", f"{TIMESTAMP_HEADER}: {ts}",
@@ -265,15 +267,17 @@ class WebhookChannel:
         if _CONTROL.search(idempotency_key) or _CONTROL.search(message.unsubscribe):
             # a header value with CR/LF would split the request: this message is wrong, not the receiver
             return SendResult(Outcome.PERMANENT, detail="a header value holds a control character")
-        head = "\r\n".join(lines).encode("latin-1", errors="replace")
+        return "\r\n".join(lines).encode("latin-1", errors="replace") + body
+
+    def send(self, message: Message, *, idempotency_key: str) -> SendResult:
+        request = self._request(message, idempotency_key)
+        if isinstance(request, SendResult):
+            return request
         reused = self._connections.get().is_open
         for fresh in (False, True):
             conn = self._connections.renew() if fresh else self._connections.get()
             try:
-                status = conn.request(head, body)
-                outcome = classify_status(status)
-                return SendResult(outcome, status=status,
-                                  detail="" if outcome is Outcome.DELIVERED else f"HTTP {status}")
+                return _result(conn.request(request, b""))
             except TimeoutError as exc:
                 return SendResult(Outcome.RETRYABLE, detail=f"timeout: {exc}")
             except (Disconnected, BrokenPipeError, ConnectionResetError) as exc:
@@ -286,8 +290,55 @@ class WebhookChannel:
                 return SendResult(Outcome.RETRYABLE, detail=f"connection error: {exc}")
         return SendResult(Outcome.RETRYABLE, detail="connection error")  # pragma: no cover - loop returns
 
+    def async_sender(self) -> AsyncWebhookSender:
+        """A sender for one coroutine of an event loop (its own keep-alive connection); see
+        :class:`AsyncWebhookSender`."""
+        return AsyncWebhookSender(self)
+
     def close(self) -> None:
         self._connections.close_all()
+
+
+def _result(status: int) -> SendResult:
+    outcome = classify_status(status)
+    return SendResult(outcome, status=status, detail="" if outcome is Outcome.DELIVERED else f"HTTP {status}")
+
+
+class AsyncWebhookSender:
+    """The webhook channel's send for an event loop: the same signed request and the same outcomes as
+    :meth:`WebhookChannel.send`, over one :class:`~notify_core.delivery.ahttp1.AsyncHttp1Connection`.
+
+    One per coroutine (the delivery worker's async senders keep ``concurrency`` of them in one thread);
+    the sync :class:`Channel` port stays what every other channel implements.
+    """
+
+    def __init__(self, channel: WebhookChannel) -> None:
+        from notify_core.delivery.ahttp1 import AsyncHttp1Connection
+
+        self._channel = channel
+        self._conn = AsyncHttp1Connection(channel._host, channel._port, timeout_s=channel._timeout,
+                                          tls=ssl.create_default_context() if channel._https else None)
+
+    async def send(self, message: Message, *, idempotency_key: str) -> SendResult:
+        request = self._channel._request(message, idempotency_key)
+        if isinstance(request, SendResult):
+            return request
+        reused = self._conn.is_open
+        for fresh in (False, True):
+            try:
+                return _result(await self._conn.request(request))
+            except TimeoutError as exc:
+                return SendResult(Outcome.RETRYABLE, detail=f"timeout: {exc}")
+            except (Disconnected, BrokenPipeError, ConnectionResetError) as exc:
+                if reused and not fresh:  # an idle keep-alive connection the server closed: once more
+                    continue
+                return SendResult(Outcome.RETRYABLE, detail=f"connection error: {exc}")
+            except (OSError, ProtocolError) as exc:
+                return SendResult(Outcome.RETRYABLE, detail=f"connection error: {exc}")
+        return SendResult(Outcome.RETRYABLE, detail="connection error")  # pragma: no cover - loop returns
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 def build_channel(settings: NotifySettings, *, clock: Clock) -> Channel:

@@ -32,6 +32,27 @@ class Disconnected(ConnectionError):
     connection the server dropped: the caller may retry once on a new connection)."""
 
 
+def parse_head(head: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+    """A response head without its blank line -> (status, lower-cased headers, version); shared by the
+    thread client here and the asyncio one (:mod:`notify_core.delivery.ahttp1`)."""
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        raise ProtocolError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
+    headers: dict[bytes, bytes] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep:
+            raise ProtocolError(f"malformed header line: {line[:80]!r}")
+        headers[name.strip().lower()] = value.strip()
+    return int(parts[1]), headers, parts[0]
+
+
+def keeps_alive(headers: dict[bytes, bytes], version: bytes) -> bool:
+    connection = headers.get(b"connection", b"").lower()
+    return not (connection == b"close" or (version == b"HTTP/1.0" and connection != b"keep-alive"))
+
+
 class Http1Connection:
     """One keep-alive connection to ``host:port`` (not thread-safe: one per sending thread)."""
 
@@ -114,17 +135,7 @@ class Http1Connection:
             self._buf += chunk
         head = bytes(self._buf[:end])
         del self._buf[: end + 4]
-        lines = head.split(b"\r\n")
-        parts = lines[0].split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-            raise ProtocolError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
-        headers: dict[bytes, bytes] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep:
-                raise ProtocolError(f"malformed header line: {line[:80]!r}")
-            headers[name.strip().lower()] = value.strip()
-        return int(parts[1]), headers, parts[0]
+        return parse_head(head)
 
     def _take(self, n: int) -> None:
         """Consume exactly ``n`` body bytes (at most :data:`MAX_BODY`: a receiver announcing more is refused

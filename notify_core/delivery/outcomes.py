@@ -74,6 +74,20 @@ class _Finish:
     error: NotifyError | None = None
 
 
+@dataclass(slots=True)
+class AttemptOutcome:
+    """One attempt's outcome as :meth:`Outcomes.prepare` decided it, before its commit."""
+
+    fields: dict[str, Any]
+    outcome: Result
+    retry_entry: Item | None
+    lateness: float
+    attempt: int
+    now: float
+    result: SendResult
+    request_id: str | None
+
+
 class Outcomes:
     """The recording side of one worker: outcomes, retries and derived rows (thread-safe)."""
 
@@ -114,6 +128,16 @@ class Outcomes:
         request_id: str | None,
     ) -> tuple[Result, float | None, bool]:
         """Write one attempt's outcome (sent, a retry, or a dead letter) and queue its derived rows."""
+        attempt_outcome = self.prepare(item, attempt, result, now, request_id=request_id)
+        if attempt_outcome.retry_entry is not None:
+            self.write_retries([attempt_outcome.retry_entry])
+        self.finish(item, token, attempt_outcome.fields)
+        return self.recorded(item, attempt_outcome, reclaimed=reclaimed)
+
+    def prepare(self, item: Item, attempt: int, result: SendResult, now: float, *,
+                request_id: str | None) -> AttemptOutcome:
+        """What one attempt's outcome writes (no I/O): the schedule item's new fields, and for a retry its
+        index entry, which must be written (:meth:`write_retries`) before the fields are committed."""
         send_at = _send_ts(item)
         lateness = now - send_at
         common = {"attempt": attempt, "outcome_at": iso(now), "channel": self.channel_name,
@@ -121,29 +145,42 @@ class Outcomes:
         if request_id:  # the delivery log row says which invocation made the attempt
             common["request_id"] = request_id
         outcome: Result
+        entry: Item | None = None
         if result.ok:
             fields = {**common, "status": SENT, "delivered_at": iso(now), "delivered_ts": now,
                       "latency_s": round(lateness, 4)}
             outcome = "delivered"
-            LATENESS.observe(max(0.0, lateness))
         elif result.outcome is Outcome.RETRYABLE and attempt < self.options.max_attempts:
             due = now + self.options.retry_delays_s[attempt - 1]
             shard = int(item.get("shard") or 0)
             entry = {"pk": tables.schedule_pk(minute_key(due), shard), "sk": tables.retry_sk(int(due * 1000),
                      str(item["notification_id"])), "schedule_pk": item["pk"], "schedule_sk": item["sk"],
                      "attempt": attempt, "due_at": due, "ttl": int(due + 7 * 86400)}
-            with self._write_lock:  # the index first: a crash after it leaves a harmless stale entry
-                self._retries.batch_put([entry])
-            with self._lock:
-                heapq.heappush(self.retry_hints, due)
             fields = {**common, "status": RETRY_SCHEDULED, "next_attempt_at": due, "last_error": result.detail}
             outcome = "retried"
         else:
             fields = {**common, "status": DEAD_LETTERED, "last_error": result.detail, "dead_lettered_at": iso(now)}
             outcome = "dead_lettered"
-        final = {**item, **fields}
-        self.finish(item, token, fields)
-        self.project(final, outcome)
+        return AttemptOutcome(fields, outcome, entry, lateness, attempt, now, result, request_id)
+
+    def write_retries(self, entries: list[Item]) -> None:
+        """The retry index entries of outcomes about to be committed (the index first: a crash after it
+        leaves a harmless stale entry, never a stranded retry)."""
+        with self._write_lock:
+            self._retries.batch_put(entries)
+        with self._lock:
+            for entry in entries:
+                heapq.heappush(self.retry_hints, float(entry["due_at"]))
+
+    def recorded(self, item: Item, attempt_outcome: AttemptOutcome, *, reclaimed: bool
+                 ) -> tuple[Result, float | None, bool]:
+        """After the outcome's commit: queue its derived rows, count it, log it."""
+        fields, outcome, lateness = attempt_outcome.fields, attempt_outcome.outcome, attempt_outcome.lateness
+        attempt, now, result, request_id = (attempt_outcome.attempt, attempt_outcome.now, attempt_outcome.result,
+                                            attempt_outcome.request_id)
+        if outcome == "delivered":
+            LATENESS.observe(max(0.0, lateness))
+        self.project({**item, **fields}, outcome)
         DELIVERIES.labels(outcome, self.channel_name).inc()
         if log.isEnabledFor(logging.INFO):
             extra = _log_fields(item, attempt, outcome)
@@ -160,11 +197,20 @@ class Outcomes:
     ) -> tuple[Result, float | None, bool]:
         """Finish a claimed notification unsent because the user's preferences say no (see
         :func:`notify_core.preferences.suppression_reason`); it keeps a deliveries row saying why."""
+        fields = self.suppress_fields(attempt, reason, now, request_id=request_id)
+        self.finish(item, token, fields)
+        return self.suppressed(item, fields, attempt, reason, reclaimed=reclaimed)
+
+    def suppress_fields(self, attempt: int, reason: str, now: float, *, request_id: str | None) -> dict[str, Any]:
         fields: dict[str, Any] = {"attempt": attempt, "outcome_at": iso(now), "channel": self.channel_name,
                                   "status": SUPPRESSED, "suppressed_reason": reason, "detail": reason}
         if request_id:
             fields["request_id"] = request_id
-        self.finish(item, token, fields)
+        return fields
+
+    def suppressed(self, item: Item, fields: dict[str, Any], attempt: int, reason: str, *, reclaimed: bool
+                   ) -> tuple[Result, float | None, bool]:
+        """After a suppression's commit: its derived rows, count and log line."""
         self.project({**item, **fields}, "suppressed")
         DELIVERIES.labels("suppressed", self.channel_name).inc()
         log.info("delivery suppressed: the user's preferences", extra={
@@ -179,9 +225,7 @@ class Outcomes:
         queue for one single-row transaction each, and the queue is that window: whoever gets the
         write lock commits every outcome waiting, in one transaction, and the others just wait for it.
         """
-        if "status" in fields:
-            check_move(CLAIMED, fields["status"])  # every outcome ends a claim
-        entry = _Finish(Update(item["pk"], item["sk"], dict(fields), Condition.matches(claim_token=token)))
+        entry = self.pending(item, token, fields)
         with self._finish_lock:
             self._finishes.append(entry)
         with self._write_lock:
@@ -190,6 +234,21 @@ class Outcomes:
             if batch:
                 self._commit_finishes(batch)
         entry.done.acquire()  # released by whichever sender committed this outcome (maybe this one)
+        self.committed(item, entry)
+
+    def pending(self, item: Item, token: str, fields: Mapping[str, Any]) -> _Finish:
+        """An outcome under the claim token, to be committed (by :meth:`finish` or :meth:`commit`)."""
+        if "status" in fields:
+            check_move(CLAIMED, fields["status"])  # every outcome ends a claim
+        return _Finish(Update(item["pk"], item["sk"], dict(fields), Condition.matches(claim_token=token)))
+
+    def commit(self, batch: list[_Finish]) -> None:
+        """Commit a group of outcomes in one write (the async senders' committer thread calls this; each
+        entry's ``lost``/``error`` says how it went, and :meth:`committed` raises or logs it)."""
+        with self._write_lock:
+            self._commit_finishes(batch)
+
+    def committed(self, item: Item, entry: _Finish) -> None:
         if entry.error is not None:
             raise entry.error
         if entry.lost:

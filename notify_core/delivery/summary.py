@@ -30,6 +30,9 @@ class WorkerOptions:
     worker_id: str | None = None
     heartbeat_s: float = 1.0  # how often a looping worker says it is alive (0: never; claims then wait the lease)
     liveness_s: float = 4.0  # a heartbeat older than this: the worker is dead and its claims are re-claimed now
+    # the looping worker (``run_forever``) sends on one event loop when the channel can (the webhook):
+    # ``concurrency`` coroutines instead of threads (notify_core/delivery/async_senders.py); False: threads
+    async_senders: bool = True
 
     @property
     def max_attempts(self) -> int:

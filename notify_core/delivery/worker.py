@@ -56,7 +56,8 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import Histogram
 
 from notify_core.clock import Clock, utcnow
-from notify_core.delivery.channels import Channel, Outcome, SendResult
+from notify_core.delivery.async_senders import AsyncBatch, AsyncSenders
+from notify_core.delivery.channels import Channel, Message, Outcome, SendResult
 from notify_core.delivery.claims import Claims, _Claim
 from notify_core.delivery.outcomes import DELIVERIES, LOG_TTL_S, Outcomes, log, minute_key, parse_ts, projections
 from notify_core.delivery.render import campaign_context, render
@@ -86,8 +87,10 @@ class DeliveryWorker:
 
     ``run_pass`` is one bounded step (the Lambda calls it until the due work is done); ``run_forever``
     loops it, sleeping until the next due time (at most ``poll_s``). Threads: ``concurrency`` senders and
-    one maintenance thread for minute scans. What it does is split three ways: :class:`Claims` finds and
-    claims work, this class renders and sends, :class:`Outcomes` records what happened.
+    one maintenance thread for minute scans; ``run_forever`` with a channel that offers ``async_sender()``
+    (the webhook) sends from ``concurrency`` coroutines on one event loop instead, with one outcome
+    committer thread (:mod:`notify_core.delivery.async_senders`). What it does is split three ways:
+    :class:`Claims` finds and claims work, this class renders and sends, :class:`Outcomes` records what happened.
     """
 
     def __init__(
@@ -119,6 +122,7 @@ class DeliveryWorker:
             from notify_core.delivery.feedback import add_campaign_counts
 
             on_campaign_counts = add_campaign_counts
+        self._async: AsyncSenders | None = None
         self.totals = PassSummary()
         self.outcomes = Outcomes(store, clock=clock, options=self.options, channel_name=channel.name,
                                  worker_id=self.worker_id, write_lock=write_lock, on_campaign_counts=on_campaign_counts)
@@ -183,7 +187,7 @@ class DeliveryWorker:
         takes the next item (the duplicate window is unchanged).
         """
         self.claims.start_heartbeat()
-        in_flight: _Batch | None = None  # the batch the senders are working on, collected next step
+        in_flight: _Batch | AsyncBatch | None = None  # the batch the senders are working on, collected next step
         try:
             while not stop.is_set():
                 step, submitted = self._pipelined_step()
@@ -212,7 +216,7 @@ class DeliveryWorker:
                     on_pass(tail)
             self.flush()
 
-    def _pipelined_step(self) -> tuple[PassSummary, _Batch | None]:
+    def _pipelined_step(self) -> tuple[PassSummary, _Batch | AsyncBatch | None]:
         """Claim what is due now and hand it to the senders without waiting for it; then write the
         derived rows of the sends finished so far (both run while the previous batch is being sent)."""
         step = PassSummary()
@@ -222,12 +226,16 @@ class DeliveryWorker:
         work = self.claims.take_due(now, self.options.max_batch)
         if len(work) < self.options.max_batch:
             work += self.claims.due_retries(now, self.options.max_batch - len(work))
-        submitted: _Batch | None = None
+        submitted: _Batch | AsyncBatch | None = None
         if work:
             claimed = self.claims.claim_batch(work, step)
             if claimed:
-                deliver = functools.partial(self._deliver, profiles=self._profiles(claimed))
-                submitted = _Batch(self._pool, deliver, claimed, senders=self.options.concurrency)
+                senders = self._async_senders()
+                if senders is not None:
+                    submitted = senders.submit(claimed, self._profiles(claimed))
+                else:
+                    deliver = functools.partial(self._deliver, profiles=self._profiles(claimed))
+                    submitted = _Batch(self._pool, deliver, claimed, senders=self.options.concurrency)
         self.flush()
         return step, submitted
 
@@ -240,9 +248,36 @@ class DeliveryWorker:
 
     def close(self) -> None:
         self.claims.wait_scans()
+        if self._async is not None:
+            self._async.close()
+            self._async = None  # a later run_forever starts a fresh event loop
         self.outcomes.flush()
         self._pool.shutdown(wait=True)
         self.claims.close()
+
+    def _async_senders(self) -> AsyncSenders | None:
+        """The event-loop senders, started on first use, where the channel and the options allow them."""
+        if self._async is None and self.options.async_senders:
+            new_sender = getattr(self.channel, "async_sender", None)
+            if new_sender is None:
+                return None
+            channel_name = self.channel.name
+            self._async = AsyncSenders(
+                outcomes=self.outcomes, concurrency=self.options.concurrency, new_sender=new_sender,
+                prepare=self._prepare, now=self.clock.now, request_id=lambda: self._request_id,
+                on_send_time=SEND_SECONDS.labels(channel_name).observe)
+        return self._async
+
+    def _prepare(self, claim: _Claim, profiles: Mapping[str, Item]) -> Message | tuple[dict[str, Any], str]:
+        """The message to send, or (the outcome fields, the reason) of a suppression (as :meth:`_send`)."""
+        item = claim.item
+        (campaign, campaign_fields), user = self._campaign(str(item["campaign_id"])), profiles.get(str(item["user_id"]))
+        reason = suppression_reason(user, campaign)
+        if reason is not None:
+            return self.outcomes.suppress_fields(claim.attempt, reason, self.clock.now(),
+                                                 request_id=self._request_id), reason
+        return render(item, campaign=campaign, user=user, links=self.links, attempt=claim.attempt,
+                      campaign_fields=campaign_fields)
 
     def _deliver(self, claim: _Claim, *, profiles: Mapping[str, Item]) -> tuple[Result, float | None, bool]:
         try:
@@ -338,7 +373,8 @@ def build_worker(
     """A worker wired from settings: the settings' channel, concurrency, lease and public base URL."""
     from notify_core.delivery.channels import build_channel
 
-    opts = options or WorkerOptions(concurrency=settings.delivery_concurrency, lease_s=settings.delivery_lease_s)
+    opts = options or WorkerOptions(concurrency=settings.delivery_concurrency, lease_s=settings.delivery_lease_s,
+                                    async_senders=settings.delivery_async_senders)
     keys = load_keyring(settings.secrets_dir, TRACKING_PURPOSE, clock=clock)
     return DeliveryWorker(store, channel or build_channel(settings, clock=clock),
                           public_base_url=settings.public_base_url, clock=clock, options=opts, tracking_keys=keys)

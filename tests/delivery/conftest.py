@@ -94,3 +94,30 @@ class ScriptedChannel:
 
 def minute_start(ts: float) -> datetime:
     return datetime.fromtimestamp(int(ts // 60 * 60), UTC)
+
+
+class AsyncScripted(ScriptedChannel):
+    """The scripted channel with an ``async_sender`` (so the loop takes its async path), answering the
+    same script from a coroutine."""
+
+    def async_sender(self) -> AsyncSenderOf:
+        return AsyncSenderOf(self)
+
+
+def with_async_sender(channel: ScriptedChannel) -> ScriptedChannel:
+    """``channel`` (any scripted one) given an ``async_sender``: the worker loop then sends on its event loop."""
+    channel.async_sender = lambda: AsyncSenderOf(channel)  # type: ignore[attr-defined]
+    return channel
+
+
+class AsyncSenderOf:
+    """A coroutine sender answering from a sync channel's ``send``."""
+
+    def __init__(self, channel: ScriptedChannel) -> None:
+        self.channel = channel
+
+    async def send(self, message: Message, *, idempotency_key: str) -> SendResult:
+        return self.channel.send(message, idempotency_key=idempotency_key)
+
+    def close(self) -> None:
+        return None

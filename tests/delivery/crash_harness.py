@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from notify_core.delivery.channels import read_outbox
+from notify_core.delivery.sink import read_receipts
 from notify_core.delivery.synthetic import seed_due
 from notify_core.delivery.worker import execution_report
 from notify_core.store import tables
@@ -41,41 +42,80 @@ class CrashReport:
     seconds: float
 
 
+WEBHOOK_SECRET = "crash-harness-secret"
+_RECEIPT_BYTES = 90  # ~bytes per sink receipt line; a trigger point, not a count
+
+
 def _start(data_dir: Path, outbox: Path, *, lease_s: float, concurrency: int,
-           idle_exit: float | None = None) -> subprocess.Popen[bytes]:
+           idle_exit: float | None = None, webhook_url: str | None = None) -> subprocess.Popen[bytes]:
+    """A `notify worker`: to the outbox, or with ``webhook_url`` the webhook channel (the async senders)."""
     idle = lease_s + 3 if idle_exit is None else idle_exit
     cmd = [sys.executable, "-m", "notify_cli.delivery_commands", "--data-dir", str(data_dir), "--outbox", str(outbox),
            "--lease-s", str(lease_s), "--concurrency", str(concurrency), "--idle-exit", str(idle)]
-    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "NOTIFY_DELIVERY_CHANNEL": "outbox"})
+    env = {**os.environ, "NOTIFY_DELIVERY_CHANNEL": "outbox"}
+    if webhook_url is not None:
+        env.update(NOTIFY_DELIVERY_CHANNEL="webhook", NOTIFY_WEBHOOK_URL=webhook_url,
+                   NOTIFY_WEBHOOK_SECRET=WEBHOOK_SECRET)
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+
+def _start_sink(receipts: Path) -> tuple[subprocess.Popen[str], str]:
+    """The loopback webhook receiver (one for the whole run: it outlives every killed worker)."""
+    sink = subprocess.Popen([sys.executable, "-m", "notify_core.delivery.sink", "--out", str(receipts),
+                             "--secret", WEBHOOK_SECRET], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert sink.stdout is not None
+    port = int(json.loads(sink.stdout.readline())["port"])
+    return sink, f"http://127.0.0.1:{port}/hook"
+
+
+def _stop_sink(sink: subprocess.Popen[str]) -> None:
+    sink.send_signal(signal.SIGTERM)  # it writes the receipts it still holds, then exits
+    try:
+        sink.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        sink.kill()
+        sink.wait()
 
 
 def run_crash_test(data_dir: Path, *, n: int, kills: int, seed: int = 7, lease_s: float = 2.0,
-                   concurrency: int = 4, timeout_s: float = 900.0) -> CrashReport:
+                   concurrency: int = 4, timeout_s: float = 900.0, channel: str = "outbox") -> CrashReport:
+    """``channel="webhook"``: the workers send to a loopback sink (the webhook channel, so the async
+    senders of ``run_forever``), which counts what it received with a 2xx; else the outbox file does."""
     rng = random.Random(seed)
+    data_dir.mkdir(parents=True, exist_ok=True)
     store = SqliteStore(data_dir / "store.sqlite")
     start = datetime.fromtimestamp(int(time.time()) - 2, UTC)
     items = seed_due(store, n=n, start=start, campaigns=20)
     store.close()
     outbox = data_dir / "outbox.jsonl"
+    receipts = data_dir / "receipts.jsonl"
+    sink, url = _start_sink(receipts) if channel == "webhook" else (None, None)
+    written, per_line = (receipts, _RECEIPT_BYTES) if sink is not None else (outbox, 420)
     points = sorted(rng.uniform(0.05, 0.95) for _ in range(kills))  # fractions of n delivered when killed
     began = time.perf_counter()
     deadline = began + timeout_s
-    for point in points:
-        proc = _start(data_dir, outbox, lease_s=lease_s, concurrency=concurrency)
-        target = point * n
-        while time.perf_counter() < deadline:
-            size = outbox.stat().st_size if outbox.exists() else 0
-            lines = size / 420  # ~bytes per outbox line; a trigger point, not a count
-            if lines >= target or proc.poll() is not None:
-                break
-            time.sleep(0.005)
-        proc.kill()  # SIGKILL: no cleanup, no flush of anything in flight
-        proc.wait()
-    proc = _start(data_dir, outbox, lease_s=lease_s, concurrency=concurrency)
-    proc.communicate(timeout=max(1.0, deadline - time.perf_counter()))
+    try:
+        for point in points:
+            proc = _start(data_dir, outbox, lease_s=lease_s, concurrency=concurrency, webhook_url=url)
+            target = point * n
+            while time.perf_counter() < deadline:
+                size = written.stat().st_size if written.exists() else 0
+                lines = size / per_line  # ~bytes per line; a trigger point, not a count
+                if lines >= target or proc.poll() is not None:
+                    break
+                time.sleep(0.005)
+            proc.kill()  # SIGKILL: no cleanup, no flush of anything in flight
+            proc.wait()
+        proc = _start(data_dir, outbox, lease_s=lease_s, concurrency=concurrency, webhook_url=url)
+        proc.communicate(timeout=max(1.0, deadline - time.perf_counter()))
+    finally:
+        if sink is not None:
+            _stop_sink(sink)
     seconds = time.perf_counter() - began
-    keys = Counter(r["idempotency_key"] for r in read_outbox(outbox))
+    if sink is not None:
+        keys = Counter(r["key"] for r in read_receipts(receipts) if r["status"] == 200)
+    else:
+        keys = Counter(r["idempotency_key"] for r in read_outbox(outbox))
     ids = {i["notification_id"] for i in items}
     store = SqliteStore(data_dir / "store.sqlite")
     statuses = Counter(str(i["status"]) for i in store.table(tables.SCHEDULES).scan())
@@ -159,6 +199,9 @@ if __name__ == "__main__":
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--channel", choices=("outbox", "webhook"), default="outbox")
+    parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        print(json.dumps(asdict(run_crash_test(Path(tmp), n=args.n, kills=args.kills, seed=args.seed)), indent=2))
+        print(json.dumps(asdict(run_crash_test(Path(tmp), n=args.n, kills=args.kills, seed=args.seed,
+                                               channel=args.channel, concurrency=args.concurrency)), indent=2))

@@ -19,7 +19,7 @@ from notify_core.delivery.synthetic import seed_due
 from notify_core.errors import BackendError
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
-from tests.delivery.conftest import ScriptedChannel, minute_start
+from tests.delivery.conftest import ScriptedChannel, minute_start, with_async_sender
 
 BATCH = 50
 OPTS = WorkerOptions(concurrency=4, lookback_minutes=3, prefetch_s=0.0, max_batch=BATCH)
@@ -71,10 +71,20 @@ def _run(worker: DeliveryWorker, *, until: int) -> list[PassSummary]:
     return steps
 
 
-def test_the_next_batch_is_claimed_while_the_current_one_is_sent(store: SqliteStore, clock: ManualClock) -> None:
+@pytest.fixture(params=["threads", "async"])
+def senders(request: pytest.FixtureRequest) -> str:
+    """The loop's two kinds of senders: the thread pool, and the event loop (a channel with ``async_sender``)."""
+    return str(request.param)
+
+
+def test_the_next_batch_is_claimed_while_the_current_one_is_sent(
+    store: SqliteStore, clock: ManualClock, senders: str,
+) -> None:
     n = 12 * BATCH
     items = seed_due(store, n=n, start=minute_start(clock.now()), with_plans=True)
     channel = _FirstSendWaits(store)
+    if senders == "async":
+        with_async_sender(channel)
     worker = DeliveryWorker(store, channel, public_base_url="http://t", clock=clock, options=OPTS)
     steps = _run(worker, until=n)
     assert channel.overlapped is True
@@ -88,11 +98,11 @@ def test_the_next_batch_is_claimed_while_the_current_one_is_sent(store: SqliteSt
 
 
 def test_stopping_finishes_the_batch_in_hand_and_leaves_nothing_claimed(
-    store: SqliteStore, clock: ManualClock,
+    store: SqliteStore, clock: ManualClock, senders: str,
 ) -> None:
     n = 6 * BATCH
     seed_due(store, n=n, start=minute_start(clock.now()))
-    channel = ScriptedChannel()
+    channel = ScriptedChannel() if senders == "threads" else with_async_sender(ScriptedChannel())
     worker = DeliveryWorker(store, channel, public_base_url="http://t", clock=clock, options=OPTS)
     stop = threading.Event()
 

@@ -1,0 +1,156 @@
+"""The asyncio twin of :class:`notify_core.delivery.http1.Http1Connection`: one keep-alive HTTP/1.1
+connection driven by an event loop, so one thread keeps many requests in flight.
+
+Why: with one blocking connection per sending thread, 16 threads take turns on one GIL and every
+``recv`` hands it back and forth; the sender's CPU per request was several times the receiver's
+(``bench/results/delivery*.json``). Here the waiting is the event loop's, and a request costs a write and
+a read of one buffer. It answers what the thread client answers, with the same bounds: ``Content-Length``,
+chunked and close-delimited bodies, interim ``1xx``, keep-alive and ``Connection: close``, TLS through an
+``ssl.SSLContext``; a head over :data:`~notify_core.delivery.http1.MAX_HEAD` or a body over
+:data:`~notify_core.delivery.http1.MAX_BODY` is a :class:`ProtocolError`, and the whole response must
+arrive within ``timeout_s * RESPONSE_TIMEOUTS`` (a receiver trickling a byte a second cannot hold a
+sender for ever).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+
+from notify_core.delivery.http1 import (
+    MAX_BODY,
+    MAX_HEAD,
+    RESPONSE_TIMEOUTS,
+    Disconnected,
+    ProtocolError,
+    keeps_alive,
+    parse_head,
+)
+
+__all__ = ["AsyncHttp1Connection"]
+
+
+class AsyncHttp1Connection:
+    """One keep-alive connection to ``host:port`` for one coroutine at a time (not shared)."""
+
+    def __init__(self, host: str, port: int, *, timeout_s: float, tls: ssl.SSLContext | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.timeout_s = timeout_s
+        self.tls = tls
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._writer is not None
+
+    def close(self) -> None:
+        writer, self._writer, self._reader = self._writer, None, None
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def _open(self) -> None:
+        reader, writer = await asyncio.open_connection(
+            self.host, self.port, ssl=self.tls, server_hostname=self.host if self.tls is not None else None,
+            limit=MAX_HEAD)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._reader, self._writer = reader, writer
+
+    async def request(self, data: bytes) -> int:
+        """Send a complete request (head, blank line and body in ``data``) and read the whole response;
+        returns its status. Raises ``TimeoutError``, :class:`Disconnected`, ``OSError`` or
+        :class:`ProtocolError`; after any of them the connection is closed."""
+        try:
+            async with asyncio.timeout(self.timeout_s * RESPONSE_TIMEOUTS):
+                if self._writer is None:
+                    await self._open()
+                assert self._reader is not None and self._writer is not None
+                self._writer.write(data)
+                first = True
+                while True:
+                    status, headers, version = await self._read_head(first=first)
+                    first = False
+                    if 100 <= status < 200 and status != 101:
+                        continue  # interim (100 Continue, 103 Early Hints): the real answer follows
+                    break
+                await self._read_body(status, headers)
+            if not keeps_alive(headers, version):
+                self.close()
+            return status
+        except BaseException:
+            self.close()
+            raise
+
+    async def _read_head(self, *, first: bool) -> tuple[int, dict[bytes, bytes], bytes]:
+        assert self._reader is not None
+        try:
+            head = await self._reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as exc:
+            if first and not exc.partial:
+                raise Disconnected("the server closed the connection before answering") from None
+            raise ProtocolError("connection closed inside the response head") from None
+        except asyncio.LimitOverrunError:
+            raise ProtocolError("response head too large") from None
+        return parse_head(head[:-4])
+
+    async def _take(self, n: int) -> None:
+        if n > MAX_BODY:
+            raise ProtocolError(f"response body of {n} bytes is over the {MAX_BODY}-byte limit")
+        assert self._reader is not None
+        try:
+            await self._reader.readexactly(n)
+        except asyncio.IncompleteReadError:
+            raise ProtocolError("connection closed inside the response body") from None
+
+    async def _line(self) -> bytes:
+        assert self._reader is not None
+        try:
+            return (await self._reader.readuntil(b"\r\n"))[:-2]
+        except asyncio.IncompleteReadError:
+            raise ProtocolError("connection closed inside a chunked body") from None
+        except asyncio.LimitOverrunError:
+            raise ProtocolError("chunk header too long") from None
+
+    async def _read_body(self, status: int, headers: dict[bytes, bytes]) -> None:
+        if status in (204, 304):
+            return
+        if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+            total = 0
+            while True:
+                size_text = (await self._line()).split(b";", 1)[0].strip()
+                try:
+                    size = int(size_text, 16)
+                except ValueError as exc:
+                    raise ProtocolError(f"bad chunk size {size_text[:20]!r}") from exc
+                if size == 0:
+                    while await self._line():  # trailers, then the blank line
+                        pass
+                    return
+                total += size
+                await self._take(size if total <= MAX_BODY else MAX_BODY + 1)
+                if await self._line():
+                    raise ProtocolError("chunk not followed by CRLF")
+        length = headers.get(b"content-length")
+        if length is not None:
+            if not length.isdigit():
+                raise ProtocolError(f"bad Content-Length {length[:20]!r}")
+            await self._take(int(length))
+            return
+        # No length: the body runs to the end of the connection.
+        assert self._reader is not None
+        received = 0
+        while True:
+            chunk = await self._reader.read(65536)
+            if not chunk:
+                break
+            received += len(chunk)
+            if received > MAX_BODY * 16:
+                raise ProtocolError("close-delimited response body too large")
+        self.close()

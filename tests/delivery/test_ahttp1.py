@@ -1,0 +1,117 @@
+"""The asyncio HTTP/1.1 client (the async senders' connection) against the same real socket servers and
+the same answers as the thread client's tests: both must read every receiver the same way."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+
+import pytest
+
+from notify_core.delivery.ahttp1 import AsyncHttp1Connection
+from notify_core.delivery.http1 import MAX_BODY, RESPONSE_TIMEOUTS, Disconnected, ProtocolError
+from tests.delivery.test_http1 import HEAD, canned
+
+REQUEST = HEAD + b"{}"
+
+
+def _run(conn: AsyncHttp1Connection, times: int = 1) -> list[int]:
+    async def go() -> list[int]:
+        try:
+            return [await conn.request(REQUEST) for _ in range(times)]
+        finally:
+            conn.close()
+    return asyncio.run(go())
+
+
+def test_keep_alive_content_length_chunked_and_interim_answers_on_one_connection() -> None:
+    answers = (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+               b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: y\r\n\r\n",
+               b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n")
+    with canned(*answers) as (port, seen):
+        conn = AsyncHttp1Connection("127.0.0.1", port, timeout_s=2.0)
+        assert _run(conn, len(answers)) == [200, 202, 503]
+        assert len(seen) == 3 and seen[0] == REQUEST  # one connection: canned serves one
+
+
+def test_connection_close_and_a_close_delimited_body_end_the_connection() -> None:
+    async def once(port: int) -> tuple[int, bool]:
+        conn = AsyncHttp1Connection("127.0.0.1", port, timeout_s=2.0)
+        status = await conn.request(REQUEST)
+        return status, conn.is_open
+
+    with canned(b"HTTP/1.0 200 OK\r\n\r\nbody until the end", close_after=True) as (port, _seen):
+        assert asyncio.run(once(port)) == (200, False)
+    with canned(b"HTTP/1.1 400 Bad\r\nConnection: close\r\nContent-Length: 0\r\n\r\n") as (port, _seen):
+        assert asyncio.run(once(port)) == (400, False)
+
+
+def test_a_silent_close_is_disconnected_and_garbage_is_a_protocol_error() -> None:
+    with canned(close_after=True) as (port, _seen):
+        conn = AsyncHttp1Connection("127.0.0.1", port, timeout_s=2.0)
+        with pytest.raises(Disconnected):
+            _run(conn)
+        assert not conn.is_open
+    for garbage in (b"SMTP ready\r\n\r\n", b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
+                    b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n",
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"):
+        with canned(garbage, close_after=True) as (port, _seen):
+            conn = AsyncHttp1Connection("127.0.0.1", port, timeout_s=2.0)
+            with pytest.raises(ProtocolError):
+                _run(conn)
+            assert not conn.is_open
+
+
+def test_a_receiver_that_never_answers_times_out() -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    try:
+        conn = AsyncHttp1Connection("127.0.0.1", server.getsockname()[1], timeout_s=0.2)
+        with pytest.raises(TimeoutError):
+            _run(conn)
+        assert not conn.is_open
+    finally:
+        server.close()
+
+
+def test_a_hostile_receiver_cannot_make_the_sender_buffer_or_wait_without_bound() -> None:
+    """A huge announced body is refused unread; chunks count as one body; a head over the limit is refused;
+    a receiver trickling its answer is cut at the whole response's deadline."""
+    too_big = MAX_BODY + 1
+    for answer, match in ((f"HTTP/1.1 200 OK\r\nContent-Length: {too_big}\r\n\r\n".encode(), "limit"),
+                          (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + f"{MAX_BODY:x}\r\n".encode()
+                           + b"a" * MAX_BODY + b"\r\n10\r\n" + b"b" * 16 + b"\r\n0\r\n\r\n", "limit"),
+                          (b"HTTP/1.1 200 OK\r\nX-Big: " + b"h" * (200 * 1024) + b"\r\n\r\n", "too large")):
+        with canned(answer, close_after=True) as (port, _seen):
+            conn = AsyncHttp1Connection("127.0.0.1", port, timeout_s=2.0)
+            with pytest.raises(ProtocolError, match=match):
+                _run(conn)
+            assert not conn.is_open
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\n")
+            while not stop.wait(0.05):
+                with contextlib.suppress(OSError):
+                    conn.sendall(b"X")
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        conn = AsyncHttp1Connection("127.0.0.1", server.getsockname()[1], timeout_s=0.2)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            _run(conn)
+        assert time.monotonic() - started < 0.2 * RESPONSE_TIMEOUTS + 1.0
+    finally:
+        stop.set()
+        server.close()
+        thread.join(timeout=5)
