@@ -50,7 +50,7 @@ from notify_core.recommend.distinct import distinct_products_order
 from notify_core.recommend.index import GLOBAL_SEGMENT
 from notify_core.recommend.repeat_order import repeats_in_frequency_order
 from notify_core.recommend.serving import IndexHolder, ServingSnapshot, UserProducts
-from notify_core.recommend.work_cache import WorkCache, frozen, work_key
+from notify_core.recommend.work_cache import WorkCache, WorkInputs, frozen
 from notify_core.store import tables
 from notify_core.store.port import Item, KeyRange, Store
 
@@ -265,13 +265,13 @@ class Recommender:
         snapshot = self.holder.snapshot()
         user = self.user_context(user_id, now=now, dim=snapshot.dim)
         cache = self.work_cache
-        key = work_key(user.user_id, user.vector, user.orders_by_product) if cache is not None else None
-        work = cache.get(snapshot, key) if cache is not None else None
+        inputs = WorkInputs.of(user.vector, user.orders_by_product) if cache is not None else None
+        work = cache.get(snapshot, user.user_id, inputs) if cache is not None and inputs is not None else None
         if work is None:
             found = snapshot.search_rows(user.vector, self.candidates) if user.vector is not None else None
             work = self._user_work(snapshot, user, found, 0)
-            if cache is not None:
-                cache.put(snapshot, key, work)
+            if cache is not None and inputs is not None:
+                cache.put(snapshot, user.user_id, inputs, work)
         return self._rank(snapshot, user, work, limit=limit, now=now)
 
     def recommend_many(self, user_ids: Sequence[str], *, limit: int = 10, now: datetime | None = None,

@@ -16,7 +16,7 @@ import pytest
 
 from notify_core.recommend.index import COPURCHASE_SCHEMA
 from notify_core.recommend.recommender import Recommender
-from notify_core.recommend.work_cache import WorkCache, work_key
+from notify_core.recommend.work_cache import WorkCache, WorkInputs
 from notify_core.store import tables
 from tests.recommend.conftest import NOW, World
 
@@ -110,7 +110,7 @@ def test_cached_arrays_are_read_only(world: World) -> None:
     cached = world.recommender_with(cache_users=8)
     cached.recommend("u1", now=NOW)
     assert cached.work_cache is not None
-    (work,) = cached.work_cache._entries.values()
+    (work,) = cached.work_cache.values()
     for name in ("ann_rows", "ann_sims", "repeat_rows", "per_product", "repeat_orders", "co_rows", "co_values",
                  "co_raw", "top_co"):
         array = getattr(work, name)
@@ -119,20 +119,27 @@ def test_cached_arrays_are_read_only(world: World) -> None:
             array[...] = 0
 
 
-def test_the_cache_is_bounded_least_recently_used_first() -> None:
+def test_the_cache_is_bounded_least_recently_used_first_and_compares_inputs_in_full() -> None:
     cache: WorkCache[str] = WorkCache(capacity=2)
     snap, other = object(), object()
-    keys = [work_key(u, np.ones(4, dtype=np.float32), {"p1": 1}) for u in ("a", "b", "c")]
-    assert cache.get(snap, keys[0]) is None
-    cache.put(snap, keys[0], "A")
-    cache.put(snap, keys[1], "B")
-    assert cache.get(snap, keys[0]) == "A"  # a is now the most recent
-    cache.put(snap, keys[2], "C")  # b goes
-    assert cache.get(snap, keys[1]) is None and cache.get(snap, keys[0]) == "A" and len(cache) == 2
-    assert cache.get(other, keys[0]) is None and len(cache) == 0  # another snapshot: emptied
-    cache.put(snap, keys[0], "stale")  # a request that ranked on the old snapshot keeps nothing
+    same = WorkInputs.of(np.ones(4, dtype=np.float32), {"p1": 1, "p2": 3})
+    assert cache.get(snap, "a", same) is None
+    cache.put(snap, "a", same, "A")
+    cache.put(snap, "b", same, "B")
+    assert cache.get(snap, "a", WorkInputs.of(np.ones(4, dtype=np.float32), {"p1": 1, "p2": 3})) == "A"
+    cache.put(snap, "c", same, "C")  # b, the least recently used, goes
+    assert cache.get(snap, "b", same) is None and cache.get(snap, "a", same) == "A" and len(cache) == 2
+    # any change of the inputs is a miss: a count, a product, the order of the products, the vector
+    for changed in (WorkInputs.of(np.ones(4, dtype=np.float32), {"p1": 1, "p2": 4}),
+                    WorkInputs.of(np.ones(4, dtype=np.float32), {"p1": 1, "p2": 3, "p3": 1}),
+                    WorkInputs.of(np.ones(4, dtype=np.float32), {"p2": 3, "p1": 1}),
+                    WorkInputs.of(np.full(4, 2.0, dtype=np.float32), {"p1": 1, "p2": 3}),
+                    WorkInputs.of(None, {"p1": 1, "p2": 3})):
+        assert cache.get(snap, "a", changed) is None
+    cache.put(snap, "a", WorkInputs.of(None, {}), "A2")  # the user's newer work replaces the older
+    assert cache.get(snap, "a", same) is None and cache.get(snap, "a", WorkInputs.of(None, {})) == "A2"
+    assert cache.get(other, "a", same) is None and len(cache) == 0  # another snapshot: emptied
+    cache.put(snap, "a", same, "stale")  # a request that ranked on the old snapshot keeps nothing
     assert len(cache) == 0
-    assert work_key("a", None, {"p1": 1}) != work_key("a", None, {"p1": 2})
-    assert work_key("a", None, {"p1": 1, "p2": 1}) != work_key("a", None, {"p2": 1, "p1": 1})
     with pytest.raises(ValueError, match="capacity"):
         WorkCache(capacity=0)
