@@ -18,7 +18,7 @@ per-worker work cache (``recommend_cache_users``, 1,024 users by default) is sma
 * the LIMIT, measured in the same run on the same server: the trivial route ``/healthz`` on the same
   Starlette + uvicorn stack, closed loop, same connections; and the ratio recommendations/trivial.
 * beside the headline, never instead of it: the WARM figure, a second server whose work cache holds every
-  user (``--warm-cache-users``, 8,192), filled by ~3 rotations first (a user's second and later requests).
+  user (``--warm-cache-users``, 8,192), filled by ~5 rotations first (a user's later requests).
 """
 
 from __future__ import annotations
@@ -223,8 +223,9 @@ def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
         with serving(data_dir, workers=args.workers,
                      env={"NOTIFY_RECOMMEND_CACHE_USERS": str(args.warm_cache_users)}) as port:
             key, pid = serve_admin_key(data_dir), SERVER_PIDS[port]
-            # fill: ~3 rotations over every user, so each worker has seen each user at least once
-            fill_s = max(seconds, 3 * len(users) / max(closed["rps"], 100.0))
+            # fill: ~5 rotations over every user, so each worker has asked for most users twice (the work is
+            # kept from a user's second request on a worker)
+            fill_s = float(max(seconds, round(5 * len(users) / max(closed["rps"], 100.0))))  # wrk: whole seconds
             wrk.closed_loop(port, rec_paths, api_key=key, connections=args.clients, seconds=fill_s)
             warm = wrk.closed_loop(port, rec_paths, api_key=key, connections=args.clients, seconds=seconds,
                                    server_pid=pid)

@@ -269,8 +269,9 @@ class Recommender:
         work = cache.get(snapshot, user.user_id, inputs) if cache is not None and inputs is not None else None
         if work is None:
             found = snapshot.search_rows(user.vector, self.candidates) if user.vector is not None else None
-            work = self._user_work(snapshot, user, found, 0)
-            if cache is not None and inputs is not None:
+            keep = cache is not None and inputs is not None and cache.admits(user.user_id)
+            work = self._user_work(snapshot, user, found, 0, freeze=keep)
+            if keep and cache is not None and inputs is not None:
                 cache.put(snapshot, user.user_id, inputs, work)
         return self._rank(snapshot, user, work, limit=limit, now=now)
 
@@ -295,8 +296,10 @@ class Recommender:
                 for u in users]
 
     # -- ranking -----------------------------------------------------------------------------------
-    def _user_work(self, snapshot: ServingSnapshot, user: UserContext, found: Matches | None, at: int) -> _UserWork:
-        """What :meth:`_rank` needs that ``now`` does not change (cacheable: :mod:`.work_cache`)."""
+    def _user_work(self, snapshot: ServingSnapshot, user: UserContext, found: Matches | None, at: int, *,
+                   freeze: bool = False) -> _UserWork:
+        """What :meth:`_rank` needs that ``now`` does not change (cacheable: :mod:`.work_cache`; ``freeze``:
+        its arrays made read-only, for the cache)."""
         ann_rows = np.zeros(0, dtype=np.int64)
         ann_sims = np.zeros(0, dtype=np.float32)
         if found is not None:
@@ -309,7 +312,8 @@ class Recommender:
             if self.weights.copurchase or self.ranker else (np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0))
         co_k = scoring.RANKER_COPURCHASE if self.ranker is not None else scoring.COPURCHASE_CANDIDATES
         top_co = _best_rows(co_rows, co_values, snapshot.table.id_rank, co_k)
-        frozen(ann_rows, ann_sims, repeat_rows, per_product, repeat_orders, co_rows, co_values, co_raw, top_co)
+        if freeze:
+            frozen(ann_rows, ann_sims, repeat_rows, per_product, repeat_orders, co_rows, co_values, co_raw, top_co)
         return _UserWork(ann_rows=ann_rows, ann_sims=ann_sims, bought=tuple(bought), repeat_rows=repeat_rows,
                          per_product=per_product, repeat_orders=repeat_orders, co_rows=co_rows, co_values=co_values,
                          co_raw=co_raw, top_co=top_co)

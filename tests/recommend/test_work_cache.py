@@ -46,9 +46,12 @@ def _pair(world: World, **options: Any) -> tuple[Recommender, Recommender]:
 def test_cached_answers_equal_the_cold_path_at_any_now(world: World, ranker: Any) -> None:
     _with_copurchase(world)
     cached, cold = _pair(world, ranker=ranker)
-    for user in USERS:  # the work is computed at NOW ...
+    for user in USERS:  # the work is computed at NOW (and kept from the second request on) ...
         cached.recommend(user, limit=20, now=NOW)
-    assert cached.work_cache is not None and len(cached.work_cache) == len(USERS)
+    assert cached.work_cache is not None and len(cached.work_cache) == 0  # a first request keeps nothing
+    for user in USERS:
+        cached.recommend(user, limit=20, now=NOW)
+    assert len(cached.work_cache) == len(USERS)
     # ... and served at other times: cooldowns, campaign dates and recency move, the cached part does not
     for now in (NOW, NOW + timedelta(days=5), NOW - timedelta(days=400), NOW + timedelta(hours=1)):
         for user in USERS:
@@ -59,7 +62,8 @@ def test_cached_answers_equal_the_cold_path_at_any_now(world: World, ranker: Any
 def test_a_new_purchase_is_seen_at_once(world: World) -> None:
     _with_copurchase(world)
     cached, cold = _pair(world)
-    before = _answer(cached, "u1", NOW)
+    _answer(cached, "u1", NOW)
+    before = _answer(cached, "u1", NOW)  # kept
     misses = cached.work_cache.misses if cached.work_cache else 0
     # u1 buys p050 twice (promoted by c050; its co-purchase neighbour p004 by c004): the Store changes
     bought = (NOW - timedelta(days=3)).isoformat()
@@ -79,7 +83,8 @@ def test_a_new_purchase_is_seen_at_once(world: World) -> None:
 
 def test_a_new_user_vector_is_seen_at_once(world: World) -> None:
     cached, cold = _pair(world, ranker=None)  # the blend: the nearest campaign first
-    before = _answer(cached, "u1", NOW)
+    _answer(cached, "u1", NOW)
+    before = _answer(cached, "u1", NOW)  # kept
     assert before[1][0][0] == "c000"
     world.set_user_vector("u1", world.vectors[2])  # u1 now looks like c002 (a click moved their embedding)
     after = _answer(cached, "u1", NOW)
@@ -89,13 +94,14 @@ def test_a_new_user_vector_is_seen_at_once(world: World) -> None:
 
 def test_a_new_index_version_or_upsert_empties_the_cache(world: World) -> None:
     cached, cold = _pair(world, ranker=None)
-    for user in USERS:
+    for user in USERS * 2:
         cached.recommend(user, now=NOW)
     assert cached.work_cache is not None and len(cached.work_cache) == len(USERS)
     world.update_campaign("c000", status="paused")  # a new version published and served
     assert _answer(cached, "u1", NOW) == _answer(cold, "u1", NOW)
+    assert len(cached.work_cache) == 0  # the old snapshot's entries went with it
     assert "c000" not in [r[0] for r in _answer(cached, "u1", NOW)[1]]
-    assert len(cached.work_cache) == 1  # the old snapshot's entries went with it
+    assert len(cached.work_cache) == 1
 
 
 def test_the_batch_path_is_unchanged_by_the_cache(world: World) -> None:
@@ -109,6 +115,7 @@ def test_cached_arrays_are_read_only(world: World) -> None:
     _with_copurchase(world)
     cached = world.recommender_with(cache_users=8)
     cached.recommend("u1", now=NOW)
+    cached.recommend("u1", now=NOW)
     assert cached.work_cache is not None
     (work,) = cached.work_cache.values()
     for name in ("ann_rows", "ann_sims", "repeat_rows", "per_product", "repeat_orders", "co_rows", "co_values",
@@ -117,6 +124,22 @@ def test_cached_arrays_are_read_only(world: World) -> None:
         assert not array.flags.writeable, name
         with pytest.raises(ValueError, match="read-only"):
             array[...] = 0
+
+
+def test_a_first_request_keeps_nothing_and_one_off_users_never_evict_the_kept(world: World) -> None:
+    cache: WorkCache[str] = WorkCache(capacity=2)
+    assert not cache.admits("a") and cache.admits("a")  # noted on the first sighting, kept on the second
+    snap = object()
+    same = WorkInputs.of(None, {"p1": 1})
+    cache.get(snap, "a", same)
+    cache.put(snap, "a", same, "A")
+    for i in range(100):  # a rotation of one-off users: noted, never kept, the kept entry stays
+        assert not cache.admits(f"one-off-{i}")
+    assert cache.get(snap, "a", same) == "A" and len(cache) == 1
+    assert not cache.admits("one-off-0")  # the doorkeeper is bounded (4 x capacity): long gone
+    cached = world.recommender_with(cache_users=8)
+    cached.recommend("u1", now=NOW)
+    assert cached.work_cache is not None and len(cached.work_cache) == 0 and cached.work_cache.misses == 1
 
 
 def test_the_cache_is_bounded_least_recently_used_first_and_compares_inputs_in_full() -> None:
