@@ -14,10 +14,11 @@ not compute; the Store stays the source of truth and is read on every request.
 
 Bounded (least recently used out first) so a scan of every user cannot grow a worker without limit; the
 cached arrays are made read-only so no later step can change a cached answer in place. A user's work is
-kept from their *second* request on (a doorkeeper of recently seen user ids, 4x the capacity): a rotation
-over more users than the cache holds (a benchmark's cold path, a batch of one-off users) would otherwise
-evict on every request, and keeping each request's arrays instead of reusing their memory cost ~4-8 % of
-CPU on such a miss (measured on the demo data); now a one-off user costs one dict lookup.
+kept from their *second* request on, if that comes while they are still among the last ``capacity`` users
+seen (a doorkeeper of user ids, as many as the cache holds): a rotation over more users than the cache holds
+(a benchmark's cold path, a batch of one-off users) would otherwise evict on every request, and keeping
+each request's arrays instead of reusing their memory cost ~4-8 % of CPU on such a miss (measured on the
+demo data); now such a user costs one dict lookup, and a working set the cache can hold is kept.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class WorkCache(Generic[V]):
         self._snapshot: object | None = None  # held, not its id(): an id can be reused once it is freed
         self._entries: OrderedDict[str, tuple[WorkInputs, V]] = OrderedDict()
         self._seen: OrderedDict[str, None] = OrderedDict()  # the doorkeeper: ids asked for once, not yet kept
-        self.seen_capacity = 4 * capacity
+        self.seen_capacity = capacity  # a larger window would admit users the cache cannot keep until they return
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0

@@ -136,7 +136,7 @@ def test_a_first_request_keeps_nothing_and_one_off_users_never_evict_the_kept(wo
     for i in range(100):  # a rotation of one-off users: noted, never kept, the kept entry stays
         assert not cache.admits(f"one-off-{i}")
     assert cache.get(snap, "a", same) == "A" and len(cache) == 1
-    assert not cache.admits("one-off-0")  # the doorkeeper is bounded (4 x capacity): long gone
+    assert not cache.admits("one-off-0")  # the doorkeeper is bounded (the capacity): long gone
     cached = world.recommender_with(cache_users=8)
     cached.recommend("u1", now=NOW)
     assert cached.work_cache is not None and len(cached.work_cache) == 0 and cached.work_cache.misses == 1
