@@ -37,7 +37,8 @@ MAX_USER_ID = 128
 
 def _build() -> Recommender:
     rt = runtime.get()
-    return Recommender(store=rt.store(), holder=rt.holder(build_holder), clock=rt.clock)
+    return Recommender(store=rt.store(), holder=rt.holder(build_holder), clock=rt.clock,
+                       cache_users=rt.settings.recommend_cache_users)
 
 
 _recommender = ColdStart(_build)

@@ -44,6 +44,10 @@ class NotifySettings(BaseSettings):
 
     # serving
     recommend_effort: int | None = None  # ANN search effort (ivf lists probed / hnsw ef); default: the manifest's
+    # per-worker cache of the time-independent ranking work of recently seen users (issue 21; exact: keyed
+    # by the snapshot and the user's vector and purchases, notify_core/recommend/work_cache.py); 0: none.
+    # ~40 kB a user at most on the demo data (heavy buyers' co-purchase arrays).
+    recommend_cache_users: int = Field(default=1024, ge=0)
 
     # aws environment
     aws_region: str = "eu-west-1"

@@ -50,6 +50,7 @@ from notify_core.recommend.distinct import distinct_products_order
 from notify_core.recommend.index import GLOBAL_SEGMENT
 from notify_core.recommend.repeat_order import repeats_in_frequency_order
 from notify_core.recommend.serving import IndexHolder, ServingSnapshot, UserProducts
+from notify_core.recommend.work_cache import WorkCache, WorkInputs, frozen
 from notify_core.store import tables
 from notify_core.store.port import Item, KeyRange, Store
 
@@ -140,6 +141,24 @@ def ineligible_codes(table: CampaignTable, rows: Rows, user: UserContext, *, now
                                         opted_out=user.opted_out, recent=recent)
 
 
+@dataclass(frozen=True, slots=True)
+class _UserWork:
+    """The time-independent part of one user's ranking on one snapshot (:mod:`.work_cache`): the ANN
+    candidates, the promoted rows of their bought products, and the co-purchase weights with the best of
+    them. Everything that moves with ``now`` is computed per request from these."""
+
+    ann_rows: Rows
+    ann_sims: npt.NDArray[np.float32]
+    bought: tuple[str, ...]
+    repeat_rows: Rows
+    per_product: npt.NDArray[np.int64]
+    repeat_orders: npt.NDArray[np.float64]
+    co_rows: Rows
+    co_values: npt.NDArray[np.float64]
+    co_raw: npt.NDArray[np.float64]
+    top_co: Rows
+
+
 @dataclass(slots=True)
 class _Scored:
     """Candidate rows (sorted, unique) with their terms, accumulated over the personalised and fallback passes."""
@@ -172,11 +191,13 @@ class Recommender:
     def __init__(
         self, *, store: Store, holder: IndexHolder, clock: Clock, weights: ScoreWeights | None = None,
         candidates: int = 150, max_cooldown_hours: int = 24 * 14,
-        ranker: scoring.LinearRanker | None | Literal["default"] = "default",
+        ranker: scoring.LinearRanker | None | Literal["default"] = "default", cache_users: int = 0,
     ) -> None:
         """``clock`` answers "now" for requests that do not say (cooldowns, campaign dates, recency).
         ``ranker``: the learned ranker (issue 17) scores the candidates; "default" means
-        :data:`scoring.SERVING_RANKER` unless explicit blend ``weights`` are given (then the blend scores)."""
+        :data:`scoring.SERVING_RANKER` unless explicit blend ``weights`` are given (then the blend scores).
+        ``cache_users``: keep the time-independent work of that many recently seen users (:mod:`.work_cache`;
+        the same answers, keyed by the snapshot and the user's inputs); 0: none."""
         self.store = store
         self.clock = clock
         self.holder = holder
@@ -186,6 +207,7 @@ class Recommender:
         self._popular_by_row_cache: tuple[CampaignTable, tuple[Rows, npt.NDArray[np.float64]]] | None = None
         self.candidates = candidates
         self.max_cooldown_hours = max_cooldown_hours
+        self.work_cache: WorkCache[_UserWork] | None = WorkCache(capacity=cache_users) if cache_users > 0 else None
 
     # -- inputs ------------------------------------------------------------------------------------
     def user_contexts(self, user_ids: Sequence[str], *, now: datetime, dim: int | None) -> dict[str, UserContext]:
@@ -242,8 +264,16 @@ class Recommender:
         now = now or utcnow(self.clock)
         snapshot = self.holder.snapshot()
         user = self.user_context(user_id, now=now, dim=snapshot.dim)
-        found = snapshot.search_rows(user.vector, self.candidates) if user.vector is not None else None
-        return self._rank(snapshot, user, found, 0, limit=limit, now=now)
+        cache = self.work_cache
+        inputs = WorkInputs.of(user.vector, user.orders_by_product) if cache is not None else None
+        work = cache.get(snapshot, user.user_id, inputs) if cache is not None and inputs is not None else None
+        if work is None:
+            found = snapshot.search_rows(user.vector, self.candidates) if user.vector is not None else None
+            keep = cache is not None and inputs is not None and cache.admits(user.user_id)
+            work = self._user_work(snapshot, user, found, 0, freeze=keep)
+            if keep and cache is not None and inputs is not None:
+                cache.put(snapshot, user.user_id, inputs, work)
+        return self._rank(snapshot, user, work, limit=limit, now=now)
 
     def recommend_many(self, user_ids: Sequence[str], *, limit: int = 10, now: datetime | None = None,
                        threads: int = 0) -> list[Recommendations]:
@@ -261,13 +291,15 @@ class Recommender:
             queries = np.stack([u.vector for u in with_vector if u.vector is not None])
             found = snapshot.search_rows(queries, self.candidates, threads=threads or (os.cpu_count() or 1))
             position = {u.user_id: i for i, u in enumerate(with_vector)}
-        return [self._rank(snapshot, u, found if u.user_id in position else None, position.get(u.user_id, 0),
-                           limit=limit, now=now) for u in users]
+        return [self._rank(snapshot, u, self._user_work(snapshot, u, found if u.user_id in position else None,
+                                                        position.get(u.user_id, 0)), limit=limit, now=now)
+                for u in users]
 
     # -- ranking -----------------------------------------------------------------------------------
-    def _rank(self, snapshot: ServingSnapshot, user: UserContext, found: Matches | None, at: int, *, limit: int,
-              now: datetime) -> Recommendations:
-        table = snapshot.table
+    def _user_work(self, snapshot: ServingSnapshot, user: UserContext, found: Matches | None, at: int, *,
+                   freeze: bool = False) -> _UserWork:
+        """What :meth:`_rank` needs that ``now`` does not change (cacheable: :mod:`.work_cache`; ``freeze``:
+        its arrays made read-only, for the cache)."""
         ann_rows = np.zeros(0, dtype=np.int64)
         ann_sims = np.zeros(0, dtype=np.float32)
         if found is not None:
@@ -276,12 +308,24 @@ class Recommender:
         products = snapshot.user_products(user.orders_by_product)  # coded once for every per-product step
         bought, repeat_rows, per_product, bought_orders = products.promoted_rows()
         repeat_orders = np.repeat(bought_orders, per_product)
-        repeat_days = np.repeat(_days_since(user, bought, now), per_product) if self.ranker is not None \
-            else np.zeros(0)
         co_rows, co_values, co_raw = self.copurchase_rows(snapshot, user, coded=products) \
             if self.weights.copurchase or self.ranker else (np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0))
         co_k = scoring.RANKER_COPURCHASE if self.ranker is not None else scoring.COPURCHASE_CANDIDATES
-        top_co = _best_rows(co_rows, co_values, table.id_rank, co_k)
+        top_co = _best_rows(co_rows, co_values, snapshot.table.id_rank, co_k)
+        if freeze:
+            frozen(ann_rows, ann_sims, repeat_rows, per_product, repeat_orders, co_rows, co_values, co_raw, top_co)
+        return _UserWork(ann_rows=ann_rows, ann_sims=ann_sims, bought=tuple(bought), repeat_rows=repeat_rows,
+                         per_product=per_product, repeat_orders=repeat_orders, co_rows=co_rows, co_values=co_values,
+                         co_raw=co_raw, top_co=top_co)
+
+    def _rank(self, snapshot: ServingSnapshot, user: UserContext, work: _UserWork, *, limit: int,
+              now: datetime) -> Recommendations:
+        table = snapshot.table
+        ann_rows, ann_sims, repeat_rows, repeat_orders = work.ann_rows, work.ann_sims, work.repeat_rows, \
+            work.repeat_orders
+        co_rows, co_values, co_raw, top_co = work.co_rows, work.co_values, work.co_raw, work.top_co
+        repeat_days = np.repeat(_days_since(user, work.bought, now), work.per_product) if self.ranker is not None \
+            else np.zeros(0)
         popular_rows = self._popular_rows(snapshot) if self.ranker is not None else None
         extra = popular_rows[0][:scoring.RANKER_POPULAR] if popular_rows is not None else np.zeros(0, dtype=np.int64)
         out = _Scored()
