@@ -106,9 +106,9 @@ def _consume(data: Path, *, decode_process: bool, max_batch: int = 700, kill_wor
     with sqlite3.connect(data / "store.sqlite") as conn:
         rows = {name: conn.execute(f"SELECT pk, sk, ttl, body FROM {name} ORDER BY pk, sk").fetchall()
                 for name in TABLES}
-    landing = sorted(p.name for p in (data / "landing").glob("*.parquet"))
+    landing = {p.name: p.read_bytes() for p in (data / "landing").glob("*.parquet")}
     return {"rows": rows, "reasons": reasons, "persisted": out.persisted,
-            "dead_lettered": out.dead_lettered, "killed": killed, "restarts": restarts, "landing": bool(landing)}
+            "dead_lettered": out.dead_lettered, "killed": killed, "restarts": restarts, "landing": landing}
 
 
 @pytest.fixture
@@ -131,7 +131,8 @@ def test_the_decoding_process_writes_what_the_consumer_itself_writes_byte_for_by
     assert beside["reasons"] == alone["reasons"]  # every poison record dead-lettered, same reason, same stamp
     assert len(alone["reasons"]) >= 4 * 30 and all(reason for _t, _o, reason, _f in alone["reasons"])
     assert (beside["persisted"], beside["dead_lettered"]) == (alone["persisted"], alone["dead_lettered"])
-    assert beside["landing"] and alone["landing"]
+    # the landing files the decoding process builds: the same names (content hashes) and the same bytes
+    assert beside["landing"] == alone["landing"] and len(alone["landing"]) >= 1
 
 
 def test_kill_9_of_the_decoding_process_loses_and_duplicates_nothing(filled: Any) -> None:
