@@ -22,10 +22,12 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import shared_memory
 from typing import Any, TypeVar
 
 from notify_core.orphans import exit_when_orphaned
@@ -47,6 +49,53 @@ def _init_worker(parent_pid: int) -> None:
 
 def _ready() -> int:
     return os.getpid()
+
+
+def _put_shared(data: bytes) -> tuple[str, int]:
+    """``data`` in a new shared memory block: (its name, the data's size)."""
+    block = shared_memory.SharedMemory(create=True, size=max(len(data), 1))
+    try:
+        buf = block.buf
+        assert buf is not None
+        buf[: len(data)] = data
+        return block.name, len(data)
+    finally:
+        block.close()
+
+
+def _read_shared(name: str, size: int) -> bytes:
+    block = shared_memory.SharedMemory(name=name)
+    try:
+        buf = block.buf
+        assert buf is not None
+        return bytes(buf[:size])
+    finally:
+        block.close()
+
+
+def _take_shared(name: str, size: int) -> bytes:
+    """Read a block and remove it (the reader owns a result)."""
+    try:
+        return _read_shared(name, size)
+    finally:
+        _unlink_shared(name)
+
+
+def _unlink_shared(name: str) -> None:
+    try:
+        block = shared_memory.SharedMemory(name=name)
+    except FileNotFoundError:
+        return
+    block.close()
+    block.unlink()
+
+
+def _run_shared(request: tuple[str, int]) -> tuple[str, int]:
+    """In the worker: the call from shared memory (the consumer owns and removes it), its result into a
+    new block the consumer takes (a worker killed before returning leaves that block to the resource
+    tracker, which removes it when the consumer exits)."""
+    fn, args = pickle.loads(_read_shared(*request))
+    return _put_shared(pickle.dumps(fn(*args), protocol=pickle.HIGHEST_PROTOCOL))
 
 
 class DecodeProcess:
@@ -93,17 +142,48 @@ class DecodeProcess:
         return started.result()
 
     def submit(self, fn: Callable[..., _T], *args: Any) -> Future[_T]:
-        """Run ``fn(*args)`` in the process; a broken process is replaced once before giving up."""
+        """Run ``fn(*args)`` in the process; a broken process is replaced once before giving up.
+
+        The call and its result travel through shared memory, and only their names through the pool's
+        pipes (:func:`_run_shared`), so a pipe message is never big enough to be half-written: a worker
+        killed (``kill -9``) between the two writes multiprocessing makes of a message over 16 KB left
+        the pool's reader waiting for the rest forever, and the consumer with it (seen in the kill -9
+        test under load). A message of a few dozen bytes is one ``write`` of a pipe's atomic size.
+        """
+        request = _put_shared(pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL))
+        out: Future[_T] = Future()
         for attempt in (1, 2):
             self.start()
             assert self._pool is not None
             try:
-                return self._pool.submit(fn, *args)
+                inner = self._pool.submit(_run_shared, request)
+                break
             except (BrokenProcessPool, RuntimeError):
                 if attempt == 2:
+                    _unlink_shared(request[0])
                     raise
                 self.restart()
-        raise AssertionError("unreachable")
+
+        def done(finished: Future[tuple[str, int]]) -> None:  # on the pool's thread
+            _unlink_shared(request[0])
+            try:
+                if finished.cancelled():
+                    out.cancel()
+                    return
+                error = finished.exception()
+                if error is not None:
+                    if not out.cancelled():
+                        out.set_exception(error)
+                    return
+                result = pickle.loads(_take_shared(*finished.result()))  # taken (unlinked) in any case
+                if not out.cancelled():
+                    out.set_result(result)
+            except BaseException as exc:  # never out of a pool callback: the caller gets it
+                if not out.done():
+                    out.set_exception(exc)
+
+        inner.add_done_callback(done)
+        return out
 
     def restart(self) -> None:
         """Drop a dead (or wedged) process; the next :meth:`submit` starts a fresh one."""

@@ -24,6 +24,7 @@ import pytest
 
 from notify_core.events import CLICKSTREAM, PURCHASE_HISTORY, dlq_topic
 from notify_core.events.consumer import EventConsumer
+from notify_core.events.decoder import DecodeProcess
 from notify_core.events.models import VALIDATED_HEADERS
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
@@ -195,3 +196,20 @@ def test_two_kill_9s_of_notify_consume_with_the_decoding_process_lose_and_duplic
                                consume_args=("--decode-process",))
     print("\ncrash test (decoding process):", report.line())
     assert report.ok, report.line()
+
+
+def test_calls_and_results_go_through_shared_memory_that_is_removed_after() -> None:
+    """The decoding process's calls and results travel through shared memory blocks, the pipes carry only
+    their names (a big pipe message half-written by a killed worker hung the pool): every block is removed
+    once its result is taken, whatever the outcome, and results of any size come back whole."""
+    shm = Path("/dev/shm")
+    before = {p.name for p in shm.glob("psm_*")}
+    process = DecodeProcess()
+    try:
+        assert [process.submit(pow, 3, k).result(timeout=60) for k in range(20)] == [3**k for k in range(20)]
+        assert process.submit(bytes, 5_000_000).result(timeout=60) == bytes(5_000_000)
+        with pytest.raises(ValueError):
+            process.submit(int, "not a number").result(timeout=60)
+    finally:
+        process.close()
+    assert {p.name for p in shm.glob("psm_*")} <= before
