@@ -139,6 +139,8 @@ def test_the_decoding_process_writes_what_the_consumer_itself_writes_byte_for_by
 def test_kill_9_of_the_decoding_process_loses_and_duplicates_nothing(filled: Any) -> None:
     clean = _consume(filled("clean", 6000), decode_process=False)
     killed = _consume(filled("killed", 6000), decode_process=True, max_batch=300, kill_worker=3)
+    # no shared memory block left behind by the killed workers (the consumer sweeps them)
+    assert not list(Path("/dev/shm").glob(f"notify-dec-{os.getpid()}-*"))
     assert len(killed["killed"]) >= 1, "the decoding process was never killed mid-run"
     assert killed["restarts"] >= 1
     for name in (tables.USER_EVENTS, tables.PURCHASES, tables.EVENTS):  # state equals a clean run's
@@ -203,7 +205,7 @@ def test_calls_and_results_go_through_shared_memory_that_is_removed_after() -> N
     their names (a big pipe message half-written by a killed worker hung the pool): every block is removed
     once its result is taken, whatever the outcome, and results of any size come back whole."""
     shm = Path("/dev/shm")
-    before = {p.name for p in shm.glob("psm_*")}
+    before = {p.name for p in shm.glob(f"notify-dec-{os.getpid()}-*")}
     process = DecodeProcess()
     try:
         assert [process.submit(pow, 3, k).result(timeout=60) for k in range(20)] == [3**k for k in range(20)]
@@ -212,4 +214,4 @@ def test_calls_and_results_go_through_shared_memory_that_is_removed_after() -> N
             process.submit(int, "not a number").result(timeout=60)
     finally:
         process.close()
-    assert {p.name for p in shm.glob("psm_*")} <= before
+    assert {p.name for p in shm.glob(f"notify-dec-{os.getpid()}-*")} <= before
