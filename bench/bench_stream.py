@@ -75,33 +75,37 @@ print(state["sent"], flush=True)
 """
 
 
+_CLICK = (b'{"event_id":"%s-%d","user_id":"%s","ts":"2024-03-01T%02d:%02d:%02dZ","properties":{},"type":"click",'
+          b'"campaign_id":"c%d"}')
+_ORDER = (b'{"event_id":"%s-%d","user_id":"%s","ts":"2024-03-01T%02d:%02d:%02dZ","properties":{},"type":"order",'
+          b'"order_id":"%s-o%d","items":[{"product_id":"p%d","quantity":1,"unit_price":2.5}]}')
+
+
 def event_messages(start: int, count: int, *, run: str) -> list[Any]:
     """Events ``start..start+count`` as capture produces them: 1 in 10 an order, the rest clicks.
 
     The canonical JSON :func:`~notify_core.events.models.encode_event` writes, with the headers capture
     adds (the request id of a 100-event request, and the validated mark), so the consumer takes the path
-    it takes in production.
+    it takes in production. Formatted from two byte templates (the bytes ``orjson.dumps`` gives the
+    event's dict, checked in tests/stream/test_bench_events.py): this is the load generator, which shares
+    the box's two cores with the consumer it loads, and a dict + ``orjson.dumps`` per event cost ~3x.
     """
-    import orjson
-
     from notify_core.events.models import VALIDATED_HEADERS
     from notify_core.stream.port import REQUEST_ID_HEADER, Message
 
     out = []
+    append = out.append
+    tag = run.encode()
     headers: tuple[tuple[str, bytes], ...] = ()
     for i in range(start, start + count):
         if i % 100 == 0 or not headers:
             headers = ((REQUEST_ID_HEADER, f"req-{run}-{i // 100}".encode()), *VALIDATED_HEADERS)
-        user = f"u{i % 100003}"
-        ts = f"2024-03-01T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}Z"
-        head = {"event_id": f"{run}-{i}", "user_id": user, "ts": ts, "properties": {}}
+        user = b"u%d" % (i % 100003)
+        hh, mm, ss = i // 3600 % 24, i // 60 % 60, i % 60
         if i % 10 == 0:
-            order = {**head, "type": "order", "order_id": f"{run}-o{i}",
-                     "items": [{"product_id": f"p{i % 4000}", "quantity": 1, "unit_price": 2.5}]}
-            out.append(Message("purchase_history", user.encode(), orjson.dumps(order), headers))
+            append(Message("purchase_history", user, _ORDER % (tag, i, user, hh, mm, ss, tag, i, i % 4000), headers))
         else:
-            click = {**head, "type": "click", "campaign_id": f"c{i % 300}"}
-            out.append(Message("notify_clickstream", user.encode(), orjson.dumps(click), headers))
+            append(Message("notify_clickstream", user, _CLICK % (tag, i, user, hh, mm, ss, i % 300), headers))
     return out
 
 
@@ -126,9 +130,13 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float, produ
             from notify_core.stream.kafka import KafkaStream
             from tests.kafka_broker import start_broker
 
-            # The mock broker keeps only the last 5 MB of each partition (librdkafka's mock default): a
-            # consumer further behind than that is reset to the oldest offset kept and its records are
-            # gone, counted under "left". 8 partitions keep ~7 s of backlog at 50k events/s.
+            # The mock broker keeps only the last 5 MB of each partition (hard-coded in librdkafka's
+            # rd_kafka_mock_partition_init, no property or API sets it): a consumer further behind than
+            # that is reset to the oldest offset kept and the records before it are gone. The bytes are
+            # the stored batches, which the adapter's producer compresses with lz4 (PRODUCER_DEFAULTS):
+            # 8 partitions keep ~28 s at 49k events/s (~6 s uncompressed). More partitions would too, at
+            # more producer CPU (smaller batches: 5.7 against 4.2 us an event at 32). What was dropped is
+            # counted (``broker_dropped``: the partitions' low watermarks), never hidden.
             broker = start_broker([("purchase_history", 8), ("notify_clickstream", 8),
                                    ("purchase_history.dlq", 1), ("notify_clickstream.dlq", 1)])
             target = broker.bootstrap
@@ -186,6 +194,7 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float, produ
         stop.set()
         thread.join(60)
         lag_end = consumer.lag()
+        dropped = _broker_dropped(target) if backend == "kafka" else 0
         consumer.close()
         stream.close()
         store.close()
@@ -206,6 +215,7 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float, produ
             "events_per_s": round(total / max(last - started, 1e-9)),
             "window_events_per_s": round(window / max(produce_end - started, 1e-9)),
             "unpersisted_after_drain": produced - total,
+            "broker_dropped": dropped,  # records the broker removed before they were read (mock retention)
             "lag_after": lag_end,
             # cores each process used while the producer offered (1.0 = one whole core), of 2 on this box
             "batches": len(persisted_at),
@@ -292,6 +302,24 @@ def kafka_floor(*, seconds: float, producer_threads: int = 4) -> dict[str, Any]:
         }
     finally:
         broker.stop()
+
+
+def _broker_dropped(bootstrap: str) -> int:
+    """Records the broker removed from the event topics (their partitions' low watermarks: nothing else
+    deletes records here), i.e. what its retention dropped."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from notify_core.events.models import TOPICS
+
+    admin = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-watermarks"})
+    try:
+        dropped = 0
+        for topic in TOPICS:
+            for partition in admin.list_topics(topic, timeout=10).topics[topic].partitions:
+                dropped += admin.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[0]
+        return dropped
+    finally:
+        admin.close()
 
 
 def _process_cpu_s(pid: int | None) -> float:
@@ -555,7 +583,10 @@ def main(argv: list[str] | None = None) -> int:
             r["loadavg"] = load_average()
             print(f"stream {backend:6s} offered {rate:>8.0f}/s: {r['events_per_s']:>7} ev/s "
                   f"p50 {r['p50_ms']:.0f} ms p99 {r['p99_ms']:.0f} ms p99.9 {r['p999_ms']:.0f} ms "
-                  f"unpersisted {r['unpersisted_after_drain']} mean batch {r['mean_batch']} "
+                  f"produced {r['produced']:,} persisted {r['persisted']:,} (unpersisted "
+                  f"{r['unpersisted_after_drain']:,}, dropped by the broker {r['broker_dropped']:,}) "
+                  f"mean batch {r['mean_batch']} consumer {r['consumer_cpu_us_per_event']} + decoder "
+                  f"{r['decoder_cpu_us_per_event']} us CPU/event "
                   f"(load {r['loadavg'][0]:.2f}); cores used: "
                   + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_cores"].items()), flush=True)
             # The limit of a sustained run: what the consumer alone drains in this sitting (the producer

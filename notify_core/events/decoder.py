@@ -19,13 +19,18 @@ If the consumer dies, the process notices its parent is gone within ``notify_cor
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import shared_memory
+from pathlib import Path
 from typing import Any, TypeVar
 
 from notify_core.orphans import exit_when_orphaned
@@ -49,6 +54,69 @@ def _ready() -> int:
     return os.getpid()
 
 
+_SHM_DIR = Path("/dev/shm")  # where Linux keeps POSIX shared memory blocks, by name
+
+
+def _put_shared(data: bytes, prefix: str) -> tuple[str, int]:
+    """``data`` in a new shared memory block: (its name, the data's size)."""
+    block = shared_memory.SharedMemory(name=prefix + uuid.uuid4().hex[:16], create=True, size=max(len(data), 1))
+    try:
+        buf = block.buf
+        assert buf is not None
+        buf[: len(data)] = data
+        return block.name, len(data)
+    finally:
+        block.close()
+
+
+def _read_shared(name: str, size: int) -> bytes:
+    block = shared_memory.SharedMemory(name=name)
+    try:
+        buf = block.buf
+        assert buf is not None
+        return bytes(buf[:size])
+    finally:
+        block.close()
+
+
+def _take_shared(name: str, size: int) -> bytes:
+    """Read a block and remove it (the reader owns a result)."""
+    try:
+        return _read_shared(name, size)
+    finally:
+        _unlink_shared(name)
+
+
+def _unlink_shared(name: str) -> None:
+    """Remove a block; one already gone (a sweep or the other side got there first) is fine."""
+    try:
+        block = shared_memory.SharedMemory(name=name)
+    except FileNotFoundError:
+        return
+    block.close()
+    with contextlib.suppress(FileNotFoundError):
+        block.unlink()
+
+
+def _run_shared(request: tuple[str, int], prefix: str) -> tuple[str, int]:
+    """In the worker: the call from shared memory (the consumer owns and removes it), its result into a
+    new block the consumer takes (a worker killed before returning leaves that block behind: the
+    consumer sweeps its prefix when it replaces or closes the worker, :func:`_sweep_shared`)."""
+    fn, args = pickle.loads(_read_shared(*request))
+    return _put_shared(pickle.dumps(fn(*args), protocol=pickle.HIGHEST_PROTOCOL), prefix)
+
+
+def _sweep_shared(prefix: str) -> int:
+    """Remove this consumer's blocks left by a worker that died mid-call; how many (Linux; 0 elsewhere)."""
+    if not _SHM_DIR.is_dir():
+        return 0
+    removed = 0
+    for path in _SHM_DIR.glob(prefix + "*"):
+        _unlink_shared(path.name)
+        removed += 1
+    return removed
+
+
 class DecodeProcess:
     """One spawned worker process running module-level functions on picklable arguments, in order.
 
@@ -63,6 +131,8 @@ class DecodeProcess:
         self._started: Future[int] | None = None
         self.restarts = 0
         self._failures_in_a_row = 0
+        # The names of this instance's shared memory blocks (its calls and its worker's results) start so.
+        self._prefix = f"notify-dec-{os.getpid()}-{uuid.uuid4().hex[:8]}-"
 
     @property
     def usable(self) -> bool:
@@ -93,17 +163,52 @@ class DecodeProcess:
         return started.result()
 
     def submit(self, fn: Callable[..., _T], *args: Any) -> Future[_T]:
-        """Run ``fn(*args)`` in the process; a broken process is replaced once before giving up."""
+        """Run ``fn(*args)`` in the process; a broken process is replaced once before giving up.
+
+        The call and its result travel through shared memory, and only their names through the pool's
+        pipes (:func:`_run_shared`), so a pipe message is never big enough to be half-written: a worker
+        killed (``kill -9``) between the two writes multiprocessing makes of a message over 16 KB left
+        the pool's reader waiting for the rest forever, and the consumer with it (seen in the kill -9
+        test under load). A message of a few dozen bytes is one ``write`` of a pipe's atomic size.
+        """
+        prefix = self._prefix
+        request = _put_shared(pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL), prefix)
+        out: Future[_T] = Future()
         for attempt in (1, 2):
             self.start()
             assert self._pool is not None
             try:
-                return self._pool.submit(fn, *args)
+                inner = self._pool.submit(_run_shared, request, prefix)
+                break
             except (BrokenProcessPool, RuntimeError):
                 if attempt == 2:
+                    _unlink_shared(request[0])
                     raise
                 self.restart()
-        raise AssertionError("unreachable")
+
+        def done(finished: Future[tuple[str, int]]) -> None:  # on the pool's thread; ``out`` always ends
+            try:
+                _unlink_shared(request[0])
+                if finished.cancelled():
+                    out.cancel()
+                    return
+                error = finished.exception()
+                if error is not None:
+                    if not out.cancelled():
+                        out.set_exception(error)
+                    return
+                result = pickle.loads(_take_shared(*finished.result()))  # taken (unlinked) in any case
+                if not out.cancelled():
+                    out.set_result(result)
+            except BaseException as exc:  # never out of a pool callback: the caller gets it
+                if not out.done():
+                    out.set_exception(exc)
+            finally:
+                if not out.done():  # e.g. cancelled after finishing: whoever waits must not wait forever
+                    out.set_exception(BrokenProcessPool("the decoding call ended without a result"))
+
+        inner.add_done_callback(done)
+        return out
 
     def restart(self) -> None:
         """Drop a dead (or wedged) process; the next :meth:`submit` starts a fresh one."""
@@ -124,3 +229,6 @@ class DecodeProcess:
         self._started = None
         if pool is not None:
             pool.shutdown(wait=wait, cancel_futures=True)
+            # Blocks a dead worker made and never handed over. A call still in flight whose block goes
+            # here fails, and the consumer decodes that batch itself: never a skipped batch.
+            _sweep_shared(self._prefix)

@@ -28,7 +28,10 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "enable.idempotence": True,
     "acks": "all",
     "linger.ms": 5,
-    "compression.type": "none",
+    # lz4 batches: measured CPU-neutral on both ends (producing 4.08 vs 4.16 us an event, a bare consumer
+    # 1.67 vs 1.72 us), ~4.8x fewer bytes per event on the wire and in the broker's log, so a broker that
+    # retains by bytes (librdkafka's mock cluster: 5 MB a partition) keeps ~28 s of a 49k/s stream, not ~6 s.
+    "compression.type": "lz4",
 }
 CONSUMER_DEFAULTS: dict[str, Any] = {
     "enable.auto.commit": False,
@@ -107,13 +110,18 @@ class KafkaStream:
         delivery = _Delivery(len(messages))
         producer = self._producer
         deadline = time.monotonic() + self._delivery_timeout
+        last: tuple[tuple[str, bytes], ...] = ()
+        header_list: list[tuple[str, str | bytes | None]] = []
         try:
             for message in messages:
+                headers = message.headers
+                if headers is not last and headers:  # the messages of one request share one headers tuple
+                    last, header_list = headers, list(headers)
                 while True:
                     try:
-                        if message.headers:
+                        if headers:
                             producer.produce(message.topic, message.value, message.key, on_delivery=delivery,
-                                             headers=list(message.headers))
+                                             headers=header_list)
                         else:
                             producer.produce(message.topic, message.value, message.key, on_delivery=delivery)
                         break

@@ -28,17 +28,18 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import NamedTuple, Protocol, runtime_checkable
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
     """A message to produce. ``key`` picks the partition (same key, same partition, same order).
 
     ``headers`` travel with the record to every consumer (Kafka record headers; a column of the local log):
     metadata about the message, not part of it, such as the ``x-request-id`` of the HTTP request that
     produced it (:data:`REQUEST_ID_HEADER`).
+
+    A named tuple, as :class:`Record` and for the same reason: capture builds one per event, and a
+    frozen dataclass's ``__init__`` cost ~1 us of it, a tuple ~0.2 us. Immutable all the same.
     """
 
     topic: str
@@ -65,11 +66,16 @@ class Record(NamedTuple):
 
     def header(self, name: str) -> str | None:
         """The last value of header ``name`` as text, or None."""
-        found: str | None = None
-        for key, value in self.headers:
-            if key == name:
-                found = value.decode("utf-8", "replace")
-        return found
+        return header_value(self.headers, name)
+
+
+def header_value(headers: tuple[tuple[str, bytes], ...], name: str) -> str | None:
+    """The last value of header ``name`` in ``headers`` as text, or None (:meth:`Record.header`)."""
+    found: str | None = None
+    for key, value in headers:
+        if key == name:
+            found = value.decode("utf-8", "replace")
+    return found
 
 
 REQUEST_ID_HEADER = "x-request-id"  # the correlation id of the request that produced a record

@@ -24,6 +24,7 @@ import pytest
 
 from notify_core.events import CLICKSTREAM, PURCHASE_HISTORY, dlq_topic
 from notify_core.events.consumer import EventConsumer
+from notify_core.events.decoder import DecodeProcess
 from notify_core.events.models import VALIDATED_HEADERS
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
@@ -106,9 +107,9 @@ def _consume(data: Path, *, decode_process: bool, max_batch: int = 700, kill_wor
     with sqlite3.connect(data / "store.sqlite") as conn:
         rows = {name: conn.execute(f"SELECT pk, sk, ttl, body FROM {name} ORDER BY pk, sk").fetchall()
                 for name in TABLES}
-    landing = sorted(p.name for p in (data / "landing").glob("*.parquet"))
+    landing = {p.name: p.read_bytes() for p in (data / "landing").glob("*.parquet")}
     return {"rows": rows, "reasons": reasons, "persisted": out.persisted,
-            "dead_lettered": out.dead_lettered, "killed": killed, "restarts": restarts, "landing": bool(landing)}
+            "dead_lettered": out.dead_lettered, "killed": killed, "restarts": restarts, "landing": landing}
 
 
 @pytest.fixture
@@ -131,12 +132,15 @@ def test_the_decoding_process_writes_what_the_consumer_itself_writes_byte_for_by
     assert beside["reasons"] == alone["reasons"]  # every poison record dead-lettered, same reason, same stamp
     assert len(alone["reasons"]) >= 4 * 30 and all(reason for _t, _o, reason, _f in alone["reasons"])
     assert (beside["persisted"], beside["dead_lettered"]) == (alone["persisted"], alone["dead_lettered"])
-    assert beside["landing"] and alone["landing"]
+    # the landing files the decoding process builds: the same names (content hashes) and the same bytes
+    assert beside["landing"] == alone["landing"] and len(alone["landing"]) >= 1
 
 
 def test_kill_9_of_the_decoding_process_loses_and_duplicates_nothing(filled: Any) -> None:
     clean = _consume(filled("clean", 6000), decode_process=False)
     killed = _consume(filled("killed", 6000), decode_process=True, max_batch=300, kill_worker=3)
+    # no shared memory block left behind by the killed workers (the consumer sweeps them)
+    assert not list(Path("/dev/shm").glob(f"notify-dec-{os.getpid()}-*"))
     assert len(killed["killed"]) >= 1, "the decoding process was never killed mid-run"
     assert killed["restarts"] >= 1
     for name in (tables.USER_EVENTS, tables.PURCHASES, tables.EVENTS):  # state equals a clean run's
@@ -194,3 +198,20 @@ def test_two_kill_9s_of_notify_consume_with_the_decoding_process_lose_and_duplic
                                consume_args=("--decode-process",))
     print("\ncrash test (decoding process):", report.line())
     assert report.ok, report.line()
+
+
+def test_calls_and_results_go_through_shared_memory_that_is_removed_after() -> None:
+    """The decoding process's calls and results travel through shared memory blocks, the pipes carry only
+    their names (a big pipe message half-written by a killed worker hung the pool): every block is removed
+    once its result is taken, whatever the outcome, and results of any size come back whole."""
+    shm = Path("/dev/shm")
+    before = {p.name for p in shm.glob(f"notify-dec-{os.getpid()}-*")}
+    process = DecodeProcess()
+    try:
+        assert [process.submit(pow, 3, k).result(timeout=60) for k in range(20)] == [3**k for k in range(20)]
+        assert process.submit(bytes, 5_000_000).result(timeout=60) == bytes(5_000_000)
+        with pytest.raises(ValueError):
+            process.submit(int, "not a number").result(timeout=60)
+    finally:
+        process.close()
+    assert {p.name for p in shm.glob(f"notify-dec-{os.getpid()}-*")} <= before
