@@ -260,6 +260,10 @@ def highlights(outcome: RunOutcome) -> list[str]:
                      f"notifications for {_n(m.get('users_with_notifications'))} users "
                      f"(candidates: {m.get('candidate_source')}; busiest minute {_n(m.get('peak_minute_load'))} "
                      f"sends, {_n(m.get('capacity_violations'))} minutes over capacity)")
+        if not m.get("notifications_planned") and m.get("users_planned"):
+            lines.append("  nothing left to plan: the rest of this day is outside the users' windows or after their "
+                         "caps (late in the UTC evening it usually is); tomorrow is planned at 00:00 UTC. To replay "
+                         "a morning: NOTIFY_CLOCK_START=<day>T09:00:00Z notify run")
     delivery = outcome.assets.get("delivery_run")
     if delivery is not None:
         m = delivery.metadata

@@ -81,15 +81,20 @@ _ANCHORS: dict[float, float] = {}
 _ANCHORS_LOCK = threading.Lock()
 
 
-def starting_at(when: datetime | None) -> Clock:
+def starting_at(when: datetime | None, *, frozen: bool = False) -> Clock:
     """The system clock, or (``when`` given) a clock that reads ``when`` the first time this process asks
     for it and then moves with real time: what ``NOTIFY_CLOCK_START`` gives tests, replays and demos.
 
     The offset is fixed once per process and instant, so every stage of one run (the Store's TTL checks,
-    the planner, the worker) agrees on the time, and sleeps, leases and retries behave as in production."""
+    the planner, the worker) agrees on the time, and sleeps, leases and retries behave as in production.
+    ``frozen`` (``NOTIFY_CLOCK_FROZEN``): a new :class:`ManualClock` standing at ``when`` for each caller,
+    so what a run decides (which plan minutes a delivery pass reaches) cannot depend on how long its
+    earlier steps took: two replays of the same data on different backends write the same rows."""
     if when is None:
         return SYSTEM_CLOCK
     key = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    if frozen:
+        return ManualClock(key)
     with _ANCHORS_LOCK:
         offset = _ANCHORS.setdefault(key, key - time.time())
     return OffsetClock(offset)

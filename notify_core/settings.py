@@ -35,6 +35,10 @@ class NotifySettings(BaseSettings):
     clock_start: datetime | None = Field(
         default=None, description="Start this process's clock at this time (tests, replays); unset: the system clock.",
     )
+    clock_frozen: bool = Field(
+        default=False, description="With clock_start: the clock stands still at that instant (sleeps move only the "
+        "sleeper's own copy), so a replay decides exactly as another replay of the same data, however long it runs.",
+    )
 
     # event stream: the embedded log by default (env=local), Kafka for env=aws or when chosen
     stream_backend: Literal["local", "kafka"] | None = None
@@ -107,11 +111,14 @@ class NotifySettings(BaseSettings):
             raise ConfigurationError("the webhook channel needs NOTIFY_WEBHOOK_URL and NOTIFY_WEBHOOK_SECRET")
         if self.channel == "sns" and not self.sns_topic_arn:
             raise ConfigurationError("the sns channel needs NOTIFY_SNS_TOPIC_ARN")
+        if self.clock_frozen and self.clock_start is None:
+            raise ConfigurationError("NOTIFY_CLOCK_FROZEN needs NOTIFY_CLOCK_START: the instant it stands at")
         return self
 
     def clock(self) -> Clock:
-        """The clock every entry point hands the domain: the system clock unless ``clock_start`` pins it."""
-        return starting_at(self.clock_start)
+        """The clock every entry point hands the domain: the system clock unless ``clock_start`` pins it
+        (frozen there with ``clock_frozen``: each caller gets its own clock standing at that instant)."""
+        return starting_at(self.clock_start, frozen=self.clock_frozen)
 
     @property
     def channel(self) -> Literal["outbox", "webhook", "sns"]:

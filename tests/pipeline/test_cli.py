@@ -49,3 +49,18 @@ def test_summary_numbers_have_units_and_the_fast_forward_is_explained() -> None:
     text = "\n".join(highlights(outcome))
     assert "1,234 delivered" in text and "lateness p50 30.6 min, p99 59.0 min" in text
     assert "fast-forwards the worker's clock 60 min" in text and "1837.38" not in text
+
+
+def test_an_empty_plan_says_why_and_how_to_replay_a_morning() -> None:
+    """Late in the UTC evening the rest of the users' local day has no window left: the run's summary says
+    so instead of a bare "0 notifications" (the planner really placed nothing: its own metadata says)."""
+    from notify_cli.run_command import AssetOutcome, RunOutcome, highlights
+
+    def summary(planned: int) -> str:
+        plan = AssetOutcome(seconds=0.1, metadata={"plan_day": "2026-11-23", "users_planned": 71,
+                                                   "notifications_planned": planned, "users_with_notifications": 0})
+        return "\n".join(highlights(RunOutcome(run_id="r", success=True, seconds=1.0, partition="2026-11-23",
+                                               assets={"notification_plan": plan})))
+
+    assert "nothing left to plan" in summary(0) and "NOTIFY_CLOCK_START=" in summary(0)
+    assert "nothing left to plan" not in summary(3)
