@@ -278,16 +278,10 @@ class WebhookChannel:
             conn = self._connections.renew() if fresh else self._connections.get()
             try:
                 return _result(conn.request(request, b""))
-            except TimeoutError as exc:
-                return SendResult(Outcome.RETRYABLE, detail=f"timeout: {exc}")
-            except (Disconnected, BrokenPipeError, ConnectionResetError) as exc:
-                # A kept-alive connection the server closed while idle: try once on a new one (the
-                # Idempotency-Key covers the case where the first request did arrive).
-                if reused and not fresh:
-                    continue
-                return SendResult(Outcome.RETRYABLE, detail=f"connection error: {exc}")
             except (OSError, ProtocolError) as exc:
-                return SendResult(Outcome.RETRYABLE, detail=f"connection error: {exc}")
+                failed = _failed(exc, retry_on_a_new_connection=reused and not fresh)
+                if failed is not None:
+                    return failed
         return SendResult(Outcome.RETRYABLE, detail="connection error")  # pragma: no cover - loop returns
 
     def async_sender(self) -> AsyncWebhookSender:
@@ -302,6 +296,17 @@ class WebhookChannel:
 def _result(status: int) -> SendResult:
     outcome = classify_status(status)
     return SendResult(outcome, status=status, detail="" if outcome is Outcome.DELIVERED else f"HTTP {status}")
+
+
+def _failed(exc: OSError | ProtocolError, *, retry_on_a_new_connection: bool) -> SendResult | None:
+    """What a webhook request that raised ``exc`` comes to, for the sync and the async sender alike; None
+    when it is worth once more on a new connection: a kept-alive connection the server closed while idle
+    (the Idempotency-Key covers the case where the first request did arrive)."""
+    if isinstance(exc, TimeoutError):
+        return SendResult(Outcome.RETRYABLE, detail=f"timeout: {exc}")
+    if isinstance(exc, (Disconnected, BrokenPipeError, ConnectionResetError)) and retry_on_a_new_connection:
+        return None
+    return SendResult(Outcome.RETRYABLE, detail=f"connection error: {exc}")
 
 
 class AsyncWebhookSender:
@@ -327,14 +332,10 @@ class AsyncWebhookSender:
         for fresh in (False, True):
             try:
                 return _result(await self._conn.request(request))
-            except TimeoutError as exc:
-                return SendResult(Outcome.RETRYABLE, detail=f"timeout: {exc}")
-            except (Disconnected, BrokenPipeError, ConnectionResetError) as exc:
-                if reused and not fresh:  # an idle keep-alive connection the server closed: once more
-                    continue
-                return SendResult(Outcome.RETRYABLE, detail=f"connection error: {exc}")
             except (OSError, ProtocolError) as exc:
-                return SendResult(Outcome.RETRYABLE, detail=f"connection error: {exc}")
+                failed = _failed(exc, retry_on_a_new_connection=reused and not fresh)
+                if failed is not None:
+                    return failed
         return SendResult(Outcome.RETRYABLE, detail="connection error")  # pragma: no cover - loop returns
 
     def close(self) -> None:
