@@ -135,8 +135,9 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float, produ
             # that is reset to the oldest offset kept and the records before it are gone. The bytes are
             # the stored batches, which the adapter's producer compresses with lz4 (PRODUCER_DEFAULTS):
             # 8 partitions keep ~28 s at 49k events/s (~6 s uncompressed). More partitions would too, at
-            # more producer CPU (smaller batches: 5.7 against 4.2 us an event at 32). What was dropped is
-            # counted (``broker_dropped``: the partitions' low watermarks), never hidden.
+            # more producer CPU (smaller batches: 5.7 against 4.2 us an event at 32). What retention removed
+            # is counted (``broker_dropped``: the partitions' low watermarks after the drain, read first or
+            # not); what it removed unread shows as ``unpersisted_after_drain``, never hidden.
             broker = start_broker([("purchase_history", 8), ("notify_clickstream", 8),
                                    ("purchase_history.dlq", 1), ("notify_clickstream.dlq", 1)])
             target = broker.bootstrap
@@ -215,7 +216,9 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float, produ
             "events_per_s": round(total / max(last - started, 1e-9)),
             "window_events_per_s": round(window / max(produce_end - started, 1e-9)),
             "unpersisted_after_drain": produced - total,
-            "broker_dropped": dropped,  # records the broker removed before they were read (mock retention)
+            # records the mock broker's retention removed by the end of the drain, whether the consumer had
+            # read them first or not: those lost unread are in unpersisted_after_drain
+            "broker_dropped": dropped,
             "lag_after": lag_end,
             # cores each process used while the producer offered (1.0 = one whole core), of 2 on this box
             "batches": len(persisted_at),
@@ -306,7 +309,7 @@ def kafka_floor(*, seconds: float, producer_threads: int = 4) -> dict[str, Any]:
 
 def _broker_dropped(bootstrap: str) -> int:
     """Records the broker removed from the event topics (their partitions' low watermarks: nothing else
-    deletes records here), i.e. what its retention dropped."""
+    deletes records here), i.e. what its retention removed, read first or not (measured after the drain)."""
     from confluent_kafka import Consumer, TopicPartition
 
     from notify_core.events.models import TOPICS
@@ -584,7 +587,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stream {backend:6s} offered {rate:>8.0f}/s: {r['events_per_s']:>7} ev/s "
                   f"p50 {r['p50_ms']:.0f} ms p99 {r['p99_ms']:.0f} ms p99.9 {r['p999_ms']:.0f} ms "
                   f"produced {r['produced']:,} persisted {r['persisted']:,} (unpersisted "
-                  f"{r['unpersisted_after_drain']:,}, dropped by the broker {r['broker_dropped']:,}) "
+                  f"{r['unpersisted_after_drain']:,}; removed by the broker's retention, read or not, "
+                  f"{r['broker_dropped']:,}) "
                   f"mean batch {r['mean_batch']} consumer {r['consumer_cpu_us_per_event']} + decoder "
                   f"{r['decoder_cpu_us_per_event']} us CPU/event "
                   f"(load {r['loadavg'][0]:.2f}); cores used: "
