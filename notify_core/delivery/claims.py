@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import secrets
 import threading
-import uuid
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -288,7 +288,10 @@ class Claims:
         updates: list[Update] = []
         attempts: list[int] = []
         tokens: list[str] = []
-        for w in work:
+        # One random draw for the batch's claim tokens (128 bits each, as uuid4's): a uuid4 per claim was
+        # a getrandom call and a UUID object each, ~5 % of the claiming thread.
+        random_hex = secrets.token_hex(16 * len(work))
+        for k, w in enumerate(work):
             if w.kind == "new":
                 condition, attempt = Condition.matches(status=PENDING), 1
             elif w.kind == "reclaim":
@@ -297,7 +300,7 @@ class Claims:
             else:
                 failed = int(w.item.get("attempt") or 1)
                 condition, attempt = Condition.matches(status=RETRY_SCHEDULED, attempt=failed), failed + 1
-            token = uuid.uuid4().hex
+            token = random_hex[32 * k : 32 * k + 32]
             claim = {"status": CLAIMED, "claim_token": token, "claimed_at": now,
                      "lease_until": now + self.options.lease_s, "attempt": attempt, "worker": self.worker_id}
             updates.append(Update(w.pk, w.sk, claim, condition))

@@ -111,8 +111,9 @@ class DeliveryWorker:
         self.worker_id = self.options.worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._users = store.table(tables.USERS)
         self._campaigns = store.table(tables.CAMPAIGNS)
-        # SQLite serialises writers anyway; queueing them on a lock here keeps 16 threads out of
-        # SQLite's busy handler, which sleeps 1-100 ms per collision and wrecked throughput.
+        # SQLite takes one writer at a time (its Store queues them on its write gate, across processes
+        # too); this lock is the group commit's: whoever holds it commits every outcome waiting, so 16
+        # senders make a few larger transactions instead of 16 small ones (Outcomes.finish).
         write_lock: contextlib.AbstractContextManager[Any] = (
             threading.Lock() if store.single_writer else contextlib.nullcontext())
         self._pool = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="deliver")

@@ -227,8 +227,9 @@ class Table(Protocol):
 class Store(Protocol):
     """A set of tables on one backend."""
 
-    # True where the backend admits one writer at a time (SQLite): callers with many writer threads
-    # queue them on a lock of their own rather than in the backend's busy handler.
+    # True where the backend admits one writer at a time (SQLite, whose adapter queues them on its write
+    # gate): a caller may then group many threads' writes behind one lock of its own at no loss of
+    # parallelism (the delivery worker's outcome group commit).
     single_writer: bool
 
     def table(self, name: str) -> Table:

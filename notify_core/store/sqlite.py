@@ -17,6 +17,7 @@ and processes (the delivery worker and the consumer rely on that to claim work e
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import operator
 import os
@@ -32,7 +33,7 @@ import orjson
 from notify_core.clock import SYSTEM_CLOCK, Clock
 from notify_core.errors import ConditionFailedError, ValidationError
 from notify_core.per_thread import PerThread
-from notify_core.sqlite_tx import write_transaction
+from notify_core.sqlite_tx import BUSY_TIMEOUT_S, write_gate, write_transaction
 from notify_core.store.codec import decode_item, encode_item
 
 if TYPE_CHECKING:
@@ -154,17 +155,23 @@ class SqliteStore:
         self._tables: dict[str, SqliteTable] = {}
         self._lock = threading.RLock()
         self._connections = PerThread(self._connect, close=sqlite3.Connection.close)
+        self.write_gate = write_gate(self.path)
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=60000")
+        conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         # Random keys (event ids, hashes) write to random B-tree pages: a 64 MiB page cache and a
         # checkpoint every ~40 MB of WAL (instead of 4 MB) keep them in memory between commits.
         conn.execute("PRAGMA cache_size=-65536")
         conn.execute("PRAGMA wal_autocheckpoint=10000")
         return conn
+
+    def transaction(self, conn: sqlite3.Connection, *, what: str,
+                    immediate: bool = True) -> contextlib.AbstractContextManager[None]:
+        """A write transaction on ``conn`` (this thread's connection), queued on this file's write gate."""
+        return write_transaction(conn, what=what, gate=self.write_gate, immediate=immediate)
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection (one per thread: sqlite3 connections are not shared)."""
@@ -342,7 +349,7 @@ class SqliteTable:
         if not rows.size:
             return 0
         conn = self.store.connection()
-        with write_transaction(conn, what=f"SQLite batch write to {self.name}", immediate=False):
+        with self.store.transaction(conn, what=f"SQLite batch write to {self.name}", immediate=False):
             for payload in rows.payloads:
                 conn.execute(
                     f"INSERT INTO {self._q} (pk, sk, ttl, body) "
@@ -373,7 +380,7 @@ class SqliteTable:
         rows = last_of_each_key(frame.select("pk", "sk", ttl.alias("_ttl"),
                                              pl.struct(frame.columns).struct.json_encode().alias("_b")))
         conn = self.store.connection()
-        with write_transaction(conn, what=f"SQLite batch write to {self.name}", immediate=False):
+        with self.store.transaction(conn, what=f"SQLite batch write to {self.name}", immediate=False):
             for start in range(0, rows.height, _FRAME_SLICE):
                 part = rows.slice(start, _FRAME_SLICE)
                 # Column lists zipped: ~half the CPU of DataFrame.rows() (which builds each tuple in polars)
@@ -412,7 +419,7 @@ class SqliteTable:
 
     def _atomically(self, pk: str, sk: str, condition: Condition | None, change: Any) -> Any:
         conn = self.store.connection()
-        with write_transaction(conn, what=f"SQLite write to {self.name}"):
+        with self.store.transaction(conn, what=f"SQLite write to {self.name}"):
             current = self._current(conn, pk, sk)
             if condition is not None and not condition.holds_for(current):
                 raise ConditionFailedError(f"condition failed on {self.name} {pk}/{sk}")
@@ -456,7 +463,7 @@ class SqliteTable:
         if not updates:
             return []
         conn = self.store.connection()
-        with write_transaction(conn, what=f"SQLite batch update of {self.name}"):
+        with self.store.transaction(conn, what=f"SQLite batch update of {self.name}"):
             if len(updates) <= _SMALL_UPDATE_BATCH:
                 return self._update_many_small(conn, updates)
             return self._update_many_bulk(conn, updates)

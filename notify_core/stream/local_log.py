@@ -36,7 +36,7 @@ from pathlib import Path
 from notify_core.clock import SYSTEM_CLOCK, Clock
 from notify_core.errors import ConditionFailedError, ValidationError
 from notify_core.per_thread import PerThread
-from notify_core.sqlite_tx import write_transaction
+from notify_core.sqlite_tx import BUSY_TIMEOUT_S, write_gate, write_transaction
 from notify_core.stream.port import (
     Message,
     OnRevoke,
@@ -61,7 +61,7 @@ class LocalLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fsync = fsync
         self._poll_interval = poll_interval
-        self._write_lock = threading.Lock()  # one writer per process at a time: no busy-waiting threads
+        self.write_gate = write_gate(self.path)  # writers queue there, not in SQLite's busy handler
         self._tables: dict[str, str] = {}
         self._tables_lock = threading.Lock()
         self._connections = PerThread(self._connect, close=sqlite3.Connection.close)
@@ -73,8 +73,8 @@ class LocalLog:
         )
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout=60000")
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
         return conn
@@ -93,7 +93,7 @@ class LocalLog:
         if row is None:
             if not create:
                 return None
-            with self._write_lock, write_transaction(conn, what=f"creating topic {topic}"):
+            with write_transaction(conn, what=f"creating topic {topic}", gate=self.write_gate):
                 row = conn.execute("SELECT id FROM topics WHERE name=?", (topic,)).fetchone()
                 if row is None:
                     (next_id,) = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM topics").fetchone()
@@ -113,7 +113,7 @@ class LocalLog:
         """Logs written before record headers existed get the (nullable) column once, on first open."""
         if any(col[1] == "headers" for col in conn.execute(f"PRAGMA table_info({table})")):
             return
-        with self._write_lock, write_transaction(conn, what=f"adding headers to {table}"):
+        with write_transaction(conn, what=f"adding headers to {table}", gate=self.write_gate):
             if not any(col[1] == "headers" for col in conn.execute(f"PRAGMA table_info({table})")):
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN headers BLOB")
 
@@ -129,7 +129,7 @@ class LocalLog:
             by_topic.setdefault(message.topic, []).append(message)
         tables = {topic: self._table(topic) for topic in by_topic}
         conn = self._conn()
-        with self._write_lock, write_transaction(conn, what="local log append"):
+        with write_transaction(conn, what="local log append", gate=self.write_gate):
             now_ms = int(self.clock.now() * 1000)
             for topic, batch in by_topic.items():
                 table = tables[topic]
@@ -172,7 +172,7 @@ class LocalLog:
         conn = self._conn()
         removed = 0
         conn.execute("PRAGMA secure_delete=ON")
-        with self._write_lock, write_transaction(conn, what="erasing a key"):
+        with write_transaction(conn, what="erasing a key", gate=self.write_gate):
             for (topic_id,) in conn.execute("SELECT id FROM topics").fetchall():
                 removed += conn.execute(f"DELETE FROM log_{int(topic_id)} WHERE key=?", (key,)).rowcount
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -280,7 +280,7 @@ class LocalLogConsumer:
         if not positions:
             return
         conn = self._log._conn()
-        with self._log._write_lock, write_transaction(conn, what="local log commit"):
+        with write_transaction(conn, what="local log commit", gate=self._log.write_gate):
             conn.executemany(
                 "INSERT INTO positions (grp, topic, position) VALUES (?, ?, ?) "
                 "ON CONFLICT(grp, topic) DO UPDATE SET position=excluded.position",

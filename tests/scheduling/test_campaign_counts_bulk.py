@@ -14,13 +14,39 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from notify_core.clock import ManualClock
 from notify_core.delivery.feedback import add_campaign_counts
-from notify_core.errors import ConditionFailedError
+from notify_core.errors import BackendError, ConditionFailedError
 from notify_core.store import tables
 from notify_core.store.port import Condition, Store
 from notify_core.store.sqlite import SqliteStore
 from tests.scheduling.conftest import STORE_NOW
+
+
+class _AlwaysBeaten:
+    """A Store whose ``campaign_stats`` has a rival writer that adds 1 to every row between each read and
+    each conditional write of ``add_campaign_counts`` (a real write, so the conditions really fail)."""
+
+    def __init__(self, inner: SqliteStore) -> None:
+        self.inner, self.single_writer = inner, inner.single_writer
+
+    def table(self, name: str) -> Any:
+        table = self.inner.table(name)
+        if name != tables.CAMPAIGN_STATS:
+            return table
+        inner = self.inner
+
+        class Beaten:
+            def __getattr__(self, attr: str) -> Any:
+                return getattr(table, attr)
+
+            def update_many(self, updates: Any) -> Any:
+                add_campaign_counts(inner, {(u.pk, u.sk): 1 for u in updates}, field="sent")
+                return table.update_many(updates)
+
+        return Beaten()
 
 
 def _row_by_row(store: Store, counts: dict[tuple[str, str], int], *, field: str) -> None:
@@ -149,3 +175,17 @@ def test_kill_9_mid_counts_leaves_each_call_all_or_nothing(tmp_path: Path) -> No
     after = {r["pk"]: r["planned"] for r in store.table(tables.CAMPAIGN_STATS).scan()}
     assert set(after.values()) == {planned + 1}
     store.close()
+
+
+def test_counts_that_keep_losing_raise_instead_of_vanishing(tmp_path: Path, monkeypatch: Any) -> None:
+    """A counter whose every conditional write loses to a rival: after COUNT_ROUNDS rounds the call raises
+    BackendError naming what it could not add (it used to return as if done); the rival's counts stand."""
+    import notify_core.delivery.feedback as feedback
+
+    monkeypatch.setattr(feedback, "COUNT_ROUNDS", 4)
+    store = SqliteStore(tmp_path / "s.sqlite", clock=ManualClock(STORE_NOW))
+    keys = [("c1", "2030-01-02"), ("c2", "2030-01-02")]
+    with pytest.raises(BackendError, match="2 sent counters .* after 4 rounds"):
+        add_campaign_counts(_AlwaysBeaten(store), dict.fromkeys(keys, 5), field="sent")  # type: ignore[arg-type]
+    rows = {r["pk"]: r["sent"] for r in store.table(tables.CAMPAIGN_STATS).scan()}
+    assert rows == {"c1": 4, "c2": 4}  # the rival's four adds, none of ours

@@ -1,0 +1,180 @@
+"""The SQLite write gate (notify_core/sqlite_tx.py): writers of one file queue in the kernel, across processes.
+
+What must hold: another process cannot take the gate while one holds it (and takes it the moment it is
+released); a holder killed with SIGKILL leaves nothing stale; a forked child queues behind its parent
+rather than sharing its lock; a nested write in one thread passes; and without a sidecar (a directory it
+cannot be created in) writes still work. Real processes, real SQLite files.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import multiprocessing
+import os
+import signal
+import stat
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from notify_core.sqlite_tx import LOCK_SUFFIX, WriteGate, write_gate
+from notify_core.store.sqlite import SqliteStore
+from notify_core.stream.local_log import LocalLog
+
+SPAWN = multiprocessing.get_context("spawn")
+
+
+def _can_lock(sidecar: str) -> bool:
+    """Whether a fresh open file description gets the lock right now (what another process would)."""
+    fd = os.open(sidecar, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return True
+    finally:
+        os.close(fd)
+
+
+def _hold_in_a_transaction(path: str, inside: Any, release: Any) -> None:
+    """A child that writes, then waits inside a write transaction (holding the gate) until told to go on."""
+    store = SqliteStore(Path(path))
+    table = store.table("t")
+    conn = store.connection()
+    with store.transaction(conn, what="test hold"):
+        conn.execute('INSERT INTO "t" (pk, sk, ttl, body) VALUES (?, ?, NULL, ?)',
+                     ("held", "s", '{"pk":"held","sk":"s"}'))
+        inside.set()
+        release.wait(60)
+    table.put({"pk": "after", "sk": "s"})
+    store.close()
+
+
+def _child_holding_the_gate(tmp_path: Path) -> tuple[SqliteStore, str, Any, Any]:
+    """This process's Store, the sidecar's path, and a child inside a write transaction (with its release)."""
+    store = SqliteStore(tmp_path / "store.sqlite")
+    store.table("t")
+    sidecar = f"{tmp_path / 'store.sqlite'}{LOCK_SUFFIX}"
+    inside, release = SPAWN.Event(), SPAWN.Event()
+    child = SPAWN.Process(target=_hold_in_a_transaction, args=(str(tmp_path / "store.sqlite"), inside, release))
+    child.start()
+    assert inside.wait(60)
+    assert not _can_lock(sidecar)  # the child's transaction holds the gate
+    return store, sidecar, child, release
+
+
+def test_another_process_waits_while_a_write_transaction_is_open(tmp_path: Path) -> None:
+    store, sidecar, child, release = _child_holding_the_gate(tmp_path)
+    table = store.table("t")
+    try:
+        waited: list[float] = []
+
+        def write() -> None:
+            started = time.monotonic()
+            table.put({"pk": "mine", "sk": "s"})
+            waited.append(time.monotonic() - started)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        time.sleep(0.3)
+        assert writer.is_alive() and not waited  # queued behind the child, not failed
+        release.set()
+        writer.join(30)
+        assert waited and waited[0] >= 0.3
+    finally:
+        release.set()
+        child.join(30)
+    assert child.exitcode == 0
+    assert {i["pk"] for i in table.scan()} == {"held", "after", "mine"}
+    assert _can_lock(sidecar)
+    assert stat.S_IMODE(os.stat(sidecar).st_mode) == 0o600
+    store.close()
+
+
+def test_a_holder_killed_with_sigkill_leaves_nothing_stale(tmp_path: Path) -> None:
+    store, _sidecar, child, _release = _child_holding_the_gate(tmp_path)
+    table = store.table("t")
+    assert child.pid is not None
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(30)
+    started = time.monotonic()
+    table.put({"pk": "mine", "sk": "s"})
+    assert time.monotonic() - started < 5  # the kernel dropped the dead holder's lock (SQLite's too)
+    assert [i["pk"] for i in table.scan()] == ["mine"]  # its uncommitted write is gone, as SQLite promises
+    store.close()
+
+
+def test_a_forked_child_queues_behind_its_parent(tmp_path: Path) -> None:
+    log = LocalLog(tmp_path / "log.sqlite")
+    log.produce("events", None, b"first")
+    sidecar = str(log.write_gate.path)
+    read, write = os.pipe()
+    with log.write_gate.held(what="test"):
+        pid = os.fork()
+        if pid == 0:  # the child: its own descriptor, so the parent's lock is not its own
+            os.close(read)
+            fd = log.write_gate._file()
+            code = 1
+            if fd is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    code = 0
+            os.write(write, bytes([code]))
+            os._exit(code)
+        os.close(write)
+        answer = os.read(read, 1)
+        os.close(read)
+        _, status = os.waitpid(pid, 0)
+    assert answer == bytes([0]) and os.waitstatus_to_exitcode(status) == 0
+    assert _can_lock(sidecar)
+
+
+def test_one_gate_per_file_and_nested_writes_pass(tmp_path: Path) -> None:
+    a = SqliteStore(tmp_path / "store.sqlite")
+    b = SqliteStore(tmp_path / "." / "store.sqlite")
+    assert a.write_gate is b.write_gate is write_gate(tmp_path / "store.sqlite")
+    with a.write_gate.held(what="outer"), a.write_gate.held(what="inner"):
+        assert not _can_lock(str(a.write_gate.path))
+    assert _can_lock(str(a.write_gate.path))
+    a.close()
+    b.close()
+
+
+def test_without_a_sidecar_writes_still_work(tmp_path: Path) -> None:
+    gate = WriteGate(tmp_path / "no-such-folder" / "store.sqlite")
+    done = []
+    with gate.held(what="test"):
+        done.append(True)
+    assert done == [True]
+    assert not gate.path.exists()
+
+
+def test_processes_writing_together_lose_nothing(tmp_path: Path) -> None:
+    processes = 2
+    path = tmp_path / "store.sqlite"
+    SqliteStore(path).table("t")
+    children = [SPAWN.Process(target=_write_many, args=(str(path), k, 300)) for k in range(processes)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(120)
+        assert child.exitcode == 0
+    store = SqliteStore(path)
+    items = list(store.table("t").scan())
+    assert len(items) == processes * 300 * 3
+    assert {i["v"] for i in items if i["pk"].startswith("p0-")} == set(range(300))
+    store.close()
+
+
+def _write_many(path: str, k: int, n: int) -> None:
+    from notify_core.store.port import Update
+
+    store = SqliteStore(Path(path))
+    table = store.table("t")
+    for i in range(n):
+        table.update_many([Update(f"p{k}-{i}-{j}", "s", {"v": i}, None) for j in range(3)])
+    store.close()
