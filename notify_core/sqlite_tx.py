@@ -38,6 +38,17 @@ LOCK_SUFFIX = "-writer.lock"
 like SQLite's own ``-wal`` and ``-shm``; it holds no data, and a missing one is created again."""
 
 
+def connect(database: Path) -> sqlite3.Connection:
+    """A connection to a Notify SQLite file as the Store and the embedded log open it: autocommit (their
+    transactions are :func:`write_transaction`'s), usable from whichever thread
+    :class:`notify_core.per_thread.PerThread` hands it to, WAL, and :data:`BUSY_TIMEOUT_S` for writers that
+    meet SQLite's lock outside the gate. Callers add their own synchronous level and cache pragmas."""
+    conn = sqlite3.connect(database, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+    conn.execute("PRAGMA journal_mode=WAL")
+    return conn
+
+
 class WriteGate:
     """The queue of one database file's writers: a lock for this process's threads, then ``flock`` for
     the other processes. Re-entrant in a thread (a nested write on a second connection of the same file

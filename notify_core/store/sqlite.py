@@ -33,7 +33,7 @@ import orjson
 from notify_core.clock import SYSTEM_CLOCK, Clock
 from notify_core.errors import ConditionFailedError, ValidationError
 from notify_core.per_thread import PerThread
-from notify_core.sqlite_tx import BUSY_TIMEOUT_S, write_gate, write_transaction
+from notify_core.sqlite_tx import connect, write_gate, write_transaction
 from notify_core.store.codec import decode_item, encode_item
 
 if TYPE_CHECKING:
@@ -158,10 +158,8 @@ class SqliteStore:
         self.write_gate = write_gate(self.path)
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        conn = connect(self.path)
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         # Random keys (event ids, hashes) write to random B-tree pages: a 64 MiB page cache and a
         # checkpoint every ~40 MB of WAL (instead of 4 MB) keep them in memory between commits.
         conn.execute("PRAGMA cache_size=-65536")

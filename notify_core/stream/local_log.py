@@ -36,7 +36,7 @@ from pathlib import Path
 from notify_core.clock import SYSTEM_CLOCK, Clock
 from notify_core.errors import ConditionFailedError, ValidationError
 from notify_core.per_thread import PerThread
-from notify_core.sqlite_tx import BUSY_TIMEOUT_S, write_gate, write_transaction
+from notify_core.sqlite_tx import connect, write_gate, write_transaction
 from notify_core.stream.port import (
     Message,
     OnRevoke,
@@ -73,9 +73,7 @@ class LocalLog:
         )
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
-        conn.execute("PRAGMA journal_mode=WAL")
+        conn = connect(self.path)
         conn.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
         return conn
 
