@@ -14,10 +14,12 @@ the rows the pipeline already writes, so it needs no metrics server:
   oldest one. On Kafka, joining the group to look would trigger a rebalance, so lag comes from the
   ``notify_consumer_lag_seconds`` metric instead and the report says "n/a".
 
-Scale: 1,440 minutes x 16 shards = 23,040 partitions for a day. SQLite reads them in 24 statements; DynamoDB
-has no multi-partition query, so that is ~23k read requests a day (a rounding error next to delivery
-itself), 16 in flight at a time: one after another they took 44 s on DynamoDB Local, most of a small
-``notify run`` on aws.
+Scale: 1,440 minutes x 16 shards = 23,040 partitions for a day. SQLite reads them in one statement an
+hour; DynamoDB has no multi-partition query, so that is ~23k read requests a day (a rounding error next to
+delivery itself), 16 in flight at a time (:meth:`DynamoTable.query_many`): with a region's ~4 ms round trip
+that is ~40-50 s a day instead of ~160-170 s one after another (``bench/bench_query_many.py``: an hour's
+960). On DynamoDB Local on 2 cores the requests are CPU-bound either way (~44 s, most of a small
+``notify run`` on aws).
 """
 
 from __future__ import annotations
