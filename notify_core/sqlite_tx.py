@@ -40,7 +40,7 @@ like SQLite's own ``-wal`` and ``-shm``; it holds no data, and a missing one is 
 
 def connect(database: Path) -> sqlite3.Connection:
     """A connection to a Notify SQLite file as the Store and the embedded log open it: autocommit (their
-    transactions are :func:`write_transaction`'s), usable from whichever thread
+    transactions are :meth:`WriteGate.transaction`'s), usable from whichever thread
     :class:`notify_core.per_thread.PerThread` hands it to, WAL, and :data:`BUSY_TIMEOUT_S` for writers that
     meet SQLite's lock outside the gate. Callers add their own synchronous level and cache pragmas."""
     conn = sqlite3.connect(database, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
@@ -79,6 +79,25 @@ class WriteGate:
         finally:
             self._depth -= 1
             self._threads.release()
+
+    @contextmanager
+    def transaction(self, conn: sqlite3.Connection, *, what: str, immediate: bool = True) -> Iterator[None]:
+        """BEGIN (IMMEDIATE: take the write lock now, so a read-check-write inside is atomic across threads
+        and processes) ... COMMIT; ROLLBACK on any exception, all inside this gate (the file's writer queue).
+        SQLite errors become ``BackendError`` naming ``what``; other exceptions (a failed condition, say)
+        pass through unchanged after the rollback."""
+        with self.held(what=what):
+            try:
+                conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+                try:
+                    yield
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise BackendError(f"{what} failed: {exc}") from exc
 
     def _file(self) -> int | None:
         """The sidecar's descriptor, opened once per process (a forked child opens its own: a descriptor
@@ -139,23 +158,3 @@ def _reset_after_fork() -> None:
 
 os.register_at_fork(after_in_child=_reset_after_fork)
 
-
-@contextmanager
-def write_transaction(conn: sqlite3.Connection, *, what: str, gate: WriteGate,
-                      immediate: bool = True) -> Iterator[None]:
-    """BEGIN (IMMEDIATE: take the write lock now, so a read-check-write inside is atomic across threads
-    and processes) ... COMMIT; ROLLBACK on any exception, all inside ``gate`` (the file's writer queue).
-    SQLite errors become ``BackendError`` naming ``what``; other exceptions (a failed condition, say) pass
-    through unchanged after the rollback."""
-    with gate.held(what=what):
-        try:
-            conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
-            try:
-                yield
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise BackendError(f"{what} failed: {exc}") from exc

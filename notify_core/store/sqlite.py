@@ -17,7 +17,6 @@ and processes (the delivery worker and the consumer rely on that to claim work e
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import operator
 import os
@@ -33,7 +32,7 @@ import orjson
 from notify_core.clock import SYSTEM_CLOCK, Clock
 from notify_core.errors import ConditionFailedError, ValidationError
 from notify_core.per_thread import PerThread
-from notify_core.sqlite_tx import connect, write_gate, write_transaction
+from notify_core.sqlite_tx import connect, write_gate
 from notify_core.store.codec import decode_item, encode_item
 
 if TYPE_CHECKING:
@@ -165,11 +164,6 @@ class SqliteStore:
         conn.execute("PRAGMA cache_size=-65536")
         conn.execute("PRAGMA wal_autocheckpoint=10000")
         return conn
-
-    def transaction(self, conn: sqlite3.Connection, *, what: str,
-                    immediate: bool = True) -> contextlib.AbstractContextManager[None]:
-        """A write transaction on ``conn`` (this thread's connection), queued on this file's write gate."""
-        return write_transaction(conn, what=what, gate=self.write_gate, immediate=immediate)
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection (one per thread: sqlite3 connections are not shared)."""
@@ -347,7 +341,7 @@ class SqliteTable:
         if not rows.size:
             return 0
         conn = self.store.connection()
-        with self.store.transaction(conn, what=f"SQLite batch write to {self.name}", immediate=False):
+        with self.store.write_gate.transaction(conn, what=f"SQLite batch write to {self.name}", immediate=False):
             for payload in rows.payloads:
                 conn.execute(
                     f"INSERT INTO {self._q} (pk, sk, ttl, body) "
@@ -378,7 +372,7 @@ class SqliteTable:
         rows = last_of_each_key(frame.select("pk", "sk", ttl.alias("_ttl"),
                                              pl.struct(frame.columns).struct.json_encode().alias("_b")))
         conn = self.store.connection()
-        with self.store.transaction(conn, what=f"SQLite batch write to {self.name}", immediate=False):
+        with self.store.write_gate.transaction(conn, what=f"SQLite batch write to {self.name}", immediate=False):
             for start in range(0, rows.height, _FRAME_SLICE):
                 part = rows.slice(start, _FRAME_SLICE)
                 # Column lists zipped: ~half the CPU of DataFrame.rows() (which builds each tuple in polars)
@@ -417,7 +411,7 @@ class SqliteTable:
 
     def _atomically(self, pk: str, sk: str, condition: Condition | None, change: Any) -> Any:
         conn = self.store.connection()
-        with self.store.transaction(conn, what=f"SQLite write to {self.name}"):
+        with self.store.write_gate.transaction(conn, what=f"SQLite write to {self.name}"):
             current = self._current(conn, pk, sk)
             if condition is not None and not condition.holds_for(current):
                 raise ConditionFailedError(f"condition failed on {self.name} {pk}/{sk}")
@@ -461,7 +455,7 @@ class SqliteTable:
         if not updates:
             return []
         conn = self.store.connection()
-        with self.store.transaction(conn, what=f"SQLite batch update of {self.name}"):
+        with self.store.write_gate.transaction(conn, what=f"SQLite batch update of {self.name}"):
             if len(updates) <= _SMALL_UPDATE_BATCH:
                 return self._update_many_small(conn, updates)
             return self._update_many_bulk(conn, updates)

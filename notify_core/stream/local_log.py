@@ -36,7 +36,7 @@ from pathlib import Path
 from notify_core.clock import SYSTEM_CLOCK, Clock
 from notify_core.errors import ConditionFailedError, ValidationError
 from notify_core.per_thread import PerThread
-from notify_core.sqlite_tx import connect, write_gate, write_transaction
+from notify_core.sqlite_tx import connect, write_gate
 from notify_core.stream.port import (
     Message,
     OnRevoke,
@@ -91,7 +91,7 @@ class LocalLog:
         if row is None:
             if not create:
                 return None
-            with write_transaction(conn, what=f"creating topic {topic}", gate=self.write_gate):
+            with self.write_gate.transaction(conn, what=f"creating topic {topic}"):
                 row = conn.execute("SELECT id FROM topics WHERE name=?", (topic,)).fetchone()
                 if row is None:
                     (next_id,) = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM topics").fetchone()
@@ -111,7 +111,7 @@ class LocalLog:
         """Logs written before record headers existed get the (nullable) column once, on first open."""
         if any(col[1] == "headers" for col in conn.execute(f"PRAGMA table_info({table})")):
             return
-        with write_transaction(conn, what=f"adding headers to {table}", gate=self.write_gate):
+        with self.write_gate.transaction(conn, what=f"adding headers to {table}"):
             if not any(col[1] == "headers" for col in conn.execute(f"PRAGMA table_info({table})")):
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN headers BLOB")
 
@@ -127,7 +127,7 @@ class LocalLog:
             by_topic.setdefault(message.topic, []).append(message)
         tables = {topic: self._table(topic) for topic in by_topic}
         conn = self._conn()
-        with write_transaction(conn, what="local log append", gate=self.write_gate):
+        with self.write_gate.transaction(conn, what="local log append"):
             now_ms = int(self.clock.now() * 1000)
             for topic, batch in by_topic.items():
                 table = tables[topic]
@@ -170,7 +170,7 @@ class LocalLog:
         conn = self._conn()
         removed = 0
         conn.execute("PRAGMA secure_delete=ON")
-        with write_transaction(conn, what="erasing a key", gate=self.write_gate):
+        with self.write_gate.transaction(conn, what="erasing a key"):
             for (topic_id,) in conn.execute("SELECT id FROM topics").fetchall():
                 removed += conn.execute(f"DELETE FROM log_{int(topic_id)} WHERE key=?", (key,)).rowcount
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -278,7 +278,7 @@ class LocalLogConsumer:
         if not positions:
             return
         conn = self._log._conn()
-        with write_transaction(conn, what="local log commit", gate=self._log.write_gate):
+        with self._log.write_gate.transaction(conn, what="local log commit"):
             conn.executemany(
                 "INSERT INTO positions (grp, topic, position) VALUES (?, ?, ?) "
                 "ON CONFLICT(grp, topic) DO UPDATE SET position=excluded.position",

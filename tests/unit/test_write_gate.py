@@ -44,7 +44,7 @@ def _hold_in_a_transaction(path: str, inside: Any, release: Any) -> None:
     store = SqliteStore(Path(path))
     table = store.table("t")
     conn = store.connection()
-    with store.transaction(conn, what="test hold"):
+    with store.write_gate.transaction(conn, what="test hold"):
         conn.execute('INSERT INTO "t" (pk, sk, ttl, body) VALUES (?, ?, NULL, ?)',
                      ("held", "s", '{"pk":"held","sk":"s"}'))
         inside.set()
