@@ -10,6 +10,10 @@ is printed beside it as the limit.
 
     python -m bench.delivery_ab --base /work/r21deliv_base            # 3 rounds x 10k each side (~3-4 min)
     python -m bench.delivery_ab --base DIR --rounds 5 --n 20000 --tag ab3
+    python -m bench.delivery_ab --base DIR --processes 2 --n 30000 --tag gate_wait   # two worker processes
+
+With ``--processes N`` the CPU per delivery is every worker process's; the user/sys and switch columns stay
+the first process's.
 
 Results: ``bench/results/delivery_<tag>_quick.json`` (default tag ``ab3``).
 """
@@ -37,8 +41,8 @@ def process_time():
     return r.ru_utime + r.ru_stime
 time.process_time = process_time  # run_once reads the worker's CPU with it: keep user/sys apart too
 from bench.bench_delivery import run_once
-n, concurrency = int(sys.argv[1]), int(sys.argv[2])
-r = run_once(n, 0.0, concurrency=concurrency)
+n, concurrency, processes = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+r = run_once(n, 0.0, concurrency=concurrency, processes=processes)
 a, b = snaps[0], snaps[1]
 print(json.dumps({"delivered": r["delivered"], "duplicates": r["duplicates"], "per_s": r["per_s"],
                   "worker_cpu_ms_per_delivery": r["worker_cpu_ms_per_delivery"],
@@ -53,9 +57,9 @@ def _commit(path: Path) -> str:
     return out.stdout.strip() or "?"
 
 
-def _one(checkout: Path, n: int, concurrency: int) -> dict[str, Any]:
+def _one(checkout: Path, n: int, concurrency: int, processes: int) -> dict[str, Any]:
     load = load_average()
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(n), str(concurrency)], cwd=checkout,
+    proc = subprocess.run([sys.executable, "-c", _CHILD, str(n), str(concurrency), str(processes)], cwd=checkout,
                           env={**os.environ, "PYTHONPATH": str(checkout)}, capture_output=True, text=True,
                           timeout=600, check=True)
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -70,15 +74,16 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--tag", default="ab3")
+    parser.add_argument("--processes", type=int, default=1, help="worker processes on the one Store")
     args = parser.parse_args()
     sides = {"base": args.base.resolve(), "branch": ROOT}
     runs: dict[str, list[dict[str, Any]]] = {"base": [], "branch": []}
     for round_ in range(args.rounds):
         for side, checkout in sides.items():
-            run = _one(checkout, args.n, args.concurrency)
+            run = _one(checkout, args.n, args.concurrency, args.processes)
             runs[side].append(run)
             print(f"round {round_ + 1} {side}: {run['per_s']:,.0f}/s, {run['worker_cpu_ms_per_delivery']:.3f} ms CPU "
-                  f"a delivery (load {run['loadavg'][0]:.1f})", flush=True)
+                  f"a delivery, {run['duplicates']} duplicates (load {run['loadavg'][0]:.1f})", flush=True)
     from bench.bench_delivery import sender_floor
 
     floor = sender_floor(10_000, concurrency=args.concurrency)
@@ -93,16 +98,18 @@ def main() -> None:
         cpu = med("worker_cpu_ms_per_delivery")
         rows.append([f"{side} ({_commit(checkout)})", len(side_runs), round(med("per_s")), round(cpu, 3),
                      round(med("user_ms_per_delivery"), 3), round(med("sys_ms_per_delivery"), 3),
-                     round(med("voluntary_switches_per_delivery"), 1),
+                     round(med("voluntary_switches_per_delivery"), 1), int(sum(r["duplicates"] for r in side_runs)),
                      " / ".join(f"{r['worker_cpu_ms_per_delivery']:.3f}" for r in side_runs),
                      " / ".join(f"{r['loadavg'][0]:.1f}" for r in side_runs)])
         limits.append(against_limit(path=f"burst {args.n:,}: worker CPU ms per delivery ({side}) vs the sender "
                                          "floor's CPU ms per send", figure=cpu, limit=floor["cpu_ms_per_send"],
                                     unit="ms", target=0.2, higher_is_better=False))
-    report(f"delivery_{args.tag}_quick", f"Delivery A/B, burst {args.n:,} due at :00, {args.rounds} interleaved rounds "
-           "(medians)", ["side", "runs", "deliveries/s", "CPU ms/delivery", "user ms", "sys ms", "vol. switches",
+    who = f", {args.processes} worker processes" if args.processes > 1 else ""
+    report(f"delivery_{args.tag}_quick", f"Delivery A/B, burst {args.n:,} due at :00{who}, {args.rounds} interleaved "
+           "rounds (medians)", ["side", "runs", "deliveries/s", "CPU ms/delivery", "user ms", "sys ms", "vol. switches",
+                                "duplicates",
                          "CPU ms per run", "load per run"], rows,
-           {"runs": runs, "limits": limits, "concurrency": args.concurrency,
+           {"runs": runs, "limits": limits, "concurrency": args.concurrency, "processes": args.processes,
             "sides": {side: {"path": str(path), "commit": _commit(path)} for side, path in sides.items()},
             "floors": {"sender_per_s": floor["per_s"], "sender_cpu_ms_per_send": floor["cpu_ms_per_send"]}})
 

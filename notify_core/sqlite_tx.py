@@ -10,6 +10,14 @@ is released, in the kernel, across processes; the kernel drops it when its holde
 nothing stale). SQLite's own locking stays what makes writes correct: the gate only orders the queue, so a
 writer that does not take it (the ``sqlite3`` shell, Litestream's checkpoints) is still safe, it merely
 meets the busy handler again.
+
+A waiter gives up after :data:`BUSY_TIMEOUT_S`, as SQLite's busy handler does, and its error names the
+process holding the lock: a holder that is alive but stopped (SIGSTOP, a debugger, a hung disk) must
+surface as a failed write, not hang every other writer of the file for ever. ``flock(2)`` has no timeout,
+so a contended wait polls the lock with ``LOCK_NB`` at short, growing pauses (:data:`POLL_PAUSES_S`, then
+every :data:`POLL_MAX_PAUSE_S`): the holder's transactions last a fraction of a millisecond, and the
+pauses stay far below the busy handler's 1-100 ms (``bench.delivery_ab --processes 2 --tag gate_wait``:
+the two-process delivery burst against the blocking wait, bench/results/delivery_gate_wait_quick.json).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +41,13 @@ log = logging.getLogger(__name__)
 BUSY_TIMEOUT_S = 60.0
 """How long a writer waits for the write lock before its write fails (SQLite's busy_timeout, the gate's
 in-process wait): long enough for a bulk load's transaction, short enough that a stuck holder surfaces."""
+
+POLL_PAUSES_S = (0.0, 20e-6, 50e-6, 100e-6, 200e-6)
+"""The first pauses of a contended wait (0: yield once), before it settles at :data:`POLL_MAX_PAUSE_S`."""
+
+POLL_MAX_PAUSE_S = 500e-6
+"""The longest pause between two tries of a contended wait (~2,000 ``flock`` calls a second while waiting:
+a few ms of CPU a second, and a released lock is seen within half a millisecond)."""
 
 LOCK_SUFFIX = "-writer.lock"
 """The gate's sidecar beside the database (``store.sqlite`` -> ``store.sqlite-writer.lock``, mode 0600),
@@ -64,13 +80,17 @@ class WriteGate:
 
     @contextmanager
     def held(self, *, what: str, timeout: float = BUSY_TIMEOUT_S) -> Iterator[None]:
+        """This file's write lock for the ``with`` block: first among this process's threads, then among
+        processes; ``BackendError`` naming ``what`` (and the holding process, when it is another) after
+        ``timeout`` seconds in all."""
+        deadline = time.monotonic() + timeout
         if not self._threads.acquire(timeout=timeout):
             raise BackendError(f"{what} failed: waited {timeout:.0f} s for this process's other writers")
         self._depth += 1
         try:
             fd = self._file() if self._depth == 1 else None
             if fd is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._lock(fd, deadline=deadline, timeout=timeout, what=what)
             try:
                 yield
             finally:
@@ -98,6 +118,24 @@ class WriteGate:
                     raise
             except sqlite3.Error as exc:
                 raise BackendError(f"{what} failed: {exc}") from exc
+
+    def _lock(self, fd: int, *, deadline: float, timeout: float, what: str) -> None:
+        """``flock`` the sidecar, polling while another process holds it (module doc: why not block)."""
+        pauses = iter(POLL_PAUSES_S)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            left = deadline - time.monotonic()
+            if left <= 0:
+                holder = lock_holder(self.path)
+                who = f"process {holder}" if holder is not None else "another process"
+                raise BackendError(f"{what} failed: {who} has held the write lock of "
+                                   f"{self.path.name.removesuffix(LOCK_SUFFIX)} for over {timeout:.0f} s "
+                                   "(stopped or stuck?)")
+            time.sleep(min(next(pauses, POLL_MAX_PAUSE_S), left))
 
     def _file(self) -> int | None:
         """The sidecar's descriptor, opened once per process (a forked child opens its own: a descriptor
@@ -147,6 +185,26 @@ def write_gate(database: Path | str) -> WriteGate:
         if gate is None:
             gate = _gates[key] = WriteGate(Path(key))
         return gate
+
+
+def lock_holder(path: Path) -> int | None:
+    """The pid holding a ``flock`` on ``path``, from Linux's ``/proc/locks`` (None elsewhere, or when no
+    process holds it): read only to name the culprit in a timeout's error, never on the write path."""
+    try:
+        st = os.stat(path)
+        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
+            lines = locks.read().splitlines()
+    except OSError:
+        return None
+    inode = f":{st.st_ino}"
+    for line in lines:
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF"; a waiter's line has "->" after the number
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5].endswith(inode) and fields[4].isdigit():
+            device = fields[5].rsplit(":", 1)[0].split(":")
+            if len(device) == 2 and os.makedev(int(device[0], 16), int(device[1], 16)) == st.st_dev:
+                return int(fields[4])
+    return None
 
 
 def _reset_after_fork() -> None:

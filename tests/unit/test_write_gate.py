@@ -1,7 +1,8 @@
 """The SQLite write gate (notify_core/sqlite_tx.py): writers of one file queue in the kernel, across processes.
 
 What must hold: another process cannot take the gate while one holds it (and takes it the moment it is
-released); a holder killed with SIGKILL leaves nothing stale; a forked child queues behind its parent
+released); a holder killed with SIGKILL leaves nothing stale; a holder that is alive but stopped makes the
+waiter fail after its timeout with an error naming it, not hang; a forked child queues behind its parent
 rather than sharing its lock; a nested write in one thread passes; and without a sidecar (a directory it
 cannot be created in) writes still work. Real processes, real SQLite files.
 """
@@ -18,7 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from notify_core.sqlite_tx import LOCK_SUFFIX, WriteGate, write_gate
+import pytest
+
+from notify_core.errors import BackendError
+from notify_core.sqlite_tx import LOCK_SUFFIX, WriteGate, lock_holder, write_gate
 from notify_core.store.sqlite import SqliteStore
 from notify_core.stream.local_log import LocalLog
 
@@ -104,6 +108,34 @@ def test_a_holder_killed_with_sigkill_leaves_nothing_stale(tmp_path: Path) -> No
     table.put({"pk": "mine", "sk": "s"})
     assert time.monotonic() - started < 5  # the kernel dropped the dead holder's lock (SQLite's too)
     assert [i["pk"] for i in table.scan()] == ["mine"]  # its uncommitted write is gone, as SQLite promises
+    store.close()
+
+
+def test_a_stopped_holder_fails_the_waiter_after_its_timeout_naming_the_holder(tmp_path: Path) -> None:
+    store, sidecar, child, release = _child_holding_the_gate(tmp_path)
+    table = store.table("t")
+    assert child.pid is not None
+    assert lock_holder(Path(sidecar)) == child.pid
+    os.kill(child.pid, signal.SIGSTOP)  # alive, holding the lock, never releasing it
+    try:
+        started = time.monotonic()
+        with pytest.raises(BackendError, match=f"test write failed: process {child.pid} has held the write lock "
+                                               r"of store\.sqlite for over 1 s"), \
+                store.write_gate.held(what="test write", timeout=1.0):
+            pass
+        waited = time.monotonic() - started
+        assert 1.0 <= waited < 3.0  # gave up at its deadline, not at once and not never
+        # the gate is usable again: this process's thread lock was released with the error
+        assert store.write_gate._threads.acquire(timeout=0)
+        store.write_gate._threads.release()
+    finally:
+        os.kill(child.pid, signal.SIGCONT)
+        release.set()
+        child.join(30)
+    assert child.exitcode == 0
+    table.put({"pk": "mine", "sk": "s"})  # once the holder goes on, writes get in as before
+    assert {i["pk"] for i in table.scan()} == {"held", "after", "mine"}
+    assert lock_holder(Path(sidecar)) is None
     store.close()
 
 
