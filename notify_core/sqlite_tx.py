@@ -132,9 +132,8 @@ class WriteGate:
             if left <= 0:
                 holder = lock_holder(self.path)
                 who = f"process {holder}" if holder is not None else "another process"
-                raise BackendError(f"{what} failed: {who} has held the write lock of "
-                                   f"{self.path.name.removesuffix(LOCK_SUFFIX)} for over {timeout:.0f} s "
-                                   "(stopped or stuck?)")
+                raise BackendError(f"{what} failed: waited {timeout:.0f} s for the write lock of "
+                                   f"{self.path.name.removesuffix(LOCK_SUFFIX)}, held by {who} (stopped or stuck?)")
             time.sleep(min(next(pauses, POLL_MAX_PAUSE_S), left))
 
     def _file(self) -> int | None:
