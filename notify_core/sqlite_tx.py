@@ -49,6 +49,10 @@ POLL_MAX_PAUSE_S = 500e-6
 """The longest pause between two tries of a contended wait (~2,000 ``flock`` calls a second while waiting:
 a few ms of CPU a second, and a released lock is seen within half a millisecond)."""
 
+SLOW_WAIT_S = 5.0
+"""A contended wait longer than this logs one warning naming the holder, long before the timeout fails it:
+an operator sees a stuck writer while the others still wait."""
+
 LOCK_SUFFIX = "-writer.lock"
 """The gate's sidecar beside the database (``store.sqlite`` -> ``store.sqlite-writer.lock``, mode 0600),
 like SQLite's own ``-wal`` and ``-shm``; it holds no data, and a missing one is created again."""
@@ -122,13 +126,22 @@ class WriteGate:
     def _lock(self, fd: int, *, deadline: float, timeout: float, what: str) -> None:
         """``flock`` the sidecar, polling while another process holds it (module doc: why not block)."""
         pauses = iter(POLL_PAUSES_S)
+        first_miss: float | None = None
+        warned = False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return
             except BlockingIOError:
                 pass
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            if first_miss is None:
+                first_miss = now
+            elif not warned and now - first_miss >= SLOW_WAIT_S:
+                warned = True  # once a wait
+                log.warning("a writer has waited over %.0f s for this database's write lock", SLOW_WAIT_S,
+                            extra={"what": what, "path": str(self.path), "holder_pid": lock_holder(self.path)})
+            left = deadline - now
             if left <= 0:
                 holder = lock_holder(self.path)
                 who = f"process {holder}" if holder is not None else "another process"

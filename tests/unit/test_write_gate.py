@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from notify_core import sqlite_tx
 from notify_core.errors import BackendError
 from notify_core.sqlite_tx import LOCK_SUFFIX, WriteGate, lock_holder, write_gate
 from notify_core.store.sqlite import SqliteStore
@@ -111,7 +112,9 @@ def test_a_holder_killed_with_sigkill_leaves_nothing_stale(tmp_path: Path) -> No
     store.close()
 
 
-def test_a_stopped_holder_fails_the_waiter_after_its_timeout_naming_the_holder(tmp_path: Path) -> None:
+def test_a_stopped_holder_fails_the_waiter_after_its_timeout_naming_the_holder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(sqlite_tx, "SLOW_WAIT_S", 0.3)  # the warning an operator sees before the failure
     store, sidecar, child, release = _child_holding_the_gate(tmp_path)
     table = store.table("t")
     assert child.pid is not None
@@ -125,6 +128,8 @@ def test_a_stopped_holder_fails_the_waiter_after_its_timeout_naming_the_holder(t
             pass
         waited = time.monotonic() - started
         assert 1.0 <= waited < 3.0  # gave up at its deadline, not at once and not never
+        slow = [r for r in caplog.records if "waited over" in r.getMessage()]
+        assert len(slow) == 1 and slow[0].levelname == "WARNING" and getattr(slow[0], "holder_pid", None) == child.pid
         # the gate is usable again: this process's thread lock was released with the error
         assert store.write_gate._threads.acquire(timeout=0)
         store.write_gate._threads.release()
