@@ -295,6 +295,18 @@ class Recommender:
                                                         position.get(u.user_id, 0)), limit=limit, now=now)
                 for u in users]
 
+    def relevance(self, scores: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """The planner's relevance of scores this recommender gave (``scheduling.models.CANDIDATES``: above 0
+        is worth sending, higher is better, comparable across users). The learned ranker's score is a logit
+        (:func:`scoring.fit_logistic`): its logistic, the ranker's probability, puts every candidate in
+        (0, 1) with each user's order unchanged. Passing the logit itself made the planner drop every
+        candidate under even odds: half the demo's users got no notification at all. The blend's score is
+        already on the cosine scale the planner was built for, so it passes as it is."""
+        values = np.asarray(scores, dtype=np.float64)
+        if self.ranker is None:
+            return values
+        return np.asarray(1.0 / (1.0 + np.exp(-values)))
+
     # -- ranking -----------------------------------------------------------------------------------
     def _user_work(self, snapshot: ServingSnapshot, user: UserContext, found: Matches | None, at: int, *,
                    freeze: bool = False) -> _UserWork:

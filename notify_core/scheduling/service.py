@@ -168,9 +168,12 @@ def candidates_for(
         holder = IndexHolder(artefacts)
         if holder.snapshot().base is not None:
             recommender = Recommender(store=store, holder=holder, clock=ManualClock(now))  # time stands at ``now``
-            rows = [{"user_id": r.user_id, "campaign_id": item.campaign_id, "relevance": float(item.score)}
-                    for r in recommend_many(recommender, list(user_ids), limit=k, now=now) for item in r.items]
-            frame = pl.DataFrame(rows, schema=CANDIDATES) if rows else pl.DataFrame(schema=CANDIDATES)
+            answers = recommend_many(recommender, list(user_ids), limit=k, now=now)
+            frame = pl.DataFrame({
+                "user_id": [r.user_id for r in answers for _ in r.items],
+                "campaign_id": [item.campaign_id for r in answers for item in r.items],
+                "relevance": recommender.relevance([item.score for r in answers for item in r.items]),
+            }, schema=CANDIDATES)
             return frame, "recommender"
         log.info("no published index: planning from the cosine fallback")
     return fallback(list(user_ids), list(campaign_ids), k), "cosine_fallback"

@@ -60,3 +60,35 @@ def test_plan_for_users_surfaces_it_too(tmp_path: Path) -> None:
     with pytest.raises(BackendError):
         plan_for_users(store, ["u1"], plan_day=date(2031, 5, 14), now=NOW, artefacts=_Unreachable(tmp_path / "a"))
     store.close()
+
+
+def test_the_learned_rankers_candidates_are_planned_even_below_even_odds(tmp_path: Path) -> None:
+    """The learned ranker scores a logit: most candidates are under even odds (score < 0). The planner sends
+    only relevance > 0, so the candidates must reach it as the ranker's probability, in (0, 1) and in the
+    recommender's order; with the raw logit (the bug) these users' plans came out empty."""
+    from notify_core.recommend.recommender import Recommender
+    from notify_core.scheduling.service import plan_for_users
+    from tests.recommend.conftest import make_world
+
+    world = make_world(tmp_path)
+    now = datetime.fromtimestamp(world.clock.now(), UTC)
+    users = ["u1", "u2"]
+    ranker = Recommender(store=world.store, holder=world.holder, clock=world.clock)  # the serving default
+    assert ranker.ranker is not None
+    answers = {r.user_id: r.items for r in ranker.recommend_many(users, limit=5, now=now)}
+    scores = [item.score for items in answers.values() for item in items]
+    assert scores and max(scores) < 0  # every candidate of these users is under even odds
+
+    frame, source = candidates_for(world.store, users, world.campaigns["campaign_id"].to_list(),
+                                   artefacts=world.artefacts, fallback=_fallback([]), k=5, now=now)
+    assert source == "recommender"
+    for user in users:
+        mine = frame.filter(pl.col("user_id") == user)
+        assert mine["campaign_id"].to_list() == [item.campaign_id for item in answers[user]]  # the ranker's order
+        relevance = mine["relevance"].to_list()
+        assert all(0 < r < 1 for r in relevance) and relevance == sorted(relevance, reverse=True)
+
+    run = plan_for_users(world.store, users, plan_day=now.date(), now=now, artefacts=world.artefacts, k=5)
+    assert run.candidate_source == "recommender"
+    assert run.stats.users_planned == len(users), run.stats  # both users get notifications
+    world.store.close()
