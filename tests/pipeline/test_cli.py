@@ -3,22 +3,38 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 from typer.testing import CliRunner
 
 from notify_cli.main import app
+from notify_core.clock import ManualClock
+from notify_core.store import tables
+from notify_core.store.sqlite import SqliteStore
 from tests.retail_fixture import write_retail
+
+MORNING = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
 
 def test_notify_run_twice(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     monkeypatch.setenv("NOTIFY_SOURCE_DATA", str(write_retail(tmp_path / "retail.parquet")))
+    monkeypatch.setenv("NOTIFY_CLOCK_START", MORNING.isoformat())  # a morning: the day is still ahead to plan
     runner = CliRunner()
     first = runner.invoke(app, ["run", "--data-dir", str(tmp_path / "data")])
     assert first.exit_code == 0, first.output
     assert "purchases" in first.output and "user_features" in first.output
     written = int(re.search(r"rows written or changed in the Store this run: (\d+)", first.output).group(1))
     assert written > 0
+    # every fixture user gets notifications (the learned ranker scores them all under even odds: the plan
+    # was empty while the planner took its raw logit for the relevance)
+    store = SqliteStore(tmp_path / "data" / "store.sqlite", clock=ManualClock(MORNING))
+    try:
+        users = {str(u["pk"]) for u in store.table(tables.USERS).scan()}
+        planned = {str(p["user_id"]) for p in store.table(tables.PLANS).scan()}
+    finally:
+        store.close()
+    assert users and planned == users
     second = runner.invoke(app, ["run", "--data-dir", str(tmp_path / "data")])
     assert second.exit_code == 0, second.output
     assert "rows written or changed in the Store this run: 0" in second.output
