@@ -130,9 +130,20 @@ def test_a_stopped_holder_fails_the_waiter_after_its_timeout_naming_the_holder(
         assert 1.0 <= waited < 3.0  # gave up at its deadline, not at once and not never
         slow = [r for r in caplog.records if "waited over" in r.getMessage()]
         assert len(slow) == 1 and slow[0].levelname == "WARNING" and getattr(slow[0], "holder_pid", None) == child.pid
-        # the gate is usable again: this process's thread lock was released with the error
-        assert store.write_gate._threads.acquire(timeout=0)
-        store.write_gate._threads.release()
+        # the gate is usable again: this process's thread lock was released with the error (asked from
+        # another thread: the lock is re-entrant, so this thread would get it even if it were still held)
+        free: list[bool] = []
+
+        def try_lock() -> None:
+            got = store.write_gate._threads.acquire(timeout=0)
+            free.append(got)
+            if got:
+                store.write_gate._threads.release()
+
+        other = threading.Thread(target=try_lock)
+        other.start()
+        other.join(10)
+        assert free == [True]
     finally:
         os.kill(child.pid, signal.SIGCONT)
         release.set()
