@@ -22,19 +22,24 @@ from notify_assets.automation import AUTOMATED_RUN_TAG, CHANGED_USERS, PLAN, REP
 from notify_assets.embeddings import campaign_embeddings, user_embeddings
 from notify_core.clock import Clock, today, utcnow
 from notify_core.recommend.artefacts import build_artefact_store
+from notify_core.scheduling.checks import REACH_FLOOR, reaches_users
 from notify_core.scheduling.models import ExplorationOptions, PlanOptions
+from notify_core.scheduling.planner import PlanStats
 from notify_core.scheduling.service import plan_from_lake
 from notify_resources.resources import NotifyResource
 
 SCHEDULING_GROUP = "scheduling"
 PLAN_ASSET = "notification_plan"
 FRESHNESS_CHECK = "todays_plan_exists"
+REACH_CHECK = "reaches_users"
 REPLAN_JOB = "replan_notifications"
 
 _CHECKS = {
     "daily_cap": "No user above min(daily_cap, 5) notifications in the day.",
     "quiet_hours": "No notification inside the user's quiet hours or outside their local plan day (DST-aware).",
     "minute_capacity": "No minute above the delivery capacity, across the whole plan day.",
+    REACH_CHECK: f"At least {REACH_FLOOR:.0%} of the users with a free slot left and an eligible candidate get a "
+                 "notification (WARN: budgets and capacity may leave a few out; more means they are lost).",
 }
 
 
@@ -146,8 +151,20 @@ def _plan(context: dg.AssetExecutionContext, config: PlanConfig, notify: NotifyR
                                 metadata={"minutes_over_capacity": v.get("over_capacity", 0),
                                           "peak_minute_load": run.stats.peak_minute_load,
                                           "capacity": config.minute_capacity}),
+            _reach_result(run.stats),
         ],
     )
+
+
+def _reach_result(stats: PlanStats) -> dg.AssetCheckResult:
+    reachable, reached = stats.users_reachable, stats.users_planned
+    return dg.AssetCheckResult(
+        check_name=REACH_CHECK, passed=reaches_users(reachable=reachable, reached=reached),
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"users_reachable": reachable, "users_with_notifications": reached,
+                  "share_reached": round(reached / reachable, 4) if reachable else 1.0,
+                  "users_below_relevance_floor": stats.users_below_floor,
+                  "budget_dropped": stats.budget_dropped, "capacity_dropped": stats.capacity_dropped})
 
 
 def plan_exists_check(plan: dg.AssetsDefinition) -> dg.AssetChecksDefinition:

@@ -37,3 +37,17 @@ def plan_violations(plan: pl.DataFrame, users: pl.DataFrame, *, capacity: int, s
                                           | (pl.col("send_at").dt.microsecond() != 0)).height,
         "over_capacity": plan.group_by("send_at").len().filter(pl.col("len") > capacity).height,
     }
+
+
+REACH_FLOOR = 0.8
+"""The share of reachable users a plan must give at least one notification (:func:`reaches_users`). Budgets
+and minute capacity may legitimately leave some out; a plan that leaves out a fifth of the users who had a
+free slot and an eligible candidate has lost them somewhere (a relevance on the wrong scale once dropped
+half of the demo's users while every other check passed)."""
+
+
+def reaches_users(*, reachable: int, reached: int) -> bool:
+    """Whether a plan reached enough of the users it could have (``PlanStats.users_reachable``: a free slot
+    left in their day and an eligible candidate). With nobody reachable (a plan made late in the evening,
+    every window past) there is nobody to miss, so it passes."""
+    return reachable == 0 or reached >= REACH_FLOOR * reachable

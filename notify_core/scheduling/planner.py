@@ -101,6 +101,10 @@ class Ledger:
 class PlanStats:
     users: int = 0
     users_planned: int = 0  # users who got at least one notification
+    # users who could have got one: a free slot left in their day (window after now, under their cap) and
+    # at least one eligible candidate, whatever its relevance (the plan's reach check: checks.reach)
+    users_reachable: int = 0
+    users_below_floor: int = 0  # of those, users whose every eligible candidate had relevance <= 0
     notifications: int = 0
     candidates: int = 0
     budget_dropped: int = 0
@@ -472,8 +476,9 @@ def plan_users(
         "campaign_id", pl.int_range(pl.len(), dtype=pl.Int32).alias("_c"),
         pl.col("priority").fill_null(DEFAULT_PRIORITY).clip(MIN_PRIORITY, MAX_PRIORITY).replace_strict(
             [1, 2, 3, 4, 5], list(opts.priority_weights), return_dtype=pl.Float32).alias("_w"))
+    relevant = pl.col("relevance").is_finite() & (pl.col("relevance") > 0)
     lz = (cands.lazy()
-         .filter(pl.col("relevance").is_finite() & (pl.col("relevance") > 0))
+         .filter(relevant)
          .join(index.lazy(), on="user_id", how="inner")
          .join(camp_index.lazy(), on="campaign_id", how="inner")
          .with_columns((pl.col("relevance").cast(pl.Float32) * pl.col("_w")).alias("_base")))
@@ -507,6 +512,10 @@ def plan_users(
     cand_rel[cu, cr] = c["relevance"].to_numpy().astype(np.float32)
     cand_cd[cu, cr] = c["cd"].fill_null(NO_COOLDOWN).to_numpy().astype(np.int32)
     del c, cu, cr
+
+    has_relevant = cand_c[:, 0] >= 0 if width else np.zeros(n, dtype=bool)
+    below_floor = _only_below_floor(cands.filter(~relevant), index, n) & ~has_relevant
+    has_room = (cap_eff > 0) & allowed.any(axis=1)
 
     mx = _Matrices(allowed=allowed, affinity=block_aff, start=start, end=end, cap=cap_eff, penalty=fat.penalty,
                    cand_c=cand_c, cand_base=cand_base, cand_rel=cand_rel, cand_cd=cand_cd)
@@ -545,6 +554,8 @@ def plan_users(
     touched = np.unique(minute)
     stats = PlanStats(
         users=n, users_planned=int(np.unique(picks.user).size), notifications=int(picks.user.size),
+        users_reachable=int((has_room & (has_relevant | below_floor)).sum()),
+        users_below_floor=int((has_room & below_floor).sum()),
         candidates=n_candidates, budget_dropped=budget_dropped, budget_replanned_users=replanned,
         capacity_shifted=shifted, capacity_rehomed=rehomed, capacity_dropped=lost,
         peak_minute_load=int(ledger.loads[touched].max(initial=0)),
@@ -554,6 +565,15 @@ def plan_users(
         exploration_slots=int((explorers[picks.user] & (picks.rank == 0)).sum()),
     )
     return Plan(frame=frame, stats=stats)
+
+
+def _only_below_floor(below: pl.DataFrame, index: pl.DataFrame, n: int) -> npt.NDArray[np.bool_]:
+    """Per user: whether an eligible candidate of theirs was dropped by the relevance floor (``below``: the
+    eligible candidates with relevance <= 0 or not finite; normally none, so this costs nothing)."""
+    out = np.zeros(n, dtype=bool)
+    if below.height:
+        out[below.select("user_id").unique().join(index, on="user_id", how="inner")["_u"].to_numpy()] = True
+    return out
 
 
 def _plan_frame(users: pl.DataFrame, campaigns: pl.DataFrame, picks: _Picks, minute: I64, mx: _Matrices,

@@ -87,6 +87,7 @@ class PlanRun:
         return {
             "plan_day": self.plan_day, "candidate_source": self.candidate_source,
             "users_planned": self.stats.users, "users_with_notifications": self.stats.users_planned,
+            "users_reachable": self.stats.users_reachable, "users_below_relevance_floor": self.stats.users_below_floor,
             "notifications_planned": self.stats.notifications, "rows": self.stats.notifications,
             "store_inserted": self.writes.inserted, "store_updated": self.writes.updated + self.writes.moved
             + self.writes.revived, "store_unchanged": self.writes.unchanged, "removed": self.writes.cancelled,

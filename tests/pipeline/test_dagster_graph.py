@@ -121,7 +121,7 @@ def test_asset_graph_partitions_and_automation(settings, tmp_path) -> None:
         assert graph.get(dg.AssetKey(key)).automation_condition == DELTA, key
     for key in ("users", "products", "campaigns", "purchases", "online_retail_landing", "delivery_run"):
         assert graph.get(dg.AssetKey(key)).automation_condition is None, key  # the landing sensor / the worker
-    for check in ("daily_cap", "quiet_hours", "minute_capacity"):  # the UI shows each result's partition
+    for check in ("daily_cap", "quiet_hours", "minute_capacity", "reaches_users"):  # each result's partition
         node = graph.get(dg.AssetCheckKey(dg.AssetKey("notification_plan"), check))
         assert node.partitions_def == plan.partitions_def, check
     freshness = {k.name for k in graph.asset_check_keys}

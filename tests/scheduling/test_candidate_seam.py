@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -91,4 +92,25 @@ def test_the_learned_rankers_candidates_are_planned_even_below_even_odds(tmp_pat
     run = plan_for_users(world.store, users, plan_day=now.date(), now=now, artefacts=world.artefacts, k=5)
     assert run.candidate_source == "recommender"
     assert run.stats.users_planned == len(users), run.stats  # both users get notifications
+    assert (run.stats.users_reachable, run.stats.users_below_floor) == (len(users), 0)
+    world.store.close()
+
+
+def test_the_reach_check_catches_candidates_on_the_logit_scale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               ) -> None:
+    """The bug the reach check is for, put back: the ranker's logit passed as the relevance. Every other
+    check of the plan passes on what comes out; the reach figures name both users as lost."""
+    from notify_core.recommend.recommender import Recommender
+    from notify_core.scheduling.checks import reaches_users
+    from notify_core.scheduling.service import plan_for_users
+    from tests.recommend.conftest import make_world
+
+    world = make_world(tmp_path)
+    now = datetime.fromtimestamp(world.clock.now(), UTC)
+    monkeypatch.setattr(Recommender, "relevance", lambda self, scores: np.asarray(scores, dtype=np.float64))
+    run = plan_for_users(world.store, ["u1", "u2"], plan_day=now.date(), now=now, artefacts=world.artefacts, k=5)
+    assert run.candidate_source == "recommender" and run.stats.notifications == 0
+    assert run.violations == {k: 0 for k in run.violations}  # cap, quiet hours, capacity: all clean
+    assert (run.stats.users_reachable, run.stats.users_below_floor) == (2, 2)
+    assert not reaches_users(reachable=run.stats.users_reachable, reached=run.stats.users_planned)
     world.store.close()

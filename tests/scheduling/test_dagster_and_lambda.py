@@ -95,7 +95,10 @@ def test_asset_materialises_and_replans_idempotently(data_dir: Path) -> None:
     meta = first.get_asset_materialization_events()[0].step_materialization_data.materialization.metadata
     planned = meta["notifications_planned"].value
     assert planned > 0 and meta["capacity_violations"].value == 0 and meta["candidate_source"].value
-    assert all(e.passed for e in first.get_asset_check_evaluations())
+    checks = {e.check_name: e for e in first.get_asset_check_evaluations()}
+    assert all(e.passed for e in checks.values()) and "reaches_users" in checks
+    reach = checks["reaches_users"].metadata
+    assert reach["users_reachable"].value >= reach["users_with_notifications"].value > 0
     items = _stored(data_dir)
     assert len(items) == planned
     assert not any(i["campaign_id"] == "c5" for i in items)  # paused
