@@ -25,6 +25,8 @@ from notify_core.stream.port import Stream
 
 log = logging.getLogger("notify_cli.serve")
 
+STOPPED_WHILE_RETRYING = 75  # EX_TEMPFAIL: `notify consume` stopped with a failing batch given up, uncommitted
+
 DataDir = Annotated[Path | None, typer.Option(help="Data directory (default: NOTIFY_DATA_DIR or .notify).")]
 Kafka = Annotated[
     str | None, typer.Option(help="Kafka bootstrap servers; default: NOTIFY_KAFKA_BOOTSTRAP, else the embedded log.")
@@ -60,9 +62,10 @@ def consume(
     """Read purchase_history and notify_clickstream in batches and persist them to the Store.
 
     Offsets are committed after each batch is written; SIGTERM/SIGINT finish the batch in hand, commit and
-    exit. Prints the totals as JSON on exit.
+    exit, and print the totals as JSON. If the batch in hand keeps failing (the Store down, its disk full), a
+    stop gives it up uncommitted, to be read again by the next consumer, and exits with code 75.
     """
-    from notify_core.events.consumer import EventConsumer, totals_dict, tune_gc_for_ingest
+    from notify_core.events.consumer import EventConsumer, StoppedWhileRetryingError, totals_dict, tune_gc_for_ingest
     from notify_core.observability import configure_logging
     from notify_core.store.factory import build_store
 
@@ -103,7 +106,11 @@ def consume(
     try:
         if from_beginning:
             consumer.seek_to_beginning()
-        totals = consumer.run(stop=stop, idle_exit=idle_exit, max_records=max_records)
+        try:
+            totals = consumer.run(stop=stop, idle_exit=idle_exit, max_records=max_records)
+        except StoppedWhileRetryingError as exc:
+            typer.echo(f"notify consume: {exc}", err=True)
+            raise typer.Exit(STOPPED_WHILE_RETRYING) from None
         lag = consumer.lag()
     finally:
         stop.set()

@@ -61,7 +61,7 @@ from pydantic import BaseModel
 
 from notify_core.atomic import atomic_write
 from notify_core.clock import Clock
-from notify_core.errors import BackendError, ValidationError
+from notify_core.errors import BackendError, NotifyError, ValidationError
 from notify_core.events.decoder import DecodeProcess
 from notify_core.events.models import (
     CLICKSTREAM,
@@ -438,6 +438,14 @@ def put_landing_file(name: str, data: bytes, folder: Path) -> Path:
     return path
 
 
+class StoppedWhileRetryingError(NotifyError):
+    """A stop (SIGTERM) came while the batch in hand kept failing to write (the Store down, its disk full).
+    Finishing that batch first could take for ever, so the consumer gives it up uncommitted and exits: the
+    next consumer reads it again (writes are idempotent), so nothing acknowledged is lost or doubled."""
+
+    http_status = 503
+
+
 class _Stamped(NamedTuple):
     """A batch in the decoding process, and the consumer's clock when it was handed over."""
 
@@ -498,6 +506,8 @@ class EventConsumer:
         self._encoders = self._row_encoders() if decode_process else None
         self.decoder: DecodeProcess | None = None
         self._in_flight: tuple[Future[BatchOutcome], Sequence[Record], float] | None = None
+        self._stop: threading.Event | None = None  # run()'s stop: ends a retry loop (_retrying)
+        self._gave_up: StoppedWhileRetryingError | None = None
         self._consumer = stream.consumer(
             group=group, topics=topics, start_at=self.stored_positions, on_revoke=self._finish_in_flight
         )
@@ -667,13 +677,22 @@ class EventConsumer:
             return self._isolate(prepared)
 
     def _retrying(self, action: Callable[[], _T]) -> _T:
+        """``action`` until it succeeds: the Store or the DLQ down is retried with the same batch, never
+        skipped. A stop while it keeps failing gives the batch up uncommitted (StoppedWhileRetryingError):
+        a SIGTERM must end the process within its grace period even when the Store's disk is full."""
         delay = 0.1
         while True:
             try:
                 return action()
-            except BackendError as exc:  # the Store or the DLQ is down: retry the same batch, never skip it
+            except BackendError as exc:
                 log.warning("batch failed, retrying", extra={"error": str(exc), "retry_in_s": delay})
-                time.sleep(delay)
+                if self._stop is None:  # process() / run_once(): no stop to watch
+                    time.sleep(delay)
+                elif self._stop.wait(delay):
+                    self._gave_up = StoppedWhileRetryingError(
+                        f"stopped while a batch kept failing ({exc}); it was not committed, so the next consumer "
+                        "reads it again")
+                    raise self._gave_up from exc
                 delay = min(delay * 2, 5.0)
 
     def _isolate(self, prepared: PreparedBatch) -> BatchOutcome:
@@ -745,6 +764,7 @@ class EventConsumer:
         """
         idle_since = time.monotonic()
         submitted = 0
+        self._stop, self._gave_up = stop, None
         log.info("consumer started", extra={"group": self.group, "decode_process": self._encoders is not None})
         if self._encoders is not None and self.decoder is None:
             self.decoder = DecodeProcess()
@@ -789,6 +809,8 @@ class EventConsumer:
             for pending, _batch in decoding:  # polled, never written (an error above): nothing to commit
                 if isinstance(pending, _Stamped):
                     pending.future.cancel()
+        if self._gave_up is not None:  # given up inside a rebalance callback, which swallows what it raises
+            raise self._gave_up
         self._refresh_lag(force=True)
         log.info("consumer stopped", extra={"totals": vars(self.totals) | {"landing_file": None}})
         return self.totals

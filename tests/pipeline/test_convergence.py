@@ -26,6 +26,7 @@ from notify_core.sources.demo import prepare_demo_landing
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
 from tests.retail_fixture import generated_retail
+from tests.small_disk import small_disk
 
 REPO = Path(__file__).resolve().parents[2]
 INVOICES = 9_000  # ~40k purchase lines: a Store write of several seconds here, long enough to be interrupted
@@ -105,15 +106,6 @@ def test_kill_9_mid_ingestion_then_rerun_equals_a_clean_run(tmp_path: Path, samp
     assert _leftover_temporaries(data) == []
 
 
-def _mount_tmpfs(path: Path, size_kib: int) -> bool:
-    path.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        return False
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k,mode=0700", "tmpfs", str(path)],
-                          capture_output=True)
-    return done.returncode == 0
-
-
 def _folder_kib(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) // 1024
 
@@ -127,9 +119,7 @@ def test_full_disk_mid_ingestion_then_free_space_and_rerun(tmp_path: Path, sampl
     landing_kib = _folder_kib(staging)
     data = tmp_path / "data"
     # Room for the landing files and the first part of the Store only (the clean Store is ~10x that).
-    if not _mount_tmpfs(data, landing_kib + 2048):
-        pytest.skip("mounting a tmpfs needs root; test_injected_enospc_* covers the same path without it")
-    try:
+    with small_disk(data, landing_kib + 2048) as resize:
         prepare_demo_landing(source=source, landing=data / "landing", seed=1)
         first = _notify_ingest(data, source)
         output = first.communicate(timeout=600)[0].decode()
@@ -138,14 +128,12 @@ def test_full_disk_mid_ingestion_then_free_space_and_rerun(tmp_path: Path, sampl
         print(f"\nfull disk: run failed with {partial} of {clean[tables.PURCHASES][0]} purchases in the Store")
         assert _leftover_temporaries(data) == []
 
-        subprocess.run(["mount", "-o", "remount,size=262144k", str(data)], check=True)  # space freed
+        resize(262144)  # space freed
         rerun = _notify_ingest(data, source)
         output = rerun.communicate(timeout=600)[0].decode()
         assert rerun.returncode == 0, output
         assert _digests(data / "store.sqlite") == clean
         assert _leftover_temporaries(data) == []
-    finally:
-        subprocess.run(["umount", "-l", str(data)], capture_output=True)
 
 
 def test_injected_enospc_in_the_lake_write_then_rerun(tmp_path: Path, sample: dict[str, object],
