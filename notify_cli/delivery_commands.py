@@ -3,7 +3,8 @@ rule that invokes ``deliver_notifications`` every minute).
 
 It runs the same worker as the Lambda, continuously: a pass whenever something is due (items are
 prefetched before their minute starts and sent at their ``send_at``; retries at +1/+5/+20 s), otherwise
-it sleeps at most ``poll_s`` (250 ms). SIGTERM/SIGINT finish the pass in hand and exit; ``kill -9`` loses
+it sleeps at most ``poll_s`` (250 ms). SIGTERM/SIGINT finish the pass in hand and exit (code 75,
+``notify_cli.STOPPED_UNFINISHED``, when the Store refused its last writes: a full disk); ``kill -9`` loses
 nothing (claims carry a lease another worker takes over). Registered on the main app by
 ``notify_cli.main``; ``python -m notify_cli.delivery_commands`` runs it stand-alone (the crash test does).
 """
@@ -18,6 +19,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from notify_cli import STOPPED_UNFINISHED
+from notify_core.errors import NotifyError
 
 DataDir = Annotated[Path | None, typer.Option(help="Data directory (default: NOTIFY_DATA_DIR or .notify).")]
 
@@ -71,13 +75,23 @@ def worker(
                 max_seconds is not None and now - started >= max_seconds):
             stop.set()
 
+    failed: NotifyError | None = None
     try:
         delivery.run_forever(stop, on_pass=on_pass)
+    except NotifyError as exc:  # the Store refusing the last writes as the loop stops (its disk full)
+        failed = exc
     finally:
-        delivery.close()
+        try:
+            delivery.close()
+        except NotifyError as exc:
+            failed = failed or exc
         delivery.channel.close()
         store.close()
     typer.echo(json.dumps(delivery.totals.as_dict()))
+    if failed is not None:
+        typer.echo(f"notify worker: stopped with writes the Store refused ({failed}); unrecorded sends are "
+                   "re-sent with the same idempotency key once their lease ends", err=True)
+        raise typer.Exit(STOPPED_UNFINISHED)
 
 
 if __name__ == "__main__":

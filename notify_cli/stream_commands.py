@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from notify_cli import STOPPED_UNFINISHED
 from notify_core.errors import NotifyError
 from notify_core.landing import LandingArea, build_landing_area
 from notify_core.security.files import use_private_umask
@@ -24,8 +25,6 @@ from notify_core.stream import open_stream
 from notify_core.stream.port import Stream
 
 log = logging.getLogger("notify_cli.serve")
-
-STOPPED_WHILE_RETRYING = 75  # EX_TEMPFAIL: `notify consume` stopped with a failing batch given up, uncommitted
 
 DataDir = Annotated[Path | None, typer.Option(help="Data directory (default: NOTIFY_DATA_DIR or .notify).")]
 Kafka = Annotated[
@@ -63,7 +62,8 @@ def consume(
 
     Offsets are committed after each batch is written; SIGTERM/SIGINT finish the batch in hand, commit and
     exit, and print the totals as JSON. If the batch in hand keeps failing (the Store down, its disk full), a
-    stop gives it up uncommitted, to be read again by the next consumer, and exits with code 75.
+    stop gives it up uncommitted, to be read again by the next consumer, and exits with code 75
+    (``notify_cli.STOPPED_UNFINISHED``).
     """
     from notify_core.events.consumer import EventConsumer, StoppedWhileRetryingError, totals_dict, tune_gc_for_ingest
     from notify_core.observability import configure_logging
@@ -110,7 +110,7 @@ def consume(
             totals = consumer.run(stop=stop, idle_exit=idle_exit, max_records=max_records)
         except StoppedWhileRetryingError as exc:
             typer.echo(f"notify consume: {exc}", err=True)
-            raise typer.Exit(STOPPED_WHILE_RETRYING) from None
+            raise typer.Exit(STOPPED_UNFINISHED) from None
         lag = consumer.lag()
     finally:
         stop.set()

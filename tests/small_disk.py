@@ -7,6 +7,7 @@ the way an operator would (remount larger), without stopping whoever has files o
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import subprocess
 from collections.abc import Callable, Iterator
@@ -41,11 +42,14 @@ def fill(path: Path, *, leave_kib: int) -> Path:
     stats = os.statvfs(path)
     free_kib = stats.f_bavail * stats.f_frsize // 1024
     filler = path / "filler"
-    with filler.open("wb") as fh:
-        fh.truncate(0)
-        chunk = b"\0" * (1 << 20)
-        left = max(free_kib - leave_kib, 0) * 1024
+    chunk = b"\0" * (1 << 20)
+    left = max(free_kib - leave_kib, 0) * 1024
+    with filler.open("wb", buffering=0) as fh:
         while left > 0:
-            fh.write(chunk[: min(left, len(chunk))])
-            left -= min(left, len(chunk))
+            try:
+                left -= fh.write(chunk[: min(left, len(chunk))])
+            except OSError as exc:  # others filled the rest meanwhile: full is what was asked for
+                if exc.errno != errno.ENOSPC:
+                    raise
+                break
     return filler

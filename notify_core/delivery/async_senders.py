@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from notify_core.delivery.channels import Message, Outcome, SendResult
-from notify_core.delivery.outcomes import Outcomes, _Finish
+from notify_core.delivery.outcomes import OutcomeHealth, Outcomes, _Finish
 from notify_core.delivery.summary import PassSummary, Result
 from notify_core.errors import BackendError, NotifyError
 from notify_core.store.port import Item
@@ -86,9 +86,10 @@ class AsyncSenders:
         self, *, outcomes: Outcomes, concurrency: int, new_sender: Callable[[], AsyncSender],
         prepare: Callable[[_Claim, Mapping[str, Item]], Message | tuple[dict[str, Any], str]],
         now: Callable[[], float], request_id: Callable[[], str | None],
-        on_send_time: Callable[[float], None],
+        on_send_time: Callable[[float], None], health: OutcomeHealth | None = None,
     ) -> None:
         self._outcomes = outcomes
+        self._health = health or OutcomeHealth()
         self._concurrency = max(1, concurrency)
         self._new_sender = new_sender
         self._prepare = prepare
@@ -160,9 +161,14 @@ class AsyncSenders:
                     continue
                 claim, batch = todo.popleft()
                 try:
+                    if self._health.refusing:  # the Store refuses outcomes: do not send what cannot be recorded
+                        batch.results.append(("lost_claim", None, False))
+                        continue
                     batch.results.append(await self._deliver(sender, claim, batch.profiles))
+                    self._health.ok()
                 except NotifyError:
                     # A Store failure mid-flight: the claim's lease expires and another pass re-claims it.
+                    self._health.failed()
                     log.exception("delivery step failed; the lease will expire and the item be retried",
                                   extra={"schedule_pk": claim.work.pk, "schedule_sk": claim.work.sk})
                     batch.results.append(("lost_claim", None, False))

@@ -321,7 +321,15 @@ class Claims:
         self._recheck_soon({w.pk.rsplit("#", 1)[0] for w, i in zip(work, items, strict=True) if i is None}, now)
         claimed = [_Claim(w, i, t, a) for w, i, t, a in zip(work, items, tokens, attempts, strict=True)
                    if i is not None]
-        return self._drop_duplicates(claimed, now, summary)
+        try:
+            return self._drop_duplicates(claimed, now, summary)
+        except NotifyError:
+            # Claimed, but the dedupe records could not be written (the Store's disk full): unsent, since a
+            # send without its record could be sent twice; the leases expire and a later pass re-claims them.
+            log.exception("recording the claims' dedupe failed; they stay claimed until their lease ends",
+                          extra={"items": len(claimed)})
+            summary.lost_claims += len(claimed)
+            return []
 
     def _recheck_soon(self, minute_keys: set[str], now: float) -> None:
         """Minutes where another worker won claims: re-scan them within a heartbeat, to take over its

@@ -34,6 +34,34 @@ LOG_TTL_S = LOG_RETENTION_DAYS * 24 * 3600  # spec §8's log retention, owned by
 _PLAN_KEYS = ("notification_id", "user_id", "campaign_id", "plan_day", "slot", "send_at", "due_minute", "shard",
               "expected_value", "ttl")
 
+
+class OutcomeHealth:
+    """Whether the Store is refusing outcomes right now (its disk full, say): then the senders stop sending.
+
+    A send whose outcome cannot be recorded is sent again once its claim's lease ends (same idempotency
+    key): at-least-once holds, but a worker that kept sending through a full disk re-sent two thirds of a
+    3,000 burst. After ``refusing_after`` outcomes in a row failed, the claimed items still waiting are
+    left unsent (their leases end, a later pass re-claims them); one recorded outcome or one successful
+    claim (a Store write too) resets it. Not on the first failure: one throttled write must not hold a
+    whole batch back by a lease."""
+
+    def __init__(self, *, refusing_after: int = 3) -> None:
+        self.refusing_after = refusing_after
+        self._failures = 0
+        self._lock = threading.Lock()
+
+    def failed(self) -> None:
+        with self._lock:
+            self._failures += 1
+
+    def ok(self) -> None:
+        self._failures = 0  # one int store: atomic under the GIL, and called for every outcome
+
+    @property
+    def refusing(self) -> bool:
+        return self._failures >= self.refusing_after
+
+
 _FLUSH_CHUNK = 100  # outcomes whose derived rows are written under one hold of the write lock (flush)
 
 DELIVERIES = Counter("notify_deliveries_total", "Delivery attempts by outcome", ["outcome", "channel"])
@@ -282,7 +310,11 @@ class Outcomes:
                 other[key] = other.get(key, 0) + 1
 
     def flush(self) -> None:
-        """Write the batched derived rows: per chunk of outcomes one batch per table, deliveries last."""
+        """Write the batched derived rows: per chunk of outcomes one batch per table, deliveries last.
+
+        A write the Store refuses (its disk full) raises, and what was not written is not kept: the outcomes
+        themselves are committed, and the minute-close repair re-creates the derived rows of every finished
+        item without a deliveries row (:meth:`repair`), counters included, before the minute may close."""
         with self._proj_lock:
             rows, self._projections = self._projections, []
             counts, self._campaign_counts = self._campaign_counts, {}

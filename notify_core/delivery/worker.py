@@ -59,7 +59,16 @@ from notify_core.clock import Clock, utcnow
 from notify_core.delivery.async_senders import AsyncBatch, AsyncSenders
 from notify_core.delivery.channels import Channel, Message, Outcome, SendResult
 from notify_core.delivery.claims import Claims, _Claim
-from notify_core.delivery.outcomes import DELIVERIES, LOG_TTL_S, Outcomes, log, minute_key, parse_ts, projections
+from notify_core.delivery.outcomes import (
+    DELIVERIES,
+    LOG_TTL_S,
+    OutcomeHealth,
+    Outcomes,
+    log,
+    minute_key,
+    parse_ts,
+    projections,
+)
 from notify_core.delivery.render import campaign_context, render
 from notify_core.delivery.summary import RETRY_DELAYS_S, PassSummary, Result, WorkerOptions, percentile
 from notify_core.delivery.tracking import TRACKING_PURPOSE, TrackingLinks
@@ -124,6 +133,7 @@ class DeliveryWorker:
 
             on_campaign_counts = add_campaign_counts
         self._async: AsyncSenders | None = None
+        self.health = OutcomeHealth()  # the senders stop sending while the Store refuses outcomes
         self.totals = PassSummary()
         self.outcomes = Outcomes(store, clock=clock, options=self.options, channel_name=channel.name,
                                  worker_id=self.worker_id, write_lock=write_lock, on_campaign_counts=on_campaign_counts)
@@ -145,6 +155,8 @@ class DeliveryWorker:
             work += self.claims.due_retries(now, self.options.max_batch - len(work))
         if work:
             claimed = self.claims.claim_batch(work, summary)
+            if claimed:  # the Store took the claims' writes: let the senders try again
+                self.health.ok()
             profiles = self._profiles(claimed)
             for result, lateness, reclaimed in self._pool.map(functools.partial(self._deliver, profiles=profiles),
                                                               claimed):
@@ -189,6 +201,7 @@ class DeliveryWorker:
         """
         self.claims.start_heartbeat()
         in_flight: _Batch | AsyncBatch | None = None  # the batch the senders are working on, collected next step
+        failed = False
         try:
             while not stop.is_set():
                 step, submitted = self._pipelined_step()
@@ -208,6 +221,9 @@ class DeliveryWorker:
                 if delay > 0:
                     self.claims.wake.wait(delay)
                     self.claims.wake.clear()
+        except BaseException:
+            failed = True
+            raise
         finally:
             if in_flight is not None:  # stopping: finish what was handed out (SIGTERM ends the batch in hand)
                 tail = PassSummary()
@@ -215,7 +231,13 @@ class DeliveryWorker:
                 self.totals.add(tail)
                 if on_pass is not None:
                     on_pass(tail)
-            self.flush()
+            try:
+                self.flush()
+            except NotifyError as exc:
+                if not failed:
+                    raise
+                # the loop's own error is the one to see; this one must not replace it
+                log.warning("derived rows not written as the loop failed", extra={"error": str(exc)})
 
     def _pipelined_step(self) -> tuple[PassSummary, _Batch | AsyncBatch | None]:
         """Claim what is due now and hand it to the senders without waiting for it; then write the
@@ -231,13 +253,17 @@ class DeliveryWorker:
         if work:
             claimed = self.claims.claim_batch(work, step)
             if claimed:
+                self.health.ok()  # the Store took the claims' writes: let the senders try again
                 senders = self._async_senders()
                 if senders is not None:
                     submitted = senders.submit(claimed, self._profiles(claimed))
                 else:
                     deliver = functools.partial(self._deliver, profiles=self._profiles(claimed))
                     submitted = _Batch(self._pool, deliver, claimed, senders=self.options.concurrency)
-        self.flush()
+        try:
+            self.flush()
+        except NotifyError as exc:  # the loop goes on: the minute-close repair re-creates them (Outcomes.flush)
+            log.warning("derived rows not written; the minute-close repair re-creates them", extra={"error": str(exc)})
         return step, submitted
 
     def start_heartbeat(self) -> None:
@@ -266,7 +292,7 @@ class DeliveryWorker:
             self._async = AsyncSenders(
                 outcomes=self.outcomes, concurrency=self.options.concurrency, new_sender=new_sender,
                 prepare=self._prepare, now=self.clock.now, request_id=lambda: self._request_id,
-                on_send_time=SEND_SECONDS.labels(channel_name).observe)
+                on_send_time=SEND_SECONDS.labels(channel_name).observe, health=self.health)
         return self._async
 
     def _prepare(self, claim: _Claim, profiles: Mapping[str, Item]) -> Message | tuple[dict[str, Any], str]:
@@ -281,10 +307,15 @@ class DeliveryWorker:
                       campaign_fields=campaign_fields)
 
     def _deliver(self, claim: _Claim, *, profiles: Mapping[str, Item]) -> tuple[Result, float | None, bool]:
+        if self.health.refusing:  # the Store refuses outcomes: do not send what cannot be recorded
+            return "lost_claim", None, False
         try:
-            return self._send(claim, profiles=profiles)
+            delivered = self._send(claim, profiles=profiles)
+            self.health.ok()
+            return delivered
         except NotifyError:
             # A Store failure mid-flight: the claim's lease expires and another pass re-claims it.
+            self.health.failed()
             log.exception("delivery step failed; the lease will expire and the item be retried",
                           extra={"schedule_pk": claim.work.pk, "schedule_sk": claim.work.sk})
             return "lost_claim", None, False

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import orjson
 
 from notify_core.clock import SYSTEM_CLOCK, Clock
-from notify_core.errors import ConditionFailedError, ValidationError
+from notify_core.errors import BackendError, ConditionFailedError, ValidationError
 from notify_core.per_thread import PerThread
 from notify_core.sqlite_tx import connect, write_gate
 from notify_core.store.codec import decode_item, encode_item
@@ -176,9 +176,12 @@ class SqliteStore:
             table = self._tables.get(name)
             if table is None:
                 conn = self.connection()
-                conn.execute(f'CREATE TABLE IF NOT EXISTS "{name}" (pk TEXT NOT NULL, sk TEXT NOT NULL, '
-                             "ttl REAL, body TEXT NOT NULL)")
-                conn.execute(f'CREATE UNIQUE INDEX IF NOT EXISTS "{name}__key" ON "{name}" (pk, sk)')
+                try:  # a full disk fails here first on a fresh file: a BackendError naming it, not a raw sqlite3 error
+                    conn.execute(f'CREATE TABLE IF NOT EXISTS "{name}" (pk TEXT NOT NULL, sk TEXT NOT NULL, '
+                                 "ttl REAL, body TEXT NOT NULL)")
+                    conn.execute(f'CREATE UNIQUE INDEX IF NOT EXISTS "{name}__key" ON "{name}" (pk, sk)')
+                except sqlite3.Error as exc:
+                    raise BackendError(f"SQLite create table {name} in {self.path.name} failed: {exc}") from exc
                 table = self._tables[name] = SqliteTable(self, name)
         return table
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from notify_cli.stream_commands import STOPPED_WHILE_RETRYING
+from notify_cli import STOPPED_UNFINISHED
 from notify_core.stream.local_log import LocalLog
 from notify_core.stream.port import Message
 from tests.servers import free_port, serve_admin_key, stop_process, wait_healthy
@@ -118,7 +118,7 @@ def test_a_consumer_on_a_full_disk_retries_then_stops_on_sigterm_and_a_rerun_per
             if consumer.poll() is None:
                 consumer.kill()
         text = stderr.read_text()
-        assert code == STOPPED_WHILE_RETRYING, text[-2000:]
+        assert code == STOPPED_UNFINISHED, text[-2000:]
         assert stopped_in < 6.0  # the longest pause between retries is 5 s
         assert "disk is full" in text and "not committed" in text
         with sqlite3.connect(data / "stream" / "log.sqlite") as conn:
