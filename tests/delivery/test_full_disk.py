@@ -36,8 +36,10 @@ def test_a_disk_that_fills_mid_delivery_loses_nothing_and_sigterm_still_stops_th
         items = seed_due(store, n=N, start=datetime.fromtimestamp(int(time.time()) - 2, UTC), campaigns=20)
         store.close()
         sink, url = _start_sink(receipts)
+        workers = []
         try:
             worker = _start(data, data / "outbox.jsonl", lease_s=2.0, concurrency=4, idle_exit=60, webhook_url=url)
+            workers.append(worker)
             deadline = time.monotonic() + 120
             while not receipts.exists() or receipts.stat().st_size < RECEIPT_BYTES * N // 3:
                 assert worker.poll() is None and time.monotonic() < deadline, worker.communicate()[1][-2000:]
@@ -53,8 +55,10 @@ def test_a_disk_that_fills_mid_delivery_loses_nothing_and_sigterm_still_stops_th
             text = err.decode(errors="replace")
             assert worker.returncode in (0, STOPPED_UNFINISHED), text[-3000:]
             assert stopped_in < 10.0
-            assert "\u256d" not in text  # no crash: rich's traceback panel (a log line it could not write is
-            last = text.strip().splitlines()[-1] if text.strip() else ""  # Python's "--- Logging error ---")
+            # No crash: no rich traceback panel. (A log line the full disk refused is printed to stderr by
+            # Python's logging as "--- Logging error ---" with its traceback; that is not a crash.)
+            assert "\u256d" not in text
+            last = text.strip().splitlines()[-1] if text.strip() else ""
             if worker.returncode == STOPPED_UNFINISHED:  # its last writes were refused: one line says so
                 assert last.startswith("notify worker: stopped with writes the Store refused") and "full" in last
 
@@ -64,9 +68,14 @@ def test_a_disk_that_fills_mid_delivery_loses_nothing_and_sigterm_still_stops_th
             later = datetime.fromtimestamp(time.time() + 90, UTC)
             monkeypatch.setenv("NOTIFY_CLOCK_START", later.isoformat())
             rerun = _start(data, data / "outbox.jsonl", lease_s=2.0, concurrency=4, idle_exit=8, webhook_url=url)
+            workers.append(rerun)
             _out, err = rerun.communicate(timeout=300)
             assert rerun.returncode == 0, err.decode(errors="replace")[-3000:]
         finally:
+            for proc in workers:  # a failed assertion must not leave a worker running
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
             _stop_sink(sink)
 
         keys = Counter(r["key"] for r in read_receipts(receipts) if r["status"] == 200)

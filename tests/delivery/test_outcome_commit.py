@@ -57,3 +57,26 @@ def test_a_failed_outcome_commit_is_resent_with_the_same_key_never_lost(
     assert set(sends) == {i["notification_id"] for i in items}  # nothing lost
     assert sum(c - 1 for c in sends.values()) == failed  # exactly the unrecorded ones, same key
     assert Counter(str(i["status"]) for i in store.table(tables.SCHEDULES).scan()) == {"sent": 40}
+
+
+def test_while_every_outcome_is_refused_the_senders_stop_sending(store: SqliteStore, clock: ManualClock) -> None:
+    """The Store refuses every outcome (its disk full): after ``OutcomeHealth.refusing_after`` refused in a
+    row the thread senders leave the rest of the batch claimed and unsent (each would be a re-send later),
+    and once the Store takes writes again a later pass sends each of them once."""
+    items = seed_due(store, n=40, start=minute_start(clock.now()))
+    channel = ScriptedChannel()
+    worker = DeliveryWorker(store, channel, public_base_url="http://t", clock=clock, options=OPTS)
+    failing = _FailingOutcomes(worker.outcomes._schedules, fail=10_000)
+    worker.outcomes._schedules = failing  # type: ignore[assignment]
+    assert worker.run_pass().delivered == 0
+    sent_while_refused = len(channel.calls)
+    # each of the 4 senders may be mid-send when the third refusal lands; without the stop it was all 40
+    assert worker.health.refusing_after <= sent_while_refused <= worker.health.refusing_after + OPTS.concurrency
+    failing.fail = 0  # the disk has room again
+    clock.advance(70)  # the leases have run out and the minute passed: re-claimed and sent
+    worker.run_until_idle()
+    worker.close()
+    sends = Counter(key for _nid, _attempt, key in channel.calls)
+    assert set(sends) == {i["notification_id"] for i in items}  # nothing lost
+    assert sum(c - 1 for c in sends.values()) == sent_while_refused  # re-sent: only what went out unrecorded
+    assert Counter(str(i["status"]) for i in store.table(tables.SCHEDULES).scan()) == {"sent": 40}
