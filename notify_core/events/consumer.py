@@ -443,8 +443,6 @@ class StoppedWhileRetryingError(NotifyError):
     Finishing that batch first could take for ever, so the consumer gives it up uncommitted and exits: the
     next consumer reads it again (writes are idempotent), so nothing acknowledged is lost or doubled."""
 
-    http_status = 503
-
 
 class _Stamped(NamedTuple):
     """A batch in the decoding process, and the consumer's clock when it was handed over."""

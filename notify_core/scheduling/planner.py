@@ -102,7 +102,7 @@ class PlanStats:
     users: int = 0
     users_planned: int = 0  # users who got at least one notification
     # users who could have got one: a free slot left in their day (window after now, under their cap) and
-    # at least one eligible candidate, whatever its relevance (the plan's reach check: checks.reach)
+    # at least one eligible candidate, whatever its relevance (the plan's reach check: checks.reaches_users)
     users_reachable: int = 0
     users_below_floor: int = 0  # of those, users whose every eligible candidate had relevance <= 0
     notifications: int = 0

@@ -24,6 +24,7 @@ import httpx
 from notify_cli import STOPPED_UNFINISHED
 from notify_core.stream.local_log import LocalLog
 from notify_core.stream.port import Message
+from tests.events.crash_harness import _committed
 from tests.servers import free_port, serve_admin_key, stop_process, wait_healthy
 from tests.small_disk import fill, small_disk
 
@@ -42,9 +43,9 @@ def _notify(data: Path, *args: str, **kwargs: object) -> subprocess.Popen[bytes]
 
 
 def _consume(data: Path) -> subprocess.CompletedProcess[bytes]:
-    done = _notify(data, "consume", "--idle-exit", "2", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out, err = done.communicate(timeout=300)
-    return subprocess.CompletedProcess(done.args, done.returncode, out, err)
+    return subprocess.run([sys.executable, "-m", "notify_cli.stream_commands", "consume", "--idle-exit", "2",
+                           "--data-dir", str(data)], cwd=ROOT, env={**os.environ, "NOTIFY_ENV": "local"},
+                          capture_output=True, timeout=300)
 
 
 def _persisted(data: Path) -> tuple[int, set[str]]:
@@ -121,9 +122,7 @@ def test_a_consumer_on_a_full_disk_retries_then_stops_on_sigterm_and_a_rerun_per
         assert code == STOPPED_UNFINISHED, text[-2000:]
         assert stopped_in < 6.0  # the longest pause between retries is 5 s
         assert "disk is full" in text and "not committed" in text
-        with sqlite3.connect(data / "stream" / "log.sqlite") as conn:
-            committed = conn.execute("SELECT COALESCE(SUM(position), 0) FROM positions").fetchone()[0]
-        assert committed == 0  # the failing batch was given up, not acknowledged
+        assert _committed(data / "stream" / "log.sqlite") == 0  # the failing batch was given up, not acknowledged
 
         filler.unlink()  # space freed: a plain re-run
         drained = _consume(data)
