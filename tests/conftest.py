@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -171,6 +171,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 # --- fault injection: the table of injections tried and invariants held (tests/faults) -----------------
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Moves what the test recorded onto its report, so the table is whole under pytest-xdist too."""
+    from tests.faults.record import take_pending
+
+    report = yield
+    report.user_properties.extend(take_pending())
+    return report
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    from tests.faults.record import collect
+
+    collect(report.user_properties)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     from tests.faults.record import RESULTS, render
 

@@ -166,9 +166,9 @@ class AsyncSenders:
                         continue
                     batch.results.append(await self._deliver(sender, claim, batch.profiles))
                     self._health.ok()
-                except NotifyError:
+                except NotifyError as exc:
                     # A Store failure mid-flight: the claim's lease expires and another pass re-claims it.
-                    self._health.failed()
+                    self._health.failed(exc)
                     log.exception("delivery step failed; the lease will expire and the item be retried",
                                   extra={"schedule_pk": claim.work.pk, "schedule_sk": claim.work.sk})
                     batch.results.append(("lost_claim", None, False))
@@ -227,8 +227,9 @@ class AsyncSenders:
                     entry.error = exc
             except Exception as exc:  # noqa: BLE001 - a bug here must not leave every sender waiting for ever
                 log.exception("outcome commit failed")
-                for entry, _, _ in batch:
-                    entry.error = BackendError(f"outcome commit failed: {type(exc).__name__}: {exc}")
+                error = BackendError(f"outcome commit failed: {type(exc).__name__}: {exc}")  # one error, as above:
+                for entry, _, _ in batch:  # OutcomeHealth counts a commit's failure once
+                    entry.error = error
             finally:
                 self._loop.call_soon_threadsafe(_resolve, [done for _, _, done in batch])
 

@@ -313,9 +313,9 @@ class DeliveryWorker:
             delivered = self._send(claim, profiles=profiles)
             self.health.ok()
             return delivered
-        except NotifyError:
+        except NotifyError as exc:
             # A Store failure mid-flight: the claim's lease expires and another pass re-claims it.
-            self.health.failed()
+            self.health.failed(exc)
             log.exception("delivery step failed; the lease will expire and the item be retried",
                           extra={"schedule_pk": claim.work.pk, "schedule_sk": claim.work.sk})
             return "lost_claim", None, False

@@ -505,11 +505,18 @@ def fit_logistic(features: F64, labels: npt.NDArray[np.bool_], *, l2: float = 1.
 def bm25_similarity(user_product: sparse.csr_matrix, *, neighbours: int = BM25_NEIGHBOURS) -> sparse.csr_matrix:
     """products x products BM25 item-kNN similarity: implicit's ``BM25Recommender(K=neighbours)`` fitted on
     the users x products matrix of distinct orders (the co-purchase peer of the evaluation and the
-    ranker's co-purchase signal); single-threaded so it is deterministic."""
-    from implicit.nearest_neighbours import BM25Recommender
+    ranker's co-purchase signal); single-threaded so it is deterministic.
 
-    model = BM25Recommender(K=neighbours, num_threads=1)
-    model.fit(sparse.csr_matrix(user_product, dtype=np.float64), show_progress=False)
+    ``BM25Recommender.fit`` step for step, except that the BM25-weighted matrix goes on as CSR: implicit's
+    own ``fit`` hands it over as COO, and its k-NN then converts it with a ``ParameterWarning`` on every fit
+    (dozens per evaluation run). The same conversion, so the same similarity, bit for bit."""
+    from implicit.nearest_neighbours import BM25Recommender, ItemItemRecommender, bm25_weight
+
+    counts = sparse.csr_matrix(user_product, dtype=np.float64)
+    defaults = BM25Recommender(K=neighbours)  # K1 and B stay implicit's own defaults
+    weighted = sparse.csr_matrix(bm25_weight(counts.T, defaults.K1, defaults.B).T)
+    model = ItemItemRecommender(K=neighbours, num_threads=1)
+    model.fit(weighted, show_progress=False)
     return sparse.csr_matrix(model.similarity, dtype=np.float64)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from notify_core.clock import ManualClock
 from notify_core.delivery import DeliveryWorker, WorkerOptions
+from notify_core.delivery.outcomes import OutcomeHealth
 from notify_core.delivery.synthetic import seed_due
 from notify_core.errors import BackendError
 from notify_core.store import tables
@@ -80,3 +81,21 @@ def test_while_every_outcome_is_refused_the_senders_stop_sending(store: SqliteSt
     assert set(sends) == {i["notification_id"] for i in items}  # nothing lost
     assert sum(c - 1 for c in sends.values()) == sent_while_refused  # re-sent: only what went out unrecorded
     assert Counter(str(i["status"]) for i in store.table(tables.SCHEDULES).scan()) == {"sent": 40}
+
+
+def test_one_failed_group_commit_counts_once_however_many_senders_it_reaches() -> None:
+    """The senders stop after 3 Store errors in a row, not after 3 outcomes: a group commit's one error
+    reaches each of its senders, and counted per outcome one transient failure stopped every sender."""
+    health = OutcomeHealth(refusing_after=3)
+    commit_error = BackendError("disk I/O error during the outcome commit")
+    for _ in range(8):  # the 8 outcomes of one failed commit
+        health.failed(commit_error)
+    assert not health.refusing
+    health.failed(BackendError("the next commit"))
+    assert not health.refusing
+    health.failed(BackendError("and the one after"))
+    assert health.refusing
+    health.ok()
+    assert not health.refusing
+    health.failed(BackendError("a new run of errors starts from one"))
+    assert not health.refusing

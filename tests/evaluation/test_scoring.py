@@ -207,3 +207,25 @@ def test_ranker_features_are_the_stacked_broadcast_columns_bit_for_bit() -> None
         assert got.tobytes() == expected.tobytes()
         ranker = scoring.SERVING_RANKER
         assert scoring.ranker_score(ranker, got).tobytes() == scoring.ranker_score(ranker, expected).tobytes()
+
+
+def test_bm25_similarity_is_implicits_bm25_recommender_bit_for_bit_without_its_warning() -> None:
+    import warnings
+
+    from implicit.nearest_neighbours import BM25Recommender
+
+    counts = sparse.random(400, 300, density=0.05, random_state=2, format="csr")
+    counts.data = np.ceil(counts.data * 5)
+    reference = BM25Recommender(K=scoring.BM25_NEIGHBOURS, num_threads=1)
+    with warnings.catch_warnings(record=True) as theirs:
+        warnings.simplefilter("always")
+        reference.fit(sparse.csr_matrix(counts, dtype=np.float64), show_progress=False)
+    with warnings.catch_warnings(record=True) as ours:
+        warnings.simplefilter("always")
+        similarity = scoring.bm25_similarity(counts)
+    assert [str(w.message)[:28] for w in theirs] == ["Method expects CSR input, an"]  # what ours avoids
+    assert ours == []
+    expected = sparse.csr_matrix(reference.similarity, dtype=np.float64)
+    assert similarity.nnz == expected.nnz > 0
+    assert np.array_equal(similarity.indptr, expected.indptr) and np.array_equal(similarity.indices, expected.indices)
+    assert np.array_equal(similarity.data, expected.data)

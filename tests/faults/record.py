@@ -1,9 +1,13 @@
 """The fault-injection table: each fault test records what it injected and which invariants held, and
-the root conftest prints the table at the end of the session (``make test-faults``)."""
+the root conftest prints the table at the end of the session (``make test-faults``).
+
+An entry travels on its test's report (``user_properties``), not in this module's memory alone: under
+pytest-xdist the tests run in worker processes and only the reports reach the process that prints."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -19,13 +23,27 @@ class Injection:
         return all(self.invariants.values())
 
 
-RESULTS: list[Injection] = []
+RESULTS: list[Injection] = []  # what the session's reports carried: the table printed at the end
+PENDING: list[Injection] = []  # recorded by the running test, not yet on its report
+PROPERTY = "fault_injection"
 
 
 def record(name: str, *, injected: str, invariants: dict[str, bool], **numbers: Any) -> Injection:
     entry = Injection(name, injected, invariants, numbers)
-    RESULTS.append(entry)
+    PENDING.append(entry)
     return entry
+
+
+def take_pending() -> list[tuple[str, dict[str, Any]]]:
+    """The running test's entries as report properties (plain JSON values: xdist serialises them)."""
+    taken = [(PROPERTY, json.loads(json.dumps(asdict(entry), default=str))) for entry in PENDING]
+    PENDING.clear()
+    return taken
+
+
+def collect(properties: list[tuple[str, object]]) -> None:
+    """Add the entries a report carries to the table (in the printing process)."""
+    RESULTS.extend(Injection(**value) for key, value in properties if key == PROPERTY and isinstance(value, dict))
 
 
 def render() -> str:
