@@ -100,6 +100,7 @@ class KafkaStream:
         )
         self._admin_consumer: Any = None
         self._admin_lock = threading.Lock()
+        self._closed = False
 
     def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
         self.produce_batch([Message(topic, key, value)])
@@ -175,7 +176,14 @@ class KafkaStream:
                 raise BackendError(f"Kafka watermark query failed: {exc}") from exc
 
     def close(self) -> None:
-        self._producer.flush(10)
+        """Flush, then shut the producer down. Flushing alone left its librdkafka threads reconnecting to a
+        broker that had gone, logging to stderr, until the garbage collector found the stream."""
+        if self._closed:
+            return
+        self._closed = True
+        self._producer.flush(10)  # normally empty: produce_batch waits for its delivery reports
+        self._producer.purge()  # what a dead broker kept undelivered (its batch already raised): not on close
+        self._producer.close()
         with self._admin_lock:
             if self._admin_consumer is not None:
                 self._admin_consumer.close()
