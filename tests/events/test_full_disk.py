@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -37,15 +38,18 @@ def _clicks(batch: int) -> list[dict[str, str]]:
              "campaign_id": f"c{i % 50}", "event_id": f"e{batch}-{i}"} for i in range(BATCH)]
 
 
+def _command(data: Path, *args: str) -> dict[str, Any]:
+    """``notify <args>`` on ``data``: what Popen and run both take."""
+    return {"args": [sys.executable, "-m", "notify_cli.stream_commands", *args, "--data-dir", str(data)],
+            "cwd": ROOT, "env": {**os.environ, "NOTIFY_ENV": "local"}}
+
+
 def _notify(data: Path, *args: str, **kwargs: object) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "notify_cli.stream_commands", *args, "--data-dir", str(data)],
-                            cwd=ROOT, env={**os.environ, "NOTIFY_ENV": "local"}, **kwargs)  # type: ignore[call-overload]
+    return subprocess.Popen(**_command(data, *args), **kwargs)  # type: ignore[call-overload,no-any-return]
 
 
 def _consume(data: Path) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "notify_cli.stream_commands", "consume", "--idle-exit", "2",
-                           "--data-dir", str(data)], cwd=ROOT, env={**os.environ, "NOTIFY_ENV": "local"},
-                          capture_output=True, timeout=300)
+    return subprocess.run(**_command(data, "consume", "--idle-exit", "2"), capture_output=True, timeout=300)
 
 
 def _persisted(data: Path) -> tuple[int, set[str]]:
