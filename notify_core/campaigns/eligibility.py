@@ -38,8 +38,11 @@ class PerPair(Generic[V]):
 
     def groups(self) -> list[tuple[V, Rows]]:
         """Each value present with the positions of its pairs."""
-        order = np.argsort(self.codes, kind="stable")
-        bounds = np.searchsorted(self.codes[order], np.arange(len(self.values) + 1))
+        # Codes are small (a few countries, opt-out sets): numpy sorts 8/16-bit integers stably by radix,
+        # ~6x faster than int64 on the 10M pairs of a planning chunk.
+        codes = self.codes.astype(np.int16) if len(self.values) <= np.iinfo(np.int16).max else self.codes
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(self.values) + 1))
         return [(self.values[v], order[bounds[v]:bounds[v + 1]]) for v in range(len(self.values))
                 if bounds[v + 1] > bounds[v]]
 

@@ -42,28 +42,51 @@ def drop_ineligible(candidates: pl.DataFrame, *, users: pl.DataFrame, campaigns:
 
     ``users`` may carry ``country`` and ``opted_out_categories``; without a country a user gets only
     untargeted campaigns. Pairs whose campaign is not in ``campaigns`` are dropped.
+
+    Why per user and not per pair: a chunk has ~20 pairs a user, and joining the users' profiles onto the
+    pairs (then sorting them back into order) cost ~4 us a user, 15-20 % of planning. The profile is coded
+    once per user here; the pairs only look up two integers (none at all when no user has a country or an
+    opt-out, where the rule cannot depend on the user).
     """
     if candidates.is_empty():
         return candidates
-    table = CampaignTable.from_frame(campaigns)
-    rows = pl.DataFrame({"campaign_id": list(table.ids), "_row": np.arange(len(table), dtype=np.int64)},
-                        schema={"campaign_id": pl.String, "_row": pl.Int64})
-    country = pl.col("country").cast(pl.String) if "country" in users.columns else pl.lit(None, dtype=pl.String)
+    table = CampaignTable.from_frame(campaigns.filter(pl.col("campaign_id").is_not_null())
+                                     .unique("campaign_id", keep="first", maintain_order=True))
+    rows = _campaign_rows(candidates["campaign_id"], table)
+    known = rows >= 0
+    profile = users.unique("user_id", keep="first", maintain_order=True)
+    country = pl.col("country").cast(pl.String) if "country" in profile.columns else pl.lit(None, dtype=pl.String)
     opted = (pl.col("opted_out_categories").list.drop_nulls().list.unique().list.sort().list.join(_SEP)
-             if "opted_out_categories" in users.columns else pl.lit(None, dtype=pl.String))
-    profile = users.select("user_id", country.fill_null("").alias("_country"), opted.fill_null("").alias("_opted"))
-    pairs = (candidates.with_row_index("_i").join(rows, on="campaign_id", how="inner")
-             .join(profile.unique("user_id", keep="first"), on="user_id", how="left")
-             .with_columns(pl.col("_country", "_opted").fill_null("")).sort("_i"))
-    country_values = sorted(set(pairs["_country"].unique().to_list()))
-    opted_values = sorted(set(pairs["_opted"].unique().to_list()))
-    codes = ineligible_codes(
-        table, pairs["_row"].to_numpy(), day=day,
-        countries=PerPair(_codes(pairs["_country"], country_values), [c or None for c in country_values]),
-        opted_out=PerPair(_codes(pairs["_opted"], opted_values),
-                          [frozenset(o.split(_SEP)) if o else frozenset() for o in opted_values]),
-    )
-    return pairs.filter(pl.Series(codes == 0)).select(candidates.columns)
+             if "opted_out_categories" in profile.columns else pl.lit(None, dtype=pl.String))
+    profile = profile.select("user_id", country.fill_null("").alias("_country"), opted.fill_null("").alias("_opted"))
+    country_values = sorted(set(profile["_country"].unique().to_list()) | {""})
+    opted_values = sorted(set(profile["_opted"].unique().to_list()) | {""})
+    countries: PerPair[str | None] | None = None
+    opted_out: PerPair[frozenset[str]] | frozenset[str] = frozenset()
+    if country_values != [""] or opted_values != [""]:  # the rule depends on who: code each pair's user
+        at = _user_positions(candidates["user_id"], profile["user_id"])[known]
+        missing = at < 0  # a pair whose user is not in ``users``: no country, no opt-out
+        user_country = np.append(_codes(profile["_country"], country_values), country_values.index(""))
+        user_opted = np.append(_codes(profile["_opted"], opted_values), opted_values.index(""))
+        at[missing] = len(profile)
+        countries = PerPair(user_country[at], [c or None for c in country_values])
+        opted_out = PerPair(user_opted[at], [frozenset(o.split(_SEP)) if o else frozenset() for o in opted_values])
+    keep = known.copy()
+    keep[known] = ineligible_codes(table, rows[known], day=day, countries=countries, opted_out=opted_out) == 0
+    return candidates.filter(pl.Series(keep))
+
+
+def _campaign_rows(campaign_ids: pl.Series, table: CampaignTable) -> npt.NDArray[np.int64]:
+    """Each pair's campaign row in ``table``, -1 for a campaign it does not hold."""
+    return (campaign_ids.cast(pl.String).cast(pl.Enum(list(table.ids)), strict=False).to_physical()
+            .cast(pl.Int64).fill_null(-1).to_numpy())
+
+
+def _user_positions(user_ids: pl.Series, profile_ids: pl.Series) -> npt.NDArray[np.int64]:
+    """Each pair's row in the (distinct) profile ids, -1 for a user it does not hold."""
+    rows = pl.DataFrame({"user_id": profile_ids, "_row": pl.int_range(len(profile_ids), eager=True, dtype=pl.Int64)})
+    return (pl.DataFrame({"user_id": user_ids.cast(pl.String)})
+            .join(rows, on="user_id", how="left", maintain_order="left")["_row"].fill_null(-1).to_numpy())
 
 
 def _codes(values: pl.Series, vocabulary: list[str]) -> npt.NDArray[np.int64]:

@@ -150,8 +150,9 @@ class _Picks:
     block: I64 = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     ev: F32 = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
 
-    def take(self, mask: B) -> _Picks:
-        return _Picks(self.user[mask], self.rank[mask], self.block[mask], self.ev[mask])
+    def take(self, rows: B | I64) -> _Picks:
+        """The picks a mask keeps, or the picks at row numbers (in their order)."""
+        return _Picks(self.user[rows], self.rank[rows], self.block[rows], self.ev[rows])
 
     def extend(self, other: _Picks) -> None:
         self.user = np.concatenate([self.user, other.user])
@@ -282,8 +283,11 @@ def _budget_pass(
             accepted.extend(picks)
             quota -= counts
             break
-        rank = _rank_within(pc, picks.ev, picks.user)
-        drop = over[pc] & (rank >= quota[pc])
+        # Ranked only inside the campaigns over their quota (a rank depends on its own group alone): sorting
+        # every pick of a chunk cost ~10 % of planning when a few budgeted campaigns ran out.
+        at = np.flatnonzero(over[pc])
+        drop = np.zeros(pc.size, dtype=bool)
+        drop[at] = _rank_within(pc[at], picks.ev[at], picks.user[at]) >= quota[pc[at]]
         if round_ == rounds:  # last round: drop the excess, no more re-planning
             keep = ~drop
             dropped += int(drop.sum())
@@ -553,7 +557,8 @@ def plan_users(
     frame = _plan_frame(users, campaigns, picks, minute, mx, day, base)
     touched = np.unique(minute)
     stats = PlanStats(
-        users=n, users_planned=int(np.unique(picks.user).size), notifications=int(picks.user.size),
+        users=n, users_planned=int(np.count_nonzero(np.bincount(picks.user, minlength=n))),  # np.unique sorted them
+        notifications=int(picks.user.size),
         users_reachable=int((has_room & (has_relevant | below_floor)).sum()),
         users_below_floor=int((has_room & below_floor).sum()),
         candidates=n_candidates, budget_dropped=budget_dropped, budget_replanned_users=replanned,
@@ -580,6 +585,10 @@ def _plan_frame(users: pl.DataFrame, campaigns: pl.DataFrame, picks: _Picks, min
                 day: str, base: datetime) -> pl.DataFrame:
     if picks.user.size == 0:
         return pl.DataFrame(schema=PLAN)
+    # In (user_id, send_at) order: users are sorted by id, so their row numbers and the minutes sort the
+    # same way, and two integer keys sort in numpy for a fraction of polars' string sort of the frame.
+    order = np.lexsort((minute, picks.user))
+    picks, minute = picks.take(order), minute[order]
     user_ids = users["user_id"].gather(picks.user)
     campaign_ids = campaigns["campaign_id"].gather(mx.cand_c[picks.user, picks.rank].astype(np.int64))
     base_us = int(base.timestamp()) * 1_000_000
@@ -593,7 +602,7 @@ def _plan_frame(users: pl.DataFrame, campaigns: pl.DataFrame, picks: _Picks, min
         "relevance": mx.cand_rel[picks.user, picks.rank].astype(np.float64),
         "affinity": mx.affinity[picks.user, picks.block].astype(np.float64),
     }, schema=PLAN)
-    return frame.sort("user_id", "send_at")
+    return frame
 
 
 def plan_chunks(

@@ -278,7 +278,9 @@ class UserState:
 
     history: pl.DataFrame  # models.HISTORY: claimed/sent notifications of the lookback window
     interactions: pl.DataFrame  # models.INTERACTIONS (+ notification_id)
-    day_items: dict[str, list[Item]]  # the plan day's stored items, for write_plans(existing=...)
+    # The plan day's stored items of the users that have any (a user with none is absent), for
+    # write_plans(existing=...).
+    day_items: dict[str, list[Item]]
 
 
 def load_state(
@@ -300,22 +302,28 @@ def load_state(
     today: dict[str, list[Item]] = {}
     stored = plans.query_many(user_ids, key_range=KeyRange(start=first, end=f"{day}#\uffff"), consistent=True)
     clicks = events.query_many(user_ids, key_range=KeyRange(start=tables.time_sk(since))) if with_interactions else {}
-    for uid in user_ids:
-        items = stored.get(uid, [])
-        today[uid] = [i for i in items if i.get("plan_day") == day]
-        opened: set[str] = set()
-        if with_interactions:
-            for ev in clicks.get(uid, []):
-                if ev.get("type") and ev.get("ts"):
-                    inter.append({"user_id": uid, "ts": _parse(str(ev["ts"])), "type": ev["type"],
-                                  "notification_id": ev.get("notification_id")})
-                    if ev.get("notification_id"):
-                        opened.add(str(ev["notification_id"]))
+    # Only the users the Store holds something for are visited (query_many answers every pk, in order):
+    # a chunk of new users costs no Python per user here (a fresh day's 500k: ~1.3 s of loop before).
+    opened: dict[str, set[str]] = {}
+    for uid, evs in clicks.items():
+        for ev in evs:
+            if ev.get("type") and ev.get("ts"):
+                inter.append({"user_id": uid, "ts": _parse(str(ev["ts"])), "type": ev["type"],
+                              "notification_id": ev.get("notification_id")})
+                if ev.get("notification_id"):
+                    opened.setdefault(uid, set()).add(str(ev["notification_id"]))
+    for uid, items in stored.items():
+        if not items:
+            continue
+        mine = [i for i in items if i.get("plan_day") == day]
+        if mine:
+            today[uid] = mine
+        seen = opened.get(uid, set())
         for item in items:
             if item.get("status") in DELIVERED_STATES:
                 rows.append({"user_id": uid, "campaign_id": item["campaign_id"],
                              "sent_at": _parse(str(item.get("sent_at") or item["send_at"])),
-                             "interacted": bool(item.get("interacted")) or item["notification_id"] in opened})
+                             "interacted": bool(item.get("interacted")) or item["notification_id"] in seen})
     history = pl.DataFrame(rows, schema=HISTORY) if rows else pl.DataFrame(schema=HISTORY)
     schema = {**INTERACTIONS, "notification_id": pl.String}
     interactions = pl.DataFrame(inter, schema=schema) if inter else pl.DataFrame(schema=schema)

@@ -91,6 +91,20 @@ def test_campaign_budget_keeps_the_highest_expected_values_and_replans_the_rest(
     assert result.stats.budget_replanned_users == 3
 
 
+def test_two_campaigns_over_budget_each_keep_their_best_and_break_ties_by_user() -> None:
+    """Ranks are taken inside each over-budget campaign alone: an unbudgeted campaign's picks and the other
+    campaign's do not move them; equal expected values go to the first user id."""
+    us = users([(f"u{i}", "UTC", 1, None, None) for i in range(6)])
+    camps = campaigns([("a", 5, 0, 2), ("b", 5, 0, 1), ("free", 1, 0, None)])
+    cands = candidates([("u0", "a", 0.6), ("u1", "a", 0.6), ("u2", "a", 0.6),
+                        ("u3", "b", 0.5), ("u4", "b", 0.7), ("u5", "b", 0.7)]
+                       + [(f"u{i}", "free", 0.1) for i in range(6)])
+    result = plan_users(cands, us, camps, plan_day=DAY)
+    got = dict(result.frame.select("user_id", "campaign_id").iter_rows())
+    assert got == {"u0": "a", "u1": "a", "u2": "free", "u3": "free", "u4": "b", "u5": "free"}
+    assert result.stats.budget_replanned_users == 3
+
+
 def test_budget_shared_across_chunks_never_exceeded() -> None:
     from notify_core.scheduling import ChunkInput, plan_chunks
 

@@ -23,3 +23,17 @@ def test_ids_of_columns_equal_the_one_by_one_ids() -> None:
 def test_ids_of_empty_columns() -> None:
     assert notification_ids_of(pl.Series([], dtype=pl.String), pl.Series([], dtype=pl.String), "2031-02-03",
                                pl.Series([], dtype=pl.Int32)) == []
+
+
+def test_user_hashes_are_the_blake2b_definition_whatever_the_input() -> None:
+    """Shards and minute offsets of stored schedules come from these hashes: the bulk read of the joined
+    digests must give exactly blake2b-64 of each id read little-endian, as the per-id form did."""
+    import hashlib
+
+    from notify_core.scheduling.ids import user_hashes
+
+    ids = ["u000000001", "é-ü", "", "x" * 300, "日本", "u000000001"]
+    expected = [int.from_bytes(hashlib.blake2b(u.encode(), digest_size=8).digest(), "little") for u in ids]
+    assert user_hashes(ids).tolist() == expected
+    assert user_hashes(pl.Series(ids)).tolist() == expected
+    assert user_hashes(ids).dtype == user_hashes([]).dtype == "uint64"

@@ -96,3 +96,61 @@ def test_the_store_readers_carry_what_the_rule_needs(tmp_path) -> None:
     pairs = pl.DataFrame({"user_id": ["de"], "campaign_id": ["fr_only"], "relevance": [1.0]})
     assert drop_ineligible(pairs, users=users, campaigns=campaigns, day=DAY).is_empty()
     store.close()
+
+
+def _random_case(rng: np.random.Generator, *, with_profile: bool) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    countries = ["France", "Germany", "Spain", "Italy"]
+    n_camps, n_users, n_pairs = int(rng.integers(1, 30)), int(rng.integers(1, 40)), int(rng.integers(1, 300))
+    campaigns = pl.DataFrame({
+        "campaign_id": [f"c{i}" for i in range(n_camps)],
+        "status": rng.choice(["active", "active", "paused"], n_camps).tolist(),
+        "start_date": [DAY + timedelta(days=int(d)) if d < 3 else None for d in rng.integers(-5, 6, n_camps)],
+        "end_date": [DAY + timedelta(days=int(d)) if d > -2 else None for d in rng.integers(-5, 6, n_camps)],
+        "target_countries": [rng.choice(countries, int(k), replace=False).tolist() if k else [] for k in
+                             rng.integers(0, 3, n_camps)],
+        "category": rng.choice(["home", "toys", "garden"], n_camps).tolist(),
+    })
+    columns: dict[str, object] = {"user_id": [f"u{i}" for i in rng.permutation(n_users)]}
+    schema: dict[str, pl.DataType] = {"user_id": pl.String()}
+    if with_profile:
+        columns["country"] = [None if c == "none" else c for c in rng.choice([*countries, "none"], n_users).tolist()]
+        categories = ["home", "toys", "garden", "other"]
+        columns["opted_out_categories"] = [None if k < 0 else rng.choice(categories, int(k)).tolist()
+                                           for k in rng.integers(-1, 3, n_users)]
+        schema |= {"country": pl.String(), "opted_out_categories": pl.List(pl.String)}
+    users = pl.DataFrame(columns, schema=schema)
+    if with_profile and n_users > 1:  # a repeated user: the first row is the profile
+        users = pl.concat([users, users.head(1).with_columns(pl.lit("Spain").alias("country"))])
+    pairs = pl.DataFrame({  # some users and campaigns the frames do not hold
+        "user_id": [f"u{i}" for i in rng.integers(0, n_users + 5, n_pairs)],
+        "campaign_id": [f"c{i}" for i in rng.integers(0, n_camps + 3, n_pairs)],
+        "relevance": rng.random(n_pairs),
+    })
+    return pairs, users, campaigns
+
+
+def test_planning_filters_each_pair_exactly_as_the_rule_does_for_its_one_user() -> None:
+    """drop_ineligible codes each user's profile once and looks the pairs up; this checks it against the rule
+    applied pair by pair through the one-user path serving uses, on random catalogs: targeting, opt-outs,
+    dates, paused campaigns, users without a profile, unknown users and campaigns, a repeated user."""
+    from notify_core.campaigns.eligibility import ineligible_codes as rule
+
+    rng = np.random.default_rng(20)
+    for case in range(60):
+        pairs, users, campaigns = _random_case(rng, with_profile=case % 3 != 0)
+        table = CampaignTable.from_frame(campaigns)
+        profiles: dict[str, dict[str, object]] = {}
+        for row in users.iter_rows(named=True):
+            profiles.setdefault(row["user_id"], row)
+        expected = []
+        for row in pairs.iter_rows(named=True):
+            if row["campaign_id"] not in table.row_of:
+                continue
+            profile = profiles.get(row["user_id"], {})
+            code = rule(table, np.array([table.row_of[row["campaign_id"]]]), day=DAY,
+                        countries=profile.get("country"),  # type: ignore[arg-type]
+                        opted_out=frozenset(profile.get("opted_out_categories") or ()))  # type: ignore[arg-type]
+            if code[0] == 0:
+                expected.append((row["user_id"], row["campaign_id"], row["relevance"]))
+        kept = drop_ineligible(pairs, users=users, campaigns=campaigns, day=DAY)
+        assert kept.rows() == expected, case
