@@ -52,7 +52,7 @@ def drop_ineligible(candidates: pl.DataFrame, *, users: pl.DataFrame, campaigns:
         return candidates
     table = CampaignTable.from_frame(campaigns.filter(pl.col("campaign_id").is_not_null())
                                      .unique("campaign_id", keep="first", maintain_order=True))
-    rows = _campaign_rows(candidates["campaign_id"], table)
+    rows = table.rows_of_column(candidates["campaign_id"])
     known = rows >= 0
     profile = users.unique("user_id", keep="first", maintain_order=True)
     country = pl.col("country").cast(pl.String) if "country" in profile.columns else pl.lit(None, dtype=pl.String)
@@ -74,12 +74,6 @@ def drop_ineligible(candidates: pl.DataFrame, *, users: pl.DataFrame, campaigns:
     keep = known.copy()
     keep[known] = ineligible_codes(table, rows[known], day=day, countries=countries, opted_out=opted_out) == 0
     return candidates.filter(pl.Series(keep))
-
-
-def _campaign_rows(campaign_ids: pl.Series, table: CampaignTable) -> npt.NDArray[np.int64]:
-    """Each pair's campaign row in ``table``, -1 for a campaign it does not hold."""
-    return (campaign_ids.cast(pl.String).cast(pl.Enum(list(table.ids)), strict=False).to_physical()
-            .cast(pl.Int64).fill_null(-1).to_numpy())
 
 
 def _user_positions(user_ids: pl.Series, profile_ids: pl.Series) -> npt.NDArray[np.int64]:

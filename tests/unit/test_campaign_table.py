@@ -55,3 +55,17 @@ def test_concat_renumbers_the_second_table_and_recodes_categories() -> None:
     assert both.allowed_in("Germany").tolist() == [False, True, True, True]
     assert np.array_equal(both.active, [True, False, True, True])
     assert first.concat(CampaignTable.empty()) is first
+
+
+def test_rows_of_a_column_answer_as_rows_of() -> None:
+    """The columnar look-up (the planner's, over millions of pairs) and the per-id one agree: known ids,
+    unknown ones, nulls, and a table that holds an id twice (the last row, as the dict keeps it)."""
+    import polars as pl
+
+    asked = ["b", "zz", None, "a", "c", "a", ""]
+    for ids in (["a", "b", "c"], ["a", "b", "a", "c"]):
+        table = CampaignTable.from_frame(pl.DataFrame({"campaign_id": ids}))
+        got = table.rows_of_column(pl.Series(asked, dtype=pl.String))
+        assert got.tolist() == table.rows_of(asked).tolist()  # type: ignore[arg-type]
+    assert CampaignTable.from_frame(pl.DataFrame({"campaign_id": ["a", "b"]})).rows_of_column(
+        pl.Series(["b", "a", "q"])).tolist() == [1, 0, -1]
