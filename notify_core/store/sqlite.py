@@ -58,6 +58,7 @@ _KEY_ORDER = operator.itemgetter(0, 1)  # (pk, sk) of a row tuple
 _JSON_CHUNK = 20_000  # rows per json_each statement of a batch_put (all in the batch's one transaction)
 _SMALL_UPDATE_BATCH = 4  # update_many of at most this many: statement by statement (see _update_many_small)
 _FRAME_SLICE = 50_000  # rows per executemany of a batch_put_frame (all in its one transaction)
+ROWS_PER_INSERT = 100  # rows per multi-row INSERT of a batch_put_frame (4 parameters each: 400 < SQLite's 999)
 
 
 def _encode(item: Item) -> str:
@@ -250,6 +251,11 @@ class SqliteTable:
         # inserts a new one: a new rowid and two index updates for every status change of an item).
         self._upsert = (f"INSERT INTO {self._q} (pk, sk, ttl, body) VALUES (?,?,?,?) "
                         "ON CONFLICT(pk, sk) DO UPDATE SET ttl=excluded.ttl, body=excluded.body")
+        # The same upsert of ROWS_PER_INSERT rows at once (rows of one statement are applied in order, so
+        # a key repeated within it still ends as its last row).
+        self._upsert_rows = (f"INSERT INTO {self._q} (pk, sk, ttl, body) VALUES "
+                             + ",".join(["(?,?,?,?)"] * ROWS_PER_INSERT)
+                             + " ON CONFLICT(pk, sk) DO UPDATE SET ttl=excluded.ttl, body=excluded.body")
 
     # reads -------------------------------------------------------------------------------------
     def get(self, pk: str, sk: str, *, consistent: bool = False) -> Item | None:
@@ -358,10 +364,11 @@ class SqliteTable:
         """:meth:`batch_put` of a frame's rows (see the port), in key order and ONE transaction.
 
         polars writes each row's JSON document in Rust, so a million plan items cost no Python dict and
-        no per-item encode; the rows then go in by ``executemany`` in slices of ``_FRAME_SLICE`` (bounded
-        memory). Not ``json_each`` as :meth:`batch_put`: that one trades speed for releasing the GIL once
-        per batch (the consumer decodes beside it); for a bulk load alone, executemany of ready tuples
-        measured ~2x faster here (300k plan rows: 2.4 s against 4.8 s), the raw limit of this adapter.
+        no per-item encode; the rows then go in by ``executemany`` of multi-row INSERTs
+        (:meth:`_insert_rows`) in slices of ``_FRAME_SLICE`` (bounded memory). Not ``json_each`` as
+        :meth:`batch_put`: that one trades speed for releasing the GIL once per batch (the consumer decodes
+        beside it); for a bulk load alone, executemany of ready rows measured ~2x faster here (300k plan
+        rows: 2.4 s against 4.8 s).
         """
         import polars as pl
 
@@ -378,9 +385,29 @@ class SqliteTable:
         with self.store.write_gate.transaction(conn, what=f"SQLite batch write to {self.name}", immediate=False):
             for start in range(0, rows.height, _FRAME_SLICE):
                 part = rows.slice(start, _FRAME_SLICE)
-                # Column lists zipped: ~half the CPU of DataFrame.rows() (which builds each tuple in polars)
-                conn.executemany(self._upsert, zip(*(part[c].to_list() for c in part.columns), strict=True))
+                self._insert_rows([part[c].to_list() for c in part.columns], conn)
         return rows.height
+
+    def _insert_rows(self, columns: list[list[Any]], conn: sqlite3.Connection) -> None:
+        """Upsert rows given as four column lists (pk, sk, ttl, body), in order: ``ROWS_PER_INSERT`` rows a
+        statement, the remainder one a statement.
+
+        Why multi-row statements: at a plan's size the cost is per row, not per byte (bodies 20 % smaller
+        changed nothing), and much of it is the driver's: one Python parameter tuple, one bind and one
+        step per row. One statement for 100 rows takes ~25 % less CPU for the same rows and the same file
+        (1.8M plan rows: 9.3 -> 6.5-7.6 CPU-s). The column lists are interleaved by slice assignment, at C
+        speed, with no tuple per row."""
+        size = len(columns[0])
+        whole = size - size % ROWS_PER_INSERT
+        width = len(columns)
+        if whole:
+            flat: list[Any] = [None] * (width * whole)
+            for offset, column in enumerate(columns):
+                flat[offset::width] = column[:whole]
+            step = width * ROWS_PER_INSERT
+            conn.executemany(self._upsert_rows, (flat[i : i + step] for i in range(0, len(flat), step)))
+        if whole < size:
+            conn.executemany(self._upsert, zip(*(column[whole:] for column in columns), strict=True))
 
     def query_many(self, pks: Sequence[str], *, key_range: KeyRange | None = None,
                    consistent: bool = False) -> dict[str, list[Item]]:

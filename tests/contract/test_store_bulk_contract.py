@@ -31,6 +31,21 @@ def test_batch_put_frame_reads_back_as_batch_put_items(table: Table) -> None:
     assert table.batch_put_frame(frame.clear()) == 0
 
 
+def test_a_frame_of_hundreds_of_rows_stores_what_batch_put_stores(table: Table) -> None:
+    """Rows past one statement's worth (SQLite inserts a frame 100 rows a statement, the rest one by one),
+    a key repeated within a statement and across statements: the same items as batch_put of the same rows."""
+    ttl = int(_future())
+    keys = [(f"p{i % 7}", f"s{i:04d}") for i in range(257)] + [("p1", "s0008"), ("p3", "s0150"), ("p4", "s0256")]
+    frame = pl.DataFrame({"pk": [k[0] for k in keys], "sk": [k[1] for k in keys], "n": list(range(len(keys))),
+                          "x": [i / 7 for i in range(len(keys))], "ttl": [ttl] * len(keys)})
+    assert table.batch_put_frame(frame.with_columns(pl.format("f{}", "pk").alias("pk"))) == 257
+    table.batch_put({**row, "pk": f"i{row['pk']}"} for row in frame.to_dicts())
+    for p in range(7):
+        framed, items = table.query(f"fp{p}", consistent=True), table.query(f"ip{p}", consistent=True)
+        assert [{**i, "pk": f"p{p}"} for i in framed] == [{**i, "pk": f"p{p}"} for i in items] != []
+    assert table.get("fp1", "s0008")["n"] == 257  # type: ignore[index]  # the last row of a repeated key
+
+
 @pytest.mark.parametrize("bad", [
     pl.DataFrame({"pk": ["u1"], "sk": [""]}),
     pl.DataFrame({"pk": [None], "sk": ["a"]}, schema={"pk": pl.String, "sk": pl.String}),
