@@ -33,7 +33,7 @@ def test_batch_put_frame_reads_back_as_batch_put_items(table: Table) -> None:
 
 def test_a_frame_of_hundreds_of_rows_stores_what_batch_put_stores(table: Table) -> None:
     """Rows past one statement's worth (SQLite inserts a frame 100 rows a statement, the rest one by one),
-    a key repeated within a statement and across statements: the same items as batch_put of the same rows."""
+    with three keys repeated far apart (the last row wins): the same items as batch_put of the same rows."""
     ttl = int(_future())
     keys = [(f"p{i % 7}", f"s{i:04d}") for i in range(257)] + [("p1", "s0008"), ("p3", "s0150"), ("p4", "s0256")]
     frame = pl.DataFrame({"pk": [k[0] for k in keys], "sk": [k[1] for k in keys], "n": list(range(len(keys))),
