@@ -249,13 +249,15 @@ class SqliteTable:
         self._q = f'"{name}"'
         # One row, written in place when its key exists (not INSERT OR REPLACE, which deletes the row and
         # inserts a new one: a new rowid and two index updates for every status change of an item).
-        self._upsert = (f"INSERT INTO {self._q} (pk, sk, ttl, body) VALUES (?,?,?,?) "
-                        "ON CONFLICT(pk, sk) DO UPDATE SET ttl=excluded.ttl, body=excluded.body")
+        self._upsert = self._upsert_of(1)
         # The same upsert of ROWS_PER_INSERT rows at once (rows of one statement are applied in order, so
         # a key repeated within it still ends as its last row).
-        self._upsert_rows = (f"INSERT INTO {self._q} (pk, sk, ttl, body) VALUES "
-                             + ",".join(["(?,?,?,?)"] * ROWS_PER_INSERT)
-                             + " ON CONFLICT(pk, sk) DO UPDATE SET ttl=excluded.ttl, body=excluded.body")
+        self._upsert_rows = self._upsert_of(ROWS_PER_INSERT)
+
+    def _upsert_of(self, rows: int) -> str:
+        """The upsert statement of ``rows`` rows (4 parameters each)."""
+        return (f"INSERT INTO {self._q} (pk, sk, ttl, body) VALUES " + ",".join(["(?,?,?,?)"] * rows)
+                + " ON CONFLICT(pk, sk) DO UPDATE SET ttl=excluded.ttl, body=excluded.body")
 
     # reads -------------------------------------------------------------------------------------
     def get(self, pk: str, sk: str, *, consistent: bool = False) -> Item | None:
