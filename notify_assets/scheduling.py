@@ -13,6 +13,7 @@ soon as its partition exists and re-plans today and tomorrow when embeddings or 
 
 # No `from __future__ import annotations` here: Dagster reads the context annotations at decoration time.
 
+import functools
 from collections.abc import Sequence
 from datetime import date, timedelta
 
@@ -22,6 +23,7 @@ from notify_assets.automation import AUTOMATED_RUN_TAG, CHANGED_USERS, PLAN, REP
 from notify_assets.embeddings import campaign_embeddings, user_embeddings
 from notify_core.clock import Clock, today, utcnow
 from notify_core.recommend.artefacts import build_artefact_store
+from notify_core.scheduling.candidate_pool import backends_of
 from notify_core.scheduling.checks import REACH_FLOOR, reaches_users
 from notify_core.scheduling.models import ExplorationOptions, PlanOptions
 from notify_core.scheduling.planner import PlanStats
@@ -130,6 +132,8 @@ def _plan(context: dg.AssetExecutionContext, config: PlanConfig, notify: NotifyR
             context.log.info(f"progress {PLAN_ASSET}: re-planning the {len(only):,} users whose vectors changed")
     run = plan_from_lake(notify.store, notify.lake, plan_day=plan_day, now=utcnow(clock), options=options,
                          artefacts=build_artefact_store(notify.settings), k=config.candidates_per_user, user_ids=only,
+                         candidate_workers=notify.settings.plan_candidate_workers,
+                         reopen=functools.partial(backends_of, notify.settings),
                          progress=lambda done, total: context.log.info(
                              f"progress {PLAN_ASSET}: {done:,}/{total:,} users planned"))
     v = run.violations

@@ -102,6 +102,10 @@ class NotifySettings(BaseSettings):
     exploration_share: float = Field(default=0.0, ge=0.0, le=0.5,
                                      description="Share of the users' notification slots given to Thompson draws "
                                                  "over campaigns (notify_core.scheduling.exploration); 0 = off.")
+    # issue 21: processes ranking the daily plan's candidates (notify_core.scheduling.candidate_pool)
+    plan_candidate_workers: int = Field(default=0, ge=0,
+                                        description="Processes that rank the recommender's candidates of a day's "
+                                                    "plan: 0 = one per core, 1 = in the planning process.")
     # issue 21: `notify worker` sends webhooks from coroutines on one event loop (False: the sender threads)
     delivery_async_senders: bool = True
 

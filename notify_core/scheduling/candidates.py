@@ -1,16 +1,16 @@
-"""Where the planner's candidates come from, until the recommender's serving API lands.
+"""The planner's candidate rules that are not the recommender's: eligibility per pair, and the cosine fallback.
 
-The planner only needs a CANDIDATES frame (user_id, campaign_id, relevance). The recommender
-(notify_core/recommend: ANN index + repeat-purchase signal) is being built alongside; until it exposes
-a batch "candidates for these users" call, this module is the documented fallback: the exact cosine
-of each user's embedding with every eligible campaign's embedding (both unit vectors from the same
-model), top ``k`` per user. Exact is cheap at Notify's campaign counts (a (users x 384) @ (384 x
-campaigns) product per batch) and gives the planner the same shape the recommender will.
+The planner only needs a CANDIDATES frame (user_id, campaign_id, relevance). When an index is published
+the recommender gives it (:func:`notify_core.scheduling.service.candidate_source`); until one is, the
+documented fallback here: the exact cosine of each user's embedding with every eligible campaign's
+embedding (both unit vectors from the same model), top ``k`` per user. Exact is cheap at Notify's campaign
+counts (a (users x 384) @ (384 x campaigns) product per batch) and gives the planner the same shape.
 """
 
 from __future__ import annotations
 
 from datetime import date
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -114,13 +114,30 @@ def cosine_candidates(
     return pl.concat(parts)
 
 
-def candidates_from_lake(lake: Lake, campaign_ids: list[str], *, k: int = 20) -> pl.DataFrame:
-    """The fallback on the demo: user and campaign embeddings from the lake (``embeddings_user`` /
-    ``embeddings_campaign``), restricted to ``campaign_ids`` (the eligible ones)."""
-    from notify_core.embeddings.store import CAMPAIGN, USER, read_lake_table, state_table, vectors_of
+class LakeEmbeddings(NamedTuple):
+    """The lake's user and campaign embedding tables (``id``, ``vector``, ...), read once per plan."""
+
+    users: pl.DataFrame
+    campaigns: pl.DataFrame
+
+
+def lake_embeddings(lake: Lake) -> LakeEmbeddings | None:
+    """``embeddings_user`` and ``embeddings_campaign`` from the lake; None while either is missing or empty."""
+    from notify_core.embeddings.store import CAMPAIGN, USER, read_lake_table, state_table
     users = read_lake_table(lake, state_table(USER))
     camps = read_lake_table(lake, state_table(CAMPAIGN))
     if users is None or camps is None or users.is_empty() or camps.is_empty():
+        return None
+    return LakeEmbeddings(users=users, campaigns=camps)
+
+
+def candidates_from_embeddings(embeddings: LakeEmbeddings | None, campaign_ids: list[str], *, user_ids: list[str],
+                               k: int = 20) -> pl.DataFrame:
+    """The fallback on the demo: the cosine top ``k`` of ``user_ids`` (those with an embedding, in the
+    table's order) over ``campaign_ids`` (the eligible ones)."""
+    from notify_core.embeddings.store import vectors_of
+    if embeddings is None:
         return pl.DataFrame(schema=CANDIDATES)
-    camps = camps.filter(pl.col("id").is_in(campaign_ids))
+    users = embeddings.users.filter(pl.col("id").is_in(pl.Series(user_ids, dtype=pl.String).implode()))
+    camps = embeddings.campaigns.filter(pl.col("id").is_in(pl.Series(campaign_ids, dtype=pl.String).implode()))
     return cosine_candidates(users["id"].to_list(), vectors_of(users), camps["id"].to_list(), vectors_of(camps), k=k)

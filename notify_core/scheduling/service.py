@@ -22,16 +22,27 @@ import polars as pl
 
 from notify_core.campaigns import ELIGIBILITY_COLUMNS
 from notify_core.campaigns import schema as campaign_schema
-from notify_core.clock import ManualClock
 from notify_core.lake import Lake
 from notify_core.lifecycle import CANCELLED
 from notify_core.metrics import counted_plan_generation
 from notify_core.recommend.artefacts import ArtefactStore
-from notify_core.scheduling.candidates import candidates_from_lake, eligible_campaigns
+from notify_core.scheduling.candidate_pool import (
+    CandidatePool,
+    Reopen,
+    pinned_recommender,
+    recommended_frame,
+    worker_count,
+)
+from notify_core.scheduling.candidates import (
+    LakeEmbeddings,
+    candidates_from_embeddings,
+    eligible_campaigns,
+    lake_embeddings,
+)
 from notify_core.scheduling.checks import plan_violations
 from notify_core.scheduling.exploration import campaign_counts
 from notify_core.scheduling.ids import DEFAULT_SHARDS
-from notify_core.scheduling.models import CAMPAIGNS, CANDIDATES, USERS, PlanOptions
+from notify_core.scheduling.models import CAMPAIGNS, USERS, PlanOptions
 from notify_core.scheduling.planner import ChunkInput, Ledger, PlanStats, plan_chunks
 from notify_core.scheduling.store import WriteSummary, day_items, load_state, plan_item_frame, write_plans
 from notify_core.scheduling.timezones import SPAN_MINUTES, to_minutes
@@ -148,41 +159,58 @@ def campaigns_from_store(store: Store) -> pl.DataFrame:
 
 CosineFallback = Callable[[list[str], list[str], int], pl.DataFrame]
 # Candidates (models.CANDIDATES) of the given users, asked chunk by chunk so a 10M-user day never holds
-# every user's candidates at once (the recommender's batch ANN search per chunk, say).
+# every user's candidates (nor the recommender's per-user contexts) at once.
 CandidateSource = Callable[[list[str]], pl.DataFrame]
+
+
+def candidate_source(
+    store: Store, campaign_ids: Sequence[str], *, artefacts: ArtefactStore | None, fallback: CosineFallback,
+    k: int, now: datetime, workers: int = 1, reopen: Reopen | None = None,
+) -> tuple[CandidateSource, str]:
+    """The one way the planner gets candidates: a source asked for each chunk's users, and its name.
+
+    The recommender's top ``k`` per user when an index is published; only when none is (a fresh install,
+    or no artefact store) the documented cosine fallback over ``campaign_ids``. Errors of a published
+    recommender surface here, before the first chunk: a broken index must fail the plan, not quietly turn
+    it into a worse one. Every chunk ranks with the version that was current when the source was made: a
+    version published during a long run serves the next plan, so one day's plan never mixes two rankings.
+    ``workers`` > 1 with a ``reopen`` ranks in that many processes (:class:`.candidate_pool.CandidatePool`,
+    which the caller closes); else in this one.
+    """
+    if artefacts is not None:
+        recommender = pinned_recommender(store, artefacts, version=None, now=now)
+        if recommender is not None:
+            if workers > 1 and reopen is not None:
+                version = recommender.holder.snapshot().version
+                assert version is not None  # a snapshot with a base has its version
+                return CandidatePool(reopen=reopen, version=version, now=now, k=k, workers=workers), "recommender"
+            return (lambda user_ids: recommended_frame(recommender, user_ids, k=k, now=now)), "recommender"
+        log.info("no published index: planning from the cosine fallback")
+    eligible = list(campaign_ids)
+    return (lambda user_ids: fallback(user_ids, eligible, k)), "cosine_fallback"
 
 
 def candidates_for(
     store: Store, user_ids: Sequence[str], campaign_ids: Sequence[str], *, artefacts: ArtefactStore | None,
     fallback: CosineFallback, k: int, now: datetime,
 ) -> tuple[pl.DataFrame, str]:
-    """The one way the planner gets candidates, and where they came from.
-
-    The recommender's top ``k`` per user when an index is published; only when none is (a fresh install,
-    or no artefact store) the documented cosine fallback over ``campaign_ids``. Errors of a published
-    recommender surface: a broken index must fail the plan, not quietly turn it into a worse one.
-    """
-    if artefacts is not None:
-        from notify_core.recommend.recommender import Recommender, recommend_many
-        from notify_core.recommend.serving import IndexHolder
-
-        holder = IndexHolder(artefacts)
-        if holder.snapshot().base is not None:
-            recommender = Recommender(store=store, holder=holder, clock=ManualClock(now))  # time stands at ``now``
-            answers = recommend_many(recommender, list(user_ids), limit=k, now=now)
-            frame = pl.DataFrame({
-                "user_id": [r.user_id for r in answers for _ in r.items],
-                "campaign_id": [item.campaign_id for r in answers for item in r.items],
-                "relevance": recommender.relevance([item.score for r in answers for item in r.items]),
-            }, schema=CANDIDATES)
-            return frame, "recommender"
-        log.info("no published index: planning from the cosine fallback")
-    return fallback(list(user_ids), list(campaign_ids), k), "cosine_fallback"
+    """Every one of ``user_ids``' candidates at once, and where they came from (:func:`candidate_source`
+    asked once): for callers that look at a sample, not for a day's plan."""
+    source, name = candidate_source(store, campaign_ids, artefacts=artefacts, fallback=fallback, k=k, now=now)
+    return source(list(user_ids)), name
 
 
 def lake_cosine(lake: Lake) -> CosineFallback:
-    """The fallback over the lake's user and campaign embeddings (the daily batch)."""
-    return lambda user_ids, campaign_ids, k: candidates_from_lake(lake, campaign_ids, k=k)
+    """The fallback over the lake's user and campaign embeddings (the daily batch): the two tables are read
+    on the first chunk and kept for the run; each chunk ranks its own users."""
+    read: list[LakeEmbeddings | None] = []
+
+    def cosine(user_ids: list[str], campaign_ids: list[str], k: int) -> pl.DataFrame:
+        if not read:
+            read.append(lake_embeddings(lake))
+        return candidates_from_embeddings(read[0], campaign_ids, user_ids=user_ids, k=k)
+
+    return cosine
 
 
 def store_cosine(store: Store) -> CosineFallback:
@@ -355,13 +383,16 @@ def plan_from_lake(
     store: Store, lake: Lake, *, plan_day: date, now: datetime, options: PlanOptions | None = None,
     artefacts: ArtefactStore | None = None, k: int = 20, shards: int = DEFAULT_SHARDS,
     progress: Callable[[int, int], None] | None = None, user_ids: Collection[str] | None = None,
+    chunk_users: int = CHUNK_USERS, candidate_workers: int = 1, reopen: Reopen | None = None,
 ) -> PlanRun:
-    """The daily batch: every user in the lake (:func:`candidates_for` chooses the candidates).
+    """The daily batch: every user in the lake (:func:`candidate_source` chooses the candidates, chunk by chunk).
 
     ``now`` is the caller's clock: planning today places nothing before it (:func:`effective_now`).
     ``user_ids`` re-plans only those users (the ones whose vectors changed since the day was planned);
     the others' plans stay as they are and count against the minute capacity and the campaign budgets
-    (:func:`ledger_of_others`)."""
+    (:func:`ledger_of_others`). ``candidate_workers`` (0: one per core) ranks the recommender's candidates in
+    that many processes, each opening its backends with ``reopen``, once the run has enough users to pay for
+    them (:func:`.candidate_pool.worker_count`)."""
     users = users_from_lake(lake)
     ledger = None
     if user_ids is not None:
@@ -371,33 +402,41 @@ def plan_from_lake(
         users = users.filter(chosen)
     return _plan(store, users=users, campaigns=campaigns_from_lake(lake), plan_day=plan_day,
                  now=now, options=options, artefacts=artefacts, fallback=lake_cosine(lake), k=k, shards=shards,
-                 progress=progress, ledger=ledger)
+                 chunk_users=chunk_users, progress=progress, ledger=ledger,
+                 candidate_workers=candidate_workers, reopen=reopen)
 
 
 def plan_for_users(
     store: Store, user_ids: Sequence[str], *, plan_day: date, now: datetime,
     options: PlanOptions | None = None, artefacts: ArtefactStore | None = None, k: int = 20,
-    shards: int = DEFAULT_SHARDS,
+    shards: int = DEFAULT_SHARDS, chunk_users: int = CHUNK_USERS, candidate_workers: int = 1,
+    reopen: Reopen | None = None,
 ) -> PlanRun:
     """The serverless path (Lambda ``generate_schedule``): a batch of users, everything from the Store.
 
-    ``now`` is the caller's clock, as for :func:`plan_from_lake`."""
+    ``now`` is the caller's clock, and ``candidate_workers`` / ``reopen`` as for :func:`plan_from_lake`."""
     return _plan(store, users=users_from_store(store, user_ids), campaigns=campaigns_from_store(store),
                  plan_day=plan_day, now=now, options=options, artefacts=artefacts, fallback=store_cosine(store), k=k,
-                 shards=shards)
+                 shards=shards, chunk_users=chunk_users, candidate_workers=candidate_workers, reopen=reopen)
 
 
 def _plan(
     store: Store, *, users: pl.DataFrame, campaigns: pl.DataFrame, plan_day: date, now: datetime,
     options: PlanOptions | None, artefacts: ArtefactStore | None, fallback: CosineFallback, k: int, shards: int,
-    progress: Callable[[int, int], None] | None = None, ledger: Ledger | None = None,
+    chunk_users: int, progress: Callable[[int, int], None] | None = None, ledger: Ledger | None = None,
+    candidate_workers: int = 1, reopen: Reopen | None = None,
 ) -> PlanRun:
     campaigns = eligible_campaigns(campaigns, plan_day)
-    cands, source = candidates_for(store, users["user_id"].to_list(), campaigns["campaign_id"].to_list(),
-                                   artefacts=artefacts, fallback=fallback, k=k, now=now)
-    return plan_and_store(store, users=users, campaigns=campaigns, candidates=cands, plan_day=plan_day,
-                          now=effective_now(plan_day, now=now), options=options, shards=shards,
-                          candidate_source=source, progress=progress, ledger=ledger)
+    source, name = candidate_source(store, campaigns["campaign_id"].to_list(), artefacts=artefacts,
+                                    fallback=fallback, k=k, now=now, reopen=reopen,
+                                    workers=worker_count(candidate_workers, users=users.height))
+    try:
+        return plan_and_store(store, users=users, campaigns=campaigns, candidates=source, plan_day=plan_day,
+                              now=effective_now(plan_day, now=now), options=options, shards=shards,
+                              chunk_users=chunk_users, candidate_source=name, progress=progress, ledger=ledger)
+    finally:
+        if isinstance(source, CandidatePool):
+            source.close()
 
 
 def ledger_of_others(store: Store, user_ids: Sequence[str], *, plan_day: date, campaigns: pl.DataFrame) -> Ledger:

@@ -114,3 +114,63 @@ def test_the_reach_check_catches_candidates_on_the_logit_scale(tmp_path: Path, m
     assert (run.stats.users_reachable, run.stats.users_below_floor) == (2, 2)
     assert not reaches_users(reachable=run.stats.users_reachable, reached=run.stats.users_planned)
     world.store.close()
+
+
+def test_a_days_plan_asks_the_recommender_chunk_by_chunk_and_ranks_every_chunk_with_one_version(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daily asset and the Lambda plan through one path: before, it asked the recommender for every
+    user at once (10M users' contexts and candidates in memory) and only then planned in chunks. Now each
+    chunk asks for its own users, and a version published during the run does not change the ranking of
+    the chunks after it."""
+    from notify_core.recommend.recommender import Recommender
+    from notify_core.scheduling.service import plan_for_users
+    from tests.recommend.conftest import make_world
+
+    world = make_world(tmp_path)
+    now = datetime.fromtimestamp(world.clock.now(), UTC)
+    first = world.versions[-1]
+    asked: list[list[str]] = []
+    ranked_with: set[str] = set()
+    recommend_many = Recommender.recommend_many
+
+    def spy(self: Recommender, user_ids: list[str], **options: object) -> object:
+        answers = recommend_many(self, user_ids, **options)  # type: ignore[arg-type]
+        asked.append(list(user_ids))
+        ranked_with.update(r.index_version for r in answers)
+        if len(asked) == 1:
+            world.build_version()  # published while the run is under way
+        return answers
+
+    monkeypatch.setattr(Recommender, "recommend_many", spy)
+    run = plan_for_users(world.store, ["u2", "u_new", "u1"], plan_day=now.date(), now=now, artefacts=world.artefacts,
+                         k=5, chunk_users=1)
+    assert asked == [["u1"], ["u2"], ["u_new"]]
+    assert world.versions[-1] != first and ranked_with == {first}
+    assert run.candidate_source == "recommender" and run.stats.users == 3 and run.stats.users_planned >= 2
+    world.store.close()
+
+
+def test_the_lake_fallback_ranks_only_the_users_it_is_asked_for() -> None:
+    """Asked chunk by chunk, the lake's cosine fallback gives each chunk its own users' rows, the same rows
+    it gives them when asked for everyone (before, every call ranked the whole lake)."""
+    from notify_core.embeddings.store import CAMPAIGN, USER, state_schema, vector_series
+    from notify_core.scheduling.candidates import LakeEmbeddings, candidates_from_embeddings
+
+    rng = np.random.default_rng(3)
+
+    def table(kind: str, ids: list[str]) -> pl.DataFrame:
+        schema = state_schema(kind, 8)
+        return pl.DataFrame({"id": ids}).with_columns(
+            vector_series(rng.normal(size=(len(ids), 8)).astype(np.float32))).select(
+            pl.col(c) if c in ("id", "vector") else pl.lit(None).alias(c) for c in schema).cast(schema)
+
+    users = [f"u{i}" for i in range(9)]
+    embeddings = LakeEmbeddings(users=table(USER, users), campaigns=table(CAMPAIGN, [f"c{i}" for i in range(6)]))
+    eligible = ["c0", "c2", "c3", "c5"]
+    everyone = candidates_from_embeddings(embeddings, eligible, user_ids=users, k=3)
+    assert everyone.height == 9 * 3 and set(everyone["campaign_id"]) <= set(eligible)
+    chunks = [candidates_from_embeddings(embeddings, eligible, user_ids=users[lo:lo + 4], k=3) for lo in (0, 4, 8)]
+    for lo, chunk in zip((0, 4, 8), chunks, strict=True):
+        assert set(chunk["user_id"]) == set(users[lo:lo + 4])
+    assert pl.concat(chunks).equals(everyone)
+    assert candidates_from_embeddings(None, eligible, user_ids=users, k=3).is_empty()
