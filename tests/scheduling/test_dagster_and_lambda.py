@@ -188,3 +188,47 @@ def test_lambda_direct_and_http(data_dir: Path) -> None:
     finally:
         generate_schedule.use_store(None)
         store.close()
+
+
+def test_the_asset_ranks_the_recommenders_candidates_in_worker_processes(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """With an index published, the asset plans from the recommender; with NOTIFY_PLAN_CANDIDATE_WORKERS=2 it
+    ranks in two spawned processes that open the deployment's own (sealed) Store from the settings, and it
+    stores the day the one-process run stores."""
+    import shutil
+
+    from notify_assets.automation import plan_partitions
+    from notify_assets.scheduling import build_plan_asset
+    from notify_core.recommend.artefacts import LocalArtefactStore
+    from notify_core.recommend.build import build_campaign_index
+    from notify_core.recommend.index import publish
+    from notify_core.scheduling import candidate_pool
+    from notify_resources.resources import NotifyResource
+
+    one = tmp_path / "one"
+    _seed(one)
+    built = build_campaign_index(Lake(one / "lake"), LocalArtefactStore(one / "artefacts"), now=NOW, min_recall=0.0)
+    publish(LocalArtefactStore(one / "artefacts"), built.saved.version)
+    pooled = tmp_path / "pooled"
+    shutil.copytree(one, pooled)
+    monkeypatch.setattr(candidate_pool, "POOL_MIN_USERS", 0)  # 12 users: start the workers all the same
+    started: list[int] = []
+    call = candidate_pool.CandidatePool.__call__
+
+    def counted(self: candidate_pool.CandidatePool, user_ids: list[str]) -> pl.DataFrame:
+        started.append(self.workers)
+        return call(self, user_ids)
+
+    monkeypatch.setattr(candidate_pool.CandidatePool, "__call__", counted)
+    days = []
+    for folder, workers in ((one, "1"), (pooled, "2")):
+        monkeypatch.setenv("NOTIFY_PLAN_CANDIDATE_WORKERS", workers)
+        resources = {"notify": NotifyResource(data_dir=str(folder), clock_start=NOW.isoformat())}
+        result = dg.materialize([build_plan_asset(plan_partitions(DAY))], partition_key=DAY.isoformat(),
+                                resources=resources, instance=dg.DagsterInstance.ephemeral())
+        assert result.success
+        meta = result.get_asset_materialization_events()[0].step_materialization_data.materialization.metadata
+        assert meta["candidate_source"].value == "recommender" and meta["notifications_planned"].value > 0
+        days.append(sorted(((i["pk"], i["sk"]), i) for i in _stored(folder)))
+    assert started == [2]  # the one-process run started no pool; the other asked its two workers once
+    assert days[0] and days[0] == days[1]
