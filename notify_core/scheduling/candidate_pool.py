@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
-import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -158,6 +157,10 @@ class CandidatePool:
 
 
 def worker_count(setting: int, *, users: int) -> int:
-    """Workers for a run of ``users``: ``setting`` (0 = one per core), 1 for a run too small to pay for them."""
-    wanted = setting or (os.cpu_count() or 1)
+    """Workers for a run of ``users``: ``setting``, or with 0 one per core this process may use (its CPU
+    affinity and its container's CPU quota: ``joblib.cpu_count``, not the host's count, so a pod limited to 2
+    CPUs on a 64-core node starts 2); 1 for a run too small to pay for them."""
+    import joblib
+
+    wanted = setting or max(1, int(joblib.cpu_count(only_physical_cores=False)))
     return wanted if users >= POOL_MIN_USERS else 1

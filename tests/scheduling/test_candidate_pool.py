@@ -125,3 +125,16 @@ def test_a_worker_killed_mid_chunk_fails_the_plan_naming_it(tmp_path: Path, monk
     run = plan_for_users(world.store, USERS, plan_day=now.date(), now=now, artefacts=world.artefacts, k=5)
     assert run.stats.notifications > 0 and _day(world.store)
     world.store.close()
+
+
+def test_one_worker_per_core_the_process_may_use_not_per_core_of_the_host() -> None:
+    """0 means the cores this process may run on (affinity, a container's CPU quota), not os.cpu_count(): a
+    pod limited to 2 CPUs on a 64-core node must not spawn 64 workers, each with the index in memory."""
+    import subprocess
+    import sys
+
+    code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+            "from notify_core.scheduling.candidate_pool import worker_count as w; "
+            "print(w(0, users=10**9), w(3, users=10**9), w(0, users=10), os.cpu_count() >= 1)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["1", "3", "1", "True"]
