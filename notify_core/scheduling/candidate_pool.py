@@ -3,9 +3,10 @@
 Why: the recommender ranks each user in Python (~2 ms of CPU a real demo user on the 2-core box, where the
 bare ANN top 20 costs ~0.03 ms: ``bench/bench_daily_plan.py``), holding its process's GIL, and a day's plan
 asks it for every user. In the planning process alone, a 2-core box plans at half its speed and a 16-core
-one at a sixteenth. Here each chunk's users are cut into one contiguous slice per worker; every worker ranks
-its slice with its own Store connection and the index version the run pinned, and the slices come back in
-order, so the chunk's frame is the one the planning process would have built, row for row.
+one at a sixteenth. Here each chunk's users are cut where the recommender cuts its batched ANN searches
+(``SEARCH_BLOCK``, 1,000 users); the workers take the blocks as they come free, each ranking with its own
+Store connection and the index version the run pinned, and the blocks come back in order. So every user's
+cosines, to the last bit, and the chunk's frame are the ones the planning process would have built.
 
 The workers are spawned (never forked: a forked SQLite connection or OpenMP pool is undefined behaviour),
 open their backends with the caller's picklable ``reopen``, and load the pinned version itself, whatever
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from notify_core.errors import BackendError
+from notify_core.recommend.recommender import SEARCH_BLOCK
 from notify_core.scheduling.models import CANDIDATES
 
 if TYPE_CHECKING:
@@ -134,8 +136,10 @@ class CandidatePool:
         if self._executor is None:
             self._executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                                  initializer=_start, initargs=self._start_args)
-        step = -(-len(user_ids) // self.workers)
-        slices = [user_ids[lo : lo + step] for lo in range(0, len(user_ids), step)]
+        # one task a search block of the recommender, in order: each worker searches the blocks one process
+        # would (Recommender.recommend_many: a user's cosines depend on its block, to the last bit), and
+        # whichever worker is free takes the next block
+        slices = [user_ids[lo : lo + SEARCH_BLOCK] for lo in range(0, len(user_ids), SEARCH_BLOCK)]
         try:
             frames = list(self._executor.map(_rank, slices))
         except BrokenProcessPool as exc:

@@ -105,7 +105,8 @@ class World:
         self.clock.advance(1.0)  # versions sort by build time
         built = datetime.fromtimestamp(self.clock.now(), UTC)
         version = new_version([str(len(self.versions))], now=built)
-        manifest = Manifest(version=version, size=len(campaigns), dim=DIM, kind=options.kind, dtype=options.dtype,
+        manifest = Manifest(version=version, size=len(campaigns), dim=int(vectors.shape[1]), kind=options.kind,
+                            dtype=options.dtype,
                             params=index.params, model=self.embedder.model_id,
                             built_at=built.isoformat(timespec="microseconds"), build_seconds=0.0,
                             recall_at_10=1.0, recall_queries=1, recall_passed=True)

@@ -242,3 +242,39 @@ def test_the_learned_ranker_scores_with_the_evaluations_functions(world: World) 
 def test_serving_ranks_with_the_shipped_ranker_by_default(world: World) -> None:
     assert world.recommender_with().ranker == scoring.SERVING_RANKER
     assert world.recommender_with(weights=ScoreWeights()).ranker is None
+
+
+def test_a_users_batched_answer_does_not_depend_on_the_batch_around_it(world: World) -> None:
+    """recommend_many searches fixed blocks of SEARCH_BLOCK asked users on one thread, so a list cut at a
+    multiple of the block (the candidate workers' slices) answers bit for bit as the whole list. Searched as
+    one batch, faiss scanned a batch of under ~330 queries query by query and a bigger one with BLAS, and the
+    two round differently: on the demo 178 of 181 users' relevances moved when their chunk was cut in two.
+    The index here is the demo's shape (1,600 campaigns x 384), where the two paths disagree."""
+    import numpy as np
+    import polars as pl
+
+    from notify_core.embeddings.store import USER, persist, state_schema, vector_series
+    from notify_core.recommend.recommender import SEARCH_BLOCK
+    from tests.recommend.conftest import T0, campaign_rows
+
+    dim, rng = 384, np.random.default_rng(5)
+    centres = rng.normal(size=(40, dim)).astype(np.float32)
+    camps = campaign_rows(1600)
+    world.build_version(campaigns=camps, vectors=centres[np.arange(1600) % 40]
+                        + rng.normal(scale=0.5, size=(1600, dim)).astype(np.float32))
+    n = SEARCH_BLOCK + 300  # a full block, then one short enough for faiss to scan query by query
+    ids = [f"v{i:05d}" for i in range(n)]
+    vectors = centres[rng.integers(0, 40, n)] + rng.normal(scale=0.7, size=(n, dim)).astype(np.float32)
+    schema = state_schema(USER, dim)
+    persist(world.store, USER, pl.DataFrame({"id": ids, "content_hash": ids, "model": [world.embedder.model_id] * n,
+                                             "updated_at": [T0] * n}).with_columns(
+        vector_series(vectors)).select(list(schema)).cast(schema))
+    world.store.table(tables.USERS).batch_put([{"pk": u, "sk": tables.PROFILE_SK, "user_id": u} for u in ids])
+
+    def answers(users: list[str]) -> list[tuple[str, list[tuple[str, float, float]]]]:
+        return [(r.user_id, [(i.campaign_id, i.score, i.similarity) for i in r.items])
+                for r in world.recommender.recommend_many(users, limit=10, now=NOW)]
+
+    whole = answers(ids)
+    assert len(whole) == n and all(items and items[0][2] > 0 for _, items in whole)  # ranked from the 384-d index
+    assert answers(ids[:SEARCH_BLOCK]) + answers(ids[SEARCH_BLOCK:]) == whole

@@ -70,7 +70,17 @@ def _source(world: World, **options: Any) -> Any:
                             fallback=store_cosine(world.store), k=5, now=_now(world), **options)
 
 
-def test_the_pool_ranks_what_the_planning_process_ranks_with_the_runs_version(tmp_path: Path) -> None:
+def _one_user_a_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks of one user (here and in each worker's tasks), so three users spread over both workers."""
+    from notify_core.recommend import recommender
+
+    monkeypatch.setattr(candidate_pool, "SEARCH_BLOCK", 1)
+    monkeypatch.setattr(recommender, "SEARCH_BLOCK", 1)
+
+
+def test_the_pool_ranks_what_the_planning_process_ranks_with_the_runs_version(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _one_user_a_block(monkeypatch)
     world = make_world(tmp_path)
     inline, name = _source(world)
     expected = inline(USERS)
@@ -96,6 +106,7 @@ def _day(store: SqliteStore) -> list[dict[str, Any]]:
 def test_a_day_planned_with_the_pool_is_the_day_planned_in_one_process(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(candidate_pool, "POOL_MIN_USERS", 0)  # three users: start the pool all the same
+    _one_user_a_block(monkeypatch)
     one, pooled = make_world(tmp_path / "one"), make_world(tmp_path / "pool")
     now = _now(one)
     run_one = plan_for_users(one.store, USERS, plan_day=now.date(), now=now, artefacts=one.artefacts, k=5,
