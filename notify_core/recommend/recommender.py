@@ -290,8 +290,8 @@ class Recommender:
         first asked user, searched on one thread, an answer depends only on its block of the asked list;
         :class:`~notify_core.scheduling.candidate_pool.CandidatePool` cuts its slices there. 1,000 keeps a full
         block on the BLAS path and divides the plan's chunk sizes (200k by default), so a user's candidates do
-        not depend on the chunk size either (on the demo: 2,000-user chunks and one chunk give the same frame,
-        500-user chunks do not)."""
+        not depend on the chunk size either (on the demo: one chunk, 2,000- and 500-user chunks give the same
+        frame; 300-user chunks, under faiss' switch to BLAS, do not)."""
         _check_limit(limit)
         now = now or utcnow(self.clock)
         snapshot = self.holder.snapshot()
