@@ -17,7 +17,6 @@ it, never a hang: the chunks written before it are whole, and a re-run re-plans 
 
 from __future__ import annotations
 
-import logging
 import math
 import multiprocessing
 from collections.abc import Callable
@@ -38,8 +37,6 @@ if TYPE_CHECKING:
     from notify_core.recommend.recommender import Recommender
     from notify_core.settings import NotifySettings
     from notify_core.store.port import Store
-
-log = logging.getLogger(__name__)
 
 # Opens the backends a worker ranks from: the Store (sealed as the caller's is) and the artefact store.
 # Must pickle (a module-level function, or a functools.partial of one over the settings).
