@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.bench_daily_plan                  # the demo store (`make demo` data), ~2 min
     .venv/bin/python -m bench.bench_daily_plan --chunk 1000     # several chunks: the writer process beside
     .venv/bin/python -m bench.bench_daily_plan --workers 4      # candidate worker processes (0: one per core)
+    .venv/bin/python -m bench.bench_daily_plan --quick          # one pass of each source (bench.peak --quick)
 
 Why: ``bench.bench_schedule``'s 10M run takes its candidates from a bare batch ANN search, the top 20 by
 cosine: the cheapest source there is. The daily asset (``plan_from_lake``) and the Lambda
@@ -69,7 +70,11 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=0, help="users per chunk (0: plan_and_store's default)")
     parser.add_argument("--repeats", type=int, default=3, help="passes of each candidate source (median)")
     parser.add_argument("--workers", type=int, default=0, help="candidate worker processes (0: one per core)")
+    parser.add_argument("--quick", action="store_true",
+                        help="one pass of each candidate source; results in daily_plan_quick.json (bench.peak --quick)")
     args = parser.parse_args()
+    if args.quick:
+        args.repeats = 1
     source_dir = args.data_dir.resolve()
     ensure_demo(source_dir)
     with tempfile.TemporaryDirectory(prefix="notify-daily-plan-") as tmp:
@@ -203,7 +208,8 @@ def run(one: Path, pooled: Path, args: argparse.Namespace) -> None:
           f"{extrapolated['wall_s_at_10m_with_the_workers']:,} s (target {TARGET_S:.0f} s)")
     print(f"the day stored with {workers} candidate workers is the day stored by one process: {identical} "
           f"({len(day):,} items)")
-    report("daily_plan", f"The day's plan as the asset makes it (plan_from_lake, {plan.candidate_source}), "
+    report("daily_plan_quick" if args.quick else "daily_plan",
+           f"The day's plan as the asset makes it (plan_from_lake, {plan.candidate_source}), "
            f"{n:,} real demo users, {plan.stats.notifications:,} notifications",
            ["phase", "seconds", "ms per user"], rows,
            {"limits": limits, "users": n, "notifications": plan.stats.notifications,

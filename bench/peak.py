@@ -1,10 +1,11 @@
 """The spec's whole peak in one sitting (``make bench-peak``): each path's benchmark in turn, then one table.
 
 Absolute figures on 2 shared cores move with the load, so a README table stitched from runs on different
-days says little. This runs the four peak paths (recommendations, stream, delivery, scheduling) one after
-another, nothing else started by us in between, records the load average before and after each, and gathers
-what each benchmark measured *beside* its figure (``limits`` in its JSON: the raw operation the path is built
-on, measured in the same run) into ``bench/results/peak.{json,md}``.
+days says little. This runs the four peak paths (recommendations, stream, delivery, scheduling: the 10M run
+and the day's plan as the asset makes it) one after another, nothing else started by us in between, records
+the load average before and after each, and gathers what each benchmark measured *beside* its figure
+(``limits`` in its JSON: the raw operation the path is built on, measured in the same run) into
+``bench/results/peak.{json,md}``.
 
     .venv/bin/python -m bench.peak              # the full sitting (~45 min: 10M scheduling alone ~20)
     .venv/bin/python -m bench.peak --quick      # each benchmark's --quick mode
@@ -50,6 +51,9 @@ STEPS = (
          results=("delivery_p2",)),
     Step(name="schedule", args=("bench.bench_schedule", "--only", "e2e"),
          quick_args=("bench.bench_schedule", "--quick"), results=("schedule",)),
+    # the day's plan as the asset makes it: the recommender's candidates, on the demo's real users
+    Step(name="daily-plan", args=("bench.bench_daily_plan",), quick_args=("bench.bench_daily_plan", "--quick"),
+         results=("daily_plan",)),
 )
 
 
