@@ -731,12 +731,6 @@ def _lookup_sorted(rows: Rows, keys: Rows, values: npt.NDArray[Any], *, default:
     return _take_at(len(rows), *_positions_sorted(rows, keys), values, default=default)
 
 
-def recommend_many(recommender: Recommender, user_ids: Sequence[str], *, limit: int = 10,
-                   now: datetime | None = None) -> list[Recommendations]:
-    """Batch callers (scheduling): :meth:`Recommender.recommend_many`, unknown users skipped."""
-    return recommender.recommend_many(user_ids, limit=limit, now=now)
-
-
 def sent_item(user_id: str, campaign_id: str, ts: datetime, **extra: Any) -> Item:
     """A ``sends`` item in the shape the delivery worker writes (also what tests use)."""
     return {"pk": user_id, "sk": tables.send_sk(ts, campaign_id), "campaign_id": campaign_id,

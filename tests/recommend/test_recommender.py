@@ -164,7 +164,7 @@ def test_unknown_user_and_bad_limit(world: World) -> None:
 
 
 def test_batched_recommendations_equal_one_request_per_user(world: World) -> None:
-    """recommend_many (one batched ANN search, what scheduling calls) ranks exactly as single requests do;
+    """recommend_many (batched ANN searches, what scheduling calls) ranks exactly as single requests do;
     unknown users are skipped, a user without a vector gets the fallback."""
     world.store.table(tables.SENDS).put(sent_item("u2", "c001", NOW - timedelta(hours=1)))
     batch = world.recommender.recommend_many(["u1", "nobody", "u_new", "u2", "u1"], limit=7, now=NOW)
