@@ -11,6 +11,9 @@ No parameter is fitted; chosen on the development windows only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -28,14 +31,26 @@ def repeats_in_frequency_order(score: F64, orders: F64) -> F64:
     freq = np.asarray(orders, dtype=np.float64)
     if out.shape != freq.shape:
         raise ValueError(f"score {out.shape} and orders {freq.shape} differ in shape")
-    rows_out = out.reshape(1, -1) if out.ndim == 1 else out
-    rows_freq = freq.reshape(1, -1) if freq.ndim == 1 else freq
-    for row in range(rows_out.shape[0]):
-        values, counts = rows_out[row], rows_freq[row]
-        cols = np.flatnonzero((counts > 0) & np.isfinite(values))
-        if len(cols) < 2:
-            continue
-        places = np.sort(values[cols])[::-1]
-        by_orders = cols[np.lexsort((-values[cols], -counts[cols]))]
-        values[by_orders] = places
+    flat = out.reshape(-1)  # a view of ``out``: reordered in place; a row is a user
+    _reorder(flat, freq.reshape(-1), lambda cols: cols // max(out.shape[-1], 1))
     return out
+
+
+def repeats_in_frequency_order_by_user(score: F64, orders: F64, users: npt.NDArray[np.int64]) -> F64:
+    """:func:`repeats_in_frequency_order` of many users' candidates in one flat array: ``users[i]`` is the
+    user of candidate ``i``, each user's candidates contiguous (a block of serving's rankings at once)."""
+    out = np.array(score, dtype=np.float64, copy=True)
+    _reorder(out, np.asarray(orders, dtype=np.float64), users.__getitem__)
+    return out
+
+
+def _reorder(values: F64, counts: F64, user_of: Callable[[npt.NDArray[np.intp]], npt.NDArray[Any]]) -> None:
+    """Within each user (``user_of(positions)``, ascending with the position), the bought candidates'
+    values refilled highest first in order of most ``counts``, equal counts by the value itself, then by
+    position (stable sorts)."""
+    cols = np.flatnonzero((counts > 0) & np.isfinite(values))
+    if len(cols) < 2:
+        return
+    user, value = user_of(cols), values[cols]
+    places = value[np.lexsort((-value, user))]  # each user's bought values, highest first
+    values[cols[np.lexsort((-value, -counts[cols], user))]] = places

@@ -1,0 +1,155 @@
+"""recommend_many ranks a block of users in one set of array operations: each user's answer must be, to the
+bit, the one a single request gives (every score, cosine, reason, filter count and the order)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from notify_core.recommend import scoring
+from notify_core.recommend.index import COPURCHASE_SCHEMA
+from notify_core.recommend.recommender import Recommender, _best_rows, _best_rows_by_user, sent_item
+from notify_core.recommend.repeat_order import repeats_in_frequency_order, repeats_in_frequency_order_by_user
+from notify_core.store import tables
+from tests.recommend.conftest import NOW, World, campaign_rows
+
+COUNTRIES = ("United Kingdom", "France", "Germany", None)
+OPT_OUTS = ([], ["toys"], ["kitchen", "party"])
+
+
+def _shop(world: World, *, users: int, seed: int) -> list[str]:
+    """A catalogue with targeting and a paused campaign, a co-purchase map over its products, and users with
+    every input the ranking reads: orders (some of them recent), sends inside and outside the cooldown,
+    countries, opt-outs, and some without a vector."""
+    rng = np.random.default_rng(seed)
+    camps = campaign_rows(60).with_columns(
+        pl.when(pl.col("campaign_id").is_in(["c003", "c017", "c031"])).then(pl.lit(["France"]))
+        .otherwise(pl.col("target_countries")).alias("target_countries"),
+        pl.when(pl.col("campaign_id") == "c008").then(pl.lit("paused")).otherwise(pl.col("status")).alias("status"),
+        # several campaigns promote one product: the distinct-products walk has something to skip
+        pl.Series("product_ids", [[f"p{i % 45:03d}", f"p{(i * 7) % 45:03d}"] for i in range(60)]))
+    pairs = [(f"p{a:03d}", f"p{b:03d}", float(s)) for a in range(45) for b, s in
+             zip(rng.choice(45, size=8, replace=False), rng.integers(1, 9, size=8) / 8, strict=True) if a != b]
+    world.campaigns = camps
+    world.build_version(campaigns=camps, copurchase=pl.DataFrame(
+        {"product_id": [a for a, _, _ in pairs], "neighbour": [b for _, b, _ in pairs],
+         "similarity": [s for _, _, s in pairs]}, schema=COPURCHASE_SCHEMA))
+    world.holder.refresh(force=True)
+    ids = [f"b{i:03d}" for i in range(users)]
+    profiles, orders, sends = [], [], []
+    for i, user in enumerate(ids):
+        profiles.append({"pk": user, "sk": tables.PROFILE_SK, "user_id": user, "country": COUNTRIES[i % 4],
+                         "opted_out_categories": OPT_OUTS[i % 3]})
+        for p in rng.choice(50, size=int(rng.integers(0, 12)), replace=False).tolist():  # p045..: no campaign
+            last = NOW - timedelta(days=float(rng.integers(1, 400)), hours=float(rng.random()))
+            orders.append({"pk": user, "sk": f"p{p:03d}", "user_id": user, "product_id": f"p{p:03d}",
+                           "order_count": int(rng.integers(1, 6)),
+                           **({"last_purchase_ts": last.isoformat()} if i % 5 else {})})
+        for c in rng.choice(60, size=int(rng.integers(0, 4)), replace=False).tolist():
+            sends.append(sent_item(user, f"c{c:03d}", NOW - timedelta(hours=float(rng.choice([1, 50, 100, 300])))))
+        if i % 6:
+            world.set_user_vector(user, world.vectors[i % 60] + rng.normal(scale=0.3, size=world.vectors.shape[1]))
+    world.store.table(tables.USERS).batch_put(profiles)
+    world.store.table(tables.USER_PRODUCT).batch_put(orders)
+    world.store.table(tables.SENDS).batch_put(sends)
+    return ids
+
+
+def _answer(r: Any) -> tuple[Any, ...]:
+    return r.user_id, r.strategy, r.index_version, r.candidates, dict(r.filtered), r.items
+
+
+@pytest.mark.parametrize("limit", [5, 20, 40])
+def test_a_block_of_users_ranks_each_as_a_single_request_does(world: World, monkeypatch: pytest.MonkeyPatch,
+                                                             limit: int) -> None:
+    """Against single requests, the reference (one ANN query, one user's array operations; on this small index
+    faiss answers one query and a batch with the same bits): the same answer for each user. ``limit`` 40
+    leaves many users with fewer eligible candidates (the popular fill, which the block hands to the one-user
+    ranking); 5 leaves none. A filter, a lookup or a sum that mixed users up, or took another order, fails."""
+    ids = _shop(world, users=60, seed=limit)
+    ranker = world.recommender_with()
+    assert ranker.ranker is scoring.SERVING_RANKER
+    single = [_answer(ranker.recommend(u, limit=limit, now=NOW)) for u in ids]
+    calls: list[str] = []
+    one_user = Recommender._rank
+
+    def counted(self: Recommender, snapshot: Any, user: Any, work: Any, **kw: Any) -> Any:
+        calls.append(user.user_id)
+        return one_user(self, snapshot, user, work, **kw)
+
+    monkeypatch.setattr(Recommender, "_rank", counted)
+    block = [_answer(r) for r in ranker.recommend_many(ids, limit=limit, now=NOW)]
+    assert block == single
+    assert len(calls) < len(ids)  # the block ranked the others itself
+    assert {a[1] for a in block} == {"personalised", "fallback"}
+    assert any(a[4].get("recently_sent") for a in block) and any(a[4].get("not_targeted") for a in block)
+    assert any(a[4].get("opted_out") for a in block) and any(a[4].get("inactive") for a in block)
+    assert any("copurchase" in i.reasons for a in block for i in a[5])
+    assert any("repeat_purchase" in i.reasons for a in block for i in a[5])
+
+
+def test_the_block_answers_the_blend_too(world: World) -> None:
+    """Explicit blend weights (no ranker) keep the one-user ranking: the same answers as single requests."""
+    ids = _shop(world, users=12, seed=3)
+    blend = world.recommender_with(weights=world.recommender.weights)
+    assert blend.ranker is None
+    assert [_answer(r) for r in blend.recommend_many(ids, limit=10, now=NOW)] == \
+        [_answer(blend.recommend(u, limit=10, now=NOW)) for u in ids]
+
+
+def test_copurchase_of_many_users_equals_each_users_own(world: World) -> None:
+    """scoring.copurchase_campaign_rows_by_user against copurchase_campaign_rows user by user, also when the
+    users are cut into sub-blocks (``block_cells`` smaller than one user's dense row: one user at a time)."""
+    ids = _shop(world, users=30, seed=11)
+    snapshot = world.holder.snapshot()
+    base, promotion = snapshot.base, snapshot.promotion()
+    assert base is not None and base.copurchase_matrix is not None and promotion is not None
+    contexts = world.recommender_with().user_contexts(ids, now=NOW, dim=snapshot.dim)
+    coded = [snapshot.user_products(contexts[u].orders_by_product).neighbour_rows() for u in ids]
+    rows = np.concatenate([c[0] for c in coded])
+    orders = np.concatenate([c[1] for c in coded])
+    owner = np.repeat(np.arange(len(ids)), [len(c[0]) for c in coded])
+    expected = [scoring.copurchase_campaign_rows(contexts[u].orders_by_product, base.copurchase_matrix, promotion,
+                                                 ordered=c) for u, c in zip(ids, coded, strict=True)]
+    assert sum(len(e[0]) for e in expected) > len(ids)  # most users have co-purchase rows
+    for cells in (1 << 22, 2 * len(base.copurchase_matrix.ids), 1):
+        got_rows, values, raw, counts = scoring.copurchase_campaign_rows_by_user(
+            rows, orders, owner, count=len(ids), promotion=promotion, block_cells=cells)
+        assert counts.tolist() == [len(e[0]) for e in expected]
+        for name, got, want in (("rows", got_rows, 0), ("values", values, 1), ("raw", raw, 2)):
+            np.testing.assert_array_equal(got, np.concatenate([e[want] for e in expected]), err_msg=name)
+
+
+@settings(max_examples=200, deadline=None)
+@given(counts=st.lists(st.integers(0, 120), min_size=1, max_size=8), k=st.integers(0, 60),
+       distinct=st.integers(1, 30), seed=st.integers(0, 2**32 - 1))
+def test_best_rows_of_many_users_equal_each_users_best_rows(counts: list[int], k: int, distinct: int,
+                                                            seed: int) -> None:
+    """Few distinct values: many ties at each user's k-th place, broken by the campaign-id rank."""
+    rng = np.random.default_rng(seed)
+    rank = rng.permutation(1000).astype(np.int64)
+    per_user = [np.sort(rng.choice(1000, size=n, replace=False)).astype(np.int64) for n in counts]
+    values = [rng.integers(1, distinct + 1, size=n) / distinct for n in counts]
+    expected = [_best_rows(r, v, rank, k) for r, v in zip(per_user, values, strict=True)]
+    got = _best_rows_by_user(np.concatenate(per_user), np.concatenate(values), np.array(counts, dtype=np.int64),
+                             rank, k)
+    assert got.tolist() == np.concatenate(expected).tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(counts=st.lists(st.integers(0, 40), min_size=1, max_size=6), seed=st.integers(0, 2**32 - 1))
+def test_repeat_order_of_many_users_equals_each_users(counts: list[int], seed: int) -> None:
+    """Ties in orders and in scores, and -inf (ineligible) scores, within and across users."""
+    rng = np.random.default_rng(seed)
+    scores = [np.where(rng.random(n) < 0.1, -np.inf, rng.integers(-3, 4, size=n) / 2) for n in counts]
+    orders = [rng.integers(0, 4, size=n).astype(np.float64) for n in counts]
+    expected = np.concatenate([repeats_in_frequency_order(s, o) for s, o in zip(scores, orders, strict=True)])
+    users = np.repeat(np.arange(len(counts)), counts)
+    got = repeats_in_frequency_order_by_user(np.concatenate(scores), np.concatenate(orders), users)
+    np.testing.assert_array_equal(got, expected)
