@@ -20,7 +20,7 @@ from notify_core.store import tables
 from tests.recommend.conftest import NOW, World, campaign_rows
 
 COUNTRIES = ("United Kingdom", "France", "Germany", None)
-OPT_OUTS = ([], ["toys"], ["kitchen", "party"])
+OPT_OUTS: tuple[list[str], ...] = ([], ["toys"], ["kitchen", "party"])
 
 
 def _shop(world: World, *, users: int, seed: int) -> list[str]:
