@@ -211,6 +211,86 @@ class _BlockWork:
                          top_co=part(self.top_co, self.top_n))
 
 
+@dataclass(frozen=True, slots=True)
+class RankedColumns:
+    """Many users' lists as columns, users in the order asked, each user's best first: item ``i`` is campaign
+    ``campaign_ids[i]`` for ``user_ids[i]`` with the ranking's ``scores[i]`` (:meth:`Recommender.relevance`
+    puts them on the planner's scale)."""
+
+    user_ids: list[str]
+    campaign_ids: list[str]
+    scores: npt.NDArray[np.float64]
+
+    @classmethod
+    def of(cls, answers: Sequence[Recommendations]) -> RankedColumns:
+        return cls(user_ids=[r.user_id for r in answers for _ in r.items],
+                   campaign_ids=[i.campaign_id for r in answers for i in r.items],
+                   scores=np.fromiter((i.score for r in answers for i in r.items), dtype=np.float64))
+
+
+@dataclass(frozen=True, slots=True)
+class _BlockRanked:
+    """A block's rankings before they become answers (:meth:`Recommender._rank_block`): each user's chosen
+    candidates as positions in the block's columns, in list order, or None for the users ``_rank`` ranked
+    alone (``alone``: the popular fill's second pass)."""
+
+    users: Sequence[UserContext]
+    chosen: list[list[int] | None]
+    alone: dict[int, Recommendations]
+    rows: Rows
+    score: npt.NDArray[np.float64]
+    similarity: npt.NDArray[np.float64]
+    affinity: npt.NDArray[np.float64]
+    copurchase: npt.NDArray[np.float64]
+    from_ann: npt.NDArray[np.bool_]
+    seen: list[int]
+    filtered: list[list[int]]
+    version: str | None
+    table: CampaignTable
+
+    def _picked(self) -> npt.NDArray[np.intp]:
+        return np.fromiter((j for best in self.chosen if best is not None for j in best), dtype=np.intp)
+
+    def answers(self) -> list[Recommendations]:
+        """Each user's :class:`Recommendations`, as :meth:`Recommender._rank` builds them."""
+        items = iter(_items(self.table, self._picked(), rows=self.rows, score=self.score, similarity=self.similarity,
+                            affinity=self.affinity, copurchase=self.copurchase, from_ann=self.from_ann))
+        out: list[Recommendations] = []
+        for i, (user, best) in enumerate(zip(self.users, self.chosen, strict=True)):
+            if best is None:
+                out.append(self.alone[i])
+                continue
+            out.append(Recommendations(
+                user_id=user.user_id, items=tuple(next(items) for _ in best),
+                strategy="personalised" if user.vector is not None else "fallback", index_version=self.version,
+                candidates=self.seen[i],
+                filtered={REASONS[code - 1]: n for code, n in enumerate(self.filtered[i]) if code and n}))
+        return out
+
+    def columns(self) -> RankedColumns:
+        """The same lists as :meth:`answers`, as columns."""
+        picked = self._picked()
+        ids = self.table.ids
+        names = [ids[row] for row in self.rows[picked].tolist()]
+        values = self.score[picked].tolist()
+        users: list[str] = []
+        campaigns: list[str] = []
+        scores: list[float] = []
+        at = 0
+        for i, (user, best) in enumerate(zip(self.users, self.chosen, strict=True)):
+            if best is None:
+                alone = self.alone[i].items
+                users.extend([user.user_id] * len(alone))
+                campaigns.extend(item.campaign_id for item in alone)
+                scores.extend(item.score for item in alone)
+                continue
+            users.extend([user.user_id] * len(best))
+            campaigns.extend(names[at:at + len(best)])
+            scores.extend(values[at:at + len(best)])
+            at += len(best)
+        return RankedColumns(user_ids=users, campaign_ids=campaigns, scores=np.asarray(scores, dtype=np.float64))
+
+
 @dataclass(slots=True)
 class _Scored:
     """Candidate rows (sorted, unique) with their terms, accumulated over the personalised and fallback passes."""
@@ -346,12 +426,28 @@ class Recommender:
         block on the BLAS path and divides the plan's chunk sizes (200k by default), so a user's candidates do
         not depend on the chunk size either (on the demo: one chunk, 2,000- and 500-user chunks give the same
         frame; 300-user chunks, under faiss' switch to BLAS, do not)."""
+        answers: list[Recommendations] = []
+        for block in self._blocks(user_ids, limit=limit, now=now):
+            answers.extend(block.answers() if isinstance(block, _BlockRanked) else block)
+        return answers
+
+    def rank_many(self, user_ids: Sequence[str], *, limit: int = 10, now: datetime | None = None) -> RankedColumns:
+        """:meth:`recommend_many`'s lists as three columns (the planner reads nothing else): no
+        :class:`Recommendation` per item (building ~20 of them a user was a tenth of a daily plan's ranking)."""
+        parts = [block.columns() if isinstance(block, _BlockRanked) else RankedColumns.of(block)
+                 for block in self._blocks(user_ids, limit=limit, now=now)]
+        return RankedColumns(user_ids=[u for part in parts for u in part.user_ids],
+                             campaign_ids=[c for part in parts for c in part.campaign_ids],
+                             scores=np.concatenate([part.scores for part in parts]) if parts else np.zeros(0))
+
+    def _blocks(self, user_ids: Sequence[str], *, limit: int, now: datetime | None,
+                ) -> Iterator[_BlockRanked | list[Recommendations]]:
+        """Each block of :data:`SEARCH_BLOCK` asked users ranked (see :meth:`recommend_many`), in order."""
         _check_limit(limit)
         now = now or utcnow(self.clock)
         snapshot = self.holder.snapshot()
         contexts = self.user_contexts(user_ids, now=now, dim=snapshot.dim)
         asked = list(dict.fromkeys(user_ids))
-        answers: list[Recommendations] = []
         for lo in range(0, len(asked), SEARCH_BLOCK):
             users = [contexts[u] for u in asked[lo : lo + SEARCH_BLOCK] if u in contexts]
             with_vector = [u for u in users if u.vector is not None]
@@ -362,13 +458,12 @@ class Recommender:
                 found = snapshot.search_rows(queries, self.candidates, threads=1)
                 position = {u.user_id: i for i, u in enumerate(with_vector)}
             if self.ranker is not None and users:
-                answers.extend(self._rank_block(snapshot, users, self._block_work(snapshot, users, found, position),
-                                                limit=limit, now=now))
+                yield self._rank_block(snapshot, users, self._block_work(snapshot, users, found, position),
+                                       limit=limit, now=now)
                 continue
-            answers.extend(self._rank(snapshot, u, self._user_work(
+            yield [self._rank(snapshot, u, self._user_work(
                 snapshot, u, found if u.user_id in position else None, position.get(u.user_id, 0)),
-                limit=limit, now=now) for u in users)
-        return answers
+                limit=limit, now=now) for u in users]
 
     def relevance(self, scores: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """The planner's relevance of scores this recommender gave (``scheduling.models.CANDIDATES``: above 0
@@ -493,7 +588,7 @@ class Recommender:
                           top_co=top_co, top_n=np.minimum(co_n, scoring.RANKER_COPURCHASE))
 
     def _rank_block(self, snapshot: ServingSnapshot, users: Sequence[UserContext], work: _BlockWork, *,
-                    limit: int, now: datetime) -> list[Recommendations]:
+                    limit: int, now: datetime) -> _BlockRanked:
         """:meth:`_rank` of many users (the learned ranker's path) in one set of array operations, the same
         answers to the bit: each user's candidates are keys ``user's place x rows + row`` in one sorted array,
         so every per-row step (filters, lookups, sums in the same order, the features) runs once for the
@@ -573,19 +668,12 @@ class Recommender:
             distinct_products_order(_walk(order, bounds[i], bounds[i + 1], step=2 * limit),
                                     lambda j: products.of(row_list[j]), limit=limit)
             if eligible[i] >= limit else None for i in range(count)]
-        items = iter(_items(table, [j for best in chosen if best is not None for j in best], rows=rows, score=score,
-                            similarity=similarity, affinity=affinity, copurchase=copurchase, from_ann=~missing))
-        answers: list[Recommendations] = []
-        for i, (user, best) in enumerate(zip(users, chosen, strict=True)):
-            if best is None:  # fewer eligible than ``limit``: _rank's second pass fills from what is popular
-                answers.append(self._rank(snapshot, user, work.user(i), limit=limit, now=now))
-                continue
-            answers.append(Recommendations(
-                user_id=user.user_id, items=tuple(next(items) for _ in best),
-                strategy="personalised" if user.vector is not None else "fallback", index_version=snapshot.version,
-                candidates=int(seen[i]),
-                filtered={REASONS[code - 1]: n for code, n in enumerate(filtered[i]) if code and n}))
-        return answers
+        return _BlockRanked(
+            users=users, chosen=chosen, rows=rows, score=score, similarity=similarity, affinity=affinity,
+            copurchase=copurchase, from_ann=~missing, seen=seen.tolist(), filtered=filtered,
+            version=snapshot.version, table=table,
+            alone={i: self._rank(snapshot, users[i], work.user(i), limit=limit, now=now)  # the popular fill's pass
+                   for i, best in enumerate(chosen) if best is None})
 
     def _score(self, out: _Scored, snapshot: ServingSnapshot, user: UserContext, rows: Rows, *, now: datetime,
                ann: tuple[Rows, npt.NDArray[np.float32]], repeat: tuple[Rows, npt.NDArray[np.float64]],
@@ -783,8 +871,8 @@ class _Timestamps(Mapping[str, datetime]):
         return len(self._raw)
 
 
-def _items(table: CampaignTable, chosen: Sequence[int], *, rows: Rows, score: npt.NDArray[np.float64],
-           similarity: npt.NDArray[np.float64], affinity: npt.NDArray[np.float64],
+def _items(table: CampaignTable, chosen: Sequence[int] | npt.NDArray[np.intp], *, rows: Rows,
+           score: npt.NDArray[np.float64], similarity: npt.NDArray[np.float64], affinity: npt.NDArray[np.float64],
            copurchase: npt.NDArray[np.float64], from_ann: npt.NDArray[np.bool_],
            popularity: npt.NDArray[np.float64] | None = None) -> list[Recommendation]:
     """The ``chosen`` candidates (positions in the columns, in list order) as recommendations with their

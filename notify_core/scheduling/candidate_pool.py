@@ -58,12 +58,9 @@ def backends_of(settings: NotifySettings) -> tuple[Store, ArtefactStore]:
 def recommended_frame(recommender: Recommender, user_ids: list[str], *, k: int, now: datetime) -> pl.DataFrame:
     """The recommender's top ``k`` of ``user_ids`` as the planner's CANDIDATES (relevance on the planner's
     scale: :meth:`Recommender.relevance`), users in the order asked, each user's best first."""
-    answers = recommender.recommend_many(user_ids, limit=k, now=now)
-    return pl.DataFrame({
-        "user_id": [r.user_id for r in answers for _ in r.items],
-        "campaign_id": [item.campaign_id for r in answers for item in r.items],
-        "relevance": recommender.relevance([item.score for r in answers for item in r.items]),
-    }, schema=CANDIDATES)
+    ranked = recommender.rank_many(user_ids, limit=k, now=now)
+    return pl.DataFrame({"user_id": ranked.user_ids, "campaign_id": ranked.campaign_ids,
+                         "relevance": recommender.relevance(ranked.scores)}, schema=CANDIDATES)
 
 
 def pinned_recommender(store: Store, artefacts: ArtefactStore, *, version: str | None, now: datetime,

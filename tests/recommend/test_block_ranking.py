@@ -14,7 +14,13 @@ from hypothesis import strategies as st
 
 from notify_core.recommend import scoring
 from notify_core.recommend.index import COPURCHASE_SCHEMA
-from notify_core.recommend.recommender import Recommender, _best_rows, _best_rows_by_user, sent_item
+from notify_core.recommend.recommender import (
+    RankedColumns,
+    Recommender,
+    _best_rows,
+    _best_rows_by_user,
+    sent_item,
+)
 from notify_core.recommend.repeat_order import repeats_in_frequency_order, repeats_in_frequency_order_by_user
 from notify_core.store import tables
 from tests.recommend.conftest import NOW, World, campaign_rows
@@ -65,6 +71,10 @@ def _answer(r: Any) -> tuple[Any, ...]:
     return r.user_id, r.strategy, r.index_version, r.candidates, dict(r.filtered), r.items
 
 
+def _columns(ranked: RankedColumns) -> tuple[list[str], list[str], list[float]]:
+    return ranked.user_ids, ranked.campaign_ids, ranked.scores.tolist()
+
+
 @pytest.mark.parametrize("limit", [5, 20, 40])
 def test_a_block_of_users_ranks_each_as_a_single_request_does(world: World, monkeypatch: pytest.MonkeyPatch,
                                                              limit: int) -> None:
@@ -84,9 +94,11 @@ def test_a_block_of_users_ranks_each_as_a_single_request_does(world: World, monk
         return one_user(self, snapshot, user, work, **kw)
 
     monkeypatch.setattr(Recommender, "_rank", counted)
-    block = [_answer(r) for r in ranker.recommend_many(ids, limit=limit, now=NOW)]
+    answers = ranker.recommend_many(ids, limit=limit, now=NOW)
+    block = [_answer(r) for r in answers]
     assert block == single
     assert len(calls) < len(ids)  # the block ranked the others itself
+    assert _columns(ranker.rank_many(ids, limit=limit, now=NOW)) == _columns(RankedColumns.of(answers))
     assert {a[1] for a in block} == {"personalised", "fallback"}
     assert any(a[4].get("recently_sent") for a in block) and any(a[4].get("not_targeted") for a in block)
     assert any(a[4].get("opted_out") for a in block) and any(a[4].get("inactive") for a in block)
@@ -99,8 +111,9 @@ def test_the_block_answers_the_blend_too(world: World) -> None:
     ids = _shop(world, users=12, seed=3)
     blend = world.recommender_with(weights=world.recommender.weights)
     assert blend.ranker is None
-    assert [_answer(r) for r in blend.recommend_many(ids, limit=10, now=NOW)] == \
-        [_answer(blend.recommend(u, limit=10, now=NOW)) for u in ids]
+    singles = [blend.recommend(u, limit=10, now=NOW) for u in ids]
+    assert [_answer(r) for r in blend.recommend_many(ids, limit=10, now=NOW)] == [_answer(r) for r in singles]
+    assert _columns(blend.rank_many(ids, limit=10, now=NOW)) == _columns(RankedColumns.of(singles))
 
 
 def test_copurchase_of_many_users_equals_each_users_own(world: World) -> None:
