@@ -131,17 +131,17 @@ def test_a_days_plan_asks_the_recommender_chunk_by_chunk_and_ranks_every_chunk_w
     first = world.versions[-1]
     asked: list[list[str]] = []
     ranked_with: set[str] = set()
-    recommend_many = Recommender.recommend_many
+    rank_many = Recommender.rank_many
 
     def spy(self: Recommender, user_ids: list[str], **options: object) -> object:
-        answers = recommend_many(self, user_ids, **options)  # type: ignore[arg-type]
+        ranked = rank_many(self, user_ids, **options)  # type: ignore[arg-type]
         asked.append(list(user_ids))
-        ranked_with.update(r.index_version for r in answers)
+        ranked_with.add(str(self.holder.snapshot().version))  # the snapshot the ranking read
         if len(asked) == 1:
             world.build_version()  # published while the run is under way
-        return answers
+        return ranked
 
-    monkeypatch.setattr(Recommender, "recommend_many", spy)
+    monkeypatch.setattr(Recommender, "rank_many", spy)
     run = plan_for_users(world.store, ["u2", "u_new", "u1"], plan_day=now.date(), now=now, artefacts=world.artefacts,
                          k=5, chunk_users=1)
     assert asked == [["u1"], ["u2"], ["u_new"]]
