@@ -30,7 +30,7 @@ personalised list comes out shorter than ``limit``.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import chain, repeat
@@ -162,8 +162,11 @@ class _UserWork:
 
 @dataclass(frozen=True, slots=True)
 class _BlockWork:
-    """:class:`_UserWork` of a block of users as flat arrays in user order, with each user's count of every
-    array (``*_n``): what :meth:`Recommender._rank_block` reads. :meth:`user` is one user's slices."""
+    """What :meth:`Recommender._rank_block` reads of a block of users, none of it moving with ``now``: the ANN
+    answers, the promoted rows of what each bought (flat, in user order, ``*_n`` per user), and their
+    candidates as sorted keys ``user x rows + row`` (:func:`_keyed`) with the co-purchase terms at each key (0
+    where none, as a lookup of a missing row gives). ``alone(i)``: user ``i``'s :class:`_UserWork`, for the few
+    users :meth:`Recommender._rank` ranks alone."""
 
     ann_rows: Rows
     ann_sims: npt.NDArray[np.float32]
@@ -173,42 +176,10 @@ class _BlockWork:
     repeat_rows: Rows
     repeat_orders: npt.NDArray[np.float64]
     repeat_n: npt.NDArray[np.int64]
-    co_rows: Rows
-    co_values: npt.NDArray[np.float64]
-    co_raw: npt.NDArray[np.float64]
-    co_n: npt.NDArray[np.int64]
-    top_co: Rows
-    top_n: npt.NDArray[np.int64]
-
-    @classmethod
-    def of(cls, works: Sequence[_UserWork]) -> _BlockWork:
-        def flat(name: str) -> npt.NDArray[Any]:
-            return np.concatenate([getattr(w, name) for w in works]) if works else np.zeros(0)
-
-        def counts(name: str) -> npt.NDArray[np.int64]:
-            return np.fromiter((len(getattr(w, name)) for w in works), dtype=np.int64, count=len(works))
-
-        return cls(ann_rows=flat("ann_rows").astype(np.int64, copy=False), ann_sims=flat("ann_sims"),
-                   ann_n=counts("ann_rows"), bought=[w.bought for w in works],
-                   per_product=flat("per_product").astype(np.int64, copy=False),
-                   repeat_rows=flat("repeat_rows").astype(np.int64, copy=False), repeat_orders=flat("repeat_orders"),
-                   repeat_n=counts("repeat_rows"), co_rows=flat("co_rows").astype(np.int64, copy=False),
-                   co_values=flat("co_values"), co_raw=flat("co_raw"), co_n=counts("co_rows"),
-                   top_co=flat("top_co").astype(np.int64, copy=False), top_n=counts("top_co"))
-
-    def user(self, i: int) -> _UserWork:
-        """User ``i``'s :class:`_UserWork`: views of its slices (the few users the block hands to ``_rank``)."""
-        def part(values: npt.NDArray[Any], n: npt.NDArray[np.int64]) -> npt.NDArray[Any]:
-            lo = int(n[:i].sum())
-            return values[lo:lo + int(n[i])]
-
-        bought_n = np.fromiter((len(b) for b in self.bought[:i + 1]), dtype=np.int64, count=i + 1)
-        return _UserWork(ann_rows=part(self.ann_rows, self.ann_n), ann_sims=part(self.ann_sims, self.ann_n),
-                         bought=self.bought[i], repeat_rows=part(self.repeat_rows, self.repeat_n),
-                         per_product=part(self.per_product, bought_n),
-                         repeat_orders=part(self.repeat_orders, self.repeat_n), co_rows=part(self.co_rows, self.co_n),
-                         co_values=part(self.co_values, self.co_n), co_raw=part(self.co_raw, self.co_n),
-                         top_co=part(self.top_co, self.top_n))
+    keys: Rows
+    copurchase: npt.NDArray[np.float64]
+    bm25: npt.NDArray[np.float64]
+    alone: Callable[[int], _UserWork]
 
 
 @dataclass(frozen=True, slots=True)
@@ -457,7 +428,7 @@ class Recommender:
                 queries = np.stack([u.vector for u in with_vector if u.vector is not None])
                 found = snapshot.search_rows(queries, self.candidates, threads=1)
                 position = {u.user_id: i for i, u in enumerate(with_vector)}
-            if self.ranker is not None and users:
+            if self.ranker is not None and users and self._blockable(snapshot):
                 yield self._rank_block(snapshot, users, self._block_work(snapshot, users, found, position),
                                        limit=limit, now=now)
                 continue
@@ -532,20 +503,29 @@ class Recommender:
         return Recommendations(user_id=user.user_id, items=items, strategy=strategy, index_version=snapshot.version,
                                candidates=out.seen, filtered=out.filtered)
 
+    @staticmethod
+    def _blockable(snapshot: ServingSnapshot) -> bool:
+        """Whether a block ranking can take this snapshot: its co-purchase, if any, has the matrix form (every
+        loaded version's does; a bare neighbour map is ranked user by user, as serving would)."""
+        return snapshot.base is None or not snapshot.base.copurchase or snapshot.promotion() is not None
+
     def _block_work(self, snapshot: ServingSnapshot, users: Sequence[UserContext], found: Matches | None,
                     position: Mapping[str, int]) -> _BlockWork:
-        """:meth:`_user_work` of a block of users (the learned ranker's path), as one set of array operations:
-        their products coded in one pass, the promoted rows in one gather, the co-purchase sums of all of them
-        at once (:func:`scoring.copurchase_campaign_rows_by_user`) and the best of them by one sort. The same
-        arrays, to the bit, as each user's :meth:`_user_work` (``found``: the block's ANN answer, row
-        ``position[user]`` for users with a vector)."""
-        count = len(users)
-        neighbours = snapshot.base.copurchase if snapshot.base is not None else {}
-        matrix = snapshot.base.copurchase_matrix if snapshot.base is not None else None
-        promotion = snapshot.promotion() if neighbours and matrix is not None else None
-        if neighbours and promotion is None:  # the dict path (no matrix): each user's own
-            return _BlockWork.of([self._user_work(snapshot, u, found if u.user_id in position else None,
-                                                  position.get(u.user_id, 0)) for u in users])
+        """:meth:`_user_work` of a block of users (the learned ranker's path) as one set of array operations, the
+        same values to the bit: their products coded in one pass, the promoted rows in one gather, the
+        co-purchase of all of them by one sparse product (:func:`scoring.copurchase_block`, as users x
+        campaigns, read only at the candidates) and each user's best 50 of it by one partition. ``found``: the
+        block's ANN answer, row ``position[user]`` for users with a vector."""
+        count, table = len(users), snapshot.table
+        size = len(table)
+        extra = self._popular_rows(snapshot)[0][:scoring.RANKER_POPULAR]
+
+        def alone(i: int) -> _UserWork:
+            user = users[i]
+            return self._user_work(snapshot, user, found if user.user_id in position else None,
+                                   position.get(user.user_id, 0))
+
+        promotion = snapshot.promotion() if snapshot.base is not None and snapshot.base.copurchase else None
         ann_rows, ann_sims, ann_n = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), \
             np.zeros(count, dtype=np.int64)
         if found is not None:
@@ -555,7 +535,7 @@ class Recommender:
             sims = np.zeros((count, found.rows.shape[1]), dtype=found.similarities.dtype)
             rows[has], sims[has] = found.rows[at[has]], found.similarities[at[has]]
             keep = rows >= 0
-            ann_rows, ann_sims, ann_n = rows[keep], sims[keep], keep.sum(axis=1)
+            ann_rows, ann_sims, ann_n = rows[keep].astype(np.int64, copy=False), sims[keep], keep.sum(axis=1)
         codes = snapshot.product_codes()
         per_user = np.fromiter((len(u.orders_by_product) for u in users), dtype=np.int64, count=count)
         products = [p for u in users for p in u.orders_by_product]
@@ -573,19 +553,43 @@ class Recommender:
         ends = np.cumsum(bought_n).tolist()
         bought = [tuple(names[end - n:end]) for end, n in zip(ends, bought_n.tolist(), strict=True)]
         repeat_n = np.bincount(owner[kept], weights=per_product, minlength=count).astype(np.int64)
+        # candidates and their co-purchase terms, a sub-block of users at a time (the dense co-purchase)
+        neighbour = codes.neighbour[code]
+        ordered = (neighbour >= 0) & (orders > 0)
+        co_rows, co_orders, co_owner = neighbour[ordered], orders[ordered], owner[ordered]
+        step = scoring.copurchase_block_users(promotion) if promotion is not None else max(count, 1)
+        column_of = np.full(size, -1, dtype=np.int64)  # campaign row -> its co-purchase column (-1: none)
         if promotion is not None:
-            neighbour = codes.neighbour[code]
-            ordered = (neighbour >= 0) & (orders > 0)
-            co_rows, co_values, co_raw, co_n = scoring.copurchase_campaign_rows_by_user(
-                neighbour[ordered], orders[ordered], owner[ordered], count=count, promotion=promotion)
-        else:
-            co_rows, co_values, co_raw, co_n = np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0), \
-                np.zeros(count, dtype=np.int64)
-        top_co = _best_rows_by_user(co_rows, co_values, co_n, snapshot.table.id_rank, scoring.RANKER_COPURCHASE)
+            column_of[promotion.rows] = np.arange(len(promotion.rows))
+        ann_first, repeat_first = np.cumsum(ann_n) - ann_n, np.cumsum(repeat_n) - repeat_n
+        co_first = np.searchsorted(co_owner, np.arange(0, count + step, step)).tolist()
+        parts: list[tuple[Rows, npt.NDArray[np.float64], npt.NDArray[np.float64]]] = []
+        for block, lo in enumerate(range(0, count, step)):
+            hi = min(lo + step, count)
+            a, b = co_first[block], co_first[block + 1]
+            co = scoring.copurchase_block(co_rows[a:b], co_orders[a:b], co_owner[a:b] - lo, count=hi - lo,
+                                          promotion=promotion) if promotion is not None else None
+            top = _best_of_block(co, promotion.rows, table.id_rank, scoring.RANKER_COPURCHASE) \
+                if co is not None and promotion is not None else (np.zeros(0, dtype=np.int64),
+                                                                  np.zeros(hi - lo, dtype=np.int64))
+            a_lo, a_hi = (int(ann_first[lo]), int(ann_first[hi - 1] + ann_n[hi - 1]))
+            r_lo, r_hi = (int(repeat_first[lo]), int(repeat_first[hi - 1] + repeat_n[hi - 1]))
+            keys = _candidate_keys(ann=(ann_rows[a_lo:a_hi], ann_n[lo:hi]),
+                                   repeat=(repeat_rows[r_lo:r_hi], repeat_n[lo:hi]), top_co=top, extra=extra,
+                                   size=size)
+            copurchase, bm25 = np.zeros(len(keys)), np.zeros(len(keys))
+            if co is not None and promotion is not None:
+                user = keys // size
+                column = column_of[keys - user * size]
+                has = column >= 0
+                copurchase[has] = co.affinity[user[has], column[has]]
+                bm25[has] = co.raw[user[has], column[has]]
+            parts.append((keys + lo * size, copurchase, bm25))
         return _BlockWork(ann_rows=ann_rows, ann_sims=ann_sims, ann_n=ann_n, bought=bought, per_product=per_product,
                           repeat_rows=repeat_rows, repeat_orders=np.repeat(orders[kept], per_product),
-                          repeat_n=repeat_n, co_rows=co_rows, co_values=co_values, co_raw=co_raw, co_n=co_n,
-                          top_co=top_co, top_n=np.minimum(co_n, scoring.RANKER_COPURCHASE))
+                          repeat_n=repeat_n, keys=np.concatenate([p[0] for p in parts]),
+                          copurchase=np.concatenate([p[1] for p in parts]),
+                          bm25=np.concatenate([p[2] for p in parts]), alone=alone)
 
     def _rank_block(self, snapshot: ServingSnapshot, users: Sequence[UserContext], work: _BlockWork, *,
                     limit: int, now: datetime) -> _BlockRanked:
@@ -601,12 +605,8 @@ class Recommender:
         table = snapshot.table
         size = len(table)
         count = len(users)
-        extra = self._popular_rows(snapshot)[0][:scoring.RANKER_POPULAR]
         popular = self._popular_by_row(snapshot)
-        # candidate keys: each user's _sorted_unique(ann + repeat + top co-purchase + popular extra)
-        keys = _sorted_unique(np.concatenate([
-            _keyed(work.ann_rows, work.ann_n, size), _keyed(work.repeat_rows, work.repeat_n, size),
-            _keyed(work.top_co, work.top_n, size), (np.arange(count, dtype=np.int64)[:, None] * size + extra).ravel()]))
+        keys = work.keys
         seg = keys // size
         rows = keys - seg * size
         seen = np.bincount(seg, minlength=count)
@@ -628,7 +628,7 @@ class Recommender:
         reasons = len(REASONS) + 1
         filtered = np.bincount(seg * reasons + codes, minlength=count * reasons).reshape(count, reasons).tolist()
         ok = codes == 0
-        keys, seg, rows = keys[ok], seg[ok], rows[ok]
+        keys, seg, rows, copurchase, bm25 = keys[ok], seg[ok], rows[ok], work.copurchase[ok], work.bm25[ok]
         bounds = np.searchsorted(seg, np.arange(count + 1)).tolist()
         # similarity: the ANN answer's, else the cosine with the user's vector (per user: _score's BLAS call)
         similarity = _scatter_lookup(keys, _keyed(work.ann_rows, work.ann_n, size), work.ann_sims, default=np.nan)
@@ -651,12 +651,9 @@ class Recommender:
                 users, work.bought, strict=True)]), work.per_product)
             np.minimum.at(days, at, repeat_days[hit])
         orders = _summed_at(len(keys), at, hit_orders)
-        co_at, co_hit = _positions_sorted(keys, _keyed(work.co_rows, work.co_n, size))
-        copurchase = _take_at(len(keys), co_at, co_hit, work.co_values, default=0.0)
         features = scoring.ranker_features(
             campaign_orders=orders, days_since=days, copurchase=copurchase, similarity=similarity,
-            popularity=_lookup_sorted(rows, *popular, default=0.0), priority=table.priority[rows],
-            bm25=_take_at(len(keys), co_at, co_hit, work.co_raw, default=0.0))
+            popularity=_lookup_sorted(rows, *popular, default=0.0), priority=table.priority[rows], bm25=bm25)
         score = np.concatenate([np.asarray(scoring.ranker_score(self.ranker, features[bounds[i]:bounds[i + 1]]))
                                 for i in range(count)]) if len(keys) else np.zeros(0)
         score = repeats_in_frequency_order_by_user(score, orders, seg)
@@ -672,7 +669,7 @@ class Recommender:
             users=users, chosen=chosen, rows=rows, score=score, similarity=similarity, affinity=affinity,
             copurchase=copurchase, from_ann=~missing, seen=seen.tolist(), filtered=filtered,
             version=snapshot.version, table=table,
-            alone={i: self._rank(snapshot, users[i], work.user(i), limit=limit, now=now)  # the popular fill's pass
+            alone={i: self._rank(snapshot, users[i], work.alone(i), limit=limit, now=now)  # the popular fill's pass
                    for i, best in enumerate(chosen) if best is None})
 
     def _score(self, out: _Scored, snapshot: ServingSnapshot, user: UserContext, rows: Rows, *, now: datetime,
@@ -919,25 +916,34 @@ def _best_rows(rows: Rows, values: npt.NDArray[np.float64], rank: npt.NDArray[An
     return rows[near[np.lexsort((rank[rows[near]], negated[near]))[:k]]]
 
 
-def _best_rows_by_user(rows: Rows, values: npt.NDArray[np.float64], counts: npt.NDArray[np.int64],
-                       rank: npt.NDArray[Any], k: int) -> Rows:
-    """:func:`_best_rows` of consecutive users' rows (``counts[i]`` of user ``i``), concatenated: the same rows
-    in the same order. Only the rows tied with or above each user's k-th best value are sorted (a heavy
-    buyer has ~1,000 co-purchase campaigns; sorting a block's ~500k of them by three keys was a fifth of
-    the block's ranking)."""
-    if k <= 0 or not len(rows):
-        return rows[:0]
-    owner = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
-    firsts = np.cumsum(counts) - counts
-    width = int(counts.max())
-    negated = np.full((len(counts), width), np.inf)  # each user's -values, padded
-    negated[owner, np.arange(len(rows)) - firsts[owner]] = -values
+def _candidate_keys(*, ann: tuple[Rows, npt.NDArray[np.int64]], repeat: tuple[Rows, npt.NDArray[np.int64]],
+                    top_co: tuple[Rows, npt.NDArray[np.int64]], extra: Rows, size: int) -> Rows:
+    """Each user's candidates, as :meth:`Recommender._rank` takes them (``_sorted_unique`` of the ANN rows, the
+    bought products' campaigns, the best co-purchase rows and the popular ``extra``), as sorted keys ``user x
+    size + row`` of consecutive users (each source: its rows and each user's count)."""
+    users = len(ann[1])
+    return _sorted_unique(np.concatenate([
+        _keyed(*ann, size), _keyed(*repeat, size), _keyed(*top_co, size),
+        (np.arange(users, dtype=np.int64)[:, None] * size + extra).ravel()]))
+
+
+def _best_of_block(block: scoring.CopurchaseBlock, rows: Rows, rank: npt.NDArray[Any], k: int,
+                   ) -> tuple[Rows, npt.NDArray[np.int64]]:
+    """Each user's :func:`_best_rows` of their co-purchase rows (``rows``: the block's columns' campaign rows),
+    concatenated, and how many each has: the ``k`` best by affinity, equal ones by ``rank``. Only the cells
+    tied with or above each user's k-th best are sorted (a heavy buyer has ~1,000 co-purchase rows)."""
+    users, width = block.kept.shape
+    if not width or k <= 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(users, dtype=np.int64)
+    negated = np.where(block.kept, -block.affinity, np.inf)
     kth = np.partition(negated, min(k, width) - 1, axis=1)[:, min(k, width) - 1]  # inf: fewer than k rows
-    near = np.flatnonzero(-values <= kth[owner])
-    order = near[np.lexsort((rank[rows[near]], -values[near], owner[near]))]
-    kept = np.bincount(owner[near], minlength=len(counts))
-    place = np.arange(len(order)) - (np.cumsum(kept) - kept)[owner[order]]  # each row's place in its user's order
-    return rows[order[place < k]]
+    user, column = np.nonzero(block.kept & (negated <= kth[:, None]))
+    near = rows[column]
+    order = np.lexsort((rank[near], negated[user, column], user))
+    per_user = np.bincount(user, minlength=users)
+    place = np.arange(len(order)) - (np.cumsum(per_user) - per_user)[user[order]]  # each cell's place in its user
+    chosen = order[place < k]
+    return near[chosen], np.minimum(per_user, k)
 
 
 def _sorted_unique(values: Rows) -> Rows:

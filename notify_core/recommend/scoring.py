@@ -324,45 +324,56 @@ def copurchase_campaign_rows(orders_by_product: Mapping[str, int], neighbours: N
     return promotion.rows[keep], affinity / affinity.max(), np.where(raw > 0, raw, 0.0)
 
 
-def copurchase_campaign_rows_by_user(rows: npt.NDArray[np.int64], orders: F64, users: npt.NDArray[np.int64], *,
-                                     count: int, promotion: PromotionMatrix, block_cells: int = 1 << 22,
-                                     ) -> tuple[npt.NDArray[np.int64], F64, F64, npt.NDArray[np.int64]]:
+COPURCHASE_BLOCK_CELLS = 1 << 22  # dense cells (users x promoted products) of one block's co-purchase sums
+
+
+def copurchase_block_users(promotion: PromotionMatrix, *, cells: int = COPURCHASE_BLOCK_CELLS) -> int:
+    """How many users :func:`copurchase_block` takes at once: its dense sums are users x the promoted products."""
+    size = promotion.restricted[3] if promotion.restricted is not None else 0
+    return max(1, cells // max(size, 1))
+
+
+@dataclass(frozen=True, slots=True)
+class CopurchaseBlock:
+    """:func:`copurchase_campaign_rows` of consecutive users as users x ``promotion.rows`` matrices: ``kept``
+    where the user has the campaign row, ``affinity`` and ``raw`` the values there (0 elsewhere, which is also
+    what a lookup of a missing row gives). A block ranking reads them only at its candidates (~300 a user)
+    instead of listing the ~1,000 rows a heavy buyer's products reach."""
+
+    affinity: F64
+    raw: F64
+    kept: npt.NDArray[np.bool_]
+
+    def user(self, i: int, promotion: PromotionMatrix) -> tuple[npt.NDArray[np.int64], F64, F64]:
+        """User ``i``'s three arrays, as :func:`copurchase_campaign_rows` returns them."""
+        keep = self.kept[i]
+        return promotion.rows[keep], self.affinity[i][keep], self.raw[i][keep]
+
+
+def copurchase_block(rows: npt.NDArray[np.int64], orders: F64, users: npt.NDArray[np.int64], *, count: int,
+                     promotion: PromotionMatrix) -> CopurchaseBlock:
     """:func:`copurchase_campaign_rows` of ``count`` users at once, from their ordered products' neighbour-matrix
-    ``rows`` and ``orders`` (each user's ``UserProducts.neighbour_rows``, concatenated; ``users[i]`` is the user
-    of ``rows[i]``, ascending): every user's three arrays concatenated in user order, and how many rows each
-    has. The same sums (:func:`_weighted_row_sums`), maxima and division as one user's call, so the same bits;
-    a block of users is one set of array operations instead of ~15 numpy calls a user. Users are taken
-    ``max(1, block_cells // columns)`` at a time: the dense sums are users x the promoted products."""
-    empty = np.zeros(0, dtype=np.int64)
-    none = (empty, np.zeros(0), np.zeros(0), np.zeros(count, dtype=np.int64))
-    if not len(promotion.rows) or promotion.restricted is None or promotion.compact is None:
-        return none
+    ``rows`` and ``orders`` (each user's ``UserProducts.neighbour_rows``, concatenated; ``users[i]`` in
+    0..count-1 is the user of ``rows[i]``, ascending). One sparse product for the block (users x products @
+    products x promoted products): scipy adds each column's terms in the users' product order, as
+    :func:`_weighted_row_sums` does (its per-call overhead, ~1 ms, is what one user's request avoids; a block
+    pays it once), and the same maxima and division follow, so the values are the same bits as each user's
+    call. Take at most :func:`copurchase_block_users` users a call."""
+    width = len(promotion.rows)
+    kept = np.zeros((count, width), dtype=bool)
+    if not width or promotion.restricted is None or promotion.compact is None or not len(rows):
+        return CopurchaseBlock(affinity=np.zeros((count, width)), raw=np.zeros((count, width)), kept=kept)
     indptr, indices, data, size = promotion.restricted
-    # one sparse product a block (users x products @ products x promoted products): scipy adds each
-    # column's terms in the users' product order, as _weighted_row_sums does, so the sums are the same bits
-    # (its per-call overhead, ~1 ms, is what one user's request avoids; a block pays it once)
     neighbours = sparse.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, size))
-    step = max(1, block_cells // max(size, 1))
-    firsts = np.searchsorted(users, np.arange(0, count + step, step))
-    parts: list[tuple[npt.NDArray[np.int64], F64, F64, npt.NDArray[np.int64]]] = []
-    for block, lo in enumerate(range(0, count, step)):
-        n = min(step, count - lo)
-        a, b = int(firsts[block]), int(firsts[block + 1])
-        if a == b:
-            parts.append((empty, np.zeros(0), np.zeros(0), np.zeros(n, dtype=np.int64)))
-            continue
-        per_user = np.searchsorted(users[a:b], np.arange(lo, lo + n + 1))
-        dense = [(sparse.csr_matrix((weight, rows[a:b], per_user), shape=(n, neighbours.shape[0])) @ neighbours)
-                 .toarray()[:, promotion.compact] for weight in (np.log1p(orders[a:b]), orders[a:b])]
-        starts = promotion.starts[:-1]
-        best = np.maximum.reduceat(dense[0], starts, axis=1)
-        keep = best > 0
-        top = best.max(axis=1, initial=0.0)  # each user's best campaign: the max of the kept ones
-        raw = np.maximum.reduceat(dense[1], starts, axis=1)[keep]
-        user_of, column = np.nonzero(keep)
-        parts.append((promotion.rows[column], best[keep] / top[user_of], np.where(raw > 0, raw, 0.0),
-                      keep.sum(axis=1)))
-    return tuple(np.concatenate([part[i] for part in parts]) for i in range(4))  # type: ignore[return-value]
+    per_user = np.searchsorted(users, np.arange(count + 1))
+    starts = promotion.starts[:-1]
+    best, raw = (np.maximum.reduceat(
+        (sparse.csr_matrix((weight, rows, per_user), shape=(count, neighbours.shape[0])) @ neighbours)
+        .toarray()[:, promotion.compact], starts, axis=1) for weight in (np.log1p(orders), orders))
+    np.greater(best, 0, out=kept)
+    top = best.max(axis=1, initial=0.0)[:, None]  # each user's best campaign: the max of the kept ones
+    affinity = np.divide(best, top, out=np.zeros_like(best), where=kept)
+    return CopurchaseBlock(affinity=affinity, raw=np.where(kept & (raw > 0), raw, 0.0), kept=kept)
 
 
 def copurchase_campaigns(product_scores: Mapping[str, float],

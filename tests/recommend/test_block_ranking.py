@@ -14,13 +14,7 @@ from hypothesis import strategies as st
 
 from notify_core.recommend import scoring
 from notify_core.recommend.index import COPURCHASE_SCHEMA
-from notify_core.recommend.recommender import (
-    RankedColumns,
-    Recommender,
-    _best_rows,
-    _best_rows_by_user,
-    sent_item,
-)
+from notify_core.recommend.recommender import RankedColumns, Recommender, _best_of_block, _best_rows, sent_item
 from notify_core.recommend.repeat_order import repeats_in_frequency_order, repeats_in_frequency_order_by_user
 from notify_core.store import tables
 from tests.recommend.conftest import NOW, World, campaign_rows
@@ -117,42 +111,47 @@ def test_the_block_answers_the_blend_too(world: World) -> None:
 
 
 def test_copurchase_of_many_users_equals_each_users_own(world: World) -> None:
-    """scoring.copurchase_campaign_rows_by_user against copurchase_campaign_rows user by user, also when the
-    users are cut into sub-blocks (``block_cells`` smaller than one user's dense row: one user at a time)."""
+    """scoring.copurchase_block against copurchase_campaign_rows user by user, with the users cut into blocks as
+    the ranking cuts them (all at once, two at a time, one at a time)."""
     ids = _shop(world, users=30, seed=11)
     snapshot = world.holder.snapshot()
     base, promotion = snapshot.base, snapshot.promotion()
     assert base is not None and base.copurchase_matrix is not None and promotion is not None
     contexts = world.recommender_with().user_contexts(ids, now=NOW, dim=snapshot.dim)
     coded = [snapshot.user_products(contexts[u].orders_by_product).neighbour_rows() for u in ids]
-    rows = np.concatenate([c[0] for c in coded])
-    orders = np.concatenate([c[1] for c in coded])
-    owner = np.repeat(np.arange(len(ids)), [len(c[0]) for c in coded])
     expected = [scoring.copurchase_campaign_rows(contexts[u].orders_by_product, base.copurchase_matrix, promotion,
                                                  ordered=c) for u, c in zip(ids, coded, strict=True)]
     assert sum(len(e[0]) for e in expected) > len(ids)  # most users have co-purchase rows
-    for cells in (1 << 22, 2 * len(base.copurchase_matrix.ids), 1):
-        got_rows, values, raw, counts = scoring.copurchase_campaign_rows_by_user(
-            rows, orders, owner, count=len(ids), promotion=promotion, block_cells=cells)
-        assert counts.tolist() == [len(e[0]) for e in expected]
-        for name, got, want in (("rows", got_rows, 0), ("values", values, 1), ("raw", raw, 2)):
-            np.testing.assert_array_equal(got, np.concatenate([e[want] for e in expected]), err_msg=name)
+    size = promotion.restricted[3] if promotion.restricted is not None else 0
+    for cells in (scoring.COPURCHASE_BLOCK_CELLS, 2 * size, 1):
+        step = scoring.copurchase_block_users(promotion, cells=cells)
+        assert step == max(1, cells // size)  # 2 * size: two users a block; 1: one
+        for lo in range(0, len(ids), step):
+            part = coded[lo:lo + step]
+            block = scoring.copurchase_block(
+                np.concatenate([c[0] for c in part]), np.concatenate([c[1] for c in part]),
+                np.repeat(np.arange(len(part)), [len(c[0]) for c in part]), count=len(part), promotion=promotion)
+            for i, want in enumerate(expected[lo:lo + step]):
+                for got, wanted in zip(block.user(i, promotion), want, strict=True):
+                    np.testing.assert_array_equal(got, wanted)
 
 
 @settings(max_examples=200, deadline=None)
-@given(counts=st.lists(st.integers(0, 120), min_size=1, max_size=8), k=st.integers(0, 60),
-       distinct=st.integers(1, 30), seed=st.integers(0, 2**32 - 1))
-def test_best_rows_of_many_users_equal_each_users_best_rows(counts: list[int], k: int, distinct: int,
-                                                            seed: int) -> None:
+@given(users=st.integers(1, 8), width=st.integers(0, 150), k=st.integers(0, 60), distinct=st.integers(1, 30),
+       seed=st.integers(0, 2**32 - 1))
+def test_best_co_purchase_rows_of_a_block_equal_each_users_best_rows(users: int, width: int, k: int, distinct: int,
+                                                                     seed: int) -> None:
     """Few distinct values: many ties at each user's k-th place, broken by the campaign-id rank."""
     rng = np.random.default_rng(seed)
     rank = rng.permutation(1000).astype(np.int64)
-    per_user = [np.sort(rng.choice(1000, size=n, replace=False)).astype(np.int64) for n in counts]
-    values = [rng.integers(1, distinct + 1, size=n) / distinct for n in counts]
-    expected = [_best_rows(r, v, rank, k) for r, v in zip(per_user, values, strict=True)]
-    got = _best_rows_by_user(np.concatenate(per_user), np.concatenate(values), np.array(counts, dtype=np.int64),
-                             rank, k)
-    assert got.tolist() == np.concatenate(expected).tolist()
+    rows = np.sort(rng.choice(1000, size=width, replace=False)).astype(np.int64)
+    kept = rng.random((users, width)) < rng.random()
+    affinity = np.where(kept, rng.integers(1, distinct + 1, size=(users, width)) / distinct, 0.0)
+    block = scoring.CopurchaseBlock(affinity=affinity, raw=np.zeros((users, width)), kept=kept)
+    got, counts = _best_of_block(block, rows, rank, k)
+    expected = [_best_rows(rows[kept[i]], affinity[i][kept[i]], rank, k) for i in range(users)]
+    assert counts.tolist() == [len(e) for e in expected]
+    assert got.tolist() == np.concatenate([np.zeros(0, dtype=np.int64), *expected]).tolist()
 
 
 @settings(max_examples=200, deadline=None)
