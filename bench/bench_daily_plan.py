@@ -12,7 +12,8 @@ from the Store (orders, sends, profile), the ANN top 150, repeat and co-purchase
 the learned ranker. This runs ``plan_from_lake`` itself on a copy of the demo store (the demo is never
 written), phase by phase, and beside it, on the same users and the same index version:
 
-* the recommender's batch call alone (``recommend_many``, the candidate phase without the planner), and
+* the recommender's batch call alone (``rank_many``, what the plan calls: the candidate phase without the
+  planner), and
 * the bare ANN top 20 (``ServingSnapshot.search_rows``): the candidate source the 10M figure assumes. That
   is the limit the recommender's candidates are read against.
 
@@ -144,7 +145,7 @@ def run(one: Path, pooled: Path, args: argparse.Namespace) -> None:
         holder = IndexHolder(artefacts)
         snapshot = holder.snapshot()
         recommender = Recommender(store=store, holder=holder, clock=ManualClock(now))
-        rec_wall, rec_cpu = _median_pass(lambda: recommender.recommend_many(users, limit=20, now=now), args.repeats)
+        rec_wall, rec_cpu = _median_pass(lambda: recommender.rank_many(users, limit=20, now=now), args.repeats)
         vectors = load_embeddings(store, USER, users)
         queries = np.stack([vectors[u].vector for u in users if u in vectors]).astype(np.float32)
         ann_wall, ann_cpu = _median_pass(lambda: snapshot.search_rows(queries, 20, threads=1), args.repeats)
@@ -171,12 +172,12 @@ def run(one: Path, pooled: Path, args: argparse.Namespace) -> None:
                  round(1e3 * wall_pool / max(n, 1), 4)])
     rows.append([f"with {workers} candidate worker processes: end to end (CPU, all processes)", round(cpu_pool, 3),
                  round(1e3 * cpu_pool / max(n, 1), 4)])
-    rows.append([f"recommend_many alone, median of {args.repeats} (CPU)", round(rec_cpu, 3), round(rec_ms, 4)])
+    rows.append([f"rank_many alone, median of {args.repeats} (CPU)", round(rec_cpu, 3), round(rec_ms, 4)])
     rows.append([f"bare ANN top 20 alone, median of {args.repeats} (CPU)", round(ann_cpu, 3), round(ann_ms, 4)])
     rows.append([f"the recommender's candidates in {workers} started workers, median of {args.repeats} (wall)",
                  round(warm_wall, 3), round(1e3 * warm_wall / len(users), 4)])
     limits = [
-        against_limit(path="daily plan's candidates: recommend_many vs the bare ANN top 20 the 10M bench uses "
+        against_limit(path="daily plan's candidates: rank_many vs the bare ANN top 20 the 10M bench uses "
                            f"(users/s, CPU; target: {TARGET_USERS:,} users' candidates alone in {TARGET_S:.0f} s)",
                       figure=len(users) / max(rec_cpu, 1e-9), limit=len(queries) / max(ann_cpu, 1e-9),
                       unit="users/s", target=TARGET_USERS / TARGET_S),
@@ -185,7 +186,7 @@ def run(one: Path, pooled: Path, args: argparse.Namespace) -> None:
                       figure=n / max(cpu, 1e-9), limit=len(users) / max(rec_cpu, 1e-9), unit="users/s",
                       target=TARGET_USERS / (2 * TARGET_S)),
         against_limit(path=f"the recommender's candidates in {workers} started workers (users/s, wall; limit: "
-                           f"recommend_many in one process x {min(workers, os.cpu_count() or 1)} cores)",
+                           f"rank_many in one process x {min(workers, os.cpu_count() or 1)} cores)",
                       figure=len(users) / max(warm_wall, 1e-9),
                       limit=len(users) / max(rec_wall, 1e-9) * min(workers, os.cpu_count() or 1),
                       unit="users/s", target=TARGET_USERS / TARGET_S),
@@ -215,7 +216,7 @@ def run(one: Path, pooled: Path, args: argparse.Namespace) -> None:
            {"limits": limits, "users": n, "notifications": plan.stats.notifications,
             "candidate_source": plan.candidate_source, "writer": plan.writer, "chunk_users": args.chunk or None,
             "seconds": plan.seconds, "cpu_seconds": plan.cpu_seconds, "wall_s": wall, "cpu_s": cpu,
-            "recommend_many": {"wall_s": rec_wall, "cpu_s": rec_cpu, "users": len(users)},
+            "rank_many": {"wall_s": rec_wall, "cpu_s": rec_cpu, "users": len(users)},
             "bare_ann_top20": {"wall_s": ann_wall, "cpu_s": ann_cpu, "users": len(queries)},
             "extrapolated_10m": extrapolated, "day": args.day.isoformat(),
             "pool": {"workers": workers, "seconds": plan_pool.seconds, "wall_s": wall_pool, "cpu_s": cpu_pool,
