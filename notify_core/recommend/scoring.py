@@ -324,13 +324,15 @@ def copurchase_campaign_rows(orders_by_product: Mapping[str, int], neighbours: N
     return promotion.rows[keep], affinity / affinity.max(), np.where(raw > 0, raw, 0.0)
 
 
-COPURCHASE_BLOCK_CELLS = 1 << 22  # dense cells (users x promoted products) of one block's co-purchase sums
+COPURCHASE_BLOCK_CELLS = 1 << 21  # dense cells a user row of one block's co-purchase (~16 MB an array)
 
 
 def copurchase_block_users(promotion: PromotionMatrix, *, cells: int = COPURCHASE_BLOCK_CELLS) -> int:
-    """How many users :func:`copurchase_block` takes at once: its dense sums are users x the promoted products."""
+    """How many users :func:`copurchase_block` takes at once: its dense arrays are users x the promoted
+    products (the sums), x (campaign, product) pairs (their gather) and x campaigns (the result); the widest
+    decides, so a block's memory stays ~``cells`` x 8 bytes an array whatever the catalogue."""
     size = promotion.restricted[3] if promotion.restricted is not None else 0
-    return max(1, cells // max(size, 1))
+    return max(1, cells // max(size, len(promotion.columns), 1))
 
 
 @dataclass(frozen=True, slots=True)

@@ -122,10 +122,11 @@ def test_copurchase_of_many_users_equals_each_users_own(world: World) -> None:
     expected = [scoring.copurchase_campaign_rows(contexts[u].orders_by_product, base.copurchase_matrix, promotion,
                                                  ordered=c) for u, c in zip(ids, coded, strict=True)]
     assert sum(len(e[0]) for e in expected) > len(ids)  # most users have co-purchase rows
-    size = promotion.restricted[3] if promotion.restricted is not None else 0
-    for cells in (scoring.COPURCHASE_BLOCK_CELLS, 2 * size, 1):
+    widest = len(promotion.columns)  # (campaign, product) pairs: the widest of the block's dense arrays here
+    assert promotion.restricted is not None and widest >= promotion.restricted[3]
+    for cells in (scoring.COPURCHASE_BLOCK_CELLS, 2 * widest, 1):
         step = scoring.copurchase_block_users(promotion, cells=cells)
-        assert step == max(1, cells // size)  # 2 * size: two users a block; 1: one
+        assert step == max(1, cells // widest)  # 2 x widest: two users a block; 1: one
         for lo in range(0, len(ids), step):
             part = coded[lo:lo + step]
             block = scoring.copurchase_block(
