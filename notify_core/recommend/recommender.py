@@ -164,7 +164,7 @@ class _UserWork:
 class _BlockWork:
     """What :meth:`Recommender._rank_block` reads of a block of users, none of it moving with ``now``: the ANN
     answers, the promoted rows of what each bought (flat, in user order, ``*_n`` per user), and their
-    candidates as sorted keys ``user x rows + row`` (:func:`_keyed`) with the co-purchase terms at each key (0
+    candidates as sorted keys ``user x len(table) + row`` (:func:`_keyed`) with the co-purchase terms at each (0
     where none, as a lookup of a missing row gives). ``alone(i)``: user ``i``'s :class:`_UserWork`, for the few
     users :meth:`Recommender._rank` ranks alone."""
 
@@ -594,7 +594,7 @@ class Recommender:
     def _rank_block(self, snapshot: ServingSnapshot, users: Sequence[UserContext], work: _BlockWork, *,
                     limit: int, now: datetime) -> _BlockRanked:
         """:meth:`_rank` of many users (the learned ranker's path) in one set of array operations, the same
-        answers to the bit: each user's candidates are keys ``user's place x rows + row`` in one sorted array,
+        answers to the bit: each user's candidates are keys ``place in the block x len(table) + row`` in one array,
         so every per-row step (filters, lookups, sums in the same order, the features) runs once for the
         block. Per user remain what is a BLAS call or a walk in Python in :meth:`_rank` (the cosine of
         candidates outside the ANN answer, the ranker's matrix product, the distinct-products walk), so
