@@ -57,6 +57,9 @@ from notify_core.store.port import Item, KeyRange, Store
 USER_VECTOR_PREFIX = "user#"
 MAX_LIMIT = 100
 SEARCH_BLOCK = 1000  # asked users per batched ANN search of recommend_many (see there: why a fixed block)
+# What a context reads of a user's product rows (features.user_product_matrix writes them): the product, its
+# orders and its last purchase.
+_PRODUCT_ATTRIBUTES = ("sk", "order_count", "last_purchase_ts")
 Strategy = Literal["personalised", "fallback"]
 
 
@@ -321,6 +324,7 @@ class Recommender:
         vectors = {str(v["pk"])[len(USER_VECTOR_PREFIX):]: v for v in self.store.table(tables.EMBEDDINGS).batch_get(
             [(f"{USER_VECTOR_PREFIX}{u}", tables.VECTOR_SK) for u in wanted if u in profiles])}
         since = tables.time_sk(now - timedelta(hours=self.max_cooldown_hours))
+        products = self.store.table(tables.USER_PRODUCT)
         out: dict[str, UserContext] = {}
         for user_id in wanted:
             profile = profiles.get(user_id)
@@ -333,16 +337,11 @@ class Recommender:
                 norm = float(np.linalg.norm(candidate))
                 if norm > 0 and (dim is None or candidate.shape[0] == dim):  # another model's vector: unusable
                     vector = candidate / norm
-            matrix_rows = self.store.table(tables.USER_PRODUCT).query(user_id)
-            orders: dict[str, int] = {}
-            stamps: dict[str, Any] = {}
-            for r in matrix_rows:  # one walk of the user's product rows for both maps
-                product = str(r["sk"])
-                orders[product] = int(r.get("order_count") or 0)
-                stamp = r.get("last_purchase_ts")
-                if stamp:
-                    stamps[product] = stamp
-            last_ordered = _Timestamps(stamps)
+            matrix = products.query_columns(user_id, _PRODUCT_ATTRIBUTES)  # 3 of each row's ~8 attributes
+            product_ids = [str(sk) for sk in matrix["sk"]]
+            orders = {p: int(n or 0) for p, n in zip(product_ids, matrix["order_count"], strict=True)}
+            last_ordered = _Timestamps({p: stamp for p, stamp in zip(product_ids, matrix["last_purchase_ts"],
+                                                                      strict=True) if stamp})
             sent: dict[str, datetime] = {}
             for r in self.store.table(tables.SENDS).query(user_id, key_range=KeyRange(start=since)):
                 cid = str(r.get("campaign_id") or str(r["sk"]).split("#", 1)[-1])
@@ -647,8 +646,8 @@ class Recommender:
         affinity = np.asarray(scoring.repeat_affinity(best_orders, saturation=self.weights.affinity_saturation))
         days = np.full(len(keys), np.inf)
         if len(at):
-            repeat_days = np.repeat(np.concatenate([_days_since(u, bought, now) for u, bought in zip(
-                users, work.bought, strict=True)]), work.per_product)
+            repeat_days = np.repeat(_days_since_many(list(zip(users, work.bought, strict=True)), now),
+                                    work.per_product)
             np.minimum.at(days, at, repeat_days[hit])
         orders = _summed_at(len(keys), at, hit_orders)
         features = scoring.ranker_features(
@@ -1024,24 +1023,30 @@ def _campaign_orders(rows: Rows, repeat_rows: Rows, repeat_orders: npt.NDArray[n
 
 def _days_since(user: UserContext, products: Sequence[str], now: datetime) -> npt.NDArray[np.float64]:
     """Days from the user's last order of each product to ``now`` (inf when unknown): the ranker's recency."""
-    last = user.last_ordered
-    if isinstance(last, _Timestamps):  # the raw values, parsed here once each (no Mapping calls a product)
-        raw = last.raw
-        parse = datetime.fromisoformat
-        days: list[float] = []
-        for p in products:  # _as_datetime inlined: ~50 products a request, three calls each saved
-            if p not in raw:
-                days.append(np.inf)
-                continue
-            value = raw[p]
-            if not isinstance(value, datetime):
-                value = parse(str(value))
-                if value.tzinfo is None:
-                    value = value.replace(tzinfo=UTC)
-            days.append((now - value).total_seconds() / 86400.0)
-        return np.array(days, dtype=np.float64)
-    return np.fromiter(((now - last[p]).total_seconds() / 86400.0 if p in last else np.inf for p in products),
-                       dtype=np.float64, count=len(products))
+    return _days_since_many([(user, products)], now)
+
+
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _days_since_many(asked: Sequence[tuple[UserContext, Sequence[str]]], now: datetime) -> npt.NDArray[np.float64]:
+    """:func:`_days_since` of many (user, products) pairs, concatenated in order (a block's ranking asks once).
+
+    Each distinct stored value is parsed once (a user's products from one order share their stamp), and the
+    division is numpy's: whole microseconds from the stamp to ``now``, / 1e6, / 86400 is what
+    ``(now - t).total_seconds() / 86400.0`` computes, to the bit (the microseconds are an exact float below
+    2**53 and each division is correctly rounded in both). Parsing every product's stamp in a Python loop was
+    ~5 % of ranking a block."""
+    values: list[Any] = []
+    for user, products in asked:
+        last = user.last_ordered
+        stored: Mapping[str, Any] = last.raw if isinstance(last, _Timestamps) else last
+        values.extend([stored.get(p) for p in products])
+    micros: dict[Any, float] = {None: np.inf}
+    for value in values:
+        if value not in micros:
+            micros[value] = (now - _as_datetime(value)) // _MICROSECOND
+    return np.array([micros[v] for v in values], dtype=np.float64) / 1e6 / 86400.0
 
 
 def _scatter_lookup(rows: Rows, keys: Rows, values: npt.NDArray[Any], *, default: float) -> npt.NDArray[np.float64]:

@@ -1,20 +1,26 @@
 """Item (de)serialisation shared by adapters that keep an item as one document.
 
 orjson rather than the standard library: encoding items is the consumer's hottest Python step
-(~5x faster here), and orjson rejects NaN/inf the same way DynamoDB does.
+(~5x faster here), and orjson rejects NaN/inf the same way DynamoDB does. msgspec for a projection
+(:func:`decode_columns`): it skips the attributes nobody asked for without making Python objects of them.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import math
+import operator
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import msgspec
 import orjson
 
-from notify_core.store.port import Item
+from notify_core.store.port import Columns, Item
 
 _BYTES_TAG = "__b64__"
+_BYTES_TAG_JSON = b'"__b64__"'
 _SCALARS = frozenset({str, int, bool, type(None), bytes})
 
 
@@ -78,3 +84,30 @@ def _untag(value: Any) -> Any:
     if kind is list:
         return [_untag(v) for v in value]
     return value
+
+
+def decode_columns(documents: Sequence[bytes], attributes: Sequence[str]) -> Columns:
+    """The named attributes of each JSON document (an item as :func:`encode_item` wrote it) as columns: the
+    values :func:`decode_item` would give, None where a document lacks one.
+
+    Why not :func:`decode_item` and a look-up: a dict of every attribute of every item costs most of a
+    projection (the recommender's ~60 product rows a user: 0.12 of 0.24 ms). One msgspec decode of the
+    documents as one JSON array, into a struct of the named fields, skips the rest in C."""
+    names = tuple(dict.fromkeys(attributes))
+    decoder, getters = _projection(names)
+    payload = b"[" + b",".join(documents) + b"]"
+    rows = decoder.decode(payload)
+    columns = {name: list(map(get, rows)) for name, get in zip(names, getters, strict=True)}
+    if _BYTES_TAG_JSON in payload:  # tagged bytes somewhere: restored as decode_item restores them
+        return {name: [_untag(value) for value in column] for name, column in columns.items()}
+    return columns
+
+
+@functools.lru_cache(maxsize=64)
+def _projection(names: tuple[str, ...]) -> tuple[msgspec.json.Decoder[list[Any]], list[Callable[[Any], Any]]]:
+    """A decoder of a JSON array of objects into structs of ``names`` (fields ``f0``.. renamed to the
+    attribute names, so any attribute name works) and one getter per name, made once per projection."""
+    fields = [f"f{i}" for i in range(len(names))]
+    struct = msgspec.defstruct("Projection", [(f, Any, None) for f in fields], rename=dict(zip(fields, names,
+                                                                                             strict=True)))
+    return msgspec.json.Decoder(list[struct]), [operator.attrgetter(f) for f in fields]  # type: ignore[valid-type]

@@ -14,7 +14,20 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from notify_core.security.crypto import PERSONAL_FIELDS, FieldSealer
-from notify_core.store.port import Condition, Item, Key, KeyRange, Store, Table, Update, check_frame, last_of_each_key
+from notify_core.store.port import (
+    Columns,
+    Condition,
+    Item,
+    Key,
+    KeyRange,
+    Store,
+    Table,
+    Update,
+    check_attributes,
+    check_frame,
+    columns_of,
+    last_of_each_key,
+)
 
 if TYPE_CHECKING:
     import polars as pl
@@ -46,6 +59,17 @@ class SealedTable:
               descending: bool = False, consistent: bool = False) -> list[Item]:
         return [self._out(i) for i in self.inner.query(pk, key_range=key_range, limit=limit, descending=descending,
                                                        consistent=consistent)]
+
+    def query_columns(self, pk: str, attributes: Sequence[str], *, key_range: KeyRange | None = None,
+                      limit: int | None = None, descending: bool = False, consistent: bool = False) -> Columns:
+        """The inner table's projection when no personal field is named (nothing to open); else the items
+        opened, then projected."""
+        check_attributes(attributes)
+        options: dict[str, Any] = {"key_range": key_range, "limit": limit, "descending": descending,
+                                   "consistent": consistent}
+        if set(attributes).isdisjoint(PERSONAL_FIELDS[self._purpose]):
+            return self.inner.query_columns(pk, attributes, **options)
+        return columns_of(self.query(pk, **options), attributes)
 
     def batch_put(self, items: Iterable[Item]) -> int:
         return self.inner.batch_put(self._in(i) for i in items)

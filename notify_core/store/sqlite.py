@@ -33,18 +33,20 @@ from notify_core.clock import SYSTEM_CLOCK, Clock
 from notify_core.errors import BackendError, ConditionFailedError, ValidationError
 from notify_core.per_thread import PerThread
 from notify_core.sqlite_tx import connect, write_gate
-from notify_core.store.codec import decode_item, encode_item
+from notify_core.store.codec import decode_columns, decode_item, encode_item
 
 if TYPE_CHECKING:
     import polars as pl
 
 from notify_core.store.port import (
     TTL_ATTRIBUTE,
+    Columns,
     Condition,
     Item,
     Key,
     KeyRange,
     Update,
+    check_attributes,
     check_frame,
     check_key,
     check_pk,
@@ -302,7 +304,30 @@ class SqliteTable:
         consistent: bool = False,
     ) -> list[Item]:
         check_query(pk, limit)
-        sql = f"SELECT body FROM {self._q} WHERE pk=? AND (ttl IS NULL OR ttl > ?)"
+        sql, params = self._query_sql("body", pk, key_range=key_range, limit=limit, descending=descending)
+        return [decode_item(row[0]) for row in self.store.connection().execute(sql, params).fetchall()]
+
+    def query_columns(
+        self,
+        pk: str,
+        attributes: Sequence[str],
+        *,
+        key_range: KeyRange | None = None,
+        limit: int | None = None,
+        descending: bool = False,
+        consistent: bool = False,
+    ) -> Columns:
+        """The documents as bytes (no str made of them) into one projection decode (:func:`decode_columns`)."""
+        check_query(pk, limit)
+        check_attributes(attributes)
+        sql, params = self._query_sql("CAST(body AS BLOB)", pk, key_range=key_range, limit=limit,
+                                      descending=descending)
+        return decode_columns([body for (body,) in self.store.connection().execute(sql, params)], attributes)
+
+    def _query_sql(self, what: str, pk: str, *, key_range: KeyRange | None, limit: int | None,
+                   descending: bool) -> tuple[str, list[Any]]:
+        """One partition's live rows in sk order (the statement both queries run), selecting ``what``."""
+        sql = f"SELECT {what} FROM {self._q} WHERE pk=? AND (ttl IS NULL OR ttl > ?)"
         params: list[Any] = [pk, self.store.clock.now()]
         range_sql, range_params = _range_sql(key_range, "sk")
         sql += range_sql
@@ -311,7 +336,7 @@ class SqliteTable:
         if limit is not None:
             sql += " LIMIT ?"
             params.append(int(limit))
-        return [decode_item(row[0]) for row in self.store.connection().execute(sql, params).fetchall()]
+        return sql, params
 
     def scan(self, *, segment_size: int = 1000) -> Iterator[Item]:
         conn = self.store.connection()

@@ -239,6 +239,47 @@ def test_query_orders_by_code_point_and_prefix_is_exact(table: Table) -> None:
         assert got == sorted(sk for sk in sks if sk.startswith(prefix)), prefix
 
 
+def _projected(items: list[Item], attributes: tuple[str, ...]) -> dict[str, list[Any]]:
+    return {name: [item.get(name) for item in items] for name in dict.fromkeys(attributes)}
+
+
+def test_query_columns_are_the_queried_items_named_attributes(table: Table, history: list[Item]) -> None:
+    """Every query shape (range, prefix, limit, order, expiry), with attributes that are missing, null,
+    bytes, nested or repeated: the columns are exactly those of the items :meth:`query` returns."""
+    odd: list[Item] = [
+        {"pk": "alice", "sk": "2024-01-02T09:00:00#o29", "day": 2, "hour": 9, "blob": b"\x00\xff",
+         "nested": {"a": [1, {"b": b"x"}], "t": "é"}, "none": None, "float": 0.1 + 0.2, "big": 2**53 + 1},
+        {"pk": "alice", "sk": "2024-01-03T00:00:00#gone", "day": 3, "hour": 0, "ttl": _past()},
+        {"pk": "alice", "sk": "2024-01-10T23:00:00#o1023", "day": 10, "hour": 23, "text": "{\"__b64__\": 1}"},
+    ]
+    table.batch_put(odd)
+    for item in odd[::2]:  # the live ones replace their history rows
+        history = [item if old["sk"] == item["sk"] else old for old in history]
+    shapes: list[dict[str, Any]] = [
+        {}, {"descending": True}, {"limit": 4}, {"limit": 0}, {"limit": 5, "descending": True},
+        {"key_range": KeyRange(prefix="2024-01-0")}, {"key_range": KeyRange(start="2024-01-02", end="2024-01-10")},
+        {"key_range": KeyRange(end="2024-01-03"), "descending": True, "limit": 2}, {"consistent": True},
+    ]
+    projections = [("sk",), ("day", "hour"), ("sk", "blob", "nested", "none", "float", "big", "text", "missing"),
+                   ("hour", "sk", "hour"), ("pk", "ttl")]
+    for shape in shapes:
+        items = table.query("alice", **shape)
+        for attributes in projections:
+            got = table.query_columns("alice", attributes, **shape)
+            assert got == _projected(items, attributes), (shape, attributes)
+            assert list(got) == list(dict.fromkeys(attributes))
+    blob = table.query_columns("alice", ("blob",), key_range=KeyRange(prefix="2024-01-02T09"))["blob"]
+    assert blob == [b"\x00\xff"] and type(blob[0]) is bytes
+    assert table.query_columns("alice", ("sk",), key_range=KeyRange(prefix="2024-01-03"))["sk"] == [
+        item["sk"] for item in history if item["sk"].startswith("2024-01-03")]  # the expired row is not there
+    assert table.query_columns("nobody", ("sk", "day")) == {"sk": [], "day": []}
+    for bad in ((), "sk", ("sk", "")):
+        with pytest.raises(ValidationError):
+            table.query_columns("alice", bad)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
+        table.query_columns("", ("sk",))
+
+
 def test_query_paginates_over_one_megabyte(table: Table) -> None:
     # 1,500 items of ~1 KB: DynamoDB returns at most 1 MB per page, so these queries need several pages.
     padding = "x" * 1000

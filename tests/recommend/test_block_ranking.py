@@ -3,7 +3,7 @@ bit, the one a single request gives (every score, cosine, reason, filter count a
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
@@ -14,7 +14,16 @@ from hypothesis import strategies as st
 
 from notify_core.recommend import scoring
 from notify_core.recommend.index import COPURCHASE_SCHEMA
-from notify_core.recommend.recommender import RankedColumns, Recommender, _best_of_block, _best_rows, sent_item
+from notify_core.recommend.recommender import (
+    RankedColumns,
+    Recommender,
+    UserContext,
+    _best_of_block,
+    _best_rows,
+    _days_since_many,
+    _Timestamps,
+    sent_item,
+)
 from notify_core.recommend.repeat_order import repeats_in_frequency_order, repeats_in_frequency_order_by_user
 from notify_core.store import tables
 from tests.recommend.conftest import NOW, World, campaign_rows
@@ -135,6 +144,59 @@ def test_copurchase_of_many_users_equals_each_users_own(world: World) -> None:
             for i, want in enumerate(expected[lo:lo + step]):
                 for got, wanted in zip(block.user(i, promotion), want, strict=True):
                     np.testing.assert_array_equal(got, wanted)
+
+
+_OFFSETS = st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8))])
+_STAMPS = st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2030, 1, 1))
+_AWARE = st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2030, 1, 1), timezones=_OFFSETS)
+
+
+@settings(max_examples=200, deadline=None)
+@given(stamps=st.lists(st.lists(st.one_of(st.none(), _STAMPS, _AWARE), max_size=12), max_size=5), text=st.booleans(),
+       now_us=st.integers(0, 10**6 - 1))
+def test_days_since_of_many_users_is_each_products_total_seconds_over_a_day(
+        stamps: list[list[datetime | None]], text: bool, now_us: int) -> None:
+    """The block's recency against its definition, product by product: stored as ISO text (naive = UTC) or as
+    datetimes, in any offset, missing (inf), a user's products sharing a stamp."""
+    now = datetime(2026, 12, 2, 9, 30, tzinfo=UTC) + timedelta(microseconds=now_us)
+    asked = []
+    expected: list[float] = []
+    for i, user_stamps in enumerate(stamps):
+        shared = user_stamps + user_stamps[:2]  # repeated values: parsed once, the same days
+        if not text:  # a datetime in a context is aware (only stored text may be naive: UTC)
+            shared = [t if t is None or t.tzinfo is not None else t.replace(tzinfo=UTC) for t in shared]
+        products = [f"p{j}" for j in range(len(shared))] + ["never"]
+        raw = {f"p{j}": (t.isoformat() if text else t) for j, t in enumerate(shared) if t is not None}
+        user = UserContext(user_id=str(i), country=None, opted_out=frozenset(), vector=None, orders_by_product={},
+                           last_sent={}, last_ordered=_Timestamps(raw) if text else raw)
+        asked.append((user, products))
+        for j in range(len(products)):
+            t = shared[j] if j < len(shared) else None
+            t = t if t is None or t.tzinfo is not None else t.replace(tzinfo=UTC)
+            expected.append((now - t).total_seconds() / 86400.0 if t is not None else np.inf)
+    got = _days_since_many(asked, now)
+    assert got.dtype == np.float64
+    assert got.tolist() == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(users=st.integers(0, 6), products=st.integers(1, 40), campaigns=st.integers(1, 30),
+       seed=st.integers(0, 2**32 - 1))
+def test_campaign_maxima_of_a_block_are_the_reduceat_of_its_promoted_columns(users: int, products: int, campaigns: int,
+                                                                             seed: int) -> None:
+    """``_campaign_columns_max`` against the one-line ``np.maximum.reduceat`` it replaces: campaigns of one to
+    many products (repeats of a product in two campaigns), zeros, ties and negative sums."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, min(products, 8) + 1, size=campaigns)
+    compact = np.concatenate([np.sort(rng.choice(products, size=n, replace=False)) for n in lengths]).astype(np.int64)
+    starts = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+    promotion = scoring.PromotionMatrix(rows=np.arange(campaigns, dtype=np.int64), starts=starts, columns=compact,
+                                        compact=compact)
+    sums = np.where(rng.random((users, products)) < 0.4, 0.0, rng.integers(-3, 6, size=(users, products)) / 4)
+    got = scoring._campaign_columns_max(sums, promotion)
+    want = np.maximum.reduceat(sums[:, compact], starts[:-1], axis=1)
+    assert got.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(got, want)
 
 
 @settings(max_examples=200, deadline=None)

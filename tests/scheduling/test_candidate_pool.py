@@ -50,6 +50,11 @@ class _DiesOnQuery:
                     os.kill(os.getpid(), signal.SIGKILL)
                 return table.query(pk, **options)
 
+            def query_columns(self, pk: str, attributes: Any, **options: Any) -> Any:
+                if pk == victim:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return table.query_columns(pk, attributes, **options)
+
         return _Table()
 
     def __getattr__(self, attr: str) -> Any:

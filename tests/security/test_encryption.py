@@ -63,6 +63,8 @@ def test_the_store_holds_only_ciphertext_for_personal_fields(tmp_path: Path) -> 
         got = users.get("u1", tables.PROFILE_SK)
         assert got is not None and (got["email"], got["first_name"], got["last_name"]) == (EMAIL, "Ada", "Lovelace")
         assert [r["phone"] for r in users.query("u2")] == ["+44 20 7946 0000"]
+        assert users.query_columns("u2", ("phone", "user_id")) == {"phone": ["+44 20 7946 0000"], "user_id": ["u2"]}
+        assert users.query_columns("u1", ("timezone",)) == {"timezone": ["UTC"]}  # nothing personal: the raw read
         stored = raw.table(tables.USERS).get("u1", tables.PROFILE_SK)
         assert stored is not None and stored["timezone"] == "UTC"
         assert all(str(stored[f]).startswith(SEALED_PREFIX) for f in ("email", "first_name", "last_name"))
