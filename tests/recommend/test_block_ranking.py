@@ -21,6 +21,7 @@ from notify_core.recommend.recommender import (
     _best_of_block,
     _best_rows,
     _days_since_many,
+    _sort_key,
     _Timestamps,
     sent_item,
 )
@@ -144,6 +145,21 @@ def test_copurchase_of_many_users_equals_each_users_own(world: World) -> None:
             for i, want in enumerate(expected[lo:lo + step]):
                 for got, wanted in zip(block.user(i, promotion), want, strict=True):
                     np.testing.assert_array_equal(got, wanted)
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(0, 3000), users=st.integers(1, 70000), campaigns=st.integers(1, 70000), scores=st.integers(1, 20),
+       seed=st.integers(0, 2**32 - 1))
+def test_the_blocks_sort_keys_give_the_wide_keys_order(n: int, users: int, campaigns: int, scores: int,
+                                                        seed: int) -> None:
+    """The block's order by (user, -score, campaign rank) with 16-bit keys where they fit (a radix sort), against
+    the same lexsort of the int64 keys: few distinct scores, so most order is decided by the ties' ranks."""
+    rng = np.random.default_rng(seed)
+    seg = np.sort(rng.integers(0, users, n)).astype(np.int64)
+    rank = rng.integers(0, campaigns, n).astype(np.int64)
+    score = rng.integers(0, scores, n) / scores
+    got = np.lexsort((_sort_key(rank, campaigns), -score, _sort_key(seg, users)))
+    assert got.tolist() == np.lexsort((rank, -score, seg)).tolist()
 
 
 _OFFSETS = st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8))])
