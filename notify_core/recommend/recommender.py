@@ -837,8 +837,10 @@ def _check_limit(limit: int) -> None:
 
 
 class _Timestamps(Mapping[str, datetime]):
-    """product -> last order time, parsed on first read: a heavy buyer has hundreds of rows and the
-    ranker reads the few whose products campaigns promote (parsing them all was ~10 % of a request)."""
+    """product -> last order time, kept as the stored values and parsed on first read: a heavy buyer has
+    hundreds of rows and a request needs the few whose products campaigns promote (parsing them all was
+    ~10 % of a request). The ranker reads :attr:`raw` itself (:func:`_days_since_many` parses each distinct
+    stamp once); other readers get datetimes through the mapping."""
 
     __slots__ = ("_parsed", "_raw")
 
