@@ -262,7 +262,16 @@ class Edge:
         self._local.v2 = v2
         token = _current.set(RequestInfo(request_id=rid, key=key, source=source, headers=headers))
         try:
-            reply: dict[str, Any] = self._resolver(v2).resolve(dict(event), context)
+            app = self._resolver(v2)
+            payload = dict(event)
+            # Powertools keeps the event being resolved in a class attribute (``BaseRouter.current_event``), one
+            # for every resolver of the process: right on Lambda (one request at a time), a race in the gateway,
+            # whose threads resolve side by side (a handler read another request's body: 53 of 300 concurrent
+            # event posts in tests/api/test_concurrent_requests.py). This thread's own resolver gets the event
+            # as instance attributes, which every read through it (routes, validation, the response) sees first.
+            app.current_event = app._to_proxy_event(payload)
+            app.lambda_context = context
+            reply: dict[str, Any] = app.resolve(payload, context)
         except Exception as exc:  # a malformed event Powertools cannot read: still our 500 shape
             return error_reply(exc, rid=rid)
         finally:
