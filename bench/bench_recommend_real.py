@@ -29,6 +29,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ import numpy as np
 from bench import wrk
 from bench.bench_recommend import SERVER_PIDS, closed_loop, open_loop, path_of, pct, serving
 from bench.common import against_limit, report
+from notify_core.recommend.recommender import Recommendations
 from notify_core.settings import NotifySettings
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
@@ -118,19 +120,22 @@ def translation_us(key: str, user_id: str, *, repeat: int = 3000) -> float:
     return (time.perf_counter() - started) / repeat * 1e6
 
 
+class StubRecommender:
+    """A recommender that answers at once, with nothing: the handler's edge measured alone."""
+
+    def recommend_each(self, asks: Sequence[tuple[str, int]]) -> list[Recommendations]:
+        return [Recommendations(user_id=user_id, items=(), strategy="fallback", index_version=None, candidates=0)
+                for user_id, _limit in asks]
+
+
 def edge_overhead_us(key: str, *, repeat: int = 3000) -> tuple[float, float]:
     """Mean microseconds of one request through the edge (API event: auth, Powertools routing, reply) and
     of the same request invoked directly, both with a stub recommender that answers at once: the edge's
     own cost, measured interleaved so the machine's load hits both alike."""
     from lambdas import get_recommended_campaigns as module
     from lambdas.gateway import _Context
-    from notify_core.recommend.recommender import Recommendations
 
-    class Stub:
-        def recommend(self, user_id: str, *, limit: int = 10) -> Recommendations:
-            return Recommendations(user_id=user_id, items=(), strategy="fallback", index_version=None, candidates=0)
-
-    module.use_recommender(Stub())  # type: ignore[arg-type]
+    module.use_recommender(StubRecommender())  # type: ignore[arg-type]
     try:
         ev = {"version": "2.0", "routeKey": "GET /v1/users/{user_id}/recommendations", "rawPath": path_of("u1"),
               "rawQueryString": "", "headers": {"x-api-key": key, "host": "127.0.0.1"},

@@ -31,7 +31,6 @@ import contextvars
 import json
 import logging
 import re
-import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -154,7 +153,12 @@ class Edge:
         self.name = name
         self.direct = direct
         self.routes: list[RouteSpec] = []
-        self._local = threading.local()
+        # Idle Powertools resolvers (by payload version 2.0 or not): each request in flight takes one for
+        # itself, so requests side by side (the gateway's threads, or the calls of one coalesced batch on
+        # one thread: notify_core.coalesce) never share a resolver's request state. ``_in_flight``: the
+        # resolver this thread's (or greenlet's) request holds.
+        self._idle: dict[bool, list[ApiGatewayResolver]] = {True: [], False: []}
+        self._in_flight: contextvars.ContextVar[ApiGatewayResolver] = contextvars.ContextVar(f"edge_{name}")
 
     def route(self, method: str, path: str, *, summary: str, status_code: int = 200,
               max_body: int | None = None, response_model: Any = None, validate: bool = True,
@@ -167,7 +171,7 @@ class Edge:
                                          status_code=status_code, summary=summary, max_body=max_body,
                                          regex=_template_regex(path), response_model=response_model, validate=validate,
                                          forms=forms))
-            self._local = threading.local()  # resolvers built before this route are stale
+            self._idle = {True: [], False: []}  # resolvers built before this route are stale
             return func
 
         return register
@@ -190,19 +194,19 @@ class Edge:
             _powertools_error)
 
     def _resolver(self, v2: bool) -> ApiGatewayResolver:
-        attr = "http" if v2 else "rest"
-        app: ApiGatewayResolver | None = getattr(self._local, attr, None)
-        if app is None:
+        """An idle resolver for one request (built on first need; :meth:`_handle` gives it back)."""
+        idle = self._idle[v2]
+        try:
+            return idle.pop()
+        except IndexError:
             app = APIGatewayHttpResolver(enable_validation=True) if v2 else \
                 APIGatewayRestResolver(enable_validation=True)
             self.register_on(app)
-            setattr(self._local, attr, app)
-        return app
+            return app
 
     def current_event(self) -> Any:
-        """The Powertools event object of the request this thread is handling (raw body access)."""
-        app = getattr(self._local, "http", None) if getattr(self._local, "v2", True) else \
-            getattr(self._local, "rest", None)
+        """The Powertools event object of the request being handled here (raw body access)."""
+        app = self._in_flight.get(None)
         if app is None:
             raise RuntimeError("no request in progress")
         return app.current_event
@@ -259,15 +263,15 @@ class Edge:
                     raise PayloadTooLargeError(f"request body is {size} bytes; the limit is {spec.max_body}")
         except Exception as exc:
             return error_reply(exc, rid=rid)
-        self._local.v2 = v2
         token = _current.set(RequestInfo(request_id=rid, key=key, source=source, headers=headers))
+        app = self._resolver(v2)
+        holding = self._in_flight.set(app)
         try:
-            app = self._resolver(v2)
             payload = dict(event)
             # Powertools keeps the event being resolved in a class attribute (``BaseRouter.current_event``), one
             # for every resolver of the process: right on Lambda (one request at a time), a race in the gateway,
             # whose threads resolve side by side (a handler read another request's body: 53 of 300 concurrent
-            # event posts in tests/api/test_concurrent_requests.py). This thread's own resolver gets the event
+            # event posts in tests/api/test_concurrent_requests.py). This request's own resolver gets the event
             # as instance attributes, which every read through it (routes, validation, the response) sees first.
             app.current_event = app._to_proxy_event(payload)
             app.lambda_context = context
@@ -275,6 +279,8 @@ class Edge:
         except Exception as exc:  # a malformed event Powertools cannot read: still our 500 shape
             return error_reply(exc, rid=rid)
         finally:
+            self._in_flight.reset(holding)
+            self._idle[v2].append(app)
             _current.reset(token)
         # One spelling of header names on both payload versions (lower case, as HTTP/2 sends them).
         if reply.get("headers"):

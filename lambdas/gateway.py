@@ -6,8 +6,11 @@ Starlette on uvicorn: the event loop takes connections; the (synchronous) handle
 pool, so a handler waiting on I/O (a Kafka acknowledgement, a model load) never blocks the others.
 Routes marked ``inline`` are CPU-bound and never wait (recommendations: ~0.5 ms of numpy and local
 reads): they run on the loop itself, which saves the thread hop (~0.2 ms and a GIL hand-off per
-request), and ``--workers`` gives them the other cores. To serve a new function, add one line to
-:data:`ROUTES` (handlers are imported lazily, by dotted name).
+request), and ``--workers`` gives them the other cores. Routes also marked ``coalesce`` (recommendations)
+run the requests waiting on a worker as one batch (:class:`_Together`): each request's handler runs as it
+would alone, but the asks they share (:func:`notify_core.coalesce.ask`: the users to rank) are answered
+by one call (one ranking of all of them: ~half a lone request's CPU each). To serve a new function, add one
+line to :data:`ROUTES` (handlers are imported lazily, by dotted name).
 
 The gateway itself answers JSON in the handlers' error shape for unknown paths (404) and methods (405),
 serves the OpenAPI document generated from the handlers' models at ``/openapi.json`` and a
@@ -17,6 +20,7 @@ by the handlers (:mod:`lambdas.edge`), exactly as on Lambda, not here.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import functools
@@ -25,6 +29,7 @@ import itertools
 import re
 import time
 import uuid
+import weakref
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -40,6 +45,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lambdas.http import ApiEvent, Handler
 from lambdas.routes import ROUTES, GatewayRoute
+from notify_core.coalesce import run_together
 from notify_core.metrics import observe_request
 
 _RUN = uuid.uuid4().hex[:12]  # request ids: unique per process start + a counter (uuid4 costs ~20 us)
@@ -199,9 +205,59 @@ def to_response(reply: Any) -> Response:
     return Response(content, status_code=int(reply["statusCode"]), headers=headers)
 
 
+TOGETHER = 16  # at most this many requests a batch of a coalesced route (the first of them waits for all)
+
+
+class _Together:
+    """A coalesced route's requests that arrived while the process was busy, handled as one batch
+    (:func:`notify_core.coalesce.run_together`) on the event loop: the loop is busy with one batch while the
+    next requests queue, so under load each batch takes what came during the last one, and a lone request is
+    a batch of one (the handler as it is, one turn of the loop later)."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.waiting: list[tuple[ApiEvent, _Context, asyncio.Future[Any]]] = []
+        self.scheduled = False
+        self.seen = 0
+
+    def submit(self, event: ApiEvent, context: _Context) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Any] = loop.create_future()
+        self.waiting.append((event, context, reply))
+        if not self.scheduled:
+            self.scheduled, self.seen = True, 0
+            loop.call_soon(self._run)
+        return reply
+
+    def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.seen < len(self.waiting) < TOGETHER:
+            # more came in since the last look: one more turn of the loop lets the rest of the burst in (the
+            # sockets read in one turn start their requests in the next)
+            self.seen = len(self.waiting)
+            loop.call_soon(self._run)
+            return
+        batch, self.waiting = self.waiting[:TOGETHER], self.waiting[TOGETHER:]
+        handler = self.handler
+        results = run_together([functools.partial(handler, event, context) for event, context, _ in batch])
+        for (_, _, reply), result in zip(batch, results, strict=True):
+            if reply.cancelled():  # the client went away
+                continue
+            if isinstance(result, Exception):
+                reply.set_exception(result)
+            else:
+                reply.set_result(result)
+        self.seen = 0
+        if self.waiting:
+            loop.call_soon(self._run)
+        else:
+            self.scheduled = False
+
+
 def _endpoint(route: GatewayRoute, max_body: int) -> Any:
     handler: list[Handler] = []
     handler_ready: list[bool] = []
+    together: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Together] = weakref.WeakKeyDictionary()
 
     async def endpoint(request: Request) -> Response:
         if not handler:
@@ -214,7 +270,11 @@ def _endpoint(route: GatewayRoute, max_body: int) -> Any:
             )
         event: ApiEvent = to_api_event(request, route, body)
         context = _Context(route.handler, event["requestContext"]["requestId"])
-        if route.inline and handler_ready:
+        if route.coalesce and handler_ready:
+            loop = asyncio.get_running_loop()  # one batch a loop (a worker has one; a test client may run several)
+            batch = together.get(loop) or together.setdefault(loop, _Together(handler[0]))
+            reply = await batch.submit(event, context)
+        elif route.inline and handler_ready:
             reply = handler[0](event, context)
         else:  # the first call cold-starts the handler (settings, Store, index): never on the loop
             reply = await run_in_threadpool(handler[0], event, context)

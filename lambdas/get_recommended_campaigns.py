@@ -26,6 +26,7 @@ from lambdas import runtime
 from lambdas.coldstart import ColdStart
 from lambdas.edge import Edge, current
 from lambdas.index import build_holder
+from notify_core.coalesce import ask
 from notify_core.errors import NotifyError, ValidationError
 from notify_core.recommend.recommender import MAX_LIMIT, Recommender
 
@@ -73,7 +74,9 @@ def _recommend(user_id: str, limit: int, *, rid: str, api: bool) -> dict[str, An
         user_id = user_id.strip()
         if not user_id or len(user_id) > MAX_USER_ID:
             raise ValidationError(f"user_id must be a non-empty string of at most {MAX_USER_ID} characters")
-        result = get_recommender().recommend(user_id, limit=limit)
+        # One ask: the recommender itself on Lambda; in the local gateway's batches, answered with the
+        # other waiting requests' by one ranking (notify_core.coalesce, Recommender.recommend_each).
+        result = ask(get_recommender().recommend_each, (user_id, limit))
         count, strategy, version = len(result.items), result.strategy, result.index_version
         return result.as_dict()
     except NotifyError as exc:

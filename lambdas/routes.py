@@ -31,6 +31,9 @@ class GatewayRoute:
     path: str  # API Gateway / starlette template: /v1/users/{user_id}/recommendations
     handler: str  # "module:function"
     inline: bool = False  # local gateway: run on the event loop (only handlers that never wait on I/O)
+    # local gateway, inline routes: the requests waiting on one process run as one batch, whose shared asks
+    # (notify_core.coalesce) are answered together (recommendations: one ranking of all their users)
+    coalesce: bool = False
     scope: str | None = None  # None: public (the signed tracking links)
     regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
@@ -48,7 +51,7 @@ ROUTES: list[GatewayRoute] = [
     GatewayRoute("POST", "/v1/events", "lambdas.capture_events:handler", scope=EVENTS_WRITE),
     GatewayRoute("POST", "/v1/schedules", "lambdas.generate_schedule:handler", scope=SCHEDULES_WRITE),
     GatewayRoute("GET", "/v1/users/{user_id}/recommendations", "lambdas.get_recommended_campaigns:handler",
-                 inline=True, scope=RECOMMENDATIONS_READ),
+                 inline=True, coalesce=True, scope=RECOMMENDATIONS_READ),
     GatewayRoute("POST", "/v1/campaigns", "lambdas.upsert_campaign:handler", scope=CAMPAIGNS_WRITE),
     GatewayRoute("DELETE", "/v1/users/{user_id}", "lambdas.erase_user:handler", scope=ADMIN),
     GatewayRoute("GET", "/t/{notification_id}", "lambdas.track:click"),

@@ -222,6 +222,13 @@ def _weighted_column_sums(orders_by_product: Mapping[str, int], index: Mapping[s
     return _weighted_row_sums(rows, orders, indptr, indices, data, size=size)
 
 
+def span_positions(starts: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """``arange(starts[i], starts[i] + lengths[i])`` for every i, concatenated: the positions of many spans of
+    one flat array, for one gather (no Python loop over the spans: a heavy buyer has hundreds)."""
+    offsets = np.cumsum(lengths) - lengths
+    return np.asarray(np.repeat(starts - offsets, lengths) + np.arange(int(lengths.sum())), dtype=np.int64)
+
+
 def _weighted_row_sums(rows: npt.NDArray[np.int64], orders: F64, indptr: npt.NDArray[Any], indices: npt.NDArray[Any],
                        data: F64, *, size: int) -> F64 | None:
     """:func:`_weighted_column_sums` from the ordered products' matrix ``rows`` and their ``orders`` (> 0), in
@@ -232,9 +239,7 @@ def _weighted_row_sums(rows: npt.NDArray[np.int64], orders: F64, indptr: npt.NDA
     # the user's order, each weight x similarity summed per column in that order (np.bincount adds
     # sequentially from 0, as scipy's sparse product does), so the sums are bit-identical to it.
     starts, lengths = indptr[rows], indptr[rows + 1] - indptr[rows]
-    total = int(lengths.sum())
-    offsets = np.cumsum(lengths) - lengths
-    at = np.repeat(starts - offsets, lengths) + np.arange(total)
+    at = span_positions(starts, lengths)
     columns, sims = indices[at], data[at]
     out = np.empty((2, size))
     for i, weight in enumerate((np.log1p(orders), orders)):
@@ -356,21 +361,28 @@ def copurchase_block(rows: npt.NDArray[np.int64], orders: F64, users: npt.NDArra
                      promotion: PromotionMatrix) -> CopurchaseBlock:
     """:func:`copurchase_campaign_rows` of ``count`` users at once, from their ordered products' neighbour-matrix
     ``rows`` and ``orders`` (each user's ``UserProducts.neighbour_rows``, concatenated; ``users[i]`` in
-    0..count-1 is the user of ``rows[i]``, ascending). One sparse product for the block (users x products @
-    products x promoted products): scipy adds each column's terms in the users' product order, as
-    :func:`_weighted_row_sums` does (its per-call overhead, ~1 ms, is what one user's request avoids; a block
-    pays it once), and the same maxima and division follow, so the values are the same bits as each user's
-    call. Take at most :func:`copurchase_block_users` users a call."""
+    0..count-1 is the user of ``rows[i]``, ascending). The block's sums are :func:`_weighted_row_sums`' with
+    the cells numbered (user, promoted product): one ``np.bincount`` adds each cell's terms in the user's
+    product order, as one user's call does, and the same maxima and division follow, so the values are the
+    same bits as each user's call. Why not scipy's sparse product (users x products @ products x promoted
+    products, the same sums): building the two CSR matrices checks every index of the neighbour matrix, ~1 ms
+    a call, which a block of a few users (serving's) paid again and again. Take at most
+    :func:`copurchase_block_users` users a call."""
     width = len(promotion.rows)
     kept = np.zeros((count, width), dtype=bool)
     if not width or promotion.restricted is None or promotion.compact is None or not len(rows):
         return CopurchaseBlock(affinity=np.zeros((count, width)), raw=np.zeros((count, width)), kept=kept)
     indptr, indices, data, size = promotion.restricted
-    neighbours = sparse.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, size))
-    per_user = np.searchsorted(users, np.arange(count + 1))
-    best, raw = (_campaign_columns_max(
-        (sparse.csr_matrix((weight, rows, per_user), shape=(count, neighbours.shape[0])) @ neighbours).toarray(),
-        promotion) for weight in (np.log1p(orders), orders))
+    starts, lengths = indptr[rows], indptr[rows + 1] - indptr[rows]
+    at = span_positions(starts, lengths)
+    cells = np.repeat(users * size, lengths) + indices[at]  # (user, promoted product), flattened
+    sims = data[at]
+
+    def sums(weight: F64) -> F64:  # users x promoted products, each cell's terms added in the user's order
+        summed = np.bincount(cells, weights=np.repeat(weight, lengths) * sims, minlength=count * size)
+        return np.asarray(summed, dtype=np.float64).reshape(count, size)
+
+    best, raw = (_campaign_columns_max(sums(weight), promotion) for weight in (np.log1p(orders), orders))
     np.greater(best, 0, out=kept)
     top = best.max(axis=1, initial=0.0)[:, None]  # each user's best campaign: the max of the kept ones
     # best / top where kept, else 0: divided everywhere, then chosen (``np.divide(..., where=kept)`` is the same

@@ -36,7 +36,7 @@ from notify_core.campaigns.table import CampaignTable
 from notify_core.recommend.ann import Matches, Vectors, unit_rows
 from notify_core.recommend.artefacts import ArtefactStore
 from notify_core.recommend.index import CURRENT, OVERLAY, LoadedIndex, current_version, load_version
-from notify_core.recommend.scoring import PromotionMatrix
+from notify_core.recommend.scoring import PromotionMatrix, span_positions
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +120,8 @@ def effective_overlay(entries: Iterable[OverlayEntry], base: LoadedIndex | None)
 
 def gather_spans(flat: npt.NDArray[np.int64], *, starts: npt.NDArray[np.int64],
                  lengths: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-    """``flat[starts[i] : starts[i] + lengths[i]]`` for every i, concatenated, in one gather (no Python
-    loop over the spans: a heavy buyer has hundreds)."""
-    offsets = np.cumsum(lengths) - lengths
-    return flat[np.repeat(starts - offsets, lengths) + np.arange(int(lengths.sum()))]
+    """``flat[starts[i] : starts[i] + lengths[i]]`` for every i, concatenated, in one gather."""
+    return flat[span_positions(starts, lengths)]
 
 
 @dataclass(frozen=True, slots=True)

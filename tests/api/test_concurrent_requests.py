@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -62,3 +63,50 @@ def test_concurrent_recommendations_each_answer_their_own_user_and_limit(served:
         results = list(pool.map(get, range(240)))
     wrong = [r for r in results if r[0] != r[2] or r[1] != r[3]]
     assert not wrong, f"{len(wrong)} of {len(results)} replies answered another request: {wrong[:5]}"
+
+
+def test_recommendations_waiting_together_are_answered_in_one_batch_each_its_own(
+        served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gateway's coalesced route on one event loop (a worker's): requests that arrive together run as a
+    batch (notify_core.coalesce; their users ranked by one recommend_each) and each reply is the one the
+    request gets alone: its own user, limit and scores, its own request id; a bad request in the batch gets
+    its own 4xx."""
+    import asyncio
+
+    import httpx
+
+    from lambdas import gateway
+
+    token = served.key(RECOMMENDATIONS_READ)
+    headers = {"x-api-key": token}
+    asks = [(("u1", "u2", "u_new")[i % 3], 1 + i % 4) for i in range(24)]
+    alone = {ask: served.client.get(f"/v1/users/{ask[0]}/recommendations?limit={ask[1]}", headers=headers).json()
+             for ask in set(asks)}  # one at a time (each a batch of one)
+    batches: list[int] = []
+    together = gateway.run_together
+
+    def counted(calls: Any) -> Any:
+        batches.append(len(calls))
+        return together(calls)
+
+    monkeypatch.setattr(gateway, "run_together", counted)
+    each = served.world.recommender.recommend_each
+    resolved: list[int] = []
+    monkeypatch.setattr(served.world.recommender, "recommend_each",
+                        lambda items, **kw: resolved.append(len(items)) or each(items, **kw))
+
+    async def burst() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=served.client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            requests = [client.get(f"/v1/users/{user}/recommendations?limit={limit}", headers=headers)
+                        for user, limit in asks]
+            requests += [client.get("/v1/users/nobody/recommendations", headers=headers),
+                         client.get("/v1/users/u1/recommendations?limit=0", headers=headers)]
+            return await asyncio.gather(*requests)
+
+    replies = asyncio.run(burst())
+    assert [r.json() for r in replies[:len(asks)]] == [alone[ask] for ask in asks]
+    assert [r.status_code for r in replies[len(asks):]] == [404, 400]
+    assert len({r.headers["x-request-id"] for r in replies}) == len(replies)
+    assert sum(batches) == len(replies) and max(batches) > 1 and max(batches) <= gateway.TOGETHER
+    assert max(resolved) > 1  # the batch's users ranked by one call

@@ -12,10 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from notify_core.errors import NotifyError
 from notify_core.recommend import scoring
 from notify_core.recommend.index import COPURCHASE_SCHEMA
 from notify_core.recommend.recommender import (
     RankedColumns,
+    Recommendations,
     Recommender,
     UserContext,
     _best_of_block,
@@ -108,6 +110,34 @@ def test_a_block_of_users_ranks_each_as_a_single_request_does(world: World, monk
     assert any(a[4].get("opted_out") for a in block) and any(a[4].get("inactive") for a in block)
     assert any("copurchase" in i.reasons for a in block for i in a[5])
     assert any("repeat_purchase" in i.reasons for a in block for i in a[5])
+
+
+def test_coalesced_asks_are_answered_as_each_lone_request(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``recommend_each`` (the serving batch): each ask's answer is its lone ``recommend``'s, whatever else was
+    asked with it: the same user twice, several limits, an unknown user and a bad limit (their errors in their
+    own places), and a lone ask (``recommend`` itself, work cache included)."""
+    ids = _shop(world, users=40, seed=7)
+    ranker = world.recommender_with(cache_users=64)
+    asks = [(u, 10 if i % 4 else 3) for i, u in enumerate(ids)] + [(ids[0], 10), ("nobody", 10), (ids[1], 0)]
+    blocks: list[int] = []
+    many = Recommender.recommend_many
+
+    def counted(self: Recommender, user_ids: Any, **kw: Any) -> Any:
+        blocks.append(len(user_ids))
+        return many(self, user_ids, **kw)
+
+    monkeypatch.setattr(Recommender, "recommend_many", counted)
+    answers = ranker.recommend_each(asks, now=NOW)
+    assert sorted(blocks) == [10, 32]  # one ranking a limit: 30 users, ids[0] again and "nobody" at 10; 10 at 3
+    for (user, limit), answer in zip(asks, answers, strict=True):
+        try:
+            expected: Any = _answer(ranker.recommend(user, limit=limit, now=NOW))
+        except NotifyError as exc:
+            assert type(answer) is type(exc) and str(answer) == str(exc)
+            continue
+        assert isinstance(answer, Recommendations) and _answer(answer) == expected
+    lone = ranker.recommend_each([(ids[2], 5)], now=NOW)
+    assert len(blocks) == 2 and _answer(lone[0]) == _answer(ranker.recommend(ids[2], limit=5, now=NOW))
 
 
 def test_the_block_answers_the_blend_too(world: World) -> None:
