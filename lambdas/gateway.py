@@ -239,19 +239,25 @@ class _Together:
             return
         batch, self.waiting = self.waiting[:TOGETHER], self.waiting[TOGETHER:]
         handler = self.handler
-        results = run_together([functools.partial(handler, event, context) for event, context, _ in batch])
-        for (_, _, reply), result in zip(batch, results, strict=True):
-            if reply.cancelled():  # the client went away
-                continue
-            if isinstance(result, Exception):
-                reply.set_exception(result)
+        try:
+            results: list[Any] = run_together([functools.partial(handler, event, context)
+                                               for event, context, _ in batch])
+        except BaseException as exc:  # never a request left waiting, nor the route stuck "scheduled"
+            results = [exc] * len(batch)
+            raise
+        finally:
+            for (_, _, reply), result in zip(batch, results, strict=True):
+                if reply.done():  # cancelled: the client went away
+                    continue
+                if isinstance(result, BaseException):
+                    reply.set_exception(result)
+                else:
+                    reply.set_result(result)
+            self.seen = 0
+            if self.waiting:
+                loop.call_soon(self._run)
             else:
-                reply.set_result(result)
-        self.seen = 0
-        if self.waiting:
-            loop.call_soon(self._run)
-        else:
-            self.scheduled = False
+                self.scheduled = False
 
 
 def _endpoint(route: GatewayRoute, max_body: int) -> Any:

@@ -110,3 +110,39 @@ def test_recommendations_waiting_together_are_answered_in_one_batch_each_its_own
     assert len({r.headers["x-request-id"] for r in replies}) == len(replies)
     assert sum(batches) == len(replies) and max(batches) > 1 and max(batches) <= gateway.TOGETHER
     assert max(resolved) > 1  # the batch's users ranked by one call
+
+
+def test_a_batch_that_fails_leaves_no_request_waiting(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch that raises (a bug, not a handler's error: those are replies) answers its own requests with the
+    gateway's 500 and leaves the route working: no request of it waits forever, and the next batch runs."""
+    import asyncio
+
+    import httpx
+
+    from lambdas import gateway
+
+    headers = {"x-api-key": served.key(RECOMMENDATIONS_READ)}
+    assert served.client.get("/v1/users/u1/recommendations", headers=headers).status_code == 200  # cold start
+    real, failed = gateway.run_together, []
+
+    def failing_once(calls: Any) -> Any:
+        if not failed:
+            failed.append(len(calls))
+            raise RuntimeError("a bug in the batch")
+        return real(calls)
+
+    monkeypatch.setattr(gateway, "run_together", failing_once)
+
+    async def bursts() -> tuple[list[int], list[int]]:
+        transport = httpx.ASGITransport(app=served.client.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            async def burst() -> list[int]:
+                replies = await asyncio.wait_for(asyncio.gather(*[
+                    client.get(f"/v1/users/{user}/recommendations", headers=headers) for user in ("u1", "u2") * 3]),
+                    timeout=10)
+                return [r.status_code for r in replies]
+            return await burst(), await burst()
+
+    first, second = asyncio.run(bursts())
+    assert failed and first.count(500) == failed[0] and set(first) <= {200, 500}
+    assert second == [200] * 6
