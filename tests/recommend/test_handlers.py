@@ -177,7 +177,8 @@ def test_through_the_gateway_over_http(gateway: str, installed: World) -> None:
 
 def test_notify_serve_with_two_worker_processes(installed: World) -> None:
     """`notify serve --workers 2`: two processes on one port, each cold-starting the handlers from the
-    environment; concurrent requests all answer, with the same ranking as in-process."""
+    environment; concurrent requests (each worker runs those waiting on it as one batch) all answer, each with
+    its own user's and limit's ranking as in-process, the unknown user 404."""
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "notify_cli.stream_commands", "serve", "--data-dir",
                                str(installed.root), "--port", str(port), "--workers", "2"],
@@ -192,13 +193,15 @@ def test_notify_serve_with_two_worker_processes(installed: World) -> None:
         key = key_file.read_text().strip()
         assert httpx.get(f"{base}/v1/users/u1/recommendations", timeout=30).status_code == 401
         served = installed.recommender_with()  # serving's default: the learned ranker
-        expected = [r.campaign_id for r in served.recommend("u1").items]
+        asks = [(("u1", "u2", "u_new")[i % 3], (10, 3)[i % 2]) for i in range(48)]
+        expected = {ask: [r.campaign_id for r in served.recommend(ask[0], limit=ask[1]).items] for ask in set(asks)}
         with ThreadPoolExecutor(8) as pool:
-            replies = list(pool.map(lambda _: httpx.get(f"{base}/v1/users/u1/recommendations", timeout=30,
-                                                        headers={"x-api-key": key}), range(40)))
-        assert {r.status_code for r in replies} == {200}
-        got = [[i["campaign_id"] for i in r.json()["recommendations"]] for r in replies]
-        assert all(g == expected for g in got), (got[0], expected, replies[0].json())
+            replies = list(pool.map(lambda ask: httpx.get(f"{base}/v1/users/{ask[0]}/recommendations", timeout=30,
+                                                          params={"limit": ask[1]}, headers={"x-api-key": key}),
+                                    [*asks, ("nobody", 10)]))
+        assert [r.status_code for r in replies] == [200] * len(asks) + [404]
+        got = [[i["campaign_id"] for i in r.json()["recommendations"]] for r in replies[:len(asks)]]
+        assert got == [expected[ask] for ask in asks], (got[0], expected[asks[0]], replies[0].json())
     finally:
         stop_process(server)
 
