@@ -387,13 +387,13 @@ class Recommender:
         (``lone_search``), so each answer is the one its user would get alone, to the bit, whoever else was
         waiting."""
         now = now or utcnow(self.clock)
-        out: list[Recommendations | NotifyError | None] = [None] * len(asks)
         if len(asks) == 1:
+            user_id, limit = asks[0]
             try:
-                out[0] = self.recommend(asks[0][0], limit=asks[0][1], now=now)
+                return [self.recommend(user_id, limit=limit, now=now)]
             except NotifyError as exc:
-                out[0] = exc
-            return cast(list[Recommendations | NotifyError], out)
+                return [exc]
+        out: list[Recommendations | NotifyError | None] = [None] * len(asks)
         by_limit: dict[int, list[int]] = {}
         for i, (_user_id, limit) in enumerate(asks):
             try:

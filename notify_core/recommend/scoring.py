@@ -235,16 +235,25 @@ def _weighted_row_sums(rows: npt.NDArray[np.int64], orders: F64, indptr: npt.NDA
     the user's product order (serving codes the products once a request: ``UserProducts.neighbour_rows``)."""
     if not len(rows):
         return None
-    # weight @ matrix[rows] without scipy's per-call object overhead (~1 ms here): the rows' entries in
-    # the user's order, each weight x similarity summed per column in that order (np.bincount adds
-    # sequentially from 0, as scipy's sparse product does), so the sums are bit-identical to it.
+    return _weighted_sums(rows, orders, indptr, indices, data, size=size)[:, 0]
+
+
+def _weighted_sums(rows: npt.NDArray[np.int64], orders: F64, indptr: npt.NDArray[Any], indices: npt.NDArray[Any],
+                   data: F64, *, size: int, users: npt.NDArray[np.int64] | None = None, count: int = 1) -> F64:
+    """The two weighted sums (log1p(orders), then orders, x similarity) of the matrix ``rows``' entries per
+    column, as 2 x ``count`` x ``size``: for one user (``users`` None), or for ``count`` users at once, ``users[i]``
+    the user of ``rows[i]`` (:func:`copurchase_block`). Why not scipy (weight @ matrix[rows]): its per-call
+    object overhead, ~1 ms, and building a CSR checks every index of the matrix. Each (user, column) cell's
+    terms are added in the rows' order (np.bincount adds sequentially from 0, as scipy's sparse product
+    does), so the sums are bit-identical to it and a user's are the same whoever shares the call."""
     starts, lengths = indptr[rows], indptr[rows + 1] - indptr[rows]
     at = span_positions(starts, lengths)
-    columns, sims = indices[at], data[at]
-    out = np.empty((2, size))
+    cells = indices[at] if users is None else np.repeat(users * size, lengths) + indices[at]
+    sims = data[at]
+    out = np.empty((2, count * size))
     for i, weight in enumerate((np.log1p(orders), orders)):
-        out[i] = np.bincount(columns, weights=np.repeat(weight, lengths) * sims, minlength=size)
-    return out
+        out[i] = np.bincount(cells, weights=np.repeat(weight, lengths) * sims, minlength=count * size)
+    return out.reshape(2, count, size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,28 +370,18 @@ def copurchase_block(rows: npt.NDArray[np.int64], orders: F64, users: npt.NDArra
                      promotion: PromotionMatrix) -> CopurchaseBlock:
     """:func:`copurchase_campaign_rows` of ``count`` users at once, from their ordered products' neighbour-matrix
     ``rows`` and ``orders`` (each user's ``UserProducts.neighbour_rows``, concatenated; ``users[i]`` in
-    0..count-1 is the user of ``rows[i]``, ascending). The block's sums are :func:`_weighted_row_sums`' with
-    the cells numbered (user, promoted product): one ``np.bincount`` adds each cell's terms in the user's
-    product order, as one user's call does, and the same maxima and division follow, so the values are the
-    same bits as each user's call. Why not scipy's sparse product (users x products @ products x promoted
-    products, the same sums): building the two CSR matrices checks every index of the neighbour matrix, ~1 ms
-    a call, which a block of a few users (serving's) paid again and again. Take at most
-    :func:`copurchase_block_users` users a call."""
+    0..count-1 is the user of ``rows[i]``, ascending). The block's sums are one user's (:func:`_weighted_sums`)
+    with the cells numbered (user, promoted product), and the same maxima and division follow, so the values
+    are the same bits as each user's call. (A scipy product built two CSR matrices a call, each checking every
+    index of the neighbour matrix: ~1 ms, which a block of a few users, serving's, paid again and again.) Take
+    at most :func:`copurchase_block_users` users a call."""
     width = len(promotion.rows)
     kept = np.zeros((count, width), dtype=bool)
     if not width or promotion.restricted is None or promotion.compact is None or not len(rows):
         return CopurchaseBlock(affinity=np.zeros((count, width)), raw=np.zeros((count, width)), kept=kept)
     indptr, indices, data, size = promotion.restricted
-    starts, lengths = indptr[rows], indptr[rows + 1] - indptr[rows]
-    at = span_positions(starts, lengths)
-    cells = np.repeat(users * size, lengths) + indices[at]  # (user, promoted product), flattened
-    sims = data[at]
-
-    def sums(weight: F64) -> F64:  # users x promoted products, each cell's terms added in the user's order
-        summed = np.bincount(cells, weights=np.repeat(weight, lengths) * sims, minlength=count * size)
-        return np.asarray(summed, dtype=np.float64).reshape(count, size)
-
-    best, raw = (_campaign_columns_max(sums(weight), promotion) for weight in (np.log1p(orders), orders))
+    dense = _weighted_sums(rows, orders, indptr, indices, data, size=size, users=users, count=count)
+    best, raw = (_campaign_columns_max(dense[i], promotion) for i in (0, 1))
     np.greater(best, 0, out=kept)
     top = best.max(axis=1, initial=0.0)[:, None]  # each user's best campaign: the max of the kept ones
     # best / top where kept, else 0: divided everywhere, then chosen (``np.divide(..., where=kept)`` is the same
