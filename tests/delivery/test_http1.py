@@ -36,7 +36,8 @@ def canned(*answers: bytes, close_after: bool = False) -> Iterator[tuple[int, li
                 seen.append(data)
                 conn.sendall(answer)
             if close_after:
-                conn.shutdown(socket.SHUT_RDWR)
+                with contextlib.suppress(OSError):  # the client may have hung up first (ENOTCONN)
+                    conn.shutdown(socket.SHUT_RDWR)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
