@@ -50,7 +50,7 @@ batch_size = max(50, min(1000, int(rate / 100)))  # ~10 ms of events per batch
 # Several producing threads, as several capture requests at once: produce_batch returns only once the
 # batch is acknowledged (Kafka: linger + acks=all, ~10 ms), so ONE thread offers at most a batch per
 # round trip (the 38.8k/s of a 49k/s run); N threads keep N batches in flight.
-lock = threading.Lock(); state = {"sent": 0}; start = time.monotonic()
+lock = threading.Lock(); state = {"sent": 0}; start = time.monotonic(); offer_start = time.time()
 def produce():
     while True:
         with lock:
@@ -70,8 +70,9 @@ for w in workers:
     w.start()
 for w in workers:
     w.join()
+offer_end = time.time()
 stream.close()
-print(state["sent"], flush=True)
+print(state["sent"], offer_start, offer_end, flush=True)  # what it offered, and over which wall-clock span
 """
 
 
@@ -107,6 +108,20 @@ def event_messages(start: int, count: int, *, run: str) -> list[Any]:
         else:
             append(Message("notify_clickstream", user, _CLICK % (tag, i, user, hh, mm, ss, i % 300), headers))
     return out
+
+
+SPEC_BOUND_MS = 5000.0  # the spec: 99.9 % of events persisted within 5 s
+
+
+def sustained_rate(latencies_ms: np.ndarray, *, offer_seconds: float, bound_ms: float = SPEC_BOUND_MS) -> float:
+    """Events persisted within ``bound_ms`` of being produced, per second the producer offered.
+
+    The figure of a sustained run. A consumer that keeps up scores the rate offered; one that falls behind
+    scores what it persisted in time. Counting what was persisted by the producer's exit instead would
+    leave out the events in flight at that moment, and timing from the producer's start would count its
+    start-up (interpreter, imports, connecting), so that figure stays under the offered rate even when
+    every event is persisted at once."""
+    return float((latencies_ms <= bound_ms).sum()) / max(offer_seconds, 1e-9)
 
 
 def _percentiles(values: np.ndarray) -> dict[str, float]:
@@ -185,7 +200,9 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float, produ
             time.sleep(0.5)
         produce_end = time.time()
         consumer_cpu = time.process_time() - consumer_cpu
-        produced = int((producer.stdout.read() if producer.stdout else "0").strip() or 0)
+        sent, offer_start, offer_end = (producer.stdout.read() if producer.stdout else "").split()
+        produced = int(sent)
+        offer_s = max(float(offer_end) - float(offer_start), 1e-9)
         window_s = max(produce_end - started, 1e-9)
         cpu_share = {name: round((cpu_last[name] - cpu_start[name]) / window_s, 3) for name in pids}
         cpu_share["consumer"] = round(consumer_cpu / window_s, 3)  # this process: poll, hand-over, writes
@@ -214,7 +231,15 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float, produ
             "persisted": total,
             "persisted_within_window": window,
             "events_per_s": round(total / max(last - started, 1e-9)),
+            # The figure before session 21 (kept to compare with earlier results): persisted by the time the
+            # producer was seen to exit, over the time since it was started. It stays under the offered rate
+            # even when every event is persisted in time (see sustained_rate): session 8's 20 s runs persisted
+            # all 980,490 events within the window and scored 47.6-47.7k.
             "window_events_per_s": round(window / max(produce_end - started, 1e-9)),
+            # The figure: sustained_rate over the producer's own first-to-last wall-clock span.
+            "sustained_events_per_s": round(sustained_rate(values, offer_seconds=offer_s)),
+            "offer_seconds": round(offer_s, 3),
+            "producer_startup_s": round(float(offer_start) - started, 3),
             "unpersisted_after_drain": produced - total,
             # records the mock broker's retention removed by the end of the drain, whether the consumer had
             # read them first or not: those lost unread are in unpersisted_after_drain
@@ -260,7 +285,9 @@ def kafka_floor(*, seconds: float, producer_threads: int = 4) -> dict[str, Any]:
             producer_cpu = _process_cpu_s(producer.pid) or producer_cpu
             time.sleep(0.2)
         produce_s = time.perf_counter() - started
-        produced = int((producer.stdout.read() if producer.stdout else "0").strip() or 0)
+        sent, offer_start, offer_end = (producer.stdout.read() if producer.stdout else "").split()
+        produced = int(sent)
+        offer_s = max(float(offer_end) - float(offer_start), 1e-9)
         broker_produce_cpu = _process_cpu_s(broker.process.pid) - broker_cpu
 
         def drain(group: str, adapter: bool) -> dict[str, Any]:
@@ -297,7 +324,9 @@ def kafka_floor(*, seconds: float, producer_threads: int = 4) -> dict[str, Any]:
         adapter = drain("floor-adapter", adapter=True)
         return {
             "produced": produced,
-            "producer_events_per_s": round(produced / produce_s),
+            # while it offered (its own first-to-last span); from its start to its exit beside it
+            "producer_events_per_s": round(produced / offer_s),
+            "producer_start_to_exit_events_per_s": round(produced / produce_s),
             "producer_cpu_us_per_event": producer_cpu / max(produced, 1) * 1e6,
             "broker_cpu_us_per_produced_event": broker_produce_cpu / max(produced, 1) * 1e6,
             "bare_consumer": bare,
@@ -585,6 +614,8 @@ def main(argv: list[str] | None = None) -> int:
             r = stream_results[-1]
             r["loadavg"] = load_average()
             print(f"stream {backend:6s} offered {rate:>8.0f}/s: {r['events_per_s']:>7} ev/s "
+                  f"({r['sustained_events_per_s']:,} a second offered persisted within 5 s; offered for "
+                  f"{r['offer_seconds']} s after a {r['producer_startup_s']} s producer start-up) "
                   f"p50 {r['p50_ms']:.0f} ms p99 {r['p99_ms']:.0f} ms p99.9 {r['p999_ms']:.0f} ms "
                   f"produced {r['produced']:,} persisted {r['persisted']:,} (unpersisted "
                   f"{r['unpersisted_after_drain']:,}; removed by the broker's retention, read or not, "
@@ -596,12 +627,13 @@ def main(argv: list[str] | None = None) -> int:
             # The limit of a sustained run: what the consumer alone drains in this sitting (the producer
             # shares the box, so the ratio shows what running beside it costs), else what was offered.
             alone = drain["consumer_events_per_s"] if drain is not None else rate
-            limits.append(against_limit(path=f"{backend} {rate / 1000:.0f}k/s offered: persisted / consumer alone",
-                                        figure=r["window_events_per_s"], limit=alone, unit="ev/s", target=rate))
+            sustained = f"{backend} {rate / 1000:.0f}k/s offered: persisted within 5 s, per second offered"
+            limits.append(against_limit(path=f"{sustained} / consumer alone", figure=r["sustained_events_per_s"],
+                                        limit=alone, unit="ev/s", target=rate))
             if backend == "kafka" and floor is not None:
                 limits.append(against_limit(
-                    path=f"kafka {rate / 1000:.0f}k/s offered: persisted / bare confluent consumer (mock broker floor)",
-                    figure=r["window_events_per_s"], limit=floor["bare_consumer"]["events_per_s"], unit="ev/s",
+                    path=f"{sustained} / bare confluent consumer (mock broker floor)",
+                    figure=r["sustained_events_per_s"], limit=floor["bare_consumer"]["events_per_s"], unit="ev/s",
                     target=rate))
                 limits.append(against_limit(
                     path="kafka: bench producer unthrottled (what the box offers into the mock broker)",
@@ -619,11 +651,12 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     if stream_results:
-        print(f"{'stream -> Store':<16}{'offered/s':>10}{'produced/s':>11}{'events/s':>10}"
+        print(f"{'stream -> Store':<16}{'offered/s':>10}{'produced/s':>11}{'events/s':>10}{'in 5 s/s':>10}"
               f"{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}"
               f"{'<=2 s':>8}{'<=5 s':>8}{'left':>8}{'load':>7}")
     for r in stream_results:
-        print(f"{r['backend']:<16}{r['offered_rate']:>10.0f}{r['produced_per_s']:>11}{r['events_per_s']:>10}{r['p50_ms']:>9.0f}"
+        print(f"{r['backend']:<16}{r['offered_rate']:>10.0f}{r['produced_per_s']:>11}{r['events_per_s']:>10}"
+              f"{r['sustained_events_per_s']:>10}{r['p50_ms']:>9.0f}"
               f"{r['p99_ms']:>9.0f}{r['p999_ms']:>10.0f}{r['within_2s']:>8.1%}{r['within_5s']:>8.1%}"
               f"{r['unpersisted_after_drain']:>8}{r['loadavg'][0]:>7.2f}")
     if capture_results:
