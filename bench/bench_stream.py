@@ -124,6 +124,13 @@ def sustained_rate(latencies_ms: np.ndarray, *, offer_seconds: float, bound_ms: 
     return float((latencies_ms <= bound_ms).sum()) / max(offer_seconds, 1e-9)
 
 
+def _offered(producer: subprocess.Popen[str]) -> tuple[int, float, float]:
+    """What the exited :data:`PRODUCER` printed: the events it sent, when it began offering (epoch s) and for
+    how many seconds it offered (its own first-to-last span, without its start-up)."""
+    sent, start, end = (producer.stdout.read() if producer.stdout else "").split()
+    return int(sent), float(start), max(float(end) - float(start), 1e-9)
+
+
 def _percentiles(values: np.ndarray) -> dict[str, float]:
     if values.size == 0:
         return {"p50_ms": float("nan"), "p99_ms": float("nan"), "p999_ms": float("nan"), "max_ms": float("nan")}
@@ -200,9 +207,7 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float, produ
             time.sleep(0.5)
         produce_end = time.time()
         consumer_cpu = time.process_time() - consumer_cpu
-        sent, offer_start, offer_end = (producer.stdout.read() if producer.stdout else "").split()
-        produced = int(sent)
-        offer_s = max(float(offer_end) - float(offer_start), 1e-9)
+        produced, offer_start, offer_s = _offered(producer)
         window_s = max(produce_end - started, 1e-9)
         cpu_share = {name: round((cpu_last[name] - cpu_start[name]) / window_s, 3) for name in pids}
         cpu_share["consumer"] = round(consumer_cpu / window_s, 3)  # this process: poll, hand-over, writes
@@ -239,7 +244,7 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float, produ
             # The figure: sustained_rate over the producer's own first-to-last wall-clock span.
             "sustained_events_per_s": round(sustained_rate(values, offer_seconds=offer_s)),
             "offer_seconds": round(offer_s, 3),
-            "producer_startup_s": round(float(offer_start) - started, 3),
+            "producer_startup_s": round(offer_start - started, 3),
             "unpersisted_after_drain": produced - total,
             # records the mock broker's retention removed by the end of the drain, whether the consumer had
             # read them first or not: those lost unread are in unpersisted_after_drain
@@ -285,9 +290,7 @@ def kafka_floor(*, seconds: float, producer_threads: int = 4) -> dict[str, Any]:
             producer_cpu = _process_cpu_s(producer.pid) or producer_cpu
             time.sleep(0.2)
         produce_s = time.perf_counter() - started
-        sent, offer_start, offer_end = (producer.stdout.read() if producer.stdout else "").split()
-        produced = int(sent)
-        offer_s = max(float(offer_end) - float(offer_start), 1e-9)
+        produced, _, offer_s = _offered(producer)
         broker_produce_cpu = _process_cpu_s(broker.process.pid) - broker_cpu
 
         def drain(group: str, adapter: bool) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 The planner only needs a CANDIDATES frame (user_id, campaign_id, relevance). When an index is published
 the recommender gives it (:func:`notify_core.scheduling.service.candidate_source`); until one is, the
 documented fallback here: the exact cosine of each user's embedding with every eligible campaign's
-embedding (both unit vectors from the same model), top ``k`` per user. Exact is cheap at Notify's campaign
-counts (a (users x 384) @ (384 x campaigns) product per batch) and gives the planner the same shape.
+embedding (both unit vectors from the same model), top ``k`` per user. Exact is cheap enough at Notify's
+campaign counts (one 384-dim dot product a cell, ~0.14 ms a user at 1,662 campaigns: see
+:func:`cosine_candidates` for why not BLAS) and gives the planner the same shape.
 """
 
 from __future__ import annotations
