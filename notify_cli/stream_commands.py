@@ -65,7 +65,13 @@ def consume(
     stop gives it up uncommitted, to be read again by the next consumer, and exits with code 75
     (``notify_cli.STOPPED_UNFINISHED``).
     """
-    from notify_core.events.consumer import EventConsumer, StoppedWhileRetryingError, totals_dict, tune_gc_for_ingest
+    from notify_core.events.consumer import (
+        BatchOutcome,
+        EventConsumer,
+        StoppedWhileRetryingError,
+        totals_dict,
+        tune_gc_for_ingest,
+    )
     from notify_core.observability import configure_logging
     from notify_core.store.factory import build_store
 
@@ -96,9 +102,10 @@ def consume(
                 store.close()
                 typer.echo(f"notify consume: {exc}", err=True)
                 raise typer.Exit(3) from None
-            if stop.wait(0.5):
+            if stop.wait(0.5):  # stopped before it took over: it handled nothing, and says so as any stop does
                 stream.close()
                 store.close()
+                typer.echo(json.dumps({**totals_dict(BatchOutcome()), "lag": None}))
                 return
     area = build_landing_area(settings)  # aws: order files go to the S3 prefix, where ingestion finds them
     pusher = threading.Thread(target=_push_landing, args=(area, stop), daemon=True)

@@ -26,6 +26,7 @@ import sys, time
 from notify_core.events.models import VALIDATED_HEADERS
 from notify_core.stream.port import Message
 path, total, rate = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+first = int(sys.argv[4]) if len(sys.argv) > 4 else 0  # event ids e<first>... (a second producer's go on)
 if path.startswith("kafka:"):  # a Kafka bootstrap address instead of a local log file
     from notify_core.stream.kafka import KafkaStream
     log = KafkaStream(bootstrap_servers=path[len("kafka:"):])
@@ -33,10 +34,10 @@ else:
     from notify_core.stream.local_log import LocalLog
     log = LocalLog(path)
 start = time.monotonic()
-for lo in range(0, total, 500):
+for lo in range(first, first + total, 500):
     batch = []
     marked = VALIDATED_HEADERS if lo // 500 % 2 else ()  # every other batch takes the trusted path
-    for i in range(lo, min(lo + 500, total)):
+    for i in range(lo, min(lo + 500, first + total)):
         user = f"u{i % 997}"
         ts = f"2024-03-{1 + i // 86400 % 28:02d}T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}Z"
         if i % 10 == 0:
@@ -50,7 +51,7 @@ for lo in range(0, total, 500):
             batch.append(Message("notify_clickstream", user.encode(), value.encode(), marked))
     log.produce_batch(batch)
     if rate > 0:
-        ahead = (lo + 500) / rate - (time.monotonic() - start)
+        ahead = (lo - first + 500) / rate - (time.monotonic() - start)
         if ahead > 0:
             time.sleep(ahead)
 log.close()

@@ -74,14 +74,21 @@ def wait_for(data_dir: Path, n: int, *, timeout: float) -> int:
 def stop(proc: subprocess.Popen[bytes]) -> dict[str, int]:
     """SIGTERM: the consumer finishes its batch, commits, prints its totals as JSON and exits 0."""
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=60)
+    try:
+        out, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail(f"consumer {proc.pid} still running 60 s after SIGTERM:\n{stderr_tail(proc)}")
     assert proc.returncode == 0, f"consumer exited {proc.returncode}:\n{stderr_tail(proc)}"
     totals: dict[str, int] = json.loads(out.decode().strip().splitlines()[-1])
     return totals
 
 
-def produce(target: str, events: int, rate: float) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", crash_harness.PRODUCER, target, str(events), str(rate)], cwd=ROOT)
+def produce(target: str, events: int, rate: float, *, first: int = 0) -> subprocess.Popen[bytes]:
+    """Events ``e<first>`` ... ``e<first + events - 1>`` at ``rate`` a second, in a producer process."""
+    return subprocess.Popen([sys.executable, "-c", crash_harness.PRODUCER, target, str(events), str(rate),
+                             str(first)], cwd=ROOT)
 
 
 @pytest.mark.kafka
@@ -118,13 +125,17 @@ def test_three_kafka_consumers_survive_joins_and_a_kill_9_and_persist_every_even
 
 
 def test_a_second_embedded_log_consumer_refuses_and_a_standby_takes_over(tmp_path: Path) -> None:
-    events = 12_000
+    """Events flow in two halves: the first member is stopped (gracefully) once it has persisted some of the
+    first half, the second half is produced only after it stopped, so each member has records to handle
+    however slowly the processes start on a busy box (fixed sleeps let the first handle them all)."""
+    half = 6_000
+    events = 2 * half
     data_dir = tmp_path / "data"
     log_path = data_dir / "stream" / "log.sqlite"
     log_path.parent.mkdir(parents=True)
-    producer = produce(str(log_path), events, 2_000)
+    producer = produce(str(log_path), half, 2_000)
     first = start_consumer(data_dir, "first", "--max-batch", "500")
-    time.sleep(2.5)
+    assert wait_for(data_dir, 500, timeout=60) >= 500, stderr_tail(first)
     second = start_consumer(data_dir, "second")
     assert second.wait(timeout=60) == 3
     message = (tmp_path / "second.err").read_text()
@@ -134,6 +145,7 @@ def test_a_second_embedded_log_consumer_refuses_and_a_standby_takes_over(tmp_pat
     assert standby.poll() is None and first.poll() is None
     handled_first = stop(first)["records"]  # graceful hand-over: the first commits what it handled
     assert producer.wait(timeout=120) == 0
+    assert produce(str(log_path), half, 2_000, first=half).wait(timeout=120) == 0
     assert wait_for(data_dir, events, timeout=60) == events
     handled_standby = stop(standby)["records"]
     # one member at a time, and a clean hand-over: every record handled by exactly one of them
@@ -161,3 +173,20 @@ def test_a_standby_takes_over_from_a_killed_embedded_log_consumer(tmp_path: Path
     crash_harness._count(data_dir, report)
     report.final_lag = 0
     assert report.ok, report.line()
+
+
+def test_a_standby_stopped_before_it_took_over_says_it_handled_nothing(tmp_path: Path) -> None:
+    """SIGTERM ends every ``notify consume`` with its totals as JSON, a standby still waiting for the group
+    too (it printed nothing before, so a supervisor reading the last line had nothing to read)."""
+    data_dir = tmp_path / "data"
+    log_path = data_dir / "stream" / "log.sqlite"
+    log_path.parent.mkdir(parents=True)
+    assert produce(str(log_path), 1_000, 0).wait(timeout=120) == 0
+    first = start_consumer(data_dir, "first", "--max-batch", "500")
+    assert wait_for(data_dir, 1_000, timeout=60) == 1_000, stderr_tail(first)
+    standby = start_consumer(data_dir, "standby", "--standby")
+    time.sleep(2.5)
+    assert standby.poll() is None and first.poll() is None
+    waiting = stop(standby)
+    assert waiting["records"] == 0 and waiting["persisted"] == 0 and waiting["lag"] is None
+    assert stop(first)["records"] == 1_000
