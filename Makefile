@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 STAMP := $(VENV)/.setup-stamp
 
-.PHONY: setup demo test test-durations test-slow test-timeshift test-faults bench bench-peak dev lint typecheck
+.PHONY: setup demo test test-slow test-timeshift test-faults bench bench-peak dev lint typecheck
 
 $(STAMP): pyproject.toml package.json scripts/setup.sh
 	./scripts/setup.sh
@@ -18,16 +18,11 @@ demo: $(STAMP)
 ## The whole test suite (starts DynamoDB Local and a Kafka-protocol broker itself), on TEST_WORKERS
 ## processes (pytest-xdist), a test file to one process: run alone, the suite keeps ~1 of the 2 cores busy,
 ## half its wall is waiting on servers and subprocesses. 2 measured best here (20.5 min alone, 15.0 on
-## 2, 16.0 on 3, where a timing bug showed); TEST_WORKERS=0 runs it in this process. The files are queued
-## longest first from tests/durations.json (tests/durations.py), not by xdist's count of tests per file.
+## 2, 16.0 on 3, where a timing bug showed); TEST_WORKERS=0 runs it in this process.
 TEST_WORKERS ?= 2
-PYTEST_WORKERS = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
+PYTEST_WORKERS = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_WORKERS)
-
-## The suite as `make test` runs it, recording each file's seconds into the table that orders it.
-test-durations: $(STAMP)
-	$(VENV)/bin/python -m pytest $(PYTEST_WORKERS) --record-durations tests/durations.json
 
 ## Scale and soak tests, excluded from `make test`.
 test-slow: $(STAMP)

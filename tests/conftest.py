@@ -10,22 +10,9 @@ from pathlib import Path
 import pytest
 
 try:  # `tests` is importable as a package when the repo root is on sys.path (python -m pytest) ...
-    from tests import durations, servers
+    from tests import servers
 except ImportError:  # ... otherwise pytest's rootdir-less conftest import puts tests/ itself on sys.path
-    import durations  # type: ignore[no-redef]
     import servers  # type: ignore[no-redef]
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--record-durations", metavar="PATH", default=None,
-                     help="write each test file's seconds (setup + call + teardown) to PATH as JSON: the table "
-                          "tests/durations.py orders the files by (`make test-durations`)")
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    path = config.getoption("--record-durations")
-    if path and not hasattr(config, "workerinput"):  # the xdist controller (or the only process) sees every report
-        config.pluginmanager.register(durations.Recorder(Path(path)), "notify-durations")
 
 
 # ==================================================================================================
@@ -174,9 +161,7 @@ def _no_leaked_ignored_signals() -> Iterator[None]:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test that talks to the Kafka-protocol broker carries the ``kafka`` marker (directly, or through
     ``stream_backend``'s kafka parameter), so a run can select or leave them out (``-m "not kafka"``): the
-    timeshift runs do, since librdkafka's timers do not survive libfaketime. The files are queued longest
-    first (:mod:`tests.durations`)."""
-    durations.longest_first(items, durations.load())
+    timeshift runs do, since librdkafka's timers do not survive libfaketime."""
     for item in items:
         callspec = getattr(item, "callspec", None)
         uses_broker = "kafka_bootstrap" in getattr(item, "fixturenames", ()) or (

@@ -119,11 +119,8 @@ def _drill(tmp_path: Path, server: SeaweedS3, *, bucket: str = BUCKET, events: i
         _consume(log, store)
         outage = during() if during is not None else None
         (data / "lake" / "purchases" / "2011-03.parquet").write_bytes(os.urandom(200_000))  # a later snapshot
-        more = crash_harness.PRODUCER.replace("range(lo, min(lo + 500, total))",
-                                              "range(lo + OFFSET, min(lo + 500, total) + OFFSET)")
-        more = more.replace("import sys, time", f"import sys, time\nOFFSET = {half}")
-        subprocess.run([sys.executable, "-c", more, str(settings.local_log_path), str(events - half), "5000"],
-                       cwd=ROOT, check=True, timeout=120)
+        subprocess.run([sys.executable, "-c", crash_harness.PRODUCER, str(settings.local_log_path), str(events - half),
+                        "5000", str(half)], cwd=ROOT, check=True, timeout=120)  # events e<half>... on from the first
         _consume(log, store)
         acknowledged = {f"e{i}" for i in range(events)}
         if outage is not None:
