@@ -19,10 +19,10 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
 from botocore.config import Config
@@ -58,6 +58,7 @@ _PUT_CHUNK = 25  # BatchWriteItem limit
 _MAX_RETRY_ROUNDS = 10  # rounds of Unprocessed{Keys,Items} before giving up
 _BACKOFF_BASE_S = 0.05
 _BACKOFF_CAP_S = 2.0
+_T = TypeVar("_T")
 _TABLE_ACTIVE_TIMEOUT_S = 300.0
 # Queries of query_many in flight at once (within the client's 32 pooled connections): DynamoDB has no
 # multi-partition query. 960 partitions with a 4 ms round trip added to DynamoDB Local: 6.6-7.2 s one after
@@ -539,17 +540,27 @@ class DynamoTable:
 
     def query_many(self, pks: Sequence[str], *, key_range: KeyRange | None = None,
                    consistent: bool = False) -> dict[str, list[Item]]:
-        """One Query per partition (DynamoDB has no multi-partition query; BatchGetItem needs full keys), up to
-        ``_QUERY_THREADS`` of them in flight: the store's client is thread-safe, and the round trip, not the
-        work, is what a sequence of small queries waits on. The first failing query's error is raised."""
+        """One Query per partition (DynamoDB has no multi-partition query; BatchGetItem needs full keys), several
+        in flight (:meth:`_each_partition`)."""
+        return self._each_partition(pks, lambda pk: self.query(pk, key_range=key_range, consistent=consistent))
+
+    def query_columns_many(self, pks: Sequence[str], attributes: Sequence[str], *,
+                           key_range: KeyRange | None = None, consistent: bool = False) -> dict[str, Columns]:
+        """One projected Query per partition (:meth:`query_columns`), up to ``_QUERY_THREADS`` in flight."""
+        check_attributes(attributes)
+        return self._each_partition(
+            pks, lambda pk: self.query_columns(pk, attributes, key_range=key_range, consistent=consistent))
+
+    def _each_partition(self, pks: Sequence[str], answer: Callable[[str], _T]) -> dict[str, _T]:
+        """``answer(pk)`` for each distinct pk, in their first order, up to ``_QUERY_THREADS`` in flight (the
+        store's client is thread-safe; a query's round trip, not its work, is what a sequence waits on). The
+        first failing query's error is raised."""
         unique = list(dict.fromkeys(pks))
         for pk in unique:
             check_query(pk, None)
         if len(unique) <= 1:
-            return {pk: self.query(pk, key_range=key_range, consistent=consistent) for pk in unique}
-        answers = self.store.readers().map(
-            lambda pk: self.query(pk, key_range=key_range, consistent=consistent), unique)
-        return dict(zip(unique, answers, strict=True))
+            return {pk: answer(pk) for pk in unique}
+        return dict(zip(unique, self.store.readers().map(answer, unique), strict=True))
 
     def _write_chunk(self, items: list[dict[str, AttributeValue]]) -> None:
         pending: list[dict[str, Any]] = [{"PutRequest": {"Item": item}} for item in items]

@@ -231,6 +231,17 @@ class Table(Protocol):
         """
         ...
 
+    def query_columns_many(self, pks: Sequence[str], attributes: Sequence[str], *,
+                           key_range: KeyRange | None = None, consistent: bool = False) -> dict[str, Columns]:
+        """:meth:`query_columns` for many partitions: every pk of ``pks`` maps to what it answers (empty
+        columns when it has no item).
+
+        Why: ranking a block of users read each one's product rows with a query per user. On DynamoDB that
+        was a round trip a user, one after the other, which at a region's few milliseconds dwarfs the
+        ranking: DynamoDB keeps several queries in flight. SQLite runs one indexed statement per partition
+        (measured faster there than one statement for them all)."""
+        ...
+
     def put(self, item: Item, *, condition: Condition | None = None) -> None:
         """Write one item; raises ``ConditionFailedError`` if ``condition`` does not hold."""
         ...

@@ -83,6 +83,15 @@ class SealedTable:
         found = self.inner.query_many(pks, key_range=key_range, consistent=consistent)
         return {pk: [self._out(i) for i in items] for pk, items in found.items()}
 
+    def query_columns_many(self, pks: Sequence[str], attributes: Sequence[str], *,
+                           key_range: KeyRange | None = None, consistent: bool = False) -> dict[str, Columns]:
+        """As :meth:`query_columns`: the inner projection when no personal field is named."""
+        check_attributes(attributes)
+        if set(attributes).isdisjoint(PERSONAL_FIELDS[self._purpose]):
+            return self.inner.query_columns_many(pks, attributes, key_range=key_range, consistent=consistent)
+        found = self.query_many(pks, key_range=key_range, consistent=consistent)
+        return {pk: columns_of(items, attributes) for pk, items in found.items()}
+
     def put(self, item: Item, *, condition: Condition | None = None) -> None:
         self.inner.put(self._in(item), condition=condition)
 

@@ -1,5 +1,5 @@
 """The port's bulk methods (issue 21) on both adapters: batch_put_frame writes what batch_put writes,
-query_many answers what query answers per partition."""
+query_many answers what query answers per partition, query_columns_many what query_columns answers."""
 
 from __future__ import annotations
 
@@ -70,6 +70,8 @@ def test_query_many_is_query_per_partition(table: Table) -> None:
         for pk in many:
             assert many[pk] == table.query(pk, key_range=key_range, consistent=True)
     assert table.query_many([]) == {}
+    assert table.query_many(["p3", "p3"], key_range=KeyRange(prefix="2026-01-02#")) == {
+        "p3": table.query("p3", key_range=KeyRange(prefix="2026-01-02#"))}  # one partition (the plain query)
     with pytest.raises(ValidationError):
         table.query_many(["p1", ""])
 
@@ -83,3 +85,25 @@ def test_query_many_of_hundreds_of_partitions_keeps_each_answer_with_its_key(tab
     assert list(many) == pks
     assert {pk: [item["v"] for item in items] for pk, items in many.items()} == \
         {f"m{i:03d}": [i] * (i % 4 if i % 3 == 0 else 0) for i in reversed(range(300))}
+
+
+def test_query_columns_many_is_query_columns_per_partition(table: Table) -> None:
+    """Each partition's columns as its own ``query_columns`` gives them, for partitions with several, one and no
+    items, a repeated pk, more partitions than DynamoDB's queries in flight, key ranges and a repeated name."""
+    table.batch_put([{"pk": f"q{i:03d}", "sk": f"2026-01-0{d}#{k}", "n": i * 10 + d, "s": f"v{i}",
+                      **({"b": b"\x00\x01"} if d == 2 else {})}
+                     for i in range(0, 60, 2) for d in range(1, 1 + i % 4) for k in ("x", "y")])
+    pks = [f"q{i:03d}" for i in reversed(range(60))] + ["q004", "missing"]
+    for key_range in (None, KeyRange(prefix="2026-01-02#"), KeyRange(start="2026-01-02", end="2026-01-03#\uffff")):
+        for attributes in (("sk", "n"), ("s", "b", "sk", "s"), ("absent",)):
+            many = table.query_columns_many(pks, attributes, key_range=key_range, consistent=True)
+            assert list(many) == list(dict.fromkeys(pks))
+            for pk, columns in many.items():
+                assert columns == table.query_columns(pk, attributes, key_range=key_range, consistent=True), pk
+    assert sum(len(c["sk"]) for c in table.query_columns_many(pks, ("sk",)).values()) == 2 * sum(
+        i % 4 for i in range(0, 60, 2))
+    assert table.query_columns_many([], ("sk",)) == {}
+    with pytest.raises(ValidationError):
+        table.query_columns_many(["q002", ""], ("sk",))
+    with pytest.raises(ValidationError):
+        table.query_columns_many(["q002"], ())

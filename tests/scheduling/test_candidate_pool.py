@@ -55,6 +55,16 @@ class _DiesOnQuery:
                     os.kill(os.getpid(), signal.SIGKILL)
                 return table.query_columns(pk, attributes, **options)
 
+            def query_many(self, pks: Any, **options: Any) -> Any:
+                if victim in pks:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return table.query_many(pks, **options)
+
+            def query_columns_many(self, pks: Any, attributes: Any, **options: Any) -> Any:
+                if victim in pks:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return table.query_columns_many(pks, attributes, **options)
+
         return _Table()
 
     def __getattr__(self, attr: str) -> Any:

@@ -65,6 +65,10 @@ def test_the_store_holds_only_ciphertext_for_personal_fields(tmp_path: Path) -> 
         assert [r["phone"] for r in users.query("u2")] == ["+44 20 7946 0000"]
         assert users.query_columns("u2", ("phone", "user_id")) == {"phone": ["+44 20 7946 0000"], "user_id": ["u2"]}
         assert users.query_columns("u1", ("timezone",)) == {"timezone": ["UTC"]}  # nothing personal: the raw read
+        assert users.query_columns_many(["u2", "u1", "u9"], ("phone", "user_id")) == {
+            "u2": {"phone": ["+44 20 7946 0000"], "user_id": ["u2"]}, "u1": {"phone": [None], "user_id": ["u1"]},
+            "u9": {"phone": [], "user_id": []}}
+        assert users.query_columns_many(["u1"], ("timezone",)) == {"u1": {"timezone": ["UTC"]}}
         stored = raw.table(tables.USERS).get("u1", tables.PROFILE_SK)
         assert stored is not None and stored["timezone"] == "UTC"
         assert all(str(stored[f]).startswith(SEALED_PREFIX) for f in ("email", "first_name", "last_name"))
