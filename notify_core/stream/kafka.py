@@ -316,9 +316,14 @@ class KafkaStreamConsumer:
         keys = [(tp.topic, tp.partition) for tp in partitions]
         self.rebalances += 1
         try:
-            if self._app_on_revoke is not None and keys and not self._closing:
-                self._app_on_revoke(keys)  # finishes the batch in hand and commits it (still ours here)
-            self._flush(only=set(keys))
+            # Not from close()'s own revoke: close() flushed just before, and a call into the consumer from
+            # inside its close (assignment(), a synchronous commit) can block for ever. A member stopped
+            # during a rebalance hung there, SIGTERM'd and never exiting (py-spy: _on_revoke -> _flush ->
+            # assignment(), librdkafka 2.16). What is still pending then is dropped; the next owner replays it.
+            if not self._closing:
+                if self._app_on_revoke is not None and keys:
+                    self._app_on_revoke(keys)  # finishes the batch in hand and commits it (still ours here)
+                self._flush(only=set(keys))
         except Exception as exc:  # never out of a callback: the partitions move anyway, their owner replays
             log.warning("commit on revoke failed", extra={"error": str(exc), "partitions": len(keys)})
         self._release(consumer, partitions, keys)

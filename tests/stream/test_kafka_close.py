@@ -38,3 +38,44 @@ def test_close_shuts_the_producer_down_and_is_idempotent(kafka_bootstrap: str) -
         time.sleep(0.05)
     assert not mine & _librdkafka_threads()
     stream.close()  # twice: nothing left to do, no error
+
+
+class _ClosingHandle:
+    """Stands for librdkafka's consumer inside its own close(): reading the assignment or committing from
+    the revoke callback there is what blocked for ever; unassigning is what the callback must still do."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def assignment(self) -> list[object]:
+        self.calls.append("assignment")
+        raise AssertionError("assignment() called from close()'s revoke: it can block for ever")
+
+    def commit(self, **_: object) -> None:
+        self.calls.append("commit")
+        raise AssertionError("commit() called from close()'s revoke: it can block for ever")
+
+    def incremental_unassign(self, partitions: list[object]) -> None:
+        self.calls.append(f"incremental_unassign {len(partitions)}")
+
+
+def test_the_revoke_of_close_itself_calls_nothing_that_can_block_and_drops_what_is_pending() -> None:
+    from confluent_kafka import TopicPartition
+
+    from notify_core.stream.kafka import KafkaStreamConsumer
+
+    member = KafkaStreamConsumer({"bootstrap.servers": "127.0.0.1:9", "group.id": "g",
+                                  "partition.assignment.strategy": "cooperative-sticky"}, ["notify_clickstream"])
+    real, handle = member._consumer, _ClosingHandle()
+    revoked: list[object] = []
+    member._app_on_revoke = revoked.append
+    member._consumer = handle  # librdkafka hands the callback its own handle: the same one
+    try:
+        member._pending = {("notify_clickstream", 0): 41, ("notify_clickstream", 1): 7}
+        member._owned = {("notify_clickstream", 0), ("notify_clickstream", 1)}
+        member._closing = True  # close() has flushed what it could and handed over to librdkafka's close
+        member._on_revoke(handle, [TopicPartition("notify_clickstream", 0), TopicPartition("notify_clickstream", 1)])
+        assert handle.calls == ["incremental_unassign 2"] and revoked == []
+        assert member._pending == {} and member._owned == set() and member.dropped_commits == 2
+    finally:
+        real.close()
