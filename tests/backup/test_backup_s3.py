@@ -114,13 +114,12 @@ def _drill(tmp_path: Path, server: SeaweedS3, *, bucket: str = BUCKET, events: i
     try:
         time.sleep(3)
         half = events // 2
-        subprocess.run([sys.executable, "-c", crash_harness.PRODUCER, str(settings.local_log_path), str(half), "5000"],
-                       cwd=ROOT, check=True, timeout=120)
+        assert crash_harness.produce(settings.local_log_path, half, 5000).wait(timeout=120) == 0
         _consume(log, store)
         outage = during() if during is not None else None
         (data / "lake" / "purchases" / "2011-03.parquet").write_bytes(os.urandom(200_000))  # a later snapshot
-        subprocess.run([sys.executable, "-c", crash_harness.PRODUCER, str(settings.local_log_path), str(events - half),
-                        "5000", str(half)], cwd=ROOT, check=True, timeout=120)  # events e<half>... on from the first
+        # events e<half>... on from the first
+        assert crash_harness.produce(settings.local_log_path, events - half, 5000, first=half).wait(timeout=120) == 0
         _consume(log, store)
         acknowledged = {f"e{i}" for i in range(events)}
         if outage is not None:

@@ -58,6 +58,13 @@ log.close()
 """
 
 
+def produce(target: str | Path, events: int, rate: float, *, first: int = 0) -> subprocess.Popen[bytes]:
+    """Events ``e<first>`` ... ``e<first + events - 1>`` at ``rate`` a second (0: flat out), in a producer
+    process; ``target`` is a local log file or ``kafka:<bootstrap>``."""
+    return subprocess.Popen([sys.executable, "-c", PRODUCER, str(target), str(events), str(rate), str(first)],
+                            cwd=ROOT)
+
+
 @dataclass
 class CrashReport:
     events: int
@@ -118,7 +125,7 @@ def run(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     report = CrashReport(events=events, kills=kills)
-    producer = subprocess.Popen([sys.executable, "-c", PRODUCER, str(log_path), str(events), str(rate)], cwd=ROOT)
+    producer = produce(log_path, events, rate)
     try:
         for _ in range(kills):
             consumer = _consumer(data_dir, *consume_args)
@@ -135,7 +142,7 @@ def run(
         for proc in (producer,):
             if proc.poll() is None:
                 proc.kill()
-    _count(data_dir, report)
+    count(data_dir, report)
     with sqlite3.connect(log_path) as conn:
         ids = conn.execute("SELECT id FROM topics WHERE name IN ('purchase_history', 'notify_clickstream')").fetchall()
         end = sum(conn.execute(f"SELECT COALESCE(MAX(offset) + 1, 0) FROM log_{i}").fetchone()[0] for (i,) in ids)
@@ -144,7 +151,7 @@ def run(
     return report
 
 
-def _count(data_dir: Path, report: CrashReport) -> None:
+def count(data_dir: Path, report: CrashReport) -> None:
     orders = len(range(0, report.events, 10))
     report.expected_purchase_rows = 2 * orders
     report.expected_user_event_rows = report.events - orders

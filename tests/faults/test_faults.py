@@ -169,8 +169,7 @@ def test_kafka_broker_down_and_back_mid_run(tmp_path: Path) -> None:
     events, data = 15_000, tmp_path / "data"
     data.mkdir()
     with running_broker([(PURCHASE_HISTORY, 4), (CLICKSTREAM, 4)]) as broker:
-        producer = subprocess.Popen([sys.executable, "-c", crash_harness.PRODUCER, f"kafka:{broker.bootstrap}",
-                                     str(events), "1500"], cwd=ROOT)
+        producer = crash_harness.produce(f"kafka:{broker.bootstrap}", events, 1500)
         consumer = subprocess.Popen(
             [sys.executable, "-m", "notify_cli.stream_commands", "consume", "--data-dir", str(data), "--kafka",
              broker.bootstrap, "--max-batch", "500"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -184,13 +183,13 @@ def test_kafka_broker_down_and_back_mid_run(tmp_path: Path) -> None:
         deadline = time.monotonic() + 90
         report = crash_harness.CrashReport(events=events, kills=0)
         while time.monotonic() < deadline:
-            crash_harness._count(data, report)
+            crash_harness.count(data, report)
             if report.distinct_event_ids >= events:
                 break
             time.sleep(0.5)
         consumer.send_signal(signal.SIGTERM)
         consumer.communicate(timeout=60)
-    crash_harness._count(data, report)
+    crash_harness.count(data, report)
     report.final_lag = 0
     entry = record(
         "Kafka broker down 8 s and back", injected="mock broker set down/up mid-run",
@@ -251,8 +250,7 @@ def test_dynamodb_local_killed_and_restarted_mid_run(tmp_path: Path) -> None:
     for name in (*EVENT_TABLES, tables.STREAM_POSITIONS):
         store.table(name)  # create the tables before the outage
     log = LocalLog(log_path)
-    producer = subprocess.Popen([sys.executable, "-c", crash_harness.PRODUCER, str(log_path), str(events), "2000"],
-                                cwd=ROOT)
+    producer = crash_harness.produce(log_path, events, 2000)
     consumer = EventConsumer(stream=log, store=store, landing=None, max_batch=500, poll_timeout=0.1,
                              clock=SYSTEM_CLOCK)
     failure: list[BaseException] = []

@@ -85,12 +85,6 @@ def stop(proc: subprocess.Popen[bytes]) -> dict[str, int]:
     return totals
 
 
-def produce(target: str, events: int, rate: float, *, first: int = 0) -> subprocess.Popen[bytes]:
-    """Events ``e<first>`` ... ``e<first + events - 1>`` at ``rate`` a second, in a producer process."""
-    return subprocess.Popen([sys.executable, "-c", crash_harness.PRODUCER, target, str(events), str(rate),
-                             str(first)], cwd=ROOT)
-
-
 @pytest.mark.kafka
 def test_three_kafka_consumers_survive_joins_and_a_kill_9_and_persist_every_event_once(tmp_path: Path) -> None:
     events = 24_000
@@ -98,7 +92,7 @@ def test_three_kafka_consumers_survive_joins_and_a_kill_9_and_persist_every_even
     data_dir.mkdir()
     with running_broker([(PURCHASE_HISTORY, 6), (CLICKSTREAM, 6)]) as broker:
         kafka = ("--kafka", broker.bootstrap, "--max-batch", "500")
-        producer = produce(f"kafka:{broker.bootstrap}", events, 1_500)  # ~16 s of events
+        producer = crash_harness.produce(f"kafka:{broker.bootstrap}", events, 1_500)  # ~16 s of events
         members = {"a": start_consumer(data_dir, "a", *kafka)}
         time.sleep(3)
         members["b"] = start_consumer(data_dir, "b", *kafka)  # joins: a keeps the partitions it still has
@@ -114,7 +108,7 @@ def test_three_kafka_consumers_survive_joins_and_a_kill_9_and_persist_every_even
         exited = {name: proc.returncode for name, proc in members.items() if proc.poll() is not None}
         totals = {name: stop(proc) for name, proc in members.items() if name not in exited}
     report = crash_harness.CrashReport(events=events, kills=1)
-    crash_harness._count(data_dir, report)
+    crash_harness.count(data_dir, report)
     report.final_lag = min(t["lag"] for t in totals.values())
     print("\nkafka group:", report.line(), "members:", json.dumps(totals))
     assert not exited, f"members exited while the group changed: {exited}"
@@ -133,7 +127,7 @@ def test_a_second_embedded_log_consumer_refuses_and_a_standby_takes_over(tmp_pat
     data_dir = tmp_path / "data"
     log_path = data_dir / "stream" / "log.sqlite"
     log_path.parent.mkdir(parents=True)
-    producer = produce(str(log_path), half, 2_000)
+    producer = crash_harness.produce(log_path, half, 2_000)
     first = start_consumer(data_dir, "first", "--max-batch", "500")
     assert wait_for(data_dir, 500, timeout=60) >= 500, stderr_tail(first)
     second = start_consumer(data_dir, "second")
@@ -145,7 +139,7 @@ def test_a_second_embedded_log_consumer_refuses_and_a_standby_takes_over(tmp_pat
     assert standby.poll() is None and first.poll() is None
     handled_first = stop(first)["records"]  # graceful hand-over: the first commits what it handled
     assert producer.wait(timeout=120) == 0
-    assert produce(str(log_path), half, 2_000, first=half).wait(timeout=120) == 0
+    assert crash_harness.produce(log_path, half, 2_000, first=half).wait(timeout=120) == 0
     assert wait_for(data_dir, events, timeout=60) == events
     handled_standby = stop(standby)["records"]
     # one member at a time, and a clean hand-over: every record handled by exactly one of them
@@ -158,7 +152,7 @@ def test_a_standby_takes_over_from_a_killed_embedded_log_consumer(tmp_path: Path
     data_dir = tmp_path / "data"
     log_path = data_dir / "stream" / "log.sqlite"
     log_path.parent.mkdir(parents=True)
-    producer = produce(str(log_path), events, 2_000)
+    producer = crash_harness.produce(log_path, events, 2_000)
     first = start_consumer(data_dir, "first", "--max-batch", "500")
     time.sleep(2.0)
     standby = start_consumer(data_dir, "standby", "--standby", "--max-batch", "500")
@@ -170,7 +164,7 @@ def test_a_standby_takes_over_from_a_killed_embedded_log_consumer(tmp_path: Path
     assert standby.poll() is None
     stop(standby)
     report = crash_harness.CrashReport(events=events, kills=1)
-    crash_harness._count(data_dir, report)
+    crash_harness.count(data_dir, report)
     report.final_lag = 0
     assert report.ok, report.line()
 
@@ -181,7 +175,7 @@ def test_a_standby_stopped_before_it_took_over_says_it_handled_nothing(tmp_path:
     data_dir = tmp_path / "data"
     log_path = data_dir / "stream" / "log.sqlite"
     log_path.parent.mkdir(parents=True)
-    assert produce(str(log_path), 1_000, 0).wait(timeout=120) == 0
+    assert crash_harness.produce(log_path, 1_000, 0).wait(timeout=120) == 0
     first = start_consumer(data_dir, "first", "--max-batch", "500")
     assert wait_for(data_dir, 1_000, timeout=60) == 1_000, stderr_tail(first)
     standby = start_consumer(data_dir, "standby", "--standby")
