@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lambdas import runtime
-from lambdas.routes import route_for
+from lambdas.routes import http_api_path, requested
 from notify_core.errors import NotifyError
 from notify_core.security.keycheck import bearer_token
 
@@ -25,7 +25,7 @@ log = logging.getLogger("lambdas.authorizer")
 def _request(event: Mapping[str, Any]) -> tuple[str, str, Any]:
     if event.get("version") == "2.0":
         http = (event.get("requestContext") or {}).get("http") or {}
-        return str(http.get("method", "")), str(event.get("rawPath", "")), event.get("headers") or {}
+        return str(http.get("method", "")), http_api_path(event), event.get("headers") or {}
     token = event.get("authorizationToken")  # a TOKEN authorizer gets only the header's value
     headers = {"authorization": token} if token else (event.get("headers") or {})
     method, path = event.get("httpMethod"), event.get("path")
@@ -38,7 +38,7 @@ def _request(event: Mapping[str, Any]) -> tuple[str, str, Any]:
 def decide(event: Mapping[str, Any]) -> tuple[bool, dict[str, str]]:
     """(allowed, context for the integration): one key check, the scope of the route asked for."""
     method, path, headers = _request(event)
-    spec = route_for(method, path)
+    spec = requested(event, method, path)
     if spec is None:
         return False, {}
     if spec.scope is None:

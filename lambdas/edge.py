@@ -13,7 +13,13 @@ on its own :class:`Edge` and exports ``handler = edge.handler``; that one functi
 Before a route runs, :meth:`Edge.handler` checks the API key (``Authorization: Bearer nk_...`` or
 ``X-API-Key``) against the route's scope with :meth:`notify_core.security.keycheck.KeyCheck.authorize`: 401
 without a valid key, 403 without the scope, 429 with ``Retry-After`` over the key's rate. Routes with
-``scope=None`` (the signed tracking links) are public.
+``scope=None`` (the signed tracking links) are public. The check is bound to the route Powertools resolves,
+not to the edge's own reading of the path: every scoped route is registered with a middleware
+(:func:`_scope_guard`), and a request that reaches it without its scope checked is checked there. The edge's
+early check (before the body is parsed) reads the path as Powertools does (a named HTTP API stage cut off,
+REST's trailing slashes), but it is the wrapper that makes a difference between the two fail closed: a path
+Powertools routes and the edge did not match once answered an admin route with no key (``/v1/users/u2//``
+on a REST API event).
 
 Every error is one JSON shape, ``{"error": {"type", "message", "request_id"}}``, built by
 :func:`error_reply` from a ``NotifyError`` subclass (its ``http_status``) or from Powertools' validation
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import binascii
 import contextvars
+import dataclasses
 import json
 import logging
 import re
@@ -39,6 +46,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError as RouteNotFound
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
@@ -47,7 +55,7 @@ from pydantic import BaseModel
 
 from lambdas import runtime
 from lambdas.http import error_payload, error_reply, json_reply, observed
-from lambdas.routes import declared
+from lambdas.routes import declared, http_api_path
 from notify_core.errors import PayloadTooLargeError, UnsupportedMediaTypeError
 from notify_core.security.keycheck import ApiKey, bearer_token
 
@@ -65,6 +73,7 @@ class RequestInfo:
     key: ApiKey | None
     source: str
     headers: Mapping[str, str] = field(default_factory=dict)
+    checked: str | None = None  # the scope whose key check this request passed (None: none yet)
 
     @property
     def actor(self) -> str:
@@ -123,7 +132,32 @@ def _powertools_error(exc: Exception) -> Response[Any]:
 
 
 def _template_regex(path: str) -> re.Pattern[str]:
-    return re.compile("^" + re.sub(r"<(\w+)>", r"(?P<\1>[^/]+)", path) + "/?$")
+    """The paths of a route template, at least every path either Powertools resolver routes to it: a
+    parameter is any run of characters but ``/`` (Powertools' is a narrower set), trailing slashes allowed
+    (the REST resolver's rule; the HTTP one has none, and a path it does not route is its 404)."""
+    return re.compile("^" + re.sub(r"<(\w+)>", r"(?P<\1>[^/]+)", path) + "/*$")
+
+
+def _authorize(headers: Mapping[str, str], scope: str) -> ApiKey | None:
+    """The key of a request allowed ``scope`` (raises 401/403/429); None when auth is off (the explicit
+    ``--insecure-no-auth``)."""
+    gate = runtime.auth()
+    return gate.keyring.authorize(bearer_token(headers), scope) if gate.keyring is not None else None
+
+
+def _scope_guard(scope: str) -> Callable[[ApiGatewayResolver, NextMiddleware], Response[Any]]:
+    """The middleware of a route needing ``scope``: the key check unless the edge already checked this
+    request for that scope. Powertools runs it for the route it resolved, so a path the edge's early check
+    read differently (another stage, another spelling) is still checked, against the scope of the route
+    that actually runs (after request validation: such a request may see a 400 before its 401)."""
+
+    def guard(app: ApiGatewayResolver, next_middleware: NextMiddleware) -> Response[Any]:
+        info = _current.get(None) or RequestInfo(request_id=uuid.uuid4().hex, key=None, source="")
+        if info.checked != scope:  # (no RequestInfo: not called through the edge; no headers, so a 401)
+            _current.set(dataclasses.replace(info, key=_authorize(info.headers, scope), checked=scope))
+        return next_middleware(app)
+
+    return guard
 
 
 @dataclass(frozen=True)
@@ -188,7 +222,7 @@ class Edge:
                       responses=responses or None, enable_validation=spec.validate,
                       operation_id=f"{self.name}_{spec.func.__name__}",
                       security=[{SECURITY_SCHEME: [spec.scope]}] if spec.scope else None,
-                      tags=[self.name])(spec.func)
+                      tags=[self.name], middlewares=[_scope_guard(spec.scope)] if spec.scope else None)(spec.func)
         app.exception_handler([RequestValidationError, RequestUnsupportedContentType, RecursionError, RouteNotFound,
                                UnicodeDecodeError, binascii.Error, Exception])(
             _powertools_error)
@@ -238,8 +272,7 @@ class Edge:
         v2 = event.get("version") == "2.0"
         if v2:
             http = ctx.get("http") or {}
-            method, path, source = str(http.get("method", "")), str(event.get("rawPath", "")), \
-                str(http.get("sourceIp", ""))
+            method, path, source = str(http.get("method", "")), http_api_path(event), str(http.get("sourceIp", ""))
         else:
             ident = ctx.get("identity") or {}
             method, path = str(event.get("httpMethod", "")), str(event.get("path", ""))
@@ -248,10 +281,9 @@ class Edge:
         try:
             spec = self._match(method.upper(), path)
             key = None
+            checked = None
             if spec is not None and spec.scope is not None:
-                gate = runtime.auth()
-                if gate.keyring is not None:
-                    key = gate.keyring.authorize(bearer_token(headers), spec.scope)
+                key, checked = _authorize(headers, spec.scope), spec.scope
             if spec is not None and spec.method != "GET" and not spec.forms:
                 kind = str(headers.get("content-type") or headers.get("Content-Type") or "").lower()
                 if kind.startswith(_FORM_TYPES):  # routes read JSON; Powertools would try to parse these
@@ -263,7 +295,7 @@ class Edge:
                     raise PayloadTooLargeError(f"request body is {size} bytes; the limit is {spec.max_body}")
         except Exception as exc:
             return error_reply(exc, rid=rid)
-        token = _current.set(RequestInfo(request_id=rid, key=key, source=source, headers=headers))
+        token = _current.set(RequestInfo(request_id=rid, key=key, source=source, headers=headers, checked=checked))
         app = self._resolver(v2)
         holding = self._in_flight.set(app)
         try:

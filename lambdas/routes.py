@@ -11,7 +11,9 @@ from its imports) stays the key table alone.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from notify_core.security.scopes import (
     ADMIN,
@@ -84,3 +86,27 @@ def declared(method: str, template: str) -> GatewayRoute:
         if route.method == method.upper() and route.path == template:
             return route
     raise KeyError(f"{method} {template} is not in lambdas.routes.ROUTES")
+
+
+def http_api_path(event: Mapping[str, Any]) -> str:
+    """The path an API Gateway HTTP API (payload 2.0) event routes on: ``rawPath`` less a named stage
+    (``/prod/v1/...`` on stage ``prod``), as API Gateway and Powertools' resolver read it; on the
+    ``$default`` stage, ``rawPath`` itself."""
+    path = str(event.get("rawPath", ""))
+    stage = str((event.get("requestContext") or {}).get("stage") or "$default")
+    if stage != "$default" and path.startswith(f"/{stage}/"):
+        return path[len(stage) + 1 :]
+    return path
+
+
+def requested(event: Mapping[str, Any], method: str, path: str) -> GatewayRoute | None:
+    """The route an API Gateway event asks for: the one its ``routeKey`` names when API Gateway matched a
+    declared route (an HTTP API's authorizer and integration events carry it), else :func:`route_for`."""
+    key = event.get("routeKey")
+    if isinstance(key, str) and " " in key:
+        key_method, template = key.split(" ", 1)
+        try:
+            return declared(key_method, template)
+        except KeyError:
+            return None  # a route API Gateway knows and this table does not: refused
+    return route_for(method, path)

@@ -72,6 +72,7 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
         day, key = doc["d"], doc["k"]
         if not isinstance(day, str) or not isinstance(key, str) or not day or len(day) > 32 or len(key) > 512:
             raise ValueError
+        day.encode(), key.encode()  # a lone surrogate (valid JSON, not UTF-8): UnicodeEncodeError, a ValueError
         return day, key
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
         raise ValidationError("invalid cursor (pass next_cursor from the previous page unchanged)") from None

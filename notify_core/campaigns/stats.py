@@ -69,7 +69,10 @@ def daily_stats(store: Store, campaign_id: str, *, since: date | None, until: da
     if store.table(tables.CAMPAIGNS).get(campaign_id, tables.CAMPAIGN_SK) is None:
         raise NotFoundError(f"unknown campaign {campaign_id[:128]}")
     until = until or today
-    since = since or until - timedelta(days=DEFAULT_DAYS - 1)
+    try:
+        since = since or until - timedelta(days=DEFAULT_DAYS - 1)
+    except OverflowError:  # an until in the first days of year 1: no default window before it
+        raise ValidationError(f"until {until.isoformat()} leaves no {DEFAULT_DAYS}-day window; pass since") from None
     if since > until:
         raise ValidationError("since is after until")
     if (until - since).days >= MAX_DAYS:

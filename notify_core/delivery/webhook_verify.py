@@ -72,7 +72,8 @@ def parse_signature_header(value: str) -> list[tuple[str | None, str]]:
 
 
 class ReplayGuard:
-    """Remembers accepted signatures for the replay window, so an exact replay inside it is refused."""
+    """Remembers the requests accepted inside the replay window (by their signed content), so a replay
+    inside it is refused however its signature header is spelled."""
 
     def __init__(self, *, window_s: float = DEFAULT_TOLERANCE_S, max_entries: int = 1_000_000) -> None:
         self._window = window_s
@@ -113,11 +114,16 @@ def verify(
     for kid, digest in parse_signature_header(signature or ""):
         if kid is None or kid not in secrets:
             continue
-        if hmac.compare_digest(compute_signature(secrets[kid], body, timestamp), digest):
+        # bytes, not str: compare_digest refuses non-ASCII str (a TypeError, not a verification error)
+        if hmac.compare_digest(compute_signature(secrets[kid], body, timestamp).encode(),
+                               digest.encode("utf-8", "replace")):
             matched = kid
             break
     if matched is None:
         raise WebhookVerificationError("no valid signature for a known key id")
-    if guard is not None and not guard.check_and_remember(f"{timestamp}|{signature}", now=current):
+    # The replay key is what was signed (timestamp and body), not the header's text: the header itself is
+    # not signed, so an extra entry, a space or another key id's signature must not make a replay new.
+    signed = hashlib.sha256(timestamp.encode() + b"." + body).hexdigest()
+    if guard is not None and not guard.check_and_remember(signed, now=current):
         raise WebhookVerificationError("replayed request")
     return matched

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from lambdas import get_recommended_campaigns as recs
 from notify_core.delivery.campaign_checks import check_campaign, check_redirect_url
 from notify_core.errors import ValidationError
+from notify_core.store import tables
 from tests.api.conftest import Served
 
 
@@ -72,6 +74,13 @@ def test_the_former_500s_are_4xx(served: Served) -> None:
     for day in ("0001-01-01", "9999-12-31", (today + timedelta(days=400)).isoformat()):
         reply = served.client.post("/v1/schedules", json={"user_ids": ["u1"], "plan_day": day}, headers=headers)
         assert reply.status_code == 400 and "plan_day" in reply.json()["error"]["message"], reply.text
+    reply = served.client.get("/v1/campaigns/c001/stats?until=0001-01-05", headers=headers)  # no window before it
+    assert reply.status_code == 400 and "since" in reply.json()["error"]["message"], reply.text
+    assert served.client.get("/v1/campaigns/c001/stats?since=0001-01-01&until=0001-01-05",
+                             headers=headers).status_code == 200
+    lone = base64.urlsafe_b64encode(json.dumps({"d": "\ud800", "k": "x"}).encode()).decode().rstrip("=")
+    reply = served.client.get(f"/v1/users/u2/notifications?cursor={lone}", headers=headers)  # JSON, not UTF-8
+    assert reply.status_code == 400 and "cursor" in reply.json()["error"]["message"], reply.text
 
 
 @pytest.mark.parametrize("url", [
@@ -116,6 +125,15 @@ def test_the_lambda_authorizer_makes_the_same_decision(served: Served) -> None:
     assert authorizer.handler(v2("GET", "/v1/users/u1/recommendations", writer), None)["isAuthorized"] is False
     assert authorizer.handler(v2("GET", "/v1/users/u1/recommendations", None), None)["isAuthorized"] is False
     assert authorizer.handler(v2("GET", "/t/abc", None), None)["isAuthorized"] is True
+    # a named stage: the route API Gateway matched (routeKey) decides, else the path less the stage
+    staged = {**v2("GET", "/prod/v1/users/u1/recommendations", reader), "routeKey": "$default",
+              "requestContext": {"http": {"method": "GET"}, "stage": "prod"}}
+    assert authorizer.handler(staged, None)["isAuthorized"] is True
+    keyed = {**staged, "routeKey": "GET /v1/users/{user_id}/recommendations"}
+    assert authorizer.handler(keyed, None)["isAuthorized"] is True
+    assert authorizer.handler({**keyed, "headers": {"x-api-key": writer}}, None)["isAuthorized"] is False
+    assert authorizer.handler({**keyed, "routeKey": "GET /v1/unknown"}, None)["isAuthorized"] is False
+    assert authorizer.handler({**keyed, "routeKey": "DELETE /v1/users/{user_id}"}, None)["isAuthorized"] is False
     allowed = authorizer.handler(v2("POST", "/v1/events", writer), None)
     assert allowed["context"]["key_id"] == writer.split("_")[1]
     arn = "arn:aws:execute-api:eu-west-1:123456789012:api/prod/POST/v1/events"
@@ -123,3 +141,43 @@ def test_the_lambda_authorizer_makes_the_same_decision(served: Served) -> None:
     assert rest["policyDocument"]["Statement"][0]["Effect"] == "Allow"
     rest = authorizer.handler({"type": "TOKEN", "authorizationToken": f"Bearer {reader}", "methodArn": arn}, None)
     assert rest["policyDocument"]["Statement"][0]["Effect"] == "Deny"
+
+
+def http_api_event(method: str, raw_path: str, *, stage: str, token: str | None) -> dict[str, Any]:
+    """An HTTP API (payload 2.0) event on a stage: a named stage's ``rawPath`` starts with it."""
+    return {"version": "2.0", "routeKey": "$default", "rawPath": raw_path, "rawQueryString": "",
+            "headers": {"content-type": "application/json", **({"x-api-key": token} if token else {})},
+            "requestContext": {"http": {"method": method, "path": raw_path, "sourceIp": "203.0.113.9"},
+                               "stage": stage, "requestId": "r-1"}, "isBase64Encoded": False}
+
+
+def test_a_path_spelling_the_resolver_routes_is_checked_like_the_route(served: Served) -> None:
+    """A REST event's trailing slashes and an HTTP API's named stage: Powertools routes both to the route;
+    the key check applies as it does to the plain path (they once ran an admin erase with no key)."""
+    from lambdas import erase_user, user_preferences
+
+    reader, admin = served.key("users:read"), served.key("admin")
+    for path in ("/v1/users/u2/preferences", "/v1/users/u2/preferences/", "/v1/users/u2/preferences//"):
+        assert user_preferences.handler(rest_v1_event(path, token=""), None)["statusCode"] == 401, path
+        assert user_preferences.handler(rest_v1_event(path, token=reader), None)["statusCode"] == 200, path
+    assert erase_user.handler(rest_v1_event("/v1/users/u2//", token="", method="DELETE"), None)["statusCode"] == 401
+    assert erase_user.handler(rest_v1_event("/v1/users/u2//", token=reader, method="DELETE"), None)["statusCode"] == 403
+    assert served.world.store.table(tables.USERS).query("u2")  # nothing was erased
+    staged = "/prod/v1/users/u1/recommendations"
+    assert recs.handler(http_api_event("GET", staged, stage="prod", token=None), None)["statusCode"] == 401
+    good = recs.handler(http_api_event("GET", staged, stage="prod", token=served.key("recommendations:read")), None)
+    assert good["statusCode"] == 200 and json.loads(good["body"])["user_id"] == "u1"
+    assert erase_user.handler(rest_v1_event("/v1/users/u2", token=admin, method="DELETE"), None)["statusCode"] == 200
+
+
+def test_the_route_checks_its_own_scope_whatever_the_edge_matched(served: Served, monkeypatch: Any) -> None:
+    """Fail closed: with the edge's early match disabled (every path unknown to it), every scoped route
+    still answers 401 without a key, 403 with another scope's, and runs with its own."""
+    from lambdas.edge import Edge
+
+    monkeypatch.setattr(Edge, "_match", lambda self, method, path: None)
+    path = "/v1/users/u1/recommendations"
+    assert recs.handler(rest_v1_event(path, token=""), None)["statusCode"] == 401
+    assert recs.handler(rest_v1_event(path, token=served.key("events:write")), None)["statusCode"] == 403
+    assert recs.handler(rest_v1_event(path, token=served.key("recommendations:read")), None)["statusCode"] == 200
+    assert served.client.get(path).status_code == 401  # the local gateway runs the same handlers

@@ -101,6 +101,21 @@ def test_verify_rejects_tampering_unknown_keys_stale_timestamps_and_replays() ->
     assert verify(body, timestamp=ts, signature=header, secrets=secrets, now=now, guard=guard) == "k1"
     with pytest.raises(WebhookVerificationError, match="replayed"):
         verify(body, timestamp=ts, signature=header, secrets=secrets, now=now + 10, guard=guard)
+    # the header is not signed: another spelling of it, or the other key id's entry alone, is the same request
+    k0_alone = signature_header([("k0", secrets["k0"])], body, ts)
+    for variant in (header + ", sha256=00;kid=zz", " " + header, header.replace(";", "; "), k0_alone):
+        with pytest.raises(WebhookVerificationError, match="replayed"):
+            verify(body, timestamp=ts, signature=variant, secrets=secrets, now=now + 20, guard=guard)
+    other = b'{"a":3}'  # another request inside the window is new
+    assert verify(other, timestamp=ts, signature=signature_header([("k1", secrets["k1"])], other, ts),
+                  secrets=secrets, now=now + 30, guard=guard) == "k1"
+
+
+def test_a_non_ascii_signature_is_a_verification_error() -> None:
+    """compare_digest raises TypeError on non-ASCII str: a receiver would have answered 500."""
+    for header in ("sha256=\u00e9;kid=k1", "sha256=\u00e9\u00e9;kid=k1, sha256=00;kid=k1"):
+        with pytest.raises(WebhookVerificationError, match="no valid signature"):
+            verify(b"{}", timestamp="1900000000", signature=header, secrets={"k1": b"s" * 32}, now=1900000000.0)
 
 
 def test_the_legacy_single_secret_check_accepts_any_entry() -> None:
