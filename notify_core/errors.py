@@ -7,6 +7,8 @@ needs to know how it is being served.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class NotifyError(Exception):
     """Base class of every error Notify raises deliberately."""
@@ -48,6 +50,15 @@ class BackendError(NotifyError):
     """A backing service (SQLite, DynamoDB, Kafka, S3) failed in a way a retry may fix."""
 
     http_status = 503
+
+
+class CountsNotAddedError(BackendError):
+    """Counter increments that were not added (``remaining``: exactly those, for the caller to keep and add
+    again: counts are not idempotent, so neither dropping nor re-adding all of them is right)."""
+
+    def __init__(self, message: str, *, remaining: Mapping[tuple[str, str], int]) -> None:
+        super().__init__(message)
+        self.remaining = dict(remaining)
 
 
 class UnauthorizedError(NotifyError):

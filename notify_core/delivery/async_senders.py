@@ -184,7 +184,8 @@ class AsyncSenders:
         prepared = self._prepare(claim, profiles)
         if isinstance(prepared, tuple):  # suppressed by the user's preferences: nothing is sent
             fields, reason = prepared
-            await self._commit(item, outcomes.pending(item, claim.token, fields), None)
+            if not await self._commit(item, outcomes.pending(item, claim.token, fields), None):
+                return "lost_claim", None, reclaimed
             return outcomes.suppressed(item, fields, claim.attempt, reason, reclaimed=reclaimed)
         started = time.perf_counter()
         try:
@@ -193,18 +194,19 @@ class AsyncSenders:
             result = SendResult(Outcome.RETRYABLE, detail=f"{type(exc).__name__}: {exc}")
         self._on_send_time(time.perf_counter() - started)
         attempt = outcomes.prepare(item, claim.attempt, result, self._now(), request_id=self._request_id())
-        await self._commit(item, outcomes.pending(item, claim.token, attempt.fields), attempt.retry_entry)
+        if not await self._commit(item, outcomes.pending(item, claim.token, attempt.fields), attempt.retry_entry):
+            return "lost_claim", None, reclaimed
         return outcomes.recorded(item, attempt, reclaimed=reclaimed)
 
-    async def _commit(self, item: Item, entry: _Finish, retry_entry: Item | None) -> None:
+    async def _commit(self, item: Item, entry: _Finish, retry_entry: Item | None) -> bool:
         """Queue the outcome for the committer and wait for its commit (the sender's own commit: see the
-        module docstring)."""
+        module docstring); whether it stands (:meth:`Outcomes.committed`)."""
         done: asyncio.Future[None] = self._loop.create_future()
         with self._pending_lock:
             self._pending.append((entry, retry_entry, done))
         self._commit_wake.set()
         await done
-        self._outcomes.committed(item, entry)
+        return self._outcomes.committed(item, entry)
 
     # -- the committer thread --------------------------------------------------------------------------
     def _commit_loop(self) -> None:

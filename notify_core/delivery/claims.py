@@ -204,7 +204,13 @@ class Claims:
                     open_items += 1
                     recheck = min(recheck, float(it.get("lease_until") or 0), now + self.options.heartbeat_s)
             passed = now >= minute.start + 60
-            repaired = self.outcomes.repair(finished) if passed and finished else 0
+            repaired = 0
+            if passed and finished:
+                repaired, settles = self.outcomes.repair(finished, now=now, grace_s=self.options.lease_s,
+                                                         dead=lambda workers: self._dead_workers(workers, now))
+                if settles is not None:  # outcomes another flush may still write: the minute stays open
+                    open_items += 1
+                    recheck = min(recheck, settles)
             work.sort(key=lambda w: w.due_at)
             mark_done = passed and not work and not open_items
             if mark_done:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import polars as pl
 
-from notify_core.errors import BackendError, ConditionFailedError
+from notify_core.errors import ConditionFailedError, CountsNotAddedError, NotifyError
 from notify_core.store import tables
 from notify_core.store.port import Condition, KeyRange, Store, Update
 
@@ -63,8 +63,10 @@ def add_campaign_counts(store: Store, counts: Mapping[tuple[str, str], int], *, 
     A round that lost waits a random moment (up to 1, 2, 4 ... 64 ms) before it reads again: writers that
     queue fairly for the Store (SQLite's write gate hands the lock straight on) otherwise fall into step,
     each reading before the other's write lands, and one of four threads adding to the same 200 rows needed
-    27 rounds. Counts still conflicting after :data:`COUNT_ROUNDS` rounds raise :class:`BackendError`
-    (they used to be dropped without a word after 20)."""
+    27 rounds. Counts still conflicting after :data:`COUNT_ROUNDS` rounds, or a round the Store refuses,
+    raise :class:`CountsNotAddedError` naming the counts not added (they used to be dropped without a word
+    after 20), for the caller to keep. Exact on SQLite (a round is one transaction); DynamoDB writes a
+    round item by item, so a round it fails part-way may have added some of what it names."""
     table = store.table(tables.CAMPAIGN_STATS)
     todo = {(campaign_id, day): n for (campaign_id, day), n in counts.items() if n != 0 and campaign_id and day}
     for round_ in range(COUNT_ROUNDS):
@@ -72,13 +74,18 @@ def add_campaign_counts(store: Store, counts: Mapping[tuple[str, str], int], *, 
             return
         if round_:
             time.sleep(random.uniform(0, 0.001 * 2 ** min(round_ - 1, 6)))  # jitter, not a secret
-        current = {(i["pk"], i["sk"]): i for i in table.batch_get(list(todo), consistent=True)}
-        updates = [_counted(current.get(key), key, n, field) for key, n in todo.items()]
-        written = table.update_many(updates)
+        try:
+            current = {(i["pk"], i["sk"]): i for i in table.batch_get(list(todo), consistent=True)}
+            updates = [_counted(current.get(key), key, n, field) for key, n in todo.items()]
+            written = table.update_many(updates)
+        except NotifyError as exc:  # SQLite: the round's one transaction added none of ``todo``
+            raise CountsNotAddedError(f"campaign_stats: {len(todo)} {field} counters not added: {exc}",
+                                      remaining=todo) from exc
         todo = {key: n for (key, n), done in zip(todo.items(), written, strict=True) if done is None}
     if todo:
-        raise BackendError(f"campaign_stats: {len(todo)} {field} counters still lost to concurrent writers after "
-                           f"{COUNT_ROUNDS} rounds, not added: {dict(list(todo.items())[:5])}")
+        raise CountsNotAddedError(f"campaign_stats: {len(todo)} {field} counters still lost to concurrent writers "
+                                  f"after {COUNT_ROUNDS} rounds, not added: {dict(list(todo.items())[:5])}",
+                                  remaining=todo)
 
 
 def _counted(current: Mapping[str, Any] | None, key: tuple[str, str], n: int, field: Counter) -> Update:

@@ -22,7 +22,7 @@ from prometheus_client import Counter, Histogram
 from notify_core.clock import Clock
 from notify_core.delivery.channels import Outcome, SendResult
 from notify_core.delivery.summary import Result, WorkerOptions
-from notify_core.errors import NotifyError
+from notify_core.errors import CountsNotAddedError, NotifyError
 from notify_core.lifecycle import CLAIMED, DEAD_LETTERED, RETRY_SCHEDULED, SENT, SUPPRESSED, check_move
 from notify_core.slo import LOG_RETENTION_DAYS
 from notify_core.store import tables
@@ -166,7 +166,8 @@ class Outcomes:
         attempt_outcome = self.prepare(item, attempt, result, now, request_id=request_id)
         if attempt_outcome.retry_entry is not None:
             self.write_retries([attempt_outcome.retry_entry])
-        self.finish(item, token, attempt_outcome.fields)
+        if not self.finish(item, token, attempt_outcome.fields):
+            return "lost_claim", None, reclaimed
         return self.recorded(item, attempt_outcome, reclaimed=reclaimed)
 
     def prepare(self, item: Item, attempt: int, result: SendResult, now: float, *,
@@ -233,7 +234,8 @@ class Outcomes:
         """Finish a claimed notification unsent because the user's preferences say no (see
         :func:`notify_core.preferences.suppression_reason`); it keeps a deliveries row saying why."""
         fields = self.suppress_fields(attempt, reason, now, request_id=request_id)
-        self.finish(item, token, fields)
+        if not self.finish(item, token, fields):
+            return "lost_claim", None, reclaimed
         return self.suppressed(item, fields, attempt, reason, reclaimed=reclaimed)
 
     def suppress_fields(self, attempt: int, reason: str, now: float, *, request_id: str | None) -> dict[str, Any]:
@@ -252,8 +254,9 @@ class Outcomes:
             **_log_fields(item, attempt, "suppressed"), "reason": reason, "worker": self.worker_id})
         return "suppressed", None, reclaimed
 
-    def finish(self, item: Item, token: str, fields: Mapping[str, Any]) -> None:
-        """Record an outcome under the claim token, group-committed with the other senders' outcomes.
+    def finish(self, item: Item, token: str, fields: Mapping[str, Any]) -> bool:
+        """Record an outcome under the claim token, group-committed with the other senders' outcomes; False
+        when the claim was lost meanwhile (see :meth:`committed`).
 
         Between a send and this write, a ``kill -9`` means a resend after the lease (a duplicate at the
         channel, which dedupes on the Idempotency-Key). Committing each outcome alone made 16 senders
@@ -269,7 +272,7 @@ class Outcomes:
             if batch:
                 self._commit_finishes(batch)
         entry.done.acquire()  # released by whichever sender committed this outcome (maybe this one)
-        self.committed(item, entry)
+        return self.committed(item, entry)
 
     def pending(self, item: Item, token: str, fields: Mapping[str, Any]) -> _Finish:
         """An outcome under the claim token, to be committed (by :meth:`finish` or :meth:`commit`)."""
@@ -283,13 +286,18 @@ class Outcomes:
         with self._write_lock:
             self._commit_finishes(batch)
 
-    def committed(self, item: Item, entry: _Finish) -> None:
+    def committed(self, item: Item, entry: _Finish) -> bool:
+        """Whether the outcome stands (raises the commit's Store error). False: our lease expired and another
+        worker re-claimed the item; its outcome stands, so this one writes no derived rows and counts
+        nothing (a late 4xx here once dead-lettered, and counted as failed, a notification the other worker
+        had delivered)."""
         if entry.error is not None:
             raise entry.error
         if entry.lost:
-            # Our lease expired and another worker re-claimed it: its outcome will stand.
             log.warning("lease lost before the outcome was recorded",
                         extra={"notification_id": item.get("notification_id"), "worker": self.worker_id})
+            return False
+        return True
 
     def _commit_finishes(self, batch: list[_Finish]) -> None:
         try:
@@ -319,9 +327,11 @@ class Outcomes:
     def flush(self) -> None:
         """Write the batched derived rows: per chunk of outcomes one batch per table, deliveries last.
 
-        A write the Store refuses (its disk full) raises, and what was not written is not kept: the outcomes
-        themselves are committed, and the minute-close repair re-creates the derived rows of every finished
-        item without a deliveries row (:meth:`repair`), counters included, before the minute may close."""
+        A write the Store refuses (its disk full) raises, and derived rows not written are not kept: the
+        outcomes themselves are committed, and the minute-close repair re-creates the derived rows of every
+        finished item without a deliveries row (:meth:`repair`), counters included, before the minute may
+        close. The counters come after the deliveries rows, so the repair cannot see them missing: counts
+        not added are kept (merged into the next flush's), never dropped and never re-added whole."""
         with self._proj_lock:
             rows, self._projections = self._projections, []
             counts, self._campaign_counts = self._campaign_counts, {}
@@ -339,28 +349,61 @@ class Outcomes:
             with self._write_lock:
                 for table in sorted(by_table, key=lambda t: t == tables.DELIVERIES):
                     self.store.table(table).batch_put(by_table[table])
-        if counts and self._on_counts is not None:
-            with self._write_lock:
-                self._on_counts(self.store, counts)
-        if self._on_counts is not None and any(others.values()):
-            from notify_core.delivery.feedback import add_campaign_counts
+        if self._on_counts is None:
+            return
+        from notify_core.delivery.feedback import add_campaign_counts
 
-            with self._write_lock:
-                add_campaign_counts(self.store, others["failed"], field="failed")
-                add_campaign_counts(self.store, others["suppressed"], field="suppressed")
+        on_counts = self._on_counts
+        writes: list[tuple[str, dict[tuple[str, str], int], Callable[[Mapping[tuple[str, str], int]], None]]] = [
+            ("sent", counts, lambda c: on_counts(self.store, c)),
+            ("failed", others["failed"], lambda c: add_campaign_counts(self.store, c, field="failed")),
+            ("suppressed", others["suppressed"], lambda c: add_campaign_counts(self.store, c, field="suppressed"))]
+        for i, (kind, pending, write) in enumerate(writes):
+            if not pending:
+                continue
+            try:
+                with self._write_lock:
+                    write(pending)
+            except NotifyError as exc:  # keep what was not added (and the later kinds) for the next flush
+                unadded = exc.remaining if isinstance(exc, CountsNotAddedError) else pending
+                with self._proj_lock:
+                    for later, kept in [(kind, unadded), *((k, c) for k, c, _ in writes[i + 1 :])]:
+                        into = self._campaign_counts if later == "sent" else self._other_counts[later]
+                        for key, n in kept.items():
+                            into[key] = into.get(key, 0) + n
+                raise
 
-    def repair(self, finished: list[Item]) -> int:
+    def repair(self, finished: list[Item], *, now: float, grace_s: float,
+               dead: Callable[[set[str]], set[str]]) -> tuple[int, float | None]:
         """Re-create derived rows a crash lost (the schedule item says sent/dead-lettered/suppressed, no
-        deliveries row)."""
+        deliveries row); returns how many, and when to look again at those left to their own worker.
+
+        An outcome committed less than ``grace_s`` ago whose worker is not known dead (``dead``: the workers
+        among those given whose heartbeat ran out) is left alone: its rows may only be queued for that
+        worker's next flush, and re-projecting them here counted its campaign counters twice (11-15 % over
+        in a catch-up run). Its worker flushes within a pass; past the grace it counts as lost."""
         keys = [(str(i["notification_id"]), tables.attempt_sk(int(i.get("attempt") or 1))) for i in finished]
         have = {(r["pk"], r["sk"]) for r in self._deliveries.batch_get(keys)}
         missing = [i for i, k in zip(finished, keys, strict=True) if k not in have]
+        settles = {id(i): _outcome_ts(i) + grace_s for i in missing}
+        young = [i for i in missing if settles[id(i)] > now]
+        gone = dead({str(i.get("worker")) for i in young}) if young else set()
+        waiting = [i for i in young if str(i.get("worker")) not in gone]
+        if waiting:
+            left = {id(i) for i in waiting}
+            missing = [i for i in missing if id(i) not in left]
         for item in missing:
             outcomes: dict[str, str] = {SENT: "delivered", SUPPRESSED: "suppressed"}
             self.project(item, outcomes.get(str(item.get("status")), "dead_lettered"))
         if missing:
             self.flush()
-        return len(missing)
+        return len(missing), min((settles[id(i)] for i in waiting), default=None)
+
+
+def _outcome_ts(item: Mapping[str, Any]) -> float:
+    """When a finished item's outcome was committed (0 for an item that does not say)."""
+    value = item.get("outcome_at")
+    return parse_ts(value) if value else 0.0
 
 
 def _send_ts(item: Mapping[str, Any]) -> float:
