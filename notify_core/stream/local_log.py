@@ -9,7 +9,11 @@ same file, so "records + where each group is" is always consistent. Segment file
 cross-process locking, tail recovery, offset index and checkpoint file; that is the code we avoid.
 
 Layout: one table per topic (``offset INTEGER PRIMARY KEY``, the produce time, key and value; appends go
-to the end of the B-tree, the cheap case) and a ``positions`` table (group, topic) -> next offset.
+to the end of the B-tree, the cheap case) and a ``positions`` table (group, topic) -> next offset. The
+``topics`` table holds each topic's high-water mark (``next_offset``, the offset the next record gets):
+it only ever goes up, so erasing a user's records (:meth:`LocalLog.erase_key`), even the tail, never lets
+a later record reuse an offset a group has already committed past. Offsets are therefore increasing but
+not dense once an erasure has run (like a compacted Kafka topic): readers go by ``offset >= position``.
 Each topic is one partition (partition 0): a total order, which on one machine costs nothing, and one
 active consumer per group, which is what the embedded default runs. "One" is enforced, not assumed: a
 member holds an exclusive lock on ``<log>.<group hash>.lock`` (``flock``, released by the kernel when the
@@ -66,11 +70,32 @@ class LocalLog:
         self._tables_lock = threading.Lock()
         self._connections = PerThread(self._connect, close=sqlite3.Connection.close)
         conn = self._conn()
-        conn.execute("CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, id INTEGER NOT NULL UNIQUE)")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, id INTEGER NOT NULL UNIQUE, "
+            "next_offset INTEGER NOT NULL DEFAULT 0)"
+        )
         conn.execute(
             "CREATE TABLE IF NOT EXISTS positions (grp TEXT NOT NULL, topic TEXT NOT NULL, "
             "position INTEGER NOT NULL, PRIMARY KEY (grp, topic)) WITHOUT ROWID"
         )
+        self._add_next_offset_column(conn)
+
+    def _add_next_offset_column(self, conn: sqlite3.Connection) -> None:
+        """Logs written before the high-water mark existed get the column once, on open: each topic's mark
+        starts after its last record and never below a position a group has committed (an erasure under
+        the old code may already have removed the tail those positions point past)."""
+        if any(col[1] == "next_offset" for col in conn.execute("PRAGMA table_info(topics)")):
+            return
+        with self.write_gate.transaction(conn, what="adding next_offset to topics"):
+            if any(col[1] == "next_offset" for col in conn.execute("PRAGMA table_info(topics)")):
+                return
+            conn.execute("ALTER TABLE topics ADD COLUMN next_offset INTEGER NOT NULL DEFAULT 0")
+            for name, topic_id in conn.execute("SELECT name, id FROM topics").fetchall():
+                conn.execute(
+                    f"UPDATE topics SET next_offset = MAX(COALESCE((SELECT MAX(offset) FROM log_{int(topic_id)}), -1) "
+                    "+ 1, COALESCE((SELECT MAX(position) FROM positions WHERE topic=?), 0)) WHERE id=?",
+                    (name, topic_id),
+                )
 
     def _connect(self) -> sqlite3.Connection:
         conn = connect(self.path)
@@ -115,6 +140,13 @@ class LocalLog:
             if not any(col[1] == "headers" for col in conn.execute(f"PRAGMA table_info({table})")):
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN headers BLOB")
 
+    @staticmethod
+    def _next_offset_sql(table: str) -> str:
+        """The offset the topic's next record gets (parameter: the topic's name): its high-water mark, and
+        never at or below a record already there (one written by an older version, which did not move the
+        mark). Both are index look-ups: the topics row by name, the B-tree's last key."""
+        return f"SELECT MAX(next_offset, COALESCE((SELECT MAX(offset) FROM {table}), -1) + 1) FROM topics WHERE name=?"
+
     # producing ---------------------------------------------------------------------------------
     def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
         self.produce_batch([Message(topic, key, value)])
@@ -131,19 +163,21 @@ class LocalLog:
             now_ms = int(self.clock.now() * 1000)
             for topic, batch in by_topic.items():
                 table = tables[topic]
-                (last,) = conn.execute(f"SELECT COALESCE(MAX(offset), -1) FROM {table}").fetchone()
+                assert table is not None  # _table(create=True) always names one
+                (first,) = conn.execute(self._next_offset_sql(table), (topic,)).fetchone()
                 conn.executemany(
                     f"INSERT INTO {table} (offset, ts_ms, key, value, headers) VALUES (?, ?, ?, ?, ?)",
-                    [(last + 1 + i, now_ms, m.key, m.value, encode_headers(m.headers)) for i, m in enumerate(batch)],
+                    [(first + i, now_ms, m.key, m.value, encode_headers(m.headers)) for i, m in enumerate(batch)],
                 )
+                conn.execute("UPDATE topics SET next_offset=? WHERE name=?", (first + len(batch), topic))
 
     # reading -----------------------------------------------------------------------------------
     def end_offsets(self, topic: str) -> dict[int, int]:
         table = self._table(topic, create=False)
         if table is None:
             return {0: 0}
-        (last,) = self._conn().execute(f"SELECT COALESCE(MAX(offset), -1) FROM {table}").fetchone()
-        return {0: int(last) + 1}
+        row = self._conn().execute(self._next_offset_sql(table), (topic,)).fetchone()
+        return {0: 0 if row is None else int(row[0])}
 
     def committed(self, group: str, topic: str) -> int:
         row = self._conn().execute("SELECT position FROM positions WHERE grp=? AND topic=?", (group, topic)).fetchone()
@@ -166,13 +200,32 @@ class LocalLog:
 
     def erase_key(self, key: bytes) -> int:
         """Delete every message with this key from every topic, zeroing the freed pages (right to
-        erasure: a user's events are keyed by user id). Offsets of other messages do not move."""
+        erasure: a user's events are keyed by user id). Offsets of other messages do not move, and the
+        topic's high-water mark does not go down: the next record produced gets a new offset, never one a
+        group has committed past, even when the erased records were the tail. A group whose every record
+        still to read was erased is moved to the mark, so its lag is 0 again rather than counting records
+        that no longer exist."""
         conn = self._conn()
         removed = 0
         conn.execute("PRAGMA secure_delete=ON")
         with self.write_gate.transaction(conn, what="erasing a key"):
-            for (topic_id,) in conn.execute("SELECT id FROM topics").fetchall():
-                removed += conn.execute(f"DELETE FROM log_{int(topic_id)} WHERE key=?", (key,)).rowcount
+            for name, topic_id in conn.execute("SELECT name, id FROM topics").fetchall():
+                table = f"log_{int(topic_id)}"
+                # pin the mark first (records from an older version may lie past it), then delete
+                conn.execute(
+                    f"UPDATE topics SET next_offset = MAX(next_offset, COALESCE((SELECT MAX(offset) FROM {table}), -1) "
+                    "+ 1) WHERE id=?",
+                    (topic_id,),
+                )
+                deleted = conn.execute(f"DELETE FROM {table} WHERE key=?", (key,)).rowcount
+                if deleted:
+                    conn.execute(
+                        "UPDATE positions SET position = (SELECT next_offset FROM topics WHERE id=?) "
+                        "WHERE topic=? AND position < (SELECT next_offset FROM topics WHERE id=?) "
+                        f"AND NOT EXISTS (SELECT 1 FROM {table} WHERE offset >= positions.position)",
+                        (topic_id, name, topic_id),
+                    )
+                removed += deleted
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return removed
 
