@@ -29,6 +29,7 @@ the ingesting clock (clock skew between shops and Notify), and never past :data:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -89,6 +90,22 @@ def line_reason(quantity: int, unit_price: float) -> str | None:
         return f"unit_price {unit_price} is outside [0, {MAX_UNIT_PRICE:g}]"
     if abs(quantity) * unit_price > MAX_LINE_AMOUNT:
         return f"line amount {abs(quantity) * unit_price:g} is above {MAX_LINE_AMOUNT:g}"
+    return None
+
+
+def merged_lines_reason(lines: Iterable[tuple[str, int, float]]) -> str | None:
+    """An order's lines merged per product, as the Store and the landing file keep them (one ``purchases``
+    row per product: the quantities summed, the first line's price): each merged row within the bounds
+    of :func:`line_reason` too. Lines each within bounds can sum past them (two lines of 10^6 units),
+    and in the consumer's trusted path past int64 (two of 2^62), which the landing file cannot hold."""
+    merged: dict[str, tuple[int, float]] = {}
+    for product_id, quantity, unit_price in lines:
+        total, price = merged.get(product_id, (0, unit_price))
+        merged[product_id] = (total + quantity, price)
+    for product_id, (total, price) in merged.items():
+        reason = line_reason(total, price)
+        if reason is not None:
+            return f"product {product_id!r}, its lines merged: {reason}"
     return None
 
 

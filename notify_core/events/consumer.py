@@ -369,6 +369,9 @@ def prepare_encoded(columns: RecordColumns, encoders: tuple[tuple[Callable[..., 
 
     A row the adapter cannot encode (``ValidationError``) leaves the batch unencoded: the writer's
     ``batch_put`` then meets the same error and isolates the refused record, as without the process.
+    Order lines the landing file cannot hold (:class:`LandingFileError`) leave it unbuilt and the lines
+    kept: the writer builds it, meets the same error and isolates the record, as without the process
+    (and the process is not restarted for a defect of the data).
     """
     poison_at: list[tuple[int, str]] = []
     prepared = prepare_columns(*columns, dead=lambda index, reason: poison_at.append((index, reason)))
@@ -382,7 +385,10 @@ def prepare_encoded(columns: RecordColumns, encoders: tuple[tuple[Callable[..., 
     except ValidationError:
         return prepared
     if landing and prepared.purchases:
-        prepared.landing = landing_parquet(prepared.purchases)
+        try:
+            prepared.landing = landing_parquet(prepared.purchases)
+        except LandingFileError:
+            return prepared  # lines kept: the writer meets the error again and isolates the record
         prepared.purchases = []
     prepared.user_events = []
     prepared.ledger = []
@@ -399,7 +405,22 @@ def landing_parquet(rows: Sequence[Item]) -> tuple[str, bytes]:
 
     Apart from the write (:func:`put_landing_file`) so the decoding process builds it (polars, a
     hash over every line: ~6 % of the consuming process's CPU) and the writer only puts the bytes.
+
+    Lines the file's schema cannot hold (a quantity past Int64 that slipped past the bounds) raise
+    :class:`LandingFileError`, a ``ValidationError``: the writer then isolates the record(s) at fault
+    into the dead letters (:meth:`EventConsumer._isolate`) instead of the consumer dying on the batch,
+    and on every restart after (one ``try`` per batch: nothing on the per-record path).
     """
+    import polars as pl
+
+    try:
+        return _landing_parquet(rows)
+    except (pl.exceptions.PolarsError, OverflowError, ValueError, TypeError) as exc:
+        raise LandingFileError(
+            f"its order lines do not fit the landing file: {type(exc).__name__}: {str(exc)[:200]}") from exc
+
+
+def _landing_parquet(rows: Sequence[Item]) -> tuple[str, bytes]:
     import io
 
     import polars as pl
@@ -436,6 +457,11 @@ def put_landing_file(name: str, data: bytes, folder: Path) -> Path:
     if not path.exists():
         atomic_write(path, lambda tmp: tmp.write_bytes(data))
     return path
+
+
+class LandingFileError(ValidationError):
+    """A batch's order lines do not fit the landing file (:func:`landing_parquet`): a defect of a record's
+    data, so the record is dead-lettered with this reason (:meth:`EventConsumer._isolate`)."""
 
 
 class StoppedWhileRetryingError(NotifyError):
@@ -523,9 +549,15 @@ class EventConsumer:
         return prepared
 
     def write(self, prepared: PreparedBatch) -> BatchOutcome:
-        """Persist a prepared batch (no commit), in the order of the module doc. Idempotent."""
+        """Persist a prepared batch (no commit), in the order of the module doc. Idempotent.
+
+        The landing file's bytes are built before anything is written, so a batch whose lines the file
+        cannot hold (:class:`LandingFileError`) fails whole and writes nothing before it is isolated."""
         out = prepared.outcome
         encoded = prepared.encoded
+        landing = prepared.landing  # built by the decoding process, or here
+        if landing is None and self.landing is not None and prepared.purchases:
+            landing = landing_parquet(prepared.purchases)
         if encoded is not None:  # rows the decoding process made ready (prepare_encoded)
             purchases, user_events, _ledger = self._encoded_tables()
             purchases.put_encoded(encoded[0])
@@ -535,11 +567,8 @@ class EventConsumer:
                 self._purchases.batch_put(prepared.purchases)
             if prepared.user_events:
                 self._user_events.batch_put(prepared.user_events)
-        if self.landing is not None:
-            if prepared.landing is not None:  # built by the decoding process
-                out.landing_file = put_landing_file(*prepared.landing, self.landing)
-            elif prepared.purchases:
-                out.landing_file = write_landing_file(prepared.purchases, self.landing)
+        if self.landing is not None and landing is not None:
+            out.landing_file = put_landing_file(*landing, self.landing)
         if encoded is not None:
             self._encoded_tables()[2].put_encoded(encoded[2])
         elif prepared.ledger:
@@ -665,13 +694,14 @@ class EventConsumer:
         """Write a batch; a backend error is retried, a data error never stops the consumer.
 
         The Store refusing a row (``ValidationError``: a value it cannot hold that slipped past the
-        models) is a property of one record, not of the batch: the records are then written one by
-        one and each refused one is dead-lettered with the Store's reason, so the batch commits.
+        models), or the landing file its order lines (:class:`LandingFileError`), is a property of one
+        record, not of the batch: the records are then written one by one and each refused one is
+        dead-lettered with the reason, so the batch commits.
         """
         try:
             return self._retrying(lambda: self.write(prepared))
         except ValidationError as exc:
-            log.warning("the Store refused a row; writing the batch record by record", extra={"error": str(exc)})
+            log.warning("a row was refused; writing the batch record by record", extra={"error": str(exc)})
             return self._isolate(prepared)
 
     def _retrying(self, action: Callable[[], _T]) -> _T:
@@ -703,7 +733,8 @@ class EventConsumer:
             try:
                 self._retrying(functools.partial(self.write, single))
             except ValidationError as exc:
-                poison.append(dead_letter(record, f"the Store cannot hold it: {exc}", now=self.clock.now()))
+                reason = str(exc) if isinstance(exc, LandingFileError) else f"the Store cannot hold it: {exc}"
+                poison.append(dead_letter(record, reason, now=self.clock.now()))
                 refused += 1
         if poison:
             self._retrying(lambda: self.stream.produce_batch(poison))

@@ -120,6 +120,16 @@ class Order(_Event):
     items: list[OrderLine] = Field(min_length=1, max_length=MAX_ORDER_LINES)
     country: ShortText | None = None
 
+    @model_validator(mode="after")
+    def _merged(self) -> Order:
+        """The lines of one product are one ``purchases`` row: that row within bounds too."""
+        if len(self.items) > 1:
+            reason = bounds.merged_lines_reason((line.product_id, line.quantity, line.unit_price)
+                                                for line in self.items)
+            if reason is not None:
+                raise ValueError(reason)
+        return self
+
 
 class Click(_Event):
     type: Literal["click"]
@@ -269,7 +279,9 @@ def decode_trusted(value: bytes) -> dict[str, Any] | None:
     checks only its *shape*: a JSON object of a known type, no unknown field, every required field
     present, the id-like fields strings, ``ts`` in the one UTC form :func:`encode_event` writes (and
     not before the lower edge of :mod:`~notify_core.bounds`, which the full decode checks too),
-    properties flat scalars the Store can hold, order lines of the three typed fields. Anything else
+    properties flat scalars the Store can hold, order lines of the three typed fields within the bounds
+    of :mod:`~notify_core.bounds` (each line, and the lines of a product merged: the trusted rows reach
+    the Store and the landing file's Int64 columns as they are). Anything else
     returns None and the caller takes :func:`decode_event`, the full models, which either accept the
     event or name the defect (the record is then dead-lettered with that reason): a malformed record
     is never persisted on trust, and never dropped silently.
@@ -310,13 +322,21 @@ def _scalars(properties: dict[str, Any]) -> bool:
 
 
 def _lines(lines: Any) -> bool:
+    """Order lines of the three typed fields, within the bounds the models apply (:mod:`~notify_core.bounds`
+    owns them: each line, then the lines of one product merged): a number beyond them is not content to
+    trust but a record to decode with the models, which name the bound it breaks."""
     if type(lines) is not list or not lines or len(lines) > MAX_ORDER_LINES:
         return False
     for line in lines:
         if (type(line) is not dict or line.keys() != _LINE_FIELDS or type(line["product_id"]) is not str
-                or type(line["quantity"]) is not int or type(line["unit_price"]) is not float):
+                or len(line["product_id"]) > _LONGEST_TEXT or type(quantity := line["quantity"]) is not int
+                or not quantity or type(price := line["unit_price"]) is not float
+                or bounds.line_reason(quantity, price) is not None):
             return False
-    return True
+    if len(lines) == 1 or len({line["product_id"] for line in lines}) == len(lines):
+        return True  # no product repeats: each merged row is a line, checked above
+    return bounds.merged_lines_reason(
+        (line["product_id"], line["quantity"], line["unit_price"]) for line in lines) is None
 
 
 @dataclass(frozen=True, slots=True)
