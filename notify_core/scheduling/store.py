@@ -22,6 +22,12 @@ id, and never touches a claimed or sent notification:
   the move is abandoned (it is being sent);
 * an old pending id the new plan does not have -> cancelled, conditionally, in schedules then plans;
 * an old cancelled id the new plan has again -> revived (it was never sent).
+
+When such a conditional write of the old schedule item fails, the item is read again: absent (a crash
+lost it) or cancelled (a run killed inside a move or a cancel got that far) is still the planner's, so
+the change carries on (plans, then a schedule item put only over an absent, pending or cancelled one);
+only a claimed or later item (the delivery worker's) is a conflict and left alone. Likewise an unchanged
+plan item whose schedule item is cancelled gets it back, as one whose schedule item is absent does.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ import numpy.typing as npt
 import polars as pl
 
 from notify_core.errors import ConditionFailedError
-from notify_core.lifecycle import CANCELLED, DELIVERED_STATES, PENDING
+from notify_core.lifecycle import CANCELLED, DELIVERED_STATES, PENDING, PLANNER_OWNED
 from notify_core.scheduling.ids import DEFAULT_SHARDS, user_hashes
 from notify_core.scheduling.models import HISTORY, INTERACTIONS
 from notify_core.store import tables
@@ -172,12 +178,28 @@ def write_plans(
         key = (str(item.get("campaign_id") or ""), plan_day)
         planned[key] = planned.get(key, 0) + n
 
+    def lost_to_worker(key: tuple[str, str]) -> tuple[bool, Item | None]:
+        """After a conditional write of the schedule item at ``key`` failed: whether the delivery worker
+        holds it (claimed or later), and what the key holds now. Absent (a crash between the plans and
+        schedules writes) or cancelled (a run killed after a move's or a cancel's first write) is the
+        planner's still: the caller carries on, so the next run finishes what a killed one began."""
+        current = schedules.get(*key, consistent=True)
+        return current is not None and current.get("status") != CANCELLED, current
+
+    def put_schedule(item: Item, current: Item | None) -> None:
+        """Write ``item``'s schedule item over ``current`` (what its key holds now, just read) only while
+        the planner owns it (absent, pending or cancelled): a worker's claim is never overwritten."""
+        if current is not None and current.get("status") not in PLANNER_OWNED:
+            raise ConditionFailedError("the schedule item was claimed by delivery")
+        schedules.put(schedule_item(item), condition=Condition.absent() if current is None
+                      else Condition.matches(status=current.get("status")))
+
     def cancel(old: Item) -> None:
         try:
             schedules.update(*_schedule_key(old), set={"status": CANCELLED},
                              condition=Condition.matches(status=PENDING))
-        except ConditionFailedError:  # claimed by delivery meanwhile, or its schedule item is gone
-            if schedules.get(*_schedule_key(old), consistent=True) is not None:
+        except ConditionFailedError:  # claimed by delivery meanwhile, or already cancelled / gone
+            if lost_to_worker(_schedule_key(old))[0]:
                 counts["conflicts"] += 1
                 return
         try:
@@ -216,14 +238,30 @@ def write_plans(
                     counts["revived"] += 1
                     plan_count(new, 1)
                 elif _schedule_key(old) == _schedule_key(new):
-                    schedules.update(*_schedule_key(new), set=_attrs(new), condition=Condition.matches(status=PENDING))
-                    plans.update(old["pk"], old["sk"], set=_attrs(new), condition=Condition.matches(status=PENDING))
+                    try:
+                        schedules.update(*_schedule_key(new), set=_attrs(new),
+                                         condition=Condition.matches(status=PENDING))
+                    except ConditionFailedError:
+                        claimed, current = lost_to_worker(_schedule_key(new))
+                        if claimed:
+                            raise
+                        plans.update(old["pk"], old["sk"], set=_attrs(new), condition=Condition.matches(status=PENDING))
+                        put_schedule(new, current)
+                    else:
+                        plans.update(old["pk"], old["sk"], set=_attrs(new), condition=Condition.matches(status=PENDING))
                     counts["updated"] += 1
                 else:
-                    schedules.update(*_schedule_key(old), set={"status": CANCELLED},
-                                     condition=Condition.matches(status=PENDING))
-                    plans.update(old["pk"], old["sk"], set=_attrs(new), condition=Condition.matches(status=PENDING))
-                    schedules.put(schedule_item(new))
+                    try:
+                        schedules.update(*_schedule_key(old), set={"status": CANCELLED},
+                                         condition=Condition.matches(status=PENDING))
+                    except ConditionFailedError:
+                        if lost_to_worker(_schedule_key(old))[0]:
+                            raise
+                        plans.update(old["pk"], old["sk"], set=_attrs(new), condition=Condition.matches(status=PENDING))
+                        put_schedule(new, schedules.get(*_schedule_key(new), consistent=True))
+                    else:
+                        plans.update(old["pk"], old["sk"], set=_attrs(new), condition=Condition.matches(status=PENDING))
+                        schedules.put(schedule_item(new))
                     counts["moved"] += 1
             except ConditionFailedError:
                 counts["conflicts"] += 1
@@ -245,10 +283,20 @@ def write_plans(
         for item in fresh:
             plan_count(item, 1)
     if verify:  # plan items whose schedule item a crash may have lost: re-create only the missing ones
-        found = {(i["pk"], i["sk"]) for i in schedules.batch_get([_schedule_key(i) for i in verify])}
+        got = schedules.batch_get([_schedule_key(i) for i in verify])
+        found = {(i["pk"], i["sk"]) for i in got}
         missing = [schedule_item(i) for i in verify if _schedule_key(i) not in found]
         if missing:
             counts["repaired"] += schedules.batch_put(missing)
+        # A pending plan item whose schedule item is cancelled: a run killed inside a cancel or a move (or
+        # inside their repair above) left it so; a clean run would have it pending. Only the planner cancels.
+        stale = {(i["pk"], i["sk"]) for i in got if i.get("status") == CANCELLED}
+        for item in [i for i in verify if _schedule_key(i) in stale] if stale else []:
+            try:
+                schedules.put(schedule_item(item), condition=Condition.matches(status=CANCELLED))
+                counts["repaired"] += 1
+            except ConditionFailedError:
+                counts["conflicts"] += 1
     if planned:
         from notify_core.delivery.feedback import add_campaign_counts
 
