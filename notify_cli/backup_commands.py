@@ -72,6 +72,9 @@ def backup(
     target: Target = None,
     once: Annotated[bool, typer.Option(help="Sync once and exit (default: replicate until stopped).")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between snapshots of the lake and artefacts.")] = 10.0,
+    new_replica: Annotated[bool, typer.Option(
+        help="Back up a database that is missing or new here although the target holds a backup of it "
+             "(without it that is refused: run `notify restore` first).")] = False,
 ) -> None:
     """Back up the Store and the stream log (Litestream, continuous) and the lake, landing and artefacts."""
     from notify_core.errors import NotifyError
@@ -82,16 +85,21 @@ def backup(
         service = _service(data_dir, target)
     except NotifyError as exc:
         raise _fail(exc) from None
+    try:  # before the audit entry, which would create an empty Store in a wiped data directory
+        service.check_target(new_replica=new_replica)
+    except NotifyError as exc:
+        service.close()
+        raise _fail(exc) from None
     _audited(data_dir, action="backup.run" if once else "backup.start", target=service.plan.target.describe(),
-             detail={"once": once})
+             detail={"once": once, "new_replica": new_replica})
     try:
         if once:
-            report = service.once()
+            report = service.once(new_replica=new_replica)
         else:
             stop = threading.Event()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: stop.set())
-            report = service.run(stop=stop, interval=interval)
+            report = service.run(stop=stop, interval=interval, new_replica=new_replica)
     except NotifyError as exc:
         raise _fail(exc) from None
     finally:
@@ -104,9 +112,10 @@ def restore(
     data_dir: DataDir = None,
     target: Target = None,
     at: Annotated[str | None, typer.Option(help="Restore as of this time (ISO 8601; UTC if no offset).")] = None,
-    force: Annotated[bool, typer.Option(help="Replace a Store that exists.")] = False,
+    force: Annotated[bool, typer.Option(
+        help="Replace a Store that exists, and a stream log that is behind its backup (kept beside).")] = False,
 ) -> None:
-    """Restore the data directory from a backup: the Store (as of --at), a missing stream log, the files."""
+    """Restore the data directory from a backup: the Store (as of --at), a missing or stale stream log, the files."""
     from notify_core.backup.service import describe
     from notify_core.errors import NotifyError
 

@@ -5,7 +5,24 @@ for the SQLite files; :mod:`.files` snapshots the lake, landing and artefact fol
 :mod:`.target` parses the target URL (a folder or an S3-compatible bucket).
 """
 
-from notify_core.backup.service import BackupPlan, BackupService, RestoreReport, plan_backup
+from notify_core.backup.files import BackupIntegrityError
+from notify_core.backup.service import (
+    BackupPlan,
+    BackupService,
+    ReplicaExistsError,
+    RestoreReport,
+    StreamLogBehindError,
+    plan_backup,
+)
 from notify_core.backup.target import BackupTarget
 
-__all__ = ["BackupPlan", "BackupService", "BackupTarget", "RestoreReport", "plan_backup"]
+__all__ = [
+    "BackupIntegrityError",
+    "BackupPlan",
+    "BackupService",
+    "BackupTarget",
+    "ReplicaExistsError",
+    "RestoreReport",
+    "StreamLogBehindError",
+    "plan_backup",
+]

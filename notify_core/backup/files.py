@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from notify_core.backup.target import BlobStore
 from notify_core.clock import Clock, utcnow
-from notify_core.errors import NotFoundError
+from notify_core.errors import NotFoundError, NotifyError
 
 MANIFESTS = "files/manifests/"
 BLOBS = "files/blobs/"
@@ -32,6 +35,7 @@ class FilesReport:
     uploaded: int = 0
     uploaded_bytes: int = 0
     manifest: str | None = None  # None: nothing changed since the last snapshot
+    removed: int = 0  # restore: files under the backed-up folders that the restored snapshot does not name
 
 
 def _skipped(path: Path) -> bool:
@@ -106,7 +110,16 @@ class FileBackup:
         return sorted(found)
 
     def restore(self, dest_root: Path, *, at: datetime | None = None) -> FilesReport:
-        """Write the files of the newest manifest taken at or before ``at`` (the newest one if None)."""
+        """Make the backed-up folders under ``dest_root`` what the newest manifest taken at or before ``at``
+        (the newest one if None) says.
+
+        Each blob fetched is hashed again and must match its name (the sha256 of the content): a damaged or
+        tampered blob fails the restore before any file is replaced (every blob is fetched into a temporary
+        file beside its destination, and renamed into place only once all of them have been checked).
+        Files under the backed-up folders (``folders``) that the manifest does not name are then removed:
+        a lake partition written after the snapshot would otherwise outlive the Store it no longer matches.
+        Symbolic links are never followed out of those folders.
+        """
         candidates = [(taken, name) for taken, name in self.manifests() if at is None or taken <= at]
         if not candidates:
             raise NotFoundError("no file snapshot in the backup" + (f" at or before {at.isoformat()}" if at else ""))
@@ -115,11 +128,83 @@ class FileBackup:
         if raw is None:
             raise NotFoundError(f"file manifest {name} vanished")
         files: dict[str, str] = json.loads(raw)["files"]
-        report = FilesReport(files=len(files), manifest=name)
         for rel, digest in files.items():
-            dest = dest_root / rel
-            if dest.is_file() and self._digest(dest, rel) == digest:
-                continue
-            self.blobs.get_file(BLOBS + digest, dest)
-            report.uploaded += 1  # here: files written
+            _check_entry(name, rel, digest)
+        report = FilesReport(files=len(files), manifest=name)
+        staged: list[tuple[Path, Path]] = []  # (temporary file, destination)
+        try:
+            for rel, digest in sorted(files.items()):
+                dest = dest_root / rel
+                if dest.is_file() and not dest.is_symlink() and self._digest(dest, rel) == digest:
+                    continue
+                tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.restore.tmp")
+                staged.append((tmp, dest))
+                self.blobs.get_file(BLOBS + digest, tmp)
+                got = _sha256(tmp)
+                if got != digest:
+                    raise BackupIntegrityError(
+                        f"backup blob {BLOBS}{digest} (for {rel}) is damaged: its content hashes to {got}; "
+                        "no file was replaced"
+                    )
+            for tmp, dest in staged:
+                os.replace(tmp, dest)
+                report.uploaded += 1  # here: files written
+            staged.clear()
+        finally:
+            for tmp, _dest in staged:
+                tmp.unlink(missing_ok=True)
+        report.removed = self._prune(dest_root, keep=set(files))
         return report
+
+    def _prune(self, dest_root: Path, *, keep: set[str]) -> int:
+        """Remove the files under the backed-up folders that ``keep`` (relative paths) does not name, and the
+        folders that this empties; in-progress files (what a snapshot skips) are left. Never follows a link:
+        a link is removed itself (never its target), and a linked folder is neither entered nor removed."""
+        removed = 0
+        for folder in self.folders:
+            base = dest_root / folder
+            if not base.is_dir():
+                continue
+            emptied: set[Path] = set()
+            for dirpath, _dirnames, filenames in os.walk(base, topdown=False, followlinks=False):
+                here = Path(dirpath)
+                for filename in filenames:
+                    path = here / filename
+                    rel = path.relative_to(dest_root).as_posix()
+                    if rel in keep or _skipped(path):
+                        continue
+                    path.unlink(missing_ok=True)
+                    self._digests.pop(rel, None)
+                    emptied.add(here)
+                    removed += 1
+                if here in emptied and here != base and not any(here.iterdir()):
+                    here.rmdir()
+                    emptied.add(here.parent)
+        return removed
+
+
+class BackupIntegrityError(NotifyError):
+    """The backup holds something that is not what it claims (a blob whose content does not hash to its
+    name, a manifest naming a path outside the data directory): restoring it would write damaged data."""
+
+    http_status = 500
+
+
+def _sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _check_entry(manifest: str, rel: str, digest: str) -> None:
+    """A manifest entry names a relative path that stays under the data directory, and a sha256."""
+    parts = PurePosixPath(rel).parts
+    if not parts or rel.startswith("/") or any(part in ("", ".", "..") for part in parts) or "\\" in rel:
+        raise BackupIntegrityError(f"file manifest {manifest} names a path outside the data directory: {rel!r}")
+    if not _DIGEST.match(digest):
+        raise BackupIntegrityError(f"file manifest {manifest} names {rel!r} by an invalid digest {digest!r}")

@@ -7,9 +7,21 @@ the Store (``stream_positions``), so the Store's backup carries it: after a rest
 replays from where the *restored* Store was, and nothing acknowledged is lost while the stream still
 holds it (a retained log, or Kafka).
 
-Restore rules: the Store is restored only into a data directory without one (or with ``force``);
-the stream log only when it is missing, because a log that survived is newer than any backup of it.
+Restore rules: the Store is restored only into a data directory without one (or with ``force``).
+A stream log that is present is kept only when it is at least as far as its backup and as every
+position in the restored Store's ``stream_positions`` (then it survived, and is newer than any backup of
+it); a present log that is behind (one a process created empty before the restore) is replaced by its
+backup when it holds no record, or with ``force`` (it is kept beside as ``<log>.behind-<time>``), and
+is otherwise refused, so no acknowledged event is dropped silently. Everything is fetched and checked
+before anything in the data directory is replaced (databases into ``*.restoring`` files, file blobs
+re-hashed); the backed-up folders end up exactly as the snapshot (files it does not name are removed).
 ``at`` restores the Store (and the files' snapshot) as of that time; without it, the newest.
+
+Start rule: a backup refuses to start when the target already holds a replica of a database that is
+missing here or was never under Litestream (neither replicated nor restored from a replica: it has no
+``_litestream_seq`` table), because replicating a new, empty database would make it the newest backup
+(a data directory wiped, and ``notify backup`` restarted by its supervisor before ``notify restore``).
+``new_replica`` (``--new-replica``) says that this is meant.
 The aws environment is not handled here: DynamoDB point-in-time recovery, S3 versioning and
 replication are in the rendered templates.
 """
@@ -23,6 +35,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -31,9 +44,11 @@ from typing import Any
 from notify_core.backup.files import FileBackup, FilesReport
 from notify_core.backup.litestream import Litestream
 from notify_core.backup.target import BackupTarget
-from notify_core.clock import Clock
+from notify_core.clock import Clock, utcnow
 from notify_core.errors import ConditionFailedError, ConfigurationError, NotFoundError
 from notify_core.settings import NotifySettings
+from notify_core.store.codec import decode_item
+from notify_core.store.tables import STREAM_POSITIONS
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +76,22 @@ def plan_backup(settings: NotifySettings, target: BackupTarget) -> BackupPlan:
     return BackupPlan(data_dir=settings.data_dir.resolve(), databases=databases, folders=FOLDERS, target=target)
 
 
+class ReplicaExistsError(ConditionFailedError):
+    """The target holds a replica of a database that is missing here or new: backing it up would make an
+    empty database the newest backup (restore first, or start a new replica on purpose)."""
+
+
+class StreamLogBehindError(ConditionFailedError):
+    """A present stream log is behind its backup or the restored Store's positions and holds records:
+    replacing it could drop events, keeping it loses the backup's (stop its writers and decide)."""
+
+
 @dataclass
 class RestoreReport:
     databases: dict[str, str] = field(default_factory=dict)  # name -> restored | kept | not in backup
     files: int = 0
     files_written: int = 0
+    files_removed: int = 0  # under the backed-up folders, not in the restored snapshot
     seconds: float = 0.0
 
 
@@ -88,28 +114,49 @@ class BackupService:
         if self._own_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
-    def _ensure_databases(self) -> None:
-        """Litestream replicates a file that exists: create an empty WAL database where none is yet."""
+    def check_target(self, *, new_replica: bool = False) -> None:
+        """Refuse (:class:`ReplicaExistsError`) when the target holds a replica of a database that is missing
+        here or was never under Litestream: see the module doc. ``new_replica``: start one anyway."""
+        if new_replica:
+            return
+        new = [name for name, path in self.plan.databases.items() if not _under_litestream(path)]
+        held = [name for name in new if self._target_holds(name)]
+        if held:
+            paths = ", ".join(str(self.plan.databases[name]) for name in held)
+            raise ReplicaExistsError(
+                f"{self.plan.target.describe()} already holds a backup of {' and '.join(held)}, but {paths} here "
+                "is missing or new (never replicated, nor restored from a backup): backing it up would make it "
+                "the newest backup. Run `notify restore` from that target first, or pass --new-replica if a "
+                "new database is meant to replace the backed-up one"
+            )
+
+    def _target_holds(self, name: str) -> bool:
+        return any(True for _ in self.plan.target.blobs().list(f"{name}/"))
+
+    def _ensure_databases(self, *, new_replica: bool) -> None:
+        """Litestream replicates a file that exists: create an empty WAL database where none is yet (after
+        :meth:`check_target`: never one that would replace a backed-up database)."""
+        self.check_target(new_replica=new_replica)
         for path in self.plan.databases.values():
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
-                with sqlite3.connect(path) as conn:
+                with closing(sqlite3.connect(path)) as conn:
                     conn.execute("PRAGMA journal_mode=WAL")
                 os.chmod(path, 0o600)
 
-    def once(self) -> FilesReport:
+    def once(self, *, new_replica: bool = False) -> FilesReport:
         """One sync of the databases and one file snapshot (``notify backup --once``)."""
-        self._ensure_databases()
+        self._ensure_databases(new_replica=new_replica)
         self.litestream.replicate_once()
         return self.files.snapshot()
 
-    def run(self, *, stop: threading.Event, interval: float = 10.0) -> FilesReport:
+    def run(self, *, stop: threading.Event, interval: float = 10.0, new_replica: bool = False) -> FilesReport:
         """Replicate continuously until ``stop``; a file snapshot every ``interval`` s and a last one at stop.
 
         A Litestream process that dies is restarted (and logged): a backup that silently stopped is
         the failure that only shows on the day of the restore.
         """
-        self._ensure_databases()
+        self._ensure_databases(new_replica=new_replica)
         log_path = self.work_dir / "litestream.log"
         process = self.litestream.start(log_path=log_path)
         log.info("backup started",
@@ -149,36 +196,153 @@ class BackupService:
             raise ConditionFailedError(
                 f"{store} exists: restore into an empty data directory, or pass --force to replace it"
             )
-        for name, path in self.plan.databases.items():
-            if name != "store" and path.exists():
-                report.databases[name] = "kept (present, newer than its backup)"
-                continue
-            report.databases[name] = "restored" if self._restore_database(path, at=at) else "not in backup"
-        if report.databases["store"] != "restored":
-            raise NotFoundError(f"the backup at {self.plan.target.describe()} holds no Store")
+        staged: dict[str, Path] = {}
         try:
-            files = self.files.restore(self.plan.data_dir, at=at)
-            report.files, report.files_written = files.files, files.uploaded
-        except NotFoundError as exc:
-            log.warning("no file snapshot to restore", extra={"error": str(exc)})
+            for name, path in self.plan.databases.items():
+                staging = self._stage_database(path, at=at)
+                if staging is not None:
+                    staged[name] = staging
+            if "store" not in staged:
+                raise NotFoundError(f"the backup at {self.plan.target.describe()} holds no Store")
+            report.databases["store"] = "restored"
+            install = {"store": staged["store"]}
+            positions = _stream_positions(staged["store"])
+            for name, path in self.plan.databases.items():
+                if name != "store":
+                    report.databases[name] = self._judge_log(path, staged.get(name), positions=positions,
+                                                             force=force, install=install, name=name)
+            try:  # before any database is replaced: a damaged blob fails the restore with nothing replaced
+                files = self.files.restore(self.plan.data_dir, at=at)
+                report.files, report.files_written, report.files_removed = files.files, files.uploaded, files.removed
+            except NotFoundError as exc:
+                log.warning("no file snapshot to restore", extra={"error": str(exc)})
+            for name, staging in install.items():
+                _install(staging, self.plan.databases[name])
+                del staged[name]
+        finally:
+            for staging in staged.values():
+                _remove_database_files(staging)
         report.seconds = round(time.monotonic() - started, 3)
         return report
 
-    def _restore_database(self, path: Path, *, at: datetime | None) -> bool:
+    def _judge_log(self, path: Path, staging: Path | None, *, positions: dict[str, int], force: bool,
+                   install: dict[str, Path], name: str) -> str:
+        """Keep a present stream log that covers its backup and the restored Store's positions; otherwise
+        put its backup in ``install`` (or refuse): see the module doc."""
+        if not path.exists():
+            if staging is None:
+                return "not in backup"
+            install[name] = staging
+            return "restored"
+        needed = dict(positions)
+        for topic, mark in (_log_marks(staging) if staging is not None else {}).items():
+            needed[topic] = max(needed.get(topic, 0), mark)
+        present = _log_marks(path)
+        behind = {topic: (present.get(topic, 0), need) for topic, need in needed.items()
+                  if present.get(topic, 0) < need}
+        if not behind:
+            return "kept (present, newer than its backup)"
+        gap = ", ".join(f"{topic} ends at offset {have}, needs {need}"
+                        for topic, (have, need) in sorted(behind.items()))
+        empty = not any(present.values())
+        if staging is None:
+            if force:
+                log.warning("stream log behind the restored Store kept: no backup of it", extra={"behind": gap})
+                return f"kept (present, behind the restored Store, no backup of it: {gap})"
+            raise StreamLogBehindError(
+                f"the stream log {path} is behind the restored Store's positions ({gap}) and the backup holds no "
+                "stream log: pass --force to keep it as it is"
+            )
+        if empty:
+            install[name] = staging
+            return f"restored (the present log held no record: {gap})"
+        if force:
+            aside = path.with_name(f"{path.name}.behind-{utcnow(self.clock).strftime('%Y%m%dT%H%M%SZ')}")
+            _copy_database(path, aside)
+            install[name] = staging
+            return f"restored (the present log was behind: {gap}; kept as {aside})"
+        raise StreamLogBehindError(
+            f"the stream log {path} is present but behind its backup and the restored Store ({gap}): it is not "
+            "the log that was backed up. Stop every process that uses it, then remove it (or pass --force: it "
+            "is then kept beside as a copy) and restore again"
+        )
+
+    def _stage_database(self, path: Path, *, at: datetime | None) -> Path | None:
+        """The database's backup restored to ``<path>.restoring`` (None: not in the backup)."""
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         staging = path.with_name(f"{path.name}.restoring")
-        for leftover in (staging, Path(f"{staging}-wal"), Path(f"{staging}-shm")):
-            leftover.unlink(missing_ok=True)
+        _remove_database_files(staging)
         if not self.litestream.restore(path, output=staging, at=at):
-            return False
-        for stale in (Path(f"{path}-wal"), Path(f"{path}-shm")):
-            stale.unlink(missing_ok=True)
+            return None
         os.chmod(staging, 0o600)
-        os.replace(staging, path)
-        return True
+        return staging
+
+
+def _remove_database_files(path: Path) -> None:
+    for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        leftover.unlink(missing_ok=True)
+
+
+def _install(staging: Path, path: Path) -> None:
+    """Replace ``path`` (and its WAL, which belongs to the old file) by the restored ``staging``."""
+    for stale in (Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{staging}-wal"), Path(f"{staging}-shm")):
+        stale.unlink(missing_ok=True)
+    os.replace(staging, path)
+
+
+def _copy_database(source: Path, dest: Path) -> None:
+    """A consistent copy of a live SQLite file (its WAL included), 0600."""
+    os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+    with closing(sqlite3.connect(source)) as src, closing(sqlite3.connect(dest)) as dst:
+        src.backup(dst)
+
+
+def _under_litestream(path: Path) -> bool:
+    """Whether the SQLite file has been replicated by Litestream or restored from a replica: Litestream adds
+    ``_litestream_seq`` to the database it replicates, and a restore copies it. A missing, empty or
+    unreadable file has not."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)) as conn:
+            return conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='_litestream_seq'").fetchone() is not None
+    except sqlite3.Error:
+        return False
+
+
+def _log_marks(path: Path) -> dict[str, int]:
+    """Each topic's high-water mark (the offset its next record gets) in an embedded stream log file."""
+    with closing(sqlite3.connect(path)) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "topics" not in tables:
+            return {}
+        has_mark = any(col[1] == "next_offset" for col in conn.execute("PRAGMA table_info(topics)"))
+        rows = conn.execute(f"SELECT name, id, {'next_offset' if has_mark else '0'} FROM topics").fetchall()
+        marks: dict[str, int] = {}
+        for topic, topic_id, mark in rows:
+            table = f"log_{int(topic_id)}"
+            last = conn.execute(f"SELECT MAX(offset) FROM {table}").fetchone()[0] if table in tables else None
+            marks[str(topic)] = max(int(mark), 0 if last is None else int(last) + 1)
+        return marks
+
+
+def _stream_positions(store: Path) -> dict[str, int]:
+    """The furthest position per topic in a Store file's ``stream_positions`` (every group, every partition:
+    the embedded log has one per topic)."""
+    with closing(sqlite3.connect(store)) as conn:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                        (STREAM_POSITIONS,)).fetchone() is None:
+            return {}
+        positions: dict[str, int] = {}
+        for (body,) in conn.execute(f'SELECT body FROM "{STREAM_POSITIONS}"'):
+            item = decode_item(body)
+            topic = str(item["sk"]).rpartition("#")[0]
+            positions[topic] = max(positions.get(topic, 0), int(item["position"]))
+        return positions
 
 
 def describe(report: RestoreReport) -> dict[str, Any]:
     return {"databases": report.databases, "files": report.files, "files_written": report.files_written,
-            "seconds": report.seconds}
+            "files_removed": report.files_removed, "seconds": report.seconds}
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 from urllib.parse import parse_qs, urlparse
 
-from notify_core.errors import ConfigurationError
+from notify_core.errors import BackendError, ConfigurationError
 from notify_core.s3_objects import S3Bucket
 
 
@@ -59,26 +59,38 @@ class BackupTarget:
         if not url:
             raise ConfigurationError("a backup target is needed: a folder or s3://bucket/prefix (NOTIFY_BACKUP_URL)")
         parsed = urlparse(url)
+        query = parse_qs(parsed.query)
+        endpoint = query.get("endpoint", [None])[0]
+        if parsed.scheme and (_has_userinfo(parsed.netloc) or (endpoint is not None
+                                                                and _has_userinfo(urlparse(endpoint).netloc))):
+            # Never echo the URL: what is before the "@" is a secret (and the message reaches logs and stderr).
+            raise ConfigurationError(
+                f"backup URL {redact_url(url)!r} carries credentials: they are never accepted in the URL (the "
+                "audit log and the process list would keep them); set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+                "or AWS_PROFILE in the environment instead"
+            )
         if parsed.scheme in ("", "file"):
             path = Path(parsed.path if parsed.scheme == "file" else url).expanduser()
             return cls(kind="file", path=path.resolve())
         if parsed.scheme == "s3":
             if not parsed.netloc:
-                raise ConfigurationError(f"backup URL {url!r} names no bucket")
-            query = parse_qs(parsed.query)
+                raise ConfigurationError(f"backup URL {redact_url(url)!r} names no bucket")
             return cls(
                 kind="s3",
                 bucket=parsed.netloc,
                 prefix=parsed.path.strip("/"),
-                endpoint=query.get("endpoint", [None])[0],
+                endpoint=endpoint,
                 region=query.get("region", ["us-east-1"])[0],
             )
-        raise ConfigurationError(f"unsupported backup URL {url!r}: use a folder or s3://bucket/prefix")
+        raise ConfigurationError(f"unsupported backup URL {redact_url(url)!r}: use a folder or s3://bucket/prefix")
 
     def describe(self) -> str:
+        """The target for logs and the audit trail: any user info is redacted (``parse`` refuses it, but a
+        target built otherwise must not leak one either)."""
         if self.kind == "file":
             return str(self.path)
-        return f"s3://{self.bucket}/{self.prefix}" + (f" at {self.endpoint}" if self.endpoint else "")
+        bucket = _strip_userinfo(self.bucket or "")
+        return f"s3://{bucket}/{self.prefix}" + (f" at {redact_url(self.endpoint)}" if self.endpoint else "")
 
     def litestream_replica(self, name: str) -> dict[str, Any]:
         """The Litestream replica section for the database called ``name`` (``store``, ``stream``)."""
@@ -139,7 +151,10 @@ class FolderBlobs:
         self._write(name, source.read_bytes())
 
     def get_file(self, name: str, dest: Path) -> None:
-        data = self._path(name).read_bytes()
+        try:
+            data = self._path(name).read_bytes()
+        except FileNotFoundError:
+            raise BackendError(f"backup blob {name} is missing from {self.root}") from None
         write_private(dest, data)
 
     def list(self, prefix: str) -> Iterator[str]:
@@ -149,6 +164,22 @@ class FolderBlobs:
         for path in base.rglob("*"):
             if path.is_file() and not path.name.startswith("."):
                 yield path.relative_to(self.root).as_posix()
+
+
+def _has_userinfo(netloc: str) -> bool:
+    return "@" in netloc
+
+
+def _strip_userinfo(netloc: str) -> str:
+    return f"***@{netloc.rpartition('@')[2]}" if "@" in netloc else netloc
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the user info of its authority (``user:secret@``) replaced by ``***``, and a query that
+    holds an ``@`` (an endpoint with user info) left out."""
+    parsed = urlparse(url)
+    return parsed._replace(netloc=_strip_userinfo(parsed.netloc),
+                           query="..." if "@" in parsed.query else parsed.query).geturl()
 
 
 def _private_dirs(path: Path) -> None:
