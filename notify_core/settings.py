@@ -6,6 +6,9 @@ start, the CLI) calls :func:`load_settings` once and passes the result down.
 
 from __future__ import annotations
 
+import difflib
+import os
+from collections.abc import Mapping
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +20,16 @@ from notify_core.clock import Clock, starting_at
 from notify_core.errors import ConfigurationError
 
 Environment = Literal["local", "aws"]
+
+ENV_PREFIX = "NOTIFY_"
+# NOTIFY_* environment variables that are NOT settings fields and are read by something else, so the settings
+# let them be. Any other NOTIFY_* variable that names no field is refused (a misspelt NOTIFY_ENV would
+# otherwise run locally, a misspelt NOTIFY_CLOCK_START give a replay the system clock). Each entry: who reads it.
+ENVIRONMENT_ALLOWLIST: frozenset[str] = frozenset({
+    "NOTIFY_LOG_LEVEL",  # lambdas/http.py and lambdas/gateway.py: the Lambda handlers' log level
+    "NOTIFY_TEST_DAEMON_LOG",  # tests/pipeline/test_living_pipeline.py: print the Dagster daemon's launches
+    "NOTIFY_SOCKET",  # systemd (sd_notify), not Notify: set for every Type=notify service it starts
+})
 
 
 class NotifySettings(BaseSettings):
@@ -109,6 +122,14 @@ class NotifySettings(BaseSettings):
     # issue 21: `notify worker` sends webhooks from coroutines on one event loop (False: the sender threads)
     delivery_async_senders: bool = True
 
+    @model_validator(mode="before")
+    @classmethod
+    def _check_environment(cls, data: Any) -> Any:
+        """pydantic-settings ignores NOTIFY_* variables that name no field (``extra`` covers keyword
+        arguments only): refuse them here, whoever builds the settings."""
+        check_environment(os.environ, fields=cls.model_fields)
+        return data
+
     @model_validator(mode="after")
     def _check_delivery(self) -> NotifySettings:
         if self.channel == "webhook" and not (self.webhook_url and self.webhook_secret):
@@ -190,6 +211,27 @@ class NotifySettings(BaseSettings):
         """Key files (tracking, webhook, the local master key, the API key pepper, the first admin key):
         0600 files in a 0700 folder."""
         return self.data_dir / "secrets"
+
+
+def check_environment(environ: Mapping[str, str], *, fields: Mapping[str, object] | None = None) -> None:
+    """Raise :class:`ConfigurationError` naming each ``NOTIFY_*`` variable of ``environ`` that is neither a
+    settings field nor in :data:`ENVIRONMENT_ALLOWLIST`, with the closest known name. Names are compared
+    case-insensitively, as pydantic-settings reads them."""
+    known = {ENV_PREFIX + name.upper() for name in (NotifySettings.model_fields if fields is None else fields)}
+    known |= ENVIRONMENT_ALLOWLIST
+    unknown = sorted(name for name in environ
+                     if name.upper().startswith(ENV_PREFIX) and name.upper() not in known)
+    if not unknown:
+        return
+    suffixes = {name.removeprefix(ENV_PREFIX): name for name in known}
+    problems = []
+    for name in unknown:
+        close = difflib.get_close_matches(name.upper().removeprefix(ENV_PREFIX), list(suffixes), n=1, cutoff=0.6)
+        problems.append(f"{name} (did you mean {suffixes[close[0]]}?)" if close else f"{name} (no setting is "
+                        "named like it)")
+    raise ConfigurationError(
+        f"unknown Notify environment variable(s): {'; '.join(problems)}. A NOTIFY_* variable must name a "
+        "setting (notify_core/settings.py NotifySettings) or be in ENVIRONMENT_ALLOWLIST; unset or rename it.")
 
 
 def load_settings(**overrides: Any) -> NotifySettings:
