@@ -4,10 +4,11 @@ One place for the rules the daemon follows, so each asset module only says which
 
 - ``DELTA``: run when an upstream asset's *data version* changed since the last tick (or the upstream is
   requested in the same tick, so a chain runs as one run), never while an upstream is missing or in
-  progress, never twice at once. Every asset records a data version that stays the same when its run
-  changed nothing (:func:`data_version`), so a re-ingest with no new rows stops the chain there, and a
-  daemon started on an up-to-date instance launches nothing (``since_last_handled`` resets on the
-  first evaluation).
+  progress, never twice at once. Every asset records a data version that stays the same when its
+  content is the one its last materialisation recorded (:func:`data_version`: a content digest in the
+  metadata, not "did this attempt write anything", so content written by a failed attempt still flows
+  on), so a re-ingest with no new rows stops the chain there, and a daemon started on an up-to-date
+  instance launches nothing (``since_last_handled`` resets on the first evaluation).
 - ``PLAN``: the same for the daily plan, restricted to today's and tomorrow's partitions, and a new
   partition (tomorrow, at 00:00 UTC) is planned as soon as it exists: planning day D at the start of
   D-1 UTC is ahead of every time zone (UTC+14's local day D starts at D-1 10:00 UTC). Upstream
@@ -18,6 +19,8 @@ One place for the rules the daemon follows, so each asset module only says which
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -114,20 +117,52 @@ def automation_sensor() -> dg.AutomationConditionSensorDefinition:
                     "index, plan).")
 
 
-def previous_data_version(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None = None) -> str | None:
-    """The data version of ``key``'s latest materialisation (of ``partition``), if any."""
+CONTENT_DIGEST = "content_digest"
+"""Materialisation metadata: a digest of the asset's content as recorded (:func:`data_version` compares it)."""
+DATA_VERSION_TAG = "dagster/data_version"
+
+
+def latest_materialization(
+    instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None = None
+) -> dg.AssetMaterialization | None:
+    """``key``'s latest recorded materialisation (of ``partition``), if any."""
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1).records
-    if not records or records[0].asset_materialization is None:
-        return None
-    return (records[0].asset_materialization.tags or {}).get("dagster/data_version")
+    return records[0].asset_materialization if records else None
 
 
-def data_version(context: dg.AssetExecutionContext, key: str, *, changed: bool) -> dg.DataVersion:
-    """A new data version when the asset's content changed, else the previous one, so downstream
-    conditions (``data_version_changed``) skip a step whose inputs were re-checked but not changed."""
-    if not changed:
-        previous = previous_data_version(context.instance, dg.AssetKey(key))
-        if previous is not None:
-            return dg.DataVersion(previous)
+def previous_data_version(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None = None) -> str | None:
+    """The data version of ``key``'s latest materialisation (of ``partition``), if any."""
+    mat = latest_materialization(instance, key, partition)
+    return (mat.tags or {}).get(DATA_VERSION_TAG) if mat is not None else None
+
+
+def recorded_digest(mat: dg.AssetMaterialization | None) -> str | None:
+    """The content digest a materialisation recorded (metadata ``content_digest``), if any."""
+    value = mat.metadata.get(CONTENT_DIGEST) if mat is not None else None
+    return str(value.value) if value is not None else None
+
+
+def combined_digest(parts: Mapping[str, str]) -> str:
+    """One digest over per-partition digests (order-independent): cheap, no data re-read."""
+    text = "\n".join(f"{name}={digest}" for name, digest in sorted(parts.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def data_version(context: dg.AssetExecutionContext, key: str, *, changed: bool,
+                 digest: str | None = None) -> dg.DataVersion:
+    """The previous data version when the asset's content is the one last recorded, else a new one, so
+    downstream conditions (``data_version_changed``) skip a step whose inputs were re-checked but not changed.
+
+    ``digest`` (a digest of the content the step leaves, recorded by the caller as metadata
+    ``content_digest``) decides whenever given: compared with the digest the latest materialisation (of
+    this partition) recorded, so content written by an attempt that failed before Dagster recorded it
+    (a retried or re-run step then finds nothing to write) still gets a new version. A previous
+    materialisation without a digest counts as different. ``changed`` (this attempt wrote something)
+    always gives a new version."""
+    partition = context.partition_key if context.has_partition_key else None
+    previous = latest_materialization(context.instance, dg.AssetKey(key), partition)
+    version = (previous.tags or {}).get(DATA_VERSION_TAG) if previous is not None else None
+    if version is not None and not changed and (digest is None or digest == recorded_digest(previous)):
+        return dg.DataVersion(version)
     return dg.DataVersion(f"{context.run_id[:8]}-{key}")

@@ -3,7 +3,9 @@
 Thin on purpose: each asset calls one refresh in :mod:`notify_core.embeddings.pipeline`, which diffs
 content hashes, embeds only what changed, checks the vectors and persists them (Store + lake) only when
 the checks pass. The asset reports the counts as metadata and the checks as blocking asset checks, so
-a failed check stops the assets downstream of it while the last good vectors stay served.
+a failed check stops the assets downstream of it while the last good vectors stay served. Its data
+version follows the digest of the persisted vector state (metadata ``content_digest``), so vectors an
+attempt persisted before failing still reach the assets downstream on the next run.
 
 Campaigns are a separate group and job: a campaign failure never touches the user chain, and back.
 """
@@ -14,7 +16,16 @@ from collections.abc import Callable
 
 import dagster as dg
 
-from notify_assets.automation import CHANGED_USERS, DELTA, REPLAN_USERS_MAX, data_version, pool_for
+from notify_assets.automation import (
+    CHANGED_USERS,
+    CONTENT_DIGEST,
+    DELTA,
+    REPLAN_USERS_MAX,
+    data_version,
+    latest_materialization,
+    pool_for,
+    recorded_digest,
+)
 from notify_core.embeddings import store as emb_store
 from notify_core.embeddings.checks import CHECK_NAMES
 from notify_core.embeddings.pipeline import (
@@ -74,10 +85,11 @@ def _result(context: dg.AssetExecutionContext, run: EmbeddingRun, per_partition:
     if per_partition:
         metadata["vectors_per_partition"] = dg.MetadataValue.json(per_partition)
     metadata.update(extra or {})
+    metadata[CONTENT_DIGEST] = run.digest  # the persisted vector state: a change an earlier attempt made counts too
     changed = run.persisted and (run.embedded > 0 or run.removed > 0)
     return dg.MaterializeResult(
         metadata=metadata,
-        data_version=data_version(context, context.asset_key.to_user_string(), changed=changed),
+        data_version=data_version(context, context.asset_key.to_user_string(), changed=changed, digest=run.digest),
         check_results=[dg.AssetCheckResult(check_name=c.name, passed=c.passed, metadata=c.metadata)
                        for c in run.checks],
     )
@@ -116,8 +128,12 @@ def purchase_embeddings(context: dg.AssetExecutionContext, notify: NotifyResourc
                 "orders changed are recomputed. Clickstream interactions fold in through the core hook.",
 )
 def user_embeddings(context: dg.AssetExecutionContext, notify: NotifyResource) -> dg.MaterializeResult:
+    recorded = recorded_digest(latest_materialization(context.instance, context.asset_key))
     run = refresh_user_embeddings(notify.lake, notify.store, now=notify.now())
-    small = len(run.changed_ids) <= REPLAN_USERS_MAX  # a small delta: a re-plan can be limited to these users
+    # a small delta: a re-plan can be limited to these users, when they are every change since the last
+    # recorded vectors (this run started from them: an attempt that persisted users and then failed, or a
+    # first run, names nobody, so the re-plan covers everyone)
+    small = run.base_digest == recorded and len(run.changed_ids) <= REPLAN_USERS_MAX
     return _result(context, run, extra={CHANGED_USERS: dg.MetadataValue.json(list(run.changed_ids))} if small else None)
 
 

@@ -1,10 +1,11 @@
 """Ingestion assets: the demo source, then one asset per landing dataset (validated, idempotent).
 
 The landing sensor (``notify_sensors.landing``) starts the ingest job when a batch lands. Each dataset
-keeps its data version when its ingest changed nothing, so only what changed flows on downstream. The
-lake keeps purchases in monthly partitions; Dagster sees them as ``purchase_months`` (monthly): each
-purchases ingest records the months it rewrote, and a month backfilled from the UI re-syncs that
-month's lake partition to the Store and reports its counts.
+keeps its data version when its content (the digests of its lake partitions) is the one last recorded, so
+only what changed flows on downstream, including rows committed by an attempt that failed before Dagster
+recorded it. The lake keeps purchases in monthly partitions; Dagster sees them as ``purchase_months``
+(monthly): each purchases ingest records the months whose content changed since the last recorded one,
+and a month backfilled from the UI re-syncs that month's lake partition to the Store and reports its counts.
 """
 
 # No `from __future__ import annotations` here: Dagster reads the context annotations at decoration time.
@@ -13,8 +14,10 @@ month's lake partition to the Store and reports its counts.
 import dagster as dg
 import polars as pl
 
-from notify_assets.automation import data_version, pool_for
+from notify_assets.automation import CONTENT_DIGEST, combined_digest, data_version, latest_materialization, pool_for
+from notify_core.convergence import Ledger
 from notify_core.ingest.batch import DATASETS, IngestReport, ingest_dataset
+from notify_core.lake import partition_expr
 from notify_core.landing import build_landing_area
 from notify_core.repositories import save_frame
 from notify_core.sources.demo import prepare_demo_landing
@@ -25,6 +28,7 @@ INGESTION_GROUP = "ingestion"
 PURCHASE_MONTHS = "purchase_months"
 MONTH_PARTITIONS = dg.MonthlyPartitionsDefinition(start_date="2009-12", fmt="%Y-%m", end_offset=1)
 LAKE_MONTH_PREFIX = "month="  # notify_core.lake.partition_expr names purchases partitions month=YYYY-MM
+PARTITION_DIGESTS = "partition_digests"  # metadata of a partitioned dataset: {lake partition: content digest}
 
 
 @dg.asset(group_name="sources", description="The UCI Online Retail export mapped to landing files (demo source).")
@@ -74,16 +78,40 @@ def _ingestion_asset(dataset: str) -> dg.AssetsDefinition:
         if report.bad_rows:
             metadata["bad_rows"] = dg.MetadataValue.md(_bad_rows_table(report))
         changed = report.rows_changed > 0 or report.store.inserted + report.store.updated + report.store.deleted > 0
-        for month in _months(report.partitions_written):
+        digests = _content_digests(notify, dataset)
+        digest = metadata[CONTENT_DIGEST] = combined_digest(digests)
+        previous = latest_materialization(context.instance, context.asset_key)  # before this one is recorded
+        if partition_expr(dataset) is not None:
+            metadata[PARTITION_DIGESTS] = dg.MetadataValue.json(digests)
+        for month in _months(_rewritten(report, digests, previous)):
             context.log_event(dg.AssetMaterialization(PURCHASE_MONTHS, partition=month,
                                                       description=f"rewritten by {dataset} ingestion"))
         return dg.MaterializeResult(metadata=metadata,  # type: ignore[arg-type]
-                                    data_version=data_version(context, dataset, changed=changed))
+                                    data_version=data_version(context, dataset, changed=changed, digest=digest))
 
     return _asset
 
 
-def _months(lake_partitions: tuple[str, ...]) -> list[str]:
+def _content_digests(notify: NotifyResource, dataset: str) -> dict[str, str]:
+    """``{lake partition: digest of its rows}`` after the ingest: the sync ledger entries that
+    ``ingest_dataset`` (``notify_core.convergence.converge``, source = the dataset) has just brought in
+    step with the lake, so one ledger query, no data read. Content, not "what this attempt wrote": rows
+    committed by an attempt that failed before Dagster recorded it (a retry finds nothing to write) still
+    differ from the digests the last materialisation recorded."""
+    return Ledger(notify.store, dataset).recorded()
+
+
+def _rewritten(report: IngestReport, digests: dict[str, str], previous: dg.AssetMaterialization | None) -> list[str]:
+    """The lake partitions whose content changed since the last recorded materialisation: the ones this
+    attempt wrote, and the ones whose digest differs from the recorded ``partition_digests`` (written by
+    an attempt that failed before it was recorded). Without recorded digests, only the ones written."""
+    value = previous.metadata.get(PARTITION_DIGESTS) if previous is not None else None
+    recorded = value.value if value is not None and isinstance(value.value, dict) else None
+    moved = {p for p, d in digests.items() if recorded.get(p) != d} if recorded is not None else set()
+    return sorted(set(report.partitions_written) | moved)
+
+
+def _months(lake_partitions: list[str] | tuple[str, ...]) -> list[str]:
     """Lake partition names (month=YYYY-MM) as ``MONTH_PARTITIONS`` keys, the ones the definition holds."""
     valid = set(MONTH_PARTITIONS.get_partition_keys())
     return [p.removeprefix(LAKE_MONTH_PREFIX) for p in lake_partitions if p.removeprefix(LAKE_MONTH_PREFIX) in valid]

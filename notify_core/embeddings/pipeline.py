@@ -53,6 +53,11 @@ class EmbeddingRun:
     details: dict[str, Any] = field(default_factory=dict)
     # the ids re-embedded or removed and persisted: who a downstream re-plan needs to look at again
     changed_ids: tuple[str, ...] = ()
+    # digests (``store.state_digest``) of the persisted state this run started from and of the one it leaves
+    # (the same when nothing was persisted): the asset's data version follows ``digest``, not ``embedded``,
+    # so vectors persisted by an attempt that then failed still count as a change on the next run
+    base_digest: str = ""
+    digest: str = ""
 
     @property
     def passed(self) -> bool:
@@ -82,9 +87,13 @@ def _new_rows(base: pl.DataFrame, vectors: Vectors, *, model: str, now: datetime
 
 def _finish(
     entity_type: str, *, lake: Lake, store: Store, state: pl.DataFrame, delta: Delta, dim: int, model: str,
-    expected_ids: Collection[str], previous_ids: Collection[str], skipped: int, details: dict[str, Any],
+    expected_ids: Collection[str], stored: pl.DataFrame, skipped: int, details: dict[str, Any],
 ) -> EmbeddingRun:
-    """Check the full new state; persist the delta only if the checks pass; verify the Store round trip."""
+    """Check the full new state; persist the delta only if the checks pass; verify the Store round trip.
+
+    ``stored`` is the persisted state the run started from (its ids and digest)."""
+    previous_ids = stored["id"].to_list()
+    base_digest = emb_store.state_digest(stored)
     state = state.sort("id")
     ids = state["id"].to_list()
     vectors = emb_store.vectors_of(state)
@@ -108,7 +117,9 @@ def _finish(
     return EmbeddingRun(entity_type=entity_type, rows=len(ids), embedded=len(delta.to_embed), inserted=inserted,
                         skipped=skipped, removed=len(delta.removed), persisted=persisted, model=model,
                         checks=checks, details=details,
-                        changed_ids=tuple(sorted({*delta.to_embed, *delta.removed})) if persisted else ())
+                        changed_ids=tuple(sorted({*delta.to_embed, *delta.removed})) if persisted else (),
+                        base_digest=base_digest,
+                        digest=emb_store.state_digest(state) if persisted else base_digest)
 
 
 def _refresh_texts(
@@ -125,7 +136,7 @@ def _refresh_texts(
                       now=now, entity_type=entity_type)
     state = pl.concat([stored.filter(_is_in(delta.unchanged)), fresh])
     return _finish(entity_type, lake=lake, store=store, state=state, delta=delta, dim=embedder.dim,
-                   model=embedder.model_id, expected_ids=current["id"].to_list(), previous_ids=stored["id"].to_list(),
+                   model=embedder.model_id, expected_ids=current["id"].to_list(), stored=stored,
                    skipped=len(delta.unchanged), details={})
 
 
@@ -208,7 +219,7 @@ def refresh_order_embeddings(lake: Lake, store: Store, *, now: datetime) -> Embe
     details = {"partitions_read": len(to_read), "partitions_total": len(fingerprints),
                "products_changed": len(changed_products)}
     result = _finish(ORDER, lake=lake, store=store, state=state, delta=delta, dim=dim, model=_model_of(products),
-                     expected_ids=_embeddable_orders(lake, products), previous_ids=stored["id"].to_list(),
+                     expected_ids=_embeddable_orders(lake, products), stored=stored,
                      skipped=state.height - len(delta.to_embed), details=details)
     if result.persisted:  # what this state was computed from, for the next run's delta
         lake.write_table(ORDER_INPUT_PRODUCTS, products.select("id", "content_hash").sort("id"))
@@ -258,5 +269,5 @@ def refresh_user_embeddings(
                       entity_type=USER)
     state = pl.concat([stored.filter(_is_in(delta.unchanged)), fresh])
     return _finish(USER, lake=lake, store=store, state=state, delta=delta, dim=dim, model=_model_of(orders),
-                   expected_ids=current["id"].to_list(), previous_ids=stored["id"].to_list(),
+                   expected_ids=current["id"].to_list(), stored=stored,
                    skipped=len(delta.unchanged), details={"half_life_days": half_life_days})
