@@ -5,16 +5,28 @@ campaign embeddings, measures recall@10 against exact search on sampled user vec
 version folder. The recall check is blocking: a version under 0.99 is never published, so serving
 keeps the last good index. Publishing (moving ``CURRENT``) is the sensor's job, or the asset's own in
 the one-machine default (``RecommendResource.publish_on_build``).
+
+The data version follows the version the asset stands for (metadata ``content_digest``: the id of the
+passing version built or reused), not whether this attempt built one: a version an attempt saved (and
+published) before failing is reused by the next run and still reaches the plan; an unchanged re-run keeps
+the data version, and so does a build whose recall check failed (it carries the last recorded digest on).
 """
 
 # No `from __future__ import annotations` here: Dagster reads the context annotations at decoration time.
 
 import dagster as dg
 
-from notify_assets.automation import DELTA, data_version, pool_for
+from notify_assets.automation import (
+    CONTENT_DIGEST,
+    DELTA,
+    data_version,
+    latest_materialization,
+    pool_for,
+    recorded_digest,
+)
 from notify_assets.embeddings import campaign_embeddings
 from notify_core.recommend.artefacts import build_artefact_store
-from notify_core.recommend.build import build_campaign_index
+from notify_core.recommend.build import IndexBuild, build_campaign_index
 from notify_core.recommend.index import IndexOptions, index_kind, publish
 from notify_resources.resources import NotifyResource, RecommendResource
 
@@ -49,14 +61,27 @@ def campaign_index(
         published = True
     context.log.info(f"campaign index {build.saved.version}: {build.saved.manifest.size} campaigns, "
                      f"recall@10 {build.recall_at_10:.4f}, published={published}")
+    digest = _content_digest(context, build)
     return dg.MaterializeResult(
-        metadata={**build.metadata(), "published": dg.MetadataValue.bool(published)},
-        data_version=data_version(context, "campaign_index", changed=build.passed and not build.reused),
+        metadata={**build.metadata(), "published": dg.MetadataValue.bool(published),
+                  **({CONTENT_DIGEST: digest} if digest is not None else {})},
+        data_version=data_version(context, "campaign_index", changed=build.passed and not build.reused,
+                                  digest=digest),
         check_results=[dg.AssetCheckResult(
             check_name=RECALL_CHECK, passed=build.passed,
             metadata={"recall_at_10": round(build.recall_at_10, 4), "queries": build.recall_queries,
                       "min_recall": recommend.min_recall})],
     )
+
+
+def _content_digest(context: dg.AssetExecutionContext, build: IndexBuild) -> str | None:
+    """The digest of what the index asset stands for: the id of the passing version built or reused (a
+    version saved by an attempt that failed before Dagster recorded it is reused by the next run: it differs
+    from the recorded id, so it gets a new data version). A failed build changes nothing served: it carries
+    the last recorded digest on (none recorded: none, so the data version is kept as before)."""
+    if build.passed:
+        return build.saved.version
+    return recorded_digest(latest_materialization(context.instance, context.asset_key))
 
 
 def _changed_since(instance: dg.DagsterInstance, key: dg.AssetKey) -> float | None:
