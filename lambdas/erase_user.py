@@ -1,8 +1,10 @@
 """Lambda ``erase_user``: ``DELETE /v1/users/{user_id}`` (scope ``admin``), the right to erasure over HTTP.
 
 The same erasure as ``notify users delete ID`` (:func:`notify_core.erasure.erase_user`): every Store table
-(the audit trail and API keys excepted), the files under the data directory and the landing folder, and
-the embedded stream log's messages keyed by the user (Kafka records age out with the topic's retention).
+(the audit trail, API keys and the erasure register excepted), the files under every path
+:func:`notify_core.erasure.erasure_paths` lists (data directory, landing folder, outbox), and the embedded
+stream log's messages keyed by the user (Kafka records age out with the topic's retention). The erasure is
+recorded in the register first, so the next pipeline run does not bring the user back.
 Written to the audit trail as ``user.delete`` with the caller's key id, source and request id. Runs
 without compacting the SQLite file (a serving process should not rebuild it under load: deletes are
 ``secure_delete`` and the WAL is checkpointed; ``notify users delete`` compacts). Idempotent: a second
@@ -23,7 +25,7 @@ from lambdas import runtime
 from lambdas.coldstart import ColdStart
 from lambdas.edge import Edge, current
 from notify_core.clock import Clock
-from notify_core.erasure import erase_user
+from notify_core.erasure import erase_user, erasure_paths
 from notify_core.security import audit
 from notify_core.store.port import Store
 
@@ -42,7 +44,7 @@ def _build() -> _Deps:
     from notify_core.stream import open_stream
 
     rt = runtime.get()
-    return _Deps(rt.store(), open_stream(rt.settings), (rt.settings.data_dir, rt.settings.landing), rt.clock)
+    return _Deps(rt.store(), open_stream(rt.settings), erasure_paths(rt.settings), rt.clock)
 
 
 _deps = ColdStart(_build)
@@ -75,7 +77,7 @@ def erase(user_id: Annotated[str, PathParam(min_length=1, max_length=MAX_USER_ID
                      request_id=info.request_id, target=user_id, detail={"rows_removed": detail.get("rows_removed")})
 
     report = erase_user(user_id, store=deps.store, file_roots=deps.roots, stream_log=deps.stream, audit=audited,
-                        actor=info.actor, compact=False)
+                        actor=info.actor, compact=False, clock=deps.clock)
     return ErasedOut(**report.as_dict())
 
 

@@ -16,6 +16,7 @@ import polars as pl
 
 from notify_assets.automation import CONTENT_DIGEST, combined_digest, data_version, latest_materialization, pool_for
 from notify_core.convergence import Ledger
+from notify_core.erasure import erased_before
 from notify_core.ingest.batch import DATASETS, IngestReport, ingest_dataset
 from notify_core.lake import partition_expr
 from notify_core.landing import build_landing_area
@@ -34,7 +35,9 @@ PARTITION_DIGESTS = "partition_digests"  # metadata of a partitioned dataset: {l
 @dg.asset(group_name="sources", description="The UCI Online Retail export mapped to landing files (demo source).")
 def online_retail_landing(context: dg.AssetExecutionContext, notify: NotifyResource) -> dg.MaterializeResult:
     settings = notify.settings
-    result = prepare_demo_landing(source=settings.source_data, landing=settings.landing, seed=settings.seed)
+    # the export still holds erased users: the register keeps them out of the landing files
+    result = prepare_demo_landing(source=settings.source_data, landing=settings.landing, seed=settings.seed,
+                                  erased=erased_before(notify.store))
     build_landing_area(settings).push()  # aws: the files land under the S3 prefix, like any other drop
     context.log.info(f"landing files written: {result.files_written or 'none (unchanged)'}")
     return dg.MaterializeResult(metadata={

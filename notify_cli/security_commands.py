@@ -231,8 +231,9 @@ def delete_user(
     data_dir: DataDir = None,
     compact: Annotated[bool, typer.Option(help="Rebuild the SQLite file afterwards (no deleted key left).")] = True,
 ) -> None:
-    """Erase a user from every Store table, the lake, landing/quarantine files, vectors, outbox, logs, stream log."""
-    from notify_core.erasure import erase_user
+    """Erase a user from every Store table, the lake, landing/quarantine files, vectors, outbox, logs, stream log;
+    record the erasure in the register, so the next pipeline run does not bring them back."""
+    from notify_core.erasure import erase_user, erasure_paths
     from notify_core.observability import configure_logging
     from notify_core.store.factory import build_store
     from notify_core.stream import open_stream
@@ -242,9 +243,7 @@ def delete_user(
     store = build_store(settings)
     stream = open_stream(settings)
     try:
-        roots = [settings.data_dir]
-        if settings.landing_dir is not None:
-            roots.append(settings.landing_dir)
+        roots = erasure_paths(settings)  # data dir, landing folder, outbox: wherever each is configured
         actor = cli_actor()
 
         def audited(action: str, detail: Mapping[str, Any]) -> None:
@@ -252,7 +251,7 @@ def delete_user(
                          detail={"rows_removed": detail.get("rows_removed")})
 
         report = erase_user(user_id, store=store, file_roots=roots, stream_log=stream, audit=audited, actor=actor,
-                            compact=compact)
+                            compact=compact, clock=SYSTEM_CLOCK)
     finally:
         stream.close()
         store.close()

@@ -18,23 +18,40 @@
 
 Kafka topics cannot delete single records: they age out with the topic's retention (documented, not
 done here). The caller passes ``audit``: the audit log's ``record`` once it exists (see the call site).
+Which paths the user's data can be written to is :func:`erasure_paths`' list (the CLI and the Lambda use it).
+
+**The erasure register.** Deleting is not enough: the source export, a landing drop or an old backup still
+hold the user, and the next pipeline run would bring them back. So the erasure first records
+``(pseudonym(user id), erased_at)`` in the Store table ``erasures`` (no TTL; the key is a one-way digest,
+never the id, so the Store keeps no copy of it). :func:`erased_before` reads it as an
+:class:`ErasureRegister`; batch ingestion and the demo source drop every row of a registered user dated at
+or before ``erased_at`` (:meth:`ErasureRegister.drop_erased`, a columnar filter; a user who comes back and
+buys again is new data and is kept) and count them as ``erased``. The erasure also deletes the sync-ledger
+entries (``notify_core.convergence``) of the tables it changed, so the next run compares them again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from notify_core.clock import SYSTEM_CLOCK, Clock, ManualClock, utcnow
 from notify_core.errors import ValidationError
 from notify_core.security.files import FILE_MODE
+from notify_core.store import tables
 from notify_core.store.port import Store
+
+if TYPE_CHECKING:
+    from notify_core.settings import NotifySettings
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +60,7 @@ _ID_COLUMNS = ("user_id",)
 _VECTOR_TABLE = "embeddings_user"  # rows keyed by ``id`` = the user id
 # Never touched by an erasure: the audit chain is append-only (a user id "log" would otherwise match its
 # partition key and wipe it; its entries hold ids, never personal fields) and API keys are not user data.
-_KEPT_TABLES = frozenset({"audit_log", "api_keys"})
+_KEPT_TABLES = frozenset({tables.AUDIT_LOG, tables.API_KEYS, tables.ERASURES})
 
 
 @dataclass
@@ -52,14 +69,184 @@ class ErasureReport:
     store_rows: dict[str, int] = field(default_factory=dict)
     file_rows: dict[str, int] = field(default_factory=dict)
     stream_messages: int = 0
+    erased_at: str = ""  # ISO UTC, as recorded in the erasure register
+    ledger_entries_cleared: int = 0  # sync-ledger partitions to compare again (not user rows: not in total)
 
     def as_dict(self) -> dict[str, Any]:
         return {"user_id": self.user_id, "store_rows": self.store_rows, "file_rows": self.file_rows,
-                "stream_messages": self.stream_messages, "total": self.total}
+                "stream_messages": self.stream_messages, "total": self.total, "erased_at": self.erased_at,
+                "ledger_entries_cleared": self.ledger_entries_cleared}
 
     @property
     def total(self) -> int:
         return sum(self.store_rows.values()) + sum(self.file_rows.values()) + self.stream_messages
+
+
+# The erasure register ---------------------------------------------------------------------------------------
+_PSEUDONYM_DOMAIN = b"notify-erasure-v1\x00"
+_UTC_US = pl.Datetime("us", "UTC")
+EVENT_TIME: Mapping[str, str] = {"users": "signup_date", "purchases": "ts"}
+"""The column dating a row of each batch dataset that names a user: a registered user's row is erased data when
+this time is at or before their ``erased_at`` (a date counts as its first instant, UTC; no time: erased)."""
+
+
+def pseudonym(user_id: str) -> str:
+    """The register's key for a user id: SHA-256 under a fixed domain prefix (one-way, but an id from a small
+    space can be found by trying them all: it is a pseudonym, kept only to honour the erasure)."""
+    return hashlib.sha256(_PSEUDONYM_DOMAIN + user_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureRegister:
+    """Who was erased and when (pseudonym -> ``erased_at``, aware UTC), as :func:`erased_before` read it."""
+
+    entries: Mapping[str, datetime] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def union(self, other: ErasureRegister) -> ErasureRegister:
+        """Both registers' entries; a user in both keeps the later erasure."""
+        entries = dict(self.entries)
+        for key, when in other.entries.items():
+            entries[key] = max(when, entries.get(key, when))
+        return ErasureRegister(entries)
+
+    def erased_at(self, user_id: str) -> datetime | None:
+        """When ``user_id`` was last erased; None: never."""
+        return self.entries.get(pseudonym(user_id)) if self.entries else None
+
+    def suppresses(self, user_id: str | None, at: datetime | None) -> bool:
+        """Whether a record of ``user_id`` dated ``at`` is erased data (for per-record callers: the stream
+        consumer, a restore): the user is registered and ``at`` is at or before the erasure, or unknown."""
+        erased = self.erased_at(user_id) if user_id is not None else None
+        return erased is not None and (at is None or _as_utc(at) <= erased)
+
+    def drop_erased(self, frame: pl.DataFrame, *, time_column: str | None,
+                    user_column: str = "user_id") -> tuple[pl.DataFrame, int]:
+        """``frame`` without the rows :meth:`suppresses` would refuse, and how many there were.
+
+        Columnar: the ids are hashed once per distinct id (only when the register is not empty), the rows
+        are filtered by one polars expression. Rows without a user id are kept."""
+        if not self.entries or frame.is_empty() or user_column not in frame.columns:
+            return frame, 0
+        ids = frame.get_column(user_column).cast(pl.String).drop_nulls().unique().to_list()
+        hits = {u: at for u in ids if (at := self.entries.get(pseudonym(u))) is not None}
+        if not hits:
+            return frame, 0
+        erased_at = pl.col(user_column).cast(pl.String).replace_strict(
+            list(hits), list(hits.values()), default=None, return_dtype=_UTC_US)
+        doomed = erased_at.is_not_null()
+        if time_column is not None and time_column in frame.columns:
+            dated = _time_expr(time_column, frame.schema[time_column])
+            if dated is not None:
+                doomed = doomed & (dated.is_null() | (dated <= erased_at))
+        kept = frame.filter(~doomed)
+        return kept, frame.height - kept.height
+
+
+def _time_expr(column: str, dtype: pl.DataType) -> pl.Expr | None:
+    """``column`` as an aware UTC microsecond datetime (dates at midnight); None: not a time column."""
+    col = pl.col(column)
+    if dtype == pl.Date:
+        return col.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    if isinstance(dtype, pl.Datetime):
+        aware = col.dt.replace_time_zone("UTC") if dtype.time_zone is None else col.dt.convert_time_zone("UTC")
+        return aware.dt.cast_time_unit("us")
+    return None
+
+
+def erased_before(store: Store) -> ErasureRegister:
+    """The erasure register as it stands: every erased user (by pseudonym) and the time of their erasure.
+
+    Read it once per batch (a scan of one small table). Batch ingestion and the demo source call it; the
+    stream consumer and a restore should too (see docs/security.md)."""
+    return register_of(store.table(tables.ERASURES).scan())
+
+
+def register_of(items: Iterable[Mapping[str, Any]]) -> ErasureRegister:
+    """The register that ``erasures`` items hold: per pseudonym, the latest ``erased_at`` (also for readers of
+    a Store file that must not write to it: a restore)."""
+    entries: dict[str, datetime] = {}
+    for item in items:
+        when = _as_utc(datetime.fromisoformat(str(item["erased_at"])))
+        key = str(item["pk"])
+        entries[key] = max(when, entries.get(key, when))
+    return ErasureRegister(entries)
+
+
+def register_erasure(store: Store, user_id: str, *, erased_at: datetime) -> datetime:
+    """Record that ``user_id`` was erased at ``erased_at`` (an earlier record moves forward, never back);
+    returns the time recorded. No TTL: the record lasts as long as the data it suppresses can come back."""
+    table = store.table(tables.ERASURES)
+    key = pseudonym(user_id)
+    when = _as_utc(erased_at)
+    old = table.get(key, tables.ERASURE_SK, consistent=True)
+    if old is not None:
+        when = max(when, _as_utc(datetime.fromisoformat(str(old["erased_at"]))))
+    table.put({"pk": key, "sk": tables.ERASURE_SK, "erased_at": when.isoformat()})
+    return when
+
+
+def restore_register(store: Store, register: ErasureRegister) -> int:
+    """Write ``register`` (read with :func:`erased_before` before a restore) into ``store`` again, keeping each
+    entry's time (a later one already there wins); returns the entries written. A Store restored from
+    before an erasure holds a register as old as its data: this puts the newer entries back."""
+    current = erased_before(store).entries
+    newer = [{"pk": key, "sk": tables.ERASURE_SK, "erased_at": when.isoformat()}
+             for key, when in register.entries.items() if key not in current or current[key] < when]
+    if newer:
+        store.table(tables.ERASURES).batch_put(newer)
+    return len(newer)
+
+
+def reapply_register(store: Store, register: ErasureRegister, *, file_roots: Iterable[Path] = (),
+                     stream_log: Any = None) -> list[str]:
+    """Make a Store restored from before some erasures honour them again: write ``register`` back
+    (:func:`restore_register`), then erase every registered user the restored data still holds, keeping each
+    entry's own ``erased_at`` (a restore is not a new erasure: what the user did after it stays theirs).
+
+    The register holds pseudonyms only, so the restored users are found by hashing the ids in the tables that
+    name every user (profiles, purchases, user events) and in the Parquet files under ``file_roots`` (a file
+    snapshot can be older than the Store's replica). Returns the ids of the users erased again (for the
+    restore's report: the caller must not log them)."""
+    restore_register(store, register)
+    if not register.entries:
+        return []
+    roots = tuple(file_roots)
+    ids: set[str] = set()
+    for name in (tables.USERS, tables.PURCHASES, tables.USER_EVENTS):
+        ids.update(str(item["pk"]) for item in store.table(name).scan())
+    for root in roots:
+        for path in sorted(root.rglob("*.parquet")) if root.is_dir() else ():
+            if not path.is_symlink() and "user_id" in pl.read_parquet_schema(path):
+                ids.update(str(u) for u in pl.read_parquet(path, columns=["user_id"])["user_id"].unique()
+                           if u is not None)
+    erased = sorted(u for u in ids if register.erased_at(u) is not None)
+    for user_id in erased:
+        when = register.erased_at(user_id)
+        assert when is not None  # the filter above
+        erase_user(user_id, store=store, file_roots=roots, stream_log=stream_log, actor="restore",
+                   clock=ManualClock(when))
+    return erased
+
+
+def erasure_paths(settings: NotifySettings) -> tuple[Path, ...]:
+    """Every configured local path a user's data can be written to: the one list the erasure walks (the CLI,
+    the Lambda). Folders are walked; a file named here (the outbox) is rewritten whatever its suffix. A path
+    inside another one on the list is not repeated. The embedded stream log is erased through its own API."""
+    candidates = [settings.data_dir, settings.landing, settings.outbox]
+    paths: list[Path] = []
+    for path in candidates:
+        resolved = path.resolve()
+        if any(resolved == p.resolve() or p.resolve() in resolved.parents for p in paths):
+            continue
+        paths.append(path)
+    return tuple(paths)
 
 
 def belongs_to(item: Mapping[str, Any], user_id: str) -> bool:
@@ -73,18 +260,38 @@ def belongs_to(item: Mapping[str, Any], user_id: str) -> bool:
 def _table_names(store: Store) -> list[str]:
     lister = getattr(store, "table_names", None)
     if lister is None:
-        from notify_core.store import tables
-
         return sorted({v for k, v in vars(tables).items()
                        if k.isupper() and isinstance(v, str) and not k.endswith("_SK")})
     names: list[str] = lister()
     return names
 
 
+def clear_stale_ledger(store: Store, changed_tables: Iterable[str]) -> int:
+    """Delete the sync-ledger entries (``notify_core.convergence``) of every table the erasure removed rows
+    from, so the next run compares those tables row by row (once: reads, and writes only what differs)
+    instead of trusting digests of rows that are gone; returns how many entries were deleted.
+
+    Whole tables, not just the partitions the user was in: the partition names are the lake's to define,
+    and a module that reached the lake here would give the erasure Lambda S3 access it does not need."""
+    ledger = store.table(tables.SYNC_LEDGER)
+    cleared = 0
+    for table in sorted(set(changed_tables)):
+        for entry in list(ledger.query(table)):
+            ledger.delete(str(entry["pk"]), str(entry["sk"]))
+            cleared += 1
+    return cleared
+
+
 def erase_from_store(store: Store, user_id: str, *, compact: bool = True) -> dict[str, int]:
     """Delete every item about the user from every table; returns rows deleted per table.
 
-    ``compact`` (SQLite) also rebuilds the file afterwards, so not even a B-tree divider key is left."""
+    The sync-ledger entries of the tables it changed go too (:func:`clear_stale_ledger`). ``compact``
+    (SQLite) also rebuilds the file afterwards, so not even a B-tree divider key is left."""
+    return _erase_store(store, user_id, compact=compact)[0]
+
+
+def _erase_store(store: Store, user_id: str, *, compact: bool) -> tuple[dict[str, int], int]:
+    """:func:`erase_from_store`, and how many sync-ledger entries it cleared."""
     for hook in ("sweep_expired", "secure_delete"):
         fn = getattr(store, hook, None)
         if fn is not None:
@@ -101,6 +308,7 @@ def erase_from_store(store: Store, user_id: str, *, compact: bool = True) -> dic
                 notifications.add(str(item["notification_id"]))
         if doomed:
             deleted[name] = len(doomed)
+    cleared = clear_stale_ledger(store, deleted)
     if notifications and "notification_interactions" in names:  # markers carry no user id, only the notification
         table = store.table("notification_interactions")
         markers = [(str(i["pk"]), str(i["sk"])) for i in table.scan() if str(i["pk"]) in notifications]
@@ -111,7 +319,7 @@ def erase_from_store(store: Store, user_id: str, *, compact: bool = True) -> dic
     finish = getattr(store, "vacuum" if compact else "checkpoint", None)
     if finish is not None:
         finish()
-    return deleted
+    return deleted, cleared
 
 
 def _rewrite_private(path: Path, data: bytes) -> None:
@@ -171,18 +379,23 @@ def _erase_jsonl(path: Path, user_id: str) -> int:
 
 
 def erase_from_files(roots: Iterable[Path], user_id: str) -> dict[str, int]:
-    """Remove the user's rows from every Parquet, CSV and JSON-lines file under ``roots``."""
+    """Remove the user's rows from every Parquet, CSV and JSON-lines file under ``roots``.
+
+    A root that is a file (the outbox, see :func:`erasure_paths`) is rewritten whatever its suffix: Parquet
+    and CSV by their suffix, anything else as JSON lines."""
     removed: dict[str, int] = {}
     for root in roots:
         if not root.exists():
             continue
-        for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
+        named = root.is_file() and not root.is_symlink()
+        paths = [root] if named else sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+        for path in paths:
             suffix = path.suffix.lower()
             if suffix == ".parquet":
                 n = _erase_parquet(path, user_id)
             elif suffix == ".csv":
                 n = _erase_csv(path, user_id)
-            elif suffix in (".jsonl", ".json", ".log"):
+            elif suffix in (".jsonl", ".json", ".log") or named:
                 n = _erase_jsonl(path, user_id)
             else:
                 continue
@@ -193,14 +406,17 @@ def erase_from_files(roots: Iterable[Path], user_id: str) -> dict[str, int]:
 
 def erase_user(
     user_id: str, *, store: Store, file_roots: Iterable[Path] = (), stream_log: Any = None,
-    audit: AuditHook | None = None, actor: str = "cli", compact: bool = True,
+    audit: AuditHook | None = None, actor: str = "cli", compact: bool = True, clock: Clock = SYSTEM_CLOCK,
 ) -> ErasureReport:
     """Remove ``user_id`` from the Store, the files under ``file_roots`` (lake, landing, quarantine, outbox,
-    logs) and the embedded stream log; see the module docstring. Idempotent: a second run removes 0."""
+    logs: :func:`erasure_paths`) and the embedded stream log, after recording the erasure in the register at
+    ``clock``'s time; see the module docstring. Idempotent: a second run removes 0."""
     if not user_id or len(user_id) > 256 or not user_id.isprintable():
         raise ValidationError("invalid user id")
     report = ErasureReport(user_id=user_id)
-    report.store_rows = erase_from_store(store, user_id, compact=compact)
+    # The register first: an erasure interrupted after this line still keeps the next run from re-importing.
+    report.erased_at = register_erasure(store, user_id, erased_at=utcnow(clock)).isoformat()
+    report.store_rows, report.ledger_entries_cleared = _erase_store(store, user_id, compact=compact)
     report.file_rows = erase_from_files(file_roots, user_id)
     eraser = getattr(stream_log, "erase_key", None)
     if eraser is not None:

@@ -16,6 +16,9 @@ is otherwise refused, so no acknowledged event is dropped silently. Everything i
 before anything in the data directory is replaced (databases into ``*.restoring`` files, file blobs
 re-hashed); the backed-up folders end up exactly as the snapshot (files it does not name are removed).
 ``at`` restores the Store (and the files' snapshot) as of that time; without it, the newest.
+Erasures outlive the restore: the erasure register (:mod:`notify_core.erasure`) of the present Store, of the
+newest backup (for ``at``) and of the restored Store is written into the restored Store, and every registered
+user the restored Store or Parquet files still hold is erased again at their own erasure time.
 
 Start rule: a backup refuses to start when the target already holds a replica of a database that is
 missing here or was never under Litestream (neither replicated nor restored from a replica: it has no
@@ -45,10 +48,13 @@ from notify_core.backup.files import FileBackup, FilesReport
 from notify_core.backup.litestream import Litestream
 from notify_core.backup.target import BackupTarget
 from notify_core.clock import Clock, utcnow
+from notify_core.erasure import ErasureRegister, reapply_register, register_of
 from notify_core.errors import ConditionFailedError, ConfigurationError, NotFoundError
 from notify_core.settings import NotifySettings
 from notify_core.store.codec import decode_item
-from notify_core.store.tables import STREAM_POSITIONS
+from notify_core.store.sqlite import SqliteStore
+from notify_core.store.tables import ERASURES, STREAM_POSITIONS
+from notify_core.stream.local_log import LocalLog
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +98,8 @@ class RestoreReport:
     files: int = 0
     files_written: int = 0
     files_removed: int = 0  # under the backed-up folders, not in the restored snapshot
+    register_entries: int = 0  # erasures known before the restore (present Store, newest backup)
+    erasures_reapplied: int = 0  # users the restored data still held, erased again
     seconds: float = 0.0
 
 
@@ -196,6 +204,7 @@ class BackupService:
             raise ConditionFailedError(
                 f"{store} exists: restore into an empty data directory, or pass --force to replace it"
             )
+        register = self._newest_register(at=at)  # read before anything is replaced
         staged: dict[str, Path] = {}
         try:
             for name, path in self.plan.databases.items():
@@ -222,8 +231,44 @@ class BackupService:
         finally:
             for staging in staged.values():
                 _remove_database_files(staging)
+        report.register_entries = len(register)
+        report.erasures_reapplied = len(self._reapply(register))
         report.seconds = round(time.monotonic() - started, 3)
         return report
+
+    def _newest_register(self, *, at: datetime | None) -> ErasureRegister:
+        """Every erasure known before the restore: the present Store's register (a ``force`` restore replaces
+        it) and, for a restore ``at`` a past time, the newest backup's (an erasure made after ``at``)."""
+        store = self.plan.databases["store"]
+        newest = store.with_name(f"{store.name}.register")
+        try:
+            register = register_of(_register_items(store))
+            if at is not None and self.litestream.restore(store, output=newest, at=None):
+                register = register.union(register_of(_register_items(newest)))
+            return register
+        finally:
+            _remove_database_files(newest)
+
+    def _reapply(self, register: ErasureRegister) -> list[str]:
+        """The restored Store, files and stream log honour ``register`` and their own register again: users
+        erased after the backup's time are erased again, and so is a user whose erasure reached the Store's
+        replica but not the last file snapshot (see :func:`notify_core.erasure.reapply_register`). Nothing is
+        opened for writing when no register holds an entry (the restored files stay as restored)."""
+        store_path = self.plan.databases["store"]
+        every = register.union(register_of(_register_items(store_path)))
+        if not every.entries:
+            return []
+        stream_path = self.plan.databases.get("stream")
+        stream = LocalLog(stream_path) if stream_path is not None and stream_path.exists() else None
+        try:
+            with closing(SqliteStore(store_path)) as store:
+                erased = reapply_register(store, every, file_roots=[self.plan.data_dir], stream_log=stream)
+        finally:
+            if stream is not None:
+                stream.close()
+        if erased:
+            log.info("erasures re-applied after the restore", extra={"users": len(erased)})  # never the ids
+        return erased
 
     def _judge_log(self, path: Path, staging: Path | None, *, positions: dict[str, int], force: bool,
                    install: dict[str, Path], name: str) -> str:
@@ -327,6 +372,16 @@ def _log_marks(path: Path) -> dict[str, int]:
         return marks
 
 
+def _register_items(store: Path) -> list[dict[str, Any]]:
+    """The erasure register's items in a Store file, read without writing to it (none: no file, no table)."""
+    if not store.exists() or store.stat().st_size == 0:
+        return []
+    with closing(sqlite3.connect(f"{store.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (ERASURES,)).fetchone() is None:
+            return []
+        return [decode_item(body) for (body,) in conn.execute(f'SELECT body FROM "{ERASURES}"')]
+
+
 def _stream_positions(store: Path) -> dict[str, int]:
     """The furthest position per topic in a Store file's ``stream_positions`` (every group, every partition:
     the embedded log has one per topic)."""
@@ -344,5 +399,6 @@ def _stream_positions(store: Path) -> dict[str, int]:
 
 def describe(report: RestoreReport) -> dict[str, Any]:
     return {"databases": report.databases, "files": report.files, "files_written": report.files_written,
-            "files_removed": report.files_removed, "seconds": report.seconds}
+            "files_removed": report.files_removed, "register_entries": report.register_entries,
+            "erasures_reapplied": report.erasures_reapplied, "seconds": report.seconds}
 

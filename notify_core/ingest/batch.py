@@ -7,6 +7,10 @@ replaces its old version in place (and a purchase whose time or user changed has
 removed). Bad rows never block good ones:
 each file is validated on its own, bad rows go to the quarantine folder with their reasons and into
 the report, and a file that cannot be read at all is reported as a whole.
+
+Erased users stay erased: rows of a user in the erasure register (:func:`notify_core.erasure.erased_before`)
+dated at or before their erasure are dropped as each file is read, before validation, so they reach neither
+the quarantine, the lake nor the Store; the report counts them as ``rows_erased``.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ import polars as pl
 from notify_core.atomic import atomic_write
 from notify_core.clock import Clock, utcnow
 from notify_core.convergence import PartitionSource, converge, frame_digest
+from notify_core.erasure import EVENT_TIME, ErasureRegister, erased_before
 from notify_core.errors import ValidationError
-from notify_core.ingest.validation import ROW_COLUMN, prepare, validate
+from notify_core.ingest.validation import ROW_COLUMN, Validated, prepare, validate
 from notify_core.lake import Lake, MergePlan
 from notify_core.repositories import ITEM_KEYS, WriteCounts
 from notify_core.schemas import KEYS, SCHEMAS
@@ -50,6 +55,7 @@ class IngestReport:
     files: list[str] = field(default_factory=list)
     rows_read: int = 0
     rows_valid: int = 0
+    rows_erased: int = 0  # rows of erased users (the erasure register), dropped before validation
     bad_rows: list[BadRow] = field(default_factory=list)
     file_errors: dict[str, str] = field(default_factory=dict)
     lake_inserted: int = 0
@@ -65,7 +71,7 @@ class IngestReport:
     def as_metadata(self) -> dict[str, Any]:
         return {
             "files": len(self.files), "rows_read": self.rows_read, "rows_valid": self.rows_valid,
-            "rows_bad": len(self.bad_rows), "files_failed": len(self.file_errors),
+            "rows_erased": self.rows_erased, "rows_bad": len(self.bad_rows), "files_failed": len(self.file_errors),
             "lake_inserted": self.lake_inserted, "lake_updated": self.lake_updated,
             "lake_unchanged": self.lake_unchanged, "partitions_written": len(self.partitions_written),
             "store_inserted": self.store.inserted, "store_updated": self.store.updated,
@@ -122,6 +128,7 @@ def ingest_dataset(
     if dataset not in DATASETS:
         raise ValidationError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
     report = IngestReport(dataset=dataset)
+    register = erased_before(store) if "user_id" in SCHEMAS[dataset] else ErasureRegister()
     good_parts: list[pl.DataFrame] = []
     for path in landing_files(landing, dataset):
         report.files.append(path.name)
@@ -129,12 +136,14 @@ def ingest_dataset(
             on_file(path.name)
         try:
             raw = read_landing_file(path)
-            checked = validate(dataset, prepare(dataset, raw), now=now)
+            prepared, erased = register.drop_erased(prepare(dataset, raw), time_column=EVENT_TIME.get(dataset))
+            checked = validate(dataset, prepared, now=now) if prepared.height or not erased else _nothing(dataset)
         except ValidationError as exc:
             report.file_errors[path.name] = str(exc)
             log.warning("landing file rejected", extra={"dataset": dataset, "file": path.name, "error": str(exc)})
             continue
         report.rows_read += raw.height
+        report.rows_erased += erased
         report.rows_valid += checked.good.height
         good_parts.append(checked.good)
         if not checked.bad.is_empty():
@@ -155,6 +164,14 @@ def ingest_dataset(
     report.partitions_written = lake.commit(plan)
     log.info("ingested", extra={"dataset": dataset, **report.as_metadata()})
     return report
+
+
+def _nothing(dataset: str) -> Validated:
+    """The validation of a file whose rows were all erased users' (nothing to check)."""
+    empty = pl.DataFrame(schema=SCHEMAS[dataset])
+    keys = list(KEYS[dataset])
+    bad = pl.DataFrame(schema={ROW_COLUMN: pl.Int64, **{k: SCHEMAS[dataset][k] for k in keys}, "reason": pl.String})
+    return Validated(good=empty, bad=bad)
 
 
 def _partition_sources(plan: MergePlan, columns: list[str]) -> list[PartitionSource]:

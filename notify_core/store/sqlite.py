@@ -55,6 +55,7 @@ from notify_core.store.port import (
 )
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_COLUMNS = ("pk", "sk", "ttl", "body")  # every table :meth:`SqliteStore.table` creates, in this order
 _BATCH = 500  # rows per transaction / per IN (...) lookup
 _KEY_ORDER = operator.itemgetter(0, 1)  # (pk, sk) of a row tuple
 _JSON_CHUNK = 20_000  # rows per json_each statement of a batch_put (all in the batch's one transaction)
@@ -190,10 +191,17 @@ class SqliteStore:
 
     # maintenance hooks (right to erasure: notify_core/erasure.py) -----------------------------------
     def table_names(self) -> list[str]:
-        """Every table in the file, including ones this process has not opened."""
-        rows = self.connection().execute(
-            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name").fetchall()
-        return [str(r[0]) for r in rows]
+        """Every Notify table in the file, including ones this process has not opened.
+
+        Only tables this adapter made: a name :meth:`table` accepts and its ``(pk, sk, ttl, body)`` columns.
+        Other tables in the same file are not the Store's and are never listed: SQLite's own
+        (``sqlite_*``) and Litestream's (``_litestream_seq``/``_litestream_lock``, added by ``notify backup``),
+        which the erasure's sweep (``DELETE ... WHERE ttl``) would otherwise fail on."""
+        conn = self.connection()
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name").fetchall()
+        names = [str(r[0]) for r in rows if _NAME.match(str(r[0])) and not str(r[0]).startswith("sqlite_")]
+        return [name for name in names
+                if tuple(str(c[1]) for c in conn.execute(f'PRAGMA table_info("{name}")')) == _COLUMNS]
 
     def sweep_expired(self) -> int:
         """Physically delete items whose TTL has passed (reads already treat them as absent)."""
