@@ -7,6 +7,13 @@ timestamp at the calendar's edge overflows when converted to UTC; a quantity of 
 or next year is a client bug that would skew features and plans. Each check returns a reason (a
 string) or None, so callers choose between a 400, a dead letter or a quarantined row.
 
+Numbers have a floor as well as a ceiling: DynamoDB's Number type holds magnitudes from 1E-130 (below is
+"Number underflow"), while SQLite and JSON hold doubles down to 5e-324. A property of 1e-200 used to pass
+capture (202), persist on SQLite and be dead-lettered on DynamoDB, so the edge acknowledged an event one
+backend cannot keep. :func:`float_reason` refuses a nonzero magnitude below :data:`MIN_NONZERO_MAGNITUDE`
+(zero itself is fine), so every backend answers the same 400; the DynamoDB adapter keeps its own check
+for anything that reaches it by another path.
+
 Batch ingestion has its own set below (dates, amounts and counts of landing rows):
 
 
@@ -47,6 +54,8 @@ MAX_QUANTITY = 1_000_000  # units of one order line, either sign (returns are ne
 MAX_UNIT_PRICE = 1_000_000.0  # currency units per unit
 MAX_LINE_AMOUNT = 100_000_000.0  # |quantity| * unit_price of one line
 MAX_PROPERTY_NUMBER = 1e15  # a float property beyond this is noise or a unit error (and loses cents)
+MIN_NONZERO_MAGNITUDE = 1e-130
+"""The smallest nonzero magnitude a number may have: DynamoDB's Number type stops at 1E-130 (see above)."""
 
 def int_reason(value: int) -> str | None:
     if INT64_MIN <= value <= INT64_MAX:
@@ -55,10 +64,15 @@ def int_reason(value: int) -> str | None:
 
 
 def float_reason(value: float, *, limit: float = MAX_PROPERTY_NUMBER) -> str | None:
+    """A float every backend can store: finite, at most ``limit`` in magnitude, and zero or at least
+    :data:`MIN_NONZERO_MAGNITUDE` in magnitude (below that DynamoDB underflows where SQLite would not)."""
     if not math.isfinite(value):
         return f"{value} is not a finite number (NaN and Infinity cannot be stored)"
     if abs(value) > limit:
         return f"{value:g} is outside [-{limit:g}, {limit:g}]"
+    if value != 0 and abs(value) < MIN_NONZERO_MAGNITUDE:
+        return (f"{value:g} is too close to zero: a nonzero number must be at least {MIN_NONZERO_MAGNITUDE:g} "
+                f"in magnitude (send 0 or rescale the unit)")
     return None
 
 
@@ -88,6 +102,9 @@ def line_reason(quantity: int, unit_price: float) -> str | None:
         return f"quantity {_short(quantity)} is outside [-{MAX_QUANTITY}, {MAX_QUANTITY}]"
     if not math.isfinite(unit_price) or not 0 <= unit_price <= MAX_UNIT_PRICE:
         return f"unit_price {unit_price} is outside [0, {MAX_UNIT_PRICE:g}]"
+    tiny = float_reason(unit_price, limit=MAX_UNIT_PRICE)  # the floor every stored number has
+    if tiny is not None:
+        return f"unit_price {tiny}"
     if abs(quantity) * unit_price > MAX_LINE_AMOUNT:
         return f"line amount {abs(quantity) * unit_price:g} is above {MAX_LINE_AMOUNT:g}"
     return None

@@ -83,7 +83,8 @@ def _bound_checks(dataset: str, now: datetime | None) -> list[Check]:
         return [
             *_bounded("ts", low=bounds.MIN_TIMESTAMP, high=latest, low_name=f"MIN_DATE ({bounds.MIN_DATE})",
                       high_name=latest_label),
-            *_bounded("unit_price", high=bounds.MAX_UNIT_PRICE,
+            *_bounded("unit_price", low=bounds.MIN_NONZERO_MAGNITUDE, high=bounds.MAX_UNIT_PRICE,
+                      low_name=f"MIN_NONZERO_MAGNITUDE ({bounds.MIN_NONZERO_MAGNITUDE:g})",
                       high_name=f"MAX_UNIT_PRICE ({bounds.MAX_UNIT_PRICE:g})"),
             *_bounded("quantity", low=-bounds.MAX_QUANTITY, high=bounds.MAX_QUANTITY,
                       low_name=f"-MAX_QUANTITY ({-bounds.MAX_QUANTITY})",

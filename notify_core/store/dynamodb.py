@@ -8,7 +8,9 @@ exactly as the SQLite adapter does. The low-level client is used (not the resour
 thread-safe and lets us own the number/bytes mapping:
 
 * ``float`` <-> ``N`` via ``Decimal(str(x))`` (the shortest repr, so 0.1 stays 0.1); ``N`` comes back as
-  ``int`` when integral, else ``float`` (so a stored ``1.0`` reads back as ``1``, which compares equal),
+  ``int`` when integral, else ``float`` (so a stored ``1.0`` reads back as ``1``, which compares equal);
+  a float or ``Decimal`` outside ``N``'s range (nonzero magnitudes 1E-130 to 9.99...E+125) is refused
+  here with a :class:`ValidationError` that names the range, before the request is sent,
 * ``bytes`` <-> ``B``, lists/tuples <-> ``L``, dicts <-> ``M``, ``None`` <-> ``NULL``.
 """
 
@@ -67,6 +69,9 @@ _TABLE_ACTIVE_TIMEOUT_S = 300.0
 _QUERY_THREADS = 16
 
 AttributeValue = dict[str, Any]
+# DynamoDB's Number range: 0, or a magnitude in [1E-130, 1E+126) (the largest is 9.99...E+125, 38 digits).
+_N_SMALLEST = Decimal("1E-130")
+_N_BEYOND = Decimal("1E+126")
 
 
 # value mapping ------------------------------------------------------------------------------------
@@ -83,11 +88,11 @@ def serialize(value: Any) -> AttributeValue:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValidationError(f"a Store item cannot hold the non-finite number {value!r}")
-        return {"N": str(Decimal(str(value)))}
+        return {"N": _number_text(Decimal(str(value)), value)}
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise ValidationError(f"a Store item cannot hold the non-finite number {value!r}")
-        return {"N": str(value)}
+        return {"N": _number_text(value, value)}
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {"B": bytes(value)}
     if isinstance(value, Mapping):
@@ -95,6 +100,20 @@ def serialize(value: Any) -> AttributeValue:
     if isinstance(value, (list, tuple)):
         return {"L": [serialize(inner) for inner in value]}
     raise ValidationError(f"a Store item cannot hold {type(value).__name__}")
+
+
+def _number_text(number: Decimal, value: float | Decimal) -> str:
+    """``number`` as an ``N`` string, or a :class:`ValidationError` when DynamoDB could not hold it.
+
+    Why here: DynamoDB answers such a number with "Number underflow"/"overflow" only once the request is
+    sent, in words that name neither the attribute's value nor the range; :mod:`notify_core.bounds` keeps
+    these numbers out of captured events, and this check gives whatever reaches the adapter by another
+    path a refusal that names the value and the range before the request is sent (as a NaN gets)."""
+    if number and not _N_SMALLEST <= abs(number) < _N_BEYOND:
+        raise ValidationError(
+            f"a Store item cannot hold the number {value!r}: DynamoDB numbers are 0 or of magnitude "
+            f"{_N_SMALLEST} to 9.99...E+125 ({'underflow' if abs(number) < _N_SMALLEST else 'overflow'})")
+    return str(number)
 
 
 def _number(text: str) -> int | float:
@@ -457,15 +476,18 @@ class DynamoTable:
             start = key_range.start or None
             if key_range.end is not None and (key_range.end == "" or (start is not None and start > key_range.end)):
                 return []  # empty range; DynamoDB would reject BETWEEN with lower > upper
-            sk = expr.name("sk")
+            # ``sk`` is named only inside a condition that uses it: DynamoDB rejects a request whose
+            # ExpressionAttributeNames hold a name no expression uses, so a range without any bound
+            # (KeyRange(), KeyRange(start=""), KeyRange(prefix="")) adds nothing: the whole partition, as on SQLite.
             if key_range.prefix:
-                key_condition += f" AND begins_with({sk}, {expr.value(key_range.prefix)})"
+                key_condition += f" AND begins_with({expr.name('sk')}, {expr.value(key_range.prefix)})"
             elif start is not None and key_range.end is not None:
-                key_condition += f" AND {sk} BETWEEN {expr.value(start)} AND {expr.value(key_range.end)}"
+                key_condition += (f" AND {expr.name('sk')} BETWEEN {expr.value(start)} "
+                                  f"AND {expr.value(key_range.end)}")
             elif start is not None:
-                key_condition += f" AND {sk} >= {expr.value(start)}"
+                key_condition += f" AND {expr.name('sk')} >= {expr.value(start)}"
             elif key_range.end is not None:
-                key_condition += f" AND {sk} <= {expr.value(key_range.end)}"
+                key_condition += f" AND {expr.name('sk')} <= {expr.value(key_range.end)}"
         params = expr.params(
             TableName=self.full_name,
             KeyConditionExpression=key_condition,

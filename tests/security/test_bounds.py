@@ -31,7 +31,8 @@ def test_poisoned_rows_are_quarantined_with_the_bound_they_broke(tmp_path: Path)
         "y9999,u1,p1,1,2.5,9999-12-31T00:00:00,GB,false\n"
         f"future,u1,p1,1,2.5,{tomorrow_plus},GB,false\n"
         "ancient,u1,p1,1,2.5,1901-01-01T00:00:00,GB,false\n"
-        "bulk,u1,p1,5000000,2.5,2031-01-10T09:00:00,GB,false\n")
+        "bulk,u1,p1,5000000,2.5,2031-01-10T09:00:00,GB,false\n"
+        "tiny,u1,p1,1,1e-200,2031-01-10T09:00:00,GB,false\n")  # DynamoDB's Number underflows below 1e-130
     store = SqliteStore(tmp_path / "store.sqlite")
     try:
         report = ingest_dataset("purchases", landing=landing, lake=Lake(tmp_path / "lake"), store=store,
@@ -46,6 +47,7 @@ def test_poisoned_rows_are_quarantined_with_the_bound_they_broke(tmp_path: Path)
         "future": "ts above MAX_FUTURE_SKEW (now + 1 day)",
         "ancient": "ts before MIN_DATE (1990-01-01)",
         "bulk": "quantity above MAX_QUANTITY (1000000)",
+        "tiny": f"unit_price before MIN_NONZERO_MAGNITUDE ({bounds.MIN_NONZERO_MAGNITUDE:g})",
     }
     assert report.rows_valid == 1
     assert list((tmp_path / "quarantine" / "purchases").glob("*.parquet"))
