@@ -15,11 +15,18 @@ millions of rows every row costs a random page write, and that, not Python, caps
 (two rows per click cost ~40 % of the throughput). Write order:
 
 1. derived rows: ``purchases`` lines for orders, ``user_events`` rows for clicks/views/opens;
-2. the Parquet landing file of the order lines (named by a content hash, written atomically);
-3. the ``events`` ledger rows of the orders;
+2. the ``events`` ledger rows of the orders;
+3. the Parquet landing file of the order lines (named by a content hash, written atomically). After the
+   ledger rows: the landing sensor ingests a file as soon as it appears and nothing takes its lines back
+   out of analytics, so a file holds only orders the Store took whole (a refused row stops the write first);
 4. dead letters;
 5. the group's position per partition, in the Store (``stream_positions`` pk group, sk
    ``<topic>#<partition>``), then the commit to the stream.
+
+A row the Store refuses (a data error: a value it cannot hold) is a property of one record: the batch is
+then written record by record and the refused record dead-lettered, after the rows its failed writes did
+put are deleted (by their keys, which it alone derives): a dead-lettered event leaves no row behind and
+never reached a landing file. That batch's positions are written after its dead letters.
 
 Every row an event writes also carries the ``request_id`` of the capture request that produced it (from
 the record's ``x-request-id`` header, when it has one): the correlation id from the HTTP edge to the Store.
@@ -37,12 +44,16 @@ no acknowledged event. A Store with no position for a partition (new, or wiped) 
 Membership changes: when the stream takes partitions away (a Kafka rebalance), ``on_revoke`` finishes
 the batch being written and commits it before they move; records of a revoked partition that were
 already polled are still written (idempotently) and their commit dropped, so the new owner replays them.
+A batch given up there (a stop while it kept failing) ends the consumer like one given up anywhere else:
+nothing after it is written or committed, or a later batch of a partition still ours would move the
+group's position past records never written.
 """
 
 from __future__ import annotations
 
 import base64
 import collections
+import contextlib
 import functools
 import gc
 import hashlib
@@ -548,40 +559,47 @@ class EventConsumer:
         prepared.records = records
         return prepared
 
-    def write(self, prepared: PreparedBatch) -> BatchOutcome:
+    def write(self, prepared: PreparedBatch, *, positions: bool = True) -> BatchOutcome:
         """Persist a prepared batch (no commit), in the order of the module doc. Idempotent.
 
         The landing file's bytes are built before anything is written, so a batch whose lines the file
-        cannot hold (:class:`LandingFileError`) fails whole and writes nothing before it is isolated."""
+        cannot hold (:class:`LandingFileError`) fails whole and writes nothing before it is isolated; the
+        file is put after every row, so a batch the Store refused a row of put none. ``positions=False``
+        leaves the group's positions to the caller: :meth:`_isolate` writes them once for the batch, after
+        its dead letters, not record by record past records it has not dead-lettered yet."""
         out = prepared.outcome
         encoded = prepared.encoded
         landing = prepared.landing  # built by the decoding process, or here
         if landing is None and self.landing is not None and prepared.purchases:
             landing = landing_parquet(prepared.purchases)
         if encoded is not None:  # rows the decoding process made ready (prepare_encoded)
-            purchases, user_events, _ledger = self._encoded_tables()
+            purchases, user_events, ledger = self._encoded_tables()
             purchases.put_encoded(encoded[0])
             user_events.put_encoded(encoded[1])
+            ledger.put_encoded(encoded[2])
         else:
             if prepared.purchases:
                 self._purchases.batch_put(prepared.purchases)
             if prepared.user_events:
                 self._user_events.batch_put(prepared.user_events)
+            if prepared.ledger:
+                self._events.batch_put(prepared.ledger)
         if self.landing is not None and landing is not None:
             out.landing_file = put_landing_file(*landing, self.landing)
-        if encoded is not None:
-            self._encoded_tables()[2].put_encoded(encoded[2])
-        elif prepared.ledger:
-            self._events.batch_put(prepared.ledger)
         if prepared.poison:
             self.stream.produce_batch(prepared.poison)
-        positions = next_positions(prepared.records)
+        if positions:
+            self._write_positions(prepared.records)
+        return out
+
+    def _write_positions(self, records: Sequence[Record]) -> None:
+        """The group's position in the Store past ``records``, per partition (step 5 of the module doc)."""
+        positions = next_positions(records)
         if positions:
             self._positions.batch_put(
                 {"pk": self.group, "sk": tables.stream_position_sk(topic, partition), "position": position}
                 for (topic, partition), position in positions.items()
             )
-        return out
 
 
     # the decoding process ----------------------------------------------------------------------
@@ -642,11 +660,22 @@ class EventConsumer:
         }
 
     def _finish_in_flight(self, _partitions: Sequence[tuple[str, int]]) -> None:
-        """Partitions are about to move: finish and commit the batch being written (the on_revoke hook)."""
-        if self._in_flight is not None:
-            future, done, started = self._in_flight
-            self._in_flight = None
-            self._committed(done, future.result(), started)
+        """Partitions are about to move: finish and commit the batch being written (the on_revoke hook).
+        run() calls it too, before it hands the writer the next batch.
+
+        Once a batch was given up (:class:`StoppedWhileRetryingError`, kept in ``_gave_up``) nothing is
+        committed any more and the give-up is raised again: committing a later batch would move the group
+        past the records given up. A give-up raised inside the revoke callback is swallowed by the stream
+        (it never lets an exception out of a callback), which is why run() checks ``_gave_up`` after each
+        poll as well."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            future, done, started = in_flight
+            out = future.result()  # raises this batch's own give-up
+            if self._gave_up is None:
+                self._committed(done, out, started)
+        if self._gave_up is not None:
+            raise self._gave_up
 
     def process(self, records: Sequence[Record]) -> BatchOutcome:
         """Persist a batch (no commit). Idempotent: running it twice leaves the same rows, byte for byte."""
@@ -724,24 +753,56 @@ class EventConsumer:
                 delay = min(delay * 2, 5.0)
 
     def _isolate(self, prepared: PreparedBatch) -> BatchOutcome:
+        """Write a batch the Store refused a row of record by record; each refused record is dead-lettered
+        and leaves nothing behind (no row, no landing-file line), the others are persisted whole.
+
+        The failed writes may have put some of a refused record's rows first (an order's lines before its
+        refused ledger row; the chunks of a DynamoDB batch before the refused one): they are deleted
+        (:meth:`_unwrite`). Its lines never reached a landing file, put after every row (:meth:`write`).
+        An order line's key is shared by any other event of the same line (the same order under another
+        event id), so a record of this batch whose line was deleted that way is written again. The
+        positions come last, after the dead letters: a ``kill -9`` anywhere here replays the whole batch,
+        which redoes the same writes, deletes and dead letters (at least once, as every dead letter)."""
         poison = list(prepared.poison)
-        refused = 0
+        written: list[PreparedBatch] = []
+        refused: list[PreparedBatch] = []
         for record in prepared.records:
             single = self.prepare([record])
             if single.poison:  # already among the batch's dead letters
                 continue
             try:
-                self._retrying(functools.partial(self.write, single))
+                self._retrying(functools.partial(self.write, single, positions=False))
             except ValidationError as exc:
                 reason = str(exc) if isinstance(exc, LandingFileError) else f"the Store cannot hold it: {exc}"
                 poison.append(dead_letter(record, reason, now=self.clock.now()))
-                refused += 1
+                refused.append(single)
+            else:
+                written.append(single)
+        if refused:
+            self._retrying(functools.partial(self._unwrite, refused))
+            deleted = {(row["pk"], row["sk"]) for single in refused for row in single.purchases}
+            for single in written:
+                if any((row["pk"], row["sk"]) in deleted for row in single.purchases):
+                    self._retrying(functools.partial(self.write, single, positions=False))
         if poison:
             self._retrying(lambda: self.stream.produce_batch(poison))
+        self._retrying(functools.partial(self._write_positions, prepared.records))
         out = prepared.outcome
-        out.persisted -= min(refused, out.persisted)
-        out.dead_lettered += refused
+        out.persisted -= min(len(refused), out.persisted)
+        out.dead_lettered += len(refused)
         return out
+
+    def _unwrite(self, refused: Sequence[PreparedBatch]) -> None:
+        """Delete every row the ``refused`` records would write, whichever of them their failed writes put.
+
+        By key, and idempotent: the keys derive from the records alone, so a replay deletes the same. The
+        ledger rows go first: no moment shows a ledger row ("the whole order is in") without its lines."""
+        for single in refused:
+            for table, rows in ((self._events, single.ledger), (self._purchases, single.purchases),
+                                (self._user_events, single.user_events)):
+                for row in rows:
+                    with contextlib.suppress(ValidationError):  # a key the Store cannot hold: never written
+                        table.delete(row["pk"], row["sk"])
 
     def _accumulate(self, out: BatchOutcome) -> None:
         t = self.totals
@@ -778,7 +839,10 @@ class EventConsumer:
         self, *, stop: threading.Event, idle_exit: float | None = None, max_records: int | None = None
     ) -> BatchOutcome:
         """Loop until ``stop`` is set (SIGTERM), ``idle_exit`` seconds pass with nothing new, or
-        ``max_records`` have been handled. The batch being written is always finished and committed first.
+        ``max_records`` have been handled. The batch being written is always finished and committed first,
+        unless the stop comes while it keeps failing: it is then given up uncommitted and
+        :class:`StoppedWhileRetryingError` raised, with nothing after it written or committed, also when it
+        was given up inside a rebalance callback (which swallows what it raises).
 
         Pipelined: a writer thread writes batch N while this thread polls and prepares batch N+1. SQLite
         (and boto3) release the GIL while they work, so decoding overlaps the Store's page writes, which
@@ -811,6 +875,8 @@ class EventConsumer:
                     polling = not stop.is_set() and (max_records is None or submitted < max_records)
                     records = (self._consumer.poll_batch(max_records=self.max_batch, timeout=self.poll_timeout)
                                if polling else [])
+                    if self._gave_up is not None:  # given up in a revoke callback the poll ran: write nothing more
+                        break
                     if records:
                         decoding.append((self._submit_decode(records), records))
                         submitted += len(records)
@@ -818,8 +884,7 @@ class EventConsumer:
                     if decoding and (len(decoding) > depth or not records):
                         pending, batch = decoding.popleft()
                         prepared = self._decoded(pending, batch)
-                        if self._in_flight is not None:
-                            self._finish_in_flight([])  # batch N-1 committed before batch N is handed over
+                        self._finish_in_flight([])  # batch N-1 committed before N is handed over (raises a give-up)
                         self._in_flight = (writer.submit(self._write_with_retry, prepared), batch, time.monotonic())
                         idle_since = time.monotonic()
                         continue
