@@ -16,7 +16,7 @@ import polars as pl
 
 from notify_assets.automation import CONTENT_DIGEST, combined_digest, data_version, latest_materialization, pool_for
 from notify_core.convergence import Ledger
-from notify_core.erasure import erased_before
+from notify_core.erasure_register import erased_before
 from notify_core.ingest.batch import DATASETS, IngestReport, ingest_dataset
 from notify_core.lake import partition_expr
 from notify_core.landing import build_landing_area

@@ -16,7 +16,7 @@ is otherwise refused, so no acknowledged event is dropped silently. Everything i
 before anything in the data directory is replaced (databases into ``*.restoring`` files, file blobs
 re-hashed); the backed-up folders end up exactly as the snapshot (files it does not name are removed).
 ``at`` restores the Store (and the files' snapshot) as of that time; without it, the newest.
-Erasures outlive the restore: the erasure register (:mod:`notify_core.erasure`) of the present Store, of the
+Erasures outlive the restore: the erasure register (:mod:`notify_core.erasure_register`) of the present Store, of the
 newest backup (for ``at``) and of the restored Store is written into the restored Store, and every registered
 user the restored Store or Parquet files still hold is erased again at their own erasure time.
 
@@ -48,7 +48,8 @@ from notify_core.backup.files import FileBackup, FilesReport
 from notify_core.backup.litestream import Litestream
 from notify_core.backup.target import BackupTarget
 from notify_core.clock import Clock, utcnow
-from notify_core.erasure import ErasureRegister, reapply_register, register_of
+from notify_core.erasure import reapply_register
+from notify_core.erasure_register import ErasureRegister, register_of
 from notify_core.errors import ConditionFailedError, ConfigurationError, NotFoundError
 from notify_core.settings import NotifySettings
 from notify_core.store.codec import decode_item

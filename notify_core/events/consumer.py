@@ -28,6 +28,13 @@ then written record by record and the refused record dead-lettered, after the ro
 put are deleted (by their keys, which it alone derives): a dead-lettered event leaves no row behind and
 never reached a landing file. That batch's positions are written after its dead letters.
 
+Erased users stay erased: a record keyed by a user in the erasure register (:mod:`notify_core.erasure_register`)
+and produced at or before their erasure is left out before decoding (:meth:`EventConsumer.not_erased`),
+counted as ``erased``, and its position passed: Kafka keeps a user's records for the topic's retention,
+and a replay must not write them back. The register a batch is checked against is at most
+``register_interval`` s old, so an erasure made while that user's older records are in flight can be
+overtaken by one batch; the next replay of them is left out.
+
 Every row an event writes also carries the ``request_id`` of the capture request that produced it (from
 the record's ``x-request-id`` header, when it has one): the correlation id from the HTTP edge to the Store.
 It travels with the record, so a replay writes the same value again.
@@ -59,6 +66,7 @@ import gc
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -72,6 +80,7 @@ from pydantic import BaseModel
 
 from notify_core.atomic import atomic_write
 from notify_core.clock import Clock
+from notify_core.erasure_register import ErasureRegister, erased_before
 from notify_core.errors import BackendError, NotifyError, ValidationError
 from notify_core.events.decoder import DecodeProcess
 from notify_core.events.models import (
@@ -122,6 +131,7 @@ class BatchOutcome:
     dead_lettered: int = 0
     purchase_rows: int = 0
     user_event_rows: int = 0
+    erased: int = 0  # records of erased users produced before their erasure (the erasure register): not written
     landing_file: Path | None = None
 
 
@@ -481,11 +491,23 @@ class StoppedWhileRetryingError(NotifyError):
     next consumer reads it again (writes are idempotent), so nothing acknowledged is lost or doubled."""
 
 
+def _with_erased(prepared: PreparedBatch, records: Sequence[Record], erased: int) -> PreparedBatch:
+    """``prepared`` (decoded without the ``erased`` records of erased users) as the batch of ``records``: its
+    positions cover every record, and its counts add up to all of them."""
+    prepared.records = records
+    prepared.outcome.records += erased
+    prepared.outcome.erased += erased
+    return prepared
+
+
 class _Stamped(NamedTuple):
-    """A batch in the decoding process, and the consumer's clock when it was handed over."""
+    """A batch in the decoding process, the consumer's clock when it was handed over, and the records it was
+    given (the batch without its erased users' records; ``poison_at`` indexes these)."""
 
     future: Future[PreparedBatch]
     at: float
+    given: Sequence[Record]
+    erased: int
 
 
 def dead_letter(record: Record, reason: str, *, now: float) -> Message:
@@ -522,9 +544,11 @@ class EventConsumer:
         lag_interval: float = 2.0,
         on_persisted: Callable[[Sequence[Record], float], None] | None = None,
         decode_process: bool = False,
+        register_interval: float = 1.0,
     ) -> None:
         """``decode_process``: decode and encode batches in a second process (:mod:`~notify_core.events.decoder`)
-        when the Store can take ready-made rows (SQLite); ignored otherwise. ``notify consume`` turns it on."""
+        when the Store can take ready-made rows (SQLite); ignored otherwise. ``notify consume`` turns it on.
+        ``register_interval``: how old (seconds) the erasure register a batch is checked against may be."""
         self.stream = stream
         self.store = store
         self.landing = landing
@@ -550,14 +574,51 @@ class EventConsumer:
             self.decoder = DecodeProcess()
             self.decoder.start()  # now: its ~1 s of imports overlaps what the caller does before run()
         self._last_lag_at = 0.0
+        self.register_interval = register_interval
+        self._register = ErasureRegister()
+        self._register_read_at = -math.inf
         self.totals = BatchOutcome()
 
     # one batch ---------------------------------------------------------------------------------
     def prepare(self, records: Sequence[Record]) -> PreparedBatch:
-        """Decode, validate and build the rows of a batch: pure Python, no I/O (:func:`prepare_records`)."""
-        prepared = prepare_records(records, now=self.clock.now)
-        prepared.records = records
-        return prepared
+        """Decode, validate and build the rows of a batch (:func:`prepare_records`), without the records of
+        erased users (:meth:`not_erased`); the batch's positions still cover every record."""
+        given, erased = self.not_erased(records)
+        return _with_erased(prepare_records(given, now=self.clock.now), records, erased)
+
+    def not_erased(self, records: Sequence[Record]) -> tuple[Sequence[Record], int]:
+        """``records`` without those of users in the erasure register produced at or before their erasure,
+        and how many were left out.
+
+        Kafka cannot delete single records: a user's events stay in a topic for its retention, and a group
+        reset (or a member replaying an uncommitted batch) would write them again after ``notify users
+        delete``. Events are keyed by user id, and the record's produce time says whether it is older than
+        the erasure (a user who comes back is new data). Left-out records are never decoded, so their
+        content reaches neither the Store nor a dead letter. The register is read again at most every
+        ``register_interval`` s; its keys are hashed once per distinct key of the batch, and only when it
+        holds an entry."""
+        register = self._erasures()
+        if not register.entries:
+            return records, 0
+        limits: dict[bytes, float] = {}
+        for key in {r.key for r in records if r.key is not None}:
+            erased_at = register.erased_at(key)
+            if erased_at is not None:
+                limits[key] = erased_at.timestamp() * 1000
+        if not limits:
+            return records, 0
+        given = [r for r in records if r.key not in limits or r.timestamp_ms > limits[r.key]]
+        return given, len(records) - len(given)
+
+    def _erasures(self) -> ErasureRegister:
+        now = time.monotonic()
+        if now - self._register_read_at >= self.register_interval:
+            try:
+                self._register = erased_before(self.store)
+                self._register_read_at = now
+            except BackendError as exc:  # the Store down: its writes fail and retry too; read it again next batch
+                log.warning("erasure register unreadable; using the last one read", extra={"error": str(exc)})
+        return self._register
 
     def write(self, prepared: PreparedBatch, *, positions: bool = True) -> BatchOutcome:
         """Persist a prepared batch (no commit), in the order of the module doc. Idempotent.
@@ -621,14 +682,15 @@ class EventConsumer:
         """Hand a batch to the decoding process (or decode it here when there is none)."""
         if self.decoder is None or self._encoders is None or not self.decoder.usable:
             return self.prepare(records)
+        given, erased = self.not_erased(records)
         try:
             at = self.clock.now()  # what the batch's dead letters say it failed at: its hand-over
-            future = self.decoder.submit(prepare_encoded, record_columns(records), self._encoders,
+            future = self.decoder.submit(prepare_encoded, record_columns(given), self._encoders,
                                          self.landing is not None)
-            return _Stamped(future, at)
+            return _Stamped(future, at, given, erased)
         except Exception as exc:  # the process cannot be started: decode here, never skip a batch
             log.warning("decoding process unavailable; decoding in the consumer", extra={"error": str(exc)})
-            return self.prepare(records)
+            return _with_erased(prepare_records(given, now=self.clock.now), records, erased)
 
     def _decoded(self, pending: _Stamped | PreparedBatch, records: Sequence[Record]) -> PreparedBatch:
         """The prepared batch of :meth:`_submit_decode`; a lost process is replaced and the batch
@@ -644,10 +706,10 @@ class EventConsumer:
             return self.prepare(records)
         if self.decoder is not None:
             self.decoder.succeeded()
-        prepared.records = records
         if prepared.poison_at:
-            prepared.poison = [dead_letter(records[i], reason, now=pending.at) for i, reason in prepared.poison_at]
-        return prepared
+            prepared.poison = [dead_letter(pending.given[i], reason, now=pending.at)
+                               for i, reason in prepared.poison_at]
+        return _with_erased(prepared, records, pending.erased)
 
     def stored_positions(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """Where the Store says this group is, for ``partitions`` (the stream's ``start_at`` hook)."""
@@ -705,6 +767,7 @@ class EventConsumer:
         RECORDS.labels("persisted").inc(out.persisted)
         RECORDS.labels("duplicate").inc(out.duplicates)
         RECORDS.labels("dead_lettered").inc(out.dead_lettered)
+        RECORDS.labels("erased").inc(out.erased)
         BATCH_SECONDS.observe(time.monotonic() - started)
         self._accumulate(out)
         self._refresh_lag(force=False)
@@ -715,6 +778,7 @@ class EventConsumer:
                 "persisted": out.persisted,
                 "duplicates": out.duplicates,
                 "dead_lettered": out.dead_lettered,
+                "erased": out.erased,
                 "seconds": round(time.monotonic() - started, 4),
             },
         )
@@ -812,6 +876,7 @@ class EventConsumer:
         t.dead_lettered += out.dead_lettered
         t.purchase_rows += out.purchase_rows
         t.user_event_rows += out.user_event_rows
+        t.erased += out.erased
 
     # loop, lag, lifecycle ---------------------------------------------------------------------
     def _refresh_lag(self, *, force: bool) -> None:

@@ -8,7 +8,7 @@ removed). Bad rows never block good ones:
 each file is validated on its own, bad rows go to the quarantine folder with their reasons and into
 the report, and a file that cannot be read at all is reported as a whole.
 
-Erased users stay erased: rows of a user in the erasure register (:func:`notify_core.erasure.erased_before`)
+Erased users stay erased: rows of a user in the erasure register (:func:`notify_core.erasure_register.erased_before`)
 dated at or before their erasure are dropped as each file is read, before validation, so they reach neither
 the quarantine, the lake nor the Store; the report counts them as ``rows_erased``.
 """
@@ -27,7 +27,7 @@ import polars as pl
 from notify_core.atomic import atomic_write
 from notify_core.clock import Clock, utcnow
 from notify_core.convergence import PartitionSource, converge, frame_digest
-from notify_core.erasure import EVENT_TIME, ErasureRegister, erased_before
+from notify_core.erasure_register import EVENT_TIME, ErasureRegister, erased_before
 from notify_core.errors import ValidationError
 from notify_core.ingest.validation import ROW_COLUMN, Validated, prepare, validate
 from notify_core.lake import Lake, MergePlan

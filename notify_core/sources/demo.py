@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from notify_core.atomic import atomic_write, sweep_temporaries
-from notify_core.erasure import EVENT_TIME, ErasureRegister
+from notify_core.erasure_register import EVENT_TIME, ErasureRegister
 from notify_core.sources.online_retail import SourceTables, map_online_retail, read_source
 from notify_core.sources.synthetic import enrich_users, generate_campaigns
 
@@ -43,7 +43,7 @@ def prepare_demo_landing(*, source: Path, landing: Path, seed: int,
     """Map the export, generate what it lacks, and drop one file per dataset in the landing folder
     (the same loader as ``notify evaluate``; ``columns`` maps another retailer's column names).
 
-    ``erased`` (:func:`notify_core.erasure.erased_before` of the Store): the export still holds erased users,
+    ``erased`` (:func:`notify_core.erasure_register.erased_before` of the Store): the export still holds erased users,
     so their rows dated at or before their erasure never reach the landing files; they are counted as
     ``dropped["erased"]``. A user who bought again after their erasure is kept, as new data: their profile is
     rebuilt from the purchases kept (signed up again at the first of them)."""

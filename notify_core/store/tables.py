@@ -147,8 +147,9 @@ AUDIT_LOG = "audit_log"
 ALL_TABLES = (*ALL_TABLES, API_KEYS, AUDIT_LOG)
 
 # Right to erasure (the erasure register). | erasures | "<pseudonym of the user id>" | "erasure" | get; scanned whole
-# by batch ingestion | one item per erased user: ``erased_at`` (ISO, UTC), no TTL (kept as long as the data it
-# suppresses can come back). The key is a one-way digest of the id (notify_core.erasure.pseudonym), never the id.
+# by batch ingestion, the consumer, a restore | one item per erased user: ``erased_at`` (ISO, UTC), no TTL (kept as
+# long as the data it suppresses can come back). The key is a one-way digest of the id
+# (notify_core.erasure_register.pseudonym), never the id.
 ERASURES = "erasures"
 ERASURE_SK = "erasure"
 ALL_TABLES = (*ALL_TABLES, ERASURES)

@@ -20,7 +20,8 @@ import os
 import sqlite3
 import subprocess
 import sys
-from datetime import UTC, date, datetime
+import threading
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -165,7 +166,7 @@ def test_the_demo_source_keeps_an_erased_user_out_of_the_landing_files_until_the
     """Sources -> landing with the register: the rewritten landing files hold no row of the erased user
     (counted as dropped "erased"); once the export shows a purchase after the erasure, that purchase and a
     profile signed up again at it land, and nothing older."""
-    from notify_core.erasure import erased_before
+    from notify_core.erasure_register import erased_before
 
     source = write_retail(tmp_path / "retail.parquet")
     settings, store, lake = _setup(tmp_path)
@@ -221,7 +222,7 @@ def test_a_landing_file_of_erased_rows_only_is_counted_not_failed(tmp_path: Path
 
 
 def test_the_register_keeps_no_user_id_and_only_moves_forward(tmp_path: Path) -> None:
-    from notify_core.erasure import erased_before, pseudonym, restore_register
+    from notify_core.erasure_register import erased_before, pseudonym, restore_register
 
     store = SqliteStore(tmp_path / "store.sqlite")
     try:
@@ -386,7 +387,7 @@ def test_a_restore_from_before_an_erasure_erases_the_user_again(tmp_path: Path) 
     import time as wall
 
     from notify_core.backup import BackupService, BackupTarget, plan_backup
-    from notify_core.erasure import erased_before
+    from notify_core.erasure_register import erased_before
 
     settings = load_settings(data_dir=tmp_path / "data")
     store = SqliteStore(settings.sqlite_path)
@@ -434,3 +435,51 @@ def test_a_restore_from_before_an_erasure_erases_the_user_again(tmp_path: Path) 
     latest = load_settings(data_dir=tmp_path / "latest")
     report = service(latest).restore()
     check(latest, reapplied=0)
+
+
+# 5. the stream: Kafka keeps an erased user's records for the topic's retention ---------------------------
+@pytest.mark.parametrize("decode_process", [False, True], ids=["in-process", "decode-process"])
+def test_the_consumer_leaves_out_an_erased_users_records_produced_before_the_erasure(
+    tmp_path: Path, decode_process: bool
+) -> None:
+    """An erasure cannot delete a user's records from a Kafka topic (the stream log here keeps them, as Kafka
+    would: ``erase_user`` is given no stream). A consumer that reads them later (a group reset, a replay of an
+    uncommitted batch, events still in flight) must not write them back: the records of a registered user
+    produced at or before the erasure are counted as ``erased`` and written nowhere, not even as a dead
+    letter; the positions still move past them; records produced after the erasure are new data."""
+    from notify_core.events import CLICKSTREAM, capture_events, dlq_topic
+    from notify_core.events.consumer import EventConsumer
+    from notify_core.stream.local_log import LocalLog
+    from notify_core.stream.port import Message
+    from tests.events.helpers import click, events_clock, order
+
+    victim, other = "u1", "u2"  # the helpers' users (u{i % 13})
+    produced = ManualClock(ERASED_AT - timedelta(minutes=5))  # the records' produce time (the broker's clock)
+    log = LocalLog(tmp_path / "log.sqlite", clock=produced)
+    store = SqliteStore(tmp_path / "store.sqlite")
+    old = [click(1), click(14), order(1), click(2), click(15)]  # u1, u1, u1's order, u2, u2
+    assert capture_events(json.dumps(old), stream=log, clock=events_clock()).accepted == 5
+    log.produce_batch([Message(CLICKSTREAM, victim.encode(), b"{not json")])  # would be a dead letter
+    erase_user(victim, store=store, clock=ManualClock(ERASED_AT))
+    produced.advance(timedelta(minutes=10).total_seconds())  # the user comes back after the erasure
+    assert capture_events(json.dumps([click(27)]), stream=log, clock=events_clock()).accepted == 1  # u1 again
+    consumer = EventConsumer(stream=log, store=store, landing=tmp_path / "landing", clock=produced,
+                             decode_process=decode_process)
+    try:
+        totals = consumer.run(stop=threading.Event(), idle_exit=1.0)
+        assert consumer.lag() == 0  # the positions moved past every record
+    finally:
+        consumer.close()
+    try:
+        rows = [(str(i["pk"]), str(i["sk"])) for i in store.table(tables.USER_EVENTS).scan()]
+        assert sorted(pk for pk, _ in rows) == [victim, other, other]  # the victim's click after the erasure only
+        assert [sk for pk, sk in rows if pk == victim][0].startswith("2024-03-01T10:00:27")
+        assert list(store.table(tables.PURCHASES).scan()) == [] and list(store.table(tables.EVENTS).scan()) == []
+        assert not list((tmp_path / "landing").glob("*.parquet"))
+    finally:
+        store.close()
+    assert (totals.records, totals.persisted, totals.erased, totals.dead_lettered) == (7, 3, 4, 0)
+    reader = log.consumer(group="check", topics=[dlq_topic(CLICKSTREAM)])
+    assert reader.poll_batch(timeout=0.3) == []  # the erased user's bad record is not kept as a dead letter
+    reader.close()
+    log.close()
