@@ -5,7 +5,9 @@ For a handler module, :func:`derive_access` follows its imports (module-level an
 
 * the Store tables it names (``tables.PLANS``, ``from notify_core.store.tables import SENDS``);
 * whether it can write the Store (calls of ``put``/``batch_put``/``update_many``/``delete``/``save_frame``/
-  ``upsert_changed``, or a two-argument-or-more ``update(pk, sk, ...)``) or only read it;
+  ``upsert_changed``, or a two-argument-or-more ``update(pk, sk, ...)``) or only read it, and whether it
+  scans a table (a ``scan()`` call: DynamoDB's ``Scan`` is an action of its own, which ``Query`` does not
+  grant; the erasure and the erasure register scan);
 * S3: read when it reaches the artefact store or the lake, write when it calls ``write_bytes``/``upload``/
   ``merge``/``write_table``;
 * SNS when it reaches the delivery channels; Kafka (so the function needs the VPC) when it reaches the
@@ -32,6 +34,7 @@ S3_WRITES = frozenset({"write_bytes", "upload", "merge", "write_table"})
 # the adapters implement the writes (their calls are not uses): skipped when looking for write calls
 ADAPTERS = ("notify_core.store.", "notify_core.recommend.artefacts", "notify_core.stream.", "notify_core.s3_objects")
 DYNAMODB_READ = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:DescribeTable")
+DYNAMODB_SCAN = ("dynamodb:Scan",)
 DYNAMODB_WRITE = ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem")
 
 
@@ -43,11 +46,13 @@ class Access:
     s3_write: bool
     sns: bool
     kafka: bool
+    store_scans: bool = False
     modules: frozenset[str] = field(default=frozenset(), compare=False)
 
     @property
     def dynamodb_actions(self) -> tuple[str, ...]:
-        return DYNAMODB_READ + (DYNAMODB_WRITE if self.store_writes else ())
+        return DYNAMODB_READ + (DYNAMODB_SCAN if self.store_scans else ()) + (
+            DYNAMODB_WRITE if self.store_writes else ())
 
 
 @cache
@@ -124,7 +129,7 @@ def derive_access(module: str) -> Access:
                  if name.isupper() and isinstance(value, str) and value in tables.ALL_TABLES}
     modules = reachable(module)
     used: set[str] = set()
-    store_writes = s3_write = False
+    store_writes = s3_write = store_scans = False
     for name in modules:
         tree = _source(name)
         assert tree is not None
@@ -140,6 +145,8 @@ def derive_access(module: str) -> Access:
                     store_writes = True
                 if called in S3_WRITES:
                     s3_write = True
+                if called == "scan" and isinstance(node.func, ast.Attribute):
+                    store_scans = True
 
     def reaches(prefix: str) -> bool:
         return any(m == prefix or m.startswith(prefix + ".") for m in modules)
@@ -148,4 +155,4 @@ def derive_access(module: str) -> Access:
     return Access(tables=frozenset(used), store_writes=store_writes and bool(used), s3_read=s3_read,
                   s3_write=s3_write and s3_read, sns=reaches("notify_core.delivery.sns"),
                   kafka=reaches("notify_core.stream.kafka") or reaches("notify_core.stream.factory"),
-                  modules=modules)
+                  store_scans=store_scans and bool(used), modules=modules)

@@ -195,11 +195,12 @@ def _pod_roles(resources: dict[str, Any], table_ids: dict[str, str]) -> None:
     """IRSA: one IAM role per Kubernetes service account, trusted only by that account through the
     cluster's OIDC provider (no AWS keys in a Secret). Dagster runs every stage: all tables, the bucket,
     the topic. The consumer writes what ``notify_core.events.consumer`` reaches, and landing files."""
-    from notify_cli.deploy_access import DYNAMODB_READ, DYNAMODB_WRITE, derive_access
+    from notify_cli.deploy_access import DYNAMODB_READ, DYNAMODB_SCAN, DYNAMODB_WRITE, derive_access
 
     consumer = derive_access("notify_core.events.consumer")
     grants = {
-        "dagster": _data_statements(table_ids=list(table_ids.values()), actions=DYNAMODB_READ + DYNAMODB_WRITE,
+        "dagster": _data_statements(table_ids=list(table_ids.values()),
+                                    actions=DYNAMODB_READ + DYNAMODB_SCAN + DYNAMODB_WRITE,
                                     s3_read=True, s3_write=True, sns=True),
         "consumer": _data_statements(table_ids=[table_ids[t] for t in sorted(consumer.tables)],
                                      actions=consumer.dynamodb_actions, s3_read=True, s3_write=True, sns=False),

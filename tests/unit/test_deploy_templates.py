@@ -131,6 +131,16 @@ def test_each_function_has_its_own_role_limited_to_the_tables_its_code_reaches()
     assert capture.tables == {tables.API_KEYS} and not capture.store_writes and capture.kafka
     assert not capture.s3_read
     assert tables.DELIVERIES not in derive_access("lambdas.get_recommended_campaigns").tables
+    # DynamoDB's Scan is its own action: the erasure scans every table (its role lacked it, so on AWS the
+    # erase route was refused by IAM), and the consumer scans the erasure register; capture scans nothing
+    erase = derive_access("lambdas.erase_user")
+    assert "dynamodb:Scan" in erase.dynamodb_actions and "dynamodb:Scan" not in capture.dynamodb_actions
+    consumer = derive_access("notify_core.events.consumer")
+    assert "dynamodb:Scan" in consumer.dynamodb_actions and tables.ERASURES in consumer.tables
+    # the consumer reaches the register, not the erasure: no write to profiles, API keys or the audit log
+    assert not consumer.tables & {tables.USERS, tables.API_KEYS, tables.AUDIT_LOG}
+    statements = _resources()["EraseUserFunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    assert any("dynamodb:Scan" in s["Action"] for s in statements)
 
 
 def test_the_derivation_sees_tables_named_by_lazy_imports(tmp_path, monkeypatch) -> None:
