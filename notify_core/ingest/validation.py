@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 PARSED_SUFFIX = "__parsed"
 PRESENT_SUFFIX = "__present"
 SAFE_SUFFIX = "__safe"
+FLOOR_SUFFIX = "__floor"  # a float column's value is 0, null, or at least bounds.MIN_NONZERO_MAGNITUDE in magnitude
 ROW_COLUMN = "_row"
 LIST_SEPARATOR = "|"
 
@@ -83,8 +84,7 @@ def _bound_checks(dataset: str, now: datetime | None) -> list[Check]:
         return [
             *_bounded("ts", low=bounds.MIN_TIMESTAMP, high=latest, low_name=f"MIN_DATE ({bounds.MIN_DATE})",
                       high_name=latest_label),
-            *_bounded("unit_price", low=bounds.MIN_NONZERO_MAGNITUDE, high=bounds.MAX_UNIT_PRICE,
-                      low_name=f"MIN_NONZERO_MAGNITUDE ({bounds.MIN_NONZERO_MAGNITUDE:g})",
+            *_bounded("unit_price", high=bounds.MAX_UNIT_PRICE,
                       high_name=f"MAX_UNIT_PRICE ({bounds.MAX_UNIT_PRICE:g})"),
             *_bounded("quantity", low=-bounds.MAX_QUANTITY, high=bounds.MAX_QUANTITY,
                       low_name=f"-MAX_QUANTITY ({-bounds.MAX_QUANTITY})",
@@ -119,6 +119,12 @@ def checks_for(dataset: str, *, now: datetime | None = None) -> list[Check]:
                value_set=[True])
         for name, dtype in SCHEMAS[dataset].items()
         if dtype != pl.String
+    ] + [
+        # every backend must hold the number: DynamoDB's Number underflows below 1e-130 (notify_core.bounds)
+        _check(f"{name} nonzero below MIN_NONZERO_MAGNITUDE ({bounds.MIN_NONZERO_MAGNITUDE:g})",
+               "ExpectColumnValuesToBeInSet", column=f"{name}{FLOOR_SUFFIX}", value_set=[True])
+        for name, dtype in SCHEMAS[dataset].items()
+        if dtype.is_float()
     ]
     if dataset == "users":
         domain = _required("user_id", "timezone") + [
@@ -214,7 +220,9 @@ def prepare(dataset: str, raw: pl.DataFrame) -> pl.DataFrame:
         if dtype.is_float():  # "inf", "nan", "1e999" parse as floats but are not usable amounts
             value = pl.when(value.is_finite()).then(value).otherwise(None)
         exprs += [value.alias(name), (~raw_present | value.is_not_null()).alias(f"{name}{PARSED_SUFFIX}")]
-    prepared = raw.select(exprs)
+    prepared = raw.select(exprs).with_columns(
+        (pl.col(name).is_null() | (pl.col(name) == 0) | (pl.col(name).abs() >= bounds.MIN_NONZERO_MAGNITUDE))
+        .alias(f"{name}{FLOOR_SUFFIX}") for name, dtype in schema.items() if dtype.is_float())
     if dataset == "campaigns":  # the same content rules as the campaign upsert (template, redirect URL)
         prepared = prepared.with_columns(
             pl.col("template").map_elements(_template_ok, return_dtype=pl.Boolean).alias(f"template{SAFE_SUFFIX}"),

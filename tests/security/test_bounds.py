@@ -47,7 +47,7 @@ def test_poisoned_rows_are_quarantined_with_the_bound_they_broke(tmp_path: Path)
         "future": "ts above MAX_FUTURE_SKEW (now + 1 day)",
         "ancient": "ts before MIN_DATE (1990-01-01)",
         "bulk": "quantity above MAX_QUANTITY (1000000)",
-        "tiny": f"unit_price before MIN_NONZERO_MAGNITUDE ({bounds.MIN_NONZERO_MAGNITUDE:g})",
+        "tiny": f"unit_price nonzero below MIN_NONZERO_MAGNITUDE ({bounds.MIN_NONZERO_MAGNITUDE:g})",
     }
     assert report.rows_valid == 1
     assert list((tmp_path / "quarantine" / "purchases").glob("*.parquet"))
