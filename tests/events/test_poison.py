@@ -22,12 +22,12 @@ from notify_core.events import CLICKSTREAM, capture_events, dlq_topic
 from notify_core.events.consumer import EventConsumer
 from notify_core.settings import load_settings
 from notify_core.store import tables
-from notify_core.store.port import Store, Table
 from notify_core.store.sqlite import SqliteStore
 from notify_core.stream import open_stream
 from notify_core.stream.local_log import LocalLog
 from notify_core.stream.port import Message
 from tests.events.helpers import api_event, click, events_clock, order
+from tests.events.store_faults import FaultyStore, TableStandIn
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2031, 5, 6, 12, 0, tzinfo=UTC)  # the injected clock of the window tests
@@ -135,41 +135,21 @@ def test_an_int_beyond_64_bits_already_in_the_log_is_dead_lettered_and_the_consu
     stream.close()
 
 
-class _Refusing:
-    """A Store whose user_events table refuses (as a data error) any batch holding a row of user "u7"."""
+class _RefusingU7(TableStandIn):
+    """``user_events`` refusing (as a data error) any batch holding a row of user "u7"."""
 
-    def __init__(self, inner: Store) -> None:
-        self.inner, self.single_writer = inner, inner.single_writer
-
-    def tune_for_bulk_writes(self) -> None:
-        self.inner.tune_for_bulk_writes()
-
-    def table(self, name: str) -> Table:
-        table = self.inner.table(name)
-        if name != tables.USER_EVENTS:
-            return table
-
-        class Refusing:
-            def __getattr__(self, attr: str) -> Any:
-                return getattr(table, attr)
-
-            def batch_put(self, items: Any) -> int:
-                items = list(items)
-                if any(i.get("pk") == "u7" for i in items):
-                    raise ValidationError("cannot store item: value the backend refuses")
-                return table.batch_put(items)
-
-        return Refusing()  # type: ignore[return-value]
-
-    def close(self) -> None:
-        self.inner.close()
+    def batch_put(self, items: Any) -> int:
+        items = list(items)
+        if any(i.get("pk") == "u7" for i in items):
+            raise ValidationError("cannot store item: value the backend refuses")
+        return self.table.batch_put(items)
 
 
 def test_a_row_the_store_refuses_is_dead_lettered_alone_and_the_batch_commits(tmp_path: Path) -> None:
     stream = LocalLog(tmp_path / "log.sqlite")
     stream.produce_batch([Message(CLICKSTREAM, b"k", json.dumps(click(i)).encode()) for i in range(20)])
-    store = _Refusing(SqliteStore(tmp_path / "store.sqlite"))
-    consumer = EventConsumer(stream=stream, store=store, landing=None, poll_timeout=0.1,  # type: ignore[arg-type]
+    store = FaultyStore(SqliteStore(tmp_path / "store.sqlite"), name=tables.USER_EVENTS, stand_in=_RefusingU7)
+    consumer = EventConsumer(stream=stream, store=store, landing=None, poll_timeout=0.1,
                              clock=events_clock())
     totals = consumer.run(stop=threading.Event(), idle_exit=1.0)
     refused = sum(1 for i in range(20) if i % 13 == 7)

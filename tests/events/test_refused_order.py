@@ -25,50 +25,35 @@ from notify_core.errors import BackendError, ValidationError
 from notify_core.events import PURCHASE_HISTORY, capture_events, dlq_topic, parse_event
 from notify_core.events.consumer import EventConsumer, StoppedWhileRetryingError
 from notify_core.store import tables
-from notify_core.store.port import Item, Store, Table
+from notify_core.store.port import Item, Store
 from notify_core.store.sqlite import EncodedRows, SqliteStore
 from notify_core.stream.local_log import LocalLog
 from notify_core.stream.port import Message, OnRevoke, StartAt, StreamConsumer
 from tests.events.helpers import click, events_clock, order
+from tests.events.store_faults import FaultyStore, TableStandIn
 
 MARK = "the-store-refuses-this-ledger-row"
 REFUSED = order(2, properties={"note": MARK})  # only its ledger row carries its properties
 
 
-class _RefusingLedger:
-    """A Store whose ``events`` table refuses (a data error) a ledger row carrying :data:`MARK`, through
-    ``batch_put`` or, with the decoding process, ``put_encoded``; the other tables are the adapter's."""
+class _RefusingLedger(TableStandIn):
+    """``events`` refusing (a data error) a ledger row carrying :data:`MARK`, through ``batch_put`` or, with
+    the decoding process, ``put_encoded``."""
 
-    def __init__(self, inner: Store) -> None:
-        self.inner, self.single_writer = inner, inner.single_writer
+    def batch_put(self, items: Iterable[Item]) -> int:
+        items = list(items)
+        if any(MARK in json.dumps(item) for item in items):
+            raise ValidationError("cannot store item: a value the backend refuses")
+        return self.table.batch_put(items)
 
-    def tune_for_bulk_writes(self) -> None:
-        self.inner.tune_for_bulk_writes()
+    def put_encoded(self, rows: EncodedRows) -> int:
+        if any(MARK.encode() in payload for payload in rows.payloads):
+            raise ValidationError("cannot store item: a value the backend refuses")
+        return self.table.put_encoded(rows)  # type: ignore[attr-defined,no-any-return]
 
-    def table(self, name: str) -> Table:
-        table = self.inner.table(name)
-        if name != tables.EVENTS:
-            return table
 
-        class Refusing:
-            def __getattr__(self, attr: str) -> Any:
-                return getattr(table, attr)
-
-            def batch_put(self, items: Iterable[Item]) -> int:
-                items = list(items)
-                if any(MARK in json.dumps(item) for item in items):
-                    raise ValidationError("cannot store item: a value the backend refuses")
-                return table.batch_put(items)
-
-            def put_encoded(self, rows: EncodedRows) -> int:
-                if any(MARK.encode() in payload for payload in rows.payloads):
-                    raise ValidationError("cannot store item: a value the backend refuses")
-                return table.put_encoded(rows)  # type: ignore[attr-defined,no-any-return]
-
-        return Refusing()
-
-    def close(self) -> None:
-        self.inner.close()
+def _refusing(store: Store) -> FaultyStore:
+    return FaultyStore(store, name=tables.EVENTS, stand_in=_RefusingLedger)
 
 
 def _dead_letters(stream: LocalLog) -> list[dict[str, Any]]:
@@ -90,7 +75,7 @@ def test_an_order_whose_ledger_row_the_store_refuses_leaves_no_line_behind(tmp_p
     stream = LocalLog(tmp_path / "log.sqlite")
     body = json.dumps([order(1), REFUSED, order(3), click(4)])  # the refused order amid good ones
     assert capture_events(body, stream=stream, clock=events_clock()).accepted == 4
-    store = _RefusingLedger(SqliteStore(tmp_path / "store.sqlite"))
+    store = _refusing(SqliteStore(tmp_path / "store.sqlite"))
     consumer = EventConsumer(stream=stream, store=store, landing=tmp_path / "landing",
                              poll_timeout=0.1, clock=events_clock(), decode_process=decode_process)
     try:
@@ -120,7 +105,7 @@ def test_a_refused_order_leaves_the_line_another_event_of_that_order_wrote(tmp_p
     stream = LocalLog(tmp_path / "log.sqlite")
     kept = order(2, properties={"note": "kept"})
     capture_events(json.dumps([kept, REFUSED]), stream=stream, clock=events_clock())
-    store = _RefusingLedger(SqliteStore(tmp_path / "store.sqlite"))
+    store = _refusing(SqliteStore(tmp_path / "store.sqlite"))
     consumer = EventConsumer(stream=stream, store=store, landing=tmp_path / "landing",
                              poll_timeout=0.1, clock=events_clock())
     try:
@@ -173,7 +158,7 @@ def test_an_isolated_batch_moves_the_stored_position_only_after_its_dead_letters
     capture_events(json.dumps([order(1), REFUSED, order(3)]), stream=log, clock=events_clock())
     stop = threading.Event()
     stream = _DeadLettersDown(log, stop)
-    store = _RefusingLedger(SqliteStore(tmp_path / "store.sqlite"))
+    store = _refusing(SqliteStore(tmp_path / "store.sqlite"))
     consumer = EventConsumer(stream=stream, store=store, landing=tmp_path / "landing",
                              poll_timeout=0.1, clock=events_clock())
     try:

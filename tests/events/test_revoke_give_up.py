@@ -18,7 +18,6 @@ import json
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -32,40 +31,30 @@ from notify_core.store.sqlite import SqliteStore
 from notify_core.stream.local_log import LocalLog
 from notify_core.stream.port import Message, OnRevoke, Record, StartAt, StreamConsumer
 from tests.events.helpers import click
+from tests.events.store_faults import FaultyStore, TableStandIn
 
 BATCH = 5
 
 
-class _DownUntilStopped:
+class _DownUntilStopped(FaultyStore):
     """A Store whose ``user_events`` writes fail (BackendError: down, throttled) until ``stop`` is set;
     ``failed`` is set at the first failure."""
 
     def __init__(self, inner: Store, stop: threading.Event) -> None:
-        self.inner, self.single_writer, self.stop, self.failed = inner, inner.single_writer, stop, threading.Event()
+        self.stop, self.failed = stop, threading.Event()
+        super().__init__(inner, name=tables.USER_EVENTS, stand_in=lambda table: _Down(table, self))
 
-    def tune_for_bulk_writes(self) -> None:
-        self.inner.tune_for_bulk_writes()
 
-    def table(self, name: str) -> Table:
-        table = self.inner.table(name)
-        if name != tables.USER_EVENTS:
-            return table
-        store = self
+class _Down(TableStandIn):
+    def __init__(self, table: Table, store: _DownUntilStopped) -> None:
+        super().__init__(table)
+        self.store = store
 
-        class Down:
-            def __getattr__(self, attr: str) -> Any:
-                return getattr(table, attr)
-
-            def batch_put(self, items: Iterable[Item]) -> int:
-                if not store.stop.is_set():
-                    store.failed.set()
-                    raise BackendError("Store unavailable (throttled)")
-                return table.batch_put(items)
-
-        return Down()
-
-    def close(self) -> None:
-        self.inner.close()
+    def batch_put(self, items: Iterable[Item]) -> int:
+        if not self.store.stop.is_set():
+            self.store.failed.set()
+            raise BackendError("Store unavailable (throttled)")
+        return self.table.batch_put(items)
 
 
 class _RebalancingMember:

@@ -33,21 +33,11 @@ from notify_core.schemas import PURCHASES
 from notify_core.settings import NotifySettings, load_settings
 from notify_core.store import tables
 from notify_resources.resources import NotifyResource, RecommendResource
+from tests.pipeline.test_data_version_after_retry import UPSTREAM, _latest, _version
 from tests.recommend.conftest import DIM, campaign_rows
 from tests.retail_fixture import write_retail
 
-UPSTREAM = ("online_retail_landing", "users", "products", "campaigns", "purchases")
 FEATURES = (tables.USER_FEATURES, tables.PRODUCT_FEATURES, tables.USER_PRODUCT)
-
-
-def _latest(instance: dg.DagsterInstance, asset: str) -> dg.AssetMaterialization:
-    mat = instance.fetch_materializations(dg.AssetKey(asset), limit=1).records[0].asset_materialization
-    assert mat is not None
-    return mat
-
-
-def _version(instance: dg.DagsterInstance, asset: str) -> str:
-    return (_latest(instance, asset).tags or {})["dagster/data_version"]
 
 
 def _fail_once_after(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> dict[str, int]:
