@@ -7,7 +7,8 @@ needs to know how it is being served.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 class NotifyError(Exception):
@@ -59,6 +60,20 @@ class CountsNotAddedError(BackendError):
     def __init__(self, message: str, *, remaining: Mapping[tuple[str, str], int]) -> None:
         super().__init__(message)
         self.remaining = dict(remaining)
+
+
+class UpdatesPartlyAppliedError(BackendError):
+    """A batch of conditional updates (``Table.update_many``) the backend refused part-way: ``done`` holds the
+    results of the first ``len(done)`` updates, which were applied (an item) or lost their condition (None);
+    the update at ``len(done)`` failed and it and every later one were not applied (``__cause__``: its error).
+
+    Why: DynamoDB applies a batch item by item, so an error in its middle (throttling, a 5xx) comes after some
+    updates have landed. A caller whose updates are not idempotent (counter increments) must not redo those,
+    and could not tell them apart from a plain error (SQLite's one transaction applies all or none)."""
+
+    def __init__(self, message: str, *, done: Sequence[Any]) -> None:
+        super().__init__(message)
+        self.done = list(done)
 
 
 class UnauthorizedError(NotifyError):

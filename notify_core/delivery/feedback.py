@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import polars as pl
 
-from notify_core.errors import ConditionFailedError, CountsNotAddedError, NotifyError
+from notify_core.errors import ConditionFailedError, CountsNotAddedError, NotifyError, UpdatesPartlyAppliedError
 from notify_core.store import tables
 from notify_core.store.port import Condition, KeyRange, Store, Update
 
@@ -66,7 +66,10 @@ def add_campaign_counts(store: Store, counts: Mapping[tuple[str, str], int], *, 
     27 rounds. Counts still conflicting after :data:`COUNT_ROUNDS` rounds, or a round the Store refuses,
     raise :class:`CountsNotAddedError` naming the counts not added (they used to be dropped without a word
     after 20), for the caller to keep. Exact on SQLite (a round is one transaction); DynamoDB writes a
-    round item by item, so a round it fails part-way may have added some of what it names."""
+    round item by item, and a round it refuses part-way names the rows it added
+    (:class:`UpdatesPartlyAppliedError`), which are left out: naming them made the next flush add them
+    again (``sent`` over-counted for good). Only a write whose answer never came (a timeout after the
+    service applied it) can still be named and added twice."""
     table = store.table(tables.CAMPAIGN_STATS)
     todo = {(campaign_id, day): n for (campaign_id, day), n in counts.items() if n != 0 and campaign_id and day}
     for round_ in range(COUNT_ROUNDS):
@@ -78,6 +81,11 @@ def add_campaign_counts(store: Store, counts: Mapping[tuple[str, str], int], *, 
             current = {(i["pk"], i["sk"]): i for i in table.batch_get(list(todo), consistent=True)}
             updates = [_counted(current.get(key), key, n, field) for key, n in todo.items()]
             written = table.update_many(updates)
+        except UpdatesPartlyAppliedError as exc:  # DynamoDB: the rows before the refused one were added
+            added = {key for key, done in zip(todo, exc.done, strict=False) if done is not None}
+            remaining = {key: n for key, n in todo.items() if key not in added}
+            raise CountsNotAddedError(f"campaign_stats: {len(remaining)} {field} counters not added: {exc}",
+                                      remaining=remaining) from exc
         except NotifyError as exc:  # SQLite: the round's one transaction added none of ``todo``
             raise CountsNotAddedError(f"campaign_stats: {len(todo)} {field} counters not added: {exc}",
                                       remaining=todo) from exc

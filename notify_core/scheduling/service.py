@@ -274,7 +274,7 @@ def plan_and_store(
             part = users.slice(lo, chunk_users)
             ids = part["user_id"].to_list()
             started = time.perf_counter()
-            state = states[k] = load_state(store, ids, plan_day=plan_day)
+            state = states[k] = load_state(store, ids, plan_day=plan_day, now=now)
             seconds["state"] += time.perf_counter() - started
             started = time.perf_counter()
             if isinstance(candidates, pl.DataFrame):

@@ -42,7 +42,15 @@ import numpy.typing as npt
 import polars as pl
 
 from notify_core.errors import ConditionFailedError
-from notify_core.lifecycle import CANCELLED, DELIVERED_STATES, PENDING, PLANNER_OWNED
+from notify_core.lifecycle import (
+    CANCELLED,
+    CLAIMED,
+    DELIVERED_STATES,
+    PENDING,
+    PLANNER_OWNED,
+    RETRY_SCHEDULED,
+    SENT,
+)
 from notify_core.scheduling.ids import DEFAULT_SHARDS, user_hashes
 from notify_core.scheduling.models import HISTORY, INTERACTIONS
 from notify_core.store import tables
@@ -331,14 +339,52 @@ class UserState:
     day_items: dict[str, list[Item]]
 
 
+# How far past ``now`` a pending plan item's send time may lie and still be held by a delivery worker:
+# workers claim an item once it is due by their own clock, so this only covers clocks that disagree.
+HELD_MARGIN = timedelta(minutes=10)
+
+
+def _held_by_delivery(store: Store, stored: dict[str, list[Item]], *, now: datetime) -> None:
+    """Give the pending plan items the delivery worker holds the status the planner must see (in place).
+
+    The worker claims and finishes a notification on its *schedule* item; the ``plans`` item says ``sent``
+    only once the worker's derived rows are flushed (a delivered outcome; a retry writes none). So while a
+    notification is in flight, waiting for a retry, or held by a worker killed before its flush, its plans
+    item still says ``pending``, and a re-plan then did not count it as sent today: it planned the user's
+    full cap again and the worker delivered the held one as well (6 in a day). Here such an item reads as
+    ``claimed`` (``sent`` if its schedule item says so): counted in the history (cap, gaps, cooldowns)
+    and left alone by :func:`write_plans`, as a claimed plan item is.
+
+    Only pending items due by ``now`` (plus :data:`HELD_MARGIN`) and at most a day old are looked up, one
+    consistent batch read: a later item cannot have been claimed yet, and an older one no longer weighs
+    on the day being planned. In steady state these are the day's few undelivered ones (dead letters,
+    suppressions) and those in flight."""
+    horizon, oldest = now + HELD_MARGIN, now - timedelta(days=1)
+    suspects = [item for items in stored.values() for item in items
+                if item.get("status") == PENDING and item.get("send_at") and item.get("due_minute")
+                and oldest <= _parse(str(item["send_at"])) <= horizon]
+    if not suspects:
+        return
+    found = store.table(tables.SCHEDULES).batch_get([_schedule_key(i) for i in suspects], consistent=True)
+    held = {(i["pk"], i["sk"]): i.get("status") for i in found
+            if i.get("status") in (CLAIMED, RETRY_SCHEDULED, SENT)}
+    for item in suspects:
+        status = held.get(_schedule_key(item))
+        if status is not None:
+            item["status"] = SENT if status == SENT else CLAIMED
+
+
 def load_state(
     store: Store, user_ids: Sequence[str], *, plan_day: date, lookback_days: int = 7, interaction_days: int = 90,
-    with_interactions: bool = True,
+    with_interactions: bool = True, now: datetime | None = None,
 ) -> UserState:
     """History and interactions of ``user_ids`` from ``plans`` and ``user_events`` (partition queries only).
 
     A notification counts as interacted with when the clickstream holds a notification_open/click with
     its id (or the item carries ``interacted: true``, for a delivery path that records it).
+
+    ``now`` (a plan made during the day): pending plan items already due are checked against their
+    schedule items, and those the delivery worker holds count as claimed (:func:`_held_by_delivery`).
     """
     day = plan_day.isoformat()
     first = (plan_day - timedelta(days=lookback_days)).isoformat()
@@ -349,6 +395,8 @@ def load_state(
     inter: list[dict[str, Any]] = []
     today: dict[str, list[Item]] = {}
     stored = plans.query_many(user_ids, key_range=KeyRange(start=first, end=f"{day}#\uffff"), consistent=True)
+    if now is not None:
+        _held_by_delivery(store, stored, now=now)
     clicks = events.query_many(user_ids, key_range=KeyRange(start=tables.time_sk(since))) if with_interactions else {}
     # Only the users the Store holds something for are visited (query_many answers every pk, in order):
     # a chunk of new users costs no Python per user here (a fresh day's 500k: ~1.3 s of loop before).

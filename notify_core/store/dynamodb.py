@@ -31,7 +31,13 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from notify_core.clock import SYSTEM_CLOCK, Clock
-from notify_core.errors import BackendError, ConditionFailedError, ValidationError
+from notify_core.errors import (
+    BackendError,
+    ConditionFailedError,
+    NotifyError,
+    UpdatesPartlyAppliedError,
+    ValidationError,
+)
 from notify_core.store.port import (
     KEY_ATTRIBUTES,
     TTL_ATTRIBUTE,
@@ -652,13 +658,24 @@ class DynamoTable:
 
     def update_many(self, updates: Sequence[Update]) -> list[Item | None]:
         """Item by item: DynamoDB has no batch conditional update, and a transaction would fail the whole
-        batch on one lost condition (callers want the winners applied)."""
+        batch on one lost condition (callers want the winners applied).
+
+        An error after some updates (throttling, a 5xx) is raised as :class:`UpdatesPartlyAppliedError`
+        carrying the results so far: those updates have landed, and a caller that redid them all, as it
+        may after SQLite's all-or-nothing batch, added campaign counters twice. An error on the first
+        update (nothing applied) is raised as it is."""
         results: list[Item | None] = []
         for u in updates:
             try:
                 results.append(self.update(u.pk, u.sk, set=u.set, condition=u.condition))
             except ConditionFailedError:
                 results.append(None)
+            except NotifyError as exc:
+                if not results:
+                    raise
+                raise UpdatesPartlyAppliedError(
+                    f"update_many on {self.full_name}: {len(results)} of {len(updates)} updates done, then: {exc}",
+                    done=results) from exc
         return results
 
     def delete(self, pk: str, sk: str, *, condition: Condition | None = None) -> None:
