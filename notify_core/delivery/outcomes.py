@@ -383,7 +383,7 @@ class Outcomes:
         worker's next flush, and re-projecting them here counted its campaign counters twice (11-15 % over
         in a catch-up run). Its worker flushes within a pass; past the grace it counts as lost."""
         keys = [(str(i["notification_id"]), tables.attempt_sk(int(i.get("attempt") or 1))) for i in finished]
-        have = {(r["pk"], r["sk"]) for r in self._deliveries.batch_get(keys)}
+        have = {(r["pk"], r["sk"]) for r in self._deliveries.batch_get(keys, consistent=True)}
         missing = [i for i, k in zip(finished, keys, strict=True) if k not in have]
         settles = {id(i): _outcome_ts(i) + grace_s for i in missing}
         young = [i for i in missing if settles[id(i)] > now]

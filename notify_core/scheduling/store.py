@@ -291,7 +291,7 @@ def write_plans(
         for item in fresh:
             plan_count(item, 1)
     if verify:  # plan items whose schedule item a crash may have lost: re-create only the missing ones
-        got = schedules.batch_get([_schedule_key(i) for i in verify])
+        got = schedules.batch_get([_schedule_key(i) for i in verify], consistent=True)
         found = {(i["pk"], i["sk"]) for i in got}
         missing = [schedule_item(i) for i in verify if _schedule_key(i) not in found]
         if missing:
