@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Any
 
 from notify_core.delivery.channels import Message, Outcome, SendResult
 
+# SNS Publish: "Subjects must be UTF-8 text with no line breaks or control characters, and less than 100
+# characters long"; a FIFO MessageGroupId is 1-128 characters of ASCII letters, digits and punctuation.
+_SUBJECT_MAX = 99
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_GROUP_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 _SNS_RETRYABLE = frozenset({"Throttling", "ThrottlingException", "ThrottledException", "InternalError",
                             "InternalFailure", "ServiceUnavailable", "KMSThrottlingException"})
 
@@ -30,7 +37,7 @@ class SnsChannel:
         params: dict[str, Any] = {
             "TopicArn": self.topic_arn,
             "Message": message.to_json().decode(),
-            "Subject": message.title[:100] or "Notify",
+            "Subject": sns_subject(message.title),
             "MessageAttributes": {
                 "idempotency_key": {"DataType": "String", "StringValue": idempotency_key},
                 "user_id": {"DataType": "String", "StringValue": message.user_id},
@@ -39,7 +46,7 @@ class SnsChannel:
         }
         if self._fifo:
             params["MessageDeduplicationId"] = idempotency_key
-            params["MessageGroupId"] = message.user_id
+            params["MessageGroupId"] = message_group_id(message.user_id)
         try:
             self._client.publish(**params)
         except ClientError as exc:
@@ -54,3 +61,20 @@ class SnsChannel:
 
     def close(self) -> None:
         return None
+
+
+def sns_subject(title: str) -> str:
+    """``title`` as SNS accepts a subject: control characters and line breaks as spaces, runs of spaces as one,
+    at most 99 characters, valid UTF-8. Why: the webhook delivers any title, while SNS refused (a permanent
+    400, so a dead letter) one of 100 characters or with a line break, which ``title[:100]`` passed on."""
+    text = " ".join(_CONTROL.sub(" ", title).split())
+    text = text.encode("utf-8", "replace").decode("utf-8")  # a lone surrogate is not UTF-8 text
+    return text[:_SUBJECT_MAX].rstrip() or "Notify"
+
+
+def message_group_id(user_id: str) -> str:
+    """A FIFO topic's ``MessageGroupId`` for ``user_id`` (one group per user keeps a user's messages in order):
+    the id itself when SNS accepts it, else a digest of it (an id with a space, non-ASCII or over 128)."""
+    if _GROUP_ID.match(user_id):
+        return user_id
+    return "u-" + hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).hexdigest()

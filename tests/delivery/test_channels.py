@@ -115,3 +115,35 @@ def test_a_header_value_with_a_line_break_is_permanent_and_never_sent(sink: Sink
     channel.close()
     assert [r.outcome for r in results] == [Outcome.PERMANENT, Outcome.PERMANENT]
     assert sink.stop() == []
+
+
+def test_the_sns_subject_and_group_id_are_what_sns_accepts() -> None:
+    """SNS refuses a subject of 100 characters or more, or with a line break or a control character, and a
+    FIFO group id outside 1-128 printable ASCII: such a notification was a permanent failure on SNS while
+    the webhook delivered it. The subject keeps the title's words; the group id stays one per user."""
+    from notify_core.delivery.sns import message_group_id, sns_subject
+
+    long_title = "Autumn\r\nsale\ton \x00\u2028lanterns, " + "lanterns, " * 20
+    subject = sns_subject(long_title)
+    assert len(subject) < 100 and subject.startswith("Autumn sale on lanterns, lanterns,")
+    assert not any(ord(c) < 32 or 127 <= ord(c) <= 159 or c in "\u2028\u2029" for c in subject)
+    assert sns_subject("Line one\nline two") == "Line one line two"
+    assert sns_subject("\r\n\t") == sns_subject("") == "Notify"
+    assert sns_subject("caf\udce9 time").encode("utf-8")  # a lone surrogate becomes valid UTF-8
+    assert message_group_id("12345") == "12345"
+    for odd in ("user with spaces", "ünïcode", "x" * 129):
+        group = message_group_id(odd)
+        assert 1 <= len(group) <= 128 and group.isascii() and " " not in group
+        assert group == message_group_id(odd) != message_group_id(odd + "!")
+
+
+@mock_aws
+def test_the_sns_channel_sends_the_cleaned_subject() -> None:
+    client = boto3.client("sns", region_name="eu-west-1")
+    arn = client.create_topic(Name="notify.fifo", Attributes={"FifoTopic": "true"})["TopicArn"]
+    sent: list[dict[str, object]] = []
+    client.meta.events.register("provide-client-params.sns.Publish", lambda params, **_: sent.append(params))
+    channel = SnsChannel(arn, region="eu-west-1", client=client)
+    title = "A" * 150 + "\n"
+    assert channel.send(Message(**{**MSG.payload(), "title": title, "user_id": "a user"}), idempotency_key="n1").ok
+    assert sent[0]["Subject"] == "A" * 99 and sent[0]["MessageGroupId"] != "a user"
