@@ -73,18 +73,34 @@ class _Context:
         return 30_000
 
 
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The body, or None as soon as it passes ``limit`` (a 10 MB upload is cut off, not buffered)."""
+BODY_TIMEOUT_S = 30.0
+"""How long a client may take to send a request's body (from the end of its headers). uvicorn has no such
+limit: a client that declared a length and stopped sending held its connection and request open for ever
+(no answer after 90 s, tests/api/test_gateway_slow_body.py), so enough of them exhausted the process's
+descriptors. 30 s is API Gateway's own integration limit; at the 6 MB cap it still allows ~200 kB/s."""
+
+
+class _BodyTimeout(Exception):
+    """The client did not send its whole body within :data:`BODY_TIMEOUT_S`."""
+
+
+async def _read_body(request: Request, limit: int, *, timeout: float = BODY_TIMEOUT_S) -> bytes | None:
+    """The body, or None as soon as it passes ``limit`` (a 10 MB upload is cut off, not buffered);
+    ``_BodyTimeout`` when it has not all arrived within ``timeout`` seconds (a stalled client)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         return None
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    return None
+                chunks.append(chunk)
+    except TimeoutError:
+        raise _BodyTimeout from None
     return b"".join(chunks)
 
 
@@ -268,7 +284,12 @@ def _endpoint(route: GatewayRoute, max_body: int) -> Any:
     async def endpoint(request: Request) -> Response:
         if not handler:
             handler.append(_load(route.handler))
-        body = await _read_body(request, max_body)
+        try:
+            body = await _read_body(request, max_body)
+        except _BodyTimeout:  # 408 and close: the rest of the body may still come, and no next request can follow
+            return _gateway_error(408, "RequestTimeoutError",
+                                  f"the request body did not arrive within {BODY_TIMEOUT_S:.0f} s",
+                                  headers={"connection": "close"})
         if body is None:
             return JSONResponse(
                 {"error": {"type": "PayloadTooLargeError", "message": f"request body over {max_body} bytes"}},
@@ -291,10 +312,10 @@ def _endpoint(route: GatewayRoute, max_body: int) -> Any:
     return endpoint
 
 
-def _gateway_error(status: int, kind: str, message: str) -> JSONResponse:
+def _gateway_error(status: int, kind: str, message: str, *, headers: dict[str, str] | None = None) -> JSONResponse:
     rid = f"{_RUN}-{next(_REQUESTS):x}"
     return JSONResponse({"error": {"type": kind, "message": message, "request_id": rid}}, status_code=status,
-                        headers={"x-request-id": rid})
+                        headers={"x-request-id": rid, **(headers or {})})
 
 
 async def _not_found(request: Request, _exc: Exception) -> Response:
