@@ -414,19 +414,76 @@ def build_worker_app() -> Starlette:
     return build_app()
 
 
+HEADERS_TIMEOUT_S = 10.0
+"""How long a client may take to send a request's line and headers, from its connection or its first byte.
+uvicorn times the idle gap after a response (keep-alive), not a connection that never completes its
+headers: one that sent ``POST /v1/events HTTP/1.1`` and a header, or nothing at all, was held open for ever
+(still open after 40 s), so a slow client per descriptor ran ``notify serve`` out of them (slowloris)."""
+
+_TIMEOUT_REPLY = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+
+
+@functools.cache
+def _headers_deadline_protocol() -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol with a deadline on each request's headers (:data:`HEADERS_TIMEOUT_S`):
+    armed when the connection opens and when a request begins, disarmed when its headers are complete (the
+    body has its own limit, :data:`BODY_TIMEOUT_S`); past it the client gets a 408 and the connection closes."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class HeadersDeadlineProtocol(HttpToolsProtocol):
+        _headers_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._headers_timer = self.loop.call_later(HEADERS_TIMEOUT_S, self._headers_late)
+
+        def _disarm(self) -> None:
+            if self._headers_timer is not None:
+                self._headers_timer.cancel()
+                self._headers_timer = None
+
+        def _headers_late(self) -> None:
+            self._headers_timer = None
+            if not self.transport.is_closing():
+                self.transport.write(_TIMEOUT_REPLY)
+                self.transport.close()
+
+    return HeadersDeadlineProtocol
+
+
 def uvicorn_stack() -> dict[str, Any]:
     """uvicorn's event loop and HTTP parser: uvloop and httptools (C, both in pyproject.toml), named
     explicitly so a missing one is visible in the log rather than silently replaced. Measured on the real
     demo data with wrk (issue 21): the trivial route costs the server 0.06 ms of CPU a request with them,
-    0.21 ms with asyncio + h11, whose separate header/body writes also stall ~40 ms a reply (Nagle)."""
+    0.21 ms with asyncio + h11, whose separate header/body writes also stall ~40 ms a reply (Nagle).
+    With httptools, its protocol carries a deadline on each request's headers (:data:`HEADERS_TIMEOUT_S`)."""
     import importlib.util
     import logging
 
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    if (loop, http) != ("uvloop", "httptools"):
+    http: str | type[asyncio.Protocol] = "h11"
+    if importlib.util.find_spec("httptools"):
+        http = _headers_deadline_protocol()
+    if loop != "uvloop" or http == "h11":
         logging.getLogger("lambdas.gateway").warning(
-            "serving without uvloop/httptools (slower)", extra={"loop": loop, "http": http})
+            "serving without uvloop/httptools (slower, no deadline on request headers)",
+            extra={"loop": loop, "http": str(http)})
     return {"loop": loop, "http": http}
 
 
