@@ -204,6 +204,25 @@ def local_gateway(*, timeout: float = 15.0) -> Iterator[str]:
         thread.join(10)
 
 
+@contextlib.contextmanager
+def notify_serve(data_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A real ``notify serve`` process (embedded default) on a free loopback port, healthy; yields the process
+    and its base URL, and stops it after."""
+    import sys
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "notify_cli.stream_commands", "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        cwd=Path(__file__).resolve().parents[1], env={**os.environ, "NOTIFY_ENV": "local"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # never a pipe nobody reads (it would fill)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(server, base)
+        yield server, base
+    finally:
+        stop_process(server)
+
+
 def serve_admin_key(data_dir: Path) -> str:
     """The admin API key `notify serve` wrote on its first start under ``data_dir`` (read after healthy)."""
     return (Path(data_dir) / "secrets" / "admin.key").read_text().strip()

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -21,9 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import free_port, serve_admin_key, stop_process, wait_healthy
+from tests.servers import notify_serve, serve_admin_key
 
-ROOT = Path(__file__).resolve().parents[2]
 CLIENTS = 30
 BURSTS = 4
 IDLE_S = 11.0  # anyio ends a worker thread idle for 10 s (WorkerThread.MAX_IDLE_TIME) at the next request
@@ -44,13 +41,7 @@ def _sqlite_descriptors(pid: int) -> int:
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads the server's descriptors from /proc")
 def test_worker_threads_that_end_release_their_sqlite_connections(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "notify_cli.stream_commands", "serve", "--port", str(port), "--data-dir", str(data)],
-        cwd=ROOT, env={**os.environ, "NOTIFY_ENV": "local"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(server, base)
+    with notify_serve(data) as (server, base):
         key = serve_admin_key(data)
         run = uuid.uuid4().hex[:8]
 
@@ -73,5 +64,3 @@ def test_worker_threads_that_end_release_their_sqlite_connections(tmp_path: Path
         # each with its -wal). After: bounded by the busiest burst's threads (SQLite reuses the descriptors of
         # closed connections it parked), here the same or fewer than after the first burst.
         assert seen[-1] <= seen[0] + 12, f"SQLite descriptors of notify serve after each burst: {seen}"
-    finally:
-        stop_process(server)

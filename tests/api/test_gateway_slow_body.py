@@ -9,19 +9,14 @@ and raw sockets.
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
 from lambdas.gateway import BODY_TIMEOUT_S
-from tests.servers import free_port, serve_admin_key, stop_process, wait_healthy
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.servers import notify_serve, serve_admin_key
 
 
 def _read_all(sock: socket.socket) -> bytes:
@@ -36,13 +31,8 @@ def _read_all(sock: socket.socket) -> bytes:
 
 def test_a_stalled_body_is_answered_408_and_the_connection_closed(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "notify_cli.stream_commands", "serve", "--port", str(port), "--data-dir", str(data)],
-        cwd=ROOT, env={**os.environ, "NOTIFY_ENV": "local"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(server, base)
+    with notify_serve(data) as (server, base):
+        port = int(base.rsplit(":", 1)[1])
         key = serve_admin_key(data)
         event = b'{"type":"click","user_id":"u1","ts":"2024-03-01T10:00:00Z","campaign_id":"c1","event_id":"slow-1"}'
         head = (f"POST /v1/events HTTP/1.1\r\nhost: 127.0.0.1\r\nx-api-key: {key}\r\n"
@@ -69,5 +59,3 @@ def test_a_stalled_body_is_answered_408_and_the_connection_closed(tmp_path: Path
         assert b"RequestTimeoutError" in reply
         assert BODY_TIMEOUT_S - 1 <= waited <= BODY_TIMEOUT_S + 15, waited
         assert server.poll() is None
-    finally:
-        stop_process(server)

@@ -8,19 +8,14 @@ connection or the request's first byte. A real server process and raw sockets.
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
 from lambdas.gateway import HEADERS_TIMEOUT_S
-from tests.servers import free_port, stop_process, wait_healthy
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.servers import notify_serve
 
 
 def _until_closed(sock: socket.socket) -> bytes:
@@ -31,14 +26,8 @@ def _until_closed(sock: socket.socket) -> bytes:
 
 
 def test_a_request_whose_headers_never_end_is_closed_and_others_are_served(tmp_path: Path) -> None:
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "notify_cli.stream_commands", "serve", "--port", str(port), "--data-dir",
-         str(tmp_path / "data")],
-        cwd=ROOT, env={**os.environ, "NOTIFY_ENV": "local"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(server, base)
+    with notify_serve(tmp_path / "data") as (server, base):
+        port = int(base.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port)) as partial, \
                 socket.create_connection(("127.0.0.1", port)) as silent:
             partial.sendall(b"POST /v1/events HTTP/1.1\r\nhost: 127.0.0.1\r\n")  # ... and nothing more
@@ -57,5 +46,3 @@ def test_a_request_whose_headers_never_end_is_closed_and_others_are_served(tmp_p
         assert all(reply.startswith(b"HTTP/1.1 408") for reply in replies), replies
         assert HEADERS_TIMEOUT_S - 1 <= waited <= HEADERS_TIMEOUT_S + 15, waited
         assert server.poll() is None and httpx.get(f"{base}/openapi.json", timeout=30).status_code == 200
-    finally:
-        stop_process(server)
