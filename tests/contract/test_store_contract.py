@@ -11,20 +11,18 @@ from __future__ import annotations
 import random
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import boto3
 import numpy as np
 import pytest
 
 from notify_core.errors import ConditionFailedError, ValidationError
-from notify_core.store.dynamodb import DynamoStore
 from notify_core.store.port import Condition, Item, KeyRange, Store, Table, Update
 from notify_core.store.sqlite import SqliteStore
+from tests.servers import scratch_dynamo_store
 
 REGION = "us-east-1"
 
@@ -43,14 +41,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         sqlite_store.close()
         return
     endpoint: str = request.getfixturevalue("dynamodb_endpoint")
-    session = boto3.Session(aws_access_key_id="local", aws_secret_access_key="local", region_name=REGION)
-    prefix = f"contract_{uuid.uuid4().hex[:12]}_"  # tests share one server but never a table
-    dynamo_store = DynamoStore(region=REGION, endpoint_url=endpoint, table_prefix=prefix, session=session)
-    yield dynamo_store
-    for name in dynamo_store.client.list_tables(ExclusiveStartTableName=prefix, Limit=100)["TableNames"]:
-        if name.startswith(prefix):
-            dynamo_store.client.delete_table(TableName=name)
-    dynamo_store.close()
+    with scratch_dynamo_store(endpoint, name="contract", region=REGION) as dynamo_store:
+        yield dynamo_store
 
 
 @pytest.fixture

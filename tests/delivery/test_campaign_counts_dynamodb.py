@@ -12,11 +12,9 @@ writes before and after it reach the real server).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 
@@ -24,6 +22,7 @@ from notify_core.delivery.feedback import add_campaign_counts
 from notify_core.errors import CountsNotAddedError
 from notify_core.store import tables
 from notify_core.store.dynamodb import DynamoStore
+from tests.servers import scratch_dynamo_store
 
 REGION = "eu-west-1"
 DAY = "2026-12-03"
@@ -31,14 +30,8 @@ DAY = "2026-12-03"
 
 @pytest.fixture
 def dynamo(dynamodb_endpoint: str) -> Iterator[DynamoStore]:
-    prefix = f"cnt_{uuid.uuid4().hex[:12]}_"
-    session = boto3.Session(aws_access_key_id="local", aws_secret_access_key="local", region_name=REGION)
-    store = DynamoStore(region=REGION, endpoint_url=dynamodb_endpoint, table_prefix=prefix, session=session)
-    yield store
-    for name in store.client.list_tables(ExclusiveStartTableName=prefix, Limit=100)["TableNames"]:
-        if name.startswith(prefix):
-            store.client.delete_table(TableName=name)
-    store.close()
+    with scratch_dynamo_store(dynamodb_endpoint, name="cnt", region=REGION) as store:
+        yield store
 
 
 def _fail_the_nth_write(store: DynamoStore, n: int) -> None:

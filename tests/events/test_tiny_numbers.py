@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from lambdas import capture_events as capture_handler
@@ -25,12 +24,12 @@ from notify_core.events import CLICKSTREAM, PURCHASE_HISTORY, capture_events, dl
 from notify_core.events.consumer import EventConsumer
 from notify_core.events.models import decode_trusted, encode_event, parse_event
 from notify_core.store import tables
-from notify_core.store.dynamodb import DynamoStore
 from notify_core.store.port import Store
 from notify_core.store.sqlite import SqliteStore
 from notify_core.stream.local_log import LocalLog
 from notify_core.stream.port import Message
 from tests.events.helpers import api_event, click, events_clock, order
+from tests.servers import scratch_dynamo_store
 
 TINY = 1e-200
 
@@ -53,14 +52,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         sqlite_store.close()
         return
     endpoint: str = request.getfixturevalue("dynamodb_endpoint")
-    session = boto3.Session(aws_access_key_id="local", aws_secret_access_key="local", region_name="us-east-1")
-    prefix = f"tiny_{uuid.uuid4().hex[:12]}_"  # tests share one server but never a table
-    dynamo_store = DynamoStore(region="us-east-1", endpoint_url=endpoint, table_prefix=prefix, session=session)
-    yield dynamo_store
-    for name in dynamo_store.client.list_tables(ExclusiveStartTableName=prefix, Limit=100)["TableNames"]:
-        if name.startswith(prefix):
-            dynamo_store.client.delete_table(TableName=name)
-    dynamo_store.close()
+    with scratch_dynamo_store(endpoint, name="tiny", region="us-east-1") as dynamo_store:
+        yield dynamo_store
 
 
 def _dead_letters(stream: LocalLog) -> list[dict[str, Any]]:
