@@ -32,6 +32,8 @@ test-slow: $(STAMP)
 ## day, a leap-year edge and a new year just after midnight UTC by default; TIMESHIFT_DATES picks others.
 ## tests/timeshift/sitecustomize.py works around libfaketime's EINVAL from time.sleep (see its docstring).
 ## One process: on two it took 9.0 and 10.5 min against 9.4 (its long files end it either way).
+## The servers the tests start (DynamoDB Local, SeaweedFS, PostgreSQL) run on the real clock (tests/servers.py
+## server_env: a JVM under libfaketime busy-waits, which made this run 78 min instead of ~11).
 ## The Kafka-broker tests are left out: librdkafka's timers hang under libfaketime (the clock they test is
 ## the broker's, not Notify's); they run in `make test`.
 TIMESHIFT_DATES ?= 2027-03-28 12:00:00|2029-02-28 23:30:00|2031-01-01 00:30:00

@@ -32,7 +32,7 @@ from tests.events import crash_harness
 from tests.faults.invariants import table_digests
 from tests.faults.record import record
 from tests.kafka_broker import running_broker
-from tests.servers import _dynamodb_answers, find_dynamodb_local, free_port
+from tests.servers import _dynamodb_answers, find_dynamodb_local, free_port, server_env
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.faults
@@ -209,7 +209,7 @@ def _start_dynamodb(port: int, db_path: Path, log: Path) -> subprocess.Popen[byt
     proc = subprocess.Popen(
         [java, f"-Djava.library.path={home / 'DynamoDBLocal_lib'}", "-jar", str(home / "DynamoDBLocal.jar"),
          "-dbPath", str(db_path), "-sharedDb", "-disableTelemetry", "-port", str(port)],
-        cwd=home, stdin=subprocess.DEVNULL, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+        cwd=home, env=server_env(), stdin=subprocess.DEVNULL, stdout=log.open("ab"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120  # a JVM start under load (4 engineers on 2 cores) can take a minute
     while time.monotonic() < deadline and proc.poll() is None:
         if _dynamodb_answers(f"http://127.0.0.1:{port}"):
