@@ -2,7 +2,8 @@
 
 The same erasure as ``notify users delete ID`` (:func:`notify_core.erasure.erase_user`): every Store table
 (the audit trail, API keys and the erasure register excepted), the files under every path
-:func:`notify_core.erasure.erasure_paths` lists (data directory, landing folder, outbox), and the embedded
+:func:`notify_core.erasure.erasure_paths` lists (data directory, landing folder, outbox), in aws every version
+of the objects under the S3 prefix (:func:`notify_core.erasure.erasure_objects`), and the embedded
 stream log's messages keyed by the user (Kafka records age out with the topic's retention). The erasure is
 recorded in the register first, so the next pipeline run does not bring the user back.
 Written to the audit trail as ``user.delete`` with the caller's key id, source and request id. Runs
@@ -25,7 +26,7 @@ from lambdas import runtime
 from lambdas.coldstart import ColdStart
 from lambdas.edge import Edge, current
 from notify_core.clock import Clock
-from notify_core.erasure import erase_user, erasure_paths
+from notify_core.erasure import ObjectArea, erase_user, erasure_objects, erasure_paths
 from notify_core.security import audit
 from notify_core.store.port import Store
 
@@ -38,21 +39,25 @@ class _Deps:
     stream: Any  # the embedded log (erase_key) or a Kafka client (none: records age out)
     roots: tuple[Path, ...]
     clock: Clock
+    objects: tuple[ObjectArea, ...] = ()
 
 
 def _build() -> _Deps:
     from notify_core.stream import open_stream
 
     rt = runtime.get()
-    return _Deps(rt.store(), open_stream(rt.settings), erasure_paths(rt.settings), rt.clock)
+    return _Deps(rt.store(), open_stream(rt.settings), erasure_paths(rt.settings), rt.clock,
+                 erasure_objects(rt.settings))
 
 
 _deps = ColdStart(_build)
 
 
-def use(*, store: Store | None, stream: Any = None, roots: tuple[Path, ...] = (), clock: Clock | None = None) -> None:
-    """Install the Store, stream, file roots and clock (tests); ``store=None``: from settings on next use."""
-    _deps.use(None if store is None or clock is None else _Deps(store, stream, roots, clock))
+def use(*, store: Store | None, stream: Any = None, roots: tuple[Path, ...] = (), clock: Clock | None = None,
+        objects: tuple[ObjectArea, ...] = ()) -> None:
+    """Install the Store, stream, file roots, object areas and clock (tests); ``store=None``: from settings on
+    next use."""
+    _deps.use(None if store is None or clock is None else _Deps(store, stream, roots, clock, objects))
 
 
 class ErasedOut(BaseModel):
@@ -76,8 +81,8 @@ def erase(user_id: Annotated[str, PathParam(min_length=1, max_length=MAX_USER_ID
         audit.record(deps.store, clock=deps.clock, action=action, actor=info.actor, source=info.source,
                      request_id=info.request_id, target=user_id, detail={"rows_removed": detail.get("rows_removed")})
 
-    report = erase_user(user_id, store=deps.store, file_roots=deps.roots, stream_log=deps.stream, audit=audited,
-                        actor=info.actor, compact=False, clock=deps.clock)
+    report = erase_user(user_id, store=deps.store, file_roots=deps.roots, object_areas=deps.objects,
+                        stream_log=deps.stream, audit=audited, actor=info.actor, compact=False, clock=deps.clock)
     return ErasedOut(**report.as_dict())
 
 

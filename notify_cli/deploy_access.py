@@ -8,8 +8,9 @@ For a handler module, :func:`derive_access` follows its imports (module-level an
   ``upsert_changed``, or a two-argument-or-more ``update(pk, sk, ...)``) or only read it, and whether it
   scans a table (a ``scan()`` call: DynamoDB's ``Scan`` is an action of its own, which ``Query`` does not
   grant; the erasure and the erasure register scan);
-* S3: read when it reaches the artefact store or the lake, write when it calls ``write_bytes``/``upload``/
-  ``merge``/``write_table``;
+* S3: read when it reaches the artefact store, the lake or the S3 adapter, write when it calls
+  ``write_bytes``/``put_bytes``/``upload``/``merge``/``write_table``, and the versions of objects (list, read,
+  delete one for good) when it calls ``delete_version`` (the erasure: a rewrite alone leaves the old copy);
 * SNS when it reaches the delivery channels; Kafka (so the function needs the VPC) when it reaches the
   stream adapters.
 
@@ -30,7 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("notify_core", "lambdas")
 STORE_WRITES = frozenset({"put", "batch_put", "update_many", "delete", "save_frame", "upsert_changed", "delete_keys"})
-S3_WRITES = frozenset({"write_bytes", "upload", "merge", "write_table"})
+S3_WRITES = frozenset({"write_bytes", "put_bytes", "upload", "merge", "write_table"})
+S3_VERSION_DELETES = frozenset({"delete_version"})
 # the adapters implement the writes (their calls are not uses): skipped when looking for write calls
 ADAPTERS = ("notify_core.store.", "notify_core.recommend.artefacts", "notify_core.stream.", "notify_core.s3_objects")
 DYNAMODB_READ = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:DescribeTable")
@@ -47,6 +49,7 @@ class Access:
     sns: bool
     kafka: bool
     store_scans: bool = False
+    s3_versions: bool = False
     modules: frozenset[str] = field(default=frozenset(), compare=False)
 
     @property
@@ -129,7 +132,7 @@ def derive_access(module: str) -> Access:
                  if name.isupper() and isinstance(value, str) and value in tables.ALL_TABLES}
     modules = reachable(module)
     used: set[str] = set()
-    store_writes = s3_write = store_scans = False
+    store_writes = s3_write = store_scans = s3_versions = False
     for name in modules:
         tree = _source(name)
         assert tree is not None
@@ -145,14 +148,17 @@ def derive_access(module: str) -> Access:
                     store_writes = True
                 if called in S3_WRITES:
                     s3_write = True
+                if called in S3_VERSION_DELETES:
+                    s3_versions = True
                 if called == "scan" and isinstance(node.func, ast.Attribute):
                     store_scans = True
 
     def reaches(prefix: str) -> bool:
         return any(m == prefix or m.startswith(prefix + ".") for m in modules)
 
-    s3_read = reaches("notify_core.recommend.artefacts") or reaches("notify_core.lake")
+    s3_read = any(reaches(m) for m in ("notify_core.recommend.artefacts", "notify_core.lake", "notify_core.s3_objects"))
     return Access(tables=frozenset(used), store_writes=store_writes and bool(used), s3_read=s3_read,
-                  s3_write=s3_write and s3_read, sns=reaches("notify_core.delivery.sns"),
+                  s3_write=s3_write and s3_read, s3_versions=s3_versions and s3_read,
+                  sns=reaches("notify_core.delivery.sns"),
                   kafka=reaches("notify_core.stream.kafka") or reaches("notify_core.stream.factory"),
                   store_scans=store_scans and bool(used), modules=modules)

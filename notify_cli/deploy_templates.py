@@ -86,15 +86,18 @@ def _table_arns(logical_ids: list[str]) -> list[Any]:
 
 
 def _data_statements(*, table_ids: list[str], actions: tuple[str, ...], s3_read: bool, s3_write: bool,
-                     sns: bool) -> list[dict[str, Any]]:
-    """IAM statements for one principal: its tables and actions, the bucket, the topic and the key."""
+                     sns: bool, s3_versions: bool = False) -> list[dict[str, Any]]:
+    """IAM statements for one principal: its tables and actions, the bucket, the topic and the key.
+    ``s3_versions``: list, read and delete the stored versions of objects (the erasure)."""
     statements: list[dict[str, Any]] = []
     if table_ids:
         statements.append({"Effect": "Allow", "Action": list(actions), "Resource": _table_arns(table_ids)})
     if s3_read or s3_write:
-        object_actions = ["s3:GetObject"] + (["s3:PutObject", "s3:DeleteObject"] if s3_write else [])
+        object_actions = ["s3:GetObject"] + (["s3:PutObject", "s3:DeleteObject"] if s3_write else []) + (
+            ["s3:GetObjectVersion", "s3:DeleteObjectVersion"] if s3_versions else [])
         bucket = {"Fn::GetAtt": ["DataBucket", "Arn"]}
-        statements += [{"Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket},
+        list_actions: str | list[str] = ["s3:ListBucket", "s3:ListBucketVersions"] if s3_versions else "s3:ListBucket"
+        statements += [{"Effect": "Allow", "Action": list_actions, "Resource": bucket},
                        {"Effect": "Allow", "Action": object_actions, "Resource": {"Fn::Sub": "${DataBucket.Arn}/*"}}]
     if sns:
         statements.append({"Effect": "Allow", "Action": "sns:Publish", "Resource": {"Ref": "NotificationsTopic"}})
@@ -127,6 +130,11 @@ def _encryption_and_storage(resources: dict[str, Any]) -> None:
                                                "IgnorePublicAcls": True, "RestrictPublicBuckets": True},
             "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
             "VersioningConfiguration": {"Status": "Enabled"},
+            # A rewrite (a lake merge, an erasure) keeps the old copy as a noncurrent version: kept 30 days for
+            # recovery, then gone, so old copies do not pile up (the erasure deletes a user's at once).
+            "LifecycleConfiguration": {"Rules": [{"Id": "expire-noncurrent", "Status": "Enabled",
+                                                  "NoncurrentVersionExpiration": {"NoncurrentDays": 30},
+                                                  "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7}}]},
             "ReplicationConfiguration": {"Role": {"Fn::GetAtt": ["ReplicationRole", "Arn"]}, "Rules": [{
                 "Id": "replicate-everything", "Status": "Enabled", "Priority": 1, "Filter": {"Prefix": ""},
                 "DeleteMarkerReplication": {"Status": "Enabled"},
@@ -193,15 +201,16 @@ def _tables(resources: dict[str, Any]) -> dict[str, str]:
 
 def _pod_roles(resources: dict[str, Any], table_ids: dict[str, str]) -> None:
     """IRSA: one IAM role per Kubernetes service account, trusted only by that account through the
-    cluster's OIDC provider (no AWS keys in a Secret). Dagster runs every stage: all tables, the bucket,
-    the topic. The consumer writes what ``notify_core.events.consumer`` reaches, and landing files."""
+    cluster's OIDC provider (no AWS keys in a Secret). Dagster runs every stage: all tables, the bucket (with
+    its object versions: ``notify users delete`` runs in its pods), the topic. The consumer writes what
+    ``notify_core.events.consumer`` reaches, and landing files."""
     from notify_cli.deploy_access import DYNAMODB_READ, DYNAMODB_SCAN, DYNAMODB_WRITE, derive_access
 
     consumer = derive_access("notify_core.events.consumer")
     grants = {
         "dagster": _data_statements(table_ids=list(table_ids.values()),
                                     actions=DYNAMODB_READ + DYNAMODB_SCAN + DYNAMODB_WRITE,
-                                    s3_read=True, s3_write=True, sns=True),
+                                    s3_read=True, s3_write=True, sns=True, s3_versions=True),
         "consumer": _data_statements(table_ids=[table_ids[t] for t in sorted(consumer.tables)],
                                      actions=consumer.dynamodb_actions, s3_read=True, s3_write=True, sns=False),
     }
@@ -248,7 +257,7 @@ def cloudformation() -> dict[str, Any]:
         }}
         statements = _data_statements(table_ids=[table_ids[t] for t in sorted(access.tables)],
                                       actions=access.dynamodb_actions, s3_read=access.s3_read,
-                                      s3_write=access.s3_write, sns=access.sns)
+                                      s3_write=access.s3_write, sns=access.sns, s3_versions=access.s3_versions)
         if statements:
             resources[role]["Properties"]["Policies"] = [{"PolicyName": "notify-data", "PolicyDocument": {
                 "Version": "2012-10-17", "Statement": statements}}]

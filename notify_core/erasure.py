@@ -14,6 +14,8 @@
   atomically;
 * **landing and quarantine files** (CSV and Parquet), so a re-ingest cannot bring the user back;
 * **JSON-lines files** (the outbox, logs): lines naming the user;
+* in aws, the same **objects under the S3 prefix** (lake, landing, quarantine), in every stored version:
+  the bucket is versioned, so a rewrite alone would leave the old copy as a noncurrent version;
 * the **embedded stream log**: messages keyed by the user.
 
 Kafka topics cannot delete single records: they age out with the topic's retention (documented, not
@@ -29,13 +31,14 @@ them again.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Protocol
 
 import polars as pl
 
@@ -47,6 +50,7 @@ from notify_core.store import tables
 from notify_core.store.port import Store
 
 if TYPE_CHECKING:
+    from notify_core.s3_objects import ObjectVersion
     from notify_core.settings import NotifySettings
 
 log = logging.getLogger(__name__)
@@ -67,11 +71,13 @@ class ErasureReport:
     stream_messages: int = 0
     erased_at: str = ""  # ISO UTC, as recorded in the erasure register
     ledger_entries_cleared: int = 0  # sync-ledger partitions to compare again (not user rows: not in total)
+    object_versions_deleted: int = 0  # stored versions that held the user, deleted for good (S3)
 
     def as_dict(self) -> dict[str, Any]:
         return {"user_id": self.user_id, "store_rows": self.store_rows, "file_rows": self.file_rows,
                 "stream_messages": self.stream_messages, "total": self.total, "erased_at": self.erased_at,
-                "ledger_entries_cleared": self.ledger_entries_cleared}
+                "ledger_entries_cleared": self.ledger_entries_cleared,
+                "object_versions_deleted": self.object_versions_deleted}
 
     @property
     def total(self) -> int:
@@ -216,44 +222,41 @@ def _erase_frame(frame: pl.DataFrame, user_id: str, *, vector_table: bool) -> pl
     return frame.filter(~hit)
 
 
-def _erase_parquet(path: Path, user_id: str) -> int:
-    frame = pl.read_parquet(path)
-    kept = _erase_frame(frame, user_id, vector_table=_VECTOR_TABLE in path.parts)
-    removed = frame.height - kept.height
-    if removed:
-        tmp = path.with_name(f".{path.name}.erase.tmp")
-        kept.write_parquet(tmp)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    return removed
+def _kind(name: str, *, named: bool = False) -> str | None:
+    """How a file or object is read: ``parquet``, ``csv``, ``jsonl`` (JSON lines, logs, and a file the
+    settings name, such as the outbox, whatever its suffix), or None (not data: left alone)."""
+    suffix = PurePosixPath(name).suffix.lower()
+    if suffix in (".parquet", ".csv"):
+        return suffix[1:]
+    return "jsonl" if suffix in (".jsonl", ".json", ".log") or named else None
 
 
-def _erase_csv(path: Path, user_id: str) -> int:
-    frame = pl.read_csv(path, infer_schema=False)
-    kept = _erase_frame(frame, user_id, vector_table=False)
-    removed = frame.height - kept.height
-    if removed:
-        _rewrite_private(path, kept.write_csv().encode())
-    return removed
+def _without_user(data: bytes, *, kind: str, user_id: str, vector_table: bool) -> tuple[bytes, int]:
+    """``data`` without the user's rows, and how many were removed (0: ``data`` itself, nothing to write).
 
-
-def _erase_jsonl(path: Path, user_id: str) -> int:
-    needle = json.dumps(user_id).encode()  # the id as a JSON string, quotes included: no partial matches
-    kept: list[bytes] = []
-    removed = 0
-    with path.open("rb") as handle:
-        for line in handle:
-            if needle in line:
-                removed += 1
-            else:
-                kept.append(line)
-    if removed:
-        _rewrite_private(path, b"".join(kept))
-    return removed
+    The one eraser of a file's bytes, for local files and for objects alike."""
+    if kind == "jsonl":
+        needle = json.dumps(user_id).encode()  # the id as a JSON string, quotes included: no partial matches
+        lines = data.splitlines(keepends=True)
+        kept = [line for line in lines if needle not in line]
+        removed = len(lines) - len(kept)
+        return (b"".join(kept) if removed else data), removed
+    frame = pl.read_parquet(io.BytesIO(data)) if kind == "parquet" else pl.read_csv(io.BytesIO(data),
+                                                                                      infer_schema=False)
+    kept_frame = _erase_frame(frame, user_id, vector_table=vector_table)
+    removed = frame.height - kept_frame.height
+    if not removed:
+        return data, 0
+    if kind == "csv":
+        return kept_frame.write_csv().encode(), removed
+    buffer = io.BytesIO()
+    kept_frame.write_parquet(buffer)
+    return buffer.getvalue(), removed
 
 
 def erase_from_files(roots: Iterable[Path], user_id: str) -> dict[str, int]:
-    """Remove the user's rows from every Parquet, CSV and JSON-lines file under ``roots``.
+    """Remove the user's rows from every Parquet, CSV and JSON-lines file under ``roots``, each rewritten
+    atomically with private permissions.
 
     A root that is a file (the outbox, see :func:`erasure_paths`) is rewritten whatever its suffix: Parquet
     and CSV by their suffix, anything else as JSON lines."""
@@ -264,27 +267,80 @@ def erase_from_files(roots: Iterable[Path], user_id: str) -> dict[str, int]:
         named = root.is_file() and not root.is_symlink()
         paths = [root] if named else sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
         for path in paths:
-            suffix = path.suffix.lower()
-            if suffix == ".parquet":
-                n = _erase_parquet(path, user_id)
-            elif suffix == ".csv":
-                n = _erase_csv(path, user_id)
-            elif suffix in (".jsonl", ".json", ".log") or named:
-                n = _erase_jsonl(path, user_id)
-            else:
+            kind = _kind(path.name, named=named)
+            if kind is None:
                 continue
+            data, n = _without_user(path.read_bytes(), kind=kind, user_id=user_id,
+                                    vector_table=_VECTOR_TABLE in path.parts)
             if n:
+                _rewrite_private(path, data)
                 removed[str(path)] = n
     return removed
 
 
+class ObjectArea(Protocol):
+    """Objects under one prefix (:class:`notify_core.s3_objects.S3Bucket` in aws): the lake, landing,
+    quarantine and artefacts there."""
+
+    def versions(self, prefix: str) -> Iterable[ObjectVersion]: ...
+    def get_bytes(self, name: str, *, version_id: str | None = None) -> bytes | None: ...
+    def put_bytes(self, name: str, data: bytes) -> None: ...
+    def delete_version(self, name: str, version_id: str) -> None: ...
+    def url(self, name: str = "") -> str: ...
+
+
+def erasure_objects(settings: NotifySettings) -> tuple[ObjectArea, ...]:
+    """The object prefixes a user's data can be written to: in aws the whole Notify prefix of the bucket
+    (lake, landing, quarantine, artefacts); none locally (:func:`erasure_paths` has the files)."""
+    if settings.env != "aws" or not settings.s3_bucket:
+        return ()
+    from notify_core.s3_objects import S3Bucket, s3_client
+
+    return (S3Bucket(bucket=settings.s3_bucket, prefix=settings.s3_prefix.rstrip("/") + "/",
+                     client=s3_client(region=settings.aws_region, endpoint_url=settings.s3_endpoint_url)),)
+
+
+def erase_from_objects(areas: Iterable[ObjectArea], user_id: str) -> tuple[dict[str, int], int]:
+    """Remove the user's rows from every Parquet, CSV and JSON-lines object under ``areas``, in every stored
+    version: the latest is replaced by a rewritten copy, then each version that held the user is deleted for
+    good (a versioned bucket would otherwise keep the old copy as a noncurrent version, readable by anyone who
+    may read versions). Returns the rows removed from the latest versions by object URL, and how many
+    versions were deleted.
+
+    Idempotent and safe to re-run after a crash: a run stopped between the rewrite and the delete leaves a
+    noncurrent version that holds the user, which the next run finds and deletes."""
+    removed: dict[str, int] = {}
+    deleted_versions = 0
+    for area in areas:
+        for version in list(area.versions("")):
+            kind = _kind(version.name)
+            if kind is None:
+                continue
+            data = area.get_bytes(version.name, version_id=version.version_id)
+            if data is None:  # deleted since the listing
+                continue
+            kept, n = _without_user(data, kind=kind, user_id=user_id,
+                                    vector_table=_VECTOR_TABLE in PurePosixPath(version.name).parts)
+            if not n:
+                continue
+            if version.latest:
+                area.put_bytes(version.name, kept)
+                removed[area.url(version.name)] = n
+            if version.version_id is not None:  # an unversioned bucket's put replaced the object in place
+                area.delete_version(version.name, version.version_id)
+                deleted_versions += 1
+    return removed, deleted_versions
+
+
 def erase_user(
-    user_id: str, *, store: Store, file_roots: Iterable[Path] = (), stream_log: Any = None,
-    audit: AuditHook | None = None, actor: str = "cli", compact: bool = True, clock: Clock = SYSTEM_CLOCK,
+    user_id: str, *, store: Store, file_roots: Iterable[Path] = (), object_areas: Iterable[ObjectArea] = (),
+    stream_log: Any = None, audit: AuditHook | None = None, actor: str = "cli", compact: bool = True,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> ErasureReport:
     """Remove ``user_id`` from the Store, the files under ``file_roots`` (lake, landing, quarantine, outbox,
-    logs: :func:`erasure_paths`) and the embedded stream log, after recording the erasure in the register at
-    ``clock``'s time; see the module docstring. Idempotent: a second run removes 0."""
+    logs: :func:`erasure_paths`), the objects under ``object_areas`` (every version: :func:`erasure_objects`)
+    and the embedded stream log, after recording the erasure in the register at ``clock``'s time; see the
+    module docstring. Idempotent: a second run removes 0."""
     if not user_id or len(user_id) > 256 or not user_id.isprintable():
         raise ValidationError("invalid user id")
     report = ErasureReport(user_id=user_id)
@@ -292,6 +348,8 @@ def erase_user(
     report.erased_at = register_erasure(store, user_id, erased_at=utcnow(clock)).isoformat()
     report.store_rows, report.ledger_entries_cleared = _erase_store(store, user_id, compact=compact)
     report.file_rows = erase_from_files(file_roots, user_id)
+    object_rows, report.object_versions_deleted = erase_from_objects(object_areas, user_id)
+    report.file_rows.update(object_rows)
     eraser = getattr(stream_log, "erase_key", None)
     if eraser is not None:
         report.stream_messages = int(eraser(user_id.encode()))

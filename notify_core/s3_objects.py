@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,15 @@ def s3_client(*, region: str | None, endpoint_url: str | None) -> Any:
 
     config = Config(s3={"addressing_style": "path"} if endpoint_url else {}, retries={"max_attempts": 5})
     return boto3.client("s3", region_name=region, endpoint_url=endpoint_url, config=config)
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectVersion:
+    """One version of an object: ``version_id`` None on a bucket that never had versioning (S3's ``"null"``)."""
+
+    name: str  # relative to the bucket prefix
+    version_id: str | None
+    latest: bool
 
 
 class S3Bucket:
@@ -48,13 +58,14 @@ class S3Bucket:
         except Exception as exc:  # botocore errors: retryable from the caller's point of view
             raise BackendError(f"S3 put {self.url(name)} failed: {exc}") from exc
 
-    def get_bytes(self, name: str) -> bytes | None:
-        """The object's bytes, or None when there is no such key."""
+    def get_bytes(self, name: str, *, version_id: str | None = None) -> bytes | None:
+        """The object's bytes (its latest version, or ``version_id``), or None when there is no such key."""
+        extra = {"VersionId": version_id} if version_id is not None else {}
         try:
-            reply = self.client.get_object(Bucket=self.bucket, Key=self.key(name))
-        except self.client.exceptions.NoSuchKey:
-            return None
+            reply = self.client.get_object(Bucket=self.bucket, Key=self.key(name), **extra)
         except Exception as exc:
+            if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("NoSuchKey", "NoSuchVersion"):
+                return None
             raise BackendError(f"S3 get {self.url(name)} failed: {exc}") from exc
         body: bytes = reply["Body"].read()
         return body
@@ -93,6 +104,26 @@ class S3Bucket:
                     yield str(item["Key"])[len(self.prefix):], str(item.get("ETag", ""))
         except Exception as exc:
             raise BackendError(f"S3 list {self.url(prefix)} failed: {exc}") from exc
+
+    def versions(self, prefix: str) -> Iterator[ObjectVersion]:
+        """Every stored version of every object under ``prefix``, the noncurrent ones of a versioned bucket
+        included (delete markers are not versions: they hold no data)."""
+        try:
+            for page in self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket,
+                                                                                   Prefix=self.key(prefix)):
+                for item in page.get("Versions", []):
+                    version = item.get("VersionId")
+                    yield ObjectVersion(name=str(item["Key"])[len(self.prefix):], latest=bool(item.get("IsLatest")),
+                                        version_id=None if version in (None, "null") else str(version))
+        except Exception as exc:
+            raise BackendError(f"S3 list versions {self.url(prefix)} failed: {exc}") from exc
+
+    def delete_version(self, name: str, version_id: str) -> None:
+        """Delete one version for good (not a delete marker): what a versioned bucket keeps after a rewrite."""
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.key(name), VersionId=version_id)
+        except Exception as exc:
+            raise BackendError(f"S3 delete {self.url(name)} version {version_id} failed: {exc}") from exc
 
     def folders(self, prefix: str) -> list[str]:
         """The names of the "folders" directly under ``prefix`` (common prefixes), sorted."""

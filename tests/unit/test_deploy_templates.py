@@ -93,6 +93,8 @@ def test_bucket_is_versioned_replicated_kms_private_and_tls_only_and_topic_is_en
     resources = _resources()
     bucket = resources["DataBucket"]["Properties"]
     assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    [rule] = bucket["LifecycleConfiguration"]["Rules"]  # old copies kept for recovery, not for ever
+    assert rule["NoncurrentVersionExpiration"] == {"NoncurrentDays": 30}
     assert bucket["ReplicationConfiguration"]["Rules"][0]["Status"] == "Enabled"
     sse = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
     assert sse["SSEAlgorithm"] == "aws:kms"
@@ -141,6 +143,14 @@ def test_each_function_has_its_own_role_limited_to_the_tables_its_code_reaches()
     assert not consumer.tables & {tables.USERS, tables.API_KEYS, tables.AUDIT_LOG}
     statements = _resources()["EraseUserFunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
     assert any("dynamodb:Scan" in s["Action"] for s in statements)
+    # the erasure rewrites the objects under the prefix and deletes every old version that held the user
+    # (the bucket is versioned): its role lists, reads and deletes versions; no other function's does
+    actions = {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert {"s3:ListBucketVersions", "s3:GetObjectVersion", "s3:DeleteObjectVersion", "s3:PutObject"} <= actions
+    assert erase.s3_versions and erase.s3_write
+    others = [str(f["Properties"]["ImageConfig"]["Command"][0]).rpartition(".")[0] for f in _resources().values()
+              if f["Type"] == "AWS::Lambda::Function"]
+    assert [m for m in others if derive_access(m).s3_versions] == ["lambdas.erase_user"]
 
 
 def test_the_derivation_sees_tables_named_by_lazy_imports(tmp_path, monkeypatch) -> None:

@@ -1,0 +1,228 @@
+"""Right to erasure in aws: the lake, landing and quarantine are S3 objects in a versioned bucket.
+
+Against a real S3 server (SeaweedFS, versioning on, as the template's bucket): the objects are written by
+Notify's own writers (the lake's merge and derived tables, the landing area's push), then the user is
+erased through :func:`notify_core.erasure.erase_user` with :func:`erasure_objects`' areas. Every stored
+version of every object is read back with the SDK, not through Notify's code, and must not hold the user;
+the other user's rows stay as they were. Before, ``erase_user`` walked local files only, and a rewrite alone
+would have left the old copy as a noncurrent version.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from notify_core.clock import ManualClock
+from notify_core.erasure import ObjectArea, erase_user, erasure_objects
+from notify_core.lake import lake_for
+from notify_core.landing import build_landing_area
+from notify_core.s3_objects import ObjectVersion
+from notify_core.schemas import PURCHASES, USERS
+from notify_core.settings import NotifySettings, load_settings
+from notify_core.store.sqlite import SqliteStore
+from tests.servers import _s3_client
+
+ERASED, KEPT = "u-erased", "u-kept"
+WHEN = datetime(2031, 1, 2, 12, tzinfo=UTC)
+
+
+def _users(*ids: str) -> pl.DataFrame:
+    rows = [{"user_id": u, "country": "UK", "timezone": "Europe/London", "signup_date": date(2030, 1, 1),
+             "daily_cap": 5, "quiet_start_hour": 22, "quiet_end_hour": 7, "channels": ["push"],
+             "opted_out_categories": []} for u in ids]
+    return pl.DataFrame(rows, schema=USERS)
+
+
+def _purchases(n: int, *, price: float = 2.5) -> pl.DataFrame:
+    rows = [{"order_id": f"o{i}", "user_id": (ERASED, KEPT)[i // 2 % 2], "product_id": f"p{i % 3}", "quantity": 1,
+             "unit_price": price, "ts": datetime(2030, 11 + i % 2, 3, tzinfo=UTC), "country": "UK",
+             "is_return": False} for i in range(n)]
+    return pl.DataFrame(rows, schema=PURCHASES)
+
+
+@pytest.fixture
+def aws(s3_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[NotifySettings, Any]]:
+    bucket = f"erase-{uuid.uuid4().hex[:10]}"
+    s3_server.create_bucket(bucket)
+    client: Any = _s3_client(s3_server.endpoint)
+    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    for name, value in {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings(data_dir=tmp_path / "data", env="aws", s3_bucket=bucket, s3_prefix="notify",
+                             s3_endpoint_url=s3_server.endpoint, aws_region="us-east-1", delivery_channel="outbox")
+    yield settings, client
+
+
+def _write_everything(settings: NotifySettings) -> None:
+    """What a run in aws leaves under the prefix, written by Notify's own writers; the second merge and
+    the second derived table rewrite objects, so the bucket keeps their first versions as noncurrent."""
+    lake = lake_for(settings)
+    lake.merge("users", _users(ERASED, KEPT))
+    lake.merge("purchases", _purchases(6))
+    lake.merge("purchases", _purchases(6, price=3.0))
+    vectors = pl.DataFrame({"id": [ERASED, KEPT], "vector": [[0.1, 0.2], [0.3, 0.4]]})
+    lake.write_table("embeddings_user", vectors)
+    lake.write_table("embeddings_user", vectors.with_columns(pl.col("vector").list.eval(pl.element() * 2)))
+    landing = settings.landing / "purchases"
+    landing.mkdir(parents=True)
+    _purchases(4).write_csv(landing / "drop.csv")
+    (settings.quarantine_root / "purchases").mkdir(parents=True)  # bad rows as they arrived, with reasons
+    pl.DataFrame({"user_id": [ERASED, KEPT], "unit_price": ["-1", "x"], "reason": ["negative", "not a number"]}
+                 ).write_parquet(settings.quarantine_root / "purchases" / "drop.0123abcd.parquet")
+    area = build_landing_area(settings)
+    area.push()
+    area.push(quarantine=True)
+
+
+def _rows_of(data: bytes, key: str, user: str) -> int:
+    """Rows of ``user`` in one object's bytes, read with polars and the standard library only."""
+    frame = pl.read_parquet(io.BytesIO(data)) if key.endswith(".parquet") else pl.read_csv(io.BytesIO(data))
+    column = "id" if "id" in frame.columns and "user_id" not in frame.columns else "user_id"
+    return int((frame[column].cast(pl.String) == user).sum())
+
+
+def _census(client: Any, bucket: str, user: str) -> dict[tuple[str, str], int]:
+    """``{(key, version id): rows of user}`` over every stored version of every data object."""
+    out: dict[tuple[str, str], int] = {}
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket):
+        for v in page.get("Versions", []):
+            key, vid = v["Key"], v["VersionId"]
+            if key.endswith((".parquet", ".csv")):
+                body = client.get_object(Bucket=bucket, Key=key, VersionId=vid)["Body"].read()
+                out[(key, vid)] = _rows_of(body, key, user)
+    return out
+
+
+def test_an_erasure_removes_the_user_from_every_version_of_every_object(aws: tuple[NotifySettings, Any],
+                                                                         tmp_path: Path) -> None:
+    settings, client = aws
+    bucket = settings.s3_bucket
+    assert bucket is not None
+    _write_everything(settings)
+    client.put_object(Bucket=bucket, Key="notify/artefacts/index.bin", Body=b"not data " + ERASED.encode())
+    before = _census(client, bucket, ERASED)
+    kept_before = _census(client, bucket, KEPT)
+    latest_before = _latest_ids(client, bucket)
+    holding = {k for k, n in before.items() if n}
+    # the writers left the user in the lake (users, purchases' two months, vectors), landing and quarantine,
+    # and in the noncurrent versions of the rewritten ones
+    assert len({key for key, _ in holding}) == 6 and len(holding) > len({key for key, _ in holding})
+    lake_kept = lake_for(settings).read("purchases").filter(pl.col("user_id") == KEPT).sort("order_id")
+
+    store = SqliteStore(tmp_path / "store.sqlite")
+    try:
+        report = erase_user(ERASED, store=store, object_areas=erasure_objects(settings), clock=ManualClock(WHEN))
+        after = _census(client, bucket, ERASED)
+        assert sum(after.values()) == 0, {k: n for k, n in after.items() if n}
+        assert report.object_versions_deleted == len(holding)
+        removed = {url.removeprefix(f"s3://{bucket}/"): n for url, n in report.file_rows.items()}
+        assert removed == {key: before[(key, vid)] for key, vid in latest_before.items() if before[(key, vid)]}
+        # the other user's rows are all still in the latest versions; the artefact is untouched
+        assert lake_for(settings).read("purchases").filter(pl.col("user_id") == KEPT).sort("order_id").equals(
+            lake_kept)
+        kept_after = _census(client, bucket, KEPT)
+        assert {key: kept_after[(key, vid)] for key, vid in _latest_ids(client, bucket).items()} == {
+            key: kept_before[(key, vid)] for key, vid in latest_before.items()}
+        body = client.get_object(Bucket=bucket, Key="notify/artefacts/index.bin")["Body"].read()
+        assert body == b"not data " + ERASED.encode()
+
+        # a second erasure finds nothing, rewrites nothing and deletes nothing
+        versions = _version_ids(client, bucket)
+        again = erase_user(ERASED, store=store, object_areas=erasure_objects(settings), clock=ManualClock(WHEN))
+        assert again.total == 0 and again.object_versions_deleted == 0
+        assert _version_ids(client, bucket) == versions
+    finally:
+        store.close()
+
+
+class _DiesOnDelete:
+    """The real area, but the process "dies" (raises) at the first version delete: after the rewrite of
+    the latest copy, before the old one is gone."""
+
+    def __init__(self, inner: ObjectArea) -> None:
+        self.inner = inner
+
+    def versions(self, prefix: str) -> list[ObjectVersion]:
+        return list(self.inner.versions(prefix))
+
+    def get_bytes(self, name: str, *, version_id: str | None = None) -> bytes | None:
+        return self.inner.get_bytes(name, version_id=version_id)
+
+    def put_bytes(self, name: str, data: bytes) -> None:
+        self.inner.put_bytes(name, data)
+
+    def delete_version(self, name: str, version_id: str) -> None:
+        raise KeyboardInterrupt("killed between the rewrite and the delete")
+
+    def url(self, name: str = "") -> str:
+        return self.inner.url(name)
+
+
+def test_an_erasure_killed_between_rewrite_and_delete_is_finished_by_the_next(aws: tuple[NotifySettings, Any],
+                                                                              tmp_path: Path) -> None:
+    settings, client = aws
+    bucket = settings.s3_bucket
+    assert bucket is not None
+    _write_everything(settings)
+    store = SqliteStore(tmp_path / "store.sqlite")
+    try:
+        (area,) = erasure_objects(settings)
+        with pytest.raises(KeyboardInterrupt):
+            erase_user(ERASED, store=store, object_areas=(_DiesOnDelete(area),), clock=ManualClock(WHEN))
+        assert sum(_census(client, bucket, ERASED).values()) > 0  # the old copy is still there
+        report = erase_user(ERASED, store=store, object_areas=erasure_objects(settings), clock=ManualClock(WHEN))
+        assert report.object_versions_deleted > 0
+        assert sum(_census(client, bucket, ERASED).values()) == 0
+        assert len(lake_for(settings).read("users")) == 1
+    finally:
+        store.close()
+
+
+def test_the_local_default_has_no_object_areas(tmp_path: Path) -> None:
+    assert erasure_objects(load_settings(data_dir=tmp_path)) == ()
+
+
+def _version_ids(client: Any, bucket: str) -> set[tuple[str, str]]:
+    return {(v["Key"], v["VersionId"]) for page in client.get_paginator("list_object_versions").paginate(
+        Bucket=bucket) for v in page.get("Versions", [])}
+
+
+def _latest_ids(client: Any, bucket: str) -> dict[str, str]:
+    """``{key: its latest version id}`` of every data object."""
+    return {v["Key"]: v["VersionId"] for page in client.get_paginator("list_object_versions").paginate(
+        Bucket=bucket) for v in page.get("Versions", []) if v["IsLatest"] and v["Key"].endswith(
+        (".parquet", ".csv"))}
+
+
+@pytest.mark.dynamodb
+def test_notify_users_delete_in_aws_erases_the_objects(aws: tuple[NotifySettings, Any], dynamodb_endpoint: str,
+                                                       tmp_path: Path) -> None:
+    """The operator's command, as run in aws (DynamoDB Local for the Store, the S3 server for the objects)."""
+    settings, client = aws
+    bucket = settings.s3_bucket
+    assert bucket is not None
+    _write_everything(settings)
+    env = {**os.environ, "NOTIFY_ENV": "aws", "NOTIFY_S3_BUCKET": bucket, "NOTIFY_S3_PREFIX": "notify",
+           "NOTIFY_S3_ENDPOINT_URL": str(settings.s3_endpoint_url), "NOTIFY_AWS_REGION": "us-east-1",
+           "NOTIFY_DYNAMODB_ENDPOINT_URL": dynamodb_endpoint, "NOTIFY_TABLE_PREFIX": f"er{uuid.uuid4().hex[:8]}_",
+           "NOTIFY_STREAM_BACKEND": "local", "NOTIFY_DELIVERY_CHANNEL": "outbox"}
+    done = subprocess.run([sys.executable, "-m", "notify_cli.main", "users", "delete", ERASED, "--data-dir",
+                           str(settings.data_dir)], env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["object_versions_deleted"] > 0
+    assert any(url.startswith(f"s3://{bucket}/notify/lake/") for url in report["file_rows"])
+    assert sum(_census(client, bucket, ERASED).values()) == 0
