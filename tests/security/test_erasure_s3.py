@@ -17,6 +17,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -52,8 +53,16 @@ def _purchases(n: int, *, price: float = 2.5) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=PURCHASES)
 
 
+@dataclass(frozen=True)
+class Aws:
+    settings: NotifySettings
+    client: Any  # the SDK's own S3 client: what the tests read back with
+    bucket: str
+
+
 @pytest.fixture
-def aws(s3_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[NotifySettings, Any]]:
+def aws(s3_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
+    """A versioned bucket (as the template's) holding what a run in aws leaves under the prefix."""
     bucket = f"erase-{uuid.uuid4().hex[:10]}"
     s3_server.create_bucket(bucket)
     client: Any = _s3_client(s3_server.endpoint)
@@ -63,7 +72,8 @@ def aws(s3_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
         monkeypatch.setenv(name, value)
     settings = load_settings(data_dir=tmp_path / "data", env="aws", s3_bucket=bucket, s3_prefix="notify",
                              s3_endpoint_url=s3_server.endpoint, aws_region="us-east-1", delivery_channel="outbox")
-    yield settings, client
+    _write_everything(settings)
+    yield Aws(settings, client, bucket)
 
 
 def _write_everything(settings: NotifySettings) -> None:
@@ -106,12 +116,8 @@ def _census(client: Any, bucket: str, user: str) -> dict[tuple[str, str], int]:
     return out
 
 
-def test_an_erasure_removes_the_user_from_every_version_of_every_object(aws: tuple[NotifySettings, Any],
-                                                                         tmp_path: Path) -> None:
-    settings, client = aws
-    bucket = settings.s3_bucket
-    assert bucket is not None
-    _write_everything(settings)
+def test_an_erasure_removes_the_user_from_every_version_of_every_object(aws: Aws, tmp_path: Path) -> None:
+    settings, client, bucket = aws.settings, aws.client, aws.bucket
     client.put_object(Bucket=bucket, Key="notify/artefacts/index.bin", Body=b"not data " + ERASED.encode())
     before = _census(client, bucket, ERASED)
     kept_before = _census(client, bucket, KEPT)
@@ -171,12 +177,8 @@ class _DiesOnDelete:
         return self.inner.url(name)
 
 
-def test_an_erasure_killed_between_rewrite_and_delete_is_finished_by_the_next(aws: tuple[NotifySettings, Any],
-                                                                              tmp_path: Path) -> None:
-    settings, client = aws
-    bucket = settings.s3_bucket
-    assert bucket is not None
-    _write_everything(settings)
+def test_an_erasure_killed_between_rewrite_and_delete_is_finished_by_the_next(aws: Aws, tmp_path: Path) -> None:
+    settings, client, bucket = aws.settings, aws.client, aws.bucket
     store = SqliteStore(tmp_path / "store.sqlite")
     try:
         (area,) = erasure_objects(settings)
@@ -208,13 +210,9 @@ def _latest_ids(client: Any, bucket: str) -> dict[str, str]:
 
 
 @pytest.mark.dynamodb
-def test_notify_users_delete_in_aws_erases_the_objects(aws: tuple[NotifySettings, Any], dynamodb_endpoint: str,
-                                                       tmp_path: Path) -> None:
+def test_notify_users_delete_in_aws_erases_the_objects(aws: Aws, dynamodb_endpoint: str) -> None:
     """The operator's command, as run in aws (DynamoDB Local for the Store, the S3 server for the objects)."""
-    settings, client = aws
-    bucket = settings.s3_bucket
-    assert bucket is not None
-    _write_everything(settings)
+    settings, client, bucket = aws.settings, aws.client, aws.bucket
     env = {**os.environ, "NOTIFY_ENV": "aws", "NOTIFY_S3_BUCKET": bucket, "NOTIFY_S3_PREFIX": "notify",
            "NOTIFY_S3_ENDPOINT_URL": str(settings.s3_endpoint_url), "NOTIFY_AWS_REGION": "us-east-1",
            "NOTIFY_DYNAMODB_ENDPOINT_URL": dynamodb_endpoint, "NOTIFY_TABLE_PREFIX": f"er{uuid.uuid4().hex[:8]}_",
