@@ -284,7 +284,7 @@ class ObjectArea(Protocol):
 
     def versions(self, prefix: str) -> Iterable[ObjectVersion]: ...
     def get_bytes(self, name: str, *, version_id: str | None = None) -> bytes | None: ...
-    def put_bytes(self, name: str, data: bytes) -> None: ...
+    def put_bytes(self, name: str, data: bytes) -> str: ...
     def delete_version(self, name: str, version_id: str) -> None: ...
     def url(self, name: str = "") -> str: ...
 
@@ -308,7 +308,8 @@ def erase_from_objects(areas: Iterable[ObjectArea], user_id: str) -> tuple[dict[
     versions were deleted.
 
     Idempotent and safe to re-run after a crash: a run stopped between the rewrite and the delete leaves a
-    noncurrent version that holds the user, which the next run finds and deletes."""
+    noncurrent version that holds the user, which the next run finds and deletes. A bucket whose versioning
+    was turned on after objects were written keeps those as ``null`` versions: deleted like any other."""
     removed: dict[str, int] = {}
     deleted_versions = 0
     for area in areas:
@@ -323,10 +324,12 @@ def erase_from_objects(areas: Iterable[ObjectArea], user_id: str) -> tuple[dict[
                                     vector_table=_VECTOR_TABLE in PurePosixPath(version.name).parts)
             if not n:
                 continue
+            replaced_in_place = False
             if version.latest:
-                area.put_bytes(version.name, kept)
+                # without versioning (never on, or suspended) the put replaces the null version in place
+                replaced_in_place = area.put_bytes(version.name, kept) == version.version_id
                 removed[area.url(version.name)] = n
-            if version.version_id is not None:  # an unversioned bucket's put replaced the object in place
+            if not replaced_in_place:
                 area.delete_version(version.name, version.version_id)
                 deleted_versions += 1
     return removed, deleted_versions

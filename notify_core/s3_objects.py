@@ -28,12 +28,15 @@ def s3_client(*, region: str | None, endpoint_url: str | None) -> Any:
     return boto3.client("s3", region_name=region, endpoint_url=endpoint_url, config=config)
 
 
+NULL_VERSION = "null"  # S3's id of a version written while versioning was off (never enabled, or suspended)
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectVersion:
-    """One version of an object: ``version_id`` None on a bucket that never had versioning (S3's ``"null"``)."""
+    """One stored version of an object."""
 
     name: str  # relative to the bucket prefix
-    version_id: str | None
+    version_id: str  # NULL_VERSION: written while versioning was off
     latest: bool
 
 
@@ -52,11 +55,14 @@ class S3Bucket:
     def url(self, name: str = "") -> str:
         return f"s3://{self.bucket}/{self.key(name)}"
 
-    def put_bytes(self, name: str, data: bytes) -> None:
+    def put_bytes(self, name: str, data: bytes) -> str:
+        """Write the object; returns the version it became (``"null"`` on a bucket without versioning, or
+        with versioning suspended: the put then replaced the null version in place)."""
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self.key(name), Body=data)
+            reply = self.client.put_object(Bucket=self.bucket, Key=self.key(name), Body=data)
         except Exception as exc:  # botocore errors: retryable from the caller's point of view
             raise BackendError(f"S3 put {self.url(name)} failed: {exc}") from exc
+        return str(reply.get("VersionId") or NULL_VERSION)
 
     def get_bytes(self, name: str, *, version_id: str | None = None) -> bytes | None:
         """The object's bytes (its latest version, or ``version_id``), or None when there is no such key."""
@@ -112,9 +118,8 @@ class S3Bucket:
             for page in self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket,
                                                                                    Prefix=self.key(prefix)):
                 for item in page.get("Versions", []):
-                    version = item.get("VersionId")
                     yield ObjectVersion(name=str(item["Key"])[len(self.prefix):], latest=bool(item.get("IsLatest")),
-                                        version_id=None if version in (None, "null") else str(version))
+                                        version_id=str(item.get("VersionId") or NULL_VERSION))
         except Exception as exc:
             raise BackendError(f"S3 list versions {self.url(prefix)} failed: {exc}") from exc
 

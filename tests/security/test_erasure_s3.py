@@ -58,22 +58,30 @@ class Aws:
     settings: NotifySettings
     client: Any  # the SDK's own S3 client: what the tests read back with
     bucket: str
+    versioning: str  # "on", "off" (never), "later" (turned on after the first writes)
 
 
 @pytest.fixture
-def aws(s3_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
-    """A versioned bucket (as the template's) holding what a run in aws leaves under the prefix."""
+def aws(s3_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+        ) -> Iterator[Aws]:
+    """A bucket holding what a run in aws leaves under the prefix; versioned (as the template's) unless the
+    test asks for ``"off"`` (never versioned) or ``"later"`` (turned on after the first writes) indirectly."""
+    versioning = getattr(request, "param", "on")
     bucket = f"erase-{uuid.uuid4().hex[:10]}"
     s3_server.create_bucket(bucket)
     client: Any = _s3_client(s3_server.endpoint)
-    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    if versioning == "on":
+        client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     for name, value in {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
                         "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(name, value)
     settings = load_settings(data_dir=tmp_path / "data", env="aws", s3_bucket=bucket, s3_prefix="notify",
                              s3_endpoint_url=s3_server.endpoint, aws_region="us-east-1", delivery_channel="outbox")
     _write_everything(settings)
-    yield Aws(settings, client, bucket)
+    if versioning == "later":  # the objects so far are "null" versions; the next merge makes them noncurrent
+        client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        lake_for(settings).merge("purchases", _purchases(6, price=4.0))
+    yield Aws(settings, client, bucket, versioning)
 
 
 def _write_everything(settings: NotifySettings) -> None:
@@ -167,8 +175,8 @@ class _DiesOnDelete:
     def get_bytes(self, name: str, *, version_id: str | None = None) -> bytes | None:
         return self.inner.get_bytes(name, version_id=version_id)
 
-    def put_bytes(self, name: str, data: bytes) -> None:
-        self.inner.put_bytes(name, data)
+    def put_bytes(self, name: str, data: bytes) -> str:
+        return self.inner.put_bytes(name, data)
 
     def delete_version(self, name: str, version_id: str) -> None:
         raise KeyboardInterrupt("killed between the rewrite and the delete")
@@ -191,6 +199,30 @@ def test_an_erasure_killed_between_rewrite_and_delete_is_finished_by_the_next(aw
         assert len(lake_for(settings).read("users")) == 1
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("aws", ["off", "later"], indirect=True)
+def test_buckets_never_versioned_or_versioned_after_the_first_writes(aws: Aws, tmp_path: Path) -> None:
+    """Never versioned: the rewrite replaces each object in place, and nothing may be deleted after it (the
+    object itself would go). Versioned later: the first copies are "null" versions, deleted like any other."""
+    settings, client, bucket = aws.settings, aws.client, aws.bucket
+    keys = set(_latest_ids(client, bucket))
+    before = _census(client, bucket, ERASED)
+    null_holding = [key for (key, vid), n in before.items() if n and vid == "null"]
+    assert null_holding  # both: copies written while versioning was off hold the user
+    store = SqliteStore(tmp_path / "store.sqlite")
+    try:
+        report = erase_user(ERASED, store=store, object_areas=erasure_objects(settings), clock=ManualClock(WHEN))
+    finally:
+        store.close()
+    assert sum(_census(client, bucket, ERASED).values()) == 0
+    assert set(_latest_ids(client, bucket)) == keys  # every object is still there
+    assert len(lake_for(settings).read("users")) == 1 and lake_for(settings).read("purchases").height == 2
+    if aws.versioning == "off":
+        assert report.object_versions_deleted == 0  # replaced in place
+        assert {vid for _, vid in _version_ids(client, bucket)} == {"null"}
+    else:
+        assert report.object_versions_deleted == sum(1 for n in before.values() if n)
 
 
 def test_the_local_default_has_no_object_areas(tmp_path: Path) -> None:
