@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from notify_core.clock import Clock
+from notify_core.delivery.day_cap import DAILY_CAP, DayCap
 from notify_core.delivery.outcomes import DELIVERIES, Outcomes, _log_fields, _send_ts, iso, log, minute_key
 from notify_core.delivery.summary import Kind, PassSummary, WorkerOptions
 from notify_core.errors import NotifyError
@@ -74,6 +75,7 @@ class Claims:
         self._write_lock = write_lock
         self._schedules = store.table(tables.SCHEDULES)
         self._dedupe = store.table(tables.DEDUPE)
+        self._day_cap = DayCap(self._dedupe, write_lock=write_lock)
         self._retries = store.table(tables.RETRIES)
         self._cursor = store.table(tables.DELIVERY_CURSOR)
         self._maintenance = ThreadPoolExecutor(1, thread_name_prefix="deliver-scan")
@@ -369,6 +371,19 @@ class Claims:
             log.info("delivery suppressed: duplicate within 24 h", extra=_log_fields(c.item, c.attempt, "duplicate"))
             DELIVERIES.labels("duplicate", self.channel_name).inc()
             summary.count("duplicate", None, c.work.kind == "reclaim")
+        return self._within_day_cap(keep, now, summary)
+
+    def _within_day_cap(self, claimed: list[_Claim], now: float, summary: PassSummary) -> list[_Claim]:
+        """The claims that hold one of their day's send tokens (:mod:`notify_core.delivery.day_cap`); the
+        others are finished ``suppressed`` (reason ``daily_cap``), unsent."""
+        allowed = self._day_cap.take([c.item for c in claimed], now=now)
+        keep: list[_Claim] = []
+        for c, ok in zip(claimed, allowed, strict=True):
+            if ok:
+                keep.append(c)
+                continue
+            summary.count(*self.outcomes.suppress(c.item, c.token, c.attempt, DAILY_CAP, now,
+                                                  reclaimed=c.work.kind == "reclaim", request_id=None))
         return keep
 
     def _owns_dedupe(self, item: Item) -> bool:

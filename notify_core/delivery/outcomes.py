@@ -232,7 +232,8 @@ class Outcomes:
         request_id: str | None,
     ) -> tuple[Result, float | None, bool]:
         """Finish a claimed notification unsent because the user's preferences say no (see
-        :func:`notify_core.preferences.suppression_reason`); it keeps a deliveries row saying why."""
+        :func:`notify_core.preferences.suppression_reason`) or its day's cap is reached
+        (:mod:`notify_core.delivery.day_cap`); it keeps a deliveries row saying why."""
         fields = self.suppress_fields(attempt, reason, now, request_id=request_id)
         if not self.finish(item, token, fields):
             return "lost_claim", None, reclaimed
@@ -250,7 +251,7 @@ class Outcomes:
         """After a suppression's commit: its derived rows, count and log line."""
         self.project({**item, **fields}, "suppressed")
         DELIVERIES.labels("suppressed", self.channel_name).inc()
-        log.info("delivery suppressed: the user's preferences", extra={
+        log.info("delivery suppressed", extra={
             **_log_fields(item, attempt, "suppressed"), "reason": reason, "worker": self.worker_id})
         return "suppressed", None, reclaimed
 

@@ -91,6 +91,7 @@ def plan_sk(plan_day: str, notification_id: str) -> str:
     return f"{plan_day}#{notification_id}"
 
 # Delivery (issue 7). | dedupe | notification_id | "dedupe" | the 24 h idempotency window (TTL) |
+# | dedupe | "cap#<user_id>#<plan_day>" | "0".."4" | the day's send tokens (notify_core.delivery.day_cap) |
 # | deliveries | notification_id | "attempt#<n>" | one row per attempt (outcome, times, latency) |
 # | retries | "<due minute UTC>#<shard>" | "<due epoch ms, 13 digits>#<notification_id>" | retries due by now:
 # one bounded range query per shard | dead_letters | "<day UTC>" | "<ts ISO>#<notification_id>" | a day's
@@ -100,6 +101,13 @@ def plan_sk(plan_day: str, notification_id: str) -> str:
 # | user_fatigue | user_id | "fatigue" | consecutive notifications without interaction |
 DEDUPE = "dedupe"
 DEDUPE_SK = "dedupe"
+
+
+def day_cap_pk(user_id: str, plan_day: str) -> str:
+    """The partition of a user's plan day's send tokens in ``dedupe`` (never a notification id: those are hex)."""
+    return f"cap#{user_id}#{plan_day}"
+
+
 DELIVERIES = "deliveries"
 RETRIES = "retries"
 DEAD_LETTERS = "dead_letters"

@@ -1,0 +1,152 @@
+"""At most 5 notifications of a user's day are sent, even when two planners raced (the send-time cap).
+
+Two planners of the same user and day at once (``POST /v1/schedules`` while the daily plan runs, or a
+retried invocation) each read the day before the other wrote; their plans add up in the Store. Here the
+second planner plans into a Store of its own, as it would have read the shared one before the first wrote,
+and its items are copied in: 10 schedule items for one day. The worker then runs at each due minute. Before
+the cap it sent all 10; now it sends 5 and finishes the rest ``suppressed`` (``daily_cap``). A normal
+re-plan after some sends is not cut by it. Both backends: SQLite and a real DynamoDB Local.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from notify_core.clock import ManualClock
+from notify_core.delivery import DeliveryWorker, WorkerOptions
+from notify_core.delivery.day_cap import DAILY_CAP
+from notify_core.delivery.summary import PassSummary
+from notify_core.delivery.synthetic import seed_campaigns
+from notify_core.lifecycle import CANCELLED, SENT, SUPPRESSED
+from notify_core.scheduling.service import plan_and_store
+from notify_core.store import tables
+from notify_core.store.port import Item, Store
+from notify_core.store.sqlite import SqliteStore
+from tests.delivery.conftest import ScriptedChannel
+from tests.scheduling.conftest import campaigns, candidates, users
+from tests.servers import scratch_dynamo_store
+
+# Today noon by the real calendar, planning tomorrow: DynamoDB Local sweeps expired items by the machine's
+# own clock, so the items' TTLs must lie ahead of it.
+NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+DAY = (NOW + timedelta(days=1)).date()
+USERS = users([("u1", "UTC", 5, None, None)])
+CAMPS = campaigns([(f"c{j}", 3, 0, None) for j in range(10)])
+FIRST = candidates([("u1", f"c{j}", 0.9 - j * 0.05) for j in range(10)])  # c0..c4 on top
+SECOND = candidates([("u1", f"c{j}", 0.45 + j * 0.05) for j in range(10)])  # c9..c5 on top (new signals)
+OPTS = WorkerOptions(concurrency=2, lookback_minutes=2, prefetch_s=0.0)
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        store = SqliteStore(tmp_path / "s.sqlite", clock=ManualClock(NOW))
+        yield store
+        store.close()
+        return
+    with scratch_dynamo_store(request.getfixturevalue("dynamodb_endpoint"), name="daycap") as dynamo:
+        yield dynamo
+
+
+def _plan(store: Store, cands: pl.DataFrame, now: datetime | None = None) -> None:
+    plan_and_store(store, users=USERS, campaigns=CAMPS, candidates=cands, plan_day=DAY, now=now,
+                   pipeline=False, writer_process=False)
+
+
+def _live(store: Store) -> list[Item]:
+    return [i for i in store.table(tables.SCHEDULES).scan() if i.get("status") != CANCELLED]
+
+
+def _send_at(item: Item) -> datetime:
+    return datetime.fromisoformat(str(item["send_at"]).replace("Z", "+00:00"))
+
+
+def _deliver(store: Store, channel: ScriptedChannel, *, until: datetime | None = None) -> Counter[str]:
+    """Run the worker at each due minute of the live items (up to ``until``), as a looping worker would."""
+    clock = ManualClock(NOW)
+    worker = DeliveryWorker(store, channel, public_base_url="http://t", clock=clock, options=OPTS)
+    try:
+        for minute in sorted({_send_at(i) for i in _live(store)}):
+            if until is not None and minute > until:
+                break
+            clock.set(minute + timedelta(seconds=1))
+            worker.run_until_idle()
+    finally:
+        worker.close()
+    return Counter(str(i["status"]) for i in store.table(tables.SCHEDULES).scan())
+
+
+def test_two_planners_that_raced_get_five_notifications_sent_not_ten(backend: Store, tmp_path: Path) -> None:
+    seed_campaigns(backend, [f"c{j}" for j in range(10)])
+    _plan(backend, FIRST)
+    rival = SqliteStore(tmp_path / "rival.sqlite")  # the second planner read the day before the first wrote
+    try:
+        _plan(rival, SECOND)
+        for table in (tables.PLANS, tables.SCHEDULES):
+            backend.table(table).batch_put(rival.table(table).scan())
+    finally:
+        rival.close()
+    assert len(_live(backend)) == 10  # the race: two plans of 5, no id in common
+
+    channel = ScriptedChannel()
+    statuses = _deliver(backend, channel)
+
+    assert len(channel.calls) == 5 and statuses == {SENT: 5, SUPPRESSED: 5}
+    reasons = {i.get("suppressed_reason") for i in backend.table(tables.SCHEDULES).scan()
+               if i["status"] == SUPPRESSED}
+    assert reasons == {DAILY_CAP}
+    tokens = backend.table(tables.DEDUPE).query(tables.day_cap_pk("u1", DAY.isoformat()))
+    assert sorted(str(t["sk"]) for t in tokens) == ["0", "1", "2", "3", "4"]
+    assert {t["notification_id"] for t in tokens} == {c[0] for c in channel.calls}
+    # the first five due were sent, whichever planner made them
+    due_first = sorted(_live(backend), key=_send_at)  # every item is finished: none is cancelled
+    assert {i["notification_id"] for i in due_first[:5]} == {c[0] for c in channel.calls}
+
+
+def test_a_replan_after_some_sends_is_not_cut_by_the_cap(backend: Store) -> None:
+    seed_campaigns(backend, [f"c{j}" for j in range(10)])
+    _plan(backend, FIRST)
+    planned = sorted(_live(backend), key=_send_at)
+    channel = ScriptedChannel()
+    _deliver(backend, channel, until=_send_at(planned[1]))  # two sent
+    assert len(channel.calls) == 2
+
+    _plan(backend, SECOND, now=_send_at(planned[1]) + timedelta(minutes=1))  # new signals: the rest re-planned
+    pending = [i for i in _live(backend) if i["status"] == "pending"]
+    assert pending and not {i["notification_id"] for i in pending} & {i["notification_id"] for i in planned}
+    statuses = _deliver(backend, channel)
+
+    # every notification the re-plan made is sent (the planner kept the day within 5: nothing to cut)
+    assert len(channel.calls) == 2 + len(pending) <= 5
+    assert statuses[SENT] == 2 + len(pending) and statuses[SUPPRESSED] == 0
+
+
+def test_a_notification_claimed_again_after_a_crash_keeps_its_own_token(backend: Store) -> None:
+    """A worker killed after the claim (token taken, nothing sent): the lease runs out, another worker claims
+    the same notification again and finds its own token, not a sixth one."""
+    seed_campaigns(backend, [f"c{j}" for j in range(10)])
+    _plan(backend, FIRST)
+    first = min(_live(backend), key=_send_at)
+    clock = ManualClock(_send_at(first) + timedelta(seconds=1))
+    dead = DeliveryWorker(backend, ScriptedChannel(), public_base_url="http://t", clock=clock, options=OPTS)
+    summary = PassSummary()  # what run_pass does up to the send, then "killed"
+    dead.claims.plan_scans(clock.now(), summary)
+    dead.claims.wait_scans()
+    claimed = dead.claims.claim_batch(dead.claims.take_due(clock.now(), 100), summary)
+    assert [c.item["notification_id"] for c in claimed] == [first["notification_id"]]
+    clock.advance(OPTS.lease_s + 1)
+    channel = ScriptedChannel()
+    worker = DeliveryWorker(backend, channel, public_base_url="http://t", clock=clock, options=OPTS)
+    try:
+        worker.run_until_idle()
+    finally:
+        worker.close()
+    assert [c[0] for c in channel.calls] == [first["notification_id"]]
+    tokens = backend.table(tables.DEDUPE).query(tables.day_cap_pk("u1", DAY.isoformat()))
+    assert [t["notification_id"] for t in tokens] == [first["notification_id"]]
