@@ -195,6 +195,26 @@ def stop_process(process: subprocess.Popen[bytes], *, grace_s: float = 5.0) -> N
             process.wait(timeout=grace_s)
 
 
+def kill_with_children(process: subprocess.Popen[bytes], *, timeout: float = 30.0) -> None:
+    """``kill -9`` a process, as a lost machine, and wait until the children it leaves are gone too.
+
+    ``notify backup`` runs Litestream in a session of its own with a parent-death signal: it gets SIGTERM,
+    ships what it has and exits a moment later. A test that deleted the data directory in that moment
+    failed on a ``.ltx.tmp`` file Litestream removed under ``shutil.rmtree`` (CI, session 26)."""
+    import psutil
+
+    try:
+        children = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    process.kill()
+    process.wait()
+    _, alive = psutil.wait_procs(children, timeout=timeout)
+    for child in alive:
+        child.kill()
+    psutil.wait_procs(alive, timeout=timeout)
+
+
 def wait_healthy(process: subprocess.Popen[bytes], base_url: str, *, timeout: float = 60.0) -> None:
     """Until ``GET <base_url>/healthz`` answers 200 (``notify serve`` started as a subprocess); a process
     that exits or a timeout raises ServerUnavailable with its stderr."""

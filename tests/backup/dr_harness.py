@@ -40,7 +40,7 @@ import httpx
 
 from notify_core.delivery.synthetic import seed_due
 from notify_core.store.sqlite import SqliteStore
-from tests.servers import free_port, serve_admin_key
+from tests.servers import free_port, kill_with_children, serve_admin_key
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -137,7 +137,7 @@ class Services:
     def kill_all(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
-                proc.kill()
+                kill_with_children(proc)
             proc.wait()
         self.procs.clear()
 

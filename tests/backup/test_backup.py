@@ -29,6 +29,7 @@ from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
 from notify_core.stream.local_log import LocalLog
 from tests.events.helpers import click, events_clock
+from tests.servers import kill_with_children
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2031, 5, 4, 12, 0, tzinfo=UTC)
@@ -124,8 +125,7 @@ def test_continuous_backup_survives_losing_the_data_directory_and_restores_as_of
         _replicated_ltx(target, after=first)
         time.sleep(1)  # the last of the 20 commits may ship one sync interval (200 ms) after the first
     finally:
-        proc.kill()  # the machine is gone: no final sync
-        proc.wait()
+        kill_with_children(proc)  # the machine is gone: no final sync
     store.close()
     shutil.rmtree(data)
 

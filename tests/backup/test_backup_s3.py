@@ -34,7 +34,7 @@ from notify_core.stream.local_log import LocalLog
 from tests.events import crash_harness
 from tests.faults.invariants import table_digests
 from tests.faults.record import record
-from tests.servers import SeaweedS3, _s3_client
+from tests.servers import SeaweedS3, _s3_client, kill_with_children
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "notify-backups"
@@ -131,8 +131,7 @@ def _drill(tmp_path: Path, server: SeaweedS3, *, bucket: str = BUCKET, events: i
     finally:
         store.close()
         log.close()
-        backup.kill()  # the machine is gone: no final sync
-        backup.wait()
+        kill_with_children(backup)  # the machine is gone: no final sync
     assert backup.returncode == -9, (tmp_path / "backup.err").read_text()[-3000:]
     keys = [obj["Key"] for page in _s3_client(server.endpoint).get_paginator(  # type: ignore[attr-defined]
         "list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/") for obj in page.get("Contents", [])]
