@@ -20,7 +20,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,6 +98,28 @@ def _event_ids(store: SqliteStore) -> set[str]:
     return ids | {row["pk"] for row in store.table(tables.EVENTS).scan()}
 
 
+def _wait_shipped(server: SeaweedS3, bucket: str, prefix: str, *, since: datetime, quiet_s: float = 2.0,
+                  timeout: float = 120.0) -> None:
+    """Until the Store's and the stream log's replicas hold a level-0 LTX file written at or after ``since``
+    (S3 times are whole seconds) and no new one for ``quiet_s``: Litestream has caught up."""
+    client: Any = _s3_client(server.endpoint)
+    deadline = time.monotonic() + timeout
+    seen, quiet_from = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        keys = [(obj["Key"].removeprefix(f"{prefix}/").split("/"), obj["LastModified"]) for page in
+                client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/")
+                for obj in page.get("Contents", [])]
+        ltx = [(parts[0], modified) for parts, modified in keys  # <db>/0000/<txid range>.ltx: level 0
+               if len(parts) == 3 and parts[1] == "0000" and parts[2].endswith(".ltx")]
+        if len(ltx) != seen:
+            seen, quiet_from = len(ltx), time.monotonic()
+        fresh = {db for db, modified in ltx if modified >= since}
+        if {"store", "stream"} <= fresh and time.monotonic() - quiet_from >= quiet_s:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"Litestream did not ship the last writes to {bucket}/{prefix} within {timeout:.0f} s")
+
+
 def _drill(tmp_path: Path, server: SeaweedS3, *, bucket: str = BUCKET, events: int,
            during: Callable[[], threading.Thread] | None = None, settle_s: float = 4.0) -> dict[str, object]:
     """Seed, back up to the bucket while events are produced and consumed (``during`` runs mid-way and
@@ -125,7 +149,14 @@ def _drill(tmp_path: Path, server: SeaweedS3, *, bucket: str = BUCKET, events: i
         if outage is not None:
             outage.join(180)
             assert not outage.is_alive()
-        time.sleep(settle_s)  # Litestream ships the WAL every 200 ms, file snapshots every 1 s: let both catch up
+        # A last write to each database, then wait until Litestream has shipped it: after an outage of the
+        # bucket it retries with a backoff, and a fixed sleep here lost the second half 1 run in 3.
+        marked = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+        time.sleep(max(0.0, marked.timestamp() - time.time()))
+        store.table(tables.CAMPAIGNS).put({"pk": "marker", "sk": "meta", "at": marked.isoformat()})
+        assert crash_harness.produce(settings.local_log_path, 1, 0, first=events).wait(timeout=120) == 0
+        _wait_shipped(server, bucket, prefix, since=marked)
+        time.sleep(settle_s)  # file snapshots every 1 s: let them catch up too
         original = table_digests(store, RESTORED_AS_IS)
         original_files = _files(data)
     finally:
