@@ -43,7 +43,7 @@ def server_env() -> dict[str, str]:
 
     ``make test-timeshift`` moves the clock of the code under test, not of the servers it talks to.
     A JVM under libfaketime busy-waits: idle DynamoDB Local burned ~60 s of CPU in 12 s here (3 s without
-    it), so the time-shifted suite ran ~10x slower (78 min against 8) once its folders used DynamoDB.
+    it), so the time-shifted suite took 78 min instead of ~9 once its folders used DynamoDB.
     """
     return {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("FAKETIME")}
 

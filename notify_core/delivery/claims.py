@@ -330,7 +330,7 @@ class Claims:
         claimed = [_Claim(w, i, t, a) for w, i, t, a in zip(work, items, tokens, attempts, strict=True)
                    if i is not None]
         try:
-            return self._drop_duplicates(claimed, now, summary)
+            return self._within_day_cap(self._drop_duplicates(claimed, now, summary), now, summary)
         except NotifyError:
             # Claimed, but the dedupe records could not be written (the Store's disk full): unsent, since a
             # send without its record could be sent twice; the leases expire and a later pass re-claims them.
@@ -371,7 +371,7 @@ class Claims:
             log.info("delivery suppressed: duplicate within 24 h", extra=_log_fields(c.item, c.attempt, "duplicate"))
             DELIVERIES.labels("duplicate", self.channel_name).inc()
             summary.count("duplicate", None, c.work.kind == "reclaim")
-        return self._within_day_cap(keep, now, summary)
+        return keep
 
     def _within_day_cap(self, claimed: list[_Claim], now: float, summary: PassSummary) -> list[_Claim]:
         """The claims that hold one of their day's send tokens (:mod:`notify_core.delivery.day_cap`); the

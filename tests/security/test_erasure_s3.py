@@ -112,15 +112,20 @@ def _rows_of(data: bytes, key: str, user: str) -> int:
     return int((frame[column].cast(pl.String) == user).sum())
 
 
+def _versions(client: Any, bucket: str) -> list[dict[str, Any]]:
+    """Every stored version of every object in the bucket, as the SDK lists them."""
+    return [v for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket)
+            for v in page.get("Versions", [])]
+
+
 def _census(client: Any, bucket: str, user: str) -> dict[tuple[str, str], int]:
     """``{(key, version id): rows of user}`` over every stored version of every data object."""
     out: dict[tuple[str, str], int] = {}
-    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket):
-        for v in page.get("Versions", []):
-            key, vid = v["Key"], v["VersionId"]
-            if key.endswith((".parquet", ".csv")):
-                body = client.get_object(Bucket=bucket, Key=key, VersionId=vid)["Body"].read()
-                out[(key, vid)] = _rows_of(body, key, user)
+    for v in _versions(client, bucket):
+        key, vid = v["Key"], v["VersionId"]
+        if key.endswith((".parquet", ".csv")):
+            body = client.get_object(Bucket=bucket, Key=key, VersionId=vid)["Body"].read()
+            out[(key, vid)] = _rows_of(body, key, user)
     return out
 
 
@@ -230,15 +235,13 @@ def test_the_local_default_has_no_object_areas(tmp_path: Path) -> None:
 
 
 def _version_ids(client: Any, bucket: str) -> set[tuple[str, str]]:
-    return {(v["Key"], v["VersionId"]) for page in client.get_paginator("list_object_versions").paginate(
-        Bucket=bucket) for v in page.get("Versions", [])}
+    return {(v["Key"], v["VersionId"]) for v in _versions(client, bucket)}
 
 
 def _latest_ids(client: Any, bucket: str) -> dict[str, str]:
     """``{key: its latest version id}`` of every data object."""
-    return {v["Key"]: v["VersionId"] for page in client.get_paginator("list_object_versions").paginate(
-        Bucket=bucket) for v in page.get("Versions", []) if v["IsLatest"] and v["Key"].endswith(
-        (".parquet", ".csv"))}
+    return {v["Key"]: v["VersionId"] for v in _versions(client, bucket)
+            if v["IsLatest"] and v["Key"].endswith((".parquet", ".csv"))}
 
 
 @pytest.mark.dynamodb
