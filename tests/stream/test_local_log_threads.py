@@ -51,8 +51,11 @@ def test_a_thread_that_ends_closes_its_log_connection_and_close_still_closes_the
             gc.collect()
             after_round.append(_open_on(path))
         # 100 producer threads came and went: before the fix each round added 40 descriptors (file + -wal of
-        # 20 connections nobody could use again); now the first round's, parked by SQLite, are reused
-        assert after_round[-1] <= after_round[0] + 4, (baseline, after_round)
+        # 20 connections nobody could use again); now the count levels off. Under load the first rounds can
+        # still settle upwards (CI, session 26: 11, 17, 19, 19, 19), so: the last three rounds add nothing
+        # beyond a few, and the whole run less than one round of the old leak.
+        assert after_round[-1] <= after_round[2] + 4, (baseline, after_round)
+        assert after_round[-1] < after_round[0] + 40, (baseline, after_round)
         assert log.end_offsets("t") == {0: 100}
 
         # a live thread keeps its connection across calls, and close() still closes it from another thread
