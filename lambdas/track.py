@@ -20,7 +20,8 @@ from lambdas.coldstart import ColdStart
 from lambdas.edge import Edge
 from notify_core.clock import SYSTEM_CLOCK, Clock
 from notify_core.delivery.tracking import PIXEL_GIF, TRACKING_PURPOSE, track
-from notify_core.security.keyring import KeyRing, load_keyring
+from notify_core.security.keyring import KeyRing, Ring
+from notify_core.security.vault import build_vault
 from notify_core.store.port import Store
 from notify_core.stream.port import Stream
 
@@ -29,7 +30,7 @@ from notify_core.stream.port import Stream
 class _Deps:
     store: Store
     stream: Stream
-    keys: KeyRing
+    keys: Ring
     fallback_url: str | None  # where a click goes when its campaign has no URL
     clock: Clock
 
@@ -38,8 +39,9 @@ def _build() -> _Deps:
     from notify_core.stream import open_stream
 
     rt = runtime.get()
-    keys = load_keyring(rt.settings.secrets_dir, TRACKING_PURPOSE, clock=rt.clock)
-    return _Deps(rt.store(), open_stream(rt.settings), keys, rt.settings.public_base_url, rt.clock)
+    store = rt.store()
+    keys = build_vault(rt.settings, store=store).live_ring(TRACKING_PURPOSE, clock=rt.clock)
+    return _Deps(store, open_stream(rt.settings), keys, rt.settings.public_base_url, rt.clock)
 
 
 _deps = ColdStart(_build)

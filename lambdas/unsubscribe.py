@@ -28,7 +28,8 @@ from notify_core.clock import SYSTEM_CLOCK, Clock, today, utcnow
 from notify_core.delivery.tracking import TRACKING_PURPOSE, lookup, verify_token
 from notify_core.preferences import opt_out_from_link
 from notify_core.security import audit
-from notify_core.security.keyring import KeyRing, load_keyring
+from notify_core.security.keyring import KeyRing, Ring
+from notify_core.security.vault import build_vault
 from notify_core.store import tables
 from notify_core.store.port import Store
 
@@ -41,13 +42,14 @@ _HEADERS = {"cache-control": "no-store", "content-security-policy": "default-src
 @dataclass(frozen=True, slots=True)
 class _Deps:
     store: Store
-    keys: KeyRing
+    keys: Ring
     clock: Clock
 
 
 def _build() -> _Deps:
     rt = runtime.get()
-    return _Deps(rt.store(), load_keyring(rt.settings.secrets_dir, TRACKING_PURPOSE, clock=rt.clock), rt.clock)
+    store = rt.store()
+    return _Deps(store, build_vault(rt.settings, store=store).live_ring(TRACKING_PURPOSE, clock=rt.clock), rt.clock)
 
 
 _deps = ColdStart(_build)

@@ -76,6 +76,9 @@ def _aws_environment() -> dict[str, Any]:
         "NOTIFY_KAFKA_BOOTSTRAP": {"Ref": "KafkaBootstrap"},
         "NOTIFY_DELIVERY_CHANNEL": "sns",
         "NOTIFY_SNS_TOPIC_ARN": {"Ref": "NotificationsTopic"},
+        # the master key every function shares: it wraps the data keys and signing rings in the Store
+        # (notify_core/security/vault.py); a key per instance would seal what no other instance opens
+        "NOTIFY_KMS_KEY_ID": {"Ref": "DataKey"},
         "NOTIFY_PUBLIC_BASE_URL": {"Fn::If": ["HasPublicBaseUrl", {"Ref": "PublicBaseUrl"}, {
             "Fn::Sub": "https://${HttpApi}.execute-api.${AWS::Region}.amazonaws.com"}]},
     }
@@ -101,8 +104,9 @@ def _data_statements(*, table_ids: list[str], actions: tuple[str, ...], s3_read:
                        {"Effect": "Allow", "Action": object_actions, "Resource": {"Fn::Sub": "${DataBucket.Arn}/*"}}]
     if sns:
         statements.append({"Effect": "Allow", "Action": "sns:Publish", "Resource": {"Ref": "NotificationsTopic"}})
-    if table_ids or s3_read or s3_write or sns:  # every store is encrypted with the data key
-        statements.append({"Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+    if table_ids or s3_read or s3_write or sns:  # every store is encrypted with the data key, which also
+        # wraps the key documents (Encrypt: minting or rotating a data key or signing ring)
+        statements.append({"Effect": "Allow", "Action": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"],
                            "Resource": {"Fn::GetAtt": ["DataKey", "Arn"]}})
     return statements
 
@@ -352,6 +356,8 @@ def cloudformation() -> dict[str, Any]:
         "Resources": resources,
         "Outputs": {"ApiUrl": {"Value": {"Fn::Sub": "https://${HttpApi}.execute-api.${AWS::Region}.amazonaws.com"}},
                     "DataBucket": {"Value": {"Ref": "DataBucket"}},
+                    # NOTIFY_KMS_KEY_ID of the notify-settings ConfigMap (the pods share the functions' keys)
+                    "DataKeyArn": {"Value": {"Fn::GetAtt": ["DataKey", "Arn"]}},
                     **{f"{_camel(role)}PodRoleArn": {"Value": {"Fn::GetAtt": [f"{_camel(role)}PodRole", "Arn"]}}
                        for role in SERVICE_ACCOUNTS}},
     }

@@ -167,22 +167,20 @@ def rotate_secrets(
     new_data_keys: Annotated[bool, typer.Option(help="Also start new data keys for new writes.")] = False,
 ) -> None:
     """Rotate keys: a new master version re-wraps every data key; tracking/webhook get a new active key."""
-    from notify_core.security.crypto import build_sealer
-    from notify_core.security.keyring import rotate_keyring
+    from notify_core.security.vault import build_vault
 
     if purpose not in ("all", "master", "tracking", "webhook"):
         raise typer.BadParameter("purpose is all, master, tracking or webhook")
     settings = _settings(data_dir)
+    vault = build_vault(settings)
     out: dict[str, Any] = {}
     if purpose in ("all", "master"):
-        report = build_sealer(settings.secrets_dir, kms_key_id=settings.kms_key_id,
-                              region=settings.aws_region).rotate(new_data_keys=new_data_keys)
+        report = vault.sealer().rotate(new_data_keys=new_data_keys)
         out["master"] = {"version": report.master_version, "rewrapped_data_keys": report.rewrapped,
                          "new_data_keys": report.new_data_keys, "retired": report.retired_master_versions}
     for name in ("tracking", "webhook"):
         if purpose in ("all", name):
-            ring = rotate_keyring(settings.secrets_dir, name, clock=SYSTEM_CLOCK,
-                                  overlap=timedelta(days=overlap_days))
+            ring = vault.rotate_ring(name, clock=SYSTEM_CLOCK, overlap=timedelta(days=overlap_days))
             out[name] = {"active": ring.active_kid, "verifying": [k.kid for k in ring.keys]}
     store = _store(settings)
     try:  # the summary holds key ids and counts, never a secret
@@ -196,13 +194,13 @@ def rotate_secrets(
 @secrets_app.command("list")
 def list_secrets(data_dir: DataDir = None) -> None:
     """Key ids and expiries (never the secrets)."""
-    from notify_core.security.keyring import load_keyring
+    from notify_core.security.vault import build_vault
 
-    settings = _settings(data_dir)
+    vault = build_vault(_settings(data_dir))
     now = utcnow(SYSTEM_CLOCK)
     out = {}
     for name in ("tracking", "webhook"):
-        ring = load_keyring(settings.secrets_dir, name, clock=SYSTEM_CLOCK)
+        ring = vault.ring(name, clock=SYSTEM_CLOCK)
         out[name] = [{"kid": k.kid, "active": k.kid == ring.active_kid, "expires_at": k.expires_at,
                       "valid": k.valid_at(now)} for k in ring.keys]
     typer.echo(json.dumps(out))
@@ -211,10 +209,10 @@ def list_secrets(data_dir: DataDir = None) -> None:
 @secrets_app.command("show-webhook")
 def show_webhook(data_dir: DataDir = None) -> None:
     """Print the webhook keys a receiver verifies with (kid -> hex secret). Handle the output as a secret."""
-    from notify_core.security.keyring import load_keyring
+    from notify_core.security.vault import build_vault
 
     settings = _settings(data_dir)
-    ring = load_keyring(settings.secrets_dir, "webhook", clock=SYSTEM_CLOCK)
+    ring = build_vault(settings).ring("webhook", clock=SYSTEM_CLOCK)
     keys = ring.signing_keys(now=utcnow(SYSTEM_CLOCK))
     store = _store(settings)
     try:  # a secret leaves the data dir: who took it is on record (the key ids, never the secrets)

@@ -94,6 +94,9 @@ class NotifySettings(BaseSettings):
     # `notify serve`, TLS/SASL for Kafka
     encrypt_personal_fields: bool = True
     kms_key_id: str | None = None
+    # a master key file every instance mounts (a Kubernetes secret), for aws without KMS; locally the
+    # default is <data_dir>/secrets/master.keys.json (notify_core/security/vault.py)
+    master_key_file: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = None

@@ -357,9 +357,9 @@ def build_channel(settings: NotifySettings, *, clock: Clock) -> Channel:
         return SnsChannel(settings.sns_topic_arn, region=settings.aws_region, endpoint_url=settings.sns_endpoint_url)
     sealer = None
     if settings.encrypt_personal_fields:
-        from notify_core.security.crypto import build_sealer
+        from notify_core.security.vault import build_vault
 
-        sealer = build_sealer(settings.secrets_dir, kms_key_id=settings.kms_key_id, region=settings.aws_region)
+        sealer = build_vault(settings).sealer()
     return OutboxChannel(settings.outbox, clock=clock, sealer=sealer)
 
 
@@ -367,17 +367,18 @@ WEBHOOK_PURPOSE = "webhook"
 
 
 def webhook_keys(settings: NotifySettings, *, clock: Clock) -> SigningKeys:
-    """The webhook signing keys: the ``webhook`` ring under the data directory (active key first, then
-    keys in their rotation overlap), plus ``NOTIFY_WEBHOOK_SECRET`` as key id ``default`` for receivers
+    """The webhook signing keys: the deployment's ``webhook`` ring
+    (:func:`~notify_core.security.vault.build_vault`; active key first, then keys in their rotation overlap,
+    following rotations made anywhere), plus ``NOTIFY_WEBHOOK_SECRET`` as key id ``default`` for receivers
     configured before rotation existed."""
     from notify_core.clock import utcnow
-    from notify_core.security.keyring import KeyRingFile
+    from notify_core.security.vault import build_vault
 
-    ring = KeyRingFile(settings.secrets_dir, WEBHOOK_PURPOSE, clock=clock)
+    ring = build_vault(settings).live_ring(WEBHOOK_PURPOSE, clock=clock)
     legacy: list[tuple[str, bytes | str]] = [("default", settings.webhook_secret)] if settings.webhook_secret else []
 
     def keys() -> list[tuple[str, bytes | str]]:
-        current = ring.current().signing_keys(now=utcnow(clock))
+        current = ring.signing_keys(now=utcnow(clock))
         return [(k.kid, k.secret) for k in current] + legacy
 
     return keys

@@ -35,7 +35,7 @@ from notify_core.clock import Clock, utcnow
 from notify_core.delivery.feedback import add_campaign_counts
 from notify_core.errors import ConditionFailedError, InvalidTokenError, NotFoundError, ValidationError
 from notify_core.events.capture import capture_events
-from notify_core.security.keyring import KeyRing
+from notify_core.security.keyring import Ring
 from notify_core.store import tables
 from notify_core.store.port import Condition, Store
 from notify_core.stream.port import Stream
@@ -64,13 +64,13 @@ def _mac(secret: bytes, kind: Kind, notification_id: str) -> str:
     return base64.urlsafe_b64encode(mac.digest()[:_MAC_BYTES]).rstrip(b"=").decode()
 
 
-def sign_token(keys: KeyRing, notification_id: str, *, kind: Kind) -> str:
+def sign_token(keys: Ring, notification_id: str, *, kind: Kind) -> str:
     """``<notification_id>.<kid>.<mac>`` under the ring's active key."""
     key = keys.active
     return f"{notification_id}.{key.kid}.{_mac(key.secret, kind, notification_id)}"
 
 
-def verify_token(keys: KeyRing, token: str, *, kind: Kind, now: datetime) -> str:
+def verify_token(keys: Ring, token: str, *, kind: Kind, now: datetime) -> str:
     """The notification id a token was signed for; :class:`InvalidTokenError` when it does not verify."""
     if not token or len(token) > _MAX_ID + 64 or not token.isascii():
         raise InvalidTokenError("invalid tracking link")
@@ -91,7 +91,7 @@ class TrackingLinks:
     """Builds a message's signed links: ``<public_base_url>/t/<token>`` and ``/o/<token>``."""
 
     public_base_url: str
-    keys: KeyRing
+    keys: Ring
 
     def click(self, notification_id: str) -> str:
         return f"{self.public_base_url.rstrip('/')}/t/{sign_token(self.keys, notification_id, kind='click')}"
@@ -159,7 +159,7 @@ def _claim_first(store: Store, ref: NotificationRef, kind: Literal["open", "clic
 
 
 def track(
-    store: Store, stream: Stream, *, token: str, kind: Literal["open", "click"], keys: KeyRing, clock: Clock,
+    store: Store, stream: Stream, *, token: str, kind: Literal["open", "click"], keys: Ring, clock: Clock,
 ) -> TrackResult:
     """Verify a link's token and record one open or click at the clock's time (see the module docstring)."""
     when = utcnow(clock)

@@ -77,7 +77,7 @@ from notify_core.lifecycle import CLAIMED
 from notify_core.observability import current_request_id
 from notify_core.preferences import suppression_reason
 from notify_core.scheduling.ids import DEFAULT_SHARDS
-from notify_core.security.keyring import KeyRing, ephemeral_keyring, load_keyring
+from notify_core.security.keyring import Ring, ephemeral_keyring
 from notify_core.store import tables
 from notify_core.store.port import Item, Store
 
@@ -106,7 +106,7 @@ class DeliveryWorker:
         self, store: Store, channel: Channel, *, public_base_url: str, clock: Clock,
         options: WorkerOptions | None = None,
         on_campaign_counts: Callable[[Store, Mapping[tuple[str, str], int]], None] | None = None,
-        tracking_keys: KeyRing | None = None,
+        tracking_keys: Ring | None = None,
     ) -> None:
         self.store = store
         self.channel = channel
@@ -407,7 +407,9 @@ def build_worker(
 
     opts = options or WorkerOptions(concurrency=settings.delivery_concurrency, lease_s=settings.delivery_lease_s,
                                     async_senders=settings.delivery_async_senders)
-    keys = load_keyring(settings.secrets_dir, TRACKING_PURPOSE, clock=clock)
+    from notify_core.security.vault import build_vault
+
+    keys = build_vault(settings, store=store).live_ring(TRACKING_PURPOSE, clock=clock)
     return DeliveryWorker(store, channel or build_channel(settings, clock=clock),
                           public_base_url=settings.public_base_url, clock=clock, options=opts, tracking_keys=keys)
 

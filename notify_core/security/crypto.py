@@ -4,10 +4,12 @@ Envelope encryption, the scheme KMS is built for:
 
 * a **master key** never touches data. Locally it is a 0600 file (``<data_dir>/secrets/master.keys.json``,
   created on first use, several versions so rotation can re-wrap); in aws it is a KMS key
-  (:class:`KmsMasterKey`, boto3 imported only when built);
+  (:class:`KmsMasterKey`, boto3 imported only when built), or a file every instance mounts;
 * a **data key** (256 random bits) per purpose (``store.users``, ``outbox``...) encrypts field values; it
-  is stored only *wrapped* by the master key (``<data_dir>/secrets/data.keys.json``), with the purpose as
-  associated data / KMS encryption context, so a key wrapped for one purpose does not open another's;
+  is stored only *wrapped* by the master key, in the ``data.keys`` key document (a 0600 file under
+  ``<data_dir>/secrets`` on one box, an item of the Store in aws, so every instance opens what another
+  sealed: :mod:`.key_documents`), with the purpose as associated data / KMS encryption context, so a key
+  wrapped for one purpose does not open another's;
 * a **sealed value** is the text ``enc:v1:<data key id>:<base64(nonce | ciphertext | tag)>``; the
   associated data is ``<purpose>|<field>``, so a value moved to another field or table fails to open.
 
@@ -37,12 +39,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from notify_core.errors import ConfigurationError, NotifyError
 from notify_core.security.files import write_private
+from notify_core.security.key_documents import DATA_KEYS, FileKeyDocuments, KeyDocuments
 
 SEALED_PREFIX = "enc:v1:"
 KEY_BYTES = 32
 NONCE_BYTES = 12
 MASTER_FILE = "master.keys.json"
-DATA_KEYS_FILE = "data.keys.json"
 
 # Which fields are personal, per table / purpose: the one list sealing and erasure both read.
 PERSONAL_FIELDS: Mapping[str, tuple[str, ...]] = {
@@ -80,12 +82,11 @@ def _b64(data: bytes) -> str:
 class LocalMasterKey:
     """Master key versions in a 0600 JSON file; AES-256-GCM key wrap with the purpose as associated data."""
 
-    def __init__(self, secrets_dir: Path) -> None:
-        self.path = Path(secrets_dir) / MASTER_FILE
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
         self._lock = threading.Lock()
         if not self.path.exists():
-            version = secrets.token_hex(4)
-            self._save({"active": version, "keys": {version: _b64(secrets.token_bytes(KEY_BYTES))}})
+            self._create()
         if os.stat(self.path).st_mode & 0o077:
             raise ConfigurationError(f"master key file {self.path} is readable by others: chmod 600 it")
 
@@ -98,6 +99,20 @@ class LocalMasterKey:
 
     def _save(self, doc: Mapping[str, Any]) -> None:
         write_private(self.path, json.dumps(doc, indent=1).encode())
+
+    def _create(self) -> None:
+        """The first master version, linked into place only if no other process or thread made one first:
+        two starting at once on a fresh folder must not each keep (and wrap with) a master the other lost."""
+        version = secrets.token_hex(4)
+        doc = {"active": version, "keys": {version: _b64(secrets.token_bytes(KEY_BYTES))}}
+        tmp = write_private(self.path.with_name(f".{self.path.name}.{secrets.token_hex(6)}.new"),
+                            json.dumps(doc, indent=1).encode())
+        try:
+            os.link(tmp, self.path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
 
     @property
     def active_version(self) -> str:
@@ -189,24 +204,18 @@ class FieldSealer:
     Thread-safe; unwrapped data keys are cached in memory for the process's life (one unwrap per key,
     which is what keeps the cost per value to one AES-GCM call)."""
 
-    def __init__(self, secrets_dir: Path, master: MasterKey) -> None:
-        self.path = Path(secrets_dir) / DATA_KEYS_FILE
+    def __init__(self, documents: KeyDocuments, master: MasterKey) -> None:
+        self.documents = documents
         self.master = master
         self._lock = threading.Lock()
         self._aead: dict[str, AESGCM] = {}
         self._active: dict[str, str] = {}
 
     # data keys ------------------------------------------------------------------------------------
-    def _load(self) -> dict[str, Any]:
-        if not self.path.exists():
-            return {"purposes": {}}
-        if os.stat(self.path).st_mode & 0o077:
-            raise ConfigurationError(f"data key file {self.path} is readable by others: chmod 600 it")
-        doc: dict[str, Any] = json.loads(self.path.read_bytes())
-        return doc
-
-    def _save(self, doc: Mapping[str, Any]) -> None:
-        write_private(self.path, json.dumps(doc, indent=1).encode())
+    def _load(self) -> tuple[dict[str, Any], str | None]:
+        """The wrapped data keys and the tag a compare-and-set names (None: no key minted yet)."""
+        found = self.documents.read(DATA_KEYS)
+        return ({"purposes": {}}, None) if found is None else (found.body, found.tag)
 
     def _new_data_key(self, doc: dict[str, Any], purpose: str) -> str:
         kid = f"{purpose}.{secrets.token_hex(4)}"
@@ -221,7 +230,7 @@ class FieldSealer:
             return aead
         with self._lock:
             purpose = kid.rsplit(".", 1)[0]
-            entry = self._load()["purposes"].get(purpose, {})
+            entry = self._load()[0]["purposes"].get(purpose, {})
             wrapped = entry.get("keys", {}).get(kid)
             if wrapped is None:
                 raise DecryptionError(f"unknown data key {kid!r}")
@@ -233,13 +242,15 @@ class FieldSealer:
         if kid is not None:
             return kid
         with self._lock:
-            doc = self._load()
-            entry = doc["purposes"].get(purpose)
-            if entry is None:
+            while True:  # another instance minting this purpose's first key at once: use the winner's
+                doc, tag = self._load()
+                entry = doc["purposes"].get(purpose)
+                if entry is not None:
+                    kid = str(entry["active"])
+                    break
                 kid = self._new_data_key(doc, purpose)
-                self._save(doc)
-            else:
-                kid = str(entry["active"])
+                if self.documents.save(DATA_KEYS, doc, replaces=tag):
+                    break
             self._active[purpose] = kid
             return kid
 
@@ -285,15 +296,17 @@ class FieldSealer:
         """New master version, every data key re-wrapped under it, unused master versions retired."""
         with self._lock:
             version = self.master.rotate()
-            doc = self._load()
-            rewrapped = 0
-            for purpose, entry in doc["purposes"].items():
-                for kid, wrapped in list(entry["keys"].items()):
-                    plain = self.master.unwrap(wrapped, context=purpose)
-                    entry["keys"][kid] = self.master.wrap(plain, context=purpose)
-                    rewrapped += 1
-            created = [self._new_data_key(doc, p) for p in list(doc["purposes"])] if new_data_keys else []
-            self._save(doc)
+            while True:  # a data key minted meanwhile by another instance: re-wrap that one too
+                doc, tag = self._load()
+                rewrapped = 0
+                for purpose, entry in doc["purposes"].items():
+                    for kid, wrapped in list(entry["keys"].items()):
+                        plain = self.master.unwrap(wrapped, context=purpose)
+                        entry["keys"][kid] = self.master.wrap(plain, context=purpose)
+                        rewrapped += 1
+                created = [self._new_data_key(doc, p) for p in list(doc["purposes"])] if new_data_keys else []
+                if self.documents.save(DATA_KEYS, doc, replaces=tag):
+                    break
             self._active.clear()
             in_use = {w["master"] for e in doc["purposes"].values() for w in e["keys"].values()}
             retired = self.master.retire_unused(in_use)
@@ -302,7 +315,9 @@ class FieldSealer:
 
 def build_sealer(secrets_dir: Path, *, kms_key_id: str | None = None, region: str = "eu-west-1",
                  kms_client: Any = None) -> FieldSealer:
-    """The sealer for a data directory: KMS when a key id is given (aws), the local master key file otherwise."""
+    """A sealer whose keys are files under ``secrets_dir``: KMS as the master when a key id is given, the
+    local master key file beside them otherwise. A deployment builds its sealer from its settings instead
+    (:func:`notify_core.security.vault.build_vault`), which puts the keys where every instance reads them."""
     master: MasterKey = (KmsMasterKey(kms_key_id, region=region, client=kms_client) if kms_key_id
-                         else LocalMasterKey(secrets_dir))
-    return FieldSealer(secrets_dir, master)
+                         else LocalMasterKey(Path(secrets_dir) / MASTER_FILE))
+    return FieldSealer(FileKeyDocuments(secrets_dir), master)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from pathlib import Path
 
 PRIVATE_UMASK = 0o077
@@ -41,7 +42,7 @@ def write_private(path: Path | str, data: bytes) -> Path:
     """Write ``data`` atomically to a 0600 file (temp file in the same folder, fsync, rename)."""
     p = Path(path)
     private_dir(p.parent)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # two threads never share one
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     try:
         os.write(fd, data)

@@ -1,30 +1,36 @@
-"""Rotating HMAC keys with key ids, kept in a 0600 secret file under the data directory.
+"""Rotating HMAC keys with key ids, one key document per purpose.
 
-One file per purpose (``<data_dir>/secrets/<purpose>.keys.json``): tracking-link tokens and webhook
-signatures each have their own, so leaking one never forges the other. A file holds one *active* key
+One document per purpose (``<purpose>.keys``: a 0600 file ``<data_dir>/secrets/<purpose>.keys.json`` on one
+box; in aws an item of the Store, every secret wrapped by the master key, so the delivery worker and the
+tracking function hold the same keys: :mod:`.key_documents`): tracking-link tokens and webhook
+signatures each have their own, so leaking one never forges the other. A document holds one *active* key
 (new tokens and signatures use it) and the keys it replaced, each with ``expires_at``: during that
 overlap they still verify, so links already in inboxes and receivers not yet updated keep working.
 Rotation adds a fresh 256-bit key, makes it active, stamps the old active key's expiry (``now +
 overlap``) and drops keys whose expiry has passed. A key id is a short random label, never derived
 from the secret.
 
-The file is created on first use (so the local default is secure with zero set-up) and rewritten
-atomically (temp file + rename), so a crash mid-rotation leaves either the old or the new ring.
+The document is created on first use (so the local default is secure with zero set-up) and replaced
+whole by a compare-and-set, so a crash mid-rotation leaves either the old or the new ring, and two
+instances minting or rotating at once agree on one.
 """
 
 from __future__ import annotations
 
 import base64
-import json
-import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from notify_core.clock import Clock, utcnow
 from notify_core.errors import ConfigurationError
-from notify_core.security.files import write_private
+from notify_core.security.key_documents import FileKeyDocuments, KeyDocuments, ring_document
+
+if TYPE_CHECKING:
+    from notify_core.security.crypto import MasterKey
 
 KEY_BYTES = 32
 DEFAULT_OVERLAP = timedelta(days=30)
@@ -74,63 +80,95 @@ def _new_key(now: datetime) -> SigningKey:
                       created_at=now.isoformat(timespec="seconds"))
 
 
-def _encode(ring: KeyRing) -> bytes:
-    return json.dumps({"purpose": ring.purpose, "active": ring.active_kid, "keys": [
-        {"kid": k.kid, "secret": base64.b64encode(k.secret).decode(), "created_at": k.created_at,
-         "expires_at": k.expires_at} for k in ring.keys]}, indent=1).encode()
+RING_CONTEXT = "ring.{purpose}"  # the master key's context for a ring's secrets: they open for no other use
 
 
-def _decode(raw: bytes, path: Path) -> KeyRing:
+class Ring(Protocol):
+    """What signs and verifies: a :class:`KeyRing` held still, or a :class:`LiveRing` that follows rotations."""
+
+    @property
+    def active(self) -> SigningKey: ...
+
+    def verifying(self, kid: str, *, now: datetime) -> SigningKey | None: ...
+
+    def signing_keys(self, *, now: datetime) -> list[SigningKey]: ...
+
+
+def _encode(ring: KeyRing, master: MasterKey | None) -> dict[str, Any]:
+    """The ring as a key document; with ``master``, each secret is stored wrapped by it (a shared Store)."""
+    context = RING_CONTEXT.format(purpose=ring.purpose)
+
+    def secret(key: SigningKey) -> dict[str, Any]:
+        if master is None:
+            return {"secret": base64.b64encode(key.secret).decode()}
+        return {"wrapped": master.wrap(key.secret, context=context)}
+
+    return {"purpose": ring.purpose, "active": ring.active_kid, "keys": [
+        {"kid": k.kid, **secret(k), "created_at": k.created_at, "expires_at": k.expires_at} for k in ring.keys]}
+
+
+def _decode(doc: Mapping[str, Any], name: str, master: MasterKey | None) -> KeyRing:
+    def secret(entry: Mapping[str, Any]) -> bytes:
+        if "wrapped" in entry:
+            if master is None:
+                raise ConfigurationError(f"key document {name} holds wrapped keys: it needs the master key")
+            return master.unwrap(entry["wrapped"], context=RING_CONTEXT.format(purpose=doc["purpose"]))
+        return base64.b64decode(entry["secret"])
+
     try:
-        doc = json.loads(raw)
-        keys = tuple(SigningKey(kid=str(k["kid"]), secret=base64.b64decode(k["secret"]),
-                                created_at=str(k.get("created_at") or ""), expires_at=k.get("expires_at"))
+        keys = tuple(SigningKey(kid=str(k["kid"]), secret=secret(k), created_at=str(k.get("created_at") or ""),
+                                expires_at=k.get("expires_at"))
                      for k in doc["keys"])
         ring = KeyRing(purpose=str(doc["purpose"]), active_kid=str(doc["active"]), keys=keys)
         _ = ring.active
     except (ValueError, KeyError, TypeError, StopIteration) as exc:
-        raise ConfigurationError(f"unreadable key file {path}: {type(exc).__name__}") from None
+        raise ConfigurationError(f"unreadable key document {name}: {type(exc).__name__}") from None
     return ring
 
 
-def keyring_path(secrets_dir: Path, purpose: str) -> Path:
-    return Path(secrets_dir) / f"{purpose}.keys.json"
+def _read(documents: KeyDocuments, purpose: str, *, clock: Clock,
+          master: MasterKey | None) -> tuple[KeyRing, str]:
+    """The ring of ``purpose`` and its tag, minted (one fresh active key) when it does not exist yet. Two
+    instances minting at once: one document wins and both return it."""
+    name = ring_document(purpose)
+    while True:
+        found = documents.read(name)
+        if found is not None:
+            return _decode(found.body, name, master), found.tag
+        key = _new_key(utcnow(clock))
+        documents.save(name, _encode(KeyRing(purpose=purpose, active_kid=key.kid, keys=(key,)), master),
+                       replaces=None)
+
+
+def load_ring(documents: KeyDocuments, purpose: str, *, clock: Clock, master: MasterKey | None = None) -> KeyRing:
+    """The ring of ``purpose`` (created when it does not exist yet); ``master`` unwraps a shared ring."""
+    return _read(documents, purpose, clock=clock, master=master)[0]
+
+
+def rotate_ring(documents: KeyDocuments, purpose: str, *, clock: Clock, overlap: timedelta = DEFAULT_OVERLAP,
+                master: MasterKey | None = None) -> KeyRing:
+    """Add a new active key; the old active one verifies until ``now + overlap``; expired keys go."""
+    now = utcnow(clock)
+    until = (now + overlap).isoformat(timespec="seconds")
+    while True:  # a rotation elsewhere at the same moment: rotate what it wrote
+        ring, tag = _read(documents, purpose, clock=clock, master=master)
+        new = _new_key(now)
+        kept = tuple(
+            SigningKey(k.kid, k.secret, k.created_at, until if k.kid == ring.active_kid else k.expires_at)
+            for k in ring.keys if k.valid_at(now))
+        rotated = KeyRing(purpose=purpose, active_kid=new.kid, keys=(new, *kept))
+        if documents.save(ring_document(purpose), _encode(rotated, master), replaces=tag):
+            return rotated
 
 
 def load_keyring(secrets_dir: Path, purpose: str, *, clock: Clock) -> KeyRing:
-    """The ring of ``purpose``, created (one fresh active key, file 0600) when it does not exist yet."""
-    path = keyring_path(secrets_dir, purpose)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        key = _new_key(utcnow(clock))
-        ring = KeyRing(purpose=purpose, active_kid=key.kid, keys=(key,))
-        # O_EXCL-like: if another process created it first, use theirs.
-        tmp = write_private(path.with_name(path.name + f".new{os.getpid()}"), _encode(ring))
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink(missing_ok=True)
-        raw = path.read_bytes()
-    if os.stat(path).st_mode & 0o077:
-        raise ConfigurationError(f"key file {path} is readable by others: chmod 600 it")
-    return _decode(raw, path)
+    """:func:`load_ring` on the 0600 files of ``secrets_dir`` (one box)."""
+    return load_ring(FileKeyDocuments(secrets_dir), purpose, clock=clock)
 
 
 def rotate_keyring(secrets_dir: Path, purpose: str, *, clock: Clock, overlap: timedelta = DEFAULT_OVERLAP) -> KeyRing:
-    """Add a new active key; the old active one verifies until ``now + overlap``; expired keys go."""
-    now = utcnow(clock)
-    ring = load_keyring(secrets_dir, purpose, clock=clock)
-    new = _new_key(now)
-    until = (now + overlap).isoformat(timespec="seconds")
-    kept = tuple(
-        SigningKey(k.kid, k.secret, k.created_at, until if k.kid == ring.active_kid else k.expires_at)
-        for k in ring.keys if k.valid_at(now))
-    rotated = KeyRing(purpose=purpose, active_kid=new.kid, keys=(new, *kept))
-    write_private(keyring_path(secrets_dir, purpose), _encode(rotated))
-    return rotated
+    """:func:`rotate_ring` on the 0600 files of ``secrets_dir`` (one box)."""
+    return rotate_ring(FileKeyDocuments(secrets_dir), purpose, clock=clock, overlap=overlap)
 
 
 def ephemeral_keyring(purpose: str, *, now: datetime) -> KeyRing:
@@ -139,31 +177,37 @@ def ephemeral_keyring(purpose: str, *, now: datetime) -> KeyRing:
     return KeyRing(purpose=purpose, active_kid=key.kid, keys=(key,))
 
 
-class KeyRingFile:
-    """A ring re-read when its file changes (checked at most every ``check_s``), so a long-running
-    worker or gateway picks up ``notify secrets rotate`` without a restart."""
+class LiveRing:
+    """A ring re-read when its document changes (looked at most every ``check_s``), so a long-running
+    worker, gateway or warm Lambda follows ``notify secrets rotate`` run anywhere, without a restart.
+    A :class:`Ring` itself: each use asks :meth:`current`."""
 
-    def __init__(self, secrets_dir: Path, purpose: str, *, clock: Clock, check_s: float = 5.0) -> None:
-        self._dir = Path(secrets_dir)
+    def __init__(self, documents: KeyDocuments, purpose: str, *, clock: Clock, master: MasterKey | None = None,
+                 check_s: float = 5.0) -> None:
+        self._documents = documents
         self._purpose = purpose
         self._clock = clock
+        self._master = master
         self._check_s = check_s
-        self._ring = load_keyring(self._dir, purpose, clock=clock)
-        self._stamp = self._mtime()
+        self._ring, self._tag = _read(documents, purpose, clock=clock, master=master)
         self._checked = clock.now()
-
-    def _mtime(self) -> int:
-        try:
-            return os.stat(keyring_path(self._dir, self._purpose)).st_mtime_ns
-        except FileNotFoundError:
-            return 0
 
     def current(self) -> KeyRing:
         now = self._clock.now()
         if now - self._checked >= self._check_s:
             self._checked = now
-            stamp = self._mtime()
-            if stamp != self._stamp:
-                self._ring = load_keyring(self._dir, self._purpose, clock=self._clock)
-                self._stamp = stamp
+            found = self._documents.read(ring_document(self._purpose))
+            if found is not None and found.tag != self._tag:
+                self._ring = _decode(found.body, ring_document(self._purpose), self._master)
+                self._tag = found.tag
         return self._ring
+
+    @property
+    def active(self) -> SigningKey:
+        return self.current().active
+
+    def verifying(self, kid: str, *, now: datetime) -> SigningKey | None:
+        return self.current().verifying(kid, now=now)
+
+    def signing_keys(self, *, now: datetime) -> list[SigningKey]:
+        return self.current().signing_keys(now=now)

@@ -161,3 +161,10 @@ ALL_TABLES = (*ALL_TABLES, API_KEYS, AUDIT_LOG)
 ERASURES = "erasures"
 ERASURE_SK = "erasure"
 ALL_TABLES = (*ALL_TABLES, ERASURES)
+
+# Key documents (wrapped data keys, signing rings) shared by every instance in aws
+# (notify_core/store/key_documents.py). | key_documents | "<document name>" e.g. "data.keys" | "document" | get,
+# consistent | ``body`` (JSON; every secret in it wrapped by the master key), ``revision`` (compare-and-set).
+KEY_DOCUMENTS = "key_documents"
+KEY_DOCUMENT_SK = "document"
+ALL_TABLES = (*ALL_TABLES, KEY_DOCUMENTS)

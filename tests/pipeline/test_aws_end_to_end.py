@@ -52,7 +52,7 @@ def _sample(tmp_path: Path, rows: int | None) -> Path:
     return target
 
 
-def _aws_env(monkeypatch: pytest.MonkeyPatch, *, s3: object, dynamodb: str, kafka: str) -> str:
+def _aws_env(monkeypatch: pytest.MonkeyPatch, *, s3: object, dynamodb: str, kafka: str, master_key: Path) -> str:
     bucket = f"notify-{uuid.uuid4().hex[:10]}"
     s3.create_bucket(bucket)  # type: ignore[attr-defined]
     for name, value in {
@@ -62,6 +62,8 @@ def _aws_env(monkeypatch: pytest.MonkeyPatch, *, s3: object, dynamodb: str, kafk
         "NOTIFY_KAFKA_BOOTSTRAP": kafka, "NOTIFY_PUBLIC_BASE_URL": "https://notify.example.com",
         # no SNS server runs offline: the delivery stage writes the outbox; the SNS adapter has its own tests
         "NOTIFY_DELIVERY_CHANNEL": "outbox",
+        # one master key every process of the run shares (the template passes the stack's KMS key instead)
+        "NOTIFY_MASTER_KEY_FILE": str(master_key),
         "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1",
     }.items():
         monkeypatch.setenv(name, value)
@@ -145,7 +147,7 @@ def _compare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: int | None, 
     monkeypatch.setenv("NOTIFY_CLOCK_START", NOW.isoformat())
     monkeypatch.setenv("NOTIFY_CLOCK_FROZEN", "true")
     now = NOW + timedelta(minutes=1)
-    bucket = _aws_env(monkeypatch, s3=s3, dynamodb=dynamodb, kafka=kafka)
+    bucket = _aws_env(monkeypatch, s3=s3, dynamodb=dynamodb, kafka=kafka, master_key=tmp_path / "master.keys.json")
     aws = run_main(tmp_path / "aws")
     users = _some_users(aws)
     aws.recommendations = _recommend(aws.settings, users, now)
@@ -156,7 +158,8 @@ def _compare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: int | None, 
     assert {f"notify/landing/{d}/" for d in ("users", "products", "campaigns", "purchases")} <= \
         {k.rsplit("/", 1)[0] + "/" for k in keys}  # landing files under the prefix, not only on local disk
     assert any(k.startswith("notify/artefacts/campaign_index/") for k in keys)
-    for name in ("NOTIFY_ENV", "NOTIFY_S3_BUCKET", "NOTIFY_DYNAMODB_ENDPOINT_URL", "NOTIFY_KAFKA_BOOTSTRAP"):
+    for name in ("NOTIFY_ENV", "NOTIFY_S3_BUCKET", "NOTIFY_DYNAMODB_ENDPOINT_URL", "NOTIFY_KAFKA_BOOTSTRAP",
+                 "NOTIFY_MASTER_KEY_FILE"):
         monkeypatch.delenv(name)
     embedded = run_main(tmp_path / "embedded", users=users, now=now)
     return aws, embedded
@@ -167,6 +170,9 @@ def _assert_same(aws: RunResult, embedded: RunResult) -> None:
     delivery pass see the same minutes: every table holds the same number of rows, the same notifications
     were sent, and the recommender answers the same."""
     assert "published campaign index" in aws.output  # no daemon: `notify run` published it in aws
+    # the one designed difference: in aws the key documents are Store items; embedded, 0600 files
+    keys = {"aws": aws.items.pop(tables.KEY_DOCUMENTS), "embedded": embedded.items.pop(tables.KEY_DOCUMENTS)}
+    assert keys == {"aws": len(list(embedded.settings.secrets_dir.glob("*.keys.json"))) - 1, "embedded": 0}
     assert aws.items == embedded.items
     assert aws.items[tables.PURCHASES] > 0 and aws.items[tables.PLANS] > 0 and aws.items[tables.SENDS] > 0
     assert {u: _sent(aws.settings, u) for u in aws.recommendations} == \

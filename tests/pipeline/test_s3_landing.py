@@ -29,7 +29,8 @@ def aws_settings(s3_server, tmp_path, monkeypatch):
 
     def make(machine: str) -> NotifySettings:
         return NotifySettings(env="aws", data_dir=tmp_path / machine, s3_bucket=bucket, aws_region="us-east-1",
-                              s3_endpoint_url=s3_server.endpoint, delivery_channel="outbox")
+                              s3_endpoint_url=s3_server.endpoint, delivery_channel="outbox",
+                              master_key_file=tmp_path / "master.keys.json")
     return make
 
 
@@ -162,6 +163,7 @@ def test_notify_consume_in_aws_puts_order_files_under_the_prefix_for_ingestion(
     for name, value in {"NOTIFY_ENV": "aws", "NOTIFY_S3_BUCKET": pod.s3_bucket, "NOTIFY_AWS_REGION": "us-east-1",
                         "NOTIFY_S3_ENDPOINT_URL": pod.s3_endpoint_url, "NOTIFY_KAFKA_BOOTSTRAP": kafka_bootstrap,
                         "NOTIFY_DYNAMODB_ENDPOINT_URL": dynamodb_endpoint, "NOTIFY_DELIVERY_CHANNEL": "outbox",
+                        "NOTIFY_MASTER_KEY_FILE": str(pod.master_key_file),
                         "NOTIFY_TABLE_PREFIX": f"consume{uuid.uuid4().hex[:6]}_"}.items():
         monkeypatch.setenv(name, value)
     result = CliRunner().invoke(app, ["consume", "--data-dir", str(pod.data_dir), "--idle-exit", "5",

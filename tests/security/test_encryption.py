@@ -15,12 +15,13 @@ from moto import mock_aws
 from notify_core.clock import ManualClock
 from notify_core.delivery.channels import Message, OutboxChannel, read_outbox
 from notify_core.security.crypto import (
+    MASTER_FILE,
     SEALED_PREFIX,
     DecryptionError,
-    FieldSealer,
     LocalMasterKey,
     build_sealer,
 )
+from notify_core.security.key_documents import FileKeyDocuments
 from notify_core.store import tables
 from notify_core.store.sealed import SealedStore
 from notify_core.store.sqlite import SqliteStore
@@ -84,7 +85,7 @@ def test_rotation_rewraps_every_data_key_and_retires_the_old_master(tmp_path: Pa
     secrets_dir = tmp_path / "secrets"
     sealer = build_sealer(secrets_dir)
     old_values = {p: sealer.seal(EMAIL, purpose=p, field="email") for p in ("users", "outbox")}
-    old_master = LocalMasterKey(secrets_dir).active_version
+    old_master = LocalMasterKey(secrets_dir / MASTER_FILE).active_version
     report = build_sealer(secrets_dir).rotate(new_data_keys=True)
     assert report.rewrapped == 2 and report.retired_master_versions == [old_master] and len(report.new_data_keys) == 2
     master_doc = json.loads((secrets_dir / "master.keys.json").read_text())
@@ -100,11 +101,11 @@ def test_a_rotation_killed_before_it_saves_loses_nothing(tmp_path: Path, monkeyp
     secrets_dir = tmp_path / "secrets"
     value = build_sealer(secrets_dir).seal(EMAIL, purpose="users", field="email")
 
-    def crash(self: FieldSealer, doc: object) -> None:
+    def crash(self: FileKeyDocuments, name: str, body: object, *, replaces: str | None) -> bool:
         raise KeyboardInterrupt("killed mid-rotation")
 
     interrupted = build_sealer(secrets_dir)
-    monkeypatch.setattr(FieldSealer, "_save", crash)
+    monkeypatch.setattr(FileKeyDocuments, "save", crash)
     with pytest.raises(KeyboardInterrupt):
         interrupted.rotate()
     monkeypatch.undo()

@@ -76,7 +76,8 @@ def aws(s3_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request
                         "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(name, value)
     settings = load_settings(data_dir=tmp_path / "data", env="aws", s3_bucket=bucket, s3_prefix="notify",
-                             s3_endpoint_url=s3_server.endpoint, aws_region="us-east-1", delivery_channel="outbox")
+                             s3_endpoint_url=s3_server.endpoint, aws_region="us-east-1", delivery_channel="outbox",
+                             master_key_file=tmp_path / "master.keys.json")
     _write_everything(settings)
     if versioning == "later":  # the objects so far are "null" versions; the next merge makes them noncurrent
         client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
@@ -251,7 +252,8 @@ def test_notify_users_delete_in_aws_erases_the_objects(aws: Aws, dynamodb_endpoi
     env = {**os.environ, "NOTIFY_ENV": "aws", "NOTIFY_S3_BUCKET": bucket, "NOTIFY_S3_PREFIX": "notify",
            "NOTIFY_S3_ENDPOINT_URL": str(settings.s3_endpoint_url), "NOTIFY_AWS_REGION": "us-east-1",
            "NOTIFY_DYNAMODB_ENDPOINT_URL": dynamodb_endpoint, "NOTIFY_TABLE_PREFIX": f"er{uuid.uuid4().hex[:8]}_",
-           "NOTIFY_STREAM_BACKEND": "local", "NOTIFY_DELIVERY_CHANNEL": "outbox"}
+           "NOTIFY_STREAM_BACKEND": "local", "NOTIFY_DELIVERY_CHANNEL": "outbox",
+           "NOTIFY_MASTER_KEY_FILE": str(settings.data_dir.parent / "master.keys.json")}
     done = subprocess.run([sys.executable, "-m", "notify_cli.main", "users", "delete", ERASED, "--data-dir",
                            str(settings.data_dir)], env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]

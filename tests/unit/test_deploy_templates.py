@@ -130,7 +130,8 @@ def test_each_function_has_its_own_role_limited_to_the_tables_its_code_reaches()
     # the code really narrows: capture reaches only the API key check, recommendations never touch delivery
     # state
     capture = derive_access("lambdas.capture_events")
-    assert capture.tables == {tables.API_KEYS} and not capture.store_writes and capture.kafka
+    # (the key documents come with the Store it builds: wrapped keys, read only)
+    assert capture.tables == {tables.API_KEYS, tables.KEY_DOCUMENTS} and not capture.store_writes and capture.kafka
     assert not capture.s3_read
     assert tables.DELIVERIES not in derive_access("lambdas.get_recommended_campaigns").tables
     # DynamoDB's Scan is its own action: the erasure scans every table (its role lacked it, so on AWS the
@@ -189,6 +190,25 @@ def test_api_is_throttled_and_pods_use_irsa_roles() -> None:
     assert consumer["spec"]["template"]["spec"]["serviceAccountName"] == deploy_templates.SERVICE_ACCOUNTS["consumer"]
     env_from = consumer["spec"]["template"]["spec"]["containers"][0]["envFrom"]
     assert not any("secretRef" in e and "aws" in e["secretRef"]["name"] for e in env_from)
+
+
+def test_every_function_and_pod_shares_the_stacks_master_key() -> None:
+    """A key minted per Lambda instance seals what no other instance opens (tests/security/test_shared_keys.py):
+    every function gets the stack's KMS key and may wrap with it; the pods read its ARN from the outputs."""
+    template = deploy_templates.cloudformation()
+    resources = template["Resources"]
+    functions = {k: r for k, r in resources.items() if r["Type"] == "AWS::Lambda::Function"}
+    assert functions
+    roles = {k: r for k, r in resources.items() if r["Type"] == "AWS::IAM::Role"}
+    for name, function in functions.items():
+        assert function["Properties"]["Environment"]["Variables"]["NOTIFY_KMS_KEY_ID"] == {"Ref": "DataKey"}, name
+    for name, role in roles.items():
+        statements = [s for p in role["Properties"].get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
+        if any("dynamodb:GetItem" in s["Action"] for s in statements):  # every role that reads the Store
+            kms = [s for s in statements if "kms:Decrypt" in s["Action"]]
+            assert kms and all({"kms:Encrypt", "kms:Decrypt"} <= set(s["Action"]) for s in kms), name
+            assert all(s["Resource"] == {"Fn::GetAtt": ["DataKey", "Arn"]} for s in kms), name
+    assert template["Outputs"]["DataKeyArn"]["Value"] == {"Fn::GetAtt": ["DataKey", "Arn"]}
 
 
 def test_cloudformation_passes_sam_validate_lint() -> None:
