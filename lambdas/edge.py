@@ -93,7 +93,8 @@ class ErrorOut(BaseModel):
 
 
 _ERRORS = {400: "Bad request", 401: "No valid API key", 403: "The key lacks the scope",
-           404: "Not found", 413: "Body too large", 415: "Body not JSON", 429: "Over the key's rate (see Retry-After)"}
+           404: "Not found", 413: "Body too large", 415: "Body not JSON", 429: "Over the key's rate (see Retry-After)",
+           503: "A backing service failed; retry after Retry-After seconds"}
 
 _current: contextvars.ContextVar[RequestInfo] = contextvars.ContextVar("notify_request")
 

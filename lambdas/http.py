@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from lambdas.coldstart import ColdStart
-from notify_core.errors import NotifyError, PayloadTooLargeError, RateLimitedError, ValidationError
+from notify_core.errors import BackendError, NotifyError, PayloadTooLargeError, RateLimitedError, ValidationError
 from notify_core.observability import Invocations, request_context
 
 log = logging.getLogger("lambdas.edge")  # the edge's refusals and 500s: one logger, one shape
@@ -68,7 +68,7 @@ def error_payload(kind: str, message: str, rid: str) -> dict[str, Any]:
 
 
 def _error_headers(exc: Exception) -> dict[str, str]:
-    return {"retry-after": str(exc.retry_after_s)} if isinstance(exc, RateLimitedError) else {}
+    return {"retry-after": str(exc.retry_after_s)} if isinstance(exc, (RateLimitedError, BackendError)) else {}
 
 
 def error_reply(exc: Exception, *, rid: str) -> dict[str, Any]:

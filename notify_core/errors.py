@@ -51,6 +51,7 @@ class BackendError(NotifyError):
     """A backing service (SQLite, DynamoDB, Kafka, S3) failed in a way a retry may fix."""
 
     http_status = 503
+    retry_after_s = 5  # the ``Retry-After`` of its 503: a client backs off instead of retrying at once
 
 
 class CountsNotAddedError(BackendError):

@@ -32,6 +32,14 @@ ENVIRONMENT_ALLOWLIST: frozenset[str] = frozenset({
 })
 
 
+# How long a Kafka produce waits for the brokers' acknowledgement (``message.timeout.ms``) before it fails:
+# the capture route then answers 503 with Retry-After. With the adapter's report slack
+# (notify_core/stream/kafka.py REPORT_SLACK_S) it stays under the route functions' 30 s timeout and API
+# Gateway's 30 s, so a client gets that 503, not the gateway's timeout with the function killed
+# mid-request (at 30 s, a broker outage held each capture request ~35 s).
+KAFKA_DELIVERY_TIMEOUT_S = 10.0
+
+
 class NotifySettings(BaseSettings):
     """Typed settings, read from ``NOTIFY_*`` environment variables (or passed explicitly)."""
 
@@ -56,6 +64,7 @@ class NotifySettings(BaseSettings):
     # event stream: the embedded log by default (env=local), Kafka for env=aws or when chosen
     stream_backend: Literal["local", "kafka"] | None = None
     kafka_bootstrap: str | None = None
+    kafka_delivery_timeout_s: float = Field(default=KAFKA_DELIVERY_TIMEOUT_S, gt=0, le=20)
     stream_log_path: Path | None = None  # default <data_dir>/stream/log.sqlite
     stream_fsync: bool = False
 

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from notify_core.errors import BackendError
+from notify_core.settings import KAFKA_DELIVERY_TIMEOUT_S
 from notify_core.stream.port import Message, OnRevoke, Record, StartAt, next_positions
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,10 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     # retains by bytes (librdkafka's mock cluster: 5 MB a partition) keeps ~28 s of a 49k/s stream, not ~6 s.
     "compression.type": "lz4",
 }
+# How long past ``message.timeout.ms`` a produce still waits for librdkafka's own delivery reports (its
+# timer fires them late under load) before it gives up on them itself: the longest a produce can block is
+# ``delivery_timeout + REPORT_SLACK_S``.
+REPORT_SLACK_S = 5.0
 CONSUMER_DEFAULTS: dict[str, Any] = {
     "enable.auto.commit": False,
     "enable.auto.offset.store": False,
@@ -77,7 +82,7 @@ class KafkaStream:
         client_id: str = "notify",
         producer_config: Mapping[str, Any] | None = None,
         consumer_config: Mapping[str, Any] | None = None,
-        delivery_timeout: float = 30.0,
+        delivery_timeout: float = KAFKA_DELIVERY_TIMEOUT_S,
         security_config: Mapping[str, str] | None = None,
     ) -> None:
         from confluent_kafka import Producer
@@ -132,7 +137,7 @@ class KafkaStream:
                             raise BackendError("Kafka producer queue stayed full") from None
             while not delivery.done.is_set():
                 producer.poll(0.01)  # serves delivery reports (of any thread's messages)
-                if time.monotonic() > deadline + 5:
+                if time.monotonic() > deadline + REPORT_SLACK_S:
                     raise BackendError(f"Kafka delivery timed out ({delivery.pending} unacknowledged)")
         except BackendError:
             raise

@@ -29,7 +29,7 @@ path, total, rate = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 first = int(sys.argv[4]) if len(sys.argv) > 4 else 0  # event ids e<first>... (a second producer's go on)
 if path.startswith("kafka:"):  # a Kafka bootstrap address instead of a local log file
     from notify_core.stream.kafka import KafkaStream
-    log = KafkaStream(bootstrap_servers=path[len("kafka:"):])
+    log = KafkaStream(bootstrap_servers=path[len("kafka:"):], delivery_timeout=30.0)  # rides out a broker outage
 else:
     from notify_core.stream.local_log import LocalLog
     log = LocalLog(path)
