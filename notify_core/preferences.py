@@ -39,7 +39,7 @@ FIELDS = ("channels", "opted_out_categories", "quiet_start_hour", "quiet_end_hou
           "unsubscribed")
 
 # Why the worker did not send a claimed notification (the ``suppressed_reason`` of its schedule item).
-Reason = Literal["unsubscribed", "no_channels", "category_opted_out"]
+Reason = Literal["unsubscribed", "no_channels", "category_opted_out", "daily_cap"]
 
 
 class Preferences(BaseModel):
@@ -135,14 +135,21 @@ def put_preferences(store: Store, user_id: str, prefs: Preferences, *, now: date
     return Change(before=before, after=prefs)
 
 
-def suppression_reason(user: Mapping[str, Any] | None, campaign: Mapping[str, Any] | None) -> Reason | None:
+def suppression_reason(user: Mapping[str, Any] | None, campaign: Mapping[str, Any] | None, *,
+                       day_token: int | None = None) -> Reason | None:
     """Why a notification of ``campaign`` must not go to ``user`` now, or None to send it.
 
     Runs per send in the worker, on the profile as it is at that moment. A user without a profile, or
-    without preference attributes, is sent to (the planner already decided).
+    without preference attributes, is sent to (the planner already decided). ``day_token``: the number of
+    the day's send token the notification holds (0 for the day's first send, :mod:`notify_core.delivery.day_cap`):
+    at or over the user's own ``daily_cap`` it is not sent, however many plans raced or however late the
+    user lowered the cap.
     """
     if not user:
         return None
+    cap = user.get("daily_cap")
+    if day_token is not None and day_token >= 0 and isinstance(cap, int | float) and day_token >= cap:
+        return "daily_cap"
     if user.get("unsubscribed") is True:
         return "unsubscribed"
     channels = user.get("channels")

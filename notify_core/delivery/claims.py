@@ -7,6 +7,7 @@ outcomes live in the worker and in :mod:`notify_core.delivery.outcomes`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import secrets
 import threading
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from notify_core.clock import Clock
-from notify_core.delivery.day_cap import DAILY_CAP, DayCap
+from notify_core.delivery.day_cap import DAILY_CAP, UNCAPPED, DayCap
 from notify_core.delivery.outcomes import DELIVERIES, Outcomes, _log_fields, _send_ts, iso, log, minute_key
 from notify_core.delivery.summary import Kind, PassSummary, WorkerOptions
 from notify_core.errors import NotifyError
@@ -40,12 +41,14 @@ class _Work:
 
 @dataclass(frozen=True, slots=True)
 class _Claim:
-    """A due item this worker holds: the claimed schedule item, its claim token and attempt number."""
+    """A due item this worker holds: the claimed schedule item, its claim token and attempt number, and the
+    number of the day's send token it holds (:mod:`notify_core.delivery.day_cap`)."""
 
     work: _Work
     item: Item
     token: str
     attempt: int
+    day_token: int = UNCAPPED
 
 
 @dataclass(slots=True)
@@ -376,11 +379,11 @@ class Claims:
     def _within_day_cap(self, claimed: list[_Claim], now: float, summary: PassSummary) -> list[_Claim]:
         """The claims that hold one of their day's send tokens (:mod:`notify_core.delivery.day_cap`); the
         others are finished ``suppressed`` (reason ``daily_cap``), unsent."""
-        allowed = self._day_cap.take([c.item for c in claimed], now=now)
+        held = self._day_cap.take([c.item for c in claimed], now=now)
         keep: list[_Claim] = []
-        for c, ok in zip(claimed, allowed, strict=True):
-            if ok:
-                keep.append(c)
+        for c, day_token in zip(claimed, held, strict=True):
+            if day_token is not None:
+                keep.append(dataclasses.replace(c, day_token=day_token))
                 continue
             summary.count(*self.outcomes.suppress(c.item, c.token, c.attempt, DAILY_CAP, now,
                                                   reclaimed=c.work.kind == "reclaim", request_id=None))

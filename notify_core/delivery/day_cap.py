@@ -11,8 +11,10 @@ naming the notification. A notification that finds every token held by others is
 finishes it ``suppressed``, reason ``daily_cap``. A re-claim after a crash and a retry find their own token.
 
 A token is taken at the claim, so a notification that then fails for good still counts: the cap bounds
-attempts, not successes. The user's own lower ``daily_cap`` stays the planner's (the profile is read later
-in the pass); this is the platform's ceiling. Cost per pass: one query per (user, day) (SQLite answers them
+attempts, not successes. The tokens are numbered, so the user's own lower ``daily_cap`` holds at send time
+too: once the profile is read, a notification holding token ``n >= daily_cap`` is suppressed
+(:func:`notify_core.preferences.suppression_reason`), whoever planned it and whenever the user lowered the
+cap. Cost per pass: one query per (user, day) (SQLite answers them
 in one statement, DynamoDB several in flight) and one conditional write per claim.
 """
 
@@ -27,6 +29,7 @@ from notify_core.store import tables
 from notify_core.store.port import Condition, Item, Table, Update
 
 DAILY_CAP = "daily_cap"  # the suppression reason of a notification over the cap
+UNCAPPED = -1  # the token of an item outside any day (no user or plan day): nothing to count it against
 TOKEN_TTL_S = 2 * 86400  # outlives the plan day (a local day ends at most ~38 h after the UTC day starts)
 
 
@@ -39,10 +42,11 @@ class DayCap:
         self._write_lock = write_lock
         self.limit = limit
 
-    def take(self, items: Sequence[Item], *, now: float) -> list[bool]:
-        """Per claimed item: True when it holds one of its day's tokens (taken now or before), False when
-        every token is held by other notifications. An item without a user or a plan day is not capped."""
-        allowed = [True] * len(items)
+    def take(self, items: Sequence[Item], *, now: float) -> list[int | None]:
+        """Per claimed item: the number of the day's token it holds (taken now or before), or None when
+        every token is held by other notifications. An item without a user or a plan day is not capped
+        (:data:`UNCAPPED`)."""
+        allowed: list[int | None] = [UNCAPPED] * len(items)
         pending: dict[str, list[int]] = {}
         for i, item in enumerate(items):
             user, day = item.get("user_id"), item.get("plan_day")
@@ -58,16 +62,18 @@ class DayCap:
             asked: list[tuple[str, int]] = []
             for pk, indexes in pending.items():
                 tokens = {str(t["sk"]): str(t.get("notification_id")) for t in held.get(pk, [])}
-                owners = set(tokens.values())
+                owners = {nid: int(sk) for sk, nid in tokens.items()}
                 free = [str(k) for k in range(self.limit) if str(k) not in tokens]
                 for i in indexes:
                     item = items[i]
                     nid = str(item["notification_id"])
                     if nid in owners:
+                        allowed[i] = owners[nid]
                         continue
                     if not free:
-                        allowed[i] = False
+                        allowed[i] = None
                         continue
+                    allowed[i] = int(free[0])
                     updates.append(Update(pk, free.pop(0), {
                         "notification_id": nid, "user_id": item["user_id"], "plan_day": item["plan_day"],
                         "campaign_id": item.get("campaign_id"), "taken_at": now, "ttl": int(now + TOKEN_TTL_S)},
@@ -88,5 +94,5 @@ class DayCap:
         else:  # not reached (see above); if it were, an item without a token must not be sent
             for indexes in pending.values():
                 for i in indexes:
-                    allowed[i] = False
+                    allowed[i] = None
         return allowed

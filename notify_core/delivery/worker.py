@@ -299,7 +299,7 @@ class DeliveryWorker:
         """The message to send, or (the outcome fields, the reason) of a suppression (as :meth:`_send`)."""
         item = claim.item
         (campaign, campaign_fields), user = self._campaign(str(item["campaign_id"])), profiles.get(str(item["user_id"]))
-        reason = suppression_reason(user, campaign)
+        reason = suppression_reason(user, campaign, day_token=claim.day_token)
         if reason is not None:
             return self.outcomes.suppress_fields(claim.attempt, reason, self.clock.now(),
                                                  request_id=self._request_id), reason
@@ -325,7 +325,7 @@ class DeliveryWorker:
         (campaign, campaign_fields), user = self._campaign(str(item["campaign_id"])), profiles.get(str(item["user_id"]))
         # The profile is read once per pass, right after the claim (one batch read for the pass's users,
         # not one query per send): an opt-out since the plan was made stops this notification now.
-        reason = suppression_reason(user, campaign)
+        reason = suppression_reason(user, campaign, day_token=claim.day_token)
         if reason is not None:
             return self.outcomes.suppress(item, claim.token, claim.attempt, reason, self.clock.now(),
                                           reclaimed=claim.work.kind == "reclaim", request_id=self._request_id)

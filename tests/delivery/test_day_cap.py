@@ -150,3 +150,53 @@ def test_a_notification_claimed_again_after_a_crash_keeps_its_own_token(backend:
     assert [c[0] for c in channel.calls] == [first["notification_id"]]
     tokens = backend.table(tables.DEDUPE).query(tables.day_cap_pk("u1", DAY.isoformat()))
     assert [t["notification_id"] for t in tokens] == [first["notification_id"]]
+
+
+def _profile(store: Store, *, daily_cap: int) -> None:
+    store.table(tables.USERS).put({"pk": "u1", "sk": tables.PROFILE_SK, "user_id": "u1", "daily_cap": daily_cap})
+
+
+def test_the_users_own_lower_cap_holds_when_two_planners_raced(backend: Store, tmp_path: Path) -> None:
+    """A user who wants 2 a day: each planner planned 2, so 4 were live. Before the send-time check used the
+    numbered tokens, all 4 were sent (the platform's 5 were not reached)."""
+    seed_campaigns(backend, [f"c{j}" for j in range(10)])
+    _profile(backend, daily_cap=2)
+    two = users([("u1", "UTC", 2, None, None)])
+    plan_and_store(backend, users=two, campaigns=CAMPS, candidates=FIRST, plan_day=DAY, pipeline=False,
+                   writer_process=False)
+    rival = SqliteStore(tmp_path / "rival.sqlite")
+    try:
+        plan_and_store(rival, users=two, campaigns=CAMPS, candidates=SECOND, plan_day=DAY, pipeline=False,
+                       writer_process=False)
+        for table in (tables.PLANS, tables.SCHEDULES):
+            backend.table(table).batch_put(rival.table(table).scan())
+    finally:
+        rival.close()
+    assert len(_live(backend)) == 4
+
+    channel = ScriptedChannel()
+    statuses = _deliver(backend, channel)
+
+    assert len(channel.calls) == 2 and statuses == {SENT: 2, SUPPRESSED: 2}
+    assert {i.get("suppressed_reason") for i in backend.table(tables.SCHEDULES).scan()
+            if i["status"] == SUPPRESSED} == {DAILY_CAP}
+    due_first = sorted(_live(backend), key=_send_at)
+    assert {i["notification_id"] for i in due_first[:2]} == {c[0] for c in channel.calls}
+
+
+def test_a_cap_lowered_after_the_plan_holds_at_send_time(backend: Store) -> None:
+    """The user lowers their cap to 2 after one of the day's 5 was sent: one more goes, the other 3 do not."""
+    seed_campaigns(backend, [f"c{j}" for j in range(10)])
+    _profile(backend, daily_cap=5)
+    _plan(backend, FIRST)
+    planned = sorted(_live(backend), key=_send_at)
+    assert len(planned) == 5
+    channel = ScriptedChannel()
+    _deliver(backend, channel, until=_send_at(planned[0]))
+    assert len(channel.calls) == 1
+
+    _profile(backend, daily_cap=2)
+    statuses = _deliver(backend, channel)
+
+    assert [c[0] for c in channel.calls] == [i["notification_id"] for i in planned[:2]]
+    assert statuses == {SENT: 2, SUPPRESSED: 3}
