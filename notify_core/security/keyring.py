@@ -22,12 +22,11 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from notify_core.clock import Clock, utcnow
 from notify_core.errors import ConfigurationError
-from notify_core.security.key_documents import FileKeyDocuments, KeyDocuments, ring_document
+from notify_core.security.key_documents import KeyDocuments, ring_document
 
 if TYPE_CHECKING:
     from notify_core.security.crypto import MasterKey
@@ -80,7 +79,9 @@ def _new_key(now: datetime) -> SigningKey:
                       created_at=now.isoformat(timespec="seconds"))
 
 
-RING_CONTEXT = "ring.{purpose}"  # the master key's context for a ring's secrets: they open for no other use
+def _ring_context(purpose: str) -> str:
+    """The master key's context for a ring's secrets: they open for no other use."""
+    return f"ring.{purpose}"
 
 
 class Ring(Protocol):
@@ -96,7 +97,7 @@ class Ring(Protocol):
 
 def _encode(ring: KeyRing, master: MasterKey | None) -> dict[str, Any]:
     """The ring as a key document; with ``master``, each secret is stored wrapped by it (a shared Store)."""
-    context = RING_CONTEXT.format(purpose=ring.purpose)
+    context = _ring_context(ring.purpose)
 
     def secret(key: SigningKey) -> dict[str, Any]:
         if master is None:
@@ -112,7 +113,7 @@ def _decode(doc: Mapping[str, Any], name: str, master: MasterKey | None) -> KeyR
         if "wrapped" in entry:
             if master is None:
                 raise ConfigurationError(f"key document {name} holds wrapped keys: it needs the master key")
-            return master.unwrap(entry["wrapped"], context=RING_CONTEXT.format(purpose=doc["purpose"]))
+            return master.unwrap(entry["wrapped"], context=_ring_context(str(doc["purpose"])))
         return base64.b64decode(entry["secret"])
 
     try:
@@ -159,16 +160,6 @@ def rotate_ring(documents: KeyDocuments, purpose: str, *, clock: Clock, overlap:
         rotated = KeyRing(purpose=purpose, active_kid=new.kid, keys=(new, *kept))
         if documents.save(ring_document(purpose), _encode(rotated, master), replaces=tag):
             return rotated
-
-
-def load_keyring(secrets_dir: Path, purpose: str, *, clock: Clock) -> KeyRing:
-    """:func:`load_ring` on the 0600 files of ``secrets_dir`` (one box)."""
-    return load_ring(FileKeyDocuments(secrets_dir), purpose, clock=clock)
-
-
-def rotate_keyring(secrets_dir: Path, purpose: str, *, clock: Clock, overlap: timedelta = DEFAULT_OVERLAP) -> KeyRing:
-    """:func:`rotate_ring` on the 0600 files of ``secrets_dir`` (one box)."""
-    return rotate_ring(FileKeyDocuments(secrets_dir), purpose, clock=clock, overlap=overlap)
 
 
 def ephemeral_keyring(purpose: str, *, now: datetime) -> KeyRing:

@@ -17,7 +17,8 @@ from notify_core.delivery.synthetic import seed_due
 from notify_core.delivery.tracking import sign_token, track, verify_token
 from notify_core.errors import InvalidTokenError, NotFoundError
 from notify_core.scheduling.ids import notification_id
-from notify_core.security.keyring import KeyRing, ephemeral_keyring, load_keyring, rotate_keyring
+from notify_core.security.key_documents import FileKeyDocuments
+from notify_core.security.keyring import KeyRing, ephemeral_keyring, load_ring, rotate_ring
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
 from notify_core.stream.local_log import LocalLog
@@ -69,11 +70,11 @@ def test_forged_tokens_are_all_rejected() -> None:
 def test_rotation_keeps_old_links_for_the_overlap_then_drops_them(tmp_path: Path) -> None:
     clock = ManualClock(NOW)
     secrets_dir = tmp_path / "secrets"
-    first = load_keyring(secrets_dir, "tracking", clock=clock)
+    first = load_ring(FileKeyDocuments(secrets_dir), "tracking", clock=clock)
     path = secrets_dir / "tracking.keys.json"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and stat.S_IMODE(os.stat(secrets_dir).st_mode) == 0o700
     old_link = sign_token(first, "n1", kind="click")
-    second = rotate_keyring(secrets_dir, "tracking", clock=clock, overlap=timedelta(days=2))
+    second = rotate_ring(FileKeyDocuments(secrets_dir), "tracking", clock=clock, overlap=timedelta(days=2))
     assert second.active_kid != first.active_kid and len(second.keys) == 2
     new_link = sign_token(second, "n1", kind="click")
     assert verify_token(second, old_link, kind="click", now=NOW) == "n1"  # inside the overlap
@@ -82,19 +83,19 @@ def test_rotation_keeps_old_links_for_the_overlap_then_drops_them(tmp_path: Path
     with pytest.raises(InvalidTokenError):
         verify_token(second, old_link, kind="click", now=later)  # the old key expired
     clock.set(later)
-    third = rotate_keyring(secrets_dir, "tracking", clock=clock)
+    third = rotate_ring(FileKeyDocuments(secrets_dir), "tracking", clock=clock)
     assert first.active_kid not in {k.kid for k in third.keys}  # expired keys leave the file
-    assert load_keyring(secrets_dir, "tracking", clock=clock).active_kid == third.active_kid
+    assert load_ring(FileKeyDocuments(secrets_dir), "tracking", clock=clock).active_kid == third.active_kid
 
 
 def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
     from notify_core.errors import ConfigurationError
 
     clock = ManualClock(NOW)
-    load_keyring(tmp_path, "tracking", clock=clock)
+    load_ring(FileKeyDocuments(tmp_path), "tracking", clock=clock)
     os.chmod(tmp_path / "tracking.keys.json", 0o644)
     with pytest.raises(ConfigurationError, match="chmod 600"):
-        load_keyring(tmp_path, "tracking", clock=clock)
+        load_ring(FileKeyDocuments(tmp_path), "tracking", clock=clock)
 
 
 def _sent_click(store: SqliteStore) -> tuple[KeyRing, dict[str, Any], str, str]:

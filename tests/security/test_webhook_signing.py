@@ -21,7 +21,8 @@ from notify_core.delivery.webhook_verify import (
     signature_header,
     verify,
 )
-from notify_core.security.keyring import load_keyring, rotate_keyring
+from notify_core.security.key_documents import FileKeyDocuments
+from notify_core.security.keyring import load_ring, rotate_ring
 
 MSG = Message(notification_id="n1", user_id="u1", campaign_id="c1", title="T", body="hi", link="l", open_pixel="p",
               send_at="2031-01-01T10:00:00Z")
@@ -56,8 +57,8 @@ def test_rotation_overlap_signs_with_both_keys_and_each_receiver_verifies(
         tmp_path: Path, receiver: tuple[str, list[tuple[dict[str, str], bytes]]]) -> None:
     url, seen = receiver
     clock = ManualClock(datetime(2026, 11, 24, 10, 5, tzinfo=UTC))  # the test's own now, sender and receiver
-    old = load_keyring(tmp_path, "webhook", clock=clock)
-    new = rotate_keyring(tmp_path, "webhook", clock=clock, overlap=timedelta(days=1))
+    old = load_ring(FileKeyDocuments(tmp_path), "webhook", clock=clock)
+    new = rotate_ring(FileKeyDocuments(tmp_path), "webhook", clock=clock, overlap=timedelta(days=1))
     now = datetime.fromtimestamp(clock.now(), UTC)
     channel = WebhookChannel(url, keys=lambda: [(k.kid, k.secret) for k in new.signing_keys(now=now)], clock=clock)
     try:
