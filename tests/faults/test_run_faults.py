@@ -208,10 +208,16 @@ def test_notify_run_killed_at_random_points_of_ingestion_in_a_loop(tmp_path: Pat
     _kill_loop(tmp_path, clean, kills=8, seed=int(os.environ.get("FAULTS_SEED", "29")))
 
 
+@pytest.mark.slow
 def test_notify_run_on_a_full_disk_then_a_rerun_with_space(tmp_path: Path, clean: dict[str, object]) -> None:
     """No file the run writes may grow past a tenth of the clean Store: the Store write fails with EFBIG
     part-way through ingestion; the run fails with one line, leaves no temporary; a re-run with room
-    converges."""
+    converges.
+
+    ``make test-faults`` / ``make test-slow`` only: its three whole ``notify run``s (the clean reference,
+    the full one, the re-run) cost ~130 s of the default suite on a 2-core box. The default suite fills a
+    real disk (a tmpfs) under the same ingestion and re-runs it
+    (``tests/pipeline/test_convergence.py::test_full_disk_mid_ingestion_then_free_space_and_rerun``)."""
     source, expected = clean["source"], clean["digests"]
     assert isinstance(source, Path)
     cap = int(clean["store_bytes"]) // 10  # type: ignore[call-overload]
