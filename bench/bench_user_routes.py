@@ -74,8 +74,10 @@ def main() -> None:
                 if cursor is None:
                     return pages
 
-        user = {"opted_out_categories": ["toys", "party"], "channels": ["push"], "unsubscribed": False}
+        user = {"opted_out_categories": ["toys", "party"], "channels": ["push"], "unsubscribed": False,
+                "quiet_start_hour": 22, "quiet_end_hour": 7, "timezone": "Europe/Berlin"}
         campaign = {"category": "kitchen"}
+        at = NOW.timestamp()
         rows = [
             ["history: first page (20 of 150)", round(per_call_ms(lambda: user_history(store, "u", limit=20),
                                                                   args.repeats), 3)],
@@ -84,6 +86,8 @@ def main() -> None:
                                                                      today=date(2026, 11, 24)), args.repeats), 3)],
             ["send-time check (per send)", round(per_call_ms(lambda: suppression_reason(user, campaign),
                                                              args.repeats * 100), 5)],
+            ["send-time check with quiet hours in a zone (per send)",
+             round(per_call_ms(lambda: suppression_reason(user, campaign, at=at), args.repeats * 100), 5)],
         ]
         store.close()
     report("user_routes", "Issue 19 reads (median ms per call, SQLite)", ["what", "ms"], rows, {})

@@ -110,10 +110,11 @@ def preview_route(campaign_id: CampaignId, request: PreviewIn) -> PreviewOut:
     user = deps.store.table(tables.USERS).get(request.user_id, tables.PROFILE_SK)
     if user is None:
         raise NotFoundError(f"unknown user {request.user_id[:128]}")
+    now = utcnow(deps.clock)
     item = {"notification_id": f"preview-{campaign_id}", "user_id": request.user_id, "campaign_id": campaign_id,
-            "send_at": utcnow(deps.clock).isoformat()}
+            "send_at": now.isoformat()}
     links = TrackingLinks(deps.public_base_url, deps.keys)
-    message, reason = preview(item, campaign=campaign, user=user, links=links)
+    message, reason = preview(item, campaign=campaign, user=user, links=links, at=now.timestamp())
     return PreviewOut(campaign_id=campaign_id, user_id=request.user_id, title=message.title, body=message.body,
                       link=message.link, unsubscribe=message.unsubscribe, would_send=reason is None,
                       suppressed_reason=reason)

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from notify_core.errors import ConditionFailedError, NotFoundError
 from notify_core.scheduling.models import MAX_PER_DAY, OPT_OUT_TYPE
-from notify_core.scheduling.timezones import is_known_zone
+from notify_core.scheduling.timezones import is_known_zone, zone_or_utc
 from notify_core.store import tables
 from notify_core.store.port import Condition, Item, Store
 
@@ -39,7 +39,7 @@ FIELDS = ("channels", "opted_out_categories", "quiet_start_hour", "quiet_end_hou
           "unsubscribed")
 
 # Why the worker did not send a claimed notification (the ``suppressed_reason`` of its schedule item).
-Reason = Literal["unsubscribed", "no_channels", "category_opted_out", "daily_cap"]
+Reason = Literal["unsubscribed", "no_channels", "category_opted_out", "daily_cap", "quiet_hours"]
 
 
 class Preferences(BaseModel):
@@ -135,15 +135,37 @@ def put_preferences(store: Store, user_id: str, prefs: Preferences, *, now: date
     return Change(before=before, after=prefs)
 
 
+def _hour_of_day(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 23 else None
+
+
+def in_quiet_hours(user: Mapping[str, Any], at: float) -> bool:
+    """Whether the instant ``at`` (epoch seconds) falls in the user's quiet hours, on their own clock.
+
+    The rule :class:`Preferences` documents: local hours, start inclusive, end exclusive, wrapping midnight
+    when start > end, equal or missing hours meaning none; an unknown zone is UTC, as the planner takes it.
+    The planner applies the same rule per block (``scheduling.planner._quiet_mask``); a test checks the two
+    agree on every (hour, start, end).
+    """
+    start, end = _hour_of_day(user.get("quiet_start_hour")), _hour_of_day(user.get("quiet_end_hour"))
+    if start is None or end is None or start == end:
+        return False
+    hour = datetime.fromtimestamp(at, zone_or_utc(user.get("timezone"))).hour
+    return start <= hour < end if start < end else (hour >= start or hour < end)
+
+
 def suppression_reason(user: Mapping[str, Any] | None, campaign: Mapping[str, Any] | None, *,
-                       day_token: int | None = None) -> Reason | None:
+                       day_token: int | None = None, at: float | None = None) -> Reason | None:
     """Why a notification of ``campaign`` must not go to ``user`` now, or None to send it.
 
     Runs per send in the worker, on the profile as it is at that moment. A user without a profile, or
     without preference attributes, is sent to (the planner already decided). ``day_token``: the number of
     the day's send token the notification holds (0 for the day's first send, :mod:`notify_core.delivery.day_cap`):
     at or over the user's own ``daily_cap`` it is not sent, however many plans raced or however late the
-    user lowered the cap.
+    user lowered the cap. ``at``: when it would go out (epoch seconds); inside the user's quiet hours as
+    they are now it is not sent: the plan kept out of the quiet hours the user had when it was made, but
+    quiet hours set (or a time zone moved) since, and a send pushed late by an outage or a retry, would
+    otherwise wake them.
     """
     if not user:
         return None
@@ -159,6 +181,8 @@ def suppression_reason(user: Mapping[str, Any] | None, campaign: Mapping[str, An
     opted = user.get("opted_out_categories")
     if category and isinstance(opted, list | tuple) and str(category) in {str(c) for c in opted}:
         return "category_opted_out"
+    if at is not None and in_quiet_hours(user, at):
+        return "quiet_hours"
     return None
 
 

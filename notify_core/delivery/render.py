@@ -88,11 +88,13 @@ def render(
 
 def preview(
     item: Mapping[str, Any], *, campaign: Mapping[str, Any], user: Mapping[str, Any], links: TrackingLinks,
+    at: float | None = None,
 ) -> tuple[Message, str | None]:
-    """What :func:`render` would send for ``item`` and whether the send-time check would stop it (its reason).
+    """What :func:`render` would send for ``item`` and whether the send-time check would stop it (its reason)
+    if it went out at ``at`` (epoch seconds; quiet hours are checked only with it).
 
     Nothing is written or sent: the preview's notification id is not a real one, so its links lead nowhere.
     """
     from notify_core.preferences import suppression_reason
 
-    return render(item, campaign=campaign, user=user, links=links), suppression_reason(user, campaign)
+    return render(item, campaign=campaign, user=user, links=links), suppression_reason(user, campaign, at=at)

@@ -25,7 +25,8 @@ How one notification goes through (the schedule item in ``schedules`` is the sou
    template and the user's profile (campaigns cached per worker). The profile is read right after the
    claim (one batch read per pass) and checked first (:func:`notify_core.preferences.suppression_reason`):
    a user who opted out of everything, of every channel or of the campaign's category since the plan was
-   made gets nothing, and the item
+   made, whose own daily cap is spent, or for whom it is now a quiet hour (set since the plan, or reached
+   by a send an outage or a retry made late) gets nothing, and the item
    finishes as ``suppressed`` (with its reason, a deliveries row and a campaign count).
 5. **Outcome,** written at once with ``Condition.matches(claim_token=<ours>)``: ``sent`` (delivered_at,
    latency from send_at); or ``retry_scheduled`` at +1 s, +5 s, +20 s after the failed attempt (an index
@@ -299,10 +300,10 @@ class DeliveryWorker:
         """The message to send, or (the outcome fields, the reason) of a suppression (as :meth:`_send`)."""
         item = claim.item
         (campaign, campaign_fields), user = self._campaign(str(item["campaign_id"])), profiles.get(str(item["user_id"]))
-        reason = suppression_reason(user, campaign, day_token=claim.day_token)
+        now = self.clock.now()
+        reason = suppression_reason(user, campaign, day_token=claim.day_token, at=now)
         if reason is not None:
-            return self.outcomes.suppress_fields(claim.attempt, reason, self.clock.now(),
-                                                 request_id=self._request_id), reason
+            return self.outcomes.suppress_fields(claim.attempt, reason, now, request_id=self._request_id), reason
         return render(item, campaign=campaign, user=user, links=self.links, attempt=claim.attempt,
                       campaign_fields=campaign_fields)
 
@@ -325,9 +326,10 @@ class DeliveryWorker:
         (campaign, campaign_fields), user = self._campaign(str(item["campaign_id"])), profiles.get(str(item["user_id"]))
         # The profile is read once per pass, right after the claim (one batch read for the pass's users,
         # not one query per send): an opt-out since the plan was made stops this notification now.
-        reason = suppression_reason(user, campaign, day_token=claim.day_token)
+        now = self.clock.now()
+        reason = suppression_reason(user, campaign, day_token=claim.day_token, at=now)
         if reason is not None:
-            return self.outcomes.suppress(item, claim.token, claim.attempt, reason, self.clock.now(),
+            return self.outcomes.suppress(item, claim.token, claim.attempt, reason, now,
                                           reclaimed=claim.work.kind == "reclaim", request_id=self._request_id)
         message = render(item, campaign=campaign, user=user, links=self.links, attempt=claim.attempt,
                          campaign_fields=campaign_fields)

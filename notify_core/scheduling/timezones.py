@@ -14,7 +14,7 @@ every local day on Earth (UTC-12 .. UTC+14) inside ``[0, 4 * 1440)``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -41,6 +41,13 @@ def is_known_zone(name: str | None) -> bool:
     except (ZoneInfoNotFoundError, ValueError):
         return False
     return True
+
+
+@lru_cache(maxsize=1024)
+def zone_or_utc(name: object) -> tzinfo:
+    """The zone a user's ``timezone`` names, or UTC for a missing or unknown one: how the planner plans them
+    (``planner.plan_day`` maps unknown zones to UTC and counts them), so a send-time check agrees with it."""
+    return ZoneInfo(name) if isinstance(name, str) and is_known_zone(name) else UTC
 
 
 def base_of(plan_day: date) -> datetime:

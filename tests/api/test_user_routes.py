@@ -290,6 +290,11 @@ def test_preview_renders_readable_copy_without_sending(served: Served) -> None:
     u1 = served.client.post("/v1/campaigns/c003/preview", json={"user_id": "u1"}, headers=read).json()
     assert u1["would_send"] is False and u1["suppressed_reason"] == "category_opted_out"
     assert u1["body"].startswith("Hi, ")  # no first name: no "there"
+    hour = datetime.fromtimestamp(served.clock.now(), UTC).hour  # a quiet hour now: held back at send time
+    served.world.store.table(tables.USERS).update("u2", tables.PROFILE_SK, set={
+        "quiet_start_hour": hour, "quiet_end_hour": (hour + 1) % 24, "timezone": "UTC"})
+    quiet = served.client.post("/v1/campaigns/c001/preview", json={"user_id": "u2"}, headers=read).json()
+    assert quiet["would_send"] is False and quiet["suppressed_reason"] == "quiet_hours"
     assert served.client.post("/v1/campaigns/c001/preview", json={"user_id": "nobody"}, headers=read).status_code == 404
     assert served.client.post("/v1/campaigns/nope/preview", json={"user_id": "u2"}, headers=read).status_code == 404
     assert served.client.post("/v1/campaigns/c001/preview", json={"user_id": "u2", "x": 1},

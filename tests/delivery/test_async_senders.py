@@ -16,7 +16,7 @@ from notify_core.delivery import DeliveryWorker, ManualClock, WebhookChannel, Wo
 from notify_core.delivery.summary import PassSummary
 from notify_core.delivery.synthetic import seed_due
 from notify_core.errors import BackendError
-from notify_core.preferences import get_preferences, put_preferences
+from notify_core.preferences import Preferences, get_preferences, put_preferences
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
 from tests.delivery.conftest import SECRET, AsyncScripted, minute_start, start_sink
@@ -99,6 +99,21 @@ def test_an_opt_out_is_suppressed_unsent_on_the_async_path(store: SqliteStore, c
     assert worker.totals.suppressed == len(quit_ids) and worker.totals.delivered == 40 - len(quit_ids)
     row = store.table(tables.DELIVERIES).get(sorted(quit_ids)[0], "attempt#1")
     assert row["outcome"] == "suppressed" and row["detail"] == "unsubscribed"
+
+
+def test_a_quiet_hour_set_since_the_plan_is_suppressed_unsent_on_the_async_path(
+        store: SqliteStore, clock: ManualClock) -> None:
+    items = seed_due(store, n=20, start=minute_start(clock.now()))
+    sleeper = items[5]["user_id"]
+    hour = datetime.fromtimestamp(clock.now(), UTC).hour
+    put_preferences(store, sleeper, Preferences(quiet_start_hour=hour, quiet_end_hour=(hour + 1) % 24),
+                    now=datetime.fromtimestamp(clock.now(), UTC))
+    channel = AsyncScripted()
+    worker = DeliveryWorker(store, channel, public_base_url="http://t", clock=clock, options=OPTS)
+    _loop(worker, done=20)
+    assert items[5]["notification_id"] not in {c[0] for c in channel.calls} and len(channel.calls) == 19
+    item = next(i for i in store.table(tables.SCHEDULES).scan() if i["user_id"] == sleeper)
+    assert item["status"] == "suppressed" and item["suppressed_reason"] == "quiet_hours"
 
 
 @pytest.mark.parametrize("error", [BackendError, RuntimeError])
