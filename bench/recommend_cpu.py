@@ -55,10 +55,11 @@ def _setup(data_dir: Path, now: datetime, *, cache_users: int = 0) -> Any:
     from lambdas import runtime
     from lambdas.index import build_holder
     from notify_core.recommend.recommender import Recommender
+    from notify_core.store.factory import seal_store
 
     rt = runtime.get()
-    module.use_recommender(Recommender(store=rt.store(), holder=rt.holder(build_holder), clock=ManualClock(now),
-                                        cache_users=cache_users))
+    module.use_recommender(Recommender(store=rt.store(seal_store), holder=rt.holder(build_holder),
+                                       clock=ManualClock(now), cache_users=cache_users))
     return module
 
 

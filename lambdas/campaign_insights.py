@@ -28,6 +28,7 @@ from notify_core.delivery.tracking import TRACKING_PURPOSE, TrackingLinks
 from notify_core.errors import NotFoundError
 from notify_core.security.keyring import KeyRing, ephemeral_keyring
 from notify_core.store import tables
+from notify_core.store.factory import seal_store
 from notify_core.store.port import Store
 
 CampaignId = Annotated[str, Path(min_length=1, max_length=128)]
@@ -44,7 +45,7 @@ class _Deps:
 def _build() -> _Deps:
     rt = runtime.get()
     # A throwaway key: preview links are never meant to verify (they name no real notification).
-    return _Deps(rt.store(), rt.clock, rt.settings.public_base_url,
+    return _Deps(rt.store(seal_store), rt.clock, rt.settings.public_base_url,
                  ephemeral_keyring(TRACKING_PURPOSE, now=utcnow(rt.clock)))
 
 

@@ -28,6 +28,7 @@ from lambdas.edge import Edge, current
 from notify_core.clock import Clock
 from notify_core.erasure import ObjectArea, erase_user, erasure_objects, erasure_paths
 from notify_core.security import audit
+from notify_core.store.factory import seal_store
 from notify_core.store.port import Store
 
 MAX_USER_ID = 256
@@ -46,7 +47,7 @@ def _build() -> _Deps:
     from notify_core.stream import open_stream
 
     rt = runtime.get()
-    return _Deps(rt.store(), open_stream(rt.settings), erasure_paths(rt.settings), rt.clock,
+    return _Deps(rt.store(seal_store), open_stream(rt.settings), erasure_paths(rt.settings), rt.clock,
                  erasure_objects(rt.settings))
 
 

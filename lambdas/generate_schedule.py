@@ -24,6 +24,7 @@ from notify_core.clock import SYSTEM_CLOCK, Clock, today, utcnow
 from notify_core.errors import NotifyError, ValidationError
 from notify_core.recommend.artefacts import ArtefactStore, build_artefact_store
 from notify_core.security import audit
+from notify_core.store.factory import seal_store
 from notify_core.store.port import Store
 
 MAX_USERS = 5_000  # per invocation: ~1 s of planning plus the Store writes, well inside a Lambda timeout
@@ -41,7 +42,7 @@ class _Deps:
 def _build() -> _Deps:
     rt = runtime.get()
     # Where published indexes live; with none published yet the planner uses its cosine fallback.
-    return _Deps(rt.store(), build_artefact_store(rt.settings), rt.clock, rt.settings.exploration_share)
+    return _Deps(rt.store(seal_store), build_artefact_store(rt.settings), rt.clock, rt.settings.exploration_share)
 
 
 _deps = ColdStart(_build)

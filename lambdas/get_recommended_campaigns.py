@@ -29,6 +29,7 @@ from lambdas.index import build_holder
 from notify_core.coalesce import ask
 from notify_core.errors import NotifyError, ValidationError
 from notify_core.recommend.recommender import MAX_LIMIT, Recommender
+from notify_core.store.factory import seal_store
 
 log = logging.getLogger("lambdas.get_recommended_campaigns")
 
@@ -38,7 +39,7 @@ MAX_USER_ID = 128
 
 def _build() -> Recommender:
     rt = runtime.get()
-    return Recommender(store=rt.store(), holder=rt.holder(build_holder), clock=rt.clock,
+    return Recommender(store=rt.store(seal_store), holder=rt.holder(build_holder), clock=rt.clock,
                        cache_users=rt.settings.recommend_cache_users)
 
 

@@ -30,16 +30,37 @@ class Runtime:
     settings: NotifySettings
     clock: Clock = SYSTEM_CLOCK
     _store: Any = None
+    _adapter: Any = None
     _holder: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def store(self) -> Store:
+    def adapter(self) -> Store:
+        """The bare Store adapter, for tables without personal fields (the API-key check). It is built
+        from :mod:`notify_core.store.adapter`, which reaches no key: the authorizer and the event capture
+        read ``api_keys`` alone, so their derived roles get no key documents and no direct use of the KMS
+        key. A Store installed with :func:`configure` is used as it is."""
+        if self._adapter is None:
+            with self._lock:
+                if self._adapter is None:
+                    if self._store is not None:
+                        self._adapter = self._store
+                    else:
+                        from notify_core.store.adapter import build_adapter
+
+                        self._adapter = build_adapter(self.settings)
+        adapter: Store = self._adapter
+        return adapter
+
+    def store(self, seal: Callable[[NotifySettings, Store], Store]) -> Store:
+        """The Store with personal fields sealed: :meth:`adapter` through ``seal``
+        (:func:`notify_core.store.factory.seal_store`). The sealer comes from the handler module, as the
+        index builder does for :meth:`holder`, so only the functions that open personal fields or sign
+        links reach the keys."""
         if self._store is None:
+            adapter = self.adapter()
             with self._lock:
                 if self._store is None:
-                    from notify_core.store.factory import build_store
-
-                    self._store = build_store(self.settings)
+                    self._store = seal(self.settings, adapter)
         store: Store = self._store
         return store
 
@@ -81,7 +102,7 @@ def build_key_check(settings: NotifySettings, store: Store, *, clock: Clock) -> 
 
 def _build_auth() -> Auth:
     rt = get()
-    return Auth(build_key_check(rt.settings, rt.store(), clock=rt.clock))
+    return Auth(build_key_check(rt.settings, rt.adapter(), clock=rt.clock))
 
 
 _runtime = ColdStart(_build)

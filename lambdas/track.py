@@ -22,6 +22,7 @@ from notify_core.clock import SYSTEM_CLOCK, Clock
 from notify_core.delivery.tracking import PIXEL_GIF, TRACKING_PURPOSE, track
 from notify_core.security.keyring import KeyRing, Ring
 from notify_core.security.vault import build_vault
+from notify_core.store.factory import seal_store
 from notify_core.store.port import Store
 from notify_core.stream.port import Stream
 
@@ -39,7 +40,7 @@ def _build() -> _Deps:
     from notify_core.stream import open_stream
 
     rt = runtime.get()
-    store = rt.store()
+    store = rt.store(seal_store)
     keys = build_vault(rt.settings, store=store).live_ring(TRACKING_PURPOSE, clock=rt.clock)
     return _Deps(store, open_stream(rt.settings), keys, rt.settings.public_base_url, rt.clock)
 

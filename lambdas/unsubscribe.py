@@ -31,6 +31,7 @@ from notify_core.security import audit
 from notify_core.security.keyring import KeyRing, Ring
 from notify_core.security.vault import build_vault
 from notify_core.store import tables
+from notify_core.store.factory import seal_store
 from notify_core.store.port import Store
 
 ACTOR = "unsubscribe-link"
@@ -48,7 +49,7 @@ class _Deps:
 
 def _build() -> _Deps:
     rt = runtime.get()
-    store = rt.store()
+    store = rt.store(seal_store)
     return _Deps(store, build_vault(rt.settings, store=store).live_ring(TRACKING_PURPOSE, clock=rt.clock), rt.clock)
 
 

@@ -29,6 +29,7 @@ from notify_core.recommend.serving import IndexHolder
 from notify_core.recommend.updates import CampaignIn, UpsertResult, upsert_campaign
 from notify_core.security import audit
 from notify_core.store import tables
+from notify_core.store.factory import seal_store
 from notify_core.store.port import Store
 
 log = logging.getLogger("lambdas.upsert_campaign")
@@ -49,9 +50,9 @@ def _build() -> UpsertState:
     from notify_core.embeddings.embedder import SentenceTransformerEmbedder
 
     rt = runtime.get()
-    return UpsertState(store=rt.store(), embedder=SentenceTransformerEmbedder(), holder=rt.holder(build_holder),
-                       lake=lake_for(rt.settings), allowed_url_domains=rt.settings.campaign_url_domains,
-                       clock=rt.clock)
+    return UpsertState(store=rt.store(seal_store), embedder=SentenceTransformerEmbedder(),
+                       holder=rt.holder(build_holder), lake=lake_for(rt.settings),
+                       allowed_url_domains=rt.settings.campaign_url_domains, clock=rt.clock)
 
 
 _state = ColdStart(_build)

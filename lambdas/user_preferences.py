@@ -26,6 +26,7 @@ from notify_core.clock import SYSTEM_CLOCK, Clock, utcnow
 from notify_core.history import MAX_LIMIT, Entry, user_history
 from notify_core.preferences import Preferences, get_preferences, put_preferences
 from notify_core.security import audit
+from notify_core.store.factory import seal_store
 from notify_core.store.port import Store
 
 MAX_BODY = 16 * 1024
@@ -40,7 +41,7 @@ class _Deps:
 
 def _build() -> _Deps:
     rt = runtime.get()
-    return _Deps(rt.store(), rt.clock)
+    return _Deps(rt.store(seal_store), rt.clock)
 
 
 _deps = ColdStart(_build)

@@ -35,6 +35,7 @@ S3_WRITES = frozenset({"write_bytes", "put_bytes", "upload", "merge", "write_tab
 S3_VERSION_DELETES = frozenset({"delete_version"})
 # the adapters implement the writes (their calls are not uses): skipped when looking for write calls
 ADAPTERS = ("notify_core.store.", "notify_core.recommend.artefacts", "notify_core.stream.", "notify_core.s3_objects")
+KEY_VAULT = "notify_core.security.vault"
 DYNAMODB_READ = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:DescribeTable")
 DYNAMODB_SCAN = ("dynamodb:Scan",)
 DYNAMODB_WRITE = ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem")
@@ -51,6 +52,11 @@ class Access:
     store_scans: bool = False
     s3_versions: bool = False
     modules: frozenset[str] = field(default=frozenset(), compare=False)
+
+    @property
+    def reaches_keys(self) -> bool:
+        """Whether the code reaches the key vault (data keys, signing rings: direct KMS use)."""
+        return KEY_VAULT in self.modules
 
     @property
     def dynamodb_actions(self) -> tuple[str, ...]:

@@ -88,10 +88,36 @@ def _table_arns(logical_ids: list[str]) -> list[Any]:
     return [{"Fn::GetAtt": [t, "Arn"]} for t in logical_ids]
 
 
+KMS_ACTIONS = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]
+KEY_PURPOSE_CONTEXT = "kms:EncryptionContext:purpose"  # what KmsMasterKey passes (notify_core/security/crypto.py)
+
+
+def _service(name: str) -> dict[str, str]:
+    return {"Fn::Sub": f"{name}.${{AWS::Region}}.amazonaws.com"}
+
+
+def _kms_statements(*, services: list[str], direct: bool) -> list[dict[str, Any]]:
+    """The data key, two ways. Through the services a principal uses (DynamoDB, S3 and SNS encrypt with
+    it on its behalf: ``kms:ViaService``), and, for code that reaches the key vault
+    (``notify_core.security.vault``: it wraps data keys and signing rings), directly, only with the
+    ``purpose`` encryption context those wraps carry. A principal without the vault (the API-key
+    authorizer, the event capture) cannot call KMS itself at all."""
+    key = {"Fn::GetAtt": ["DataKey", "Arn"]}
+    statements: list[dict[str, Any]] = []
+    if services:
+        statements.append({"Effect": "Allow", "Action": KMS_ACTIONS, "Resource": key, "Condition": {
+            "StringEquals": {"kms:ViaService": [_service(s) for s in services]}}})
+    if direct:
+        statements.append({"Effect": "Allow", "Action": ["kms:Decrypt", "kms:Encrypt"], "Resource": key,
+                           "Condition": {"Null": {KEY_PURPOSE_CONTEXT: "false"}}})
+    return statements
+
+
 def _data_statements(*, table_ids: list[str], actions: tuple[str, ...], s3_read: bool, s3_write: bool,
-                     sns: bool, s3_versions: bool = False) -> list[dict[str, Any]]:
+                     sns: bool, kms_direct: bool, s3_versions: bool = False) -> list[dict[str, Any]]:
     """IAM statements for one principal: its tables and actions, the bucket, the topic and the key.
-    ``s3_versions``: list, read and delete the stored versions of objects (the erasure)."""
+    ``s3_versions``: list, read and delete the stored versions of objects (the erasure). ``kms_direct``:
+    the principal's code reaches the key vault (:func:`_kms_statements`)."""
     statements: list[dict[str, Any]] = []
     if table_ids:
         statements.append({"Effect": "Allow", "Action": list(actions), "Resource": _table_arns(table_ids)})
@@ -104,11 +130,8 @@ def _data_statements(*, table_ids: list[str], actions: tuple[str, ...], s3_read:
                        {"Effect": "Allow", "Action": object_actions, "Resource": {"Fn::Sub": "${DataBucket.Arn}/*"}}]
     if sns:
         statements.append({"Effect": "Allow", "Action": "sns:Publish", "Resource": {"Ref": "NotificationsTopic"}})
-    if table_ids or s3_read or s3_write or sns:  # every store is encrypted with the data key, which also
-        # wraps the key documents (Encrypt: minting or rotating a data key or signing ring)
-        statements.append({"Effect": "Allow", "Action": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"],
-                           "Resource": {"Fn::GetAtt": ["DataKey", "Arn"]}})
-    return statements
+    services = (["dynamodb"] if table_ids else []) + (["s3"] if s3_read or s3_write else []) + (["sns"] if sns else [])
+    return statements + _kms_statements(services=services, direct=kms_direct)
 
 
 def _encryption_and_storage(resources: dict[str, Any]) -> None:
@@ -214,9 +237,10 @@ def _pod_roles(resources: dict[str, Any], table_ids: dict[str, str]) -> None:
     grants = {
         "dagster": _data_statements(table_ids=list(table_ids.values()),
                                     actions=DYNAMODB_READ + DYNAMODB_SCAN + DYNAMODB_WRITE,
-                                    s3_read=True, s3_write=True, sns=True, s3_versions=True),
+                                    s3_read=True, s3_write=True, sns=True, kms_direct=True, s3_versions=True),
         "consumer": _data_statements(table_ids=[table_ids[t] for t in sorted(consumer.tables)],
-                                     actions=consumer.dynamodb_actions, s3_read=True, s3_write=True, sns=False),
+                                     actions=consumer.dynamodb_actions, s3_read=True, s3_write=True, sns=False,
+                                     kms_direct=consumer.reaches_keys),
     }
     for role, account in SERVICE_ACCOUNTS.items():
         trust = ('{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Federated": '
@@ -261,7 +285,8 @@ def cloudformation() -> dict[str, Any]:
         }}
         statements = _data_statements(table_ids=[table_ids[t] for t in sorted(access.tables)],
                                       actions=access.dynamodb_actions, s3_read=access.s3_read,
-                                      s3_write=access.s3_write, sns=access.sns, s3_versions=access.s3_versions)
+                                      s3_write=access.s3_write, sns=access.sns, kms_direct=access.reaches_keys,
+                                      s3_versions=access.s3_versions)
         if statements:
             resources[role]["Properties"]["Policies"] = [{"PolicyName": "notify-data", "PolicyDocument": {
                 "Version": "2012-10-17", "Statement": statements}}]

@@ -80,7 +80,7 @@ def build_vault(settings: NotifySettings, *, store: Store | None = None) -> KeyV
     from notify_core.store.key_documents import StoreKeyDocuments
 
     if store is None:
-        from notify_core.store.factory import build_adapter
+        from notify_core.store.adapter import build_adapter
 
         store = build_adapter(settings)
     return KeyVault(StoreKeyDocuments(store), master, wrap_rings=True)

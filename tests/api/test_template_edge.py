@@ -66,9 +66,11 @@ def test_the_key_check_is_read_only_on_the_key_tables_alone(template: dict[str, 
         role = resources[resources[function]["Properties"]["Role"]["Fn::GetAtt"][0]]["Properties"]
         statements = [s for p in role.get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
         dynamo = [s for s in statements if str(s["Action"]).count("dynamodb:")]
-        # the key documents (wrapped keys only) come with the Store it builds: read, never written
-        assert sorted(table_of[a["Fn::GetAtt"][0]] for s in dynamo for a in s["Resource"]) == sorted(
-            [tables.API_KEYS, tables.KEY_DOCUMENTS])
+        # the bare adapter: no key documents, and KMS only through DynamoDB (tests/unit/test_deploy_templates.py)
+        assert sorted(table_of[a["Fn::GetAtt"][0]] for s in dynamo for a in s["Resource"]) == [tables.API_KEYS]
+        kms = [s for s in statements if "kms:Decrypt" in s["Action"]]
+        assert [s["Condition"] for s in kms] == [
+            {"StringEquals": {"kms:ViaService": [{"Fn::Sub": "dynamodb.${AWS::Region}.amazonaws.com"}]}}], function
         assert not any(a.startswith(("dynamodb:Put", "dynamodb:Update", "dynamodb:Delete", "dynamodb:BatchWrite"))
                        for s in dynamo for a in s["Action"]), function
 

@@ -28,7 +28,8 @@ from notify_core.security.key_documents import FileKeyDocuments
 from notify_core.security.vault import build_vault
 from notify_core.settings import NotifySettings, load_settings
 from notify_core.store import tables
-from notify_core.store.factory import build_adapter, build_store
+from notify_core.store.adapter import build_adapter
+from notify_core.store.factory import build_store
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 EMAIL = "ada@example.com"
@@ -286,3 +287,45 @@ def test_processes_starting_at_once_on_a_fresh_folder_keep_one_master_key(tmp_pa
     assert not failures, failures
     assert len(versions) == count and len(set(versions)) == 1
     assert not [p.name for p in tmp_path.iterdir() if p.name != MASTER_FILE]  # no temp file left behind
+
+
+@pytest.mark.dynamodb
+def test_the_authorizer_and_the_capture_work_where_no_key_can_be_reached(instances: Any) -> None:
+    """Least privilege, by behaviour: the API-key authorizer and the event capture read ``api_keys`` alone
+    (their roles have no key documents and no direct KMS use), so an instance with no master key at all
+    authorizes keys and accepts events, while a function that opens personal fields refuses to start."""
+    from lambdas import authorizer, capture_events, runtime
+    from notify_core.security.keys import KeyRing
+    from notify_core.stream.local_log import LocalLog
+    from tests import auth
+    from tests.events.helpers import api_event, click
+
+    pepper = "p" * 48
+    settings = instances("authorizer-function").model_copy(update={"master_key_file": None,
+                                                                     "api_key_pepper": pepper})
+    with pytest.raises(ConfigurationError, match="NOTIFY_MASTER_KEY_FILE"):
+        build_store(settings)  # no master: nothing here can seal or open a personal field
+    keys = KeyRing(build_adapter(settings), pepper=pepper.encode(), clock=ManualClock(NOW))
+    _, writer = keys.create(name="app", scopes=["events:write"], actor="test", source="pytest")
+    log = LocalLog(settings.data_dir / "log.sqlite")
+    runtime.configure(settings, clock=ManualClock(NOW))
+    runtime.use_auth(None)  # the function's own cold start: its key check from its settings
+    capture_events.use_stream(log)
+    try:
+        def v2(token: str) -> dict[str, Any]:
+            return {"version": "2.0", "rawPath": "/v1/events", "headers": {"x-api-key": token},
+                    "requestContext": {"http": {"method": "POST", "path": "/v1/events"}}}
+
+        assert authorizer.handler(v2(writer), None)["isAuthorized"] is True
+        assert authorizer.handler(v2(writer[:-2] + "xx"), None)["isAuthorized"] is False
+        event = api_event([click(1)])
+        event["headers"] = {**event["headers"], "x-api-key": writer}
+        reply = capture_events.handler(event, None)
+        assert reply["statusCode"] == 202, reply
+        assert sum(log.end_offsets("notify_clickstream").values()) == 1
+    finally:
+        capture_events.use_stream(None)
+        runtime.configure(None)
+        auth.reinstall()
+        log.close()
+    assert not list(settings.secrets_dir.glob("*.keys.json"))  # and nothing minted on the instance's disk

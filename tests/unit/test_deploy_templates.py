@@ -130,9 +130,9 @@ def test_each_function_has_its_own_role_limited_to_the_tables_its_code_reaches()
     # the code really narrows: capture reaches only the API key check, recommendations never touch delivery
     # state
     capture = derive_access("lambdas.capture_events")
-    # (the key documents come with the Store it builds: wrapped keys, read only)
-    assert capture.tables == {tables.API_KEYS, tables.KEY_DOCUMENTS} and not capture.store_writes and capture.kafka
-    assert not capture.s3_read
+    # (the key check reads the bare adapter: no key documents, no key vault)
+    assert capture.tables == {tables.API_KEYS} and not capture.store_writes and capture.kafka
+    assert not capture.s3_read and not capture.reaches_keys
     assert tables.DELIVERIES not in derive_access("lambdas.get_recommended_campaigns").tables
     # DynamoDB's Scan is its own action: the erasure scans every table (its role lacked it, so on AWS the
     # erase route was refused by IAM), and the consumer scans the erasure register; capture scans nothing
@@ -194,20 +194,41 @@ def test_api_is_throttled_and_pods_use_irsa_roles() -> None:
 
 def test_every_function_and_pod_shares_the_stacks_master_key() -> None:
     """A key minted per Lambda instance seals what no other instance opens (tests/security/test_shared_keys.py):
-    every function gets the stack's KMS key and may wrap with it; the pods read its ARN from the outputs."""
+    every function gets the stack's KMS key; the pods read its ARN from the outputs. A role uses the key
+    directly (wrapping data keys and signing rings, always with a ``purpose`` context) only when its code
+    reaches the key vault; otherwise only through the services that encrypt with it."""
+    from notify_cli.deploy_access import derive_access
+
     template = deploy_templates.cloudformation()
     resources = template["Resources"]
     functions = {k: r for k, r in resources.items() if r["Type"] == "AWS::Lambda::Function"}
     assert functions
-    roles = {k: r for k, r in resources.items() if r["Type"] == "AWS::IAM::Role"}
+    key = {"Fn::GetAtt": ["DataKey", "Arn"]}
+    direct_of: dict[str, bool] = {}
     for name, function in functions.items():
         assert function["Properties"]["Environment"]["Variables"]["NOTIFY_KMS_KEY_ID"] == {"Ref": "DataKey"}, name
-    for name, role in roles.items():
-        statements = [s for p in role["Properties"].get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
-        if any("dynamodb:GetItem" in s["Action"] for s in statements):  # every role that reads the Store
-            kms = [s for s in statements if "kms:Decrypt" in s["Action"]]
-            assert kms and all({"kms:Encrypt", "kms:Decrypt"} <= set(s["Action"]) for s in kms), name
-            assert all(s["Resource"] == {"Fn::GetAtt": ["DataKey", "Arn"]} for s in kms), name
+        role = resources[function["Properties"]["Role"]["Fn::GetAtt"][0]]["Properties"]
+        statements = [s for p in role.get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
+        kms = [s for s in statements if any(str(a).startswith("kms:") for a in s["Action"])]
+        if not kms:
+            continue
+        assert all(s["Resource"] == key and "Condition" in s for s in kms), name  # never unconditioned
+        via = [s for s in kms if "kms:ViaService" in s["Condition"].get("StringEquals", {})]
+        direct = [s for s in kms if s not in via]
+        assert len(via) == 1, name
+        services = {v["Fn::Sub"].split(".")[0] for v in via[0]["Condition"]["StringEquals"]["kms:ViaService"]}
+        assert "dynamodb" in services, name
+        if direct:
+            assert direct == [{"Effect": "Allow", "Action": ["kms:Decrypt", "kms:Encrypt"], "Resource": key,
+                               "Condition": {"Null": {"kms:EncryptionContext:purpose": "false"}}}], name
+        handler = function["Properties"]["ImageConfig"]["Command"][0].rpartition(".")[0]
+        assert bool(direct) == derive_access(handler).reaches_keys, name
+        direct_of[name] = bool(direct)
+    # the edge that every request crosses holds no key; every function that opens users or signs links does
+    assert direct_of["AuthorizerFunction"] is False and direct_of["CaptureEventsFunction"] is False
+    assert all(direct_of[f] for f in ("TrackClickFunction", "UserPreferencesFunction", "DeliverNotificationsFunction"))
+    pods = resources["DagsterPodRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    assert any(s.get("Condition", {}).get("Null") for s in pods)  # Dagster runs every stage
     assert template["Outputs"]["DataKeyArn"]["Value"] == {"Fn::GetAtt": ["DataKey", "Arn"]}
 
 
