@@ -47,6 +47,7 @@ from lambdas.http import ApiEvent, Handler
 from lambdas.routes import ROUTES, GatewayRoute
 from notify_core.coalesce import run_together
 from notify_core.metrics import observe_request
+from notify_core.settings import REQUEST_BODY_TIMEOUT_S, REQUEST_HEADERS_TIMEOUT_S
 
 _RUN = uuid.uuid4().hex[:12]  # request ids: unique per process start + a counter (uuid4 costs ~20 us)
 _REQUESTS = itertools.count(1)
@@ -73,18 +74,11 @@ class _Context:
         return 30_000
 
 
-BODY_TIMEOUT_S = 30.0
-"""How long a client may take to send a request's body (from the end of its headers). uvicorn has no such
-limit: a client that declared a length and stopped sending held its connection and request open for ever
-(no answer after 90 s, tests/api/test_gateway_slow_body.py), so enough of them exhausted the process's
-descriptors. 30 s is API Gateway's own integration limit; at the 6 MB cap it still allows ~200 kB/s."""
-
-
 class _BodyTimeout(Exception):
-    """The client did not send its whole body within :data:`BODY_TIMEOUT_S`."""
+    """The client did not send its whole body in time (``NOTIFY_REQUEST_BODY_TIMEOUT_S``)."""
 
 
-async def _read_body(request: Request, limit: int, *, timeout: float = BODY_TIMEOUT_S) -> bytes | None:
+async def _read_body(request: Request, limit: int, *, timeout: float) -> bytes | None:
     """The body, or None as soon as it passes ``limit`` (a 10 MB upload is cut off, not buffered);
     ``_BodyTimeout`` when it has not all arrived within ``timeout`` seconds (a stalled client)."""
     declared = request.headers.get("content-length")
@@ -276,7 +270,7 @@ class _Together:
                 self.scheduled = False
 
 
-def _endpoint(route: GatewayRoute, max_body: int) -> Any:
+def _endpoint(route: GatewayRoute, max_body: int, body_timeout_s: float) -> Any:
     handler: list[Handler] = []
     handler_ready: list[bool] = []
     together: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Together] = weakref.WeakKeyDictionary()
@@ -285,10 +279,10 @@ def _endpoint(route: GatewayRoute, max_body: int) -> Any:
         if not handler:
             handler.append(_load(route.handler))
         try:
-            body = await _read_body(request, max_body)
+            body = await _read_body(request, max_body, timeout=body_timeout_s)
         except _BodyTimeout:  # 408 and close: the rest of the body may still come, and no next request can follow
             return _gateway_error(408, "RequestTimeoutError",
-                                  f"the request body did not arrive within {BODY_TIMEOUT_S:.0f} s",
+                                  f"the request body did not arrive within {body_timeout_s:g} s",
                                   headers={"connection": "close"})
         if body is None:
             return JSONResponse(
@@ -372,7 +366,10 @@ class RequestMetrics:
                             status=status, seconds=time.perf_counter() - started)
 
 
-def build_app(routes: Sequence[GatewayRoute] | None = None, *, max_body: int = MAX_BODY_BYTES) -> Starlette:
+def build_app(routes: Sequence[GatewayRoute] | None = None, *, max_body: int = MAX_BODY_BYTES,
+              body_timeout_s: float = REQUEST_BODY_TIMEOUT_S) -> Starlette:
+    """The gateway: one route per handler route, plus health, metrics, the OpenAPI document and its page.
+    ``body_timeout_s``: a body not all sent by then is answered 408 and its connection closed."""
     table = ROUTES if routes is None else routes
     document: list[bytes] = []
 
@@ -396,7 +393,7 @@ def build_app(routes: Sequence[GatewayRoute] | None = None, *, max_body: int = M
 
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    starlette_routes = [Route(r.path, _endpoint(r, max_body), methods=[r.method]) for r in table]
+    starlette_routes = [Route(r.path, _endpoint(r, max_body, body_timeout_s), methods=[r.method]) for r in table]
     starlette_routes += [Route("/healthz", health, methods=["GET"]), Route("/metrics", metrics, methods=["GET"]),
                          Route("/openapi.json", openapi, methods=["GET"]), Route("/docs", docs, methods=["GET"])]
     return Starlette(routes=starlette_routes, middleware=[Middleware(RequestMetrics)],
@@ -414,20 +411,14 @@ def build_worker_app() -> Starlette:
     return build_app()
 
 
-HEADERS_TIMEOUT_S = 10.0
-"""How long a client may take to send a request's line and headers, from its connection or its first byte.
-uvicorn times the idle gap after a response (keep-alive), not a connection that never completes its
-headers: one that sent ``POST /v1/events HTTP/1.1`` and a header, or nothing at all, was held open for ever
-(still open after 40 s), so a slow client per descriptor ran ``notify serve`` out of them (slowloris)."""
-
 _TIMEOUT_REPLY = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
 
 @functools.cache
-def _headers_deadline_protocol() -> type[asyncio.Protocol]:
-    """uvicorn's httptools protocol with a deadline on each request's headers (:data:`HEADERS_TIMEOUT_S`):
-    armed when the connection opens and when a request begins, disarmed when its headers are complete (the
-    body has its own limit, :data:`BODY_TIMEOUT_S`); past it the client gets a 408 and the connection closes."""
+def _headers_deadline_protocol(timeout_s: float) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol with a deadline of ``timeout_s`` on each request's headers: armed when the
+    connection opens and when a request begins, disarmed when its headers are complete (the body has its
+    own limit); past it the client gets a 408 and the connection closes."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class HeadersDeadlineProtocol(HttpToolsProtocol):
@@ -451,7 +442,7 @@ def _headers_deadline_protocol() -> type[asyncio.Protocol]:
 
         def _arm(self) -> None:
             self._disarm()
-            self._headers_timer = self.loop.call_later(HEADERS_TIMEOUT_S, self._headers_late)
+            self._headers_timer = self.loop.call_later(timeout_s, self._headers_late)
 
         def _disarm(self) -> None:
             if self._headers_timer is not None:
@@ -467,19 +458,19 @@ def _headers_deadline_protocol() -> type[asyncio.Protocol]:
     return HeadersDeadlineProtocol
 
 
-def uvicorn_stack() -> dict[str, Any]:
+def uvicorn_stack(*, headers_timeout_s: float = REQUEST_HEADERS_TIMEOUT_S) -> dict[str, Any]:
     """uvicorn's event loop and HTTP parser: uvloop and httptools (C, both in pyproject.toml), named
     explicitly so a missing one is visible in the log rather than silently replaced. Measured on the real
     demo data with wrk (issue 21): the trivial route costs the server 0.06 ms of CPU a request with them,
     0.21 ms with asyncio + h11, whose separate header/body writes also stall ~40 ms a reply (Nagle).
-    With httptools, its protocol carries a deadline on each request's headers (:data:`HEADERS_TIMEOUT_S`)."""
+    With httptools, its protocol carries a deadline of ``headers_timeout_s`` on each request's headers."""
     import importlib.util
     import logging
 
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     http: str | type[asyncio.Protocol] = "h11"
     if importlib.util.find_spec("httptools"):
-        http = _headers_deadline_protocol()
+        http = _headers_deadline_protocol(headers_timeout_s)
     if loop != "uvloop" or http == "h11":
         logging.getLogger("lambdas.gateway").warning(
             "serving without uvloop/httptools (slower, no deadline on request headers)",
@@ -490,6 +481,7 @@ def uvicorn_stack() -> dict[str, Any]:
 def serve(
     *, host: str = "127.0.0.1", port: int = 8080, log_level: str = "warning", workers: int = 1,
     tls_cert: str | None = None, tls_key: str | None = None,
+    headers_timeout_s: float = REQUEST_HEADERS_TIMEOUT_S, body_timeout_s: float = REQUEST_BODY_TIMEOUT_S,
 ) -> None:
     """Run the gateway until SIGINT/SIGTERM (uvicorn handles both gracefully).
 
@@ -508,10 +500,11 @@ def serve(
 
         tls = {"ssl_certfile": tls_cert, "ssl_keyfile": tls_key, "ssl_context_factory": tls12_context_factory}
     if workers <= 1:
-        uvicorn.run(build_app(), host=host, port=port, log_level=log_level, access_log=False, **uvicorn_stack(),
-                    **tls)
+        uvicorn.run(build_app(body_timeout_s=body_timeout_s), host=host, port=port, log_level=log_level,
+                    access_log=False, **uvicorn_stack(headers_timeout_s=headers_timeout_s), **tls)
         return
-    _serve_forked(host=host, port=port, log_level=log_level, workers=workers, tls=tls)
+    _serve_forked(host=host, port=port, log_level=log_level, workers=workers, tls=tls,
+                  headers_timeout_s=headers_timeout_s, body_timeout_s=body_timeout_s)
 
 
 def _listening_socket(host: str, port: int, *, reuse_port: bool) -> Any:
@@ -526,7 +519,8 @@ def _listening_socket(host: str, port: int, *, reuse_port: bool) -> Any:
     return sock
 
 
-def _serve_forked(*, host: str, port: int, log_level: str, workers: int, tls: dict[str, Any]) -> None:
+def _serve_forked(*, host: str, port: int, log_level: str, workers: int, tls: dict[str, Any],
+                  headers_timeout_s: float, body_timeout_s: float) -> None:
     """``workers`` forked processes. Where the OS has SO_REUSEPORT each worker listens on its own socket
     and the kernel spreads new connections over them by hash: on one shared socket the worker that wakes
     first accepts a burst of connections (measured with wrk's 16 keep-alive connections: one worker did
@@ -550,7 +544,9 @@ def _serve_forked(*, host: str, port: int, log_level: str, workers: int, tls: di
             code = 0
             try:
                 mine = _listening_socket(host, port, reuse_port=True) if reuse_port else sock
-                config = uvicorn.Config(build_app(), log_level=log_level, access_log=False, **uvicorn_stack(), **tls)
+                config = uvicorn.Config(build_app(body_timeout_s=body_timeout_s), log_level=log_level,
+                                        access_log=False, **uvicorn_stack(headers_timeout_s=headers_timeout_s),
+                                        **tls)
                 uvicorn.Server(config).run(sockets=[mine])
             except BaseException:
                 code = 1

@@ -171,14 +171,16 @@ def serve(
     _secure(settings, insecure=insecure_no_auth)
     # Handlers get our settings handed over (runtime.configure), not through os.environ.
     runtime.configure(settings)
+    gateway_args = {**tls_args, "headers_timeout_s": settings.request_headers_timeout_s,
+                    "body_timeout_s": settings.request_body_timeout_s}
     if workers > 1:  # each forked worker builds its own Store, stream and key check on its first request
         stream.close()
         runtime.use_auth(None, insecure=insecure_no_auth)
-        run_gateway(host=host, port=port, workers=workers, **tls_args)
+        run_gateway(host=host, port=port, workers=workers, **gateway_args)
         return
     capture_events.use_stream(stream)
     try:
-        run_gateway(host=host, port=port, **tls_args)
+        run_gateway(host=host, port=port, **gateway_args)
     finally:
         stream.close()
 

@@ -39,6 +39,14 @@ ENVIRONMENT_ALLOWLIST: frozenset[str] = frozenset({
 # mid-request (at the old 30 s, a broker outage held each capture request 30.0 s, measured).
 KAFKA_DELIVERY_TIMEOUT_S = 10.0
 
+# How long a client of ``notify serve`` may take to send a request's line and headers (from its connection
+# or its first byte), and then its body. uvicorn limits neither: a client that stopped mid-headers, or
+# declared a length and stopped mid-body, held its connection and request open for ever, so enough slow
+# clients ran the server out of descriptors (tests/api/test_gateway_slow_*.py). 30 s is API Gateway's own
+# integration limit; at the 6 MB body cap it still allows ~200 kB/s.
+REQUEST_HEADERS_TIMEOUT_S = 10.0
+REQUEST_BODY_TIMEOUT_S = 30.0
+
 
 class NotifySettings(BaseSettings):
     """Typed settings, read from ``NOTIFY_*`` environment variables (or passed explicitly)."""
@@ -69,6 +77,8 @@ class NotifySettings(BaseSettings):
     stream_fsync: bool = False
 
     # serving
+    request_headers_timeout_s: float = Field(default=REQUEST_HEADERS_TIMEOUT_S, gt=0, le=300)
+    request_body_timeout_s: float = Field(default=REQUEST_BODY_TIMEOUT_S, gt=0, le=300)
     recommend_effort: int | None = None  # ANN search effort (ivf lists probed / hnsw ef); default: the manifest's
     # per-worker cache of the time-independent ranking work of recently seen users (issue 21; exact: keyed
     # by the snapshot and the user's vector and purchases, notify_core/recommend/work_cache.py); 0: none.

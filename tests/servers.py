@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -258,15 +258,16 @@ def local_gateway(*, timeout: float = 15.0) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def notify_serve(data_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def notify_serve(data_dir: Path, *, env: Mapping[str, str] | None = None,
+                 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """A real ``notify serve`` process (embedded default) on a free loopback port, healthy; yields the process
-    and its base URL, and stops it after."""
+    and its base URL, and stops it after. ``env``: more ``NOTIFY_*`` settings for it."""
     import sys
 
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "notify_cli.stream_commands", "serve", "--port", str(port), "--data-dir", str(data_dir)],
-        cwd=Path(__file__).resolve().parents[1], env={**os.environ, "NOTIFY_ENV": "local"},
+        cwd=Path(__file__).resolve().parents[1], env={**os.environ, "NOTIFY_ENV": "local", **(env or {})},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # never a pipe nobody reads (it would fill)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -3,8 +3,8 @@
 uvicorn limits the time between requests (keep-alive), not the time a request's body may take: a client
 that declared ``content-length: 100`` and sent 7 bytes held its connection and the request open for ever
 (no answer after 90 s), so enough such clients (or one buggy one in a loop) ran ``notify serve`` out of
-descriptors. The gateway now gives the body :data:`lambdas.gateway.BODY_TIMEOUT_S`. A real server process
-and raw sockets.
+descriptors. The gateway now gives the body ``NOTIFY_REQUEST_BODY_TIMEOUT_S`` (30 s by default; 4 s here, so
+the test does not wait half a minute). A real server process and raw sockets.
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
-from lambdas.gateway import BODY_TIMEOUT_S
 from tests.servers import notify_serve, serve_admin_key
+
+BODY_TIMEOUT_S = 4.0
 
 
 def _read_all(sock: socket.socket) -> bytes:
@@ -31,7 +33,7 @@ def _read_all(sock: socket.socket) -> bytes:
 
 def test_a_stalled_body_is_answered_408_and_the_connection_closed(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    with notify_serve(data) as (server, base):
+    with notify_serve(data, env={"NOTIFY_REQUEST_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)}) as (server, base):
         port = int(base.rsplit(":", 1)[1])
         key = serve_admin_key(data)
         event = b'{"type":"click","user_id":"u1","ts":"2024-03-01T10:00:00Z","campaign_id":"c1","event_id":"slow-1"}'
@@ -56,6 +58,17 @@ def test_a_stalled_body_is_answered_408_and_the_connection_closed(tmp_path: Path
             reply = _read_all(stalled)  # before the fix: socket.timeout, the request still open
             waited = time.monotonic() - started
         assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
-        assert b"RequestTimeoutError" in reply
+        assert b"RequestTimeoutError" in reply and b"within 4 s" in reply
         assert BODY_TIMEOUT_S - 1 <= waited <= BODY_TIMEOUT_S + 15, waited
         assert server.poll() is None
+
+
+def test_the_deadlines_default_to_api_gateways_and_refuse_nonsense(tmp_path: Path) -> None:
+    from notify_core.errors import ConfigurationError
+    from notify_core.settings import load_settings
+
+    settings = load_settings(data_dir=tmp_path)
+    assert (settings.request_headers_timeout_s, settings.request_body_timeout_s) == (10.0, 30.0)
+    for bad in ("0", "-1", "301"):
+        with pytest.raises(ConfigurationError, match="request_body_timeout_s"):
+            load_settings(data_dir=tmp_path, request_body_timeout_s=bad)
