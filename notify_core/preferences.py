@@ -150,7 +150,8 @@ def in_quiet_hours(user: Mapping[str, Any], at: float) -> bool:
     start, end = _hour_of_day(user.get("quiet_start_hour")), _hour_of_day(user.get("quiet_end_hour"))
     if start is None or end is None or start == end:
         return False
-    hour = datetime.fromtimestamp(at, zone_or_utc(user.get("timezone"))).hour
+    zone = user.get("timezone")
+    hour = datetime.fromtimestamp(at, zone_or_utc(zone if isinstance(zone, str) else None)).hour
     return start <= hour < end if start < end else (hour >= start or hour < end)
 
 

@@ -44,10 +44,10 @@ def is_known_zone(name: str | None) -> bool:
 
 
 @lru_cache(maxsize=1024)
-def zone_or_utc(name: object) -> tzinfo:
+def zone_or_utc(name: str | None) -> tzinfo:
     """The zone a user's ``timezone`` names, or UTC for a missing or unknown one: how the planner plans them
     (``planner.plan_day`` maps unknown zones to UTC and counts them), so a send-time check agrees with it."""
-    return ZoneInfo(name) if isinstance(name, str) and is_known_zone(name) else UTC
+    return ZoneInfo(name) if name is not None and is_known_zone(name) else UTC
 
 
 def base_of(plan_day: date) -> datetime:

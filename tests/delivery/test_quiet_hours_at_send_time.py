@@ -106,6 +106,7 @@ def test_the_send_time_rule_is_the_planners_on_every_hour_and_pair() -> None:
 @pytest.mark.parametrize(("profile", "quiet"), [
     ({"quiet_start_hour": 10, "quiet_end_hour": 11, "timezone": "Not/AZone"}, True),  # unknown zone: UTC
     ({"quiet_start_hour": 10, "quiet_end_hour": 11, "timezone": None}, True),
+    ({"quiet_start_hour": 10, "quiet_end_hour": 11, "timezone": ["Asia/Tokyo"]}, True),  # not a name: UTC
     ({"quiet_start_hour": 10, "quiet_end_hour": None}, False),  # half a pair: none, as the planner reads it
     # not hours (the API and ingestion refuse them; a profile written otherwise must not fail the send)
     ({"quiet_start_hour": True, "quiet_end_hour": 11}, False),
