@@ -1,6 +1,6 @@
 """The daily operations report: what Notify did on one UTC day, from the Store, as numbers and a picture.
 
-Sends, failures, opens, clicks, CTR, opt-outs, how late notifications went out (a histogram), how many
+Sends, failures, opens, clicks, CTR, the day's opt-outs, how late notifications went out (a histogram), how many
 notifications users were planned (plan sizes) and how far behind the event consumer is. Computed from
 the rows the pipeline already writes, so it needs no metrics server:
 
@@ -8,8 +8,10 @@ the rows the pipeline already writes, so it needs no metrics server:
   reads them, an hour's 960 at a time through ``query_many``): status, lateness (``latency_s`` of sent
   items), sends per hour, and per user the plan size;
 * ``campaign_stats`` (one row per campaign and day, read in batches): first opens and clicks, counted by
-  the tracking endpoints;
-* ``users`` profiles with ``opted_out_categories``: users opted out of at least one category;
+  the tracking endpoints, and the one-click opt-outs made that day through a message's unsubscribe link.
+  No user profile is read: the report used to scan every profile for the users with a category opt-out,
+  which at the spec's 10M users meant reading and opening every profile's sealed fields once a day for
+  one number that is not the day's (it counted preferences however old);
 * the stream (embedded log only): records not yet committed by the consumer group and the age of the
   oldest one. On Kafka, joining the group to look would trigger a rebalance, so lag comes from the
   ``notify_consumer_lag_seconds`` metric instead and the report says "n/a".
@@ -52,7 +54,7 @@ class OperationsReport:
     duplicates: int  # suppressed by the 24 h dedupe window (a re-planned notification id)
     opens: int
     clicks: int
-    opted_out_users: int
+    opt_outs: int  # one-click opt-outs that day (the campaigns' ``opted_out`` counters)
     sends_by_hour: list[int]
     lateness_counts: list[int]  # per LATENESS_EDGES_S bucket: [edge_i, edge_i+1), the last open-ended
     lateness_p50_s: float | None
@@ -86,7 +88,7 @@ class OperationsReport:
         return {
             "sends": self.sends, "failures": self.failures, "failure_rate": round(self.failure_rate, 6),
             "opens": self.opens, "clicks": self.clicks, "ctr": round(self.ctr, 6),
-            "opted_out_users": self.opted_out_users,
+            "opt_outs": self.opt_outs,
             "lateness_p50_s": self.lateness_p50_s, "lateness_p95_s": self.lateness_p95_s,
             "users_planned": sum(self.plan_sizes.values()), "pending": self.pending,
             "consumer_lag_records": self.consumer_lag_records, "consumer_lag_seconds": self.consumer_lag_seconds,
@@ -156,12 +158,12 @@ def daily_operations(
     counts = [0] * len(LATENESS_EDGES_S)
     for value in lateness:
         counts[_bucket(value)] += 1
-    opens = clicks = 0
+    opens = clicks = opt_outs = 0
     keys = [(str(campaign["pk"]), day.isoformat()) for campaign in store.table(tables.CAMPAIGNS).scan()]
     for row in store.table(tables.CAMPAIGN_STATS).batch_get(keys):
         opens += int(row.get("opened") or 0)
         clicks += int(row.get("clicked") or 0)
-    opted_out = sum(1 for u in store.table(tables.USERS).scan() if u.get("opted_out_categories"))
+        opt_outs += int(row.get("opted_out") or 0)
     lag_records, lag_seconds = stream_lag(stream, group=group, topics=topics, now_ms=int(now.timestamp() * 1000))
     notes = [] if stream is not None and lag_records is not None else [
         "consumer lag: read from the notify_consumer_lag_seconds metric (not readable from this stream)"]
@@ -169,7 +171,7 @@ def daily_operations(
         day=day.isoformat(), sends=status["sent"], failures=status["dead_lettered"],
         pending=status["pending"] + status["claimed"] + status["retry_scheduled"], cancelled=status["cancelled"],
         duplicates=status["duplicate"],
-        opens=opens, clicks=clicks, opted_out_users=opted_out, sends_by_hour=by_hour, lateness_counts=counts,
+        opens=opens, clicks=clicks, opt_outs=opt_outs, sends_by_hour=by_hour, lateness_counts=counts,
         lateness_p50_s=_quantile(lateness, 0.5), lateness_p95_s=_quantile(lateness, 0.95),
         plan_sizes=dict(sorted(Counter(per_user.values()).items())), consumer_lag_records=lag_records,
         consumer_lag_seconds=lag_seconds, notes=notes,
@@ -195,8 +197,8 @@ def operations_figure(report: OperationsReport) -> Any:
     c.set_title("Plan sizes: notifications per user")
     c.set_xlabel("notifications planned")
     c.set_ylabel("users")
-    names = ["sends", "opens", "clicks", "failures", "opted-out users"]
-    values = [report.sends, report.opens, report.clicks, report.failures, report.opted_out_users]
+    names = ["sends", "opens", "clicks", "failures", "opt-outs"]
+    values = [report.sends, report.opens, report.clicks, report.failures, report.opt_outs]
     d.barh(names[::-1], values[::-1], color=[PALETTE[5], PALETTE[4], PALETTE[3], PALETTE[2], PALETTE[0]])
     d.set_title(f"Engagement: CTR {report.ctr:.1%}, open rate {report.open_rate:.1%}")
     for ax in (a, b, c, d):
