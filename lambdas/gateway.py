@@ -400,17 +400,6 @@ def build_app(routes: Sequence[GatewayRoute] | None = None, *, max_body: int = M
                      exception_handlers={404: _not_found, 405: _not_allowed})
 
 
-def build_worker_app() -> Starlette:
-    """The app of one ``--workers`` process: JSON logging first (a spawned worker has none of the parent's)."""
-    import os
-
-    from notify_core.observability import configure_logging, logging_configured
-
-    if not logging_configured():
-        configure_logging(level=os.environ.get("NOTIFY_LOG_LEVEL", "WARNING").upper())
-    return build_app()
-
-
 _TIMEOUT_REPLY = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
 

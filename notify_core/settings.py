@@ -26,7 +26,7 @@ ENV_PREFIX = "NOTIFY_"
 # let them be. Any other NOTIFY_* variable that names no field is refused (a misspelt NOTIFY_ENV would
 # otherwise run locally, a misspelt NOTIFY_CLOCK_START give a replay the system clock). Each entry: who reads it.
 ENVIRONMENT_ALLOWLIST: frozenset[str] = frozenset({
-    "NOTIFY_LOG_LEVEL",  # lambdas/http.py and lambdas/gateway.py: the Lambda handlers' log level
+    "NOTIFY_LOG_LEVEL",  # lambdas/http.py: the Lambda handlers' log level
     "NOTIFY_TEST_DAEMON_LOG",  # tests/pipeline/test_living_pipeline.py: print the Dagster daemon's launches
     "NOTIFY_SOCKET",  # systemd (sd_notify), not Notify: set for every Type=notify service it starts
 })
