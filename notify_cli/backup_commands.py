@@ -88,7 +88,6 @@ def backup(
     try:  # before the audit entry, which would create an empty Store in a wiped data directory
         service.check_target(new_replica=new_replica)
     except NotifyError as exc:
-        service.close()
         raise _fail(exc) from None
     _audited(data_dir, action="backup.run" if once else "backup.start", target=service.plan.target.describe(),
              detail={"once": once, "new_replica": new_replica})
@@ -102,8 +101,6 @@ def backup(
             report = service.run(stop=stop, interval=interval, new_replica=new_replica)
     except NotifyError as exc:
         raise _fail(exc) from None
-    finally:
-        service.close()
     typer.echo(json.dumps({"target": service.plan.target.describe(), "files": report.files,
                            "uploaded": report.uploaded}))
 
@@ -135,8 +132,6 @@ def restore(
         report = service.restore(at=when, force=force)
     except NotifyError as exc:
         raise _fail(exc) from None
-    finally:
-        service.close()
     _audited(data_dir, action="backup.restore", target=service.plan.target.describe(),
              detail={"at": when.isoformat() if when else None, "force": force, "replaced_audit_head": replaced})
     typer.echo(json.dumps(describe(report)))

@@ -72,25 +72,36 @@ def _die_with_parent() -> None:
 
 
 class Litestream:
-    """One Litestream configuration (written to ``config_path``, 0600) and the commands over it."""
+    """One Litestream configuration (``config_path``, 0600 in a 0700 folder) and the commands over it.
+
+    The file is (re)written before each command, so a command still finds it after its folder was removed
+    (a data directory wiped before the restore that brings it back)."""
 
     def __init__(self, *, config_path: Path, databases: Mapping[Path, Mapping[str, Any]]) -> None:
         self.config_path = config_path
         self.databases = dict(databases)
-        config_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self.binary = litestream_binary()
+
+    def _config(self) -> str:
+        self.config_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(render_config(self.databases))
-        self.binary = litestream_binary()
+        return str(self.config_path)
 
     def start(self, *, log_path: Path | None = None) -> subprocess.Popen[bytes]:
         """Continuous replication in a child process (stop it with :meth:`stop`)."""
-        out = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115
-        return subprocess.Popen(
-            [self.binary, "replicate", "-config", str(self.config_path)],
-            stdout=out, stderr=subprocess.STDOUT, env=litestream_environment(), start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
+        config = self._config()
+        out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600) if log_path is not None else None
+        try:
+            return subprocess.Popen(
+                [self.binary, "replicate", "-config", config],
+                stdout=subprocess.DEVNULL if out is None else out, stderr=subprocess.STDOUT,
+                env=litestream_environment(), start_new_session=True, preexec_fn=_die_with_parent,
+            )
+        finally:  # the child holds its own copy of the descriptor
+            if out is not None:
+                os.close(out)
 
     @staticmethod
     def stop(process: subprocess.Popen[bytes], *, timeout: float = 15.0) -> None:
@@ -105,11 +116,11 @@ class Litestream:
 
     def replicate_once(self, *, timeout: float = 600.0) -> None:
         """One full sync of every database (a snapshot where the replica has none), then exit."""
-        self._run(["replicate", "-once", "-config", str(self.config_path)], timeout=timeout)
+        self._run(["replicate", "-once", "-config", self._config()], timeout=timeout)
 
     def restore(self, database: Path, *, output: Path, at: datetime | None = None, timeout: float = 600.0) -> bool:
         """Restore ``database`` into ``output``; False when its replica holds nothing (never backed up)."""
-        args = ["restore", "-config", str(self.config_path), "-if-replica-exists", "-o", str(output)]
+        args = ["restore", "-config", self._config(), "-if-replica-exists", "-o", str(output)]
         if at is not None:
             args += ["-timestamp", at.astimezone(UTC).isoformat().replace("+00:00", "Z")]
         self._run([*args, str(database)], timeout=timeout)

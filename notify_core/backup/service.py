@@ -31,11 +31,10 @@ replication are in the rendered templates.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-import shutil
 import sqlite3
-import tempfile
 import threading
 import time
 from contextlib import closing
@@ -60,6 +59,7 @@ from notify_core.stream.local_log import LocalLog
 log = logging.getLogger(__name__)
 
 FOLDERS = ("lake", "landing", "artefacts", "quarantine")
+LITESTREAM_FOLDER = "litestream"  # under the data directory: each target's Litestream config and log
 
 
 @dataclass(frozen=True)
@@ -107,21 +107,21 @@ class RestoreReport:
 class BackupService:
     """Runs the backup of one plan (continuously or once) and restores from it."""
 
-    def __init__(self, plan: BackupPlan, *, clock: Clock, work_dir: Path | None = None) -> None:
+    def __init__(self, plan: BackupPlan, *, clock: Clock) -> None:
         self.plan = plan
         self.clock = clock
-        self._own_work_dir = work_dir is None
-        self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="notify-backup-"))
+        # The Litestream config and log of this target sit in the data directory, named by the target: a
+        # `notify backup` killed -9 and restarted by its supervisor reuses them (a temporary folder was left
+        # behind at each kill), the log outlives the process for the operator, and two backups of one data
+        # directory to two targets never read each other's config.
+        stem = hashlib.sha256(plan.target.describe().encode()).hexdigest()[:16]
+        folder = plan.data_dir / LITESTREAM_FOLDER
+        self.log_path = folder / f"{stem}.log"
         self.litestream = Litestream(
-            config_path=self.work_dir / "litestream.yml",
+            config_path=folder / f"{stem}.yml",
             databases={path: plan.target.litestream_replica(name) for name, path in plan.databases.items()},
         )
         self.files = FileBackup(plan.target.blobs(), root=plan.data_dir, folders=plan.folders, clock=clock)
-
-    def close(self) -> None:
-        """Remove the private folder of the Litestream config and log (when this service made it)."""
-        if self._own_work_dir:
-            shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def check_target(self, *, new_replica: bool = False) -> None:
         """Refuse (:class:`ReplicaExistsError`) when the target holds a replica of a database that is missing
@@ -166,7 +166,9 @@ class BackupService:
         the failure that only shows on the day of the restore.
         """
         self._ensure_databases(new_replica=new_replica)
-        log_path = self.work_dir / "litestream.log"
+        log_path = self.log_path
+        if log_path.exists():  # one run's log, and the one before it
+            os.replace(log_path, log_path.with_suffix(".log.1"))
         process = self.litestream.start(log_path=log_path)
         log.info("backup started",
                  extra={"target": self.plan.target.describe(), "databases": list(self.plan.databases)})

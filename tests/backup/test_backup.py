@@ -212,3 +212,42 @@ def test_notify_backup_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err.decode()[-2000:]
     assert json.loads(out.decode().splitlines()[-1])["target"] == str(tmp_path / "b")
+
+
+def test_notify_backup_killed_9_and_restarted_leaves_nothing_behind_and_keeps_its_log(tmp_path: Path) -> None:
+    """A supervised `notify backup` killed -9 and started again: no temporary folder is left per kill (one
+    was, holding the Litestream config), the Litestream config and log are the data directory's, private, one
+    pair per target, and the log of the killed run is kept beside the new one."""
+    data, scratch = tmp_path / "data", tmp_path / "tmp"
+    scratch.mkdir()
+    SqliteStore(data / "store.sqlite").close()
+    env = {**os.environ, "NOTIFY_ENV": "local", "TMPDIR": str(scratch)}
+
+    def start(target: Path) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "notify_cli.backup_commands", "backup", "--data-dir",
+                                 str(data), "--to", str(target), "--interval", "0.5"], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+    first = start(tmp_path / "b")
+    try:
+        _replicated_ltx(tmp_path / "b", after=set())
+    finally:
+        kill_with_children(first)  # SIGKILL, its Litestream with it
+    again, other = start(tmp_path / "b"), start(tmp_path / "c")  # the restart, and a second target beside it
+    time.sleep(2)
+    for proc in (again, other):
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err.decode()[-2000:]
+
+    assert list(scratch.iterdir()) == []
+    folder = data / "litestream"
+    names = sorted(p.name for p in folder.iterdir())
+    stems = {name.split(".")[0] for name in names}
+    assert len(stems) == 2 and len(names) == 5, names  # per target a config and a log; the killed run's log.1
+    assert sum(name.endswith(".log.1") for name in names) == 1
+    assert oct(folder.stat().st_mode & 0o777) == "0o700"
+    assert {oct(p.stat().st_mode & 0o777) for p in folder.iterdir()} == {"0o600"}
+    configs = {p.read_text().count(str(tmp_path / t)) for p in folder.glob("*.yml") for t in ("b", "c")}
+    assert configs == {0, 2}  # each config names its own target for both databases, never the other's
+    assert (folder / next(n for n in names if n.endswith(".log.1"))).stat().st_size > 0

@@ -15,7 +15,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -52,10 +51,7 @@ def _users(path: Path) -> int:
 
 
 def _service(settings: NotifySettings, target: Path) -> BackupService:
-    """A service whose Litestream config lives under the test's folder (removed with it, not left in /tmp)."""
-    work_dir = target.parent / "work" / uuid.uuid4().hex
-    return BackupService(plan_backup(settings, BackupTarget.parse(str(target))), clock=ManualClock(NOW),
-                         work_dir=work_dir)
+    return BackupService(plan_backup(settings, BackupTarget.parse(str(target))), clock=ManualClock(NOW))
 
 
 def test_a_backup_restarted_on_a_wiped_data_directory_refuses_to_replace_the_good_replica(tmp_path: Path) -> None:

@@ -42,8 +42,8 @@ def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
     raise AssertionError(f"{asset} not materialised")
 
 
-def test_definitions_load() -> None:
-    defs = build_definitions(load_settings(data_dir=Path("/tmp/notify-defs-test")))
+def test_definitions_load(tmp_path: Path) -> None:
+    defs = build_definitions(load_settings(data_dir=tmp_path))
     dg.Definitions.validate_loadable(defs)
     main = defs.resolve_job_def(MAIN_JOB)  # raises when the job is missing
     # every asset but the monthly purchase partitions (a run cannot mix them with the daily plan)
