@@ -16,6 +16,7 @@ the quarantine, the lake nor the Store; the report counts them as ``rows_erased`
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from notify_core.clock import Clock, utcnow
 from notify_core.convergence import PartitionSource, converge, frame_digest
 from notify_core.erasure_register import EVENT_TIME, ErasureRegister, erased_before
 from notify_core.errors import ValidationError
-from notify_core.ingest.validation import ROW_COLUMN, Validated, prepare, validate
+from notify_core.ingest.validation import LIST_SEPARATOR, ROW_COLUMN, Validated, prepare, validate
 from notify_core.lake import Lake, MergePlan
 from notify_core.repositories import ITEM_KEYS, WriteCounts
 from notify_core.schemas import KEYS, SCHEMAS
@@ -102,8 +103,22 @@ def _quarantine(folder: Path, dataset: str, source: Path, bad: pl.DataFrame, raw
     target = folder / dataset
     target.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
-    text = rows.cast({c: pl.String for c in rows.columns if c not in (ROW_COLUMN,)})
+    text = rows.select(pl.col(ROW_COLUMN), *(_as_text(c, rows.schema[c]) for c in rows.columns if c != ROW_COLUMN))
     atomic_write(target / f"{source.stem}.{digest}.parquet", text.write_parquet)
+
+
+def _as_text(column: str, dtype: pl.DataType) -> pl.Expr:
+    """A landing column as the text a CSV drop would carry: a list of plain values joined by
+    ``LIST_SEPARATOR`` (what :func:`prepare` splits), anything else nested as JSON. A Parquet drop's list
+    columns (``channels``, ``product_ids``) cannot be cast to text: a bad row in one failed the whole
+    dataset's ingestion, on every retry."""
+    if isinstance(dtype, pl.List | pl.Array) and not dtype.inner.is_nested():
+        return pl.col(column).cast(pl.List(pl.String)).list.join(LIST_SEPARATOR).alias(column)
+    if dtype.is_nested():
+        return pl.col(column).map_batches(lambda values: pl.Series(
+            [None if v is None else json.dumps(v, default=str) for v in values.to_list()], dtype=pl.String),
+            return_dtype=pl.String).alias(column)
+    return pl.col(column).cast(pl.String)
 
 
 def ingest_dataset(

@@ -101,3 +101,28 @@ def test_unreadable_file_is_reported_and_other_files_still_land(env) -> None:
     assert "broken.parquet" in report.file_errors
     assert report.lake_inserted == 3
     assert get_entity(env["store"], tables.PRODUCTS, HEART)["category"] == "candles & lighting"
+
+
+def test_a_bad_row_in_a_parquet_drop_with_list_columns_is_quarantined_as_text(env) -> None:
+    """A Parquet drop carries ``channels`` and ``opted_out_categories`` as lists: a bad row in it failed the
+    whole ``users`` ingestion (its list columns could not be cast to text for the quarantine), on every retry."""
+    from notify_core.schemas import USERS
+
+    rows = [{"user_id": user, "country": "France", "timezone": "Europe/Paris", "signup_date": None,
+             "daily_cap": cap, "quiet_start_hour": 22, "quiet_end_hour": 7, "channels": ["push", "email"],
+             "opted_out_categories": opted} for user, cap, opted in (("u-good", 3, []), ("u-bad", 9, ["toys"]))]
+    pl.DataFrame(rows, schema=USERS).write_parquet(env["landing"] / "users" / "drop.parquet")
+    report = _ingest(env, "users")
+    assert [(b.file, b.row, b.reason) for b in report.bad_rows] == [("drop.parquet", 2, "daily_cap outside 0..5")]
+    assert get_entity(env["store"], tables.USERS, "u-good") is not None
+    [quarantined] = [pl.read_parquet(p) for p in (env["quarantine"] / "users").glob("drop.*.parquet")]
+    assert quarantined.select("user_id", "daily_cap", "channels", "opted_out_categories", "reason").rows() == [
+        ("u-bad", "9", "push|email", "toys", "daily_cap outside 0..5")]
+
+
+def test_nested_landing_values_are_quarantined_as_json() -> None:
+    from notify_core.ingest.batch import _as_text
+
+    frame = pl.DataFrame({"deep": [[["a"], ["b", "c"]], None], "obj": [{"k": 1}, {"k": None}]})
+    text = frame.select(*(_as_text(c, frame.schema[c]) for c in frame.columns))
+    assert text.rows() == [('[["a"], ["b", "c"]]', '{"k": 1}'), (None, '{"k": null}')]
