@@ -54,10 +54,13 @@ DELTA = (
 ).with_label("delta")
 
 AUTOMATION_SENSOR = "default_automation_condition_sensor"
-# Re-plans limited to the users affected: ``user_embeddings`` names the users it changed (metadata
-# ``changed_users``) when they are at most this many; an automated re-plan of a day already planned,
-# after only user vectors changed, then plans just them (``notify_assets.scheduling.affected_users``).
+# Re-plans limited to the users affected: ``user_embeddings`` records the users it changed, when they are at
+# most this many, as a set in the Store (notify_core.scheduling.replan_users; metadata ``changed_users``: how
+# many, ``changed_users_set``: the set's id; never the ids, which Dagster's run storage would keep past an
+# erasure); an automated re-plan of a day already planned, after only user vectors changed, then plans just
+# them (``notify_assets.scheduling.affected_users``).
 CHANGED_USERS = "changed_users"
+CHANGED_USERS_SET = "changed_users_set"
 AUTOMATED_RUN_TAG = "dagster/from_automation_condition"  # what the automation sensor tags its runs with
 REPLAN_USERS_MAX = 1000
 AUTOMATION_INTERVAL_S = 5

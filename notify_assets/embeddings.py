@@ -18,6 +18,7 @@ import dagster as dg
 
 from notify_assets.automation import (
     CHANGED_USERS,
+    CHANGED_USERS_SET,
     CONTENT_DIGEST,
     DELTA,
     REPLAN_USERS_MAX,
@@ -35,6 +36,7 @@ from notify_core.embeddings.pipeline import (
     refresh_product_embeddings,
     refresh_user_embeddings,
 )
+from notify_core.scheduling.replan_users import record_changed_users
 from notify_resources.resources import EmbedderResource, NotifyResource
 
 EMBEDDINGS_GROUP = "embeddings"
@@ -134,7 +136,11 @@ def user_embeddings(context: dg.AssetExecutionContext, notify: NotifyResource) -
     # recorded vectors (this run started from them: an attempt that persisted users and then failed, or a
     # first run, names nobody, so the re-plan covers everyone)
     small = run.base_digest == recorded and len(run.changed_ids) <= REPLAN_USERS_MAX
-    return _result(context, run, extra={CHANGED_USERS: dg.MetadataValue.json(list(run.changed_ids))} if small else None)
+    if not small:
+        return _result(context, run)
+    # the ids go to the Store, which the erasure reaches; Dagster's run storage gets the set's id and size
+    set_id = record_changed_users(notify.store, run.changed_ids, now=notify.now())
+    return _result(context, run, extra={CHANGED_USERS: len(run.changed_ids), CHANGED_USERS_SET: set_id})
 
 
 @dg.asset(

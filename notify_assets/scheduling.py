@@ -19,7 +19,14 @@ from datetime import date, timedelta
 
 import dagster as dg
 
-from notify_assets.automation import AUTOMATED_RUN_TAG, CHANGED_USERS, PLAN, REPLAN_USERS_MAX, pool_for
+from notify_assets.automation import (
+    AUTOMATED_RUN_TAG,
+    CHANGED_USERS,
+    CHANGED_USERS_SET,
+    PLAN,
+    REPLAN_USERS_MAX,
+    pool_for,
+)
 from notify_assets.embeddings import campaign_embeddings, user_embeddings
 from notify_core.clock import Clock, today, utcnow
 from notify_core.recommend.artefacts import build_artefact_store
@@ -27,7 +34,9 @@ from notify_core.scheduling.candidate_pool import backends_of
 from notify_core.scheduling.checks import REACH_FLOOR, reaches_users
 from notify_core.scheduling.models import ExplorationOptions, PlanOptions
 from notify_core.scheduling.planner import PlanStats
+from notify_core.scheduling.replan_users import changed_users
 from notify_core.scheduling.service import plan_from_lake
+from notify_core.store.port import Store
 from notify_resources.resources import NotifyResource
 
 SCHEDULING_GROUP = "scheduling"
@@ -93,13 +102,16 @@ def _changed_since(instance: dg.DagsterInstance, key: dg.AssetKey, storage_id: i
     return not before or _data_version(after) != _data_version(before)
 
 
-def affected_users(instance: dg.DagsterInstance, plan_key: dg.AssetKey, partition: str) -> list[str] | None:
+def affected_users(instance: dg.DagsterInstance, plan_key: dg.AssetKey, partition: str, *,
+                   store: Store) -> list[str] | None:
     """The users a re-plan of ``partition`` must look at again, or None for every user.
 
     Limited only where it is cheap and safe: the day was planned before; since then the campaign side
     did not change (campaign vectors and index keep their data versions: a campaign change re-plans
-    everyone); and every user-vector update since named the users it changed (``changed_users``, at
-    most ``REPLAN_USERS_MAX``). The other users' plans are then exactly what a full re-plan would keep."""
+    everyone); and every user-vector update since recorded the users it changed (metadata
+    ``changed_users``, at most ``REPLAN_USERS_MAX``, their ids in the Store set ``changed_users_set``:
+    :mod:`notify_core.scheduling.replan_users`). The other users' plans are then exactly what a full
+    re-plan would keep."""
     previous = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=plan_key, asset_partitions=[partition]), limit=1).records
     if not previous:
@@ -111,10 +123,14 @@ def affected_users(instance: dg.DagsterInstance, plan_key: dg.AssetKey, partitio
     for record in instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=user_embeddings.key, after_storage_id=since), limit=100).records:
         mat = record.asset_materialization
-        named = mat.metadata.get(CHANGED_USERS) if mat is not None else None
-        if named is None:  # a large delta (or an older run): plan everyone
+        count = mat.metadata.get(CHANGED_USERS) if mat is not None else None
+        set_id = mat.metadata.get(CHANGED_USERS_SET) if mat is not None else None
+        if not isinstance(count, dg.IntMetadataValue) or not isinstance(set_id, dg.TextMetadataValue):
+            return None  # a large delta, or a run that named its users in the metadata (before the sets)
+        named = changed_users(store, str(set_id.value), count=int(count.value or 0))
+        if named is None:  # the set expired, or all its users were erased since
             return None
-        users.update(str(u) for u in named.value)  # type: ignore[union-attr]
+        users.update(named)
     return sorted(users) if 0 < len(users) <= REPLAN_USERS_MAX else None
 
 
@@ -127,7 +143,7 @@ def _plan(context: dg.AssetExecutionContext, config: PlanConfig, notify: NotifyR
                           exploration=ExplorationOptions(share=notify.settings.exploration_share))
     only = None
     if context.has_partition_key and context.run.tags.get(AUTOMATED_RUN_TAG) == "true":
-        only = affected_users(context.instance, context.asset_key, context.partition_key)
+        only = affected_users(context.instance, context.asset_key, context.partition_key, store=notify.store)
         if only is not None:
             context.log.info(f"progress {PLAN_ASSET}: re-planning the {len(only):,} users whose vectors changed")
     run = plan_from_lake(notify.store, notify.lake, plan_day=plan_day, now=utcnow(clock), options=options,

@@ -3,7 +3,8 @@
 For a handler module, :func:`derive_access` follows its imports (module-level and lazy, within
 ``notify_core`` and ``lambdas``) and reads the reachable source:
 
-* the Store tables it names (``tables.PLANS``, ``from notify_core.store.tables import SENDS``);
+* the Store tables it names (``tables.PLANS``, ``from notify_core.store.tables import SENDS``, or a
+  collection of them: ``tables.USER_ITEMS``, every table the erasure deletes from);
 * whether it can write the Store (calls of ``put``/``batch_put``/``update_many``/``delete``/``save_frame``/
   ``upsert_changed``, or a two-argument-or-more ``update(pk, sk, ...)``) or only read it, and whether it
   scans a table (a ``scan()`` call: DynamoDB's ``Scan`` is an action of its own, which ``Query`` does not
@@ -134,8 +135,13 @@ def reachable(module: str) -> frozenset[str]:
 def derive_access(module: str) -> Access:
     from notify_core.store import tables
 
-    constants = {name: value for name, value in vars(tables).items()
-                 if name.isupper() and isinstance(value, str) and value in tables.ALL_TABLES}
+    # a name of one table, or of a collection of them (``tables.USER_ITEMS``: the erasure's, every table
+    # that holds users' items); ``ALL_TABLES`` itself names no table a handler uses
+    constants: dict[str, frozenset[str]] = {
+        name: frozenset([value] if isinstance(value, str) else value) for name, value in vars(tables).items()
+        if name.isupper() and name != "ALL_TABLES" and (
+            (isinstance(value, str) and value in tables.ALL_TABLES)
+            or (isinstance(value, tuple | dict) and value and all(v in tables.ALL_TABLES for v in value)))}
     modules = reachable(module)
     used: set[str] = set()
     store_writes = s3_write = store_scans = s3_versions = False
@@ -144,9 +150,9 @@ def derive_access(module: str) -> Access:
         assert tree is not None
         for node in _runtime_nodes(tree):
             if isinstance(node, ast.Attribute) and node.attr in constants and isinstance(node.value, ast.Name):
-                used.add(constants[node.attr])
+                used |= constants[node.attr]
             elif isinstance(node, ast.ImportFrom) and node.module == "notify_core.store.tables":
-                used |= {constants[a.name] for a in node.names if a.name in constants}
+                used |= {t for a in node.names if a.name in constants for t in constants[a.name]}
             elif isinstance(node, ast.Call) and not name.startswith(ADAPTERS):
                 called = node.func.attr if isinstance(node.func, ast.Attribute) else \
                     node.func.id if isinstance(node.func, ast.Name) else ""

@@ -2,11 +2,14 @@
 
 ``notify users delete ID`` calls :func:`erase_user`, which removes the user from
 
-* **every Store table** (the adapter lists them, so a table added later is not forgotten): an item goes if
-  its partition key is the user id (profile, purchases, features, matrix, events, plans, fatigue...) or
-  ``user#<id>`` (the user's vector), its sort key starts with ``<id>#`` (schedule items), or its
-  ``user_id`` attribute is the user (event ledger, dedupe, deliveries, retries, dead letters);
-  tracking markers of the user's notifications go with their deliveries. On SQLite, expired items are
+* **every Store table that holds users' items** (:data:`notify_core.store.tables.USER_ITEMS`, each with its
+  key rule; every table is in it or in ``NO_USER_ITEMS``, so a table added later is not forgotten): an item
+  goes if its ``user_id`` attribute is the user (event ledger, dedupe, deliveries, retries, dead letters,
+  re-plan sets) or, by its table's rule, its partition key is the user id (profile, purchases, features,
+  matrix, user events, sends, plans, fatigue) or ``user#<id>`` (the user's vector), or its sort key starts
+  with ``<id>#`` (schedule items); tracking markers of the user's notifications go with their deliveries.
+  Products, campaigns and the other tables are never matched by key: a product whose id equals the user's
+  went with the user before. On SQLite, expired items are
   swept first, deletes are ``secure_delete`` (freed pages zeroed) and the WAL is checkpointed, so no copy
   stays in the file;
 * **every Parquet file** under the lake (users, purchases, features, matrix, ``embeddings_user`` and the
@@ -58,9 +61,6 @@ log = logging.getLogger(__name__)
 AuditHook = Callable[[str, Mapping[str, Any]], None]
 _ID_COLUMNS = ("user_id",)
 _VECTOR_TABLE = "embeddings_user"  # rows keyed by ``id`` = the user id
-# Never touched by an erasure: the audit chain is append-only (a user id "log" would otherwise match its
-# partition key and wipe it; its entries hold ids, never personal fields) and API keys are not user data.
-_KEPT_TABLES = frozenset({tables.AUDIT_LOG, tables.API_KEYS, tables.ERASURES})
 
 
 @dataclass
@@ -129,21 +129,29 @@ def erasure_paths(settings: NotifySettings) -> tuple[Path, ...]:
     return tuple(paths)
 
 
-def belongs_to(item: Mapping[str, Any], user_id: str) -> bool:
-    """Whether a Store item is about ``user_id`` (the key shapes in ``notify_core.store.tables``)."""
-    pk = str(item.get("pk", ""))
-    sk = str(item.get("sk", ""))
-    return (pk == user_id or pk == f"user#{user_id}" or sk.startswith(f"{user_id}#")
-            or item.get("user_id") == user_id)
+def belongs_to(item: Mapping[str, Any], user_id: str, *, rule: tables.UserKey) -> bool:
+    """Whether an item of a table with key ``rule`` (:data:`notify_core.store.tables.USER_ITEMS`) is about
+    ``user_id``. The key rules are the table's own: a product or a campaign whose id equals a user id is
+    not that user's (``NOTIFICATION`` is decided by the caller, from the user's notifications)."""
+    if item.get("user_id") == user_id:
+        return True
+    if rule is tables.UserKey.PK:
+        return item.get("pk") == user_id
+    if rule is tables.UserKey.VECTOR_PK:
+        return item.get("pk") == f"user#{user_id}"
+    if rule is tables.UserKey.SK:
+        return str(item.get("sk", "")).startswith(f"{user_id}#")
+    return False
 
 
 def _table_names(store: Store) -> list[str]:
+    """The tables of :data:`~notify_core.store.tables.USER_ITEMS`, in its order. On SQLite only those the
+    file holds (a missing one holds nobody; opening it would create it). DynamoDB is not asked: listing
+    tables takes ``dynamodb:ListTables`` on every table of the account, which no role here has, and the
+    templates create every table."""
     lister = getattr(store, "table_names", None)
-    if lister is None:
-        return sorted({v for k, v in vars(tables).items()
-                       if k.isupper() and isinstance(v, str) and not k.endswith("_SK")})
-    names: list[str] = lister()
-    return names
+    present = set(lister()) if lister is not None else None
+    return [name for name in tables.USER_ITEMS if present is None or name in present]
 
 
 def clear_stale_ledger(store: Store, changed_tables: Iterable[str]) -> int:
@@ -178,10 +186,13 @@ def _erase_store(store: Store, user_id: str, *, compact: bool) -> tuple[dict[str
             fn()
     deleted: dict[str, int] = {}
     notifications: set[str] = set()
-    names = [name for name in _table_names(store) if name not in _KEPT_TABLES]
-    for name in names:
+    for name in _table_names(store):
+        rule = tables.USER_ITEMS[name]
         table = store.table(name)
-        doomed = [(str(i["pk"]), str(i["sk"]), i) for i in table.scan() if belongs_to(i, user_id)]
+        if rule is tables.UserKey.NOTIFICATION:  # markers carry no user id, only the notification
+            doomed = [(str(i["pk"]), str(i["sk"]), i) for i in table.scan() if str(i["pk"]) in notifications]
+        else:
+            doomed = [(str(i["pk"]), str(i["sk"]), i) for i in table.scan() if belongs_to(i, user_id, rule=rule)]
         for pk, sk, item in doomed:
             table.delete(pk, sk)
             if item.get("notification_id"):
@@ -189,13 +200,6 @@ def _erase_store(store: Store, user_id: str, *, compact: bool) -> tuple[dict[str
         if doomed:
             deleted[name] = len(doomed)
     cleared = clear_stale_ledger(store, deleted)
-    if notifications and "notification_interactions" in names:  # markers carry no user id, only the notification
-        table = store.table("notification_interactions")
-        markers = [(str(i["pk"]), str(i["sk"])) for i in table.scan() if str(i["pk"]) in notifications]
-        for pk, sk in markers:
-            table.delete(pk, sk)
-        if markers:
-            deleted["notification_interactions"] = deleted.get("notification_interactions", 0) + len(markers)
     finish = getattr(store, "vacuum" if compact else "checkpoint", None)
     if finish is not None:
         finish()

@@ -324,17 +324,6 @@ class DynamoStore:
                 table = self._tables[name] = DynamoTable(self, name, full_name)
         return table
 
-    def table_names(self) -> list[str]:
-        """Every Notify table under this prefix (right to erasure scans them all)."""
-        names: list[str] = []
-        params: dict[str, Any] = {}
-        while True:
-            page = self.call("list_tables", "*", **params)
-            names += [n[len(self.table_prefix):] for n in page.get("TableNames", []) if n.startswith(self.table_prefix)]
-            if not page.get("LastEvaluatedTableName"):
-                return sorted(names)
-            params["ExclusiveStartTableName"] = page["LastEvaluatedTableName"]
-
     def _ensure_table(self, full_name: str) -> None:
         """Create the table if missing (racing creators are fine), wait for ACTIVE, then switch TTL on."""
         try:

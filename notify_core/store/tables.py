@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 USERS = "users"
 PRODUCTS = "products"
@@ -138,12 +139,18 @@ STREAM_POSITIONS = "stream_positions"
 def stream_position_sk(topic: str, partition: int) -> str:
     return f"{topic}#{partition}"
 
+# Re-plans limited to the users whose vectors changed (notify_core.scheduling.replan_users): | replan_users |
+# "<random set id>" | "<user id>" | query one set | ``user_id`` (the erasure finds it), a TTL of a week. The
+# set id and its size are all the user_embeddings materialisation records in Dagster, whose run storage
+# cannot forget one user.
+REPLAN_USERS = "replan_users"
+
 # Every table above: what the deployable templates create (notify_cli/deploy_templates.py renders one
 # DynamoDB table each; a test fails if a table constant is missing here).
 ALL_TABLES: tuple[str, ...] = (
     USERS, PRODUCTS, CAMPAIGNS, PURCHASES, USER_PRODUCT, USER_FEATURES, PRODUCT_FEATURES, EVENTS, USER_EVENTS,
     EMBEDDINGS, SENDS, SCHEDULES, PLANS, DEDUPE, DELIVERIES, RETRIES, DEAD_LETTERS, DELIVERY_CURSOR,
-    NOTIFICATION_INTERACTIONS, CAMPAIGN_STATS, USER_FATIGUE, SYNC_LEDGER, STREAM_POSITIONS,
+    NOTIFICATION_INTERACTIONS, CAMPAIGN_STATS, USER_FATIGUE, SYNC_LEDGER, STREAM_POSITIONS, REPLAN_USERS,
 )
 
 # Security (issue 14). | api_keys | key_id | "key" | one API key: keyed hash, scopes, expiry, revocation |
@@ -168,3 +175,34 @@ ALL_TABLES = (*ALL_TABLES, ERASURES)
 KEY_DOCUMENTS = "key_documents"
 KEY_DOCUMENT_SK = "document"
 ALL_TABLES = (*ALL_TABLES, KEY_DOCUMENTS)
+
+# Where a user's items are: what the right to erasure (notify_core.erasure) deletes, table by table. In a
+# listed table an item goes when its ``user_id`` attribute is the user, and by the table's key rule when its
+# partition key is the user id (UserKey.PK), "user#<id>" (VECTOR_PK), its sort key starts with "<id>#" (SK), or
+# its partition key is one of the user's notifications (NOTIFICATION: markers without a user id, so listed
+# last, after the tables that name the notifications). A table not listed holds no user's items: its keys are
+# products, campaigns, days, minutes, stream positions, key documents, or the audit trail and the register
+# the erasure writes, and such a key may equal a user id (27 Online Retail customer numbers are also stock
+# codes: a key-shape match over every table erased product 15036 with customer 15036). A new table goes in
+# one of the two lists; a test checks. The erase function's role is derived from them too
+# (notify_cli.deploy_access).
+class UserKey(StrEnum):
+    PK = "pk is the user id"
+    VECTOR_PK = "pk is user#<id>"
+    SK = "sk starts with <id>#"
+    ATTRIBUTE = "the user_id attribute only"
+    NOTIFICATION = "pk is one of the user's notifications"
+
+
+USER_ITEMS: dict[str, UserKey] = {
+    USERS: UserKey.PK, PURCHASES: UserKey.PK, USER_PRODUCT: UserKey.PK, USER_FEATURES: UserKey.PK,
+    USER_EVENTS: UserKey.PK, SENDS: UserKey.PK, PLANS: UserKey.PK, USER_FATIGUE: UserKey.PK,
+    EMBEDDINGS: UserKey.VECTOR_PK, SCHEDULES: UserKey.SK,
+    EVENTS: UserKey.ATTRIBUTE, DEDUPE: UserKey.ATTRIBUTE, DELIVERIES: UserKey.ATTRIBUTE, RETRIES: UserKey.ATTRIBUTE,
+    DEAD_LETTERS: UserKey.ATTRIBUTE, REPLAN_USERS: UserKey.ATTRIBUTE,
+    NOTIFICATION_INTERACTIONS: UserKey.NOTIFICATION,
+}
+NO_USER_ITEMS: tuple[str, ...] = (
+    PRODUCTS, CAMPAIGNS, PRODUCT_FEATURES, CAMPAIGN_STATS, DELIVERY_CURSOR, SYNC_LEDGER, STREAM_POSITIONS,
+    API_KEYS, AUDIT_LOG, ERASURES, KEY_DOCUMENTS,
+)

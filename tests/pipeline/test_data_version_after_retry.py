@@ -23,7 +23,9 @@ import notify_core.embeddings.pipeline as pipeline
 from notify_assets import automation
 from notify_assets.definitions import assets_for, build_definitions
 from notify_core.landing import LocalLandingArea
+from notify_core.scheduling.replan_users import changed_users
 from notify_core.settings import NotifySettings, load_settings
+from notify_core.store.factory import build_store
 from notify_resources.resources import EmbedderResource
 from tests.retail_fixture import write_retail
 
@@ -181,7 +183,9 @@ def test_user_vectors_persisted_by_a_failed_attempt_get_a_new_version_and_replan
         assert dg.materialize([by["user_embeddings"]], resources=resources, instance=instance).success
         mat = _latest(instance, "user_embeddings")
         assert _version(instance, "user_embeddings") == after
-        assert mat.metadata[automation.CHANGED_USERS].value == []  # started from the recorded vectors: exact
+        assert mat.metadata[automation.CHANGED_USERS].value == 0  # started from the recorded vectors: exact
+        assert changed_users(build_store(settings), str(mat.metadata[automation.CHANGED_USERS_SET].value),
+                             count=0) == []
 
 
 DIGESTS: dict[str, str] = {}  # the content digest each partition of ``parted`` reports (none: no digest)

@@ -110,16 +110,21 @@ def test_asset_materialises_and_replans_idempotently(data_dir: Path) -> None:
 
 
 def test_an_automated_replan_after_user_vectors_changed_plans_only_those_users(data_dir: Path) -> None:
-    """user_embeddings names the users it changed; the automation's re-plan of a day already planned plans
-    just them, with the others' minute loads and budget use counted; a campaign change re-plans everyone."""
-    from notify_assets.automation import AUTOMATED_RUN_TAG, CHANGED_USERS, plan_partitions
+    """user_embeddings records the users it changed (a Store set; its id and size in the metadata); the
+    automation's re-plan of a day already planned plans just them, with the others' minute loads and budget
+    use counted; a campaign change, a set whose users were all erased since, or ids in the metadata (runs
+    before the sets) re-plan everyone."""
+    from notify_assets.automation import AUTOMATED_RUN_TAG, CHANGED_USERS, CHANGED_USERS_SET, plan_partitions
     from notify_assets.scheduling import build_plan_asset
+    from notify_core.erasure import erase_user
+    from notify_core.scheduling.replan_users import record_changed_users
     from notify_resources.resources import NotifyResource
 
     plan = build_plan_asset(plan_partitions(DAY))
     resources = {"notify": NotifyResource(data_dir=str(data_dir), clock_start=NOW.isoformat())}
     instance = dg.DagsterInstance.ephemeral()
     automated = {AUTOMATED_RUN_TAG: "true"}
+    store = SqliteStore(data_dir / "store.sqlite", clock=_clock())
 
     def replan(**tags: str) -> dict:
         result = dg.materialize([plan], partition_key=DAY.isoformat(), resources=resources, instance=instance,
@@ -128,13 +133,16 @@ def test_an_automated_replan_after_user_vectors_changed_plans_only_those_users(d
         return {k: v.value for k, v in
                 result.get_asset_materialization_events()[0].step_materialization_data.materialization.metadata.items()}
 
+    def vectors_changed(*users: str) -> None:
+        instance.report_runless_asset_event(dg.AssetMaterialization("user_embeddings", metadata={
+            CHANGED_USERS: len(users), CHANGED_USERS_SET: record_changed_users(store, users, now=NOW)}))
+
     assert replan(**automated)["users_replanned"] == "all"  # the day was never planned
     before = {(i["pk"], i["sk"]): i["send_at"] for i in _stored(data_dir) if i["pk"] != "u3"}
-    instance.report_runless_asset_event(dg.AssetMaterialization(
-        "user_embeddings", metadata={CHANGED_USERS: dg.MetadataValue.json(["u3"])}))
+    vectors_changed("u3")
     assert replan()["users_replanned"] == "all"  # by hand (notify run, the UI): the whole day
-    instance.report_runless_asset_event(dg.AssetMaterialization(
-        "user_embeddings", metadata={CHANGED_USERS: dg.MetadataValue.json(["u3"])}))
+    vectors_changed("u3")
+    vectors_changed()  # an update that changed nobody
     meta = replan(**automated)
     assert meta["users_replanned"] == 1 and meta["users_planned"] == 1
     items = _stored(data_dir)
@@ -142,11 +150,22 @@ def test_an_automated_replan_after_user_vectors_changed_plans_only_those_users(d
     live = [i for i in items if i.get("status") != "cancelled"]
     assert sum(1 for i in live if i["campaign_id"] == "c2") <= 3  # the budget counts the others' use
 
+    vectors_changed("u3", "u2")
+    erase_user("u2", store=store, clock=_clock())  # its set item goes with it: the re-plan is u3's alone
+    assert replan(**automated)["users_replanned"] == 1
+    vectors_changed("u2")  # u2 is gone again below: a set of nobody left cannot say who changed
+    store.table(tables.REPLAN_USERS).delete(*next(
+        (str(i["pk"]), str(i["sk"])) for i in store.table(tables.REPLAN_USERS).scan() if i["user_id"] == "u2"))
+    assert replan(**automated)["users_replanned"] == "all"
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        "user_embeddings", metadata={CHANGED_USERS: dg.MetadataValue.json(["u3"])}))  # the ids themselves
+    assert replan(**automated)["users_replanned"] == "all"
+
     instance.report_runless_asset_event(dg.AssetMaterialization("campaign_embeddings",
                                                                 tags={"dagster/data_version": "v2"}))
-    instance.report_runless_asset_event(dg.AssetMaterialization(
-        "user_embeddings", metadata={CHANGED_USERS: dg.MetadataValue.json(["u3"])}))
+    vectors_changed("u3")
     assert replan(**automated)["users_replanned"] == "all"  # the campaigns changed: everyone
+    store.close()
 
 
 def test_plan_partitions_and_notify_run_follow_the_injected_clock(data_dir: Path) -> None:

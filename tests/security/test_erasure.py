@@ -61,7 +61,8 @@ def _remaining(data_dir: Path, store: Any, user_id: str) -> list[str]:
     found: list[str] = []
     for name in store.table_names():
         for item in store.table(name).scan():
-            if belongs_to(item, user_id) or user_id in json.dumps(item, default=str):
+            rule = tables.USER_ITEMS.get(name, tables.UserKey.ATTRIBUTE)
+            if belongs_to(item, user_id, rule=rule) or user_id in json.dumps(item, default=str):
                 found.append(f"store {name}: {item.get('pk')}/{item.get('sk')}")
     for path in sorted(p for p in data_dir.rglob("*") if p.is_file()):
         if path.suffix == ".parquet":
@@ -142,13 +143,16 @@ def test_erase_user_leaves_nothing_anywhere(tmp_path: Path) -> None:
         store.close()
 
 
-def test_erasure_on_dynamodb_covers_every_table_under_the_prefix(dynamodb_endpoint: str) -> None:
-    """The DynamoDB adapter lists its tables (a table the code never opened in this process included)."""
+def test_erasure_on_dynamodb_reaches_every_user_table_without_listing_tables(dynamodb_endpoint: str) -> None:
+    """On DynamoDB the erasure scans the tables of ``USER_ITEMS`` (one the code never opened in this process
+    included) and never calls ``ListTables``: that action covers every table of the account, no role has it,
+    and the erase function's calls were refused by IAM on AWS. The botocore hook stands in for IAM here."""
     import uuid
 
     import boto3
 
     from notify_core.erasure import erase_from_store
+    from notify_core.errors import NotifyError
     from notify_core.store.dynamodb import DynamoStore
 
     prefix = f"erase{uuid.uuid4().hex[:8]}_"
@@ -158,13 +162,55 @@ def test_erasure_on_dynamodb_covers_every_table_under_the_prefix(dynamodb_endpoi
     writer.table(tables.DEDUPE).put({"pk": "n1", "sk": tables.DEDUPE_SK, "user_id": VICTIM})
     writer.table(tables.EMBEDDINGS).put({"pk": f"user#{VICTIM}", "sk": tables.VECTOR_SK})
     writer.table(tables.USERS).put({"pk": OTHER, "sk": tables.PROFILE_SK, "user_id": OTHER})
+    writer.table(tables.PRODUCTS).put({"pk": VICTIM, "sk": tables.PRODUCT_SK})  # a stock code equal to the id
+    for name in tables.ALL_TABLES:  # the deployed stack has every table (the templates create them)
+        writer.table(name)
     writer.close()
+
+    def refuse(**_: Any) -> None:
+        raise NotifyError("AccessDenied: dynamodb:ListTables")
+
     store = DynamoStore(region="eu-west-1", endpoint_url=dynamodb_endpoint, table_prefix=prefix,
-                        session=session)  # a fresh view: it has opened no table yet
+                        session=session, create_tables=False)  # a fresh view: it has opened no table yet
+    store.client.meta.events.register("before-call.dynamodb.ListTables", refuse)
     try:
-        assert set(store.table_names()) == {tables.USERS, tables.DEDUPE, tables.EMBEDDINGS}
         assert erase_from_store(store, VICTIM) == {tables.USERS: 1, tables.DEDUPE: 1, tables.EMBEDDINGS: 1}
-        left = [i for name in store.table_names() for i in store.table(name).scan()]
-        assert [i["pk"] for i in left] == [OTHER]
+        left = [i for name in (*tables.USER_ITEMS, tables.PRODUCTS) for i in store.table(name).scan()]
+        assert sorted(i["pk"] for i in left) == sorted([OTHER, VICTIM])  # the other user, and the product
+        assert store.table(tables.PRODUCTS).get(VICTIM, tables.PRODUCT_SK) is not None
+    finally:
+        store.close()
+
+
+def test_every_table_is_either_a_user_table_with_a_key_rule_or_holds_no_user_items() -> None:
+    assert set(tables.USER_ITEMS) | set(tables.NO_USER_ITEMS) == set(tables.ALL_TABLES)
+    assert not set(tables.USER_ITEMS) & set(tables.NO_USER_ITEMS)
+    assert list(tables.USER_ITEMS)[-1] == tables.NOTIFICATION_INTERACTIONS  # after the tables naming notifications
+
+
+def test_erasure_leaves_products_campaigns_and_positions_whose_key_equals_the_user_id(tmp_path: Path) -> None:
+    """27 Online Retail customer numbers are also stock codes. Erasing customer 15036 deleted product 15036
+    and its features (a key-shape match over every table); a campaign, its day's stats, a stream position or
+    a sync-ledger entry named like a user went the same way."""
+    settings = load_settings(data_dir=tmp_path / "data")
+    store = build_store(settings)
+    user = "15036"
+    kept = [(tables.PRODUCTS, {"pk": user, "sk": tables.PRODUCT_SK, "description": "SET OF 6 FLOWER FANS"}),
+            (tables.PRODUCT_FEATURES, {"pk": user, "sk": tables.FEATURES_SK, "buyers": 12}),
+            (tables.CAMPAIGNS, {"pk": user, "sk": tables.CAMPAIGN_SK}),
+            (tables.CAMPAIGN_STATS, {"pk": user, "sk": "2026-11-30", "sent": 4}),
+            (tables.STREAM_POSITIONS, {"pk": user, "sk": "clickstream#0", "offset": 7}),
+            (tables.SYNC_LEDGER, {"pk": "products", "sk": f"{user}#x", "digest": "d"}),
+            (tables.DELIVERY_CURSOR, {"pk": "minute", "sk": f"{user}#"})]
+    for name, item in kept:
+        store.table(name).put(item)
+    store.table(tables.USERS).put({"pk": user, "sk": tables.PROFILE_SK, "user_id": user})
+    store.table(tables.SCHEDULES).put({"pk": "2026-11-30T10:00#01", "sk": f"{user}#n1", "notification_id": "n1"})
+    store.table(tables.NOTIFICATION_INTERACTIONS).put({"pk": "n1", "sk": "open"})
+    try:
+        report = erase_user(user, store=store, clock=ManualClock(datetime(2026, 11, 30, tzinfo=UTC)))
+        assert report.store_rows == {tables.USERS: 1, tables.SCHEDULES: 1, tables.NOTIFICATION_INTERACTIONS: 1}
+        for name, item in kept:
+            assert store.table(name).get(str(item["pk"]), str(item["sk"])) is not None, name
     finally:
         store.close()

@@ -400,8 +400,7 @@ def test_a_restore_from_before_an_erasure_erases_the_user_again(tmp_path: Path) 
     target = tmp_path / "backup"
 
     def service(data: NotifySettings) -> BackupService:
-        return BackupService(plan_backup(data, BackupTarget.parse(str(target))), clock=ManualClock(ERASED_AT),
-                             work_dir=tmp_path / "work" / str(wall.monotonic_ns()))
+        return BackupService(plan_backup(data, BackupTarget.parse(str(target))), clock=ManualClock(ERASED_AT))
 
     service(settings).once()
     wall.sleep(1.1)

@@ -138,12 +138,21 @@ def test_each_function_has_its_own_role_limited_to_the_tables_its_code_reaches()
     # erase route was refused by IAM), and the consumer scans the erasure register; capture scans nothing
     erase = derive_access("lambdas.erase_user")
     assert "dynamodb:Scan" in erase.dynamodb_actions and "dynamodb:Scan" not in capture.dynamodb_actions
+    # and it reaches every table that holds users' items: the erasure walks tables.USER_ITEMS, which the
+    # derivation used not to read (the role named 8 tables: the erase route was refused on schedules,
+    # deliveries, plans... and on ListTables, which the erasure called and no role has)
+    assert set(tables.USER_ITEMS) | {tables.SYNC_LEDGER} <= erase.tables
+    assert not (set(tables.NO_USER_ITEMS) - {tables.SYNC_LEDGER, tables.API_KEYS, tables.AUDIT_LOG, tables.ERASURES,
+                                             tables.KEY_DOCUMENTS}) & erase.tables  # never products, campaigns...
     consumer = derive_access("notify_core.events.consumer")
     assert "dynamodb:Scan" in consumer.dynamodb_actions and tables.ERASURES in consumer.tables
     # the consumer reaches the register, not the erasure: no write to profiles, API keys or the audit log
     assert not consumer.tables & {tables.USERS, tables.API_KEYS, tables.AUDIT_LOG}
     statements = _resources()["EraseUserFunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
     assert any("dynamodb:Scan" in s["Action"] for s in statements)
+    granted = {r["Fn::GetAtt"][0] for s in statements if "dynamodb:DeleteItem" in s["Action"]
+               for r in s["Resource"] if isinstance(r, dict) and "Fn::GetAtt" in r}
+    assert {"TableSchedules", "TableDeliveries", "TablePlans", "TableReplanUsers"} <= granted
     # the erasure rewrites the objects under the prefix and deletes every old version that held the user
     # (the bucket is versioned): its role lists, reads and deletes versions; no other function's does
     actions = {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
