@@ -50,7 +50,7 @@ from notify_core.erasure_register import ErasureRegister, register_erasure, rest
 from notify_core.errors import ValidationError
 from notify_core.security.files import FILE_MODE
 from notify_core.store import tables
-from notify_core.store.port import Store
+from notify_core.store.port import Item, Store, Table
 
 if TYPE_CHECKING:
     from notify_core.s3_objects import ObjectVersion
@@ -144,6 +144,17 @@ def belongs_to(item: Mapping[str, Any], user_id: str, *, rule: tables.UserKey) -
     return False
 
 
+def _candidates(table: Table, user_id: str, *, rule: tables.UserKey) -> Iterable[Item]:
+    """The items that can be the user's: their own partition where the table is keyed by user (a query:
+    purchases and the matrix are ~90 % of a store's rows, and scanning them made one erasure cost 6.4 s on
+    the demo's 745k rows, hours at the spec's 10M users), otherwise the whole table."""
+    if rule is tables.UserKey.PK:
+        return table.query(user_id)
+    if rule is tables.UserKey.VECTOR_PK:
+        return table.query(f"user#{user_id}")
+    return table.scan()
+
+
 def _table_names(store: Store) -> list[str]:
     """The tables of :data:`~notify_core.store.tables.USER_ITEMS`, in its order. On SQLite only those the
     file holds (a missing one holds nobody; opening it would create it). DynamoDB is not asked: listing
@@ -192,7 +203,8 @@ def _erase_store(store: Store, user_id: str, *, compact: bool) -> tuple[dict[str
         if rule is tables.UserKey.NOTIFICATION:  # markers carry no user id, only the notification
             doomed = [(str(i["pk"]), str(i["sk"]), i) for i in table.scan() if str(i["pk"]) in notifications]
         else:
-            doomed = [(str(i["pk"]), str(i["sk"]), i) for i in table.scan() if belongs_to(i, user_id, rule=rule)]
+            doomed = [(str(i["pk"]), str(i["sk"]), i) for i in _candidates(table, user_id, rule=rule)
+                      if belongs_to(i, user_id, rule=rule)]
         for pk, sk, item in doomed:
             table.delete(pk, sk)
             if item.get("notification_id"):
