@@ -80,7 +80,8 @@ def erase(user_id: Annotated[str, PathParam(min_length=1, max_length=MAX_USER_ID
 
     def audited(action: str, detail: Mapping[str, Any]) -> None:
         audit.record(deps.store, clock=deps.clock, action=action, actor=info.actor, source=info.source,
-                     request_id=info.request_id, target=user_id, detail={"rows_removed": detail.get("rows_removed")})
+                     request_id=info.request_id, target=str(detail["target"]),
+                     detail={"rows_removed": detail.get("rows_removed")})
 
     report = erase_user(user_id, store=deps.store, file_roots=deps.roots, object_areas=deps.objects,
                         stream_log=deps.stream, audit=audited, actor=info.actor, compact=False, clock=deps.clock)

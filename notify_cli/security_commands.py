@@ -246,8 +246,8 @@ def delete_user(
         actor = cli_actor()
 
         def audited(action: str, detail: Mapping[str, Any]) -> None:
-            audit.record(store, clock=SYSTEM_CLOCK, action=action, actor=actor, source="cli", target=user_id,
-                         detail={"rows_removed": detail.get("rows_removed")})
+            audit.record(store, clock=SYSTEM_CLOCK, action=action, actor=actor, source="cli",
+                         target=str(detail["target"]), detail={"rows_removed": detail.get("rows_removed")})
 
         report = erase_user(user_id, store=store, file_roots=roots, object_areas=erasure_objects(settings),
                             stream_log=stream, audit=audited, actor=actor, compact=compact, clock=SYSTEM_CLOCK)

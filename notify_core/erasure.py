@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import polars as pl
 
 from notify_core.clock import SYSTEM_CLOCK, Clock, ManualClock, utcnow
-from notify_core.erasure_register import ErasureRegister, register_erasure, restore_register
+from notify_core.erasure_register import ErasureRegister, pseudonym, register_erasure, restore_register
 from notify_core.errors import ValidationError
 from notify_core.security.files import FILE_MODE
 from notify_core.store import tables
@@ -66,6 +66,7 @@ _VECTOR_TABLE = "embeddings_user"  # rows keyed by ``id`` = the user id
 @dataclass
 class ErasureReport:
     user_id: str
+    pseudonym: str = ""  # the erasure register's key for the user: what the audit entry and the log name
     store_rows: dict[str, int] = field(default_factory=dict)
     file_rows: dict[str, int] = field(default_factory=dict)
     stream_messages: int = 0
@@ -362,7 +363,7 @@ def erase_user(
     module docstring. Idempotent: a second run removes 0."""
     if not user_id or len(user_id) > 256 or not user_id.isprintable():
         raise ValidationError("invalid user id")
-    report = ErasureReport(user_id=user_id)
+    report = ErasureReport(user_id=user_id, pseudonym=pseudonym(user_id))
     # The register first: an erasure interrupted after this line still keeps the next run from re-importing.
     report.erased_at = register_erasure(store, user_id, erased_at=utcnow(clock)).isoformat()
     report.store_rows, report.ledger_entries_cleared = _erase_store(store, user_id, compact=compact)
@@ -372,9 +373,10 @@ def erase_user(
     eraser = getattr(stream_log, "erase_key", None)
     if eraser is not None:
         report.stream_messages = int(eraser(user_id.encode()))
-    # AUDIT HOOK (issue 14, audit log): the audit module's ``audit.record(...)`` plugs in here; until then
-    # the CLI passes a hook that writes the structured log line below. Never log personal fields here.
+    # The audit entry and the log line name the user by the register's pseudonym, never the id: the audit
+    # trail is kept for good and logs leave the data directory, and a plain list of erased ids would be the
+    # one place an erased user is still named (an auditor holding an id hashes it to find its erasure).
     if audit is not None:
-        audit("user.delete", {"actor": actor, "user_id": user_id, "rows_removed": report.total})
-    log.warning("user erased", extra={"user_id": user_id, "rows_removed": report.total, "actor": actor})
+        audit("user.delete", {"actor": actor, "target": report.pseudonym, "rows_removed": report.total})
+    log.warning("user erased", extra={"user": report.pseudonym, "rows_removed": report.total, "actor": actor})
     return report

@@ -17,6 +17,7 @@ from notify_core.delivery.channels import OutboxChannel
 from notify_core.delivery.synthetic import seed_due
 from notify_core.delivery.tracking import sign_token, track
 from notify_core.erasure import belongs_to, erase_user
+from notify_core.erasure_register import pseudonym
 from notify_core.events.capture import capture_events
 from notify_core.events.consumer import EventConsumer
 from notify_core.features import refresh_features
@@ -128,7 +129,7 @@ def test_erase_user_leaves_nothing_anywhere(tmp_path: Path) -> None:
                             audit=lambda action, entry: audit.append((action, dict(entry))))
         assert _remaining(data, store, VICTIM) == []
         assert report.total > 0 and report.stream_messages == 3  # order, click, notification_click
-        assert audit == [("user.delete", {"actor": "cli", "user_id": VICTIM, "rows_removed": report.total})]
+        assert audit == [("user.delete", {"actor": "cli", "target": pseudonym(VICTIM), "rows_removed": report.total})]
         # the other user is untouched, and a second run finds nothing
         assert _remaining(data, store, OTHER) != []
         assert store.table(tables.USERS).get(OTHER, tables.PROFILE_SK) is not None
@@ -212,5 +213,38 @@ def test_erasure_leaves_products_campaigns_and_positions_whose_key_equals_the_us
         assert report.store_rows == {tables.USERS: 1, tables.SCHEDULES: 1, tables.NOTIFICATION_INTERACTIONS: 1}
         for name, item in kept:
             assert store.table(name).get(str(item["pk"]), str(item["sk"])) is not None, name
+    finally:
+        store.close()
+
+
+def test_after_notify_users_delete_no_byte_of_the_data_directory_names_the_user(tmp_path: Path) -> None:
+    """The audit entry of an erasure and its log line used to name the user by id: the audit trail is kept for
+    good, so it was the one place an erased user stayed named (with the register holding only a pseudonym).
+    Now both carry the pseudonym; the CLI runs in a real process and every file left is read byte by byte."""
+    import subprocess
+    import sys
+
+    from notify_core.security import audit as audit_log
+
+    user = "zq-audit-5521"
+    data = tmp_path / "data"
+    settings = load_settings(data_dir=data)
+    store = build_store(settings)
+    store.table(tables.USERS).put({"pk": user, "sk": tables.PROFILE_SK, "user_id": user, "email": "z@example.org"})
+    store.table(tables.PURCHASES).put({"pk": user, "sk": "2011-01-10T09:00:00#o1#p1", "order_id": "o1"})
+    store.close()
+    (data / "logs").mkdir(parents=True, exist_ok=True)
+    (data / "logs" / "notify.jsonl").write_text(json.dumps({"message": "sent", "user_id": user}) + "\n")
+    done = subprocess.run([sys.executable, "-m", "notify_cli.main", "users", "delete", user, "--data-dir", str(data)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1])["store_rows"] == {"purchases": 1, "users": 1}
+    assert user not in done.stderr  # the structured log line names the pseudonym
+    holding = [str(p) for p in data.rglob("*") if p.is_file() and user.encode() in p.read_bytes()]
+    assert holding == []
+    store = build_store(settings)
+    try:
+        [entry] = [e for e in audit_log.entries(store) if e.action == "user.delete"]
+        assert entry.target == pseudonym(user) and audit_log.verify(store).ok
     finally:
         store.close()
