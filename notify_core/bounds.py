@@ -47,6 +47,14 @@ INT64_MAX = 2**63 - 1
 
 EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 """Events before this are rejected (clients sending epoch 0 or a year-1 default)."""
+# Ids (users, products, campaigns, orders, events): letters, digits and ``. _ : @ / + = -``, 1 to 128 of them.
+# ``#`` is the Store's key separator (a schedule item's sort key is ``<user id>#<notification id>``), so an
+# id holding one could pass for another's key prefix: the erasure of user ``a`` matched ``a#b``'s schedule
+# items. Capture always refused such ids; batch ingestion now quarantines them too.
+MAX_ID_LENGTH = 128
+ID_CHARACTERS = "A-Za-z0-9._:@/+=-"
+ID_PATTERN = rf"^[{ID_CHARACTERS}]{{1,{MAX_ID_LENGTH}}}$"
+
 MAX_CLOCK_SKEW = timedelta(days=1)
 """How far ahead of the receiver's clock an event time may be (clock skew, time zones gone wrong)."""
 

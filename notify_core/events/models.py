@@ -36,7 +36,7 @@ PURCHASE_HISTORY = "purchase_history"
 CLICKSTREAM = "notify_clickstream"
 TOPICS = (PURCHASE_HISTORY, CLICKSTREAM)
 
-Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@/+=-]+$")]
+Id = Annotated[str, Field(min_length=1, max_length=bounds.MAX_ID_LENGTH, pattern=bounds.ID_PATTERN)]
 ShortText = Annotated[str, Field(max_length=1024)]
 Url = Annotated[str, Field(min_length=1, max_length=2048)]
 

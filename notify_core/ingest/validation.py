@@ -27,9 +27,15 @@ log = logging.getLogger(__name__)
 PARSED_SUFFIX = "__parsed"
 PRESENT_SUFFIX = "__present"
 SAFE_SUFFIX = "__safe"
+ID_SUFFIX = "__id"  # an id column's value is missing (its own reason, where required) or matches bounds.ID_PATTERN
 FLOOR_SUFFIX = "__floor"  # a float column's value is 0, null, or at least bounds.MIN_NONZERO_MAGNITUDE in magnitude
 ROW_COLUMN = "_row"
 LIST_SEPARATOR = "|"
+# The columns that hold ids, per dataset (bounds.ID_PATTERN; a guest order's null user_id is not checked)
+ID_COLUMNS: dict[str, tuple[str, ...]] = {
+    "users": ("user_id",), "products": ("product_id",), "campaigns": ("campaign_id",),
+    "purchases": ("order_id", "product_id", "user_id"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +168,10 @@ def checks_for(dataset: str, *, now: datetime | None = None) -> list[Check]:
         ]
     else:
         raise ValidationError(f"unknown dataset {dataset!r}")
-    return domain + parsed + _bound_checks(dataset, now)
+    ids = [_check(f"{column} is not an id (1-{bounds.MAX_ID_LENGTH} of {bounds.ID_CHARACTERS})",
+                  "ExpectColumnValuesToBeInSet", column=f"{column}{ID_SUFFIX}", value_set=[True])
+           for column in ID_COLUMNS[dataset]]
+    return domain + ids + parsed + _bound_checks(dataset, now)
 
 
 def _parse(column: pl.Expr, dtype: Any) -> pl.Expr:
@@ -222,7 +231,10 @@ def prepare(dataset: str, raw: pl.DataFrame) -> pl.DataFrame:
         exprs += [value.alias(name), (~raw_present | value.is_not_null()).alias(f"{name}{PARSED_SUFFIX}")]
     prepared = raw.select(exprs).with_columns(
         (pl.col(name).is_null() | (pl.col(name) == 0) | (pl.col(name).abs() >= bounds.MIN_NONZERO_MAGNITUDE))
-        .alias(f"{name}{FLOOR_SUFFIX}") for name, dtype in schema.items() if dtype.is_float())
+        .alias(f"{name}{FLOOR_SUFFIX}") for name, dtype in schema.items() if dtype.is_float()).with_columns(
+        (~pl.col(f"{name}{PRESENT_SUFFIX}") | pl.col(name).str.contains(bounds.ID_PATTERN)).fill_null(False)
+        .alias(f"{name}{ID_SUFFIX}")
+        for name in ID_COLUMNS[dataset])
     if dataset == "campaigns":  # the same content rules as the campaign upsert (template, redirect URL)
         prepared = prepared.with_columns(
             pl.col("template").map_elements(_template_ok, return_dtype=pl.Boolean).alias(f"template{SAFE_SUFFIX}"),

@@ -126,3 +126,27 @@ def test_nested_landing_values_are_quarantined_as_json() -> None:
     frame = pl.DataFrame({"deep": [[["a"], ["b", "c"]], None], "obj": [{"k": 1}, {"k": None}]})
     text = frame.select(*(_as_text(c, frame.schema[c]) for c in frame.columns))
     assert text.rows() == [('[["a"], ["b", "c"]]', '{"k": 1}'), (None, '{"k": null}')]
+
+
+def test_ids_outside_the_id_rule_are_quarantined_like_capture_refuses_them(env) -> None:
+    """``#`` is the Store's key separator: a user ``a#b`` had schedule items whose keys start like user
+    ``a``'s (``a#<notification>``), and the erasure of ``a`` took them. Capture refused such ids; batch
+    ingestion let them in. Now a row with an id outside ``bounds.ID_PATTERN`` is quarantined with its reason."""
+    (env["landing"] / "users" / "odd.csv").write_text(
+        "user_id,country,timezone,signup_date,daily_cap\n"
+        "u-ok,GB,Europe/London,2010-05-01,3\n"
+        "a#b,GB,Europe/London,2010-05-01,3\n"
+        "has space,GB,Europe/London,2010-05-01,3\n"
+        f"{'x' * 129},GB,Europe/London,2010-05-01,3\n")
+    (env["landing"] / "purchases" / "odd.csv").write_text(
+        "order_id,user_id,product_id,quantity,unit_price,ts,country\n"
+        "o#1,u-ok,85123A,1,2.55,2011-04-01 10:00:00,United Kingdom\n"
+        "o2,u#2,85123A,1,2.55,2011-04-01 10:00:00,United Kingdom\n"
+        "o3,,85123A,1,2.55,2011-04-01 10:00:00,United Kingdom\n")  # a guest order: no user id to check
+    users = _ingest(env, "users")
+    assert sorted((b.row, b.reason.split(" (")[0]) for b in users.bad_rows if b.file == "odd.csv") == [
+        (2, "user_id is not an id"), (3, "user_id is not an id"), (4, "user_id is not an id")]
+    assert get_entity(env["store"], tables.USERS, "u-ok") is not None
+    purchases = _ingest(env, "purchases")
+    assert sorted((b.row, b.reason.split(" (")[0]) for b in purchases.bad_rows if b.file == "odd.csv") == [
+        (1, "order_id is not an id"), (2, "user_id is not an id")]
