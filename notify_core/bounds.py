@@ -147,8 +147,8 @@ MAX_TIMESTAMP = datetime(MAX_DATE.year, MAX_DATE.month, MAX_DATE.day, tzinfo=UTC
 MAX_FUTURE_SKEW = MAX_CLOCK_SKEW  # purchases and sign-ups at most this far ahead of "now", as events
 MAX_COOLDOWN_HOURS = 24 * 366
 MAX_DAILY_BUDGET = 1_000_000_000  # sends per campaign and day
-MAX_PRIORITY = 5
-MAX_DAILY_CAP = 5
+MIN_PRIORITY, MAX_PRIORITY = 1, 5  # a campaign's priority: 1 (low) .. 5 (high)
+MAX_DAILY_CAP = 5  # notifications a user gets a day at most: the requirement's "max 5", and a profile's cap 0..5
 
 
 def latest_allowed(now: datetime | None) -> datetime:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from notify_core import bounds
 from notify_core.catalog.categories import OTHER
 from notify_core.schemas import CAMPAIGNS, Schema
 
@@ -20,7 +21,7 @@ STATUSES = (ACTIVE, PAUSED)
 
 DEFAULT_CATEGORY = OTHER  # the catalogue's "no category"
 DEFAULT_PRIORITY = 3  # 1 (low) .. 5 (high); a campaign without one is ordinary, not the least important
-MIN_PRIORITY, MAX_PRIORITY = 1, 5
+MIN_PRIORITY, MAX_PRIORITY = bounds.MIN_PRIORITY, bounds.MAX_PRIORITY
 DEFAULT_COOLDOWN_HOURS = 72
 DEFAULT_DAILY_BUDGET = 1000
 DEFAULT_DURATION_DAYS = 365  # an open end date: a year after the start

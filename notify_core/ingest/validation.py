@@ -136,8 +136,8 @@ def checks_for(dataset: str, *, now: datetime | None = None) -> list[Check]:
         domain = _required("user_id", "timezone") + [
             _check("unknown timezone", "ExpectColumnValuesToBeInSet", column="timezone",
                    value_set=sorted(_timezones())),
-            _check("daily_cap outside 0..5", "ExpectColumnValuesToBeBetween", column="daily_cap", min_value=0,
-                   max_value=5),
+            _check(f"daily_cap outside 0..{bounds.MAX_DAILY_CAP}", "ExpectColumnValuesToBeBetween", column="daily_cap",
+                   min_value=0, max_value=bounds.MAX_DAILY_CAP),
             _check("quiet_start_hour outside 0..23", "ExpectColumnValuesToBeBetween", column="quiet_start_hour",
                    min_value=0, max_value=23),
             _check("quiet_end_hour outside 0..23", "ExpectColumnValuesToBeBetween", column="quiet_end_hour",
@@ -149,8 +149,8 @@ def checks_for(dataset: str, *, now: datetime | None = None) -> list[Check]:
         ]
     elif dataset == "campaigns":
         domain = _required("campaign_id", "name", "text", "start_date", "end_date") + [
-            _check("priority outside 1..5", "ExpectColumnValuesToBeBetween", column="priority", min_value=1,
-                   max_value=5),
+            _check(f"priority outside {bounds.MIN_PRIORITY}..{bounds.MAX_PRIORITY}", "ExpectColumnValuesToBeBetween",
+                   column="priority", min_value=bounds.MIN_PRIORITY, max_value=bounds.MAX_PRIORITY),
             _check("unknown status", "ExpectColumnValuesToBeInSet", column="status", value_set=["active", "paused"]),
             _check("end_date before start_date", "ExpectColumnPairValuesAToBeGreaterThanB", column_A="end_date",
                    column_B="start_date", or_equal=True, ignore_row_if="either_value_is_missing"),

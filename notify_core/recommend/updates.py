@@ -20,6 +20,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from notify_core import bounds
 from notify_core.campaigns import (
     ACTIVE,
     DEFAULT_CATEGORY,
@@ -43,8 +44,6 @@ from notify_core.schemas import CAMPAIGNS
 from notify_core.store import tables
 from notify_core.store.port import Store
 
-MAX_DAILY_BUDGET = 1_000_000_000  # sends per day: far above any real budget, inside the column's Int32
-
 
 class CampaignIn(BaseModel):
     """A campaign as the API accepts it (the CAMPAIGNS schema, with defaults for the optional parts)."""
@@ -61,7 +60,7 @@ class CampaignIn(BaseModel):
     end_date: date | None = None  # None: a year after the start
     target_countries: list[str] = Field(default_factory=list)
     cooldown_hours: int = Field(default=DEFAULT_COOLDOWN_HOURS, ge=0, le=24 * 365)
-    daily_budget: int = Field(default=DEFAULT_DAILY_BUDGET, ge=0, le=MAX_DAILY_BUDGET)
+    daily_budget: int = Field(default=DEFAULT_DAILY_BUDGET, ge=0, le=bounds.MAX_DAILY_BUDGET)
     url: str = ""
     template: str = ""
     status: Literal["active", "paused"] = ACTIVE

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import polars as pl
 from polars._typing import PolarsDataType
 
+from notify_core import bounds
 from notify_core.campaigns import PLANNING_COLUMNS
 from notify_core.campaigns import schema as campaign_schema
 
@@ -55,7 +56,7 @@ ENGAGEMENT_TYPES = ("click", "notification_open", "notification_click")
 # fully fatigued: the strongest signal that notifications are unwelcome, whatever else they still allow.
 OPT_OUT_TYPE = "opt_out"
 
-MAX_PER_DAY = 5  # the platform's hard ceiling (the requirement's "max 5 notifications/day")
+MAX_PER_DAY = bounds.MAX_DAILY_CAP  # the platform's hard ceiling (the requirement's "max 5 notifications/day")
 
 
 def empty(schema: Schema) -> pl.DataFrame:
