@@ -4,7 +4,7 @@ The gateway runs handlers on anyio's worker threads; a worker idle for 10 s ends
 the next burst makes new ones. Each thread opens its own connection to the Store and to the stream log
 (:class:`notify_core.per_thread.PerThread`), and the pool used to keep every ended thread's connection open:
 burst after idle burst, ``notify serve`` gained ~30 SQLite descriptors (here 32 -> 60 -> 72 -> 92 over
-four bursts of 30 clients), never released, until the process ran out and every request failed. A real
+four bursts of 30 clients; three are enough to tell), never released, until the process ran out and every request failed. A real
 server process, real HTTP clients, its descriptors read from ``/proc``.
 """
 
@@ -22,7 +22,7 @@ import pytest
 from tests.servers import notify_serve, serve_admin_key
 
 CLIENTS = 30
-BURSTS = 4
+BURSTS = 3
 IDLE_S = 11.0  # anyio ends a worker thread idle for 10 s (WorkerThread.MAX_IDLE_TIME) at the next request
 
 
