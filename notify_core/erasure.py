@@ -6,8 +6,8 @@
   key rule; every table is in it or in ``NO_USER_ITEMS``, so a table added later is not forgotten): an item
   goes if its ``user_id`` attribute is the user (event ledger, dedupe, deliveries, retries, dead letters,
   re-plan sets) or, by its table's rule, its partition key is the user id (profile, purchases, features,
-  matrix, user events, sends, plans, fatigue) or ``user#<id>`` (the user's vector), or its sort key starts
-  with ``<id>#`` (schedule items); tracking markers of the user's notifications go with their deliveries.
+  matrix, user events, sends, plans, fatigue) or ``user#<id>`` (the user's vector), or its sort key is
+  ``<id>#<notification id>`` (schedule items); tracking markers of the user's notifications go with their deliveries.
   Products, campaigns and the other tables are never matched by key: a product whose id equals the user's
   went with the user before. On SQLite, expired items are
   swept first, deletes are ``secure_delete`` (freed pages zeroed) and the WAL is checkpointed, so no copy
@@ -140,8 +140,8 @@ def belongs_to(item: Mapping[str, Any], user_id: str, *, rule: tables.UserKey) -
         return item.get("pk") == user_id
     if rule is tables.UserKey.VECTOR_PK:
         return item.get("pk") == f"user#{user_id}"
-    if rule is tables.UserKey.SK:
-        return str(item.get("sk", "")).startswith(f"{user_id}#")
+    if rule is tables.UserKey.SK:  # the whole key, not a prefix: "a#" is also how user "a#b"'s keys start
+        return item.get("sk") == tables.schedule_sk(user_id, str(item.get("notification_id", "")))
     return False
 
 

@@ -178,7 +178,7 @@ ALL_TABLES = (*ALL_TABLES, KEY_DOCUMENTS)
 
 # Where a user's items are: what the right to erasure (notify_core.erasure) deletes, table by table. In a
 # listed table an item goes when its ``user_id`` attribute is the user, and by the table's key rule when its
-# partition key is the user id (UserKey.PK), "user#<id>" (VECTOR_PK), its sort key starts with "<id>#" (SK), or
+# partition key is the user id (UserKey.PK), "user#<id>" (VECTOR_PK), its sort key is "<id>#<its notification>" (SK), or
 # its partition key is one of the user's notifications (NOTIFICATION: markers without a user id, so listed
 # last, after the tables that name the notifications). A table not listed holds no user's items: its keys are
 # products, campaigns, days, minutes, stream positions, key documents, or the audit trail and the register
@@ -189,7 +189,7 @@ ALL_TABLES = (*ALL_TABLES, KEY_DOCUMENTS)
 class UserKey(StrEnum):
     PK = "pk is the user id"
     VECTOR_PK = "pk is user#<id>"
-    SK = "sk starts with <id>#"
+    SK = "sk is <id>#<notification id>"
     ATTRIBUTE = "the user_id attribute only"
     NOTIFICATION = "pk is one of the user's notifications"
 

@@ -4,8 +4,8 @@ The gateway runs handlers on anyio's worker threads; a worker idle for 10 s ends
 the next burst makes new ones. Each thread opens its own connection to the Store and to the stream log
 (:class:`notify_core.per_thread.PerThread`), and the pool used to keep every ended thread's connection open:
 burst after idle burst, ``notify serve`` gained ~30 SQLite descriptors (here 32 -> 60 -> 72 -> 92 over
-four bursts of 30 clients; three are enough to tell), never released, until the process ran out and every request failed. A real
-server process, real HTTP clients, its descriptors read from ``/proc``.
+four bursts of 30 clients; three are enough to tell), never released, until the process ran out and every
+request failed. A real server process, real HTTP clients, its descriptors read from ``/proc``.
 """
 
 from __future__ import annotations

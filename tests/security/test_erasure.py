@@ -248,3 +248,19 @@ def test_after_notify_users_delete_no_byte_of_the_data_directory_names_the_user(
         assert entry.target == pseudonym(user) and audit_log.verify(store).ok
     finally:
         store.close()
+
+
+def test_erasing_a_user_leaves_a_user_whose_id_it_prefixes(tmp_path: Path) -> None:
+    """Schedule items are keyed ``<user>#<notification>``: user ``a#b`` (landed before ids were checked at
+    ingestion) has keys that start like user ``a``'s, and a prefix match erased them with ``a``."""
+    store = build_store(load_settings(data_dir=tmp_path / "data"))
+    for user, nid in (("a", "n1"), ("a#b", "n2")):
+        store.table(tables.USERS).put({"pk": user, "sk": tables.PROFILE_SK, "user_id": user})
+        store.table(tables.SCHEDULES).put({"pk": "2026-11-30T10:00#01", "sk": tables.schedule_sk(user, nid),
+                                           "notification_id": nid})  # no user_id: the key alone names the user
+    try:
+        report = erase_user("a", store=store, clock=ManualClock(datetime(2026, 11, 30, tzinfo=UTC)))
+        assert report.store_rows == {tables.USERS: 1, tables.SCHEDULES: 1}
+        assert [i["sk"] for i in store.table(tables.SCHEDULES).scan()] == ["a#b#n2"]
+    finally:
+        store.close()
