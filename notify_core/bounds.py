@@ -47,6 +47,7 @@ INT64_MAX = 2**63 - 1
 
 EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 """Events before this are rejected (clients sending epoch 0 or a year-1 default)."""
+
 # Ids (users, products, campaigns, orders, events): letters, digits and ``. _ : @ / + = -``, 1 to 128 of them.
 # ``#`` is the Store's key separator (a schedule item's sort key is ``<user id>#<notification id>``), so an
 # id holding one could pass for another's key prefix: the erasure of user ``a`` matched ``a#b``'s schedule

@@ -7,11 +7,10 @@
   goes if its ``user_id`` attribute is the user (event ledger, dedupe, deliveries, retries, dead letters,
   re-plan sets) or, by its table's rule, its partition key is the user id (profile, purchases, features,
   matrix, user events, sends, plans, fatigue) or ``user#<id>`` (the user's vector), or its sort key is
-  ``<id>#<notification id>`` (schedule items); tracking markers of the user's notifications go with their deliveries.
-  Products, campaigns and the other tables are never matched by key: a product whose id equals the user's
-  went with the user before. On SQLite, expired items are
-  swept first, deletes are ``secure_delete`` (freed pages zeroed) and the WAL is checkpointed, so no copy
-  stays in the file;
+  ``<id>#<notification id>`` (schedule items); tracking markers of the user's notifications go with their
+  deliveries. Products, campaigns and the other tables are never matched by key: a product whose id equals
+  the user's went with the user before. On SQLite, expired items are swept first, deletes are
+  ``secure_delete`` (freed pages zeroed) and the WAL is checkpointed, so no copy stays in the file;
 * **every Parquet file** under the lake (users, purchases, features, matrix, ``embeddings_user`` and the
   other vector tables: rows whose ``user_id``, or for user vectors ``id``, is the user), rewritten
   atomically;
