@@ -184,8 +184,11 @@ def test_user_vectors_persisted_by_a_failed_attempt_get_a_new_version_and_replan
         mat = _latest(instance, "user_embeddings")
         assert _version(instance, "user_embeddings") == after
         assert mat.metadata[automation.CHANGED_USERS].value == 0  # started from the recorded vectors: exact
-        assert changed_users(build_store(settings), str(mat.metadata[automation.CHANGED_USERS_SET].value),
-                             count=0) == []
+        store = build_store(settings)
+        try:
+            assert changed_users(store, str(mat.metadata[automation.CHANGED_USERS_SET].value), count=0) == []
+        finally:
+            store.close()
 
 
 DIGESTS: dict[str, str] = {}  # the content digest each partition of ``parted`` reports (none: no digest)
