@@ -6,7 +6,14 @@ import hashlib
 import re
 from typing import Any
 
-from notify_core.delivery.channels import Message, Outcome, SendResult
+from notify_core.delivery.channels import (
+    LIST_UNSUBSCRIBE_HEADER,
+    LIST_UNSUBSCRIBE_POST_HEADER,
+    LIST_UNSUBSCRIBE_POST_VALUE,
+    Message,
+    Outcome,
+    SendResult,
+)
 
 # SNS Publish: "Subjects must be UTF-8 text with no line breaks or control characters, and less than 100
 # characters long"; a FIFO MessageGroupId is 1-128 characters of ASCII letters, digits and punctuation.
@@ -44,6 +51,10 @@ class SnsChannel:
                 "campaign_id": {"DataType": "String", "StringValue": message.campaign_id},
             },
         }
+        if message.unsubscribe:  # RFC 8058 one-click unsubscribe, named as the webhook's headers: for a relay
+            params["MessageAttributes"] |= {  # that maps attributes to mail headers (the link is in the body too)
+                LIST_UNSUBSCRIBE_HEADER: {"DataType": "String", "StringValue": f"<{message.unsubscribe}>"},
+                LIST_UNSUBSCRIBE_POST_HEADER: {"DataType": "String", "StringValue": LIST_UNSUBSCRIBE_POST_VALUE}}
         if self._fifo:
             params["MessageDeduplicationId"] = idempotency_key
             params["MessageGroupId"] = message_group_id(message.user_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -147,3 +148,21 @@ def test_the_sns_channel_sends_the_cleaned_subject() -> None:
     title = "A" * 150 + "\n"
     assert channel.send(Message(**{**MSG.payload(), "title": title, "user_id": "a user"}), idempotency_key="n1").ok
     assert sent[0]["Subject"] == "A" * 99 and sent[0]["MessageGroupId"] != "a user"
+
+
+@mock_aws
+def test_the_sns_channel_carries_the_one_click_unsubscribe_as_message_attributes() -> None:
+    """The webhook sends ``List-Unsubscribe`` and ``List-Unsubscribe-Post`` (RFC 8058); an SNS message carried
+    the link only inside its JSON body, so a relay mapping attributes to mail headers had nothing to map."""
+    client = boto3.client("sns", region_name="eu-west-1")
+    arn = client.create_topic(Name="notify")["TopicArn"]
+    sent: list[dict[str, Any]] = []
+    client.meta.events.register("provide-client-params.sns.Publish", lambda params, **_: sent.append(params))
+    channel = SnsChannel(arn, region="eu-west-1", client=client)
+    link = "https://notify.example.com/u/n1.k1.sig"
+    assert channel.send(Message(**{**MSG.payload(), "unsubscribe": link}), idempotency_key="n1").ok
+    assert channel.send(MSG, idempotency_key="n2").ok  # no link: no attributes for it
+    attributes = [{k: v["StringValue"] for k, v in p["MessageAttributes"].items()} for p in sent]
+    assert attributes[0]["List-Unsubscribe"] == f"<{link}>"
+    assert attributes[0]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert "List-Unsubscribe" not in attributes[1] and attributes[1]["idempotency_key"] == "n2"
