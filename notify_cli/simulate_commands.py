@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -38,8 +39,10 @@ def simulate(
     try:
         options = SimOptions(users=users, days=days, campaigns=campaigns, seed=seed,
                              exploration_share=exploration_share)
-        with tempfile.TemporaryDirectory(prefix="notify-sim-") as tmp:
-            report = run(source, workdir=workdir or Path(tmp), options=options, policies=policy or POLICIES,
+        # A temporary folder only when none is given: one made anyway was left in /tmp by every kill -9.
+        with (contextlib.nullcontext(str(workdir)) if workdir else
+              tempfile.TemporaryDirectory(prefix="notify-sim-")) as folder:
+            report = run(source, workdir=Path(folder), options=options, policies=policy or POLICIES,
                          progress=lambda line: console.print(line, highlight=False))
     except (NotifyError, OSError) as exc:
         console.print(f"[red]error:[/red] {exc}", soft_wrap=True)

@@ -117,6 +117,7 @@ def s3_server() -> Iterator[object]:
         yield server
     finally:
         server.stop()
+    assert not server.leftovers(), f"SeaweedFS left these behind: {server.leftovers()}"
 
 
 # ==================================================================================================

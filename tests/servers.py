@@ -323,6 +323,7 @@ class SeaweedS3:
     log_path: Path
     _log: IO[bytes] = field(repr=False)
     args: list[str] = field(default_factory=list)  # the command line, for :meth:`restart`
+    pids: list[int] = field(default_factory=list)  # every process it ran (one more per :meth:`restart`)
 
     @classmethod
     def start(cls, *, timeout: float = 40.0, attempts: int = 2) -> SeaweedS3:
@@ -341,7 +342,11 @@ class SeaweedS3:
             directory = Path(tempfile.mkdtemp(prefix="seaweedfs-"))
             log_path = directory / "weed.log"
             log = log_path.open("wb")
-            args = [str(weed), "server", f"-dir={directory}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            # Its logs and the two unix sockets it lets us place go in its folder: by default weed leaves
+            # glog files and a socket per server in /tmp (252 sockets from a day of test runs here).
+            args = [str(weed), f"-logdir={directory}", "server", f"-dir={directory}", "-ip=127.0.0.1",
+                    "-ip.bind=127.0.0.1", f"-filer.localSocket={directory / 'filer.sock'}",
+                    f"-s3.localSocket={directory / 's3.sock'}",
                     "-s3", f"-s3.port={port}", f"-s3.port.grpc={port + 10}", "-s3.port.iceberg=0",
                     "-s3.port.lance=0", f"-master.port={port + 2}", f"-master.port.grpc={port + 12}",
                     f"-volume.port={port + 3}", f"-volume.port.grpc={port + 13}", f"-filer.port={port + 4}",
@@ -350,7 +355,7 @@ class SeaweedS3:
             process = subprocess.Popen(args, cwd=directory, env=server_env(), stdin=subprocess.DEVNULL,
                                        stdout=log, stderr=subprocess.STDOUT)
             server = cls(endpoint=f"http://127.0.0.1:{port}", process=process, directory=directory,
-                         log_path=log_path, _log=log, args=args)
+                         log_path=log_path, _log=log, args=args, pids=[process.pid])
             if server._wait_writable(timeout):
                 return server
             last_error = (f"exited with code {process.returncode}" if process.poll() is not None
@@ -390,6 +395,7 @@ class SeaweedS3:
         time.sleep(down_s)
         self.process = subprocess.Popen(self.args, cwd=self.directory, env=server_env(), stdin=subprocess.DEVNULL,
                                         stdout=self._log, stderr=subprocess.STDOUT)
+        self.pids.append(self.process.pid)
         if not self._wait_writable(timeout):
             raise ServerUnavailable(f"SeaweedFS did not come back within {timeout:.0f} s: {self.log_tail()}")
 
@@ -407,6 +413,21 @@ class SeaweedS3:
             self.process.wait(timeout=10)
         self._log.close()
         shutil.rmtree(self.directory, ignore_errors=True)
+        for path in self.fixed_sockets():
+            path.unlink(missing_ok=True)
+
+    def leftovers(self) -> list[Path]:
+        """What a stopped server left outside its removed folder: its folder itself, the fixed gRPC
+        sockets, glog files in /tmp named by its PIDs. A fixture asserts this is empty after :meth:`stop`."""
+        pids = {str(pid) for pid in self.pids}
+        logs = [path for path in Path("/tmp").glob("weed*") if path.name.rsplit(".", 1)[-1] in pids]
+        return [path for path in (self.directory, *self.fixed_sockets()) if path.exists()] + logs
+
+    def fixed_sockets(self) -> list[Path]:
+        """The gRPC unix sockets weed always makes in /tmp, named by their ports (no flag moves them)."""
+        port = int(self.endpoint.rsplit(":", 1)[1])
+        return [Path(f"/tmp/seaweedfs-{name}-grpc-{port + offset}.sock")
+                for name, offset in (("s3", 10), ("master", 12), ("volume", 13), ("filer", 14))]
 
 
 def _bucket_exists(client: object, name: str) -> bool:

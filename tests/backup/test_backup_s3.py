@@ -52,6 +52,7 @@ def own_seaweed() -> Iterator[SeaweedS3]:
         yield server
     finally:
         server.stop()
+    assert not server.leftovers(), f"SeaweedFS left these behind: {server.leftovers()}"
 
 
 def _env() -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -98,8 +99,11 @@ def test_a_killed_run_is_never_mixed_into_the_next(tmp_path: Path) -> None:
     args = [sys.executable, "-m", "notify_cli.main", "simulate", "--source", str(source), "--users", "15",
             "--campaigns", "6", "--policy", "notify"]
     work = tmp_path / "work"
+    private_tmp = tmp_path / "tmp"  # the killed run must leave nothing in TMPDIR: its folder is --workdir
+    private_tmp.mkdir()
     proc = subprocess.Popen([*args, "--days", "30", "--workdir", str(work), "--output", str(tmp_path / "a.json")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "TMPDIR": str(private_tmp)})
     try:
         deadline = time.monotonic() + 120
         while not (work / "notify" / "outbox" / "outbox.jsonl").exists() and time.monotonic() < deadline:
@@ -108,6 +112,7 @@ def test_a_killed_run_is_never_mixed_into_the_next(tmp_path: Path) -> None:
     finally:
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL and not (tmp_path / "a.json").exists()
+    assert not list(private_tmp.iterdir()), "a kill -9 left a temporary folder behind"
     again = subprocess.run([*args, "--days", "1", "--workdir", str(work), "--output", str(tmp_path / "b.json")],
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "earlier simulation" in again.stdout and not (tmp_path / "b.json").exists()
