@@ -3,7 +3,8 @@
 The same erasure as ``notify users delete ID`` (:func:`notify_core.erasure.erase_user`): every Store table
 (the audit trail, API keys and the erasure register excepted), the files under every path
 :func:`notify_core.erasure.erasure_paths` lists (data directory, landing folder, outbox), in aws every version
-of the objects under the S3 prefix (:func:`notify_core.erasure.erasure_objects`), and the embedded
+of the objects under the S3 prefix (:func:`notify_core.erasure.erasure_objects`) and of their copies in
+the replica bucket (:func:`notify_core.erasure.erasure_replicas`), and the embedded
 stream log's messages keyed by the user (Kafka records age out with the topic's retention). The erasure is
 recorded in the register first, so the next pipeline run does not bring the user back.
 Written to the audit trail as ``user.delete`` with the caller's key id, source and request id. Runs
@@ -26,7 +27,7 @@ from lambdas import runtime
 from lambdas.coldstart import ColdStart
 from lambdas.edge import Edge, current
 from notify_core.clock import Clock
-from notify_core.erasure import ObjectArea, erase_user, erasure_objects, erasure_paths
+from notify_core.erasure import ObjectArea, erase_user, erasure_objects, erasure_paths, erasure_replicas
 from notify_core.security import audit
 from notify_core.store.factory import seal_store
 from notify_core.store.port import Store
@@ -41,6 +42,7 @@ class _Deps:
     roots: tuple[Path, ...]
     clock: Clock
     objects: tuple[ObjectArea, ...] = ()
+    replicas: tuple[ObjectArea, ...] = ()
 
 
 def _build() -> _Deps:
@@ -48,17 +50,17 @@ def _build() -> _Deps:
 
     rt = runtime.get()
     return _Deps(rt.store(seal_store), open_stream(rt.settings), erasure_paths(rt.settings), rt.clock,
-                 erasure_objects(rt.settings))
+                 erasure_objects(rt.settings), erasure_replicas(rt.settings))
 
 
 _deps = ColdStart(_build)
 
 
 def use(*, store: Store | None, stream: Any = None, roots: tuple[Path, ...] = (), clock: Clock | None = None,
-        objects: tuple[ObjectArea, ...] = ()) -> None:
-    """Install the Store, stream, file roots, object areas and clock (tests); ``store=None``: from settings on
-    next use."""
-    _deps.use(None if store is None or clock is None else _Deps(store, stream, roots, clock, objects))
+        objects: tuple[ObjectArea, ...] = (), replicas: tuple[ObjectArea, ...] = ()) -> None:
+    """Install the Store, stream, file roots, object areas, their replicas and clock (tests); ``store=None``:
+    from settings on next use."""
+    _deps.use(None if store is None or clock is None else _Deps(store, stream, roots, clock, objects, replicas))
 
 
 class ErasedOut(BaseModel):
@@ -84,7 +86,8 @@ def erase(user_id: Annotated[str, PathParam(min_length=1, max_length=MAX_USER_ID
                      detail={"rows_removed": detail.get("rows_removed")})
 
     report = erase_user(user_id, store=deps.store, file_roots=deps.roots, object_areas=deps.objects,
-                        stream_log=deps.stream, audit=audited, actor=info.actor, compact=False, clock=deps.clock)
+                        replica_areas=deps.replicas, stream_log=deps.stream, audit=audited, actor=info.actor,
+                        compact=False, clock=deps.clock)
     return ErasedOut(**report.as_dict())
 
 

@@ -72,6 +72,9 @@ def _aws_environment() -> dict[str, Any]:
         "NOTIFY_AWS_REGION": {"Ref": "AWS::Region"},
         "NOTIFY_TABLE_PREFIX": {"Ref": "TablePrefix"},
         "NOTIFY_S3_BUCKET": {"Ref": "DataBucket"},
+        # the replica's name (the erasure deletes a user's versions there too: S3 does not replicate deletes)
+        "NOTIFY_S3_REPLICA_BUCKET": {"Fn::Select": [5, {"Fn::Split": [":", {"Ref": "ReplicaBucketArn"}]}]},
+        "NOTIFY_S3_REPLICA_REGION": {"Ref": "ReplicaRegion"},
         "NOTIFY_STREAM_BACKEND": "kafka",
         "NOTIFY_KAFKA_BOOTSTRAP": {"Ref": "KafkaBootstrap"},
         "NOTIFY_DELIVERY_CHANNEL": "sns",
@@ -116,8 +119,9 @@ def _kms_statements(*, services: list[str], direct: bool) -> list[dict[str, Any]
 def _data_statements(*, table_ids: list[str], actions: tuple[str, ...], s3_read: bool, s3_write: bool,
                      sns: bool, kms_direct: bool, s3_versions: bool = False) -> list[dict[str, Any]]:
     """IAM statements for one principal: its tables and actions, the bucket, the topic and the key.
-    ``s3_versions``: list, read and delete the stored versions of objects (the erasure). ``kms_direct``:
-    the principal's code reaches the key vault (:func:`_kms_statements`)."""
+    ``s3_versions``: list, read and delete the stored versions of objects (the erasure), in the data bucket
+    and in its replica (read through S3 with the replica region's key). ``kms_direct``: the principal's code
+    reaches the key vault (:func:`_kms_statements`)."""
     statements: list[dict[str, Any]] = []
     if table_ids:
         statements.append({"Effect": "Allow", "Action": list(actions), "Resource": _table_arns(table_ids)})
@@ -128,6 +132,14 @@ def _data_statements(*, table_ids: list[str], actions: tuple[str, ...], s3_read:
         list_actions: str | list[str] = ["s3:ListBucket", "s3:ListBucketVersions"] if s3_versions else "s3:ListBucket"
         statements += [{"Effect": "Allow", "Action": list_actions, "Resource": bucket},
                        {"Effect": "Allow", "Action": object_actions, "Resource": {"Fn::Sub": "${DataBucket.Arn}/*"}}]
+    if s3_versions:
+        statements += [
+            {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:ListBucketVersions"],
+             "Resource": {"Ref": "ReplicaBucketArn"}},
+            {"Effect": "Allow", "Action": ["s3:GetObjectVersion", "s3:DeleteObjectVersion"],
+             "Resource": {"Fn::Sub": "${ReplicaBucketArn}/*"}},
+            {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": {"Ref": "ReplicaKmsKeyArn"},
+             "Condition": {"StringEquals": {"kms:ViaService": {"Fn::Sub": "s3.${ReplicaRegion}.amazonaws.com"}}}}]
     if sns:
         statements.append({"Effect": "Allow", "Action": "sns:Publish", "Resource": {"Ref": "NotificationsTopic"}})
     services = (["dynamodb"] if table_ids else []) + (["s3"] if s3_read or s3_write else []) + (["sns"] if sns else [])

@@ -230,9 +230,9 @@ def delete_user(
     compact: Annotated[bool, typer.Option(help="Rebuild the SQLite file afterwards (no deleted key left).")] = True,
 ) -> None:
     """Erase a user from every Store table, the lake, landing/quarantine files (and their S3 objects in aws, every
-    version), vectors, outbox, logs, stream log; record the erasure in the register, so the next pipeline run
-    does not bring them back."""
-    from notify_core.erasure import erase_user, erasure_objects, erasure_paths
+    version, and the replica bucket's copies), vectors, outbox, logs, stream log; record the erasure in the
+    register, so the next pipeline run does not bring them back."""
+    from notify_core.erasure import erase_user, erasure_objects, erasure_paths, erasure_replicas
     from notify_core.observability import configure_logging
     from notify_core.store.factory import build_store
     from notify_core.stream import open_stream
@@ -250,7 +250,8 @@ def delete_user(
                          target=str(detail["target"]), detail={"rows_removed": detail.get("rows_removed")})
 
         report = erase_user(user_id, store=store, file_roots=roots, object_areas=erasure_objects(settings),
-                            stream_log=stream, audit=audited, actor=actor, compact=compact, clock=SYSTEM_CLOCK)
+                            replica_areas=erasure_replicas(settings), stream_log=stream, audit=audited,
+                            actor=actor, compact=compact, clock=SYSTEM_CLOCK)
     finally:
         stream.close()
         store.close()

@@ -72,12 +72,14 @@ class ErasureReport:
     erased_at: str = ""  # ISO UTC, as recorded in the erasure register
     ledger_entries_cleared: int = 0  # sync-ledger partitions to compare again (not user rows: not in total)
     object_versions_deleted: int = 0  # stored versions that held the user, deleted for good (S3)
+    replica_versions_deleted: int = 0  # the same in the replica bucket (S3 replication does not replicate them)
 
     def as_dict(self) -> dict[str, Any]:
         return {"user_id": self.user_id, "store_rows": self.store_rows, "file_rows": self.file_rows,
                 "stream_messages": self.stream_messages, "total": self.total, "erased_at": self.erased_at,
                 "ledger_entries_cleared": self.ledger_entries_cleared,
-                "object_versions_deleted": self.object_versions_deleted}
+                "object_versions_deleted": self.object_versions_deleted,
+                "replica_versions_deleted": self.replica_versions_deleted}
 
     @property
     def total(self) -> int:
@@ -315,6 +317,41 @@ def erasure_objects(settings: NotifySettings) -> tuple[ObjectArea, ...]:
                      client=s3_client(region=settings.aws_region, endpoint_url=settings.s3_endpoint_url)),)
 
 
+def erasure_replicas(settings: NotifySettings) -> tuple[ObjectArea, ...]:
+    """The same prefix in the replica bucket (``NOTIFY_S3_REPLICA_BUCKET``, the template's
+    ``ReplicaBucketArn``): S3 replication copies every new version there but never a version delete, so
+    without this walk an erased user's old copies would stay in the other region until its lifecycle rule
+    expired them. None outside aws or without a replica."""
+    if settings.env != "aws" or not settings.s3_replica_bucket:
+        return ()
+    from notify_core.s3_objects import S3Bucket, s3_client
+
+    region = settings.s3_replica_region or settings.aws_region
+    return (S3Bucket(bucket=settings.s3_replica_bucket, prefix=settings.s3_prefix.rstrip("/") + "/",
+                     client=s3_client(region=region, endpoint_url=settings.s3_endpoint_url)),)
+
+
+def erase_from_replicas(areas: Iterable[ObjectArea], user_id: str) -> int:
+    """Delete every stored version under ``areas`` that holds the user, the latest included, and write
+    nothing: a replica is written by S3 replication only, which brings the primary's rewritten copy (the
+    erasure rewrote it first) as a new version; until it lands, a deleted latest leaves the object's previous
+    version (or none) current there. Content is read, not matched by version id, so a version replicated
+    under any id is found. Returns the versions deleted; idempotent, so a re-run finishes a killed one."""
+    deleted = 0
+    for area in areas:
+        for version in list(area.versions("")):
+            kind = _kind(version.name)
+            data = None if kind is None else area.get_bytes(version.name, version_id=version.version_id)
+            if kind is None or data is None:
+                continue
+            _, n = _without_user(data, kind=kind, user_id=user_id,
+                                 vector_table=_VECTOR_TABLE in PurePosixPath(version.name).parts)
+            if n:
+                area.delete_version(version.name, version.version_id)
+                deleted += 1
+    return deleted
+
+
 def erase_from_objects(areas: Iterable[ObjectArea], user_id: str) -> tuple[dict[str, int], int]:
     """Remove the user's rows from every Parquet, CSV and JSON-lines object under ``areas``, in every stored
     version: the latest is replaced by a rewritten copy, then each version that held the user is deleted for
@@ -352,13 +389,14 @@ def erase_from_objects(areas: Iterable[ObjectArea], user_id: str) -> tuple[dict[
 
 def erase_user(
     user_id: str, *, store: Store, file_roots: Iterable[Path] = (), object_areas: Iterable[ObjectArea] = (),
-    stream_log: Any = None, audit: AuditHook | None = None, actor: str = "cli", compact: bool = True,
-    clock: Clock = SYSTEM_CLOCK,
+    replica_areas: Iterable[ObjectArea] = (), stream_log: Any = None, audit: AuditHook | None = None,
+    actor: str = "cli", compact: bool = True, clock: Clock = SYSTEM_CLOCK,
 ) -> ErasureReport:
     """Remove ``user_id`` from the Store, the files under ``file_roots`` (lake, landing, quarantine, outbox,
-    logs: :func:`erasure_paths`), the objects under ``object_areas`` (every version: :func:`erasure_objects`)
-    and the embedded stream log, after recording the erasure in the register at ``clock``'s time; see the
-    module docstring. Idempotent: a second run removes 0."""
+    logs: :func:`erasure_paths`), the objects under ``object_areas`` (every version: :func:`erasure_objects`),
+    their copies under ``replica_areas`` (:func:`erasure_replicas`) and the embedded stream log, after
+    recording the erasure in the register at ``clock``'s time; see the module docstring. Idempotent: a
+    second run removes 0."""
     if not user_id or len(user_id) > 256 or not user_id.isprintable():
         raise ValidationError("invalid user id")
     report = ErasureReport(user_id=user_id, pseudonym=pseudonym(user_id))
@@ -370,6 +408,7 @@ def erase_user(
     # was or part-erased, never refilled; the erasure run again completes.
     report.file_rows = erase_from_files(file_roots, user_id)
     object_rows, report.object_versions_deleted = erase_from_objects(object_areas, user_id)
+    report.replica_versions_deleted = erase_from_replicas(replica_areas, user_id)  # after the rewrites: they replicate
     report.file_rows.update(object_rows)
     eraser = getattr(stream_log, "erase_key", None)
     if eraser is not None:

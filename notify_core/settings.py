@@ -91,6 +91,10 @@ class NotifySettings(BaseSettings):
     table_prefix: str = "notify_"
     s3_bucket: str | None = None
     s3_prefix: str = "notify/"
+    # the bucket S3 replication copies s3_bucket to (another region): S3 does not replicate version deletes, so
+    # the erasure walks it too (notify_core/erasure.py, erasure_replicas); None: no replica to reach
+    s3_replica_bucket: str | None = None
+    s3_replica_region: str | None = None  # default: aws_region
     # endpoints (issue 15): None = the AWS default; set to reach DynamoDB Local, SeaweedFS/MinIO, a local SNS
     s3_endpoint_url: str | None = None
     sns_endpoint_url: str | None = None

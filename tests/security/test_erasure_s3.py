@@ -26,7 +26,7 @@ import polars as pl
 import pytest
 
 from notify_core.clock import ManualClock
-from notify_core.erasure import ObjectArea, erase_user, erasure_objects
+from notify_core.erasure import ObjectArea, erase_user, erasure_objects, erasure_replicas
 from notify_core.lake import lake_for
 from notify_core.landing import build_landing_area
 from notify_core.s3_objects import ObjectVersion
@@ -231,8 +231,67 @@ def test_buckets_never_versioned_or_versioned_after_the_first_writes(aws: Aws, t
         assert report.object_versions_deleted == sum(1 for n in before.values() if n)
 
 
+def _replicate(client: Any, source: str, replica: str, *, latest_only: bool = False) -> None:
+    """What S3 replication does: each version of the source written to the replica, oldest first, as a
+    new version there (never a version delete). SeaweedFS does not replicate, so the test plays it."""
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for v in _versions(client, source):
+        by_key.setdefault(v["Key"], []).append(v)
+    for key, versions in by_key.items():
+        for v in sorted(versions, key=lambda v: (v["IsLatest"], v["LastModified"])):
+            if latest_only and not v["IsLatest"]:
+                continue
+            body = client.get_object(Bucket=source, Key=key, VersionId=v["VersionId"])["Body"].read()
+            client.put_object(Bucket=replica, Key=key, Body=body)
+
+
+def test_the_replica_bucket_loses_every_version_that_held_the_user(aws: Aws, s3_server: Any,
+                                                                    tmp_path: Path) -> None:
+    """S3 replication copies every new version to the replica bucket in the other region, never a version
+    delete: before, every copy of the user stayed there (until that bucket's own lifecycle rule, if any).
+    The erasure now deletes each replica version that holds the user and writes nothing there; killed in
+    the middle of that walk, the next erasure finishes it; the primary's rewrite, replicated afterwards,
+    leaves the replica's latest copies equal to the primary's."""
+    client, bucket = aws.client, aws.bucket
+    replica = f"replica-{uuid.uuid4().hex[:10]}"
+    s3_server.create_bucket(replica)
+    client.put_bucket_versioning(Bucket=replica, VersioningConfiguration={"Status": "Enabled"})
+    client.put_object(Bucket=bucket, Key="notify/landing/purchases/kept-only.csv",  # a copy without the user
+                      Body=_purchases(4).filter(pl.col("user_id") == KEPT).write_csv().encode())
+    _replicate(client, bucket, replica)
+    held = {k for k, n in _census(client, replica, ERASED).items() if n}
+    kept = {k: n for k, n in _census(client, replica, KEPT).items() if k not in held}
+    assert len(held) >= 6 and kept  # the replica holds the user in the same objects and versions
+    settings = aws.settings.model_copy(update={"s3_replica_bucket": replica})
+    (replica_area,) = erasure_replicas(settings)
+    store = SqliteStore(tmp_path / "store.sqlite")
+    try:
+        with pytest.raises(KeyboardInterrupt):  # dies at the first replica delete, the primary done
+            erase_user(ERASED, store=store, object_areas=erasure_objects(settings),
+                       replica_areas=(_DiesOnDelete(replica_area),), clock=ManualClock(WHEN))
+        assert sum(_census(client, bucket, ERASED).values()) == 0
+        assert {k for k, n in _census(client, replica, ERASED).items() if n} == held
+        report = erase_user(ERASED, store=store, object_areas=erasure_objects(settings),
+                            replica_areas=erasure_replicas(settings), clock=ManualClock(WHEN))
+        assert report.replica_versions_deleted == len(held) and report.object_versions_deleted == 0
+        assert sum(_census(client, replica, ERASED).values()) == 0
+        # nothing written there, and the versions that never held the user are all still there
+        assert {k: n for k, n in _census(client, replica, KEPT).items()} == kept
+        _replicate(client, bucket, replica, latest_only=True)  # the rewrite arrives after the erasure
+        assert sum(_census(client, replica, ERASED).values()) == 0
+        for key, vid in _latest_ids(client, replica).items():
+            ours = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            assert client.get_object(Bucket=replica, Key=key, VersionId=vid)["Body"].read() == ours, key
+        again = erase_user(ERASED, store=store, object_areas=erasure_objects(settings),
+                           replica_areas=erasure_replicas(settings), clock=ManualClock(WHEN))
+        assert again.replica_versions_deleted == 0 and again.total == 0
+    finally:
+        store.close()
+
+
 def test_the_local_default_has_no_object_areas(tmp_path: Path) -> None:
     assert erasure_objects(load_settings(data_dir=tmp_path)) == ()
+    assert erasure_replicas(load_settings(data_dir=tmp_path, s3_replica_bucket="elsewhere")) == ()
 
 
 def _version_ids(client: Any, bucket: str) -> set[tuple[str, str]]:
@@ -246,11 +305,18 @@ def _latest_ids(client: Any, bucket: str) -> dict[str, str]:
 
 
 @pytest.mark.dynamodb
-def test_notify_users_delete_in_aws_erases_the_objects(aws: Aws, dynamodb_endpoint: str) -> None:
-    """The operator's command, as run in aws (DynamoDB Local for the Store, the S3 server for the objects)."""
+def test_notify_users_delete_in_aws_erases_the_objects(aws: Aws, s3_server: Any, dynamodb_endpoint: str) -> None:
+    """The operator's command, as run in aws (DynamoDB Local for the Store, the S3 server for the objects and
+    their replica, named by ``NOTIFY_S3_REPLICA_BUCKET`` as the template sets it)."""
     settings, client, bucket = aws.settings, aws.client, aws.bucket
+    replica = f"replica-{uuid.uuid4().hex[:10]}"
+    s3_server.create_bucket(replica)
+    client.put_bucket_versioning(Bucket=replica, VersioningConfiguration={"Status": "Enabled"})
+    _replicate(client, bucket, replica)
+    held = sum(1 for n in _census(client, replica, ERASED).values() if n)
     env = {**os.environ, "NOTIFY_ENV": "aws", "NOTIFY_S3_BUCKET": bucket, "NOTIFY_S3_PREFIX": "notify",
            "NOTIFY_S3_ENDPOINT_URL": str(settings.s3_endpoint_url), "NOTIFY_AWS_REGION": "us-east-1",
+           "NOTIFY_S3_REPLICA_BUCKET": replica, "NOTIFY_S3_REPLICA_REGION": "us-east-1",
            "NOTIFY_DYNAMODB_ENDPOINT_URL": dynamodb_endpoint, "NOTIFY_TABLE_PREFIX": f"er{uuid.uuid4().hex[:8]}_",
            "NOTIFY_STREAM_BACKEND": "local", "NOTIFY_DELIVERY_CHANNEL": "outbox",
            "NOTIFY_MASTER_KEY_FILE": str(settings.data_dir.parent / "master.keys.json")}
@@ -258,6 +324,7 @@ def test_notify_users_delete_in_aws_erases_the_objects(aws: Aws, dynamodb_endpoi
                            str(settings.data_dir)], env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report["object_versions_deleted"] > 0
+    assert report["object_versions_deleted"] > 0 and report["replica_versions_deleted"] == held > 0
     assert any(url.startswith(f"s3://{bucket}/notify/lake/") for url in report["file_rows"])
     assert sum(_census(client, bucket, ERASED).values()) == 0
+    assert sum(_census(client, replica, ERASED).values()) == 0

@@ -4,6 +4,7 @@ covering every table, route and handler."""
 from __future__ import annotations
 
 import importlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -161,6 +162,19 @@ def test_each_function_has_its_own_role_limited_to_the_tables_its_code_reaches()
     others = [str(f["Properties"]["ImageConfig"]["Command"][0]).rpartition(".")[0] for f in _resources().values()
               if f["Type"] == "AWS::Lambda::Function"]
     assert [m for m in others if derive_access(m).s3_versions] == ["lambdas.erase_user"]
+    # and in the replica bucket, which S3 replication never deletes from: list, read, delete versions there,
+    # decrypting through S3 in the replica region only; no other function is granted the replica at all
+    replica = [s for s in statements if "ReplicaBucketArn" in json.dumps(s["Resource"])]
+    assert {a for s in replica for a in s["Action"]} == {"s3:ListBucket", "s3:ListBucketVersions",
+                                                          "s3:GetObjectVersion", "s3:DeleteObjectVersion"}
+    assert any(s["Resource"] == {"Ref": "ReplicaKmsKeyArn"} and s["Action"] == "kms:Decrypt" and
+               s["Condition"]["StringEquals"]["kms:ViaService"] for s in statements)
+    for logical, resource in _resources().items():
+        if resource["Type"] == "AWS::IAM::Role" and logical not in {"EraseUserFunctionRole", "DagsterPodRole",
+                                                                    "ReplicationRole"}:
+            assert "Replica" not in json.dumps(resource["Properties"].get("Policies", [])), logical
+    env = _resources()["EraseUserFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["NOTIFY_S3_REPLICA_BUCKET"] == {"Fn::Select": [5, {"Fn::Split": [":", {"Ref": "ReplicaBucketArn"}]}]}
 
 
 def test_the_derivation_sees_tables_named_by_lazy_imports(tmp_path, monkeypatch) -> None:
