@@ -237,9 +237,12 @@ def delete_user(
     from notify_core.store.factory import build_store
     from notify_core.stream import open_stream
 
-    settings = _settings(data_dir)
-    configure_logging(level="WARNING")
-    store = build_store(settings)
+    try:
+        settings = _settings(data_dir)
+        configure_logging(level="WARNING")
+        store = build_store(settings)
+    except NotifyError as exc:  # a setting missing or wrong, no master key: said in a line, not a traceback
+        raise _fail(exc) from exc
     stream = open_stream(settings)
     try:
         roots = erasure_paths(settings)  # data dir, landing folder, outbox: wherever each is configured
@@ -256,3 +259,52 @@ def delete_user(
         stream.close()
         store.close()
     typer.echo(json.dumps(report.as_dict()))
+
+
+@users_app.command("reapply-erasures")
+def reapply_erasures(
+    register_from_prefix: Annotated[str, typer.Option(
+        help="Table prefix of the tables the Store was restored FROM (they still hold the register as it was "
+             "up to now); the restored tables are the ones NOTIFY_TABLE_PREFIX names.")],
+    data_dir: DataDir = None,
+) -> None:
+    """After a DynamoDB point-in-time restore into new tables: copy the newer erasure register entries into
+    them and erase again every registered user the restored tables still hold, each at its own erasure time.
+    A restore is to a moment before some erasures, so without this the users erased since come back (their
+    rows restored, their register entries gone, so the next ingest takes them in again). Run it before the
+    pipeline resumes on the restored tables. Locally, ``notify restore`` does this itself."""
+    from notify_core.erasure import erasure_objects, erasure_paths, erasure_replicas, reapply_register
+    from notify_core.erasure_register import erased_before
+    from notify_core.store.dynamodb import DynamoStore
+
+    try:
+        settings = _settings(data_dir)
+    except NotifyError as exc:
+        raise _fail(exc) from exc
+    if settings.env != "aws":
+        raise typer.BadParameter("for DynamoDB restores (NOTIFY_ENV=aws); locally `notify restore` re-applies "
+                                 "the register itself", param_hint="--register-from-prefix")
+    if register_from_prefix == settings.table_prefix:
+        raise typer.BadParameter("names the restored tables themselves: give the prefix of the tables the "
+                                 "restore was made from", param_hint="--register-from-prefix")
+    source = DynamoStore(region=settings.aws_region, endpoint_url=settings.dynamodb_endpoint_url,
+                         table_prefix=register_from_prefix, clock=settings.clock(), create_tables=False)
+    try:
+        register = erased_before(source)
+    except NotifyError as exc:  # no such table: a mistyped prefix must not read as "nothing was erased"
+        raise typer.BadParameter(str(exc), param_hint="--register-from-prefix") from exc
+    finally:
+        source.close()
+    try:
+        store = _store(settings)
+    except NotifyError as exc:
+        raise _fail(exc) from exc
+    try:
+        erased = reapply_register(store, register, file_roots=erasure_paths(settings),
+                                  object_areas=erasure_objects(settings), replica_areas=erasure_replicas(settings))
+        audit.record(store, clock=SYSTEM_CLOCK, action="user.reapply_erasures", actor=cli_actor(), source="cli",
+                     target=register_from_prefix, detail={"register_entries": len(register), "users": len(erased)})
+    finally:
+        store.close()
+    # counts only: the ids erased again are the ones nobody may see again
+    typer.echo(json.dumps({"register_entries": len(register), "users_erased_again": len(erased)}))

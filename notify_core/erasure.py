@@ -87,6 +87,7 @@ class ErasureReport:
 
 
 def reapply_register(store: Store, register: ErasureRegister, *, file_roots: Iterable[Path] = (),
+                     object_areas: Iterable[ObjectArea] = (), replica_areas: Iterable[ObjectArea] = (),
                      stream_log: Any = None) -> list[str]:
     """Make a Store restored from before some erasures honour them again: write ``register`` back
     (:func:`restore_register`), then erase every registered user the restored data still holds, keeping each
@@ -94,12 +95,14 @@ def reapply_register(store: Store, register: ErasureRegister, *, file_roots: Ite
 
     The register holds pseudonyms only, so the restored users are found by hashing the ids in the tables that
     name every user (profiles, purchases, user events) and in the Parquet files under ``file_roots`` (a file
-    snapshot can be older than the Store's replica). Returns the ids of the users erased again (for the
-    restore's report: the caller must not log them)."""
+    snapshot can be older than the Store's replica). Each is erased from ``object_areas`` and
+    ``replica_areas`` too (a DynamoDB point-in-time restore leaves the bucket as it is, so that finds nothing
+    unless a writer raced the erasure). Returns the ids of the users erased again (for the restore's report:
+    the caller must not log them)."""
     restore_register(store, register)
     if not register.entries:
         return []
-    roots = tuple(file_roots)
+    roots, objects, replicas = tuple(file_roots), tuple(object_areas), tuple(replica_areas)
     ids: set[str] = set()
     for name in (tables.USERS, tables.PURCHASES, tables.USER_EVENTS):
         ids.update(str(item["pk"]) for item in store.table(name).scan())
@@ -112,8 +115,8 @@ def reapply_register(store: Store, register: ErasureRegister, *, file_roots: Ite
     for user_id in erased:
         when = register.erased_at(user_id)
         assert when is not None  # the filter above
-        erase_user(user_id, store=store, file_roots=roots, stream_log=stream_log, actor="restore",
-                   clock=ManualClock(when))
+        erase_user(user_id, store=store, file_roots=roots, object_areas=objects, replica_areas=replicas,
+                   stream_log=stream_log, actor="restore", clock=ManualClock(when))
     return erased
 
 

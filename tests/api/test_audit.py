@@ -34,7 +34,7 @@ CLI_COMMANDS = {
     "evaluate": "read-only on the data (writes a report file)", "templates": "renders files from the code",
     "capacity": "read-only (prints a cost model)", "secrets list": "read-only (key ids, never secrets)",
     "secrets rotate": "audited", "secrets show-webhook": "audited", "users delete": "audited",
-    "backup": "audited", "restore": "audited",
+    "backup": "audited", "restore": "audited", "users reapply-erasures": "audited",
     "simulate": "read-only on the data (its own throwaway Stores; writes a report file)",
 }
 
