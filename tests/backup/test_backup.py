@@ -201,13 +201,29 @@ def test_backup_refuses_the_aws_environment(tmp_path: Path) -> None:
         plan_backup(settings, BackupTarget.parse(str(tmp_path / "b")))
 
 
+def _wait_running(data: Path, *, logs: int, rotated: int = 0, timeout: float = 90.0) -> None:
+    """Until ``notify backup`` processes have started Litestream (``logs`` logs open, ``rotated`` earlier ones
+    kept): each installed its SIGTERM handler before that. A fixed sleep was not enough on a loaded CI box: a
+    process still importing when the test's SIGTERM came died of it (-15)."""
+    folder = data / "litestream"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
+        if (sum(n.endswith(".log") for n in names) >= logs
+                and sum(n.endswith(".log.1") for n in names) >= rotated):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"notify backup did not start Litestream within {timeout:.0f} s")
+
+
 def test_notify_backup_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     data = tmp_path / "data"
     SqliteStore(data / "store.sqlite").close()
     proc = subprocess.Popen([sys.executable, "-m", "notify_cli.backup_commands", "backup", "--data-dir", str(data),
                              "--to", str(tmp_path / "b"), "--interval", "0.5"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env={**os.environ, "NOTIFY_ENV": "local"})
-    time.sleep(3)
+    _wait_running(data, logs=1)
+    time.sleep(1)  # a replication cycle or two
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err.decode()[-2000:]
@@ -234,7 +250,8 @@ def test_notify_backup_killed_9_and_restarted_leaves_nothing_behind_and_keeps_it
     finally:
         kill_with_children(first)  # SIGKILL, its Litestream with it
     again, other = start(tmp_path / "b"), start(tmp_path / "c")  # the restart, and a second target beside it
-    time.sleep(2)
+    _wait_running(data, logs=2, rotated=1)
+    time.sleep(1)
     for proc in (again, other):
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
