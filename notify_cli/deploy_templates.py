@@ -54,8 +54,11 @@ def _function_name(handler: str) -> str:
     return base if function == "handler" else base + _camel(function)
 
 
-# Tables replicated to a second region (global tables): what a regional outage must not lose or stall.
-GLOBAL_TABLES: tuple[str, ...] = ("campaigns", "schedules")
+# Tables replicated to a second region (global tables): what a regional outage must not lose or stall. The
+# spec names campaigns and schedules; the erasure register too, or an erasure made before the region was lost
+# is forgotten: the failover region's ingest and consumer would take the user in again, and a point-in-time
+# restore could not be re-applied (`notify users reapply-erasures` reads the register of the old tables).
+GLOBAL_TABLES: tuple[str, ...] = ("campaigns", "schedules", "erasures")
 LOG_RETENTION_DAYS = 30
 LAMBDA_DATA_DIR = "/tmp/notify"  # the only writable path in Lambda: the artefact cache, outbox and logs go here
 K8S_NAMESPACE = "notify"
