@@ -17,7 +17,8 @@
 * **landing and quarantine files** (CSV and Parquet), so a re-ingest cannot bring the user back;
 * **JSON-lines files** (the outbox, logs): lines naming the user;
 * in aws, the same **objects under the S3 prefix** (lake, landing, quarantine), in every stored version:
-  the bucket is versioned, so a rewrite alone would leave the old copy as a noncurrent version;
+  the bucket is versioned, so a rewrite alone would leave the old copy as a noncurrent version; and their
+  copies in the **replica bucket** (S3 replication never replicates a version delete);
 * the **embedded stream log**: messages keyed by the user.
 
 Kafka topics cannot delete single records: they age out with the topic's retention (documented, not
@@ -26,7 +27,8 @@ Which paths the user's data can be written to is :func:`erasure_paths`' list (th
 
 **The erasure register** (:mod:`notify_core.erasure_register`). The erasure first records the user's
 pseudonym and the time, so that the source export, a landing drop, a Kafka topic or an old backup cannot
-bring them back; :func:`reapply_register` makes a restored Store honour it again. The erasure also deletes
+bring them back; :func:`reapply_register` makes a restored Store (a local backup, a DynamoDB point-in-time
+restore) honour it again. The erasure also deletes
 the sync-ledger entries (``notify_core.convergence``) of the tables it changed, so the next run compares
 them again.
 """
