@@ -39,7 +39,7 @@ import io
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
@@ -336,6 +336,20 @@ def erasure_replicas(settings: NotifySettings) -> tuple[ObjectArea, ...]:
                      client=s3_client(region=region, endpoint_url=settings.s3_endpoint_url)),)
 
 
+def _versions_holding(area: ObjectArea, user_id: str) -> Iterator[tuple[ObjectVersion, bytes, int]]:
+    """Each stored version of a data object under ``area`` that holds the user: the version, its bytes
+    without the user's rows, and how many rows went (listed first: the caller rewrites and deletes)."""
+    for version in list(area.versions("")):
+        kind = _kind(version.name)
+        data = None if kind is None else area.get_bytes(version.name, version_id=version.version_id)
+        if kind is None or data is None:  # not a data object, or deleted since the listing
+            continue
+        kept, n = _without_user(data, kind=kind, user_id=user_id,
+                                vector_table=_VECTOR_TABLE in PurePosixPath(version.name).parts)
+        if n:
+            yield version, kept, n
+
+
 def erase_from_replicas(areas: Iterable[ObjectArea], user_id: str) -> int:
     """Delete every stored version under ``areas`` that holds the user, the latest included, and write
     nothing: a replica is written by S3 replication only, which brings the primary's rewritten copy (the
@@ -344,16 +358,9 @@ def erase_from_replicas(areas: Iterable[ObjectArea], user_id: str) -> int:
     under any id is found. Returns the versions deleted; idempotent, so a re-run finishes a killed one."""
     deleted = 0
     for area in areas:
-        for version in list(area.versions("")):
-            kind = _kind(version.name)
-            data = None if kind is None else area.get_bytes(version.name, version_id=version.version_id)
-            if kind is None or data is None:
-                continue
-            _, n = _without_user(data, kind=kind, user_id=user_id,
-                                 vector_table=_VECTOR_TABLE in PurePosixPath(version.name).parts)
-            if n:
-                area.delete_version(version.name, version.version_id)
-                deleted += 1
+        for version, _, _ in _versions_holding(area, user_id):
+            area.delete_version(version.name, version.version_id)
+            deleted += 1
     return deleted
 
 
@@ -370,17 +377,7 @@ def erase_from_objects(areas: Iterable[ObjectArea], user_id: str) -> tuple[dict[
     removed: dict[str, int] = {}
     deleted_versions = 0
     for area in areas:
-        for version in list(area.versions("")):
-            kind = _kind(version.name)
-            if kind is None:
-                continue
-            data = area.get_bytes(version.name, version_id=version.version_id)
-            if data is None:  # deleted since the listing
-                continue
-            kept, n = _without_user(data, kind=kind, user_id=user_id,
-                                    vector_table=_VECTOR_TABLE in PurePosixPath(version.name).parts)
-            if not n:
-                continue
+        for version, kept, n in _versions_holding(area, user_id):
             replaced_in_place = False
             if version.latest:
                 # without versioning (never on, or suspended) the put replaces the null version in place
