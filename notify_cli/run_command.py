@@ -164,7 +164,16 @@ def run_main(settings: NotifySettings, *, console: Console, job_name: str | None
         # In aws the daemon's sensor publishes a passing index build; `notify run` has no daemon, so its
         # run publishes the build itself, before the plan reads it (the sensor then finds it done).
         run_config["resources"] = {"recommend": {"config": {"publish_on_build": True}}}
-    instance = _instance()
+    # Disposed at the end: an ephemeral instance (no DAGSTER_HOME) holds a temporary artefact folder that
+    # every `notify run` left behind in /tmp before.
+    with _instance() as instance:
+        return _execute(job, instance=instance, partition=partition, run_config=run_config, settings=settings,
+                        console=console)
+
+
+def _execute(job: Any, *, instance: Any, partition: str | None, run_config: dict[str, Any],
+             settings: NotifySettings, console: Console) -> RunOutcome:
+    """One run of ``job`` on ``instance`` in a thread, its events printed as they are stored."""
     run_id = str(uuid.uuid4())  # Dagster's run ids are UUID4 strings
     outcome = RunOutcome(run_id=run_id, success=False, seconds=0.0, partition=partition)
     crashed: list[BaseException] = []

@@ -99,6 +99,17 @@ def api_key() -> str:
     return auth.token()
 
 
+@pytest.fixture
+def dagster_instance() -> Iterator[object]:
+    """An ephemeral Dagster instance for a test that runs several materialisations on one, disposed at the
+    end: undisposed, each left its temporary artefact folder in /tmp (``dg.materialize`` without an
+    instance makes and disposes its own)."""
+    import dagster as dg
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        yield instance
+
+
 # ==================================================================================================
 # S3: a real SeaweedFS server (the aws end-to-end test, issue 15). One per session (~8 s until the
 # first PUT succeeds); tests isolate themselves with a bucket of their own. Missing `weed` FAILS.

@@ -14,7 +14,6 @@ from typing import Any
 import dagster as dg
 import numpy as np
 import pytest
-from dagster import DagsterInstance
 
 import notify_assets.embeddings as embedding_assets
 from notify_assets.embeddings import (
@@ -40,7 +39,7 @@ def _resources(data_dir: Path, embedder: EmbedderResource | None = None) -> dict
 def _run(data_dir: Path, *, embedder: EmbedderResource | None = None, assets: list[Any] | None = None,
          raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
     return dg.materialize(assets or EMBEDDING_ASSETS, resources=_resources(data_dir, embedder),
-                          instance=DagsterInstance.ephemeral(), raise_on_error=raise_on_error)
+                          raise_on_error=raise_on_error)
 
 
 def _counts(result: dg.ExecuteInProcessResult, key: str = "embedded") -> dict[str, int]:

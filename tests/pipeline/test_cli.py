@@ -17,7 +17,12 @@ MORNING = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
 
 def test_notify_run_twice(tmp_path, monkeypatch) -> None:
+    import tempfile
+
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    scratch = tmp_path / "tmp"  # the runs must leave nothing in the temporary folder (each left one before)
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     monkeypatch.setenv("NOTIFY_SOURCE_DATA", str(write_retail(tmp_path / "retail.parquet")))
     monkeypatch.setenv("NOTIFY_CLOCK_START", MORNING.isoformat())  # a morning: the day is still ahead to plan
     runner = CliRunner()
@@ -38,6 +43,8 @@ def test_notify_run_twice(tmp_path, monkeypatch) -> None:
     second = runner.invoke(app, ["run", "--data-dir", str(tmp_path / "data")])
     assert second.exit_code == 0, second.output
     assert "rows written or changed in the Store this run: 0" in second.output
+    # the ephemeral Dagster instance's artefact folder is gone (torch's compile cache is shared, reused: kept)
+    assert [p.name for p in scratch.iterdir() if not p.name.startswith("torchinductor_")] == []
 
 
 def test_a_failed_run_is_one_line_with_the_reason_and_a_hint(tmp_path, monkeypatch) -> None:

@@ -10,7 +10,6 @@ import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
-from dagster import DagsterInstance
 
 from notify_assets.recommendation import campaign_index
 from notify_core.embeddings.embedder import HashingEmbedder
@@ -55,7 +54,7 @@ def data_dir(tmp_path: Path) -> Path:
 def _materialize(data_dir: Path, **options: Any) -> dg.ExecuteInProcessResult:
     return dg.materialize([campaign_index], resources={"notify": NotifyResource(data_dir=str(data_dir)),
                                                        "recommend": RecommendResource(**options)},
-                          instance=DagsterInstance.ephemeral(), raise_on_error=False)
+                          raise_on_error=False)
 
 
 def evaluate_sensor(data_dir: Path) -> Any:

@@ -81,7 +81,8 @@ def _stored(data_dir: Path) -> list[dict]:
         store.close()
 
 
-def test_asset_materialises_and_replans_idempotently(data_dir: Path) -> None:
+def test_asset_materialises_and_replans_idempotently(data_dir: Path,
+                                                     dagster_instance: dg.DagsterInstance) -> None:
     from notify_assets.automation import plan_partitions
     from notify_assets.scheduling import build_plan_asset
     from notify_resources.resources import NotifyResource
@@ -89,7 +90,7 @@ def test_asset_materialises_and_replans_idempotently(data_dir: Path) -> None:
     notification_plan = build_plan_asset(plan_partitions(DAY))
 
     resources = {"notify": NotifyResource(data_dir=str(data_dir), clock_start=NOW.isoformat())}
-    instance = dg.DagsterInstance.ephemeral()
+    instance = dagster_instance
     first = dg.materialize([notification_plan], partition_key=DAY.isoformat(), resources=resources, instance=instance)
     assert first.success
     meta = first.get_asset_materialization_events()[0].step_materialization_data.materialization.metadata
@@ -109,7 +110,8 @@ def test_asset_materialises_and_replans_idempotently(data_dir: Path) -> None:
     assert meta2["store_inserted"].value == 0 and meta2["unchanged"].value == planned and meta2["cancelled"].value == 0
 
 
-def test_an_automated_replan_after_user_vectors_changed_plans_only_those_users(data_dir: Path) -> None:
+def test_an_automated_replan_after_user_vectors_changed_plans_only_those_users(
+        data_dir: Path, dagster_instance: dg.DagsterInstance) -> None:
     """user_embeddings records the users it changed (a Store set; its id and size in the metadata); the
     automation's re-plan of a day already planned plans just them, with the others' minute loads and budget
     use counted; a campaign change, a set whose users were all erased since, or ids in the metadata (runs
@@ -122,7 +124,7 @@ def test_an_automated_replan_after_user_vectors_changed_plans_only_those_users(d
 
     plan = build_plan_asset(plan_partitions(DAY))
     resources = {"notify": NotifyResource(data_dir=str(data_dir), clock_start=NOW.isoformat())}
-    instance = dg.DagsterInstance.ephemeral()
+    instance = dagster_instance
     automated = {AUTOMATED_RUN_TAG: "true"}
     store = SqliteStore(data_dir / "store.sqlite", clock=_clock())
 
@@ -244,7 +246,7 @@ def test_the_asset_ranks_the_recommenders_candidates_in_worker_processes(tmp_pat
         monkeypatch.setenv("NOTIFY_PLAN_CANDIDATE_WORKERS", workers)
         resources = {"notify": NotifyResource(data_dir=str(folder), clock_start=NOW.isoformat())}
         result = dg.materialize([build_plan_asset(plan_partitions(DAY))], partition_key=DAY.isoformat(),
-                                resources=resources, instance=dg.DagsterInstance.ephemeral())
+                                resources=resources)
         assert result.success
         meta = result.get_asset_materialization_events()[0].step_materialization_data.materialization.metadata
         assert meta["candidate_source"].value == "recommender" and meta["notifications_planned"].value > 0
