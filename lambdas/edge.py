@@ -174,6 +174,7 @@ class RouteSpec:
     response_model: Any = None  # documented in OpenAPI (the reply itself is built by the route)
     validate: bool = True  # False: a binary reply Powertools' response validation cannot serialise
     forms: bool = False  # True: a form body is accepted (and never read): RFC 8058 one-click unsubscribe POSTs
+    also: Mapping[int, str] = field(default_factory=dict)  # other success statuses, same model: status -> meaning
 
     @property
     def template(self) -> str:
@@ -197,15 +198,17 @@ class Edge:
 
     def route(self, method: str, path: str, *, summary: str, status_code: int = 200,
               max_body: int | None = None, response_model: Any = None, validate: bool = True,
-              forms: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Declare a route of :data:`lambdas.routes.ROUTES` (its scope comes from there: one owner)."""
+              forms: bool = False, also: Mapping[int, str] | None = None,
+              ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Declare a route of :data:`lambdas.routes.ROUTES` (its scope comes from there: one owner). ``also``:
+        other success statuses the route answers with the same model (documented in OpenAPI)."""
         scope = declared(method, re.sub(r"<(\w+)>", r"{\1}", path)).scope
 
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
             self.routes.append(RouteSpec(method=method.upper(), path=path, scope=scope, func=func,
                                          status_code=status_code, summary=summary, max_body=max_body,
                                          regex=_template_regex(path), response_model=response_model, validate=validate,
-                                         forms=forms))
+                                         forms=forms, also=dict(also or {})))
             self._idle = {True: [], False: []}  # resolvers built before this route are stale
             return func
 
@@ -217,8 +220,9 @@ class Edge:
             responses: dict[int, Any] = {code: {"description": text, "content": {"application/json": {
                 "model": ErrorOut}}} for code, text in _ERRORS.items() if spec.scope or code not in (401, 403, 429)}
             if spec.response_model is not None:
-                responses[spec.status_code] = {"description": "OK", "content": {"application/json": {
-                    "model": spec.response_model}}}
+                for code, meaning in {spec.status_code: "OK", **spec.also}.items():
+                    responses[code] = {"description": meaning, "content": {"application/json": {
+                        "model": spec.response_model}}}
             app.route(spec.path, spec.method, summary=spec.summary, status_code=spec.status_code,
                       responses=responses or None, enable_validation=spec.validate,
                       operation_id=f"{self.name}_{spec.func.__name__}",

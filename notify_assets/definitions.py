@@ -12,6 +12,7 @@ import dagster as dg
 from notify_assets.automation import automation_sensor, deployment_date, plan_partitions
 from notify_assets.delivery import DELIVERY_ASSETS, DELIVERY_CHECKS
 from notify_assets.embeddings import EMBEDDING_ASSETS, EMBEDDING_JOBS
+from notify_assets.erasure_sweep import erasure_sweep
 from notify_assets.features import FEATURES_GROUP, feature_tables
 from notify_assets.ingestion import (
     INGESTION_ASSETS,
@@ -25,7 +26,7 @@ from notify_assets.recommendation import RECOMMENDATION_ASSETS, RECOMMENDATION_C
 from notify_assets.scheduling import build_plan_asset, plan_exists_check, replan_job
 from notify_core.settings import NotifySettings, load_settings
 from notify_resources import resources_for
-from notify_sensors import campaign_index_publisher, landing_sensor
+from notify_sensors import campaign_index_publisher, erasure_sweep_sensor, landing_sensor
 from notify_sensors.landing import INGEST_JOB
 
 MAIN_JOB = "notify_main"
@@ -57,11 +58,11 @@ def build_definitions(settings: NotifySettings) -> dg.Definitions:
                             description="Ingest the landing folder (the landing sensor's job)."),
         dg.define_asset_job(FEATURES_JOB, selection=dg.AssetSelection.groups(FEATURES_GROUP),
                             description="Recompute the feature tables from the lake."),
-        *EMBEDDING_JOBS, replan_job(plan),
+        *EMBEDDING_JOBS, replan_job(plan), erasure_sweep,
     ]
     return dg.Definitions(
         assets=assets, asset_checks=checks_for(plan), jobs=jobs,
-        sensors=[landing_sensor, campaign_index_publisher, automation_sensor()],
+        sensors=[landing_sensor, campaign_index_publisher, erasure_sweep_sensor, automation_sensor()],
         resources=resources_for(settings), executor=executor,
     )
 

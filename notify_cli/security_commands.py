@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import getpass
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -247,14 +247,50 @@ def delete_user(
     try:
         roots = erasure_paths(settings)  # data dir, landing folder, outbox: wherever each is configured
         actor = cli_actor()
-
-        def audited(action: str, detail: Mapping[str, Any]) -> None:
-            audit.record(store, clock=SYSTEM_CLOCK, action=action, actor=actor, source="cli",
-                         target=str(detail["target"]), detail={"rows_removed": detail.get("rows_removed")})
-
         report = erase_user(user_id, store=store, file_roots=roots, object_areas=erasure_objects(settings),
-                            replica_areas=erasure_replicas(settings), stream_log=stream, audit=audited,
-                            actor=actor, compact=compact, clock=SYSTEM_CLOCK)
+                            replica_areas=erasure_replicas(settings), stream_log=stream,
+                            audit=_erasure_audit(store, actor), actor=actor, compact=compact, clock=SYSTEM_CLOCK)
+    finally:
+        stream.close()
+        store.close()
+    typer.echo(json.dumps(report.as_dict()))
+
+
+def _erasure_audit(store: Store, actor: str) -> Callable[[str, Mapping[str, Any]], None]:
+    """The erasure's audit hook for a CLI command: the entry names the pseudonym or a count, never an id."""
+
+    def audited(action: str, detail: Mapping[str, Any]) -> None:
+        audit.record(store, clock=SYSTEM_CLOCK, action=action, actor=actor, source="cli",
+                     target=str(detail["target"]), detail={"rows_removed": detail.get("rows_removed")})
+
+    return audited
+
+
+@users_app.command("sweep-erasures")
+def sweep_erasures_command(
+    data_dir: DataDir = None,
+    compact: Annotated[bool, typer.Option(help="Rebuild the SQLite file afterwards (no deleted key left).")] = True,
+) -> None:
+    """Finish every erasure still in the erasure queue (an HTTP erasure that ran out of its time budget, or
+    one killed half-way): one pass over each table, file and object version for all of them. The
+    erasure_sweep job (its sensor starts it) does the same on its own; prints counts only, never an id."""
+    from notify_core.erasure import erasure_objects, erasure_paths, erasure_replicas, sweep_erasures
+    from notify_core.observability import configure_logging
+    from notify_core.store.factory import build_store
+    from notify_core.stream import open_stream
+
+    try:
+        settings = _settings(data_dir)
+        configure_logging(level="WARNING")
+        store = build_store(settings)
+    except NotifyError as exc:
+        raise _fail(exc) from exc
+    stream = open_stream(settings)
+    try:
+        actor = cli_actor()
+        report = sweep_erasures(store, file_roots=erasure_paths(settings), object_areas=erasure_objects(settings),
+                                replica_areas=erasure_replicas(settings), stream_log=stream,
+                                audit=_erasure_audit(store, actor), actor=actor, compact=compact)
     finally:
         stream.close()
         store.close()

@@ -79,6 +79,9 @@ class NotifySettings(BaseSettings):
     # serving
     request_headers_timeout_s: float = Field(default=REQUEST_HEADERS_TIMEOUT_S, gt=0, le=300)
     request_body_timeout_s: float = Field(default=REQUEST_BODY_TIMEOUT_S, gt=0, le=300)
+    # how long DELETE /v1/users/{id} erases before answering 202 and leaving the rest to the erasure sweep
+    # (notify_core.erasure.sweep_erasures): well inside the erase function's 30 s timeout, whatever the data's size
+    erasure_request_budget_s: float = Field(default=10.0, gt=0, le=25)
     recommend_effort: int | None = None  # ANN search effort (ivf lists probed / hnsw ef); default: the manifest's
     # per-worker cache of the time-independent ranking work of recently seen users (issue 21; exact: keyed
     # by the snapshot and the user's vector and purchases, notify_core/recommend/work_cache.py); 0: none.

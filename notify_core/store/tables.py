@@ -168,6 +168,13 @@ ALL_TABLES = (*ALL_TABLES, API_KEYS, AUDIT_LOG)
 ERASURES = "erasures"
 ERASURE_SK = "erasure"
 ALL_TABLES = (*ALL_TABLES, ERASURES)
+# | erasure_queue | "<pseudonym of the user id>" | "queued" | scanned whole by the sweep | an erasure begun but not
+# finished (the DELETE route's time budget ran out, or it was killed): ``user_id`` and ``erased_at``. The id is
+# kept only while the user's data still is: the sweep (notify_core.erasure.sweep_erasures) deletes the entry
+# last, once every table, file and object is clear of them.
+ERASURE_QUEUE = "erasure_queue"
+ERASURE_QUEUE_SK = "queued"
+ALL_TABLES = (*ALL_TABLES, ERASURE_QUEUE)
 
 # Key documents (wrapped data keys, signing rings) shared by every instance in aws
 # (notify_core/store/key_documents.py). | key_documents | "<document name>" e.g. "data.keys" | "document" | get,
@@ -181,9 +188,10 @@ ALL_TABLES = (*ALL_TABLES, KEY_DOCUMENTS)
 # partition key is the user id (UserKey.PK), "user#<id>" (VECTOR_PK), its sort key is "<id>#<its notification>" (SK), or
 # its partition key is one of the user's notifications (NOTIFICATION: markers without a user id, so listed
 # last, after the tables that name the notifications). A table not listed holds no user's items: its keys are
-# products, campaigns, days, minutes, stream positions, key documents, or the audit trail and the register
-# the erasure writes, and such a key may equal a user id (27 Online Retail customer numbers are also stock
-# codes: a key-shape match over every table erased product 15036 with customer 15036). A new table goes in
+# products, campaigns, days, minutes, stream positions, key documents, or the audit trail, the register the
+# erasure writes and its queue (which names a user only until their erasure is finished, and is cleared last).
+# Such a key may equal a user id (27 Online Retail customer numbers are also stock codes: a key-shape match
+# over every table erased product 15036 with customer 15036). A new table goes in
 # one of the two lists; a test checks. The erase function's role is derived from them too
 # (notify_cli.deploy_access).
 class UserKey(StrEnum):
@@ -204,5 +212,5 @@ USER_ITEMS: dict[str, UserKey] = {
 }
 NO_USER_ITEMS: tuple[str, ...] = (
     PRODUCTS, CAMPAIGNS, PRODUCT_FEATURES, CAMPAIGN_STATS, DELIVERY_CURSOR, SYNC_LEDGER, STREAM_POSITIONS,
-    API_KEYS, AUDIT_LOG, ERASURES, KEY_DOCUMENTS,
+    API_KEYS, AUDIT_LOG, ERASURES, KEY_DOCUMENTS, ERASURE_QUEUE,
 )

@@ -35,6 +35,7 @@ CLI_COMMANDS = {
     "capacity": "read-only (prints a cost model)", "secrets list": "read-only (key ids, never secrets)",
     "secrets rotate": "audited", "secrets show-webhook": "audited", "users delete": "audited",
     "backup": "audited", "restore": "audited", "users reapply-erasures": "audited",
+    "users sweep-erasures": "audited (test_erasure_sweep; an empty queue changes nothing and writes no entry)",
     "simulate": "read-only on the data (its own throwaway Stores; writes a report file)",
 }
 

@@ -39,3 +39,31 @@ def test_erasure_is_refused_without_admin_and_bad_ids_are_400(served: Served) ->
     assert _rows_of(served, "u2") > 0  # nothing was erased by the refused calls
     reply = served.client.delete("/v1/users/" + "x" * 257, headers={"x-api-key": served.key(ADMIN)})
     assert reply.status_code == 400 and reply.json()["error"]["type"] == "ValidationError"
+
+
+def test_an_erasure_that_outruns_its_budget_answers_202_and_the_sweep_finishes_it(served: Served) -> None:
+    """At the spec's scale the erasure's walks take far longer than a request: the route works for its budget
+    (here none at all), answers 202 with ``pending``, and the user waits in the erasure queue, already in the
+    register. The sweep finishes it; a DELETE afterwards answers 200 with nothing left to remove."""
+    from lambdas import erase_user
+    from notify_core.erasure import sweep_erasures
+    from notify_core.erasure_queue import queued_erasures
+
+    store = served.world.store
+    erase_user.use(store=store, stream=served.log, roots=(served.world.root,), clock=served.clock, budget_s=1e-9)
+    token = served.key(ADMIN)
+    begun = served.client.delete("/v1/users/u1", headers={"x-api-key": token})
+    assert begun.status_code == 202, begun.text
+    assert begun.json()["pending"] is True and begun.json()["user_id"] == "u1"
+    assert _rows_of(served, "u1") > 0 and list(queued_erasures(store)) == ["u1"]
+    assert [e.detail for e in audit.entries(store) if e.action == "user.delete"] == [
+        {"rows_removed": begun.json()["total"], "pending": True}]
+
+    report = sweep_erasures(store, file_roots=(served.world.root,), stream_log=served.log)
+    assert report.users_finished == 1 and _rows_of(served, "u1") == 0 and queued_erasures(store) == {}
+    assert _rows_of(served, "u2") > 0  # nobody else's
+    erase_user.use(store=store, stream=served.log, roots=(served.world.root,), clock=served.clock)
+    done = served.client.delete("/v1/users/u1", headers={"x-api-key": token})
+    assert done.status_code == 200 and done.json() | {"erased_at": ""} == {
+        "user_id": "u1", "store_rows": {}, "file_rows": {}, "stream_messages": 0, "total": 0, "pending": False,
+        "erased_at": ""}

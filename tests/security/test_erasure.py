@@ -129,7 +129,8 @@ def test_erase_user_leaves_nothing_anywhere(tmp_path: Path) -> None:
                             audit=lambda action, entry: audit.append((action, dict(entry))))
         assert _remaining(data, store, VICTIM) == []
         assert report.total > 0 and report.stream_messages == 3  # order, click, notification_click
-        assert audit == [("user.delete", {"actor": "cli", "target": pseudonym(VICTIM), "rows_removed": report.total})]
+        assert audit == [("user.delete", {"actor": "cli", "target": pseudonym(VICTIM), "rows_removed": report.total,
+                                      "pending": False})]
         # the other user is untouched, and a second run finds nothing
         assert _remaining(data, store, OTHER) != []
         assert store.table(tables.USERS).get(OTHER, tables.PROFILE_SK) is not None

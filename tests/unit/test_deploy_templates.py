@@ -144,7 +144,9 @@ def test_each_function_has_its_own_role_limited_to_the_tables_its_code_reaches()
     # deliveries, plans... and on ListTables, which the erasure called and no role has)
     assert set(tables.USER_ITEMS) | {tables.SYNC_LEDGER} <= erase.tables
     assert not (set(tables.NO_USER_ITEMS) - {tables.SYNC_LEDGER, tables.API_KEYS, tables.AUDIT_LOG, tables.ERASURES,
-                                             tables.KEY_DOCUMENTS}) & erase.tables  # never products, campaigns...
+                                             tables.ERASURE_QUEUE, tables.KEY_DOCUMENTS}
+                ) & erase.tables  # never products, campaigns...
+    assert tables.ERASURE_QUEUE in erase.tables  # what outruns the route's budget is queued for the sweep
     consumer = derive_access("notify_core.events.consumer")
     assert "dynamodb:Scan" in consumer.dynamodb_actions and tables.ERASURES in consumer.tables
     # the consumer reaches the register, not the erasure: no write to profiles, API keys or the audit log
