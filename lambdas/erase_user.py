@@ -14,10 +14,11 @@ call removes 0 rows and is audited again.
 
 Bounded in time: the erasure walks tables not keyed by user, every file and every object version, which
 at the spec's 10M users takes far longer than a request (or the function's 30 s timeout). It works for
-``erasure_request_budget_s`` (10 s), then answers **202** with ``pending: true`` and the counts so far; the
-user stays in the erasure queue and the ``erasure_sweep`` job finishes it (with every other queued
-erasure, in one pass). Done within the budget: **200**, ``pending: false``. The register is written
-first either way, so from the first answer no ingest, replay or restore brings the user back.
+``erasure_request_budget_s`` (10 s), then answers **202** with ``pending: true`` and the counts of the steps
+it finished; the user stays in the erasure queue and the ``erasure_sweep`` job finishes it (with every
+other queued erasure, in one pass). Done within the budget: **200**, ``pending: false``. The register is
+written first either way, so from the first answer no ingest, replay or restore brings the user back, and
+the delivery worker sends them nothing more.
 """
 
 from __future__ import annotations

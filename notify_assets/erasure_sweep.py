@@ -1,8 +1,8 @@
 """The ``erasure_sweep`` job: finish every queued erasure (thin glue over
 :func:`notify_core.erasure.sweep_erasures`; started by ``notify_sensors.erasure``).
 
-Dagster's run storage cannot forget one user, so nothing here names one: the log line, the metadata and
-the audit entry carry counts only.
+Dagster's run storage cannot forget one user, so nothing here names one: the log line and the audit
+entry carry counts only.
 """
 
 from typing import Any

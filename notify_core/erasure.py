@@ -101,7 +101,7 @@ class ErasureReport(ErasureCounts):
     user_id: str
     pseudonym: str = ""  # the erasure register's key for the user: what the audit entry and the log name
     erased_at: str = ""  # ISO UTC, as recorded in the erasure register
-    pending: bool = False  # the deadline came first: the sweep finishes it (counts: what was done so far)
+    pending: bool = False  # the deadline came first: the sweep finishes it (counts: the steps it finished)
 
     def as_dict(self) -> dict[str, Any]:
         return {"user_id": self.user_id, **self.counts(), "erased_at": self.erased_at, "pending": self.pending}

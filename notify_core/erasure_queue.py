@@ -15,6 +15,7 @@ reaches this one table.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from datetime import datetime
 
@@ -54,3 +55,22 @@ def dequeue(store: Store, queued: Mapping[str, str]) -> int:
             continue
         removed += 1
     return removed
+
+
+class ErasingUsers:
+    """The users whose erasure is under way, as a sender sees them: the queue re-read at most every
+    ``interval`` s (one scan of a table that is almost always empty). The delivery worker stops their
+    notifications at once, not when the sweep reaches their schedule items, which at the spec's scale can
+    be an hour after the DELETE answered."""
+
+    def __init__(self, store: Store, *, interval: float = 1.0) -> None:
+        self._store, self.interval = store, interval
+        self._ids: frozenset[str] = frozenset()
+        self._read_at = float("-inf")
+
+    def ids(self) -> frozenset[str]:
+        now = time.monotonic()
+        if now - self._read_at >= self.interval:
+            self._ids = frozenset(queued_erasures(self._store))
+            self._read_at = now
+        return self._ids

@@ -39,7 +39,8 @@ FIELDS = ("channels", "opted_out_categories", "quiet_start_hour", "quiet_end_hou
           "unsubscribed")
 
 # Why the worker did not send a claimed notification (the ``suppressed_reason`` of its schedule item).
-Reason = Literal["unsubscribed", "no_channels", "category_opted_out", "daily_cap", "quiet_hours"]
+Reason = Literal["erased", "unsubscribed", "no_channels", "category_opted_out", "daily_cap", "quiet_hours"]
+ERASING = "erasing"  # set by the worker on the profile it reads for a user whose erasure is under way
 
 
 class Preferences(BaseModel):
@@ -166,10 +167,12 @@ def suppression_reason(user: Mapping[str, Any] | None, campaign: Mapping[str, An
     user lowered the cap. ``at``: when it would go out (epoch seconds); inside the user's quiet hours as
     they are now it is not sent: the plan kept out of the quiet hours the user had when it was made, but
     quiet hours set (or a time zone moved) since, and a send pushed late by an outage or a retry, would
-    otherwise wake them.
+    otherwise wake them. A user being erased (:class:`notify_core.erasure_queue.ErasingUsers`) is never sent to.
     """
     if not user:
         return None
+    if user.get(ERASING) is True:  # the erasure queue holds them: the profile may already be gone
+        return "erased"
     cap = user.get("daily_cap")
     if day_token is not None and day_token >= 0 and isinstance(cap, int | float) and day_token >= cap:
         return "daily_cap"

@@ -73,10 +73,11 @@ from notify_core.delivery.outcomes import (
 from notify_core.delivery.render import campaign_context, render
 from notify_core.delivery.summary import RETRY_DELAYS_S, PassSummary, Result, WorkerOptions, percentile
 from notify_core.delivery.tracking import TRACKING_PURPOSE, TrackingLinks
+from notify_core.erasure_queue import ErasingUsers
 from notify_core.errors import NotifyError
 from notify_core.lifecycle import CLAIMED
 from notify_core.observability import current_request_id
-from notify_core.preferences import suppression_reason
+from notify_core.preferences import ERASING, suppression_reason
 from notify_core.scheduling.ids import DEFAULT_SHARDS
 from notify_core.security.keyring import Ring, ephemeral_keyring
 from notify_core.store import tables
@@ -120,6 +121,7 @@ class DeliveryWorker:
             TRACKING_PURPOSE, now=utcnow(self.clock)))
         self.worker_id = self.options.worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._users = store.table(tables.USERS)
+        self._erasing = ErasingUsers(store)
         self._campaigns = store.table(tables.CAMPAIGNS)
         # SQLite takes one writer at a time (its Store queues them on its write gate, across processes
         # too); this lock is the group commit's: whoever holds it commits every outcome waiting, so 16
@@ -356,9 +358,15 @@ class DeliveryWorker:
         return item, fields
 
     def _profiles(self, claimed: list[_Claim]) -> dict[str, Item]:
-        """The current profiles of the claimed items' users, in one batched read (absent users: missing)."""
+        """The current profiles of the claimed items' users, in one batched read (absent users: missing). A
+        user whose erasure is under way gets a profile marked ``erasing`` instead: their profile may be gone
+        already, and a missing profile is sent to (the planner decided)."""
         keys = list(dict.fromkeys((str(c.item["user_id"]), tables.PROFILE_SK) for c in claimed))
-        return {str(u["pk"]): u for u in self._users.batch_get(keys)} if keys else {}
+        profiles = {str(u["pk"]): u for u in self._users.batch_get(keys)} if keys else {}
+        erasing = self._erasing.ids()
+        for user_id in (u for u, _ in keys if u in erasing) if erasing else ():
+            profiles[user_id] = {"pk": user_id, ERASING: True}
+        return profiles
 
 
 class _Batch:

@@ -88,3 +88,32 @@ def test_a_crash_before_the_suppressed_rows_are_written_is_repaired_at_minute_cl
     fresh.close()
     assert fresh.totals.repaired == 5
     assert store.table(tables.DELIVERIES).get(items[0]["notification_id"], "attempt#1")["outcome"] == "suppressed"
+
+
+def test_a_user_whose_erasure_is_under_way_gets_nothing_more(store: SqliteStore, clock: ManualClock) -> None:
+    """DELETE /v1/users/{id} past its budget answers 202 and leaves the rest to the sweep, which at scale may
+    come an hour later: the user's schedule items are still there. The running worker reads the erasure queue
+    (at most a second old) and suppresses them as ``erased``, profile or not; the others are sent."""
+    import time
+
+    from notify_core.erasure import erase_user
+
+    start = minute_start(clock.now())
+    seed_due(store, n=2, start=start, campaigns=2, user_prefix="a", with_plans=True)
+    later = seed_due(store, n=3, start=start + timedelta(minutes=1), campaigns=3, user_prefix="b", with_plans=True)
+    channel = ScriptedChannel()
+    worker = DeliveryWorker(store, channel, public_base_url="http://t", clock=clock, options=OPTS)
+    assert worker.run_until_idle().delivered == 2  # the worker has read the (empty) queue already
+    gone, profileless = later[0]["user_id"], later[1]["user_id"]
+    assert erase_user(gone, store=store, clock=clock, deadline=time.monotonic()).pending  # nothing erased yet
+    assert erase_user(profileless, store=store, clock=clock, deadline=time.monotonic()).pending
+    store.table(tables.USERS).delete(profileless, tables.PROFILE_SK)  # as a half-done erasure leaves it
+    time.sleep(1.05)  # the queue the worker holds is at most a second old
+    clock.advance(60)
+    summary = worker.run_until_idle()
+    worker.close()
+    assert summary.delivered == 1 and summary.suppressed == 2
+    assert {c[0] for c in channel.calls} & {later[0]["notification_id"], later[1]["notification_id"]} == set()
+    reasons = {i["user_id"]: i.get("suppressed_reason") for i in store.table(tables.SCHEDULES).scan()
+               if i["status"] == "suppressed"}
+    assert reasons == {gone: "erased", profileless: "erased"}
