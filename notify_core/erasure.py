@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import polars as pl
 
-from notify_core.clock import SYSTEM_CLOCK, Clock, ManualClock, utcnow
+from notify_core.clock import SYSTEM_CLOCK, Clock, utcnow
 from notify_core.erasure_queue import dequeue, queue_erasure, queued_erasures
 from notify_core.erasure_register import ErasureRegister, pseudonym, register_erasure, restore_register
 from notify_core.errors import ValidationError
@@ -142,11 +142,13 @@ def reapply_register(store: Store, register: ErasureRegister, *, file_roots: Ite
                 ids.update(str(u) for u in pl.read_parquet(path, columns=["user_id"])["user_id"].unique()
                            if u is not None)
     erased = sorted(u for u in ids if register.erased_at(u) is not None)
-    for user_id in erased:
+    for user_id in erased:  # queued, then one sweep: a restore may bring back thousands (one walk each, before)
         when = register.erased_at(user_id)
         assert when is not None  # the filter above
-        erase_user(user_id, store=store, file_roots=roots, object_areas=objects, replica_areas=replicas,
-                   stream_log=stream_log, actor="restore", clock=ManualClock(when))
+        queue_erasure(store, user_id, erased_at=when)
+    if erased:
+        sweep_erasures(store, file_roots=roots, object_areas=objects, replica_areas=replicas, stream_log=stream_log,
+                       actor="restore")
     return erased
 
 

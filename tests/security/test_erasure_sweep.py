@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,7 @@ from notify_core.stream.local_log import LocalLog
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 USERS = [f"victim-{i:07d}" for i in range(4)]
 ERASED, KEPT = USERS[:3], USERS[3]
+_NOT_KEYED = {n for n, rule in tables.USER_ITEMS.items() if rule not in (tables.UserKey.PK, tables.UserKey.VECTOR_PK)}
 
 
 class _Data:
@@ -350,7 +352,7 @@ def test_the_sensor_starts_the_sweep_job_which_finishes_the_queue_and_leaves_no_
             waiting = tick()
             assert not waiting.run_requests and "1 unsuccessful sweep run(s)" in str(waiting.skip_reason)
             ended = instance.get_run_records(dg.RunsFilter(job_name="erasure_sweep"))[0].end_time or 0.0
-            monkeypatch.setattr(sensor_module.time, "time", lambda: ended + 61)
+            monkeypatch.setattr(sensor_module, "time", SimpleNamespace(time=lambda: ended + 61))  # the sensor's only
             assert len(tick().run_requests) == 1  # asked again once the minute's backoff is over
             monkeypatch.setattr("notify_assets.erasure_sweep.sweep_erasures", real)
 
@@ -364,3 +366,24 @@ def test_the_sensor_starts_the_sweep_job_which_finishes_the_queue_and_leaves_no_
     held = sorted(str(p) for p in home.rglob("*") if p.is_file() and any(u.encode() in p.read_bytes() for u in USERS))
     assert held == []
     assert any(b"erasure sweep: 3 of 3" in p.read_bytes() for p in home.rglob("*") if p.is_file())
+
+
+def test_a_restore_that_brings_back_many_erased_users_erases_them_in_one_walk(tmp_path: Path) -> None:
+    """A Store restored from before several erasures holds those users again: ``reapply_register`` erased
+    them one by one (a walk of every table each); now it queues them and sweeps once."""
+    from notify_core.erasure import reapply_register
+    from notify_core.erasure_register import ErasureRegister
+
+    data = _Data(tmp_path / "d")
+    try:
+        data.fill()
+        register = ErasureRegister({pseudonym(u): NOW for u in ERASED})  # the newer register, from elsewhere
+        counting = _Counting(data.store)
+        again = reapply_register(counting, register, file_roots=[data.root], stream_log=data.log)  # type: ignore[arg-type]
+        assert again == sorted(ERASED)
+        walked = {n: c for n, c in counting.scans.items() if n in _NOT_KEYED}
+        assert set(walked.values()) == {1}, walked
+        assert [data.holds(u) for u in ERASED] == [0, 0, 0] and data.holds(KEPT) > 10
+        assert not has_queued_erasures(data.store)
+    finally:
+        data.close()
