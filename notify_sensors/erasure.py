@@ -15,12 +15,10 @@ import dagster as dg
 
 from notify_core.erasure_queue import has_queued_erasures
 from notify_resources import NotifyResource
-from notify_sensors.landing import retry_backoff_s
+from notify_sensors.landing import UNFINISHED_RUNS, UNSUCCESSFUL_RUNS, ended_at, retry_backoff_s
 
 ERASURE_SWEEP_JOB = "erasure_sweep"
 ERASURE_SWEEP_INTERVAL_S = 60
-_UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-               dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 _RECENT = 20  # runs looked at to count the failures in a row
 
 
@@ -29,20 +27,17 @@ def _failures_in_a_row(instance: dg.DagsterInstance) -> tuple[int, float]:
     records = instance.get_run_records(dg.RunsFilter(job_name=ERASURE_SWEEP_JOB), limit=_RECENT)
     failed = 0
     for record in records:
-        if record.dagster_run.status not in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
+        if record.dagster_run.status not in UNSUCCESSFUL_RUNS:
             break
         failed += 1
-    if not failed:
-        return 0, 0.0
-    last = records[0]
-    return failed, last.end_time if last.end_time is not None else last.update_timestamp.timestamp()
+    return failed, ended_at(records[0]) if failed else 0.0
 
 
 @dg.sensor(job_name=ERASURE_SWEEP_JOB, minimum_interval_seconds=ERASURE_SWEEP_INTERVAL_S,
            default_status=dg.DefaultSensorStatus.RUNNING,
            description="Starts the erasure sweep when an erasure waits in the erasure queue.")
 def erasure_sweep_sensor(context: dg.SensorEvaluationContext, notify: NotifyResource) -> dg.SensorResult:
-    if context.instance.get_runs_count(dg.RunsFilter(job_name=ERASURE_SWEEP_JOB, statuses=_UNFINISHED)):
+    if context.instance.get_runs_count(dg.RunsFilter(job_name=ERASURE_SWEEP_JOB, statuses=UNFINISHED_RUNS)):
         return dg.SensorResult(skip_reason="a sweep run is queued or in progress")
     if not has_queued_erasures(notify.store):
         return dg.SensorResult(skip_reason="no erasure waits")

@@ -29,9 +29,9 @@ from notify_resources import NotifyResource
 INGEST_JOB = "ingest"
 LANDING_INTERVAL_S = 5
 FINGERPRINT_KEY = "landing_fingerprint"  # materialisation metadata of each ingestion asset
-_UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+UNFINISHED_RUNS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
-_UNSUCCESSFUL = [dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
+UNSUCCESSFUL_RUNS = [dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 LANDING_KEY_TAG = "notify/landing_key"  # the digest of the landing fingerprints a run was requested for
 RUN_KEY_TAG = "dagster/run_key"  # Dagster's (dagster._core.storage.tags.RUN_KEY_TAG)
 RETRY_BACKOFF_S = 60.0  # wait after the first unsuccessful run for the same files; doubles with each one
@@ -64,20 +64,20 @@ def unsuccessful_runs(instance: dg.DagsterInstance, digest: str) -> list[dg.RunR
     (those from before the landing-key tag carry only the first run key)."""
     records: dict[str, dg.RunRecord] = {}
     for tags in ({LANDING_KEY_TAG: digest}, {RUN_KEY_TAG: f"landing-{digest}"}):
-        for record in instance.get_run_records(dg.RunsFilter(job_name=INGEST_JOB, statuses=_UNSUCCESSFUL,
+        for record in instance.get_run_records(dg.RunsFilter(job_name=INGEST_JOB, statuses=UNSUCCESSFUL_RUNS,
                                                              tags=tags)):
             records[record.dagster_run.run_id] = record
-    return sorted(records.values(), key=_ended_at, reverse=True)
+    return sorted(records.values(), key=ended_at, reverse=True)
 
 
-def _ended_at(record: dg.RunRecord) -> float:
+def ended_at(record: dg.RunRecord) -> float:
     return record.end_time if record.end_time is not None else record.update_timestamp.timestamp()
 
 
 @dg.sensor(job_name=INGEST_JOB, minimum_interval_seconds=LANDING_INTERVAL_S,
            default_status=dg.DefaultSensorStatus.RUNNING)
 def landing_sensor(context: dg.SensorEvaluationContext, notify: NotifyResource) -> dg.SensorResult:
-    busy = context.instance.get_runs_count(dg.RunsFilter(job_name=INGEST_JOB, statuses=_UNFINISHED))
+    busy = context.instance.get_runs_count(dg.RunsFilter(job_name=INGEST_JOB, statuses=UNFINISHED_RUNS))
     if busy:  # it records its fingerprints as each dataset lands; judge what changed after it ends
         return dg.SensorResult(skip_reason="an ingestion run is queued or in progress")
     area = build_landing_area(notify.settings)  # aws: the S3 prefix is the landing area
@@ -91,7 +91,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, notify: NotifyResource) 
     landed = ",".join(sorted(changed))
     failed = unsuccessful_runs(context.instance, digest)  # none of them recorded these fingerprints
     if failed:
-        wait = retry_backoff_s(len(failed)) - (time.time() - _ended_at(failed[0]))
+        wait = retry_backoff_s(len(failed)) - (time.time() - ended_at(failed[0]))
         if wait > 0:
             last = failed[0].dagster_run
             reason = (f"{len(failed)} unsuccessful ingestion run(s) of {landed} for these landing files (last: "
