@@ -57,6 +57,7 @@ from notify_core.store.port import Item, KeyRange, Store
 USER_VECTOR_PREFIX = "user#"
 MAX_LIMIT = 100
 SEARCH_BLOCK = 1000  # asked users per batched ANN search of recommend_many (see there: why a fixed block)
+BLOCK_FROM = 3  # uncached users of a serving batch ranked as one block from this many (Recommender.recommend_each)
 # What a context reads of a user's product rows (features.user_product_matrix writes them): the product, its
 # orders and its last purchase.
 _PRODUCT_ATTRIBUTES = ("sk", "order_count", "last_purchase_ts")
@@ -371,53 +372,86 @@ class Recommender:
         now = now or utcnow(self.clock)
         snapshot = self.holder.snapshot()
         user = self.user_context(user_id, now=now, dim=snapshot.dim)
-        cache = self.work_cache
-        inputs = WorkInputs.of(user.vector, user.orders_by_product) if cache is not None else None
-        work = cache.get(snapshot, user.user_id, inputs) if cache is not None and inputs is not None else None
+        work, inputs = self._cached_work(snapshot, user)
         if work is None:
-            found = snapshot.search_rows(user.vector, self.candidates) if user.vector is not None else None
-            keep = cache is not None and inputs is not None and cache.admits(user.user_id)
-            work = self._user_work(snapshot, user, found, 0, freeze=keep)
-            if keep and cache is not None and inputs is not None:
-                cache.put(snapshot, user.user_id, inputs, work)
+            work = self._lone_work(snapshot, user, keep=inputs if self._admits(user, inputs) else None)
         return self._rank(snapshot, user, work, limit=limit, now=now)
 
     def recommend_each(self, asks: Sequence[tuple[str, int]], *, now: datetime | None = None,
                        ) -> list[Recommendations | NotifyError]:
         """For each ``(user_id, limit)``, what :meth:`recommend` answers it, or the error it raises (an unknown
         user, a bad limit), in order: the requests a serving process has waiting, answered together
-        (:mod:`notify_core.coalesce`). One ask is :meth:`recommend` itself (its work cache included); more are
-        ranked together by :meth:`recommend_many` (one batch read, one set of array operations: 8 users at
-        ~0.6x a lone request's CPU each, 16 at ~0.5x on the demo data), each user's ANN query searched alone
-        (``lone_search``), so each answer is the one its user would get alone, to the bit, whoever else was
-        waiting."""
+        (:mod:`notify_core.coalesce`), each answer the one its user would get alone, to the bit, whoever else
+        was waiting. The users' contexts come in one batch read. A user whose work is cached is ranked on it,
+        as :meth:`recommend` would; a user the cache admits (their second sighting) is worked out alone and
+        kept. The others at one limit are ranked as one block (:meth:`_rank_users`, each user's ANN query
+        searched alone) when there are at least :data:`BLOCK_FROM` of them, else one by one: a block's array
+        operations pay off only from a few users. Why: when every batch of two or more went to the block, a
+        batch of 2-3 users whose work was cached cost 1.6-2.1 ms of CPU a request against ~1.0 ms answered
+        from the cache (1.1 ms now), and an open loop forms batches of 1-3 (docs/peak-performance.md,
+        sessions 32-33); cold, a block of 3 measured ~5 % under 3 lone users and a block of 2 ~5 % over."""
         now = now or utcnow(self.clock)
-        if len(asks) == 1:
-            user_id, limit = asks[0]
-            try:
-                return [self.recommend(user_id, limit=limit, now=now)]
-            except NotifyError as exc:
-                return [exc]
         out: list[Recommendations | NotifyError | None] = [None] * len(asks)
-        by_limit: dict[int, list[int]] = {}
+        wanted: list[int] = []
         for i, (_user_id, limit) in enumerate(asks):
             try:
                 _check_limit(limit)
             except NotifyError as exc:
                 out[i] = exc
                 continue
-            by_limit.setdefault(limit, []).append(i)
-        for limit, positions in by_limit.items():
-            users = list(dict.fromkeys(asks[i][0] for i in positions))
-            answers = {answer.user_id: answer
-                       for answer in self.recommend_many(users, limit=limit, now=now, lone_search=True)}
-            for i in positions:
-                user_id = asks[i][0]
-                out[i] = answers.get(user_id) or _unknown_user(user_id)
+            wanted.append(i)
+        snapshot = self.holder.snapshot()
+        contexts = self.user_contexts([asks[i][0] for i in wanted], now=now, dim=snapshot.dim)
+        works: dict[str, _UserWork] = {}  # cached or worked out alone, by user
+        for user in contexts.values():
+            work, inputs = self._cached_work(snapshot, user)
+            if work is None and self._admits(user, inputs):
+                work = self._lone_work(snapshot, user, keep=inputs)
+            if work is not None:
+                works[user.user_id] = work
+        answers: dict[tuple[str, int], Recommendations] = {}
+        for limit in dict.fromkeys(asks[i][1] for i in wanted):
+            users = {u: contexts[u] for u in (asks[i][0] for i in wanted if asks[i][1] == limit) if u in contexts}
+            rest = [user for user_id, user in users.items() if user_id not in works]
+            if len(rest) >= BLOCK_FROM:
+                ranked = self._rank_users(snapshot, rest, limit=limit, now=now, lone_search=True)
+                for answer in ranked.answers() if isinstance(ranked, _BlockRanked) else ranked:
+                    answers[(answer.user_id, limit)] = answer
+                users = {u: user for u, user in users.items() if (u, limit) not in answers}
+            for user_id, user in users.items():
+                work = works.get(user_id)
+                if work is None:
+                    work = works[user_id] = self._lone_work(snapshot, user, keep=None)
+                answers[(user_id, limit)] = self._rank(snapshot, user, work, limit=limit, now=now)
+        for i in wanted:
+            user_id, limit = asks[i]
+            out[i] = answers.get((user_id, limit)) or _unknown_user(user_id)
         return cast(list[Recommendations | NotifyError], out)  # every ask answered above
 
-    def recommend_many(self, user_ids: Sequence[str], *, limit: int = 10, now: datetime | None = None,
-                       lone_search: bool = False) -> list[Recommendations]:
+    def _cached_work(self, snapshot: ServingSnapshot, user: UserContext,
+                     ) -> tuple[_UserWork | None, WorkInputs | None]:
+        """The user's cached work on ``snapshot`` (None: not cached) and the inputs it is keyed by (None: no
+        cache)."""
+        cache = self.work_cache
+        if cache is None:
+            return None, None
+        inputs = WorkInputs.of(user.vector, user.orders_by_product)
+        return cache.get(snapshot, user.user_id, inputs), inputs
+
+    def _admits(self, user: UserContext, inputs: WorkInputs | None) -> bool:
+        """Whether the work cache keeps this user's work (:meth:`WorkCache.admits`: from their second sighting)."""
+        return self.work_cache is not None and inputs is not None and self.work_cache.admits(user.user_id)
+
+    def _lone_work(self, snapshot: ServingSnapshot, user: UserContext, *, keep: WorkInputs | None) -> _UserWork:
+        """The user's work with their ANN query searched alone; ``keep``: frozen and cached under these inputs."""
+        found = snapshot.search_rows(user.vector, self.candidates) if user.vector is not None else None
+        work = self._user_work(snapshot, user, found, 0, freeze=keep is not None)
+        if keep is not None and self.work_cache is not None:
+            self.work_cache.put(snapshot, user.user_id, keep, work)
+        return work
+
+    def recommend_many(self, user_ids: Sequence[str], *, limit: int = 10,
+                       now: datetime | None = None) -> list[Recommendations]:
         """Batch callers (scheduling, benchmarks): the contexts in one batch read, one ANN search per block of
         :data:`SEARCH_BLOCK` asked users, then the block's ranking in one set of array operations
         (:meth:`_block_work`, :meth:`_rank_block`; with blend weights, user by user): to the bit what ranking
@@ -434,12 +468,9 @@ class Recommender:
         :class:`~notify_core.scheduling.candidate_pool.CandidatePool` cuts its slices there. 1,000 keeps a full
         block on the BLAS path and divides the plan's chunk sizes (200k by default), so a user's candidates do
         not depend on the chunk size either (on the demo: one chunk, 2,000- and 500-user chunks give the same
-        frame; 300-user chunks, under faiss' switch to BLAS, do not).
-
-        ``lone_search``: each user's query searched alone, as :meth:`recommend` searches it, so each answer is
-        that user's lone request's to the bit whatever the block (serving's :meth:`recommend_each`)."""
+        frame; 300-user chunks, under faiss' switch to BLAS, do not)."""
         answers: list[Recommendations] = []
-        for block in self._blocks(user_ids, limit=limit, now=now, lone_search=lone_search):
+        for block in self._blocks(user_ids, limit=limit, now=now):
             answers.extend(block.answers() if isinstance(block, _BlockRanked) else block)
         return answers
 
@@ -452,7 +483,7 @@ class Recommender:
                              campaign_ids=[c for part in parts for c in part.campaign_ids],
                              scores=np.concatenate([part.scores for part in parts]) if parts else np.zeros(0))
 
-    def _blocks(self, user_ids: Sequence[str], *, limit: int, now: datetime | None, lone_search: bool = False,
+    def _blocks(self, user_ids: Sequence[str], *, limit: int, now: datetime | None,
                 ) -> Iterator[_BlockRanked | list[Recommendations]]:
         """Each block of :data:`SEARCH_BLOCK` asked users ranked (see :meth:`recommend_many`), in order."""
         _check_limit(limit)
@@ -461,26 +492,32 @@ class Recommender:
         contexts = self.user_contexts(user_ids, now=now, dim=snapshot.dim)
         asked = list(dict.fromkeys(user_ids))
         for lo in range(0, len(asked), SEARCH_BLOCK):
-            users = [contexts[u] for u in asked[lo : lo + SEARCH_BLOCK] if u in contexts]
-            with_vector = [u for u in users if u.vector is not None]
-            found = None
-            position: dict[str, int] = {}
-            if with_vector:
-                queries = np.stack([u.vector for u in with_vector if u.vector is not None])
-                if lone_search:
-                    alone = [snapshot.search_rows(query[None, :], self.candidates) for query in queries]
-                    found = Matches(np.concatenate([m.rows for m in alone]),
-                                    np.concatenate([m.similarities for m in alone]))
-                else:
-                    found = snapshot.search_rows(queries, self.candidates, threads=1)
-                position = {u.user_id: i for i, u in enumerate(with_vector)}
-            if self.ranker is not None and users and self._blockable(snapshot):
-                yield self._rank_block(snapshot, users, self._block_work(snapshot, users, found, position),
-                                       limit=limit, now=now)
-                continue
-            yield [self._rank(snapshot, u, self._user_work(
-                snapshot, u, found if u.user_id in position else None, position.get(u.user_id, 0)),
-                limit=limit, now=now) for u in users]
+            yield self._rank_users(snapshot, [contexts[u] for u in asked[lo : lo + SEARCH_BLOCK] if u in contexts],
+                                   limit=limit, now=now, lone_search=False)
+
+    def _rank_users(self, snapshot: ServingSnapshot, users: Sequence[UserContext], *, limit: int, now: datetime,
+                    lone_search: bool) -> _BlockRanked | list[Recommendations]:
+        """``users`` ranked together: their ANN queries searched as one batch on one thread, or each alone
+        (``lone_search``: as :meth:`recommend` searches it, so each answer is that user's lone request's to the
+        bit whatever the block), then one block ranking with the learned ranker, else user by user."""
+        with_vector = [u for u in users if u.vector is not None]
+        found = None
+        position: dict[str, int] = {}
+        if with_vector:
+            queries = np.stack([u.vector for u in with_vector if u.vector is not None])
+            if lone_search:
+                alone = [snapshot.search_rows(query[None, :], self.candidates) for query in queries]
+                found = Matches(np.concatenate([m.rows for m in alone]),
+                                np.concatenate([m.similarities for m in alone]))
+            else:
+                found = snapshot.search_rows(queries, self.candidates, threads=1)
+            position = {u.user_id: i for i, u in enumerate(with_vector)}
+        if self.ranker is not None and users and self._blockable(snapshot):
+            return self._rank_block(snapshot, users, self._block_work(snapshot, users, found, position),
+                                    limit=limit, now=now)
+        return [self._rank(snapshot, u, self._user_work(
+            snapshot, u, found if u.user_id in position else None, position.get(u.user_id, 0)),
+            limit=limit, now=now) for u in users]
 
     def relevance(self, scores: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """The planner's relevance of scores this recommender gave (``scheduling.models.CANDIDATES``: above 0

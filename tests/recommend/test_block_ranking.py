@@ -16,6 +16,7 @@ from notify_core.errors import NotifyError
 from notify_core.recommend import scoring
 from notify_core.recommend.index import COPURCHASE_SCHEMA
 from notify_core.recommend.recommender import (
+    BLOCK_FROM,
     RankedColumns,
     Recommendations,
     Recommender,
@@ -115,29 +116,47 @@ def test_a_block_of_users_ranks_each_as_a_single_request_does(world: World, monk
 def test_coalesced_asks_are_answered_as_each_lone_request(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     """``recommend_each`` (the serving batch): each ask's answer is its lone ``recommend``'s, whatever else was
     asked with it: the same user twice, several limits, an unknown user and a bad limit (their errors in their
-    own places), and a lone ask (``recommend`` itself, work cache included)."""
-    ids = _shop(world, users=40, seed=7)
+    own places), and a lone ask. Users first seen are ranked as one block a limit; users whose work is cached
+    are ranked on it (no block: session 32 measured a block of 2-3 at 1.5x a cached request's CPU); fewer than
+    BLOCK_FROM uncached users of a limit are worked out one by one."""
+    ids = _shop(world, users=44, seed=7)
     ranker = world.recommender_with(cache_users=64)
-    asks = [(u, 10 if i % 4 else 3) for i, u in enumerate(ids)] + [(ids[0], 10), ("nobody", 10), (ids[1], 0)]
+    assert ranker.work_cache is not None
+    asks = [(u, 10 if i % 4 else 3) for i, u in enumerate(ids[:40])] + [(ids[0], 10), ("nobody", 10), (ids[1], 0)]
     blocks: list[int] = []
-    many = Recommender.recommend_many
+    rank_users = Recommender._rank_users
 
-    def counted(self: Recommender, user_ids: Any, **kw: Any) -> Any:
-        blocks.append(len(user_ids))
-        return many(self, user_ids, **kw)
+    def counted(self: Recommender, snapshot: Any, users: Any, **kw: Any) -> Any:
+        blocks.append(len(users))
+        return rank_users(self, snapshot, users, **kw)
 
-    monkeypatch.setattr(Recommender, "recommend_many", counted)
-    answers = ranker.recommend_each(asks, now=NOW)
-    assert sorted(blocks) == [10, 32]  # one ranking a limit: 30 users, ids[0] again and "nobody" at 10; 10 at 3
-    for (user, limit), answer in zip(asks, answers, strict=True):
-        try:
-            expected: Any = _answer(ranker.recommend(user, limit=limit, now=NOW))
-        except NotifyError as exc:
-            assert type(answer) is type(exc) and str(answer) == str(exc)
-            continue
-        assert isinstance(answer, Recommendations) and _answer(answer) == expected
+    def check(answers: list[Any], asked: list[tuple[str, int]]) -> None:
+        for (user, limit), answer in zip(asked, answers, strict=True):
+            try:
+                expected: Any = _answer(cold.recommend(user, limit=limit, now=NOW))
+            except NotifyError as exc:
+                assert type(answer) is type(exc) and str(answer) == str(exc)
+                continue
+            assert isinstance(answer, Recommendations) and _answer(answer) == expected
+
+    cold = world.recommender_with()  # the reference: no cache, each user alone
+    monkeypatch.setattr(Recommender, "_rank_users", counted)
+    check(ranker.recommend_each(asks, now=NOW), asks)
+    assert sorted(blocks) == [10, 31]  # one block a limit: 30 users and ids[0] again at 10; 10 users at 3
+    assert len(ranker.work_cache) == 0  # first sightings: noted, nothing kept
+    check(ranker.recommend_each(asks, now=NOW), asks)  # second sightings: each worked out alone and kept
+    assert len(blocks) == 2 and len(ranker.work_cache) == 40
+    hits = ranker.work_cache.hits
+    check(ranker.recommend_each(asks, now=NOW), asks)  # every user cached: ranked on their cached work
+    assert len(blocks) == 2 and ranker.work_cache.hits == hits + 40
+    mixed = [(u, 10) for u in ids[38:44]]  # 2 cached users and 4 never seen: the 4 as one block
+    check(ranker.recommend_each(mixed, now=NOW), mixed)
+    assert blocks[2:] == [4] and BLOCK_FROM <= 4
+    few = [(u, 5) for u in ids[42:44]] + [(ids[0], 5)]  # 2 uncached (seen once, now kept) and 1 cached
+    check(ranker.recommend_each(few, now=NOW), few)
+    assert len(blocks) == 3 and len(ranker.work_cache) == 42 and BLOCK_FROM > 2
     lone = ranker.recommend_each([(ids[2], 5)], now=NOW)
-    assert len(blocks) == 2 and _answer(lone[0]) == _answer(ranker.recommend(ids[2], limit=5, now=NOW))
+    assert len(blocks) == 3 and _answer(lone[0]) == _answer(cold.recommend(ids[2], limit=5, now=NOW))
 
 
 def test_the_block_answers_the_blend_too(world: World) -> None:
