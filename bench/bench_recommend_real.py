@@ -236,7 +236,8 @@ def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
         rate = args.rate if closed["rps"] >= args.rate else max(50.0, round(closed["rps"] * 0.8))
         opened = asyncio.run(open_loop(port, rec_paths, rate=rate, seconds=seconds, max_conns=64))
         # Why a sweep: since session 20 the closed loop's rate comes from batches of 5-11 requests a worker, and
-        # an open loop at 80 % of it forms batches of 1-3, which cost up to 1.5x more a request (session 32).
+        # an open loop at 80 % of it forms batches of 1-3 with the worker idle between them, which cost more a
+        # request (sessions 32-33; the table's idle rows), so 80 % of the closed loop can be past what it sustains.
         swept = [(f, r, asyncio.run(open_loop(port, rec_paths, rate=r, seconds=seconds, max_conns=64)))
                  for f in sorted(float(x) for x in args.sweep.split(",") if x.strip())
                  for r in [max(50.0, round(closed["rps"] * f))]]
