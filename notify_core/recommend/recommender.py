@@ -409,20 +409,24 @@ class Recommender:
                 work = self._lone_work(snapshot, user, keep=inputs)
             if work is not None:
                 works[user.user_id] = work
+        by_limit: dict[int, dict[str, UserContext]] = {}  # the known users asked at each limit, once each
+        for i in wanted:
+            user_id, limit = asks[i]
+            if user_id in contexts:
+                by_limit.setdefault(limit, {})[user_id] = contexts[user_id]
         answers: dict[tuple[str, int], Recommendations] = {}
-        for limit in dict.fromkeys(asks[i][1] for i in wanted):
-            users = {u: contexts[u] for u in (asks[i][0] for i in wanted if asks[i][1] == limit) if u in contexts}
+        for limit, users in by_limit.items():
             rest = [user for user_id, user in users.items() if user_id not in works]
             if len(rest) >= BLOCK_FROM:
                 ranked = self._rank_users(snapshot, rest, limit=limit, now=now, lone_search=True)
                 for answer in ranked.answers() if isinstance(ranked, _BlockRanked) else ranked:
                     answers[(answer.user_id, limit)] = answer
-                users = {u: user for u, user in users.items() if (u, limit) not in answers}
+                rest = []
+            for user in rest:
+                works[user.user_id] = self._lone_work(snapshot, user, keep=None)
             for user_id, user in users.items():
-                work = works.get(user_id)
-                if work is None:
-                    work = works[user_id] = self._lone_work(snapshot, user, keep=None)
-                answers[(user_id, limit)] = self._rank(snapshot, user, work, limit=limit, now=now)
+                if (user_id, limit) not in answers:
+                    answers[(user_id, limit)] = self._rank(snapshot, user, works[user_id], limit=limit, now=now)
         for i in wanted:
             user_id, limit = asks[i]
             out[i] = answers.get((user_id, limit)) or _unknown_user(user_id)
