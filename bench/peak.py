@@ -5,7 +5,8 @@ days says little. This runs the four peak paths (recommendations, stream, delive
 and the day's plan as the asset makes it) one after another, nothing else started by us in between, records
 the load average before and after each, and gathers what each benchmark measured *beside* its figure
 (``limits`` in its JSON: the raw operation the path is built on, measured in the same run) into
-``bench/results/peak.{json,md}``.
+``bench/results/peak.{json,md}``, with the commit it measured; a full sitting is also kept in
+``bench/results/sitting_<when>/`` for ``bench.sittings`` to put beside the others.
 
     .venv/bin/python -m bench.peak              # the full sitting (~45 min: 10M scheduling alone ~20)
     .venv/bin/python -m bench.peak --quick      # each benchmark's --quick mode
@@ -16,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, load_average
@@ -74,17 +77,32 @@ def run_step(step: Step, *, quick: bool) -> dict[str, Any]:
             "limits": limits}
 
 
-def _number(value: float) -> str:
+def format_number(value: float) -> str:
     """Whole numbers with thousands separators, others to two decimals (a target of 1,358.05, not 1358.0547...)."""
     if float(value).is_integer() or abs(value) >= 1000:
         return f"{value:,.0f}"
     return f"{value:.3f}" if abs(value) < 1 else f"{value:,.2f}"
 
 
+def code_revision() -> str:
+    """The commit the sitting measures, ``-dirty`` when tracked files differ from it: a figure is the code's."""
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
+        except OSError:  # no git on this box: the sitting still runs
+            return ""
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    head = git("rev-parse", "HEAD")
+    if not head:
+        return "unknown"
+    return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def markdown(sitting: dict[str, Any]) -> str:
     """The README's table: one row per measured path, its limit beside it, the ratio, the target, the load."""
     lines = [f"Sitting of {sitting['when']} ({'quick' if sitting['quick'] else 'full'}), "
-             f"{sitting['seconds']:.0f} s in all.", "",
+             f"{sitting['seconds']:.0f} s in all, code {sitting.get('code', 'unknown')}.", "",
              "| path | figure | limit measured beside it | ratio | spec target | met | load before / after |",
              "|---|---|---|---|---|---|---|"]
     for step in sitting["steps"]:
@@ -93,10 +111,27 @@ def markdown(sitting: dict[str, Any]) -> str:
             lines.append(f"| {step['name']} | failed (exit {step['exit_code']}) | | | | | {load} |")
         for item in step["limits"]:
             unit = item["unit"]
-            lines.append(f"| {item['path']} | {_number(item['figure'])} {unit} | {_number(item['limit'])} {unit} | "
-                         f"{item['ratio']:.3f} | {_number(item['target'])} {unit} | "
+            lines.append(f"| {item['path']} | {format_number(item['figure'])} {unit} | "
+                         f"{format_number(item['limit'])} {unit} | "
+                         f"{item['ratio']:.3f} | {format_number(item['target'])} {unit} | "
                          f"{'yes' if item['met'] else '**no**'} | {load} |")
     return "\n".join(lines) + "\n"
+
+
+def keep_sitting(sitting: dict[str, Any], *, results: Path = RESULTS) -> Path:
+    """Copy a full sitting's files into ``sitting_<when>/`` beside them, where the next sitting cannot overwrite them.
+
+    ``bench.sittings`` reads those folders side by side; the top-level files are always the latest sitting's.
+    """
+    folder = results / ("sitting_" + datetime.fromisoformat(sitting["when"]).strftime("%Y-%m-%dT%H%M"))
+    folder.mkdir(parents=True, exist_ok=True)
+    ran = {step["name"] for step in sitting["steps"]}
+    names = [name for step in STEPS if step.name in ran for name in step.results] + ["peak"]
+    for name in names:
+        for path in (results / f"{name}.json", results / f"{name}.md"):
+            if path.exists():
+                shutil.copy2(path, folder / path.name)
+    return folder
 
 
 def main() -> None:
@@ -107,14 +142,18 @@ def main() -> None:
     wanted = {name for name in args.only.split(",") if name}
     started = time.perf_counter()
     when = datetime.now(UTC).isoformat(timespec="seconds")
+    code = code_revision()
     steps = [run_step(step, quick=args.quick) for step in STEPS if not wanted or step.name in wanted]
-    sitting = {"when": when, "quick": args.quick, "seconds": time.perf_counter() - started, "steps": steps}
+    sitting = {"when": when, "code": code, "quick": args.quick, "seconds": time.perf_counter() - started,
+               "steps": steps}
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if args.quick else ""
     (RESULTS / f"peak{suffix}.json").write_text(json.dumps(sitting, indent=2))
     text = markdown(sitting)
     (RESULTS / f"peak{suffix}.md").write_text(text)
     print(text)
+    if not args.quick and not wanted:
+        print(f"kept in {keep_sitting(sitting)}")
     if any(step["exit_code"] != 0 for step in steps):
         raise SystemExit(1)
 
