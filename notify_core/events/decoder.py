@@ -19,7 +19,6 @@ If the consumer dies, the process notices its parent is gone within ``notify_cor
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import multiprocessing
 import os
@@ -29,10 +28,11 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from multiprocessing import shared_memory
 from pathlib import Path
 from typing import Any, TypeVar
 
+from notify_core import handover
+from notify_core.handover import HandoverDir
 from notify_core.orphans import exit_when_orphaned
 
 log = logging.getLogger(__name__)
@@ -54,67 +54,16 @@ def _ready() -> int:
     return os.getpid()
 
 
-_SHM_DIR = Path("/dev/shm")  # where Linux keeps POSIX shared memory blocks, by name
+_DIR_PREFIX = "notify-dec-"  # + the consumer's pid: a killed consumer's folder goes with the next one's start
 
 
-def _put_shared(data: bytes, prefix: str) -> tuple[str, int]:
-    """``data`` in a new shared memory block: (its name, the data's size)."""
-    block = shared_memory.SharedMemory(name=prefix + uuid.uuid4().hex[:16], create=True, size=max(len(data), 1))
-    try:
-        buf = block.buf
-        assert buf is not None
-        buf[: len(data)] = data
-        return block.name, len(data)
-    finally:
-        block.close()
-
-
-def _read_shared(name: str, size: int) -> bytes:
-    block = shared_memory.SharedMemory(name=name)
-    try:
-        buf = block.buf
-        assert buf is not None
-        return bytes(buf[:size])
-    finally:
-        block.close()
-
-
-def _take_shared(name: str, size: int) -> bytes:
-    """Read a block and remove it (the reader owns a result)."""
-    try:
-        return _read_shared(name, size)
-    finally:
-        _unlink_shared(name)
-
-
-def _unlink_shared(name: str) -> None:
-    """Remove a block; one already gone (a sweep or the other side got there first) is fine."""
-    try:
-        block = shared_memory.SharedMemory(name=name)
-    except FileNotFoundError:
-        return
-    block.close()
-    with contextlib.suppress(FileNotFoundError):
-        block.unlink()
-
-
-def _run_shared(request: tuple[str, int], prefix: str) -> tuple[str, int]:
-    """In the worker: the call from shared memory (the consumer owns and removes it), its result into a
-    new block the consumer takes (a worker killed before returning leaves that block behind: the
-    consumer sweeps its prefix when it replaces or closes the worker, :func:`_sweep_shared`)."""
-    fn, args = pickle.loads(_read_shared(*request))
-    return _put_shared(pickle.dumps(fn(*args), protocol=pickle.HIGHEST_PROTOCOL), prefix)
-
-
-def _sweep_shared(prefix: str) -> int:
-    """Remove this consumer's blocks left by a worker that died mid-call; how many (Linux; 0 elsewhere)."""
-    if not _SHM_DIR.is_dir():
-        return 0
-    removed = 0
-    for path in _SHM_DIR.glob(prefix + "*"):
-        _unlink_shared(path.name)
-        removed += 1
-    return removed
+def _run_shared(request: str, result: str) -> str:
+    """In the worker: the call from its file (the consumer owns and removes it), its result into the file
+    ``result`` the consumer takes (a worker killed before returning leaves that file behind: the consumer
+    clears its folder when it replaces or closes the worker)."""
+    fn, args = pickle.loads(handover.read(Path(request)))
+    handover.write_private(Path(result), pickle.dumps(fn(*args), protocol=pickle.HIGHEST_PROTOCOL))
+    return result
 
 
 class DecodeProcess:
@@ -131,8 +80,7 @@ class DecodeProcess:
         self._started: Future[int] | None = None
         self.restarts = 0
         self._failures_in_a_row = 0
-        # The names of this instance's shared memory blocks (its calls and its worker's results) start so.
-        self._prefix = f"notify-dec-{os.getpid()}-{uuid.uuid4().hex[:8]}-"
+        self._dir: HandoverDir | None = None  # its calls and its worker's results, created with the first call
 
     @property
     def usable(self) -> bool:
@@ -165,41 +113,48 @@ class DecodeProcess:
     def submit(self, fn: Callable[..., _T], *args: Any) -> Future[_T]:
         """Run ``fn(*args)`` in the process; a broken process is replaced once before giving up.
 
-        The call and its result travel through shared memory, and only their names through the pool's
-        pipes (:func:`_run_shared`), so a pipe message is never big enough to be half-written: a worker
-        killed (``kill -9``) between the two writes multiprocessing makes of a message over 16 KB left
-        the pool's reader waiting for the rest forever, and the consumer with it (seen in the kill -9
-        test under load). A message of a few dozen bytes is one ``write`` of a pipe's atomic size.
+        The call and its result travel as files in shared memory (:mod:`notify_core.handover`), and only
+        their names through the pool's pipes (:func:`_run_shared`), so a pipe message is never big enough
+        to be half-written: a worker killed (``kill -9``) between the two writes multiprocessing makes of
+        a message over 16 KB left the pool's reader waiting for the rest forever, and the consumer with it
+        (seen in the kill -9 test under load). A message of a few dozen bytes is one ``write`` of a pipe's
+        atomic size.
         """
-        prefix = self._prefix
-        request = _put_shared(pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL), prefix)
+        if self._dir is None:
+            self._dir = HandoverDir(prefix=_DIR_PREFIX)
+        name = uuid.uuid4().hex
+        request, result = self._dir.path / f"{name}.call", self._dir.path / f"{name}.result"
+        call = pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL)
         out: Future[_T] = Future()
         for attempt in (1, 2):
             self.start()
             assert self._pool is not None
+            handover.write_private(request, call)
             try:
-                inner = self._pool.submit(_run_shared, request, prefix)
+                inner = self._pool.submit(_run_shared, str(request), str(result))
                 break
             except (BrokenProcessPool, RuntimeError):
+                handover.remove(request)  # (the restart clears the folder too)
                 if attempt == 2:
-                    _unlink_shared(request[0])
                     raise
                 self.restart()
 
-        def done(finished: Future[tuple[str, int]]) -> None:  # on the pool's thread; ``out`` always ends
+        def done(finished: Future[str]) -> None:  # on the pool's thread; ``out`` always ends
             try:
-                _unlink_shared(request[0])
+                handover.remove(request)
                 if finished.cancelled():
+                    handover.remove(result)
                     out.cancel()
                     return
                 error = finished.exception()
                 if error is not None:
+                    handover.remove(result)  # a worker that died after writing it
                     if not out.cancelled():
                         out.set_exception(error)
                     return
-                result = pickle.loads(_take_shared(*finished.result()))  # taken (unlinked) in any case
+                value = pickle.loads(handover.take(result))  # taken (removed) in any case
                 if not out.cancelled():
-                    out.set_result(result)
+                    out.set_result(value)
             except BaseException as exc:  # never out of a pool callback: the caller gets it
                 if not out.done():
                     out.set_exception(exc)
@@ -223,12 +178,16 @@ class DecodeProcess:
 
     def close(self) -> None:
         self._shutdown(wait=True)
+        folder, self._dir = self._dir, None
+        if folder is not None:
+            folder.close()
 
     def _shutdown(self, *, wait: bool) -> None:
         pool, self._pool = self._pool, None
         self._started = None
         if pool is not None:
             pool.shutdown(wait=wait, cancel_futures=True)
-            # Blocks a dead worker made and never handed over. A call still in flight whose block goes
+            # Files a dead worker wrote and never handed over. A call still in flight whose file goes
             # here fails, and the consumer decodes that batch itself: never a skipped batch.
-            _sweep_shared(self._prefix)
+            if self._dir is not None:
+                self._dir.clear()

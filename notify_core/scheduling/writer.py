@@ -30,21 +30,19 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from notify_core.clock import Clock, ManualClock
 from notify_core.errors import BackendError
+from notify_core.handover import HandoverDir, create_private
 from notify_core.orphans import exit_when_orphaned, set_parent_death_signal
 from notify_core.scheduling.store import WriteSummary, write_plans
 from notify_core.store.port import Item, Store
@@ -105,25 +103,7 @@ def _write(now: float, plan: pl.DataFrame, user_ids: Sequence[str], plan_day: st
                        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
-_DIR_PREFIX = "notify-plan-writer-"
-
-
-def _sweep_orphans() -> None:
-    """Remove the hand-over folders of runs that were killed (``kill -9`` skips :meth:`close`): their
-    names carry the run's pid, and a chunk file in ``/dev/shm`` would hold memory until a reboot."""
-    for base in {Path("/dev/shm"), Path(tempfile.gettempdir())}:
-        if not base.is_dir():
-            continue
-        for folder in base.glob(f"{_DIR_PREFIX}*"):
-            try:
-                pid = int(folder.name[len(_DIR_PREFIX):].split("-", 1)[0])
-                if folder.stat().st_uid != os.getuid():
-                    continue
-                os.kill(pid, 0)  # still running: its run's folder
-            except ProcessLookupError:
-                shutil.rmtree(folder, ignore_errors=True)
-            except (ValueError, OSError):
-                continue
+_DIR_PREFIX = "notify-plan-writer-"  # + the run's pid: the next run removes a killed run's folder
 
 
 def _ready() -> int:
@@ -139,10 +119,7 @@ class PlanWriterProcess:
 
     def __init__(self, opener: StoreOpener, *, clock: Clock) -> None:
         self._clock = clock
-        _sweep_orphans()
-        shm = Path("/dev/shm")
-        self._dir = Path(tempfile.mkdtemp(prefix=f"{_DIR_PREFIX}{os.getpid()}-",
-                                          dir=shm if shm.is_dir() and os.access(shm, os.W_OK) else None))
+        self._dir = HandoverDir(prefix=_DIR_PREFIX)
         self._handed = 0
         self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_init, initargs=(os.getpid(), opener))
@@ -174,8 +151,8 @@ class PlanWriterProcess:
         path = None
         if items is not None:
             self._handed += 1
-            path = self._dir / f"chunk-{self._handed}.arrow"
-            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
+            path = self._dir.path / f"chunk-{self._handed}.arrow"
+            with create_private(path) as fh:
                 items.write_ipc(fh, compression="uncompressed")
         try:
             return self._pool.submit(_write, self._clock.now(), lean, user_ids, plan_day, shards, stored,
@@ -200,7 +177,7 @@ class PlanWriterProcess:
         try:
             self._pool.shutdown(wait=True, cancel_futures=True)
         finally:
-            shutil.rmtree(self._dir, ignore_errors=True)  # a chunk the process never read (it died, or failed)
+            self._dir.close()  # and a chunk the process never read (it died, or failed)
 
     def __enter__(self) -> PlanWriterProcess:
         return self

@@ -201,9 +201,10 @@ def test_two_kill_9s_of_notify_consume_with_the_decoding_process_lose_and_duplic
 
 
 def test_calls_and_results_go_through_shared_memory_that_is_removed_after() -> None:
-    """The decoding process's calls and results travel through shared memory blocks, the pipes carry only
-    their names (a big pipe message half-written by a killed worker hung the pool): every block is removed
-    once its result is taken, whatever the outcome, and results of any size come back whole."""
+    """The decoding process's calls and results travel as files in a private folder in shared memory, the
+    pipes carry only their names (a big pipe message half-written by a killed worker hung the pool): every
+    file is removed once its result is taken, whatever the outcome, results of any size come back whole,
+    and the folder (0700) goes with the process."""
     shm = Path("/dev/shm")
     before = {p.name for p in shm.glob(f"notify-dec-{os.getpid()}-*")}
     process = DecodeProcess()
@@ -212,6 +213,30 @@ def test_calls_and_results_go_through_shared_memory_that_is_removed_after() -> N
         assert process.submit(bytes, 5_000_000).result(timeout=60) == bytes(5_000_000)
         with pytest.raises(ValueError):
             process.submit(int, "not a number").result(timeout=60)
+        (folder,) = {p for p in shm.glob(f"notify-dec-{os.getpid()}-*") if p.name not in before}
+        assert folder.stat().st_mode & 0o777 == 0o700
+        assert not list(folder.iterdir())  # every call's and result's file taken
     finally:
         process.close()
     assert {p.name for p in shm.glob(f"notify-dec-{os.getpid()}-*")} <= before
+
+
+def test_a_killed_consumers_hand_over_folder_is_removed_by_the_next_decoding_process() -> None:
+    """A ``kill -9`` of the consumer skips its cleanup: its folder (named with its pid) would hold memory in
+    ``/dev/shm`` until a reboot. The next decoding process removes it on its first call; a live process's
+    folder stays."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    shm = Path("/dev/shm")
+    left = shm / f"notify-dec-{dead.pid}-killed"
+    left.mkdir(mode=0o700)
+    (left / "abc.result").write_bytes(b"a batch nobody will read")
+    alive = shm / f"notify-dec-{os.getppid()}-alive"  # our parent: running
+    alive.mkdir(mode=0o700)
+    process = DecodeProcess()
+    try:
+        assert process.submit(pow, 2, 10).result(timeout=60) == 1024
+        assert not left.exists() and alive.exists()
+    finally:
+        process.close()
+        alive.rmdir()
