@@ -48,7 +48,10 @@ def sweep_orphans(prefix: str) -> int:
                     continue
                 os.kill(pid, 0)  # still running: its folder
             except ProcessLookupError:
-                shutil.rmtree(folder, ignore_errors=True)
+                if folder.is_dir():
+                    shutil.rmtree(folder, ignore_errors=True)
+                else:  # a file: a SharedMemory block of the decoder before this module, named the same way
+                    remove(folder)
                 removed += 1
             except (ValueError, OSError):
                 continue

@@ -48,9 +48,11 @@ def test_a_dead_owners_folder_is_swept_and_a_live_ones_and_other_names_are_not()
     live.mkdir(mode=0o700)
     odd = base / "notify-test-sweep-notapid"
     odd.mkdir(mode=0o700)
+    block = base / f"notify-test-sweep-{dead.pid}-old-block"  # a file: the decoder's blocks before this module
+    block.write_bytes(b"y")
     try:
-        assert handover.sweep_orphans("notify-test-sweep-") == 1
-        assert not left.exists() and live.exists() and odd.exists()
+        assert handover.sweep_orphans("notify-test-sweep-") == 2
+        assert not left.exists() and not block.exists() and live.exists() and odd.exists()
     finally:
         for folder in (live, odd):
             folder.rmdir()
