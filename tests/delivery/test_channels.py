@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,40 @@ def test_outbox_appends_one_flushed_line_per_send_and_skips_a_torn_tail(tmp_path
     channel.close()
     assert [r["idempotency_key"] for r in rows] == ["n1", "n1"]
     assert rows[0]["body"] == MSG.body and rows[0]["link"] == MSG.link and rows[0]["sent_at"] == clock.now()
+
+
+def test_a_restarted_outbox_ends_a_torn_line_so_the_next_send_is_readable(tmp_path: Path, clock: ManualClock) -> None:
+    """What the 100k kill -9 loop found: the kernel stopped a killed worker's write at a 4 KiB page boundary,
+    and the restarted worker's next line, appended to the fragment, was unreadable: a send recorded as
+    sent and lost to the outbox's reader."""
+    path = tmp_path / "out.jsonl"
+    first = OutboxChannel(path, clock=clock)
+    assert first.send(MSG, idempotency_key="before").ok
+    first.close()
+    whole = path.read_bytes()
+    with path.open("ab") as handle:
+        handle.write(whole[: len(whole) // 2])  # half of a line, as a write cut short by SIGKILL leaves it
+    restarted = OutboxChannel(path, clock=clock)
+    assert restarted.send(MSG, idempotency_key="after-1").ok and restarted.send(MSG, idempotency_key="after-2").ok
+    restarted.close()
+    assert [r["idempotency_key"] for r in read_outbox(path)] == ["before", "after-1", "after-2"]
+    lines = path.read_bytes().split(b"\n")
+    assert lines[1] == whole[: len(whole) // 2]  # the fragment is a line of its own, skipped by readers
+    assert [json.loads(line)["idempotency_key"] for line in lines[2:] if line] == ["after-1", "after-2"]
+
+
+def test_the_reader_keeps_a_record_glued_behind_another_writers_torn_line(tmp_path: Path, clock: ManualClock) -> None:
+    """Two worker processes appending to one outbox: one is killed mid-line while the other keeps writing,
+    so the live one's next record lands behind the fragment. The reader finds it at its record start."""
+    path = tmp_path / "out.jsonl"
+    live = OutboxChannel(path, clock=clock)
+    assert live.send(MSG, idempotency_key="one").ok
+    with path.open("ab") as killed:
+        killed.write(b'{"idempotency_key":"torn","sent_at":17964031')  # the killed process's fragment
+    assert live.send(MSG, idempotency_key="two").ok and live.send(MSG, idempotency_key="three").ok
+    live.close()
+    assert [r["idempotency_key"] for r in read_outbox(path)] == ["one", "two", "three"]
+    assert len(path.read_bytes().split(b"\n")) == 4  # "two" really is glued to the fragment
 
 
 def test_webhook_signs_the_body_and_sends_the_idempotency_key(sink: SinkProcess, clock: ManualClock) -> None:
