@@ -8,10 +8,11 @@ writes, and a worker killed between them left the pool's reader waiting for the 
 Why files in ``/dev/shm`` and not :mod:`multiprocessing.shared_memory`: on Linux both are the same tmpfs
 pages, but a ``SharedMemory`` block registers with multiprocessing's resource tracker (a third process,
 a message over a pipe, on create and in Python 3.11 on every attach too) and is mapped and unmapped each
-time. A call and its result of 300 KB each cost 850 us of CPU that way against 365 us as files (session
-34), per batch of the consumer. What the tracker did (remove what a killed process left behind) is done
-here by the folder's name: it carries its owner's pid, and the next :class:`HandoverDir` of that kind
-removes the folders whose owner is gone.
+time. A decoding call with 300 KB each way (a batch of ~1,000 events) cost 1,433-1,662 us of CPU across
+the three processes that way, against 905-1,153 us as files (``bench/results/session34/handover_cost.py``).
+What the tracker did (remove what a killed process left behind) is done here by the folder's name: it
+carries its owner's pid, and the next :class:`HandoverDir` of that kind removes the folders whose owner
+is gone.
 
 What crosses is personal data (events, plans): the folder is 0700 and every file 0600. Where there is no
 ``/dev/shm`` (macOS) the folder is in the temporary directory.
