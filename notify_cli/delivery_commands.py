@@ -54,7 +54,7 @@ def worker(
     use_private_umask()
     log_dir = settings.data_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    configure_logging(stream=(log_dir / "delivery.jsonl").open("a", encoding="utf-8"))
+    configure_logging(path=log_dir / "delivery.jsonl")
     if metrics_port:
         from prometheus_client import start_http_server
 

@@ -37,7 +37,7 @@ def _settings(data_dir: Path | None) -> NotifySettings:
     use_private_umask()  # everything this run writes under the data directory is 0600 / 0700
     log_dir = settings.data_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    configure_logging(stream=(log_dir / "notify.jsonl").open("a", encoding="utf-8"))
+    configure_logging(path=log_dir / "notify.jsonl")
     return settings
 
 

@@ -59,6 +59,7 @@ from notify_core.clock import SYSTEM_CLOCK, Clock, utcnow
 from notify_core.erasure_queue import dequeue, queue_erasure, queued_erasures
 from notify_core.erasure_register import ErasureRegister, pseudonym, register_erasure, restore_register
 from notify_core.errors import ValidationError
+from notify_core.line_file import rewriting
 from notify_core.security.files import FILE_MODE
 from notify_core.store import tables
 from notify_core.store.port import Item, Store, Table
@@ -376,9 +377,12 @@ def erase_from_files(roots: Iterable[Path], ids: frozenset[str], *, deadline: fl
             kind = _kind(path.name, named=named)
             if kind is None:
                 continue
-            data, n = _without_users(path.read_bytes(), kind=kind, ids=ids, vector_table=_VECTOR_TABLE in path.parts)
+            with rewriting(path):  # an appender (the outbox's worker) waits, then appends to the new file
+                data, n = _without_users(path.read_bytes(), kind=kind, ids=ids,
+                                         vector_table=_VECTOR_TABLE in path.parts)
+                if n:
+                    _rewrite_private(path, data)
             if n:
-                _rewrite_private(path, data)
                 removed[str(path)] = n
     return removed
 

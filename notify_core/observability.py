@@ -7,6 +7,7 @@ in ``extra=`` (event ids, counts, latencies). Configure once per entry point wit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -16,11 +17,14 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import Histogram
 
 from notify_core.clock import SYSTEM_CLOCK, Clock
+from notify_core.line_file import LineFile
+from notify_core.security.files import FILE_MODE
 
 _STANDARD = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "taskName"}
 
@@ -64,9 +68,33 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
-def configure_logging(*, level: str = "INFO", stream: Any = None) -> None:
-    """Send ``notify_core`` and ``lambdas`` logs as JSON lines to ``stream`` (stderr by default)."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+class LineFileHandler(logging.Handler):
+    """Log lines appended to a :class:`~notify_core.line_file.LineFile`: a log file the erasure sweep
+    rewrites (lines naming an erased user removed) keeps every later line, where a plain file handler
+    would go on writing into the file the rewrite replaced, which no one can read any more."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._file = LineFile(path, mode=FILE_MODE)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = (self.format(record) + "\n").encode("utf-8", errors="replace")
+            with self.lock or contextlib.nullcontext():
+                self._file.append(line)
+        except Exception:
+            self.handleError(record)
+
+    def close(self) -> None:
+        with self.lock or contextlib.nullcontext():
+            self._file.close()
+        super().close()
+
+
+def configure_logging(*, level: str = "INFO", stream: Any = None, path: Path | None = None) -> None:
+    """Send ``notify_core`` and ``lambdas`` logs as JSON lines to the file ``path`` (see
+    :class:`LineFileHandler`), else to ``stream`` (stderr by default)."""
+    handler = LineFileHandler(path) if path is not None else logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     for name in ("notify_core", "lambdas", "notify_cli"):
         logger = logging.getLogger(name)

@@ -25,7 +25,6 @@ import enum
 import hashlib
 import hmac
 import json
-import os
 import re
 import ssl
 import threading
@@ -41,6 +40,7 @@ from notify_core.clock import Clock
 from notify_core.delivery.http1 import Disconnected, Http1Connection, ProtocolError
 from notify_core.delivery.webhook_verify import parse_signature_header, signature_header
 from notify_core.errors import ConfigurationError
+from notify_core.line_file import LineFile
 from notify_core.per_thread import PerThread
 from notify_core.security.files import FILE_MODE, private_dir
 
@@ -127,12 +127,12 @@ class OutboxChannel:
     With a ``sealer`` the message body (it carries the user's name) is sealed at rest (purpose ``outbox``);
     :func:`read_outbox` with the same sealer opens it. The file is 0600 in a 0700 folder.
 
-    A ``kill -9`` can tear a line: the kernel stops a ``write`` at a page boundary once the signal is
-    pending, so a line that straddles one is left half written (seen in the 100k kill loop: a 551-byte
-    fragment ending at a 4 KiB boundary). That send was never recorded, so it is sent again; but the next
-    line appended after the fragment would be glued to it and unreadable, a delivered send lost to the
-    reader. So opening an outbox ends a torn last line first, and :func:`read_outbox` also finds a record
-    glued behind a fragment (another process appending while one was killed).
+    The file is a :class:`~notify_core.line_file.LineFile`: an erasure that rewrites it (a user's lines
+    removed) never takes a line appended meanwhile with it, and a line a ``kill -9`` tore is ended before
+    the next (seen in the 100k kill loop: a 551-byte fragment ending at a 4 KiB page boundary, and the
+    restarted worker's next line glued to it). That torn send was never recorded, so it is sent again;
+    :func:`read_outbox` also finds a record glued behind a fragment (another process appending while one
+    was killed).
     """
 
     name = "outbox"
@@ -142,11 +142,7 @@ class OutboxChannel:
         self.path = Path(path)
         self._clock = clock
         private_dir(self.path.parent)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            os.write(fd, b"\n")  # a torn line from a killed writer: the next record starts on its own line
-        self._file = os.fdopen(fd, "ab")
+        self._file = LineFile(self.path, mode=FILE_MODE)
         self._lock = threading.Lock()
         self._fsync = fsync
         self._sealer = sealer
@@ -159,10 +155,7 @@ class OutboxChannel:
                           separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
         try:
             with self._lock:
-                self._file.write(line)
-                self._file.flush()
-                if self._fsync:
-                    os.fsync(self._file.fileno())
+                self._file.append(line, fsync=self._fsync)
         except OSError as exc:  # a full disk may clear; report it as retryable
             return SendResult(Outcome.RETRYABLE, detail=f"outbox write failed: {exc}")
         return SendResult(Outcome.DELIVERED)

@@ -1,0 +1,101 @@
+"""A file of lines that one process appends to while another may rewrite it, without losing a line.
+
+The outbox is appended to by ``notify worker`` for as long as it runs, and rewritten by the erasure sweep
+(a user's lines removed: a new file renamed over the old, so a crash leaves one or the other whole). Without
+an agreement between the two, a worker holding the old file open keeps appending to it after the rename:
+every send it acknowledges from then on is in a file no reader can open (found in session 34: the first
+send after an erasure was missing). The agreement, kept here once:
+
+* a rewriter holds an exclusive ``flock`` on the file now at the path from before it reads it until after
+  it renamed the new version over it (:func:`rewriting`);
+* an appender takes the same lock for each append, and appends only if its open file is still the one at
+  the path; otherwise it opens the new one and tries again (:class:`LineFile`).
+
+So a line is either in the file the rewriter read (and kept, unless it names the erased user) or appended
+to the new one. ``flock`` is per open file, so this holds between threads and between processes, and the
+kernel drops the lock of a killed holder.
+
+A ``kill -9`` can also tear a line: Linux stops a ``write`` between two pages once the signal is pending,
+so a line that straddles a page boundary is left half written. Opening a :class:`LineFile` ends such a
+line first, so the next one starts on its own line and stays readable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def rewriting(path: Path) -> Iterator[None]:
+    """Hold ``path``'s lock while reading it and renaming a new version over it: appenders wait, then
+    append to the new file. A file that does not exist needs no lock."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        at_path = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (mine.st_dev, mine.st_ino) == (at_path.st_dev, at_path.st_ino)
+
+
+class LineFile:
+    """Append whole lines to ``path`` (created with ``mode``), always to the file now at the path."""
+
+    def __init__(self, path: Path, *, mode: int) -> None:
+        self.path = path
+        self._mode = mode
+        self._fd = self._open()
+
+    def _open(self) -> int:
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, self._mode)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                os.write(fd, b"\n")  # a torn line from a killed writer: the next one starts on its own line
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def append(self, line: bytes, *, fsync: bool = False) -> None:
+        """Append ``line`` (ending in a newline) under the file's lock; with ``fsync``, synced to disk.
+        ``OSError`` as the system raised it (a full disk)."""
+        while True:
+            fd = self._fd
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                if _same_file(fd, self.path):
+                    view = memoryview(line)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    if fsync:
+                        os.fsync(fd)
+                    return
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            self._fd = self._open()  # renamed over (a rewrite) or removed: the file now at the path
+            os.close(fd)
+
+    def close(self) -> None:
+        """Close the file; again is a no-op."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
