@@ -377,7 +377,9 @@ def erase_from_files(roots: Iterable[Path], ids: frozenset[str], *, deadline: fl
             kind = _kind(path.name, named=named)
             if kind is None:
                 continue
-            with rewriting(path):  # an appender (the outbox's worker) waits, then appends to the new file
+            # An appender (the outbox's worker, a log handler) waits, then appends to the new file. Nothing in
+            # this block may log: the file locked can be this process's own log file.
+            with rewriting(path):
                 data, n = _without_users(path.read_bytes(), kind=kind, ids=ids,
                                          vector_table=_VECTOR_TABLE in path.parts)
                 if n:
