@@ -59,6 +59,11 @@ class ErasureRegister:
             entries[key] = max(when, entries.get(key, when))
         return ErasureRegister(entries)
 
+    def newer_than(self, earlier: ErasureRegister) -> ErasureRegister:
+        """The erasures recorded since ``earlier`` was read: users not in it, or erased again after it."""
+        return ErasureRegister({key: when for key, when in self.entries.items()
+                                if key not in earlier.entries or when > earlier.entries[key]})
+
     def erased_at(self, user_id: str | bytes) -> datetime | None:
         """When ``user_id`` (or its UTF-8 bytes) was last erased; None: never."""
         return self.entries.get(pseudonym(user_id)) if self.entries else None

@@ -28,6 +28,7 @@ import polars as pl
 from notify_core.atomic import atomic_write
 from notify_core.clock import Clock, utcnow
 from notify_core.convergence import PartitionSource, converge, frame_digest
+from notify_core.erasure_queue import queue_erasure
 from notify_core.erasure_register import EVENT_TIME, ErasureRegister, erased_before
 from notify_core.errors import ValidationError
 from notify_core.ingest.validation import LIST_SEPARATOR, ROW_COLUMN, Validated, prepare, validate
@@ -57,6 +58,7 @@ class IngestReport:
     rows_read: int = 0
     rows_valid: int = 0
     rows_erased: int = 0  # rows of erased users (the erasure register), dropped before validation
+    erasures_requeued: int = 0  # users erased while this run was under way, queued for the sweep again
     bad_rows: list[BadRow] = field(default_factory=list)
     file_errors: dict[str, str] = field(default_factory=dict)
     lake_inserted: int = 0
@@ -77,6 +79,7 @@ class IngestReport:
             "lake_unchanged": self.lake_unchanged, "partitions_written": len(self.partitions_written),
             "store_inserted": self.store.inserted, "store_updated": self.store.updated,
             "store_unchanged": self.store.unchanged, "store_deleted": self.store.deleted,
+            "erasures_requeued": self.erasures_requeued,
         }
 
 
@@ -177,8 +180,33 @@ def ingest_dataset(
     report.store = converge(store, dataset, _partition_sources(plan, columns), stale=_stale_keys(dataset, plan),
                             force=full_store_sync)
     report.partitions_written = lake.commit(plan)
+    if "user_id" in SCHEMAS[dataset]:
+        report.erasures_requeued = _requeue_raced_erasures(store, dataset, plan, register)
     log.info("ingested", extra={"dataset": dataset, **report.as_metadata()})
     return report
+
+
+def _requeue_raced_erasures(store: Store, dataset: str, plan: MergePlan, register: ErasureRegister) -> int:
+    """Put back on the erasure queue the users erased while this run was between its plan and its commit.
+
+    Why: the plan read the lake (and the register) before such an erasure rewrote the lake and cleared the
+    Store, and ``converge`` and ``commit`` then wrote the user's rows back into both (reproduced: session
+    34). An erasure records the register before it touches anything, so this read, after the commit, sees
+    every erasure the commit can have undone, on any backend and without a lock; the sweep (the
+    ``erasure_sweep`` job, ``notify users sweep-erasures``) then erases those users again. How many.
+    """
+    late = erased_before(store).newer_than(register)
+    if not late:
+        return 0
+    users = [u for u in plan.merged["user_id"].drop_nulls().unique().to_list() if late.erased_at(u) is not None]
+    for user in users:
+        erased_at = late.erased_at(user)
+        assert erased_at is not None
+        queue_erasure(store, user, erased_at=erased_at)
+    if users:  # by count only: the ids are the erased users'
+        log.warning("users erased during this ingestion queued for the erasure sweep again",
+                    extra={"dataset": dataset, "users": len(users)})
+    return len(users)
 
 
 def _nothing(dataset: str) -> Validated:

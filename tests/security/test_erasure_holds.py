@@ -525,3 +525,42 @@ def test_an_erasure_that_dies_half_way_is_not_undone_by_the_next_run(
         _assert_store_and_lake_agree(store, lake)
     finally:
         store.close()
+
+
+def test_an_erasure_while_an_ingestion_is_under_way_is_not_undone(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The erasure lands between the ingestion's plan (it read the lake with the user in it) and its commit:
+    the run writes the user's rows back into the Store and the lake, then queues the user for the sweep
+    again, and the sweep erases them. On the old code the user stayed in the lake, queued nowhere."""
+    from notify_core import erasure_queue
+    from notify_core.erasure import sweep_erasures
+    from notify_core.ingest import batch
+
+    source = write_retail(tmp_path / "retail.parquet")
+    settings, store, lake = _setup(tmp_path)
+    try:
+        prepare_demo_landing(source=source, landing=settings.landing, seed=1)
+        _ingest(settings, store, lake)
+        extra = lake.read("users").filter(pl.col("user_id") == OTHER).with_columns(user_id=pl.lit("300"))
+        extra.write_parquet(settings.landing / "users" / "late-signup.parquet")  # the next run has a change
+        real_converge = batch.converge
+
+        def erased_meanwhile(*args: Any, **kwargs: Any) -> Any:
+            erase_user(VICTIM, store=store, file_roots=[settings.data_dir])  # `notify users delete`, elsewhere
+            return real_converge(*args, **kwargs)
+
+        monkeypatch.setattr(batch, "converge", erased_meanwhile)
+        report = ingest_dataset("users", landing=settings.landing, lake=lake, store=store,
+                                quarantine=settings.quarantine_root)
+        monkeypatch.setattr(batch, "converge", real_converge)
+        assert VICTIM in _user_ids(lake.read("users"))  # what the run wrote back, before the sweep
+        sweep_erasures(store, file_roots=[settings.data_dir])  # the erasure_sweep job, on the queue
+        assert _user_ids(lake.read("users")) == {OTHER, "300"}
+        assert store.table(tables.USERS).get(VICTIM, tables.PROFILE_SK) is None
+        assert erasure_queue.queued_erasures(store) == {}
+        assert report.erasures_requeued == 1
+        again = ingest_dataset("users", landing=settings.landing, lake=lake, store=store,
+                               quarantine=settings.quarantine_root)
+        assert again.erasures_requeued == 0 and VICTIM not in _user_ids(lake.read("users"))
+    finally:
+        store.close()
