@@ -45,13 +45,12 @@ def rewriting(path: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _same_file(fd: int, path: Path) -> bool:
+def _identity(path: Path) -> tuple[int, int] | None:
     try:
         at_path = os.stat(path)
     except FileNotFoundError:
-        return False
-    mine = os.fstat(fd)
-    return (mine.st_dev, mine.st_ino) == (at_path.st_dev, at_path.st_ino)
+        return None
+    return at_path.st_dev, at_path.st_ino
 
 
 class LineFile:
@@ -60,11 +59,13 @@ class LineFile:
     def __init__(self, path: Path, *, mode: int) -> None:
         self.path = path
         self._mode = mode
-        self._fd = self._open()
+        self._fd, self._opened = self._open()
 
-    def _open(self) -> int:
+    def _open(self) -> tuple[int, tuple[int, int]]:
+        """The file at the path, opened, and its identity (an open file's never changes: read once)."""
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, self._mode)
         try:
+            mine = os.fstat(fd)
             fcntl.flock(fd, fcntl.LOCK_EX)
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -73,7 +74,7 @@ class LineFile:
         except BaseException:
             os.close(fd)
             raise
-        return fd
+        return fd, (mine.st_dev, mine.st_ino)
 
     def append(self, line: bytes, *, fsync: bool = False) -> None:
         """Append ``line`` (ending in a newline) under the file's lock; with ``fsync``, synced to disk.
@@ -82,7 +83,7 @@ class LineFile:
             fd = self._fd
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                if _same_file(fd, self.path):
+                if _identity(self.path) == self._opened:
                     view = memoryview(line)
                     while view:
                         view = view[os.write(fd, view):]
@@ -91,7 +92,7 @@ class LineFile:
                     return
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
-            self._fd = self._open()  # renamed over (a rewrite) or removed: the file now at the path
+            self._fd, self._opened = self._open()  # renamed over (a rewrite) or removed: the file at the path
             os.close(fd)
 
     def close(self) -> None:
