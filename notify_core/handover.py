@@ -20,12 +20,13 @@ What crosses is personal data (events, plans): the folder is 0700 and every file
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import BinaryIO
+
+from notify_core.security.files import FILE_MODE
 
 _SHM = Path("/dev/shm")
 
@@ -52,7 +53,7 @@ def sweep_orphans(prefix: str) -> int:
                 if folder.is_dir():
                     shutil.rmtree(folder, ignore_errors=True)
                 else:  # a file: a SharedMemory block of the decoder before this module, named the same way
-                    remove(folder)
+                    folder.unlink(missing_ok=True)
                 removed += 1
             except (ValueError, OSError):
                 continue
@@ -61,7 +62,7 @@ def sweep_orphans(prefix: str) -> int:
 
 def create_private(path: Path) -> BinaryIO:
     """A new file (never an existing one) that only this user can read, open for writing."""
-    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE), "wb")
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -74,18 +75,12 @@ def read(path: Path) -> bytes:
         return fh.read()
 
 
-def remove(path: Path) -> None:
-    """Remove a file; one already gone (a sweep or the other side got there first) is fine."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
 def take(path: Path) -> bytes:
     """Read a file and remove it (the reader owns what was handed to it), even when the read fails."""
     try:
         return read(path)
     finally:
-        remove(path)
+        path.unlink(missing_ok=True)
 
 
 class HandoverDir:
@@ -102,7 +97,7 @@ class HandoverDir:
         """Remove the files left in the folder (a worker that died mid-call); how many."""
         removed = 0
         for path in self.path.iterdir() if self.path.is_dir() else ():
-            remove(path)
+            path.unlink(missing_ok=True)
             removed += 1
         return removed
 

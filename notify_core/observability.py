@@ -78,10 +78,8 @@ class LineFileHandler(logging.Handler):
         self._file = LineFile(path, mode=FILE_MODE)
 
     def emit(self, record: logging.LogRecord) -> None:
-        try:
-            line = (self.format(record) + "\n").encode("utf-8", errors="replace")
-            with self.lock or contextlib.nullcontext():
-                self._file.append(line)
+        try:  # under the handler's lock already (``Handler.handle``)
+            self._file.append((self.format(record) + "\n").encode("utf-8", errors="replace"))
         except Exception:
             self.handleError(record)
 

@@ -134,21 +134,21 @@ class DecodeProcess:
                 inner = self._pool.submit(_run_shared, str(request), str(result))
                 break
             except (BrokenProcessPool, RuntimeError):
-                handover.remove(request)  # (the restart clears the folder too)
+                request.unlink(missing_ok=True)  # (the restart clears the folder too)
                 if attempt == 2:
                     raise
                 self.restart()
 
         def done(finished: Future[str]) -> None:  # on the pool's thread; ``out`` always ends
             try:
-                handover.remove(request)
+                request.unlink(missing_ok=True)
                 if finished.cancelled():
-                    handover.remove(result)
+                    result.unlink(missing_ok=True)
                     out.cancel()
                     return
                 error = finished.exception()
                 if error is not None:
-                    handover.remove(result)  # a worker that died after writing it
+                    result.unlink(missing_ok=True)  # a worker that died after writing it
                     if not out.cancelled():
                         out.set_exception(error)
                     return
