@@ -60,6 +60,10 @@ class _Minute:
     done: bool = False
     recheck_at: float = 0.0
     scanning: bool = False
+    # Other workers' claims the last scan saw running, looked at again by key at ``held_at`` while the queue
+    # is still busy (:meth:`Claims._recheck_held`): the full rescan waits for the queue to drain.
+    held: set[tuple[str, str]] = field(default_factory=set)
+    held_at: float = math.inf
 
 
 class Claims:
@@ -150,6 +154,9 @@ class Claims:
                 if not m.loaded or (not m.queue and now >= m.recheck_at):
                     m.scanning = True
                     self._scans.append(self._maintenance.submit(self._scan, m))
+                elif m.held and now >= m.held_at:
+                    m.scanning = True
+                    self._scans.append(self._maintenance.submit(self._recheck_held, m))
 
     @property
     def scanning(self) -> bool:
@@ -186,8 +193,8 @@ class Claims:
                 elif status == CLAIMED:
                     lease = float(it.get("lease_until") or 0)
                     if lease <= now:
-                        work.append(_Work(it["pk"], it["sk"], "reclaim", lease, it))
-                    elif self.options.heartbeat_s > 0 and it.get("worker") != self.worker_id:
+                        work.append(_Work(it["pk"], it["sk"], "reclaim", _send_ts(it), it))
+                    elif it.get("worker") != self.worker_id:
                         held.append(it)
                     else:
                         open_items += 1
@@ -201,13 +208,11 @@ class Claims:
                         recheck = min(recheck, due)
                 elif status in (SENT, DEAD_LETTERED, SUPPRESSED):
                     finished.append(it)
-            dead = self._dead_workers({str(it.get("worker")) for it in held}, now)
-            for it in held:
-                if str(it.get("worker")) in dead:  # its worker stopped beating: take it over now
-                    work.append(_Work(it["pk"], it["sk"], "reclaim", now, it))
-                else:  # look again within a heartbeat: that worker may die with it
-                    open_items += 1
-                    recheck = min(recheck, float(it.get("lease_until") or 0), now + self.options.heartbeat_s)
+            taken, still_held, held_at = self._take_over(held, now)
+            work += taken
+            if still_held:  # look again within a heartbeat: that worker may die with them
+                open_items += 1
+                recheck = min(recheck, held_at)
             passed = now >= minute.start + 60
             repaired = 0
             if passed and finished:
@@ -216,7 +221,9 @@ class Claims:
                 if settles is not None:  # outcomes another flush may still write: the minute stays open
                     open_items += 1
                     recheck = min(recheck, settles)
-            work.sort(key=lambda w: w.due_at)
+            # By send time; among sends due at once, a killed worker's claims (its sends in flight) first: the
+            # 100k kill loop's 100k due at one second put them behind the rest of the minute (~60 s late).
+            work.sort(key=lambda w: (w.due_at, w.kind != "reclaim"))
             mark_done = passed and not work and not open_items
             if mark_done:
                 with self._write_lock:
@@ -224,6 +231,7 @@ class Claims:
                                              "items": len(items), "ttl": int(now + 7 * 86400)}])
             with self._lock:
                 minute.queue.extend(work)
+                minute.held, minute.held_at = {(it["pk"], it["sk"]) for it in still_held}, held_at
                 minute.loaded = True
                 minute.done = mark_done
                 # open claims: look again when the first lease expires; a current minute: once it has passed
@@ -231,6 +239,46 @@ class Claims:
                 minute.recheck_at = recheck if open_items else (now if passed else minute.start + 60)
                 self.totals.repaired += repaired
                 self.totals.minutes_done += int(mark_done)
+        finally:
+            minute.scanning = False
+            self.wake.set()
+
+    def _take_over(self, held: list[Item], now: float) -> tuple[list[_Work], list[Item], float]:
+        """Of other workers' running claims: the work of re-claiming those whose worker stopped beating, the
+        claims still held, and when to look at those again (their lease's end, or within a heartbeat)."""
+        beating = self.options.heartbeat_s > 0
+        dead = self._dead_workers({str(it.get("worker")) for it in held}, now) if beating else set()
+        work: list[_Work] = []
+        still: list[Item] = []
+        at = math.inf
+        for it in held:
+            if str(it.get("worker")) in dead:  # its worker stopped beating: take it over now
+                work.append(_Work(it["pk"], it["sk"], "reclaim", _send_ts(it), it))
+            else:
+                still.append(it)
+                lease = float(it.get("lease_until") or 0)
+                at = min(at, lease, now + self.options.heartbeat_s) if beating else min(at, lease)
+        return work, still, at
+
+    def _recheck_held(self, minute: _Minute) -> None:
+        """Look again, by key, at the other workers' claims a scan of this minute saw running, while its queue
+        is still busy: a worker killed mid-minute has its claims (its sends in flight and a batch claimed
+        ahead) taken over within a heartbeat, not once this worker has drained the minute. In the 100k kill
+        loop that drain took ~60 s: those notifications were a minute late, and their resend came from a
+        worker started after the killed one's successor."""
+        try:
+            with self._lock:
+                keys = sorted(minute.held)
+            items = self._schedules.batch_get(keys, consistent=True)
+            now = self.clock.now()
+            claimed = [it for it in items if it.get("status") == CLAIMED and it.get("worker") != self.worker_id]
+            expired = [it for it in claimed if float(it.get("lease_until") or 0) <= now]
+            taken, still, at = self._take_over([it for it in claimed if float(it.get("lease_until") or 0) > now], now)
+            work = sorted([_Work(it["pk"], it["sk"], "reclaim", _send_ts(it), it) for it in expired] + taken,
+                          key=lambda w: w.due_at)
+            with self._lock:
+                minute.queue.extendleft(reversed(work))  # overdue since their first claim: ahead of the queue
+                minute.held, minute.held_at = {(it["pk"], it["sk"]) for it in still}, at
         finally:
             minute.scanning = False
             self.wake.set()
@@ -329,7 +377,7 @@ class Claims:
             summary.lost_claims += len(work)
             return []
         summary.lost_claims += sum(1 for i in items if i is None)
-        self._recheck_soon({w.pk.rsplit("#", 1)[0] for w, i in zip(work, items, strict=True) if i is None}, now)
+        self._recheck_soon([(w.pk, w.sk) for w, i in zip(work, items, strict=True) if i is None], now)
         claimed = [_Claim(w, i, t, a) for w, i, t, a in zip(work, items, tokens, attempts, strict=True)
                    if i is not None]
         try:
@@ -342,16 +390,20 @@ class Claims:
             summary.lost_claims += len(claimed)
             return []
 
-    def _recheck_soon(self, minute_keys: set[str], now: float) -> None:
-        """Minutes where another worker won claims: re-scan them within a heartbeat, to take over its
-        claims if it dies (a scan that saw them all pending would otherwise wait for the minute's end)."""
-        if not minute_keys or self.options.heartbeat_s <= 0:
+    def _recheck_soon(self, lost: list[tuple[str, str]], now: float) -> None:
+        """Items another worker claimed first: look at them again within a heartbeat, to take over its claims
+        if it dies (a scan that saw them all pending would otherwise wait for the minute's end), by key while
+        their minute's queue is busy and with the minute's rescan once it has drained."""
+        if not lost or self.options.heartbeat_s <= 0:
             return
+        at = now + self.options.heartbeat_s
         with self._lock:
-            for key in minute_keys:
-                minute = self._minutes.get(key)
+            for pk, sk in lost:
+                minute = self._minutes.get(pk.rsplit("#", 1)[0])
                 if minute is not None and not minute.done:
-                    minute.recheck_at = min(minute.recheck_at, now + self.options.heartbeat_s)
+                    minute.recheck_at = min(minute.recheck_at, at)
+                    minute.held.add((pk, sk))
+                    minute.held_at = min(minute.held_at, at)
 
     def _drop_duplicates(self, claimed: list[_Claim], now: float, summary: PassSummary) -> list[_Claim]:
         """Take the 24-hour dedupe record of every claimed notification in one batched write; a second

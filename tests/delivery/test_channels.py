@@ -11,7 +11,9 @@ import pytest
 from moto import mock_aws
 
 from notify_core.clock import ManualClock
+from notify_core.delivery import channels
 from notify_core.delivery.channels import (
+    ALREADY_IN_OUTBOX,
     Message,
     OutboxChannel,
     Outcome,
@@ -58,6 +60,44 @@ def test_a_restarted_outbox_ends_a_torn_line_so_the_next_send_is_readable(tmp_pa
     lines = path.read_bytes().split(b"\n")
     assert lines[1] == whole[: len(whole) // 2]  # the fragment is a line of its own, skipped by readers
     assert [json.loads(line)["idempotency_key"] for line in lines[2:] if line] == ["after-1", "after-2"]
+
+
+def test_a_restarted_outbox_answers_its_predecessors_sends_without_writing_them_again(
+        tmp_path: Path, clock: ManualClock) -> None:
+    """A worker killed between its send and the outcome's commit: the restarted one re-claims the send and
+    sends it again. The outbox already holds it, so it answers DELIVERED and writes nothing; a send that a
+    kill tore is not in the outbox (readers skip it), so it is written again."""
+    path = tmp_path / "out.jsonl"
+    killed = OutboxChannel(path, clock=clock)
+    assert killed.send(MSG, idempotency_key="written, not recorded").ok
+    killed.close()
+    with path.open("ab") as handle:
+        handle.write(b'{"idempotency_key":"torn","sent_at":17964031')
+    restarted = OutboxChannel(path, clock=clock)
+    again = restarted.send(MSG, idempotency_key="written, not recorded")
+    assert again.ok and again.detail == ALREADY_IN_OUTBOX
+    assert restarted.send(MSG, idempotency_key="torn").detail != ALREADY_IN_OUTBOX
+    assert restarted.send(MSG, idempotency_key="new").detail != ALREADY_IN_OUTBOX
+    restarted.close()
+    assert [r["idempotency_key"] for r in read_outbox(path)] == ["written, not recorded", "torn", "new"]
+
+
+def test_the_outbox_reads_only_its_recent_end_for_a_predecessors_sends(
+        tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opening a large outbox reads its last window only, and the window's first line, maybe cut, is not
+    taken for a record: an older send is written again (a duplicate readers dedupe), never dropped."""
+    path = tmp_path / "out.jsonl"
+    first = OutboxChannel(path, clock=clock)
+    for key in ("old", "recent"):
+        assert first.send(MSG, idempotency_key=key).ok
+    first.close()
+    line_bytes = path.stat().st_size // 2
+    monkeypatch.setattr(channels, "_RECENT_BYTES", line_bytes + line_bytes // 2)  # "old" cut in half
+    restarted = OutboxChannel(path, clock=clock)
+    assert restarted.send(MSG, idempotency_key="old").detail != ALREADY_IN_OUTBOX
+    assert restarted.send(MSG, idempotency_key="recent").detail == ALREADY_IN_OUTBOX
+    restarted.close()
+    assert [r["idempotency_key"] for r in read_outbox(path)] == ["old", "recent", "old"]
 
 
 def test_the_reader_keeps_a_record_glued_behind_another_writers_torn_line(tmp_path: Path, clock: ManualClock) -> None:

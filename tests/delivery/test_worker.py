@@ -10,6 +10,7 @@ from pathlib import Path
 from lambdas import deliver_notifications
 from notify_core.delivery import DeliveryWorker, ManualClock, OutboxChannel, WebhookChannel, WorkerOptions, read_outbox
 from notify_core.delivery.channels import Outcome
+from notify_core.delivery.claims import HEARTBEAT_PK
 from notify_core.delivery.feedback import campaign_stats
 from notify_core.delivery.synthetic import seed_due
 from notify_core.store import tables
@@ -174,6 +175,52 @@ def test_an_expired_lease_is_reclaimed_and_an_active_one_is_not(store: SqliteSto
     second = worker.run_until_idle(linger_until=clock.now() + 15)  # after b's lease expires
     worker.close()
     assert (second.delivered, second.reclaimed) == (1, 1) and _statuses(store) == {"sent": 2}
+
+
+def test_a_killed_workers_expired_claims_are_sent_before_the_rest_of_the_minute(
+        store: SqliteStore, clock: ManualClock) -> None:
+    """Claims whose lease ran out are as due as when they were first claimed: they go ahead of the minute's
+    sends due at the same time, not behind them all (the 100k kill loop: ~60 s late)."""
+    items = seed_due(store, n=40, start=minute_start(clock.now()))
+    clock.advance(10)  # the killed worker claimed them at their send time; their leases ran out since
+    expired = items[30:32]
+    for it in expired:
+        store.table(tables.SCHEDULES).update(
+            it["pk"], it["sk"], set={"status": "claimed", "claim_token": "killed", "attempt": 1,
+                                     "lease_until": clock.now() - 1, "worker": "killed"},
+            condition=Condition.matches(status="pending"))
+    channel = ScriptedChannel()
+    worker = DeliveryWorker(store, channel, public_base_url="http://t", clock=clock,
+                            options=WorkerOptions(concurrency=2, max_batch=5, lookback_minutes=3, prefetch_s=0.0))
+    first = worker.run_pass()
+    worker.close()
+    assert (first.delivered, first.reclaimed) == (5, 2)
+    assert {it["notification_id"] for it in expired} <= {c[0] for c in channel.calls}
+
+
+def test_a_dead_workers_claims_are_taken_over_while_the_minute_is_still_busy(
+        store: SqliteStore, clock: ManualClock) -> None:
+    """A worker killed mid-minute leaves claims with leases still running. Its heartbeat stops, and the
+    claims are taken over within a heartbeat even though the minute's queue still holds most of its sends:
+    the 100k kill loop found them taken over only once the minute had drained (~60 s late), by a later worker."""
+    items = seed_due(store, n=60, start=minute_start(clock.now()))
+    table = store.table(tables.SCHEDULES)
+    victims = items[:3]
+    for it in victims:
+        table.update(it["pk"], it["sk"], set={"status": "claimed", "claim_token": "killed", "attempt": 1,
+                                              "lease_until": clock.now() + 300, "worker": "killed"},
+                     condition=Condition.matches(status="pending"))
+    store.table(tables.DELIVERY_CURSOR).put({"pk": HEARTBEAT_PK, "sk": "killed", "alive_until": clock.now() + 2})
+    channel = ScriptedChannel()
+    worker = DeliveryWorker(store, channel, public_base_url="http://t", clock=clock,
+                            options=WorkerOptions(concurrency=2, max_batch=5, lookback_minutes=3, prefetch_s=0.0))
+    first = worker.run_pass()  # scans the minute: the victim's claims are running, its heartbeat fresh
+    assert (first.delivered, first.reclaimed) == (5, 0)
+    clock.advance(5)  # the heartbeat has run out; the leases have not
+    second = worker.run_pass()
+    worker.close()
+    assert (second.delivered, second.reclaimed) == (5, 3)  # taken over first, with 52 still queued
+    assert {it["notification_id"] for it in victims} <= {c[0] for c in channel.calls[5:]}
 
 
 def test_lambda_handler_runs_one_pass_for_an_eventbridge_scheduled_event(
