@@ -118,7 +118,7 @@ class Channel(Protocol):
 # parse, a record starting further in is a whole one glued to a torn line (see :func:`read_outbox`).
 _RECORD_START = b'{"idempotency_key":'
 # How much of its end a newly opened outbox reads for the sends a killed predecessor wrote but did not record:
-# those are its last few lines (at most one a sender), and 1 MiB holds ~2,400 of them (~420 bytes a line).
+# those are its last few lines (at most one a sender), and 1 MiB holds ~1,300 of the kill loop's 790-byte ones.
 _RECENT_BYTES = 1 << 20
 ALREADY_IN_OUTBOX = "already in the outbox (written before a restart)"
 
@@ -140,7 +140,8 @@ class OutboxChannel:
 
     A restarted worker does not write again what its killed predecessor wrote: a send is written, then its
     outcome committed, so a ``kill -9`` between the two leaves lines whose sends the Store still holds as
-    claimed, and they are re-claimed and sent again once the lease runs out. The channel reads the keys of
+    claimed, and they are re-claimed and sent again once the worker's heartbeat or the lease runs out (within
+    seconds: :meth:`~notify_core.delivery.claims.Claims._recheck_held`). The channel reads the keys of
     the whole records in the file's last :data:`_RECENT_BYTES` when it opens, and answers a send of one of
     them ``DELIVERED`` ("already in the outbox") without writing it: the outbox is the receiver, and it
     dedupes on the idempotency key as a webhook receiver does. The 100k kill loop counted 4-10 duplicate
@@ -222,16 +223,13 @@ def _recent_keys(path: Path) -> frozenset[str]:
     maybe partial, line of the window skipped)."""
     try:
         with path.open("rb") as handle:
-            size = handle.seek(0, 2)
-            start = max(0, size - _RECENT_BYTES)
+            start = max(0, handle.seek(0, 2) - _RECENT_BYTES)
             handle.seek(start)
-            window = handle.read()
+            if start:
+                handle.readline()
+            keys = [row.get("idempotency_key") for row in map(_record, handle) if row is not None]
     except FileNotFoundError:
         return frozenset()
-    lines = window.splitlines(keepends=True)
-    if start > 0 and lines:
-        lines = lines[1:]
-    keys = (row.get("idempotency_key") for row in map(_record, lines) if row is not None)
     return frozenset(k for k in keys if isinstance(k, str))
 
 

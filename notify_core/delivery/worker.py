@@ -17,7 +17,9 @@ How one notification goes through (the schedule item in ``schedules`` is the sou
    A worker that loops (``run_forever``) also writes a heartbeat every ``heartbeat_s`` (``delivery_cursor``
    pk ``"worker"``, sk its id, ``alive_until``); a claim whose worker's heartbeat is older than
    ``liveness_s`` is re-claimed at once, lease or not, so a ``kill -9`` costs seconds, not the lease. A
-   worker that lost claims to another one re-scans that minute every ``heartbeat_s`` until it is done.
+   re-claim goes ahead of the sends due with it, and another worker's claims (seen by a scan, or lost to it)
+   are looked at again by key every ``heartbeat_s`` while the minute's queue is busy, then with the
+   minute's rescan until it is done.
 3. **Dedupe.** ``dedupe`` put with ``Condition.absent()``, key = notification id, TTL 24 h, naming the
    schedule item that owns it. A second schedule item with the same id within 24 h (a re-plan that
    re-created it) is marked ``duplicate`` and not sent; the owner re-claiming after a crash passes.
