@@ -13,7 +13,9 @@ send after an erasure was missing). The agreement, kept here once:
 
 So a line is either in the file the rewriter read (and kept, unless it names the erased user) or appended
 to the new one. ``flock`` is per open file, so this holds between threads and between processes, and the
-kernel drops the lock of a killed holder.
+kernel drops the lock of a killed holder. Holding the lock, an appender also knows where the file ended
+before its line, so with ``others=True`` it shows what other processes appended since its own last line to
+the caller before it writes (the outbox learns another worker's sends from it, and writes none twice).
 
 A ``kill -9`` can also tear a line: Linux stops a ``write`` between two pages once the signal is pending,
 so a line that straddles a page boundary is left half written. Opening a :class:`LineFile` ends such a
@@ -25,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -53,16 +55,21 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return at_path.st_dev, at_path.st_ino
 
 
+# The most of other processes' appends one append hands back (their last lines; see LineFile.append).
+OTHERS_MAX_BYTES = 8 << 20
+
+
 class LineFile:
     """Append whole lines to ``path`` (created with ``mode``), always to the file now at the path."""
 
-    def __init__(self, path: Path, *, mode: int) -> None:
+    def __init__(self, path: Path, *, mode: int, others: bool = False) -> None:
         self.path = path
         self._mode = mode
-        self._fd, self._opened = self._open()
+        self._others = others
+        self._fd, self._opened, self._end = self._open()
 
-    def _open(self) -> tuple[int, tuple[int, int]]:
-        """The file at the path, opened, and its identity (an open file's never changes: read once)."""
+    def _open(self) -> tuple[int, tuple[int, int], int]:
+        """The file at the path, opened, its identity (an open file's never changes: read once) and its end."""
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, self._mode)
         try:
             mine = os.fstat(fd)
@@ -70,29 +77,45 @@ class LineFile:
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 os.write(fd, b"\n")  # a torn line from a killed writer: the next one starts on its own line
+                size += 1
             fcntl.flock(fd, fcntl.LOCK_UN)
         except BaseException:
             os.close(fd)
             raise
-        return fd, (mine.st_dev, mine.st_ino)
+        return fd, (mine.st_dev, mine.st_ino), size
 
-    def append(self, line: bytes, *, fsync: bool = False) -> None:
+    def append(self, line: bytes, *, fsync: bool = False,
+               already: Callable[[bytes], bool] | None = None) -> bool:
         """Append ``line`` (ending in a newline) under the file's lock; with ``fsync``, synced to disk.
-        ``OSError`` as the system raised it (a full disk)."""
+        ``OSError`` as the system raised it (a full disk).
+
+        On a file opened with ``others``, ``already`` is called, holding the lock, with what other processes
+        appended since this one's last line (since it opened the file, the first time; at most the last
+        :data:`OTHERS_MAX_BYTES`, whose first line may be cut); when it says the line is among them, the line
+        is not appended and this returns False."""
         while True:
             fd = self._fd
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 if _identity(self.path) == self._opened:
+                    if self._others:
+                        start = os.lseek(fd, 0, os.SEEK_END)
+                        if start > self._end:
+                            skip = max(self._end, start - OTHERS_MAX_BYTES)
+                            others = os.pread(fd, start - skip, skip)
+                            self._end = start
+                            if already is not None and already(others):
+                                return False
+                        self._end = start + len(line)  # where this line ends: nobody else appends meanwhile
                     view = memoryview(line)
                     while view:
                         view = view[os.write(fd, view):]
                     if fsync:
                         os.fsync(fd)
-                    return
+                    return True
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
-            self._fd, self._opened = self._open()  # renamed over (a rewrite) or removed: the file at the path
+            self._fd, self._opened, self._end = self._open()  # renamed over (a rewrite) or removed: the new one
             os.close(fd)
 
     def close(self) -> None:

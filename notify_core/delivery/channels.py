@@ -24,6 +24,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import itertools
 import json
 import re
 import ssl
@@ -120,7 +121,8 @@ _RECORD_START = b'{"idempotency_key":'
 # How much of its end a newly opened outbox reads for the sends a killed predecessor wrote but did not record:
 # those are its last few lines (at most one a sender), and 1 MiB holds ~1,300 of the kill loop's 790-byte ones.
 _RECENT_BYTES = 1 << 20
-ALREADY_IN_OUTBOX = "already in the outbox (written before a restart)"
+_KEYS_KEPT = 100_000  # other processes' keys an outbox remembers (~10 MB)
+ALREADY_IN_OUTBOX = "already in the outbox (written by a killed predecessor or another worker)"
 
 
 class OutboxChannel:
@@ -145,9 +147,11 @@ class OutboxChannel:
     the whole records in the file's last :data:`_RECENT_BYTES` when it opens, and answers a send of one of
     them ``DELIVERED`` ("already in the outbox") without writing it: the outbox is the receiver, and it
     dedupes on the idempotency key as a webhook receiver does. The 100k kill loop counted 4-10 duplicate
-    lines from five kills before this. A worker that takes over from a killed one while both had the file
-    open still writes the victim's in-flight sends again (at most its sender count): readers dedupe on
-    ``idempotency_key``.
+    lines from five kills before this. Workers sharing one outbox learn each other's keys the same way: each
+    append, holding the file's lock, first reads what others appended since its own last line
+    (:meth:`LineFile.append`), so a survivor that takes over a killed worker's claims answers the sends the
+    victim wrote, even as its next line. The keys kept are the last :data:`_KEYS_KEPT`; a send older than
+    that is written again, a duplicate readers drop by its key.
     """
 
     name = "outbox"
@@ -157,8 +161,9 @@ class OutboxChannel:
         self.path = Path(path)
         self._clock = clock
         private_dir(self.path.parent)
-        self._file = LineFile(self.path, mode=FILE_MODE)
-        self._written_before = _recent_keys(self.path)  # after LineFile ended a torn line
+        self._file = LineFile(self.path, mode=FILE_MODE, others=True)
+        # keys written by other processes (a killed predecessor, another worker), oldest first
+        self._written_before = dict.fromkeys(_recent_keys(self.path))  # after LineFile ended a torn line
         self._lock = threading.Lock()
         self._fsync = fsync
         self._sealer = sealer
@@ -173,10 +178,24 @@ class OutboxChannel:
                           separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
         try:
             with self._lock:
-                self._file.append(line, fsync=self._fsync)
+                written = self._file.append(line, fsync=self._fsync,
+                                            already=lambda others: self._learn(others, idempotency_key))
         except OSError as exc:  # a full disk may clear; report it as retryable
             return SendResult(Outcome.RETRYABLE, detail=f"outbox write failed: {exc}")
-        return SendResult(Outcome.DELIVERED)
+        return SendResult(Outcome.DELIVERED, detail="" if written else ALREADY_IN_OUTBOX)
+
+    def _learn(self, others: bytes, key: str) -> bool:
+        """Keep the keys of the whole records other processes appended (the first line may be cut); whether
+        ``key`` is among the keys kept."""
+        known = self._written_before
+        for line in others.splitlines(keepends=True):
+            row = _record(line)
+            seen = row.get("idempotency_key") if row is not None else None
+            if isinstance(seen, str):
+                known[seen] = None
+        for stale in list(itertools.islice(known, max(0, len(known) - _KEYS_KEPT))):
+            del known[stale]
+        return key in known
 
     def close(self) -> None:
         with self._lock:

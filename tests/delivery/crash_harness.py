@@ -142,6 +142,7 @@ class TakeoverReport:
     kill_to_all_sent_s: float  # kill -9 of one worker -> every notification delivered by the survivor
     store_statuses: dict[str, int]
     stuck: int
+    answered_from_outbox: int = 0  # the victim's sends the survivor found in a shared outbox, not written again
 
 
 def _outbox_ids(path: Path) -> Counter[str]:
@@ -149,17 +150,21 @@ def _outbox_ids(path: Path) -> Counter[str]:
 
 
 def run_two_worker_takeover(data_dir: Path, *, n: int, kill_at: float = 0.3, lease_s: float = 30.0,
-                            concurrency: int = 4, timeout_s: float = 300.0) -> TakeoverReport:
+                            concurrency: int = 4, timeout_s: float = 300.0,
+                            shared_outbox: bool = False) -> TakeoverReport:
     """Two `notify worker` processes share ``n`` due notifications; one is killed (-9) once ``kill_at`` of
     them were delivered. The lease is long (30 s, the default): only the heartbeat can make the survivor
-    take the dead worker's claims over within seconds."""
+    take the dead worker's claims over within seconds. Each has its own outbox, or with ``shared_outbox``
+    both append to one."""
     store = SqliteStore(data_dir / "store.sqlite")
     start = datetime.fromtimestamp(int(time.time()) - 2, UTC)
     items = seed_due(store, n=n, start=start, campaigns=20)
     store.close()
-    boxes = [data_dir / "outbox-a.jsonl", data_dir / "outbox-b.jsonl"]
+    names = ("outbox.jsonl", "outbox.jsonl") if shared_outbox else ("outbox-a.jsonl", "outbox-b.jsonl")
+    workers = [data_dir / name for name in names]
+    boxes = sorted(set(workers))
     victim, survivor = (_start(data_dir, box, lease_s=lease_s, concurrency=concurrency, idle_exit=6.0)
-                        for box in boxes)
+                        for box in workers)
     deadline = time.perf_counter() + timeout_s
     try:
         while time.perf_counter() < deadline:
@@ -170,10 +175,10 @@ def run_two_worker_takeover(data_dir: Path, *, n: int, kill_at: float = 0.3, lea
         victim.kill()
         killed = time.perf_counter()
         victim.wait()
-        at_kill = len(set(_outbox_ids(boxes[0])) | set(_outbox_ids(boxes[1])))
+        at_kill = len(set().union(*map(_outbox_ids, boxes)))
         all_sent = math.inf
         while time.perf_counter() < deadline and survivor.poll() is None:
-            if len(set(_outbox_ids(boxes[0])) | set(_outbox_ids(boxes[1]))) >= n:
+            if len(set().union(*map(_outbox_ids, boxes))) >= n:
                 all_sent = time.perf_counter()
                 break
             time.sleep(0.05)
@@ -185,7 +190,7 @@ def run_two_worker_takeover(data_dir: Path, *, n: int, kill_at: float = 0.3, lea
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    keys = _outbox_ids(boxes[0]) + _outbox_ids(boxes[1])
+    keys = sum(map(_outbox_ids, boxes), Counter[str]())
     ids = {i["notification_id"] for i in items}
     store = SqliteStore(data_dir / "store.sqlite")
     final = list(store.table(tables.SCHEDULES).scan())
@@ -194,8 +199,9 @@ def run_two_worker_takeover(data_dir: Path, *, n: int, kill_at: float = 0.3, lea
     statuses = Counter(str(i["status"]) for i in final)
     held = int(totals.get("reclaimed", 0))
     delivered = len(ids & set(keys))
+    answered = sum(1 for i in final if i.get("detail") == ALREADY_IN_OUTBOX)
     return TakeoverReport(n, delivered, len(ids) - delivered, sum(c - 1 for c in keys.values()), at_kill, held,
-                          round(all_sent - killed, 2), dict(statuses), report["stuck"])
+                          round(all_sent - killed, 2), dict(statuses), report["stuck"], answered)
 
 
 if __name__ == "__main__":

@@ -100,6 +100,25 @@ def test_the_outbox_reads_only_its_recent_end_for_a_predecessors_sends(
     assert [r["idempotency_key"] for r in read_outbox(path)] == ["old", "recent", "old"]
 
 
+def test_workers_sharing_an_outbox_answer_each_others_sends(tmp_path: Path, clock: ManualClock) -> None:
+    """Two workers on one outbox, one killed after a send it had not recorded: the survivor takes the claim
+    over and sends it again. Holding the file's lock it reads what the victim appended since its own last
+    line, so it answers the victim's send without writing it, even as its very next send; a send it has not
+    seen is written."""
+    path = tmp_path / "out.jsonl"
+    victim, survivor = OutboxChannel(path, clock=clock), OutboxChannel(path, clock=clock)
+    assert survivor.send(MSG, idempotency_key="survivor's own").ok
+    assert victim.send(MSG, idempotency_key="victim's, not recorded").ok
+    victim.close()
+    again = survivor.send(MSG, idempotency_key="victim's, not recorded")
+    assert again.ok and again.detail == ALREADY_IN_OUTBOX
+    assert survivor.send(MSG, idempotency_key="survivor's next").detail != ALREADY_IN_OUTBOX
+    assert survivor.send(MSG, idempotency_key="victim's, not recorded").detail == ALREADY_IN_OUTBOX
+    survivor.close()
+    assert [r["idempotency_key"] for r in read_outbox(path)] == [
+        "survivor's own", "victim's, not recorded", "survivor's next"]
+
+
 def test_the_reader_keeps_a_record_glued_behind_another_writers_torn_line(tmp_path: Path, clock: ManualClock) -> None:
     """Two worker processes appending to one outbox: one is killed mid-line while the other keeps writing,
     so the live one's next record lands behind the fragment. The reader finds it at its record start."""

@@ -59,3 +59,17 @@ def test_two_workers_kill_one_survivor_takes_over_within_seconds(tmp_path: Path)
     # before the heartbeat, the lease and the minute's end (issue 13: 485 stuck).
     assert report.kill_to_all_sent_s < LEASE_S / 2
     assert report.duplicates <= 20  # only the victim's sends in flight at the kill
+
+
+def test_two_workers_on_one_outbox_kill_one_the_survivor_writes_none_of_its_sends_again(tmp_path: Path) -> None:
+    """As above, both workers appending to one outbox: the survivor takes over the victim's claims, and its
+    sends in flight too, which it finds among the lines the victim appended (OutboxChannel): 0 duplicates."""
+    for attempt, kill_at in enumerate((0.3, 0.4, 0.5)):
+        report = run_two_worker_takeover(tmp_path / str(attempt), n=5000, kill_at=kill_at, lease_s=LEASE_S,
+                                         timeout_s=240, shared_outbox=True)
+        print(f"\ntakeover, one outbox: {asdict(report)}")
+        assert report.lost == 0 and report.delivered == 5000 and report.duplicates == 0
+        assert report.store_statuses == {"sent": 5000} and report.stuck == 0
+        if report.held_by_dead > 0:
+            break
+    assert report.held_by_dead > 0
