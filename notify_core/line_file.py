@@ -55,7 +55,7 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return at_path.st_dev, at_path.st_ino
 
 
-# The most of other processes' appends one append hands back (their last lines; see LineFile.append).
+# The most of what other processes appended that one append reads (their last lines; see LineFile.append).
 OTHERS_MAX_BYTES = 8 << 20
 
 
