@@ -29,7 +29,7 @@ import json
 import re
 import ssl
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -188,11 +188,7 @@ class OutboxChannel:
         """Keep the keys of the whole records other processes appended (the first line may be cut); whether
         ``key`` is among the keys kept."""
         known = self._written_before
-        for line in others.splitlines(keepends=True):
-            row = _record(line)
-            seen = row.get("idempotency_key") if row is not None else None
-            if isinstance(seen, str):
-                known[seen] = None
+        known.update(dict.fromkeys(_keys(others.splitlines(keepends=True))))
         for stale in list(itertools.islice(known, max(0, len(known) - _KEYS_KEPT))):
             del known[stale]
         return key in known
@@ -246,10 +242,17 @@ def _recent_keys(path: Path) -> frozenset[str]:
             handle.seek(start)
             if start:
                 handle.readline()
-            keys = [row.get("idempotency_key") for row in map(_record, handle) if row is not None]
+            return frozenset(_keys(handle))
     except FileNotFoundError:
         return frozenset()
-    return frozenset(k for k in keys if isinstance(k, str))
+
+
+def _keys(lines: Iterable[bytes]) -> Iterator[str]:
+    """The idempotency keys of the whole records among outbox lines."""
+    for row in map(_record, lines):
+        key = row.get("idempotency_key") if row is not None else None
+        if isinstance(key, str):
+            yield key
 
 
 # ------------------------------------------------------------------------------------------------

@@ -244,19 +244,20 @@ class Claims:
             self.wake.set()
 
     def _take_over(self, held: list[Item], now: float) -> tuple[list[_Work], list[Item], float]:
-        """Of other workers' running claims: the work of re-claiming those whose worker stopped beating, the
-        claims still held, and when to look at those again (their lease's end, or within a heartbeat)."""
+        """Of other workers' claims: the work of re-claiming those whose lease ran out or whose worker stopped
+        beating, the claims still held, and when to look at those again (their lease's end, or within a
+        heartbeat)."""
         beating = self.options.heartbeat_s > 0
         dead = self._dead_workers({str(it.get("worker")) for it in held}, now) if beating else set()
         work: list[_Work] = []
         still: list[Item] = []
         at = math.inf
         for it in held:
-            if str(it.get("worker")) in dead:  # its worker stopped beating: take it over now
+            lease = float(it.get("lease_until") or 0)
+            if lease <= now or str(it.get("worker")) in dead:  # expired, or its worker stopped beating
                 work.append(_Work(it["pk"], it["sk"], "reclaim", _send_ts(it), it))
             else:
                 still.append(it)
-                lease = float(it.get("lease_until") or 0)
                 at = min(at, lease, now + self.options.heartbeat_s) if beating else min(at, lease)
         return work, still, at
 
@@ -272,12 +273,10 @@ class Claims:
             items = self._schedules.batch_get(keys, consistent=True)
             now = self.clock.now()
             claimed = [it for it in items if it.get("status") == CLAIMED and it.get("worker") != self.worker_id]
-            expired = [it for it in claimed if float(it.get("lease_until") or 0) <= now]
-            taken, still, at = self._take_over([it for it in claimed if float(it.get("lease_until") or 0) > now], now)
-            work = sorted([_Work(it["pk"], it["sk"], "reclaim", _send_ts(it), it) for it in expired] + taken,
-                          key=lambda w: w.due_at)
+            taken, still, at = self._take_over(claimed, now)
+            taken.sort(key=lambda w: w.due_at)
             with self._lock:
-                minute.queue.extendleft(reversed(work))  # overdue since their first claim: ahead of the queue
+                minute.queue.extendleft(reversed(taken))  # overdue since their first claim: ahead of the queue
                 minute.held, minute.held_at = {(it["pk"], it["sk"]) for it in still}, at
         finally:
             minute.scanning = False
