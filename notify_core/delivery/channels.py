@@ -188,7 +188,8 @@ class OutboxChannel:
         """Keep the keys of the whole records other processes appended (the first line may be cut); whether
         ``key`` is among the keys kept."""
         known = self._written_before
-        known.update(dict.fromkeys(_keys(others.splitlines(keepends=True))))
+        for seen in _keys(others.splitlines(keepends=True)):
+            known[seen] = None
         for stale in list(itertools.islice(known, max(0, len(known) - _KEYS_KEPT))):
             del known[stale]
         return key in known

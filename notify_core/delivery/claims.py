@@ -66,6 +66,15 @@ class _Minute:
     held_at: float = math.inf
 
 
+def _watch(minute: _Minute, still: list[Item], at: float, *, looked_at: set[tuple[str, str]]) -> None:
+    """After a look at ``minute``'s claims (caller holds the lock): watch those still held by another worker
+    from ``at``, and keep the claims lost to another worker while the look was under way (``_recheck_soon``
+    adds them; overwriting them would leave them to the minute's rescan)."""
+    added = minute.held - looked_at
+    minute.held = {(it["pk"], it["sk"]) for it in still} | added
+    minute.held_at = min(at, minute.held_at) if added else at
+
+
 class Claims:
     """The finding-and-claiming side of one worker (thread-safe; scans run on their own thread)."""
 
@@ -178,6 +187,8 @@ class Claims:
     def _scan(self, minute: _Minute) -> None:
         """Query the minute's shard partitions; queue what needs delivering; close the minute when all done."""
         try:
+            with self._lock:
+                watched = set(minute.held)
             items = [i for s in range(self.options.shards)
                      for i in self._schedules.query(tables.schedule_pk(minute.key, s), consistent=True)]
             now = self.clock.now()
@@ -231,7 +242,7 @@ class Claims:
                                              "items": len(items), "ttl": int(now + 7 * 86400)}])
             with self._lock:
                 minute.queue.extend(work)
-                minute.held, minute.held_at = {(it["pk"], it["sk"]) for it in still_held}, held_at
+                _watch(minute, still_held, held_at, looked_at=watched)
                 minute.loaded = True
                 minute.done = mark_done
                 # open claims: look again when the first lease expires; a current minute: once it has passed
@@ -269,15 +280,15 @@ class Claims:
         worker started after the killed one's successor."""
         try:
             with self._lock:
-                keys = sorted(minute.held)
-            items = self._schedules.batch_get(keys, consistent=True)
+                watched = set(minute.held)
+            items = self._schedules.batch_get(sorted(watched), consistent=True)
             now = self.clock.now()
             claimed = [it for it in items if it.get("status") == CLAIMED and it.get("worker") != self.worker_id]
             taken, still, at = self._take_over(claimed, now)
             taken.sort(key=lambda w: w.due_at)
             with self._lock:
                 minute.queue.extendleft(reversed(taken))  # overdue since their first claim: ahead of the queue
-                minute.held, minute.held_at = {(it["pk"], it["sk"]) for it in still}, at
+                _watch(minute, still, at, looked_at=watched)
         finally:
             minute.scanning = False
             self.wake.set()

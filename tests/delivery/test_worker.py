@@ -6,6 +6,9 @@ import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from lambdas import deliver_notifications
 from notify_core.delivery import DeliveryWorker, ManualClock, OutboxChannel, WebhookChannel, WorkerOptions, read_outbox
@@ -221,6 +224,35 @@ def test_a_dead_workers_claims_are_taken_over_while_the_minute_is_still_busy(
     worker.close()
     assert (second.delivered, second.reclaimed) == (5, 3)  # taken over first, with 52 still queued
     assert {it["notification_id"] for it in victims} <= {c[0] for c in channel.calls[5:]}
+
+
+def test_a_claim_lost_while_the_held_claims_are_looked_at_stays_watched(
+        store: SqliteStore, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A claim another worker wins while this one looks at the claims it watches (the look is on the
+    maintenance thread, claiming on the loop's) is still watched after that look, not left to the minute's
+    rescan once the queue has drained."""
+    items = seed_due(store, n=20, start=minute_start(clock.now()))
+    table = store.table(tables.SCHEDULES)
+    held, raced = items[0], items[1]
+    table.update(held["pk"], held["sk"], set={"status": "claimed", "claim_token": "other", "attempt": 1,
+                                              "lease_until": clock.now() + 300, "worker": "other"},
+                 condition=Condition.matches(status="pending"))
+    worker = DeliveryWorker(store, ScriptedChannel(), public_base_url="http://t", clock=clock,
+                            options=WorkerOptions(concurrency=2, max_batch=5, lookback_minutes=3, prefetch_s=0.0))
+    worker.run_pass()
+    claims = worker.claims
+    minute = next(m for m in claims._minutes.values() if m.held)
+    assert minute.held == {(held["pk"], held["sk"])}
+    looked_up = claims._schedules.batch_get
+
+    def batch_get_while_a_claim_is_lost(keys: Any, **kw: Any) -> Any:
+        claims._recheck_soon([(raced["pk"], raced["sk"])], clock.now())  # the loop lost it meanwhile
+        return looked_up(keys, **kw)
+
+    monkeypatch.setattr(claims._schedules, "batch_get", batch_get_while_a_claim_is_lost)
+    claims._recheck_held(minute)
+    worker.close()
+    assert minute.held == {(held["pk"], held["sk"]), (raced["pk"], raced["sk"])}
 
 
 def test_lambda_handler_runs_one_pass_for_an_eventbridge_scheduled_event(
