@@ -970,6 +970,12 @@ class EventConsumer:
                     pending.future.cancel()
         if self._gave_up is not None:  # given up inside a rebalance callback, which swallows what it raises
             raise self._gave_up
+        # Commits a group change deferred go in before the lag is read: a member stopped during a
+        # rebalance would otherwise report (and leave) everything it wrote since as lag.
+        unsettled = self._consumer.settle()
+        if unsettled:
+            log.warning("positions left uncommitted at stop: the next owner reads them again",
+                        extra={"partitions": unsettled})
         self._refresh_lag(force=True)
         log.info("consumer stopped", extra={"totals": vars(self.totals) | {"landing_file": None}})
         return self.totals

@@ -346,6 +346,10 @@ class LocalLogConsumer:
     def seek_to_beginning(self) -> None:
         self._positions = dict.fromkeys(self.topics, 0)
 
+    def settle(self, *, timeout: float | None = None) -> int:
+        """Nothing to wait for: one member at a time, and every commit is written before ``commit`` returns."""
+        return 0
+
     def close(self) -> None:
         """Release the group's lock (positions live in the log file, connections belong to the log)."""
         if self._lock_fd is not None:

@@ -142,7 +142,14 @@ class StreamConsumer(Protocol):
         """Read the subscribed topics again from offset 0 (committed positions move only on commit)."""
         ...
 
-    def close(self) -> None: ...
+    def settle(self, *, timeout: float | None = None) -> int:
+        """Commit the positions a group change deferred, waiting up to ``timeout`` s (``None``: the backend's
+        own bound) for it to end; returns how many partitions' positions are still not committed."""
+        ...
+
+    def close(self) -> None:
+        """Settle (see :meth:`settle`), then leave the group."""
+        ...
 
 
 @runtime_checkable

@@ -86,6 +86,9 @@ class _RebalancingMember:
     def seek_to_beginning(self) -> None:
         self.inner.seek_to_beginning()
 
+    def settle(self, *, timeout: float | None = None) -> int:
+        return self.inner.settle(timeout=timeout)
+
     def close(self) -> None:
         self.inner.close()
 

@@ -79,3 +79,49 @@ def test_the_revoke_of_close_itself_calls_nothing_that_can_block_and_drops_what_
         assert member._pending == {} and member._owned == set() and member.dropped_commits == 2
     finally:
         real.close()
+
+
+def test_a_member_closed_while_the_group_rebalances_commits_what_it_handled_once_the_group_settles(
+    kafka_bootstrap: str,
+) -> None:
+    """Its last commit refused by the rebalance a joining member starts, a member's close waits for the
+    group to let it through instead of dropping it: the member left behind owes nothing (its lag is 0)."""
+    import threading
+
+    from notify_core.events import CLICKSTREAM
+
+    stream = KafkaStream(bootstrap_servers=kafka_bootstrap,
+                         consumer_config={"session.timeout.ms": 3000, "heartbeat.interval.ms": 300})
+    n = 300
+    stream.produce_batch([Message(CLICKSTREAM, f"user-{i}".encode(), b"{}") for i in range(n)])
+    first = stream.consumer(group="settle", topics=[CLICKSTREAM])
+    records: list[object] = []
+    deadline = time.monotonic() + 30
+    while len(records) < n and time.monotonic() < deadline:
+        records += first.poll_batch(timeout=0.5)
+    assert len(records) == n
+    second = stream.consumer(group="settle", topics=[CLICKSTREAM])
+    done = threading.Event()
+    serving = threading.Thread(target=lambda: [second.poll_batch(timeout=0.1) for _ in iter(done.is_set, True)])
+    serving.start()  # the joining member serves its side of the rebalance on its own thread
+    try:
+        # one record's position at a time, until the rebalance refuses one
+        for record in records:
+            first.commit([record])  # type: ignore[list-item]
+            if first._pending:  # type: ignore[attr-defined]
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail("no commit was refused: the second member never started a rebalance")
+        first.commit(records)  # type: ignore[arg-type]  # all it handled, refused too: still rebalancing
+        assert first._pending  # type: ignore[attr-defined]
+        first.close()
+        assert first._pending == {}  # type: ignore[attr-defined]
+        done.set()
+        serving.join(30)
+        assert second.lag() == 0  # what first handled is the group's committed position: second owes nothing
+    finally:
+        done.set()
+        serving.join(30)
+        second.close()
+        stream.close()
