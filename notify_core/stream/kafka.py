@@ -447,14 +447,15 @@ class KafkaStreamConsumer:
         commits refused, and its close dropped them: the group's committed positions stayed behind what
         was persisted until a new owner committed them, and the last member to stop has none. Seen under
         load: 24,000 events persisted once each, 12,446 left uncommitted (tests/stream/test_groups.py).
-        Polling lets librdkafka finish the rebalance; records it hands over meanwhile are dropped unhandled
-        (not committed: their owner reads them). A partition taken from this member ends the wait for its
+        Polling lets librdkafka finish the rebalance; records it hands over meanwhile are not handed on,
+        and their partitions are rewound to them. A partition taken from this member ends the wait for its
         position. Bounded by ``timeout`` (default: two session timeouts, as a cooperative change is two
         rebalances). Returns how many partitions' positions are still not committed; never raises.
         """
         deadline = time.monotonic() + (self._settle_s if timeout is None else timeout)
         waited = False
         next_try = 0.0
+        unread: dict[tuple[str, int], int] = {}  # per partition, the first record polled here
         while True:
             now = time.monotonic()
             if now >= next_try:  # a refused commit is one round trip and one warning: not every poll
@@ -463,19 +464,39 @@ class KafkaStreamConsumer:
                     self._flush(only=None)
                 except BackendError as exc:
                     log.warning("Kafka commit while settling failed", extra={"error": str(exc)})
-                    return len(self._pending)
+                    break
             if not self._pending or now >= deadline:
                 break
             waited = True
             try:
-                self._consumer.poll(0.1)  # serves the rebalance; a record it returns is dropped, unhandled
+                message = self._consumer.poll(0.1)  # serves the rebalance
             except Exception as exc:  # the handle failed: nothing more can be committed through it
                 log.warning("Kafka poll while settling failed", extra={"error": str(exc)})
                 break
+            if message is not None and message.error() is None:  # not handled here: read again (below)
+                topic, partition, offset = message.topic(), message.partition(), message.offset()
+                if topic is not None and partition is not None and offset is not None:
+                    unread[topic, partition] = min(unread.get((topic, partition), offset), offset)
+        self._seek_back(unread)
         if waited:
             log.info("Kafka commits settled" if not self._pending else "Kafka commits left unsettled",
                      extra={"partitions_pending": len(self._pending)})
         return len(self._pending)
+
+    def _seek_back(self, unread: dict[tuple[str, int], int]) -> None:
+        """Rewind to records settle() polled and did not hand over, on the partitions still ours: a loop that
+        polls again after a settle (a ``run`` with ``max_records``, then another) reads them, not past them."""
+        from confluent_kafka import TopicPartition
+
+        if not unread:
+            return
+        try:
+            owned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+            for (topic, partition), offset in unread.items():
+                if (topic, partition) in owned:
+                    self._consumer.seek(TopicPartition(topic, partition, offset))
+        except Exception as exc:  # the handle is failing: a new owner reads from the committed position
+            log.warning("Kafka seek after settling failed", extra={"error": str(exc)})
 
     def close(self) -> None:
         """Settle what is pending (see :meth:`settle`), then leave the group: its partitions move at once."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,47 +83,98 @@ def test_the_revoke_of_close_itself_calls_nothing_that_can_block_and_drops_what_
         real.close()
 
 
+
+class _RefusedCommit:
+    """A member (``first``) that read ``n`` clickstream records, and a commit of them the group refused: a
+    second member joined the group (reading another topic, so no partition moves and no revoke commits
+    or drops anything) and serves its side of the rebalance on its own thread until :meth:`stop`."""
+
+    def __init__(self, stream: KafkaStream, group: str, n: int) -> None:
+        from notify_core.events import CLICKSTREAM, PURCHASE_HISTORY
+
+        self.topic = CLICKSTREAM
+        self.first = stream.consumer(group=group, topics=[CLICKSTREAM])
+        stream.produce_batch([Message(CLICKSTREAM, f"old-{i}".encode(), b"{}") for i in range(n)])
+        self.handled: list[Any] = []
+        deadline = time.monotonic() + 30
+        while len(self.handled) < n and time.monotonic() < deadline:
+            self.handled += self.first.poll_batch(timeout=0.5)
+        assert len(self.handled) == n
+        self.second = stream.consumer(group=group, topics=[PURCHASE_HISTORY])
+        self._done = threading.Event()
+        self._serving = threading.Thread(target=self._serve)
+        self._serving.start()
+        for record in self.handled:  # one position at a time, until the rebalance refuses one
+            self.first.commit([record])
+            if self.first._pending:  # type: ignore[attr-defined]
+                break
+            time.sleep(0.01)
+        else:
+            self.stop()
+            pytest.fail("no commit was refused: the second member never started a rebalance")
+        self.first.commit(self.handled)  # all of them: refused too, the group still rebalancing
+        assert self.first._pending  # type: ignore[attr-defined]
+
+    def _serve(self) -> None:
+        while not self._done.is_set():
+            self.second.poll_batch(timeout=0.1)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._serving.join(30)
+
+
+def _committed_lag(bootstrap: str, group: str, topic: str) -> int:
+    """What the group has not committed of ``topic``, asked by a client that does not join the group."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    client = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        partitions = [TopicPartition(topic, p) for p in client.list_topics(topic, timeout=10).topics[topic].partitions]
+        committed = client.committed(partitions, timeout=10)
+        return sum(client.get_watermark_offsets(tp, timeout=10)[1] - max(tp.offset, 0) for tp in committed)
+    finally:
+        client.close()
+
+
 def test_a_member_closed_while_the_group_rebalances_commits_what_it_handled_once_the_group_settles(
     kafka_bootstrap: str,
 ) -> None:
     """Its last commit refused by the rebalance a joining member starts, a member's close waits for the
-    group to let it through instead of dropping it: the member left behind owes nothing (its lag is 0)."""
-    import threading
-
-    from notify_core.events import CLICKSTREAM
-
+    group to let it through instead of dropping it: the group owes nothing of what it handled."""
     stream = KafkaStream(bootstrap_servers=kafka_bootstrap,
                          consumer_config={"session.timeout.ms": 3000, "heartbeat.interval.ms": 300})
-    n = 300
-    stream.produce_batch([Message(CLICKSTREAM, f"user-{i}".encode(), b"{}") for i in range(n)])
-    first = stream.consumer(group="settle", topics=[CLICKSTREAM])
-    records: list[object] = []
-    deadline = time.monotonic() + 30
-    while len(records) < n and time.monotonic() < deadline:
-        records += first.poll_batch(timeout=0.5)
-    assert len(records) == n
-    second = stream.consumer(group="settle", topics=[CLICKSTREAM])
-    done = threading.Event()
-    serving = threading.Thread(target=lambda: [second.poll_batch(timeout=0.1) for _ in iter(done.is_set, True)])
-    serving.start()  # the joining member serves its side of the rebalance on its own thread
+    setup = _RefusedCommit(stream, "settle", 300)
     try:
-        # one record's position at a time, until the rebalance refuses one
-        for record in records:
-            first.commit([record])  # type: ignore[list-item]
-            if first._pending:  # type: ignore[attr-defined]
-                break
-            time.sleep(0.01)
-        else:
-            pytest.fail("no commit was refused: the second member never started a rebalance")
-        first.commit(records)  # type: ignore[arg-type]  # all it handled, refused too: still rebalancing
-        assert first._pending  # type: ignore[attr-defined]
-        first.close()
-        assert first._pending == {}  # type: ignore[attr-defined]
-        done.set()
-        serving.join(30)
-        assert second.lag() == 0  # what first handled is the group's committed position: second owes nothing
+        setup.first.close()
+        assert setup.first._pending == {}  # type: ignore[attr-defined]
+        assert _committed_lag(kafka_bootstrap, "settle", setup.topic) == 0
     finally:
-        done.set()
-        serving.join(30)
-        second.close()
+        setup.stop()
+        setup.second.close()
+        stream.close()
+
+
+def test_records_polled_while_settling_are_read_again_by_the_member(kafka_bootstrap: str) -> None:
+    """settle() polls only to let the rebalance finish: records it is handed meanwhile are not handled, so
+    the member rewinds to them, and its next polls read every record produced during the settle."""
+    stream = KafkaStream(bootstrap_servers=kafka_bootstrap,
+                         consumer_config={"session.timeout.ms": 3000, "heartbeat.interval.ms": 300})
+    setup = _RefusedCommit(stream, "settle-again", 100)
+    try:
+        new = {f"new-{i}".encode() for i in range(200)}
+        stream.produce_batch([Message(setup.topic, key, b"{}") for key in sorted(new)])
+        assert setup.first.settle(timeout=20) == 0
+        read: set[bytes | None] = set()
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < 3:
+            batch = setup.first.poll_batch(timeout=0.2)
+            if batch:
+                read |= {r.key for r in batch}
+                quiet_since = time.monotonic()
+        assert new <= read, f"{len(new - read)} records polled during the settle were never read again"
+    finally:
+        setup.stop()
+        setup.first.close()
+        setup.second.close()
         stream.close()
