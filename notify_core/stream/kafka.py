@@ -292,6 +292,7 @@ class KafkaStreamConsumer:
         self._owned: set[tuple[str, int]] = set()
         self._flushed_at = 0.0
         self._settle_s = 2 * int(config.get("session.timeout.ms", _LIBRDKAFKA_SESSION_TIMEOUT_MS)) / 1000
+        self._unsettled = False  # the last settle() ran out of time with positions still pending
         self._closing = False
         self.rebalances = 0
         self.dropped_commits = 0
@@ -478,6 +479,7 @@ class KafkaStreamConsumer:
                 if topic is not None and partition is not None and offset is not None:
                     unread[topic, partition] = min(unread.get((topic, partition), offset), offset)
         self._seek_back(unread)
+        self._unsettled = bool(self._pending)
         if waited:
             log.info("Kafka commits settled" if not self._pending else "Kafka commits left unsettled",
                      extra={"partitions_pending": len(self._pending)})
@@ -499,7 +501,10 @@ class KafkaStreamConsumer:
             log.warning("Kafka seek after settling failed", extra={"error": str(exc)})
 
     def close(self) -> None:
-        """Settle what is pending (see :meth:`settle`), then leave the group: its partitions move at once."""
-        self.settle()
+        """Settle what is pending (see :meth:`settle`), then leave the group: its partitions move at once.
+
+        After a settle that ran out of time (the loop's, at its stop), one more try and no second wait: a
+        stop stays within one bound."""
+        self.settle(timeout=0.0 if self._unsettled else None)
         self._closing = True
         self._consumer.close()

@@ -178,3 +178,50 @@ def test_records_polled_while_settling_are_read_again_by_the_member(kafka_bootst
         setup.first.close()
         setup.second.close()
         stream.close()
+
+
+class _RebalancingHandle:
+    """Stands for librdkafka's consumer in a group that never stops rebalancing: every commit refused."""
+
+    def __init__(self) -> None:
+        self.commits = 0
+        self.closed = False
+
+    def assignment(self) -> list[object]:
+        from confluent_kafka import TopicPartition
+
+        return [TopicPartition("notify_clickstream", 0)]
+
+    def commit(self, **_: object) -> None:
+        from confluent_kafka import KafkaError, KafkaException
+
+        self.commits += 1
+        raise KafkaException(KafkaError(KafkaError.REBALANCE_IN_PROGRESS))
+
+    def poll(self, timeout: float) -> None:
+        time.sleep(timeout)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_settle_that_runs_out_of_time_keeps_the_position_and_close_does_not_wait_again() -> None:
+    from notify_core.stream.kafka import KafkaStreamConsumer
+
+    member = KafkaStreamConsumer({"bootstrap.servers": "127.0.0.1:9", "group.id": "g",
+                                  "session.timeout.ms": 3000}, ["notify_clickstream"])
+    real, handle = member._consumer, _RebalancingHandle()
+    member._consumer = handle
+    try:
+        member._pending = {("notify_clickstream", 0): 41}
+        started = time.monotonic()
+        assert member.settle(timeout=0.6) == 1  # still pending: the group never let it through
+        waited = time.monotonic() - started
+        assert 0.5 <= waited < 3.0  # its own bound, not two session timeouts (6 s here)
+        assert 2 <= handle.commits <= 1 + waited / 0.5  # offered again every 0.5 s, not at every poll
+        assert member._pending == {("notify_clickstream", 0): 41}
+        commits, started = handle.commits, time.monotonic()
+        member.close()  # one more try, no second wait of two session timeouts (6 s here)
+        assert time.monotonic() - started < 3.0 and handle.commits == commits + 1 and handle.closed
+    finally:
+        real.close()
