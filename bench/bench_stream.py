@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from notify_core.settings import KAFKA_LINGER_MS
+
 ROOT = Path(__file__).resolve().parent.parent
 
 PRODUCER = r"""
@@ -40,8 +42,9 @@ backend, target, rate, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3]), f
 threads = int(sys.argv[5]) if len(sys.argv) > 5 else 1
 from bench.bench_stream import event_messages
 if backend == "kafka":
+    from notify_core.settings import KAFKA_LINGER_MS
     from notify_core.stream.kafka import KafkaStream
-    stream = KafkaStream(bootstrap_servers=target)
+    stream = KafkaStream(bootstrap_servers=target, linger_ms=int(sys.argv[6]) if len(sys.argv) > 6 else KAFKA_LINGER_MS)
 else:
     from notify_core.stream.local_log import LocalLog
     stream = LocalLog(target)
@@ -139,7 +142,7 @@ def _percentiles(values: np.ndarray) -> dict[str, float]:
 
 
 def stream_run(backend: str, *, rate: float, seconds: float, drain: float, producer_threads: int = 4,
-               decode_process: bool = True) -> dict[str, Any]:
+               decode_process: bool = True, linger_ms: int = KAFKA_LINGER_MS) -> dict[str, Any]:
     """One run: offer ``rate`` events/s for ``seconds``; persist with the real consumer; measure."""
     from notify_core.clock import SYSTEM_CLOCK
     from notify_core.events.consumer import EventConsumer, tune_gc_for_ingest
@@ -190,7 +193,7 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float, produ
         time.sleep(3.0 if backend == "kafka" else 0.5)
         started = time.time()
         producer = subprocess.Popen([sys.executable, "-c", PRODUCER, backend, target, str(rate), str(seconds),
-                                     str(producer_threads)],
+                                     str(producer_threads), str(linger_ms)],
                                     cwd=ROOT, stdout=subprocess.PIPE, text=True)
         # CPU of every process of the run while the producer offers (who burns the 2 cores: the producer,
         # the mock broker, the consumer, its decoding process): sampled from /proc, the last sample kept.
@@ -232,6 +235,7 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float, produ
             "produced": produced,
             "produced_per_s": round(produced / seconds),  # what the producer really offered on this box
             "producer_threads": producer_threads,
+            "kafka_linger_ms": linger_ms if backend == "kafka" else None,
             "decode_process": decode_process,
             "persisted": total,
             "persisted_within_window": window,
@@ -454,7 +458,7 @@ def drain_run(events: int, *, decode_process: bool = True) -> dict[str, Any]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def capture_run(backend: str, *, seconds: float, clients: int) -> dict[str, Any]:
+def capture_run(backend: str, *, seconds: float, clients: int, linger_ms: int = KAFKA_LINGER_MS) -> dict[str, Any]:
     """``notify serve`` in a subprocess; ``clients`` threads POST batches of 100 events for ``seconds``."""
     import httpx
 
@@ -474,7 +478,8 @@ def capture_run(backend: str, *, seconds: float, clients: int) -> dict[str, Any]
         server = subprocess.Popen(
             [sys.executable, "-m", "notify_cli.stream_commands", "serve", "--data-dir", str(workdir),
              "--port", str(port), *extra],
-            cwd=ROOT, stderr=subprocess.DEVNULL, env={**os.environ, "NOTIFY_ENV": "local"},
+            cwd=ROOT, stderr=subprocess.DEVNULL,
+            env={**os.environ, "NOTIFY_ENV": "local", "NOTIFY_KAFKA_LINGER_MS": str(linger_ms)},
         )
         base = f"http://127.0.0.1:{port}"
         wait_healthy(server, base, timeout=30)
@@ -564,6 +569,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", default="", help="results file suffix (stream[_quick]_TAG.json), e.g. an A/B")
     parser.add_argument("--skip-kafka-floor", action="store_true",
                         help="leave out the mock broker's floors (bare producer / bare consumer) of a Kafka run")
+    parser.add_argument("--kafka-linger-ms", type=int, default=KAFKA_LINGER_MS,
+                        help="the Kafka producers' linger.ms (NOTIFY_KAFKA_LINGER_MS): capture latency against "
+                             "larger message sets")
     parser.add_argument("--no-decode-process", action="store_true",
                         help="the consumer decodes in its own process (A/B against `notify consume`'s default)")
     args = parser.parse_args(argv)
@@ -611,12 +619,14 @@ def main(argv: list[str] | None = None) -> int:
     for backend in backends:
         for rate in rates:
             runs = [stream_run(backend, rate=rate, seconds=seconds, drain=args.drain,
-                               producer_threads=args.producer_threads, decode_process=not args.no_decode_process)
+                               producer_threads=args.producer_threads, decode_process=not args.no_decode_process,
+                               linger_ms=args.kafka_linger_ms)
                     for _ in range(args.repeats)]
             stream_results.append(_median(runs))
             r = stream_results[-1]
             r["loadavg"] = load_average()
-            print(f"stream {backend:6s} offered {rate:>8.0f}/s: {r['events_per_s']:>7} ev/s "
+            linger = f" (linger {r['kafka_linger_ms']} ms)" if r.get("kafka_linger_ms") is not None else ""
+            print(f"stream {backend:6s}{linger} offered {rate:>8.0f}/s: {r['events_per_s']:>7} ev/s "
                   f"({r['sustained_events_per_s']:,} a second offered persisted within 5 s; offered for "
                   f"{r['offer_seconds']} s after a {r['producer_startup_s']} s producer start-up) "
                   f"p50 {r['p50_ms']:.0f} ms p99 {r['p99_ms']:.0f} ms p99.9 {r['p999_ms']:.0f} ms "
@@ -648,7 +658,8 @@ def main(argv: list[str] | None = None) -> int:
     capture_results = []
     if not skip_capture:
         for backend in backends:
-            runs = [capture_run(backend, seconds=args.capture_seconds, clients=args.clients)
+            runs = [capture_run(backend, seconds=args.capture_seconds, clients=args.clients,
+                                linger_ms=args.kafka_linger_ms)
                     for _ in range(args.repeats)]
             capture_results.append(_median(runs))
 

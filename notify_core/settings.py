@@ -38,6 +38,12 @@ ENVIRONMENT_ALLOWLIST: frozenset[str] = frozenset({
 # Gateway's 30 s, so a client gets that 503, not the gateway's timeout with the function killed
 # mid-request (at the old 30 s, a broker outage held each capture request 30.0 s, measured).
 KAFKA_DELIVERY_TIMEOUT_S = 10.0
+# How long a Kafka producer waits to fill a message set before it sends (``linger.ms``): every capture
+# request waits about this long for its acknowledgement, and the brokers pay per message set. 5 ms keeps
+# capture fast. At the spec's 49k events/s, 25 ms (NOTIFY_KAFKA_LINGER_MS=25) made the message sets ~5x
+# larger and cut the broker's CPU from 0.35 to 0.11 cores (librdkafka's mock broker, 60 s runs): see
+# docs/peak-performance.md, session 36.
+KAFKA_LINGER_MS = 5
 
 # How long a client of ``notify serve`` may take to send a request's line and headers (from its connection
 # or its first byte), and then its body. uvicorn limits neither: a client that stopped mid-headers, or
@@ -73,6 +79,7 @@ class NotifySettings(BaseSettings):
     stream_backend: Literal["local", "kafka"] | None = None
     kafka_bootstrap: str | None = None
     kafka_delivery_timeout_s: float = Field(default=KAFKA_DELIVERY_TIMEOUT_S, gt=0, le=20)
+    kafka_linger_ms: int = Field(default=KAFKA_LINGER_MS, ge=0, le=1000)
     stream_log_path: Path | None = None  # default <data_dir>/stream/log.sqlite
     stream_fsync: bool = False
 

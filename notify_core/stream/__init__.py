@@ -29,7 +29,7 @@ def open_stream(settings: NotifySettings) -> Stream:
         from notify_core.stream.kafka import KafkaStream
 
         return KafkaStream(bootstrap_servers=settings.kafka_bootstrap, security_config=kafka_security_config(settings),
-                           delivery_timeout=settings.kafka_delivery_timeout_s)
+                           delivery_timeout=settings.kafka_delivery_timeout_s, linger_ms=settings.kafka_linger_ms)
     from notify_core.stream.local_log import LocalLog
 
     return LocalLog(settings.local_log_path, fsync=settings.stream_fsync, clock=settings.clock())
