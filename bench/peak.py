@@ -39,6 +39,8 @@ class Step:
     results: tuple[str, ...]
 
 
+_KAFKA_LINGER_25 = ("--skip-drain", "--backends", "kafka", "--skip-kafka-floor", "--kafka-linger-ms", "25")
+
 STEPS = (
     Step(name="recommend-real", args=("bench.bench_recommend_real",),
          quick_args=("bench.bench_recommend_real", "--quick"), results=("recommend_real",)),
@@ -46,6 +48,13 @@ STEPS = (
          quick_args=("bench.bench_recommend", "--quick"), results=("recommend_quick",)),
     Step(name="stream", args=("bench.bench_stream",), quick_args=("bench.bench_stream", "--quick"),
          results=("stream",)),
+    # Kafka at the peak with the producers' linger a deployment at that rate sets (NOTIFY_KAFKA_LINGER_MS=25:
+    # message sets ~5x larger, the broker's CPU a third), and what it costs a capture request beside it
+    Step(name="stream-kafka-linger-25",
+         args=("bench.bench_stream", *_KAFKA_LINGER_25, "--tag", "linger25"),
+         quick_args=("bench.bench_stream", "--quick", *_KAFKA_LINGER_25, "--tag", "linger25",
+                     "--output", "bench/results/stream_linger25_quick.json"),
+         results=("stream_linger25",)),
     Step(name="delivery", args=("bench.bench_delivery",), quick_args=("bench.bench_delivery", "--quick"),
          results=("delivery",)),
     # the same burst with `notify worker` started twice on the one Store: a second process, its own GIL
