@@ -6,6 +6,7 @@ claim to be re-sent with the same key, and the pipelined loop's guarantees hold 
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,15 +57,21 @@ def test_every_receiver_answer_ends_in_the_store_as_the_thread_senders_record_it
     new_sender = channel.async_sender
     channel.async_sender = lambda: made.append(1) or new_sender()  # type: ignore[method-assign]
     worker = DeliveryWorker(store, channel, public_base_url="http://t", clock=clock, options=OPTS)
+    started = time.monotonic()
     try:
         _loop(worker, done=n)
     finally:
         channel.close()
         receipts = sink.stop()
+    looped_s = time.monotonic() - started
     assert len(made) == OPTS.concurrency  # the async path did the sending: one sender per coroutine
     assert all(r["sig"] == 1 for r in receipts)
     answer = {r["key"]: r["status"] for r in receipts}
-    assert len(receipts) == len(answer) == n  # each key once
+    # Once in a loaded CI run (session 36), 300 of the 600 reached the sink: what the worker counted, the
+    # Store's statuses and how long the loop ran tell a stalled worker from receipts the sink did not write.
+    seen = (worker.totals.as_dict(), Counter(str(i.get("status")) for i in store.table(tables.SCHEDULES).scan()),
+            f"loop {looped_s:.1f} s")
+    assert len(receipts) == len(answer) == n, seen  # each key once
     expected = {200: "sent", 503: "retry_scheduled", 400: "dead_lettered"}
     schedules = {i["notification_id"]: i for i in store.table(tables.SCHEDULES).scan()}
     assert {k: s["status"] for k, s in schedules.items()} == {k: expected[v] for k, v in answer.items()}
