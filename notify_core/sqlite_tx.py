@@ -65,8 +65,28 @@ def connect(database: Path) -> sqlite3.Connection:
     meet SQLite's lock outside the gate. Callers add their own synchronous level and cache pragmas."""
     conn = sqlite3.connect(database, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
-    conn.execute("PRAGMA journal_mode=WAL")
+    _journal_mode_wal(conn)
     return conn
+
+
+def _journal_mode_wal(conn: sqlite3.Connection) -> None:
+    """``PRAGMA journal_mode=WAL``, waiting out another writer of a file not yet in WAL mode.
+
+    Switching to WAL goes from a read lock to the exclusive one; while another connection holds the write
+    lock (creating a new file's tables), SQLite refuses at once ("database is locked") rather than wait,
+    as it does to avoid a deadlock: the busy timeout never applies. Seen in CI: a producer opening a new
+    embedded log as its consumer created the log's tables died at start (tests/stream/test_groups.py).
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    pauses = iter(POLL_PAUSES_S)
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(next(pauses, POLL_MAX_PAUSE_S))
 
 
 class WriteGate:

@@ -226,3 +226,29 @@ def _write_many(path: str, k: int, n: int) -> None:
     for i in range(n):
         table.update_many([Update(f"p{k}-{i}-{j}", "s", {"v": i}, None) for j in range(3)])
     store.close()
+
+
+def test_opening_a_new_file_waits_for_another_writer_instead_of_failing_to_turn_wal_on(tmp_path: Path) -> None:
+    """A file not yet in WAL mode, another connection writing it: SQLite refuses the switch to WAL at once
+    ("database is locked", no busy timeout), which killed a producer opening a new embedded log while its
+    consumer created the tables (CI, session 36). ``connect`` now waits for the writer, then turns WAL on."""
+    import sqlite3
+
+    path = tmp_path / "new.sqlite"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE t (x)")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO t VALUES (1)")
+    released = threading.Timer(0.5, lambda: writer.execute("COMMIT"))
+    released.start()
+    started = time.monotonic()
+    try:
+        conn = sqlite_tx.connect(path)
+    finally:
+        released.join()
+    waited = time.monotonic() - started
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert waited >= 0.4  # it waited for the writer's commit
+    assert conn.execute("SELECT x FROM t").fetchall() == [(1,)]
+    conn.close()
+    writer.close()
