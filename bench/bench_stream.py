@@ -120,6 +120,8 @@ def event_messages(start: int, count: int, *, run: str) -> list[Any]:
 
 
 SPEC_BOUND_MS = 5000.0  # the spec: 99.9 % of events persisted within 5 s
+SPEC_WITHIN_SHARE = 0.999
+SPEC_P99_MS = 2000.0  # issue #21: p99 <= 2 s at the peak
 
 
 def sustained_rate(latencies_ms: np.ndarray, *, offer_seconds: float, bound_ms: float = SPEC_BOUND_MS) -> float:
@@ -131,6 +133,39 @@ def sustained_rate(latencies_ms: np.ndarray, *, offer_seconds: float, bound_ms: 
     start-up (interpreter, imports, connecting), so that figure stays under the offered rate even when
     every event is persisted at once."""
     return float((latencies_ms <= bound_ms).sum()) / max(offer_seconds, 1e-9)
+
+
+def sustained_limits(run: dict[str, Any], *, at: str, rate: float, alone: float | None,
+                     floor: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """A sustained run's figures against their limits and the spec's targets.
+
+    The spec asks for 99.9 % of the events within 5 s at the peak, so the sustained figure (events persisted
+    within 5 s, per second offered) meets it at 99.9 % of the rate offered: the producer's own span runs a
+    few milliseconds past its nominal seconds, so a run that persisted every event within 5 s scores a hair
+    under the nominal rate (48,989 for 49,000 in the sitting of 2026-12-05, every event within 5 s), and
+    an exact comparison called that a miss. The limit is what the consumer alone drains in this sitting
+    (``alone``: the producer shares the box, so the ratio shows what running beside it costs); a run
+    without the drain compares with the rate offered and says so. ``floor``: the mock broker's floors
+    (:func:`kafka_floor`), for a Kafka run."""
+    from bench.common import against_limit  # here, as in main(): the producer script imports this module
+
+    target = rate * SPEC_WITHIN_SHARE
+    sustained = f"{at} offered: persisted within 5 s, per second offered"
+    figure = run["sustained_events_per_s"]
+    rows = [against_limit(path=f"{sustained} / consumer alone" if alone is not None else f"{sustained} / offered",
+                          figure=figure, limit=alone if alone is not None else rate, unit="ev/s", target=target)]
+    if floor is not None:
+        rows.append(against_limit(path=f"{sustained} / bare confluent consumer (mock broker floor)",
+                                  figure=figure, limit=floor["bare_consumer"]["events_per_s"], unit="ev/s",
+                                  target=target))
+        rows.append(against_limit(path="kafka: bench producer unthrottled (what the box offers into the mock broker)",
+                                  figure=run["produced_per_s"], limit=floor["producer_events_per_s"], unit="ev/s",
+                                  target=target))
+    rows.append(against_limit(path=f"{at}: p99 / p50", figure=run["p99_ms"], limit=run["p50_ms"], unit="ms",
+                              target=SPEC_P99_MS, higher_is_better=False))
+    rows.append(against_limit(path=f"{at}: share within 5 s", figure=run["within_5s"], limit=1.0, unit="",
+                              target=SPEC_WITHIN_SHARE))
+    return rows
 
 
 def _offered(producer: subprocess.Popen[str]) -> tuple[int, float, float]:
@@ -644,25 +679,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['decoder_cpu_us_per_event']} us CPU/event "
                   f"(load {r['loadavg'][0]:.2f}); cores used: "
                   + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_cores"].items()), flush=True)
-            # The limit of a sustained run: what the consumer alone drains in this sitting (the producer
-            # shares the box, so the ratio shows what running beside it costs), else what was offered.
-            alone = drain["consumer_events_per_s"] if drain is not None else rate
-            at = f"{backend} {rate / 1000:.0f}k/s" + _linger_label(backend, args.kafka_linger_ms)
-            sustained = f"{at} offered: persisted within 5 s, per second offered"
-            limits.append(against_limit(path=f"{sustained} / consumer alone", figure=r["sustained_events_per_s"],
-                                        limit=alone, unit="ev/s", target=rate))
-            if backend == "kafka" and floor is not None:
-                limits.append(against_limit(
-                    path=f"{sustained} / bare confluent consumer (mock broker floor)",
-                    figure=r["sustained_events_per_s"], limit=floor["bare_consumer"]["events_per_s"], unit="ev/s",
-                    target=rate))
-                limits.append(against_limit(
-                    path="kafka: bench producer unthrottled (what the box offers into the mock broker)",
-                    figure=r["produced_per_s"], limit=floor["producer_events_per_s"], unit="ev/s", target=rate))
-            limits.append(against_limit(path=f"{at}: p99 / p50", figure=r["p99_ms"],
-                                        limit=r["p50_ms"], unit="ms", target=2000, higher_is_better=False))
-            limits.append(against_limit(path=f"{at}: share within 5 s", figure=r["within_5s"],
-                                        limit=1.0, unit="", target=0.999))
+            limits.extend(sustained_limits(
+                r, at=f"{backend} {rate / 1000:.0f}k/s" + _linger_label(backend, args.kafka_linger_ms), rate=rate,
+                alone=drain["consumer_events_per_s"] if drain is not None else None,
+                floor=floor if backend == "kafka" else None))
     capture_results = []
     if not skip_capture:
         for backend in backends:
