@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import boto3
+from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 
 if TYPE_CHECKING:
@@ -166,6 +167,22 @@ def dynamodb_local(*, timeout: float = 10.0) -> Iterator[str]:
         server.stop()
 
 
+def _answer_ttl_update(**_: object) -> tuple[AWSResponse, dict[str, object]]:
+    return AWSResponse("http://no-ttl", 200, {}, None), {}
+
+
+def without_wall_clock_expiry(store: DynamoStore) -> DynamoStore:
+    """``store`` with the TTL of the tables it creates left off (its UpdateTimeToLive answered here, unsent).
+
+    DynamoDB Local deletes an expired item by the wall clock (~20 s after its ``ttl`` has passed, measured),
+    while the tests pin their calendar (a ManualClock at a fixed date): items expired by today's date
+    vanished part-way through a test (seen: 20 of 300 schedule items gone between a write and the next
+    read). The adapter still hides expired items by its own clock, as DynamoDB's TTL would; the contract
+    test checks the TTL setting on a store of its own."""
+    store.client.meta.events.register("before-call.dynamodb.UpdateTimeToLive", _answer_ttl_update)
+    return store
+
+
 @contextlib.contextmanager
 def scratch_dynamo_store(endpoint: str, *, name: str, region: str = "eu-west-1") -> Iterator[DynamoStore]:
     """A DynamoStore on DynamoDB Local whose tables live under a fresh prefix (``<name>_<random>_``: tests
@@ -174,7 +191,8 @@ def scratch_dynamo_store(endpoint: str, *, name: str, region: str = "eu-west-1")
 
     prefix = f"{name}_{uuid.uuid4().hex[:12]}_"
     session = boto3.Session(aws_access_key_id="local", aws_secret_access_key="local", region_name=region)
-    store = DynamoStore(region=region, endpoint_url=endpoint, table_prefix=prefix, session=session)
+    store = without_wall_clock_expiry(DynamoStore(region=region, endpoint_url=endpoint, table_prefix=prefix,
+                                                  session=session))
     try:
         yield store
     finally:

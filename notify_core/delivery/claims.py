@@ -2,15 +2,28 @@
 
 This is steps 1-3 of :mod:`notify_core.delivery.worker`'s docstring; the sending and the recording of
 outcomes live in the worker and in :mod:`notify_core.delivery.outcomes`.
+
+**Shares.** Workers that beat on one Store split each minute's items between them: a scan reads the live
+heartbeats and keeps in its queue the items that hash (crc32 of the sort key) to its own place among the
+live workers' ids. Without it every worker queued every item and raced for it: two ``notify worker``
+processes on a 40k burst lost 40,000 claims between them, one per item, each a conditional write for
+nothing (on DynamoDB, write capacity paid for every worker). The other workers' items are kept aside and
+taken from the latest end once ``steal_after_s`` overdue: one item first, then twice as many each time
+those claims all win (that worker is behind, or dead and not yet noticed); a lost one means its owner has
+got that far, so everything due before it is left to the owner. Claims stay conditional, so workers that
+see different sets of live workers (one starting, one stopping) cost lost claims, never a second send;
+and an item left out of every queue is found again by the minute's rescan.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import dataclasses
 import math
 import secrets
 import threading
+import zlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,6 +50,11 @@ class _Work:
     due_at: float
     item: Item  # the schedule item as scanned (new/reclaim) or the retries index entry (retry)
     retry_key: tuple[str, str] | None = None
+    stolen: bool = False  # taken from another live worker's share
+
+
+def _due(work: _Work) -> float:
+    return work.due_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +82,11 @@ class _Minute:
     # is still busy (:meth:`Claims._recheck_held`): the full rescan waits for the queue to drain.
     held: set[tuple[str, str]] = field(default_factory=set)
     held_at: float = math.inf
+    # The other live workers' share of the last scan's work, in due order (the module's docstring: Shares);
+    # none of it is taken before ``steal_at``, and at most ``steal_size`` items a pass.
+    others: list[_Work] = field(default_factory=list)
+    steal_at: float = 0.0
+    steal_size: int = 1
 
 
 def _watch(minute: _Minute, still: list[Item], at: float, *, looked_at: set[tuple[str, str]]) -> None:
@@ -133,6 +156,15 @@ class Claims:
         with self._write_lock:
             self._cursor.batch_put([{"pk": HEARTBEAT_PK, "sk": self.worker_id, "alive_until": now + alive_for,
                                      "ttl": int(now + 86400)}])
+
+    def _share(self, now: float) -> tuple[int, int] | None:
+        """This worker's place among the live workers and their number, when it beats and others do too
+        (None: every item is its own)."""
+        if self._heartbeat_thread is None:
+            return None
+        rows = self._cursor.query(HEARTBEAT_PK, consistent=True)
+        live = sorted({str(r["sk"]) for r in rows if float(r.get("alive_until") or 0) > now} | {self.worker_id})
+        return (live.index(self.worker_id), len(live)) if len(live) > 1 else None
 
     def _dead_workers(self, workers: set[str], now: float) -> set[str]:
         """Workers among ``workers`` whose last heartbeat has run out (no heartbeat at all: not known dead)."""
@@ -236,12 +268,22 @@ class Claims:
             # 100k kill loop's 100k due at one second put them behind the rest of the minute (~60 s late).
             work.sort(key=lambda w: (w.due_at, w.kind != "reclaim"))
             mark_done = passed and not work and not open_items
+            own: list[_Work] = work
+            others: list[_Work] = []
+            share = self._share(now) if work else None
+            if share is not None:
+                place, live = share
+                own, others = [], []
+                for w in work:
+                    (own if zlib.crc32(w.sk.encode()) % live == place else others).append(w)
             if mark_done:
                 with self._write_lock:
                     self._cursor.batch_put([{"pk": "minute", "sk": minute.key, "closed_at": iso(now),
                                              "items": len(items), "ttl": int(now + 7 * 86400)}])
             with self._lock:
-                minute.queue.extend(work)
+                minute.queue.extend(own)
+                minute.others = others
+                minute.steal_size = 1
                 _watch(minute, still_held, held_at, looked_at=watched)
                 minute.loaded = True
                 minute.done = mark_done
@@ -294,6 +336,7 @@ class Claims:
             self.wake.set()
 
     def take_due(self, now: float, limit: int) -> list[_Work]:
+        """This worker's due items, then, up to ``limit``, what it may take of the others' shares."""
         out: list[_Work] = []
         with self._lock:
             for key in sorted(self._minutes):
@@ -301,8 +344,39 @@ class Claims:
                 while queue and len(out) < limit and queue[0].due_at <= now:
                     out.append(queue.popleft())
                 if len(out) >= limit:
+                    return out
+            cutoff = now - self.options.steal_after_s
+            for key in sorted(self._minutes):
+                minute = self._minutes[key]
+                if not minute.others or now < minute.steal_at:
+                    continue
+                end = bisect.bisect_right(minute.others, cutoff, key=_due)
+                start = max(0, end - min(limit - len(out), minute.steal_size))
+                for w in minute.others[start:end]:
+                    w.stolen = True
+                    out.append(w)
+                del minute.others[start:end]
+                if len(out) >= limit:
                     break
         return out
+
+    def _stolen(self, results: list[tuple[_Work, bool]], now: float) -> None:
+        """What the steals' claims say: all won, take twice as many next time; one lost, its owner got there
+        first, so the items due no later are left to it, and the next steal waits ``steal_after_s`` and takes
+        one."""
+        by_minute: dict[str, list[tuple[_Work, bool]]] = {}
+        for w, won in results:
+            by_minute.setdefault(w.pk.rsplit("#", 1)[0], []).append((w, won))
+        with self._lock:
+            for key, outcomes in by_minute.items():
+                minute = self._minutes.get(key)
+                if minute is None:
+                    continue
+                lost = [w.due_at for w, won in outcomes if not won]
+                minute.steal_size = 1 if lost else min(2 * minute.steal_size, self.options.max_batch)
+                if lost:
+                    del minute.others[:bisect.bisect_right(minute.others, max(lost), key=_due)]
+                    minute.steal_at = now + self.options.steal_after_s
 
     def due_retries(self, now: float, limit: int) -> list[_Work]:
         """Retry index entries due by ``now``: a bounded sort-key range per shard partition.
@@ -341,6 +415,8 @@ class Claims:
                     candidates.append(m.queue[0].due_at)
                 elif not m.done and m.loaded and now < m.start + 60:
                     candidates.append(m.start + 60)
+                if m.others:
+                    candidates.append(max(m.others[0].due_at + self.options.steal_after_s, m.steal_at))
             nxt_minute = (math.floor((now + self.options.prefetch_s) / 60) + 1) * 60 - self.options.prefetch_s
         candidates.append(nxt_minute)
         return min(candidates)
@@ -387,6 +463,10 @@ class Claims:
             summary.lost_claims += len(work)
             return []
         summary.lost_claims += sum(1 for i in items if i is None)
+        stolen = [(w, i is not None) for w, i in zip(work, items, strict=True) if w.stolen]
+        if stolen:
+            summary.stolen += sum(1 for _, won in stolen if won)
+            self._stolen(stolen, now)
         self._recheck_soon([(w.pk, w.sk) for w, i in zip(work, items, strict=True) if i is None], now)
         claimed = [_Claim(w, i, t, a) for w, i, t, a in zip(work, items, tokens, attempts, strict=True)
                    if i is not None]

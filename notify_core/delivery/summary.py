@@ -30,6 +30,9 @@ class WorkerOptions:
     worker_id: str | None = None
     heartbeat_s: float = 1.0  # how often a looping worker says it is alive (0: never; claims then wait the lease)
     liveness_s: float = 4.0  # a heartbeat older than this: the worker is dead and its claims are re-claimed now
+    # Workers beating on one Store split each minute's items between them (:mod:`notify_core.delivery.claims`);
+    # a worker takes another's share only once it is this overdue, and only while that worker falls behind
+    steal_after_s: float = 1.0
     # the looping worker (``run_forever``) sends on one event loop when the channel can (the webhook):
     # ``concurrency`` coroutines instead of threads (notify_core/delivery/async_senders.py); False: threads
     async_senders: bool = True
@@ -47,6 +50,7 @@ class PassSummary:
     dead_lettered: int = 0
     duplicates: int = 0  # suppressed by the 24 h dedupe window
     lost_claims: int = 0  # another worker had it first
+    stolen: int = 0  # claimed from another live worker's share, which it had not reached
     reclaimed: int = 0  # expired leases taken over
     suppressed: int = 0  # claimed but not sent: the user opted out since it was planned
     minutes_done: int = 0
@@ -57,7 +61,7 @@ class PassSummary:
 
     def add(self, other: PassSummary) -> None:
         for name in ("claimed", "delivered", "retried", "dead_lettered", "duplicates", "lost_claims", "reclaimed",
-                     "minutes_done", "repaired", "suppressed"):
+                     "minutes_done", "repaired", "suppressed", "stolen"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.lateness.extend(other.lateness)
 
@@ -90,6 +94,7 @@ class PassSummary:
         return {
             "claimed": self.claimed, "delivered": self.delivered, "retried": self.retried,
             "dead_lettered": self.dead_lettered, "duplicates": self.duplicates, "lost_claims": self.lost_claims,
+            "stolen": self.stolen,
             "reclaimed": self.reclaimed, "suppressed": self.suppressed, "minutes_done": self.minutes_done,
             "repaired": self.repaired,
             "lateness_p50_s": percentile(lat, 50), "lateness_p99_s": percentile(lat, 99),

@@ -26,6 +26,7 @@ from notify_core.store.dynamodb import DynamoStore
 from notify_core.store.port import Condition, Item, Store
 from notify_core.store.sqlite import SqliteStore
 from tests.scheduling.conftest import campaigns, candidates, users
+from tests.servers import without_wall_clock_expiry
 
 # Today noon by the real calendar, planning tomorrow: DynamoDB Local sweeps expired items by the machine's
 # own clock, so the items' TTLs (days after their send time) must lie ahead of it, not of a fixed date.
@@ -48,7 +49,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     endpoint = request.getfixturevalue("dynamodb_endpoint")
     prefix = f"inflight_{uuid.uuid4().hex[:12]}_"
     session = boto3.Session(aws_access_key_id="local", aws_secret_access_key="local", region_name="eu-west-1")
-    dynamo = DynamoStore(region="eu-west-1", endpoint_url=endpoint, table_prefix=prefix, session=session, clock=clock)
+    dynamo = without_wall_clock_expiry(DynamoStore(region="eu-west-1", endpoint_url=endpoint, table_prefix=prefix,
+                                                   session=session, clock=clock))
     yield dynamo
     for name in dynamo.client.list_tables(ExclusiveStartTableName=prefix, Limit=100)["TableNames"]:
         if name.startswith(prefix):
