@@ -56,8 +56,11 @@ class CampaignIn(BaseModel):
     category: str = DEFAULT_CATEGORY
     product_ids: list[str] = Field(default_factory=list, max_length=1000)
     priority: int = Field(default=DEFAULT_PRIORITY, ge=MIN_PRIORITY, le=MAX_PRIORITY)
-    start_date: date | None = None  # None: the day of the upsert (:meth:`dated`)
-    end_date: date | None = None  # None: a year after the start
+    # Dates inside bounds' MIN_DATE..MAX_DATE, the window batch ingestion quarantines campaign dates
+    # outside: a campaign the API accepts must be one the lake accepts too, and a start near the calendar's
+    # end (9999-12-31) used to overflow the default end date into a 500.
+    start_date: date | None = Field(default=None, ge=bounds.MIN_DATE, le=bounds.MAX_DATE)  # None: the upsert's day
+    end_date: date | None = Field(default=None, ge=bounds.MIN_DATE, le=bounds.MAX_DATE)  # None: a year after start
     target_countries: list[str] = Field(default_factory=list)
     cooldown_hours: int = Field(default=DEFAULT_COOLDOWN_HOURS, ge=0, le=24 * 365)
     daily_budget: int = Field(default=DEFAULT_DAILY_BUDGET, ge=0, le=bounds.MAX_DAILY_BUDGET)
@@ -72,9 +75,11 @@ class CampaignIn(BaseModel):
         return self
 
     def dated(self, today: date) -> CampaignIn:
-        """Open dates resolved against the caller's day: a start of ``today``, an end a year after the start."""
+        """Open dates resolved against the caller's day: a start of ``today``, an end a year after the start
+        but never past :data:`bounds.MAX_DATE` (a start late in the window would otherwise give an end
+        batch ingestion quarantines)."""
         start = self.start_date or today
-        end = self.end_date or start + timedelta(days=DEFAULT_DURATION_DAYS)
+        end = self.end_date or min(start + timedelta(days=DEFAULT_DURATION_DAYS), bounds.MAX_DATE)
         if end < start:
             raise ValidationError(f"invalid campaign: end_date {end} is before start_date {start}")
         return self.model_copy(update={"start_date": start, "end_date": end})

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from lambdas import get_recommended_campaigns as recs
+from notify_core import bounds
 from notify_core.delivery.campaign_checks import check_campaign, check_redirect_url
 from notify_core.errors import ValidationError
 from notify_core.store import tables
@@ -181,3 +182,34 @@ def test_the_route_checks_its_own_scope_whatever_the_edge_matched(served: Served
     assert recs.handler(rest_v1_event(path, token=served.key("events:write")), None)["statusCode"] == 403
     assert recs.handler(rest_v1_event(path, token=served.key("recommendations:read")), None)["statusCode"] == 200
     assert served.client.get(path).status_code == 401  # the local gateway runs the same handlers
+
+
+@pytest.mark.parametrize(("field", "day"), [
+    ("start_date", "9999-12-31"),  # no end_date: start + 365 days used to overflow into a 500
+    ("start_date", "0001-01-01"),  # accepted here, quarantined by batch ingestion (bounds.MIN_DATE)
+    ("end_date", "9999-12-31"),
+    ("end_date", "1989-12-31"),
+])
+def test_campaign_dates_outside_the_bounds_are_a_400_naming_the_field(served: Served, field: str, day: str) -> None:
+    """The API takes the campaign dates batch ingestion takes (``bounds.MIN_DATE``..``MAX_DATE``), on
+    create and on edit (the same ``POST``), and names the field it refused."""
+    headers = {"x-api-key": served.key("admin")}
+    reply = served.client.post("/v1/campaigns", json={"campaign_id": "late", "name": "n", "text": "t", field: day},
+                               headers=headers)
+    assert reply.status_code == 400, reply.text
+    assert field in reply.json()["error"]["message"], reply.text
+
+
+def test_a_campaign_starting_near_max_date_ends_at_max_date(served: Served) -> None:
+    """No end_date: a year after the start, capped at ``bounds.MAX_DATE`` so the stored row stays inside
+    the bounds ingestion enforces; then an edit of the same campaign keeps to them as well."""
+    headers = {"x-api-key": served.key("admin")}
+    start = (bounds.MAX_DATE - timedelta(days=10)).isoformat()
+    body = {"campaign_id": "late", "name": "n", "text": "t", "start_date": start}
+    assert served.client.post("/v1/campaigns", json=body, headers=headers).status_code == 201
+    row = served.world.store.table(tables.CAMPAIGNS).get("late", tables.CAMPAIGN_SK, consistent=True)
+    assert row is not None and str(row["end_date"])[:10] == bounds.MAX_DATE.isoformat(), row
+    edit = served.client.post("/v1/campaigns", json=body | {"start_date": bounds.MAX_DATE.isoformat()}, headers=headers)
+    assert edit.status_code == 200, edit.text
+    moved = served.client.post("/v1/campaigns", json=body | {"start_date": "9999-12-31"}, headers=headers)
+    assert moved.status_code == 400 and "start_date" in moved.json()["error"]["message"], moved.text
