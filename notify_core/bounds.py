@@ -123,12 +123,19 @@ def merged_lines_reason(lines: Iterable[tuple[str, int, float]]) -> str | None:
     """An order's lines merged per product, as the Store and the landing file keep them (one ``purchases``
     row per product: the quantities summed, the first line's price): each merged row within the bounds
     of :func:`line_reason` too. Lines each within bounds can sum past them (two lines of 10^6 units),
-    and in the consumer's trusted path past int64 (two of 2^62), which the landing file cannot hold."""
+    and in the consumer's trusted path past int64 (two of 2^62), which the landing file cannot hold.
+
+    Lines can also cancel out (+1 and -1 of one product): each is a valid line, but the merged row has a
+    quantity of 0, which batch ingestion quarantines ("quantity must not be 0"), so the consumer's own
+    landing file would be refused by the lake the Store already took it into. Refused here, where the
+    merge is defined, so capture answers 400 and a record written straight to the log is dead-lettered."""
     merged: dict[str, tuple[int, float]] = {}
     for product_id, quantity, unit_price in lines:
         total, price = merged.get(product_id, (0, unit_price))
         merged[product_id] = (total + quantity, price)
     for product_id, (total, price) in merged.items():
+        if total == 0:
+            return f"product {product_id!r}, its lines merged: quantity must not be 0 (its lines cancel out)"
         reason = line_reason(total, price)
         if reason is not None:
             return f"product {product_id!r}, its lines merged: {reason}"
