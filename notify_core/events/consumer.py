@@ -72,6 +72,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -279,14 +280,15 @@ def trusted_rows(doc: dict[str, Any], *, topic: str) -> tuple[list[Item], Item |
 
 def prepare_records(records: Sequence[Record], *, now: Callable[[], float]) -> PreparedBatch:
     """Decode, validate and build the rows of a batch: pure Python, no I/O (see :meth:`EventConsumer.run`);
-    ``now`` stamps dead letters. The batch's columns through :func:`prepare_columns`.
+    ``now`` stamps dead letters, and its time when decoding starts bounds the records' times (see
+    :func:`prepare_columns`). The batch's columns through :func:`prepare_columns`.
     """
     poison: list[Message] = []
 
     def dead(index: int, reason: str) -> None:
         poison.append(dead_letter(records[index], reason, now=now()))
 
-    prepared = prepare_columns(*record_columns(records), dead=dead)
+    prepared = prepare_columns(*record_columns(records), dead=dead, now=datetime.fromtimestamp(now(), UTC))
     prepared.poison = poison
     return prepared
 
@@ -303,9 +305,13 @@ def record_columns(records: Sequence[Record]) -> RecordColumns:
 
 
 def prepare_columns(topics: Sequence[str], values: Sequence[bytes], headers_of: Sequence[tuple[tuple[str, bytes], ...]],
-                    *, dead: Callable[[int, str], None]) -> PreparedBatch:
+                    *, dead: Callable[[int, str], None], now: datetime) -> PreparedBatch:
     """:func:`prepare_records` on the batch's columns (:func:`record_columns`); the ``index``-th record
     found poison goes to ``dead(index, reason)`` (the caller holds the records and the clock).
+
+    ``now`` is the consumer's clock when the batch was handed to decoding: the full decode validates with
+    it, so a record dated past ``now + MAX_CLOCK_SKEW`` (:mod:`notify_core.bounds`) is dead-lettered, as
+    capture refuses it and batch ingestion quarantines it. Required, so no path decodes without the bound.
 
     A record capture marked as validated (:data:`~notify_core.events.models.VALIDATED_HEADERS`) whose
     JSON has the canonical shape takes the fast path (:func:`trusted_rows`); every other record, and
@@ -328,7 +334,7 @@ def prepare_columns(topics: Sequence[str], values: Sequence[bytes], headers_of: 
                 event_id: str = doc["event_id"]
         if rows is None:
             try:
-                event = decode_event(value)
+                event = decode_event(value, now=now)
                 expected = topic_for(event)
                 if topic not in (expected,) and topic in TOPICS:
                     raise ValidationError(f"a {event.type} event does not belong on {topic}")
@@ -379,7 +385,7 @@ def prepare_columns(topics: Sequence[str], values: Sequence[bytes], headers_of: 
 
 
 def prepare_encoded(columns: RecordColumns, encoders: tuple[tuple[Callable[..., Any], str], ...],
-                    landing: bool = False) -> PreparedBatch:
+                    landing: bool, now: datetime) -> PreparedBatch:
     """:func:`prepare_columns` plus the Store adapter's row encoding, in the decoding process
     (:mod:`notify_core.events.decoder`). ``encoders``: (``row_encoder``, table name) of the
     purchases, user_events and events tables. The records are not sent (their columns are) nor sent
@@ -392,10 +398,11 @@ def prepare_encoded(columns: RecordColumns, encoders: tuple[tuple[Callable[..., 
     ``batch_put`` then meets the same error and isolates the refused record, as without the process.
     Order lines the landing file cannot hold (:class:`LandingFileError`) leave it unbuilt and the lines
     kept: the writer builds it, meets the same error and isolates the record, as without the process
-    (and the process is not restarted for a defect of the data).
+    (and the process is not restarted for a defect of the data). ``now``: the consumer's clock at the
+    hand-over, the time window's reference (:func:`prepare_columns`): the process has no clock of its own.
     """
     poison_at: list[tuple[int, str]] = []
-    prepared = prepare_columns(*columns, dead=lambda index, reason: poison_at.append((index, reason)))
+    prepared = prepare_columns(*columns, dead=lambda index, reason: poison_at.append((index, reason)), now=now)
     prepared.poison_at = poison_at
     try:
         prepared.encoded = tuple(
@@ -686,7 +693,7 @@ class EventConsumer:
         try:
             at = self.clock.now()  # what the batch's dead letters say it failed at: its hand-over
             future = self.decoder.submit(prepare_encoded, record_columns(given), self._encoders,
-                                         self.landing is not None)
+                                         self.landing is not None, datetime.fromtimestamp(at, UTC))
             return _Stamped(future, at, given, erased)
         except Exception as exc:  # the process cannot be started: decode here, never skip a batch
             log.warning("decoding process unavailable; decoding in the consumer", extra={"error": str(exc)})

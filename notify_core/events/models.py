@@ -230,10 +230,15 @@ def parse_event(data: Any, *, now: datetime | None = None) -> Event:
         raise ValidationError(explain(exc)) from None
 
 
-def decode_event(value: bytes) -> Event:
-    """Validate a stream value (JSON bytes); raises ``ValidationError`` (poison message) on any defect."""
+def decode_event(value: bytes, *, now: datetime | None = None) -> Event:
+    """Validate a stream value (JSON bytes); raises ``ValidationError`` (poison message) on any defect.
+
+    ``now`` (the consumer's clock) enables the upper edge of the time window, as :func:`parse_event`'s
+    does at capture: a record another writer put on the log dated 9999-12-31 is poison, not an order
+    (batch ingestion quarantines the same row, so the Store and the lake would disagree otherwise).
+    """
     try:
-        return _with_id(EVENT_ADAPTER.validate_json(value))
+        return _with_id(EVENT_ADAPTER.validate_json(value, context={"now": now}))
     except PydanticValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             raise ValidationError(f"undecodable message: {exc.errors()[0]['msg']}") from None

@@ -28,7 +28,7 @@ from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
 from notify_core.stream.local_log import LocalLog
 from notify_core.stream.port import Message, Record
-from tests.events.helpers import click, events_clock, order
+from tests.events.helpers import EVENTS_NOW, click, events_clock, order
 
 
 def _marked(payload: dict[str, Any]) -> Message:
@@ -160,7 +160,7 @@ def test_the_decoding_process_leaves_an_unbuildable_landing_file_to_the_writer_w
         reader = stream.consumer(group="probe", topics=[PURCHASE_HISTORY, CLICKSTREAM])
         records: list[Record] = list(reader.poll_batch(max_records=100, timeout=0.5))
         reader.close()
-        prepared = prepare_encoded(record_columns(records), encoders, True)
+        prepared = prepare_encoded(record_columns(records), encoders, True, EVENTS_NOW)
         assert prepared.landing is None and prepared.purchases  # left to the writer
         prepared.records = records
         out = consumer._write_with_retry(prepared)
