@@ -6,7 +6,9 @@ event (``user_events`` sk=<ts>#<event_id>; ``purchases`` sk=<ts>#<order>#<produc
 pk=event_id) and every row's content is a pure function of the event, so writing an event twice leaves
 exactly the rows of writing it once. A "have I seen it?" read would cost every *new* event (the common
 case) a read to save a rewrite on the rare replay; on DynamoDB a batch write of a known item costs what
-the read would.
+the read would. For the same reason a client that reuses an event id for other content is not caught:
+both records are written (rows of the same key: the later wins), within one batch as across batches
+(:func:`prepare_columns`).
 
 One row per click, view or open (its ``user_events`` row, whose key holds the event id: the event is
 persisted exactly when that row exists); an order is its merged ``purchases`` lines plus one ``events``
@@ -127,8 +129,8 @@ class BatchOutcome:
     """What one batch did; the counts add up to ``records``."""
 
     records: int = 0
-    persisted: int = 0  # distinct events written (a replayed event is written again, to the same rows)
-    duplicates: int = 0  # repeats of an event id within the batch (written once)
+    persisted: int = 0  # events written (a replayed event is written again, to the same rows)
+    duplicates: int = 0  # repeats of an event (same id, same rows) within the batch (written once)
     dead_lettered: int = 0
     purchase_rows: int = 0
     user_event_rows: int = 0
@@ -317,10 +319,21 @@ def prepare_columns(topics: Sequence[str], values: Sequence[bytes], headers_of: 
     JSON has the canonical shape takes the fast path (:func:`trusted_rows`); every other record, and
     any marked one that does not look right, is decoded by the models, which accept it or give the
     reason it is dead-lettered with.
+
+    A repeat of an event id is a duplicate (counted, written once) only when it is the same event: the
+    same bytes, or the same rows (:func:`_same_rows`). A client that reuses an id for other content gets
+    both written, in order, as when the two arrive in different batches: rows of different keys (another
+    ``ts`` or user) both stay, rows of the same key are overwritten by the later one. Dropping the second
+    only when it shared a batch with the first made the Store's content depend on batch boundaries (one
+    row or two for the same two acknowledged events). Dead-lettering reused ids was not chosen because
+    the cross-batch case cannot be detected cheaply (clicks have no row keyed by event id alone: it would
+    take a Store read per event on the consumer's hot path), and a rule that holds only within a batch is
+    the inconsistency this replaces.
     """
     out = BatchOutcome(records=len(values))
     prepared = PreparedBatch(records=(), outcome=out)  # the caller attaches its Records
-    seen: set[str] = set()
+    seen: dict[str, tuple[bytes, list[Item], Item | None]] = {}  # event id -> its latest value and rows
+    written = 0
     purchases, user_events, ledger = prepared.purchases, prepared.user_events, prepared.ledger
     last_headers: tuple[tuple[str, bytes], ...] | None = None
     last_rid: str | None = None
@@ -347,19 +360,18 @@ def prepare_columns(topics: Sequence[str], values: Sequence[bytes], headers_of: 
                 dead_lettered += 1
                 continue
             event_id = event.id
-            if event_id in seen:
-                out.duplicates += 1
-                continue
             if isinstance(event, Order):
                 rows = (purchase_rows(event, event_id=event_id),
                         event_row(event, event_id=event_id, topic=topic))
             else:
                 rows = ([user_event_row(event, event_id=event_id)], None)
-        elif event_id in seen:
+        lines, ledger_row = rows
+        prior = seen.get(event_id)
+        if prior is not None and (prior[0] == value or _same_rows(prior[1], prior[2], lines, ledger_row)):
             out.duplicates += 1
             continue
-        seen.add(event_id)
-        lines, ledger_row = rows
+        seen[event_id] = (value, lines, ledger_row)
+        written += 1
         if not headers:
             rid = None
         elif headers is last_headers:  # the records of one capture request share one headers tuple
@@ -377,11 +389,22 @@ def prepare_columns(topics: Sequence[str], values: Sequence[bytes], headers_of: 
         else:
             purchases.extend(lines)
             ledger.append(ledger_row)
-    out.persisted = len(seen)
+    out.persisted = written
     out.dead_lettered = dead_lettered
     out.purchase_rows = len(purchases)
     out.user_event_rows = len(user_events)
     return prepared
+
+
+def _same_rows(lines: list[Item], ledger_row: Item | None, other_lines: list[Item], other_ledger: Item | None) -> bool:
+    """Whether two records of one event id write the same rows, the capture request's id aside (a retry of
+    one event in another request is still that event). Only called for a repeated id, so its cost is off
+    the per-event path."""
+    def bare(row: Item | None) -> Item | None:
+        return None if row is None else {k: v for k, v in row.items() if k != "request_id"}
+
+    return (bare(ledger_row) == bare(other_ledger) and len(lines) == len(other_lines)
+            and all(bare(a) == bare(b) for a, b in zip(lines, other_lines, strict=True)))
 
 
 def prepare_encoded(columns: RecordColumns, encoders: tuple[tuple[Callable[..., Any], str], ...],
