@@ -10,16 +10,15 @@ any expectation is bad, with one reason per failed expectation; every other row 
 from __future__ import annotations
 
 import logging
-import zoneinfo
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 from typing import Any
 
 import polars as pl
 
 from notify_core import bounds
 from notify_core.errors import ValidationError
+from notify_core.scheduling.timezones import known_zones
 from notify_core.schemas import KEYS, SCHEMAS
 
 log = logging.getLogger(__name__)
@@ -59,11 +58,6 @@ def _check(reason: str, kind: str, **kwargs: Any) -> Check:
 def _required(*columns: str) -> list[Check]:
     return [_check(f"missing {c}", "ExpectColumnValuesToBeInSet", column=f"{c}{PRESENT_SUFFIX}", value_set=[True])
             for c in columns]
-
-
-@cache
-def _timezones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
 
 
 def _bounded(column: str, *, low: Any = None, high: Any = None, low_name: str = "", high_name: str = "") -> list[Check]:
@@ -135,7 +129,7 @@ def checks_for(dataset: str, *, now: datetime | None = None) -> list[Check]:
     if dataset == "users":
         domain = _required("user_id", "timezone") + [
             _check("unknown timezone", "ExpectColumnValuesToBeInSet", column="timezone",
-                   value_set=sorted(_timezones())),
+                   value_set=sorted(known_zones())),  # the one owner: what the planner can use
             _check(f"daily_cap outside 0..{bounds.MAX_DAILY_CAP}", "ExpectColumnValuesToBeBetween", column="daily_cap",
                    min_value=0, max_value=bounds.MAX_DAILY_CAP),
             _check("quiet_start_hour outside 0..23", "ExpectColumnValuesToBeBetween", column="quiet_start_hour",

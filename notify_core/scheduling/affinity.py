@@ -23,6 +23,7 @@ import numpy.typing as npt
 import polars as pl
 
 from notify_core.scheduling.models import AFFINITY_TYPES
+from notify_core.scheduling.timezones import zone_name_or_utc
 
 HOURS = 24
 KERNEL = np.array([0.1, 0.2, 0.4, 0.2, 0.1], dtype=np.float32)  # hours -2..+2, sums to 1
@@ -34,7 +35,8 @@ def hour_counts(
 ) -> F32:
     """``(len(users), 24)`` engagement counts by local hour, rows in ``users`` order.
 
-    ``users`` needs ``user_id`` and ``timezone`` (a known zone); ``interactions`` the INTERACTIONS schema.
+    ``users`` needs ``user_id`` and ``timezone`` (an unknown or missing zone counts as UTC, as the planner
+    plans it); ``interactions`` the INTERACTIONS schema.
     Each distinct zone is converted once (polars needs a literal zone per conversion).
     """
     counts = np.zeros((users.height, HOURS), dtype=np.float32)
@@ -52,7 +54,9 @@ def hour_counts(
         return counts
     parts = []
     for (zone,), part in events.partition_by("timezone", as_dict=True).items():
-        parts.append(part.select("_u", pl.col("ts").dt.convert_time_zone(str(zone)).dt.hour().alias("h")))
+        # unknown -> UTC, as the planner plans them: a zone polars refuses must not fail the whole chunk
+        tz = zone_name_or_utc(None if zone is None else str(zone))
+        parts.append(part.select("_u", pl.col("ts").dt.convert_time_zone(tz).dt.hour().alias("h")))
     both = pl.concat(parts)
     flat = both["_u"].to_numpy().astype(np.int64) * HOURS + both["h"].to_numpy().astype(np.int64)
     counts += np.bincount(flat, minlength=users.height * HOURS).reshape(users.height, HOURS).astype(np.float32)

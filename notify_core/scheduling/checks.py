@@ -6,6 +6,7 @@ from __future__ import annotations
 import polars as pl
 
 from notify_core.scheduling.models import MAX_PER_DAY
+from notify_core.scheduling.timezones import zone_name_or_utc
 
 
 def plan_violations(plan: pl.DataFrame, users: pl.DataFrame, *, capacity: int, sent_today: pl.DataFrame | None = None,
@@ -18,7 +19,9 @@ def plan_violations(plan: pl.DataFrame, users: pl.DataFrame, *, capacity: int, s
                        on="user_id", how="left")
     parts = []
     for (zone,), part in joined.partition_by("timezone", as_dict=True).items():
-        local = pl.col("send_at").dt.convert_time_zone(str(zone or "UTC"))
+        # the zone the planner planned this user in (unknown -> UTC), so one odd stored profile cannot fail
+        # the conversion, and with it every user of the chunk
+        local = pl.col("send_at").dt.convert_time_zone(zone_name_or_utc(None if zone is None else str(zone)))
         parts.append(part.with_columns(local.dt.hour().alias("_h"), local.dt.date().alias("_d")))
     rows = pl.concat(parts)
     qs, qe, h = pl.col("quiet_start_hour"), pl.col("quiet_end_hour"), pl.col("_h")

@@ -28,19 +28,50 @@ SPAN_MINUTES = 4 * 1440
 I32 = npt.NDArray[np.int32]
 
 
+NOT_USER_ZONES = frozenset({"Factory", "localtime", "posixrules"})
+"""Names :func:`zoneinfo.available_timezones` lists that are no user's zone: tzdata's placeholder
+(``Factory``), the host's own zone and the POSIX-rules template (links that mean something different on each
+machine). Polars' zone database refuses the first two, so a profile naming one once failed every plan
+chunk it was in."""
+
+
+def _polars_accepts(name: str) -> bool:
+    """Whether polars can convert to ``name``: the plan checks and the affinity model convert send and event
+    times with polars (its own zone database, not the system's), so a zone it refuses would fail them."""
+    import polars as pl
+
+    try:
+        pl.Series([datetime(2000, 1, 1, tzinfo=UTC)]).dt.convert_time_zone(name)
+    except pl.exceptions.PolarsError:
+        return False
+    return True
+
+
 @lru_cache(maxsize=1)
 def known_zones() -> frozenset[str]:
-    return frozenset(available_timezones()) | {"UTC"}
+    """The one set of time zones a user may have: the API's preferences validator, ingestion's
+    "unknown timezone" check and the planner (which plans anything else as UTC) all read it, so a zone one
+    of them accepts can never fail another. Checked against polars once per process (some 600 zones)."""
+    names = (frozenset(available_timezones()) | {"UTC"}) - NOT_USER_ZONES
+    return frozenset(name for name in names if _zone_loads(name) and _polars_accepts(name))
 
 
-def is_known_zone(name: str | None) -> bool:
-    if not name or name not in known_zones():
-        return False
+def _zone_loads(name: str) -> bool:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         return False
     return True
+
+
+def is_known_zone(name: str | None) -> bool:
+    return bool(name) and name in known_zones()
+
+
+def zone_name_or_utc(name: str | None) -> str:
+    """The zone name a user's ``timezone`` is planned in: itself when known, else ``"UTC"`` (as
+    :func:`zone_or_utc`), for code that converts with polars and needs a name rather than a tzinfo."""
+    return name if name is not None and is_known_zone(name) else "UTC"
 
 
 @lru_cache(maxsize=1024)

@@ -150,3 +150,19 @@ def test_ids_outside_the_id_rule_are_quarantined_like_capture_refuses_them(env) 
     purchases = _ingest(env, "purchases")
     assert sorted((b.row, b.reason.split(" (")[0]) for b in purchases.bad_rows if b.file == "odd.csv") == [
         (1, "order_id is not an id"), (2, "user_id is not an id")]
+
+
+def test_a_time_zone_polars_refuses_is_quarantined_at_ingestion(tmp_path: Path) -> None:
+    """'Factory' is in ``zoneinfo.available_timezones()``; ingestion once checked that set (its own copy), so
+    the row landed and the planner's polars ``convert_time_zone`` then failed every plan including it."""
+    landing = tmp_path / "landing"
+    (landing / "users").mkdir(parents=True)
+    (landing / "users" / "u.csv").write_text(
+        "user_id,country,timezone,signup_date,daily_cap\n"
+        "u-ok,GB,Europe/London,2010-05-01,3\n"
+        "u-factory,GB,Factory,2010-05-01,3\n")
+    store = SqliteStore(tmp_path / "store.sqlite")
+    report = ingest_dataset("users", landing=landing, lake=Lake(tmp_path / "lake"), store=store,
+                            quarantine=tmp_path / "q")
+    store.close()
+    assert [(b.row, b.reason) for b in report.bad_rows] == [(2, "unknown timezone")], report.bad_rows

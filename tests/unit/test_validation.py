@@ -71,6 +71,17 @@ def test_users_checks_domain_values() -> None:
         2: "unknown timezone", 3: "daily_cap outside 0..5", 4: "unparseable signup_date"}
 
 
+@pytest.mark.parametrize("zone", ["Factory", "localtime", "posixrules"])
+def test_a_zone_the_planner_cannot_use_is_quarantined_as_unknown(zone: str) -> None:
+    """``zoneinfo.available_timezones()`` lists these, but polars refuses Factory and localtime: a row that
+    landed with one once failed every plan chunk it was in. Ingestion reads the planner's own zone set."""
+    users = pl.DataFrame({
+        "user_id": ["u1", "u2"], "timezone": ["Europe/London", zone], "daily_cap": ["3", "3"],
+        "signup_date": ["2011-01-01", "2011-01-01"],
+    })
+    assert _reasons(users, "users") == {2: "unknown timezone"}
+
+
 def test_campaign_dates_must_be_ordered() -> None:
     campaigns = pl.DataFrame({
         "campaign_id": ["c1", "c2"], "name": ["n", "n"], "text": ["t", "t"], "priority": ["3", "3"],
