@@ -16,10 +16,10 @@ reaches this one table.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from notify_core.erasure_register import pseudonym
+from notify_core.erasure_register import ErasureRegister, erased_before, pseudonym
 from notify_core.errors import ConditionFailedError
 from notify_core.store import tables
 from notify_core.store.port import Condition, Store
@@ -30,6 +30,26 @@ def queue_erasure(store: Store, user_id: str, *, erased_at: datetime) -> None:
     same user replaces the entry, so the sweep that took the earlier one out leaves it (:func:`dequeue`)."""
     store.table(tables.ERASURE_QUEUE).put({"pk": pseudonym(user_id), "sk": tables.ERASURE_QUEUE_SK,
                                            "user_id": user_id, "erased_at": erased_at.isoformat()})
+
+
+def requeue_erased_since(store: Store, register: ErasureRegister, user_ids: Iterable[str]) -> list[str]:
+    """Queue again, for the sweep, those of ``user_ids`` erased since ``register`` was read; returns them.
+
+    For a run that read the register (and its inputs) first and then wrote rows of ``user_ids`` (batch
+    ingestion, a plan run): an erasure that finished in between had nothing of those rows to delete, and
+    the run wrote them back. An erasure records the register before it touches anything, so this read,
+    after the run's last write, sees every erasure the run can have undone, on any backend and without a
+    lock; the sweep (``erasure_sweep``, ``notify users sweep-erasures``) then erases those users again."""
+    late = erased_before(store).newer_than(register)
+    if not late:
+        return []
+    queued: list[str] = []
+    for user in dict.fromkeys(user_ids):
+        erased_at = late.erased_at(user)
+        if erased_at is not None:
+            queue_erasure(store, user, erased_at=erased_at)
+            queued.append(user)
+    return queued
 
 
 def queued_erasures(store: Store) -> dict[str, str]:

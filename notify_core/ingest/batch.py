@@ -28,7 +28,7 @@ import polars as pl
 from notify_core.atomic import atomic_write
 from notify_core.clock import Clock, utcnow
 from notify_core.convergence import PartitionSource, converge, frame_digest
-from notify_core.erasure_queue import queue_erasure
+from notify_core.erasure_queue import requeue_erased_since
 from notify_core.erasure_register import EVENT_TIME, ErasureRegister, erased_before
 from notify_core.errors import ValidationError
 from notify_core.ingest.validation import LIST_SEPARATOR, ROW_COLUMN, Validated, prepare, validate
@@ -193,16 +193,10 @@ def _requeue_raced_erasures(store: Store, dataset: str, plan: MergePlan, registe
     Store, and ``converge`` and ``commit`` then wrote the user's rows back into both (reproduced: session
     34). An erasure records the register before it touches anything, so this read, after the commit, sees
     every erasure the commit can have undone, on any backend and without a lock; the sweep (the
-    ``erasure_sweep`` job, ``notify users sweep-erasures``) then erases those users again. How many.
+    ``erasure_sweep`` job, ``notify users sweep-erasures``) then erases those users again
+    (:func:`notify_core.erasure_queue.requeue_erased_since`, which plan runs use too). How many.
     """
-    late = erased_before(store).newer_than(register)
-    if not late:
-        return 0
-    users = [u for u in plan.merged["user_id"].drop_nulls().unique().to_list() if late.erased_at(u) is not None]
-    for user in users:
-        erased_at = late.erased_at(user)
-        assert erased_at is not None
-        queue_erasure(store, user, erased_at=erased_at)
+    users = requeue_erased_since(store, register, plan.merged["user_id"].drop_nulls().unique().to_list())
     if users:  # by count only: the ids are the erased users'
         log.warning("users erased during this ingestion queued for the erasure sweep again",
                     extra={"dataset": dataset, "users": len(users)})

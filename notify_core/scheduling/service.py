@@ -22,6 +22,8 @@ import polars as pl
 
 from notify_core.campaigns import ELIGIBILITY_COLUMNS
 from notify_core.campaigns import schema as campaign_schema
+from notify_core.erasure_queue import requeue_erased_since
+from notify_core.erasure_register import ErasureRegister, erased_before
 from notify_core.lake import Lake
 from notify_core.lifecycle import CANCELLED
 from notify_core.metrics import counted_plan_generation
@@ -93,6 +95,8 @@ class PlanRun:
     # process's CPU), "thread", or "inline" (one chunk, or pipeline off); and the writer process's peak RSS.
     writer: str = "inline"
     writer_peak_rss_mb: float = 0.0
+    # users erased while the run was under way, whose plans it wrote back: queued for the erasure sweep again
+    erasures_requeued: int = 0
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -108,7 +112,7 @@ class PlanRun:
             "capacity_shifted": self.stats.capacity_shifted, "capacity_dropped": self.stats.capacity_dropped,
             "budget_dropped": self.stats.budget_dropped, "fatigued_users": self.stats.fatigued_users,
             "unknown_timezones": self.stats.unknown_timezones, "plan_seconds": round(self.stats.seconds, 3),
-            "exploration_slots": self.stats.exploration_slots,
+            "exploration_slots": self.stats.exploration_slots, "erasures_requeued": self.erasures_requeued,
         }
 
 
@@ -241,6 +245,7 @@ def plan_and_store(
     chunk_users: int = CHUNK_USERS, candidate_source: str = "given",
     progress: Callable[[int, int], None] | None = None, ledger: Ledger | None = None, pipeline: bool = True,
     switch_interval_s: float | None = PIPELINE_SWITCH_INTERVAL_S, writer_process: bool = True,
+    register: ErasureRegister | None = None,
 ) -> PlanRun:
     """Plan ``users`` in chunks (history and interactions from the Store) and write each chunk's plan.
 
@@ -255,7 +260,12 @@ def plan_and_store(
     ``switch_interval_s``: the GIL hand-over interval while a writer thread runs (:data:`PIPELINE_SWITCH_INTERVAL_S`;
     ``None`` keeps the interpreter's), so the writer's per-row GIL take-backs do not wait 5 ms each.
     ``progress(users_done, users_total)`` is called after each chunk is written (for a live display).
-    ``candidates``: a frame of every user's, or a :data:`CandidateSource` asked for each chunk's users."""
+    ``candidates``: a frame of every user's, or a :data:`CandidateSource` asked for each chunk's users.
+    ``register``: the erasure register as it stood before ``users`` were read (None: read here, first). A
+    user erased after it had nothing planned to delete yet, and this run writes their plans back (which the
+    worker would send: no profile means "send"), so after the last write the users erased since are queued
+    for the erasure sweep again (:func:`notify_core.erasure_queue.requeue_erased_since`, as ingestion does)."""
+    register = register if register is not None else erased_before(store)
     day = plan_day.isoformat()
     campaigns = eligible_campaigns(campaigns, plan_day)
     eligible = pl.col("campaign_id").is_in(campaigns["campaign_id"].implode())
@@ -364,6 +374,10 @@ def plan_and_store(
             if process is not None:
                 process.close()
     cpu["main"] = time.thread_time() - main_cpu - (0.0 if pipeline else cpu["write"])
+    requeued = requeue_erased_since(store, register, users["user_id"].to_list())
+    if requeued:  # by count only: the ids are the erased users'
+        log.warning("users erased during this plan run queued for the erasure sweep again",
+                    extra={"plan_day": day, "users": len(requeued)})
     busiest = ledger.loads.argsort()[-3:][::-1]
     loads = {(ledger.base + _minutes(int(m))).strftime("%Y-%m-%dT%H:%M"): int(ledger.loads[m])
              for m in busiest if ledger.loads[m] > 0}
@@ -372,7 +386,7 @@ def plan_and_store(
     return PlanRun(plan_day=day, candidate_source=candidate_source, stats=stats, writes=writes, minute_loads=loads,
                    violations=violations, seconds=seconds, cpu_seconds=cpu,
                    writer="process" if process is not None else "thread" if writer is not None else "inline",
-                   writer_peak_rss_mb=process_rss)
+                   writer_peak_rss_mb=process_rss, erasures_requeued=len(requeued))
 
 
 def _minutes(m: int) -> timedelta:
@@ -393,6 +407,7 @@ def plan_from_lake(
     (:func:`ledger_of_others`). ``candidate_workers`` (0: one per core) ranks the recommender's candidates in
     that many processes, each opening its backends with ``reopen``, once the run has enough users to pay for
     them (:func:`.candidate_pool.worker_count`)."""
+    register = erased_before(store)  # before the users: who is erased after this is queued again after the run
     users = users_from_lake(lake)
     ledger = None
     if user_ids is not None:
@@ -403,7 +418,7 @@ def plan_from_lake(
     return _plan(store, users=users, campaigns=campaigns_from_lake(lake), plan_day=plan_day,
                  now=now, options=options, artefacts=artefacts, fallback=lake_cosine(lake), k=k, shards=shards,
                  chunk_users=chunk_users, progress=progress, ledger=ledger,
-                 candidate_workers=candidate_workers, reopen=reopen)
+                 candidate_workers=candidate_workers, reopen=reopen, register=register)
 
 
 def plan_for_users(
@@ -415,16 +430,18 @@ def plan_for_users(
     """The serverless path (Lambda ``generate_schedule``): a batch of users, everything from the Store.
 
     ``now`` is the caller's clock, and ``candidate_workers`` / ``reopen`` as for :func:`plan_from_lake`."""
+    register = erased_before(store)  # before the profiles: see plan_and_store
     return _plan(store, users=users_from_store(store, user_ids), campaigns=campaigns_from_store(store),
                  plan_day=plan_day, now=now, options=options, artefacts=artefacts, fallback=store_cosine(store), k=k,
-                 shards=shards, chunk_users=chunk_users, candidate_workers=candidate_workers, reopen=reopen)
+                 shards=shards, chunk_users=chunk_users, candidate_workers=candidate_workers, reopen=reopen,
+                 register=register)
 
 
 def _plan(
     store: Store, *, users: pl.DataFrame, campaigns: pl.DataFrame, plan_day: date, now: datetime,
     options: PlanOptions | None, artefacts: ArtefactStore | None, fallback: CosineFallback, k: int, shards: int,
     chunk_users: int, progress: Callable[[int, int], None] | None = None, ledger: Ledger | None = None,
-    candidate_workers: int = 1, reopen: Reopen | None = None,
+    candidate_workers: int = 1, reopen: Reopen | None = None, register: ErasureRegister | None = None,
 ) -> PlanRun:
     campaigns = eligible_campaigns(campaigns, plan_day)
     source, name = candidate_source(store, campaigns["campaign_id"].to_list(), artefacts=artefacts,
@@ -433,7 +450,8 @@ def _plan(
     try:
         return plan_and_store(store, users=users, campaigns=campaigns, candidates=source, plan_day=plan_day,
                               now=effective_now(plan_day, now=now), options=options, shards=shards,
-                              chunk_users=chunk_users, candidate_source=name, progress=progress, ledger=ledger)
+                              chunk_users=chunk_users, candidate_source=name, progress=progress, ledger=ledger,
+                              register=register)
     finally:
         if isinstance(source, CandidatePool):
             source.close()
