@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import polars as pl
@@ -47,7 +47,7 @@ from notify_core.scheduling.ids import DEFAULT_SHARDS
 from notify_core.scheduling.models import CAMPAIGNS, USERS, PlanOptions
 from notify_core.scheduling.planner import ChunkInput, Ledger, PlanStats, plan_chunks
 from notify_core.scheduling.store import WriteSummary, day_items, load_state, plan_item_frame, write_plans
-from notify_core.scheduling.timezones import SPAN_MINUTES, to_minutes
+from notify_core.scheduling.timezones import SPAN_MINUTES, first_local_midnight, to_minutes
 from notify_core.scheduling.writer import PlanWriterProcess, opener_for
 from notify_core.schemas import SCHEMAS
 from notify_core.store import tables
@@ -117,9 +117,15 @@ class PlanRun:
 
 
 def effective_now(plan_day: date, *, now: datetime) -> datetime | None:
-    """Planning today (or a day some zones are still living): nothing before now. A future day: the whole
-    local day (None)."""
-    return now if now.astimezone(UTC).date() >= plan_day else None
+    """Planning a day that has begun in some zone (today, a day some zones are still living, or "tomorrow"
+    once it has begun east of UTC): nothing before now, and the sends the worker holds count (``load_state``
+    with ``now``). A day no zone has begun yet: the whole local day (None), so its plan, affinity and fatigue
+    read as of the day's start, whenever the run is made.
+
+    Judged by the day's first local midnight on Earth (:func:`.timezones.first_local_midnight`), not by the
+    UTC date: re-planning tomorrow after it began in Auckland once placed sends in its past and counted no
+    send in flight there (a sixth notification, the same campaign twice)."""
+    return now if now >= first_local_midnight(plan_day) else None
 
 
 # What eligibility needs of a user beyond the planner's columns (campaigns.eligibility).
@@ -401,7 +407,8 @@ def plan_from_lake(
 ) -> PlanRun:
     """The daily batch: every user in the lake (:func:`candidate_source` chooses the candidates, chunk by chunk).
 
-    ``now`` is the caller's clock: planning today places nothing before it (:func:`effective_now`).
+    ``now`` is the caller's clock: planning a day that has begun somewhere places nothing before it
+    (:func:`effective_now`).
     ``user_ids`` re-plans only those users (the ones whose vectors changed since the day was planned);
     the others' plans stay as they are and count against the minute capacity and the campaign budgets
     (:func:`ledger_of_others`). ``candidate_workers`` (0: one per core) ranks the recommender's candidates in

@@ -26,6 +26,7 @@ MAX_BLOCKS = 26  # 25 on a fall-back day, plus room for a half-hour shift (Austr
 SPAN_MINUTES = 4 * 1440
 
 I32 = npt.NDArray[np.int32]
+MAX_UTC_OFFSET = timedelta(hours=14)  # the furthest east any zone is (Pacific/Kiritimati): its day begins first
 
 
 NOT_USER_ZONES = frozenset({"Factory", "localtime", "posixrules"})
@@ -84,6 +85,12 @@ def zone_or_utc(name: str | None) -> tzinfo:
 def base_of(plan_day: date) -> datetime:
     """Minute 0 of a plan: 00:00 UTC on the day before ``plan_day``."""
     return datetime.combine(plan_day - timedelta(days=1), time(0), tzinfo=UTC)
+
+
+def first_local_midnight(plan_day: date) -> datetime:
+    """The instant ``plan_day`` begins somewhere on Earth (00:00 at UTC+14): from then on some user is
+    living it, so a plan of it must place nothing before now."""
+    return datetime.combine(plan_day, time(0), tzinfo=UTC) - MAX_UTC_OFFSET
 
 
 def to_minutes(ts: datetime, base: datetime) -> int:
