@@ -24,6 +24,7 @@ from notify_core.delivery.channels import Outcome, SendResult
 from notify_core.delivery.summary import Result, WorkerOptions
 from notify_core.errors import CountsNotAddedError, NotifyError
 from notify_core.lifecycle import CLAIMED, DEAD_LETTERED, RETRY_SCHEDULED, SENT, SUPPRESSED, check_move
+from notify_core.scheduling.models import SENT_PLAN_TTL_DAYS
 from notify_core.slo import LOG_RETENTION_DAYS
 from notify_core.store import tables
 from notify_core.store.port import Condition, Item, Store, Update
@@ -447,6 +448,9 @@ def projections(final: Mapping[str, Any], outcome: str, *, now: float) -> Iterat
                              "ts": str(final["delivered_at"]), "notification_id": nid, "ttl": ttl}
         if final.get("plan_day"):
             plan = {k: final[k] for k in _PLAN_KEYS if k in final}
+            # the planner's history: kept as long as fatigue and cooldowns look back, not the schedule item's ttl
+            kept = int(when.timestamp()) + SENT_PLAN_TTL_DAYS * 86400
+            plan["ttl"] = max(int(plan.get("ttl") or 0), kept)
             yield tables.PLANS, {**plan, "pk": uid, "sk": tables.plan_sk(str(final["plan_day"]), nid), "status": SENT,
                                  "sent_at": str(final["delivered_at"])}
     elif outcome == "dead_lettered":

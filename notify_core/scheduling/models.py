@@ -57,6 +57,14 @@ ENGAGEMENT_TYPES = ("click", "notification_open", "notification_click")
 OPT_OUT_TYPE = "opt_out"
 
 MAX_PER_DAY = bounds.MAX_DAILY_CAP  # the platform's hard ceiling (the requirement's "max 5 notifications/day")
+HISTORY_DAYS = 7
+"""How far back the planner reads a user's sends: fatigue's "ignored in a row" window
+(:attr:`FatigueOptions.lookback_hours`) and :func:`.store.load_state`'s history read both derive from it."""
+SENT_PLAN_TTL_DAYS = HISTORY_DAYS + 1
+"""How long a sent ``plans`` item lives after its send time (the worker's outcome sets it,
+``delivery.outcomes.projections``): the history window and a day of margin, since a plan is made up to a
+day before its day and the TTL runs on the Store's clock. It once kept the schedule item's 3 days
+(``store.TTL_DAYS``), so fatigue saw 3 of its 7 days and a 4-day-old send no longer held a cooldown."""
 
 
 def empty(schema: Schema) -> pl.DataFrame:
@@ -80,7 +88,7 @@ def conform(frame: pl.DataFrame | None, schema: Schema, *, name: str) -> pl.Data
 class FatigueOptions:
     """How ignored notifications lower the cap and raise the penalty (see :mod:`.fatigue`)."""
 
-    lookback_hours: int = 7 * 24
+    lookback_hours: int = HISTORY_DAYS * 24  # sends older than HISTORY_DAYS are not kept (SENT_PLAN_TTL_DAYS)
     ignores_per_cap_step: int = 2  # every 2 ignored notifications in a row lower the cap by one
     max_cap_reduction: int = 4  # a fatigued user still gets their single best notification
     penalty_per_ignore: float = 0.03  # subtracted from the expected value, per ignored notification

@@ -52,11 +52,11 @@ from notify_core.lifecycle import (
     SENT,
 )
 from notify_core.scheduling.ids import DEFAULT_SHARDS, user_hashes
-from notify_core.scheduling.models import HISTORY, INTERACTIONS
+from notify_core.scheduling.models import HISTORY, HISTORY_DAYS, INTERACTIONS
 from notify_core.store import tables
 from notify_core.store.port import Condition, Item, KeyRange, Store
 
-TTL_DAYS = 3
+TTL_DAYS = 3  # pending plan and schedule items; a sent plan item lives models.SENT_PLAN_TTL_DAYS (history)
 ISO = "%Y-%m-%dT%H:%M:%SZ"
 _COMPARED = ("campaign_id", "slot", "send_at", "expected_value", "shard")
 
@@ -375,7 +375,8 @@ def _held_by_delivery(store: Store, stored: dict[str, list[Item]], *, now: datet
 
 
 def load_state(
-    store: Store, user_ids: Sequence[str], *, plan_day: date, lookback_days: int = 7, interaction_days: int = 90,
+    store: Store, user_ids: Sequence[str], *, plan_day: date, lookback_days: int = HISTORY_DAYS,
+    interaction_days: int = 90,
     with_interactions: bool = True, now: datetime | None = None,
 ) -> UserState:
     """History and interactions of ``user_ids`` from ``plans`` and ``user_events`` (partition queries only).
