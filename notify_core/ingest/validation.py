@@ -300,7 +300,9 @@ def validate(dataset: str, prepared: pl.DataFrame, *, now: datetime | None = Non
             failed.setdefault(row, []).append(reason)
 
     bad_rows = sorted(failed)
-    bad_mask = pl.Series("bad", [False] * prepared.height)
+    # Boolean even with no rows: an empty list alone makes a Null series, which ``filter`` refuses, so a
+    # header-only CSV or an empty Parquet drop (an empty day's export) used to fail the whole dataset.
+    bad_mask = pl.Series("bad", [False] * prepared.height, dtype=pl.Boolean)
     if bad_rows:
         bad_mask = bad_mask.scatter(bad_rows, True)
     keys = list(KEYS[dataset])

@@ -166,3 +166,36 @@ def test_a_time_zone_polars_refuses_is_quarantined_at_ingestion(tmp_path: Path) 
                             quarantine=tmp_path / "q")
     store.close()
     assert [(b.row, b.reason) for b in report.bad_rows] == [(2, "unknown timezone")], report.bad_rows
+
+
+# Landing files of odd shape, each beside a good file that must still land ---------------------------------
+PURCHASES_HEADER = "order_id,user_id,product_id,quantity,unit_price,ts,country\n"
+GOOD_LINE = "1001,u1,P1,3,2.0,2011-04-01 10:00:00,UK\n"
+
+
+@pytest.fixture
+def bare(tmp_path: Path):
+    """An empty landing (no demo files): only what a test writes lands."""
+    landing = tmp_path / "landing"
+    for dataset in ("users", "products", "campaigns", "purchases"):
+        (landing / dataset).mkdir(parents=True)
+    store = SqliteStore(tmp_path / "store.sqlite")
+    yield {"landing": landing, "lake": Lake(tmp_path / "lake"), "store": store, "quarantine": tmp_path / "q"}
+    store.close()
+
+
+@pytest.mark.parametrize("kind", ["csv header only", "parquet with no rows"])
+def test_a_landing_file_with_no_rows_does_not_stop_the_dataset(bare, kind: str) -> None:
+    """A header-only CSV (an empty day's export) or an empty Parquet drop is not bad input: it used to
+    fail the whole ``purchases`` ingestion with a TypeError (a Null-typed filter mask), the good file
+    beside it included, on every retry."""
+    from notify_core.schemas import PURCHASES
+
+    folder = bare["landing"] / "purchases"
+    (folder / "a_good.csv").write_text(PURCHASES_HEADER + GOOD_LINE)
+    if kind == "csv header only":
+        (folder / "b_empty.csv").write_text(PURCHASES_HEADER)
+    else:
+        pl.DataFrame(schema=PURCHASES).write_parquet(folder / "b_empty.parquet")
+    report = _ingest(bare, "purchases")
+    assert (report.lake_inserted, report.rows_read, report.bad_rows, report.file_errors) == (1, 1, [], {})
