@@ -119,6 +119,12 @@ def line_reason(quantity: int, unit_price: float) -> str | None:
     return None
 
 
+def line_amount(quantity: pl.Expr, unit_price: pl.Expr) -> pl.Expr:
+    """The amount :func:`line_reason` bounds by :data:`MAX_LINE_AMOUNT` (``|quantity| * unit_price``), for a
+    frame: batch ingestion quarantines the lines capture refuses. In floats, so that ``|INT64_MIN|`` cannot wrap."""
+    return quantity.cast(pl.Float64).abs() * unit_price
+
+
 def merged_lines_reason(lines: Iterable[tuple[str, int, float]]) -> str | None:
     """An order's lines merged per product, as the Store and the landing file keep them (one ``purchases``
     row per product: the quantities summed, the first line's price): each merged row within the bounds

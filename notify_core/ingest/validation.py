@@ -29,6 +29,7 @@ SAFE_SUFFIX = "__safe"
 ID_SUFFIX = "__id"  # an id column's value is missing (its own reason, where required) or matches bounds.ID_PATTERN
 FLOOR_SUFFIX = "__floor"  # a float column's value is 0, null, or at least bounds.MIN_NONZERO_MAGNITUDE in magnitude
 ROW_COLUMN = "_row"
+LINE_AMOUNT = "line_amount"  # a purchase line's bounds.line_amount, derived by prepare() for its bound check
 LIST_SEPARATOR = "|"
 # The columns that hold ids, per dataset (bounds.ID_PATTERN; a guest order's null user_id is not checked)
 ID_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -89,6 +90,10 @@ def _bound_checks(dataset: str, now: datetime | None) -> list[Check]:
             *_bounded("quantity", low=-bounds.MAX_QUANTITY, high=bounds.MAX_QUANTITY,
                       low_name=f"-MAX_QUANTITY ({-bounds.MAX_QUANTITY})",
                       high_name=f"MAX_QUANTITY ({bounds.MAX_QUANTITY})"),
+            # capture refuses such a line (bounds.line_reason); each factor within its bound can still
+            # make one row of 10^12 revenue
+            *_bounded(LINE_AMOUNT, high=bounds.MAX_LINE_AMOUNT,
+                      high_name=f"MAX_LINE_AMOUNT ({bounds.MAX_LINE_AMOUNT:g})"),
         ]
     if dataset == "products":
         return _bounded("unit_price", high=bounds.MAX_UNIT_PRICE,
@@ -229,6 +234,9 @@ def prepare(dataset: str, raw: pl.DataFrame) -> pl.DataFrame:
         (~pl.col(f"{name}{PRESENT_SUFFIX}") | pl.col(name).str.contains(bounds.ID_PATTERN)).fill_null(False)
         .alias(f"{name}{ID_SUFFIX}")
         for name in ID_COLUMNS[dataset])
+    if dataset == "purchases":
+        prepared = prepared.with_columns(
+            bounds.line_amount(pl.col("quantity"), pl.col("unit_price")).alias(LINE_AMOUNT))
     if dataset == "campaigns":  # the same content rules as the campaign upsert (template, redirect URL)
         prepared = prepared.with_columns(
             pl.col("template").map_elements(_template_ok, return_dtype=pl.Boolean).alias(f"template{SAFE_SUFFIX}"),

@@ -199,3 +199,15 @@ def test_a_landing_file_with_no_rows_does_not_stop_the_dataset(bare, kind: str) 
         pl.DataFrame(schema=PURCHASES).write_parquet(folder / "b_empty.parquet")
     report = _ingest(bare, "purchases")
     assert (report.lake_inserted, report.rows_read, report.bad_rows, report.file_errors) == (1, 1, [], {})
+
+
+def test_a_line_amount_capture_refuses_is_quarantined_by_batch_ingestion(bare) -> None:
+    """``bounds.MAX_LINE_AMOUNT``: capture answers 400 for 10^6 units at 10^6 each (each factor within its
+    own bound); batch ingestion landed the same line, 10^12 of revenue in one row."""
+    (bare["landing"] / "purchases" / "a.csv").write_text(
+        PURCHASES_HEADER + GOOD_LINE + "1002,u1,P1,1000000,1000000,2011-04-01 10:00:00,UK\n"
+        "1003,u1,P1,-1000,100000.5,2011-04-01 10:00:00,UK\n")  # a return counts by its magnitude
+    report = _ingest(bare, "purchases")
+    assert [(b.row, b.reason) for b in report.bad_rows] == [
+        (2, "line_amount above MAX_LINE_AMOUNT (1e+08)"), (3, "line_amount above MAX_LINE_AMOUNT (1e+08)")]
+    assert bare["lake"].read("purchases")["order_id"].to_list() == ["1001"]
