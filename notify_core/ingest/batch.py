@@ -91,12 +91,20 @@ def landing_files(landing: Path, dataset: str) -> list[Path]:
 
 
 def read_landing_file(path: Path) -> pl.DataFrame:
+    """A landing file as a frame, or a :class:`ValidationError` naming why the whole file is unusable."""
     try:
         if path.suffix == ".parquet":
             return pl.read_parquet(path)
-        return pl.read_csv(path, infer_schema=False, truncate_ragged_lines=False)
+        frame = pl.read_csv(path, infer_schema=False, truncate_ragged_lines=False)
+        header = pl.read_csv(path, infer_schema=False, has_header=False, n_rows=1).row(0)
     except Exception as exc:  # polars raises several types for malformed files
         raise ValidationError(f"cannot read {path.name}: {exc}") from exc
+    # polars renames a repeated header column ``<name>_duplicated_<n>`` and the first copy would be used
+    # without a word: which value the file means is unknowable, so the file is refused like a ragged one.
+    repeated = sorted({str(name) for name in header if header.count(name) > 1})
+    if repeated:
+        raise ValidationError(f"cannot read {path.name}: header repeats column(s) {repeated}")
+    return frame
 
 
 def _quarantine(folder: Path, dataset: str, source: Path, bad: pl.DataFrame, raw: pl.DataFrame) -> None:

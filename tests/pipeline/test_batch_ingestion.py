@@ -211,3 +211,17 @@ def test_a_line_amount_capture_refuses_is_quarantined_by_batch_ingestion(bare) -
     assert [(b.row, b.reason) for b in report.bad_rows] == [
         (2, "line_amount above MAX_LINE_AMOUNT (1e+08)"), (3, "line_amount above MAX_LINE_AMOUNT (1e+08)")]
     assert bare["lake"].read("purchases")["order_id"].to_list() == ["1001"]
+
+
+def test_a_repeated_header_column_rejects_the_file_by_name(bare) -> None:
+    """``quantity`` twice in a header: polars renamed the second ``quantity_duplicated_0`` and ingestion used
+    the first without a word (which value is meant is unknowable). The file is refused as a whole, naming
+    the column, like a ragged CSV; the good file beside it lands."""
+    folder = bare["landing"] / "purchases"
+    (folder / "a_good.csv").write_text(PURCHASES_HEADER + GOOD_LINE)
+    (folder / "b_twice.csv").write_text(
+        "order_id,user_id,product_id,quantity,unit_price,ts,country,quantity\n"
+        "1002,u1,P1,3,2.0,2011-04-01 10:00:00,UK,5\n")
+    report = _ingest(bare, "purchases")
+    assert report.file_errors == {"b_twice.csv": "cannot read b_twice.csv: header repeats column(s) ['quantity']"}
+    assert bare["lake"].read("purchases")["order_id"].to_list() == ["1001"]
