@@ -121,8 +121,11 @@ def line_reason(quantity: int, unit_price: float) -> str | None:
 
 def line_amount(quantity: pl.Expr, unit_price: pl.Expr) -> pl.Expr:
     """The amount :func:`line_reason` bounds by :data:`MAX_LINE_AMOUNT` (``|quantity| * unit_price``), for a
-    frame: batch ingestion quarantines the lines capture refuses. In floats, so that ``|INT64_MIN|`` cannot wrap."""
-    return quantity.cast(pl.Float64).abs() * unit_price
+    frame: batch ingestion quarantines the lines capture refuses. Null where a factor is outside its own
+    bound: as in :func:`line_reason`, that bound is the reason, not the product as well. In floats, so that
+    ``|INT64_MIN|`` cannot wrap."""
+    magnitude = quantity.cast(pl.Float64).abs()
+    return pl.when((magnitude <= MAX_QUANTITY) & (unit_price <= MAX_UNIT_PRICE)).then(magnitude * unit_price)
 
 
 def merged_lines_reason(lines: Iterable[tuple[str, int, float]]) -> str | None:
