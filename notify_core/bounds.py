@@ -56,6 +56,18 @@ MAX_ID_LENGTH = 128
 ID_CHARACTERS = "A-Za-z0-9._:@/+=-"
 ID_PATTERN = rf"^[{ID_CHARACTERS}]{{1,{MAX_ID_LENGTH}}}$"
 
+
+
+def integer_id_text(values: pl.Expr) -> pl.Expr:
+    """An id that arrived as a number (pandas writes an id column with a missing value as floats), as the
+    integer text every other path gives it: ``12345.0`` -> ``"12345"``, not ``"12345.0"`` (another user).
+    A value that is not a whole number within int64 (``17850.7``, ``1e30``, ``NaN``, ``"abc"``) is null,
+    for the caller to report as unparseable; truncating it would name another id."""
+    number = values.cast(pl.Float64, strict=False)
+    whole = number.is_finite() & (number == number.floor()) & (number.abs() < float(2**63))
+    return pl.when(whole).then(number.cast(pl.Int64, strict=False)).otherwise(None).cast(pl.String)
+
+
 MAX_CLOCK_SKEW = timedelta(days=1)
 """How far ahead of the receiver's clock an event time may be (clock skew, time zones gone wrong)."""
 

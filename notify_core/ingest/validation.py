@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 PARSED_SUFFIX = "__parsed"
 PRESENT_SUFFIX = "__present"
 SAFE_SUFFIX = "__safe"
-ID_SUFFIX = "__id"  # an id column's value is missing (its own reason, where required) or matches bounds.ID_PATTERN
+ID_SUFFIX = "__id"  # an id column's value is missing or unparseable (their own reasons) or matches bounds.ID_PATTERN
 FLOOR_SUFFIX = "__floor"  # a float column's value is 0, null, or at least bounds.MIN_NONZERO_MAGNITUDE in magnitude
 ROW_COLUMN = "_row"
 LINE_AMOUNT = "line_amount"  # a purchase line's bounds.line_amount, derived by prepare() for its bound check
@@ -123,7 +123,7 @@ def checks_for(dataset: str, *, now: datetime | None = None) -> list[Check]:
         _check(f"unparseable {name}", "ExpectColumnValuesToBeInSet", column=f"{name}{PARSED_SUFFIX}",
                value_set=[True])
         for name, dtype in SCHEMAS[dataset].items()
-        if dtype != pl.String
+        if dtype != pl.String or name in ID_COLUMNS[dataset]  # an id can arrive as a number (not whole)
     ] + [
         # every backend must hold the number: DynamoDB's Number underflows below 1e-130 (notify_core.bounds)
         _check(f"{name} nonzero below MIN_NONZERO_MAGNITUDE ({bounds.MIN_NONZERO_MAGNITUDE:g})",
@@ -211,11 +211,17 @@ def prepare(dataset: str, raw: pl.DataFrame) -> pl.DataFrame:
             exprs.append(pl.lit(True).alias(f"{name}{PARSED_SUFFIX}"))
             exprs.append(pl.lit(False).alias(f"{name}{PRESENT_SUFFIX}"))
             continue
-        raw_present = pl.col(name).is_not_null()
-        if raw.schema[name] == pl.String:
-            raw_present = raw_present & (pl.col(name).str.strip_chars() != "")
-        exprs.append(raw_present.alias(f"{name}{PRESENT_SUFFIX}"))
         source = raw.schema[name]
+        raw_present = pl.col(name).is_not_null()
+        if source == pl.String:
+            raw_present = raw_present & (pl.col(name).str.strip_chars() != "")
+        if source.is_float() and name in ID_COLUMNS[dataset]:  # pandas' float id column: NaN is a missing id
+            raw_present = raw_present & pl.col(name).is_not_nan()
+            value = bounds.integer_id_text(pl.col(name))
+            exprs += [raw_present.alias(f"{name}{PRESENT_SUFFIX}"), value.alias(name),
+                      (~raw_present | value.is_not_null()).alias(f"{name}{PARSED_SUFFIX}")]
+            continue
+        exprs.append(raw_present.alias(f"{name}{PRESENT_SUFFIX}"))
         if source == dtype or (isinstance(dtype, pl.Datetime) and isinstance(source, pl.Datetime)):
             value = pl.col(name).cast(dtype)
             parsed = pl.lit(True)
@@ -231,7 +237,8 @@ def prepare(dataset: str, raw: pl.DataFrame) -> pl.DataFrame:
     prepared = raw.select(exprs).with_columns(
         (pl.col(name).is_null() | (pl.col(name) == 0) | (pl.col(name).abs() >= bounds.MIN_NONZERO_MAGNITUDE))
         .alias(f"{name}{FLOOR_SUFFIX}") for name, dtype in schema.items() if dtype.is_float()).with_columns(
-        (~pl.col(f"{name}{PRESENT_SUFFIX}") | pl.col(name).str.contains(bounds.ID_PATTERN)).fill_null(False)
+        (~pl.col(f"{name}{PRESENT_SUFFIX}") | ~pl.col(f"{name}{PARSED_SUFFIX}")  # unparseable: its own reason
+         | pl.col(name).str.contains(bounds.ID_PATTERN)).fill_null(False)
         .alias(f"{name}{ID_SUFFIX}")
         for name in ID_COLUMNS[dataset])
     if dataset == "purchases":

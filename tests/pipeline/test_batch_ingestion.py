@@ -225,3 +225,20 @@ def test_a_repeated_header_column_rejects_the_file_by_name(bare) -> None:
     report = _ingest(bare, "purchases")
     assert report.file_errors == {"b_twice.csv": "cannot read b_twice.csv: header repeats column(s) ['quantity']"}
     assert bare["lake"].read("purchases")["order_id"].to_list() == ["1001"]
+
+
+def test_a_float_typed_id_column_lands_integer_ids_and_quarantines_fractions(bare) -> None:
+    """pandas writes an id column holding a missing value as Float64 (the Online Retail CustomerID is one):
+    ``12345.0`` landed as user ``"12345.0"``, a user that does not exist, not the ``"12345"`` every other path
+    names. Whole numbers now land as integer text, a missing value (null or NaN) is a guest order, and a
+    fraction is quarantined as unparseable instead of being truncated into another user."""
+    pl.DataFrame({
+        "order_id": ["1001", "1002", "1003", "1004"], "user_id": [12345.0, None, float("nan"), 17850.7],
+        "product_id": ["P1"] * 4, "quantity": [1, 2, 3, 4], "unit_price": [2.0] * 4,
+        "ts": ["2011-04-01 10:00:00"] * 4, "country": ["UK"] * 4,
+    }).write_parquet(bare["landing"] / "purchases" / "export.parquet")
+    report = _ingest(bare, "purchases")
+    assert [(b.row, b.reason) for b in report.bad_rows] == [(4, "unparseable user_id")]
+    landed = bare["lake"].read("purchases").sort("order_id")
+    assert landed.select("order_id", "user_id").rows() == [("1001", "12345"), ("1002", None), ("1003", None)]
+    assert [i["order_id"] for i in purchases_of(bare["store"], "12345")] == ["1001"]
