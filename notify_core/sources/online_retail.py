@@ -14,8 +14,11 @@ The mapping, row by row (documented in the README too):
   adjustments, not sales, and are dropped.
 * ``StockCode`` -> ``product_id``. Codes without a digit (POST, DOT, M, BANK CHARGES, AMAZONFEE, ...)
   and ADJUST*/TEST*/gift_* are fees or vouchers, not products, and are dropped.
-* ``CustomerID`` -> ``user_id`` (as an integer string). Lines without one are guest orders: they stay
-  in the lake (they count for product revenue and popularity) with a null user_id.
+* ``CustomerID`` -> ``user_id`` (as an integer string: ``17850.0`` -> ``"17850"``). Lines without one are
+  guest orders: they stay in the lake (they count for product revenue and popularity) with a null user_id.
+  A CustomerID that is present but not a whole number ("abc", "C17850", "17850.7", "1e30") is dropped and
+  counted ("unparseable CustomerID"): kept as a guest it would leave its customer's history, truncated it
+  would join another customer's.
 * ``InvoiceDate`` is UK local time (Europe/London) and is converted to UTC.
 * Lines with price <= 0 or (outside returns) quantity <= 0 are stock write-offs, not sales: dropped.
 * Repeated lines of one product in one invoice are merged (quantities summed, price weighted).
@@ -31,6 +34,7 @@ from pathlib import Path
 
 import polars as pl
 
+from notify_core import bounds
 from notify_core.catalog.categories import categorise
 from notify_core.errors import ValidationError
 from notify_core.schemas import PRODUCTS, PURCHASES
@@ -112,9 +116,23 @@ def local_timestamps(values: pl.Series) -> pl.Series:
     return parsed.alias(values.name)
 
 
+def _customer_id(dtype: pl.DataType) -> tuple[pl.Expr, pl.Expr]:
+    """``CustomerID`` as ``user_id`` (integer text, null where it is not a whole number), and whether one
+    was given at all (a null, NaN or blank value is a guest, not an unparseable id)."""
+    customer = pl.col("CustomerID")
+    if dtype == pl.String:
+        customer = customer.str.strip_chars()
+        return bounds.integer_id_text(customer), customer.is_not_null() & (customer != "")
+    if dtype.is_integer():  # exact as it is (through a float, an id past 2^53 would change)
+        return customer.cast(pl.String), customer.is_not_null()
+    given = customer.is_not_null() & customer.is_not_nan() if dtype.is_float() else customer.is_not_null()
+    return bounds.integer_id_text(customer), given
+
+
 def map_online_retail(raw: pl.DataFrame) -> SourceTables:
     """Apply the mapping above. Pure: same input, same output."""
     raw = normalise_columns(raw)
+    user_id, customer_given = _customer_id(raw.schema["CustomerID"])
     frame = raw.select(
         pl.col("InvoiceNo").cast(pl.String).str.strip_chars().alias("order_id"),
         pl.col("StockCode").cast(pl.String).str.strip_chars().str.to_uppercase().alias("product_id"),
@@ -123,8 +141,8 @@ def map_online_retail(raw: pl.DataFrame) -> SourceTables:
         pl.col("InvoiceDate").dt.replace_time_zone(SOURCE_TIMEZONE, ambiguous="earliest", non_existent="null")
         .dt.convert_time_zone("UTC").alias("ts"),
         pl.col("UnitPrice").cast(pl.Float64, strict=False).alias("unit_price"),
-        pl.col("CustomerID").cast(pl.Float64, strict=False).cast(pl.Int64, strict=False).cast(pl.String)
-        .alias("user_id"),
+        user_id.alias("user_id"),
+        customer_given.alias("customer_given"),
         pl.col("Country").cast(pl.String).str.strip_chars().alias("country"),
     ).with_columns(pl.col("order_id").str.starts_with("C").alias("is_return"))
 
@@ -133,6 +151,7 @@ def map_online_retail(raw: pl.DataFrame) -> SourceTables:
         "not a product (fee, postage, voucher)": ~pl.col("product_id").str.contains(r"\d")
         | pl.any_horizontal(*(pl.col("product_id").str.starts_with(p) for p in NON_PRODUCT_PREFIXES)),
         "unparseable row": pl.col("ts").is_null() | pl.col("quantity").is_null() | pl.col("unit_price").is_null(),
+        "unparseable CustomerID": pl.col("customer_given") & pl.col("user_id").is_null(),
         "stock write-off (price or quantity <= 0)": (pl.col("unit_price") <= 0)
         | ((pl.col("quantity") <= 0) & ~pl.col("is_return"))
         | ((pl.col("quantity") >= 0) & pl.col("is_return")),

@@ -64,3 +64,35 @@ def test_generator_is_deterministic_and_valid(mapped) -> None:
     promoted = {p for ids in campaigns["product_ids"] for p in ids}
     assert promoted <= {HEART, BOXES, STAR}
     assert (campaigns["end_date"] >= campaigns["start_date"]).all()
+
+
+def _two_orders(customer_id: str | float | None, *, dtype: pl.DataType = pl.String) -> pl.DataFrame:
+    """Two orders of one product: customer 17850 (as the export writes it), then ``customer_id``."""
+    first: str | float = "17850.0" if dtype == pl.String else 17850.0
+    return pl.DataFrame({
+        "InvoiceNo": ["536365", "536366"], "StockCode": ["85123A", "85123A"], "Description": ["MUG", "MUG"],
+        "Quantity": ["1", "2"], "InvoiceDate": ["12/1/2010 8:26", "12/1/2010 9:26"],
+        "UnitPrice": ["2.5", "2.5"], "Country": ["UK", "UK"],
+    }).with_columns(pl.Series("CustomerID", [first, customer_id], dtype=dtype))
+
+
+@pytest.mark.parametrize("customer_id", ["abc", "1e30", "17850.7", "C17850"])
+def test_a_customer_id_that_is_not_a_whole_number_is_dropped_and_counted(customer_id: str) -> None:
+    """'abc', '1e30' or 'C17850' became null (the customer's purchase kept as a guest order, out of their
+    history) and '17850.7' was truncated into customer 17850's history; neither was counted in ``dropped``."""
+    tables = map_online_retail(_two_orders(customer_id))
+    assert tables.dropped["unparseable CustomerID"] == 1
+    assert tables.purchases.select("order_id", "user_id").rows() == [("536365", "17850")]
+
+
+@pytest.mark.parametrize(("customer_id", "dtype"), [(None, pl.String), (" ", pl.String), (None, pl.Float64),
+                                                    (float("nan"), pl.Float64)])
+def test_only_a_missing_customer_id_is_a_guest_order(customer_id: str | float | None, dtype: pl.DataType) -> None:
+    tables = map_online_retail(_two_orders(customer_id, dtype=dtype))
+    assert tables.dropped["unparseable CustomerID"] == 0
+    assert tables.purchases.select("order_id", "user_id").rows() == [("536365", "17850"), ("536366", None)]
+
+
+def test_an_integer_customer_id_column_keeps_its_ids_exact() -> None:
+    frame = _two_orders(None).with_columns(pl.Series("CustomerID", [17850, 2**60 + 1], dtype=pl.Int64))
+    assert map_online_retail(frame).purchases["user_id"].to_list() == ["17850", str(2**60 + 1)]
