@@ -179,6 +179,16 @@ MAX_DAILY_BUDGET = 1_000_000_000  # sends per campaign and day
 MIN_PRIORITY, MAX_PRIORITY = 1, 5  # a campaign's priority: 1 (low) .. 5 (high)
 MAX_DAILY_CAP = 5  # notifications a user gets a day at most: the requirement's "max 5", and a profile's cap 0..5
 
+# Text lengths, in characters. Every backend must hold the row: DynamoDB refuses an item over 400 KB where
+# SQLite takes anything, so a 500 KB product description passed validation and then failed the whole
+# dataset's ingestion (the good rows beside it too) inside the Store write, on every retry. The campaign
+# API and batch ingestion read the same constants (ids have their own rule, MAX_ID_LENGTH; templates and
+# URLs theirs, in notify_core.delivery).
+MAX_NAME_LENGTH = 200  # a campaign's name
+MAX_TEXT_LENGTH = 2_000  # a campaign's text, a product's description: prose that is embedded and shown
+MAX_CATEGORY_LENGTH = 64  # a product's or campaign's category, as a user's opt-out names it (preferences)
+MAX_COUNTRY_LENGTH = 64  # a user's or an order's country
+
 
 def latest_allowed(now: datetime | None) -> datetime:
     """The newest timestamp accepted: ``now + MAX_FUTURE_SKEW``, never past :data:`MAX_TIMESTAMP`."""

@@ -37,6 +37,19 @@ ID_COLUMNS: dict[str, tuple[str, ...]] = {
     "purchases": ("order_id", "product_id", "user_id"),
 }
 
+# The longest value of each free-text column, per dataset, with the bound's name for the reason (see
+# notify_core.bounds: every backend must hold the row). Ids have their own rule (ID_COLUMNS); timezone and
+# status are checked against their sets, template and url by the campaign content checks.
+TEXT_LIMITS: dict[str, dict[str, tuple[str, int]]] = {
+    "users": {"country": ("MAX_COUNTRY_LENGTH", bounds.MAX_COUNTRY_LENGTH)},
+    "products": {"description": ("MAX_TEXT_LENGTH", bounds.MAX_TEXT_LENGTH),
+                 "category": ("MAX_CATEGORY_LENGTH", bounds.MAX_CATEGORY_LENGTH)},
+    "campaigns": {"name": ("MAX_NAME_LENGTH", bounds.MAX_NAME_LENGTH),
+                  "text": ("MAX_TEXT_LENGTH", bounds.MAX_TEXT_LENGTH),
+                  "category": ("MAX_CATEGORY_LENGTH", bounds.MAX_CATEGORY_LENGTH)},
+    "purchases": {"country": ("MAX_COUNTRY_LENGTH", bounds.MAX_COUNTRY_LENGTH)},
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Check:
@@ -170,7 +183,10 @@ def checks_for(dataset: str, *, now: datetime | None = None) -> list[Check]:
     ids = [_check(f"{column} is not an id (1-{bounds.MAX_ID_LENGTH} of {bounds.ID_CHARACTERS})",
                   "ExpectColumnValuesToBeInSet", column=f"{column}{ID_SUFFIX}", value_set=[True])
            for column in ID_COLUMNS[dataset]]
-    return domain + ids + parsed + _bound_checks(dataset, now)
+    lengths = [_check(f"{column} longer than {name} ({limit})", "ExpectColumnValueLengthsToBeBetween",
+                      column=column, max_value=limit)
+               for column, (name, limit) in TEXT_LIMITS[dataset].items()]
+    return domain + ids + parsed + _bound_checks(dataset, now) + lengths
 
 
 def _parse(column: pl.Expr, dtype: Any) -> pl.Expr:

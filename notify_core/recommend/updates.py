@@ -51,8 +51,8 @@ class CampaignIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     campaign_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
-    name: str = Field(min_length=1, max_length=200)
-    text: str = Field(min_length=1, max_length=2000)
+    name: str = Field(min_length=1, max_length=bounds.MAX_NAME_LENGTH)
+    text: str = Field(min_length=1, max_length=bounds.MAX_TEXT_LENGTH)
     category: str = DEFAULT_CATEGORY
     product_ids: list[str] = Field(default_factory=list, max_length=1000)
     priority: int = Field(default=DEFAULT_PRIORITY, ge=MIN_PRIORITY, le=MAX_PRIORITY)

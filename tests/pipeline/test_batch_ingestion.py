@@ -242,3 +242,37 @@ def test_a_float_typed_id_column_lands_integer_ids_and_quarantines_fractions(bar
     landed = bare["lake"].read("purchases").sort("order_id")
     assert landed.select("order_id", "user_id").rows() == [("1001", "12345"), ("1002", None), ("1003", None)]
     assert [i["order_id"] for i in purchases_of(bare["store"], "12345")] == ["1001"]
+
+
+def test_a_description_too_long_for_every_backend_is_quarantined_and_the_rest_lands(bare) -> None:
+    """A 500 KB description: SQLite holds it, DynamoDB (400 KB an item) refused it inside the Store write,
+    failing the whole dataset there. It is quarantined on every backend now, naming the bound."""
+    from notify_core import bounds
+
+    (bare["landing"] / "products" / "p.csv").write_text(
+        "product_id,description,category,unit_price\n"
+        "P-OK,A good mug,kitchen & dining,2.5\n"
+        f"P-LONG,{'x' * 500_000},kitchen & dining,2.5\n")
+    report = _ingest(bare, "products")
+    assert [(b.row, b.reason) for b in report.bad_rows] == [
+        (2, f"description longer than MAX_TEXT_LENGTH ({bounds.MAX_TEXT_LENGTH})")]
+    assert report.lake_inserted == 1 and get_entity(bare["store"], tables.PRODUCTS, "P-OK") is not None
+
+
+@pytest.mark.dynamodb
+def test_a_description_dynamodb_cannot_hold_is_quarantined_not_fatal(tmp_path: Path, dynamodb_endpoint: str) -> None:
+    """The same 500 KB description on the DynamoDB Store, where it made ``ingest_dataset`` raise (item over
+    400 KB) and the good product of the same run never landed either."""
+    from tests.servers import scratch_dynamo_store
+
+    landing = tmp_path / "landing"
+    (landing / "products").mkdir(parents=True)
+    (landing / "products" / "p.csv").write_text(
+        "product_id,description,category,unit_price\n"
+        "P-OK,A good mug,kitchen & dining,2.5\n"
+        f"P-LONG,{'x' * 500_000},kitchen & dining,2.5\n")
+    with scratch_dynamo_store(dynamodb_endpoint, name="longtext") as store:
+        report = ingest_dataset("products", landing=landing, lake=Lake(tmp_path / "lake"), store=store,
+                                quarantine=tmp_path / "q")
+        assert get_entity(store, tables.PRODUCTS, "P-OK") is not None
+    assert report.lake_inserted == 1 and [b.row for b in report.bad_rows] == [2]

@@ -94,3 +94,52 @@ def test_campaign_dates_must_be_ordered() -> None:
 def test_a_file_without_key_columns_is_rejected_whole() -> None:
     with pytest.raises(ValidationError, match="lacks key columns"):
         prepare("purchases", pl.DataFrame({"order_id": ["o1"]}))
+
+
+def test_text_longer_than_its_bound_is_quarantined_naming_the_bound() -> None:
+    """No column had a length bound: a 500 KB description passed validation, then DynamoDB (400 KB an item)
+    refused it inside the Store write and the whole dataset's ingestion failed. Each free-text column is
+    bounded by a :mod:`notify_core.bounds` constant, the campaign API's own for a campaign's name and text."""
+    from notify_core import bounds
+
+    products = pl.DataFrame({
+        "product_id": ["p1", "p2", "p3"], "unit_price": ["1", "1", "1"],
+        "description": ["mug", "x" * (bounds.MAX_TEXT_LENGTH + 1), "y" * bounds.MAX_TEXT_LENGTH],
+        "category": ["kitchen", "kitchen", "c" * (bounds.MAX_CATEGORY_LENGTH + 1)],
+    })
+    assert _reasons(products, "products") == {
+        2: f"description longer than MAX_TEXT_LENGTH ({bounds.MAX_TEXT_LENGTH})",
+        3: f"category longer than MAX_CATEGORY_LENGTH ({bounds.MAX_CATEGORY_LENGTH})"}
+    campaigns = pl.DataFrame({
+        "campaign_id": ["c1", "c2", "c3"], "priority": ["3"] * 3, "status": ["active"] * 3,
+        "name": ["n", "n" * (bounds.MAX_NAME_LENGTH + 1), "n"], "text": ["t", "t", "t" * (bounds.MAX_TEXT_LENGTH + 1)],
+        "start_date": ["2024-01-01"] * 3, "end_date": ["2024-02-01"] * 3,
+    })
+    assert _reasons(campaigns, "campaigns") == {
+        2: f"name longer than MAX_NAME_LENGTH ({bounds.MAX_NAME_LENGTH})",
+        3: f"text longer than MAX_TEXT_LENGTH ({bounds.MAX_TEXT_LENGTH})"}
+    assert _reasons(_purchases(country=["GB", "z" * (bounds.MAX_COUNTRY_LENGTH + 1), None])) == {
+        2: f"country longer than MAX_COUNTRY_LENGTH ({bounds.MAX_COUNTRY_LENGTH})"}
+
+
+def test_the_campaign_api_reads_the_same_text_bounds() -> None:
+    from notify_core import bounds
+    from notify_core.recommend.updates import CampaignIn
+
+    fields = CampaignIn.model_fields
+    assert [m.max_length for f in ("name", "text") for m in fields[f].metadata if hasattr(m, "max_length")] == [
+        bounds.MAX_NAME_LENGTH, bounds.MAX_TEXT_LENGTH]
+
+
+def test_every_text_column_has_a_length_rule() -> None:
+    """A new text column without a bound would reopen the hole: each is an id (its own pattern), bounded in
+    TEXT_LIMITS, or checked against a set or by the campaign content checks."""
+    from notify_core.ingest.validation import ID_COLUMNS, TEXT_LIMITS
+    from notify_core.schemas import SCHEMAS
+
+    checked_otherwise = {("users", "timezone"), ("campaigns", "status"), ("campaigns", "url"),
+                         ("campaigns", "template")}
+    unbounded = [(dataset, column) for dataset, schema in SCHEMAS.items() for column, dtype in schema.items()
+                 if dtype == pl.String and column not in ID_COLUMNS[dataset]
+                 and column not in TEXT_LIMITS[dataset] and (dataset, column) not in checked_otherwise]
+    assert unbounded == []
