@@ -8,6 +8,11 @@ removed). Bad rows never block good ones:
 each file is validated on its own, bad rows go to the quarantine folder with their reasons and into
 the report, and a file that cannot be read at all is reported as a whole.
 
+One row per key lands: repeated lines of one order in a purchases file are merged as the event path
+merges them (quantities summed, counted as ``rows_merged``); otherwise the later row of a key wins, as a
+later run's would, and the report counts the rows it replaced (``rows_superseded``). Nothing vanishes
+uncounted.
+
 Erased users stay erased: rows of a user in the erasure register (:func:`notify_core.erasure_register.erased_before`)
 dated at or before their erasure are dropped as each file is read, before validation, so they reach neither
 the quarantine, the lake nor the Store; the report counts them as ``rows_erased``.
@@ -25,6 +30,7 @@ from typing import Any
 
 import polars as pl
 
+from notify_core import bounds
 from notify_core.atomic import atomic_write
 from notify_core.clock import Clock, utcnow
 from notify_core.convergence import PartitionSource, converge, frame_digest
@@ -58,6 +64,8 @@ class IngestReport:
     rows_read: int = 0
     rows_valid: int = 0
     rows_erased: int = 0  # rows of erased users (the erasure register), dropped before validation
+    rows_merged: int = 0  # valid purchase lines summed into another line of their key in the same file
+    rows_superseded: int = 0  # valid rows replaced by a later row of their key (a later file) in this run
     erasures_requeued: int = 0  # users erased while this run was under way, queued for the sweep again
     bad_rows: list[BadRow] = field(default_factory=list)
     file_errors: dict[str, str] = field(default_factory=dict)
@@ -74,7 +82,8 @@ class IngestReport:
     def as_metadata(self) -> dict[str, Any]:
         return {
             "files": len(self.files), "rows_read": self.rows_read, "rows_valid": self.rows_valid,
-            "rows_erased": self.rows_erased, "rows_bad": len(self.bad_rows), "files_failed": len(self.file_errors),
+            "rows_erased": self.rows_erased, "rows_merged": self.rows_merged, "rows_superseded": self.rows_superseded,
+            "rows_bad": len(self.bad_rows), "files_failed": len(self.file_errors),
             "lake_inserted": self.lake_inserted, "lake_updated": self.lake_updated,
             "lake_unchanged": self.lake_unchanged, "partitions_written": len(self.partitions_written),
             "store_inserted": self.store.inserted, "store_updated": self.store.updated,
@@ -170,7 +179,11 @@ def ingest_dataset(
             continue
         report.rows_read += raw.height
         report.rows_erased += erased
-        report.rows_valid += checked.good.height
+        merged = 0
+        if dataset == "purchases":  # repeated lines of an order: summed, as the event path does
+            checked, merged = _merge_repeated_lines(checked, prepared)
+        report.rows_merged += merged
+        report.rows_valid += checked.good.height + merged
         good_parts.append(checked.good)
         if not checked.bad.is_empty():
             _quarantine(quarantine, dataset, path, checked.bad, raw)
@@ -179,6 +192,8 @@ def ingest_dataset(
                 report.bad_rows.append(BadRow(path.name, row[ROW_COLUMN], {k: row[k] for k in keys}, row["reason"]))
     columns = list(SCHEMAS[dataset])
     incoming = pl.concat(good_parts, how="vertical_relaxed") if good_parts else pl.DataFrame(schema=SCHEMAS[dataset])
+    # A key in two files of one run: the later file's row wins (as it would in a later run), counted.
+    report.rows_superseded = incoming.height - incoming.select(KEYS[dataset]).n_unique()
     plan = lake.plan_merge(dataset, incoming)
     report.lake_inserted, report.lake_updated, report.lake_unchanged = plan.inserted, plan.updated, plan.unchanged
 
@@ -209,6 +224,38 @@ def _requeue_raced_erasures(store: Store, dataset: str, plan: MergePlan, registe
         log.warning("users erased during this ingestion queued for the erasure sweep again",
                     extra={"dataset": dataset, "users": len(users)})
     return len(users)
+
+
+def _merge_repeated_lines(checked: Validated, prepared: pl.DataFrame) -> tuple[Validated, int]:
+    """A purchases file's valid lines merged per key (``order_id`` + ``product_id``), as the event path
+    keeps an order (:func:`notify_core.events.consumer.purchase_rows`): the quantities summed, the first
+    line's other values. The lake keeps one row per key, so the second line used to vanish (counted valid,
+    never landed). Merged lines past the bounds (:func:`notify_core.bounds.merged_lines_reason`: two lines
+    of 10^6 units) are quarantined, every line of them, with that reason. Returns the merged validation
+    and how many lines were merged into another."""
+    good, keys = checked.good, list(KEYS["purchases"])
+    repeated = good.select(pl.struct(keys).is_duplicated()).to_series()
+    if not repeated.any():
+        return checked, 0
+    # ``good`` keeps ``prepared``'s order without the bad rows: their row numbers, line by line
+    rows = prepared[ROW_COLUMN].filter(~prepared[ROW_COLUMN].is_in(checked.bad[ROW_COLUMN].implode()))
+    lines = good.with_columns(rows.alias(ROW_COLUMN))
+    groups = lines.filter(repeated).group_by(keys, maintain_order=True).agg(
+        pl.col(ROW_COLUMN), pl.col("quantity").alias("_quantities"), pl.col("unit_price").alias("_prices"))
+    refused: list[dict[str, Any]] = []
+    for group in groups.iter_rows(named=True):
+        reason = bounds.merged_lines_reason(
+            (group["product_id"], q, p) for q, p in zip(group["_quantities"], group["_prices"], strict=True))
+        if reason is not None:
+            refused += [{ROW_COLUMN: row, **{k: group[k] for k in keys}, "reason": reason} for row in group[ROW_COLUMN]]
+    bad = checked.bad
+    if refused:
+        bad = pl.concat([bad, pl.DataFrame(refused, schema=bad.schema)]).sort(ROW_COLUMN)
+        lines = lines.filter(~pl.col(ROW_COLUMN).is_in([r[ROW_COLUMN] for r in refused]))
+    columns = list(SCHEMAS["purchases"])
+    merged = lines.group_by(keys, maintain_order=True).agg(
+        pl.col("quantity").sum(), pl.exclude(*keys, "quantity", ROW_COLUMN).first()).select(columns)
+    return Validated(good=merged, bad=bad), lines.height - merged.height
 
 
 def _nothing(dataset: str) -> Validated:

@@ -276,3 +276,52 @@ def test_a_description_dynamodb_cannot_hold_is_quarantined_not_fatal(tmp_path: P
                                 quarantine=tmp_path / "q")
         assert get_entity(store, tables.PRODUCTS, "P-OK") is not None
     assert report.lake_inserted == 1 and [b.row for b in report.bad_rows] == [2]
+
+
+def _accounted(report) -> int:
+    """Every row read is landed (inserted, updated or unchanged), bad, erased, merged or superseded."""
+    return (report.lake_inserted + report.lake_updated + report.lake_unchanged + len(report.bad_rows)
+            + report.rows_erased + report.rows_merged + report.rows_superseded)
+
+
+def test_repeated_lines_of_one_order_in_a_file_are_summed_as_the_event_path_does(bare) -> None:
+    """The same order and product twice in one file (one key): both were counted valid, only the last
+    landed and the first vanished. The lines are merged as an order event's are (quantities summed, the
+    first line's price), and counted."""
+    (bare["landing"] / "purchases" / "a.csv").write_text(
+        PURCHASES_HEADER + "1001,u1,P1,3,2.0,2011-04-01 10:00:00,UK\n" + "1001,u1,P1,2,2.5,2011-04-01 10:00:00,UK\n"
+        "1001,u1,P2,1,4.0,2011-04-01 10:00:00,UK\n")
+    report = _ingest(bare, "purchases")
+    landed = bare["lake"].read("purchases").sort("product_id")
+    assert landed.select("product_id", "quantity", "unit_price").rows() == [("P1", 5, 2.0), ("P2", 1, 4.0)]
+    assert (report.rows_read, report.rows_valid, report.rows_merged, report.lake_inserted) == (3, 3, 1, 2)
+    assert _accounted(report) == report.rows_read
+    assert sorted(i["quantity"] for i in purchases_of(bare["store"], "u1")) == [1, 5]
+
+
+def test_repeated_lines_that_sum_past_a_bound_are_quarantined_every_line(bare) -> None:
+    """Two lines of 10^6 units are each within MAX_QUANTITY; merged they are not (capture refuses the same
+    order: bounds.merged_lines_reason). Both lines are quarantined with that reason; the rest lands."""
+    (bare["landing"] / "purchases" / "a.csv").write_text(
+        PURCHASES_HEADER + GOOD_LINE + "1002,u1,P1,1000000,1.0,2011-04-01 10:00:00,UK\n"
+        "1002,u1,P1,1000000,1.0,2011-04-01 10:00:00,UK\n")
+    report = _ingest(bare, "purchases")
+    assert [(b.row, b.reason) for b in report.bad_rows] == [
+        (2, "product 'P1', its lines merged: quantity 2000000 is outside [-1000000, 1000000]"),
+        (3, "product 'P1', its lines merged: quantity 2000000 is outside [-1000000, 1000000]")]
+    assert bare["lake"].read("purchases")["order_id"].to_list() == ["1001"]
+    assert (report.rows_valid, report.rows_merged) == (1, 0) and _accounted(report) == report.rows_read
+    [quarantined] = [pl.read_parquet(p) for p in (bare["quarantine"] / "purchases").glob("a.*.parquet")]
+    assert quarantined["_row"].to_list() == [2, 3]
+
+
+def test_a_key_repeated_in_a_later_file_supersedes_the_earlier_row_and_is_counted(bare) -> None:
+    """Across files (and in the dimension tables) the later row of a key wins, as a later run's would;
+    the superseded row is counted instead of vanishing."""
+    folder = bare["landing"] / "users"
+    (folder / "a.csv").write_text("user_id,country,timezone,daily_cap\nu1,GB,Europe/London,3\nu1,FR,Europe/Paris,2\n")
+    (folder / "b.csv").write_text("user_id,country,timezone,daily_cap\nu1,DE,Europe/Berlin,1\nu2,GB,UTC,1\n")
+    report = _ingest(bare, "users")
+    assert (report.rows_read, report.rows_valid, report.rows_superseded, report.lake_inserted) == (4, 4, 2, 2)
+    assert _accounted(report) == report.rows_read
+    assert get_entity(bare["store"], tables.USERS, "u1")["country"] == "DE"
