@@ -11,24 +11,17 @@ as capture's or not, with or without the decoding process) is dead-lettered with
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from notify_core import bounds
 from notify_core.errors import ValidationError
-from notify_core.events import PURCHASE_HISTORY, capture_events, dlq_topic
-from notify_core.events.consumer import EventConsumer
+from notify_core.events import PURCHASE_HISTORY, capture_events
 from notify_core.events.models import VALIDATED_HEADERS, decode_event, decode_trusted, encode_event, parse_event
-from notify_core.ingest.batch import ingest_dataset
-from notify_core.lake import Lake
-from notify_core.store import tables
-from notify_core.store.sqlite import SqliteStore
 from notify_core.stream.local_log import LocalLog
 from notify_core.stream.port import Message
-from tests.events.helpers import events_clock, order
+from tests.events.helpers import consume_then_ingest, events_clock, order
 
 CANCELLING = [{"product_id": "p1", "quantity": 1, "unit_price": 2.0},
               {"product_id": "p1", "quantity": -1, "unit_price": 2.0},
@@ -68,24 +61,9 @@ def test_a_logged_order_whose_lines_cancel_out_is_dead_lettered_and_the_lake_agr
     assert decode_trusted(poison.value) is None  # the trusted path leaves it to the models, which name it
     with pytest.raises(ValidationError, match="cancel out"):
         decode_event(poison.value)
-    log, store = LocalLog(tmp_path / "log.sqlite"), SqliteStore(tmp_path / "store.sqlite")
-    landing = tmp_path / "landing"
-    try:
-        log.produce_batch([poison, Message(PURCHASE_HISTORY, b"u1", encode_event(parse_event(order(1))))])
-        consumer = EventConsumer(stream=log, store=store, landing=landing / "purchases", poll_timeout=0.1,
-                                 clock=events_clock(), decode_process=decode_process)
-        try:
-            totals = consumer.run(stop=threading.Event(), idle_exit=0.5)
-        finally:
-            consumer.close()
-        assert (totals.persisted, totals.dead_lettered) == (1, 1)
-        reader = log.consumer(group="dlq-reader", topics=[dlq_topic(PURCHASE_HISTORY)])
-        letters: list[dict[str, Any]] = [json.loads(r.value) for r in reader.poll_batch(max_records=10, timeout=0.5)]
-        assert len(letters) == 1 and "cancel out" in letters[0]["reason"]
-        assert {row["order_id"] for row in store.table(tables.PURCHASES).scan()} == {"o1"}
-        report = ingest_dataset("purchases", landing=landing, lake=Lake(tmp_path / "lake"), store=store,
-                                quarantine=tmp_path / "q")
-        assert not report.bad_rows, [(b.key, b.reason) for b in report.bad_rows]
-    finally:
-        store.close()
-        log.close()
+    run = consume_then_ingest(tmp_path, [poison, Message(PURCHASE_HISTORY, b"u1", encode_event(parse_event(order(1))))],
+                              decode_process=decode_process)
+    assert (run.persisted, run.dead_lettered) == (1, 1)
+    assert len(run.reasons) == 1 and "cancel out" in run.reasons[0]
+    assert run.order_ids == {"o1"}
+    assert not run.quarantined, run.quarantined

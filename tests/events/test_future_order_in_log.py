@@ -11,24 +11,16 @@ decoding process alike (both through ``prepare_columns``).
 from __future__ import annotations
 
 import json
-import threading
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from notify_core.errors import ValidationError
-from notify_core.events import PURCHASE_HISTORY, dlq_topic
-from notify_core.events.consumer import EventConsumer
+from notify_core.events import PURCHASE_HISTORY
 from notify_core.events.models import decode_event, json_time
-from notify_core.ingest.batch import ingest_dataset
-from notify_core.lake import Lake
-from notify_core.store import tables
-from notify_core.store.sqlite import SqliteStore
-from notify_core.stream.local_log import LocalLog
 from notify_core.stream.port import Message
-from tests.events.helpers import EVENTS_NOW, events_clock, order
+from tests.events.helpers import EVENTS_NOW, consume_then_ingest, order
 
 
 def test_decode_event_applies_the_upper_time_bound_given_the_consumers_now() -> None:
@@ -43,26 +35,11 @@ def test_decode_event_applies_the_upper_time_bound_given_the_consumers_now() -> 
 @pytest.mark.parametrize("ts", ["9999-12-31T23:59:59Z", json_time(EVENTS_NOW + timedelta(days=2))])
 def test_an_order_dated_past_the_consumers_clock_written_to_the_log_is_dead_lettered(
         tmp_path: Path, decode_process: bool, ts: str) -> None:
-    log, store = LocalLog(tmp_path / "log.sqlite"), SqliteStore(tmp_path / "store.sqlite")
-    landing = tmp_path / "landing"
-    try:
-        poison = dict(order(7, ts=ts), event_id="far-future")
-        log.produce_batch([Message(PURCHASE_HISTORY, b"u7", json.dumps(poison).encode()),
-                           Message(PURCHASE_HISTORY, b"u1", json.dumps(order(1)).encode())])
-        consumer = EventConsumer(stream=log, store=store, landing=landing / "purchases", poll_timeout=0.1,
-                                 clock=events_clock(), decode_process=decode_process)
-        try:
-            totals = consumer.run(stop=threading.Event(), idle_exit=0.5)
-        finally:
-            consumer.close()
-        assert (totals.persisted, totals.dead_lettered) == (1, 1)
-        reader = log.consumer(group="dlq-reader", topics=[dlq_topic(PURCHASE_HISTORY)])
-        letters: list[dict[str, Any]] = [json.loads(r.value) for r in reader.poll_batch(max_records=10, timeout=0.5)]
-        assert len(letters) == 1 and "ahead of now" in letters[0]["reason"]
-        assert {row["order_id"] for row in store.table(tables.PURCHASES).scan()} == {"o1"}
-        report = ingest_dataset("purchases", landing=landing, lake=Lake(tmp_path / "lake"), store=store,
-                                quarantine=tmp_path / "q", clock=events_clock())
-        assert not report.bad_rows, [(b.key, b.reason) for b in report.bad_rows]
-    finally:
-        store.close()
-        log.close()
+    poison = dict(order(7, ts=ts), event_id="far-future")
+    run = consume_then_ingest(tmp_path, [Message(PURCHASE_HISTORY, b"u7", json.dumps(poison).encode()),
+                                         Message(PURCHASE_HISTORY, b"u1", json.dumps(order(1)).encode())],
+                              decode_process=decode_process)
+    assert (run.persisted, run.dead_lettered) == (1, 1)
+    assert len(run.reasons) == 1 and "ahead of now" in run.reasons[0]
+    assert run.order_ids == {"o1"}
+    assert not run.quarantined, run.quarantined
