@@ -57,7 +57,6 @@ ID_CHARACTERS = "A-Za-z0-9._:@/+=-"
 ID_PATTERN = rf"^[{ID_CHARACTERS}]{{1,{MAX_ID_LENGTH}}}$"
 
 
-
 def integer_id_text(values: pl.Expr) -> pl.Expr:
     """An id that arrived as a number (pandas writes an id column with a missing value as floats), as the
     integer text every other path gives it: ``12345.0`` -> ``"12345"``, not ``"12345.0"`` (another user).
