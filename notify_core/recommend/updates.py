@@ -13,11 +13,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from notify_core import bounds
@@ -38,6 +38,7 @@ from notify_core.embeddings.store import CAMPAIGN, load_embeddings, persist, sta
 from notify_core.embeddings.texts import campaign_texts
 from notify_core.errors import ValidationError
 from notify_core.lake import Lake
+from notify_core.preferences import Category
 from notify_core.recommend.serving import IndexHolder, OverlayEntry
 from notify_core.repositories import save_frame
 from notify_core.schemas import CAMPAIGNS
@@ -53,15 +54,18 @@ class CampaignIn(BaseModel):
     campaign_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
     name: str = Field(min_length=1, max_length=bounds.MAX_NAME_LENGTH)
     text: str = Field(min_length=1, max_length=bounds.MAX_TEXT_LENGTH)
-    category: str = DEFAULT_CATEGORY
-    product_ids: list[str] = Field(default_factory=list, max_length=1000)
+    # list items bounded as ingestion bounds the same columns (notify_core.bounds): every backend holds the row
+    category: Category = DEFAULT_CATEGORY
+    product_ids: list[Annotated[str, StringConstraints(max_length=bounds.MAX_ID_LENGTH)]] = Field(
+        default_factory=list, max_length=1000)
     priority: int = Field(default=DEFAULT_PRIORITY, ge=MIN_PRIORITY, le=MAX_PRIORITY)
     # Dates inside bounds' MIN_DATE..MAX_DATE, the window batch ingestion quarantines campaign dates
     # outside: a campaign the API accepts must be one the lake accepts too, and a start near the calendar's
     # end (9999-12-31) used to overflow the default end date into a 500.
     start_date: date | None = Field(default=None, ge=bounds.MIN_DATE, le=bounds.MAX_DATE)  # None: the upsert's day
     end_date: date | None = Field(default=None, ge=bounds.MIN_DATE, le=bounds.MAX_DATE)  # None: a year after start
-    target_countries: list[str] = Field(default_factory=list)
+    target_countries: list[Annotated[str, StringConstraints(max_length=bounds.MAX_COUNTRY_LENGTH)]] = Field(
+        default_factory=list)
     cooldown_hours: int = Field(default=DEFAULT_COOLDOWN_HOURS, ge=0, le=24 * 365)
     daily_budget: int = Field(default=DEFAULT_DAILY_BUDGET, ge=0, le=bounds.MAX_DAILY_BUDGET)
     url: str = ""

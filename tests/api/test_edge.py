@@ -200,6 +200,21 @@ def test_campaign_dates_outside_the_bounds_are_a_400_naming_the_field(served: Se
     assert field in reply.json()["error"]["message"], reply.text
 
 
+@pytest.mark.parametrize(("field", "value"), [
+    ("category", "c" * (bounds.MAX_CATEGORY_LENGTH + 1)),
+    ("product_ids", ["p" * (bounds.MAX_ID_LENGTH + 1)]),
+    ("target_countries", ["x" * (bounds.MAX_COUNTRY_LENGTH + 1)]),
+])
+def test_campaign_text_longer_than_ingestion_takes_is_a_400_naming_the_field(served: Served, field: str,
+                                                                            value: object) -> None:
+    """The campaign API bounds the same columns as batch ingestion (``notify_core.bounds``): a value one
+    backend cannot hold or the lake would quarantine is refused here, not stored."""
+    reply = served.client.post("/v1/campaigns", json={"campaign_id": "long", "name": "n", "text": "t", field: value},
+                               headers={"x-api-key": served.key("admin")})
+    assert reply.status_code == 400, reply.text
+    assert field in reply.json()["error"]["message"], reply.text
+
+
 def test_a_campaign_starting_near_max_date_ends_at_max_date(served: Served) -> None:
     """No end_date: a year after the start, capped at ``bounds.MAX_DATE`` so the stored row stays inside
     the bounds ingestion enforces; then an edit of the same campaign keeps to them as well."""
