@@ -201,13 +201,14 @@ def latest_allowed_label(now: datetime | None) -> str:
 
 
 def purchases_in_bounds(purchases: pl.DataFrame) -> pl.DataFrame:
-    """Only purchase rows inside every bound (finite, in range, dated between MIN_DATE and MAX_DATE)."""
+    """Only purchase rows inside every bound (finite, in range, a line amount capture would take, dated
+    between MIN_DATE and MAX_DATE): the features' second line of defence behind ingestion and capture."""
     if purchases.is_empty():
         return purchases
     price = pl.col("unit_price")
     quantity = pl.col("quantity")
     ts = pl.col("ts")
     keep = (price.is_finite() & (price > 0) & (price <= MAX_UNIT_PRICE)
-            & (quantity.abs() <= MAX_QUANTITY)
+            & (quantity.abs() <= MAX_QUANTITY) & (line_amount(quantity, price) <= MAX_LINE_AMOUNT)
             & (ts >= pl.lit(MIN_TIMESTAMP)) & (ts < pl.lit(MAX_TIMESTAMP)))
     return purchases.filter(keep.fill_null(False))

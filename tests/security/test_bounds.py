@@ -68,6 +68,8 @@ def test_features_never_see_infinite_or_year_9999_values() -> None:
         {**rows[0], "order_id": "p9999", "ts": datetime(9999, 12, 31, tzinfo=UTC)},  # what set recency to 2.9M days
         {**rows[1], "order_id": "p1e308", "unit_price": 1e308, "quantity": 10},
         {**rows[2], "order_id": "pinf", "unit_price": float("inf")},
+        # each factor within its bound, the line 10^12: capture refuses it (bounds.line_reason)
+        {**rows[3], "order_id": "pamount", "unit_price": bounds.MAX_UNIT_PRICE, "quantity": bounds.MAX_QUANTITY},
     ]
     purchases = pl.DataFrame(rows + poison, schema=PURCHASES)
     clean = compute_features(pl.DataFrame(rows, schema=PURCHASES), products, users)
