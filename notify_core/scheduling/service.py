@@ -8,6 +8,7 @@ written before the next is computed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -24,6 +25,7 @@ from notify_core.campaigns import ELIGIBILITY_COLUMNS
 from notify_core.campaigns import schema as campaign_schema
 from notify_core.erasure_queue import requeue_erased_since
 from notify_core.erasure_register import ErasureRegister, erased_before
+from notify_core.errors import NotifyError
 from notify_core.lake import Lake
 from notify_core.lifecycle import CANCELLED
 from notify_core.metrics import counted_plan_generation
@@ -354,36 +356,40 @@ def plan_and_store(
 
         return wait
 
-    with gil_handover(switch_interval_s if writer is not None else None):
-        try:
-            for k, plan in enumerate(plan_chunks(chunks(), campaigns, plan_day=plan_day, total_users=users.height,
-                                                 now=now, options=options, ledger=ledger, campaign_counts=counts)):
-                part = users.slice(k * chunk_users, chunk_users)
-                ids = part["user_id"].to_list()
-                seconds["plan"] += plan.stats.seconds
-                found = plan_violations(plan.frame, part, capacity=opts.minute_capacity)
-                violations = {name: violations.get(name, 0) + v for name, v in found.items()}
-                stats = stats + plan.stats
-                if not pipeline:
-                    written(k, write(plan.frame, ids, states.pop(k).day_items))
-                    continue
-                # The items' shape (shards: a blake2 per user) is built here, beside the busy writer.
-                items = plan_item_frame(plan.frame, shards=shards) if not plan.frame.is_empty() else None
-                if in_flight is not None:  # one chunk in flight: wait for it before handing over the next
+    try:
+        with gil_handover(switch_interval_s if writer is not None else None):
+            try:
+                for k, plan in enumerate(plan_chunks(chunks(), campaigns, plan_day=plan_day, total_users=users.height,
+                                                     now=now, options=options, ledger=ledger, campaign_counts=counts)):
+                    part = users.slice(k * chunk_users, chunk_users)
+                    ids = part["user_id"].to_list()
+                    seconds["plan"] += plan.stats.seconds
+                    found = plan_violations(plan.frame, part, capacity=opts.minute_capacity)
+                    violations = {name: violations.get(name, 0) + v for name, v in found.items()}
+                    stats = stats + plan.stats
+                    if not pipeline:
+                        written(k, write(plan.frame, ids, states.pop(k).day_items))
+                        continue
+                    # The items' shape (shards: a blake2 per user) is built here, beside the busy writer.
+                    items = plan_item_frame(plan.frame, shards=shards) if not plan.frame.is_empty() else None
+                    if in_flight is not None:  # one chunk in flight: wait for it before handing over the next
+                        written(in_flight[0], in_flight[1]())
+                    in_flight = (k, hand_over(plan.frame, ids, states.pop(k).day_items, items))
+                if in_flight is not None:
                     written(in_flight[0], in_flight[1]())
-                in_flight = (k, hand_over(plan.frame, ids, states.pop(k).day_items, items))
-            if in_flight is not None:
-                written(in_flight[0], in_flight[1]())
-        finally:
-            if writer is not None:
-                writer.shutdown(wait=True)
-            if process is not None:
-                process.close()
+            finally:
+                if writer is not None:
+                    writer.shutdown(wait=True)
+                if process is not None:
+                    process.close()
+    except BaseException:
+        # The chunks written before the failure may hold a user erased meanwhile: queued all the same
+        # (the Store may be what failed, so a failure to queue must not replace the run's own error).
+        with contextlib.suppress(NotifyError):
+            _requeue_erased(store, register, users, day=day)
+        raise
     cpu["main"] = time.thread_time() - main_cpu - (0.0 if pipeline else cpu["write"])
-    requeued = requeue_erased_since(store, register, users["user_id"].to_list())
-    if requeued:  # by count only: the ids are the erased users'
-        log.warning("users erased during this plan run queued for the erasure sweep again",
-                    extra={"plan_day": day, "users": len(requeued)})
+    requeued = _requeue_erased(store, register, users, day=day)
     busiest = ledger.loads.argsort()[-3:][::-1]
     loads = {(ledger.base + _minutes(int(m))).strftime("%Y-%m-%dT%H:%M"): int(ledger.loads[m])
              for m in busiest if ledger.loads[m] > 0}
@@ -393,6 +399,16 @@ def plan_and_store(
                    violations=violations, seconds=seconds, cpu_seconds=cpu,
                    writer="process" if process is not None else "thread" if writer is not None else "inline",
                    writer_peak_rss_mb=process_rss, erasures_requeued=len(requeued))
+
+
+def _requeue_erased(store: Store, register: ErasureRegister, users: pl.DataFrame, *, day: str) -> list[str]:
+    """The run's users erased since ``register`` was read, queued for the sweep again (see
+    :func:`plan_and_store`)."""
+    requeued = requeue_erased_since(store, register, users["user_id"].to_list())
+    if requeued:  # by count only: the ids are the erased users'
+        log.warning("users erased during this plan run queued for the erasure sweep again",
+                    extra={"plan_day": day, "users": len(requeued)})
+    return requeued
 
 
 def _minutes(m: int) -> timedelta:

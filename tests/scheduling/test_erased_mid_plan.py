@@ -79,3 +79,27 @@ def test_plan_for_users_reads_the_register_before_the_profiles(world: tuple[Sqli
     sweep_erasures(store)
     assert _bobs(store) == (0, 0)
     assert run.erasures_requeued == 1
+
+
+def test_a_run_that_fails_after_writing_an_erased_users_plans_still_queues_them(
+        world: tuple[SqliteStore, ManualClock]) -> None:
+    """The run writes bob's chunk after his erasure, then fails on a later chunk: bob is queued all the same,
+    and the run's own error is what the caller sees."""
+    store, clock = world
+    store.table(tables.USERS).put({"pk": "carol", "sk": tables.PROFILE_SK, "user_id": "carol", "timezone": "UTC"})
+
+    def source(user_ids: list[str]) -> pl.DataFrame:
+        if "bob" in user_ids:
+            erase_user("bob", store=store, clock=clock)
+        if "carol" in user_ids:
+            raise RuntimeError("the candidate source failed")
+        return CANDS.filter(pl.col("user_id").is_in(user_ids))
+
+    with pytest.raises(RuntimeError, match="candidate source failed"):
+        plan_and_store(store, users=users([(u, "UTC", 5, None, None) for u in ("alice", "bob", "carol")]),
+                       campaigns=CAMPS, candidates=source, plan_day=STORE_DAY, now=None, pipeline=False,
+                       writer_process=False, chunk_users=1)
+    assert set(queued_erasures(store)) == {"bob"}
+    assert _bobs(store) != (0, 0)  # his chunk was written before the failure
+    sweep_erasures(store)
+    assert _bobs(store) == (0, 0)
