@@ -356,38 +356,38 @@ def plan_and_store(
 
         return wait
 
-    try:
-        with gil_handover(switch_interval_s if writer is not None else None):
-            try:
-                for k, plan in enumerate(plan_chunks(chunks(), campaigns, plan_day=plan_day, total_users=users.height,
-                                                     now=now, options=options, ledger=ledger, campaign_counts=counts)):
-                    part = users.slice(k * chunk_users, chunk_users)
-                    ids = part["user_id"].to_list()
-                    seconds["plan"] += plan.stats.seconds
-                    found = plan_violations(plan.frame, part, capacity=opts.minute_capacity)
-                    violations = {name: violations.get(name, 0) + v for name, v in found.items()}
-                    stats = stats + plan.stats
-                    if not pipeline:
-                        written(k, write(plan.frame, ids, states.pop(k).day_items))
-                        continue
-                    # The items' shape (shards: a blake2 per user) is built here, beside the busy writer.
-                    items = plan_item_frame(plan.frame, shards=shards) if not plan.frame.is_empty() else None
-                    if in_flight is not None:  # one chunk in flight: wait for it before handing over the next
-                        written(in_flight[0], in_flight[1]())
-                    in_flight = (k, hand_over(plan.frame, ids, states.pop(k).day_items, items))
-                if in_flight is not None:
+    finished = False
+    with gil_handover(switch_interval_s if writer is not None else None):
+        try:
+            for k, plan in enumerate(plan_chunks(chunks(), campaigns, plan_day=plan_day, total_users=users.height,
+                                                 now=now, options=options, ledger=ledger, campaign_counts=counts)):
+                part = users.slice(k * chunk_users, chunk_users)
+                ids = part["user_id"].to_list()
+                seconds["plan"] += plan.stats.seconds
+                found = plan_violations(plan.frame, part, capacity=opts.minute_capacity)
+                violations = {name: violations.get(name, 0) + v for name, v in found.items()}
+                stats = stats + plan.stats
+                if not pipeline:
+                    written(k, write(plan.frame, ids, states.pop(k).day_items))
+                    continue
+                # The items' shape (shards: a blake2 per user) is built here, beside the busy writer.
+                items = plan_item_frame(plan.frame, shards=shards) if not plan.frame.is_empty() else None
+                if in_flight is not None:  # one chunk in flight: wait for it before handing over the next
                     written(in_flight[0], in_flight[1]())
-            finally:
-                if writer is not None:
-                    writer.shutdown(wait=True)
-                if process is not None:
-                    process.close()
-    except BaseException:
-        # The chunks written before the failure may hold a user erased meanwhile: queued all the same
-        # (the Store may be what failed, so a failure to queue must not replace the run's own error).
-        with contextlib.suppress(NotifyError):
-            _requeue_erased(store, register, users, day=day)
-        raise
+                in_flight = (k, hand_over(plan.frame, ids, states.pop(k).day_items, items))
+            if in_flight is not None:
+                written(in_flight[0], in_flight[1]())
+            finished = True
+        finally:
+            if writer is not None:
+                writer.shutdown(wait=True)
+            if process is not None:
+                process.close()
+            if not finished:
+                # The chunks written before the failure may hold a user erased meanwhile: queued all the same
+                # (the Store may be what failed, so a failure to queue must not replace the run's own error).
+                with contextlib.suppress(NotifyError):
+                    _requeue_erased(store, register, users, day=day)
     cpu["main"] = time.thread_time() - main_cpu - (0.0 if pipeline else cpu["write"])
     requeued = _requeue_erased(store, register, users, day=day)
     busiest = ledger.loads.argsort()[-3:][::-1]
