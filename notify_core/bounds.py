@@ -38,9 +38,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import polars as pl
+from pydantic import StringConstraints
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -187,6 +188,9 @@ MAX_NAME_LENGTH = 200  # a campaign's name
 MAX_TEXT_LENGTH = 2_000  # a campaign's text, a product's description: prose that is embedded and shown
 MAX_CATEGORY_LENGTH = 64  # a product's or campaign's category, as a user's opt-out names it (preferences)
 MAX_COUNTRY_LENGTH = 64  # a user's or an order's country
+Category = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_CATEGORY_LENGTH)]
+"""A category name, as the API takes it in a user's opt-outs and a campaign (here, not in a module of either:
+what a Lambda imports decides the tables its role may touch, ``notify templates``)."""
 
 
 def latest_allowed(now: datetime | None) -> datetime:

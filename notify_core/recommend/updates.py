@@ -38,7 +38,6 @@ from notify_core.embeddings.store import CAMPAIGN, load_embeddings, persist, sta
 from notify_core.embeddings.texts import campaign_texts
 from notify_core.errors import ValidationError
 from notify_core.lake import Lake
-from notify_core.preferences import Category
 from notify_core.recommend.serving import IndexHolder, OverlayEntry
 from notify_core.repositories import save_frame
 from notify_core.schemas import CAMPAIGNS
@@ -55,7 +54,7 @@ class CampaignIn(BaseModel):
     name: str = Field(min_length=1, max_length=bounds.MAX_NAME_LENGTH)
     text: str = Field(min_length=1, max_length=bounds.MAX_TEXT_LENGTH)
     # list items bounded as ingestion bounds the same columns (notify_core.bounds): every backend holds the row
-    category: Category = DEFAULT_CATEGORY
+    category: bounds.Category = DEFAULT_CATEGORY
     product_ids: list[Annotated[str, StringConstraints(max_length=bounds.MAX_ID_LENGTH)]] = Field(
         default_factory=list, max_length=1000)
     priority: int = Field(default=DEFAULT_PRIORITY, ge=MIN_PRIORITY, le=MAX_PRIORITY)
