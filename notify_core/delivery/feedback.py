@@ -40,8 +40,10 @@ if TYPE_CHECKING:
     from notify_core.scheduling.store import UserState
 
 # sent: delivered (accepted by the channel); failed: dead-lettered; suppressed: not sent, the user's preferences
-# said no at send time; opted_out: unsubscribe links used; planned: the net notifications planned for the day.
-Counter = Literal["sent", "opened", "clicked", "failed", "suppressed", "opted_out", "planned"]
+# said no at send time; opted_out: unsubscribe links used; planned: the net notifications planned for the day;
+# budget_spent: those of them delivered, the day of the row being their plan day, not their UTC delivery day
+# (what the campaign's daily_budget has used: a re-plan of a day that has begun reads it).
+Counter = Literal["sent", "opened", "clicked", "failed", "suppressed", "opted_out", "planned", "budget_spent"]
 COUNT_ROUNDS = 30
 """Read-and-conditionally-write rounds :func:`add_campaign_counts` tries before it gives up loudly."""
 INTERACTION_WEIGHTS: dict[str, float] = {"notification_click": 1.0, "click": 1.0, "campaign_view": 0.5,

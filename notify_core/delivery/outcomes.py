@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, cast
 
 from prometheus_client import Counter, Histogram
 
@@ -70,6 +70,10 @@ class OutcomeHealth:
         return self._failures >= self.refusing_after
 
 
+# The campaign counters a worker adds besides ``sent`` (feedback.Counter names them all; mypy checks these
+# are among them): ``budget_spent`` is keyed by plan day, the others by UTC day.
+OtherCounter = Literal["failed", "suppressed", "budget_spent"]
+OTHER_COUNTERS: tuple[OtherCounter, ...] = ("failed", "suppressed", "budget_spent")
 _FLUSH_CHUNK = 100  # outcomes whose derived rows are written under one hold of the write lock (flush)
 
 DELIVERIES = Counter("notify_deliveries_total", "Delivery attempts by outcome", ["outcome", "channel"])
@@ -145,8 +149,9 @@ class Outcomes:
         self.retry_hints: list[float] = []  # due times of retries this worker scheduled (a heap)
         self._projections: list[list[tuple[str, Item]]] = []  # per outcome, its derived rows
         self._campaign_counts: dict[tuple[str, str], int] = {}
-        # dead letters and suppressions per (campaign, day), for the campaign statistics
-        self._other_counts: dict[str, dict[tuple[str, str], int]] = {"failed": {}, "suppressed": {}}
+        # dead letters and suppressions per (campaign, UTC day), for the campaign statistics; deliveries per
+        # (campaign, plan day), what a re-plan of a day that has begun reads as its budgets' use
+        self._other_counts: dict[OtherCounter, dict[tuple[str, str], int]] = {k: {} for k in OTHER_COUNTERS}
         self._proj_lock = threading.Lock()
         self._finishes: list[_Finish] = []  # outcomes waiting for the next group commit
         self._finish_lock = threading.Lock()
@@ -321,6 +326,10 @@ class Outcomes:
             if outcome == "delivered":
                 key = (str(final["campaign_id"]), str(final.get("delivered_at", ""))[:10])
                 self._campaign_counts[key] = self._campaign_counts.get(key, 0) + 1
+                if final.get("plan_day"):
+                    spent = self._other_counts["budget_spent"]
+                    key = (str(final["campaign_id"]), str(final["plan_day"]))
+                    spent[key] = spent.get(key, 0) + 1
             elif outcome in ("dead_lettered", "suppressed"):
                 other = self._other_counts["failed" if outcome == "dead_lettered" else "suppressed"]
                 key = (str(final["campaign_id"]), str(final.get("outcome_at", ""))[:10])
@@ -337,7 +346,7 @@ class Outcomes:
         with self._proj_lock:
             rows, self._projections = self._projections, []
             counts, self._campaign_counts = self._campaign_counts, {}
-            others, self._other_counts = self._other_counts, {"failed": {}, "suppressed": {}}
+            others, self._other_counts = self._other_counts, {k: {} for k in OTHER_COUNTERS}
         for start in range(0, len(rows), _FLUSH_CHUNK):
             by_table: dict[str, list[Item]] = {}
             for outcome_rows in rows[start : start + _FLUSH_CHUNK]:
@@ -356,10 +365,12 @@ class Outcomes:
         from notify_core.delivery.feedback import add_campaign_counts
 
         on_counts = self._on_counts
+        def other(field: OtherCounter) -> Callable[[Mapping[tuple[str, str], int]], None]:
+            return lambda c: add_campaign_counts(self.store, c, field=field)
+
         writes: list[tuple[str, dict[tuple[str, str], int], Callable[[Mapping[tuple[str, str], int]], None]]] = [
             ("sent", counts, lambda c: on_counts(self.store, c)),
-            ("failed", others["failed"], lambda c: add_campaign_counts(self.store, c, field="failed")),
-            ("suppressed", others["suppressed"], lambda c: add_campaign_counts(self.store, c, field="suppressed"))]
+            *((field, others[field], other(field)) for field in OTHER_COUNTERS)]
         for i, (kind, pending, write) in enumerate(writes):
             if not pending:
                 continue
@@ -370,7 +381,8 @@ class Outcomes:
                 unadded = exc.remaining if isinstance(exc, CountsNotAddedError) else pending
                 with self._proj_lock:
                     for later, kept in [(kind, unadded), *((k, c) for k, c, _ in writes[i + 1 :])]:
-                        into = self._campaign_counts if later == "sent" else self._other_counts[later]
+                        into = self._campaign_counts if later == "sent" else self._other_counts[
+                            cast(OtherCounter, later)]
                         for key, n in kept.items():
                             into[key] = into.get(key, 0) + n
                 raise

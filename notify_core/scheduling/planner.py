@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -82,13 +82,38 @@ UNLIMITED = np.int64(1) << np.int64(62)
 
 
 class Ledger:
-    """What the chunks of one plan day share: deliveries per minute, and campaign budgets left."""
+    """What the chunks of one plan day share: deliveries per minute, and campaign budgets left.
 
-    def __init__(self, plan_day: date) -> None:
+    ``spent_before``: the budgets already count every notification of the day sent before this instant
+    (read from the campaign counters then); a notification a chunk's user keeps (sent or in flight) is
+    charged to its campaign when the chunk is planned unless it was sent before it. None: no send is
+    counted yet, so every kept one is charged (see :meth:`charge_kept`)."""
+
+    def __init__(self, plan_day: date, *, spent_before: datetime | None = None) -> None:
         self.plan_day = plan_day
         self.base = base_of(plan_day)
         self.loads = np.zeros(SPAN_MINUTES, dtype=np.int64)
         self.budget_left: dict[str, int] = {}
+        self.spent_before = spent_before
+
+    def left(self, campaign_id: str, budget: int) -> int:
+        """What ``campaign_id`` (``daily_budget`` ``budget``) has left of the day: the whole budget until
+        something is charged to it."""
+        return self.budget_left.setdefault(campaign_id, max(budget, 0))
+
+    def charge(self, campaign_id: str, n: int, *, budget: int) -> None:
+        self.budget_left[campaign_id] = max(self.left(campaign_id, budget) - n, 0)
+
+    def charge_kept(self, kept: Iterable[tuple[str, datetime | None]], budgets: Mapping[str, int]) -> None:
+        """Charge the notifications of the day a re-plan keeps, as (campaign_id, sent at: None while in
+        flight) pairs, that the budgets do not count yet (:attr:`spent_before`). A re-plan cannot take them
+        back, so a campaign's budget for the rest of the day is what they left: a full re-plan at noon used
+        to plan a campaign's whole budget again on top of its morning's sends."""
+        counted = self.spent_before
+        for campaign_id, sent_at in kept:
+            budget = budgets.get(campaign_id)
+            if budget is not None and (counted is None or sent_at is None or sent_at >= counted):
+                self.charge(campaign_id, 1, budget=budget)
 
     def peak(self) -> int:
         return int(self.loads.max(initial=0))
@@ -532,7 +557,7 @@ def plan_users(
         if b is None:
             quota[k] = UNLIMITED
             continue
-        left = ledger.budget_left.setdefault(cid, max(int(b), 0))
+        left = ledger.left(cid, int(b))
         quota[k] = left if budget_share is None else min(left, math.ceil(left * budget_share))
     quota_before = quota.copy()
     todo = np.flatnonzero((cap_eff > 0) & (cand_c[:, 0] >= 0)) if width else np.zeros(0, dtype=np.int64)

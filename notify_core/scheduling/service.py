@@ -27,7 +27,7 @@ from notify_core.erasure_queue import requeue_erased_since
 from notify_core.erasure_register import ErasureRegister, erased_before
 from notify_core.errors import NotifyError
 from notify_core.lake import Lake
-from notify_core.lifecycle import CANCELLED
+from notify_core.lifecycle import CANCELLED, DELIVERED_STATES
 from notify_core.metrics import counted_plan_generation
 from notify_core.recommend.artefacts import ArtefactStore
 from notify_core.scheduling.candidate_pool import (
@@ -280,7 +280,8 @@ def plan_and_store(
     if isinstance(candidates, pl.DataFrame):
         candidates = candidates.filter(eligible)
     users = users.unique("user_id", keep="first").sort("user_id")
-    ledger = ledger or Ledger(plan_day)
+    budgets = budgets_of(campaigns)
+    ledger = ledger or ledger_of_spending(store, plan_day=plan_day, budgets=budgets, now=now)
     store.tune_for_bulk_writes()  # every chunk writes its plan in bulk from this thread
     states: dict[int, Any] = {}
     seconds = dict.fromkeys(("candidates", "state", "plan", "write"), 0.0)
@@ -293,6 +294,7 @@ def plan_and_store(
             ids = part["user_id"].to_list()
             started = time.perf_counter()
             state = states[k] = load_state(store, ids, plan_day=plan_day, now=now)
+            ledger.charge_kept(kept_today(state.day_items), budgets)
             seconds["state"] += time.perf_counter() - started
             started = time.perf_counter()
             if isinstance(candidates, pl.DataFrame):
@@ -480,10 +482,44 @@ def _plan(
             source.close()
 
 
+def budgets_of(campaigns: pl.DataFrame) -> dict[str, int]:
+    """Each campaign's ``daily_budget``, for those that have one."""
+    return {cid: int(b) for cid, b in campaigns.select("campaign_id", "daily_budget").iter_rows() if b is not None}
+
+
+def ledger_of_spending(store: Store, *, plan_day: date, budgets: dict[str, int], now: datetime | None) -> Ledger:
+    """The ledger of a plan of all the day's users: each budget less what the day's sends have used by
+    ``now`` (the ``budget_spent`` counters the delivery worker keeps by plan day: one read per budgeted
+    campaign, not one per user). Before the day has begun (``now`` None) nothing can have been sent.
+
+    Sends after ``now`` (and those whose counts a worker had not flushed yet, a pass's worth) are charged
+    chunk by chunk as the run reads its users (:meth:`Ledger.charge_kept`)."""
+    if now is None:
+        return Ledger(plan_day)
+    ledger = Ledger(plan_day, spent_before=now)
+    if budgets:
+        keys = [(cid, plan_day.isoformat()) for cid in budgets]
+        for row in store.table(tables.CAMPAIGN_STATS).batch_get(keys, consistent=True):
+            ledger.charge(str(row["pk"]), int(row.get("budget_spent") or 0), budget=budgets[str(row["pk"])])
+    return ledger
+
+
+def kept_today(day_items: dict[str, list[Any]]) -> Iterator[tuple[str, datetime | None]]:
+    """The day's notifications a re-plan leaves as they are (sent, or held by the delivery worker), as
+    (campaign_id, sent at: None while in flight) pairs for :meth:`Ledger.charge_kept`."""
+    for items in day_items.values():
+        for item in items:
+            if item.get("status") in DELIVERED_STATES:
+                sent_at = item.get("sent_at")
+                yield (str(item["campaign_id"]),
+                       datetime.fromisoformat(str(sent_at).replace("Z", "+00:00")) if sent_at else None)
+
+
 def ledger_of_others(store: Store, user_ids: Sequence[str], *, plan_day: date, campaigns: pl.DataFrame) -> Ledger:
     """The day's shared ledger as the stored plans of ``user_ids`` leave it (their minute loads, the
     campaign budgets they use), so re-planning only some users keeps the capacity and budget rules of a
-    full re-plan. One partition read per user: less than a full re-plan reads (:func:`load_state`)."""
+    full re-plan. One partition read per user: less than a full re-plan reads (:func:`load_state`). The
+    re-planned users' own sends are charged as their chunks are read (``spent_before`` None)."""
     ledger = Ledger(plan_day)
     used: dict[str, int] = {}
     for items in day_items(store, user_ids, plan_day.isoformat()).values():
@@ -494,9 +530,8 @@ def ledger_of_others(store: Store, user_ids: Sequence[str], *, plan_day: date, c
             if 0 <= minute < SPAN_MINUTES:
                 ledger.loads[minute] += 1
             used[str(item["campaign_id"])] = used.get(str(item["campaign_id"]), 0) + 1
-    for cid, budget in campaigns.select("campaign_id", "daily_budget").iter_rows():
-        if budget is not None:
-            ledger.budget_left[cid] = max(int(budget) - used.get(cid, 0), 0)
+    for cid, budget in budgets_of(campaigns).items():
+        ledger.charge(cid, used.get(cid, 0), budget=budget)
     return ledger
 
 

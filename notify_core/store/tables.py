@@ -98,7 +98,7 @@ def plan_sk(plan_day: str, notification_id: str) -> str:
 # one bounded range query per shard | dead_letters | "<day UTC>" | "<ts ISO>#<notification_id>" | a day's
 # dead letters | delivery_cursor | "minute" | "<due minute>" | minutes fully delivered (skipped on restart) |
 # | notification_interactions | notification_id | "open" / "click" | first open/click (unique CTR) |
-# | campaign_stats | campaign_id | "<day UTC>" | sent / opened / clicked counters |
+# | campaign_stats | campaign_id | "<day>" | sent / opened / clicked by UTC day; planned, budget_spent by plan day |
 # | user_fatigue | user_id | "fatigue" | consecutive notifications without interaction |
 DEDUPE = "dedupe"
 DEDUPE_SK = "dedupe"

@@ -1,0 +1,103 @@
+"""A campaign's ``daily_budget`` holds across a re-plan of a day that has begun.
+
+A re-plan of the day (new embeddings, a campaign changed) rewrites what is still pending but cannot take
+back what the worker already sent. The planner used to start every full re-plan with the whole budget,
+so a campaign that had spent 6 of its 10 by noon could be planned 10 more times (16 in a day); a re-plan
+of only some users did not count those users' own sends either. Found by an audit (session 38); these
+fail on the code before. The sends come from a real delivery worker, so the counter the re-plan reads is
+the one the worker keeps.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from notify_core.clock import ManualClock
+from notify_core.delivery import DeliveryWorker, WorkerOptions
+from notify_core.delivery.feedback import campaign_stats
+from notify_core.lifecycle import CANCELLED, SENT
+from notify_core.scheduling.service import ledger_of_others, plan_and_store
+from notify_core.store import tables
+from notify_core.store.sqlite import SqliteStore
+from tests.delivery.conftest import ScriptedChannel
+from tests.scheduling.conftest import campaigns, candidates, users
+
+EVE = datetime(2026, 11, 23, 20, 0, tzinfo=UTC)  # the day's plan is made the evening before
+DAY = (EVE + timedelta(days=1)).date()
+NOON = datetime(DAY.year, DAY.month, DAY.day, 12, 0, tzinfo=UTC)
+BUDGET = 10
+N_USERS = 40
+
+# Half the users are quiet until 14:00, so the day's sends of ``cb`` fall both before and after noon.
+USERS = users([(f"u{i:02d}", "UTC", 5, 0 if i % 2 else None, 14 if i % 2 else None) for i in range(N_USERS)])
+# "cb" is everyone's best candidate and has a budget; the others are unlimited fillers.
+CAMPS = campaigns([("cb", 5, 0, BUDGET), *((f"c{j}", 1, 0, None) for j in range(6))])
+CANDS = candidates([(f"u{i:02d}", "cb", 0.99) for i in range(N_USERS)]
+                   + [(f"u{i:02d}", f"c{j}", 0.5 - j * 0.05) for i in range(N_USERS) for j in range(6)])
+
+
+def _plan(store: SqliteStore, now: datetime, *, user_ids: list[str] | None = None) -> None:
+    chosen = USERS if user_ids is None else USERS.filter(pl.col("user_id").is_in(user_ids))
+    ledger = None
+    if user_ids is not None:
+        others = [u for u in USERS["user_id"].to_list() if u not in user_ids]
+        ledger = ledger_of_others(store, others, plan_day=DAY, campaigns=CAMPS)
+    plan_and_store(store, users=chosen, campaigns=CAMPS, candidates=CANDS, plan_day=DAY, now=now, ledger=ledger,
+                   pipeline=False, writer_process=False, chunk_users=7)
+
+
+def _deliver_until(store: SqliteStore, clock: ManualClock, until: datetime) -> None:
+    """A real worker catching up on everything due from the day's start until ``until``."""
+    clock.set(until)
+    minutes = int((until - datetime(DAY.year, DAY.month, DAY.day, tzinfo=UTC)).total_seconds() // 60) + 1
+    worker = DeliveryWorker(store, ScriptedChannel(), public_base_url="http://t", clock=clock,
+                            options=WorkerOptions(concurrency=2, lookback_minutes=minutes, prefetch_s=0.0,
+                                                  heartbeat_s=0, lease_s=30))
+    worker.run_until_idle()
+    worker.close()
+
+
+def _live(store: SqliteStore, campaign_id: str) -> Counter[str]:
+    """The day's notifications of ``campaign_id`` that are not cancelled, by status."""
+    return Counter(str(i["status"]) for i in store.table(tables.SCHEDULES).scan()
+                   if i.get("campaign_id") == campaign_id and i.get("plan_day") == DAY.isoformat()
+                   and i["status"] != CANCELLED)
+
+
+@pytest.fixture
+def day_half_sent(tmp_path: Path) -> tuple[SqliteStore, ManualClock, int]:
+    clock = ManualClock(EVE)
+    store = SqliteStore(tmp_path / "s.sqlite", clock=clock)
+    _plan(store, EVE)
+    assert sum(_live(store, "cb").values()) == BUDGET
+    _deliver_until(store, clock, NOON)
+    sent = _live(store, "cb")[SENT]
+    assert 0 < sent < BUDGET, f"the test needs some of cb's sends before noon and some after: {sent}"
+    return store, clock, sent
+
+
+def test_a_full_replan_at_noon_plans_only_what_the_budget_has_left(
+        day_half_sent: tuple[SqliteStore, ManualClock, int]) -> None:
+    store, clock, sent_by_noon = day_half_sent
+    _plan(store, NOON + timedelta(minutes=1))
+    live = _live(store, "cb")
+    assert sum(live.values()) == BUDGET, f"{dict(live)}: {sent_by_noon} sent before the re-plan"
+    _deliver_until(store, clock, NOON + timedelta(hours=13))  # the rest of the day (and its UTC spill)
+    assert _live(store, "cb") == Counter({SENT: BUDGET})
+    counted = sum(int(r.get("budget_spent") or 0) for r in campaign_stats(store, "cb"))
+    assert counted == BUDGET  # the counter the next re-plan reads
+
+
+def test_a_replan_of_some_users_counts_their_own_sends_today(
+        day_half_sent: tuple[SqliteStore, ManualClock, int]) -> None:
+    store, _, _ = day_half_sent
+    got_cb = sorted({str(i["user_id"]) for i in store.table(tables.SCHEDULES).scan()
+                     if i.get("campaign_id") == "cb" and i["status"] == SENT})
+    _plan(store, NOON + timedelta(minutes=1), user_ids=[*got_cb, "u39", "u38", "u37"])
+    live = _live(store, "cb")
+    assert sum(live.values()) == BUDGET, dict(live)
