@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
 import polars as pl
 from pydantic import StringConstraints
@@ -140,6 +140,18 @@ def line_amount(quantity: pl.Expr, unit_price: pl.Expr) -> pl.Expr:
     return pl.when((magnitude <= MAX_QUANTITY) & (unit_price <= MAX_UNIT_PRICE)).then(magnitude * unit_price)
 
 
+def merge_lines(lines: Iterable[tuple[str, int, float]]) -> dict[str, tuple[int, float]]:
+    """An order's (product_id, quantity, unit_price) lines as the Store and the landing file keep them: one row
+    per product, its quantities summed at its first line's price. The consumer writes these rows and
+    :func:`merged_lines_reason` bounds them; batch ingestion applies the same rule to a file's repeated lines
+    (``ingest.batch._merge_repeated_lines``, in polars)."""
+    merged: dict[str, tuple[int, float]] = {}
+    for product_id, quantity, unit_price in lines:
+        total, price = merged.get(product_id, (0, unit_price))
+        merged[product_id] = (total + quantity, price)
+    return merged
+
+
 def merged_lines_reason(lines: Iterable[tuple[str, int, float]]) -> str | None:
     """An order's lines merged per product, as the Store and the landing file keep them (one ``purchases``
     row per product: the quantities summed, the first line's price): each merged row within the bounds
@@ -150,11 +162,7 @@ def merged_lines_reason(lines: Iterable[tuple[str, int, float]]) -> str | None:
     quantity of 0, which batch ingestion quarantines ("quantity must not be 0"), so the consumer's own
     landing file would be refused by the lake the Store already took it into. Refused here, where the
     merge is defined, so capture answers 400 and a record written straight to the log is dead-lettered."""
-    merged: dict[str, tuple[int, float]] = {}
-    for product_id, quantity, unit_price in lines:
-        total, price = merged.get(product_id, (0, unit_price))
-        merged[product_id] = (total + quantity, price)
-    for product_id, (total, price) in merged.items():
+    for product_id, (total, price) in merge_lines(lines).items():
         if total == 0:
             return f"product {product_id!r}, its lines merged: quantity must not be 0 (its lines cancel out)"
         reason = line_reason(total, price)
@@ -174,7 +182,10 @@ MAX_DATE = date(2100, 1, 1)  # the static ceiling when no clock is at hand (feat
 MIN_TIMESTAMP = datetime(MIN_DATE.year, MIN_DATE.month, MIN_DATE.day, tzinfo=UTC)
 MAX_TIMESTAMP = datetime(MAX_DATE.year, MAX_DATE.month, MAX_DATE.day, tzinfo=UTC)
 MAX_FUTURE_SKEW = MAX_CLOCK_SKEW  # purchases and sign-ups at most this far ahead of "now", as events
-MAX_COOLDOWN_HOURS = 24 * 366
+# The longest cooldown that can be honoured: a cooldown is judged by the user's ``sends``, which are kept this
+# long (plus a day: delivery.outcomes.SENDS_TTL_S), so a longer one would quietly end early. Refused instead
+# (the campaign API's 400, ingestion's quarantine); was a year, while the sends were kept 30 days.
+MAX_COOLDOWN_HOURS = 24 * 30
 MAX_DAILY_BUDGET = 1_000_000_000  # sends per campaign and day
 MIN_PRIORITY, MAX_PRIORITY = 1, 5  # a campaign's priority: 1 (low) .. 5 (high)
 MAX_DAILY_CAP = 5  # notifications a user gets a day at most: the requirement's "max 5", and a profile's cap 0..5
@@ -191,6 +202,15 @@ MAX_COUNTRY_LENGTH = 64  # a user's or an order's country
 Category = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_CATEGORY_LENGTH)]
 """A category name, as the API takes it in a user's opt-outs and a campaign (here, not in a module of either:
 what a Lambda imports decides the tables its role may touch, ``notify templates``)."""
+
+# The list columns, item by item and in count, as the API takes them (the preferences and campaign models)
+# and batch ingestion quarantines them (``ingest.validation.LIST_LIMITS``): a file once landed a channel no
+# worker knows, a 10 KB product id, thousands of categories.
+Channel = Literal["push", "email", "sms", "in_app", "webhook"]
+CHANNELS: tuple[str, ...] = get_args(Channel)
+MAX_CATEGORIES = 50  # categories one user opts out of
+MAX_PRODUCT_IDS = 1_000  # products one campaign promotes
+MAX_TARGET_COUNTRIES = 300  # countries one campaign targets (more than there are)
 
 
 def latest_allowed(now: datetime | None) -> datetime:

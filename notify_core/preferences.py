@@ -25,15 +25,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from notify_core.bounds import Category
+from notify_core.bounds import MAX_CATEGORIES, Category, Channel
 from notify_core.errors import ConditionFailedError, NotFoundError
 from notify_core.scheduling.models import MAX_PER_DAY, OPT_OUT_TYPE
 from notify_core.scheduling.timezones import is_known_zone, zone_or_utc
 from notify_core.store import tables
 from notify_core.store.port import Condition, Item, Store
 
-Channel = Literal["push", "email", "sms", "in_app", "webhook"]
-MAX_CATEGORIES = 50
 OPT_OUT_EVENT = OPT_OUT_TYPE  # the user_events type an unsubscribe writes (fatigue reads it)
 FIELDS = ("channels", "opted_out_categories", "quiet_start_hour", "quiet_end_hour", "daily_cap", "timezone",
           "unsubscribed")

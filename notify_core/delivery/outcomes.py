@@ -19,6 +19,7 @@ from typing import Any, Literal, cast
 
 from prometheus_client import Counter, Histogram
 
+from notify_core.bounds import MAX_COOLDOWN_HOURS
 from notify_core.clock import Clock
 from notify_core.delivery.channels import Outcome, SendResult
 from notify_core.delivery.summary import Result, WorkerOptions
@@ -32,6 +33,9 @@ from notify_core.store.port import Condition, Item, Store, Update
 log = logging.getLogger("notify_core.delivery.worker")  # one logger name for the whole delivery loop
 
 LOG_TTL_S = LOG_RETENTION_DAYS * 24 * 3600  # spec §8's log retention, owned by the SLO table
+# A user's sends are what every cooldown is judged by (the recommender and the planner), so they are kept as
+# long as the longest cooldown allowed, and a day more (the plan day's span).
+SENDS_TTL_S = (MAX_COOLDOWN_HOURS + 24) * 3600
 _PLAN_KEYS = ("notification_id", "user_id", "campaign_id", "plan_day", "slot", "send_at", "due_minute", "shard",
               "expected_value", "ttl")
 
@@ -457,7 +461,8 @@ def projections(final: Mapping[str, Any], outcome: str, *, now: float) -> Iterat
     if outcome == "delivered":
         when = datetime.fromisoformat(str(final["delivered_at"]).replace("Z", "+00:00"))
         yield tables.SENDS, {"pk": uid, "sk": tables.send_sk(when, cid), "campaign_id": cid,
-                             "ts": str(final["delivered_at"]), "notification_id": nid, "ttl": ttl}
+                             "ts": str(final["delivered_at"]), "notification_id": nid,
+                             "ttl": int(now + SENDS_TTL_S)}
         if final.get("plan_day"):
             plan = {k: final[k] for k in _PLAN_KEYS if k in final}
             # the planner's history: kept as long as fatigue and cooldowns look back, not the schedule item's ttl

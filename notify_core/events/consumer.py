@@ -81,6 +81,7 @@ from typing import Any, NamedTuple, TypeVar
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import BaseModel
 
+from notify_core import bounds
 from notify_core.atomic import atomic_write
 from notify_core.clock import Clock
 from notify_core.erasure_register import ErasureRegister, erased_before
@@ -172,10 +173,6 @@ def _purchase_items(*, user_id: str, ts: str, time_key: str, order_id: str, coun
                     lines: Iterable[tuple[str, int, float]], event_id: str) -> list[Item]:
     """The ``purchases`` rows of an order, from plain values: a model (:func:`purchase_rows`) or the
     trusted canonical JSON (:func:`trusted_rows`) give the same rows, byte for byte."""
-    merged: dict[str, tuple[int, float]] = {}
-    for product_id, quantity, unit_price in lines:
-        total, price = merged.get(product_id, (0, unit_price))
-        merged[product_id] = (total + quantity, price)
     return [
         {
             "pk": user_id,
@@ -190,7 +187,7 @@ def _purchase_items(*, user_id: str, ts: str, time_key: str, order_id: str, coun
             "is_return": quantity < 0,
             "event_id": event_id,
         }
-        for product_id, (quantity, price) in merged.items()
+        for product_id, (quantity, price) in bounds.merge_lines(lines).items()
     ]
 
 

@@ -228,7 +228,7 @@ def _requeue_raced_erasures(store: Store, dataset: str, plan: MergePlan, registe
 
 def _merge_repeated_lines(checked: Validated, prepared: pl.DataFrame) -> tuple[Validated, int]:
     """A purchases file's valid lines merged per key (``order_id`` + ``product_id``), as the event path
-    keeps an order (:func:`notify_core.events.consumer.purchase_rows`): the quantities summed, the first
+    keeps an order (:func:`notify_core.bounds.merge_lines`, here in polars): the quantities summed, the first
     line's other values. The lake keeps one row per key, so the second line used to vanish (counted valid,
     never landed). Merged lines past the bounds (:func:`notify_core.bounds.merged_lines_reason`: two lines
     of 10^6 units) are quarantined, every line of them, with that reason. Returns the merged validation

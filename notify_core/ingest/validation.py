@@ -52,6 +52,47 @@ TEXT_LIMITS: dict[str, dict[str, tuple[str, int]]] = {
 
 
 @dataclass(frozen=True, slots=True)
+class ListRule:
+    """What one list column may hold: items no longer than ``item`` (the bound's name and value), at most
+    ``count`` of them, each among ``allowed``."""
+
+    item: tuple[str, int] | None = None
+    count: tuple[str, int] | None = None
+    allowed: tuple[str, ...] | None = None
+
+    def columns(self, column: str) -> list[tuple[str, pl.Expr, str]]:
+        """(derived column, its per-row "holds" expression, the reason a row where it does not gets)."""
+        values = pl.col(column)
+        out: list[tuple[str, pl.Expr, str]] = []
+        if self.item is not None:
+            name, limit = self.item
+            out.append((f"{column}__item_length", values.list.eval(pl.element().str.len_chars() <= limit).list.all(),
+                        f"{column}: an item longer than {name} ({limit})"))
+        if self.count is not None:
+            name, limit = self.count
+            out.append((f"{column}__count", values.list.len() <= limit,
+                        f"{column}: more than {name} ({limit}) items"))
+        if self.allowed is not None:
+            out.append((f"{column}__known", values.list.eval(pl.element().is_in(self.allowed)).list.all(),
+                        f"{column}: a value outside {', '.join(self.allowed)}"))
+        return out
+
+
+# The list columns, as the API bounds the same fields (notify_core.bounds owns every limit).
+LIST_LIMITS: dict[str, dict[str, ListRule]] = {
+    "users": {"channels": ListRule(allowed=bounds.CHANNELS),
+              "opted_out_categories": ListRule(item=("MAX_CATEGORY_LENGTH", bounds.MAX_CATEGORY_LENGTH),
+                                               count=("MAX_CATEGORIES", bounds.MAX_CATEGORIES))},
+    "products": {},
+    "campaigns": {"product_ids": ListRule(item=("MAX_ID_LENGTH", bounds.MAX_ID_LENGTH),
+                                          count=("MAX_PRODUCT_IDS", bounds.MAX_PRODUCT_IDS)),
+                  "target_countries": ListRule(item=("MAX_COUNTRY_LENGTH", bounds.MAX_COUNTRY_LENGTH),
+                                               count=("MAX_TARGET_COUNTRIES", bounds.MAX_TARGET_COUNTRIES))},
+    "purchases": {},
+}
+
+
+@dataclass(frozen=True, slots=True)
 class Check:
     """One rule: a great-expectations expectation and the reason a failing row is given."""
 
@@ -186,7 +227,9 @@ def checks_for(dataset: str, *, now: datetime | None = None) -> list[Check]:
     lengths = [_check(f"{column} longer than {name} ({limit})", "ExpectColumnValueLengthsToBeBetween",
                       column=column, max_value=limit)
                for column, (name, limit) in TEXT_LIMITS[dataset].items()]
-    return domain + ids + parsed + _bound_checks(dataset, now) + lengths
+    lists = [_check(reason, "ExpectColumnValuesToBeInSet", column=derived, value_set=[True])
+             for column, rule in LIST_LIMITS[dataset].items() for derived, _, reason in rule.columns(column)]
+    return domain + ids + parsed + _bound_checks(dataset, now) + lengths + lists
 
 
 def _parse(column: pl.Expr, dtype: Any) -> pl.Expr:
@@ -257,6 +300,9 @@ def prepare(dataset: str, raw: pl.DataFrame) -> pl.DataFrame:
          | pl.col(name).str.contains(bounds.ID_PATTERN)).fill_null(False)
         .alias(f"{name}{ID_SUFFIX}")
         for name in ID_COLUMNS[dataset])
+    prepared = prepared.with_columns(
+        holds.fill_null(True).alias(derived)
+        for column, rule in LIST_LIMITS[dataset].items() for derived, holds, _ in rule.columns(column))
     if dataset == "purchases":
         prepared = prepared.with_columns(
             bounds.line_amount(pl.col("quantity"), pl.col("unit_price")).alias(LINE_AMOUNT))

@@ -297,7 +297,7 @@ class Recommender:
 
     def __init__(
         self, *, store: Store, holder: IndexHolder, clock: Clock, weights: ScoreWeights | None = None,
-        candidates: int = 150, max_cooldown_hours: int = 24 * 14,
+        candidates: int = 150,
         ranker: scoring.LinearRanker | None | Literal["default"] = "default", cache_users: int = 0,
     ) -> None:
         """``clock`` answers "now" for requests that do not say (cooldowns, campaign dates, recency).
@@ -313,21 +313,23 @@ class Recommender:
         self._popular_cache: tuple[CampaignTable, tuple[Rows, npt.NDArray[np.float64]]] | None = None
         self._popular_by_row_cache: tuple[CampaignTable, tuple[Rows, npt.NDArray[np.float64]]] | None = None
         self.candidates = candidates
-        self.max_cooldown_hours = max_cooldown_hours
         self.work_cache: WorkCache[_UserWork] | None = WorkCache(capacity=cache_users) if cache_users > 0 else None
 
     # -- inputs ------------------------------------------------------------------------------------
-    def user_contexts(self, user_ids: Sequence[str], *, now: datetime, dim: int | None) -> dict[str, UserContext]:
+    def user_contexts(self, user_ids: Sequence[str], *, now: datetime, snapshot: ServingSnapshot,
+                      ) -> dict[str, UserContext]:
         """Contexts of the known users among ``user_ids``: profiles and vectors in one batch read each, product
         rows and recent sends in one many-partition read each (on DynamoDB Local with a 5 ms round trip added
         per request, 300 demo users' contexts took 7.7-7.9 s with a query per user one after another, 3.1-3.6 s
-        so: ``bench/results/session22/``)."""
+        so: ``bench/results/session22/``). The sends are read back to the longest cooldown of ``snapshot``'s
+        campaigns (a fixed 14 days once ended a 20-day cooldown after 14)."""
+        dim = snapshot.dim
         wanted = list(dict.fromkeys(user_ids))
         profiles = {str(p["pk"]): p for p in self.store.table(tables.USERS).batch_get(
             [(u, tables.PROFILE_SK) for u in wanted])}
         vectors = {str(v["pk"])[len(USER_VECTOR_PREFIX):]: v for v in self.store.table(tables.EMBEDDINGS).batch_get(
             [(f"{USER_VECTOR_PREFIX}{u}", tables.VECTOR_SK) for u in wanted if u in profiles])}
-        since = tables.time_sk(now - timedelta(hours=self.max_cooldown_hours))
+        since = tables.time_sk(now - timedelta(hours=snapshot.longest_cooldown_hours))
         known = [u for u in wanted if u in profiles]
         # every known user's product rows and recent sends, each read for all of them at once: on DynamoDB the
         # queries go out together instead of two round trips a user one after the other
@@ -360,8 +362,8 @@ class Recommender:
                                        last_ordered=last_ordered)
         return out
 
-    def user_context(self, user_id: str, *, now: datetime, dim: int | None) -> UserContext:
-        found = self.user_contexts([user_id], now=now, dim=dim).get(user_id)
+    def user_context(self, user_id: str, *, now: datetime, snapshot: ServingSnapshot) -> UserContext:
+        found = self.user_contexts([user_id], now=now, snapshot=snapshot).get(user_id)
         if found is None:
             raise _unknown_user(user_id)
         return found
@@ -371,7 +373,7 @@ class Recommender:
         _check_limit(limit)
         now = now or utcnow(self.clock)
         snapshot = self.holder.snapshot()
-        user = self.user_context(user_id, now=now, dim=snapshot.dim)
+        user = self.user_context(user_id, now=now, snapshot=snapshot)
         work, inputs = self._cached_work(snapshot, user)
         if work is None:
             work = self._lone_work(snapshot, user, keep=inputs if self._admits(user, inputs) else None)
@@ -401,7 +403,7 @@ class Recommender:
                 continue
             wanted.append(i)
         snapshot = self.holder.snapshot()
-        contexts = self.user_contexts([asks[i][0] for i in wanted], now=now, dim=snapshot.dim)
+        contexts = self.user_contexts([asks[i][0] for i in wanted], now=now, snapshot=snapshot)
         works: dict[str, _UserWork] = {}  # cached or worked out alone, by user
         for user in contexts.values():
             work, inputs = self._cached_work(snapshot, user)
@@ -493,7 +495,7 @@ class Recommender:
         _check_limit(limit)
         now = now or utcnow(self.clock)
         snapshot = self.holder.snapshot()
-        contexts = self.user_contexts(user_ids, now=now, dim=snapshot.dim)
+        contexts = self.user_contexts(user_ids, now=now, snapshot=snapshot)
         asked = list(dict.fromkeys(user_ids))
         for lo in range(0, len(asked), SEARCH_BLOCK):
             yield self._rank_users(snapshot, [contexts[u] for u in asked[lo : lo + SEARCH_BLOCK] if u in contexts],

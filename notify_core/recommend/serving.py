@@ -18,6 +18,7 @@ the same content (the graph then has the same vector).
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -193,6 +194,11 @@ class ServingSnapshot:
     @property
     def version(self) -> str | None:
         return self.base.version if self.base is not None else None
+
+    @functools.cached_property
+    def longest_cooldown_hours(self) -> float:
+        """How far back a user's sends can still hold one of these campaigns in its cooldown."""
+        return float(self.table.cooldown_hours.max(initial=0.0))
 
     @property
     def dim(self) -> int | None:

@@ -56,7 +56,7 @@ class CampaignIn(BaseModel):
     # list items bounded as ingestion bounds the same columns (notify_core.bounds): every backend holds the row
     category: bounds.Category = DEFAULT_CATEGORY
     product_ids: list[Annotated[str, StringConstraints(max_length=bounds.MAX_ID_LENGTH)]] = Field(
-        default_factory=list, max_length=1000)
+        default_factory=list, max_length=bounds.MAX_PRODUCT_IDS)
     priority: int = Field(default=DEFAULT_PRIORITY, ge=MIN_PRIORITY, le=MAX_PRIORITY)
     # Dates inside bounds' MIN_DATE..MAX_DATE, the window batch ingestion quarantines campaign dates
     # outside: a campaign the API accepts must be one the lake accepts too, and a start near the calendar's
@@ -64,8 +64,8 @@ class CampaignIn(BaseModel):
     start_date: date | None = Field(default=None, ge=bounds.MIN_DATE, le=bounds.MAX_DATE)  # None: the upsert's day
     end_date: date | None = Field(default=None, ge=bounds.MIN_DATE, le=bounds.MAX_DATE)  # None: a year after start
     target_countries: list[Annotated[str, StringConstraints(max_length=bounds.MAX_COUNTRY_LENGTH)]] = Field(
-        default_factory=list)
-    cooldown_hours: int = Field(default=DEFAULT_COOLDOWN_HOURS, ge=0, le=24 * 365)
+        default_factory=list, max_length=bounds.MAX_TARGET_COUNTRIES)
+    cooldown_hours: int = Field(default=DEFAULT_COOLDOWN_HOURS, ge=0, le=bounds.MAX_COOLDOWN_HOURS)
     daily_budget: int = Field(default=DEFAULT_DAILY_BUDGET, ge=0, le=bounds.MAX_DAILY_BUDGET)
     url: str = ""
     template: str = ""

@@ -10,9 +10,10 @@ What the planner guarantees (the property tests check each one):
    fatigue (never below one for a user whose cap allows one), and never more than ``max_per_day``.
 2. **Windows.** Every notification is at a whole UTC minute inside a local clock hour (the user's own
    zone, DST included) that is not a quiet hour, inside the user's local plan day, and not before ``now``.
-3. **Gaps and cooldowns.** Any two notifications of a user (planned, or planned vs already sent) are at
-   least ``min_gap_minutes`` apart; a campaign is never placed before ``last send + cooldown_hours``
-   and never twice in one plan day.
+3. **Gaps and cooldowns.** Any two notifications of a user (planned, or planned vs already sent, or vs
+   planned for the day before or after) are at least ``min_gap_minutes`` apart; a campaign is never
+   placed before ``last send + cooldown_hours`` nor within ``cooldown_hours`` before its notification on
+   a later day that was planned first, and never twice in one plan day.
 4. **Greedy by expected value.** Per user, candidates are taken in descending *base score*
    (relevance x priority weight, ties by campaign id; with exploration on, the relevance becomes the
    bandit's posterior CTR on the relevance scale and one explored candidate may lead: :mod:`.exploration`).
@@ -78,6 +79,7 @@ F32 = npt.NDArray[np.float32]
 B = npt.NDArray[np.bool_]
 
 NO_COOLDOWN = np.iinfo(np.int32).min // 2
+NO_LATER = np.iinfo(np.int32).max // 2  # no later notification of the campaign bounds the block's end
 UNLIMITED = np.int64(1) << np.int64(62)
 
 
@@ -166,6 +168,7 @@ class ChunkInput:
     candidates: pl.DataFrame
     history: pl.DataFrame | None = None
     interactions: pl.DataFrame | None = None
+    scheduled: pl.DataFrame | None = None  # see plan_users
 
 
 @dataclass(slots=True)
@@ -200,6 +203,9 @@ class _Matrices:
     cand_base: F32  # (n, R)
     cand_rel: F32  # (n, R)
     cand_cd: I32  # (n, R): first minute the cooldown allows
+    # (n, R): last minute a block may end by, for the cooldown of the campaign's notification on a later day
+    # planned first (see plan_users' ``scheduled``); None while no candidate has one (a plan of tomorrow)
+    cand_hi: I32 | None = None
 
 
 def _quiet_mask(hour: npt.NDArray[np.int8], qs: I32, qe: I32) -> B:
@@ -255,6 +261,11 @@ def _greedy(rows: I64, mx: _Matrices, campaign_open: B, gap: int) -> _Picks:
         cooling = cd > NO_COOLDOWN
         if cooling.any():
             mask = mask & ((start[idx] >= cd[:, None]) | ~cooling[:, None])
+        if mx.cand_hi is not None:
+            hi = mx.cand_hi[rows[idx], r]
+            capped = hi < NO_LATER
+            if capped.any():
+                mask = mask & ((end[idx] <= hi[:, None]) | ~capped[:, None])
         score = np.where(mask, aff[idx], -np.inf)
         b = score.argmax(axis=1)
         best = score[np.arange(idx.size), b]
@@ -371,6 +382,9 @@ def _capacity_pass(
         cd = int(mx.cand_cd[u, picks.rank[i]])
         if cd > NO_COOLDOWN:
             ok &= mx.start[u] >= cd
+        hi = int(mx.cand_hi[u, picks.rank[i]]) if mx.cand_hi is not None else NO_LATER
+        if hi < NO_LATER:
+            ok &= mx.end[u] <= hi
         placed = False
         for nb in sorted(np.flatnonzero(ok).tolist(), key=lambda x: (-float(mx.affinity[u, x]), x)):
             ns, ne = int(mx.start[u, nb]), int(mx.end[u, nb])
@@ -418,6 +432,7 @@ def plan_users(
     ledger: Ledger | None = None,
     budget_share: float | None = None,
     campaign_counts: pl.DataFrame | None = None,
+    scheduled: pl.DataFrame | None = None,
 ) -> Plan:
     """Plan ``users``' local ``plan_day``; see the module docstring for what the plan guarantees.
 
@@ -426,7 +441,9 @@ def plan_users(
     ``interactions``. Pass one prior to every chunk of a chunked run. ``ledger``/``budget_share``: see
     :func:`plan_chunks`. ``campaign_counts`` (models.CAMPAIGN_COUNTS): delivered/clicked per campaign, for
     the exploration posterior (:mod:`.exploration`; with ``options.exploration.share`` 0 and no counts the
-    plan is exactly the relevance-based one).
+    plan is exactly the relevance-based one). ``scheduled`` (models.HISTORY): the neighbouring plan days'
+    notifications not sent yet; gaps and cooldowns hold against them as against ``history``, in both
+    directions, but they are not sends: fatigue does not count them.
     """
     started = time.perf_counter()
     opts = options or PlanOptions()
@@ -465,13 +482,17 @@ def plan_users(
     ncamp = campaigns.height
 
     # history: already sent today, gaps to those sends, cooldowns, campaigns already sent today
-    hist = _history_frames(conform(history, HISTORY, name="history"), index, campaigns, base)
+    past = conform(history, HISTORY, name="history")
+    ahead = conform(scheduled, HISTORY, name="scheduled")
+    hist = _history_frames(pl.concat([past, ahead]) if ahead.height else past, index, campaigns, base)
     sent_today = np.zeros(n, dtype=np.int32)
-    cooldowns = pl.DataFrame(schema={"_u": pl.UInt32, "campaign_id": pl.String, "cd": pl.Int64, "today": pl.Boolean})
+    cooldowns = pl.DataFrame(schema={"_u": pl.UInt32, "campaign_id": pl.String, "cd": pl.Int64, "hi": pl.Int64,
+                                     "today": pl.Boolean})
     if hist.height:
         hu = hist["_u"].to_numpy().astype(np.int64)
         ht = hist["t"].to_numpy()
         today = (ht >= blocks.day_start[tz[hu]]) & (ht < blocks.day_end[tz[hu]])
+        later = ht >= blocks.day_end[tz[hu]]  # a later day's notification, planned first
         sent_today = np.bincount(hu[today], minlength=n).astype(np.int32)
         near = (ht >= blocks.day_start[tz[hu]] - gap) & (ht < blocks.day_end[tz[hu]] + gap)
         near_frame = pl.DataFrame({"u": hu[near], "t": ht[near]}).with_columns(
@@ -480,13 +501,17 @@ def plan_users(
             pu = part["u"].to_numpy()
             pt = part["t"].to_numpy()[:, None]
             allowed[pu] &= ~((start[pu] < pt + gap) & (end[pu] > pt - gap))
-        cooldowns = (hist.with_columns(pl.Series("today", today))
+        # A send (or an earlier day's notification) opens the campaign again ``cooldown`` after it; a later
+        # day's closes it ``cooldown`` before it (cooldown 0: no bound either way).
+        cool = pl.col("cooldown").cast(pl.Int64) * 60
+        cooldowns = (hist.with_columns(pl.Series("today", today), pl.Series("later", later))
                      .group_by("_u", "campaign_id")
-                     .agg((pl.col("t") + pl.col("cooldown").cast(pl.Int64) * 60).max().alias("cd"),
+                     .agg((pl.col("t") + cool).filter(~pl.col("later")).max().alias("cd"),
+                          (pl.col("t") - cool).filter(pl.col("later") & (pl.col("cooldown") > 0)).min().alias("hi"),
                           pl.col("today").any()))
 
     inter = conform(interactions, INTERACTIONS, name="interactions")
-    fat = fatigue_of(users, conform(history, HISTORY, name="history"), inter, as_of=as_of, options=opts.fatigue)
+    fat = fatigue_of(users, past, inter, as_of=as_of, options=opts.fatigue)
     cap = users["daily_cap"].fill_null(opts.max_per_day).to_numpy().astype(np.int32).clip(0, opts.max_per_day)
     cap_after = np.maximum(np.minimum(cap, 1), cap - fat.cap_reduction)
     cap_eff = np.maximum(cap_after - sent_today, 0).astype(np.int32)
@@ -515,15 +540,16 @@ def plan_users(
         lz = (lz.join(cooldowns.lazy(), on=["_u", "campaign_id"], how="left")
              .filter(~pl.col("today").fill_null(False)))
     else:
-        lz = lz.with_columns(pl.lit(None, dtype=pl.Int64).alias("cd"))
+        lz = lz.with_columns(pl.lit(None, dtype=pl.Int64).alias("cd"), pl.lit(None, dtype=pl.Int64).alias("hi"))
     explorers = np.zeros(n, dtype=bool)
     if explore.is_active(opts.exploration, campaign_counts):  # the expected value from the bandit's posterior
         scored = explore.rescore(
-            lz.select("_u", "_c", "_w", "_base", "relevance", "cd").collect(), user_ids=users["user_id"].to_list(),
+            lz.select("_u", "_c", "_w", "_base", "relevance", "cd", "hi").collect(),
+            user_ids=users["user_id"].to_list(),
             campaign_ids=campaigns["campaign_id"].to_list(), caps=cap_eff, counts=campaign_counts,
             plan_day=plan_day, options=opts.exploration)
         lz, explorers = scored.candidates.lazy(), scored.explorers
-    c = (lz.select("_u", "_c", "_base", "relevance", "cd")
+    c = (lz.select("_u", "_c", "_base", "relevance", "cd", "hi")
          .sort(["_u", "_base", "_c"], descending=[False, True, False])
          .with_columns(pl.int_range(pl.len()).over("_u").alias("_r"))
          .filter(pl.col("_r") < opts.max_candidates)
@@ -540,6 +566,10 @@ def plan_users(
     cand_base[cu, cr] = c["_base"].to_numpy()
     cand_rel[cu, cr] = c["relevance"].to_numpy().astype(np.float32)
     cand_cd[cu, cr] = c["cd"].fill_null(NO_COOLDOWN).to_numpy().astype(np.int32)
+    cand_hi = None
+    if c["hi"].null_count() < c.height:
+        cand_hi = np.full((n, width), NO_LATER, dtype=np.int32)
+        cand_hi[cu, cr] = c["hi"].fill_null(NO_LATER).to_numpy().astype(np.int32)
     del c, cu, cr
 
     has_relevant = cand_c[:, 0] >= 0 if width else np.zeros(n, dtype=bool)
@@ -547,7 +577,7 @@ def plan_users(
     has_room = (cap_eff > 0) & allowed.any(axis=1)
 
     mx = _Matrices(allowed=allowed, affinity=block_aff, start=start, end=end, cap=cap_eff, penalty=fat.penalty,
-                   cand_c=cand_c, cand_base=cand_base, cand_rel=cand_rel, cand_cd=cand_cd)
+                   cand_c=cand_c, cand_base=cand_base, cand_rel=cand_rel, cand_cd=cand_cd, cand_hi=cand_hi)
 
     # budgets: this chunk's share of what the day has left
     budget = campaigns["daily_budget"].to_list()
@@ -655,7 +685,7 @@ def plan_chunks(
         share = min(1.0, chunk.users.height / left) if left > 0 else 1.0
         yield plan_users(chunk.candidates, chunk.users, campaigns, plan_day=plan_day, history=chunk.history,
                          interactions=chunk.interactions, now=now, options=options, prior=prior, ledger=ledger,
-                         budget_share=share, campaign_counts=campaign_counts)
+                         budget_share=share, campaign_counts=campaign_counts, scheduled=chunk.scheduled)
         left -= chunk.users.height
 
 

@@ -46,6 +46,7 @@ from notify_core.scheduling.candidates import (
 from notify_core.scheduling.checks import plan_violations
 from notify_core.scheduling.exploration import campaign_counts
 from notify_core.scheduling.ids import DEFAULT_SHARDS
+from notify_core.scheduling.long_cooldowns import older_sends
 from notify_core.scheduling.models import CAMPAIGNS, USERS, PlanOptions
 from notify_core.scheduling.planner import ChunkInput, Ledger, PlanStats, plan_chunks
 from notify_core.scheduling.store import WriteSummary, day_items, load_state, plan_item_frame, write_plans
@@ -281,6 +282,7 @@ def plan_and_store(
         candidates = candidates.filter(eligible)
     users = users.unique("user_id", keep="first").sort("user_id")
     budgets = budgets_of(campaigns)
+    cooldowns = {cid: int(h) for cid, h in campaigns.select("campaign_id", "cooldown_hours").iter_rows() if h}
     ledger = ledger or ledger_of_spending(store, plan_day=plan_day, budgets=budgets, now=now)
     store.tune_for_bulk_writes()  # every chunk writes its plan in bulk from this thread
     states: dict[int, Any] = {}
@@ -294,6 +296,7 @@ def plan_and_store(
             ids = part["user_id"].to_list()
             started = time.perf_counter()
             state = states[k] = load_state(store, ids, plan_day=plan_day, now=now)
+            older = older_sends(store, ids, plan_day=plan_day, cooldowns=cooldowns)
             ledger.charge_kept(kept_today(state.day_items), budgets)
             seconds["state"] += time.perf_counter() - started
             started = time.perf_counter()
@@ -302,7 +305,9 @@ def plan_and_store(
             else:
                 mine = candidates(ids).filter(eligible)
             seconds["candidates"] += time.perf_counter() - started
-            yield ChunkInput(users=part, candidates=mine, history=state.history, interactions=state.interactions)
+            history = pl.concat([state.history, older]) if older.height else state.history
+            yield ChunkInput(users=part, candidates=mine, history=history, interactions=state.interactions,
+                             scheduled=state.scheduled)
 
     stats = PlanStats()
     writes = WriteSummary()

@@ -33,7 +33,7 @@ plan item whose schedule item is cancelled gets it back, as one whose schedule i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -337,6 +337,8 @@ class UserState:
     # The plan day's stored items of the users that have any (a user with none is absent), for
     # write_plans(existing=...).
     day_items: dict[str, list[Item]]
+    # models.HISTORY: the neighbouring plan days' pending notifications still ahead (see load_state)
+    scheduled: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=HISTORY))
 
 
 # How far past ``now`` a pending plan item's send time may lie and still be held by a delivery worker:
@@ -384,6 +386,11 @@ def load_state(
     A notification counts as interacted with when the clickstream holds a notification_open/click with
     its id (or the item carries ``interacted: true``, for a delivery path that records it).
 
+    ``scheduled``: the pending notifications of the neighbouring plan days (the day before, whose evening
+    may not be sent yet, and the day after, when it was planned first) not yet due by ``now``. They are
+    not sends, so fatigue never counts them as ignored, but the gap and the cooldown must hold against
+    them: tomorrow is planned before tonight is sent, and a re-plan of today can follow tomorrow's plan.
+
     ``now`` (a plan made during the day): pending plan items already due are checked against their
     schedule items, and those the delivery worker holds count as claimed (:func:`_held_by_delivery`).
     """
@@ -395,7 +402,8 @@ def load_state(
     rows: list[dict[str, Any]] = []
     inter: list[dict[str, Any]] = []
     today: dict[str, list[Item]] = {}
-    stored = plans.query_many(user_ids, key_range=KeyRange(start=first, end=f"{day}#\uffff"), consistent=True)
+    after = (plan_day + timedelta(days=1)).isoformat()
+    stored = plans.query_many(user_ids, key_range=KeyRange(start=first, end=f"{after}#\uffff"), consistent=True)
     if now is not None:
         _held_by_delivery(store, stored, now=now)
     clicks = events.query_many(user_ids, key_range=KeyRange(start=tables.time_sk(since))) if with_interactions else {}
@@ -409,6 +417,9 @@ def load_state(
                               "notification_id": ev.get("notification_id")})
                 if ev.get("notification_id"):
                     opened.setdefault(uid, set()).add(str(ev["notification_id"]))
+    neighbours = {(plan_day - timedelta(days=1)).isoformat(), after}
+    pending_from = now.astimezone(UTC) if now is not None else None
+    ahead: list[dict[str, Any]] = []
     for uid, items in stored.items():
         if not items:
             continue
@@ -421,7 +432,13 @@ def load_state(
                 rows.append({"user_id": uid, "campaign_id": item["campaign_id"],
                              "sent_at": _parse(str(item.get("sent_at") or item["send_at"])),
                              "interacted": bool(item.get("interacted")) or item["notification_id"] in seen})
+            elif item.get("status") == PENDING and item.get("plan_day") in neighbours:
+                at = _parse(str(item["send_at"]))
+                if pending_from is None or at >= pending_from:
+                    ahead.append({"user_id": uid, "campaign_id": item["campaign_id"], "sent_at": at,
+                                  "interacted": False})
     history = pl.DataFrame(rows, schema=HISTORY) if rows else pl.DataFrame(schema=HISTORY)
+    scheduled = pl.DataFrame(ahead, schema=HISTORY) if ahead else pl.DataFrame(schema=HISTORY)
     schema = {**INTERACTIONS, "notification_id": pl.String}
     interactions = pl.DataFrame(inter, schema=schema) if inter else pl.DataFrame(schema=schema)
-    return UserState(history=history, interactions=interactions, day_items=today)
+    return UserState(history=history, interactions=interactions, day_items=today, scheduled=scheduled)

@@ -204,6 +204,8 @@ def test_campaign_dates_outside_the_bounds_are_a_400_naming_the_field(served: Se
     ("category", "c" * (bounds.MAX_CATEGORY_LENGTH + 1)),
     ("product_ids", ["p" * (bounds.MAX_ID_LENGTH + 1)]),
     ("target_countries", ["x" * (bounds.MAX_COUNTRY_LENGTH + 1)]),
+    # the user's sends a cooldown is judged by are kept no longer (a year was accepted, honoured for 14 days)
+    ("cooldown_hours", bounds.MAX_COOLDOWN_HOURS + 1),
 ])
 def test_campaign_text_longer_than_ingestion_takes_is_a_400_naming_the_field(served: Served, field: str,
                                                                             value: object) -> None:

@@ -176,7 +176,7 @@ def test_copurchase_of_many_users_equals_each_users_own(world: World) -> None:
     snapshot = world.holder.snapshot()
     base, promotion = snapshot.base, snapshot.promotion()
     assert base is not None and base.copurchase_matrix is not None and promotion is not None
-    contexts = world.recommender_with().user_contexts(ids, now=NOW, dim=snapshot.dim)
+    contexts = world.recommender_with().user_contexts(ids, now=NOW, snapshot=snapshot)
     coded = [snapshot.user_products(contexts[u].orders_by_product).neighbour_rows() for u in ids]
     expected = [scoring.copurchase_campaign_rows(contexts[u].orders_by_product, base.copurchase_matrix, promotion,
                                                  ordered=c) for u, c in zip(ids, coded, strict=True)]

@@ -68,6 +68,17 @@ def test_already_sent_within_cooldown_is_filtered_and_after_it_is_back(world: Wo
     assert ids(world)[0] == "c000"
 
 
+def test_a_cooldown_longer_than_two_weeks_is_honoured_to_its_end(world: World) -> None:
+    """The sends were read 14 days back whatever the cooldowns: a 20-day cooldown ended after 14 (fails on
+    the code before). Now back to the longest cooldown the served campaigns have."""
+    world.update_campaign("c000", cooldown_hours=20 * 24)
+    world.store.table(tables.SENDS).put(sent_item("u1", "c000", NOW - timedelta(days=16)))
+    result = world.recommender.recommend("u1", now=NOW)
+    assert "c000" not in [r.campaign_id for r in result.items] and result.filtered["recently_sent"] == 1
+    later = world.recommender.recommend("u1", now=NOW + timedelta(days=5))  # 21 days after the send
+    assert later.items[0].campaign_id == "c000" and "recently_sent" not in later.filtered
+
+
 def test_repeat_purchase_candidates_are_added_and_boosted(world: World) -> None:
     # u1 bought p001 (promoted by c001) once; c001's text is far from u1's vector (cosine ~0.14)
     narrow = world.recommender_with(candidates=3, ranker=None)  # ANN yields just 3 candidates

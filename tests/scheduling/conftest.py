@@ -57,3 +57,20 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
     s = SqliteStore(tmp_path / "store.sqlite", clock=ManualClock(STORE_NOW))
     yield s
     s.close()
+
+
+def deliver_due(store: SqliteStore, clock: ManualClock, *, since: datetime, until: datetime) -> None:
+    """A real delivery worker at ``until`` catching up on everything due since ``since`` (a scripted channel
+    that accepts every send), as the day's sends happen before a re-plan."""
+    from notify_core.delivery import DeliveryWorker, WorkerOptions
+    from tests.delivery.conftest import ScriptedChannel
+
+    clock.set(until)
+    minutes = int((until - since).total_seconds() // 60) + 1
+    worker = DeliveryWorker(store, ScriptedChannel(), public_base_url="http://t", clock=clock,
+                            options=WorkerOptions(concurrency=2, lookback_minutes=minutes, prefetch_s=0.0,
+                                                  heartbeat_s=0, lease_s=30))
+    try:
+        worker.run_until_idle()
+    finally:
+        worker.close()

@@ -18,14 +18,12 @@ import polars as pl
 import pytest
 
 from notify_core.clock import ManualClock
-from notify_core.delivery import DeliveryWorker, WorkerOptions
 from notify_core.delivery.feedback import campaign_stats
 from notify_core.lifecycle import CANCELLED, SENT
 from notify_core.scheduling.service import ledger_of_others, plan_and_store
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
-from tests.delivery.conftest import ScriptedChannel
-from tests.scheduling.conftest import campaigns, candidates, users
+from tests.scheduling.conftest import campaigns, candidates, deliver_due, users
 
 EVE = datetime(2026, 11, 23, 20, 0, tzinfo=UTC)  # the day's plan is made the evening before
 DAY = (EVE + timedelta(days=1)).date()
@@ -52,14 +50,7 @@ def _plan(store: SqliteStore, now: datetime, *, user_ids: list[str] | None = Non
 
 
 def _deliver_until(store: SqliteStore, clock: ManualClock, until: datetime) -> None:
-    """A real worker catching up on everything due from the day's start until ``until``."""
-    clock.set(until)
-    minutes = int((until - datetime(DAY.year, DAY.month, DAY.day, tzinfo=UTC)).total_seconds() // 60) + 1
-    worker = DeliveryWorker(store, ScriptedChannel(), public_base_url="http://t", clock=clock,
-                            options=WorkerOptions(concurrency=2, lookback_minutes=minutes, prefetch_s=0.0,
-                                                  heartbeat_s=0, lease_s=30))
-    worker.run_until_idle()
-    worker.close()
+    deliver_due(store, clock, since=datetime(DAY.year, DAY.month, DAY.day, tzinfo=UTC), until=until)
 
 
 def _live(store: SqliteStore, campaign_id: str) -> Counter[str]:

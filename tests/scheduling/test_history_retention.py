@@ -8,6 +8,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from notify_core.clock import ManualClock
 from notify_core.delivery import DeliveryWorker, WorkerOptions
 from notify_core.delivery.outcomes import projections
@@ -19,7 +21,7 @@ from notify_core.scheduling.store import TTL_DAYS
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
 from tests.delivery.conftest import ScriptedChannel
-from tests.scheduling.conftest import campaigns, candidates, users
+from tests.scheduling.conftest import campaigns, candidates, deliver_due, users
 
 D = date(2026, 11, 24)
 US = users([("u1", "UTC", 5, None, None)])
@@ -58,6 +60,31 @@ def test_a_week_long_cooldown_is_honoured_four_days_after_the_worker_sent_it(tmp
     finally:
         store.close()
     assert not again, f"'weekly' sent {item['send_at']} and planned again {again}"
+
+
+@pytest.mark.parametrize(("days_later", "planned_again"), [(12, False), (21, True)])
+def test_a_cooldown_longer_than_the_history_is_honoured_from_the_users_sends(
+        tmp_path: Path, days_later: int, planned_again: bool) -> None:
+    """A 20-day cooldown: its send is older than the planner's 7 days of plans by then, so it is judged by the
+    user's ``sends`` (kept as long as the longest cooldown allowed). It was forgotten after 7 days."""
+    clock = ManualClock(datetime(2026, 11, 23, 12, 0, tzinfo=UTC))
+    store = SqliteStore(tmp_path / "s.sqlite", clock=clock)
+    camps = campaigns([("monthly", 5, 20 * 24, None)])
+    cands = candidates([("u1", "monthly", 0.9)])
+    try:
+        plan_and_store(store, users=US, campaigns=camps, candidates=cands, plan_day=D, now=None,
+                       pipeline=False, writer_process=False)
+        (item,) = list(store.table(tables.SCHEDULES).scan())
+        deliver_due(store, clock, since=_ts(item), until=_ts(item) + timedelta(seconds=5))
+        later = D + timedelta(days=days_later)
+        clock.set(datetime.combine(later, datetime.min.time(), tzinfo=UTC) - timedelta(hours=12))  # the day before
+        plan_and_store(store, users=US, campaigns=camps, candidates=cands, plan_day=later, now=None,
+                       pipeline=False, writer_process=False)
+        again = [i["send_at"] for i in store.table(tables.SCHEDULES).scan()
+                 if i["plan_day"] == later.isoformat() and i["status"] != CANCELLED]
+    finally:
+        store.close()
+    assert bool(again) is planned_again, f"'monthly' sent {item['send_at']}, {days_later} days later: {again}"
 
 
 def test_fatigue_sees_the_whole_window_of_sends_the_worker_recorded(tmp_path: Path) -> None:

@@ -91,6 +91,48 @@ def test_campaign_dates_must_be_ordered() -> None:
     assert _reasons(campaigns, "campaigns") == {2: "end_date before start_date"}
 
 
+def test_a_cooldown_longer_than_the_sends_are_kept_is_quarantined() -> None:
+    """A cooldown is judged by the user's sends, kept ``bounds.MAX_COOLDOWN_HOURS`` (30 days); a year was
+    accepted and quietly honoured for 7 days by the planner, 14 by the recommender."""
+    from notify_core import bounds
+
+    campaigns = pl.DataFrame({
+        "campaign_id": ["c1", "c2"], "name": ["n", "n"], "text": ["t", "t"], "priority": ["3", "3"],
+        "status": ["active", "active"], "start_date": ["2024-01-01"] * 2, "end_date": ["2024-02-01"] * 2,
+        "cooldown_hours": [str(bounds.MAX_COOLDOWN_HOURS), str(bounds.MAX_COOLDOWN_HOURS + 1)],
+    })
+    assert _reasons(campaigns, "campaigns") == {
+        2: f"cooldown_hours above MAX_COOLDOWN_HOURS ({bounds.MAX_COOLDOWN_HOURS})"}
+
+
+def test_list_columns_hold_what_the_api_accepts_item_by_item() -> None:
+    """The list columns had no rule at all: a channel no worker knows, a 10 KB product id or 5,000 categories
+    landed from a file while the API refuses each (``notify_core.bounds``, the one owner of both)."""
+    from notify_core import bounds
+
+    users = pl.DataFrame({
+        "user_id": ["u1", "u2", "u3", "u4"], "country": ["GB"] * 4, "timezone": ["UTC"] * 4,
+        "signup_date": ["2011-01-01"] * 4,
+        "channels": ["push|email", "push|carrier-pigeon", "push", "sms"],
+        "opted_out_categories": ["toys", "", "c" * (bounds.MAX_CATEGORY_LENGTH + 1),
+                                 "|".join(f"k{i}" for i in range(bounds.MAX_CATEGORIES + 1))],
+    })
+    channels = ", ".join(bounds.CHANNELS)
+    assert _reasons(users, "users") == {
+        2: f"channels: a value outside {channels}",
+        3: f"opted_out_categories: an item longer than MAX_CATEGORY_LENGTH ({bounds.MAX_CATEGORY_LENGTH})",
+        4: f"opted_out_categories: more than MAX_CATEGORIES ({bounds.MAX_CATEGORIES}) items"}
+    campaigns = pl.DataFrame({
+        "campaign_id": ["c1", "c2", "c3"], "name": ["n"] * 3, "text": ["t"] * 3, "priority": ["3"] * 3,
+        "status": ["active"] * 3, "start_date": ["2024-01-01"] * 3, "end_date": ["2024-02-01"] * 3,
+        "product_ids": ["p1|p2", "p" * (bounds.MAX_ID_LENGTH + 1), "p1"],
+        "target_countries": ["GB", "FR", "x" * (bounds.MAX_COUNTRY_LENGTH + 1)],
+    })
+    assert _reasons(campaigns, "campaigns") == {
+        2: f"product_ids: an item longer than MAX_ID_LENGTH ({bounds.MAX_ID_LENGTH})",
+        3: f"target_countries: an item longer than MAX_COUNTRY_LENGTH ({bounds.MAX_COUNTRY_LENGTH})"}
+
+
 def test_a_file_without_key_columns_is_rejected_whole() -> None:
     with pytest.raises(ValidationError, match="lacks key columns"):
         prepare("purchases", pl.DataFrame({"order_id": ["o1"]}))
