@@ -86,17 +86,24 @@ UNLIMITED = np.int64(1) << np.int64(62)
 class Ledger:
     """What the chunks of one plan day share: deliveries per minute, and campaign budgets left.
 
-    ``spent_before``: the budgets already count every notification of the day sent before this instant
-    (read from the campaign counters then); a notification a chunk's user keeps (sent or in flight) is
-    charged to its campaign when the chunk is planned unless it was sent before it. None: no send is
-    counted yet, so every kept one is charged (see :meth:`charge_kept`)."""
+    How the budgets square with what the Store already holds for the day, chunk by chunk as the chunks'
+    users are read (the caller's :meth:`charge_kept` or :meth:`credit`):
 
-    def __init__(self, plan_day: date, *, spent_before: datetime | None = None) -> None:
+    * ``spent_before``: the budgets already count every notification of the day sent before this instant
+      (read from the campaign counters then); a notification a chunk's user keeps (sent or in flight) is
+      charged to its campaign unless it was sent before it. None: no send is counted yet, so every kept one
+      is charged.
+    * ``counts_planned``: the budgets count everything planned for the day, every user's (a batch planned
+      apart from the rest); a chunk's users' pending notifications, which the chunk decides again, are
+      credited back instead."""
+
+    def __init__(self, plan_day: date, *, spent_before: datetime | None = None, counts_planned: bool = False) -> None:
         self.plan_day = plan_day
         self.base = base_of(plan_day)
         self.loads = np.zeros(SPAN_MINUTES, dtype=np.int64)
         self.budget_left: dict[str, int] = {}
         self.spent_before = spent_before
+        self.counts_planned = counts_planned
 
     def left(self, campaign_id: str, budget: int) -> int:
         """What ``campaign_id`` (``daily_budget`` ``budget``) has left of the day: the whole budget until
@@ -105,6 +112,10 @@ class Ledger:
 
     def charge(self, campaign_id: str, n: int, *, budget: int) -> None:
         self.budget_left[campaign_id] = max(self.left(campaign_id, budget) - n, 0)
+
+    def credit(self, campaign_id: str, n: int, *, budget: int) -> None:
+        """Give back ``n`` that the budget counted and this run decides again (never past the budget)."""
+        self.budget_left[campaign_id] = min(self.left(campaign_id, budget) + n, max(budget, 0))
 
     def charge_kept(self, kept: Iterable[tuple[str, datetime | None]], budgets: Mapping[str, int]) -> None:
         """Charge the notifications of the day a re-plan keeps, as (campaign_id, sent at: None while in

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 
@@ -27,7 +27,7 @@ from notify_core.erasure_queue import requeue_erased_since
 from notify_core.erasure_register import ErasureRegister, erased_before
 from notify_core.errors import NotifyError
 from notify_core.lake import Lake
-from notify_core.lifecycle import CANCELLED, DELIVERED_STATES
+from notify_core.lifecycle import CANCELLED, DELIVERED_STATES, PENDING
 from notify_core.metrics import counted_plan_generation
 from notify_core.recommend.artefacts import ArtefactStore
 from notify_core.scheduling.candidate_pool import (
@@ -297,7 +297,7 @@ def plan_and_store(
             started = time.perf_counter()
             state = states[k] = load_state(store, ids, plan_day=plan_day, now=now)
             older = older_sends(store, ids, plan_day=plan_day, cooldowns=cooldowns)
-            ledger.charge_kept(kept_today(state.day_items), budgets)
+            square_with_stored(ledger, state.day_items, budgets)
             seconds["state"] += time.perf_counter() - started
             started = time.perf_counter()
             if isinstance(candidates, pl.DataFrame):
@@ -461,10 +461,12 @@ def plan_for_users(
 
     ``now`` is the caller's clock, and ``candidate_workers`` / ``reopen`` as for :func:`plan_from_lake`."""
     register = erased_before(store)  # before the profiles: see plan_and_store
-    return _plan(store, users=users_from_store(store, user_ids), campaigns=campaigns_from_store(store),
+    campaigns = campaigns_from_store(store)
+    ledger = ledger_of_planned(store, plan_day=plan_day, budgets=budgets_of(eligible_campaigns(campaigns, plan_day)))
+    return _plan(store, users=users_from_store(store, user_ids), campaigns=campaigns,
                  plan_day=plan_day, now=now, options=options, artefacts=artefacts, fallback=store_cosine(store), k=k,
                  shards=shards, chunk_users=chunk_users, candidate_workers=candidate_workers, reopen=reopen,
-                 register=register)
+                 register=register, ledger=ledger)
 
 
 def _plan(
@@ -502,22 +504,55 @@ def ledger_of_spending(store: Store, *, plan_day: date, budgets: dict[str, int],
     if now is None:
         return Ledger(plan_day)
     ledger = Ledger(plan_day, spent_before=now)
-    if budgets:
-        keys = [(cid, plan_day.isoformat()) for cid in budgets]
-        for row in store.table(tables.CAMPAIGN_STATS).batch_get(keys, consistent=True):
-            ledger.charge(str(row["pk"]), int(row.get("budget_spent") or 0), budget=budgets[str(row["pk"])])
+    for cid, n in _day_counters(store, plan_day=plan_day, campaign_ids=budgets, field="budget_spent").items():
+        ledger.charge(cid, n, budget=budgets[cid])
     return ledger
 
 
-def kept_today(day_items: dict[str, list[Any]]) -> Iterator[tuple[str, datetime | None]]:
-    """The day's notifications a re-plan leaves as they are (sent, or held by the delivery worker), as
-    (campaign_id, sent at: None while in flight) pairs for :meth:`Ledger.charge_kept`."""
-    for items in day_items.values():
-        for item in items:
-            if item.get("status") in DELIVERED_STATES:
-                sent_at = item.get("sent_at")
-                yield (str(item["campaign_id"]),
-                       datetime.fromisoformat(str(sent_at).replace("Z", "+00:00")) if sent_at else None)
+def ledger_of_planned(store: Store, *, plan_day: date, budgets: dict[str, int]) -> Ledger:
+    """The ledger of a batch of the day's users planned apart from the others (the Lambda's
+    :func:`plan_for_users`): each budget less everything planned for the day so far, every user's (the
+    ``planned`` counters :func:`.store.write_plans` keeps: pending, in flight and sent), so one batch after
+    another never plans past a budget; each chunk credits back its own users' pending notifications, which it
+    decides again. Batches that run at the same time each read before the others write, so each may take
+    what is left."""
+    ledger = Ledger(plan_day, counts_planned=True)
+    for cid, n in _day_counters(store, plan_day=plan_day, campaign_ids=budgets, field="planned").items():
+        ledger.charge(cid, n, budget=budgets[cid])
+    return ledger
+
+
+def _day_counters(store: Store, *, plan_day: date, campaign_ids: Collection[str],
+                  field: Literal["budget_spent", "planned"]) -> dict[str, int]:
+    """``field`` of each campaign's ``campaign_stats`` row of ``plan_day`` (counters kept by plan day, see
+    :data:`notify_core.delivery.feedback.Counter`): one batch read, absent rows left out."""
+    if not campaign_ids:
+        return {}
+    rows = store.table(tables.CAMPAIGN_STATS).batch_get([(cid, plan_day.isoformat()) for cid in campaign_ids],
+                                                       consistent=True)
+    return {str(row["pk"]): int(row.get(field) or 0) for row in rows}
+
+
+def square_with_stored(ledger: Ledger, day_items: dict[str, list[Any]], budgets: dict[str, int]) -> None:
+    """Square ``ledger``'s budgets with a chunk's users' stored notifications of the day (see :class:`Ledger`):
+    credit back the pending ones when it counts all that was planned, else charge the kept ones (sent, or
+    held by the delivery worker) that its counters did not hold."""
+    if ledger.counts_planned:
+        for items in day_items.values():
+            for item in items:
+                budget = budgets.get(str(item["campaign_id"]))
+                if budget is not None and item.get("status") == PENDING:
+                    ledger.credit(str(item["campaign_id"]), 1, budget=budget)
+        return
+    kept = ((str(item["campaign_id"]), _sent_at(item)) for items in day_items.values() for item in items
+            if item.get("status") in DELIVERED_STATES)
+    ledger.charge_kept(kept, budgets)
+
+
+def _sent_at(item: dict[str, Any]) -> datetime | None:
+    """When a kept notification was sent (None while in flight, or before the worker's flush says so)."""
+    sent_at = item.get("sent_at")
+    return datetime.fromisoformat(str(sent_at).replace("Z", "+00:00")) if sent_at else None
 
 
 def ledger_of_others(store: Store, user_ids: Sequence[str], *, plan_day: date, campaigns: pl.DataFrame) -> Ledger:

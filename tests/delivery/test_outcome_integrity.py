@@ -64,6 +64,25 @@ def test_another_worker_scanning_a_passed_minute_leaves_a_fresh_outcome_to_its_w
     b.close()
 
 
+def test_a_killed_workers_sends_are_counted_by_the_repair_against_the_budget_too(tmp_path: Path) -> None:
+    """A worker killed after its outcomes committed and before its flush: the minute-close repair re-creates
+    its rows, and with them both counters a send adds, ``sent`` by UTC day and ``budget_spent`` by plan day
+    (what a re-plan of the day reads as the budget's use), once each."""
+    clock = ManualClock(NOW)
+    store = SqliteStore(tmp_path / "s.sqlite", clock=clock)
+    items = seed_due(store, n=3, start=NOW - timedelta(minutes=2), campaigns=1, plan_day="2026-11-23")
+    killed = _worker(store, clock)
+    _claim_and_send(killed, clock)  # then kill -9: the queued rows and counts die with it (no flush, no close)
+    clock.advance(OPTS.lease_s + 1)
+    survivor = _worker(store, clock)
+    survivor.run_until_idle()
+    survivor.close()
+    assert survivor.totals.repaired == 3 and len(killed.channel.calls) == 3
+    assert _count(store, items) == 3
+    spent = campaign_stats(store, items[0]["campaign_id"], since_day="2026-11-23")
+    assert [(r["sk"], r.get("budget_spent")) for r in spent if r.get("budget_spent")] == [("2026-11-23", 3)]
+
+
 def test_a_worker_rescanning_its_own_minute_before_its_flush_counts_once(tmp_path: Path) -> None:
     clock = ManualClock(NOW)
     store = SqliteStore(tmp_path / "s.sqlite", clock=clock)

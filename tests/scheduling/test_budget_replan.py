@@ -20,6 +20,7 @@ import pytest
 from notify_core.clock import ManualClock
 from notify_core.delivery.feedback import campaign_stats
 from notify_core.lifecycle import CANCELLED, SENT
+from notify_core.scheduling import service
 from notify_core.scheduling.service import ledger_of_others, plan_and_store
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
@@ -92,3 +93,24 @@ def test_a_replan_of_some_users_counts_their_own_sends_today(
     _plan(store, NOON + timedelta(minutes=1), user_ids=[*got_cb, "u39", "u38", "u37"])
     live = _live(store, "cb")
     assert sum(live.values()) == BUDGET, dict(live)
+
+
+def test_batches_planned_one_after_another_share_the_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Lambda's path (``plan_for_users``, a batch of users from the Store): each batch used to start from
+    the whole budget, so two batches of 20 planned 20 of a budget of 10. It now starts from the day's
+    ``planned`` counters and credits back its own users' pending notifications, so a batch planned again
+    keeps the budget whole, not doubled."""
+    clock = ManualClock(EVE)
+    store = SqliteStore(tmp_path / "s.sqlite", clock=clock)
+    store.table(tables.USERS).batch_put([{"pk": u, "sk": tables.PROFILE_SK, "user_id": u, "timezone": "UTC",
+                                          "daily_cap": 5} for u in USERS["user_id"].to_list()])
+    store.table(tables.CAMPAIGNS).batch_put([
+        {"pk": cid, "sk": tables.CAMPAIGN_SK, "campaign_id": cid, "priority": prio, "cooldown_hours": 0,
+         "daily_budget": budget, "status": "active"} for cid, prio, _, budget in CAMPS.iter_rows()])
+    monkeypatch.setattr(service, "store_cosine", lambda _store: lambda ids, _cids, _k: CANDS.filter(
+        pl.col("user_id").is_in(ids)))
+    first, second = USERS["user_id"].to_list()[:20], USERS["user_id"].to_list()[20:]
+    for batch in (first, second, first, second):
+        service.plan_for_users(store, batch, plan_day=DAY, now=EVE)
+        assert sum(_live(store, "cb").values()) == BUDGET, (batch[0], dict(_live(store, "cb")))
+    store.close()
