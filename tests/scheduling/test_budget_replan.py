@@ -11,6 +11,7 @@ the one the worker keeps.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,8 +24,10 @@ from notify_core.lifecycle import CANCELLED, SENT
 from notify_core.scheduling import service
 from notify_core.scheduling.service import ledger_of_others, plan_and_store
 from notify_core.store import tables
+from notify_core.store.port import Store
 from notify_core.store.sqlite import SqliteStore
 from tests.scheduling.conftest import campaigns, candidates, deliver_due, users
+from tests.servers import scratch_dynamo_store
 
 EVE = datetime(2026, 11, 23, 20, 0, tzinfo=UTC)  # the day's plan is made the evening before
 DAY = (EVE + timedelta(days=1)).date()
@@ -54,7 +57,7 @@ def _deliver_until(store: SqliteStore, clock: ManualClock, until: datetime) -> N
     deliver_due(store, clock, since=datetime(DAY.year, DAY.month, DAY.day, tzinfo=UTC), until=until)
 
 
-def _live(store: SqliteStore, campaign_id: str) -> Counter[str]:
+def _live(store: Store, campaign_id: str) -> Counter[str]:
     """The day's notifications of ``campaign_id`` that are not cancelled, by status."""
     return Counter(str(i["status"]) for i in store.table(tables.SCHEDULES).scan()
                    if i.get("campaign_id") == campaign_id and i.get("plan_day") == DAY.isoformat()
@@ -95,13 +98,25 @@ def test_a_replan_of_some_users_counts_their_own_sends_today(
     assert sum(live.values()) == BUDGET, dict(live)
 
 
-def test_batches_planned_one_after_another_share_the_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    clock = ManualClock(EVE)
+    if request.param == "sqlite":
+        store = SqliteStore(tmp_path / "s.sqlite", clock=clock)
+        yield store
+        store.close()
+        return
+    with scratch_dynamo_store(request.getfixturevalue("dynamodb_endpoint"), name="budget") as dynamo:
+        dynamo.clock = clock  # the items' TTLs are the test's calendar, not today's
+        yield dynamo
+
+
+def test_batches_planned_one_after_another_share_the_budget(any_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """The Lambda's path (``plan_for_users``, a batch of users from the Store): each batch used to start from
     the whole budget, so two batches of 20 planned 20 of a budget of 10. It now starts from the day's
     ``planned`` counters and credits back its own users' pending notifications, so a batch planned again
-    keeps the budget whole, not doubled."""
-    clock = ManualClock(EVE)
-    store = SqliteStore(tmp_path / "s.sqlite", clock=clock)
+    keeps the budget whole, not doubled. On SQLite and on DynamoDB Local."""
+    store = any_store
     store.table(tables.USERS).batch_put([{"pk": u, "sk": tables.PROFILE_SK, "user_id": u, "timezone": "UTC",
                                           "daily_cap": 5} for u in USERS["user_id"].to_list()])
     store.table(tables.CAMPAIGNS).batch_put([
@@ -113,4 +128,3 @@ def test_batches_planned_one_after_another_share_the_budget(tmp_path: Path, monk
     for batch in (first, second, first, second):
         service.plan_for_users(store, batch, plan_day=DAY, now=EVE)
         assert sum(_live(store, "cb").values()) == BUDGET, (batch[0], dict(_live(store, "cb")))
-    store.close()
