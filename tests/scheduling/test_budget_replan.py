@@ -27,7 +27,7 @@ from notify_core.store import tables
 from notify_core.store.port import Store
 from notify_core.store.sqlite import SqliteStore
 from tests.scheduling.conftest import campaigns, candidates, deliver_due, users
-from tests.servers import scratch_dynamo_store
+from tests.servers import backend_store
 
 EVE = datetime(2026, 11, 23, 20, 0, tzinfo=UTC)  # the day's plan is made the evening before
 DAY = (EVE + timedelta(days=1)).date()
@@ -100,15 +100,9 @@ def test_a_replan_of_some_users_counts_their_own_sends_today(
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
 def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    clock = ManualClock(EVE)
-    if request.param == "sqlite":
-        store = SqliteStore(tmp_path / "s.sqlite", clock=clock)
+    with backend_store(request.param, request=request, tmp_path=tmp_path, clock=ManualClock(EVE),
+                       name="budget") as store:
         yield store
-        store.close()
-        return
-    with scratch_dynamo_store(request.getfixturevalue("dynamodb_endpoint"), name="budget") as dynamo:
-        dynamo.clock = clock  # the items' TTLs are the test's calendar, not today's
-        yield dynamo
 
 
 def test_batches_planned_one_after_another_share_the_budget(any_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:

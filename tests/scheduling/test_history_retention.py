@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from notify_core.clock import ManualClock
-from notify_core.delivery import DeliveryWorker, WorkerOptions
 from notify_core.delivery.outcomes import projections
 from notify_core.lifecycle import CANCELLED, SENT
 from notify_core.scheduling.ids import notification_id
@@ -20,7 +19,6 @@ from notify_core.scheduling.service import plan_and_store
 from notify_core.scheduling.store import TTL_DAYS
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
-from tests.delivery.conftest import ScriptedChannel
 from tests.scheduling.conftest import campaigns, candidates, deliver_due, users
 
 D = date(2026, 11, 24)
@@ -37,29 +35,33 @@ def test_the_history_window_has_one_owner() -> None:
     assert SENT_PLAN_TTL_DAYS > HISTORY_DAYS > TTL_DAYS
 
 
-def test_a_week_long_cooldown_is_honoured_four_days_after_the_worker_sent_it(tmp_path: Path) -> None:
+def _sent_then_planned_again(tmp_path: Path, *, cooldown_hours: int, days_later: int) -> tuple[str, list[str]]:
+    """One campaign with ``cooldown_hours`` planned for D and sent by a real worker, then D + ``days_later``
+    planned the day before: its send time and what was planned for it again."""
     clock = ManualClock(datetime(2026, 11, 23, 12, 0, tzinfo=UTC))
     store = SqliteStore(tmp_path / "s.sqlite", clock=clock)
-    camps = campaigns([("weekly", 5, 7 * 24, None)])  # "never more than once a week"
-    cands = candidates([("u1", "weekly", 0.9)])
+    camps = campaigns([("cool", 5, cooldown_hours, None)])
+    cands = candidates([("u1", "cool", 0.9)])
     try:
         plan_and_store(store, users=US, campaigns=camps, candidates=cands, plan_day=D, now=None,
                        pipeline=False, writer_process=False)
         (item,) = list(store.table(tables.SCHEDULES).scan())
-        clock.set(_ts(item) + timedelta(seconds=5))
-        worker = DeliveryWorker(store, ScriptedChannel(), public_base_url="http://t", clock=clock,
-                                options=WorkerOptions(concurrency=1, lookback_minutes=3, prefetch_s=0.0))
-        assert worker.run_until_idle().delivered == 1
-        worker.close()
-        later = D + timedelta(days=4)
+        deliver_due(store, clock, since=_ts(item), until=_ts(item) + timedelta(seconds=5))
+        assert store.table(tables.SCHEDULES).get(item["pk"], item["sk"])["status"] == SENT
+        later = D + timedelta(days=days_later)
         clock.set(datetime.combine(later, datetime.min.time(), tzinfo=UTC) - timedelta(hours=12))  # the day before
         plan_and_store(store, users=US, campaigns=camps, candidates=cands, plan_day=later, now=None,
                        pipeline=False, writer_process=False)
-        again = [i["send_at"] for i in store.table(tables.SCHEDULES).scan()
+        again = [str(i["send_at"]) for i in store.table(tables.SCHEDULES).scan()
                  if i["plan_day"] == later.isoformat() and i["status"] != CANCELLED]
     finally:
         store.close()
-    assert not again, f"'weekly' sent {item['send_at']} and planned again {again}"
+    return str(item["send_at"]), again
+
+
+def test_a_week_long_cooldown_is_honoured_four_days_after_the_worker_sent_it(tmp_path: Path) -> None:
+    sent, again = _sent_then_planned_again(tmp_path, cooldown_hours=7 * 24, days_later=4)  # "once a week"
+    assert not again, f"'weekly' sent {sent} and planned again {again}"
 
 
 @pytest.mark.parametrize(("days_later", "planned_again"), [(12, False), (21, True)])
@@ -67,24 +69,8 @@ def test_a_cooldown_longer_than_the_history_is_honoured_from_the_users_sends(
         tmp_path: Path, days_later: int, planned_again: bool) -> None:
     """A 20-day cooldown: its send is older than the planner's 7 days of plans by then, so it is judged by the
     user's ``sends`` (kept as long as the longest cooldown allowed). It was forgotten after 7 days."""
-    clock = ManualClock(datetime(2026, 11, 23, 12, 0, tzinfo=UTC))
-    store = SqliteStore(tmp_path / "s.sqlite", clock=clock)
-    camps = campaigns([("monthly", 5, 20 * 24, None)])
-    cands = candidates([("u1", "monthly", 0.9)])
-    try:
-        plan_and_store(store, users=US, campaigns=camps, candidates=cands, plan_day=D, now=None,
-                       pipeline=False, writer_process=False)
-        (item,) = list(store.table(tables.SCHEDULES).scan())
-        deliver_due(store, clock, since=_ts(item), until=_ts(item) + timedelta(seconds=5))
-        later = D + timedelta(days=days_later)
-        clock.set(datetime.combine(later, datetime.min.time(), tzinfo=UTC) - timedelta(hours=12))  # the day before
-        plan_and_store(store, users=US, campaigns=camps, candidates=cands, plan_day=later, now=None,
-                       pipeline=False, writer_process=False)
-        again = [i["send_at"] for i in store.table(tables.SCHEDULES).scan()
-                 if i["plan_day"] == later.isoformat() and i["status"] != CANCELLED]
-    finally:
-        store.close()
-    assert bool(again) is planned_again, f"'monthly' sent {item['send_at']}, {days_later} days later: {again}"
+    sent, again = _sent_then_planned_again(tmp_path, cooldown_hours=20 * 24, days_later=days_later)
+    assert bool(again) is planned_again, f"'monthly' sent {sent}, {days_later} days later: {again}"
 
 
 def test_fatigue_sees_the_whole_window_of_sends_the_worker_recorded(tmp_path: Path) -> None:
