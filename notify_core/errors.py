@@ -41,6 +41,15 @@ class ConditionFailedError(NotifyError):
     http_status = 409
 
 
+class CeilingReachedError(ConditionFailedError):
+    """Counts not added because one would take its row past its ceiling (``over``: those rows): another
+    writer got there first (a campaign budget planned by a concurrent batch). None of the counts is added."""
+
+    def __init__(self, message: str, *, over: Sequence[tuple[str, str]]) -> None:
+        super().__init__(message)
+        self.over = list(over)
+
+
 class PayloadTooLargeError(ValidationError):
     """A request body or batch is over its documented limit."""
 

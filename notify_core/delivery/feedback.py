@@ -31,7 +31,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import polars as pl
 
-from notify_core.errors import ConditionFailedError, CountsNotAddedError, NotifyError, UpdatesPartlyAppliedError
+from notify_core.errors import (
+    CeilingReachedError,
+    ConditionFailedError,
+    CountsNotAddedError,
+    NotifyError,
+    UpdatesPartlyAppliedError,
+)
 from notify_core.store import tables
 from notify_core.store.port import Condition, KeyRange, Store, Update
 
@@ -50,8 +56,15 @@ INTERACTION_WEIGHTS: dict[str, float] = {"notification_click": 1.0, "click": 1.0
                                          "notification_open": 0.25}
 
 
-def add_campaign_counts(store: Store, counts: Mapping[tuple[str, str], int], *, field: Counter = "sent") -> None:
+def add_campaign_counts(store: Store, counts: Mapping[tuple[str, str], int], *, field: Counter = "sent",
+                        ceilings: Mapping[tuple[str, str], int] | None = None) -> None:
     """Add ``counts[(campaign_id, day)]`` to ``field`` of each ``campaign_stats`` row (optimistic retries).
+
+    ``ceilings``: all or nothing, none of the rows named may go past its ceiling. Each row's check is made
+    on the version its conditional write is made on, so of two writers racing for what is left under a
+    ceiling one wins and the other gets :class:`CeilingReachedError` with nothing added (rows it had added
+    in an earlier round are taken back): a reservation, what keeps concurrent plan batches inside a
+    campaign's budget (:func:`notify_core.scheduling.service.plan_for_users`).
 
     A negative count (``planned``: a re-plan cancelled notifications) subtracts, never below 0.
 
@@ -74,6 +87,7 @@ def add_campaign_counts(store: Store, counts: Mapping[tuple[str, str], int], *, 
     service applied it) can still be named and added twice."""
     table = store.table(tables.CAMPAIGN_STATS)
     todo = {(campaign_id, day): n for (campaign_id, day), n in counts.items() if n != 0 and campaign_id and day}
+    wanted = dict(todo)
     for round_ in range(COUNT_ROUNDS):
         if not todo:
             return
@@ -81,8 +95,12 @@ def add_campaign_counts(store: Store, counts: Mapping[tuple[str, str], int], *, 
             time.sleep(random.uniform(0, 0.001 * 2 ** min(round_ - 1, 6)))  # jitter, not a secret
         try:
             current = {(i["pk"], i["sk"]): i for i in table.batch_get(list(todo), consistent=True)}
+            if ceilings:
+                _check_ceilings(store, current, todo, wanted, field=field, ceilings=ceilings)
             updates = [_counted(current.get(key), key, n, field) for key, n in todo.items()]
             written = table.update_many(updates)
+        except CeilingReachedError:
+            raise
         except UpdatesPartlyAppliedError as exc:  # DynamoDB: the rows before the refused one were added
             added = {key for key, done in zip(todo, exc.done, strict=False) if done is not None}
             remaining = {key: n for key, n in todo.items() if key not in added}
@@ -96,6 +114,22 @@ def add_campaign_counts(store: Store, counts: Mapping[tuple[str, str], int], *, 
         raise CountsNotAddedError(f"campaign_stats: {len(todo)} {field} counters still lost to concurrent writers "
                                   f"after {COUNT_ROUNDS} rounds, not added: {dict(list(todo.items())[:5])}",
                                   remaining=todo)
+
+
+def _check_ceilings(store: Store, current: Mapping[tuple[str, str], Mapping[str, Any]],
+                    todo: Mapping[tuple[str, str], int], wanted: Mapping[tuple[str, str], int], *, field: Counter,
+                    ceilings: Mapping[tuple[str, str], int]) -> None:
+    """Raise :class:`CeilingReachedError` when a row of ``todo`` would go past its ceiling, after taking back
+    the rows of ``wanted`` added in earlier rounds (those not in ``todo`` any more)."""
+    over = [key for key, n in todo.items() if n > 0 and key in ceilings
+            and int((current.get(key) or {}).get(field) or 0) + n > ceilings[key]]
+    if not over:
+        return
+    added = {key: -n for key, n in wanted.items() if key not in todo}
+    if added:
+        add_campaign_counts(store, added, field=field)
+    raise CeilingReachedError(f"campaign_stats: {len(over)} {field} counters would pass their ceiling: "
+                              f"{over[:5]}", over=over)
 
 
 def _counted(current: Mapping[str, Any] | None, key: tuple[str, str], n: int, field: Counter) -> Update:

@@ -23,9 +23,10 @@ import polars as pl
 
 from notify_core.campaigns import ELIGIBILITY_COLUMNS
 from notify_core.campaigns import schema as campaign_schema
+from notify_core.delivery.feedback import add_campaign_counts
 from notify_core.erasure_queue import requeue_erased_since
 from notify_core.erasure_register import ErasureRegister, erased_before
-from notify_core.errors import NotifyError
+from notify_core.errors import CeilingReachedError, NotifyError
 from notify_core.lake import Lake
 from notify_core.lifecycle import CANCELLED, DELIVERED_STATES, PENDING
 from notify_core.metrics import counted_plan_generation
@@ -326,9 +327,27 @@ def plan_and_store(
         cpu["write"] += time.thread_time() - thread_cpu
         return summary
 
+    reserved: dict[int, dict[tuple[str, str], int]] = {}
+
+    def reserve(k: int, frame: pl.DataFrame, existing: dict[str, list[Any]]) -> None:
+        """A batch planned apart from the others (``ledger.counts_planned``) adds what its chunk will take of
+        each budget to the ``planned`` counters before writing it, on the condition that no budget is passed:
+        of two batches planning the same budget at the same time, the second gets CeilingReachedError with
+        nothing written (:func:`plan_for_users` plans it again from the counters as they are then). The
+        reservation is taken back once the chunk is written (write_plans adds what it did write)."""
+        if not ledger.counts_planned:
+            return
+        deltas = budget_deltas(frame, existing, budgets, day=day)
+        if deltas:
+            add_campaign_counts(store, deltas, field="planned", ceilings={key: budgets[key[0]] for key in deltas})
+            reserved[k] = deltas
+
     def written(k: int, summary: WriteSummary) -> None:
         nonlocal writes
         writes = WriteSummary(**{f: getattr(writes, f) + getattr(summary, f) for f in WriteSummary.__slots__})
+        deltas = reserved.pop(k, None)
+        if deltas:
+            add_campaign_counts(store, {key: -n for key, n in deltas.items()}, field="planned")
         if progress is not None:
             progress(min((k + 1) * chunk_users, users.height), users.height)
 
@@ -374,14 +393,16 @@ def plan_and_store(
                 found = plan_violations(plan.frame, part, capacity=opts.minute_capacity)
                 violations = {name: violations.get(name, 0) + v for name, v in found.items()}
                 stats = stats + plan.stats
+                existing = states.pop(k).day_items
+                reserve(k, plan.frame, existing)
                 if not pipeline:
-                    written(k, write(plan.frame, ids, states.pop(k).day_items))
+                    written(k, write(plan.frame, ids, existing))
                     continue
                 # The items' shape (shards: a blake2 per user) is built here, beside the busy writer.
                 items = plan_item_frame(plan.frame, shards=shards) if not plan.frame.is_empty() else None
                 if in_flight is not None:  # one chunk in flight: wait for it before handing over the next
                     written(in_flight[0], in_flight[1]())
-                in_flight = (k, hand_over(plan.frame, ids, states.pop(k).day_items, items))
+                in_flight = (k, hand_over(plan.frame, ids, existing, items))
             if in_flight is not None:
                 written(in_flight[0], in_flight[1]())
             finished = True
@@ -461,12 +482,21 @@ def plan_for_users(
 
     ``now`` is the caller's clock, and ``candidate_workers`` / ``reopen`` as for :func:`plan_from_lake`."""
     register = erased_before(store)  # before the profiles: see plan_and_store
+    users = users_from_store(store, user_ids)
     campaigns = campaigns_from_store(store)
-    ledger = ledger_of_planned(store, plan_day=plan_day, budgets=budgets_of(eligible_campaigns(campaigns, plan_day)))
-    return _plan(store, users=users_from_store(store, user_ids), campaigns=campaigns,
-                 plan_day=plan_day, now=now, options=options, artefacts=artefacts, fallback=store_cosine(store), k=k,
-                 shards=shards, chunk_users=chunk_users, candidate_workers=candidate_workers, reopen=reopen,
-                 register=register, ledger=ledger)
+    budgets = budgets_of(eligible_campaigns(campaigns, plan_day))
+    for attempt in range(1, BUDGET_RACE_ATTEMPTS + 1):
+        try:
+            return _plan(store, users=users, campaigns=campaigns, plan_day=plan_day, now=now, options=options,
+                         artefacts=artefacts, fallback=store_cosine(store), k=k, shards=shards,
+                         chunk_users=chunk_users, candidate_workers=candidate_workers, reopen=reopen,
+                         register=register, ledger=ledger_of_planned(store, plan_day=plan_day, budgets=budgets))
+        except CeilingReachedError as exc:
+            if attempt == BUDGET_RACE_ATTEMPTS:
+                raise
+            log.info("another batch planned a budget first: planning this batch again",
+                     extra={"plan_day": plan_day.isoformat(), "attempt": attempt, "campaigns": len(exc.over)})
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 def _plan(
@@ -549,6 +579,23 @@ def square_with_stored(ledger: Ledger, day_items: dict[str, list[Any]], budgets:
     ledger.charge_kept(kept, budgets)
 
 
+def budget_deltas(frame: pl.DataFrame, existing: dict[str, list[Any]], budgets: dict[str, int], *,
+                  day: str) -> dict[tuple[str, str], int]:
+    """What a chunk's plan adds to each budgeted campaign's ``planned`` count of ``day``: its notifications
+    less its users' pending ones it replaces (``existing``), where that is more than nothing."""
+    added: dict[str, int] = {}
+    if not frame.is_empty():
+        for cid, n in frame.group_by("campaign_id").len().iter_rows():
+            if cid in budgets:
+                added[cid] = int(n)
+    for items in existing.values():
+        for item in items:
+            cid = str(item["campaign_id"])
+            if cid in added and item.get("status") == PENDING:
+                added[cid] -= 1
+    return {(cid, day): n for cid, n in added.items() if n > 0}
+
+
 def _sent_at(item: dict[str, Any]) -> datetime | None:
     """When a kept notification was sent (None while in flight, or before the worker's flush says so)."""
     sent_at = item.get("sent_at")
@@ -575,6 +622,7 @@ def ledger_of_others(store: Store, user_ids: Sequence[str], *, plan_day: date, c
     return ledger
 
 
+BUDGET_RACE_ATTEMPTS = 5  # plans of one batch when concurrent batches keep taking a budget first (then a 409)
 PLAN_WINDOW_DAYS = 366  # a plan day more than a year from today is a mistake (or the calendar's edge: 500s)
 
 

@@ -10,8 +10,10 @@ the one the worker keeps.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -98,6 +100,15 @@ def test_a_replan_of_some_users_counts_their_own_sends_today(
     assert sum(live.values()) == BUDGET, dict(live)
 
 
+def _seed_store(store: Store) -> None:
+    """The users' profiles and the campaigns where ``plan_for_users`` reads them."""
+    store.table(tables.USERS).batch_put([{"pk": u, "sk": tables.PROFILE_SK, "user_id": u, "timezone": "UTC",
+                                          "daily_cap": 5} for u in USERS["user_id"].to_list()])
+    store.table(tables.CAMPAIGNS).batch_put([
+        {"pk": cid, "sk": tables.CAMPAIGN_SK, "campaign_id": cid, "priority": prio, "cooldown_hours": 0,
+         "daily_budget": budget, "status": "active"} for cid, prio, _, budget in CAMPS.iter_rows()])
+
+
 @pytest.fixture(params=["sqlite", "dynamodb"])
 def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     with backend_store(request.param, request=request, tmp_path=tmp_path, clock=ManualClock(EVE),
@@ -111,14 +122,37 @@ def test_batches_planned_one_after_another_share_the_budget(any_store: Store, mo
     ``planned`` counters and credits back its own users' pending notifications, so a batch planned again
     keeps the budget whole, not doubled. On SQLite and on DynamoDB Local."""
     store = any_store
-    store.table(tables.USERS).batch_put([{"pk": u, "sk": tables.PROFILE_SK, "user_id": u, "timezone": "UTC",
-                                          "daily_cap": 5} for u in USERS["user_id"].to_list()])
-    store.table(tables.CAMPAIGNS).batch_put([
-        {"pk": cid, "sk": tables.CAMPAIGN_SK, "campaign_id": cid, "priority": prio, "cooldown_hours": 0,
-         "daily_budget": budget, "status": "active"} for cid, prio, _, budget in CAMPS.iter_rows()])
+    _seed_store(store)
     monkeypatch.setattr(service, "store_cosine", lambda _store: lambda ids, _cids, _k: CANDS.filter(
         pl.col("user_id").is_in(ids)))
     first, second = USERS["user_id"].to_list()[:20], USERS["user_id"].to_list()[20:]
     for batch in (first, second, first, second):
         service.plan_for_users(store, batch, plan_day=DAY, now=EVE)
         assert sum(_live(store, "cb").values()) == BUDGET, (batch[0], dict(_live(store, "cb")))
+
+
+def test_batches_planned_at_the_same_time_do_not_pass_the_budget_together(
+        any_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two batches (a coordinator fanning ``generate_schedule`` out) that both read the counters before
+    either writes: each saw the whole budget and planned it, 20 of 10. Now each reserves what it takes
+    before writing, conditionally; the second finds the budget taken, plans again from the counters as
+    they are then, and the day holds 10."""
+    store = any_store
+    _seed_store(store)
+    both_read = threading.Barrier(2, timeout=30)
+    first_call: set[int] = set()
+
+    def candidates_after_both_read(ids: list[str], _cids: list[str], _k: int) -> pl.DataFrame:
+        if threading.get_ident() not in first_call:  # only the first plan of each batch waits for the other
+            first_call.add(threading.get_ident())
+            both_read.wait()
+        return CANDS.filter(pl.col("user_id").is_in(ids))
+
+    monkeypatch.setattr(service, "store_cosine", lambda _store: candidates_after_both_read)
+    batches = [USERS["user_id"].to_list()[:20], USERS["user_id"].to_list()[20:]]
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda batch: service.plan_for_users(store, batch, plan_day=DAY, now=EVE), batches))
+    assert sum(_live(store, "cb").values()) == BUDGET, dict(_live(store, "cb"))
+    assert sum(r.stats.notifications for r in runs) == sum(_live(store, c).total() for c in CAMPS["campaign_id"])
+    planned = store.table(tables.CAMPAIGN_STATS).get("cb", DAY.isoformat(), consistent=True)
+    assert planned is not None and planned["planned"] == BUDGET  # every reservation taken back, the count exact

@@ -18,7 +18,7 @@ import pytest
 
 from notify_core.clock import ManualClock
 from notify_core.delivery.feedback import add_campaign_counts
-from notify_core.errors import BackendError, ConditionFailedError
+from notify_core.errors import BackendError, CeilingReachedError, ConditionFailedError
 from notify_core.store import tables
 from notify_core.store.port import Condition, Store
 from notify_core.store.sqlite import SqliteStore
@@ -189,3 +189,46 @@ def test_counts_that_keep_losing_raise_instead_of_vanishing(tmp_path: Path, monk
         add_campaign_counts(_AlwaysBeaten(store), dict.fromkeys(keys, 5), field="sent")  # type: ignore[arg-type]
     rows = {r["pk"]: r["sent"] for r in store.table(tables.CAMPAIGN_STATS).scan()}
     assert rows == {"c1": 4, "c2": 4}  # the rival's four adds, none of ours
+
+
+def test_counts_under_a_ceiling_are_added_all_or_none(tmp_path: Path) -> None:
+    """``ceilings`` (the budget reservation of concurrent plan batches): a row that would pass its ceiling
+    adds nothing, and rows a first round added are taken back when a rival's write pushes another row to its
+    ceiling before the second round."""
+    store = SqliteStore(tmp_path / "s.sqlite", clock=ManualClock(STORE_NOW))
+    day = "2026-11-24"
+    add_campaign_counts(store, {("b", day): 8}, field="planned")
+    ceilings = {("a", day): 10, ("b", day): 10}
+    with pytest.raises(CeilingReachedError) as over:
+        add_campaign_counts(store, {("a", day): 2, ("b", day): 3}, field="planned", ceilings=ceilings)
+    assert over.value.over == [("b", day)]
+    rows = store.table(tables.CAMPAIGN_STATS)
+    assert rows.get("a", day) is None and rows.get("b", day)["planned"] == 8
+
+    class RivalOnB:  # another batch reserves 1 of b between this call's first read and its first write
+        def __init__(self) -> None:
+            self.rival_done = False
+
+        def table(self, name: str) -> Any:
+            table = store.table(name)
+            outer = self
+
+            class Raced:
+                def __getattr__(self, attr: str) -> Any:
+                    return getattr(table, attr)
+
+                def update_many(self, updates: Any) -> Any:
+                    if not outer.rival_done:
+                        outer.rival_done = True
+                        add_campaign_counts(store, {("b", day): 1}, field="planned")
+                    return table.update_many(updates)
+
+            return Raced()
+
+    raced: Any = RivalOnB()
+    with pytest.raises(CeilingReachedError):  # round 1 adds a, loses b; round 2 finds b at 9 + 2 > 10
+        add_campaign_counts(raced, {("a", day): 2, ("b", day): 2}, field="planned", ceilings=ceilings)
+    assert rows.get("a", day)["planned"] == 0 and rows.get("b", day)["planned"] == 9
+    add_campaign_counts(store, {("a", day): 2, ("b", day): 1}, field="planned", ceilings=ceilings)  # fits
+    assert rows.get("a", day)["planned"] == 2 and rows.get("b", day)["planned"] == 10
+    store.close()
