@@ -13,8 +13,9 @@ happens, so the route reads one partition and never scans deliveries:
 | opt_outs | ``opted_out`` | the unsubscribe link, once per notification |
 
 ``sent`` is what was handed to the channel for good (delivered + failures); ``ctr`` is clicks /
-delivered (unique clicks, so at most 1). A day is the UTC day of the step (a notification planned for
-Monday and clicked on Tuesday counts its click on Tuesday).
+delivered (unique clicks, so at most 1). A day is the UTC day of the step, except opens and clicks,
+which count on the UTC day of the delivery they answer (a notification delivered on Monday and clicked on
+Tuesday counts its click on Monday, next to its delivery, so a day's CTR is that day's deliveries' CTR).
 """
 
 from __future__ import annotations

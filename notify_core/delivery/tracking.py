@@ -17,7 +17,8 @@ A verified click or open is counted once per notification: the first one claims 
 consumer writes it to ``user_events``, where the planner's affinity and fatigue read it) and counts in the
 campaign's stats. A repeat only adds to the marker's ``repeats`` counter: no second event, no second count.
 The redirect goes only to the URL stored on the campaign (no URL on the request is ever followed).
-The notification is looked up in its 24 h ``dedupe`` record, else its ``deliveries`` rows (30 days).
+The notification is looked up in its ``deliveries`` rows (30 days; the day it was delivered), else its 24 h
+``dedupe`` record (sent, its deliveries rows not flushed yet).
 """
 
 from __future__ import annotations
@@ -121,13 +122,19 @@ class TrackResult:
 
 
 def lookup(store: Store, notification_id: str, *, now: datetime) -> NotificationRef:
-    """The notification behind a tracking id; ``now`` dates a record that carries no day of its own."""
+    """The notification behind a tracking id; ``now`` dates a record that carries no day of its own.
+
+    The day is the UTC day of its delivery (``delivered_at`` of its newest ``deliveries`` row), the row its
+    ``sent`` counted in, so opens and clicks count against the deliveries they answer. The 24 h ``dedupe``
+    record, written at claim time, has only the planned ``send_at``: read first, it dated a notification
+    planned for 23:59 and delivered after midnight (a worker catching up, a retry) a day before its delivery.
+    It only serves for the moment between the send and the worker's flush of the deliveries rows."""
     if not notification_id or len(notification_id) > _MAX_ID or not notification_id.isascii():
         raise ValidationError("invalid notification id")
-    record = store.table(tables.DEDUPE).get(notification_id, tables.DEDUPE_SK)
+    rows = store.table(tables.DELIVERIES).query(notification_id, descending=True, limit=1)
+    record = rows[0] if rows and rows[0].get("delivered_at") else None
     if record is None:
-        rows = store.table(tables.DELIVERIES).query(notification_id, descending=True, limit=1)
-        record = rows[0] if rows else None
+        record = store.table(tables.DEDUPE).get(notification_id, tables.DEDUPE_SK) or (rows[0] if rows else None)
     if record is None:
         raise NotFoundError(f"unknown notification {notification_id}")
     claimed = record.get("delivered_at") or record.get("send_at") or ""

@@ -1,0 +1,58 @@
+"""The feedback loop after a send: opens and clicks count in the row their delivery counted in, once. Found by
+an audit of the tracking endpoints and campaign counters (each test fails on the code before its fix)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from notify_core.clock import ManualClock
+from notify_core.delivery import DeliveryWorker, WorkerOptions
+from notify_core.delivery.feedback import campaign_stats
+from notify_core.delivery.synthetic import seed_due
+from notify_core.delivery.tracking import sign_token, track
+from notify_core.security.keyring import ephemeral_keyring
+from notify_core.store.sqlite import SqliteStore
+from notify_core.stream.local_log import LocalLog
+from tests.delivery.conftest import ScriptedChannel
+
+LATE_EVENING = datetime(2026, 11, 24, 23, 59, tzinfo=UTC)
+OPTS = WorkerOptions(concurrency=1, lookback_minutes=5, prefetch_s=0.0, heartbeat_s=0, lease_s=30)
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Iterator[LocalLog]:
+    stream = LocalLog(tmp_path / "log.sqlite", poll_interval=0.002)
+    yield stream
+    stream.close()
+
+
+def test_a_click_counts_on_the_day_its_delivery_counted_when_sent_after_midnight(tmp_path: Path,
+                                                                                 log: LocalLog) -> None:
+    """A notification planned for 23:59 and delivered after midnight (the worker catching up, or a retry)
+    counts ``sent`` on its UTC delivery day, but ``lookup`` dated its open/click by the dedupe record's
+    ``send_at`` (the dedupe record has no ``delivered_at``), so the click landed in the previous day's row:
+    that day showed a click with nothing delivered (CTR 0 there, clicks > delivered when it had other
+    sends) and the delivery day a delivery never clicked; the bandit's 30-day window could hold one and
+    not the other."""
+    clock = ManualClock(LATE_EVENING)
+    store = SqliteStore(tmp_path / "store.sqlite", clock=clock)
+    try:
+        [item] = seed_due(store, n=1, start=LATE_EVENING, campaigns=1)
+        clock.set((LATE_EVENING + timedelta(seconds=90)).timestamp())  # delivered at 00:00:30 the next day
+        DeliveryWorker(store, ScriptedChannel(), public_base_url="http://t", clock=clock,
+                       options=OPTS).run_until_idle()
+        keys = ephemeral_keyring("tracking", now=LATE_EVENING)
+        clock.advance(600)
+        token = sign_token(keys, item["notification_id"], kind="click")
+        result = track(store, log, token=token, kind="click", keys=keys, clock=clock)
+        assert result.first
+        rows = {r["sk"]: (int(r.get("sent") or 0), int(r.get("clicked") or 0))
+                for r in campaign_stats(store, item["campaign_id"], since_day="2026-11-24")
+                if r.get("sent") or r.get("clicked")}  # the plan day's row holds its budget_spent
+        assert rows == {"2026-11-25": (1, 1)}
+    finally:
+        store.close()
