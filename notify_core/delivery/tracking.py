@@ -15,7 +15,9 @@ A verified click or open is counted once per notification: the first one claims 
 ``notification_interactions`` (``Condition.absent()``), records the ``notification_click`` /
 ``notification_open`` event through the capture path (validated, routed to ``notify_clickstream``; the
 consumer writes it to ``user_events``, where the planner's affinity and fatigue read it) and counts in the
-campaign's stats. A repeat only adds to the marker's ``repeats`` counter: no second event, no second count.
+campaign's stats, under the marker's ``counted`` flag: a first one whose count never happened (the Store
+refused it, the process died) leaves the flag false and the next hit of the link takes it. A repeat of a
+counted one only adds to the marker's ``repeats`` counter: no second event, no second count.
 The redirect goes only to the URL stored on the campaign (no URL on the request is ever followed).
 The notification is looked up in its ``deliveries`` rows (30 days; the day it was delivered), else its 24 h
 ``dedupe`` record (sent, its deliveries rows not flushed yet).
@@ -142,54 +144,78 @@ def lookup(store: Store, notification_id: str, *, now: datetime) -> Notification
     return NotificationRef(notification_id, str(record["user_id"]), str(record["campaign_id"]), day)
 
 
-def _claim_first(store: Store, ref: NotificationRef, kind: Literal["open", "click"], ts: str) -> bool:
-    """Claim the notification's first ``kind``; a repeat adds one to the marker's ``repeats`` instead."""
+def _claim_first(store: Store, ref: NotificationRef, kind: Literal["open", "click"], ts: str,
+                 ) -> tuple[str, bool] | None:
+    """Claim the notification's first ``kind``: ``(ts, True)`` when this request made the marker, ``(the
+    marker's ts, False)`` when an earlier first one never had its count taken (``counted`` false: the Store
+    refused the count, or the process died before it), None for a repeat, which adds one to the marker's
+    ``repeats`` instead. Markers from before the flag have no ``counted``: they were counted."""
     table = store.table(tables.NOTIFICATION_INTERACTIONS)
-    marker = {"pk": ref.notification_id, "sk": kind, "campaign_id": ref.campaign_id, "ts": ts, "repeats": 0}
+    marker = {"pk": ref.notification_id, "sk": kind, "campaign_id": ref.campaign_id, "ts": ts, "repeats": 0,
+              "counted": False}
     try:
         table.put(marker, condition=Condition.absent())
-        return True
+        return ts, True
     except ConditionFailedError:
         pass
     for _ in range(20):  # optimistic: the Store has no atomic add
         current = table.get(ref.notification_id, kind, consistent=True)
         if current is None:
-            return False
+            return None
+        if current.get("counted", True) is False:
+            return str(current["ts"]), False
         repeats = int(current.get("repeats") or 0)
         try:
             table.update(ref.notification_id, kind, set={"repeats": repeats + 1, "last_ts": ts},
                          condition=Condition.matches(repeats=current.get("repeats")))
-            return False
+            return None
         except ConditionFailedError:
             continue
-    return False
+    return None
 
 
 def track(
     store: Store, stream: Stream, *, token: str, kind: Literal["open", "click"], keys: Ring, clock: Clock,
 ) -> TrackResult:
-    """Verify a link's token and record one open or click at the clock's time (see the module docstring)."""
+    """Verify a link's token and record one open or click at the clock's time (see the module docstring).
+
+    The count is taken under the marker's ``counted`` flag (False -> True, conditional), after the event: a
+    first hit whose count the Store refused, or that died before it, leaves the flag false, and the next hit
+    of the link publishes the same event again (the marker's time: the same event id, one ``user_events``
+    row) and takes the count, once however many hits race for it. The event's ts is the first hit's."""
     when = utcnow(clock)
     notification_id = verify_token(keys, token, kind=kind, now=when)
     ref = lookup(store, notification_id, now=when)
-    ts = when.astimezone(UTC).isoformat(timespec="milliseconds")
     url: str | None = None
     if kind == "click":
         campaign = store.table(tables.CAMPAIGNS).get(ref.campaign_id, tables.CAMPAIGN_SK)
         url = str((campaign or {}).get("url") or "") or None
-    if not _claim_first(store, ref, kind, ts):
+    claim = _claim_first(store, ref, kind, when.astimezone(UTC).isoformat(timespec="milliseconds"))
+    if claim is None:
         return TrackResult(ref, None, False, url)
+    ts, made = claim
     event: dict[str, object] = {"type": f"notification_{kind}", "user_id": ref.user_id, "ts": ts,
                                 "notification_id": ref.notification_id, "campaign_id": ref.campaign_id}
     if url:
         event["url"] = url
+    interactions = store.table(tables.NOTIFICATION_INTERACTIONS)
     try:
         result = capture_events(json.dumps(event), stream=stream, clock=clock)
         if not result.accepted:
             raise ValidationError(result.results[0].reason or "event rejected")
     except BaseException:
-        # Not recorded: release the claim, so the user's next click is the first one again.
-        store.table(tables.NOTIFICATION_INTERACTIONS).delete(ref.notification_id, kind)
+        if made:  # not recorded: release the claim, so the user's next click is the first one again
+            interactions.delete(ref.notification_id, kind)
         raise
-    add_campaign_counts(store, {(ref.campaign_id, ref.day): 1}, field="opened" if kind == "open" else "clicked")
+    try:
+        interactions.update(ref.notification_id, kind, set={"counted": True},
+                            condition=Condition.matches(counted=False))
+    except ConditionFailedError:
+        return TrackResult(ref, None, False, url)  # a concurrent hit took the count
+    try:
+        add_campaign_counts(store, {(ref.campaign_id, ref.day): 1}, field="opened" if kind == "open" else "clicked")
+    except BaseException:
+        # not counted: the next hit takes the count (if the Store refuses this too, the click stays uncounted)
+        interactions.update(ref.notification_id, kind, set={"counted": False})
+        raise
     return TrackResult(ref, result.results[0].event_id, True, url)

@@ -3,6 +3,7 @@ an audit of the tracking endpoints and campaign counters (each test fails on the
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ from notify_core.delivery import DeliveryWorker, WorkerOptions
 from notify_core.delivery.feedback import campaign_stats
 from notify_core.delivery.synthetic import seed_due
 from notify_core.delivery.tracking import sign_token, track
+from notify_core.errors import CountsNotAddedError
 from notify_core.security.keyring import ephemeral_keyring
 from notify_core.store.sqlite import SqliteStore
 from notify_core.stream.local_log import LocalLog
@@ -54,5 +56,38 @@ def test_a_click_counts_on_the_day_its_delivery_counted_when_sent_after_midnight
                 for r in campaign_stats(store, item["campaign_id"], since_day="2026-11-24")
                 if r.get("sent") or r.get("clicked")}  # the plan day's row holds its budget_spent
         assert rows == {"2026-11-25": (1, 1)}
+    finally:
+        store.close()
+
+
+def test_a_click_whose_count_the_store_refused_is_counted_by_the_next_hit(tmp_path: Path, log: LocalLog) -> None:
+    """The first click claimed its marker, published its event, then the ``campaign_stats`` write was refused
+    (a full disk, a throttled table: here a trigger in the real SQLite file): the request failed, and the marker
+    stayed, so every later hit of the link was a repeat and the click was never counted (events said clicked,
+    the counters, the CTR and the bandit never did). The marker now says whether its count was taken, and the
+    next hit takes it, once."""
+    clock = ManualClock(LATE_EVENING)
+    store = SqliteStore(tmp_path / "store.sqlite", clock=clock)
+    try:
+        [item] = seed_due(store, n=1, start=LATE_EVENING, campaigns=1)
+        DeliveryWorker(store, ScriptedChannel(), public_base_url="http://t", clock=clock,
+                       options=OPTS).run_until_idle()
+        keys = ephemeral_keyring("tracking", now=LATE_EVENING)
+        token = sign_token(keys, item["notification_id"], kind="click")
+        raw = sqlite3.connect(tmp_path / "store.sqlite")
+        raw.execute("CREATE TRIGGER refuse BEFORE UPDATE ON campaign_stats BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        raw.commit()
+        clock.advance(60)
+        with pytest.raises(CountsNotAddedError):
+            track(store, log, token=token, kind="click", keys=keys, clock=clock)
+        raw.execute("DROP TRIGGER refuse")
+        raw.commit()
+        raw.close()
+        clock.advance(5)
+        again = track(store, log, token=token, kind="click", keys=keys, clock=clock)
+        third = track(store, log, token=token, kind="click", keys=keys, clock=clock)
+        [row] = [r for r in campaign_stats(store, item["campaign_id"], since_day="2026-11-24") if r.get("sent")]
+        assert (row["sent"], row["clicked"]) == (1, 1)
+        assert again.redirect_url and not third.first and third.event_id is None
     finally:
         store.close()
