@@ -354,8 +354,9 @@ def _held_by_delivery(store: Store, stored: dict[str, list[Item]], *, now: datet
     notification is in flight, waiting for a retry, or held by a worker killed before its flush, its plans
     item still says ``pending``, and a re-plan then did not count it as sent today: it planned the user's
     full cap again and the worker delivered the held one as well (6 in a day). Here such an item reads as
-    ``claimed`` (``sent`` if its schedule item says so): counted in the history (cap, gaps, cooldowns)
-    and left alone by :func:`write_plans`, as a claimed plan item is.
+    ``claimed`` (``sent`` if its schedule item says so): counted against the cap, gaps and cooldowns
+    (:func:`load_state` puts a claimed one with the scheduled ones: no send for fatigue) and left alone by
+    :func:`write_plans`, as a claimed plan item is.
 
     Only pending items due by ``now`` (plus :data:`HELD_MARGIN`) and at most a day old are looked up, one
     consistent batch read: a later item cannot have been claimed yet, and an older one no longer weighs
@@ -392,7 +393,10 @@ def load_state(
     them: tomorrow is planned before tonight is sent, and a re-plan of today can follow tomorrow's plan.
 
     ``now`` (a plan made during the day): pending plan items already due are checked against their
-    schedule items, and those the delivery worker holds count as claimed (:func:`_held_by_delivery`).
+    schedule items, and those the delivery worker holds count as claimed (:func:`_held_by_delivery`). A
+    claimed one is in ``scheduled``, not ``history``: it holds the day's cap, gaps and cooldowns, but it is
+    no send yet (in flight, or waiting for a retry that may end in a dead letter), and fatigue counted it as
+    one the user ignored (a channel outage lowered the caps of a re-plan for notifications never received).
     """
     day = plan_day.isoformat()
     first = (plan_day - timedelta(days=lookback_days)).isoformat()
@@ -428,7 +432,10 @@ def load_state(
             today[uid] = mine
         seen = opened.get(uid, set())
         for item in items:
-            if item.get("status") in DELIVERED_STATES:
+            if item.get("status") == CLAIMED:  # held by the worker, not delivered (yet): not a send to fatigue
+                ahead.append({"user_id": uid, "campaign_id": item["campaign_id"],
+                              "sent_at": _parse(str(item["send_at"])), "interacted": False})
+            elif item.get("status") in DELIVERED_STATES:
                 rows.append({"user_id": uid, "campaign_id": item["campaign_id"],
                              "sent_at": _parse(str(item.get("sent_at") or item["send_at"])),
                              "interacted": bool(item.get("interacted")) or item["notification_id"] in seen})

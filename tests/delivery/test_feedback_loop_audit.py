@@ -91,3 +91,39 @@ def test_a_click_whose_count_the_store_refused_is_counted_by_the_next_hit(tmp_pa
         assert again.redirect_url and not third.first and third.event_id is None
     finally:
         store.close()
+
+
+def test_a_notification_waiting_for_a_retry_is_not_an_ignored_send(tmp_path: Path) -> None:
+    """A plan made during the day (``load_state(now=...)``) reads the notifications the worker holds as
+    ``claimed`` and put them in the history, where fatigue counted them as sends the user ignored. During a
+    channel outage (every attempt answered 503, retries scheduled) each user's undelivered notifications
+    lowered their cap (2 of them: one slot less, and the penalty) in the re-plan, for sends they never got.
+    They stay in the day's cap, gaps and cooldowns (they may still be delivered) but are no ignored sends."""
+    from notify_core.delivery.channels import Outcome
+    from notify_core.scheduling.fatigue import fatigue_of
+    from notify_core.scheduling.models import FatigueOptions
+    from notify_core.scheduling.store import load_state
+    from notify_core.store import tables
+
+    now = datetime(2026, 11, 24, 10, 5, tzinfo=UTC)
+    clock = ManualClock(now)
+    store = SqliteStore(tmp_path / "store.sqlite", clock=clock)
+    try:
+        [first] = seed_due(store, n=1, start=now - timedelta(minutes=4), campaigns=1, with_plans=True)
+        second = {**first, "notification_id": first["notification_id"] + "b", "campaign_id": "c001", "slot": 1,
+                  "sk": tables.schedule_sk(first["user_id"], first["notification_id"] + "b")}
+        store.table(tables.SCHEDULES).put(second)
+        store.table(tables.PLANS).put({**{k: v for k, v in second.items() if k not in ("pk", "sk")},
+                                       "pk": second["user_id"],
+                                       "sk": tables.plan_sk(second["plan_day"], second["notification_id"])})
+        channel = ScriptedChannel({i["notification_id"]: [Outcome.RETRYABLE] for i in (first, second)})
+        DeliveryWorker(store, channel, public_base_url="http://t", clock=clock, options=OPTS).run_pass()
+        assert len(channel.calls) == 2
+        state = load_state(store, [first["user_id"]], plan_day=now.date(), now=now)
+        assert state.history.height + state.scheduled.height == 2  # still in the day's cap and gaps
+        import polars as pl
+        users = pl.DataFrame({"user_id": [first["user_id"]]})
+        fat = fatigue_of(users, state.history, state.interactions, as_of=now, options=FatigueOptions())
+        assert (int(fat.ignored[0]), int(fat.cap_reduction[0])) == (0, 0)
+    finally:
+        store.close()

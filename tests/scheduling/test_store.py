@@ -54,9 +54,10 @@ def test_changed_plan_cancels_superseded_pending_and_never_touches_claimed(store
                                      set={"status": "claimed"})
     # the recommender changes its mind: c0 and c1 are out, c3/c4 in
     state = load_state(store, ["a", "b"], plan_day=DAY)
-    assert state.history.height == 1  # the claimed one counts as sent
+    # the claimed one holds the cap, gaps and cooldowns, as scheduled (not a send fatigue may count yet)
+    assert state.history.height == 0 and state.scheduled.height == 1
     cands = candidates([(u, c, r) for u in ("a", "b") for c, r in {"c2": 0.7, "c3": 0.6, "c4": 0.5}.items()])
-    new = plan_users(cands, USERS, CAMPS, plan_day=DAY, history=state.history).frame
+    new = plan_users(cands, USERS, CAMPS, plan_day=DAY, history=state.history, scheduled=state.scheduled).frame
     summary = write_plans(store, new, user_ids=["a", "b"], plan_day=DAY.isoformat(), existing=state.day_items)
     assert summary.kept_delivered == 1 and summary.cancelled >= 2 and summary.conflicts == 0
     assert schedules.get(*claimed_key)["status"] == "claimed"  # never touched
