@@ -244,8 +244,14 @@ def opt_out_from_link(
         try:
             interactions.update(notification_id, OPT_OUT_EVENT, set={"counted": True},
                                 condition=Condition.matches(counted=False))
-            add_campaign_counts(store, {(campaign_id, day): 1}, field="opted_out")
         except ConditionFailedError:
             pass  # a concurrent click of the same link counted it
+        else:
+            try:
+                add_campaign_counts(store, {(campaign_id, day): 1}, field="opted_out")
+            except BaseException:
+                # not counted: clear the flag, so the retried POST counts it (it stayed set, and was lost)
+                interactions.update(notification_id, OPT_OUT_EVENT, set={"counted": False})
+                raise
     return OptOut(user_id=user_id, campaign_id=campaign_id, notification_id=notification_id, scope=scope,
                   category=category, first=first, before=before, after=after)

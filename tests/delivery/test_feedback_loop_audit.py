@@ -127,3 +127,35 @@ def test_a_notification_waiting_for_a_retry_is_not_an_ignored_send(tmp_path: Pat
         assert (int(fat.ignored[0]), int(fat.cap_reduction[0])) == (0, 0)
     finally:
         store.close()
+
+
+def test_an_opt_out_whose_count_the_store_refused_is_counted_by_the_next_post(tmp_path: Path) -> None:
+    """``opt_out_from_link`` set the marker's ``counted`` flag and then added ``opted_out``: a count the Store
+    refused left the flag set, so the retried POST (the mail client's one-click retry, the user's second click)
+    found it counted and the opt-out was never in the campaign's ``opt_outs``. The flag is cleared again
+    when the count is not added."""
+    from notify_core.preferences import opt_out_from_link
+
+    clock = ManualClock(LATE_EVENING)
+    store = SqliteStore(tmp_path / "store.sqlite", clock=clock)
+    try:
+        [item] = seed_due(store, n=1, start=LATE_EVENING, campaigns=1)
+        DeliveryWorker(store, ScriptedChannel(), public_base_url="http://t", clock=clock,
+                       options=OPTS).run_until_idle()
+        day = LATE_EVENING.date().isoformat()
+        raw = sqlite3.connect(tmp_path / "store.sqlite")
+        raw.execute("CREATE TRIGGER refuse BEFORE UPDATE ON campaign_stats BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        raw.commit()
+        args = {"user_id": item["user_id"], "campaign_id": item["campaign_id"],
+                "notification_id": item["notification_id"], "day": day}
+        with pytest.raises(CountsNotAddedError):
+            opt_out_from_link(store, **args, now=LATE_EVENING)
+        raw.execute("DROP TRIGGER refuse")
+        raw.commit()
+        raw.close()
+        opt_out_from_link(store, **args, now=LATE_EVENING + timedelta(seconds=5))
+        opt_out_from_link(store, **args, now=LATE_EVENING + timedelta(seconds=9))
+        [row] = campaign_stats(store, item["campaign_id"], since_day=day)
+        assert (row["sent"], row.get("opted_out")) == (1, 1)
+    finally:
+        store.close()
