@@ -110,12 +110,24 @@ def read_overlay(artefacts: ArtefactStore) -> list[OverlayEntry]:
 
 
 def effective_overlay(entries: Iterable[OverlayEntry], base: LoadedIndex | None) -> Overlay:
-    """Drop entries a newer build already holds with the same content (their vector is in the graph)."""
+    """Drop entries a newer build already holds with the same content (their vector is in the graph), and
+    entries whose vector has another dimension than the version's (without a version: than the newest
+    entry's). Those were embedded by another model (an overlay outlives a model change: no build ever matches
+    their content hash, and an upsert process may still run the old model); searched beside the version they
+    made every personalised request fail in the matrix product, and mixed in one overlay they failed its stack,
+    so no snapshot could be made at all. Left out and logged: the served version cannot compare them."""
+    entries = list(entries)
+    newest = max(entries, key=lambda e: e.updated_at, default=None)
+    dim = base.manifest.dim if base is not None else newest.vector.shape[-1] if newest is not None else None
+    searchable = [e for e in entries if e.vector.shape == (dim,)]
+    if len(searchable) < len(entries):
+        log.error("overlay entries of another dimension left out", extra={
+            "dim": dim, "left_out": sorted({e.campaign_id for e in entries if e.vector.shape != (dim,)})})
     if base is None:
-        return Overlay.of(entries)
+        return Overlay.of(searchable)
     built_at = base.manifest.built_at
     hashes = dict(zip(base.campaign_ids, base.content_hashes, strict=True))
-    return Overlay.of(e for e in entries
+    return Overlay.of(e for e in searchable
                       if not (hashes.get(e.campaign_id) == e.content_hash and e.updated_at <= built_at))
 
 

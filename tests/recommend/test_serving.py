@@ -201,3 +201,40 @@ def test_snapshot_vectors_of_version_rows_are_the_index_answer_and_overlay_rows_
     assert got[[0, 2]].tobytes() == np.asarray(snap.base.index.vectors(mixed[[0, 2]])).tobytes()  # type: ignore[union-attr]
     assert got[1].tobytes() == snap.overlay.matrix[0].tobytes()
     assert snap.vectors(np.zeros(0, dtype=np.int64)).shape == (0, snap.dim)
+
+
+def test_overlay_vectors_of_another_dimension_are_left_out_not_a_500(world: World) -> None:
+    """An overlay entry embedded by another model (another dimension) than the served version's: after a
+    model change the old entries stay in the overlay file (their content hash names the old model, so no
+    build ever matches them), and an upsert process still on the old model adds more. Before, every
+    personalised request raised in the overlay's matrix product (a 500 for every user with a vector), an
+    upsert of the new model's dimension raised stacking the mixed overlay, and a process polling that overlay
+    never swapped a snapshot in (its first request raised, the next ones were served from no index at all).
+    Entries the served version cannot search are now left out of the effective overlay (logged)."""
+    import polars as pl
+
+    from notify_core.embeddings.store import USER, persist, state_schema, vector_series
+    from tests.recommend.conftest import T0
+
+    old_model = OverlayEntry(campaign_id="c003", content_hash="old-model", updated_at="2099-01-01T00:00:00+00:00",
+                             campaign={"campaign_id": "c003", "product_ids": ["p003"]}, vector=world.vectors[3])
+    world.holder.upsert([old_model])
+    dim = 16  # the new model's vectors: campaigns rebuilt, a user re-embedded
+    vectors = np.random.default_rng(0).normal(size=(len(world.campaigns), dim)).astype(np.float32)
+    version = world.build_version(vectors=vectors)
+    world.holder.refresh(force=True)
+    schema = state_schema(USER, dim)
+    persist(world.store, USER, pl.DataFrame({"id": ["u2"], "content_hash": ["h"], "model": ["new"],
+                                             "updated_at": [T0]}).with_columns(
+        vector_series(vectors[:1])).select(list(schema)).cast(schema))
+    for ranker in ("default", None):  # searched in the new model's space: c000 is u2's vector
+        result = world.recommender_with(ranker=ranker).recommend("u2", limit=20)
+        assert result.strategy == "personalised"
+        assert [i.similarity for i in result.items if i.campaign_id == "c000"] == [pytest.approx(1.0)]
+    new_model = OverlayEntry(campaign_id="new-1", content_hash="new-model", updated_at="2099-01-02T00:00:00+00:00",
+                             campaign={"campaign_id": "new-1", "product_ids": ["p-new"]}, vector=-vectors[5])
+    assert world.holder.upsert([new_model]).overlay.ids == {"new-1"}
+    other = IndexHolder(world.artefacts, refresh_seconds=0.0)  # another serving process, cold
+    snapshot = other.snapshot()
+    assert snapshot.version == version and snapshot.overlay.ids == {"new-1"}
+    assert [c for c, _ in snapshot.search(-vectors[5], 1)] == ["new-1"]
