@@ -238,3 +238,43 @@ def test_overlay_vectors_of_another_dimension_are_left_out_not_a_500(world: Worl
     snapshot = other.snapshot()
     assert snapshot.version == version and snapshot.overlay.ids == {"new-1"}
     assert [c for c, _ in snapshot.search(-vectors[5], 1)] == ["new-1"]
+
+
+@pytest.mark.xfail(strict=True, reason="the overlay is a read-modify-write of one blob with no compare-and-swap: "
+                   "needs a conditional write in the ArtefactStore port (S3 If-Match, a local lock file)")
+def test_two_processes_upserting_at_once_keep_both_campaigns_in_the_overlay(world: World) -> None:
+    """Two serving processes (two gateway workers, two upsert Lambda containers) each upsert a campaign at the
+    same moment. :meth:`IndexHolder.upsert` reads the persisted overlay, adds its entry and writes the whole
+    file back under a lock of its own process only, so the second write drops the first process's entry: that
+    edit (a pause through the API included) is lost from every process's overlay until the next build folds
+    the lake in, while the API answered it as live at once."""
+    from notify_core.recommend.index import OVERLAY
+
+    other = IndexHolder(world.artefacts, refresh_seconds=0.0)  # the second process
+    first = OverlayEntry(campaign_id="c000", content_hash="paused", updated_at="2099-01-01T00:00:00+00:00",
+                         campaign={"campaign_id": "c000", "status": "paused"}, vector=world.vectors[0])
+    second = OverlayEntry(campaign_id="new-2", content_hash="x", updated_at="2099-01-01T00:00:00+00:00",
+                          campaign={"campaign_id": "new-2"}, vector=world.vectors[1])
+
+    class Interleaved:
+        """This process's artefact store: the other process upserts between its read and its write."""
+
+        def __init__(self) -> None:
+            self.armed = False
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(world.artefacts, name)
+
+        def read_bytes(self, name: str) -> bytes | None:
+            data = world.artefacts.read_bytes(name)
+            if name == OVERLAY and self.armed:
+                self.armed = False
+                other.upsert([second])
+            return data
+
+    store = Interleaved()
+    mine = IndexHolder(store, refresh_seconds=0.0)  # type: ignore[arg-type]
+    mine.snapshot()
+    store.armed = True
+    mine.upsert([first])
+    assert IndexHolder(world.artefacts, refresh_seconds=0.0).snapshot().overlay.ids == {"c000", "new-2"}
