@@ -483,7 +483,10 @@ class IndexHolder:
             merged = sorted(current.values(), key=lambda e: e.campaign_id)
             self.artefacts.write_bytes(OVERLAY, overlay_to_bytes(merged))
             self._overlay_entries = merged
-            self._overlay_stamp = self.artefacts.stamp(OVERLAY)
+            # Not the file's stamp now: another process may have upserted since this write (its file, holding
+            # this entry and its own), and taking its stamp as read would hide its entry from every poll. The
+            # next poll reads the file again instead (one small read an upsert).
+            self._overlay_stamp = None
             self._swap(self._snapshot.base)
             return self._snapshot
 

@@ -278,3 +278,41 @@ def test_two_processes_upserting_at_once_keep_both_campaigns_in_the_overlay(worl
     store.armed = True
     mine.upsert([first])
     assert IndexHolder(world.artefacts, refresh_seconds=0.0).snapshot().overlay.ids == {"c000", "new-2"}
+
+
+def test_an_upsert_by_another_process_right_after_this_ones_write_is_still_polled(world: World) -> None:
+    """:meth:`IndexHolder.upsert` wrote the overlay, then took the file's stamp as the one it had read. When
+    another process upserted in between (reading this write, adding its campaign), that stamp was already
+    the other process's file: this process's polls saw no change and never read the other campaign, so that
+    edit (a pause included) stayed invisible here until some later overlay write, however long that took."""
+    from notify_core.recommend.index import OVERLAY
+
+    other = IndexHolder(world.artefacts, refresh_seconds=0.0)  # the second process
+    first = OverlayEntry(campaign_id="new-1", content_hash="x", updated_at="2099-01-01T00:00:00+00:00",
+                         campaign={"campaign_id": "new-1"}, vector=world.vectors[1])
+    second = OverlayEntry(campaign_id="c000", content_hash="paused", updated_at="2099-01-01T00:00:01+00:00",
+                          campaign={"campaign_id": "c000", "status": "paused"}, vector=world.vectors[0])
+
+    class Interleaved:
+        """This process's artefact store: the other process upserts just after its write."""
+
+        def __init__(self) -> None:
+            self.armed = False
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(world.artefacts, name)
+
+        def write_bytes(self, name: str, data: bytes) -> None:
+            world.artefacts.write_bytes(name, data)
+            if name == OVERLAY and self.armed:
+                self.armed = False
+                time.sleep(0.01)  # a later mtime for the local store's stamp
+                other.upsert([second])
+
+    store = Interleaved()
+    mine = IndexHolder(store, refresh_seconds=0.0)  # type: ignore[arg-type]
+    mine.snapshot()
+    store.armed = True
+    mine.upsert([first])
+    assert IndexHolder(world.artefacts, refresh_seconds=0.0).snapshot().overlay.ids == {"new-1", "c000"}  # the file
+    assert mine.snapshot().overlay.ids == {"new-1", "c000"}
