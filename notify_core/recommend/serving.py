@@ -371,6 +371,12 @@ class ServingSnapshot:
 
 
 Loader = Callable[[ArtefactStore, str], LoadedIndex]
+# A version that failed to load, or an overlay that failed to read, is tried again after this long, doubling
+# up to RETRY_MAX_SECONDS: the error may be a timeout (a cold Lambda's first S3 read), and never trying again
+# left a process with no index, or without the upserts, until the next publish or upsert; a bad build is not
+# downloaded again at every poll either.
+RETRY_SECONDS = 30.0
+RETRY_MAX_SECONDS = 900.0
 
 
 class IndexHolder:
@@ -399,6 +405,8 @@ class IndexHolder:
         self._write_lock = threading.Lock()
         self.last_error: str | None = None
         self.failed_versions: set[str] = set()
+        # what failed to load or read (a version, or OVERLAY) -> (when to try it again, the wait after that)
+        self._retry: dict[str, tuple[float, float]] = {}
         self.swaps = 0
 
     def snapshot(self) -> ServingSnapshot:
@@ -430,38 +438,60 @@ class IndexHolder:
     def _poll(self, *, force: bool) -> bool:
         """One poll (the caller holds the refresh lock)."""
         try:
-            self._next_check = self._clock() + self.refresh_seconds
+            now = self._clock()
+            self._next_check = now + self.refresh_seconds
             base = self._snapshot.base
             changed = False
             pointer = self.artefacts.stamp(CURRENT)
-            if force or pointer != self._pointer_stamp:
+            failed_version = any(name != OVERLAY for name in self._retry)
+            if force or pointer != self._pointer_stamp or (failed_version and self._due(now)):
                 version = current_version(self.artefacts)
-                if version is not None and (base is None or version != base.version) \
-                        and version not in self.failed_versions:
+                for name in [n for n in self._retry if n not in (OVERLAY, version)]:
+                    del self._retry[name]  # the pointer moved on from a failed version: no more retries of it
+                if version is not None and (base is None or version != base.version) and self._may_try(version, now):
                     try:
                         base = self._loader(self.artefacts, version)
                         changed = True
                         self.last_error = None
+                        self.failed_versions.discard(version)
+                        self._retry.pop(version, None)
                     except Exception as exc:  # a bad build must never take serving down: keep the last good
                         self.failed_versions.add(version)
+                        self._failed(version, now)
                         self.last_error = f"version {version} failed to load: {exc}"
                         log.error("index load failed; keeping the last good index",
                                   extra={"version": version, "kept": base.version if base else None,
                                          "error": str(exc)})
                 self._pointer_stamp = pointer
             overlay_stamp = self.artefacts.stamp(OVERLAY)
-            if force or overlay_stamp != self._overlay_stamp:
+            if force or (overlay_stamp != self._overlay_stamp and self._may_try(OVERLAY, now)):
                 try:
                     self._overlay_entries = read_overlay(self.artefacts)
                     changed = True
-                except Exception as exc:  # a torn/foreign overlay file: keep what we had
+                    self._overlay_stamp = overlay_stamp  # taken as read only once read: else tried again
+                    self._retry.pop(OVERLAY, None)
+                except Exception as exc:  # a torn/foreign overlay file, a timeout: keep what we had
+                    self._failed(OVERLAY, now)
                     log.error("overlay read failed; keeping the previous overlay", extra={"error": str(exc)})
-                self._overlay_stamp = overlay_stamp
             if changed:
                 self._swap(base)
             return changed
         finally:
             self._polled.set()
+
+    def _due(self, now: float) -> bool:
+        """Whether something that failed is due to be tried again."""
+        return any(at <= now for at, _ in self._retry.values())
+
+    def _may_try(self, name: str, now: float) -> bool:
+        """Whether ``name`` (a version, or OVERLAY) may be loaded now: it has not failed, or its wait is over."""
+        found = self._retry.get(name)
+        return found is None or found[0] <= now
+
+    def _failed(self, name: str, now: float) -> None:
+        """``name`` failed to load: tried again after a wait that doubles each time (RETRY_SECONDS)."""
+        wait = self._retry.get(name, (0.0, RETRY_SECONDS))[1]
+        self._retry[name] = (now + wait, min(2 * wait, RETRY_MAX_SECONDS))
 
     def _swap(self, base: LoadedIndex | None) -> None:
         previous = self._snapshot.version
@@ -487,6 +517,7 @@ class IndexHolder:
             # this entry and its own), and taking its stamp as read would hide its entry from every poll. The
             # next poll reads the file again instead (one small read an upsert).
             self._overlay_stamp = None
+            self._retry.pop(OVERLAY, None)  # read just now: a failed poll's wait is over
             self._swap(self._snapshot.base)
             return self._snapshot
 

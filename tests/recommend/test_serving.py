@@ -316,3 +316,67 @@ def test_an_upsert_by_another_process_right_after_this_ones_write_is_still_polle
     mine.upsert([first])
     assert IndexHolder(world.artefacts, refresh_seconds=0.0).snapshot().overlay.ids == {"new-1", "c000"}  # the file
     assert mine.snapshot().overlay.ids == {"new-1", "c000"}
+
+
+def test_a_version_that_failed_to_load_on_a_transient_error_is_tried_again(world: World) -> None:
+    """A load that failed put the version in ``failed_versions`` and the pointer's stamp was taken as read, so
+    the version was never tried again in that process, whatever the error: a cold Lambda whose first load hit
+    an S3 timeout served with no index at all (popular fallback for everyone, nothing personalised) until
+    the next build was published, and a warm one stayed on the previous version meanwhile (its campaign rows,
+    a batch pause not included). Now a failed version is tried again after a backoff (30 s, doubling)."""
+    from notify_core.errors import BackendError
+    from notify_core.recommend.index import load_version
+
+    calls: list[str] = []
+
+    def flaky(artefacts: object, version: str) -> object:
+        calls.append(version)
+        if len(calls) == 1:
+            raise BackendError("S3 get campaign_index/.../index.faiss failed: read timeout")
+        return load_version(world.artefacts, version)
+
+    now = [0.0]
+    holder = IndexHolder(world.artefacts, refresh_seconds=2.0, clock=lambda: now[0], loader=flaky)  # type: ignore[arg-type]
+    assert holder.snapshot().version is None and holder.last_error is not None  # the cold start's load failed
+    now[0] += 10.0
+    assert holder.snapshot().version is None and len(calls) == 1  # not at every poll: after a backoff
+    now[0] += 60.0
+    assert holder.snapshot().version == world.versions[-1] and holder.last_error is None
+    assert world.versions[-1] not in holder.failed_versions
+
+
+def test_an_overlay_read_that_failed_on_a_transient_error_is_tried_again(world: World) -> None:
+    """A failed overlay read (an S3 timeout) still took the file's new stamp as read: the upserts it held (a
+    pause through the API included) were never served by that process until another upsert changed the file
+    again. Now the stamp is taken only when the read succeeded, and a failed read is tried again after a
+    backoff."""
+    from notify_core.errors import BackendError
+    from notify_core.recommend.index import OVERLAY
+
+    class Flaky:
+        """The artefact store, failing the next overlay read."""
+
+        def __init__(self) -> None:
+            self.fail = False
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(world.artefacts, name)
+
+        def read_bytes(self, name: str) -> bytes | None:
+            if name == OVERLAY and self.fail:
+                self.fail = False
+                raise BackendError("S3 get campaign_index/overlay.parquet failed: read timeout")
+            return world.artefacts.read_bytes(name)
+
+    now = [0.0]
+    store = Flaky()
+    holder = IndexHolder(store, refresh_seconds=2.0, clock=lambda: now[0])  # type: ignore[arg-type]
+    assert holder.snapshot().version == world.versions[-1]
+    paused = OverlayEntry(campaign_id="c000", content_hash="paused", updated_at="2099-01-01T00:00:00+00:00",
+                          campaign={"campaign_id": "c000", "status": "paused"}, vector=world.vectors[0])
+    IndexHolder(world.artefacts, refresh_seconds=0.0).upsert([paused])  # another process
+    store.fail = True
+    now[0] += 3.0
+    assert holder.snapshot().overlay.ids == frozenset()  # the read failed: the previous overlay kept
+    now[0] += 120.0
+    assert holder.snapshot().overlay.ids == {"c000"}
