@@ -76,6 +76,31 @@ class S3Bucket:
         body: bytes = reply["Body"].read()
         return body
 
+    def get_bytes_tagged(self, name: str) -> tuple[bytes | None, str | None]:
+        """The object's bytes and the ETag they have, or ``(None, None)`` when there is no such key: what
+        :meth:`put_bytes_if` compares against."""
+        try:
+            reply = self.client.get_object(Bucket=self.bucket, Key=self.key(name))
+        except Exception as exc:
+            if getattr(exc, "response", {}).get("Error", {}).get("Code") == "NoSuchKey":
+                return None, None
+            raise BackendError(f"S3 get {self.url(name)} failed: {exc}") from exc
+        body: bytes = reply["Body"].read()
+        return body, str(reply.get("ETag"))
+
+    def put_bytes_if(self, name: str, data: bytes, *, etag: str | None) -> bool:
+        """Write the object only if its ETag is still ``etag`` (None: only if there is none), S3's conditional
+        write; False when another write came first (the caller reads again and retries)."""
+        condition = {"IfMatch": etag} if etag is not None else {"IfNoneMatch": "*"}
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.key(name), Body=data, **condition)
+        except Exception as exc:
+            if getattr(exc, "response", {}).get("Error", {}).get("Code") in (
+                    "PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise BackendError(f"S3 put {self.url(name)} failed: {exc}") from exc
+        return True
+
     def upload(self, name: str, source: Path) -> None:
         try:
             self.client.upload_file(str(source), self.bucket, self.key(name))

@@ -12,6 +12,9 @@ an S3 PUT is atomic by nature, so a reader never sees half a pointer or half an 
 
 from __future__ import annotations
 
+import fcntl
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -29,6 +32,13 @@ class ArtefactStore(Protocol):
 
     def read_bytes(self, name: str) -> bytes | None:
         """The blob, or None when it does not exist."""
+        ...
+
+    def update_bytes(self, name: str, change: Callable[[bytes | None], bytes]) -> bytes:
+        """Replace the blob by ``change(current)`` (None: absent) with no other update of it, from any
+        process, in between, and return what was written: a read then a write lost another process's update
+        made meanwhile (two campaign upserts at once kept one in the overlay). ``change`` may run more than
+        once (S3 retries it when another write came first)."""
         ...
 
     def upload(self, name: str, local: Path) -> None:
@@ -66,6 +76,17 @@ class LocalArtefactStore:
         except FileNotFoundError:
             return None
 
+    def update_bytes(self, name: str, change: Callable[[bytes | None], bytes]) -> bytes:
+        """Read, change and write under an exclusive ``flock`` of a lock file beside the blob: every process
+        of this host (the gateway's workers) updates it one at a time."""
+        path = self._path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(f".{path.name}.lock"), "ab") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            data = change(self.read_bytes(name))
+            self.write_bytes(name, data)
+        return data
+
     def upload(self, name: str, local: Path) -> None:
         target = self._path(name)
         if local.resolve() == target.resolve():
@@ -92,6 +113,9 @@ class LocalArtefactStore:
         return sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+UPDATE_TRIES = 20  # S3ArtefactStore.update_bytes: conditional writes tried before giving up
+
+
 class S3ArtefactStore:
     """Artefacts under ``s3://<bucket>/<prefix>artefacts/``; files to map are cached under ``cache_dir``.
 
@@ -108,6 +132,17 @@ class S3ArtefactStore:
 
     def read_bytes(self, name: str) -> bytes | None:
         return self.bucket.get_bytes(name)
+
+    def update_bytes(self, name: str, change: Callable[[bytes | None], bytes]) -> bytes:
+        """Read with the object's ETag, change, and write only if the ETag is still that (S3's conditional
+        write, If-Match / If-None-Match); another write came first: read again, up to UPDATE_TRIES times."""
+        for attempt in range(UPDATE_TRIES):
+            current, etag = self.bucket.get_bytes_tagged(name)
+            data = change(current)
+            if self.bucket.put_bytes_if(name, data, etag=etag):
+                return data
+            time.sleep(0.01 * (attempt + 1))
+        raise BackendError(f"{name}: {UPDATE_TRIES} conditional writes lost to other writers; not updated")
 
     def upload(self, name: str, local: Path) -> None:
         self.bucket.upload(name, local)

@@ -504,14 +504,21 @@ class IndexHolder:
     def upsert(self, entries: Sequence[OverlayEntry]) -> ServingSnapshot:
         """Add/replace campaigns in the overlay: live in this process at once, in others on their next poll.
 
-        Read-modify-write of the persisted overlay under this process's lock; the file write is atomic.
+        Read-modify-write of the persisted overlay as one :meth:`ArtefactStore.update_bytes` (no other
+        process's upsert in between: a plain read then write lost one of two upserts made at once), under
+        this process's lock; the file write is atomic.
         """
         with self._write_lock, self._refresh_lock:
-            current = {e.campaign_id: e for e in read_overlay(self.artefacts)}
-            for entry in entries:
-                current[entry.campaign_id] = entry
-            merged = sorted(current.values(), key=lambda e: e.campaign_id)
-            self.artefacts.write_bytes(OVERLAY, overlay_to_bytes(merged))
+            merged: list[OverlayEntry] = []
+
+            def add(data: bytes | None) -> bytes:
+                current = {e.campaign_id: e for e in (overlay_from_bytes(data) if data else [])}
+                for entry in entries:
+                    current[entry.campaign_id] = entry
+                merged[:] = sorted(current.values(), key=lambda e: e.campaign_id)
+                return overlay_to_bytes(merged)
+
+            self.artefacts.update_bytes(OVERLAY, add)
             self._overlay_entries = merged
             # Not the file's stamp now: another process may have upserted since this write (its file, holding
             # this entry and its own), and taking its stamp as read would hide its entry from every poll. The

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
+from moto import mock_aws
 
 from notify_core.errors import NotFoundError
-from notify_core.recommend.index import CURRENT, INDEX_FILES, PREFIX, current_version, publish
+from notify_core.recommend.artefacts import LocalArtefactStore
+from notify_core.recommend.index import CURRENT, INDEX_FILES, OVERLAY, PREFIX, current_version, publish
 from notify_core.recommend.serving import IndexHolder, OverlayEntry, ServingSnapshot
 from tests.recommend.conftest import World
 
@@ -240,44 +243,90 @@ def test_overlay_vectors_of_another_dimension_are_left_out_not_a_500(world: Worl
     assert [c for c, _ in snapshot.search(-vectors[5], 1)] == ["new-1"]
 
 
-@pytest.mark.xfail(strict=True, reason="the overlay is a read-modify-write of one blob with no compare-and-swap: "
-                   "needs a conditional write in the ArtefactStore port (S3 If-Match, a local lock file)")
+def _two_upserts_at_once(world: World, mine_store: object, *, race: Callable[[], None]) -> set[str]:
+    """This process upserts c000 (a pause) through ``mine_store`` while ``race`` lets another process upsert
+    new-2 inside its read-modify-write; the campaigns the persisted overlay holds afterwards."""
+    mine = IndexHolder(mine_store, refresh_seconds=0.0)  # type: ignore[arg-type]
+    mine.snapshot()
+    race()
+    paused = OverlayEntry(campaign_id="c000", content_hash="paused", updated_at="2099-01-01T00:00:00+00:00",
+                          campaign={"campaign_id": "c000", "status": "paused"}, vector=world.vectors[0])
+    mine.upsert([paused])
+    return set(IndexHolder(world.artefacts, refresh_seconds=0.0).snapshot().overlay.ids)
+
+
+def _new_2(world: World) -> OverlayEntry:
+    return OverlayEntry(campaign_id="new-2", content_hash="x", updated_at="2099-01-01T00:00:00+00:00",
+                        campaign={"campaign_id": "new-2"}, vector=world.vectors[1])
+
+
 def test_two_processes_upserting_at_once_keep_both_campaigns_in_the_overlay(world: World) -> None:
-    """Two serving processes (two gateway workers, two upsert Lambda containers) each upsert a campaign at the
-    same moment. :meth:`IndexHolder.upsert` reads the persisted overlay, adds its entry and writes the whole
-    file back under a lock of its own process only, so the second write drops the first process's entry: that
-    edit (a pause through the API included) is lost from every process's overlay until the next build folds
-    the lake in, while the API answered it as live at once."""
-    from notify_core.recommend.index import OVERLAY
-
+    """Two serving processes of one host (the gateway's workers) each upsert a campaign at the same moment.
+    :meth:`IndexHolder.upsert` read the persisted overlay, added its entry and wrote the whole file back under
+    a lock of its own process only, so the second write dropped the first process's entry: that edit (a pause
+    through the API included) was lost from every process's overlay until the next build folded the lake in,
+    while the API had answered it as live. The read-modify-write is now one ``update_bytes`` under a lock
+    file every process takes."""
     other = IndexHolder(world.artefacts, refresh_seconds=0.0)  # the second process
-    first = OverlayEntry(campaign_id="c000", content_hash="paused", updated_at="2099-01-01T00:00:00+00:00",
-                         campaign={"campaign_id": "c000", "status": "paused"}, vector=world.vectors[0])
-    second = OverlayEntry(campaign_id="new-2", content_hash="x", updated_at="2099-01-01T00:00:00+00:00",
-                          campaign={"campaign_id": "new-2"}, vector=world.vectors[1])
+    done = threading.Event()
 
-    class Interleaved:
-        """This process's artefact store: the other process upserts between its read and its write."""
+    class Racing(LocalArtefactStore):
+        """This process's artefact store: the other process upserts while this one has read the overlay."""
 
-        def __init__(self) -> None:
-            self.armed = False
-
-        def __getattr__(self, name: str) -> object:
-            return getattr(world.artefacts, name)
+        armed = False
 
         def read_bytes(self, name: str) -> bytes | None:
-            data = world.artefacts.read_bytes(name)
+            data = super().read_bytes(name)
             if name == OVERLAY and self.armed:
                 self.armed = False
-                other.upsert([second])
+                threading.Thread(target=lambda: (other.upsert([_new_2(world)]), done.set())).start()
+                done.wait(0.5)  # before: it wrote at once; now: it waits for this update to end
             return data
 
-    store = Interleaved()
-    mine = IndexHolder(store, refresh_seconds=0.0)  # type: ignore[arg-type]
-    mine.snapshot()
-    store.armed = True
-    mine.upsert([first])
-    assert IndexHolder(world.artefacts, refresh_seconds=0.0).snapshot().overlay.ids == {"c000", "new-2"}
+    store = Racing(world.artefacts.root)
+
+    def arm() -> None:
+        store.armed = True
+
+    _two_upserts_at_once(world, store, race=arm)
+    assert done.wait(10)  # the other process's upsert ended too
+    assert set(IndexHolder(world.artefacts, refresh_seconds=0.0).snapshot().overlay.ids) == {"c000", "new-2"}
+
+
+@mock_aws
+def test_two_processes_upserting_at_once_on_s3_keep_both_campaigns(world: World) -> None:
+    """The same race on S3 (upsert Lambdas in two containers): the overlay is written with If-Match on the
+    ETag it was read with, and a write another came before is read and made again."""
+    import boto3
+
+    from notify_core.recommend.artefacts import S3ArtefactStore
+    from notify_core.s3_objects import S3Bucket
+
+    client = boto3.client("s3", region_name="us-east-1")
+    client.create_bucket(Bucket="notify-artefacts")
+    bucket = S3Bucket(bucket="notify-artefacts", prefix="artefacts/", client=client)
+    world.artefacts = S3ArtefactStore(bucket=bucket, cache_dir=world.root / "cache")  # type: ignore[assignment]
+    other = IndexHolder(world.artefacts, refresh_seconds=0.0)
+
+    class Racing(S3Bucket):
+        """This process's bucket: the other process upserts between this one's read and its write."""
+
+        armed = False
+
+        def get_bytes_tagged(self, name: str) -> tuple[bytes | None, str | None]:
+            found = super().get_bytes_tagged(name)
+            if self.armed:
+                self.armed = False
+                other.upsert([_new_2(world)])
+            return found
+
+    racing = Racing(bucket="notify-artefacts", prefix="artefacts/", client=client)
+
+    def arm() -> None:
+        racing.armed = True
+
+    mine = S3ArtefactStore(bucket=racing, cache_dir=world.root / "cache-2")
+    assert _two_upserts_at_once(world, mine, race=arm) == {"c000", "new-2"}
 
 
 def test_an_upsert_by_another_process_right_after_this_ones_write_is_still_polled(world: World) -> None:
@@ -285,7 +334,6 @@ def test_an_upsert_by_another_process_right_after_this_ones_write_is_still_polle
     another process upserted in between (reading this write, adding its campaign), that stamp was already
     the other process's file: this process's polls saw no change and never read the other campaign, so that
     edit (a pause included) stayed invisible here until some later overlay write, however long that took."""
-    from notify_core.recommend.index import OVERLAY
 
     other = IndexHolder(world.artefacts, refresh_seconds=0.0)  # the second process
     first = OverlayEntry(campaign_id="new-1", content_hash="x", updated_at="2099-01-01T00:00:00+00:00",
@@ -293,24 +341,21 @@ def test_an_upsert_by_another_process_right_after_this_ones_write_is_still_polle
     second = OverlayEntry(campaign_id="c000", content_hash="paused", updated_at="2099-01-01T00:00:01+00:00",
                           campaign={"campaign_id": "c000", "status": "paused"}, vector=world.vectors[0])
 
-    class Interleaved:
-        """This process's artefact store: the other process upserts just after its write."""
+    class Interleaved(LocalArtefactStore):
+        """This process's artefact store: the other process upserts just after its update of the overlay."""
 
-        def __init__(self) -> None:
-            self.armed = False
+        armed = False
 
-        def __getattr__(self, name: str) -> object:
-            return getattr(world.artefacts, name)
-
-        def write_bytes(self, name: str, data: bytes) -> None:
-            world.artefacts.write_bytes(name, data)
+        def update_bytes(self, name: str, change: Callable[[bytes | None], bytes]) -> bytes:
+            data = super().update_bytes(name, change)
             if name == OVERLAY and self.armed:
                 self.armed = False
                 time.sleep(0.01)  # a later mtime for the local store's stamp
                 other.upsert([second])
+            return data
 
-    store = Interleaved()
-    mine = IndexHolder(store, refresh_seconds=0.0)  # type: ignore[arg-type]
+    store = Interleaved(world.artefacts.root)
+    mine = IndexHolder(store, refresh_seconds=0.0)
     mine.snapshot()
     store.armed = True
     mine.upsert([first])
@@ -351,7 +396,6 @@ def test_an_overlay_read_that_failed_on_a_transient_error_is_tried_again(world: 
     again. Now the stamp is taken only when the read succeeded, and a failed read is tried again after a
     backoff."""
     from notify_core.errors import BackendError
-    from notify_core.recommend.index import OVERLAY
 
     class Flaky:
         """The artefact store, failing the next overlay read."""
