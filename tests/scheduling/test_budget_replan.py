@@ -2,10 +2,11 @@
 
 A re-plan of the day (new embeddings, a campaign changed) rewrites what is still pending but cannot take
 back what the worker already sent. The planner used to start every full re-plan with the whole budget,
-so a campaign that had spent 6 of its 10 by noon could be planned 10 more times (16 in a day); a re-plan
-of only some users did not count those users' own sends either. Found by an audit (session 38); these
-fail on the code before. The sends come from a real delivery worker, so the counter the re-plan reads is
-the one the worker keeps.
+so a campaign that had spent 5 of its 10 by noon was planned 10 more times (15 in the day); a re-plan of
+only some users did not count those users' own sends (12); and every batch of the Lambda's path started
+from the whole budget, one after another or at the same time (20). Found by an audit (session 38); each
+test fails on the code before. The sends come from a real delivery worker, so the counter the re-plan
+reads is the one the worker keeps.
 """
 
 from __future__ import annotations
