@@ -13,13 +13,28 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
-from notify_core.errors import NotifyError
+from notify_core.errors import ConfigurationError, NotifyError
 from notify_core.observability import configure_logging
 from notify_core.security.files import use_private_umask
 from notify_core.settings import NotifySettings, load_settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Notify: personalised notifications.")
+
+class _NotifyGroup(TyperGroup):
+    """The ``notify`` group: a bad or missing setting, whichever subcommand loads the settings, ends as one
+    ``error:`` line and exit code 2 (as ``notify run`` says it), never a traceback through pydantic."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer's own (vendored) click Context, not the click package's
+        try:
+            return super().invoke(ctx)
+        except ConfigurationError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(cls=_NotifyGroup, add_completion=False, no_args_is_help=True,
+                  help="Notify: personalised notifications.")
 console = Console()
 
 
