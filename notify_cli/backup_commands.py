@@ -21,9 +21,13 @@ Target = Annotated[
 def _service(data_dir: Path | None, target: str | None) -> Any:
     from notify_core.backup import BackupService, BackupTarget, plan_backup
     from notify_core.clock import SYSTEM_CLOCK
+    from notify_core.security.files import use_private_umask
     from notify_core.settings import load_settings
 
     settings = load_settings(**({"data_dir": data_dir} if data_dir is not None else {}))
+    # as every entry point: what the backup, the restore and their Litestream children create (the data
+    # directory's folders, the target's folders) is 0600 / 0700, whatever the caller's umask
+    use_private_umask()
     plan = plan_backup(settings, BackupTarget.parse(target or settings.backup_url or ""))
     return BackupService(plan, clock=SYSTEM_CLOCK)
 
