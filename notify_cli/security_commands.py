@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
 import typer
 
@@ -24,7 +24,7 @@ from notify_core.clock import SYSTEM_CLOCK, Clock, utcnow
 from notify_core.errors import NotifyError
 from notify_core.security import audit
 from notify_core.security.keycheck import DEFAULT_OVERLAP_S, DEFAULT_TTL_DAYS
-from notify_core.security.keys import KeyRing, write_secret_file
+from notify_core.security.keys import KeyRing, open_secret_file
 from notify_core.security.scopes import SCOPES
 from notify_core.settings import NotifySettings, load_settings
 from notify_core.store.port import Store
@@ -78,11 +78,32 @@ def _fail(exc: NotifyError) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _emit_token(token: str, out: Path | None) -> None:
+def _open_out(out: Path | None) -> IO[str] | None:
+    """The ``--out`` file, made (new, 0600) before the key is issued or rotated: a file that exists or
+    cannot be made is refused while nothing has changed, not after (a key nobody holds; a rotation whose
+    old key expires after the overlap with its successor lost)."""
     if out is None:
+        return None
+    try:
+        return open_secret_file(out)
+    except OSError as exc:
+        typer.echo(f"error: cannot write the key to {out}: {exc.strerror or exc}; nothing was changed", err=True)
+        raise typer.Exit(2) from None
+
+
+def _discard_out(out: Path | None, sink: IO[str] | None) -> None:
+    """Remove the empty ``--out`` file of a key that was not issued."""
+    if out is not None and sink is not None:
+        sink.close()
+        out.unlink(missing_ok=True)
+
+
+def _emit_token(token: str, out: Path | None, sink: IO[str] | None) -> None:
+    if out is None or sink is None:
         typer.echo(token)
     else:
-        write_secret_file(out, token)
+        with sink:
+            sink.write(token + "\n")
         typer.echo(f"key written to {out} (mode 0600)", err=True)
 
 
@@ -96,14 +117,18 @@ def create(
     data_dir: DataDir = None,
 ) -> None:
     """Create a key; the key is printed once (keep it: only its keyed hash is stored)."""
+    sink = _open_out(out)
     try:
         extra: dict[str, Any] = {"rate_per_minute": rate_per_minute} if rate_per_minute is not None else {}
         key, token = _keyring(data_dir).create(name=name, scopes=scope, ttl_days=ttl_days, actor=cli_actor(),
                                                source="cli", **extra)
-    except NotifyError as exc:
-        raise _fail(exc) from exc
+    except BaseException as exc:
+        _discard_out(out, sink)
+        if isinstance(exc, NotifyError):
+            raise _fail(exc) from exc
+        raise
     typer.echo(f"created {key.key_id} scopes={','.join(key.scopes)} expires_at={key.expires_at:.0f}", err=True)
-    _emit_token(token, out)
+    _emit_token(token, out, sink)
 
 
 @keys_app.command("list")
@@ -123,13 +148,17 @@ def rotate(
     data_dir: DataDir = None,
 ) -> None:
     """Issue a successor with the same scopes; the old key works for the overlap, then expires."""
+    sink = _open_out(out)
     try:
         key, token = _keyring(data_dir).rotate(key_id, overlap_s=overlap_hours * 3600, actor=cli_actor(),
                                                source="cli")
-    except NotifyError as exc:
-        raise _fail(exc) from exc
+    except BaseException as exc:
+        _discard_out(out, sink)
+        if isinstance(exc, NotifyError):
+            raise _fail(exc) from exc
+        raise
     typer.echo(f"rotated {key_id} -> {key.key_id}", err=True)
-    _emit_token(token, out)
+    _emit_token(token, out, sink)
 
 
 @keys_app.command("revoke")

@@ -22,9 +22,11 @@ import os
 import secrets
 from collections.abc import Iterable
 from pathlib import Path
+from typing import IO
 
 from notify_core.errors import ConfigurationError, NotFoundError, ValidationError
 from notify_core.security import audit
+from notify_core.security.files import private_dir
 from notify_core.security.keycheck import (  # noqa: F401  (re-exported: the key API in one import)
     DEFAULT_OVERLAP_S,
     DEFAULT_RATE_PER_MINUTE,
@@ -51,12 +53,18 @@ from notify_core.store import tables
 from notify_core.store.port import Condition
 
 
-def write_secret_file(path: Path, text: str) -> None:
-    """Write a secret (a key) to a new 0600 file in a 0700 folder; an existing file is never overwritten."""
+def open_secret_file(path: Path) -> IO[str]:
+    """A new 0600 file for a secret (a key), opened for writing; an existing file is never overwritten
+    (``FileExistsError``). Missing folders are made 0700; an existing folder keeps its mode: ``--out`` may
+    name the operator's own folder (``/tmp``, a home), which is theirs to set, and the file is 0600 in it."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path.parent, 0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as out:
+    return os.fdopen(fd, "w", encoding="ascii")
+
+
+def write_secret_file(path: Path, text: str) -> None:
+    """Write a secret (a key) to a new 0600 file (see :func:`open_secret_file`)."""
+    with open_secret_file(path) as out:
         out.write(text + "\n")
 
 
@@ -143,5 +151,6 @@ def bootstrap_admin_key(keyring: KeyRing, path: Path) -> Path | None:
     if path.exists():
         raise ConfigurationError(f"{path} exists but the Store holds no API key: move it away to make a new one")
     _key, token = keyring.create(name="local-admin", scopes=[ADMIN], actor="bootstrap", source="notify serve")
+    private_dir(path.parent)  # the data directory's secrets/ folder: 0700 whatever made it
     write_secret_file(path, token)
     return path

@@ -3,7 +3,9 @@ about when a flag weakens security. Each command runs in a real process, as an o
 
 from __future__ import annotations
 
+import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +52,54 @@ def test_backup_and_restore_keep_the_data_directory_and_the_target_private(tmp_p
     done = _notify("restore", "--from", str(target), "--data-dir", str(restored))
     assert done.returncode == 0, done.stderr
     assert loose_entries(data) == [] and loose_entries(target) == [] and loose_entries(restored) == []
+
+
+def _active_keys(data: Path) -> list[dict[str, object]]:
+    done = _notify("keys", "list", "--data-dir", str(data))
+    assert done.returncode == 0, done.stderr
+    return [k for k in map(json.loads, done.stdout.splitlines()) if k["state"] == "active"]
+
+
+def test_a_key_out_file_that_cannot_be_written_is_refused_before_the_key_changes(tmp_path: Path) -> None:
+    """`notify keys create/rotate --out FILE` issued the key first and wrote the file after: an existing
+    FILE ended the command with a FileExistsError traceback and the token shown nowhere, so `create` left a
+    live (here admin) key nobody holds, and `rotate` had already set the old key to expire after the
+    overlap, with its successor's token lost: the client's outage was scheduled. The file is now made (new,
+    0600) before the key changes; when it cannot be, one error line and nothing changed."""
+    data, shared = tmp_path / "data", tmp_path / "shared"
+    shared.mkdir()
+    (shared / "taken").write_text("someone else's file\n")
+    done = _notify("keys", "create", "--name", "ci", "--scope", "admin", "--out", str(shared / "taken"),
+                   "--data-dir", str(data))
+    assert done.returncode == 2 and "Traceback" not in done.stderr and "───" not in done.stderr, done.stderr
+    assert "error:" in done.stderr and str(shared / "taken") in done.stderr
+    assert _active_keys(data) == []
+    assert (shared / "taken").read_text() == "someone else's file\n"
+
+    done = _notify("keys", "create", "--name", "ci", "--scope", "admin", "--out", str(shared / "k1"),
+                   "--data-dir", str(data))
+    assert done.returncode == 0, done.stderr
+    (key,) = _active_keys(data)
+    done = _notify("keys", "rotate", str(key["key_id"]), "--out", str(shared / "taken"), "--data-dir", str(data))
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    after = _active_keys(data)
+    assert [k["key_id"] for k in after] == [key["key_id"]] and after[0]["expires_at"] == key["expires_at"]
+
+
+def test_a_key_out_file_leaves_its_folders_mode_alone(tmp_path: Path) -> None:
+    """`--out` chmod-ed the folder it names to 0700, whoever's it was: `notify keys create --out
+    /tmp/ci.key` as root made /tmp 0700 (every other user's programs then fail on it); `--out ~/ci.key`
+    closed the home folder. The key file is 0600 itself; an existing folder keeps its mode (a folder the
+    command creates is 0700)."""
+    data, shared = tmp_path / "data", tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o755)
+    done = _notify("keys", "create", "--name", "ci", "--scope", "admin", "--out", str(shared / "ci.key"),
+                   "--data-dir", str(data))
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755
+    assert stat.S_IMODE((shared / "ci.key").stat().st_mode) == 0o600
+    done = _notify("keys", "create", "--name", "ci2", "--scope", "admin", "--out",
+                   str(tmp_path / "new" / "ci.key"), "--data-dir", str(data))
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
