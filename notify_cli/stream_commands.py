@@ -168,7 +168,9 @@ def serve(
 
     configure_logging(level=log_level.upper())
     settings, stream = _open(data_dir, kafka)
-    _secure(settings, insecure=insecure_no_auth)
+    _secure(settings, insecure=insecure_no_auth, listen=_listen_url(host, port, tls=bool(tls)))
+    if not tls and not _is_loopback(host):
+        _warn_clear_text(host)
     # Handlers get our settings handed over (runtime.configure), not through os.environ.
     runtime.configure(settings)
     gateway_args = {**tls_args, "headers_timeout_s": settings.request_headers_timeout_s,
@@ -185,8 +187,45 @@ def serve(
         stream.close()
 
 
-def _secure(settings: NotifySettings, *, insecure: bool) -> None:
-    """The first admin key (or the loud insecure mode), and an audit entry for how this server runs."""
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
+def _listen_url(host: str, port: int, *, tls: bool) -> str:
+    """Where the server listens, as an operator should read it (the banner names this, not
+    NOTIFY_PUBLIC_BASE_URL, which is only what the tracking links say)."""
+    import ipaddress
+
+    try:
+        unspecified = ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        unspecified = False
+    shown = f"[{host}]" if ":" in host else host
+    return f"{'https' if tls else 'http'}://{shown}:{port}" + (" (every interface)" if unspecified else "")
+
+
+def _warn_clear_text(host: str) -> None:
+    """Plain HTTP off the loopback is allowed (TLS may end at a proxy in front) but never silent: the API
+    keys and the users' data cross the network in clear text up to whatever ends TLS."""
+    import sys
+
+    print(f"!!  notify serve --host {host} without --tls-cert: API keys and personal data cross the network "
+          "in clear text.\n!!  Serve HTTPS (--tls-cert/--tls-key) or bind 127.0.0.1 behind a TLS proxy.",
+          file=sys.stderr, flush=True)
+    log.warning("serving plain HTTP beyond the loopback", extra={"host": host})
+
+
+def _secure(settings: NotifySettings, *, insecure: bool, listen: str) -> None:
+    """The first admin key (or the loud insecure mode, naming where the server ``listen``s), and an audit
+    entry for how this server runs."""
     import getpass
     import sys
 
@@ -202,7 +241,7 @@ def _secure(settings: NotifySettings, *, insecure: bool) -> None:
         if insecure:
             banner = "!" * 78
             print(f"{banner}\n!!  notify serve --insecure-no-auth: NO API KEYS CHECKED. Anyone who can reach "
-                  f"{settings.public_base_url}\n!!  can read and change campaigns, schedules and events. "
+                  f"{listen}\n!!  can read and change campaigns, schedules and events. "
                   f"Never use this outside a local experiment.\n{banner}", file=sys.stderr, flush=True)
             log.warning("serving WITHOUT authentication (--insecure-no-auth)")
             runtime.use_auth(None, insecure=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from notify_core.security.files import loose_entries
+from tests.servers import free_port, stop_process, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,3 +104,34 @@ def test_a_key_out_file_leaves_its_folders_mode_alone(tmp_path: Path) -> None:
                    str(tmp_path / "new" / "ci.key"), "--data-dir", str(data))
     assert done.returncode == 0, done.stderr
     assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+
+
+def _serve_stderr(tmp_path: Path, *args: str) -> str:
+    """Start a real `notify serve` with ``args``, wait until it answers, stop it; its stderr."""
+    port = free_port()
+    err = tmp_path / "serve.stderr"
+    with err.open("wb") as sink:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "notify_cli.main", "serve", "--port", str(port), "--data-dir",
+             str(tmp_path / "data"), *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=sink,
+            env={**{k: v for k, v in os.environ.items() if not k.upper().startswith("NOTIFY_")},
+                 "PYTHONPATH": str(ROOT)})
+        try:
+            wait_healthy(server, f"http://127.0.0.1:{port}")
+        finally:
+            stop_process(server)
+    return err.read_text(errors="replace")
+
+
+def test_serving_every_interface_without_tls_is_said_out_loud(tmp_path: Path) -> None:
+    """`notify serve --host 0.0.0.0` without --tls-cert served plain HTTP on every interface without a word:
+    API keys (X-API-Key) and the users' data crossed the network in clear text. With --insecure-no-auth the
+    banner named NOTIFY_PUBLIC_BASE_URL (http://127.0.0.1:8080 by default), not where it listened, so an
+    operator read "only this machine" while every host on the network could call every route. Both now
+    say where the server listens, and plain HTTP off the loopback gets its own warning."""
+    said = _serve_stderr(tmp_path, "--host", "0.0.0.0", "--insecure-no-auth")
+    assert "NO API KEYS CHECKED" in said
+    assert "0.0.0.0" in said and "every interface" in said
+    assert "clear text" in said and "--tls-cert" in said
+    quiet = _serve_stderr(tmp_path)  # the default: the loopback, keys checked
+    assert "clear text" not in quiet and "NO API KEYS" not in quiet
