@@ -21,6 +21,7 @@ from typing import Any
 
 from notify_core.clock import Clock
 from notify_core.errors import ConfigurationError, ForbiddenError, RateLimitedError, UnauthorizedError
+from notify_core.security.files import private_dir, write_private
 from notify_core.security.scopes import ADMIN
 from notify_core.store import tables
 from notify_core.store.port import Store
@@ -34,23 +35,36 @@ _CACHE_S = 1.0  # a key row read from the Store is reused this long (revocation 
 
 
 def load_or_create_pepper(path: Path) -> bytes:
-    """The server-side pepper: 32 random bytes in a 0600 file (its folder 0700), created on first use."""
-    if path.exists():
-        raw = path.read_text(encoding="ascii").strip()
-        try:
-            pepper = bytes.fromhex(raw)
-        except ValueError:
-            raise ConfigurationError(f"{path} does not hold a hex pepper") from None
-        if len(pepper) < 16:
-            raise ConfigurationError(f"{path}: the pepper must be at least 16 bytes")
-        return pepper
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path.parent, 0o700)
-    pepper = secrets.token_bytes(PEPPER_BYTES)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as out:
-        out.write(pepper.hex())
+    """The server-side pepper: 32 random bytes in a 0600 file (its folder 0700), created on first use.
+
+    A pepper file readable by others is refused, as the master key and the key rings beside it are."""
+    if not path.exists():
+        _create_pepper(path)
+    if os.stat(path).st_mode & 0o077:
+        raise ConfigurationError(f"pepper file {path} is readable by others: chmod 600 it")
+    raw = path.read_text(encoding="ascii").strip()
+    try:
+        pepper = bytes.fromhex(raw)
+    except ValueError:
+        raise ConfigurationError(f"{path} does not hold a hex pepper") from None
+    if len(pepper) < 16:
+        raise ConfigurationError(f"{path}: the pepper must be at least 16 bytes")
     return pepper
+
+
+def _create_pepper(path: Path) -> None:
+    """A new pepper, written whole beside ``path`` and linked into place only if no other process made one
+    first: two processes starting at once on a fresh data directory must agree on one, and neither may read
+    a file the other has created but not yet written."""
+    private_dir(path.parent)
+    tmp = write_private(path.with_name(f".{path.name}.{secrets.token_hex(6)}.new"),
+                        secrets.token_bytes(PEPPER_BYTES).hex().encode("ascii"))
+    try:
+        os.link(tmp, path)
+    except FileExistsError:  # another process's came first: use it
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def resolve_pepper(*, configured: str | None, env: str, secrets_dir: Path) -> bytes:

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from notify_core.errors import ConfigurationError
 from notify_core.security.files import loose_entries
+from notify_core.security.keycheck import load_or_create_pepper
 from tests.servers import free_port, stop_process, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,3 +137,30 @@ def test_serving_every_interface_without_tls_is_said_out_loud(tmp_path: Path) ->
     assert "clear text" in said and "--tls-cert" in said
     quiet = _serve_stderr(tmp_path)  # the default: the loopback, keys checked
     assert "clear text" not in quiet and "NO API KEYS" not in quiet
+
+
+def test_a_pepper_file_readable_by_others_is_refused(tmp_path: Path) -> None:
+    """The API key pepper was used whatever its file's mode: a secrets folder copied back with `cp -r`
+    (umask 022) left the pepper 0644 and every local user could read it, while the master key and the key
+    rings in the same folder are refused in that state ("chmod 600 it"). It is refused the same way."""
+    path = tmp_path / "secrets" / "api_key_pepper"
+    first = load_or_create_pepper(path)
+    os.chmod(path, 0o644)
+    with pytest.raises(ConfigurationError, match="readable by others"):
+        load_or_create_pepper(path)
+    os.chmod(path, 0o600)
+    assert load_or_create_pepper(path) == first
+
+
+def test_two_processes_creating_the_pepper_at_once_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pepper was checked for (`exists`) and then created with O_EXCL and written after: a process that
+    lost the race between the two (`notify serve` and `notify worker` started together on a fresh data
+    directory) died with FileExistsError, and one that read in between got an empty file ("the pepper must
+    be at least 16 bytes"). It is now written whole beside and linked into place; the loser reads the
+    winner's pepper."""
+    path = tmp_path / "secrets" / "api_key_pepper"
+    theirs = load_or_create_pepper(path)  # the other process's, made just after this one looked
+    real_exists = Path.exists
+    monkeypatch.setattr(Path, "exists", lambda self, **kw: False if self == path else real_exists(self, **kw))
+    assert load_or_create_pepper(path) == theirs
+    assert sorted(p.name for p in path.parent.iterdir()) == ["api_key_pepper"]  # no temp file left
