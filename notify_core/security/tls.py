@@ -12,6 +12,7 @@ both the producer and the consumer take them from.
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,8 @@ from notify_core.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from notify_core.settings import NotifySettings
+
+log = logging.getLogger(__name__)
 
 MINIMUM_TLS = ssl.TLSVersion.TLSv1_2
 
@@ -77,4 +80,8 @@ def kafka_security_config(settings: NotifySettings) -> dict[str, str]:
                 raise ConfigurationError(f"SASL {sasl} needs NOTIFY_KAFKA_SASL_USERNAME and _PASSWORD")
             config["sasl.username"] = settings.kafka_sasl_username
             config["sasl.password"] = settings.kafka_sasl_password
+        if protocol == "SASL_PLAINTEXT" and sasl == "PLAIN":  # allowed (a broker on this host), never silent
+            log.warning("Kafka over SASL_PLAINTEXT with PLAIN: the password and every event cross the network in "
+                        "clear text; set NOTIFY_KAFKA_SECURITY_PROTOCOL=SASL_SSL",
+                        extra={"kafka_security_protocol": protocol, "kafka_sasl_mechanism": sasl})
     return config

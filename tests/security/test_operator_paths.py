@@ -15,6 +15,8 @@ import pytest
 from notify_core.errors import ConfigurationError
 from notify_core.security.files import loose_entries
 from notify_core.security.keycheck import load_or_create_pepper
+from notify_core.security.tls import kafka_security_config
+from notify_core.settings import load_settings
 from tests.servers import free_port, stop_process, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -164,3 +166,32 @@ def test_two_processes_creating_the_pepper_at_once_agree(tmp_path: Path, monkeyp
     monkeypatch.setattr(Path, "exists", lambda self, **kw: False if self == path else real_exists(self, **kw))
     assert load_or_create_pepper(path) == theirs
     assert sorted(p.name for p in path.parent.iterdir()) == ["api_key_pepper"]  # no temp file left
+
+
+def test_a_kafka_password_sent_in_clear_text_is_warned_about(tmp_path: Path) -> None:
+    """NOTIFY_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT with the PLAIN mechanism sends the Kafka password, and
+    every event, over the network unencrypted; it was accepted without a word (only an implied protocol is
+    made SASL_SSL). It is still allowed (a broker on the same host), but each client's configuration now
+    logs a warning naming the setting."""
+    import logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("notify_core.security.tls")
+    logger.addHandler(handler)
+    previous = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        plain = load_settings(data_dir=tmp_path, kafka_security_protocol="SASL_PLAINTEXT",
+                              kafka_sasl_mechanism="PLAIN", kafka_sasl_username="u", kafka_sasl_password="hunter22")
+        assert kafka_security_config(plain)["security.protocol"] == "sasl_plaintext"
+        secure = load_settings(data_dir=tmp_path, kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="PLAIN",
+                               kafka_sasl_username="u", kafka_sasl_password="hunter22")
+        kafka_security_config(secure)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+    assert len(records) == 1 and records[0].levelno == logging.WARNING
+    said = records[0].getMessage() + str(vars(records[0]))
+    assert "SASL_PLAINTEXT" in said and "clear text" in said and "hunter22" not in said
