@@ -4,10 +4,12 @@ about when a flag weakens security. Each command runs in a real process, as an o
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from notify_core.security.files import loose_entries
 from notify_core.security.keycheck import load_or_create_pepper
 from notify_core.security.tls import kafka_security_config
 from notify_core.settings import load_settings
+from notify_core.store.factory import build_store
 from tests.servers import free_port, stop_process, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -173,15 +176,7 @@ def test_a_kafka_password_sent_in_clear_text_is_warned_about(tmp_path: Path) -> 
     every event, over the network unencrypted; it was accepted without a word (only an implied protocol is
     made SASL_SSL). It is still allowed (a broker on the same host), but each client's configuration now
     logs a warning naming the setting."""
-    import logging
-
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
-    logger = logging.getLogger("notify_core.security.tls")
-    logger.addHandler(handler)
-    previous = logger.level
-    logger.setLevel(logging.WARNING)
+    records, stop = _warnings_of("notify_core.security.tls")
     try:
         plain = load_settings(data_dir=tmp_path, kafka_security_protocol="SASL_PLAINTEXT",
                               kafka_sasl_mechanism="PLAIN", kafka_sasl_username="u", kafka_sasl_password="hunter22")
@@ -190,8 +185,38 @@ def test_a_kafka_password_sent_in_clear_text_is_warned_about(tmp_path: Path) -> 
                                kafka_sasl_username="u", kafka_sasl_password="hunter22")
         kafka_security_config(secure)
     finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous)
+        stop()
     assert len(records) == 1 and records[0].levelno == logging.WARNING
     said = records[0].getMessage() + str(vars(records[0]))
     assert "SASL_PLAINTEXT" in said and "clear text" in said and "hunter22" not in said
+
+
+def _warnings_of(logger_name: str) -> tuple[list[logging.LogRecord], Callable[[], None]]:
+    """The WARNING+ records ``logger_name`` emits from now on, and the call that stops collecting."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger(logger_name)
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+
+    def stop() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+    return records, stop
+
+
+def test_a_store_with_personal_fields_in_clear_is_warned_about(tmp_path: Path) -> None:
+    """NOTIFY_ENCRYPT_PERSONAL_FIELDS=false (the switch that turns sealing at rest off) built a Store that
+    writes emails and names in clear without a word in any log, so a leftover test setting in a deployment's
+    environment went unnoticed. Each Store built so now logs a warning naming the setting."""
+    records, stop = _warnings_of("notify_core.store.factory")
+    try:
+        build_store(load_settings(data_dir=tmp_path / "sealed")).close()
+        assert records == []
+        build_store(load_settings(data_dir=tmp_path / "clear", encrypt_personal_fields=False)).close()
+    finally:
+        stop()
+    assert len(records) == 1 and "NOTIFY_ENCRYPT_PERSONAL_FIELDS" in records[0].getMessage()
