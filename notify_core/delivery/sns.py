@@ -20,8 +20,10 @@ from notify_core.delivery.channels import (
 _SUBJECT_MAX = 99
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _GROUP_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+# Error codes as they come on the wire (``Error.Code``), not the service model's shape names: SNS answers a
+# throttled KMS call on an encrypted topic with ``KMSThrottling`` (shape ``KMSThrottlingException``), HTTP 400.
 _SNS_RETRYABLE = frozenset({"Throttling", "ThrottlingException", "ThrottledException", "InternalError",
-                            "InternalFailure", "ServiceUnavailable", "KMSThrottlingException"})
+                            "InternalFailure", "ServiceUnavailable", "KMSThrottling", "KMSThrottlingException"})
 
 
 class SnsChannel:

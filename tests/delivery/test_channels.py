@@ -260,3 +260,31 @@ def test_the_sns_channel_carries_the_one_click_unsubscribe_as_message_attributes
     assert attributes[0]["List-Unsubscribe"] == f"<{link}>"
     assert attributes[0]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert "List-Unsubscribe" not in attributes[1] and attributes[1]["idempotency_key"] == "n2"
+
+
+@mock_aws
+@pytest.mark.parametrize(("code", "status", "outcome"), [
+    ("KMSThrottling", 400, Outcome.RETRYABLE),  # SNS's own code for a throttled KMS call (botocore's model)
+    ("Throttling", 400, Outcome.RETRYABLE),
+    ("InternalError", 500, Outcome.RETRYABLE),
+    ("EndpointDisabled", 400, Outcome.PERMANENT),
+    ("InvalidParameter", 400, Outcome.PERMANENT),  # e.g. a message over SNS's 256 KB
+    ("KMSDisabled", 400, Outcome.PERMANENT),
+])
+def test_an_sns_error_lands_as_retry_or_dead_letter_by_its_code(code: str, status: int, outcome: Outcome) -> None:
+    """SNS answers a throttled KMS call on an encrypted topic with the error code ``KMSThrottling`` (HTTP 400;
+    ``KMSThrottlingException`` is the shape's name in the service model, not the code on the wire). The
+    retryable set held only the shape's name, so a burst on an encrypted topic dead-lettered its
+    notifications as permanent failures instead of retrying them a moment later."""
+    client = boto3.client("sns", region_name="eu-west-1")
+    arn = client.create_topic(Name="notify")["TopicArn"]
+
+    def refuse(**_: Any) -> None:
+        from botocore.exceptions import ClientError
+
+        raise ClientError({"Error": {"Code": code, "Type": "Sender", "Message": "refused"},
+                           "ResponseMetadata": {"HTTPStatusCode": status}}, "Publish")
+
+    client.meta.events.register("before-call.sns.Publish", refuse)
+    result = SnsChannel(arn, region="eu-west-1", client=client).send(MSG, idempotency_key="n1")
+    assert (result.outcome, result.detail) == (outcome, f"SNS {code}")
