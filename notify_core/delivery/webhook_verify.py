@@ -73,22 +73,29 @@ def parse_signature_header(value: str) -> list[tuple[str | None, str]]:
 
 class ReplayGuard:
     """Remembers the requests accepted inside the replay window (by their signed content), so a replay
-    inside it is refused however its signature header is spelled."""
+    inside it is refused however its signature header is spelled.
+
+    Each request is kept until its signed timestamp leaves the window :func:`verify` checks (``until``:
+    timestamp + ``tolerance_s``), not for a fixed time after it was accepted: a timestamp ahead of the
+    receiver's clock stays acceptable longer, and a receiver may pass a ``tolerance_s`` other than
+    ``window_s``; either way a guard that forgot earlier let the same captured request in again."""
 
     def __init__(self, *, window_s: float = DEFAULT_TOLERANCE_S, max_entries: int = 1_000_000) -> None:
         self._window = window_s
         self._max = max_entries
-        self._seen: dict[str, float] = {}
+        self._seen: dict[str, float] = {}  # key -> the time after which it can no longer pass verify
         self._lock = threading.Lock()
 
-    def check_and_remember(self, key: str, *, now: float) -> bool:
-        """True the first time ``key`` is seen inside the window."""
+    def check_and_remember(self, key: str, *, now: float, until: float | None = None) -> bool:
+        """True the first time ``key`` is seen while remembered; it is remembered up to ``until`` (epoch
+        seconds, inclusive; ``now + 2 * window_s`` without it)."""
+        expires = now + 2 * self._window if until is None else until
         with self._lock:
             if len(self._seen) >= self._max or len(self._seen) % 1024 == 0:
-                self._seen = {k: t for k, t in self._seen.items() if t > now - 2 * self._window}
+                self._seen = {k: t for k, t in self._seen.items() if t >= now}
             if key in self._seen:
                 return False
-            self._seen[key] = now
+            self._seen[key] = expires
             return True
 
 
@@ -124,6 +131,6 @@ def verify(
     # The replay key is what was signed (timestamp and body), not the header's text: the header itself is
     # not signed, so an extra entry, a space or another key id's signature must not make a replay new.
     signed = hashlib.sha256(timestamp.encode() + b"." + body).hexdigest()
-    if guard is not None and not guard.check_and_remember(signed, now=current):
+    if guard is not None and not guard.check_and_remember(signed, now=current, until=sent + tolerance_s):
         raise WebhookVerificationError("replayed request")
     return matched

@@ -136,3 +136,28 @@ def test_the_receiver_module_needs_only_the_standard_library() -> None:
                 for alias in node.names}
     imported |= {str(node.module).split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert imported <= {"__future__", "hashlib", "hmac", "threading", "time", "collections"}
+
+
+def test_the_replay_guard_remembers_a_request_as_long_as_its_timestamp_passes_the_window() -> None:
+    """The guard forgot a request ``2 * window_s`` after it accepted it (its own ``window_s``, 300 s), whatever
+    ``tolerance_s`` the receiver passed to ``verify`` and however far ahead the signed timestamp was: a
+    receiver allowing 10 minutes of clock skew (``tolerance_s=600``) accepted, at a 600-s-ahead timestamp, the
+    same captured request again once the guard had pruned it (at its next prune, every 1,024 entries), and
+    with the defaults a request signed 300 s ahead replayed at exactly 600 s passed too. Now the guard keeps
+    each request until its signed timestamp leaves the window ``verify`` checks."""
+    secrets = {"k1": b"s" * 32}
+
+    def signed(body: bytes, ts: str) -> dict[str, object]:
+        return dict(body=body, timestamp=ts, signature=signature_header([("k1", secrets["k1"])], body, ts),
+                    secrets=secrets)
+
+    now = 1900000000.0
+    for tolerance, ahead, later in ((600.0, 600.0, 700.0), (300.0, 300.0, 600.0)):
+        guard = ReplayGuard()
+        captured = signed(b'{"n":"captured"}', f"{now + ahead:.3f}")
+        assert verify(**captured, now=now, tolerance_s=tolerance, guard=guard) == "k1"  # type: ignore[arg-type]
+        for i in range(1023):  # other traffic, up to the guard's next prune
+            verify(**signed(b'{"n":%d}' % i, f"{now:.3f}"), now=now, tolerance_s=tolerance,  # type: ignore[arg-type]
+                   guard=guard)
+        with pytest.raises(WebhookVerificationError, match="replayed"):
+            verify(**captured, now=now + later, tolerance_s=tolerance, guard=guard)  # type: ignore[arg-type]
