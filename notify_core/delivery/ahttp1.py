@@ -7,9 +7,10 @@ Why: with one blocking connection per sending thread, 16 threads take turns on o
 a read of one buffer. It answers what the thread client answers, with the same bounds: ``Content-Length``,
 chunked and close-delimited bodies, interim ``1xx``, keep-alive and ``Connection: close``, TLS through an
 ``ssl.SSLContext``; a head over :data:`~notify_core.delivery.http1.MAX_HEAD` or a body over
-:data:`~notify_core.delivery.http1.MAX_BODY` is a :class:`ProtocolError`, and the whole response must
-arrive within ``timeout_s * RESPONSE_TIMEOUTS`` (a receiver trickling a byte a second cannot hold a
-sender for ever).
+:data:`~notify_core.delivery.http1.MAX_BODY` is a :class:`ProtocolError`, each read must return within
+``timeout_s`` and the whole response arrive within ``timeout_s * RESPONSE_TIMEOUTS`` (a receiver trickling
+a byte a second cannot hold a sender for ever). A read here is one step (the head, a body, a chunk line),
+where the thread client's is one ``recv``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class AsyncHttp1Connection:
         self.tls = tls
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._deadline: asyncio.Timeout | None = None  # the running request's timer (see _idle)
+        self._end = 0.0  # the running request's whole-response deadline, in loop time
 
     @property
     def is_open(self) -> bool:
@@ -67,14 +70,19 @@ class AsyncHttp1Connection:
         """Send a complete request (head, blank line and body in ``data``) and read the whole response;
         returns its status. Raises ``TimeoutError``, :class:`Disconnected`, ``OSError`` or
         :class:`ProtocolError`; after any of them the connection is closed."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.timeout_s * RESPONSE_TIMEOUTS
         try:
-            async with asyncio.timeout(self.timeout_s * RESPONSE_TIMEOUTS):
+            async with asyncio.timeout_at(end) as deadline:
+                self._deadline, self._end = deadline, end
+                self._idle()
                 if self._writer is None:
                     await self._open()
                 assert self._reader is not None and self._writer is not None
                 self._writer.write(data)
                 first = True
                 while True:
+                    self._idle()
                     status, headers, version = await self._read_head(first=first)
                     first = False
                     if 100 <= status < 200 and status != 101:
@@ -87,6 +95,14 @@ class AsyncHttp1Connection:
         except BaseException:
             self.close()
             raise
+
+    def _idle(self) -> None:
+        """Arm the timeout for the next read: ``timeout_s`` from now, within the whole response's deadline.
+        Why: the thread client bounds each read by ``timeout_s``; bounding only the whole response let a
+        receiver silent for up to ``RESPONSE_TIMEOUTS`` timeouts count as delivered here and as a timeout
+        (a retry) there. One timer rescheduled per read, not a new one (``asyncio.timeout`` costs ~8 us)."""
+        assert self._deadline is not None
+        self._deadline.reschedule(min(self._end, asyncio.get_running_loop().time() + self.timeout_s))
 
     async def _read_head(self, *, first: bool) -> tuple[int, dict[bytes, bytes], bytes]:
         assert self._reader is not None
@@ -104,6 +120,7 @@ class AsyncHttp1Connection:
         if n > MAX_BODY:
             raise ProtocolError(f"response body of {n} bytes is over the {MAX_BODY}-byte limit")
         assert self._reader is not None
+        self._idle()
         try:
             await self._reader.readexactly(n)
         except asyncio.IncompleteReadError:
@@ -111,6 +128,7 @@ class AsyncHttp1Connection:
 
     async def _line(self) -> bytes:
         assert self._reader is not None
+        self._idle()
         try:
             return (await self._reader.readuntil(b"\r\n"))[:-2]
         except asyncio.IncompleteReadError:
@@ -147,6 +165,7 @@ class AsyncHttp1Connection:
         assert self._reader is not None
         received = 0
         while True:
+            self._idle()
             chunk = await self._reader.read(65536)
             if not chunk:
                 break

@@ -115,3 +115,64 @@ def test_a_hostile_receiver_cannot_make_the_sender_buffer_or_wait_without_bound(
         stop.set()
         server.close()
         thread.join(timeout=5)
+
+
+def test_a_receiver_silent_past_the_timeout_is_a_timeout_on_both_senders() -> None:
+    """The thread client bounds every read by ``timeout_s`` (and the whole response by ``RESPONSE_TIMEOUTS``
+    of them); the async client bounded only the whole response, so a receiver that said nothing for twice
+    ``webhook_timeout_s`` and then answered 200 was a retry (a timeout) on the threaded senders and a
+    delivery on the async ones: the same receiver, two outcomes, and the async senders held a connection
+    three times as long as the setting says before giving up on a silent receiver."""
+    from datetime import UTC, datetime
+
+    from notify_core.clock import ManualClock
+    from notify_core.delivery.channels import Message, Outcome, WebhookChannel
+
+    timeout = 0.3
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                stop.wait(2 * timeout)  # silent for twice the timeout, then a plain 200
+                with contextlib.suppress(OSError):
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    message = Message(notification_id="n1", user_id="u1", campaign_id="c1", title="T", body="hi", link="l",
+                      open_pixel="p", send_at="2031-01-01T10:00:00Z")
+    channel = WebhookChannel(f"http://127.0.0.1:{server.getsockname()[1]}/hook", secret="s",
+                             clock=ManualClock(datetime(2031, 1, 1, 10, tzinfo=UTC)), timeout_s=timeout)
+    try:
+        threaded = channel.send(message, idempotency_key="n1")
+        sender = channel.async_sender()
+
+        async def go() -> Outcome:
+            try:
+                return (await sender.send(message, idempotency_key="n1")).outcome
+            finally:
+                sender.close()
+
+        started = time.monotonic()
+        on_the_loop = asyncio.run(go())
+        waited = time.monotonic() - started
+    finally:
+        channel.close()
+        stop.set()
+        server.close()
+        thread.join(timeout=5)
+    assert threaded.outcome is Outcome.RETRYABLE and threaded.detail.startswith("timeout")
+    assert on_the_loop is Outcome.RETRYABLE
+    assert waited < 2 * timeout
