@@ -45,6 +45,7 @@ class AsyncHttp1Connection:
         self._writer: asyncio.StreamWriter | None = None
         self._deadline: asyncio.Timeout | None = None  # the running request's timer (see _idle)
         self._end = 0.0  # the running request's whole-response deadline, in loop time
+        self.retry_after: bytes | None = None  # the last final response's Retry-After (the worker honours it)
 
     @property
     def is_open(self) -> bool:
@@ -88,6 +89,7 @@ class AsyncHttp1Connection:
                     if 100 <= status < 200 and status != 101:
                         continue  # interim (100 Continue, 103 Early Hints): the real answer follows
                     break
+                self.retry_after = headers.get(b"retry-after")
                 await self._read_body(status, headers)
             if not keeps_alive(headers, version):
                 self.close()

@@ -7,7 +7,8 @@
   one ``sha256=<hex>;kid=<id>`` entry per signing key, several during a key rotation's overlap; receivers
   run :func:`notify_core.delivery.webhook_verify.verify`), with an ``Idempotency-Key`` header the receiver
   uses to drop the rare duplicate at-least-once implies.
-  5xx, 408, 429, timeouts and connection errors are retryable; other 4xx are permanent.
+  5xx, 408, 425, 429, timeouts and connection errors are retryable (a ``Retry-After`` on the answer puts
+  the retry no sooner, up to an hour: :func:`retry_after_s`); other 4xx are permanent.
 * :class:`notify_core.delivery.sns.SnsChannel`: AWS SNS for the aws environment (FIFO topics deduplicate on
   the key), in its own module so that boto3 stays in the adapter.
 
@@ -31,6 +32,7 @@ import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
@@ -96,6 +98,8 @@ class SendResult:
     outcome: Outcome
     status: int | None = None  # HTTP status where there is one
     detail: str = ""
+    # a retryable answer's Retry-After in seconds: the retry is due no sooner (Outcomes.prepare)
+    retry_after_s: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -357,7 +361,8 @@ class WebhookChannel:
         for fresh in (False, True):
             conn = self._connections.renew() if fresh else self._connections.get()
             try:
-                return _result(conn.request(request, b""))
+                status = conn.request(request, b"")
+                return _result(status, retry_after=conn.retry_after, now=self._clock.now())
             except (OSError, ProtocolError) as exc:
                 failed = _failed(exc, retry_on_a_new_connection=reused and not fresh)
                 if failed is not None:
@@ -373,9 +378,35 @@ class WebhookChannel:
         self._connections.close_all()
 
 
-def _result(status: int) -> SendResult:
+def _result(status: int, *, retry_after: bytes | None, now: float) -> SendResult:
     outcome = classify_status(status)
-    return SendResult(outcome, status=status, detail="" if outcome is Outcome.DELIVERED else f"HTTP {status}")
+    wait = retry_after_s(retry_after, now=now) if outcome is Outcome.RETRYABLE else None
+    return SendResult(outcome, status=status, detail="" if outcome is Outcome.DELIVERED else f"HTTP {status}",
+                      retry_after_s=wait)
+
+
+MAX_RETRY_AFTER_S = 3600.0  # a receiver may defer a retry by up to an hour, not park a message for ever
+
+
+def retry_after_s(value: bytes | None, *, now: float) -> float | None:
+    """A ``Retry-After`` header (delta-seconds, or an HTTP-date read against ``now``) in seconds from ``now``,
+    at most :data:`MAX_RETRY_AFTER_S`; None when absent, malformed or not ahead. Why: a rate-limited receiver
+    (429, 503) says when it will take requests again; the fixed retry schedule (1 s, 5 s, 20 s) spent every
+    attempt inside that window and dead-lettered what the receiver had only deferred."""
+    if not value:
+        return None
+    text = value.decode("latin-1").strip()
+    if text.isdigit():
+        seconds = float(int(text))
+    else:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - now
+    return min(seconds, MAX_RETRY_AFTER_S) if seconds > 0 else None
 
 
 def _failed(exc: OSError | ProtocolError, *, retry_on_a_new_connection: bool) -> SendResult | None:
@@ -411,7 +442,8 @@ class AsyncWebhookSender:
         reused = self._conn.is_open
         for fresh in (False, True):
             try:
-                return _result(await self._conn.request(request))
+                status = await self._conn.request(request)
+                return _result(status, retry_after=self._conn.retry_after, now=self._channel._clock.now())
             except (OSError, ProtocolError) as exc:
                 failed = _failed(exc, retry_on_a_new_connection=reused and not fresh)
                 if failed is not None:

@@ -64,6 +64,7 @@ class Http1Connection:
         self._sock: socket.socket | None = None
         self._buf = bytearray()
         self._deadline = 0.0
+        self.retry_after: bytes | None = None  # the last final response's Retry-After (the worker honours it)
 
     @property
     def is_open(self) -> bool:
@@ -98,6 +99,7 @@ class Http1Connection:
                 if 100 <= status < 200 and status != 101:
                     continue  # interim (100 Continue, 103 Early Hints): the real answer follows
                 break
+            self.retry_after = headers.get(b"retry-after")
             self._read_body(status, headers)
             connection = headers.get(b"connection", b"").lower()
             if connection == b"close" or (version == b"HTTP/1.0" and connection != b"keep-alive"):

@@ -197,7 +197,9 @@ class Outcomes:
                       "latency_s": round(lateness, 4)}
             outcome = "delivered"
         elif result.outcome is Outcome.RETRYABLE and attempt < self.options.max_attempts:
-            due = now + self.options.retry_delays_s[attempt - 1]
+            # no sooner than the receiver's Retry-After (capped by the channel): retrying inside the window a
+            # rate-limited receiver asked for spends the attempts on refusals and dead-letters the message
+            due = now + max(self.options.retry_delays_s[attempt - 1], result.retry_after_s or 0.0)
             shard = int(item.get("shard") or 0)
             entry = {"pk": tables.schedule_pk(minute_key(due), shard), "sk": tables.retry_sk(int(due * 1000),
                      str(item["notification_id"])), "schedule_pk": item["pk"], "schedule_sk": item["sk"],
