@@ -46,6 +46,8 @@ class AsyncHttp1Connection:
         self._deadline: asyncio.Timeout | None = None  # the running request's timer (see _idle)
         self._end = 0.0  # the running request's whole-response deadline, in loop time
         self.retry_after: bytes | None = None  # the last final response's Retry-After (the worker honours it)
+        # the status of this request's final answer once its head is read, even if its body then fails
+        self.answered: int | None = None
 
     @property
     def is_open(self) -> bool:
@@ -73,6 +75,7 @@ class AsyncHttp1Connection:
         :class:`ProtocolError`; after any of them the connection is closed."""
         loop = asyncio.get_running_loop()
         end = loop.time() + self.timeout_s * RESPONSE_TIMEOUTS
+        self.answered = None
         try:
             async with asyncio.timeout_at(end) as deadline:
                 self._deadline, self._end = deadline, end
@@ -90,6 +93,7 @@ class AsyncHttp1Connection:
                         continue  # interim (100 Continue, 103 Early Hints): the real answer follows
                     break
                 self.retry_after = headers.get(b"retry-after")
+                self.answered = status
                 await self._read_body(status, headers)
             if not keeps_alive(headers, version):
                 self.close()

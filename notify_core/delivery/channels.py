@@ -364,6 +364,8 @@ class WebhookChannel:
                 status = conn.request(request, b"")
                 return _result(status, retry_after=conn.retry_after, now=self._clock.now())
             except (OSError, ProtocolError) as exc:
+                if conn.answered is not None:  # the head arrived: the answer is its status (see _result)
+                    return _result(conn.answered, retry_after=conn.retry_after, now=self._clock.now())
                 failed = _failed(exc, retry_on_a_new_connection=reused and not fresh)
                 if failed is not None:
                     return failed
@@ -379,6 +381,10 @@ class WebhookChannel:
 
 
 def _result(status: int, *, retry_after: bytes | None, now: float) -> SendResult:
+    """The outcome of a receiver's answer, by its status line alone. A body over the client's limit, cut
+    short or never ending after the head still leaves the status the receiver sent (the connection is
+    dropped): counting it a connection error sent an accepted (2xx) notification again on every attempt and
+    retried a refused (4xx) one."""
     outcome = classify_status(status)
     wait = retry_after_s(retry_after, now=now) if outcome is Outcome.RETRYABLE else None
     return SendResult(outcome, status=status, detail="" if outcome is Outcome.DELIVERED else f"HTTP {status}",
@@ -445,6 +451,9 @@ class AsyncWebhookSender:
                 status = await self._conn.request(request)
                 return _result(status, retry_after=self._conn.retry_after, now=self._channel._clock.now())
             except (OSError, ProtocolError) as exc:
+                if self._conn.answered is not None:  # the head arrived: the answer is its status (see _result)
+                    return _result(self._conn.answered, retry_after=self._conn.retry_after,
+                                   now=self._channel._clock.now())
                 failed = _failed(exc, retry_on_a_new_connection=reused and not fresh)
                 if failed is not None:
                     return failed

@@ -65,6 +65,8 @@ class Http1Connection:
         self._buf = bytearray()
         self._deadline = 0.0
         self.retry_after: bytes | None = None  # the last final response's Retry-After (the worker honours it)
+        # the status of this request's final answer once its head is read, even if its body then fails
+        self.answered: int | None = None
 
     @property
     def is_open(self) -> bool:
@@ -89,6 +91,7 @@ class Http1Connection:
         returns its status. Raises ``TimeoutError``, :class:`Disconnected`, ``OSError`` or
         :class:`ProtocolError`; after any of them the connection is closed."""
         self._deadline = time.monotonic() + self.timeout_s * RESPONSE_TIMEOUTS
+        self.answered = None
         try:
             if self._sock is None:
                 self._sock = self._open()
@@ -100,6 +103,7 @@ class Http1Connection:
                     continue  # interim (100 Continue, 103 Early Hints): the real answer follows
                 break
             self.retry_after = headers.get(b"retry-after")
+            self.answered = status
             self._read_body(status, headers)
             connection = headers.get(b"connection", b"").lower()
             if connection == b"close" or (version == b"HTTP/1.0" and connection != b"keep-alive"):
