@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from notify_core.delivery.channels import Message
-from notify_core.delivery.templates import DEFAULT_TEMPLATE, render_template
+from notify_core.delivery.templates import DEFAULT_TEMPLATE, MAX_RENDERED_CHARS, render_template
 from notify_core.delivery.tracking import TrackingLinks
 
 
@@ -77,7 +77,9 @@ def render(
     template = camp.get("template") or DEFAULT_TEMPLATE
     body = _BLANKS.sub(" ", fill(str(template), context)).strip()
     if link not in body:  # every message carries its tracking link, whatever the template says
-        body = f"{body} {link}".strip()
+        # cut the text to leave room for it: when the cap (MAX_RENDERED_CHARS) took the template's own {url},
+        # appending to the capped text made a body over the cap ending in a cut, dead link before the whole one
+        body = f"{body[: MAX_RENDERED_CHARS - len(link) - 1].rstrip()} {link}".strip()
     return Message(
         notification_id=nid, user_id=str(item["user_id"]), campaign_id=str(item["campaign_id"]),
         title=(name or str(item["campaign_id"]))[:200], body=body, link=link,
