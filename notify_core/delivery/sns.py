@@ -21,8 +21,9 @@ _SUBJECT_MAX = 99
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _GROUP_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 # Error codes as they come on the wire (``Error.Code``), not the service model's shape names: SNS answers a
-# throttled KMS call on an encrypted topic with ``KMSThrottling`` (shape ``KMSThrottlingException``), HTTP 400.
-_SNS_RETRYABLE = frozenset({"Throttling", "ThrottlingException", "ThrottledException", "InternalError",
+# throttled KMS call on an encrypted topic with ``KMSThrottling`` (shape ``KMSThrottlingException``), HTTP 400,
+# and its own throttling with ``Throttled`` (shape ``ThrottledException``), HTTP 429.
+_SNS_RETRYABLE = frozenset({"Throttling", "ThrottlingException", "Throttled", "ThrottledException", "InternalError",
                             "InternalFailure", "ServiceUnavailable", "KMSThrottling", "KMSThrottlingException"})
 
 
@@ -65,7 +66,7 @@ class SnsChannel:
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-            retry = code in _SNS_RETRYABLE or status >= 500
+            retry = code in _SNS_RETRYABLE or status >= 500 or status == 429
             return SendResult(Outcome.RETRYABLE if retry else Outcome.PERMANENT, status=status or None,
                               detail=f"SNS {code}")
         except BotoCoreError as exc:  # endpoint unreachable, read timeout

@@ -266,6 +266,7 @@ def test_the_sns_channel_carries_the_one_click_unsubscribe_as_message_attributes
 @pytest.mark.parametrize(("code", "status", "outcome"), [
     ("KMSThrottling", 400, Outcome.RETRYABLE),  # SNS's own code for a throttled KMS call (botocore's model)
     ("Throttling", 400, Outcome.RETRYABLE),
+    ("Throttled", 429, Outcome.RETRYABLE),  # the model's ThrottledException, on the wire as Throttled, HTTP 429
     ("InternalError", 500, Outcome.RETRYABLE),
     ("EndpointDisabled", 400, Outcome.PERMANENT),
     ("InvalidParameter", 400, Outcome.PERMANENT),  # e.g. a message over SNS's 256 KB
