@@ -88,7 +88,9 @@ def _format(value: Any, spec: str) -> str:
         elif kind in ("f", "%") and not isinstance(value, float | int):
             value = float(value)
         return format(value, spec)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):  # OverflowError: "inf" or "1e999" under ":d" (int(inf))
+        # a value the spec does not fit renders as its text: an exception here would leave render, outside
+        # the channel's guard, and stop the worker's pass on one user's attribute
         return str(value)
 
 
