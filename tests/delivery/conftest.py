@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -121,3 +123,30 @@ class AsyncSenderOf:
 
     def close(self) -> None:
         return None
+
+
+@contextlib.contextmanager
+def raw_receiver(handle: Callable[[socket.socket, threading.Event], None]) -> Iterator[str]:
+    """A real HTTP server on a local port whose every connection is ``handle(conn, stop)`` on a thread of its
+    own (a receiver misbehaving in a way no framework will: silent, endless, scripted bytes); yields its
+    URL. ``stop`` is set when the block ends, then the server closes."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn, stop), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/hook"
+    finally:
+        stop.set()
+        with contextlib.suppress(OSError):
+            server.close()
+        thread.join(timeout=5)

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from notify_core.clock import ManualClock
 from notify_core.delivery import WebhookChannel
 from notify_core.delivery.channels import AsyncWebhookSender, Message, Outcome, SendResult
-from tests.delivery.conftest import SECRET
+from tests.delivery.conftest import SECRET, raw_receiver
 
 
 def test_an_answer_whose_body_is_refused_or_never_ends_is_classified_by_its_status(clock: ManualClock) -> None:
@@ -49,10 +49,8 @@ def test_an_answer_whose_body_is_refused_or_never_ends_is_classified_by_its_stat
 @contextmanager
 def endless(head: bytes) -> Iterator[str]:
     """A real HTTP server answering each request with ``head`` and then body bytes until the client hangs up."""
-    server = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
 
-    def one(conn: socket.socket) -> None:
+    def one(conn: socket.socket, stop: threading.Event) -> None:
         with conn, contextlib.suppress(OSError):
             data = b""
             while b"\r\n\r\n" not in data:
@@ -61,20 +59,5 @@ def endless(head: bytes) -> Iterator[str]:
             while not stop.wait(0.02):
                 conn.sendall(b"x" * 4096)
 
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            threading.Thread(target=one, args=(conn,), daemon=True).start()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.getsockname()[1]}/hook"
-    finally:
-        stop.set()
-        with contextlib.suppress(OSError):
-            server.close()
-        thread.join(timeout=5)
+    with raw_receiver(one) as url:
+        yield url

@@ -17,6 +17,7 @@ from notify_core.delivery.synthetic import seed_due
 from notify_core.delivery.tracking import sign_token, track
 from notify_core.errors import CountsNotAddedError
 from notify_core.security.keyring import ephemeral_keyring
+from notify_core.store.port import Item
 from notify_core.store.sqlite import SqliteStore
 from notify_core.stream.local_log import LocalLog
 from tests.delivery.conftest import ScriptedChannel
@@ -60,6 +61,22 @@ def test_a_click_counts_on_the_day_its_delivery_counted_when_sent_after_midnight
         store.close()
 
 
+def _one_sent(store: SqliteStore, clock: ManualClock) -> Item:
+    """One notification due late in the evening, sent by a real worker."""
+    [item] = seed_due(store, n=1, start=LATE_EVENING, campaigns=1)
+    DeliveryWorker(store, ScriptedChannel(), public_base_url="http://t", clock=clock, options=OPTS).run_until_idle()
+    return item
+
+
+def _refusing_counts(path: Path) -> sqlite3.Connection:
+    """A connection to the Store's file with a trigger that refuses every ``campaign_stats`` update (a full
+    disk, a throttled table); drop the trigger on it to let the counts through again."""
+    raw = sqlite3.connect(path)
+    raw.execute("CREATE TRIGGER refuse BEFORE UPDATE ON campaign_stats BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    raw.commit()
+    return raw
+
+
 def test_a_click_whose_count_the_store_refused_is_counted_by_the_next_hit(tmp_path: Path, log: LocalLog) -> None:
     """The first click claimed its marker, published its event, then the ``campaign_stats`` write was refused
     (a full disk, a throttled table: here a trigger in the real SQLite file): the request failed, and the marker
@@ -69,14 +86,10 @@ def test_a_click_whose_count_the_store_refused_is_counted_by_the_next_hit(tmp_pa
     clock = ManualClock(LATE_EVENING)
     store = SqliteStore(tmp_path / "store.sqlite", clock=clock)
     try:
-        [item] = seed_due(store, n=1, start=LATE_EVENING, campaigns=1)
-        DeliveryWorker(store, ScriptedChannel(), public_base_url="http://t", clock=clock,
-                       options=OPTS).run_until_idle()
+        item = _one_sent(store, clock)
         keys = ephemeral_keyring("tracking", now=LATE_EVENING)
         token = sign_token(keys, item["notification_id"], kind="click")
-        raw = sqlite3.connect(tmp_path / "store.sqlite")
-        raw.execute("CREATE TRIGGER refuse BEFORE UPDATE ON campaign_stats BEGIN SELECT RAISE(ABORT, 'refused'); END")
-        raw.commit()
+        raw = _refusing_counts(tmp_path / "store.sqlite")
         clock.advance(60)
         with pytest.raises(CountsNotAddedError):
             track(store, log, token=token, kind="click", keys=keys, clock=clock)
@@ -139,13 +152,9 @@ def test_an_opt_out_whose_count_the_store_refused_is_counted_by_the_next_post(tm
     clock = ManualClock(LATE_EVENING)
     store = SqliteStore(tmp_path / "store.sqlite", clock=clock)
     try:
-        [item] = seed_due(store, n=1, start=LATE_EVENING, campaigns=1)
-        DeliveryWorker(store, ScriptedChannel(), public_base_url="http://t", clock=clock,
-                       options=OPTS).run_until_idle()
+        item = _one_sent(store, clock)
         day = LATE_EVENING.date().isoformat()
-        raw = sqlite3.connect(tmp_path / "store.sqlite")
-        raw.execute("CREATE TRIGGER refuse BEFORE UPDATE ON campaign_stats BEGIN SELECT RAISE(ABORT, 'refused'); END")
-        raw.commit()
+        raw = _refusing_counts(tmp_path / "store.sqlite")
         args = {"user_id": item["user_id"], "campaign_id": item["campaign_id"],
                 "notification_id": item["notification_id"], "day": day}
         with pytest.raises(CountsNotAddedError):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import threading
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from notify_core.delivery.channels import Message, Outcome, retry_after_s
 from notify_core.delivery.synthetic import seed_due
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
-from tests.delivery.conftest import SECRET, minute_start
+from tests.delivery.conftest import SECRET, minute_start, raw_receiver
 
 OPTS = WorkerOptions(concurrency=2, lookback_minutes=3, prefetch_s=0.0, heartbeat_s=0.0)
 
@@ -25,10 +24,8 @@ OPTS = WorkerOptions(concurrency=2, lookback_minutes=3, prefetch_s=0.0, heartbea
 @contextmanager
 def answering(answer: bytes) -> Iterator[str]:
     """A real HTTP server answering every request with ``answer`` (keep-alive); yields its URL."""
-    server = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
 
-    def one(conn: socket.socket) -> None:
+    def one(conn: socket.socket, stop: threading.Event) -> None:
         with conn:
             data = b""
             while not stop.is_set():
@@ -45,23 +42,8 @@ def answering(answer: bytes) -> Iterator[str]:
                     return
                 data += chunk
 
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            threading.Thread(target=one, args=(conn,), daemon=True).start()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.getsockname()[1]}/hook"
-    finally:
-        stop.set()
-        with contextlib.suppress(OSError):
-            server.close()
-        thread.join(timeout=5)
+    with raw_receiver(one) as url:
+        yield url
 
 
 def test_a_429_with_retry_after_is_retried_no_sooner_than_the_receiver_asked(
