@@ -72,8 +72,12 @@ def _error_headers(exc: Exception) -> dict[str, str]:
 
 
 def error_reply(exc: Exception, *, rid: str) -> dict[str, Any]:
-    """The one error shape, for any exception: NotifyError -> its status, the rest -> a logged 500."""
-    if isinstance(exc, NotifyError):
+    """The one error shape, for any exception: NotifyError -> its status, the rest -> a logged 500.
+
+    A NotifyError that is a 500 (a ConfigurationError: a key file readable by others, an unreadable master
+    key) is logged with its message and answered as any other 500, without it: the message names files and
+    the server's security posture, and the key check runs before a caller is known (audit, session 39)."""
+    if isinstance(exc, NotifyError) and exc.http_status != 500:
         status, kind, message = exc.http_status, type(exc).__name__, str(exc)
     else:
         log.error("unhandled error", exc_info=exc, extra={"request_id": rid})

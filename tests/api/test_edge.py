@@ -230,3 +230,22 @@ def test_a_campaign_starting_near_max_date_ends_at_max_date(served: Served) -> N
     assert edit.status_code == 200, edit.text
     moved = served.client.post("/v1/campaigns", json=body | {"start_date": "9999-12-31"}, headers=headers)
     assert moved.status_code == 400 and "start_date" in moved.json()["error"]["message"], moved.text
+
+
+def test_a_configuration_error_is_a_500_without_its_message(caplog: pytest.LogCaptureFixture) -> None:
+    """A ConfigurationError (here the API-key pepper readable by others, raised by the key check before the
+    caller is known) answered every caller, keyless ones included, with its message: the file's path and the
+    server's security posture. It is logged with its message and answered as any 500."""
+    from lambdas.http import error_reply
+    from notify_core.errors import BackendError, ConfigurationError
+
+    secret_path = "/srv/notify/secrets/pepper"
+    with caplog.at_level("ERROR"):
+        reply = error_reply(ConfigurationError(f"pepper file {secret_path} is readable by others: chmod 600 it"),
+                            rid="r1")
+    assert reply["statusCode"] == 500 and secret_path not in reply["body"]
+    assert json.loads(reply["body"])["error"] == {"type": "InternalError", "message": "internal error",
+                                                  "request_id": "r1"}
+    assert any(secret_path in str(r.exc_info[1]) for r in caplog.records if r.exc_info), "logged for the operator"
+    busy = error_reply(BackendError("database or disk is full"), rid="r2")  # a 503 still says why
+    assert busy["statusCode"] == 503 and "disk is full" in busy["body"]
