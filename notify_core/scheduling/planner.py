@@ -419,14 +419,18 @@ def _capacity_pass(
 def _history_frames(
     history: pl.DataFrame, index: pl.DataFrame, campaigns: pl.DataFrame, base: datetime,
 ) -> pl.DataFrame:
-    """History joined to user and campaign indices, with minutes since base."""
+    """History joined to user and campaign indices, with minutes since base (``_planned``: the row is a
+    notification not sent yet, from plan_users' ``scheduled``; False when the column is absent)."""
     if history.is_empty():
-        return pl.DataFrame(schema={"_u": pl.UInt32, "campaign_id": pl.String, "t": pl.Int64, "cooldown": pl.Int32})
+        return pl.DataFrame(schema={"_u": pl.UInt32, "campaign_id": pl.String, "t": pl.Int64, "cooldown": pl.Int32,
+                                    "_planned": pl.Boolean})
+    if "_planned" not in history.columns:
+        history = history.with_columns(pl.lit(False).alias("_planned"))
     h = history.join(index, on="user_id", how="inner")
     h = h.join(campaigns.select("campaign_id", pl.col("cooldown_hours").fill_null(0).alias("cooldown")),
                on="campaign_id", how="left")
     return h.select("_u", "campaign_id", pl.Series("t", _minutes_since(h["sent_at"], base)),
-                    pl.col("cooldown").fill_null(0))
+                    pl.col("cooldown").fill_null(0), "_planned")
 
 
 def plan_users(
@@ -495,7 +499,9 @@ def plan_users(
     # history: already sent today, gaps to those sends, cooldowns, campaigns already sent today
     past = conform(history, HISTORY, name="history")
     ahead = conform(scheduled, HISTORY, name="scheduled")
-    hist = _history_frames(pl.concat([past, ahead]) if ahead.height else past, index, campaigns, base)
+    both = pl.concat([past.with_columns(pl.lit(False).alias("_planned")),
+                      ahead.with_columns(pl.lit(True).alias("_planned"))]) if ahead.height else past
+    hist = _history_frames(both, index, campaigns, base)
     sent_today = np.zeros(n, dtype=np.int32)
     cooldowns = pl.DataFrame(schema={"_u": pl.UInt32, "campaign_id": pl.String, "cd": pl.Int64, "hi": pl.Int64,
                                      "today": pl.Boolean})
@@ -503,7 +509,8 @@ def plan_users(
         hu = hist["_u"].to_numpy().astype(np.int64)
         ht = hist["t"].to_numpy()
         today = (ht >= blocks.day_start[tz[hu]]) & (ht < blocks.day_end[tz[hu]])
-        later = ht >= blocks.day_end[tz[hu]]  # a later day's notification, planned first
+        # a later day's notification, planned first (a send's time is a send's: it only ever opens a cooldown)
+        later = (ht >= blocks.day_end[tz[hu]]) & hist["_planned"].to_numpy()
         sent_today = np.bincount(hu[today], minlength=n).astype(np.int32)
         near = (ht >= blocks.day_start[tz[hu]] - gap) & (ht < blocks.day_end[tz[hu]] + gap)
         near_frame = pl.DataFrame({"u": hu[near], "t": ht[near]}).with_columns(

@@ -21,7 +21,7 @@ from notify_core.scheduling.models import PlanOptions
 from notify_core.scheduling.service import plan_and_store
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
-from tests.scheduling.conftest import campaigns, candidates, deliver_due, users
+from tests.scheduling.conftest import campaigns, candidates, deliver_due, history, users
 
 TODAY = date(2026, 11, 24)
 TOMORROW = TODAY + timedelta(days=1)
@@ -95,3 +95,21 @@ def test_a_notification_the_other_day_kept_pending_does_not_count_as_ignored(sto
     run = plan_and_store(store, users=USERS, campaigns=CAMPS, candidates=CANDS, plan_day=TOMORROW,
                          pipeline=False, writer_process=False)
     assert run.stats.fatigued_users == 0
+
+
+def test_a_send_after_the_day_still_holds_the_campaign_a_planned_one_with_no_cooldown_does_not() -> None:
+    """A history row is a send: the campaign is placed only after it plus its cooldown, wherever it lies
+    (the property test's invariant; a send dated after the plan day, a clock's skew, kept it out of the day).
+    A later day's *planned* notification with no cooldown bounds nothing. Found by the timeshift run's
+    property test when the day boundary first treated both alike."""
+    from notify_core.scheduling.planner import plan_users
+
+    after = datetime(2026, 11, 25, 13, 0, tzinfo=UTC)
+    one = users([("u0", "UTC", 3, None, None)])
+    camps = campaigns([("free", 5, 0, None)])
+    cands = candidates([("u0", "free", 0.99)])
+    row = history([("u0", "free", after, False)])
+    as_send = plan_users(cands, one, camps, plan_day=TODAY, history=row)
+    as_planned = plan_users(cands, one, camps, plan_day=TODAY, scheduled=row)
+    assert as_send.frame.is_empty(), as_send.frame
+    assert as_planned.frame["campaign_id"].to_list() == ["free"]
