@@ -38,7 +38,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from notify_core.errors import ConfigurationError, NotifyError
-from notify_core.security.files import write_private
+from notify_core.security.files import require_private, write_private
 from notify_core.security.key_documents import DATA_KEYS, FileKeyDocuments, KeyDocuments
 
 SEALED_PREFIX = "enc:v1:"
@@ -87,8 +87,7 @@ class LocalMasterKey:
         self._lock = threading.Lock()
         if not self.path.exists():
             self._create()
-        if os.stat(self.path).st_mode & 0o077:
-            raise ConfigurationError(f"master key file {self.path} is readable by others: chmod 600 it")
+        require_private(self.path, what="master key file")
 
     def _load(self) -> dict[str, Any]:
         try:

@@ -38,6 +38,15 @@ def private_dir(path: Path | str) -> Path:
     return p
 
 
+def require_private(path: Path | str, *, what: str) -> None:
+    """ConfigurationError when others may read ``path`` (``what``: the kind of secret, for the message): a
+    secret file that a copy or a restore left group- or world-readable is refused, not used."""
+    from notify_core.errors import ConfigurationError
+
+    if os.stat(path).st_mode & 0o077:
+        raise ConfigurationError(f"{what} {path} is readable by others: chmod 600 it")
+
+
 def write_private(path: Path | str, data: bytes) -> Path:
     """Write ``data`` atomically to a 0600 file (temp file in the same folder, fsync, rename)."""
     p = Path(path)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from notify_core.errors import ConfigurationError
-from notify_core.security.files import FILE_MODE, private_dir, write_private
+from notify_core.security.files import FILE_MODE, private_dir, require_private, write_private
 
 DATA_KEYS = "data.keys"
 
@@ -71,8 +71,7 @@ class FileKeyDocuments:
             raw = path.read_bytes()
         except FileNotFoundError:
             return None
-        if os.stat(path).st_mode & 0o077:
-            raise ConfigurationError(f"key file {path} is readable by others: chmod 600 it")
+        require_private(path, what="key file")
         return raw
 
     def read(self, name: str) -> KeyDocument | None:

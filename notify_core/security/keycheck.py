@@ -21,7 +21,7 @@ from typing import Any
 
 from notify_core.clock import Clock
 from notify_core.errors import ConfigurationError, ForbiddenError, RateLimitedError, UnauthorizedError
-from notify_core.security.files import private_dir, write_private
+from notify_core.security.files import private_dir, require_private, write_private
 from notify_core.security.scopes import ADMIN
 from notify_core.store import tables
 from notify_core.store.port import Store
@@ -40,8 +40,7 @@ def load_or_create_pepper(path: Path) -> bytes:
     A pepper file readable by others is refused, as the master key and the key rings beside it are."""
     if not path.exists():
         _create_pepper(path)
-    if os.stat(path).st_mode & 0o077:
-        raise ConfigurationError(f"pepper file {path} is readable by others: chmod 600 it")
+    require_private(path, what="pepper file")
     raw = path.read_text(encoding="ascii").strip()
     try:
         pepper = bytes.fromhex(raw)
