@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 import polars as pl
 
 from notify_core.scheduling.models import HISTORY, HISTORY_DAYS
+from notify_core.scheduling.store import parse_utc
 from notify_core.store import tables
 from notify_core.store.port import KeyRange, Store
 
@@ -36,6 +37,6 @@ def older_sends(store: Store, user_ids: Sequence[str], *, plan_day: date, cooldo
     found = store.table(tables.SENDS).query_many(
         user_ids, key_range=KeyRange(start=tables.time_sk(since), end=tables.time_sk(end)))
     rows = [{"user_id": uid, "campaign_id": str(send["campaign_id"]),
-             "sent_at": datetime.fromisoformat(str(send["ts"]).replace("Z", "+00:00")), "interacted": False}
+             "sent_at": parse_utc(str(send["ts"])), "interacted": False}
             for uid, sends in found.items() for send in sends if send.get("campaign_id") in long]
     return pl.DataFrame(rows, schema=HISTORY) if rows else pl.DataFrame(schema=HISTORY)

@@ -50,7 +50,14 @@ from notify_core.scheduling.ids import DEFAULT_SHARDS
 from notify_core.scheduling.long_cooldowns import older_sends
 from notify_core.scheduling.models import CAMPAIGNS, USERS, PlanOptions
 from notify_core.scheduling.planner import ChunkInput, Ledger, PlanStats, plan_chunks
-from notify_core.scheduling.store import WriteSummary, day_items, load_state, plan_item_frame, write_plans
+from notify_core.scheduling.store import (
+    WriteSummary,
+    day_items,
+    load_state,
+    parse_utc,
+    plan_item_frame,
+    write_plans,
+)
 from notify_core.scheduling.timezones import SPAN_MINUTES, first_local_midnight, to_minutes
 from notify_core.scheduling.writer import PlanWriterProcess, opener_for
 from notify_core.schemas import SCHEMAS
@@ -599,7 +606,7 @@ def budget_deltas(frame: pl.DataFrame, existing: dict[str, list[Any]], budgets: 
 def _sent_at(item: dict[str, Any]) -> datetime | None:
     """When a kept notification was sent (None while in flight, or before the worker's flush says so)."""
     sent_at = item.get("sent_at")
-    return datetime.fromisoformat(str(sent_at).replace("Z", "+00:00")) if sent_at else None
+    return parse_utc(str(sent_at)) if sent_at else None
 
 
 def ledger_of_others(store: Store, user_ids: Sequence[str], *, plan_day: date, campaigns: pl.DataFrame) -> Ledger:

@@ -324,7 +324,8 @@ def due(store: Store, minute: datetime, *, shards: int = DEFAULT_SHARDS, status:
     return items if status is None else [i for i in items if i.get("status") == status]
 
 
-def _parse(ts: str) -> datetime:
+def parse_utc(ts: str) -> datetime:
+    """A stored ISO time ("...Z" or an offset) as an aware datetime."""
     return datetime.fromisoformat(ts.replace("Z", "+00:00"))
 
 
@@ -365,7 +366,7 @@ def _held_by_delivery(store: Store, stored: dict[str, list[Item]], *, now: datet
     horizon, oldest = now + HELD_MARGIN, now - timedelta(days=1)
     suspects = [item for items in stored.values() for item in items
                 if item.get("status") == PENDING and item.get("send_at") and item.get("due_minute")
-                and oldest <= _parse(str(item["send_at"])) <= horizon]
+                and oldest <= parse_utc(str(item["send_at"])) <= horizon]
     if not suspects:
         return
     found = store.table(tables.SCHEDULES).batch_get([_schedule_key(i) for i in suspects], consistent=True)
@@ -417,7 +418,7 @@ def load_state(
     for uid, evs in clicks.items():
         for ev in evs:
             if ev.get("type") and ev.get("ts"):
-                inter.append({"user_id": uid, "ts": _parse(str(ev["ts"])), "type": ev["type"],
+                inter.append({"user_id": uid, "ts": parse_utc(str(ev["ts"])), "type": ev["type"],
                               "notification_id": ev.get("notification_id")})
                 if ev.get("notification_id"):
                     opened.setdefault(uid, set()).add(str(ev["notification_id"]))
@@ -434,13 +435,13 @@ def load_state(
         for item in items:
             if item.get("status") == CLAIMED:  # held by the worker, not delivered (yet): not a send to fatigue
                 ahead.append({"user_id": uid, "campaign_id": item["campaign_id"],
-                              "sent_at": _parse(str(item["send_at"])), "interacted": False})
+                              "sent_at": parse_utc(str(item["send_at"])), "interacted": False})
             elif item.get("status") in DELIVERED_STATES:
                 rows.append({"user_id": uid, "campaign_id": item["campaign_id"],
-                             "sent_at": _parse(str(item.get("sent_at") or item["send_at"])),
+                             "sent_at": parse_utc(str(item.get("sent_at") or item["send_at"])),
                              "interacted": bool(item.get("interacted")) or item["notification_id"] in seen})
             elif item.get("status") == PENDING and item.get("plan_day") in neighbours:
-                at = _parse(str(item["send_at"]))
+                at = parse_utc(str(item["send_at"]))
                 if pending_from is None or at >= pending_from:
                     ahead.append({"user_id": uid, "campaign_id": item["campaign_id"], "sent_at": at,
                                   "interacted": False})
