@@ -33,7 +33,6 @@ import polars as pl
 
 from notify_core.errors import (
     CeilingReachedError,
-    ConditionFailedError,
     CountsNotAddedError,
     NotifyError,
     UpdatesPartlyAppliedError,
@@ -148,19 +147,6 @@ def _counted(current: Mapping[str, Any] | None, key: tuple[str, str], n: int, fi
     row["open_rate"] = round(int(row.get("opened") or 0) / sent, 6)
     row["ctr"] = round(int(row.get("clicked") or 0) / sent, 6)
     return Update(campaign_id, day, {k: v for k, v in row.items() if k not in ("pk", "sk")}, condition)
-
-
-def record_interaction(
-    store: Store, *, notification_id: str, campaign_id: str, kind: Literal["open", "click"], day: str, ts: str,
-) -> bool:
-    """Count the first open/click of a notification in its campaign's stats; False when seen before."""
-    marker = {"pk": notification_id, "sk": kind, "campaign_id": campaign_id, "ts": ts}
-    try:
-        store.table(tables.NOTIFICATION_INTERACTIONS).put(marker, condition=Condition.absent())
-    except ConditionFailedError:
-        return False
-    add_campaign_counts(store, {(campaign_id, day): 1}, field="opened" if kind == "open" else "clicked")
-    return True
 
 
 def campaign_stats(store: Store, campaign_id: str, *, since_day: str | None = None) -> list[dict[str, Any]]:

@@ -14,11 +14,12 @@ import pytest
 
 from notify_core.clock import ManualClock
 from notify_core.delivery.channels import Outcome
-from notify_core.delivery.feedback import record_interaction
 from notify_core.delivery.synthetic import seed_due
+from notify_core.delivery.tracking import sign_token, track
 from notify_core.delivery.worker import DeliveryWorker, WorkerOptions
 from notify_core.preferences import opt_out_from_link
 from notify_core.reports.operations import LATENESS_EDGES_S, daily_operations, operations_html
+from notify_core.security.keyring import ephemeral_keyring
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
 from notify_core.stream.local_log import LocalLog
@@ -63,15 +64,13 @@ def delivered_day(tmp_path: Path) -> tuple[SqliteStore, datetime, list[str]]:
 def test_the_daily_operations_report_counts_a_real_delivery_run(tmp_path: Path) -> None:
     store, base, sent = delivered_day(tmp_path)
     day = base.date()
-    items = {str(i["notification_id"]): i for i in store.table(tables.DELIVERIES).scan()}
-    for nid in sent[:8]:  # 8 opens, 3 of them clicked too
-        ref = items[nid]
-        record_interaction(store, notification_id=nid, campaign_id=str(ref["campaign_id"]), kind="open",
-                           day=day.isoformat(), ts=base.isoformat())
+    keys, clock = ephemeral_keyring("tracking", now=base), ManualClock(base + timedelta(hours=10))
+    tracked = LocalLog(tmp_path / "tracked.sqlite")  # the tracking links' events (not the lag's topic below)
+    for nid in sent[:8]:  # 8 opens, 3 of them clicked too, through the links the messages carry
+        track(store, tracked, token=sign_token(keys, nid, kind="open"), kind="open", keys=keys, clock=clock)
     for nid in sent[:3]:
-        ref = items[nid]
-        record_interaction(store, notification_id=nid, campaign_id=str(ref["campaign_id"]), kind="click",
-                           day=day.isoformat(), ts=base.isoformat())
+        track(store, tracked, token=sign_token(keys, nid, kind="click"), kind="click", keys=keys, clock=clock)
+    tracked.close()
     log = LocalLog(tmp_path / "log.sqlite")
     log.produce("notify_clickstream", b"u", b"{}")  # produced "now", never consumed by the group
     now = datetime.now(UTC) + timedelta(seconds=4)
