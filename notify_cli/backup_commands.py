@@ -21,13 +21,9 @@ Target = Annotated[
 def _service(data_dir: Path | None, target: str | None) -> Any:
     from notify_core.backup import BackupService, BackupTarget, plan_backup
     from notify_core.clock import SYSTEM_CLOCK
-    from notify_core.security.files import use_private_umask
     from notify_core.settings import load_settings
 
     settings = load_settings(**({"data_dir": data_dir} if data_dir is not None else {}))
-    # as every entry point: what the backup, the restore and their Litestream children create (the data
-    # directory's folders, the target's folders) is 0600 / 0700, whatever the caller's umask
-    use_private_umask()
     plan = plan_backup(settings, BackupTarget.parse(target or settings.backup_url or ""))
     return BackupService(plan, clock=SYSTEM_CLOCK)
 
@@ -142,7 +138,6 @@ def restore(
 
 
 if __name__ == "__main__":
-    _app = typer.Typer(add_completion=False, no_args_is_help=True)
-    _app.command()(backup)
-    _app.command()(restore)
-    _app()
+    from notify_cli.standalone import run_standalone
+
+    run_standalone(backup, restore)

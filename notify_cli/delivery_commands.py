@@ -49,9 +49,6 @@ def worker(
         if value is not None:
             overrides[name] = value
     settings = load_settings(**overrides)
-    from notify_core.security.files import use_private_umask
-
-    use_private_umask()
     log_dir = settings.data_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(path=log_dir / "delivery.jsonl")
@@ -95,6 +92,6 @@ def worker(
 
 
 if __name__ == "__main__":
-    _app = typer.Typer(add_completion=False)
-    _app.command()(worker)
-    _app()
+    from notify_cli.standalone import run_standalone
+
+    run_standalone(worker)

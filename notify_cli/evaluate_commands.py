@@ -132,4 +132,6 @@ def _rolling(console: object, source: Path, *, embedder: object, cutoffs: str, h
 
 
 if __name__ == "__main__":
-    typer.run(evaluate)
+    from notify_cli.standalone import run_standalone
+
+    run_standalone(evaluate)

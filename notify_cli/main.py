@@ -22,10 +22,17 @@ from notify_core.settings import NotifySettings, load_settings
 
 
 class _NotifyGroup(TyperGroup):
-    """The ``notify`` group: a bad or missing setting, whichever subcommand loads the settings, ends as one
-    ``error:`` line and exit code 2 (as ``notify run`` says it), never a traceback through pydantic."""
+    """The ``notify`` group: what every subcommand shares, so no command can forget it.
+
+    * The private umask (files 0600, folders 0700) before any subcommand runs: the data directory, and
+      also what a command writes outside it (``simulate``'s Stores of real customers' ids, ``evaluate``'s
+      reports and vector cache, a backup target, a key file), whatever the caller's shell umask.
+    * A bad or missing setting, whichever subcommand loads the settings, ends as one ``error:`` line and
+      exit code 2 (as ``notify run`` says it), never a traceback through pydantic.
+    """
 
     def invoke(self, ctx: Any) -> Any:  # typer's own (vendored) click Context, not the click package's
+        use_private_umask()
         try:
             return super().invoke(ctx)
         except ConfigurationError as exc:
@@ -49,7 +56,6 @@ def _settings(data_dir: Path | None) -> NotifySettings:
     if data_dir is not None:
         overrides["data_dir"] = data_dir
     settings = load_settings(**overrides)
-    use_private_umask()  # everything this run writes under the data directory is 0600 / 0700
     log_dir = settings.data_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(path=log_dir / "notify.jsonl")

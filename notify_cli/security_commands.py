@@ -47,9 +47,6 @@ def cli_actor() -> str:
 
 
 def _settings(data_dir: Path | None) -> NotifySettings:
-    from notify_core.security.files import use_private_umask
-
-    use_private_umask()
     return load_settings(**({"data_dir": data_dir} if data_dir is not None else {}))
 
 

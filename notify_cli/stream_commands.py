@@ -19,7 +19,6 @@ import typer
 from notify_cli import STOPPED_UNFINISHED
 from notify_core.errors import NotifyError
 from notify_core.landing import LandingArea, build_landing_area
-from notify_core.security.files import use_private_umask
 from notify_core.settings import NotifySettings, load_settings
 from notify_core.stream import open_stream
 from notify_core.stream.port import Stream
@@ -37,7 +36,6 @@ def _open(data_dir: Path | None, kafka: str | None) -> tuple[NotifySettings, Str
     if kafka:
         overrides |= {"stream_backend": "kafka", "kafka_bootstrap": kafka}
     settings = load_settings(**overrides)
-    use_private_umask()  # the stream log and what the handlers create are 0600 / 0700
     return settings, open_stream(settings)
 
 
@@ -263,7 +261,6 @@ def _secure(settings: NotifySettings, *, insecure: bool, listen: str) -> None:
 
 
 if __name__ == "__main__":
-    _app = typer.Typer(add_completion=False, no_args_is_help=True)
-    _app.command()(consume)
-    _app.command()(serve)
-    _app()
+    from notify_cli.standalone import run_standalone
+
+    run_standalone(consume, serve)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, fields
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import orjson
 
@@ -297,6 +297,26 @@ def classify_status(status: int) -> Outcome:
     return Outcome.PERMANENT
 
 
+def _webhook_url_parts(url: str) -> SplitResult:
+    """The endpoint's parts, or a ConfigurationError that does not repeat the URL: a mistyped one may
+    still carry a token in its path or query, and the error goes to the terminal and the logs."""
+    parts = urlsplit(url)
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # a port that is not a number, or out of range
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        found = f"scheme {parts.scheme or 'none'!r}, host {'given' if parts.hostname else 'missing'}"
+        raise ConfigurationError(f"webhook URL must be http(s)://host[:port]/path ({found}; the URL itself "
+                                 "is not repeated here)")
+    if parts.username is not None or parts.password is not None:
+        # never sent (the channel authenticates by signing each request): a receiver expecting them would
+        # answer every notification 401 and each would be dead-lettered
+        raise ConfigurationError("webhook URL must not carry user:password@: the channel signs each request "
+                                 "and never sends them")
+    return parts
+
+
 class WebhookChannel:
     """Signed HTTP POSTs over one keep-alive connection per sending thread (see the module docstring)."""
 
@@ -306,9 +326,7 @@ class WebhookChannel:
         self, url: str, *, clock: Clock, secret: str | None = None, keys: SigningKeys | None = None,
         timeout_s: float = 2.0, user_agent: str = "notify-delivery/1",
     ) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigurationError(f"webhook URL must be http(s)://host[:port]/path, got {url!r}")
+        parts = _webhook_url_parts(url)
         if not secret and keys is None:
             raise ConfigurationError("the webhook channel needs a signing secret")
         single: list[tuple[str, bytes | str]] = [("default", secret)] if secret else []
@@ -317,7 +335,7 @@ class WebhookChannel:
         self._keys: SigningKeys = keys if keys is not None else (lambda: single)
         self.url = url
         self._https = parts.scheme == "https"
-        self._host = parts.hostname
+        self._host = parts.hostname or ""  # never empty: checked by _webhook_url_parts
         self._port = parts.port or (443 if self._https else 80)
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._clock = clock

@@ -220,3 +220,49 @@ def test_a_store_with_personal_fields_in_clear_is_warned_about(tmp_path: Path) -
     finally:
         stop()
     assert len(records) == 1 and "NOTIFY_ENCRYPT_PERSONAL_FIELDS" in records[0].getMessage()
+
+
+def test_commands_writing_outside_the_data_directory_write_private_files(tmp_path: Path) -> None:
+    """`notify simulate` (and `evaluate`) never set the private umask, unlike the commands that open the
+    data directory: from a shell with umask 022, a simulation's Stores, stream log and outbox (the real
+    customers' ids of the source export) and its report were 0644 / 0755. The `notify` group now sets it
+    before any subcommand; the stand-alone module entry points (how the tests start the consumer, the
+    gateway and the worker) set it too."""
+    from tests.retail_fixture import generated_retail
+
+    source = generated_retail(tmp_path / "retail.parquet", invoices=300)
+    os.chmod(source, 0o600)
+    work, report = tmp_path / "work", tmp_path / "out" / "report.json"
+    done = _notify("simulate", "--source", str(source), "--users", "5", "--days", "1", "--campaigns", "4",
+                   "--policy", "notify", "--workdir", str(work), "--output", str(report), timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert set(json.loads(report.read_text())["policies"]) == {"notify"}
+    assert any(work.rglob("*.sqlite*")), "the simulation wrote no Store: the check below would be empty"
+    assert loose_entries(work) == [] and loose_entries(report.parent) == []
+
+    data = tmp_path / "data"
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("NOTIFY_")}
+    standalone = subprocess.run(
+        [sys.executable, "-m", "notify_cli.stream_commands", "consume", "--data-dir", str(data), "--idle-exit",
+         "0.1"], capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env={**clean, "PYTHONPATH": str(ROOT)}, umask=0o022)
+    assert standalone.returncode == 0, standalone.stderr
+    assert any(data.iterdir()) and loose_entries(data) == []
+
+
+def test_a_mistyped_webhook_url_is_refused_without_repeating_it(tmp_path: Path) -> None:
+    """The error for an invalid webhook URL repeated the URL, so a mistyped scheme put the token in its
+    query on the terminal and in the logs; a URL with `user:password@` was accepted although the channel
+    never sends them (the receiver would answer 401 and every notification be dead-lettered); a port that
+    is not a number was a ValueError traceback."""
+    env = {"NOTIFY_WEBHOOK_SECRET": "signing-secret-for-the-test"}
+    for url, said in (("htps://hooks.example/notify?token=tok-s3cr3t", "scheme 'htps'"),
+                      ("https://ops:pa55-s3cr3t@hooks.example/notify", "user:password@"),
+                      ("https://hooks.example:s3cr3t/notify", "http(s)://host[:port]/path")):
+        done = _notify("worker", "--channel", "webhook", "--webhook-url", url, "--data-dir", str(tmp_path / "d"),
+                       env=env)
+        assert done.returncode == 2, (url, done.stderr)
+        assert "error:" in done.stderr and said in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert "s3cr3t" not in done.stderr + done.stdout
+        logs = "".join(p.read_text() for p in (tmp_path / "d").rglob("*.jsonl"))
+        assert "s3cr3t" not in logs
