@@ -83,6 +83,7 @@ from notify_core.preferences import ERASING, suppression_reason
 from notify_core.scheduling.ids import DEFAULT_SHARDS
 from notify_core.security.keyring import Ring, ephemeral_keyring
 from notify_core.store import tables
+from notify_core.store.expiry import ExpirySweep
 from notify_core.store.port import Item, Store
 
 if TYPE_CHECKING:
@@ -145,6 +146,8 @@ class DeliveryWorker:
         self.claims = Claims(store, clock=clock, options=self.options, worker_id=self.worker_id,
                              channel_name=channel.name, write_lock=write_lock, outcomes=self.outcomes,
                              totals=self.totals)
+        # the embedded Store removes expired rows only when asked: this worker asks, hourly (DynamoDB: no-op)
+        self.expiry = ExpirySweep(store, now=clock.now())
 
     # ------------------------------------------------------------------------------------------
     def run_pass(self, *, wait_for_scans: bool = True) -> PassSummary:
@@ -167,6 +170,7 @@ class DeliveryWorker:
                                                               claimed):
                 summary.count(result, lateness, reclaimed)
         self.flush()
+        self.expiry.maybe_sweep(self.clock.now())
         summary.next_due_at = self.claims.next_due(self.clock.now())
         self.totals.add(summary)
         return summary
@@ -269,6 +273,7 @@ class DeliveryWorker:
             self.flush()
         except NotifyError as exc:  # the loop goes on: the minute-close repair re-creates them (Outcomes.flush)
             log.warning("derived rows not written; the minute-close repair re-creates them", extra={"error": str(exc)})
+        self.expiry.maybe_sweep(self.clock.now())
         return step, submitted
 
     def start_heartbeat(self) -> None:

@@ -55,6 +55,7 @@ from notify_core.store.port import (
 )
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+SWEEP_CHUNK = 2000  # expired rows deleted per transaction by :meth:`SqliteStore.sweep_expired`
 _COLUMNS = ("pk", "sk", "ttl", "body")  # every table :meth:`SqliteStore.table` creates, in this order
 _BATCH = 500  # rows per transaction / per IN (...) lookup
 _KEY_ORDER = operator.itemgetter(0, 1)  # (pk, sk) of a row tuple
@@ -203,13 +204,25 @@ class SqliteStore:
         return [name for name in names
                 if tuple(str(c[1]) for c in conn.execute(f'PRAGMA table_info("{name}")')) == _COLUMNS]
 
-    def sweep_expired(self) -> int:
-        """Physically delete items whose TTL has passed (reads already treat them as absent)."""
+    def sweep_expired(self, *, limit: int | None = None) -> int:
+        """Physically delete items whose TTL has passed (reads already treat them as absent), as DynamoDB's
+        TTL sweeper does on its own: at most ``limit`` rows (None: all), :data:`SWEEP_CHUNK` rows a
+        transaction on the write gate, so the writers of the file wait one short delete at a time. Returns
+        the rows deleted (``limit`` of them: there may be more). The delivery worker calls it regularly
+        (:class:`notify_core.store.expiry.ExpirySweep`), the erasure before it erases."""
         conn = self.connection()
+        now = self.clock.now()
         removed = 0
         for name in self.table_names():
-            removed += conn.execute(f'DELETE FROM "{name}" WHERE ttl IS NOT NULL AND ttl <= ?',
-                                   (self.clock.now(),)).rowcount
+            while limit is None or removed < limit:
+                chunk = SWEEP_CHUNK if limit is None else min(SWEEP_CHUNK, limit - removed)
+                with self.write_gate.transaction(conn, what=f"SQLite TTL sweep of {name}"):
+                    deleted = conn.execute(
+                        f'DELETE FROM "{name}" WHERE rowid IN (SELECT rowid FROM "{name}" '
+                        "WHERE ttl IS NOT NULL AND ttl <= ? LIMIT ?)", (now, chunk)).rowcount
+                removed += deleted
+                if deleted < chunk:
+                    break
         return removed
 
     def secure_delete(self) -> None:
