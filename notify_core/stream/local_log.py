@@ -22,6 +22,10 @@ clear message (``notify consume --standby`` waits instead, and takes over when t
 Two members never both process a record. ``synchronous=NORMAL`` survives a
 process crash (the durability this log promises, like Kafka's acks without fsync); pass ``fsync=True``
 for ``synchronous=FULL`` if it must also survive power loss.
+
+Retention: a record goes once it is :data:`RETENTION_S` old (a week, Kafka's default) and every group that
+has committed on its topic is past it (:meth:`LocalLog.trim`, run hourly by the consuming member), so the
+file holds about a week of events, not every event ever captured; nothing a group has still to read goes.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import sqlite3
@@ -38,7 +43,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from notify_core.clock import SYSTEM_CLOCK, Clock
-from notify_core.errors import ConditionFailedError, ValidationError
+from notify_core.errors import BackendError, ConditionFailedError, ValidationError
 from notify_core.per_thread import PerThread
 from notify_core.sqlite_tx import connect, write_gate
 from notify_core.stream.port import (
@@ -51,7 +56,24 @@ from notify_core.stream.port import (
     next_positions,
 )
 
+logger = logging.getLogger(__name__)
+
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+
+RETENTION_S = 7 * 86400.0
+"""How long a record is kept once every group reading its topic has committed past it (Kafka's default
+``log.retention.hours``): restore + replay from a Store backup up to a week old still finds its records."""
+
+TRIM_EVERY_S = 3600.0
+"""How often a consuming member trims the log once the previous trim was through."""
+
+FIRST_TRIM_AFTER_S = 300.0
+"""A starting member's first trim waits this long (a restart loop does not trim at every start)."""
+
+TRIM_ROWS_PER_CALL = 50_000
+"""Records removed by one trim at most; a backlog is worked off over the next commits."""
+
+_TRIM_CHUNK = 5000  # records deleted per transaction on the write gate
 
 
 class LocalLog:
@@ -229,6 +251,34 @@ class LocalLog:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return removed
 
+    def trim(self, *, older_than_ms: int, limit: int | None = None) -> int:
+        """Delete the records produced before ``older_than_ms`` that every group reading their topic has
+        committed past: the log's retention, as a broker's (at most ``limit`` records, None: all; returns
+        how many went). A topic no group has committed on keeps everything, and only a prefix of each topic
+        goes (up to its first record at or after the cutoff), so no record a group has still to read is
+        ever removed. Offsets and the high-water mark do not move; freed pages are reused by later appends.
+        Consuming members call it on their own (:meth:`LocalLogConsumer.commit`, hourly)."""
+        conn = self._conn()
+        removed = 0
+        for name, topic_id in conn.execute("SELECT name, id FROM topics ORDER BY id").fetchall():
+            table = f"log_{int(topic_id)}"
+            (read,) = conn.execute("SELECT MIN(position) FROM positions WHERE topic=?", (name,)).fetchone()
+            if read is None:
+                continue
+            row = conn.execute(f"SELECT offset FROM {table} WHERE ts_ms >= ? ORDER BY offset LIMIT 1",
+                               (older_than_ms,)).fetchone()
+            upto = int(read) if row is None else min(int(read), int(row[0]))
+            while limit is None or removed < limit:
+                chunk = _TRIM_CHUNK if limit is None else min(_TRIM_CHUNK, limit - removed)
+                with self.write_gate.transaction(conn, what=f"trimming topic {name}"):
+                    deleted = conn.execute(
+                        f"DELETE FROM {table} WHERE offset IN (SELECT offset FROM {table} WHERE offset < ? "
+                        "ORDER BY offset LIMIT ?)", (upto, chunk)).rowcount
+                removed += deleted
+                if deleted < chunk:
+                    break
+        return removed
+
     def close(self) -> None:
         self._connections.close_all()
 
@@ -293,6 +343,7 @@ class LocalLogConsumer:
             ahead = {(topic, 0): pos for topic, pos in self._positions.items() if pos > log.committed(group, topic)}
             self._commit_positions(ahead)
         self._turn = 0
+        self._next_trim_at = log.clock.now() + FIRST_TRIM_AFTER_S
 
     def poll_batch(self, *, max_records: int = 1000, timeout: float = 1.0) -> list[Record]:
         deadline = time.monotonic() + max(timeout, 0.0)
@@ -326,6 +377,14 @@ class LocalLogConsumer:
 
     def commit(self, records: Sequence[Record]) -> None:
         self._commit_positions(next_positions(records))
+        now = self._log.clock.now()
+        if now >= self._next_trim_at:  # the log's retention: records every group has read, a week old
+            try:
+                removed = self._log.trim(older_than_ms=int((now - RETENTION_S) * 1000), limit=TRIM_ROWS_PER_CALL)
+            except BackendError as exc:  # the commit stands; a log that cannot trim now is trimmed later
+                logger.warning("stream log not trimmed; tried again later", extra={"error": str(exc)})
+                removed = 0
+            self._next_trim_at = now if removed >= TRIM_ROWS_PER_CALL else now + TRIM_EVERY_S
 
     def _commit_positions(self, positions: dict[tuple[str, int], int]) -> None:
         if not positions:
