@@ -25,9 +25,10 @@ from notify_assets.automation import (
     recorded_digest,
 )
 from notify_assets.embeddings import campaign_embeddings
+from notify_core.errors import NotifyError
 from notify_core.recommend.artefacts import build_artefact_store
 from notify_core.recommend.build import IndexBuild, build_campaign_index
-from notify_core.recommend.index import IndexOptions, index_kind, publish
+from notify_core.recommend.index import IndexOptions, index_kind, prune_versions, publish
 from notify_resources.resources import NotifyResource, RecommendResource
 
 RECOMMENDATION_GROUP = "recommendation"
@@ -52,18 +53,23 @@ def campaign_index(
     options = IndexOptions(kind=index_kind(recommend.kind), dtype=recommend.dtype,
                            search_effort=recommend.search_effort, lists=recommend.lists,
                            connectivity=recommend.connectivity, expansion_add=recommend.expansion_add)
+    now = notify.now()
     build = build_campaign_index(notify.lake, artefacts, options=options, recall_sample=recommend.recall_sample,
-                                 min_recall=recommend.min_recall, seed=notify.seed,
-                                 now=notify.now())
+                                 min_recall=recommend.min_recall, seed=notify.seed, now=now)
     published = False
     if build.passed and recommend.publish_on_build:
         publish(artefacts, build.saved.version)
         published = True
+    try:  # superseded versions a week old, beyond the last few; housekeeping never fails the build
+        pruned = prune_versions(artefacts, now=now)
+    except (NotifyError, OSError) as exc:
+        context.log.warning(f"old campaign index versions not removed (the next build tries again): {exc}")
+        pruned = []
     context.log.info(f"campaign index {build.saved.version}: {build.saved.manifest.size} campaigns, "
-                     f"recall@10 {build.recall_at_10:.4f}, published={published}")
+                     f"recall@10 {build.recall_at_10:.4f}, published={published}, old versions removed={len(pruned)}")
     digest = _content_digest(context, build)
     return dg.MaterializeResult(
-        metadata={**build.metadata(), "published": dg.MetadataValue.bool(published),
+        metadata={**build.metadata(), "published": dg.MetadataValue.bool(published), "versions_removed": len(pruned),
                   **({CONTENT_DIGEST: digest} if digest is not None else {})},
         data_version=data_version(context, "campaign_index", changed=build.passed and not build.reused,
                                   digest=digest),

@@ -155,6 +155,13 @@ class S3Bucket:
         except Exception as exc:
             raise BackendError(f"S3 delete {self.url(name)} version {version_id} failed: {exc}") from exc
 
+    def delete(self, name: str) -> None:
+        """Delete an object (a versioned bucket keeps its older versions, as its lifecycle rules say)."""
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.key(name))
+        except Exception as exc:
+            raise BackendError(f"S3 delete {self.url(name)} failed: {exc}") from exc
+
     def folders(self, prefix: str) -> list[str]:
         """The names of the "folders" directly under ``prefix`` (common prefixes), sorted."""
         base = self.key(prefix.rstrip("/") + "/")

@@ -13,6 +13,7 @@ an S3 PUT is atomic by nature, so a reader never sees half a pointer or half an 
 from __future__ import annotations
 
 import fcntl
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -55,6 +56,10 @@ class ArtefactStore(Protocol):
 
     def list_dirs(self, prefix: str) -> list[str]:
         """Names of the immediate sub-folders of ``prefix``, sorted."""
+        ...
+
+    def remove_dir(self, prefix: str) -> None:
+        """Delete every blob under the folder ``prefix`` (and any local copy of them); absent: nothing."""
         ...
 
 
@@ -112,6 +117,11 @@ class LocalArtefactStore:
             return []
         return sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
 
+    def remove_dir(self, prefix: str) -> None:
+        path = self._path(prefix)
+        if path.is_dir():
+            shutil.rmtree(path)
+
 
 UPDATE_TRIES = 20  # S3ArtefactStore.update_bytes: conditional writes tried before giving up
 
@@ -161,6 +171,13 @@ class S3ArtefactStore:
 
     def list_dirs(self, prefix: str) -> list[str]:
         return self.bucket.folders(prefix)
+
+    def remove_dir(self, prefix: str) -> None:
+        folder = prefix.rstrip("/") + "/"
+        for name, _etag in list(self.bucket.objects(folder)):
+            self.bucket.delete(name)
+        self.bucket.delete(folder)  # S3: nothing there; a filer-backed server (SeaweedFS) drops the empty folder
+        shutil.rmtree(self.cache_dir / prefix, ignore_errors=True)
 
 
 def build_artefact_store(settings: NotifySettings) -> ArtefactStore:

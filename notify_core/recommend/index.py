@@ -26,7 +26,7 @@ import json
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -319,6 +319,42 @@ def publish(artefacts: ArtefactStore, version: str) -> bool:
         return False
     artefacts.write_bytes(CURRENT, f"{version}\n".encode())
     return True
+
+
+KEEP_SUPERSEDED = 3
+"""Versions older than the served one kept whatever their age (a rollback: point ``CURRENT`` back)."""
+
+SUPERSEDED_FOR = timedelta(days=7)
+"""A version older than the served one is kept while it was built less than this long ago: a plan run, its
+candidate workers or a warm process may still open the version they started with."""
+
+
+def version_built_at(version: str) -> datetime | None:
+    """When a version was built, from its name (:func:`new_version`); None for a name that is not one."""
+    try:
+        return datetime.strptime(version.split("-", 1)[0], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def prune_versions(artefacts: ArtefactStore, *, now: datetime, keep: int = KEEP_SUPERSEDED,
+                   kept_for: timedelta = SUPERSEDED_FOR) -> list[str]:
+    """Remove the version folders older than the served one (``CURRENT``), beyond the ``keep`` newest of
+    them, built more than ``kept_for`` before ``now`` (the caller's clock); returns the versions removed.
+    Never the served version, one newer than it (a build waiting to be published, or failed and kept for
+    its report), or a folder whose name is not a version. Without it every build stayed for good: a new
+    version a day (purchases change the side tables) grew the artefacts by one index a day."""
+    current = current_version(artefacts)
+    if current is None:
+        return []
+    older = [v for v in artefacts.list_dirs(PREFIX) if v < current]
+    removed = []
+    for version in older[: max(len(older) - keep, 0)]:
+        built = version_built_at(version)
+        if built is not None and built <= now - kept_for:
+            artefacts.remove_dir(f"{PREFIX}/{version}")
+            removed.append(version)
+    return removed
 
 
 def publishable_versions(artefacts: ArtefactStore) -> list[str]:

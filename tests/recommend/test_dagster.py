@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +130,27 @@ def test_definitions_load_with_the_recommendation_stage(tmp_path: Path) -> None:
     assert graph.get(dg.AssetKey("campaign_index")).parent_keys == {dg.AssetKey("campaign_embeddings")}
     assert dg.AssetKey("campaign_index") in graph.get(dg.AssetKey("notification_plan")).parent_keys
     assert defs.resolve_sensor_def("campaign_index_publisher").name == "campaign_index_publisher"
+
+
+def test_a_month_of_daily_builds_keeps_a_week_of_index_versions(data_dir: Path) -> None:
+    """Every build is a new version folder (campaigns and purchases change the side tables daily). Before
+    session 40 none was ever removed: the artefacts grew by one index a day for as long as Notify ran. Now
+    the asset removes superseded versions a week old beyond the last few; the served one, and any newer one,
+    always stay."""
+    lake = Lake(NotifySettings(data_dir=data_dir).lake_root)
+    artefacts = LocalArtefactStore(data_dir / "artefacts")
+    days = 20
+    built = []
+    for day in range(days):
+        lake.merge("campaigns", campaign_rows().filter(pl.col("campaign_id") == f"c{day:03d}").with_columns(
+            pl.lit("paused").alias("status")))
+        at = datetime(2024, 1, 1, 9, tzinfo=UTC) + timedelta(hours=25 * day)  # no build on a 7-day boundary
+        result = dg.materialize([campaign_index], resources={
+            "notify": NotifyResource(data_dir=str(data_dir), clock_start=at.isoformat()),
+            "recommend": RecommendResource()})
+        built.append(str(result.asset_materializations_for_node("campaign_index")[0].metadata["version"].value))
+    assert len(set(built)) == days and current_version(artefacts) == built[-1]
+    kept = artefacts.list_dirs("campaign_index")
+    assert kept == built[-7:]  # the served version and the six built in the week before it
+    assert load_version(artefacts, built[-1]).table.active.sum() == 60 - days
+    assert load_version(artefacts, built[-7:][0]) is not None  # a week-old one still opens (a rollback)
