@@ -211,6 +211,7 @@ def opt_out_from_link(
     ``notification_interactions`` with ``Condition.absent()``, like first opens and clicks).
     """
     from notify_core.delivery.feedback import add_campaign_counts
+    from notify_core.delivery.tracking import marker_ttl
 
     before = get_preferences(store, user_id)
     campaign = store.table(tables.CAMPAIGNS).get(campaign_id, tables.CAMPAIGN_SK) or {}
@@ -225,7 +226,7 @@ def opt_out_from_link(
     ts = now.astimezone(UTC).isoformat(timespec="milliseconds")
     interactions = store.table(tables.NOTIFICATION_INTERACTIONS)
     marker: Item | None = {"pk": notification_id, "sk": OPT_OUT_EVENT, "campaign_id": campaign_id, "ts": ts,
-                           "scope": scope, "counted": False}
+                           "scope": scope, "counted": False, "ttl": marker_ttl(now)}
     try:
         interactions.put(dict(marker or {}), condition=Condition.absent())
         first = True

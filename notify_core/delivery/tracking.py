@@ -39,6 +39,7 @@ from notify_core.delivery.feedback import add_campaign_counts
 from notify_core.errors import ConditionFailedError, InvalidTokenError, NotFoundError, ValidationError
 from notify_core.events.capture import capture_events
 from notify_core.security.keyring import Ring
+from notify_core.slo import LOG_RETENTION_DAYS
 from notify_core.store import tables
 from notify_core.store.port import Condition, Store
 from notify_core.stream.port import Stream
@@ -144,7 +145,16 @@ def lookup(store: Store, notification_id: str, *, now: datetime) -> Notification
     return NotificationRef(notification_id, str(record["user_id"]), str(record["campaign_id"]), day)
 
 
-def _claim_first(store: Store, ref: NotificationRef, kind: Literal["open", "click"], ts: str,
+def marker_ttl(now: datetime) -> int:
+    """The TTL of a first open, click or unsubscribe marker made at ``now``: the deliveries log's retention
+    from then on. A marker is only read through :func:`lookup`, which needs the notification's deliveries row
+    (kept that long from its last attempt, which came before any hit): past it no link of the notification
+    resolves, and a marker kept for good was never read again (one row per first open, click and
+    unsubscribe, for as long as Notify ran)."""
+    return int(now.timestamp() + LOG_RETENTION_DAYS * 86400)
+
+
+def _claim_first(store: Store, ref: NotificationRef, kind: Literal["open", "click"], ts: str, *, ttl: int,
                  ) -> tuple[str, bool] | None:
     """Claim the notification's first ``kind``: ``(ts, True)`` when this request made the marker, ``(the
     marker's ts, False)`` when an earlier first one never had its count taken (``counted`` false: the Store
@@ -152,7 +162,7 @@ def _claim_first(store: Store, ref: NotificationRef, kind: Literal["open", "clic
     ``repeats`` instead. Markers from before the flag have no ``counted``: they were counted."""
     table = store.table(tables.NOTIFICATION_INTERACTIONS)
     marker = {"pk": ref.notification_id, "sk": kind, "campaign_id": ref.campaign_id, "ts": ts, "repeats": 0,
-              "counted": False}
+              "counted": False, "ttl": ttl}
     try:
         table.put(marker, condition=Condition.absent())
         return ts, True
@@ -190,7 +200,8 @@ def track(
     if kind == "click":
         campaign = store.table(tables.CAMPAIGNS).get(ref.campaign_id, tables.CAMPAIGN_SK)
         url = str((campaign or {}).get("url") or "") or None
-    claim = _claim_first(store, ref, kind, when.astimezone(UTC).isoformat(timespec="milliseconds"))
+    claim = _claim_first(store, ref, kind, when.astimezone(UTC).isoformat(timespec="milliseconds"),
+                         ttl=marker_ttl(when))
     if claim is None:
         return TrackResult(ref, None, False, url)
     ts, made = claim
