@@ -6,6 +6,12 @@ rewritten in place and index versions are immutable folders, so most snapshots u
 manifest; a snapshot whose files did not change writes nothing at all. Restoring ``--at T`` takes the
 newest manifest taken at or before T. Files being written (``*.tmp*``, dot-files) are skipped: every
 writer in Notify renames a finished file into place, so what is skipped is never a finished file.
+
+Retention (:meth:`FileBackup.prune`, run hourly by ``notify backup``): manifests older than
+:data:`SNAPSHOTS_KEPT_FOR` go, except the newest of them (so ``--at`` the cutoff still restores), and then every
+blob no kept manifest names. The Store's own replica keeps far less (Litestream's default retention, 24 h),
+so a restore never reaches further back; without it every version of every lake partition, landing file and
+index ever backed up stayed in the target for good.
 """
 
 from __future__ import annotations
@@ -17,12 +23,15 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 
 from notify_core.backup.target import BlobStore
 from notify_core.clock import Clock, utcnow
 from notify_core.errors import NotFoundError, NotifyError
+
+SNAPSHOTS_KEPT_FOR = timedelta(days=7)
+"""How far back file snapshots are kept (see the module docstring)."""
 
 MANIFESTS = "files/manifests/"
 BLOBS = "files/blobs/"
@@ -98,6 +107,31 @@ class FileBackup:
             self._last = manifest
             report.manifest = name
         return report
+
+    def prune(self, *, kept_for: timedelta = SNAPSHOTS_KEPT_FOR) -> tuple[int, int]:
+        """Remove the manifests taken more than ``kept_for`` ago (by this backup's clock) but the newest of
+        them, then the blobs no kept manifest names; returns (manifests, blobs) removed. Manifests go first:
+        a run stopped half-way leaves blobs nothing names, never a manifest naming a missing blob."""
+        cutoff = utcnow(self.clock) - kept_for
+        found = self.manifests()
+        old = [name for taken, name in found if taken < cutoff]
+        doomed = set(old[:-1])
+        named: set[str] = set()
+        for _taken, name in found:
+            if name in doomed:
+                continue
+            data = self.blobs.get_bytes(name)
+            if data is None:
+                continue
+            named.update(json.loads(data)["files"].values())
+        for name in sorted(doomed):
+            self.blobs.delete(name)
+        gone = [name for name in self.blobs.list(BLOBS) if name[len(BLOBS):] not in named]
+        for name in gone:
+            self.blobs.delete(name)
+            if self._known is not None:
+                self._known.discard(name[len(BLOBS):])
+        return len(doomed), len(gone)
 
     def manifests(self) -> list[tuple[datetime, str]]:
         found = []

@@ -34,3 +34,6 @@ class S3Blobs:
     def list(self, prefix: str) -> Iterator[str]:
         for name, _etag in self.bucket.objects(prefix):
             yield name
+
+    def delete(self, name: str) -> None:
+        self.bucket.delete(name)

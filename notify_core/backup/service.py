@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 
 FOLDERS = ("lake", "landing", "artefacts", "quarantine")
 LITESTREAM_FOLDER = "litestream"  # under the data directory: each target's Litestream config and log
+PRUNE_EVERY_S = 3600.0  # how often `notify backup` removes file snapshots past their retention
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ class BackupService:
             databases={path: plan.target.litestream_replica(name) for name, path in plan.databases.items()},
         )
         self.files = FileBackup(plan.target.blobs(), root=plan.data_dir, folders=plan.folders, clock=clock)
+        self._next_prune = 0.0  # file snapshots past their retention are removed hourly (FileBackup.prune)
 
     def check_target(self, *, new_replica: bool = False) -> None:
         """Refuse (:class:`ReplicaExistsError`) when the target holds a replica of a database that is missing
@@ -196,6 +198,16 @@ class BackupService:
         if report.manifest is not None:
             log.info("file snapshot", extra={"files": report.files, "uploaded": report.uploaded,
                                              "bytes": report.uploaded_bytes})
+        now = self.clock.now()
+        if now >= self._next_prune:
+            self._next_prune = now + PRUNE_EVERY_S
+            try:
+                manifests, blobs = self.files.prune()
+            except Exception as exc:  # as a snapshot: log, keep replicating, try again next hour
+                log.error("old file snapshots not removed", extra={"error": str(exc)})
+            else:
+                if manifests or blobs:
+                    log.info("old file snapshots removed", extra={"manifests": manifests, "blobs": blobs})
         return report
 
     def restore(self, *, at: datetime | None = None, force: bool = False) -> RestoreReport:

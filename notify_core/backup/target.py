@@ -42,6 +42,10 @@ class BlobStore(Protocol):
         """Names under ``prefix`` (recursively), in no particular order."""
         ...
 
+    def delete(self, name: str) -> None:
+        """Remove the blob (absent: nothing)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class BackupTarget:
@@ -164,6 +168,9 @@ class FolderBlobs:
         for path in base.rglob("*"):
             if path.is_file() and not path.name.startswith("."):
                 yield path.relative_to(self.root).as_posix()
+
+    def delete(self, name: str) -> None:
+        self._path(name).unlink(missing_ok=True)
 
 
 def _has_userinfo(netloc: str) -> bool:
