@@ -10,20 +10,22 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import re
 import sys
 import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import Histogram
 
 from notify_core.clock import SYSTEM_CLOCK, Clock
-from notify_core.line_file import LineFile
+from notify_core.line_file import LineFile, rewriting
 from notify_core.security.files import FILE_MODE
 
 _STANDARD = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "taskName"}
@@ -71,22 +73,79 @@ class JsonFormatter(logging.Formatter):
 class LineFileHandler(logging.Handler):
     """Log lines appended to a :class:`~notify_core.line_file.LineFile`: a log file the erasure sweep
     rewrites (lines naming an erased user removed) keeps every later line, where a plain file handler
-    would go on writing into the file the rewrite replaced, which no one can read any more."""
+    would go on writing into the file the rewrite replaced, which no one can read any more.
 
-    def __init__(self, path: Path) -> None:
+    Kept ``keep_days`` (the logs' retention, :data:`notify_core.slo.LOG_RETENTION_DAYS`): the first line of a
+    new UTC day (by the record's own time) moves the earlier days' lines to ``<stem>.<their last day><suffix>``
+    beside the file, under the file's lock (every process appending to it, each with its handler, then appends
+    to the new one), and removes the moved files older than ``keep_days``. Before, ``logs/delivery.jsonl`` took
+    one line per delivery attempt for as long as the worker ran."""
+
+    def __init__(self, path: Path, *, keep_days: int | None = None) -> None:
         super().__init__()
+        if keep_days is None:
+            from notify_core.slo import LOG_RETENTION_DAYS  # here: slo imports the consumer, which imports us
+
+            keep_days = LOG_RETENTION_DAYS
+        self.path = path
+        self._keep_days = keep_days
+        self._day: str | None = None  # the latest UTC day this handler wrote a line of
         self._file = LineFile(path, mode=FILE_MODE)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:  # under the handler's lock already (``Handler.handle``)
-            self._file.append((self.format(record) + "\n").encode("utf-8", errors="replace"))
+            line = (self.format(record) + "\n").encode("utf-8", errors="replace")
+            day = datetime.fromtimestamp(record.created, UTC).date().isoformat()
+            if self._day is None or day > self._day:
+                self._rotate(day)
+                self._day = day
+            self._file.append(line)
         except Exception:
             self.handleError(record)
+
+    def _rotate(self, day: str) -> None:
+        """Move the file's lines of days before ``day`` aside, and remove the moved files past retention."""
+        with rewriting(self.path):
+            last = _last_line_day(self.path)
+            if last is not None and last < day:
+                aside = self.path.with_name(f"{self.path.stem}.{last}{self.path.suffix}")
+                n = 1
+                while aside.exists():  # lines of that day moved aside already (a clock set back): keep both
+                    aside = self.path.with_name(f"{self.path.stem}.{last}.{n}{self.path.suffix}")
+                    n += 1
+                os.rename(self.path, aside)
+        oldest = (date.fromisoformat(day) - timedelta(days=self._keep_days)).isoformat()
+        stem, suffix = re.escape(self.path.stem), re.escape(self.path.suffix)
+        pattern = re.compile(rf"{stem}\.(\d{{4}}-\d{{2}}-\d{{2}})(\.\d+)?{suffix}")
+        for moved in self.path.parent.iterdir():
+            match = pattern.fullmatch(moved.name)
+            if match is not None and match.group(1) < oldest:
+                moved.unlink(missing_ok=True)
 
     def close(self) -> None:
         with self.lock or contextlib.nullcontext():
             self._file.close()
         super().close()
+
+
+def _last_line_day(path: Path) -> str | None:
+    """The UTC day (``YYYY-MM-DD``) of the last whole JSON line of ``path`` that has a ``ts``; None when the
+    file is absent, empty or holds no such line in its last 64 KiB."""
+    try:
+        with path.open("rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - (64 << 10)))
+            tail = handle.read()
+    except FileNotFoundError:
+        return None
+    for raw in reversed(tail.splitlines()):
+        try:
+            ts = json.loads(raw).get("ts")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(ts, str) and len(ts) >= 10:
+            return ts[:10]
+    return None
 
 
 def configure_logging(*, level: str = "INFO", stream: Any = None, path: Path | None = None) -> None:
