@@ -19,11 +19,11 @@ from notify_core.convergence import Ledger
 from notify_core.erasure_register import erased_before
 from notify_core.ingest.batch import DATASETS, IngestReport, ingest_dataset
 from notify_core.lake import partition_expr
-from notify_core.landing import build_landing_area
+from notify_core.landing import build_landing_area, fingerprint_of
 from notify_core.repositories import save_frame
 from notify_core.sources.demo import prepare_demo_landing
 from notify_resources import NotifyResource
-from notify_sensors.landing import FINGERPRINT_KEY, dataset_fingerprint
+from notify_sensors.landing import FINGERPRINT_KEY
 
 INGESTION_GROUP = "ingestion"
 PURCHASE_MONTHS = "purchase_months"
@@ -70,16 +70,21 @@ def _ingestion_asset(dataset: str) -> dg.AssetsDefinition:
     def _asset(context: dg.AssetExecutionContext, notify: NotifyResource) -> dg.MaterializeResult:
         settings = notify.settings
         area = build_landing_area(settings)
-        fingerprint = dataset_fingerprint(area, dataset)  # before reading: a later batch re-triggers
+        listing = area.listing(dataset=dataset)  # before reading: a later batch re-triggers
         area.pull()  # aws: files dropped under the S3 prefix (consumer pods, other jobs) reach this run
         report = ingest_dataset(dataset, landing=area.landing, lake=notify.lake, store=notify.store,
                                 quarantine=area.quarantine,
                                 on_file=lambda f: context.log.info(f"progress {dataset}: reading {f}"),
                                 clock=notify.clock())
         area.push(quarantine=True)
+        # The consumer's order files are in the lake now: retired, and left out of the fingerprint this run
+        # records, so the sensor sees the folder as ingested (a file that came after the listing still differs).
+        retired = area.retire(report.landed_stream_files())
+        fingerprint = fingerprint_of({k: v for k, v in listing.items() if k not in set(retired)}, dataset=dataset)
         for name, error in report.file_errors.items():
             context.log.warning(f"{name} rejected: {error}")
-        metadata: dict[str, object] = {**report.as_metadata(), FINGERPRINT_KEY: fingerprint}
+        metadata: dict[str, object] = {**report.as_metadata(), FINGERPRINT_KEY: fingerprint,
+                                       "stream_files_retired": len(retired)}
         if report.bad_rows:
             metadata["bad_rows"] = dg.MetadataValue.md(_bad_rows_table(report))
         changed = report.rows_changed > 0 or report.store.inserted + report.store.updated + report.store.deleted > 0

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,6 +28,11 @@ log = logging.getLogger(__name__)
 ETAGS_FILE = ".s3-etags.json"
 SUFFIXES = (".csv", ".parquet")
 NO_FILES = "none"  # the fingerprint of a dataset with no landing files (and of one never ingested)
+# The order files ``notify consume`` writes (``stream-<content hash>.parquet``, notify_core.events.consumer): derived
+# copies of what the Store already holds, one per batch with orders. Once an ingestion has landed one in the lake it
+# is retired (:meth:`LandingArea.retire`): kept, they piled up by the thousand a day, and every purchases ingestion
+# read all of them again (and the landing sensor stat-ed all of them every 5 s), so each run took longer than the last.
+STREAM_FILE_PREFIX = "stream-"
 
 
 class LandingArea(Protocol):
@@ -50,6 +56,25 @@ class LandingArea(Protocol):
         sensor ingests only the datasets that changed."""
         ...
 
+    def listing(self, *, dataset: str | None = None) -> dict[str, str]:
+        """``{name relative to the landing folder: a change stamp}``: what :meth:`fingerprint` digests
+        (:func:`fingerprint_of`)."""
+        ...
+
+    def retire(self, names: Sequence[str]) -> list[str]:
+        """Remove landing files (relative names) whose rows an ingestion has landed; returns those removed."""
+        ...
+
+
+def fingerprint_of(listing: Mapping[str, str], *, dataset: str | None = None) -> str:
+    """The fingerprint of a :meth:`LandingArea.listing` (``NO_FILES`` for a dataset without files)."""
+    if dataset and not listing:
+        return NO_FILES
+    digest = hashlib.sha256()
+    for name, stamp in sorted(listing.items()):
+        digest.update(f"{name}:{stamp}\n".encode())
+    return digest.hexdigest()[:16]
+
 
 def _local_files(root: Path) -> list[Path]:
     if not root.exists():
@@ -70,14 +95,26 @@ class LocalLandingArea:
         return []
 
     def fingerprint(self, *, dataset: str | None = None) -> str:
-        files = _local_files(self.landing / dataset if dataset else self.landing)
-        if dataset and not files:
-            return NO_FILES
-        digest = hashlib.sha256()
-        for path in files:
-            stat = path.stat()
-            digest.update(f"{path.relative_to(self.landing)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
-        return digest.hexdigest()[:16]
+        return fingerprint_of(self.listing(dataset=dataset), dataset=dataset)
+
+    def listing(self, *, dataset: str | None = None) -> dict[str, str]:
+        out = {}
+        for path in _local_files(self.landing / dataset if dataset else self.landing):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # retired or replaced while listed
+                continue
+            out[path.relative_to(self.landing).as_posix()] = f"{stat.st_size}:{stat.st_mtime_ns}"
+        return out
+
+    def retire(self, names: Sequence[str]) -> list[str]:
+        removed = []
+        for name in names:
+            path = self.landing / name
+            if path.is_file():
+                path.unlink(missing_ok=True)
+                removed.append(name)
+        return removed
 
 
 class S3LandingArea:
@@ -139,14 +176,16 @@ class S3LandingArea:
         return pushed
 
     def fingerprint(self, *, dataset: str | None = None) -> str:
-        objects = {name: etag for name, etag in self._objects("landing").items()
-                   if dataset is None or name.startswith(f"{dataset}/")}
-        if dataset and not objects:
-            return NO_FILES
-        digest = hashlib.sha256()
-        for name, etag in sorted(objects.items()):
-            digest.update(f"{name}:{etag}\n".encode())
-        return digest.hexdigest()[:16]
+        return fingerprint_of(self.listing(dataset=dataset), dataset=dataset)
+
+    def listing(self, *, dataset: str | None = None) -> dict[str, str]:
+        return {name: etag for name, etag in self._objects("landing").items()
+                if dataset is None or name.startswith(f"{dataset}/")}
+
+    def retire(self, names: Sequence[str]) -> list[str]:
+        """Not here: a consumer pod pushes the files of its own folder again once they are gone from the prefix
+        (:meth:`push`), so removing them would ingest them again and again. Retired: none."""
+        return []
 
 
 def s3_client(settings: NotifySettings) -> Any:

@@ -101,6 +101,7 @@ from notify_core.events.models import (
     json_time,
     topic_for,
 )
+from notify_core.landing import STREAM_FILE_PREFIX
 from notify_core.metrics import CONSUMER_LAG_SECONDS
 from notify_core.observability import BatchHistogram
 from notify_core.store import tables
@@ -495,7 +496,7 @@ def _landing_parquet(rows: Sequence[Item]) -> tuple[str, bytes]:
     frame = frame.cast(PURCHASES)  # type: ignore[arg-type]
     buffer = io.BytesIO()
     frame.write_parquet(buffer)
-    return f"stream-{digest}.parquet", buffer.getvalue()
+    return f"{STREAM_FILE_PREFIX}{digest}.parquet", buffer.getvalue()
 
 
 def put_landing_file(name: str, data: bytes, folder: Path) -> Path:

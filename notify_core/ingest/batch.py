@@ -39,6 +39,7 @@ from notify_core.erasure_register import EVENT_TIME, ErasureRegister, erased_bef
 from notify_core.errors import ValidationError
 from notify_core.ingest.validation import LIST_SEPARATOR, ROW_COLUMN, Validated, prepare, validate
 from notify_core.lake import Lake, MergePlan
+from notify_core.landing import STREAM_FILE_PREFIX
 from notify_core.repositories import ITEM_KEYS, WriteCounts
 from notify_core.schemas import KEYS, SCHEMAS
 from notify_core.store.port import Key, Store
@@ -78,6 +79,13 @@ class IngestReport:
     @property
     def rows_changed(self) -> int:
         return self.lake_inserted + self.lake_updated
+
+    def landed_stream_files(self) -> list[str]:
+        """The consumer's order files (:data:`notify_core.landing.STREAM_FILE_PREFIX`) this run read, named
+        relative to the landing folder: once :func:`ingest_dataset` has returned, the lake holds their rows,
+        and they can be retired. A file it could not read stays, for the operator to see."""
+        return [f"{self.dataset}/{name}" for name in self.files
+                if name.startswith(STREAM_FILE_PREFIX) and name not in self.file_errors]
 
     def as_metadata(self) -> dict[str, Any]:
         return {
