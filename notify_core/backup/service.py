@@ -58,7 +58,10 @@ from notify_core.stream.local_log import LocalLog
 
 log = logging.getLogger(__name__)
 
-FOLDERS = ("lake", "landing", "artefacts", "quarantine")
+# In this order: a snapshot reads the landing folder before the lake. Ingestion retires the consumer's order files
+# only after the lake holds their rows (notify_assets.ingestion), so a snapshot taken while it does so has the rows
+# in the landing file, in the lake, or in both; read the other way round, it could hold neither.
+FOLDERS = ("landing", "lake", "artefacts", "quarantine")
 LITESTREAM_FOLDER = "litestream"  # under the data directory: each target's Litestream config and log
 PRUNE_EVERY_S = 3600.0  # how often `notify backup` removes file snapshots past their retention
 

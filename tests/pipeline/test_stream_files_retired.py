@@ -77,3 +77,42 @@ def test_ingested_stream_files_are_retired_and_the_folder_stays_ingested(tmp_pat
         # a later batch starts the next run, as before
         _consume(settings, tmp_path, first=ROUNDS * ORDERS)
         assert len(_requests(instance, settings)) == 1
+
+
+def test_a_file_snapshot_taken_while_ingestion_retires_a_file_holds_its_rows_somewhere(tmp_path: Path) -> None:
+    """The backup reads the landing folder before the lake: a file retired between the two reads has its rows
+    in the lake by then. Read the other way round (the order before session 40), the snapshot held the lake
+    from before the commit and the landing folder from after the retirement: the orders in neither."""
+    from notify_core.backup.files import FileBackup
+    from notify_core.backup.service import FOLDERS
+    from notify_core.backup.target import FolderBlobs
+
+    data = tmp_path / "data"
+    stream_file = data / "landing" / "purchases" / "stream-abc.parquet"
+    lake_file = data / "lake" / "purchases" / "month=2024-03.parquet"
+    stream_file.parent.mkdir(parents=True)
+    lake_file.parent.mkdir(parents=True)
+    stream_file.write_bytes(b"the batch's order lines")
+    lake_file.write_bytes(b"the lake before the commit")
+
+    class IngestingMeanwhile(FileBackup):
+        """Ingestion commits the lake and retires the file while the snapshot is between two folders."""
+
+        done = False
+
+        def _digest(self, path: Path, rel: str) -> str:
+            if not self.done and rel.startswith(f"{self.folders[1]}/"):  # the first folder read, not the second
+                self.done = True
+                lake_file.write_bytes(b"the lake with the batch's order lines")
+                stream_file.unlink()
+            return super()._digest(path, rel)
+
+    backup = IngestingMeanwhile(FolderBlobs(tmp_path / "backup"), root=data, folders=list(FOLDERS),
+                                clock=events_clock())
+    backup.snapshot()
+    restored = tmp_path / "restored"
+    FileBackup(FolderBlobs(tmp_path / "backup"), root=restored, folders=[], clock=events_clock()).restore(restored)
+    in_landing = (restored / "landing" / "purchases" / "stream-abc.parquet").exists()
+    in_lake = (restored / "lake" / "purchases" / "month=2024-03.parquet").read_bytes() == (
+        b"the lake with the batch's order lines")
+    assert in_landing or in_lake
