@@ -90,15 +90,18 @@ class LineFileHandler(logging.Handler):
         self.path = path
         self._keep_days = keep_days
         self._day: str | None = None  # the latest UTC day this handler wrote a line of
+        self._day_ends = float("-inf")  # when that day ends (epoch seconds)
         self._file = LineFile(path, mode=FILE_MODE)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:  # under the handler's lock already (``Handler.handle``)
             line = (self.format(record) + "\n").encode("utf-8", errors="replace")
-            day = datetime.fromtimestamp(record.created, UTC).date().isoformat()
-            if self._day is None or day > self._day:
-                self._rotate(day)
-                self._day = day
+            if record.created >= self._day_ends:  # a float compare a line; the day's string once a day
+                day = datetime.fromtimestamp(record.created, UTC).date()
+                if self._day is None or day.isoformat() > self._day:
+                    self._rotate(day.isoformat())
+                    self._day = day.isoformat()
+                    self._day_ends = datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() + 86_400
             self._file.append(line)
         except Exception:
             self.handleError(record)
