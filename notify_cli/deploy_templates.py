@@ -533,7 +533,9 @@ def consumer_manifest() -> dict[str, Any]:
                     "terminationGracePeriodSeconds": 60,  # SIGTERM: finish and commit the batch in hand
                     "containers": [{
                         "name": "consumer", "image": f"{APP_IMAGE_NAME}:latest",
-                        "command": ["notify", "consume", "--metrics-port", "9100"],
+                        # the pod's address, not loopback: Prometheus scrapes the pod IP (the consumer-lag and
+                        # pipeline-success rules read these metrics)
+                        "command": ["notify", "consume", "--metrics-port", "9100", "--metrics-addr", "0.0.0.0"],
                         "env": [{"name": "NOTIFY_ENV", "value": "aws"},
                                 {"name": "NOTIFY_STREAM_BACKEND", "value": "kafka"}],
                         "envFrom": [{"configMapRef": {"name": "notify-settings"}},

@@ -48,6 +48,8 @@ def consume(
     max_records: Annotated[int | None, typer.Option(help="Exit after about this many records.")] = None,
     from_beginning: Annotated[bool, typer.Option(help="Replay the topics from offset 0.")] = False,
     metrics_port: Annotated[int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")] = 0,
+    metrics_addr: Annotated[str, typer.Option(
+        help="Interface of the metrics port (a pod that Prometheus scrapes: 0.0.0.0).")] = "127.0.0.1",
     standby: Annotated[
         bool, typer.Option(help="Embedded log: if another process consumes the group, wait and take over.")
     ] = False,
@@ -81,7 +83,7 @@ def consume(
     if metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(metrics_port, addr="127.0.0.1")
+        start_http_server(metrics_port, addr=metrics_addr)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
