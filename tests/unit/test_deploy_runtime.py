@@ -7,6 +7,7 @@ templates as they were.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -57,3 +58,48 @@ def test_the_consumer_pod_serves_its_metrics_on_an_address_prometheus_can_reach(
             except subprocess.TimeoutExpired:
                 consumer.kill()
                 consumer.wait()
+
+
+# -- the app image's pods: an unprivileged user, no capabilities, and (the consumer) a read-only root ---------
+APP_DOCKERFILE = ROOT / deploy_templates.APP_IMAGE
+
+
+def _dockerfile(word: str) -> list[str]:
+    text = APP_DOCKERFILE.read_text().replace("\\\n", " ")
+    return [line.strip().partition(" ")[2].strip() for line in text.splitlines()
+            if line.strip().upper().startswith(word + " ")]
+
+
+def _image_env() -> dict[str, str]:
+    return dict(item.split("=", 1) for args in _dockerfile("ENV") for item in shlex.split(args))
+
+
+def _as_the_pod(command: list[str], *, writable: list[str], env: dict[str, str], timeout: float
+                ) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` with the root filesystem read-only and an empty tmpfs at each ``writable`` path, as a
+    container with ``readOnlyRootFilesystem`` and emptyDir volumes there sees it (a private mount namespace:
+    nothing outside this process changes)."""
+    mounts = "".join(f" && mount -t tmpfs tmpfs {shlex.quote(path)}" for path in writable)
+    script = f'mount --bind / / && mount -o remount,bind,ro /{mounts} && cd {shlex.quote(str(ROOT))} && exec "$@"'
+    try:
+        return subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", *command], env=env, capture_output=True,
+                              text=True, timeout=timeout)
+    except FileNotFoundError as exc:  # a missing prerequisite fails, never skips
+        raise AssertionError("unshare (util-linux) is needed to run a pod's command on a read-only root") from exc
+
+
+def _pod_env(extra: dict[str, str]) -> dict[str, str]:
+    """This interpreter's environment with the image's ENV, run locally (embedded log and Store)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFY_") and k != "DAGSTER_HOME"}
+    return base | _image_env() | {"PYTHONPATH": str(ROOT), "NOTIFY_ENV": "local"} | extra
+
+
+def test_the_code_location_loads_where_only_the_images_scratch_is_writable() -> None:
+    """The app image runs as uid 10001 in a WORKDIR root owns: loading the definitions writes the data
+    directory (``deployed_on``), which used to default to ``.notify`` in that WORKDIR (EACCES in the pod; the
+    existing code-server test passed NOTIFY_DATA_DIR itself, so it never saw it). Here everything but /tmp
+    (writable for every user in the image) is read-only."""
+    load = "import notify_assets.definitions as m; m.defs.load_fn(); print('loaded')"
+    done = _as_the_pod([sys.executable, "-W", "ignore", "-c", load], writable=["/tmp"], env=_pod_env({}),
+                       timeout=180)
+    assert done.returncode == 0 and "loaded" in done.stdout, done.stderr[-3000:]
