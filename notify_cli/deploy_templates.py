@@ -66,6 +66,12 @@ SERVICE_ACCOUNTS = {"dagster": "notify-dagster", "consumer": "notify-consumer"} 
 LAMBDA_IMAGE = "deploy/Dockerfile"  # the Lambda image (AWS base image, handler as the command)
 APP_IMAGE = "deploy/app.Dockerfile"  # the Dagster code server / run pods / consumer image
 APP_IMAGE_NAME = "notify-app"
+APP_IMAGE_UID = 10001  # the app image's USER (deploy/app.Dockerfile)
+APP_SCRATCH = "/tmp"  # the app image's NOTIFY_DATA_DIR lives under it (deploy/app.Dockerfile)
+# Our image's pods run as its unprivileged user, with no capabilities and no way to gain privileges.
+POD_SECURITY: dict[str, Any] = {"runAsNonRoot": True, "runAsUser": APP_IMAGE_UID, "runAsGroup": APP_IMAGE_UID,
+                                "seccompProfile": {"type": "RuntimeDefault"}}
+CONTAINER_SECURITY: dict[str, Any] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
 def _aws_environment() -> dict[str, Any]:
@@ -500,6 +506,8 @@ def dagster_values() -> dict[str, Any]:
                 "envSecrets": [{"name": "notify-secrets"}],
                 "env": env,
                 "resources": {"requests": {"cpu": "500m", "memory": "2Gi"}, "limits": {"memory": "8Gi"}},
+                "podSecurityContext": POD_SECURITY,
+                "securityContext": CONTAINER_SECURITY,
             }],
             # IRSA: the pods assume the DagsterPodRole of the CloudFormation stack (no AWS keys anywhere)
             "serviceAccount": {"create": False, "name": SERVICE_ACCOUNTS["dagster"]},
@@ -512,7 +520,9 @@ def dagster_values() -> dict[str, Any]:
         "generatePostgresqlPasswordSecret": False,
         "runLauncher": {"type": "K8sRunLauncher", "config": {"k8sRunLauncher": {
             "envConfigMaps": [{"name": "notify-settings"}], "envSecrets": [{"name": "notify-secrets"}],
-            "runK8sConfig": {"containerConfig": {"resources": {"requests": {"cpu": "1", "memory": "4Gi"}}}},
+            "runK8sConfig": {"containerConfig": {"resources": {"requests": {"cpu": "1", "memory": "4Gi"}},
+                                                 "securityContext": CONTAINER_SECURITY},
+                             "podSpecConfig": {"securityContext": POD_SECURITY}},
         }}},
         "dagsterDaemon": {"enabled": True},  # schedules and the sensors (landing, index publisher, re-plan)
     }
@@ -531,6 +541,9 @@ def consumer_manifest() -> dict[str, Any]:
                 "spec": {
                     "serviceAccountName": SERVICE_ACCOUNTS["consumer"],  # IRSA: ConsumerPodRole
                     "terminationGracePeriodSeconds": 60,  # SIGTERM: finish and commit the batch in hand
+                    "securityContext": POD_SECURITY,
+                    # the root filesystem is read-only: the data directory (landing files until pushed) is here
+                    "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": "2Gi"}}],
                     "containers": [{
                         "name": "consumer", "image": f"{APP_IMAGE_NAME}:latest",
                         # the pod's address, not loopback: Prometheus scrapes the pod IP (the consumer-lag and
@@ -541,7 +554,9 @@ def consumer_manifest() -> dict[str, Any]:
                         "envFrom": [{"configMapRef": {"name": "notify-settings"}},
                                     {"secretRef": {"name": "notify-secrets"}}],
                         "ports": [{"name": "metrics", "containerPort": 9100}],
-                        "resources": {"requests": {"cpu": "1", "memory": "1Gi"}},
+                        "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "4Gi"}},
+                        "securityContext": {**CONTAINER_SECURITY, "readOnlyRootFilesystem": True},
+                        "volumeMounts": [{"name": "scratch", "mountPath": APP_SCRATCH}],
                     }],
                 },
             },

@@ -94,6 +94,42 @@ def _pod_env(extra: dict[str, str]) -> dict[str, str]:
     return base | _image_env() | {"PYTHONPATH": str(ROOT), "NOTIFY_ENV": "local"} | extra
 
 
+def test_our_pods_run_as_the_images_unprivileged_user_without_capabilities() -> None:
+    uid, _, gid = _dockerfile("USER")[-1].partition(":")
+    values = deploy_templates.dagster_values()
+    [code_server] = values["dagster-user-deployments"]["deployments"]
+    run_pods = values["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]
+    consumer_pod = deploy_templates.consumer_manifest()["spec"]["template"]["spec"]
+    pods = {"consumer": consumer_pod["securityContext"], "code server": code_server["podSecurityContext"],
+            "run pods": run_pods["podSpecConfig"]["securityContext"]}
+    containers = {"consumer": _consumer_container()["securityContext"], "code server": code_server["securityContext"],
+                  "run pods": run_pods["containerConfig"]["securityContext"]}
+    for name, pod in pods.items():
+        assert pod["runAsNonRoot"] is True, name
+        assert (str(pod["runAsUser"]), str(pod["runAsGroup"])) == (uid, gid) and int(uid) > 0, name
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}, name
+    for name, container in containers.items():
+        assert container["allowPrivilegeEscalation"] is False, name
+        assert container["capabilities"]["drop"] == ["ALL"] and "add" not in container["capabilities"], name
+    assert containers["consumer"]["readOnlyRootFilesystem"] is True
+    assert _consumer_container()["resources"]["limits"]["memory"]
+    volumes = {v["name"]: v for v in consumer_pod["volumes"]}
+    assert all("emptyDir" in volumes[m["name"]] for m in _consumer_container()["volumeMounts"])
+
+
+def test_the_consumer_command_runs_on_a_read_only_root_with_only_its_volumes_writable() -> None:
+    """The Deployment's command, with the image's ENV, where only its emptyDir mounts are writable: it used to
+    have no such volume, and the image no data directory outside the root-owned WORKDIR."""
+    container = _consumer_container()
+    command = list(container["command"])
+    command[command.index("--metrics-port") + 1] = "0"
+    writable = [m["mountPath"] for m in container.get("volumeMounts", [])]
+    done = _as_the_pod([sys.executable, "-m", "notify_cli.stream_commands", *command[1:], "--idle-exit", "1"],
+                       writable=writable, env=_pod_env({}), timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert '"lag": 0' in done.stdout, done.stdout
+
+
 def test_the_code_location_loads_where_only_the_images_scratch_is_writable() -> None:
     """The app image runs as uid 10001 in a WORKDIR root owns: loading the definitions writes the data
     directory (``deployed_on``), which used to default to ``.notify`` in that WORKDIR (EACCES in the pod; the
