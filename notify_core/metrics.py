@@ -97,12 +97,14 @@ def counted_plan_generation(func: Callable[P, R]) -> Callable[P, R]:
 
 def emf_line(
     *, namespace: str, metrics: Mapping[str, tuple[float, str]], dimensions: Mapping[str, str],
-    timestamp_ms: int, properties: Mapping[str, Any] | None = None,
+    timestamp_ms: int, properties: Mapping[str, Any] | None = None, also_undimensioned: bool = False,
 ) -> str:
     """One CloudWatch Embedded Metric Format record (``metrics``: name -> (value, unit)).
 
     The spec: https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html
     ``properties`` are extra searchable fields (the request id) that do not become dimensions.
+    ``also_undimensioned``: the metrics are also published without dimensions (an empty dimension set), the
+    sum over every value of ``dimensions`` that an alarm can read (CloudWatch does not aggregate across them).
     """
     when = timestamp_ms
     record: dict[str, Any] = {
@@ -110,7 +112,7 @@ def emf_line(
             "Timestamp": when,
             "CloudWatchMetrics": [{
                 "Namespace": namespace,
-                "Dimensions": [sorted(dimensions)],
+                "Dimensions": [sorted(dimensions)] + ([[]] if also_undimensioned else []),
                 "Metrics": [{"Name": name, "Unit": unit} for name, (_v, unit) in metrics.items()],
             }],
         },

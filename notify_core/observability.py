@@ -207,7 +207,9 @@ class Invocations:
 
             self.flush_counters()
             self._emit(emf_line(
+                # also without the function: the handler-error alarm reads the sum over Notify's functions
                 namespace=self._namespace, dimensions={"function": function}, timestamp_ms=self._now_ms(),
+                also_undimensioned=True,
                 metrics={"Invocations": (1, "Count"), "Errors": (1 if status >= 500 else 0, "Count"),
                          "Duration": (round(seconds * 1000, 3), "Milliseconds")},
                 properties={"request_id": _REQUEST_ID.get(), "cold_start": cold_start, "status": status},

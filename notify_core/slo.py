@@ -11,8 +11,10 @@ What each §8 line means here:
 
 * *Pipeline success >= 99.9 %*: of the events the stream consumer handled, the share persisted to the
   Store (the rest went to a dead-letter topic).
-* *Lambda errors <= 0.1 %*: 5xx answers of the handlers (gateway: per-route counter; AWS: Lambda
-  ``Errors`` / ``Invocations``).
+* *Lambda errors <= 0.1 %*: 5xx answers of the handlers (gateway: per-route counter; AWS: the handlers' own
+  EMF ``Errors`` / ``Invocations``, summed over Notify's functions. Not ``AWS/Lambda``'s: without a
+  ``FunctionName`` those are every function of the account and region, and a handler's exception is
+  answered as a 500, which Lambda counts as a success).
 * *Consumer lag <= 10 s*: ``notify_consumer_lag_seconds`` (AWS: MSK ``EstimatedMaxTimeLag``).
 * *Notification failures <= 0.3 %*: dead-lettered deliveries among finished ones (delivered + dead-lettered).
 * *Schedule generation success 99.95 %*: plan generation runs that completed.
@@ -88,9 +90,9 @@ OBJECTIVES: tuple[Objective, ...] = (
              ' / sum(rate(notify_http_requests_total[{window}]))',
         op=">", threshold=0.001,
         cloudwatch=(
-            _metric("errors", "AWS/Lambda", "Errors", {}),
-            _metric("invocations", "AWS/Lambda", "Invocations", {}),
-            _math("errors / invocations", "Lambda error ratio (all functions)"),
+            _metric("errors", EMF_NAMESPACE, "Errors", {}),
+            _metric("invocations", EMF_NAMESPACE, "Invocations", {}),
+            _math("errors / invocations", "handler 5xx ratio (Notify's API functions)"),
         ),
     ),
     Objective(

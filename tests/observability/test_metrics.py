@@ -129,7 +129,7 @@ def test_emf_records_on_lambda_carry_the_request_id_and_the_cold_start() -> None
     invocations.done(function="f", status=200, seconds=0.01, cold_start=False)
     first, second = (r for r in map(json.loads, lines) if "function" in r)  # (the rest: counter deltas)
     directive = first["_aws"]["CloudWatchMetrics"][0]
-    assert directive["Namespace"] == "Notify" and directive["Dimensions"] == [["function"]]
+    assert directive["Namespace"] == "Notify" and directive["Dimensions"] == [["function"], []]
     assert {m["Name"]: m["Unit"] for m in directive["Metrics"]} == {
         "Invocations": "Count", "Errors": "Count", "Duration": "Milliseconds"}
     assert (first["function"], first["Errors"], first["Duration"], first["request_id"], first["cold_start"]) == (
