@@ -253,6 +253,7 @@ def _pod_roles(resources: dict[str, Any], table_ids: dict[str, str]) -> None:
     its object versions: ``notify users delete`` runs in its pods), the topic. The consumer writes what
     ``notify_core.events.consumer`` reaches, and landing files."""
     from notify_cli.deploy_access import DYNAMODB_READ, DYNAMODB_SCAN, DYNAMODB_WRITE, derive_access
+    from notify_core.slo import EMF_NAMESPACE
 
     consumer = derive_access("notify_core.events.consumer")
     grants = {
@@ -261,7 +262,10 @@ def _pod_roles(resources: dict[str, Any], table_ids: dict[str, str]) -> None:
                                     s3_read=True, s3_write=True, sns=True, kms_direct=True, s3_versions=True),
         "consumer": _data_statements(table_ids=[table_ids[t] for t in sorted(consumer.tables)],
                                      actions=consumer.dynamodb_actions, s3_read=True, s3_write=True, sns=False,
-                                     kms_direct=consumer.reaches_keys),
+                                     kms_direct=consumer.reaches_keys) + [
+            # its SLO counters for the pipeline-success alarm (notify_cli.stream_commands.slo_counters)
+            {"Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*",
+             "Condition": {"StringEquals": {"cloudwatch:namespace": EMF_NAMESPACE}}}],
     }
     for role, account in SERVICE_ACCOUNTS.items():
         trust = ('{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Federated": '

@@ -19,6 +19,7 @@ import typer
 from notify_cli import STOPPED_UNFINISHED
 from notify_core.errors import NotifyError
 from notify_core.landing import LandingArea, build_landing_area
+from notify_core.observability import CloudWatchCounters
 from notify_core.settings import NotifySettings, load_settings
 from notify_core.stream import open_stream
 from notify_core.stream.port import Stream
@@ -110,6 +111,10 @@ def consume(
     area = build_landing_area(settings)  # aws: order files go to the S3 prefix, where ingestion finds them
     pusher = threading.Thread(target=_push_landing, args=(area, stop), daemon=True)
     pusher.start()
+    counters = slo_counters(settings)
+    publisher = threading.Thread(target=_publish_counters, args=(counters, stop), daemon=True)
+    if counters is not None:
+        publisher.start()
     try:
         if from_beginning:
             consumer.seek_to_beginning()
@@ -122,11 +127,41 @@ def consume(
     finally:
         stop.set()
         pusher.join(30)
+        if counters is not None:
+            publisher.join(30)
+            _publish_counters(counters, None)  # what the last batches counted
         consumer.close()
         stream.close()
         store.close()
         area.push()  # whatever the last batches wrote
     typer.echo(json.dumps({**totals_dict(totals), "lag": lag}))
+
+
+def slo_counters(settings: NotifySettings) -> CloudWatchCounters | None:
+    """In aws, the consumer's SLO counters for CloudWatch (the pipeline-success alarm reads
+    ``notify_consumer_records_total`` by ``outcome``): a pod has no Lambda log to carry EMF lines."""
+    if settings.env != "aws":
+        return None
+    import boto3
+    from botocore.config import Config
+
+    return CloudWatchCounters(boto3.client(  # bounded: the last flush runs inside the pod's grace period
+        "cloudwatch", region_name=settings.aws_region, endpoint_url=settings.cloudwatch_endpoint_url,
+        config=Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2})))
+
+
+def _publish_counters(counters: CloudWatchCounters | None, stop: threading.Event | None,
+                      every_s: float = 60.0) -> None:
+    """Send the counters' gains every ``every_s`` until ``stop`` (None: once, now)."""
+    while counters is not None:
+        if stop is not None and stop.wait(every_s):
+            return
+        try:
+            counters.flush()
+        except Exception as exc:  # CloudWatch unreachable: the same gains go with the next call
+            logging.getLogger(__name__).warning("metrics publish failed", extra={"error": str(exc)})
+        if stop is None:
+            return
 
 
 def _push_landing(area: LandingArea, stop: threading.Event, every_s: float = 10.0) -> None:

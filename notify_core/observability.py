@@ -224,26 +224,61 @@ class Invocations:
         """
         if self._emit is None:
             return
-        from prometheus_client import REGISTRY
+        from notify_core.metrics import emf_line
 
-        from notify_core.metrics import EMF_COUNTERS, emf_line
-
-        totals: dict[tuple[str, str], float] = {}
-        for family in REGISTRY.restricted_registry(list(EMF_COUNTERS)).collect():
-            for sample in family.samples:
-                if sample.name in EMF_COUNTERS:
-                    key = (sample.name, str(sample.labels.get("outcome", "")))
-                    totals[key] = totals.get(key, 0.0) + sample.value
         with self._lock:
-            deltas = {k: v - self._flushed.get(k, 0.0) for k, v in totals.items()}
-            self._flushed.update(totals)
-        for (name, outcome), delta in sorted(deltas.items()):
-            if delta > 0:
-                self._emit(emf_line(namespace=self._namespace, dimensions={"outcome": outcome},
-                                    metrics={name: (delta, "Count")}, timestamp_ms=self._now_ms()))
+            deltas = slo_counter_deltas(self._flushed)
+        for (name, outcome), delta in deltas:
+            self._emit(emf_line(namespace=self._namespace, dimensions={"outcome": outcome},
+                                metrics={name: (delta, "Count")}, timestamp_ms=self._now_ms()))
 
     def _now_ms(self) -> int:
         return int(self._clock.now() * 1000)
+
+
+def slo_counter_deltas(flushed: dict[tuple[str, str], float]) -> list[tuple[tuple[str, str], float]]:
+    """What the SLO counters (:data:`notify_core.metrics.EMF_COUNTERS`, summed by ``outcome``) gained since
+    ``flushed`` (updated in place), the positive ones, sorted."""
+    from prometheus_client import REGISTRY
+
+    from notify_core.metrics import EMF_COUNTERS
+
+    totals: dict[tuple[str, str], float] = {}
+    for family in REGISTRY.restricted_registry(list(EMF_COUNTERS)).collect():
+        for sample in family.samples:
+            if sample.name in EMF_COUNTERS:
+                key = (sample.name, str(sample.labels.get("outcome", "")))
+                totals[key] = totals.get(key, 0.0) + sample.value
+    deltas = {k: v - flushed.get(k, 0.0) for k, v in totals.items()}
+    flushed.update(totals)
+    return sorted((k, d) for k, d in deltas.items() if d > 0)
+
+
+class CloudWatchCounters:
+    """The SLO counters of a process that is no Lambda (the consumer pod on AWS), for the CloudWatch alarms.
+
+    A Lambda's counters reach CloudWatch as EMF lines in its log (:meth:`Invocations.flush_counters`); a pod's
+    stdout reaches no metric, so :meth:`flush` sends what they gained since the last flush with
+    ``PutMetricData``: the same namespace, names and ``outcome`` dimension as those EMF lines, which is what
+    the alarms of :mod:`notify_core.slo` read. ``client``: a boto3 CloudWatch client.
+    """
+
+    def __init__(self, client: Any, *, namespace: str = "Notify") -> None:
+        self._client = client
+        self._namespace = namespace
+        self._flushed: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def flush(self) -> int:
+        """Send the deltas; the number of data points sent."""
+        with self._lock:
+            flushed = dict(self._flushed)  # kept only once sent: a failed call sends the same gain next time
+            data = [{"MetricName": name, "Dimensions": [{"Name": "outcome", "Value": outcome}], "Value": delta,
+                     "Unit": "Count"} for (name, outcome), delta in slo_counter_deltas(flushed)]
+            for start in range(0, len(data), 1000):  # PutMetricData takes 1,000 data points a call
+                self._client.put_metric_data(Namespace=self._namespace, MetricData=data[start:start + 1000])
+            self._flushed = flushed
+        return len(data)
 
 
 class BatchHistogram(Histogram):

@@ -108,6 +108,7 @@ class NotifySettings(BaseSettings):
     # endpoints (issue 15): None = the AWS default; set to reach DynamoDB Local, SeaweedFS/MinIO, a local SNS
     s3_endpoint_url: str | None = None
     sns_endpoint_url: str | None = None
+    cloudwatch_endpoint_url: str | None = None  # where `notify consume` in aws sends its SLO counters
 
     # delivery (issue 7): the channel, its endpoint and secrets, and where tracking links point
     delivery_channel: Literal["outbox", "webhook", "sns"] | None = None  # default: outbox (local), sns (aws)

@@ -92,3 +92,51 @@ def test_no_alarm_reads_an_account_wide_lambda_metric() -> None:
             if metric.get("Namespace") == "AWS/Lambda":
                 names = {d["Name"] for d in metric.get("Dimensions", [])}
                 assert "FunctionName" in names, f"{logical} reads {metric['MetricName']} of the whole account"
+
+
+def test_the_consumer_pod_in_aws_sends_what_the_pipeline_success_alarm_reads() -> None:
+    """The consumer runs in a pod, not a Lambda: its counters never became EMF lines in a Lambda log, so the
+    pipeline-success alarm read a metric nothing published. In aws ``notify consume`` now sends them
+    (PutMetricData, every 60 s and at exit), and its pod role may do that in the alarm's namespace only."""
+    from datetime import UTC, datetime, timedelta
+
+    from moto import mock_aws
+
+    from notify_cli import deploy_templates, stream_commands
+    from notify_core.events.consumer import RECORDS
+    from notify_core.settings import NotifySettings
+
+    alarm = cloudwatch_resources()["SloPipelineSuccessAlarm"]["Properties"]
+    queries = [q for q in alarm["Metrics"] if "MetricStat" in q]
+    with mock_aws():
+        settings = NotifySettings(env="aws", aws_region="eu-west-1", s3_bucket="b",
+                                  sns_topic_arn="arn:aws:sns:eu-west-1:1:t")
+        counters = stream_commands.slo_counters(settings)
+        assert counters is not None
+        client = counters._client
+
+        def sums() -> dict[str, float]:
+            out: dict[str, float] = {}
+            for q in queries:
+                metric, now = q["MetricStat"]["Metric"], datetime.now(UTC)
+                points = client.get_metric_statistics(
+                    Namespace=metric["Namespace"], MetricName=metric["MetricName"], Dimensions=metric["Dimensions"],
+                    StartTime=now - timedelta(hours=1), EndTime=now + timedelta(minutes=5), Period=3600,
+                    Statistics=["Sum"])["Datapoints"]
+                out[q["Id"]] = sum(p["Sum"] for p in points)
+            return out
+
+        stream_commands._publish_counters(counters, None)  # whatever this process counted before
+        before = sums()
+        RECORDS.labels("persisted").inc(997)
+        RECORDS.labels("dead_lettered").inc(3)
+        stream_commands._publish_counters(counters, None)
+        after = sums()
+    [value] = [q for q in alarm["Metrics"] if q.get("ReturnData")]
+    ratio = _evaluate(value["Expression"], {k: after[k] - before[k] for k in after})
+    assert ratio == 0.997 and alarm["ComparisonOperator"] == "LessThanThreshold" and ratio < alarm["Threshold"]
+    role = deploy_templates.cloudformation()["Resources"]["ConsumerPodRole"]
+    statements = role["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    namespaces = {q["MetricStat"]["Metric"]["Namespace"] for q in queries}
+    assert [s["Condition"] for s in statements if s["Action"] == "cloudwatch:PutMetricData"] == [
+        {"StringEquals": {"cloudwatch:namespace": namespace}} for namespace in namespaces]
