@@ -8,7 +8,8 @@ Prometheus (``prometheus_client``'s default registry, served at ``notify serve``
   never the raw path, so the series count stays bounded by the route table.
 * ``notify_capture_events_total{outcome}``: events accepted into the stream / rejected by validation.
 * ``notify_consumer_lag_seconds``: how far behind the event consumer is (age of the oldest record of the
-  batch it just committed; 0 once it has caught up). The record count is ``notify_consumer_lag_records``.
+  batch it just committed; 0 once it has caught up; while the Store keeps failing a batch, that batch's age).
+  The record count is ``notify_consumer_lag_records``.
 * ``notify_plan_generations_total{outcome}``, ``notify_planned_users_total``,
   ``notify_planned_notifications_total``: plan generation runs and what they planned.
 * Delivery outcomes are ``notify_deliveries_total{outcome,channel}`` (owned by the delivery worker), the event

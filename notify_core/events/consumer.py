@@ -820,20 +820,31 @@ class EventConsumer:
         dead-lettered with the reason, so the batch commits.
         """
         try:
-            return self._retrying(lambda: self.write(prepared))
+            return self._retrying(lambda: self.write(prepared), on_failure=lambda: self._lag_while_failing(prepared))
         except ValidationError as exc:
             log.warning("a row was refused; writing the batch record by record", extra={"error": str(exc)})
             return self._isolate(prepared)
 
-    def _retrying(self, action: Callable[[], _T]) -> _T:
+    def _lag_while_failing(self, prepared: PreparedBatch) -> None:
+        """The Store keeps failing the batch in hand: the lag in seconds is that batch's age, and it grows.
+        (Set only at commits, the gauge kept the last committed batch's age through a whole Store outage,
+        and the consumer-lag alert stayed quiet while nothing was persisted.)"""
+        if prepared.records:
+            oldest_ms = min(record.timestamp_ms for record in prepared.records)
+            CONSUMER_LAG_SECONDS.set(max(self.clock.now() * 1000 - oldest_ms, 0) / 1000)
+
+    def _retrying(self, action: Callable[[], _T], *, on_failure: Callable[[], None] | None = None) -> _T:
         """``action`` until it succeeds: the Store or the DLQ down is retried with the same batch, never
         skipped. A stop while it keeps failing gives the batch up uncommitted (StoppedWhileRetryingError):
-        a SIGTERM must end the process within its grace period even when the Store's disk is full."""
+        a SIGTERM must end the process within its grace period even when the Store's disk is full.
+        ``on_failure`` runs after each failure."""
         delay = 0.1
         while True:
             try:
                 return action()
             except BackendError as exc:
+                if on_failure is not None:
+                    on_failure()
                 log.warning("batch failed, retrying", extra={"error": str(exc), "retry_in_s": delay})
                 if self._stop is None:  # process() / run_once(): no stop to watch
                     time.sleep(delay)
