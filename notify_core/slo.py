@@ -20,6 +20,15 @@ What each §8 line means here:
 * *Schedule generation success 99.95 %*: plan generation runs that completed.
 * *Logs kept 30 days*: :data:`LOG_RETENTION_DAYS`, the retention of the Lambda log groups and the TTL of the
   delivery log rows.
+
+Two SLAs of the spec's §1 are measured by histograms with a bucket at their bound, and alert in Prometheus
+only (``cloudwatch`` empty: the delivery Lambda's lateness histogram and the consumer's persist latency do
+not reach CloudWatch):
+
+* *On-time delivery 99.5 % within 10 seconds* (§1.2): delivered notifications whose lateness (delivered
+  minus scheduled time) is <= 10 s, ``notify_delivery_lateness_seconds``.
+* *Event persistence 99.9 % within 5 seconds* (§1.4): consumed events in the Store <= 5 s after they were
+  produced, ``notify_consumer_persist_latency_seconds``.
 """
 
 from __future__ import annotations
@@ -55,6 +64,7 @@ class Objective:
     unit: Literal["ratio", "seconds"] = "ratio"
     cloudwatch: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
     cloudwatch_period_s: int = 300
+    section: str = "§8"  # where the spec states it
 
     def promql(self) -> str:
         return f"({self.expr.format(window=self.window)}) {self.op} {self.threshold:g}"
@@ -131,6 +141,19 @@ OBJECTIVES: tuple[Objective, ...] = (
         ),
         cloudwatch_period_s=86400,
     ),
+    Objective(
+        key="on_time_delivery", alert="NotifyOnTimeDeliveryBelowSLO", spec="On-time delivery 99.5 % within 10 seconds",
+        expr='sum(rate(notify_delivery_lateness_seconds_bucket{{le="10.0"}}[{window}]))'
+             ' / sum(rate(notify_delivery_lateness_seconds_count[{window}]))',
+        op="<", threshold=0.995, window="15m", section="§1.2",
+    ),
+    Objective(
+        key="event_persistence", alert="NotifyEventPersistenceBelowSLO",
+        spec="Event persistence 99.9 % within 5 seconds",
+        expr='sum(rate(notify_consumer_persist_latency_seconds_bucket{{le="5.0"}}[{window}]))'
+             ' / sum(rate(notify_consumer_persist_latency_seconds_count[{window}]))',
+        op="<", threshold=0.999, section="§1.4",
+    ),
 )
 
 
@@ -151,7 +174,7 @@ def prometheus_rules(objectives: Sequence[Objective] = OBJECTIVES) -> dict[str, 
             "for": o.for_,
             "labels": {"severity": o.severity, "slo": o.key},
             "annotations": {"summary": f"{o.spec}: now {value}",
-                            "description": f"SLO {o.key} breached over {o.window} (spec §8: {o.spec})."},
+                            "description": f"SLO {o.key} breached over {o.window} (spec {o.section}: {o.spec})."},
         })
     return {"groups": [{"name": "notify-slo", "rules": rules}]}
 
@@ -173,6 +196,8 @@ def cloudwatch_resources(
     """
     resources: dict[str, Any] = {}
     for o in objectives:
+        if not o.cloudwatch:  # measured in Prometheus only (see the module doc)
+            continue
         props: dict[str, Any] = {
             "AlarmName": {"Fn::Sub": f"${{AWS::StackName}}-{o.alert}"},
             "AlarmDescription": f"Notify SLO {o.key}: {o.spec}",

@@ -28,6 +28,8 @@ def test_every_spec_line_has_one_objective_with_the_spec_target() -> None:
     assert targets == {
         "pipeline_success": ("<", 0.999), "lambda_errors": (">", 0.001), "consumer_lag": (">", 10),
         "notification_failures": (">", 0.003), "schedule_generation": ("<", 0.9995),
+        # §1.2 and §1.4: measured by the lateness and persist-latency histograms (bucket at the bound)
+        "on_time_delivery": ("<", 0.995), "event_persistence": ("<", 0.999),
     }
     assert slo.LOG_RETENTION_DAYS == 30
     from notify_core.delivery.worker import LOG_TTL_S
@@ -40,7 +42,7 @@ def test_promtool_checks_the_rules() -> None:
     done = subprocess.run([str(PROMTOOL), "check", "rules", str(alarms.RULES_PATH)], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 10 rules found" in done.stdout
+    assert "SUCCESS: 14 rules found" in done.stdout
 
 
 def _alert(name: str, at: str, *, fires: bool, labels: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -54,7 +56,7 @@ def _fires(o: slo.Objective, now: str) -> dict[str, Any]:
     """The alert as promtool must see it: its labels, and the value it reports in the summary."""
     return {"exp_labels": {"severity": o.severity, "slo": o.key},
             "exp_annotations": {"summary": f"{o.spec}: now {now}",
-                                "description": f"SLO {o.key} breached over {o.window} (spec §8: {o.spec})."}}
+                                "description": f"SLO {o.key} breached over {o.window} (spec {o.section}: {o.spec})."}}
 
 
 def _unit_tests() -> dict[str, Any]:
@@ -109,6 +111,22 @@ def _unit_tests() -> dict[str, Any]:
           ('notify_plan_generations_total{outcome="failure"}', "0+1x30")],
          [_alert("NotifyScheduleGenerationBelowSLO", "1d", fires=True, labels=_fires(o["schedule_generation"], "99%"))],
          interval="1h")
+    # On-time delivery (lateness <= 10 s, the histogram's le="10.0" bucket): 99.9 % fine, 98 % pages.
+    case([('notify_delivery_lateness_seconds_bucket{le="10.0"}', "0+999x40"),
+          ("notify_delivery_lateness_seconds_count", "0+1000x40")],
+         [_alert("NotifyOnTimeDeliveryBelowSLO", "30m", fires=False)])
+    case([('notify_delivery_lateness_seconds_bucket{le="10.0"}', "0+98x40"),
+          ("notify_delivery_lateness_seconds_count", "0+100x40")],
+         [_alert("NotifyOnTimeDeliveryBelowSLO", "8m", fires=False),
+          _alert("NotifyOnTimeDeliveryBelowSLO", "30m", fires=True, labels=_fires(o["on_time_delivery"], "98%"))])
+    # Event persistence (Store write <= 5 s after produce, le="5.0"): 99.99 % fine, 99.5 % pages.
+    case([('notify_consumer_persist_latency_seconds_bucket{le="5.0"}', "0+9999x40"),
+          ("notify_consumer_persist_latency_seconds_count", "0+10000x40")],
+         [_alert("NotifyEventPersistenceBelowSLO", "30m", fires=False)])
+    case([('notify_consumer_persist_latency_seconds_bucket{le="5.0"}', "0+995x40"),
+          ("notify_consumer_persist_latency_seconds_count", "0+1000x40")],
+         [_alert("NotifyEventPersistenceBelowSLO", "30m", fires=True,
+                 labels=_fires(o["event_persistence"], "99.5%"))])
     return {"rule_files": [str(alarms.RULES_PATH)], "evaluation_interval": "1m", "tests": tests}
 
 
@@ -137,7 +155,8 @@ def test_cloudwatch_alarms_and_log_groups_pass_cfn_lint(tmp_path: Path) -> None:
     resources = slo.cloudwatch_resources(function_logical_ids=["CaptureEventsFunction"],
                                          alarm_topic={"Ref": "AlarmTopic"})
     alarms_ = {k: v for k, v in resources.items() if v["Type"] == "AWS::CloudWatch::Alarm"}
-    assert len(alarms_) == len(slo.OBJECTIVES)
+    assert len(alarms_) == len([o for o in slo.OBJECTIVES if o.cloudwatch])  # the rest: Prometheus only
+    assert {o.key for o in slo.OBJECTIVES if not o.cloudwatch} == {"on_time_delivery", "event_persistence"}
     for alarm in alarms_.values():
         returned = [m for m in alarm["Properties"]["Metrics"] if m["ReturnData"]]
         assert len(returned) == 1
