@@ -15,7 +15,8 @@ What each §8 line means here:
   EMF ``Errors`` / ``Invocations``, summed over Notify's functions. Not ``AWS/Lambda``'s: without a
   ``FunctionName`` those are every function of the account and region, and a handler's exception is
   answered as a 500, which Lambda counts as a success).
-* *Consumer lag <= 10 s*: ``notify_consumer_lag_seconds`` (AWS: MSK ``EstimatedMaxTimeLag``).
+* *Consumer lag <= 10 s*: ``notify_consumer_lag_seconds`` (AWS: MSK ``EstimatedMaxTimeLag`` of the consumer
+  group, the worst of its topics).
 * *Notification failures <= 0.3 %*: dead-lettered deliveries among finished ones (delivered + dead-lettered).
 * *Schedule generation success 99.95 %*: plan generation runs that completed.
 * *Logs kept 30 days*: :data:`LOG_RETENTION_DAYS`, the retention of the Lambda log groups and the TTL of the
@@ -39,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from notify_core.events.consumer import DEFAULT_GROUP
+from notify_core.events.models import TOPICS
 
 LOG_RETENTION_DAYS = 30  # spec §8: logs kept 30 days (CloudWatch log groups; the deliveries log's TTL)
 EMF_NAMESPACE = "Notify"
@@ -108,11 +110,13 @@ OBJECTIVES: tuple[Objective, ...] = (
     Objective(
         key="consumer_lag", alert="NotifyConsumerLagAboveSLO", spec="Kafka consumer lag <= 10 seconds",
         expr="max(notify_consumer_lag_seconds)", op=">", threshold=10, for_="5m", unit="seconds",
+        # MSK publishes its consumer-lag metrics per topic (dimensions Cluster Name, Consumer Group, Topic):
+        # a query without Topic matches no metric. The worst of the consumer's topics.
         cloudwatch=(
-            _metric("lag", "AWS/Kafka", "EstimatedMaxTimeLag",
-                    {"Cluster Name": {"Ref": "KafkaClusterName"}, "Consumer Group": DEFAULT_GROUP},
-                    stat="Maximum", period=60),
-            _math("lag", "consumer lag (seconds)"),
+            *(_metric(f"lag_{topic}", "AWS/Kafka", "EstimatedMaxTimeLag",
+                      {"Cluster Name": {"Ref": "KafkaClusterName"}, "Consumer Group": DEFAULT_GROUP, "Topic": topic},
+                      stat="Maximum", period=60) for topic in TOPICS),
+            _math(f"MAX([{', '.join(f'lag_{topic}' for topic in TOPICS)}])", "consumer lag (seconds)"),
         ),
         cloudwatch_period_s=60,
     ),

@@ -30,6 +30,9 @@ def _evaluate(expression: str, values: Mapping[str, float]) -> float:
             return values[node.id]
         if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
             return float(node.value)
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "MAX"
+                and len(node.args) == 1 and isinstance(node.args[0], ast.List)):
+            return max(walk(item) for item in node.args[0].elts)
         raise AssertionError(f"unsupported metric math: {ast.dump(node)}")
 
     return walk(ast.parse(expression, mode="eval").body)
@@ -140,3 +143,31 @@ def test_the_consumer_pod_in_aws_sends_what_the_pipeline_success_alarm_reads() -
     namespaces = {q["MetricStat"]["Metric"]["Namespace"] for q in queries}
     assert [s["Condition"] for s in statements if s["Action"] == "cloudwatch:PutMetricData"] == [
         {"StringEquals": {"cloudwatch:namespace": namespace}} for namespace in namespaces]
+
+
+def test_the_consumer_lag_alarm_reads_msk_lag_per_topic_of_the_consumers_group() -> None:
+    """MSK publishes EstimatedMaxTimeLag with the dimensions Cluster Name, Consumer Group and Topic; a query
+    with only the first two (as the alarm had) matches no metric, so the alarm never had a data point. It reads
+    each topic ``notify consume`` reads, for the group it uses, and alarms on the worst."""
+    import inspect
+
+    from notify_cli import deploy_templates, stream_commands
+    from notify_core.events.models import TOPICS
+
+    alarm = cloudwatch_resources()["SloConsumerLagAlarm"]["Properties"]
+    queries = [q for q in alarm["Metrics"] if "MetricStat" in q]
+    group = inspect.signature(stream_commands.consume).parameters["group"].default
+    [container] = deploy_templates.consumer_manifest()["spec"]["template"]["spec"]["containers"]
+    assert "--group" not in container["command"]  # the pods use that default group
+    read: dict[str, str] = {}
+    for query in queries:
+        metric = query["MetricStat"]["Metric"]
+        dims = {d["Name"]: d["Value"] for d in metric["Dimensions"]}
+        assert (metric["Namespace"], metric["MetricName"]) == ("AWS/Kafka", "EstimatedMaxTimeLag")
+        assert set(dims) == {"Cluster Name", "Consumer Group", "Topic"}, dims
+        assert dims["Consumer Group"] == group
+        read[dims["Topic"]] = query["Id"]
+    assert set(read) == set(TOPICS)
+    [value] = [q for q in alarm["Metrics"] if q.get("ReturnData")]
+    lags = {read["purchase_history"]: 3.0, read["notify_clickstream"]: 25.0}  # one topic behind
+    assert _evaluate(value["Expression"], lags) == 25.0 > alarm["Threshold"]
