@@ -256,16 +256,17 @@ def _pod_roles(resources: dict[str, Any], table_ids: dict[str, str]) -> None:
     from notify_core.slo import EMF_NAMESPACE
 
     consumer = derive_access("notify_core.events.consumer")
+    # their SLO counters for the alarms (notify_core.cloudwatch_metrics.cloudwatch_counters): a pod has no Lambda log
+    put_metrics = {"Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*",
+                   "Condition": {"StringEquals": {"cloudwatch:namespace": EMF_NAMESPACE}}}
     grants = {
         "dagster": _data_statements(table_ids=list(table_ids.values()),
                                     actions=DYNAMODB_READ + DYNAMODB_SCAN + DYNAMODB_WRITE,
-                                    s3_read=True, s3_write=True, sns=True, kms_direct=True, s3_versions=True),
+                                    s3_read=True, s3_write=True, sns=True, kms_direct=True, s3_versions=True)
+        + [put_metrics],
         "consumer": _data_statements(table_ids=[table_ids[t] for t in sorted(consumer.tables)],
                                      actions=consumer.dynamodb_actions, s3_read=True, s3_write=True, sns=False,
-                                     kms_direct=consumer.reaches_keys) + [
-            # its SLO counters for the pipeline-success alarm (notify_cli.stream_commands.slo_counters)
-            {"Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*",
-             "Condition": {"StringEquals": {"cloudwatch:namespace": EMF_NAMESPACE}}}],
+                                     kms_direct=consumer.reaches_keys) + [put_metrics],
     }
     for role, account in SERVICE_ACCOUNTS.items():
         trust = ('{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Federated": '

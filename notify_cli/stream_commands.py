@@ -17,9 +17,9 @@ from typing import Annotated, Any
 import typer
 
 from notify_cli import STOPPED_UNFINISHED
+from notify_core.cloudwatch_metrics import CloudWatchCounters, cloudwatch_counters, publish_counters
 from notify_core.errors import NotifyError
 from notify_core.landing import LandingArea, build_landing_area
-from notify_core.observability import CloudWatchCounters
 from notify_core.settings import NotifySettings, load_settings
 from notify_core.stream import open_stream
 from notify_core.stream.port import Stream
@@ -111,7 +111,7 @@ def consume(
     area = build_landing_area(settings)  # aws: order files go to the S3 prefix, where ingestion finds them
     pusher = threading.Thread(target=_push_landing, args=(area, stop), daemon=True)
     pusher.start()
-    counters = slo_counters(settings)
+    counters = cloudwatch_counters(settings)
     publisher = threading.Thread(target=_publish_counters, args=(counters, stop), daemon=True)
     if counters is not None:
         publisher.start()
@@ -129,7 +129,7 @@ def consume(
         pusher.join(30)
         if counters is not None:
             publisher.join(30)
-            _publish_counters(counters, None)  # what the last batches counted
+            publish_counters(counters)  # what the last batches counted
         consumer.close()
         stream.close()
         store.close()
@@ -137,31 +137,11 @@ def consume(
     typer.echo(json.dumps({**totals_dict(totals), "lag": lag}))
 
 
-def slo_counters(settings: NotifySettings) -> CloudWatchCounters | None:
-    """In aws, the consumer's SLO counters for CloudWatch (the pipeline-success alarm reads
-    ``notify_consumer_records_total`` by ``outcome``): a pod has no Lambda log to carry EMF lines."""
-    if settings.env != "aws":
-        return None
-    import boto3
-    from botocore.config import Config
-
-    return CloudWatchCounters(boto3.client(  # bounded: the last flush runs inside the pod's grace period
-        "cloudwatch", region_name=settings.aws_region, endpoint_url=settings.cloudwatch_endpoint_url,
-        config=Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2})))
-
-
-def _publish_counters(counters: CloudWatchCounters | None, stop: threading.Event | None,
-                      every_s: float = 60.0) -> None:
-    """Send the counters' gains every ``every_s`` until ``stop`` (None: once, now)."""
-    while counters is not None:
-        if stop is not None and stop.wait(every_s):
-            return
-        try:
-            counters.flush()
-        except Exception as exc:  # CloudWatch unreachable: the same gains go with the next call
-            logging.getLogger(__name__).warning("metrics publish failed", extra={"error": str(exc)})
-        if stop is None:
-            return
+def _publish_counters(counters: CloudWatchCounters, stop: threading.Event, every_s: float = 60.0) -> None:
+    """In aws, send the consumer's SLO counters every ``every_s`` until ``stop`` (the pipeline-success alarm
+    reads ``notify_consumer_records_total`` by ``outcome``): a pod has no Lambda log to carry EMF lines."""
+    while not stop.wait(every_s):
+        publish_counters(counters)
 
 
 def _push_landing(area: LandingArea, stop: threading.Event, every_s: float = 10.0) -> None:

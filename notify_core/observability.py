@@ -254,33 +254,6 @@ def slo_counter_deltas(flushed: dict[tuple[str, str], float]) -> list[tuple[tupl
     return sorted((k, d) for k, d in deltas.items() if d > 0)
 
 
-class CloudWatchCounters:
-    """The SLO counters of a process that is no Lambda (the consumer pod on AWS), for the CloudWatch alarms.
-
-    A Lambda's counters reach CloudWatch as EMF lines in its log (:meth:`Invocations.flush_counters`); a pod's
-    stdout reaches no metric, so :meth:`flush` sends what they gained since the last flush with
-    ``PutMetricData``: the same namespace, names and ``outcome`` dimension as those EMF lines, which is what
-    the alarms of :mod:`notify_core.slo` read. ``client``: a boto3 CloudWatch client.
-    """
-
-    def __init__(self, client: Any, *, namespace: str = "Notify") -> None:
-        self._client = client
-        self._namespace = namespace
-        self._flushed: dict[tuple[str, str], float] = {}
-        self._lock = threading.Lock()
-
-    def flush(self) -> int:
-        """Send the deltas; the number of data points sent."""
-        with self._lock:
-            flushed = dict(self._flushed)  # kept only once sent: a failed call sends the same gain next time
-            data = [{"MetricName": name, "Dimensions": [{"Name": "outcome", "Value": outcome}], "Value": delta,
-                     "Unit": "Count"} for (name, outcome), delta in slo_counter_deltas(flushed)]
-            for start in range(0, len(data), 1000):  # PutMetricData takes 1,000 data points a call
-                self._client.put_metric_data(Namespace=self._namespace, MetricData=data[start:start + 1000])
-            self._flushed = flushed
-        return len(data)
-
-
 class BatchHistogram(Histogram):
     """A Prometheus histogram that takes a batch of observations in one update per bucket.
 

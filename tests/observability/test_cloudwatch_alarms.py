@@ -10,14 +10,26 @@ from __future__ import annotations
 import ast
 import json
 import operator
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
+
+import pytest
 
 from lambdas import http
 from lambdas.http import api_handler
+from notify_core import cloudwatch_metrics
 from notify_core.observability import Invocations
 from notify_core.slo import cloudwatch_resources
 from tests.events.helpers import api_event
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cloudwatch_clients() -> Iterator[None]:
+    """The per-process CloudWatch publishers hold clients made under moto: none outlives a test."""
+    cloudwatch_metrics._CLOUDWATCH.clear()
+    yield
+    cloudwatch_metrics._CLOUDWATCH.clear()
+
 
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
@@ -97,43 +109,52 @@ def test_no_alarm_reads_an_account_wide_lambda_metric() -> None:
                 assert "FunctionName" in names, f"{logical} reads {metric['MetricName']} of the whole account"
 
 
+def _sent(client: Any, queries: list[dict[str, Any]]) -> dict[str, float]:
+    """The sum of what was sent (to moto) for each of an alarm's metric queries, over the last hour."""
+    from datetime import UTC, datetime, timedelta
+
+    out: dict[str, float] = {}
+    for q in queries:
+        metric, now = q["MetricStat"]["Metric"], datetime.now(UTC)
+        points = client.get_metric_statistics(
+            Namespace=metric["Namespace"], MetricName=metric["MetricName"], Dimensions=metric["Dimensions"],
+            StartTime=now - timedelta(hours=1), EndTime=now + timedelta(minutes=5), Period=3600,
+            Statistics=["Sum"])["Datapoints"]
+        out[q["Id"]] = sum(p["Sum"] for p in points)
+    return out
+
+
+def _aws_settings() -> Any:
+    from notify_core.settings import NotifySettings
+
+    return NotifySettings(env="aws", aws_region="eu-west-1", s3_bucket="b", sns_topic_arn="arn:aws:sns:eu-west-1:1:t")
+
+
 def test_the_consumer_pod_in_aws_sends_what_the_pipeline_success_alarm_reads() -> None:
     """The consumer runs in a pod, not a Lambda: its counters never became EMF lines in a Lambda log, so the
     pipeline-success alarm read a metric nothing published. In aws ``notify consume`` now sends them
-    (PutMetricData, every 60 s and at exit), and its pod role may do that in the alarm's namespace only."""
-    from datetime import UTC, datetime, timedelta
-
+    (PutMetricData, every 60 s and at exit: ``notify_core.cloudwatch_metrics.cloudwatch_counters``), and its pod
+    role may do that in the alarm's namespace only."""
     from moto import mock_aws
 
-    from notify_cli import deploy_templates, stream_commands
+    from notify_cli import deploy_templates
     from notify_core.events.consumer import RECORDS
-    from notify_core.settings import NotifySettings
 
     alarm = cloudwatch_resources()["SloPipelineSuccessAlarm"]["Properties"]
     queries = [q for q in alarm["Metrics"] if "MetricStat" in q]
     with mock_aws():
-        settings = NotifySettings(env="aws", aws_region="eu-west-1", s3_bucket="b",
-                                  sns_topic_arn="arn:aws:sns:eu-west-1:1:t")
-        counters = stream_commands.slo_counters(settings)
+        counters = cloudwatch_metrics.cloudwatch_counters(_aws_settings())
         assert counters is not None
         client = counters._client
 
         def sums() -> dict[str, float]:
-            out: dict[str, float] = {}
-            for q in queries:
-                metric, now = q["MetricStat"]["Metric"], datetime.now(UTC)
-                points = client.get_metric_statistics(
-                    Namespace=metric["Namespace"], MetricName=metric["MetricName"], Dimensions=metric["Dimensions"],
-                    StartTime=now - timedelta(hours=1), EndTime=now + timedelta(minutes=5), Period=3600,
-                    Statistics=["Sum"])["Datapoints"]
-                out[q["Id"]] = sum(p["Sum"] for p in points)
-            return out
+            return _sent(client, queries)
 
-        stream_commands._publish_counters(counters, None)  # whatever this process counted before
+        cloudwatch_metrics.publish_counters(counters)  # whatever this process counted before
         before = sums()
         RECORDS.labels("persisted").inc(997)
         RECORDS.labels("dead_lettered").inc(3)
-        stream_commands._publish_counters(counters, None)
+        cloudwatch_metrics.publish_counters(counters)
         after = sums()
     [value] = [q for q in alarm["Metrics"] if q.get("ReturnData")]
     ratio = _evaluate(value["Expression"], {k: after[k] - before[k] for k in after})
@@ -171,3 +192,47 @@ def test_the_consumer_lag_alarm_reads_msk_lag_per_topic_of_the_consumers_group()
     [value] = [q for q in alarm["Metrics"] if q.get("ReturnData")]
     lags = {read["purchase_history"]: 3.0, read["notify_clickstream"]: 25.0}  # one topic behind
     assert _evaluate(value["Expression"], lags) == 25.0 > alarm["Threshold"]
+
+
+def test_a_dagster_plan_run_in_aws_sends_its_outcome_to_the_schedule_generation_alarm(monkeypatch: Any) -> None:
+    """The daily plan runs in a Dagster run pod, no Lambda: its plan generations reached no CloudWatch metric,
+    so the schedule-generation alarm saw only the generate_schedule function's. The plan asset's body now
+    sends what the run counted, a failed run included; the Dagster pods' role may do that."""
+    import logging
+    from types import SimpleNamespace
+
+    from moto import mock_aws
+
+    from notify_assets import scheduling
+    from notify_cli import deploy_templates
+    from notify_core.clock import ManualClock
+    from notify_core.metrics import counted_plan_generation
+
+    @counted_plan_generation
+    def unreadable_lake(*args: Any, **kwargs: Any) -> Any:  # stands in for plan_from_lake, counted the same way
+        raise RuntimeError("the lake is unreadable")
+
+    monkeypatch.setattr(scheduling, "plan_from_lake", unreadable_lake)
+    monkeypatch.setattr(scheduling, "build_artefact_store", lambda settings: None)
+    settings = _aws_settings()
+    notify = SimpleNamespace(settings=settings, store=None, lake=None, clock=lambda: ManualClock())
+    context = SimpleNamespace(partition_key="2026-12-05", has_partition_key=True, log=logging.getLogger(__name__),
+                              run=SimpleNamespace(tags={}))
+    alarm = cloudwatch_resources()["SloScheduleGenerationAlarm"]["Properties"]
+    queries = [q for q in alarm["Metrics"] if "MetricStat" in q]
+    with mock_aws():
+        counters = cloudwatch_metrics.cloudwatch_counters(settings)
+        assert counters is not None
+        cloudwatch_metrics.publish_counters(counters)  # whatever this process counted before
+        before = _sent(counters._client, queries)
+        with pytest.raises(RuntimeError, match="unreadable"):
+            scheduling._plan(context, scheduling.PlanConfig(), notify)  # type: ignore[arg-type]
+        after = _sent(counters._client, queries)
+    sent = {k: after[k] - before[k] for k in after}
+    assert sorted(sent.values()) == [0.0, 1.0]  # one failure, no success
+    [value] = [q for q in alarm["Metrics"] if q.get("ReturnData")]
+    assert _evaluate(value["Expression"], sent) == 0.0 < alarm["Threshold"]
+    statements = deploy_templates.cloudformation()["Resources"]["DagsterPodRole"]["Properties"]["Policies"][0][
+        "PolicyDocument"]["Statement"]
+    assert [s["Condition"] for s in statements if s["Action"] == "cloudwatch:PutMetricData"] == [
+        {"StringEquals": {"cloudwatch:namespace": q["MetricStat"]["Metric"]["Namespace"]}} for q in queries[:1]]

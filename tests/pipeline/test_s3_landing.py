@@ -108,8 +108,9 @@ def test_boto3_only_in_adapters() -> None:
     """The domain reaches S3 only through adapters beside their ports (artefacts, landing, lake via polars)."""
     root = Path(__file__).resolve().parents[2] / "notify_core"
     users = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if "import boto3" in p.read_text())
-    assert users == ["delivery/sns.py", "s3_objects.py", "security/crypto.py",
-                     "store/dynamodb.py"]  # SNS, S3 (landing, artefacts, backups), KMS, Store
+    # CloudWatch (a pod's SLO counters), SNS, S3 (landing, artefacts, backups), KMS, Store
+    assert users == ["cloudwatch_metrics.py", "delivery/sns.py", "s3_objects.py", "security/crypto.py",
+                     "store/dynamodb.py"]
     assert boto3  # the test module itself talks to the server directly
 
 
