@@ -96,7 +96,8 @@ def build_key_check(settings: NotifySettings, store: Store, *, clock: Clock) -> 
     pepper file. Handlers never create or change keys (``notify keys`` does, with the audited KeyRing)."""
     from notify_core.security.keycheck import KeyCheck, resolve_pepper
 
-    pepper = resolve_pepper(configured=settings.api_key_pepper, env=settings.env, secrets_dir=settings.secrets_dir)
+    pepper = resolve_pepper(configured=settings.api_key_pepper, env=settings.env, secrets_dir=settings.secrets_dir,
+                            secret=settings.api_key_pepper_secret, region=settings.aws_region)
     return KeyCheck(store, pepper=pepper, clock=clock)
 
 

@@ -126,8 +126,10 @@ def _kms_statements(*, services: list[str], direct: bool) -> list[dict[str, Any]
 
 
 def _data_statements(*, table_ids: list[str], actions: tuple[str, ...], s3_read: bool, s3_write: bool,
-                     sns: bool, kms_direct: bool, s3_versions: bool = False) -> list[dict[str, Any]]:
+                     sns: bool, kms_direct: bool, s3_versions: bool = False,
+                     pepper: bool = False) -> list[dict[str, Any]]:
     """IAM statements for one principal: its tables and actions, the bucket, the topic and the key.
+    ``pepper``: read the API-key pepper secret (``ApiKeyPepper``, encrypted with the key) at a cold start.
     ``s3_versions``: list, read and delete the stored versions of objects (the erasure), in the data bucket
     and in its replica (read through S3 with the replica region's key). ``kms_direct``: the principal's code
     reaches the key vault (:func:`_kms_statements`)."""
@@ -151,7 +153,11 @@ def _data_statements(*, table_ids: list[str], actions: tuple[str, ...], s3_read:
              "Condition": {"StringEquals": {"kms:ViaService": {"Fn::Sub": "s3.${ReplicaRegion}.amazonaws.com"}}}}]
     if sns:
         statements.append({"Effect": "Allow", "Action": "sns:Publish", "Resource": {"Ref": "NotificationsTopic"}})
-    services = (["dynamodb"] if table_ids else []) + (["s3"] if s3_read or s3_write else []) + (["sns"] if sns else [])
+    if pepper:
+        statements.append({"Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
+                           "Resource": {"Ref": "ApiKeyPepper"}})
+    services = ((["dynamodb"] if table_ids else []) + (["s3"] if s3_read or s3_write else []) + (["sns"] if sns else [])
+                + (["secretsmanager"] if pepper else []))
     return statements + _kms_statements(services=services, direct=kms_direct)
 
 
@@ -309,10 +315,11 @@ def cloudformation() -> dict[str, Any]:
                 "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole" if access.kafka
                 else "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"],
         }}
+        checks_keys = "notify_core.security.keycheck" in access.modules
         statements = _data_statements(table_ids=[table_ids[t] for t in sorted(access.tables)],
                                       actions=access.dynamodb_actions, s3_read=access.s3_read,
                                       s3_write=access.s3_write, sns=access.sns, kms_direct=access.reaches_keys,
-                                      s3_versions=access.s3_versions)
+                                      s3_versions=access.s3_versions, pepper=checks_keys)
         if statements:
             resources[role]["Properties"]["Policies"] = [{"PolicyName": "notify-data", "PolicyDocument": {
                 "Version": "2012-10-17", "Statement": statements}}]
@@ -322,9 +329,10 @@ def cloudformation() -> dict[str, Any]:
             "Role": {"Fn::GetAtt": [role, "Arn"]},
             "Timeout": timeout, "MemorySize": memory, "Architectures": ["x86_64"],
             "EphemeralStorage": {"Size": 2048},  # /tmp: the index cache
+            # the pepper's secret by name, read at a cold start: a dynamic reference here would put the pepper
+            # itself in the environment, readable by whoever may read the function's configuration
             "Environment": {"Variables": {**_aws_environment(), **(
-                {"NOTIFY_API_KEY_PEPPER": API_KEY_PEPPER_REF} if "notify_core.security.keycheck" in access.modules
-                else {})}},
+                {"NOTIFY_API_KEY_PEPPER_SECRET": {"Ref": "ApiKeyPepper"}} if checks_keys else {})}},
             "LoggingConfig": {"LogGroup": {"Ref": f"{logical}Logs"}},
         }
         if access.kafka:  # MSK is reachable only inside the VPC
@@ -416,7 +424,6 @@ def cloudformation() -> dict[str, Any]:
 
 # --- the API edge in aws (issues 14 and 18): routes from the OpenAPI document, the key authorizer, the pepper
 # secret, and the §8 SLO alarms -------------------------------------------------------------------------
-API_KEY_PEPPER_REF = {"Fn::Sub": "{{resolve:secretsmanager:${ApiKeyPepper}:SecretString}}"}
 AUTHORIZER_HANDLER = "lambdas.authorizer.handler"
 EDGE_PARAMETERS: dict[str, Any] = {
     "AuthorizerCacheSeconds": {

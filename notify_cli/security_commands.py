@@ -61,7 +61,8 @@ def build_keyring(settings: NotifySettings, store: Store, *, clock: Clock) -> Ke
     same: ``lambdas.runtime.build_key_check``)."""
     from notify_core.security.keycheck import resolve_pepper
 
-    pepper = resolve_pepper(configured=settings.api_key_pepper, env=settings.env, secrets_dir=settings.secrets_dir)
+    pepper = resolve_pepper(configured=settings.api_key_pepper, env=settings.env, secrets_dir=settings.secrets_dir,
+                            secret=settings.api_key_pepper_secret, region=settings.aws_region)
     return KeyRing(store, pepper=pepper, clock=clock)
 
 

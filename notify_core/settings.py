@@ -146,7 +146,10 @@ class NotifySettings(BaseSettings):
 
     # security (issue 14): campaign URL allowlist (empty: any https host), API keys
     campaign_url_domains: tuple[str, ...] = ()
-    api_key_pepper: str | None = Field(default=None, repr=False)  # aws: from a secret; local: a 0600 file
+    api_key_pepper: str | None = Field(default=None, repr=False)  # local: a 0600 file when unset
+    # aws: the Secrets Manager secret (ARN or name) holding the pepper, read once at a cold start; the template
+    # sets this, never the pepper itself (an environment variable is readable by whoever reads the function)
+    api_key_pepper_secret: str | None = None
 
     # issue 19: the exploration budget, the share of slots the campaign bandit may spend (0: off; 0.1 = 10 %)
     exploration_share: float = Field(default=0.0, ge=0.0, le=0.5,

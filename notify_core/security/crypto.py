@@ -156,6 +156,19 @@ class LocalMasterKey:
             return gone
 
 
+def secret_string(secret_id: str, *, region: str, client: Any = None) -> str:
+    """A Secrets Manager secret's string (in aws the API-key pepper, read at a cold start rather than put in
+    a function's environment)."""
+    if client is None:
+        import boto3
+
+        client = boto3.client("secretsmanager", region_name=region)
+    try:
+        return str(client.get_secret_value(SecretId=secret_id)["SecretString"])
+    except Exception as exc:  # botocore's errors: the secret missing, access refused, the service unreachable
+        raise ConfigurationError(f"cannot read the secret {secret_id}: {type(exc).__name__}") from exc
+
+
 class KmsMasterKey:
     """AWS KMS as the master key (the aws environment): ``Encrypt``/``Decrypt`` with the purpose as the
     encryption context. Rotation of the KMS key material itself is KMS's automatic rotation; ``rotate``

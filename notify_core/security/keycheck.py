@@ -66,14 +66,21 @@ def _create_pepper(path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def resolve_pepper(*, configured: str | None, env: str, secrets_dir: Path) -> bytes:
-    """The pepper of this deployment: the configured one (aws: ``NOTIFY_API_KEY_PEPPER`` from a secret),
-    else locally the 0600 file ``<secrets_dir>/api_key_pepper``; in aws a missing pepper is an error (a
-    per-instance file would make every key fail on the next cold start)."""
+def resolve_pepper(*, configured: str | None, env: str, secrets_dir: Path, secret: str | None = None,
+                   region: str = "eu-west-1") -> bytes:
+    """The pepper of this deployment: the configured one (``NOTIFY_API_KEY_PEPPER``), else the Secrets Manager
+    secret ``secret`` (``NOTIFY_API_KEY_PEPPER_SECRET``: the template's way, read here, not through the
+    function's environment), else locally the 0600 file ``<secrets_dir>/api_key_pepper``; in aws a missing
+    pepper is an error (a per-instance file would make every key fail on the next cold start)."""
     if configured:
         return configured.encode()
+    if secret:
+        from notify_core.security.crypto import secret_string
+
+        return secret_string(secret, region=region).encode()
     if env == "aws":
-        raise ConfigurationError("NOTIFY_ENV=aws needs NOTIFY_API_KEY_PEPPER (from a secret) for API keys")
+        raise ConfigurationError("NOTIFY_ENV=aws needs NOTIFY_API_KEY_PEPPER_SECRET (a Secrets Manager secret) "
+                                 "or NOTIFY_API_KEY_PEPPER for API keys")
     return load_or_create_pepper(secrets_dir / "api_key_pepper")
 
 

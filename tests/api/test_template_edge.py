@@ -69,23 +69,67 @@ def test_the_key_check_is_read_only_on_the_key_tables_alone(template: dict[str, 
         # the bare adapter: no key documents, and KMS only through DynamoDB (tests/unit/test_deploy_templates.py)
         assert sorted(table_of[a["Fn::GetAtt"][0]] for s in dynamo for a in s["Resource"]) == [tables.API_KEYS]
         kms = [s for s in statements if "kms:Decrypt" in s["Action"]]
-        assert [s["Condition"] for s in kms] == [
-            {"StringEquals": {"kms:ViaService": [{"Fn::Sub": "dynamodb.${AWS::Region}.amazonaws.com"}]}}], function
+        via = [{"Fn::Sub": f"{service}.${{AWS::Region}}.amazonaws.com"} for service in ("dynamodb", "secretsmanager")]
+        # DynamoDB, and Secrets Manager for the pepper secret
+        assert [s["Condition"] for s in kms] == [{"StringEquals": {"kms:ViaService": via}}], function
         assert not any(a.startswith(("dynamodb:Put", "dynamodb:Update", "dynamodb:Delete", "dynamodb:BatchWrite"))
                        for s in dynamo for a in s["Action"]), function
 
 
 def test_the_pepper_comes_from_a_secret_to_every_function_that_checks_keys(template: dict[str, Any]) -> None:
+    """Each function that checks keys is told the secret, and may read that secret alone; no function's
+    environment holds the pepper. (It held a ``{{resolve:secretsmanager:...}}`` dynamic reference, which
+    CloudFormation resolves into the environment: the pepper in clear for whoever may read the function's
+    configuration, ``lambda:GetFunctionConfiguration``.)"""
     resources = template["Resources"]
     secret = resources["ApiKeyPepper"]["Properties"]
     assert secret["KmsKeyId"] == {"Ref": "DataKey"} and secret["GenerateSecretString"]["PasswordLength"] >= 32
-    checking = {k for k, f in _of_type(template, "AWS::Lambda::Function").items()
-                if "NOTIFY_API_KEY_PEPPER" in f["Properties"]["Environment"]["Variables"]}
+    functions = _of_type(template, "AWS::Lambda::Function")
+    assert "resolve:secretsmanager" not in str(functions)
+    assert not any("NOTIFY_API_KEY_PEPPER" in f["Properties"]["Environment"]["Variables"] for f in functions.values())
+    checking = {k for k, f in functions.items()
+                if "NOTIFY_API_KEY_PEPPER_SECRET" in f["Properties"]["Environment"]["Variables"]}
     handlers = {f"{deploy_templates._function_name(r.handler)}Function" for r in route_table.ROUTES}
     assert checking == handlers | {"AuthorizerFunction"}  # not the scheduled delivery run
-    for name in checking:
-        value = resources[name]["Properties"]["Environment"]["Variables"]["NOTIFY_API_KEY_PEPPER"]
-        assert value == {"Fn::Sub": "{{resolve:secretsmanager:${ApiKeyPepper}:SecretString}}"}
+    for name, function in functions.items():
+        variables = function["Properties"]["Environment"]["Variables"]
+        role = resources[function["Properties"]["Role"]["Fn::GetAtt"][0]]["Properties"]
+        statements = [s for p in role.get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
+        reads = [s["Resource"] for s in statements if "secretsmanager:GetSecretValue" in str(s["Action"])]
+        if name in checking:
+            assert variables["NOTIFY_API_KEY_PEPPER_SECRET"] == {"Ref": "ApiKeyPepper"}
+            assert reads == [{"Ref": "ApiKeyPepper"}], name
+        else:
+            assert reads == [], name
+
+
+def test_a_function_reads_its_pepper_from_the_secret_it_is_told(tmp_path: Any) -> None:
+    """What the template's functions do at a cold start: the key check's pepper is the secret's string
+    (moto's Secrets Manager), and a key made with that pepper is accepted."""
+    import boto3
+    from moto import mock_aws
+
+    from lambdas import runtime
+    from notify_core.clock import ManualClock
+    from notify_core.security.keys import KeyRing
+    from notify_core.settings import NotifySettings
+    from notify_core.store.sqlite import SqliteStore
+
+    pepper = "q" * 64
+    store = SqliteStore(tmp_path / "store.sqlite")
+    clock = ManualClock(1_800_000_000)
+    try:
+        _, token = KeyRing(store, pepper=pepper.encode(), clock=clock).create(
+            name="app", scopes=["events:write"], actor="test", source="pytest")
+        with mock_aws():
+            arn = boto3.client("secretsmanager", region_name="eu-west-1").create_secret(
+                Name="notify-pepper", SecretString=pepper)["ARN"]
+            settings = NotifySettings(env="aws", aws_region="eu-west-1", s3_bucket="b",
+                                      sns_topic_arn="arn:aws:sns:eu-west-1:1:t", api_key_pepper_secret=arn)
+            check = runtime.build_key_check(settings, store, clock=clock)
+        assert check.authorize(token, "events:write").name == "app"
+    finally:
+        store.close()
 
 
 def test_the_slo_alarms_and_log_retention_are_in_the_template(template: dict[str, Any]) -> None:
