@@ -13,7 +13,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from notify_core.observability import slo_counter_deltas
+from notify_core.observability import SloKey, slo_counter_deltas
 
 if TYPE_CHECKING:
     from notify_core.settings import NotifySettings
@@ -25,15 +25,15 @@ class CloudWatchCounters:
     def __init__(self, client: Any, *, namespace: str = "Notify") -> None:
         self._client = client
         self._namespace = namespace
-        self._flushed: dict[tuple[str, str], float] = {}
+        self._flushed: dict[SloKey, float] = {}
         self._lock = threading.Lock()
 
     def flush(self) -> int:
         """Send the deltas; the number of data points sent."""
         with self._lock:
             flushed = dict(self._flushed)  # kept only once sent: a failed call sends the same gain next time
-            data = [{"MetricName": name, "Dimensions": [{"Name": "outcome", "Value": outcome}], "Value": delta,
-                     "Unit": "Count"} for (name, outcome), delta in slo_counter_deltas(flushed)]
+            data = [{"MetricName": name, "Dimensions": [{"Name": k, "Value": v} for k, v in dims], "Value": delta,
+                     "Unit": "Count"} for (name, dims), delta in slo_counter_deltas(flushed)]
             for start in range(0, len(data), 1000):  # PutMetricData takes 1,000 data points a call
                 self._client.put_metric_data(Namespace=self._namespace, MetricData=data[start:start + 1000])
             self._flushed = flushed

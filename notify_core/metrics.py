@@ -45,6 +45,9 @@ PLANNED_USERS = Counter("notify_planned_users", "Users planned by successful pla
 PLANNED_NOTIFICATIONS = Counter("notify_planned_notifications", "Notifications planned by successful runs")
 
 # The counters the SLO alarms read on CloudWatch, sent as EMF by Lambda handlers (by ``outcome``).
+# Histograms whose share under one bound an SLA reads (§1.2 on-time delivery, §1.4 event persistence): their
+# bucket at that bound (dimension ``le``) and their count (no dimension) go to CloudWatch with the counters.
+EMF_HISTOGRAM_BOUNDS = {"notify_delivery_lateness_seconds": "10.0", "notify_consumer_persist_latency_seconds": "5.0"}
 EMF_COUNTERS = ("notify_deliveries_total", "notify_plan_generations_total", "notify_consumer_records_total",
                 "notify_capture_events_total")
 

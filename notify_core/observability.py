@@ -183,7 +183,7 @@ class Invocations:
         self._clock = clock
         self._namespace = namespace
         self._warm: set[str] = set()
-        self._flushed: dict[tuple[str, str], float] = {}
+        self._flushed: dict[SloKey, float] = {}
         self._lock = threading.Lock()
 
     def cold_start(self, function: str) -> bool:
@@ -228,27 +228,41 @@ class Invocations:
 
         with self._lock:
             deltas = slo_counter_deltas(self._flushed)
-        for (name, outcome), delta in deltas:
-            self._emit(emf_line(namespace=self._namespace, dimensions={"outcome": outcome},
+        for (name, dims), delta in deltas:
+            self._emit(emf_line(namespace=self._namespace, dimensions=dict(dims),
                                 metrics={name: (delta, "Count")}, timestamp_ms=self._now_ms()))
 
     def _now_ms(self) -> int:
         return int(self._clock.now() * 1000)
 
 
-def slo_counter_deltas(flushed: dict[tuple[str, str], float]) -> list[tuple[tuple[str, str], float]]:
-    """What the SLO counters (:data:`notify_core.metrics.EMF_COUNTERS`, summed by ``outcome``) gained since
-    ``flushed`` (updated in place), the positive ones, sorted."""
+SloKey = tuple[str, tuple[tuple[str, str], ...]]  # (metric name, its CloudWatch dimensions)
+
+
+def slo_counter_deltas(flushed: dict[SloKey, float]) -> list[tuple[SloKey, float]]:
+    """What the SLO counters (:data:`notify_core.metrics.EMF_COUNTERS`, summed by ``outcome``) and the SLA
+    histograms' bucket at their bound and count (:data:`~notify_core.metrics.EMF_HISTOGRAM_BOUNDS`) gained
+    since ``flushed`` (updated in place), the positive ones, sorted."""
     from prometheus_client import REGISTRY
 
-    from notify_core.metrics import EMF_COUNTERS
+    from notify_core.metrics import EMF_COUNTERS, EMF_HISTOGRAM_BOUNDS
 
-    totals: dict[tuple[str, str], float] = {}
-    for family in REGISTRY.restricted_registry(list(EMF_COUNTERS)).collect():
+    names = [*EMF_COUNTERS, *(f"{h}{suffix}" for h in EMF_HISTOGRAM_BOUNDS for suffix in ("_bucket", "_count"))]
+    totals: dict[SloKey, float] = {}
+    for family in REGISTRY.restricted_registry(names).collect():
         for sample in family.samples:
+            dims: tuple[tuple[str, str], ...]
             if sample.name in EMF_COUNTERS:
-                key = (sample.name, str(sample.labels.get("outcome", "")))
-                totals[key] = totals.get(key, 0.0) + sample.value
+                dims = (("outcome", str(sample.labels.get("outcome", ""))),)
+            elif (sample.name.endswith("_bucket")
+                  and sample.labels.get("le") == EMF_HISTOGRAM_BOUNDS.get(sample.name.removesuffix("_bucket"))):
+                dims = (("le", sample.labels["le"]),)
+            elif sample.name.removesuffix("_count") in EMF_HISTOGRAM_BOUNDS:
+                dims = ()
+            else:
+                continue
+            key = (sample.name, dims)
+            totals[key] = totals.get(key, 0.0) + sample.value
     deltas = {k: v - flushed.get(k, 0.0) for k, v in totals.items()}
     flushed.update(totals)
     return sorted((k, d) for k, d in deltas.items() if d > 0)

@@ -22,9 +22,8 @@ What each §8 line means here:
 * *Logs kept 30 days*: :data:`LOG_RETENTION_DAYS`, the retention of the Lambda log groups and the TTL of the
   delivery log rows.
 
-Two SLAs of the spec's §1 are measured by histograms with a bucket at their bound, and alert in Prometheus
-only (``cloudwatch`` empty: the delivery Lambda's lateness histogram and the consumer's persist latency do
-not reach CloudWatch):
+Two SLAs of the spec's §1 are measured by histograms with a bucket at their bound (on AWS that bucket and
+the count reach CloudWatch with the counters: :data:`notify_core.metrics.EMF_HISTOGRAM_BOUNDS`):
 
 * *On-time delivery 99.5 % within 10 seconds* (§1.2): delivered notifications whose lateness (delivered
   minus scheduled time) is <= 10 s, ``notify_delivery_lateness_seconds``.
@@ -150,6 +149,11 @@ OBJECTIVES: tuple[Objective, ...] = (
         expr='sum(rate(notify_delivery_lateness_seconds_bucket{{le="10.0"}}[{window}]))'
              ' / sum(rate(notify_delivery_lateness_seconds_count[{window}]))',
         op="<", threshold=0.995, window="15m", section="§1.2",
+        cloudwatch=(
+            _metric("on_time", EMF_NAMESPACE, "notify_delivery_lateness_seconds_bucket", {"le": "10.0"}),
+            _metric("delivered", EMF_NAMESPACE, "notify_delivery_lateness_seconds_count", {}),
+            _math("on_time / delivered", "on-time delivery ratio (within 10 s)"),
+        ),
     ),
     Objective(
         key="event_persistence", alert="NotifyEventPersistenceBelowSLO",
@@ -157,6 +161,11 @@ OBJECTIVES: tuple[Objective, ...] = (
         expr='sum(rate(notify_consumer_persist_latency_seconds_bucket{{le="5.0"}}[{window}]))'
              ' / sum(rate(notify_consumer_persist_latency_seconds_count[{window}]))',
         op="<", threshold=0.999, section="§1.4",
+        cloudwatch=(
+            _metric("in_time", EMF_NAMESPACE, "notify_consumer_persist_latency_seconds_bucket", {"le": "5.0"}),
+            _metric("persisted", EMF_NAMESPACE, "notify_consumer_persist_latency_seconds_count", {}),
+            _math("in_time / persisted", "event persistence ratio (within 5 s)"),
+        ),
     ),
 )
 
@@ -200,8 +209,6 @@ def cloudwatch_resources(
     """
     resources: dict[str, Any] = {}
     for o in objectives:
-        if not o.cloudwatch:  # measured in Prometheus only (see the module doc)
-            continue
         props: dict[str, Any] = {
             "AlarmName": {"Fn::Sub": f"${{AWS::StackName}}-{o.alert}"},
             "AlarmDescription": f"Notify SLO {o.key}: {o.spec}",

@@ -236,3 +236,44 @@ def test_a_dagster_plan_run_in_aws_sends_its_outcome_to_the_schedule_generation_
         "PolicyDocument"]["Statement"]
     assert [s["Condition"] for s in statements if s["Action"] == "cloudwatch:PutMetricData"] == [
         {"StringEquals": {"cloudwatch:namespace": q["MetricStat"]["Metric"]["Namespace"]}} for q in queries[:1]]
+
+
+def test_late_deliveries_on_lambda_breach_the_on_time_delivery_alarm() -> None:
+    """§1.2 (99.5 % within 10 s) was measured by the lateness histogram, which no Lambda sent anywhere: the
+    delivery function's flush now carries its bucket at 10 s and its count as EMF, which the alarm reads."""
+    from notify_core.delivery.outcomes import LATENESS
+
+    lines: list[str] = []
+    invocations = Invocations(emit=lines.append)
+    invocations.flush_counters()  # the baseline: whatever this process counted before
+    lines.clear()
+    for _ in range(980):
+        LATENESS.observe(0.4)
+    for _ in range(20):
+        LATENESS.observe(12.0)  # over the bound
+    invocations.flush_counters()  # what deliver_notifications calls (lambdas.http.flush_metrics)
+    alarm = cloudwatch_resources()["SloOnTimeDeliveryAlarm"]
+    value = _alarm_value(alarm, [json.loads(line) for line in lines])
+    assert value == 0.98 and alarm["Properties"]["ComparisonOperator"] == "LessThanThreshold"
+    assert value < alarm["Properties"]["Threshold"]
+
+
+def test_slow_persistence_in_the_consumer_pod_breaches_the_event_persistence_alarm() -> None:
+    """§1.4 (99.9 % within 5 s): the consumer pod sends its persist-latency bucket at 5 s and its count."""
+    from moto import mock_aws
+
+    from notify_core.events.consumer import PERSIST_LATENCY
+
+    alarm = cloudwatch_resources()["SloEventPersistenceAlarm"]["Properties"]
+    queries = [q for q in alarm["Metrics"] if "MetricStat" in q]
+    with mock_aws():
+        counters = cloudwatch_metrics.cloudwatch_counters(_aws_settings())
+        assert counters is not None
+        cloudwatch_metrics.publish_counters(counters)
+        before = _sent(counters._client, queries)
+        PERSIST_LATENCY.observe_counts([(0.3, 995), (7.5, 5)])
+        cloudwatch_metrics.publish_counters(counters)
+        after = _sent(counters._client, queries)
+    [value] = [q for q in alarm["Metrics"] if q.get("ReturnData")]
+    ratio = _evaluate(value["Expression"], {k: after[k] - before[k] for k in after})
+    assert ratio == 0.995 and ratio < alarm["Threshold"]

@@ -155,8 +155,7 @@ def test_cloudwatch_alarms_and_log_groups_pass_cfn_lint(tmp_path: Path) -> None:
     resources = slo.cloudwatch_resources(function_logical_ids=["CaptureEventsFunction"],
                                          alarm_topic={"Ref": "AlarmTopic"})
     alarms_ = {k: v for k, v in resources.items() if v["Type"] == "AWS::CloudWatch::Alarm"}
-    assert len(alarms_) == len([o for o in slo.OBJECTIVES if o.cloudwatch])  # the rest: Prometheus only
-    assert {o.key for o in slo.OBJECTIVES if not o.cloudwatch} == {"on_time_delivery", "event_persistence"}
+    assert len(alarms_) == len(slo.OBJECTIVES)
     for alarm in alarms_.values():
         returned = [m for m in alarm["Properties"]["Metrics"] if m["ReturnData"]]
         assert len(returned) == 1
