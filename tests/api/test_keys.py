@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,32 @@ def test_bad_key_requests_are_validation_errors(tmp_path: Path) -> None:
     ring.revoke(key.key_id, actor="t", source="t")
     with pytest.raises(ValidationError, match="revoked"):
         ring.rotate(key.key_id, actor="t", source="t")
+
+
+def test_a_key_expires_after_90_days_by_default_and_a_rotation_overlaps_24_hours(tmp_path: Path) -> None:
+    """The README's "90-day expiry, rotation overlap": the defaults, not a ttl the test passes itself. Also
+    "stored as keyed hashes": the Store's row holds no part of the token's secret."""
+    clock = ManualClock(1_900_000_000)
+    ring = _ring(tmp_path, clock)
+    path = tmp_path / "secrets" / "admin.key"
+    assert bootstrap_admin_key(ring, path) == path  # the first start's admin key: the same default
+    admin = path.read_text().strip()
+    _key, token = ring.create(name="crm", scopes=["users:read"], actor="t", source="t")
+    secret = token.split("_", 2)[2]
+    raw = json.dumps([dict(i) for i in ring._table.scan()], default=str)
+    assert secret not in raw and admin.split("_", 2)[2] not in raw
+    clock.advance(90 * 86400 - 1)
+    assert ring.authorize(token, "users:read").name == "crm" and ring.authorize(admin, "admin")
+    clock.advance(2)
+    for expired in (token, admin):
+        with pytest.raises(UnauthorizedError, match="expired"):
+            ring.authenticate(expired)
+
+    old, old_token = ring.create(name="svc", scopes=["users:read"], actor="t", source="t")
+    _new, new_token = ring.rotate(old.key_id, actor="t", source="t")
+    clock.advance(24 * 3600 - 1)
+    assert ring.authorize(old_token, "users:read") and ring.authorize(new_token, "users:read")
+    clock.advance(2)
+    with pytest.raises(UnauthorizedError, match="expired"):
+        ring.authenticate(old_token)
+    assert ring.authorize(new_token, "users:read").name == "svc"

@@ -134,3 +134,46 @@ def test_gateway_cuts_off_a_10_mb_body_and_rejects_bad_json(gateway: str, log: L
     assert binary.status_code == 400
     assert httpx.get(f"{gateway}/v1/events").status_code == 405
     assert httpx.get(f"{gateway}/healthz").json() == {"status": "ok"}
+
+
+# --- the README's limits: "one event or a batch of up to 500 (1 MiB body)" ---------------------------
+
+
+def _padded(body: Any, size: int) -> str:
+    """``body`` as JSON, padded with trailing spaces (still valid JSON) to exactly ``size`` bytes."""
+    text = json.dumps(body)
+    assert len(text) <= size
+    return text + " " * (size - len(text))
+
+
+def test_a_batch_of_exactly_500_events_is_accepted_and_501_is_not(log: LocalLog) -> None:
+    status, payload = reply(capture_events.handler(api_event([click(i) for i in range(500)]), None))
+    assert status == 202 and payload["accepted"] == 500 and payload["rejected"] == 0
+    assert len(records(log, CLICKSTREAM)) == 500
+    status, payload = reply(capture_events.handler(api_event([click(i) for i in range(501)]), None))
+    assert status == 413 and "501 events" in payload["error"]["message"]
+    assert len(records(log, CLICKSTREAM)) == 500  # nothing of the refused batch
+
+
+def test_a_body_of_exactly_1_mib_is_read_and_one_byte_more_is_413(log: LocalLog, gateway: str) -> None:
+    mib = 1024 * 1024
+    for send in ("handler", "http"):
+        for size, want in ((mib, 202), (mib + 1, 413)):
+            text = _padded({"events": [click(size % 7)]}, size)
+            if send == "handler":
+                got = reply(capture_events.handler(api_event(text, raw=True), None))[0]
+            else:
+                got = httpx.post(f"{gateway}/v1/events", content=text.encode(), timeout=30,
+                                 headers={"content-type": "application/json", **auth.headers()}).status_code
+            assert got == want, (send, size, got)
+    assert len(records(log, CLICKSTREAM)) == 2  # the two bodies of exactly 1 MiB, nothing else
+
+
+def test_a_batch_whose_every_event_is_rejected_is_400_with_a_reason_each(log: LocalLog) -> None:
+    bad = [{"type": "click", "user_id": "u1"}, {"type": "bogus", "user_id": "u2"}]  # no ts; unknown type
+    status, payload = reply(capture_events.handler(api_event({"events": bad}), None))
+    assert status == 400 and payload["accepted"] == 0 and payload["rejected"] == 2
+    assert all(r["status"] == "rejected" and r["reason"] for r in payload["results"])
+    status, payload = reply(capture_events.handler(api_event({"events": [*bad, click(3)]}), None))
+    assert status == 202 and payload["accepted"] == 1 and payload["rejected"] == 2  # one good event: 202
+    assert len(records(log, CLICKSTREAM)) == 1
