@@ -301,3 +301,17 @@ def test_preview_renders_readable_copy_without_sending(served: Served) -> None:
     assert served.client.post("/v1/campaigns/nope/preview", json={"user_id": "u2"}, headers=read).status_code == 404
     assert served.client.post("/v1/campaigns/c001/preview", json={"user_id": "u2", "x": 1},
                               headers=read).status_code == 400
+
+
+def test_the_documented_limits_of_history_pages_and_stats_ranges(served: Served) -> None:
+    """docs/user-api.md: a history page is ``limit`` 1..100; a stats range is at most 366 days (both ends
+    inclusive): one more day, or one more entry, is a 400, the bound itself a 200."""
+    read = _h(served, "users:read", "campaigns:read")
+    history = "/v1/users/u2/notifications?limit="
+    assert served.client.get(history + "100", headers=read).status_code == 200
+    reply = served.client.get(history + "101", headers=read)
+    assert reply.status_code == 400 and reply.json()["error"]["type"] == "ValidationError", reply.text
+    stats = "/v1/campaigns/c001/stats?since=2026-01-01&until="
+    assert served.client.get(stats + "2027-01-01", headers=read).status_code == 200  # 366 days
+    reply = served.client.get(stats + "2027-01-02", headers=read)  # 367 days
+    assert reply.status_code == 400 and "366" in reply.json()["error"]["message"], reply.text

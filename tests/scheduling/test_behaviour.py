@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import polars as pl
+import pytest
 
 from notify_core.scheduling import PlanOptions, plan_users
 from tests.scheduling.conftest import at, campaigns, candidates, history, interactions, local, users
@@ -131,3 +132,22 @@ def test_fall_back_new_york_has_25_hours() -> None:
     plan = plan_users(_cands("u"), us, CAMPS, plan_day=day, options=PlanOptions(min_gap_minutes=0)).frame
     hours = sorted(local(t, "America/New_York").hour for t in plan["send_at"])
     assert hours == [1, 1, 2]  # 01:00 EDT, 01:00 EST (the repeated hour is its own block), 02:00 EST
+
+
+def test_fatigue_lowers_the_cap_by_at_most_4_never_below_1_and_the_penalty_by_at_most_0_3() -> None:
+    """The README: "lower the cap by 1 per 2 ignored (at most 4, never below 1) and add 0.03 each to the
+    penalty (at most 0.3)". 14 ignored in a row (0.42 uncapped, a cap step of 7) against a fresh user."""
+    zone = "Europe/London"
+    us = users([("tired5", zone, 5, 22, 8), ("tired2", zone, 2, 22, 8), ("eight", zone, 5, 22, 8),
+                ("fresh", zone, 5, 22, 8)])
+    sends = [(u, f"c{j % 6}", at(DAY - timedelta(days=1 + j // 3), 9 + 4 * (j % 3), 0, zone), False)
+             for u, n in (("tired5", 14), ("tired2", 14), ("eight", 8)) for j in range(n)]
+    cands = pl.concat([_cands(u) for u in ("tired5", "tired2", "eight", "fresh")]).with_columns(
+        pl.col("campaign_id").str.replace("c", "x"))
+    camps = campaigns([(f"x{j}", 3, 24, None) for j in range(6)])
+    frame = plan_users(cands, us, camps, plan_day=DAY, history=history(sends)).frame
+    counts = dict(frame.group_by("user_id").len().iter_rows())
+    assert counts == {"fresh": 5, "tired5": 1, "tired2": 1, "eight": 1}  # 5 - min(7, 4); 2 - 7 floored at 1
+    ev = {(u, c): v for u, c, v in frame.select("user_id", "campaign_id", "expected_value").iter_rows()}
+    assert ev[("fresh", "x0")] - ev[("tired5", "x0")] == pytest.approx(0.3, abs=1e-5)  # not 14 x 0.03
+    assert ev[("fresh", "x0")] - ev[("eight", "x0")] == pytest.approx(0.24, abs=1e-5)  # 8 x 0.03
