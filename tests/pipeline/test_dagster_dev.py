@@ -102,3 +102,30 @@ def test_dagster_dev_shows_the_asset_graph(tmp_path: Path) -> None:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(group, signal.SIGKILL)
                 proc.wait(timeout=10)
+
+
+def test_make_dev_and_make_demo_open_the_same_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README: `make dev` is the UI "over the same instance `make demo` writes to". `make demo` sets
+    DAGSTER_HOME to the repo root; the script uses .notify/dagster_home with a link to the repo's
+    dagster.yaml. Both must resolve the storage to the same .notify/dagster folders (its paths are relative
+    to the working directory, the repo root for both), or the UI would show none of `notify run`'s runs."""
+    from dagster import DagsterInstance
+
+    script = (REPO / "scripts" / "dagster_dev.sh").read_text()
+    assert "home=.notify/dagster_home" in script and 'ln -sfn ../../dagster.yaml "$home/dagster.yaml"' in script
+    assert "DAGSTER_HOME=$(CURDIR) $(VENV)/bin/notify run" in (REPO / "Makefile").read_text()
+    root = tmp_path / "repo"  # a copy of the layout, so the test writes nothing under the real repo
+    (root / ".notify" / "dagster_home").mkdir(parents=True)
+    (root / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    (root / ".notify" / "dagster_home" / "dagster.yaml").symlink_to("../../dagster.yaml")
+    monkeypatch.chdir(root)
+    seen = []
+    for home in (root, root / ".notify" / "dagster_home"):  # make demo's, make dev's
+        instance = DagsterInstance.from_config(str(home))
+        try:
+            seen.append((str(instance.run_storage._conn_string),
+                         os.path.abspath(instance._local_artifact_storage.base_dir)))
+        finally:
+            instance.dispose()
+    assert seen[0] == seen[1], seen
+    assert seen[0][0].endswith("/repo/.notify/dagster/storage/history/runs.db")
