@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -96,3 +97,30 @@ def test_only_a_missing_customer_id_is_a_guest_order(customer_id: str | float | 
 def test_an_integer_customer_id_column_keeps_its_ids_exact() -> None:
     frame = _two_orders(None).with_columns(pl.Series("CustomerID", [17850, 2**60 + 1], dtype=pl.Int64))
     assert map_online_retail(frame).purchases["user_id"].to_list() == ["17850", str(2**60 + 1)]
+
+
+FULL_EXPORT = Path(__file__).resolve().parents[2] / "../shared/data/online_retail/online_retail.parquet"
+
+
+def test_the_readme_figures_of_the_full_export() -> None:
+    """README, "The Online Retail data": what the mapping does to the whole UCI export, the catalogue's size
+    and the share of products the keyword taxonomy leaves in "other"."""
+    if not FULL_EXPORT.exists():
+        pytest.skip("the shipped Online Retail file is not here")
+    from notify_core.settings import load_settings
+
+    raw = read_source(FULL_EXPORT)
+    mapped = map_online_retail(raw)
+    assert raw.height == 541_909
+    assert mapped.dropped["not a product (fee, postage, voucher)"] == 2_827
+    assert mapped.dropped["stock write-off (price or quantity <= 0)"] == 2_498
+    assert mapped.dropped["merged repeated lines"] == 10_541
+    purchases = mapped.purchases
+    assert purchases.height == 526_040
+    assert purchases.filter(pl.col("is_return")).height == 8_636
+    assert purchases.filter(pl.col("user_id").is_null()).height == 131_105
+    assert (mapped.products.height, mapped.users.height) == (3_811, 4_362)
+    other = mapped.products.filter(pl.col("category") == "other").height
+    assert other == 497 and round(100 * (1 - other / mapped.products.height)) == 87
+    seed = load_settings(data_dir=Path("unused")).seed
+    assert generate_campaigns(mapped.products, purchases, seed=seed).height == 1_662
