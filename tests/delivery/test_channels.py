@@ -165,6 +165,7 @@ def test_signature_verification_rejects_tampering_and_stale_timestamps() -> None
 @pytest.mark.parametrize(("status", "outcome"), [(200, Outcome.DELIVERED), (204, Outcome.DELIVERED),
                                                  (500, Outcome.RETRYABLE), (503, Outcome.RETRYABLE),
                                                  (429, Outcome.RETRYABLE), (408, Outcome.RETRYABLE),
+                                                 (425, Outcome.RETRYABLE), (502, Outcome.RETRYABLE),
                                                  (400, Outcome.PERMANENT), (404, Outcome.PERMANENT),
                                                  (410, Outcome.PERMANENT), (301, Outcome.PERMANENT)])
 def test_status_classes(status: int, outcome: Outcome) -> None:

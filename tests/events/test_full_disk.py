@@ -78,6 +78,7 @@ def test_capture_on_a_full_disk_answers_503_and_loses_nothing_it_acknowledged(tm
                     else:
                         error = reply.json()["error"]
                         assert error["type"] == "BackendError" and "disk is full" in error["message"], error
+                        assert int(reply.headers["retry-after"]) >= 1  # the README: "with the reason and Retry-After"
                         refused.append(batch)
                 assert accepted and refused, (accepted, refused)
                 assert client.get("/healthz").status_code == 200 and server.poll() is None  # still serving
