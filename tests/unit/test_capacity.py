@@ -128,3 +128,36 @@ def test_cli_prints_every_component_and_the_unit_budgets() -> None:
     for word in ("Lambda", "DynamoDB", "Kafka", "Orchestration", "EventBridge", "per 1k notifications",
                  "per 1k recommendations", "total"):
         assert word in result.output
+
+
+def test_the_readme_table_is_what_notify_capacity_prints_from_the_committed_results() -> None:
+    """README, "the cost at the spec's scale": each row's $/month and budget, the total and the unit costs are
+    `notify capacity --users 10000000` on bench/results as committed. A new benchmark result or price
+    table that moves a figure fails here until the README is updated with it."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("| component | $/month | budget | verdict |")
+    rows = {}
+    for line in readme[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    result = estimate(Scale.for_users(10_000_000), measured=measured_from_results(_results(RESULTS)),
+                      assumptions=Assumptions(), prices=load_prices())
+    lines = {line.component: line for line in result.lines}
+    names = {"Lambda": "Lambda", "DynamoDB (on-demand)": "DynamoDB", "Kafka (MSK, 6 brokers)": "Kafka",
+             "Dagster on EKS + Postgres": "Orchestration", "EventBridge (one rule a minute)": "EventBridge"}
+    for row, component in names.items():
+        cost, budget, verdict = rows[row]
+        line = lines[component]
+        assert cost == f"{line.monthly_usd:,.0f}", (row, cost, line.monthly_usd)
+        assert budget.split(" ")[0] == f"{line.budget_usd:,.0f}", (row, budget, line.budget_usd)
+        assert verdict.split(":")[0] == ("met" if line.within_budget else "over"), (row, verdict)
+    assert "6 x kafka" in lines["Kafka"].capacity
+    total = rows["total (with API Gateway 2,160, SNS 750, S3 8)"]
+    assert total[0] == f"{result.total_usd:,.0f}"
+    assert [f"{lines[c].monthly_usd:,.0f}" for c in ("API Gateway", "SNS", "S3")] == ["2,160", "750", "8"]
+    unit = rows["per 1k notifications / per 1k recommendations"][0]
+    assert unit == f"${result.per_1k_notifications:.4f} / ${result.per_1k_recommendations:.4f}"
