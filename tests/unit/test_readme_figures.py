@@ -117,3 +117,14 @@ def test_the_disaster_recovery_figures_are_bench_dr() -> None:
     restore = sorted(f"{d['restore_s']:.0f}" for d in drills)
     rto = sorted({f"{d['rto_api_s']:.0f}" for d in drills})
     assert f"restore {restore[0]}-{restore[-1]} s, RTO {'-'.join(rto)} s" in readme
+
+
+def test_the_ann_figures_are_bench_recommend() -> None:
+    """Real-time recommendation: IVF against HNSW on the 1M x 200k benchmark data."""
+    result = json.loads((RESULTS / "recommend.json").read_text())
+    ivf, hnsw = result["ann_sweeps"]["ivf"]["16"], result["ann_sweeps"]["hnsw"]
+    readme = _readme()
+    assert f"IVF reaches {ivf['recall']:.3f} probing 16 of 894 lists at a p99 of ~{ivf['p99']:.1f} ms" in readme
+    assert f"builds in {result['ivf_build_s']:.1f} s against HNSW's {result['hnsw_build_s']:.1f} s" in readme
+    assert (f"recall@10 {hnsw['128']['recall']:.2f} at ef 128 and {hnsw['512']['recall']:.3f} at ef 512\n"
+            f"(p99 {hnsw['512']['p99']:.1f} ms") in readme
