@@ -422,3 +422,24 @@ def test_an_overlay_read_that_failed_on_a_transient_error_is_tried_again(world: 
     assert holder.snapshot().overlay.ids == frozenset()  # the read failed: the previous overlay kept
     now[0] += 120.0
     assert holder.snapshot().overlay.ids == {"c000"}
+
+
+def test_a_version_that_keeps_failing_is_tried_again_after_30_s_doubling_to_15_min(world: World) -> None:
+    """The README: "tried again after a backoff (30 s, doubling to 15 min)". A load that always fails, the
+    holder polled every second for two hours of its clock: the gaps between tries."""
+    from notify_core.errors import BackendError
+
+    tries: list[float] = []
+    now = [0.0]
+
+    def failing(artefacts: object, version: str) -> object:
+        tries.append(now[0])
+        raise BackendError("S3 get campaign_index/.../index.faiss failed: read timeout")
+
+    holder = IndexHolder(world.artefacts, refresh_seconds=2.0, clock=lambda: now[0], loader=failing)  # type: ignore[arg-type]
+    for second in range(2 * 3600):
+        now[0] = float(second)
+        holder.snapshot()
+    gaps = [round(b - a) for a, b in zip(tries, tries[1:], strict=False)]
+    assert gaps[:7] == [30, 60, 120, 240, 480, 900, 900], gaps
+    assert set(gaps[5:]) == {900}
