@@ -113,6 +113,9 @@ MALFORMED = {
         json.dumps({**_canonical_click(), "properties": {"a": "x" * 1025}}).encode(), "properties"),
     "more than 32 properties": (
         json.dumps({**_canonical_click(), "properties": {f"p{i}": i for i in range(33)}}).encode(), "properties"),
+    "more than 500 order lines": (
+        json.dumps(order(1, event_id="o-1", items=[{"product_id": f"p{i}", "quantity": 1, "unit_price": 1.0}
+                                                    for i in range(501)])).encode(), "items"),
     "order line quantity a string": (
         json.dumps(order(1, event_id="o-1", items=[{"product_id": "p", "quantity": "1",
                                                      "unit_price": 1.0}])).encode(), None),
@@ -192,3 +195,12 @@ def test_marked_poison_in_the_log_is_dead_lettered_and_the_consumer_commits_past
     assert len(list(store.table(tables.USER_EVENTS).scan())) == 3
     store.close()
     stream.close()
+
+
+def test_the_trusted_shape_takes_up_to_500_order_lines_and_32_properties() -> None:
+    """The README's bounds of the trusted path are bounds, not a cut below them: an order of exactly 500
+    lines and a click with exactly 32 properties are decoded on trust (more takes the models' path, above)."""
+    lines = [{"product_id": f"p{i}", "quantity": 1, "unit_price": 1.0} for i in range(500)]
+    assert decode_trusted(json.dumps(order(1, event_id="o-1", items=lines)).encode()) is not None
+    props = {**_canonical_click(), "properties": {f"p{i}": i for i in range(32)}}
+    assert decode_trusted(json.dumps(props).encode()) is not None
