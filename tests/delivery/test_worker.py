@@ -350,3 +350,28 @@ def test_a_worker_knows_a_minute_scan_is_still_running(store: SqliteStore, clock
     assert not worker.claims.scanning
     assert worker.run_until_idle().delivered == 20
     worker.close()
+
+
+def test_a_claim_carries_a_30_s_lease_by_default_and_the_dedupe_record_lives_24_h(
+        store: SqliteStore, clock: ManualClock) -> None:
+    """The README: a claim is ``pending -> claimed`` with ``lease_until = now + 30 s``; the dedupe record
+    (pk = notification id) has a 24 h TTL. Read while the send is in flight, with the worker's defaults
+    (WorkerOptions() and the settings' NOTIFY_DELIVERY_LEASE_S)."""
+    from notify_core.settings import load_settings
+
+    assert WorkerOptions().lease_s == load_settings(data_dir=Path("unused")).delivery_lease_s == 30.0
+    [item] = seed_due(store, n=1, start=minute_start(clock.now()))
+    seen: dict[str, Any] = {}
+
+    class Peeking(ScriptedChannel):
+        def send(self, message: Any, *, idempotency_key: str) -> Any:
+            seen["schedule"] = store.table(tables.SCHEDULES).get(item["pk"], item["sk"])
+            seen["dedupe"] = store.table(tables.DEDUPE).get(message.notification_id, tables.DEDUPE_SK)
+            return super().send(message, idempotency_key=idempotency_key)
+
+    options = WorkerOptions(concurrency=1, lookback_minutes=3, prefetch_s=0.0)  # the lease left at its default
+    DeliveryWorker(store, Peeking(), public_base_url="http://t", clock=clock, options=options).run_until_idle()
+    claimed, dedupe = seen["schedule"], seen["dedupe"]
+    assert claimed["status"] == "claimed" and claimed["claim_token"]
+    assert claimed["lease_until"] == pytest.approx(clock.now() + 30, abs=1)
+    assert dedupe is not None and int(dedupe["ttl"]) == pytest.approx(clock.now() + 24 * 3600, abs=60)
