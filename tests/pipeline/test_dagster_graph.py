@@ -129,6 +129,9 @@ def test_asset_graph_partitions_and_automation(settings, tmp_path) -> None:
     sensors = {s.name: s for s in defs.sensors}
     assert sensors[AUTOMATION_SENSOR].default_status == dg.DefaultSensorStatus.RUNNING
     assert sensors["landing_sensor"].default_status == dg.DefaultSensorStatus.RUNNING
+    # the README's "sensors and automation conditions (on by default)": every sensor, not just these two
+    assert {n: s.default_status for n, s in sensors.items() if s.default_status != dg.DefaultSensorStatus.RUNNING} \
+        == {}
     assert not any(name.startswith("replan_on") for name in sensors)  # the automation re-plans; no duplicate
     main = defs.resolve_job_def(MAIN_JOB)
     assert main.partitions_def == plan.partitions_def
