@@ -164,3 +164,16 @@ def test_one_worker_per_core_the_process_may_use_not_per_core_of_the_host() -> N
             "print(w(0, users=10**9), w(3, users=10**9), w(0, users=10), os.cpu_count() >= 1)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["1", "3", "1", "True"]
+
+
+def test_the_pool_starts_from_20k_users_and_candidates_come_in_chunks_of_200k_by_default() -> None:
+    """The README: "candidates are asked per chunk of users (200k by default)" and "the asset ranks in worker
+    processes from 20k users"."""
+    import inspect
+
+    from notify_core.scheduling import service
+    from notify_core.scheduling.candidate_pool import worker_count
+
+    assert (worker_count(3, users=19_999), worker_count(3, users=20_000)) == (1, 3)
+    for entry in (service.plan_and_store, service.plan_for_users, service.plan_from_lake):
+        assert inspect.signature(entry).parameters["chunk_users"].default == 200_000, entry.__name__
