@@ -120,6 +120,13 @@ def test_the_readme_figures_of_the_full_export() -> None:
     assert purchases.filter(pl.col("is_return")).height == 8_636
     assert purchases.filter(pl.col("user_id").is_null()).height == 131_105
     assert (mapped.products.height, mapped.users.height) == (3_811, 4_362)
+    # "A..." invoices (bad-debt adjustments) dropped; fee codes without a digit and ADJUST*/TEST*/gift_* too
+    assert mapped.dropped["adjustment invoice"] == 3
+    assert purchases.filter(pl.col("order_id").str.starts_with("A")).is_empty()
+    products = mapped.products["product_id"]
+    assert products.str.contains(r"\d").all()
+    assert not products.str.contains(r"^(?i:ADJUST|TEST|gift_)").any()
+    assert (purchases.filter(pl.col("is_return"))["quantity"] < 0).all()  # "C..." kept as returns, negative
     other = mapped.products.filter(pl.col("category") == "other").height
     assert other == 497 and round(100 * (1 - other / mapped.products.height)) == 87
     seed = load_settings(data_dir=Path("unused")).seed
