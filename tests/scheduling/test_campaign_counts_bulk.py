@@ -232,3 +232,12 @@ def test_counts_under_a_ceiling_are_added_all_or_none(tmp_path: Path) -> None:
     add_campaign_counts(store, {("a", day): 2, ("b", day): 1}, field="planned", ceilings=ceilings)  # fits
     assert rows.get("a", day)["planned"] == 2 and rows.get("b", day)["planned"] == 10
     store.close()
+
+
+def test_the_readme_bound_is_30_rounds(tmp_path: Path) -> None:
+    """The README: "counts still losing after 30 rounds raise an error rather than vanish" (the test above
+    shortens the bound to 4; this one runs the real bound, ~1 s of jittered pauses)."""
+    store = SqliteStore(tmp_path / "s.sqlite", clock=ManualClock(STORE_NOW))
+    with pytest.raises(BackendError, match="1 sent counters .* after 30 rounds"):
+        add_campaign_counts(_AlwaysBeaten(store), {("c1", "2030-01-02"): 5}, field="sent")  # type: ignore[arg-type]
+    assert [r["sent"] for r in store.table(tables.CAMPAIGN_STATS).scan()] == [30]  # the rival's, none of ours
