@@ -66,6 +66,7 @@ def test_preferences_read_write_and_audit(served: Served) -> None:
     ({"channels": ["pigeon"]}, "channels"),
     ({"opted_out_categories": [""]}, "opted_out_categories"),
     ({"opted_out_categories": ["x"] * 51}, "opted_out_categories"),
+    ({"opted_out_categories": ["x" * 65]}, "opted_out_categories"),  # docs/user-api.md: names 1-64 chars
     ({"unknown": 1}, "unknown"),
     ([], "request"),
 ])
