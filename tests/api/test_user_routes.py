@@ -316,3 +316,16 @@ def test_the_documented_limits_of_history_pages_and_stats_ranges(served: Served)
     assert served.client.get(stats + "2027-01-01", headers=read).status_code == 200  # 366 days
     reply = served.client.get(stats + "2027-01-02", headers=read)  # 367 days
     assert reply.status_code == 400 and "366" in reply.json()["error"]["message"], reply.text
+
+
+def test_stats_default_to_the_last_30_days(served: Served) -> None:
+    """docs/user-api.md: without since/until, the stats are the last 30 days to today (by the served clock)."""
+    today = datetime.fromtimestamp(served.clock.now(), UTC).date()
+    table = served.world.store.table(tables.CAMPAIGN_STATS)
+    for back in (0, 29, 30):
+        table.put({"pk": "c001", "sk": (today - timedelta(days=back)).isoformat(), "planned": 100 + back})
+    reply = served.client.get("/v1/campaigns/c001/stats", headers=_h(served, "campaigns:read"))
+    assert reply.status_code == 200, reply.text
+    days = {d["day"]: d["planned"] for d in reply.json()["days"]}
+    assert {(today - timedelta(days=b)).isoformat() for b in (0, 29)} <= set(days)
+    assert (today - timedelta(days=30)).isoformat() not in days
