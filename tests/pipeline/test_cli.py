@@ -29,6 +29,10 @@ def test_notify_run_twice(tmp_path, monkeypatch) -> None:
     first = runner.invoke(app, ["run", "--data-dir", str(tmp_path / "data")])
     assert first.exit_code == 0, first.output
     assert "purchases" in first.output and "user_features" in first.output
+    # the README's summary: rows per dataset, new / changed / unchanged, quarantined, Store writes, asset checks
+    header = next(line for line in first.output.splitlines() if " asset " in line and " unchanged " in line)
+    assert all(f" {c} " in header for c in ("rows", "new", "changed", "unchanged", "bad", "Store written"))
+    assert re.search(r"asset checks: (\d+)/\1 passed", first.output), first.output[-2000:]
     written = int(re.search(r"rows written or changed in the Store this run: (\d+)", first.output).group(1))
     assert written > 0
     # every fixture user gets notifications (the learned ranker scores them all under even odds: the plan
