@@ -158,3 +158,28 @@ def test_a_failed_outcome_commit_leaves_the_claim_and_the_resend_keeps_its_key(
     keys = Counter(c[2] for c in channel.calls)
     assert set(keys) == {i["notification_id"] for i in items}
     assert sum(keys.values()) == 60 + failed[0] and max(keys.values()) == 2  # resent once, same key
+
+
+@pytest.mark.parametrize(("value", "on_loop"), [(None, True), ("false", False)])
+def test_the_webhook_goes_on_the_event_loop_unless_the_setting_turns_it_off(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str | None, on_loop: bool) -> None:
+    """The README: the webhook is sent from coroutines on one event loop; ``NOTIFY_DELIVERY_ASYNC_SENDERS=false``
+    puts it back on threads. Through ``build_worker``, the wiring `notify worker` uses, with 16 senders."""
+    from notify_core.delivery.worker import build_worker
+    from notify_core.settings import load_settings
+
+    monkeypatch.setenv("NOTIFY_WEBHOOK_URL", "http://127.0.0.1:9/hook")
+    monkeypatch.setenv("NOTIFY_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("NOTIFY_DELIVERY_CHANNEL", "webhook")
+    if value is not None:
+        monkeypatch.setenv("NOTIFY_DELIVERY_ASYNC_SENDERS", value)
+    settings = load_settings(data_dir=tmp_path / "data")
+    store = SqliteStore(tmp_path / "s.sqlite")
+    clock = ManualClock(datetime(2030, 1, 2, 9, 0, tzinfo=UTC))
+    worker = build_worker(settings, store, clock=clock)
+    try:
+        assert isinstance(worker.channel, WebhookChannel) and worker.options.concurrency == 16
+        assert (worker._async_senders() is not None) is on_loop
+    finally:
+        worker.close()
+        store.close()
