@@ -325,3 +325,19 @@ def test_a_key_repeated_in_a_later_file_supersedes_the_earlier_row_and_is_counte
     assert (report.rows_read, report.rows_valid, report.rows_superseded, report.lake_inserted) == (4, 4, 2, 2)
     assert _accounted(report) == report.rows_read
     assert get_entity(bare["store"], tables.USERS, "u1")["country"] == "DE"
+
+
+@pytest.mark.parametrize("kind", ["ragged", "not utf-8"])
+def test_a_ragged_or_non_utf8_csv_is_reported_whole_and_the_good_file_lands(bare, kind: str) -> None:
+    """The README: "An unreadable file (ragged, not UTF-8, a header naming one column twice) is reported whole
+    and does not stop the other files" (the repeated header and a broken Parquet file had tests)."""
+    folder = bare["landing"] / "purchases"
+    (folder / "a_good.csv").write_text(PURCHASES_HEADER + GOOD_LINE)
+    if kind == "ragged":
+        (folder / "b_bad.csv").write_text(PURCHASES_HEADER + "1002,u1,P1,3,2.0,2011-04-01 10:00:00,UK,extra,more\n")
+    else:
+        (folder / "b_bad.csv").write_bytes((PURCHASES_HEADER + "1002,u1,P1,3,2.0,2011-04-01 10:00:00,").encode()
+                                           + "Zürich\n".encode("latin-1"))
+    report = _ingest(bare, "purchases")
+    assert list(report.file_errors) == ["b_bad.csv"] and report.file_errors["b_bad.csv"], report.file_errors
+    assert report.bad_rows == [] and bare["lake"].read("purchases")["order_id"].to_list() == ["1001"]
