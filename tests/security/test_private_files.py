@@ -98,3 +98,22 @@ def test_secrets_rotate_and_users_delete_commands(tmp_path: Path, private_umask:
     finally:
         store.close()
     assert loose_entries(data) == []
+
+
+def test_the_sqlite_store_is_0600_whatever_the_umask(tmp_path: Path) -> None:
+    """docs/security.md: "the SQLite Store file is created 0600 whatever the umask": with the usual 022 (no
+    entry point setting 077 first), the database and the files SQLite and the write gate make beside it."""
+    from notify_core.store.sqlite import SqliteStore
+
+    previous = os.umask(0o022)
+    try:
+        store = SqliteStore(tmp_path / "store.sqlite")
+        store.table(tables.USERS).put({"pk": "u1", "sk": tables.PROFILE_SK, "country": "UK"})
+    finally:
+        os.umask(previous)
+    try:
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    finally:
+        store.close()
+    assert "store.sqlite" in modes and "store.sqlite-wal" in modes
+    assert set(modes.values()) == {0o600}, {name: oct(mode) for name, mode in modes.items()}
