@@ -28,6 +28,12 @@ from notify_core.clock import SYSTEM_CLOCK, Clock
 from notify_core.line_file import LineFile, rewriting
 from notify_core.security.files import FILE_MODE
 
+LOG_RETENTION_DAYS = 30
+"""Spec §8: logs kept 30 days: the Lambda log groups' retention (:mod:`notify_core.slo`), the deliveries log's
+row TTL, the first open/click markers' TTL and the JSON log files (:class:`LineFileHandler`). Here, in a
+module every process imports anyway, so that a handler reading it (the tracking links) pulls no other code
+into its import graph, from which its IAM role is derived."""
+
 _STANDARD = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "taskName"}
 
 
@@ -75,7 +81,7 @@ class LineFileHandler(logging.Handler):
     rewrites (lines naming an erased user removed) keeps every later line, where a plain file handler
     would go on writing into the file the rewrite replaced, which no one can read any more.
 
-    Kept ``keep_days`` (the logs' retention, :data:`notify_core.slo.LOG_RETENTION_DAYS`): the first line of a
+    Kept ``keep_days`` (the logs' retention, :data:`LOG_RETENTION_DAYS`): the first line of a
     new UTC day (by the record's own time) moves the earlier days' lines to ``<stem>.<their last day><suffix>``
     beside the file, under the file's lock (every process appending to it, each with its handler, then appends
     to the new one), and removes the moved files older than ``keep_days``. Before, ``logs/delivery.jsonl`` took
@@ -84,8 +90,6 @@ class LineFileHandler(logging.Handler):
     def __init__(self, path: Path, *, keep_days: int | None = None) -> None:
         super().__init__()
         if keep_days is None:
-            from notify_core.slo import LOG_RETENTION_DAYS  # here: slo imports the consumer, which imports us
-
             keep_days = LOG_RETENTION_DAYS
         self.path = path
         self._keep_days = keep_days

@@ -211,7 +211,7 @@ def opt_out_from_link(
     ``notification_interactions`` with ``Condition.absent()``, like first opens and clicks).
     """
     from notify_core.delivery.feedback import add_campaign_counts
-    from notify_core.delivery.tracking import marker_ttl
+    from notify_core.delivery.markers import marker_ttl
 
     before = get_preferences(store, user_id)
     campaign = store.table(tables.CAMPAIGNS).get(campaign_id, tables.CAMPAIGN_SK) or {}

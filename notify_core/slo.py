@@ -40,8 +40,8 @@ from typing import Any, Literal
 
 from notify_core.events.consumer import DEFAULT_GROUP
 from notify_core.events.models import TOPICS
+from notify_core.observability import LOG_RETENTION_DAYS
 
-LOG_RETENTION_DAYS = 30  # spec §8: logs kept 30 days (CloudWatch log groups; the deliveries log's TTL)
 EMF_NAMESPACE = "Notify"
 
 

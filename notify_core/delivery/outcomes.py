@@ -25,14 +25,14 @@ from notify_core.delivery.channels import Outcome, SendResult
 from notify_core.delivery.summary import Result, WorkerOptions
 from notify_core.errors import CountsNotAddedError, NotifyError
 from notify_core.lifecycle import CLAIMED, DEAD_LETTERED, RETRY_SCHEDULED, SENT, SUPPRESSED, check_move
+from notify_core.observability import LOG_RETENTION_DAYS
 from notify_core.scheduling.models import SENT_PLAN_TTL_DAYS
-from notify_core.slo import LOG_RETENTION_DAYS
 from notify_core.store import tables
 from notify_core.store.port import Condition, Item, Store, Update
 
 log = logging.getLogger("notify_core.delivery.worker")  # one logger name for the whole delivery loop
 
-LOG_TTL_S = LOG_RETENTION_DAYS * 24 * 3600  # spec §8's log retention, owned by the SLO table
+LOG_TTL_S = LOG_RETENTION_DAYS * 24 * 3600  # spec §8's log retention (observability.LOG_RETENTION_DAYS)
 # A user's sends are what every cooldown is judged by (the recommender and the planner), so they are kept as
 # long as the longest cooldown allowed, and a day more (the plan day's span).
 SENDS_TTL_S = (MAX_COOLDOWN_HOURS + 24) * 3600

@@ -36,10 +36,10 @@ from typing import Literal
 
 from notify_core.clock import Clock, utcnow
 from notify_core.delivery.feedback import add_campaign_counts
+from notify_core.delivery.markers import marker_ttl
 from notify_core.errors import ConditionFailedError, InvalidTokenError, NotFoundError, ValidationError
 from notify_core.events.capture import capture_events
 from notify_core.security.keyring import Ring
-from notify_core.slo import LOG_RETENTION_DAYS
 from notify_core.store import tables
 from notify_core.store.port import Condition, Store
 from notify_core.stream.port import Stream
@@ -143,15 +143,6 @@ def lookup(store: Store, notification_id: str, *, now: datetime) -> Notification
     claimed = record.get("delivered_at") or record.get("send_at") or ""
     day = str(claimed)[:10] if claimed else now.astimezone(UTC).date().isoformat()
     return NotificationRef(notification_id, str(record["user_id"]), str(record["campaign_id"]), day)
-
-
-def marker_ttl(now: datetime) -> int:
-    """The TTL of a first open, click or unsubscribe marker made at ``now``: the deliveries log's retention
-    from then on. A marker is only read through :func:`lookup`, which needs the notification's deliveries row
-    (kept that long from its last attempt, which came before any hit): past it no link of the notification
-    resolves, and a marker kept for good was never read again (one row per first open, click and
-    unsubscribe, for as long as Notify ran)."""
-    return int(now.timestamp() + LOG_RETENTION_DAYS * 86400)
 
 
 def _claim_first(store: Store, ref: NotificationRef, kind: Literal["open", "click"], ts: str, *, ttl: int,

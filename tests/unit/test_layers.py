@@ -49,7 +49,7 @@ def test_kafka_and_boto3_only_inside_adapters() -> None:
     assert imported.get("confluent_kafka") == {"notify_core/stream/kafka.py"}
     assert "kafka" not in imported  # kafka-python is not used at all
     adapters = {"notify_core/delivery/sns.py", "notify_core/s3_objects.py", "notify_core/security/crypto.py",
-                "notify_core/store/dynamodb.py"}  # SNS, S3, KMS, DynamoDB
+                "notify_core/store/dynamodb.py", "notify_core/cloudwatch_metrics.py"}  # SNS S3 KMS DynamoDB CloudWatch
     assert imported.get("boto3", set()) | imported.get("botocore", set()) <= adapters
 
 
