@@ -167,11 +167,15 @@ class S3LandingArea:
         for path in _local_files(root):
             name = path.relative_to(root).as_posix()
             stamp = f"local:{path.stat().st_size}:{path.stat().st_mtime_ns}"
-            if name in remote and known.get(name) in (remote[name], stamp):
-                continue  # already there: fetched from S3, or pushed since it last changed
-            self.bucket.upload(f"{folder}/{name}", path)
-            known[name] = stamp
-            pushed.append(name)
+            if not (name in remote and known.get(name) in (remote[name], stamp)):  # else already there
+                self.bucket.upload(f"{folder}/{name}", path)
+                known[name] = stamp
+                pushed.append(name)
+            if not quarantine and path.name.startswith(STREAM_FILE_PREFIX):
+                # a consumer's order file: the prefix holds the one copy, which ingestion reads and retires
+                # (:meth:`retire`); kept here, a retired one would be pushed again and ingested again
+                path.unlink(missing_ok=True)
+                known.pop(name, None)
         self._save_etags(root, known)
         return pushed
 
@@ -183,9 +187,17 @@ class S3LandingArea:
                 if dataset is None or name.startswith(f"{dataset}/")}
 
     def retire(self, names: Sequence[str]) -> list[str]:
-        """Not here: a consumer pod pushes the files of its own folder again once they are gone from the prefix
-        (:meth:`push`), so removing them would ingest them again and again. Retired: none."""
-        return []
+        """Remove the objects under the prefix and this machine's copies (pulled by :meth:`pull`). A consumer
+        pod keeps no copy of an order file it pushed (:meth:`push`), so a retired one is not pushed again."""
+        known = self._etags(self.landing)
+        removed = []
+        for name in names:
+            self.bucket.delete(f"landing/{name}")
+            (self.landing / name).unlink(missing_ok=True)
+            known.pop(name, None)
+            removed.append(name)
+        self._save_etags(self.landing, known)
+        return removed
 
 
 def s3_client(settings: NotifySettings) -> Any:

@@ -181,3 +181,45 @@ def test_notify_consume_in_aws_puts_order_files_under_the_prefix_for_ingestion(
     finally:
         store.close()
     assert report.rows_valid == 40 and not report.bad_rows  # 20 orders x 2 lines each
+
+
+def test_order_files_ingested_from_the_prefix_are_retired_there_and_never_pushed_again(aws_settings) -> None:
+    """In aws the consumer pods' order files stayed under the prefix for good (``retire`` retired none, since
+    a pod pushed the files of its own folder again once they were gone): every purchases ingestion pulled and
+    read all of them again, each run slower than the last. A pod now keeps no copy of an order file it pushed,
+    and ingestion deletes the ones it landed from the prefix; an operator's file stays."""
+    from notify_core.landing import STREAM_FILE_PREFIX
+
+    pod, batch = aws_settings("consumer-pod"), aws_settings("dagster-run")
+    writer, reader = build_landing_area(pod), build_landing_area(batch)
+    landing = writer.landing / "purchases"
+    landing.mkdir(parents=True)
+    batches = {f"{STREAM_FILE_PREFIX}{n}.parquet": _purchases([(f"o{n}", f"u{n}", "p1", 1, 2.0,
+                                                                "2011-01-10T09:00:00+00:00")]) for n in (1, 2)}
+    for name, frame in batches.items():
+        frame.write_parquet(landing / name)
+    _purchases([("x1", "u9", "p2", 1, 4.0, "2011-01-11T09:00:00+00:00")]).write_parquet(landing / "export.parquet")
+    assert sorted(writer.push()) == sorted(f"purchases/{n}" for n in [*batches, "export.parquet"])
+    assert sorted(p.name for p in landing.iterdir()) == ["export.parquet"]  # the pod's order files: on S3 only
+
+    reader.pull()
+    store = SqliteStore(batch.data_dir / "store.sqlite")
+    try:
+        report = ingest_dataset("purchases", landing=reader.landing, lake=lake_for(batch), store=store,
+                                quarantine=reader.quarantine)
+    finally:
+        store.close()
+    assert sorted(reader.retire(report.landed_stream_files())) == sorted(f"purchases/{n}" for n in batches)
+    assert sorted(reader.listing(dataset="purchases")) == ["purchases/export.parquet"]
+    assert sorted(p.name for p in (reader.landing / "purchases").glob("*.parquet")) == ["export.parquet"]
+    assert writer.push() == []  # nothing of the pod's comes back under the prefix
+    assert sorted(reader.listing(dataset="purchases")) == ["purchases/export.parquet"]
+    lake = lake_for(batch).read("purchases")
+    assert sorted(lake["order_id"].to_list()) == ["o1", "o2", "x1"]  # every order landed before its file went
+    reader.pull()
+    again = SqliteStore(batch.data_dir / "store.sqlite")
+    try:  # the next run reads only what is left (the operator's file), not the order files again
+        assert ingest_dataset("purchases", landing=reader.landing, lake=lake_for(batch), store=again,
+                              quarantine=reader.quarantine).files == ["export.parquet"]
+    finally:
+        again.close()
