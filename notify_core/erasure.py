@@ -59,7 +59,7 @@ from notify_core.clock import SYSTEM_CLOCK, Clock, utcnow
 from notify_core.erasure_queue import dequeue, queue_erasure, queued_erasures
 from notify_core.erasure_register import ErasureRegister, pseudonym, register_erasure, restore_register
 from notify_core.errors import ValidationError
-from notify_core.line_file import rewriting
+from notify_core.line_file import rewriting, rotated_files
 from notify_core.security.files import FILE_MODE
 from notify_core.store import tables
 from notify_core.store.port import Item, Store, Table
@@ -155,9 +155,12 @@ def reapply_register(store: Store, register: ErasureRegister, *, file_roots: Ite
 
 def erasure_paths(settings: NotifySettings) -> tuple[Path, ...]:
     """Every configured local path a user's data can be written to: the one list the erasure walks (the CLI,
-    the Lambda). Folders are walked; a file named here (the outbox) is rewritten whatever its suffix. A path
-    inside another one on the list is not repeated. The embedded stream log is erased through its own API."""
-    candidates = [settings.data_dir, settings.landing, settings.outbox]
+    the Lambda). Folders are walked; a file named here (the outbox and its earlier days) is rewritten whatever
+    its suffix. A path inside another one on the list is not repeated. The embedded stream log is erased
+    through its own API."""
+    # the outbox's days moved aside (OutboxChannel's rotation) are named too: outside the data directory
+    # (a configured outbox path) no folder walk would find them
+    candidates = [settings.data_dir, settings.landing, settings.outbox, *rotated_files(settings.outbox)]
     paths: list[Path] = []
     for path in candidates:
         resolved = path.resolve()

@@ -27,7 +27,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 
@@ -123,3 +125,80 @@ class LineFile:
         fd, self._fd = self._fd, -1
         if fd >= 0:
             os.close(fd)
+
+
+# ------------------------------------------------------------------------------------------------
+# Daily rotation: the JSON log files and the outbox keep their lines for a retention, not for good.
+
+DayOfLine = Callable[[bytes], str | None]
+"""The UTC day (``YYYY-MM-DD``) a line was written on, or None for a line that does not say."""
+
+
+def utc_day(ts: float) -> tuple[str, float]:
+    """The UTC day of the epoch time ``ts`` (``YYYY-MM-DD``) and when it ends (epoch seconds): a writer
+    rotates on its first line at or after that end, a float compare a line."""
+    day = datetime.fromtimestamp(ts, UTC).date()
+    return day.isoformat(), datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() + 86_400
+
+
+def rotate_by_day(path: Path, *, day: str, keep_days: int, day_of_line: DayOfLine) -> None:
+    """Move ``path``'s lines of days before ``day`` aside, as ``<stem>.<their last day><suffix>`` beside it,
+    and remove the moved files of days more than ``keep_days`` before ``day``.
+
+    The move holds the file's lock (:func:`rewriting`), so an appender (each process's :class:`LineFile`)
+    waits and then appends to a new file at the path: no line is lost or split between two files. The day of
+    the file is the latest its lines say (in its last 64 KiB), not its last line's: another writer that read
+    its clock just before midnight may append that line just after the file was moved, and the file then
+    holding it and the new day's lines is not moved again. A file whose lines say no day is left alone. A
+    file of that day already moved aside is kept too: ``<stem>.<day>.<n><suffix>``."""
+    with rewriting(path):
+        last = _latest_day(path, day_of_line)
+        if last is not None and last < day:
+            aside = path.with_name(f"{path.stem}.{last}{path.suffix}")
+            n = 1
+            while aside.exists():
+                aside = path.with_name(f"{path.stem}.{last}.{n}{path.suffix}")
+                n += 1
+            os.rename(path, aside)
+    oldest = (date.fromisoformat(day) - timedelta(days=keep_days)).isoformat()
+    for moved_day, moved in _rotated(path):
+        if moved_day < oldest:
+            moved.unlink(missing_ok=True)
+
+
+def rotated_files(path: Path) -> list[Path]:
+    """The files :func:`rotate_by_day` moved aside from ``path``, oldest first (the current file not among them)."""
+    return [moved for _day, moved in sorted(_rotated(path), key=lambda found: (found[0], _copy_number(found[1])))]
+
+
+def _rotated(path: Path) -> list[tuple[str, Path]]:
+    pattern = re.compile(rf"{re.escape(path.stem)}\.(\d{{4}}-\d{{2}}-\d{{2}})(\.\d+)?{re.escape(path.suffix)}")
+    try:
+        names = os.listdir(path.parent)
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match is not None:
+            found.append((match.group(1), path.parent / name))
+    return found
+
+
+def _copy_number(moved: Path) -> int:
+    parts = moved.name.split(".")
+    return int(parts[-2]) if len(parts) >= 4 and parts[-2].isdigit() else 0
+
+
+def _latest_day(path: Path, day_of_line: DayOfLine) -> str | None:
+    """The latest day the lines in the last 64 KiB of ``path`` say; None when absent, empty or silent."""
+    try:
+        with path.open("rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - (64 << 10)))
+            tail = handle.read()
+    except FileNotFoundError:
+        return None
+    days = [day for day in map(day_of_line, tail.splitlines()) if day is not None]
+    return max(days, default=None)
+

@@ -10,22 +10,20 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import re
 import sys
 import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import Histogram
 
 from notify_core.clock import SYSTEM_CLOCK, Clock
-from notify_core.line_file import LineFile, rewriting
+from notify_core.line_file import LineFile, rotate_by_day, utc_day
 from notify_core.security.files import FILE_MODE
 
 LOG_RETENTION_DAYS = 30
@@ -101,33 +99,13 @@ class LineFileHandler(logging.Handler):
         try:  # under the handler's lock already (``Handler.handle``)
             line = (self.format(record) + "\n").encode("utf-8", errors="replace")
             if record.created >= self._day_ends:  # a float compare a line; the day's string once a day
-                day = datetime.fromtimestamp(record.created, UTC).date()
-                if self._day is None or day.isoformat() > self._day:
-                    self._rotate(day.isoformat())
-                    self._day = day.isoformat()
-                    self._day_ends = datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() + 86_400
+                day, ends = utc_day(record.created)
+                if self._day is None or day > self._day:
+                    rotate_by_day(self.path, day=day, keep_days=self._keep_days, day_of_line=_log_line_day)
+                    self._day, self._day_ends = day, ends
             self._file.append(line)
         except Exception:
             self.handleError(record)
-
-    def _rotate(self, day: str) -> None:
-        """Move the file's lines of days before ``day`` aside, and remove the moved files past retention."""
-        with rewriting(self.path):
-            last = _last_line_day(self.path)
-            if last is not None and last < day:
-                aside = self.path.with_name(f"{self.path.stem}.{last}{self.path.suffix}")
-                n = 1
-                while aside.exists():  # lines of that day moved aside already (a clock set back): keep both
-                    aside = self.path.with_name(f"{self.path.stem}.{last}.{n}{self.path.suffix}")
-                    n += 1
-                os.rename(self.path, aside)
-        oldest = (date.fromisoformat(day) - timedelta(days=self._keep_days)).isoformat()
-        stem, suffix = re.escape(self.path.stem), re.escape(self.path.suffix)
-        pattern = re.compile(rf"{stem}\.(\d{{4}}-\d{{2}}-\d{{2}})(\.\d+)?{suffix}")
-        for moved in self.path.parent.iterdir():
-            match = pattern.fullmatch(moved.name)
-            if match is not None and match.group(1) < oldest:
-                moved.unlink(missing_ok=True)
 
     def close(self) -> None:
         with self.lock or contextlib.nullcontext():
@@ -135,24 +113,13 @@ class LineFileHandler(logging.Handler):
         super().close()
 
 
-def _last_line_day(path: Path) -> str | None:
-    """The UTC day (``YYYY-MM-DD``) of the last whole JSON line of ``path`` that has a ``ts``; None when the
-    file is absent, empty or holds no such line in its last 64 KiB."""
+def _log_line_day(raw: bytes) -> str | None:
+    """The UTC day of a JSON log line (its ``ts``), or None."""
     try:
-        with path.open("rb") as handle:
-            size = handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, size - (64 << 10)))
-            tail = handle.read()
-    except FileNotFoundError:
+        ts = json.loads(raw).get("ts")
+    except (ValueError, AttributeError):
         return None
-    for raw in reversed(tail.splitlines()):
-        try:
-            ts = json.loads(raw).get("ts")
-        except (ValueError, AttributeError):
-            continue
-        if isinstance(ts, str) and len(ts) >= 10:
-            return ts[:10]
-    return None
+    return ts[:10] if isinstance(ts, str) and len(ts) >= 10 else None
 
 
 def configure_logging(*, level: str = "INFO", stream: Any = None, path: Path | None = None) -> None:

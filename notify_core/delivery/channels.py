@@ -43,7 +43,8 @@ from notify_core.clock import Clock
 from notify_core.delivery.http1 import Disconnected, Http1Connection, ProtocolError
 from notify_core.delivery.webhook_verify import parse_signature_header, signature_header
 from notify_core.errors import ConfigurationError
-from notify_core.line_file import LineFile
+from notify_core.line_file import LineFile, rotate_by_day, rotated_files, utc_day
+from notify_core.observability import LOG_RETENTION_DAYS
 from notify_core.per_thread import PerThread
 from notify_core.security.files import FILE_MODE, private_dir
 
@@ -156,14 +157,24 @@ class OutboxChannel:
     (:meth:`LineFile.append`), so a survivor that takes over a killed worker's claims answers the sends the
     victim wrote, even as its next line. The keys kept are the last :data:`_KEYS_KEPT`; a send older than
     that is written again, a duplicate readers drop by its key.
+
+    Kept ``keep_days`` (:data:`~notify_core.observability.LOG_RETENTION_DAYS`, as the deliveries log): the
+    first send of a new UTC day (by the channel's clock) moves the earlier days' lines aside as
+    ``<stem>.<day><suffix>`` (:func:`~notify_core.line_file.rotate_by_day`, under the file's lock, so another
+    worker appends to the new file) and removes those past the retention. Before, the embedded default's
+    outbox took a line per send, a sealed copy of every message, for as long as Notify ran.
+    :func:`read_outbox` reads the moved files too, and a newly opened channel reads the last one's end when
+    the current file is shorter than :data:`_RECENT_BYTES` (a kill just after midnight).
     """
 
     name = "outbox"
 
     def __init__(self, path: Path | str, *, clock: Clock, fsync: bool = False,
-                 sealer: FieldSealer | None = None) -> None:
+                 sealer: FieldSealer | None = None, keep_days: int = LOG_RETENTION_DAYS) -> None:
         self.path = Path(path)
         self._clock = clock
+        self._keep_days = keep_days
+        self._day_ends = float("-inf")  # the end (epoch s) of the UTC day this channel last rotated on
         private_dir(self.path.parent)
         self._file = LineFile(self.path, mode=FILE_MODE, others=True)
         # keys written by other processes (a killed predecessor, another worker), oldest first
@@ -178,15 +189,22 @@ class OutboxChannel:
         payload = message.payload()
         if self._sealer is not None:
             payload = self._sealer.seal_row("outbox", payload)
-        line = json.dumps({"idempotency_key": idempotency_key, "sent_at": self._clock.now(), **payload},
+        now = self._clock.now()
+        line = json.dumps({"idempotency_key": idempotency_key, "sent_at": now, **payload},
                           separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
         try:
             with self._lock:
+                if now >= self._day_ends:  # a float compare a send; the file's day looked at once a day
+                    self._rotate(now)
                 written = self._file.append(line, fsync=self._fsync,
                                             already=lambda others: self._learn(others, idempotency_key))
         except OSError as exc:  # a full disk may clear; report it as retryable
             return SendResult(Outcome.RETRYABLE, detail=f"outbox write failed: {exc}")
         return SendResult(Outcome.DELIVERED, detail="" if written else ALREADY_IN_OUTBOX)
+
+    def _rotate(self, now: float) -> None:
+        day, self._day_ends = utc_day(now)
+        rotate_by_day(self.path, day=day, keep_days=self._keep_days, day_of_line=_outbox_line_day)
 
     def _learn(self, others: bytes, key: str) -> bool:
         """Keep the keys of the whole records other processes appended (the first line may be cut); whether
@@ -211,14 +229,24 @@ def read_outbox(path: Path | str, *, sealer: FieldSealer | None = None) -> list[
     """
     rows: list[dict[str, Any]] = []
     p = Path(path)
-    if not p.exists():
-        return rows
-    with p.open("rb") as handle:
-        for line in handle:
-            row = _record(line)
-            if row is not None:
-                rows.append(sealer.open_row("outbox", row) if sealer is not None else row)
+    for part in [*rotated_files(p), p]:  # the days moved aside (OutboxChannel), oldest first, then today's
+        try:
+            handle = part.open("rb")
+        except FileNotFoundError:
+            continue
+        with handle:
+            for line in handle:
+                row = _record(line)
+                if row is not None:
+                    rows.append(sealer.open_row("outbox", row) if sealer is not None else row)
     return rows
+
+
+def _outbox_line_day(raw: bytes) -> str | None:
+    """The UTC day an outbox line was written on (its ``sent_at``), or None for a torn line."""
+    row = _record(raw if raw.endswith(b"\n") else raw + b"\n")
+    sent_at = row.get("sent_at") if row is not None else None
+    return utc_day(sent_at)[0] if isinstance(sent_at, int | float) else None
 
 
 def _record(line: bytes) -> dict[str, Any] | None:
@@ -240,16 +268,25 @@ def _record(line: bytes) -> dict[str, Any] | None:
 
 def _recent_keys(path: Path) -> frozenset[str]:
     """The idempotency keys of the whole records in the outbox's last :data:`_RECENT_BYTES` (the first,
-    maybe partial, line of the window skipped)."""
-    try:
-        with path.open("rb") as handle:
-            start = max(0, handle.seek(0, 2) - _RECENT_BYTES)
-            handle.seek(start)
-            if start:
-                handle.readline()
-            return frozenset(_keys(handle))
-    except FileNotFoundError:
-        return frozenset()
+    maybe partial, line of the window skipped), the end of the last day moved aside included when today's
+    file is shorter (a predecessor killed just after the rotation wrote its last sends there)."""
+    keys: set[str] = set()
+    wanted = _RECENT_BYTES
+    for part in [path, *reversed(rotated_files(path))][:2]:
+        try:
+            with part.open("rb") as handle:
+                size = handle.seek(0, 2)
+                start = max(0, size - wanted)
+                handle.seek(start)
+                if start:
+                    handle.readline()
+                keys.update(_keys(handle))
+        except FileNotFoundError:
+            continue
+        wanted -= size
+        if wanted <= 0:
+            break
+    return frozenset(keys)
 
 
 def _keys(lines: Iterable[bytes]) -> Iterator[str]:
