@@ -11,9 +11,9 @@ import boto3
 import polars as pl
 import pytest
 
-from notify_core.ingest.batch import ingest_dataset
+from notify_core.ingest.batch import IngestReport, ingest_dataset
 from notify_core.lake import lake_for
-from notify_core.landing import S3LandingArea, build_landing_area, s3_client
+from notify_core.landing import LandingArea, S3LandingArea, build_landing_area, s3_client
 from notify_core.s3_objects import S3Bucket
 from notify_core.settings import NotifySettings
 from notify_core.store.sqlite import SqliteStore
@@ -40,6 +40,16 @@ def _purchases(rows: list[tuple[str, str, str, int, float, str]]) -> pl.DataFram
                                                    pl.lit(False).alias("is_return"))
 
 
+def _ingest_purchases(settings: NotifySettings, area: LandingArea) -> IngestReport:
+    """One purchases ingestion on ``settings``' machine, from what ``area`` pulled there."""
+    store = SqliteStore(settings.data_dir / "store.sqlite")
+    try:
+        return ingest_dataset("purchases", landing=area.landing, lake=lake_for(settings), store=store,
+                              quarantine=area.quarantine)
+    finally:
+        store.close()
+
+
 def test_a_file_pushed_on_one_machine_is_ingested_on_another_and_bad_rows_quarantined_in_s3(aws_settings) -> None:
     pod, batch = aws_settings("consumer-pod"), aws_settings("dagster-run")
     writer = build_landing_area(pod)
@@ -56,12 +66,7 @@ def test_a_file_pushed_on_one_machine_is_ingested_on_another_and_bad_rows_quaran
     assert reader.fingerprint() != before  # the landing sensor sees the new object
     assert reader.pull() == ["purchases/orders-1.parquet"]
     assert reader.pull() == []  # same ETag: not fetched again
-    store = SqliteStore(batch.data_dir / "store.sqlite")
-    try:
-        report = ingest_dataset("purchases", landing=reader.landing, lake=lake_for(batch), store=store,
-                                quarantine=reader.quarantine)
-    finally:
-        store.close()
+    report = _ingest_purchases(batch, reader)
     assert report.rows_valid == 1 and len(report.bad_rows) == 1
     pushed = reader.push(quarantine=True)  # the bad row (price -1) with its reason, under the prefix
     assert len(pushed) == 1 and pushed[0].startswith("purchases/orders-1.")
@@ -174,12 +179,7 @@ def test_notify_consume_in_aws_puts_order_files_under_the_prefix_for_ingestion(
     reader = build_landing_area(batch)
     fetched = reader.pull()
     assert fetched and all(name.startswith("purchases/") for name in fetched)
-    store = SqliteStore(batch.data_dir / "store.sqlite")
-    try:
-        report = ingest_dataset("purchases", landing=reader.landing, lake=lake_for(batch), store=store,
-                                quarantine=reader.quarantine)
-    finally:
-        store.close()
+    report = _ingest_purchases(batch, reader)
     assert report.rows_valid == 40 and not report.bad_rows  # 20 orders x 2 lines each
 
 
@@ -203,12 +203,7 @@ def test_order_files_ingested_from_the_prefix_are_retired_there_and_never_pushed
     assert sorted(p.name for p in landing.iterdir()) == ["export.parquet"]  # the pod's order files: on S3 only
 
     reader.pull()
-    store = SqliteStore(batch.data_dir / "store.sqlite")
-    try:
-        report = ingest_dataset("purchases", landing=reader.landing, lake=lake_for(batch), store=store,
-                                quarantine=reader.quarantine)
-    finally:
-        store.close()
+    report = _ingest_purchases(batch, reader)
     assert sorted(reader.retire(report.landed_stream_files())) == sorted(f"purchases/{n}" for n in batches)
     assert sorted(reader.listing(dataset="purchases")) == ["purchases/export.parquet"]
     assert sorted(p.name for p in (reader.landing / "purchases").glob("*.parquet")) == ["export.parquet"]
@@ -217,9 +212,5 @@ def test_order_files_ingested_from_the_prefix_are_retired_there_and_never_pushed
     lake = lake_for(batch).read("purchases")
     assert sorted(lake["order_id"].to_list()) == ["o1", "o2", "x1"]  # every order landed before its file went
     reader.pull()
-    again = SqliteStore(batch.data_dir / "store.sqlite")
-    try:  # the next run reads only what is left (the operator's file), not the order files again
-        assert ingest_dataset("purchases", landing=reader.landing, lake=lake_for(batch), store=again,
-                              quarantine=reader.quarantine).files == ["export.parquet"]
-    finally:
-        again.close()
+    # the next run reads only what is left (the operator's file), not the order files again
+    assert _ingest_purchases(batch, reader).files == ["export.parquet"]
