@@ -79,11 +79,11 @@ class LineFileHandler(logging.Handler):
     rewrites (lines naming an erased user removed) keeps every later line, where a plain file handler
     would go on writing into the file the rewrite replaced, which no one can read any more.
 
-    Kept ``keep_days`` (the logs' retention, :data:`LOG_RETENTION_DAYS`): the first line of a
-    new UTC day (by the record's own time) moves the earlier days' lines to ``<stem>.<their last day><suffix>``
-    beside the file, under the file's lock (every process appending to it, each with its handler, then appends
-    to the new one), and removes the moved files older than ``keep_days``. Before, ``logs/delivery.jsonl`` took
-    one line per delivery attempt for as long as the worker ran."""
+    Kept ``keep_days`` (the logs' retention, :data:`LOG_RETENTION_DAYS`): the first line of a new UTC day (by
+    the record's own time) moves the earlier days' lines aside as ``<stem>.<day><suffix>`` and removes those
+    past the retention (:func:`~notify_core.line_file.rotate_by_day`, under the file's lock: every process
+    appending to it then appends to the new one). Before, ``logs/delivery.jsonl`` took one line per delivery
+    attempt for as long as the worker ran."""
 
     def __init__(self, path: Path, *, keep_days: int | None = None) -> None:
         super().__init__()
@@ -91,18 +91,15 @@ class LineFileHandler(logging.Handler):
             keep_days = LOG_RETENTION_DAYS
         self.path = path
         self._keep_days = keep_days
-        self._day: str | None = None  # the latest UTC day this handler wrote a line of
-        self._day_ends = float("-inf")  # when that day ends (epoch seconds)
+        self._day_ends = float("-inf")  # when the UTC day this handler last rotated on ends (epoch seconds)
         self._file = LineFile(path, mode=FILE_MODE)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:  # under the handler's lock already (``Handler.handle``)
             line = (self.format(record) + "\n").encode("utf-8", errors="replace")
             if record.created >= self._day_ends:  # a float compare a line; the day's string once a day
-                day, ends = utc_day(record.created)
-                if self._day is None or day > self._day:
-                    rotate_by_day(self.path, day=day, keep_days=self._keep_days, day_of_line=_log_line_day)
-                    self._day, self._day_ends = day, ends
+                day, self._day_ends = utc_day(record.created)
+                rotate_by_day(self.path, day=day, keep_days=self._keep_days, day_of_line=_log_line_day)
             self._file.append(line)
         except Exception:
             self.handleError(record)

@@ -244,7 +244,7 @@ def read_outbox(path: Path | str, *, sealer: FieldSealer | None = None) -> list[
 
 def _outbox_line_day(raw: bytes) -> str | None:
     """The UTC day an outbox line was written on (its ``sent_at``), or None for a torn line."""
-    row = _record(raw if raw.endswith(b"\n") else raw + b"\n")
+    row = _record(raw + b"\n")  # a line as rotate_by_day hands it over: without its newline
     sent_at = row.get("sent_at") if row is not None else None
     return utc_day(sent_at)[0] if isinstance(sent_at, int | float) else None
 

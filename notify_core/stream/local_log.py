@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import logging
 import os
 import re
 import sqlite3
@@ -42,8 +41,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from notify_core.chores import SlicedChore
 from notify_core.clock import SYSTEM_CLOCK, Clock
-from notify_core.errors import BackendError, ConditionFailedError, ValidationError
+from notify_core.errors import ConditionFailedError, ValidationError
 from notify_core.per_thread import PerThread
 from notify_core.sqlite_tx import connect, write_gate
 from notify_core.stream.port import (
@@ -55,8 +55,6 @@ from notify_core.stream.port import (
     encode_headers,
     next_positions,
 )
-
-logger = logging.getLogger(__name__)
 
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 
@@ -343,7 +341,11 @@ class LocalLogConsumer:
             ahead = {(topic, 0): pos for topic, pos in self._positions.items() if pos > log.committed(group, topic)}
             self._commit_positions(ahead)
         self._turn = 0
-        self._next_trim_at = log.clock.now() + FIRST_TRIM_AFTER_S
+        # the log's retention: records every group has read, a week old (LocalLog.trim), trimmed hourly
+        self._trim = SlicedChore(
+            lambda limit: log.trim(older_than_ms=int((log.clock.now() - RETENTION_S) * 1000), limit=limit),
+            what="stream log trim", now=log.clock.now(), every_s=TRIM_EVERY_S, first_after_s=FIRST_TRIM_AFTER_S,
+            per_call=TRIM_ROWS_PER_CALL)
 
     def poll_batch(self, *, max_records: int = 1000, timeout: float = 1.0) -> list[Record]:
         deadline = time.monotonic() + max(timeout, 0.0)
@@ -377,14 +379,7 @@ class LocalLogConsumer:
 
     def commit(self, records: Sequence[Record]) -> None:
         self._commit_positions(next_positions(records))
-        now = self._log.clock.now()
-        if now >= self._next_trim_at:  # the log's retention: records every group has read, a week old
-            try:
-                removed = self._log.trim(older_than_ms=int((now - RETENTION_S) * 1000), limit=TRIM_ROWS_PER_CALL)
-            except BackendError as exc:  # the commit stands; a log that cannot trim now is trimmed later
-                logger.warning("stream log not trimmed; tried again later", extra={"error": str(exc)})
-                removed = 0
-            self._next_trim_at = now if removed >= TRIM_ROWS_PER_CALL else now + TRIM_EVERY_S
+        self._trim.maybe_run(self._log.clock.now())  # the commit stands whatever the trim does
 
     def _commit_positions(self, positions: dict[tuple[str, int], int]) -> None:
         if not positions:
