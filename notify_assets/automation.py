@@ -63,6 +63,7 @@ CHANGED_USERS = "changed_users"
 CHANGED_USERS_SET = "changed_users_set"
 AUTOMATED_RUN_TAG = "dagster/from_automation_condition"  # what the automation sensor tags its runs with
 REPLAN_USERS_MAX = 1000
+REPLAN_UPDATES_MAX = 100  # user-vector updates since a day's plan that its re-plan reads; more: everyone
 AUTOMATION_INTERVAL_S = 5
 
 

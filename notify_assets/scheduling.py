@@ -24,6 +24,7 @@ from notify_assets.automation import (
     CHANGED_USERS,
     CHANGED_USERS_SET,
     PLAN,
+    REPLAN_UPDATES_MAX,
     REPLAN_USERS_MAX,
     pool_for,
 )
@@ -111,8 +112,8 @@ def affected_users(instance: dg.DagsterInstance, plan_key: dg.AssetKey, partitio
     did not change (campaign vectors and index keep their data versions: a campaign change re-plans
     everyone); and every user-vector update since recorded the users it changed (metadata
     ``changed_users``, at most ``REPLAN_USERS_MAX``, their ids in the Store set ``changed_users_set``:
-    :mod:`notify_core.scheduling.replan_users`). The other users' plans are then exactly what a full
-    re-plan would keep."""
+    :mod:`notify_core.scheduling.replan_users`), in at most ``REPLAN_UPDATES_MAX`` updates. The other users'
+    plans are then exactly what a full re-plan would keep."""
     previous = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=plan_key, asset_partitions=[partition]), limit=1).records
     if not previous:
@@ -120,9 +121,12 @@ def affected_users(instance: dg.DagsterInstance, plan_key: dg.AssetKey, partitio
     since = previous[0].storage_id
     if any(_changed_since(instance, dg.AssetKey(key), since) for key in ("campaign_embeddings", "campaign_index")):
         return None
+    updates = instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=user_embeddings.key, after_storage_id=since), limit=REPLAN_UPDATES_MAX + 1).records
+    if len(updates) > REPLAN_UPDATES_MAX:  # the newest first: the older updates' users would be missed
+        return None
     users: set[str] = set()
-    for record in instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=user_embeddings.key, after_storage_id=since), limit=100).records:
+    for record in updates:
         mat = record.asset_materialization
         count = mat.metadata.get(CHANGED_USERS) if mat is not None else None
         set_id = mat.metadata.get(CHANGED_USERS_SET) if mat is not None else None

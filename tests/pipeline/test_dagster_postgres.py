@@ -4,32 +4,15 @@ and a server crash-restart loses nothing committed."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import dagster as dg
-import pytest
 import yaml
 from typer.testing import CliRunner
 
 from notify_cli.main import app
 from tests.retail_fixture import write_retail
-from tests.servers import EmbeddedPostgres, ServerUnavailable, restart_postgres
-
-
-@pytest.fixture
-def postgres() -> Iterator[EmbeddedPostgres]:
-    problem = ""
-    try:
-        server = EmbeddedPostgres.start()
-    except ServerUnavailable as exc:
-        problem = str(exc)
-    if problem:
-        pytest.fail(f"PostgreSQL is required for this test and could not start: {problem}", pytrace=False)
-    try:
-        yield server
-    finally:
-        server.stop()
+from tests.servers import EmbeddedPostgres, restart_postgres
 
 
 def _dagster_home(tmp_path, server: EmbeddedPostgres):

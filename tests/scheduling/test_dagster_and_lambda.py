@@ -116,7 +116,13 @@ def test_an_automated_replan_after_user_vectors_changed_plans_only_those_users(
     automation's re-plan of a day already planned plans just them, with the others' minute loads and budget
     use counted; a campaign change, a set whose users were all erased since, or ids in the metadata (runs
     before the sets) re-plan everyone."""
-    from notify_assets.automation import AUTOMATED_RUN_TAG, CHANGED_USERS, CHANGED_USERS_SET, plan_partitions
+    from notify_assets.automation import (
+        AUTOMATED_RUN_TAG,
+        CHANGED_USERS,
+        CHANGED_USERS_SET,
+        REPLAN_UPDATES_MAX,
+        plan_partitions,
+    )
     from notify_assets.scheduling import build_plan_asset
     from notify_core.erasure import erase_user
     from notify_core.scheduling.replan_users import record_changed_users
@@ -161,6 +167,11 @@ def test_an_automated_replan_after_user_vectors_changed_plans_only_those_users(
     assert replan(**automated)["users_replanned"] == "all"
     instance.report_runless_asset_event(dg.AssetMaterialization(
         "user_embeddings", metadata={CHANGED_USERS: dg.MetadataValue.json(["u3"])}))  # the ids themselves
+    assert replan(**automated)["users_replanned"] == "all"
+
+    vectors_changed("u1")  # then more updates than the re-plan reads (the newest first): u1's would be missed
+    for _ in range(REPLAN_UPDATES_MAX):
+        vectors_changed("u3")
     assert replan(**automated)["users_replanned"] == "all"
 
     instance.report_runless_asset_event(dg.AssetMaterialization("campaign_embeddings",
