@@ -36,7 +36,7 @@ import polars as pl
 from notify_core.campaigns.table import CampaignTable
 from notify_core.recommend.ann import Matches, Vectors, unit_rows
 from notify_core.recommend.artefacts import ArtefactStore
-from notify_core.recommend.index import CURRENT, OVERLAY, LoadedIndex, current_version, load_version
+from notify_core.recommend.index import CURRENT, OVERLAY, PREFIX, LoadedIndex, current_version, load_version
 from notify_core.recommend.scoring import PromotionMatrix, span_positions
 
 log = logging.getLogger(__name__)
@@ -455,6 +455,7 @@ class IndexHolder:
                         self.last_error = None
                         self.failed_versions.discard(version)
                         self._retry.pop(version, None)
+                        self._drop_other_copies(version)
                     except Exception as exc:  # a bad build must never take serving down: keep the last good
                         self.failed_versions.add(version)
                         self._failed(version, now)
@@ -478,6 +479,18 @@ class IndexHolder:
             return changed
         finally:
             self._polled.set()
+
+    def _drop_other_copies(self, version: str) -> None:
+        """Only the version just loaded stays in the local cache; the snapshot still served maps its own files,
+        which stay readable until it is dropped. A cache that cannot be cleaned is logged, never raised: it
+        costs disk, not answers."""
+        try:
+            dropped = self.artefacts.drop_local_copies(PREFIX, keep=version)
+        except OSError as exc:
+            log.warning("old index copies not removed", extra={"version": version, "error": str(exc)})
+            return
+        if dropped:
+            log.info("old index copies removed", extra={"version": version, "removed": dropped})
 
     def _due(self, now: float) -> bool:
         """Whether something that failed is due to be tried again."""

@@ -59,3 +59,40 @@ def test_a_version_folder_is_removed_from_s3_and_the_local_cache(world: World, s
     assert store.read_bytes("campaign_index/v1/index.faiss") is None
     assert not (world.root / "cache" / "campaign_index" / "v1").exists()
     assert store.read_bytes("campaign_index/v2/keys.parquet") == b"x"
+
+
+def test_a_serving_process_keeps_only_the_version_it_serves_in_its_cache(world: World,
+                                                                         s3_server: SeaweedS3) -> None:
+    """Each version a serving process loaded stayed in its S3 cache (a function's /tmp) until the process
+    was recycled; now a loaded version drops the others' copies, and the snapshot still in use (a request
+    that took it before the swap) keeps answering from its mapped file."""
+    s3_server.create_bucket("notify-artefacts-cache")
+    bucket = S3Bucket(bucket="notify-artefacts-cache", prefix="artefacts/", client=s3_client_for(s3_server.endpoint))
+    cache = world.root / "serving-cache"
+    store = S3ArtefactStore(bucket=bucket, cache_dir=cache)
+
+    def build_and_mirror() -> str:
+        version = world.build_version()
+        for path in sorted(world.artefacts.root.rglob("*")):
+            if path.is_file() and not path.name.startswith("."):
+                store.upload(path.relative_to(world.artefacts.root).as_posix(), path)
+        return version
+
+    first = build_and_mirror()
+    holder = IndexHolder(store, refresh_seconds=0.0)
+    old = holder.snapshot()
+    assert old.version == first and [p.name for p in (cache / PREFIX).iterdir()] == [first]
+    query = world.vectors[:3]
+    before = old.base.index.search(query, 5) if old.base is not None else None
+
+    (cache / PREFIX / "left-by-an-earlier-process").mkdir()
+    second = build_and_mirror()
+    assert holder.snapshot().version == second
+    assert [p.name for p in (cache / PREFIX).iterdir()] == [second]
+    assert old.base is not None and before is not None
+    after = old.base.index.search(query, 5)  # the dropped version's file, still mapped
+    assert after.rows.tolist() == before.rows.tolist() and (after.rows >= 0).all()
+
+    # the embedded default's files are the store itself: nothing is dropped there
+    assert world.artefacts.drop_local_copies(PREFIX, keep=second) == []
+    assert first in world.artefacts.list_dirs(PREFIX)
