@@ -53,9 +53,9 @@ def worker(
     log_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(path=log_dir / "delivery.jsonl")
     if metrics_port:
-        from prometheus_client import start_http_server
+        from notify_core.metrics_server import MetricsServer
 
-        start_http_server(metrics_port, addr="127.0.0.1")
+        MetricsServer(port=metrics_port)  # serves until the process exits (a daemon thread)
     store = build_store(settings)
     delivery = build_worker(settings, store, clock=settings.clock())
     stop = threading.Event()

@@ -542,6 +542,8 @@ def dagster_values() -> dict[str, Any]:
 
 def consumer_manifest() -> dict[str, Any]:
     """The ``notify consume`` Deployment: stream -> Store, scaled up to the topics' partition count."""
+    from notify_core.metrics_server import HEALTH_PATH
+
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "notify-consumer", "labels": {"app": "notify-consumer"}},
@@ -566,6 +568,11 @@ def consumer_manifest() -> dict[str, Any]:
                         "envFrom": [{"configMapRef": {"name": "notify-settings"}},
                                     {"secretRef": {"name": "notify-secrets"}}],
                         "ports": [{"name": "metrics", "containerPort": 9100}],
+                        # a loop stuck on a call that never returns (10 min without a turn or a write attempt)
+                        # answers 503: restarted, its uncommitted batch is read again by the next member
+                        "livenessProbe": {"httpGet": {"path": HEALTH_PATH, "port": "metrics"},
+                                          "initialDelaySeconds": 30, "periodSeconds": 30, "timeoutSeconds": 5,
+                                          "failureThreshold": 3},
                         "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "4Gi"}},
                         "securityContext": {**CONTAINER_SECURITY, "readOnlyRootFilesystem": True},
                         "volumeMounts": [{"name": "scratch", "mountPath": APP_SCRATCH}],

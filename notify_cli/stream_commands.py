@@ -48,7 +48,8 @@ def consume(
     idle_exit: Annotated[float | None, typer.Option(help="Exit after this many idle seconds.")] = None,
     max_records: Annotated[int | None, typer.Option(help="Exit after about this many records.")] = None,
     from_beginning: Annotated[bool, typer.Option(help="Replay the topics from offset 0.")] = False,
-    metrics_port: Annotated[int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")] = 0,
+    metrics_port: Annotated[int, typer.Option(
+        help="Serve Prometheus metrics on this port, and /healthz (503 once the loop is stuck) (0: off).")] = 0,
     metrics_addr: Annotated[str, typer.Option(
         help="Interface of the metrics port (a pod that Prometheus scrapes: 0.0.0.0).")] = "127.0.0.1",
     standby: Annotated[
@@ -73,6 +74,7 @@ def consume(
         totals_dict,
         tune_gc_for_ingest,
     )
+    from notify_core.metrics_server import MetricsServer
     from notify_core.observability import configure_logging
     from notify_core.store.factory import build_store
 
@@ -81,10 +83,9 @@ def consume(
     store = build_store(settings)
     store.tune_for_bulk_writes()
     tune_gc_for_ingest()
-    if metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(metrics_port, addr=metrics_addr)
+    running: list[EventConsumer] = []  # /healthz asks the consumer once there is one (standby: healthy)
+    metrics = MetricsServer(port=metrics_port, addr=metrics_addr,
+                            healthy=lambda: all(c.healthy() for c in running)) if metrics_port else None
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -96,6 +97,7 @@ def consume(
                 stream=stream, store=store, landing=settings.landing / "purchases", group=group, max_batch=max_batch,
                 clock=settings.clock(), decode_process=decode_process,
             )
+            running.append(consumer)
             break
         except GroupBusyError as exc:
             if not standby:
@@ -134,6 +136,8 @@ def consume(
         stream.close()
         store.close()
         area.push()  # whatever the last batches wrote
+        if metrics is not None:
+            metrics.close()
     typer.echo(json.dumps({**totals_dict(totals), "lag": lag}))
 
 

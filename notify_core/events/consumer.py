@@ -123,6 +123,9 @@ PERSIST_LATENCY = BatchHistogram(
 BATCH_SECONDS = Histogram("notify_consumer_batch_seconds", "Time to process and commit one batch")
 
 DEFAULT_GROUP = "notify-event-consumer"
+# No turn of the loop and no write attempt for this long: stuck (a call that never returned), and /healthz says
+# so. Generous: a boto3 call retried through its own timeouts can take minutes and must not restart a pod.
+STALLED_AFTER_S = 600.0
 _T = TypeVar("_T")
 
 
@@ -594,6 +597,7 @@ class EventConsumer:
         self.decoder: DecodeProcess | None = None
         self._in_flight: tuple[Future[BatchOutcome], Sequence[Record], float] | None = None
         self._stop: threading.Event | None = None  # run()'s stop: ends a retry loop (_retrying)
+        self._turned = time.monotonic()  # the loop's last turn or write attempt (stalled_s)
         self._gave_up: StoppedWhileRetryingError | None = None
         self._consumer = stream.consumer(
             group=group, topics=topics, start_at=self.stored_positions, on_revoke=self._finish_in_flight
@@ -811,6 +815,15 @@ class EventConsumer:
             },
         )
 
+    def stalled_s(self) -> float:
+        """Seconds since the loop last turned or a write was last attempted: what ``/healthz`` compares with
+        :data:`STALLED_AFTER_S` (:mod:`notify_core.metrics_server`). A poll returns within its timeout and a
+        retry comes within 5 s, so a long silence is a call that never returned."""
+        return time.monotonic() - self._turned
+
+    def healthy(self) -> bool:
+        return self.stalled_s() < STALLED_AFTER_S
+
     def _write_with_retry(self, prepared: PreparedBatch) -> BatchOutcome:
         """Write a batch; a backend error is retried, a data error never stops the consumer.
 
@@ -840,6 +853,7 @@ class EventConsumer:
         ``on_failure`` runs after each failure."""
         delay = 0.1
         while True:
+            self._turned = time.monotonic()  # retrying through an outage is not a stall
             try:
                 return action()
             except BackendError as exc:
@@ -976,6 +990,7 @@ class EventConsumer:
                                     initializer=self.store.tune_for_bulk_writes) as writer:
                 self._in_flight = None
                 while True:
+                    self._turned = time.monotonic()
                     polling = not stop.is_set() and (max_records is None or submitted < max_records)
                     records = (self._consumer.poll_batch(max_records=self.max_batch, timeout=self.poll_timeout)
                                if polling else [])

@@ -50,6 +50,10 @@ def test_the_consumer_pod_serves_its_metrics_on_an_address_prometheus_can_reach(
             except OSError:
                 time.sleep(0.2)
         assert "notify_consumer_lag_seconds" in body, "the consumer's metrics are not reachable off loopback"
+        # and the liveness probe, as the manifest asks it, finds the consumer turning
+        probe = _consumer_container()["livenessProbe"]["httpGet"]
+        with urllib.request.urlopen(f"http://127.0.0.2:{port}{probe['path']}", timeout=2) as answer:
+            assert (answer.status, answer.read()) == (200, b"ok\n")
     finally:
         if consumer.poll() is None:
             consumer.send_signal(signal.SIGTERM)

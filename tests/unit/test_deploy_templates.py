@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from lambdas.gateway import ROUTES
 from notify_cli import deploy_templates
 from notify_cli.main import app
+from notify_core.metrics_server import HEALTH_PATH
 from notify_core.store import tables
 
 
@@ -65,7 +66,13 @@ def test_kubernetes_files_name_the_code_location_and_the_consumer() -> None:
     assert hasattr(importlib.import_module(module), "defs")
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
     consumer = yaml.safe_load(deploy_templates.CONSUMER_PATH.read_text())
-    assert consumer["spec"]["template"]["spec"]["containers"][0]["command"][:2] == ["notify", "consume"]
+    container = consumer["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][:2] == ["notify", "consume"]
+    # the liveness probe asks the consumer's own /healthz, on the port the command serves its metrics on
+    probe = container["livenessProbe"]["httpGet"]
+    metrics_port = container["command"][container["command"].index("--metrics-port") + 1]
+    assert probe["path"] == HEALTH_PATH
+    assert [p["containerPort"] for p in container["ports"] if p["name"] == probe["port"]] == [int(metrics_port)]
 
 
 # -- issue 15 and the template items of the security/backup issues -------------------------------------
