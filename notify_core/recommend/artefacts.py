@@ -15,7 +15,7 @@ from __future__ import annotations
 import fcntl
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -62,8 +62,8 @@ class ArtefactStore(Protocol):
         """Delete every blob under the folder ``prefix`` (and any local copy of them); absent: nothing."""
         ...
 
-    def drop_local_copies(self, prefix: str, *, keep: str) -> list[str]:
-        """Delete the local copies of the sub-folders of ``prefix`` other than ``keep`` and return their names
+    def drop_local_copies(self, prefix: str, *, keep: Collection[str]) -> list[str]:
+        """Delete the local copies of the sub-folders of ``prefix`` not in ``keep`` and return their names
         (S3: the cache a serving process fills with each version it loads; local files are the store itself:
         nothing). A file a loaded index still maps stays readable until unmapped (POSIX unlink)."""
         ...
@@ -128,7 +128,7 @@ class LocalArtefactStore:
         if path.is_dir():
             shutil.rmtree(path)
 
-    def drop_local_copies(self, prefix: str, *, keep: str) -> list[str]:
+    def drop_local_copies(self, prefix: str, *, keep: Collection[str]) -> list[str]:
         return []  # the files are the store: versions go by prune_versions
 
 
@@ -139,9 +139,9 @@ class S3ArtefactStore:
     """Artefacts under ``s3://<bucket>/<prefix>artefacts/``; files to map are cached under ``cache_dir``.
 
     Versions are immutable (a new build is a new folder), so a cached file never goes stale; only the
-    small ``CURRENT`` pointer and the overlay are re-read, by ETag. A serving process drops the other
-    versions' copies once it has loaded a new one (:meth:`drop_local_copies`): a function's ``/tmp`` (2 GB)
-    held each version it ever loaded, ~300 MB each at 200k campaigns, until a load failed for want of room.
+    small ``CURRENT`` pointer and the overlay are re-read, by ETag. A serving process keeps at most the version
+    it serves and the one it loads (:meth:`drop_local_copies`): a function's ``/tmp`` (2 GB) held each version
+    it ever loaded, ~300 MB each at 200k campaigns, until a load failed for want of room.
     """
 
     def __init__(self, *, bucket: S3Bucket, cache_dir: Path) -> None:
@@ -190,9 +190,9 @@ class S3ArtefactStore:
         self.bucket.delete(folder)  # S3: nothing there; a filer-backed server (SeaweedFS) drops the empty folder
         shutil.rmtree(self.cache_dir / prefix, ignore_errors=True)
 
-    def drop_local_copies(self, prefix: str, *, keep: str) -> list[str]:
+    def drop_local_copies(self, prefix: str, *, keep: Collection[str]) -> list[str]:
         base = self.cache_dir / prefix
-        dropped = sorted(p.name for p in base.iterdir() if p.is_dir() and p.name != keep) if base.is_dir() else []
+        dropped = sorted(p.name for p in base.iterdir() if p.is_dir() and p.name not in keep) if base.is_dir() else []
         for name in dropped:
             shutil.rmtree(base / name, ignore_errors=True)
         return dropped

@@ -449,13 +449,15 @@ class IndexHolder:
                 for name in [n for n in self._retry if n not in (OVERLAY, version)]:
                     del self._retry[name]  # the pointer moved on from a failed version: no more retries of it
                 if version is not None and (base is None or version != base.version) and self._may_try(version, now):
+                    # room first: the cache holds at most the version served and the one loaded
+                    self._drop_copies(keep={version} if base is None else {version, base.version})
                     try:
                         base = self._loader(self.artefacts, version)
                         changed = True
                         self.last_error = None
                         self.failed_versions.discard(version)
                         self._retry.pop(version, None)
-                        self._drop_other_copies(version)
+                        self._drop_copies(keep={version})
                     except Exception as exc:  # a bad build must never take serving down: keep the last good
                         self.failed_versions.add(version)
                         self._failed(version, now)
@@ -480,17 +482,18 @@ class IndexHolder:
         finally:
             self._polled.set()
 
-    def _drop_other_copies(self, version: str) -> None:
-        """Only the version just loaded stays in the local cache; the snapshot still served maps its own files,
-        which stay readable until it is dropped. A cache that cannot be cleaned is logged, never raised: it
-        costs disk, not answers."""
+    def _drop_copies(self, *, keep: set[str]) -> None:
+        """Only the versions ``keep`` stay in the local cache: before a load, the one served and the one to
+        load (a cache full of an earlier process's versions made every load fail for want of room); after
+        it, the one loaded. The snapshot still served maps its own file, which stays readable until it is
+        dropped. A cache that cannot be cleaned is logged, never raised: it costs disk, not answers."""
         try:
-            dropped = self.artefacts.drop_local_copies(PREFIX, keep=version)
+            dropped = self.artefacts.drop_local_copies(PREFIX, keep=keep)
         except OSError as exc:
-            log.warning("old index copies not removed", extra={"version": version, "error": str(exc)})
+            log.warning("old index copies not removed", extra={"kept": sorted(keep), "error": str(exc)})
             return
         if dropped:
-            log.info("old index copies removed", extra={"version": version, "removed": dropped})
+            log.info("old index copies removed", extra={"kept": sorted(keep), "removed": dropped})
 
     def _due(self, now: float) -> bool:
         """Whether something that failed is due to be tried again."""

@@ -4,6 +4,7 @@ newer, or not a version ever is. The world's clock is the test's own."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 from notify_core.recommend.artefacts import LocalArtefactStore, S3ArtefactStore
 from notify_core.recommend.index import PREFIX, current_version, prune_versions, version_built_at
@@ -11,6 +12,7 @@ from notify_core.recommend.serving import IndexHolder
 from notify_core.s3_objects import S3Bucket
 from tests.recommend.conftest import World
 from tests.servers import SeaweedS3, s3_client_for
+from tests.small_disk import fill, small_disk
 
 DAY = 86400.0
 
@@ -94,5 +96,28 @@ def test_a_serving_process_keeps_only_the_version_it_serves_in_its_cache(world: 
     assert after.rows.tolist() == before.rows.tolist() and (after.rows >= 0).all()
 
     # the embedded default's files are the store itself: nothing is dropped there
-    assert world.artefacts.drop_local_copies(PREFIX, keep=second) == []
+    assert world.artefacts.drop_local_copies(PREFIX, keep={second}) == []
     assert first in world.artefacts.list_dirs(PREFIX)
+
+
+def test_a_cache_full_of_an_earlier_processs_versions_still_takes_the_current_one(
+        world: World, s3_server: SeaweedS3, tmp_path: Path) -> None:
+    """A real full disk (a small tmpfs as the cache's volume) taken up by versions an earlier process left:
+    the first load used to fail for want of room, and the process served no index at all, retrying forever.
+    The holder now makes room first: it keeps only what it serves (nothing yet) and what it loads."""
+    s3_server.create_bucket("notify-artefacts-full")
+    bucket = S3Bucket(bucket="notify-artefacts-full", prefix="artefacts/", client=s3_client_for(s3_server.endpoint))
+    cache = tmp_path / "cache"
+    with small_disk(cache, size_kib=1024):
+        store = S3ArtefactStore(bucket=bucket, cache_dir=cache)
+        version = current_version(world.artefacts)
+        assert version is not None
+        for path in sorted(world.artefacts.root.rglob("*")):
+            if path.is_file() and not path.name.startswith("."):
+                store.upload(path.relative_to(world.artefacts.root).as_posix(), path)
+        leftover = cache / PREFIX / "20240101T000000000000Z-0ld"
+        leftover.mkdir(parents=True)
+        fill(leftover, leave_kib=4)  # the index file (~8 kB) no longer fits
+        holder = IndexHolder(store, refresh_seconds=0.0)
+        assert holder.snapshot().version == version, holder.last_error
+        assert [p.name for p in (cache / PREFIX).iterdir()] == [version]
