@@ -26,7 +26,13 @@ from notify_assets.recommendation import RECOMMENDATION_ASSETS, RECOMMENDATION_C
 from notify_assets.scheduling import build_plan_asset, plan_exists_check, replan_job
 from notify_core.settings import NotifySettings, load_settings
 from notify_resources import resources_for
-from notify_sensors import campaign_index_publisher, erasure_sweep_sensor, landing_sensor, run_retention_sensor
+from notify_sensors import (
+    campaign_index_publisher,
+    dead_run_sensor,
+    erasure_sweep_sensor,
+    landing_sensor,
+    run_retention_sensor,
+)
 from notify_sensors.landing import INGEST_JOB
 
 MAIN_JOB = "notify_main"
@@ -63,7 +69,7 @@ def build_definitions(settings: NotifySettings) -> dg.Definitions:
     return dg.Definitions(
         assets=assets, asset_checks=checks_for(plan), jobs=jobs,
         sensors=[landing_sensor, campaign_index_publisher, erasure_sweep_sensor, run_retention_sensor,
-                 automation_sensor()],
+                 dead_run_sensor, automation_sensor()],
         resources=resources_for(settings), executor=executor,
     )
 

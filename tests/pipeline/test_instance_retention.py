@@ -6,21 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import dagster as dg
-import yaml
 from dagster._core.definitions.run_request import InstigatorType
 from dagster._core.scheduler.instigation import TickStatus
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.pipeline.instances import repo_instance
 
 
 def test_the_instance_purges_every_kind_of_old_tick(tmp_path: Path) -> None:
-    config = yaml.safe_load((REPO / "dagster.yaml").read_text())
-    config["storage"] = {"sqlite": {"base_dir": str(tmp_path / "storage")}}
-    config["local_artifact_storage"]["config"]["base_dir"] = str(tmp_path)
-    config["compute_logs"]["config"]["base_dir"] = str(tmp_path / "compute_logs")
-    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(config))
-    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    instance = repo_instance(tmp_path)
     try:
         for kind in (InstigatorType.SENSOR, InstigatorType.AUTO_MATERIALIZE, InstigatorType.SCHEDULE):
             days = instance.get_tick_retention_settings(kind)

@@ -22,26 +22,14 @@ from typing import Any
 import dagster as dg
 import pytest
 import sqlalchemy as sa
-import yaml
 
 from notify_sensors import run_retention
 from notify_sensors.run_retention import RunsPruned, prune_runs, runs_still_read
+from tests.pipeline.instances import REPO, repo_instance
 from tests.pipeline.test_dagster_postgres import _dagster_home
 from tests.servers import EmbeddedPostgres
 
-REPO = Path(__file__).resolve().parents[2]
 LATER = timedelta(days=31)  # past the 30-day retention
-
-
-def repo_instance(home: Path) -> dg.DagsterInstance:
-    """A Dagster instance configured as the repo's ``dagster.yaml``, with its storage under ``home``."""
-    config = yaml.safe_load((REPO / "dagster.yaml").read_text())
-    config["storage"] = {"sqlite": {"base_dir": str(home / "storage")}}
-    config["local_artifact_storage"]["config"]["base_dir"] = str(home)
-    config["compute_logs"]["config"]["base_dir"] = str(home / "compute_logs")
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
-    return dg.DagsterInstance.from_config(str(home))
 
 
 DAYS = dg.DailyPartitionsDefinition(start_date="2026-01-01")
@@ -226,7 +214,8 @@ _KILLED_SWEEP = textwrap.dedent("""
     from datetime import UTC, datetime, timedelta
     import dagster as dg
     from notify_sensors import run_retention
-    from tests.pipeline.test_run_retention import CHECK_KEYS, LATER, repo_instance
+    from tests.pipeline.instances import repo_instance
+    from tests.pipeline.test_run_retention import CHECK_KEYS, LATER
 
     home, target, attribute = sys.argv[1], sys.argv[2], sys.argv[3]
     run_retention.MATERIALIZATIONS_KEPT = 2
