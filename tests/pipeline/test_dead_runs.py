@@ -117,12 +117,15 @@ def test_a_live_run_is_left_alone(tmp_path: Path) -> None:
 
 
 def test_a_pid_given_to_another_process_since_is_not_the_runs() -> None:
-    before = time.time()
-    time.sleep(1.5)  # past the clocks' slack
+    """Judged against the process's creation time as the system reports it (psutil reads /proc, which a
+    shifted test clock does not move; in production both are the wall clock)."""
+    import psutil
+
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        assert process_lives(other.pid, started_at=time.time())  # created before "its" run started
-        assert not process_lives(other.pid, started_at=before)  # created after the run started: another's pid
+        created = psutil.Process(other.pid).create_time()
+        assert process_lives(other.pid, started_at=created + 5)  # created before "its" run started
+        assert not process_lives(other.pid, started_at=created - 5)  # created after the run started: another's
     finally:
         other.kill()
         other.wait()
