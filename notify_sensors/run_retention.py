@@ -17,6 +17,8 @@ run to find it by.
 
 The sensor sweeps once an hour, at most :data:`SLICE_RUNS` runs or :data:`SLICE_SECONDS` a tick, and says
 what it did in its tick (the Dagster UI's sensor page). ON by default, as every other housekeeping chore.
+Its "now" is the deployment's clock (``notify.now()``); a clock pinned in the past (``NOTIFY_CLOCK_START``,
+a replay) finds every run younger than the retention, so nothing goes.
 """
 
 # No `from __future__ import annotations` here: Dagster reads the sensor's annotations at decoration time.

@@ -457,7 +457,6 @@ class IndexHolder:
                         self.last_error = None
                         self.failed_versions.discard(version)
                         self._retry.pop(version, None)
-                        self._drop_copies(keep={version})
                     except Exception as exc:  # a bad build must never take serving down: keep the last good
                         self.failed_versions.add(version)
                         self._failed(version, now)
@@ -465,6 +464,8 @@ class IndexHolder:
                         log.error("index load failed; keeping the last good index",
                                   extra={"version": version, "kept": base.version if base else None,
                                          "error": str(exc)})
+                    else:
+                        self._drop_copies(keep={version})
                 self._pointer_stamp = pointer
             overlay_stamp = self.artefacts.stamp(OVERLAY)
             if force or (overlay_stamp != self._overlay_stamp and self._may_try(OVERLAY, now)):
