@@ -25,6 +25,7 @@ a replay) finds every run younger than the retention, so nothing goes.
 
 import contextlib
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ _PAGE = 200  # old runs read a query
 _FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 _MATERIALIZATION = dg.DagsterEventType.ASSET_MATERIALIZATION
 _OBSERVATION = dg.DagsterEventType.ASSET_OBSERVATION
+# Dagster's run ids are UUIDs; one given by hand (``execute_in_process(run_id=...)``) could hold a path
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,13 +101,14 @@ def forget_run(instance: dg.DagsterInstance, run_id: str) -> None:
     if isinstance(events, SqlEventLogStorage):  # Dagster's delete_events leaves the check results
         with events.index_connection() as conn:
             conn.execute(AssetCheckExecutionsTable.delete().where(AssetCheckExecutionsTable.c.run_id == run_id))
-    if isinstance(events, SqliteEventLogStorage):  # and, on SQLite, the run's emptied shard file
-        shard = events.path_for_shard(run_id)
-        for path in (shard, f"{shard}-wal", f"{shard}-shm"):
-            if os.path.exists(path):
-                os.unlink(path)
-    with contextlib.suppress(NotImplementedError):  # a manager that cannot delete keeps them (its own retention)
-        instance.compute_log_manager.delete_logs(prefix=[run_id])
+    if _FILE_NAME.fullmatch(run_id):  # files are named by the run id: only a plain name is joined to a path
+        if isinstance(events, SqliteEventLogStorage):  # and, on SQLite, the run's emptied shard file
+            shard = events.path_for_shard(run_id)
+            for path in (shard, f"{shard}-wal", f"{shard}-shm"):
+                if os.path.exists(path):
+                    os.unlink(path)
+        with contextlib.suppress(NotImplementedError):  # a manager that cannot delete keeps them (its retention)
+            instance.compute_log_manager.delete_logs(prefix=[run_id])
     instance.run_storage.delete_run(run_id)  # its tags go with it (ON DELETE CASCADE)
 
 

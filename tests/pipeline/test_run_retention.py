@@ -388,3 +388,20 @@ def test_old_runs_go_on_postgres_storage(tmp_path: Path, postgres: EmbeddedPostg
         _assert_nothing_of_deleted_runs_left(home, instance)
     finally:
         instance.dispose()
+
+
+def test_a_run_id_that_is_a_path_deletes_no_file_outside(tmp_path: Path) -> None:
+    """Run ids name the shard file and the captured logs' folder; one given by hand can be anything."""
+    home = tmp_path / "dagster"
+    instance = repo_instance(home)
+    outside = home / "compute_logs" / ".." / "precious"
+    outside.mkdir(parents=True)
+    (outside / "keep.txt").write_text("x")
+    odd = "../precious"
+    try:
+        instance.add_run(dg.DagsterRun(job_name="by_hand", run_id=odd, status=dg.DagsterRunStatus.SUCCESS))
+        pruned = prune_runs(instance, now=datetime.now(UTC) + LATER)
+        assert pruned.deleted == 1 and instance.get_run_by_id(odd) is None
+        assert (outside / "keep.txt").read_text() == "x"
+    finally:
+        instance.dispose()
