@@ -151,3 +151,19 @@ def test_fatigue_lowers_the_cap_by_at_most_4_never_below_1_and_the_penalty_by_at
     ev = {(u, c): v for u, c, v in frame.select("user_id", "campaign_id", "expected_value").iter_rows()}
     assert ev[("fresh", "x0")] - ev[("tired5", "x0")] == pytest.approx(0.3, abs=1e-5)  # not 14 x 0.03
     assert ev[("fresh", "x0")] - ev[("eight", "x0")] == pytest.approx(0.24, abs=1e-5)  # 8 x 0.03
+
+
+def test_quiet_hours_end_is_exclusive_and_start_inclusive() -> None:
+    """Quiet 01:00-22:00 (start < end, no wrap): 22:xx is the first allowed hour, 01:xx the first quiet one."""
+    us = users([("u", "UTC", 5, 1, 22)])
+    plan = plan_users(_cands("u"), us, CAMPS, plan_day=DAY, options=PlanOptions(min_gap_minutes=0)).frame
+    assert sorted(local(t, "UTC").hour for t in plan["send_at"]) == [0, 22, 23]
+
+
+def test_a_replan_places_nothing_before_now_even_inside_the_current_hour() -> None:
+    """At 10:30 the 10:00 block has begun: the earliest a re-plan may use is 11:00 (flat affinity would pick
+    the earliest free block, so a block started before ``now`` would be chosen if it were allowed)."""
+    us = users([("u", "UTC", 1, None, None)])
+    now = at(DAY, 10, 30)
+    plan = plan_users(_cands("u"), us, CAMPS, plan_day=DAY, now=now).frame
+    assert plan["send_at"].to_list() and all(t >= at(DAY, 11) for t in plan["send_at"])
