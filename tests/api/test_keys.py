@@ -87,3 +87,29 @@ def test_a_key_expires_after_90_days_by_default_and_a_rotation_overlaps_24_hours
     with pytest.raises(UnauthorizedError, match="expired"):
         ring.authenticate(old_token)
     assert ring.authorize(new_token, "users:read").name == "svc"
+
+
+def test_a_key_is_expired_at_the_very_second_its_lifetime_ends(tmp_path: Path) -> None:
+    """``expires_at`` is the first instant the key no longer works (not the last one it does)."""
+    clock = ManualClock(1_900_000_000)
+    ring = _ring(tmp_path, clock)
+    key, token = ring.create(name="edge", scopes=["users:read"], ttl_days=1, actor="t", source="t")
+    clock.set(key.expires_at - 0.001)
+    assert ring.authorize(token, "users:read").name == "edge"
+    clock.set(key.expires_at)
+    with pytest.raises(UnauthorizedError, match="expired"):
+        ring.authenticate(token)
+
+
+def test_a_revocation_by_another_process_is_seen_within_one_second(tmp_path: Path) -> None:
+    """A checker reuses a key's row for under a second (``_CACHE_S``), never longer: a key revoked through
+    another process's ring is refused here once that second has passed."""
+    clock = ManualClock(1_900_000_000)
+    admin = _ring(tmp_path, clock)
+    key, token = admin.create(name="svc", scopes=["users:read"], actor="t", source="t")
+    serving = _ring(tmp_path, clock)  # another process on the same Store and pepper
+    assert serving.authorize(token, "users:read").name == "svc"  # its row is now cached there
+    admin.revoke(key.key_id, actor="t", source="t")
+    clock.advance(1.0)
+    with pytest.raises(UnauthorizedError, match="revoked"):
+        serving.authenticate(token)
