@@ -88,6 +88,30 @@ def test_rotation_keeps_old_links_for_the_overlap_then_drops_them(tmp_path: Path
     assert load_ring(FileKeyDocuments(secrets_dir), "tracking", clock=clock).active_kid == third.active_kid
 
 
+def test_an_old_key_stops_verifying_at_the_exact_end_of_its_overlap(tmp_path: Path) -> None:
+    """A rotated key verifies while ``now < expires_at``: at the overlap's last second yes, at its end no."""
+    clock = ManualClock(NOW)
+    secrets_dir = tmp_path / "secrets"
+    first = load_ring(FileKeyDocuments(secrets_dir), "tracking", clock=clock)
+    old_link = sign_token(first, "n1", kind="click")
+    second = rotate_ring(FileKeyDocuments(secrets_dir), "tracking", clock=clock, overlap=timedelta(days=2))
+    end = NOW + timedelta(days=2)
+    assert verify_token(second, old_link, kind="click", now=end - timedelta(seconds=1)) == "n1"
+    with pytest.raises(InvalidTokenError):
+        verify_token(second, old_link, kind="click", now=end)
+
+
+def test_a_signed_token_for_an_over_long_id_is_refused_as_an_invalid_link() -> None:
+    """No notification id is longer than 128 characters: a correctly signed token for one (the whole token
+    still under the length limit) is an invalid link (a 404), not an id handed on to the lookup."""
+    keys = ephemeral_keyring("tracking", now=NOW)
+    assert verify_token(keys, sign_token(keys, "n" * 128, kind="click"), kind="click", now=NOW) == "n" * 128
+    long_token = sign_token(keys, "n" * 129, kind="click")
+    assert len(long_token) <= 128 + 64
+    with pytest.raises(InvalidTokenError):
+        verify_token(keys, long_token, kind="click", now=NOW)
+
+
 def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
     from notify_core.errors import ConfigurationError
 
