@@ -110,6 +110,30 @@ def test_retries_after_1_5_20_seconds_then_a_dead_letter(store: SqliteStore, clo
     assert list(store.table(tables.RETRIES).scan()) == []  # the retry index is consumed
 
 
+def test_a_stale_retry_index_entry_does_not_claim_a_later_attempt_early(store: SqliteStore, clock: ManualClock) -> None:
+    """A retry claim names the attempt that failed: an index entry left from an earlier attempt (its delete
+    lost) finds the item at a later attempt and claims nothing, so the backoff and the attempt count hold."""
+    [item] = seed_due(store, n=1, start=minute_start(clock.now()))
+    nid = item["notification_id"]
+    channel = ScriptedChannel({nid: [Outcome.RETRYABLE] * 4})
+    worker = DeliveryWorker(store, channel, public_base_url="http://t", clock=clock, options=OPTS)
+    worker.run_until_idle()
+    [stale] = list(store.table(tables.RETRIES).scan())  # attempt 1's entry, due 1 s later
+    assert stale["attempt"] == 1
+    clock.advance(1.0)
+    worker.run_until_idle()
+    assert [c[1] for c in channel.calls] == [1, 2]
+    store.table(tables.RETRIES).put(dict(stale))  # attempt 1's entry again, as if its delete had been lost
+    clock.advance(1.0)  # attempt 2's retry is due 5 s after it, not yet
+    worker.run_until_idle()
+    after = store.table(tables.SCHEDULES).get(item["pk"], item["sk"])
+    assert [c[1] for c in channel.calls] == [1, 2]
+    assert after["status"] == "retry_scheduled" and after["attempt"] == 2
+    worker.run_until_idle(linger_until=clock.now() + 10)
+    worker.close()
+    assert [c[1] for c in channel.calls] == [1, 2, 3]
+
+
 def test_a_retry_that_succeeds_and_a_permanent_failure(store: SqliteStore, clock: ManualClock) -> None:
     a, b = seed_due(store, n=2, start=minute_start(clock.now()))
     channel = ScriptedChannel({a["notification_id"]: [Outcome.RETRYABLE], b["notification_id"]: [Outcome.PERMANENT]})
