@@ -167,3 +167,48 @@ def test_a_replan_places_nothing_before_now_even_inside_the_current_hour() -> No
     now = at(DAY, 10, 30)
     plan = plan_users(_cands("u"), us, CAMPS, plan_day=DAY, now=now).frame
     assert plan["send_at"].to_list() and all(t >= at(DAY, 11) for t in plan["send_at"])
+
+
+def test_a_campaign_sent_today_is_not_planned_again_that_day_even_without_a_cooldown() -> None:
+    us = users([("u", "UTC", 5, None, None)])
+    camps = campaigns([("c0", 5, 0, None), ("c1", 1, 0, None)])
+    sent = history([("u", "c0", at(DAY, 9), False)])
+    cands = candidates([("u", "c0", 0.9), ("u", "c1", 0.5)])
+    plan = plan_users(cands, us, camps, plan_day=DAY, history=sent, now=at(DAY, 12)).frame
+    assert plan["campaign_id"].to_list() == ["c1"]
+
+
+def test_a_kept_notification_still_in_flight_is_charged_to_its_budget_whatever_spent_before_says() -> None:
+    """Ledger.charge_kept: a send before ``spent_before`` is already counted, one at or after it and one
+    still in flight (no sent time) are not, so both are charged."""
+    from notify_core.scheduling.planner import Ledger
+
+    counted = at(DAY, 12)
+    ledger = Ledger(DAY, spent_before=counted)
+    ledger.charge_kept([("c", at(DAY, 9)), ("c", counted), ("c", None)], {"c": 5})
+    assert ledger.left("c", 5) == 3
+
+
+def test_fatigue_counts_only_the_lookback_window_and_what_happened_before_as_of() -> None:
+    """An opt-out older than the lookback does not max the fatigue out; an engagement at or after ``as_of``
+    does not reset the streak; a send at the very instant of the last engagement is not ignored."""
+    from notify_core.scheduling.fatigue import fatigue_of
+    from notify_core.scheduling.models import FatigueOptions
+
+    opts = FatigueOptions()
+    as_of = at(DAY, 0)
+    us = users([("old_opt_out", "UTC", 5, None, None), ("later_click", "UTC", 5, None, None),
+                ("same_instant", "UTC", 5, None, None)])
+    sends = [(u, f"c{j}", as_of - timedelta(hours=10 + j), False)
+             for u in ("old_opt_out", "later_click") for j in range(4)]
+    sends += [("same_instant", "c0", as_of - timedelta(hours=5), False),
+              ("same_instant", "c1", as_of - timedelta(hours=3), False)]
+    events = interactions([
+        ("old_opt_out", as_of - timedelta(hours=opts.lookback_hours + 1), "opt_out"),
+        ("later_click", as_of, "notification_click"),
+        ("same_instant", as_of - timedelta(hours=5), "click"),
+    ])
+    fat = fatigue_of(us, history(sends), events, as_of=as_of, options=opts)
+    assert fat.ignored.tolist() == [4, 4, 1]  # users in frame order: old_opt_out, later_click, same_instant
+    assert fat.cap_reduction.tolist() == [2, 2, 0]
+    assert fat.penalty.tolist() == pytest.approx([0.12, 0.12, 0.03])
