@@ -200,3 +200,77 @@ def test_a_cap_lowered_after_the_plan_holds_at_send_time(backend: Store) -> None
 
     assert [c[0] for c in channel.calls] == [i["notification_id"] for i in planned[:2]]
     assert statuses == {SENT: 2, SUPPRESSED: 3}
+
+
+def test_two_workers_taking_over_the_same_expired_claim_do_not_both_hold_it(backend: Store) -> None:
+    """A take-over claim is conditional on the dead claim's token: of two workers that both saw the expired
+    claim, the second finds the first's claim and holds nothing (the dedupe record and the day's token are
+    the notification's own, so they would let both send)."""
+    seed_campaigns(backend, [f"c{j}" for j in range(10)])
+    _plan(backend, FIRST)
+    first = min(_live(backend), key=_send_at)
+    clock = ManualClock(_send_at(first) + timedelta(seconds=1))
+    workers = [DeliveryWorker(backend, ScriptedChannel(), public_base_url="http://t", clock=clock, options=OPTS)
+               for _ in range(3)]
+    dead, a, b = workers
+    try:
+        summary = PassSummary()
+        dead.claims.plan_scans(clock.now(), summary)
+        dead.claims.wait_scans()
+        assert len(dead.claims.claim_batch(dead.claims.take_due(clock.now(), 100), summary)) == 1
+        clock.advance(OPTS.lease_s + 1)
+        for w in (a, b):  # both scan before either claims: both see the dead worker's expired claim
+            w.claims.plan_scans(clock.now(), summary)
+            w.claims.wait_scans()
+        work_a, work_b = a.claims.take_due(clock.now(), 100), b.claims.take_due(clock.now(), 100)
+        assert [w.kind for w in work_a] == [w.kind for w in work_b] == ["reclaim"]
+        assert [c.item["notification_id"] for c in a.claims.claim_batch(work_a, summary)] == [first["notification_id"]]
+        assert b.claims.claim_batch(work_b, summary) == []
+    finally:
+        for w in workers:
+            w.close()
+
+
+def test_a_token_another_worker_takes_first_is_looked_for_again_not_assumed(tmp_path: Path) -> None:
+    """DayCap.take: a conditional token write lost to another worker (it took the same free token between
+    the read and the write) is read again: the notification takes the next free token, or none when every
+    token is then held by others."""
+    import threading
+
+    from notify_core.delivery.day_cap import DayCap
+    from notify_core.store.port import Condition, Update
+
+    store = SqliteStore(tmp_path / "race.sqlite", clock=ManualClock(NOW))
+    table = store.table(tables.DEDUPE)
+    full, one_left = tables.day_cap_pk("u1", DAY.isoformat()), tables.day_cap_pk("u2", DAY.isoformat())
+    for pk, held in ((full, 4), (one_left, 3)):  # tokens already held by other notifications
+        for k in range(held):
+            table.put({"pk": pk, "sk": str(k), "notification_id": f"other{k}"})
+
+    class Racing:
+        """The dedupe table, with another worker taking the first free token of each day just before this
+        worker's first write."""
+
+        def __init__(self) -> None:
+            self.raced = False
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(table, name)
+
+        def update_many(self, updates: list[Update]) -> list[Item | None]:
+            if not self.raced:
+                self.raced = True
+                table.update_many([Update(full, "4", {"notification_id": "rival"}, Condition.absent()),
+                                   Update(one_left, "3", {"notification_id": "rival"}, Condition.absent())])
+            return table.update_many(updates)
+
+    try:
+        cap = DayCap(Racing(), write_lock=threading.Lock())  # type: ignore[arg-type]
+        items = [{"notification_id": "mine1", "user_id": "u1", "plan_day": DAY.isoformat()},
+                 {"notification_id": "mine2", "user_id": "u2", "plan_day": DAY.isoformat()}]
+        assert cap.take(items, now=NOW.timestamp()) == [None, 4]
+        assert {str(t["sk"]): t["notification_id"] for t in table.query(full)}["4"] == "rival"
+        assert {str(t["sk"]): t["notification_id"] for t in table.query(one_left)} == {
+            "0": "other0", "1": "other1", "2": "other2", "3": "rival", "4": "mine2"}
+    finally:
+        store.close()
