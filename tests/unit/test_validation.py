@@ -185,3 +185,21 @@ def test_every_text_column_has_a_length_rule() -> None:
                  if dtype == pl.String and column not in ID_COLUMNS[dataset]
                  and column not in TEXT_LIMITS[dataset] and (dataset, column) not in checked_otherwise]
     assert unbounded == []
+
+
+def test_domain_ranges_hold_at_their_edges() -> None:
+    """Each range's last good value lands and the first bad one is quarantined: daily_cap 5 / 6, quiet hours
+    23 / 24, a campaign ending the day it starts / a status outside active and paused, a unit price of 0."""
+    users = pl.DataFrame({
+        "user_id": ["a", "b", "c", "d"], "timezone": ["UTC"] * 4, "daily_cap": ["5", "6", "0", "1"],
+        "signup_date": ["2011-01-01"] * 4,
+        "quiet_start_hour": ["23", "1", "24", "0"], "quiet_end_hour": ["0", "2", "3", "24"],
+    })
+    assert _reasons(users, "users") == {
+        2: "daily_cap outside 0..5", 3: "quiet_start_hour outside 0..23", 4: "quiet_end_hour outside 0..23"}
+    campaigns = pl.DataFrame({
+        "campaign_id": ["c1", "c2"], "name": ["n", "n"], "text": ["t", "t"], "priority": ["3", "3"],
+        "status": ["paused", "draft"], "start_date": ["2024-01-01"] * 2, "end_date": ["2024-01-01"] * 2,
+    })
+    assert _reasons(campaigns, "campaigns") == {2: "unknown status"}
+    assert _reasons(_purchases(unit_price=["0.01", "0", "3"])) == {2: "unit_price must be > 0"}
