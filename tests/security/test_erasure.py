@@ -265,3 +265,25 @@ def test_erasing_a_user_leaves_a_user_whose_id_it_prefixes(tmp_path: Path) -> No
         assert [i["sk"] for i in store.table(tables.SCHEDULES).scan()] == ["a#b#n2"]
     finally:
         store.close()
+
+
+def test_file_erasure_reads_logs_matches_whole_ids_and_ids_only_in_user_vectors(tmp_path: Path) -> None:
+    """erase_from_files: a ``.log`` file is JSON lines and its lines naming the user go; a line naming a user
+    whose id the erased one prefixes stays (``"al"`` is not ``"alice"``); an ``id`` column is a user id only
+    in the user vectors' table, so a product whose id equals the user's stays elsewhere."""
+    from notify_core.erasure import erase_from_files
+
+    root = tmp_path / "data"
+    (root / "logs").mkdir(parents=True)
+    log = root / "logs" / "notify.log"
+    log.write_text(json.dumps({"msg": "sent", "user_id": "al"}) + "\n"
+                   + json.dumps({"msg": "sent", "user_id": "alice"}) + "\n")
+    (root / "lake" / "embeddings_user").mkdir(parents=True)
+    pl.DataFrame({"id": ["al", "alice"], "x": [1.0, 2.0]}).write_parquet(root / "lake" / "embeddings_user" / "v.parquet")
+    (root / "lake" / "products").mkdir(parents=True)
+    pl.DataFrame({"id": ["al", "p2"], "price": [1.0, 2.0]}).write_parquet(root / "lake" / "products" / "p.parquet")
+    removed = erase_from_files([root], frozenset({"al"}))
+    assert removed == {str(log): 1, str(root / "lake" / "embeddings_user" / "v.parquet"): 1}
+    assert [json.loads(line)["user_id"] for line in log.read_text().splitlines()] == ["alice"]
+    assert pl.read_parquet(root / "lake" / "embeddings_user" / "v.parquet")["id"].to_list() == ["alice"]
+    assert pl.read_parquet(root / "lake" / "products" / "p.parquet")["id"].to_list() == ["al", "p2"]
