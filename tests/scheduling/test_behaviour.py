@@ -212,3 +212,30 @@ def test_fatigue_counts_only_the_lookback_window_and_what_happened_before_as_of(
     assert fat.ignored.tolist() == [4, 4, 1]  # users in frame order: old_opt_out, later_click, same_instant
     assert fat.cap_reduction.tolist() == [2, 2, 0]
     assert fat.penalty.tolist() == pytest.approx([0.12, 0.12, 0.03])
+
+
+def test_a_notification_moved_out_of_a_full_hour_keeps_a_positive_expected_value_or_is_dropped() -> None:
+    """Minute capacity: when the user's best hour (20:00, where they click) is full, the notification moves
+    to another allowed hour only if its expected value there is still > 0 (fatigue's penalty against a
+    lower affinity); otherwise it is dropped and counted as ``capacity_dropped``."""
+    from notify_core.scheduling.planner import Ledger
+    from notify_core.scheduling.timezones import to_minutes
+
+    us = users([("u", "UTC", 5, 22, 19)])  # quiet 22:00-19:00: only 19, 20 and 21 allowed
+    clicks = interactions([("u", at(DAY - timedelta(days=d), 20, 5), "notification_click") for d in range(1, 30)])
+    ignored = history([("u", "x", at(DAY - timedelta(days=1), 21 + j), False) for j in range(3)])  # penalty 0.09
+    camps = campaigns([("c0", 5, 0, None), ("x", 1, 0, None)])
+
+    def plan(relevance: float) -> tuple[pl.DataFrame, int, int]:
+        ledger = Ledger(DAY)
+        full = to_minutes(at(DAY, 20), ledger.base)
+        ledger.loads[full:full + 60] = 1  # every minute of 20:00 already at capacity
+        result = plan_users(candidates([("u", "c0", relevance)]), us, camps, plan_day=DAY, interactions=clicks,
+                            history=ignored, ledger=ledger, options=PlanOptions(minute_capacity=1))
+        return result.frame, result.stats.capacity_rehomed, result.stats.capacity_dropped
+
+    strong, rehomed, dropped = plan(0.05)
+    assert (rehomed, dropped) == (1, 0) and local(strong["send_at"][0], "UTC").hour in (19, 21)
+    assert strong["expected_value"][0] > 0
+    weak, rehomed, dropped = plan(0.02)  # worth sending at 20:00 only
+    assert weak.is_empty() and (rehomed, dropped) == (0, 1)
