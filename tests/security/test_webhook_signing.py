@@ -77,6 +77,18 @@ def test_rotation_overlap_signs_with_both_keys_and_each_receiver_verifies(
     assert json.loads(body)["notification_id"] == "n1" and headers["Idempotency-Key"] == "n1"
 
 
+def test_after_the_overlap_only_the_new_key_signs(tmp_path: Path) -> None:
+    """The old key signs during the overlap and not from its end on: a receiver left on it stops verifying
+    (its signature would otherwise keep travelling with every webhook until the next rotation)."""
+    clock = ManualClock(datetime(2026, 11, 24, 10, 5, tzinfo=UTC))
+    old = load_ring(FileKeyDocuments(tmp_path), "webhook", clock=clock)
+    new = rotate_ring(FileKeyDocuments(tmp_path), "webhook", clock=clock, overlap=timedelta(days=1))
+    start = datetime.fromtimestamp(clock.now(), UTC)
+    assert [k.kid for k in new.signing_keys(now=start + timedelta(days=1, seconds=-1))] == [
+        new.active_kid, old.active_kid]
+    assert [k.kid for k in new.signing_keys(now=start + timedelta(days=1))] == [new.active_kid]
+
+
 def test_verify_rejects_tampering_unknown_keys_stale_timestamps_and_replays() -> None:
     secrets = {"k1": b"s" * 32, "k0": b"o" * 32}
     body = b'{"a":1}'
