@@ -124,6 +124,17 @@ def test_verify_rejects_tampering_unknown_keys_stale_timestamps_and_replays() ->
                   secrets=secrets, now=now + 30, guard=guard) == "k1"
 
 
+def test_a_nan_timestamp_is_outside_every_replay_window() -> None:
+    """``"nan"`` parses as a float and no comparison with it is true: even correctly signed over it, it is
+    refused as outside the window (a guard could not remember it either: its expiry would be NaN)."""
+    secrets = {"k1": b"s" * 32}
+    body = b'{"a":1}'
+    for ts in ("nan", "NaN", "-nan"):
+        with pytest.raises(WebhookVerificationError, match="window"):
+            verify(body, timestamp=ts, signature=signature_header([("k1", secrets["k1"])], body, ts),
+                   secrets=secrets, now=1_764_478_800.0, guard=ReplayGuard())
+
+
 def test_a_non_ascii_signature_is_a_verification_error() -> None:
     """compare_digest raises TypeError on non-ASCII str: a receiver would have answered 500."""
     for header in ("sha256=\u00e9;kid=k1", "sha256=\u00e9\u00e9;kid=k1, sha256=00;kid=k1"):
