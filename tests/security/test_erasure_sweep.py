@@ -387,3 +387,25 @@ def test_a_restore_that_brings_back_many_erased_users_erases_them_in_one_walk(tm
         assert not has_queued_erasures(data.store)
     finally:
         data.close()
+
+
+def test_a_run_requeues_only_the_users_erased_since_it_read_the_register(tmp_path: Path) -> None:
+    """requeue_erased_since: a user erased before the run read the register had their rows kept out by it,
+    so only one erased after that read (or erased again after it) is queued for the sweep again."""
+    from datetime import timedelta
+
+    from notify_core.erasure_queue import queued_erasures, requeue_erased_since
+    from notify_core.erasure_register import erased_before, register_erasure
+    from notify_core.store.sqlite import SqliteStore
+
+    store = SqliteStore(tmp_path / "s.sqlite", clock=ManualClock(NOW))
+    try:
+        register_erasure(store, "old", erased_at=NOW - timedelta(days=3))
+        register_erasure(store, "again", erased_at=NOW - timedelta(days=3))
+        register = erased_before(store)  # the run reads it, then writes rows of its users
+        register_erasure(store, "new", erased_at=NOW)
+        register_erasure(store, "again", erased_at=NOW)
+        assert sorted(requeue_erased_since(store, register, ["old", "new", "again", "never"])) == ["again", "new"]
+        assert sorted(queued_erasures(store)) == ["again", "new"]
+    finally:
+        store.close()
