@@ -564,3 +564,19 @@ def test_an_erasure_while_an_ingestion_is_under_way_is_not_undone(tmp_path: Path
         assert again.erasures_requeued == 0 and VICTIM not in _user_ids(lake.read("users"))
     finally:
         store.close()
+
+
+def test_the_register_drops_an_erased_users_rows_up_to_and_at_the_erasure_instant() -> None:
+    """ErasureRegister.drop_erased: an erased user's row dated before or exactly at the erasure is refused (it
+    is data the erasure covered), one dated after it is new data and kept, as is every other user's row."""
+    from notify_core.erasure_register import ErasureRegister, pseudonym
+
+    erased_at = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
+    register = ErasureRegister({pseudonym("gone"): erased_at})
+    frame = pl.DataFrame({
+        "user_id": ["gone", "gone", "gone", "kept"],
+        "ts": [erased_at - timedelta(days=1), erased_at, erased_at + timedelta(microseconds=1), erased_at],
+    })
+    kept, dropped = register.drop_erased(frame, time_column="ts")
+    assert dropped == 2
+    assert kept.rows() == [("gone", erased_at + timedelta(microseconds=1)), ("kept", erased_at)]
