@@ -239,3 +239,15 @@ def test_a_notification_moved_out_of_a_full_hour_keeps_a_positive_expected_value
     assert strong["expected_value"][0] > 0
     weak, rehomed, dropped = plan(0.02)  # worth sending at 20:00 only
     assert weak.is_empty() and (rehomed, dropped) == (0, 1)
+
+
+def test_a_candidate_whose_expected_value_is_exactly_zero_is_not_sent() -> None:
+    """Kept iff ``base x affinity - penalty > 0``: relevance 0.09 at priority weight 1, a flat affinity of
+    1 (no interactions) and 3 ignored sends (penalty 3 x 0.03) give exactly 0, not worth a notification."""
+    us = users([("u", "UTC", 5, None, None)])
+    ignored = history([("u", "x", at(DAY - timedelta(days=1), 9 + j), False) for j in range(3)])
+    camps = campaigns([("c0", 5, 0, None), ("x", 1, 0, None)])
+    zero = plan_users(candidates([("u", "c0", 0.09)]), us, camps, plan_day=DAY, history=ignored).frame
+    assert zero.is_empty()
+    above = plan_users(candidates([("u", "c0", 0.0901)]), us, camps, plan_day=DAY, history=ignored).frame
+    assert above["affinity"].to_list() == [1.0] and above["expected_value"][0] > 0
