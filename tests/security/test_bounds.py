@@ -102,3 +102,10 @@ def test_batch_campaigns_get_the_upsert_content_checks(tmp_path: Path) -> None:
     reasons = {row.key["campaign_id"]: row.reason for row in report.bad_rows}
     assert set(reasons) == {"amp", "js"} and report.rows_valid == 2
     assert reasons["amp"].startswith("unsafe template") and reasons["js"].startswith("unsafe url")
+
+
+def test_an_integer_property_must_fit_int64_to_its_last_value() -> None:
+    """Every backend stores a 64-bit integer: 2^63-1 and -2^63 are accepted, one past either is refused."""
+    assert bounds.scalar_reason(2**63 - 1) is None and bounds.scalar_reason(-(2**63)) is None
+    for outside in (2**63, -(2**63) - 1):
+        assert bounds.scalar_reason(outside) == f"integer {outside} is outside the 64-bit range [-2^63, 2^63-1]"
