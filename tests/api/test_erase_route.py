@@ -67,3 +67,13 @@ def test_an_erasure_that_outruns_its_budget_answers_202_and_the_sweep_finishes_i
     assert done.status_code == 200 and done.json() | {"erased_at": ""} == {
         "user_id": "u1", "store_rows": {}, "file_rows": {}, "stream_messages": 0, "total": 0, "pending": False,
         "erased_at": ""}
+
+
+def test_erasure_needs_admin_itself_not_every_other_scope(served: Served) -> None:
+    """Only ``admin`` erases: a key holding every other scope (``users:write`` included, the closest one) is
+    refused, and nothing of the user goes."""
+    from notify_core.security.scopes import SCOPES
+
+    others = served.key(*[s for s in SCOPES if s != ADMIN])
+    assert served.client.delete("/v1/users/u2", headers={"x-api-key": others}).status_code == 403
+    assert _rows_of(served, "u2") > 0
