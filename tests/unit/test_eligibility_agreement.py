@@ -154,3 +154,19 @@ def test_planning_filters_each_pair_exactly_as_the_rule_does_for_its_one_user() 
                 expected.append((row["user_id"], row["campaign_id"], row["relevance"]))
         kept = drop_ineligible(pairs, users=users, campaigns=campaigns, day=DAY)
         assert kept.rows() == expected, case
+
+
+def test_a_campaign_runs_on_its_first_and_its_last_day() -> None:
+    """start_date and end_date are both inclusive: a campaign starting or ending on the day is eligible, one
+    that ended the day before or starts the day after is not."""
+    from notify_core.campaigns.eligibility import available_on
+
+    edges = pl.DataFrame({
+        "campaign_id": ["starts", "ends", "ended", "not_yet"], "status": ["active"] * 4,
+        "start_date": [DAY, DAY - timedelta(days=10), DAY - timedelta(days=10), DAY + timedelta(days=1)],
+        "end_date": [DAY + timedelta(days=10), DAY, DAY - timedelta(days=1), DAY + timedelta(days=10)],
+        "target_countries": [[], [], [], []], "category": ["home"] * 4,
+        "priority": [3] * 4, "cooldown_hours": [0] * 4, "daily_budget": [None] * 4,
+    }, schema_overrides={"priority": pl.Int32, "cooldown_hours": pl.Int32, "daily_budget": pl.Int32,
+                         "target_countries": pl.List(pl.String)})
+    assert available_on(CampaignTable.from_frame(edges), DAY).tolist() == [True, True, False, False]
