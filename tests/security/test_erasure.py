@@ -279,11 +279,12 @@ def test_file_erasure_reads_logs_matches_whole_ids_and_ids_only_in_user_vectors(
     log.write_text(json.dumps({"msg": "sent", "user_id": "al"}) + "\n"
                    + json.dumps({"msg": "sent", "user_id": "alice"}) + "\n")
     (root / "lake" / "embeddings_user").mkdir(parents=True)
-    pl.DataFrame({"id": ["al", "alice"], "x": [1.0, 2.0]}).write_parquet(root / "lake" / "embeddings_user" / "v.parquet")
+    vectors = root / "lake" / "embeddings_user" / "v.parquet"
+    pl.DataFrame({"id": ["al", "alice"], "x": [1.0, 2.0]}).write_parquet(vectors)
     (root / "lake" / "products").mkdir(parents=True)
     pl.DataFrame({"id": ["al", "p2"], "price": [1.0, 2.0]}).write_parquet(root / "lake" / "products" / "p.parquet")
     removed = erase_from_files([root], frozenset({"al"}))
-    assert removed == {str(log): 1, str(root / "lake" / "embeddings_user" / "v.parquet"): 1}
+    assert removed == {str(log): 1, str(vectors): 1}
     assert [json.loads(line)["user_id"] for line in log.read_text().splitlines()] == ["alice"]
-    assert pl.read_parquet(root / "lake" / "embeddings_user" / "v.parquet")["id"].to_list() == ["alice"]
+    assert pl.read_parquet(vectors)["id"].to_list() == ["alice"]
     assert pl.read_parquet(root / "lake" / "products" / "p.parquet")["id"].to_list() == ["al", "p2"]
