@@ -251,3 +251,21 @@ def test_a_candidate_whose_expected_value_is_exactly_zero_is_not_sent() -> None:
     assert zero.is_empty()
     above = plan_users(candidates([("u", "c0", 0.0901)]), us, camps, plan_day=DAY, history=ignored).frame
     assert above["affinity"].to_list() == [1.0] and above["expected_value"][0] > 0
+
+
+def test_a_credit_never_gives_a_campaign_more_than_its_budget() -> None:
+    """Ledger.credit gives back what the budget counted and this run decides again, never past the budget."""
+    from notify_core.scheduling.planner import Ledger
+
+    ledger = Ledger(DAY, counts_planned=True)
+    ledger.charge("c", 2, budget=5)
+    ledger.credit("c", 4, budget=5)
+    assert ledger.left("c", 5) == 5
+
+
+def test_the_options_refuse_a_daily_maximum_above_the_platforms_five() -> None:
+    from notify_core.errors import ValidationError
+
+    assert PlanOptions(max_per_day=5).max_per_day == 5
+    with pytest.raises(ValidationError, match="max_per_day"):
+        PlanOptions(max_per_day=6)
