@@ -10,6 +10,7 @@ re-plan after some sends is not cut by it. Both backends: SQLite and a real Dyna
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -28,7 +29,7 @@ from notify_core.scheduling.service import plan_and_store
 from notify_core.store import tables
 from notify_core.store.port import Item, Store
 from notify_core.store.sqlite import SqliteStore
-from tests.delivery.conftest import ScriptedChannel
+from tests.delivery.conftest import ScriptedChannel, with_async_sender
 from tests.scheduling.conftest import campaigns, candidates, users
 from tests.servers import scratch_dynamo_store
 
@@ -274,3 +275,49 @@ def test_a_token_another_worker_takes_first_is_looked_for_again_not_assumed(tmp_
             "0": "other0", "1": "other1", "2": "other2", "3": "rival", "4": "mine2"}
     finally:
         store.close()
+
+
+def _deliver_on_the_loop(store: Store, channel: ScriptedChannel) -> Counter[str]:
+    """As :func:`_deliver`, but through ``notify worker``'s loop (``run_forever``) with an async sender: the
+    loop's event-loop senders decide suppressions in ``DeliveryWorker._prepare``, not in ``_send``."""
+    clock = ManualClock(NOW)
+    with_async_sender(channel)
+    for minute in sorted({_send_at(i) for i in _live(store)}):
+        due = sum(1 for i in _live(store) if _send_at(i) == minute)
+        clock.set(minute + timedelta(seconds=1))
+        worker = DeliveryWorker(store, channel, public_base_url="http://t", clock=clock, options=OPTS)
+        assert worker._async_senders() is not None  # the loop sends on its event loop
+        stop = threading.Event()
+
+        def on_pass(_step: PassSummary, worker: DeliveryWorker = worker, due: int = due,
+                    stop: threading.Event = stop) -> None:
+            if worker.totals.delivered + worker.totals.suppressed >= due:
+                stop.set()
+
+        timer = threading.Timer(60, stop.set)  # a bug must fail the test, not hang it
+        timer.start()
+        try:
+            worker.run_forever(stop, on_pass=on_pass)
+        finally:
+            timer.cancel()
+            worker.close()
+    return Counter(str(i["status"]) for i in store.table(tables.SCHEDULES).scan())
+
+
+def test_a_lowered_cap_holds_on_the_loops_async_senders_too(backend: Store) -> None:
+    """The cap lowered after the plan, on the path ``notify worker`` takes with an async-capable channel (the
+    webhook's): 2 of the day's 5 go, 3 are suppressed for the cap."""
+    seed_campaigns(backend, [f"c{j}" for j in range(10)])
+    _profile(backend, daily_cap=5)
+    _plan(backend, FIRST)
+    planned = sorted(_live(backend), key=_send_at)
+    assert len(planned) == 5
+    _profile(backend, daily_cap=2)
+    channel = ScriptedChannel()
+
+    statuses = _deliver_on_the_loop(backend, channel)
+
+    assert [c[0] for c in channel.calls] == [i["notification_id"] for i in planned[:2]]
+    assert statuses == {SENT: 2, SUPPRESSED: 3}
+    assert {i.get("suppressed_reason") for i in backend.table(tables.SCHEDULES).scan()
+            if i["status"] == SUPPRESSED} == {DAILY_CAP}
