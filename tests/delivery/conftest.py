@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 
 from notify_core.clock import ManualClock
+from notify_core.delivery import DeliveryWorker
 from notify_core.delivery.channels import Message, Outcome, SendResult
 from notify_core.delivery.sink import read_receipts
+from notify_core.delivery.summary import PassSummary
 from notify_core.store.sqlite import SqliteStore
 
 SECRET = "test-secret"
@@ -150,3 +152,26 @@ def raw_receiver(handle: Callable[[socket.socket, threading.Event], None]) -> It
         with contextlib.suppress(OSError):
             server.close()
         thread.join(timeout=5)
+
+
+def run_loop_until(worker: DeliveryWorker, done: Callable[[DeliveryWorker], bool], *,
+                   timeout_s: float = 60.0) -> list[PassSummary]:
+    """``worker.run_forever`` (``notify worker``'s loop) until ``done(worker)`` holds after a pass, then closes
+    the worker; the passes' summaries. A bug fails the test after ``timeout_s``, never hangs it."""
+    stop = threading.Event()
+    steps: list[PassSummary] = []
+
+    def on_pass(step: PassSummary) -> None:
+        steps.append(step)
+        if done(worker):
+            stop.set()
+
+    timer = threading.Timer(timeout_s, stop.set)
+    timer.start()
+    try:
+        worker.run_forever(stop, on_pass=on_pass)
+    finally:
+        timer.cancel()
+        worker.close()
+    return steps
+

@@ -5,7 +5,6 @@ claim to be re-sent with the same key, and the pipelined loop's guarantees hold 
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -14,33 +13,23 @@ from pathlib import Path
 import pytest
 
 from notify_core.delivery import DeliveryWorker, ManualClock, WebhookChannel, WorkerOptions
-from notify_core.delivery.summary import PassSummary
 from notify_core.delivery.synthetic import seed_due
 from notify_core.errors import BackendError
 from notify_core.preferences import Preferences, get_preferences, put_preferences
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
-from tests.delivery.conftest import SECRET, AsyncScripted, minute_start, start_sink
+from tests.delivery.conftest import SECRET, AsyncScripted, minute_start, run_loop_until, start_sink
 
 OPTS = WorkerOptions(concurrency=8, lookback_minutes=3, prefetch_s=0.0, max_batch=100, heartbeat_s=0.0)
 
 
 def _loop(worker: DeliveryWorker, *, done: int) -> None:
-    """``run_forever`` until ``done`` items have an outcome (a bug fails the test after 60 s, never hangs it)."""
-    stop = threading.Event()
+    """``run_forever`` until ``done`` items have an outcome."""
+    def ended(w: DeliveryWorker) -> bool:
+        t = w.totals
+        return t.delivered + t.retried + t.dead_lettered + t.suppressed + t.lost_claims >= done
 
-    def on_pass(step: PassSummary) -> None:
-        t = worker.totals
-        if t.delivered + t.retried + t.dead_lettered + t.suppressed + t.lost_claims >= done:
-            stop.set()
-
-    timer = threading.Timer(60, stop.set)
-    timer.start()
-    try:
-        worker.run_forever(stop, on_pass=on_pass)
-    finally:
-        timer.cancel()
-        worker.close()
+    run_loop_until(worker, ended)
 
 
 def test_every_receiver_answer_ends_in_the_store_as_the_thread_senders_record_it(

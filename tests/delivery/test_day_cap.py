@@ -29,7 +29,7 @@ from notify_core.scheduling.service import plan_and_store
 from notify_core.store import tables
 from notify_core.store.port import Item, Store
 from notify_core.store.sqlite import SqliteStore
-from tests.delivery.conftest import ScriptedChannel, with_async_sender
+from tests.delivery.conftest import ScriptedChannel, run_loop_until, with_async_sender
 from tests.scheduling.conftest import campaigns, candidates, users
 from tests.servers import scratch_dynamo_store
 
@@ -236,7 +236,6 @@ def test_a_token_another_worker_takes_first_is_looked_for_again_not_assumed(tmp_
     """DayCap.take: a conditional token write lost to another worker (it took the same free token between
     the read and the write) is read again: the notification takes the next free token, or none when every
     token is then held by others."""
-    import threading
 
     from notify_core.delivery.day_cap import DayCap
     from notify_core.store.port import Condition, Update
@@ -287,20 +286,7 @@ def _deliver_on_the_loop(store: Store, channel: ScriptedChannel) -> Counter[str]
         clock.set(minute + timedelta(seconds=1))
         worker = DeliveryWorker(store, channel, public_base_url="http://t", clock=clock, options=OPTS)
         assert worker._async_senders() is not None  # the loop sends on its event loop
-        stop = threading.Event()
-
-        def on_pass(_step: PassSummary, worker: DeliveryWorker = worker, due: int = due,
-                    stop: threading.Event = stop) -> None:
-            if worker.totals.delivered + worker.totals.suppressed >= due:
-                stop.set()
-
-        timer = threading.Timer(60, stop.set)  # a bug must fail the test, not hang it
-        timer.start()
-        try:
-            worker.run_forever(stop, on_pass=on_pass)
-        finally:
-            timer.cancel()
-            worker.close()
+        run_loop_until(worker, lambda w, due=due: w.totals.delivered + w.totals.suppressed >= due)
     return Counter(str(i["status"]) for i in store.table(tables.SCHEDULES).scan())
 
 

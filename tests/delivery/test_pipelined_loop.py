@@ -19,7 +19,7 @@ from notify_core.delivery.synthetic import seed_due
 from notify_core.errors import BackendError
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
-from tests.delivery.conftest import ScriptedChannel, minute_start, with_async_sender
+from tests.delivery.conftest import ScriptedChannel, minute_start, run_loop_until, with_async_sender
 
 BATCH = 50
 OPTS = WorkerOptions(concurrency=4, lookback_minutes=3, prefetch_s=0.0, max_batch=BATCH)
@@ -53,22 +53,7 @@ class _FirstSendWaits(ScriptedChannel):
 
 
 def _run(worker: DeliveryWorker, *, until: int) -> list[PassSummary]:
-    stop = threading.Event()
-    steps: list[PassSummary] = []
-
-    def on_pass(step: PassSummary) -> None:
-        steps.append(step)
-        if worker.totals.delivered >= until:
-            stop.set()
-
-    timer = threading.Timer(60, stop.set)  # a bug must fail the test, not hang it
-    timer.start()
-    try:
-        worker.run_forever(stop, on_pass=on_pass)
-    finally:
-        timer.cancel()
-        worker.close()
-    return steps
+    return run_loop_until(worker, lambda w: w.totals.delivered >= until)
 
 
 @pytest.fixture(params=["threads", "async"])
