@@ -145,7 +145,7 @@ def test_runs_on_other_machines_are_not_judged(tmp_path: Path, postgres: Embedde
 
 
 def test_a_run_whose_worker_never_started_is_failed_by_dagsters_run_monitoring(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch) -> None:
     """Launched (STARTING: the launch event stored) and never started: the repo's ``dagster.yaml`` turns on
     Dagster's run monitoring, which fails it once its start timeout has passed (the clock it reads moved)."""
     import logging
@@ -153,21 +153,17 @@ def test_a_run_whose_worker_never_started_is_failed_by_dagsters_run_monitoring(
     from dagster._core.events import DagsterEvent
     from dagster._daemon.monitoring import run_monitoring
 
-    instance = repo_instance(tmp_path / "dagster")
-    try:
-        assert instance.run_monitoring_enabled and instance.run_monitoring_start_timeout_seconds == 180
-        run = instance.add_run(dg.DagsterRun(job_name="launched", run_id="2" * 36,
-                                             status=dg.DagsterRunStatus.NOT_STARTED))
-        instance.report_dagster_event(DagsterEvent(event_type_value=dg.DagsterEventType.RUN_STARTING.value,
-                                                   job_name=run.job_name), run_id=run.run_id)
-        [record] = instance.get_run_records(dg.RunsFilter(run_ids=[run.run_id]))
-        assert record.dagster_run.status == dg.DagsterRunStatus.STARTING
-        logger = logging.getLogger("test")
-        run_monitoring.monitor_starting_run(instance, record, logger)
-        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTING  # within its timeout
-        later = time.time() + 181
-        monkeypatch.setattr(run_monitoring, "get_current_timestamp", lambda: later)
-        run_monitoring.monitor_starting_run(instance, record, logger)
-        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
-    finally:
-        instance.dispose()
+    assert instance.run_monitoring_enabled and instance.run_monitoring_start_timeout_seconds == 180
+    run = instance.add_run(dg.DagsterRun(job_name="launched", run_id="2" * 36,
+                                         status=dg.DagsterRunStatus.NOT_STARTED))
+    instance.report_dagster_event(DagsterEvent(event_type_value=dg.DagsterEventType.RUN_STARTING.value,
+                                               job_name=run.job_name), run_id=run.run_id)
+    [record] = instance.get_run_records(dg.RunsFilter(run_ids=[run.run_id]))
+    assert record.dagster_run.status == dg.DagsterRunStatus.STARTING
+    logger = logging.getLogger("test")
+    run_monitoring.monitor_starting_run(instance, record, logger)
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTING  # within its timeout
+    later = time.time() + 181
+    monkeypatch.setattr(run_monitoring, "get_current_timestamp", lambda: later)
+    run_monitoring.monitor_starting_run(instance, record, logger)
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE

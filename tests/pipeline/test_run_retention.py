@@ -134,78 +134,62 @@ def _expected_left(runs: dict[str, list[str]]) -> set[str]:
     return {v[3], v[4], p[0], p[4], p[5], p[6]}
 
 
-def test_old_runs_go_and_every_run_still_read_stays(tmp_path: Path, keep_two: None) -> None:
-    home = tmp_path / "dagster"
-    instance = repo_instance(home)
-    try:
-        runs = _history(instance)
-        assert instance.get_run_by_id(runs["plan"][5]).status == dg.DagsterRunStatus.FAILURE
-        before, everything = _statuses(instance), _leftovers(home, instance)
-        assert len(everything["shards"]) == len(everything["compute_logs"]) == 12 and everything["tags"]
+def test_old_runs_go_and_every_run_still_read_stays(instance: dg.DagsterInstance, dagster_home: Path,
+                                                    keep_two: None) -> None:
+    runs = _history(instance)
+    assert instance.get_run_by_id(runs["plan"][5]).status == dg.DagsterRunStatus.FAILURE
+    before, everything = _statuses(instance), _leftovers(dagster_home, instance)
+    assert len(everything["shards"]) == len(everything["compute_logs"]) == 12 and everything["tags"]
 
-        now = datetime.now(UTC)
-        assert prune_runs(instance, now=now, check_keys=CHECK_KEYS) == RunsPruned(deleted=0, kept=0, more=False)
-        assert _leftovers(home, instance) == everything  # nothing is older than the retention yet
+    now = datetime.now(UTC)
+    assert prune_runs(instance, now=now, check_keys=CHECK_KEYS) == RunsPruned(deleted=0, kept=0, more=False)
+    assert _leftovers(dagster_home, instance) == everything  # nothing is older than the retention yet
 
-        pruned = prune_runs(instance, now=now + LATER, check_keys=CHECK_KEYS)
-        left = _leftovers(home, instance)
-        assert left["runs"] == _expected_left(runs)
-        assert pruned == RunsPruned(deleted=6, kept=6, more=False)
-        assert _statuses(instance) == before
-        _assert_nothing_of_deleted_runs_left(home, instance)
-        assert left["shards"] == left["compute_logs"] == left["runs"]
-        assert left["tags"] == {r for r in left["runs"] if r in runs["plan"]}  # partition tags of kept runs
+    pruned = prune_runs(instance, now=now + LATER, check_keys=CHECK_KEYS)
+    left = _leftovers(dagster_home, instance)
+    assert left["runs"] == _expected_left(runs)
+    assert pruned == RunsPruned(deleted=6, kept=6, more=False)
+    assert _statuses(instance) == before
+    _assert_nothing_of_deleted_runs_left(dagster_home, instance)
+    assert left["shards"] == left["compute_logs"] == left["runs"]
+    assert left["tags"] == {r for r in left["runs"] if r in runs["plan"]}  # partition tags of kept runs
 
-        # the next sweep finds only the kept runs; a new run is kept by its age whatever it holds
-        assert prune_runs(instance, now=now + LATER, check_keys=CHECK_KEYS) == RunsPruned(
-            deleted=0, kept=6, more=False)
-    finally:
-        instance.dispose()
+    # the next sweep finds only the kept runs; a new run is kept by its age whatever it holds
+    assert prune_runs(instance, now=now + LATER, check_keys=CHECK_KEYS) == RunsPruned(
+        deleted=0, kept=6, more=False)
 
 
-def test_unfinished_runs_are_never_deleted(tmp_path: Path, keep_two: None) -> None:
-    instance = repo_instance(tmp_path / "dagster")
-    try:
-        runs = _history(instance)
-        stuck = instance.add_run(dg.DagsterRun(job_name="stuck", run_id="0" * 36,
-                                               status=dg.DagsterRunStatus.STARTED))
-        canceling = instance.add_run(dg.DagsterRun(job_name="canceling", run_id="1" * 36,
-                                                status=dg.DagsterRunStatus.CANCELING))
-        prune_runs(instance, now=datetime.now(UTC) + LATER, check_keys=CHECK_KEYS)
-        left = {r.dagster_run.run_id for r in instance.get_run_records()}
-        assert left == _expected_left(runs) | {stuck.run_id, canceling.run_id}
-    finally:
-        instance.dispose()
+def test_unfinished_runs_are_never_deleted(instance: dg.DagsterInstance, keep_two: None) -> None:
+    runs = _history(instance)
+    stuck = instance.add_run(dg.DagsterRun(job_name="stuck", run_id="0" * 36,
+                                           status=dg.DagsterRunStatus.STARTED))
+    canceling = instance.add_run(dg.DagsterRun(job_name="canceling", run_id="1" * 36,
+                                            status=dg.DagsterRunStatus.CANCELING))
+    prune_runs(instance, now=datetime.now(UTC) + LATER, check_keys=CHECK_KEYS)
+    left = {r.dagster_run.run_id for r in instance.get_run_records()}
+    assert left == _expected_left(runs) | {stuck.run_id, canceling.run_id}
 
 
-def test_a_sweep_in_slices_ends_where_one_sweep_does(tmp_path: Path, keep_two: None) -> None:
+def test_a_sweep_in_slices_ends_where_one_sweep_does(instance: dg.DagsterInstance, dagster_home: Path,
+                                                     keep_two: None) -> None:
     """Small pages whose last run is deleted (the listing's cursor) and a slice of one run a sweep."""
-    home = tmp_path / "dagster"
-    instance = repo_instance(home)
-    try:
-        runs = _history(instance)
-        before = _statuses(instance)
-        later = datetime.now(UTC) + LATER
-        sweeps = []
-        while not sweeps or sweeps[-1].more:
-            sweeps.append(prune_runs(instance, now=later, check_keys=CHECK_KEYS, max_runs=1, page_size=2))
-            assert len(sweeps) < 20
-        assert [s.deleted for s in sweeps] == [1, 1, 1, 1, 1, 1]  # the last one finds nothing more
-        assert _leftovers(home, instance)["runs"] == _expected_left(runs)
-        assert _statuses(instance) == before
-        _assert_nothing_of_deleted_runs_left(home, instance)
-    finally:
-        instance.dispose()
+    runs = _history(instance)
+    before = _statuses(instance)
+    later = datetime.now(UTC) + LATER
+    sweeps = []
+    while not sweeps or sweeps[-1].more:
+        sweeps.append(prune_runs(instance, now=later, check_keys=CHECK_KEYS, max_runs=1, page_size=2))
+        assert len(sweeps) < 20
+    assert [s.deleted for s in sweeps] == [1, 1, 1, 1, 1, 1]  # the last one finds nothing more
+    assert _leftovers(dagster_home, instance)["runs"] == _expected_left(runs)
+    assert _statuses(instance) == before
+    _assert_nothing_of_deleted_runs_left(dagster_home, instance)
 
 
-def test_a_sweep_stops_at_its_time_budget(tmp_path: Path, keep_two: None) -> None:
-    instance = repo_instance(tmp_path / "dagster")
-    try:
-        _history(instance)
-        pruned = prune_runs(instance, now=datetime.now(UTC) + LATER, check_keys=CHECK_KEYS, max_seconds=0.0)
-        assert pruned.deleted == 0 and pruned.more
-    finally:
-        instance.dispose()
+def test_a_sweep_stops_at_its_time_budget(instance: dg.DagsterInstance, keep_two: None) -> None:
+    _history(instance)
+    pruned = prune_runs(instance, now=datetime.now(UTC) + LATER, check_keys=CHECK_KEYS, max_seconds=0.0)
+    assert pruned.deleted == 0 and pruned.more
 
 
 # The sweep in a child process that kills itself (SIGKILL) right after one step of its third run's deletion.
@@ -263,63 +247,51 @@ def test_a_sweep_killed_mid_run_is_finished_by_the_next(tmp_path: Path, keep_two
         instance.dispose()
 
 
-def test_the_runs_still_read_include_each_partitions_latest_beyond_the_assets_last(tmp_path: Path,
+def test_the_runs_still_read_include_each_partitions_latest_beyond_the_assets_last(instance: dg.DagsterInstance,
                                                                                   keep_two: None) -> None:
-    instance = repo_instance(tmp_path / "dagster")
-    try:
-        runs = _history(instance)
-        read = runs_still_read(instance, check_keys=CHECK_KEYS)
-        assert runs["plan"][0] in read  # day 1's only materialization, not among the plan's last 2
-        assert runs["plan"][5] in read  # day 9's failed attempt
-        assert runs["plan"][1] not in read and runs["vectors"][0] not in read
-    finally:
-        instance.dispose()
+    runs = _history(instance)
+    read = runs_still_read(instance, check_keys=CHECK_KEYS)
+    assert runs["plan"][0] in read  # day 1's only materialization, not among the plan's last 2
+    assert runs["plan"][5] in read  # day 9's failed attempt
+    assert runs["plan"][1] not in read and runs["vectors"][0] not in read
 
 
-def test_the_sensor_sweeps_on_the_deployments_clock(tmp_path: Path, keep_two: None) -> None:
+def test_the_sensor_sweeps_on_the_deployments_clock(instance: dg.DagsterInstance, tmp_path: Path,
+                                                    keep_two: None) -> None:
     """The sensor of the Definitions ``dagster dev`` loads, on the resource's clock (pinned a month ahead)."""
     from notify_assets.definitions import build_definitions
     from notify_core.settings import NotifySettings
     from notify_resources import NotifyResource
 
-    home = tmp_path / "dagster"
-    instance = repo_instance(home)
-    try:
-        runs = _history(instance)
-        defs = build_definitions(NotifySettings(data_dir=tmp_path / "data"))
-        sensor = defs.resolve_sensor_def("run_retention_sensor")
-        assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
-        clock_start = (datetime.now(UTC) + LATER).isoformat()
-        resource = NotifyResource(data_dir=str(tmp_path / "data"), clock_start=clock_start)
-        with dg.build_sensor_context(instance=instance, resources={"notify": resource},
-                                     repository_def=defs.get_repository_def()) as context:
-            result = sensor(context)
-        assert isinstance(result, dg.SkipReason)
-        assert result.skip_message == "6 old run(s) deleted, 6 old run(s) kept as still read"
-        # the Definitions' own check keys are not this test's, so its check's latest run is not protected:
-        # only what the assets read keeps a run
-        assert {r.dagster_run.run_id for r in instance.get_run_records()} == _expected_left(runs)
-    finally:
-        instance.dispose()
+    runs = _history(instance)
+    defs = build_definitions(NotifySettings(data_dir=tmp_path / "data"))
+    sensor = defs.resolve_sensor_def("run_retention_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    clock_start = (datetime.now(UTC) + LATER).isoformat()
+    resource = NotifyResource(data_dir=str(tmp_path / "data"), clock_start=clock_start)
+    with dg.build_sensor_context(instance=instance, resources={"notify": resource},
+                                 repository_def=defs.get_repository_def()) as context:
+        result = sensor(context)
+    assert isinstance(result, dg.SkipReason)
+    assert result.skip_message == "6 old run(s) deleted, 6 old run(s) kept as still read"
+    # the Definitions' own check keys are not this test's, so its check's latest run is not protected:
+    # only what the assets read keeps a run
+    assert {r.dagster_run.run_id for r in instance.get_run_records()} == _expected_left(runs)
 
 
-def test_a_run_within_the_retention_is_kept_whatever_it_holds(tmp_path: Path, keep_two: None) -> None:
-    instance = repo_instance(tmp_path / "dagster")
-    try:
-        runs = _history(instance)
-        time.sleep(1.1)  # created timestamps have a second's resolution on SQLite
-        cutoff = datetime.now(UTC)
-        newer = dg.materialize([vectors], instance=instance).run_id
-        prune_runs(instance, now=cutoff + timedelta(days=30), check_keys=CHECK_KEYS)
-        left = {r.dagster_run.run_id for r in instance.get_run_records()}
-        # newer is younger than 30 days at `now`; vectors' last 2 are now v[4] and newer, so v[3] goes
-        assert left == (_expected_left(runs) - {runs["vectors"][3]}) | {newer}
-    finally:
-        instance.dispose()
+def test_a_run_within_the_retention_is_kept_whatever_it_holds(instance: dg.DagsterInstance, keep_two: None) -> None:
+    runs = _history(instance)
+    time.sleep(1.1)  # created timestamps have a second's resolution on SQLite
+    cutoff = datetime.now(UTC)
+    newer = dg.materialize([vectors], instance=instance).run_id
+    prune_runs(instance, now=cutoff + timedelta(days=30), check_keys=CHECK_KEYS)
+    left = {r.dagster_run.run_id for r in instance.get_run_records()}
+    # newer is younger than 30 days at `now`; vectors' last 2 are now v[4] and newer, so v[3] goes
+    assert left == (_expected_left(runs) - {runs["vectors"][3]}) | {newer}
 
 
-def test_the_pipeline_runs_on_unchanged_after_its_old_runs_went(tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_pipeline_runs_on_unchanged_after_its_old_runs_went(
+        instance: dg.DagsterInstance, dagster_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Notify's ingestion and embedding chain, run three times; the second run deleted (one materialization
     kept an asset: the first run holds the months of purchases it wrote, the third everything else); a
     fourth run then finds what the third did: every data version unchanged, no month of purchases rewritten,
@@ -333,8 +305,6 @@ def test_the_pipeline_runs_on_unchanged_after_its_old_runs_went(tmp_path: Path,
     settings = load_settings(data_dir=tmp_path / "data", source_data=write_retail(tmp_path / "retail.parquet"))
     defs = build_definitions(settings)
     chain = list(_assets(settings, UPSTREAM + CHAIN).values())
-    home = tmp_path / "dagster"
-    instance = repo_instance(home)
 
     def recorded(run_id: str) -> dict[str, tuple[str | None, Any]]:
         out = {}
@@ -346,28 +316,25 @@ def test_the_pipeline_runs_on_unchanged_after_its_old_runs_went(tmp_path: Path,
                 (mat.tags or {}).get("dagster/data_version"), fingerprint.value if fingerprint else None)
         return out
 
-    try:
-        first, second, third = (dg.materialize(chain, resources=defs.resources, instance=instance)
-                                for _ in range(3))
-        assert first.success and second.success and third.success
-        months = instance.get_materialized_partitions(dg.AssetKey("purchase_months"))
-        assert months and any(key.startswith("purchase_months/") for key in recorded(first.run_id))
-        # the demo source's step records no data version of its own: Dagster gives every run a new one
-        landing = "online_retail_landing/None"
-        assert recorded(second.run_id)[landing] != recorded(third.run_id)[landing]
-        pruned = prune_runs(instance, now=datetime.now(UTC) + LATER)
-        assert pruned == RunsPruned(deleted=1, kept=2, more=False)
-        assert {r.dagster_run.run_id for r in instance.get_run_records()} == {first.run_id, third.run_id}
-        _assert_nothing_of_deleted_runs_left(home, instance)
+    first, second, third = (dg.materialize(chain, resources=defs.resources, instance=instance)
+                            for _ in range(3))
+    assert first.success and second.success and third.success
+    months = instance.get_materialized_partitions(dg.AssetKey("purchase_months"))
+    assert months and any(key.startswith("purchase_months/") for key in recorded(first.run_id))
+    # the demo source's step records no data version of its own: Dagster gives every run a new one
+    landing = "online_retail_landing/None"
+    assert recorded(second.run_id)[landing] != recorded(third.run_id)[landing]
+    pruned = prune_runs(instance, now=datetime.now(UTC) + LATER)
+    assert pruned == RunsPruned(deleted=1, kept=2, more=False)
+    assert {r.dagster_run.run_id for r in instance.get_run_records()} == {first.run_id, third.run_id}
+    _assert_nothing_of_deleted_runs_left(dagster_home, instance)
 
-        fourth = dg.materialize(chain, resources=defs.resources, instance=instance)
-        assert fourth.success
-        assert {k: v for k, v in recorded(fourth.run_id).items() if k != landing} == {
-            k: v for k, v in recorded(third.run_id).items() if k != landing}
-        assert not any(key.startswith("purchase_months/") for key in recorded(fourth.run_id))
-        assert instance.get_materialized_partitions(dg.AssetKey("purchase_months")) == months
-    finally:
-        instance.dispose()
+    fourth = dg.materialize(chain, resources=defs.resources, instance=instance)
+    assert fourth.success
+    assert {k: v for k, v in recorded(fourth.run_id).items() if k != landing} == {
+        k: v for k, v in recorded(third.run_id).items() if k != landing}
+    assert not any(key.startswith("purchase_months/") for key in recorded(fourth.run_id))
+    assert instance.get_materialized_partitions(dg.AssetKey("purchase_months")) == months
 
 
 def test_old_runs_go_on_postgres_storage(tmp_path: Path, postgres: EmbeddedPostgres, keep_two: None) -> None:
@@ -390,18 +357,13 @@ def test_old_runs_go_on_postgres_storage(tmp_path: Path, postgres: EmbeddedPostg
         instance.dispose()
 
 
-def test_a_run_id_that_is_a_path_deletes_no_file_outside(tmp_path: Path) -> None:
+def test_a_run_id_that_is_a_path_deletes_no_file_outside(instance: dg.DagsterInstance, dagster_home: Path) -> None:
     """Run ids name the shard file and the captured logs' folder; one given by hand can be anything."""
-    home = tmp_path / "dagster"
-    instance = repo_instance(home)
-    outside = home / "compute_logs" / ".." / "precious"
+    outside = dagster_home / "compute_logs" / ".." / "precious"
     outside.mkdir(parents=True)
     (outside / "keep.txt").write_text("x")
     odd = "../precious"
-    try:
-        instance.add_run(dg.DagsterRun(job_name="by_hand", run_id=odd, status=dg.DagsterRunStatus.SUCCESS))
-        pruned = prune_runs(instance, now=datetime.now(UTC) + LATER)
-        assert pruned.deleted == 1 and instance.get_run_by_id(odd) is None
-        assert (outside / "keep.txt").read_text() == "x"
-    finally:
-        instance.dispose()
+    instance.add_run(dg.DagsterRun(job_name="by_hand", run_id=odd, status=dg.DagsterRunStatus.SUCCESS))
+    pruned = prune_runs(instance, now=datetime.now(UTC) + LATER)
+    assert pruned.deleted == 1 and instance.get_run_by_id(odd) is None
+    assert (outside / "keep.txt").read_text() == "x"
