@@ -27,7 +27,9 @@ from pathlib import Path
 import dagster as dg
 
 from notify_core.clock import SYSTEM_CLOCK, Clock, today
+from notify_core.deployment_facts import PLAN_START, recorded_day
 from notify_core.settings import NotifySettings
+from notify_core.store.adapter import build_adapter
 
 _DEPS_CHANGED = dg.AutomationCondition.any_deps_match(
     (dg.AutomationCondition.data_version_changed() & ~dg.AutomationCondition.executed_with_root_target())
@@ -72,24 +74,24 @@ def pool_for(asset: str) -> str:
     return f"notify_{asset}"
 
 
-DEPLOYED_ON = "deployed_on"
+DEPLOYED_ON = "deployed_on"  # the data directory's marker before session 42: read once, as the day to record
 
 
 def deployment_date(settings: NotifySettings, *, clock: Clock = SYSTEM_CLOCK) -> date:
-    """The first plan partition: ``NOTIFY_PLAN_START_DATE`` when set, else the day this data directory
-    first loaded the definitions (written once to ``<data_dir>/deployed_on``, kept afterwards), so the
-    UI does not show months of "missing" plans from before the deployment existed."""
+    """The first plan partition: ``NOTIFY_PLAN_START_DATE`` when set, else the deployment's first day, which
+    the first process to load the definitions records in the Store (:mod:`notify_core.deployment_facts`), so
+    the UI does not show months of "missing" plans from before the deployment existed, and every process of
+    it (the code server, each run pod, a restarted one) has the same partitions. A data directory's
+    ``deployed_on`` marker from before is the day recorded, so an existing deployment keeps its first day."""
     if settings.plan_start_date is not None:
         return settings.plan_start_date
     marker = Path(settings.data_dir) / DEPLOYED_ON
-    if marker.exists():
-        return date.fromisoformat(marker.read_text(encoding="utf-8").strip())
-    day = today(clock)
-    marker.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = marker.with_name(f".{DEPLOYED_ON}.tmp")
-    tmp.write_text(day.isoformat(), encoding="utf-8")
-    tmp.replace(marker)
-    return day
+    proposed = date.fromisoformat(marker.read_text(encoding="utf-8").strip()) if marker.exists() else today(clock)
+    store = build_adapter(settings)  # the day is no personal field: nothing sealed, no key reached
+    try:
+        return recorded_day(store, PLAN_START, proposed=proposed)
+    finally:
+        store.close()
 
 
 def plan_partitions(start: date, *, clock: Clock = SYSTEM_CLOCK) -> dg.DailyPartitionsDefinition:

@@ -488,7 +488,8 @@ def _api_key_check(resources: dict[str, Any], function: Any) -> None:
 
 def _alarms(resources: dict[str, Any]) -> None:
     """The §8 SLOs as CloudWatch alarms (:func:`notify_core.slo.cloudwatch_resources`, the same table as the
-    Prometheus rules) on an encrypted topic CloudWatch may publish to. The functions' 30-day log groups are
+    Prometheus rules), with the error objective also on each function's own ``AWS/Lambda`` metrics, on an
+    encrypted topic CloudWatch may publish to for this stack's alarms only. The functions' 30-day log groups are
     declared with the functions above."""
     from notify_core.slo import cloudwatch_resources
 
@@ -496,11 +497,17 @@ def _alarms(resources: dict[str, Any]) -> None:
         "TopicName": {"Fn::Sub": "${AWS::StackName}-slo-alarms"}, "KmsMasterKeyId": {"Ref": "DataKey"},
         "Subscription": {"Fn::If": ["HasAlarmEmail", [{"Protocol": "email", "Endpoint": {"Ref": "AlarmEmail"}}],
                                     {"Ref": "AWS::NoValue"}]}}}
+    # only for this stack's alarms (the confused deputy: any alarm of any account could otherwise have
+    # CloudWatch use the key through this statement)
     resources["DataKey"]["Properties"]["KeyPolicy"]["Statement"].append({
         "Sid": "CloudWatchAlarmsPublishToTheEncryptedTopic", "Effect": "Allow",
         "Principal": {"Service": "cloudwatch.amazonaws.com"}, "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
-        "Resource": "*"})
-    resources.update(cloudwatch_resources(alarm_topic={"Ref": "AlarmTopic"}))
+        "Resource": "*", "Condition": {
+            "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+            "ArnLike": {"aws:SourceArn": {"Fn::Sub": "arn:${AWS::Partition}:cloudwatch:${AWS::Region}:"
+                                                     "${AWS::AccountId}:alarm:${AWS::StackName}-*"}}}})
+    functions = [logical for logical, resource in resources.items() if resource["Type"] == "AWS::Lambda::Function"]
+    resources.update(cloudwatch_resources(alarm_topic={"Ref": "AlarmTopic"}, lambda_functions=functions))
 
 
 def dagster_values() -> dict[str, Any]:

@@ -141,8 +141,9 @@ class NotifySettings(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: str | None = Field(default=None, repr=False)
     plan_start_date: date | None = Field(
-        default=None, description="First day of the plan's Dagster partitions; default: the deployment's first day "
-                                  "(recorded under <data_dir>/deployed_on on the first definitions load).")
+        default=None, description="First day of the plan's Dagster partitions; default: the deployment's first day, "
+                                  "recorded in the Store by the first process to load the definitions "
+                                  "(notify_core.deployment_facts), so every pod has the same partitions.")
 
     # security (issue 14): campaign URL allowlist (empty: any https host), API keys
     campaign_url_domains: tuple[str, ...] = ()

@@ -196,33 +196,62 @@ def _logical(name: str) -> str:
     return "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]+", name) if part)
 
 
+def _alarm(o: Objective, *, alarm_topic: Any, name: Any = None,
+           metrics: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """One ``AWS::CloudWatch::Alarm`` of objective ``o`` (its own metrics unless ``metrics`` are given)."""
+    props: dict[str, Any] = {
+        "AlarmName": name if name is not None else {"Fn::Sub": f"${{AWS::StackName}}-{o.alert}"},
+        "AlarmDescription": f"Notify SLO {o.key}: {o.spec}",
+        "ComparisonOperator": "LessThanThreshold" if o.op == "<" else "GreaterThanThreshold",
+        "Threshold": o.threshold,
+        "EvaluationPeriods": 1 if o.cloudwatch_period_s >= 3600 else 2,
+        "DatapointsToAlarm": 1 if o.cloudwatch_period_s >= 3600 else 2,
+        "TreatMissingData": "notBreaching",
+        "Metrics": [dict(m) for m in (o.cloudwatch if metrics is None else metrics)],
+    }
+    if alarm_topic is not None:
+        props["AlarmActions"] = [alarm_topic]
+        props["OKActions"] = [alarm_topic]
+    return {"Type": "AWS::CloudWatch::Alarm", "Properties": props}
+
+
+def function_error_alarm(logical: str, *, alarm_topic: Any = None) -> dict[str, Any]:
+    """The error objective on one function's ``AWS/Lambda`` metrics: invocations that ended in an error
+    (what the handler edge never answered, so its EMF ``Errors`` cannot count it) over all its invocations.
+
+    A handler's own exception is answered as a 500, which Lambda counts as a success, and the objective's
+    alarm sees it; a crash, a timeout or a failed cold start leaves no EMF line and only Lambda's metric
+    has it. One alarm per function: an alarm's metric math reads at most 10 metrics, and the stack has 12
+    functions."""
+    o = objective("lambda_errors")
+    function = {"FunctionName": {"Ref": logical}}
+    return _alarm(o, alarm_topic=alarm_topic, name={"Fn::Sub": f"${{AWS::StackName}}-{o.alert}-{logical}"}, metrics=(
+        _metric("errors", "AWS/Lambda", "Errors", function),
+        _metric("invocations", "AWS/Lambda", "Invocations", function),
+        _math("errors / invocations", f"{logical}: invocations that ended in an error"),
+    ))
+
+
 def cloudwatch_resources(
     *, function_logical_ids: Sequence[str] = (), alarm_topic: Any = None,
-    objectives: Sequence[Objective] = OBJECTIVES,
+    objectives: Sequence[Objective] = OBJECTIVES, lambda_functions: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """CloudFormation resources: an alarm per objective and a 30-day log group per Lambda function.
+    """CloudFormation resources: an alarm per objective, a 30-day log group per Lambda function, and an
+    error alarm per function of ``lambda_functions``.
 
     ``function_logical_ids``: the template's ``AWS::Lambda::Function`` resources (their log groups are
     declared here so the retention is the template's, not Lambda's default of forever). ``alarm_topic``:
     what the alarms notify (e.g. ``{"Ref": "AlarmTopic"}``); None: alarms without actions. The consumer-lag
     alarm reads MSK's metric and needs a ``KafkaClusterName`` parameter in the template.
+    ``lambda_functions``: functions whose invocations that never answered (an exception outside the handler
+    edge, a timeout, running out of memory, a failed cold start: what ``AWS/Lambda`` ``Errors`` counts) are
+    held to the same error objective, each on its own ``FunctionName`` (:func:`function_error_alarm`).
     """
     resources: dict[str, Any] = {}
     for o in objectives:
-        props: dict[str, Any] = {
-            "AlarmName": {"Fn::Sub": f"${{AWS::StackName}}-{o.alert}"},
-            "AlarmDescription": f"Notify SLO {o.key}: {o.spec}",
-            "ComparisonOperator": "LessThanThreshold" if o.op == "<" else "GreaterThanThreshold",
-            "Threshold": o.threshold,
-            "EvaluationPeriods": 1 if o.cloudwatch_period_s >= 3600 else 2,
-            "DatapointsToAlarm": 1 if o.cloudwatch_period_s >= 3600 else 2,
-            "TreatMissingData": "notBreaching",
-            "Metrics": [dict(m) for m in o.cloudwatch],
-        }
-        if alarm_topic is not None:
-            props["AlarmActions"] = [alarm_topic]
-            props["OKActions"] = [alarm_topic]
-        resources[f"Slo{_logical(o.key)}Alarm"] = {"Type": "AWS::CloudWatch::Alarm", "Properties": props}
+        resources[f"Slo{_logical(o.key)}Alarm"] = _alarm(o, alarm_topic=alarm_topic)
+    for logical in lambda_functions:
+        resources[f"SloLambdaErrors{logical}Alarm"] = function_error_alarm(logical, alarm_topic=alarm_topic)
     for logical in function_logical_ids:
         resources[f"{logical}LogGroup"] = {
             "Type": "AWS::Logs::LogGroup", "DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain",

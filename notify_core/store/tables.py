@@ -183,16 +183,22 @@ KEY_DOCUMENTS = "key_documents"
 KEY_DOCUMENT_SK = "document"
 ALL_TABLES = (*ALL_TABLES, KEY_DOCUMENTS)
 
+# Facts every process of a deployment agrees on (notify_core/deployment_facts.py), recorded once by the first
+# process to ask. | deployment | "<fact>" e.g. "plan_start_date" | "fact" | get, consistent | ``day`` (ISO) |
+DEPLOYMENT = "deployment"
+DEPLOYMENT_SK = "fact"
+ALL_TABLES = (*ALL_TABLES, DEPLOYMENT)
+
 # Where a user's items are: what the right to erasure (notify_core.erasure) deletes, table by table. In a
 # listed table an item goes when its ``user_id`` attribute is the user, and by the table's key rule when its
 # partition key is the user id (UserKey.PK), "user#<id>" (VECTOR_PK), its sort key is "<id>#<its notification>" (SK), or
 # its partition key is one of the user's notifications (NOTIFICATION: markers without a user id, so listed
 # last, after the tables that name the notifications). A table not listed holds no user's items: its keys are
-# products, campaigns, days, minutes, stream positions, key documents, or the audit trail, the register the
-# erasure writes and its queue (which names a user only until their erasure is finished, and is cleared last).
-# Such a key may equal a user id (27 Online Retail customer numbers are also stock codes: a key-shape match
-# over every table erased product 15036 with customer 15036). A new table goes in
-# one of the two lists; a test checks. The erase function's role is derived from them too
+# products, campaigns, days, minutes, stream positions, key documents, deployment facts or the audit trail, the
+# register the erasure writes and its queue (which names a user only until their erasure is finished, and is
+# cleared last). Such a key may equal a user id (27 Online Retail customer numbers are also stock codes: a
+# key-shape match over every table erased product 15036 with customer 15036). A new table goes in one of the two
+# lists; a test checks. The erase function's role is derived from them too
 # (notify_cli.deploy_access).
 class UserKey(StrEnum):
     PK = "pk is the user id"
@@ -212,5 +218,5 @@ USER_ITEMS: dict[str, UserKey] = {
 }
 NO_USER_ITEMS: tuple[str, ...] = (
     PRODUCTS, CAMPAIGNS, PRODUCT_FEATURES, CAMPAIGN_STATS, DELIVERY_CURSOR, SYNC_LEDGER, STREAM_POSITIONS,
-    API_KEYS, AUDIT_LOG, ERASURES, KEY_DOCUMENTS, ERASURE_QUEUE,
+    API_KEYS, AUDIT_LOG, ERASURES, KEY_DOCUMENTS, ERASURE_QUEUE, DEPLOYMENT,
 )

@@ -101,12 +101,70 @@ def test_a_handler_answering_500_on_lambda_breaches_the_handler_error_alarm() ->
 
 def test_no_alarm_reads_an_account_wide_lambda_metric() -> None:
     """``AWS/Lambda`` metrics without a ``FunctionName`` dimension are every function of the account."""
-    for logical, alarm in cloudwatch_resources().items():
+    from notify_cli.deploy_templates import cloudformation
+
+    alarms = {k: r for k, r in cloudformation()["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert set(cloudwatch_resources()) < set(alarms)
+    for logical, alarm in alarms.items():
         for query in alarm["Properties"].get("Metrics", []):
             metric = query.get("MetricStat", {}).get("Metric", {})
             if metric.get("Namespace") == "AWS/Lambda":
                 names = {d["Name"] for d in metric.get("Dimensions", [])}
                 assert "FunctionName" in names, f"{logical} reads {metric['MetricName']} of the whole account"
+
+
+def _lambda_service_points(function: str, **values: float) -> dict[str, Any]:
+    """What the Lambda service records for one function over a period, in the shape ``_alarm_value`` reads."""
+    return {"_aws": {"CloudWatchMetrics": [{"Namespace": "AWS/Lambda", "Dimensions": [["FunctionName"]],
+                                            "Metrics": [{"Name": name} for name in values]}]},
+            "FunctionName": function, **values}
+
+
+def test_a_function_that_crashes_or_times_out_breaches_its_own_error_alarm() -> None:
+    """An invocation that never answered (a timeout, out of memory, a failed cold start, an exception outside
+    the handler edge) writes no EMF line, so the objective's alarm never saw it; Lambda's own ``Errors`` of
+    that function does. Every function of the stack has such an alarm, on its own name only."""
+    from notify_cli.deploy_templates import cloudformation
+
+    resources = cloudformation()["Resources"]
+    functions = {logical for logical, r in resources.items() if r["Type"] == "AWS::Lambda::Function"}
+    alarms = {logical: r for logical, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"
+              and any(q.get("MetricStat", {}).get("Metric", {}).get("Namespace") == "AWS/Lambda"
+                      for q in r["Properties"]["Metrics"])}
+    watched = {q["MetricStat"]["Metric"]["Dimensions"][0]["Value"]["Ref"]: logical for logical, alarm in alarms.items()
+               for q in alarm["Properties"]["Metrics"] if q.get("Id") == "errors"}
+    assert len(functions) == 12 and set(watched) == functions
+    alarm = alarms[watched["DeliverNotificationsFunction"]]
+    # the Lambda service's metrics carry the function's physical name; the template's Ref resolves to it
+    props = json.loads(json.dumps(alarm).replace('{"Ref": "DeliverNotificationsFunction"}', '"stack-deliver"'))
+    timed_out = [_lambda_service_points("stack-deliver", Errors=3, Invocations=300),
+                 _lambda_service_points("someone-elses-function", Errors=500, Invocations=500)]
+    value = _alarm_value(props, timed_out)
+    assert value == 0.01 and value > props["Properties"]["Threshold"] == 0.001
+    assert _alarm_value(props, [_lambda_service_points("stack-deliver", Errors=0, Invocations=300)]) == 0.0
+    assert props["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+
+def test_cloudwatch_may_use_the_data_key_only_for_this_stacks_alarms_and_every_alarm_is_one() -> None:
+    """The key policy lets CloudWatch encrypt for the alarm topic only on behalf of this account's alarms named
+    after the stack (the confused deputy); an alarm named otherwise would deploy and never notify anyone."""
+    import fnmatch
+
+    from notify_cli.deploy_templates import cloudformation
+
+    resources = cloudformation()["Resources"]
+    [statement] = [s for s in resources["DataKey"]["Properties"]["KeyPolicy"]["Statement"]
+                   if s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}]
+    assert statement["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    pattern = statement["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"]
+    alarms = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    assert len(alarms) >= 7 + 12
+    prefix = "arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:"
+    for alarm in alarms:
+        arn = prefix + alarm["AlarmName"]["Fn::Sub"]
+        assert fnmatch.fnmatchcase(arn, pattern), arn
+        assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+    assert not fnmatch.fnmatchcase(prefix + "other-stack-x", pattern)
 
 
 def _sent(client: Any, queries: list[dict[str, Any]]) -> dict[str, float]:
