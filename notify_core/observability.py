@@ -92,7 +92,7 @@ class LineFileHandler(logging.Handler):
         self.path = path
         self._keep_days = keep_days
         self._day_ends = float("-inf")  # when the UTC day this handler last rotated on ends (epoch seconds)
-        self._file = LineFile(path, mode=FILE_MODE)
+        self._file: LineFile | None = LineFile(path, mode=FILE_MODE)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:  # under the handler's lock already (``Handler.handle``)
@@ -100,13 +100,22 @@ class LineFileHandler(logging.Handler):
             if record.created >= self._day_ends:  # a float compare a line; the day's string once a day
                 day, self._day_ends = utc_day(record.created)
                 rotate_by_day(self.path, day=day, keep_days=self._keep_days, day_of_line=_log_line_day)
+            if self._file is None:  # closed while still attached (see close): open again, as FileHandler does
+                self._file = LineFile(self.path, mode=FILE_MODE)
             self._file.append(line)
         except Exception:
             self.handleError(record)
 
     def close(self) -> None:
+        """Close the file; the next line opens it again. ``logging.config.dictConfig`` closes every handler of
+        the process and leaves them attached to their loggers, and Dagster calls it each time a run's log
+        manager is made (``get_yaml_python_handlers``, even with no ``python_logs`` configured): without the
+        reopen, every line ``notify run`` logged after its run began was lost, each with a traceback on stderr
+        (2,266 on the demo)."""
         with self.lock or contextlib.nullcontext():
-            self._file.close()
+            if self._file is not None:
+                self._file.close()
+                self._file = None
         super().close()
 
 

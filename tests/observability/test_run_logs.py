@@ -1,0 +1,60 @@
+"""`notify run` keeps its log lines for the whole run.
+
+``logging.config.dictConfig`` closes every handler of the process and leaves it attached, and Dagster calls
+it each time a run's log manager is made (``get_yaml_python_handlers``, with or without ``python_logs`` in
+``dagster.yaml``). ``notify.jsonl``'s handler then had a closed file: every line logged after the run began
+was lost, each with a "--- Logging error ---" traceback on stderr (2,266 of them on the demo's data).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from notify_core.observability import configure_logging
+from tests.pipeline.instances import repo_instance
+from tests.retail_fixture import write_retail
+
+REPO = Path(__file__).resolve().parents[2]
+MORNING = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+
+def test_a_log_file_handler_closed_by_dictconfig_goes_on_writing(tmp_path: Path) -> None:
+    path = tmp_path / "notify.jsonl"
+    log = logging.getLogger("notify_core.test_run_logs")
+    saved = {name: (logging.getLogger(name).handlers[:], logging.getLogger(name).level,
+                    logging.getLogger(name).propagate) for name in ("notify_core", "lambdas", "notify_cli")}
+    try:
+        configure_logging(path=path)
+        log.info("before")
+        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})  # what Dagster runs
+        log.info("after")
+        [handler] = logging.getLogger("notify_core").handlers
+        handler.close()  # and at exit: closed twice is fine
+        handler.close()
+    finally:
+        for name, (handlers, level, propagate) in saved.items():
+            logger = logging.getLogger(name)
+            logger.handlers, logger.level, logger.propagate = handlers, level, propagate
+    assert [json.loads(line)["message"] for line in path.read_text().splitlines()] == ["before", "after"]
+
+
+def test_notify_run_logs_every_step_to_its_file_and_no_logging_error(tmp_path: Path) -> None:
+    home, data = tmp_path / "dagster", tmp_path / "data"
+    repo_instance(home).dispose()
+    env = {**os.environ, "DAGSTER_HOME": str(home), "NOTIFY_CLOCK_START": MORNING.isoformat(),
+           "NOTIFY_SOURCE_DATA": str(write_retail(tmp_path / "retail.parquet"))}
+    done = subprocess.run([sys.executable, "-m", "notify_cli.main", "run", "--data-dir", str(data)], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Logging error" not in done.stderr, done.stderr[:3000]
+    lines = [json.loads(line) for line in (data / "logs" / "notify.jsonl").read_text().splitlines()]
+    ingested = {line["dataset"] for line in lines if line["message"] == "ingested"}
+    assert ingested == {"campaigns", "products", "users", "purchases"}, ingested
+    assert any(line["logger"].startswith("notify_core.delivery") for line in lines)  # the run's last steps too
