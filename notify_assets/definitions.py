@@ -7,6 +7,8 @@ over it, and a failed step skips only the steps downstream of it (Dagster's own 
 
 from __future__ import annotations
 
+import sys
+
 import dagster as dg
 
 from notify_assets.automation import automation_sensor, deployment_date, plan_partitions
@@ -76,8 +78,22 @@ def build_definitions(settings: NotifySettings) -> dg.Definitions:
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    """Entry point for `dagster dev` / code servers: settings are read here, once, not at import."""
+    """Entry point for `dagster dev` / code servers and the run workers they start: settings are read here,
+    once, not at import.
+
+    Notify's JSON log lines need a handler in these processes too: without one, every INFO line of a run the
+    daemon launched (ingested counts, quarantined rows, the plan, each delivery attempt) was dropped, and
+    warnings reached only the run's captured stderr as bare text. On one machine they go to the CLI's file
+    (``<data_dir>/logs/notify.jsonl``); in aws (the code server and run pods) to stdout, which the cluster's
+    log collection reads."""
+    from notify_core.observability import configure_logging, log_file, logging_configured
     from notify_core.security.files import use_private_umask
 
     use_private_umask()  # the lake, landing, artefacts and Store files the runs write are 0600 / 0700
-    return build_definitions(load_settings())
+    settings = load_settings()
+    if not logging_configured():  # `notify run` configured its own before loading the definitions
+        if settings.env == "local":
+            configure_logging(path=log_file(settings.data_dir))
+        else:
+            configure_logging(stream=sys.stdout)
+    return build_definitions(settings)

@@ -16,7 +16,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from notify_core.errors import ConfigurationError, NotifyError
-from notify_core.observability import configure_logging
+from notify_core.observability import configure_logging, log_file
 from notify_core.security.files import use_private_umask
 from notify_core.settings import NotifySettings, load_settings
 
@@ -56,9 +56,7 @@ def _settings(data_dir: Path | None) -> NotifySettings:
     if data_dir is not None:
         overrides["data_dir"] = data_dir
     settings = load_settings(**overrides)
-    log_dir = settings.data_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    configure_logging(path=log_dir / "notify.jsonl")
+    configure_logging(path=log_file(settings.data_dir))
     return settings
 
 

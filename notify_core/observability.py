@@ -140,6 +140,14 @@ def configure_logging(*, level: str = "INFO", stream: Any = None, path: Path | N
         logger.propagate = False
 
 
+def log_file(data_dir: Path) -> Path:
+    """``<data_dir>/logs/notify.jsonl``, its folder made: the JSON log file of the CLI's commands and, on one
+    machine, of Dagster's processes (the code server's sensors, each run worker)."""
+    folder = data_dir / "logs"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return folder / "notify.jsonl"
+
+
 def logging_configured() -> bool:
     """Whether :func:`configure_logging` (or anything else) gave Notify's loggers a handler already."""
     return bool(logging.getLogger("lambdas").handlers)

@@ -58,3 +58,23 @@ def test_notify_run_logs_every_step_to_its_file_and_no_logging_error(tmp_path: P
     ingested = {line["dataset"] for line in lines if line["message"] == "ingested"}
     assert ingested == {"campaigns", "products", "users", "purchases"}, ingested
     assert any(line["logger"].startswith("notify_core.delivery") for line in lines)  # the run's last steps too
+
+
+def test_a_run_of_the_code_location_logs_to_the_data_directorys_file(tmp_path: Path) -> None:
+    """A run the daemon launches loads the code location (``notify_assets.definitions:defs``) in its own
+    process, where nothing had given Notify's loggers a handler: its INFO lines were dropped."""
+    home, data = tmp_path / "dagster", tmp_path / "data"
+    repo_instance(home).dispose()
+    env = {**os.environ, "DAGSTER_HOME": str(home), "NOTIFY_DATA_DIR": str(data),
+           "NOTIFY_CLOCK_START": MORNING.isoformat(),
+           "NOTIFY_SOURCE_DATA": str(write_retail(tmp_path / "retail.parquet"))}
+    dagster = Path(sys.executable).with_name("dagster")
+    done = subprocess.run([str(dagster), "asset", "materialize", "-m", "notify_assets.definitions",
+                           "--select", "online_retail_landing,campaigns"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    path = data / "logs" / "notify.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(line["message"], line["dataset"]) for line in lines if line["message"] == "ingested"] == [
+        ("ingested", "campaigns")]
+    assert path.stat().st_mode & 0o077 == 0 and path.parent.stat().st_mode & 0o077 == 0
