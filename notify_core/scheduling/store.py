@@ -217,6 +217,10 @@ def write_plans(
         except ConditionFailedError:
             counts["conflicts"] += 1
 
+    if not bulk.is_empty() and bulk["notification_id"].n_unique() < bulk.height:  # ids are content hashes:
+        bulk = bulk.unique(["user_id", "notification_id"], keep="last", maintain_order=True)  # a repeated row
+    _count_ahead(store, planned, _increments(bulk, compared, old_by_user, new_by_user, plan_day=plan_day))
+
     for uid in compared:
         olds = {i["notification_id"]: i for i in old_by_user.get(uid, [])}
         news = {i["notification_id"]: i for i in new_by_user.get(uid, [])}
@@ -277,8 +281,6 @@ def write_plans(
     # Absent when we read the users' plans: nothing can have claimed them, a blind batch write is safe.
     # All plans items before any schedules item (see the module docstring).
     if not bulk.is_empty():
-        if bulk["notification_id"].n_unique() < bulk.height:  # ids are content hashes: only a repeated row
-            bulk = bulk.unique(["user_id", "notification_id"], keep="last", maintain_order=True)
         counts["inserted"] += plans.batch_put_frame(bulk)
     if fresh:
         counts["inserted"] += plans.batch_put(fresh)
@@ -305,11 +307,55 @@ def write_plans(
                 counts["repaired"] += 1
             except ConditionFailedError:
                 counts["conflicts"] += 1
-    if planned:
+    _settle_counts(store, planned)
+    return WriteSummary(users=len(user_ids), **counts)
+
+
+# ``planned`` (each campaign's notifications planned for a day and not cancelled: what a Lambda batch reads as
+# the budget's use, ``service.ledger_of_planned``) is counted around the rows so that a run killed anywhere
+# leaves it over, never short: over, a budget is under-used; short, the next batch passes it. The increments
+# a write will make (new and revived notifications) are added before any row is written, and what the write
+# really did (less a conflict's increment, and the cancellations) is settled after it. Counted after the rows,
+# as before, a run killed between the two lost them for good: a re-run finds the rows written and counts
+# nothing for them (a whole-day plan killed after its first chunk: `planned` 8 for 10 live).
+
+def _increments(bulk: pl.DataFrame, compared: Sequence[str], old_by_user: dict[str, list[Item]],
+                new_by_user: dict[str, list[Item]], *, plan_day: str) -> dict[tuple[str, str], int]:
+    """What :func:`write_plans` will add to ``planned`` if no write conflicts: every bulk row, and for the
+    compared users each new id and each cancelled one planned again."""
+    ahead: dict[tuple[str, str], int] = {}
+    if not bulk.is_empty():
+        for cid, n in bulk.group_by("campaign_id", maintain_order=True).len().iter_rows():
+            ahead[(str(cid or ""), plan_day)] = int(n)
+    for uid in compared:
+        olds = {i["notification_id"]: i.get("status") for i in old_by_user.get(uid, [])}
+        for new in new_by_user.get(uid, []):
+            if new["notification_id"] not in olds or olds[new["notification_id"]] == CANCELLED:
+                key = (str(new.get("campaign_id") or ""), plan_day)
+                ahead[key] = ahead.get(key, 0) + 1
+    return ahead
+
+
+def _count_ahead(store: Store, planned: dict[tuple[str, str], int], ahead: dict[tuple[str, str], int]) -> None:
+    """Add ``ahead`` to the ``planned`` counters before the rows, and take it out of what remains to settle
+    (``planned``, which the write then counts as it goes)."""
+    if not ahead:
+        return
+    from notify_core.delivery.feedback import add_campaign_counts
+
+    add_campaign_counts(store, ahead, field="planned")
+    for key, n in ahead.items():
+        planned[key] = planned.get(key, 0) - n
+
+
+def _settle_counts(store: Store, planned: dict[tuple[str, str], int]) -> None:
+    """After the rows: what the write did beyond what was counted ahead (a cancellation, an increment a
+    conflict prevented: never more than counted ahead)."""
+    rest = {key: n for key, n in planned.items() if n}
+    if rest:
         from notify_core.delivery.feedback import add_campaign_counts
 
-        add_campaign_counts(store, planned, field="planned")
-    return WriteSummary(users=len(user_ids), **counts)
+        add_campaign_counts(store, rest, field="planned")
 
 
 def _attrs(item: Item) -> Item:

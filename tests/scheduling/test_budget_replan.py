@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -157,3 +158,60 @@ def test_batches_planned_at_the_same_time_do_not_pass_the_budget_together(
     assert sum(r.stats.notifications for r in runs) == sum(_live(store, c).total() for c in CAMPS["campaign_id"])
     planned = store.table(tables.CAMPAIGN_STATS).get("cb", DAY.isoformat(), consistent=True)
     assert planned is not None and planned["planned"] == BUDGET  # every reservation taken back, the count exact
+
+
+class _Killed(BaseException):
+    """Stands in for SIGKILL: nothing after it runs, and no ``except Exception`` catches it."""
+
+
+@pytest.mark.parametrize("kill", ["before_a_count", "after_a_count", "after_the_rows"])
+def test_a_plan_killed_anywhere_leaves_planned_over_never_short_so_no_batch_passes_a_budget(
+        any_store: Store, monkeypatch: pytest.MonkeyPatch, kill: str) -> None:
+    """A whole-day plan is killed in its second chunk, then run again; then a Lambda batch plans.
+
+    ``planned`` was added after a chunk's rows: killed between the two, the re-run found the rows written and
+    counted nothing for them, so the counter stayed short (8 for the 10 live notifications of a budget of 10)
+    and the next batch planned past the budget. Now a run killed anywhere leaves it at or over what is live."""
+    store = any_store
+    _seed_store(store)
+    from notify_core.delivery import feedback
+
+    real_add = feedback.add_campaign_counts
+    calls = {"planned": 0, "frames": 0}
+
+    def add(s: Store, counts: Any, **kw: Any) -> None:
+        if kw.get("field") == "planned":
+            calls["planned"] += 1
+            if calls["planned"] == 2 and kill == "before_a_count":
+                raise _Killed
+            real_add(s, counts, **kw)
+            if calls["planned"] == 2 and kill == "after_a_count":
+                raise _Killed
+            return
+        real_add(s, counts, **kw)
+
+    monkeypatch.setattr(feedback, "add_campaign_counts", add)
+    schedules = store.table(tables.SCHEDULES)
+    if kill == "after_the_rows":  # the second chunk's rows written, then killed before anything else
+        real_frame = type(schedules).batch_put_frame
+
+        def put_frame(self: Any, frame: pl.DataFrame) -> int:
+            n = real_frame(self, frame)
+            if getattr(self, "name", "").endswith(tables.SCHEDULES):
+                calls["frames"] += 1
+                if calls["frames"] == 2:
+                    raise _Killed
+            return n
+
+        monkeypatch.setattr(type(schedules), "batch_put_frame", put_frame)
+    with pytest.raises(_Killed):
+        _plan(store, EVE)
+    monkeypatch.undo()
+    _plan(store, EVE)
+    for cid in CAMPS["campaign_id"]:
+        row = store.table(tables.CAMPAIGN_STATS).get(cid, DAY.isoformat(), consistent=True)
+        assert int((row or {}).get("planned") or 0) >= _live(store, cid).total(), (cid, row, _live(store, cid))
+    assert sum(_live(store, "cb").values()) == BUDGET
+    for batch in (USERS["user_id"].to_list()[:20], USERS["user_id"].to_list()[20:]):
+        service.plan_for_users(store, batch, plan_day=DAY, now=EVE)
+        assert sum(_live(store, "cb").values()) <= BUDGET
