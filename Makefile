@@ -13,7 +13,7 @@ setup: $(STAMP)
 
 ## Run Notify's main job end to end on the embedded default with the Online Retail data.
 demo: $(STAMP)
-	DAGSTER_HOME=$(CURDIR) $(VENV)/bin/notify run
+	DAGSTER_HOME=$(CURDIR) $(VENV)/bin/notify run --fast-forward-minutes 60
 
 ## The whole test suite (starts DynamoDB Local and a Kafka-protocol broker itself), on TEST_WORKERS
 ## processes (pytest-xdist), a test file to one process: run alone, the suite keeps ~1 of the 2 cores busy,

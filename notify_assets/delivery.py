@@ -3,7 +3,11 @@
 ``delivery_run`` runs the same worker as ``notify worker`` / the ``deliver_notifications`` Lambda for
 notifications due now. For the demo, ``fast_forward_minutes`` shifts the worker's clock so what the plan
 holds for the next N minutes is due now and lands in the outbox (lateness is then measured against the
-shifted clock). The check passes when every notification claimed in that window has an outcome.
+shifted clock). It is 0 unless asked (``make demo`` asks for 60 with ``notify run --fast-forward-minutes``):
+a shifted clock sends early, past the users' windows and quiet hours, and records those sends as made
+later than they were. It was 60 by default, so every `notify run` and every run of the main job from the
+UI sent the next hour of the plan at once. The check passes when every notification claimed in that window
+has an outcome.
 """
 
 import time
@@ -20,7 +24,7 @@ DELIVERY_GROUP = "delivery"
 
 
 class DeliveryConfig(dg.Config):
-    fast_forward_minutes: int = 60
+    fast_forward_minutes: int = 0  # the demo's: send the next N minutes of the plan now (see the module)
     lookback_minutes: int = 15
     linger_s: float = 0.0  # wait (real time) for retries due within this many seconds
 

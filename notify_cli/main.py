@@ -64,7 +64,7 @@ DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="Data directory (default NOTIFY_DATA_DIR or .notify).")]
 
 
-def _run(data_dir: Path | None, *, job: str | None = None) -> None:
+def _run(data_dir: Path | None, *, job: str | None = None, fast_forward_minutes: int = 0) -> None:
     """One Dagster run of ``job`` (default the main job), shown live; exit 1 when a step failed."""
     from notify_cli.run_command import print_summary, run_main
 
@@ -73,7 +73,7 @@ def _run(data_dir: Path | None, *, job: str | None = None) -> None:
         settings = _settings(data_dir)
         _audit_run(settings, job)
         console.print(f"Notify [bold]{settings.env}[/bold] environment, data in {settings.data_dir.resolve()}")
-        outcome = run_main(settings, console=console, job_name=job)
+        outcome = run_main(settings, console=console, job_name=job, fast_forward_minutes=fast_forward_minutes)
     except NotifyError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -99,10 +99,16 @@ def _audit_run(settings: NotifySettings, job: str | None) -> None:
 
 
 @app.command()
-def run(data_dir: DataDir = None) -> None:
+def run(
+    data_dir: DataDir = None,
+    fast_forward_minutes: Annotated[int, typer.Option(
+        "--fast-forward-minutes", min=0, max=24 * 60,
+        help="The demo's: the delivery pass sends the next N minutes of the plan now, ahead of their time "
+             "(past windows and quiet hours). 0, the default: only what is due.")] = 0,
+) -> None:
     """Run the main job end to end as one Dagster run: source -> ingestion -> features -> embeddings ->
     campaign index -> today's plan -> one delivery pass. Steps with nothing new write nothing."""
-    _run(data_dir)
+    _run(data_dir, fast_forward_minutes=fast_forward_minutes)
 
 
 @app.command()

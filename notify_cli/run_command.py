@@ -33,6 +33,7 @@ PROGRESS_PREFIX = "progress "
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 POLL_S = 0.3
 INDEX_ASSET = "campaign_index"
+DELIVERY_ASSET = "delivery_run"
 
 
 @dataclass
@@ -142,9 +143,10 @@ class Printer:
 
 
 def run_main(settings: NotifySettings, *, console: Console, job_name: str | None = None,
-             partition: str | None = None) -> RunOutcome:
+             partition: str | None = None, fast_forward_minutes: int = 0) -> RunOutcome:
     """Launch one run of ``job_name`` (default the main job, planning ``partition``, default today) and
-    print its progress from the run's event stream until it ends."""
+    print its progress from the run's event stream until it ends. ``fast_forward_minutes``: the delivery
+    pass sends that much of the plan ahead of time (the demo's; ``notify_assets.delivery``)."""
     import dagster as dg
 
     # Dagster's Beta/Preview notices for APIs we chose (partitioned checks, backfill policy) are not news
@@ -164,6 +166,10 @@ def run_main(settings: NotifySettings, *, console: Console, job_name: str | None
         # In aws the daemon's sensor publishes a passing index build; `notify run` has no daemon, so its
         # run publishes the build itself, before the plan reads it (the sensor then finds it done).
         run_config["resources"] = {"recommend": {"config": {"publish_on_build": True}}}
+    if fast_forward_minutes and DELIVERY_ASSET in {k.to_user_string() for k in job.asset_layer.executable_asset_keys}:
+        run_config["ops"] = {DELIVERY_ASSET: {"config": {"fast_forward_minutes": fast_forward_minutes}}}
+        console.print(f"[yellow]the delivery pass sends the next {fast_forward_minutes} min of the plan now, "
+                      f"early (--fast-forward-minutes: a demo's, never a deployment's)[/yellow]")
     # Disposed at the end: an ephemeral instance (no DAGSTER_HOME) holds a temporary artefact folder that
     # every `notify run` left behind in /tmp before.
     with _instance() as instance:

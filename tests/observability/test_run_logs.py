@@ -50,7 +50,8 @@ def test_notify_run_logs_every_step_to_its_file_and_no_logging_error(tmp_path: P
     repo_instance(home).dispose()
     env = {**os.environ, "DAGSTER_HOME": str(home), "NOTIFY_CLOCK_START": MORNING.isoformat(),
            "NOTIFY_SOURCE_DATA": str(write_retail(tmp_path / "retail.parquet"))}
-    done = subprocess.run([sys.executable, "-m", "notify_cli.main", "run", "--data-dir", str(data)], cwd=REPO,
+    done = subprocess.run([sys.executable, "-m", "notify_cli.main", "run", "--data-dir", str(data),
+                           "--fast-forward-minutes", "60"], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Logging error" not in done.stderr, done.stderr[:3000]

@@ -113,7 +113,8 @@ def _recommend(settings: NotifySettings, users: list[str], now: datetime) -> dic
 def run_main(data_dir: Path, *, users: list[str] | None = None, now: datetime | None = None) -> RunResult:
     """``notify run`` in the environment the NOTIFY_* variables describe; items and recommendations after."""
     started = time.perf_counter()
-    result = CliRunner().invoke(app, ["run", "--data-dir", str(data_dir)])
+    # the demo's fast-forward: the next hour of the plan is sent, so both runs have sends to compare
+    result = CliRunner().invoke(app, ["run", "--data-dir", str(data_dir), "--fast-forward-minutes", "60"])
     seconds = time.perf_counter() - started
     assert result.exit_code == 0, result.output
     settings = load_settings(data_dir=data_dir)

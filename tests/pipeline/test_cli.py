@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -91,3 +92,33 @@ def test_an_empty_plan_says_why_and_how_to_replay_a_morning() -> None:
 
     assert "nothing left to plan" in summary(0) and "NOTIFY_CLOCK_START=" in summary(0)
     assert "nothing left to plan" not in summary(3)
+
+
+def _sent_schedule_items(data: Path) -> list[dict]:
+    store = SqliteStore(data / "store.sqlite", clock=ManualClock(MORNING))
+    try:
+        return [i for i in store.table(tables.SCHEDULES).scan() if i.get("status") not in ("pending", "cancelled")]
+    finally:
+        store.close()
+
+
+def test_notify_run_sends_nothing_before_its_time_unless_the_demos_fast_forward_is_asked(
+        tmp_path, monkeypatch) -> None:
+    """The delivery pass of the main job shifted its clock an hour by default: every `notify run`, and every
+    run of the main job from the UI, sent the next hour of the plan at once, past the users' windows and
+    quiet hours. Now only ``--fast-forward-minutes`` (what `make demo` passes) sends ahead, and says so."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("NOTIFY_SOURCE_DATA", str(write_retail(tmp_path / "retail.parquet")))
+    monkeypatch.setenv("NOTIFY_CLOCK_START", MORNING.isoformat())
+    monkeypatch.setenv("NOTIFY_CLOCK_FROZEN", "true")  # the run's now is MORNING throughout
+    plain = CliRunner().invoke(app, ["run", "--data-dir", str(tmp_path / "plain")])
+    assert plain.exit_code == 0, plain.output
+    assert "fast-forward" not in plain.output
+    early = [i for i in _sent_schedule_items(tmp_path / "plain") if str(i["send_at"]) > "2026-11-23T09:00:00Z"]
+    assert early == [], early[:3]
+    demo = CliRunner().invoke(app, ["run", "--data-dir", str(tmp_path / "demo"), "--fast-forward-minutes", "60"])
+    assert demo.exit_code == 0, demo.output
+    assert "sends the next 60 min of the plan now" in demo.output
+    assert "fast-forwards the worker's clock 60" in demo.output
+    ahead = [i for i in _sent_schedule_items(tmp_path / "demo") if str(i["send_at"]) > "2026-11-23T09:00:00Z"]
+    assert ahead and all(str(i["send_at"]) <= "2026-11-23T10:00:00Z" for i in ahead)
