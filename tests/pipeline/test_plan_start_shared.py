@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -77,18 +78,14 @@ def test_processes_proposing_different_days_at_once_all_agree_on_one(on_dynamodb
     """Eight processes start together, each proposing its own day; one wins, every one reads that day."""
     stores = [build_adapter(on_dynamodb(f"pod{i}", FIRST)) for i in range(8)]
     stores[0].table(tables.DEPLOYMENT)  # the table exists before the race (DynamoDB Local creates it lazily)
-    got: list[date] = []
     start = threading.Barrier(len(stores))
 
-    def propose(i: int) -> None:
+    def propose(i: int) -> date:
         start.wait()
-        got.append(recorded_day(stores[i], PLAN_START, proposed=FIRST_DAY + timedelta(days=i)))
+        return recorded_day(stores[i], PLAN_START, proposed=FIRST_DAY + timedelta(days=i))
 
-    threads = [threading.Thread(target=propose, args=(i,)) for i in range(len(stores))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with ThreadPoolExecutor(len(stores)) as pool:
+        got = list(pool.map(propose, range(len(stores))))
     for store in stores:
         store.close()
     assert len(got) == 8 and len(set(got)) == 1, got
