@@ -154,12 +154,43 @@ def rotate_by_day(path: Path, *, day: str, keep_days: int, day_of_line: DayOfLin
     with rewriting(path):
         last = _latest_day(path, day_of_line)
         if last is not None and last < day:
-            aside = path.with_name(f"{path.stem}.{last}{path.suffix}")
-            n = 1
-            while aside.exists():
-                aside = path.with_name(f"{path.stem}.{last}.{n}{path.suffix}")
-                n += 1
-            os.rename(path, aside)
+            os.rename(path, _aside(path, last))
+    _remove_rotated(path, day=day, keep_days=keep_days)
+
+
+def rotate_held_file(path: Path, *, day: str, last_day: str, keep_days: int) -> bool:
+    """:func:`rotate_by_day` for a file another process appends to through a descriptor it holds for good
+    (Litestream's output, opened ``O_APPEND`` for it): a rename would leave it writing into the moved file,
+    so the file's lines are copied aside as ``<stem>.<last_day><suffix>`` and the file is truncated; the
+    appender's next line lands at the new end. A line it writes between the copy and the truncate is lost
+    (logrotate's ``copytruncate``; Litestream writes a few lines a minute). Nothing is done when ``last_day``
+    is not before ``day``, or the file is empty. True when lines were moved aside."""
+    moved = False
+    if last_day < day and path.exists() and path.stat().st_size:
+        aside = _aside(path, last_day)
+        with open(path, "rb") as source, open(aside, "xb") as target:
+            os.fchmod(target.fileno(), os.fstat(source.fileno()).st_mode & 0o777)
+            while chunk := source.read(1 << 20):
+                target.write(chunk)
+            target.flush()
+            os.fsync(target.fileno())
+        os.truncate(path, 0)
+        moved = True
+    _remove_rotated(path, day=day, keep_days=keep_days)
+    return moved
+
+
+def _aside(path: Path, day: str) -> Path:
+    """Where ``path``'s lines of ``day`` go aside: ``<stem>.<day><suffix>``, or ``<stem>.<day>.<n><suffix>``."""
+    aside = path.with_name(f"{path.stem}.{day}{path.suffix}")
+    n = 1
+    while aside.exists():
+        aside = path.with_name(f"{path.stem}.{day}.{n}{path.suffix}")
+        n += 1
+    return aside
+
+
+def _remove_rotated(path: Path, *, day: str, keep_days: int) -> None:
     oldest = (date.fromisoformat(day) - timedelta(days=keep_days)).isoformat()
     for moved_day, moved in _rotated(path):
         if moved_day < oldest:

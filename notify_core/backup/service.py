@@ -50,6 +50,8 @@ from notify_core.clock import Clock, utcnow
 from notify_core.erasure import reapply_register
 from notify_core.erasure_register import ErasureRegister, register_of
 from notify_core.errors import ConditionFailedError, ConfigurationError, NotFoundError
+from notify_core.line_file import rotate_held_file
+from notify_core.observability import LOG_RETENTION_DAYS
 from notify_core.settings import NotifySettings
 from notify_core.store.codec import decode_item
 from notify_core.store.sqlite import SqliteStore
@@ -175,6 +177,7 @@ class BackupService:
         if log_path.exists():  # one run's log, and the one before it
             os.replace(log_path, log_path.with_suffix(".log.1"))
         process = self.litestream.start(log_path=log_path)
+        log_day = utcnow(self.clock).date().isoformat()
         log.info("backup started",
                  extra={"target": self.plan.target.describe(), "databases": list(self.plan.databases)})
         report = FilesReport()
@@ -184,6 +187,7 @@ class BackupService:
                 if process.poll() is not None:
                     log.error("litestream exited; restarting", extra={"returncode": process.returncode})
                     process = self.litestream.start(log_path=log_path)
+                log_day = self._rotate_log(log_path, log_day)
                 if stop.wait(interval):
                     break
             report = self._snapshot_files()
@@ -191,6 +195,20 @@ class BackupService:
             Litestream.stop(process)
         log.info("backup stopped", extra={"files": report.files})
         return report
+
+    def _rotate_log(self, log_path: Path, log_day: str) -> str:
+        """Litestream's log kept as the logs are (:data:`LOG_RETENTION_DAYS`): the first tick of a new UTC day
+        moves the earlier day's lines aside (:func:`rotate_held_file`: Litestream holds the file open). Before,
+        it grew for as long as `notify backup` ran: a "compaction complete" line every 30 s per database
+        written, ~1 MB a day. The day it returns is the one the file's lines are now of."""
+        day = utcnow(self.clock).date().isoformat()
+        if day == log_day:
+            return log_day
+        try:
+            rotate_held_file(log_path, day=day, last_day=log_day, keep_days=LOG_RETENTION_DAYS)
+        except OSError as exc:  # a full disk: keep replicating, the log grows a day more
+            log.error("litestream log not rotated", extra={"error": str(exc)})
+        return day
 
     def _snapshot_files(self) -> FilesReport:
         try:
