@@ -168,8 +168,9 @@ def rotate_held_file(path: Path, *, day: str, last_day: str, keep_days: int) -> 
     moved = False
     if last_day < day and path.exists() and path.stat().st_size:
         aside = _aside(path, last_day)
-        with open(path, "rb") as source, open(aside, "xb") as target:
-            os.fchmod(target.fileno(), os.fstat(source.fileno()).st_mode & 0o777)
+        mode = path.stat().st_mode & 0o777  # the log's own (0600): the copy is never wider, not even briefly
+        with open(path, "rb") as source, \
+                os.fdopen(os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as target:
             while chunk := source.read(1 << 20):
                 target.write(chunk)
             target.flush()
