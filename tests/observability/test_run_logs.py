@@ -79,3 +79,30 @@ def test_a_run_of_the_code_location_logs_to_the_data_directorys_file(tmp_path: P
     assert [(line["message"], line["dataset"]) for line in lines if line["message"] == "ingested"] == [
         ("ingested", "campaigns")]
     assert path.stat().st_mode & 0o077 == 0 and path.parent.stat().st_mode & 0o077 == 0
+
+
+def test_in_aws_the_code_location_logs_to_stdout(monkeypatch, capsys) -> None:
+    """Code server and run pods: the cluster's log collection reads stdout; the pod's data directory is scratch."""
+    import dagster as dg
+
+    from notify_assets import definitions
+    from notify_core.settings import NotifySettings
+
+    aws = NotifySettings(env="aws", aws_region="eu-west-1", s3_bucket="b", sns_topic_arn="arn:aws:sns:eu-west-1:1:t")
+    monkeypatch.setattr(definitions, "load_settings", lambda: aws)
+    monkeypatch.setattr(definitions, "build_definitions", lambda _settings: dg.Definitions())
+    saved = {name: (logging.getLogger(name).handlers[:], logging.getLogger(name).level,
+                    logging.getLogger(name).propagate) for name in ("notify_core", "lambdas", "notify_cli")}
+    umask = os.umask(0o077)  # defs() makes the process's umask private: given back after
+    try:
+        for name in saved:
+            logging.getLogger(name).handlers = []
+        definitions.defs()
+        logging.getLogger("notify_core.test_run_logs").info("from a run pod")
+    finally:
+        os.umask(umask)
+        for name, (handlers, level, propagate) in saved.items():
+            logger = logging.getLogger(name)
+            logger.handlers, logger.level, logger.propagate = handlers, level, propagate
+    [line] = [json.loads(out) for out in capsys.readouterr().out.splitlines() if out.startswith("{")]
+    assert line["message"] == "from a run pod" and line["level"] == "info"
