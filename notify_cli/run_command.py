@@ -33,7 +33,6 @@ PROGRESS_PREFIX = "progress "
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 POLL_S = 0.3
 INDEX_ASSET = "campaign_index"
-DELIVERY_ASSET = "delivery_run"
 
 
 @dataclass
@@ -154,6 +153,7 @@ def run_main(settings: NotifySettings, *, console: Console, job_name: str | None
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     from notify_assets.definitions import MAIN_JOB, build_definitions
+    from notify_assets.delivery import delivery_run
     from notify_assets.scheduling import today_partition
 
     job_name = job_name or MAIN_JOB
@@ -166,8 +166,8 @@ def run_main(settings: NotifySettings, *, console: Console, job_name: str | None
         # In aws the daemon's sensor publishes a passing index build; `notify run` has no daemon, so its
         # run publishes the build itself, before the plan reads it (the sensor then finds it done).
         run_config["resources"] = {"recommend": {"config": {"publish_on_build": True}}}
-    if fast_forward_minutes and DELIVERY_ASSET in {k.to_user_string() for k in job.asset_layer.executable_asset_keys}:
-        run_config["ops"] = {DELIVERY_ASSET: {"config": {"fast_forward_minutes": fast_forward_minutes}}}
+    if fast_forward_minutes and delivery_run.key in job.asset_layer.executable_asset_keys:
+        run_config["ops"] = {delivery_run.op.name: {"config": {"fast_forward_minutes": fast_forward_minutes}}}
         console.print(f"[yellow]the delivery pass sends the next {fast_forward_minutes} min of the plan now, "
                       f"early (--fast-forward-minutes: a demo's, never a deployment's)[/yellow]")
     # Disposed at the end: an ephemeral instance (no DAGSTER_HOME) holds a temporary artefact folder that
