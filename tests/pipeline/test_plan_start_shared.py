@@ -8,12 +8,10 @@ day is now recorded once in the Store (DynamoDB Local here, SQLite for one machi
 from __future__ import annotations
 
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-import boto3
 import dagster as dg
 import pytest
 
@@ -25,6 +23,7 @@ from notify_core.settings import NotifySettings, load_settings
 from notify_core.store import tables
 from notify_core.store.adapter import build_adapter
 from notify_core.store.sqlite import SqliteStore
+from tests.servers import scratch_dynamo_store
 
 FIRST = datetime(2031, 3, 14, 23, 59, tzinfo=UTC)
 FIRST_DAY = FIRST.date()
@@ -38,19 +37,16 @@ def on_dynamodb(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     for name, value in {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
                         "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(name, value)
-    prefix = f"start_{uuid.uuid4().hex[:12]}_"
     tmp = request.getfixturevalue("tmp_path")
+    with scratch_dynamo_store(endpoint, name="start", region="us-east-1") as scratch:  # its tables go after
 
-    def pod(name: str, at: datetime) -> NotifySettings:
-        return NotifySettings(env="aws", data_dir=tmp / name, aws_region="us-east-1", dynamodb_endpoint_url=endpoint,
-                              table_prefix=prefix, s3_bucket="unused", sns_topic_arn="arn:aws:sns:us-east-1:0:unused",
-                              clock_start=at, clock_frozen=True)
+        def pod(name: str, at: datetime) -> NotifySettings:
+            return NotifySettings(env="aws", data_dir=tmp / name, aws_region="us-east-1",
+                                  dynamodb_endpoint_url=endpoint, table_prefix=scratch.table_prefix,
+                                  s3_bucket="unused", sns_topic_arn="arn:aws:sns:us-east-1:0:unused",
+                                  clock_start=at, clock_frozen=True)
 
-    yield pod
-    client = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
-    for table in client.list_tables(ExclusiveStartTableName=prefix, Limit=100)["TableNames"]:
-        if table.startswith(prefix):
-            client.delete_table(TableName=table)
+        yield pod
 
 
 def _plan_days(settings: NotifySettings) -> list[str]:
