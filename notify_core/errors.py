@@ -63,6 +63,16 @@ class BackendError(NotifyError):
     retry_after_s = 5  # the ``Retry-After`` of its 503: a client backs off instead of retrying at once
 
 
+class DatabaseReplacedError(BackendError):
+    """The path no longer names the database file this process opened (removed, or replaced by a restore): a
+    write would go to a file nobody reads again. No retry helps; the process must be restarted."""
+
+
+class DatabaseInUseError(ConditionFailedError):
+    """Other processes have the database open, so it may not be replaced now: they would go on writing to the
+    old file, and every write they acknowledged after that would be lost."""
+
+
 class CountsNotAddedError(BackendError):
     """Counter increments that were not added (``remaining``: exactly those, for the caller to keep and add
     again: counts are not idempotent, so neither dropping nor re-adding all of them is right)."""

@@ -11,6 +11,16 @@ nothing stale). SQLite's own locking stays what makes writes correct: the gate o
 writer that does not take it (the ``sqlite3`` shell, Litestream's checkpoints) is still safe, it merely
 meets the busy handler again.
 
+Every process that opens the file also holds a shared ``flock`` on a second sidecar, ``-open.lock``, for as
+long as its gate lives (:meth:`WriteGate.lease`), and checks at each write that the path still names the file
+it opened. Why: a restore replaces the file by a rename, and a process that still had the old one open went
+on answering from it and writing to it (``notify serve`` answered 200 to a preference change after
+``notify restore --force``: the change went to a deleted inode). A restore now takes that lock exclusively
+(:meth:`WriteGate.exclusive`) and is refused while any other process holds it; a process opening the file
+meanwhile waits for the restore to end; and a process whose file was removed or replaced anyway (a data
+directory wiped under it) writes nothing more (:class:`DatabaseReplacedError`) instead of acknowledging
+writes nobody will read.
+
 A waiter gives up after :data:`BUSY_TIMEOUT_S`, as SQLite's busy handler does, and its error names the
 process holding the lock: a holder that is alive but stopped (SIGSTOP, a debugger, a hung disk) must
 surface as a failed write, not hang every other writer of the file for ever. ``flock(2)`` has no timeout,
@@ -34,7 +44,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from notify_core.errors import BackendError
+from notify_core.errors import BackendError, DatabaseInUseError, DatabaseReplacedError
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +67,47 @@ LOCK_SUFFIX = "-writer.lock"
 """The gate's sidecar beside the database (``store.sqlite`` -> ``store.sqlite-writer.lock``, mode 0600),
 like SQLite's own ``-wal`` and ``-shm``; it holds no data, and a missing one is created again."""
 
+OPEN_SUFFIX = "-open.lock"
+"""The sidecar every process with the file open holds a shared ``flock`` on (``store.sqlite-open.lock``,
+0600): a restore takes it exclusively. Separate from the writers' sidecar, whose exclusive lock comes and
+goes with each transaction."""
+
+OPEN_WAIT_S = 600.0
+"""How long opening the file waits for a restore that holds it (one of 1M users takes ~17 s): a process a
+supervisor starts during a restore opens the restored file instead of failing, or of opening the old one."""
+
+OPEN_POLL_S = 0.05
+
+FileIdentity = tuple[int, int]
+"""A file's ``(st_dev, st_ino)``: what a path named when a Store or log opened it."""
+
+
+def file_identity(path: Path) -> FileIdentity | None:
+    """``path``'s device and inode now (None: no such file)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
+
 
 def connect(database: Path) -> sqlite3.Connection:
     """A connection to a Notify SQLite file as the Store and the embedded log open it: autocommit (their
     transactions are :meth:`WriteGate.transaction`'s), usable from whichever thread
     :class:`notify_core.per_thread.PerThread` hands it to, WAL, and :data:`BUSY_TIMEOUT_S` for writers that
-    meet SQLite's lock outside the gate. Callers add their own synchronous level and cache pragmas."""
-    conn = sqlite3.connect(database, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-    conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
-    _journal_mode_wal(conn)
+    meet SQLite's lock outside the gate. Callers add their own synchronous level and cache pragmas.
+    ``BackendError`` naming the file when it cannot be opened (its folder removed, a full disk): a thread's
+    first connection is made mid-request, where a raw ``sqlite3`` error was an HTTP 500."""
+    try:
+        conn = sqlite3.connect(database, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise BackendError(f"opening {database} failed: {exc}") from exc
+    try:
+        conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+        _journal_mode_wal(conn)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise BackendError(f"opening {database} failed: {exc}") from exc
     return conn
 
 
@@ -95,18 +137,26 @@ class WriteGate:
     passes through; it would wait on SQLite as before)."""
 
     def __init__(self, database: Path) -> None:
+        self.database = Path(database)
         self.path = Path(f"{database}{LOCK_SUFFIX}")
+        self.open_path = Path(f"{database}{OPEN_SUFFIX}")
         self._threads = threading.RLock()
         self._depth = 0
         self._fd: int | None = None
         self._fd_pid = 0
         self._warned = False
+        self._lease_lock = threading.Lock()
+        self._open_fd: int | None = None
+        self._open_mode = 0  # 0, fcntl.LOCK_SH (leased) or fcntl.LOCK_EX (exclusive(): a restore)
+        self._lease_wanted = False
 
     @contextmanager
-    def held(self, *, what: str, timeout: float = BUSY_TIMEOUT_S) -> Iterator[None]:
+    def held(self, *, what: str, timeout: float = BUSY_TIMEOUT_S,
+             opened: FileIdentity | None = None) -> Iterator[None]:
         """This file's write lock for the ``with`` block: first among this process's threads, then among
         processes; ``BackendError`` naming ``what`` (and the holding process, when it is another) after
-        ``timeout`` seconds in all."""
+        ``timeout`` seconds in all. With ``opened`` (the identity the caller's Store or log opened),
+        :class:`DatabaseReplacedError` once the path names another file or none."""
         deadline = time.monotonic() + timeout
         if not self._threads.acquire(timeout=timeout):
             raise BackendError(f"{what} failed: waited {timeout:.0f} s for this process's other writers")
@@ -116,6 +166,11 @@ class WriteGate:
             if fd is not None:
                 self._lock(fd, deadline=deadline, timeout=timeout, what=what)
             try:
+                if opened is not None and file_identity(self.database) != opened:
+                    raise DatabaseReplacedError(
+                        f"{what} refused: {self.database} was removed or replaced after this process opened it "
+                        "(a wiped data directory, or a restore): nothing more is written to the old file; "
+                        "restart this process")
                 yield
             finally:
                 if fd is not None:
@@ -125,12 +180,13 @@ class WriteGate:
             self._threads.release()
 
     @contextmanager
-    def transaction(self, conn: sqlite3.Connection, *, what: str, immediate: bool = True) -> Iterator[None]:
+    def transaction(self, conn: sqlite3.Connection, *, what: str, immediate: bool = True,
+                    opened: FileIdentity | None = None) -> Iterator[None]:
         """BEGIN (IMMEDIATE: take the write lock now, so a read-check-write inside is atomic across threads
         and processes) ... COMMIT; ROLLBACK on any exception, all inside this gate (the file's writer queue).
         SQLite errors become ``BackendError`` naming ``what``; other exceptions (a failed condition, say)
-        pass through unchanged after the rollback."""
-        with self.held(what=what):
+        pass through unchanged after the rollback. ``opened``: see :meth:`held`."""
+        with self.held(what=what, opened=opened):
             try:
                 conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
                 try:
@@ -169,6 +225,85 @@ class WriteGate:
                                    f"{self.path.name.removesuffix(LOCK_SUFFIX)}, held by {who} (stopped or stuck?)")
             time.sleep(min(next(pauses, POLL_MAX_PAUSE_S), left))
 
+    def lease(self) -> None:
+        """Hold this file's open lease (a shared ``flock`` on :data:`OPEN_SUFFIX`) while this gate lives: every
+        Store and log takes it before it opens the file, so :meth:`exclusive` sees the file is in use. While
+        a restore holds the file, this waits for it (up to :data:`OPEN_WAIT_S`), so what opens next is the
+        restored file. Without a sidecar (a read-only directory) nothing is held."""
+        with self._lease_lock:
+            self._lease_wanted = True
+            if self._open_mode:
+                return
+            fd = self._open_file()
+            if fd is None:
+                return
+            deadline = time.monotonic() + OPEN_WAIT_S
+            warned = False
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    self._open_mode = fcntl.LOCK_SH
+                    return
+                except BlockingIOError:
+                    pass
+                holder = lock_holder(self.open_path)
+                if not warned:
+                    warned = True
+                    log.warning("waiting for the process that holds this database to itself (a restore) to finish",
+                                extra={"path": str(self.database), "holder_pid": holder})
+                if time.monotonic() >= deadline:
+                    raise BackendError(f"{self.database.name} not opened: held to itself by process {holder} "
+                                       f"(a restore?) for {OPEN_WAIT_S:.0f} s")
+                time.sleep(OPEN_POLL_S)
+
+    @contextmanager
+    def exclusive(self, *, what: str) -> Iterator[None]:
+        """The file to this process alone for the ``with`` block (``what``: a restore that replaces it), or
+        :class:`DatabaseInUseError` at once naming the other processes that have it open. This process's own
+        lease does not count (the restore's command opened the Store to read its audit head); a Store or
+        log this process opens inside the block opens the file as it is then."""
+        with self._lease_lock:
+            fd = self._open_file()
+            if fd is None:
+                raise BackendError(f"{what}: cannot create {self.open_path}")
+            had = self._open_mode
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                others = [pid for pid in lock_holders(self.open_path) if pid != os.getpid()]
+                self._open_mode = 0
+                if had:  # a refused conversion drops the shared lock it started from (flock(2))
+                    with contextlib.suppress(BlockingIOError):
+                        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                        self._open_mode = fcntl.LOCK_SH
+                named = ", ".join(_describe_process(pid) for pid in others) or "another process"
+                raise DatabaseInUseError(
+                    f"{self.database} is open in {named}: stop it before {what} (it would go on writing to the "
+                    "replaced file, and what it acknowledged would be lost)") from None
+            self._open_mode = fcntl.LOCK_EX
+        try:
+            yield
+        finally:
+            with self._lease_lock:
+                if self._lease_wanted:
+                    fcntl.flock(fd, fcntl.LOCK_SH)  # only another restore could hold it in between
+                    self._open_mode = fcntl.LOCK_SH
+                else:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    self._open_mode = 0
+
+    def _open_file(self) -> int | None:
+        """The open lease's descriptor, once per gate (a forked child keeps its parent's: the lease is shared,
+        and held while either process lives)."""
+        if self._open_fd is None:
+            try:
+                self._open_fd = os.open(self.open_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                log.warning("no open lease for this database: a restore cannot see this process",
+                            extra={"path": str(self.open_path), "error": str(exc)})
+                return None
+        return self._open_fd
+
     def _file(self) -> int | None:
         """The sidecar's descriptor, opened once per process (a forked child opens its own: a descriptor
         shared with the parent would share its lock). None where it cannot be created (a read-only
@@ -191,6 +326,9 @@ class WriteGate:
     def __del__(self) -> None:
         if self._fd is not None and self._fd_pid == os.getpid():
             os.close(self._fd)
+        if self._open_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._open_fd)
 
     def _after_fork(self) -> None:
         # A thread of the parent may have held the lock at fork: the child starts with a free one, and
@@ -220,23 +358,46 @@ def write_gate(database: Path | str) -> WriteGate:
 
 
 def lock_holder(path: Path) -> int | None:
-    """The pid holding a ``flock`` on ``path``, from Linux's ``/proc/locks`` (None elsewhere, or when no
-    process holds it): read only to name the culprit in a timeout's error, never on the write path."""
+    """The pid holding a ``flock`` on ``path`` (the first, for a shared lock), from Linux's ``/proc/locks``
+    (None elsewhere, or when no process holds it): read only to name the culprit in a timeout's error, never
+    on the write path."""
+    return next(iter(lock_holders(path)), None)
+
+
+def lock_holders(path: Path) -> list[int]:
+    """Every pid holding a ``flock`` on ``path`` (``/proc/locks`` names the process that took the lock, not
+    a forked child sharing it); empty elsewhere than Linux."""
     try:
         st = os.stat(path)
         with open("/proc/locks", encoding="ascii", errors="replace") as locks:
             lines = locks.read().splitlines()
     except OSError:
-        return None
+        return []
     inode = f":{st.st_ino}"
+    pids = []
     for line in lines:
         fields = line.split()
         # "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF"; a waiter's line has "->" after the number
         if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5].endswith(inode) and fields[4].isdigit():
             device = fields[5].rsplit(":", 1)[0].split(":")
             if len(device) == 2 and os.makedev(int(device[0], 16), int(device[1], 16)) == st.st_dev:
-                return int(fields[4])
-    return None
+                pids.append(int(fields[4]))
+    return sorted(set(pids))
+
+
+def _describe_process(pid: int) -> str:
+    """``process 4242 (notify serve --port 8080)``: the command line, for an operator to find it."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            argv = [part.decode(errors="replace") for part in cmdline.read().split(b"\0") if part]
+    except OSError:
+        return f"process {pid}"
+    if argv and os.path.basename(argv[0]).startswith("python") and len(argv) > 1:
+        argv = argv[1:]
+    if argv:
+        argv[0] = os.path.basename(argv[0])
+    command = " ".join(argv)
+    return f"process {pid} ({command[:80]})" if command else f"process {pid}"
 
 
 def _reset_after_fork() -> None:

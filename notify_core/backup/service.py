@@ -20,6 +20,12 @@ Erasures outlive the restore: the erasure register (:mod:`notify_core.erasure_re
 newest backup (for ``at``) and of the restored Store is written into the restored Store, and every registered
 user the restored Store or Parquet files still hold is erased again at their own erasure time.
 
+Running processes: a restore replaces the Store and the log by a rename, so it holds both files to itself
+while it runs (:meth:`notify_core.sqlite_tx.WriteGate.exclusive`) and is refused, naming them, while any other
+process has one open (``notify serve``, the worker, the consumer, a Dagster run, ``notify backup``): they
+would go on writing to the replaced file. ``notify backup`` holds the open lease like any of them (its
+Litestream would go on copying the old file). A process that starts during a restore waits for it.
+
 Start rule: a backup refuses to start when the target already holds a replica of a database that is
 missing here or was never under Litestream (neither replicated nor restored from a replica: it has no
 ``_litestream_seq`` table), because replicating a new, empty database would make it the newest backup
@@ -37,7 +43,7 @@ import os
 import sqlite3
 import threading
 import time
-from contextlib import closing
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -53,6 +59,7 @@ from notify_core.errors import ConditionFailedError, ConfigurationError, NotFoun
 from notify_core.line_file import rotate_held_file
 from notify_core.observability import LOG_RETENTION_DAYS
 from notify_core.settings import NotifySettings
+from notify_core.sqlite_tx import WriteGate, write_gate
 from notify_core.store.codec import decode_item
 from notify_core.store.sqlite import SqliteStore
 from notify_core.store.tables import ERASURES, STREAM_POSITIONS
@@ -129,6 +136,16 @@ class BackupService:
         )
         self.files = FileBackup(plan.target.blobs(), root=plan.data_dir, folders=plan.folders, clock=clock)
         self._next_prune = 0.0  # file snapshots past their retention are removed hourly (FileBackup.prune)
+        self._leases: list[WriteGate] = []
+
+    def _lease_databases(self) -> None:
+        """Hold the databases' open leases while this backup runs, as every process with them open does: a
+        restore is refused meanwhile (this backup's Litestream would go on copying the replaced files)."""
+        for path in self.plan.databases.values():
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            gate = write_gate(path)
+            gate.lease()
+            self._leases.append(gate)
 
     def check_target(self, *, new_replica: bool = False) -> None:
         """Refuse (:class:`ReplicaExistsError`) when the target holds a replica of a database that is missing
@@ -162,6 +179,7 @@ class BackupService:
 
     def once(self, *, new_replica: bool = False) -> FilesReport:
         """One sync of the databases and one file snapshot (``notify backup --once``)."""
+        self._lease_databases()
         self._ensure_databases(new_replica=new_replica)
         self.litestream.replicate_once()
         return self.files.snapshot()
@@ -172,6 +190,7 @@ class BackupService:
         A Litestream process that dies is restarted (and logged): a backup that silently stopped is
         the failure that only shows on the day of the restore.
         """
+        self._lease_databases()
         self._ensure_databases(new_replica=new_replica)
         log_path = self.log_path
         if log_path.exists():  # one run's log, and the one before it
@@ -232,7 +251,15 @@ class BackupService:
         return report
 
     def restore(self, *, at: datetime | None = None, force: bool = False) -> RestoreReport:
-        """Bring the data directory back from the backup (see the module doc for the rules)."""
+        """Bring the data directory back from the backup (see the module doc for the rules), holding its
+        databases to this process (``DatabaseInUseError`` naming the processes that have one open)."""
+        with ExitStack() as held:
+            for path in self.plan.databases.values():
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                held.enter_context(write_gate(path).exclusive(what="a restore replaces it"))
+            return self._restore(at=at, force=force)
+
+    def _restore(self, *, at: datetime | None, force: bool) -> RestoreReport:
         started = time.monotonic()
         report = RestoreReport()
         store = self.plan.databases["store"]

@@ -33,7 +33,7 @@ from notify_core.clock import Clock
 from notify_core.delivery.day_cap import DAILY_CAP, UNCAPPED, DayCap
 from notify_core.delivery.outcomes import DELIVERIES, Outcomes, _log_fields, _send_ts, iso, log, minute_key
 from notify_core.delivery.summary import Kind, PassSummary, WorkerOptions
-from notify_core.errors import NotifyError
+from notify_core.errors import DatabaseReplacedError, NotifyError
 from notify_core.lifecycle import CLAIMED, DEAD_LETTERED, DUPLICATE, PENDING, RETRY_SCHEDULED, SENT, SUPPRESSED
 from notify_core.store import tables
 from notify_core.store.port import Condition, Item, KeyRange, Store, Update
@@ -457,6 +457,8 @@ class Claims:
                 for w in work:
                     if w.retry_key is not None:
                         self._retries.delete(*w.retry_key)
+        except DatabaseReplacedError:
+            raise  # no later pass reaches the new file: the worker stops, for its supervisor to restart it
         except NotifyError:
             # Nothing was claimed (SQLite) or some were: their leases expire and a later pass re-claims them.
             log.exception("claiming a batch failed; its items stay due", extra={"items": len(work)})
@@ -472,6 +474,8 @@ class Claims:
                    if i is not None]
         try:
             return self._within_day_cap(self._drop_duplicates(claimed, now, summary), now, summary)
+        except DatabaseReplacedError:
+            raise
         except NotifyError:
             # Claimed, but the dedupe records could not be written (the Store's disk full): unsent, since a
             # send without its record could be sent twice; the leases expire and a later pass re-claims them.

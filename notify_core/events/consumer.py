@@ -85,7 +85,7 @@ from notify_core import bounds
 from notify_core.atomic import atomic_write
 from notify_core.clock import Clock
 from notify_core.erasure_register import ErasureRegister, erased_before
-from notify_core.errors import BackendError, NotifyError, ValidationError
+from notify_core.errors import BackendError, DatabaseReplacedError, NotifyError, ValidationError
 from notify_core.events.decoder import DecodeProcess
 from notify_core.events.models import (
     CLICKSTREAM,
@@ -517,7 +517,8 @@ class LandingFileError(ValidationError):
 
 
 class StoppedWhileRetryingError(NotifyError):
-    """A stop (SIGTERM) came while the batch in hand kept failing to write (the Store down, its disk full).
+    """A stop (SIGTERM) came while the batch in hand kept failing to write (the Store down, its disk full), or
+    the Store's file was replaced under the consumer (:class:`notify_core.errors.DatabaseReplacedError`).
     Finishing that batch first could take for ever, so the consumer gives it up uncommitted and exits: the
     next consumer reads it again (writes are idempotent), so nothing acknowledged is lost or doubled."""
 
@@ -850,12 +851,18 @@ class EventConsumer:
         """``action`` until it succeeds: the Store or the DLQ down is retried with the same batch, never
         skipped. A stop while it keeps failing gives the batch up uncommitted (StoppedWhileRetryingError):
         a SIGTERM must end the process within its grace period even when the Store's disk is full.
-        ``on_failure`` runs after each failure."""
+        ``on_failure`` runs after each failure. A Store or log whose file was removed or replaced under this
+        process (a wiped data directory) is not retried: no retry reaches the new file, so the batch is given up
+        at once, uncommitted, and the consumer stops for its supervisor to start it on the file now there."""
         delay = 0.1
         while True:
             self._turned = time.monotonic()  # retrying through an outage is not a stall
             try:
                 return action()
+            except DatabaseReplacedError as exc:
+                self._gave_up = StoppedWhileRetryingError(
+                    f"stopped: {exc}. The batch in hand was not committed, so the next consumer reads it again")
+                raise self._gave_up from exc
             except BackendError as exc:
                 if on_failure is not None:
                     on_failure()

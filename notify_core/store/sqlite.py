@@ -32,7 +32,7 @@ import orjson
 from notify_core.clock import SYSTEM_CLOCK, Clock
 from notify_core.errors import BackendError, ConditionFailedError, ValidationError
 from notify_core.per_thread import PerThread
-from notify_core.sqlite_tx import connect, write_gate
+from notify_core.sqlite_tx import connect, file_identity, write_gate
 from notify_core.store.codec import decode_columns, decode_item, encode_item
 
 if TYPE_CHECKING:
@@ -154,12 +154,14 @@ class SqliteStore:
         self.path = Path(path)
         self.clock = clock
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.write_gate = write_gate(self.path)
+        self.write_gate.lease()  # before the file is opened: a restore sees this process, or is waited out
         # Created 0600 whatever the umask (SQLite gives its -wal/-shm files the database file's mode).
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        self.opened = file_identity(self.path)  # every write checks the path still names this file
         self._tables: dict[str, SqliteTable] = {}
         self._lock = threading.RLock()
         self._connections = PerThread(self._connect, close=sqlite3.Connection.close)
-        self.write_gate = write_gate(self.path)
 
     def _connect(self) -> sqlite3.Connection:
         conn = connect(self.path)
@@ -228,7 +230,7 @@ class SqliteStore:
                 if not rowids:
                     break
                 after = rowids[-1]
-                with self.write_gate.transaction(conn, what=f"SQLite TTL sweep of {name}"):
+                with self.write_gate.transaction(conn, what=f"SQLite TTL sweep of {name}", opened=self.opened):
                     removed += conn.execute(
                         f'DELETE FROM "{name}" WHERE rowid IN (SELECT value FROM json_each(?)) '
                         "AND ttl IS NOT NULL AND ttl <= ?", (orjson.dumps(rowids).decode(), now)).rowcount
@@ -409,7 +411,8 @@ class SqliteTable:
         if not rows.size:
             return 0
         conn = self.store.connection()
-        with self.store.write_gate.transaction(conn, what=f"SQLite batch write to {self.name}", immediate=False):
+        with self.store.write_gate.transaction(conn, what=f"SQLite batch write to {self.name}", immediate=False,
+                                             opened=self.store.opened):
             for payload in rows.payloads:
                 conn.execute(
                     f"INSERT INTO {self._q} (pk, sk, ttl, body) "
@@ -441,7 +444,8 @@ class SqliteTable:
         rows = last_of_each_key(frame.select("pk", "sk", ttl.alias("_ttl"),
                                              pl.struct(frame.columns).struct.json_encode().alias("_b")))
         conn = self.store.connection()
-        with self.store.write_gate.transaction(conn, what=f"SQLite batch write to {self.name}", immediate=False):
+        with self.store.write_gate.transaction(conn, what=f"SQLite batch write to {self.name}", immediate=False,
+                                             opened=self.store.opened):
             for start in range(0, rows.height, _FRAME_SLICE):
                 part = rows.slice(start, _FRAME_SLICE)
                 self._insert_rows([part[c].to_list() for c in part.columns], conn)
@@ -510,7 +514,8 @@ class SqliteTable:
 
     def _atomically(self, pk: str, sk: str, condition: Condition | None, change: Any) -> Any:
         conn = self.store.connection()
-        with self.store.write_gate.transaction(conn, what=f"SQLite write to {self.name}"):
+        with self.store.write_gate.transaction(conn, what=f"SQLite write to {self.name}",
+                                             opened=self.store.opened):
             current = self._current(conn, pk, sk)
             if condition is not None and not condition.holds_for(current):
                 raise ConditionFailedError(f"condition failed on {self.name} {pk}/{sk}")
@@ -554,7 +559,8 @@ class SqliteTable:
         if not updates:
             return []
         conn = self.store.connection()
-        with self.store.write_gate.transaction(conn, what=f"SQLite batch update of {self.name}"):
+        with self.store.write_gate.transaction(conn, what=f"SQLite batch update of {self.name}",
+                                             opened=self.store.opened):
             if len(updates) <= _SMALL_UPDATE_BATCH:
                 return self._update_many_small(conn, updates)
             return self._update_many_bulk(conn, updates)

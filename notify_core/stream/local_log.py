@@ -45,7 +45,7 @@ from notify_core.chores import SlicedChore
 from notify_core.clock import SYSTEM_CLOCK, Clock
 from notify_core.errors import ConditionFailedError, ValidationError
 from notify_core.per_thread import PerThread
-from notify_core.sqlite_tx import connect, write_gate
+from notify_core.sqlite_tx import connect, file_identity, write_gate
 from notify_core.stream.port import (
     Message,
     OnRevoke,
@@ -86,10 +86,12 @@ class LocalLog:
         self._fsync = fsync
         self._poll_interval = poll_interval
         self.write_gate = write_gate(self.path)  # writers queue there, not in SQLite's busy handler
+        self.write_gate.lease()  # before the file is opened: a restore sees this process, or is waited out
         self._tables: dict[str, str] = {}
         self._tables_lock = threading.Lock()
         self._connections = PerThread(self._connect, close=sqlite3.Connection.close)
         conn = self._conn()
+        self.opened = file_identity(self.path)  # every write checks the path still names this file
         conn.execute(
             "CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, id INTEGER NOT NULL UNIQUE, "
             "next_offset INTEGER NOT NULL DEFAULT 0)"
@@ -106,7 +108,7 @@ class LocalLog:
         the old code may already have removed the tail those positions point past)."""
         if any(col[1] == "next_offset" for col in conn.execute("PRAGMA table_info(topics)")):
             return
-        with self.write_gate.transaction(conn, what="adding next_offset to topics"):
+        with self.write_gate.transaction(conn, what="adding next_offset to topics", opened=self.opened):
             if any(col[1] == "next_offset" for col in conn.execute("PRAGMA table_info(topics)")):
                 return
             conn.execute("ALTER TABLE topics ADD COLUMN next_offset INTEGER NOT NULL DEFAULT 0")
@@ -136,7 +138,7 @@ class LocalLog:
         if row is None:
             if not create:
                 return None
-            with self.write_gate.transaction(conn, what=f"creating topic {topic}"):
+            with self.write_gate.transaction(conn, what=f"creating topic {topic}", opened=self.opened):
                 row = conn.execute("SELECT id FROM topics WHERE name=?", (topic,)).fetchone()
                 if row is None:
                     (next_id,) = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM topics").fetchone()
@@ -156,7 +158,7 @@ class LocalLog:
         """Logs written before record headers existed get the (nullable) column once, on first open."""
         if any(col[1] == "headers" for col in conn.execute(f"PRAGMA table_info({table})")):
             return
-        with self.write_gate.transaction(conn, what=f"adding headers to {table}"):
+        with self.write_gate.transaction(conn, what=f"adding headers to {table}", opened=self.opened):
             if not any(col[1] == "headers" for col in conn.execute(f"PRAGMA table_info({table})")):
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN headers BLOB")
 
@@ -179,7 +181,7 @@ class LocalLog:
             by_topic.setdefault(message.topic, []).append(message)
         tables = {topic: self._table(topic) for topic in by_topic}
         conn = self._conn()
-        with self.write_gate.transaction(conn, what="local log append"):
+        with self.write_gate.transaction(conn, what="local log append", opened=self.opened):
             now_ms = int(self.clock.now() * 1000)
             for topic, batch in by_topic.items():
                 table = tables[topic]
@@ -228,7 +230,7 @@ class LocalLog:
         conn = self._conn()
         removed = 0
         conn.execute("PRAGMA secure_delete=ON")
-        with self.write_gate.transaction(conn, what="erasing a key"):
+        with self.write_gate.transaction(conn, what="erasing a key", opened=self.opened):
             for name, topic_id in conn.execute("SELECT name, id FROM topics").fetchall():
                 table = f"log_{int(topic_id)}"
                 # pin the mark first (records from an older version may lie past it), then delete
@@ -268,7 +270,7 @@ class LocalLog:
             upto = int(read) if row is None else min(int(read), int(row[0]))
             while limit is None or removed < limit:
                 chunk = _TRIM_CHUNK if limit is None else min(_TRIM_CHUNK, limit - removed)
-                with self.write_gate.transaction(conn, what=f"trimming topic {name}"):
+                with self.write_gate.transaction(conn, what=f"trimming topic {name}", opened=self.opened):
                     deleted = conn.execute(
                         f"DELETE FROM {table} WHERE offset IN (SELECT offset FROM {table} WHERE offset < ? "
                         "ORDER BY offset LIMIT ?)", (upto, chunk)).rowcount
@@ -385,7 +387,7 @@ class LocalLogConsumer:
         if not positions:
             return
         conn = self._log._conn()
-        with self._log.write_gate.transaction(conn, what="local log commit"):
+        with self._log.write_gate.transaction(conn, what="local log commit", opened=self._log.opened):
             conn.executemany(
                 "INSERT INTO positions (grp, topic, position) VALUES (?, ?, ?) "
                 "ON CONFLICT(grp, topic) DO UPDATE SET position=excluded.position",

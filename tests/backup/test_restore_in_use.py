@@ -1,0 +1,248 @@
+"""A restore never replaces files other processes have open, and a process never writes to a file that is no
+longer its path's (notify_core/sqlite_tx.py: the open lease and the file identity).
+
+Before: ``notify restore --force`` under a running ``notify serve`` replaced the Store by a rename; the server
+kept its descriptors on the old inode and answered 200 to a preference change that went to the deleted file.
+With the data directory wiped under it, it accepted writes the same way. Real processes, real files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from notify_cli import STOPPED_UNFINISHED
+from notify_core.backup import BackupService, BackupTarget, plan_backup
+from notify_core.clock import ManualClock
+from notify_core.delivery.synthetic import seed_due
+from notify_core.errors import DatabaseInUseError, DatabaseReplacedError
+from notify_core.events import CLICKSTREAM, capture_events
+from notify_core.settings import load_settings
+from notify_core.sqlite_tx import OPEN_SUFFIX, lock_holders, write_gate
+from notify_core.store import tables
+from notify_core.store.sqlite import SqliteStore
+from notify_core.stream.local_log import LocalLog
+from tests.backup.test_backup import NOW, ROOT, _cli
+from tests.delivery.crash_harness import _start
+from tests.events.helpers import click, events_clock
+from tests.servers import notify_serve, serve_admin_key, stop_process
+
+
+def _daily_cap(store_path: Path, user_id: str) -> int | None:
+    """The user's ``daily_cap`` as the file at ``store_path`` holds it (read with the sqlite3 module, as a
+    process opening the data directory afresh would see it)."""
+    with sqlite3.connect(store_path) as conn:
+        row = conn.execute("SELECT body FROM users WHERE pk=? AND sk=?", (user_id, tables.PROFILE_SK)).fetchone()
+    return None if row is None else json.loads(row[0]).get("daily_cap")
+
+
+def _backed_up_data_dir(tmp_path: Path) -> tuple[Path, Path]:
+    data, target = tmp_path / "data", tmp_path / "backup"
+    store = SqliteStore(data / "store.sqlite")
+    store.table(tables.USERS).put({"pk": "u1", "sk": tables.PROFILE_SK, "user_id": "u1", "daily_cap": 3})
+    store.close()
+    LocalLog(data / "stream" / "log.sqlite").close()
+    out = _cli("backup", "--data-dir", str(data), "--to", str(target), "--once")
+    assert out.returncode == 0, out.stderr
+    return data, target
+
+
+def test_a_restore_is_refused_while_notify_serve_has_the_data_directory_open(tmp_path: Path) -> None:
+    data, target = _backed_up_data_dir(tmp_path)
+    store_path = data / "store.sqlite"
+    with notify_serve(data) as (server, base):
+        headers = {"Authorization": f"Bearer {serve_admin_key(data)}"}
+        assert httpx.get(f"{base}/v1/users/u1/preferences", headers=headers).status_code == 200  # the Store open
+        inode = store_path.stat().st_ino
+
+        refused = _cli("restore", "--data-dir", str(data), "--from", str(target), "--force")
+        assert refused.returncode == 2
+        assert f"process {server.pid} (" in refused.stderr and "serve" in refused.stderr, refused.stderr
+        assert store_path.stat().st_ino == inode  # nothing replaced
+
+        # what the server acknowledges after the refused restore is in the data directory's file
+        put = httpx.put(f"{base}/v1/users/u1/preferences", headers=headers, json={"daily_cap": 1})
+        assert put.status_code == 200
+        assert _daily_cap(store_path, "u1") == 1
+    out = _cli("restore", "--data-dir", str(data), "--from", str(target), "--force")
+    assert out.returncode == 0, out.stderr  # once it stopped, the restore goes ahead
+    assert _daily_cap(store_path, "u1") == 3
+
+
+def test_a_restore_is_refused_while_notify_backup_runs_on_the_data_directory(tmp_path: Path) -> None:
+    data, target = _backed_up_data_dir(tmp_path)
+    backup = subprocess.Popen(
+        [sys.executable, "-m", "notify_cli.backup_commands", "backup", "--data-dir", str(data), "--to", str(target),
+         "--interval", "0.5"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "NOTIFY_ENV": "local"})
+    try:
+        deadline = time.monotonic() + 60
+        refused = _cli("restore", "--data-dir", str(data), "--from", str(target), "--force")
+        while refused.returncode == 0 and time.monotonic() < deadline:  # not yet leased: it is still starting
+            time.sleep(0.5)
+            refused = _cli("restore", "--data-dir", str(data), "--from", str(target), "--force")
+        assert refused.returncode == 2 and f"process {backup.pid} (" in refused.stderr, refused.stderr
+        assert "backup" in refused.stderr
+    finally:
+        stop_process(backup)
+
+
+def test_a_process_opening_the_store_during_a_restore_waits_and_opens_the_restored_file(tmp_path: Path) -> None:
+    """A process a supervisor starts while a restore runs opens what the restore put in place, not the old
+    file (it would have written to a file the rename then unlinked)."""
+    path, restored = tmp_path / "store.sqlite", tmp_path / "restored.sqlite"
+    SqliteStore(path).close()
+    store = SqliteStore(restored)
+    store.table(tables.USERS).put({"pk": "from-backup", "sk": tables.PROFILE_SK})
+    store.close()
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from notify_core.store.sqlite import SqliteStore; "
+         "SqliteStore(sys.argv[1]).table('users').put({'pk': 'after', 'sk': 'profile'})", str(path)],
+        cwd=ROOT, stderr=subprocess.PIPE)
+    with write_gate(path).exclusive(what="a test restore"):
+        time.sleep(1.5)
+        assert child.poll() is None  # waiting for the restore
+        os.replace(restored, path)
+    assert child.wait(60) == 0, child.stderr.read() if child.stderr else ""
+    with sqlite3.connect(path) as conn:
+        assert {row[0] for row in conn.execute("SELECT pk FROM users")} == {"from-backup", "after"}
+
+
+def test_a_store_or_log_whose_file_was_removed_or_replaced_writes_nothing_more(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "data" / "store.sqlite")
+    users = store.table(tables.USERS)
+    users.put({"pk": "before", "sk": tables.PROFILE_SK})
+    log = LocalLog(tmp_path / "data" / "stream" / "log.sqlite")
+    log.produce("events", None, b"before")
+    shutil.copytree(tmp_path / "data", tmp_path / "copy")
+    shutil.rmtree(tmp_path / "data")
+    with pytest.raises(DatabaseReplacedError, match="removed or replaced"):
+        users.put({"pk": "after-wipe", "sk": tables.PROFILE_SK})
+    with pytest.raises(DatabaseReplacedError):
+        log.produce("events", None, b"after-wipe")
+    shutil.copytree(tmp_path / "copy", tmp_path / "data")  # a restore, under the same names
+    with pytest.raises(DatabaseReplacedError):
+        users.put({"pk": "after-restore", "sk": tables.PROFILE_SK})
+    with pytest.raises(DatabaseReplacedError):
+        log.produce("events", None, b"after-restore")
+    store.close()
+    log.close()
+    fresh = SqliteStore(tmp_path / "data" / "store.sqlite")  # a process started now writes to the new file
+    fresh.table(tables.USERS).put({"pk": "fresh", "sk": tables.PROFILE_SK})
+    assert {item["pk"] for item in fresh.table(tables.USERS).scan()} == {"before", "fresh"}
+    fresh.close()
+
+
+def test_notify_serve_answers_503_not_200_or_500_once_its_data_directory_is_wiped(tmp_path: Path) -> None:
+    data, _ = _backed_up_data_dir(tmp_path)
+    with notify_serve(data) as (_, base):
+        headers = {"Authorization": f"Bearer {serve_admin_key(data)}"}
+        assert httpx.get(f"{base}/v1/users/u1/preferences", headers=headers).status_code == 200
+        shutil.rmtree(data)
+        put = httpx.put(f"{base}/v1/users/u1/preferences", headers=headers, json={"daily_cap": 1})
+        assert put.status_code == 503, put.text
+        events = httpx.post(f"{base}/v1/events", headers=headers,
+                            json={"events": [click(1, ts=datetime.now(UTC).isoformat())]})
+        assert events.status_code == 503, events.text
+
+
+def test_one_process_may_restore_what_it_has_open_itself(tmp_path: Path) -> None:
+    """The restore command reads the Store's audit head first: its own lease never refuses it, and a second
+    process's does."""
+    settings = load_settings(data_dir=tmp_path / "data")
+    store = SqliteStore(settings.sqlite_path)
+    store.table(tables.USERS).put({"pk": "a", "sk": tables.PROFILE_SK})
+    LocalLog(settings.local_log_path).close()
+    service = BackupService(plan_backup(settings, BackupTarget.parse(str(tmp_path / "b"))), clock=ManualClock(NOW))
+    service.once()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from notify_core.store.sqlite import SqliteStore; "
+         "s = SqliteStore(sys.argv[1]); print('open', flush=True); time.sleep(60)", str(settings.sqlite_path)],
+        cwd=ROOT, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"open\n"
+        with pytest.raises(DatabaseInUseError, match=f"process {holder.pid} "):
+            service.restore(force=True)
+        assert [item["pk"] for item in store.table(tables.USERS).scan()] == ["a"]  # still its own file
+    finally:
+        stop_process(holder)
+    assert service.restore(force=True).databases["store"] == "restored"
+    store.close()
+
+
+def _wait_open(database: Path, pid: int, *, timeout: float = 60.0) -> None:
+    """Until process ``pid`` holds ``database``'s open lease (it has opened the file)."""
+    deadline = time.monotonic() + timeout
+    while pid not in lock_holders(Path(f"{database}{OPEN_SUFFIX}")):
+        assert time.monotonic() < deadline, f"process {pid} never opened {database}"
+        time.sleep(0.1)
+
+
+def test_a_worker_whose_data_directory_is_moved_away_sends_nothing_and_stops_for_its_supervisor(
+        tmp_path: Path) -> None:
+    data, aside, outbox = tmp_path / "data", tmp_path / "aside", tmp_path / "outbox.jsonl"
+    store = SqliteStore(data / "store.sqlite")
+    seed_due(store, n=100, start=datetime.fromtimestamp(int(time.time()) + 4, UTC), campaigns=5)
+    store.close()
+    worker = _start(data, outbox, lease_s=2.0, concurrency=2, idle_exit=60)
+    try:
+        _wait_open(data / "store.sqlite", worker.pid)
+        os.rename(data, aside)  # the data directory gone from under it before anything is due
+        _out, err = worker.communicate(timeout=60)
+    finally:
+        stop_process(worker)
+    assert worker.returncode == STOPPED_UNFINISHED, err.decode(errors="replace")[-2000:]
+    assert "removed or replaced" in err.decode(errors="replace")
+    assert not outbox.exists() or outbox.read_text() == ""  # nothing sent that the Store could not record
+
+    os.rename(aside, data)  # back (a restore): a worker started now sends each notification once
+    again = _start(data, outbox, lease_s=2.0, concurrency=2, idle_exit=3)
+    _out, err = again.communicate(timeout=120)
+    assert again.returncode == 0, err.decode(errors="replace")[-2000:]
+    sent = [json.loads(line)["notification_id"] for line in outbox.read_text().splitlines()]
+    assert len(sent) == len(set(sent)) == 100
+
+
+def test_a_consumer_whose_store_is_moved_away_commits_nothing_and_the_next_one_persists_every_event(
+        tmp_path: Path) -> None:
+    data, aside = tmp_path / "data", tmp_path / "aside"
+    SqliteStore(data / "store.sqlite").close()
+    log = LocalLog(data / "stream" / "log.sqlite")
+    capture_events(json.dumps([click(i) for i in range(50)]), stream=log, clock=events_clock())
+    consume = [sys.executable, "-m", "notify_cli.stream_commands", "consume", "--data-dir", str(data),
+               "--max-batch", "10"]
+    consumer = subprocess.Popen([*consume, "--idle-exit", "60"], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env={**os.environ, "NOTIFY_ENV": "local"})
+    try:
+        deadline = time.monotonic() + 60
+        while log.committed("notify-event-consumer", CLICKSTREAM) < 50:
+            assert consumer.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        os.rename(data / "store.sqlite", aside)  # the Store gone from under it
+        capture_events(json.dumps([click(i) for i in range(50, 80)]), stream=log, clock=events_clock())
+        _out, err = consumer.communicate(timeout=60)
+    finally:
+        stop_process(consumer)
+    assert consumer.returncode == STOPPED_UNFINISHED, err.decode(errors="replace")[-2000:]
+    assert "removed or replaced" in err.decode(errors="replace")
+    assert log.committed("notify-event-consumer", CLICKSTREAM) == 50  # the refused batch stays to be read
+
+    os.replace(aside, data / "store.sqlite")
+    done = subprocess.run([*consume, "--idle-exit", "2"], cwd=ROOT, capture_output=True, timeout=120,
+                          env={**os.environ, "NOTIFY_ENV": "local"})
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+    store = SqliteStore(data / "store.sqlite")
+    events = [item for item in store.table(tables.USER_EVENTS).scan()]
+    assert len(events) == 80 == len({(e["pk"], e["sk"]) for e in events})
+    store.close()
+    log.close()
