@@ -21,6 +21,9 @@ Two images: ``deploy/Dockerfile`` (the AWS Lambda base image; each function's co
 and ``deploy/app.Dockerfile`` (plain Python; Dagster's code server, the run pods and ``notify consume``).
 The Kubernetes pods reach AWS through IRSA service accounts (``deploy/k8s/service-accounts.yaml``),
 whose roles the CloudFormation stack creates; no AWS keys in a Secret.
+
+On one machine, unattended: ``deploy/systemd/`` (:mod:`notify_cli.systemd_units`), the embedded default's
+long-running commands as systemd services under one target.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ CFN_PATH = ROOT / "deploy" / "aws" / "notify.cfn.yaml"
 HELM_PATH = ROOT / "deploy" / "k8s" / "dagster-values.yaml"
 CONSUMER_PATH = ROOT / "deploy" / "k8s" / "consumer.yaml"
 SERVICE_ACCOUNTS_PATH = ROOT / "deploy" / "k8s" / "service-accounts.yaml"
+SYSTEMD_DIR = ROOT / "deploy" / "systemd"
 SCHEDULED: tuple[tuple[str, str, str], ...] = (  # (name, handler, schedule)
     ("deliver_notifications", "lambdas.deliver_notifications.handler", "rate(1 minute)"),
 )
@@ -610,9 +614,14 @@ def rendered() -> dict[Path, str]:
     def dump(data: Any) -> str:
         return HEADER + yaml.dump(data, Dumper=_NoAliases, sort_keys=False, width=110)
 
-    return {CFN_PATH: dump(cloudformation()), HELM_PATH: dump(dagster_values()),
-            CONSUMER_PATH: dump(consumer_manifest()),
-            SERVICE_ACCOUNTS_PATH: HEADER + yaml.dump_all(service_accounts(), Dumper=_NoAliases, sort_keys=False)}
+    from notify_cli.systemd_units import Layout, units
+
+    files = {CFN_PATH: dump(cloudformation()), HELM_PATH: dump(dagster_values()),
+             CONSUMER_PATH: dump(consumer_manifest()),
+             SERVICE_ACCOUNTS_PATH: HEADER + yaml.dump_all(service_accounts(), Dumper=_NoAliases, sort_keys=False)}
+    one_box = units(Layout(), repository_yaml=(ROOT / "dagster.yaml").read_text())
+    files.update({SYSTEMD_DIR / name: text for name, text in one_box.items()})
+    return files
 
 
 def templates(

@@ -37,6 +37,13 @@ if ! command -v promtool >/dev/null && [ ! -x .tools/prometheus/usr/bin/promtool
     && mkdir -p "$OLDPWD/.tools/prometheus" && dpkg-deb -x prometheus_*.deb "$OLDPWD/.tools/prometheus"; rm -rf "$tmp" ) \
     || echo "setup: promtool not installed (apt-get download prometheus failed); its tests will be skipped"
 fi
+# systemd-analyze checks the one-machine units (deploy/systemd/) as systemd loads them, and scores their sandbox
+# (no systemd is started: tests/unit/test_systemd_units.py).
+if ! command -v systemd-analyze >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  apt-get install -y -q --no-install-recommends systemd >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends systemd >/dev/null; } \
+    || echo "setup: systemd-analyze not installed; the units' systemd checks will be skipped"
+fi
 # wrk (C HTTP load generator) for the recommendation benchmarks: the Python generator shares the 2 cores.
 if ! command -v wrk >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   apt-get install -y -q wrk >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; } \
