@@ -39,6 +39,8 @@ ENV_FILE = Path("/etc/notify/notify.env")
 USER = "notify"
 SERVE_PORT = 8080
 WEBSERVER_PORT = 3000
+CONSUMER_METRICS_PORT = 9100  # as the Kubernetes consumer's: /metrics for Prometheus, /healthz
+WORKER_METRICS_PORT = 9101
 TARGET = "notify.target"
 DAGSTER_YAML = "dagster.yaml"  # rendered beside the units, copied into DAGSTER_HOME at each start
 HEADER = "# Rendered by `notify templates` from the code: do not edit by hand (a drop-in overrides it).\n"
@@ -81,6 +83,8 @@ class Layout:
     user: str = USER
     serve_port: int = SERVE_PORT
     webserver_port: int = WEBSERVER_PORT
+    consumer_metrics_port: int = CONSUMER_METRICS_PORT
+    worker_metrics_port: int = WORKER_METRICS_PORT
 
     units_dir: Path | None = None  # where the rendered files are (default: the checkout's deploy/systemd)
 
@@ -94,10 +98,11 @@ class Layout:
 
 
 def services(layout: Layout) -> list[Service]:
-    """The processes of one machine. The consumer waits as a standby when another holds its group (a second
-    box's, or one still stopping) instead of exiting 3 in a restart loop; the backup goes to the folder of
-    its own state directory unless ``NOTIFY_BACKUP_URL`` in the environment file names another (s3://...: a
-    backup on the same disk survives a deleted file, not a lost disk)."""
+    """The processes of one machine. The API, the worker and the consumer serve ``/metrics`` (the rules of
+    ``deploy/prometheus/``) and ``/healthz`` on loopback ports. The consumer waits as a standby when another
+    holds its group (a second box's, or one still stopping) instead of exiting 3 in a restart loop; the
+    backup goes to the folder of its own state directory unless ``NOTIFY_BACKUP_URL`` in the environment
+    file names another (s3://...: a backup on the same disk survives a deleted file, not a lost disk)."""
     dagster_env = {"DAGSTER_HOME": str(layout.dagster_home)}
     copy_instance = ("/usr/bin/install", "-D", "-m", "0600", str(layout.rendered_dir / DAGSTER_YAML),
                      str(layout.dagster_home / DAGSTER_YAML))
@@ -106,8 +111,10 @@ def services(layout: Layout) -> list[Service]:
         Service("notify-serve", "Notify HTTP API (the Lambda handlers behind the local gateway)",
                 ("notify", "serve", "--host", "127.0.0.1", "--port", str(layout.serve_port), "--log-level", "INFO"),
                 stop_timeout_s=30),
-        Service("notify-worker", "Notify delivery worker", ("notify", "worker")),
-        Service("notify-consume", "Notify event consumer (stream to Store)", ("notify", "consume", "--standby")),
+        Service("notify-worker", "Notify delivery worker",
+                ("notify", "worker", "--metrics-port", str(layout.worker_metrics_port))),
+        Service("notify-consume", "Notify event consumer (stream to Store)",
+                ("notify", "consume", "--standby", "--metrics-port", str(layout.consumer_metrics_port))),
         Service("notify-backup", "Notify continuous backup (Litestream and file snapshots)", ("notify", "backup"),
                 environment={"NOTIFY_BACKUP_URL": str(layout.backup_dir)},
                 state_directories=(layout.backup_dir.name,)),

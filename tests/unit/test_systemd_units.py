@@ -131,7 +131,8 @@ def _daemon_heartbeat_seen(webserver: str) -> bool:
 
 def test_each_units_commands_run_as_written_stop_on_its_signal_and_the_runbooks_restore_works(
         tmp_path: Path) -> None:
-    layout, folder = _render(tmp_path, serve_port=free_port(), webserver_port=free_port())
+    layout, folder = _render(tmp_path, serve_port=free_port(), webserver_port=free_port(),
+                             consumer_metrics_port=free_port(), worker_metrics_port=free_port())
     keys = {s.name: _service_section((folder / f"{s.name}.service").read_text()) for s in services(layout)}
     store = layout.data_dir / "store.sqlite"
     running: dict[str, subprocess.Popen[bytes]] = {}
@@ -146,6 +147,11 @@ def test_each_units_commands_run_as_written_stop_on_its_signal_and_the_runbooks_
             process = running[name]
             _wait(lambda p=process: store.exists() and p.pid in lock_holders(Path(f"{store}{OPEN_SUFFIX}")),
                   what=name, process=process)
+        for name, port in (("notify-worker", layout.worker_metrics_port),
+                           ("notify-consume", layout.consumer_metrics_port)):
+            _wait(lambda port=port: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200,
+                  what=f"{name}'s /healthz", process=running[name])
+            assert "notify_" in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         webserver = f"http://127.0.0.1:{layout.webserver_port}"
         _wait(lambda: httpx.get(f"{webserver}/server_info", timeout=2).status_code == 200, what="the Dagster UI",
               process=web)
