@@ -184,3 +184,26 @@ def test_each_units_commands_run_as_written_stop_on_its_signal_and_the_runbooks_
                           "--force"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout)["databases"]["store"] == "restored"
+
+
+def test_the_units_fsync_the_stream_logs_commits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An event the API answered 202 for must survive a power cut on one machine, not only a killed process:
+    the units' environment, read as every command reads it, opens the log with ``synchronous=FULL``."""
+    from notify_core.settings import load_settings
+    from notify_core.stream import open_stream
+
+    layout, folder = _render(tmp_path)
+    for assignment in _service_section((folder / "notify-serve.service").read_text())["Environment"]:
+        name, value = shlex.split(assignment)[0].split("=", 1)
+        monkeypatch.setenv(name, value)
+    stream = open_stream(load_settings())
+    try:
+        assert stream._conn().execute("PRAGMA synchronous").fetchone()[0] == 2  # type: ignore[attr-defined]
+    finally:
+        stream.close()
+    monkeypatch.delenv("NOTIFY_STREAM_FSYNC")
+    default = open_stream(load_settings())  # the embedded default without the units: NORMAL (a kill -9 only)
+    try:
+        assert default._conn().execute("PRAGMA synchronous").fetchone()[0] == 1  # type: ignore[attr-defined]
+    finally:
+        default.close()
