@@ -24,7 +24,7 @@ from notify_core.clock import SYSTEM_CLOCK, ManualClock
 from notify_core.errors import ConditionFailedError, ConfigurationError
 from notify_core.events import CLICKSTREAM, capture_events
 from notify_core.events.consumer import EventConsumer
-from notify_core.settings import load_settings
+from notify_core.settings import NotifySettings, load_settings
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
 from notify_core.stream.local_log import LocalLog
@@ -146,13 +146,20 @@ def test_continuous_backup_survives_losing_the_data_directory_and_restores_as_of
     assert _rows(earlier / "store.sqlite") == {f"a{i}" for i in range(200)}
 
 
-def test_restore_refuses_a_live_store_and_keeps_a_retained_stream_log(tmp_path: Path) -> None:
+def backed_up_once(tmp_path: Path) -> tuple[NotifySettings, SqliteStore, BackupService]:
+    """A data directory under ``tmp_path`` whose Store holds user ``a`` (left open) and a stream log, backed
+    up once to ``tmp_path / "b"``."""
     settings = load_settings(data_dir=tmp_path / "data")
     store = SqliteStore(settings.sqlite_path)
     store.table(tables.USERS).put({"pk": "a", "sk": tables.PROFILE_SK})
     LocalLog(settings.local_log_path).close()
     service = BackupService(plan_backup(settings, BackupTarget.parse(str(tmp_path / "b"))), clock=ManualClock(NOW))
     service.once()
+    return settings, store, service
+
+
+def test_restore_refuses_a_live_store_and_keeps_a_retained_stream_log(tmp_path: Path) -> None:
+    settings, store, service = backed_up_once(tmp_path)
     store.table(tables.USERS).put({"pk": "x", "sk": tables.PROFILE_SK})
     store.close()
     with pytest.raises(ConditionFailedError):

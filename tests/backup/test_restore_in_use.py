@@ -22,17 +22,14 @@ import httpx
 import pytest
 
 from notify_cli import STOPPED_UNFINISHED
-from notify_core.backup import BackupService, BackupTarget, plan_backup
-from notify_core.clock import ManualClock
 from notify_core.delivery.synthetic import seed_due
 from notify_core.errors import DatabaseInUseError, DatabaseReplacedError
 from notify_core.events import CLICKSTREAM, capture_events
-from notify_core.settings import load_settings
 from notify_core.sqlite_tx import OPEN_SUFFIX, lock_holders, write_gate
 from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
 from notify_core.stream.local_log import LocalLog
-from tests.backup.test_backup import NOW, ROOT, _cli
+from tests.backup.test_backup import ROOT, _cli, backed_up_once
 from tests.delivery.crash_harness import _start
 from tests.events.helpers import click, events_clock
 from tests.servers import notify_serve, serve_admin_key, stop_process
@@ -159,12 +156,7 @@ def test_notify_serve_answers_503_not_200_or_500_once_its_data_directory_is_wipe
 def test_one_process_may_restore_what_it_has_open_itself(tmp_path: Path) -> None:
     """The restore command reads the Store's audit head first: its own lease never refuses it, and a second
     process's does."""
-    settings = load_settings(data_dir=tmp_path / "data")
-    store = SqliteStore(settings.sqlite_path)
-    store.table(tables.USERS).put({"pk": "a", "sk": tables.PROFILE_SK})
-    LocalLog(settings.local_log_path).close()
-    service = BackupService(plan_backup(settings, BackupTarget.parse(str(tmp_path / "b"))), clock=ManualClock(NOW))
-    service.once()
+    settings, store, service = backed_up_once(tmp_path)
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from notify_core.store.sqlite import SqliteStore; "
          "s = SqliteStore(sys.argv[1]); print('open', flush=True); time.sleep(60)", str(settings.sqlite_path)],
