@@ -72,6 +72,7 @@ class Service:
     environment: Mapping[str, str] = field(default_factory=dict)
     state_directories: tuple[str, ...] = ()
     before_start: tuple[tuple[str, ...], ...] = ()
+    after: tuple[str, ...] = ()  # other units of the target this one starts after
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,10 @@ def services(layout: Layout) -> list[Service]:
     copy_instance = ("/usr/bin/install", "-D", "-m", "0600", str(layout.rendered_dir / DAGSTER_YAML),
                      str(layout.dagster_home / DAGSTER_YAML))
     workspace = str(layout.install_dir / "workspace.yaml")
+    # The instance's storage is created (and migrated after an upgrade of Dagster) once, by the daemon's unit,
+    # before the UI starts: started together on a new instance, the two raced to create the same SQLite
+    # tables and the daemon died on "table job_ticks already exists".
+    migrate = (str(layout.install_dir / ".venv" / "bin" / "dagster"), "instance", "migrate")
     return [
         Service("notify-serve", "Notify HTTP API (the Lambda handlers behind the local gateway)",
                 ("notify", "serve", "--host", "127.0.0.1", "--port", str(layout.serve_port), "--log-level", "INFO"),
@@ -121,10 +126,11 @@ def services(layout: Layout) -> list[Service]:
                 state_directories=(layout.backup_dir.name,)),
         Service("notify-dagster-daemon", "Notify's Dagster daemon (sensors, automation, run queue)",
                 ("dagster-daemon", "run", "-w", workspace), stop_timeout_s=90, environment=dagster_env,
-                before_start=(copy_instance,)),
+                before_start=(copy_instance, migrate)),
         Service("notify-dagster-webserver", "Notify's Dagster UI",
                 ("dagster-webserver", "-h", "127.0.0.1", "-p", str(layout.webserver_port), "-w", workspace),
-                stop_timeout_s=30, environment=dagster_env, before_start=(copy_instance,)),
+                stop_timeout_s=30, environment=dagster_env, before_start=(copy_instance,),
+                after=("notify-dagster-daemon.service",)),
     ]
 
 
@@ -141,7 +147,8 @@ def service_unit(service: Service, layout: Layout) -> str:
                    **service.environment}
     state = (layout.data_dir.name, *service.state_directories)
     unit = [("Description", service.description), ("Documentation", "file:" + str(layout.install_dir / "README.md")),
-            ("After", "network-online.target"), ("Wants", "network-online.target"), ("PartOf", TARGET)]
+            ("After", " ".join(("network-online.target", *service.after))), ("Wants", "network-online.target"),
+            ("PartOf", TARGET)]
     body: list[tuple[str, str]] = [("Type", "exec"), ("User", layout.user), ("Group", layout.user),
                                    ("WorkingDirectory", str(layout.install_dir))]
     body += [("Environment", shlex.quote(f"{key}={value}")) for key, value in environment.items()]

@@ -277,9 +277,10 @@ class WriteGate:
                         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
                         self._open_mode = fcntl.LOCK_SH
                 named = ", ".join(_describe_process(pid) for pid in others) or "another process"
+                them, they = ("them", "they") if len(others) > 1 else ("it", "it")
                 raise DatabaseInUseError(
-                    f"{self.database} is open in {named}: stop it before {what} (it would go on writing to the "
-                    "replaced file, and what it acknowledged would be lost)") from None
+                    f"{self.database} is open in {named}: stop {them} before {what} ({they} would go on writing "
+                    "to the replaced file, and what was acknowledged after that would be lost)") from None
             self._open_mode = fcntl.LOCK_EX
         try:
             yield

@@ -122,6 +122,26 @@ def _wait(check: object, *, what: str, process: subprocess.Popen[bytes], timeout
         time.sleep(0.5)
 
 
+def _in_start_order(folder: Path, keys: dict[str, dict[str, list[str]]]) -> list[str]:
+    """The services in an order their ``After=`` allows (each ``ExecStartPre`` runs to its end before the next
+    unit starts, as systemd does for a ``Type=exec`` unit ordered after it)."""
+    after = {}
+    for name in keys:
+        unit = (folder / f"{name}.service").read_text()
+        found = re.search(r"^After=(.*)$", unit, flags=re.MULTILINE)
+        after[name] = {dep.removesuffix(".service") for dep in (found.group(1).split() if found else [])} & set(keys)
+    order: list[str] = []
+    while len(order) < len(keys):
+        ready = [name for name in keys if name not in order and after[name] <= set(order)]
+        assert ready, f"a cycle in After=: {after}"
+        order += ready
+    # one unit creates (and migrates) the instance before the other starts: started together on a new instance
+    # they raced to create its tables, and the daemon died
+    assert "notify-dagster-daemon" in after["notify-dagster-webserver"]
+    assert any(pre.endswith("dagster instance migrate") for pre in keys["notify-dagster-daemon"]["ExecStartPre"])
+    return order
+
+
 def _daemon_heartbeat_seen(webserver: str) -> bool:
     query = "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy } } } }"
     answer = httpx.post(f"{webserver}/graphql", json={"query": query}, timeout=10).json()
@@ -137,8 +157,7 @@ def test_each_units_commands_run_as_written_stop_on_its_signal_and_the_runbooks_
     store = layout.data_dir / "store.sqlite"
     running: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        for name in ("notify-serve", "notify-worker", "notify-consume", "notify-backup", "notify-dagster-daemon",
-                     "notify-dagster-webserver"):
+        for name in _in_start_order(folder, keys):
             running[name] = _start(keys[name])
         serve, web = running["notify-serve"], running["notify-dagster-webserver"]
         _wait(lambda: httpx.get(f"http://127.0.0.1:{layout.serve_port}/healthz", timeout=2).status_code == 200,
