@@ -82,6 +82,9 @@ class NotifySettings(BaseSettings):
     kafka_linger_ms: int = Field(default=KAFKA_LINGER_MS, ge=0, le=1000)
     stream_log_path: Path | None = None  # default <data_dir>/stream/log.sqlite
     stream_fsync: bool = False
+    # the embedded Store's commits fsynced (synchronous=FULL): a write answered 2xx survives a power cut, not only
+    # a killed process; the one-machine systemd units set it (notify_cli/systemd_units.py)
+    store_fsync: bool = False
 
     # serving
     request_headers_timeout_s: float = Field(default=REQUEST_HEADERS_TIMEOUT_S, gt=0, le=300)

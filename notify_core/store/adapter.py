@@ -26,4 +26,4 @@ def build_adapter(settings: NotifySettings) -> Store:
         )
     from notify_core.store.sqlite import SqliteStore
 
-    return SqliteStore(settings.sqlite_path, clock=settings.clock())
+    return SqliteStore(settings.sqlite_path, clock=settings.clock(), fsync=settings.store_fsync)

@@ -149,10 +149,13 @@ class SqliteStore:
 
     single_writer = True
 
-    def __init__(self, path: Path | str, *, clock: Clock = SYSTEM_CLOCK) -> None:
-        """``clock`` judges TTL expiry (DynamoDB judges it by its own clock; tests pick theirs)."""
+    def __init__(self, path: Path | str, *, clock: Clock = SYSTEM_CLOCK, fsync: bool = False) -> None:
+        """``clock`` judges TTL expiry (DynamoDB judges it by its own clock; tests pick theirs). ``fsync``:
+        ``synchronous=FULL``, each commit on disk before it returns (a power cut loses nothing acknowledged);
+        without it ``NORMAL``, which a killed process loses nothing of."""
         self.path = Path(path)
         self.clock = clock
+        self._synchronous = "FULL" if fsync else "NORMAL"
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.write_gate = write_gate(self.path)
         self.write_gate.lease()  # before the file is opened: a restore sees this process, or is waited out
@@ -165,7 +168,7 @@ class SqliteStore:
 
     def _connect(self) -> sqlite3.Connection:
         conn = connect(self.path)
-        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
         # Random keys (event ids, hashes) write to random B-tree pages: a 64 MiB page cache and a
         # checkpoint every ~40 MB of WAL (instead of 4 MB) keep them in memory between commits.
         conn.execute("PRAGMA cache_size=-65536")

@@ -27,7 +27,10 @@ import httpx
 import pytest
 
 from notify_cli.systemd_units import DAGSTER_YAML, TARGET, Layout, services, units
+from notify_core.settings import NotifySettings, load_settings
 from notify_core.sqlite_tx import OPEN_SUFFIX, lock_holders
+from notify_core.store.adapter import build_adapter
+from notify_core.stream import open_stream
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -205,24 +208,25 @@ def test_each_units_commands_run_as_written_stop_on_its_signal_and_the_runbooks_
     assert json.loads(out.stdout)["databases"]["store"] == "restored"
 
 
-def test_the_units_fsync_the_stream_logs_commits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An event the API answered 202 for must survive a power cut on one machine, not only a killed process:
-    the units' environment, read as every command reads it, opens the log with ``synchronous=FULL``."""
-    from notify_core.settings import load_settings
-    from notify_core.stream import open_stream
+def _synchronous(settings: NotifySettings) -> tuple[int, int]:
+    """``PRAGMA synchronous`` of the stream log and of the Store (adapter) the commands open (1 NORMAL, 2 FULL)."""
+    stream, store = open_stream(settings), build_adapter(settings)
+    try:
+        return (stream._conn().execute("PRAGMA synchronous").fetchone()[0],  # type: ignore[attr-defined]
+                store.connection().execute("PRAGMA synchronous").fetchone()[0])  # type: ignore[attr-defined]
+    finally:
+        stream.close()
+        store.close()
 
+
+def test_the_units_fsync_the_logs_and_the_stores_commits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the API answered 2xx for must survive a power cut on one machine, not only a killed process: the
+    units' environment, read as every command reads it, opens the log and the Store with ``synchronous=FULL``."""
     layout, folder = _render(tmp_path)
     for assignment in _service_section((folder / "notify-serve.service").read_text())["Environment"]:
         name, value = shlex.split(assignment)[0].split("=", 1)
         monkeypatch.setenv(name, value)
-    stream = open_stream(load_settings())
-    try:
-        assert stream._conn().execute("PRAGMA synchronous").fetchone()[0] == 2  # type: ignore[attr-defined]
-    finally:
-        stream.close()
+    assert _synchronous(load_settings()) == (2, 2)
     monkeypatch.delenv("NOTIFY_STREAM_FSYNC")
-    default = open_stream(load_settings())  # the embedded default without the units: NORMAL (a kill -9 only)
-    try:
-        assert default._conn().execute("PRAGMA synchronous").fetchone()[0] == 1  # type: ignore[attr-defined]
-    finally:
-        default.close()
+    monkeypatch.delenv("NOTIFY_STORE_FSYNC")
+    assert _synchronous(load_settings()) == (1, 1)  # the embedded default without the units: a kill -9 only
