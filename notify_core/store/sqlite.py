@@ -155,7 +155,7 @@ class SqliteStore:
         without it ``NORMAL``, which a killed process loses nothing of."""
         self.path = Path(path)
         self.clock = clock
-        self._synchronous = "FULL" if fsync else "NORMAL"
+        self.fsync = fsync
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.write_gate = write_gate(self.path)
         self.write_gate.lease()  # before the file is opened: a restore sees this process, or is waited out
@@ -168,7 +168,7 @@ class SqliteStore:
 
     def _connect(self) -> sqlite3.Connection:
         conn = connect(self.path)
-        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
         # Random keys (event ids, hashes) write to random B-tree pages: a 64 MiB page cache and a
         # checkpoint every ~40 MB of WAL (instead of 4 MB) keep them in memory between commits.
         conn.execute("PRAGMA cache_size=-65536")
@@ -273,7 +273,7 @@ class SqliteStore:
     def reopener(self) -> functools.partial[SqliteStore]:
         """A picklable ``opener(clock=...)`` of this same file in another process (the plan writer
         process, :mod:`notify_core.scheduling.writer`): its own connection, the same file and pragmas."""
-        return functools.partial(SqliteStore, self.path)
+        return functools.partial(SqliteStore, self.path, fsync=self.fsync)
 
     def close(self) -> None:
         self._connections.close_all()

@@ -209,11 +209,17 @@ def test_each_units_commands_run_as_written_stop_on_its_signal_and_the_runbooks_
 
 
 def _synchronous(settings: NotifySettings) -> tuple[int, int]:
-    """``PRAGMA synchronous`` of the stream log and of the Store (adapter) the commands open (1 NORMAL, 2 FULL)."""
+    """``PRAGMA synchronous`` of the stream log and of the Store (adapter, and as the plan writer process opens it
+    again) the commands open (1 NORMAL, 2 FULL)."""
     stream, store = open_stream(settings), build_adapter(settings)
     try:
+        elsewhere = store.reopener()(clock=settings.clock())  # type: ignore[attr-defined]  # the plan writer's
+        levels = {store.connection().execute("PRAGMA synchronous").fetchone()[0],  # type: ignore[attr-defined]
+                  elsewhere.connection().execute("PRAGMA synchronous").fetchone()[0]}
+        elsewhere.close()
+        assert len(levels) == 1
         return (stream._conn().execute("PRAGMA synchronous").fetchone()[0],  # type: ignore[attr-defined]
-                store.connection().execute("PRAGMA synchronous").fetchone()[0])  # type: ignore[attr-defined]
+                levels.pop())
     finally:
         stream.close()
         store.close()
