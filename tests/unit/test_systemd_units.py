@@ -97,8 +97,8 @@ def test_the_committed_units_are_what_the_code_renders() -> None:
     assert "Environment=NOTIFY_DATA_DIR=/var/lib/notify" in committed and "Restart=on-failure" in committed
 
 
-def _start(keys: dict[str, list[str]]) -> subprocess.Popen[bytes]:
-    env = dict(BASE_ENV)
+def _start(keys: dict[str, list[str]], *, home: Path) -> subprocess.Popen[bytes]:
+    env = {**BASE_ENV, "HOME": str(home)}  # systemd's HOME for User=: the README's user has the data directory
     for assignment in keys["Environment"]:
         name, value = shlex.split(assignment)[0].split("=", 1)
         env[name] = value
@@ -161,7 +161,7 @@ def test_each_units_commands_run_as_written_stop_on_its_signal_and_the_runbooks_
     running: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for name in _in_start_order(folder, keys):
-            running[name] = _start(keys[name])
+            running[name] = _start(keys[name], home=layout.data_dir)
         serve, web = running["notify-serve"], running["notify-dagster-webserver"]
         _wait(lambda: httpx.get(f"http://127.0.0.1:{layout.serve_port}/healthz", timeout=2).status_code == 200,
               what="notify-serve", process=serve)
