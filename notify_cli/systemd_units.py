@@ -8,7 +8,9 @@ without event persistence until someone noticed. These units run each process un
 * ``notify.target`` starts them all; each service is ``PartOf`` it, so ``systemctl stop notify.target``
   stops every process that has the data directory open (what ``notify restore`` requires:
   :meth:`notify_core.sqlite_tx.WriteGate.exclusive`);
-* ``Restart=on-failure`` after 5 s (exit 75 included: the next process opens the file now there), with the
+* ``Restart=on-failure`` after 5 s (exit 75 included: the next process opens the file now there), but never
+  after exit 2, a refusal that a restart cannot change (a bad setting; ``notify backup`` refusing to replace
+  the backup of a wiped data directory before ``notify restore``): the unit stays failed, not looping; with the
   stop signal each command handles (SIGTERM: the batch in hand is finished or given up uncommitted) and a
   stop timeout above the longest such finish;
 * the stream log's and the Store's commits fsynced (``NOTIFY_STREAM_FSYNC``, ``NOTIFY_STORE_FSYNC``): an
@@ -156,7 +158,8 @@ def service_unit(service: Service, layout: Layout) -> str:
     body += [("EnvironmentFile", f"-{ENV_FILE}")]  # after Environment=: its values win
     body += [("ExecStartPre", shlex.join(argv)) for argv in service.before_start]
     body += [("ExecStart", shlex.join((str(bin_dir / service.argv[0]), *service.argv[1:]))),
-             ("Restart", "on-failure"), ("RestartSec", "5"), ("KillSignal", "SIGTERM"),
+             ("Restart", "on-failure"), ("RestartSec", "5"), ("RestartPreventExitStatus", "2"),
+             ("KillSignal", "SIGTERM"),
              ("TimeoutStopSec", str(service.stop_timeout_s)), ("UMask", "0077"),
              ("StateDirectory", " ".join(state)), ("StateDirectoryMode", "0700"), *HARDENING]
     return HEADER + _lines("Unit", unit) + "\n" + _lines("Service", body) + "\n" + _lines(

@@ -141,6 +141,8 @@ class BackupService:
     def _lease_databases(self) -> None:
         """Hold the databases' open leases while this backup runs, as every process with them open does: a
         restore is refused meanwhile (this backup's Litestream would go on copying the replaced files)."""
+        if self._leases:
+            return
         for path in self.plan.databases.values():
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             gate = write_gate(path)

@@ -236,3 +236,22 @@ def test_the_units_fsync_the_logs_and_the_stores_commits(tmp_path: Path, monkeyp
     monkeypatch.delenv("NOTIFY_STREAM_FSYNC")
     monkeypatch.delenv("NOTIFY_STORE_FSYNC")
     assert _synchronous(load_settings()) == (1, 1)  # the embedded default without the units: a kill -9 only
+
+
+def test_a_refusal_stops_the_unit_instead_of_restarting_it(tmp_path: Path) -> None:
+    """``notify backup``, as its unit runs it, on a data directory wiped while the backup target still holds its
+    replica: it refuses with exit 2 (``notify restore`` first), and exit 2 is the one code the units never restart
+    on, so the supervisor does not replace the good backup nor loop every 5 s."""
+    layout, folder = _render(tmp_path)
+    keys = _service_section((folder / "notify-backup.service").read_text())
+    assert keys["RestartPreventExitStatus"] == ["2"] and keys["Restart"] == ["on-failure"]
+    first = _start(keys, home=layout.data_dir)  # a first backup of a new data directory, then stopped
+    store = layout.data_dir / "store.sqlite"
+    _wait(lambda: any((layout.backup_dir / "store").rglob("*.ltx")), what="the first backup", process=first)
+    os.killpg(first.pid, signal.SIGTERM)
+    assert first.wait(float(keys["TimeoutStopSec"][0])) == 0
+    shutil.rmtree(layout.data_dir)  # the disk lost; the supervisor starts the backup again
+    again = _start(keys, home=layout.data_dir)
+    _out, err = again.communicate(timeout=120)
+    assert again.returncode == 2 and b"notify restore" in err, err[-2000:]
+    assert not store.exists()  # nothing replicated over the good backup
