@@ -19,7 +19,8 @@ without event persistence until someone noticed. These units run each process un
   are 0600 whatever the command; the checkout read-only (``ProtectSystem=strict``), no capabilities, a
   system-call filter, settings and secrets from an optional root-owned ``/etc/notify/notify.env``;
 * the Dagster daemon and webserver over an instance whose storage is under the data directory (its
-  ``dagster.yaml``: the repository's, with its three storage folders moved there; one owner of the rest).
+  ``dagster.yaml``: the repository's, with its three storage folders moved there; one owner of the rest);
+* ``prometheus.yml``: what a Prometheus on the machine scrapes, with the alert rules.
 
 Rendered by ``notify templates`` for ``/opt/notify`` (a checkout after ``make setup``) and
 ``/var/lib/notify``; :func:`units` renders them for any folders (the tests run each unit's commands as
@@ -47,6 +48,7 @@ CONSUMER_METRICS_PORT = 9100  # as the Kubernetes consumer's: /metrics for Prome
 WORKER_METRICS_PORT = 9101
 TARGET = "notify.target"
 DAGSTER_YAML = "dagster.yaml"  # rendered beside the units, copied into DAGSTER_HOME at each start
+PROMETHEUS_YAML = "prometheus.yml"  # a scrape configuration for a Prometheus on the same machine
 HEADER = "# Rendered by `notify templates` from the code: do not edit by hand (a drop-in overrides it).\n"
 
 # What every service gets: no privilege, nothing of the system writable but the data directory.
@@ -183,9 +185,24 @@ def dagster_instance(repository_yaml: str, layout: Layout) -> str:
     return HEADER + yaml.safe_dump(config, sort_keys=False)
 
 
+def prometheus_config(layout: Layout) -> str:
+    """A Prometheus on the same machine: the three ``/metrics`` endpoints the units serve on loopback, and the
+    alert rules of ``deploy/prometheus/`` (the SLOs of :mod:`notify_core.slo`)."""
+    targets = (("notify-serve", layout.serve_port), ("notify-worker", layout.worker_metrics_port),
+               ("notify-consume", layout.consumer_metrics_port))
+    config = {
+        "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
+        "rule_files": [str(layout.install_dir / "deploy" / "prometheus" / "notify-rules.yml")],
+        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+                           for job, port in targets],
+    }
+    return HEADER + yaml.safe_dump(config, sort_keys=False)
+
+
 def units(layout: Layout, *, repository_yaml: str) -> dict[str, str]:
     """Every file of ``deploy/systemd/`` by name, for ``layout``."""
     files = {f"{service.name}.service": service_unit(service, layout) for service in services(layout)}
     files[TARGET] = target_unit(layout)
     files[DAGSTER_YAML] = dagster_instance(repository_yaml, layout)
+    files[PROMETHEUS_YAML] = prometheus_config(layout)
     return files

@@ -26,7 +26,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from notify_cli.systemd_units import DAGSTER_YAML, TARGET, Layout, services, units
+from notify_cli import alarms
+from notify_cli.systemd_units import DAGSTER_YAML, PROMETHEUS_YAML, TARGET, Layout, services, units
 from notify_core.settings import NotifySettings, load_settings
 from notify_core.sqlite_tx import OPEN_SUFFIX, lock_holders
 from notify_core.store.adapter import build_adapter
@@ -145,6 +146,31 @@ def _in_start_order(folder: Path, keys: dict[str, dict[str, list[str]]]) -> list
     return order
 
 
+def _prometheus_scrapes_every_target(layout: Layout, folder: Path, tmp_path: Path) -> None:
+    """A real Prometheus (the binary ``scripts/setup.sh`` unpacks) with the rendered ``prometheus.yml``: the
+    configuration and its alert rules load, and every target the units serve is up."""
+    promtool = alarms.promtool()
+    if promtool is None:
+        return  # setup could not unpack Debian's prometheus package: test_slo says so too
+    config = folder / PROMETHEUS_YAML
+    checked = subprocess.run([promtool, "check", "config", str(config)], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0 and "SUCCESS" in checked.stdout, checked.stdout + checked.stderr
+    port = free_port()
+    server = subprocess.Popen([str(Path(promtool).with_name("prometheus")), f"--config.file={config}",
+                               f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        def all_up() -> bool:
+            targets = httpx.get(f"http://127.0.0.1:{port}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+            return len(targets) == 3 and all(t["health"] == "up" for t in targets)
+        _wait(all_up, what="Prometheus scraping the units' three targets", process=server, timeout=60)
+        rules = httpx.get(f"http://127.0.0.1:{port}/api/v1/rules", timeout=5).json()["data"]["groups"]
+        assert sum(len(group["rules"]) for group in rules) > 0
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
 def _daemon_heartbeat_seen(webserver: str) -> bool:
     query = "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy } } } }"
     answer = httpx.post(f"{webserver}/graphql", json={"query": query}, timeout=10).json()
@@ -179,6 +205,7 @@ def test_each_units_commands_run_as_written_stop_on_its_signal_and_the_runbooks_
               process=web)
         _wait(lambda: _daemon_heartbeat_seen(webserver), what="the Dagster daemon's heartbeat",
               process=running["notify-dagster-daemon"])
+        _prometheus_scrapes_every_target(layout, folder, tmp_path)
         assert (layout.dagster_home / DAGSTER_YAML).stat().st_mode & 0o777 == 0o600
         assert (layout.data_dir / "dagster" / "storage").is_dir()  # the instance under the data directory
         modes = {oct(p.stat().st_mode & 0o777) for p in layout.data_dir.rglob("*") if p.is_file()}
