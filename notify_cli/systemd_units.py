@@ -50,6 +50,7 @@ TARGET = "notify.target"
 DAGSTER_YAML = "dagster.yaml"  # rendered beside the units, copied into DAGSTER_HOME at each start
 PROMETHEUS_YAML = "prometheus.yml"  # a scrape configuration for a Prometheus on the same machine
 HEADER = "# Rendered by `notify templates` from the code: do not edit by hand (a drop-in overrides it).\n"
+YAML_HEADER = "# Rendered by `notify templates` from the code: do not edit by hand.\n"
 
 # What every service gets: no privilege, nothing of the system writable but the data directory.
 HARDENING = (
@@ -182,7 +183,7 @@ def dagster_instance(repository_yaml: str, layout: Layout) -> str:
     config["storage"]["sqlite"]["base_dir"] = str(base / "storage")
     config["local_artifact_storage"]["config"]["base_dir"] = str(base)
     config["compute_logs"]["config"]["base_dir"] = str(base / "compute_logs")
-    return HEADER + yaml.safe_dump(config, sort_keys=False)
+    return YAML_HEADER + yaml.safe_dump(config, sort_keys=False)
 
 
 def prometheus_config(layout: Layout) -> str:
@@ -196,7 +197,7 @@ def prometheus_config(layout: Layout) -> str:
         "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
                            for job, port in targets],
     }
-    return HEADER + yaml.safe_dump(config, sort_keys=False)
+    return YAML_HEADER + yaml.safe_dump(config, sort_keys=False)
 
 
 def units(layout: Layout, *, repository_yaml: str) -> dict[str, str]:
