@@ -148,7 +148,7 @@ class WriteGate:
         self._lease_lock = threading.Lock()
         self._open_fd: int | None = None
         self._open_mode = 0  # 0, fcntl.LOCK_SH (leased) or fcntl.LOCK_EX (exclusive(): a restore)
-        self._lease_wanted = False
+        self._lease_users = 0  # the Stores and logs of this process that hold the lease (lease() - release())
 
     @contextmanager
     def held(self, *, what: str, timeout: float = BUSY_TIMEOUT_S,
@@ -226,35 +226,46 @@ class WriteGate:
             time.sleep(min(next(pauses, POLL_MAX_PAUSE_S), left))
 
     def lease(self) -> None:
-        """Hold this file's open lease (a shared ``flock`` on :data:`OPEN_SUFFIX`) while this gate lives: every
-        Store and log takes it before it opens the file, so :meth:`exclusive` sees the file is in use. While
-        a restore holds the file, this waits for it (up to :data:`OPEN_WAIT_S`), so what opens next is the
-        restored file. Without a sidecar (a read-only directory) nothing is held."""
+        """Hold this file's open lease (a shared ``flock`` on :data:`OPEN_SUFFIX`) until :meth:`release` (or
+        this gate's end): every Store and log takes it before it opens the file and releases it when closed, so
+        :meth:`exclusive` sees the file is in use. While a restore holds the file, this waits for it (up to
+        :data:`OPEN_WAIT_S`), so what opens next is the restored file. Without a sidecar (a read-only
+        directory) nothing is held."""
         with self._lease_lock:
-            self._lease_wanted = True
-            if self._open_mode:
+            fd = None if self._open_mode else self._open_file()
+            if fd is not None:
+                self._wait_shared(fd)
+            self._lease_users += 1  # counted once taken (a timeout leaves no lease to release)
+
+    def _wait_shared(self, fd: int) -> None:
+        """The shared lock on the open lease, polling while a restore holds it exclusively."""
+        deadline = time.monotonic() + OPEN_WAIT_S
+        warned = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                self._open_mode = fcntl.LOCK_SH
                 return
-            fd = self._open_file()
-            if fd is None:
-                return
-            deadline = time.monotonic() + OPEN_WAIT_S
-            warned = False
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                    self._open_mode = fcntl.LOCK_SH
-                    return
-                except BlockingIOError:
-                    pass
-                holder = lock_holder(self.open_path)
-                if not warned:
-                    warned = True
-                    log.warning("waiting for the process that holds this database to itself (a restore) to finish",
-                                extra={"path": str(self.database), "holder_pid": holder})
-                if time.monotonic() >= deadline:
-                    raise BackendError(f"{self.database.name} not opened: held to itself by process {holder} "
-                                       f"(a restore?) for {OPEN_WAIT_S:.0f} s")
-                time.sleep(OPEN_POLL_S)
+            except BlockingIOError:
+                pass
+            holder = lock_holder(self.open_path)
+            if not warned:
+                warned = True
+                log.warning("waiting for the process that holds this database to itself (a restore) to finish",
+                            extra={"path": str(self.database), "holder_pid": holder})
+            if time.monotonic() >= deadline:
+                raise BackendError(f"{self.database.name} not opened: held to itself by process {holder} "
+                                   f"(a restore?) for {OPEN_WAIT_S:.0f} s")
+            time.sleep(OPEN_POLL_S)
+
+    def release(self) -> None:
+        """One :meth:`lease` less; the shared lock goes with the last (a closed Store no longer refuses a
+        restore; one still open in the same process keeps it)."""
+        with self._lease_lock:
+            self._lease_users = max(0, self._lease_users - 1)
+            if self._lease_users == 0 and self._open_mode == fcntl.LOCK_SH and self._open_fd is not None:
+                fcntl.flock(self._open_fd, fcntl.LOCK_UN)
+                self._open_mode = 0
 
     @contextmanager
     def exclusive(self, *, what: str) -> Iterator[None]:
@@ -286,7 +297,7 @@ class WriteGate:
             yield
         finally:
             with self._lease_lock:
-                if self._lease_wanted:
+                if self._lease_users:
                     fcntl.flock(fd, fcntl.LOCK_SH)  # only another restore could hold it in between
                     self._open_mode = fcntl.LOCK_SH
                 else:
@@ -340,6 +351,18 @@ class WriteGate:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
         self._fd = None
+        # The open lease too: on the parent's open file description, the child's release (closing the Store it
+        # inherited) would unlock the parent's lease, and the parent's the child's. The child takes its own.
+        self._lease_lock = threading.Lock()
+        leased, self._open_mode = self._open_mode == fcntl.LOCK_SH, 0
+        if self._open_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._open_fd)
+            self._open_fd = None
+            if leased and (fd := self._open_file()) is not None:
+                with contextlib.suppress(BlockingIOError):
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    self._open_mode = fcntl.LOCK_SH
 
 
 # Weak: a gate lives while a Store or log of its file does (a test suite opens thousands of files).

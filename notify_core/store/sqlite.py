@@ -159,6 +159,7 @@ class SqliteStore:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.write_gate = write_gate(self.path)
         self.write_gate.lease()  # before the file is opened: a restore sees this process, or is waited out
+        self._leased = True
         # Created 0600 whatever the umask (SQLite gives its -wal/-shm files the database file's mode).
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         self.opened = file_identity(self.path)  # every write checks the path still names this file
@@ -277,6 +278,9 @@ class SqliteStore:
 
     def close(self) -> None:
         self._connections.close_all()
+        if self._leased:  # closed: a restore may go ahead (a write after this still checks the file's identity)
+            self._leased = False
+            self.write_gate.release()
 
 
 class SqliteTable:

@@ -87,6 +87,7 @@ class LocalLog:
         self._poll_interval = poll_interval
         self.write_gate = write_gate(self.path)  # writers queue there, not in SQLite's busy handler
         self.write_gate.lease()  # before the file is opened: a restore sees this process, or is waited out
+        self._leased = True
         self._tables: dict[str, str] = {}
         self._tables_lock = threading.Lock()
         self._connections = PerThread(self._connect, close=sqlite3.Connection.close)
@@ -281,6 +282,9 @@ class LocalLog:
 
     def close(self) -> None:
         self._connections.close_all()
+        if self._leased:  # closed: a restore may go ahead (a write after this still checks the file's identity)
+            self._leased = False
+            self.write_gate.release()
 
 
 class GroupBusyError(ConditionFailedError):

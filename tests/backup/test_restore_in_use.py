@@ -197,6 +197,9 @@ def test_a_worker_whose_data_directory_is_moved_away_sends_nothing_and_stops_for
     assert "removed or replaced" in err.decode(errors="replace")
     assert not outbox.exists() or outbox.read_text() == ""  # nothing sent that the Store could not record
 
+    if data.exists():  # what the stopped worker made at the old path: a log folder at most, never a database
+        assert not list(data.rglob("*.sqlite")), sorted(str(p) for p in data.rglob("*"))
+        shutil.rmtree(data)
     os.rename(aside, data)  # back (a restore): a worker started now sends each notification once
     again = _start(data, outbox, lease_s=2.0, concurrency=2, idle_exit=3)
     _out, err = again.communicate(timeout=120)

@@ -23,7 +23,7 @@ import pytest
 
 from notify_core import sqlite_tx
 from notify_core.errors import BackendError
-from notify_core.sqlite_tx import LOCK_SUFFIX, WriteGate, lock_holder, write_gate
+from notify_core.sqlite_tx import LOCK_SUFFIX, OPEN_SUFFIX, WriteGate, lock_holder, lock_holders, write_gate
 from notify_core.store.sqlite import SqliteStore
 from notify_core.stream.local_log import LocalLog
 
@@ -252,3 +252,50 @@ def test_opening_a_new_file_waits_for_another_writer_instead_of_failing_to_turn_
     assert conn.execute("SELECT x FROM t").fetchall() == [(1,)]
     conn.close()
     writer.close()
+
+
+def _held_by(database: Path) -> list[int]:
+    return lock_holders(Path(f"{database}{OPEN_SUFFIX}"))
+
+
+def test_the_open_lease_is_held_while_a_store_or_log_of_the_process_is_open(tmp_path: Path) -> None:
+    """What a restore checks: a process holds the file's open lease from the first Store or log that opens it
+    to the last one closed (before: until the garbage collector found the closed objects, so a restore was
+    refused for a process that had closed the file)."""
+    path = tmp_path / "store.sqlite"
+    a, b = SqliteStore(path), SqliteStore(path)
+    assert _held_by(path) == [os.getpid()]
+    a.close()
+    assert _held_by(path) == [os.getpid()]  # b is still open
+    b.close()
+    assert _held_by(path) == []
+    log = LocalLog(tmp_path / "log.sqlite")
+    assert _held_by(tmp_path / "log.sqlite") == [os.getpid()]
+    log.close()
+    assert _held_by(tmp_path / "log.sqlite") == []
+    c = SqliteStore(path)  # open again: held again
+    assert _held_by(path) == [os.getpid()]
+    c.close()
+
+
+def test_a_forked_child_holds_its_own_lease_and_closing_its_store_leaves_the_parents(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    store = SqliteStore(path)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its copy of the Store, closed; then it reports and waits to be told to go
+        os.close(read)
+        code = 0 if _held_by(path) == sorted({os.getppid(), os.getpid()}) else 1
+        store.close()  # releases the child's lease only
+        os.write(write, bytes([code]))
+        time.sleep(2)
+        os._exit(code)
+    os.close(write)
+    answer = os.read(read, 1)
+    os.close(read)
+    assert answer == bytes([0])
+    assert os.getpid() in _held_by(path)  # the child's close left the parent's lease
+    os.waitpid(pid, 0)
+    assert _held_by(path) == [os.getpid()]
+    store.close()
+    assert _held_by(path) == []
