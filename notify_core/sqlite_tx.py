@@ -305,8 +305,7 @@ class WriteGate:
                     self._open_mode = 0
 
     def _open_file(self) -> int | None:
-        """The open lease's descriptor, once per gate (a forked child keeps its parent's: the lease is shared,
-        and held while either process lives)."""
+        """The open lease's descriptor, once per gate (a forked child opens its own: :meth:`_after_fork`)."""
         if self._open_fd is None:
             try:
                 self._open_fd = os.open(self.open_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
