@@ -792,7 +792,13 @@ class EventConsumer:
         persisted_at = self.clock.now()
         if self.on_persisted is not None:
             self.on_persisted(records, persisted_at)
-        self._consumer.commit(records)
+        try:
+            self._consumer.commit(records)
+        except DatabaseReplacedError as exc:  # the log's file replaced under it: a stop, not a crash (a loop)
+            self._gave_up = StoppedWhileRetryingError(
+                f"stopped: {exc}. The batch is in the Store but its offsets are not committed, so the next "
+                "consumer reads it again from the Store's positions")
+            raise self._gave_up from exc
         now_ms = int(persisted_at * 1000)
         produced = collections.Counter(record.timestamp_ms for record in records)
         PERSIST_LATENCY.observe_counts((max(now_ms - ts, 0) / 1000, n) for ts, n in produced.items())

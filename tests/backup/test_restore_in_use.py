@@ -9,6 +9,7 @@ With the data directory wiped under it, it accepted writes the same way. Real pr
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import sqlite3
@@ -33,6 +34,7 @@ from tests.backup.test_backup import ROOT, _cli, backed_up_once
 from tests.delivery.crash_harness import _start
 from tests.events.helpers import click, events_clock
 from tests.servers import notify_serve, serve_admin_key, stop_process
+from tests.unit.test_write_gate import _hold_in_a_transaction
 
 
 def _daily_cap(store_path: Path, user_id: str) -> int | None:
@@ -241,3 +243,54 @@ def test_a_consumer_whose_store_is_moved_away_commits_nothing_and_the_next_one_p
     assert len(events) == 80 == len({(e["pk"], e["sk"]) for e in events})
     store.close()
     log.close()
+
+
+def test_a_consumer_whose_log_is_replaced_before_its_commit_stops_cleanly_and_the_next_one_reads_the_batch(
+        tmp_path: Path) -> None:
+    """The batch is in the Store; its offsets cannot be committed to a log file the path no longer names. The
+    consumer stops with exit 75 and a one-line reason (before: a traceback and exit 1, every restart again: a
+    crash loop under a supervisor), and nothing is lost: the next consumer reads the new file from the
+    Store's positions."""
+    data = tmp_path / "data"
+    store_path, log_path = data / "store.sqlite", data / "stream" / "log.sqlite"
+    SqliteStore(store_path).close()
+    log = LocalLog(log_path)
+    capture_events(json.dumps([click(i) for i in range(10)]), stream=log, clock=events_clock())
+    consume = [sys.executable, "-m", "notify_cli.stream_commands", "consume", "--data-dir", str(data)]
+    consumer = subprocess.Popen([*consume, "--idle-exit", "60"], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env={**os.environ, "NOTIFY_ENV": "local"})
+    ctx = multiprocessing.get_context("spawn")
+    inside, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_in_a_transaction, args=(str(store_path), inside, release))
+    try:
+        deadline = time.monotonic() + 60
+        while log.committed("notify-event-consumer", CLICKSTREAM) < 10:
+            assert consumer.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        holder.start()
+        assert inside.wait(30)  # the Store's writers queue behind this process
+        capture_events(json.dumps([click(i) for i in range(10, 20)]), stream=log, clock=events_clock())
+        time.sleep(1.5)  # polled: its Store write waits on the holder
+        log.close()
+        copy = tmp_path / "copy.sqlite"
+        with sqlite3.connect(log_path) as source, sqlite3.connect(copy) as target:
+            source.backup(target)
+        os.replace(copy, log_path)  # a restored log, under the same name
+        for sidecar in (f"{log_path}-wal", f"{log_path}-shm"):
+            Path(sidecar).unlink(missing_ok=True)
+        release.set()
+        _out, err = consumer.communicate(timeout=90)
+    finally:
+        release.set()
+        holder.join(30)
+        stop_process(consumer)
+    text = err.decode(errors="replace")
+    assert consumer.returncode == STOPPED_UNFINISHED, text[-3000:]
+    assert "removed or replaced" in text and "Traceback" not in text and "\u256d" not in text, text[-3000:]
+    done = subprocess.run([*consume, "--idle-exit", "2"], cwd=ROOT, capture_output=True, timeout=120,
+                          env={**os.environ, "NOTIFY_ENV": "local"})
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+    store = SqliteStore(store_path)
+    events = list(store.table(tables.USER_EVENTS).scan())
+    assert len(events) == 20 == len({(e["pk"], e["sk"]) for e in events})
+    store.close()
