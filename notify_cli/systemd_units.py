@@ -121,8 +121,9 @@ def services(layout: Layout) -> list[Service]:
     migrate = (str(layout.install_dir / ".venv" / "bin" / "dagster"), "instance", "migrate")
     return [
         Service("notify-serve", "Notify HTTP API (the Lambda handlers behind the local gateway)",
-                ("notify", "serve", "--host", "127.0.0.1", "--port", str(layout.serve_port), "--log-level", "INFO"),
-                stop_timeout_s=30),
+                # its default log level (WARNING): INFO is a line per request, which journald drops past its
+                # rate limit at the spec's peak
+                ("notify", "serve", "--host", "127.0.0.1", "--port", str(layout.serve_port)), stop_timeout_s=30),
         Service("notify-worker", "Notify delivery worker",
                 ("notify", "worker", "--metrics-port", str(layout.worker_metrics_port))),
         Service("notify-consume", "Notify event consumer (stream to Store)",
