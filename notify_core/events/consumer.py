@@ -795,10 +795,8 @@ class EventConsumer:
         try:
             self._consumer.commit(records)
         except DatabaseReplacedError as exc:  # the log's file replaced under it: a stop, not a crash (a loop)
-            self._gave_up = StoppedWhileRetryingError(
-                f"stopped: {exc}. The batch is in the Store but its offsets are not committed, so the next "
-                "consumer reads it again from the Store's positions")
-            raise self._gave_up from exc
+            raise self._give_up(f"stopped: {exc}. The batch is in the Store but its offsets are not committed, "
+                                "so the next consumer reads it again from the Store's positions") from exc
         now_ms = int(persisted_at * 1000)
         produced = collections.Counter(record.timestamp_ms for record in records)
         PERSIST_LATENCY.observe_counts((max(now_ms - ts, 0) / 1000, n) for ts, n in produced.items())
@@ -853,6 +851,12 @@ class EventConsumer:
             oldest_ms = min(record.timestamp_ms for record in prepared.records)
             CONSUMER_LAG_SECONDS.set(max(self.clock.now() * 1000 - oldest_ms, 0) / 1000)
 
+    def _give_up(self, reason: str) -> StoppedWhileRetryingError:
+        """The batch in hand given up uncommitted, for ``reason``: kept for :meth:`run` to raise (a callback of
+        the poll loop cannot raise through it), and returned to raise here."""
+        self._gave_up = StoppedWhileRetryingError(reason)
+        return self._gave_up
+
     def _retrying(self, action: Callable[[], _T], *, on_failure: Callable[[], None] | None = None) -> _T:
         """``action`` until it succeeds: the Store or the DLQ down is retried with the same batch, never
         skipped. A stop while it keeps failing gives the batch up uncommitted (StoppedWhileRetryingError):
@@ -866,9 +870,8 @@ class EventConsumer:
             try:
                 return action()
             except DatabaseReplacedError as exc:
-                self._gave_up = StoppedWhileRetryingError(
-                    f"stopped: {exc}. The batch in hand was not committed, so the next consumer reads it again")
-                raise self._gave_up from exc
+                raise self._give_up(f"stopped: {exc}. The batch in hand was not committed, so the next consumer "
+                                    "reads it again") from exc
             except BackendError as exc:
                 if on_failure is not None:
                     on_failure()
@@ -876,10 +879,8 @@ class EventConsumer:
                 if self._stop is None:  # process() / run_once(): no stop to watch
                     time.sleep(delay)
                 elif self._stop.wait(delay):
-                    self._gave_up = StoppedWhileRetryingError(
-                        f"stopped while a batch kept failing ({exc}); it was not committed, so the next consumer "
-                        "reads it again")
-                    raise self._gave_up from exc
+                    raise self._give_up(f"stopped while a batch kept failing ({exc}); it was not committed, so "
+                                        "the next consumer reads it again") from exc
                 delay = min(delay * 2, 5.0)
 
     def _isolate(self, prepared: PreparedBatch) -> BatchOutcome:

@@ -24,6 +24,7 @@ import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -180,6 +181,11 @@ class SqliteStore:
         """This thread's connection (one per thread: sqlite3 connections are not shared)."""
         return self._connections.get()
 
+    def writing(self, conn: sqlite3.Connection, *, what: str, immediate: bool = True) -> AbstractContextManager[None]:
+        """A write transaction of this Store (:meth:`WriteGate.transaction`), refused once the path no longer
+        names the file this Store opened: every write path goes through here, so none can skip that check."""
+        return self.write_gate.transaction(conn, what=what, immediate=immediate, opened=self.opened)
+
     def table(self, name: str) -> SqliteTable:
         if not _NAME.match(name):
             raise ValidationError(f"invalid table name {name!r}")
@@ -234,7 +240,7 @@ class SqliteStore:
                 if not rowids:
                     break
                 after = rowids[-1]
-                with self.write_gate.transaction(conn, what=f"SQLite TTL sweep of {name}", opened=self.opened):
+                with self.writing(conn, what=f"SQLite TTL sweep of {name}"):
                     removed += conn.execute(
                         f'DELETE FROM "{name}" WHERE rowid IN (SELECT value FROM json_each(?)) '
                         "AND ttl IS NOT NULL AND ttl <= ?", (orjson.dumps(rowids).decode(), now)).rowcount
@@ -418,8 +424,7 @@ class SqliteTable:
         if not rows.size:
             return 0
         conn = self.store.connection()
-        with self.store.write_gate.transaction(conn, what=f"SQLite batch write to {self.name}", immediate=False,
-                                             opened=self.store.opened):
+        with self.store.writing(conn, what=f"SQLite batch write to {self.name}", immediate=False):
             for payload in rows.payloads:
                 conn.execute(
                     f"INSERT INTO {self._q} (pk, sk, ttl, body) "
@@ -451,8 +456,7 @@ class SqliteTable:
         rows = last_of_each_key(frame.select("pk", "sk", ttl.alias("_ttl"),
                                              pl.struct(frame.columns).struct.json_encode().alias("_b")))
         conn = self.store.connection()
-        with self.store.write_gate.transaction(conn, what=f"SQLite batch write to {self.name}", immediate=False,
-                                             opened=self.store.opened):
+        with self.store.writing(conn, what=f"SQLite batch write to {self.name}", immediate=False):
             for start in range(0, rows.height, _FRAME_SLICE):
                 part = rows.slice(start, _FRAME_SLICE)
                 self._insert_rows([part[c].to_list() for c in part.columns], conn)
@@ -521,8 +525,7 @@ class SqliteTable:
 
     def _atomically(self, pk: str, sk: str, condition: Condition | None, change: Any) -> Any:
         conn = self.store.connection()
-        with self.store.write_gate.transaction(conn, what=f"SQLite write to {self.name}",
-                                             opened=self.store.opened):
+        with self.store.writing(conn, what=f"SQLite write to {self.name}"):
             current = self._current(conn, pk, sk)
             if condition is not None and not condition.holds_for(current):
                 raise ConditionFailedError(f"condition failed on {self.name} {pk}/{sk}")
@@ -566,8 +569,7 @@ class SqliteTable:
         if not updates:
             return []
         conn = self.store.connection()
-        with self.store.write_gate.transaction(conn, what=f"SQLite batch update of {self.name}",
-                                             opened=self.store.opened):
+        with self.store.writing(conn, what=f"SQLite batch update of {self.name}"):
             if len(updates) <= _SMALL_UPDATE_BATCH:
                 return self._update_many_small(conn, updates)
             return self._update_many_bulk(conn, updates)

@@ -39,6 +39,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from notify_core.chores import SlicedChore
@@ -109,7 +110,7 @@ class LocalLog:
         the old code may already have removed the tail those positions point past)."""
         if any(col[1] == "next_offset" for col in conn.execute("PRAGMA table_info(topics)")):
             return
-        with self.write_gate.transaction(conn, what="adding next_offset to topics", opened=self.opened):
+        with self.writing(conn, what="adding next_offset to topics"):
             if any(col[1] == "next_offset" for col in conn.execute("PRAGMA table_info(topics)")):
                 return
             conn.execute("ALTER TABLE topics ADD COLUMN next_offset INTEGER NOT NULL DEFAULT 0")
@@ -128,6 +129,11 @@ class LocalLog:
     def _conn(self) -> sqlite3.Connection:
         return self._connections.get()
 
+    def writing(self, conn: sqlite3.Connection, *, what: str) -> AbstractContextManager[None]:
+        """A write transaction of this log (:meth:`WriteGate.transaction`), refused once the path no longer
+        names the file this log opened: every write path goes through here, so none can skip that check."""
+        return self.write_gate.transaction(conn, what=what, opened=self.opened)
+
     def _table(self, topic: str, *, create: bool = True) -> str | None:
         table = self._tables.get(topic)
         if table is not None:
@@ -139,7 +145,7 @@ class LocalLog:
         if row is None:
             if not create:
                 return None
-            with self.write_gate.transaction(conn, what=f"creating topic {topic}", opened=self.opened):
+            with self.writing(conn, what=f"creating topic {topic}"):
                 row = conn.execute("SELECT id FROM topics WHERE name=?", (topic,)).fetchone()
                 if row is None:
                     (next_id,) = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM topics").fetchone()
@@ -159,7 +165,7 @@ class LocalLog:
         """Logs written before record headers existed get the (nullable) column once, on first open."""
         if any(col[1] == "headers" for col in conn.execute(f"PRAGMA table_info({table})")):
             return
-        with self.write_gate.transaction(conn, what=f"adding headers to {table}", opened=self.opened):
+        with self.writing(conn, what=f"adding headers to {table}"):
             if not any(col[1] == "headers" for col in conn.execute(f"PRAGMA table_info({table})")):
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN headers BLOB")
 
@@ -182,7 +188,7 @@ class LocalLog:
             by_topic.setdefault(message.topic, []).append(message)
         tables = {topic: self._table(topic) for topic in by_topic}
         conn = self._conn()
-        with self.write_gate.transaction(conn, what="local log append", opened=self.opened):
+        with self.writing(conn, what="local log append"):
             now_ms = int(self.clock.now() * 1000)
             for topic, batch in by_topic.items():
                 table = tables[topic]
@@ -231,7 +237,7 @@ class LocalLog:
         conn = self._conn()
         removed = 0
         conn.execute("PRAGMA secure_delete=ON")
-        with self.write_gate.transaction(conn, what="erasing a key", opened=self.opened):
+        with self.writing(conn, what="erasing a key"):
             for name, topic_id in conn.execute("SELECT name, id FROM topics").fetchall():
                 table = f"log_{int(topic_id)}"
                 # pin the mark first (records from an older version may lie past it), then delete
@@ -271,7 +277,7 @@ class LocalLog:
             upto = int(read) if row is None else min(int(read), int(row[0]))
             while limit is None or removed < limit:
                 chunk = _TRIM_CHUNK if limit is None else min(_TRIM_CHUNK, limit - removed)
-                with self.write_gate.transaction(conn, what=f"trimming topic {name}", opened=self.opened):
+                with self.writing(conn, what=f"trimming topic {name}"):
                     deleted = conn.execute(
                         f"DELETE FROM {table} WHERE offset IN (SELECT offset FROM {table} WHERE offset < ? "
                         "ORDER BY offset LIMIT ?)", (upto, chunk)).rowcount
@@ -391,7 +397,7 @@ class LocalLogConsumer:
         if not positions:
             return
         conn = self._log._conn()
-        with self._log.write_gate.transaction(conn, what="local log commit", opened=self._log.opened):
+        with self._log.writing(conn, what="local log commit"):
             conn.executemany(
                 "INSERT INTO positions (grp, topic, position) VALUES (?, ?, ?) "
                 "ON CONFLICT(grp, topic) DO UPDATE SET position=excluded.position",
