@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
+from notify_cli import fail
+
 DataDir = Annotated[Path | None, typer.Option(help="Data directory (default: NOTIFY_DATA_DIR or .notify).")]
 Target = Annotated[
     str | None,
@@ -62,10 +64,6 @@ def _audit_head(data_dir: Path | None) -> dict[str, Any] | None:
         store.close()
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(2)
-
 
 def backup(
     data_dir: DataDir = None,
@@ -84,11 +82,11 @@ def backup(
     try:
         service = _service(data_dir, target)
     except NotifyError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     try:  # before the audit entry, which would create an empty Store in a wiped data directory
         service.check_target(new_replica=new_replica)
     except NotifyError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     _audited(data_dir, action="backup.run" if once else "backup.start", target=service.plan.target.describe(),
              detail={"once": once, "new_replica": new_replica})
     try:
@@ -100,7 +98,7 @@ def backup(
                 signal.signal(sig, lambda *_: stop.set())
             report = service.run(stop=stop, interval=interval, new_replica=new_replica)
     except NotifyError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     typer.echo(json.dumps({"target": service.plan.target.describe(), "files": report.files,
                            "uploaded": report.uploaded}))
 
@@ -114,24 +112,24 @@ def restore(
 ) -> None:
     """Restore the data directory from a backup: the Store (as of --at), a missing or stale stream log, the files."""
     from notify_core.backup.service import describe
-    from notify_core.errors import NotifyError
+    from notify_core.errors import NotifyError, ValidationError
 
     when = None
     if at is not None:
         try:
             when = datetime.fromisoformat(at.replace("Z", "+00:00"))
         except ValueError:
-            raise _fail(ValueError(f"--at {at!r} is not an ISO 8601 time")) from None
+            raise fail(ValidationError(f"--at {at!r} is not an ISO 8601 time")) from None
         when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
     try:
         service = _service(data_dir, target)
     except NotifyError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     replaced = _audit_head(data_dir)
     try:
         report = service.restore(at=when, force=force)
     except NotifyError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     _audited(data_dir, action="backup.restore", target=service.plan.target.describe(),
              detail={"at": when.isoformat() if when else None, "force": force, "replaced_audit_head": replaced})
     typer.echo(json.dumps(describe(report)))

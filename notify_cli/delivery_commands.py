@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
-from notify_cli import STOPPED_UNFINISHED
+from notify_cli import STOPPED_UNFINISHED, until_started
 from notify_core.errors import NotifyError
 
 DataDir = Annotated[Path | None, typer.Option(help="Data directory (default: NOTIFY_DATA_DIR or .notify).")]
@@ -38,10 +38,11 @@ def worker(
     metrics_port: Annotated[int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")] = 0,
 ) -> None:
     """Deliver due notifications continuously; prints the totals as JSON on exit."""
-    from notify_core.delivery.worker import build_worker
+    from notify_core.delivery.worker import DeliveryWorker, build_worker
     from notify_core.observability import configure_logging
     from notify_core.settings import load_settings
     from notify_core.store.factory import build_store
+    from notify_core.store.port import Store
 
     overrides: dict[str, Any] = {}
     for name, value in (("data_dir", data_dir), ("delivery_channel", channel), ("webhook_url", webhook_url),
@@ -56,11 +57,24 @@ def worker(
         from notify_core.metrics_server import MetricsServer
 
         MetricsServer(port=metrics_port)  # serves until the process exits (a daemon thread)
-    store = build_store(settings)
-    delivery = build_worker(settings, store, clock=settings.clock())
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+
+    def make() -> tuple[Store, DeliveryWorker]:
+        store = build_store(settings)
+        try:
+            return store, build_worker(settings, store, clock=settings.clock())
+        except BaseException:
+            store.close()  # its open lease too: a restore is not refused for a worker that did not start
+            raise
+
+    made = until_started(make, stop=stop, what="worker")  # the Store's disk full or DynamoDB away: retried
+    if made is None:
+        typer.echo("notify worker: stopped before it started (the Store kept failing); nothing was claimed",
+                   err=True)
+        raise typer.Exit(STOPPED_UNFINISHED)
+    store, delivery = made
     started = time.monotonic()
     last_work = [started]
 

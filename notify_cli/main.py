@@ -15,7 +15,8 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from notify_core.errors import ConfigurationError, NotifyError
+from notify_cli import exit_code, fail
+from notify_core.errors import NotifyError
 from notify_core.observability import configure_logging, log_file
 from notify_core.security.files import use_private_umask
 from notify_core.settings import NotifySettings, load_settings
@@ -27,17 +28,18 @@ class _NotifyGroup(TyperGroup):
     * The private umask (files 0600, folders 0700) before any subcommand runs: the data directory, and
       also what a command writes outside it (``simulate``'s Stores of real customers' ids, ``evaluate``'s
       reports and vector cache, a backup target, a key file), whatever the caller's shell umask.
-    * A bad or missing setting, whichever subcommand loads the settings, ends as one ``error:`` line and
-      exit code 2 (as ``notify run`` says it), never a traceback through pydantic.
+    * A Notify error that a subcommand did not handle ends as one ``error:`` line and the exit code of its
+      kind (:func:`notify_cli.exit_code`: 75 for a backend away or full, 2 for a refusal), never a traceback:
+      a bad or missing setting, whichever subcommand loads the settings, and a full disk under `notify users
+      delete` (a rich traceback of the SQLite error before).
     """
 
     def invoke(self, ctx: Any) -> Any:  # typer's own (vendored) click Context, not the click package's
         use_private_umask()
         try:
             return super().invoke(ctx)
-        except ConfigurationError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+        except NotifyError as exc:
+            raise fail(exc) from None
 
 
 app = typer.Typer(cls=_NotifyGroup, add_completion=False, no_args_is_help=True,
@@ -76,7 +78,7 @@ def _run(data_dir: Path | None, *, job: str | None = None, fast_forward_minutes:
         outcome = run_main(settings, console=console, job_name=job, fast_forward_minutes=fast_forward_minutes)
     except NotifyError as exc:
         console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        raise typer.Exit(exit_code(exc)) from exc
     print_summary(console, outcome)
     if not outcome.success:
         console.print(f"full trace: {settings.data_dir.resolve() / 'logs' / 'notify.jsonl'}")

@@ -20,6 +20,7 @@ from typing import IO, Annotated, Any
 
 import typer
 
+from notify_cli import fail
 from notify_core.clock import SYSTEM_CLOCK, Clock, utcnow
 from notify_core.errors import NotifyError
 from notify_core.security import audit
@@ -71,10 +72,6 @@ def _keyring(data_dir: Path | None) -> KeyRing:
     return build_keyring(settings, _store(settings), clock=SYSTEM_CLOCK)
 
 
-def _fail(exc: NotifyError) -> typer.Exit:
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(2)
-
 
 def _open_out(out: Path | None) -> IO[str] | None:
     """The ``--out`` file, made (new, 0600) before the key is issued or rotated: a file that exists or
@@ -123,7 +120,7 @@ def create(
     except BaseException as exc:
         _discard_out(out, sink)
         if isinstance(exc, NotifyError):
-            raise _fail(exc) from exc
+            raise fail(exc) from exc
         raise
     typer.echo(f"created {key.key_id} scopes={','.join(key.scopes)} expires_at={key.expires_at:.0f}", err=True)
     _emit_token(token, out, sink)
@@ -153,7 +150,7 @@ def rotate(
     except BaseException as exc:
         _discard_out(out, sink)
         if isinstance(exc, NotifyError):
-            raise _fail(exc) from exc
+            raise fail(exc) from exc
         raise
     typer.echo(f"rotated {key_id} -> {key.key_id}", err=True)
     _emit_token(token, out, sink)
@@ -165,7 +162,7 @@ def revoke(key_id: Annotated[str, typer.Argument(help="The key to end now.")], d
     try:
         key = _keyring(data_dir).revoke(key_id, actor=cli_actor(), source="cli")
     except NotifyError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     typer.echo(f"revoked {key.key_id}")
 
 
@@ -269,7 +266,7 @@ def delete_user(
         configure_logging(level="WARNING")
         store = build_store(settings)
     except NotifyError as exc:  # a setting missing or wrong, no master key: said in a line, not a traceback
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     stream = open_stream(settings)
     try:
         roots = erasure_paths(settings)  # data dir, landing folder, outbox: wherever each is configured
@@ -311,7 +308,7 @@ def sweep_erasures_command(
         configure_logging(level="WARNING")
         store = build_store(settings)
     except NotifyError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     stream = open_stream(settings)
     try:
         actor = cli_actor()
@@ -343,7 +340,7 @@ def reapply_erasures(
     try:
         settings = _settings(data_dir)
     except NotifyError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     if settings.env != "aws":
         raise typer.BadParameter("for DynamoDB restores (NOTIFY_ENV=aws); locally `notify restore` re-applies "
                                  "the register itself", param_hint="--register-from-prefix")
@@ -361,7 +358,7 @@ def reapply_erasures(
     try:
         store = _store(settings)
     except NotifyError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     try:
         erased = reapply_register(store, register, file_roots=erasure_paths(settings),
                                   object_areas=erasure_objects(settings), replica_areas=erasure_replicas(settings))

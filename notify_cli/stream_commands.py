@@ -7,18 +7,19 @@ and benchmarks start consumer subprocesses that way).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
-from notify_cli import STOPPED_UNFINISHED
+from notify_cli import STOPPED_UNFINISHED, until_started
 from notify_core.cloudwatch_metrics import CloudWatchCounters, cloudwatch_counters, publish_counters
-from notify_core.errors import NotifyError
+from notify_core.errors import DatabaseReplacedError, NotifyError
 from notify_core.landing import LandingArea, build_landing_area
 from notify_core.settings import NotifySettings, load_settings
 from notify_core.stream import open_stream
@@ -32,11 +33,15 @@ Kafka = Annotated[
 ]
 
 
-def _open(data_dir: Path | None, kafka: str | None) -> tuple[NotifySettings, Stream]:
+def _settings(data_dir: Path | None, kafka: str | None) -> NotifySettings:
     overrides: dict[str, Any] = {"data_dir": data_dir} if data_dir is not None else {}
     if kafka:
         overrides |= {"stream_backend": "kafka", "kafka_bootstrap": kafka}
-    settings = load_settings(**overrides)
+    return load_settings(**overrides)
+
+
+def _open(data_dir: Path | None, kafka: str | None) -> tuple[NotifySettings, Stream]:
+    settings = _settings(data_dir, kafka)
     return settings, open_stream(settings)
 
 
@@ -77,11 +82,10 @@ def consume(
     from notify_core.metrics_server import MetricsServer
     from notify_core.observability import configure_logging
     from notify_core.store.factory import build_store
+    from notify_core.store.port import Store
 
     configure_logging()
-    settings, stream = _open(data_dir, kafka)
-    store = build_store(settings)
-    store.tune_for_bulk_writes()
+    settings = _settings(data_dir, kafka)
     tune_gc_for_ingest()
     running: list[EventConsumer] = []  # /healthz asks the consumer once there is one (standby: healthy)
     metrics = MetricsServer(port=metrics_port, addr=metrics_addr,
@@ -91,25 +95,51 @@ def consume(
         signal.signal(sig, lambda *_: stop.set())
     from notify_core.stream.local_log import GroupBusyError
 
+    def give_up(message: str, code: int, *opened: Stream | Store) -> NoReturn:
+        for backend in opened:
+            backend.close()
+        typer.echo(f"notify consume: {message}", err=True)
+        raise typer.Exit(code)
+
+    def open_backends() -> tuple[Stream, Store]:
+        """Both or neither: a failed start closes what it opened (its open lease too)."""
+        with contextlib.ExitStack() as opened:
+            stream = open_stream(settings)
+            opened.callback(stream.close)
+            store = build_store(settings)
+            opened.callback(store.close)
+            store.tune_for_bulk_writes()
+            opened.pop_all()
+            return stream, store
+
+    # A full disk, the Store or the broker away at start: retried (until_started), never a crash loop.
+    backends = until_started(open_backends, stop=stop, what="consumer")
+    if backends is None:
+        give_up("stopped before it started (its backend kept failing); nothing was read", STOPPED_UNFINISHED)
+    stream, store = backends
     while True:
         try:
-            consumer = EventConsumer(
-                stream=stream, store=store, landing=settings.landing / "purchases", group=group, max_batch=max_batch,
-                clock=settings.clock(), decode_process=decode_process,
-            )
-            running.append(consumer)
-            break
+            made = until_started(
+                lambda: EventConsumer(stream=stream, store=store, landing=settings.landing / "purchases", group=group,
+                                      max_batch=max_batch, clock=settings.clock(), decode_process=decode_process),
+                stop=stop, what="consumer")
         except GroupBusyError as exc:
             if not standby:
-                stream.close()
-                store.close()
-                typer.echo(f"notify consume: {exc}", err=True)
-                raise typer.Exit(3) from None
+                give_up(str(exc), 3, stream, store)
             if stop.wait(0.5):  # stopped before it took over: it handled nothing, and says so as any stop does
                 stream.close()
                 store.close()
                 typer.echo(json.dumps({**totals_dict(BatchOutcome()), "lag": None}))
                 return
+            continue
+        except DatabaseReplacedError as exc:  # no retry reaches the new file: the supervisor starts a new process
+            give_up(f"stopped before it started: {exc}", STOPPED_UNFINISHED, stream, store)
+        if made is None:
+            give_up("stopped before it started (its backend kept failing); nothing was read", STOPPED_UNFINISHED,
+                    stream, store)
+        consumer = made
+        running.append(consumer)
+        break
     area = build_landing_area(settings)  # aws: order files go to the S3 prefix, where ingestion finds them
     pusher = threading.Thread(target=_push_landing, args=(area, stop), daemon=True)
     pusher.start()
@@ -186,8 +216,27 @@ def serve(
     from notify_core.observability import configure_logging
 
     configure_logging(level=log_level.upper())
-    settings, stream = _open(data_dir, kafka)
-    _secure(settings, insecure=insecure_no_auth, listen=_listen_url(host, port, tls=bool(tls)))
+
+    def start() -> tuple[NotifySettings, Stream]:
+        settings, stream = _open(data_dir, kafka)
+        try:
+            _secure(settings, insecure=insecure_no_auth, listen=_listen_url(host, port, tls=bool(tls)))
+        except BaseException:
+            stream.close()
+            raise
+        return settings, stream
+
+    # The log or the Store unwritable at start (a full disk: the key bootstrap and the audit entry of this
+    # start are writes): retried until it works, where it exited 75 and its supervisor started it every 5 s.
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    made = until_started(start, stop=stop, what="server")
+    for sig, handler in previous.items():  # the gateway stops on them itself from here
+        signal.signal(sig, handler)
+    if made is None:
+        typer.echo("notify serve: stopped before it started (the stream log or the Store kept failing)", err=True)
+        raise typer.Exit(STOPPED_UNFINISHED)
+    settings, stream = made
     if not tls and not _is_loopback(host):
         _warn_clear_text(host)
     # Handlers get our settings handed over (runtime.configure), not through os.environ.

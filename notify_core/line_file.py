@@ -110,8 +110,14 @@ class LineFile:
                                 return False
                         self._end = start + len(line)  # where this line ends: nobody else appends meanwhile
                     view = memoryview(line)
-                    while view:
-                        view = view[os.write(fd, view):]
+                    try:
+                        while view:
+                            view = view[os.write(fd, view):]
+                    except OSError:  # a full disk part-way: no torn line for the next one to follow
+                        if len(view) < len(line):
+                            with contextlib.suppress(OSError):
+                                os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_END) - (len(line) - len(view)))
+                        raise
                     if fsync:
                         os.fsync(fd)
                     return True

@@ -52,6 +52,10 @@ BUSY_TIMEOUT_S = 60.0
 """How long a writer waits for the write lock before its write fails (SQLite's busy_timeout, the gate's
 in-process wait): long enough for a bulk load's transaction, short enough that a stuck holder surfaces."""
 
+FULL_BELOW_BYTES = 64 * 1024
+"""Free space under which a failed open is reported as a full disk: less than a WAL index (``-shm``, 32 KiB)
+and a page or two."""
+
 POLL_PAUSES_S = (0.0, 20e-6, 50e-6, 100e-6, 200e-6)
 """The first pauses of a contended wait (0: yield once), before it settles at :data:`POLL_MAX_PAUSE_S`."""
 
@@ -101,14 +105,24 @@ def connect(database: Path) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(database, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
-        raise BackendError(f"opening {database} failed: {exc}") from exc
+        raise BackendError(f"opening {database} failed: {_why(database, exc)}") from exc
     try:
         conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         _journal_mode_wal(conn)
     except sqlite3.Error as exc:
         conn.close()
-        raise BackendError(f"opening {database} failed: {exc}") from exc
+        raise BackendError(f"opening {database} failed: {_why(database, exc)}") from exc
     return conn
+
+
+def _why(database: Path, exc: sqlite3.Error) -> str:
+    """SQLite's reason, and that the disk is full when it is: opening a WAL file on a full disk fails to make
+    its ``-shm`` file, which SQLite reports as "disk I/O error" and sends an operator looking at the hardware."""
+    try:
+        stats = os.statvfs(database.parent)
+    except OSError:
+        return str(exc)
+    return f"{exc} (its disk is full)" if stats.f_bavail * stats.f_frsize < FULL_BELOW_BYTES else str(exc)
 
 
 def _journal_mode_wal(conn: sqlite3.Connection) -> None:

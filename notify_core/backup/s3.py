@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from notify_core.backup.target import write_private
 from notify_core.errors import BackendError
 from notify_core.s3_objects import S3Bucket
+from notify_core.security.files import write_private
 
 
 class S3Blobs:

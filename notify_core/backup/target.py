@@ -11,8 +11,6 @@ The layout under the target: ``store/`` and ``stream/`` are Litestream replicas 
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from urllib.parse import parse_qs, urlparse
 
 from notify_core.errors import BackendError, ConfigurationError
 from notify_core.s3_objects import S3Bucket
+from notify_core.security.files import write_private
 
 
 class BlobStore(Protocol):
@@ -132,15 +131,7 @@ class FolderBlobs:
         return self.root / name
 
     def _write(self, name: str, data: bytes) -> None:
-        target = self._path(name)
-        _private_dirs(target.parent)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
+        write_private(self._path(name), data)
 
     def put_bytes(self, name: str, data: bytes) -> None:
         self._write(name, data)
@@ -188,17 +179,3 @@ def redact_url(url: str) -> str:
     return parsed._replace(netloc=_strip_userinfo(parsed.netloc),
                            query="..." if "@" in parsed.query else parsed.query).geturl()
 
-
-def _private_dirs(path: Path) -> None:
-    if not path.is_dir():
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-
-
-def write_private(dest: Path, data: bytes) -> None:
-    """Write ``dest`` atomically with mode 0600 (its folders 0700 when created)."""
-    _private_dirs(dest.parent)
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, dest)

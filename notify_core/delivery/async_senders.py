@@ -169,8 +169,9 @@ class AsyncSenders:
                 except NotifyError as exc:
                     # A Store failure mid-flight: the claim's lease expires and another pass re-claims it.
                     self._health.failed(exc)
-                    log.exception("delivery step failed; the lease will expire and the item be retried",
-                                  extra={"schedule_pk": claim.work.pk, "schedule_sk": claim.work.sk})
+                    log.warning("delivery step failed; the lease will expire and the item be retried",  # a bug: traced
+                                extra={"schedule_pk": claim.work.pk, "schedule_sk": claim.work.sk, "error": str(exc)},
+                                exc_info=not isinstance(exc, BackendError))
                     batch.results.append(("lost_claim", None, False))
                 except Exception as exc:  # noqa: BLE001 - raised again by collect, after the rest of the batch
                     batch.errors.append(exc)

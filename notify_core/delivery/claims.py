@@ -139,14 +139,25 @@ class Claims:
         """Say "alive" now and every ``heartbeat_s`` from a thread of its own (a long pass cannot starve it)."""
         if self.options.heartbeat_s <= 0 or self._heartbeat_thread is not None:
             return
-        self._beat(alive_for=self.options.liveness_s)
+
+        def beat() -> None:
+            """A refused beat (the Store's disk full) is tried again at the next: the first one raising ended
+            a worker that started on a full disk (exit 75, and its supervisor's restart every 5 s); until one
+            is written the others do not count this worker in their shares, and conditional claims keep any
+            item from being taken twice."""
+            try:
+                self._beat(alive_for=self.options.liveness_s)
+            except DatabaseReplacedError:
+                raise
+            except NotifyError as exc:
+                log.warning("heartbeat write failed", extra={"worker": self.worker_id, "error": str(exc)})
+
+        beat()
 
         def loop() -> None:
             while not self._heartbeat_stop.wait(self.options.heartbeat_s):
-                try:
-                    self._beat(alive_for=self.options.liveness_s)
-                except NotifyError:
-                    log.warning("heartbeat write failed", extra={"worker": self.worker_id})
+                with contextlib.suppress(DatabaseReplacedError):  # the next claim says so and stops the worker
+                    beat()
 
         self._heartbeat_thread = threading.Thread(target=loop, name="deliver-heartbeat", daemon=True)
         self._heartbeat_thread.start()
@@ -459,10 +470,12 @@ class Claims:
                         self._retries.delete(*w.retry_key)
         except DatabaseReplacedError:
             raise  # no later pass reaches the new file: the worker stops, for its supervisor to restart it
-        except NotifyError:
+        except NotifyError as exc:
             # Nothing was claimed (SQLite) or some were: their leases expire and a later pass re-claims them.
-            log.exception("claiming a batch failed; its items stay due", extra={"items": len(work)})
-            summary.lost_claims += len(work)
+            # A line without the traceback: on a full disk this repeats every pause (run_forever's backoff).
+            log.warning("claiming a batch failed; its items stay due", extra={"items": len(work), "error": str(exc)})
+            summary.refused_claims += len(work)
+            self._put_back(work)
             return []
         summary.lost_claims += sum(1 for i in items if i is None)
         stolen = [(w, i is not None) for w, i in zip(work, items, strict=True) if w.stolen]
@@ -476,13 +489,29 @@ class Claims:
             return self._within_day_cap(self._drop_duplicates(claimed, now, summary), now, summary)
         except DatabaseReplacedError:
             raise
-        except NotifyError:
+        except NotifyError as exc:
             # Claimed, but the dedupe records could not be written (the Store's disk full): unsent, since a
             # send without its record could be sent twice; the leases expire and a later pass re-claims them.
-            log.exception("recording the claims' dedupe failed; they stay claimed until their lease ends",
-                          extra={"items": len(claimed)})
-            summary.lost_claims += len(claimed)
+            log.warning("recording the claims' dedupe failed; they stay claimed until their lease ends",
+                        extra={"items": len(claimed), "error": str(exc)})
+            summary.refused_claims += len(claimed)
             return []
+
+    def _put_back(self, work: list[_Work]) -> None:
+        """Work whose claim the Store refused (its disk full), back at the head of its minute's queue (or in
+        the others' share it was stolen from), to be claimed again after the worker's pause. Before, it had
+        left the queue for good: one refused claim, then nothing until the minute's rescan. Retries need
+        none: their index is read again every pass."""
+        with self._lock:
+            for w in reversed(work):  # appendleft in reverse: each minute's order kept
+                minute = self._minutes.get(w.pk.rsplit("#", 1)[0])
+                if w.kind == "retry" or minute is None or minute.done:
+                    continue
+                if w.stolen:
+                    w.stolen = False
+                    bisect.insort(minute.others, w, key=_due)
+                else:
+                    minute.queue.appendleft(w)
 
     def _recheck_soon(self, lost: list[tuple[str, str]], now: float) -> None:
         """Items another worker claimed first: look at them again within a heartbeat, to take over its claims

@@ -50,6 +50,7 @@ class PassSummary:
     dead_lettered: int = 0
     duplicates: int = 0  # suppressed by the 24 h dedupe window
     lost_claims: int = 0  # another worker had it first
+    refused_claims: int = 0  # the Store refused the claim's writes (its disk full): due again after a pause
     stolen: int = 0  # claimed from another live worker's share, which it had not reached
     reclaimed: int = 0  # expired leases taken over
     suppressed: int = 0  # claimed but not sent: the user opted out since it was planned
@@ -60,8 +61,8 @@ class PassSummary:
     in_flight: int = 0  # handed to the senders and not finished at the end of this step (pipelined loop)
 
     def add(self, other: PassSummary) -> None:
-        for name in ("claimed", "delivered", "retried", "dead_lettered", "duplicates", "lost_claims", "reclaimed",
-                     "minutes_done", "repaired", "suppressed", "stolen"):
+        for name in ("claimed", "delivered", "retried", "dead_lettered", "duplicates", "lost_claims", "refused_claims",
+                     "reclaimed", "minutes_done", "repaired", "suppressed", "stolen"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.lateness.extend(other.lateness)
 
@@ -94,7 +95,7 @@ class PassSummary:
         return {
             "claimed": self.claimed, "delivered": self.delivered, "retried": self.retried,
             "dead_lettered": self.dead_lettered, "duplicates": self.duplicates, "lost_claims": self.lost_claims,
-            "stolen": self.stolen,
+            "refused_claims": self.refused_claims, "stolen": self.stolen,
             "reclaimed": self.reclaimed, "suppressed": self.suppressed, "minutes_done": self.minutes_done,
             "repaired": self.repaired,
             "lateness_p50_s": percentile(lat, 50), "lateness_p99_s": percentile(lat, 99),

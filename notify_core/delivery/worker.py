@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Histogram
 
+from notify_core.backoff import Backoff
 from notify_core.clock import Clock, utcnow
 from notify_core.delivery.async_senders import AsyncBatch, AsyncSenders
 from notify_core.delivery.channels import Channel, Message, Outcome, SendResult
@@ -76,7 +77,7 @@ from notify_core.delivery.render import campaign_context, render
 from notify_core.delivery.summary import RETRY_DELAYS_S, PassSummary, Result, WorkerOptions, percentile
 from notify_core.delivery.tracking import TRACKING_PURPOSE, TrackingLinks
 from notify_core.erasure_queue import ErasingUsers
-from notify_core.errors import NotifyError
+from notify_core.errors import BackendError, NotifyError
 from notify_core.lifecycle import CLAIMED
 from notify_core.observability import current_request_id
 from notify_core.preferences import ERASING, suppression_reason
@@ -187,6 +188,8 @@ class DeliveryWorker:
                 break
             if step.attempts or step.duplicates or step.lost_claims or step.suppressed:
                 continue
+            if step.refused_claims:  # the Store refuses writes (its disk full): the next invocation tries again
+                break
             nxt = step.next_due_at
             limit = linger_until if linger_until is not None else now
             if deadline is not None:
@@ -211,6 +214,7 @@ class DeliveryWorker:
         self.claims.start_heartbeat()
         in_flight: _Batch | AsyncBatch | None = None  # the batch the senders are working on, collected next step
         failed = False
+        refused = Backoff()
         try:
             while not stop.is_set():
                 step, submitted = self._pipelined_step()
@@ -222,6 +226,12 @@ class DeliveryWorker:
                 self.totals.add(step)
                 if on_pass is not None:
                     on_pass(step)
+                if step.refused_claims and not (step.in_flight or step.attempts):
+                    # The Store refused the claims (its disk full): a pause that doubles up to 5 s, where the
+                    # loop went straight round again, a claim attempt and a log line ~60 times a second.
+                    stop.wait(refused.next())
+                    continue
+                refused.reset()
                 if step.in_flight or step.attempts or step.duplicates or step.lost_claims or step.suppressed:
                     continue
                 now = self.clock.now()
@@ -326,8 +336,9 @@ class DeliveryWorker:
         except NotifyError as exc:
             # A Store failure mid-flight: the claim's lease expires and another pass re-claims it.
             self.health.failed(exc)
-            log.exception("delivery step failed; the lease will expire and the item be retried",
-                          extra={"schedule_pk": claim.work.pk, "schedule_sk": claim.work.sk})
+            log.warning("delivery step failed; the lease will expire and the item be retried",  # a bug: traced
+                        extra={"schedule_pk": claim.work.pk, "schedule_sk": claim.work.sk, "error": str(exc)},
+                        exc_info=not isinstance(exc, BackendError))
             return "lost_claim", None, False
 
     def _send(self, claim: _Claim, *, profiles: Mapping[str, Item]) -> tuple[Result, float | None, bool]:

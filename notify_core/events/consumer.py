@@ -83,6 +83,7 @@ from pydantic import BaseModel
 
 from notify_core import bounds
 from notify_core.atomic import atomic_write
+from notify_core.backoff import Backoff
 from notify_core.clock import Clock
 from notify_core.erasure_register import ErasureRegister, erased_before
 from notify_core.errors import BackendError, DatabaseReplacedError, NotifyError, ValidationError
@@ -792,11 +793,9 @@ class EventConsumer:
         persisted_at = self.clock.now()
         if self.on_persisted is not None:
             self.on_persisted(records, persisted_at)
-        try:
-            self._consumer.commit(records)
-        except DatabaseReplacedError as exc:  # the log's file replaced under it: a stop, not a crash (a loop)
-            raise self._give_up(f"stopped: {exc}. The batch is in the Store but its offsets are not committed, "
-                                "so the next consumer reads it again from the Store's positions") from exc
+        self._retrying(lambda: self._consumer.commit(records), what="commit",
+                       given_up="the batch is in the Store but its offsets were not committed to the stream; "
+                                "the next consumer starts from the Store's positions")
         now_ms = int(persisted_at * 1000)
         produced = collections.Counter(record.timestamp_ms for record in records)
         PERSIST_LATENCY.observe_counts((max(now_ms - ts, 0) / 1000, n) for ts, n in produced.items())
@@ -857,31 +856,34 @@ class EventConsumer:
         self._gave_up = StoppedWhileRetryingError(reason)
         return self._gave_up
 
-    def _retrying(self, action: Callable[[], _T], *, on_failure: Callable[[], None] | None = None) -> _T:
-        """``action`` until it succeeds: the Store or the DLQ down is retried with the same batch, never
-        skipped. A stop while it keeps failing gives the batch up uncommitted (StoppedWhileRetryingError):
-        a SIGTERM must end the process within its grace period even when the Store's disk is full.
-        ``on_failure`` runs after each failure. A Store or log whose file was removed or replaced under this
-        process (a wiped data directory) is not retried: no retry reaches the new file, so the batch is given up
-        at once, uncommitted, and the consumer stops for its supervisor to start it on the file now there."""
-        delay = 0.1
+    def _retrying(self, action: Callable[[], _T], *, on_failure: Callable[[], None] | None = None,
+                  what: str = "batch",
+                  given_up: str = "the batch in hand was not committed, so the next consumer reads it again") -> _T:
+        """``action`` until it succeeds: the Store, the DLQ or the offset commit down is retried with the same
+        batch, never skipped, and never a crash (a full log disk or a restarting broker at the commit once
+        ended the process with a traceback, exit 1: a crash loop under a supervisor, each turn re-reading the
+        batch). A stop while it keeps failing gives the batch up uncommitted (StoppedWhileRetryingError): a
+        SIGTERM must end the process within its grace period even when the disk is full. ``on_failure`` runs
+        after each failure. A Store or log whose file was removed or replaced under this process (a wiped data
+        directory) is not retried: no retry reaches the new file, so the batch is given up at once, uncommitted,
+        and the consumer stops for its supervisor to start it on the file now there. ``what`` names the action
+        in the retry line; ``given_up`` says what giving up left behind."""
+        pauses = Backoff()
         while True:
             self._turned = time.monotonic()  # retrying through an outage is not a stall
             try:
                 return action()
             except DatabaseReplacedError as exc:
-                raise self._give_up(f"stopped: {exc}. The batch in hand was not committed, so the next consumer "
-                                    "reads it again") from exc
+                raise self._give_up(f"stopped: {exc}. {given_up[:1].upper()}{given_up[1:]}") from exc
             except BackendError as exc:
                 if on_failure is not None:
                     on_failure()
-                log.warning("batch failed, retrying", extra={"error": str(exc), "retry_in_s": delay})
+                delay = pauses.next()
+                log.warning(f"{what} failed, retrying", extra={"error": str(exc), "retry_in_s": delay})
                 if self._stop is None:  # process() / run_once(): no stop to watch
                     time.sleep(delay)
                 elif self._stop.wait(delay):
-                    raise self._give_up(f"stopped while a batch kept failing ({exc}); it was not committed, so "
-                                        "the next consumer reads it again") from exc
-                delay = min(delay * 2, 5.0)
+                    raise self._give_up(f"stopped while the {what} kept failing ({exc}); {given_up}") from exc
 
     def _isolate(self, prepared: PreparedBatch) -> BatchOutcome:
         """Write a batch the Store refused a row of record by record; each refused record is dead-lettered

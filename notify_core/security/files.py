@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import os
 import stat
-import threading
 from pathlib import Path
+
+from notify_core.atomic import atomic_write
 
 PRIVATE_UMASK = 0o077
 FILE_MODE = 0o600
@@ -48,19 +49,37 @@ def require_private(path: Path | str, *, what: str) -> None:
 
 
 def write_private(path: Path | str, data: bytes) -> Path:
-    """Write ``data`` atomically to a 0600 file (temp file in the same folder, fsync, rename)."""
+    """Write ``data`` atomically to a 0600 file in a 0700 folder (:func:`notify_core.atomic.atomic_write`: a
+    temporary sibling, written whole, fsynced, renamed). The one owner of private file writes: keys, key
+    documents, backup blobs and what a restore puts back. On a full disk the temporary is removed: before, a
+    short write went unnoticed and a failed one left a ``.tmp`` copy of a secret beside the key file.
+    ``BackendError`` when the system refuses (a full disk, a read-only folder): the CLI says it in a line
+    (exit 75), where ``notify secrets rotate`` on a full disk ended in a traceback."""
+    from notify_core.errors import BackendError
+
     p = Path(path)
-    private_dir(p.parent)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # two threads never share one
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, FILE_MODE)
-    os.replace(tmp, p)
+        _write_private(p, data)
+    except OSError as exc:
+        raise BackendError(f"cannot write {p}: {exc.strerror or exc}") from exc
     return p
+
+
+def _write_private(p: Path, data: bytes) -> None:
+    private_dir(p.parent)
+
+    def write(tmp: Path) -> None:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, FILE_MODE)  # O_CREAT's mode is masked by the umask: exactly 0600 whatever it is
+
+    atomic_write(p, write)
 
 
 def harden_tree(root: Path | str) -> int:

@@ -313,8 +313,9 @@ def _lock_group(path: Path, *, group: str) -> int:
             "embedded log serves one member per group (stop that one, or start this one with --standby "
             "to take over when it stops; use Kafka for a group of several members)"
         ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    with contextlib.suppress(OSError):  # the holder's pid is for the message only: a full disk must not stop it
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
 
 
@@ -341,23 +342,29 @@ class LocalLogConsumer:
         self.topics = list(dict.fromkeys(topics))
         self._tables = {topic: log._table(topic) for topic in self.topics}
         self._lock_fd: int | None = _lock_group(log.group_lock_path(group), group=group)
-        if start_at is None:
-            self._positions = {topic: log.committed(group, topic) for topic in self.topics}
-        else:
-            starts = start_at([(topic, 0) for topic in self.topics])
-            self._positions = {
-                topic: min(starts.get((topic, 0), 0), log.end_offsets(topic)[0]) for topic in self.topics
-            }
-            # The application's record was ahead of the log's commit (a kill between the two): the log
-            # catches up, so what it reports as lag is what this member will really read.
-            ahead = {(topic, 0): pos for topic, pos in self._positions.items() if pos > log.committed(group, topic)}
-            self._commit_positions(ahead)
+        try:
+            self._positions = self._starting_positions(start_at)
+        except BaseException:  # all or nothing: a member that failed to start holds no lock (a retry takes it)
+            self.close()
+            raise
         self._turn = 0
         # the log's retention: records every group has read, a week old (LocalLog.trim), trimmed hourly
         self._trim = SlicedChore(
             lambda limit: log.trim(older_than_ms=int((log.clock.now() - RETENTION_S) * 1000), limit=limit),
             what="stream log trim", now=log.clock.now(), every_s=TRIM_EVERY_S, first_after_s=FIRST_TRIM_AFTER_S,
             per_call=TRIM_ROWS_PER_CALL)
+
+    def _starting_positions(self, start_at: StartAt | None) -> dict[str, int]:
+        log, group = self._log, self.group
+        if start_at is None:
+            return {topic: log.committed(group, topic) for topic in self.topics}
+        starts = start_at([(topic, 0) for topic in self.topics])
+        positions = {topic: min(starts.get((topic, 0), 0), log.end_offsets(topic)[0]) for topic in self.topics}
+        # The application's record was ahead of the log's commit (a kill between the two): the log catches up,
+        # so what it reports as lag is what this member will really read.
+        ahead = {(topic, 0): pos for topic, pos in positions.items() if pos > log.committed(group, topic)}
+        self._commit_positions(ahead)
+        return positions
 
     def poll_batch(self, *, max_records: int = 1000, timeout: float = 1.0) -> list[Record]:
         deadline = time.monotonic() + max(timeout, 0.0)

@@ -55,9 +55,12 @@ def test_a_disk_that_fills_mid_delivery_loses_nothing_and_sigterm_still_stops_th
             text = err.decode(errors="replace")
             assert worker.returncode in (0, STOPPED_UNFINISHED), text[-3000:]
             assert stopped_in < 10.0
-            # No crash: no rich traceback panel. (A log line the full disk refused is printed to stderr by
-            # Python's logging as "--- Logging error ---" with its traceback; that is not a crash.)
-            assert "\u256d" not in text
+            # No crash: no rich traceback panel. Log lines the full disk refused go to stderr, after one line
+            # saying so (before: "--- Logging error ---" and ~70 lines of traceback each, the line itself lost)
+            assert "\u256d" not in text and "Logging error" not in text and "Traceback" not in text, text[-3000:]
+            assert 1 <= text.count("the log file cannot be written") <= 5, text[-3000:]  # once per full spell
+            refused = text.count("claiming a batch failed")  # (when it came to claim: see the test below)
+            assert refused <= 20, (refused, text[-3000:])
             last = text.strip().splitlines()[-1] if text.strip() else ""
             if worker.returncode == STOPPED_UNFINISHED:  # its last writes were refused: one line says so
                 assert last.startswith("notify worker: stopped with writes the Store refused") and "full" in last
@@ -92,4 +95,41 @@ def test_a_disk_that_fills_mid_delivery_loses_nothing_and_sigterm_still_stops_th
         duplicates = sum(c - 1 for c in keys.values())
         assert duplicates <= 100, duplicates  # only sends whose outcome the full disk refused
         print(f"\nfull disk mid-delivery: worker stopped in {stopped_in:.1f} s (exit {worker.returncode}); "
-              f"{duplicates} re-sent under the same key")
+              f"{duplicates} re-sent under the same key; {refused} refused claim passes in 3 s")
+
+
+def test_a_worker_that_starts_on_a_full_disk_pauses_between_refused_claims_and_logs_to_stderr(
+        tmp_path: Path) -> None:
+    """Due notifications and no room to claim them: the worker tries again after a pause that doubles up to
+    5 s, with one line per refused claim on stderr, where before its loop went straight round (~60 claim
+    attempts a second, each a "--- Logging error ---" traceback of ~70 lines: 27,000 lines in 6 s), and a
+    SIGTERM ends it in one line, exit 75."""
+    data = tmp_path / "data"
+    with small_disk(data, 16384):
+        first = _start(data, data / "outbox.jsonl", lease_s=2.0, concurrency=2, idle_exit=0.5)
+        assert first.wait(timeout=120) == 0  # its keys and folders made while there is room: nothing was due
+        store = SqliteStore(data / "store.sqlite")  # held open: its WAL index (-shm) stays for the worker to open
+        seed_due(store, n=300, start=datetime.fromtimestamp(int(time.time()) - 2, UTC), campaigns=5)
+        filler = fill(data, leave_kib=0)
+        worker = _start(data, data / "outbox.jsonl", lease_s=2.0, concurrency=2, idle_exit=60)
+        try:
+            time.sleep(6.0)
+            assert worker.poll() is None, worker.communicate()[1].decode(errors="replace")[-3000:]
+            worker.send_signal(signal.SIGTERM)
+            _out, err = worker.communicate(timeout=30)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+            store.close()
+        filler.unlink()
+    text = err.decode(errors="replace")
+    lines = text.strip().splitlines()
+    refused = text.count("claiming a batch failed")
+    # 0.1 + 0.2 + 0.4 + 0.8 + 1.6 + 3.2 s of pauses fit in 6 s: at most 7 passes (plus one per claimed batch)
+    assert 2 <= refused <= 14, (refused, text[-3000:])
+    assert "Logging error" not in text and "Traceback" not in text, text[-3000:]
+    assert text.count("the log file cannot be written") == 1, text[-3000:]
+    assert len(lines) <= 40, (len(lines), text[-3000:])
+    assert worker.returncode == STOPPED_UNFINISHED, text[-3000:]
+    assert lines[-1].startswith("notify worker: stopped with writes the Store refused"), lines[-1]
