@@ -19,7 +19,8 @@ from notify_core.slo import prometheus_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_PATH = ROOT / "deploy" / "prometheus" / "notify-rules.yml"
-HEADER = "# Rendered by `python -m notify_cli.alarms` from notify_core/slo.py: edit the SLO table, not this file.\n"
+HEADER = ("# Rendered by `python -m notify_cli.alarms` from notify_core/slo.py: edit the SLO table and the operational "
+          "alerts there, not this file.\n")
 
 
 def rendered_rules() -> str:

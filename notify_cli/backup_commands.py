@@ -64,7 +64,6 @@ def _audit_head(data_dir: Path | None) -> dict[str, Any] | None:
         store.close()
 
 
-
 def backup(
     data_dir: DataDir = None,
     target: Target = None,
@@ -73,12 +72,21 @@ def backup(
     new_replica: Annotated[bool, typer.Option(
         help="Back up a database that is missing or new here although the target holds a backup of it "
              "(without it that is refused: run `notify restore` first).")] = False,
+    metrics_port: Annotated[int, typer.Option(
+        help="Serve Prometheus metrics on this port (notify_backup_replica_behind_seconds) (0: off).")] = 0,
 ) -> None:
-    """Back up the Store and the stream log (Litestream, continuous) and the lake, landing and artefacts."""
+    """Back up the Store and the stream log (Litestream, continuous) and the lake, landing and artefacts.
+
+    A replica that stops receiving changes while this runs (its target's disk full, S3 credentials revoked)
+    is an error line after a minute and ``notify_backup_replica_behind_seconds`` on ``--metrics-port``."""
     from notify_core.errors import NotifyError
     from notify_core.observability import configure_logging
 
     configure_logging()
+    if metrics_port and not once:
+        from notify_core.metrics_server import MetricsServer
+
+        MetricsServer(port=metrics_port)  # serves until the process exits (a daemon thread)
     try:
         service = _service(data_dir, target)
     except NotifyError as exc:

@@ -46,6 +46,7 @@ SERVE_PORT = 8080
 WEBSERVER_PORT = 3000
 CONSUMER_METRICS_PORT = 9100  # as the Kubernetes consumer's: /metrics for Prometheus, /healthz
 WORKER_METRICS_PORT = 9101
+BACKUP_METRICS_PORT = 9102
 TARGET = "notify.target"
 DAGSTER_YAML = "dagster.yaml"  # rendered beside the units, copied into DAGSTER_HOME at each start
 PROMETHEUS_YAML = "prometheus.yml"  # a scrape configuration for a Prometheus on the same machine
@@ -93,6 +94,7 @@ class Layout:
     webserver_port: int = WEBSERVER_PORT
     consumer_metrics_port: int = CONSUMER_METRICS_PORT
     worker_metrics_port: int = WORKER_METRICS_PORT
+    backup_metrics_port: int = BACKUP_METRICS_PORT
 
     units_dir: Path | None = None  # where the rendered files are (default: the checkout's deploy/systemd)
 
@@ -106,7 +108,7 @@ class Layout:
 
 
 def services(layout: Layout) -> list[Service]:
-    """The processes of one machine. The API, the worker and the consumer serve ``/metrics`` (the rules of
+    """The processes of one machine. The API, the worker, the consumer and the backup serve ``/metrics`` (the rules of
     ``deploy/prometheus/``) and ``/healthz`` on loopback ports. The consumer waits as a standby when another
     holds its group (a second box's, or one still stopping) instead of exiting 3 in a restart loop; the
     backup goes to the folder of its own state directory unless ``NOTIFY_BACKUP_URL`` in the environment
@@ -128,7 +130,8 @@ def services(layout: Layout) -> list[Service]:
                 ("notify", "worker", "--metrics-port", str(layout.worker_metrics_port))),
         Service("notify-consume", "Notify event consumer (stream to Store)",
                 ("notify", "consume", "--standby", "--metrics-port", str(layout.consumer_metrics_port))),
-        Service("notify-backup", "Notify continuous backup (Litestream and file snapshots)", ("notify", "backup"),
+        Service("notify-backup", "Notify continuous backup (Litestream and file snapshots)",
+                ("notify", "backup", "--metrics-port", str(layout.backup_metrics_port)),
                 environment={"NOTIFY_BACKUP_URL": str(layout.backup_dir)},
                 state_directories=(layout.backup_dir.name,)),
         Service("notify-dagster-daemon", "Notify's Dagster daemon (sensors, automation, run queue)",
@@ -188,10 +191,10 @@ def dagster_instance(repository_yaml: str, layout: Layout) -> str:
 
 
 def prometheus_config(layout: Layout) -> str:
-    """A Prometheus on the same machine: the three ``/metrics`` endpoints the units serve on loopback, and the
-    alert rules of ``deploy/prometheus/`` (the SLOs of :mod:`notify_core.slo`)."""
+    """A Prometheus on the same machine: the four ``/metrics`` endpoints the units serve on loopback, and the
+    alert rules of ``deploy/prometheus/`` (the SLOs of :mod:`notify_core.slo`, and a backup replica behind)."""
     targets = (("notify-serve", layout.serve_port), ("notify-worker", layout.worker_metrics_port),
-               ("notify-consume", layout.consumer_metrics_port))
+               ("notify-consume", layout.consumer_metrics_port), ("notify-backup", layout.backup_metrics_port))
     config = {
         "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
         "rule_files": [str(layout.install_dir / "deploy" / "prometheus" / "notify-rules.yml")],

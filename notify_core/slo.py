@@ -189,7 +189,26 @@ def prometheus_rules(objectives: Sequence[Objective] = OBJECTIVES) -> dict[str, 
             "annotations": {"summary": f"{o.spec}: now {value}",
                             "description": f"SLO {o.key} breached over {o.window} (spec {o.section}: {o.spec})."},
         })
-    return {"groups": [{"name": "notify-slo", "rules": rules}]}
+    return {"groups": [{"name": "notify-slo", "rules": rules},
+                       {"name": "notify-operations", "rules": operational_alerts()}]}
+
+
+def operational_alerts() -> list[dict[str, Any]]:
+    """Alerts on the machinery rather than an objective: a backup whose replica stopped receiving changes
+    while `notify backup` runs (:mod:`notify_core.backup.replica_lag`: it logs an error at the same bound)."""
+    from notify_core.backup.replica_lag import BEHIND_ALERT_S  # imported here: handlers import this module
+
+    return [{
+        "alert": "NotifyBackupReplicaBehind",
+        "expr": f"max by (database) (notify_backup_replica_behind_seconds) > {BEHIND_ALERT_S:g}",
+        "for": "5m",
+        "labels": {"severity": "page"},
+        "annotations": {
+            "summary": "The {{ $labels.database }} backup replica is {{ $value | humanizeDuration }} behind",
+            "description": "notify backup runs but the database's changes do not reach its target (its disk full, "
+                           "S3 credentials or the bucket): see its error line and Litestream's log.",
+        },
+    }]
 
 
 def _logical(name: str) -> str:

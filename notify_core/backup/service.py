@@ -51,6 +51,7 @@ from typing import Any
 
 from notify_core.backup.files import FileBackup, FilesReport
 from notify_core.backup.litestream import Litestream
+from notify_core.backup.replica_lag import ReplicaLag
 from notify_core.backup.target import BackupTarget
 from notify_core.clock import Clock, utcnow
 from notify_core.erasure import reapply_register
@@ -189,8 +190,10 @@ class BackupService:
     def run(self, *, stop: threading.Event, interval: float = 10.0, new_replica: bool = False) -> FilesReport:
         """Replicate continuously until ``stop``; a file snapshot every ``interval`` s and a last one at stop.
 
-        A Litestream process that dies is restarted (and logged): a backup that silently stopped is
-        the failure that only shows on the day of the restore.
+        A Litestream process that dies is restarted (and logged), and one that runs while its replicas stop
+        receiving changes is an error line and ``notify_backup_replica_behind_seconds`` (:class:`ReplicaLag`,
+        looked at each ``interval``): a backup that silently stopped is the failure that only shows on the day
+        of the restore.
         """
         self._lease_databases()
         self._ensure_databases(new_replica=new_replica)
@@ -202,12 +205,15 @@ class BackupService:
         log.info("backup started",
                  extra={"target": self.plan.target.describe(), "databases": list(self.plan.databases)})
         report = FilesReport()
+        lag = ReplicaLag(databases=self.plan.databases, blobs=self.plan.target.blobs(), clock=self.clock,
+                         litestream_log=log_path)
         try:
             while True:
                 report = self._snapshot_files()
                 if process.poll() is not None:
                     log.error("litestream exited; restarting", extra={"returncode": process.returncode})
                     process = self.litestream.start(log_path=log_path)
+                lag.check()
                 log_day = self._rotate_log(log_path, log_day)
                 if stop.wait(interval):
                     break

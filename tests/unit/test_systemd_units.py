@@ -186,8 +186,8 @@ def _prometheus_scrapes_every_target(layout: Layout, folder: Path, tmp_path: Pat
             if answer.status_code != 200:  # still starting: 503 in plain text
                 return False
             targets = answer.json()["data"]["activeTargets"]
-            return len(targets) == 3 and all(t["health"] == "up" for t in targets)
-        _wait(all_up, what="Prometheus scraping the units' three targets", process=server, timeout=60)
+            return len(targets) == 4 and all(t["health"] == "up" for t in targets)
+        _wait(all_up, what="Prometheus scraping the units' four targets", process=server, timeout=60)
         rules = httpx.get(f"http://127.0.0.1:{port}/api/v1/rules", timeout=5).json()["data"]["groups"]
         assert sum(len(group["rules"]) for group in rules) > 0
     finally:
@@ -207,7 +207,8 @@ def _daemon_heartbeat_seen(webserver: str) -> bool:
 def test_each_units_commands_run_as_written_stop_on_its_signal_and_the_runbooks_restore_works(
         tmp_path: Path) -> None:
     layout, folder = _render(tmp_path, serve_port=free_port(), webserver_port=free_port(),
-                             consumer_metrics_port=free_port(), worker_metrics_port=free_port())
+                             consumer_metrics_port=free_port(), worker_metrics_port=free_port(),
+                             backup_metrics_port=free_port())
     keys = {s.name: _service_section((folder / f"{s.name}.service").read_text()) for s in services(layout)}
     store = layout.data_dir / "store.sqlite"
     running: dict[str, subprocess.Popen[bytes]] = {}
@@ -222,10 +223,15 @@ def test_each_units_commands_run_as_written_stop_on_its_signal_and_the_runbooks_
             _wait(lambda p=process: store.exists() and p.pid in lock_holders(Path(f"{store}{OPEN_SUFFIX}")),
                   what=name, process=process)
         for name, port in (("notify-worker", layout.worker_metrics_port),
-                           ("notify-consume", layout.consumer_metrics_port)):
+                           ("notify-consume", layout.consumer_metrics_port),
+                           ("notify-backup", layout.backup_metrics_port)):
             _wait(lambda port=port: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200,
                   what=f"{name}'s /healthz", process=running[name])
             assert "notify_" in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        # the backup's replicas keep up with their databases: the gauge the backup alert reads says 0
+        _wait(lambda: 'notify_backup_replica_behind_seconds{database="store"} 0.0' in httpx.get(
+            f"http://127.0.0.1:{layout.backup_metrics_port}/metrics", timeout=5).text,
+              what="the backup's replica gauge", process=running["notify-backup"])
         webserver = f"http://127.0.0.1:{layout.webserver_port}"
         _wait(lambda: httpx.get(f"{webserver}/server_info", timeout=2).status_code == 200, what="the Dagster UI",
               process=web)
