@@ -6,12 +6,13 @@ gone) for ever, saying so only in its own log; its metrics count the local syncs
 disk full, the Store's replica stayed empty for as long as it ran, and nothing but Litestream's log said so
 (the failure that shows on the day of the restore).
 
-Litestream names every LTX file it writes by the transaction ids it holds (``<level>/<min>-<max>.ltx``, the
-ids in hex), in its folder beside the database (``.<name>-litestream/ltx``) as it stages them and on the
-replica as it uploads them. The database's newest transaction is the highest id among the local files, the
-replica's the highest among the target's: while the first is ahead, the replica is behind. A replica behind
-for longer than :data:`BEHIND_ALERT_S` is logged as an error once (with Litestream's last error line), and
-once more when it has caught up; ``notify_backup_replica_behind_seconds{database}`` says for how long, for the
+Litestream names every LTX file it writes by the transaction ids it holds (``<min>-<max>.ltx``, the ids in
+hex), in its folder beside the database (``.<name>-litestream/ltx/<level>/``) as it stages them and on the
+replica as it uploads them (``<name>/ltx/<level>/`` in a folder, ``<name>/<level as 4 hex digits>/`` on S3).
+The database's newest transaction is the highest id among the local files, the replica's the highest among
+the target's: while the first is ahead, the replica is behind. A replica behind for longer than
+:data:`BEHIND_ALERT_S` is logged as an error once (with Litestream's last error line), and once more when it
+has caught up; ``notify_backup_replica_behind_seconds{database}`` says for how long, for the
 ``NotifyBackupReplicaBehind`` alert.
 """
 
@@ -94,7 +95,7 @@ class ReplicaLag:
         behind: dict[str, float] = {}
         for name, database in self._databases.items():
             try:
-                replica = newest_txid(self._blobs.list(f"{name}/ltx/"))
+                replica = newest_txid(self._blobs.list(f"{name}/"))  # ltx/<level>/ in a folder, <level:04x>/ on S3
             except NotifyError as exc:  # the target unreachable: as good as behind (it is not receiving)
                 log.warning("backup replica unreadable", extra={"database": name, "error": str(exc)})
                 replica = -1

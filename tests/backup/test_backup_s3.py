@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from notify_core.clock import SYSTEM_CLOCK
@@ -36,7 +37,7 @@ from notify_core.stream.local_log import LocalLog
 from tests.events import crash_harness
 from tests.faults.invariants import table_digests
 from tests.faults.record import record
-from tests.servers import SeaweedS3, _s3_client, kill_with_children
+from tests.servers import SeaweedS3, _s3_client, free_port, kill_with_children
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "notify-backups"
@@ -132,9 +133,10 @@ def _drill(tmp_path: Path, server: SeaweedS3, *, bucket: str = BUCKET, events: i
     url = f"s3://{bucket}/{prefix}?endpoint={server.endpoint}"
     settings = load_settings(data_dir=data)
     log = LocalLog(settings.local_log_path)  # inside the data directory: lost with it, restored from its replica
+    metrics = free_port()
     backup = subprocess.Popen([sys.executable, "-m", "notify_cli.backup_commands", "backup", "--data-dir", str(data),
-                               "--to", url, "--interval", "1"], cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
-                              stderr=(tmp_path / "backup.err").open("wb"))
+                               "--to", url, "--interval", "1", "--metrics-port", str(metrics)], cwd=ROOT, env=_env(),
+                              stdout=subprocess.DEVNULL, stderr=(tmp_path / "backup.err").open("wb"))
     store = SqliteStore(settings.sqlite_path)
     try:
         time.sleep(3)
@@ -160,6 +162,9 @@ def _drill(tmp_path: Path, server: SeaweedS3, *, bucket: str = BUCKET, events: i
         time.sleep(settle_s)  # file snapshots every 1 s: let them catch up too
         original = table_digests(store, RESTORED_AS_IS)
         original_files = _files(data)
+        # what the backup alert reads, looked up in the bucket (the replica's newest transaction) after ~15 looks
+        behind = {name: _gauge(metrics, "notify_backup_replica_behind_seconds", database=name)
+                  for name in ("store", "stream")}
     finally:
         store.close()
         log.close()
@@ -188,13 +193,20 @@ def _drill(tmp_path: Path, server: SeaweedS3, *, bucket: str = BUCKET, events: i
     return {"report": report, "keys": keys, "original": original, "restored": restored,
             "files_equal": _files(data) == original_files, "files": len(original_files),
             "lost": len(acknowledged - persisted), "acknowledged": len(acknowledged), "restore_s": restore_s,
-            "mode": oct(settings.sqlite_path.stat().st_mode & 0o777),
+            "mode": oct(settings.sqlite_path.stat().st_mode & 0o777), "behind": behind,
             "audit": {"ok": chain.ok, "last_action": last_action}}
 
 
 # The restore appends its own audit entry (naming the head it replaced): the audit trail is checked by its
 # chain and that entry, every other table by digest.
 RESTORED_AS_IS = tuple(t for t in tables.ALL_TABLES if t != tables.AUDIT_LOG)
+
+
+def _gauge(port: int, name: str, **labels: str) -> float | None:
+    """One sample of the backup's ``/metrics``."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    wanted = name + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "} "
+    return next((float(line[len(wanted):]) for line in text.splitlines() if line.startswith(wanted)), None)
 
 
 def _prefixes(keys: list[str]) -> set[str]:
@@ -213,6 +225,7 @@ def test_backup_to_seaweedfs_and_restore_from_it(tmp_path: Path, s3_server: Seaw
     assert got["lost"] == 0
     assert got["mode"] == "0o600"
     assert got["audit"] == {"ok": True, "last_action": "backup.restore"}
+    assert got["behind"] == {"store": 0.0, "stream": 0.0}  # the replicas in the bucket keep up
 
 
 @pytest.mark.faults
@@ -234,7 +247,8 @@ def test_backup_to_seaweedfs_survives_the_bucket_server_killed_and_restarted(tmp
                     "lake and artefacts restored byte for byte": bool(got["files_equal"]),
                     "no acknowledged event lost": got["lost"] == 0,
                     "the audit chain verifies, the restore recorded": got["audit"] == {
-                        "ok": True, "last_action": "backup.restore"}},
+                        "ok": True, "last_action": "backup.restore"},
+                    "the replicas caught up after the outage": got["behind"] == {"store": 0.0, "stream": 0.0}},
         events=got["acknowledged"], lost=got["lost"], restore_s=got["restore_s"],
     )
     assert entry.held, {k: v for k, v in got.items() if k != "keys"}

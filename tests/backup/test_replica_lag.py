@@ -87,7 +87,7 @@ def test_a_replica_the_target_cannot_hold_is_an_error_then_catches_up_once_there
             resize(65536)  # the operator makes room: Litestream's retry uploads, nothing restarted
             _wait_for(lambda: _behind("store") == 0, what="the replica catching up")
             assert _records(caplog, "backup replica caught up")
-            assert newest_txid(service.plan.target.blobs().list("store/ltx/")) >= newest_txid(
+            assert newest_txid(service.plan.target.blobs().list("store/")) >= newest_txid(
                 local_ltx_files(data / "store.sqlite"))
         finally:
             stop.set()
