@@ -1,7 +1,8 @@
 """One-shot commands on a full disk (a real tmpfs, tests/small_disk.py): one ``error:`` line and exit 75
 (``notify_cli.STOPPED_UNFINISHED``: the same command works once there is room), never a traceback, and no
 temporary copy of a secret left behind. Before, `notify users delete` printed a rich traceback of the SQLite
-error (exit 1), and `notify secrets rotate` one of the ``OSError`` (exit 1)."""
+error (exit 1), `notify secrets rotate` one of the ``OSError`` (exit 1), and `notify backup` exited 2, the code of a
+refusal, which the systemd unit never restarts."""
 
 from __future__ import annotations
 
@@ -28,7 +29,9 @@ def test_commands_on_a_full_disk_say_so_in_one_line_and_exit_75(tmp_path: Path) 
         assert made.returncode == 0, made.stderr  # the Store and the keys made while there is room
         secrets_before = sorted(p.name for p in (data / "secrets").iterdir())
         filler = fill(data, leave_kib=0)
-        for args in (["users", "delete", "12347"], ["secrets", "rotate"], ["users", "sweep-erasures"]):
+        # `notify backup` exited 2 on a backend error, which the systemd unit takes for a refusal: never restarted
+        for args in (["users", "delete", "12347"], ["secrets", "rotate"], ["users", "sweep-erasures"],
+                     ["backup", "--once", "--to", str(tmp_path / "backup")]):
             done = _notify(data, *args)
             lines = done.stderr.strip().splitlines()
             assert done.returncode == STOPPED_UNFINISHED, (args, done.returncode, done.stderr[-2000:])
