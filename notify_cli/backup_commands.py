@@ -77,7 +77,7 @@ def backup(
 ) -> None:
     """Back up the Store and the stream log (Litestream, continuous) and the lake, landing and artefacts.
 
-    A replica that stops receiving changes while this runs (its target's disk full, S3 credentials revoked)
+    A replica that stops receiving changes while this runs (its target's disk full, the bucket unreachable)
     is an error line after a minute and ``notify_backup_replica_behind_seconds`` on ``--metrics-port``."""
     from notify_core.errors import NotifyError
     from notify_core.observability import configure_logging

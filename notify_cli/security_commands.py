@@ -72,7 +72,6 @@ def _keyring(data_dir: Path | None) -> KeyRing:
     return build_keyring(settings, _store(settings), clock=SYSTEM_CLOCK)
 
 
-
 def _open_out(out: Path | None) -> IO[str] | None:
     """The ``--out`` file, made (new, 0600) before the key is issued or rotated: a file that exists or
     cannot be made is refused while nothing has changed, not after (a key nobody holds; a rotation whose

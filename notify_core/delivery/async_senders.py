@@ -169,7 +169,7 @@ class AsyncSenders:
                 except NotifyError as exc:
                     # A Store failure mid-flight: the claim's lease expires and another pass re-claims it.
                     self._health.failed(exc)
-                    log.warning("delivery step failed; the lease will expire and the item be retried",  # a bug: traced
+                    log.warning("delivery step failed; the lease will expire and the item be retried",  # a trace: a bug
                                 extra={"schedule_pk": claim.work.pk, "schedule_sk": claim.work.sk, "error": str(exc)},
                                 exc_info=not isinstance(exc, BackendError))
                     batch.results.append(("lost_claim", None, False))
