@@ -194,8 +194,9 @@ def prometheus_rules(objectives: Sequence[Objective] = OBJECTIVES) -> dict[str, 
 
 
 def operational_alerts() -> list[dict[str, Any]]:
-    """Alerts on the machinery rather than an objective: a backup whose replica stopped receiving changes
-    while `notify backup` runs (:mod:`notify_core.backup.replica_lag`: it logs an error at the same bound)."""
+    """Alerts on the machinery rather than an objective: a backup whose replica stopped receiving changes, or
+    whose file snapshots fail, while `notify backup` runs (:mod:`notify_core.backup.replica_lag`: it logs an
+    error at the same bound)."""
     from notify_core.backup.replica_lag import BEHIND_ALERT_S  # imported here: handlers import this module
 
     return [{
@@ -207,6 +208,16 @@ def operational_alerts() -> list[dict[str, Any]]:
             "summary": "The {{ $labels.database }} backup replica is {{ $value | humanizeDuration }} behind",
             "description": "notify backup runs but the database's changes do not reach its target (its disk full, "
                            "S3 credentials or the bucket): see its error line and Litestream's log.",
+        },
+    }, {
+        "alert": "NotifyBackupFilesBehind",
+        "expr": f"max(notify_backup_files_behind_seconds) > {BEHIND_ALERT_S:g}",
+        "for": "5m",
+        "labels": {"severity": "page"},
+        "annotations": {
+            "summary": "The backup's file snapshots have failed for {{ $value | humanizeDuration }}",
+            "description": "notify backup runs but cannot write the lake, landing and artefact snapshots to its "
+                           "target: see its error line.",
         },
     }]
 

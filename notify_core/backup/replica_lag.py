@@ -39,6 +39,8 @@ a minute is a failure, not a slow upload (a first snapshot of a large Store incl
 
 REPLICA_BEHIND = Gauge("notify_backup_replica_behind_seconds",
                        "How long the database's replica has been behind it (0: caught up)", ["database"])
+FILES_BEHIND = Gauge("notify_backup_files_behind_seconds",
+                     "How long the file snapshots (lake, landing, artefacts) have been failing (0: the last worked)")
 
 _LTX = re.compile(r"(?:^|/)([0-9a-f]{16})-([0-9a-f]{16})\.ltx$")
 _ERROR_LINE = re.compile(r"level=ERROR .*")

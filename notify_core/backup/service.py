@@ -51,7 +51,7 @@ from typing import Any
 
 from notify_core.backup.files import FileBackup, FilesReport
 from notify_core.backup.litestream import Litestream
-from notify_core.backup.replica_lag import ReplicaLag
+from notify_core.backup.replica_lag import FILES_BEHIND, ReplicaLag
 from notify_core.backup.target import BackupTarget
 from notify_core.clock import Clock, utcnow
 from notify_core.erasure import reapply_register
@@ -137,6 +137,7 @@ class BackupService:
         )
         self.files = FileBackup(plan.target.blobs(), root=plan.data_dir, folders=plan.folders, clock=clock)
         self._next_prune = 0.0  # file snapshots past their retention are removed hourly (FileBackup.prune)
+        self._files_failing_since: float | None = None  # the clock's time of the first failed snapshot of a spell
         self._leases: list[WriteGate] = []
 
     def _lease_databases(self) -> None:
@@ -238,15 +239,26 @@ class BackupService:
         return day
 
     def _snapshot_files(self) -> FilesReport:
+        """One snapshot of the folders. A failing one (a full target, a flaky bucket) is retried at the next tick
+        while Litestream goes on replicating: one error line for the spell and one when it works again, where
+        each tick (10 s) logged the same error, and ``notify_backup_files_behind_seconds`` for the alert."""
+        now = self.clock.now()
         try:
             report = self.files.snapshot()
-        except Exception as exc:  # a full target or a flaky bucket: log, keep replicating, retry next tick
-            log.error("file snapshot failed", extra={"error": str(exc)})
+        except Exception as exc:
+            if self._files_failing_since is None:
+                self._files_failing_since = now
+                log.error("file snapshot failed; tried again at every tick", extra={"error": str(exc)})
+            FILES_BEHIND.set(now - self._files_failing_since)
             return FilesReport()
+        if self._files_failing_since is not None:
+            log.warning("file snapshot works again",
+                        extra={"failed_for_s": round(now - self._files_failing_since, 1)})
+            self._files_failing_since = None
+        FILES_BEHIND.set(0)
         if report.manifest is not None:
             log.info("file snapshot", extra={"files": report.files, "uploaded": report.uploaded,
                                              "bytes": report.uploaded_bytes})
-        now = self.clock.now()
         if now >= self._next_prune:
             self._next_prune = now + PRUNE_EVERY_S
             try:

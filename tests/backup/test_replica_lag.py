@@ -1,4 +1,5 @@
-"""A replica that stops receiving changes while `notify backup` runs is an error line and a gauge.
+"""A replica that stops receiving changes while `notify backup` runs is an error line and a gauge; so are file
+snapshots that keep failing.
 
 Litestream retries a replica it cannot write for ever and says so in its own log only; its metrics count the
 local syncs, which go on succeeding. Here a real Litestream replicates a Store to a folder on a 1 MB tmpfs
@@ -42,6 +43,10 @@ def _behind(database: str) -> float | None:
     return REGISTRY.get_sample_value("notify_backup_replica_behind_seconds", {"database": database})
 
 
+def _files_behind() -> float | None:
+    return REGISTRY.get_sample_value("notify_backup_files_behind_seconds")
+
+
 def _records(caplog: pytest.LogCaptureFixture, message: str) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.getMessage().startswith(message)]
 
@@ -54,6 +59,9 @@ def test_a_replica_the_target_cannot_hold_is_an_error_then_catches_up_once_there
     with sqlite3.connect(data / "store.sqlite") as conn:  # 3 MB that no compression shrinks
         conn.execute("CREATE TABLE ballast (b BLOB)")
         conn.executemany("INSERT INTO ballast VALUES (?)", [(os.urandom(1000),) for _ in range(3000)])
+    lake = data / "lake" / "purchases"
+    lake.mkdir(parents=True)
+    (lake / "2011-03.parquet").write_bytes(os.urandom(2_000_000))  # a file snapshot the target cannot hold either
     target = tmp_path / "target"
     caplog.set_level(logging.INFO, logger="notify_core.backup")
     with small_disk(target, 1024) as resize:
@@ -83,10 +91,15 @@ def test_a_replica_the_target_cannot_hold_is_an_error_then_catches_up_once_there
             clock.advance(60)
             time.sleep(0.5)
             assert len(_records(caplog, "backup replica behind")) == 1  # once, not at every look
+            # the file snapshot failed at every tick too: one line for the spell (was one a tick), and its gauge
+            assert len(_records(caplog, "file snapshot failed")) == 1
+            assert (_files_behind() or 0) >= BEHIND_ALERT_S + 90
 
             resize(65536)  # the operator makes room: Litestream's retry uploads, nothing restarted
             _wait_for(lambda: _behind("store") == 0, what="the replica catching up")
             assert _records(caplog, "backup replica caught up")
+            _wait_for(lambda: _files_behind() == 0, what="a file snapshot working again")
+            assert _records(caplog, "file snapshot works again")
             assert newest_txid(service.plan.target.blobs().list("store/")) >= newest_txid(
                 local_ltx_files(data / "store.sqlite"))
         finally:

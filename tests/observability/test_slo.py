@@ -42,7 +42,7 @@ def test_promtool_checks_the_rules() -> None:
     done = subprocess.run([str(PROMTOOL), "check", "rules", str(alarms.RULES_PATH)], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 15 rules found" in done.stdout  # 7 objectives (a record and an alert each), the backup
+    assert "SUCCESS: 16 rules found" in done.stdout  # 7 objectives (a record and an alert each), 2 backup
 
 
 def _alert(name: str, at: str, *, fires: bool, labels: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -138,6 +138,17 @@ def _unit_tests() -> dict[str, Any]:
                   "summary": "The store backup replica is 10m 0s behind",
                   "description": "notify backup runs but the database's changes do not reach its target (its disk "
                                  "full, S3 credentials or the bucket): see its error line and Litestream's log."}})])
+    # File snapshots failing for more than a minute, for 5 minutes, page; a spell of 30 s does not.
+    case([("notify_backup_files_behind_seconds", "0+60x20")],
+         [_alert("NotifyBackupFilesBehind", "5m", fires=False),
+          _alert("NotifyBackupFilesBehind", "10m", fires=True, labels={
+              "exp_labels": {"severity": "page"},
+              "exp_annotations": {
+                  "summary": "The backup's file snapshots have failed for 10m 0s",
+                  "description": "notify backup runs but cannot write the lake, landing and artefact snapshots "
+                                 "to its target: see its error line."}})])
+    case([("notify_backup_files_behind_seconds", "0 30 0 0 0 0 0 0 0 0 0 0")],
+         [_alert("NotifyBackupFilesBehind", "10m", fires=False)])
     return {"rule_files": [str(alarms.RULES_PATH)], "evaluation_interval": "1m", "tests": tests}
 
 
