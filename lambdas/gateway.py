@@ -26,6 +26,7 @@ import contextlib
 import functools
 import importlib
 import itertools
+import logging
 import re
 import time
 import uuid
@@ -454,7 +455,6 @@ def uvicorn_stack(*, headers_timeout_s: float = REQUEST_HEADERS_TIMEOUT_S) -> di
     0.21 ms with asyncio + h11, whose separate header/body writes also stall ~40 ms a reply (Nagle).
     With httptools, its protocol carries a deadline of ``headers_timeout_s`` on each request's headers."""
     import importlib.util
-    import logging
 
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     http: str | type[asyncio.Protocol] = "h11"
@@ -489,11 +489,48 @@ def serve(
 
         tls = {"ssl_certfile": tls_cert, "ssl_keyfile": tls_key, "ssl_context_factory": tls12_context_factory}
     if workers <= 1:
-        uvicorn.run(build_app(body_timeout_s=body_timeout_s), host=host, port=port, log_level=log_level,
-                    access_log=False, **uvicorn_stack(headers_timeout_s=headers_timeout_s), **tls)
+        server = uvicorn.Server(uvicorn.Config(
+            build_app(body_timeout_s=body_timeout_s), host=host, port=port, log_level=log_level, access_log=False,
+            **uvicorn_stack(headers_timeout_s=headers_timeout_s), **tls))
+        replaced = _stops_when_replaced(server)
+        server.run()
+        if not server.started:  # as uvicorn.run: the port taken, say (uvicorn logged why)
+            raise SystemExit(3)
+        if replaced:
+            raise _replaced_error()
         return
-    _serve_forked(host=host, port=port, log_level=log_level, workers=workers, tls=tls,
-                  headers_timeout_s=headers_timeout_s, body_timeout_s=body_timeout_s)
+    if _serve_forked(host=host, port=port, log_level=log_level, workers=workers, tls=tls,
+                     headers_timeout_s=headers_timeout_s, body_timeout_s=body_timeout_s):
+        raise _replaced_error()
+
+
+_REPLACED_EXIT = 75  # a forked worker's exit code when it stopped on a replaced database (sysexits' EX_TEMPFAIL)
+
+
+def _stops_when_replaced(server: Any) -> list[bool]:
+    """Stop ``server`` gracefully (its requests in flight answered) once a handler meets a database file replaced
+    under the process (:func:`lambdas.http.on_database_replaced`); the list returned holds True then. Not by a
+    signal: uvicorn raises a signal it handled again once it has stopped, which would end the process by it."""
+    from lambdas.http import on_database_replaced
+
+    replaced: list[bool] = []
+
+    def stop() -> None:
+        if not replaced:
+            replaced.append(True)
+            logging.getLogger("lambdas.gateway").error(
+                "a database file was replaced under the server; stopping for its supervisor to restart it")
+        server.should_exit = True
+
+    on_database_replaced(stop)
+    return replaced
+
+
+def _replaced_error() -> Exception:
+    from notify_core.errors import DatabaseReplacedError
+
+    return DatabaseReplacedError("the server stopped: its Store or stream log file was replaced or removed under it "
+                                 "(a data directory wiped or restored); started again, it opens the files now there")
 
 
 def _listening_socket(host: str, port: int, *, reuse_port: bool) -> Any:
@@ -509,12 +546,13 @@ def _listening_socket(host: str, port: int, *, reuse_port: bool) -> Any:
 
 
 def _serve_forked(*, host: str, port: int, log_level: str, workers: int, tls: dict[str, Any],
-                  headers_timeout_s: float, body_timeout_s: float) -> None:
+                  headers_timeout_s: float, body_timeout_s: float) -> bool:
     """``workers`` forked processes. Where the OS has SO_REUSEPORT each worker listens on its own socket
     and the kernel spreads new connections over them by hash: on one shared socket the worker that wakes
     first accepts a burst of connections (measured with wrk's 16 keep-alive connections: one worker did
     all of the trivial route's work and 64 % of the recommendations', the other idled). The parent binds
-    first (so a port in use fails here, once) and closes its socket before the workers take over."""
+    first (so a port in use fails here, once) and closes its socket before the workers take over. True when a
+    worker stopped on a database replaced under it (the others are stopped with it)."""
     import os
     import signal
     import socket
@@ -536,7 +574,10 @@ def _serve_forked(*, host: str, port: int, log_level: str, workers: int, tls: di
                 config = uvicorn.Config(build_app(body_timeout_s=body_timeout_s), log_level=log_level,
                                         access_log=False, **uvicorn_stack(headers_timeout_s=headers_timeout_s),
                                         **tls)
-                uvicorn.Server(config).run(sockets=[mine])
+                server = uvicorn.Server(config)
+                stopped_on_replaced = _stops_when_replaced(server)
+                server.run(sockets=[mine])
+                code = _REPLACED_EXIT if stopped_on_replaced else 0
             except BaseException:
                 code = 1
             finally:
@@ -552,5 +593,16 @@ def _serve_forked(*, host: str, port: int, log_level: str, workers: int, tls: di
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    for child in children:
-        os.waitpid(child, 0)
+    replaced = False
+    running = set(children)
+    while running:
+        pid, status = os.waitpid(-1, 0)
+        if pid not in running:
+            continue
+        running.discard(pid)
+        if os.waitstatus_to_exitcode(status) == _REPLACED_EXIT and not replaced:
+            replaced = True  # one worker met a replaced file: the others would too; all stop, to be restarted
+            for child in running:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGTERM)
+    return replaced

@@ -19,7 +19,14 @@ from contextlib import contextmanager
 from typing import Any
 
 from lambdas.coldstart import ColdStart
-from notify_core.errors import BackendError, NotifyError, PayloadTooLargeError, RateLimitedError, ValidationError
+from notify_core.errors import (
+    BackendError,
+    DatabaseReplacedError,
+    NotifyError,
+    PayloadTooLargeError,
+    RateLimitedError,
+    ValidationError,
+)
 from notify_core.observability import Invocations, request_context
 
 log = logging.getLogger("lambdas.edge")  # the edge's refusals and 500s: one logger, one shape
@@ -71,12 +78,26 @@ def _error_headers(exc: Exception) -> dict[str, str]:
     return {"retry-after": str(exc.retry_after_s)} if isinstance(exc, (RateLimitedError, BackendError)) else {}
 
 
+_ON_DATABASE_REPLACED: list[Callable[[], None]] = []
+
+
+def on_database_replaced(hook: Callable[[], None]) -> None:
+    """Call ``hook`` whenever a reply is for a SQLite file replaced under this process
+    (:class:`~notify_core.errors.DatabaseReplacedError`: its data directory wiped or restored under it). The local
+    gateway stops then, for its supervisor to start it on the files now there; without it, it answered 503 to
+    every write, and reads from the deleted file, until someone restarted it. Never on Lambda (no SQLite)."""
+    _ON_DATABASE_REPLACED[:] = [hook]
+
+
 def error_reply(exc: Exception, *, rid: str) -> dict[str, Any]:
     """The one error shape, for any exception: NotifyError -> its status, the rest -> a logged 500.
 
     A NotifyError that is a 500 (a ConfigurationError: a key file readable by others, an unreadable master
     key) is logged with its message and answered as any other 500, without it: the message names files and
     the server's security posture, and the key check runs before a caller is known (audit, session 39)."""
+    if isinstance(exc, DatabaseReplacedError):
+        for hook in _ON_DATABASE_REPLACED:
+            hook()
     if isinstance(exc, NotifyError) and exc.http_status != 500:
         status, kind, message = exc.http_status, type(exc).__name__, str(exc)
     else:

@@ -117,6 +117,9 @@ def restore(
     at: Annotated[str | None, typer.Option(help="Restore as of this time (ISO 8601; UTC if no offset).")] = None,
     force: Annotated[bool, typer.Option(
         help="Replace a Store that exists, and a stream log that is behind its backup (kept beside).")] = False,
+    without_keys: Annotated[bool, typer.Option(
+        help="Restore although the backup's keys do not open here (no copy of the master key): the sealed "
+             "personal fields and the API keys of the restored Store will not open.")] = False,
 ) -> None:
     """Restore the data directory from a backup: the Store (as of --at), a missing or stale stream log, the files."""
     from notify_core.backup.service import describe
@@ -135,11 +138,12 @@ def restore(
         raise fail(exc) from None
     replaced = _audit_head(data_dir)
     try:
-        report = service.restore(at=when, force=force)
+        report = service.restore(at=when, force=force, without_keys=without_keys)
     except NotifyError as exc:
         raise fail(exc) from None
     _audited(data_dir, action="backup.restore", target=service.plan.target.describe(),
-             detail={"at": when.isoformat() if when else None, "force": force, "replaced_audit_head": replaced})
+             detail={"at": when.isoformat() if when else None, "force": force, "without_keys": without_keys,
+                     "replaced_audit_head": replaced})
     typer.echo(json.dumps(describe(report)))
 
 

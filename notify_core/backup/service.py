@@ -37,12 +37,14 @@ replication are in the rendered templates.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -50,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from notify_core.backup.files import FileBackup, FilesReport
+from notify_core.backup.keys import KeyBackup
 from notify_core.backup.litestream import Litestream
 from notify_core.backup.replica_lag import FILES_BEHIND, ReplicaLag
 from notify_core.backup.target import BackupTarget
@@ -59,6 +62,7 @@ from notify_core.erasure_register import ErasureRegister, register_of
 from notify_core.errors import ConditionFailedError, ConfigurationError, NotFoundError
 from notify_core.line_file import rotate_held_file
 from notify_core.observability import LOG_RETENTION_DAYS
+from notify_core.security.crypto import MASTER_FILE, MasterKey
 from notify_core.settings import NotifySettings
 from notify_core.sqlite_tx import WriteGate, write_gate
 from notify_core.store.codec import decode_item
@@ -78,12 +82,17 @@ PRUNE_EVERY_S = 3600.0  # how often `notify backup` removes file snapshots past 
 
 @dataclass(frozen=True)
 class BackupPlan:
-    """The databases (name -> path) and data-directory folders one target receives."""
+    """The databases (name -> path), data-directory folders and keys one target receives. ``master``: the
+    master key that seals the keys' bundle, when there is one (:func:`notify_core.security.vault.existing_master_key`;
+    None: no keys are backed up or restored)."""
 
     data_dir: Path
     databases: dict[str, Path]
     folders: tuple[str, ...]
     target: BackupTarget
+    secrets_dir: Path | None = None
+    master: Callable[[], MasterKey | None] | None = None
+    master_in_data_dir: bool = False
 
 
 def plan_backup(settings: NotifySettings, target: BackupTarget) -> BackupPlan:
@@ -94,7 +103,13 @@ def plan_backup(settings: NotifySettings, target: BackupTarget) -> BackupPlan:
     databases = {"store": settings.sqlite_path.resolve()}
     if settings.stream == "local":
         databases["stream"] = settings.local_log_path.resolve()
-    return BackupPlan(data_dir=settings.data_dir.resolve(), databases=databases, folders=FOLDERS, target=target)
+    from notify_core.security.vault import existing_master_key
+
+    inside = (not settings.kms_key_id and (settings.master_key_file is None or settings.master_key_file.resolve()
+                                           .is_relative_to(settings.data_dir.resolve())))
+    return BackupPlan(data_dir=settings.data_dir.resolve(), databases=databases, folders=FOLDERS, target=target,
+                      secrets_dir=settings.secrets_dir, master=functools.partial(existing_master_key, settings),
+                      master_in_data_dir=inside)
 
 
 class ReplicaExistsError(ConditionFailedError):
@@ -115,6 +130,7 @@ class RestoreReport:
     files_removed: int = 0  # under the backed-up folders, not in the restored snapshot
     register_entries: int = 0  # erasures known before the restore (present Store, newest backup)
     erasures_reapplied: int = 0  # users the restored data still held, erased again
+    keys: int = 0  # key files restored from the backup's sealed bundle (notify_core.backup.keys)
     seconds: float = 0.0
 
 
@@ -136,6 +152,8 @@ class BackupService:
             databases={path: plan.target.litestream_replica(name) for name, path in plan.databases.items()},
         )
         self.files = FileBackup(plan.target.blobs(), root=plan.data_dir, folders=plan.folders, clock=clock)
+        self.keys = (KeyBackup(plan.target.blobs(), secrets_dir=plan.secrets_dir, master=plan.master, clock=clock)
+                     if plan.secrets_dir is not None and plan.master is not None else None)
         self._next_prune = 0.0  # file snapshots past their retention are removed hourly (FileBackup.prune)
         self._files_failing_since: float | None = None  # the clock's time of the first failed snapshot of a spell
         self._leases: list[WriteGate] = []
@@ -185,7 +203,10 @@ class BackupService:
         """One sync of the databases and one file snapshot (``notify backup --once``)."""
         self._lease_databases()
         self._ensure_databases(new_replica=new_replica)
+        self._warn_master_inside()
         self.litestream.replicate_once()
+        if self.keys is not None:
+            self.keys.snapshot()
         return self.files.snapshot()
 
     def run(self, *, stop: threading.Event, interval: float = 10.0, new_replica: bool = False) -> FilesReport:
@@ -205,6 +226,7 @@ class BackupService:
         log_day = utcnow(self.clock).date().isoformat()
         log.info("backup started",
                  extra={"target": self.plan.target.describe(), "databases": list(self.plan.databases)})
+        self._warn_master_inside()
         report = FilesReport()
         lag = ReplicaLag(databases=self.plan.databases, blobs=self.plan.target.blobs(), clock=self.clock,
                          litestream_log=log_path)
@@ -244,6 +266,8 @@ class BackupService:
         each tick (10 s) logged the same error, and ``notify_backup_files_behind_seconds`` for the alert."""
         now = self.clock.now()
         try:
+            if self.keys is not None:
+                self.keys.snapshot()
             report = self.files.snapshot()
         except Exception as exc:
             if self._files_failing_since is None:
@@ -270,16 +294,24 @@ class BackupService:
                     log.info("old file snapshots removed", extra={"manifests": manifests, "blobs": blobs})
         return report
 
-    def restore(self, *, at: datetime | None = None, force: bool = False) -> RestoreReport:
+    def _warn_master_inside(self) -> None:
+        if self.plan.master_in_data_dir and self.keys is not None:
+            log.warning("the master key is in the data directory: keep a copy of it off this machine, or a restore "
+                        "after losing the disk cannot open the backup's keys (sealed personal fields, API keys)",
+                        extra={"master_key": str(self.plan.secrets_dir / MASTER_FILE) if self.plan.secrets_dir
+                               else None})
+
+    def restore(self, *, at: datetime | None = None, force: bool = False,
+                without_keys: bool = False) -> RestoreReport:
         """Bring the data directory back from the backup (see the module doc for the rules), holding its
         databases to this process (``DatabaseInUseError`` naming the processes that have one open)."""
         with ExitStack() as held:
             for path in self.plan.databases.values():
                 path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 held.enter_context(write_gate(path).exclusive(what="a restore replaces it"))
-            return self._restore(at=at, force=force)
+            return self._restore(at=at, force=force, without_keys=without_keys)
 
-    def _restore(self, *, at: datetime | None, force: bool) -> RestoreReport:
+    def _restore(self, *, at: datetime | None, force: bool, without_keys: bool) -> RestoreReport:
         started = time.monotonic()
         report = RestoreReport()
         store = self.plan.databases["store"]
@@ -288,6 +320,8 @@ class BackupService:
                 f"{store} exists: restore into an empty data directory, or pass --force to replace it"
             )
         register = self._newest_register(at=at)  # read before anything is replaced
+        # the keys the restored data needs, opened before anything is replaced (refused: nothing is)
+        keys = self.keys.fetch(without_keys=without_keys) if self.keys is not None else None
         staged: dict[str, Path] = {}
         try:
             for name, path in self.plan.databases.items():
@@ -308,6 +342,8 @@ class BackupService:
                 report.files, report.files_written, report.files_removed = files.files, files.uploaded, files.removed
             except NotFoundError as exc:
                 log.warning("no file snapshot to restore", extra={"error": str(exc)})
+            if keys is not None and self.keys is not None:
+                report.keys = len(self.keys.install(keys))
             for name, staging in install.items():
                 _install(staging, self.plan.databases[name])
                 del staged[name]
@@ -483,5 +519,5 @@ def _stream_positions(store: Path) -> dict[str, int]:
 def describe(report: RestoreReport) -> dict[str, Any]:
     return {"databases": report.databases, "files": report.files, "files_written": report.files_written,
             "files_removed": report.files_removed, "register_entries": report.register_entries,
-            "erasures_reapplied": report.erasures_reapplied, "seconds": report.seconds}
+            "erasures_reapplied": report.erasures_reapplied, "keys": report.keys, "seconds": report.seconds}
 

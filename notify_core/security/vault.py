@@ -71,6 +71,16 @@ def master_key(settings: NotifySettings) -> MasterKey:
     return LocalMasterKey(settings.secrets_dir / MASTER_FILE)
 
 
+def existing_master_key(settings: NotifySettings) -> MasterKey | None:
+    """The deployment's master key when there is one now: KMS, or its file when that exists. Never mints one,
+    as :func:`master_key` does on a first start: the backup's keys open only with the master that sealed them
+    (:mod:`notify_core.backup.keys`), and a new one would be taken for it."""
+    if settings.kms_key_id or settings.env == "aws":
+        return master_key(settings)
+    path = settings.master_key_file if settings.master_key_file is not None else settings.secrets_dir / MASTER_FILE
+    return LocalMasterKey(path) if path.exists() else None
+
+
 def build_vault(settings: NotifySettings, *, store: Store | None = None) -> KeyVault:
     """The vault of a deployment (see the module docstring). In aws the documents are read through
     ``store``, the unsealed adapter (built from the settings when not given)."""

@@ -33,7 +33,7 @@ from notify_core.stream.local_log import LocalLog
 from tests.backup.test_backup import ROOT, _cli, backed_up_once
 from tests.delivery.crash_harness import _start
 from tests.events.helpers import click, events_clock
-from tests.servers import notify_serve, serve_admin_key, stop_process
+from tests.servers import free_port, notify_serve, serve_admin_key, stop_process, wait_healthy
 from tests.unit.test_write_gate import _hold_in_a_transaction
 
 
@@ -153,6 +153,55 @@ def test_notify_serve_answers_503_not_200_or_500_once_its_data_directory_is_wipe
         events = httpx.post(f"{base}/v1/events", headers=headers,
                             json={"events": [click(1, ts=datetime.now(UTC).isoformat())]})
         assert events.status_code == 503, events.text
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_notify_serve_stops_for_its_supervisor_once_a_restore_replaced_its_wiped_data_directory(
+        tmp_path: Path, workers: int) -> None:
+    """The disaster drill under a running server: the data directory is wiped (the restore's check cannot see
+    the server then: its lease is on the deleted sidecar) and restored. The server's next write answers 503 and
+    the server stops, exit 75 with one line, where it answered 503 to every write and served reads from the
+    deleted file until someone restarted it; started again, as its supervisor does, it serves the restored
+    data. With ``--workers 2`` the worker that met it stops the others."""
+    data, target = _backed_up_data_dir(tmp_path)
+    port = free_port()
+    stderr = tmp_path / "serve.err"
+
+    def start() -> subprocess.Popen[bytes]:
+        with stderr.open("wb") as err:
+            return subprocess.Popen(
+                [sys.executable, "-m", "notify_cli.stream_commands", "serve", "--port", str(port), "--data-dir",
+                 str(data), "--workers", str(workers)], cwd=ROOT, env={**os.environ, "NOTIFY_ENV": "local"},
+                stdout=subprocess.DEVNULL, stderr=err)
+
+    base = f"http://127.0.0.1:{port}"
+    server = start()
+    try:
+        wait_healthy(server, base)
+        headers = {"Authorization": f"Bearer {serve_admin_key(data)}"}
+        assert httpx.get(f"{base}/v1/users/u1/preferences", headers=headers).status_code == 200
+        shutil.rmtree(data)
+        restored = _cli("restore", "--data-dir", str(data), "--from", str(target))
+        assert restored.returncode == 0, restored.stderr
+        put = httpx.put(f"{base}/v1/users/u1/preferences", headers=headers, json={"daily_cap": 1})
+        assert put.status_code == 503 and put.json()["error"]["type"] == "DatabaseReplacedError", put.text
+        assert server.wait(timeout=30) == STOPPED_UNFINISHED, stderr.read_text()[-3000:]
+    finally:
+        stop_process(server)
+    last = stderr.read_text().strip().splitlines()[-1]
+    assert last.startswith("error: the server stopped: its Store or stream log file was replaced"), last
+    assert _daily_cap(data / "store.sqlite", "u1") == 3  # the refused write went nowhere
+
+    again = start()  # what systemd does on exit 75
+    try:
+        wait_healthy(again, base)
+        # the backup was taken before the server's first start: its admin key was made again, with the Store's
+        headers = {"Authorization": f"Bearer {serve_admin_key(data)}"}
+        put = httpx.put(f"{base}/v1/users/u1/preferences", headers=headers, json={"daily_cap": 1})
+        assert put.status_code == 200, put.text
+    finally:
+        stop_process(again)
+    assert _daily_cap(data / "store.sqlite", "u1") == 1  # in the restored file
 
 
 def test_one_process_may_restore_what_it_has_open_itself(tmp_path: Path) -> None:
