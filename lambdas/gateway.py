@@ -32,6 +32,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -471,8 +472,10 @@ def serve(
     *, host: str = "127.0.0.1", port: int = 8080, log_level: str = "warning", workers: int = 1,
     tls_cert: str | None = None, tls_key: str | None = None,
     headers_timeout_s: float = REQUEST_HEADERS_TIMEOUT_S, body_timeout_s: float = REQUEST_BODY_TIMEOUT_S,
+    watch: Sequence[Path] = (),
 ) -> None:
-    """Run the gateway until SIGINT/SIGTERM (uvicorn handles both gracefully).
+    """Run the gateway until SIGINT/SIGTERM (uvicorn handles both gracefully), or until a database file it uses
+    is replaced under it (``watch``: the deployment's SQLite files; see :func:`_stops_when_replaced`).
 
     ``workers`` > 1 runs that many processes on one socket, as Lambda runs concurrent invocations in
     separate environments: the handlers are CPU-bound Python, so one process serves one core. The workers
@@ -492,7 +495,7 @@ def serve(
         server = uvicorn.Server(uvicorn.Config(
             build_app(body_timeout_s=body_timeout_s), host=host, port=port, log_level=log_level, access_log=False,
             **uvicorn_stack(headers_timeout_s=headers_timeout_s), **tls))
-        replaced = _stops_when_replaced(server)
+        replaced = _stops_when_replaced(server, watch)
         server.run()
         if not server.started:  # as uvicorn.run: the port taken, say (uvicorn logged why)
             raise SystemExit(3)
@@ -500,18 +503,26 @@ def serve(
             raise _replaced_error()
         return
     if _serve_forked(host=host, port=port, log_level=log_level, workers=workers, tls=tls,
-                     headers_timeout_s=headers_timeout_s, body_timeout_s=body_timeout_s):
+                     headers_timeout_s=headers_timeout_s, body_timeout_s=body_timeout_s, watch=watch):
         raise _replaced_error()
 
 
 _REPLACED_EXIT = 75  # a forked worker's exit code when it stopped on a replaced database (sysexits' EX_TEMPFAIL)
 
 
-def _stops_when_replaced(server: Any) -> list[bool]:
+WATCH_EVERY_S = 2.0  # how often a server looks whether its database files were replaced (one stat each)
+
+
+def _stops_when_replaced(server: Any, watch: Sequence[Path]) -> list[bool]:
     """Stop ``server`` gracefully (its requests in flight answered) once a handler meets a database file replaced
-    under the process (:func:`lambdas.http.on_database_replaced`); the list returned holds True then. Not by a
-    signal: uvicorn raises a signal it handled again once it has stopped, which would end the process by it."""
+    under the process (:func:`lambdas.http.on_database_replaced`), or a file of ``watch`` is no longer the one
+    it named at the start (looked at every :data:`WATCH_EVERY_S`: reads never check, so a server that only
+    served reads went on answering from the deleted file); the list returned holds True then. Not by a signal:
+    uvicorn raises a signal it handled again once it has stopped, which would end the process by it."""
+    import threading
+
     from lambdas.http import on_database_replaced
+    from notify_core.sqlite_tx import file_identity
 
     replaced: list[bool] = []
 
@@ -523,6 +534,16 @@ def _stops_when_replaced(server: Any) -> list[bool]:
         server.should_exit = True
 
     on_database_replaced(stop)
+    opened = {path: file_identity(path) for path in watch}
+
+    def look() -> None:
+        while not server.should_exit:
+            time.sleep(WATCH_EVERY_S)
+            if any(file_identity(path) != identity for path, identity in opened.items()):
+                stop()
+
+    if opened:
+        threading.Thread(target=look, name="database-watch", daemon=True).start()
     return replaced
 
 
@@ -546,7 +567,7 @@ def _listening_socket(host: str, port: int, *, reuse_port: bool) -> Any:
 
 
 def _serve_forked(*, host: str, port: int, log_level: str, workers: int, tls: dict[str, Any],
-                  headers_timeout_s: float, body_timeout_s: float) -> bool:
+                  headers_timeout_s: float, body_timeout_s: float, watch: Sequence[Path]) -> bool:
     """``workers`` forked processes. Where the OS has SO_REUSEPORT each worker listens on its own socket
     and the kernel spreads new connections over them by hash: on one shared socket the worker that wakes
     first accepts a burst of connections (measured with wrk's 16 keep-alive connections: one worker did
@@ -575,7 +596,7 @@ def _serve_forked(*, host: str, port: int, log_level: str, workers: int, tls: di
                                         access_log=False, **uvicorn_stack(headers_timeout_s=headers_timeout_s),
                                         **tls)
                 server = uvicorn.Server(config)
-                stopped_on_replaced = _stops_when_replaced(server)
+                stopped_on_replaced = _stops_when_replaced(server, watch)
                 server.run(sockets=[mine])
                 code = _REPLACED_EXIT if stopped_on_replaced else 0
             except BaseException:

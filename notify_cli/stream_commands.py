@@ -242,7 +242,8 @@ def serve(
     # Handlers get our settings handed over (runtime.configure), not through os.environ.
     runtime.configure(settings)
     gateway_args = {**tls_args, "headers_timeout_s": settings.request_headers_timeout_s,
-                    "body_timeout_s": settings.request_body_timeout_s}
+                    "body_timeout_s": settings.request_body_timeout_s,
+                    "watch": tuple(settings.local_databases.values())}
     if workers > 1:  # each forked worker builds its own Store, stream and key check on its first request
         stream.close()
         runtime.use_auth(None, insecure=insecure_no_auth)

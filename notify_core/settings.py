@@ -231,6 +231,15 @@ class NotifySettings(BaseSettings):
         return self.stream_log_path if self.stream_log_path is not None else self.data_dir / "stream" / "log.sqlite"
 
     @property
+    def local_databases(self) -> dict[str, Path]:
+        """The SQLite files of this deployment, by name: the Store (not in aws) and the embedded stream log (when
+        the stream is local). What a backup replicates and what a server watches for a restore under it."""
+        found = {} if self.env == "aws" else {"store": self.sqlite_path.resolve()}
+        if self.stream == "local":
+            found["stream"] = self.local_log_path.resolve()
+        return found
+
+    @property
     def quarantine_root(self) -> Path:
         return self.data_dir / "quarantine"
 

@@ -100,9 +100,7 @@ def plan_backup(settings: NotifySettings, target: BackupTarget) -> BackupPlan:
         raise ConfigurationError(
             "notify backup covers the embedded default; on aws use DynamoDB PITR and S3 versioning"
         )
-    databases = {"store": settings.sqlite_path.resolve()}
-    if settings.stream == "local":
-        databases["stream"] = settings.local_log_path.resolve()
+    databases = settings.local_databases
     from notify_core.security.vault import existing_master_key
 
     inside = (not settings.kms_key_id and (settings.master_key_file is None or settings.master_key_file.resolve()
