@@ -8,6 +8,7 @@ With the data directory wiped under it, it accepted writes the same way. Real pr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -24,6 +25,7 @@ import httpx
 import pytest
 
 from notify_cli import STOPPED_UNFINISHED
+from notify_core.delivery.claims import HEARTBEAT_PK
 from notify_core.delivery.synthetic import seed_due
 from notify_core.errors import DatabaseInUseError, DatabaseReplacedError
 from notify_core.events import CLICKSTREAM, capture_events
@@ -244,6 +246,19 @@ def _wait_open(database: Path, pid: int, *, timeout: float = 60.0) -> None:
         time.sleep(0.1)
 
 
+def _wait_beating(database: Path, *, timeout: float = 60.0) -> None:
+    """Until a worker's heartbeat is in ``database``: it has finished starting. Its lease is taken when it opens
+    the Store, before it reads its keys; moved away in between, it made a new master key and Store at the old
+    path (seen in CI under load)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(sqlite3.Error), sqlite3.connect(f"file:{database}?mode=ro", uri=True) as conn:
+            if conn.execute("SELECT 1 FROM delivery_cursor WHERE pk = ?", (HEARTBEAT_PK,)).fetchone():
+                return
+        assert time.monotonic() < deadline, "no worker heartbeat"
+        time.sleep(0.1)
+
+
 def test_a_worker_whose_data_directory_is_moved_away_sends_nothing_and_stops_for_its_supervisor(
         tmp_path: Path) -> None:
     data, aside, outbox = tmp_path / "data", tmp_path / "aside", tmp_path / "outbox.jsonl"
@@ -253,6 +268,7 @@ def test_a_worker_whose_data_directory_is_moved_away_sends_nothing_and_stops_for
     worker = _start(data, outbox, lease_s=2.0, concurrency=2, idle_exit=60)
     try:
         _wait_open(data / "store.sqlite", worker.pid)
+        _wait_beating(data / "store.sqlite")  # started: its keys read and its loop running
         os.rename(data, aside)  # the data directory gone from under it before anything is due
         _out, err = worker.communicate(timeout=60)
     finally:
