@@ -154,6 +154,7 @@ class BackupService:
                      if plan.secrets_dir is not None and plan.master is not None else None)
         self._next_prune = 0.0  # file snapshots past their retention are removed hourly (FileBackup.prune)
         self._files_failing_since: float | None = None  # the clock's time of the first failed snapshot of a spell
+        self._keys_failing = False
         self._leases: list[WriteGate] = []
 
     def _lease_databases(self) -> None:
@@ -263,9 +264,8 @@ class BackupService:
         while Litestream goes on replicating: one error line for the spell and one when it works again, where
         each tick (10 s) logged the same error, and ``notify_backup_files_behind_seconds`` for the alert."""
         now = self.clock.now()
+        self._snapshot_keys()
         try:
-            if self.keys is not None:
-                self.keys.snapshot()
             report = self.files.snapshot()
         except Exception as exc:
             if self._files_failing_since is None:
@@ -291,6 +291,22 @@ class BackupService:
                 if manifests or blobs:
                     log.info("old file snapshots removed", extra={"manifests": manifests, "blobs": blobs})
         return report
+
+    def _snapshot_keys(self) -> None:
+        """The keys' bundle when they changed (:mod:`notify_core.backup.keys`); a failure (KMS away, a full
+        target) is one error line for the spell and one when it works again, apart from the file snapshot's."""
+        if self.keys is None:
+            return
+        try:
+            self.keys.snapshot()
+        except Exception as exc:
+            if not self._keys_failing:
+                self._keys_failing = True
+                log.error("key backup failed; tried again at every tick", extra={"error": str(exc)})
+            return
+        if self._keys_failing:
+            self._keys_failing = False
+            log.warning("key backup works again")
 
     def _warn_master_inside(self) -> None:
         if self.plan.master_in_data_dir and self.keys is not None:

@@ -9,23 +9,32 @@ key is not there. Real processes, real files.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
+from notify_core.backup.service import BackupService, plan_backup
+from notify_core.backup.target import BackupTarget
+from notify_core.clock import ManualClock
 from notify_core.security.crypto import MASTER_FILE, DecryptionError
 from notify_core.settings import NotifySettings
 from notify_core.store import tables
 from notify_core.store.factory import build_store
 from tests.backup.test_backup import ROOT, _cli
 from tests.servers import notify_serve
+from tests.small_disk import fill, small_disk
 
 EMAIL = "ada@example.com"
+NOW = datetime(2031, 5, 4, 12, 0, 0, tzinfo=UTC)
 
 
 def _notify(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -102,3 +111,37 @@ def test_the_backup_holds_no_key_in_clear(tmp_path: Path) -> None:
         if b'": "' in line and len(line.split(b'": "')[1]) > 40:
             assert line.split(b'": "')[1].rstrip(b'",') not in backed_up
     assert list(target.glob("keys/*.json")) and all(p.stat().st_mode & 0o077 == 0 for p in target.glob("keys/*"))
+
+
+def test_a_key_bundle_the_target_cannot_take_is_one_error_line_until_it_works_again(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A full target: the bundle is tried again at every tick, one error line for the spell (apart from the
+    file snapshot's), one when it works again, and the bundle is there then."""
+    data, target = tmp_path / "data", tmp_path / "target"
+    store = build_store(NotifySettings(data_dir=data))  # its keys made
+    store.table(tables.USERS).put({"pk": "u1", "sk": tables.PROFILE_SK, "user_id": "u1", "email": EMAIL})
+    store.close()
+    caplog.set_level(logging.INFO, logger="notify_core.backup")
+    with small_disk(target, 1024):
+        filler = fill(target, leave_kib=0)
+        service = BackupService(plan_backup(NotifySettings(data_dir=data), BackupTarget.parse(str(target))),
+                                clock=ManualClock(NOW))
+        stop = threading.Event()
+        runner = threading.Thread(target=service.run, kwargs={"stop": stop, "interval": 0.1}, daemon=True)
+        runner.start()
+        try:
+            deadline = time.monotonic() + 60
+            while not [r for r in caplog.records if r.getMessage().startswith("key backup failed")]:
+                assert time.monotonic() < deadline, [r.getMessage() for r in caplog.records]
+                time.sleep(0.05)
+            time.sleep(1.0)  # ~10 more ticks
+            failed = [r for r in caplog.records if r.getMessage().startswith("key backup failed")]
+            assert len(failed) == 1 and "No space left" in failed[0].error  # type: ignore[attr-defined]
+            filler.unlink()
+            while not [r for r in caplog.records if r.getMessage() == "key backup works again"]:
+                assert time.monotonic() < deadline + 60, [r.getMessage() for r in caplog.records]
+                time.sleep(0.05)
+            assert list((target / "keys").glob("*.json"))
+        finally:
+            stop.set()
+            runner.join(60)
