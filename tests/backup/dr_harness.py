@@ -39,6 +39,7 @@ from pathlib import Path
 import httpx
 
 from notify_core.delivery.synthetic import seed_due
+from notify_core.security.crypto import MASTER_FILE
 from notify_core.store.sqlite import SqliteStore
 from tests.servers import free_port, kill_with_children, serve_admin_key
 
@@ -210,8 +211,14 @@ def run_drill(
     GB) the continuous backup's first snapshot would otherwise still be uploading at the disaster."""
     data, backup, outbox = root / "data", root / "backup", root / "outbox.jsonl"
     log_path = (root / "stream" / "log.sqlite") if retained else (data / "stream" / "log.sqlite")
+    # The master key lives off the data directory's disk, as the README's runbook says: the backup holds the
+    # keys the data needs sealed by it, and the disaster takes the disk (notify_core/backup/keys.py).
+    master = root / "keys" / MASTER_FILE
+    master.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if seed_dir is not None:  # e.g. the demo's data directory: Store, lake, landing, artefacts
         shutil.copytree(seed_dir, data, ignore=shutil.ignore_patterns("stream", "dagster", "*.lock"))
+        if (data / "secrets" / MASTER_FILE).exists():  # its master moves off the disk with the keys it wraps
+            shutil.move(data / "secrets" / MASTER_FILE, master)
     data.mkdir(parents=True, exist_ok=True)
     store = SqliteStore(data / "store.sqlite")
     # notifications due from now on, one every ~0.25 s, so the worker delivers before and after the disaster
@@ -224,7 +231,7 @@ def run_drill(
            "NOTIFY_BACKUP_URL": str(backup), "NOTIFY_DELIVERY_CHANNEL": "outbox", "NOTIFY_OUTBOX_PATH": str(outbox),
            # The API key pepper lives outside the data directory (as in aws, where it comes from a secret): the
            # disaster takes the disk, and the restored api_keys rows must still verify the client's key.
-           "NOTIFY_API_KEY_PEPPER": secrets.token_hex(32)}
+           "NOTIFY_API_KEY_PEPPER": secrets.token_hex(32), "NOTIFY_MASTER_KEY_FILE": str(master)}
     report = DrillReport(scenario="stream retained" if retained else "stream lost with the data directory",
                          seed_rows=seed_rows)
     services = Services(root, env, port)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from notify_core.errors import ConfigurationError
+from notify_core.security.crypto import MASTER_FILE
 from notify_core.security.files import loose_entries
 from notify_core.security.keycheck import load_or_create_pepper
 from notify_core.security.tls import kafka_security_config
@@ -57,6 +59,9 @@ def test_backup_and_restore_keep_the_data_directory_and_the_target_private(tmp_p
     done = _notify("backup", "--once", "--to", str(target), "--data-dir", str(data))
     assert done.returncode == 0, done.stderr
     restored = tmp_path / "restored"
+    (restored / "secrets").mkdir(mode=0o700, parents=True)
+    os.chmod(restored, 0o700)
+    shutil.copy2(data / "secrets" / MASTER_FILE, restored / "secrets" / MASTER_FILE)  # the operator's copy
     done = _notify("restore", "--from", str(target), "--data-dir", str(restored))
     assert done.returncode == 0, done.stderr
     assert loose_entries(data) == [] and loose_entries(target) == [] and loose_entries(restored) == []
