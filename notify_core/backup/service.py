@@ -62,7 +62,7 @@ from notify_core.erasure_register import ErasureRegister, register_of
 from notify_core.errors import ConditionFailedError, ConfigurationError, NotFoundError
 from notify_core.line_file import rotate_held_file
 from notify_core.observability import LOG_RETENTION_DAYS
-from notify_core.security.crypto import MASTER_FILE, MasterKey
+from notify_core.security.crypto import MasterKey
 from notify_core.settings import NotifySettings
 from notify_core.sqlite_tx import WriteGate, write_gate
 from notify_core.store.codec import decode_item
@@ -92,7 +92,7 @@ class BackupPlan:
     target: BackupTarget
     secrets_dir: Path | None = None
     master: Callable[[], MasterKey | None] | None = None
-    master_in_data_dir: bool = False
+    master_in_data_dir: Path | None = None  # the master key file, when it is inside the data directory
 
 
 def plan_backup(settings: NotifySettings, target: BackupTarget) -> BackupPlan:
@@ -101,10 +101,11 @@ def plan_backup(settings: NotifySettings, target: BackupTarget) -> BackupPlan:
             "notify backup covers the embedded default; on aws use DynamoDB PITR and S3 versioning"
         )
     databases = settings.local_databases
-    from notify_core.security.vault import existing_master_key
+    from notify_core.security.vault import existing_master_key, master_key_file
 
-    inside = (not settings.kms_key_id and (settings.master_key_file is None or settings.master_key_file.resolve()
-                                           .is_relative_to(settings.data_dir.resolve())))
+    master_file = master_key_file(settings)
+    inside = (master_file if master_file is not None
+              and master_file.resolve().is_relative_to(settings.data_dir.resolve()) else None)
     return BackupPlan(data_dir=settings.data_dir.resolve(), databases=databases, folders=FOLDERS, target=target,
                       secrets_dir=settings.secrets_dir, master=functools.partial(existing_master_key, settings),
                       master_in_data_dir=inside)
@@ -149,8 +150,9 @@ class BackupService:
             config_path=folder / f"{stem}.yml",
             databases={path: plan.target.litestream_replica(name) for name, path in plan.databases.items()},
         )
-        self.files = FileBackup(plan.target.blobs(), root=plan.data_dir, folders=plan.folders, clock=clock)
-        self.keys = (KeyBackup(plan.target.blobs(), secrets_dir=plan.secrets_dir, master=plan.master, clock=clock)
+        self._blobs = plan.target.blobs()  # one client for the files, the keys and the replica checks
+        self.files = FileBackup(self._blobs, root=plan.data_dir, folders=plan.folders, clock=clock)
+        self.keys = (KeyBackup(self._blobs, secrets_dir=plan.secrets_dir, master=plan.master, clock=clock)
                      if plan.secrets_dir is not None and plan.master is not None else None)
         self._next_prune = 0.0  # file snapshots past their retention are removed hourly (FileBackup.prune)
         self._files_failing_since: float | None = None  # the clock's time of the first failed snapshot of a spell
@@ -185,7 +187,7 @@ class BackupService:
             )
 
     def _target_holds(self, name: str) -> bool:
-        return any(True for _ in self.plan.target.blobs().list(f"{name}/"))
+        return any(True for _ in self._blobs.list(f"{name}/"))
 
     def _ensure_databases(self, *, new_replica: bool) -> None:
         """Litestream replicates a file that exists: create an empty WAL database where none is yet (after
@@ -227,7 +229,7 @@ class BackupService:
                  extra={"target": self.plan.target.describe(), "databases": list(self.plan.databases)})
         self._warn_master_inside()
         report = FilesReport()
-        lag = ReplicaLag(databases=self.plan.databases, blobs=self.plan.target.blobs(), clock=self.clock,
+        lag = ReplicaLag(databases=self.plan.databases, blobs=self._blobs, clock=self.clock,
                          litestream_log=log_path)
         try:
             while True:
@@ -309,11 +311,10 @@ class BackupService:
             log.warning("key backup works again")
 
     def _warn_master_inside(self) -> None:
-        if self.plan.master_in_data_dir and self.keys is not None:
+        if self.plan.master_in_data_dir is not None and self.keys is not None:
             log.warning("the master key is in the data directory: keep a copy of it off this machine, or a restore "
                         "after losing the disk cannot open the backup's keys (sealed personal fields, API keys)",
-                        extra={"master_key": str(self.plan.secrets_dir / MASTER_FILE) if self.plan.secrets_dir
-                               else None})
+                        extra={"master_key": str(self.plan.master_in_data_dir)})
 
     def restore(self, *, at: datetime | None = None, force: bool = False,
                 without_keys: bool = False) -> RestoreReport:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from notify_core.errors import ConfigurationError
@@ -58,27 +59,31 @@ class KeyVault:
         return rotate_ring(self.documents, purpose, clock=clock, overlap=overlap, master=self._ring_master)
 
 
-def master_key(settings: NotifySettings) -> MasterKey:
-    """KMS when a key id is set, else the master key file; in aws that file must be named explicitly."""
+def master_key_file(settings: NotifySettings) -> Path | None:
+    """Where the master key file is (None: KMS holds the master). In aws it must be named explicitly."""
     if settings.kms_key_id:
-        return KmsMasterKey(settings.kms_key_id, region=settings.aws_region)
+        return None
     if settings.master_key_file is not None:
-        return LocalMasterKey(settings.master_key_file)
+        return settings.master_key_file
     if settings.env == "aws":
         raise ConfigurationError(
             "in aws every instance must share one master key: set NOTIFY_KMS_KEY_ID (the stack's DataKey; "
             "the template passes it) or NOTIFY_MASTER_KEY_FILE (a 0600 file every instance mounts)")
-    return LocalMasterKey(settings.secrets_dir / MASTER_FILE)
+    return settings.secrets_dir / MASTER_FILE
+
+
+def master_key(settings: NotifySettings) -> MasterKey:
+    """KMS when a key id is set, else the master key file (made on a first start)."""
+    path = master_key_file(settings)
+    return KmsMasterKey(str(settings.kms_key_id), region=settings.aws_region) if path is None else LocalMasterKey(path)
 
 
 def existing_master_key(settings: NotifySettings) -> MasterKey | None:
     """The deployment's master key when there is one now: KMS, or its file when that exists. Never mints one,
     as :func:`master_key` does on a first start: the backup's keys open only with the master that sealed them
     (:mod:`notify_core.backup.keys`), and a new one would be taken for it."""
-    if settings.kms_key_id or settings.env == "aws":
-        return master_key(settings)
-    path = settings.master_key_file if settings.master_key_file is not None else settings.secrets_dir / MASTER_FILE
-    return LocalMasterKey(path) if path.exists() else None
+    path = master_key_file(settings)
+    return master_key(settings) if path is None or path.exists() else None
 
 
 def build_vault(settings: NotifySettings, *, store: Store | None = None) -> KeyVault:
