@@ -15,8 +15,8 @@ import time
 import dagster as dg
 
 from notify_assets.automation import pool_for
-from notify_core.delivery import OffsetClock, WorkerOptions, build_worker
-from notify_core.delivery.worker import execution_report
+from notify_core.delivery import OffsetClock, build_worker
+from notify_core.delivery.worker import execution_report, worker_options
 from notify_core.observability import request_context
 from notify_resources.resources import NotifyResource
 
@@ -36,9 +36,8 @@ def delivery_run(context: dg.AssetExecutionContext, config: DeliveryConfig,
     settings = notify.settings
     offset = config.fast_forward_minutes * 60.0
     clock = OffsetClock(offset, base=notify.clock())
-    worker = build_worker(settings, notify.store, clock=clock, options=WorkerOptions(
-        concurrency=settings.delivery_concurrency, lease_s=settings.delivery_lease_s,
-        lookback_minutes=config.lookback_minutes + config.fast_forward_minutes, prefetch_s=0.0))
+    worker = build_worker(settings, notify.store, clock=clock, options=worker_options(
+        settings, lookback_minutes=config.lookback_minutes + config.fast_forward_minutes, prefetch_s=0.0))
     started = time.perf_counter()
     try:
         now = worker.clock.now()

@@ -9,6 +9,7 @@ they measure intervals, not dates.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from datetime import UTC, date, datetime
@@ -46,6 +47,15 @@ class SystemClock:
 
 
 SYSTEM_CLOCK: Clock = SystemClock()
+
+
+def since(now: float, then: float) -> float:
+    """Seconds from ``then`` to ``now`` on the clock, for a periodic step (a cache's age, a bucket's refill, the
+    next re-read): a clock stepped back behind ``then`` (an NTP step, a VM restored from a snapshot) counts as
+    ``inf``, a period already over. Plain ``now - then`` is negative there, and what waited on it waited for
+    the step's whole length: every API key answered 429 for an hour after a step back of an hour, a revoked key
+    stayed in the check's cache, a rotated key ring was not read again."""
+    return now - then if now >= then else math.inf
 
 
 class ManualClock:

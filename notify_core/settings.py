@@ -123,6 +123,8 @@ class NotifySettings(BaseSettings):
     public_base_url: str = "http://127.0.0.1:8080"  # tracking links: <public_base_url>/t/<notification_id>
     delivery_concurrency: int = Field(default=16, ge=1, le=256)
     delivery_lease_s: float = Field(default=30.0, gt=0)
+    # a notification found later than this after its send time is not sent (suppressed ``too_late``)
+    delivery_max_late_s: float = Field(default=3600.0, gt=0)
     # backups (issue 13): a folder or s3://bucket/prefix[?endpoint=...] for `notify backup` / `notify restore`
     backup_url: str | None = None
 

@@ -196,7 +196,8 @@ def prometheus_rules(objectives: Sequence[Objective] = OBJECTIVES) -> dict[str, 
 def operational_alerts() -> list[dict[str, Any]]:
     """Alerts on the machinery rather than an objective: a backup whose replica stopped receiving changes, or
     whose file snapshots fail, while `notify backup` runs (:mod:`notify_core.backup.replica_lag`: it logs an
-    error at the same bound)."""
+    error at the same bound); notifications a worker found too late to send (an outage or a clock step:
+    :mod:`notify_core.delivery.claims`, Catching up), which no lateness objective sees, as they are not sent."""
     from notify_core.backup.replica_lag import BEHIND_ALERT_S  # imported here: handlers import this module
 
     return [{
@@ -218,6 +219,16 @@ def operational_alerts() -> list[dict[str, Any]]:
             "summary": "The backup's file snapshots have failed for {{ $value | humanizeDuration }}",
             "description": "notify backup runs but cannot write the lake, landing and artefact snapshots to its "
                            "target: see its error line.",
+        },
+    }, {
+        "alert": "NotifyDeliveriesMissed",
+        "expr": "sum(increase(notify_delivery_missed_total[15m])) > 0",
+        "labels": {"severity": "ticket"},
+        "annotations": {
+            "summary": "{{ $value | humanize }} notifications were not sent: found after their time had passed",
+            "description": "A delivery worker found notifications more than NOTIFY_DELIVERY_MAX_LATE_S after their "
+                           "send time (no worker ran for that long, or the clock was stepped forward) and finished "
+                           "them as suppressed too_late: see the deliveries rows and the workers' history.",
         },
     }]
 

@@ -109,7 +109,8 @@ class ReplicaLag:
                     self._alerted.discard(name)
                     log.warning("backup replica caught up", extra={"database": name, "txid": replica})
             else:
-                since = self._behind_since.setdefault(name, now)
+                # a clock stepped back behind the spell's start restarts it (the gauge never goes negative)
+                since = self._behind_since[name] = min(self._behind_since.get(name, now), now)
                 behind[name] = now - since
                 if behind[name] >= self._alert_after and name not in self._alerted:
                     self._alerted.add(name)

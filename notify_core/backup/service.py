@@ -273,6 +273,7 @@ class BackupService:
             if self._files_failing_since is None:
                 self._files_failing_since = now
                 log.error("file snapshot failed; tried again at every tick", extra={"error": str(exc)})
+            self._files_failing_since = min(self._files_failing_since, now)  # a clock stepped back: never negative
             FILES_BEHIND.set(now - self._files_failing_since)
             return FilesReport()
         if self._files_failing_since is not None:

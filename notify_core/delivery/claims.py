@@ -13,6 +13,16 @@ those claims all win (that worker is behind, or dead and not yet noticed); a los
 got that far, so everything due before it is left to the owner. Claims stay conditional, so workers that
 see different sets of live workers (one starting, one stopping) cost lost claims, never a second send;
 and an item left out of every queue is found again by the minute's rescan.
+
+**Catching up.** A worker looks at every minute from the oldest one not yet done, not only at the last
+``lookback_minutes``: the oldest minute not done is kept in ``delivery_cursor`` (the *watermark*, written once a
+minute as it moves on), so a worker started after an outage, the minute Lambda after EventBridge stopped
+calling it, or a worker whose wall clock was stepped forward finds every notification due meanwhile, up to
+:data:`CATCH_UP_S` back. Before, minutes older than ``lookback_minutes`` (15) were never looked at: after a
+20-minute outage the first 5 minutes' notifications stayed ``pending`` for good, sent by no one, counted
+nowhere. What is found more than ``max_late_s`` late is not sent but finished as suppressed ``too_late``
+(:meth:`notify_core.delivery.worker.DeliveryWorker`), so the outage is visible in the deliveries rows and
+``notify_delivery_missed_total``.
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from notify_core.clock import Clock
+from notify_core.clock import Clock, since
 from notify_core.delivery.day_cap import DAILY_CAP, UNCAPPED, DayCap
 from notify_core.delivery.outcomes import DELIVERIES, Outcomes, _log_fields, _send_ts, iso, log, minute_key
 from notify_core.delivery.summary import Kind, PassSummary, WorkerOptions
@@ -40,6 +50,13 @@ from notify_core.store.port import Condition, Item, KeyRange, Store, Update
 
 DEDUPE_WINDOW_S = 24 * 3600
 HEARTBEAT_PK = "worker"  # delivery_cursor partition of the workers' heartbeats (sk = worker id)
+WATERMARK_KEY = ("watermark", "minutes")  # delivery_cursor item: the oldest minute not known done
+# How far back a worker catches up: the dedupe window, since a claim older than its dedupe record could be sent
+# twice (every item that old is past any sensible ``max_late_s`` anyway and is only finished, not sent).
+CATCH_UP_S = DEDUPE_WINDOW_S
+# Minutes older than the lookback loaded at a time while catching up: a day's backlog (5M items for 1M users) is
+# not read into memory at once, and the recent minutes' scans are not queued behind it.
+CATCH_UP_SCANS = 2
 
 
 @dataclass(slots=True)
@@ -119,7 +136,13 @@ class Claims:
         self._cursor = store.table(tables.DELIVERY_CURSOR)
         self._maintenance = ThreadPoolExecutor(1, thread_name_prefix="deliver-scan")
         self._lock = threading.Lock()
-        self._minutes: dict[str, _Minute] = {}
+        self._minutes: dict[str, _Minute] = {}  # the minutes from the floor on that are not done
+        self._closed: set[int] = set()  # starts of done minutes after the floor
+        self._floor: int | None = None  # start of the oldest minute not known done (None: not read yet)
+        self._window: tuple[int, int] = (0, -1)  # the minutes the last plan covered
+        self._watermark: int | None = None  # the floor last written as the watermark, and when
+        self._watermark_written = 0.0
+        self._last_now = 0.0  # the clock at the last plan (a step back is seen against it)
         self._scans: list[Future[None]] = []
         self.wake = threading.Event()
         self._last_full_retry_scan = ""
@@ -129,6 +152,11 @@ class Claims:
     def close(self) -> None:
         self.wait_scans()
         self._maintenance.shutdown(wait=True)
+        if self._floor is not None:
+            with self._lock:
+                self._floor = self._advance(self._floor)
+            with contextlib.suppress(DatabaseReplacedError):  # a replaced file takes no write; a start looks back
+                self._write_watermark(self.clock.now())
         if self._heartbeat_thread is not None:
             self._heartbeat_stop.set()
             self._heartbeat_thread.join()
@@ -186,29 +214,120 @@ class Claims:
 
     # -- finding work ------------------------------------------------------------------------------
     def plan_scans(self, now: float, summary: PassSummary) -> None:
-        first = math.floor(now / 60 - self.options.lookback_minutes) * 60
+        """Keep a state for every minute from the floor (the oldest not done) to ``now + prefetch_s`` and start
+        the scans that are due: a new minute's, a passed minute's once its queue drained, other workers'
+        claims seen running. Done minutes move the floor on; no minute after it is skipped, so a clock stepped
+        forward or a loop that stalled leaves no minute unlooked at."""
+        floor = self._floor if self._floor is not None else self._start_floor(now)
+        if now < self._last_now - 1.0:
+            floor = self._stepped_back(now, floor)
+        self._last_now = now
+        floor = max(floor, math.floor((now - CATCH_UP_S) / 60) * 60)
         last = math.floor((now + self.options.prefetch_s) / 60) * 60
-        starts = list(range(int(first), int(last) + 1, 60))
-        with self._lock:
-            new = [s for s in starts if minute_key(s) not in self._minutes]
-        if new:
-            keys = [minute_key(s) for s in new]
-            done = {i["sk"] for i in self._cursor.batch_get([("minute", k) for k in keys])}
+        if (floor, last) != self._window:
             with self._lock:
-                for start, key in zip(new, keys, strict=True):
-                    self._minutes[key] = _Minute(key, float(start), done=key in done)
+                new = [s for s in range(floor, last + 1, 60)
+                       if s not in self._closed and minute_key(s) not in self._minutes]
+            done: set[str] = set()
+            if new:
+                done = {i["sk"] for i in self._cursor.batch_get([("minute", minute_key(s)) for s in new])}
+            with self._lock:
+                for start in new:
+                    key = minute_key(start)  # a mark on a minute not yet passed came from a clock that was ahead
+                    self._minutes[key] = _Minute(key, float(start), done=key in done and start + 60 <= now)
+            self._window = (floor, last)
         with self._lock:
-            for key in [k for k, m in self._minutes.items() if m.start < first and (m.done or not m.queue)]:
-                del self._minutes[key]
+            floor = self._advance(floor)
+            recent, catching_up, _waiting = self._backlog(now)
             for m in self._minutes.values():
                 if m.done or m.scanning:
                     continue
+                if not m.loaded and m.start < recent:  # a backlog is read a few minutes at a time, oldest first
+                    if catching_up >= CATCH_UP_SCANS:
+                        continue
+                    catching_up += 1
                 if not m.loaded or (not m.queue and now >= m.recheck_at):
                     m.scanning = True
                     self._scans.append(self._maintenance.submit(self._scan, m))
                 elif m.held and now >= m.held_at:
                     m.scanning = True
                     self._scans.append(self._maintenance.submit(self._recheck_held, m))
+        self._floor = floor
+        if since(now, self._watermark_written) >= 60:
+            self._write_watermark(now)
+
+    def _stepped_back(self, now: float, floor: int) -> int:
+        """The wall clock went back (an NTP step, a VM restored): the minutes closed while it was ahead are not
+        done by this clock (a re-plan may still put notifications in them), so they are looked at again from
+        the lookback on; returns the floor."""
+        log.warning("the wall clock went back; minutes closed ahead of it are looked at again", extra={
+            "by_s": round(self._last_now - now, 3), "worker": self.worker_id})
+        with self._lock:
+            self._closed = {s for s in self._closed if s + 60 <= now}
+            for m in self._minutes.values():
+                if m.done and m.start + 60 > now:
+                    m.done = m.loaded = False
+        self._window = (0, -1)
+        return min(floor, math.floor(now / 60 - self.options.lookback_minutes) * 60)
+
+    def _advance(self, floor: int) -> int:
+        """(caller holds the lock) Drop the minutes before ``floor`` (past :data:`CATCH_UP_S`), retire the done
+        ones, and return the floor moved past every done minute at its head."""
+        for key in [k for k, m in self._minutes.items() if m.start < floor]:
+            self._give_up(self._minutes.pop(key))
+        for key in [k for k, m in self._minutes.items() if m.done and not m.queue and not m.others]:
+            self._closed.add(int(self._minutes.pop(key).start))
+        while floor in self._closed:  # every minute before the floor is done
+            self._closed.discard(floor)
+            floor += 60
+        return floor
+
+    def _backlog(self, now: float) -> tuple[int, int, bool]:
+        """(caller holds the lock) The start of the lookback, the minutes before it being caught up (scanning,
+        or with work queued), and whether any before it is still to be read."""
+        recent = math.floor(now / 60 - self.options.lookback_minutes) * 60
+        busy, waiting = 0, False
+        for m in self._minutes.values():
+            if m.start >= recent:
+                continue
+            busy += m.scanning or bool(m.queue)
+            waiting = waiting or (not m.loaded and not m.done and not m.scanning)
+        return recent, busy, waiting
+
+    def _start_floor(self, now: float) -> int:
+        """Where a worker starts looking: the watermark's minute when it is older than the lookback, else the
+        lookback (a first start, or a watermark from a fast-forwarded clock ahead of this one)."""
+        row = self._cursor.get(*WATERMARK_KEY, consistent=True)
+        lookback = math.floor(now / 60 - self.options.lookback_minutes) * 60
+        mark = int(row["minute"]) if row and isinstance(row.get("minute"), int | float) else lookback
+        self._watermark = mark if row else None
+        if mark < lookback:
+            log.info("catching up from the oldest minute not done", extra={
+                "since": minute_key(mark), "minutes": (lookback - mark) // 60 + self.options.lookback_minutes,
+                "worker": self.worker_id})
+        return min(mark, lookback)
+
+    def _write_watermark(self, now: float) -> None:
+        """Once it moved (at most once a minute, and at close). Best-effort: a watermark not written costs the
+        next start a longer look back, nothing else."""
+        floor = self._floor
+        if floor is None or floor == self._watermark:
+            return
+        try:
+            with self._write_lock:
+                self._cursor.batch_put([{"pk": WATERMARK_KEY[0], "sk": WATERMARK_KEY[1], "minute": floor,
+                                         "at": iso(now), "worker": self.worker_id}])
+            self._watermark, self._watermark_written = floor, now
+        except DatabaseReplacedError:
+            raise
+        except NotifyError as exc:
+            log.warning("the delivery watermark could not be written", extra={"error": str(exc)})
+
+    def _give_up(self, minute: _Minute) -> None:
+        """A minute older than :data:`CATCH_UP_S` still not done (caller holds the lock): said, and left."""
+        if not minute.done:
+            log.error("a minute older than the catch-up window is still not done; left as it is", extra={
+                "minute": minute.key, "queued": len(minute.queue), "worker": self.worker_id})
 
     @property
     def scanning(self) -> bool:
@@ -421,6 +540,9 @@ class Claims:
         if retry is not None:
             candidates.append(retry)
         with self._lock:
+            _recent, busy, waiting = self._backlog(now)
+            if waiting and busy < CATCH_UP_SCANS:  # more of a backlog to read: the next pass starts its scan
+                candidates.append(now)
             for m in self._minutes.values():
                 if m.queue:
                     candidates.append(m.queue[0].due_at)

@@ -22,7 +22,7 @@ from prometheus_client import Counter, Histogram
 from notify_core.bounds import MAX_COOLDOWN_HOURS
 from notify_core.clock import Clock
 from notify_core.delivery.channels import Outcome, SendResult
-from notify_core.delivery.summary import Result, WorkerOptions
+from notify_core.delivery.summary import TOO_LATE, Result, WorkerOptions
 from notify_core.errors import CountsNotAddedError, NotifyError
 from notify_core.lifecycle import CLAIMED, DEAD_LETTERED, RETRY_SCHEDULED, SENT, SUPPRESSED, check_move
 from notify_core.observability import LOG_RETENTION_DAYS
@@ -81,6 +81,8 @@ OTHER_COUNTERS: tuple[OtherCounter, ...] = ("failed", "suppressed", "budget_spen
 _FLUSH_CHUNK = 100  # outcomes whose derived rows are written under one hold of the write lock (flush)
 
 DELIVERIES = Counter("notify_deliveries_total", "Delivery attempts by outcome", ["outcome", "channel"])
+MISSED = Counter("notify_delivery_missed_total", "Notifications not sent because a worker found them more than "
+                 "max_late_s after their send time (an outage, a clock stepped forward)", ["channel"])
 LATENESS = Histogram("notify_delivery_lateness_seconds", "Delivered time minus scheduled time",
                      buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0))
 
@@ -263,6 +265,8 @@ class Outcomes:
         """After a suppression's commit: its derived rows, count and log line."""
         self.project({**item, **fields}, "suppressed")
         DELIVERIES.labels("suppressed", self.channel_name).inc()
+        if reason == TOO_LATE:
+            MISSED.labels(self.channel_name).inc()
         log.info("delivery suppressed", extra={
             **_log_fields(item, attempt, "suppressed"), "reason": reason, "worker": self.worker_id})
         return "suppressed", None, reclaimed

@@ -12,6 +12,7 @@ RETRY_DELAYS_S: tuple[float, ...] = (1.0, 5.0, 20.0)  # requirement 4.1: 1 s -> 
 
 Kind = Literal["new", "reclaim", "retry"]
 Result = Literal["delivered", "retried", "dead_lettered", "duplicate", "lost_claim", "suppressed"]
+TOO_LATE = "too_late"  # the suppression reason of a notification found more than ``max_late_s`` after its time
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -20,7 +21,10 @@ class WorkerOptions:
 
     concurrency: int = 16  # sending threads
     lease_s: float = 30.0  # a claim older than this may be re-claimed by another worker
-    lookback_minutes: int = 15  # passed minutes still checked for work (a missed run catches up)
+    lookback_minutes: int = 15  # a first start looks this far back; the retry index's full look, once a minute
+    # a notification found later than this after its send time (an outage, a clock stepped forward) is not
+    # sent: it is finished as suppressed ``too_late`` (the user's window has passed; the outage stays visible)
+    max_late_s: float = 3600.0
     prefetch_s: float = 5.0  # scan a minute this long before it starts
     max_batch: int = 1000  # items handed to the threads per pass (retries interleave with big minutes)
     shards: int = DEFAULT_SHARDS

@@ -45,6 +45,7 @@ How one notification goes through (the schedule item in ``schedules`` is the sou
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import socket
@@ -68,13 +69,14 @@ from notify_core.delivery.outcomes import (
     LOG_TTL_S,
     OutcomeHealth,
     Outcomes,
+    _send_ts,
     log,
     minute_key,
     parse_ts,
     projections,
 )
 from notify_core.delivery.render import campaign_context, render
-from notify_core.delivery.summary import RETRY_DELAYS_S, PassSummary, Result, WorkerOptions, percentile
+from notify_core.delivery.summary import RETRY_DELAYS_S, TOO_LATE, PassSummary, Result, WorkerOptions, percentile
 from notify_core.delivery.tracking import TRACKING_PURPOSE, TrackingLinks
 from notify_core.erasure_queue import ErasingUsers
 from notify_core.errors import BackendError, NotifyError
@@ -91,7 +93,7 @@ if TYPE_CHECKING:
     from notify_core.settings import NotifySettings
 
 __all__ = ["DELIVERIES", "LOG_TTL_S", "RETRY_DELAYS_S", "DeliveryWorker", "PassSummary", "WorkerOptions",
-           "build_worker", "execution_report", "parse_ts", "percentile", "projections"]
+           "build_worker", "execution_report", "parse_ts", "percentile", "projections", "worker_options"]
 
 SEND_SECONDS = Histogram("notify_delivery_send_seconds", "Channel send time", ["channel"],
                          buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0))
@@ -320,11 +322,21 @@ class DeliveryWorker:
         item = claim.item
         (campaign, campaign_fields), user = self._campaign(str(item["campaign_id"])), profiles.get(str(item["user_id"]))
         now = self.clock.now()
-        reason = suppression_reason(user, campaign, day_token=claim.day_token, at=now)
+        reason = self._why_not(claim, user, campaign, now)
         if reason is not None:
             return self.outcomes.suppress_fields(claim.attempt, reason, now, request_id=self._request_id), reason
         return render(item, campaign=campaign, user=user, links=self.links, attempt=claim.attempt,
                       campaign_fields=campaign_fields)
+
+    def _why_not(self, claim: _Claim, user: Item | None, campaign: Item | None, now: float) -> str | None:
+        """Why this claimed notification must not be sent now: the user's preferences as they are now
+        (:func:`notify_core.preferences.suppression_reason`), or found more than ``max_late_s`` after its
+        send time (a worker down for hours, a clock stepped forward): the plan put it in the user's window,
+        which has passed, and a day's backlog sent at once is what a restart must not do."""
+        reason: str | None = suppression_reason(user, campaign, day_token=claim.day_token, at=now)
+        if reason is None and now - _send_ts(claim.item) > self.options.max_late_s:
+            reason = TOO_LATE
+        return reason
 
     def _deliver(self, claim: _Claim, *, profiles: Mapping[str, Item]) -> tuple[Result, float | None, bool]:
         if self.health.refusing:  # the Store refuses outcomes: do not send what cannot be recorded
@@ -347,7 +359,7 @@ class DeliveryWorker:
         # The profile is read once per pass, right after the claim (one batch read for the pass's users,
         # not one query per send): an opt-out since the plan was made stops this notification now.
         now = self.clock.now()
-        reason = suppression_reason(user, campaign, day_token=claim.day_token, at=now)
+        reason = self._why_not(claim, user, campaign, now)
         if reason is not None:
             return self.outcomes.suppress(item, claim.token, claim.attempt, reason, now,
                                           reclaimed=claim.work.kind == "reclaim", request_id=self._request_id)
@@ -426,6 +438,14 @@ class _Batch:
             raise self._errors[0]
 
 
+def worker_options(settings: NotifySettings, **changes: Any) -> WorkerOptions:
+    """The loop's knobs the settings hold (one owner of that wiring: ``notify worker``, the Lambda and the
+    Dagster pass), with ``changes`` on top."""
+    return dataclasses.replace(WorkerOptions(
+        concurrency=settings.delivery_concurrency, lease_s=settings.delivery_lease_s,
+        async_senders=settings.delivery_async_senders, max_late_s=settings.delivery_max_late_s), **changes)
+
+
 def build_worker(
     settings: NotifySettings, store: Store, *, clock: Clock, channel: Channel | None = None,
     options: WorkerOptions | None = None,
@@ -433,8 +453,7 @@ def build_worker(
     """A worker wired from settings: the settings' channel, concurrency, lease and public base URL."""
     from notify_core.delivery.channels import build_channel
 
-    opts = options or WorkerOptions(concurrency=settings.delivery_concurrency, lease_s=settings.delivery_lease_s,
-                                    async_senders=settings.delivery_async_senders)
+    opts = options or worker_options(settings)
     from notify_core.security.vault import build_vault
 
     keys = build_vault(settings, store=store).live_ring(TRACKING_PURPOSE, clock=clock)

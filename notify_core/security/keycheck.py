@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from notify_core.clock import Clock
+from notify_core.clock import Clock, since
 from notify_core.errors import ConfigurationError, ForbiddenError, RateLimitedError, UnauthorizedError
 from notify_core.security.files import private_dir, require_private, write_private
 from notify_core.security.scopes import ADMIN
@@ -143,7 +143,7 @@ class RateLimiter:
             bucket = self._buckets.get(key.key_id)
             if bucket is None:
                 bucket = self._buckets[key.key_id] = _Bucket(tokens=float(rate), at=now)
-            bucket.tokens = min(float(rate), bucket.tokens + (now - bucket.at) * per_s)
+            bucket.tokens = min(float(rate), bucket.tokens + since(now, bucket.at) * per_s)
             bucket.at = now
             if bucket.tokens >= 1.0:
                 bucket.tokens -= 1.0
@@ -171,7 +171,7 @@ class KeyCheck:
     def _row(self, key_id: str) -> dict[str, Any] | None:
         now = self.clock.now()
         hit = self._cache.get(key_id)
-        if hit is not None and now - hit[0] < _CACHE_S:
+        if hit is not None and since(now, hit[0]) < _CACHE_S:
             return hit[1]
         item = self._table.get(key_id, tables.API_KEY_SK, consistent=True)
         if item is not None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from notify_core.clock import Clock, utcnow
+from notify_core.clock import Clock, since, utcnow
 from notify_core.errors import ConfigurationError
 from notify_core.security.key_documents import KeyDocuments, ring_document
 
@@ -185,7 +185,7 @@ class LiveRing:
 
     def current(self) -> KeyRing:
         now = self._clock.now()
-        if now - self._checked >= self._check_s:
+        if since(now, self._checked) >= self._check_s:
             self._checked = now
             found = self._documents.read(ring_document(self._purpose))
             if found is not None and found.tag != self._tag:

@@ -42,7 +42,7 @@ def test_promtool_checks_the_rules() -> None:
     done = subprocess.run([str(PROMTOOL), "check", "rules", str(alarms.RULES_PATH)], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 16 rules found" in done.stdout  # 7 objectives (a record and an alert each), 2 backup
+    assert "SUCCESS: 17 rules found" in done.stdout  # 7 objectives (a record and an alert each), 2 backup, 1 delivery
 
 
 def _alert(name: str, at: str, *, fires: bool, labels: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -149,6 +149,22 @@ def _unit_tests() -> dict[str, Any]:
                                  "to its target: see its error line."}})])
     case([("notify_backup_files_behind_seconds", "0 30 0 0 0 0 0 0 0 0 0 0")],
          [_alert("NotifyBackupFilesBehind", "10m", fires=False)])
+    # Notifications found too late to send (a worker back after an outage): a ticket while any were missed in
+    # the last 15 minutes; none missed, none raised.
+    case([('notify_delivery_missed_total{channel="webhook"}', "0 0 0 120 120 120 120 120 120 120 120 120 120 120 "
+                                                              "120 120 120 120 120 120 120 120 120 120 120")],
+         [_alert("NotifyDeliveriesMissed", "2m", fires=False),
+          _alert("NotifyDeliveriesMissed", "5m", fires=True, labels={
+              "exp_labels": {"severity": "ticket"},
+              "exp_annotations": {
+                  "summary": "120 notifications were not sent: found after their time had passed",
+                  "description": "A delivery worker found notifications more than NOTIFY_DELIVERY_MAX_LATE_S after "
+                                 "their send time (no worker ran for that long, or the clock was stepped forward) and "
+                                 "finished them as suppressed too_late: see the deliveries rows and the workers' "
+                                 "history."}}),
+          _alert("NotifyDeliveriesMissed", "24m", fires=False)])
+    case([('notify_delivery_missed_total{channel="webhook"}', "0+0x30")],
+         [_alert("NotifyDeliveriesMissed", "20m", fires=False)])
     return {"rule_files": [str(alarms.RULES_PATH)], "evaluation_interval": "1m", "tests": tests}
 
 

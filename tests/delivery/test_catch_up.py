@@ -1,0 +1,174 @@
+"""A worker that comes back after an outage, or whose wall clock is stepped forward, finds every notification
+due meanwhile: it sends those less than ``max_late_s`` late and finishes the older ones as suppressed
+``too_late``, counted. Before, a worker looked only at the last ``lookback_minutes`` (15): after a longer outage
+the first minutes' notifications stayed ``pending`` for good, sent by no one and counted nowhere."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from notify_core.delivery import DeliveryWorker, ManualClock, WorkerOptions
+from notify_core.delivery.claims import CATCH_UP_S, CATCH_UP_SCANS, WATERMARK_KEY, Claims
+from notify_core.delivery.synthetic import seed_due
+from notify_core.store import tables
+from notify_core.store.port import Store
+from notify_core.store.sqlite import SqliteStore
+from tests.delivery.conftest import NOW, ScriptedChannel, minute_start
+from tests.servers import backend_store
+
+OPTS = WorkerOptions(concurrency=4, lookback_minutes=15, prefetch_s=0.0)
+
+
+def _finished(store: Store) -> Counter[tuple[str, Any]]:
+    return Counter((str(i["status"]), i.get("suppressed_reason")) for i in store.table(tables.SCHEDULES).scan())
+
+
+def _missed() -> float:
+    return REGISTRY.get_sample_value("notify_delivery_missed_total", {"channel": "scripted"}) or 0.0
+
+
+def _run(store: Store, clock: ManualClock, channel: ScriptedChannel, **options: Any) -> DeliveryWorker:
+    """One invocation of the Lambda's loop (a fresh worker: nothing of an earlier one's memory)."""
+    worker = DeliveryWorker(store, channel, public_base_url="http://t", clock=clock,
+                            options=dataclasses.replace(OPTS, **options))
+    worker.run_until_idle()
+    worker.close()
+    return worker
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def either(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Store, ManualClock]]:
+    """A Store on each backend (the watermark is one more item in ``delivery_cursor``), with the tests' clock."""
+    clock = ManualClock(NOW)
+    with backend_store(request.param, request=request, tmp_path=tmp_path, clock=clock, name="catchup") as store:
+        yield store, clock
+
+
+def test_a_worker_back_after_a_three_hour_outage_sends_the_last_hour_and_finishes_the_rest_as_too_late(
+        either: tuple[Store, ManualClock], monkeypatch: pytest.MonkeyPatch) -> None:
+    store, clock = either
+    channel = ScriptedChannel()
+    start = minute_start(clock.now())
+    before = seed_due(store, n=5, start=start, user_prefix="before")
+    _run(store, clock, channel)  # the worker runs, then goes down at `start`
+    clock.advance(120)
+    _run(store, clock, channel)  # ... after its minutes closed: the watermark is written
+    assert store.table(tables.DELIVERY_CURSOR).get(*WATERMARK_KEY) is not None
+    # one notification a minute for the three hours the worker is down
+    items = seed_due(store, n=180, start=start + timedelta(minutes=3), spread_s=180 * 60)
+    clock.advance(3 * 3600)
+    missed_before = _missed()
+    queued: list[int] = []  # minutes before the lookback with work in memory, at each scan's start
+    scan = Claims._scan
+
+    def counting(claims: Claims, minute: Any) -> None:
+        recent = clock.now() - OPTS.lookback_minutes * 60
+        queued.append(sum(1 for m in claims._minutes.values() if m.start < recent and m.queue))
+        scan(claims, minute)
+
+    monkeypatch.setattr(Claims, "_scan", counting)
+    _run(store, clock, channel)
+
+    now = clock.now()
+    late = {i["notification_id"]: now - (start + timedelta(minutes=3 + k)).timestamp() for k, i in enumerate(items)}
+    within = {nid for nid, s in late.items() if s <= OPTS.max_late_s}
+    assert 55 <= len(within) <= 65  # the last hour's
+    sent = Counter(call[2] for call in channel.calls)
+    assert set(sent) == within | {i["notification_id"] for i in before} and max(sent.values()) == 1
+    assert _finished(store) == {("sent", None): 5 + len(within), ("suppressed", "too_late"): 180 - len(within)}
+    row = store.table(tables.DELIVERIES).get(items[0]["notification_id"], "attempt#1")
+    assert row is not None and row["outcome"] == "suppressed"
+    assert _missed() - missed_before == 180 - len(within)
+    assert len(queued) >= 180 and max(queued) <= CATCH_UP_SCANS  # a backlog is not read into memory at once
+    # caught up: a later start looks back no further than the minutes not yet done (the last hour's, whose
+    # sends' derived rows settle for a lease before their minute closes: this clock stands still)
+    mark = store.table(tables.DELIVERY_CURSOR).get(*WATERMARK_KEY)
+    assert mark is not None and now - 3600 <= float(mark["minute"]) <= now
+
+
+def test_a_clock_stepped_forward_under_a_running_worker_leaves_no_minute_unlooked_at(
+        store: SqliteStore, clock: ManualClock) -> None:
+    """The same worker (its minutes in memory), the clock moved 45 minutes at once: the 30 minutes of
+    notifications it had not reached are all sent, 15-45 minutes late, once each."""
+    channel = ScriptedChannel()
+    items = seed_due(store, n=60, start=minute_start(clock.now()), spread_s=30 * 60)
+    worker = DeliveryWorker(store, channel, public_base_url="http://t", clock=clock, options=OPTS)
+    try:
+        assert worker.run_until_idle().delivered == 1
+        clock.advance(45 * 60)
+        worker.run_until_idle()
+    finally:
+        worker.close()
+    assert sorted(call[2] for call in channel.calls) == sorted(i["notification_id"] for i in items)
+    assert _finished(store) == {("sent", None): 60}
+
+
+def test_a_notification_found_just_past_max_late_is_not_sent_and_one_just_within_is(
+        store: SqliteStore, clock: ManualClock) -> None:
+    channel = ScriptedChannel()
+    start = minute_start(clock.now())
+    items = seed_due(store, n=2, start=start, spread_s=40)  # at :00 and :20
+    clock.set(start.timestamp() + 600 + 10)  # 610 s and 590 s late
+    _run(store, clock, channel, max_late_s=600.0)
+    assert [call[2] for call in channel.calls] == [items[1]["notification_id"]]
+    assert _finished(store) == {("sent", None): 1, ("suppressed", "too_late"): 1}
+
+
+def test_a_first_start_looks_back_the_lookback_and_a_late_start_no_further_than_the_catch_up_window(
+        store: SqliteStore, clock: ManualClock) -> None:
+    """No watermark (a new deployment): the lookback, as before. A watermark older than the catch-up window
+    (a worker down for days): the last :data:`CATCH_UP_S` only."""
+    channel = ScriptedChannel()
+    start = minute_start(clock.now())
+    seed_due(store, n=2, start=start - timedelta(hours=2), spread_s=120, user_prefix="hours")
+    seed_due(store, n=2, start=start - timedelta(seconds=CATCH_UP_S + 3600), spread_s=120, user_prefix="days")
+    _run(store, clock, channel)
+    assert channel.calls == [] and _finished(store) == {("pending", None): 4}  # before the lookback: not looked at
+
+    store.table(tables.DELIVERY_CURSOR).put({"pk": WATERMARK_KEY[0], "sk": WATERMARK_KEY[1],
+                                             "minute": int(clock.now() - 3 * CATCH_UP_S)})
+    _run(store, clock, channel)
+    assert channel.calls == []
+    statuses = {str(i["user_id"])[:4]: i["status"] for i in store.table(tables.SCHEDULES).scan()}
+    assert statuses == {"hour": "suppressed", "days": "pending"}
+    mark = store.table(tables.DELIVERY_CURSOR).get(*WATERMARK_KEY)
+    assert mark is not None and float(mark["minute"]) >= clock.now() - 120
+
+
+@pytest.mark.parametrize("restarted", [False, True])
+def test_minutes_closed_while_the_clock_was_ahead_are_looked_at_again_once_it_steps_back(
+        store: SqliteStore, clock: ManualClock, restarted: bool) -> None:
+    """The box's clock ran 30 minutes ahead, then NTP stepped it back. The minutes the worker closed in that
+    half hour have not passed by the right clock: a notification a re-plan puts in one of them is sent when
+    its time comes (by the same worker, or one started after the step), not left pending under a done mark."""
+    channel = ScriptedChannel()
+    right = minute_start(clock.now())
+    clock.set(right.timestamp() + 30 * 60)  # 30 minutes ahead
+    worker = DeliveryWorker(store, channel, public_base_url="http://t", clock=clock, options=OPTS)
+    try:
+        seed_due(store, n=1, start=right + timedelta(minutes=20), user_prefix="early")  # sent 10 minutes early
+        worker.run_until_idle()
+        clock.advance(120)
+        worker.run_until_idle()  # the minutes up to the clock's "now" closed
+        assert store.table(tables.DELIVERY_CURSOR).get("minute", tables.due_minute(right + timedelta(minutes=25)))
+        clock.set(right.timestamp())  # stepped back to the right time
+        replanned = seed_due(store, n=1, start=right + timedelta(minutes=25), user_prefix="replan")
+        if restarted:
+            worker.close()
+            worker = DeliveryWorker(store, channel, public_base_url="http://t", clock=clock, options=OPTS)
+        worker.run_until_idle()
+        assert len(channel.calls) == 1  # not yet: it is due in 25 minutes
+        clock.advance(25 * 60 + 1)
+        worker.run_until_idle()
+    finally:
+        worker.close()
+    assert [call[2] for call in channel.calls][1:] == [replanned[0]["notification_id"]]
+    assert _finished(store) == {("sent", None): 2}
