@@ -1,5 +1,6 @@
 """``notify worker``: the delivery loop as a long-running process (the local stand-in for the EventBridge
-rule that invokes ``deliver_notifications`` every minute).
+rule that invokes ``deliver_notifications`` every minute), and ``notify deliveries redrive`` (dead letters
+sent again once their cause is fixed, :mod:`notify_core.delivery.redrive`).
 
 It runs the same worker as the Lambda, continuously: a pass whenever something is due (items are
 prefetched before their minute starts and sent at their ``send_at``; retries at +1/+5/+20 s), otherwise
@@ -15,6 +16,7 @@ import json
 import signal
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -103,6 +105,54 @@ def worker(
         typer.echo(f"notify worker: stopped with writes the Store refused ({failed}); unrecorded sends are "
                    "re-sent with the same idempotency key once their lease ends", err=True)
         raise typer.Exit(STOPPED_UNFINISHED)
+
+
+deliveries_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                             help="Delivered notifications: send dead letters again once their cause is fixed.")
+
+
+def _moment(value: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise typer.BadParameter(f"{value!r} is not an ISO time (e.g. 2026-12-05T10:00Z)") from exc
+    if when.tzinfo is None:
+        raise typer.BadParameter(f"{value!r} needs a time zone (e.g. 2026-12-05T10:00Z)")
+    return when
+
+
+@deliveries_app.command("redrive")
+def redrive_command(
+    since: Annotated[str, typer.Option(help="Dead-lettered at or after this ISO time (with its zone).")],
+    until: Annotated[str | None, typer.Option(help="... and at or before this one (default: now).")] = None,
+    campaign: Annotated[str | None, typer.Option(help="Only this campaign's.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Count what would be sent again; change nothing.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Send again the notifications dead-lettered in a window (a receiver that was down, a credential put
+    right): each is due now as its next attempt, under the same idempotency key; what is more than
+    NOTIFY_DELIVERY_MAX_LATE_S past its send time is left. Audited; prints counts."""
+    from notify_cli.security_commands import cli_actor
+    from notify_core.clock import SYSTEM_CLOCK
+    from notify_core.delivery.redrive import redrive
+    from notify_core.security import audit
+    from notify_core.settings import load_settings
+    from notify_core.store.factory import build_store
+
+    start, end = _moment(since), _moment(until) if until else None
+    settings = load_settings(**({"data_dir": data_dir} if data_dir is not None else {}))
+    store = build_store(settings)
+    try:
+        report = redrive(store, since=start, until=end, campaign_id=campaign, clock=SYSTEM_CLOCK,
+                         max_late_s=settings.delivery_max_late_s, dry_run=dry_run)
+        if not dry_run:
+            audit.record(store, clock=SYSTEM_CLOCK, action="deliveries.redrive", actor=cli_actor(), source="cli",
+                         target=campaign or "all", detail={"since": start.isoformat(),
+                                                           "until": end.isoformat() if end else None,
+                                                           **report.as_dict()})
+    finally:
+        store.close()
+    typer.echo(json.dumps({**report.as_dict(), "dry_run": dry_run}))
 
 
 if __name__ == "__main__":

@@ -136,6 +136,7 @@ def _register_commands() -> None:
     app.command(name="consume")(stream_commands.consume)
     app.command(name="serve")(stream_commands.serve)
     app.command(name="worker")(delivery_commands.worker)
+    app.add_typer(delivery_commands.deliveries_app, name="deliveries")
     app.command(name="evaluate")(evaluate_commands.evaluate)
     app.command(name="templates")(deploy_templates.templates)
     from notify_cli import capacity_commands

@@ -15,6 +15,8 @@ place those statuses and moves are written down, so the two sides cannot drift a
        |                  \\--lease expired, another worker claims--> claimed
        \\--re-plan drops it--> cancelled --re-plan brings it back--> pending
 
+    dead_lettered --an operator's redrive, once the cause is fixed--> retry_scheduled
+
 The planner owns ``pending`` and ``cancelled`` items (it may rewrite, move, cancel or revive them);
 from the moment a worker claims one, the item is the worker's and a re-plan leaves it alone.
 """
@@ -54,6 +56,9 @@ TRANSITIONS: Mapping[Status, frozenset[Status]] = {
     SUPPRESSED: frozenset(),
 }
 TERMINAL = frozenset(s for s, nexts in TRANSITIONS.items() if not nexts) | {CANCELLED}
+# The one move no worker or planner makes: an operator sends dead letters again once their cause is fixed
+# (notify_core.delivery.redrive). Apart from TRANSITIONS, so a dead letter stays final for everything else.
+REDRIVE: Mapping[Status, frozenset[Status]] = {DEAD_LETTERED: frozenset({RETRY_SCHEDULED})}
 PLANNER_OWNED = frozenset({PENDING, CANCELLED})
 # What the planner counts as "went out" for fatigue and leaves untouched on a re-plan: a claimed item may
 # already be on the wire, a sent one is. (retry_scheduled items are left alone too: the planner's

@@ -511,13 +511,16 @@ class Claims:
     def due_retries(self, now: float, limit: int) -> list[_Work]:
         """Retry index entries due by ``now``: a bounded sort-key range per shard partition.
 
-        Every pass looks at the last 3 minutes; once per minute, the whole lookback."""
+        Every pass looks at the last 3 minutes; once per minute, back to the floor (the oldest minute not done)
+        or the lookback, whichever is older: a retry due while no worker ran (a redrive of dead letters just
+        before an outage, whose item's own minute is done and never scanned again) is still found."""
         if limit <= 0:
             return []
         current = minute_key(now)
         span = 3
         if current != self._last_full_retry_scan:
-            span = self.options.lookback_minutes + 1
+            floor = self._floor if self._floor is not None else now
+            span = max(self.options.lookback_minutes, math.ceil((now - floor) / 60)) + 1
             self._last_full_retry_scan = current
         end = tables.retry_sk(int(now * 1000), "~")
         out: list[_Work] = []

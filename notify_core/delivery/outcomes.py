@@ -202,10 +202,7 @@ class Outcomes:
             # no sooner than the receiver's Retry-After (capped by the channel): retrying inside the window a
             # rate-limited receiver asked for spends the attempts on refusals and dead-letters the message
             due = now + max(self.options.retry_delays_s[attempt - 1], result.retry_after_s or 0.0)
-            shard = int(item.get("shard") or 0)
-            entry = {"pk": tables.schedule_pk(minute_key(due), shard), "sk": tables.retry_sk(int(due * 1000),
-                     str(item["notification_id"])), "schedule_pk": item["pk"], "schedule_sk": item["sk"],
-                     "attempt": attempt, "due_at": due, "ttl": int(due + 7 * 86400)}
+            entry = retry_entry(item, failed=attempt, due=due)
             fields = {**common, "status": RETRY_SCHEDULED, "next_attempt_at": due, "last_error": result.detail}
             outcome = "retried"
         else:
@@ -428,6 +425,17 @@ def _outcome_ts(item: Mapping[str, Any]) -> float:
     """When a finished item's outcome was committed (0 for an item that does not say)."""
     value = item.get("outcome_at")
     return parse_ts(value) if value else 0.0
+
+
+def retry_entry(item: Mapping[str, Any], *, failed: int, due: float) -> Item:
+    """The retries index entry that has a worker claim ``item`` again at ``due`` as attempt ``failed + 1``
+    (written before the item's ``retry_scheduled`` status: a crash between leaves a stale entry, never a
+    stranded retry). The worker's retries and a redrive of dead letters (:mod:`notify_core.delivery.redrive`)."""
+    shard = int(item.get("shard") or 0)
+    return {"pk": tables.schedule_pk(minute_key(due), shard),
+            "sk": tables.retry_sk(int(due * 1000), str(item["notification_id"])),
+            "schedule_pk": item["pk"], "schedule_sk": item["sk"], "attempt": failed, "due_at": due,
+            "ttl": int(due + 7 * 86400)}
 
 
 def _send_ts(item: Mapping[str, Any]) -> float:
