@@ -21,7 +21,9 @@ from notify_core.delivery import DeliveryWorker
 from notify_core.delivery.channels import Message, Outcome, SendResult
 from notify_core.delivery.sink import read_receipts
 from notify_core.delivery.summary import PassSummary
+from notify_core.store.port import Store
 from notify_core.store.sqlite import SqliteStore
+from tests.servers import backend_store
 
 SECRET = "test-secret"
 REPO = Path(__file__).resolve().parents[2]
@@ -42,6 +44,15 @@ def store(tmp_path: Path, clock: ManualClock) -> Iterator[SqliteStore]:
     s = SqliteStore(tmp_path / "store.sqlite", clock=clock)
     yield s
     s.close()
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def either(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Store, ManualClock]]:
+    """A scratch Store on each backend (SQLite; fresh tables on DynamoDB Local) with the tests' clock, for the
+    tests that hold on both."""
+    clock = ManualClock(NOW)
+    with backend_store(request.param, request=request, tmp_path=tmp_path, clock=clock, name="delivery") as store:
+        yield store, clock
 
 
 @dataclass

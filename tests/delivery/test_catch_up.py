@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +19,7 @@ from notify_core.delivery.synthetic import seed_due
 from notify_core.store import tables
 from notify_core.store.port import Store
 from notify_core.store.sqlite import SqliteStore
-from tests.delivery.conftest import NOW, ScriptedChannel, minute_start
-from tests.servers import backend_store
+from tests.delivery.conftest import ScriptedChannel, minute_start
 
 OPTS = WorkerOptions(concurrency=4, lookback_minutes=15, prefetch_s=0.0)
 
@@ -42,14 +39,6 @@ def _run(store: Store, clock: ManualClock, channel: ScriptedChannel, **options: 
     worker.run_until_idle()
     worker.close()
     return worker
-
-
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def either(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Store, ManualClock]]:
-    """A Store on each backend (the watermark is one more item in ``delivery_cursor``), with the tests' clock."""
-    clock = ManualClock(NOW)
-    with backend_store(request.param, request=request, tmp_path=tmp_path, clock=clock, name="catchup") as store:
-        yield store, clock
 
 
 def test_a_worker_back_after_a_three_hour_outage_sends_the_last_hour_and_finishes_the_rest_as_too_late(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,8 +22,7 @@ from notify_core.security import audit
 from notify_core.store import tables
 from notify_core.store.port import Store
 from notify_core.store.sqlite import SqliteStore
-from tests.delivery.conftest import NOW, ScriptedChannel, minute_start
-from tests.servers import backend_store
+from tests.delivery.conftest import ScriptedChannel, minute_start
 
 OPTS = WorkerOptions(concurrency=4, lookback_minutes=15, prefetch_s=0.0)
 HOUR = 3600.0
@@ -45,13 +43,6 @@ def _deliver(store: Store, clock: ManualClock, channel: ScriptedChannel) -> None
     worker = DeliveryWorker(store, channel, public_base_url="http://t", clock=clock, options=OPTS)
     worker.run_until_idle(linger_until=clock.now() + 30)
     worker.close()
-
-
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def either(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Store, ManualClock]]:
-    clock = ManualClock(NOW)
-    with backend_store(request.param, request=request, tmp_path=tmp_path, clock=clock, name="redrive") as store:
-        yield store, clock
 
 
 def test_a_redrive_sends_each_dead_letter_once_more_as_its_next_attempt(either: tuple[Store, ManualClock]) -> None:

@@ -7,10 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from notify_core.delivery import DeliveryWorker, ManualClock, WorkerOptions
 from notify_core.delivery.claims import HEARTBEAT_PK
@@ -18,8 +15,7 @@ from notify_core.delivery.synthetic import seed_due
 from notify_core.store import tables
 from notify_core.store.port import Condition, Store
 from notify_core.store.sqlite import SqliteStore
-from tests.delivery.conftest import NOW, ScriptedChannel, minute_start
-from tests.servers import backend_store
+from tests.delivery.conftest import ScriptedChannel, minute_start
 
 
 def _worker(store: Store, clock: ManualClock, worker_id: str, channel: ScriptedChannel) -> DeliveryWorker:
@@ -109,19 +105,11 @@ def test_a_worker_alone_or_without_a_heartbeat_claims_everything(store: SqliteSt
     lone.close()
 
 
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def shared(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Store, ManualClock]]:
-    """One Store the two workers share, on each backend, with the tests' clock."""
-    clock = ManualClock(NOW)
-    with backend_store(request.param, request=request, tmp_path=tmp_path, clock=clock, name="shares") as store:
-        yield store, clock
-
-
-def test_two_looping_workers_split_the_minute_on_either_backend(shared: tuple[Store, ManualClock]) -> None:
+def test_two_looping_workers_split_the_minute_on_either_backend(either: tuple[Store, ManualClock]) -> None:
     """`notify worker` twice on one Store (two pods on one set of DynamoDB tables): every notification sent
     once, and no claim lost. Before shares each item was claimed by both, one of the two a failed
     conditional write (on DynamoDB, a write unit spent for nothing, more with every worker added)."""
-    store, clock = shared
+    store, clock = either
     items = seed_due(store, n=300, start=minute_start(clock.now()))
     channels = [ScriptedChannel(), ScriptedChannel()]
     workers = [_worker(store, clock, name, channel) for name, channel in zip(("w1", "w2"), channels, strict=True)]
