@@ -21,8 +21,7 @@ calling it, or a worker whose wall clock was stepped forward finds every notific
 :data:`CATCH_UP_S` back. Before, minutes older than ``lookback_minutes`` (15) were never looked at: after a
 20-minute outage the first 5 minutes' notifications stayed ``pending`` for good, sent by no one, counted
 nowhere. What is found more than ``max_late_s`` late is not sent but finished as suppressed ``too_late``
-(:meth:`notify_core.delivery.worker.DeliveryWorker`), so the outage is visible in the deliveries rows and
-``notify_delivery_missed_total``.
+(:meth:`Claims._in_time`), so the outage is visible in the deliveries rows and ``notify_delivery_missed_total``.
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ from typing import Any
 from notify_core.clock import Clock, since
 from notify_core.delivery.day_cap import DAILY_CAP, UNCAPPED, DayCap
 from notify_core.delivery.outcomes import DELIVERIES, Outcomes, _log_fields, _send_ts, iso, log, minute_key
-from notify_core.delivery.summary import Kind, PassSummary, WorkerOptions
+from notify_core.delivery.summary import TOO_LATE, Kind, PassSummary, WorkerOptions
 from notify_core.errors import DatabaseReplacedError, NotifyError
 from notify_core.lifecycle import CLAIMED, DEAD_LETTERED, DUPLICATE, PENDING, RETRY_SCHEDULED, SENT, SUPPRESSED
 from notify_core.store import tables
@@ -611,7 +610,8 @@ class Claims:
         claimed = [_Claim(w, i, t, a) for w, i, t, a in zip(work, items, tokens, attempts, strict=True)
                    if i is not None]
         try:
-            return self._within_day_cap(self._drop_duplicates(claimed, now, summary), now, summary)
+            return self._within_day_cap(self._in_time(self._drop_duplicates(claimed, now, summary), now, summary),
+                                        now, summary)
         except DatabaseReplacedError:
             raise
         except NotifyError as exc:
@@ -674,6 +674,20 @@ class Claims:
             log.info("delivery suppressed: duplicate within 24 h", extra=_log_fields(c.item, c.attempt, "duplicate"))
             DELIVERIES.labels("duplicate", self.channel_name).inc()
             summary.count("duplicate", None, c.work.kind == "reclaim")
+        return keep
+
+    def _in_time(self, claimed: list[_Claim], now: float, summary: PassSummary) -> list[_Claim]:
+        """The claims found no more than ``max_late_s`` after their send time; the others (a worker down for
+        hours, a clock stepped forward: the window the plan chose has passed, and a day's backlog sent at once
+        is what a restart must not do) are finished ``suppressed``, reason ``too_late``, unsent, before they
+        take a day's send token: a notification never attempted leaves the user's cap to the rest of the day."""
+        keep: list[_Claim] = []
+        for c in claimed:
+            if now - _send_ts(c.item) <= self.options.max_late_s:
+                keep.append(c)
+                continue
+            summary.count(*self.outcomes.suppress(c.item, c.token, c.attempt, TOO_LATE, now,
+                                                  reclaimed=c.work.kind == "reclaim", request_id=None))
         return keep
 
     def _within_day_cap(self, claimed: list[_Claim], now: float, summary: PassSummary) -> list[_Claim]:

@@ -69,14 +69,13 @@ from notify_core.delivery.outcomes import (
     LOG_TTL_S,
     OutcomeHealth,
     Outcomes,
-    _send_ts,
     log,
     minute_key,
     parse_ts,
     projections,
 )
 from notify_core.delivery.render import campaign_context, render
-from notify_core.delivery.summary import RETRY_DELAYS_S, TOO_LATE, PassSummary, Result, WorkerOptions, percentile
+from notify_core.delivery.summary import RETRY_DELAYS_S, PassSummary, Result, WorkerOptions, percentile
 from notify_core.delivery.tracking import TRACKING_PURPOSE, TrackingLinks
 from notify_core.erasure_queue import ErasingUsers
 from notify_core.errors import BackendError, NotifyError
@@ -322,21 +321,11 @@ class DeliveryWorker:
         item = claim.item
         (campaign, campaign_fields), user = self._campaign(str(item["campaign_id"])), profiles.get(str(item["user_id"]))
         now = self.clock.now()
-        reason = self._why_not(claim, user, campaign, now)
+        reason = suppression_reason(user, campaign, day_token=claim.day_token, at=now)
         if reason is not None:
             return self.outcomes.suppress_fields(claim.attempt, reason, now, request_id=self._request_id), reason
         return render(item, campaign=campaign, user=user, links=self.links, attempt=claim.attempt,
                       campaign_fields=campaign_fields)
-
-    def _why_not(self, claim: _Claim, user: Item | None, campaign: Item | None, now: float) -> str | None:
-        """Why this claimed notification must not be sent now: the user's preferences as they are now
-        (:func:`notify_core.preferences.suppression_reason`), or found more than ``max_late_s`` after its
-        send time (a worker down for hours, a clock stepped forward): the plan put it in the user's window,
-        which has passed, and a day's backlog sent at once is what a restart must not do."""
-        reason: str | None = suppression_reason(user, campaign, day_token=claim.day_token, at=now)
-        if reason is None and now - _send_ts(claim.item) > self.options.max_late_s:
-            reason = TOO_LATE
-        return reason
 
     def _deliver(self, claim: _Claim, *, profiles: Mapping[str, Item]) -> tuple[Result, float | None, bool]:
         if self.health.refusing:  # the Store refuses outcomes: do not send what cannot be recorded
@@ -359,7 +348,7 @@ class DeliveryWorker:
         # The profile is read once per pass, right after the claim (one batch read for the pass's users,
         # not one query per send): an opt-out since the plan was made stops this notification now.
         now = self.clock.now()
-        reason = self._why_not(claim, user, campaign, now)
+        reason = suppression_reason(user, campaign, day_token=claim.day_token, at=now)
         if reason is not None:
             return self.outcomes.suppress(item, claim.token, claim.attempt, reason, now,
                                           reclaimed=claim.work.kind == "reclaim", request_id=self._request_id)

@@ -76,6 +76,10 @@ def test_a_worker_back_after_a_three_hour_outage_sends_the_last_hour_and_finishe
     row = store.table(tables.DELIVERIES).get(items[0]["notification_id"], "attempt#1")
     assert row is not None and row["outcome"] == "suppressed"
     assert _missed() - missed_before == 180 - len(within)
+    # a notification never attempted takes none of its user's day's send tokens (the cap is for attempts)
+    tokens = {str(t["pk"]) for t in store.table(tables.DEDUPE).scan() if str(t["pk"]).startswith("cap#")}
+    assert tokens == {tables.day_cap_pk(str(i["user_id"]), str(i["plan_day"]))
+                      for i in [*before, *items] if i["notification_id"] in sent}
     assert len(queued) >= 180 and max(queued) <= CATCH_UP_SCANS  # a backlog is not read into memory at once
     # caught up: a later start looks back no further than the minutes not yet done (the last hour's, whose
     # sends' derived rows settle for a lease before their minute closes: this clock stands still)
