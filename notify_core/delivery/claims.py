@@ -40,7 +40,16 @@ from typing import Any
 
 from notify_core.clock import Clock, since
 from notify_core.delivery.day_cap import DAILY_CAP, UNCAPPED, DayCap
-from notify_core.delivery.outcomes import DELIVERIES, Outcomes, _log_fields, _send_ts, iso, log, minute_key
+from notify_core.delivery.outcomes import (
+    DELIVERIES,
+    Outcomes,
+    _log_fields,
+    _send_ts,
+    in_time,
+    iso,
+    log,
+    minute_key,
+)
 from notify_core.delivery.summary import TOO_LATE, Kind, PassSummary, WorkerOptions
 from notify_core.errors import DatabaseReplacedError, NotifyError
 from notify_core.lifecycle import CLAIMED, DEAD_LETTERED, DUPLICATE, PENDING, RETRY_SCHEDULED, SENT, SUPPRESSED
@@ -683,7 +692,7 @@ class Claims:
         take a day's send token: a notification never attempted leaves the user's cap to the rest of the day."""
         keep: list[_Claim] = []
         for c in claimed:
-            if now - _send_ts(c.item) <= self.options.max_late_s:
+            if in_time(c.item, now=now, max_late_s=self.options.max_late_s):
                 keep.append(c)
                 continue
             summary.count(*self.outcomes.suppress(c.item, c.token, c.attempt, TOO_LATE, now,

@@ -438,6 +438,12 @@ def retry_entry(item: Mapping[str, Any], *, failed: int, due: float) -> Item:
             "ttl": int(due + 7 * 86400)}
 
 
+def in_time(item: Mapping[str, Any], *, now: float, max_late_s: float) -> bool:
+    """Whether ``item`` may still be sent at ``now``: no more than ``max_late_s`` after its send time (the one
+    rule: the worker's claims finish the others as ``too_late``, a redrive of dead letters leaves them)."""
+    return now - _send_ts(item) <= max_late_s
+
+
 def _send_ts(item: Mapping[str, Any]) -> float:
     value = item.get("send_at")
     if not value:

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
 from notify_core.clock import Clock, utcnow
-from notify_core.delivery.outcomes import _send_ts, iso, retry_entry
+from notify_core.delivery.outcomes import in_time, iso, retry_entry
 from notify_core.errors import ValidationError
 from notify_core.lifecycle import DEAD_LETTERED, REDRIVE
 from notify_core.store import tables
@@ -73,7 +73,7 @@ def redrive(store: Store, *, since: datetime, until: datetime | None = None, cam
     schedules = store.table(tables.SCHEDULES)
     items = schedules.batch_get(keys, consistent=True)
     dead = [i for i in items if i.get("status") == DEAD_LETTERED]
-    due = [i for i in dead if now - _send_ts(i) <= max_late_s]
+    due = [i for i in dead if in_time(i, now=now, max_late_s=max_late_s)]
     moved = len(due)
     if due and not dry_run:
         (target,) = REDRIVE[DEAD_LETTERED]  # the lifecycle's one operator move
