@@ -383,7 +383,9 @@ def test_a_claim_carries_a_30_s_lease_by_default_and_the_dedupe_record_lives_24_
     (WorkerOptions() and the settings' NOTIFY_DELIVERY_LEASE_S)."""
     from notify_core.settings import load_settings
 
-    assert WorkerOptions().lease_s == load_settings(data_dir=Path("unused")).delivery_lease_s == 30.0
+    settings = load_settings(data_dir=Path("unused"))
+    assert WorkerOptions().lease_s == settings.delivery_lease_s == 30.0
+    assert WorkerOptions().max_late_s == settings.delivery_max_late_s == 3600.0  # the two copies of a default agree
     [item] = seed_due(store, n=1, start=minute_start(clock.now()))
     seen: dict[str, Any] = {}
 
