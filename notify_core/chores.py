@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from notify_core.clock import since
 from notify_core.errors import NotifyError
 
 log = logging.getLogger(__name__)
@@ -28,21 +29,23 @@ class SlicedChore:
         self._what = what
         self._every_s = every_s
         self._per_call = per_call
-        self._next_at = now + first_after_s
+        self._since, self._wait = now, first_after_s  # due once ``_wait`` has passed since ``_since``
         self.removed = 0  # units done by this chore's calls so far
 
     def maybe_run(self, now: float) -> int:
-        """One slice of the work if it is due at ``now``; returns the units done (0 when not due)."""
-        if self._work is None or now < self._next_at:
+        """One slice of the work if it is due at ``now``; returns the units done (0 when not due). A clock
+        stepped back behind the last call makes it due (:func:`notify_core.clock.since`), not the step's
+        length later."""
+        if self._work is None or since(now, self._since) < self._wait:
             return 0
         try:
             done = int(self._work(self._per_call))
         except NotifyError as exc:
             log.warning(f"{self._what}: not done; tried again later", extra={"error": str(exc)})
-            self._next_at = now + self._every_s
+            self._since, self._wait = now, self._every_s
             return 0
         self.removed += done
-        self._next_at = now if done >= self._per_call else now + self._every_s
+        self._since, self._wait = now, (0.0 if done >= self._per_call else self._every_s)
         if done:
             log.info(f"{self._what}: done", extra={"rows": done})
         return done
