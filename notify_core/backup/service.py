@@ -40,6 +40,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -56,7 +57,7 @@ from notify_core.backup.keys import KeyBackup
 from notify_core.backup.litestream import Litestream
 from notify_core.backup.replica_lag import FILES_BEHIND, ReplicaLag
 from notify_core.backup.target import BackupTarget
-from notify_core.clock import Clock, utcnow
+from notify_core.clock import Clock, since, utcnow
 from notify_core.erasure import reapply_register
 from notify_core.erasure_register import ErasureRegister, register_of
 from notify_core.errors import ConditionFailedError, ConfigurationError, NotFoundError
@@ -154,7 +155,7 @@ class BackupService:
         self.files = FileBackup(self._blobs, root=plan.data_dir, folders=plan.folders, clock=clock)
         self.keys = (KeyBackup(self._blobs, secrets_dir=plan.secrets_dir, master=plan.master, clock=clock)
                      if plan.secrets_dir is not None and plan.master is not None else None)
-        self._next_prune = 0.0  # file snapshots past their retention are removed hourly (FileBackup.prune)
+        self._pruned_at = -math.inf  # file snapshots past their retention are removed hourly (FileBackup.prune)
         self._files_failing_since: float | None = None  # the clock's time of the first failed snapshot of a spell
         self._keys_failing = False
         self._leases: list[WriteGate] = []
@@ -284,8 +285,8 @@ class BackupService:
         if report.manifest is not None:
             log.info("file snapshot", extra={"files": report.files, "uploaded": report.uploaded,
                                              "bytes": report.uploaded_bytes})
-        if now >= self._next_prune:
-            self._next_prune = now + PRUNE_EVERY_S
+        if since(now, self._pruned_at) >= PRUNE_EVERY_S:  # a clock stepped back: at once, not the step later
+            self._pruned_at = now
             try:
                 manifests, blobs = self.files.prune()
             except Exception as exc:  # as a snapshot: log, keep replicating, try again next hour

@@ -71,3 +71,22 @@ def test_prune_removes_manifests_before_blobs_and_keeps_the_newest_old_one(tmp_p
     assert [name.startswith(MANIFESTS) for name in FolderBlobs(tmp_path / "backup").list("files/")].count(True) == 1
     (data / "lake" / "a.parquet").write_bytes(b"v0")  # content seen before and pruned: uploaded again
     assert backup.snapshot().uploaded == 1
+
+
+def test_old_snapshots_are_pruned_hourly_and_at_once_after_the_clock_steps_back(tmp_path: Path) -> None:
+    """Before, a step back of an hour put the next prune off by two (``now >= next_prune``)."""
+    settings = NotifySettings(data_dir=tmp_path / "data")
+    clock = ManualClock(NOW)
+    service = BackupService(plan_backup(settings, BackupTarget.parse(str(tmp_path / "b"))), clock=clock)
+    pruned: list[float] = []
+
+    def prune() -> tuple[int, int]:
+        pruned.append(clock.now())
+        return 0, 0
+
+    service.files.prune = prune  # type: ignore[method-assign]
+    for step in (0.0, 10.0, 3590.0, 10.0, -2 * 3600.0, 10.0):
+        clock.advance(step)
+        service._snapshot_files()
+    start = NOW.timestamp()
+    assert pruned == [start, start + 3600.0, start + 3610.0 - 2 * 3600.0]
