@@ -95,6 +95,17 @@ def file_identity(path: Path) -> FileIdentity | None:
     return (st.st_dev, st.st_ino)
 
 
+def refuse_if_replaced(database: Path, opened: FileIdentity | None, *, what: str) -> None:
+    """:class:`DatabaseReplacedError` once ``database`` names another file than the one ``opened`` identifies, or
+    none (a wiped data directory, or a restore): a write, and a new thread's first connection, which would
+    otherwise open the new file and answer from it with this process's stale state (an API key minted after
+    the backup: 401 from one thread, the old file's answers from the others). None: not opened yet."""
+    if opened is not None and file_identity(database) != opened:
+        raise DatabaseReplacedError(
+            f"{what} refused: {database} was removed or replaced after this process opened it (a wiped data "
+            "directory, or a restore): nothing more is written to the old file; restart this process")
+
+
 def connect(database: Path) -> sqlite3.Connection:
     """A connection to a Notify SQLite file as the Store and the embedded log open it: autocommit (their
     transactions are :meth:`WriteGate.transaction`'s), usable from whichever thread
@@ -180,11 +191,7 @@ class WriteGate:
             if fd is not None:
                 self._lock(fd, deadline=deadline, timeout=timeout, what=what)
             try:
-                if opened is not None and file_identity(self.database) != opened:
-                    raise DatabaseReplacedError(
-                        f"{what} refused: {self.database} was removed or replaced after this process opened it "
-                        "(a wiped data directory, or a restore): nothing more is written to the old file; "
-                        "restart this process")
+                refuse_if_replaced(self.database, opened, what=what)
                 yield
             finally:
                 if fd is not None:

@@ -261,8 +261,9 @@ def run_policy(world: World, policy: str, *, workdir: Path, options: SimOptions,
     keys = ephemeral_keyring(TRACKING_PURPOSE, now=start)
     channel = _Recording(OutboxChannel(folder / "outbox" / "outbox.jsonl", clock=clock))
     worker = DeliveryWorker(store, channel, public_base_url="https://sim.invalid", clock=clock, tracking_keys=keys,
+                            # delivered hour by hour (below): each send up to an hour late by this clock is on time
                             options=WorkerOptions(concurrency=options.worker_concurrency, lookback_minutes=61,
-                                                  heartbeat_s=0, prefetch_s=0, shards=SHARDS))
+                                                  max_late_s=61 * 60.0, heartbeat_s=0, prefetch_s=0, shards=SHARDS))
     consumer = EventConsumer(stream=log, store=store, landing=None, clock=click_clock, group="sim", max_batch=5000)
     rng = np.random.default_rng([options.seed, POLICIES.index(policy)])
     ids = world.user_ids

@@ -44,9 +44,9 @@ from pathlib import Path
 
 from notify_core.chores import SlicedChore
 from notify_core.clock import SYSTEM_CLOCK, Clock
-from notify_core.errors import ConditionFailedError, ValidationError
+from notify_core.errors import ConditionFailedError, DatabaseReplacedError, ValidationError
 from notify_core.per_thread import PerThread
-from notify_core.sqlite_tx import connect, file_identity, write_gate
+from notify_core.sqlite_tx import FileIdentity, connect, file_identity, refuse_if_replaced, write_gate
 from notify_core.stream.port import (
     Message,
     OnRevoke,
@@ -91,9 +91,10 @@ class LocalLog:
         self._leased = True
         self._tables: dict[str, str] = {}
         self._tables_lock = threading.Lock()
+        self.opened: FileIdentity | None = None  # set once the first connection has the file
         self._connections = PerThread(self._connect, close=sqlite3.Connection.close)
         conn = self._conn()
-        self.opened = file_identity(self.path)  # every write checks the path still names this file
+        self.opened = file_identity(self.path)  # every write, and every later connection, checks it still is
         conn.execute(
             "CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, id INTEGER NOT NULL UNIQUE, "
             "next_offset INTEGER NOT NULL DEFAULT 0)"
@@ -123,6 +124,11 @@ class LocalLog:
 
     def _connect(self) -> sqlite3.Connection:
         conn = connect(self.path)
+        try:  # a thread's first connection opens the path: it must still name the file this log opened
+            refuse_if_replaced(self.path, self.opened, what="a new SQLite connection")
+        except DatabaseReplacedError:
+            conn.close()
+            raise
         conn.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
         return conn
 

@@ -67,9 +67,10 @@ def deliver_due(store: SqliteStore, clock: ManualClock, *, since: datetime, unti
 
     clock.set(until)
     minutes = int((until - since).total_seconds() // 60) + 1
+    # every one of them sent, however late by this clock: they stand for the sends of the day so far
     worker = DeliveryWorker(store, ScriptedChannel(), public_base_url="http://t", clock=clock,
                             options=WorkerOptions(concurrency=2, lookback_minutes=minutes, prefetch_s=0.0,
-                                                  heartbeat_s=0, lease_s=30))
+                                                  heartbeat_s=0, lease_s=30, max_late_s=minutes * 60.0))
     try:
         worker.run_until_idle()
     finally:
