@@ -522,7 +522,7 @@ def _stops_when_replaced(server: Any, watch: Sequence[Path]) -> list[bool]:
     import threading
 
     from lambdas.http import on_database_replaced
-    from notify_core.sqlite_tx import file_identity
+    from notify_core.sqlite_tx import file_identity, started_with
 
     replaced: list[bool] = []
 
@@ -535,6 +535,7 @@ def _stops_when_replaced(server: Any, watch: Sequence[Path]) -> list[bool]:
 
     on_database_replaced(stop)
     opened = {path: file_identity(path) for path in watch}
+    started_with(opened)  # the Store and log this worker opens on its first request must be these files
 
     def look() -> None:
         while not server.should_exit:

@@ -40,7 +40,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -93,6 +93,25 @@ def file_identity(path: Path) -> FileIdentity | None:
     except FileNotFoundError:
         return None
     return (st.st_dev, st.st_ino)
+
+
+_STARTED_WITH: dict[Path, FileIdentity | None] = {}
+
+
+def started_with(files: Mapping[Path, FileIdentity | None]) -> None:
+    """The SQLite files this process started with (``notify serve``'s workers, which open their Store on their
+    first request): a Store or stream log opened later must still find the same file there
+    (:func:`opened_since_start`), else a worker whose first request came after a restore answered from the
+    restored file with the state of a process that started on the other (401 for a key minted after the backup)."""
+    _STARTED_WITH.update({path.resolve(): identity for path, identity in files.items()})
+
+
+def opened_since_start(database: Path, *, what: str) -> None:
+    """:class:`DatabaseReplacedError` when this process started with another file at ``database``
+    (:func:`started_with`), or the file is gone; nothing when it did not say which."""
+    key = database.resolve()
+    if key in _STARTED_WITH:
+        refuse_if_replaced(database, _STARTED_WITH[key], what=what)
 
 
 def refuse_if_replaced(database: Path, opened: FileIdentity | None, *, what: str) -> None:

@@ -33,7 +33,7 @@ import orjson
 from notify_core.clock import SYSTEM_CLOCK, Clock
 from notify_core.errors import BackendError, ConditionFailedError, DatabaseReplacedError, ValidationError
 from notify_core.per_thread import PerThread
-from notify_core.sqlite_tx import connect, file_identity, refuse_if_replaced, write_gate
+from notify_core.sqlite_tx import connect, file_identity, opened_since_start, refuse_if_replaced, write_gate
 from notify_core.store.codec import decode_columns, decode_item, encode_item
 
 if TYPE_CHECKING:
@@ -157,6 +157,7 @@ class SqliteStore:
         self.path = Path(path)
         self.clock = clock
         self.fsync = fsync
+        opened_since_start(self.path, what="opening the Store")  # before a wiped directory is made again
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.write_gate = write_gate(self.path)
         self.write_gate.lease()  # before the file is opened: a restore sees this process, or is waited out

@@ -46,7 +46,14 @@ from notify_core.chores import SlicedChore
 from notify_core.clock import SYSTEM_CLOCK, Clock
 from notify_core.errors import ConditionFailedError, DatabaseReplacedError, ValidationError
 from notify_core.per_thread import PerThread
-from notify_core.sqlite_tx import FileIdentity, connect, file_identity, refuse_if_replaced, write_gate
+from notify_core.sqlite_tx import (
+    FileIdentity,
+    connect,
+    file_identity,
+    opened_since_start,
+    refuse_if_replaced,
+    write_gate,
+)
 from notify_core.stream.port import (
     Message,
     OnRevoke,
@@ -83,6 +90,7 @@ class LocalLog:
         """``clock`` stamps records with their produce time, as a broker's clock would."""
         self.clock = clock
         self.path = Path(path)
+        opened_since_start(self.path, what="opening the stream log")  # before a wiped directory is made again
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fsync = fsync
         self._poll_interval = poll_interval
