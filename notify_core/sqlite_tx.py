@@ -125,17 +125,23 @@ def refuse_if_replaced(database: Path, opened: FileIdentity | None, *, what: str
             "directory, or a restore): nothing more is written to the old file; restart this process")
 
 
-def connect(database: Path) -> sqlite3.Connection:
+def connect(database: Path, *, opened: FileIdentity | None = None) -> sqlite3.Connection:
     """A connection to a Notify SQLite file as the Store and the embedded log open it: autocommit (their
     transactions are :meth:`WriteGate.transaction`'s), usable from whichever thread
     :class:`notify_core.per_thread.PerThread` hands it to, WAL, and :data:`BUSY_TIMEOUT_S` for writers that
     meet SQLite's lock outside the gate. Callers add their own synchronous level and cache pragmas.
     ``BackendError`` naming the file when it cannot be opened (its folder removed, a full disk): a thread's
-    first connection is made mid-request, where a raw ``sqlite3`` error was an HTTP 500."""
+    first connection is made mid-request, where a raw ``sqlite3`` error was an HTTP 500. With ``opened`` (the
+    file the caller's Store or log opened), :func:`refuse_if_replaced` before anything is read or set."""
     try:
         conn = sqlite3.connect(database, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
         raise BackendError(f"opening {database} failed: {_why(database, exc)}") from exc
+    try:
+        refuse_if_replaced(database, opened, what="a new SQLite connection")
+    except DatabaseReplacedError:
+        conn.close()
+        raise
     try:
         conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         _journal_mode_wal(conn)

@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import orjson
 
 from notify_core.clock import SYSTEM_CLOCK, Clock
-from notify_core.errors import BackendError, ConditionFailedError, DatabaseReplacedError, ValidationError
+from notify_core.errors import BackendError, ConditionFailedError, ValidationError
 from notify_core.per_thread import PerThread
-from notify_core.sqlite_tx import connect, file_identity, opened_since_start, refuse_if_replaced, write_gate
+from notify_core.sqlite_tx import connect, file_identity, opened_since_start, write_gate
 from notify_core.store.codec import decode_columns, decode_item, encode_item
 
 if TYPE_CHECKING:
@@ -170,12 +170,7 @@ class SqliteStore:
         self._connections = PerThread(self._connect, close=sqlite3.Connection.close)
 
     def _connect(self) -> sqlite3.Connection:
-        conn = connect(self.path)
-        try:  # a thread's first connection opens the path: it must still name the file this Store opened
-            refuse_if_replaced(self.path, self.opened, what="a new SQLite connection")
-        except DatabaseReplacedError:
-            conn.close()
-            raise
+        conn = connect(self.path, opened=self.opened)  # a thread's first: still the file this Store opened
         conn.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
         # Random keys (event ids, hashes) write to random B-tree pages: a 64 MiB page cache and a
         # checkpoint every ~40 MB of WAL (instead of 4 MB) keep them in memory between commits.

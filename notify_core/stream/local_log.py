@@ -44,14 +44,13 @@ from pathlib import Path
 
 from notify_core.chores import SlicedChore
 from notify_core.clock import SYSTEM_CLOCK, Clock
-from notify_core.errors import ConditionFailedError, DatabaseReplacedError, ValidationError
+from notify_core.errors import ConditionFailedError, ValidationError
 from notify_core.per_thread import PerThread
 from notify_core.sqlite_tx import (
     FileIdentity,
     connect,
     file_identity,
     opened_since_start,
-    refuse_if_replaced,
     write_gate,
 )
 from notify_core.stream.port import (
@@ -131,12 +130,7 @@ class LocalLog:
                 )
 
     def _connect(self) -> sqlite3.Connection:
-        conn = connect(self.path)
-        try:  # a thread's first connection opens the path: it must still name the file this log opened
-            refuse_if_replaced(self.path, self.opened, what="a new SQLite connection")
-        except DatabaseReplacedError:
-            conn.close()
-            raise
+        conn = connect(self.path, opened=self.opened)  # a thread's first: still the file this log opened
         conn.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
         return conn
 
