@@ -15,6 +15,7 @@ import time
 import dagster as dg
 
 from notify_assets.automation import pool_for
+from notify_core.cloudwatch_metrics import publishing
 from notify_core.delivery import OffsetClock, build_worker
 from notify_core.delivery.worker import execution_report, worker_options
 from notify_core.observability import request_context
@@ -41,7 +42,8 @@ def delivery_run(context: dg.AssetExecutionContext, config: DeliveryConfig,
     started = time.perf_counter()
     try:
         now = worker.clock.now()
-        with request_context(context.run_id):  # the delivery log rows name the Dagster run that sent them
+        # aws: a run pod is no Lambda, so what the run counted (failures, missed deliveries) is sent to CloudWatch
+        with request_context(context.run_id), publishing(settings):  # log rows name the run that sent them
             summary = worker.run_until_idle(deadline=now + 600, linger_until=now + config.linger_s)
     finally:
         worker.close()

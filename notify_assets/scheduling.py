@@ -30,7 +30,7 @@ from notify_assets.automation import (
 )
 from notify_assets.embeddings import campaign_embeddings, user_embeddings
 from notify_core.clock import Clock, today, utcnow
-from notify_core.cloudwatch_metrics import cloudwatch_counters, publish_counters
+from notify_core.cloudwatch_metrics import publishing
 from notify_core.recommend.artefacts import build_artefact_store
 from notify_core.scheduling.candidate_pool import backends_of
 from notify_core.scheduling.checks import REACH_FLOOR, reaches_users
@@ -153,16 +153,13 @@ def _plan(context: dg.AssetExecutionContext, config: PlanConfig, notify: NotifyR
             context.log.info(f"progress {PLAN_ASSET}: re-planning the {len(only):,} users whose vectors changed")
     # aws: a run pod is no Lambda, so the run's plan generation (success or failure) is sent to CloudWatch
     # for the schedule-generation alarm
-    counters = cloudwatch_counters(notify.settings)
-    try:
+    with publishing(notify.settings):
         run = plan_from_lake(notify.store, notify.lake, plan_day=plan_day, now=utcnow(clock), options=options,
                              artefacts=build_artefact_store(notify.settings), k=config.candidates_per_user,
                              user_ids=only, candidate_workers=notify.settings.plan_candidate_workers,
                              reopen=functools.partial(backends_of, notify.settings),
                              progress=lambda done, total: context.log.info(
                                  f"progress {PLAN_ASSET}: {done:,}/{total:,} users planned"))
-    finally:
-        publish_counters(counters)
     v = run.violations
     context.log.info(f"plan {run.plan_day}: {run.stats.notifications} notifications for {run.stats.users} users "
                      f"({run.writes.inserted} new, {run.writes.cancelled} cancelled, {run.writes.unchanged} unchanged; "

@@ -40,6 +40,7 @@ def worker(
     metrics_port: Annotated[int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")] = 0,
 ) -> None:
     """Deliver due notifications continuously; prints the totals as JSON on exit."""
+    from notify_core.cloudwatch_metrics import publishing
     from notify_core.delivery.worker import DeliveryWorker, build_worker
     from notify_core.observability import configure_logging
     from notify_core.settings import load_settings
@@ -90,7 +91,8 @@ def worker(
 
     failed: NotifyError | None = None
     try:
-        delivery.run_forever(stop, on_pass=on_pass)
+        with publishing(settings):  # aws: the failure and missed-delivery alarms read what it counts
+            delivery.run_forever(stop, on_pass=on_pass)
     except NotifyError as exc:  # the Store refusing the last writes as the loop stops (its disk full)
         failed = exc
     finally:

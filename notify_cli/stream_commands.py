@@ -18,7 +18,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from notify_cli import STOPPED_UNFINISHED, until_started
-from notify_core.cloudwatch_metrics import CloudWatchCounters, cloudwatch_counters, publish_counters
+from notify_core.cloudwatch_metrics import publishing
 from notify_core.errors import DatabaseReplacedError, NotifyError
 from notify_core.landing import LandingArea, build_landing_area
 from notify_core.settings import NotifySettings, load_settings
@@ -143,15 +143,14 @@ def consume(
     area = build_landing_area(settings)  # aws: order files go to the S3 prefix, where ingestion finds them
     pusher = threading.Thread(target=_push_landing, args=(area, stop), daemon=True)
     pusher.start()
-    counters = cloudwatch_counters(settings)
-    publisher = threading.Thread(target=_publish_counters, args=(counters, stop), daemon=True)
-    if counters is not None:
-        publisher.start()
     try:
         if from_beginning:
             consumer.seek_to_beginning()
         try:
-            totals = consumer.run(stop=stop, idle_exit=idle_exit, max_records=max_records)
+            # aws: the pipeline-success alarm reads the consumer's records by outcome, and a pod has no Lambda
+            # log to carry them as EMF lines
+            with publishing(settings):
+                totals = consumer.run(stop=stop, idle_exit=idle_exit, max_records=max_records)
         except StoppedWhileRetryingError as exc:
             typer.echo(f"notify consume: {exc}", err=True)
             raise typer.Exit(STOPPED_UNFINISHED) from None
@@ -159,9 +158,6 @@ def consume(
     finally:
         stop.set()
         pusher.join(30)
-        if counters is not None:
-            publisher.join(30)
-            publish_counters(counters)  # what the last batches counted
         consumer.close()
         stream.close()
         store.close()
@@ -169,13 +165,6 @@ def consume(
         if metrics is not None:
             metrics.close()
     typer.echo(json.dumps({**totals_dict(totals), "lag": lag}))
-
-
-def _publish_counters(counters: CloudWatchCounters, stop: threading.Event, every_s: float = 60.0) -> None:
-    """In aws, send the consumer's SLO counters every ``every_s`` until ``stop`` (the pipeline-success alarm
-    reads ``notify_consumer_records_total`` by ``outcome``): a pod has no Lambda log to carry EMF lines."""
-    while not stop.wait(every_s):
-        publish_counters(counters)
 
 
 def _push_landing(area: LandingArea, stop: threading.Event, every_s: float = 10.0) -> None:

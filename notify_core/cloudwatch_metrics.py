@@ -3,14 +3,16 @@
 A Lambda's counters reach CloudWatch as EMF lines in its log
 (:meth:`notify_core.observability.Invocations.flush_counters`); the consumer pod and the Dagster run pods have
 no such log, so in aws they send the same counters' gains with ``PutMetricData``: the same namespace, names and
-``outcome`` dimension, which the alarms of :mod:`notify_core.slo` read (pipeline success: the consumer's
-records; schedule generation: the daily plan's runs).
+dimensions, which the alarms of :mod:`notify_core.slo` read (pipeline success: the consumer's records; schedule
+generation: the daily plan's runs; missed deliveries: a ``notify worker`` or a Dagster delivery run's).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from notify_core.observability import SloKey, slo_counter_deltas
@@ -46,8 +48,7 @@ _CLOUDWATCH_LOCK = threading.Lock()
 
 def cloudwatch_counters(settings: NotifySettings) -> CloudWatchCounters | None:
     """In aws, this process's :class:`CloudWatchCounters` (one per process: each sends only what the process
-    counted since its last flush), else None. For the processes that are no Lambda: ``notify consume`` and
-    the Dagster runs that plan (the pipeline-success and schedule-generation alarms read their counters)."""
+    counted since its last flush), else None (:func:`publishing` is how a process sends them)."""
     if settings.env != "aws":
         return None
     key = (settings.aws_region, settings.cloudwatch_endpoint_url)
@@ -61,6 +62,31 @@ def cloudwatch_counters(settings: NotifySettings) -> CloudWatchCounters | None:
                 "cloudwatch", region_name=settings.aws_region, endpoint_url=settings.cloudwatch_endpoint_url,
                 config=Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2})))
         return counters
+
+
+@contextlib.contextmanager
+def publishing(settings: NotifySettings, *, every_s: float = 60.0) -> Iterator[None]:
+    """In aws, send this process's counters every ``every_s`` while the block runs and once as it ends (how
+    it ends too: a failed run's outcome is what an alarm waits for); elsewhere nothing. For the processes
+    that are no Lambda: ``notify consume``, ``notify worker`` and the Dagster runs that plan or deliver."""
+    counters = cloudwatch_counters(settings)
+    if counters is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def every() -> None:
+        while not stop.wait(every_s):
+            publish_counters(counters)
+
+    thread = threading.Thread(target=every, daemon=True, name="cloudwatch-counters")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(30)
+        publish_counters(counters)
 
 
 def publish_counters(counters: CloudWatchCounters | None) -> None:

@@ -44,12 +44,17 @@ PLAN_GENERATIONS = Counter("notify_plan_generations", "Plan generation runs by o
 PLANNED_USERS = Counter("notify_planned_users", "Users planned by successful plan generation runs")
 PLANNED_NOTIFICATIONS = Counter("notify_planned_notifications", "Notifications planned by successful runs")
 
-# The counters the SLO alarms read on CloudWatch, sent as EMF by Lambda handlers (by ``outcome``).
+# The counters the CloudWatch alarms read, sent as EMF by Lambda handlers and with PutMetricData by the
+# processes that are no Lambda: each name with the one label that becomes its dimension (None: summed over
+# its labels into one metric without dimensions).
 # Histograms whose share under one bound an SLA reads (§1.2 on-time delivery, §1.4 event persistence): their
 # bucket at that bound (dimension ``le``) and their count (no dimension) go to CloudWatch with the counters.
 EMF_HISTOGRAM_BOUNDS = {"notify_delivery_lateness_seconds": "10.0", "notify_consumer_persist_latency_seconds": "5.0"}
-EMF_COUNTERS = ("notify_deliveries_total", "notify_plan_generations_total", "notify_consumer_records_total",
-                "notify_capture_events_total")
+EMF_COUNTERS: Mapping[str, str | None] = {
+    "notify_deliveries_total": "outcome", "notify_plan_generations_total": "outcome",
+    "notify_consumer_records_total": "outcome", "notify_capture_events_total": "outcome",
+    "notify_delivery_missed_total": None,  # the missed-deliveries alarm: found too late to send, any channel
+}
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -263,7 +263,7 @@ SloKey = tuple[str, tuple[tuple[str, str], ...]]  # (metric name, its CloudWatch
 
 
 def slo_counter_deltas(flushed: dict[SloKey, float]) -> list[tuple[SloKey, float]]:
-    """What the SLO counters (:data:`notify_core.metrics.EMF_COUNTERS`, summed by ``outcome``) and the SLA
+    """What the alarms' counters (:data:`notify_core.metrics.EMF_COUNTERS`, summed by their one label) and the SLA
     histograms' bucket at their bound and count (:data:`~notify_core.metrics.EMF_HISTOGRAM_BOUNDS`) gained
     since ``flushed`` (updated in place), the positive ones, sorted."""
     from prometheus_client import REGISTRY
@@ -276,7 +276,8 @@ def slo_counter_deltas(flushed: dict[SloKey, float]) -> list[tuple[SloKey, float
         for sample in family.samples:
             dims: tuple[tuple[str, str], ...]
             if sample.name in EMF_COUNTERS:
-                dims = (("outcome", str(sample.labels.get("outcome", ""))),)
+                label = EMF_COUNTERS[sample.name]
+                dims = () if label is None else ((label, str(sample.labels.get(label, ""))),)
             elif (sample.name.endswith("_bucket")
                   and sample.labels.get("le") == EMF_HISTOGRAM_BOUNDS.get(sample.name.removesuffix("_bucket"))):
                 dims = (("le", sample.labels["le"]),)

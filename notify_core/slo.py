@@ -43,6 +43,8 @@ from notify_core.events.models import TOPICS
 from notify_core.observability import LOG_RETENTION_DAYS
 
 EMF_NAMESPACE = "Notify"
+MISSED_ALERT = "NotifyDeliveriesMissed"  # notifications found too late to send (Prometheus and CloudWatch)
+MISSED_WINDOW_S = 900  # ... in this window
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -221,8 +223,8 @@ def operational_alerts() -> list[dict[str, Any]]:
                            "target: see its error line.",
         },
     }, {
-        "alert": "NotifyDeliveriesMissed",
-        "expr": "sum(increase(notify_delivery_missed_total[15m])) > 0",
+        "alert": MISSED_ALERT,
+        "expr": f"sum(increase(notify_delivery_missed_total[{MISSED_WINDOW_S // 60}m])) > 0",
         "labels": {"severity": "ticket"},
         "annotations": {
             "summary": "{{ $value | humanize }} notifications were not sent: found after their time had passed",
@@ -240,15 +242,39 @@ def _logical(name: str) -> str:
 def _alarm(o: Objective, *, alarm_topic: Any, name: Any = None,
            metrics: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """One ``AWS::CloudWatch::Alarm`` of objective ``o`` (its own metrics unless ``metrics`` are given)."""
+    periods = 1 if o.cloudwatch_period_s >= 3600 else 2
+    return _cloudwatch_alarm(
+        name=name if name is not None else {"Fn::Sub": f"${{AWS::StackName}}-{o.alert}"},
+        description=f"Notify SLO {o.key}: {o.spec}", op=o.op, threshold=o.threshold, periods=periods,
+        metrics=o.cloudwatch if metrics is None else metrics, alarm_topic=alarm_topic)
+
+
+def missed_deliveries_alarm(*, alarm_topic: Any = None) -> dict[str, Any]:
+    """:data:`MISSED_ALERT` on CloudWatch: any notification a delivery worker finished as ``too_late`` in
+    :data:`MISSED_WINDOW_S` (the ``deliver_notifications`` Lambda sends the count as EMF; a worker or a
+    Dagster run in a pod, with PutMetricData), like the Prometheus rule of :func:`operational_alerts`. No
+    data is no miss: the metric is sent only when something was missed."""
+    return _cloudwatch_alarm(
+        name={"Fn::Sub": f"${{AWS::StackName}}-{MISSED_ALERT}"},
+        description="Notify: notifications not sent, found more than NOTIFY_DELIVERY_MAX_LATE_S after their send "
+                    "time (no worker ran for that long, or the clock was stepped forward)",
+        op=">", threshold=0, periods=1, alarm_topic=alarm_topic, metrics=(
+            _metric("missed", EMF_NAMESPACE, "notify_delivery_missed_total", {}, period=MISSED_WINDOW_S),
+            _math("missed", "notifications found too late to send"),
+        ))
+
+
+def _cloudwatch_alarm(*, name: Any, description: str, op: str, threshold: float, periods: int,
+                      metrics: Sequence[Mapping[str, Any]], alarm_topic: Any) -> dict[str, Any]:
     props: dict[str, Any] = {
-        "AlarmName": name if name is not None else {"Fn::Sub": f"${{AWS::StackName}}-{o.alert}"},
-        "AlarmDescription": f"Notify SLO {o.key}: {o.spec}",
-        "ComparisonOperator": "LessThanThreshold" if o.op == "<" else "GreaterThanThreshold",
-        "Threshold": o.threshold,
-        "EvaluationPeriods": 1 if o.cloudwatch_period_s >= 3600 else 2,
-        "DatapointsToAlarm": 1 if o.cloudwatch_period_s >= 3600 else 2,
+        "AlarmName": name,
+        "AlarmDescription": description,
+        "ComparisonOperator": "LessThanThreshold" if op == "<" else "GreaterThanThreshold",
+        "Threshold": threshold,
+        "EvaluationPeriods": periods,
+        "DatapointsToAlarm": periods,
         "TreatMissingData": "notBreaching",
-        "Metrics": [dict(m) for m in (o.cloudwatch if metrics is None else metrics)],
+        "Metrics": [dict(m) for m in metrics],
     }
     if alarm_topic is not None:
         props["AlarmActions"] = [alarm_topic]
@@ -288,7 +314,7 @@ def cloudwatch_resources(
     edge, a timeout, running out of memory, a failed cold start: what ``AWS/Lambda`` ``Errors`` counts) are
     held to the same error objective, each on its own ``FunctionName`` (:func:`function_error_alarm`).
     """
-    resources: dict[str, Any] = {}
+    resources: dict[str, Any] = {"DeliveriesMissedAlarm": missed_deliveries_alarm(alarm_topic=alarm_topic)}
     for o in objectives:
         resources[f"Slo{_logical(o.key)}Alarm"] = _alarm(o, alarm_topic=alarm_topic)
     for logical in lambda_functions:

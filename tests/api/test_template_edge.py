@@ -135,9 +135,11 @@ def test_a_function_reads_its_pepper_from_the_secret_it_is_told(tmp_path: Any) -
 def test_the_slo_alarms_and_log_retention_are_in_the_template(template: dict[str, Any]) -> None:
     alarms = _of_type(template, "AWS::CloudWatch::Alarm")
     functions = _of_type(template, "AWS::Lambda::Function")
-    # one per objective with CloudWatch metrics (the rest alert in Prometheus only), and the error objective
-    # once more per function on its own AWS/Lambda metrics
-    assert len(alarms) == len([o for o in slo.OBJECTIVES if o.cloudwatch]) + len(functions)
+    # one per objective with CloudWatch metrics (the rest alert in Prometheus only), the error objective
+    # once more per function on its own AWS/Lambda metrics, and the missed deliveries
+    assert len(alarms) == len([o for o in slo.OBJECTIVES if o.cloudwatch]) + len(functions) + 1
+    assert alarms["DeliveriesMissedAlarm"]["Properties"]["AlarmName"] == {
+        "Fn::Sub": "${AWS::StackName}-" + slo.MISSED_ALERT}
     assert all(a["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}] for a in alarms.values())
     topic = template["Resources"]["AlarmTopic"]["Properties"]
     assert topic["KmsMasterKeyId"] == {"Ref": "DataKey"}

@@ -335,3 +335,110 @@ def test_slow_persistence_in_the_consumer_pod_breaches_the_event_persistence_ala
     [value] = [q for q in alarm["Metrics"] if q.get("ReturnData")]
     ratio = _evaluate(value["Expression"], {k: after[k] - before[k] for k in after})
     assert ratio == 0.995 and ratio < alarm["Threshold"]
+
+
+def test_notifications_found_too_late_on_lambda_breach_the_missed_deliveries_alarm(tmp_path: Any) -> None:
+    """The minute Lambda back after EventBridge stopped calling it for hours finishes what is more than
+    ``max_late_s`` late as ``too_late``: Prometheus had an alert on that count, but no Lambda sent it to
+    CloudWatch and no alarm read it, so on AWS nobody heard of the notifications never sent."""
+    from datetime import UTC, datetime
+
+    from lambdas import deliver_notifications
+    from notify_core.clock import ManualClock
+    from notify_core.delivery import DeliveryWorker, WorkerOptions
+    from notify_core.delivery.synthetic import seed_due
+    from notify_core.slo import MISSED_ALERT, MISSED_WINDOW_S, prometheus_rules
+    from notify_core.store.sqlite import SqliteStore
+    from tests.delivery.conftest import ScriptedChannel
+
+    clock = ManualClock(datetime(2026, 11, 24, 10, 5, tzinfo=UTC))
+    store = SqliteStore(tmp_path / "store.sqlite", clock=clock)
+    options = WorkerOptions(concurrency=2, lookback_minutes=15, prefetch_s=0.0, max_late_s=3600)
+
+    class Context:
+        def get_remaining_time_in_millis(self) -> int:
+            return 60_000
+
+    lines: list[str] = []
+    holder = http._invocations
+    previous = holder._value
+    holder.use(Invocations(emit=lines.append))  # one execution environment: its counters since its last flush
+
+    def invocation() -> list[dict[str, Any]]:
+        """One minute's invocation of the deliver_notifications Lambda; the EMF records it wrote."""
+        lines.clear()
+        worker = DeliveryWorker(store, ScriptedChannel(), public_base_url="http://t", clock=clock, options=options)
+        deliver_notifications.use_worker(worker)
+        try:
+            deliver_notifications.handler({"detail-type": "Scheduled Event", "linger_s": 0}, Context())
+        finally:
+            deliver_notifications.use_worker(None)
+            worker.close()
+        return [json.loads(line) for line in lines]
+
+    alarm = cloudwatch_resources()["DeliveriesMissedAlarm"]
+    try:
+        invocation()  # the Lambda runs (and sends what this process counted before)...
+        clock.advance(120)
+        invocation()  # ... and the watermark is written as its minutes close
+        start = clock.now()
+        seed_due(store, n=30, start=datetime.fromtimestamp(start, UTC), spread_s=30 * 60)
+        clock.advance(30 * 60 + 3600 - 15 * 60)  # EventBridge called nothing for 75 minutes
+        now = clock.now()
+        records = invocation()
+        rows = list(store.table("schedules").scan())
+        clock.advance(60)
+        quiet = invocation()  # the next minute: nothing more missed
+    finally:
+        holder.use(previous)
+        store.close()
+    missed = {str(i["notification_id"]) for i in rows if i.get("suppressed_reason") == "too_late"}
+    older = {str(i["notification_id"]) for i in rows
+             if now - datetime.fromisoformat(str(i["send_at"])).timestamp() > options.max_late_s}
+    assert missed == older and 10 <= len(missed) <= 20, len(missed)  # those more than an hour late
+    assert sum(1 for i in rows if i["status"] == "sent") == 30 - len(missed)
+    value = _alarm_value(alarm, records)
+    assert value == len(missed) and value > alarm["Properties"]["Threshold"]
+    assert alarm["Properties"]["ComparisonOperator"] == "GreaterThanThreshold"
+    assert _alarm_value(alarm, quiet) is None and alarm["Properties"]["TreatMissingData"] == "notBreaching"
+    [query] = [q for q in alarm["Properties"]["Metrics"] if "MetricStat" in q]
+    rules = {r.get("alert"): r for group in prometheus_rules()["groups"] for r in group["rules"]}
+    assert query["MetricStat"]["Period"] == MISSED_WINDOW_S  # the same window as the Prometheus alert's
+    assert f"[{MISSED_WINDOW_S // 60}m]" in rules[MISSED_ALERT]["expr"]
+    assert alarm["Properties"]["AlarmName"] == {"Fn::Sub": "${AWS::StackName}-" + MISSED_ALERT}
+
+
+def test_a_process_that_is_no_lambda_sends_its_counters_while_it_runs_and_as_it_ends() -> None:
+    """``publishing`` (``notify consume``, ``notify worker``, the Dagster runs that plan or deliver): in aws
+    what the block counted reaches CloudWatch every ``every_s`` and once more as it ends, an exception
+    included; a missed delivery reaches the missed-deliveries alarm's metric."""
+    import time
+
+    from moto import mock_aws
+
+    from notify_core.delivery.outcomes import MISSED
+    from notify_core.settings import NotifySettings
+
+    alarm = cloudwatch_resources()["DeliveriesMissedAlarm"]["Properties"]
+    queries = [q for q in alarm["Metrics"] if "MetricStat" in q]
+    with mock_aws():
+        counters = cloudwatch_metrics.cloudwatch_counters(_aws_settings())
+        assert counters is not None
+        cloudwatch_metrics.publish_counters(counters)  # whatever this process counted before
+        before = _sent(counters._client, queries)
+        with cloudwatch_metrics.publishing(_aws_settings(), every_s=0.05):
+            MISSED.labels("webhook").inc(2)
+            MISSED.labels("sns").inc(1)
+            deadline = time.monotonic() + 10
+            while _sent(counters._client, queries)["missed"] - before["missed"] < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            during = _sent(counters._client, queries)
+        with pytest.raises(RuntimeError), cloudwatch_metrics.publishing(_aws_settings(), every_s=3600):
+            MISSED.labels("webhook").inc(4)
+            raise RuntimeError("the run failed")
+        after = _sent(counters._client, queries)
+    assert during["missed"] - before["missed"] == 3  # summed over the channels: the alarm's one metric
+    assert after["missed"] - during["missed"] == 4
+    local = NotifySettings(env="local")
+    with cloudwatch_metrics.publishing(local):  # not aws: nothing to send to, nothing started
+        assert cloudwatch_metrics.cloudwatch_counters(local) is None
