@@ -155,6 +155,7 @@ def test_the_evaluation_report_has_charts_beside_its_tables() -> None:
 def test_every_metric_the_grafana_dashboard_queries_exists_in_the_registry() -> None:
     from prometheus_client import REGISTRY
 
+    import notify_core.backup.replica_lag  # noqa: F401  (registers the backup's gauges)
     import notify_core.delivery.worker  # noqa: F401  (registers the delivery metrics)
     import notify_core.events.consumer  # noqa: F401
     import notify_core.metrics  # noqa: F401
@@ -176,3 +177,31 @@ def test_every_metric_the_grafana_dashboard_queries_exists_in_the_registry() -> 
     for needed in ("notify_http_request_duration_seconds_bucket", "notify_consumer_lag_seconds",
                    "notify_capture_events_total", "notify_deliveries_total", "notify_plan_generations_total"):
         assert needed in queried
+
+
+def test_every_alert_reads_metrics_the_dashboard_shows() -> None:
+    """An operator paged by an alert finds what it read on the dashboard: the missed deliveries and the backup's
+    lag were alerts with no panel (session 46). An alert on a recorded SLO value is shown by that value or by
+    every metric it is computed from; a histogram's ``_count`` by its ``_bucket``."""
+    import yaml
+
+    def family(name: str) -> str:
+        return re.sub(r"_(bucket|count|sum)$", "", name)
+
+    def names(expr: str) -> set[str]:
+        return set(re.findall(r"\b(notify[_:][a-z0-9_:]+)", expr))
+
+    dashboard = json.loads((REPO / "deploy" / "grafana" / "notify.json").read_text())
+    queried = {n for p in dashboard["panels"] for t in p.get("targets", []) for n in names(t["expr"])}
+    shown = queried | {family(n) for n in queried}
+    rules = [r for g in yaml.safe_load((REPO / "deploy" / "prometheus" / "notify-rules.yml").read_text())["groups"]
+             for r in g["rules"]]
+    recorded = {r["record"]: r["expr"] for r in rules if "record" in r}
+    alerts = [r for r in rules if "alert" in r]
+    assert len(alerts) >= 10
+    for alert in alerts:
+        needed: set[str] = set()
+        for name in names(alert["expr"]):
+            needed |= {name} if name in shown or name not in recorded else names(recorded[name])
+        missing = {n for n in needed if n not in shown and family(n) not in shown}
+        assert not missing, f"{alert['alert']} reads {missing}, on no dashboard panel"
