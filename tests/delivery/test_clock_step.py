@@ -6,6 +6,7 @@ minutes the step jumped over were never looked at), and the step back left a new
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -91,6 +92,10 @@ def test_a_worker_whose_clock_steps_forward_then_back_sends_everything_once(tmp_
     schedules = list(store.table(tables.SCHEDULES).scan())
     assert Counter(str(i["status"]) for i in schedules) == {"sent": 301}
     assert max(int(i["attempt"]) for i in schedules) == 1  # no claim was taken twice, across either step
-    logged = (data / "logs" / "delivery.jsonl").read_text()
-    assert logged.count("the wall clock went back") == 1
+    # The step back is logged, by its size. libfaketime may hand out the old offset once more right after the
+    # file is replaced (seen in CI: back by 1,799 s, the log line's own stamp +1800 again, then back again a
+    # second later), so a process can see the step twice; a box's clock does not flicker so.
+    steps = [json.loads(line)["by_s"] for line in (data / "logs" / "delivery.jsonl").read_text().splitlines()
+             if "the wall clock went back" in line]
+    assert 1 <= len(steps) <= 2 and all(1790 <= step <= 1801 for step in steps), steps
     store.close()
