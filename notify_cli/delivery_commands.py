@@ -132,7 +132,8 @@ def redrive_command(
     data_dir: DataDir = None,
 ) -> None:
     """Send again the notifications dead-lettered in a window (a receiver that was down, a credential put
-    right): each is due now as its next attempt, under the same idempotency key; what is more than
+    right): each is due now as its next attempt, under the same idempotency key, with the retries again
+    (1 s, 5 s, 20 s, counted from the redrive); what is more than
     NOTIFY_DELIVERY_MAX_LATE_S past its send time is left. Audited; prints counts."""
     from notify_cli.security_commands import cli_actor
     from notify_core.clock import SYSTEM_CLOCK

@@ -198,10 +198,11 @@ class Outcomes:
             fields = {**common, "status": SENT, "delivered_at": iso(now), "delivered_ts": now,
                       "latency_s": round(lateness, 4)}
             outcome = "delivered"
-        elif result.outcome is Outcome.RETRYABLE and attempt < self.options.max_attempts:
+        elif result.outcome is Outcome.RETRYABLE and (tries := attempts_since_redrive(item, attempt)) < \
+                self.options.max_attempts:
             # no sooner than the receiver's Retry-After (capped by the channel): retrying inside the window a
             # rate-limited receiver asked for spends the attempts on refusals and dead-letters the message
-            due = now + max(self.options.retry_delays_s[attempt - 1], result.retry_after_s or 0.0)
+            due = now + max(self.options.retry_delays_s[tries - 1], result.retry_after_s or 0.0)
             entry = retry_entry(item, failed=attempt, due=due)
             fields = {**common, "status": RETRY_SCHEDULED, "next_attempt_at": due, "last_error": result.detail}
             outcome = "retried"
@@ -425,6 +426,21 @@ def _outcome_ts(item: Mapping[str, Any]) -> float:
     """When a finished item's outcome was committed (0 for an item that does not say)."""
     value = item.get("outcome_at")
     return parse_ts(value) if value else 0.0
+
+
+REDRIVEN_FROM = "redriven_from_attempt"
+"""The schedule item's attempt that was dead-lettered when an operator last redrove it
+(:mod:`~notify_core.delivery.redrive`); absent before any redrive."""
+
+
+def attempts_since_redrive(item: Mapping[str, Any], attempt: int) -> int:
+    """Which try of its retry ladder ``attempt`` is: the attempt itself, or counted from the last redrive.
+
+    Why: a redrive gives each dead letter the spec's retries again (1 s, 5 s, 20 s), as SQS's redrive
+    resets a message's receive count. Counted from the first attempt, a notification redriven after its
+    last one got a single try: a receiver still flapping when the operator redrove dead-lettered it again
+    at once, for a second redrive to catch."""
+    return attempt - int(item.get(REDRIVEN_FROM) or 0)
 
 
 def retry_entry(item: Mapping[str, Any], *, failed: int, due: float) -> Item:

@@ -8,10 +8,12 @@ sent them again: the ``dead_letters`` rows said which, for an operator with no w
 ``dead_letters`` table is laid out) back to ``retry_scheduled``, due now, with a retries index entry written
 first (:func:`~notify_core.delivery.outcomes.retry_entry`, as the worker's own retries are), so the next
 worker pass claims each as its next attempt: attempt ``n + 1`` with its own deliveries row, the same
-``Idempotency-Key``, through the dedupe record it owns. A notification redriven after its last attempt
-gets that one attempt; one dead-lettered by a permanent answer on an early attempt gets the retries it had
-left. The move is the lifecycle's one operator move (:data:`notify_core.lifecycle.REDRIVE`), conditional on
-the item still being dead-lettered at its attempt: a second redrive, or one run again after a ``kill -9``,
+``Idempotency-Key``, through the dedupe record it owns. Each gets the spec's retries again (1 s, 5 s,
+20 s after a retryable failure: the ladder counts from the redrive,
+:data:`~notify_core.delivery.outcomes.REDRIVEN_FROM`), as SQS's redrive resets a message's receive count:
+one redriven while its receiver still flaps is not dead-lettered again by its first failure. The move is
+the lifecycle's one operator move (:data:`notify_core.lifecycle.REDRIVE`), conditional on the item still
+being dead-lettered at its attempt: a second redrive, or one run again after a ``kill -9``,
 moves only what is still dead-lettered (a stale index entry from a killed run claims nothing).
 
 What is more than ``max_late_s`` past its send time is left as it is and counted: a worker would finish it
@@ -26,7 +28,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
 from notify_core.clock import Clock, utcnow
-from notify_core.delivery.outcomes import in_time, iso, retry_entry
+from notify_core.delivery.outcomes import REDRIVEN_FROM, in_time, iso, retry_entry
 from notify_core.errors import ValidationError
 from notify_core.lifecycle import DEAD_LETTERED, REDRIVE
 from notify_core.store import tables
@@ -80,7 +82,8 @@ def redrive(store: Store, *, since: datetime, until: datetime | None = None, cam
         store.table(tables.RETRIES).batch_put([retry_entry(i, failed=int(i.get("attempt") or 1), due=now)
                                                for i in due])  # the index first: never a stranded retry
         done = schedules.update_many([Update(
-            i["pk"], i["sk"], set={"status": target, "next_attempt_at": now, "redriven_at": iso(now)},
+            i["pk"], i["sk"], set={"status": target, "next_attempt_at": now, "redriven_at": iso(now),
+                                   REDRIVEN_FROM: int(i.get("attempt") or 1)},
             condition=Condition.matches(status=DEAD_LETTERED, attempt=i.get("attempt"))) for i in due])
         moved = sum(1 for d in done if d is not None)  # the others were moved meanwhile (another redrive)
     return RedriveReport(dead_letters=len(rows), redriven=moved, too_late=len(dead) - len(due),

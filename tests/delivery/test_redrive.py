@@ -5,6 +5,7 @@ and is idempotent (run twice, or again after a run killed between its two writes
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -65,6 +66,46 @@ def test_a_redrive_sends_each_dead_letter_once_more_as_its_next_attempt(either: 
 
     again = redrive(store, since=since, max_late_s=HOUR, clock=clock)  # idempotent: nothing left to move
     assert again.as_dict() == {"dead_letters": 20, "redriven": 0, "too_late": 0, "not_dead": 20}
+
+
+def test_a_redriven_notification_gets_the_spec_retries_again(either: tuple[Store, ManualClock]) -> None:
+    """The ladder counts from the redrive, as SQS's redrive resets a message's receive count: a receiver still
+    flapping when the operator redrives (two more refusals) costs retries 1 s and 5 s apart, not a second dead
+    letter; one that stays down is dead-lettered after the ladder's four tries, and redriven again. Before,
+    counted from the first attempt, the first refusal after a redrive dead-lettered the notification."""
+    store, clock = either
+    since = datetime.fromtimestamp(clock.now(), UTC)
+    items, channel = _dead_letter_an_outage(store, clock, n=2)
+    flapping, down = (str(i["notification_id"]) for i in items)
+    channel.script[flapping] = [Outcome.RETRYABLE] * 2
+    channel.script[down] = [Outcome.RETRYABLE] * 4
+    clock.advance(300)
+    assert redrive(store, since=since, max_late_s=HOUR, clock=clock).redriven == 2
+    worker = DeliveryWorker(store, channel, public_base_url="http://t", clock=clock, options=OPTS)
+    worker.run_until_idle(linger_until=clock.now() + 60)
+    worker.close()
+
+    def history(nid: str) -> list[tuple[int, str, float]]:
+        rows = store.table(tables.DELIVERIES).query(nid)
+        return [(int(r["attempt"]), str(r["outcome"]),
+                 datetime.fromisoformat(str(r["attempted_at"]).replace("Z", "+00:00")).timestamp()) for r in rows]
+
+    after = history(flapping)[4:]  # the outage's four attempts first
+    assert [(a, o) for a, o, _t in after] == [(5, "retry_scheduled"), (6, "retry_scheduled"), (7, "sent")]
+    gaps = [round(b[2] - a[2]) for a, b in itertools.pairwise(after)]
+    assert gaps == [1, 5]  # the spec's ladder, from its start
+    stays_down = history(down)[4:]
+    assert [(a, o) for a, o, _t in stays_down] == [(5, "retry_scheduled"), (6, "retry_scheduled"),
+                                                  (7, "retry_scheduled"), (8, "dead_lettered")]
+    assert [round(b[2] - a[2]) for a, b in itertools.pairwise(stays_down)] == [1, 5, 20]
+
+    clock.advance(60)
+    assert redrive(store, since=since, max_late_s=HOUR, clock=clock).redriven == 1  # the one still dead
+    _deliver(store, clock, channel)
+    assert [(a, o) for a, o, _t in history(down)[8:]] == [(9, "sent")]
+    status = {str(i["notification_id"]): i["status"] for i in store.table(tables.SCHEDULES).scan()}
+    assert status == {flapping: "sent", down: "sent"}
+    assert Counter(nid for nid, _a, _k in channel.calls) == {flapping: 7, down: 9}  # each attempt sent once
 
 
 def test_a_redrive_is_found_by_a_worker_started_twenty_minutes_later(store: SqliteStore, clock: ManualClock) -> None:
