@@ -110,7 +110,8 @@ def worker(
 
 
 deliveries_app = typer.Typer(add_completion=False, no_args_is_help=True,
-                             help="Delivered notifications: send dead letters again once their cause is fixed.")
+                             help="Delivered notifications: list the dead letters, and send them again once "
+                                  "their cause is fixed.")
 
 
 def _moment(value: str) -> datetime:
@@ -156,6 +157,31 @@ def redrive_command(
     finally:
         store.close()
     typer.echo(json.dumps({**report.as_dict(), "dry_run": dry_run}))
+
+
+@deliveries_app.command("dead-letters")
+def dead_letters_command(
+    since: Annotated[str, typer.Option(help="Dead-lettered at or after this ISO time (with its zone).")],
+    until: Annotated[str | None, typer.Option(help="... and at or before this one (default: now).")] = None,
+    campaign: Annotated[str | None, typer.Option(help="Only this campaign's.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """List the notifications dead-lettered in a window, oldest first, one JSON object a line: when, which
+    notification, user and campaign, the attempt and its last error, and its status now (dead_lettered, or
+    where a redrive took it). Read before a redrive, and after it."""
+    from notify_core.clock import SYSTEM_CLOCK
+    from notify_core.delivery.redrive import dead_letters
+    from notify_core.settings import load_settings
+    from notify_core.store.factory import build_store
+
+    start, end = _moment(since), _moment(until) if until else None
+    settings = load_settings(**({"data_dir": data_dir} if data_dir is not None else {}))
+    store = build_store(settings)
+    try:
+        for letter in dead_letters(store, since=start, until=end, campaign_id=campaign, clock=SYSTEM_CLOCK):
+            typer.echo(json.dumps(letter.as_dict()))
+    finally:
+        store.close()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,9 @@ the lifecycle's one operator move (:data:`notify_core.lifecycle.REDRIVE`), condi
 being dead-lettered at its attempt: a second redrive, or one run again after a ``kill -9``,
 moves only what is still dead-lettered (a stale index entry from a killed run claims nothing).
 
+:func:`dead_letters` lists a window's dead letters, each with its last error and its status now: what an
+operator reads before a redrive (which failed and how) and after it (which were sent).
+
 What is more than ``max_late_s`` past its send time is left as it is and counted: a worker would finish it
 as suppressed ``too_late`` (:mod:`notify_core.delivery.claims`, Catching up), the window the plan chose
 having passed.
@@ -23,6 +26,7 @@ having passed.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -58,20 +62,71 @@ def _rows(store: Store, since: datetime, until: datetime) -> Iterator[Item]:
         day += timedelta(days=1)
 
 
-def redrive(store: Store, *, since: datetime, until: datetime | None = None, campaign_id: str | None = None,
-            max_late_s: float, clock: Clock, dry_run: bool = False) -> RedriveReport:
-    """Send again the notifications dead-lettered in ``[since, until]`` (``until``: now), of ``campaign_id``
-    only if given; ``dry_run`` counts without moving anything."""
-    now = clock.now()
+def _window(since: datetime, until: datetime | None, clock: Clock) -> tuple[datetime, datetime]:
+    """``[since, until]`` in UTC (``until``: now), checked: zoned, forwards, at most :data:`MAX_WINDOW`."""
     until = until or utcnow(clock)
     if since.tzinfo is None or until.tzinfo is None:
         raise ValidationError("since and until need a time zone (e.g. 2026-12-05T10:00Z)")
     if until < since or until - since > MAX_WINDOW:
         raise ValidationError(f"the window must run forwards and span at most {MAX_WINDOW.days} days")
-    rows = [r for r in _rows(store, since.astimezone(UTC), until.astimezone(UTC))
-            if campaign_id is None or r.get("campaign_id") == campaign_id]
-    keys = list(dict.fromkeys((str(r["schedule_pk"]), str(r["schedule_sk"])) for r in rows
-                              if r.get("schedule_pk") and r.get("schedule_sk")))
+    return since.astimezone(UTC), until.astimezone(UTC)
+
+
+def _schedule_key(row: Item) -> tuple[str, str] | None:
+    pk, sk = row.get("schedule_pk"), row.get("schedule_sk")
+    return (str(pk), str(sk)) if pk and sk else None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One ``dead_letters`` row, and what became of its notification since."""
+
+    dead_lettered_at: str
+    notification_id: str
+    user_id: str
+    campaign_id: str
+    attempts: int  # the attempt that was dead-lettered
+    last_error: str | None  # the channel's detail of that attempt (e.g. "HTTP 503")
+    status: str | None  # the notification's status now: dead_lettered, or where a redrive took it; None: expired
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+LIST_CHUNK = 1000  # rows whose notifications' statuses are read in one batch
+
+
+def dead_letters(store: Store, *, since: datetime, until: datetime | None = None, campaign_id: str | None = None,
+                 clock: Clock) -> Iterator[DeadLetter]:
+    """The notifications dead-lettered in ``[since, until]`` (of ``campaign_id`` only if given), oldest first,
+    each with its status now: what an operator reads before a redrive (which failed, how, and whether a
+    redrive already sent it). Read a chunk at a time, so a large outage's dead letters are never all in
+    memory."""
+    start, end = _window(since, until, clock)
+    rows = (r for r in _rows(store, start, end) if campaign_id is None or r.get("campaign_id") == campaign_id)
+    schedules = store.table(tables.SCHEDULES)
+    while chunk := list(itertools.islice(rows, LIST_CHUNK)):
+        keys = [key for key in map(_schedule_key, chunk) if key is not None]
+        status = {(str(i["pk"]), str(i["sk"])): i.get("status") for i in schedules.batch_get(keys, consistent=True)}
+        for row in chunk:
+            key = _schedule_key(row)
+            found = status.get(key) if key is not None else None
+            yield DeadLetter(
+                dead_lettered_at=str(row["sk"]).split("#", 1)[0], notification_id=str(row["notification_id"]),
+                user_id=str(row.get("user_id") or ""), campaign_id=str(row.get("campaign_id") or ""),
+                attempts=int(row.get("attempts") or 1),
+                last_error=None if row.get("last_error") is None else str(row["last_error"]),
+                status=None if found is None else str(found))
+
+
+def redrive(store: Store, *, since: datetime, until: datetime | None = None, campaign_id: str | None = None,
+            max_late_s: float, clock: Clock, dry_run: bool = False) -> RedriveReport:
+    """Send again the notifications dead-lettered in ``[since, until]`` (``until``: now), of ``campaign_id``
+    only if given; ``dry_run`` counts without moving anything."""
+    now = clock.now()
+    start, end = _window(since, until, clock)
+    rows = [r for r in _rows(store, start, end) if campaign_id is None or r.get("campaign_id") == campaign_id]
+    keys = list(dict.fromkeys(key for key in map(_schedule_key, rows) if key is not None))
     schedules = store.table(tables.SCHEDULES)
     items = schedules.batch_get(keys, consistent=True)
     dead = [i for i in items if i.get("status") == DEAD_LETTERED]

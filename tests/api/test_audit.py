@@ -37,7 +37,7 @@ CLI_COMMANDS = {
     "backup": "audited", "restore": "audited", "users reapply-erasures": "audited",
     "users sweep-erasures": "audited (test_erasure_sweep; an empty queue changes nothing and writes no entry)",
     "simulate": "read-only on the data (its own throwaway Stores; writes a report file)",
-    "deliveries redrive": "audited (tests/delivery/test_redrive.py)",
+    "deliveries redrive": "audited (tests/delivery/test_redrive.py)", "deliveries dead-letters": "read-only",
 }
 
 

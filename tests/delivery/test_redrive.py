@@ -15,8 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from notify_core.delivery import DeliveryWorker, ManualClock, WorkerOptions
+from notify_core.delivery import redrive as redrive_module
 from notify_core.delivery.channels import Outcome
-from notify_core.delivery.redrive import redrive
+from notify_core.delivery.redrive import dead_letters, redrive
 from notify_core.delivery.synthetic import seed_due
 from notify_core.errors import ValidationError
 from notify_core.security import audit
@@ -180,3 +181,52 @@ def test_notify_deliveries_redrive_is_audited_and_refuses_a_time_without_a_zone(
     naive = runner.invoke(main.app, ["deliveries", "redrive", "--since", "2026-12-05T10:00",
                                      "--data-dir", str(data)])
     assert naive.exit_code == 2 and "time zone" in naive.output
+
+
+def test_the_dead_letters_of_a_window_are_listed_with_their_error_and_status_now(
+        either: tuple[Store, ManualClock], monkeypatch: pytest.MonkeyPatch) -> None:
+    """What an operator reads before a redrive (which failed, how) and after it (which were sent); read a
+    chunk at a time (7 rows here), oldest first, by campaign if asked."""
+    store, clock = either
+    monkeypatch.setattr(redrive_module, "LIST_CHUNK", 7)
+    since = datetime.fromtimestamp(clock.now(), UTC)
+    items, channel = _dead_letter_an_outage(store, clock)
+    listed = list(dead_letters(store, since=since, clock=clock))
+    assert sorted(d.notification_id for d in listed) == sorted(i["notification_id"] for i in items)
+    assert {(d.status, d.attempts, d.last_error) for d in listed} == {("dead_lettered", 4, "retryable")}
+    assert [d.dead_lettered_at for d in listed] == sorted(d.dead_lettered_at for d in listed)
+    by_item = {i["notification_id"]: i for i in items}
+    assert all((d.user_id, d.campaign_id) == (by_item[d.notification_id]["user_id"],
+                                              by_item[d.notification_id]["campaign_id"]) for d in listed)
+    c0 = {d.notification_id for d in dead_letters(store, since=since, campaign_id="c000", clock=clock)}
+    assert c0 == {i["notification_id"] for i in items if i["campaign_id"] == "c000"} and 0 < len(c0) < 20
+
+    assert redrive(store, since=since, campaign_id="c000", max_late_s=HOUR, clock=clock).redriven == len(c0)
+    _deliver(store, clock, channel)
+    after = {d.notification_id: d.status for d in dead_letters(store, since=since, clock=clock)}
+    assert after == {i["notification_id"]: "sent" if i["notification_id"] in c0 else "dead_lettered" for i in items}
+    with pytest.raises(ValidationError):
+        list(dead_letters(store, since=since.replace(tzinfo=None), clock=clock))
+
+
+def test_notify_deliveries_dead_letters_prints_one_json_object_a_line(tmp_path: Path) -> None:
+    from notify_cli import main
+    from notify_core.settings import load_settings
+    from notify_core.store.factory import build_store
+
+    data = tmp_path / "data"
+    clock = ManualClock()  # the wall clock's time, standing still: the CLI's Store judges the rows' TTL by it
+    store = build_store(load_settings(data_dir=data))
+    try:
+        items, _channel = _dead_letter_an_outage(store, clock, n=3)
+    finally:
+        store.close()
+    window = ["--since", datetime.fromtimestamp(clock.now() - 60, UTC).isoformat(),
+              "--until", datetime.fromtimestamp(clock.now() + 60, UTC).isoformat(), "--data-dir", str(data)]
+    done = CliRunner().invoke(main.app, ["deliveries", "dead-letters", *window])
+    assert done.exit_code == 0, done.output
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert sorted(line["notification_id"] for line in lines) == sorted(i["notification_id"] for i in items)
+    assert {(line["status"], line["attempts"]) for line in lines} == {("dead_lettered", 4)}
+    none = CliRunner().invoke(main.app, ["deliveries", "dead-letters", "--campaign", "nope", *window])
+    assert none.exit_code == 0 and none.stdout == ""
