@@ -135,6 +135,7 @@ def _register_commands() -> None:
 
     app.command(name="consume")(stream_commands.consume)
     app.command(name="serve")(stream_commands.serve)
+    app.add_typer(stream_commands.events_app, name="events")
     app.command(name="worker")(delivery_commands.worker)
     app.add_typer(delivery_commands.deliveries_app, name="deliveries")
     app.command(name="evaluate")(evaluate_commands.evaluate)

@@ -320,6 +320,36 @@ def _secure(settings: NotifySettings, *, insecure: bool, listen: str) -> None:
         store.close()
 
 
+events_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                         help="Captured events: read back the ones the consumer refused, and why.")
+
+
+@events_app.command("refused")
+def refused_command(
+    limit: Annotated[int, typer.Option(min=1, help="The newest this many, per dead-letter topic partition.")] = 1000,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the stream to hand them over.")] = 30.0,
+    data_dir: DataDir = None,
+    kafka: Kafka = None,
+) -> None:
+    """List the events the consumer refused (malformed, a rule broken, a wrong topic), oldest first, one JSON
+    object a line: the reason, the event's topic, offset and time, when it was refused, its text, and where it
+    sits in the dead-letter topic. Read-only: no consumer group moves. Exits 75 if the stream did not hand
+    over all of them in time (what was read is printed)."""
+    from notify_core.events.refused import refused_events
+
+    settings, stream = _open(data_dir, kafka)
+    try:
+        read = refused_events(stream, limit=limit, timeout_s=timeout)
+    finally:
+        stream.close()
+    for event in read.events:
+        typer.echo(json.dumps(event))
+    if not read.complete:
+        typer.echo(f"notify events refused: read {read.read} of {read.expected} dead letters within {timeout:g} s",
+                   err=True)
+        raise typer.Exit(STOPPED_UNFINISHED)
+
+
 if __name__ == "__main__":
     from notify_cli.standalone import run_standalone
 
