@@ -345,8 +345,8 @@ def refused_command(
     for event in read.events:
         typer.echo(json.dumps(event))
     if not read.complete:
-        typer.echo(f"notify events refused: read {read.read} of {read.expected} dead letters within {timeout:g} s",
-                   err=True)
+        typer.echo(f"notify events refused: the stream did not hand over every dead letter within {timeout:g} s "
+                   f"({read.read} read); run it again", err=True)
         raise typer.Exit(STOPPED_UNFINISHED)
 
 

@@ -8,8 +8,8 @@ newest of them on either backend, for ``notify events refused``.
 Read without a trace on the stream: each read is a fresh consumer group that starts every partition where
 its newest ``limit`` records begin (the port's ``start_at`` hook) and never commits, so nothing moves for
 the consumer or for a later read. A read that cannot reach the end it measured first (a broker that does
-not answer in ``timeout_s``) says so (:class:`RefusedRead.complete`): never a partial list passed off as
-the whole.
+not answer in ``timeout_s``) says so (``RefusedRead.complete``): never a partial list passed off as the
+whole.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from notify_core.errors import ValidationError
 from notify_core.events.models import TOPICS, dlq_topic
 from notify_core.stream.port import Stream, TopicPartition
 
@@ -31,11 +32,7 @@ READER_GROUP_PREFIX = "notify-refused-reader-"  # + a random id a read: never a 
 class RefusedRead:
     events: list[dict[str, Any]]  # oldest first: the dead letter's body, and where it sits in its topic
     read: int  # dead letters read (before the newest ``limit`` of them were kept)
-    expected: int  # the dead letters the read set out to fetch (per partition, its newest ``limit``)
-
-    @property
-    def complete(self) -> bool:
-        return self.read >= self.expected
+    complete: bool  # every dead-letter partition read to the end measured when the read began
 
 
 def refused_events(stream: Stream, *, topics: Sequence[str] = TOPICS, limit: int = 1000,
@@ -44,35 +41,37 @@ def refused_events(stream: Stream, *, topics: Sequence[str] = TOPICS, limit: int
 
     Each is the dead letter's body (``reason``, the event's ``topic``/``partition``/``offset``, its
     ``timestamp_ms``, ``failed_at``, and its ``value`` as text or ``value_b64``) plus ``dlq_topic`` and
-    ``dlq_offset``: where it sits, for a replay or a report."""
+    ``dlq_offset``: where it sits, for a replay or a report. Complete once each partition's last record
+    (as measured when the read began) has been read: records its retention removed are not waited for."""
     if limit < 1:
-        raise ValueError("limit must be at least 1")
+        raise ValidationError("limit must be at least 1")
     starts: dict[TopicPartition, int] = {}
     ends: dict[TopicPartition, int] = {}
     for name in map(dlq_topic, topics):
         for partition, end in stream.end_offsets(name).items():
             if end > 0:
                 starts[(name, partition)], ends[(name, partition)] = max(0, end - limit), end
-    expected = sum(ends[tp] - starts[tp] for tp in ends)
-    if not expected:
-        return RefusedRead([], 0, 0)
+    if not ends:
+        return RefusedRead([], 0, complete=True)
     reader = stream.consumer(group=f"{READER_GROUP_PREFIX}{uuid.uuid4().hex}", topics=sorted({t for t, _p in ends}),
                              start_at=lambda assigned: {tp: starts.get(tp, 0) for tp in assigned})
     found: dict[tuple[str, int, int], dict[str, Any]] = {}
+    pending = set(ends)  # partitions whose last record has not been read yet
     deadline = time.monotonic() + timeout_s
     try:
-        while len(found) < expected and time.monotonic() < deadline:
-            for record in reader.poll_batch(max_records=expected - len(found), timeout=0.5):
+        while pending and time.monotonic() < deadline:
+            for record in reader.poll_batch(max_records=limit, timeout=0.5):
                 tp = (record.topic, record.partition)
                 if not starts.get(tp, 0) <= record.offset < ends.get(tp, 0):
                     continue  # refused after the read began: the next read has it
-                body = _body(record.value)
                 found[(record.topic, record.partition, record.offset)] = {
-                    **body, "dlq_topic": record.topic, "dlq_offset": record.offset}
+                    **_body(record.value), "dlq_topic": record.topic, "dlq_offset": record.offset}
+                if record.offset == ends[tp] - 1:
+                    pending.discard(tp)
     finally:
         reader.close()  # never committed: the group leaves no position behind
     events = sorted(found.values(), key=lambda e: (float(e.get("failed_at") or 0), e["dlq_topic"], e["dlq_offset"]))
-    return RefusedRead(events[-limit:], len(found), expected)
+    return RefusedRead(events[-limit:], len(found), complete=not pending)
 
 
 def _body(value: bytes) -> dict[str, Any]:
