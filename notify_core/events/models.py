@@ -26,6 +26,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from notify_core import bounds
 from notify_core.errors import PayloadTooLargeError, ValidationError
+from notify_core.stream.port import DEAD_LETTER_SUFFIX
 
 MAX_BODY_BYTES = 1024 * 1024  # one capture request
 MAX_BATCH_EVENTS = 500
@@ -183,7 +184,7 @@ def topic_for(event: _Event) -> str:
 
 
 def dlq_topic(topic: str) -> str:
-    return f"{topic}.dlq"
+    return f"{topic}{DEAD_LETTER_SUFFIX}"
 
 
 def encode_event(event: _Event) -> bytes:

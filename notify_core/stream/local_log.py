@@ -60,6 +60,7 @@ from notify_core.stream.port import (
     StartAt,
     decode_headers,
     encode_headers,
+    is_dead_letter_topic,
     next_positions,
 )
 
@@ -271,13 +272,18 @@ class LocalLog:
         committed past: the log's retention, as a broker's (at most ``limit`` records, None: all; returns
         how many went). A topic no group has committed on keeps everything, and only a prefix of each topic
         goes (up to its first record at or after the cutoff), so no record a group has still to read is
-        ever removed. Offsets and the high-water mark do not move; freed pages are reused by later appends.
+        ever removed. A dead-letter topic (:func:`~notify_core.stream.port.is_dead_letter_topic`) is the
+        exception: no group reads one, so it goes by time alone, as on a broker (kept whole, a poisoned
+        client's refused events grew the file for as long as the box ran). Offsets and the high-water mark
+        do not move; freed pages are reused by later appends.
         Consuming members call it on their own (:meth:`LocalLogConsumer.commit`, hourly)."""
         conn = self._conn()
         removed = 0
         for name, topic_id in conn.execute("SELECT name, id FROM topics ORDER BY id").fetchall():
             table = f"log_{int(topic_id)}"
             (read,) = conn.execute("SELECT MIN(position) FROM positions WHERE topic=?", (name,)).fetchone()
+            if read is None and is_dead_letter_topic(name):  # by time alone (a group that commits is honoured)
+                (read,) = conn.execute("SELECT next_offset FROM topics WHERE id=?", (topic_id,)).fetchone()
             if read is None:
                 continue
             row = conn.execute(f"SELECT offset FROM {table} WHERE ts_ms >= ? ORDER BY offset LIMIT 1",

@@ -115,6 +115,16 @@ def next_positions(records: Sequence[Record]) -> dict[tuple[str, int], int]:
     return positions
 
 
+DEAD_LETTER_SUFFIX = ".dlq"
+"""A dead-letter topic is its source topic's name plus this. No consumer group reads one (people do, with
+``notify events refused``), so a broker's retention by time is all that bounds it, and the embedded log,
+which otherwise keeps what no group has committed past, keeps one by time alone too."""
+
+
+def is_dead_letter_topic(name: str) -> bool:
+    return name.endswith(DEAD_LETTER_SUFFIX)
+
+
 TopicPartition = tuple[str, int]
 StartAt = Callable[[Sequence[TopicPartition]], Mapping[TopicPartition, int]]
 """Given partitions just assigned: the offset to start each at (partitions left out start at 0)."""

@@ -95,3 +95,21 @@ def test_trim_is_bounded_per_call_and_goes_on_from_where_it_stopped(tmp_path: Pa
     assert [log.trim(older_than_ms=cutoff, limit=5000) for _ in range(4)] == [5000, 5000, 2000, 0]
     consumer.close()
     log.close()
+
+
+def test_a_dead_letter_topic_is_kept_by_time_alone(tmp_path: Path) -> None:
+    """No group reads a dead-letter topic (people do, `notify events refused`), so the rule above kept it whole
+    for good: a client sending poison grew the file for as long as the box ran. It goes by time, as on a
+    broker; its source topic, which no group has read either, still keeps everything."""
+    clock = ManualClock(T0)
+    path = tmp_path / "log.sqlite"
+    log = LocalLog(path, clock=clock)
+    dlq = f"{CLICKS}.dlq"
+    for _day in range(DAYS):
+        log.produce_batch([Message(dlq, None, b"refused")] * PER_DAY + [Message(CLICKS, None, b"c")] * PER_DAY)
+        clock.advance(86400)
+    week = int(RETENTION_S // 86400)
+    assert log.trim(older_than_ms=int((clock.now() - RETENTION_S) * 1000)) == (DAYS - week) * PER_DAY
+    assert _kept(path, dlq) == (week * PER_DAY, (DAYS - week) * PER_DAY)
+    assert _kept(path, CLICKS) == (DAYS * PER_DAY, 0)
+    log.close()
