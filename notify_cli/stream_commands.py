@@ -337,7 +337,7 @@ def refused_command(
     over all of them in time (what was read is printed)."""
     from notify_core.events.refused import refused_events
 
-    settings, stream = _open(data_dir, kafka)
+    _, stream = _open(data_dir, kafka)
     try:
         read = refused_events(stream, limit=limit, timeout_s=timeout)
     finally:

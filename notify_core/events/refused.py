@@ -5,9 +5,11 @@ Poison records (malformed JSON, a model's rule broken, a wrong topic) go to ``<t
 them; on the embedded log they sat in a SQLite table no command read. :func:`refused_events` reads the
 newest of them on either backend, for ``notify events refused``.
 
-Read without a trace on the stream: each read is a fresh consumer group that starts every partition where
-its newest ``limit`` records begin (the port's ``start_at`` hook) and never commits, so nothing moves for
-the consumer or for a later read. A read that cannot reach the end it measured first (a broker that does
+Read without a trace on the stream: one consumer group of its own (:data:`READER_GROUP`) that starts every
+partition where its newest ``limit`` records begin (the port's ``start_at`` hook) and never commits, so
+nothing moves for the consumer or for a later read. One fixed group, not a new one a read: on the embedded
+log each group has a lock file beside the log, and a random group a read left one more file each time.
+A read that cannot reach the end it measured first (a broker that does
 not answer in ``timeout_s``) says so (``RefusedRead.complete``): never a partial list passed off as the
 whole.
 """
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,7 @@ from notify_core.errors import ValidationError
 from notify_core.events.models import TOPICS, dlq_topic
 from notify_core.stream.port import Stream, TopicPartition
 
-READER_GROUP_PREFIX = "notify-refused-reader-"  # + a random id a read: never a group that commits
+READER_GROUP = "notify-refused-reader"  # never commits: every read starts from the partitions' ends
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +54,7 @@ def refused_events(stream: Stream, *, topics: Sequence[str] = TOPICS, limit: int
                 starts[(name, partition)], ends[(name, partition)] = max(0, end - limit), end
     if not ends:
         return RefusedRead([], 0, complete=True)
-    reader = stream.consumer(group=f"{READER_GROUP_PREFIX}{uuid.uuid4().hex}", topics=sorted({t for t, _p in ends}),
+    reader = stream.consumer(group=READER_GROUP, topics=sorted({t for t, _p in ends}),
                              start_at=lambda assigned: {tp: starts.get(tp, 0) for tp in assigned})
     found: dict[tuple[str, int, int], dict[str, Any]] = {}
     pending = set(ends)  # partitions whose last record has not been read yet

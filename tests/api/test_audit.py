@@ -38,7 +38,7 @@ CLI_COMMANDS = {
     "users sweep-erasures": "audited (test_erasure_sweep; an empty queue changes nothing and writes no entry)",
     "simulate": "read-only on the data (its own throwaway Stores; writes a report file)",
     "deliveries redrive": "audited (tests/delivery/test_redrive.py)", "deliveries dead-letters": "read-only",
-    "events refused": "read-only (a fresh consumer group that never commits)",
+    "events refused": "read-only (its own consumer group, which never commits)",
 }
 
 

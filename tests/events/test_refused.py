@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from notify_core.events import CLICKSTREAM, PURCHASE_HISTORY
 from notify_core.events.consumer import EventConsumer
 from notify_core.events.models import VALIDATED_HEADERS, encode_event, parse_event
-from notify_core.events.refused import READER_GROUP_PREFIX, refused_events
+from notify_core.events.refused import READER_GROUP, refused_events
 from notify_core.store.sqlite import SqliteStore
 from notify_core.stream.port import Message, Stream
 from tests.events.helpers import click, events_clock, order
@@ -80,8 +80,10 @@ def test_notify_events_refused_prints_one_json_object_a_line(tmp_path: Path) -> 
     assert done.exit_code == 0, done.output
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(lines) == 5 and all(line["reason"] and "dlq_offset" in line for line in lines)
+    locks = sorted(p.name for p in data.rglob("*.lock"))
     newest = CliRunner().invoke(main.app, ["events", "refused", "--limit", "1", "--data-dir", str(data)])
     assert [json.loads(line) for line in newest.stdout.splitlines()] == lines[-1:]
+    assert sorted(p.name for p in data.rglob("*.lock")) == locks  # a read leaves no file behind it
 
 
 def test_a_read_the_stream_does_not_finish_in_time_says_it_is_incomplete(tmp_path: Path) -> None:
@@ -92,7 +94,7 @@ def test_a_read_the_stream_does_not_finish_in_time_says_it_is_incomplete(tmp_pat
     class Silent(LocalLog):
         def consumer(self, **kwargs: object) -> object:  # type: ignore[override]
             inner = super().consumer(**kwargs)  # type: ignore[arg-type]
-            if not str(kwargs["group"]).startswith(READER_GROUP_PREFIX):
+            if kwargs["group"] != READER_GROUP:
                 return inner  # the event consumer reads as ever
 
             class Mute:
