@@ -18,12 +18,16 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from notify_cli import STOPPED_UNFINISHED, until_started
 from notify_core.errors import NotifyError
+
+if TYPE_CHECKING:
+    from notify_core.settings import NotifySettings
+    from notify_core.store.port import Store
 
 DataDir = Annotated[Path | None, typer.Option(help="Data directory (default: NOTIFY_DATA_DIR or .notify).")]
 
@@ -45,7 +49,6 @@ def worker(
     from notify_core.observability import configure_logging
     from notify_core.settings import load_settings
     from notify_core.store.factory import build_store
-    from notify_core.store.port import Store
 
     overrides: dict[str, Any] = {}
     for name, value in (("data_dir", data_dir), ("delivery_channel", channel), ("webhook_url", webhook_url),
@@ -114,6 +117,15 @@ deliveries_app = typer.Typer(add_completion=False, no_args_is_help=True,
                                   "their cause is fixed.")
 
 
+def _settings_and_store(data_dir: Path | None) -> tuple[NotifySettings, Store]:
+    """The settings and the Store the ``deliveries`` commands read (the caller closes the Store)."""
+    from notify_core.settings import load_settings
+    from notify_core.store.factory import build_store
+
+    settings = load_settings(**({"data_dir": data_dir} if data_dir is not None else {}))
+    return settings, build_store(settings)
+
+
 def _moment(value: str) -> datetime:
     try:
         when = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -140,12 +152,9 @@ def redrive_command(
     from notify_core.clock import SYSTEM_CLOCK
     from notify_core.delivery.redrive import redrive
     from notify_core.security import audit
-    from notify_core.settings import load_settings
-    from notify_core.store.factory import build_store
 
     start, end = _moment(since), _moment(until) if until else None
-    settings = load_settings(**({"data_dir": data_dir} if data_dir is not None else {}))
-    store = build_store(settings)
+    settings, store = _settings_and_store(data_dir)
     try:
         report = redrive(store, since=start, until=end, campaign_id=campaign, clock=SYSTEM_CLOCK,
                          max_late_s=settings.delivery_max_late_s, dry_run=dry_run)
@@ -171,12 +180,9 @@ def dead_letters_command(
     where a redrive took it). Read before a redrive, and after it."""
     from notify_core.clock import SYSTEM_CLOCK
     from notify_core.delivery.redrive import dead_letters
-    from notify_core.settings import load_settings
-    from notify_core.store.factory import build_store
 
     start, end = _moment(since), _moment(until) if until else None
-    settings = load_settings(**({"data_dir": data_dir} if data_dir is not None else {}))
-    store = build_store(settings)
+    _, store = _settings_and_store(data_dir)
     try:
         for letter in dead_letters(store, since=start, until=end, campaign_id=campaign, clock=SYSTEM_CLOCK):
             typer.echo(json.dumps(letter.as_dict()))

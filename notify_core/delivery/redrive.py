@@ -62,14 +62,17 @@ def _rows(store: Store, since: datetime, until: datetime) -> Iterator[Item]:
         day += timedelta(days=1)
 
 
-def _window(since: datetime, until: datetime | None, clock: Clock) -> tuple[datetime, datetime]:
-    """``[since, until]`` in UTC (``until``: now), checked: zoned, forwards, at most :data:`MAX_WINDOW`."""
+def _window_rows(store: Store, *, since: datetime, until: datetime | None, campaign_id: str | None,
+                 clock: Clock) -> Iterator[Item]:
+    """The ``dead_letters`` rows of ``[since, until]`` (``until``: now), of ``campaign_id`` only if given; the
+    window checked first: zoned, forwards, at most :data:`MAX_WINDOW`."""
     until = until or utcnow(clock)
     if since.tzinfo is None or until.tzinfo is None:
         raise ValidationError("since and until need a time zone (e.g. 2026-12-05T10:00Z)")
     if until < since or until - since > MAX_WINDOW:
         raise ValidationError(f"the window must run forwards and span at most {MAX_WINDOW.days} days")
-    return since.astimezone(UTC), until.astimezone(UTC)
+    rows = _rows(store, since.astimezone(UTC), until.astimezone(UTC))
+    return rows if campaign_id is None else (r for r in rows if r.get("campaign_id") == campaign_id)
 
 
 def _schedule_key(row: Item) -> tuple[str, str] | None:
@@ -102,14 +105,13 @@ def dead_letters(store: Store, *, since: datetime, until: datetime | None = None
     each with its status now: what an operator reads before a redrive (which failed, how, and whether a
     redrive already sent it). Read a chunk at a time, so a large outage's dead letters are never all in
     memory."""
-    start, end = _window(since, until, clock)
-    rows = (r for r in _rows(store, start, end) if campaign_id is None or r.get("campaign_id") == campaign_id)
+    rows = _window_rows(store, since=since, until=until, campaign_id=campaign_id, clock=clock)
     schedules = store.table(tables.SCHEDULES)
     while chunk := list(itertools.islice(rows, LIST_CHUNK)):
-        keys = [key for key in map(_schedule_key, chunk) if key is not None]
+        keyed = [(row, _schedule_key(row)) for row in chunk]
+        keys = [key for _row, key in keyed if key is not None]
         status = {(str(i["pk"]), str(i["sk"])): i.get("status") for i in schedules.batch_get(keys, consistent=True)}
-        for row in chunk:
-            key = _schedule_key(row)
+        for row, key in keyed:
             found = status.get(key) if key is not None else None
             yield DeadLetter(
                 dead_lettered_at=str(row["sk"]).split("#", 1)[0], notification_id=str(row["notification_id"]),
@@ -124,8 +126,7 @@ def redrive(store: Store, *, since: datetime, until: datetime | None = None, cam
     """Send again the notifications dead-lettered in ``[since, until]`` (``until``: now), of ``campaign_id``
     only if given; ``dry_run`` counts without moving anything."""
     now = clock.now()
-    start, end = _window(since, until, clock)
-    rows = [r for r in _rows(store, start, end) if campaign_id is None or r.get("campaign_id") == campaign_id]
+    rows = list(_window_rows(store, since=since, until=until, campaign_id=campaign_id, clock=clock))
     keys = list(dict.fromkeys(key for key in map(_schedule_key, rows) if key is not None))
     schedules = store.table(tables.SCHEDULES)
     items = schedules.batch_get(keys, consistent=True)
