@@ -8,6 +8,8 @@ disk refused (re-sent under the same idempotency key)."""
 from __future__ import annotations
 
 import signal
+import subprocess
+import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -25,6 +27,37 @@ from tests.small_disk import fill, small_disk
 
 N = 3000
 RECEIPT_BYTES = 90  # ~bytes per receipt line (a trigger point, not a count)
+REFUSED = "claiming a batch failed"
+
+
+class _Lines:
+    """A process's stderr read as it comes (a thread), so a test can wait for a line before it acts."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        self._stream = proc.stderr
+        self._lines: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for raw in self._stream:
+            with self._changed:
+                self._lines.append(raw.decode(errors="replace"))
+                self._changed.notify_all()
+
+    def wait_for(self, needle: str, *, timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: any(needle in line for line in self._lines), timeout=timeout)
+
+    def close(self) -> None:
+        """Called once the process has ended: the reader has its last lines when the pipe closes."""
+        self._reader.join(timeout=30)
+
+    def text(self) -> str:
+        with self._changed:
+            return "".join(self._lines)
 
 
 def test_a_disk_that_fills_mid_delivery_loses_nothing_and_sigterm_still_stops_the_worker(
@@ -59,7 +92,7 @@ def test_a_disk_that_fills_mid_delivery_loses_nothing_and_sigterm_still_stops_th
             # saying so (before: "--- Logging error ---" and ~70 lines of traceback each, the line itself lost)
             assert "\u256d" not in text and "Logging error" not in text and "Traceback" not in text, text[-3000:]
             assert 1 <= text.count("the log file cannot be written") <= 5, text[-3000:]  # once per full spell
-            refused = text.count("claiming a batch failed")  # (when it came to claim: see the test below)
+            refused = text.count(REFUSED)  # (when it came to claim: see the test below)
             assert refused <= 20, (refused, text[-3000:])
             last = text.strip().splitlines()[-1] if text.strip() else ""
             if worker.returncode == STOPPED_UNFINISHED:  # its last writes were refused: one line says so
@@ -112,20 +145,25 @@ def test_a_worker_that_starts_on_a_full_disk_pauses_between_refused_claims_and_l
         seed_due(store, n=300, start=datetime.fromtimestamp(int(time.time()) - 2, UTC), campaigns=5)
         filler = fill(data, leave_kib=0)
         worker = _start(data, data / "outbox.jsonl", lease_s=2.0, concurrency=2, idle_exit=60)
+        stderr = _Lines(worker)
         try:
+            # The 6 s counted from the first refused claim, not from the spawn: on a loaded CI box the worker's
+            # start (imports, opening the Store) once took most of a fixed 6 s, and it was stopped unclaimed.
+            assert stderr.wait_for(REFUSED, timeout=90), stderr.text()[-3000:]
             time.sleep(6.0)
-            assert worker.poll() is None, worker.communicate()[1].decode(errors="replace")[-3000:]
+            assert worker.poll() is None, stderr.text()[-3000:]
             worker.send_signal(signal.SIGTERM)
-            _out, err = worker.communicate(timeout=30)
+            worker.wait(timeout=30)
         finally:
             if worker.poll() is None:
                 worker.kill()
                 worker.wait()
+            stderr.close()
             store.close()
         filler.unlink()
-    text = err.decode(errors="replace")
+    text = stderr.text()
     lines = text.strip().splitlines()
-    refused = text.count("claiming a batch failed")
+    refused = text.count(REFUSED)
     # 0.1 + 0.2 + 0.4 + 0.8 + 1.6 + 3.2 s of pauses fit in 6 s: at most 7 passes (plus one per claimed batch)
     assert 2 <= refused <= 14, (refused, text[-3000:])
     assert "Logging error" not in text and "Traceback" not in text, text[-3000:]
