@@ -154,6 +154,8 @@ class Claims:
         self._scans: list[Future[None]] = []
         self.wake = threading.Event()
         self._last_full_retry_scan = ""
+        # every retries-index minute before this one was read by a full scan once it had ended (None: none yet)
+        self._retries_swept_to: int | None = None
         self._heartbeat_stop = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
 
@@ -519,20 +521,29 @@ class Claims:
     def due_retries(self, now: float, limit: int) -> list[_Work]:
         """Retry index entries due by ``now``: a bounded sort-key range per shard partition.
 
-        Every pass looks at the last 3 minutes; once per minute, back to the floor (the oldest minute not done)
-        or the lookback, whichever is older: a retry due while no worker ran (a redrive of dead letters just
-        before an outage, whose item's own minute is done and never scanned again) is still found."""
+        The index is partitioned by the minute a retry is due (:func:`~notify_core.delivery.outcomes.retry_entry`).
+        Every pass looks at the last 3 minutes; once per minute, back over the lookback and to where the last
+        complete full scan reached. This worker's first full scan goes back to the floor (the oldest minute not
+        done): a retry due while no worker ran (a redrive of dead letters just before an outage, whose item's own
+        minute is done and never scanned again) is still found. Why not back to the floor every minute, as
+        before: while a worker caught up on a backlog the floor stayed up to a day behind, so each minute cost
+        16 queries (one a shard) for every minute of the backlog, 23,000 after a day's outage (minutes of
+        DynamoDB calls a pass), for minutes already read after they ended, where nothing new is written: a
+        retry is due at or after the time it is written (the lookback covers writers' clocks a little behind)."""
         if limit <= 0:
             return []
         current = minute_key(now)
         span = 3
-        if current != self._last_full_retry_scan:
-            floor = self._floor if self._floor is not None else now
-            span = max(self.options.lookback_minutes, math.ceil((now - floor) / 60)) + 1
+        base = math.floor(now / 60) * 60
+        full = current != self._last_full_retry_scan
+        if full:
+            swept = self._retries_swept_to
+            since = swept if swept is not None else self._floor if self._floor is not None else now
+            since = max(since, math.floor((now - CATCH_UP_S) / 60) * 60)  # a day back at most, as the floor
+            span = max(self.options.lookback_minutes, math.ceil((now - since) / 60)) + 1
             self._last_full_retry_scan = current
         end = tables.retry_sk(int(now * 1000), "~")
         out: list[_Work] = []
-        base = math.floor(now / 60) * 60
         for back in range(span):
             mkey = minute_key(base - back * 60)
             for shard in range(self.options.shards):
@@ -542,7 +553,9 @@ class Claims:
                     out.append(_Work(e["schedule_pk"], e["schedule_sk"], "retry", float(e["due_at"]), e,
                                      retry_key=(e["pk"], e["sk"])))
                 if len(out) >= limit:
-                    return out
+                    return out  # cut short: the next full scan goes back as far again
+        if full:
+            self._retries_swept_to = base  # every minute before the current one read once it had ended
         return out
 
     def next_due(self, now: float) -> float | None:

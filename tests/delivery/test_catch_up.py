@@ -14,6 +14,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from notify_core.delivery import DeliveryWorker, ManualClock, WorkerOptions
+from notify_core.delivery.channels import Outcome
 from notify_core.delivery.claims import CATCH_UP_S, CATCH_UP_SCANS, WATERMARK_KEY, Claims
 from notify_core.delivery.synthetic import seed_due
 from notify_core.store import tables
@@ -165,3 +166,59 @@ def test_minutes_closed_while_the_clock_was_ahead_are_looked_at_again_once_it_st
         worker.close()
     assert [call[2] for call in channel.calls][1:] == [replanned[0]["notification_id"]]
     assert _finished(store) == {("sent", None): 2}
+
+
+class _CountedQueries:
+    """A Store table whose ``query`` calls are counted (the retries index as the worker reads it)."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+        self.queries = 0
+
+    def query(self, *args: Any, **kwargs: Any) -> Any:
+        self.queries += 1
+        return self._table.query(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._table, name)
+
+
+def test_a_worker_catching_up_reads_the_retries_of_each_minute_once_not_the_whole_backlog_every_minute(
+        store: SqliteStore, clock: ManualClock) -> None:
+    """A worker back after three hours whose passes take a minute each (a slow Store): its floor stays hours
+    behind while it catches up, two minutes a pass. Its retries index is read back to the floor once, then
+    over the lookback each minute; before, every minute went back to the floor again, 16 queries (a shard
+    each) for every minute of the backlog: ~1,400 a pass here, 23,000 a pass after a day's outage. The
+    retries of the catch-up itself are still found, and nothing is sent twice or left pending."""
+    channel = ScriptedChannel()
+    start = minute_start(clock.now())
+    seed_due(store, n=2, start=start, user_prefix="before")
+    _run(store, clock, channel)
+    clock.advance(120)
+    _run(store, clock, channel)  # the watermark written: a worker started later begins its catch-up there
+    items = seed_due(store, n=180, start=start + timedelta(minutes=3), spread_s=180 * 60)
+    flaky = str(items[-1]["notification_id"])  # due as the catch-up ends: a retry, 1 s after the refusal
+    channel.script[flaky] = [Outcome.RETRYABLE]
+    clock.advance(3 * 3600)
+    worker = DeliveryWorker(store, channel, public_base_url="http://t", clock=clock, options=OPTS)
+    retries = _CountedQueries(worker.claims._retries)
+    worker.claims._retries = retries
+    per_pass: list[int] = []
+    try:
+        for _ in range(400):
+            before = retries.queries
+            worker.run_pass()
+            per_pass.append(retries.queries - before)
+            if _finished(store)[("pending", None)] == 0 and flaky in {c[2] for c in channel.calls[1:]} and (
+                    sum(1 for c in channel.calls if c[2] == flaky) == 2):
+                break
+            clock.advance(60)
+    finally:
+        worker.close()
+    shards = OPTS.shards
+    assert per_pass[0] >= 180 * shards  # the first full look goes back to the floor, three hours
+    assert len(per_pass) > 40 and max(per_pass[1:]) <= (OPTS.lookback_minutes + 1) * shards, per_pass[:20]
+    sends = Counter(call[2] for call in channel.calls)
+    assert sends[flaky] == 2 and all(n == 1 for nid, n in sends.items() if nid != flaky)
+    finished = _finished(store)
+    assert finished[("pending", None)] == 0 and sum(finished.values()) == 182, finished

@@ -37,6 +37,7 @@ class _Lines:
         assert proc.stderr is not None
         self._stream = proc.stderr
         self._lines: list[str] = []
+        self._ended = False  # the pipe closed: the process has ended, no line comes any more
         self._changed = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -46,10 +47,19 @@ class _Lines:
             with self._changed:
                 self._lines.append(raw.decode(errors="replace"))
                 self._changed.notify_all()
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
 
     def wait_for(self, needle: str, *, timeout: float) -> bool:
+        """Whether a line with ``needle`` came within ``timeout`` (False at once if the process ended without)."""
+
+        def seen() -> bool:
+            return any(needle in line for line in self._lines)
+
         with self._changed:
-            return self._changed.wait_for(lambda: any(needle in line for line in self._lines), timeout=timeout)
+            self._changed.wait_for(lambda: self._ended or seen(), timeout=timeout)
+            return seen()
 
     def close(self) -> None:
         """Called once the process has ended: the reader has its last lines when the pipe closes."""
