@@ -180,7 +180,11 @@ def test_a_consumer_whose_log_disk_is_full_retries_its_start_and_its_commit_and_
                 log.produce_batch([Message("notify_clickstream", e["user_id"].encode(), json.dumps(e).encode(), ())
                                    for e in _clicks(batch)])
             filler = full()
-            code, text = stopped(first := start())  # its other topic cannot be created
+            first = start()  # its other topic cannot be created
+            # stopped once it has said so, not a fixed time after the spawn: a loaded CI box once spent that
+            # second starting the consumer, whose stderr was still empty when the SIGTERM came
+            wait_for(b"consumer could not start, retrying", first)
+            code, text = stopped(first)
             assert "consumer could not start, retrying" in text and "creating topic" in text, text[-3000:]
             assert code == STOPPED_UNFINISHED and "stopped before it started" in text, text[-3000:]
             assert "Traceback" not in text and _persisted(data) == (0, set())
