@@ -67,6 +67,11 @@ CATCH_UP_S = DEDUPE_WINDOW_S
 CATCH_UP_SCANS = 2
 
 
+def catch_up_start(now: float) -> int:
+    """The oldest minute a worker still looks at (:data:`CATCH_UP_S` back): its floor's, and its retries'."""
+    return math.floor((now - CATCH_UP_S) / 60) * 60
+
+
 @dataclass(slots=True)
 class _Work:
     pk: str
@@ -232,7 +237,7 @@ class Claims:
         if now < self._last_now - 1.0:
             floor = self._stepped_back(now, floor)
         self._last_now = now
-        floor = max(floor, math.floor((now - CATCH_UP_S) / 60) * 60)
+        floor = max(floor, catch_up_start(now))
         last = math.floor((now + self.options.prefetch_s) / 60) * 60
         if (floor, last) != self._window:
             with self._lock:
@@ -539,7 +544,7 @@ class Claims:
         if full:
             swept = self._retries_swept_to
             since = swept if swept is not None else self._floor if self._floor is not None else now
-            since = max(since, math.floor((now - CATCH_UP_S) / 60) * 60)  # a day back at most, as the floor
+            since = max(since, catch_up_start(now))  # a day back at most, as the floor
             span = max(self.options.lookback_minutes, math.ceil((now - since) / 60)) + 1
             self._last_full_retry_scan = current
         end = tables.retry_sk(int(now * 1000), "~")
