@@ -65,6 +65,11 @@ CATCH_UP_S = DEDUPE_WINDOW_S
 # Minutes older than the lookback loaded at a time while catching up: a day's backlog (5M items for 1M users) is
 # not read into memory at once, and the recent minutes' scans are not queued behind it.
 CATCH_UP_SCANS = 2
+# How often a pass re-reads the retries index between full scans, at most (see Claims.due_retries).
+RETRIES_READ_EVERY_S = 1.0
+# Minutes of the retries index read by one query_many (their shards' partitions together): a pass's own 3 in one
+# call, several queries in flight on DynamoDB, where one after the other cost ~90 ms a pass on DynamoDB Local.
+_RETRY_MINUTES_A_READ = 3
 
 
 def catch_up_start(now: float) -> int:
@@ -161,6 +166,8 @@ class Claims:
         self._last_full_retry_scan = ""
         # every retries-index minute before this one was read by a full scan once it had ended (None: none yet)
         self._retries_swept_to: int | None = None
+        # the clock when the retries index was last read whole (None: read it at the next pass)
+        self._retries_read_at: float | None = None
         self._heartbeat_stop = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
 
@@ -240,9 +247,9 @@ class Claims:
         floor = max(floor, catch_up_start(now))
         last = math.floor((now + self.options.prefetch_s) / 60) * 60
         if (floor, last) != self._window:
-            with self._lock:
-                new = [s for s in range(floor, last + 1, 60)
-                       if s not in self._closed and minute_key(s) not in self._minutes]
+            with self._lock:  # by start: a key per minute of a day's window each pass was most of a catch-up's CPU
+                known = {int(m.start) for m in self._minutes.values()}
+                new = [s for s in range(floor, last + 1, 60) if s not in self._closed and s not in known]
             done: set[str] = set()
             if new:
                 done = {i["sk"] for i in self._cursor.batch_get([("minute", minute_key(s)) for s in new])}
@@ -366,8 +373,9 @@ class Claims:
         try:
             with self._lock:
                 watched = set(minute.held)
-            items = [i for s in range(self.options.shards)
-                     for i in self._schedules.query(tables.schedule_pk(minute.key, s), consistent=True)]
+            shards = self._schedules.query_many(
+                [tables.schedule_pk(minute.key, s) for s in range(self.options.shards)], consistent=True)
+            items = [i for found in shards.values() for i in found]  # shard by shard, as queried
             now = self.clock.now()
             work: list[_Work] = []
             open_items = 0
@@ -534,34 +542,69 @@ class Claims:
         before: while a worker caught up on a backlog the floor stayed up to a day behind, so each minute cost
         16 queries (one a shard) for every minute of the backlog, 23,000 after a day's outage (minutes of
         DynamoDB calls a pass), for minutes already read after they ended, where nothing new is written: a
-        retry is due at or after the time it is written (the lookback covers writers' clocks a little behind)."""
+        retry is due at or after the time it is written (the lookback covers writers' clocks a little behind).
+
+        Between full scans a pass reads the index only when :data:`RETRIES_READ_EVERY_S` passed since the last
+        read, or a retry this worker wrote fell due since, or the last read was cut by ``limit`` or a claim of
+        it was refused (:meth:`_put_back`): passes back to back (a catch-up reads its backlog two minutes a
+        pass; a Lambda invocation loops while it sends) read it once, not each time. Another worker's retry,
+        or a redrive's, is found at most that much later."""
         if limit <= 0:
             return []
         current = minute_key(now)
         span = 3
         base = math.floor(now / 60) * 60
         full = current != self._last_full_retry_scan
+        if not full and not self._retries_to_read(now):
+            return []
+        self._retries_read_at = now
         if full:
             swept = self._retries_swept_to
             since = swept if swept is not None else self._floor if self._floor is not None else now
             since = max(since, catch_up_start(now))  # a day back at most, as the floor
             span = max(self.options.lookback_minutes, math.ceil((now - since) / 60)) + 1
             self._last_full_retry_scan = current
-        end = tables.retry_sk(int(now * 1000), "~")
+        end = KeyRange(end=tables.retry_sk(int(now * 1000), "~"))
         out: list[_Work] = []
-        for back in range(span):
-            mkey = minute_key(base - back * 60)
-            for shard in range(self.options.shards):
-                entries = self._retries.query(tables.schedule_pk(mkey, shard), key_range=KeyRange(end=end),
-                                              limit=limit - len(out))
-                for e in entries:
-                    out.append(_Work(e["schedule_pk"], e["schedule_sk"], "retry", float(e["due_at"]), e,
-                                     retry_key=(e["pk"], e["sk"])))
-                if len(out) >= limit:
-                    return out  # cut short: the next full scan goes back as far again
+        for first in range(0, span, _RETRY_MINUTES_A_READ):
+            pks = [tables.schedule_pk(minute_key(base - back * 60), shard)
+                   for back in range(first, min(first + _RETRY_MINUTES_A_READ, span))
+                   for shard in range(self.options.shards)]
+            for e in self._read_retries(pks, end, room=limit - len(out)):
+                out.append(_Work(e["schedule_pk"], e["schedule_sk"], "retry", float(e["due_at"]), e,
+                                 retry_key=(e["pk"], e["sk"])))
+            if len(out) >= limit:
+                self._retries_read_at = None  # more may be due: the next pass reads again
+                return out  # cut short: the next full scan goes back as far again
         if full:
             self._retries_swept_to = base  # every minute before the current one read once it had ended
         return out
+
+    def _retries_to_read(self, now: float) -> bool:
+        """Whether a pass at ``now`` reads the retries index (see :meth:`due_retries`)."""
+        read_at = self._retries_read_at
+        if read_at is None or not 0 <= now - read_at < RETRIES_READ_EVERY_S:  # due again, or the clock went back
+            return True
+        own = self.outcomes.next_retry(read_at)  # this worker's earliest retry after that read
+        return own is not None and own <= now
+
+    def _read_retries(self, pks: list[str], end: KeyRange, *, room: int) -> list[Item]:
+        """At most ``room`` entries of the retries partitions ``pks``, due by ``end``: one ``query_many`` (the
+        partitions' queries in flight together), each partition read up to an even share of ``room``; only when
+        that left room while some partition had more than its share are those read on, one after the other.
+        Why shares: a limit of ``room`` on each partition would read up to ``len(pks)`` times what a pass takes
+        during a retry storm (thousands due in each partition), the one time the Store is busiest."""
+        share = -(-room // len(pks))
+        found = self._retries.query_many(pks, key_range=end, limit=share)
+        taken = sum(map(len, found.values()))
+        for pk, entries in found.items():
+            if taken >= room:
+                break
+            if len(entries) == share:  # more may be due there: read on, from its start
+                more = self._retries.query(pk, key_range=end, limit=room - taken + share)
+                taken += len(more) - share
+                found[pk] = more
+        return [e for entries in found.values() for e in entries][:room]
 
     def next_due(self, now: float) -> float | None:
         candidates: list[float] = [now + self.options.poll_s]
@@ -652,8 +695,10 @@ class Claims:
     def _put_back(self, work: list[_Work]) -> None:
         """Work whose claim the Store refused (its disk full), back at the head of its minute's queue (or in
         the others' share it was stolen from), to be claimed again after the worker's pause. Before, it had
-        left the queue for good: one refused claim, then nothing until the minute's rescan. Retries need
-        none: their index is read again every pass."""
+        left the queue for good: one refused claim, then nothing until the minute's rescan. Retries stay in
+        their index, which the next pass reads again."""
+        if any(w.kind == "retry" for w in work):
+            self._retries_read_at = None
         with self._lock:
             for w in reversed(work):  # appendleft in reverse: each minute's order kept
                 minute = self._minutes.get(w.pk.rsplit("#", 1)[0])
