@@ -273,3 +273,41 @@ def test_a_pass_during_a_retry_storm_reads_about_what_it_takes_not_a_limit_from_
         assert retries.calls == 1 and retries.queries == 3 * shards
     else:  # one partition holds them all: its share, then read on from its start
         assert retries.calls == 2
+
+
+def test_passes_back_to_back_read_the_retries_index_once_a_second_and_again_after_a_cut(
+        store: SqliteStore, clock: ManualClock) -> None:
+    """Passes at one instant (a catch-up, a Lambda loop) read the retries index once; a retry another worker
+    wrote meanwhile is found by the first pass a second later; a read cut by the batch is read again at once."""
+    from notify_core.delivery.claims import RETRIES_READ_EVERY_S
+    from notify_core.delivery.outcomes import retry_entry
+
+    now = minute_start(clock.now()).timestamp() + 20
+    clock.set(now)
+    worker = DeliveryWorker(store, ScriptedChannel(), public_base_url="http://t", clock=clock, options=OPTS)
+    retries = _CountedQueries(worker.claims._retries)
+    worker.claims._retries = retries
+    claims = worker.claims
+
+    def entry(n: int, due: float) -> Any:
+        return retry_entry({"pk": "p", "sk": f"{n:03d}", "shard": n % OPTS.shards, "notification_id": f"n{n}"},
+                           failed=1, due=due)
+    try:
+        assert claims.due_retries(now, 10) == [] and retries.calls > 0  # the first pass: a full scan
+        calls = retries.calls
+        store.table(tables.RETRIES).batch_put([entry(1, now - 0.5)])  # another worker's, due already
+        assert claims.due_retries(now, 10) == [] and claims.due_retries(now + 0.5, 10) == []
+        assert retries.calls == calls  # not read again within the second
+        clock.set(now + RETRIES_READ_EVERY_S)
+        assert [w.item["schedule_sk"] for w in claims.due_retries(now + RETRIES_READ_EVERY_S, 10)] == ["001"]
+        store.table(tables.RETRIES).batch_put([entry(n, now) for n in range(2, 8)])
+        calls = retries.calls
+        later = now + 2 * RETRIES_READ_EVERY_S
+        assert len(claims.due_retries(later, 3)) == 3  # cut by the batch: more are due
+        assert len(claims.due_retries(later, 10)) == 7 and retries.calls > calls + 1  # read again at once
+        own = entry(9, later + 0.3)  # this worker's own retry, due within the second: read when it is due
+        worker.outcomes.write_retries([own])
+        assert claims.due_retries(later + 0.2, 10) == []  # not yet due: not read again
+        assert "009" in [w.item["schedule_sk"] for w in claims.due_retries(later + 0.3, 10)]
+    finally:
+        worker.close()
