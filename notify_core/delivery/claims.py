@@ -67,9 +67,6 @@ CATCH_UP_S = DEDUPE_WINDOW_S
 CATCH_UP_SCANS = 2
 # How often a pass re-reads the retries index between full scans, at most (see Claims.due_retries).
 RETRIES_READ_EVERY_S = 1.0
-# Minutes of the retries index read by one query_many (their shards' partitions together): a pass's own 3 in one
-# call, several queries in flight on DynamoDB, where one after the other cost ~90 ms a pass on DynamoDB Local.
-_RETRY_MINUTES_A_READ = 3
 
 
 def catch_up_start(now: float) -> int:
@@ -373,9 +370,8 @@ class Claims:
         try:
             with self._lock:
                 watched = set(minute.held)
-            shards = self._schedules.query_many(
-                [tables.schedule_pk(minute.key, s) for s in range(self.options.shards)], consistent=True)
-            items = [i for found in shards.values() for i in found]  # shard by shard, as queried
+            items = [i for s in range(self.options.shards)
+                     for i in self._schedules.query(tables.schedule_pk(minute.key, s), consistent=True)]
             now = self.clock.now()
             work: list[_Work] = []
             open_items = 0
@@ -564,18 +560,19 @@ class Claims:
             since = max(since, catch_up_start(now))  # a day back at most, as the floor
             span = max(self.options.lookback_minutes, math.ceil((now - since) / 60)) + 1
             self._last_full_retry_scan = current
-        end = KeyRange(end=tables.retry_sk(int(now * 1000), "~"))
+        end = tables.retry_sk(int(now * 1000), "~")
         out: list[_Work] = []
-        for first in range(0, span, _RETRY_MINUTES_A_READ):
-            pks = [tables.schedule_pk(minute_key(base - back * 60), shard)
-                   for back in range(first, min(first + _RETRY_MINUTES_A_READ, span))
-                   for shard in range(self.options.shards)]
-            for e in self._read_retries(pks, end, room=limit - len(out)):
-                out.append(_Work(e["schedule_pk"], e["schedule_sk"], "retry", float(e["due_at"]), e,
-                                 retry_key=(e["pk"], e["sk"])))
-            if len(out) >= limit:
-                self._retries_read_at = None  # more may be due: the next pass reads again
-                return out  # cut short: the next full scan goes back as far again
+        for back in range(span):
+            mkey = minute_key(base - back * 60)
+            for shard in range(self.options.shards):
+                entries = self._retries.query(tables.schedule_pk(mkey, shard), key_range=KeyRange(end=end),
+                                              limit=limit - len(out))
+                for e in entries:
+                    out.append(_Work(e["schedule_pk"], e["schedule_sk"], "retry", float(e["due_at"]), e,
+                                     retry_key=(e["pk"], e["sk"])))
+                if len(out) >= limit:
+                    self._retries_read_at = None  # more may be due: the next pass reads again
+                    return out  # cut short: the next full scan goes back as far again
         if full:
             self._retries_swept_to = base  # every minute before the current one read once it had ended
         return out
@@ -587,24 +584,6 @@ class Claims:
             return True
         own = self.outcomes.next_retry(read_at)  # this worker's earliest retry after that read
         return own is not None and own <= now
-
-    def _read_retries(self, pks: list[str], end: KeyRange, *, room: int) -> list[Item]:
-        """At most ``room`` entries of the retries partitions ``pks``, due by ``end``: one ``query_many`` (the
-        partitions' queries in flight together), each partition read up to an even share of ``room``; only when
-        that left room while some partition had more than its share are those read on, one after the other.
-        Why shares: a limit of ``room`` on each partition would read up to ``len(pks)`` times what a pass takes
-        during a retry storm (thousands due in each partition), the one time the Store is busiest."""
-        share = -(-room // len(pks))
-        found = self._retries.query_many(pks, key_range=end, limit=share)
-        taken = sum(map(len, found.values()))
-        for pk, entries in found.items():
-            if taken >= room:
-                break
-            if len(entries) == share:  # more may be due there: read on, from its start
-                more = self._retries.query(pk, key_range=end, limit=room - taken + share)
-                taken += len(more) - share
-                found[pk] = more
-        return [e for entries in found.values() for e in entries][:room]
 
     def next_due(self, now: float) -> float | None:
         candidates: list[float] = [now + self.options.poll_s]

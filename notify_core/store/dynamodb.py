@@ -555,12 +555,11 @@ class DynamoTable:
         rows become items here (checked as the port says) and go through the same 25-item chunks."""
         return self.batch_put(last_of_each_key(check_frame(frame)).iter_rows(named=True))
 
-    def query_many(self, pks: Sequence[str], *, key_range: KeyRange | None = None, limit: int | None = None,
+    def query_many(self, pks: Sequence[str], *, key_range: KeyRange | None = None,
                    consistent: bool = False) -> dict[str, list[Item]]:
         """One Query per partition (DynamoDB has no multi-partition query; BatchGetItem needs full keys), several
         in flight (:meth:`_each_partition`)."""
-        return self._each_partition(
-            pks, lambda pk: self.query(pk, key_range=key_range, limit=limit, consistent=consistent), limit=limit)
+        return self._each_partition(pks, lambda pk: self.query(pk, key_range=key_range, consistent=consistent))
 
     def query_columns_many(self, pks: Sequence[str], attributes: Sequence[str], *,
                            key_range: KeyRange | None = None, consistent: bool = False) -> dict[str, Columns]:
@@ -569,14 +568,13 @@ class DynamoTable:
         return self._each_partition(
             pks, lambda pk: self.query_columns(pk, attributes, key_range=key_range, consistent=consistent))
 
-    def _each_partition(self, pks: Sequence[str], answer: Callable[[str], _T], *,
-                        limit: int | None = None) -> dict[str, _T]:
+    def _each_partition(self, pks: Sequence[str], answer: Callable[[str], _T]) -> dict[str, _T]:
         """``answer(pk)`` for each distinct pk, in their first order, up to ``_QUERY_THREADS`` in flight (the
         store's client is thread-safe; a query's round trip, not its work, is what a sequence waits on). The
-        first failing query's error is raised; every key and the ``limit`` are checked before any of them."""
+        first failing query's error is raised."""
         unique = list(dict.fromkeys(pks))
         for pk in unique:
-            check_query(pk, limit)
+            check_query(pk, None)
         if len(unique) <= 1:
             return {pk: answer(pk) for pk in unique}
         return dict(zip(unique, self.store.readers().map(answer, unique), strict=True))

@@ -224,11 +224,10 @@ class Table(Protocol):
         """
         ...
 
-    def query_many(self, pks: Sequence[str], *, key_range: KeyRange | None = None, limit: int | None = None,
+    def query_many(self, pks: Sequence[str], *, key_range: KeyRange | None = None,
                    consistent: bool = False) -> dict[str, list[Item]]:
         """:meth:`query` for many partitions: every pk of ``pks`` maps to its items in sk order (an empty
-        list when it has none), at most ``limit`` of each (its first). SQLite answers thousands of partitions
-        per statement; DynamoDB one query each, several in flight.
+        list when it has none). SQLite answers thousands of partitions per statement; DynamoDB one query each.
         """
         ...
 

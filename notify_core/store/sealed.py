@@ -78,9 +78,9 @@ class SealedTable:
         """Sealing works on items, so the rows become items first (the sealed tables are small)."""
         return self.inner.batch_put(self._in(i) for i in last_of_each_key(check_frame(frame)).iter_rows(named=True))
 
-    def query_many(self, pks: Sequence[str], *, key_range: KeyRange | None = None, limit: int | None = None,
+    def query_many(self, pks: Sequence[str], *, key_range: KeyRange | None = None,
                    consistent: bool = False) -> dict[str, list[Item]]:
-        found = self.inner.query_many(pks, key_range=key_range, limit=limit, consistent=consistent)
+        found = self.inner.query_many(pks, key_range=key_range, consistent=consistent)
         return {pk: [self._out(i) for i in items] for pk, items in found.items()}
 
     def query_columns_many(self, pks: Sequence[str], attributes: Sequence[str], *,

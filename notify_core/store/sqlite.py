@@ -50,6 +50,7 @@ from notify_core.store.port import (
     check_attributes,
     check_frame,
     check_key,
+    check_pk,
     check_query,
     last_of_each_key,
 )
@@ -483,21 +484,17 @@ class SqliteTable:
         if whole < size:
             conn.executemany(self._upsert, zip(*(column[whole:] for column in columns), strict=True))
 
-    def query_many(self, pks: Sequence[str], *, key_range: KeyRange | None = None, limit: int | None = None,
+    def query_many(self, pks: Sequence[str], *, key_range: KeyRange | None = None,
                    consistent: bool = False) -> dict[str, list[Item]]:
         """:meth:`query` of many partitions, ``_JSON_CHUNK`` partition keys per statement (a join from
         ``json_each`` probes the key index once per pk): a day's plans of 500k users in seconds, where one
-        query per user costs ~30 us each of Python and statement overhead.
-
-        With a ``limit``, one query per partition: a statement's LIMIT is not per partition, and a window
-        over the join would read each partition whole before cutting it (a delivery worker's retries index
-        after an outage holds far more than a pass takes)."""
+        query per user costs ~30 us each of Python and statement overhead."""
         for pk in pks:
-            check_query(pk, limit)
+            check_pk(pk)
         found: dict[str, list[Item]] = {pk: [] for pk in pks}
         unique = list(found)
-        if len(unique) == 1 or limit is not None:  # the plain query: ~19 against ~28 us of CPU here (one pk)
-            return {pk: self.query(pk, key_range=key_range, limit=limit) for pk in unique}
+        if len(unique) == 1:  # the plain query: ~19 against ~28 us of CPU here (a lone request's sends)
+            return {unique[0]: self.query(unique[0], key_range=key_range)}
         range_sql, range_params = _range_sql(key_range, "t.sk")
         conn = self.store.connection()
         now = self.store.clock.now()

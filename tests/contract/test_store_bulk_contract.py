@@ -76,24 +76,6 @@ def test_query_many_is_query_per_partition(table: Table) -> None:
         table.query_many(["p1", ""])
 
 
-def test_query_many_with_a_limit_is_the_first_items_of_each_partition(table: Table) -> None:
-    """The limit is per partition (the delivery worker reads its retries index a share of a pass a
-    partition), with or without a key range, and checked before any read."""
-    table.batch_put([{"pk": f"q{i}", "sk": f"s{k:02d}", "v": k} for i in range(4) for k in range(i * 3)])
-    pks = ["q3", "q0", "q2", "q1", "nobody"]
-    for key_range in (None, KeyRange(start="s02"), KeyRange(end="s04")):
-        for limit in (0, 1, 2, 5, 100):
-            many = table.query_many(pks, key_range=key_range, limit=limit, consistent=True)
-            assert list(many) == pks
-            for pk in pks:
-                assert many[pk] == table.query(pk, key_range=key_range, limit=limit, consistent=True)
-                assert len(many[pk]) <= limit
-    assert [i["v"] for i in table.query_many(["q3", "q2"], limit=4)["q3"]] == [0, 1, 2, 3]
-    assert table.query_many(["q2"], limit=2) == {"q2": table.query("q2", limit=2)}  # one partition
-    with pytest.raises(ValidationError):
-        table.query_many(["q1", "q2"], limit=-1)
-
-
 def test_query_many_of_hundreds_of_partitions_keeps_each_answer_with_its_key(table: Table) -> None:
     """More partitions than DynamoDB's queries in flight (16), in an order that is not the keys' own: each
     pk still maps to its own items (the report reads a day's schedules 960 partitions at a time)."""

@@ -236,45 +236,6 @@ def test_a_worker_catching_up_reads_the_retries_of_each_minute_once_not_the_whol
     assert finished[("pending", None)] == 0 and sum(finished.values()) == 182, finished
 
 
-@pytest.mark.parametrize("spread", ["even", "one_partition"])
-def test_a_pass_during_a_retry_storm_reads_about_what_it_takes_not_a_limit_from_every_partition(
-        store: SqliteStore, clock: ManualClock, spread: str) -> None:
-    """Thousands of retries due in the minutes a pass reads (a webhook that was down): the pass takes
-    ``max_batch`` of them, due and distinct, in one ``query_many`` of its 3 minutes' 48 partitions when each
-    has more than its share, and reads at most about twice what it takes. A limit of the whole batch on each
-    partition read up to 48 times that (48,000 entries for a pass of 1,000), when the Store is busiest."""
-    from notify_core.delivery.outcomes import retry_entry
-
-    now = minute_start(clock.now()).timestamp() + 30
-    clock.set(now)
-    shards = OPTS.shards
-    entries = []
-    for back in range(3):
-        due = now - 60 * back - 1
-        for n in range(1200):
-            shard = n % shards if spread == "even" else 5
-            entries.append(retry_entry({"pk": f"s{back}", "sk": f"{n:05d}", "shard": shard,
-                                        "notification_id": f"n{back}-{n}"}, failed=1, due=due - n / 1000))
-    entries.append(retry_entry({"pk": "later", "sk": "x", "shard": 0, "notification_id": "later"},
-                               failed=1, due=now + 5))  # not due yet: never taken
-    store.table(tables.RETRIES).batch_put(entries)
-    worker = DeliveryWorker(store, ScriptedChannel(), public_base_url="http://t", clock=clock,
-                            options=dataclasses.replace(OPTS, lookback_minutes=2))
-    try:
-        retries = _CountedQueries(worker.claims._retries)
-        worker.claims._retries = retries
-        taken = worker.claims.due_retries(now, 1000)
-    finally:
-        worker.close()
-    assert len(taken) == 1000 and len({(w.pk, w.sk) for w in taken}) == 1000
-    assert all(w.due_at <= now and w.kind == "retry" for w in taken)
-    assert retries.items <= 2 * 1000 + 3 * shards, retries.items
-    if spread == "even":  # every partition had more than its share: one read of them all, in flight together
-        assert retries.calls == 1 and retries.queries == 3 * shards
-    else:  # one partition holds them all: its share, then read on from its start
-        assert retries.calls == 2
-
-
 def test_passes_back_to_back_read_the_retries_index_once_a_second_and_again_after_a_cut(
         store: SqliteStore, clock: ManualClock) -> None:
     """Passes at one instant (a catch-up, a Lambda loop) read the retries index once; a retry another worker
