@@ -169,28 +169,15 @@ def test_minutes_closed_while_the_clock_was_ahead_are_looked_at_again_once_it_st
 
 
 class _CountedQueries:
-    """A Store table whose partition reads are counted (the retries index as the worker reads it): a
-    ``query`` is one, a ``query_many`` one a partition; ``items`` counts what they answered."""
+    """A Store table whose ``query`` calls are counted (the retries index as the worker reads it)."""
 
     def __init__(self, table: Any) -> None:
         self._table = table
         self.queries = 0
-        self.calls = 0
-        self.items = 0
 
     def query(self, *args: Any, **kwargs: Any) -> Any:
         self.queries += 1
-        self.calls += 1
-        found = self._table.query(*args, **kwargs)
-        self.items += len(found)
-        return found
-
-    def query_many(self, pks: Any, **kwargs: Any) -> Any:
-        self.queries += len(set(pks))
-        self.calls += 1
-        found = self._table.query_many(pks, **kwargs)
-        self.items += sum(map(len, found.values()))
-        return found
+        return self._table.query(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._table, name)
@@ -254,18 +241,18 @@ def test_passes_back_to_back_read_the_retries_index_once_a_second_and_again_afte
         return retry_entry({"pk": "p", "sk": f"{n:03d}", "shard": n % OPTS.shards, "notification_id": f"n{n}"},
                            failed=1, due=due)
     try:
-        assert claims.due_retries(now, 10) == [] and retries.calls > 0  # the first pass: a full scan
-        calls = retries.calls
+        assert claims.due_retries(now, 10) == [] and retries.queries > 0  # the first pass: a full scan
+        calls = retries.queries
         store.table(tables.RETRIES).batch_put([entry(1, now - 0.5)])  # another worker's, due already
         assert claims.due_retries(now, 10) == [] and claims.due_retries(now + 0.5, 10) == []
-        assert retries.calls == calls  # not read again within the second
+        assert retries.queries == calls  # not read again within the second
         clock.set(now + RETRIES_READ_EVERY_S)
         assert [w.item["schedule_sk"] for w in claims.due_retries(now + RETRIES_READ_EVERY_S, 10)] == ["001"]
         store.table(tables.RETRIES).batch_put([entry(n, now) for n in range(2, 8)])
-        calls = retries.calls
+        calls = retries.queries
         later = now + 2 * RETRIES_READ_EVERY_S
         assert len(claims.due_retries(later, 3)) == 3  # cut by the batch: more are due
-        assert len(claims.due_retries(later, 10)) == 7 and retries.calls > calls + 1  # read again at once
+        assert len(claims.due_retries(later, 10)) == 7 and retries.queries > calls + 1  # read again at once
         own = entry(9, later + 0.3)  # this worker's own retry, due within the second: read when it is due
         worker.outcomes.write_retries([own])
         assert claims.due_retries(later + 0.2, 10) == []  # not yet due: not read again
