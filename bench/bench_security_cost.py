@@ -201,7 +201,8 @@ def produce(log_path: Path, n: int) -> None:
 def drain_once(log_path: Path, workdir: Path, *, sealed: bool, events: int, group: str) -> float:
     """Seconds the real consumer takes to persist all ``events`` into a fresh Store (plain or sealed)."""
     from notify_core.clock import SYSTEM_CLOCK
-    from notify_core.events.consumer import EventConsumer, tune_gc_for_ingest
+    from notify_core.events.consumer import EventConsumer
+    from notify_core.gc_tuning import tune_gc_for_throughput
     from notify_core.security.crypto import build_sealer
     from notify_core.store.sealed import SealedStore
     from notify_core.store.sqlite import SqliteStore
@@ -210,7 +211,7 @@ def drain_once(log_path: Path, workdir: Path, *, sealed: bool, events: int, grou
     raw = SqliteStore(workdir / "store.sqlite")
     store: Any = SealedStore(raw, build_sealer(workdir / "secrets")) if sealed else raw
     store.tune_for_bulk_writes()
-    tune_gc_for_ingest()
+    tune_gc_for_throughput()
     stream = LocalLog(str(log_path))
     consumer = EventConsumer(stream=stream, store=store, landing=workdir / "landing", max_batch=10_000,
                              poll_timeout=0.05, clock=SYSTEM_CLOCK, group=group)

@@ -186,7 +186,8 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float, produ
                decode_process: bool = True, linger_ms: int = KAFKA_LINGER_MS) -> dict[str, Any]:
     """One run: offer ``rate`` events/s for ``seconds``; persist with the real consumer; measure."""
     from notify_core.clock import SYSTEM_CLOCK
-    from notify_core.events.consumer import EventConsumer, tune_gc_for_ingest
+    from notify_core.events.consumer import EventConsumer
+    from notify_core.gc_tuning import tune_gc_for_throughput
     from notify_core.store.sqlite import SqliteStore
 
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-stream-{backend}-"))
@@ -215,7 +216,7 @@ def stream_run(backend: str, *, rate: float, seconds: float, drain: float, produ
             stream = LocalLog(target)
         store = SqliteStore(workdir / "store.sqlite")
         store.tune_for_bulk_writes()
-        tune_gc_for_ingest()  # as `notify consume` does
+        tune_gc_for_throughput()  # as `notify consume` does
         latencies: list[np.ndarray] = []
         persisted_at: list[tuple[float, int]] = []
 
@@ -421,7 +422,8 @@ def drain_run(events: int, *, decode_process: bool = True) -> dict[str, Any]:
     import orjson
 
     from notify_core.clock import SYSTEM_CLOCK
-    from notify_core.events.consumer import EventConsumer, tune_gc_for_ingest
+    from notify_core.events.consumer import EventConsumer
+    from notify_core.gc_tuning import tune_gc_for_throughput
     from notify_core.store import tables
     from notify_core.store.sqlite import SqliteStore
     from notify_core.stream.local_log import LocalLog
@@ -434,7 +436,7 @@ def drain_run(events: int, *, decode_process: bool = True) -> dict[str, Any]:
             log.produce_batch(event_messages(start, min(chunk, events - start), run="drain"))
         store = SqliteStore(workdir / "store.sqlite")
         store.tune_for_bulk_writes()
-        tune_gc_for_ingest()  # as `notify consume` does
+        tune_gc_for_throughput()  # as `notify consume` does
         consumer = EventConsumer(stream=log, store=store, landing=workdir / "landing", clock=SYSTEM_CLOCK,
                                  max_batch=chunk, poll_timeout=0.05, decode_process=decode_process)
         worker = None

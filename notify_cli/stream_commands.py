@@ -77,8 +77,8 @@ def consume(
         EventConsumer,
         StoppedWhileRetryingError,
         totals_dict,
-        tune_gc_for_ingest,
     )
+    from notify_core.gc_tuning import tune_gc_for_throughput
     from notify_core.metrics_server import MetricsServer
     from notify_core.observability import configure_logging
     from notify_core.store.factory import build_store
@@ -86,7 +86,7 @@ def consume(
 
     configure_logging()
     settings = _settings(data_dir, kafka)
-    tune_gc_for_ingest()
+    tune_gc_for_throughput()
     running: list[EventConsumer] = []  # /healthz asks the consumer once there is one (standby: healthy)
     metrics = MetricsServer(port=metrics_port, addr=metrics_addr,
                             healthy=lambda: all(c.healthy() for c in running)) if metrics_port else None

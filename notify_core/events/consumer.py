@@ -64,7 +64,6 @@ import base64
 import collections
 import contextlib
 import functools
-import gc
 import hashlib
 import json
 import logging
@@ -1059,19 +1058,5 @@ class EventConsumer:
 
 def totals_dict(out: BatchOutcome) -> dict[str, Any]:
     return {k: v for k, v in vars(out).items() if k != "landing_file"}
-
-
-def tune_gc_for_ingest() -> None:
-    """Keep Python's cycle collector from re-scanning the process's long-lived objects on every batch.
-
-    A batch allocates tens of thousands of short-lived objects (records, models, rows), which triggered
-    a collection every 700 allocations, now and then a full one over every module and class loaded
-    (pydantic, polars...): ~3.5 us per event. Freezing what exists at start (it lives as long as the
-    process) and collecting the young generation every 20,000 allocations brings that under 1 us.
-    For the process that runs the consumer loop (``notify consume``), once, after its imports.
-    """
-    gc.freeze()
-    _gen0, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(20_000, gen1, gen2)
 
 

@@ -45,9 +45,9 @@ def _init_worker(parent_pid: int) -> None:
     batch in hand, which needs this process's results), an orphan exits, imports and GC tuning up front."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_when_orphaned(parent_pid, code=0)  # the consumer died (kill -9): nothing will ever read our results
-    from notify_core.events.consumer import tune_gc_for_ingest
+    from notify_core.gc_tuning import tune_gc_for_throughput
 
-    tune_gc_for_ingest()
+    tune_gc_for_throughput()
 
 
 def _ready() -> int:

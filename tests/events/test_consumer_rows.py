@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -11,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
 from notify_core.events import decode_event
-from notify_core.events.consumer import tune_gc_for_ingest, user_event_row
+from notify_core.events.consumer import user_event_row
 from notify_core.events.models import json_time
 from notify_core.observability import BatchHistogram
 from notify_core.store import tables
@@ -98,14 +97,3 @@ def test_batch_histogram_with_labels_observes_through_its_children() -> None:
         histogram.observe_counts([(0.5, 1)])  # the parent of labelled children, like observe
     histogram.labels("a").observe_counts([(0.5, 2)])
     assert _samples(histogram)[("labelled_h_count", "")] == 2
-
-
-def test_tune_gc_freezes_startup_objects_and_collects_the_young_generation_less_often() -> None:
-    before = gc.get_threshold()
-    try:
-        tune_gc_for_ingest()
-        assert gc.get_freeze_count() > 0
-        assert gc.get_threshold() == (20_000, *before[1:])
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*before)

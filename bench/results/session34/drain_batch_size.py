@@ -21,7 +21,8 @@ from pathlib import Path
 from bench.bench_stream import _process_cpu_s, event_messages
 from bench.common import load_average
 from notify_core.clock import SYSTEM_CLOCK
-from notify_core.events.consumer import EventConsumer, tune_gc_for_ingest
+from notify_core.events.consumer import EventConsumer
+from notify_core.gc_tuning import tune_gc_for_throughput
 from notify_core.store.sqlite import SqliteStore
 from notify_core.stream.local_log import LocalLog
 
@@ -38,7 +39,7 @@ def drain(max_batch: int) -> tuple[float, float, float]:
             log.produce_batch(event_messages(start, min(10_000, EVENTS - start), run="drain"))
         store = SqliteStore(workdir / "store.sqlite")
         store.tune_for_bulk_writes()
-        tune_gc_for_ingest()
+        tune_gc_for_throughput()
         consumer = EventConsumer(stream=log, store=store, landing=workdir / "landing", clock=SYSTEM_CLOCK,
                                  max_batch=max_batch, poll_timeout=0.05, decode_process=True)
         assert consumer.decoder is not None
