@@ -36,8 +36,8 @@ def tune_gc_for_throughput() -> None:
     process), once, after its imports and start-up objects: those are frozen (never scanned again), and
     the young generation is collected every :data:`YOUNG_COLLECTION_EVERY` allocations."""
     gc.freeze()
-    _gen0, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(max(_gen0, YOUNG_COLLECTION_EVERY), gen1, gen2)
+    gen0, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(max(gen0, YOUNG_COLLECTION_EVERY), gen1, gen2)
 
 
 @contextmanager
