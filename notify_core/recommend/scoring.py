@@ -238,14 +238,24 @@ def _weighted_row_sums(rows: npt.NDArray[np.int64], orders: F64, indptr: npt.NDA
     return _weighted_sums(rows, orders, indptr, indices, data, size=size)[:, 0]
 
 
+# Users in one call from which :func:`_weighted_sums` takes scipy's sparse product instead of one scatter-add over
+# all of them: measured on the real demo's blocks (``bench/results/session52/weighted_sums.txt``), the scatter-add
+# costs 0.02 ms for 1 user against scipy's 0.19 (its per-call objects), the two meet near 100 users, and at 1,000
+# it costs 100 ms against 55: its users x columns accumulator (12 MB) no longer stays in cache, while scipy sums
+# one user's row at a time in one row's worth (12 KB).
+SPARSE_PRODUCT_FROM = 128
+
+
 def _weighted_sums(rows: npt.NDArray[np.int64], orders: F64, indptr: npt.NDArray[Any], indices: npt.NDArray[Any],
                    data: F64, *, size: int, users: npt.NDArray[np.int64] | None = None, count: int = 1) -> F64:
     """The two weighted sums (log1p(orders), then orders, x similarity) of the matrix ``rows``' entries per
     column, as 2 x ``count`` x ``size``: for one user (``users`` None), or for ``count`` users at once, ``users[i]``
-    the user of ``rows[i]`` (:func:`copurchase_block`). Why not scipy (weight @ matrix[rows]): its per-call
-    object overhead, ~1 ms, and building a CSR checks every index of the matrix. Each (user, column) cell's
-    terms are added in the rows' order (np.bincount adds sequentially from 0, as scipy's sparse product
-    does), so the sums are bit-identical to it and a user's are the same whoever shares the call."""
+    the user of ``rows[i]`` (ascending; :func:`copurchase_block`). Each (user, column) cell's terms are added in
+    the rows' order, from 0: np.bincount adds sequentially, and scipy's sparse product (weights x matrix, from
+    :data:`SPARSE_PRODUCT_FROM` users) walks a user's rows in order and each row's entries in order, so the two
+    ways give the same bits and a user's sums are the same whoever shares the call."""
+    if users is not None and count >= SPARSE_PRODUCT_FROM:
+        return _weighted_sums_sparse(rows, orders, indptr, indices, data, size=size, users=users, count=count)
     starts, lengths = indptr[rows], indptr[rows + 1] - indptr[rows]
     at = span_positions(starts, lengths)
     cells = indices[at] if users is None else np.repeat(users * size, lengths) + indices[at]
@@ -254,6 +264,19 @@ def _weighted_sums(rows: npt.NDArray[np.int64], orders: F64, indptr: npt.NDArray
     for i, weight in enumerate((np.log1p(orders), orders)):
         out[i] = np.bincount(cells, weights=np.repeat(weight, lengths) * sims, minlength=count * size)
     return out.reshape(2, count, size)
+
+
+def _weighted_sums_sparse(rows: npt.NDArray[np.int64], orders: F64, indptr: npt.NDArray[Any],
+                          indices: npt.NDArray[Any], data: F64, *, size: int, users: npt.NDArray[np.int64],
+                          count: int) -> F64:
+    """:func:`_weighted_sums` of many users as one scipy product: the weights as a CSR of 2 x ``count`` rows
+    (each user's log1p(orders) on their matrix rows, then their orders) times the matrix."""
+    matrix = sparse.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, size))
+    per_user = np.concatenate(([0], np.cumsum(np.bincount(users, minlength=count))))
+    weights = sparse.csr_matrix((np.concatenate([np.log1p(orders), orders]), np.concatenate([rows, rows]),
+                                 np.concatenate([per_user, per_user[1:] + len(rows)])),
+                                shape=(2 * count, len(indptr) - 1))
+    return np.asarray((weights @ matrix).toarray(), dtype=np.float64).reshape(2, count, size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,9 +395,9 @@ def copurchase_block(rows: npt.NDArray[np.int64], orders: F64, users: npt.NDArra
     ``rows`` and ``orders`` (each user's ``UserProducts.neighbour_rows``, concatenated; ``users[i]`` in
     0..count-1 is the user of ``rows[i]``, ascending). The block's sums are one user's (:func:`_weighted_sums`)
     with the cells numbered (user, promoted product), and the same maxima and division follow, so the values
-    are the same bits as each user's call. (A scipy product built two CSR matrices a call, each checking every
-    index of the neighbour matrix: ~1 ms, which a block of a few users, serving's, paid again and again.) Take
-    at most :func:`copurchase_block_users` users a call."""
+    are the same bits as each user's call. (A block of a few users, serving's, sums by one scatter-add: scipy's
+    per-call objects would cost more than the sums; a planning block of many, by scipy's product.) Take at
+    most :func:`copurchase_block_users` users a call."""
     width = len(promotion.rows)
     kept = np.zeros((count, width), dtype=bool)
     if not width or promotion.restricted is None or promotion.compact is None or not len(rows):

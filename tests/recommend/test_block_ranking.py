@@ -82,13 +82,16 @@ def _columns(ranked: RankedColumns) -> tuple[list[str], list[str], list[float]]:
     return ranked.user_ids, ranked.campaign_ids, ranked.scores.tolist()
 
 
-@pytest.mark.parametrize("limit", [5, 20, 40])
+@pytest.mark.parametrize(("limit", "sparse_from"), [(5, None), (20, None), (40, None), (20, 1)])
 def test_a_block_of_users_ranks_each_as_a_single_request_does(world: World, monkeypatch: pytest.MonkeyPatch,
-                                                             limit: int) -> None:
+                                                             limit: int, sparse_from: int | None) -> None:
     """Against single requests, the reference (one ANN query, one user's array operations; on this small index
     faiss answers one query and a batch with the same bits): the same answer for each user. ``limit`` 40
     leaves many users with fewer eligible candidates (the popular fill, which the block hands to the one-user
-    ranking); 5 leaves none. A filter, a lookup or a sum that mixed users up, or took another order, fails."""
+    ranking); 5 leaves none. A filter, a lookup or a sum that mixed users up, or took another order, fails.
+    ``sparse_from`` 1: the block's co-purchase sums by scipy's product, as a planning block of 128+ users does."""
+    if sparse_from is not None:
+        monkeypatch.setattr(scoring, "SPARSE_PRODUCT_FROM", sparse_from)
     ids = _shop(world, users=60, seed=limit)
     ranker = world.recommender_with()
     assert ranker.ranker is scoring.SERVING_RANKER
@@ -169,9 +172,13 @@ def test_the_block_answers_the_blend_too(world: World) -> None:
     assert _columns(blend.rank_many(ids, limit=10, now=NOW)) == _columns(RankedColumns.of(singles))
 
 
-def test_copurchase_of_many_users_equals_each_users_own(world: World) -> None:
+@pytest.mark.parametrize("sparse_from", [1, 2, 10**9])
+def test_copurchase_of_many_users_equals_each_users_own(world: World, monkeypatch: pytest.MonkeyPatch,
+                                                         sparse_from: int) -> None:
     """scoring.copurchase_block against copurchase_campaign_rows user by user, with the users cut into blocks as
-    the ranking cuts them (all at once, two at a time, one at a time)."""
+    the ranking cuts them (all at once, two at a time, one at a time), its sums by scipy's product from
+    ``sparse_from`` users a block, else by the scatter-add."""
+    monkeypatch.setattr(scoring, "SPARSE_PRODUCT_FROM", sparse_from)
     ids = _shop(world, users=30, seed=11)
     snapshot = world.holder.snapshot()
     base, promotion = snapshot.base, snapshot.promotion()
@@ -209,6 +216,32 @@ def test_the_blocks_sort_keys_give_the_wide_keys_order(n: int, users: int, campa
     score = rng.integers(0, scores, n) / scores
     got = np.lexsort((_sort_key(rank, campaigns), -score, _sort_key(seg, users)))
     assert got.tolist() == np.lexsort((rank, -score, seg)).tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(products=st.integers(1, 60), columns=st.integers(1, 80), users=st.integers(1, 12), density=st.floats(0, 1),
+       seed=st.integers(0, 2**32 - 1))
+def test_the_sparse_product_gives_the_scatter_adds_bits(products: int, columns: int, users: int, density: float,
+                                                        seed: int) -> None:
+    """``_weighted_sums`` of a block both ways: the same bits, though float sums depend on their order. A
+    random CSR (empty rows, negative and tiny similarities that cancel), users with no products, a product
+    bought by several users, each user's products in a shuffled order (the order the sums must follow)."""
+    rng = np.random.default_rng(seed)
+    dense = np.where(rng.random((products, columns)) < density, rng.normal(size=(products, columns)), 0.0)
+    dense[rng.random((products, columns)) < 0.05] = 1e-17
+    indptr = np.concatenate(([0], np.cumsum((dense != 0).sum(axis=1)))).astype(np.int64)
+    indices = np.concatenate([np.flatnonzero(row) for row in dense] + [np.zeros(0, dtype=np.int64)])
+    data = dense[dense != 0].astype(np.float64)
+    per_user = rng.integers(0, min(products, 9) + 1, size=users)
+    rows = np.concatenate([rng.permutation(products)[:n] for n in per_user] + [np.zeros(0, dtype=np.int64)])
+    rows = rows.astype(np.int64)
+    orders = rng.integers(1, 40, size=len(rows)).astype(np.float64)
+    owner = np.repeat(np.arange(users, dtype=np.int64), per_user)
+    scatter = scoring._weighted_sums(rows, orders, indptr, indices, data, size=columns, users=owner, count=users)
+    product = scoring._weighted_sums_sparse(rows, orders, indptr, indices, data, size=columns, users=owner,
+                                            count=users)
+    assert product.shape == scatter.shape == (2, users, columns)
+    assert product.tobytes() == scatter.tobytes()
 
 
 _OFFSETS = st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8))])
