@@ -238,12 +238,12 @@ def _weighted_row_sums(rows: npt.NDArray[np.int64], orders: F64, indptr: npt.NDA
     return _weighted_sums(rows, orders, indptr, indices, data, size=size)[:, 0]
 
 
-# Users in one call from which :func:`_weighted_sums` takes scipy's sparse product instead of one scatter-add over
-# all of them: measured on the real demo's blocks (``bench/results/session52/weighted_sums.txt``), the scatter-add
-# costs 0.02 ms for 1 user against scipy's 0.19 (its per-call objects), the two meet near 100 users, and at 1,000
-# it costs 100 ms against 55: its users x columns accumulator (12 MB) no longer stays in cache, while scipy sums
-# one user's row at a time in one row's worth (12 KB).
-SPARSE_PRODUCT_FROM = 128
+# Accumulator cells (users x columns) from which :func:`_weighted_sums` takes scipy's sparse product instead of one
+# scatter-add over the whole block. On the demo's real blocks (1,500 columns; ``bench/results/session52/
+# weighted_sums.txt``) the scatter-add costs 0.015 ms for 1 user against scipy's 0.18 (its per-call objects) and
+# stays 6-13 % under it up to 256 users (384k cells, 3 MB); at 512 users (6 MB) it costs 51 ms against 33, at
+# 1,000 96 against 55: its accumulator no longer stays in cache, while scipy sums one user's row at a time.
+SPARSE_PRODUCT_CELLS = 1 << 19
 
 
 def _weighted_sums(rows: npt.NDArray[np.int64], orders: F64, indptr: npt.NDArray[Any], indices: npt.NDArray[Any],
@@ -252,9 +252,9 @@ def _weighted_sums(rows: npt.NDArray[np.int64], orders: F64, indptr: npt.NDArray
     column, as 2 x ``count`` x ``size``: for one user (``users`` None), or for ``count`` users at once, ``users[i]``
     the user of ``rows[i]`` (ascending; :func:`copurchase_block`). Each (user, column) cell's terms are added in
     the rows' order, from 0: np.bincount adds sequentially, and scipy's sparse product (weights x matrix, from
-    :data:`SPARSE_PRODUCT_FROM` users) walks a user's rows in order and each row's entries in order, so the two
-    ways give the same bits and a user's sums are the same whoever shares the call."""
-    if users is not None and count >= SPARSE_PRODUCT_FROM:
+    :data:`SPARSE_PRODUCT_CELLS`) walks a user's rows in order and each row's entries in order, so the two ways
+    give the same bits and a user's sums are the same whoever shares the call."""
+    if users is not None and count * size >= SPARSE_PRODUCT_CELLS:
         return _weighted_sums_sparse(rows, orders, indptr, indices, data, size=size, users=users, count=count)
     starts, lengths = indptr[rows], indptr[rows + 1] - indptr[rows]
     at = span_positions(starts, lengths)

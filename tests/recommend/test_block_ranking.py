@@ -89,9 +89,9 @@ def test_a_block_of_users_ranks_each_as_a_single_request_does(world: World, monk
     faiss answers one query and a batch with the same bits): the same answer for each user. ``limit`` 40
     leaves many users with fewer eligible candidates (the popular fill, which the block hands to the one-user
     ranking); 5 leaves none. A filter, a lookup or a sum that mixed users up, or took another order, fails.
-    ``sparse_from`` 1: the block's co-purchase sums by scipy's product, as a planning block of 128+ users does."""
+    ``sparse_from`` 1: the block's co-purchase sums by scipy's product, as a planning block of hundreds does."""
     if sparse_from is not None:
-        monkeypatch.setattr(scoring, "SPARSE_PRODUCT_FROM", sparse_from)
+        monkeypatch.setattr(scoring, "SPARSE_PRODUCT_CELLS", sparse_from)
     ids = _shop(world, users=60, seed=limit)
     ranker = world.recommender_with()
     assert ranker.ranker is scoring.SERVING_RANKER
@@ -172,17 +172,19 @@ def test_the_block_answers_the_blend_too(world: World) -> None:
     assert _columns(blend.rank_many(ids, limit=10, now=NOW)) == _columns(RankedColumns.of(singles))
 
 
-@pytest.mark.parametrize("sparse_from", [1, 2, 10**9])
+@pytest.mark.parametrize("sums", ["scatter-add", "sparse product", "sparse product from two users"])
 def test_copurchase_of_many_users_equals_each_users_own(world: World, monkeypatch: pytest.MonkeyPatch,
-                                                         sparse_from: int) -> None:
+                                                         sums: str) -> None:
     """scoring.copurchase_block against copurchase_campaign_rows user by user, with the users cut into blocks as
-    the ranking cuts them (all at once, two at a time, one at a time), its sums by scipy's product from
-    ``sparse_from`` users a block, else by the scatter-add."""
-    monkeypatch.setattr(scoring, "SPARSE_PRODUCT_FROM", sparse_from)
+    the ranking cuts them (all at once, two at a time, one at a time), the block's sums by the scatter-add, by
+    scipy's product, or by the product only for blocks of two users or more (as a planning block's)."""
     ids = _shop(world, users=30, seed=11)
     snapshot = world.holder.snapshot()
     base, promotion = snapshot.base, snapshot.promotion()
     assert base is not None and base.copurchase_matrix is not None and promotion is not None
+    assert promotion.restricted is not None
+    cells = {"scatter-add": 10**12, "sparse product": 1, "sparse product from two users": 2 * promotion.restricted[3]}
+    monkeypatch.setattr(scoring, "SPARSE_PRODUCT_CELLS", cells[sums])
     contexts = world.recommender_with().user_contexts(ids, now=NOW, snapshot=snapshot)
     coded = [snapshot.user_products(contexts[u].orders_by_product).neighbour_rows() for u in ids]
     expected = [scoring.copurchase_campaign_rows(contexts[u].orders_by_product, base.copurchase_matrix, promotion,
