@@ -239,6 +239,7 @@ def test_the_sparse_product_gives_the_scatter_adds_bits(products: int, columns: 
     rows = rows.astype(np.int64)
     orders = rng.integers(1, 40, size=len(rows)).astype(np.float64)
     owner = np.repeat(np.arange(users, dtype=np.int64), per_user)
+    assert users * columns < scoring.SPARSE_PRODUCT_CELLS  # so _weighted_sums takes the scatter-add
     scatter = scoring._weighted_sums(rows, orders, indptr, indices, data, size=columns, users=owner, count=users)
     product = scoring._weighted_sums_sparse(rows, orders, indptr, indices, data, size=columns, users=owner,
                                             count=users)
