@@ -68,6 +68,7 @@ import hashlib
 import json
 import logging
 import math
+import operator
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -77,6 +78,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+from msgspec import UNSET
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import BaseModel
 
@@ -92,9 +94,11 @@ from notify_core.events.models import (
     EVENT_MODELS,
     PURCHASE_HISTORY,
     TOPICS,
+    TRUSTED_TAGS,
     VALIDATED_HEADERS,
     Event,
     Order,
+    TrustedEvent,
     decode_event,
     decode_trusted,
     dlq_topic,
@@ -242,7 +246,10 @@ def _ledger_item(*, event_id: str, type_name: str, user_id: str, ts: str, topic:
 _COPIED_BY_TYPE = {name: _copied_fields(model) for name, model in EVENT_MODELS.items()}
 
 
-def trusted_rows(doc: dict[str, Any], *, topic: str) -> tuple[list[Item], Item | None] | None:
+_ORDER_FIELDS = operator.attrgetter("order_id", "country", "items")  # of an order's trusted shape
+
+
+def trusted_rows(event: TrustedEvent, *, topic: str) -> tuple[list[Item], Item | None] | None:
     """The rows of an event from its trusted canonical JSON (:func:`~notify_core.events.models.decode_trusted`),
     the same rows :func:`user_event_row` / :func:`purchase_rows` + :func:`event_row` build from its model:
     ``([user_events row], None)`` for a click, view or open; ``(purchases rows, ledger row)`` for an order.
@@ -252,29 +259,29 @@ def trusted_rows(doc: dict[str, Any], *, topic: str) -> tuple[list[Item], Item |
     canonical ``ts`` (``...T10:00:01[.ffffff]Z``) already is the row's ``ts`` and its first 19 characters
     the sort key (:func:`~notify_core.store.tables.time_sk` of the same instant).
     """
-    ts: str = doc["ts"]
-    event_id: str = doc["event_id"]
-    user_id: str = doc["user_id"]
-    type_name: str = doc["type"]
+    ts = event.ts
+    event_id = event.event_id
+    user_id = event.user_id
+    type_name = TRUSTED_TAGS[type(event)]
     is_order = type_name == "order"
     if topic in TOPICS and topic != (PURCHASE_HISTORY if is_order else CLICKSTREAM):
         return None
     time_key = ts[:19]
-    properties = doc.get("properties")
+    properties = event.properties
     if is_order:
         iso = ts[:-1] + "+00:00"  # datetime.isoformat() of the UTC instant, as the model path writes it
+        order_id, country, items = _ORDER_FIELDS(event)
         lines = _purchase_items(
-            user_id=user_id, ts=iso, time_key=time_key, order_id=doc["order_id"], country=doc.get("country"),
-            lines=((line["product_id"], line["quantity"], line["unit_price"]) for line in doc["items"]),
-            event_id=event_id,
+            user_id=user_id, ts=iso, time_key=time_key, order_id=order_id,
+            country=None if country is UNSET else country, event_id=event_id,
+            lines=((line.product_id, line.quantity, line.unit_price) for line in items),
         )
         return lines, _ledger_item(event_id=event_id, type_name=type_name, user_id=user_id, ts=iso, topic=topic,
-                                   properties=properties)
+                                   properties=properties or None)
     row: Item = {"pk": user_id, "sk": f"{time_key}#{event_id}", "event_id": event_id, "ts": ts}
-    get = doc.get
     for name in _COPIED_BY_TYPE[type_name]:
-        value = get(name)
-        if value is not None:
+        value = type_name if name == "type" else getattr(event, name)
+        if value is not UNSET:
             row[name] = value
     if properties:
         row["properties"] = properties
@@ -342,10 +349,10 @@ def prepare_columns(topics: Sequence[str], values: Sequence[bytes], headers_of: 
     for index, (topic, value, headers) in enumerate(zip(topics, values, headers_of, strict=True)):
         rows = None
         if headers and VALIDATED_HEADERS[0] in headers:
-            doc = decode_trusted(value)
-            if doc is not None:
-                rows = trusted_rows(doc, topic=topic)
-                event_id: str = doc["event_id"]
+            trusted = decode_trusted(value)
+            if trusted is not None:
+                rows = trusted_rows(trusted, topic=topic)
+                event_id: str = trusted.event_id
         if rows is None:
             try:
                 event = decode_event(value, now=now)

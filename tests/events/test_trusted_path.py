@@ -116,6 +116,15 @@ MALFORMED = {
     "more than 500 order lines": (
         json.dumps(order(1, event_id="o-1", items=[{"product_id": f"p{i}", "quantity": 1, "unit_price": 1.0}
                                                     for i in range(501)])).encode(), "items"),
+    "type repeated with another value": (json.dumps(_canonical_click()).encode()[:-1] + b', "type": "order"}',
+                                         "order_id"),
+    "an optional field null": (json.dumps({**_canonical_click(), "product_id": None}).encode(), None),
+    "order line unit price an integer": (
+        json.dumps(order(1, event_id="o-1", items=[{"product_id": "p", "quantity": 1, "unit_price": 2}])).encode(),
+        None),
+    "order line quantity zero": (
+        json.dumps(order(1, event_id="o-1", items=[{"product_id": "p", "quantity": 0, "unit_price": 2.0}])).encode(),
+        "quantity"),
     "order line quantity a string": (
         json.dumps(order(1, event_id="o-1", items=[{"product_id": "p", "quantity": "1",
                                                      "unit_price": 1.0}])).encode(), None),

@@ -128,8 +128,7 @@ def test_marked_lines_within_bounds_that_merge_past_them_are_dead_lettered_with_
 
 def _shape_only(lines: Any) -> bool:
     """The trusted path's old line check (shape only): a bound that slips past it, for the fallback."""
-    return type(lines) is list and all(
-        type(line) is dict and type(line["quantity"]) is int and type(line["unit_price"]) is float for line in lines)
+    return all(type(line.quantity) is int and type(line.unit_price) is float for line in lines)
 
 
 def test_lines_the_landing_file_cannot_hold_are_isolated_into_the_dead_letters(
