@@ -307,7 +307,9 @@ _TRUSTED_TYPES: dict[str, type[TrustedEvent]] = {
 """Each event type's trusted shape, by its ``type`` tag."""
 TRUSTED_TAGS: dict[type[TrustedEvent], str] = {shape: name for name, shape in _TRUSTED_TYPES.items()}
 """The ``type`` tag of each trusted shape (the tag is not a field of the decoded value)."""
-_TRUSTED: msgspec.json.Decoder[TrustedEvent] = msgspec.json.Decoder(typing.Union[tuple(_TRUSTED_TYPES.values())])  # noqa: UP007 (a runtime tuple)
+_TRUSTED: msgspec.json.Decoder[TrustedEvent] = msgspec.json.Decoder(
+    typing.Union[tuple(_TRUSTED_TYPES.values())]  # noqa: UP007 (the union of a runtime tuple of types)
+)
 
 
 def decode_trusted(value: bytes) -> TrustedEvent | None:
