@@ -278,9 +278,9 @@ class SqliteStore:
         A transaction's dirty pages stay in memory until its commit up to :data:`BULK_SPILL_BYTES` (SQLite's
         ``cache_spill`` threshold) instead of being written to the WAL once the 256 MiB cache is full and
         then again at the commit: a plan chunk's table dirties ~0.7 GB of pages in one transaction. The 10M
-        scheduling run's writer process spent 9 % less CPU so (383 against 421-425 s, a third fewer
-        ``pwrite`` calls) for ~0.4-0.7 GB more at its peak; a larger transaction still spills, so memory
-        stays bounded.
+        scheduling run's writer process spent 8-13 % less CPU so (363-368 against 400-425 CPU-s; the run
+        412-414 against 443-466 s) for 0.6-0.9 GB more at its peak; a larger transaction still spills, so
+        memory stays bounded.
         """
         conn = self.connection()
         conn.execute("PRAGMA cache_size=-262144")  # 256 MiB
