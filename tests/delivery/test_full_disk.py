@@ -83,19 +83,27 @@ def test_a_disk_that_fills_mid_delivery_loses_nothing_and_sigterm_still_stops_th
         try:
             worker = _start(data, data / "outbox.jsonl", lease_s=2.0, concurrency=4, idle_exit=60, webhook_url=url)
             workers.append(worker)
+            stderr = _Lines(worker)
             deadline = time.monotonic() + 120
             while not receipts.exists() or receipts.stat().st_size < RECEIPT_BYTES * N // 3:
-                assert worker.poll() is None and time.monotonic() < deadline, worker.communicate()[1][-2000:]
+                assert worker.poll() is None and time.monotonic() < deadline, stderr.text()[-2000:]
                 time.sleep(0.01)
             filler = fill(data, leave_kib=0)  # a third delivered: the disk is full from here
-            time.sleep(3.0)
+            full_since = time.monotonic()
+            # The log file's first refused line, waited for rather than assumed within a fixed 3 s: a line that
+            # fits in the room left in the file's last page is still written on a full tmpfs, so a worker that
+            # only logged a few refused claims in those 3 s was once stopped before its log file refused any.
+            assert stderr.wait_for("the log file cannot be written", timeout=90), stderr.text()[-3000:]
+            log_refused_in = time.monotonic() - full_since
+            time.sleep(max(0.0, 3.0 - (time.monotonic() - full_since)))
             if worker.poll() is not None:
-                pytest.fail(f"the worker died on the full disk: {worker.communicate()[1][-3000:]!r}")
+                pytest.fail(f"the worker died on the full disk: {stderr.text()[-3000:]!r}")
             worker.send_signal(signal.SIGTERM)
             asked = time.monotonic()
-            _out, err = worker.communicate(timeout=30)
+            worker.wait(timeout=30)
             stopped_in = time.monotonic() - asked
-            text = err.decode(errors="replace")
+            stderr.close()
+            text = stderr.text()
             assert worker.returncode in (0, STOPPED_UNFINISHED), text[-3000:]
             assert stopped_in < 10.0
             # No crash: no rich traceback panel. Log lines the full disk refused go to stderr, after one line
@@ -138,7 +146,8 @@ def test_a_disk_that_fills_mid_delivery_loses_nothing_and_sigterm_still_stops_th
         duplicates = sum(c - 1 for c in keys.values())
         assert duplicates <= 100, duplicates  # only sends whose outcome the full disk refused
         print(f"\nfull disk mid-delivery: worker stopped in {stopped_in:.1f} s (exit {worker.returncode}); "
-              f"{duplicates} re-sent under the same key; {refused} refused claim passes in 3 s")
+              f"{duplicates} re-sent under the same key; {refused} refused claim passes; the log file refused a line "
+              f"{log_refused_in:.1f} s after the disk filled")
 
 
 def test_a_worker_that_starts_on_a_full_disk_pauses_between_refused_claims_and_logs_to_stderr(
