@@ -24,6 +24,11 @@ Every figure is printed beside the raw operations it is built on, measured in th
   claim_token``), one per transaction and 100 per transaction: every delivery makes three conditional
   writes (claim, dedupe record, outcome), batched as the worker batches them.
 
+Each worker logs as ``notify worker`` does: a JSON line a delivery attempt, appended to the run's
+``delivery.jsonl`` (:func:`notify_core.observability.configure_logging`; with ``--processes N`` every process
+appends to the one file, as N workers on one data directory do). Until session 55 the benchmark's workers had
+no log handler, so their figures left out the ~20-28 us of CPU that line costs a delivery.
+
 One command: ``python -m bench.bench_delivery`` (~6 min on a quiet machine); ``--quick`` (~1 min).
 ``--processes N`` runs N worker processes on the one Store (``notify worker`` started N times, as an operator
 scales it out; claims keep them from sending one notification twice); results as ``delivery_pN[_quick].json``.
@@ -32,7 +37,9 @@ scales it out; claims keep them from sending one notification twice); results as
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import multiprocessing
 import resource
 import socket
@@ -43,6 +50,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,11 +69,37 @@ LEAD_S = 6.0
 SECRET = "bench-secret"
 
 
+@contextlib.contextmanager
+def _logging_as_notify_worker(path: Path) -> Iterator[None]:
+    """Within the block, Notify's loggers write JSON lines to ``path`` as in ``notify worker``; as before after."""
+    from notify_core.observability import configure_logging
+
+    names = ("notify_core", "lambdas", "notify_cli")
+    saved = [(logging.getLogger(name), list(logging.getLogger(name).handlers), logging.getLogger(name).level,
+              logging.getLogger(name).propagate) for name in names]
+    configure_logging(path=path)
+    try:
+        yield
+    finally:
+        for logger, handlers, level, propagate in saved:
+            for handler in logger.handlers:
+                handler.close()
+            logger.handlers, logger.propagate = handlers, propagate
+            logger.setLevel(level)
+
+
 def _deliver(store: SqliteStore, *, url: str, offset: float, minute: int, n: int, budget: float, concurrency: int,
-             done: Any, lost: Any) -> float:
+             done: Any, lost: Any, log_path: Path) -> float:
     """The ``notify worker`` loop on ``store`` until every process together has delivered ``n`` (``done`` is
     their shared count) or the budget is spent; adds its lost claims to ``lost``; returns this process's CPU
-    seconds (all its threads)."""
+    seconds (all its threads). It logs to ``log_path`` as the command does (a line a delivery attempt)."""
+    with _logging_as_notify_worker(log_path):
+        return _worker_loop(store, url=url, offset=offset, minute=minute, n=n, budget=budget,
+                            concurrency=concurrency, done=done, lost=lost)
+
+
+def _worker_loop(store: SqliteStore, *, url: str, offset: float, minute: int, n: int, budget: float,
+                 concurrency: int, done: Any, lost: Any) -> float:
     clock = OffsetClock(offset)
     worker = DeliveryWorker(store, WebhookChannel(url, secret=SECRET, clock=clock),
                             public_base_url="http://127.0.0.1:8080", clock=clock,
@@ -117,7 +151,8 @@ def run_once(n: int, spread_s: float, *, concurrency: int, processes: int = 1) -
         spawn = multiprocessing.get_context("spawn")
         done, lost, extra_cpu = spawn.Value("q", 0), spawn.Value("q", 0), spawn.Value("d", 0.0)
         deliver = {"url": f"http://127.0.0.1:{port}/hook", "offset": offset, "minute": minute, "n": n,
-                   "budget": LEAD_S + spread_s + 240, "concurrency": concurrency, "done": done, "lost": lost}
+                   "budget": LEAD_S + spread_s + 240, "concurrency": concurrency, "done": done, "lost": lost,
+                   "log_path": root / "delivery.jsonl"}
         extras = [spawn.Process(target=_extra_worker, args=(str(root / "store.sqlite"), extra_cpu), kwargs=deliver)
                   for _ in range(processes - 1)]
         for proc in extras:
@@ -133,6 +168,7 @@ def run_once(n: int, spread_s: float, *, concurrency: int, processes: int = 1) -
         sink_cpu = _children_cpu() - children0
         receipts = read_receipts(out)
         store.close()
+        logged = _attempt_lines(root / "delivery.jsonl")
     ok = [r for r in receipts if r["status"] == 200]
     keys = Counter(r["key"] for r in ok)
     late = sorted(r["t"] + offset - send_at[r["key"]] for r in ok)
@@ -149,7 +185,16 @@ def run_once(n: int, spread_s: float, *, concurrency: int, processes: int = 1) -
         "sink_cpu_ms_per_request": 1000 * sink_cpu / max(len(receipts), 1),
         # claims another worker process won first (each a conditional write for nothing): 0 with one process
         "lost_claims": lost.value,
+        "attempt_log_lines": logged,  # the workers' "delivery attempt" lines: one an attempt, as notify worker
     }
+
+
+def _attempt_lines(path: Path) -> int:
+    """The "delivery attempt" lines the workers wrote to ``path`` (their JSON log)."""
+    if not path.exists():
+        return 0
+    with path.open("rb") as lines:
+        return sum(1 for line in lines if json.loads(line).get("message") == "delivery attempt")
 
 
 def _children_cpu() -> float:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from notify_core.delivery.ahttp1 import AsyncHttp1Connection
+from notify_core.delivery.ahttp1 import TICK_S, AsyncHttp1Connection, deadlines_of
 from notify_core.delivery.http1 import MAX_BODY, RESPONSE_TIMEOUTS, Disconnected, ProtocolError
 from tests.delivery.test_http1 import HEAD, canned
 
@@ -176,3 +176,84 @@ def test_a_receiver_silent_past_the_timeout_is_a_timeout_on_both_senders() -> No
     assert threaded.outcome is Outcome.RETRYABLE and threaded.detail.startswith("timeout")
     assert on_the_loop is Outcome.RETRYABLE
     assert waited < 2 * timeout
+
+
+def _silent_server() -> socket.socket:
+    """A listening socket that accepts (the kernel's backlog) and never answers."""
+    return socket.create_server(("127.0.0.1", 0))
+
+
+def test_one_timer_keeps_every_deadline_and_stops_when_nothing_is_in_flight() -> None:
+    """Eight requests to a silent receiver on one loop time out together, each within a tick or so of its
+    deadline, through the loop's one Deadlines; once they end it holds nothing and its timer has stopped.
+    A task whose own request timed out then sends on a live receiver as if nothing had happened (its
+    deadline's cancellation was taken back, none is left to hit a later await)."""
+    server = _silent_server()
+    try:
+        async def go() -> tuple[list[BaseException | int], float, bool, bool, bool, list[int]]:
+            loop = asyncio.get_running_loop()
+            keeper = deadlines_of(loop)
+            conns = [AsyncHttp1Connection("127.0.0.1", server.getsockname()[1], timeout_s=0.2) for _ in range(8)]
+            started = time.monotonic()
+            outcomes = await asyncio.gather(*(c.request(REQUEST) for c in conns), return_exceptions=True)
+            waited = time.monotonic() - started
+            await asyncio.sleep(3 * TICK_S)
+            idle = not keeper._due and not keeper._expired and not keeper._ticking
+            own = AsyncHttp1Connection("127.0.0.1", server.getsockname()[1], timeout_s=0.1)
+            try:
+                await own.request(REQUEST)
+                own_timed_out = False
+            except TimeoutError:
+                own_timed_out = True
+            answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+            with canned(answer, answer) as (port, _seen):
+                live = AsyncHttp1Connection("127.0.0.1", port, timeout_s=2.0)
+                answers = [await live.request(REQUEST), await live.request(REQUEST)]
+                await asyncio.sleep(3 * TICK_S)  # a cancellation left on this task would land here
+                live.close()
+            return outcomes, waited, idle, keeper is deadlines_of(loop), own_timed_out, answers
+
+        outcomes, waited, idle, one_keeper, own_timed_out, answers = asyncio.run(asyncio.wait_for(go(), 20))
+    finally:
+        server.close()
+    assert all(isinstance(o, TimeoutError) for o in outcomes), outcomes
+    assert 0.2 <= waited < 0.2 + 0.5
+    assert idle and one_keeper and own_timed_out
+    assert answers == [200, 200]
+
+
+def test_a_cancellation_from_outside_is_not_turned_into_a_timeout() -> None:
+    """A task cancelled by its owner (the worker stopping) during a request gets CancelledError, never the
+    TimeoutError of a deadline, and leaves no deadline behind; a deadline that passes while the task is
+    also cancelled from outside is the outside's cancellation, as asyncio.timeout reads it."""
+    server = _silent_server()
+    try:
+        async def go() -> tuple[bool, bool, bool]:
+            loop = asyncio.get_running_loop()
+            conn = AsyncHttp1Connection("127.0.0.1", server.getsockname()[1], timeout_s=5.0)
+            task = asyncio.ensure_future(conn.request(REQUEST))
+            await asyncio.sleep(0.1)
+            task.cancel()
+            outside = False
+            try:
+                await task
+            except asyncio.CancelledError:
+                outside = True
+            both_conn = AsyncHttp1Connection("127.0.0.1", server.getsockname()[1], timeout_s=5.0)
+            both = asyncio.ensure_future(both_conn.request(REQUEST))
+            await asyncio.sleep(0.1)
+            keeper = deadlines_of(loop)
+            keeper.set(both, loop.time() - 1)  # its deadline passes and the owner cancels it, before it runs again
+            keeper._tick()
+            both.cancel()
+            both_outside = False
+            try:
+                await both
+            except asyncio.CancelledError:
+                both_outside = True
+            return outside, both_outside, not keeper._due and not keeper._expired and not conn.is_open
+
+        outside, both_outside, clean = asyncio.run(asyncio.wait_for(go(), 20))
+    finally:
+        server.close()
+    assert outside and both_outside and clean

@@ -119,6 +119,37 @@ def test_a_handler_failure_logs_one_json_line_with_its_fields() -> None:
     assert line["error"] == "user_id is required" and line["request_id"] == "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"
 
 
+def test_every_value_a_log_line_can_carry_is_written_and_read_back() -> None:
+    """The lines are written by orjson (a line a delivery attempt in ``notify worker``); what it cannot write
+    falls back to the standard encoder instead of losing the line, and the ids the erasure looks for read
+    the same in either (a user id as a JSON string, quotes included: notify_core.erasure._names_a_user)."""
+    import datetime as dt
+
+    import numpy as np
+
+    from notify_core.erasure import _names_a_user
+
+    formatter = JsonFormatter()
+
+    def line(**extra: Any) -> tuple[str, dict[str, Any]]:
+        record = logging.makeLogRecord({"name": "notify_core.delivery.worker", "levelname": "INFO", "levelno": 20,
+                                        "msg": "delivery attempt %s", "args": ("é",), **extra})
+        text = formatter.format(record)
+        return text, json.loads(text)
+
+    text, fast = line(user_id="u-1:a@b/c+d=e", attempt=np.int64(2), latency=np.float64(0.25), ok=True, none=None,
+                      at=dt.datetime(2031, 1, 2, 3, 4, 5, tzinfo=dt.UTC), counts={7: 1}, tags={"x"},
+                      error=ValueError("bad"))
+    assert fast["message"] == "delivery attempt é" and fast["level"] == "info"
+    assert fast["attempt"] == 2 and fast["latency"] == 0.25 and fast["ok"] is True and fast["none"] is None
+    assert fast["at"] == "2031-01-02T03:04:05+00:00" and fast["counts"] == {"7": 1}
+    assert fast["tags"] == "{'x'}" and fast["error"] == "bad"
+    assert _names_a_user(frozenset({"u-1:a@b/c+d=e"}))(text.encode())
+    for odd in ({"big": 2**70}, {"text": "\udc80"}):  # over 64 bits; a lone surrogate: the standard encoder
+        _text, slow = line(**odd)
+        assert slow["message"] == "delivery attempt é" and slow[next(iter(odd))] == next(iter(odd.values()))
+
+
 def test_emf_records_on_lambda_carry_the_request_id_and_the_cold_start() -> None:
     lines: list[str] = []
     invocations = Invocations(emit=lines.append)
