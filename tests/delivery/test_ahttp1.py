@@ -257,3 +257,25 @@ def test_a_cancellation_from_outside_is_not_turned_into_a_timeout() -> None:
     finally:
         server.close()
     assert outside and both_outside and clean
+
+
+def test_a_loop_that_timed_out_a_request_is_not_kept_alive_by_its_deadlines() -> None:
+    """The registry of Deadlines is keyed weakly by loop: one asyncio.run per call (a test, a CLI command)
+    must not leave every loop it made, and its Deadlines, behind."""
+    import gc
+    import weakref
+
+    server = _silent_server()
+    try:
+        loop = asyncio.new_event_loop()
+        conn = AsyncHttp1Connection("127.0.0.1", server.getsockname()[1], timeout_s=0.05)
+        with pytest.raises(TimeoutError):
+            loop.run_until_complete(conn.request(REQUEST))
+        loop.run_until_complete(asyncio.sleep(3 * TICK_S))  # the timer's last tick: nothing left in flight
+        loop.close()
+        gone = weakref.ref(loop)
+        del loop, conn
+        gc.collect()
+    finally:
+        server.close()
+    assert gone() is None
