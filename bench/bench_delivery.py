@@ -74,9 +74,8 @@ def _logging_as_notify_worker(path: Path) -> Iterator[None]:
     """Within the block, Notify's loggers write JSON lines to ``path`` as in ``notify worker``; as before after."""
     from notify_core.observability import configure_logging
 
-    names = ("notify_core", "lambdas", "notify_cli")
-    saved = [(logging.getLogger(name), list(logging.getLogger(name).handlers), logging.getLogger(name).level,
-              logging.getLogger(name).propagate) for name in names]
+    loggers = [logging.getLogger(name) for name in ("notify_core", "lambdas", "notify_cli")]
+    saved = [(logger, list(logger.handlers), logger.level, logger.propagate) for logger in loggers]
     configure_logging(path=path)
     try:
         yield
