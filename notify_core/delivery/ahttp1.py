@@ -170,16 +170,12 @@ class AsyncHttp1Connection:
             if not keeps_alive(headers, version):
                 self.close()
             return status
-        except asyncio.CancelledError:
+        except BaseException as exc:
             expired = deadlines.clear(task)
             self.close()
             # our deadline's cancellation, and no other one asked of the task: a timeout (as asyncio.timeout)
-            if expired and task.uncancel() <= cancelling:
+            if expired and isinstance(exc, asyncio.CancelledError) and task.uncancel() <= cancelling:
                 raise TimeoutError(f"no complete response within the deadline ({self.timeout_s} s a read)") from None
-            raise
-        except BaseException:
-            deadlines.clear(task)
-            self.close()
             raise
 
     def _now(self) -> float:
