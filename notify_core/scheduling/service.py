@@ -29,6 +29,7 @@ from notify_core.erasure_register import ErasureRegister, erased_before
 from notify_core.errors import CeilingReachedError, NotifyError
 from notify_core.lake import Lake
 from notify_core.lifecycle import CANCELLED, DELIVERED_STATES, PENDING
+from notify_core.malloc_tuning import keep_freed_memory
 from notify_core.metrics import counted_plan_generation
 from notify_core.recommend.artefacts import ArtefactStore
 from notify_core.scheduling.candidate_pool import (
@@ -293,6 +294,8 @@ def plan_and_store(
     cooldowns = {cid: int(h) for cid, h in campaigns.select("campaign_id", "cooldown_hours").iter_rows() if h}
     ledger = ledger or ledger_of_spending(store, plan_day=plan_day, budgets=budgets, now=now)
     store.tune_for_bulk_writes()  # every chunk writes its plan in bulk from this thread
+    if users.height > chunk_users:  # a run at scale (the asset's, `notify run`'s: its own process), not an API
+        keep_freed_memory()  # call's few users: each chunk's arrays reuse the last one's memory (.malloc_tuning)
     states: dict[int, Any] = {}
     seconds = dict.fromkeys(("candidates", "state", "plan", "write"), 0.0)
     cpu = dict.fromkeys(("main", "write"), 0.0)

@@ -43,6 +43,7 @@ import polars as pl
 from notify_core.clock import Clock, ManualClock
 from notify_core.errors import BackendError
 from notify_core.handover import HandoverDir, create_private
+from notify_core.malloc_tuning import keep_freed_memory
 from notify_core.orphans import exit_when_orphaned, set_parent_death_signal
 from notify_core.scheduling.store import WriteSummary, write_plans
 from notify_core.store.port import Item, Store
@@ -81,6 +82,7 @@ def _init(parent_pid: int, opener: StoreOpener) -> None:
     _CLOCK = ManualClock(0.0)
     _STORE = opener(clock=_CLOCK)
     _STORE.tune_for_bulk_writes()
+    keep_freed_memory()  # each chunk's transaction fills and empties the same memory
     # write_plans' campaign counters import the delivery package (~1.4 s here): now, beside the first
     # chunk's planning, not on the writer's critical path when the first chunk arrives.
     import notify_core.delivery.feedback  # noqa: F401
