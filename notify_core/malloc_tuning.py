@@ -13,8 +13,9 @@ fault in and zero that gigabyte again each time. The daily plan's two processes 
 
 On this box (a virtual machine whose freed memory goes back to the host) a first touch costs more still.
 
-What it costs: the process keeps its high-water mark of heap until it exits (the 2M-user run's planner
-+0.2-0.4 GB), so it is for a process that does one bounded job and ends (a plan run's), not for a server.
+What it costs: the process keeps its high-water mark of heap until it exits (the planner's peak +0.4 GB at
+2M users, +0.6 GB at 10M), so it is for a process that does one bounded job and ends (a plan run's), not
+for a server.
 """
 
 from __future__ import annotations
