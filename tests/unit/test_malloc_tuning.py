@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parents[2]  # the plan probe imports tests.scheduling from here
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 
 _SETUP = {
@@ -46,7 +48,8 @@ print(peak - before, rss() - before)
 
 
 def _grown_and_kept(setup: str) -> tuple[int, int]:
-    out = subprocess.run([sys.executable, "-c", _SETUP[setup] + _PROBE], check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", _SETUP[setup] + _PROBE], check=True, capture_output=True, text=True,
+                         cwd=ROOT)
     grown, kept = (int(v) for v in out.stdout.split()[-2:])
     return grown, kept
 
