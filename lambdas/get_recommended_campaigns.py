@@ -28,6 +28,7 @@ from lambdas.edge import Edge, current
 from lambdas.index import build_holder
 from notify_core.coalesce import ask
 from notify_core.errors import NotifyError, ValidationError
+from notify_core.observability import log_fields
 from notify_core.recommend.recommender import MAX_LIMIT, Recommender
 from notify_core.store.factory import seal_store
 
@@ -87,7 +88,7 @@ def _recommend(user_id: str, limit: int, *, rid: str, api: bool) -> dict[str, An
         status = 500
         raise
     finally:
-        log.info("get_recommended_campaigns", extra={
+        log_fields(log, logging.INFO, "get_recommended_campaigns", {
             "request_id": rid, "user_id": user_id, "status": status, "count": count, "strategy": strategy,
             "index_version": version, "latency_ms": round((time.perf_counter() - started) * 1000, 3),
             "invocation": "api" if api else "direct"})

@@ -67,24 +67,80 @@ class JsonFormatter(logging.Formatter):
     (:data:`notify_core.bounds.ID_CHARACTERS`), so they read the same either way."""
 
     def format(self, record: logging.LogRecord) -> str:
-        payload: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        rid = _REQUEST_ID.get()
-        if rid is not None:
-            payload["request_id"] = rid
+        payload = _head(created=record.created, level=record.levelname, logger=record.name,
+                        message=record.getMessage())
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 payload[key] = value
         if record.exc_info:
             payload["exception"] = self.formatException(record.exc_info)
-        try:
-            return orjson.dumps(payload, default=str, option=_ORJSON_OPTIONS).decode()
-        except orjson.JSONEncodeError:  # what orjson cannot write (an int over 64 bits, a lone surrogate)
-            return json.dumps(payload, default=str)
+        return _json(payload)
+
+
+def _head(*, created: float, level: str, logger: str, message: str) -> dict[str, Any]:
+    """A line's first fields, the schema's own (the module doc), and the request id of the context it is logged in;
+    the call's fields follow (:meth:`JsonFormatter.format`, :func:`log_fields`)."""
+    payload: dict[str, Any] = {"ts": datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds"),
+                               "level": level.lower(), "logger": logger, "message": message}
+    rid = _REQUEST_ID.get()
+    if rid is not None:
+        payload["request_id"] = rid
+    return payload
+
+
+def _json(payload: dict[str, Any]) -> str:
+    try:
+        return orjson.dumps(payload, default=str, option=_ORJSON_OPTIONS).decode()
+    except orjson.JSONEncodeError:  # what orjson cannot write (an int over 64 bits, a lone surrogate)
+        return json.dumps(payload, default=str)
+
+
+def log_fields(logger: logging.Logger, level: int, message: str, fields: dict[str, Any]) -> None:
+    """``logger.log(level, message, extra=fields)``: the same line, built straight from ``fields`` where Notify's
+    own configuration is all it meets on its way (:func:`_plain_line_files`), else by ``logging`` itself.
+
+    Why: the lines of the hot loops (a delivery attempt, a recommendation request) went through a ``LogRecord``,
+    the caller's frame lookup and the handler chain before the JSON was even built: about half of a line's CPU
+    (44 against 23.5 us on one hour), and a line was ~9 % of a delivery's GIL time after its JSON moved to
+    orjson (docs/peak-performance.md, sessions 55 and 57). The line written is the one :class:`JsonFormatter`
+    writes for the same call, key for key and in order (``tests/observability/test_log_fields.py``)."""
+    if not logger.isEnabledFor(level):
+        return
+    handlers = _plain_line_files(logger, level)
+    if handlers is None or not _STANDARD.isdisjoint(fields):  # the record would refuse or shadow such a field
+        logger.log(level, message, extra=fields, stacklevel=2)
+        return
+    created = SYSTEM_CLOCK.now()  # a line's time is the wall clock's, as a ``LogRecord``'s ``created`` is
+    payload = _head(created=created, level=logging.getLevelName(level), logger=logger.name, message=message)
+    for key, value in fields.items():
+        if not key.startswith("_"):
+            payload[key] = value
+    line = (_json(payload) + "\n").encode("utf-8", errors="replace")
+    for handler in handlers:
+        with handler.lock or contextlib.nullcontext():  # as ``Handler.handle`` holds it around ``emit``
+            try:
+                handler.append_line(line, created=created)
+            except Exception:
+                handler.handleError(logger.makeRecord(logger.name, level, "(log_fields)", 0, message, (), None))
+
+
+def _plain_line_files(logger: logging.Logger, level: int) -> list[LineFileHandler] | None:
+    """The handlers a ``level`` line of ``logger`` reaches, when each is a :class:`LineFileHandler` formatting with
+    :class:`JsonFormatter` and no logger or handler on the way has a filter (:func:`configure_logging`'s
+    setup); None otherwise (anything else may look at the record, so it gets one), or when none is reached
+    (``logging``'s last resort decides then)."""
+    found: list[LineFileHandler] = []
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters:
+            return None
+        for handler in current.handlers:
+            if type(handler) is not LineFileHandler or type(handler.formatter) is not JsonFormatter or handler.filters:
+                return None
+            if level >= handler.level:
+                found.append(handler)
+        current = current.parent if current.propagate else None
+    return found or None
 
 
 class LineFileHandler(logging.Handler):
@@ -110,16 +166,23 @@ class LineFileHandler(logging.Handler):
         self._refused_at = 0.0
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Append the line; a file that cannot be written (its disk full) sends it to stderr instead.
+        """Append the record's line (:meth:`append_line`)."""
+        try:  # under the handler's lock already (``Handler.handle``)
+            line = (self.format(record) + "\n").encode("utf-8", errors="replace")
+            self.append_line(line, created=record.created)
+        except Exception:
+            self.handleError(record)
+
+    def append_line(self, line: bytes, *, created: float) -> None:
+        """Append ``line`` (logged at ``created``), holding the handler's lock; a file that cannot be written (its
+        disk full) sends it to stderr instead.
 
         Before, each such line became ``logging``'s "--- Logging error ---" and a traceback of ~70 lines on
         stderr, and the line itself was lost: a worker on a full disk wrote 27,000 lines of tracebacks in 6 s
         and none of its warnings."""
-        line = b""
-        try:  # under the handler's lock already (``Handler.handle``)
-            line = (self.format(record) + "\n").encode("utf-8", errors="replace")
-            if record.created >= self._day_ends:  # a float compare a line; the day's string once a day
-                day, self._day_ends = utc_day(record.created)
+        try:
+            if created >= self._day_ends:  # a float compare a line; the day's string once a day
+                day, self._day_ends = utc_day(created)
                 rotate_by_day(self.path, day=day, keep_days=self._keep_days, day_of_line=_log_line_day)
             if self._file is None:  # closed while still attached (see close): open again, as FileHandler does
                 self._file = LineFile(self.path, mode=FILE_MODE)
@@ -131,9 +194,7 @@ class LineFileHandler(logging.Handler):
             else:
                 self._file.append(line)
         except OSError as exc:
-            self._stderr(line, exc, at=record.created)
-        except Exception:
-            self.handleError(record)
+            self._stderr(line, exc, at=created)
 
     def _stderr(self, line: bytes, error: OSError, *, at: float) -> None:
         """``line`` (logged ``at``) to stderr; the first of a run after a line saying why, and where the others go."""

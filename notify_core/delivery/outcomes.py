@@ -25,7 +25,7 @@ from notify_core.delivery.channels import Outcome, SendResult
 from notify_core.delivery.summary import TOO_LATE, Result, WorkerOptions
 from notify_core.errors import CountsNotAddedError, NotifyError
 from notify_core.lifecycle import CLAIMED, DEAD_LETTERED, RETRY_SCHEDULED, SENT, SUPPRESSED, check_move
-from notify_core.observability import LOG_RETENTION_DAYS
+from notify_core.observability import LOG_RETENTION_DAYS, log_fields
 from notify_core.scheduling.models import SENT_PLAN_TTL_DAYS
 from notify_core.store import tables
 from notify_core.store.port import Condition, Item, Store, Update
@@ -236,7 +236,7 @@ class Outcomes:
                          detail=result.detail, channel=self.channel_name, worker=self.worker_id)
             if request_id:
                 extra["request_id"] = request_id
-            log.info("delivery attempt", extra=extra)
+            log_fields(log, logging.INFO, "delivery attempt", extra)
         return outcome, (lateness if result.ok else None), reclaimed
 
     def suppress(
@@ -265,8 +265,8 @@ class Outcomes:
         DELIVERIES.labels("suppressed", self.channel_name).inc()
         if reason == TOO_LATE:
             MISSED.labels(self.channel_name).inc()
-        log.info("delivery suppressed", extra={
-            **_log_fields(item, attempt, "suppressed"), "reason": reason, "worker": self.worker_id})
+        log_fields(log, logging.INFO, "delivery suppressed",
+                   {**_log_fields(item, attempt, "suppressed"), "reason": reason, "worker": self.worker_id})
         return "suppressed", None, reclaimed
 
     def finish(self, item: Item, token: str, fields: Mapping[str, Any]) -> bool:

@@ -29,8 +29,17 @@ _BLANKS = re.compile(r"[ \t]{2,}")  # in the rendered body: a template's own lin
 
 
 def _tidy(value: Any) -> Any:
-    """Text as a reader should see it: runs of whitespace (catalogue descriptions have double spaces) as one."""
-    return _SPACES.sub(" ", value).strip() if isinstance(value, str) else value
+    """Text as a reader should see it: runs of whitespace (catalogue descriptions have double spaces) as one.
+
+    Text that is already tidy is returned as it is without the regex, ~4x faster (every string field of the
+    user's profile, every message): a printable string's only whitespace is the ASCII space (``str.isprintable``
+    is false for every other character ``\\s`` matches), so with no double space and none at either end the
+    substitution and the strip would change nothing."""
+    if not isinstance(value, str):
+        return value
+    if value.isprintable() and "  " not in value and value[:1] != " " and value[-1:] != " ":
+        return value
+    return _SPACES.sub(" ", value).strip()
 
 
 def campaign_context(campaign: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -58,7 +67,7 @@ def render(
     :func:`campaign_context` of this ``campaign``, when the caller keeps it with its cached campaign.
     """
     nid = str(item["notification_id"])
-    link = links.click(nid)
+    link, open_pixel, unsubscribe = links.for_message(nid)
     camp = dict(campaign or {})
     usr = dict(user or {})
     first_name = _tidy(usr.get("first_name") or "")
@@ -83,8 +92,7 @@ def render(
     return Message(
         notification_id=nid, user_id=str(item["user_id"]), campaign_id=str(item["campaign_id"]),
         title=(name or str(item["campaign_id"]))[:200], body=body, link=link,
-        open_pixel=links.open(nid), send_at=str(item.get("send_at", "")), attempt=attempt,
-        unsubscribe=links.unsubscribe(nid),
+        open_pixel=open_pixel, send_at=str(item.get("send_at", "")), attempt=attempt, unsubscribe=unsubscribe,
     )
 
 

@@ -8,10 +8,11 @@ import io
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from notify_core.observability import JsonFormatter, LineFileHandler
+from notify_core.observability import JsonFormatter, LineFileHandler, log_fields
 from tests.small_disk import fill, small_disk
 
 
@@ -19,8 +20,13 @@ def _lines(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()]  # each a whole JSON object
 
 
+def _by_logging(logger: logging.Logger, level: int, message: str, fields: dict[str, Any]) -> None:
+    logger.log(level, message, extra=fields)
+
+
+@pytest.mark.parametrize("log", [_by_logging, log_fields], ids=["logging", "log_fields"])
 def test_lines_the_full_disk_refuses_go_to_stderr_and_the_file_says_so_once_it_has_room(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        log: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "logs"
     stderr = io.StringIO()
     monkeypatch.setattr("sys.stderr", stderr)
@@ -31,11 +37,11 @@ def test_lines_the_full_disk_refuses_go_to_stderr_and_the_file_says_so_once_it_h
         logger = logging.getLogger("tests.full_disk_log")
         logger.handlers, logger.propagate, logger.level = [handler], False, logging.INFO
         try:
-            logger.info("before", extra={"n": 0})
+            log(logger, logging.INFO, "before", {"n": 0})
             assert path.stat().st_size % 4096  # the file's last page has room: a long line is written in part
             filler = fill(folder, leave_kib=0)
             for n in (1, 2, 3):  # each longer than that room
-                logger.log(logging.WARNING, "refused", extra={"n": n, "padding": "x" * 9000})
+                log(logger, logging.WARNING, "refused", {"n": n, "padding": "x" * 9000})
             assert [line["message"] for line in _lines(path)] == ["before"]  # no torn line left behind
             err = [json.loads(line) for line in stderr.getvalue().splitlines()]
             assert [(e["message"], e.get("n")) for e in err] == [
@@ -45,7 +51,7 @@ def test_lines_the_full_disk_refuses_go_to_stderr_and_the_file_says_so_once_it_h
             assert "Logging error" not in stderr.getvalue()
 
             filler.unlink()
-            logger.info("after", extra={"n": 4})
+            log(logger, logging.INFO, "after", {"n": 4})
             lines = _lines(path)
             assert [line["message"] for line in lines] == [
                 "before", "log lines went to stderr: this file could not be written", "after"]

@@ -158,7 +158,7 @@ def test_the_receiver_module_needs_only_the_standard_library() -> None:
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                 for alias in node.names}
     imported |= {str(node.module).split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert imported <= {"__future__", "hashlib", "hmac", "threading", "time", "collections"}
+    assert imported <= {"__future__", "functools", "hashlib", "hmac", "threading", "time", "collections"}
 
 
 def test_the_replay_guard_remembers_a_request_as_long_as_its_timestamp_passes_the_window() -> None:
