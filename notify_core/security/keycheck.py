@@ -161,33 +161,40 @@ class KeyCheck:
         self.store = store
         self._table = store.table(tables.API_KEYS)
         self._pepper = pepper
+        # The pepper's keyed state, copied for each digest: a new HMAC hashes the key's two pads every time.
+        self._peppered = hmac.new(pepper, digestmod=hashlib.sha256)
         self.clock = clock
         self.limiter = RateLimiter(clock)
-        self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._cache: dict[str, tuple[float, dict[str, Any], ApiKey]] = {}
 
     def _digest(self, secret: str) -> str:
-        return hmac.new(self._pepper, secret.encode(), hashlib.sha256).hexdigest()
+        mac = self._peppered.copy()
+        mac.update(secret.encode())
+        return mac.hexdigest()
 
-    def _row(self, key_id: str) -> dict[str, Any] | None:
-        now = self.clock.now()
+    def _row(self, key_id: str, now: float) -> tuple[dict[str, Any], ApiKey] | None:
+        """The key's row and its record, read from the Store at most once a :data:`_CACHE_S` per key."""
         hit = self._cache.get(key_id)
         if hit is not None and since(now, hit[0]) < _CACHE_S:
-            return hit[1]
+            return hit[1], hit[2]
         item = self._table.get(key_id, tables.API_KEY_SK, consistent=True)
-        if item is not None:
-            self._cache[key_id] = (now, item)
-        return item
+        if item is None:
+            return None
+        key = key_from_item(item)
+        self._cache[key_id] = (now, item, key)
+        return item, key
 
     def authenticate(self, token: str | None) -> ApiKey:
         """The key behind ``token``; UnauthorizedError (one message for every failure) if none is valid."""
+        now = self.clock.now()
         match = _TOKEN.match(token or "")
-        item = self._row(match.group(1)) if match else None
-        if match is None or item is None:
+        found = self._row(match.group(1), now) if match else None
+        if match is None or found is None:
             raise UnauthorizedError("a valid API key is required")
+        item, key = found
         if not hmac.compare_digest(str(item.get("hash", "")), self._digest(match.group(2))):
             raise UnauthorizedError("a valid API key is required")
-        key = key_from_item(item)
-        state = key.state(self.clock.now())
+        state = key.state(now)
         if state != "active":
             raise UnauthorizedError(f"the API key is {state}")
         return key

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,7 @@ import pytest
 from notify_core.clock import ManualClock
 from notify_core.errors import ConfigurationError, UnauthorizedError, ValidationError
 from notify_core.security.keys import KeyRing, bootstrap_admin_key, load_or_create_pepper
+from notify_core.store import tables
 from notify_core.store.sqlite import SqliteStore
 
 
@@ -113,3 +117,28 @@ def test_a_revocation_by_another_process_is_seen_within_one_second(tmp_path: Pat
     clock.advance(1.0)
     with pytest.raises(UnauthorizedError, match="revoked"):
         serving.authenticate(token)
+
+
+def test_the_stored_hash_is_the_peppered_hmac_and_threads_check_keys_at_once(tmp_path: Path) -> None:
+    """A key row holds HMAC-SHA256(pepper, secret) in hex, as every release wrote it (rows already stored must
+    keep authenticating), and the checker's one keyed copy of the pepper serves threads checking at once
+    (the gateway runs handlers in a thread pool): every right token passes, a wrong one never does."""
+    clock = ManualClock(1_900_000_000)
+    admin = _ring(tmp_path, clock)
+    key, token = admin.create(name="app", scopes=["users:read"], actor="t", source="t")
+    secret = token.split("_", 2)[2]
+    pepper = load_or_create_pepper(tmp_path / "secrets" / "pepper")
+    row = admin.store.table(tables.API_KEYS).get(key.key_id, tables.API_KEY_SK, consistent=True)
+    assert row is not None and row["hash"] == hmac.new(pepper, secret.encode(), hashlib.sha256).hexdigest()
+    wrong = token[:-1] + ("B" if token[-1] == "A" else "A")
+    serving = _ring(tmp_path, clock)  # another process on the same Store and pepper
+
+    def check(i: int) -> bool:
+        if i % 2:
+            return serving.authorize(token, "users:read").key_id == key.key_id
+        with pytest.raises(UnauthorizedError):
+            serving.authorize(wrong, "users:read")
+        return True
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert all(pool.map(check, range(4_000)))
