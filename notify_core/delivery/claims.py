@@ -41,7 +41,6 @@ from typing import Any
 from notify_core.clock import Clock, since
 from notify_core.delivery.day_cap import DAILY_CAP, UNCAPPED, DayCap
 from notify_core.delivery.outcomes import (
-    DELIVERIES,
     Outcomes,
     _log_fields,
     _send_ts,
@@ -723,7 +722,7 @@ class Claims:
                 continue
             self.outcomes.finish(c.item, c.token, {"status": DUPLICATE, "outcome_at": iso(now)})
             log.info("delivery suppressed: duplicate within 24 h", extra=_log_fields(c.item, c.attempt, "duplicate"))
-            DELIVERIES.labels("duplicate", self.channel_name).inc()
+            self.outcomes.count("duplicate")
             summary.count("duplicate", None, c.work.kind == "reclaim")
         return keep
 
