@@ -160,7 +160,6 @@ class KeyCheck:
     def __init__(self, store: Store, *, pepper: bytes, clock: Clock) -> None:
         self.store = store
         self._table = store.table(tables.API_KEYS)
-        self._pepper = pepper
         # The pepper's keyed state, copied for each digest: a new HMAC hashes the key's two pads every time.
         self._peppered = hmac.new(pepper, digestmod=hashlib.sha256)
         self.clock = clock
