@@ -164,24 +164,24 @@ class KeyCheck:
         self._peppered = hmac.new(pepper, digestmod=hashlib.sha256)
         self.clock = clock
         self.limiter = RateLimiter(clock)
-        self._cache: dict[str, tuple[float, dict[str, Any], ApiKey]] = {}
+        self._cache: dict[str, tuple[float, str, ApiKey]] = {}  # key id -> (read at, stored hash, record)
 
     def _digest(self, secret: str) -> str:
         mac = self._peppered.copy()
         mac.update(secret.encode())
         return mac.hexdigest()
 
-    def _row(self, key_id: str, now: float) -> tuple[dict[str, Any], ApiKey] | None:
-        """The key's row and its record, read from the Store at most once a :data:`_CACHE_S` per key."""
+    def _row(self, key_id: str, now: float) -> tuple[str, ApiKey] | None:
+        """The key's stored hash and its record, read from the Store at most once a :data:`_CACHE_S` per key."""
         hit = self._cache.get(key_id)
         if hit is not None and since(now, hit[0]) < _CACHE_S:
             return hit[1], hit[2]
         item = self._table.get(key_id, tables.API_KEY_SK, consistent=True)
         if item is None:
             return None
-        key = key_from_item(item)
-        self._cache[key_id] = (now, item, key)
-        return item, key
+        stored, key = str(item.get("hash", "")), key_from_item(item)
+        self._cache[key_id] = (now, stored, key)
+        return stored, key
 
     def authenticate(self, token: str | None) -> ApiKey:
         """The key behind ``token``; UnauthorizedError (one message for every failure) if none is valid."""
@@ -190,8 +190,8 @@ class KeyCheck:
         found = self._row(match.group(1), now) if match else None
         if match is None or found is None:
             raise UnauthorizedError("a valid API key is required")
-        item, key = found
-        if not hmac.compare_digest(str(item.get("hash", "")), self._digest(match.group(2))):
+        stored, key = found
+        if not hmac.compare_digest(stored, self._digest(match.group(2))):
             raise UnauthorizedError("a valid API key is required")
         state = key.state(now)
         if state != "active":
