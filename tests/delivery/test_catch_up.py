@@ -22,7 +22,10 @@ from notify_core.store.port import Store
 from notify_core.store.sqlite import SqliteStore
 from tests.delivery.conftest import ScriptedChannel, minute_start
 
-OPTS = WorkerOptions(concurrency=4, lookback_minutes=15, prefetch_s=0.0)
+# 4 shards, not the default 16: a catch-up reads each minute once a shard (twice: due items and retries), and
+# what is caught up, and when, does not depend on how many there are.
+SHARDS = 4
+OPTS = WorkerOptions(concurrency=4, lookback_minutes=15, prefetch_s=0.0, shards=SHARDS)
 
 
 def _finished(store: Store) -> Counter[tuple[str, Any]]:
@@ -47,13 +50,13 @@ def test_a_worker_back_after_a_three_hour_outage_sends_the_last_hour_and_finishe
     store, clock = either
     channel = ScriptedChannel()
     start = minute_start(clock.now())
-    before = seed_due(store, n=5, start=start, user_prefix="before")
+    before = seed_due(store, shards=SHARDS, n=5, start=start, user_prefix="before")
     _run(store, clock, channel)  # the worker runs, then goes down at `start`
     clock.advance(120)
     _run(store, clock, channel)  # ... after its minutes closed: the watermark is written
     assert store.table(tables.DELIVERY_CURSOR).get(*WATERMARK_KEY) is not None
     # one notification a minute for the three hours the worker is down
-    items = seed_due(store, n=180, start=start + timedelta(minutes=3), spread_s=180 * 60)
+    items = seed_due(store, shards=SHARDS, n=180, start=start + timedelta(minutes=3), spread_s=180 * 60)
     clock.advance(3 * 3600)
     missed_before = _missed()
     queued: list[int] = []  # minutes before the lookback with work in memory, at each scan's start
@@ -93,7 +96,7 @@ def test_a_clock_stepped_forward_under_a_running_worker_leaves_no_minute_unlooke
     """The same worker (its minutes in memory), the clock moved 45 minutes at once: the 30 minutes of
     notifications it had not reached are all sent, 15-45 minutes late, once each."""
     channel = ScriptedChannel()
-    items = seed_due(store, n=60, start=minute_start(clock.now()), spread_s=30 * 60)
+    items = seed_due(store, shards=SHARDS, n=60, start=minute_start(clock.now()), spread_s=30 * 60)
     worker = DeliveryWorker(store, channel, public_base_url="http://t", clock=clock, options=OPTS)
     try:
         assert worker.run_until_idle().delivered == 1
@@ -109,7 +112,7 @@ def test_a_notification_found_just_past_max_late_is_not_sent_and_one_just_within
         store: SqliteStore, clock: ManualClock) -> None:
     channel = ScriptedChannel()
     start = minute_start(clock.now())
-    items = seed_due(store, n=2, start=start, spread_s=40)  # at :00 and :20
+    items = seed_due(store, shards=SHARDS, n=2, start=start, spread_s=40)  # at :00 and :20
     clock.set(start.timestamp() + 600 + 10)  # 610 s and 590 s late
     _run(store, clock, channel, max_late_s=600.0)
     assert [call[2] for call in channel.calls] == [items[1]["notification_id"]]
@@ -122,8 +125,9 @@ def test_a_first_start_looks_back_the_lookback_and_a_late_start_no_further_than_
     (a worker down for days): the last :data:`CATCH_UP_S` only."""
     channel = ScriptedChannel()
     start = minute_start(clock.now())
-    seed_due(store, n=2, start=start - timedelta(hours=2), spread_s=120, user_prefix="hours")
-    seed_due(store, n=2, start=start - timedelta(seconds=CATCH_UP_S + 3600), spread_s=120, user_prefix="days")
+    seed_due(store, shards=SHARDS, n=2, start=start - timedelta(hours=2), spread_s=120, user_prefix="hours")
+    seed_due(store, shards=SHARDS, n=2, start=start - timedelta(seconds=CATCH_UP_S + 3600), spread_s=120,
+             user_prefix="days")
     _run(store, clock, channel)
     assert channel.calls == [] and _finished(store) == {("pending", None): 4}  # before the lookback: not looked at
 
@@ -148,13 +152,14 @@ def test_minutes_closed_while_the_clock_was_ahead_are_looked_at_again_once_it_st
     clock.set(right.timestamp() + 30 * 60)  # 30 minutes ahead
     worker = DeliveryWorker(store, channel, public_base_url="http://t", clock=clock, options=OPTS)
     try:
-        seed_due(store, n=1, start=right + timedelta(minutes=20), user_prefix="early")  # sent 10 minutes early
+        # sent 10 minutes early
+        seed_due(store, shards=SHARDS, n=1, start=right + timedelta(minutes=20), user_prefix="early")
         worker.run_until_idle()
         clock.advance(120)
         worker.run_until_idle()  # the minutes up to the clock's "now" closed
         assert store.table(tables.DELIVERY_CURSOR).get("minute", tables.due_minute(right + timedelta(minutes=25)))
         clock.set(right.timestamp())  # stepped back to the right time
-        replanned = seed_due(store, n=1, start=right + timedelta(minutes=25), user_prefix="replan")
+        replanned = seed_due(store, shards=SHARDS, n=1, start=right + timedelta(minutes=25), user_prefix="replan")
         if restarted:
             worker.close()
             worker = DeliveryWorker(store, channel, public_base_url="http://t", clock=clock, options=OPTS)
@@ -192,11 +197,11 @@ def test_a_worker_catching_up_reads_the_retries_of_each_minute_once_not_the_whol
     retries of the catch-up itself are still found, and nothing is sent twice or left pending."""
     channel = ScriptedChannel()
     start = minute_start(clock.now())
-    seed_due(store, n=2, start=start, user_prefix="before")
+    seed_due(store, shards=SHARDS, n=2, start=start, user_prefix="before")
     _run(store, clock, channel)
     clock.advance(120)
     _run(store, clock, channel)  # the watermark written: a worker started later begins its catch-up there
-    items = seed_due(store, n=180, start=start + timedelta(minutes=3), spread_s=180 * 60)
+    items = seed_due(store, shards=SHARDS, n=180, start=start + timedelta(minutes=3), spread_s=180 * 60)
     flaky = str(items[-1]["notification_id"])  # due as the catch-up ends: a retry, 1 s after the refusal
     channel.script[flaky] = [Outcome.RETRYABLE]
     clock.advance(3 * 3600)

@@ -41,7 +41,10 @@ USERS = users([("u1", "UTC", 5, None, None)])
 CAMPS = campaigns([(f"c{j}", 3, 0, None) for j in range(10)])
 FIRST = candidates([("u1", f"c{j}", 0.9 - j * 0.05) for j in range(10)])  # c0..c4 on top
 SECOND = candidates([("u1", f"c{j}", 0.45 + j * 0.05) for j in range(10)])  # c9..c5 on top (new signals)
-OPTS = WorkerOptions(concurrency=2, lookback_minutes=2, prefetch_s=0.0)
+# 2 shards, not the default 16: the worker reads every minute between two sends hours apart once a shard (twice:
+# due items and retries), ~6,000 DynamoDB Local calls a test on 16; the cap does not depend on the count.
+SHARDS = 2
+OPTS = WorkerOptions(concurrency=2, lookback_minutes=2, prefetch_s=0.0, shards=SHARDS)
 
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
@@ -57,7 +60,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 def _plan(store: Store, cands: pl.DataFrame, now: datetime | None = None) -> None:
     plan_and_store(store, users=USERS, campaigns=CAMPS, candidates=cands, plan_day=DAY, now=now,
-                   pipeline=False, writer_process=False)
+                   pipeline=False, writer_process=False, shards=SHARDS)
 
 
 def _live(store: Store) -> list[Item]:
@@ -164,11 +167,11 @@ def test_the_users_own_lower_cap_holds_when_two_planners_raced(backend: Store, t
     _profile(backend, daily_cap=2)
     two = users([("u1", "UTC", 2, None, None)])
     plan_and_store(backend, users=two, campaigns=CAMPS, candidates=FIRST, plan_day=DAY, pipeline=False,
-                   writer_process=False)
+                   writer_process=False, shards=SHARDS)
     rival = SqliteStore(tmp_path / "rival.sqlite")
     try:
         plan_and_store(rival, users=two, campaigns=CAMPS, candidates=SECOND, plan_day=DAY, pipeline=False,
-                       writer_process=False)
+                       writer_process=False, shards=SHARDS)
         for table in (tables.PLANS, tables.SCHEDULES):
             backend.table(table).batch_put(rival.table(table).scan())
     finally:
