@@ -26,13 +26,16 @@ from notify_core.store.port import Store
 from notify_core.store.sqlite import SqliteStore
 from tests.delivery.conftest import ScriptedChannel, minute_start
 
-OPTS = WorkerOptions(concurrency=4, lookback_minutes=15, prefetch_s=0.0)
+# 4 shards, not the default 16: each minute the retries wait through, the worker reads the retries index over
+# the lookback once a shard; the redrive does not depend on how many there are.
+SHARDS = 4
+OPTS = WorkerOptions(concurrency=4, lookback_minutes=15, prefetch_s=0.0, shards=SHARDS)
 HOUR = 3600.0
 
 
 def _dead_letter_an_outage(store: Store, clock: ManualClock, *, n: int = 20) -> tuple[list[dict], ScriptedChannel]:
     """``n`` notifications due while the receiver is down: four attempts each, then dead letters."""
-    items = seed_due(store, n=n, start=minute_start(clock.now()), campaigns=2)
+    items = seed_due(store, n=n, start=minute_start(clock.now()), campaigns=2, shards=SHARDS)
     channel = ScriptedChannel({i["notification_id"]: [Outcome.RETRYABLE] * 4 for i in items})
     worker = DeliveryWorker(store, channel, public_base_url="http://t", clock=clock, options=OPTS)
     worker.run_until_idle(linger_until=clock.now() + 60)
