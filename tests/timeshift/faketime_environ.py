@@ -8,13 +8,13 @@ array, which can move it and free the old one under the scan: SIGSEGV. pytest it
 ``PYTEST_CURRENT_TEST`` at every test, and tests ``monkeypatch.setenv``. That is how ``make test-timeshift``
 died 21 tests in ("Caught Segmentation fault", CI of c98e405); ``tests/unit/test_timeshift_environ.py``
 reproduces it with four threads, one of them writing the environment (SIGSEGV within 0.1 s, 17 tries of 18).
-libfaketime's thread-safe build (``faketime -m``) crashes the same way, and ran the suite 1.8x slower.
+libfaketime's thread-safe build (``faketime -m``) crashes the same way, and ran 17 of these tests 1.8x slower.
 
 The fix is in how the interpreter writes the environment, as ``sitecustomize`` does for ``time.sleep``: under
 libfaketime ``os.putenv`` and ``os.unsetenv`` publish a new ``environ`` array and never free one. A reader
 that loaded the old pointer finishes its scan over memory that stays valid; the swap is one aligned pointer
 store. Each write copies the array (~100 pointers) and keeps the old one: a few MB over a whole run.
-C code calling ``setenv`` itself still goes through glibc; nothing in the suite's processes does mid-run.
+C code calling ``setenv`` itself still goes through glibc; none in the suite's processes was found to.
 """
 
 from __future__ import annotations
