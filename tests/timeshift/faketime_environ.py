@@ -27,7 +27,7 @@ _libc = ctypes.CDLL(None)
 # The ``environ`` every getenv reads (the executable's copy where it has one, as the dynamic linker binds it).
 _environ = ctypes.c_void_p.in_dll(_libc, "environ")
 _published: list[ctypes.Array[ctypes.c_void_p] | ctypes.Array[ctypes.c_char]] = []  # never freed, by design
-_lock = threading.Lock()  # os.putenv may be called without os.environ's serialisation (it has none)
+_lock = threading.Lock()  # the GIL does not serialise writers: ctypes releases it around each foreign call
 
 
 def _entries() -> list[int]:
