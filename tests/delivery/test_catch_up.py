@@ -141,6 +141,41 @@ def test_a_first_start_looks_back_the_lookback_and_a_late_start_no_further_than_
     assert mark is not None and float(mark["minute"]) >= clock.now() - 120
 
 
+def test_a_long_backlog_holds_state_only_for_the_minutes_being_read_and_skips_those_another_worker_closed(
+        store: SqliteStore, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Six hours behind, one notification a minute; another worker already closed the second and fourth
+    hours. Each scan sees the worker holding minute states for the lookback and the few backlog minutes
+    being read, not for all 360 (before, every pass walked a state per minute of the backlog: quadratic over
+    a day's catch-up); the closed hours are never scanned, and every other minute is caught up."""
+    channel = ScriptedChannel()
+    start = minute_start(clock.now()) - timedelta(hours=6)
+    items = seed_due(store, shards=SHARDS, n=360, start=start, spread_s=6 * 3600)
+    cursor = store.table(tables.DELIVERY_CURSOR)
+    cursor.put({"pk": WATERMARK_KEY[0], "sk": WATERMARK_KEY[1], "minute": int(start.timestamp())})
+    closed = {tables.due_minute(start + timedelta(minutes=m)) for h in (1, 3) for m in range(h * 60, h * 60 + 60)}
+    cursor.batch_put([{"pk": "minute", "sk": key, "closed_at": "x"} for key in closed])
+    held: list[int] = []
+    scanned: set[str] = set()
+    scan = Claims._scan
+
+    def counting(claims: Claims, minute: Any) -> None:
+        held.append(len(claims._minutes))
+        scanned.add(minute.key)
+        scan(claims, minute)
+
+    monkeypatch.setattr(Claims, "_scan", counting)
+    _run(store, clock, channel, max_late_s=3600.0)
+
+    assert not scanned & closed
+    assert len(scanned) >= 240 and max(held) <= OPTS.lookback_minutes + 8, max(held)  # 360 before
+    statuses = Counter(("closed" if i["due_minute"] in closed else "open", str(i["status"]))
+                       for i in store.table(tables.SCHEDULES).scan())
+    assert statuses == {("closed", "pending"): 120, ("open", "suppressed"): 180, ("open", "sent"): 60}
+    assert sorted(c[2] for c in channel.calls) == sorted(str(i["notification_id"]) for i in items[300:])
+    mark = cursor.get(*WATERMARK_KEY)
+    assert mark is not None and float(mark["minute"]) >= clock.now() - 3600
+
+
 @pytest.mark.parametrize("restarted", [False, True])
 def test_minutes_closed_while_the_clock_was_ahead_are_looked_at_again_once_it_steps_back(
         store: SqliteStore, clock: ManualClock, restarted: bool) -> None:
