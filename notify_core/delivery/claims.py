@@ -22,6 +22,9 @@ calling it, or a worker whose wall clock was stepped forward finds every notific
 20-minute outage the first 5 minutes' notifications stayed ``pending`` for good, sent by no one, counted
 nowhere. What is found more than ``max_late_s`` late is not sent but finished as suppressed ``too_late``
 (:meth:`Claims._in_time`), so the outage is visible in the deliveries rows and ``notify_delivery_missed_total``.
+The minutes older than the lookback are read :data:`CATCH_UP_SCANS` at a time, oldest first, and until their
+turn are only a queue of minute starts (:meth:`Claims.plan_scans`), so a pass costs the same a day behind as
+caught up.
 """
 
 from __future__ import annotations
