@@ -249,7 +249,8 @@ class Claims:
         A backlog (minutes older than the lookback, from the watermark after an outage) is read
         :data:`CATCH_UP_SCANS` minutes at a time, oldest first, and holds no state until its turn: before, each
         of a day's 1,440 minutes had one from the start, and every pass walked them all (listing, counting,
-        sorting), ~5 ms a pass for two minutes caught up, 40 % of a day's catch-up on SQLite."""
+        sorting). A day's catch-up on SQLite, one notification a minute on 16 shards: 4.3 s of CPU before,
+        3.6 s with this (medians of 3)."""
         floor = self._floor if self._floor is not None else self._start_floor(now)
         if now < self._last_now - 1.0:
             floor = self._stepped_back(now, floor)
