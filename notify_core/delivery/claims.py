@@ -257,7 +257,7 @@ class Claims:
         self._last_now = now
         floor = max(floor, catch_up_start(now))
         last = math.floor((now + self.options.prefetch_s) / 60) * 60
-        recent = math.floor(now / 60 - self.options.lookback_minutes) * 60
+        recent = self._lookback_start(now)
         self._list(floor, last, recent, now)
         if self._unread:
             with self._lock:
@@ -357,7 +357,7 @@ class Claims:
                     m.done = m.loaded = False
             self._unread.clear()  # listed again from the floor, as the minutes the floor had passed
             self._listed_to = None
-        return min(floor, math.floor(now / 60 - self.options.lookback_minutes) * 60)
+        return min(floor, self._lookback_start(now))
 
     def _advance(self, floor: int) -> int:
         """(caller holds the lock) Drop the minutes before ``floor`` (past :data:`CATCH_UP_S`), retire the done
@@ -371,11 +371,15 @@ class Claims:
             floor += 60
         return floor
 
+    def _lookback_start(self, now: float) -> int:
+        """The start of the oldest minute within ``lookback_minutes``: older ones are a backlog."""
+        return math.floor(now / 60 - self.options.lookback_minutes) * 60
+
     def _backlog(self, now: float) -> tuple[int, int, int]:
         """(caller holds the lock) The start of the lookback, and of the minutes before it with a state: those
         being caught up (scanning, or with work queued) and those waiting for their scan. The unread ones
         (``_unread``) wait too."""
-        recent = math.floor(now / 60 - self.options.lookback_minutes) * 60
+        recent = self._lookback_start(now)
         busy = waiting = 0
         for m in self._minutes.values():
             if m.start >= recent:
@@ -388,7 +392,7 @@ class Claims:
         """Where a worker starts looking: the watermark's minute when it is older than the lookback, else the
         lookback (a first start, or a watermark from a fast-forwarded clock ahead of this one)."""
         row = self._cursor.get(*WATERMARK_KEY, consistent=True)
-        lookback = math.floor(now / 60 - self.options.lookback_minutes) * 60
+        lookback = self._lookback_start(now)
         mark = int(row["minute"]) if row and isinstance(row.get("minute"), int | float) else lookback
         self._watermark = mark if row else None
         if mark < lookback:
